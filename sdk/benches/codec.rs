@@ -1,0 +1,228 @@
+//! Codec benchmark: encoded size and encode/decode speed of the dictionary codec against
+//! JSON (serde_json) and plain named-field MessagePack (rmp-serde), on messages shaped like
+//! the seeds' (handshake, music-control, lane events, signaling, call quality).
+//!
+//! Run with `cargo bench -p p3-lanes --bench codec` (or `npm run bench`). Prints a table of
+//! ratios against JSON measured in this run, and merges its figures into
+//! `bench-results.json` at the repository root as `{name, value, unit, baseline, ratio}`.
+
+use p3_lanes::core::codec::{decode_msgpack, encode_msgpack};
+use p3_lanes::core::dictionary::Dictionary;
+use serde_json::{json, Value};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+fn corpus() -> Vec<(&'static str, Value)> {
+    let d = Dictionary::v1();
+    vec![
+        (
+            "handshake request",
+            json!({"clientId": "device-123", "wallet": "0x71C7656EC7ab88b098defB751B7401B5f6d8976F",
+                   "capabilities": {"transports": ["websocket"], "encodings": ["msgpack", "json"], "lanes": [1, 2, 3, 4]},
+                   "deviceInfo": {"platform": "web", "version": "1.0.0"}}),
+        ),
+        (
+            "handshake response",
+            json!({"sessionId": "7f1c2a9e-1b2c-4d5e-8f90-123456789abc", "transport": "websocket",
+                   "lanes": [{"id": 1, "name": "Control", "encoding": "msgpack", "url": "/api/protocol/v2/session/7f1c2a9e-1b2c-4d5e-8f90-123456789abc/lane/1/stream"},
+                             {"id": 2, "name": "Messaging", "encoding": "msgpack", "url": "/api/protocol/v2/session/7f1c2a9e-1b2c-4d5e-8f90-123456789abc/lane/2/stream"}],
+                   "dictionary": d.to_wire(), "serverTime": 1735689600000u64, "ttlSeconds": 3600,
+                   "protocol": {"version": "2.0.0", "features": ["msgpack", "dictionary", "priority"]}}),
+        ),
+        (
+            "music-control",
+            json!({"type": "music-control", "action": "seek",
+                   "data": {"position": 45.2, "trackId": "abc123",
+                            "track": {"id": "abc123", "title": "Morning Drive", "artist": "TrafficJamz", "duration": 215.4, "url": "/media/abc123.ogg"},
+                            "timestamp": 1735689600123u64, "from": "user-17", "controllerId": "user-17"},
+                   "sequence": 156, "signature": "9f86d081884c7d65"}),
+        ),
+        (
+            "message:receive",
+            json!({"type": "message:receive", "data": {"from": "0xabc", "content": "on my way, 5 min", "timestamp": 1735689600456u64, "encrypted": false}}),
+        ),
+        (
+            "presence:update",
+            json!({"type": "presence:update", "data": {"status": "online", "lastSeen": 1735689600789u64}}),
+        ),
+        (
+            "typing:indicator",
+            json!({"type": "typing:indicator", "data": {"from": "0xabc", "isTyping": true, "conversationId": "c-42"}}),
+        ),
+        (
+            "pong",
+            json!({"type": "pong", "clientTime": 123456.5, "serverTime": 1735689600000u64}),
+        ),
+        (
+            "call stats",
+            json!({"type": "stats", "data": {"rtt": 42.5, "jitter": 3.1, "packetLoss": 0.4, "bitrate": 48000, "codec": "opus/48000/2", "iceState": "connected", "timestamp": 1735689600000u64}}),
+        ),
+        (
+            "ice candidate",
+            json!({"type": "ice", "roomId": "room-7", "data": {"candidate": "candidate:842163049 1 udp 1677729535 192.0.2.10 54400 typ srflx raddr 0.0.0.0 rport 0 generation 0", "sdpMid": "0", "sdpMLineIndex": 0}}),
+        ),
+    ]
+}
+
+/// Median time per call of `f` over several rounds of about 40 ms each.
+fn time_per_op(mut f: impl FnMut()) -> Duration {
+    let mut iters = 1u32;
+    loop {
+        let t = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        if t.elapsed() > Duration::from_millis(40) {
+            break;
+        }
+        iters *= 2;
+    }
+    let mut samples: Vec<Duration> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t.elapsed() / iters
+        })
+        .collect();
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+struct Row {
+    name: &'static str,
+    bytes: usize,
+    encode: Duration,
+    decode: Duration,
+}
+
+fn main() {
+    let dict = Dictionary::v1();
+    let corpus = corpus();
+    let msgs: Vec<&Value> = corpus.iter().map(|(_, v)| v).collect();
+
+    let json_bytes: Vec<Vec<u8>> = msgs
+        .iter()
+        .map(|v| serde_json::to_vec(v).unwrap())
+        .collect();
+    let named_bytes: Vec<Vec<u8>> = msgs
+        .iter()
+        .map(|v| rmp_serde::to_vec_named(v).unwrap())
+        .collect();
+    let dict_bytes: Vec<Vec<u8>> = msgs
+        .iter()
+        .map(|v| encode_msgpack(v, Some(&dict)))
+        .collect();
+    for (v, b) in msgs.iter().zip(&dict_bytes) {
+        assert_eq!(
+            &decode_msgpack(b, Some(&dict)).unwrap(),
+            *v,
+            "dictionary codec must round-trip"
+        );
+    }
+    let total = |bs: &[Vec<u8>]| bs.iter().map(Vec::len).sum::<usize>();
+
+    let rows = [
+        Row {
+            name: "json (serde_json)",
+            bytes: total(&json_bytes),
+            encode: time_per_op(|| {
+                for v in &msgs {
+                    black_box(serde_json::to_vec(black_box(v)).unwrap());
+                }
+            }),
+            decode: time_per_op(|| {
+                for b in &json_bytes {
+                    black_box(serde_json::from_slice::<Value>(black_box(b)).unwrap());
+                }
+            }),
+        },
+        Row {
+            name: "msgpack named (rmp-serde)",
+            bytes: total(&named_bytes),
+            encode: time_per_op(|| {
+                for v in &msgs {
+                    black_box(rmp_serde::to_vec_named(black_box(v)).unwrap());
+                }
+            }),
+            decode: time_per_op(|| {
+                for b in &named_bytes {
+                    black_box(rmp_serde::from_slice::<Value>(black_box(b)).unwrap());
+                }
+            }),
+        },
+        Row {
+            name: "p3 dictionary msgpack",
+            bytes: total(&dict_bytes),
+            encode: time_per_op(|| {
+                for v in &msgs {
+                    black_box(encode_msgpack(black_box(v), Some(&dict)));
+                }
+            }),
+            decode: time_per_op(|| {
+                for b in &dict_bytes {
+                    black_box(decode_msgpack(black_box(b), Some(&dict)).unwrap());
+                }
+            }),
+        },
+    ];
+
+    let base = &rows[0];
+    println!(
+        "codec benchmark: {} seed-shaped messages, ratios against JSON measured in this run",
+        msgs.len()
+    );
+    println!(
+        "{:<28} {:>8} {:>7} {:>12} {:>7} {:>12} {:>7}",
+        "codec", "bytes", "ratio", "encode ns", "ratio", "decode ns", "ratio"
+    );
+    let mut results = Vec::new();
+    for r in &rows {
+        let (e, d) = (r.encode.as_nanos() as f64, r.decode.as_nanos() as f64);
+        let (be, bd) = (base.encode.as_nanos() as f64, base.decode.as_nanos() as f64);
+        println!(
+            "{:<28} {:>8} {:>7.3} {:>12.0} {:>7.3} {:>12.0} {:>7.3}",
+            r.name,
+            r.bytes,
+            r.bytes as f64 / base.bytes as f64,
+            e,
+            e / be,
+            d,
+            d / bd
+        );
+        for (metric, value, unit, baseline) in [
+            ("bytes", r.bytes as f64, "bytes", base.bytes as f64),
+            ("encode", e, "ns/corpus", be),
+            ("decode", d, "ns/corpus", bd),
+        ] {
+            results.push(json!({
+                "name": format!("codec.{metric}.{}", r.name),
+                "value": value, "unit": unit,
+                "baseline": format!("json (serde_json): {baseline:.0} {unit}"),
+                "ratio": value / baseline,
+            }));
+        }
+    }
+    let per_msg: Vec<String> = corpus
+        .iter()
+        .zip(dict_bytes.iter().zip(&json_bytes))
+        .map(|((n, _), (d, j))| format!("{n}: {}/{} B", d.len(), j.len()))
+        .collect();
+    println!("per message (dictionary/json): {}", per_msg.join(", "));
+    write_results("codec.", results);
+}
+
+/// Replaces this benchmark's entries (names starting with `prefix`) in bench-results.json.
+fn write_results(prefix: &str, mut ours: Vec<Value>) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results.json");
+    let mut all: Vec<Value> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    all.retain(|e| !e["name"].as_str().is_some_and(|n| n.starts_with(prefix)));
+    all.append(&mut ours);
+    std::fs::write(&path, serde_json::to_vec_pretty(&all).unwrap())
+        .expect("write bench-results.json");
+    println!("wrote {}", path.display());
+}

@@ -1,0 +1,1089 @@
+//! The client side of a session, sans-IO: handshake result in, frames/actions/events out.
+//!
+//! Implements seed 001 "Connection Resilience" (reconnect with exponential backoff 1, 2, 4, 8,
+//! 16 s plus jitter; heartbeats) over the frames of [`crate::core::frame`].
+//!
+//! # Drive contract (str0m style)
+//! The driver owns the clock, the HTTP client and the socket. Time is a monotonic `now` in ms
+//! (e.g. `performance.now()`), never read by this module.
+//! 1. Perform the handshake (HTTP), then [`Client::new`].
+//! 2. After **every** call below, drain [`Client::poll_output`] until it returns
+//!    [`Output::Timeout`]:
+//!    - [`Output::Transmit`]: send the bytes as one binary message on the open socket;
+//!    - [`Output::Action`]: do it ([`Action::OpenSocket`], [`Action::CloseSocket`],
+//!      [`Action::Handshake`]);
+//!    - [`Output::Event`]: hand it to the application;
+//!    - [`Output::Timeout`]: call [`Client::handle_timeout`] at that time (`None`: no timer).
+//! 3. Report socket life: [`Client::handle_socket_open`], [`Client::handle_frame`],
+//!    [`Client::handle_socket_closed`]. After [`Action::CloseSocket`] the driver must detach
+//!    the old socket's handlers, so events of a replaced socket never arrive here.
+//! 4. Report handshake outcomes after [`Action::Handshake`]: [`Client::handle_handshake`] or
+//!    [`Client::handle_handshake_failed`].
+
+use crate::core::control::{validate_room_name, Control};
+use crate::core::dictionary::Dictionary;
+use crate::core::error::ErrorCode;
+use crate::core::frame::{FrameHeader, FrameKind, SessionId, DEFAULT_MAX_FRAME_BYTES};
+use crate::core::handshake::HandshakeResponse;
+use crate::core::lane::{Encoding, Lane};
+use crate::core::payload::{self, PayloadError};
+use serde_json::Value;
+use std::collections::VecDeque;
+
+/// Seed 001 `RECONNECT_DELAYS`, ms.
+pub const DEFAULT_BACKOFF_MS: [u64; 5] = [1000, 2000, 4000, 8000, 16000];
+
+/// WebSocket close code the server uses when the session is unknown or expired.
+pub const CLOSE_SESSION_NOT_FOUND: u16 = 4404;
+
+/// Client tuning. Times in ms.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Ping period, ms; `None`: the server's `heartbeat.intervalMs`.
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Silence (no frame received) after which the connection is presumed dead, ms; `None`:
+    /// the server's `heartbeat.timeoutMs`.
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Reconnect after an unexpected close (only once the first connection opened).
+    pub reconnect: bool,
+    /// Backoff delays, ms; the last repeats.
+    pub backoff_ms: Vec<u64>,
+    /// Jitter as a fraction of the delay: each delay is scaled by a uniform factor in
+    /// `[1 - jitter, 1 + jitter]`.
+    pub jitter: f64,
+    /// Largest frame sent or accepted, bytes.
+    pub max_frame_bytes: usize,
+    /// Seed for the jitter generator (the driver passes a random one).
+    pub seed: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            heartbeat_interval_ms: None,
+            heartbeat_timeout_ms: None,
+            reconnect: true,
+            backoff_ms: DEFAULT_BACKOFF_MS.to_vec(),
+            jitter: 0.2,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            seed: 0x5eed,
+        }
+    }
+}
+
+/// Connection state as the application sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Opening the first socket.
+    Connecting,
+    /// Socket open; messages flow.
+    Open,
+    /// Lost the socket; waiting to retry (messages queue).
+    Reconnecting,
+    /// Closed by the app, or the first connection failed; terminal.
+    Closed,
+}
+
+impl ConnectionState {
+    /// `"connecting"`, `"open"`, `"reconnecting"` or `"closed"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::Connecting => "connecting",
+            ConnectionState::Open => "open",
+            ConnectionState::Reconnecting => "reconnecting",
+            ConnectionState::Closed => "closed",
+        }
+    }
+}
+
+/// Something the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Open a WebSocket to this path (relative to the server origin), binary type arraybuffer.
+    OpenSocket {
+        /// e.g. `/api/protocol/v2/session/<sid>/ws`.
+        path: String,
+    },
+    /// Close the current socket (normal closure) and detach its handlers.
+    CloseSocket,
+    /// The session is gone: POST the same handshake request again and report the result.
+    Handshake,
+}
+
+/// A message received on a lane.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inbound {
+    /// The lane.
+    pub lane: Lane,
+    /// Sending session, when relayed from another session.
+    pub from: Option<SessionId>,
+    /// Sender-side sequence number as assigned by the server for this receiver.
+    pub seq: u64,
+    /// The decoded value.
+    pub value: Value,
+}
+
+/// Something the application should hear about.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The connection state changed; `reason` says why for drops and closes.
+    StateChanged {
+        /// New state.
+        state: ConnectionState,
+        /// Why, when known.
+        reason: Option<String>,
+    },
+    /// A lane message arrived.
+    Message(Inbound),
+    /// The server confirmed a room join.
+    RoomJoined {
+        /// Room name.
+        room: String,
+        /// Member session ids, this one included.
+        members: Vec<SessionId>,
+    },
+    /// The server confirmed leaving a room.
+    RoomLeft {
+        /// Room name.
+        room: String,
+    },
+    /// Another session joined the room.
+    PeerJoined {
+        /// Room name.
+        room: String,
+        /// The new member.
+        session_id: SessionId,
+    },
+    /// Another session left the room.
+    PeerLeft {
+        /// Room name.
+        room: String,
+        /// The member that left.
+        session_id: SessionId,
+    },
+    /// A heartbeat answer: round-trip time and the server's clock.
+    Pong {
+        /// Round-trip time, ms.
+        rtt_ms: f64,
+        /// Server wall clock when it answered, ms since the Unix epoch.
+        server_time: u64,
+    },
+    /// A new session replaced the old one (the old expired, or the server restarted).
+    SessionChanged {
+        /// The previous session.
+        old: SessionId,
+        /// The new session.
+        new: SessionId,
+    },
+    /// The server refused something, or an incoming frame could not be decoded.
+    Error {
+        /// Machine-readable code.
+        code: ErrorCode,
+        /// Description.
+        message: String,
+        /// Lane concerned, if any.
+        lane: Option<Lane>,
+        /// Sequence number concerned, if any.
+        seq: Option<u64>,
+    },
+}
+
+/// One output of [`Client::poll_output`].
+#[derive(Clone, Debug, PartialEq)]
+#[must_use]
+pub enum Output {
+    /// Send these bytes as one binary WebSocket message.
+    Transmit(Vec<u8>),
+    /// Do this.
+    Action(Action),
+    /// Tell the application.
+    Event(Event),
+    /// Nothing more now; call [`Client::handle_timeout`] at this time (ms), if any.
+    Timeout(Option<u64>),
+}
+
+/// Why [`Client::send`] or [`Client::join_room`] refused (the caller's mistake or state).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The lane was not granted in the handshake.
+    #[error("lane {0} was not negotiated for this session")]
+    LaneNotNegotiated(Lane),
+    /// The encoded message exceeds the frame limit.
+    #[error("message of {size} bytes exceeds the frame limit of {limit} bytes")]
+    TooLarge {
+        /// Frame size, bytes.
+        size: usize,
+        /// Limit, bytes.
+        limit: usize,
+    },
+    /// A reliable lane's queue is full while disconnected.
+    #[error("lane {lane} queue is full ({depth} messages); wait until the connection is open")]
+    Backpressure {
+        /// The lane.
+        lane: Lane,
+        /// Its queue depth.
+        depth: u16,
+    },
+    /// The client was closed.
+    #[error("client is closed")]
+    Closed,
+    /// A bad argument (e.g. an invalid room name).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The handshake response is unusable.
+    #[error("handshake response is invalid: {0}")]
+    BadHandshake(String),
+    /// Encoding refused (protobuf lane).
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+}
+
+impl ClientError {
+    /// The machine-readable code (the JS error's `.code`).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ClientError::LaneNotNegotiated(_) => ErrorCode::LaneNotNegotiated,
+            ClientError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+            ClientError::Backpressure { .. } => ErrorCode::Backpressure,
+            ClientError::Closed => ErrorCode::Closed,
+            ClientError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            ClientError::BadHandshake(_) => ErrorCode::BadRequest,
+            ClientError::Payload(p) => p.code(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// Send the next ping.
+    Heartbeat = 0,
+    /// No frame received for the heartbeat timeout: presume the socket dead.
+    Idle = 1,
+    /// Backoff elapsed: retry.
+    Reconnect = 2,
+}
+
+const TIMERS: [Timer; 3] = [Timer::Heartbeat, Timer::Idle, Timer::Reconnect];
+
+struct Session {
+    id: SessionId,
+    ws_path: String,
+    /// Encoding per lane (index `id - 1`); `None`: not granted.
+    lanes: [Option<Encoding>; 8],
+    dict: Dictionary,
+    heartbeat_interval_ms: u64,
+    heartbeat_timeout_ms: u64,
+}
+
+impl Session {
+    fn from_handshake(resp: &HandshakeResponse) -> Result<Session, ClientError> {
+        let dict = Dictionary::from_wire(&resp.dictionary)
+            .map_err(|e| ClientError::BadHandshake(e.to_string()))?;
+        let mut lanes = [None; 8];
+        for g in &resp.lanes {
+            let lane = Lane::from_id(g.id)
+                .ok_or_else(|| ClientError::BadHandshake(format!("lane id {}", g.id)))?;
+            lanes[lane as usize - 1] = Some(g.encoding);
+        }
+        if lanes[0].is_none() {
+            return Err(ClientError::BadHandshake("Control lane not granted".into()));
+        }
+        Ok(Session {
+            id: resp.session_id,
+            ws_path: resp.websocket_url.clone(),
+            lanes,
+            dict,
+            heartbeat_interval_ms: resp.heartbeat.interval_ms.max(100),
+            heartbeat_timeout_ms: resp.heartbeat.timeout_ms.max(200),
+        })
+    }
+
+    fn encoding(&self, lane: Lane) -> Option<Encoding> {
+        self.lanes[lane as usize - 1]
+    }
+}
+
+/// An encoded message waiting for an open socket (size already checked).
+struct Queued {
+    payload: Vec<u8>,
+    dict_version: u32,
+    encoding: Encoding,
+    to: Option<SessionId>,
+}
+
+/// Largest header a Data frame can have: kind, lane, flags, two 10-byte varints, two ids.
+const FRAME_OVERHEAD_BYTES: usize = 3 + 10 + 5 + 16 + 16;
+
+/// The client side of one P3 session across any number of sockets (see the module docs for
+/// the drive contract).
+pub struct Client {
+    config: ClientConfig,
+    session: Session,
+    state: ConnectionState,
+    ever_opened: bool,
+    needs_handshake: bool,
+    attempt: u32,
+    timers: [Option<u64>; 3],
+    last_rx: u64,
+    next_seq: [u64; 8],
+    control_seq: u64,
+    /// Messages waiting for an open socket, per lane.
+    queued: [VecDeque<Queued>; 8],
+    room: Option<String>,
+    out: VecDeque<Output>,
+    rng: fastrand::Rng,
+}
+
+impl Client {
+    /// A client for the session of `handshake`; the first output asks to open its socket.
+    ///
+    /// Errors: [`ClientError::BadHandshake`] if the response's dictionary or lanes are invalid.
+    pub fn new(
+        config: ClientConfig,
+        handshake: &HandshakeResponse,
+        now: u64,
+    ) -> Result<Client, ClientError> {
+        let session = Session::from_handshake(handshake)?;
+        let rng = fastrand::Rng::with_seed(config.seed);
+        let mut c = Client {
+            config,
+            session,
+            state: ConnectionState::Connecting,
+            ever_opened: false,
+            needs_handshake: false,
+            attempt: 0,
+            timers: [None; 3],
+            last_rx: now,
+            next_seq: [1; 8],
+            control_seq: 1,
+            queued: Default::default(),
+            room: None,
+            out: VecDeque::new(),
+            rng,
+        };
+        c.open_socket();
+        Ok(c)
+    }
+
+    // ---- getters ----
+
+    /// Current connection state.
+    pub fn state(&self) -> ConnectionState {
+        self.state
+    }
+
+    /// Current session id (changes after a re-handshake).
+    pub fn session_id(&self) -> SessionId {
+        self.session.id
+    }
+
+    /// The room this client is in or joining.
+    pub fn room(&self) -> Option<&str> {
+        self.room.as_deref()
+    }
+
+    /// Whether `lane` was granted.
+    pub fn has_lane(&self, lane: Lane) -> bool {
+        self.session.encoding(lane).is_some()
+    }
+
+    /// Messages queued for `lane` while the socket is not open.
+    pub fn queued_len(&self, lane: Lane) -> usize {
+        self.queued[lane as usize - 1].len()
+    }
+
+    // ---- mutators ----
+
+    /// Sends `value` on `lane` to the room (or, with `to`, to that session only).
+    ///
+    /// While the socket is not open the message is queued: a reliable lane refuses with
+    /// [`ClientError::Backpressure`] once `queueDepth` messages wait; an unreliable lane drops
+    /// its oldest queued message instead.
+    ///
+    /// Errors: [`ClientError`] (`lane_not_negotiated`, `frame_too_large`, `backpressure`,
+    /// `closed`).
+    pub fn send(
+        &mut self,
+        lane: Lane,
+        value: Value,
+        to: Option<SessionId>,
+    ) -> Result<(), ClientError> {
+        if self.state == ConnectionState::Closed {
+            return Err(ClientError::Closed);
+        }
+        let Some(encoding) = self.session.encoding(lane) else {
+            return Err(ClientError::LaneNotNegotiated(lane));
+        };
+        let (payload, dict_version) = payload::encode(&value, encoding, Some(&self.session.dict))?;
+        let msg = Queued {
+            payload,
+            dict_version,
+            encoding,
+            to,
+        };
+        let size = FRAME_OVERHEAD_BYTES + msg.payload.len();
+        if size > self.config.max_frame_bytes {
+            return Err(ClientError::TooLarge {
+                size,
+                limit: self.config.max_frame_bytes,
+            });
+        }
+        if self.state == ConnectionState::Open {
+            let frame = self.data_frame(lane, &msg);
+            self.out.push_back(Output::Transmit(frame));
+            return Ok(());
+        }
+        let spec = lane.spec();
+        let q = &mut self.queued[lane as usize - 1];
+        if q.len() >= spec.queue_depth as usize {
+            if spec.reliable {
+                return Err(ClientError::Backpressure {
+                    lane,
+                    depth: spec.queue_depth,
+                });
+            }
+            q.pop_front();
+        }
+        q.push_back(msg);
+        Ok(())
+    }
+
+    /// Joins `room` (leaving any other); [`Event::RoomJoined`] confirms. The client rejoins it
+    /// by itself after reconnects.
+    ///
+    /// Errors: [`ClientError::InvalidArgument`] for a bad name, [`ClientError::Closed`].
+    pub fn join_room(&mut self, room: &str) -> Result<(), ClientError> {
+        if self.state == ConnectionState::Closed {
+            return Err(ClientError::Closed);
+        }
+        validate_room_name(room).map_err(ClientError::InvalidArgument)?;
+        self.room = Some(room.to_owned());
+        if self.state == ConnectionState::Open {
+            self.send_control(&Control::Join {
+                room: room.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Leaves the current room, if any.
+    pub fn leave_room(&mut self) {
+        if let Some(room) = self.room.take() {
+            if self.state == ConnectionState::Open {
+                self.send_control(&Control::Leave { room });
+            }
+        }
+    }
+
+    /// Closes for good: the socket is closed, queued messages are discarded, timers stop.
+    pub fn close(&mut self) {
+        if self.state == ConnectionState::Closed {
+            return;
+        }
+        self.out.push_back(Output::Action(Action::CloseSocket));
+        self.finish(Some("closed by the application".into()));
+    }
+
+    // ---- inputs ----
+
+    /// The socket requested by [`Action::OpenSocket`] is open.
+    pub fn handle_socket_open(&mut self, now: u64) {
+        if !matches!(
+            self.state,
+            ConnectionState::Connecting | ConnectionState::Reconnecting
+        ) {
+            return;
+        }
+        self.ever_opened = true;
+        self.attempt = 0;
+        self.last_rx = now;
+        self.set_state(ConnectionState::Open, None);
+        if let Some(room) = self.room.clone() {
+            self.send_control(&Control::Join { room });
+        }
+        self.flush_queued();
+        self.timers[Timer::Heartbeat as usize] = Some(now);
+        self.timers[Timer::Idle as usize] = Some(now + self.timeout_ms());
+    }
+
+    /// One binary message arrived on the socket.
+    pub fn handle_frame(&mut self, bytes: &[u8], now: u64) {
+        if self.state != ConnectionState::Open {
+            return;
+        }
+        self.last_rx = now;
+        self.timers[Timer::Idle as usize] = Some(now + self.timeout_ms());
+        let (h, body) = match FrameHeader::decode(bytes) {
+            Ok(x) => x,
+            Err(e) => return self.decode_error(ErrorCode::BadFrame, &e, None, None),
+        };
+        match h.kind {
+            FrameKind::Control => match payload::decode_control(&h, body, Some(&self.session.dict))
+            {
+                Ok(c) => self.on_control(c, now),
+                Err(e) => self.decode_error(e.code(), &e, Some(h.lane), Some(h.seq)),
+            },
+            FrameKind::Data => match payload::decode(&h, body, Some(&self.session.dict)) {
+                Ok(value) => self.out.push_back(Output::Event(Event::Message(Inbound {
+                    lane: h.lane,
+                    from: h.from,
+                    seq: h.seq,
+                    value,
+                }))),
+                Err(e) => self.decode_error(e.code(), &e, Some(h.lane), Some(h.seq)),
+            },
+        }
+    }
+
+    /// The socket closed (or failed to open). `code` is the WebSocket close code.
+    pub fn handle_socket_closed(&mut self, code: u16, now: u64) {
+        match self.state {
+            ConnectionState::Open => {}
+            ConnectionState::Connecting if !self.ever_opened => {
+                return self.finish(Some(format!("could not connect (close code {code})")));
+            }
+            ConnectionState::Connecting | ConnectionState::Reconnecting => {
+                // A reconnect attempt failed.
+            }
+            ConnectionState::Closed => return,
+        }
+        if code == CLOSE_SESSION_NOT_FOUND {
+            self.needs_handshake = true;
+        }
+        self.lost(format!("connection lost (close code {code})"), now);
+    }
+
+    /// The handshake asked for by [`Action::Handshake`] succeeded: adopt the new session.
+    ///
+    /// Errors: [`ClientError::BadHandshake`]; the client then retries later.
+    pub fn handle_handshake(
+        &mut self,
+        resp: &HandshakeResponse,
+        now: u64,
+    ) -> Result<(), ClientError> {
+        if self.state == ConnectionState::Closed {
+            return Ok(());
+        }
+        let session = match Session::from_handshake(resp) {
+            Ok(s) => s,
+            Err(e) => {
+                self.handle_handshake_failed(now);
+                return Err(e);
+            }
+        };
+        let old = self.session.id;
+        self.session = session;
+        self.needs_handshake = false;
+        self.next_seq = [1; 8];
+        self.control_seq = 1;
+        self.out.push_back(Output::Event(Event::SessionChanged {
+            old,
+            new: self.session.id,
+        }));
+        self.open_socket();
+        Ok(())
+    }
+
+    /// The handshake asked for by [`Action::Handshake`] failed (network or 5xx): back off.
+    pub fn handle_handshake_failed(&mut self, now: u64) {
+        if self.state != ConnectionState::Closed {
+            self.schedule_retry(now);
+        }
+    }
+
+    /// A deadline returned by [`Output::Timeout`] passed.
+    pub fn handle_timeout(&mut self, now: u64) {
+        for t in TIMERS {
+            match self.timers[t as usize] {
+                Some(at) if at <= now => self.timers[t as usize] = None,
+                _ => continue,
+            }
+            match t {
+                Timer::Heartbeat => {
+                    self.send_control(&Control::Ping {
+                        client_time: now as f64,
+                    });
+                    self.timers[Timer::Heartbeat as usize] = Some(now + self.interval_ms());
+                }
+                Timer::Idle => {
+                    let silent = now.saturating_sub(self.last_rx);
+                    self.out.push_back(Output::Action(Action::CloseSocket));
+                    self.lost(
+                        format!("no frame received for {silent} ms (heartbeat timeout)"),
+                        now,
+                    );
+                }
+                Timer::Reconnect => {
+                    if self.needs_handshake {
+                        self.out.push_back(Output::Action(Action::Handshake));
+                    } else {
+                        self.open_socket();
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- outputs ----
+
+    /// The next output; drain until [`Output::Timeout`].
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(o) = self.out.pop_front() {
+            return o;
+        }
+        Output::Timeout(self.timers.iter().flatten().min().copied())
+    }
+
+    // ---- internals ----
+
+    fn interval_ms(&self) -> u64 {
+        self.config
+            .heartbeat_interval_ms
+            .unwrap_or(self.session.heartbeat_interval_ms)
+            .max(100)
+    }
+
+    fn timeout_ms(&self) -> u64 {
+        self.config
+            .heartbeat_timeout_ms
+            .unwrap_or(self.session.heartbeat_timeout_ms)
+            .max(200)
+    }
+
+    fn set_state(&mut self, state: ConnectionState, reason: Option<String>) {
+        if self.state != state {
+            self.state = state;
+            self.out
+                .push_back(Output::Event(Event::StateChanged { state, reason }));
+        }
+    }
+
+    fn finish(&mut self, reason: Option<String>) {
+        self.timers = [None; 3];
+        for q in &mut self.queued {
+            q.clear();
+        }
+        self.set_state(ConnectionState::Closed, reason);
+    }
+
+    fn open_socket(&mut self) {
+        self.out.push_back(Output::Action(Action::OpenSocket {
+            path: self.session.ws_path.clone(),
+        }));
+    }
+
+    fn lost(&mut self, reason: String, now: u64) {
+        self.timers[Timer::Heartbeat as usize] = None;
+        self.timers[Timer::Idle as usize] = None;
+        if !self.config.reconnect {
+            return self.finish(Some(reason));
+        }
+        self.set_state(ConnectionState::Reconnecting, Some(reason));
+        self.schedule_retry(now);
+    }
+
+    fn schedule_retry(&mut self, now: u64) {
+        let delays = &self.config.backoff_ms;
+        let base = delays
+            .get(self.attempt as usize)
+            .or(delays.last())
+            .copied()
+            .unwrap_or(1000) as f64;
+        let j = self.config.jitter.clamp(0.0, 1.0);
+        let factor = 1.0 - j + 2.0 * j * self.rng.f64();
+        self.attempt = self.attempt.saturating_add(1);
+        self.timers[Timer::Reconnect as usize] = Some(now + (base * factor) as u64);
+    }
+
+    fn send_control(&mut self, msg: &Control) {
+        let enc = self
+            .session
+            .encoding(Lane::Control)
+            .unwrap_or(Encoding::Msgpack);
+        let frame = payload::control_frame(msg, enc, Some(&self.session.dict), self.control_seq);
+        self.control_seq += 1;
+        self.out.push_back(Output::Transmit(frame));
+    }
+
+    fn data_frame(&mut self, lane: Lane, msg: &Queued) -> Vec<u8> {
+        let seq = self.next_seq[lane as usize - 1];
+        self.next_seq[lane as usize - 1] += 1;
+        let mut h = FrameHeader::data(lane, msg.encoding, seq, msg.dict_version);
+        h.to = msg.to;
+        h.encode(&msg.payload)
+    }
+
+    fn flush_queued(&mut self) {
+        // Highest priority lanes first.
+        let mut lanes = Lane::ALL;
+        lanes.sort_by_key(|l| std::cmp::Reverse(l.spec().priority));
+        for lane in lanes {
+            while let Some(msg) = self.queued[lane as usize - 1].pop_front() {
+                let frame = self.data_frame(lane, &msg);
+                self.out.push_back(Output::Transmit(frame));
+            }
+        }
+    }
+
+    fn on_control(&mut self, c: Control, now: u64) {
+        let ev = match c {
+            Control::Pong {
+                client_time,
+                server_time,
+            } => Event::Pong {
+                rtt_ms: (now as f64 - client_time).max(0.0),
+                server_time,
+            },
+            Control::Joined { room, members } => Event::RoomJoined { room, members },
+            Control::Left { room } => Event::RoomLeft { room },
+            Control::PeerJoined { room, session_id } => Event::PeerJoined { room, session_id },
+            Control::PeerLeft { room, session_id } => Event::PeerLeft { room, session_id },
+            Control::Error {
+                code,
+                error,
+                lane,
+                seq,
+            } => {
+                if code == ErrorCode::SessionNotFound {
+                    self.needs_handshake = true;
+                }
+                Event::Error {
+                    code,
+                    message: error,
+                    lane: lane.and_then(Lane::from_id),
+                    seq,
+                }
+            }
+            Control::Welcome { .. }
+            | Control::Join { .. }
+            | Control::Leave { .. }
+            | Control::Ping { .. } => return,
+        };
+        self.out.push_back(Output::Event(ev));
+    }
+
+    fn decode_error(
+        &mut self,
+        code: ErrorCode,
+        e: &dyn std::fmt::Display,
+        lane: Option<Lane>,
+        seq: Option<u64>,
+    ) {
+        self.out.push_back(Output::Event(Event::Error {
+            code,
+            message: e.to_string(),
+            lane,
+            seq,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::handshake::{HeartbeatInfo, LaneGrant, ProtocolInfo};
+    use serde_json::json;
+
+    fn handshake(sid: u8, lanes: &[(Lane, Encoding)]) -> HandshakeResponse {
+        let id = SessionId::from_random_bytes([sid; 16]);
+        HandshakeResponse {
+            session_id: id,
+            transport: "websocket".into(),
+            lanes: lanes
+                .iter()
+                .map(|&(l, e)| LaneGrant {
+                    id: l.id(),
+                    name: l.name().into(),
+                    encoding: e,
+                    url: String::new(),
+                    priority: l.spec().priority,
+                    queue_depth: l.spec().queue_depth,
+                    reliable: l.spec().reliable,
+                })
+                .collect(),
+            dictionary: Dictionary::v1().to_wire(),
+            server_time: 0,
+            ttl_seconds: 3600,
+            protocol: ProtocolInfo {
+                version: "2.0.0".into(),
+                features: vec![],
+            },
+            websocket_url: format!("/api/protocol/v2/session/{id}/ws"),
+            heartbeat: HeartbeatInfo {
+                interval_ms: 30_000,
+                timeout_ms: 60_000,
+            },
+        }
+    }
+
+    fn std_lanes() -> Vec<(Lane, Encoding)> {
+        vec![
+            (Lane::Control, Encoding::Msgpack),
+            (Lane::Messaging, Encoding::Msgpack),
+            (Lane::Voice, Encoding::Json),
+            (Lane::Sync, Encoding::Msgpack),
+        ]
+    }
+
+    /// Drains outputs; returns (transmits, actions, events, next timeout).
+    fn drain(c: &mut Client) -> (Vec<Vec<u8>>, Vec<Action>, Vec<Event>, Option<u64>) {
+        let (mut t, mut a, mut e) = (vec![], vec![], vec![]);
+        loop {
+            match c.poll_output() {
+                Output::Transmit(b) => t.push(b),
+                Output::Action(x) => a.push(x),
+                Output::Event(x) => e.push(x),
+                Output::Timeout(at) => return (t, a, e, at),
+            }
+        }
+    }
+
+    fn controls(frames: &[Vec<u8>]) -> Vec<Control> {
+        let d = Dictionary::v1();
+        frames
+            .iter()
+            .filter_map(|f| {
+                let (h, p) = FrameHeader::decode(f).unwrap();
+                (h.kind == FrameKind::Control)
+                    .then(|| payload::decode_control(&h, p, Some(&d)).unwrap())
+            })
+            .collect()
+    }
+
+    fn open_client() -> Client {
+        let mut c = Client::new(ClientConfig::default(), &handshake(1, &std_lanes()), 0).unwrap();
+        let (_, a, _, _) = drain(&mut c);
+        assert!(matches!(&a[..], [Action::OpenSocket { path }] if path.ends_with("/ws")));
+        c.handle_socket_open(10);
+        c
+    }
+
+    #[test]
+    fn heartbeat_pings_and_pong_gives_rtt() {
+        let mut c = open_client();
+        let (t, _, e, at) = drain(&mut c);
+        assert!(e.contains(&Event::StateChanged {
+            state: ConnectionState::Open,
+            reason: None
+        }));
+        assert!(t.is_empty());
+        assert_eq!(at, Some(10));
+        c.handle_timeout(10);
+        let (t, _, _, at) = drain(&mut c);
+        assert_eq!(controls(&t), vec![Control::Ping { client_time: 10.0 }]);
+        assert_eq!(at, Some(30_010));
+        let pong = payload::control_frame(
+            &Control::Pong {
+                client_time: 10.0,
+                server_time: 99,
+            },
+            Encoding::Msgpack,
+            Some(&Dictionary::v1()),
+            1,
+        );
+        c.handle_frame(&pong, 52);
+        let (_, _, e, _) = drain(&mut c);
+        assert_eq!(
+            e,
+            vec![Event::Pong {
+                rtt_ms: 42.0,
+                server_time: 99
+            }]
+        );
+    }
+
+    #[test]
+    fn silence_past_timeout_reconnects_with_jittered_backoff() {
+        let mut c = open_client();
+        drain(&mut c);
+        // Pings go out but nothing comes back.
+        let mut now = 10;
+        loop {
+            let (_, a, e, at) = drain(&mut c);
+            if a.contains(&Action::CloseSocket) {
+                assert!(e.iter().any(|e| matches!(
+                    e,
+                    Event::StateChanged {
+                        state: ConnectionState::Reconnecting,
+                        ..
+                    }
+                )));
+                assert_eq!(now, 60_010, "dropped exactly at the heartbeat timeout");
+                break;
+            }
+            now = at.unwrap();
+            c.handle_timeout(now);
+        }
+        // Each failed attempt waits the seed's delay ±20%, the last one repeating.
+        for base in [1000u64, 2000, 4000, 8000, 16000, 16000] {
+            let (_, _, _, at) = drain(&mut c);
+            let wait = at.unwrap() - now;
+            assert!(
+                wait >= base * 8 / 10 && wait <= base * 12 / 10,
+                "wait {wait} for base {base}"
+            );
+            now = at.unwrap();
+            c.handle_timeout(now);
+            let (_, a, _, _) = drain(&mut c);
+            assert!(matches!(&a[..], [Action::OpenSocket { .. }]));
+            c.handle_socket_closed(1006, now);
+        }
+    }
+
+    #[test]
+    fn lost_session_rehandshakes_and_rejoins_room() {
+        let mut c = open_client();
+        c.join_room("r1").unwrap();
+        let (t, _, _, _) = drain(&mut c);
+        assert_eq!(controls(&t), vec![Control::Join { room: "r1".into() }]);
+        c.handle_socket_closed(CLOSE_SESSION_NOT_FOUND, 100);
+        let (_, _, _, at) = drain(&mut c);
+        c.handle_timeout(at.unwrap());
+        let (_, a, _, _) = drain(&mut c);
+        assert_eq!(a, vec![Action::Handshake]);
+        let old = c.session_id();
+        c.handle_handshake(&handshake(2, &std_lanes()), 5000)
+            .unwrap();
+        let (_, a, e, _) = drain(&mut c);
+        assert!(
+            matches!(&e[..], [Event::SessionChanged { old: o, new }] if *o == old && *new != old)
+        );
+        assert!(
+            matches!(&a[..], [Action::OpenSocket { path }] if path.contains(&c.session_id().to_string()))
+        );
+        c.handle_socket_open(5100);
+        let (t, _, _, _) = drain(&mut c);
+        assert_eq!(controls(&t), vec![Control::Join { room: "r1".into() }]);
+    }
+
+    #[test]
+    fn queues_while_disconnected_then_flushes_by_priority() {
+        let mut c = open_client();
+        drain(&mut c);
+        c.handle_socket_closed(1006, 20);
+        drain(&mut c);
+        for i in 0..Lane::Messaging.spec().queue_depth {
+            c.send(Lane::Messaging, json!({"msg": i}), None).unwrap();
+        }
+        let err = c
+            .send(Lane::Messaging, json!({"msg": "one too many"}), None)
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Backpressure);
+        // Unreliable Voice drops its oldest instead.
+        for i in 0..=Lane::Voice.spec().queue_depth {
+            c.send(Lane::Voice, json!(i), None).unwrap();
+        }
+        assert_eq!(
+            c.queued_len(Lane::Voice),
+            Lane::Voice.spec().queue_depth as usize
+        );
+        c.send(Lane::Sync, json!({"position": 1.5}), None).unwrap();
+        c.handle_timeout(10_000);
+        drain(&mut c);
+        c.handle_socket_open(10_001);
+        let (t, _, _, _) = drain(&mut c);
+        let d = Dictionary::v1();
+        let data: Vec<(Lane, u64, Value)> = t
+            .iter()
+            .map(|f| FrameHeader::decode(f).unwrap())
+            .filter(|(h, _)| h.kind == FrameKind::Data)
+            .map(|(h, p)| (h.lane, h.seq, payload::decode(&h, p, Some(&d)).unwrap()))
+            .collect();
+        assert_eq!(data.len(), 500 + 1 + 50);
+        // Messaging (90) before Sync (85) before Voice (80); seqs contiguous from 1.
+        assert_eq!((data[0].0, data[0].1), (Lane::Messaging, 1));
+        assert_eq!(data[499].2, json!({"msg": 499}));
+        assert_eq!(data[500], (Lane::Sync, 1, json!({"position": 1.5})));
+        assert_eq!((data[501].0, data[501].2.clone()), (Lane::Voice, json!(1)));
+    }
+
+    #[test]
+    fn refuses_bad_sends_with_codes() {
+        let mut c = open_client();
+        let code = |r: Result<(), ClientError>| r.unwrap_err().code();
+        assert_eq!(
+            code(c.send(Lane::Data, json!(1), None)),
+            ErrorCode::LaneNotNegotiated
+        );
+        let big = json!("x".repeat(DEFAULT_MAX_FRAME_BYTES));
+        assert_eq!(
+            code(c.send(Lane::Messaging, big, None)),
+            ErrorCode::FrameTooLarge
+        );
+        assert_eq!(code(c.join_room("")), ErrorCode::InvalidArgument);
+        c.close();
+        assert_eq!(
+            code(c.send(Lane::Messaging, json!(1), None)),
+            ErrorCode::Closed
+        );
+        let (_, a, e, at) = drain(&mut c);
+        assert!(a.contains(&Action::CloseSocket));
+        assert!(matches!(
+            e.last(),
+            Some(Event::StateChanged {
+                state: ConnectionState::Closed,
+                ..
+            })
+        ));
+        assert_eq!(at, None);
+    }
+
+    #[test]
+    fn first_connection_failure_is_terminal() {
+        let mut c = Client::new(ClientConfig::default(), &handshake(1, &std_lanes()), 0).unwrap();
+        drain(&mut c);
+        c.handle_socket_closed(1006, 5);
+        let (_, _, e, at) = drain(&mut c);
+        assert!(matches!(
+            &e[..],
+            [Event::StateChanged {
+                state: ConnectionState::Closed,
+                reason: Some(_)
+            }]
+        ));
+        assert_eq!(at, None);
+    }
+
+    #[test]
+    fn inbound_messages_decode_and_bad_ones_are_errors() {
+        let mut c = open_client();
+        drain(&mut c);
+        let d = Dictionary::v1();
+        let from = SessionId::from_random_bytes([9; 16]);
+        let (p, v) = payload::encode(&json!({"msg": "hi"}), Encoding::Msgpack, Some(&d)).unwrap();
+        let mut h = FrameHeader::data(Lane::Messaging, Encoding::Msgpack, 7, v);
+        h.from = Some(from);
+        c.handle_frame(&h.encode(&p), 20);
+        let mut h2 = h.clone();
+        h2.dict_version = 2;
+        c.handle_frame(&h2.encode(&p), 21);
+        c.handle_frame(&[0xff, 0, 0], 22);
+        let (_, _, e, _) = drain(&mut c);
+        assert_eq!(
+            e[0],
+            Event::Message(Inbound {
+                lane: Lane::Messaging,
+                from: Some(from),
+                seq: 7,
+                value: json!({"msg": "hi"})
+            })
+        );
+        assert!(matches!(
+            &e[1],
+            Event::Error {
+                code: ErrorCode::UnknownDictionary,
+                seq: Some(7),
+                ..
+            }
+        ));
+        assert!(matches!(
+            &e[2],
+            Event::Error {
+                code: ErrorCode::BadFrame,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,435 @@
+//! The dictionary codec: MessagePack whose map keys are written as indices into the dictionary
+//! negotiated in handshake v2 (seed 000, "Handshake Response" `dictionary`), plus plain JSON.
+//!
+//! Rules (PROTOCOL.md, "Dictionary codec"):
+//! - Values are JSON-compatible ([`serde_json::Value`]): null, bool, integers (i64/u64),
+//!   finite f64, UTF-8 strings, arrays, string-keyed maps. Key order is preserved.
+//! - With a dictionary, every map key listed in it is written as its 1-based index (a
+//!   MessagePack positive integer: one byte up to 127); other keys stay strings. JSON keys are
+//!   always strings, so an integer key on the wire can only mean a dictionary index.
+//! - Without a dictionary the output is plain MessagePack any stock library decodes.
+//! - The decoder rejects truncated input, trailing bytes, nesting deeper than [`MAX_DEPTH`],
+//!   duplicate keys, non-finite floats and the MessagePack types JSON cannot hold (bin, ext),
+//!   with a typed [`CodecError`]; it never panics and never returns a wrong value.
+//!
+//! The MessagePack layer is `rmp` (markers and primitive writers).
+
+use crate::core::dictionary::Dictionary;
+use rmp::Marker;
+use serde_json::{Map, Number, Value};
+
+/// Deepest array/map nesting the decoder accepts (bounds stack use on hostile input).
+pub const MAX_DEPTH: usize = 128;
+
+/// Why a payload could not be decoded (bad bytes from the wire).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The input ended inside a value.
+    #[error("payload truncated")]
+    Truncated,
+    /// Bytes remain after the one top-level value.
+    #[error("{0} trailing bytes after the payload value")]
+    TrailingBytes(usize),
+    /// A MessagePack marker JSON cannot represent (bin, ext, or the reserved 0xc1).
+    #[error("unsupported MessagePack type (marker 0x{0:02x}); values must be JSON-compatible")]
+    UnsupportedType(u8),
+    /// A map key that is neither a string nor (with a dictionary) a valid index.
+    #[error("map key is not a string")]
+    NonStringKey,
+    /// An integer map key with no dictionary in force.
+    #[error("map key {0} is a dictionary index but the frame names no dictionary")]
+    IndexWithoutDictionary(u64),
+    /// An integer map key past the end of the dictionary.
+    #[error("dictionary index {index} is out of range (dictionary v{version} has {len} tokens)")]
+    IndexOutOfRange {
+        /// The index read.
+        index: u64,
+        /// The dictionary version in force.
+        version: u32,
+        /// Its number of tokens.
+        len: usize,
+    },
+    /// The same key twice in one map.
+    #[error("duplicate map key {0:?}")]
+    DuplicateKey(String),
+    /// NaN or ±infinity (JSON has no such numbers).
+    #[error("non-finite float")]
+    NonFiniteFloat,
+    /// A string that is not UTF-8.
+    #[error("string is not valid UTF-8")]
+    InvalidUtf8,
+    /// Nesting deeper than [`MAX_DEPTH`].
+    #[error("nesting deeper than {MAX_DEPTH}")]
+    TooDeep,
+    /// JSON payload that does not parse.
+    #[error("invalid JSON payload: {0}")]
+    Json(String),
+}
+
+/// Encodes `value` as MessagePack, writing listed map keys as indices of `dict` (if any).
+///
+/// Output: one MessagePack value, no framing. Infallible for any [`Value`].
+pub fn encode_msgpack(value: &Value, dict: Option<&Dictionary>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    write_value(&mut out, value, dict);
+    out
+}
+
+/// Appends the encoding of `value` to `out` (see [`encode_msgpack`]).
+pub fn encode_msgpack_into(out: &mut Vec<u8>, value: &Value, dict: Option<&Dictionary>) {
+    write_value(out, value, dict);
+}
+
+/// Decodes one MessagePack value produced by [`encode_msgpack`] (or any JSON-compatible
+/// MessagePack), resolving integer map keys through `dict`.
+///
+/// Errors: [`CodecError`]; never panics on any input.
+pub fn decode_msgpack(bytes: &[u8], dict: Option<&Dictionary>) -> Result<Value, CodecError> {
+    let mut r = Reader { buf: bytes, pos: 0 };
+    let v = r.value(dict, 0)?;
+    match bytes.len() - r.pos {
+        0 => Ok(v),
+        n => Err(CodecError::TrailingBytes(n)),
+    }
+}
+
+/// Encodes `value` as compact JSON text.
+pub fn encode_json(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).expect("serializing a serde_json::Value cannot fail")
+}
+
+/// Decodes JSON text (one value, whitespace allowed around it).
+///
+/// Errors: [`CodecError::Json`] with serde_json's message.
+pub fn decode_json(bytes: &[u8]) -> Result<Value, CodecError> {
+    serde_json::from_slice(bytes).map_err(|e| CodecError::Json(e.to_string()))
+}
+
+const VEC_WRITE: &str = "writing to a Vec<u8> cannot fail";
+
+fn write_value(out: &mut Vec<u8>, value: &Value, dict: Option<&Dictionary>) {
+    use rmp::encode as e;
+    match value {
+        Value::Null => e::write_nil(out).expect(VEC_WRITE),
+        Value::Bool(b) => e::write_bool(out, *b).expect(VEC_WRITE),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                e::write_uint(out, u).expect(VEC_WRITE);
+            } else if let Some(i) = n.as_i64() {
+                e::write_sint(out, i).expect(VEC_WRITE);
+            } else {
+                // serde_json numbers are u64, i64 or finite f64.
+                e::write_f64(out, n.as_f64().unwrap_or(0.0)).expect(VEC_WRITE);
+            }
+        }
+        Value::String(s) => e::write_str(out, s).expect(VEC_WRITE),
+        Value::Array(items) => {
+            e::write_array_len(out, items.len() as u32).expect(VEC_WRITE);
+            for item in items {
+                write_value(out, item, dict);
+            }
+        }
+        Value::Object(map) => {
+            e::write_map_len(out, map.len() as u32).expect(VEC_WRITE);
+            for (k, v) in map {
+                match dict.and_then(|d| d.index_of(k)) {
+                    Some(i) => {
+                        e::write_uint(out, u64::from(i)).expect(VEC_WRITE);
+                    }
+                    None => e::write_str(out, k).expect(VEC_WRITE),
+                }
+                write_value(out, v, dict);
+            }
+        }
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        let end = self.pos.checked_add(n).ok_or(CodecError::Truncated)?;
+        let s = self.buf.get(self.pos..end).ok_or(CodecError::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8, CodecError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn be<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn len(&mut self, marker: Marker) -> Result<usize, CodecError> {
+        Ok(match marker {
+            Marker::FixStr(n) | Marker::FixArray(n) | Marker::FixMap(n) => n as usize,
+            Marker::Str8 => self.u8()? as usize,
+            Marker::Str16 | Marker::Array16 | Marker::Map16 => {
+                u16::from_be_bytes(self.be()?) as usize
+            }
+            Marker::Str32 | Marker::Array32 | Marker::Map32 => {
+                u32::from_be_bytes(self.be()?) as usize
+            }
+            _ => unreachable!("len() is only called with str/array/map markers"),
+        })
+    }
+
+    fn str(&mut self, marker: Marker) -> Result<&'a str, CodecError> {
+        let n = self.len(marker)?;
+        std::str::from_utf8(self.take(n)?).map_err(|_| CodecError::InvalidUtf8)
+    }
+
+    /// Reads an integer marker's value: `Ok(Some(Ok(u)))` unsigned, `Ok(Some(Err(i)))` negative.
+    fn int(&mut self, marker: Marker) -> Result<Option<Result<u64, i64>>, CodecError> {
+        let signed = |i: i64| if i >= 0 { Ok(i as u64) } else { Err(i) };
+        Ok(Some(match marker {
+            Marker::FixPos(n) => Ok(u64::from(n)),
+            Marker::FixNeg(n) => Err(i64::from(n)),
+            Marker::U8 => Ok(u64::from(self.u8()?)),
+            Marker::U16 => Ok(u64::from(u16::from_be_bytes(self.be()?))),
+            Marker::U32 => Ok(u64::from(u32::from_be_bytes(self.be()?))),
+            Marker::U64 => Ok(u64::from_be_bytes(self.be()?)),
+            Marker::I8 => signed(i64::from(i8::from_be_bytes(self.be()?))),
+            Marker::I16 => signed(i64::from(i16::from_be_bytes(self.be()?))),
+            Marker::I32 => signed(i64::from(i32::from_be_bytes(self.be()?))),
+            Marker::I64 => signed(i64::from_be_bytes(self.be()?)),
+            _ => return Ok(None),
+        }))
+    }
+
+    fn value(&mut self, dict: Option<&Dictionary>, depth: usize) -> Result<Value, CodecError> {
+        if depth > MAX_DEPTH {
+            return Err(CodecError::TooDeep);
+        }
+        let byte = self.u8()?;
+        let marker = Marker::from_u8(byte);
+        if let Some(i) = self.int(marker)? {
+            return Ok(match i {
+                Ok(u) => Value::Number(u.into()),
+                Err(n) => Value::Number(n.into()),
+            });
+        }
+        Ok(match marker {
+            Marker::Null => Value::Null,
+            Marker::True => Value::Bool(true),
+            Marker::False => Value::Bool(false),
+            Marker::F32 => float(f64::from(f32::from_be_bytes(self.be()?)))?,
+            Marker::F64 => float(f64::from_be_bytes(self.be()?))?,
+            Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
+                Value::String(self.str(marker)?.to_owned())
+            }
+            Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
+                let n = self.len(marker)?;
+                // Every element takes at least one byte: never trust `n` for allocation.
+                let mut items = Vec::with_capacity(n.min(self.buf.len() - self.pos));
+                for _ in 0..n {
+                    items.push(self.value(dict, depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
+                let n = self.len(marker)?;
+                let mut map = Map::new();
+                for _ in 0..n {
+                    let key = self.key(dict)?;
+                    let v = self.value(dict, depth + 1)?;
+                    if map.contains_key(&key) {
+                        return Err(CodecError::DuplicateKey(key));
+                    }
+                    map.insert(key, v);
+                }
+                Value::Object(map)
+            }
+            _ => return Err(CodecError::UnsupportedType(byte)),
+        })
+    }
+
+    fn key(&mut self, dict: Option<&Dictionary>) -> Result<String, CodecError> {
+        let marker = Marker::from_u8(self.u8()?);
+        match marker {
+            Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
+                Ok(self.str(marker)?.to_owned())
+            }
+            _ => match self.int(marker)? {
+                Some(Ok(index)) => {
+                    let d = dict.ok_or(CodecError::IndexWithoutDictionary(index))?;
+                    d.token(index)
+                        .map(str::to_owned)
+                        .ok_or(CodecError::IndexOutOfRange {
+                            index,
+                            version: d.version(),
+                            len: d.tokens().len(),
+                        })
+                }
+                _ => Err(CodecError::NonStringKey),
+            },
+        }
+    }
+}
+
+fn float(f: f64) -> Result<Value, CodecError> {
+    Number::from_f64(f)
+        .map(Value::Number)
+        .ok_or(CodecError::NonFiniteFloat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn music_control() -> Value {
+        json!({
+            "type": "music-control",
+            "action": "seek",
+            "data": {"position": 45.2, "trackId": "abc123", "timestamp": 1735689600000u64,
+                     "from": "user-1", "controllerId": "user-1", "unlisted": [1, -2, null, true]},
+            "sequence": 156
+        })
+    }
+
+    #[test]
+    fn round_trip_with_and_without_dictionary() {
+        let d = Dictionary::v1();
+        let v = music_control();
+        for dict in [None, Some(&d)] {
+            let bytes = encode_msgpack(&v, dict);
+            assert_eq!(decode_msgpack(&bytes, dict).unwrap(), v);
+        }
+        assert!(encode_msgpack(&v, Some(&d)).len() < encode_msgpack(&v, None).len());
+    }
+
+    #[test]
+    fn listed_keys_are_one_byte_indices() {
+        let d = Dictionary::v1();
+        let bytes = encode_msgpack(&json!({"msg": 1}), Some(&d));
+        assert_eq!(bytes, vec![0x81, 0x01, 0x01]);
+    }
+
+    #[test]
+    fn no_dictionary_is_plain_msgpack() {
+        // rmp-serde (a stock MessagePack library) reads our dictionary-less output.
+        let v = music_control();
+        let bytes = encode_msgpack(&v, None);
+        let back: Value = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn index_keys_need_the_dictionary() {
+        let d = Dictionary::v1();
+        let bytes = encode_msgpack(&json!({"msg": 1}), Some(&d));
+        assert_eq!(
+            decode_msgpack(&bytes, None),
+            Err(CodecError::IndexWithoutDictionary(1))
+        );
+        let small = Dictionary::new(2, vec!["x".into()]).unwrap();
+        let bytes = encode_msgpack(&json!({"trackId": 1}), Some(&d));
+        assert!(matches!(
+            decode_msgpack(&bytes, Some(&small)),
+            Err(CodecError::IndexOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn hostile_inputs_are_typed_errors() {
+        assert_eq!(decode_msgpack(&[], None), Err(CodecError::Truncated));
+        assert_eq!(
+            decode_msgpack(&[0xc0, 0xc0], None),
+            Err(CodecError::TrailingBytes(1))
+        );
+        assert_eq!(
+            decode_msgpack(&[0xc4, 0x00], None),
+            Err(CodecError::UnsupportedType(0xc4))
+        );
+        assert_eq!(
+            decode_msgpack(&[0xc1], None),
+            Err(CodecError::UnsupportedType(0xc1))
+        );
+        // array32 claiming 4 billion elements with no bytes behind it.
+        assert_eq!(
+            decode_msgpack(&[0xdd, 0xff, 0xff, 0xff, 0xff], None),
+            Err(CodecError::Truncated)
+        );
+        let deep = vec![0x91u8; MAX_DEPTH + 2];
+        assert_eq!(decode_msgpack(&deep, None), Err(CodecError::TooDeep));
+        assert_eq!(
+            decode_msgpack(&[0x82, 0xa1, b'a', 0x01, 0xa1, b'a', 0x02], None),
+            Err(CodecError::DuplicateKey("a".into()))
+        );
+        let nan = [0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0];
+        assert_eq!(decode_msgpack(&nan, None), Err(CodecError::NonFiniteFloat));
+        assert_eq!(
+            decode_msgpack(&[0x81, 0xc3, 0xc0], None),
+            Err(CodecError::NonStringKey)
+        );
+        assert_eq!(
+            decode_msgpack(&[0xa1, 0xff], None),
+            Err(CodecError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let v = music_control();
+        assert_eq!(decode_json(&encode_json(&v)).unwrap(), v);
+        assert!(matches!(decode_json(b"{"), Err(CodecError::Json(_))));
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any JSON-compatible value, with keys drawn partly from the dictionary.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let dict_keys: Vec<String> = Dictionary::v1().tokens().to_vec();
+        let key = prop_oneof![proptest::sample::select(dict_keys), ".{0,12}"];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<u64>().prop_map(|n| Value::Number(n.into())),
+            any::<i64>().prop_map(|n| Value::Number(n.into())),
+            any::<f64>()
+                .prop_filter_map("finite", Number::from_f64)
+                .prop_map(Value::Number),
+            ".{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(6, 256, 10, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..10).prop_map(Value::Array),
+                prop::collection::vec((key.clone(), inner), 0..10)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn msgpack_round_trip_is_exact(v in json_value()) {
+            let d = Dictionary::v1();
+            prop_assert_eq!(&decode_msgpack(&encode_msgpack(&v, Some(&d)), Some(&d)).unwrap(), &v);
+            prop_assert_eq!(&decode_msgpack(&encode_msgpack(&v, None), None).unwrap(), &v);
+            prop_assert_eq!(&decode_json(&encode_json(&v)).unwrap(), &v);
+        }
+
+        #[test]
+        fn decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let d = Dictionary::v1();
+            let _ = decode_msgpack(&bytes, Some(&d));
+            let _ = decode_msgpack(&bytes, None);
+            let _ = decode_json(&bytes);
+        }
+    }
+}

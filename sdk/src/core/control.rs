@@ -1,0 +1,146 @@
+//! Control messages: the session's protocol, carried in Control frames (kind 0x02, lane 1),
+//! encoded like any payload of the Control lane. JSON shape `{"type": "<kebab-case>", ...}`
+//! with camelCase fields (seed 001 heartbeat `{type: 'ping'}` / `{type: 'pong', serverTime}`).
+
+use crate::core::error::ErrorCode;
+use crate::core::frame::SessionId;
+use serde::{Deserialize, Serialize};
+
+/// Longest room name accepted, in bytes.
+pub const MAX_ROOM_NAME_BYTES: usize = 128;
+
+/// One Control message. Client → server: `join`, `leave`, `ping`. Server → client: the rest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
+#[non_exhaustive]
+pub enum Control {
+    /// Join `room` (leaving the current one, if any). Answered by `joined`.
+    Join {
+        /// Room name, 1..=128 bytes.
+        room: String,
+    },
+    /// Leave `room`. Answered by `left`.
+    Leave {
+        /// Room name.
+        room: String,
+    },
+    /// Heartbeat (seed 001): `clientTime` is the client's monotonic clock in ms, echoed back.
+    Ping {
+        /// Client clock, ms.
+        client_time: f64,
+    },
+    /// Heartbeat answer with the server's wall clock (ms since the Unix epoch).
+    Pong {
+        /// The `clientTime` of the ping answered, ms.
+        client_time: f64,
+        /// Server wall clock, ms since the Unix epoch.
+        server_time: u64,
+    },
+    /// First message on every WebSocket: who you are and the heartbeat contract.
+    Welcome {
+        /// This connection's session.
+        session_id: SessionId,
+        /// Server wall clock, ms since the Unix epoch.
+        server_time: u64,
+        /// How often the client should ping, ms.
+        heartbeat_interval_ms: u64,
+        /// Silence after which the server drops the connection, ms.
+        heartbeat_timeout_ms: u64,
+    },
+    /// The session is now in `room`; `members` are all sessions in it, including this one.
+    Joined {
+        /// Room name.
+        room: String,
+        /// Member session ids.
+        members: Vec<SessionId>,
+    },
+    /// The session left `room`.
+    Left {
+        /// Room name.
+        room: String,
+    },
+    /// Another session joined this session's room.
+    PeerJoined {
+        /// Room name.
+        room: String,
+        /// The session that joined.
+        session_id: SessionId,
+    },
+    /// Another session left this session's room (or its connection was lost).
+    PeerLeft {
+        /// Room name.
+        room: String,
+        /// The session that left.
+        session_id: SessionId,
+    },
+    /// Something the peer sent was refused; `lane`/`seq` name the frame when there is one.
+    Error {
+        /// Machine-readable code.
+        code: ErrorCode,
+        /// Human-readable description.
+        error: String,
+        /// Lane of the refused frame.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lane: Option<u8>,
+        /// Sequence number of the refused frame.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+}
+
+/// Checks a room name: 1..=[`MAX_ROOM_NAME_BYTES`] bytes, no control characters.
+pub fn validate_room_name(room: &str) -> Result<(), String> {
+    if room.is_empty() || room.len() > MAX_ROOM_NAME_BYTES {
+        return Err(format!(
+            "room name must be 1..={MAX_ROOM_NAME_BYTES} bytes, got {}",
+            room.len()
+        ));
+    }
+    if room.chars().any(char::is_control) {
+        return Err("room name must not contain control characters".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_shapes() {
+        let pong = Control::Pong {
+            client_time: 1.5,
+            server_time: 1735689600000,
+        };
+        assert_eq!(
+            serde_json::to_value(&pong).unwrap(),
+            json!({"type": "pong", "clientTime": 1.5, "serverTime": 1735689600000u64})
+        );
+        let e: Control = serde_json::from_value(
+            json!({"type": "error", "code": "backpressure", "error": "full", "lane": 2}),
+        )
+        .unwrap();
+        assert!(matches!(
+            e,
+            Control::Error {
+                code: ErrorCode::Backpressure,
+                lane: Some(2),
+                ..
+            }
+        ));
+        assert!(serde_json::from_value::<Control>(json!({"type": "nope"})).is_err());
+    }
+
+    #[test]
+    fn room_names() {
+        assert!(validate_room_name("room-a").is_ok());
+        assert!(validate_room_name("").is_err());
+        assert!(validate_room_name(&"x".repeat(129)).is_err());
+        assert!(validate_room_name("a\nb").is_err());
+    }
+}

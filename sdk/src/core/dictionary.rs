@@ -1,0 +1,246 @@
+//! The token dictionary negotiated in handshake v2 (seed 000, "Handshake Response",
+//! `dictionary {version, tokens, indexMap}`).
+//!
+//! Index `i` (1-based, as in the seed's `indexMap: {"msg": 1, ...}`) names `tokens[i - 1]`.
+//! Index 0 is never used. Version `0` means "no dictionary" on the wire.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// The tokens of dictionary version 1: map keys that the seeds' messages use (handshake, lane
+/// events, signaling, music-control, call quality). Order is part of the wire format: never
+/// reorder, only append in a new version. The first 127 indices encode in one byte.
+const V1_TOKENS: &[&str] = &[
+    "msg",
+    "ts",
+    "from",
+    "to",
+    "type",
+    "data",
+    "id",
+    "content",
+    "timestamp",
+    "sequence",
+    "action",
+    "position",
+    "trackId",
+    "track",
+    "controllerId",
+    "signature",
+    "roomId",
+    "room",
+    "sessionId",
+    "clientId",
+    "wallet",
+    "lane",
+    "seq",
+    "serverTime",
+    "clientTime",
+    "error",
+    "code",
+    "encrypted",
+    "status",
+    "lastSeen",
+    "conversationId",
+    "isTyping",
+    "epoch",
+    "isPlaying",
+    "playbackRate",
+    "rtt",
+    "jitter",
+    "packetLoss",
+    "bitrate",
+    "codec",
+    "iceState",
+    "sdp",
+    "candidate",
+    "sdpMid",
+    "sdpMLineIndex",
+    "payload",
+    "version",
+    "name",
+    "title",
+    "artist",
+    "album",
+    "duration",
+    "url",
+    "members",
+    "value",
+    "text",
+    "count",
+    "size",
+    "offset",
+    "kind",
+    "state",
+    "reason",
+    "address",
+    "event",
+    "metrics",
+    "latency",
+    "quality",
+    "heartbeatIntervalMs",
+    "capabilities",
+    "deviceInfo",
+    "platform",
+    "mimeType",
+    "checksum",
+];
+
+/// A negotiated dictionary: version, tokens and the reverse index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dictionary {
+    version: u32,
+    tokens: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+/// Largest number of tokens a dictionary may have (keeps decoders' lookups bounded).
+pub const MAX_TOKENS: usize = 65_535;
+
+/// Why a dictionary could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DictionaryError {
+    /// Version 0 is reserved for "no dictionary"; versions are decimal `u32` strings.
+    #[error("dictionary version {0:?} is not a decimal number in 1..=4294967295")]
+    BadVersion(String),
+    /// A token appears twice.
+    #[error("dictionary token {0:?} appears twice")]
+    DuplicateToken(String),
+    /// More than [`MAX_TOKENS`] tokens.
+    #[error("dictionary has {0} tokens, more than {MAX_TOKENS}")]
+    TooManyTokens(usize),
+    /// `indexMap` disagrees with `tokens`.
+    #[error("dictionary indexMap entry {0:?} does not match its position in tokens")]
+    IndexMismatch(String),
+}
+
+impl Dictionary {
+    /// Builds dictionary `version` (≥ 1) from tokens in index order (index 1 first).
+    ///
+    /// Errors: [`DictionaryError`] for version 0, duplicates or too many tokens.
+    pub fn new(version: u32, tokens: Vec<String>) -> Result<Dictionary, DictionaryError> {
+        if version == 0 {
+            return Err(DictionaryError::BadVersion("0".into()));
+        }
+        if tokens.len() > MAX_TOKENS {
+            return Err(DictionaryError::TooManyTokens(tokens.len()));
+        }
+        let mut index = HashMap::with_capacity(tokens.len());
+        for (i, t) in tokens.iter().enumerate() {
+            if index.insert(t.clone(), i as u32 + 1).is_some() {
+                return Err(DictionaryError::DuplicateToken(t.clone()));
+            }
+        }
+        Ok(Dictionary {
+            version,
+            tokens,
+            index,
+        })
+    }
+
+    /// The built-in dictionary version 1, the one server-stub negotiates.
+    pub fn v1() -> Dictionary {
+        Dictionary::new(1, V1_TOKENS.iter().map(|s| s.to_string()).collect())
+            .expect("built-in dictionary is valid")
+    }
+
+    /// The version number (≥ 1).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Tokens in index order (`tokens()[i - 1]` has index `i`).
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+
+    /// The 1-based index of `token`, if listed.
+    pub fn index_of(&self, token: &str) -> Option<u32> {
+        self.index.get(token).copied()
+    }
+
+    /// The token at 1-based `index`, if any.
+    pub fn token(&self, index: u64) -> Option<&str> {
+        let i = usize::try_from(index).ok()?.checked_sub(1)?;
+        self.tokens.get(i).map(String::as_str)
+    }
+
+    /// The handshake's JSON shape of this dictionary.
+    pub fn to_wire(&self) -> DictionaryWire {
+        DictionaryWire {
+            version: self.version.to_string(),
+            tokens: self.tokens.clone(),
+            index_map: self
+                .tokens
+                .iter()
+                .map(|t| (t.clone(), self.index[t]))
+                .collect(),
+        }
+    }
+
+    /// Builds a dictionary from its handshake JSON shape, checking `indexMap` against `tokens`.
+    pub fn from_wire(w: &DictionaryWire) -> Result<Dictionary, DictionaryError> {
+        let version: u32 = w
+            .version
+            .parse()
+            .map_err(|_| DictionaryError::BadVersion(w.version.clone()))?;
+        let dict = Dictionary::new(version, w.tokens.clone())?;
+        for (k, v) in &w.index_map {
+            if dict.index_of(k) != Some(*v) {
+                return Err(DictionaryError::IndexMismatch(k.clone()));
+            }
+        }
+        Ok(dict)
+    }
+}
+
+/// `dictionary` in the handshake response (seed 000): `{version, tokens, indexMap}`.
+///
+/// `version` is a decimal string (the seed writes `"1"`); frames carry it as a number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DictionaryWire {
+    /// Decimal version string, e.g. `"1"`.
+    pub version: String,
+    /// Tokens; `tokens[i]` has index `i + 1`.
+    pub tokens: Vec<String>,
+    /// Token → 1-based index (redundant with `tokens`; checked on receipt).
+    pub index_map: BTreeMap<String, u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_is_one_based_and_round_trips() {
+        let d = Dictionary::v1();
+        assert_eq!(d.index_of("msg"), Some(1));
+        assert_eq!(d.index_of("ts"), Some(2));
+        assert_eq!(d.token(1), Some("msg"));
+        assert_eq!(d.token(0), None);
+        assert_eq!(d.token(10_000), None);
+        let w = d.to_wire();
+        assert_eq!(w.version, "1");
+        assert_eq!(Dictionary::from_wire(&w).unwrap(), d);
+    }
+
+    #[test]
+    fn rejects_bad_dictionaries() {
+        assert!(matches!(
+            Dictionary::new(1, vec!["a".into(), "a".into()]),
+            Err(DictionaryError::DuplicateToken(_))
+        ));
+        assert!(matches!(
+            Dictionary::new(0, vec![]),
+            Err(DictionaryError::BadVersion(_))
+        ));
+        let mut w = Dictionary::v1().to_wire();
+        w.index_map.insert("msg".into(), 7);
+        assert!(matches!(
+            Dictionary::from_wire(&w),
+            Err(DictionaryError::IndexMismatch(_))
+        ));
+    }
+}

@@ -1,0 +1,125 @@
+//! Machine-readable error codes shared by server-stub (JSON bodies `{error, code}`, WebSocket
+//! error frames) and the SDK (JS errors with `.code`). This is the one place a code is named.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A machine-readable error code. Serialized as its snake_case name, e.g. `"lane_not_negotiated"`.
+///
+/// Grouped by who is at fault (rustls habit): the peer's bytes (`bad_*`, `frame_too_large`,
+/// `unknown_dictionary`), the caller's request (`lane_not_negotiated`, `invalid_*`,
+/// `no_common_*`), or the state of things (`session_not_found`, `backpressure`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Request body is not valid JSON of the expected shape.
+    BadRequest,
+    /// Bytes that are not a frame ([`crate::core::frame::FrameError`]).
+    BadFrame,
+    /// A payload that does not decode ([`crate::core::codec::CodecError`]).
+    BadPayload,
+    /// A Control message of unknown `type` or shape.
+    BadControl,
+    /// A frame names a dictionary version the receiver does not have.
+    UnknownDictionary,
+    /// A frame or message larger than the receiver's limit.
+    FrameTooLarge,
+    /// The handshake offered a lane id outside 1..=8.
+    UnknownLane,
+    /// The handshake did not offer lane 1 (Control), which carries the session's protocol.
+    ControlLaneRequired,
+    /// No transport both sides support.
+    NoCommonTransport,
+    /// No payload encoding both sides support.
+    NoCommonEncoding,
+    /// The session id is unknown, expired or deleted.
+    SessionNotFound,
+    /// A message on a lane the session did not negotiate.
+    LaneNotNegotiated,
+    /// A routed message names a session that is not connected.
+    UnknownTarget,
+    /// A room-relayed message while not in a room.
+    NotInRoom,
+    /// A field value outside what is allowed (e.g. an empty room name).
+    InvalidArgument,
+    /// A queue is full; wait for the `drain` event and retry.
+    Backpressure,
+    /// The client is closed.
+    Closed,
+    /// The connection could not be established.
+    ConnectFailed,
+    /// The server is shutting down or an internal error happened (details are logged only).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire/JS name, e.g. `"backpressure"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::BadPayload => "bad_payload",
+            ErrorCode::BadControl => "bad_control",
+            ErrorCode::UnknownDictionary => "unknown_dictionary",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::UnknownLane => "unknown_lane",
+            ErrorCode::ControlLaneRequired => "control_lane_required",
+            ErrorCode::NoCommonTransport => "no_common_transport",
+            ErrorCode::NoCommonEncoding => "no_common_encoding",
+            ErrorCode::SessionNotFound => "session_not_found",
+            ErrorCode::LaneNotNegotiated => "lane_not_negotiated",
+            ErrorCode::UnknownTarget => "unknown_target",
+            ErrorCode::NotInRoom => "not_in_room",
+            ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::Backpressure => "backpressure",
+            ErrorCode::Closed => "closed",
+            ErrorCode::ConnectFailed => "connect_failed",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A coded error as it travels: JSON body of a 4xx/5xx answer and payload of a Control
+/// `error` message: `{"error": "<human text>", "code": "<ErrorCode>"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {error}")]
+pub struct WireError {
+    /// Human-readable description.
+    pub error: String,
+    /// Machine-readable code.
+    pub code: ErrorCode,
+}
+
+impl WireError {
+    /// A wire error with `code` and message `error`.
+    pub fn new(code: ErrorCode, error: impl Into<String>) -> WireError {
+        WireError {
+            error: error.into(),
+            code,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_name_matches_as_str() {
+        for code in [
+            ErrorCode::BadRequest,
+            ErrorCode::LaneNotNegotiated,
+            ErrorCode::Backpressure,
+        ] {
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, serde_json::Value::String(code.as_str().into()));
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Handshake v2 (seed 000, "Session Handshake" / "Handshake Response"): the request and
+//! response bodies of `POST /api/protocol/v2/session/handshake`, and the negotiation rule the
+//! server applies (PROTOCOL.md, "Negotiation").
+
+use crate::core::dictionary::DictionaryWire;
+use crate::core::error::{ErrorCode, WireError};
+use crate::core::frame::SessionId;
+use crate::core::lane::{Encoding, Lane};
+use serde::{Deserialize, Serialize};
+
+/// Protocol version this crate speaks (`protocol.version`).
+pub const PROTOCOL_VERSION: &str = "2.0.0";
+/// Default session TTL, s (seed 000 `ttlSeconds`).
+pub const DEFAULT_TTL_SECONDS: u64 = 3600;
+/// Longest accepted `clientId`, bytes.
+pub const MAX_CLIENT_ID_BYTES: usize = 128;
+
+/// Request body (seed 000): `{clientId, wallet, capabilities, deviceInfo}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandshakeRequest {
+    /// The device's stable id, 1..=128 bytes.
+    pub client_id: String,
+    /// Wallet address (seed: `"0x..."`); informational in server-stub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wallet: Option<String>,
+    /// What the client can do.
+    pub capabilities: Capabilities,
+    /// Free-form device description (`platform`, `version`, ...), echoed in session status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_info: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `capabilities` (seed 000): transports, encodings and lane ids the client offers, in the
+/// client's order of preference.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Capabilities {
+    /// e.g. `["websocket"]`. Unknown names are ignored.
+    pub transports: Vec<String>,
+    /// e.g. `["msgpack", "json"]`. Unknown names are ignored.
+    pub encodings: Vec<String>,
+    /// Lane ids, each in 1..=8; must include 1 (Control).
+    pub lanes: Vec<u8>,
+}
+
+/// One granted lane in the response (seed 000 `lanes[]`), with its registry entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaneGrant {
+    /// Lane id, 1..=8.
+    pub id: u8,
+    /// Seed name, e.g. `"Control"`.
+    pub name: String,
+    /// Negotiated payload encoding.
+    pub encoding: Encoding,
+    /// SSE stream URL of this lane (seed 000), relative to the server origin.
+    pub url: String,
+    /// Registry priority (higher first).
+    pub priority: u8,
+    /// Registry queue depth, messages.
+    pub queue_depth: u16,
+    /// Registry reliability.
+    pub reliable: bool,
+}
+
+/// `protocol` in the response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProtocolInfo {
+    /// `"2.0.0"`.
+    pub version: String,
+    /// Feature names, e.g. `["msgpack", "dictionary", "priority", "rooms", "heartbeat"]`.
+    pub features: Vec<String>,
+}
+
+/// Heartbeat contract (seed 001), an addition to the seed's response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatInfo {
+    /// Ping every this many ms (seed default 30000).
+    pub interval_ms: u64,
+    /// The server drops a connection silent this long, ms (seed default 60000).
+    pub timeout_ms: u64,
+}
+
+/// Response body (seed 000) plus `websocketUrl` and `heartbeat`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandshakeResponse {
+    /// New session id (UUID).
+    pub session_id: SessionId,
+    /// Chosen transport, e.g. `"websocket"`.
+    pub transport: String,
+    /// Granted lanes, ascending id.
+    pub lanes: Vec<LaneGrant>,
+    /// The negotiated dictionary.
+    pub dictionary: DictionaryWire,
+    /// Server wall clock at handshake, ms since the Unix epoch.
+    pub server_time: u64,
+    /// Session lifetime after its last activity, s.
+    pub ttl_seconds: u64,
+    /// Protocol version and features.
+    pub protocol: ProtocolInfo,
+    /// Path of the session's WebSocket, relative to the server origin.
+    pub websocket_url: String,
+    /// Heartbeat contract.
+    pub heartbeat: HeartbeatInfo,
+}
+
+/// The outcome of negotiation, before the server fills in ids, URLs and times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    /// Chosen transport name.
+    pub transport: &'static str,
+    /// Granted lanes with their encodings, ascending id.
+    pub lanes: Vec<(Lane, Encoding)>,
+}
+
+/// What a server supports, in its order of preference.
+#[derive(Clone, Debug)]
+pub struct ServerCapabilities {
+    /// Transport names, preferred first.
+    pub transports: Vec<&'static str>,
+    /// Encodings, preferred first.
+    pub encodings: Vec<Encoding>,
+}
+
+impl Default for ServerCapabilities {
+    fn default() -> Self {
+        ServerCapabilities {
+            transports: vec!["websocket"],
+            encodings: vec![Encoding::Msgpack, Encoding::Json],
+        }
+    }
+}
+
+/// Intersects the client's offer with the server's capabilities (PROTOCOL.md "Negotiation"):
+/// - transport: the server's most preferred one the client offers;
+/// - lanes: exactly the offered ids (deduplicated, sorted); any id outside 1..=8 is an error,
+///   and lane 1 must be offered;
+/// - encoding per lane: the lane's `defaultEncoding` when both sides have it, else the
+///   client's most preferred encoding the server has.
+///
+/// Never grants a lane or encoding the client did not offer. Errors are 400-class
+/// [`WireError`]s with codes `invalid_argument`, `unknown_lane`, `control_lane_required`,
+/// `no_common_transport`, `no_common_encoding`.
+pub fn negotiate(
+    req: &HandshakeRequest,
+    server: &ServerCapabilities,
+) -> Result<Negotiated, WireError> {
+    if req.client_id.is_empty() || req.client_id.len() > MAX_CLIENT_ID_BYTES {
+        return Err(WireError::new(
+            ErrorCode::InvalidArgument,
+            format!("clientId must be 1..={MAX_CLIENT_ID_BYTES} bytes"),
+        ));
+    }
+    let caps = &req.capabilities;
+    let transport = server
+        .transports
+        .iter()
+        .find(|t| caps.transports.iter().any(|c| c == *t))
+        .ok_or_else(|| {
+            WireError::new(
+                ErrorCode::NoCommonTransport,
+                format!(
+                    "no common transport: client offers {:?}, server supports {:?}",
+                    caps.transports, server.transports
+                ),
+            )
+        })?;
+    let common: Vec<Encoding> = caps
+        .encodings
+        .iter()
+        .filter_map(|e| Encoding::parse(e))
+        .filter(|e| server.encodings.contains(e))
+        .collect();
+    let Some(&fallback) = common.first() else {
+        return Err(WireError::new(
+            ErrorCode::NoCommonEncoding,
+            format!(
+                "no common encoding: client offers {:?}, server supports msgpack, json",
+                caps.encodings
+            ),
+        ));
+    };
+    let mut lanes = Vec::with_capacity(caps.lanes.len());
+    for &id in &caps.lanes {
+        let lane = Lane::from_id(id).ok_or_else(|| {
+            WireError::new(
+                ErrorCode::UnknownLane,
+                format!("lane id {id} is not in 1..=8"),
+            )
+        })?;
+        lanes.push(lane);
+    }
+    lanes.sort();
+    lanes.dedup();
+    if lanes.first() != Some(&Lane::Control) {
+        return Err(WireError::new(
+            ErrorCode::ControlLaneRequired,
+            "capabilities.lanes must include 1 (Control): it carries joins and heartbeats",
+        ));
+    }
+    let lanes = lanes
+        .into_iter()
+        .map(|lane| {
+            let preferred = lane.spec().default_encoding;
+            let enc = if common.contains(&preferred) {
+                preferred
+            } else {
+                fallback
+            };
+            (lane, enc)
+        })
+        .collect();
+    Ok(Negotiated { transport, lanes })
+}
+
+/// Features listed in `protocol.features` by server-stub.
+pub const FEATURES: &[&str] = &[
+    "msgpack",
+    "json",
+    "dictionary",
+    "priority",
+    "rooms",
+    "heartbeat",
+    "resume",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(transports: &[&str], encodings: &[&str], lanes: &[u8]) -> HandshakeRequest {
+        serde_json::from_value(json!({
+            "clientId": "device-123", "wallet": "0xabc",
+            "capabilities": {"transports": transports, "encodings": encodings, "lanes": lanes},
+            "deviceInfo": {"platform": "web", "version": "1.0.0"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn grants_only_what_was_offered() {
+        let n = negotiate(
+            &req(
+                &["http3", "websocket"],
+                &["protobuf", "json"],
+                &[3, 1, 2, 2],
+            ),
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(n.transport, "websocket");
+        // Voice prefers protobuf which nobody implements; falls back to the client's first common.
+        assert_eq!(
+            n.lanes,
+            vec![
+                (Lane::Control, Encoding::Json),
+                (Lane::Messaging, Encoding::Json),
+                (Lane::Voice, Encoding::Json)
+            ]
+        );
+        let n = negotiate(
+            &req(&["websocket"], &["json", "msgpack"], &[1, 7]),
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            n.lanes,
+            vec![
+                (Lane::Control, Encoding::Msgpack),
+                (Lane::Sync, Encoding::Msgpack)
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_with_codes() {
+        let s = ServerCapabilities::default();
+        let code = |r: HandshakeRequest| negotiate(&r, &s).unwrap_err().code;
+        assert_eq!(
+            code(req(&["http1", "http3"], &["msgpack"], &[1])),
+            ErrorCode::NoCommonTransport
+        );
+        assert_eq!(
+            code(req(&["websocket"], &["protobuf"], &[1])),
+            ErrorCode::NoCommonEncoding
+        );
+        assert_eq!(
+            code(req(&["websocket"], &["msgpack"], &[1, 9])),
+            ErrorCode::UnknownLane
+        );
+        assert_eq!(
+            code(req(&["websocket"], &["msgpack"], &[2, 3])),
+            ErrorCode::ControlLaneRequired
+        );
+        assert_eq!(
+            code(req(&["websocket"], &["msgpack"], &[])),
+            ErrorCode::ControlLaneRequired
+        );
+        let mut r = req(&["websocket"], &["msgpack"], &[1]);
+        r.client_id.clear();
+        assert_eq!(code(r), ErrorCode::InvalidArgument);
+    }
+}

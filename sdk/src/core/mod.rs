@@ -1,0 +1,26 @@
+//! The sans-IO protocol core: wire types, codec and state machines of P3 Protocol's
+//! real-time layer. No networking, no clock, no browser APIs: callers pass bytes and the
+//! current time (ms) in, and take frames, events and the next deadline out. It builds and is
+//! tested natively; server-stub uses it for every wire type.
+//!
+//! | module | implements |
+//! | --- | --- |
+//! | [`lane`] | the 8 lanes and their registry (seed 000 "8-Lane Protocol") |
+//! | [`handshake`] | handshake v2 bodies and negotiation (seed 000 "Session Handshake") |
+//! | [`dictionary`] | the negotiated token dictionary (seed 000 "Handshake Response") |
+//! | [`codec`] | dictionary MessagePack and JSON payloads |
+//! | [`frame`] | the binary frame layout (PROTOCOL.md "Frames") |
+//! | [`payload`] | payload encode/decode with dictionary-version checks |
+//! | [`control`] | Control messages: rooms, heartbeats, errors (seed 001) |
+//! | [`client`] | the client connection state machine: heartbeats, reconnect (seed 001) |
+//! | [`error`] | machine-readable error codes shared by server and SDK |
+
+pub mod client;
+pub mod codec;
+pub mod control;
+pub mod dictionary;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod lane;
+pub mod payload;

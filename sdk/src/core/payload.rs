@@ -1,0 +1,156 @@
+//! Payloads of frames: a [`serde_json::Value`] encoded with a lane's negotiated [`Encoding`]
+//! and, for msgpack, the session's [`Dictionary`]. Joins [`crate::core::frame`] and
+//! [`crate::core::codec`]; the only place that checks a frame's dictionary version.
+
+use crate::core::codec::{self, CodecError};
+use crate::core::control::Control;
+use crate::core::dictionary::Dictionary;
+use crate::core::error::ErrorCode;
+use crate::core::frame::FrameHeader;
+use crate::core::lane::Encoding;
+use serde_json::Value;
+
+/// Why a frame's payload could not be turned into a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// The frame names a dictionary version this side does not have; decoding it would give
+    /// wrong keys, so it is refused.
+    #[error("frame uses dictionary v{got}, this side has {have}")]
+    UnknownDictionary {
+        /// Version named by the frame.
+        got: u32,
+        /// What this side has (`"v1"` or `"none"`).
+        have: String,
+    },
+    /// The encoding is not implemented (protobuf).
+    #[error("encoding {0} is not supported")]
+    UnsupportedEncoding(&'static str),
+    /// The bytes do not decode.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// A Control payload of unknown type or shape.
+    #[error("bad control message: {0}")]
+    BadControl(String),
+}
+
+impl PayloadError {
+    /// The wire code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            PayloadError::UnknownDictionary { .. } => ErrorCode::UnknownDictionary,
+            PayloadError::UnsupportedEncoding(_) | PayloadError::Codec(_) => ErrorCode::BadPayload,
+            PayloadError::BadControl(_) => ErrorCode::BadControl,
+        }
+    }
+}
+
+/// Encodes `value` for a lane negotiated with `encoding`; returns the bytes and the dictionary
+/// version to put in the frame header (0 when no dictionary is used).
+///
+/// Errors: [`PayloadError::UnsupportedEncoding`] for protobuf.
+pub fn encode(
+    value: &Value,
+    encoding: Encoding,
+    dict: Option<&Dictionary>,
+) -> Result<(Vec<u8>, u32), PayloadError> {
+    match encoding {
+        Encoding::Msgpack => Ok((
+            codec::encode_msgpack(value, dict),
+            dict.map_or(0, Dictionary::version),
+        )),
+        Encoding::Json => Ok((codec::encode_json(value), 0)),
+        Encoding::Protobuf => Err(PayloadError::UnsupportedEncoding("protobuf")),
+    }
+}
+
+/// Decodes the payload of a frame with header `h`, given the dictionary this side has.
+///
+/// Errors: [`PayloadError`]; a frame whose `dict_version` is neither 0 nor `dict`'s version
+/// fails with [`PayloadError::UnknownDictionary`].
+pub fn decode(
+    h: &FrameHeader,
+    payload: &[u8],
+    dict: Option<&Dictionary>,
+) -> Result<Value, PayloadError> {
+    match h.encoding {
+        Encoding::Msgpack => {
+            let used = match (h.dict_version, dict) {
+                (0, _) => None,
+                (v, Some(d)) if d.version() == v => Some(d),
+                (v, _) => {
+                    return Err(PayloadError::UnknownDictionary {
+                        got: v,
+                        have: dict.map_or("none".into(), |d| format!("v{}", d.version())),
+                    })
+                }
+            };
+            Ok(codec::decode_msgpack(payload, used)?)
+        }
+        Encoding::Json => Ok(codec::decode_json(payload)?),
+        Encoding::Protobuf => Err(PayloadError::UnsupportedEncoding("protobuf")),
+    }
+}
+
+/// Builds a complete Control frame for `msg`.
+pub fn control_frame(
+    msg: &Control,
+    encoding: Encoding,
+    dict: Option<&Dictionary>,
+    seq: u64,
+) -> Vec<u8> {
+    let value = serde_json::to_value(msg).expect("Control serializes to JSON");
+    // Control frames use msgpack or json; anything else falls back to msgpack.
+    let encoding = if encoding == Encoding::Json {
+        Encoding::Json
+    } else {
+        Encoding::Msgpack
+    };
+    let (bytes, dict_version) = encode(&value, encoding, dict).expect("msgpack/json encode");
+    FrameHeader::control(encoding, seq, dict_version).encode(&bytes)
+}
+
+/// Decodes the payload of a Control frame.
+pub fn decode_control(
+    h: &FrameHeader,
+    payload: &[u8],
+    dict: Option<&Dictionary>,
+) -> Result<Control, PayloadError> {
+    let v = decode(h, payload, dict)?;
+    serde_json::from_value(v).map_err(|e| PayloadError::BadControl(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::lane::Lane;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_dictionary_version_is_refused() {
+        let d1 = Dictionary::v1();
+        let d2 = Dictionary::new(2, vec!["msg".into()]).unwrap();
+        let (bytes, v) = encode(&json!({"msg": "hi"}), Encoding::Msgpack, Some(&d1)).unwrap();
+        let h = FrameHeader::data(Lane::Messaging, Encoding::Msgpack, 1, v);
+        assert_eq!(decode(&h, &bytes, Some(&d1)).unwrap(), json!({"msg": "hi"}));
+        assert!(matches!(
+            decode(&h, &bytes, Some(&d2)),
+            Err(PayloadError::UnknownDictionary { got: 1, .. })
+        ));
+        assert!(matches!(
+            decode(&h, &bytes, None),
+            Err(PayloadError::UnknownDictionary { .. })
+        ));
+    }
+
+    #[test]
+    fn control_round_trip_both_encodings() {
+        let d = Dictionary::v1();
+        let msg = Control::Join { room: "r".into() };
+        for enc in [Encoding::Msgpack, Encoding::Json] {
+            let f = control_frame(&msg, enc, Some(&d), 3);
+            let (h, p) = FrameHeader::decode(&f).unwrap();
+            assert_eq!(decode_control(&h, p, Some(&d)).unwrap(), msg);
+        }
+    }
+}
