@@ -17,6 +17,7 @@
 //! ..      rest      payload       one value in the frame's encoding
 //! ```
 
+use crate::core::error::ErrorCode;
 use crate::core::lane::{Encoding, Lane};
 use std::fmt;
 use std::str::FromStr;
@@ -135,6 +136,17 @@ pub enum FrameError {
     /// Text that is not a UUID where a session id was expected.
     #[error("{0:?} is not a session id (UUID)")]
     BadSessionId(String),
+}
+
+impl FrameError {
+    /// The wire code for this error: `frame_too_large` for [`FrameError::TooLarge`],
+    /// `bad_frame` for everything else.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+            _ => ErrorCode::BadFrame,
+        }
+    }
 }
 
 const FLAG_TO: u8 = 0b0100;
@@ -347,6 +359,15 @@ mod tests {
             FrameHeader::decode(&overflow),
             Err(FrameError::VarintOverflow)
         );
+    }
+
+    #[test]
+    fn error_codes() {
+        assert_eq!(
+            FrameError::TooLarge { size: 2, limit: 1 }.code(),
+            ErrorCode::FrameTooLarge
+        );
+        assert_eq!(FrameError::UnknownLane(9).code(), ErrorCode::BadFrame);
     }
 
     #[test]

@@ -1,0 +1,181 @@
+//! The HTTP API (seed 000 "Session Handshake", "Session Management", "PWA Cache Protection").
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `POST /api/protocol/v2/session/handshake` | [`HandshakeResponse`] or 400 with the negotiation error |
+//! | `GET /api/protocol/v2/session/{sid}` | [`SessionStatus`], 404 `session_not_found`, 400 for a malformed id |
+//! | `DELETE /api/protocol/v2/session/{sid}` | 204, or 404 |
+//! | `GET /api/protocol/v2/protocol/info` | [`ProtocolInfoBody`] |
+//! | `GET /api/version` | `{"version": "<--app-version>"}`, `Cache-Control: no-store` |
+
+use crate::error::{ApiJson, AppError, SessionPath};
+use crate::now_ms;
+use crate::state::{lane_grant, AppState, SessionStatus};
+use axum::extract::State;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::Json;
+use p3_lanes::core::dictionary::DictionaryWire;
+use p3_lanes::core::handshake::{
+    negotiate, HandshakeRequest, HandshakeResponse, HeartbeatInfo, ProtocolInfo, FEATURES,
+    PROTOCOL_VERSION,
+};
+use p3_lanes::core::lane::{Encoding, LANE_REGISTRY};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// `POST /api/protocol/v2/session/handshake`: negotiates and creates a session.
+///
+/// Errors: 400 with `bad_request` (body is not a handshake request), `invalid_argument`,
+/// `unknown_lane`, `control_lane_required`, `no_common_transport`, `no_common_encoding`;
+/// 415 `bad_request` without `Content-Type: application/json`.
+pub async fn handshake(
+    State(state): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<HandshakeRequest>,
+) -> Result<Json<HandshakeResponse>, AppError> {
+    let negotiated = negotiate(&req, state.capabilities())?;
+    let lanes = negotiated.lanes.clone();
+    let sid = state.create_session(
+        req.client_id,
+        req.wallet,
+        req.device_info,
+        negotiated.transport,
+        lanes,
+    );
+    let config = state.config();
+    tracing::info!(session = %sid, lanes = ?negotiated.lanes, "session created");
+    Ok(Json(HandshakeResponse {
+        session_id: sid,
+        transport: negotiated.transport.to_owned(),
+        lanes: negotiated
+            .lanes
+            .iter()
+            .map(|&(l, e)| lane_grant(sid, l, e))
+            .collect(),
+        dictionary: state.dict_wire().clone(),
+        server_time: now_ms(),
+        ttl_seconds: config.session_ttl_s,
+        protocol: protocol_info(),
+        websocket_url: format!("/api/protocol/v2/session/{sid}/ws"),
+        heartbeat: HeartbeatInfo {
+            interval_ms: config.heartbeat_interval_ms,
+            timeout_ms: config.heartbeat_timeout_ms,
+        },
+    }))
+}
+
+fn protocol_info() -> ProtocolInfo {
+    ProtocolInfo {
+        version: PROTOCOL_VERSION.to_owned(),
+        features: FEATURES.iter().map(|f| f.to_string()).collect(),
+    }
+}
+
+/// `GET /api/protocol/v2/session/{sid}`.
+pub async fn session_status(
+    State(state): State<Arc<AppState>>,
+    SessionPath(sid): SessionPath,
+) -> Result<Json<SessionStatus>, AppError> {
+    state
+        .status(sid)
+        .map(Json)
+        .ok_or(AppError::session_not_found(sid))
+}
+
+/// `DELETE /api/protocol/v2/session/{sid}`: 204; the socket closes with 4404.
+pub async fn delete_session(
+    State(state): State<Arc<AppState>>,
+    SessionPath(sid): SessionPath,
+) -> Result<StatusCode, AppError> {
+    if state.delete_session(sid) {
+        tracing::info!(session = %sid, "session deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::session_not_found(sid))
+    }
+}
+
+/// One lane registry entry in [`ProtocolInfoBody`] (seed 000 `LaneRegistry`).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaneEntry {
+    /// Lane id, 1..=8.
+    pub id: u8,
+    /// Seed name, e.g. `"Messaging"`.
+    pub name: &'static str,
+    /// Preferred encoding.
+    pub default_encoding: Encoding,
+    /// Higher is more important.
+    pub priority: u8,
+    /// Messages queued per direction before backpressure or dropping.
+    pub queue_depth: u16,
+    /// Guaranteed, ordered delivery.
+    pub reliable: bool,
+}
+
+/// `GET /api/protocol/v2/protocol/info` body.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProtocolInfoBody {
+    /// Protocol version, `"2.0.0"`.
+    pub version: &'static str,
+    /// Feature names.
+    pub features: &'static [&'static str],
+    /// Transports this server supports, preferred first.
+    pub transports: Vec<&'static str>,
+    /// Encodings this server supports, preferred first.
+    pub encodings: Vec<Encoding>,
+    /// The full lane registry.
+    pub lanes: Vec<LaneEntry>,
+    /// The dictionary every session gets.
+    pub dictionary: DictionaryWire,
+}
+
+/// `GET /api/protocol/v2/protocol/info`.
+pub async fn protocol_info_handler(State(state): State<Arc<AppState>>) -> Json<ProtocolInfoBody> {
+    let caps = state.capabilities();
+    Json(ProtocolInfoBody {
+        version: PROTOCOL_VERSION,
+        features: FEATURES,
+        transports: caps.transports.clone(),
+        encodings: caps.encodings.clone(),
+        lanes: LANE_REGISTRY
+            .iter()
+            .map(|s| LaneEntry {
+                id: s.lane.id(),
+                name: s.lane.name(),
+                default_encoding: s.default_encoding,
+                priority: s.priority,
+                queue_depth: s.queue_depth,
+                reliable: s.reliable,
+            })
+            .collect(),
+        dictionary: state.dict_wire().clone(),
+    })
+}
+
+/// `GET /api/version` (seed 000 "PWA Cache Protection"): never cached.
+pub async fn version(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(serde_json::json!({ "version": state.config().app_version })),
+    )
+}
+
+/// Any other path under `/api/`: 404 `bad_request`.
+pub async fn not_found(uri: Uri) -> AppError {
+    AppError::new(
+        StatusCode::NOT_FOUND,
+        p3_lanes::core::error::ErrorCode::BadRequest,
+        format!("no API endpoint at {}", uri.path()),
+    )
+}
+
+/// A known API path with the wrong method: 405 `bad_request`.
+pub async fn method_not_allowed() -> AppError {
+    AppError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        p3_lanes::core::error::ErrorCode::BadRequest,
+        "method not allowed on this endpoint",
+    )
+}

@@ -1,0 +1,147 @@
+//! Server configuration: command-line flags, each also readable from an environment variable
+//! (seed 001 "Environment Variables": `WS_HEARTBEAT_INTERVAL`, `WS_HEARTBEAT_TIMEOUT`).
+
+use clap::Parser;
+use p3_lanes::core::frame::DEFAULT_MAX_FRAME_BYTES;
+use p3_lanes::core::handshake::DEFAULT_TTL_SECONDS;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default outbound queue length per WebSocket, frames.
+pub const DEFAULT_QUEUE_FRAMES: usize = 256;
+/// Default outbound queue budget per WebSocket, bytes (4 MiB).
+pub const DEFAULT_QUEUE_BYTES: usize = 4 << 20;
+
+/// Everything the server can be told at start-up. Flags win over environment variables.
+///
+/// Build it with [`Config::parse`] (main) or start from [`Config::default`] and set fields
+/// (tests); the default never reads the environment.
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "server-stub",
+    version,
+    about = "P3 Protocol real-time reference server"
+)]
+pub struct Config {
+    /// Address or host name to bind.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// TCP port to bind; 0 picks any free port (the chosen one is printed).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Version string served by `GET /api/version` (seed 000 "PWA Cache Protection").
+    #[arg(long, env = "APP_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
+    pub app_version: String,
+    /// How often clients should ping, ms (seed 001 `HEARTBEAT_INTERVAL`).
+    #[arg(long, env = "WS_HEARTBEAT_INTERVAL", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_interval_ms: u64,
+    /// A WebSocket silent this long is closed with 4408, ms (seed 001 `HEARTBEAT_TIMEOUT`).
+    #[arg(long, env = "WS_HEARTBEAT_TIMEOUT", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_timeout_ms: u64,
+    /// A session without a socket expires this long after its last activity, s.
+    #[arg(long = "session-ttl-s", env = "SESSION_TTL_SECONDS", default_value_t = DEFAULT_TTL_SECONDS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_ttl_s: u64,
+    /// Largest frame accepted, bytes. Frames up to twice this get a `frame_too_large` error
+    /// frame; bigger WebSocket messages close the socket with 1009.
+    #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES,
+          value_parser = parse_frame_limit)]
+    pub max_frame_bytes: usize,
+    /// Directory served at `/` (the demo app).
+    #[arg(long, env = "STATIC_DIR", default_value = "www")]
+    pub static_dir: PathBuf,
+    /// Directory served at `/pkg/` (the wasm-pack output).
+    #[arg(long, env = "PKG_DIR", default_value = "pkg")]
+    pub pkg_dir: PathBuf,
+    /// Outbound queue length per WebSocket, frames; a relay to a full queue is refused with a
+    /// `backpressure` error frame to the sender.
+    #[arg(long, env = "OUTBOUND_QUEUE_FRAMES", default_value_t = DEFAULT_QUEUE_FRAMES,
+          value_parser = parse_queue_frames)]
+    pub queue_frames: usize,
+    /// Outbound queue budget per WebSocket, bytes (same rule as `--queue-frames`).
+    #[arg(long, env = "OUTBOUND_QUEUE_BYTES", default_value_t = DEFAULT_QUEUE_BYTES)]
+    pub queue_bytes: usize,
+}
+
+fn parse_frame_limit(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if !(64..=(256 << 20)).contains(&n) {
+        return Err("must be in 64..=268435456 bytes".into());
+    }
+    Ok(n)
+}
+
+fn parse_queue_frames(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if !(1..=1_000_000).contains(&n) {
+        return Err("must be in 1..=1000000 frames".into());
+    }
+    Ok(n)
+}
+
+impl Default for Config {
+    /// The documented defaults, without reading the environment or the command line.
+    fn default() -> Self {
+        Config {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            app_version: env!("CARGO_PKG_VERSION").into(),
+            heartbeat_interval_ms: 30_000,
+            heartbeat_timeout_ms: 60_000,
+            session_ttl_s: DEFAULT_TTL_SECONDS,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            static_dir: "www".into(),
+            pkg_dir: "pkg".into(),
+            queue_frames: DEFAULT_QUEUE_FRAMES,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+        }
+    }
+}
+
+impl Config {
+    /// Session lifetime after the last activity.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_s)
+    }
+
+    /// Silence after which a WebSocket is closed with 4408.
+    pub fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_timeout_ms)
+    }
+
+    /// How often the sweeper looks for expired sessions: `min(ttl / 4, 30 s)`, at least 100 ms.
+    pub fn sweep_period(&self) -> Duration {
+        (self.ttl() / 4)
+            .min(Duration::from_secs(30))
+            .max(Duration::from_millis(100))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_and_default_matches() {
+        let c = Config::try_parse_from([
+            "server-stub",
+            "--port",
+            "0",
+            "--heartbeat-timeout-ms",
+            "500",
+        ])
+        .unwrap();
+        assert_eq!(c.port, 0);
+        assert_eq!(c.heartbeat_timeout_ms, 500);
+        assert!(Config::try_parse_from(["server-stub", "--max-frame-bytes", "1"]).is_err());
+        let d = Config::default();
+        assert_eq!(d.sweep_period(), Duration::from_secs(30));
+        let short = Config {
+            session_ttl_s: 1,
+            ..Config::default()
+        };
+        assert_eq!(short.sweep_period(), Duration::from_millis(250));
+    }
+}

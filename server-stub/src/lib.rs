@@ -1,0 +1,132 @@
+//! # server-stub
+//!
+//! The reference server of P3 Protocol's real-time layer (axum + tokio): handshake v2, session
+//! management and 8 multiplexed lanes over one WebSocket per session, with rooms, relaying,
+//! transcoding between msgpack and json, heartbeats and bounded queues. Every wire type comes
+//! from the sans-IO core, [`p3_lanes::core`]; this crate only does I/O and bookkeeping.
+//!
+//! | module | implements |
+//! | --- | --- |
+//! | [`config`] | flags and environment (seed 001 "Environment Variables") |
+//! | [`api`] | the HTTP API (seed 000 "Session Handshake", "Session Management", `/api/version`) |
+//! | [`ws`] | the session WebSocket: rooms, relay, heartbeats (seed 000 lanes, seed 001) |
+//! | [`state`] | sessions, rooms, outbound queues, TTL sweeper |
+//! | [`error`] | the JSON error shape `{"error", "code"}` of every HTTP error |
+//!
+//! Use [`app`] to get the router (tests), or [`serve`] to run it with graceful shutdown.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod state;
+pub mod ws;
+
+pub use config::Config;
+pub use error::AppError;
+pub use state::AppState;
+
+use axum::http::{header, HeaderValue, Method};
+use axum::routing::{any, get, post};
+use axum::Router;
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::time::{timeout_at, Instant};
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+/// How long [`serve`] waits, after the shutdown signal, for connections and WebSockets to
+/// close before returning anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Wall clock, ms since the Unix epoch (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The whole HTTP surface: the API under `/api/`, the pkg dir at `/pkg/`, the static dir at
+/// `/`, with permissive CORS (any origin; GET, POST, DELETE; `content-type`) and request
+/// tracing. Static files are sent with `Cache-Control: no-cache`, `.wasm` as
+/// `application/wasm`.
+pub fn app(state: Arc<AppState>) -> Router {
+    let config = state.config();
+    let api = Router::new()
+        .route("/api/protocol/v2/session/handshake", post(api::handshake))
+        .route(
+            "/api/protocol/v2/session/{sid}",
+            get(api::session_status).delete(api::delete_session),
+        )
+        .route("/api/protocol/v2/session/{sid}/ws", get(ws::upgrade))
+        .route(
+            "/api/protocol/v2/protocol/info",
+            get(api::protocol_info_handler),
+        )
+        .route("/api/version", get(api::version))
+        .route("/api/{*rest}", any(api::not_found))
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .with_state(state.clone());
+    let statics = Router::new()
+        .nest_service("/pkg", ServeDir::new(&config.pkg_dir))
+        .fallback_service(ServeDir::new(&config.static_dir))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        ));
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::CONTENT_TYPE]);
+    api.merge(statics)
+        .layer(TraceLayer::new_for_http())
+        .layer(cors)
+}
+
+/// Serves [`app`] on `listener` until `shutdown` resolves, then shuts down gracefully: stops
+/// accepting, closes every WebSocket with 1001 (going away), and returns once connections are
+/// closed or [`SHUTDOWN_GRACE`] has passed. Also runs the session sweeper.
+///
+/// Errors: I/O errors of the server.
+pub async fn serve<F>(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let sweeper = state::spawn_sweeper(state.clone());
+    let signalled = state.clone();
+    let server = axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            signalled.begin_shutdown();
+        })
+        .into_future();
+    let mut server = std::pin::pin!(server);
+    let mut deadline = None;
+    let result = tokio::select! {
+        r = &mut server => r,
+        () = state.shutdown_started() => {
+            let at = Instant::now() + SHUTDOWN_GRACE;
+            deadline = Some(at);
+            timeout_at(at, &mut server).await.unwrap_or_else(|_| {
+                tracing::warn!("connections still open after the grace period; stopping anyway");
+                Ok(())
+            })
+        }
+    };
+    // Upgraded connections are not awaited by axum: give the WebSockets the rest of the grace
+    // period to send their close frames.
+    let at = deadline.unwrap_or_else(|| Instant::now() + SHUTDOWN_GRACE);
+    if timeout_at(at, state.sockets_closed()).await.is_err() {
+        tracing::warn!("WebSockets still open after the grace period; stopping anyway");
+    }
+    sweeper.abort();
+    result
+}

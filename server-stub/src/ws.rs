@@ -1,0 +1,467 @@
+//! The session WebSocket, `GET /api/protocol/v2/session/{sid}/ws`: binary frames
+//! ([`p3_lanes::core::frame`]) carrying Control messages (rooms, heartbeats; seed 001) and Data
+//! messages relayed between sessions on the 8 lanes (seed 000 "8-Lane Protocol").
+//!
+//! Per socket:
+//! - the first frame sent is Control `welcome`; a second socket of the same session replaces
+//!   the first (closed with 4409); an unknown or expired session gets an `error`
+//!   (`session_not_found`) frame and close code 4404;
+//! - a send task drains the bounded outbound queue and a receive task handles frames; they run
+//!   side by side, joined with `tokio::select!`; either ending closes the socket;
+//! - any frame received refreshes the session's activity; silence for the heartbeat timeout
+//!   closes with 4408 (the session stays resumable until its TTL runs out);
+//! - a frame the server refuses gets a Control `error` frame `{code, error, lane?, seq?}` and
+//!   the socket stays open; only a WebSocket message over twice `--max-frame-bytes` closes it
+//!   (1009);
+//! - when the socket ends for any reason the session leaves its room (peers get `peer-left`).
+//!
+//! A Data frame is decoded with the encoding its flags name (a json frame on a lane negotiated
+//! as msgpack is accepted) and forwarded byte for byte to receivers that negotiated that same
+//! encoding; others get it re-encoded in theirs. A `from` set by a client is ignored: relayed
+//! frames always carry the real sender.
+
+use crate::error::AppError;
+use crate::now_ms;
+use crate::state::{
+    close, error_msg, AppState, Attach, CloseReason, CloseSignal, OutboundRx, Variant,
+};
+use axum::extract::rejection::PathRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use p3_lanes::core::control::{validate_room_name, Control};
+use p3_lanes::core::error::{ErrorCode, WireError};
+use p3_lanes::core::frame::{FrameError, FrameHeader, FrameKind, SessionId};
+use p3_lanes::core::lane::{Encoding, Lane};
+use p3_lanes::core::payload;
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::time::timeout;
+
+/// How long a closing socket waits for the close frame to be written and for the peer's
+/// close reply.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Largest header of a relayed Data frame: kind, lane, flags, 10-byte seq varint, 5-byte
+/// dictionary varint, `from`. Relays are refused (`frame_too_large`) if header plus payload
+/// could exceed `--max-frame-bytes`.
+const RELAY_HEADER_MAX: usize = 3 + 10 + 5 + 16;
+
+/// `GET /api/protocol/v2/session/{sid}/ws`: upgrades to a WebSocket for session `sid`.
+///
+/// Errors (before the upgrade): 400 `bad_request` for a request that is not a WebSocket
+/// upgrade. After the upgrade, an unknown, expired or malformed session id gets an `error`
+/// frame and close code 4404.
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, AppError> {
+    let Path(text) = path?;
+    let ws = ws?;
+    let limit = state.config().max_frame_bytes.saturating_mul(2);
+    let sid = text.parse::<SessionId>().ok();
+    Ok(ws
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| run(socket, state, sid)))
+}
+
+async fn run(socket: WebSocket, state: Arc<AppState>, sid: Option<SessionId>) {
+    let _counted = state.socket_guard();
+    let attach = match sid {
+        Some(sid) => state.attach(sid),
+        None => Attach::NotFound,
+    };
+    match (attach, sid) {
+        (Attach::Attached { conn_id, rx, close }, Some(sid)) => {
+            connection(socket, state, sid, conn_id, rx, close).await;
+        }
+        (Attach::ShuttingDown, _) => {
+            let reason = CloseReason {
+                code: close::GOING_AWAY,
+                reason: "server shutting down",
+            };
+            refuse(socket, None, reason).await;
+        }
+        _ => {
+            let error = payload::control_frame(
+                &error_msg(
+                    ErrorCode::SessionNotFound,
+                    "session not found (unknown, expired or deleted)",
+                    None,
+                    None,
+                ),
+                Encoding::Msgpack,
+                Some(state.dict()),
+                1,
+            );
+            let reason = CloseReason {
+                code: close::SESSION_NOT_FOUND,
+                reason: "session not found",
+            };
+            refuse(socket, Some(error), reason).await;
+        }
+    }
+}
+
+/// Sends `frame` (if any), then closes with `reason` and waits briefly for the close reply.
+async fn refuse(mut socket: WebSocket, frame: Option<Vec<u8>>, reason: CloseReason) {
+    if let Some(frame) = frame {
+        let _ = socket.send(Message::Binary(frame.into())).await;
+    }
+    let _ = socket.send(close_message(reason)).await;
+    let _ = timeout(CLOSE_GRACE, async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+fn close_message(r: CloseReason) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: r.code,
+        reason: r.reason.into(),
+    }))
+}
+
+async fn connection(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    sid: SessionId,
+    conn_id: u64,
+    rx: OutboundRx,
+    signal: Arc<CloseSignal>,
+) {
+    tracing::info!(session = %sid, conn_id, "socket open");
+    let (sink, stream) = socket.split();
+    let mut send_task = tokio::spawn(send_loop(sink, rx, signal.clone()));
+    let mut recv_task = tokio::spawn(recv_loop(
+        stream,
+        state.clone(),
+        sid,
+        conn_id,
+        signal.clone(),
+    ));
+    tokio::select! {
+        _ = &mut send_task => {
+            // Closed by the server (or the write failed): leave the room now, then give the
+            // receive side a moment to read the peer's close reply.
+            signal.close(close::NORMAL, "");
+            state.detach(sid, conn_id);
+            if timeout(CLOSE_GRACE, &mut recv_task).await.is_err() {
+                recv_task.abort();
+            }
+        }
+        _ = &mut recv_task => {
+            // The peer closed, went silent, or sent something fatal: leave the room now, then
+            // let the send side write the close frame.
+            signal.close(close::NORMAL, "");
+            state.detach(sid, conn_id);
+            if timeout(CLOSE_GRACE, &mut send_task).await.is_err() {
+                send_task.abort();
+            }
+        }
+    }
+    let reason = signal.reason();
+    tracing::info!(session = %sid, conn_id, code = reason.map(|r| r.code), reason = reason.map(|r| r.reason), "socket closed");
+}
+
+/// Writes queued frames until the close signal, then writes the close frame.
+async fn send_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: OutboundRx,
+    signal: Arc<CloseSignal>,
+) {
+    let reason = loop {
+        tokio::select! {
+            biased;
+            r = signal.closed() => break r,
+            frame = rx.recv() => {
+                let Some(frame) = frame else {
+                    break CloseReason { code: close::NORMAL, reason: "" };
+                };
+                // A peer that does not read must not delay a close: race the write against it.
+                tokio::select! {
+                    biased;
+                    r = signal.closed() => break r,
+                    sent = sink.send(Message::Binary(frame)) => if sent.is_err() { return },
+                }
+            }
+        }
+    };
+    let _ = timeout(CLOSE_GRACE, sink.send(close_message(reason))).await;
+}
+
+/// Reads and handles frames until the peer closes, goes silent, or the socket is told to close.
+async fn recv_loop(
+    mut stream: SplitStream<WebSocket>,
+    state: Arc<AppState>,
+    sid: SessionId,
+    conn_id: u64,
+    signal: Arc<CloseSignal>,
+) {
+    let silence = state.config().heartbeat_timeout();
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = signal.closed() => {
+                // Closing: read (and ignore) until the peer's close reply, so the peer gets our
+                // close frame instead of a reset.
+                let _ = timeout(CLOSE_GRACE, async {
+                    while let Some(Ok(m)) = stream.next().await {
+                        if matches!(m, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                return;
+            }
+            next = timeout(silence, stream.next()) => next,
+        };
+        let msg = match next {
+            Err(_) => {
+                tracing::info!(session = %sid, conn_id, "heartbeat timeout");
+                signal.close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                return;
+            }
+            Ok(None) => return,
+            Ok(Some(Err(e))) => {
+                let (code, reason) = read_error_close(&e);
+                tracing::debug!(session = %sid, conn_id, error = %e, code, "socket read error");
+                signal.close(code, reason);
+                return;
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        if !state.registry().touch(sid, conn_id, Instant::now()) {
+            // Replaced or deleted: the close signal follows.
+            continue;
+        }
+        match msg {
+            Message::Binary(bytes) => handle_frame(&state, sid, conn_id, &bytes),
+            Message::Text(_) => send_error(
+                &state,
+                sid,
+                conn_id,
+                WireError::new(
+                    ErrorCode::BadFrame,
+                    "text messages are not frames; send binary messages",
+                ),
+                None,
+                None,
+            ),
+            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Close(_) => return,
+        }
+    }
+}
+
+/// The close code for a read error: 1009 for a message over the size limit.
+fn read_error_close(e: &axum::Error) -> (u16, &'static str) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(t) = err.downcast_ref::<tungstenite::Error>() {
+            return match t {
+                tungstenite::Error::Capacity(_) => (close::TOO_BIG, "message too big"),
+                _ => (close::PROTOCOL, "websocket protocol error"),
+            };
+        }
+        source = err.source();
+    }
+    (close::PROTOCOL, "websocket error")
+}
+
+fn send_error(
+    state: &AppState,
+    sid: SessionId,
+    conn_id: u64,
+    e: WireError,
+    lane: Option<u8>,
+    seq: Option<u64>,
+) {
+    tracing::debug!(session = %sid, code = %e.code, error = %e.error, lane, seq, "frame refused");
+    state
+        .registry()
+        .reply(sid, conn_id, &error_msg(e.code, e.error, lane, seq));
+}
+
+/// Handles one binary message. Never panics; a refused frame only affects its sender.
+fn handle_frame(state: &AppState, sid: SessionId, conn_id: u64, bytes: &[u8]) {
+    let max = state.config().max_frame_bytes;
+    if bytes.len() > max {
+        let (lane, seq) = match FrameHeader::decode(bytes) {
+            Ok((h, _)) => (Some(h.lane.id()), Some(h.seq)),
+            Err(_) => (None, None),
+        };
+        let e = FrameError::TooLarge {
+            size: bytes.len(),
+            limit: max,
+        };
+        let wire = WireError::new(e.code(), e.to_string());
+        return send_error(state, sid, conn_id, wire, lane, seq);
+    }
+    let (h, body) = match FrameHeader::decode(bytes) {
+        Ok(x) => x,
+        Err(e) => {
+            let lane = match e {
+                FrameError::UnknownLane(id) => Some(id),
+                _ => None,
+            };
+            let wire = WireError::new(e.code(), e.to_string());
+            return send_error(state, sid, conn_id, wire, lane, None);
+        }
+    };
+    match h.kind {
+        FrameKind::Control => handle_control(state, sid, conn_id, &h, body),
+        FrameKind::Data => relay(state, sid, conn_id, &h, body),
+    }
+}
+
+fn handle_control(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeader, body: &[u8]) {
+    let lane = Some(Lane::Control.id());
+    let msg = match payload::decode_control(h, body, Some(state.dict())) {
+        Ok(m) => m,
+        Err(e) => {
+            return send_error(
+                state,
+                sid,
+                conn_id,
+                WireError::new(e.code(), e.to_string()),
+                lane,
+                Some(h.seq),
+            )
+        }
+    };
+    let mut reg = state.registry();
+    if !reg.touch(sid, conn_id, Instant::now()) {
+        return;
+    }
+    match msg {
+        Control::Join { room } => match validate_room_name(&room) {
+            Ok(()) => reg.join(sid, room),
+            Err(why) => reg.reply(
+                sid,
+                conn_id,
+                &error_msg(ErrorCode::InvalidArgument, why, lane, Some(h.seq)),
+            ),
+        },
+        Control::Leave { room } => reg.leave(sid, room, h.seq),
+        Control::Ping { client_time } => {
+            reg.reply(
+                sid,
+                conn_id,
+                &Control::Pong {
+                    client_time,
+                    server_time: now_ms(),
+                },
+            );
+        }
+        other => {
+            let kind = serde_json::to_value(&other)
+                .ok()
+                .and_then(|v| v.get("type").and_then(|t| t.as_str().map(str::to_owned)))
+                .unwrap_or_default();
+            let why = format!("control message {kind:?} is sent by the server only; clients send join, leave, ping");
+            reg.reply(
+                sid,
+                conn_id,
+                &error_msg(ErrorCode::BadControl, why, lane, Some(h.seq)),
+            );
+        }
+    }
+}
+
+/// Relays a Data frame: checks the lane, decodes the payload, routes (to one session or to the
+/// room), transcodes per receiver encoding only where needed, and queues it for each receiver.
+fn relay(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeader, body: &[u8]) {
+    let (lane, seq) = (Some(h.lane.id()), Some(h.seq));
+    let routed = state.registry().route(sid, conn_id, h, Instant::now());
+    let targets = match routed {
+        Err(None) => return,
+        Err(Some(e)) => return send_error(state, sid, conn_id, e, lane, seq),
+        Ok(targets) => targets,
+    };
+    let value = match payload::decode(h, body, Some(state.dict())) {
+        Ok(v) => v,
+        Err(e) => {
+            return send_error(
+                state,
+                sid,
+                conn_id,
+                WireError::new(e.code(), e.to_string()),
+                lane,
+                seq,
+            )
+        }
+    };
+    let targets = match targets {
+        Ok(t) if t.is_empty() => return,
+        Ok(t) => t,
+        Err(e) => return send_error(state, sid, conn_id, e, lane, seq),
+    };
+
+    // The frame's own bytes for receivers with the same encoding; one re-encoding per other
+    // encoding needed.
+    let mut variants = vec![Variant {
+        encoding: h.encoding,
+        bytes: Cow::Borrowed(body),
+        dict_version: h.dict_version,
+    }];
+    for t in &targets {
+        if variants.iter().any(|v| v.encoding == t.encoding) {
+            continue;
+        }
+        match payload::encode(&value, t.encoding, Some(state.dict())) {
+            Ok((bytes, dict_version)) => variants.push(Variant {
+                encoding: t.encoding,
+                bytes: Cow::Owned(bytes),
+                dict_version,
+            }),
+            Err(e) => {
+                tracing::warn!(encoding = t.encoding.as_str(), error = %e, "cannot transcode; receiver skipped")
+            }
+        }
+    }
+    let max = state.config().max_frame_bytes;
+    let mut too_large = None;
+    variants.retain(|v| {
+        let fits = v.bytes.len() + RELAY_HEADER_MAX <= max;
+        if !fits {
+            too_large = Some(v.bytes.len() + RELAY_HEADER_MAX);
+        }
+        fits
+    });
+
+    let mut reg = state.registry();
+    let refused = reg.deliver(sid, h.lane, &targets, &variants);
+    if !refused.is_empty() {
+        let ids: Vec<String> = refused.iter().map(ToString::to_string).collect();
+        let why = format!(
+            "outbound queue full for {} receiver(s) ({}); message not delivered to them, retry later",
+            ids.len(),
+            ids.join(", ")
+        );
+        reg.reply(
+            sid,
+            conn_id,
+            &error_msg(ErrorCode::Backpressure, why, lane, seq),
+        );
+    }
+    if let Some(size) = too_large {
+        let why = format!("relayed frame would be {size} bytes, over the limit of {max} bytes; not delivered to receivers using another encoding");
+        reg.reply(
+            sid,
+            conn_id,
+            &error_msg(ErrorCode::FrameTooLarge, why, lane, seq),
+        );
+    }
+}

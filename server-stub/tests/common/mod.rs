@@ -1,0 +1,348 @@
+//! Shared helpers for the integration tests: start the real app on 127.0.0.1:0, do handshakes
+//! over HTTP (reqwest) and talk frames over real WebSockets (tokio-tungstenite).
+
+#![allow(dead_code)] // each test binary uses a subset
+
+use futures::{SinkExt, StreamExt};
+use p3_lanes::core::control::Control;
+use p3_lanes::core::dictionary::Dictionary;
+use p3_lanes::core::error::ErrorCode;
+use p3_lanes::core::frame::{FrameHeader, FrameKind, SessionId};
+use p3_lanes::core::handshake::HandshakeResponse;
+use p3_lanes::core::lane::{Encoding, Lane};
+use p3_lanes::core::payload;
+use serde_json::{json, Value};
+use server_stub::{serve, AppState, Config};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expected event may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A config with the documented defaults and directories that do not exist.
+pub fn config() -> Config {
+    Config {
+        static_dir: "/nonexistent/www".into(),
+        pkg_dir: "/nonexistent/pkg".into(),
+        app_version: "test-1.2.3".into(),
+        ..Config::default()
+    }
+}
+
+/// A running server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// Serves `config` on 127.0.0.1 with a free port.
+    pub async fn start(config: Config) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let state = AppState::new(config);
+        let task = tokio::spawn(serve(listener, state, async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Triggers graceful shutdown and returns the serve task, to be awaited.
+    pub fn shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().expect("shut down once")
+    }
+
+    /// POSTs a raw JSON handshake body.
+    pub async fn handshake_raw(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/protocol/v2/session/handshake"))
+            .json(body)
+            .send()
+            .await
+            .expect("handshake request")
+    }
+
+    /// Handshakes with websocket transport, `encodings` and `lanes`; panics unless 200.
+    pub async fn handshake(
+        &self,
+        client_id: &str,
+        encodings: &[&str],
+        lanes: &[u8],
+    ) -> HandshakeResponse {
+        let resp = self
+            .handshake_raw(&handshake_body(client_id, encodings, lanes))
+            .await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "handshake failed: {:?}",
+            resp.text().await
+        );
+        resp.json().await.expect("HandshakeResponse")
+    }
+
+    /// Handshakes (msgpack, json; `lanes`) and connects, consuming the welcome frame.
+    pub async fn peer(&self, client_id: &str, lanes: &[u8]) -> Peer {
+        let hs = self.handshake(client_id, &["msgpack", "json"], lanes).await;
+        self.connect(&hs).await
+    }
+
+    /// Opens the session's WebSocket and checks that the first frame is its welcome.
+    pub async fn connect(&self, hs: &HandshakeResponse) -> Peer {
+        let mut peer = self.connect_raw(&hs.websocket_url).await;
+        peer.sid = Some(hs.session_id);
+        peer.encodings = hs
+            .lanes
+            .iter()
+            .map(|g| (Lane::from_id(g.id).unwrap(), g.encoding))
+            .collect();
+        match peer.expect_control().await {
+            Control::Welcome { session_id, .. } => assert_eq!(session_id, hs.session_id),
+            other => panic!("first frame should be welcome, got {other:?}"),
+        }
+        peer
+    }
+
+    /// Opens a WebSocket at `path` without reading anything.
+    pub async fn connect_raw(&self, path: &str) -> Peer {
+        let url = format!("ws://{}{}", self.addr, path);
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connect");
+        Peer {
+            ws,
+            sid: None,
+            encodings: Vec::new(),
+            dict: Dictionary::v1(),
+            seq: [1; 8],
+            control_seq: 1,
+        }
+    }
+}
+
+pub fn handshake_body(client_id: &str, encodings: &[&str], lanes: &[u8]) -> Value {
+    json!({
+        "clientId": client_id,
+        "wallet": "0xabc",
+        "capabilities": {"transports": ["websocket"], "encodings": encodings, "lanes": lanes},
+        "deviceInfo": {"platform": "test", "version": "1.0.0"}
+    })
+}
+
+/// What a peer received.
+#[derive(Debug)]
+pub enum Received {
+    Control(FrameHeader, Control),
+    Data(FrameHeader, Value),
+    /// Close code and reason (`None`: the connection ended without a close frame).
+    Closed(Option<(u16, String)>),
+}
+
+/// A WebSocket client speaking frames.
+pub struct Peer {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub sid: Option<SessionId>,
+    pub encodings: Vec<(Lane, Encoding)>,
+    pub dict: Dictionary,
+    pub seq: [u64; 8],
+    pub control_seq: u64,
+}
+
+impl Peer {
+    pub fn sid(&self) -> SessionId {
+        self.sid.expect("peer has a session")
+    }
+
+    pub fn encoding(&self, lane: Lane) -> Encoding {
+        self.encodings
+            .iter()
+            .find(|(l, _)| *l == lane)
+            .map_or(Encoding::Msgpack, |&(_, e)| e)
+    }
+
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) {
+        self.ws
+            .send(Message::binary(bytes))
+            .await
+            .expect("send frame");
+    }
+
+    pub async fn send_control(&mut self, msg: &Control) {
+        let enc = self.encoding(Lane::Control);
+        let frame = payload::control_frame(msg, enc, Some(&self.dict), self.control_seq);
+        self.control_seq += 1;
+        self.send_raw(frame).await;
+    }
+
+    /// The bytes of a Data frame on `lane` in this peer's encoding for it, with the next seq.
+    pub fn data_frame(
+        &mut self,
+        lane: Lane,
+        value: &Value,
+        to: Option<SessionId>,
+    ) -> (Vec<u8>, u64) {
+        let enc = self.encoding(lane);
+        let (bytes, dict_version) = payload::encode(value, enc, Some(&self.dict)).unwrap();
+        let seq = self.seq[lane as usize - 1];
+        self.seq[lane as usize - 1] += 1;
+        let mut h = FrameHeader::data(lane, enc, seq, dict_version);
+        h.to = to;
+        (h.encode(&bytes), seq)
+    }
+
+    /// Sends `value` on `lane`; returns the seq used.
+    pub async fn send_data(&mut self, lane: Lane, value: &Value, to: Option<SessionId>) -> u64 {
+        let (frame, seq) = self.data_frame(lane, value, to);
+        self.send_raw(frame).await;
+        seq
+    }
+
+    /// The next frame or close, failing the test after [`WAIT`].
+    pub async fn recv(&mut self) -> Received {
+        self.recv_within(WAIT)
+            .await
+            .expect("nothing received in time")
+    }
+
+    /// The next frame or close within `d`, `None` if nothing came.
+    pub async fn recv_within(&mut self, d: Duration) -> Option<Received> {
+        loop {
+            let next = tokio::time::timeout(d, self.ws.next()).await.ok()?;
+            let msg = match next {
+                None | Some(Err(_)) => return Some(Received::Closed(None)),
+                Some(Ok(m)) => m,
+            };
+            match msg {
+                Message::Binary(b) => {
+                    let (h, body) = FrameHeader::decode(&b).expect("server frames decode");
+                    return Some(match h.kind {
+                        FrameKind::Control => {
+                            let c = payload::decode_control(&h, body, Some(&self.dict))
+                                .expect("control decodes");
+                            Received::Control(h, c)
+                        }
+                        FrameKind::Data => {
+                            let v = payload::decode(&h, body, Some(&self.dict))
+                                .expect("payload decodes");
+                            Received::Data(h, v)
+                        }
+                    });
+                }
+                Message::Close(f) => {
+                    return Some(Received::Closed(
+                        f.map(|f| (u16::from(f.code), f.reason.as_str().to_owned())),
+                    ));
+                }
+                Message::Text(t) => panic!("server sent a text message: {t}"),
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn expect_control(&mut self) -> Control {
+        match self.recv().await {
+            Received::Control(_, c) => c,
+            other => panic!("expected a control frame, got {other:?}"),
+        }
+    }
+
+    pub async fn expect_data(&mut self) -> (FrameHeader, Value) {
+        match self.recv().await {
+            Received::Data(h, v) => (h, v),
+            other => panic!("expected a data frame, got {other:?}"),
+        }
+    }
+
+    /// Expects a Control `error`; returns `(code, lane, seq)`.
+    pub async fn expect_error(&mut self) -> (ErrorCode, Option<u8>, Option<u64>) {
+        match self.expect_control().await {
+            Control::Error {
+                code, lane, seq, ..
+            } => (code, lane, seq),
+            other => panic!("expected an error frame, got {other:?}"),
+        }
+    }
+
+    /// Expects the socket to be closed by the server; returns the close code.
+    pub async fn expect_close(&mut self) -> u16 {
+        loop {
+            match self.recv().await {
+                Received::Closed(Some((code, _))) => return code,
+                Received::Closed(None) => panic!("connection ended without a close frame"),
+                // Frames queued before the close (e.g. peer-left) are skipped.
+                _ => continue,
+            }
+        }
+    }
+
+    /// Joins `room`; returns the members from `joined`.
+    pub async fn join(&mut self, room: &str) -> Vec<SessionId> {
+        self.send_control(&Control::Join { room: room.into() })
+            .await;
+        match self.expect_control().await {
+            Control::Joined { room: r, members } => {
+                assert_eq!(r, room);
+                members
+            }
+            other => panic!("expected joined, got {other:?}"),
+        }
+    }
+
+    /// Pings and expects the pong as the next frame: the socket still works.
+    pub async fn ping_pong(&mut self) {
+        self.send_control(&Control::Ping { client_time: 42.5 })
+            .await;
+        match self.expect_control().await {
+            Control::Pong { client_time, .. } => assert_eq!(client_time, 42.5),
+            other => panic!("expected pong, got {other:?}"),
+        }
+    }
+
+    /// Asserts that nothing arrives within `ms`.
+    pub async fn expect_silence(&mut self, ms: u64) {
+        if let Some(r) = self.recv_within(Duration::from_millis(ms)).await {
+            panic!("expected nothing, got {r:?}");
+        }
+    }
+
+    /// Sends a normal close and waits for the connection to end.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, self.ws.next()).await {}
+    }
+}
+
+/// Two peers in `room` with lanes 1 and 2, `a` having seen `b` join.
+pub async fn pair(server: &TestServer, room: &str) -> (Peer, Peer) {
+    let mut a = server.peer("a", &[1, 2]).await;
+    let mut b = server.peer("b", &[1, 2]).await;
+    assert_eq!(a.join(room).await, vec![a.sid()]);
+    assert_eq!(b.join(room).await, vec![a.sid(), b.sid()]);
+    match a.expect_control().await {
+        Control::PeerJoined { session_id, .. } => assert_eq!(session_id, b.sid()),
+        other => panic!("expected peer-joined, got {other:?}"),
+    }
+    (a, b)
+}
