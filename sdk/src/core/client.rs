@@ -323,6 +323,8 @@ pub struct Client {
     session: Session,
     state: ConnectionState,
     ever_opened: bool,
+    /// A socket is open (possibly still waiting for the server's `welcome`).
+    socket_up: bool,
     needs_handshake: bool,
     attempt: u32,
     timers: [Option<u64>; 3],
@@ -352,6 +354,7 @@ impl Client {
             session,
             state: ConnectionState::Connecting,
             ever_opened: false,
+            socket_up: false,
             needs_handshake: false,
             attempt: 0,
             timers: [None; 3],
@@ -490,27 +493,40 @@ impl Client {
 
     /// The socket requested by [`Action::OpenSocket`] is open.
     pub fn handle_socket_open(&mut self, now: u64) {
-        if !matches!(
-            self.state,
-            ConnectionState::Connecting | ConnectionState::Reconnecting
-        ) {
+        if self.socket_up
+            || !matches!(
+                self.state,
+                ConnectionState::Connecting | ConnectionState::Reconnecting
+            )
+        {
+            return;
+        }
+        // Not `Open` yet: the server may still refuse the session (close 4404). Queued
+        // messages and the room join wait for its `welcome`.
+        self.socket_up = true;
+        self.last_rx = now;
+        self.timers[Timer::Idle as usize] = Some(now + self.timeout_ms());
+    }
+
+    /// The server's `welcome` accepted this session on the current socket: go `Open`, rejoin
+    /// the room, flush what was queued and start heartbeats.
+    fn on_welcome(&mut self, session_id: SessionId, now: u64) {
+        if self.state == ConnectionState::Open || session_id != self.session.id {
             return;
         }
         self.ever_opened = true;
         self.attempt = 0;
-        self.last_rx = now;
         self.set_state(ConnectionState::Open, None);
         if let Some(room) = self.room.clone() {
             self.send_control(&Control::Join { room });
         }
         self.flush_queued();
         self.timers[Timer::Heartbeat as usize] = Some(now);
-        self.timers[Timer::Idle as usize] = Some(now + self.timeout_ms());
     }
 
     /// One binary message arrived on the socket.
     pub fn handle_frame(&mut self, bytes: &[u8], now: u64) {
-        if self.state != ConnectionState::Open {
+        if !self.socket_up {
             return;
         }
         self.last_rx = now;
@@ -539,15 +555,9 @@ impl Client {
 
     /// The socket closed (or failed to open). `code` is the WebSocket close code.
     pub fn handle_socket_closed(&mut self, code: u16, now: u64) {
-        match self.state {
-            ConnectionState::Open => {}
-            ConnectionState::Connecting if !self.ever_opened => {
-                return self.finish(Some(format!("could not connect (close code {code})")));
-            }
-            ConnectionState::Connecting | ConnectionState::Reconnecting => {
-                // A reconnect attempt failed.
-            }
-            ConnectionState::Closed => return,
+        self.socket_up = false;
+        if self.state == ConnectionState::Closed {
+            return;
         }
         if code == CLOSE_SESSION_NOT_FOUND {
             self.needs_handshake = true;
@@ -661,6 +671,7 @@ impl Client {
     }
 
     fn finish(&mut self, reason: Option<String>) {
+        self.socket_up = false;
         self.timers = [None; 3];
         for q in &mut self.queued {
             q.clear();
@@ -675,8 +686,13 @@ impl Client {
     }
 
     fn lost(&mut self, reason: String, now: u64) {
+        self.socket_up = false;
         self.timers[Timer::Heartbeat as usize] = None;
         self.timers[Timer::Idle as usize] = None;
+        if !self.ever_opened {
+            // The first connection is not retried: `connect()` reports it.
+            return self.finish(Some(format!("could not connect: {reason}")));
+        }
         if !self.config.reconnect {
             return self.finish(Some(reason));
         }
@@ -756,10 +772,8 @@ impl Client {
                     seq,
                 }
             }
-            Control::Welcome { .. }
-            | Control::Join { .. }
-            | Control::Leave { .. }
-            | Control::Ping { .. } => return,
+            Control::Welcome { session_id, .. } => return self.on_welcome(session_id, now),
+            Control::Join { .. } | Control::Leave { .. } | Control::Ping { .. } => return,
         };
         self.out.push_back(Output::Event(ev));
     }
@@ -852,11 +866,24 @@ mod tests {
             .collect()
     }
 
+    fn welcome(c: &Client) -> Vec<u8> {
+        let msg = Control::Welcome {
+            session_id: c.session_id(),
+            server_time: 0,
+            heartbeat_interval_ms: 30_000,
+            heartbeat_timeout_ms: 60_000,
+        };
+        payload::control_frame(&msg, Encoding::Msgpack, Some(&Dictionary::v1()), 1)
+    }
+
+    /// Socket open and the server's `welcome` received at t = 10 ms.
     fn open_client() -> Client {
         let mut c = Client::new(ClientConfig::default(), &handshake(1, &std_lanes()), 0).unwrap();
         let (_, a, _, _) = drain(&mut c);
         assert!(matches!(&a[..], [Action::OpenSocket { path }] if path.ends_with("/ws")));
         c.handle_socket_open(10);
+        let w = welcome(&c);
+        c.handle_frame(&w, 10);
         c
     }
 
@@ -954,6 +981,8 @@ mod tests {
             matches!(&a[..], [Action::OpenSocket { path }] if path.contains(&c.session_id().to_string()))
         );
         c.handle_socket_open(5100);
+        let w = welcome(&c);
+        c.handle_frame(&w, 5101);
         let (t, _, _, _) = drain(&mut c);
         assert_eq!(controls(&t), vec![Control::Join { room: "r1".into() }]);
     }
@@ -983,6 +1012,11 @@ mod tests {
         c.handle_timeout(10_000);
         drain(&mut c);
         c.handle_socket_open(10_001);
+        // Nothing is flushed before the server accepts the session.
+        let (t, _, _, _) = drain(&mut c);
+        assert!(t.is_empty());
+        let w = welcome(&c);
+        c.handle_frame(&w, 10_002);
         let (t, _, _, _) = drain(&mut c);
         let d = Dictionary::v1();
         let data: Vec<(Lane, u64, Value)> = t
@@ -1085,5 +1119,81 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn queued_messages_survive_a_refused_session() {
+        // Server restart: the old session is gone, the socket opens, the server says
+        // session_not_found and closes with 4404. Queued messages must reach the new session.
+        let mut c = open_client();
+        c.join_room("r").unwrap();
+        drain(&mut c);
+        c.handle_socket_closed(1006, 20);
+        drain(&mut c);
+        c.send(Lane::Messaging, json!({"msg": "during outage"}), None)
+            .unwrap();
+        c.handle_timeout(5_000);
+        drain(&mut c);
+        c.handle_socket_open(5_001);
+        let refusal = payload::control_frame(
+            &Control::Error {
+                code: ErrorCode::SessionNotFound,
+                error: "gone".into(),
+                lane: None,
+                seq: None,
+            },
+            Encoding::Msgpack,
+            Some(&Dictionary::v1()),
+            1,
+        );
+        c.handle_frame(&refusal, 5_002);
+        c.handle_socket_closed(CLOSE_SESSION_NOT_FOUND, 5_003);
+        let (t, _, _, at) = drain(&mut c);
+        assert!(
+            t.is_empty(),
+            "nothing may go into a socket the server refuses"
+        );
+        assert_eq!(c.queued_len(Lane::Messaging), 1);
+        c.handle_timeout(at.unwrap());
+        let (_, a, _, _) = drain(&mut c);
+        assert_eq!(a, vec![Action::Handshake]);
+        c.handle_handshake(&handshake(3, &std_lanes()), 9_000)
+            .unwrap();
+        drain(&mut c);
+        c.handle_socket_open(9_001);
+        let w = welcome(&c);
+        c.handle_frame(&w, 9_002);
+        let (t, _, e, _) = drain(&mut c);
+        assert!(e.contains(&Event::StateChanged {
+            state: ConnectionState::Open,
+            reason: None
+        }));
+        assert_eq!(controls(&t), vec![Control::Join { room: "r".into() }]);
+        let d = Dictionary::v1();
+        let data: Vec<Value> = t
+            .iter()
+            .map(|f| FrameHeader::decode(f).unwrap())
+            .filter(|(h, _)| h.kind == FrameKind::Data)
+            .map(|(h, p)| payload::decode(&h, p, Some(&d)).unwrap())
+            .collect();
+        assert_eq!(data, vec![json!({"msg": "during outage"})]);
+    }
+
+    #[test]
+    fn welcome_for_another_session_is_ignored() {
+        let mut c = Client::new(ClientConfig::default(), &handshake(1, &std_lanes()), 0).unwrap();
+        drain(&mut c);
+        c.handle_socket_open(1);
+        let other = Client::new(ClientConfig::default(), &handshake(2, &std_lanes()), 0).unwrap();
+        c.handle_frame(&welcome(&other), 2);
+        assert_eq!(c.state(), ConnectionState::Connecting);
+        // No welcome within the heartbeat timeout (any frame restarts it): the first
+        // connection fails for good.
+        c.handle_timeout(60_001);
+        assert_eq!(c.state(), ConnectionState::Connecting);
+        c.handle_timeout(60_002);
+        let (_, a, _, _) = drain(&mut c);
+        assert!(a.contains(&Action::CloseSocket));
+        assert_eq!(c.state(), ConnectionState::Closed);
     }
 }

@@ -1,0 +1,202 @@
+//! `P3Client`, the JavaScript face of one session: a newtype around the driver's shared
+//! state ([`driver::Handle`]), which runs the core [`crate::core::client::Client`]. Every
+//! method only converts arguments, calls the core, and lets the driver pump; no protocol
+//! logic lives here.
+//!
+//! Every error thrown or rejected is a JS `Error` with a string `code` (see
+//! [`crate::wasm::error`]).
+
+use crate::core::client::Client;
+use crate::wasm::driver::{self, Handle, Topic};
+use crate::wasm::global::Global;
+use crate::wasm::{convert, error, http, options};
+use js_sys::{Function, Promise};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+/// A connection to a P3 server: one session, 8 lanes multiplexed over one WebSocket, with
+/// heartbeats and automatic reconnection. Create it with `P3Client.connect`.
+///
+/// The connection stays up until `close()` is called (or reconnection is off and the socket
+/// drops), even if the `P3Client` object itself is dropped.
+#[wasm_bindgen]
+pub struct P3Client {
+    inner: Handle,
+}
+
+#[wasm_bindgen]
+impl P3Client {
+    /// Performs the handshake (`POST {baseUrl}/api/protocol/v2/session/handshake`), opens the
+    /// session's WebSocket and resolves once it is open.
+    ///
+    /// `baseUrl`: `http://` or `https://` origin of the server (optionally with a path
+    /// prefix); the socket uses `ws://`/`wss://` accordingly. `options`: see
+    /// `ConnectOptions`; all fields optional.
+    ///
+    /// Rejects with `code`:
+    /// - the server's code when it refuses the handshake (4xx `{error, code}`), e.g.
+    ///   `no_common_encoding`, `control_lane_required`, `unknown_lane`, `invalid_argument`;
+    /// - `connect_failed` when the server is unreachable or the first socket fails;
+    /// - `invalid_argument` / `unknown_lane` for bad options, before any request is made.
+    #[wasm_bindgen]
+    pub async fn connect(
+        #[wasm_bindgen(js_name = baseUrl)] base_url: String,
+        #[wasm_bindgen(unchecked_optional_param_type = "ConnectOptions")] options: JsValue,
+    ) -> Result<P3Client, JsValue> {
+        let base = http::normalize_base(&base_url)?;
+        let (request, config) = options::parse(&options)?;
+        let global = Global::get()?;
+        let response = http::handshake(&base, &request).await?;
+        let client =
+            Client::new(config, &response, global.now_ms()).map_err(|e| error::client_error(&e))?;
+        let (inner, opened) = driver::start(client, global, base, request, &response);
+        JsFuture::from(opened).await?;
+        Ok(P3Client { inner })
+    }
+
+    /// This client's session id (a UUID); changes (with a `session-changed` event) when the
+    /// client had to re-handshake after its session expired or the server restarted.
+    #[wasm_bindgen(getter, js_name = sessionId)]
+    pub fn session_id(&self) -> String {
+        self.inner.borrow().client().session_id().to_string()
+    }
+
+    /// `'connecting' | 'open' | 'reconnecting' | 'closed'`.
+    #[wasm_bindgen(getter, unchecked_return_type = "ConnectionState")]
+    pub fn state(&self) -> String {
+        self.inner.borrow().client().state().as_str().to_owned()
+    }
+
+    /// The latest handshake response (`HandshakeResponse`): granted lanes with their
+    /// encodings, the dictionary, `ttlSeconds`, `protocol`, `heartbeat` timings.
+    #[wasm_bindgen(getter, unchecked_return_type = "HandshakeResponse")]
+    pub fn handshake(&self) -> JsValue {
+        self.inner.borrow().handshake()
+    }
+
+    /// The room this client is in or joining, or `null`.
+    #[wasm_bindgen(getter, unchecked_return_type = "string | null")]
+    pub fn room(&self) -> JsValue {
+        self.inner
+            .borrow()
+            .client()
+            .room()
+            .map_or(JsValue::NULL, JsValue::from_str)
+    }
+
+    /// Calls `callback(state, reason)` on every connection state change; `reason` (a
+    /// human-readable string, or `null`) says why for drops and closes. Returns a function
+    /// that unsubscribes.
+    ///
+    /// Throws `invalid_argument` if `callback` is not a function.
+    #[wasm_bindgen(js_name = onStateChange, unchecked_return_type = "() => void")]
+    pub fn on_state_change(
+        &self,
+        #[wasm_bindgen(
+            unchecked_param_type = "(state: ConnectionState, reason: string | null) => void"
+        )]
+        callback: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        Ok(driver::subscribe(
+            &self.inner,
+            Topic::State,
+            function(callback)?,
+        ))
+    }
+
+    /// Calls `callback(message)` for every message received on `lane` (an id 1..=8 or a lane
+    /// name). `message` is a `P3Message`: `{lane, from, seq, value}`. Returns a function that
+    /// unsubscribes.
+    ///
+    /// Throws `unknown_lane` for a lane that does not exist, `invalid_argument` if
+    /// `callback` is not a function.
+    #[wasm_bindgen(js_name = onMessage, unchecked_return_type = "() => void")]
+    pub fn on_message(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "LaneId")] lane: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "(message: P3Message) => void")] callback: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        let lane = convert::lane_from_js(&lane)?;
+        Ok(driver::subscribe(
+            &self.inner,
+            Topic::Message(lane),
+            function(callback)?,
+        ))
+    }
+
+    /// Calls `callback(event)` for every `P3Event`: room membership (`room-joined`,
+    /// `room-left`, `peer-joined`, `peer-left`), heartbeat answers (`pong`, with `rttMs`),
+    /// `session-changed`, and `error` (a frame the server refused or this client could not
+    /// decode). Returns a function that unsubscribes.
+    ///
+    /// Throws `invalid_argument` if `callback` is not a function.
+    #[wasm_bindgen(js_name = onEvent, unchecked_return_type = "() => void")]
+    pub fn on_event(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(event: P3Event) => void")] callback: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        Ok(driver::subscribe(
+            &self.inner,
+            Topic::Event,
+            function(callback)?,
+        ))
+    }
+
+    /// Joins `room` (1..=128 bytes, no control characters), leaving any other; the client
+    /// rejoins it by itself after reconnecting. Resolves with `JoinResult` (`{room,
+    /// members}`, members being session ids, this one included) when the server confirms.
+    ///
+    /// Rejects with `invalid_argument` for a bad name, `closed` if the client is or becomes
+    /// closed first.
+    #[wasm_bindgen(js_name = joinRoom, unchecked_return_type = "Promise<JoinResult>")]
+    pub fn join_room(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] room: JsValue,
+    ) -> Promise {
+        match room.as_string() {
+            Some(room) => driver::join_room(&self.inner, &room),
+            None => Promise::reject(&error::invalid_argument("room must be a string")),
+        }
+    }
+
+    /// Leaves the current room, if any (confirmed by a `room-left` event).
+    #[wasm_bindgen(js_name = leaveRoom)]
+    pub fn leave_room(&self) {
+        driver::with_client(&self.inner, |c| c.leave_room());
+    }
+
+    /// Sends `value` on `lane` (an id 1..=8 or a lane name, case-insensitive) to everyone
+    /// else in the room, or only to session `to`. `value` must be JSON-compatible. While
+    /// reconnecting, messages are queued per lane (up to the lane's queue depth).
+    ///
+    /// Throws (synchronously) with `code`: `lane_not_negotiated`, `unknown_lane`,
+    /// `frame_too_large` (over 1 MiB encoded), `backpressure` (a reliable lane's queue is
+    /// full while reconnecting), `closed`, `bad_payload` (a value that is not
+    /// JSON-compatible: function, symbol, BigInt, NaN, ±Infinity, Map, Set, binary, cycles),
+    /// `invalid_argument` (`to` is not a session id).
+    pub fn send(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "LaneId")] lane: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "unknown")] value: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] to: JsValue,
+    ) -> Result<(), JsValue> {
+        let lane = convert::lane_from_js(&lane)?;
+        let to = convert::session_id_from_js(&to)?;
+        let value = convert::value_from_js(&value)?;
+        driver::with_client(&self.inner, |c| c.send(lane, value, to))
+            .map_err(|e| error::client_error(&e))
+    }
+
+    /// Closes for good: the socket is closed (code 1000), queued messages are dropped,
+    /// pending `joinRoom` promises reject with `closed`, and the state becomes `'closed'`.
+    /// Idempotent.
+    pub fn close(&self) {
+        driver::with_client(&self.inner, |c| c.close());
+    }
+}
+
+/// A JS callback argument. Errors: `invalid_argument`.
+fn function(v: JsValue) -> Result<Function, JsValue> {
+    v.dyn_into::<Function>()
+        .map_err(|_| error::invalid_argument("callback must be a function"))
+}

@@ -1,0 +1,546 @@
+//! The driver: runs one [`Client`] (the sans-IO core) on the browser's clock, timers,
+//! `fetch` and `WebSocket`, following the drive contract in [`crate::core::client`]:
+//!
+//! - every input (socket open/message/close, timer, handshake result, an API call) is fed to
+//!   the core, then [`pump`] drains [`Client::poll_output`] until [`Output::Timeout`]:
+//!   `Transmit` → `WebSocket.send`, `Action` → open/close a socket or re-handshake, `Event` →
+//!   queued for the application, `Timeout` → one `setTimeout` armed for the earliest deadline;
+//! - queued events are dispatched to JS callbacks **without** any `RefCell` borrow held, so a
+//!   callback may call back into the client (`send`, `close`, ...). Events are dispatched in
+//!   order by whichever [`pump`] is outermost; a nested one only queues.
+//!
+//! The shared state is an `Rc<RefCell<Inner>>` ([`Handle`]). While the connection is alive
+//! (not `closed`) the socket's handlers and the timer hold strong handles, so an open client
+//! keeps working even if the app drops its `P3Client` (like a `WebSocket` does); once closed
+//! those are released and the state lives only as long as the `P3Client` object.
+//!
+//! This is the only module that calls `spawn_local` (for re-handshakes).
+
+use crate::core::client::{Action, Client, ConnectionState, Event, Output};
+use crate::core::error::ErrorCode;
+use crate::core::handshake::{HandshakeRequest, HandshakeResponse};
+use crate::core::lane::Lane;
+use crate::wasm::events::{self, JoinResult};
+use crate::wasm::global::Global;
+use crate::wasm::{convert, error, http};
+use js_sys::{Function, Promise};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::{Rc, Weak};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
+
+/// WebSocket close code for a normal closure.
+const CLOSE_NORMAL: u16 = 1000;
+/// Close code reported to the core when a socket could not even be created.
+const CLOSE_ABNORMAL: u16 = 1006;
+
+/// The shared driver state of one `P3Client`.
+pub(crate) type Handle = Rc<RefCell<Inner>>;
+
+/// `resolve`/`reject` of a pending Promise.
+struct Resolver {
+    resolve: Function,
+    reject: Function,
+}
+
+impl Resolver {
+    /// A Promise and its resolver.
+    fn new() -> (Promise, Resolver) {
+        let mut slot = None;
+        let promise =
+            Promise::new(&mut |resolve, reject| slot = Some(Resolver { resolve, reject }));
+        let resolver = slot.expect("the Promise executor runs synchronously");
+        (promise, resolver)
+    }
+
+    fn resolve(&self, value: &JsValue) {
+        let _ = self.resolve.call1(&JsValue::UNDEFINED, value);
+    }
+
+    fn reject(&self, err: &JsValue) {
+        let _ = self.reject.call1(&JsValue::UNDEFINED, err);
+    }
+}
+
+/// A `joinRoom` waiting for the server's `joined`.
+struct PendingJoin {
+    room: String,
+    resolver: Resolver,
+}
+
+/// The current WebSocket and the handlers attached to it.
+struct Socket {
+    ws: WebSocket,
+    id: u64,
+    _on_open: Closure<dyn FnMut()>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_close: Closure<dyn FnMut(CloseEvent)>,
+}
+
+impl Socket {
+    /// Detaches every handler, so no event of this socket reaches the core again.
+    fn detach(&self) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        self.ws.set_onerror(None);
+    }
+}
+
+/// The one `setTimeout` armed for the core's earliest deadline.
+#[derive(Default)]
+struct Timer {
+    /// Created on first use; dropped once the client is closed (it holds a [`Handle`]).
+    callback: Option<Closure<dyn FnMut()>>,
+    /// Id of the armed `setTimeout`.
+    id: Option<JsValue>,
+    /// Deadline it is armed for, core ms.
+    deadline: Option<u64>,
+}
+
+/// Which callback list an entry is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Topic {
+    /// `onStateChange`.
+    State,
+    /// `onEvent`.
+    Event,
+    /// `onMessage(lane, ..)`.
+    Message(Lane),
+}
+
+/// Registered callbacks, in registration order.
+#[derive(Default)]
+struct Callbacks {
+    next_id: u32,
+    entries: Vec<(u32, Topic, Function)>,
+}
+
+impl Callbacks {
+    fn of(&self, topic: Topic) -> Vec<(u32, Function)> {
+        self.entries
+            .iter()
+            .filter(|e| e.1 == topic)
+            .map(|e| (e.0, e.2.clone()))
+            .collect()
+    }
+
+    fn contains(&self, id: u32) -> bool {
+        self.entries.iter().any(|e| e.0 == id)
+    }
+}
+
+/// Everything one `P3Client` owns. See the module docs.
+pub(crate) struct Inner {
+    client: Client,
+    global: Global,
+    /// Normalized server base URL (`http(s)://host[:port][/prefix]`).
+    base: String,
+    /// The handshake request, reused for re-handshakes ([`Action::Handshake`]).
+    request: HandshakeRequest,
+    /// The latest handshake response, as the JS object `client.handshake` returns.
+    handshake: JsValue,
+    socket: Option<Socket>,
+    sockets_opened: u64,
+    timer: Timer,
+    callbacks: Callbacks,
+    joins: Vec<PendingJoin>,
+    /// `P3Client.connect` waiting for the first `open` (or `closed`).
+    connect: Option<Resolver>,
+    /// Events drained from the core, not yet dispatched.
+    events: VecDeque<Event>,
+    /// A [`pump`] further up the stack is dispatching `events`.
+    dispatching: bool,
+}
+
+impl Inner {
+    /// The core client (getters).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The latest handshake response object.
+    pub(crate) fn handshake(&self) -> JsValue {
+        self.handshake.clone()
+    }
+
+    fn now(&self) -> u64 {
+        self.global.now_ms()
+    }
+
+    /// Drains the core's outputs, performing socket/timer I/O and queueing events. Calls no
+    /// application code, so it may run under the `RefCell` borrow.
+    fn drain(&mut self, h: &Handle) {
+        loop {
+            match self.client.poll_output() {
+                Output::Transmit(bytes) => self.transmit(&bytes),
+                Output::Action(Action::OpenSocket { path }) => self.open_socket(h, &path),
+                Output::Action(Action::CloseSocket) => self.close_socket(),
+                Output::Action(Action::Handshake) => {
+                    rehandshake(h, self.base.clone(), self.request.clone())
+                }
+                Output::Event(ev) => self.events.push_back(ev),
+                Output::Timeout(deadline) => {
+                    self.arm_timer(h, deadline);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn transmit(&self, bytes: &[u8]) {
+        // The core only transmits while the socket is open; if it is closing, the close event
+        // that follows tells the core.
+        if let Some(s) = &self.socket {
+            let _ = s.ws.send_with_u8_array(bytes);
+        }
+    }
+
+    fn open_socket(&mut self, h: &Handle, path: &str) {
+        self.close_socket();
+        let url = http::websocket_url(&self.base, path);
+        let ws = match WebSocket::new(&url) {
+            Ok(ws) => ws,
+            Err(e) => {
+                web_sys::console::warn_2(
+                    &JsValue::from_str(&format!("p3-lanes: cannot open {url}:")),
+                    &e,
+                );
+                let now = self.now();
+                self.client.handle_socket_closed(CLOSE_ABNORMAL, now);
+                return;
+            }
+        };
+        ws.set_binary_type(BinaryType::Arraybuffer);
+        self.sockets_opened += 1;
+        let id = self.sockets_opened;
+        let on_open = {
+            let h = h.clone();
+            Closure::<dyn FnMut()>::new(move || on_socket_open(&h, id))
+        };
+        let on_message = {
+            let h = h.clone();
+            Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+                on_socket_message(&h, id, &ev)
+            })
+        };
+        let on_close = {
+            let h = h.clone();
+            Closure::<dyn FnMut(CloseEvent)>::new(move |ev: CloseEvent| {
+                on_socket_close(&h, id, ev.code())
+            })
+        };
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        // `error` is always followed by `close`, which carries what the core needs.
+        self.socket = Some(Socket {
+            ws,
+            id,
+            _on_open: on_open,
+            _on_message: on_message,
+            _on_close: on_close,
+        });
+    }
+
+    fn close_socket(&mut self) {
+        if let Some(s) = self.socket.take() {
+            s.detach();
+            let _ = s.ws.close_with_code(CLOSE_NORMAL);
+        }
+    }
+
+    fn arm_timer(&mut self, h: &Handle, deadline: Option<u64>) {
+        if self.client.state() == ConnectionState::Closed {
+            // Releases the handle the timer callback holds (see the module docs).
+            self.timer.callback = None;
+        }
+        if self.timer.deadline == deadline && (deadline.is_none() || self.timer.id.is_some()) {
+            return;
+        }
+        if let Some(id) = self.timer.id.take() {
+            self.global.clear_timeout(&id);
+        }
+        self.timer.deadline = deadline;
+        let Some(at) = deadline else { return };
+        let delay = at.saturating_sub(self.now());
+        let callback = self.timer.callback.get_or_insert_with(|| {
+            let h = h.clone();
+            Closure::<dyn FnMut()>::new(move || on_timer(&h))
+        });
+        self.timer.id = Some(self.global.set_timeout(callback.as_ref(), delay));
+    }
+}
+
+/// Creates the driver for a client fresh from [`Client::new`] and starts it (the core's first
+/// output opens the socket). The Promise resolves when the socket opens and rejects with
+/// `connect_failed` if it closes first.
+pub(crate) fn start(
+    client: Client,
+    global: Global,
+    base: String,
+    request: HandshakeRequest,
+    resp: &HandshakeResponse,
+) -> (Handle, Promise) {
+    let (opened, resolver) = Resolver::new();
+    let h = Rc::new(RefCell::new(Inner {
+        client,
+        global,
+        base,
+        request,
+        handshake: convert::to_js(resp),
+        socket: None,
+        sockets_opened: 0,
+        timer: Timer::default(),
+        callbacks: Callbacks::default(),
+        joins: Vec::new(),
+        connect: Some(resolver),
+        events: VecDeque::new(),
+        dispatching: false,
+    }));
+    pump(&h);
+    (h, opened)
+}
+
+/// Drains the core and dispatches the resulting events (see the module docs). Call after
+/// every input.
+pub(crate) fn pump(h: &Handle) {
+    {
+        let mut inner = h.borrow_mut();
+        inner.drain(h);
+        if inner.dispatching {
+            return;
+        }
+        inner.dispatching = true;
+    }
+    loop {
+        let next = h.borrow_mut().events.pop_front();
+        let Some(ev) = next else { break };
+        dispatch(h, ev);
+    }
+    h.borrow_mut().dispatching = false;
+}
+
+/// Registers `f` under `topic`; returns the JS unsubscribe function (idempotent).
+pub(crate) fn subscribe(h: &Handle, topic: Topic, f: Function) -> JsValue {
+    let id = {
+        let mut inner = h.borrow_mut();
+        let cbs = &mut inner.callbacks;
+        cbs.next_id = cbs.next_id.wrapping_add(1);
+        let id = cbs.next_id;
+        cbs.entries.push((id, topic, f));
+        id
+    };
+    let weak: Weak<RefCell<Inner>> = Rc::downgrade(h);
+    Closure::<dyn FnMut()>::new(move || {
+        if let Some(h) = weak.upgrade() {
+            h.borrow_mut().callbacks.entries.retain(|e| e.0 != id);
+        }
+    })
+    .into_js_value()
+}
+
+/// `joinRoom`: asks the core to join, and returns a Promise settled by the server's `joined`
+/// (resolve with `JoinResult`) or by the client closing first (reject `closed`).
+pub(crate) fn join_room(h: &Handle, room: &str) -> Promise {
+    let promise = {
+        let mut inner = h.borrow_mut();
+        if let Err(e) = inner.client.join_room(room) {
+            return Promise::reject(&error::client_error(&e));
+        }
+        let (promise, resolver) = Resolver::new();
+        inner.joins.push(PendingJoin {
+            room: room.to_owned(),
+            resolver,
+        });
+        promise
+    };
+    pump(h);
+    promise
+}
+
+/// Runs `f` on the core (a mutator), then pumps.
+pub(crate) fn with_client<R>(h: &Handle, f: impl FnOnce(&mut Client) -> R) -> R {
+    let r = f(&mut h.borrow_mut().client);
+    pump(h);
+    r
+}
+
+fn is_current(h: &Handle, socket: u64) -> bool {
+    h.borrow().socket.as_ref().is_some_and(|s| s.id == socket)
+}
+
+fn on_socket_open(h: &Handle, socket: u64) {
+    if !is_current(h, socket) {
+        return;
+    }
+    {
+        let mut inner = h.borrow_mut();
+        let now = inner.now();
+        inner.client.handle_socket_open(now);
+    }
+    pump(h);
+}
+
+fn on_socket_message(h: &Handle, socket: u64, ev: &MessageEvent) {
+    if !is_current(h, socket) {
+        return;
+    }
+    let data = ev.data();
+    let bytes = match data.dyn_ref::<js_sys::ArrayBuffer>() {
+        Some(buf) => js_sys::Uint8Array::new(buf).to_vec(),
+        // A text message is not a frame; the core reports it as `bad_frame`.
+        None => data.as_string().unwrap_or_default().into_bytes(),
+    };
+    {
+        let mut inner = h.borrow_mut();
+        let now = inner.now();
+        inner.client.handle_frame(&bytes, now);
+    }
+    pump(h);
+}
+
+fn on_socket_close(h: &Handle, socket: u64, code: u16) {
+    if !is_current(h, socket) {
+        return;
+    }
+    {
+        let mut inner = h.borrow_mut();
+        if let Some(s) = inner.socket.take() {
+            s.detach();
+        }
+        let now = inner.now();
+        inner.client.handle_socket_closed(code, now);
+    }
+    pump(h);
+}
+
+fn on_timer(h: &Handle) {
+    {
+        let mut inner = h.borrow_mut();
+        inner.timer.id = None;
+        inner.timer.deadline = None;
+        let now = inner.now();
+        inner.client.handle_timeout(now);
+    }
+    pump(h);
+}
+
+/// [`Action::Handshake`]: POST the original request again, report the outcome to the core.
+fn rehandshake(h: &Handle, base: String, request: HandshakeRequest) {
+    let h = h.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let result = http::handshake(&base, &request).await;
+        {
+            let mut inner = h.borrow_mut();
+            let now = inner.now();
+            match result {
+                Ok(resp) => match inner.client.handle_handshake(&resp, now) {
+                    Ok(()) if inner.client.session_id() == resp.session_id => {
+                        inner.handshake = convert::to_js(&resp);
+                    }
+                    Ok(()) => {}
+                    Err(e) => web_sys::console::warn_1(&JsValue::from_str(&format!(
+                        "p3-lanes: re-handshake: {e}"
+                    ))),
+                },
+                Err(e) => {
+                    web_sys::console::warn_2(
+                        &JsValue::from_str("p3-lanes: re-handshake failed:"),
+                        &e,
+                    );
+                    inner.client.handle_handshake_failed(now);
+                }
+            }
+        }
+        pump(&h);
+    });
+}
+
+/// Hands one event to the application. Holds no borrow while JS runs.
+fn dispatch(h: &Handle, ev: Event) {
+    match ev {
+        Event::StateChanged { state, reason } => {
+            let (connect, joins, callbacks) = {
+                let mut inner = h.borrow_mut();
+                let connect = match state {
+                    ConnectionState::Open | ConnectionState::Closed => inner.connect.take(),
+                    _ => None,
+                };
+                let joins = if state == ConnectionState::Closed {
+                    std::mem::take(&mut inner.joins)
+                } else {
+                    Vec::new()
+                };
+                (connect, joins, inner.callbacks.of(Topic::State))
+            };
+            let reason_text = reason.as_deref().unwrap_or("closed");
+            if let Some(c) = connect {
+                if state == ConnectionState::Open {
+                    c.resolve(&JsValue::UNDEFINED);
+                } else {
+                    c.reject(&error::coded(ErrorCode::ConnectFailed, reason_text));
+                }
+            }
+            for j in joins {
+                j.resolver.reject(&error::coded(
+                    ErrorCode::Closed,
+                    &format!("joinRoom({:?}): {reason_text}", j.room),
+                ));
+            }
+            let state = JsValue::from_str(state.as_str());
+            let reason = reason.map_or(JsValue::NULL, |r| JsValue::from_str(&r));
+            call_each(h, &callbacks, &[state, reason]);
+        }
+        Event::Message(m) => {
+            let callbacks = h.borrow().callbacks.of(Topic::Message(m.lane));
+            if !callbacks.is_empty() {
+                call_each(h, &callbacks, &[events::message_to_js(&m)]);
+            }
+        }
+        ev => {
+            if let Event::RoomJoined { room, members } = &ev {
+                let settled: Vec<PendingJoin> = {
+                    let mut inner = h.borrow_mut();
+                    let (done, rest) = std::mem::take(&mut inner.joins)
+                        .into_iter()
+                        .partition(|j| &j.room == room);
+                    inner.joins = rest;
+                    done
+                };
+                if !settled.is_empty() {
+                    let result = convert::to_js(&JoinResult { room, members });
+                    for j in settled {
+                        j.resolver.resolve(&result);
+                    }
+                }
+            }
+            let Some(js) = events::event_to_js(&ev) else {
+                return;
+            };
+            let callbacks = h.borrow().callbacks.of(Topic::Event);
+            call_each(h, &callbacks, &[js]);
+        }
+    }
+}
+
+/// Calls each callback still registered with `args`; a callback that throws is reported on
+/// the console and does not stop the others.
+fn call_each(h: &Handle, callbacks: &[(u32, Function)], args: &[JsValue]) {
+    for (id, f) in callbacks {
+        // An earlier callback may have unsubscribed this one.
+        if !h.borrow().callbacks.contains(*id) {
+            continue;
+        }
+        let result = match args {
+            [a] => f.call1(&JsValue::UNDEFINED, a),
+            [a, b] => f.call2(&JsValue::UNDEFINED, a, b),
+            _ => f.call0(&JsValue::UNDEFINED),
+        };
+        if let Err(e) = result {
+            web_sys::console::error_2(&JsValue::from_str("p3-lanes: a callback threw:"), &e);
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The one helper that turns a failure into what JavaScript sees: a real `Error` (so stacks
+//! and `instanceof Error` work) named `P3Error`, with a string `code` property taken from
+//! [`ErrorCode`] (matrix-sdk-crypto-wasm habit), so apps can `switch (err.code)`.
+
+use crate::core::client::ClientError;
+use crate::core::error::ErrorCode;
+use wasm_bindgen::{JsCast, JsValue};
+
+/// A JS `Error` named `P3Error` with `.code = code` and `.message = message`.
+///
+/// `code` is a string rather than an [`ErrorCode`] so that codes from a newer server pass
+/// through unchanged.
+pub(crate) fn js_error(code: &str, message: &str) -> JsValue {
+    let err = js_sys::Error::new(message);
+    err.set_name("P3Error");
+    // Setting a property on a fresh Error object cannot fail.
+    let _ = js_sys::Reflect::set(&err, &JsValue::from_str("code"), &JsValue::from_str(code));
+    err.into()
+}
+
+/// [`js_error`] for one of our own codes.
+pub(crate) fn coded(code: ErrorCode, message: &str) -> JsValue {
+    js_error(code.as_str(), message)
+}
+
+/// The JS error for a refusal of the core [`crate::core::client::Client`].
+pub(crate) fn client_error(e: &ClientError) -> JsValue {
+    coded(e.code(), &e.to_string())
+}
+
+/// A JS `Error` with `code` `invalid_argument`.
+pub(crate) fn invalid_argument(message: &str) -> JsValue {
+    coded(ErrorCode::InvalidArgument, message)
+}
+
+/// A short description of a thrown JS value (an `Error`'s message, or its string form), for
+/// error messages and the console.
+pub(crate) fn describe(thrown: &JsValue) -> String {
+    if let Some(e) = thrown.dyn_ref::<js_sys::Error>() {
+        return String::from(e.message());
+    }
+    thrown.as_string().unwrap_or_else(|| format!("{thrown:?}"))
+}

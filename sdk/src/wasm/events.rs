@@ -1,0 +1,114 @@
+//! The JS shapes of what the driver hands to the application (TypeScript: `P3Message`,
+//! `P3Event`, `JoinResult` in [`crate::wasm::types`]). Built with `serde_wasm_bindgen`'s
+//! JSON-compatible serializer; app values are attached by [`convert::value_to_js`].
+
+use crate::core::client::{Event, Inbound};
+use crate::core::frame::SessionId;
+use crate::wasm::convert;
+use serde::Serialize;
+use wasm_bindgen::JsValue;
+
+/// `P3Event`: `{type: 'peer-joined' | ..., ...}` with camelCase fields.
+#[derive(Serialize)]
+#[serde(
+    tag = "type",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
+enum JsEvent<'a> {
+    PeerJoined {
+        room: &'a str,
+        session_id: &'a SessionId,
+    },
+    PeerLeft {
+        room: &'a str,
+        session_id: &'a SessionId,
+    },
+    Pong {
+        rtt_ms: f64,
+        server_time: u64,
+    },
+    Error {
+        code: &'static str,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lane: Option<u8>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    SessionChanged {
+        old: &'a SessionId,
+        new: &'a SessionId,
+    },
+    RoomJoined {
+        room: &'a str,
+        members: &'a [SessionId],
+    },
+    RoomLeft {
+        room: &'a str,
+    },
+}
+
+/// The `P3Event` object for a core event, or `None` for events that are not `P3Event`s
+/// (state changes and messages have their own callbacks).
+pub(crate) fn event_to_js(ev: &Event) -> Option<JsValue> {
+    let js = match ev {
+        Event::PeerJoined { room, session_id } => JsEvent::PeerJoined { room, session_id },
+        Event::PeerLeft { room, session_id } => JsEvent::PeerLeft { room, session_id },
+        Event::Pong {
+            rtt_ms,
+            server_time,
+        } => JsEvent::Pong {
+            rtt_ms: *rtt_ms,
+            server_time: *server_time,
+        },
+        Event::Error {
+            code,
+            message,
+            lane,
+            seq,
+        } => JsEvent::Error {
+            code: code.as_str(),
+            message,
+            lane: lane.map(|l| l.id()),
+            seq: *seq,
+        },
+        Event::SessionChanged { old, new } => JsEvent::SessionChanged { old, new },
+        Event::RoomJoined { room, members } => JsEvent::RoomJoined { room, members },
+        Event::RoomLeft { room } => JsEvent::RoomLeft { room },
+        _ => return None,
+    };
+    Some(convert::to_js(&js))
+}
+
+/// `P3Message` without its value.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    lane: u8,
+    from: Option<&'a SessionId>,
+    seq: u64,
+}
+
+/// The `P3Message` object: `{lane, from, seq, value}`.
+pub(crate) fn message_to_js(m: &Inbound) -> JsValue {
+    let obj = convert::to_js(&Envelope {
+        lane: m.lane.id(),
+        from: m.from.as_ref(),
+        seq: m.seq,
+    });
+    let _ = js_sys::Reflect::set(
+        &obj,
+        &JsValue::from_str("value"),
+        &convert::value_to_js(&m.value),
+    );
+    obj
+}
+
+/// `JoinResult`: `{room, members}`.
+#[derive(Serialize)]
+pub(crate) struct JoinResult<'a> {
+    /// Room name.
+    pub(crate) room: &'a str,
+    /// Member session ids, this client's included.
+    pub(crate) members: &'a [SessionId],
+}

@@ -1,0 +1,83 @@
+//! The JavaScript global scope, whichever it is: a window, a dedicated or shared worker, or a
+//! service worker. Everything the driver needs from the host (the monotonic clock, timers,
+//! `fetch`, randomness) is looked up on `globalThis` with `Reflect`, never through
+//! `web_sys::window()`, which is `None` in workers.
+
+use crate::wasm::error;
+use js_sys::{Function, Object, Reflect};
+use wasm_bindgen::{JsCast, JsValue};
+
+/// Handles on the global scope's clock and timer functions, looked up once per client.
+pub(crate) struct Global {
+    scope: Object,
+    performance: web_sys::Performance,
+    set_timeout: Function,
+    clear_timeout: Function,
+}
+
+impl Global {
+    /// Looks up `performance`, `setTimeout` and `clearTimeout` on `globalThis`.
+    ///
+    /// Errors: a JS error with code `internal` if one is missing (not a browser-like host).
+    pub(crate) fn get() -> Result<Global, JsValue> {
+        let scope = js_sys::global();
+        let performance = member(&scope, "performance")?.unchecked_into();
+        let set_timeout = function(&scope, "setTimeout")?;
+        let clear_timeout = function(&scope, "clearTimeout")?;
+        Ok(Global {
+            scope,
+            performance,
+            set_timeout,
+            clear_timeout,
+        })
+    }
+
+    /// The monotonic clock the core runs on: `performance.now()` in whole ms (floored).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.performance.now().max(0.0) as u64
+    }
+
+    /// `setTimeout(callback, delay_ms)`; returns the timer id.
+    pub(crate) fn set_timeout(&self, callback: &JsValue, delay_ms: u64) -> JsValue {
+        self.set_timeout
+            .call2(&self.scope, callback, &JsValue::from_f64(delay_ms as f64))
+            .unwrap_or(JsValue::UNDEFINED)
+    }
+
+    /// `clearTimeout(id)`.
+    pub(crate) fn clear_timeout(&self, id: &JsValue) {
+        let _ = self.clear_timeout.call1(&self.scope, id);
+    }
+}
+
+/// `globalThis.fetch`, bound to the global scope when called.
+pub(crate) fn fetch(input: &JsValue, init: &JsValue) -> Result<JsValue, JsValue> {
+    let scope = js_sys::global();
+    function(&scope, "fetch")?.call2(&scope, input, init)
+}
+
+/// 64 random bits from `Math.random` (not cryptographic: jitter seeds and default client ids).
+pub(crate) fn random_u64() -> u64 {
+    let hi = (js_sys::Math::random() * 4_294_967_296.0) as u64;
+    let lo = (js_sys::Math::random() * 4_294_967_296.0) as u64;
+    (hi << 32) | lo
+}
+
+fn member(scope: &Object, name: &str) -> Result<JsValue, JsValue> {
+    match Reflect::get(scope, &JsValue::from_str(name)) {
+        Ok(v) if !v.is_undefined() && !v.is_null() => Ok(v),
+        _ => Err(error::coded(
+            crate::core::error::ErrorCode::Internal,
+            &format!("globalThis.{name} is not available in this JavaScript environment"),
+        )),
+    }
+}
+
+fn function(scope: &Object, name: &str) -> Result<Function, JsValue> {
+    member(scope, name)?.dyn_into::<Function>().map_err(|_| {
+        error::coded(
+            crate::core::error::ErrorCode::Internal,
+            &format!("globalThis.{name} is not a function"),
+        )
+    })
+}

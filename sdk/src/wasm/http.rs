@@ -1,0 +1,139 @@
+//! HTTP and URL helpers of the driver: the handshake POST (seed 000 "Session Handshake") via
+//! the global scope's `fetch`, and the WebSocket URL of a session.
+//!
+//! Errors are already JS errors with a `code` (see [`crate::wasm::error`]):
+//! - the server's own code for a 4xx/5xx with a `{error, code}` JSON body
+//!   (e.g. `no_common_encoding`, `control_lane_required`);
+//! - `connect_failed` when the server cannot be reached or answers without such a body;
+//! - `bad_request` when a 2xx body is not a valid handshake response (the code the core uses
+//!   for an unusable handshake, [`crate::core::client::ClientError::BadHandshake`]).
+
+use crate::core::error::ErrorCode;
+use crate::core::handshake::{HandshakeRequest, HandshakeResponse};
+use crate::wasm::{error, global};
+use serde::Deserialize;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+/// Path of the handshake endpoint, appended to the base URL.
+pub(crate) const HANDSHAKE_PATH: &str = "/api/protocol/v2/session/handshake";
+
+/// Checks and normalizes a server base URL: `http://` or `https://`, no trailing `/`.
+///
+/// Errors: `invalid_argument` for any other scheme.
+pub(crate) fn normalize_base(url: &str) -> Result<String, JsValue> {
+    let url = url.trim().trim_end_matches('/');
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() => Ok(url.to_owned()),
+        _ => Err(error::invalid_argument(&format!(
+            "server URL must start with http:// or https://, got {url:?}"
+        ))),
+    }
+}
+
+/// `{base}{path}` with the scheme switched to `ws://` (from `http://`) or `wss://` (from
+/// `https://`). `base` comes from [`normalize_base`].
+pub(crate) fn websocket_url(base: &str, path: &str) -> String {
+    let (scheme, rest) = match base.get(..8) {
+        Some(p) if p.eq_ignore_ascii_case("https://") => ("wss://", &base[8..]),
+        _ => ("ws://", base.get(7..).unwrap_or_default()),
+    };
+    let sep = if path.starts_with('/') || path.is_empty() {
+        ""
+    } else {
+        "/"
+    };
+    format!("{scheme}{rest}{sep}{path}")
+}
+
+/// The JSON error body of a refused request: `{error, code}`. `code` stays a string so that
+/// codes this SDK does not know pass through.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+    code: String,
+}
+
+/// POSTs `req` to `{base}/api/protocol/v2/session/handshake` and parses the answer.
+///
+/// Errors: see the module docs.
+pub(crate) async fn handshake(
+    base: &str,
+    req: &HandshakeRequest,
+) -> Result<HandshakeResponse, JsValue> {
+    let url = format!("{base}{HANDSHAKE_PATH}");
+    let body = serde_json::to_string(req).map_err(|e| error::invalid_argument(&e.to_string()))?;
+    let (status, text) = post_json(&url, &body).await.map_err(|thrown| {
+        error::coded(
+            ErrorCode::ConnectFailed,
+            &format!("could not reach {url}: {}", error::describe(&thrown)),
+        )
+    })?;
+    if (200..300).contains(&status) {
+        return serde_json::from_str(&text).map_err(|e| {
+            error::coded(
+                ErrorCode::BadRequest,
+                &format!("handshake response from {url} is invalid: {e}"),
+            )
+        });
+    }
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) => Err(error::js_error(&b.code, &b.error)),
+        Err(_) => Err(error::coded(
+            ErrorCode::ConnectFailed,
+            &format!("handshake refused by {url}: HTTP {status}"),
+        )),
+    }
+}
+
+/// `fetch(url, {method: 'POST', body, headers: {'Content-Type': 'application/json'}})`;
+/// returns the status and the body text. Errors: whatever `fetch` or reading the body threw.
+async fn post_json(url: &str, body: &str) -> Result<(u16, String), JsValue> {
+    let headers = web_sys::Headers::new()?;
+    headers.set("Content-Type", "application/json")?;
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_body(&JsValue::from_str(body));
+    init.set_headers(&headers);
+    init.set_mode(web_sys::RequestMode::Cors);
+    init.set_cache(web_sys::RequestCache::NoStore);
+    let promise: js_sys::Promise = global::fetch(&JsValue::from_str(url), &init)?.unchecked_into();
+    let response: web_sys::Response = JsFuture::from(promise).await?.dyn_into()?;
+    let text = JsFuture::from(response.text()?)
+        .await?
+        .as_string()
+        .unwrap_or_default();
+    Ok((response.status(), text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test]
+    fn websocket_urls() {
+        assert_eq!(
+            websocket_url("http://127.0.0.1:8080", "/api/x/ws"),
+            "ws://127.0.0.1:8080/api/x/ws"
+        );
+        assert_eq!(
+            websocket_url("HTTPS://example.org/p3", "/ws"),
+            "wss://example.org/p3/ws"
+        );
+        assert_eq!(websocket_url("http://h", "ws"), "ws://h/ws");
+    }
+
+    #[wasm_bindgen_test]
+    fn base_urls() {
+        assert_eq!(normalize_base(" http://h:1/ ").unwrap(), "http://h:1");
+        assert_eq!(normalize_base("HTTPS://h").unwrap(), "HTTPS://h");
+        for bad in ["ftp://h", "h:80", "http://", "ws://h"] {
+            assert!(normalize_base(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! The WebAssembly binding layer (wasm32 only): `P3Client` for JavaScript, a thin driver of
+//! the sans-IO core ([`crate::core::client::Client`]) on the browser's clock, timers,
+//! `fetch` and `WebSocket`. Works in windows and workers (everything is looked up on
+//! `globalThis`).
+//!
+//! | module | does |
+//! | --- | --- |
+//! | [`client`] | `P3Client`, the exported class: argument conversion only |
+//! | `driver` | runs the core: socket, timer, re-handshake, event dispatch |
+//! | `options` | `ConnectOptions` → handshake request and client config |
+//! | `http` | the handshake `fetch`, WebSocket URLs |
+//! | `convert` | JS values ⇄ JSON values, lane and session id arguments |
+//! | `events` | JS shapes of messages, events and join results |
+//! | `error` | JS errors with a machine-readable `code` |
+//! | `global` | `globalThis` lookups: `performance.now()`, `setTimeout`, `fetch` |
+//! | `types` | the TypeScript declarations of those shapes |
+//!
+//! ```js
+//! import init, { P3Client } from '/pkg/p3_lanes.js';
+//! await init();
+//! const client = await P3Client.connect(location.origin, { lanes: [1, 2, 7] });
+//! client.onMessage('Messaging', (msg) => console.log(msg.from, msg.value));
+//! await client.joinRoom('demo');
+//! client.send('Messaging', { text: 'hi' });
+//! ```
+
+pub mod client;
+mod convert;
+mod driver;
+mod error;
+mod events;
+mod global;
+mod http;
+mod options;
+mod types;
+
+pub use client::P3Client;
+
+use wasm_bindgen::prelude::*;
+
+// The unit tests of this layer need a browser (JS values, `globalThis`).
+#[cfg(test)]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+/// Runs when the module is instantiated: routes Rust panics to `console.error`.
+#[wasm_bindgen(start, skip_typescript)]
+fn start() {
+    console_error_panic_hook::set_once();
+}

@@ -1,0 +1,107 @@
+//! `ConnectOptions` (the second argument of `P3Client.connect`) → the handshake request and
+//! the core's [`ClientConfig`]. Defaults: a random `clientId`, all 8 lanes,
+//! `['msgpack', 'json']`, `deviceInfo: {platform: 'web'}`, reconnect on, the server's
+//! heartbeat timings.
+
+use crate::core::client::ClientConfig;
+use crate::core::frame::SessionId;
+use crate::core::handshake::{Capabilities, HandshakeRequest};
+use crate::core::lane::Lane;
+use crate::wasm::{convert, error, global};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use wasm_bindgen::JsValue;
+
+/// The JS options object; every field optional. Unknown fields are ignored.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConnectOptions {
+    client_id: Option<String>,
+    wallet: Option<String>,
+    /// Lane ids or names, kept as JS values and parsed by [`convert::lane_from_js`].
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    lanes: JsValue,
+    encodings: Option<Vec<String>>,
+    device_info: Option<Map<String, Value>>,
+    reconnect: Option<bool>,
+    heartbeat_interval_ms: Option<f64>,
+    heartbeat_timeout_ms: Option<f64>,
+}
+
+/// Reads `options` (`undefined`/`null`: all defaults).
+///
+/// Errors: `invalid_argument` for a field of the wrong type or value; `unknown_lane` for a
+/// lane that is neither an id 1..=8 nor a lane name.
+pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig), JsValue> {
+    let o: ConnectOptions = if options.is_undefined() || options.is_null() {
+        ConnectOptions::default()
+    } else {
+        serde_wasm_bindgen::from_value(options.clone())
+            .map_err(|e| error::invalid_argument(&format!("invalid connect options: {e}")))?
+    };
+    let lanes = lanes(&o.lanes)?;
+    let client_id = match o.client_id {
+        Some(id) => id,
+        None => format!("web-{}", SessionId::from_random_bytes(random_bytes())),
+    };
+    let device_info = o.device_info.unwrap_or_else(|| {
+        let mut m = Map::new();
+        m.insert("platform".into(), Value::from("web"));
+        m
+    });
+    let request = HandshakeRequest {
+        client_id,
+        wallet: o.wallet,
+        capabilities: Capabilities {
+            transports: vec!["websocket".into()],
+            encodings: o
+                .encodings
+                .unwrap_or_else(|| vec!["msgpack".into(), "json".into()]),
+            lanes,
+        },
+        device_info: Some(device_info),
+    };
+    let config = ClientConfig {
+        heartbeat_interval_ms: millis("heartbeatIntervalMs", o.heartbeat_interval_ms)?,
+        heartbeat_timeout_ms: millis("heartbeatTimeoutMs", o.heartbeat_timeout_ms)?,
+        reconnect: o.reconnect.unwrap_or(true),
+        seed: global::random_u64(),
+        ..ClientConfig::default()
+    };
+    Ok((request, config))
+}
+
+/// The offered lane ids; `undefined`/`null`: all 8.
+fn lanes(v: &JsValue) -> Result<Vec<u8>, JsValue> {
+    if v.is_undefined() || v.is_null() {
+        return Ok(Lane::ALL.iter().map(|l| l.id()).collect());
+    }
+    if !js_sys::Array::is_array(v) {
+        return Err(error::invalid_argument(
+            "`lanes` must be an array of lane ids or names",
+        ));
+    }
+    let arr: &js_sys::Array = wasm_bindgen::JsCast::unchecked_ref(v);
+    arr.iter()
+        .map(|l| convert::lane_from_js(&l).map(Lane::id))
+        .collect()
+}
+
+/// A positive finite duration in ms, if given.
+fn millis(name: &str, v: Option<f64>) -> Result<Option<u64>, JsValue> {
+    match v {
+        None => Ok(None),
+        Some(ms) if ms.is_finite() && ms > 0.0 => Ok(Some(ms.round() as u64)),
+        Some(ms) => Err(error::invalid_argument(&format!(
+            "`{name}` must be a positive number of ms, got {ms}"
+        ))),
+    }
+}
+
+fn random_bytes() -> [u8; 16] {
+    let (a, b) = (global::random_u64(), global::random_u64());
+    let mut out = [0; 16];
+    out[..8].copy_from_slice(&a.to_le_bytes());
+    out[8..].copy_from_slice(&b.to_le_bytes());
+    out
+}

@@ -1,0 +1,127 @@
+//! TypeScript declarations shared by the signatures of `P3Client` (which name them through
+//! `unchecked_param_type` / `unchecked_return_type`), appended to `p3_lanes.d.ts`.
+//! Shapes mirror [`crate::core::handshake`] and [`crate::wasm::events`].
+
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** A lane's seed name (seed 000 `LANE_NAMES`). */
+export type LaneName = 'Control' | 'Messaging' | 'Voice' | 'Video' | 'Data' | 'Telemetry' | 'Sync' | 'Relay';
+
+/** A lane's wire id: 1 Control, 2 Messaging, 3 Voice, 4 Video, 5 Data, 6 Telemetry, 7 Sync, 8 Relay. */
+export type LaneNumber = 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8;
+
+/** A lane argument: its id, or its name in any case (`'Messaging'`, `'messaging'`). */
+export type LaneId = LaneNumber | LaneName | Lowercase<LaneName>;
+
+/** A payload encoding (seed 000 `capabilities.encodings`). The server never grants `protobuf`. */
+export type Encoding = 'msgpack' | 'json' | 'protobuf';
+
+/** `client.state`. `'closed'` is terminal. */
+export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+/** Options of `P3Client.connect`; every field is optional. */
+export interface ConnectOptions {
+  /** The device's stable id, 1..=128 bytes. Default: a random `web-<uuid>`. */
+  clientId?: string;
+  /** Wallet address, e.g. `'0x..'`. */
+  wallet?: string;
+  /** Lanes to negotiate; must include 1 (Control). Default: all 8. */
+  lanes?: LaneId[];
+  /** Encodings offered, preferred first. Default: `['msgpack', 'json']`. */
+  encodings?: Encoding[];
+  /** Free-form device description. Default: `{platform: 'web'}`. */
+  deviceInfo?: Record<string, unknown>;
+  /** Reconnect (backoff 1, 2, 4, 8, 16 s with ±20 % jitter) after the connection drops. Default: true. */
+  reconnect?: boolean;
+  /** Ping period, ms. Default: the server's `heartbeat.intervalMs`. */
+  heartbeatIntervalMs?: number;
+  /** Silence after which the socket is presumed dead, ms. Default: the server's `heartbeat.timeoutMs`. */
+  heartbeatTimeoutMs?: number;
+}
+
+/** A message received on a lane. */
+export interface P3Message {
+  /** The lane it arrived on. */
+  lane: LaneNumber;
+  /** Sending session id, or `null` when the server itself sent it. */
+  from: string | null;
+  /** Sequence number assigned by the server for this receiver, per lane. */
+  seq: number;
+  /** The value as sent (JSON-compatible; objects are plain objects). */
+  value: unknown;
+}
+
+/** Events other than messages and state changes (`client.onEvent`). */
+export type P3Event =
+  | { type: 'peer-joined'; room: string; sessionId: string }
+  | { type: 'peer-left'; room: string; sessionId: string }
+  /** Heartbeat answer: round-trip time (ms) and the server's wall clock (ms since the Unix epoch). */
+  | { type: 'pong'; rttMs: number; serverTime: number }
+  /** A frame the server refused, or that this client could not decode. */
+  | { type: 'error'; code: ErrorCode; message: string; lane?: LaneNumber; seq?: number }
+  /** The session expired (or the server restarted) and was replaced by a new one. */
+  | { type: 'session-changed'; old: string; new: string }
+  /** The server confirmed a join (also after automatic rejoins when reconnecting). */
+  | { type: 'room-joined'; room: string; members: string[] }
+  /** The server confirmed `leaveRoom()`. */
+  | { type: 'room-left'; room: string };
+
+/** What `joinRoom` resolves with. */
+export interface JoinResult {
+  /** Room name. */
+  room: string;
+  /** Member session ids, this client's included. */
+  members: string[];
+}
+
+/** One granted lane of the handshake response, with its registry entry. */
+export interface LaneGrant {
+  id: LaneNumber;
+  name: LaneName;
+  encoding: Encoding;
+  /** SSE stream URL of the lane, relative to the server origin. */
+  url: string;
+  /** Scheduling priority; higher first. */
+  priority: number;
+  /** Messages queued before backpressure (reliable) or dropping the oldest (unreliable). */
+  queueDepth: number;
+  /** Guaranteed, ordered delivery. */
+  reliable: boolean;
+}
+
+/** The handshake v2 response (`client.handshake`). */
+export interface HandshakeResponse {
+  /** Session id (UUID). */
+  sessionId: string;
+  /** Chosen transport, e.g. `'websocket'`. */
+  transport: string;
+  /** Granted lanes, ascending id. */
+  lanes: LaneGrant[];
+  /** The negotiated key dictionary: `tokens[i]` has index `i + 1`. */
+  dictionary: { version: string; tokens: string[]; indexMap: Record<string, number> };
+  /** Server wall clock at handshake, ms since the Unix epoch. */
+  serverTime: number;
+  /** Session lifetime after its last activity, s. */
+  ttlSeconds: number;
+  protocol: { version: string; features: string[] };
+  /** Path of the session's WebSocket, relative to the server base URL. */
+  websocketUrl: string;
+  /** Ping period and silence timeout, ms. */
+  heartbeat: { intervalMs: number; timeoutMs: number };
+}
+
+/** Machine-readable error codes (`err.code`, `event.code`). */
+export type ErrorCode =
+  | 'bad_request' | 'bad_frame' | 'bad_payload' | 'bad_control' | 'unknown_dictionary'
+  | 'frame_too_large' | 'unknown_lane' | 'control_lane_required' | 'no_common_transport'
+  | 'no_common_encoding' | 'session_not_found' | 'lane_not_negotiated' | 'unknown_target'
+  | 'not_in_room' | 'invalid_argument' | 'backpressure' | 'closed' | 'connect_failed' | 'internal';
+
+/** Every error the SDK throws or rejects with: a real `Error` with a `code`. */
+export interface P3Error extends Error {
+  name: 'P3Error';
+  code: ErrorCode;
+}
+"#;

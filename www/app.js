@@ -1,0 +1,210 @@
+// p3-lanes demo: connects to the server this page came from with all 8 lanes, shows the
+// handshake result and the live connection state, keeps per-lane sent/received counters,
+// auto-joins a room (?room=name, default "demo") and logs what arrives.
+//
+// For tests: window.p3demo = { client, counters, members } once connected, where
+// counters = { sent: {1: n, ..., 8: n}, received: {...} } keyed by lane id.
+
+import init, { P3Client } from '/pkg/p3_lanes.js';
+
+const ALL_LANES = [1, 2, 3, 4, 5, 6, 7, 8];
+const LOG_LIMIT = 200;
+const room = new URLSearchParams(location.search).get('room') || 'demo';
+
+const counters = {
+  sent: Object.fromEntries(ALL_LANES.map((id) => [id, 0])),
+  received: Object.fromEntries(ALL_LANES.map((id) => [id, 0])),
+};
+/** Session ids of the room's members, this tab's included. */
+const members = new Set();
+
+const $ = (id) => document.getElementById(id);
+
+/** Show an error (an SDK error carries a machine-readable `code`). */
+function showError(err, context) {
+  const item = document.createElement('p');
+  const code = document.createElement('code');
+  code.textContent = err?.code ?? 'error';
+  item.append(context ? `${context}: ` : '', code, ` ${err?.message ?? String(err)}`);
+  $('errors').prepend(item);
+  while ($('errors').children.length > 5) $('errors').lastElementChild.remove();
+}
+
+function showState(state, reason) {
+  const el = $('state');
+  el.textContent = reason && state !== 'open' ? `${state} (${reason})` : state;
+  el.dataset.state = state;
+  $('send-button').disabled = state === 'closed';
+}
+
+function shortId(id) {
+  return id ? id.slice(0, 8) : 'server';
+}
+
+function showHandshake(client) {
+  const hs = client.handshake;
+  $('session-id').textContent = hs.sessionId;
+  $('transport').textContent = hs.transport;
+  $('protocol-version').textContent = `${hs.protocol.version} (${hs.protocol.features.join(', ')})`;
+  $('dictionary').textContent = `v${hs.dictionary.version}, ${hs.dictionary.tokens.length} tokens`;
+  $('ttl').textContent = `${hs.ttlSeconds} s`;
+  $('heartbeat').textContent = `ping every ${hs.heartbeat.intervalMs / 1000} s, timeout ${hs.heartbeat.timeoutMs / 1000} s`;
+}
+
+/** One table row per granted lane; the counter cells are updated in place. */
+function buildLaneTable(client) {
+  const rows = $('lane-rows');
+  const select = $('send-lane');
+  rows.replaceChildren();
+  const previous = select.value;
+  select.replaceChildren();
+  for (const lane of client.handshake.lanes) {
+    const tr = document.createElement('tr');
+    tr.id = `lane-${lane.id}`;
+    const cells = [lane.id, lane.name, lane.encoding, lane.priority, lane.reliable ? 'yes' : 'no', counters.sent[lane.id], counters.received[lane.id]];
+    cells.forEach((text, i) => {
+      const cell = document.createElement(i === 1 ? 'th' : 'td');
+      if (i === 1) cell.scope = 'row';
+      cell.textContent = String(text);
+      if (i === 5) cell.className = 'sent';
+      if (i === 6) cell.className = 'received';
+      tr.append(cell);
+    });
+    rows.append(tr);
+    // Control carries the protocol itself (joins, heartbeats); apps use the other lanes.
+    if (lane.id !== 1) select.append(new Option(`${lane.id} · ${lane.name}`, String(lane.id)));
+  }
+  if (previous) select.value = previous;
+}
+
+function updateCounter(lane, kind) {
+  const cell = document.querySelector(`#lane-${lane} .${kind}`);
+  if (cell) cell.textContent = String(counters[kind][lane]);
+}
+
+function showMembers(client) {
+  $('room-name').textContent = client.room ?? room;
+  const list = $('members');
+  list.replaceChildren();
+  for (const id of members) {
+    const li = document.createElement('li');
+    const code = document.createElement('code');
+    code.textContent = shortId(id);
+    code.title = id;
+    li.append(code);
+    if (id === client.sessionId) li.append(' (you)');
+    list.append(li);
+  }
+  $('member-count').textContent = members.size === 1 ? '1 member' : `${members.size} members`;
+}
+
+function logMessage(client, msg) {
+  const lane = client.handshake.lanes.find((l) => l.id === msg.lane);
+  const li = document.createElement('li');
+  const head = document.createElement('span');
+  head.className = 'meta';
+  head.textContent = `${lane?.name ?? 'lane'} (${msg.lane}) · from ${shortId(msg.from)} · #${msg.seq}`;
+  if (msg.from) head.title = msg.from;
+  const body = document.createElement('code');
+  body.textContent = JSON.stringify(msg.value);
+  li.append(head, body);
+  $('log').prepend(li);
+  while ($('log').children.length > LOG_LIMIT) $('log').lastElementChild.remove();
+  $('log-empty').hidden = true;
+}
+
+function onEvent(client, ev) {
+  switch (ev.type) {
+    case 'room-joined':
+      members.clear();
+      ev.members.forEach((id) => members.add(id));
+      showMembers(client);
+      break;
+    case 'peer-joined':
+      members.add(ev.sessionId);
+      showMembers(client);
+      break;
+    case 'peer-left':
+      members.delete(ev.sessionId);
+      showMembers(client);
+      break;
+    case 'room-left':
+      members.clear();
+      showMembers(client);
+      break;
+    case 'pong':
+      $('rtt').textContent = `${ev.rttMs.toFixed(0)} ms`;
+      break;
+    case 'session-changed':
+      showHandshake(client);
+      buildLaneTable(client);
+      break;
+    case 'error':
+      showError(ev, ev.lane ? `server, lane ${ev.lane}` : 'server');
+      break;
+  }
+}
+
+function wireSendForm(client) {
+  const form = $('send-form');
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const lane = Number($('send-lane').value);
+    const input = $('send-text');
+    try {
+      client.send(lane, { text: input.value, ts: Date.now() });
+      counters.sent[lane] += 1;
+      updateCounter(lane, 'sent');
+      input.value = '';
+      input.focus();
+    } catch (err) {
+      showError(err, 'send');
+    }
+  });
+}
+
+async function main() {
+  showState('connecting');
+  $('room-name').textContent = room;
+  try {
+    await init();
+  } catch (err) {
+    showState('closed');
+    showError(err, 'loading the SDK');
+    return;
+  }
+  let client;
+  try {
+    client = await P3Client.connect(location.origin, { lanes: ALL_LANES, deviceInfo: { platform: 'web', app: 'p3-lanes demo' } });
+  } catch (err) {
+    showState('closed', err.code);
+    showError(err, 'connect');
+    return;
+  }
+  window.p3demo = { client, counters, members };
+  showState(client.state);
+  client.onStateChange((state, reason) => showState(state, reason));
+  client.onEvent((ev) => onEvent(client, ev));
+  showHandshake(client);
+  buildLaneTable(client);
+  for (const { id } of client.handshake.lanes) {
+    client.onMessage(id, (msg) => {
+      counters.received[msg.lane] += 1;
+      updateCounter(msg.lane, 'received');
+      logMessage(client, msg);
+    });
+  }
+  wireSendForm(client);
+  $('send-button').disabled = false;
+  try {
+    const joined = await client.joinRoom(room);
+    members.clear();
+    joined.members.forEach((id) => members.add(id));
+    showMembers(client);
+  } catch (err) {
+    showError(err, `joining ${room}`);
+  }
+  window.addEventListener('pagehide', () => client.close());
+}
+
+main();
