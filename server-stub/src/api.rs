@@ -6,7 +6,7 @@
 //! | `GET /api/protocol/v2/session/{sid}` | [`SessionStatus`], 404 `session_not_found`, 400 for a malformed id |
 //! | `DELETE /api/protocol/v2/session/{sid}` | 204, or 404 |
 //! | `GET /api/protocol/v2/protocol/info` | [`ProtocolInfoBody`] |
-//! | `GET /api/version` | `{"version": "<--app-version>"}`, `Cache-Control: no-store` |
+//! | `GET /api/version` | `{"version": "<app version>"}`, `Cache-Control: no-store` (see [`crate::pwa`]) |
 
 use crate::error::{ApiJson, AppError, SessionPath};
 use crate::now_ms;
@@ -154,11 +154,12 @@ pub async fn protocol_info_handler(State(state): State<Arc<AppState>>) -> Json<P
     })
 }
 
-/// `GET /api/version` (seed 000 "PWA Cache Protection"): never cached.
+/// `GET /api/version` (seed 000 "PWA Cache Protection"): never cached. The version is
+/// `--app-version` (or `--reported-version`), changed at runtime by `POST /api/admin/version`.
 pub async fn version(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CACHE_CONTROL, "no-store")],
-        Json(serde_json::json!({ "version": state.config().app_version })),
+        Json(serde_json::json!({ "version": state.reported_version() })),
     )
 }
 

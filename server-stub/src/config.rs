@@ -32,6 +32,11 @@ pub struct Config {
     /// Version string served by `GET /api/version` (seed 000 "PWA Cache Protection").
     #[arg(long, env = "APP_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
     pub app_version: String,
+    /// Answer `GET /api/version` (and the `version` pushes) with this instead, while pages
+    /// keep `--app-version` in their `<meta>`: a server claiming a version its pages can never
+    /// reach, as when a CDN keeps serving an old `index.html`. For testing stale-cache handling.
+    #[arg(long, env = "REPORTED_VERSION")]
+    pub reported_version: Option<String>,
     /// How often clients should ping, ms (seed 001 `HEARTBEAT_INTERVAL`).
     #[arg(long, env = "WS_HEARTBEAT_INTERVAL", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -88,6 +93,7 @@ impl Default for Config {
             host: "127.0.0.1".into(),
             port: 8080,
             app_version: env!("CARGO_PKG_VERSION").into(),
+            reported_version: None,
             heartbeat_interval_ms: 30_000,
             heartbeat_timeout_ms: 60_000,
             session_ttl_s: DEFAULT_TTL_SECONDS,

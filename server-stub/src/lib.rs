@@ -11,6 +11,7 @@
 //! | [`api`] | the HTTP API (seed 000 "Session Handshake", "Session Management", `/api/version`) |
 //! | [`ws`] | the session WebSocket: rooms, relay, heartbeats (seed 000 lanes, seed 001) |
 //! | [`state`] | sessions, rooms, outbound queues, TTL sweeper |
+//! | [`pwa`] | the app version in `index.html`, runtime version changes pushed to sockets (seed 000 "PWA Cache Protection") |
 //! | [`error`] | the JSON error shape `{"error", "code"}` of every HTTP error |
 //!
 //! Use [`app`] to get the router (tests), or [`serve`] to run it with graceful shutdown.
@@ -18,6 +19,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod pwa;
 pub mod state;
 pub mod ws;
 
@@ -29,6 +31,7 @@ use axum::http::{header, HeaderValue, Method};
 use axum::routing::{any, get, post};
 use axum::Router;
 use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
@@ -67,6 +70,9 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(api::protocol_info_handler),
         )
         .route("/api/version", get(api::version))
+        .route("/api/admin/version", post(pwa::set_version))
+        .route("/", get(pwa::index))
+        .route("/index.html", get(pwa::index))
         .route("/api/{*rest}", any(api::not_found))
         .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(state.clone());
@@ -101,7 +107,9 @@ where
 {
     let sweeper = state::spawn_sweeper(state.clone());
     let signalled = state.clone();
-    let server = axum::serve(listener, app(state.clone()))
+    // Connect info lets the admin endpoint tell loopback clients apart.
+    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down");

@@ -275,6 +275,10 @@ pub(crate) struct Registry {
     heartbeat_timeout_ms: u64,
     queue_frames: usize,
     queue_bytes: usize,
+    /// The app version served in pages (`--app-version`, changed by `POST /api/admin/version`).
+    app_version: String,
+    /// `--reported-version`: what `/api/version` and the Control pushes say instead.
+    reported_version: Option<String>,
 }
 
 /// Outcome of [`Registry::attach`].
@@ -551,6 +555,13 @@ impl Registry {
         refused
     }
 
+    /// What `GET /api/version`, `welcome` and the `version` push say.
+    fn reported_version(&self) -> &str {
+        self.reported_version
+            .as_deref()
+            .unwrap_or(&self.app_version)
+    }
+
     /// Removes sessions whose TTL ran out; returns how many.
     fn sweep(&mut self, now: Instant) -> usize {
         let ttl = self.ttl;
@@ -588,6 +599,8 @@ impl AppState {
             heartbeat_timeout_ms: config.heartbeat_timeout_ms,
             queue_frames: config.queue_frames,
             queue_bytes: config.queue_bytes,
+            app_version: config.app_version.clone(),
+            reported_version: config.reported_version.clone(),
         };
         Arc::new(AppState {
             dict_wire: dict.to_wire(),
@@ -603,6 +616,37 @@ impl AppState {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The app version served in pages (`<meta name="app-version">`).
+    pub fn app_version(&self) -> String {
+        self.registry().app_version.clone()
+    }
+
+    /// The version `GET /api/version` answers: `--reported-version` if set, else
+    /// [`AppState::app_version`].
+    pub fn reported_version(&self) -> String {
+        self.registry().reported_version().to_owned()
+    }
+
+    /// Changes the app version at runtime and queues Control `version` (the reported version)
+    /// on every open socket; returns how many. Sockets attached later get it in `welcome`.
+    pub fn set_app_version(&self, version: String) -> usize {
+        let mut reg = self.registry();
+        reg.app_version = version;
+        let msg = Control::Version {
+            version: reg.reported_version().to_owned(),
+        };
+        let connected: Vec<SessionId> = reg
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.conn.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        connected
+            .into_iter()
+            .filter(|&sid| reg.send_control(sid, &msg))
+            .count()
     }
 
     /// The negotiated dictionary (always v1).
@@ -738,6 +782,7 @@ impl AppState {
             server_time: now_ms(),
             heartbeat_interval_ms: reg.heartbeat_interval_ms,
             heartbeat_timeout_ms: reg.heartbeat_timeout_ms,
+            app_version: Some(reg.reported_version().to_owned()),
         };
         if let Some(s) = reg.sessions.get_mut(&sid) {
             s.conn = Some(Conn {

@@ -29,9 +29,11 @@ async fn welcome_is_the_first_frame() {
                 server_time,
                 heartbeat_interval_ms,
                 heartbeat_timeout_ms,
+                app_version,
             },
         ) => {
             assert_eq!(session_id, hs.session_id);
+            assert_eq!(app_version.as_deref(), Some("test-1.2.3"));
             assert_eq!((heartbeat_interval_ms, heartbeat_timeout_ms), (1234, 5678));
             assert!(server_time >= before && server_time <= server_stub::now_ms());
             assert_eq!(

@@ -176,6 +176,12 @@ pub enum Event {
         /// The new session.
         new: SessionId,
     },
+    /// The server's app version, from its `welcome` (every connection) or a `version` push
+    /// (a deploy while connected): the app may be stale (PWA cache protection).
+    Version {
+        /// The version `GET /api/version` answers.
+        version: String,
+    },
     /// The server refused something, or an incoming frame could not be decoded.
     Error {
         /// Machine-readable code.
@@ -772,7 +778,21 @@ impl Client {
                     seq,
                 }
             }
-            Control::Welcome { session_id, .. } => return self.on_welcome(session_id, now),
+            Control::Version { version } => Event::Version { version },
+            Control::Welcome {
+                session_id,
+                app_version,
+                ..
+            } => {
+                let opened = self.state != ConnectionState::Open;
+                self.on_welcome(session_id, now);
+                match app_version {
+                    Some(version) if opened && self.state == ConnectionState::Open => {
+                        Event::Version { version }
+                    }
+                    _ => return,
+                }
+            }
             Control::Join { .. } | Control::Leave { .. } | Control::Ping { .. } => return,
         };
         self.out.push_back(Output::Event(ev));
@@ -872,6 +892,7 @@ mod tests {
             server_time: 0,
             heartbeat_interval_ms: 30_000,
             heartbeat_timeout_ms: 60_000,
+            app_version: None,
         };
         payload::control_frame(&msg, Encoding::Msgpack, Some(&Dictionary::v1()), 1)
     }
@@ -1177,6 +1198,53 @@ mod tests {
             .map(|(h, p)| payload::decode(&h, p, Some(&d)).unwrap())
             .collect();
         assert_eq!(data, vec![json!({"msg": "during outage"})]);
+    }
+
+    #[test]
+    fn server_app_version_is_an_event_on_welcome_and_on_push() {
+        let mut c = Client::new(ClientConfig::default(), &handshake(1, &std_lanes()), 0).unwrap();
+        drain(&mut c);
+        c.handle_socket_open(1);
+        let frame = |msg: &Control| {
+            payload::control_frame(msg, Encoding::Msgpack, Some(&Dictionary::v1()), 1)
+        };
+        let welcome = Control::Welcome {
+            session_id: c.session_id(),
+            server_time: 0,
+            heartbeat_interval_ms: 30_000,
+            heartbeat_timeout_ms: 60_000,
+            app_version: Some("1.0.0".into()),
+        };
+        c.handle_frame(&frame(&welcome), 2);
+        c.handle_frame(
+            &frame(&Control::Version {
+                version: "1.1.0".into(),
+            }),
+            3,
+        );
+        let (_, _, e, _) = drain(&mut c);
+        let versions: Vec<&Event> = e
+            .iter()
+            .filter(|e| matches!(e, Event::Version { .. }))
+            .collect();
+        assert_eq!(
+            versions,
+            vec![
+                &Event::Version {
+                    version: "1.0.0".into()
+                },
+                &Event::Version {
+                    version: "1.1.0".into()
+                }
+            ]
+        );
+        assert!(matches!(
+            e[0],
+            Event::StateChanged {
+                state: ConnectionState::Open,
+                ..
+            }
+        ));
     }
 
     #[test]

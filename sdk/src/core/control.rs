@@ -50,6 +50,16 @@ pub enum Control {
         heartbeat_interval_ms: u64,
         /// Silence after which the server drops the connection, ms.
         heartbeat_timeout_ms: u64,
+        /// The app version the server answers on `GET /api/version` (PWA cache protection);
+        /// absent from servers that do not say.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        app_version: Option<String>,
+    },
+    /// The server's app version changed while this socket was open (a deploy): pages should
+    /// check whether they are stale (PWA cache protection, seed 000).
+    Version {
+        /// The new version, as `GET /api/version` now answers.
+        version: String,
     },
     /// The session is now in `room`; `members` are all sessions in it, including this one.
     Joined {
@@ -134,6 +144,27 @@ mod tests {
             }
         ));
         assert!(serde_json::from_value::<Control>(json!({"type": "nope"})).is_err());
+        assert_eq!(
+            serde_json::to_value(Control::Version {
+                version: "2.1.0".into()
+            })
+            .unwrap(),
+            json!({"type": "version", "version": "2.1.0"})
+        );
+        // `appVersion` is optional in `welcome`, both ways.
+        let w: Control = serde_json::from_value(json!({"type": "welcome",
+            "sessionId": "00000000-0000-4000-8000-000000000000", "serverTime": 1,
+            "heartbeatIntervalMs": 2, "heartbeatTimeoutMs": 3}))
+        .unwrap();
+        assert!(matches!(
+            w,
+            Control::Welcome {
+                app_version: None,
+                ..
+            }
+        ));
+        let text = serde_json::to_string(&w).unwrap();
+        assert!(!text.contains("appVersion"), "{text}");
     }
 
     #[test]

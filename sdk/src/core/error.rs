@@ -51,6 +51,12 @@ pub enum ErrorCode {
     ConnectFailed,
     /// The server is shutting down or an internal error happened (details are logged only).
     Internal,
+    /// PWA cache protection: the page is still stale although it was loaded after the allowed
+    /// purge-and-reload for the server's version; the SDK does not reload again.
+    StaleAfterPurge,
+    /// The request is not allowed from where it came (e.g. an admin endpoint called from
+    /// another machine or another origin).
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -76,6 +82,8 @@ impl ErrorCode {
             ErrorCode::Closed => "closed",
             ErrorCode::ConnectFailed => "connect_failed",
             ErrorCode::Internal => "internal",
+            ErrorCode::StaleAfterPurge => "stale_after_purge",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 }
@@ -117,6 +125,8 @@ mod tests {
             ErrorCode::BadRequest,
             ErrorCode::LaneNotNegotiated,
             ErrorCode::Backpressure,
+            ErrorCode::StaleAfterPurge,
+            ErrorCode::Forbidden,
         ] {
             let json = serde_json::to_value(code).unwrap();
             assert_eq!(json, serde_json::Value::String(code.as_str().into()));

@@ -13,6 +13,7 @@
 //! | [`payload`] | payload encode/decode with dictionary-version checks |
 //! | [`control`] | Control messages: rooms, heartbeats, errors (seed 001) |
 //! | [`client`] | the client connection state machine: heartbeats, reconnect (seed 001) |
+//! | [`pwa`] | PWA cache protection: version check decisions, purge ownership, multi-tab election (seed 000) |
 //! | [`error`] | machine-readable error codes shared by server and SDK |
 
 pub mod client;
@@ -24,3 +25,4 @@ pub mod frame;
 pub mod handshake;
 pub mod lane;
 pub mod payload;
+pub mod pwa;
