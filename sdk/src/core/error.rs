@@ -51,6 +51,11 @@ pub enum ErrorCode {
     ConnectFailed,
     /// The server is shutting down or an internal error happened (details are logged only).
     Internal,
+    /// A music-room change from a member that is not the room's controller (DJ).
+    NotController,
+    /// A music-room change names a controller epoch ahead of the receiver's: the sender's view
+    /// of who controls the room differs; it should resync from the room state.
+    EpochMismatch,
     /// PWA cache protection: the page is still stale although it was loaded after the allowed
     /// purge-and-reload for the server's version; the SDK does not reload again.
     StaleAfterPurge,
@@ -82,6 +87,8 @@ impl ErrorCode {
             ErrorCode::Closed => "closed",
             ErrorCode::ConnectFailed => "connect_failed",
             ErrorCode::Internal => "internal",
+            ErrorCode::NotController => "not_controller",
+            ErrorCode::EpochMismatch => "epoch_mismatch",
             ErrorCode::StaleAfterPurge => "stale_after_purge",
             ErrorCode::Forbidden => "forbidden",
         }
@@ -125,6 +132,8 @@ mod tests {
             ErrorCode::BadRequest,
             ErrorCode::LaneNotNegotiated,
             ErrorCode::Backpressure,
+            ErrorCode::NotController,
+            ErrorCode::EpochMismatch,
             ErrorCode::StaleAfterPurge,
             ErrorCode::Forbidden,
         ] {

@@ -15,6 +15,7 @@
 //! | [`client`] | the client connection state machine: heartbeats, reconnect (seed 001) |
 //! | [`pwa`] | PWA cache protection: version check decisions, purge ownership, multi-tab election (seed 000) |
 //! | [`error`] | machine-readable error codes shared by server and SDK |
+//! | [`sync`] | music sync: clock offset, shared playback state, media follower (seed 004) |
 
 pub mod client;
 pub mod codec;
@@ -26,3 +27,4 @@ pub mod handshake;
 pub mod lane;
 pub mod payload;
 pub mod pwa;
+pub mod sync;

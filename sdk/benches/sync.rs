@@ -1,0 +1,195 @@
+//! Music sync benchmark (issue #4 "Tests and figures"): runs the virtual-clock simulation of
+//! `tests/sync_harness` (5 devices, clock skew up to ±2 s, ±50 ppm drift, 50 ± 20 ms links
+//! with 2 % loss; play, seek, a late joiner, pause, play, change-track, handover, seek) over
+//! many seeds and reports, against baselines measured in the same run:
+//!
+//! - drift between devices (pairwise |position difference| at common instants, steady state)
+//!   p50/p95, against the naive approach (apply each change on receipt, no clock sync) and
+//!   seed 004's `calculateSyncPosition` on unsynchronized `Date.now()`s;
+//! - time from join to in sync (error within 10 ms for 1 s) of a device joining mid-track;
+//! - the clock offset error after the join burst, and afterwards, against the raw skew.
+//!
+//! Run with `cargo bench -p p3-lanes --bench sync` (or `npm run bench`). Merges its figures into
+//! `bench-results.json` at the repository root as `{name, value, unit, baseline, ratio}`,
+//! replacing the entries named `sync.*`.
+
+#[path = "../tests/sync_harness/mod.rs"]
+mod sync_harness;
+
+use serde_json::{json, Value};
+use std::time::Instant;
+use sync_harness::{quantile, Mode, Sim, SimConfig, SimReport, IN_SYNC_MS};
+
+const SEEDS: u64 = 50;
+const BASELINE_SEEDS: u64 = 20;
+const DEVICES: usize = 5;
+
+fn runs(mode: Mode, seeds: u64) -> Vec<SimReport> {
+    (0..seeds)
+        .map(|seed| Sim::new(SimConfig::scenario(seed, DEVICES, mode)).run())
+        .collect()
+}
+
+struct Figures {
+    drift_p50: f64,
+    drift_p95: f64,
+    join_p50: Option<f64>,
+    join_p95: Option<f64>,
+}
+
+fn figures(runs: &[SimReport]) -> Figures {
+    let pair: Vec<f64> = runs.iter().flat_map(|r| r.pairwise_ms.clone()).collect();
+    let joins: Vec<Option<f64>> = runs
+        .iter()
+        .flat_map(|r| r.join_to_sync_ms.clone())
+        .collect();
+    let all_joined = joins.iter().all(Option::is_some);
+    let join: Vec<f64> = joins.iter().map(|j| j.unwrap_or(f64::INFINITY)).collect();
+    let q = |p: f64| {
+        let v = quantile(&join, p);
+        (all_joined || v.is_finite()).then_some(v)
+    };
+    Figures {
+        drift_p50: quantile(&pair, 0.5),
+        drift_p95: quantile(&pair, 0.95),
+        join_p50: q(0.5),
+        join_p95: q(0.95),
+    }
+}
+
+fn show(v: Option<f64>) -> String {
+    v.map_or("never".into(), |v| format!("{v:.0} ms"))
+}
+
+fn main() {
+    let t = Instant::now();
+    let ours = runs(Mode::Synced, SEEDS);
+    let naive = runs(Mode::NaiveOnReceipt, BASELINE_SEEDS);
+    let seed_ts = runs(Mode::SeedTimestamps, BASELINE_SEEDS);
+    let elapsed = t.elapsed();
+    let (o, n, s) = (figures(&ours), figures(&naive), figures(&seed_ts));
+
+    let abs = |v: &[f64]| v.iter().map(|e| e.abs()).collect::<Vec<f64>>();
+    let burst: Vec<f64> = ours
+        .iter()
+        .flat_map(|r| abs(&r.burst_offset_error_ms))
+        .collect();
+    let steady: Vec<f64> = ours.iter().flat_map(|r| abs(&r.offset_error_ms)).collect();
+    let skew: Vec<f64> = seed_ts.iter().flat_map(|r| abs(&r.skews_ms)).collect();
+    let seeks =
+        ours.iter().map(|r| r.seeks).sum::<usize>() as f64 / (SEEDS as f64 * DEVICES as f64);
+
+    println!(
+        "music sync simulation: {DEVICES} devices, ±2 s skew, ±50 ppm, 50 ± 20 ms links, 2 % loss; \
+         {SEEDS} seeds (baselines {BASELINE_SEEDS}), {:.1} s",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "{:<34} {:>12} {:>12} {:>14} {:>14}",
+        "approach", "drift p50", "drift p95", "join→sync p50", "join→sync p95"
+    );
+    for (name, f) in [
+        ("ours (clock sync + schedule + ladder)", &o),
+        ("naive: apply on receipt", &n),
+        ("seed calculateSyncPosition, raw clocks", &s),
+    ] {
+        println!(
+            "{name:<34} {:>9.2} ms {:>9.2} ms {:>14} {:>14}",
+            f.drift_p50,
+            f.drift_p95,
+            show(f.join_p50),
+            show(f.join_p95)
+        );
+    }
+    println!(
+        "clock offset error after the join burst: p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms; \
+         afterwards p50 {:.2} ms, p95 {:.2} ms (raw skew p50 {:.0} ms, p95 {:.0} ms)",
+        quantile(&burst, 0.5),
+        quantile(&burst, 0.95),
+        quantile(&burst, 1.0),
+        quantile(&steady, 0.5),
+        quantile(&steady, 0.95),
+        quantile(&skew, 0.5),
+        quantile(&skew, 0.95),
+    );
+    println!("seeks per device per run (scripted ones included): {seeks:.1}");
+
+    let mut results = Vec::new();
+    let mut push =
+        |name: &str, value: f64, unit: &str, baseline_name: &str, baseline: Option<f64>| {
+            let (baseline_text, ratio) = match baseline {
+                Some(b) => (format!("{baseline_name}: {b:.2} {unit}"), json!(value / b)),
+                None => (format!("{baseline_name}: never"), Value::Null),
+            };
+            results.push(json!({
+                "name": format!("sync.{name}"),
+                "value": value, "unit": unit,
+                "baseline": baseline_text,
+                "ratio": ratio,
+            }));
+        };
+    let naive_name = "naive apply-on-receipt, no clock sync";
+    push(
+        "drift_between_devices.p50",
+        o.drift_p50,
+        "ms",
+        naive_name,
+        Some(n.drift_p50),
+    );
+    push(
+        "drift_between_devices.p95",
+        o.drift_p95,
+        "ms",
+        naive_name,
+        Some(n.drift_p95),
+    );
+    push(
+        "drift_between_devices.p95_vs_seed",
+        o.drift_p95,
+        "ms",
+        "seed calculateSyncPosition with raw Date.now()",
+        Some(s.drift_p95),
+    );
+    if let (Some(p50), Some(p95)) = (o.join_p50, o.join_p95) {
+        push("join_to_in_sync.p50", p50, "ms", naive_name, n.join_p50);
+        push("join_to_in_sync.p95", p95, "ms", naive_name, n.join_p95);
+    }
+    let raw = "unsynchronized clock skew";
+    push(
+        "clock_offset_error_after_burst.p50",
+        quantile(&burst, 0.5),
+        "ms",
+        raw,
+        Some(quantile(&skew, 0.5)),
+    );
+    push(
+        "clock_offset_error_after_burst.p95",
+        quantile(&burst, 0.95),
+        "ms",
+        raw,
+        Some(quantile(&skew, 0.95)),
+    );
+    push(
+        "clock_offset_error_steady.p95",
+        quantile(&steady, 0.95),
+        "ms",
+        raw,
+        Some(quantile(&skew, 0.95)),
+    );
+    println!("in sync = |error| <= {IN_SYNC_MS} ms for 1 s; targets: drift p95 <= 10 ms, join <= 1500 ms");
+    write_results("sync.", results);
+}
+
+/// Replaces this benchmark's entries (names starting with `prefix`) in bench-results.json.
+fn write_results(prefix: &str, mut ours: Vec<Value>) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results.json");
+    let mut all: Vec<Value> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    all.retain(|e| !e["name"].as_str().is_some_and(|n| n.starts_with(prefix)));
+    all.append(&mut ours);
+    std::fs::write(&path, serde_json::to_vec_pretty(&all).unwrap())
+        .expect("write bench-results.json");
+    println!("wrote {}", path.display());
+}

@@ -1,0 +1,1127 @@
+//! The device side of music sync: keeps one media element on the room's shared state
+//! (issue #4 "Playback"; seed 004 `calculateSyncPosition`, Success Metrics "<100 ms drift").
+//!
+//! [`Follower`] is sans-IO. It takes room states ([`RoomState`]), the local → shared clock
+//! mapping ([`ClockMapping`] from [`crate::core::sync::clock::ClockSync`]) and samples of the
+//! media element, and returns media commands ([`MediaCommand`]), events and its next deadline.
+//! It never touches a media element: the wasm binding maps the commands onto an
+//! `HTMLMediaElement`, an app with a custom player maps them onto its own callbacks.
+//!
+//! # Target
+//! At local time `t` the element should be at `state.position_at(mapping.to_server(t))`, where
+//! `state` is the newest state whose reference time has passed. States that take effect in the
+//! future (a change's `applyAt`) wait in a queue and switch in at that instant.
+//! The error is `media position − target`, in ms of media time (positive: ahead).
+//!
+//! # Correction ladder (thresholds are [`FollowerConfig`] fields)
+//! | error | action |
+//! | --- | --- |
+//! | < 5 ms (`deadband_ms`) | nothing: below what a listener can hear between two speakers |
+//! | 5..=150 ms (`seek_threshold_ms`) | nudge `playbackRate` by `error / 1500 ms` (`nudge_time_constant_ms`), at most ±2 % (`max_nudge`); the error then decays exponentially with a 1.5 s time constant. Hysteresis: once nudging, the rate returns to normal only below 1.5 ms (`settle_ms`), so it neither dithers at the threshold nor overshoots (a proportional controller sampled every 100 ms, 15× faster than its time constant) |
+//! | > 150 ms | seek to the target plus the learned seek latency; at most one such seek per 2 s (`seek_cooldown_ms`), nudging at the maximum meanwhile, so a slow device can never loop on seeks (no stutter loop) |
+//!
+//! For 2.5 s after each start (`catchup_window_ms`: join, play, a DJ's seek, a track change),
+//! while the listener is already hearing a transition, the nudge may reach ±5 %
+//! (`catchup_max_nudge`) with a 0.4 s time constant: the first start on a device carries its
+//! unknown start latency (tens of ms), and this removes it within a second without another
+//! seek. Browsers keep the pitch at such rates (`preservesPitch`).
+//!
+//! # Scheduled changes and latencies
+//! - A change takes effect at its `applyAt`: `pause` and a DJ's `seek` are issued at that
+//!   instant; `play` from paused is prepared (a silent seek while paused) and `Play` is issued
+//!   the learned start latency *before* `applyAt`, so that playback starts moving at `applyAt`.
+//! - Seek and start latencies are learned: after each seek or start the first sample that
+//!   moves gives the actual latency (`estimate − error`), averaged 1:1 with the estimate.
+//! - A late joiner (or a device whose `applyAt` passed while loading) starts at a short,
+//!   planned instant: seek (paused) to where the room will be then, and play.
+//!
+//! # Browsers
+//! - Autoplay policy: when `play()` is refused, call [`Follower::handle_play_rejected`]; the
+//!   follower emits [`FollowerEvent::NeedsUserGesture`] and its status becomes
+//!   [`FollowerStatus::NeedsUserGesture`]. Call [`Follower::handle_user_gesture`] from the
+//!   click handler: it emits `Seek` + `Play` at once, inside the gesture.
+//! - Background-tab throttling delays timers (to 1 s or more): the follower is state-based, so
+//!   a late timer only means a late correction, never a wrong state: a late pause is re-aligned
+//!   while paused, a late start is caught up by the ladder.
+//!
+//! # Drive contract
+//! After every `handle_*` call, drain [`Follower::poll_output`] until it returns
+//! [`FollowerOutput::Timeout`]: execute each [`MediaCommand`] on the element at once, in order;
+//! hand events to the app. At the timeout (local ms), read the element and call
+//! [`Follower::handle_media_sample`] (it also runs due timers); [`Follower::handle_timeout`]
+//! does the same without a reading. Feed [`Follower::handle_clock`] whenever the clock mapping
+//! changes and [`Follower::handle_state`] with every `sync-state` received.
+
+use crate::core::sync::clock::ClockMapping;
+use crate::core::sync::state::RoomState;
+use serde_json::Value;
+use std::collections::VecDeque;
+
+/// Tuning of [`Follower`] (module docs, "Correction ladder"). Times in ms, rates as fractions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FollowerConfig {
+    /// Errors below this are ignored, ms.
+    pub deadband_ms: f64,
+    /// Once nudging, the rate returns to normal below this error, ms (hysteresis).
+    pub settle_ms: f64,
+    /// Nudge = error / this, ms: the time constant of the error's exponential decay.
+    pub nudge_time_constant_ms: f64,
+    /// Largest rate nudge outside the catch-up window, fraction of the rate (0.02 = ±2 %).
+    pub max_nudge: f64,
+    /// After a start (join, play, seek, track change), the catch-up window, ms.
+    pub catchup_window_ms: f64,
+    /// Time constant of the nudge in the catch-up window, ms.
+    pub catchup_time_constant_ms: f64,
+    /// Largest rate nudge in the catch-up window, fraction.
+    pub catchup_max_nudge: f64,
+    /// Errors above this are corrected by a seek, ms.
+    pub seek_threshold_ms: f64,
+    /// Least time between two corrective seeks, ms.
+    pub seek_cooldown_ms: f64,
+    /// Error below which the follower reports [`FollowerStatus::InSync`], ms.
+    pub in_sync_ms: f64,
+    /// Media sampling period when settled, ms.
+    pub sample_interval_ms: f64,
+    /// Media sampling period during a start, a seek or the catch-up window, ms.
+    pub fast_sample_interval_ms: f64,
+    /// Seek latency assumed until one is measured, ms.
+    pub initial_seek_latency_ms: f64,
+    /// Start (`play()`) latency assumed until one is measured, ms.
+    pub initial_start_latency_ms: f64,
+    /// Largest latency believed, ms (longer measurements are clamped).
+    pub max_latency_ms: f64,
+    /// A start or seek that has not moved the media after this long is given up on, ms.
+    pub transition_timeout_ms: f64,
+    /// A paused element further than this from the room's position is re-aligned, ms.
+    pub paused_tolerance_ms: f64,
+}
+
+impl Default for FollowerConfig {
+    fn default() -> Self {
+        FollowerConfig {
+            deadband_ms: 5.0,
+            settle_ms: 1.5,
+            nudge_time_constant_ms: 1500.0,
+            max_nudge: 0.02,
+            catchup_window_ms: 2500.0,
+            catchup_time_constant_ms: 400.0,
+            catchup_max_nudge: 0.05,
+            seek_threshold_ms: 150.0,
+            seek_cooldown_ms: 2000.0,
+            in_sync_ms: 10.0,
+            sample_interval_ms: 100.0,
+            fast_sample_interval_ms: 20.0,
+            initial_seek_latency_ms: 50.0,
+            initial_start_latency_ms: 30.0,
+            max_latency_ms: 1000.0,
+            transition_timeout_ms: 2000.0,
+            paused_tolerance_ms: 1.0,
+        }
+    }
+}
+
+/// One reading of the media element (`HTMLMediaElement` properties in brackets).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MediaSample {
+    /// Local time of the reading, ms (`performance.now()`).
+    pub local_ms: f64,
+    /// Media position, s (`currentTime`).
+    pub position_s: f64,
+    /// Paused (`paused`).
+    pub paused: bool,
+    /// A seek is in progress (`seeking`).
+    pub seeking: bool,
+    /// Current rate (`playbackRate`).
+    pub playback_rate: f64,
+    /// Enough data to play (`readyState >= HAVE_FUTURE_DATA`).
+    pub ready: bool,
+}
+
+/// Something to do to the media element, at once and in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MediaCommand {
+    /// Load this track (set `src`); the element pauses and reports `ready` when it can play.
+    Load {
+        /// Track id.
+        track_id: String,
+        /// Full track data from the room state (e.g. `{url, title, duration}`), if any.
+        track: Option<Value>,
+    },
+    /// `play()`. If the browser refuses it, call [`Follower::handle_play_rejected`].
+    Play,
+    /// `pause()`.
+    Pause,
+    /// Set `currentTime`, s.
+    Seek {
+        /// Target position, s.
+        to_s: f64,
+    },
+    /// Set `playbackRate` (keep `preservesPitch` on).
+    SetRate {
+        /// New rate.
+        rate: f64,
+    },
+}
+
+/// Which rung of the ladder acted on a sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Correction {
+    /// Within the deadband: nothing.
+    None,
+    /// `playbackRate` nudged.
+    Nudge,
+    /// A seek was issued.
+    Seek,
+}
+
+/// One drift measurement, for the demo's plot.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DriftSample {
+    /// Local time of the sample, ms.
+    pub local_ms: f64,
+    /// Shared-clock time of the sample, server ms.
+    pub server_ms: f64,
+    /// Media position − room position, ms (positive: ahead).
+    pub error_ms: f64,
+    /// Rate set after this sample.
+    pub rate: f64,
+    /// What the ladder did.
+    pub correction: Correction,
+}
+
+/// What the follower is doing, for the UI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FollowerStatus {
+    /// No clock mapping or no room state yet.
+    Waiting,
+    /// Loading a track.
+    Loading,
+    /// The room is paused (or has no track) and the element is aligned.
+    Paused,
+    /// Starting or seeking.
+    Starting,
+    /// Playing, error above `in_sync_ms`, being corrected.
+    Correcting,
+    /// Playing within `in_sync_ms`.
+    InSync,
+    /// The browser refused `play()`; waiting for [`Follower::handle_user_gesture`].
+    NeedsUserGesture,
+}
+
+impl FollowerStatus {
+    /// kebab-case name for JS, e.g. `"needs-user-gesture"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FollowerStatus::Waiting => "waiting",
+            FollowerStatus::Loading => "loading",
+            FollowerStatus::Paused => "paused",
+            FollowerStatus::Starting => "starting",
+            FollowerStatus::Correcting => "correcting",
+            FollowerStatus::InSync => "in-sync",
+            FollowerStatus::NeedsUserGesture => "needs-user-gesture",
+        }
+    }
+}
+
+/// Something the app should hear about.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum FollowerEvent {
+    /// `play()` was refused by the autoplay policy: show a control whose click handler calls
+    /// [`Follower::handle_user_gesture`].
+    NeedsUserGesture,
+    /// A drift measurement (one per media sample while playing).
+    Drift(DriftSample),
+    /// The status changed.
+    Status(FollowerStatus),
+}
+
+/// One output of [`Follower::poll_output`].
+#[derive(Clone, Debug, PartialEq)]
+#[must_use]
+pub enum FollowerOutput {
+    /// Execute on the media element now.
+    Command(MediaCommand),
+    /// Tell the app.
+    Event(FollowerEvent),
+    /// Nothing more now; sample the element and call [`Follower::handle_media_sample`] at this
+    /// local time (ms), if any.
+    Timeout(Option<f64>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// Read the element.
+    Sample = 0,
+    /// The next queued state takes effect (or a start must be issued ahead of it).
+    Apply = 1,
+    /// Issue the planned `Play`.
+    Launch = 2,
+}
+
+const TIMERS: [Timer; 3] = [Timer::Sample, Timer::Apply, Timer::Launch];
+
+/// Smallest change of `playbackRate` written while nudging (0.1 %).
+const RATE_STEP: f64 = 0.001;
+
+/// A state within this of its reference time counts as in force (absorbs the rounding of the
+/// local ↔ shared clock conversions), ms.
+const PROMOTE_SLACK_MS: f64 = 0.01;
+
+/// A planned start from paused: seek (silently) to `seek_to_s`, `Play` at `play_at_ms`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Launch {
+    play_at_ms: f64,
+    seek_to_s: f64,
+    version: (u64, u64),
+    seek_sent_ms: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TransitionKind {
+    Start,
+    Seek,
+}
+
+/// A start or seek waiting for the media to move (then its latency is measured).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Transition {
+    kind: TransitionKind,
+    issued_ms: f64,
+    /// Media position when issued (paused or seek target), s.
+    from_s: f64,
+    /// Learn the latency from it.
+    learn: bool,
+}
+
+/// The device-side follower (see the module docs for the ladder and the drive contract). Local
+/// times in ms, positions in s.
+#[derive(Clone, Debug)]
+pub struct Follower {
+    config: FollowerConfig,
+    clock: Option<ClockMapping>,
+    /// States, oldest first; the front is in force once its reference time passed.
+    states: VecDeque<RoomState>,
+    /// A DJ's seek took effect and the element must jump.
+    jump: bool,
+    loaded: Option<String>,
+    load_issued_ms: Option<f64>,
+    /// `Play` issued and not paused since (the element should be playing).
+    want_playing: bool,
+    last: Option<MediaSample>,
+    /// Time between the last two samples, ms.
+    sample_gap_ms: f64,
+    launch: Option<Launch>,
+    /// Version of the state the last `Play` was issued for.
+    started_version: Option<(u64, u64)>,
+    transition: Option<Transition>,
+    /// Local time of the last `Seek` issued, ms.
+    last_seek_ms: f64,
+    seek_cooldown_until: f64,
+    catchup_until: f64,
+    nudging: bool,
+    seek_latency_ms: f64,
+    start_latency_ms: f64,
+    seek_learned: bool,
+    start_learned: bool,
+    blocked: bool,
+    status: FollowerStatus,
+    last_error_ms: Option<f64>,
+    timers: [Option<f64>; 3],
+    out: VecDeque<FollowerOutput>,
+}
+
+impl Follower {
+    /// A follower with nothing loaded.
+    pub fn new(config: FollowerConfig) -> Follower {
+        Follower {
+            seek_latency_ms: config.initial_seek_latency_ms,
+            start_latency_ms: config.initial_start_latency_ms,
+            config,
+            clock: None,
+            states: VecDeque::new(),
+            jump: false,
+            loaded: None,
+            load_issued_ms: None,
+            want_playing: false,
+            last: None,
+            sample_gap_ms: 0.0,
+            launch: None,
+            started_version: None,
+            transition: None,
+            last_seek_ms: f64::NEG_INFINITY,
+            seek_cooldown_until: f64::NEG_INFINITY,
+            catchup_until: f64::NEG_INFINITY,
+            nudging: false,
+            seek_learned: false,
+            start_learned: false,
+            blocked: false,
+            status: FollowerStatus::Waiting,
+            last_error_ms: None,
+            timers: [None; 3],
+            out: VecDeque::new(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// Current status.
+    pub fn status(&self) -> FollowerStatus {
+        self.status
+    }
+
+    /// The newest room state received (possibly not in force yet).
+    pub fn latest_state(&self) -> Option<&RoomState> {
+        self.states.back()
+    }
+
+    /// The error of the last sample while playing, ms (positive: ahead).
+    pub fn error_ms(&self) -> Option<f64> {
+        self.last_error_ms
+    }
+
+    /// Where the element should be at local time `local_ms`, s (`None` without a clock
+    /// mapping or a state).
+    pub fn target_position(&self, local_ms: f64) -> Option<f64> {
+        let server = self.clock?.to_server(local_ms);
+        let s = self
+            .states
+            .iter()
+            .rev()
+            .find(|s| s.ref_server_ms <= server)
+            .or(self.states.front())?;
+        Some(s.position_at(server))
+    }
+
+    /// The learned seek latency, ms.
+    pub fn seek_latency_ms(&self) -> f64 {
+        self.seek_latency_ms
+    }
+
+    /// The learned start (`play()`) latency, ms.
+    pub fn start_latency_ms(&self) -> f64 {
+        self.start_latency_ms
+    }
+
+    // ---- inputs ----
+
+    /// The local → shared clock mapping changed (or is first known).
+    pub fn handle_clock(&mut self, mapping: ClockMapping, now_ms: f64) {
+        self.clock = Some(mapping);
+        self.run(now_ms, false);
+    }
+
+    /// A room state arrived (`sync-state`, or a resolved change applied to the last state).
+    /// Returns `false`, and changes nothing, unless its `(epoch, sequence)` is newer than every
+    /// state seen: duplicates and out-of-order states are ignored.
+    pub fn handle_state(&mut self, state: RoomState, now_ms: f64) -> bool {
+        if self
+            .states
+            .back()
+            .is_some_and(|s| s.version() >= state.version())
+        {
+            return false;
+        }
+        while self
+            .states
+            .back()
+            .is_some_and(|s| s.ref_server_ms > state.ref_server_ms)
+        {
+            self.states.pop_back();
+        }
+        self.states.push_back(state);
+        self.run(now_ms, false);
+        true
+    }
+
+    /// A reading of the element (also runs due timers).
+    pub fn handle_media_sample(&mut self, sample: MediaSample) {
+        if let Some(p) = self.last.replace(sample) {
+            self.sample_gap_ms = (sample.local_ms - p.local_ms).clamp(0.0, 10_000.0);
+        }
+        self.observe(sample);
+        self.run(sample.local_ms, true);
+    }
+
+    /// Runs due timers at local time `now_ms` without a reading of the element.
+    pub fn handle_timeout(&mut self, now_ms: f64) {
+        self.run(now_ms, false);
+    }
+
+    /// `play()` was refused (autoplay policy, `NotAllowedError`).
+    pub fn handle_play_rejected(&mut self, _now_ms: f64) {
+        self.want_playing = false;
+        self.transition = None;
+        self.launch = None;
+        if !self.blocked {
+            self.blocked = true;
+            self.event(FollowerEvent::NeedsUserGesture);
+        }
+        self.set_status(FollowerStatus::NeedsUserGesture);
+    }
+
+    /// The user interacted with the page (call it from the gesture's handler): the follower
+    /// starts the element at once, inside the gesture, if the room is playing.
+    pub fn handle_user_gesture(&mut self, now_ms: f64) {
+        if !self.blocked {
+            return;
+        }
+        self.blocked = false;
+        let state = self.in_force_now(now_ms).cloned();
+        if let (Some(clock), Some(state)) = (self.clock, state) {
+            if state.is_playing && self.loaded.is_some() && self.loaded == state.track_id {
+                let start = clock.to_server(now_ms + self.start_latency_ms);
+                let to_s = state.position_at(start.max(clock.to_server(now_ms)));
+                self.seek_cmd(now_ms, to_s);
+                self.start(now_ms, to_s, false, Some(state.version()));
+            }
+        }
+        self.run(now_ms, false);
+    }
+
+    // ---- outputs ----
+
+    /// The next output (see the drive contract in the module docs).
+    pub fn poll_output(&mut self) -> FollowerOutput {
+        if let Some(o) = self.out.pop_front() {
+            return o;
+        }
+        FollowerOutput::Timeout(
+            TIMERS
+                .iter()
+                .filter_map(|&t| self.timers[t as usize])
+                .reduce(f64::min),
+        )
+    }
+
+    // ---- the machine ----
+
+    fn command(&mut self, c: MediaCommand) {
+        self.out.push_back(FollowerOutput::Command(c));
+    }
+
+    fn event(&mut self, e: FollowerEvent) {
+        self.out.push_back(FollowerOutput::Event(e));
+    }
+
+    fn seek_cmd(&mut self, now_ms: f64, to_s: f64) {
+        self.last_seek_ms = now_ms;
+        self.command(MediaCommand::Seek { to_s });
+    }
+
+    fn set_status(&mut self, s: FollowerStatus) {
+        if self.status != s {
+            self.status = s;
+            self.event(FollowerEvent::Status(s));
+        }
+    }
+
+    /// The state in force at local `now_ms` (after promotion, the queue's front), or the first
+    /// queued state if none is in force yet.
+    fn in_force_now(&self, now_ms: f64) -> Option<&RoomState> {
+        let server = self.clock?.to_server(now_ms);
+        self.states
+            .iter()
+            .rev()
+            .find(|s| s.ref_server_ms <= server)
+            .or(self.states.front())
+    }
+
+    /// Issues `Play` and starts watching for the media to move.
+    fn start(&mut self, now_ms: f64, from_s: f64, learn: bool, version: Option<(u64, u64)>) {
+        self.command(MediaCommand::Play);
+        self.want_playing = true;
+        self.started_version = version;
+        self.launch = None;
+        self.transition = Some(Transition {
+            kind: TransitionKind::Start,
+            issued_ms: now_ms,
+            from_s,
+            learn,
+        });
+        self.catchup_until = now_ms + self.config.catchup_window_ms;
+        self.set_status(FollowerStatus::Starting);
+    }
+
+    /// Issues a seek while playing, compensated by the learned seek latency.
+    fn seek_playing(&mut self, now_ms: f64, target_s: f64, rate: f64) {
+        let to_s = (target_s + self.seek_latency_ms / 1000.0 * rate).max(0.0);
+        self.seek_cmd(now_ms, to_s);
+        self.transition = Some(Transition {
+            kind: TransitionKind::Seek,
+            issued_ms: now_ms,
+            from_s: to_s,
+            learn: true,
+        });
+        self.catchup_until = now_ms + self.config.catchup_window_ms;
+        self.set_status(FollowerStatus::Starting);
+    }
+
+    /// Ends a transition once the element moves, learning the latency from the error then.
+    fn observe(&mut self, s: MediaSample) {
+        let Some(tr) = self.transition else {
+            return;
+        };
+        if s.local_ms - tr.issued_ms > self.config.transition_timeout_ms {
+            self.transition = None;
+            return;
+        }
+        let moved = !s.paused && !s.seeking && s.position_s > tr.from_s + 1e-4;
+        if !moved {
+            return;
+        }
+        self.transition = None;
+        let (Some(clock), Some(state)) = (self.clock, self.in_force_now(s.local_ms)) else {
+            return;
+        };
+        if !tr.learn || !state.is_playing {
+            return;
+        }
+        let rate = state.playback_rate.max(1e-3);
+        let error_ms = (s.position_s - state.position_at(clock.to_server(s.local_ms))) * 1000.0;
+        let max = self.config.max_latency_ms;
+        match tr.kind {
+            TransitionKind::Start => {
+                let measured = (self.start_latency_ms - error_ms / rate).clamp(0.0, max);
+                self.start_latency_ms = if self.start_learned {
+                    (self.start_latency_ms + measured) / 2.0
+                } else {
+                    measured
+                };
+                self.start_learned = true;
+            }
+            TransitionKind::Seek => {
+                let measured = (self.seek_latency_ms - error_ms / rate).clamp(0.0, max);
+                self.seek_latency_ms = if self.seek_learned {
+                    (self.seek_latency_ms + measured) / 2.0
+                } else {
+                    measured
+                };
+                self.seek_learned = true;
+            }
+        }
+    }
+
+    fn run(&mut self, now_ms: f64, fresh: bool) {
+        self.timers[Timer::Apply as usize] = None;
+        self.timers[Timer::Launch as usize] = None;
+        self.step(now_ms, fresh);
+        // Sampling cadence: fast around transitions.
+        let fast = self.transition.is_some()
+            || self.launch.is_some()
+            || now_ms < self.catchup_until
+            || self.load_issued_ms.is_some();
+        let period = if fast {
+            self.config.fast_sample_interval_ms
+        } else {
+            self.config.sample_interval_ms
+        };
+        let base = self
+            .last
+            .map_or(now_ms, |s| s.local_ms.max(now_ms - period));
+        self.timers[Timer::Sample as usize] = Some(if fresh { now_ms } else { base } + period);
+        if let Some(l) = self.launch.filter(|l| l.play_at_ms > now_ms) {
+            self.timers[Timer::Launch as usize] = Some(l.play_at_ms);
+        }
+    }
+
+    fn step(&mut self, now_ms: f64, fresh: bool) {
+        let Some(clock) = self.clock else {
+            self.set_status(FollowerStatus::Waiting);
+            return;
+        };
+        let server_now = clock.to_server(now_ms);
+        // Promote queued states whose time has come.
+        while self.states.len() >= 2
+            && self.states[1].ref_server_ms <= server_now + PROMOTE_SLACK_MS
+        {
+            let old = self.states.pop_front().expect("len >= 2");
+            let new = &self.states[0];
+            if old.is_playing
+                && new.is_playing
+                && old.track_id == new.track_id
+                && ((new.position_at(new.ref_server_ms) - old.position_at(new.ref_server_ms))
+                    * 1000.0)
+                    .abs()
+                    > self.config.deadband_ms
+            {
+                self.jump = true;
+            }
+        }
+        let Some(front) = self.states.front().cloned() else {
+            self.set_status(FollowerStatus::Waiting);
+            return;
+        };
+        // The state governing the element now; a first state not yet in force is a paused
+        // preroll of itself.
+        let (effective, next) = if front.ref_server_ms <= server_now + PROMOTE_SLACK_MS {
+            (front, self.states.get(1).cloned())
+        } else {
+            let mut pre = front.clone();
+            pre.is_playing = false;
+            (pre, Some(front))
+        };
+        if let Some(n) = &next {
+            let mut at = clock.to_local(n.ref_server_ms);
+            if n.is_playing && !effective.is_playing {
+                at -= self.start_latency_ms;
+            }
+            // A time already passed was acted on in this step; sampling covers the rest.
+            self.timers[Timer::Apply as usize] = (at > now_ms).then_some(at);
+        }
+
+        // Track.
+        let Some(track_id) = effective.track_id.clone() else {
+            if self.want_playing {
+                self.command(MediaCommand::Pause);
+                self.want_playing = false;
+            }
+            self.set_status(FollowerStatus::Paused);
+            return;
+        };
+        if self.loaded.as_deref() != Some(track_id.as_str()) {
+            self.command(MediaCommand::Load {
+                track_id: track_id.clone(),
+                track: effective.track.clone(),
+            });
+            self.loaded = Some(track_id);
+            self.load_issued_ms = Some(now_ms);
+            self.want_playing = false;
+            self.launch = None;
+            self.transition = None;
+            self.jump = false;
+            self.nudging = false;
+            self.set_status(FollowerStatus::Loading);
+            return;
+        }
+        let Some(sample) = self.last else {
+            return;
+        };
+        if let Some(t) = self.load_issued_ms {
+            if sample.local_ms <= t || !sample.ready {
+                self.set_status(FollowerStatus::Loading);
+                return;
+            }
+            self.load_issued_ms = None;
+        }
+        if self.blocked {
+            self.set_status(FollowerStatus::NeedsUserGesture);
+            return;
+        }
+        let ended = effective
+            .duration_s()
+            .is_some_and(|d| effective.position_at(server_now) >= d - 0.05);
+        if !effective.is_playing || ended {
+            self.follow_paused(now_ms, &effective, next.as_ref(), clock, sample, fresh);
+        } else {
+            self.follow_playing(now_ms, &effective, clock, sample, fresh);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn follow_paused(
+        &mut self,
+        now_ms: f64,
+        state: &RoomState,
+        next: Option<&RoomState>,
+        clock: ClockMapping,
+        sample: MediaSample,
+        fresh: bool,
+    ) {
+        self.jump = false;
+        self.last_error_ms = None;
+        let upcoming = next.filter(|n| n.is_playing && n.track_id == state.track_id);
+        if let Some(n) = upcoming {
+            if self.want_playing && self.started_version == Some(n.version()) {
+                // Started ahead of the play's applyAt (the start latency): let it run.
+                return;
+            }
+        }
+        if self.want_playing {
+            self.command(MediaCommand::Pause);
+            self.want_playing = false;
+            self.transition = None;
+        }
+        self.nudging = false;
+        if (sample.playback_rate - state.playback_rate).abs() > 1e-4 && fresh {
+            self.command(MediaCommand::SetRate {
+                rate: state.playback_rate,
+            });
+        }
+        // An upcoming play on this track: prepare the start.
+        if let Some(n) = upcoming {
+            self.plan_launch(now_ms, n, clock, sample);
+            return;
+        }
+        self.launch = None;
+        let pos = state.position_at(clock.to_server(now_ms));
+        if fresh
+            && !sample.seeking
+            && sample.local_ms > self.last_seek_ms
+            && (sample.position_s - pos).abs() * 1000.0 > self.config.paused_tolerance_ms
+        {
+            self.seek_cmd(now_ms, pos);
+        }
+        self.set_status(FollowerStatus::Paused);
+    }
+
+    /// Plans (or fires) a start from paused into the playing state `target`: a silent seek to
+    /// where `target` will be once the element moves, then `Play` one start latency ahead.
+    fn plan_launch(
+        &mut self,
+        now_ms: f64,
+        target: &RoomState,
+        clock: ClockMapping,
+        sample: MediaSample,
+    ) {
+        let start_lat = self.start_latency_ms;
+        if !self.launch.is_some_and(|l| l.version == target.version()) {
+            let prep = self.seek_latency_ms * 1.5 + 2.0 * self.config.fast_sample_interval_ms;
+            let at = |play_at: f64| target.position_at(clock.to_server(play_at + start_lat));
+            let mut play_at = (clock.to_local(target.ref_server_ms) - start_lat).max(now_ms);
+            let mut to = at(play_at);
+            let seek = (sample.position_s - to).abs() * 1000.0 > self.config.paused_tolerance_ms;
+            if seek && play_at < now_ms + prep {
+                play_at = now_ms + prep;
+                to = at(play_at);
+            }
+            if seek {
+                self.seek_cmd(now_ms, to);
+            }
+            self.launch = Some(Launch {
+                play_at_ms: play_at,
+                seek_to_s: to,
+                version: target.version(),
+                seek_sent_ms: seek.then_some(now_ms),
+            });
+        }
+        let launch = self.launch.expect("planned");
+        self.set_status(FollowerStatus::Starting);
+        if now_ms + 1e-9 < launch.play_at_ms {
+            return;
+        }
+        if sample.seeking
+            && launch.seek_sent_ms.is_some_and(|t| {
+                sample.local_ms > t && now_ms - t < self.config.transition_timeout_ms
+            })
+        {
+            // The silent seek is slower than planned: plan again with more room.
+            self.seek_latency_ms = (self.seek_latency_ms * 1.5).min(self.config.max_latency_ms);
+            self.launch = None;
+            return;
+        }
+        self.start(now_ms, launch.seek_to_s, true, Some(target.version()));
+    }
+
+    fn follow_playing(
+        &mut self,
+        now_ms: f64,
+        state: &RoomState,
+        clock: ClockMapping,
+        sample: MediaSample,
+        fresh: bool,
+    ) {
+        let server_now = clock.to_server(now_ms);
+        let rate = state.playback_rate;
+        if !self.want_playing {
+            // Start now (late joiner, after a load, after the element paused on its own).
+            self.jump = false;
+            self.plan_launch(now_ms, state, clock, sample);
+            return;
+        }
+        if self.jump {
+            // A DJ's seek took effect: everyone jumps now.
+            self.jump = false;
+            self.seek_playing(now_ms, state.position_at(server_now), rate);
+            return;
+        }
+        if !fresh || self.transition.is_some() {
+            return;
+        }
+        if sample.paused {
+            // Paused behind our back (ended, OS, user): start again.
+            self.want_playing = false;
+            self.plan_launch(now_ms, state, clock, sample);
+            return;
+        }
+        let target = state.position_at(server_now);
+        let error_ms = (sample.position_s - target) * 1000.0;
+        self.last_error_ms = Some(error_ms);
+        let abs = error_ms.abs();
+        let mut correction = Correction::None;
+        let mut new_rate = rate;
+        if abs > self.config.seek_threshold_ms && now_ms >= self.seek_cooldown_until {
+            self.seek_cooldown_until = now_ms + self.config.seek_cooldown_ms;
+            self.nudging = false;
+            correction = Correction::Seek;
+            if sample.playback_rate != rate {
+                self.command(MediaCommand::SetRate { rate });
+            }
+            self.seek_playing(now_ms, target, rate);
+        } else {
+            let (tau, max) = if now_ms < self.catchup_until {
+                (
+                    self.config.catchup_time_constant_ms,
+                    self.config.catchup_max_nudge,
+                )
+            } else {
+                (self.config.nudge_time_constant_ms, self.config.max_nudge)
+            };
+            // Never correct more than half the error before the next sample is likely to come
+            // (throttled timers sample once a second): no overshoot, no oscillation.
+            let tau = tau.max(2.0 * self.sample_gap_ms);
+            if abs > self.config.deadband_ms || (self.nudging && abs > self.config.settle_ms) {
+                self.nudging = true;
+                correction = Correction::Nudge;
+                new_rate = rate * (1.0 - (error_ms / tau).clamp(-max, max));
+            } else {
+                self.nudging = false;
+            }
+            // Rate steps of less than RATE_STEP are not worth a `playbackRate` write.
+            if (sample.playback_rate - new_rate).abs() >= RATE_STEP
+                || (new_rate == rate && sample.playback_rate != rate)
+            {
+                self.command(MediaCommand::SetRate { rate: new_rate });
+            }
+            self.set_status(if abs <= self.config.in_sync_ms {
+                FollowerStatus::InSync
+            } else {
+                FollowerStatus::Correcting
+            });
+        }
+        self.event(FollowerEvent::Drift(DriftSample {
+            local_ms: now_ms,
+            server_ms: server_now,
+            error_ms,
+            rate: new_rate,
+            correction,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(v: (u64, u64), playing: bool, pos: f64, at: f64) -> RoomState {
+        RoomState {
+            track_id: Some("t".into()),
+            track: None,
+            is_playing: playing,
+            position_s: pos,
+            ref_server_ms: at,
+            playback_rate: 1.0,
+            controller_id: Some("dj".into()),
+            epoch: v.0,
+            sequence: v.1,
+        }
+    }
+
+    fn drain(f: &mut Follower) -> (Vec<MediaCommand>, Vec<FollowerEvent>, Option<f64>) {
+        let (mut cmds, mut events) = (vec![], vec![]);
+        loop {
+            match f.poll_output() {
+                FollowerOutput::Command(c) => cmds.push(c),
+                FollowerOutput::Event(e) => events.push(e),
+                FollowerOutput::Timeout(t) => return (cmds, events, t),
+            }
+        }
+    }
+
+    thread_local! {
+        /// The rate last set on the test's element.
+        static RATE: std::cell::Cell<f64> = const { std::cell::Cell::new(1.0) };
+    }
+
+    fn sample(
+        f: &mut Follower,
+        t: f64,
+        pos: f64,
+        paused: bool,
+    ) -> (Vec<MediaCommand>, Vec<FollowerEvent>, Option<f64>) {
+        f.handle_media_sample(MediaSample {
+            local_ms: t,
+            position_s: pos,
+            paused,
+            seeking: false,
+            playback_rate: RATE.get(),
+            ready: true,
+        });
+        let out = drain(f);
+        for c in &out.0 {
+            if let MediaCommand::SetRate { rate } = c {
+                RATE.set(*rate);
+            }
+        }
+        out
+    }
+
+    /// A follower on the shared clock (identity mapping) playing "t" since server time 0 from
+    /// 0 s, started exactly; returns it and the time reached (after the catch-up window).
+    fn playing() -> (Follower, f64) {
+        RATE.set(1.0);
+        let mut f = Follower::new(FollowerConfig::default());
+        f.handle_clock(ClockMapping::IDENTITY, 0.0);
+        assert!(f.handle_state(state((1, 1), true, 0.0, 0.0), 0.0));
+        let (cmds, _, _) = drain(&mut f);
+        assert!(matches!(&cmds[..], [MediaCommand::Load { track_id, .. }] if track_id == "t"));
+        // Ready: a start is planned (silent seek, then Play).
+        let (cmds, _, _) = sample(&mut f, 10.0, 0.0, true);
+        let Some(MediaCommand::Seek { to_s }) = cmds.first().cloned() else {
+            panic!("{cmds:?}")
+        };
+        let play_at = to_s * 1000.0 - f.start_latency_ms();
+        let (cmds, _, _) = sample(&mut f, play_at, to_s, true);
+        assert_eq!(cmds, vec![MediaCommand::Play]);
+        // The element starts moving exactly on time: error 0, latency confirmed.
+        let mut t = play_at + 40.0;
+        sample(&mut f, t, t / 1000.0, false);
+        assert_eq!(f.status(), FollowerStatus::InSync);
+        while t < 3000.0 {
+            t += 100.0;
+            sample(&mut f, t, t / 1000.0, false);
+        }
+        (f, t)
+    }
+
+    #[test]
+    fn stale_and_duplicate_states_are_ignored() {
+        let mut f = Follower::new(FollowerConfig::default());
+        assert!(f.handle_state(state((1, 2), false, 0.0, 0.0), 0.0));
+        assert!(!f.handle_state(state((1, 2), true, 5.0, 0.0), 0.0));
+        assert!(!f.handle_state(state((1, 1), true, 5.0, 0.0), 0.0));
+        assert!(!f.handle_state(state((0, 9), true, 5.0, 0.0), 0.0));
+        assert!(!f.latest_state().unwrap().is_playing);
+        assert!(f.handle_state(state((2, 0), true, 5.0, 0.0), 0.0));
+        // No clock yet: nothing to do.
+        let (cmds, _, _) = drain(&mut f);
+        assert!(cmds.is_empty());
+        assert_eq!(f.status(), FollowerStatus::Waiting);
+    }
+
+    #[test]
+    fn small_errors_nudge_the_rate_with_hysteresis() {
+        let (mut f, mut t) = playing();
+        // 20 ms ahead: slow down by 20/1500.
+        t += 100.0;
+        let (cmds, events, _) = sample(&mut f, t, t / 1000.0 + 0.020, false);
+        let [MediaCommand::SetRate { rate }] = cmds[..] else {
+            panic!("{cmds:?}")
+        };
+        assert!((rate - (1.0 - 20.0 / 1500.0)).abs() < 1e-9, "{rate}");
+        assert!(
+            matches!(events.last(), Some(FollowerEvent::Drift(d)) if d.correction == Correction::Nudge && (d.error_ms - 20.0).abs() < 1e-6)
+        );
+        // 3 ms: inside the deadband, but nudging continues down to 1.5 ms (hysteresis).
+        t += 100.0;
+        let (_, events, _) = sample(&mut f, t, t / 1000.0 + 0.003, false);
+        assert!(
+            matches!(events.last(), Some(FollowerEvent::Drift(d)) if d.correction == Correction::Nudge)
+        );
+        t += 100.0;
+        let (cmds, _, _) = sample(&mut f, t, t / 1000.0 + 0.001, false);
+        assert_eq!(cmds, vec![MediaCommand::SetRate { rate: 1.0 }]);
+        // Once settled, 4 ms is left alone.
+        t += 100.0;
+        let (cmds, events, _) = sample(&mut f, t, t / 1000.0 - 0.004, false);
+        assert!(cmds.is_empty());
+        assert!(
+            matches!(events.last(), Some(FollowerEvent::Drift(d)) if d.correction == Correction::None)
+        );
+        assert_eq!(f.status(), FollowerStatus::InSync);
+    }
+
+    #[test]
+    fn large_errors_seek_at_most_once_per_cooldown() {
+        let (mut f, mut t) = playing();
+        // An element stuck 300 ms behind, whatever it is told.
+        let mut seeks = 0;
+        let end = t + 10_000.0;
+        while t < end {
+            t += 100.0;
+            let (cmds, _, _) = sample(&mut f, t, t / 1000.0 - 0.300, false);
+            for c in cmds {
+                if let MediaCommand::Seek { to_s } = c {
+                    seeks += 1;
+                    // Compensated by the seek latency.
+                    assert!(to_s > t / 1000.0);
+                }
+            }
+        }
+        // One per 2 s cooldown at most: no stutter loop.
+        assert!((2..=6).contains(&seeks), "{seeks} seeks in 10 s");
+    }
+
+    #[test]
+    fn scheduled_changes_apply_at_their_time() {
+        let (mut f, t) = playing();
+        // A pause scheduled 500 ms ahead.
+        let at = t + 500.0;
+        assert!(f.handle_state(state((1, 2), false, at / 1000.0, at), t));
+        let (cmds, _, timeout) = drain(&mut f);
+        assert!(cmds.is_empty());
+        assert!(timeout.unwrap() <= at);
+        let mut now = t;
+        let mut paused_at = None;
+        while now < at + 200.0 {
+            now = drain(&mut f).2.unwrap().max(now + 1e-6);
+            let (cmds, _, _) = sample(&mut f, now, now / 1000.0, false);
+            if cmds.contains(&MediaCommand::Pause) {
+                paused_at = Some(now);
+                break;
+            }
+        }
+        assert_eq!(paused_at, Some(at), "pause exactly at applyAt");
+        // A play scheduled ahead is issued one start latency before it, from the right place.
+        let at2 = at + 1000.0;
+        assert!(f.handle_state(state((1, 3), true, 42.0, at2), now));
+        let mut cmds_all = drain(&mut f).0;
+        let mut pos = at / 1000.0;
+        let mut played_at = None;
+        while played_at.is_none() && now < at2 {
+            now = drain(&mut f).2.unwrap().max(now + 1e-6);
+            for c in &cmds_all {
+                if let MediaCommand::Seek { to_s } = c {
+                    pos = *to_s;
+                }
+            }
+            let (cmds, _, _) = sample(&mut f, now, pos, true);
+            if cmds.contains(&MediaCommand::Play) {
+                played_at = Some(now);
+            }
+            cmds_all = cmds;
+        }
+        assert_eq!(pos, 42.0);
+        assert_eq!(played_at, Some(at2 - f.start_latency_ms()));
+    }
+
+    #[test]
+    fn refused_autoplay_needs_a_user_gesture() {
+        let mut f = Follower::new(FollowerConfig::default());
+        f.handle_clock(ClockMapping::IDENTITY, 0.0);
+        f.handle_state(state((1, 1), true, 0.0, 0.0), 0.0);
+        drain(&mut f);
+        let (cmds, _, _) = sample(&mut f, 10.0, 0.0, true);
+        let Some(MediaCommand::Seek { to_s }) = cmds.first().cloned() else {
+            panic!()
+        };
+        let play_at = to_s * 1000.0 - f.start_latency_ms();
+        let (cmds, _, _) = sample(&mut f, play_at, to_s, true);
+        assert_eq!(cmds, vec![MediaCommand::Play]);
+        f.handle_play_rejected(play_at);
+        let (cmds, events, _) = drain(&mut f);
+        assert!(cmds.is_empty());
+        assert!(events.contains(&FollowerEvent::NeedsUserGesture));
+        assert_eq!(f.status(), FollowerStatus::NeedsUserGesture);
+        // Samples while blocked do not retry play().
+        let (cmds, events, _) = sample(&mut f, play_at + 500.0, to_s, true);
+        assert!(cmds.is_empty() && !events.contains(&FollowerEvent::NeedsUserGesture));
+        // The gesture starts it at once, where the room will be when it moves.
+        f.handle_user_gesture(2000.0);
+        let (cmds, _, _) = drain(&mut f);
+        let [MediaCommand::Seek { to_s }, MediaCommand::Play] = cmds[..] else {
+            panic!("{cmds:?}")
+        };
+        assert!((to_s - (2000.0 + f.start_latency_ms()) / 1000.0).abs() < 1e-9);
+    }
+}

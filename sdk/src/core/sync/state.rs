@@ -1,0 +1,944 @@
+//! The shared playback state of a music room, the seed 004 messages that carry it, and the
+//! authority that orders changes to it (issue #4 "Protocol"; seed 004 §2.1 "Message Format",
+//! §3.2 `sync-state`, "Challenge 3: Split Brain").
+//!
+//! # Shared state, not only commands
+//! [`RoomState`] is `(trackId, track, isPlaying, position at a reference time on the shared
+//! clock, playbackRate, controllerId, epoch, sequence)`. It *takes effect* at its reference
+//! time `referenceTime` (server ms), which for a change is the change's `applyAt`: every device
+//! switches at the same instant of the shared clock, and any device can compute where playback
+//! is at any instant with [`RoomState::position_at`] (the seed's `calculateSyncPosition`, built
+//! on the shared clock instead of two unsynchronized `Date.now()`s).
+//!
+//! # Messages (Sync lane, any encoding; JSON shape shown)
+//! - `music-control` (seed 004 §2.1) from the controller, resolved and stamped by the
+//!   authority: `{type, action, data {position, trackId, track, timestamp, from, controllerId,
+//!   to}, sequence, epoch, applyAt, signature}`. `action` is `play | pause | seek |
+//!   change-track` (seed) or `handover` (ours, with `data.to`). `epoch`, `applyAt` and `to` are
+//!   ours; `signature` is kept for issue #5's tamper detection.
+//! - `sync-state` (seed 004 §3.2) `{type, data: RoomState}`: the state after every change and
+//!   for every joiner.
+//!
+//! # Ordering
+//! Every change carries `(epoch, sequence)`. `epoch` counts controller changes (handover,
+//! controller left, issue #5's elections); `sequence` counts the controller's changes within its
+//! epoch, starting at 1. A receiver applies a change or state only if its `(epoch, sequence)`
+//! is greater (lexicographically) than the last one it applied: duplicates and out-of-order
+//! deliveries are ignored, and a controller from a superseded epoch cannot change anything.
+//!
+//! [`RoomAuthority`] is the sans-IO authority: server-stub runs one per music room; in issue #5
+//! the elected peer runs the same code.
+
+use crate::core::error::ErrorCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// `type` of a controller's change (seed 004 §2.1).
+pub const MUSIC_CONTROL_TYPE: &str = "music-control";
+/// `type` of a full state message (seed 004 §3.2).
+pub const SYNC_STATE_TYPE: &str = "sync-state";
+
+/// Why a change was refused. The code each maps to is [`SyncError::code`].
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The sender is not the room's current controller (`not_controller`).
+    #[error("{from} is not the controller (controller: {})", .controller.as_deref().unwrap_or("none"))]
+    NotController {
+        /// Who sent the change.
+        from: String,
+        /// The current controller, if any.
+        controller: Option<String>,
+    },
+    /// The change names an epoch ahead of the room's: the sender's view of who controls the
+    /// room differs from the authority's (`epoch_mismatch`). It should resync from `sync-state`.
+    #[error("change names epoch {got}, the room is at epoch {current}")]
+    EpochMismatch {
+        /// The change's epoch.
+        got: u64,
+        /// The room's epoch.
+        current: u64,
+    },
+    /// A well-formed message whose fields do not make a valid change, e.g. `seek` without a
+    /// position or an unknown action (`invalid_argument`).
+    #[error("invalid change: {0}")]
+    InvalidArgument(String),
+    /// A value that is not a sync message of the expected shape (`bad_payload`).
+    #[error("not a sync message: {0}")]
+    BadMessage(String),
+}
+
+impl SyncError {
+    /// The machine-readable code (Control `error.code`, the JS error's `.code`).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SyncError::NotController { .. } => ErrorCode::NotController,
+            SyncError::EpochMismatch { .. } => ErrorCode::EpochMismatch,
+            SyncError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            SyncError::BadMessage(_) => ErrorCode::BadPayload,
+        }
+    }
+}
+
+/// `action` of a `music-control` message. Serialized as its kebab-case name; unknown names are
+/// kept as [`MusicAction::Other`] (and refused by [`RoomState::apply`]), not a decode error.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum MusicAction {
+    /// Start (or keep) playing, from `data.position` if given (s).
+    Play,
+    /// Pause at the room's position at `applyAt`.
+    Pause,
+    /// Jump to `data.position` (s), keeping play/pause.
+    Seek,
+    /// Switch to `data.trackId` (with `data.track`), from `data.position` or 0, keeping
+    /// play/pause.
+    ChangeTrack,
+    /// Hand the controller role to `data.to` (ours). With no controller, anyone may claim the
+    /// role by handing it to themselves.
+    Handover,
+    /// A name this version does not know.
+    Other(String),
+}
+
+impl MusicAction {
+    /// The wire name, e.g. `"change-track"`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            MusicAction::Play => "play",
+            MusicAction::Pause => "pause",
+            MusicAction::Seek => "seek",
+            MusicAction::ChangeTrack => "change-track",
+            MusicAction::Handover => "handover",
+            MusicAction::Other(s) => s,
+        }
+    }
+}
+
+impl From<String> for MusicAction {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "play" => MusicAction::Play,
+            "pause" => MusicAction::Pause,
+            "seek" => MusicAction::Seek,
+            "change-track" => MusicAction::ChangeTrack,
+            "handover" => MusicAction::Handover,
+            _ => MusicAction::Other(s),
+        }
+    }
+}
+
+impl From<MusicAction> for String {
+    fn from(a: MusicAction) -> String {
+        a.as_str().to_owned()
+    }
+}
+
+impl fmt::Display for MusicAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `data` of a `music-control` message (seed 004 §2.1, plus `to`). Every field is optional on
+/// the wire; which ones an action needs is on [`MusicAction`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MusicControlData {
+    /// Track position, s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<f64>,
+    /// Track identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_id: Option<String>,
+    /// Full track data for sync (seed: `track: {...}`), e.g. `{id, title, url, duration}`
+    /// (`duration` in s, if present, bounds [`RoomState::position_at`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<Value>,
+    /// The sender's wall clock when it sent the change (seed: `Date.now()`), ms since the Unix
+    /// epoch. Informational: ordering uses `(epoch, sequence)`, timing uses `applyAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<f64>,
+    /// Sender id. The authority overwrites it with the transport's authenticated identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The controller (DJ) the sender believes in; the authority sets the actual one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_id: Option<String>,
+    /// `handover` target (ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// A `music-control` message (seed 004 §2.1) without its `type` tag (see [`SyncMessage`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MusicControl {
+    /// What to do.
+    pub action: MusicAction,
+    /// Its arguments.
+    #[serde(default)]
+    pub data: MusicControlData,
+    /// The controller's change counter within `epoch`, from 1 (seed: "message ordering").
+    pub sequence: u64,
+    /// Controller epoch the change was made in (ours).
+    #[serde(default)]
+    pub epoch: u64,
+    /// When the change takes effect, server ms since the Unix epoch; set by the authority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_at: Option<f64>,
+    /// Seed's tamper-detection field; issue #5 fills and checks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+impl MusicControl {
+    /// A change `action` with `data`, stamped `(epoch, sequence)`.
+    pub fn new(action: MusicAction, data: MusicControlData, epoch: u64, sequence: u64) -> Self {
+        MusicControl {
+            action,
+            data,
+            sequence,
+            epoch,
+            apply_at: None,
+            signature: None,
+        }
+    }
+}
+
+/// A message of a music room on the Sync lane, tagged by `type`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum SyncMessage {
+    /// `{type: "music-control", action, data, sequence, epoch, applyAt}`.
+    MusicControl(MusicControl),
+    /// `{type: "sync-state", data: RoomState}`.
+    SyncState {
+        /// The room's state.
+        data: RoomState,
+    },
+}
+
+impl SyncMessage {
+    /// The JSON value (camelCase fields) to send on the Sync lane.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("sync messages are plain JSON")
+    }
+
+    /// Reads a received value. Errors: [`SyncError::BadMessage`] (`bad_payload`) for another
+    /// `type` or a wrong shape.
+    pub fn from_value(value: Value) -> Result<SyncMessage, SyncError> {
+        serde_json::from_value(value).map_err(|e| SyncError::BadMessage(e.to_string()))
+    }
+}
+
+/// The shared playback state of a room (module docs). Positions in s, times in server ms
+/// (shared clock, ms since the Unix epoch).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomState {
+    /// Current track, if any.
+    pub track_id: Option<String>,
+    /// Full track data (seed: `track: {...}`), e.g. `{id, title, url, duration}`.
+    #[serde(default)]
+    pub track: Option<Value>,
+    /// Playing (true) or paused.
+    pub is_playing: bool,
+    /// Track position at `ref_server_ms`, s.
+    #[serde(rename = "position")]
+    pub position_s: f64,
+    /// The reference time: when this state takes effect and `position_s` holds, server ms.
+    #[serde(rename = "referenceTime")]
+    pub ref_server_ms: f64,
+    /// Playback rate (1 = normal speed).
+    pub playback_rate: f64,
+    /// The controller (DJ), if any.
+    pub controller_id: Option<String>,
+    /// Controller epoch of the last change.
+    pub epoch: u64,
+    /// Sequence of the last change within `epoch` (0: none yet).
+    pub sequence: u64,
+}
+
+impl RoomState {
+    /// An empty room at server time `now_ms`: no track, paused at 0, rate 1, no controller,
+    /// version (0, 0).
+    pub fn new(now_ms: f64) -> RoomState {
+        RoomState {
+            track_id: None,
+            track: None,
+            is_playing: false,
+            position_s: 0.0,
+            ref_server_ms: now_ms,
+            playback_rate: 1.0,
+            controller_id: None,
+            epoch: 0,
+            sequence: 0,
+        }
+    }
+
+    /// `(epoch, sequence)`, ordered lexicographically.
+    pub fn version(&self) -> (u64, u64) {
+        (self.epoch, self.sequence)
+    }
+
+    /// The track's duration in s, when `track.duration` is a positive number.
+    pub fn duration_s(&self) -> Option<f64> {
+        self.track
+            .as_ref()
+            .and_then(|t| t.get("duration"))
+            .and_then(Value::as_f64)
+            .filter(|d| d.is_finite() && *d > 0.0)
+    }
+
+    /// Track position (s) at shared-clock time `server_ms`, for `server_ms` at or after the
+    /// reference time: `position + (server_ms − referenceTime) / 1000 × playbackRate` while
+    /// playing, `position` while paused; never below 0 or past the track's duration.
+    pub fn position_at(&self, server_ms: f64) -> f64 {
+        let mut p = self.position_s;
+        if self.is_playing {
+            p += (server_ms - self.ref_server_ms) / 1000.0 * self.playback_rate;
+        }
+        let p = p.max(0.0);
+        self.duration_s().map_or(p, |d| p.min(d))
+    }
+
+    /// The state after `change` takes effect at `apply_at_ms` (server ms), stamped with the
+    /// change's `(epoch, sequence)`. A pure transition: it checks the arguments, not who sent
+    /// the change (that is [`RoomAuthority::handle_control`]).
+    ///
+    /// Errors: [`SyncError::InvalidArgument`] for a missing or negative/non-finite position
+    /// (`seek`), a missing `trackId` (`change-track`), a missing `to` (`handover`) or an unknown
+    /// action.
+    pub fn apply(&self, change: &MusicControl, apply_at_ms: f64) -> Result<RoomState, SyncError> {
+        let d = &change.data;
+        if let Some(p) = d.position {
+            if !p.is_finite() || p < 0.0 {
+                return Err(SyncError::InvalidArgument(format!("position {p}")));
+            }
+        }
+        let mut next = self.clone();
+        next.position_s = self.position_at(apply_at_ms);
+        next.ref_server_ms = apply_at_ms;
+        next.epoch = change.epoch;
+        next.sequence = change.sequence;
+        match &change.action {
+            MusicAction::Play => {
+                next.is_playing = true;
+                if let Some(p) = d.position {
+                    next.position_s = p;
+                }
+            }
+            MusicAction::Pause => next.is_playing = false,
+            MusicAction::Seek => {
+                next.position_s = d
+                    .position
+                    .ok_or_else(|| SyncError::InvalidArgument("seek needs data.position".into()))?;
+            }
+            MusicAction::ChangeTrack => {
+                let id = d.track_id.clone().ok_or_else(|| {
+                    SyncError::InvalidArgument("change-track needs data.trackId".into())
+                })?;
+                next.track_id = Some(id);
+                next.track = d.track.clone();
+                next.position_s = d.position.unwrap_or(0.0);
+            }
+            MusicAction::Handover => {
+                // Playback is untouched: keep the reference time of the state in force.
+                next.position_s = self.position_s;
+                next.ref_server_ms = self.ref_server_ms;
+                next.controller_id =
+                    Some(d.to.clone().ok_or_else(|| {
+                        SyncError::InvalidArgument("handover needs data.to".into())
+                    })?);
+            }
+            MusicAction::Other(a) => {
+                return Err(SyncError::InvalidArgument(format!("unknown action {a:?}")))
+            }
+        }
+        Ok(next)
+    }
+}
+
+/// The controller side's stamping of changes: remembers the last `(epoch, sequence)` it used so
+/// that two changes sent before the first comes back still get increasing sequences.
+#[derive(Clone, Debug, Default)]
+pub struct ControlStamper {
+    last: (u64, u64),
+}
+
+impl ControlStamper {
+    /// A stamper that has sent nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A change `action` with `data`, stamped with `state`'s epoch and the next sequence.
+    pub fn stamp(
+        &mut self,
+        state: &RoomState,
+        action: MusicAction,
+        data: MusicControlData,
+    ) -> MusicControl {
+        let seq = if self.last.0 == state.epoch {
+            self.last.1.max(state.sequence) + 1
+        } else {
+            state.sequence + 1
+        };
+        self.last = (state.epoch, seq);
+        MusicControl::new(action, data, state.epoch, seq)
+    }
+}
+
+/// Tuning of [`RoomAuthority`]'s lead time, ms.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuthorityConfig {
+    /// Smallest lead between receiving a change and its `applyAt`, ms.
+    pub min_lead_ms: f64,
+    /// Largest lead, ms: a member slower than this applies changes late (and catches up).
+    pub max_lead_ms: f64,
+    /// Added to the slowest member's one-way estimate: covers the media element's start
+    /// latency (the follower starts early by that much) and processing, ms.
+    pub lead_margin_ms: f64,
+    /// RTT assumed for a member that has not reported one, ms.
+    pub unknown_rtt_ms: f64,
+}
+
+impl Default for AuthorityConfig {
+    fn default() -> Self {
+        AuthorityConfig {
+            min_lead_ms: 50.0,
+            max_lead_ms: 500.0,
+            lead_margin_ms: 80.0,
+            unknown_rtt_ms: 200.0,
+        }
+    }
+}
+
+/// RTT estimate of one member (RFC 6298 smoothing), ms.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct MemberRtt {
+    srtt: f64,
+    rttvar: f64,
+}
+
+/// What [`RoomAuthority::handle_control`] decided about an acceptable change.
+// `Applied` is the common case and is moved straight to the broadcaster: boxing it would only
+// add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// The change was applied: broadcast `state` (as `sync-state`) and, for apps that show
+    /// actions, `control` (resolved: `data.position`, `data.trackId`, `data.from`,
+    /// `data.controllerId` and `applyAt` filled in) to every member.
+    Applied {
+        /// The change as resolved by the authority.
+        control: MusicControl,
+        /// The room state it produced (takes effect at `control.apply_at`).
+        state: RoomState,
+    },
+    /// A duplicate or out-of-order change (its `(epoch, sequence)` is not newer): nothing to
+    /// do.
+    Ignored,
+}
+
+/// The authority for one music room (module docs). Sans-IO: the caller passes the
+/// authenticated sender, the message and the shared clock's `now` (server ms), and broadcasts
+/// what comes back.
+///
+/// # Drive contract
+/// - [`RoomAuthority::join`] / [`RoomAuthority::leave`] on membership changes; send the
+///   returned `sync-state` to the joiner, and broadcast what `leave` returns.
+/// - [`RoomAuthority::update_member_rtt`] with each RTT measured for a member (from its clock
+///   probes or WebSocket pings).
+/// - [`RoomAuthority::handle_control`] for each `music-control`; broadcast
+///   [`Decision::Applied`], answer errors to the sender with their [`SyncError::code`].
+#[derive(Clone, Debug)]
+pub struct RoomAuthority {
+    config: AuthorityConfig,
+    state: RoomState,
+    members: BTreeMap<String, Option<MemberRtt>>,
+}
+
+impl RoomAuthority {
+    /// An empty room at server time `now_ms`.
+    pub fn new(config: AuthorityConfig, now_ms: f64) -> RoomAuthority {
+        RoomAuthority {
+            config,
+            state: RoomState::new(now_ms),
+            members: BTreeMap::new(),
+        }
+    }
+
+    /// The current state (possibly taking effect in the future, at its reference time).
+    pub fn state(&self) -> &RoomState {
+        &self.state
+    }
+
+    /// The `sync-state` message every joiner gets at once.
+    pub fn snapshot(&self) -> SyncMessage {
+        SyncMessage::SyncState {
+            data: self.state.clone(),
+        }
+    }
+
+    /// Member ids, sorted.
+    pub fn members(&self) -> impl Iterator<Item = &str> {
+        self.members.keys().map(String::as_str)
+    }
+
+    /// `member` joined; returns the snapshot to send it.
+    pub fn join(&mut self, member: &str) -> SyncMessage {
+        self.members.entry(member.to_owned()).or_insert(None);
+        self.snapshot()
+    }
+
+    /// `member` left. If it was the controller, the room has none (epoch + 1) and the new
+    /// state is returned for broadcast; anyone may then claim the role (`handover` to self).
+    pub fn leave(&mut self, member: &str) -> Option<RoomState> {
+        self.members.remove(member);
+        if self.state.controller_id.as_deref() == Some(member) {
+            self.state.controller_id = None;
+            self.state.epoch += 1;
+            self.state.sequence = 0;
+            return Some(self.state.clone());
+        }
+        None
+    }
+
+    /// One RTT measurement of `member`, ms (non-finite or negative values are ignored).
+    pub fn update_member_rtt(&mut self, member: &str, rtt_ms: f64) {
+        if !rtt_ms.is_finite() || rtt_ms < 0.0 {
+            return;
+        }
+        let slot = self.members.entry(member.to_owned()).or_insert(None);
+        *slot = Some(match *slot {
+            None => MemberRtt {
+                srtt: rtt_ms,
+                rttvar: rtt_ms / 2.0,
+            },
+            Some(m) => MemberRtt {
+                srtt: 0.875 * m.srtt + 0.125 * rtt_ms,
+                rttvar: 0.75 * m.rttvar + 0.25 * (m.srtt - rtt_ms).abs(),
+            },
+        });
+    }
+
+    /// The lead between a change's arrival and its `applyAt`, ms:
+    /// `max over members (srtt/2 + 2 × rttvar) + margin`, within `min_lead..=max_lead`. The
+    /// slowest member's one-way delay with its jitter, plus room for the media element to
+    /// start.
+    pub fn lead_ms(&self) -> f64 {
+        let unknown = self.config.unknown_rtt_ms;
+        let slowest = self
+            .members
+            .values()
+            .map(|m| m.map_or(unknown / 2.0, |m| m.srtt / 2.0 + 2.0 * m.rttvar))
+            .fold(0.0, f64::max);
+        (slowest + self.config.lead_margin_ms)
+            .clamp(self.config.min_lead_ms, self.config.max_lead_ms)
+    }
+
+    /// A `music-control` from the authenticated member `from`, received at server time
+    /// `now_ms`.
+    ///
+    /// Applies it if `from` is the controller (or claims a free controller role with
+    /// `handover` to itself) and its `(epoch, sequence)` is newer than the room's; schedules it
+    /// at `applyAt = max(now + lead, reference time of the state in force)`, so changes apply in
+    /// order. Handovers take effect at once (epoch + 1, sequence 0).
+    ///
+    /// Errors: [`SyncError::NotController`] (also for a handover by a non-controller, or a
+    /// claim while someone holds the role), [`SyncError::EpochMismatch`] for an epoch ahead of
+    /// the room's, [`SyncError::InvalidArgument`] (see [`RoomState::apply`]; also a handover to
+    /// a non-member).
+    pub fn handle_control(
+        &mut self,
+        from: &str,
+        change: &MusicControl,
+        now_ms: f64,
+    ) -> Result<Decision, SyncError> {
+        let controller = self.state.controller_id.clone();
+        let is_claim = controller.is_none() && change.action == MusicAction::Handover;
+        if !is_claim && controller.as_deref() != Some(from) {
+            return Err(SyncError::NotController {
+                from: from.to_owned(),
+                controller,
+            });
+        }
+        if !is_claim {
+            if change.epoch > self.state.epoch {
+                return Err(SyncError::EpochMismatch {
+                    got: change.epoch,
+                    current: self.state.epoch,
+                });
+            }
+            if (change.epoch, change.sequence) <= self.state.version() {
+                return Ok(Decision::Ignored);
+            }
+        }
+        let mut resolved = change.clone();
+        resolved.data.from = Some(from.to_owned());
+        if change.action == MusicAction::Handover {
+            let to =
+                if is_claim {
+                    from.to_owned()
+                } else {
+                    change.data.to.clone().ok_or_else(|| {
+                        SyncError::InvalidArgument("handover needs data.to".into())
+                    })?
+                };
+            if !self.members.contains_key(&to) {
+                return Err(SyncError::InvalidArgument(format!(
+                    "handover to {to}, who is not in the room"
+                )));
+            }
+            resolved.data.to = Some(to);
+            resolved.epoch = self.state.epoch;
+            let mut next = self.state.apply(&resolved, now_ms)?;
+            next.epoch = self.state.epoch + 1;
+            next.sequence = 0;
+            resolved.epoch = next.epoch;
+            resolved.sequence = 0;
+            resolved.apply_at = Some(now_ms);
+            resolved.data.controller_id = next.controller_id.clone();
+            self.state = next.clone();
+            return Ok(Decision::Applied {
+                control: resolved,
+                state: next,
+            });
+        }
+        let apply_at = (now_ms + self.lead_ms()).max(self.state.ref_server_ms);
+        let next = self.state.apply(change, apply_at)?;
+        resolved.apply_at = Some(apply_at);
+        resolved.data.position = Some(next.position_s);
+        resolved.data.track_id = next.track_id.clone();
+        resolved.data.controller_id = next.controller_id.clone();
+        if change.action == MusicAction::ChangeTrack {
+            resolved.data.track = next.track.clone();
+        }
+        self.state = next.clone();
+        Ok(Decision::Applied {
+            control: resolved,
+            state: next,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const T0: f64 = 1_735_689_600_000.0;
+
+    fn room_with_dj() -> RoomAuthority {
+        let mut a = RoomAuthority::new(AuthorityConfig::default(), T0);
+        a.join("dj");
+        a.join("alice");
+        let claim = MusicControl::new(MusicAction::Handover, MusicControlData::default(), 0, 1);
+        assert!(matches!(
+            a.handle_control("dj", &claim, T0),
+            Ok(Decision::Applied { .. })
+        ));
+        a
+    }
+
+    fn play(epoch: u64, seq: u64, position: Option<f64>) -> MusicControl {
+        MusicControl::new(
+            MusicAction::Play,
+            MusicControlData {
+                position,
+                ..Default::default()
+            },
+            epoch,
+            seq,
+        )
+    }
+
+    #[test]
+    fn seed_message_round_trips_with_camel_case_fields() {
+        let wire = json!({"type": "music-control", "action": "change-track",
+            "data": {"position": 45.2, "trackId": "abc123", "track": {"id": "abc123", "duration": 215.4},
+                     "timestamp": 1735689600123u64, "from": "user-17", "controllerId": "user-17"},
+            "sequence": 156, "signature": "hash"});
+        let msg = SyncMessage::from_value(wire.clone()).unwrap();
+        let SyncMessage::MusicControl(c) = &msg else {
+            panic!("{msg:?}")
+        };
+        assert_eq!(c.action, MusicAction::ChangeTrack);
+        assert_eq!(c.data.track_id.as_deref(), Some("abc123"));
+        assert_eq!(c.data.timestamp, Some(1735689600123.0));
+        assert_eq!((c.epoch, c.sequence, c.apply_at), (0, 156, None));
+        let back = msg.to_value();
+        assert_eq!(back["type"], "music-control");
+        assert_eq!(back["data"]["controllerId"], "user-17");
+        assert_eq!(back["action"], "change-track");
+        // Unknown actions are kept, and refused only when applied.
+        let odd = SyncMessage::from_value(
+            json!({"type": "music-control", "action": "shuffle", "sequence": 1}),
+        )
+        .unwrap();
+        let SyncMessage::MusicControl(odd) = odd else {
+            panic!()
+        };
+        assert_eq!(odd.action, MusicAction::Other("shuffle".into()));
+        let err = RoomState::new(T0).apply(&odd, T0).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        // A foreign type is a bad payload.
+        let err = SyncMessage::from_value(json!({"type": "chat"})).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BadPayload);
+    }
+
+    #[test]
+    fn sync_state_wire_shape() {
+        let mut s = RoomState::new(T0);
+        s.track_id = Some("t1".into());
+        s.is_playing = true;
+        s.position_s = 12.5;
+        let v = SyncMessage::SyncState { data: s.clone() }.to_value();
+        assert_eq!(v["type"], "sync-state");
+        assert_eq!(v["data"]["position"], 12.5);
+        assert_eq!(v["data"]["referenceTime"], T0);
+        assert_eq!(v["data"]["isPlaying"], true);
+        assert_eq!(v["data"]["playbackRate"], 1.0);
+        assert_eq!(
+            SyncMessage::from_value(v).unwrap(),
+            SyncMessage::SyncState { data: s }
+        );
+    }
+
+    #[test]
+    fn position_at_is_latency_aware_and_bounded() {
+        let mut s = RoomState::new(T0);
+        s.is_playing = true;
+        s.position_s = 10.0;
+        s.playback_rate = 1.5;
+        assert_eq!(s.position_at(T0 + 2000.0), 13.0);
+        s.track = Some(json!({"duration": 12.0}));
+        assert_eq!(s.position_at(T0 + 2000.0), 12.0);
+        s.is_playing = false;
+        assert_eq!(s.position_at(T0 + 2000.0), 10.0);
+    }
+
+    #[test]
+    fn changes_are_scheduled_after_the_lead_and_resolved() {
+        let mut a = room_with_dj();
+        a.update_member_rtt("dj", 100.0);
+        a.update_member_rtt("alice", 300.0);
+        // alice: 150 one-way + 2 × 150 rttvar + 80 margin = 530 → capped at 500.
+        assert_eq!(a.lead_ms(), 500.0);
+        for _ in 0..50 {
+            a.update_member_rtt("alice", 300.0);
+        }
+        let lead = a.lead_ms();
+        assert!((230.0..240.0).contains(&lead), "{lead}");
+        let Decision::Applied { control, state } = a
+            .handle_control("dj", &play(1, 1, Some(30.0)), T0 + 1000.0)
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(control.apply_at, Some(T0 + 1000.0 + lead));
+        assert_eq!(control.data.from.as_deref(), Some("dj"));
+        assert_eq!(control.data.controller_id.as_deref(), Some("dj"));
+        assert_eq!(control.data.position, Some(30.0));
+        assert!(state.is_playing);
+        assert_eq!(state.ref_server_ms, T0 + 1000.0 + lead);
+        assert_eq!(state.position_at(T0 + 2000.0 + lead), 31.0);
+        // A pause resolves to the room's position at its applyAt.
+        let pause = MusicControl::new(MusicAction::Pause, MusicControlData::default(), 1, 2);
+        let Decision::Applied { control, state } =
+            a.handle_control("dj", &pause, T0 + 3000.0).unwrap()
+        else {
+            panic!()
+        };
+        assert!(!state.is_playing);
+        assert!((control.data.position.unwrap() - 32.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn lead_is_bounded_below() {
+        let mut a = RoomAuthority::new(
+            AuthorityConfig {
+                lead_margin_ms: 0.0,
+                ..Default::default()
+            },
+            T0,
+        );
+        a.join("x");
+        for _ in 0..100 {
+            a.update_member_rtt("x", 2.0);
+        }
+        assert_eq!(a.lead_ms(), 50.0);
+    }
+
+    #[test]
+    fn stale_and_duplicate_changes_are_ignored() {
+        let mut a = room_with_dj();
+        assert!(matches!(
+            a.handle_control("dj", &play(1, 5, None), T0).unwrap(),
+            Decision::Applied { .. }
+        ));
+        // Duplicate and out-of-order.
+        assert_eq!(
+            a.handle_control("dj", &play(1, 5, None), T0).unwrap(),
+            Decision::Ignored
+        );
+        assert_eq!(
+            a.handle_control("dj", &play(1, 3, None), T0).unwrap(),
+            Decision::Ignored
+        );
+        // Older epoch.
+        assert_eq!(
+            a.handle_control("dj", &play(0, 9, None), T0).unwrap(),
+            Decision::Ignored
+        );
+        // An epoch from the future is a typed error.
+        let err = a.handle_control("dj", &play(7, 1, None), T0).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::EpochMismatch);
+        assert_eq!(a.state().version(), (1, 5));
+    }
+
+    #[test]
+    fn non_controller_is_rejected() {
+        let mut a = room_with_dj();
+        let err = a
+            .handle_control("alice", &play(1, 1, None), T0)
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NotController);
+        assert_eq!(err.code().as_str(), "not_controller");
+        // Nor can she take the role while the DJ holds it.
+        let grab = MusicControl::new(
+            MusicAction::Handover,
+            MusicControlData {
+                to: Some("alice".into()),
+                ..Default::default()
+            },
+            1,
+            1,
+        );
+        assert_eq!(
+            a.handle_control("alice", &grab, T0).unwrap_err().code(),
+            ErrorCode::NotController
+        );
+        assert!(!a.state().is_playing);
+    }
+
+    #[test]
+    fn handover_moves_the_role_and_bumps_the_epoch() {
+        let mut a = room_with_dj();
+        a.handle_control("dj", &play(1, 1, Some(5.0)), T0).unwrap();
+        let mut stamper = ControlStamper::new();
+        let hand = stamper.stamp(
+            a.state(),
+            MusicAction::Handover,
+            MusicControlData {
+                to: Some("alice".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!((hand.epoch, hand.sequence), (1, 2));
+        let Decision::Applied { control, state } =
+            a.handle_control("dj", &hand, T0 + 10.0).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(state.controller_id.as_deref(), Some("alice"));
+        assert_eq!(state.version(), (2, 0));
+        assert_eq!((control.epoch, control.sequence), (2, 0));
+        // Playback is untouched by the handover.
+        assert!(state.is_playing);
+        assert_eq!(state.position_s, 5.0);
+        // The old DJ is now refused; alice's first change (2, 1) applies.
+        assert_eq!(
+            a.handle_control("dj", &play(1, 3, None), T0)
+                .unwrap_err()
+                .code(),
+            ErrorCode::NotController
+        );
+        let seek = stamper.stamp(
+            a.state(),
+            MusicAction::Seek,
+            MusicControlData {
+                position: Some(42.0),
+                ..Default::default()
+            },
+        );
+        assert_eq!((seek.epoch, seek.sequence), (2, 1));
+        assert!(matches!(
+            a.handle_control("alice", &seek, T0 + 20.0).unwrap(),
+            Decision::Applied { .. }
+        ));
+        // Handing over to a stranger is refused.
+        let bad = MusicControl::new(
+            MusicAction::Handover,
+            MusicControlData {
+                to: Some("mallory".into()),
+                ..Default::default()
+            },
+            2,
+            2,
+        );
+        assert_eq!(
+            a.handle_control("alice", &bad, T0).unwrap_err().code(),
+            ErrorCode::InvalidArgument
+        );
+        // The controller leaving frees the role (epoch + 1); anyone may claim it.
+        let freed = a.leave("alice").unwrap();
+        assert_eq!(freed.controller_id, None);
+        assert_eq!(freed.epoch, 3);
+        let claim = MusicControl::new(MusicAction::Handover, MusicControlData::default(), 0, 0);
+        let Decision::Applied { state, .. } = a.handle_control("dj", &claim, T0).unwrap() else {
+            panic!()
+        };
+        assert_eq!(state.controller_id.as_deref(), Some("dj"));
+        assert_eq!(state.version(), (4, 0));
+    }
+
+    #[test]
+    fn late_joiner_gets_the_current_position() {
+        let mut a = room_with_dj();
+        let change = MusicControl::new(
+            MusicAction::ChangeTrack,
+            MusicControlData {
+                track_id: Some("t2".into()),
+                track: Some(json!({"id": "t2", "duration": 200.0})),
+                ..Default::default()
+            },
+            1,
+            1,
+        );
+        a.handle_control("dj", &change, T0).unwrap();
+        let Decision::Applied { control, .. } = a
+            .handle_control("dj", &play(1, 2, Some(20.0)), T0 + 100.0)
+            .unwrap()
+        else {
+            panic!()
+        };
+        let start = control.apply_at.unwrap();
+        let SyncMessage::SyncState { data } = a.join("late") else {
+            panic!()
+        };
+        assert_eq!(data.track_id.as_deref(), Some("t2"));
+        assert!(data.is_playing);
+        // 61.5 s after the play took effect the joiner computes 81.5 s.
+        assert!((data.position_at(start + 61_500.0) - 81.5).abs() < 1e-9);
+        // Changes scheduled back to back apply in order, never before the one in force.
+        let seek = MusicControl::new(
+            MusicAction::Seek,
+            MusicControlData {
+                position: Some(1.0),
+                ..Default::default()
+            },
+            1,
+            3,
+        );
+        let Decision::Applied { control, .. } = a.handle_control("dj", &seek, T0).unwrap() else {
+            panic!()
+        };
+        assert!(control.apply_at.unwrap() >= start);
+    }
+}

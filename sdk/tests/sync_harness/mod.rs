@@ -1,0 +1,1019 @@
+//! Virtual-clock harness for music sync (STYLE.md: quinn's `Pair`, str0m's `netem`): a
+//! simulated server-stub (a [`RoomAuthority`] on the true clock answering clock probes), N
+//! devices each with a skewed, drifting local clock, a [`ClockSync`], a [`Follower`] and a
+//! simulated media element, and a seeded link model between each device and the server.
+//! Deterministic for a seed; shared by `tests/sync_sim.rs` and `benches/sync.rs`.
+//!
+//! Models (all times true ms unless named local):
+//! - Server clock = the true clock + `SERVER_EPOCH_MS`; `serverTime` is floored to whole ms as
+//!   server-stub sends it.
+//! - Device clock: `local(T) = server(T) + skew + drift × T`, skew uniform in ±`max_skew_ms`,
+//!   drift in ±`max_drift_ppm` (it stands for both `performance.now()` and `Date.now()`).
+//! - Link (a WebSocket, i.e. TCP): one-way delay `base ± jitter` uniform; a lost packet is
+//!   retransmitted after `retransmit_ms` (TCP's RTO), and delivery is in order, so a loss also
+//!   delays what follows it (head-of-line blocking): these are the "queued" samples the clock
+//!   filter must reject. Clock probes can also be dropped outright (`probe_drop`).
+//! - Media element: `currentTime` advances at `playbackRate × (1 + media drift)` of true time;
+//!   `play()` starts moving after a start latency, a seek stalls playback for a seek delay, a
+//!   load takes a load delay (per device base, small per-event jitter); readings carry ±0.5 ms
+//!   of noise while moving; autoplay can be blocked until a user gesture.
+//! - A background tab's timers fire late, at whole seconds of its local clock.
+#![allow(dead_code)]
+
+use p3_lanes::core::codec::{decode_msgpack, encode_msgpack};
+use p3_lanes::core::dictionary::Dictionary;
+use p3_lanes::core::sync::clock::{ClockConfig, ClockSync};
+use p3_lanes::core::sync::follower::{
+    Follower, FollowerConfig, FollowerEvent, FollowerOutput, MediaCommand, MediaSample,
+};
+use p3_lanes::core::sync::state::{
+    AuthorityConfig, ControlStamper, Decision, MusicAction, MusicControlData, RoomAuthority,
+    RoomState, SyncMessage,
+};
+use serde_json::{json, Value};
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+/// The server clock at true time 0, ms since the Unix epoch.
+pub const SERVER_EPOCH_MS: f64 = 1_735_689_600_000.0;
+
+/// One direction of a device's connection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkModel {
+    /// Mean one-way delay, ms.
+    pub base_ms: f64,
+    /// Uniform jitter around it, ± ms.
+    pub jitter_ms: f64,
+    /// Probability a packet is lost (and retransmitted).
+    pub loss: f64,
+    /// Retransmission delay of a lost packet, ms.
+    pub retransmit_ms: f64,
+    /// Probability a clock probe or its answer vanishes.
+    pub probe_drop: f64,
+}
+
+impl Default for LinkModel {
+    fn default() -> Self {
+        LinkModel {
+            base_ms: 50.0,
+            jitter_ms: 20.0,
+            loss: 0.02,
+            retransmit_ms: 250.0,
+            probe_drop: 0.01,
+        }
+    }
+}
+
+/// How devices follow the room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Ours: clock sync, scheduled changes, correction ladder.
+    Synced,
+    /// Baseline: the server relays changes at once (no lead) with the position at sending;
+    /// each device seeks and plays on receipt, with no clock sync and no correction.
+    NaiveOnReceipt,
+    /// Baseline: seed 004's `calculateSyncPosition` with each device's own `Date.now()`
+    /// against the sender's timestamp (unsynchronized clocks), applied on receipt.
+    SeedTimestamps,
+}
+
+/// A scripted step.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Device joins the room.
+    Join(usize),
+    /// Device sends a change.
+    Control(usize, MusicAction, MusicControlData),
+    /// The user taps the page of a device.
+    Gesture(usize),
+}
+
+/// The simulation's parameters.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Seed of everything random.
+    pub seed: u64,
+    /// Devices in the room.
+    pub devices: usize,
+    /// Each device's link to the server.
+    pub link: LinkModel,
+    /// Largest clock skew of a device, ± ms.
+    pub max_skew_ms: f64,
+    /// Largest drift of a device clock and of its media clock, ± ppm.
+    pub max_drift_ppm: f64,
+    /// How devices follow.
+    pub mode: Mode,
+    /// Devices whose timers are throttled (background tab).
+    pub throttled: Vec<usize>,
+    /// Devices whose autoplay is blocked until a gesture.
+    pub autoplay_blocked: Vec<usize>,
+    /// The script, at true times (ms).
+    pub script: Vec<(f64, Step)>,
+    /// End of the run, true ms.
+    pub end_ms: f64,
+    /// Measurement period, true ms.
+    pub tick_ms: f64,
+    /// Time after a change takes effect (or a device joins) excluded from steady-state figures.
+    pub settle_ms: f64,
+    /// Follower tuning.
+    pub follower: FollowerConfig,
+}
+
+/// Track ids of the default script and their durations (s).
+pub const TRACKS: [(&str, f64); 2] = [("track-a", 240.0), ("track-b", 180.0)];
+
+fn track(i: usize) -> MusicControlData {
+    MusicControlData {
+        track_id: Some(TRACKS[i].0.into()),
+        track: Some(
+            json!({"id": TRACKS[i].0, "title": TRACKS[i].0, "duration": TRACKS[i].1,
+                           "url": format!("/media/{}.ogg", TRACKS[i].0)}),
+        ),
+        ..Default::default()
+    }
+}
+
+fn at(position: f64) -> MusicControlData {
+    MusicControlData {
+        position: Some(position),
+        ..Default::default()
+    }
+}
+
+impl SimConfig {
+    /// The default scenario: `devices` devices (the last joins late, mid-track), device 0 is
+    /// the DJ: change-track, play, seek, late join, pause, play, change-track, handover to
+    /// device 1, seek by device 1.
+    pub fn scenario(seed: u64, devices: usize, mode: Mode) -> SimConfig {
+        assert!(devices >= 3);
+        let mut rng = fastrand::Rng::with_seed(seed ^ 0x5ca1ab1e);
+        let mut script: Vec<(f64, Step)> = (0..devices - 1)
+            .map(|i| (rng.f64() * 500.0, Step::Join(i)))
+            .collect();
+        let dj_claim = MusicControlData {
+            to: Some("dev-0".into()),
+            ..Default::default()
+        };
+        script.extend([
+            (1000.0, Step::Control(0, MusicAction::Handover, dj_claim)),
+            (1500.0, Step::Control(0, MusicAction::ChangeTrack, track(0))),
+            (3000.0, Step::Control(0, MusicAction::Play, at(0.0))),
+            (12_000.0, Step::Control(0, MusicAction::Seek, at(95.0))),
+            (20_000.0, Step::Join(devices - 1)),
+            (
+                30_000.0,
+                Step::Control(0, MusicAction::Pause, Default::default()),
+            ),
+            (
+                33_000.0,
+                Step::Control(0, MusicAction::Play, Default::default()),
+            ),
+            (
+                42_000.0,
+                Step::Control(0, MusicAction::ChangeTrack, {
+                    let mut d = track(1);
+                    d.position = Some(10.0);
+                    d
+                }),
+            ),
+            (
+                46_000.0,
+                Step::Control(
+                    0,
+                    MusicAction::Handover,
+                    MusicControlData {
+                        to: Some("dev-1".into()),
+                        ..Default::default()
+                    },
+                ),
+            ),
+            (52_000.0, Step::Control(1, MusicAction::Seek, at(30.0))),
+        ]);
+        SimConfig {
+            seed,
+            devices,
+            link: LinkModel::default(),
+            max_skew_ms: 2000.0,
+            max_drift_ppm: 50.0,
+            mode,
+            throttled: vec![],
+            autoplay_blocked: vec![],
+            script,
+            end_ms: 62_000.0,
+            tick_ms: 10.0,
+            settle_ms: 2000.0,
+            follower: FollowerConfig::default(),
+        }
+    }
+}
+
+/// The simulated media element (module docs).
+#[derive(Clone, Debug)]
+struct Player {
+    track: Option<String>,
+    ready_at: f64,
+    pos: f64,
+    anchor: f64,
+    playing: bool,
+    moving_from: f64,
+    seek_done: f64,
+    rate: f64,
+    media_drift: f64,
+    start_latency: f64,
+    seek_delay: f64,
+    load_delay: f64,
+    blocked: bool,
+}
+
+impl Player {
+    fn position(&self, t: f64) -> f64 {
+        if self.playing {
+            let from = self.anchor.max(self.moving_from);
+            self.pos + (t - from).max(0.0) * self.rate * (1.0 + self.media_drift) / 1000.0
+        } else {
+            self.pos
+        }
+    }
+
+    fn moving(&self, t: f64) -> bool {
+        self.playing && t > self.moving_from && t >= self.seek_done
+    }
+
+    fn settle(&mut self, t: f64) {
+        self.pos = self.position(t);
+        self.anchor = t;
+    }
+
+    /// Applies `cmd` at true time `t`; `Err` if `play()` is refused.
+    fn apply(&mut self, cmd: &MediaCommand, t: f64, rng: &mut fastrand::Rng) -> Result<(), ()> {
+        let jitter = |rng: &mut fastrand::Rng, base: f64, spread: f64| {
+            (base + (rng.f64() * 2.0 - 1.0) * spread).max(0.0)
+        };
+        match cmd {
+            MediaCommand::Load { track_id, .. } => {
+                self.track = Some(track_id.clone());
+                self.pos = 0.0;
+                self.anchor = t;
+                self.playing = false;
+                self.ready_at = t + jitter(rng, self.load_delay, self.load_delay * 0.1);
+                self.seek_done = t;
+                // The load algorithm resets playbackRate to defaultPlaybackRate.
+                self.rate = 1.0;
+            }
+            MediaCommand::Play => {
+                if self.blocked {
+                    return Err(());
+                }
+                self.settle(t);
+                if !self.playing {
+                    self.playing = true;
+                    self.moving_from = (t + jitter(rng, self.start_latency, 3.0))
+                        .max(self.seek_done)
+                        .max(self.ready_at);
+                }
+            }
+            MediaCommand::Pause => {
+                self.settle(t);
+                self.playing = false;
+            }
+            MediaCommand::Seek { to_s } => {
+                self.settle(t);
+                self.pos = *to_s;
+                self.seek_done = t.max(self.ready_at) + jitter(rng, self.seek_delay, 5.0);
+                if self.playing {
+                    self.moving_from = self.moving_from.max(self.seek_done);
+                }
+            }
+            MediaCommand::SetRate { rate } => {
+                self.settle(t);
+                self.rate = *rate;
+            }
+        }
+        Ok(())
+    }
+
+    fn sample(&self, t: f64, local_ms: f64, rng: &mut fastrand::Rng) -> MediaSample {
+        let noise = if self.moving(t) {
+            (rng.f64() - 0.5) / 1000.0
+        } else {
+            0.0
+        };
+        MediaSample {
+            local_ms,
+            position_s: self.position(t) + noise,
+            paused: !self.playing,
+            seeking: t < self.seek_done,
+            playback_rate: self.rate,
+            ready: self.track.is_some() && t >= self.ready_at,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Msg {
+    Ping {
+        client_time: f64,
+        rtt: Option<f64>,
+    },
+    Pong {
+        client_time: f64,
+        server_time: f64,
+    },
+    Join,
+    /// A Sync-lane message, encoded with the v1 dictionary codec.
+    Sync(Vec<u8>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dest {
+    Server(usize),
+    Device(usize),
+}
+
+struct Delivery {
+    at: f64,
+    seq: u64,
+    dest: Dest,
+    msg: Msg,
+}
+
+impl PartialEq for Delivery {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Delivery {}
+impl PartialOrd for Delivery {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Delivery {
+    // Min-heap on (time, send order).
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.at.total_cmp(&self.at).then(o.seq.cmp(&self.seq))
+    }
+}
+
+struct Device {
+    id: String,
+    skew: f64,
+    drift: f64,
+    clock: ClockSync,
+    follower: Follower,
+    player: Player,
+    stamper: ControlStamper,
+    joined_at: Option<f64>,
+    throttled: bool,
+    clock_due: f64,
+    follower_due: Option<f64>,
+    /// Naive modes: the state to apply once the element is ready.
+    naive_pending: Option<RoomState>,
+    burst_error_ms: Option<f64>,
+    gesture_events: usize,
+    /// (true ms, error ms, playing) per tick after joining, while the room plays.
+    trace: Vec<(f64, f64, bool)>,
+    last_mapping: Option<p3_lanes::core::sync::clock::ClockMapping>,
+}
+
+impl Device {
+    fn local(&self, t: f64) -> f64 {
+        SERVER_EPOCH_MS + t + self.skew + self.drift * t
+    }
+    fn to_true(&self, local: f64) -> f64 {
+        (local - SERVER_EPOCH_MS - self.skew) / (1.0 + self.drift)
+    }
+    /// True time of a local deadline, after throttling, just past it.
+    fn wake(&self, local: f64) -> f64 {
+        let local = if self.throttled {
+            (local / 1000.0).ceil() * 1000.0
+        } else {
+            local
+        };
+        self.to_true(local) + 1e-3
+    }
+}
+
+/// Figures of one run.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    /// Pairwise |position difference| between devices at common instants, steady state, ms.
+    pub pairwise_ms: Vec<f64>,
+    /// |device − room state| at common instants, steady state, ms.
+    pub vs_room_ms: Vec<f64>,
+    /// Clock offset error of each device when its join burst ended, ms (signed).
+    pub burst_offset_error_ms: Vec<f64>,
+    /// Clock offset error of every device once per second after its burst, ms (signed).
+    pub offset_error_ms: Vec<f64>,
+    /// Per late joiner: true ms from its join until it stayed within `in_sync_ms` for 1 s
+    /// (`None`: never).
+    pub join_to_sync_ms: Vec<Option<f64>>,
+    /// Seeks issued by followers (all devices).
+    pub seeks: usize,
+    /// `NeedsUserGesture` events per device.
+    pub gesture_events: Vec<usize>,
+    /// Changes refused by the authority, by code.
+    pub refused: Vec<String>,
+    /// Final room state.
+    pub final_state: Option<RoomState>,
+    /// Steady-state samples where a device was on the wrong track or stopped.
+    pub wrong_track: usize,
+    /// The largest steady-state |error| vs the room: (true ms, device, error ms).
+    pub worst: Option<(f64, usize, f64)>,
+    /// Each device's raw clock skew against the server at the start, ms (what an
+    /// unsynchronized `Date.now()` is off by).
+    pub skews_ms: Vec<f64>,
+    /// Per device, per tick while the room plays after it joined: (true ms, error ms vs the
+    /// room, element playing). The error is infinite on the wrong track.
+    pub traces: Vec<Vec<(f64, f64, bool)>>,
+}
+
+/// Error bound defining "in sync" for join-to-sync, ms.
+pub const IN_SYNC_MS: f64 = 10.0;
+
+/// The simulation (module docs).
+pub struct Sim {
+    cfg: SimConfig,
+    rng: fastrand::Rng,
+    now: f64,
+    seq: u64,
+    heap: BinaryHeap<Delivery>,
+    /// Last delivery time per (device, direction) for in-order delivery.
+    fifo: Vec<[f64; 2]>,
+    authority: RoomAuthority,
+    /// Every state the authority produced, in order (the truth).
+    history: Vec<RoomState>,
+    devices: Vec<Device>,
+    dict: Dictionary,
+    report: SimReport,
+    next_tick: f64,
+    next_offset_sample: f64,
+    script_at: usize,
+    trace: bool,
+}
+
+impl Sim {
+    /// A simulation of `cfg`.
+    pub fn new(cfg: SimConfig) -> Sim {
+        let mut rng = fastrand::Rng::with_seed(cfg.seed);
+        let uni = |rng: &mut fastrand::Rng, lo: f64, hi: f64| lo + rng.f64() * (hi - lo);
+        let naive = cfg.mode != Mode::Synced;
+        let authority_cfg = if naive {
+            AuthorityConfig {
+                min_lead_ms: 0.0,
+                max_lead_ms: 0.0,
+                lead_margin_ms: 0.0,
+                ..Default::default()
+            }
+        } else {
+            AuthorityConfig::default()
+        };
+        let devices = (0..cfg.devices)
+            .map(|i| {
+                let skew = uni(&mut rng, -cfg.max_skew_ms, cfg.max_skew_ms);
+                let drift = uni(&mut rng, -cfg.max_drift_ppm, cfg.max_drift_ppm) * 1e-6;
+                let player = Player {
+                    track: None,
+                    ready_at: 0.0,
+                    pos: 0.0,
+                    anchor: 0.0,
+                    playing: false,
+                    moving_from: 0.0,
+                    seek_done: 0.0,
+                    rate: 1.0,
+                    media_drift: uni(&mut rng, -cfg.max_drift_ppm, cfg.max_drift_ppm) * 1e-6,
+                    start_latency: uni(&mut rng, 10.0, 60.0),
+                    seek_delay: uni(&mut rng, 20.0, 80.0),
+                    load_delay: uni(&mut rng, 100.0, 300.0),
+                    blocked: cfg.autoplay_blocked.contains(&i),
+                };
+                Device {
+                    id: format!("dev-{i}"),
+                    skew,
+                    drift,
+                    clock: ClockSync::new(ClockConfig::default(), 0.0),
+                    follower: Follower::new(cfg.follower.clone()),
+                    player,
+                    stamper: ControlStamper::new(),
+                    joined_at: None,
+                    throttled: cfg.throttled.contains(&i),
+                    clock_due: f64::INFINITY,
+                    follower_due: None,
+                    naive_pending: None,
+                    burst_error_ms: None,
+                    gesture_events: 0,
+                    trace: vec![],
+                    last_mapping: None,
+                }
+            })
+            .collect();
+        let mut script = cfg.script.clone();
+        script.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let cfg = SimConfig { script, ..cfg };
+        Sim {
+            fifo: vec![[f64::NEG_INFINITY; 2]; cfg.devices],
+            authority: RoomAuthority::new(authority_cfg, SERVER_EPOCH_MS),
+            history: vec![RoomState::new(SERVER_EPOCH_MS)],
+            devices,
+            dict: Dictionary::v1(),
+            report: SimReport {
+                gesture_events: vec![0; cfg.devices],
+                ..Default::default()
+            },
+            next_tick: 0.0,
+            next_offset_sample: 0.0,
+            script_at: 0,
+            trace: std::env::var_os("P3_SIM_TRACE").is_some(),
+            rng,
+            now: 0.0,
+            seq: 0,
+            heap: BinaryHeap::new(),
+            cfg,
+        }
+    }
+
+    fn server_ms(&self, t: f64) -> f64 {
+        SERVER_EPOCH_MS + t
+    }
+
+    fn send(&mut self, dest: Dest, msg: Msg) {
+        let link = &self.cfg.link;
+        let is_probe = matches!(msg, Msg::Ping { .. } | Msg::Pong { .. });
+        if is_probe && self.rng.f64() < link.probe_drop {
+            return;
+        }
+        let mut delay = link.base_ms + (self.rng.f64() * 2.0 - 1.0) * link.jitter_ms;
+        if self.rng.f64() < link.loss {
+            delay += link.retransmit_ms;
+        }
+        let (dev, dir) = match dest {
+            Dest::Server(i) => (i, 0),
+            Dest::Device(i) => (i, 1),
+        };
+        let at = (self.now + delay).max(self.fifo[dev][dir]);
+        self.fifo[dev][dir] = at;
+        self.seq += 1;
+        self.heap.push(Delivery {
+            at,
+            seq: self.seq,
+            dest,
+            msg,
+        });
+    }
+
+    fn send_sync(&mut self, dest: Dest, msg: &SyncMessage) {
+        let bytes = encode_msgpack(&msg.to_value(), Some(&self.dict));
+        self.send(dest, Msg::Sync(bytes));
+    }
+
+    fn decode(&self, bytes: &[u8]) -> SyncMessage {
+        let v: Value = decode_msgpack(bytes, Some(&self.dict)).expect("decodes");
+        SyncMessage::from_value(v).expect("a sync message")
+    }
+
+    /// Runs to the end and returns the figures.
+    pub fn run(mut self) -> SimReport {
+        loop {
+            let mut next = self.cfg.end_ms;
+            if let Some(d) = self.heap.peek() {
+                next = next.min(d.at);
+            }
+            if let Some((t, _)) = self.cfg.script.get(self.script_at) {
+                next = next.min(*t);
+            }
+            next = next.min(self.next_tick);
+            for d in &self.devices {
+                if d.joined_at.is_some() {
+                    next = next.min(d.clock_due);
+                    if let Some(f) = d.follower_due {
+                        next = next.min(f);
+                    }
+                }
+            }
+            if next >= self.cfg.end_ms {
+                break;
+            }
+            self.now = next.max(self.now);
+            // Deliveries due.
+            while self.heap.peek().is_some_and(|d| d.at <= self.now) {
+                let d = self.heap.pop().expect("peeked");
+                match d.dest {
+                    Dest::Server(i) => self.on_server(i, d.msg),
+                    Dest::Device(i) => self.on_device(i, d.msg),
+                }
+            }
+            // Script.
+            while let Some((t, step)) = self.cfg.script.get(self.script_at).cloned() {
+                if t > self.now {
+                    break;
+                }
+                self.script_at += 1;
+                self.on_step(step);
+            }
+            // Device timers.
+            for i in 0..self.devices.len() {
+                if self.devices[i].joined_at.is_none() {
+                    continue;
+                }
+                if self.devices[i].clock_due <= self.now {
+                    self.clock_wake(i);
+                }
+                if self.devices[i].follower_due.is_some_and(|f| f <= self.now) {
+                    self.follower_wake(i);
+                }
+            }
+            if self.next_tick <= self.now {
+                self.measure();
+                self.next_tick += self.cfg.tick_ms;
+            }
+        }
+        self.finish()
+    }
+
+    fn on_step(&mut self, step: Step) {
+        match step {
+            Step::Join(i) => {
+                let now = self.now;
+                let d = &mut self.devices[i];
+                d.joined_at = Some(now);
+                let local = d.local(now);
+                d.clock = ClockSync::new(ClockConfig::default(), local);
+                d.clock_due = now;
+                self.send(Dest::Server(i), Msg::Join);
+            }
+            Step::Control(i, action, mut data) => {
+                let d = &mut self.devices[i];
+                let state = d
+                    .follower
+                    .latest_state()
+                    .cloned()
+                    .or_else(|| d.naive_pending.clone())
+                    .unwrap_or_else(|| self.history.last().cloned().expect("history"));
+                data.from = Some(d.id.clone());
+                data.timestamp = Some(d.local(self.now).round());
+                let change = d.stamper.stamp(&state, action, data);
+                self.send_sync(Dest::Server(i), &SyncMessage::MusicControl(change));
+            }
+            Step::Gesture(i) => {
+                let now = self.now;
+                let d = &mut self.devices[i];
+                d.player.blocked = false;
+                let local = d.local(now);
+                d.follower.handle_user_gesture(local);
+                self.drain(i);
+            }
+        }
+    }
+
+    fn on_server(&mut self, i: usize, msg: Msg) {
+        let now_server = self.server_ms(self.now);
+        let id = self.devices[i].id.clone();
+        match msg {
+            Msg::Join => {
+                let mut snap = self.authority.join(&id);
+                if self.cfg.mode != Mode::Synced {
+                    // The naive server resolves the position to "now".
+                    if let SyncMessage::SyncState { data } = &mut snap {
+                        data.position_s = data.position_at(now_server);
+                        data.ref_server_ms = now_server;
+                    }
+                }
+                self.send_sync(Dest::Device(i), &snap);
+            }
+            Msg::Ping { client_time, rtt } => {
+                if let Some(rtt) = rtt {
+                    self.authority.update_member_rtt(&id, rtt);
+                }
+                self.send(
+                    Dest::Device(i),
+                    Msg::Pong {
+                        client_time,
+                        server_time: now_server.floor(),
+                    },
+                );
+            }
+            Msg::Sync(bytes) => {
+                let SyncMessage::MusicControl(change) = self.decode(&bytes) else {
+                    panic!("devices only send music-control")
+                };
+                match self.authority.handle_control(&id, &change, now_server) {
+                    Ok(Decision::Applied { state, .. }) => {
+                        if self.trace {
+                            eprintln!(
+                                "{:.1} state {:?} ref {:.1} pos {:.3} playing {}",
+                                self.now,
+                                state.version(),
+                                state.ref_server_ms - SERVER_EPOCH_MS,
+                                state.position_s,
+                                state.is_playing
+                            );
+                        }
+                        self.history.push(state.clone());
+                        let msg = SyncMessage::SyncState { data: state };
+                        for j in 0..self.devices.len() {
+                            if self.devices[j].joined_at.is_some() {
+                                self.send_sync(Dest::Device(j), &msg);
+                            }
+                        }
+                    }
+                    Ok(Decision::Ignored) => {}
+                    Err(e) => self.report.refused.push(e.code().as_str().to_owned()),
+                }
+            }
+            Msg::Pong { .. } => unreachable!(),
+        }
+    }
+
+    fn on_device(&mut self, i: usize, msg: Msg) {
+        let now = self.now;
+        let mode = self.cfg.mode;
+        match msg {
+            Msg::Pong {
+                client_time,
+                server_time,
+            } => {
+                let server_now = self.server_ms(now);
+                let d = &mut self.devices[i];
+                let local = d.local(now);
+                d.clock.handle_response(client_time, server_time, local);
+                if d.burst_error_ms.is_none() && d.clock.is_synced() && !d.clock.in_burst() {
+                    d.burst_error_ms = Some(d.clock.server_now(local) - server_now);
+                }
+                if mode == Mode::Synced
+                    && d.clock.is_synced()
+                    && d.clock.mapping() != d.last_mapping
+                {
+                    d.last_mapping = d.clock.mapping();
+                    let m = d.last_mapping.expect("synced");
+                    d.follower.handle_clock(m, local);
+                    self.drain(i);
+                }
+            }
+            Msg::Sync(bytes) => {
+                let SyncMessage::SyncState { data } = self.decode(&bytes) else {
+                    panic!("the server only sends sync-state")
+                };
+                let d = &mut self.devices[i];
+                let local = d.local(now);
+                if mode == Mode::Synced {
+                    d.follower.handle_state(data, local);
+                    self.drain(i);
+                } else {
+                    self.naive_receive(i, data);
+                }
+            }
+            Msg::Ping { .. } | Msg::Join => unreachable!(),
+        }
+    }
+
+    fn clock_wake(&mut self, i: usize) {
+        let now = self.now;
+        let d = &mut self.devices[i];
+        let local = d.local(now);
+        if let Some(client_time) = d.clock.poll_probe(local) {
+            let rtt = d.clock.rtt_ms();
+            self.send(Dest::Server(i), Msg::Ping { client_time, rtt });
+        }
+        let d = &mut self.devices[i];
+        d.clock_due = d.clock.poll_timeout().map_or(f64::INFINITY, |l| d.wake(l));
+    }
+
+    fn follower_wake(&mut self, i: usize) {
+        let now = self.now;
+        let d = &mut self.devices[i];
+        let local = d.local(now);
+        if self.cfg.mode == Mode::Synced {
+            let sample = d.player.sample(now, local, &mut self.rng);
+            d.follower.handle_media_sample(sample);
+            self.drain(i);
+        } else {
+            d.follower_due = None;
+            self.naive_apply(i);
+        }
+    }
+
+    /// Executes the follower's outputs on the player.
+    fn drain(&mut self, i: usize) {
+        let now = self.now;
+        loop {
+            let d = &mut self.devices[i];
+            match d.follower.poll_output() {
+                FollowerOutput::Command(cmd) => {
+                    if self.trace {
+                        eprintln!("{now:.1} dev-{i} {cmd:?} pos {:.4}", d.player.position(now));
+                    }
+                    if matches!(cmd, MediaCommand::Seek { .. }) {
+                        self.report.seeks += 1;
+                    }
+                    if d.player.apply(&cmd, now, &mut self.rng).is_err() {
+                        let local = d.local(now);
+                        d.follower.handle_play_rejected(local);
+                    }
+                }
+                FollowerOutput::Event(FollowerEvent::NeedsUserGesture) => {
+                    self.report.gesture_events[i] += 1;
+                }
+                FollowerOutput::Event(_) => {}
+                FollowerOutput::Timeout(t) => {
+                    d.follower_due = t.map(|l| d.wake(l));
+                    break;
+                }
+            }
+        }
+    }
+
+    // ---- naive baselines ----
+
+    fn naive_receive(&mut self, i: usize, state: RoomState) {
+        let now = self.now;
+        let d = &mut self.devices[i];
+        if d.naive_pending
+            .as_ref()
+            .is_some_and(|s| s.version() >= state.version())
+        {
+            return;
+        }
+        if state.track_id.is_some() && d.player.track != state.track_id {
+            let cmd = MediaCommand::Load {
+                track_id: state.track_id.clone().expect("some"),
+                track: None,
+            };
+            d.player.apply(&cmd, now, &mut self.rng).ok();
+        }
+        let local = d.local(now);
+        let mut s = state;
+        if self.cfg.mode == Mode::SeedTimestamps {
+            // calculateSyncPosition(remotePos, remoteTimestamp, Date.now()).
+            s.position_s = s.position_at(local);
+        }
+        // Otherwise the position is taken as "now", on receipt.
+        s.ref_server_ms = f64::NAN;
+        d.naive_pending = Some(s);
+        self.naive_apply(i);
+    }
+
+    fn naive_apply(&mut self, i: usize) {
+        let now = self.now;
+        let d = &mut self.devices[i];
+        let Some(s) = d.naive_pending.clone() else {
+            return;
+        };
+        if !s.ref_server_ms.is_nan() || s.track_id.is_none() {
+            return;
+        }
+        if now < d.player.ready_at {
+            d.follower_due = Some(d.player.ready_at);
+            return;
+        }
+        // Elapsed since receipt while loading counts (the naive device uses its own timer).
+        let mut p = s;
+        p.ref_server_ms = 0.0; // applied
+        d.naive_pending = Some(p.clone());
+        let seek = MediaCommand::Seek { to_s: p.position_s };
+        d.player.apply(&seek, now, &mut self.rng).ok();
+        let cmd = if p.is_playing {
+            MediaCommand::Play
+        } else {
+            MediaCommand::Pause
+        };
+        if d.player.apply(&cmd, now, &mut self.rng).is_err() {
+            d.gesture_events += 1;
+        }
+    }
+
+    // ---- measurement ----
+
+    fn truth(&self, server_ms: f64) -> &RoomState {
+        self.history
+            .iter()
+            .rev()
+            .find(|s| s.ref_server_ms <= server_ms)
+            .unwrap_or(&self.history[0])
+    }
+
+    fn measure(&mut self) {
+        let t = self.now;
+        let server = self.server_ms(t);
+        let truth = self.truth(server).clone();
+        // Offset error once a second.
+        if t >= self.next_offset_sample {
+            self.next_offset_sample += 1000.0;
+            for d in &self.devices {
+                if d.burst_error_ms.is_some() {
+                    let e = d.clock.server_now(d.local(t)) - server;
+                    self.report.offset_error_ms.push(e);
+                }
+            }
+        }
+        if !truth.is_playing || truth.track_id.is_none() {
+            return;
+        }
+        let target = truth.position_at(server);
+        if truth.duration_s().is_some_and(|d| target >= d - 0.1) {
+            return;
+        }
+        // Steady: no change took effect in the last settle_ms, and none is about to (a device
+        // whose clock is a little ahead applies it a little early).
+        let settle = self.cfg.settle_ms;
+        let steady = !self
+            .history
+            .iter()
+            .any(|s| server >= s.ref_server_ms - 50.0 && server < s.ref_server_ms + settle);
+        let mut errs = vec![];
+        for (i, d) in self.devices.iter_mut().enumerate() {
+            let Some(joined) = d.joined_at else {
+                continue;
+            };
+            let on_track = d.player.track == truth.track_id;
+            let e = if on_track {
+                (d.player.position(t) - target) * 1000.0
+            } else {
+                f64::INFINITY
+            };
+            d.trace.push((t, e, d.player.moving(t)));
+            if steady && t >= joined + 3000.0 {
+                if !self.report.worst.is_some_and(|w| w.2.abs() >= e.abs()) {
+                    self.report.worst = Some((t, i, e));
+                }
+                if !on_track || !d.player.playing {
+                    self.report.wrong_track += 1;
+                } else {
+                    errs.push(e);
+                }
+            }
+        }
+        for (k, a) in errs.iter().enumerate() {
+            self.report.vs_room_ms.push(a.abs());
+            for b in &errs[k + 1..] {
+                self.report.pairwise_ms.push((a - b).abs());
+            }
+        }
+    }
+
+    fn finish(mut self) -> SimReport {
+        let late: Vec<usize> = self
+            .cfg
+            .script
+            .iter()
+            .filter_map(|(t, s)| match s {
+                Step::Join(i) if *t > 5000.0 => Some(*i),
+                _ => None,
+            })
+            .collect();
+        for i in late {
+            let d = &self.devices[i];
+            let joined = d.joined_at.unwrap_or(f64::INFINITY);
+            // First instant after which the error stays within IN_SYNC_MS for 1 s.
+            let mut found = None;
+            let tr = &d.trace;
+            'outer: for (k, &(t, _, _)) in tr.iter().enumerate() {
+                if t < joined {
+                    continue;
+                }
+                for &(t2, e2, _) in &tr[k..] {
+                    if t2 > t + 1000.0 {
+                        break;
+                    }
+                    if e2.abs() > IN_SYNC_MS {
+                        continue 'outer;
+                    }
+                }
+                if tr.last().is_some_and(|l| l.0 >= t + 1000.0) {
+                    found = Some(t - joined);
+                }
+                break;
+            }
+            self.report.join_to_sync_ms.push(found);
+        }
+        for d in &self.devices {
+            if let Some(e) = d.burst_error_ms {
+                self.report.burst_offset_error_ms.push(e);
+            }
+        }
+        if self.cfg.mode != Mode::Synced {
+            for (i, d) in self.devices.iter().enumerate() {
+                self.report.gesture_events[i] += d.gesture_events;
+            }
+        }
+        self.report.final_state = Some(self.authority.state().clone());
+        self.report.skews_ms = self.devices.iter().map(|d| d.skew).collect();
+        self.report.traces = self
+            .devices
+            .iter_mut()
+            .map(|d| std::mem::take(&mut d.trace))
+            .collect();
+        self.report
+    }
+}
+
+/// The `q`-quantile (0..=1) of `v` (nearest rank); NaN when empty.
+pub fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let k = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1;
+    s[k]
+}
