@@ -434,6 +434,18 @@ impl Follower {
         true
     }
 
+    /// Forgets the room states received, keeping the element, its track and the learned
+    /// latencies: call it when (re)joining a room whose authority may have started its
+    /// `(epoch, sequence)` anew (a restarted server, a session change), before feeding the new
+    /// snapshot. Until a state arrives the element is left as it is.
+    pub fn reset_room(&mut self) {
+        self.states.clear();
+        self.launch = None;
+        self.jump = false;
+        self.timers[Timer::Apply as usize] = None;
+        self.timers[Timer::Launch as usize] = None;
+    }
+
     /// A reading of the element (also runs due timers).
     pub fn handle_media_sample(&mut self, sample: MediaSample) {
         if let Some(p) = self.last.replace(sample) {
@@ -997,6 +1009,12 @@ mod tests {
         let (cmds, _, _) = drain(&mut f);
         assert!(cmds.is_empty());
         assert_eq!(f.status(), FollowerStatus::Waiting);
+        // A restarted authority counts from (0, 0) again: after reset_room it is followed.
+        assert!(!f.handle_state(state((0, 1), false, 7.0, 0.0), 0.0));
+        f.reset_room();
+        assert!(f.latest_state().is_none());
+        assert!(f.handle_state(state((0, 1), false, 7.0, 0.0), 0.0));
+        assert_eq!(f.latest_state().unwrap().position_s, 7.0);
     }
 
     #[test]

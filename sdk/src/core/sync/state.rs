@@ -545,8 +545,9 @@ impl RoomAuthority {
     /// A `music-control` from the authenticated member `from`, received at server time
     /// `now_ms`.
     ///
-    /// Applies it if `from` is the controller (or claims a free controller role with
-    /// `handover` to itself) and its `(epoch, sequence)` is newer than the room's; schedules it
+    /// Applies it if `from` is the controller and its `(epoch, sequence)` is newer than the
+    /// room's, or if it is a `handover` while the room has no controller (a claim: the role
+    /// goes to `from`, whatever `to` says, and the version is not checked); schedules it
     /// at `applyAt = max(now + lead, reference time of the state in force)`, so changes apply in
     /// order. Handovers take effect at once (epoch + 1, sequence 0).
     ///
