@@ -4,8 +4,17 @@
 //
 // For tests: window.p3demo = { client, counters, members } once connected, where
 // counters = { sent: {1: n, ..., 8: n}, received: {...} } keyed by lane id.
+//
+// PWA cache protection (seed 000): before connecting, a CacheGuard compares this page's
+// <meta name="app-version"> with GET /api/version; a stale page (e.g. served by the service
+// worker from an old cache) is purged and reloaded once, safely. Only when the page is up to
+// date does it register the service worker (/sw.js?v=<version>) that caches this version for
+// offline use. It checks again on the server's `version` event and when the tab becomes
+// visible. ?check=sw lets the service worker run the check instead. For tests:
+// window.p3pwa = { guard, pageVersion, result }, and sessionStorage['p3demo.pwa-log'] lists
+// this tab's loads and guard events across reloads.
 
-import init, { P3Client } from '/pkg/p3_lanes.js';
+import init, { CacheGuard, P3Client } from '/pkg/p3_lanes.js';
 
 const ALL_LANES = [1, 2, 3, 4, 5, 6, 7, 8];
 const LOG_LIMIT = 200;
@@ -142,7 +151,108 @@ function onEvent(client, ev) {
     case 'error':
       showError(ev, ev.lane ? `server, lane ${ev.lane}` : 'server');
       break;
+    case 'version':
+      // The server runs another version (a deploy, or we reconnected after a restart).
+      logPwa({ type: 'server-version', version: ev.version });
+      if (ev.version !== pageVersion) window.p3pwa?.guard.check().catch(() => {});
+      break;
   }
+}
+
+// ---- PWA cache protection ----
+
+const PWA_LOG = 'p3demo.pwa-log';
+const DRAFT = 'p3demo.draft';
+const SHELL_PREFIX = 'p3-shell-';
+const pageVersion = document.querySelector('meta[name="app-version"]')?.content ?? null;
+
+/** Appends to this tab's log in sessionStorage (it survives reloads). */
+function logPwa(entry) {
+  const log = JSON.parse(sessionStorage.getItem(PWA_LOG) ?? '[]');
+  log.push({ ...entry, at: Date.now() });
+  sessionStorage.setItem(PWA_LOG, JSON.stringify(log));
+}
+
+function onGuardEvent(ev) {
+  const { type, result, attempt, purged, caches, error } = ev;
+  logPwa({ type, status: result?.status, attempt, purged, caches, code: error?.code });
+  if (type === 'checked' && result.status === 'up-to-date') {
+    $('app-version').textContent = result.afterPurge ? `${result.version} (updated)` : result.version;
+  } else if (type === 'purging' || type === 'reloading') {
+    $('app-version').textContent = `${pageVersion} → ${ev.serverVersion} (updating)`;
+  } else if (type === 'stale-after-purge') {
+    $('app-version').textContent = `${pageVersion} (server has ${ev.serverVersion})`;
+    showError(error, 'update');
+  } else if (type === 'error') {
+    showError(error, 'update check');
+  }
+}
+
+/** The guard: only our shell caches and our scope; keeps the unsent message across a reload. */
+function startGuard() {
+  const draft = sessionStorage.getItem(DRAFT);
+  if (draft) {
+    $('send-text').value = draft;
+    sessionStorage.removeItem(DRAFT);
+  }
+  return new CacheGuard({
+    cachePrefix: SHELL_PREFIX,
+    scope: '/',
+    beforePurge: () => {
+      if ($('send-text').value) sessionStorage.setItem(DRAFT, $('send-text').value);
+    },
+    onEvent: onGuardEvent,
+  });
+}
+
+/** Asks the controlling service worker to run the check; resolves with its reply. */
+function askServiceWorker() {
+  return new Promise((resolve) => {
+    const container = navigator.serviceWorker;
+    container.addEventListener('message', function onReply(e) {
+      if (e.data?.type !== 'version-checked') return;
+      container.removeEventListener('message', onReply);
+      resolve(e.data);
+    });
+    container.controller.postMessage({ type: 'check-version' });
+  });
+}
+
+async function registerServiceWorker() {
+  if (!('serviceWorker' in navigator) || !pageVersion) {
+    $('sw-state').textContent = 'unavailable';
+    return;
+  }
+  try {
+    await navigator.serviceWorker.register(`/sw.js?v=${encodeURIComponent(pageVersion)}`, { type: 'module', scope: '/' });
+    $('sw-state').textContent = 'installing';
+    await navigator.serviceWorker.ready;
+    $('sw-state').textContent = `cached (${pageVersion})`;
+  } catch (err) {
+    $('sw-state').textContent = 'failed';
+    showError(err, 'service worker');
+  }
+}
+
+/** Checks the version; `false` when the page is about to reload. */
+async function protectFromStaleCache() {
+  $('app-version').textContent = pageVersion ?? '–';
+  logPwa({ type: 'load', version: pageVersion, controlled: Boolean(navigator.serviceWorker?.controller) });
+  const guard = startGuard();
+  window.p3pwa = { guard, pageVersion, result: null };
+  let result = null;
+  if (new URLSearchParams(location.search).get('check') === 'sw' && navigator.serviceWorker?.controller) {
+    const reply = await askServiceWorker();
+    logPwa({ type: 'worker-replied', status: reply.result?.status, purged: reply.result?.purged, code: reply.error?.code });
+    result = reply.result ?? null;
+  } else {
+    // stale_after_purge and other failures are reported by the guard's events.
+    result = await guard.check().catch(() => null);
+  }
+  window.p3pwa.result = result;
+  if (result?.status === 'reloading') return false;
+  if (result?.status === 'up-to-date' || result?.status === 'skipped') registerServiceWorker();
+  return true;
 }
 
 function wireSendForm(client) {
@@ -173,6 +283,7 @@ async function main() {
     showError(err, 'loading the SDK');
     return;
   }
+  if (!(await protectFromStaleCache())) return;
   let client;
   try {
     client = await P3Client.connect(location.origin, { lanes: ALL_LANES, deviceInfo: { platform: 'web', app: 'p3-lanes demo' } });

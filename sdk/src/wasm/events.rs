@@ -47,6 +47,9 @@ enum JsEvent<'a> {
     RoomLeft {
         room: &'a str,
     },
+    Version {
+        version: &'a str,
+    },
 }
 
 /// The `P3Event` object for a core event, or `None` for events that are not `P3Event`s
@@ -76,6 +79,7 @@ pub(crate) fn event_to_js(ev: &Event) -> Option<JsValue> {
         Event::SessionChanged { old, new } => JsEvent::SessionChanged { old, new },
         Event::RoomJoined { room, members } => JsEvent::RoomJoined { room, members },
         Event::RoomLeft { room } => JsEvent::RoomLeft { room },
+        Event::Version { version } => JsEvent::Version { version },
         _ => return None,
     };
     Some(convert::to_js(&js))

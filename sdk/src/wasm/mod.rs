@@ -14,6 +14,7 @@
 //! | `error` | JS errors with a machine-readable `code` |
 //! | `global` | `globalThis` lookups: `performance.now()`, `setTimeout`, `fetch` |
 //! | `types` | the TypeScript declarations of those shapes |
+//! | [`pwa`] | `checkVersion` / `CacheGuard`: PWA cache protection (windows and service workers) |
 //!
 //! ```js
 //! import init, { P3Client } from '/pkg/p3_lanes.js';
@@ -32,9 +33,11 @@ mod events;
 mod global;
 mod http;
 mod options;
+pub mod pwa;
 mod types;
 
 pub use client::P3Client;
+pub use pwa::{check_version, CacheGuard};
 
 use wasm_bindgen::prelude::*;
 

@@ -66,7 +66,9 @@ export type P3Event =
   /** The server confirmed a join (also after automatic rejoins when reconnecting). */
   | { type: 'room-joined'; room: string; members: string[] }
   /** The server confirmed `leaveRoom()`. */
-  | { type: 'room-left'; room: string };
+  | { type: 'room-left'; room: string }
+  /** The server's app version (on every connection, and pushed when it changes): call `checkVersion()` if it is not yours. */
+  | { type: 'version'; version: string };
 
 /** What `joinRoom` resolves with. */
 export interface JoinResult {
@@ -117,7 +119,8 @@ export type ErrorCode =
   | 'bad_request' | 'bad_frame' | 'bad_payload' | 'bad_control' | 'unknown_dictionary'
   | 'frame_too_large' | 'unknown_lane' | 'control_lane_required' | 'no_common_transport'
   | 'no_common_encoding' | 'session_not_found' | 'lane_not_negotiated' | 'unknown_target'
-  | 'not_in_room' | 'invalid_argument' | 'backpressure' | 'closed' | 'connect_failed' | 'internal';
+  | 'not_in_room' | 'invalid_argument' | 'backpressure' | 'closed' | 'connect_failed' | 'internal'
+  | 'stale_after_purge' | 'forbidden';
 
 /** Every error the SDK throws or rejects with: a real `Error` with a `code`. */
 export interface P3Error extends Error {

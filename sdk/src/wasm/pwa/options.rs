@@ -1,0 +1,165 @@
+//! `CacheGuardOptions` (the argument of `checkVersion` and `new CacheGuard`) → the core's
+//! [`GuardConfig`] and what the driver needs. Every field is optional; unknown fields are
+//! ignored. Defaults: the page's `<meta name="app-version">`, `/api/version`, every cache
+//! and registration (the seed's behaviour), one attempt per target version, re-check when
+//! the page becomes visible (windows only).
+
+use crate::core::pwa::{GuardConfig, Ownership, DEFAULT_STORAGE_KEY};
+use crate::wasm::error;
+use crate::wasm::pwa::host;
+use js_sys::{Array, Function};
+use serde::Deserialize;
+use wasm_bindgen::{JsCast, JsValue};
+
+/// Default `versionUrl`.
+pub(crate) const DEFAULT_VERSION_URL: &str = "/api/version";
+
+/// The JS options object.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawOptions {
+    current_version: Option<String>,
+    version_url: Option<String>,
+    scope: Option<String>,
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    cache_prefix: JsValue,
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    before_purge: JsValue,
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    on_event: JsValue,
+    recheck_on_visible: Option<bool>,
+    max_attempts: Option<f64>,
+    retry_after_ms: Option<f64>,
+    storage_key: Option<String>,
+    navigate_clients: Option<bool>,
+    claim_window_ms: Option<f64>,
+}
+
+/// Parsed options.
+pub(crate) struct GuardOptions {
+    /// The version this context runs, if given (how it runs in a service worker).
+    pub(crate) current_version: Option<String>,
+    /// Absolute URL of the version endpoint (without the cache-busting parameter).
+    pub(crate) version_url: String,
+    /// Decision rules and ownership (scope resolved to an absolute URL).
+    pub(crate) config: GuardConfig,
+    /// The app's hook, run before purging and before reloading.
+    pub(crate) before_purge: Option<Function>,
+    /// Listener given in the options.
+    pub(crate) on_event: Option<Function>,
+    /// Re-check on `visibilitychange` → visible.
+    pub(crate) recheck_on_visible: bool,
+    /// Record cache name, `localStorage` key and BroadcastChannel name.
+    pub(crate) storage_key: String,
+    /// In a service worker: also navigate window clients to reload them.
+    pub(crate) navigate_clients: bool,
+}
+
+/// Reads `options` (`undefined`/`null`: all defaults) in the current global scope.
+///
+/// Errors: `invalid_argument` for a field of the wrong type or value.
+pub(crate) fn parse(options: &JsValue) -> Result<GuardOptions, JsValue> {
+    let o: RawOptions = if options.is_undefined() || options.is_null() {
+        RawOptions::default()
+    } else {
+        serde_wasm_bindgen::from_value(options.clone())
+            .map_err(|e| error::invalid_argument(&format!("invalid CacheGuard options: {e}")))?
+    };
+    let base = host::location_href();
+    let version_url = resolve(
+        "versionUrl",
+        o.version_url.as_deref().unwrap_or(DEFAULT_VERSION_URL),
+        base.as_deref(),
+    )?;
+    let scope = match o.scope.as_deref() {
+        Some(s) => Some(resolve("scope", s, base.as_deref())?),
+        None => None,
+    };
+    let storage_key = o
+        .storage_key
+        .unwrap_or_else(|| DEFAULT_STORAGE_KEY.to_owned());
+    if storage_key.is_empty() {
+        return Err(error::invalid_argument("`storageKey` must not be empty"));
+    }
+    let mut config = GuardConfig {
+        ownership: Ownership {
+            scope,
+            cache_prefixes: prefixes(&o.cache_prefix)?,
+            record_cache: storage_key.clone(),
+        },
+        ..GuardConfig::default()
+    };
+    if let Some(n) = o.max_attempts {
+        if !(n.fract() == 0.0 && (1.0..=100.0).contains(&n)) {
+            return Err(error::invalid_argument(&format!(
+                "`maxAttempts` must be an integer 1..=100, got {n}"
+            )));
+        }
+        config.max_attempts = n as u32;
+    }
+    if let Some(ms) = o.retry_after_ms {
+        config.retry_after_ms = Some(millis("retryAfterMs", ms, 1.0)?);
+    }
+    if let Some(ms) = o.claim_window_ms {
+        config.claim_window_ms = millis("claimWindowMs", ms, 0.0)?;
+    }
+    let current_version = o.current_version.filter(|v| !v.trim().is_empty());
+    Ok(GuardOptions {
+        current_version,
+        version_url,
+        config,
+        before_purge: function("beforePurge", o.before_purge)?,
+        on_event: function("onEvent", o.on_event)?,
+        recheck_on_visible: o.recheck_on_visible.unwrap_or(true),
+        storage_key,
+        navigate_clients: o.navigate_clients.unwrap_or(false),
+    })
+}
+
+/// `url` resolved against the global scope's location (absolute URLs pass through).
+fn resolve(name: &str, url: &str, base: Option<&str>) -> Result<String, JsValue> {
+    let parsed = match base {
+        Some(b) => web_sys::Url::new_with_base(url, b),
+        None => web_sys::Url::new(url),
+    };
+    parsed
+        .map(|u| u.href())
+        .map_err(|_| error::invalid_argument(&format!("`{name}` is not a valid URL: {url:?}")))
+}
+
+/// `cachePrefix`: a string, an array of strings, or absent (every cache).
+fn prefixes(v: &JsValue) -> Result<Vec<String>, JsValue> {
+    if v.is_undefined() || v.is_null() {
+        return Ok(Vec::new());
+    }
+    let bad =
+        || error::invalid_argument("`cachePrefix` must be a non-empty string or an array of them");
+    let items: Vec<JsValue> = if Array::is_array(v) {
+        v.unchecked_ref::<Array>().iter().collect()
+    } else {
+        vec![v.clone()]
+    };
+    items
+        .iter()
+        .map(|p| p.as_string().filter(|s| !s.is_empty()).ok_or_else(bad))
+        .collect()
+}
+
+fn millis(name: &str, ms: f64, min: f64) -> Result<u64, JsValue> {
+    if ms.is_finite() && ms >= min {
+        Ok(ms.round() as u64)
+    } else {
+        Err(error::invalid_argument(&format!(
+            "`{name}` must be a number of ms ≥ {min}, got {ms}"
+        )))
+    }
+}
+
+fn function(name: &str, v: JsValue) -> Result<Option<Function>, JsValue> {
+    if v.is_undefined() || v.is_null() {
+        return Ok(None);
+    }
+    v.dyn_into::<Function>()
+        .map(Some)
+        .map_err(|_| error::invalid_argument(&format!("`{name}` must be a function")))
+}

@@ -1,0 +1,236 @@
+// Helpers for the PWA cache-protection end-to-end tests: a persistent Chromium profile (so the
+// service worker, Cache Storage, IndexedDB and localStorage survive reloads), the demo page
+// served by a real server-stub, restarting that server with another app version on the same
+// origin, and readers for what the page, its caches and its registrations look like.
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { chromium } from 'playwright-core';
+import { CHROMIUM_PATH } from './browser.mjs';
+import { waitFor } from './client.mjs';
+import { startServer } from './server.mjs';
+
+/** Same flags as tests/support/browser.mjs (root in a sandbox without outside network). */
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-quic',
+  '--no-first-run',
+];
+
+/** Where a page keeps its log of loads and guard events (www/app.js). */
+const PWA_LOG = 'p3demo.pwa-log';
+
+/**
+ * A headless Chromium with its own temporary profile that persists across reloads and
+ * restarts of the server (http://127.0.0.1 is a secure context, so service workers work).
+ * Console errors and warnings of its pages and service workers are printed to stderr.
+ * @param {string} label
+ * @returns {Promise<{context: import('playwright-core').BrowserContext, close: () => Promise<void>}>}
+ */
+export async function launchPwaBrowser(label) {
+  const dir = mkdtempSync(join(tmpdir(), 'p3-pwa-profile-'));
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: CHROMIUM_PATH,
+    headless: true,
+    args: CHROMIUM_ARGS,
+  });
+  const forward = (who) => (msg) => {
+    const kind = msg.type();
+    if (kind === 'error' || kind === 'warning') console.error(`[${label} ${who} console.${kind}] ${msg.text()}`);
+  };
+  context.on('page', (page) => {
+    page.on('console', forward('page'));
+    page.on('pageerror', (err) => console.error(`[${label} pageerror] ${err.stack ?? err}`));
+  });
+  context.on('serviceworker', (worker) => worker.on?.('console', forward('sw')));
+  return {
+    context,
+    async close() {
+      await context.close().catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Start server-stub serving the demo with `appVersion` (and `--reported-version` if given).
+ * @param {{appVersion: string, reportedVersion?: string, port?: number}} options
+ */
+export function startDemoServer({ appVersion, reportedVersion, port = 0 }) {
+  const args = reportedVersion ? ['--reported-version', reportedVersion] : [];
+  return startServer({ appVersion, port, args });
+}
+
+/**
+ * Stop `server` and start a new one with `appVersion` on the same port (same origin for the
+ * browser), as a deploy does. Returns the new server.
+ * @param {import('./server.mjs').Server} server
+ * @param {{appVersion: string, reportedVersion?: string}} options
+ */
+export async function redeploy(server, options) {
+  await server.stop();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startDemoServer({ ...options, port: server.port });
+    } catch (err) {
+      // Right after the stop the port can still be busy for a moment.
+      if (attempt >= 10) throw err;
+      await sleep(300);
+    }
+  }
+}
+
+/**
+ * Open the demo in a new tab and wait until its first version check has an outcome.
+ * @param {import('playwright-core').BrowserContext} context
+ * @param {string} url
+ */
+export async function openDemo(context, url) {
+  const page = await context.newPage();
+  await page.goto(url);
+  await waitForCheck(page);
+  return page;
+}
+
+/** Wait until the demo's load-time check in the current document has finished. */
+export async function waitForCheck(page, timeoutMs = 20_000) {
+  await page.waitForFunction(() => window.p3pwa && window.p3pwa.result !== null, null, { timeout: timeoutMs });
+}
+
+/**
+ * This tab's log: `{type: 'load', version, controlled}` per page load and one entry per guard
+ * event (`checked` with `status`, `purging` with `attempt`, `purged` with `caches`,
+ * `reloading` with `purged`, `stale-after-purge` and `error` with `code`, `postponed`).
+ * @param {import('playwright-core').Page} page
+ * @returns {Promise<Array<Record<string, unknown>>>}
+ */
+export async function pwaLog(page) {
+  return page.evaluate((key) => JSON.parse(sessionStorage.getItem(key) ?? '[]'), PWA_LOG);
+}
+
+/** Entries of `log` of one type. */
+export function ofType(log, type) {
+  return log.filter((e) => e.type === type);
+}
+
+/**
+ * Wait until the page at `version` is up to date and controlled by an active service worker
+ * registered for `version`, whose cache holds the 5 shell files.
+ */
+export async function waitForServiceWorker(page, version, timeoutMs = 20_000) {
+  await waitFor(
+    async () => {
+      const state = await swState(page);
+      return state.controlled && state.active.includes(`/sw.js?v=${version}`) && state.shell[`p3-shell-${version}`] === 5;
+    },
+    timeoutMs,
+    async () => `service worker for ${version}: ${JSON.stringify(await swState(page))}`,
+  );
+}
+
+/**
+ * Registrations (active script URLs), whether the page is controlled, every cache name and,
+ * for the shell caches, how many entries they hold.
+ * @returns {Promise<{active: string[], registrations: number, controlled: boolean, caches: string[], shell: Record<string, number>}>}
+ */
+export async function swState(page) {
+  return page.evaluate(async () => {
+    const regs = await navigator.serviceWorker.getRegistrations();
+    const caches_ = await caches.keys();
+    const shell = {};
+    for (const name of caches_.filter((n) => n.startsWith('p3-shell-'))) {
+      // caches.has first: opening a cache that does not exist would create it.
+      if (await caches.has(name)) shell[name] = (await (await caches.open(name)).keys()).length;
+    }
+    return {
+      active: regs.map((r) => (r.active ?? r.waiting ?? r.installing)?.scriptURL ?? '').map((u) => u.replace(location.origin, '')),
+      registrations: regs.length,
+      controlled: Boolean(navigator.serviceWorker.controller),
+      caches: caches_,
+      shell,
+    };
+  });
+}
+
+/** The page's `<meta name="app-version">`. */
+export function metaVersion(page) {
+  return page.evaluate(() => document.querySelector('meta[name="app-version"]')?.content ?? null);
+}
+
+/**
+ * Store app data the purge must not touch: a localStorage key, an IndexedDB record and a
+ * cache that is not the app shell's.
+ */
+export function writeAppData(page) {
+  return page.evaluate(async () => {
+    localStorage.setItem('app.notes', 'keep me');
+    await new Promise((resolve, reject) => {
+      const open = indexedDB.open('app-db', 1);
+      open.onupgradeneeded = () => open.result.createObjectStore('notes', { keyPath: 'id' });
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const tx = open.result.transaction('notes', 'readwrite');
+        tx.objectStore('notes').put({ id: 1, text: 'keep me too' });
+        tx.oncomplete = () => {
+          open.result.close();
+          resolve();
+        };
+        tx.onerror = () => reject(tx.error);
+      };
+    });
+    const downloads = await caches.open('user-downloads');
+    await downloads.put('/offline-track.json', new Response('{"track":1}'));
+  });
+}
+
+/** Read back what writeAppData stored: `{local, idb, download}` (null where missing). */
+export function readAppData(page) {
+  return page.evaluate(async () => {
+    const idb = await new Promise((resolve) => {
+      const open = indexedDB.open('app-db', 1);
+      open.onupgradeneeded = () => open.result.createObjectStore('notes', { keyPath: 'id' });
+      open.onerror = () => resolve(null);
+      open.onsuccess = () => {
+        const get = open.result.transaction('notes').objectStore('notes').get(1);
+        get.onsuccess = () => {
+          open.result.close();
+          resolve(get.result?.text ?? null);
+        };
+        get.onerror = () => resolve(null);
+      };
+    });
+    const hit = (await caches.has('user-downloads')) ? await (await caches.open('user-downloads')).match('/offline-track.json') : null;
+    return { local: localStorage.getItem('app.notes'), idb, download: hit ? await hit.text() : null };
+  });
+}
+
+/** Count main-frame navigations (loads and reloads) of `page` from now on. */
+export function countNavigations(page) {
+  const counter = { count: 0 };
+  page.on('framenavigated', (frame) => {
+    if (frame === page.mainFrame()) counter.count += 1;
+  });
+  return counter;
+}
+
+/** Wait until the demo's client is connected (so it can receive Control pushes). */
+export function waitForConnected(page, timeoutMs = 20_000) {
+  return page.waitForFunction(() => window.p3demo?.client?.state === 'open', null, { timeout: timeoutMs });
+}
+
+/** POST /api/admin/version from this (loopback) process. */
+export async function setServerVersion(server, version) {
+  const resp = await fetch(`${server.url}/api/admin/version`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ version }),
+  });
+  if (!resp.ok) throw new Error(`POST /api/admin/version: HTTP ${resp.status} ${await resp.text()}`);
+  return resp.json();
+}
