@@ -68,6 +68,20 @@ pub struct Config {
     /// Outbound queue budget per WebSocket, bytes (same rule as `--queue-frames`).
     #[arg(long, env = "OUTBOUND_QUEUE_BYTES", default_value_t = DEFAULT_QUEUE_BYTES)]
     pub queue_bytes: usize,
+    /// Directory of music files served at `/media/` and listed by `GET /api/media` (music
+    /// rooms; drop `.wav`, `.ogg`, `.mp3`, ... files in it).
+    #[arg(long, env = "MEDIA_DIR", default_value = "media")]
+    pub media_dir: PathBuf,
+    /// TEST ONLY: delay every WebSocket frame, in each direction and per connection, by this
+    /// many ms plus the jitter (a slow link for music-sync tests). Frames stay in order, as on
+    /// TCP. 0: no delay. Never use in production.
+    #[arg(long, env = "TEST_LATENCY_MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub test_latency_ms: u64,
+    /// TEST ONLY: uniform jitter around `--test-latency-ms`, ± ms (a delay is never below 0).
+    #[arg(long, env = "TEST_JITTER_MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub test_jitter_ms: u64,
 }
 
 fn parse_frame_limit(s: &str) -> Result<usize, String> {
@@ -102,6 +116,9 @@ impl Default for Config {
             pkg_dir: "pkg".into(),
             queue_frames: DEFAULT_QUEUE_FRAMES,
             queue_bytes: DEFAULT_QUEUE_BYTES,
+            media_dir: "media".into(),
+            test_latency_ms: 0,
+            test_jitter_ms: 0,
         }
     }
 }
@@ -115,6 +132,17 @@ impl Config {
     /// Silence after which a WebSocket is closed with 4408.
     pub fn heartbeat_timeout(&self) -> Duration {
         Duration::from_millis(self.heartbeat_timeout_ms)
+    }
+
+    /// The artificial one-way delay of `--test-latency-ms` / `--test-jitter-ms`, if any:
+    /// `(latency, jitter)`; each frame waits `latency ± jitter` (uniform, at least 0).
+    pub fn test_delay(&self) -> Option<(Duration, Duration)> {
+        (self.test_latency_ms > 0 || self.test_jitter_ms > 0).then(|| {
+            (
+                Duration::from_millis(self.test_latency_ms),
+                Duration::from_millis(self.test_jitter_ms),
+            )
+        })
     }
 
     /// How often the sweeper looks for expired sessions: `min(ttl / 4, 30 s)`, at least 100 ms.

@@ -11,6 +11,7 @@
 //! | [`api`] | the HTTP API (seed 000 "Session Handshake", "Session Management", `/api/version`) |
 //! | [`ws`] | the session WebSocket: rooms, relay, heartbeats (seed 000 lanes, seed 001) |
 //! | [`state`] | sessions, rooms, outbound queues, TTL sweeper |
+//! | [`music`] | music rooms: one sync authority per room, `GET /api/media` and `/media/` (issue #4, seed 004 Tier 1) |
 //! | [`pwa`] | the app version in `index.html`, runtime version changes pushed to sockets (seed 000 "PWA Cache Protection") |
 //! | [`error`] | the JSON error shape `{"error", "code"}` of every HTTP error |
 //!
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod music;
 pub mod pwa;
 pub mod state;
 pub mod ws;
@@ -52,7 +54,8 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The whole HTTP surface: the API under `/api/`, the pkg dir at `/pkg/`, the static dir at
+/// The whole HTTP surface: the API under `/api/`, the pkg dir at `/pkg/`, the media dir at
+/// `/media/` (with range requests, for seeking), the static dir at
 /// `/`, with permissive CORS (any origin; GET, POST, DELETE; `content-type`) and request
 /// tracing. Static files are sent with `Cache-Control: no-cache`, `.wasm` as
 /// `application/wasm`.
@@ -70,6 +73,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(api::protocol_info_handler),
         )
         .route("/api/version", get(api::version))
+        .route("/api/media", get(music::media_list))
         .route("/api/admin/version", post(pwa::set_version))
         .route("/", get(pwa::index))
         .route("/index.html", get(pwa::index))
@@ -78,6 +82,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state.clone());
     let statics = Router::new()
         .nest_service("/pkg", ServeDir::new(&config.pkg_dir))
+        .nest_service("/media", ServeDir::new(&config.media_dir))
         .fallback_service(ServeDir::new(&config.static_dir))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,

@@ -11,6 +11,7 @@
 //! missing by every lookup in the meantime.
 
 use crate::config::Config;
+use crate::music::MusicRooms;
 use crate::now_ms;
 use axum::body::Bytes;
 use p3_lanes::core::control::Control;
@@ -21,6 +22,7 @@ use p3_lanes::core::handshake::{LaneGrant, ServerCapabilities};
 use p3_lanes::core::lane::{Encoding, Lane};
 use p3_lanes::core::payload;
 use serde::Serialize;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -279,6 +281,8 @@ pub(crate) struct Registry {
     app_version: String,
     /// `--reported-version`: what `/api/version` and the Control pushes say instead.
     reported_version: Option<String>,
+    /// The authorities of music rooms ([`crate::music`]).
+    pub(crate) music: MusicRooms,
 }
 
 /// Outcome of [`Registry::attach`].
@@ -378,7 +382,7 @@ impl Registry {
                 self.rooms.remove(&room);
             }
         }
-        for other in others {
+        for &other in &others {
             self.send_control(
                 other,
                 &Control::PeerLeft {
@@ -386,6 +390,12 @@ impl Registry {
                     session_id: sid,
                 },
             );
+        }
+        // A music room whose controller left tells everyone the role is free.
+        if let Some(state) = self.music.leave(&room, sid, others.len()) {
+            for other in others {
+                self.send_server_data(other, Lane::Sync, &state);
+            }
         }
         Some(room)
     }
@@ -423,6 +433,10 @@ impl Registry {
                         session_id: sid,
                     },
                 );
+            }
+            // A music room's joiner gets its state at once.
+            if let Some(snapshot) = self.music.join(&room, sid) {
+                self.send_server_data(sid, Lane::Sync, &snapshot);
             }
         } else {
             let members = self.rooms.get(&room).cloned().unwrap_or_default();
@@ -555,6 +569,49 @@ impl Registry {
         refused
     }
 
+    /// The room `sid` is in, if any.
+    pub(crate) fn room_of(&self, sid: SessionId) -> Option<String> {
+        self.sessions.get(&sid)?.room.clone()
+    }
+
+    /// The members of `room`, in join order.
+    pub(crate) fn room_members(&self, room: &str) -> Vec<SessionId> {
+        self.rooms.get(room).cloned().unwrap_or_default()
+    }
+
+    /// Queues a server-originated Data frame (no `from`) with `value` on `lane` for `sid`, in
+    /// its encoding of the lane, if it has a socket and the lane. Like a Control message, it is
+    /// never dropped silently: a full queue closes the socket with 1013.
+    pub(crate) fn send_server_data(&mut self, sid: SessionId, lane: Lane, value: &Value) -> bool {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return false;
+        };
+        let Some(encoding) = s.encoding(lane) else {
+            return false;
+        };
+        let Some(c) = s.conn.as_mut() else {
+            return false;
+        };
+        let (bytes, dict_version) = match payload::encode(value, encoding, Some(&self.dict)) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(session = %sid, error = %e, "cannot encode a server message");
+                return false;
+            }
+        };
+        let seq = &mut c.data_seq[lane as usize - 1];
+        let frame = FrameHeader::data(lane, encoding, *seq, dict_version).encode(&bytes);
+        if c.out.try_push(frame) {
+            *seq += 1;
+            true
+        } else {
+            if c.close.close(close::TRY_AGAIN_LATER, "outbound queue full") {
+                tracing::warn!(session = %sid, "outbound queue full of server messages; closing with 1013");
+            }
+            false
+        }
+    }
+
     /// What `GET /api/version`, `welcome` and the `version` push say.
     fn reported_version(&self) -> &str {
         self.reported_version
@@ -567,6 +624,7 @@ impl Registry {
         let ttl = self.ttl;
         let before = self.sessions.len();
         self.sessions.retain(|_, s| !s.expired(now, ttl));
+        self.music.sweep(now);
         before - self.sessions.len()
     }
 }
@@ -601,6 +659,7 @@ impl AppState {
             queue_bytes: config.queue_bytes,
             app_version: config.app_version.clone(),
             reported_version: config.reported_version.clone(),
+            music: MusicRooms::new(config.ttl()),
         };
         Arc::new(AppState {
             dict_wire: dict.to_wire(),

@@ -15,16 +15,25 @@
 //!   (1009);
 //! - when the socket ends for any reason the session leaves its room (peers get `peer-left`).
 //!
+//! Music rooms: a Sync-lane `music-control` without `to` is taken off the relay and handed to
+//! the room's authority ([`crate::music`]); `ping {rttMs}` feeds it.
+//!
+//! Test only: with `--test-latency-ms` / `--test-jitter-ms` every frame of a socket, in each
+//! direction, waits `latency ± jitter` (uniform) in a delay line that keeps frames in order
+//! (a slow TCP link): frames leave the bounded outbound queue into it at once.
+//!
 //! A Data frame is decoded with the encoding its flags name (a json frame on a lane negotiated
 //! as msgpack is accepted) and forwarded byte for byte to receivers that negotiated that same
 //! encoding; others get it re-encoded in theirs. A `from` set by a client is ignored: relayed
 //! frames always carry the real sender.
 
 use crate::error::AppError;
+use crate::music;
 use crate::now_ms;
 use crate::state::{
     close, error_msg, AppState, Attach, CloseReason, CloseSignal, OutboundRx, Variant,
 };
+use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -38,8 +47,10 @@ use p3_lanes::core::frame::{FrameError, FrameHeader, FrameKind, SessionId};
 use p3_lanes::core::lane::{Encoding, Lane};
 use p3_lanes::core::payload;
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 /// How long a closing socket waits for the close frame to be written and for the peer's
@@ -142,13 +153,32 @@ async fn connection(
 ) {
     tracing::info!(session = %sid, conn_id, "socket open");
     let (sink, stream) = socket.split();
-    let mut send_task = tokio::spawn(send_loop(sink, rx, signal.clone()));
+    let delay = state.config().test_delay();
+    let mut send_task = match delay {
+        None => tokio::spawn(send_loop(sink, rx, signal.clone())),
+        Some(d) => tokio::spawn(delayed_send_loop(
+            sink,
+            rx,
+            signal.clone(),
+            DelayLine::new(d, conn_id),
+        )),
+    };
+    // Test only: frames received wait in a delay line before they are handled.
+    let (inbound, inbound_task) = match delay {
+        None => (None, None),
+        Some(d) => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task = tokio::spawn(delayed_handler(rx, state.clone(), sid, conn_id));
+            (Some((tx, DelayLine::new(d, !conn_id))), Some(task))
+        }
+    };
     let mut recv_task = tokio::spawn(recv_loop(
         stream,
         state.clone(),
         sid,
         conn_id,
         signal.clone(),
+        inbound,
     ));
     tokio::select! {
         _ = &mut send_task => {
@@ -169,6 +199,9 @@ async fn connection(
                 send_task.abort();
             }
         }
+    }
+    if let Some(task) = inbound_task {
+        task.abort();
     }
     let reason = signal.reason();
     tracing::info!(session = %sid, conn_id, code = reason.map(|r| r.code), reason = reason.map(|r| r.reason), "socket closed");
@@ -200,13 +233,114 @@ async fn send_loop(
     let _ = timeout(CLOSE_GRACE, sink.send(close_message(reason))).await;
 }
 
+/// Test only (`--test-latency-ms`): a per-connection, per-direction delay line. Each frame is
+/// due `latency ± jitter` (uniform, at least 0) after it entered, but never before the frame
+/// ahead of it (in order, as on TCP).
+struct DelayLine {
+    latency_ms: f64,
+    jitter_ms: f64,
+    /// xorshift64* state.
+    rng: u64,
+    last_due: tokio::time::Instant,
+}
+
+impl DelayLine {
+    fn new((latency, jitter): (Duration, Duration), salt: u64) -> DelayLine {
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        DelayLine {
+            latency_ms: latency.as_secs_f64() * 1000.0,
+            jitter_ms: jitter.as_secs_f64() * 1000.0,
+            rng: (u64::from_le_bytes(seed) ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1,
+            last_due: tokio::time::Instant::now(),
+        }
+    }
+
+    /// When a frame entering now is due.
+    fn due(&mut self) -> tokio::time::Instant {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let unit =
+            (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+        let ms = (self.latency_ms + self.jitter_ms * (2.0 * unit - 1.0)).max(0.0);
+        let due =
+            (tokio::time::Instant::now() + Duration::from_secs_f64(ms / 1000.0)).max(self.last_due);
+        self.last_due = due;
+        due
+    }
+}
+
+/// [`send_loop`] through a [`DelayLine`] (test only).
+async fn delayed_send_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: OutboundRx,
+    signal: Arc<CloseSignal>,
+    mut line: DelayLine,
+) {
+    let mut pending: VecDeque<(tokio::time::Instant, Bytes)> = VecDeque::new();
+    let mut queue_open = true;
+    let reason = loop {
+        let next_due = pending.front().map(|p| p.0);
+        if !queue_open && next_due.is_none() {
+            break CloseReason {
+                code: close::NORMAL,
+                reason: "",
+            };
+        }
+        tokio::select! {
+            biased;
+            r = signal.closed() => break r,
+            () = sleep_until(next_due) => {
+                let Some((_, frame)) = pending.pop_front() else { continue };
+                tokio::select! {
+                    biased;
+                    r = signal.closed() => break r,
+                    sent = sink.send(Message::Binary(frame)) => if sent.is_err() { return },
+                }
+            }
+            frame = rx.recv(), if queue_open => match frame {
+                Some(frame) => pending.push_back((line.due(), frame)),
+                None => queue_open = false,
+            },
+        }
+    };
+    let _ = timeout(CLOSE_GRACE, sink.send(close_message(reason))).await;
+}
+
+/// Sleeps until `at`, or forever when `None`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Handles received frames once their delay is over (test only).
+async fn delayed_handler(
+    mut rx: mpsc::UnboundedReceiver<(tokio::time::Instant, Bytes)>,
+    state: Arc<AppState>,
+    sid: SessionId,
+    conn_id: u64,
+) {
+    while let Some((due, bytes)) = rx.recv().await {
+        tokio::time::sleep_until(due).await;
+        handle_frame(&state, sid, conn_id, &bytes);
+    }
+}
+
 /// Reads and handles frames until the peer closes, goes silent, or the socket is told to close.
+/// With `inbound` (test only) binary frames go through its delay line to [`delayed_handler`].
 async fn recv_loop(
     mut stream: SplitStream<WebSocket>,
     state: Arc<AppState>,
     sid: SessionId,
     conn_id: u64,
     signal: Arc<CloseSignal>,
+    mut inbound: Option<(
+        mpsc::UnboundedSender<(tokio::time::Instant, Bytes)>,
+        DelayLine,
+    )>,
 ) {
     let silence = state.config().heartbeat_timeout();
     loop {
@@ -247,7 +381,12 @@ async fn recv_loop(
             continue;
         }
         match msg {
-            Message::Binary(bytes) => handle_frame(&state, sid, conn_id, &bytes),
+            Message::Binary(bytes) => match &mut inbound {
+                Some((tx, line)) => {
+                    let _ = tx.send((line.due(), bytes));
+                }
+                None => handle_frame(&state, sid, conn_id, &bytes),
+            },
             Message::Text(_) => send_error(
                 &state,
                 sid,
@@ -355,7 +494,13 @@ fn handle_control(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeade
             ),
         },
         Control::Leave { room } => reg.leave(sid, room, h.seq),
-        Control::Ping { client_time } => {
+        Control::Ping {
+            client_time,
+            rtt_ms,
+        } => {
+            if let Some(rtt) = rtt_ms {
+                reg.music_rtt(sid, rtt);
+            }
             reg.reply(
                 sid,
                 conn_id,
@@ -403,6 +548,9 @@ fn relay(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeader, body: 
             )
         }
     };
+    if h.lane == Lane::Sync && h.to.is_none() && music::is_music_message(&value) {
+        return state.registry().music_message(sid, conn_id, h.seq, value);
+    }
     let targets = match targets {
         Ok(t) if t.is_empty() => return,
         Ok(t) => t,

@@ -31,7 +31,11 @@ async fn silent_socket_is_closed_with_4408_and_the_session_stays_resumable() {
     let mut a_closed = None;
     let mut b_saw_peer_left = false;
     while started.elapsed() < Duration::from_secs(4) && (a_closed.is_none() || !b_saw_peer_left) {
-        b.send_control(&Control::Ping { client_time: 1.0 }).await;
+        b.send_control(&Control::Ping {
+            client_time: 1.0,
+            rtt_ms: None,
+        })
+        .await;
         loop {
             match b.recv().await {
                 Received::Control(_, Control::Pong { .. }) => break,

@@ -162,10 +162,13 @@ pub enum Event {
         /// The member that left.
         session_id: SessionId,
     },
-    /// A heartbeat answer: round-trip time and the server's clock.
+    /// A `pong`: the answer to a heartbeat or to a [`Client::ping`] probe, with the server's
+    /// clock (what [`crate::core::sync::clock::ClockSync::handle_response`] needs).
     Pong {
-        /// Round-trip time, ms.
+        /// Round-trip time, ms: the receive time (the driver's `now`) − `client_time`.
         rtt_ms: f64,
+        /// The `clientTime` the ping carried, ms of the driver's clock, as sent.
+        client_time: f64,
         /// Server wall clock when it answered, ms since the Unix epoch.
         server_time: u64,
     },
@@ -477,6 +480,26 @@ impl Client {
         Ok(())
     }
 
+    /// Sends an extra Control `ping {clientTime, rttMs}` now, besides the heartbeat: a clock
+    /// probe ([`crate::core::sync::clock::ClockSync::poll_probe`]). `client_time` is echoed in
+    /// the `pong` ([`Event::Pong`]), so it may be any reading of the caller's monotonic clock in
+    /// ms (fractions kept). `rtt_ms` reports the caller's smoothed RTT to the server (music rooms
+    /// schedule changes from it); `None` reports nothing.
+    ///
+    /// Returns `false`, sending nothing, unless the connection is open: a probe queued behind
+    /// a reconnect would measure the outage, not the link.
+    pub fn ping(&mut self, client_time: f64, rtt_ms: Option<f64>) -> bool {
+        if self.state != ConnectionState::Open || !client_time.is_finite() {
+            return false;
+        }
+        let rtt_ms = rtt_ms.filter(|r| r.is_finite() && *r >= 0.0);
+        self.send_control(&Control::Ping {
+            client_time,
+            rtt_ms,
+        });
+        true
+    }
+
     /// Leaves the current room, if any.
     pub fn leave_room(&mut self) {
         if let Some(room) = self.room.take() {
@@ -620,6 +643,7 @@ impl Client {
                 Timer::Heartbeat => {
                     self.send_control(&Control::Ping {
                         client_time: now as f64,
+                        rtt_ms: None,
                     });
                     self.timers[Timer::Heartbeat as usize] = Some(now + self.interval_ms());
                 }
@@ -756,6 +780,7 @@ impl Client {
                 server_time,
             } => Event::Pong {
                 rtt_ms: (now as f64 - client_time).max(0.0),
+                client_time,
                 server_time,
             },
             Control::Joined { room, members } => Event::RoomJoined { room, members },
@@ -920,7 +945,13 @@ mod tests {
         assert_eq!(at, Some(10));
         c.handle_timeout(10);
         let (t, _, _, at) = drain(&mut c);
-        assert_eq!(controls(&t), vec![Control::Ping { client_time: 10.0 }]);
+        assert_eq!(
+            controls(&t),
+            vec![Control::Ping {
+                client_time: 10.0,
+                rtt_ms: None
+            }]
+        );
         assert_eq!(at, Some(30_010));
         let pong = payload::control_frame(
             &Control::Pong {
@@ -937,9 +968,45 @@ mod tests {
             e,
             vec![Event::Pong {
                 rtt_ms: 42.0,
+                client_time: 10.0,
                 server_time: 99
             }]
         );
+        // An extra probe with a fractional clientTime and an RTT report, answered in kind.
+        assert!(c.ping(60.25, Some(41.5)));
+        let (t, _, _, _) = drain(&mut c);
+        assert_eq!(
+            controls(&t),
+            vec![Control::Ping {
+                client_time: 60.25,
+                rtt_ms: Some(41.5)
+            }]
+        );
+        let pong = payload::control_frame(
+            &Control::Pong {
+                client_time: 60.25,
+                server_time: 140,
+            },
+            Encoding::Msgpack,
+            Some(&Dictionary::v1()),
+            2,
+        );
+        c.handle_frame(&pong, 101);
+        let (_, _, e, _) = drain(&mut c);
+        assert_eq!(
+            e,
+            vec![Event::Pong {
+                rtt_ms: 40.75,
+                client_time: 60.25,
+                server_time: 140
+            }]
+        );
+        // No probes while the connection is down.
+        c.handle_socket_closed(1006, 200);
+        drain(&mut c);
+        assert!(!c.ping(201.0, None));
+        let (t, _, _, _) = drain(&mut c);
+        assert!(t.is_empty());
     }
 
     #[test]

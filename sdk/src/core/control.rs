@@ -28,10 +28,16 @@ pub enum Control {
         /// Room name.
         room: String,
     },
-    /// Heartbeat (seed 001): `clientTime` is the client's monotonic clock in ms, echoed back.
+    /// Heartbeat and clock probe (seed 001): `clientTime` is the client's monotonic clock in
+    /// ms, echoed back in `pong`.
     Ping {
         /// Client clock, ms.
         client_time: f64,
+        /// The client's smoothed RTT to the server, ms, if it measures one (music rooms: the
+        /// server schedules changes far enough ahead for its slowest member,
+        /// [`crate::core::sync::state::RoomAuthority::update_member_rtt`]). Absent: no report.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rtt_ms: Option<f64>,
     },
     /// Heartbeat answer with the server's wall clock (ms since the Unix epoch).
     Pong {
@@ -144,6 +150,24 @@ mod tests {
             }
         ));
         assert!(serde_json::from_value::<Control>(json!({"type": "nope"})).is_err());
+        // `rttMs` is optional in `ping`, both ways.
+        let ping: Control =
+            serde_json::from_value(json!({"type": "ping", "clientTime": 3.5})).unwrap();
+        assert_eq!(
+            ping,
+            Control::Ping {
+                client_time: 3.5,
+                rtt_ms: None
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(Control::Ping {
+                client_time: 3.5,
+                rtt_ms: Some(61.25)
+            })
+            .unwrap(),
+            json!({"type": "ping", "clientTime": 3.5, "rttMs": 61.25})
+        );
         assert_eq!(
             serde_json::to_value(Control::Version {
                 version: "2.1.0".into()

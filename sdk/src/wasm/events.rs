@@ -26,6 +26,7 @@ enum JsEvent<'a> {
     },
     Pong {
         rtt_ms: f64,
+        client_time: f64,
         server_time: u64,
     },
     Error {
@@ -60,9 +61,11 @@ pub(crate) fn event_to_js(ev: &Event) -> Option<JsValue> {
         Event::PeerLeft { room, session_id } => JsEvent::PeerLeft { room, session_id },
         Event::Pong {
             rtt_ms,
+            client_time,
             server_time,
         } => JsEvent::Pong {
             rtt_ms: *rtt_ms,
+            client_time: *client_time,
             server_time: *server_time,
         },
         Event::Error {

@@ -57,8 +57,8 @@ export interface P3Message {
 export type P3Event =
   | { type: 'peer-joined'; room: string; sessionId: string }
   | { type: 'peer-left'; room: string; sessionId: string }
-  /** Heartbeat answer: round-trip time (ms) and the server's wall clock (ms since the Unix epoch). */
-  | { type: 'pong'; rttMs: number; serverTime: number }
+  /** Heartbeat answer: round-trip time (ms), the ping's `clientTime` (the client's `performance.now()`, ms) and the server's wall clock (ms since the Unix epoch). */
+  | { type: 'pong'; rttMs: number; clientTime: number; serverTime: number }
   /** A frame the server refused, or that this client could not decode. */
   | { type: 'error'; code: ErrorCode; message: string; lane?: LaneNumber; seq?: number }
   /** The session expired (or the server restarted) and was replaced by a new one. */
@@ -120,7 +120,7 @@ export type ErrorCode =
   | 'frame_too_large' | 'unknown_lane' | 'control_lane_required' | 'no_common_transport'
   | 'no_common_encoding' | 'session_not_found' | 'lane_not_negotiated' | 'unknown_target'
   | 'not_in_room' | 'invalid_argument' | 'backpressure' | 'closed' | 'connect_failed' | 'internal'
-  | 'stale_after_purge' | 'forbidden';
+  | 'stale_after_purge' | 'forbidden' | 'not_controller' | 'epoch_mismatch';
 
 /** Every error the SDK throws or rejects with: a real `Error` with a `code`. */
 export interface P3Error extends Error {

@@ -312,8 +312,11 @@ impl Peer {
 
     /// Pings and expects the pong as the next frame: the socket still works.
     pub async fn ping_pong(&mut self) {
-        self.send_control(&Control::Ping { client_time: 42.5 })
-            .await;
+        self.send_control(&Control::Ping {
+            client_time: 42.5,
+            rtt_ms: None,
+        })
+        .await;
         match self.expect_control().await {
             Control::Pong { client_time, .. } => assert_eq!(client_time, 42.5),
             other => panic!("expected pong, got {other:?}"),
