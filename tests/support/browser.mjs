@@ -1,0 +1,64 @@
+// Headless Debian Chromium (/usr/bin/chromium) driven by playwright-core, and a page that has
+// the SDK loaded. Never `npx playwright install`: our machines cannot download browsers.
+
+import { readFileSync } from 'node:fs';
+import { chromium } from 'playwright-core';
+
+/** Chromium binary; `scripts/setup.mjs --browser` installs it from Debian. */
+export const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+/**
+ * Flags for running as root in a sandboxed machine with no outside network: without the
+ * background-networking ones Chromium keeps trying (and failing) to reach Google's hosts.
+ */
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-quic',
+  '--no-first-run',
+];
+
+const SDK_PAGE = readFileSync(new URL('../pages/sdk.html', import.meta.url), 'utf8');
+const SDK_READY_TIMEOUT_MS = 30_000;
+
+/**
+ * Launch one headless Chromium (a separate browser process with its own temporary profile).
+ * @returns {Promise<import('playwright-core').Browser>}
+ */
+export function launchBrowser() {
+  return chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: CHROMIUM_ARGS });
+}
+
+/**
+ * Open a page on the server's origin with tests/pages/sdk.html as its content, and wait until
+ * `window.sdk` holds the initialised SDK module.
+ *
+ * The page first loads a real server response (`/api/version`) and then has its content
+ * replaced: a document Playwright fulfils from a route has no network address, so Chromium's
+ * Local Network Access checks treat it as public and block its WebSocket to 127.0.0.1.
+ * Page errors and console errors and warnings are printed to stderr, prefixed with `label`.
+ * @param {import('playwright-core').Browser} browser
+ * @param {string} serverUrl e.g. `http://127.0.0.1:41234`
+ * @param {string} [label] name used in forwarded console output
+ * @returns {Promise<import('playwright-core').Page>}
+ */
+export async function openSdkPage(browser, serverUrl, label = 'page') {
+  const page = await browser.newPage();
+  page.on('console', (msg) => {
+    const kind = msg.type();
+    if ((kind === 'error' || kind === 'warning') && !msg.location().url.endsWith('/favicon.ico')) {
+      console.error(`[${label} console.${kind}] ${msg.text()}`);
+    }
+  });
+  page.on('pageerror', (err) => console.error(`[${label} pageerror] ${err.stack ?? err}`));
+
+  await page.goto(`${serverUrl}/api/version`);
+  await page.setContent(SDK_PAGE);
+  await page.waitForFunction(() => window.sdkReady || window.sdkError, null, { timeout: SDK_READY_TIMEOUT_MS });
+  const error = await page.evaluate(() => window.sdkError);
+  if (error) throw new Error(`SDK failed to load in ${label}: ${error}`);
+  return page;
+}
