@@ -8,7 +8,6 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { waitFor } from './support/client.mjs';
 import {
   countNavigations,
   launchPwaBrowser,
@@ -18,6 +17,7 @@ import {
   startDemoServer,
   swState,
   waitForConnected,
+  waitUntil,
 } from './support/pwa.mjs';
 
 let server;
@@ -36,7 +36,7 @@ test('a version the page can never reach: one purge and reload, then an error, n
   await page.goto(server.url);
 
   const staleEvents = async () => ofType(await pwaLog(page), 'stale-after-purge');
-  await waitFor(async () => (await staleEvents()).length >= 1, 30_000, async () => `stale-after-purge; log: ${JSON.stringify(await pwaLog(page))}`);
+  await waitUntil(async () => (await staleEvents()).length >= 1, 30_000, async () => `stale-after-purge; log: ${JSON.stringify(await pwaLog(page))}`);
   // The app then connects; the server's welcome says C too, which checks (and errs) again.
   await waitForConnected(page);
   // Give a loop every chance to show itself.
@@ -60,7 +60,7 @@ test('a version the page can never reach: one purge and reload, then an error, n
     ),
   );
   assert.deepEqual(checked, { code: 'stale_after_purge', pageVersion: 'B', serverVersion: 'C', attempts: 1, isError: true });
-  const more = (n) => waitFor(async () => (await staleEvents()).length >= before + n, 15_000, async () => `${n} more stale events; log: ${JSON.stringify(await pwaLog(page))}`);
+  const more = (n) => waitUntil(async () => (await staleEvents()).length >= before + n, 15_000, async () => `${n} more stale events; log: ${JSON.stringify(await pwaLog(page))}`);
   await more(1); // the explicit check above
   await page.evaluate(() => document.dispatchEvent(new Event('visibilitychange')));
   await more(2);

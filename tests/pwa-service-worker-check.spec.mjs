@@ -8,7 +8,6 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { waitFor } from './support/client.mjs';
 import {
   countNavigations,
   launchPwaBrowser,
@@ -22,6 +21,7 @@ import {
   waitForCheck,
   waitForConnected,
   waitForServiceWorker,
+  waitUntil,
 } from './support/pwa.mjs';
 
 let server;
@@ -48,7 +48,7 @@ test('the service worker runs the check, purges, and the page follows', { timeou
   server = await redeploy(server, { appVersion: 'B' });
   const navigations = countNavigations(page);
   await page.reload();
-  await waitFor(
+  await waitUntil(
     async () => (await metaVersion(page)) === 'B' && ofType(await pwaLog(page), 'checked').at(-1)?.status === 'up-to-date',
     30_000,
     async () => `the page to run B; log: ${JSON.stringify(await pwaLog(page))}`,

@@ -8,7 +8,6 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { waitFor } from './support/client.mjs';
 import {
   countNavigations,
   launchPwaBrowser,
@@ -21,6 +20,7 @@ import {
   swState,
   waitForConnected,
   waitForServiceWorker,
+  waitUntil,
 } from './support/pwa.mjs';
 
 let server;
@@ -44,7 +44,7 @@ test('two tabs, one deploy: one purge, each tab reloads once', { timeout: 120_00
   const changed = await setServerVersion(server, 'B');
   assert.equal(changed.notified, 2, 'both tabs were told');
   for (const [i, page] of [first, second].entries()) {
-    await waitFor(
+    await waitUntil(
       async () => (await metaVersion(page)) === 'B' && ofType(await pwaLog(page), 'checked').at(-1)?.status === 'up-to-date',
       45_000,
       async () => `tab ${i + 1} to run B; log: ${JSON.stringify(await pwaLog(page))}`,

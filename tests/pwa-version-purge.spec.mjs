@@ -9,7 +9,6 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { waitFor } from './support/client.mjs';
 import {
   countNavigations,
   launchPwaBrowser,
@@ -24,6 +23,7 @@ import {
   waitForCheck,
   waitForConnected,
   waitForServiceWorker,
+  waitUntil,
   writeAppData,
 } from './support/pwa.mjs';
 
@@ -50,7 +50,7 @@ test('a stale cached page is purged and reloaded exactly once; app data survives
   server = await redeploy(server, { appVersion: 'B' });
   const navigations = countNavigations(page);
   await page.reload();
-  await waitFor(
+  await waitUntil(
     async () => (await metaVersion(page)) === 'B' && ofType(await pwaLog(page), 'checked').some((e) => e.status === 'up-to-date'),
     30_000,
     async () => `the page to run B; log: ${JSON.stringify(await pwaLog(page))}`,

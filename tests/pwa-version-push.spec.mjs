@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { waitFor } from './support/client.mjs';
 import {
   countNavigations,
   launchPwaBrowser,
@@ -19,6 +18,7 @@ import {
   swState,
   waitForConnected,
   waitForServiceWorker,
+  waitUntil,
 } from './support/pwa.mjs';
 
 let server;
@@ -41,7 +41,7 @@ test('an open page learns of a deploy on the Control lane and updates itself onc
   const navigations = countNavigations(page);
 
   server = await redeploy(server, { appVersion: 'B' });
-  await waitFor(
+  await waitUntil(
     async () => (await metaVersion(page)) === 'B' && ofType(await pwaLog(page), 'checked').at(-1)?.status === 'up-to-date',
     45_000,
     async () => `the page to update itself to B; log: ${JSON.stringify(await pwaLog(page))}`,

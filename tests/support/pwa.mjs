@@ -87,6 +87,34 @@ export async function redeploy(server, options) {
 }
 
 /**
+ * Poll `check` like waitFor (tests/support/client.mjs), but a page that is navigating (its
+ * execution context destroyed under a `page.evaluate`) counts as "not yet": these tests wait
+ * across reloads on purpose.
+ * @template T
+ * @param {() => Promise<T>} check
+ * @param {number} timeoutMs
+ * @param {() => string | Promise<string>} what
+ */
+export function waitUntil(check, timeoutMs, what) {
+  const tolerant = async () => {
+    try {
+      return await check();
+    } catch (err) {
+      if (/Execution context was destroyed|navigat/i.test(String(err?.message))) return false;
+      throw err;
+    }
+  };
+  const describe = async () => {
+    try {
+      return await what();
+    } catch (err) {
+      return `(could not describe: ${err?.message})`;
+    }
+  };
+  return waitFor(tolerant, timeoutMs, describe);
+}
+
+/**
  * Open the demo in a new tab and wait until its first version check has an outcome.
  * @param {import('playwright-core').BrowserContext} context
  * @param {string} url
@@ -124,7 +152,7 @@ export function ofType(log, type) {
  * registered for `version`, whose cache holds the 5 shell files.
  */
 export async function waitForServiceWorker(page, version, timeoutMs = 20_000) {
-  await waitFor(
+  await waitUntil(
     async () => {
       const state = await swState(page);
       return state.controlled && state.active.includes(`/sw.js?v=${version}`) && state.shell[`p3-shell-${version}`] === 5;

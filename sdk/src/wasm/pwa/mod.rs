@@ -386,12 +386,15 @@ fn pump(h: &Handle) {
     }
 }
 
+/// Hands `outcome` to the waiting check. The first outcome wins until the check has read it:
+/// a `Lead` overwritten by a later `Recheck` would leave this context leading a purge that
+/// nobody performs.
 fn wake(inner: &mut Inner, outcome: Outcome) {
-    if let Some(mut w) = inner.waiter.take() {
-        w.outcome = Some(outcome);
-        let _ = w.resolve.call0(&JsValue::UNDEFINED);
-        // Keep the outcome for the woken check to read.
-        inner.waiter = Some(w);
+    if let Some(w) = inner.waiter.as_mut() {
+        if w.outcome.is_none() {
+            w.outcome = Some(outcome);
+            let _ = w.resolve.call0(&JsValue::UNDEFINED);
+        }
     }
 }
 
