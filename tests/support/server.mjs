@@ -10,8 +10,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const TARGET_DIR = process.env.CARGO_TARGET_DIR ?? join(ROOT, 'target');
 
-/** Path of the server-stub release binary. */
-export const SERVER_BIN = join(TARGET_DIR, 'release', 'server-stub');
+/** Path of the server-stub release binary (`P3_SERVER_BIN` overrides it). */
+export const SERVER_BIN = process.env.P3_SERVER_BIN ?? join(TARGET_DIR, 'release', 'server-stub');
 
 const LISTENING = /^listening on (http:\/\/\S+:(\d+))\s*$/m;
 const START_TIMEOUT_MS = 20_000;
