@@ -1,11 +1,12 @@
-// Run the benchmarks. Each entry of BENCHES is one cargo bench target; the bench itself writes
-// its results file (see the bench's source).
+// Run the benchmarks. Each entry of BENCHES is one cargo bench target (a `[[bench]]` of its
+// crate); each bench replaces its own entries in its results file (see the bench's source).
 
 import { run, runMain, step } from './lib/proc.mjs';
 
 /** @type {{name: string, args: string[], results: string}[]} */
 const BENCHES = [
   { name: 'codec', args: ['bench', '-p', 'p3-lanes', '--bench', 'codec'], results: 'bench-results.json' },
+  { name: 'sync', args: ['bench', '-p', 'p3-lanes', '--bench', 'sync'], results: 'bench-results.json' },
 ];
 
 async function main() {
