@@ -565,11 +565,13 @@ impl Client {
             Err(e) => return self.decode_error(ErrorCode::BadFrame, &e, None, None),
         };
         match h.kind {
-            FrameKind::Control => match payload::decode_control(&h, body, Some(&self.session.dict))
-            {
-                Ok(c) => self.on_control(c, now),
-                Err(e) => self.decode_error(e.code(), &e, Some(h.lane), Some(h.seq)),
-            },
+            FrameKind::Control => {
+                match payload::decode_control_lenient(&h, body, Some(&self.session.dict)) {
+                    Ok(Some(c)) => self.on_control(c, now),
+                    Ok(None) => {} // a newer server's message type: ignored (forward compatibility)
+                    Err(e) => self.decode_error(e.code(), &e, Some(h.lane), Some(h.seq)),
+                }
+            }
             FrameKind::Data => match payload::decode(&h, body, Some(&self.session.dict)) {
                 Ok(value) => self.out.push_back(Output::Event(Event::Message(Inbound {
                     lane: h.lane,

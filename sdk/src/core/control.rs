@@ -108,6 +108,23 @@ pub enum Control {
     },
 }
 
+impl Control {
+    /// Every `type` this version knows, in kebab-case as on the wire.
+    pub const TYPES: &'static [&'static str] = &[
+        "join",
+        "leave",
+        "ping",
+        "pong",
+        "welcome",
+        "version",
+        "joined",
+        "left",
+        "peer-joined",
+        "peer-left",
+        "error",
+    ];
+}
+
 /// Checks a room name: 1..=[`MAX_ROOM_NAME_BYTES`] bytes, no control characters.
 pub fn validate_room_name(room: &str) -> Result<(), String> {
     if room.is_empty() || room.len() > MAX_ROOM_NAME_BYTES {
@@ -189,6 +206,42 @@ mod tests {
         ));
         let text = serde_json::to_string(&w).unwrap();
         assert!(!text.contains("appVersion"), "{text}");
+    }
+
+    #[test]
+    fn types_lists_every_variant() {
+        let samples = [
+            Control::Join { room: "r".into() },
+            Control::Leave { room: "r".into() },
+            Control::Ping {
+                client_time: 0.0,
+                rtt_ms: None,
+            },
+            Control::Pong {
+                client_time: 0.0,
+                server_time: 0,
+            },
+            Control::Version {
+                version: "1".into(),
+            },
+            Control::Joined {
+                room: "r".into(),
+                members: vec![],
+            },
+            Control::Left { room: "r".into() },
+            Control::Error {
+                code: ErrorCode::Internal,
+                error: String::new(),
+                lane: None,
+                seq: None,
+            },
+        ];
+        for c in samples {
+            let v = serde_json::to_value(&c).unwrap();
+            assert!(Control::TYPES.contains(&v["type"].as_str().unwrap()), "{v}");
+        }
+        let n = Control::TYPES.len();
+        assert_eq!(n, 11, "update TYPES when adding a Control variant");
     }
 
     #[test]

@@ -120,6 +120,26 @@ pub fn decode_control(
     serde_json::from_value(v).map_err(|e| PayloadError::BadControl(e.to_string()))
 }
 
+/// Like [`decode_control`], but a well-formed message whose `type` this version does not know
+/// is `Ok(None)`: a newer server may add message types, and an older client must ignore them
+/// rather than report an error. Clients use this; the server stays strict.
+pub fn decode_control_lenient(
+    h: &FrameHeader,
+    payload: &[u8],
+    dict: Option<&Dictionary>,
+) -> Result<Option<Control>, PayloadError> {
+    let v = decode(h, payload, dict)?;
+    if v.get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !Control::TYPES.contains(&t))
+    {
+        return Ok(None);
+    }
+    serde_json::from_value(v)
+        .map(Some)
+        .map_err(|e| PayloadError::BadControl(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +161,25 @@ mod tests {
             decode(&h, &bytes, None),
             Err(PayloadError::UnknownDictionary { .. })
         ));
+    }
+
+    #[test]
+    fn lenient_control_ignores_unknown_types_only() {
+        let d = Dictionary::v1();
+        let frame = |v: Value| {
+            let (bytes, dv) = encode(&v, Encoding::Msgpack, Some(&d)).unwrap();
+            (FrameHeader::control(Encoding::Msgpack, 1, dv), bytes)
+        };
+        let (h, p) = frame(json!({"type": "from-the-future", "x": 1}));
+        assert_eq!(decode_control_lenient(&h, &p, Some(&d)), Ok(None));
+        assert!(decode_control(&h, &p, Some(&d)).is_err());
+        let (h, p) = frame(json!({"type": "joined", "room": 5}));
+        assert!(matches!(
+            decode_control_lenient(&h, &p, Some(&d)),
+            Err(PayloadError::BadControl(_))
+        ));
+        let (h, p) = frame(json!({"no-type": true}));
+        assert!(decode_control_lenient(&h, &p, Some(&d)).is_err());
     }
 
     #[test]
