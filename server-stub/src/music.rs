@@ -11,8 +11,9 @@
 //!   `sync-state`, then the resolved `music-control` (`applyAt`, `data.position`,
 //!   `data.from`, ...), every member including the sender. Refused, the sender alone gets a
 //!   Control `error` with the authority's code (`not_controller`, `epoch_mismatch`,
-//!   `invalid_argument`, `bad_payload`), lane 7 and the frame's seq. A duplicate or stale
-//!   change is ignored silently.
+//!   `invalid_argument`, `bad_payload`), lane 7 and the frame's seq. A change from an epoch
+//!   before the room's is refused with `epoch_mismatch` too (the sender missed a handover); a
+//!   duplicate (same epoch, sequence not newer) is ignored silently.
 //! - `{type: "sync-state"}` from a client is refused (`invalid_argument`): only the authority
 //!   states the room.
 //! - Every joiner gets the room's `sync-state` at once (after `joined`), if it was granted the
@@ -197,7 +198,9 @@ impl Registry {
         };
         let members = self.room_members(&room);
         let authority = self.music.authority(&room, &members);
-        match authority.handle_control(&sid.to_string(), &change, shared_clock_ms()) {
+        let decision = authority.handle_control(&sid.to_string(), &change, shared_clock_ms());
+        let room_epoch = authority.state().epoch;
+        match decision {
             Ok(Decision::Applied { control, state }) => {
                 tracing::debug!(room, session = %sid, action = %control.action, epoch = state.epoch,
                     sequence = state.sequence, apply_at = control.apply_at, "music change applied");
@@ -208,9 +211,17 @@ impl Registry {
                     self.send_server_data(*m, Lane::Sync, &control);
                 }
             }
+            Ok(Decision::Ignored) if change.epoch < room_epoch => refuse(
+                self,
+                ErrorCode::EpochMismatch,
+                format!(
+                    "change names epoch {}, the room is at epoch {room_epoch}; resync from the room's sync-state",
+                    change.epoch
+                ),
+            ),
             Ok(Decision::Ignored) => {
                 tracing::debug!(room, session = %sid, epoch = change.epoch, sequence = change.sequence,
-                    "stale or duplicate music change ignored");
+                    "duplicate music change ignored");
             }
             Err(e) => {
                 let code = e.code();

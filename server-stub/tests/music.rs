@@ -206,7 +206,14 @@ async fn the_authority_orders_changes_and_every_member_follows() {
         next_error(&mut dj).await,
         (ErrorCode::InvalidArgument, Some(SYNC), Some(seq))
     );
-    // A duplicate is ignored silently.
+    // A change from an older epoch is refused; a duplicate is ignored silently.
+    let seq = dj
+        .send_data(Lane::Sync, &control("pause", json!({}), 0, 7), None)
+        .await;
+    assert_eq!(
+        next_error(&mut dj).await,
+        (ErrorCode::EpochMismatch, Some(SYNC), Some(seq))
+    );
     dj.send_data(
         Lane::Sync,
         &control("play", json!({"position": 5.0}), 1, 2),

@@ -159,6 +159,28 @@ impl P3Client {
         }
     }
 
+    /// Joins the music room `name` (a lane room whose playback state the server keeps, PROTOCOL.md
+    /// §11) and keeps `options.media` (an `<audio>`/`<video>` element or a `MediaPlayer`) in
+    /// sync with it. Resolves with the `MusicRoom` once joined; the clock burst and the room's
+    /// state follow within about a second. Needs the Control and Sync lanes.
+    ///
+    /// Leaves any other room (one room per session); joining another room or `leaveRoom()`
+    /// closes the music room.
+    ///
+    /// Rejects with `invalid_argument` for a bad name or options (`media` missing or of the
+    /// wrong kind), `closed` if the client closes first.
+    #[wasm_bindgen(js_name = musicRoom, unchecked_return_type = "Promise<MusicRoom>")]
+    pub fn music_room(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] name: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "MusicRoomOptions")] options: JsValue,
+    ) -> Promise {
+        match name.as_string() {
+            Some(name) => crate::wasm::music::join(&self.inner, name, &options),
+            None => Promise::reject(&error::invalid_argument("room must be a string")),
+        }
+    }
+
     /// Leaves the current room, if any (confirmed by a `room-left` event).
     #[wasm_bindgen(js_name = leaveRoom)]
     pub fn leave_room(&self) {

@@ -14,6 +14,9 @@
 //! keeps working even if the app drops its `P3Client` (like a `WebSocket` does); once closed
 //! those are released and the state lives only as long as the `P3Client` object.
 //!
+//! Rust-side listeners ([`add_listener`], e.g. a music room) see every core event first, with
+//! no borrow held, before the JS callbacks.
+//!
 //! This is the only module that calls `spawn_local` (for re-handshakes).
 
 use crate::core::client::{Action, Client, ConnectionState, Event, Output};
@@ -40,14 +43,14 @@ const CLOSE_ABNORMAL: u16 = 1006;
 pub(crate) type Handle = Rc<RefCell<Inner>>;
 
 /// `resolve`/`reject` of a pending Promise.
-struct Resolver {
+pub(crate) struct Resolver {
     resolve: Function,
     reject: Function,
 }
 
 impl Resolver {
     /// A Promise and its resolver.
-    fn new() -> (Promise, Resolver) {
+    pub(crate) fn new() -> (Promise, Resolver) {
         let mut slot = None;
         let promise =
             Promise::new(&mut |resolve, reject| slot = Some(Resolver { resolve, reject }));
@@ -55,11 +58,11 @@ impl Resolver {
         (promise, resolver)
     }
 
-    fn resolve(&self, value: &JsValue) {
+    pub(crate) fn resolve(&self, value: &JsValue) {
         let _ = self.resolve.call1(&JsValue::UNDEFINED, value);
     }
 
-    fn reject(&self, err: &JsValue) {
+    pub(crate) fn reject(&self, err: &JsValue) {
         let _ = self.reject.call1(&JsValue::UNDEFINED, err);
     }
 }
@@ -132,6 +135,9 @@ impl Callbacks {
     }
 }
 
+/// A Rust-side event listener (see [`add_listener`]).
+pub(crate) type Listener = Rc<dyn Fn(&Event)>;
+
 /// Everything one `P3Client` owns. See the module docs.
 pub(crate) struct Inner {
     client: Client,
@@ -153,6 +159,8 @@ pub(crate) struct Inner {
     events: VecDeque<Event>,
     /// A [`pump`] further up the stack is dispatching `events`.
     dispatching: bool,
+    /// Rust-side listeners, by id.
+    listeners: Vec<(u32, Listener)>,
 }
 
 impl Inner {
@@ -164,6 +172,11 @@ impl Inner {
     /// The latest handshake response object.
     pub(crate) fn handshake(&self) -> JsValue {
         self.handshake.clone()
+    }
+
+    /// The normalized server base URL (`http(s)://host[:port][/prefix]`).
+    pub(crate) fn base(&self) -> &str {
+        &self.base
     }
 
     fn now(&self) -> u64 {
@@ -299,6 +312,7 @@ pub(crate) fn start(
         connect: Some(resolver),
         events: VecDeque::new(),
         dispatching: false,
+        listeners: Vec::new(),
     }));
     pump(&h);
     (h, opened)
@@ -340,6 +354,23 @@ pub(crate) fn subscribe(h: &Handle, topic: Topic, f: Function) -> JsValue {
         }
     })
     .into_js_value()
+}
+
+/// Registers a Rust-side listener that sees every core event (in order, before the JS
+/// callbacks, with no borrow held: it may call back into the client). Returns its id for
+/// [`remove_listener`].
+pub(crate) fn add_listener(h: &Handle, listener: Listener) -> u32 {
+    let mut inner = h.borrow_mut();
+    let cbs = &mut inner.callbacks;
+    cbs.next_id = cbs.next_id.wrapping_add(1);
+    let id = cbs.next_id;
+    inner.listeners.push((id, listener));
+    id
+}
+
+/// Removes a listener added by [`add_listener`].
+pub(crate) fn remove_listener(h: &Handle, id: u32) {
+    h.borrow_mut().listeners.retain(|l| l.0 != id);
 }
 
 /// `joinRoom`: asks the core to join, and returns a Promise settled by the server's `joined`
@@ -459,8 +490,13 @@ fn rehandshake(h: &Handle, base: String, request: HandshakeRequest) {
     });
 }
 
-/// Hands one event to the application. Holds no borrow while JS runs.
+/// Hands one event to the Rust listeners, then to the application. Holds no borrow while
+/// they run.
 fn dispatch(h: &Handle, ev: Event) {
+    let listeners: Vec<Listener> = h.borrow().listeners.iter().map(|l| l.1.clone()).collect();
+    for l in listeners {
+        l(&ev);
+    }
     match ev {
         Event::StateChanged { state, reason } => {
             let (connect, joins, callbacks) = {

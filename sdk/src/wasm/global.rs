@@ -37,6 +37,12 @@ impl Global {
         self.performance.now().max(0.0) as u64
     }
 
+    /// `performance.now()` unrounded, ms: the local clock of music sync
+    /// ([`crate::core::sync::clock`]), where sub-ms precision matters.
+    pub(crate) fn now_precise_ms(&self) -> f64 {
+        self.performance.now()
+    }
+
     /// `setTimeout(callback, delay_ms)`; returns the timer id.
     pub(crate) fn set_timeout(&self, callback: &JsValue, delay_ms: u64) -> JsValue {
         self.set_timeout

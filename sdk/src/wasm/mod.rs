@@ -14,6 +14,7 @@
 //! | `error` | JS errors with a machine-readable `code` |
 //! | `global` | `globalThis` lookups: `performance.now()`, `setTimeout`, `fetch` |
 //! | `types` | the TypeScript declarations of those shapes |
+//! | [`music`] | `MusicRoom`: a media element kept in sync with a music room (issue #4, seed 004) |
 //! | [`pwa`] | `checkVersion` / `CacheGuard`: PWA cache protection (windows and service workers) |
 //!
 //! ```js
@@ -32,11 +33,13 @@ mod error;
 mod events;
 mod global;
 mod http;
+pub mod music;
 mod options;
 pub mod pwa;
 mod types;
 
 pub use client::P3Client;
+pub use music::MusicRoom;
 pub use pwa::{check_version, CacheGuard};
 
 use wasm_bindgen::prelude::*;

@@ -18,6 +18,12 @@
 //!   load takes a load delay (per device base, small per-event jitter); readings carry ±0.5 ms
 //!   of noise while moving; autoplay can be blocked until a user gesture.
 //! - A background tab's timers fire late, at whole seconds of its local clock.
+//! - `chromium_media` models what Chromium's `<audio>` does (measured in headless Chromium
+//!   with its fake audio output, see the e2e tests): the first `play()` of an element takes
+//!   about 70 ms, later ones 0-15 ms, a seek while playing stalls about 90 ms; the position
+//!   reads as moving for 20 ms right after `play()` and then stalls until playback really
+//!   starts; rates within ±0.5 % of 1 play at 1; and every switch from rate 1 to a
+//!   time-stretched rate loses about 24 ms of media time.
 #![allow(dead_code)]
 
 use p3_lanes::core::codec::{decode_msgpack, encode_msgpack};
@@ -118,6 +124,8 @@ pub struct SimConfig {
     pub settle_ms: f64,
     /// Follower tuning.
     pub follower: FollowerConfig,
+    /// Media elements behave like Chromium's (module docs) rather than ideally.
+    pub chromium_media: bool,
 }
 
 /// Track ids of the default script and their durations (s).
@@ -204,6 +212,7 @@ impl SimConfig {
             tick_ms: 10.0,
             settle_ms: 2000.0,
             follower: FollowerConfig::default(),
+            chromium_media: false,
         }
     }
 }
@@ -224,15 +233,48 @@ struct Player {
     seek_delay: f64,
     load_delay: f64,
     blocked: bool,
+    /// Chromium's behaviour (module docs).
+    chromium: bool,
+    /// `play()` calls so far.
+    starts: u32,
+    /// When the last `play()` from paused was issued (true ms).
+    play_issued: f64,
+    /// Chromium: media time lost per excursion, ms.
+    excursion_cost: f64,
 }
 
+/// Chromium plays rates this close to 1 at 1.
+const CHROMIUM_RATE_DEADBAND: f64 = 0.005;
+
 impl Player {
+    /// The rate the media really moves at.
+    fn effective_rate(&self) -> f64 {
+        if self.chromium && (self.rate - 1.0).abs() < CHROMIUM_RATE_DEADBAND {
+            1.0
+        } else {
+            self.rate
+        }
+    }
+
+    /// The true media position.
     fn position(&self, t: f64) -> f64 {
         if self.playing {
             let from = self.anchor.max(self.moving_from);
-            self.pos + (t - from).max(0.0) * self.rate * (1.0 + self.media_drift) / 1000.0
+            self.pos
+                + (t - from).max(0.0) * self.effective_rate() * (1.0 + self.media_drift) / 1000.0
         } else {
             self.pos
+        }
+    }
+
+    /// What `currentTime` reads: Chromium shows a false start of up to 20 ms right after
+    /// `play()`, until the real movement overtakes it.
+    fn reading(&self, t: f64) -> f64 {
+        let p = self.position(t);
+        if self.chromium && self.playing && t < self.moving_from && t >= self.play_issued {
+            p.max(self.pos + (t - self.play_issued).min(20.0) / 1000.0)
+        } else {
+            p
         }
     }
 
@@ -268,9 +310,14 @@ impl Player {
                 self.settle(t);
                 if !self.playing {
                     self.playing = true;
-                    self.moving_from = (t + jitter(rng, self.start_latency, 3.0))
-                        .max(self.seek_done)
-                        .max(self.ready_at);
+                    let latency = if self.chromium && self.starts > 0 {
+                        rng.f64() * 15.0
+                    } else {
+                        jitter(rng, self.start_latency, 3.0)
+                    };
+                    self.starts += 1;
+                    self.play_issued = t;
+                    self.moving_from = (t + latency).max(self.seek_done).max(self.ready_at);
                 }
             }
             MediaCommand::Pause => {
@@ -287,7 +334,11 @@ impl Player {
             }
             MediaCommand::SetRate { rate } => {
                 self.settle(t);
+                let was_stretching = self.effective_rate() != 1.0;
                 self.rate = *rate;
+                if self.chromium && !was_stretching && self.effective_rate() != 1.0 {
+                    self.pos -= self.excursion_cost / 1000.0;
+                }
             }
         }
         Ok(())
@@ -301,7 +352,7 @@ impl Player {
         };
         MediaSample {
             local_ms,
-            position_s: self.position(t) + noise,
+            position_s: self.reading(t) + noise,
             paused: !self.playing,
             seeking: t < self.seek_done,
             playback_rate: self.rate,
@@ -483,10 +534,22 @@ impl Sim {
                     seek_done: 0.0,
                     rate: 1.0,
                     media_drift: uni(&mut rng, -cfg.max_drift_ppm, cfg.max_drift_ppm) * 1e-6,
-                    start_latency: uni(&mut rng, 10.0, 60.0),
-                    seek_delay: uni(&mut rng, 20.0, 80.0),
+                    start_latency: if cfg.chromium_media {
+                        uni(&mut rng, 65.0, 80.0)
+                    } else {
+                        uni(&mut rng, 10.0, 60.0)
+                    },
+                    seek_delay: if cfg.chromium_media {
+                        uni(&mut rng, 85.0, 100.0)
+                    } else {
+                        uni(&mut rng, 20.0, 80.0)
+                    },
                     load_delay: uni(&mut rng, 100.0, 300.0),
                     blocked: cfg.autoplay_blocked.contains(&i),
+                    chromium: cfg.chromium_media,
+                    starts: 0,
+                    play_issued: f64::NEG_INFINITY,
+                    excursion_cost: uni(&mut rng, 22.0, 26.0),
                 };
                 Device {
                     id: format!("dev-{i}"),

@@ -49,7 +49,9 @@
 //! # Drive contract
 //! [`ClockSync::new`] starts a burst of [`ClockConfig::burst_count`] (10) probes
 //! [`ClockConfig::burst_spacing_ms`] (25 ms) apart (extended while fewer than
-//! [`ClockConfig::burst_min_good`] answers pass the queued-sample filter), then [`ClockConfig::followup_count`] (8)
+//! [`ClockConfig::burst_min_good`] answers pass the queued-sample filter and arrived alone,
+//! not in a batch with another answer: a burst stalled as a whole by one TCP retransmission
+//! arrives in batches), then [`ClockConfig::followup_count`] (8)
 //! follow-ups every [`ClockConfig::followup_spacing_ms`] (250 ms), then one probe every
 //! [`ClockConfig::interval_ms`] (2 s).
 //! - At [`ClockSync::poll_timeout`] (local ms), call [`ClockSync::poll_probe`] with the current
@@ -73,8 +75,8 @@ pub struct ClockConfig {
     /// each other.
     pub burst_spacing_ms: f64,
     /// A burst is extended (by up to `burst_count` more probes) until this many of its
-    /// answers pass the queued-sample filter against the burst's own minimum RTT: a burst
-    /// stalled as a whole by one retransmission has few such answers.
+    /// answers pass the queued-sample filter against the burst's own minimum RTT and arrived
+    /// alone: a burst stalled as a whole by one retransmission has few such answers.
     pub burst_min_good: usize,
     /// Probes after the burst at [`ClockConfig::followup_spacing_ms`], before the period.
     /// They tighten the estimate over the first seconds and outvote a burst that was queued as
@@ -136,6 +138,8 @@ const MAX_OUTSTANDING: usize = 32;
 const DRIFT_SIGMAS: f64 = 2.0;
 /// Most samples in the drift history.
 const MAX_HISTORY: usize = 512;
+/// Burst answers received less than this apart arrived in one batch (queued), ms.
+const BATCH_GAP_MS: f64 = 2.0;
 
 /// One answered probe. Local times in ms of the local clock, `server` in server ms.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -355,19 +359,30 @@ impl ClockSync {
             return;
         }
         let first = self.burst_ids[0];
-        let burst: Vec<f64> = self
+        let mut burst: Vec<(f64, f64)> = self
             .samples
             .iter()
             .filter(|s| s.t0 >= first)
-            .map(Sample::rtt)
+            .map(|s| (s.t3, s.rtt()))
             .collect();
+        burst.sort_by(|a, b| a.0.total_cmp(&b.0));
         let min = burst
             .iter()
-            .copied()
+            .map(|b| b.1)
             .reduce(f64::min)
             .unwrap_or(f64::INFINITY);
         let cut = min * self.config.queue_factor + self.config.queue_margin_ms;
-        let good = burst.iter().filter(|&&r| r <= cut).count();
+        // Answers that arrive together waited behind each other (on TCP, one delayed answer
+        // holds back the next ones): a burst stalled as a whole has no good answer, however
+        // its RTTs compare with its own minimum.
+        let alone = |i: usize| {
+            let before = i == 0 || burst[i].0 - burst[i - 1].0 >= BATCH_GAP_MS;
+            let after = i + 1 == burst.len() || burst[i + 1].0 - burst[i].0 >= BATCH_GAP_MS;
+            before && after
+        };
+        let good = (0..burst.len())
+            .filter(|&i| burst[i].1 <= cut && alone(i))
+            .count();
         let missing = self.config.burst_min_good.saturating_sub(good) as u32;
         if missing == 0 {
             self.burst_extension_left = 0;

@@ -1,0 +1,1049 @@
+//! Music rooms for JavaScript (issue #4; seed 004 Tier 1): `client.musicRoom(name, {media})`
+//! returns a `MusicRoom` that keeps a media element (or a custom player) in sync with the
+//! room's shared playback state, and lets the controller (DJ) change it.
+//!
+//! It drives the sans-IO sync core on the browser's clock and timers:
+//! - [`ClockSync`] probes the server with Control `ping {clientTime, rttMs}` ([`Client::ping`])
+//!   and reads every `pong` ([`Event::Pong`]) with `performance.now()` as the local clock;
+//! - the room's `sync-state` messages (server-originated Sync-lane frames) go to a
+//!   [`Follower`], whose [`MediaCommand`]s are executed on the media ([`media`]);
+//! - changes (`play()`, `seek()`, ...) are stamped by a [`ControlStamper`] and sent as seed
+//!   004 `music-control` on the Sync lane; the server's authority answers with the resolved
+//!   change (resolving the Promise) or a Control error on lane 7 (rejecting it with its
+//!   `code`).
+//!
+//! The room listens to the client's core events through [`driver::add_listener`]; every
+//! callback into JavaScript (media commands, app callbacks, pings that pump the client) runs
+//! with no borrow of the room held, so callbacks may call back into it.
+//!
+//! # Timers and background tabs
+//! One `setTimeout` is armed for the earliest of: the next clock probe, the follower's next
+//! sample, and the oldest unanswered change's timeout. Background tabs throttle timers (to 1 s
+//! or more), so the media element's own events (`timeupdate` about every 250 ms while playing,
+//! `playing`, `pause`, `seeked`, `waiting`, `canplay`, `ended`) and `visibilitychange` also
+//! trigger a sample: corrections go on at ≥ 4 Hz in a background tab that plays. The follower
+//! is state-based, so a late sample only means a late correction. (`requestAnimationFrame`
+//! does not run in background tabs at all, so it is not used.)
+//!
+//! # Autoplay
+//! A `play()` refused with `NotAllowedError` makes the follower's status `needs-user-gesture`
+//! (event `needs-user-gesture`). With `resumeOnGesture` (default) the next `pointerdown`,
+//! `keydown` or `touchend` anywhere on the page starts playback inside that gesture;
+//! `room.userGesture()` does the same from the app's own button.
+//!
+//! Besides the driver, this module spawns futures (`wasm_bindgen_futures`) for the join and
+//! to watch each `play()` Promise.
+
+mod media;
+mod options;
+mod types;
+
+use crate::core::client::{ConnectionState, Event};
+use crate::core::error::ErrorCode;
+use crate::core::lane::Lane;
+use crate::core::sync::clock::{ClockConfig, ClockMapping, ClockSync};
+use crate::core::sync::follower::{
+    Correction, Follower, FollowerConfig, FollowerEvent, FollowerOutput, MediaCommand,
+};
+use crate::core::sync::state::{
+    ControlStamper, MusicAction, MusicControlData, RoomState, SyncMessage,
+};
+use crate::wasm::driver::{self, Handle as ClientHandle, Resolver};
+use crate::wasm::global::Global;
+use crate::wasm::{convert, error};
+use js_sys::{Function, Promise};
+use media::Media;
+use serde::Serialize;
+use serde_json::Value;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::{Rc, Weak};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+/// A change unanswered for this long is rejected (`internal`), ms. The authority answers
+/// every change it does not apply, so only a frame lost with its socket gets here (and those
+/// are rejected with `closed` as soon as the connection drops).
+const ANSWER_TIMEOUT_MS: f64 = 10_000.0;
+
+/// Media events that trigger a sample (see the module docs).
+const MEDIA_EVENTS: [&str; 8] = [
+    "timeupdate",
+    "playing",
+    "pause",
+    "seeked",
+    "waiting",
+    "canplay",
+    "loadeddata",
+    "ended",
+];
+
+/// Events that count as a user gesture for `resumeOnGesture` (they grant user activation).
+const GESTURE_EVENTS: [&str; 3] = ["pointerdown", "keydown", "touchend"];
+
+/// A music room: keeps `media` in sync with the room's shared playback state and sends the
+/// controller's changes. Create it with `client.musicRoom(name, options)`.
+#[wasm_bindgen]
+pub struct MusicRoom {
+    inner: RoomHandle,
+}
+
+#[wasm_bindgen]
+impl MusicRoom {
+    /// The room's name.
+    #[wasm_bindgen(getter)]
+    pub fn name(&self) -> String {
+        self.inner.borrow().name.clone()
+    }
+
+    /// The newest room state received (it may take effect in the future, at its
+    /// `referenceTime`), or `null` before the first one.
+    #[wasm_bindgen(getter, unchecked_return_type = "MusicRoomState | null")]
+    pub fn state(&self) -> JsValue {
+        self.inner
+            .borrow()
+            .latest
+            .as_ref()
+            .map_or(JsValue::NULL, convert::to_js)
+    }
+
+    /// What the follower is doing (`MusicStatus`), e.g. `'in-sync'` or `'needs-user-gesture'`.
+    #[wasm_bindgen(getter, unchecked_return_type = "MusicStatus")]
+    pub fn status(&self) -> String {
+        self.inner.borrow().follower.status().as_str().to_owned()
+    }
+
+    /// The clock estimate (`MusicClock`): offset to the shared clock, RTT, uncertainty, drift.
+    #[wasm_bindgen(getter, unchecked_return_type = "MusicClock")]
+    pub fn clock(&self) -> JsValue {
+        convert::to_js(&ClockInfo::of(&self.inner.borrow().clock))
+    }
+
+    /// Whether this client is the room's controller (DJ), by the newest state.
+    #[wasm_bindgen(getter, js_name = isController)]
+    pub fn is_controller(&self) -> bool {
+        let r = self.inner.borrow();
+        let me = r.me();
+        r.latest
+            .as_ref()
+            .and_then(|s| s.controller_id.as_deref())
+            .is_some_and(|c| c == me)
+    }
+
+    /// The shared clock now (the server's wall clock as estimated here), ms since the Unix
+    /// epoch; `performance.now()` until the first probe answers.
+    #[wasm_bindgen(js_name = serverNow)]
+    pub fn server_now(&self) -> f64 {
+        let r = self.inner.borrow();
+        r.clock.server_now(r.global.now_precise_ms())
+    }
+
+    /// Where playback should be now by the room state, s (`null` without a state or clock).
+    #[wasm_bindgen(js_name = targetPosition, unchecked_return_type = "number | null")]
+    pub fn target_position(&self) -> JsValue {
+        let r = self.inner.borrow();
+        r.follower
+            .target_position(r.global.now_precise_ms())
+            .map_or(JsValue::NULL, JsValue::from_f64)
+    }
+
+    /// What the follower learned about this device's media, ms: `{seekMs, startMs,
+    /// excursionCostMs}` (how long a seek and a `play()` take, and the media time a rate
+    /// excursion loses).
+    #[wasm_bindgen(
+        getter,
+        unchecked_return_type = "{ seekMs: number; startMs: number; excursionCostMs: number }"
+    )]
+    pub fn latencies(&self) -> JsValue {
+        let r = self.inner.borrow();
+        convert::to_js(&Latencies {
+            seek_ms: r.follower.seek_latency_ms(),
+            start_ms: r.follower.start_latency_ms(),
+            excursion_cost_ms: r.follower.excursion_cost_ms(),
+        })
+    }
+
+    /// Plays, from `position` (s) if given, else from where the room is. Resolves with the
+    /// room state once the server's authority applied the change (it takes effect a little
+    /// later, at its `referenceTime`, on every device at once).
+    ///
+    /// Rejects with `code`: `not_controller` (someone else is the DJ), `epoch_mismatch` (the
+    /// role changed meanwhile), `invalid_argument`, `closed` (the room or connection closed
+    /// before the answer), `lane_not_negotiated` (no Sync lane), `backpressure`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<MusicRoomState>")]
+    pub fn play(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "number")] position: JsValue,
+    ) -> Promise {
+        match optional_position(&position) {
+            Ok(position) => send_change(
+                &self.inner,
+                MusicAction::Play,
+                MusicControlData {
+                    position,
+                    ..Default::default()
+                },
+            ),
+            Err(e) => Promise::reject(&e),
+        }
+    }
+
+    /// Pauses at the room's position when the change takes effect. Resolves and rejects like
+    /// `play()`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<MusicRoomState>")]
+    pub fn pause(&self) -> Promise {
+        send_change(&self.inner, MusicAction::Pause, MusicControlData::default())
+    }
+
+    /// Jumps to `position` (s), keeping play/pause. Resolves and rejects like `play()`
+    /// (`invalid_argument` for a negative or non-finite position).
+    #[wasm_bindgen(unchecked_return_type = "Promise<MusicRoomState>")]
+    pub fn seek(&self, position: f64) -> Promise {
+        if !position.is_finite() || position < 0.0 {
+            return Promise::reject(&error::invalid_argument(&format!(
+                "position must be a finite number of seconds >= 0, got {position}"
+            )));
+        }
+        send_change(
+            &self.inner,
+            MusicAction::Seek,
+            MusicControlData {
+                position: Some(position),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Switches to `track` (a `MusicTrack` with at least a string `id`; e.g. an entry of
+    /// `GET /api/media`), from `position` (s) or 0, keeping play/pause. Resolves and rejects
+    /// like `play()`.
+    #[wasm_bindgen(js_name = changeTrack, unchecked_return_type = "Promise<MusicRoomState>")]
+    pub fn change_track(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "MusicTrack")] track: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "number")] position: JsValue,
+    ) -> Promise {
+        let parsed = convert::value_from_js(&track).and_then(|t| {
+            let id = t
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| error::invalid_argument("track needs a non-empty string `id`"))?;
+            Ok((id, t, optional_position(&position)?))
+        });
+        match parsed {
+            Ok((id, track, position)) => send_change(
+                &self.inner,
+                MusicAction::ChangeTrack,
+                MusicControlData {
+                    track_id: Some(id),
+                    track: Some(track),
+                    position,
+                    ..Default::default()
+                },
+            ),
+            Err(e) => Promise::reject(&e),
+        }
+    }
+
+    /// Hands the controller role to the member `sessionId`. Resolves and rejects like
+    /// `play()` (`invalid_argument` if `sessionId` is not in the room).
+    #[wasm_bindgen(unchecked_return_type = "Promise<MusicRoomState>")]
+    pub fn handover(&self, #[wasm_bindgen(js_name = sessionId)] session_id: String) -> Promise {
+        send_change(
+            &self.inner,
+            MusicAction::Handover,
+            MusicControlData {
+                to: Some(session_id),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Takes the controller role while nobody holds it (a handover to oneself). Resolves and
+    /// rejects like `play()` (`not_controller` if someone holds it).
+    #[wasm_bindgen(js_name = claimController, unchecked_return_type = "Promise<MusicRoomState>")]
+    pub fn claim_controller(&self) -> Promise {
+        let me = self.inner.borrow().me();
+        send_change(
+            &self.inner,
+            MusicAction::Handover,
+            MusicControlData {
+                to: Some(me),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Call from a user gesture's handler (click, key press) when the status is
+    /// `needs-user-gesture`: starts playback inside the gesture. Does nothing otherwise.
+    #[wasm_bindgen(js_name = userGesture)]
+    pub fn user_gesture(&self) {
+        user_gesture(&self.inner);
+    }
+
+    /// Calls `callback(event)` for every `MusicRoomEvent`. Returns a function that
+    /// unsubscribes.
+    ///
+    /// Throws `invalid_argument` if `callback` is not a function.
+    #[wasm_bindgen(js_name = onEvent, unchecked_return_type = "() => void")]
+    pub fn on_event(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(event: MusicRoomEvent) => void")] callback: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        let f = callback
+            .dyn_into::<Function>()
+            .map_err(|_| error::invalid_argument("callback must be a function"))?;
+        let id = {
+            let mut r = self.inner.borrow_mut();
+            r.next_callback = r.next_callback.wrapping_add(1);
+            let id = r.next_callback;
+            r.callbacks.push((id, f));
+            id
+        };
+        let weak = Rc::downgrade(&self.inner);
+        Ok(Closure::<dyn FnMut()>::new(move || {
+            if let Some(h) = weak.upgrade() {
+                h.borrow_mut().callbacks.retain(|c| c.0 != id);
+            }
+        })
+        .into_js_value())
+    }
+
+    /// Stops following: the media is paused, timers and listeners stop, unanswered changes
+    /// reject with `closed`, and the client leaves the room. Idempotent.
+    pub fn close(&self) {
+        let client = self.inner.borrow().client.clone();
+        if close_room(&self.inner, "closed by the application") {
+            driver::with_client(&client, |c| c.leave_room());
+        }
+    }
+}
+
+/// `client.musicRoom(name, options)`: creates the room (listening before the join is sent, so
+/// the snapshot that follows `joined` is not missed), joins, and resolves once joined.
+pub(crate) fn join(client: &ClientHandle, name: String, options: &JsValue) -> Promise {
+    let opts = match options::parse(options) {
+        Ok(o) => o,
+        Err(e) => return Promise::reject(&e),
+    };
+    let global = match Global::get() {
+        Ok(g) => g,
+        Err(e) => return Promise::reject(&e),
+    };
+    let now = global.now_precise_ms();
+    let room = Rc::new(RefCell::new(Room {
+        name: name.clone(),
+        client: client.clone(),
+        clock: ClockSync::new(ClockConfig::default(), now),
+        global,
+        last_mapping: None,
+        follower: Follower::new(FollowerConfig::browser()),
+        stamper: ControlStamper::new(),
+        media: opts.media,
+        track_url: opts.track_url,
+        resume_on_gesture: opts.resume_on_gesture,
+        latest: None,
+        pending: VecDeque::new(),
+        callbacks: Vec::new(),
+        next_callback: 0,
+        timer: Timer::default(),
+        listener: None,
+        media_listeners: Vec::new(),
+        gesture_listeners: Vec::new(),
+        follower_due: None,
+        events: VecDeque::new(),
+        dispatching: false,
+        closed: false,
+    }));
+    let weak = Rc::downgrade(&room);
+    let id = driver::add_listener(
+        client,
+        Rc::new(move |ev: &Event| {
+            if let Some(h) = weak.upgrade() {
+                on_client_event(&h, ev);
+            }
+        }),
+    );
+    room.borrow_mut().listener = Some(id);
+    attach_media_listeners(&room);
+    // The clock burst starts at once, alongside the join.
+    finish(&room);
+    let joined = driver::join_room(client, &name);
+    let handle = room.clone();
+    wasm_bindgen_futures::future_to_promise(async move {
+        match JsFuture::from(joined).await {
+            Ok(_) => {
+                finish(&handle);
+                Ok(MusicRoom { inner: handle }.into())
+            }
+            Err(e) => {
+                close_room(&handle, "the join failed");
+                Err(e)
+            }
+        }
+    })
+}
+
+type RoomHandle = Rc<RefCell<Room>>;
+
+/// A change sent and not answered yet.
+struct Pending {
+    resolver: Resolver,
+    /// Local ms after which it is given up.
+    deadline_ms: f64,
+}
+
+/// The one `setTimeout` armed for the room's earliest deadline.
+#[derive(Default)]
+struct Timer {
+    callback: Option<Closure<dyn FnMut()>>,
+    id: Option<JsValue>,
+    deadline: Option<f64>,
+}
+
+/// A listener attached to a JS event target, detached on close.
+struct Attached {
+    target: web_sys::EventTarget,
+    event: &'static str,
+    callback: Closure<dyn FnMut()>,
+}
+
+impl Attached {
+    fn new(
+        target: web_sys::EventTarget,
+        event: &'static str,
+        callback: Closure<dyn FnMut()>,
+    ) -> Attached {
+        let _ = target.add_event_listener_with_callback_and_bool(
+            event,
+            callback.as_ref().unchecked_ref(),
+            true,
+        );
+        Attached {
+            target,
+            event,
+            callback,
+        }
+    }
+
+    fn detach(&self) {
+        let _ = self.target.remove_event_listener_with_callback_and_bool(
+            self.event,
+            self.callback.as_ref().unchecked_ref(),
+            true,
+        );
+    }
+}
+
+/// Everything a `MusicRoom` owns.
+struct Room {
+    name: String,
+    client: ClientHandle,
+    global: Global,
+    clock: ClockSync,
+    last_mapping: Option<ClockMapping>,
+    follower: Follower,
+    stamper: ControlStamper,
+    media: Media,
+    track_url: Option<Function>,
+    resume_on_gesture: bool,
+    /// The newest room state received.
+    latest: Option<RoomState>,
+    /// Changes sent, answered in order by the authority.
+    pending: VecDeque<Pending>,
+    callbacks: Vec<(u32, Function)>,
+    next_callback: u32,
+    timer: Timer,
+    /// Id of the client listener.
+    listener: Option<u32>,
+    media_listeners: Vec<Attached>,
+    gesture_listeners: Vec<Attached>,
+    /// When the follower wants its next sample, local ms.
+    follower_due: Option<f64>,
+    /// JS events not dispatched yet.
+    events: VecDeque<JsValue>,
+    /// A [`finish`] further up the stack is dispatching `events`.
+    dispatching: bool,
+    closed: bool,
+}
+
+/// Something to do outside the room's borrow.
+enum Act {
+    Media(MediaCommand),
+    Ping(f64, Option<f64>),
+    InstallGestureListeners,
+}
+
+impl Room {
+    fn me(&self) -> String {
+        self.client.borrow().client().session_id().to_string()
+    }
+
+    fn now(&self) -> f64 {
+        self.global.now_precise_ms()
+    }
+
+    fn event(&mut self, ev: &impl Serialize) {
+        self.events.push_back(convert::to_js(ev));
+    }
+
+    /// Drains the follower into acts and events; sends a due clock probe.
+    fn drain(&mut self) -> Vec<Act> {
+        let mut acts = Vec::new();
+        let now = self.now();
+        if self.clock.poll_timeout().is_some_and(|t| t <= now) {
+            if let Some(ct) = self.clock.poll_probe(now) {
+                acts.push(Act::Ping(ct, self.clock.rtt_ms()));
+            }
+        }
+        loop {
+            match self.follower.poll_output() {
+                FollowerOutput::Command(c) => acts.push(Act::Media(c)),
+                FollowerOutput::Event(FollowerEvent::NeedsUserGesture) => {
+                    self.event(&JsMusicEvent::NeedsUserGesture);
+                    if self.resume_on_gesture {
+                        acts.push(Act::InstallGestureListeners);
+                    }
+                }
+                FollowerOutput::Event(FollowerEvent::Status(s)) => {
+                    self.event(&JsMusicEvent::Status { status: s.as_str() })
+                }
+                FollowerOutput::Event(FollowerEvent::Drift(d)) => {
+                    self.event(&JsMusicEvent::Drift {
+                        local_ms: d.local_ms,
+                        server_ms: d.server_ms,
+                        error_ms: d.error_ms,
+                        rate: d.rate,
+                        correction: match d.correction {
+                            Correction::None => "none",
+                            Correction::Nudge => "nudge",
+                            Correction::Seek => "seek",
+                        },
+                    })
+                }
+                FollowerOutput::Timeout(t) => {
+                    self.follower_due = t;
+                    break;
+                }
+            }
+        }
+        acts
+    }
+
+    /// Rejects unanswered changes past their deadline.
+    fn expire_pending(&mut self, now: f64) {
+        while self.pending.front().is_some_and(|p| p.deadline_ms <= now) {
+            if let Some(p) = self.pending.pop_front() {
+                p.resolver.reject(&error::coded(
+                    ErrorCode::Internal,
+                    "no answer from the room's authority in time",
+                ));
+            }
+        }
+    }
+
+    fn reject_pending(&mut self, code: ErrorCode, why: &str) {
+        for p in self.pending.drain(..) {
+            p.resolver.reject(&error::coded(code, why));
+        }
+    }
+
+    fn arm_timer(&mut self, h: &RoomHandle) {
+        if self.closed {
+            if let Some(id) = self.timer.id.take() {
+                self.global.clear_timeout(&id);
+            }
+            self.timer = Timer::default();
+            return;
+        }
+        let deadline = [
+            self.clock.poll_timeout(),
+            self.follower_due,
+            self.pending.front().map(|p| p.deadline_ms),
+        ]
+        .into_iter()
+        .flatten()
+        .reduce(f64::min);
+        if self.timer.deadline == deadline && self.timer.id.is_some() {
+            return;
+        }
+        if let Some(id) = self.timer.id.take() {
+            self.global.clear_timeout(&id);
+        }
+        self.timer.deadline = deadline;
+        let Some(at) = deadline else { return };
+        let delay = (at - self.now()).max(0.0).ceil() as u64;
+        let callback = self.timer.callback.get_or_insert_with(|| {
+            let weak = Rc::downgrade(h);
+            Closure::<dyn FnMut()>::new(move || {
+                if let Some(h) = weak.upgrade() {
+                    on_timer(&h);
+                }
+            })
+        });
+        self.timer.id = Some(self.global.set_timeout(callback.as_ref(), delay));
+    }
+}
+
+/// After every input: drains the follower and the clock, executes what they asked for with no
+/// borrow held, re-arms the timer, and dispatches events (outermost call only).
+fn finish(h: &RoomHandle) {
+    let acts = {
+        let mut r = h.borrow_mut();
+        if r.closed {
+            Vec::new()
+        } else {
+            r.drain()
+        }
+    };
+    for act in acts {
+        execute(h, act);
+    }
+    h.borrow_mut().arm_timer(h);
+    dispatch(h);
+}
+
+fn execute(h: &RoomHandle, act: Act) {
+    match act {
+        Act::Ping(client_time, rtt) => {
+            let client = h.borrow().client.clone();
+            driver::with_client(&client, |c| c.ping(client_time, rtt));
+        }
+        Act::Media(cmd) => {
+            let (media, url) = {
+                let r = h.borrow();
+                let url = match &cmd {
+                    MediaCommand::Load { track_id, track } => track_url(&r, track_id, track),
+                    _ => String::new(),
+                };
+                (r.media.clone(), url)
+            };
+            match media.exec(&cmd, &url) {
+                Ok(Some(play)) => watch_play(h, &play),
+                Ok(None) => {}
+                Err(e) => media_error(h, &e),
+            }
+        }
+        Act::InstallGestureListeners => install_gesture_listeners(h),
+    }
+}
+
+/// The source of a track: the app's `trackUrl`, else [`media::default_track_url`].
+fn track_url(r: &Room, track_id: &str, track: &Option<Value>) -> String {
+    if let Some(f) = &r.track_url {
+        let t = track.as_ref().map_or(JsValue::NULL, convert::value_to_js);
+        if let Ok(url) = f.call2(&JsValue::UNDEFINED, &JsValue::from_str(track_id), &t) {
+            if let Some(url) = url.as_string() {
+                return url;
+            }
+        }
+    }
+    let base = r.client.borrow().base().to_owned();
+    media::default_track_url(&base, track_id, track.as_ref())
+}
+
+/// Reports a refused `play()` to the follower (autoplay policy) or as an error event.
+fn watch_play(h: &RoomHandle, play: &Promise) {
+    let weak = Rc::downgrade(h);
+    let play = JsFuture::from(play.clone());
+    wasm_bindgen_futures::spawn_local(async move {
+        let Err(err) = play.await else { return };
+        let Some(h) = weak.upgrade() else { return };
+        if media::is_autoplay_refusal(&err) {
+            {
+                let mut r = h.borrow_mut();
+                let now = r.now();
+                r.follower.handle_play_rejected(now);
+            }
+            finish(&h);
+        } else if !media::is_interruption(&err) {
+            media_error(&h, &err);
+        }
+    });
+}
+
+fn media_error(h: &RoomHandle, err: &JsValue) {
+    let message = format!("media: {}", error::describe(err));
+    h.borrow_mut().event(&JsMusicEvent::Error {
+        code: ErrorCode::Internal.as_str(),
+        message: &message,
+    });
+    dispatch(h);
+}
+
+/// Reads the media and hands the sample to the follower.
+fn sample(h: &RoomHandle) {
+    let (media, now) = {
+        let r = h.borrow();
+        if r.closed {
+            return;
+        }
+        (r.media.clone(), r.now())
+    };
+    let s = media.sample(now);
+    h.borrow_mut().follower.handle_media_sample(s);
+    finish(h);
+}
+
+fn on_timer(h: &RoomHandle) {
+    let follower_due = {
+        let mut r = h.borrow_mut();
+        r.timer.id = None;
+        r.timer.deadline = None;
+        let now = r.now();
+        r.expire_pending(now);
+        // A little early is fine: the timer's own rounding.
+        r.follower_due.is_some_and(|t| t <= now + 1.0)
+    };
+    if follower_due {
+        sample(h);
+    } else {
+        finish(h);
+    }
+}
+
+fn user_gesture(h: &RoomHandle) {
+    {
+        let mut r = h.borrow_mut();
+        if r.closed {
+            return;
+        }
+        for l in r.gesture_listeners.drain(..) {
+            l.detach();
+        }
+        let now = r.now();
+        r.follower.handle_user_gesture(now);
+    }
+    finish(h);
+}
+
+fn install_gesture_listeners(h: &RoomHandle) {
+    if !h.borrow().gesture_listeners.is_empty() {
+        return;
+    }
+    let global = js_sys::global();
+    if js_sys::Reflect::get(&global, &"document".into()).map_or(true, |d| d.is_undefined()) {
+        return;
+    }
+    let target: web_sys::EventTarget = global.unchecked_into();
+    let listeners = GESTURE_EVENTS
+        .iter()
+        .map(|&event| {
+            let weak = Rc::downgrade(h);
+            let cb = Closure::<dyn FnMut()>::new(move || {
+                if let Some(h) = weak.upgrade() {
+                    user_gesture(&h);
+                }
+            });
+            Attached::new(target.clone(), event, cb)
+        })
+        .collect();
+    h.borrow_mut().gesture_listeners = listeners;
+}
+
+fn attach_media_listeners(h: &RoomHandle) {
+    let element = h.borrow().media.element().cloned();
+    let mut attached = Vec::new();
+    let make = |h: &RoomHandle| {
+        let weak: Weak<RefCell<Room>> = Rc::downgrade(h);
+        Closure::<dyn FnMut()>::new(move || {
+            if let Some(h) = weak.upgrade() {
+                sample(&h);
+            }
+        })
+    };
+    if let Some(el) = element {
+        for event in MEDIA_EVENTS {
+            attached.push(Attached::new(el.clone().into(), event, make(h)));
+        }
+    }
+    if let Ok(doc) = js_sys::Reflect::get(&js_sys::global(), &"document".into()) {
+        if doc.is_object() {
+            attached.push(Attached::new(
+                doc.unchecked_into(),
+                "visibilitychange",
+                make(h),
+            ));
+        }
+    }
+    h.borrow_mut().media_listeners = attached;
+}
+
+/// One core event of the client (see [`driver::add_listener`]).
+fn on_client_event(h: &RoomHandle, ev: &Event) {
+    {
+        let mut r = h.borrow_mut();
+        if r.closed {
+            return;
+        }
+        let now = r.now();
+        match ev {
+            Event::Pong {
+                client_time,
+                server_time,
+                ..
+            } => {
+                r.clock
+                    .handle_response(*client_time, *server_time as f64, now);
+                let mapping = r.clock.mapping().filter(|_| r.clock.is_synced());
+                if mapping.is_some() && mapping != r.last_mapping {
+                    r.last_mapping = mapping;
+                    if let Some(m) = mapping {
+                        r.follower.handle_clock(m, now);
+                    }
+                    let info = ClockInfo::of(&r.clock);
+                    r.event(&JsMusicEvent::Clock(info));
+                }
+            }
+            Event::Message(m) if m.lane == Lane::Sync && m.from.is_none() => {
+                match SyncMessage::from_value(m.value.clone()) {
+                    Ok(SyncMessage::SyncState { data }) => {
+                        if r.follower.handle_state(data.clone(), now) {
+                            r.event(&JsMusicEvent::State { state: &data });
+                            r.latest = Some(data);
+                        }
+                    }
+                    Ok(SyncMessage::MusicControl(c)) => {
+                        if c.data.from.as_deref() == Some(r.me().as_str()) {
+                            if let Some(p) = r.pending.pop_front() {
+                                let state = r.latest.as_ref().map_or(JsValue::NULL, convert::to_js);
+                                p.resolver.resolve(&state);
+                            }
+                        }
+                        let control = SyncMessage::MusicControl(c).to_value();
+                        r.event(&JsMusicEvent::Control { control: &control });
+                    }
+                    Err(e) => web_sys::console::warn_1(&JsValue::from_str(&format!(
+                        "p3-lanes: music room {}: {e}",
+                        r.name
+                    ))),
+                }
+            }
+            Event::Error {
+                code,
+                message,
+                lane: Some(Lane::Sync),
+                ..
+            } => {
+                if let Some(p) = r.pending.pop_front() {
+                    p.resolver.reject(&error::coded(*code, message));
+                }
+                r.event(&JsMusicEvent::Error {
+                    code: code.as_str(),
+                    message,
+                });
+            }
+            Event::RoomJoined { room, .. } if *room == r.name => {
+                // A rejoin may face a restarted authority whose versions start anew.
+                r.follower.reset_room();
+                r.latest = None;
+                r.stamper = ControlStamper::new();
+            }
+            Event::RoomJoined { .. } => {
+                drop(r);
+                close_room(h, "the client joined another room");
+                return;
+            }
+            Event::RoomLeft { room } if *room == r.name => {
+                drop(r);
+                close_room(h, "the client left the room");
+                return;
+            }
+            Event::StateChanged { state, .. } => match state {
+                ConnectionState::Reconnecting => r.reject_pending(
+                    ErrorCode::Closed,
+                    "the connection dropped before the room's authority answered; the change may or may not have been applied",
+                ),
+                ConnectionState::Open => r.clock.reset(now),
+                ConnectionState::Closed => {
+                    drop(r);
+                    close_room(h, "the client closed");
+                    return;
+                }
+                ConnectionState::Connecting => {}
+            },
+            _ => return,
+        }
+    }
+    finish(h);
+}
+
+/// Sends one change; the Promise settles with the authority's answer.
+fn send_change(h: &RoomHandle, action: MusicAction, mut data: MusicControlData) -> Promise {
+    let (value, client) = {
+        let mut r = h.borrow_mut();
+        if r.closed {
+            return Promise::reject(&error::coded(ErrorCode::Closed, "the music room is closed"));
+        }
+        let base = r.latest.clone().unwrap_or_else(|| RoomState::new(0.0));
+        data.timestamp = Some(js_sys::Date::now());
+        data.controller_id.clone_from(&base.controller_id);
+        let change = r.stamper.stamp(&base, action, data);
+        (
+            SyncMessage::MusicControl(change).to_value(),
+            r.client.clone(),
+        )
+    };
+    if let Err(e) = driver::with_client(&client, |c| c.send(Lane::Sync, value, None)) {
+        return Promise::reject(&error::client_error(&e));
+    }
+    let (promise, resolver) = Resolver::new();
+    {
+        let mut r = h.borrow_mut();
+        let deadline_ms = r.now() + ANSWER_TIMEOUT_MS;
+        r.pending.push_back(Pending {
+            resolver,
+            deadline_ms,
+        });
+    }
+    finish(h);
+    promise
+}
+
+/// Stops the room (see `MusicRoom.close`); `false` if it already was.
+fn close_room(h: &RoomHandle, reason: &str) -> bool {
+    let (client, listener, media) = {
+        let mut r = h.borrow_mut();
+        if r.closed {
+            return false;
+        }
+        r.closed = true;
+        r.reject_pending(ErrorCode::Closed, &format!("music room closed: {reason}"));
+        let r = &mut *r;
+        for l in r
+            .media_listeners
+            .drain(..)
+            .chain(r.gesture_listeners.drain(..))
+        {
+            l.detach();
+        }
+        r.event(&JsMusicEvent::Closed { reason });
+        (r.client.clone(), r.listener.take(), r.media.clone())
+    };
+    if let Some(id) = listener {
+        driver::remove_listener(&client, id);
+    }
+    let _ = media.exec(&MediaCommand::Pause, "");
+    h.borrow_mut().arm_timer(h);
+    dispatch(h);
+    true
+}
+
+/// Hands queued events to the callbacks, with no borrow held (outermost call only).
+fn dispatch(h: &RoomHandle) {
+    if std::mem::replace(&mut h.borrow_mut().dispatching, true) {
+        return;
+    }
+    loop {
+        let next = {
+            let mut r = h.borrow_mut();
+            r.events.pop_front().map(|ev| {
+                (
+                    ev,
+                    r.callbacks.iter().map(|c| c.1.clone()).collect::<Vec<_>>(),
+                )
+            })
+        };
+        let Some((ev, callbacks)) = next else { break };
+        for f in callbacks {
+            if let Err(e) = f.call1(&JsValue::UNDEFINED, &ev) {
+                web_sys::console::error_2(
+                    &JsValue::from_str("p3-lanes: a music room callback threw:"),
+                    &e,
+                );
+            }
+        }
+    }
+    let mut r = h.borrow_mut();
+    r.dispatching = false;
+    if r.closed {
+        // Release the callbacks (and what they hold) once nothing more will be said.
+        r.callbacks.clear();
+        r.timer.callback = None;
+    }
+}
+
+/// An optional position argument, s. Errors: `invalid_argument`.
+fn optional_position(v: &JsValue) -> Result<Option<f64>, JsValue> {
+    if v.is_undefined() || v.is_null() {
+        return Ok(None);
+    }
+    match v.as_f64() {
+        Some(p) if p.is_finite() && p >= 0.0 => Ok(Some(p)),
+        _ => Err(error::invalid_argument(
+            "position must be a finite number of seconds >= 0",
+        )),
+    }
+}
+
+/// `MusicClock`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClockInfo {
+    synced: bool,
+    offset_ms: f64,
+    rtt_ms: Option<f64>,
+    min_rtt_ms: Option<f64>,
+    uncertainty_ms: Option<f64>,
+    drift_ppm: f64,
+    samples: usize,
+}
+
+impl ClockInfo {
+    fn of(c: &ClockSync) -> ClockInfo {
+        ClockInfo {
+            synced: c.is_synced(),
+            offset_ms: c.offset_ms(),
+            rtt_ms: c.rtt_ms(),
+            min_rtt_ms: c.min_rtt_ms(),
+            uncertainty_ms: Some(c.uncertainty_ms()).filter(|u| u.is_finite()),
+            drift_ppm: c.drift_ppm(),
+            samples: c.sample_count(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Latencies {
+    seek_ms: f64,
+    start_ms: f64,
+    excursion_cost_ms: f64,
+}
+
+/// `MusicRoomEvent`.
+#[derive(Serialize)]
+#[serde(
+    tag = "type",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
+enum JsMusicEvent<'a> {
+    State {
+        state: &'a RoomState,
+    },
+    Control {
+        control: &'a Value,
+    },
+    Status {
+        status: &'static str,
+    },
+    Drift {
+        local_ms: f64,
+        server_ms: f64,
+        error_ms: f64,
+        rate: f64,
+        correction: &'static str,
+    },
+    Clock(ClockInfo),
+    NeedsUserGesture,
+    Error {
+        code: &'a str,
+        message: &'a str,
+    },
+    Closed {
+        reason: &'a str,
+    },
+}

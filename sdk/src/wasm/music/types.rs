@@ -1,0 +1,112 @@
+//! TypeScript declarations of the music-room API (`MusicRoom`), appended to `p3_lanes.d.ts`.
+//! Shapes mirror [`crate::core::sync::state`] (room state, changes) and
+//! [`crate::core::sync::follower`] (status, drift).
+
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_MUSIC_TYPES: &'static str = r#"
+/** Options of `P3Client.musicRoom`. */
+export interface MusicRoomOptions {
+  /** What to keep in sync: an `<audio>`/`<video>` element, or your own player. */
+  media: HTMLMediaElement | MediaPlayer;
+  /** The source of a track. Default: `track.url`, else `/media/<trackId>`; a path starting with `/` is relative to the server's base URL. */
+  trackUrl?: (trackId: string, track: MusicTrack | null) => string;
+  /** After the browser refused `play()` (autoplay policy), start on the next pointer or key press anywhere on the page. Default: true. You can also call `room.userGesture()` from your own button. */
+  resumeOnGesture?: boolean;
+}
+
+/** A custom player the follower drives instead of an `HTMLMediaElement`. Positions in s. */
+export interface MediaPlayer {
+  /** Switch to this track; report `ready: true` from `sample()` once it can play. */
+  load(trackId: string, track: MusicTrack | null): void;
+  /** Start playing. Return a Promise that rejects with a `NotAllowedError` if the platform refuses without a user gesture. */
+  play(): void | Promise<void>;
+  pause(): void;
+  /** Jump to `positionS` (s). */
+  seek(positionS: number): void;
+  /** Playback rate (1 = normal); keep the pitch. The follower nudges it by a few % to correct drift. */
+  setRate(rate: number): void;
+  /** The player now: position (s), paused, seeking, current rate, and whether it can play. */
+  sample(): { position: number; paused: boolean; seeking?: boolean; rate?: number; ready: boolean };
+}
+
+/** Track data carried in the room state (free-form; these fields are understood). */
+export interface MusicTrack {
+  id: string;
+  title?: string;
+  /** Where to load it (see `MusicRoomOptions.trackUrl`). */
+  url?: string;
+  /** Duration, s: positions are bounded by it. */
+  duration?: number;
+  [key: string]: unknown;
+}
+
+/** The room's shared playback state (seed 004 `sync-state`). Times are on the shared clock (the server's, ms since the Unix epoch). */
+export interface MusicRoomState {
+  trackId: string | null;
+  track: MusicTrack | null;
+  isPlaying: boolean;
+  /** Track position at `referenceTime`, s. */
+  position: number;
+  /** When this state takes effect and `position` holds, shared-clock ms. */
+  referenceTime: number;
+  playbackRate: number;
+  /** The controller's (DJ's) session id, or null: anyone may `claimController()`. */
+  controllerId: string | null;
+  /** Counts controller changes. */
+  epoch: number;
+  /** Counts the controller's changes within the epoch. */
+  sequence: number;
+}
+
+/** A change as resolved by the room's authority (seed 004 `music-control`). */
+export interface MusicControl {
+  type: 'music-control';
+  action: 'play' | 'pause' | 'seek' | 'change-track' | 'handover' | string;
+  data: { position?: number; trackId?: string; track?: MusicTrack; timestamp?: number; from?: string; controllerId?: string; to?: string };
+  sequence: number;
+  epoch: number;
+  /** When it takes effect, shared-clock ms. */
+  applyAt?: number;
+}
+
+/** What the follower is doing. `needs-user-gesture`: the browser refused autoplay; a click or key press (or `room.userGesture()`) starts it. */
+export type MusicStatus = 'waiting' | 'loading' | 'paused' | 'starting' | 'correcting' | 'in-sync' | 'needs-user-gesture';
+
+/** The clock estimate against the shared clock. */
+export interface MusicClock {
+  /** Enough probes answered for the estimate to be used. */
+  synced: boolean;
+  /** shared clock − `performance.now()`, ms. */
+  offsetMs: number;
+  /** Smoothed round-trip time to the server, ms (null before the first answer). */
+  rttMs: number | null;
+  /** Smallest recent round-trip time, ms. */
+  minRttMs: number | null;
+  /** Half-width of the interval the offset is known to lie in, ms. */
+  uncertaintyMs: number | null;
+  /** Rate of the shared clock against the local one, ppm. */
+  driftPpm: number;
+  /** Probe answers in the estimate. */
+  samples: number;
+}
+
+/** Events of `room.onEvent`. */
+export type MusicRoomEvent =
+  /** A new room state was received (it may take effect later, at `state.referenceTime`). */
+  | { type: 'state'; state: MusicRoomState }
+  /** A change resolved by the authority (who did what, scheduled when). */
+  | { type: 'control'; control: MusicControl }
+  | { type: 'status'; status: MusicStatus }
+  /** One drift measurement while playing: media position − room position, ms (positive: ahead), and what was done about it. */
+  | { type: 'drift'; localMs: number; serverMs: number; errorMs: number; rate: number; correction: 'none' | 'nudge' | 'seek' }
+  /** The clock estimate changed. */
+  | ({ type: 'clock' } & MusicClock)
+  /** The browser refused `play()`: show a "tap to play" control (any click or key press resumes by default). */
+  | { type: 'needs-user-gesture' }
+  /** The server refused a change (`not_controller`, `epoch_mismatch`, `invalid_argument`, ...) or the media failed (`internal`). */
+  | { type: 'error'; code: ErrorCode; message: string }
+  /** The room stopped (closed, left, or the client closed); no more events. */
+  | { type: 'closed'; reason: string };
+"#;
