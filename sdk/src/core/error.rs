@@ -62,6 +62,12 @@ pub enum ErrorCode {
     /// The request is not allowed from where it came (e.g. an admin endpoint called from
     /// another machine or another origin).
     Forbidden,
+    /// The multiplexer's per-peer reassembly memory limit would be exceeded by a chunk: the
+    /// peer sends more partial messages than allowed (PROTOCOL.md "Multiplexer (v2 frames)").
+    ReassemblyLimit,
+    /// The peer sent well-formed frames that break the multiplexer protocol (e.g. an ack of
+    /// a sequence number never sent).
+    ProtocolViolation,
 }
 
 impl ErrorCode {
@@ -91,6 +97,8 @@ impl ErrorCode {
             ErrorCode::EpochMismatch => "epoch_mismatch",
             ErrorCode::StaleAfterPurge => "stale_after_purge",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::ReassemblyLimit => "reassembly_limit",
+            ErrorCode::ProtocolViolation => "protocol_violation",
         }
     }
 }
@@ -136,6 +144,8 @@ mod tests {
             ErrorCode::EpochMismatch,
             ErrorCode::StaleAfterPurge,
             ErrorCode::Forbidden,
+            ErrorCode::ReassemblyLimit,
+            ErrorCode::ProtocolViolation,
         ] {
             let json = serde_json::to_value(code).unwrap();
             assert_eq!(json, serde_json::Value::String(code.as_str().into()));

@@ -13,6 +13,7 @@
 //! | [`payload`] | payload encode/decode with dictionary-version checks |
 //! | [`control`] | Control messages: rooms, heartbeats, errors (seed 001) |
 //! | [`client`] | the client connection state machine: heartbeats, reconnect (seed 001) |
+//! | [`mux`] | the lane multiplexer (v2 frames): priority scheduling, chunking, acks, resume (seed 000, 001; issue 3) |
 //! | [`pwa`] | PWA cache protection: version check decisions, purge ownership, multi-tab election (seed 000) |
 //! | [`error`] | machine-readable error codes shared by server and SDK |
 //! | [`sync`] | music sync: clock offset, shared playback state, media follower (seed 004) |
@@ -25,6 +26,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod lane;
+pub mod mux;
 pub mod payload;
 pub mod pwa;
 pub mod sync;

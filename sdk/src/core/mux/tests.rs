@@ -1,0 +1,462 @@
+//! Unit tests of [`Mux`] over an instant, lossless in-memory link (the seeded link model with
+//! loss, reordering, partitions and restarts is `sdk/tests/mux_sim.rs`).
+
+use super::*;
+
+/// Two endpoints and the frames in flight between them (instant delivery, in order).
+struct Pair {
+    a: Mux,
+    b: Mux,
+    now: u64,
+    a_events: Vec<MuxEvent>,
+    b_events: Vec<MuxEvent>,
+}
+
+impl Pair {
+    fn new(cfg: MuxConfig) -> Pair {
+        let mut b_cfg = cfg.clone();
+        b_cfg.seed ^= 0xb0b;
+        let mut p = Pair {
+            a: Mux::new(cfg).unwrap(),
+            b: Mux::new(b_cfg).unwrap(),
+            now: 0,
+            a_events: Vec::new(),
+            b_events: Vec::new(),
+        };
+        p.a.handle_transport_resumed(0);
+        p.b.handle_transport_resumed(0);
+        p
+    }
+
+    /// Moves frames both ways until neither side has anything to send; returns frames moved.
+    fn drive(&mut self) -> usize {
+        let mut moved = 0;
+        loop {
+            let mut progress = false;
+            while let Some(f) = self.a.poll_transmit() {
+                self.a.handle_transport_buffered(0);
+                self.b.handle_input(&f, self.now);
+                moved += 1;
+                progress = true;
+            }
+            while let Some(f) = self.b.poll_transmit() {
+                self.b.handle_transport_buffered(0);
+                self.a.handle_input(&f, self.now);
+                moved += 1;
+                progress = true;
+            }
+            while let Some(e) = self.a.poll_event() {
+                self.a_events.push(e);
+            }
+            while let Some(e) = self.b.poll_event() {
+                self.b_events.push(e);
+            }
+            if !progress {
+                return moved;
+            }
+        }
+    }
+
+    /// Advances time to the next deadline of either side and drives; `false` if none.
+    fn step_timers(&mut self) -> bool {
+        let next = [self.a.poll_timeout(), self.b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(t) = next else { return false };
+        self.now = self.now.max(t);
+        self.a.handle_timeout(self.now);
+        self.b.handle_timeout(self.now);
+        self.drive();
+        true
+    }
+
+    fn settle(&mut self) {
+        self.drive();
+        for _ in 0..100 {
+            if self.a.is_idle() && self.b.is_idle() {
+                return;
+            }
+            if !self.step_timers() {
+                return;
+            }
+        }
+    }
+
+    fn b_messages(&self, lane: Lane) -> Vec<(u64, Vec<u8>)> {
+        self.b_events
+            .iter()
+            .filter_map(|e| match e {
+                MuxEvent::Message {
+                    lane: l,
+                    seq,
+                    bytes,
+                } if *l == lane => Some((*seq, bytes.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn cfg() -> MuxConfig {
+    let mut c = MuxConfig::all_lanes(7);
+    c.transport_high_water_bytes = None;
+    c
+}
+
+#[test]
+fn messages_round_trip_on_every_lane_and_are_acknowledged() {
+    let mut p = Pair::new(cfg());
+    for lane in Lane::ALL {
+        for n in 0..3u8 {
+            let id = p.a.send(lane, vec![lane.id(), n]).unwrap();
+            assert_eq!(
+                id,
+                MsgId {
+                    lane,
+                    seq: u64::from(n) + 1
+                }
+            );
+        }
+    }
+    p.settle();
+    for lane in Lane::ALL {
+        let got = p.b_messages(lane);
+        assert_eq!(
+            got,
+            (0..3u8)
+                .map(|n| (u64::from(n) + 1, vec![lane.id(), n]))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(p.a.unacked_len(lane), 0, "{lane}");
+    }
+    assert!(p.a.is_idle() && p.b.is_idle());
+    assert_eq!(p.a.stats().resumes, 1);
+}
+
+#[test]
+fn large_messages_are_chunked_and_reassembled() {
+    let mut p = Pair::new(cfg());
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    p.a.send(Lane::Data, big.clone()).unwrap();
+    p.a.send(Lane::Data, Vec::new()).unwrap();
+    p.drive();
+    let got = p.b_messages(Lane::Data);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].1, big);
+    assert!(got[1].1.is_empty());
+    // 100 000 bytes in chunks of at most 16 KiB: 7 frames, plus the empty message.
+    assert!(p.a.stats().frames_sent >= 8);
+    assert_eq!(p.b.reassembly_bytes(), 0);
+}
+
+#[test]
+fn control_overtakes_a_large_data_message_at_the_next_chunk() {
+    let mut c = cfg();
+    c.transport_high_water_bytes = Some(DEFAULT_CHUNK_BYTES);
+    let mut p = Pair::new(c);
+    p.drive();
+    p.a.send(Lane::Data, vec![1; 1 << 20]).unwrap();
+    // The transport takes one chunk, then is full.
+    let first = p.a.poll_transmit().unwrap();
+    assert!(first.len() <= DEFAULT_CHUNK_BYTES);
+    assert!(
+        p.a.poll_transmit().is_none(),
+        "buffer at the high-water mark"
+    );
+    assert!(p.a.poll_timeout().is_some(), "asks to be woken to re-check");
+    p.a.send(Lane::Control, b"ping".to_vec()).unwrap();
+    p.a.handle_transport_buffered(0);
+    let next = p.a.poll_transmit().unwrap();
+    assert_eq!(next[0], wire::TYPE_CHUNK);
+    assert_eq!(
+        next[1],
+        Lane::Control.id(),
+        "Control goes before the next Data chunk"
+    );
+}
+
+#[test]
+fn reliable_lane_refuses_at_queue_depth_then_drains() {
+    let mut c = cfg();
+    c.lanes[Lane::Messaging as usize - 1] = Some(LaneConfig {
+        priority: 90,
+        queue_depth: 2,
+        reliable: true,
+    });
+    let mut p = Pair::new(c);
+    p.a.send(Lane::Messaging, vec![1]).unwrap();
+    p.a.send(Lane::Messaging, vec![2]).unwrap();
+    let err = p.a.send(Lane::Messaging, vec![3]).unwrap_err();
+    assert_eq!(
+        err,
+        MuxError::Backpressure {
+            lane: Lane::Messaging,
+            queue_depth: 2
+        }
+    );
+    assert_eq!(err.code().as_str(), "backpressure");
+    p.drive();
+    assert!(p.a_events.contains(&MuxEvent::Drain {
+        lane: Lane::Messaging
+    }));
+    assert_eq!(
+        p.a_events
+            .iter()
+            .filter(|e| matches!(e, MuxEvent::Drain { .. }))
+            .count(),
+        1
+    );
+    p.a.send(Lane::Messaging, vec![3]).unwrap();
+    p.settle();
+    assert_eq!(p.b_messages(Lane::Messaging).len(), 3);
+}
+
+#[test]
+fn unreliable_lane_drops_oldest_and_counts() {
+    let mut p = Pair::new(cfg());
+    p.a.handle_transport_lost();
+    p.b.handle_transport_lost();
+    let depth = Lane::Video.spec().queue_depth as usize;
+    for n in 0..depth + 5 {
+        p.a.send(Lane::Video, vec![n as u8]).unwrap();
+        assert!(p.a.queued_len(Lane::Video) <= depth);
+    }
+    assert_eq!(p.a.dropped(Lane::Video), 5);
+    assert_eq!(
+        p.a.poll_event(),
+        Some(MuxEvent::Dropped {
+            lane: Lane::Video,
+            count: 5
+        })
+    );
+    p.a.handle_transport_resumed(10);
+    p.b.handle_transport_resumed(10);
+    p.drive();
+    let got = p.b_messages(Lane::Video);
+    assert_eq!(got.len(), depth);
+    assert_eq!(got[0].1, vec![5]);
+}
+
+#[test]
+fn resume_resends_exactly_what_was_missed() {
+    let mut p = Pair::new(cfg());
+    for n in 1..=5u8 {
+        p.a.send(Lane::Sync, vec![n]).unwrap();
+    }
+    // Deliver the resume handshake and two messages, then lose the transport.
+    p.drive_some(2);
+    p.a.handle_transport_lost();
+    p.b.handle_transport_lost();
+    p.b_events.clear();
+    p.a.handle_transport_resumed(100);
+    p.b.handle_transport_resumed(100);
+    p.settle();
+    let got: Vec<u64> = p.b_messages(Lane::Sync).iter().map(|m| m.0).collect();
+    assert_eq!(got, vec![3, 4, 5], "no duplicate of 1 and 2, nothing lost");
+    assert_eq!(p.a.unacked_len(Lane::Sync), 0);
+}
+
+impl Pair {
+    /// Lets the resumes through, then only `n` frames from a to b.
+    fn drive_some(&mut self, n: usize) {
+        let fa = self.a.poll_transmit().unwrap();
+        let fb = self.b.poll_transmit().unwrap();
+        self.b.handle_input(&fa, self.now);
+        self.a.handle_input(&fb, self.now);
+        let mut chunks = 0;
+        while chunks < n {
+            let f = self.a.poll_transmit().unwrap();
+            chunks += usize::from(f[0] == wire::TYPE_CHUNK);
+            self.b.handle_input(&f, self.now);
+        }
+        while let Some(e) = self.b.poll_event() {
+            self.b_events.push(e);
+        }
+    }
+}
+
+#[test]
+fn restarted_sender_is_a_discontinuity() {
+    let mut p = Pair::new(cfg());
+    p.a.send(Lane::Messaging, b"one".to_vec()).unwrap();
+    p.settle();
+    p.a.send(Lane::Messaging, b"lost".to_vec()).unwrap();
+    p.a.handle_transport_lost();
+    p.b.handle_transport_lost();
+    let old_epoch = p.a.epoch(Lane::Messaging).unwrap();
+    let mut c = cfg();
+    c.seed = 99;
+    p.a = Mux::new(c).unwrap();
+    p.a.send(Lane::Messaging, b"fresh".to_vec()).unwrap();
+    p.a.handle_transport_resumed(5);
+    p.b.handle_transport_resumed(5);
+    p.settle();
+    let new_epoch = p.a.epoch(Lane::Messaging).unwrap();
+    let ds: Vec<Discontinuity> = p
+        .b_events
+        .iter()
+        .filter_map(|e| match e {
+            MuxEvent::Discontinuity(d) => Some(*d),
+            _ => None,
+        })
+        .collect();
+    // Every reliable lane reports: the receiver cannot know what the old sender had queued.
+    let reliable = Lane::ALL.iter().filter(|l| l.spec().reliable).count();
+    assert_eq!(ds.len(), reliable);
+    let d = *ds.iter().find(|d| d.lane == Lane::Messaging).unwrap();
+    assert_eq!(
+        d,
+        Discontinuity {
+            lane: Lane::Messaging,
+            expected_epoch: old_epoch,
+            expected_seq: 2,
+            epoch: new_epoch,
+            seq: 1,
+            reason: DiscontinuityReason::PeerRestarted
+        }
+    );
+    let got: Vec<Vec<u8>> = p
+        .b_messages(Lane::Messaging)
+        .into_iter()
+        .map(|m| m.1)
+        .collect();
+    assert_eq!(got, vec![b"one".to_vec(), b"fresh".to_vec()]);
+}
+
+#[test]
+fn forgetting_sender_reports_history_lost() {
+    let mut c = cfg();
+    c.reliable_overflow = ReliableOverflow::ForgetOldest;
+    c.lanes[Lane::Relay as usize - 1] = Some(LaneConfig {
+        priority: 10,
+        queue_depth: 3,
+        reliable: true,
+    });
+    let mut p = Pair::new(c);
+    p.drive();
+    p.a.handle_transport_lost();
+    p.b.handle_transport_lost();
+    for n in 1..=5u8 {
+        p.a.send(Lane::Relay, vec![n]).unwrap();
+    }
+    assert_eq!(p.a.dropped(Lane::Relay), 2);
+    p.a.handle_transport_resumed(1);
+    p.b.handle_transport_resumed(1);
+    p.settle();
+    let got: Vec<u64> = p.b_messages(Lane::Relay).iter().map(|m| m.0).collect();
+    assert_eq!(got, vec![3, 4, 5]);
+    assert!(p.b_events.iter().any(|e| matches!(
+        e,
+        MuxEvent::Discontinuity(Discontinuity {
+            expected_seq: 1,
+            seq: 3,
+            reason: DiscontinuityReason::HistoryLost,
+            ..
+        })
+    )));
+}
+
+#[test]
+fn peer_over_the_reassembly_budget_gets_a_typed_error() {
+    let mut c = cfg();
+    c.max_reassembly_bytes = 100_000;
+    c.max_message_bytes = 100_000;
+    let mut p = Pair::new(c);
+    p.drive();
+    // A hostile peer starts three 90 kB messages on three lanes at once.
+    for (lane, seq) in [(Lane::Messaging, 1), (Lane::Sync, 1), (Lane::Data, 1)] {
+        let mut f = Vec::new();
+        ChunkHeader {
+            lane,
+            reliable: true,
+            last: false,
+            seq,
+            index: 0,
+            total: 90_000,
+            floor: None,
+        }
+        .encode_into(&mut f);
+        f.extend_from_slice(&[0; 1000]);
+        p.b.handle_input(&f, 0);
+    }
+    let errs: Vec<MuxEvent> = std::iter::from_fn(|| p.b.poll_event()).collect();
+    assert_eq!(errs.len(), 2);
+    for e in errs {
+        let MuxEvent::Error(e) = e else {
+            panic!("{e:?}")
+        };
+        assert!(e.is_fatal());
+        assert_eq!(e.code().as_str(), "reassembly_limit");
+    }
+    assert!(p.b.reassembly_bytes() <= 100_000);
+    // A message over the size limit is refused before any allocation.
+    let mut f = Vec::new();
+    ChunkHeader {
+        lane: Lane::Relay,
+        reliable: true,
+        last: false,
+        seq: 1,
+        index: 0,
+        total: 1 << 40,
+        floor: None,
+    }
+    .encode_into(&mut f);
+    f.push(0);
+    p.b.handle_input(&f, 0);
+    assert!(matches!(
+        p.b.poll_event(),
+        Some(MuxEvent::Error(MuxError::Peer(
+            PeerMisbehaved::MessageTooLarge { .. }
+        )))
+    ));
+}
+
+#[test]
+fn acks_are_batched_and_delayed() {
+    let mut p = Pair::new(cfg());
+    p.drive();
+    p.a.send(Lane::Messaging, vec![1]).unwrap();
+    p.a.send(Lane::Sync, vec![2]).unwrap();
+    let f1 = p.a.poll_transmit().unwrap();
+    let f2 = p.a.poll_transmit().unwrap();
+    p.b.handle_input(&f1, 0);
+    p.b.handle_input(&f2, 0);
+    assert!(p.b.poll_transmit().is_none(), "ack delayed");
+    assert_eq!(p.b.poll_timeout(), Some(20));
+    p.b.handle_timeout(20);
+    let ack = p.b.poll_transmit().unwrap();
+    match Frame::decode(&ack).unwrap() {
+        Frame::Ack(acks) => assert_eq!(acks.len(), 2, "one frame for both lanes"),
+        f => panic!("{f:?}"),
+    }
+    p.a.handle_input(&ack, 20);
+    assert_eq!(p.a.unacked_len(Lane::Messaging), 0);
+    assert_eq!(p.a.unacked_len(Lane::Sync), 0);
+}
+
+#[test]
+fn api_misuse_and_bad_config() {
+    let mut m = Mux::new(MuxConfig::for_lanes(&[Lane::Control], 1)).unwrap();
+    assert_eq!(
+        m.send(Lane::Data, vec![]),
+        Err(MuxError::Api(ApiMisuse::LaneNotConfigured(Lane::Data)))
+    );
+    assert!(matches!(
+        m.send(Lane::Control, vec![0; (16 << 20) + 1]),
+        Err(MuxError::Api(ApiMisuse::MessageTooLarge { .. }))
+    ));
+    let mut c = MuxConfig::all_lanes(1);
+    c.chunk_bytes = 10;
+    assert!(matches!(
+        Mux::new(c).err(),
+        Some(MuxError::Api(ApiMisuse::InvalidConfig(_)))
+    ));
+    // Garbage from the peer is a typed error, never a panic.
+    m.handle_transport_resumed(0);
+    m.handle_input(&[0x10, 1], 0);
+    assert!(matches!(
+        m.poll_event(),
+        Some(MuxEvent::Error(MuxError::Decode(_)))
+    ));
+}
