@@ -7,6 +7,7 @@ import { run, runMain, step } from './lib/proc.mjs';
 const BENCHES = [
   { name: 'codec', args: ['bench', '-p', 'p3-lanes', '--bench', 'codec'], results: 'bench-results.json' },
   { name: 'sync', args: ['bench', '-p', 'p3-lanes', '--bench', 'sync'], results: 'bench-results.json' },
+  { name: 'mux', args: ['bench', '-p', 'p3-lanes', '--bench', 'mux'], results: 'bench-results.json' },
 ];
 
 async function main() {
