@@ -12,7 +12,7 @@
 // effect): every reading within 40 ms of the room, p95 over all readings within 15 ms,
 // pairwise spread (max − min over the pages at one instant) p95 within 25 ms; see the
 // tolerances below for why these are looser than the 10 ms target. Also: each page's clock estimate
-// after its join burst within 10 ms of the truth, despite the skew; a paused room is paused
+// after its join burst within 15 ms of the truth, despite the skew; a paused room is paused
 // everywhere at its position; the late joiner is in sync (its own readings within 10 ms for
 // 1 s) within 3 s of its musicRoom() call (issue #4's target: 1.5 s); the old DJ's changes
 // are refused with `not_controller`. Figures are printed (and written to
@@ -58,7 +58,7 @@ const ROUND_EVERY_MS = 250;
 const MAX_ERROR_MS = 40;
 const P95_ERROR_MS = 15;
 const P95_SPREAD_MS = 25;
-const CLOCK_ERROR_MS = 10;
+const CLOCK_ERROR_MS = 15;
 const LATE_JOIN_MS = 3000;
 
 let music;

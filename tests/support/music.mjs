@@ -93,8 +93,8 @@ export function launchMusicBrowser({ autoplay = true } = {}) {
 
 /**
  * Open tests/pages/music.html in a new page of `browser`, skewed, and wait until it joined the
- * room. Events are received through an exposed binding, so nothing evaluates in the page
- * before it is ready (see music.html).
+ * room. Events arrive as console messages, so nothing evaluates in the page before it is
+ * ready (see music.html).
  * @param {import('playwright-core').Browser} browser
  * @param {string} url server base URL
  * @param {{label: string, room: string, skewMs: number, driftPpm?: number, wait?: boolean}} options
@@ -104,13 +104,16 @@ export async function openMusicPage(browser, url, { label, room, skewMs, driftPp
   const page = await browser.newPage();
   const events = [];
   page.on('console', (msg) => {
-    if (msg.type() === 'error' || msg.type() === 'warning') console.error(`[${label} console.${msg.type()}] ${msg.text()}`);
+    const text = msg.text();
+    if (text.startsWith('p3report ')) {
+      const event = JSON.parse(text.slice('p3report '.length));
+      events.push(event);
+      if (event.type === 'page-error' || event.type === 'error') console.error(`[${label}] ${text}`);
+    } else if (msg.type() === 'error' || msg.type() === 'warning') {
+      console.error(`[${label} console.${msg.type()}] ${text}`);
+    }
   });
   page.on('pageerror', (err) => console.error(`[${label} pageerror] ${err.stack ?? err}`));
-  await page.exposeBinding('p3report', (_source, event) => {
-    events.push(event);
-    if (event.type === 'page-error' || event.type === 'error') console.error(`[${label}] ${JSON.stringify(event)}`);
-  });
   await page.addInitScript(skewScript, { skewMs, driftPpm });
   const query = new URLSearchParams({ room, client: label });
   await page.goto(`${url}/music.html?${query}`);
