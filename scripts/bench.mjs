@@ -1,7 +1,17 @@
 // Run the benchmarks. Each entry of BENCHES is one cargo bench target (a `[[bench]]` of its
 // crate); each bench replaces its own entries in its results file (see the bench's source).
+// Then the browser figure of music sync: the three-browser end-to-end test
+// (tests/music-sync-three-browsers.spec.mjs, real Chromium through server-stub with 50 ± 20 ms
+// links and skewed clocks) is run and its figures are merged in as `sync.browser.*`.
+//
+//   node scripts/bench.mjs                 everything
+//   node scripts/bench.mjs --no-browser    only the cargo benches
 
-import { run, runMain, step } from './lib/proc.mjs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { buildSdk } from './build-sdk.mjs';
+import { ROOT, run, runMain, step } from './lib/proc.mjs';
+import { setup } from './setup.mjs';
 
 /** @type {{name: string, args: string[], results: string}[]} */
 const BENCHES = [
@@ -10,12 +20,52 @@ const BENCHES = [
   { name: 'mux', args: ['bench', '-p', 'p3-lanes', '--bench', 'mux'], results: 'bench-results.json' },
 ];
 
+const RESULTS = join(ROOT, 'bench-results.json');
+const BROWSER_SPEC = join('tests', 'music-sync-three-browsers.spec.mjs');
+const BROWSER_FIGURES = join(ROOT, 'test-results', 'music-sync.json');
+
 async function main() {
   for (const bench of BENCHES) {
     step(`bench ${bench.name}: cargo ${bench.args.join(' ')}`);
     await run('cargo', bench.args);
     step(`bench ${bench.name}: results in ${bench.results}`);
   }
+  if (!process.argv.includes('--no-browser')) await browserSync();
+}
+
+/**
+ * The music-sync figures in real Chromium: build what the e2e test needs, run it, and merge
+ * its figures into bench-results.json as `sync.browser.*` (ratios against issue #4's
+ * targets: p95 10 ms between devices, 1.5 s from join to in sync; and the raw clock skew).
+ */
+async function browserSync() {
+  step(`bench sync.browser: ${BROWSER_SPEC}`);
+  await setup({ browser: true });
+  await buildSdk();
+  await run('cargo', ['build', '--release', '-p', 'server-stub']);
+  await run(process.execPath, ['--test', BROWSER_SPEC]);
+  const f = JSON.parse(readFileSync(BROWSER_FIGURES, 'utf8'));
+  const target = (ms) => `issue #4 target: ${ms} ms`;
+  const maxSkew = Math.max(...f.skewsMs.map(Math.abs));
+  const ours = [
+    ['drift_vs_room.p50', f.driftP50Ms, target(10), 10],
+    ['drift_vs_room.p95', f.driftP95Ms, target(10), 10],
+    ['drift_between_devices.p50', f.spreadP50Ms, target(10), 10],
+    ['drift_between_devices.p95', f.spreadP95Ms, target(10), 10],
+    ['join_to_in_sync', f.joinToSyncMs, target(1500), 1500],
+    ['clock_offset_error.p95', f.clockErrorP95Ms, `unsynchronized clock skew: ${maxSkew} ms`, maxSkew],
+  ].map(([name, value, baseline, base]) => ({ name: `sync.browser.${name}`, value, unit: 'ms', baseline, ratio: value / base }));
+  let all = [];
+  try {
+    all = JSON.parse(readFileSync(RESULTS, 'utf8'));
+  } catch {
+    // No results yet.
+  }
+  all = all.filter((e) => !e.name.startsWith('sync.browser.')).concat(ours);
+  writeFileSync(RESULTS, `${JSON.stringify(all, null, 2)}\n`);
+  console.log(`\nmusic sync in Chromium (${f.links}; clocks skewed by ${f.skewsMs.join(', ')} ms):`);
+  for (const e of ours) console.log(`  ${e.name.padEnd(42)} ${e.value.toFixed(2).padStart(9)} ms   (${e.baseline}, ratio ${e.ratio.toFixed(2)})`);
+  step(`bench sync.browser: results in bench-results.json`);
 }
 
 runMain(main);

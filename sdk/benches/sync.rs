@@ -7,7 +7,10 @@
 //!   p50/p95, against the naive approach (apply each change on receipt, no clock sync) and
 //!   seed 004's `calculateSyncPosition` on unsynchronized `Date.now()`s;
 //! - time from join to in sync (error within 10 ms for 1 s) of a device joining mid-track;
-//! - the clock offset error after the join burst, and afterwards, against the raw skew.
+//! - the clock offset error after the join burst, and afterwards, against the raw skew;
+//! - the same drift and join figures with Chromium-like media elements (the harness's
+//!   `chromium_media`: start stall, 24 ms lost per rate excursion, ±0.5 % rate deadband)
+//!   followed with `FollowerConfig::browser()`.
 //!
 //! Run with `cargo bench -p p3-lanes --bench sync` (or `npm run bench`). Merges its figures into
 //! `bench-results.json` at the repository root as `{name, value, unit, baseline, ratio}`,
@@ -16,6 +19,7 @@
 #[path = "../tests/sync_harness/mod.rs"]
 mod sync_harness;
 
+use p3_lanes::core::sync::follower::FollowerConfig;
 use serde_json::{json, Value};
 use std::time::Instant;
 use sync_harness::{quantile, Mode, Sim, SimConfig, SimReport, IN_SYNC_MS};
@@ -27,6 +31,18 @@ const DEVICES: usize = 5;
 fn runs(mode: Mode, seeds: u64) -> Vec<SimReport> {
     (0..seeds)
         .map(|seed| Sim::new(SimConfig::scenario(seed, DEVICES, mode)).run())
+        .collect()
+}
+
+/// Our approach with Chromium-like media elements.
+fn chromium_runs(seeds: u64) -> Vec<SimReport> {
+    (0..seeds)
+        .map(|seed| {
+            let mut cfg = SimConfig::scenario(seed, DEVICES, Mode::Synced);
+            cfg.chromium_media = true;
+            cfg.follower = FollowerConfig::browser();
+            Sim::new(cfg).run()
+        })
         .collect()
 }
 
@@ -66,8 +82,10 @@ fn main() {
     let ours = runs(Mode::Synced, SEEDS);
     let naive = runs(Mode::NaiveOnReceipt, BASELINE_SEEDS);
     let seed_ts = runs(Mode::SeedTimestamps, BASELINE_SEEDS);
+    let chromium = chromium_runs(BASELINE_SEEDS);
     let elapsed = t.elapsed();
     let (o, n, s) = (figures(&ours), figures(&naive), figures(&seed_ts));
+    let c = figures(&chromium);
 
     let abs = |v: &[f64]| v.iter().map(|e| e.abs()).collect::<Vec<f64>>();
     let burst: Vec<f64> = ours
@@ -85,16 +103,17 @@ fn main() {
         elapsed.as_secs_f64()
     );
     println!(
-        "{:<34} {:>12} {:>12} {:>14} {:>14}",
+        "{:<38} {:>12} {:>12} {:>14} {:>14}",
         "approach", "drift p50", "drift p95", "join→sync p50", "join→sync p95"
     );
     for (name, f) in [
         ("ours (clock sync + schedule + ladder)", &o),
+        ("ours, Chromium-like media elements", &c),
         ("naive: apply on receipt", &n),
         ("seed calculateSyncPosition, raw clocks", &s),
     ] {
         println!(
-            "{name:<34} {:>9.2} ms {:>9.2} ms {:>14} {:>14}",
+            "{name:<38} {:>9.2} ms {:>9.2} ms {:>14} {:>14}",
             f.drift_p50,
             f.drift_p95,
             show(f.join_p50),
@@ -153,6 +172,22 @@ fn main() {
     if let (Some(p50), Some(p95)) = (o.join_p50, o.join_p95) {
         push("join_to_in_sync.p50", p50, "ms", naive_name, n.join_p50);
         push("join_to_in_sync.p95", p95, "ms", naive_name, n.join_p95);
+    }
+    push(
+        "chromium_media.drift_between_devices.p95",
+        c.drift_p95,
+        "ms",
+        naive_name,
+        Some(n.drift_p95),
+    );
+    if let Some(p95) = c.join_p95 {
+        push(
+            "chromium_media.join_to_in_sync.p95",
+            p95,
+            "ms",
+            naive_name,
+            n.join_p95,
+        );
     }
     let raw = "unsynchronized clock skew";
     push(

@@ -1,4 +1,4 @@
-//! Music rooms over real WebSockets (issue #4, PROTOCOL.md §10): `music-control` goes to the
+//! Music rooms over real WebSockets (issue #4, PROTOCOL.md §12): `music-control` goes to the
 //! room's authority instead of being relayed; every member gets the resolved `sync-state` and
 //! change, scheduled ahead on the shared clock; refusals are typed Control errors; joiners get
 //! the state at once; the controller leaving frees the role; `GET /api/media` lists the media

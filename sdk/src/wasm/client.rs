@@ -160,7 +160,7 @@ impl P3Client {
     }
 
     /// Joins the music room `name` (a lane room whose playback state the server keeps, PROTOCOL.md
-    /// §11) and keeps `options.media` (an `<audio>`/`<video>` element or a `MediaPlayer`) in
+    /// §12) and keeps `options.media` (an `<audio>`/`<video>` element or a `MediaPlayer`) in
     /// sync with it. Resolves with the `MusicRoom` once joined; the clock burst and the room's
     /// state follow within about a second. Needs the Control and Sync lanes.
     ///
