@@ -19,13 +19,29 @@
 //!    the old socket's handlers, so events of a replaced socket never arrive here.
 //! 4. Report handshake outcomes after [`Action::Handshake`]: [`Client::handle_handshake`] or
 //!    [`Client::handle_handshake_failed`].
+//! 5. With the multiplexer (the server granted [`FEATURE_MUX`], PROTOCOL.md §11), also report
+//!    the socket's `bufferedAmount` with [`Client::handle_transport_buffered`] before every
+//!    drain: the multiplexer writes while the socket's buffer stays under
+//!    [`ClientConfig::transport_high_water_bytes`], and otherwise asks for a timeout to
+//!    re-read it.
+//!
+//! # Multiplexer (rollout flag `mux`)
+//! When the handshake response grants [`FEATURE_MUX`], every message, Control included,
+//! travels through one [`Mux`] (v2 frames, §11): today's §5 frame with `seq` 0 is the
+//! multiplexer message, and the multiplexer's per-lane sequence number is the one reported.
+//! The `Mux` lives as long as the `Client`, across sockets and re-handshakes, so messages
+//! sent while disconnected are queued (with backpressure) and sent again after a reconnect;
+//! a restarted server shows up as [`Event::Discontinuity`] per reliable lane. Frames whose
+//! first byte is below `0x10` are still §5 frames (the server refuses an unknown session
+//! that way).
 
 use crate::core::control::{validate_room_name, Control};
 use crate::core::dictionary::Dictionary;
 use crate::core::error::ErrorCode;
 use crate::core::frame::{FrameHeader, FrameKind, SessionId, DEFAULT_MAX_FRAME_BYTES};
-use crate::core::handshake::HandshakeResponse;
+use crate::core::handshake::{HandshakeResponse, FEATURE_MUX};
 use crate::core::lane::{Encoding, Lane};
+use crate::core::mux::{Discontinuity, Mux, MuxConfig, MuxError, MuxEvent};
 use crate::core::payload::{self, PayloadError};
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -53,8 +69,13 @@ pub struct ClientConfig {
     pub jitter: f64,
     /// Largest frame sent or accepted, bytes.
     pub max_frame_bytes: usize,
-    /// Seed for the jitter generator (the driver passes a random one).
+    /// Seed for the jitter generator and the multiplexer's epochs (the driver passes a
+    /// random one).
     pub seed: u64,
+    /// Multiplexer only: write to the socket while its `bufferedAmount` stays within this
+    /// many bytes (or is 0). Default 256 KiB, about one re-check interval (5 ms) of
+    /// WebSocket throughput, so the socket is never starved; `None`: no limit.
+    pub transport_high_water_bytes: Option<usize>,
 }
 
 impl Default for ClientConfig {
@@ -67,6 +88,7 @@ impl Default for ClientConfig {
             jitter: 0.2,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             seed: 0x5eed,
+            transport_high_water_bytes: Some(256 << 10),
         }
     }
 }
@@ -185,6 +207,21 @@ pub enum Event {
         /// The version `GET /api/version` answers.
         version: String,
     },
+    /// Multiplexer only: a reliable lane skipped messages that will never arrive (the
+    /// server restarted or forgot them); delivery continues in order after it.
+    Discontinuity(Discontinuity),
+    /// Multiplexer only: a lane that refused a message with `backpressure` has room again.
+    Drain {
+        /// The lane.
+        lane: Lane,
+    },
+    /// Multiplexer only: queued messages of an unreliable lane were dropped for newer ones.
+    Dropped {
+        /// The lane.
+        lane: Lane,
+        /// Messages dropped.
+        count: u64,
+    },
     /// The server refused something, or an incoming frame could not be decoded.
     Error {
         /// Machine-readable code.
@@ -227,8 +264,9 @@ pub enum ClientError {
         /// Limit, bytes.
         limit: usize,
     },
-    /// A reliable lane's queue is full while disconnected.
-    #[error("lane {lane} queue is full ({depth} messages); wait until the connection is open")]
+    /// A reliable lane's queue is full (while disconnected; with the multiplexer, also while
+    /// open). Wait for the connection to open or, with the multiplexer, for [`Event::Drain`].
+    #[error("lane {lane} queue is full ({depth} messages); wait for room")]
     Backpressure {
         /// The lane.
         lane: Lane,
@@ -340,8 +378,10 @@ pub struct Client {
     last_rx: u64,
     next_seq: [u64; 8],
     control_seq: u64,
-    /// Messages waiting for an open socket, per lane.
+    /// Messages waiting for an open socket, per lane (§5 framing only).
     queued: [VecDeque<Queued>; 8],
+    /// The multiplexer, when the server granted it (kept across sockets and sessions).
+    mux: Option<Mux>,
     room: Option<String>,
     out: VecDeque<Output>,
     rng: fastrand::Rng,
@@ -358,6 +398,11 @@ impl Client {
     ) -> Result<Client, ClientError> {
         let session = Session::from_handshake(handshake)?;
         let rng = fastrand::Rng::with_seed(config.seed);
+        let mux = if handshake.grants(FEATURE_MUX) {
+            Some(new_mux(&config, &session)?)
+        } else {
+            None
+        };
         let mut c = Client {
             config,
             session,
@@ -371,6 +416,7 @@ impl Client {
             next_seq: [1; 8],
             control_seq: 1,
             queued: Default::default(),
+            mux,
             room: None,
             out: VecDeque::new(),
             rng,
@@ -401,9 +447,23 @@ impl Client {
         self.session.encoding(lane).is_some()
     }
 
-    /// Messages queued for `lane` while the socket is not open.
+    /// Messages queued for `lane`: while the socket is not open, or with the multiplexer,
+    /// not yet completely written to the socket.
     pub fn queued_len(&self, lane: Lane) -> usize {
-        self.queued[lane as usize - 1].len()
+        match &self.mux {
+            Some(m) => m.queued_len(lane),
+            None => self.queued[lane as usize - 1].len(),
+        }
+    }
+
+    /// Whether the multiplexer (v2 frames) is in use.
+    pub fn uses_mux(&self) -> bool {
+        self.mux.is_some()
+    }
+
+    /// The multiplexer, if in use (for diagnostics: epochs, counters).
+    pub fn mux(&self) -> Option<&Mux> {
+        self.mux.as_ref()
     }
 
     // ---- mutators ----
@@ -441,6 +501,14 @@ impl Client {
                 size,
                 limit: self.config.max_frame_bytes,
             });
+        }
+        if let Some(mux) = self.mux.as_mut() {
+            let mut h = FrameHeader::data(lane, msg.encoding, 0, msg.dict_version);
+            h.to = msg.to;
+            return mux
+                .send(lane, h.encode(&msg.payload))
+                .map(|_| ())
+                .map_err(|e| mux_send_error(lane, e));
         }
         if self.state == ConnectionState::Open {
             let frame = self.data_frame(lane, &msg);
@@ -535,6 +603,17 @@ impl Client {
         self.socket_up = true;
         self.last_rx = now;
         self.timers[Timer::Idle as usize] = Some(now + self.timeout_ms());
+        if let Some(mux) = self.mux.as_mut() {
+            mux.handle_transport_resumed(now);
+        }
+    }
+
+    /// Multiplexer only: the socket's send buffer holds `bytes` (WebSocket
+    /// `bufferedAmount`). Report it before every drain of [`Client::poll_output`].
+    pub fn handle_transport_buffered(&mut self, bytes: usize) {
+        if let Some(mux) = self.mux.as_mut() {
+            mux.handle_transport_buffered(bytes);
+        }
     }
 
     /// The server's `welcome` accepted this session on the current socket: go `Open`, rejoin
@@ -560,10 +639,25 @@ impl Client {
         }
         self.last_rx = now;
         self.timers[Timer::Idle as usize] = Some(now + self.timeout_ms());
-        let (h, body) = match FrameHeader::decode(bytes) {
+        if bytes.first().is_some_and(|b| *b >= 0x10) {
+            if let Some(mux) = self.mux.as_mut() {
+                mux.handle_input(bytes, now);
+                return self.drain_mux_events(now);
+            }
+        }
+        self.handle_v1_frame(bytes, None, now);
+    }
+
+    /// One §5 frame: from the socket, or a multiplexer message (`mux_seq`: its sequence
+    /// number, which replaces the frame's 0).
+    fn handle_v1_frame(&mut self, bytes: &[u8], mux_seq: Option<u64>, now: u64) {
+        let (mut h, body) = match FrameHeader::decode(bytes) {
             Ok(x) => x,
             Err(e) => return self.decode_error(ErrorCode::BadFrame, &e, None, None),
         };
+        if let Some(seq) = mux_seq {
+            h.seq = seq;
+        }
         match h.kind {
             FrameKind::Control => {
                 match payload::decode_control_lenient(&h, body, Some(&self.session.dict)) {
@@ -587,6 +681,9 @@ impl Client {
     /// The socket closed (or failed to open). `code` is the WebSocket close code.
     pub fn handle_socket_closed(&mut self, code: u16, now: u64) {
         self.socket_up = false;
+        if let Some(mux) = self.mux.as_mut() {
+            mux.handle_transport_lost();
+        }
         if self.state == ConnectionState::Closed {
             return;
         }
@@ -615,6 +712,21 @@ impl Client {
             }
         };
         let old = self.session.id;
+        if !resp.grants(FEATURE_MUX) {
+            self.mux = None;
+        } else if self.mux.is_none()
+            || (0..8).any(|i| session.lanes[i].is_some() != self.session.lanes[i].is_some())
+        {
+            // A new multiplexer for other lanes: what the old one held was for lanes the
+            // new session does not have, or for a server without the multiplexer.
+            match new_mux(&self.config, &session) {
+                Ok(m) => self.mux = Some(m),
+                Err(e) => {
+                    self.handle_handshake_failed(now);
+                    return Err(e);
+                }
+            }
+        }
         self.session = session;
         self.needs_handshake = false;
         self.next_seq = [1; 8];
@@ -636,6 +748,11 @@ impl Client {
 
     /// A deadline returned by [`Output::Timeout`] passed.
     pub fn handle_timeout(&mut self, now: u64) {
+        if let Some(mux) = self.mux.as_mut() {
+            if mux.poll_timeout().is_some_and(|t| t <= now) {
+                mux.handle_timeout(now);
+            }
+        }
         for t in TIMERS {
             match self.timers[t as usize] {
                 Some(at) if at <= now => self.timers[t as usize] = None,
@@ -675,7 +792,24 @@ impl Client {
         if let Some(o) = self.out.pop_front() {
             return o;
         }
-        Output::Timeout(self.timers.iter().flatten().min().copied())
+        if self.mux.is_some() {
+            self.drain_mux_events(self.last_rx);
+            if let Some(o) = self.out.pop_front() {
+                return o;
+            }
+            let mux = self.mux.as_mut().expect("checked");
+            if self.socket_up {
+                if let Some(frame) = mux.poll_transmit() {
+                    return Output::Transmit(frame);
+                }
+            }
+        }
+        let own = self.timers.iter().flatten().min().copied();
+        let mux = self.mux.as_ref().and_then(Mux::poll_timeout);
+        Output::Timeout(match (own, mux) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     // ---- internals ----
@@ -704,6 +838,9 @@ impl Client {
 
     fn finish(&mut self, reason: Option<String>) {
         self.socket_up = false;
+        if let Some(mux) = self.mux.as_mut() {
+            mux.handle_transport_lost();
+        }
         self.timers = [None; 3];
         for q in &mut self.queued {
             q.clear();
@@ -719,6 +856,9 @@ impl Client {
 
     fn lost(&mut self, reason: String, now: u64) {
         self.socket_up = false;
+        if let Some(mux) = self.mux.as_mut() {
+            mux.handle_transport_lost();
+        }
         self.timers[Timer::Heartbeat as usize] = None;
         self.timers[Timer::Idle as usize] = None;
         if !self.ever_opened {
@@ -750,9 +890,47 @@ impl Client {
             .session
             .encoding(Lane::Control)
             .unwrap_or(Encoding::Msgpack);
+        if let Some(mux) = self.mux.as_mut() {
+            let frame = payload::control_frame(msg, enc, Some(&self.session.dict), 0);
+            // Control's queue (100) only fills if the socket stalls for that long; a refused
+            // ping or join is sent again by the heartbeat or the next `welcome`.
+            if let Err(e) = mux.send(Lane::Control, frame) {
+                self.out
+                    .push_back(Output::Event(mux_error_event(&e, Some(Lane::Control))));
+            }
+            return;
+        }
         let frame = payload::control_frame(msg, enc, Some(&self.session.dict), self.control_seq);
         self.control_seq += 1;
         self.out.push_back(Output::Transmit(frame));
+    }
+
+    /// Turns the multiplexer's pending events into outputs; a fatal error closes the socket.
+    fn drain_mux_events(&mut self, now: u64) {
+        while let Some(ev) = self.mux.as_mut().and_then(Mux::poll_event) {
+            match ev {
+                MuxEvent::Message { seq, bytes, .. } => {
+                    self.handle_v1_frame(&bytes, Some(seq), now);
+                }
+                MuxEvent::Discontinuity(d) => {
+                    self.out.push_back(Output::Event(Event::Discontinuity(d)));
+                }
+                MuxEvent::Drain { lane } => {
+                    self.out.push_back(Output::Event(Event::Drain { lane }))
+                }
+                MuxEvent::Dropped { lane, count } => {
+                    self.out
+                        .push_back(Output::Event(Event::Dropped { lane, count }));
+                }
+                MuxEvent::Error(e) => {
+                    self.out.push_back(Output::Event(mux_error_event(&e, None)));
+                    if e.is_fatal() && self.socket_up {
+                        self.out.push_back(Output::Action(Action::CloseSocket));
+                        self.lost(format!("multiplexer: {e}"), now);
+                    }
+                }
+            }
+        }
     }
 
     fn data_frame(&mut self, lane: Lane, msg: &Queued) -> Vec<u8> {
@@ -838,6 +1016,42 @@ impl Client {
             lane,
             seq,
         }));
+    }
+}
+
+/// The multiplexer for `session`'s lanes.
+fn new_mux(config: &ClientConfig, session: &Session) -> Result<Mux, ClientError> {
+    let lanes: Vec<Lane> = Lane::ALL
+        .into_iter()
+        .filter(|l| session.encoding(*l).is_some())
+        .collect();
+    let mut cfg = MuxConfig::for_lanes(&lanes, config.seed ^ 0x6d75_7800);
+    cfg.transport_high_water_bytes = config.transport_high_water_bytes;
+    cfg.max_message_bytes = cfg.max_message_bytes.min(config.max_frame_bytes);
+    Mux::new(cfg).map_err(|e| ClientError::BadHandshake(e.to_string()))
+}
+
+/// [`Mux::send`]'s refusal as the client's error.
+fn mux_send_error(lane: Lane, e: MuxError) -> ClientError {
+    match e {
+        MuxError::Backpressure { queue_depth, .. } => ClientError::Backpressure {
+            lane,
+            depth: u16::try_from(queue_depth).unwrap_or(u16::MAX),
+        },
+        MuxError::Api(crate::core::mux::ApiMisuse::MessageTooLarge { size, limit }) => {
+            ClientError::TooLarge { size, limit }
+        }
+        _ => ClientError::LaneNotNegotiated(lane),
+    }
+}
+
+/// A multiplexer error as an [`Event::Error`].
+fn mux_error_event(e: &MuxError, lane: Option<Lane>) -> Event {
+    Event::Error {
+        code: e.code(),
+        message: e.to_string(),
+        lane,
+        seq: None,
     }
 }
 
@@ -1332,5 +1546,348 @@ mod tests {
         let (_, a, _, _) = drain(&mut c);
         assert!(a.contains(&Action::CloseSocket));
         assert_eq!(c.state(), ConnectionState::Closed);
+    }
+
+    /// The multiplexer (`mux` granted) against an in-memory server-side [`Mux`].
+    mod mux {
+        use super::*;
+        use crate::core::mux::DiscontinuityReason;
+
+        fn mux_lanes() -> Vec<(Lane, Encoding)> {
+            vec![
+                (Lane::Control, Encoding::Msgpack),
+                (Lane::Messaging, Encoding::Msgpack),
+                (Lane::Data, Encoding::Msgpack),
+            ]
+        }
+
+        fn mux_handshake(sid: u8) -> HandshakeResponse {
+            let mut h = handshake(sid, &mux_lanes());
+            h.protocol.features = vec![FEATURE_MUX.into()];
+            h
+        }
+
+        /// The server's end of one session: a multiplexer, what it received and what the
+        /// client received, and frames in flight both ways.
+        struct Pair {
+            c: Client,
+            srv: Mux,
+            sid: SessionId,
+            c2s: VecDeque<Vec<u8>>,
+            s2c: VecDeque<Vec<u8>>,
+            /// (lane, number) received by the server, in order.
+            at_server: Vec<(Lane, u64)>,
+            /// (lane, number) received by the client, in order.
+            at_client: Vec<(Lane, u64)>,
+            events: Vec<Event>,
+            actions: Vec<Action>,
+            now: u64,
+        }
+
+        fn server_mux(seed: u64) -> Mux {
+            let lanes: Vec<Lane> = mux_lanes().iter().map(|l| l.0).collect();
+            Mux::new(MuxConfig::for_lanes(&lanes, seed)).unwrap()
+        }
+
+        fn number(v: &Value) -> u64 {
+            v["n"].as_u64().unwrap()
+        }
+
+        /// A message numbered `n`; `pad` bytes of filler (over 16 KiB: several chunks).
+        fn numbered(n: u64, pad: usize) -> Value {
+            json!({"n": n, "pad": "x".repeat(pad)})
+        }
+
+        impl Pair {
+            fn new() -> Pair {
+                let hs = mux_handshake(1);
+                let c = Client::new(ClientConfig::default(), &hs, 0).unwrap();
+                assert!(c.uses_mux());
+                let mut p = Pair {
+                    c,
+                    srv: server_mux(7),
+                    sid: hs.session_id,
+                    c2s: VecDeque::new(),
+                    s2c: VecDeque::new(),
+                    at_server: vec![],
+                    at_client: vec![],
+                    events: vec![],
+                    actions: vec![],
+                    now: 0,
+                };
+                p.pump();
+                p.connect();
+                p.run(usize::MAX, 50);
+                p
+            }
+
+            /// The socket opens on both ends; the server welcomes first.
+            fn connect(&mut self) {
+                self.actions.clear();
+                self.c.handle_socket_open(self.now);
+                self.srv.handle_transport_resumed(self.now);
+                let w = Control::Welcome {
+                    session_id: self.sid,
+                    server_time: 0,
+                    heartbeat_interval_ms: 30_000,
+                    heartbeat_timeout_ms: 60_000,
+                    app_version: None,
+                };
+                let f = payload::control_frame(&w, Encoding::Msgpack, Some(&Dictionary::v1()), 0);
+                self.srv.send(Lane::Control, f).unwrap();
+                self.pump();
+            }
+
+            /// The socket dies: frames in flight are lost.
+            fn cut(&mut self) {
+                self.c2s.clear();
+                self.s2c.clear();
+                self.srv.handle_transport_lost();
+                self.c.handle_socket_closed(1006, self.now);
+                self.pump();
+            }
+
+            /// Drains both ends once; returns whether anything moved.
+            fn pump(&mut self) -> bool {
+                let mut moved = false;
+                self.c.handle_transport_buffered(0);
+                loop {
+                    match self.c.poll_output() {
+                        Output::Transmit(b) => self.c2s.push_back(b),
+                        Output::Action(a) => self.actions.push(a),
+                        Output::Event(Event::Message(m)) => {
+                            self.at_client.push((m.lane, number(&m.value)));
+                        }
+                        Output::Event(e) => self.events.push(e),
+                        Output::Timeout(_) => break,
+                    }
+                    moved = true;
+                }
+                while let Some(ev) = self.srv.poll_event() {
+                    moved = true;
+                    match ev {
+                        MuxEvent::Message { lane, bytes, .. } => {
+                            let (h, body) = FrameHeader::decode(&bytes).unwrap();
+                            if h.kind == FrameKind::Data {
+                                let v = payload::decode(&h, body, Some(&Dictionary::v1()));
+                                self.at_server.push((lane, number(&v.unwrap())));
+                            }
+                        }
+                        MuxEvent::Error(e) => panic!("server mux error {e}"),
+                        _ => {}
+                    }
+                }
+                self.srv.handle_transport_buffered(0);
+                while let Some(f) = self.srv.poll_transmit() {
+                    self.s2c.push_back(f);
+                    moved = true;
+                }
+                moved
+            }
+
+            /// Delivers up to `budget` frames each way (`usize::MAX`: until idle), stepping
+            /// time by 1 ms whenever nothing is in flight.
+            fn run(&mut self, mut budget: usize, ms: u64) {
+                let end = self.now + ms;
+                while self.now < end && budget > 0 {
+                    let mut moved = self.pump();
+                    while budget > 0 {
+                        let (a, b) = (self.c2s.pop_front(), self.s2c.pop_front());
+                        if a.is_none() && b.is_none() {
+                            break;
+                        }
+                        if let Some(f) = a {
+                            self.srv.handle_input(&f, self.now);
+                        }
+                        if let Some(f) = b {
+                            self.c.handle_frame(&f, self.now);
+                        }
+                        budget -= 1;
+                        moved |= self.pump();
+                    }
+                    if !moved {
+                        self.now += 1;
+                        self.c.handle_timeout(self.now);
+                        if self.srv.poll_timeout().is_some_and(|t| t <= self.now) {
+                            self.srv.handle_timeout(self.now);
+                        }
+                    }
+                }
+            }
+
+            /// Waits for the client's reconnect timer and the action it asks for.
+            fn await_action(&mut self) -> Action {
+                for _ in 0..40_000 {
+                    if let Some(a) = self.actions.pop() {
+                        return a;
+                    }
+                    self.run(usize::MAX, 1);
+                }
+                panic!("no action");
+            }
+
+            fn send_server(&mut self, lane: Lane, v: &Value) {
+                let (p, d) =
+                    payload::encode(v, Encoding::Msgpack, Some(&Dictionary::v1())).unwrap();
+                let f = FrameHeader::data(lane, Encoding::Msgpack, 0, d).encode(&p);
+                self.srv.send(lane, f).unwrap();
+            }
+        }
+
+        fn in_order(got: &[(Lane, u64)], lane: Lane) -> Vec<u64> {
+            got.iter().filter(|x| x.0 == lane).map(|x| x.1).collect()
+        }
+
+        #[test]
+        fn messages_survive_reconnects_once_and_in_order() {
+            let mut p = Pair::new();
+            assert_eq!(p.c.state(), ConnectionState::Open);
+            let mut sent = 0;
+            for round in 0..4 {
+                for _ in 0..30 {
+                    sent += 1;
+                    let pad = if sent % 7 == 0 { 40_000 } else { 10 };
+                    p.c.send(Lane::Messaging, numbered(sent, 10), None).unwrap();
+                    p.c.send(Lane::Data, numbered(sent, pad), None).unwrap();
+                    p.send_server(Lane::Messaging, &numbered(sent, 10));
+                    p.send_server(Lane::Data, &numbered(sent, pad));
+                }
+                // Some frames get through, then the socket dies with frames in flight.
+                p.run(17 + round * 5, 50);
+                p.cut();
+                assert_eq!(p.c.state(), ConnectionState::Reconnecting);
+                assert!(matches!(p.await_action(), Action::OpenSocket { .. }));
+                p.connect();
+            }
+            p.run(usize::MAX, 500);
+            let all: Vec<u64> = (1..=sent).collect();
+            for lane in [Lane::Messaging, Lane::Data] {
+                assert_eq!(
+                    in_order(&p.at_server, lane),
+                    all,
+                    "client → server, {lane:?}"
+                );
+                assert_eq!(
+                    in_order(&p.at_client, lane),
+                    all,
+                    "server → client, {lane:?}"
+                );
+            }
+            assert!(
+                !p.events
+                    .iter()
+                    .any(|e| matches!(e, Event::Discontinuity(_) | Event::Error { .. })),
+                "{:?}",
+                p.events
+            );
+            assert_eq!(p.c.state(), ConnectionState::Open);
+        }
+
+        #[test]
+        fn server_restart_is_a_discontinuity_never_a_silent_gap() {
+            let mut p = Pair::new();
+            for n in 1..=20 {
+                p.send_server(Lane::Messaging, &numbered(n, 10));
+                p.c.send(Lane::Messaging, numbered(n, 10), None).unwrap();
+            }
+            p.run(12, 50);
+            // The server restarts: it refuses the old session the §5 way and closes 4404.
+            p.c2s.clear();
+            p.s2c.clear();
+            p.srv = server_mux(99);
+            let err = Control::Error {
+                code: ErrorCode::SessionNotFound,
+                error: "unknown session".into(),
+                lane: None,
+                seq: None,
+            };
+            p.c.handle_socket_open(p.now);
+            let f = payload::control_frame(&err, Encoding::Msgpack, Some(&Dictionary::v1()), 1);
+            p.c.handle_frame(&f, p.now);
+            p.c.handle_socket_closed(CLOSE_SESSION_NOT_FOUND, p.now);
+            p.pump();
+            assert_eq!(p.await_action(), Action::Handshake);
+            let hs = mux_handshake(2);
+            p.sid = hs.session_id;
+            p.c.handle_handshake(&hs, p.now).unwrap();
+            assert!(
+                p.c.uses_mux(),
+                "the multiplexer is kept across the re-handshake"
+            );
+            assert!(matches!(p.await_action(), Action::OpenSocket { .. }));
+            let before = in_order(&p.at_client, Lane::Messaging);
+            let srv_before = in_order(&p.at_server, Lane::Messaging);
+            p.connect();
+            for n in 21..=30 {
+                p.send_server(Lane::Messaging, &numbered(n, 10));
+                p.c.send(Lane::Messaging, numbered(n, 10), None).unwrap();
+            }
+            p.run(usize::MAX, 500);
+            assert_eq!(p.c.state(), ConnectionState::Open);
+            // The client followed the old server's Messaging stream: the restart is reported.
+            let d: Vec<&Discontinuity> = p
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Discontinuity(d) => Some(d),
+                    _ => None,
+                })
+                .collect();
+            assert!(
+                d.iter()
+                    .any(|d| d.lane == Lane::Messaging
+                        && d.reason == DiscontinuityReason::PeerRestarted),
+                "{d:?}"
+            );
+            // Delivery continues in order with the new server's messages, no duplicate.
+            let got = in_order(&p.at_client, Lane::Messaging);
+            assert!(!before.is_empty() && before.len() < 20, "{before:?}");
+            assert_eq!(got[before.len()..], (21..=30).collect::<Vec<_>>());
+            assert_eq!(before, (1..=before.len() as u64).collect::<Vec<_>>());
+            // What the old server had not acknowledged reaches the new one, in order, once:
+            // together the two servers got every number once.
+            let mut srv = in_order(&p.at_server, Lane::Messaging);
+            let after = srv.split_off(srv_before.len());
+            assert_eq!(srv, (1..=srv.len() as u64).collect::<Vec<_>>());
+            assert_eq!(*after.last().unwrap(), 30);
+            assert!(after.windows(2).all(|w| w[1] == w[0] + 1), "{after:?}");
+            assert!(
+                after[0] <= srv.len() as u64 + 1,
+                "gap: {srv:?} then {after:?}"
+            );
+        }
+
+        #[test]
+        fn full_reliable_lane_refuses_then_drains() {
+            let mut p = Pair::new();
+            p.cut();
+            let depth = Lane::Messaging.spec().queue_depth as u64;
+            for n in 1..=depth {
+                p.c.send(Lane::Messaging, numbered(n, 10), None).unwrap();
+            }
+            let e =
+                p.c.send(Lane::Messaging, numbered(0, 10), None)
+                    .unwrap_err();
+            assert_eq!(e.code(), ErrorCode::Backpressure);
+            assert!(matches!(p.await_action(), Action::OpenSocket { .. }));
+            p.connect();
+            p.run(usize::MAX, 200);
+            assert!(p.events.iter().any(|e| matches!(
+                e,
+                Event::Drain {
+                    lane: Lane::Messaging
+                }
+            )));
+            assert_eq!(
+                in_order(&p.at_server, Lane::Messaging),
+                (1..=depth).collect::<Vec<_>>()
+            );
+        }
+
+        #[test]
+        fn without_the_grant_frames_stay_v1() {
+            let c = Client::new(ClientConfig::default(), &handshake(1, &mux_lanes()), 0).unwrap();
+            assert!(!c.uses_mux());
+        }
     }
 }

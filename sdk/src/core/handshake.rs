@@ -29,6 +29,11 @@ pub struct HandshakeRequest {
     /// Free-form device description (`platform`, `version`, ...), echoed in session status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_info: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Optional protocol features the client asks for (ours, not the seed's), e.g.
+    /// [`FEATURE_MUX`]; the server grants those it supports in `protocol.features`. Unknown
+    /// names are ignored; absent means none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 /// `capabilities` (seed 000): transports, encodings and lane ids the client offers, in the
@@ -215,6 +220,18 @@ pub fn negotiate(
         })
         .collect();
     Ok(Negotiated { transport, lanes })
+}
+
+/// The rollout flag of the lane multiplexer (PROTOCOL.md §11): v2 frames are used on a
+/// session's sockets only when the request's `features` lists it and the response's
+/// `protocol.features` grants it; otherwise §5 framing.
+pub const FEATURE_MUX: &str = "mux";
+
+impl HandshakeResponse {
+    /// Whether the server granted `feature` in `protocol.features`.
+    pub fn grants(&self, feature: &str) -> bool {
+        self.protocol.features.iter().any(|f| f == feature)
+    }
 }
 
 /// Features listed in `protocol.features` by server-stub.

@@ -60,6 +60,8 @@ pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig
             lanes,
         },
         device_info: Some(device_info),
+        // The multiplexer (FEATURE_MUX) is not offered by the browser SDK yet.
+        features: Vec::new(),
     };
     let config = ClientConfig {
         heartbeat_interval_ms: millis("heartbeatIntervalMs", o.heartbeat_interval_ms)?,
