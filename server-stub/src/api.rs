@@ -18,7 +18,7 @@ use axum::Json;
 use p3_lanes::core::dictionary::DictionaryWire;
 use p3_lanes::core::handshake::{
     negotiate, HandshakeRequest, HandshakeResponse, HeartbeatInfo, ProtocolInfo, FEATURES,
-    PROTOCOL_VERSION,
+    FEATURE_MUX, PROTOCOL_VERSION,
 };
 use p3_lanes::core::lane::{Encoding, LANE_REGISTRY};
 use serde::Serialize;
@@ -35,12 +35,14 @@ pub async fn handshake(
 ) -> Result<Json<HandshakeResponse>, AppError> {
     let negotiated = negotiate(&req, state.capabilities())?;
     let lanes = negotiated.lanes.clone();
-    let sid = state.create_session(
+    let want_mux = req.features.iter().any(|f| f == FEATURE_MUX);
+    let (sid, mux) = state.create_session(
         req.client_id,
         req.wallet,
         req.device_info,
         negotiated.transport,
         lanes,
+        want_mux,
     );
     let config = state.config();
     tracing::info!(session = %sid, lanes = ?negotiated.lanes, "session created");
@@ -55,7 +57,13 @@ pub async fn handshake(
         dictionary: state.dict_wire().clone(),
         server_time: now_ms(),
         ttl_seconds: config.session_ttl_s,
-        protocol: protocol_info(),
+        protocol: {
+            let mut p = protocol_info();
+            if mux {
+                p.features.push(FEATURE_MUX.to_owned());
+            }
+            p
+        },
         websocket_url: format!("/api/protocol/v2/session/{sid}/ws"),
         heartbeat: HeartbeatInfo {
             interval_ms: config.heartbeat_interval_ms,

@@ -9,6 +9,17 @@
 //! handshake, any frame received, or its socket closing), and never while a socket is
 //! connected. Expired sessions are removed by a sweeper ([`spawn_sweeper`]) and treated as
 //! missing by every lookup in the meantime.
+//!
+//! Multiplexer (rollout flag `mux`, PROTOCOL.md §11): a session whose handshake was granted
+//! it owns one [`Mux`] for its whole life, not per socket, so reliable lanes resume across
+//! reconnects: resumed on attach, lost on detach. Everything sent to such a session (Control
+//! messages, relays, server data) is a §5 frame with seq 0 handed to its `Mux`; the socket's
+//! send task writes what [`Registry::mux_pump`] returns, woken by the connection's `Notify`.
+//! Such a session also keeps its room while detached (until its TTL ends): relays keep going
+//! into its `Mux`, which forgets the oldest reliable messages when a lane is full while no
+//! socket is attached (the member then gets a discontinuity, never a silent gap; an attached
+//! member's full lane answers `backpressure` to the sender instead).
+//! Sessions without the flag use the bounded outbound queue and §5 framing as before.
 
 use crate::config::Config;
 use crate::music::MusicRooms;
@@ -20,14 +31,15 @@ use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::frame::{FrameHeader, SessionId};
 use p3_lanes::core::handshake::{LaneGrant, ServerCapabilities};
 use p3_lanes::core::lane::{Encoding, Lane};
+use p3_lanes::core::mux::{Mux, MuxConfig, MuxEvent, ReliableOverflow};
 use p3_lanes::core::payload;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 /// WebSocket close codes the server sends (RFC 6455 §7.4 plus the 4xxx private range).
@@ -170,6 +182,8 @@ struct Conn {
     control_seq: u64,
     /// Next seq of a relayed Data frame, per lane (index `id - 1`), starting at 1.
     data_seq: [u64; 8],
+    /// Wakes the send task of a multiplexed session (something to send).
+    notify: Arc<Notify>,
 }
 
 /// One session created by a handshake.
@@ -185,6 +199,30 @@ struct Session {
     last_activity_ms: u64,
     room: Option<String>,
     conn: Option<Conn>,
+    /// The session's multiplexer, when granted (lives across sockets).
+    mux: Option<Mux>,
+}
+
+/// [`Target::conn_id`] of a multiplexed session without a socket.
+const DETACHED: u64 = 0;
+
+/// Monotonic ms since the first call: the multiplexers' clock.
+pub(crate) fn mono_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Hands `frame` (seq 0) to a multiplexed session's `Mux` and wakes its send task; `false`
+/// if the lane is full (backpressure).
+fn mux_send(s: &mut Session, lane: Lane, frame: Vec<u8>) -> bool {
+    let Some(m) = s.mux.as_mut() else {
+        return false;
+    };
+    let ok = m.send(lane, frame).is_ok();
+    if let Some(c) = &s.conn {
+        c.notify.notify_one();
+    }
+    ok
 }
 
 impl Session {
@@ -293,6 +331,8 @@ pub(crate) enum Attach {
         conn_id: u64,
         rx: OutboundRx,
         close: Arc<CloseSignal>,
+        /// Multiplexed session: wakes its send task.
+        notify: Option<Arc<Notify>>,
     },
     /// Unknown or expired session.
     NotFound,
@@ -318,6 +358,7 @@ impl Registry {
     /// The session if it exists and has not expired; an expired one is removed.
     fn live(&mut self, sid: SessionId, now: Instant) -> Option<&mut Session> {
         if self.sessions.get(&sid)?.expired(now, self.ttl) {
+            self.leave_room(sid);
             self.sessions.remove(&sid);
             return None;
         }
@@ -338,6 +379,18 @@ impl Registry {
             return false;
         };
         let enc = s.encoding(Lane::Control).unwrap_or(Encoding::Msgpack);
+        if s.mux.is_some() {
+            let frame = payload::control_frame(msg, enc, Some(&self.dict), 0);
+            if mux_send(s, Lane::Control, frame) {
+                return true;
+            }
+            if let Some(c) = &s.conn {
+                if c.close.close(close::TRY_AGAIN_LATER, "outbound queue full") {
+                    tracing::warn!(session = %sid, "control lane full; closing with 1013");
+                }
+            }
+            return false;
+        }
         let Some(c) = s.conn.as_mut() else {
             return false;
         };
@@ -353,16 +406,25 @@ impl Registry {
         }
     }
 
+    /// The session if socket `conn_id` may act for it: it is still its socket, or the session
+    /// is multiplexed (its messages went through the session's `Mux`, which outlives sockets:
+    /// one delivered just before a newer socket attached still counts).
+    fn sender_session(&mut self, sid: SessionId, conn_id: u64) -> Option<&mut Session> {
+        self.sessions
+            .get_mut(&sid)
+            .filter(|s| s.mux.is_some() || s.conn.as_ref().is_some_and(|c| c.id == conn_id))
+    }
+
     /// Queues a Control message on socket `conn_id` of `sid`, if it is still that session's.
     pub(crate) fn reply(&mut self, sid: SessionId, conn_id: u64, msg: &Control) {
-        if self.conn_session(sid, conn_id).is_some() {
+        if self.sender_session(sid, conn_id).is_some() {
             self.send_control(sid, msg);
         }
     }
 
     /// Records activity on socket `conn_id`; `false` if that socket no longer owns the session.
     pub(crate) fn touch(&mut self, sid: SessionId, conn_id: u64, now: Instant) -> bool {
-        match self.conn_session(sid, conn_id) {
+        match self.sender_session(sid, conn_id) {
             Some(s) => {
                 s.touch(now);
                 true
@@ -479,7 +541,7 @@ impl Registry {
         h: &FrameHeader,
         now: Instant,
     ) -> Result<Result<Vec<Target>, WireError>, Option<WireError>> {
-        let Some(sender) = self.conn_session(sid, conn_id) else {
+        let Some(sender) = self.sender_session(sid, conn_id) else {
             return Err(None);
         };
         sender.touch(now);
@@ -497,11 +559,15 @@ impl Registry {
                     format!("session {to} is unknown"),
                 )));
             };
-            let Some(conn) = target.conn.as_ref() else {
-                return Ok(Err(WireError::new(
-                    ErrorCode::UnknownTarget,
-                    format!("session {to} is not connected"),
-                )));
+            let conn_id = match (target.conn.as_ref(), target.mux.is_some()) {
+                (Some(c), _) => c.id,
+                (None, true) => DETACHED,
+                (None, false) => {
+                    return Ok(Err(WireError::new(
+                        ErrorCode::UnknownTarget,
+                        format!("session {to} is not connected"),
+                    )))
+                }
             };
             let Some(encoding) = target.encoding(h.lane) else {
                 return Ok(Err(WireError::new(
@@ -511,7 +577,7 @@ impl Registry {
             };
             return Ok(Ok(vec![Target {
                 id: to,
-                conn_id: conn.id,
+                conn_id,
                 encoding,
             }]));
         }
@@ -527,10 +593,14 @@ impl Registry {
             .filter(|&&m| m != sid)
             .filter_map(|m| {
                 let s = self.sessions.get(m)?;
-                let conn = s.conn.as_ref()?;
+                let conn_id = match &s.conn {
+                    Some(c) => c.id,
+                    None if s.mux.is_some() => DETACHED,
+                    None => return None,
+                };
                 Some(Target {
                     id: *m,
-                    conn_id: conn.id,
+                    conn_id,
                     encoding: s.encoding(h.lane)?,
                 })
             })
@@ -553,9 +623,21 @@ impl Registry {
             let Some(v) = variants.iter().find(|v| v.encoding == t.encoding) else {
                 continue;
             };
-            let Some(s) = self.conn_session(t.id, t.conn_id) else {
-                continue;
+            let s = match self.sessions.get_mut(&t.id) {
+                Some(s) if s.mux.is_some() && t.conn_id == DETACHED => s,
+                _ => match self.conn_session(t.id, t.conn_id) {
+                    Some(s) => s,
+                    None => continue,
+                },
             };
+            if s.mux.is_some() {
+                let mut h = FrameHeader::data(lane, v.encoding, 0, v.dict_version);
+                h.from = Some(sender);
+                if !mux_send(s, lane, h.encode(&v.bytes)) {
+                    refused.push(t.id);
+                }
+                continue;
+            }
             let Some(c) = s.conn.as_mut() else { continue };
             let seq = &mut c.data_seq[lane as usize - 1];
             let mut h = FrameHeader::data(lane, v.encoding, *seq, v.dict_version);
@@ -589,15 +671,30 @@ impl Registry {
         let Some(encoding) = s.encoding(lane) else {
             return false;
         };
-        let Some(c) = s.conn.as_mut() else {
+        if s.conn.is_none() {
             return false;
-        };
+        }
         let (bytes, dict_version) = match payload::encode(value, encoding, Some(&self.dict)) {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(session = %sid, error = %e, "cannot encode a server message");
                 return false;
             }
+        };
+        if s.mux.is_some() {
+            let frame = FrameHeader::data(lane, encoding, 0, dict_version).encode(&bytes);
+            if mux_send(s, lane, frame) {
+                return true;
+            }
+            if let Some(c) = &s.conn {
+                if c.close.close(close::TRY_AGAIN_LATER, "outbound queue full") {
+                    tracing::warn!(session = %sid, "lane full of server messages; closing with 1013");
+                }
+            }
+            return false;
+        }
+        let Some(c) = s.conn.as_mut() else {
+            return false;
         };
         let seq = &mut c.data_seq[lane as usize - 1];
         let frame = FrameHeader::data(lane, encoding, *seq, dict_version).encode(&bytes);
@@ -612,6 +709,61 @@ impl Registry {
         }
     }
 
+    /// One v2 frame from socket `conn_id` of multiplexed session `sid`: returns the complete
+    /// messages it delivered as `(mux seq, §5 frame)`, in order. A fatal multiplexer error
+    /// closes the socket with 1002. Empty if the socket is no longer the session's.
+    pub(crate) fn mux_input(
+        &mut self,
+        sid: SessionId,
+        conn_id: u64,
+        bytes: &[u8],
+    ) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        let Some(s) = self.conn_session(sid, conn_id) else {
+            return out;
+        };
+        let (Some(m), Some(c)) = (s.mux.as_mut(), s.conn.as_ref()) else {
+            return out;
+        };
+        m.handle_input(bytes, mono_ms());
+        while let Some(ev) = m.poll_event() {
+            match ev {
+                MuxEvent::Message { seq, bytes, .. } => out.push((seq, bytes)),
+                MuxEvent::Error(e) if e.is_fatal() => {
+                    tracing::info!(session = %sid, error = %e, "multiplexer error; closing with 1002");
+                    c.close
+                        .close(close::PROTOCOL, "multiplexer protocol violation");
+                }
+                other => tracing::debug!(session = %sid, event = ?other, "multiplexer event"),
+            }
+        }
+        c.notify.notify_one();
+        out
+    }
+
+    /// What socket `conn_id` of multiplexed session `sid` should write now, and when to ask
+    /// again (ms of [`mono_ms`]). The caller awaits each write, so the transport's buffer is
+    /// reported empty. `None` if the socket is no longer the session's.
+    pub(crate) fn mux_pump(
+        &mut self,
+        sid: SessionId,
+        conn_id: u64,
+    ) -> Option<(Vec<Bytes>, Option<u64>)> {
+        let s = self.conn_session(sid, conn_id)?;
+        let m = s.mux.as_mut()?;
+        let now = mono_ms();
+        if m.poll_timeout().is_some_and(|t| t <= now) {
+            m.handle_timeout(now);
+        }
+        m.handle_transport_buffered(0);
+        let mut frames = Vec::new();
+        while let Some(f) = m.poll_transmit() {
+            frames.push(Bytes::from(f));
+        }
+        while m.poll_event().is_some() {}
+        Some((frames, m.poll_timeout()))
+    }
+
     /// What `GET /api/version`, `welcome` and the `version` push say.
     fn reported_version(&self) -> &str {
         self.reported_version
@@ -623,6 +775,16 @@ impl Registry {
     fn sweep(&mut self, now: Instant) -> usize {
         let ttl = self.ttl;
         let before = self.sessions.len();
+        // Multiplexed sessions keep their room while detached: they leave it when they expire.
+        let gone: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.expired(now, ttl) && s.room.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for sid in gone {
+            self.leave_room(sid);
+        }
         self.sessions.retain(|_, s| !s.expired(now, ttl));
         self.music.sweep(now);
         before - self.sessions.len()
@@ -737,9 +899,12 @@ impl AppState {
         device_info: Option<serde_json::Map<String, serde_json::Value>>,
         transport: &'static str,
         lanes: Vec<(Lane, Encoding)>,
-    ) -> SessionId {
+        want_mux: bool,
+    ) -> (SessionId, bool) {
         let now = Instant::now();
         let created = now_ms();
+        let mux = want_mux.then(|| self.new_mux(&lanes)).flatten();
+        let granted = mux.is_some();
         let mut reg = self.registry();
         let sid = loop {
             // A session id is a bearer token for its WebSocket: use the OS CSPRNG.
@@ -763,9 +928,31 @@ impl AppState {
                 last_activity_ms: created,
                 room: None,
                 conn: None,
+                mux,
             },
         );
-        sid
+        (sid, granted)
+    }
+
+    /// A multiplexer for a session's lanes: messages up to `--max-frame-bytes`, a per-session
+    /// reassembly budget of 4 such messages, the transport budget of the send task's batch.
+    fn new_mux(&self, lanes: &[(Lane, Encoding)]) -> Option<Mux> {
+        let ids: Vec<Lane> = lanes.iter().map(|l| l.0).collect();
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).ok()?;
+        let mut cfg = MuxConfig::for_lanes(&ids, u64::from_le_bytes(seed));
+        let max = self.config.max_frame_bytes;
+        cfg.max_message_bytes = max;
+        cfg.max_frame_bytes = cfg.max_frame_bytes.max(cfg.chunk_bytes);
+        cfg.max_reassembly_bytes = max.saturating_mul(4);
+        cfg.transport_high_water_bytes = Some(256 << 10);
+        match Mux::new(cfg) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(error = %e, "multiplexer not granted");
+                None
+            }
+        }
     }
 
     /// The status of a live session.
@@ -831,11 +1018,14 @@ impl AppState {
             old.close.close(close::REPLACED, "replaced");
         }
         s.touch(now);
-        reg.leave_room(sid);
+        if s.mux.is_none() {
+            reg.leave_room(sid);
+        }
         let conn_id = reg.next_conn_id;
         reg.next_conn_id += 1;
         let (out, rx) = outbound(reg.queue_frames, reg.queue_bytes);
         let close = Arc::new(CloseSignal::new());
+        let notify = Arc::new(Notify::new());
         let welcome = Control::Welcome {
             session_id: sid,
             server_time: now_ms(),
@@ -850,10 +1040,22 @@ impl AppState {
                 close: close.clone(),
                 control_seq: 1,
                 data_seq: [1; 8],
+                notify: notify.clone(),
             });
+            if let Some(m) = s.mux.as_mut() {
+                m.set_reliable_overflow(ReliableOverflow::Backpressure);
+                m.handle_transport_resumed(mono_ms());
+            }
         }
+        let mux = reg.sessions.get(&sid).is_some_and(|s| s.mux.is_some());
+        // With the multiplexer: the first Control message after the resume.
         reg.send_control(sid, &welcome);
-        Attach::Attached { conn_id, rx, close }
+        Attach::Attached {
+            conn_id,
+            rx,
+            close,
+            notify: mux.then_some(notify),
+        }
     }
 
     /// Socket `conn_id` of `sid` ended: if it still owned the session, the session leaves its
@@ -866,7 +1068,15 @@ impl AppState {
         };
         s.conn = None;
         s.touch(now);
-        reg.leave_room(sid);
+        match s.mux.as_mut() {
+            Some(m) => {
+                m.handle_transport_lost();
+                m.set_reliable_overflow(ReliableOverflow::ForgetOldest);
+            }
+            None => {
+                reg.leave_room(sid);
+            }
+        }
     }
 
     /// Removes expired sessions; returns how many.

@@ -15,6 +15,13 @@
 //!   (1009);
 //! - when the socket ends for any reason the session leaves its room (peers get `peer-left`).
 //!
+//! Multiplexed sessions (flag `mux`, PROTOCOL.md §11): binary messages whose first byte is
+//! `0x10` or more are v2 frames for the session's `Mux` ([`crate::state`]); each message it
+//! delivers is a §5 frame handled as above, with the multiplexer's seq. The send task waits on
+//! the connection's `Notify`, the close signal and the multiplexer's deadline, then writes the
+//! frames [`crate::state::Registry::mux_pump`] returns one at a time. A fatal multiplexer
+//! error closes with 1002. `--test-latency-ms` does not apply to them.
+//!
 //! Music rooms: a Sync-lane `music-control` without `to` is taken off the relay and handed to
 //! the room's authority ([`crate::music`]); `ping {rttMs}` feeds it.
 //!
@@ -31,7 +38,7 @@ use crate::error::AppError;
 use crate::music;
 use crate::now_ms;
 use crate::state::{
-    close, error_msg, AppState, Attach, CloseReason, CloseSignal, OutboundRx, Variant,
+    close, error_msg, mono_ms, AppState, Attach, CloseReason, CloseSignal, OutboundRx, Variant,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
@@ -50,7 +57,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::timeout;
 
 /// How long a closing socket waits for the close frame to be written and for the peer's
@@ -89,8 +96,16 @@ async fn run(socket: WebSocket, state: Arc<AppState>, sid: Option<SessionId>) {
         None => Attach::NotFound,
     };
     match (attach, sid) {
-        (Attach::Attached { conn_id, rx, close }, Some(sid)) => {
-            connection(socket, state, sid, conn_id, rx, close).await;
+        (
+            Attach::Attached {
+                conn_id,
+                rx,
+                close,
+                notify,
+            },
+            Some(sid),
+        ) => {
+            connection(socket, state, sid, conn_id, rx, close, notify).await;
         }
         (Attach::ShuttingDown, _) => {
             let reason = CloseReason {
@@ -150,13 +165,22 @@ async fn connection(
     conn_id: u64,
     rx: OutboundRx,
     signal: Arc<CloseSignal>,
+    mux: Option<Arc<Notify>>,
 ) {
-    tracing::info!(session = %sid, conn_id, "socket open");
+    tracing::info!(session = %sid, conn_id, mux = mux.is_some(), "socket open");
     let (sink, stream) = socket.split();
-    let delay = state.config().test_delay();
-    let mut send_task = match delay {
-        None => tokio::spawn(send_loop(sink, rx, signal.clone())),
-        Some(d) => tokio::spawn(delayed_send_loop(
+    let delay = state.config().test_delay().filter(|_| mux.is_none());
+    let mut send_task = match (delay, mux) {
+        (_, Some(notify)) => tokio::spawn(mux_send_loop(
+            sink,
+            state.clone(),
+            sid,
+            conn_id,
+            signal.clone(),
+            notify,
+        )),
+        (None, None) => tokio::spawn(send_loop(sink, rx, signal.clone())),
+        (Some(d), None) => tokio::spawn(delayed_send_loop(
             sink,
             rx,
             signal.clone(),
@@ -228,6 +252,48 @@ async fn send_loop(
                     sent = sink.send(Message::Binary(frame)) => if sent.is_err() { return },
                 }
             }
+        }
+    };
+    let _ = timeout(CLOSE_GRACE, sink.send(close_message(reason))).await;
+}
+
+/// The send task of a multiplexed session: writes what the multiplexer has, one frame at a
+/// time, then waits for news (`notify`), its deadline, or the close signal.
+async fn mux_send_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    state: Arc<AppState>,
+    sid: SessionId,
+    conn_id: u64,
+    signal: Arc<CloseSignal>,
+    notify: Arc<Notify>,
+) {
+    let start = tokio::time::Instant::now() - Duration::from_millis(mono_ms());
+    let reason = 'outer: loop {
+        let pumped = state.registry().mux_pump(sid, conn_id);
+        let Some((frames, deadline)) = pumped else {
+            break CloseReason {
+                code: close::NORMAL,
+                reason: "",
+            };
+        };
+        let busy = !frames.is_empty();
+        for frame in frames {
+            tokio::select! {
+                biased;
+                r = signal.closed() => break 'outer r,
+                sent = sink.send(Message::Binary(frame)) => if sent.is_err() { return },
+            }
+        }
+        if busy {
+            // Sent something: the multiplexer may have more (it wrote one budget's worth).
+            continue;
+        }
+        let wake = deadline.map(|ms| start + Duration::from_millis(ms));
+        tokio::select! {
+            biased;
+            r = signal.closed() => break r,
+            () = notify.notified() => {}
+            () = sleep_until(wake) => {}
         }
     };
     let _ = timeout(CLOSE_GRACE, sink.send(close_message(reason))).await;
@@ -435,6 +501,24 @@ fn send_error(
 
 /// Handles one binary message. Never panics; a refused frame only affects its sender.
 fn handle_frame(state: &AppState, sid: SessionId, conn_id: u64, bytes: &[u8]) {
+    if bytes.first().is_some_and(|b| *b >= 0x10) {
+        let delivered = state.registry().mux_input(sid, conn_id, bytes);
+        for (seq, frame) in delivered {
+            handle_v1_frame(state, sid, conn_id, &frame, Some(seq));
+        }
+        return;
+    }
+    handle_v1_frame(state, sid, conn_id, bytes, None);
+}
+
+/// Handles one §5 frame: a binary message, or a multiplexer message (`mux_seq`: its seq).
+fn handle_v1_frame(
+    state: &AppState,
+    sid: SessionId,
+    conn_id: u64,
+    bytes: &[u8],
+    mux_seq: Option<u64>,
+) {
     let max = state.config().max_frame_bytes;
     if bytes.len() > max {
         let (lane, seq) = match FrameHeader::decode(bytes) {
@@ -448,7 +532,7 @@ fn handle_frame(state: &AppState, sid: SessionId, conn_id: u64, bytes: &[u8]) {
         let wire = WireError::new(e.code(), e.to_string());
         return send_error(state, sid, conn_id, wire, lane, seq);
     }
-    let (h, body) = match FrameHeader::decode(bytes) {
+    let (mut h, body) = match FrameHeader::decode(bytes) {
         Ok(x) => x,
         Err(e) => {
             let lane = match e {
@@ -459,6 +543,9 @@ fn handle_frame(state: &AppState, sid: SessionId, conn_id: u64, bytes: &[u8]) {
             return send_error(state, sid, conn_id, wire, lane, None);
         }
     };
+    if let Some(seq) = mux_seq {
+        h.seq = seq;
+    }
     match h.kind {
         FrameKind::Control => handle_control(state, sid, conn_id, &h, body),
         FrameKind::Data => relay(state, sid, conn_id, &h, body),

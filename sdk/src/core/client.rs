@@ -735,6 +735,13 @@ impl Client {
             old,
             new: self.session.id,
         }));
+        if self.mux.is_some() {
+            if let Some(room) = self.room.clone() {
+                // Queued now, so it reaches the new session before the messages the
+                // multiplexer sends again (Control goes first): they are relayed to the room.
+                self.send_control(&Control::Join { room });
+            }
+        }
         self.open_socket();
         Ok(())
     }

@@ -582,6 +582,12 @@ impl Mux {
         self.refresh_timers();
     }
 
+    /// Changes what a full reliable lane does from now on (e.g. a relay switches to
+    /// [`ReliableOverflow::ForgetOldest`] while the peer is offline, back on reconnect).
+    pub fn set_reliable_overflow(&mut self, overflow: ReliableOverflow) {
+        self.cfg.reliable_overflow = overflow;
+    }
+
     /// Whether the transport accepts writes at all (e.g. `false` while a DataChannel is
     /// congested and the driver prefers an on/off signal). Default `true` once resumed.
     pub fn set_transport_writable(&mut self, writable: bool) {

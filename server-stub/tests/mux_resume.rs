@@ -1,0 +1,371 @@
+//! The lane multiplexer end to end on native sockets (PROTOCOL.md §11, issue 3): two
+//! `core::client::Client`s granted `mux`, driven over real WebSockets against the real app.
+//! A sender streams numbered reliable messages on Messaging and Data (every 10th one over
+//! 16 KiB, so it is chunked) to a receiver in the same room while sockets are cut, or while
+//! the server restarts. The receiver must get every number once and in order, or a
+//! discontinuity naming the lane right before a jump: never a silent gap or a duplicate.
+
+mod common;
+
+use common::{config, handshake_body};
+use futures::{SinkExt, StreamExt};
+use p3_lanes::core::client::{Action, Client, ClientConfig, Event, Output};
+use p3_lanes::core::handshake::{HandshakeResponse, FEATURE_MUX};
+use p3_lanes::core::lane::Lane;
+use serde_json::{json, Value};
+use server_stub::{serve, AppState};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What the receiver saw, in order.
+#[derive(Clone, Debug, PartialEq)]
+enum Seen {
+    Msg(Lane, u64),
+    Discontinuity(Lane),
+}
+
+struct Server {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(addr: SocketAddr) -> (Server, SocketAddr) {
+    let mut tries = 0;
+    let listener = loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("bind {addr}: {e}"),
+        }
+    };
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, AppState::new(config()), async {
+        let _ = rx.await;
+    }));
+    (Server { stop, task }, addr)
+}
+
+/// A `Client` and its socket, driven like the browser driver does.
+struct Node {
+    c: Client,
+    ws: Option<Ws>,
+    addr: SocketAddr,
+    body: Value,
+    http: reqwest::Client,
+    t0: Instant,
+    seen: Vec<Seen>,
+    events: Vec<Event>,
+}
+
+async fn handshake(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    body: &Value,
+) -> Option<HandshakeResponse> {
+    let resp = http
+        .post(format!("http://{addr}/api/protocol/v2/session/handshake"))
+        .json(body)
+        .send()
+        .await
+        .ok()?;
+    if resp.status() != 200 {
+        return None;
+    }
+    resp.json().await.ok()
+}
+
+impl Node {
+    async fn new(addr: SocketAddr, name: &str, room: &str) -> Node {
+        let mut body = handshake_body(name, &["msgpack"], &[1, 2, 5]);
+        body["features"] = json!([FEATURE_MUX]);
+        let http = reqwest::Client::new();
+        let hs = handshake(&http, addr, &body).await.expect("handshake");
+        assert!(
+            hs.protocol.features.iter().any(|f| f == FEATURE_MUX),
+            "mux granted"
+        );
+        let cfg = ClientConfig {
+            backoff_ms: vec![50, 100, 200],
+            seed: name.len() as u64 * 7919,
+            ..ClientConfig::default()
+        };
+        let mut c = Client::new(cfg, &hs, 0).unwrap();
+        assert!(c.uses_mux());
+        c.join_room(room).unwrap();
+        let mut n = Node {
+            c,
+            ws: None,
+            addr,
+            body,
+            http,
+            t0: Instant::now(),
+            seen: vec![],
+            events: vec![],
+        };
+        // Joined (the join travels after the welcome): nothing sent before is relayed to us.
+        while !n
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::RoomJoined { .. }))
+        {
+            n.step(Duration::from_millis(20)).await;
+        }
+        n
+    }
+
+    fn now(&self) -> u64 {
+        self.t0.elapsed().as_millis() as u64
+    }
+
+    fn lost(&mut self, code: u16) {
+        self.ws = None;
+        let now = self.now();
+        self.c.handle_socket_closed(code, now);
+    }
+
+    /// Cuts the socket abruptly (no close handshake).
+    fn cut(&mut self) {
+        if self.ws.is_some() {
+            self.lost(1006);
+        }
+    }
+
+    /// Drains the client's outputs, then waits up to `wait` for one socket message.
+    async fn step(&mut self, wait: Duration) {
+        let deadline = loop {
+            self.c.handle_transport_buffered(0);
+            match self.c.poll_output() {
+                Output::Transmit(b) => {
+                    if let Some(ws) = self.ws.as_mut() {
+                        if ws.send(Message::Binary(b.into())).await.is_err() {
+                            self.lost(1006);
+                        }
+                    }
+                }
+                Output::Action(Action::OpenSocket { path }) => {
+                    let url = format!("ws://{}{path}", self.addr);
+                    match tokio_tungstenite::connect_async(url).await {
+                        Ok((ws, _)) => {
+                            self.ws = Some(ws);
+                            let now = self.now();
+                            self.c.handle_socket_open(now);
+                        }
+                        Err(_) => self.lost(1006),
+                    }
+                }
+                Output::Action(Action::CloseSocket) => {
+                    if let Some(mut ws) = self.ws.take() {
+                        let _ = ws.close(None).await;
+                    }
+                }
+                Output::Action(Action::Handshake) => {
+                    let now = self.now();
+                    match handshake(&self.http, self.addr, &self.body).await {
+                        Some(hs) => {
+                            let _ = self.c.handle_handshake(&hs, now);
+                        }
+                        None => self.c.handle_handshake_failed(now),
+                    }
+                }
+                Output::Event(Event::Message(m)) => {
+                    let n = m.value["n"].as_u64().unwrap();
+                    self.seen.push(Seen::Msg(m.lane, n));
+                }
+                Output::Event(Event::Discontinuity(d)) => {
+                    self.seen.push(Seen::Discontinuity(d.lane));
+                    self.events.push(Event::Discontinuity(d));
+                }
+                Output::Event(e) => self.events.push(e),
+                Output::Timeout(at) => break at,
+            }
+        };
+        let now = self.now();
+        let wait = deadline.map_or(wait, |at| {
+            Duration::from_millis(at.saturating_sub(now)).min(wait)
+        });
+        match self.ws.as_mut() {
+            Some(ws) => match tokio::time::timeout(wait, ws.next()).await {
+                Ok(Some(Ok(Message::Binary(b)))) => {
+                    let now = self.now();
+                    self.c.handle_frame(&b, now);
+                }
+                Ok(Some(Ok(Message::Close(f)))) => {
+                    self.lost(f.map_or(1005, |f| u16::from(f.code)));
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_)) | None) => self.lost(1006),
+                Err(_) => {}
+            },
+            None => tokio::time::sleep(wait).await,
+        }
+        let now = self.now();
+        self.c.handle_timeout(now);
+    }
+
+    /// Sends `value` on `lane`, waiting (stepping) while the lane answers backpressure.
+    async fn send(&mut self, lane: Lane, value: Value, other: &mut Node) {
+        loop {
+            match self.c.send(lane, value.clone(), None) {
+                Ok(()) => return,
+                Err(e) if e.code().as_str() == "backpressure" => {
+                    self.step(Duration::from_millis(1)).await;
+                    other.step(Duration::from_millis(1)).await;
+                }
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+    }
+}
+
+fn numbered(n: u64, lane: Lane) -> Value {
+    let pad = if lane == Lane::Data && n % 10 == 0 {
+        40_000
+    } else {
+        8
+    };
+    json!({"n": n, "pad": "x".repeat(pad)})
+}
+
+/// Checks the receiver's log per lane: each number is the previous + 1, except right after
+/// a discontinuity of that lane. Returns the numbers received per lane.
+fn check(seen: &[Seen], lane: Lane) -> Vec<u64> {
+    let mut last = 0;
+    let mut after_discontinuity = false;
+    let mut got = vec![];
+    for s in seen {
+        match *s {
+            Seen::Discontinuity(l) if l == lane => after_discontinuity = true,
+            Seen::Msg(l, n) if l == lane => {
+                assert!(
+                    n == last + 1 || after_discontinuity,
+                    "{lane:?}: {n} after {last} without a discontinuity (log {seen:?})"
+                );
+                after_discontinuity = false;
+                last = n;
+                got.push(n);
+            }
+            _ => {}
+        }
+    }
+    got
+}
+
+async fn settle(a: &mut Node, b: &mut Node, until: impl Fn(&Node) -> bool) {
+    let end = Instant::now() + Duration::from_secs(20);
+    while !until(b) {
+        if Instant::now() >= end {
+            let tail: Vec<_> = b.seen.iter().rev().take(6).collect();
+            panic!(
+                "timed out: receiver saw {} messages (last {tail:?}), sender {:?} with {} + {} queued, receiver {:?}",
+                b.seen.len(),
+                a.c.state(),
+                a.c.queued_len(Lane::Messaging),
+                a.c.queued_len(Lane::Data),
+                b.c.state(),
+            );
+        }
+        a.step(Duration::from_millis(1)).await;
+        b.step(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reliable_lanes_resume_across_cut_sockets_without_loss_or_duplicate() {
+    let (_server, addr) = start("127.0.0.1:0".parse().unwrap()).await;
+    let mut b = Node::new(addr, "receiver", "r").await;
+    let mut a = Node::new(addr, "sender", "r").await;
+    settle(&mut a, &mut b, |_| true).await;
+    const N: u64 = 300;
+    for n in 1..=N {
+        for lane in [Lane::Messaging, Lane::Data] {
+            a.send(lane, numbered(n, lane), &mut b).await;
+        }
+        a.step(Duration::ZERO).await;
+        b.step(Duration::ZERO).await;
+        if n % 60 == 30 {
+            a.cut();
+        }
+        if n % 60 == 0 {
+            b.cut();
+        }
+    }
+    settle(&mut a, &mut b, |b| {
+        b.seen.iter().filter(|s| matches!(s, Seen::Msg(..))).count() as u64 >= 2 * N
+    })
+    .await;
+    let all: Vec<u64> = (1..=N).collect();
+    for lane in [Lane::Messaging, Lane::Data] {
+        assert_eq!(check(&b.seen, lane), all, "{lane:?}");
+    }
+    assert!(
+        !b.events
+            .iter()
+            .any(|e| matches!(e, Event::Discontinuity(_))),
+        "{:?}",
+        b.events
+    );
+    let resumes = b.c.mux().unwrap().stats().resumes + a.c.mux().unwrap().stats().resumes;
+    assert!(
+        resumes >= 2 + 10,
+        "sockets were cut and resumed ({resumes} resumes)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_mid_stream_is_reported_as_a_discontinuity() {
+    let (server, addr) = start("127.0.0.1:0".parse().unwrap()).await;
+    let mut b = Node::new(addr, "receiver", "r").await;
+    let mut a = Node::new(addr, "sender", "r").await;
+    const N: u64 = 200;
+    let mut server = Some(server);
+    for n in 1..=N {
+        for lane in [Lane::Messaging, Lane::Data] {
+            a.send(lane, numbered(n, lane), &mut b).await;
+        }
+        a.step(Duration::ZERO).await;
+        b.step(Duration::ZERO).await;
+        if n == 80 {
+            // The server goes away (its sessions with it) and comes back on the same port.
+            let s = server.take().unwrap();
+            let _ = s.stop.send(());
+            let stopping = s.task;
+            for _ in 0..50 {
+                a.step(Duration::from_millis(2)).await;
+                b.step(Duration::from_millis(2)).await;
+            }
+            let _ = stopping.await;
+            server = Some(start(addr).await.0);
+        }
+    }
+    settle(&mut a, &mut b, |b| {
+        [Lane::Messaging, Lane::Data]
+            .iter()
+            .all(|l| b.seen.contains(&Seen::Msg(*l, N)))
+    })
+    .await;
+    for lane in [Lane::Messaging, Lane::Data] {
+        let got = check(&b.seen, lane);
+        assert_eq!(*got.last().unwrap(), N);
+        assert!(
+            b.seen.contains(&Seen::Discontinuity(lane)),
+            "{lane:?}: the restart is reported ({:?})",
+            b.events
+        );
+    }
+    assert!(b
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::SessionChanged { .. })));
+}
