@@ -1,5 +1,6 @@
-// Run the benchmarks. Each entry of BENCHES is one cargo bench target (a `[[bench]]` of its
-// crate); each bench replaces its own entries in its results file (see the bench's source).
+// Run the benchmarks. Each entry of BENCHES is one command: a cargo bench target (a `[[bench]]`
+// of its crate) or a Node script; each bench replaces its own entries (names starting with its
+// prefix) in its results file (see the bench's source).
 // Then the browser figure of music sync: the three-browser end-to-end test
 // (tests/music-sync-three-browsers.spec.mjs, real Chromium through server-stub with 50 ± 20 ms
 // links and skewed clocks) is run and its figures are merged in as `sync.browser.*`.
@@ -13,11 +14,15 @@ import { buildSdk } from './build-sdk.mjs';
 import { ROOT, run, runMain, step } from './lib/proc.mjs';
 import { setup } from './setup.mjs';
 
-/** @type {{name: string, args: string[], results: string}[]} */
+/** @type {{name: string, cmd?: string, args: string[], results: string}[]} */
 const BENCHES = [
   { name: 'codec', args: ['bench', '-p', 'p3-lanes', '--bench', 'codec'], results: 'bench-results.json' },
   { name: 'sync', args: ['bench', '-p', 'p3-lanes', '--bench', 'sync'], results: 'bench-results.json' },
   { name: 'mux', args: ['bench', '-p', 'p3-lanes', '--bench', 'mux'], results: 'bench-results.json' },
+  // The wasm codec in Node.js against JSON, @msgpack/msgpack and msgpackr (builds pkg/ if stale).
+  { name: 'codec-node', cmd: 'node', args: ['scripts/bench-codec-node.mjs'], results: 'bench-results.json' },
+  // server-stub: 10,000 idle WebSocket sessions, memory per session, room fan-out (~1 min).
+  { name: 'capacity', args: ['bench', '-p', 'server-stub', '--bench', 'capacity'], results: 'bench-results.json' },
 ];
 
 const RESULTS = join(ROOT, 'bench-results.json');
@@ -26,8 +31,9 @@ const BROWSER_FIGURES = join(ROOT, 'test-results', 'music-sync.json');
 
 async function main() {
   for (const bench of BENCHES) {
-    step(`bench ${bench.name}: cargo ${bench.args.join(' ')}`);
-    await run('cargo', bench.args);
+    const cmd = bench.cmd ?? 'cargo';
+    step(`bench ${bench.name}: ${cmd} ${bench.args.join(' ')}`);
+    await run(cmd, bench.args);
     step(`bench ${bench.name}: results in ${bench.results}`);
   }
   if (!process.argv.includes('--no-browser')) await browserSync();

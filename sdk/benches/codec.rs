@@ -5,6 +5,10 @@
 //! Run with `cargo bench -p p3-lanes --bench codec` (or `npm run bench`). Prints a table of
 //! ratios against JSON measured in this run, and merges its figures into
 //! `bench-results.json` at the repository root as `{name, value, unit, baseline, ratio}`.
+//!
+//! `cargo bench -p p3-lanes --bench codec -- --corpus-json` prints the corpus instead, as
+//! `{"dictionary": <handshake dictionary v1>, "messages": [{"name", "value"}]}`: the Node.js
+//! codec benchmark (`scripts/bench-codec-node.mjs`) reads it, so both run on one corpus.
 
 use p3_lanes::core::codec::{decode_msgpack, encode_msgpack};
 use p3_lanes::core::dictionary::Dictionary;
@@ -98,6 +102,15 @@ struct Row {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--corpus-json") {
+        let messages: Vec<Value> = corpus()
+            .into_iter()
+            .map(|(name, value)| json!({"name": name, "value": value}))
+            .collect();
+        let out = json!({"dictionary": Dictionary::v1().to_wire(), "messages": messages});
+        println!("{out}");
+        return;
+    }
     let dict = Dictionary::v1();
     let corpus = corpus();
     let msgs: Vec<&Value> = corpus.iter().map(|(_, v)| v).collect();

@@ -6,6 +6,7 @@
 //! | module | does |
 //! | --- | --- |
 //! | [`client`] | `P3Client`, the exported class: argument conversion only |
+//! | [`codec`] | `DictionaryCodec`: the dictionary MessagePack codec on its own |
 //! | `driver` | runs the core: socket, timer, re-handshake, event dispatch |
 //! | `options` | `ConnectOptions` → handshake request and client config |
 //! | `http` | the handshake `fetch`, WebSocket URLs |
@@ -27,6 +28,7 @@
 //! ```
 
 pub mod client;
+pub mod codec;
 mod convert;
 mod driver;
 mod error;
@@ -39,6 +41,7 @@ pub mod pwa;
 mod types;
 
 pub use client::P3Client;
+pub use codec::DictionaryCodec;
 pub use music::MusicRoom;
 pub use pwa::{check_version, CacheGuard};
 

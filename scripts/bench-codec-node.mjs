@@ -1,0 +1,224 @@
+// Codec benchmark in Node.js (issue 3, "Benchmarks"): encoded bytes and encode+decode speed
+// of our wasm dictionary codec (`DictionaryCodec` from pkg/) against JSON.stringify/parse,
+// @msgpack/msgpack, and msgpackr (plain, and with shared structures = records), on the
+// seed-shaped corpus of sdk/benches/codec.rs (printed by that bench with `-- --corpus-json`,
+// so both benches run on one corpus).
+//
+//   node scripts/bench-codec-node.mjs              build pkg/ if stale, then measure
+//   node scripts/bench-codec-node.mjs --pkg DIR    use the wasm-pack output in DIR
+//
+// Prints a table of ratios from this run and replaces the `codec-node.` entries of
+// bench-results.json with {name, value, unit, baseline, ratio}.
+//
+// Timing: each codec's round trip (encode then decode every corpus message) is timed in
+// rounds of about 20 ms, codecs interleaved round by round so machine noise hits them alike;
+// the figure is the median round. Bytes are the sum over the corpus of one encoded message.
+// msgpackr with records is measured warm (sender and receiver already share the structures,
+// its steady state) and cold (structures written inline in each message).
+
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { decode as mpDecode, Encoder as MpEncoder, Decoder as MpDecoder } from '@msgpack/msgpack';
+import { Packr } from 'msgpackr';
+import { buildSdk } from './build-sdk.mjs';
+import { ROOT, runMain, step } from './lib/proc.mjs';
+
+const RESULTS = join(ROOT, 'bench-results.json');
+const PREFIX = 'codec-node.';
+
+/** @returns {{dictionary: {version: string, tokens: string[], indexMap: Record<string, number>}, messages: {name: string, value: unknown}[]}} */
+function loadCorpus() {
+  step('corpus: cargo bench -p p3-lanes --bench codec -- --corpus-json');
+  const r = spawnSync('cargo', ['bench', '-q', '-p', 'p3-lanes', '--bench', 'codec', '--', '--corpus-json'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    maxBuffer: 64 << 20,
+  });
+  if (r.status !== 0) throw new Error(`exporting the corpus failed (exit ${r.status})`);
+  const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
+  if (!line) throw new Error('the codec bench printed no corpus');
+  return JSON.parse(line);
+}
+
+/** Deep equality of JSON-compatible values (key order ignored). */
+function same(a, b) {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  return ka.every((k) => same(a[k], b[k]));
+}
+
+/**
+ * @typedef {{name: string, encode: (v: unknown) => Uint8Array | string, decode: (b: any) => unknown,
+ *   bytes?: (values: unknown[]) => number}} Codec
+ */
+
+async function main() {
+  const pkgArg = process.argv.indexOf('--pkg');
+  const pkgDir = pkgArg > 0 ? process.argv[pkgArg + 1] : join(ROOT, 'pkg');
+  if (pkgArg < 0) await buildSdk();
+  const wasm = await import(pathToFileURL(join(pkgDir, 'p3_lanes.js')).href);
+  wasm.initSync({ module: readFileSync(join(pkgDir, 'p3_lanes_bg.wasm')) });
+
+  const corpus = loadCorpus();
+  const values = corpus.messages.map((m) => m.value);
+  const ours = new wasm.DictionaryCodec(corpus.dictionary);
+  const oursPlain = new wasm.DictionaryCodec(null);
+  const utf8 = new TextEncoder();
+
+  const mpEnc = new MpEncoder();
+  const mpDec = new MpDecoder();
+  const packrPlain = new Packr({ useRecords: false });
+  // Shared structures: one Packr encodes and decodes, so the receiver knows every record
+  // the sender defined (msgpackr's `structures` sharing, in process).
+  const packrRecords = new Packr({ structures: [] });
+
+  /** @type {Codec[]} */
+  const codecs = [
+    {
+      name: 'JSON.stringify/parse',
+      encode: (v) => JSON.stringify(v),
+      decode: (s) => JSON.parse(s),
+      bytes: (vs) => vs.reduce((n, v) => n + utf8.encode(JSON.stringify(v)).length, 0),
+    },
+    { name: '@msgpack/msgpack', encode: (v) => mpEnc.encode(v), decode: (b) => mpDec.decode(b) },
+    { name: 'msgpackr (no records)', encode: (v) => packrPlain.pack(v), decode: (b) => packrPlain.unpack(b) },
+    {
+      name: 'msgpackr records (warm)',
+      encode: (v) => packrRecords.pack(v),
+      decode: (b) => packrRecords.unpack(b),
+      bytes: (vs) => {
+        for (const v of vs) packrRecords.unpack(packrRecords.pack(v)); // share the structures
+        return vs.reduce((n, v) => n + packrRecords.pack(v).length, 0);
+      },
+    },
+    {
+      name: 'msgpackr records (cold)',
+      encode: (v) => new Packr().pack(v),
+      decode: (b) => new Packr().unpack(b),
+    },
+    { name: 'p3 wasm, no dictionary', encode: (v) => oursPlain.encode(v), decode: (b) => oursPlain.decode(b) },
+    { name: 'p3 wasm dictionary', encode: (v) => ours.encode(v), decode: (b) => ours.decode(b) },
+  ];
+
+  // Correctness first: every codec must give back every message.
+  for (const c of codecs) {
+    for (const m of corpus.messages) {
+      const back = c.decode(c.encode(m.value));
+      if (!same(back, m.value)) throw new Error(`${c.name} does not round-trip ${m.name}`);
+    }
+  }
+  // Our bytes are exactly what the Rust core writes: check against @msgpack/msgpack's reading
+  // of the no-dictionary output (plain MessagePack).
+  for (const v of values) {
+    if (!same(mpDecode(oursPlain.encode(v)), v)) throw new Error('plain output is not stock MessagePack');
+  }
+
+  const bytes = codecs.map((c) =>
+    c.bytes ? c.bytes(values) : values.reduce((n, v) => n + /** @type {Uint8Array} */ (c.encode(v)).length, 0),
+  );
+
+  // Interleaved timing of full round trips over the corpus.
+  const roundTrip = (/** @type {Codec} */ c) => {
+    let sink = 0;
+    for (const v of values) {
+      const d = c.decode(c.encode(v));
+      if (d !== null) sink++;
+    }
+    return sink;
+  };
+  const iters = codecs.map((c) => {
+    let n = 1;
+    for (;;) {
+      const t = process.hrtime.bigint();
+      for (let i = 0; i < n; i++) roundTrip(c);
+      if (Number(process.hrtime.bigint() - t) > 20e6) return n;
+      n *= 2;
+    }
+  });
+  const ROUNDS = 15;
+  /** @type {number[][]} */
+  const samples = codecs.map(() => []);
+  for (let r = 0; r < ROUNDS; r++) {
+    codecs.forEach((c, i) => {
+      const t = process.hrtime.bigint();
+      for (let k = 0; k < iters[i]; k++) roundTrip(c);
+      samples[i].push(Number(process.hrtime.bigint() - t) / iters[i]);
+    });
+  }
+  const median = (/** @type {number[]} */ xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+  const ns = samples.map(median);
+
+  const J = 0; // JSON row
+  const M = 1; // @msgpack/msgpack row
+  const R = codecs.findIndex((c) => c.name === 'msgpackr records (warm)');
+  const P = codecs.findIndex((c) => c.name === 'p3 wasm dictionary');
+  console.log(`\ncodec-node: ${values.length} seed-shaped messages, Node ${process.version}, ratios from this run`);
+  const pad = (/** @type {string} */ s, n) => s.padStart(n);
+  console.log(
+    `${'codec'.padEnd(30)}${pad('bytes', 7)}${pad('/json', 7)}${pad('/records', 9)}${pad('µs/corpus', 11)}${pad('/json', 7)}${pad('/msgpack', 9)}`,
+  );
+  codecs.forEach((c, i) => {
+    console.log(
+      `${c.name.padEnd(30)}${pad(String(bytes[i]), 7)}${pad((bytes[i] / bytes[J]).toFixed(3), 7)}` +
+        `${pad((bytes[i] / bytes[R]).toFixed(3), 9)}${pad((ns[i] / 1e3).toFixed(2), 11)}` +
+        `${pad((ns[i] / ns[J]).toFixed(2), 7)}${pad((ns[i] / ns[M]).toFixed(2), 9)}`,
+    );
+  });
+  const check = (/** @type {string} */ what, /** @type {number} */ ratio, /** @type {number} */ target) =>
+    console.log(`target ${what}: ${ratio.toFixed(3)} (≤ ${target}) ${ratio <= target ? 'met' : 'MISSED'}`);
+  check('bytes vs msgpackr records (warm)', bytes[P] / bytes[R], 0.9);
+  check('bytes vs JSON', bytes[P] / bytes[J], 0.5);
+  check('round trip time vs @msgpack/msgpack', ns[P] / ns[M], 1.0);
+
+  /** @type {{name: string, value: number, unit: string, baseline: string, ratio: number}[]} */
+  const results = [];
+  codecs.forEach((c, i) => {
+    results.push({
+      name: `${PREFIX}bytes.${c.name}`,
+      value: bytes[i],
+      unit: 'bytes',
+      baseline: `JSON.stringify/parse: ${bytes[J]} bytes`,
+      ratio: bytes[i] / bytes[J],
+    });
+    results.push({
+      name: `${PREFIX}roundtrip.${c.name}`,
+      value: Math.round(ns[i]),
+      unit: 'ns/corpus',
+      baseline: `@msgpack/msgpack: ${Math.round(ns[M])} ns/corpus`,
+      ratio: ns[i] / ns[M],
+    });
+  });
+  results.push({
+    name: `${PREFIX}target.bytes-vs-msgpackr-records`,
+    value: bytes[P],
+    unit: 'bytes',
+    baseline: `msgpackr records (warm): ${bytes[R]} bytes`,
+    ratio: bytes[P] / bytes[R],
+  });
+  writeResults(results);
+}
+
+/**
+ * Replaces this benchmark's entries (names starting with PREFIX) in bench-results.json.
+ * @param {object[]} ours
+ */
+function writeResults(ours) {
+  /** @type {{name?: string}[]} */
+  let all = [];
+  try {
+    all = JSON.parse(readFileSync(RESULTS, 'utf8'));
+  } catch {
+    all = [];
+  }
+  all = all.filter((e) => !(typeof e.name === 'string' && e.name.startsWith(PREFIX)));
+  writeFileSync(RESULTS, `${JSON.stringify([...all, ...ours], null, 2)}`);
+  console.log(`wrote ${RESULTS}`);
+}
+
+runMain(main);

@@ -1,0 +1,636 @@
+//! server-stub capacity benchmark (issue 3, "Benchmarks"): idle WebSocket sessions held and
+//! memory per idle session, and room fan-out messages per second, on loopback.
+//!
+//! Run with `cargo bench -p server-stub --bench capacity` (or `npm run bench`);
+//! `-- --sessions N` changes the number of idle sessions (default 10,000).
+//!
+//! What it does, in one run that stops by itself (every wait is bounded; the server and the
+//! baseline are child processes killed on drop):
+//! 1. Raises this process's soft `RLIMIT_NOFILE` to its hard limit with util-linux `prlimit`
+//!    (the workspace forbids `unsafe`, so no direct `setrlimit`), before spawning children,
+//!    which inherit it. Each session costs one descriptor here and one in the server.
+//! 2. Starts the real `server-stub` binary (release) on 127.0.0.1 port 0 and opens sessions
+//!    the way clients do: `POST` handshake, then the WebSocket, reading the welcome frame.
+//!    Server memory is `VmRSS` from `/proc/<pid>/status` after a warm-up of 100 sessions, at
+//!    1,000 and at N: per-session memory is the growth divided by the sessions added.
+//! 3. Baseline in the same run (measured first, and closed before the sessions are opened, so
+//!    this process never needs twice the descriptors): this binary re-run as a trivial tokio
+//!    echo server (one task and a 1 KiB buffer per connection) holding as many plain idle TCP
+//!    connections.
+//! 4. Fan-out: 100 rooms of 10 sessions, one sender per room, and as baseline 100 rooms of 2
+//!    (a direct 1:1 relay), each sender keeping at most 64 messages in flight per receiver;
+//!    delivered messages are counted for 3 s per phase, phases interleaved (1:1, 10, 1:1, 10).
+//!
+//! Prints a table and replaces the `capacity.` entries of `bench-results.json` at the
+//! repository root with `{name, value, unit, baseline, ratio}`.
+
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use p3_lanes::core::control::Control;
+use p3_lanes::core::dictionary::Dictionary;
+use p3_lanes::core::frame::{FrameHeader, FrameKind};
+use p3_lanes::core::handshake::HandshakeResponse;
+use p3_lanes::core::lane::{Encoding, Lane};
+use p3_lanes::core::payload;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Sessions opened before the first memory reading (allocator and runtime warm-up).
+const WARMUP: usize = 100;
+/// Connections opened at once while filling up.
+const OPEN_CONCURRENCY: usize = 32;
+/// Messages a fan-out sender may be ahead of its room's receivers.
+const WINDOW: u64 = 64;
+/// Length of one fan-out phase.
+const PHASE: Duration = Duration::from_secs(3);
+/// Upper bound on any single wait (connect, handshake, welcome, join).
+const WAIT: Duration = Duration::from_secs(20);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--echo-server") {
+        echo_server();
+        return;
+    }
+    let n: usize = args
+        .iter()
+        .position(|a| a == "--sessions")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000)
+        .max(1_200);
+    let nofile = raise_nofile();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(run(n, nofile));
+}
+
+/// Raises the soft descriptor limit to the hard one; returns the soft limit now in force.
+fn raise_nofile() -> u64 {
+    let pid = std::process::id().to_string();
+    let raised = Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile=unlimited:"])
+        .stderr(Stdio::null())
+        .status();
+    if !raised.is_ok_and(|s| s.success()) {
+        // `unlimited:` fails when the hard limit is finite: set soft = hard explicitly.
+        if let Some(hard) = nofile_limits().map(|(_, h)| h) {
+            let _ = Command::new("prlimit")
+                .args(["--pid", &pid, &format!("--nofile={hard}:")])
+                .status();
+        }
+    }
+    nofile_limits().map_or(0, |(soft, _)| soft)
+}
+
+/// `(soft, hard)` `RLIMIT_NOFILE` of this process, from `/proc/self/limits`.
+fn nofile_limits() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut it = line["Max open files".len()..].split_whitespace();
+    let parse = |s: Option<&str>| s.map(|s| s.parse().unwrap_or(u64::MAX));
+    Some((parse(it.next())?, parse(it.next())?))
+}
+
+/// Resident set size of `pid`, bytes (`VmRSS` in `/proc/<pid>/status`).
+fn rss_bytes(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("VmRSS value");
+    kib * 1024
+}
+
+/// A child process killed (and reaped) when dropped.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `cmd` (stdout piped) and reads its `listening on [http://]ADDR` line.
+fn spawn_listening(mut cmd: Command) -> (ChildGuard, SocketAddr) {
+    let mut child = ChildGuard(
+        cmd.stdout(Stdio::piped())
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn child"),
+    );
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let addr = line
+        .trim()
+        .trim_start_matches("listening on ")
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap_or_else(|_| panic!("no address in {line:?}"));
+    (child, addr)
+}
+
+/// The baseline: a tokio echo server holding plain TCP connections, one task and a 1 KiB
+/// buffer each. Prints `listening on ADDR`; exits when stdin closes (its parent is gone) or
+/// after 10 minutes.
+fn echo_server() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        println!("listening on {}", listener.local_addr().expect("addr"));
+        let accept = async {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n @ 1..) = s.read(&mut buf).await {
+                        if s.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        };
+        std::thread::spawn(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            std::process::exit(0);
+        });
+        tokio::select! {
+            () = accept => {}
+            () = tokio::time::sleep(Duration::from_secs(600)) => {}
+        }
+    });
+}
+
+/// One open session: its socket, sid and frame sequence counters.
+struct Session {
+    ws: Ws,
+    sid: String,
+}
+
+/// Handshake (HTTP) then WebSocket and welcome.
+async fn open_session(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    i: usize,
+) -> Result<Session, String> {
+    let body = json!({
+        "clientId": format!("load-{i}"),
+        "wallet": "0xabc",
+        "capabilities": {"transports": ["websocket"], "encodings": ["msgpack"], "lanes": [1, 2]},
+        "deviceInfo": {"platform": "loadgen", "version": "1.0.0"}
+    });
+    let hs: HandshakeResponse = http
+        .post(format!("http://{addr}/api/protocol/v2/session/handshake"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("handshake: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("handshake body: {e}"))?;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{}", hs.websocket_url))
+        .await
+        .map_err(|e| format!("websocket: {e}"))?;
+    match next_control(&mut ws).await {
+        Some(Control::Welcome { .. }) => Ok(Session {
+            ws,
+            sid: hs.session_id.to_string(),
+        }),
+        other => Err(format!("expected welcome, got {other:?}")),
+    }
+}
+
+/// The next Control frame (Data frames skipped), or `None` on close, error or timeout.
+async fn next_control(ws: &mut Ws) -> Option<Control> {
+    let dict = Dictionary::v1();
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next()).await.ok()??.ok()?;
+        let Message::Binary(b) = msg else { continue };
+        let (h, body) = FrameHeader::decode(&b).ok()?;
+        if h.kind == FrameKind::Control {
+            return payload::decode_control(&h, body, Some(&dict)).ok();
+        }
+    }
+}
+
+/// Opens sessions `from..to` into `out`, `OPEN_CONCURRENCY` at a time; stops at the first
+/// failure and returns its message.
+async fn open_many(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    from: usize,
+    to: usize,
+    out: &mut Vec<Session>,
+) -> Option<String> {
+    let sem = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
+    let mut tasks = Vec::with_capacity(to - from);
+    for i in from..to {
+        let (sem, http) = (sem.clone(), http.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("semaphore");
+            open_session(&http, addr, i).await
+        }));
+    }
+    let mut err = None;
+    for t in tasks {
+        match t.await.expect("open task") {
+            Ok(s) => out.push(s),
+            Err(e) => err = err.or(Some(e)),
+        }
+    }
+    err
+}
+
+/// Opens `to - from` plain TCP connections to `addr` into `out`.
+async fn open_tcp(addr: SocketAddr, count: usize, out: &mut Vec<TcpStream>) -> Option<String> {
+    for _ in 0..count {
+        match tokio::time::timeout(WAIT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => out.push(s),
+            Ok(Err(e)) => return Some(e.to_string()),
+            Err(_) => return Some("connect timed out".into()),
+        }
+    }
+    None
+}
+
+/// Waits for the process's memory to settle a little before reading it.
+async fn settled_rss(pid: u32) -> u64 {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rss_bytes(pid)
+}
+
+/// One room: the sender's half, and delivery counted by the receivers' tasks.
+struct Room {
+    tx: SplitSink<Ws, Message>,
+    delivered: Arc<AtomicU64>,
+    notify: Arc<Notify>,
+    receivers: u64,
+    sent: u64,
+}
+
+/// Joins `sessions` into rooms of `size` (first member sends), spawning a counting reader per
+/// member.
+async fn make_rooms(sessions: Vec<Session>, size: usize, tag: &str) -> Vec<Room> {
+    let dict = Dictionary::v1();
+    let mut rooms = Vec::new();
+    let mut it = sessions.into_iter();
+    for r in 0.. {
+        let members: Vec<Session> = it.by_ref().take(size).collect();
+        if members.len() < size {
+            break;
+        }
+        let delivered = Arc::new(AtomicU64::new(0));
+        let notify = Arc::new(Notify::new());
+        let mut sender_tx = None;
+        for (k, mut s) in members.into_iter().enumerate() {
+            let join = Control::Join {
+                room: format!("{tag}-{r}"),
+            };
+            let frame = payload::control_frame(&join, Encoding::Msgpack, Some(&dict), 1);
+            s.ws.send(Message::binary(frame)).await.expect("send join");
+            loop {
+                match next_control(&mut s.ws).await {
+                    Some(Control::Joined { .. }) => break,
+                    Some(_) => continue,
+                    None => panic!("session {} got no joined", s.sid),
+                }
+            }
+            let (tx, rx) = s.ws.split();
+            if k == 0 {
+                sender_tx = Some(tx);
+                tokio::spawn(drain(rx, None, notify.clone()));
+            } else {
+                // Keep the write half alive so the socket stays open.
+                tokio::spawn(drain_keep(tx, rx, delivered.clone(), notify.clone()));
+            }
+        }
+        rooms.push(Room {
+            tx: sender_tx.expect("a sender"),
+            delivered,
+            notify,
+            receivers: size as u64 - 1,
+            sent: 0,
+        });
+    }
+    rooms
+}
+
+async fn drain_keep(
+    tx: SplitSink<Ws, Message>,
+    rx: SplitStream<Ws>,
+    delivered: Arc<AtomicU64>,
+    notify: Arc<Notify>,
+) {
+    drain(rx, Some(delivered), notify).await;
+    drop(tx);
+}
+
+/// Reads frames until the socket ends, counting Data frames into `delivered`.
+async fn drain(mut rx: SplitStream<Ws>, delivered: Option<Arc<AtomicU64>>, notify: Arc<Notify>) {
+    while let Some(Ok(msg)) = rx.next().await {
+        let Message::Binary(b) = msg else { continue };
+        if let (Some(d), Ok((h, _))) = (&delivered, FrameHeader::decode(&b)) {
+            if h.kind == FrameKind::Data {
+                d.fetch_add(1, Ordering::Relaxed);
+                notify.notify_one();
+            }
+        }
+    }
+}
+
+/// Runs every room's sender for `PHASE`; returns delivered messages per second.
+async fn fan_out(rooms: &mut [Room]) -> f64 {
+    let dict = Dictionary::v1();
+    let value = json!({"type": "chat", "content": "hello room", "timestamp": 1735689600000u64});
+    let (body, dict_version) =
+        payload::encode(&value, Encoding::Msgpack, Some(&dict)).expect("encode");
+    let before: u64 = rooms
+        .iter()
+        .map(|r| r.delivered.load(Ordering::Relaxed))
+        .sum();
+    let due_before: u64 = rooms.iter().map(|r| r.sent * r.receivers).sum();
+    let start = Instant::now();
+    let deadline = start + PHASE;
+    let senders = rooms.iter_mut().map(|room| {
+        let body = &body;
+        async move {
+            while Instant::now() < deadline {
+                loop {
+                    let notified = room.notify.notified();
+                    let done = room.delivered.load(Ordering::Relaxed) / room.receivers;
+                    if room.sent - done <= WINDOW {
+                        break;
+                    }
+                    if tokio::time::timeout_at(deadline.into(), notified)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                room.sent += 1;
+                let h =
+                    FrameHeader::data(Lane::Messaging, Encoding::Msgpack, room.sent, dict_version);
+                if room.tx.send(Message::binary(h.encode(body))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    futures::future::join_all(senders).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    let after: u64 = rooms
+        .iter()
+        .map(|r| r.delivered.load(Ordering::Relaxed))
+        .sum();
+    // Let what is in flight arrive before the next phase starts, then check nothing was lost.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let due: u64 = rooms.iter().map(|r| r.sent * r.receivers).sum::<u64>() - due_before;
+    let got: u64 = rooms
+        .iter()
+        .map(|r| r.delivered.load(Ordering::Relaxed))
+        .sum::<u64>()
+        - before;
+    println!(
+        "fan-out phase, rooms of {}: {due} deliveries due, {got} counted",
+        rooms.first().map_or(0, |r| r.receivers + 1)
+    );
+    (after - before) as f64 / elapsed
+}
+
+async fn run(n: usize, nofile: u64) {
+    let server_bin = env!("CARGO_BIN_EXE_server-stub");
+    let mut cmd = Command::new(server_bin);
+    cmd.args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--heartbeat-timeout-ms",
+        "600000",
+        "--static-dir",
+        "/nonexistent/www",
+        "--pkg-dir",
+        "/nonexistent/pkg",
+    ])
+    .env("RUST_LOG", "error");
+    let (server, addr) = spawn_listening(cmd);
+    let server_pid = server.0.id();
+    let mut echo_cmd = Command::new(std::env::current_exe().expect("current exe"));
+    echo_cmd.arg("--echo-server");
+    let (echo, echo_addr) = spawn_listening(echo_cmd);
+    let echo_pid = echo.0.id();
+    println!(
+        "capacity: server-stub {addr} (pid {server_pid}), echo baseline {echo_addr}, \
+         RLIMIT_NOFILE {nofile}, target {n} idle sessions"
+    );
+
+    // Baseline first (this process cannot hold both sets of descriptors at once).
+    let mut tcp = Vec::with_capacity(n);
+    let mut tcp_error = open_tcp(echo_addr, WARMUP, &mut tcp).await;
+    let echo0 = settled_rss(echo_pid).await;
+    if tcp_error.is_none() {
+        tcp_error = open_tcp(echo_addr, 1_000 - WARMUP, &mut tcp).await;
+    }
+    let echo1k = settled_rss(echo_pid).await;
+    let tcp_at_1k = tcp.len();
+    if tcp_error.is_none() {
+        tcp_error = open_tcp(echo_addr, n - 1_000, &mut tcp).await;
+    }
+    let echo_n = settled_rss(echo_pid).await;
+    if let Some(e) = &tcp_error {
+        println!("baseline stopped at {} connections: {e}", tcp.len());
+    }
+    let tcp_held = tcp.len();
+    drop(tcp);
+    drop(echo);
+
+    let http = reqwest::Client::new();
+    let mut sessions = Vec::with_capacity(n);
+    let t = Instant::now();
+    let mut error = open_many(&http, addr, 0, WARMUP, &mut sessions).await;
+    let rss0 = settled_rss(server_pid).await;
+    if error.is_none() {
+        error = open_many(&http, addr, WARMUP, 1_000, &mut sessions).await;
+    }
+    let rss1k = settled_rss(server_pid).await;
+    let at_1k = sessions.len();
+    if error.is_none() {
+        error = open_many(&http, addr, 1_000, n, &mut sessions).await;
+    }
+    let rss_n = settled_rss(server_pid).await;
+    let open_secs = t.elapsed().as_secs_f64();
+    let held = sessions.len();
+    if let Some(e) = &error {
+        println!("stopped opening at {held} sessions: {e}");
+    }
+    let per = |grow: u64, added: usize| grow as f64 / added.max(1) as f64;
+    let sess_1k = per(rss1k.saturating_sub(rss0), at_1k - WARMUP);
+    let sess_n = per(rss_n.saturating_sub(rss0), held - WARMUP);
+    let tcp_1k = per(echo1k.saturating_sub(echo0), tcp_at_1k - WARMUP);
+    let tcp_n = per(echo_n.saturating_sub(echo0), tcp_held - WARMUP);
+
+    // Every session still open? Ask the server about a sample of them.
+    let mut connected = 0;
+    let sample: Vec<String> = sessions
+        .iter()
+        .step_by((held / 100).max(1))
+        .map(|s| s.sid.clone())
+        .collect();
+    for sid in &sample {
+        let status: Option<Value> = async {
+            http.get(format!("http://{addr}/api/protocol/v2/session/{sid}"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()
+        }
+        .await;
+        if status.is_some_and(|v| v["connected"] == true) {
+            connected += 1;
+        }
+    }
+
+    // Fan-out: the first 1,000 sessions as rooms of 10, the next 200 as rooms of 2.
+    let rest = sessions.split_off(1_200.min(held));
+    let pairs_sessions = sessions.split_off(1_000.min(sessions.len()));
+    let mut tens = make_rooms(sessions, 10, "fan10").await;
+    let mut pairs = make_rooms(pairs_sessions, 2, "pair").await;
+    let mut rate10 = Vec::new();
+    let mut rate2 = Vec::new();
+    for _ in 0..2 {
+        rate2.push(fan_out(&mut pairs).await);
+        rate10.push(fan_out(&mut tens).await);
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let (r10, r2) = (best(&rate10), best(&rate2));
+
+    let kib = |b: f64| b / 1024.0;
+    println!(
+        "opened {held} sessions in {open_secs:.1} s; {connected}/{} sampled sessions report connected",
+        sample.len()
+    );
+    println!(
+        "{:<44} {:>12} {:>12} {:>7}",
+        "metric", "value", "baseline", "ratio"
+    );
+    let rows = [
+        (
+            "idle sessions held",
+            held as f64,
+            n as f64,
+            "sessions (baseline: target)",
+        ),
+        (
+            "server memory per idle session at N, KiB",
+            kib(sess_n),
+            kib(tcp_n),
+            "KiB (baseline: tcp echo)",
+        ),
+        (
+            "server memory per idle session at 1k, KiB",
+            kib(sess_1k),
+            kib(tcp_1k),
+            "KiB (baseline: tcp echo)",
+        ),
+        (
+            "server RSS at N, MiB",
+            rss_n as f64 / 1048576.0,
+            echo_n as f64 / 1048576.0,
+            "MiB (baseline: tcp echo)",
+        ),
+        (
+            "fan-out rooms of 10, delivered msg/s",
+            r10,
+            r2,
+            "msg/s (baseline: 1:1 relay)",
+        ),
+    ];
+    for (name, v, b, _) in rows {
+        println!("{name:<44} {v:>12.1} {b:>12.1} {:>7.3}", v / b);
+    }
+    println!(
+        "fan-out phases (msg/s): rooms of 10 {:?}, 1:1 {:?}; target memory ≤ 20 KiB per session: {}",
+        rate10.iter().map(|r| r.round()).collect::<Vec<_>>(),
+        rate2.iter().map(|r| r.round()).collect::<Vec<_>>(),
+        if kib(sess_n) <= 20.0 { "met" } else { "MISSED" },
+    );
+    let names = [
+        "sessions",
+        "idle-session-bytes",
+        "idle-session-bytes-1k",
+        "server-rss",
+        "fanout10-msgs-per-s",
+    ];
+    let units = ["sessions", "bytes", "bytes", "bytes", "msg/s"];
+    let values = [held as f64, sess_n, sess_1k, rss_n as f64, r10];
+    let baselines = [
+        format!("target: {n} sessions"),
+        format!("tokio echo server, plain idle TCP: {tcp_n:.0} bytes per connection"),
+        format!("tokio echo server, plain idle TCP at 1k: {tcp_1k:.0} bytes per connection"),
+        format!("tokio echo server with as many connections: {echo_n} bytes"),
+        format!("1:1 relay (rooms of 2), same run: {r2:.0} msg/s"),
+    ];
+    let base_values = [n as f64, tcp_n, tcp_1k, echo_n as f64, r2];
+    let results = (0..names.len())
+        .map(|i| {
+            json!({
+                "name": format!("capacity.{}", names[i]),
+                "value": values[i], "unit": units[i],
+                "baseline": baselines[i],
+                "ratio": values[i] / base_values[i],
+            })
+        })
+        .collect();
+    write_results("capacity.", results);
+    drop(rest);
+    drop(server);
+}
+
+/// Replaces this benchmark's entries (names starting with `prefix`) in bench-results.json.
+fn write_results(prefix: &str, mut ours: Vec<Value>) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results.json");
+    let mut all: Vec<Value> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    all.retain(|e| !e["name"].as_str().is_some_and(|n| n.starts_with(prefix)));
+    all.append(&mut ours);
+    std::fs::write(&path, serde_json::to_vec_pretty(&all).unwrap())
+        .expect("write bench-results.json");
+    println!("wrote {}", path.display());
+}
