@@ -415,14 +415,20 @@ async fn fan_out(rooms: &mut [Room]) -> f64 {
         .iter()
         .map(|r| r.delivered.load(Ordering::Relaxed))
         .sum();
-    // Let what is in flight arrive before the next phase starts, then check nothing was lost.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Let what is in flight arrive (up to 3 s) before the next phase, and check nothing was lost.
     let due: u64 = rooms.iter().map(|r| r.sent * r.receivers).sum::<u64>() - due_before;
-    let got: u64 = rooms
-        .iter()
-        .map(|r| r.delivered.load(Ordering::Relaxed))
-        .sum::<u64>()
-        - before;
+    let counted = || {
+        rooms
+            .iter()
+            .map(|r| r.delivered.load(Ordering::Relaxed))
+            .sum::<u64>()
+            - before
+    };
+    let settle = Instant::now() + Duration::from_secs(3);
+    while counted() < due && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = counted();
     println!(
         "fan-out phase, rooms of {}: {due} deliveries due, {got} counted",
         rooms.first().map_or(0, |r| r.receivers + 1)
