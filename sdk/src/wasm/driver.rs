@@ -186,6 +186,11 @@ impl Inner {
     /// Drains the core's outputs, performing socket/timer I/O and queueing events. Calls no
     /// application code, so it may run under the `RefCell` borrow.
     fn drain(&mut self, h: &Handle) {
+        // The multiplexer writes while the socket's buffer is under its high-water mark.
+        if let Some(s) = &self.socket {
+            self.client
+                .handle_transport_buffered(s.ws.buffered_amount() as usize);
+        }
         loop {
             match self.client.poll_output() {
                 Output::Transmit(bytes) => self.transmit(&bytes),

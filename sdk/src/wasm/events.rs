@@ -4,6 +4,7 @@
 
 use crate::core::client::{Event, Inbound};
 use crate::core::frame::SessionId;
+use crate::core::mux::DiscontinuityReason;
 use crate::wasm::convert;
 use serde::Serialize;
 use wasm_bindgen::JsValue;
@@ -51,6 +52,21 @@ enum JsEvent<'a> {
     Version {
         version: &'a str,
     },
+    Discontinuity {
+        lane: u8,
+        expected_epoch: u32,
+        expected_seq: u64,
+        epoch: u32,
+        seq: u64,
+        reason: &'static str,
+    },
+    Drain {
+        lane: u8,
+    },
+    Dropped {
+        lane: u8,
+        count: u64,
+    },
 }
 
 /// The `P3Event` object for a core event, or `None` for events that are not `P3Event`s
@@ -83,6 +99,23 @@ pub(crate) fn event_to_js(ev: &Event) -> Option<JsValue> {
         Event::RoomJoined { room, members } => JsEvent::RoomJoined { room, members },
         Event::RoomLeft { room } => JsEvent::RoomLeft { room },
         Event::Version { version } => JsEvent::Version { version },
+        Event::Discontinuity(d) => JsEvent::Discontinuity {
+            lane: d.lane.id(),
+            expected_epoch: d.expected_epoch,
+            expected_seq: d.expected_seq,
+            epoch: d.epoch,
+            seq: d.seq,
+            reason: match d.reason {
+                DiscontinuityReason::HistoryLost => "history-lost",
+                DiscontinuityReason::PeerRestarted => "peer-restarted",
+                DiscontinuityReason::JoinedMidStream => "joined-mid-stream",
+            },
+        },
+        Event::Drain { lane } => JsEvent::Drain { lane: lane.id() },
+        Event::Dropped { lane, count } => JsEvent::Dropped {
+            lane: lane.id(),
+            count: *count,
+        },
         _ => return None,
     };
     Some(convert::to_js(&js))

@@ -5,7 +5,7 @@
 
 use crate::core::client::ClientConfig;
 use crate::core::frame::SessionId;
-use crate::core::handshake::{Capabilities, HandshakeRequest};
+use crate::core::handshake::{Capabilities, HandshakeRequest, FEATURE_MUX};
 use crate::core::lane::Lane;
 use crate::wasm::{convert, error, global};
 use serde::Deserialize;
@@ -26,6 +26,10 @@ struct ConnectOptions {
     reconnect: Option<bool>,
     heartbeat_interval_ms: Option<f64>,
     heartbeat_timeout_ms: Option<f64>,
+    /// Ask for the lane multiplexer (PROTOCOL.md §11). Default: false (rollout).
+    mux: Option<bool>,
+    /// Multiplexer: the socket `bufferedAmount` up to which it writes, bytes.
+    transport_high_water_bytes: Option<f64>,
 }
 
 /// Reads `options` (`undefined`/`null`: all defaults).
@@ -60,14 +64,27 @@ pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig
             lanes,
         },
         device_info: Some(device_info),
-        // The multiplexer (FEATURE_MUX) is not offered by the browser SDK yet.
-        features: Vec::new(),
+        // The multiplexer is offered only on request while it rolls out.
+        features: if o.mux.unwrap_or(false) {
+            vec![FEATURE_MUX.to_owned()]
+        } else {
+            Vec::new()
+        },
     };
     let config = ClientConfig {
         heartbeat_interval_ms: millis("heartbeatIntervalMs", o.heartbeat_interval_ms)?,
         heartbeat_timeout_ms: millis("heartbeatTimeoutMs", o.heartbeat_timeout_ms)?,
         reconnect: o.reconnect.unwrap_or(true),
         seed: global::random_u64(),
+        transport_high_water_bytes: match o.transport_high_water_bytes {
+            None => ClientConfig::default().transport_high_water_bytes,
+            Some(b) if b.is_finite() && b >= 0.0 => Some(b as usize),
+            Some(_) => {
+                return Err(error::invalid_argument(
+                    "transportHighWaterBytes must be a number ≥ 0",
+                ))
+            }
+        },
         ..ClientConfig::default()
     };
     Ok((request, config))

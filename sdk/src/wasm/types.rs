@@ -39,6 +39,10 @@ export interface ConnectOptions {
   heartbeatIntervalMs?: number;
   /** Silence after which the socket is presumed dead, ms. Default: the server's `heartbeat.timeoutMs`. */
   heartbeatTimeoutMs?: number;
+  /** Ask for the lane multiplexer (PROTOCOL.md §11: chunking, priorities, resume without loss, discontinuity events). Default: false while it rolls out. */
+  mux?: boolean;
+  /** Multiplexer: write while the socket's `bufferedAmount` is at most this, bytes. Default: 262144. */
+  transportHighWaterBytes?: number;
 }
 
 /** A message received on a lane. */
@@ -68,7 +72,13 @@ export type P3Event =
   /** The server confirmed `leaveRoom()`. */
   | { type: 'room-left'; room: string }
   /** The server's app version (on every connection, and pushed when it changes): call `checkVersion()` if it is not yours. */
-  | { type: 'version'; version: string };
+  | { type: 'version'; version: string }
+  /** Multiplexer: a reliable lane skipped messages that will never arrive (the server restarted or forgot them); delivery continues in order from `(epoch, seq)`. Resynchronise the lane's state. */
+  | { type: 'discontinuity'; lane: LaneNumber; expectedEpoch: number; expectedSeq: number; epoch: number; seq: number; reason: 'history-lost' | 'peer-restarted' | 'joined-mid-stream' }
+  /** Multiplexer: a lane that refused `send` with `backpressure` has room again. */
+  | { type: 'drain'; lane: LaneNumber }
+  /** Multiplexer: queued messages of an unreliable lane were dropped for newer ones. */
+  | { type: 'dropped'; lane: LaneNumber; count: number };
 
 /** What `joinRoom` resolves with. */
 export interface JoinResult {
