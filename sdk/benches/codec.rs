@@ -16,6 +16,9 @@ use serde_json::{json, Value};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+mod support;
+use support::write_results;
+
 fn corpus() -> Vec<(&'static str, Value)> {
     let d = Dictionary::v1();
     vec![
@@ -224,18 +227,4 @@ fn main() {
         .collect();
     println!("per message (dictionary/json): {}", per_msg.join(", "));
     write_results("codec.", results);
-}
-
-/// Replaces this benchmark's entries (names starting with `prefix`) in bench-results.json.
-fn write_results(prefix: &str, mut ours: Vec<Value>) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results.json");
-    let mut all: Vec<Value> = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    all.retain(|e| !e["name"].as_str().is_some_and(|n| n.starts_with(prefix)));
-    all.append(&mut ours);
-    std::fs::write(&path, serde_json::to_vec_pretty(&all).unwrap())
-        .expect("write bench-results.json");
-    println!("wrote {}", path.display());
 }

@@ -24,9 +24,12 @@ use mux_harness::quantile;
 use p3_lanes::core::frame::FrameHeader;
 use p3_lanes::core::lane::{Encoding, Lane};
 use p3_lanes::core::mux::{Mux, MuxConfig, MuxEvent};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+
+mod support;
+use support::write_results;
 
 fn main() {
     let mut results = Vec::new();
@@ -170,18 +173,4 @@ fn cpu_throughput() -> (Duration, Duration, usize) {
         v1_best = v1_best.min(start.elapsed());
     }
     (best, v1_best, MSG * COUNT)
-}
-
-/// Replaces this benchmark's entries (names starting with `prefix`) in bench-results.json.
-fn write_results(prefix: &str, mut ours: Vec<Value>) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results.json");
-    let mut all: Vec<Value> = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    all.retain(|e| !e["name"].as_str().is_some_and(|n| n.starts_with(prefix)));
-    all.append(&mut ours);
-    std::fs::write(&path, serde_json::to_vec_pretty(&all).unwrap())
-        .expect("write bench-results.json");
-    println!("wrote {}", path.display());
 }

@@ -24,6 +24,9 @@ use serde_json::{json, Value};
 use std::time::Instant;
 use sync_harness::{quantile, Mode, Sim, SimConfig, SimReport, IN_SYNC_MS};
 
+mod support;
+use support::write_results;
+
 const SEEDS: u64 = 50;
 const BASELINE_SEEDS: u64 = 20;
 const DEVICES: usize = 5;
@@ -213,18 +216,4 @@ fn main() {
     );
     println!("in sync = |error| <= {IN_SYNC_MS} ms for 1 s; targets: drift p95 <= 10 ms, join <= 1500 ms");
     write_results("sync.", results);
-}
-
-/// Replaces this benchmark's entries (names starting with `prefix`) in bench-results.json.
-fn write_results(prefix: &str, mut ours: Vec<Value>) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results.json");
-    let mut all: Vec<Value> = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    all.retain(|e| !e["name"].as_str().is_some_and(|n| n.starts_with(prefix)));
-    all.append(&mut ours);
-    std::fs::write(&path, serde_json::to_vec_pretty(&all).unwrap())
-        .expect("write bench-results.json");
-    println!("wrote {}", path.display());
 }

@@ -45,6 +45,10 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+#[path = "../../sdk/benches/support/mod.rs"]
+mod support;
+use support::write_results;
+
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Sessions opened before the first memory reading (allocator and runtime warm-up).
@@ -625,18 +629,4 @@ async fn run(n: usize, nofile: u64) {
     write_results("capacity.", results);
     drop(rest);
     drop(server);
-}
-
-/// Replaces this benchmark's entries (names starting with `prefix`) in bench-results.json.
-fn write_results(prefix: &str, mut ours: Vec<Value>) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results.json");
-    let mut all: Vec<Value> = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    all.retain(|e| !e["name"].as_str().is_some_and(|n| n.starts_with(prefix)));
-    all.append(&mut ours);
-    std::fs::write(&path, serde_json::to_vec_pretty(&all).unwrap())
-        .expect("write bench-results.json");
-    println!("wrote {}", path.display());
 }

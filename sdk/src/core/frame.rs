@@ -19,6 +19,7 @@
 
 use crate::core::error::ErrorCode;
 use crate::core::lane::{Encoding, Lane};
+use crate::core::varint::{self, VarintError};
 use std::fmt;
 use std::str::FromStr;
 
@@ -270,33 +271,15 @@ impl FrameHeader {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    varint::put(out, v);
 }
 
 fn get_varint(buf: &mut &[u8]) -> Result<u64, FrameError> {
-    let mut v: u64 = 0;
-    for i in 0..10 {
-        let (&b, rest) = buf.split_first().ok_or(FrameError::Truncated)?;
-        *buf = rest;
-        let bits = u64::from(b & 0x7f);
-        if i == 9 && bits > 1 {
-            return Err(FrameError::VarintOverflow);
-        }
-        v |= bits << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(FrameError::VarintOverflow)
+    varint::get(buf).map_err(|e| match e {
+        VarintError::Truncated => FrameError::Truncated,
+        VarintError::Overflow => FrameError::VarintOverflow,
+    })
 }
 
 #[cfg(test)]

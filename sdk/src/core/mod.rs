@@ -15,6 +15,7 @@
 //! | [`client`] | the client connection state machine: heartbeats, reconnect (seed 001) |
 //! | [`mux`] | the lane multiplexer (v2 frames): priority scheduling, chunking, acks, resume (seed 000, 001; issue 3) |
 //! | [`pwa`] | PWA cache protection: version check decisions, purge ownership, multi-tab election (seed 000) |
+//! | [`varint`] | LEB128 varints of every frame header |
 //! | [`error`] | machine-readable error codes shared by server and SDK |
 //! | [`sync`] | music sync: clock offset, shared playback state, media follower (seed 004) |
 
@@ -30,3 +31,4 @@ pub mod mux;
 pub mod payload;
 pub mod pwa;
 pub mod sync;
+pub mod varint;

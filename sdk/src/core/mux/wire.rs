@@ -17,6 +17,7 @@
 
 use super::error::DecodeError;
 use crate::core::lane::Lane;
+use crate::core::varint::{self, VarintError};
 
 /// Frame type of a message chunk.
 pub const TYPE_CHUNK: u8 = 0x10;
@@ -371,38 +372,21 @@ fn get_u32(buf: &mut &[u8]) -> Result<u32, DecodeError> {
     u32::try_from(get_varint(buf)?).map_err(|_| DecodeError::VarintOverflow)
 }
 
-/// Appends `v` as an unsigned LEB128 varint.
-pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
+/// Appends `v` as an unsigned LEB128 varint ([`crate::core::varint::put`]).
+pub fn put_varint(out: &mut Vec<u8>, v: u64) {
+    varint::put(out, v);
 }
 
 /// Bytes [`put_varint`] writes for `v`.
 pub fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    varint::len(v)
 }
 
 fn get_varint(buf: &mut &[u8]) -> Result<u64, DecodeError> {
-    let mut v: u64 = 0;
-    for i in 0..10 {
-        let b = get_u8(buf)?;
-        let bits = u64::from(b & 0x7f);
-        if i == 9 && bits > 1 {
-            return Err(DecodeError::VarintOverflow);
-        }
-        v |= bits << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(DecodeError::VarintOverflow)
+    varint::get(buf).map_err(|e| match e {
+        VarintError::Truncated => DecodeError::Truncated,
+        VarintError::Overflow => DecodeError::VarintOverflow,
+    })
 }
 
 #[cfg(test)]
