@@ -78,7 +78,15 @@ export async function ensureNpmDeps() {
     return;
   }
   step('npm dependencies: npm ci');
-  await run('npm', ['ci', '--no-audit', '--no-fund']);
+  try {
+    await run('npm', ['ci', '--no-audit', '--no-fund']);
+  } catch (err) {
+    // msgpackr's optional native add-on lists one package per platform; registries that serve
+    // only some platforms leave the others out of the lock, and `npm ci` then refuses the
+    // lock as out of sync. `npm install` resolves the same versions and skips them.
+    step(`npm dependencies: npm ci refused the lock (${err.message}); falling back to npm install`);
+    await run('npm', ['install', '--no-audit', '--no-fund']);
+  }
 }
 
 /** Install Debian's chromium and chromium-driver when either binary is missing. */
@@ -142,7 +150,8 @@ function aptGet(args) {
 function lockedPackages(path) {
   const { packages = {} } = JSON.parse(readFileSync(path, 'utf8'));
   return Object.entries(packages)
-    .filter(([key]) => key.startsWith('node_modules/'))
+    // Optional platform packages are installed only on their platform: not part of the match.
+    .filter(([key, entry]) => key.startsWith('node_modules/') && !entry.optional)
     .map(([key, entry]) => `${key}@${entry.version}#${entry.integrity ?? ''}`)
     .sort()
     .join('\n');
