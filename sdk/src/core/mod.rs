@@ -14,6 +14,7 @@
 //! | [`control`] | Control messages: rooms, heartbeats, errors (seed 001) |
 //! | [`client`] | the client connection state machine: heartbeats, reconnect (seed 001) |
 //! | [`mux`] | the lane multiplexer (v2 frames): priority scheduling, chunking, acks, resume (seed 000, 001; issue 3) |
+//! | [`p2p`] | peer-to-peer and offline tiers: tier decision, election, change queue, sealing, signaling (seed 004, 001; issue 5) |
 //! | [`pwa`] | PWA cache protection: version check decisions, purge ownership, multi-tab election (seed 000) |
 //! | [`varint`] | LEB128 varints of every frame header |
 //! | [`error`] | machine-readable error codes shared by server and SDK |
@@ -28,6 +29,7 @@ pub mod frame;
 pub mod handshake;
 pub mod lane;
 pub mod mux;
+pub mod p2p;
 pub mod payload;
 pub mod pwa;
 pub mod sync;
