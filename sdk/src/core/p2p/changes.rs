@@ -26,7 +26,9 @@
 //! # Persistence
 //! [`OfflineQueue::to_json`] / [`OfflineQueue::from_json`] give the form the browser layer puts
 //! in IndexedDB or localStorage so that queued changes survive a reload:
-//! `{origin, nextSeq, pending: [{origin, localSeq, epoch, timestamp, op}]}`.
+//! `{origin, nextSeq, pending: [{origin, localSeq, epoch, timestamp, op}], carried: [..]}`
+//! (`carried`: other origins' changes held for a replaced authority, see
+//! [`OfflineQueue::carry`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -103,6 +105,10 @@ pub struct OfflineQueue {
     origin: String,
     next_seq: u64,
     pending: Vec<Change>,
+    /// Other origins' changes this device saw applied by an authority that lost (or was
+    /// replaced) before the new one had them: carried until an authority covers them.
+    #[serde(default)]
+    carried: Vec<Change>,
 }
 
 impl OfflineQueue {
@@ -112,6 +118,7 @@ impl OfflineQueue {
             origin: origin.into(),
             next_seq: 1,
             pending: Vec::new(),
+            carried: Vec::new(),
         }
     }
 
@@ -130,20 +137,48 @@ impl OfflineQueue {
         change
     }
 
-    /// Drops the changes `vv` covers (the authority has them).
+    /// Drops the changes `vv` covers (the authority has them), own and carried.
     pub fn acknowledge(&mut self, vv: &VersionVector) {
-        let done = vv.get(&self.origin).copied().unwrap_or(0);
-        self.pending.retain(|c| c.local_seq > done);
+        let covered = |c: &Change| c.local_seq <= vv.get(&c.origin).copied().unwrap_or(0);
+        self.pending.retain(|c| !covered(c));
+        self.carried.retain(|c| !covered(c));
     }
 
-    /// The changes not covered by `vv`, oldest first: re-submit them to that authority.
+    /// Keeps `changes` (typically [`ChangeLog::adopt`]'s result: applied by a replaced
+    /// authority, unknown to the new one) until an authority covers them. Own changes go back
+    /// to `pending`; ids already held are skipped.
+    pub fn carry(&mut self, changes: impl IntoIterator<Item = Change>) {
+        for c in changes {
+            let held = self
+                .pending
+                .iter()
+                .chain(&self.carried)
+                .any(|h| h.id() == c.id());
+            if held {
+                continue;
+            }
+            if c.origin == self.origin {
+                self.pending.push(c);
+                self.pending.sort_by_key(|c| c.local_seq);
+            } else {
+                self.carried.push(c);
+            }
+        }
+    }
+
+    /// The changes (own, then carried) not covered by `vv`: re-submit them to that authority.
     pub fn unacknowledged(&self, vv: &VersionVector) -> Vec<Change> {
-        let done = vv.get(&self.origin).copied().unwrap_or(0);
         self.pending
             .iter()
-            .filter(|c| c.local_seq > done)
+            .chain(&self.carried)
+            .filter(|c| c.local_seq > vv.get(&c.origin).copied().unwrap_or(0))
             .cloned()
             .collect()
+    }
+
+    /// Carried changes of other origins.
+    pub fn carried(&self) -> &[Change] {
+        &self.carried
     }
 
     /// All pending changes, oldest first.
@@ -260,7 +295,19 @@ impl ChangeLog {
         }
     }
 
+    /// Follower side: replaces this copy with the log of a new authority (a winning claim, the
+    /// server) and returns the changes this copy had that the new one lacks, for
+    /// [`OfflineQueue::carry`]: so a healed partition's losing side loses nothing even when
+    /// the re-submission to the winner is itself lost.
+    pub fn adopt(&mut self, newer: ChangeLog) -> Vec<Change> {
+        let missing = self.missing_for(newer.applied());
+        *self = newer;
+        missing
+    }
+
     /// Follower side: appends an entry from the authority whose claim is at `current_epoch`.
+    /// Rejects a stale epoch, an entry not after the last one, a duplicate, and a gap in the
+    /// entry origin's changes (this copy must then adopt the authority's log).
     pub fn accept(&mut self, entry: Stamped, current_epoch: u64) -> Result<(), RejectReason> {
         if entry.epoch < current_epoch {
             return Err(RejectReason::StaleEpoch {
@@ -274,6 +321,11 @@ impl ChangeLog {
         let done = self.applied.get(&entry.change.origin).copied().unwrap_or(0);
         if entry.change.local_seq <= done {
             return Err(RejectReason::Duplicate);
+        }
+        if entry.change.local_seq != done + 1 {
+            // This copy is of another lineage (adopt the authority's snapshot first): keep
+            // "applied up to n" meaning "holds 1..=n" so acknowledgements stay truthful.
+            return Err(RejectReason::Gap { expected: done + 1 });
         }
         self.epoch = self.epoch.max(entry.epoch);
         self.applied
@@ -392,6 +444,14 @@ mod tests {
             q.acknowledge(winner.applied());
             assert!(q.pending().is_empty());
         }
+        // A follower of the loser adopting the winner's log carries what the winner lacks.
+        let mut loser_copy = log2.clone();
+        let mut q = OfflineQueue::new("b");
+        q.carry(loser_copy.adopt(log1.clone()));
+        assert!(!q.carried().is_empty());
+        assert_eq!(loser_copy, log1);
+        q.acknowledge(winner.applied());
+        assert!(q.carried().is_empty());
         // Followers of either side copy the winner's log and end identical.
         let mut f = ChangeLog::new(0);
         for s in winner.entries() {
