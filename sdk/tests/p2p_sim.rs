@@ -93,7 +93,7 @@ impl Sim {
         let devices = names
             .iter()
             .map(|id| {
-                let mut tier = TierMachine::new(TierConfig::default(), Tier::Socket, 0);
+                let mut tier = TierMachine::new(TierConfig::default(), Tier::Socket);
                 tier.handle_socket_open(0);
                 Device {
                     id: id.clone(),

@@ -137,8 +137,8 @@ impl Election {
         self.handle_membership(reachable);
     }
 
-    /// The set of reachable members changed. While the server is the authority this only
-    /// records nothing; without it, a missing controller triggers an election.
+    /// The set of reachable members changed. Ignored while the server is the authority;
+    /// without it, a controller missing from `reachable` triggers an election.
     pub fn handle_membership(&mut self, reachable: &BTreeSet<String>) {
         if self.authority == Authority::Server {
             return;

@@ -138,10 +138,10 @@ pub struct TierMachine {
 }
 
 impl TierMachine {
-    /// A machine that starts on `initial` tier at `now` (ms); the socket counts as closed until
-    /// [`TierMachine::handle_socket_open`].
-    pub fn new(config: TierConfig, initial: Tier, now: u64) -> Self {
-        let _ = now;
+    /// A machine that starts on `initial` tier; the socket counts as closed until
+    /// [`TierMachine::handle_socket_open`], and no peer is known until
+    /// [`TierMachine::handle_peer`].
+    pub fn new(config: TierConfig, initial: Tier) -> Self {
         TierMachine {
             config,
             tier: initial,
@@ -267,7 +267,7 @@ impl TierMachine {
         } else if self.webrtc_viable() {
             (Tier::Webrtc, self.socket_reason())
         } else {
-            (Tier::Offline, self.socket_reason_or_peers())
+            (Tier::Offline, self.socket_reason())
         };
         if want == self.tier {
             self.candidate = None;
@@ -317,10 +317,6 @@ impl TierMachine {
             TierReason::HighLatency
         }
     }
-
-    fn socket_reason_or_peers(&self) -> TierReason {
-        self.socket_reason()
-    }
 }
 
 #[cfg(test)]
@@ -342,7 +338,7 @@ mod tests {
     }
 
     fn on_socket_with_peer() -> TierMachine {
-        let mut m = TierMachine::new(TierConfig::default(), Tier::Socket, 0);
+        let mut m = TierMachine::new(TierConfig::default(), Tier::Socket);
         m.handle_socket_open(0);
         m.handle_pong(10, 40.0);
         m.handle_peer(10, "b", Some(NetworkQuality::Good));
