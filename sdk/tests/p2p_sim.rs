@@ -635,6 +635,8 @@ fn d_id(c: &Claim) -> String {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Scenario {
     Crash,
+    /// The server and the DJ's device are lost at the same instant: failover needs an election.
+    CrashWithDj,
     Silent,
     DjLeaves,
     PartitionHeal,
@@ -658,6 +660,10 @@ fn run(seed: u64, scenario: Scenario) -> Result<Outcome, String> {
     } else {
         ServerMode::Crashed
     });
+    if scenario == Scenario::CrashWithDj {
+        let dj = sim.index(&sim.devices[0].election.claim().controller.clone());
+        sim.leave(dj);
+    }
     let mut failover = None;
     let mut dj_failover = None;
     while sim.now < loss_at + 6000 {
@@ -669,7 +675,7 @@ fn run(seed: u64, scenario: Scenario) -> Result<Outcome, String> {
     sim.one_controller_per_component()
         .map_err(|e| format!("after loss: {e}"))?;
     match scenario {
-        Scenario::Crash | Scenario::Silent => sim.run_until(14_000),
+        Scenario::Crash | Scenario::CrashWithDj | Scenario::Silent => sim.run_until(14_000),
         Scenario::DjLeaves => {
             let dj = sim.index(&sim.devices[0].election.claim().controller.clone());
             sim.leave(dj);
@@ -739,6 +745,7 @@ fn p2p_tiers_across_seeds() {
         .unwrap_or(0);
     for scenario in [
         Scenario::Crash,
+        Scenario::CrashWithDj,
         Scenario::Silent,
         Scenario::DjLeaves,
         Scenario::PartitionHeal,
