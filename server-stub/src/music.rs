@@ -33,7 +33,6 @@
 //! `{"tracks": [{id, title, url, type, bytes, duration?}]}`, sorted by id; `duration` (s) is
 //! known for PCM WAV files (read from the header), absent otherwise.
 
-use crate::now_ms;
 use crate::state::{AppState, Registry};
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
@@ -60,7 +59,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub fn shared_clock_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(now_ms() as f64, |d| d.as_secs_f64() * 1000.0)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 /// Whether a Sync-lane payload is for the room's authority (`music-control` or `sync-state`)
