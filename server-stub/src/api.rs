@@ -10,7 +10,7 @@
 
 use crate::error::{ApiJson, AppError, SessionPath};
 use crate::now_ms;
-use crate::state::{lane_grant, AppState, SessionStatus};
+use crate::state::{lane_grants, AppState, SessionStatus};
 use axum::extract::State;
 use axum::http::{header, StatusCode, Uri};
 use axum::response::IntoResponse;
@@ -21,6 +21,7 @@ use p3_lanes::core::handshake::{
     FEATURE_MUX, PROTOCOL_VERSION,
 };
 use p3_lanes::core::lane::{Encoding, LANE_REGISTRY};
+use p3_lanes::core::sse::TRANSPORT_SSE;
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -35,7 +36,9 @@ pub async fn handshake(
 ) -> Result<Json<HandshakeResponse>, AppError> {
     let negotiated = negotiate(&req, state.capabilities())?;
     let lanes = negotiated.lanes.clone();
-    let want_mux = req.features.iter().any(|f| f == FEATURE_MUX);
+    // SSE sessions resume with event ids, not the multiplexer (PROTOCOL.md §14).
+    let want_mux =
+        req.features.iter().any(|f| f == FEATURE_MUX) && negotiated.transport != TRANSPORT_SSE;
     let (sid, mux) = state.create_session(
         req.client_id,
         req.wallet,
@@ -49,11 +52,7 @@ pub async fn handshake(
     Ok(Json(HandshakeResponse {
         session_id: sid,
         transport: negotiated.transport.to_owned(),
-        lanes: negotiated
-            .lanes
-            .iter()
-            .map(|&(l, e)| lane_grant(sid, l, e))
-            .collect(),
+        lanes: lane_grants(sid, negotiated.transport, &negotiated.lanes),
         dictionary: state.dict_wire().clone(),
         server_time: now_ms(),
         ttl_seconds: config.session_ttl_s,

@@ -12,6 +12,11 @@ pub const DEFAULT_QUEUE_FRAMES: usize = 256;
 /// Default outbound queue budget per WebSocket, bytes (4 MiB).
 pub const DEFAULT_QUEUE_BYTES: usize = 4 << 20;
 
+/// Default `--sse-history`: messages kept per session and lane.
+pub const DEFAULT_SSE_HISTORY: usize = 256;
+/// Default `--sse-history-bytes`: event data kept per session and lane (1 MiB).
+pub const DEFAULT_SSE_HISTORY_BYTES: usize = 1 << 20;
+
 /// Everything the server can be told at start-up. Flags win over environment variables.
 ///
 /// Build it with [`Config::parse`] (main) or start from [`Config::default`] and set fields
@@ -72,6 +77,22 @@ pub struct Config {
     /// rooms; drop `.wav`, `.ogg`, `.mp3`, ... files in it).
     #[arg(long, env = "MEDIA_DIR", default_value = "media")]
     pub media_dir: PathBuf,
+    /// SSE lanes: messages kept per session and lane for `Last-Event-ID` resume (PROTOCOL.md
+    /// §14); older ones are forgotten and a resuming stream gets a `discontinuity` event.
+    #[arg(long, env = "SSE_HISTORY", default_value_t = DEFAULT_SSE_HISTORY,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub sse_history: usize,
+    /// SSE lanes: bytes of event data kept per session and lane (the newest message is always
+    /// kept).
+    #[arg(long, env = "SSE_HISTORY_BYTES", default_value_t = DEFAULT_SSE_HISTORY_BYTES)]
+    pub sse_history_bytes: usize,
+    /// SSE lanes: a keep-alive comment is written after this much silence on a stream, ms.
+    #[arg(long, env = "SSE_KEEPALIVE_MS", default_value_t = 15_000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub sse_keepalive_ms: u64,
+    /// SSE lanes: the `retry:` hint (EventSource reconnect delay) sent first on every stream, ms.
+    #[arg(long, env = "SSE_RETRY_MS", default_value_t = 1_000)]
+    pub sse_retry_ms: u64,
     /// TEST ONLY: delay every WebSocket frame, in each direction and per connection, by this
     /// many ms plus the jitter (a slow link for music-sync tests). Frames stay in order, as on
     /// TCP. 0: no delay. Never use in production.
@@ -117,6 +138,10 @@ impl Default for Config {
             queue_frames: DEFAULT_QUEUE_FRAMES,
             queue_bytes: DEFAULT_QUEUE_BYTES,
             media_dir: "media".into(),
+            sse_history: DEFAULT_SSE_HISTORY,
+            sse_history_bytes: DEFAULT_SSE_HISTORY_BYTES,
+            sse_keepalive_ms: 15_000,
+            sse_retry_ms: 1_000,
             test_latency_ms: 0,
             test_jitter_ms: 0,
         }

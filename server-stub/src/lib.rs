@@ -13,6 +13,7 @@
 //! | [`state`] | sessions, rooms, outbound queues, TTL sweeper |
 //! | [`music`] | music rooms: one sync authority per room, `GET /api/media` and `/media/` (issue #4, seed 004 Tier 1) |
 //! | [`pwa`] | the app version in `index.html`, runtime version changes pushed to sockets (seed 000 "PWA Cache Protection") |
+//! | [`sse`] | SSE lanes: per-lane and multiplexed `text/event-stream`s with `Last-Event-ID` resume, `POST` to a lane (seed 001 "Server-Sent Events"; issue 3) |
 //! | [`error`] | the JSON error shape `{"error", "code"}` of every HTTP error |
 //!
 //! Use [`app`] to get the router (tests), or [`serve`] to run it with graceful shutdown.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod music;
 pub mod pwa;
+pub mod sse;
 pub mod state;
 pub mod ws;
 
@@ -68,6 +70,13 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(api::session_status).delete(api::delete_session),
         )
         .route("/api/protocol/v2/session/{sid}/ws", get(ws::upgrade))
+        .route("/api/protocol/v2/session/{sid}/stream", get(sse::stream))
+        .route("/api/protocol/v2/session/{sid}/lane/{id}", post(sse::post))
+        .route(
+            "/api/protocol/v2/session/{sid}/lane/{id}/stream",
+            get(sse::lane_stream),
+        )
+        .route("/api/admin/sse/close", post(sse::admin_close))
         .route(
             "/api/protocol/v2/protocol/info",
             get(api::protocol_info_handler),

@@ -24,6 +24,7 @@
 use crate::config::Config;
 use crate::music::MusicRooms;
 use crate::now_ms;
+use crate::sse::SseHub;
 use axum::body::Bytes;
 use p3_lanes::core::control::Control;
 use p3_lanes::core::dictionary::{Dictionary, DictionaryWire};
@@ -33,6 +34,7 @@ use p3_lanes::core::handshake::{LaneGrant, ServerCapabilities};
 use p3_lanes::core::lane::{Encoding, Lane};
 use p3_lanes::core::mux::{Mux, MuxConfig, MuxEvent, ReliableOverflow};
 use p3_lanes::core::payload;
+use p3_lanes::core::sse::{lane_urls, TRANSPORT_SSE};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -201,10 +203,19 @@ struct Session {
     conn: Option<Conn>,
     /// The session's multiplexer, when granted (lives across sockets).
     mux: Option<Mux>,
+    /// SSE lanes ([`crate::sse`]): history and streams; from the handshake for `sse`
+    /// sessions, from the first stream for others.
+    sse: Option<SseHub>,
 }
 
 /// [`Target::conn_id`] of a multiplexed session without a socket.
 const DETACHED: u64 = 0;
+
+/// [`Target::conn_id`] of a session reached only through its SSE history.
+const SSE_ONLY: u64 = u64::MAX - 1;
+
+/// The "socket" id of a message `POST`ed to a lane ([`crate::sse`]): acts for any live session.
+pub(crate) const HTTP_SENDER: u64 = u64::MAX;
 
 /// Monotonic ms since the first call: the multiplexers' clock.
 pub(crate) fn mono_ms() -> u64 {
@@ -231,7 +242,9 @@ impl Session {
     }
 
     fn expired(&self, now: Instant, ttl: std::time::Duration) -> bool {
-        self.conn.is_none() && now.saturating_duration_since(self.last_activity) >= ttl
+        self.conn.is_none()
+            && !matches!(&self.sse, Some(h) if h.streams > 0)
+            && now.saturating_duration_since(self.last_activity) >= ttl
     }
 
     fn touch(&mut self, now: Instant) {
@@ -240,18 +253,27 @@ impl Session {
     }
 }
 
-/// The grant of `lane` with `encoding` to session `sid`, with its registry entry and SSE URL.
-pub fn lane_grant(sid: SessionId, lane: Lane, encoding: Encoding) -> LaneGrant {
-    let spec = lane.spec();
-    LaneGrant {
-        id: lane.id(),
-        name: lane.name().to_owned(),
-        encoding,
-        url: format!("/api/protocol/v2/session/{sid}/lane/{}/stream", lane.id()),
-        priority: spec.priority,
-        queue_depth: spec.queue_depth,
-        reliable: spec.reliable,
-    }
+/// The grants of `lanes` to session `sid` over `transport`, with their registry entries and
+/// SSE URLs (per lane, or the multiplexed stream: [`p3_lanes::core::sse::lane_urls`]).
+pub fn lane_grants(sid: SessionId, transport: &str, lanes: &[(Lane, Encoding)]) -> Vec<LaneGrant> {
+    let ids: Vec<Lane> = lanes.iter().map(|l| l.0).collect();
+    let urls = lane_urls(sid, transport, &ids);
+    lanes
+        .iter()
+        .zip(urls)
+        .map(|(&(lane, encoding), url)| {
+            let spec = lane.spec();
+            LaneGrant {
+                id: lane.id(),
+                name: lane.name().to_owned(),
+                encoding,
+                url,
+                priority: spec.priority,
+                queue_depth: spec.queue_depth,
+                reliable: spec.reliable,
+            }
+        })
+        .collect()
 }
 
 /// `GET /api/protocol/v2/session/{sid}` body. Times are ms since the Unix epoch.
@@ -281,6 +303,8 @@ pub struct SessionStatus {
     pub ttl_seconds: u64,
     /// Whether a WebSocket is connected.
     pub connected: bool,
+    /// Open SSE streams.
+    pub sse_streams: usize,
     /// Current room, or null.
     pub room: Option<String>,
 }
@@ -315,6 +339,8 @@ pub(crate) struct Registry {
     heartbeat_timeout_ms: u64,
     queue_frames: usize,
     queue_bytes: usize,
+    /// `--sse-history`, `--sse-history-bytes`.
+    sse_limits: (usize, usize),
     /// The app version served in pages (`--app-version`, changed by `POST /api/admin/version`).
     app_version: String,
     /// `--reported-version`: what `/api/version` and the Control pushes say instead.
@@ -379,6 +405,17 @@ impl Registry {
             return false;
         };
         let enc = s.encoding(Lane::Control).unwrap_or(Encoding::Msgpack);
+        let recorded = match s.sse.as_mut() {
+            Some(hub) => {
+                hub.push_value(
+                    Lane::Control,
+                    None,
+                    &serde_json::to_value(msg).unwrap_or_default(),
+                );
+                true
+            }
+            None => false,
+        };
         if s.mux.is_some() {
             let frame = payload::control_frame(msg, enc, Some(&self.dict), 0);
             if mux_send(s, Lane::Control, frame) {
@@ -392,7 +429,7 @@ impl Registry {
             return false;
         }
         let Some(c) = s.conn.as_mut() else {
-            return false;
+            return recorded;
         };
         let frame = payload::control_frame(msg, enc, Some(&self.dict), c.control_seq);
         if c.out.try_push(frame) {
@@ -410,9 +447,11 @@ impl Registry {
     /// is multiplexed (its messages went through the session's `Mux`, which outlives sockets:
     /// one delivered just before a newer socket attached still counts).
     fn sender_session(&mut self, sid: SessionId, conn_id: u64) -> Option<&mut Session> {
-        self.sessions
-            .get_mut(&sid)
-            .filter(|s| s.mux.is_some() || s.conn.as_ref().is_some_and(|c| c.id == conn_id))
+        self.sessions.get_mut(&sid).filter(|s| {
+            conn_id == HTTP_SENDER
+                || s.mux.is_some()
+                || s.conn.as_ref().is_some_and(|c| c.id == conn_id)
+        })
     }
 
     /// Queues a Control message on socket `conn_id` of `sid`, if it is still that session's.
@@ -562,6 +601,7 @@ impl Registry {
             let conn_id = match (target.conn.as_ref(), target.mux.is_some()) {
                 (Some(c), _) => c.id,
                 (None, true) => DETACHED,
+                (None, false) if target.sse.is_some() => SSE_ONLY,
                 (None, false) => {
                     return Ok(Err(WireError::new(
                         ErrorCode::UnknownTarget,
@@ -596,6 +636,7 @@ impl Registry {
                 let conn_id = match &s.conn {
                     Some(c) => c.id,
                     None if s.mux.is_some() => DETACHED,
+                    None if s.sse.is_some() => SSE_ONLY,
                     None => return None,
                 };
                 Some(Target {
@@ -623,6 +664,9 @@ impl Registry {
             let Some(v) = variants.iter().find(|v| v.encoding == t.encoding) else {
                 continue;
             };
+            if let Some(hub) = self.sessions.get_mut(&t.id).and_then(|s| s.sse.as_mut()) {
+                record_sse(hub, &self.dict, sender, lane, variants);
+            }
             let s = match self.sessions.get_mut(&t.id) {
                 Some(s) if s.mux.is_some() && t.conn_id == DETACHED => s,
                 _ => match self.conn_session(t.id, t.conn_id) {
@@ -671,8 +715,15 @@ impl Registry {
         let Some(encoding) = s.encoding(lane) else {
             return false;
         };
+        let recorded = match s.sse.as_mut() {
+            Some(hub) => {
+                hub.push_value(lane, None, value);
+                true
+            }
+            None => false,
+        };
         if s.conn.is_none() {
-            return false;
+            return recorded;
         }
         let (bytes, dict_version) = match payload::encode(value, encoding, Some(&self.dict)) {
             Ok(x) => x,
@@ -764,6 +815,63 @@ impl Registry {
         Some((frames, m.poll_timeout()))
     }
 
+    /// The granted lanes of a live session.
+    pub(crate) fn lanes_of(
+        &mut self,
+        sid: SessionId,
+        now: Instant,
+    ) -> Option<Vec<(Lane, Encoding)>> {
+        Some(self.live(sid, now)?.lanes.clone())
+    }
+
+    /// The `welcome` Control message for a new connection of `sid`.
+    pub(crate) fn welcome(&self, sid: SessionId) -> Control {
+        Control::Welcome {
+            session_id: sid,
+            server_time: now_ms(),
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            heartbeat_timeout_ms: self.heartbeat_timeout_ms,
+            app_version: Some(self.reported_version().to_owned()),
+        }
+    }
+
+    /// The SSE hub of a live session, if it has one.
+    pub(crate) fn sse_hub(&mut self, sid: SessionId, now: Instant) -> Option<&mut SseHub> {
+        self.live(sid, now)?.sse.as_mut()
+    }
+
+    /// The SSE hub of a live session, created (empty) if it has none yet.
+    pub(crate) fn sse_hub_or_create(
+        &mut self,
+        sid: SessionId,
+        now: Instant,
+    ) -> Option<&mut SseHub> {
+        let (events, bytes) = self.sse_limits;
+        let s = self.live(sid, now)?;
+        s.touch(now);
+        Some(s.sse.get_or_insert_with(|| SseHub::new(events, bytes)))
+    }
+
+    /// An SSE stream of `sid` ended: one fewer open stream; the TTL counts from now.
+    pub(crate) fn sse_stream_closed(&mut self, sid: SessionId, now: Instant) {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            if let Some(hub) = s.sse.as_mut() {
+                hub.streams = hub.streams.saturating_sub(1);
+            }
+            s.touch(now);
+        }
+    }
+
+    /// Ends the SSE streams of `only` (or of every session); returns how many were open.
+    pub(crate) fn sse_close_streams(&mut self, only: Option<SessionId>) -> usize {
+        self.sessions
+            .iter_mut()
+            .filter(|(id, _)| only.map_or(true, |o| o == **id))
+            .filter_map(|(_, s)| s.sse.as_mut())
+            .map(SseHub::close_streams)
+            .sum()
+    }
+
     /// What `GET /api/version`, `welcome` and the `version` push say.
     fn reported_version(&self) -> &str {
         self.reported_version
@@ -788,6 +896,28 @@ impl Registry {
         self.sessions.retain(|_, s| !s.expired(now, ttl));
         self.music.sweep(now);
         before - self.sessions.len()
+    }
+}
+
+/// Records a relayed message in an SSE history as JSON: the json variant if there is one,
+/// else the first variant transcoded.
+fn record_sse(
+    hub: &mut SseHub,
+    dict: &Dictionary,
+    sender: SessionId,
+    lane: Lane,
+    variants: &[Variant<'_>],
+) {
+    if let Some(v) = variants.iter().find(|v| v.encoding == Encoding::Json) {
+        if let Ok(text) = std::str::from_utf8(&v.bytes) {
+            return hub.push_json(lane, Some(sender), text);
+        }
+    }
+    let Some(v) = variants.first() else { return };
+    let h = FrameHeader::data(lane, v.encoding, 0, v.dict_version);
+    match payload::decode(&h, &v.bytes, Some(dict)) {
+        Ok(value) => hub.push_value(lane, Some(sender), &value),
+        Err(e) => tracing::warn!(error = %e, "cannot record a relayed message for SSE"),
     }
 }
 
@@ -819,6 +949,7 @@ impl AppState {
             heartbeat_timeout_ms: config.heartbeat_timeout_ms,
             queue_frames: config.queue_frames,
             queue_bytes: config.queue_bytes,
+            sse_limits: (config.sse_history, config.sse_history_bytes),
             app_version: config.app_version.clone(),
             reported_version: config.reported_version.clone(),
             music: MusicRooms::new(config.ttl()),
@@ -929,6 +1060,8 @@ impl AppState {
                 room: None,
                 conn: None,
                 mux,
+                sse: (transport == TRANSPORT_SSE)
+                    .then(|| SseHub::new(self.config.sse_history, self.config.sse_history_bytes)),
             },
         );
         (sid, granted)
@@ -975,16 +1108,13 @@ impl AppState {
             wallet: s.wallet.clone(),
             device_info: s.device_info.clone(),
             transport: s.transport.to_owned(),
-            lanes: s
-                .lanes
-                .iter()
-                .map(|&(l, e)| lane_grant(sid, l, e))
-                .collect(),
+            lanes: lane_grants(sid, s.transport, &s.lanes),
             created_at: s.created_at_ms,
             last_activity: s.last_activity_ms,
             expires_at,
             ttl_seconds,
             connected,
+            sse_streams: s.sse.as_ref().map_or(0, |h| h.streams),
             room: s.room.clone(),
         })
     }
@@ -1018,7 +1148,8 @@ impl AppState {
             old.close.close(close::REPLACED, "replaced");
         }
         s.touch(now);
-        if s.mux.is_none() {
+        // Multiplexed and SSE sessions keep their room across reconnects.
+        if s.mux.is_none() && s.sse.is_none() {
             reg.leave_room(sid);
         }
         let conn_id = reg.next_conn_id;
@@ -1026,13 +1157,7 @@ impl AppState {
         let (out, rx) = outbound(reg.queue_frames, reg.queue_bytes);
         let close = Arc::new(CloseSignal::new());
         let notify = Arc::new(Notify::new());
-        let welcome = Control::Welcome {
-            session_id: sid,
-            server_time: now_ms(),
-            heartbeat_interval_ms: reg.heartbeat_interval_ms,
-            heartbeat_timeout_ms: reg.heartbeat_timeout_ms,
-            app_version: Some(reg.reported_version().to_owned()),
-        };
+        let welcome = reg.welcome(sid);
         if let Some(s) = reg.sessions.get_mut(&sid) {
             s.conn = Some(Conn {
                 id: conn_id,
@@ -1073,6 +1198,7 @@ impl AppState {
                 m.handle_transport_lost();
                 m.set_reliable_overflow(ReliableOverflow::ForgetOldest);
             }
+            None if s.sse.is_some() => {}
             None => {
                 reg.leave_room(sid);
             }

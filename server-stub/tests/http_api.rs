@@ -259,7 +259,7 @@ async fn protocol_info_lists_the_registry() {
     assert_eq!(resp.status(), 200);
     let info: Value = resp.json().await.unwrap();
     assert_eq!(info["version"], "2.0.0");
-    assert_eq!(info["transports"], json!(["websocket"]));
+    assert_eq!(info["transports"], json!(["websocket", "sse"]));
     assert_eq!(info["encodings"], json!(["msgpack", "json"]));
     assert!(info["features"]
         .as_array()

@@ -6,6 +6,7 @@ use crate::core::dictionary::DictionaryWire;
 use crate::core::error::{ErrorCode, WireError};
 use crate::core::frame::SessionId;
 use crate::core::lane::{Encoding, Lane};
+use crate::core::sse::TRANSPORT_SSE;
 use serde::{Deserialize, Serialize};
 
 /// Protocol version this crate speaks (`protocol.version`).
@@ -134,7 +135,7 @@ pub struct ServerCapabilities {
 impl Default for ServerCapabilities {
     fn default() -> Self {
         ServerCapabilities {
-            transports: vec!["websocket"],
+            transports: vec!["websocket", TRANSPORT_SSE],
             encodings: vec![Encoding::Msgpack, Encoding::Json],
         }
     }
@@ -145,7 +146,8 @@ impl Default for ServerCapabilities {
 /// - lanes: exactly the offered ids (deduplicated, sorted); any id outside 1..=8 is an error,
 ///   and lane 1 must be offered;
 /// - encoding per lane: the lane's `defaultEncoding` when both sides have it, else the
-///   client's most preferred encoding the server has.
+///   client's most preferred encoding the server has; with transport `sse` (an event stream
+///   is text) every lane gets `json`, which the client must then offer.
 ///
 /// Never grants a lane or encoding the client did not offer. Errors are 400-class
 /// [`WireError`]s with codes `invalid_argument`, `unknown_lane`, `control_lane_required`,
@@ -180,6 +182,13 @@ pub fn negotiate(
         .filter_map(|e| Encoding::parse(e))
         .filter(|e| server.encodings.contains(e))
         .collect();
+    let sse = *transport == TRANSPORT_SSE;
+    if sse && !common.contains(&Encoding::Json) {
+        return Err(WireError::new(
+            ErrorCode::NoCommonEncoding,
+            "transport sse carries json: offer \"json\" in capabilities.encodings",
+        ));
+    }
     let Some(&fallback) = common.first() else {
         return Err(WireError::new(
             ErrorCode::NoCommonEncoding,
@@ -211,7 +220,9 @@ pub fn negotiate(
         .into_iter()
         .map(|lane| {
             let preferred = lane.spec().default_encoding;
-            let enc = if common.contains(&preferred) {
+            let enc = if sse {
+                Encoding::Json
+            } else if common.contains(&preferred) {
                 preferred
             } else {
                 fallback
@@ -321,5 +332,23 @@ mod tests {
         let mut r = req(&["websocket"], &["msgpack"], &[1]);
         r.client_id.clear();
         assert_eq!(code(r), ErrorCode::InvalidArgument);
+        assert_eq!(
+            code(req(&["sse"], &["msgpack"], &[1])),
+            ErrorCode::NoCommonEncoding
+        );
+    }
+
+    #[test]
+    fn sse_lanes_are_json_and_websocket_stays_preferred() {
+        let s = ServerCapabilities::default();
+        let n = negotiate(&req(&["sse"], &["msgpack", "json"], &[1, 2, 7]), &s).unwrap();
+        assert_eq!(n.transport, "sse");
+        assert!(
+            n.lanes.iter().all(|l| l.1 == Encoding::Json),
+            "{:?}",
+            n.lanes
+        );
+        let n = negotiate(&req(&["sse", "websocket"], &["msgpack", "json"], &[1]), &s).unwrap();
+        assert_eq!(n.transport, "websocket", "the server's preference wins");
     }
 }

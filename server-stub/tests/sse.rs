@@ -1,0 +1,519 @@
+//! SSE lanes over real HTTP (PROTOCOL.md §14): stream headers and event format, delivery of
+//! what a WebSocket would get (relays, Control messages), `POST` routing to WebSocket peers,
+//! `Last-Event-ID` resume without loss or duplicates, discontinuity after the history
+//! overflowed, keep-alive comments, and the JSON errors of `POST` and `GET`.
+
+mod common;
+
+use common::{config, TestServer, WAIT};
+use eventsource_stream::{Event, EventStream, Eventsource};
+use futures::{Stream, StreamExt};
+use p3_lanes::core::control::Control;
+use p3_lanes::core::handshake::HandshakeResponse;
+use p3_lanes::core::lane::{Encoding, Lane};
+use p3_lanes::core::sse::{parse_discontinuity, parse_message, SseMessage};
+use serde_json::{json, Value};
+use server_stub::Config;
+use std::pin::Pin;
+use tokio::time::timeout;
+
+type Events = EventStream<Pin<Box<dyn Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>>>;
+
+async fn sse_handshake(server: &TestServer, client_id: &str, lanes: &[u8]) -> HandshakeResponse {
+    let resp = server
+        .handshake_raw(&json!({
+            "clientId": client_id,
+            "capabilities": {"transports": ["sse"], "encodings": ["msgpack", "json"], "lanes": lanes},
+        }))
+        .await;
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+/// Opens `path` as an event stream (with `Last-Event-ID` when given); asserts 200.
+async fn open(server: &TestServer, path: &str, last_id: Option<&str>) -> (reqwest::Response, ()) {
+    let mut req = server
+        .http
+        .get(server.url(path))
+        .header("accept", "text/event-stream");
+    if let Some(id) = last_id {
+        req = req.header("last-event-id", id);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    (resp, ())
+}
+
+fn events(resp: reqwest::Response) -> Events {
+    let bytes: Pin<Box<dyn Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>> =
+        Box::pin(resp.bytes_stream());
+    bytes.eventsource()
+}
+
+async fn next(ev: &mut Events) -> Event {
+    timeout(WAIT, ev.next())
+        .await
+        .expect("an SSE event in time")
+        .expect("stream open")
+        .expect("well-formed SSE")
+}
+
+/// The next `lane-*` event's message (skipping nothing: asserts the event name).
+async fn next_message(ev: &mut Events) -> (Event, SseMessage) {
+    let e = next(ev).await;
+    assert!(e.event.starts_with("lane-"), "{e:?}");
+    let m = parse_message(&e.data).unwrap();
+    assert_eq!(e.event, format!("lane-{}", m.lane));
+    (e, m)
+}
+
+async fn post(
+    server: &TestServer,
+    sid: &str,
+    lane: u8,
+    ct: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    server
+        .http
+        .post(server.url(&format!("/api/protocol/v2/session/{sid}/lane/{lane}")))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn post_json(server: &TestServer, sid: &str, lane: u8, v: &Value) -> reqwest::Response {
+    post(server, sid, lane, "application/json", v.to_string()).await
+}
+
+async fn assert_error(resp: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(resp.status(), status);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+}
+
+#[tokio::test]
+async fn stream_has_the_seed_headers_retry_and_a_welcome() {
+    let server = TestServer::start(config()).await;
+    let hs = sse_handshake(&server, "a", &[1, 2, 5]).await;
+    assert_eq!(hs.transport, "sse");
+    let url = format!(
+        "/api/protocol/v2/session/{}/stream?lanes=1,2,5",
+        hs.session_id
+    );
+    assert!(hs.lanes.iter().all(|l| l.url == url), "{:?}", hs.lanes);
+    assert!(hs.lanes.iter().all(|l| l.encoding == Encoding::Json));
+    assert!(!hs.grants("mux"));
+
+    let (resp, ()) = open(&server, &url, None).await;
+    let h = resp.headers();
+    assert_eq!(h["content-type"], "text/event-stream");
+    assert_eq!(h["cache-control"], "no-cache, no-store, must-revalidate");
+    assert_eq!(h["connection"], "keep-alive");
+    assert_eq!(h["x-accel-buffering"], "no");
+    let mut ev = events(resp);
+    let (e, m) = next_message(&mut ev).await;
+    assert_eq!(e.retry, Some(std::time::Duration::from_millis(1000)));
+    assert_eq!(e.id, "", "the welcome has no event id");
+    assert_eq!(m.seq, 0);
+    let welcome: Control = serde_json::from_value(m.payload).unwrap();
+    assert!(
+        matches!(welcome, Control::Welcome { session_id, .. } if session_id == hs.session_id),
+        "{welcome:?}"
+    );
+    let status: Value = server
+        .http
+        .get(server.url(&format!("/api/protocol/v2/session/{}", hs.session_id)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["sseStreams"], 1);
+}
+
+#[tokio::test]
+async fn sse_and_websocket_sessions_exchange_messages_in_a_room() {
+    let server = TestServer::start(config()).await;
+    let hs = sse_handshake(&server, "sse", &[1, 2]).await;
+    let sid = hs.session_id.to_string();
+    let (resp, ()) = open(&server, &hs.lanes[0].url, None).await;
+    let mut ev = events(resp);
+    next_message(&mut ev).await; // welcome
+
+    let mut ws = server.peer("ws", &[1, 2]).await;
+    ws.join("room").await;
+    let r = post_json(&server, &sid, 1, &json!({"type": "join", "room": "room"})).await;
+    assert_eq!(r.status(), 202);
+    let (e1, joined) = next_message(&mut ev).await;
+    assert_eq!(
+        joined.payload,
+        json!({"type": "joined", "room": "room", "members": [ws.sid(), hs.session_id]})
+    );
+    match ws.expect_control().await {
+        Control::PeerJoined { session_id, .. } => assert_eq!(session_id, hs.session_id),
+        other => panic!("{other:?}"),
+    }
+
+    // WebSocket → SSE: the same message, with `from`, as a lane-2 event.
+    ws.send_data(Lane::Messaging, &json!({"text": "hello sse"}), None)
+        .await;
+    let (e2, m) = next_message(&mut ev).await;
+    assert_eq!((m.lane, m.seq, m.from), (2, 1, Some(ws.sid())));
+    assert_eq!(m.payload, json!({"text": "hello sse"}));
+    assert!(
+        e2.id.parse::<u64>().unwrap() > e1.id.parse::<u64>().unwrap(),
+        "ids increase across lanes"
+    );
+
+    // SSE → WebSocket: JSON and MessagePack bodies, relayed like frames.
+    let r = post_json(&server, &sid, 2, &json!({"text": "hello ws"})).await;
+    assert_eq!(r.status(), 202);
+    let (h, v) = ws.expect_data().await;
+    assert_eq!((h.lane, h.from), (Lane::Messaging, Some(hs.session_id)));
+    assert_eq!(v, json!({"text": "hello ws"}));
+    let packed = vec![0x81, 0xa1, b'n', 0x07]; // {"n": 7}
+    let r = post(&server, &sid, 2, "application/msgpack", packed).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(ws.expect_data().await.1, json!({"n": 7}));
+
+    // `to` addresses one session; a ping is answered on the stream.
+    let to = format!("/api/protocol/v2/session/{sid}/lane/2?to={}", ws.sid());
+    let r = server
+        .http
+        .post(server.url(&to))
+        .header("content-type", "application/json")
+        .body("[1,2]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(ws.expect_data().await.1, json!([1, 2]));
+    let r = post_json(
+        &server,
+        &sid,
+        1,
+        &json!({"type": "ping", "clientTime": 12.5}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let (_, pong) = next_message(&mut ev).await;
+    assert_eq!(pong.payload["type"], "pong");
+    assert_eq!(pong.payload["clientTime"], 12.5);
+
+    // The SSE session keeps its room while its stream is away.
+    drop(ev);
+    ws.send_data(Lane::Messaging, &json!({"while": "away"}), None)
+        .await;
+    let (resp, ()) = open(&server, &hs.lanes[0].url, Some(&e2.id)).await;
+    let mut ev = events(resp);
+    next_message(&mut ev).await; // welcome
+    let (_, m) = next_message(&mut ev).await;
+    assert_eq!(m.payload["type"], "pong");
+    let (_, m) = next_message(&mut ev).await;
+    assert_eq!(m.payload, json!({"while": "away"}));
+}
+
+/// Sends `n` messages numbered from `from` from a WebSocket peer in the room.
+async fn send_numbered(ws: &mut common::Peer, from: u64, n: u64) {
+    for i in from..from + n {
+        ws.send_data(Lane::Messaging, &json!({"n": i}), None).await;
+    }
+}
+
+/// A WebSocket peer and an SSE session in one room; returns the SSE session id.
+async fn room_pair(server: &TestServer) -> (common::Peer, String) {
+    let hs = sse_handshake(server, "sse", &[1, 2]).await;
+    let sid = hs.session_id.to_string();
+    let mut ws = server.peer("ws", &[1, 2]).await;
+    ws.join("r").await;
+    let r = post_json(server, &sid, 1, &json!({"type": "join", "room": "r"})).await;
+    assert_eq!(r.status(), 202);
+    ws.expect_control().await; // peer-joined
+    (ws, sid)
+}
+
+#[tokio::test]
+async fn last_event_id_resumes_without_loss_or_duplicates() {
+    let server = TestServer::start(config()).await;
+    let (mut ws, sid) = room_pair(&server).await;
+    let lane2 = format!("/api/protocol/v2/session/{sid}/lane/2/stream");
+    send_numbered(&mut ws, 0, 5).await;
+    let (resp, ()) = open(&server, &lane2, None).await;
+    let mut ev = events(resp);
+    let mut got = Vec::new();
+    let mut last_id = String::new();
+    let mut last_num = 0;
+    for _ in 0..3 {
+        let (e, m) = next_message(&mut ev).await;
+        got.push(m.payload["n"].as_u64().unwrap());
+        last_num = m.seq;
+        last_id = e.id;
+    }
+    drop(ev); // the client goes away after 3 of 5
+    send_numbered(&mut ws, 5, 5).await;
+    // Resume twice from the same id: both see exactly what follows it.
+    for _ in 0..2 {
+        let (resp, ()) = open(&server, &lane2, Some(&last_id)).await;
+        let mut ev = events(resp);
+        let mut rest = Vec::new();
+        let mut seq = last_num;
+        for _ in 0..7 {
+            let (_, m) = next_message(&mut ev).await;
+            assert_eq!(m.seq, seq + 1, "per-lane seqs have no gaps");
+            seq = m.seq;
+            rest.push(m.payload["n"].as_u64().unwrap());
+        }
+        let all: Vec<u64> = got.iter().chain(&rest).copied().collect();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        // Nothing more is pending: the next thing is a new message, not a duplicate.
+        ws.send_data(Lane::Messaging, &json!({"n": "new"}), None)
+            .await;
+        let (_, m) = next_message(&mut ev).await;
+        assert_eq!(m.payload, json!({"n": "new"}));
+        got.clear();
+        got.extend(0..3);
+    }
+    // The same id as a query parameter works too (for a new EventSource).
+    let q = format!("{lane2}?lastEventId={last_id}");
+    let (resp, ()) = open(&server, &q, None).await;
+    let mut ev = events(resp);
+    assert_eq!(next_message(&mut ev).await.1.payload, json!({"n": 3}));
+}
+
+#[tokio::test]
+async fn an_overflowed_history_reports_a_discontinuity() {
+    let server = TestServer::start(Config {
+        sse_history: 3,
+        ..config()
+    })
+    .await;
+    let (mut ws, sid) = room_pair(&server).await;
+    let lane2 = format!("/api/protocol/v2/session/{sid}/lane/2/stream");
+    send_numbered(&mut ws, 0, 1).await;
+    let (resp, ()) = open(&server, &lane2, None).await;
+    let mut ev = events(resp);
+    let (e, _) = next_message(&mut ev).await;
+    drop(ev);
+    send_numbered(&mut ws, 1, 9).await; // 9 more; the lane keeps the last 3
+    let (resp, ()) = open(&server, &lane2, Some(&e.id)).await;
+    let mut ev = events(resp);
+    let d = next(&mut ev).await;
+    assert_eq!(d.event, "discontinuity");
+    let d = parse_discontinuity(&d.data).unwrap();
+    assert_eq!((d.lane, d.seq), (2, 8));
+    assert_eq!(d.last_event_id.to_string(), e.id);
+    assert_eq!(d.reason, "history-lost");
+    for n in 7..10 {
+        let (_, m) = next_message(&mut ev).await;
+        assert_eq!(m.payload, json!({"n": n}));
+    }
+    // An id this session never sent: a discontinuity, then only new messages.
+    let (resp, ()) = open(&server, &lane2, Some("999999")).await;
+    let mut ev = events(resp);
+    let d = parse_discontinuity(&next(&mut ev).await.data).unwrap();
+    assert_eq!(d.reason, "unknown-event-id");
+    send_numbered(&mut ws, 100, 1).await;
+    assert_eq!(next_message(&mut ev).await.1.payload, json!({"n": 100}));
+}
+
+#[tokio::test]
+async fn idle_streams_get_keep_alive_comments_and_admin_close_ends_them() {
+    let server = TestServer::start(Config {
+        sse_keepalive_ms: 50,
+        ..config()
+    })
+    .await;
+    let hs = sse_handshake(&server, "a", &[1, 2]).await;
+    let (resp, ()) = open(&server, &hs.lanes[0].url, None).await;
+    let mut bytes = resp.bytes_stream();
+    let mut text = String::new();
+    while !text.contains("\n:") {
+        let chunk = timeout(WAIT, bytes.next()).await.unwrap().unwrap().unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(
+        text.starts_with("retry: 1000\nevent: lane-1\ndata: {"),
+        "{text}"
+    );
+    let closed: Value = server
+        .http
+        .post(server.url("/api/admin/sse/close"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(closed["closed"], 1);
+    // The stream ends (keep-alive comments may still be in flight before it).
+    let end = timeout(WAIT, async {
+        while let Some(chunk) = bytes.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the stream ended");
+}
+
+#[tokio::test]
+async fn post_and_stream_errors_are_json_with_codes() {
+    let server = TestServer::start(Config {
+        max_frame_bytes: 1024,
+        ..config()
+    })
+    .await;
+    let hs = sse_handshake(&server, "a", &[1, 2]).await;
+    let sid = hs.session_id.to_string();
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    assert_error(
+        post_json(&server, unknown, 2, &json!(1)).await,
+        404,
+        "session_not_found",
+    )
+    .await;
+    assert_error(
+        post_json(&server, &sid, 5, &json!(1)).await,
+        400,
+        "lane_not_negotiated",
+    )
+    .await;
+    assert_error(
+        post_json(&server, &sid, 9, &json!(1)).await,
+        400,
+        "unknown_lane",
+    )
+    .await;
+    assert_error(
+        post(&server, &sid, 2, "application/json", "{nope").await,
+        400,
+        "bad_payload",
+    )
+    .await;
+    assert_error(
+        post(&server, &sid, 2, "text/plain", "hi").await,
+        415,
+        "bad_request",
+    )
+    .await;
+    assert_error(
+        post(&server, &sid, 2, "application/json", vec![b' '; 2000]).await,
+        413,
+        "frame_too_large",
+    )
+    .await;
+    assert_error(
+        post_json(&server, &sid, 2, &json!(1)).await,
+        400,
+        "not_in_room",
+    )
+    .await;
+    let to = format!("/api/protocol/v2/session/{sid}/lane/2?to={unknown}");
+    let r = server
+        .http
+        .post(server.url(&to))
+        .header("content-type", "application/json")
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "unknown_target").await;
+    assert_error(
+        post_json(&server, &sid, 1, &json!({"type": "welcome"})).await,
+        400,
+        "bad_control",
+    )
+    .await;
+    assert_error(
+        post_json(&server, &sid, 1, &json!({"type": "join", "room": ""})).await,
+        400,
+        "invalid_argument",
+    )
+    .await;
+    assert_error(
+        post_json(&server, &sid, 1, &json!({"type": "leave", "room": "x"})).await,
+        400,
+        "not_in_room",
+    )
+    .await;
+
+    let get = |path: String| server.http.get(server.url(&path)).send();
+    assert_error(
+        get(format!("/api/protocol/v2/session/{unknown}/stream"))
+            .await
+            .unwrap(),
+        404,
+        "session_not_found",
+    )
+    .await;
+    assert_error(
+        get(format!("/api/protocol/v2/session/{sid}/stream?lanes=1,7"))
+            .await
+            .unwrap(),
+        400,
+        "lane_not_negotiated",
+    )
+    .await;
+    assert_error(
+        get(format!("/api/protocol/v2/session/{sid}/lane/3/stream"))
+            .await
+            .unwrap(),
+        400,
+        "lane_not_negotiated",
+    )
+    .await;
+    assert_error(
+        get(format!(
+            "/api/protocol/v2/session/{sid}/stream?lastEventId=x"
+        ))
+        .await
+        .unwrap(),
+        400,
+        "bad_request",
+    )
+    .await;
+    // Deleting the session ends its stream.
+    let (resp, ()) = open(&server, &hs.lanes[0].url, None).await;
+    let mut ev = events(resp);
+    next_message(&mut ev).await;
+    let r = server
+        .http
+        .delete(server.url(&format!("/api/protocol/v2/session/{sid}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(
+        timeout(WAIT, ev.next()).await.unwrap().is_none(),
+        "stream ended"
+    );
+}
+
+#[tokio::test]
+async fn a_full_receiver_queue_answers_503_backpressure() {
+    let server = TestServer::start(Config {
+        queue_frames: 1,
+        queue_bytes: 1,
+        ..config()
+    })
+    .await;
+    let (_ws, sid) = room_pair(&server).await; // the WebSocket peer never reads
+    let big = json!({"blob": "x".repeat(256 << 10)}).to_string();
+    let mut refused = None;
+    for _ in 0..2000 {
+        let r = post(&server, &sid, 2, "application/json", big.clone()).await;
+        if r.status() != 202 {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("the receiver's queue fills up");
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_error(r, 503, "backpressure").await;
+}
