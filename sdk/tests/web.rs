@@ -182,6 +182,16 @@ async fn two_clients_join_a_room_and_exchange_nested_values_on_messaging_and_syn
             .any(|e| e == json!({"type": "peer-joined", "room": room, "sessionId": b.session_id()}))
     })
     .await;
+    // Every join is followed by the room's key (PROTOCOL.md §13.4), as a `room-key` event.
+    wait_for("A to get the room key", DELIVERY_TIMEOUT_MS, || {
+        a_events.all().iter().map(json_of).any(|e| {
+            e["type"] == "room-key"
+                && e["room"] == json!(room)
+                && e["keyId"].is_u64()
+                && e["key"].as_str().is_some_and(|k| k.len() == 43)
+        })
+    })
+    .await;
 
     let b_messaging = record_lane(&b, JsValue::from(2));
     let b_sync = record_lane(&b, JsValue::from_str("Sync"));

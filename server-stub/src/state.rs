@@ -24,6 +24,7 @@
 use crate::config::Config;
 use crate::music::MusicRooms;
 use crate::now_ms;
+use crate::room_key::RoomKeys;
 use crate::sse::SseHub;
 use axum::body::Bytes;
 use p3_lanes::core::control::Control;
@@ -347,6 +348,8 @@ pub(crate) struct Registry {
     reported_version: Option<String>,
     /// The authorities of music rooms ([`crate::music`]).
     pub(crate) music: MusicRooms,
+    /// Room keys for sealing between peers ([`crate::room_key`]).
+    pub(crate) room_keys: RoomKeys,
 }
 
 /// Outcome of [`Registry::attach`].
@@ -481,6 +484,7 @@ impl Registry {
             others.clone_from(members);
             if members.is_empty() {
                 self.rooms.remove(&room);
+                self.room_keys.emptied(&room);
             }
         }
         for &other in &others {
@@ -526,6 +530,7 @@ impl Registry {
                     members,
                 },
             );
+            self.send_room_key(sid, &room);
             for other in others {
                 self.send_control(
                     other,
@@ -541,7 +546,21 @@ impl Registry {
             }
         } else {
             let members = self.rooms.get(&room).cloned().unwrap_or_default();
-            self.send_control(sid, &Control::Joined { room, members });
+            self.send_control(
+                sid,
+                &Control::Joined {
+                    room: room.clone(),
+                    members,
+                },
+            );
+            self.send_room_key(sid, &room);
+        }
+    }
+
+    /// Sends `sid` the `room-key` of `room` (right after `joined`; PROTOCOL.md §13.4).
+    fn send_room_key(&mut self, sid: SessionId, room: &str) {
+        if let Some(msg) = self.room_keys.join(room) {
+            self.send_control(sid, &msg);
         }
     }
 
@@ -895,6 +914,7 @@ impl Registry {
         }
         self.sessions.retain(|_, s| !s.expired(now, ttl));
         self.music.sweep(now);
+        self.room_keys.sweep(now);
         before - self.sessions.len()
     }
 }
@@ -953,6 +973,7 @@ impl AppState {
             app_version: config.app_version.clone(),
             reported_version: config.reported_version.clone(),
             music: MusicRooms::new(config.ttl()),
+            room_keys: RoomKeys::new(config.ttl()),
         };
         Arc::new(AppState {
             dict_wire: dict.to_wire(),

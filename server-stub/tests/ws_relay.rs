@@ -224,6 +224,12 @@ async fn leave_and_close_notify_peers() {
             members: vec![b_sid]
         }
     );
+    let other_key = b.expect_room_key("other").await;
+    assert_ne!(
+        Some(&other_key),
+        a.room_key.as_ref(),
+        "each room has its own key"
+    );
     assert_eq!(
         a.expect_control().await,
         Control::PeerLeft {
@@ -244,6 +250,11 @@ async fn leave_and_close_notify_peers() {
         }
     );
     assert!(matches!(b.expect_control().await, Control::Joined { .. }));
+    assert_eq!(
+        b.expect_room_key("room").await,
+        a.room_key.clone().unwrap(),
+        "every member of a room gets the same key"
+    );
     assert!(matches!(
         a.expect_control().await,
         Control::PeerJoined { .. }

@@ -207,6 +207,17 @@ pub enum Event {
         /// The version `GET /api/version` answers.
         version: String,
     },
+    /// The server handed out the room's key for sealing music control between peers
+    /// (Control `room-key`, PROTOCOL.md §13.4), right after a join.
+    RoomKey {
+        /// Room name.
+        room: String,
+        /// Key id (the seal envelope's key id).
+        key_id: u32,
+        /// 32 bytes, base64url without padding; see
+        /// [`crate::core::p2p::seal::RoomKey::from_base64url`].
+        key: String,
+    },
     /// Multiplexer only: a reliable lane skipped messages that will never arrive (the
     /// server restarted or forgot them); delivery continues in order after it.
     Discontinuity(Discontinuity),
@@ -991,6 +1002,7 @@ impl Client {
                 }
             }
             Control::Version { version } => Event::Version { version },
+            Control::RoomKey { room, key_id, key } => Event::RoomKey { room, key_id, key },
             Control::Welcome {
                 session_id,
                 app_version,

@@ -93,6 +93,19 @@ pub enum Control {
         /// The session that left.
         session_id: SessionId,
     },
+    /// The room's key for sealing music control between peers (PROTOCOL.md §13.4; issue #5
+    /// "Security"), sent to a session right after `joined` (and again on every join). The
+    /// server generates it from the OS CSPRNG on a room's first join and keeps it while the
+    /// room lives (never rotated while it lives; forgotten a session TTL after the room
+    /// empties). Open with [`crate::core::p2p::seal::RoomKey::from_base64url`].
+    RoomKey {
+        /// Room name (also part of the seal's associated data).
+        room: String,
+        /// Key id (u32), the envelope's key id.
+        key_id: u32,
+        /// The 32 key bytes, base64url without padding (43 characters).
+        key: String,
+    },
     /// Something the peer sent was refused; `lane`/`seq` name the frame when there is one.
     Error {
         /// Machine-readable code.
@@ -121,6 +134,7 @@ impl Control {
         "left",
         "peer-joined",
         "peer-left",
+        "room-key",
         "error",
     ];
 }
@@ -206,6 +220,15 @@ mod tests {
         ));
         let text = serde_json::to_string(&w).unwrap();
         assert!(!text.contains("appVersion"), "{text}");
+        assert_eq!(
+            serde_json::to_value(Control::RoomKey {
+                room: "r".into(),
+                key_id: 3,
+                key: "AAAA".into()
+            })
+            .unwrap(),
+            json!({"type": "room-key", "room": "r", "keyId": 3, "key": "AAAA"})
+        );
     }
 
     #[test]
@@ -229,6 +252,11 @@ mod tests {
                 members: vec![],
             },
             Control::Left { room: "r".into() },
+            Control::RoomKey {
+                room: "r".into(),
+                key_id: 7,
+                key: "k".into(),
+            },
             Control::Error {
                 code: ErrorCode::Internal,
                 error: String::new(),
@@ -241,7 +269,7 @@ mod tests {
             assert!(Control::TYPES.contains(&v["type"].as_str().unwrap()), "{v}");
         }
         let n = Control::TYPES.len();
-        assert_eq!(n, 11, "update TYPES when adding a Control variant");
+        assert_eq!(n, 12, "update TYPES when adding a Control variant");
     }
 
     #[test]

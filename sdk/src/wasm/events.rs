@@ -52,6 +52,11 @@ enum JsEvent<'a> {
     Version {
         version: &'a str,
     },
+    RoomKey {
+        room: &'a str,
+        key_id: u32,
+        key: &'a str,
+    },
     Discontinuity {
         lane: u8,
         expected_epoch: u32,
@@ -99,6 +104,11 @@ pub(crate) fn event_to_js(ev: &Event) -> Option<JsValue> {
         Event::RoomJoined { room, members } => JsEvent::RoomJoined { room, members },
         Event::RoomLeft { room } => JsEvent::RoomLeft { room },
         Event::Version { version } => JsEvent::Version { version },
+        Event::RoomKey { room, key_id, key } => JsEvent::RoomKey {
+            room,
+            key_id: *key_id,
+            key,
+        },
         Event::Discontinuity(d) => JsEvent::Discontinuity {
             lane: d.lane.id(),
             expected_epoch: d.expected_epoch,

@@ -73,6 +73,8 @@ export type P3Event =
   | { type: 'room-left'; room: string }
   /** The server's app version (on every connection, and pushed when it changes): call `checkVersion()` if it is not yours. */
   | { type: 'version'; version: string }
+  /** The room's key for sealing music control between peers (PROTOCOL.md §13.4), after every join: `key` is 32 bytes in base64url without padding, `keyId` the envelope's key id (u32). */
+  | { type: 'room-key'; room: string; keyId: number; key: string }
   /** Multiplexer: a reliable lane skipped messages that will never arrive (the server restarted or forgot them); delivery continues in order from `(epoch, seq)`. Resynchronise the lane's state. */
   | { type: 'discontinuity'; lane: LaneNumber; expectedEpoch: number; expectedSeq: number; epoch: number; seq: number; reason: 'history-lost' | 'peer-restarted' | 'joined-mid-stream' }
   /** Multiplexer: a lane that refused `send` with `backpressure` has room again. */

@@ -138,6 +138,7 @@ impl TestServer {
             dict: Dictionary::v1(),
             seq: [1; 8],
             control_seq: 1,
+            room_key: None,
         }
     }
 }
@@ -168,6 +169,8 @@ pub struct Peer {
     pub dict: Dictionary,
     pub seq: [u64; 8],
     pub control_seq: u64,
+    /// `(keyId, key)` of the last `room-key` [`Peer::join`] received.
+    pub room_key: Option<(u32, String)>,
 }
 
 impl Peer {
@@ -297,16 +300,35 @@ impl Peer {
         }
     }
 
-    /// Joins `room`; returns the members from `joined`.
+    /// Joins `room`; returns the members from `joined` (and keeps the `room-key` that
+    /// follows it in [`Peer::room_key`]).
     pub async fn join(&mut self, room: &str) -> Vec<SessionId> {
         self.send_control(&Control::Join { room: room.into() })
             .await;
-        match self.expect_control().await {
+        let members = match self.expect_control().await {
             Control::Joined { room: r, members } => {
                 assert_eq!(r, room);
                 members
             }
             other => panic!("expected joined, got {other:?}"),
+        };
+        self.expect_room_key(room).await;
+        members
+    }
+
+    /// Expects `room-key` for `room` (it follows every `joined`); returns `(keyId, key)`.
+    pub async fn expect_room_key(&mut self, room: &str) -> (u32, String) {
+        match self.expect_control().await {
+            Control::RoomKey {
+                room: r,
+                key_id,
+                key,
+            } => {
+                assert_eq!(r, room);
+                self.room_key = Some((key_id, key.clone()));
+                (key_id, key)
+            }
+            other => panic!("expected room-key, got {other:?}"),
         }
     }
 

@@ -56,7 +56,31 @@ impl RoomKey {
     pub fn new(id: u32, key: [u8; 32]) -> Self {
         RoomKey { id, key }
     }
+
+    /// The key of a Control `room-key {room, keyId, key}` message (PROTOCOL.md §13.4): `key`
+    /// is exactly 32 bytes in base64url without padding (43 characters).
+    ///
+    /// Errors: [`BadRoomKey`] if `key` is not base64url or not 32 bytes.
+    pub fn from_base64url(id: u32, key: &str) -> Result<Self, BadRoomKey> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(key)
+            .map_err(|_| BadRoomKey)?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| BadRoomKey)?;
+        Ok(RoomKey { id, key })
+    }
+
+    /// The key bytes in base64url without padding, as `room-key` carries them.
+    pub fn to_base64url(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.key)
+    }
 }
+
+/// A `room-key` message whose `key` is not 32 bytes of base64url (without padding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("room key must be 32 bytes in base64url without padding")]
+pub struct BadRoomKey;
 
 /// Why an envelope did not open. Everything but `Replay` is bad or foreign bytes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -250,6 +274,22 @@ mod tests {
             open(&key, "r", "s", &v2),
             Err(SealError::UnsupportedVersion(2))
         );
+    }
+
+    #[test]
+    fn base64url_keys() {
+        let k = RoomKey::new(9, [0xfb; 32]);
+        let text = k.to_base64url();
+        assert_eq!(text.len(), 43);
+        assert!(!text.contains(['+', '/', '=']), "{text}");
+        let back = RoomKey::from_base64url(9, &text).unwrap();
+        assert_eq!(back.key, k.key);
+        assert!(matches!(
+            RoomKey::from_base64url(9, "AAAA"),
+            Err(BadRoomKey)
+        ));
+        assert!(RoomKey::from_base64url(9, &format!("{text}=")).is_err());
+        assert!(RoomKey::from_base64url(9, "not base64!").is_err());
     }
 
     #[test]
