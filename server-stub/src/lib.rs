@@ -12,6 +12,7 @@
 //! | [`ws`] | the session WebSocket: rooms, relay, heartbeats (seed 000 lanes, seed 001) |
 //! | [`state`] | sessions, rooms, outbound queues, TTL sweeper |
 //! | [`music`] | music rooms: one sync authority per room, `GET /api/media` and `/media/` (issue #4, seed 004 Tier 1) |
+//! | `signal_route` | WebRTC signaling on the Messaging lane: routed to one member of the room, `from` checked (seed 000 "Nexus as P2P signaling") |
 //! | `room_key` | the room key each joiner gets for sealing music control between peers (issue #5 "Security", PROTOCOL.md §13.4) |
 //! | [`pwa`] | the app version in `index.html`, runtime version changes pushed to sockets (seed 000 "PWA Cache Protection") |
 //! | [`sse`] | SSE lanes: per-lane and multiplexed `text/event-stream`s with `Last-Event-ID` resume, `POST` to a lane (seed 001 "Server-Sent Events"; issue 3) |
@@ -25,6 +26,7 @@ pub mod error;
 pub mod music;
 pub mod pwa;
 mod room_key;
+mod signal_route;
 pub mod sse;
 pub mod state;
 pub mod ws;

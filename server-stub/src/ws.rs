@@ -22,6 +22,9 @@
 //! frames [`crate::state::Registry::mux_pump`] returns one at a time. A fatal multiplexer
 //! error closes with 1002. `--test-latency-ms` does not apply to them.
 //!
+//! Signaling: a Messaging-lane `offer` / `answer` / `ice` / `end` goes to the one member of
+//! the sender's room it names, with `from` checked ([`crate::signal_route`]).
+//!
 //! Music rooms: a Sync-lane `music-control` without `to` is taken off the relay and handed to
 //! the room's authority ([`crate::music`]); `ping {rttMs}` feeds it.
 //!
@@ -37,6 +40,7 @@
 use crate::error::AppError;
 use crate::music;
 use crate::now_ms;
+use crate::signal_route;
 use crate::state::{
     close, error_msg, mono_ms, AppState, Attach, CloseReason, CloseSignal, OutboundRx, Variant,
 };
@@ -642,6 +646,9 @@ fn relay(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeader, body: 
             )
         }
     };
+    if h.lane == Lane::Messaging && signal_route::is_signal(&value) {
+        return signal_route::relay_signal(state, sid, conn_id, h, value);
+    }
     if h.lane == Lane::Sync && h.to.is_none() && music::is_music_message(&value) {
         return state.registry().music_message(sid, conn_id, h.seq, value);
     }

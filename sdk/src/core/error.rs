@@ -62,6 +62,9 @@ pub enum ErrorCode {
     /// The request is not allowed from where it came (e.g. an admin endpoint called from
     /// another machine or another origin).
     Forbidden,
+    /// The signaling server (`GET /api/signaling`, PROTOCOL.md §13.7): `auth` failed (unknown
+    /// or expired session, wrong signature), or `join` / `offer` / ... before `auth_ok`.
+    Unauthorized,
     /// The multiplexer's per-peer reassembly memory limit would be exceeded by a chunk: the
     /// peer sends more partial messages than allowed (PROTOCOL.md "Multiplexer (v2 frames)").
     ReassemblyLimit,
@@ -97,6 +100,7 @@ impl ErrorCode {
             ErrorCode::EpochMismatch => "epoch_mismatch",
             ErrorCode::StaleAfterPurge => "stale_after_purge",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::ReassemblyLimit => "reassembly_limit",
             ErrorCode::ProtocolViolation => "protocol_violation",
         }
@@ -144,6 +148,7 @@ mod tests {
             ErrorCode::EpochMismatch,
             ErrorCode::StaleAfterPurge,
             ErrorCode::Forbidden,
+            ErrorCode::Unauthorized,
             ErrorCode::ReassemblyLimit,
             ErrorCode::ProtocolViolation,
         ] {
