@@ -154,6 +154,8 @@ async fn sse_and_websocket_sessions_exchange_messages_in_a_room() {
         joined.payload,
         json!({"type": "joined", "room": "room", "members": [ws.sid(), hs.session_id]})
     );
+    let (_, key) = next_message(&mut ev).await;
+    assert_eq!(key.payload["type"], "room-key", "the room key follows joined");
     match ws.expect_control().await {
         Control::PeerJoined { session_id, .. } => assert_eq!(session_id, hs.session_id),
         other => panic!("{other:?}"),
@@ -498,8 +500,9 @@ async fn post_and_stream_errors_are_json_with_codes() {
 #[tokio::test]
 async fn a_full_receiver_queue_answers_503_backpressure() {
     let server = TestServer::start(Config {
-        queue_frames: 1,
-        queue_bytes: 1,
+        // Room for the `joined` + `room-key` burst a joiner gets, not for a second blob.
+        queue_frames: 2,
+        queue_bytes: 4096,
         ..config()
     })
     .await;
