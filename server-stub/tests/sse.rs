@@ -155,7 +155,10 @@ async fn sse_and_websocket_sessions_exchange_messages_in_a_room() {
         json!({"type": "joined", "room": "room", "members": [ws.sid(), hs.session_id]})
     );
     let (_, key) = next_message(&mut ev).await;
-    assert_eq!(key.payload["type"], "room-key", "the room key follows joined");
+    assert_eq!(
+        key.payload["type"], "room-key",
+        "the room key follows joined"
+    );
     match ws.expect_control().await {
         Control::PeerJoined { session_id, .. } => assert_eq!(session_id, hs.session_id),
         other => panic!("{other:?}"),
