@@ -812,12 +812,14 @@ impl Registry {
     }
 
     /// What socket `conn_id` of multiplexed session `sid` should write now, and when to ask
-    /// again (ms of [`mono_ms`]). The caller awaits each write, so the transport's buffer is
-    /// reported empty. `None` if the socket is no longer the session's.
+    /// again (ms of [`mono_ms`]). `buffered`: bytes written but not yet on the wire (the
+    /// caller awaits each write, so 0 unless a test delay line holds frames). `None` if the
+    /// socket is no longer the session's.
     pub(crate) fn mux_pump(
         &mut self,
         sid: SessionId,
         conn_id: u64,
+        buffered: usize,
     ) -> Option<(Vec<Bytes>, Option<u64>)> {
         let s = self.conn_session(sid, conn_id)?;
         let m = s.mux.as_mut()?;
@@ -825,7 +827,7 @@ impl Registry {
         if m.poll_timeout().is_some_and(|t| t <= now) {
             m.handle_timeout(now);
         }
-        m.handle_transport_buffered(0);
+        m.handle_transport_buffered(buffered);
         let mut frames = Vec::new();
         while let Some(f) = m.poll_transmit() {
             frames.push(Bytes::from(f));

@@ -20,7 +20,7 @@
 //! delivers is a §5 frame handled as above, with the multiplexer's seq. The send task waits on
 //! the connection's `Notify`, the close signal and the multiplexer's deadline, then writes the
 //! frames [`crate::state::Registry::mux_pump`] returns one at a time. A fatal multiplexer
-//! error closes with 1002. `--test-latency-ms` does not apply to them.
+//! error closes with 1002. `--test-latency-ms` applies to their v2 frames as to v1 frames.
 //!
 //! Signaling: a Messaging-lane `offer` / `answer` / `ice` / `end` goes to the one member of
 //! the sender's room it names, with `from` checked ([`crate::signal_route`]).
@@ -30,7 +30,8 @@
 //!
 //! Test only: with `--test-latency-ms` / `--test-jitter-ms` every frame of a socket, in each
 //! direction, waits `latency ± jitter` (uniform) in a delay line that keeps frames in order
-//! (a slow TCP link): frames leave the bounded outbound queue into it at once.
+//! (a slow TCP link): frames leave the bounded outbound queue into it at once (a multiplexed
+//! socket: the bytes in the line count as the transport's buffer for the multiplexer's budget).
 //!
 //! A Data frame is decoded with the encoding its flags name (a json frame on a lane negotiated
 //! as msgpack is accepted) and forwarded byte for byte to receivers that negotiated that same
@@ -180,7 +181,7 @@ async fn connection(
 ) {
     tracing::info!(session = %sid, conn_id, mux = mux.is_some(), "socket open");
     let (sink, stream) = socket.split();
-    let delay = state.config().test_delay().filter(|_| mux.is_none());
+    let delay = state.config().test_delay();
     let mut send_task = match (delay, mux) {
         (_, Some(notify)) => tokio::spawn(mux_send_loop(
             sink,
@@ -189,6 +190,7 @@ async fn connection(
             conn_id,
             signal.clone(),
             notify,
+            delay.map(|d| DelayLine::new(d, conn_id)),
         )),
         (None, None) => tokio::spawn(send_loop(sink, rx, signal.clone())),
         (Some(d), None) => tokio::spawn(delayed_send_loop(
@@ -268,8 +270,10 @@ async fn send_loop(
     let _ = timeout(CLOSE_GRACE, sink.send(close_message(reason))).await;
 }
 
-/// The send task of a multiplexed session: writes what the multiplexer has, one frame at a
-/// time, then waits for news (`notify`), its deadline, or the close signal.
+/// Writes what the session's multiplexer has for this socket until the close signal, then the
+/// close frame. With `line` (test only, `--test-latency-ms`) frames wait in the delay line
+/// first, and the bytes waiting there are reported to the multiplexer as the transport's
+/// buffer, so priorities still apply above it as on a slow link.
 async fn mux_send_loop(
     mut sink: SplitSink<WebSocket, Message>,
     state: Arc<AppState>,
@@ -277,10 +281,28 @@ async fn mux_send_loop(
     conn_id: u64,
     signal: Arc<CloseSignal>,
     notify: Arc<Notify>,
+    mut line: Option<DelayLine>,
 ) {
     let start = tokio::time::Instant::now() - Duration::from_millis(mono_ms());
+    let mut pending: VecDeque<(tokio::time::Instant, Bytes)> = VecDeque::new();
+    let mut pending_bytes = 0usize;
     let reason = 'outer: loop {
-        let pumped = state.registry().mux_pump(sid, conn_id);
+        // Delay line: write every frame that is due.
+        while pending
+            .front()
+            .is_some_and(|p| p.0 <= tokio::time::Instant::now())
+        {
+            let Some((_, frame)) = pending.pop_front() else {
+                break;
+            };
+            pending_bytes -= frame.len();
+            tokio::select! {
+                biased;
+                r = signal.closed() => break 'outer r,
+                sent = sink.send(Message::Binary(frame)) => if sent.is_err() { return },
+            }
+        }
+        let pumped = state.registry().mux_pump(sid, conn_id, pending_bytes);
         let Some((frames, deadline)) = pumped else {
             break CloseReason {
                 code: close::NORMAL,
@@ -289,6 +311,11 @@ async fn mux_send_loop(
         };
         let busy = !frames.is_empty();
         for frame in frames {
+            if let Some(line) = line.as_mut() {
+                pending_bytes += frame.len();
+                pending.push_back((line.due(), frame));
+                continue;
+            }
             tokio::select! {
                 biased;
                 r = signal.closed() => break 'outer r,
@@ -300,11 +327,13 @@ async fn mux_send_loop(
             continue;
         }
         let wake = deadline.map(|ms| start + Duration::from_millis(ms));
+        let due = pending.front().map(|p| p.0);
         tokio::select! {
             biased;
             r = signal.closed() => break r,
             () = notify.notified() => {}
             () = sleep_until(wake) => {}
+            () = sleep_until(due) => {}
         }
     };
     let _ = timeout(CLOSE_GRACE, sink.send(close_message(reason))).await;

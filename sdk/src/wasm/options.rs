@@ -1,7 +1,8 @@
 //! `ConnectOptions` (the second argument of `P3Client.connect`) → the handshake request and
 //! the core's [`ClientConfig`]. Defaults: a random `clientId`, all 8 lanes,
 //! `['msgpack', 'json']`, `deviceInfo: {platform: 'web'}`, reconnect on, the server's
-//! heartbeat timings.
+//! heartbeat timings, the lane multiplexer offered (`mux: false` keeps v1 framing,
+//! PROTOCOL.md §11).
 
 use crate::core::client::ClientConfig;
 use crate::core::frame::SessionId;
@@ -26,7 +27,8 @@ struct ConnectOptions {
     reconnect: Option<bool>,
     heartbeat_interval_ms: Option<f64>,
     heartbeat_timeout_ms: Option<f64>,
-    /// Ask for the lane multiplexer (PROTOCOL.md §11). Default: false (rollout).
+    /// Offer the lane multiplexer (PROTOCOL.md §11). Default: true; `false` keeps v1 framing
+    /// (§5) for servers or apps that need it.
     mux: Option<bool>,
     /// Multiplexer: the socket `bufferedAmount` up to which it writes, bytes.
     transport_high_water_bytes: Option<f64>,
@@ -64,8 +66,9 @@ pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig
             lanes,
         },
         device_info: Some(device_info),
-        // The multiplexer is offered only on request while it rolls out.
-        features: if o.mux.unwrap_or(false) {
+        // The multiplexer is offered unless the app opts out; a server without it simply
+        // does not grant the flag and the session speaks v1 (§3 negotiation).
+        features: if o.mux.unwrap_or(true) {
             vec![FEATURE_MUX.to_owned()]
         } else {
             Vec::new()

@@ -39,7 +39,7 @@ export interface ConnectOptions {
   heartbeatIntervalMs?: number;
   /** Silence after which the socket is presumed dead, ms. Default: the server's `heartbeat.timeoutMs`. */
   heartbeatTimeoutMs?: number;
-  /** Ask for the lane multiplexer (PROTOCOL.md §11: chunking, priorities, resume without loss, discontinuity events). Default: false while it rolls out. */
+  /** Offer the lane multiplexer (PROTOCOL.md §11: chunking, priorities, resume without loss, discontinuity events). Default: true; `false` keeps v1 framing (§5) for compatibility. */
   mux?: boolean;
   /** Multiplexer: write while the socket's `bufferedAmount` is at most this, bytes. Default: 262144. */
   transportHighWaterBytes?: number;
