@@ -53,7 +53,8 @@ function shortId(id) {
 function showHandshake(client) {
   const hs = client.handshake;
   $('session-id').textContent = hs.sessionId;
-  $('transport').textContent = hs.transport;
+  // The lane multiplexer (chunking, priorities, resume) is the SDK's default when granted.
+  $('transport').textContent = hs.protocol.features.includes('mux') ? `${hs.transport} · lane multiplexer (v2 frames)` : `${hs.transport} · v1 frames`;
   $('protocol-version').textContent = `${hs.protocol.version} (${hs.protocol.features.join(', ')})`;
   $('dictionary').textContent = `v${hs.dictionary.version}, ${hs.dictionary.tokens.length} tokens`;
   $('ttl').textContent = `${hs.ttlSeconds} s`;
@@ -107,6 +108,19 @@ function showMembers(client) {
   $('member-count').textContent = members.size === 1 ? '1 member' : `${members.size} members`;
 }
 
+/** A multiplexer event about one lane, in the message log. */
+function logLaneEvent(client, laneId, text) {
+  const lane = client.handshake.lanes.find((l) => l.id === laneId);
+  const li = document.createElement('li');
+  const head = document.createElement('span');
+  head.className = 'meta';
+  head.textContent = `${lane?.name ?? 'lane'} (${laneId}) · lane event`;
+  li.append(head, text);
+  $('log').prepend(li);
+  while ($('log').children.length > LOG_LIMIT) $('log').lastElementChild.remove();
+  $('log-empty').hidden = true;
+}
+
 function logMessage(client, msg) {
   const lane = client.handshake.lanes.find((l) => l.id === msg.lane);
   const li = document.createElement('li');
@@ -150,6 +164,17 @@ function onEvent(client, ev) {
       break;
     case 'error':
       showError(ev, ev.lane ? `server, lane ${ev.lane}` : 'server');
+      break;
+    // Lane multiplexer (the SDK's default, PROTOCOL.md §11).
+    case 'discontinuity':
+      // Messages on this lane were lost (e.g. the server restarted): a real app resyncs here.
+      logLaneEvent(client, ev.lane, `discontinuity (${ev.reason}): epoch ${ev.expectedEpoch} #${ev.expectedSeq} → epoch ${ev.epoch} #${ev.seq}`);
+      break;
+    case 'drain':
+      logLaneEvent(client, ev.lane, 'drain: the lane takes messages again after a backpressure refusal');
+      break;
+    case 'dropped':
+      logLaneEvent(client, ev.lane, `dropped ${ev.count} old message(s) (unreliable lane over its queue depth)`);
       break;
     case 'version':
       // The server runs another version (a deploy, or we reconnected after a restart).
@@ -286,6 +311,7 @@ async function main() {
   if (!(await protectFromStaleCache())) return;
   let client;
   try {
+    // The multiplexer is on by default (`mux: false` would keep v1 framing).
     client = await P3Client.connect(location.origin, { lanes: ALL_LANES, deviceInfo: { platform: 'web', app: 'p3-lanes demo' } });
   } catch (err) {
     showState('closed', err.code);

@@ -271,6 +271,39 @@ async fn refused_handshakes_reject_with_the_server_code() {
 }
 
 #[wasm_bindgen_test]
+async fn the_multiplexer_is_the_default_and_mux_false_keeps_v1_framing() {
+    let has_mux = |c: &P3Client| {
+        json_of(&c.handshake())["protocol"]["features"]
+            .as_array()
+            .is_some_and(|f| f.contains(&json!("mux")))
+    };
+    let default = connect_ok(json!({"lanes": [1, 2]})).await;
+    assert!(has_mux(&default), "offered and granted by default");
+    let v1 = connect_ok(json!({"lanes": [1, 2], "mux": false})).await;
+    assert!(!has_mux(&v1), "`mux: false` keeps v1 framing");
+
+    // `maxMessageBytes` bounds what the app may send, with and without the multiplexer.
+    for mux in [true, false] {
+        let c = connect_ok(json!({"lanes": [1, 2], "mux": mux, "maxMessageBytes": 4096})).await;
+        let fits = json!({"text": "x".repeat(1000)});
+        let over = json!({"text": "x".repeat(8000)});
+        assert!(send(&c, JsValue::from(2), &fits).is_ok());
+        let err = send(&c, JsValue::from(2), &over).expect_err("over maxMessageBytes");
+        assert_eq!(code_of(&err), "frame_too_large", "mux {mux}");
+        c.close();
+    }
+    for bad in [json!(10), json!(-1), json!("big")] {
+        let err = connect(json!({"maxMessageBytes": bad}))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("maxMessageBytes {bad} should be refused"));
+        assert_eq!(code_of(&err), "invalid_argument", "maxMessageBytes {bad}");
+    }
+    default.close();
+    v1.close();
+}
+
+#[wasm_bindgen_test]
 async fn send_refusals_throw_coded_errors() {
     let c = connect_ok(json!({"lanes": [1, 2]})).await;
     let granted: Vec<u64> = json_of(&c.handshake())["lanes"]

@@ -32,6 +32,9 @@ struct ConnectOptions {
     mux: Option<bool>,
     /// Multiplexer: the socket `bufferedAmount` up to which it writes, bytes.
     transport_high_water_bytes: Option<f64>,
+    /// Largest message sent or accepted (frame header included), bytes. Default 1 MiB, the
+    /// server's default `--max-frame-bytes`.
+    max_message_bytes: Option<f64>,
 }
 
 /// Reads `options` (`undefined`/`null`: all defaults).
@@ -85,6 +88,15 @@ pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig
             Some(_) => {
                 return Err(error::invalid_argument(
                     "transportHighWaterBytes must be a number ≥ 0",
+                ))
+            }
+        },
+        max_frame_bytes: match o.max_message_bytes {
+            None => ClientConfig::default().max_frame_bytes,
+            Some(b) if b.is_finite() && b >= 1024.0 => b as usize,
+            Some(_) => {
+                return Err(error::invalid_argument(
+                    "maxMessageBytes must be a number ≥ 1024",
                 ))
             }
         },

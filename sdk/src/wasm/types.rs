@@ -43,6 +43,8 @@ export interface ConnectOptions {
   mux?: boolean;
   /** Multiplexer: write while the socket's `bufferedAmount` is at most this, bytes. Default: 262144. */
   transportHighWaterBytes?: number;
+  /** Largest message sent or accepted (a few bytes of frame header included), bytes; larger sends throw `frame_too_large`. Keep it at most the server's `--max-frame-bytes`. With the multiplexer, messages over 16 KiB travel as chunks, so multi-megabyte messages never hold up other lanes. Default: 1048576 (the server's default). */
+  maxMessageBytes?: number;
 }
 
 /** A message received on a lane. */
