@@ -4,6 +4,8 @@
 //! 16 KiB, so it is chunked) to a receiver in the same room while sockets are cut, or while
 //! the server restarts. The receiver must get every number once and in order, or a
 //! discontinuity naming the lane right before a jump: never a silent gap or a duplicate.
+//! With `--test-latency-ms` the multiplexed frames go through the per-connection delay line
+//! (PROTOCOL.md §12.7) in order, both ways.
 
 mod common;
 
@@ -13,7 +15,7 @@ use p3_lanes::core::client::{Action, Client, ClientConfig, Event, Output};
 use p3_lanes::core::handshake::{HandshakeResponse, FEATURE_MUX};
 use p3_lanes::core::lane::Lane;
 use serde_json::{json, Value};
-use server_stub::{serve, AppState};
+use server_stub::{serve, AppState, Config};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,6 +39,10 @@ struct Server {
 }
 
 async fn start(addr: SocketAddr) -> (Server, SocketAddr) {
+    start_with(addr, config()).await
+}
+
+async fn start_with(addr: SocketAddr, config: Config) -> (Server, SocketAddr) {
     let mut tries = 0;
     let listener = loop {
         match TcpListener::bind(addr).await {
@@ -51,7 +57,7 @@ async fn start(addr: SocketAddr) -> (Server, SocketAddr) {
     };
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, AppState::new(config()), async {
+    let task = tokio::spawn(serve(listener, AppState::new(config), async {
         let _ = rx.await;
     }));
     (Server { stop, task }, addr)
@@ -66,6 +72,8 @@ struct Node {
     http: reqwest::Client,
     t0: Instant,
     seen: Vec<Seen>,
+    /// When each `Seen::Msg` arrived, in the same order.
+    arrived: Vec<Instant>,
     events: Vec<Event>,
 }
 
@@ -112,6 +120,7 @@ impl Node {
             http,
             t0: Instant::now(),
             seen: vec![],
+            arrived: vec![],
             events: vec![],
         };
         // Joined (the join travels after the welcome): nothing sent before is relayed to us.
@@ -182,6 +191,7 @@ impl Node {
                 Output::Event(Event::Message(m)) => {
                     let n = m.value["n"].as_u64().unwrap();
                     self.seen.push(Seen::Msg(m.lane, n));
+                    self.arrived.push(Instant::now());
                 }
                 Output::Event(Event::Discontinuity(d)) => {
                     self.seen.push(Seen::Discontinuity(d.lane));
@@ -368,4 +378,47 @@ async fn server_restart_mid_stream_is_reported_as_a_discontinuity() {
         .events
         .iter()
         .any(|e| matches!(e, Event::SessionChanged { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_latency_delays_multiplexed_frames_both_ways_and_keeps_them_in_order() {
+    let (_server, addr) = start_with(
+        "127.0.0.1:0".parse().unwrap(),
+        Config {
+            test_latency_ms: 60,
+            test_jitter_ms: 20,
+            ..config()
+        },
+    )
+    .await;
+    let mut b = Node::new(addr, "receiver", "r").await;
+    let mut a = Node::new(addr, "sender", "r").await;
+    settle(&mut a, &mut b, |_| true).await;
+    const N: u64 = 40;
+    let mut sent_at = vec![];
+    for n in 1..=N {
+        for lane in [Lane::Messaging, Lane::Data] {
+            a.send(lane, numbered(n, lane), &mut b).await;
+        }
+        sent_at.push(Instant::now());
+        a.step(Duration::ZERO).await;
+        b.step(Duration::ZERO).await;
+    }
+    settle(&mut a, &mut b, |b| {
+        b.seen.iter().filter(|s| matches!(s, Seen::Msg(..))).count() as u64 >= 2 * N
+    })
+    .await;
+    let all: Vec<u64> = (1..=N).collect();
+    for lane in [Lane::Messaging, Lane::Data] {
+        assert_eq!(check(&b.seen, lane), all, "{lane:?}: once each, in order");
+    }
+    // Sender → server and server → receiver each wait at least 60 - 20 ms.
+    for (s, at) in b.seen.iter().zip(&b.arrived) {
+        let Seen::Msg(lane, n) = *s else { continue };
+        let transit = at.duration_since(sent_at[n as usize - 1]);
+        assert!(
+            transit >= Duration::from_millis(80),
+            "{lane:?} #{n} crossed in {transit:?}, under two one-way delays"
+        );
+    }
 }
