@@ -4,6 +4,7 @@
 use clap::Parser;
 use p3_lanes::core::frame::DEFAULT_MAX_FRAME_BYTES;
 use p3_lanes::core::handshake::DEFAULT_TTL_SECONDS;
+use p3_lanes::core::p2p::ice::{parse_url_list, IceSettings};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -103,7 +104,28 @@ pub struct Config {
     #[arg(long, env = "TEST_JITTER_MS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub test_jitter_ms: u64,
+    /// STUN server URLs for `GET /api/webrtc/config`, comma-separated; `""` for none
+    /// (loopback tests). Default: the seed's two Google STUN servers.
+    #[arg(long = "stun", env = "STUN_URLS", default_value = DEFAULT_STUN)]
+    pub stun_urls: String,
+    /// TURN server URLs, comma-separated; the TURN entry is only sent when `TURN_USERNAME`
+    /// and `TURN_CREDENTIAL` are set. Default: the seed's `turn:turn.replit.dev:3478` (udp, tcp).
+    #[arg(long = "turn-url", env = "TURN_URLS", default_value = DEFAULT_TURN)]
+    pub turn_urls: String,
+    /// TURN user name (seed 001 `TURN_USERNAME`).
+    #[arg(long, env = "TURN_USERNAME")]
+    pub turn_username: Option<String>,
+    /// TURN credential (seed 001 `TURN_CREDENTIAL`); prefer the environment variable to the
+    /// flag, which other users of the machine can see.
+    #[arg(long, env = "TURN_CREDENTIAL", hide_env_values = true)]
+    pub turn_credential: Option<String>,
 }
+
+/// `--stun` default: the seed's STUN servers.
+const DEFAULT_STUN: &str = "stun:stun.l.google.com:19302,stun:stun1.l.google.com:19302";
+/// `--turn-url` default: the seed's TURN URLs.
+const DEFAULT_TURN: &str =
+    "turn:turn.replit.dev:3478?transport=udp,turn:turn.replit.dev:3478?transport=tcp";
 
 fn parse_frame_limit(s: &str) -> Result<usize, String> {
     let n: usize = s.parse().map_err(|e| format!("{e}"))?;
@@ -144,6 +166,10 @@ impl Default for Config {
             sse_retry_ms: 1_000,
             test_latency_ms: 0,
             test_jitter_ms: 0,
+            stun_urls: DEFAULT_STUN.into(),
+            turn_urls: DEFAULT_TURN.into(),
+            turn_username: None,
+            turn_credential: None,
         }
     }
 }
@@ -168,6 +194,15 @@ impl Config {
                 Duration::from_millis(self.test_jitter_ms),
             )
         })
+    }
+
+    /// The ICE servers of `GET /api/webrtc/config` (seed 001 `getWebRTCConfig`).
+    pub fn ice_settings(&self) -> IceSettings {
+        IceSettings {
+            stun_urls: parse_url_list(&self.stun_urls),
+            turn_urls: parse_url_list(&self.turn_urls),
+            turn_credentials: self.turn_username.clone().zip(self.turn_credential.clone()),
+        }
     }
 
     /// How often the sweeper looks for expired sessions: `min(ttl / 4, 30 s)`, at least 100 ms.
@@ -202,5 +237,12 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(short.sweep_period(), Duration::from_millis(250));
+        // The seed's STUN list by default; `--stun ""` for none.
+        assert_eq!(d.ice_settings().stun_urls.len(), 2);
+        assert_eq!(d.ice_settings().turn_credentials, None);
+        let c =
+            Config::try_parse_from(["server-stub", "--stun", "", "--turn-url", "turn:a"]).unwrap();
+        assert!(c.ice_settings().stun_urls.is_empty());
+        assert_eq!(c.ice_settings().turn_urls, vec!["turn:a"]);
     }
 }

@@ -10,6 +10,7 @@
 //! | [`election`] | controller election without the server: epochs, lowest-id rule, partition heal, server wins |
 //! | [`changes`] | Tier 3 offline change queue and the authority's change log: dedup, order, reconciliation |
 //! | [`seal`] | AES-256-GCM envelope of music control over peers, with a replay window |
+//! | [`ice`] | the ICE server configuration (`RTCConfiguration`) of seed 001 `getWebRTCConfig` |
 //! | [`signal`] | signaling messages (offer/answer/ICE/end), perfect-negotiation glare rule, mesh/hub topology |
 //!
 //! The pieces meet through values: [`tier::TierMachine`] says when the server is gone,
@@ -19,6 +20,7 @@
 
 pub mod changes;
 pub mod election;
+pub mod ice;
 pub mod quality;
 pub mod seal;
 pub mod signal;
