@@ -68,6 +68,7 @@ pub async fn handshake(
             interval_ms: config.heartbeat_interval_ms,
             timeout_ms: config.heartbeat_timeout_ms,
         },
+        signaling_token: Some(state.signaling().token(sid)),
     }))
 }
 

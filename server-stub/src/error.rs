@@ -26,6 +26,7 @@ pub struct AppError {
 pub fn status_for(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,

@@ -13,6 +13,7 @@
 //! | [`state`] | sessions, rooms, outbound queues, TTL sweeper |
 //! | [`music`] | music rooms: one sync authority per room, `GET /api/media` and `/media/` (issue #4, seed 004 Tier 1) |
 //! | `signal_route` | WebRTC signaling on the Messaging lane: routed to one member of the room, `from` checked (seed 000 "Nexus as P2P signaling") |
+//! | [`signaling`] | `GET /api/signaling`: the seed 001 signaling server (auth with the session's `signalingToken`, rooms, offer/answer/ice/end relay, heartbeat timeout) |
 //! | [`webrtc`] | `GET /api/webrtc/config`: STUN/TURN servers as an `RTCConfiguration` (seed 001 "ICE/TURN Configuration") |
 //! | `room_key` | the room key each joiner gets for sealing music control between peers (issue #5 "Security", PROTOCOL.md §13.4) |
 //! | [`pwa`] | the app version in `index.html`, runtime version changes pushed to sockets (seed 000 "PWA Cache Protection") |
@@ -28,6 +29,7 @@ pub mod music;
 pub mod pwa;
 mod room_key;
 mod signal_route;
+pub mod signaling;
 pub mod sse;
 pub mod state;
 pub mod webrtc;
@@ -90,6 +92,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/version", get(api::version))
         .route("/api/media", get(music::media_list))
         .route("/api/webrtc/config", get(webrtc::config))
+        .route("/api/signaling", get(signaling::upgrade))
         .route("/api/admin/version", post(pwa::set_version))
         .route("/", get(pwa::index))
         .route("/index.html", get(pwa::index))

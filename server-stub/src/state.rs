@@ -951,6 +951,8 @@ pub struct AppState {
     dict_wire: DictionaryWire,
     caps: ServerCapabilities,
     registry: Mutex<Registry>,
+    /// The seed 001 signaling server ([`crate::signaling`]).
+    signaling: crate::signaling::Hub,
     shutdown: watch::Sender<bool>,
     sockets: watch::Sender<usize>,
 }
@@ -982,6 +984,7 @@ impl AppState {
             dict,
             caps: ServerCapabilities::default(),
             registry: Mutex::new(registry),
+            signaling: crate::signaling::Hub::new(),
             shutdown: watch::channel(false).0,
             sockets: watch::channel(0).0,
             config,
@@ -991,6 +994,11 @@ impl AppState {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The seed 001 signaling server's state.
+    pub(crate) fn signaling(&self) -> &crate::signaling::Hub {
+        &self.signaling
     }
 
     /// The app version served in pages (`<meta name="app-version">`).

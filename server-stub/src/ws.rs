@@ -511,7 +511,7 @@ async fn recv_loop(
 }
 
 /// The close code for a read error: 1009 for a message over the size limit.
-fn read_error_close(e: &axum::Error) -> (u16, &'static str) {
+pub(crate) fn read_error_close(e: &axum::Error) -> (u16, &'static str) {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(t) = err.downcast_ref::<tungstenite::Error>() {

@@ -1109,6 +1109,7 @@ mod tests {
                 interval_ms: 30_000,
                 timeout_ms: 60_000,
             },
+            signaling_token: None,
         }
     }
 

@@ -112,6 +112,12 @@ pub struct HandshakeResponse {
     pub websocket_url: String,
     /// Heartbeat contract.
     pub heartbeat: HeartbeatInfo,
+    /// Ours: the `signature` that authenticates this session on the seed 001 signaling
+    /// server (`GET /api/signaling`, `auth {address: sessionId, signature}`; PROTOCOL.md
+    /// §13.7). A secret of this session: not shown to other members. Absent from servers
+    /// without that endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signaling_token: Option<String>,
 }
 
 /// The outcome of negotiation, before the server fills in ids, URLs and times.

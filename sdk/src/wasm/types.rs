@@ -126,6 +126,8 @@ export interface HandshakeResponse {
   websocketUrl: string;
   /** Ping period and silence timeout, ms. */
   heartbeat: { intervalMs: number; timeoutMs: number };
+  /** The `signature` of `auth` on the seed 001 signaling server (`/api/signaling`, PROTOCOL.md §13.7); a secret of this session. */
+  signalingToken?: string;
 }
 
 /** Machine-readable error codes (`err.code`, `event.code`). */

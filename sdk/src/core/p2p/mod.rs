@@ -11,6 +11,7 @@
 //! | [`changes`] | Tier 3 offline change queue and the authority's change log: dedup, order, reconciliation |
 //! | [`seal`] | AES-256-GCM envelope of music control over peers, with a replay window |
 //! | [`ice`] | the ICE server configuration (`RTCConfiguration`) of seed 001 `getWebRTCConfig` |
+//! | [`signaling_server`] | the seed 001 signaling server's JSON messages (`auth`, `join`, `offer`, ... / `auth_ok`, `joined`, ...) |
 //! | [`signal`] | signaling messages (offer/answer/ICE/end), perfect-negotiation glare rule, mesh/hub topology |
 //!
 //! The pieces meet through values: [`tier::TierMachine`] says when the server is gone,
@@ -24,4 +25,5 @@ pub mod ice;
 pub mod quality;
 pub mod seal;
 pub mod signal;
+pub mod signaling_server;
 pub mod tier;

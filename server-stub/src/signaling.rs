@@ -1,0 +1,577 @@
+//! The seed 001 signaling server (seed 001 "Signaling Server", "Connection Management",
+//! "Heartbeat Monitoring"; issue #5; PROTOCOL.md §13.7): `GET /api/signaling`, a WebSocket of
+//! JSON text messages ([`p3_lanes::core::p2p::signaling_server`]) with rooms, relay of
+//! offer / answer / ice / end to one peer, heartbeats and a heartbeat timeout.
+//!
+//! - `auth {address: sessionId, signature: signalingToken}`: the token is the
+//!   `signalingToken` of the session's handshake response, `base64url(HMAC-SHA256(server
+//!   secret, "p3-signaling-v1" ‖ session id bytes))`, the secret 32 bytes from the OS CSPRNG
+//!   per server process. Checked in constant time; a wrong token is `unauthorized`, a right
+//!   one for a session that is gone `session_not_found`. Answer: `auth_ok {sessionId}`. One
+//!   socket per session: authenticating on a new socket closes the old one (4409; its room
+//!   hears `peer_left` with reason `replaced`).
+//! - Before `auth_ok`, `join` / `offer` / `answer` / `ice` / `end` are `unauthorized`
+//!   (`heartbeat` and `ping` are always answered).
+//! - `join {roomId}`: leaves the current room (`peer_left`, reason `left`), answers `joined
+//!   {roomId, peers}`, tells the others `peer_joined`. These rooms are this endpoint's own,
+//!   not the lane rooms.
+//! - offer / answer / ice / end: relayed to one member of the sender's room as `{type, roomId,
+//!   from, to, data}`; the target is `to`, else `data.to`, else the only other member (the
+//!   seed's 1:1 `relayToPeer`); errors `not_in_room`, `invalid_argument` (no target among
+//!   several peers, `to` and `data.to` differ, offer/answer/ice without `data`),
+//!   `unknown_target` (not a member of the room), `backpressure` (the target's queue is full).
+//! - `heartbeat` → `heartbeat_ack {serverTime}`; `ping` → `pong {serverTime}` (the seed's code).
+//!   Any message counts as life: a socket silent for `--heartbeat-timeout-ms`
+//!   (`WS_HEARTBEAT_TIMEOUT`) is closed with 4408 and its room hears `peer_left` with reason
+//!   `heartbeat-timeout`; a closed socket's room hears reason `closed`.
+//! - Malformed JSON is `bad_request`, a well-formed message of the wrong shape or unknown
+//!   `type` `invalid_argument`, a binary message `bad_request`: an `error {code, error,
+//!   request?}` message, the socket stays open. Text messages over twice `--max-frame-bytes`
+//!   close the socket with 1009.
+//! - Each socket's outbound queue holds `--queue-frames` messages; a protocol message (not a
+//!   relay) to a full queue closes that socket with 1013.
+
+use crate::error::AppError;
+use crate::now_ms;
+use crate::state::{close, AppState};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use base64::Engine as _;
+use futures::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
+use p3_lanes::core::control::validate_room_name;
+use p3_lanes::core::error::ErrorCode;
+use p3_lanes::core::frame::SessionId;
+use p3_lanes::core::p2p::signaling_server::{
+    Relayed, RequestType, SignalingEvent, SignalingRequest,
+};
+use serde_json::Value;
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::timeout;
+
+/// Domain separation of the token HMAC.
+const TOKEN_CONTEXT: &[u8] = b"p3-signaling-v1";
+
+/// How long a closing socket waits for its close frame to be written.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+type Close = watch::Sender<Option<(u16, &'static str)>>;
+
+/// One authenticated socket.
+#[derive(Debug)]
+struct Member {
+    conn: u64,
+    tx: mpsc::Sender<Utf8Bytes>,
+    close: Arc<Close>,
+    room: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Rooms {
+    members: HashMap<SessionId, Member>,
+    rooms: HashMap<String, Vec<SessionId>>,
+}
+
+/// The signaling server's state: the token secret, authenticated sockets and rooms.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    secret: [u8; 32],
+    next_conn: AtomicU64,
+    inner: Mutex<Rooms>,
+}
+
+impl Hub {
+    /// A hub with a fresh secret from the OS CSPRNG.
+    pub(crate) fn new() -> Hub {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("the OS random number generator is available");
+        Hub {
+            secret,
+            next_conn: AtomicU64::new(1),
+            inner: Mutex::new(Rooms::default()),
+        }
+    }
+
+    fn mac(&self, sid: SessionId) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
+            .expect("HMAC takes keys of any length");
+        mac.update(TOKEN_CONTEXT);
+        mac.update(sid.to_string().as_bytes());
+        mac
+    }
+
+    /// The `signalingToken` of session `sid` (see the module docs).
+    pub(crate) fn token(&self, sid: SessionId) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(self.mac(sid).finalize().into_bytes())
+    }
+
+    /// Whether `token` is `sid`'s, compared in constant time.
+    fn verify(&self, sid: SessionId, token: &str) -> bool {
+        let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token) else {
+            return false;
+        };
+        self.mac(sid).verify_slice(&bytes).is_ok()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Rooms> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Rooms {
+    /// Queues a protocol message for `sid`; a full queue closes its socket with 1013.
+    fn send(&self, sid: SessionId, ev: &SignalingEvent) {
+        if let Some(m) = self.members.get(&sid) {
+            if m.tx.try_send(encode(ev)).is_err() {
+                m.close
+                    .send_replace(Some((close::TRY_AGAIN_LATER, "outbound queue full")));
+            }
+        }
+    }
+
+    /// Takes `sid` out of its room; the others hear `peer_left` with `reason`.
+    fn leave(&mut self, sid: SessionId, reason: &str) {
+        let Some(room) = self.members.get_mut(&sid).and_then(|m| m.room.take()) else {
+            return;
+        };
+        let mut others = Vec::new();
+        if let Some(list) = self.rooms.get_mut(&room) {
+            list.retain(|m| *m != sid);
+            others.clone_from(list);
+            if list.is_empty() {
+                self.rooms.remove(&room);
+            }
+        }
+        let ev = SignalingEvent::PeerLeft {
+            room_id: room,
+            from: sid.to_string(),
+            reason: reason.to_owned(),
+        };
+        for o in others {
+            self.send(o, &ev);
+        }
+    }
+
+    /// Socket `conn` of `sid` ended (`reason` for its room), if it still is the session's.
+    fn remove(&mut self, sid: SessionId, conn: u64, reason: &str) {
+        if self.members.get(&sid).is_some_and(|m| m.conn == conn) {
+            self.leave(sid, reason);
+            self.members.remove(&sid);
+        }
+    }
+}
+
+fn encode(ev: &SignalingEvent) -> Utf8Bytes {
+    serde_json::to_string(ev)
+        .unwrap_or_else(|_| r#"{"type":"error","code":"internal","error":"encoding"}"#.into())
+        .into()
+}
+
+/// A refused request: code and description.
+type Refused = (ErrorCode, String);
+
+/// A [`Refused`] from `code` and `why`.
+fn refused(code: ErrorCode, why: impl Into<String>) -> Refused {
+    (code, why.into())
+}
+
+trait RefusedExt {
+    /// The `error` message answering a `kind` request.
+    fn event(self, kind: RequestType) -> SignalingEvent;
+}
+
+impl RefusedExt for Refused {
+    fn event(self, kind: RequestType) -> SignalingEvent {
+        error(self.0, self.1, Some(kind))
+    }
+}
+
+/// An `error` message.
+fn error(
+    code: ErrorCode,
+    error: impl Into<String>,
+    request: Option<RequestType>,
+) -> SignalingEvent {
+    SignalingEvent::Error {
+        code,
+        error: error.into(),
+        request,
+    }
+}
+
+/// `GET /api/signaling`: upgrades to the signaling WebSocket (see the module docs).
+///
+/// Errors (before the upgrade): 400 `bad_request` for a request that is not a WebSocket upgrade.
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, AppError> {
+    let ws = ws?;
+    let limit = state.config().max_frame_bytes.saturating_mul(2);
+    Ok(ws
+        .read_buffer_size(4 * 1024)
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| run(socket, state)))
+}
+
+/// One signaling connection: a send task draining the queue, this task reading.
+async fn run(socket: WebSocket, state: Arc<AppState>) {
+    let _counted = state.socket_guard();
+    let hub = state.signaling();
+    let conn = hub.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(state.config().queue_frames.max(2));
+    let close_signal: Arc<Close> = Arc::new(watch::channel(None).0);
+
+    let mut closed_rx = close_signal.subscribe();
+    let send_task = tokio::spawn(async move {
+        let reason = loop {
+            tokio::select! {
+                biased;
+                r = closed(&mut closed_rx) => break r,
+                msg = rx.recv() => match msg {
+                    Some(text) => if sink.send(Message::Text(text)).await.is_err() { return },
+                    None => break None,
+                },
+            }
+        };
+        let (code, reason) = reason.unwrap_or((close::NORMAL, ""));
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
+    });
+
+    let mut conn_state = Conn {
+        conn,
+        session: None,
+        tx,
+        close: close_signal.clone(),
+    };
+    let silence = state.config().heartbeat_timeout();
+    let mut closed_rx = close_signal.subscribe();
+    let leave_reason = loop {
+        let next = tokio::select! {
+            biased;
+            _ = closed(&mut closed_rx) => break "closed",
+            () = state.shutdown_started() => {
+                close_signal.send_replace(Some((close::GOING_AWAY, "server shutting down")));
+                break "closed";
+            }
+            next = timeout(silence, stream.next()) => next,
+        };
+        match next {
+            Err(_) => {
+                tracing::info!(conn, session = ?conn_state.session, "signaling heartbeat timeout");
+                close_signal.send_replace(Some((close::HEARTBEAT_TIMEOUT, "heartbeat timeout")));
+                break "heartbeat-timeout";
+            }
+            Ok(Some(Err(e))) => {
+                close_signal.send_replace(Some(crate::ws::read_error_close(&e)));
+                break "closed";
+            }
+            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => break "closed",
+            Ok(Some(Ok(Message::Text(text)))) => conn_state.handle(&state, text.as_str()),
+            Ok(Some(Ok(Message::Binary(_)))) => conn_state.reply(&error(
+                ErrorCode::BadRequest,
+                "the signaling server speaks JSON text messages",
+                None,
+            )),
+            Ok(Some(Ok(_))) => {}
+        }
+    };
+    if let Some(sid) = conn_state.session {
+        state.signaling().lock().remove(sid, conn, leave_reason);
+    }
+    close_signal.send_if_modified(|c| {
+        if c.is_none() {
+            *c = Some((close::NORMAL, ""));
+            true
+        } else {
+            false
+        }
+    });
+    drop(conn_state);
+    let _ = timeout(CLOSE_GRACE * 2, send_task).await;
+}
+
+/// Waits until the socket is asked to close; its code and reason.
+async fn closed(
+    rx: &mut watch::Receiver<Option<(u16, &'static str)>>,
+) -> Option<(u16, &'static str)> {
+    rx.wait_for(Option::is_some).await.ok().and_then(|r| *r)
+}
+
+/// Per-socket state of the receive side.
+struct Conn {
+    conn: u64,
+    session: Option<SessionId>,
+    tx: mpsc::Sender<Utf8Bytes>,
+    close: Arc<Close>,
+}
+
+impl Conn {
+    fn reply(&self, ev: &SignalingEvent) {
+        if self.tx.try_send(encode(ev)).is_err() {
+            self.close
+                .send_replace(Some((close::TRY_AGAIN_LATER, "outbound queue full")));
+        }
+    }
+
+    /// One text message.
+    fn handle(&mut self, state: &AppState, text: &str) {
+        let value: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                return self.reply(&error(
+                    ErrorCode::BadRequest,
+                    format!("not JSON: {e}"),
+                    None,
+                ))
+            }
+        };
+        let kind = value
+            .get("type")
+            .cloned()
+            .and_then(|t| serde_json::from_value::<RequestType>(t).ok());
+        let req: SignalingRequest = match serde_json::from_value(value) {
+            Ok(r) => r,
+            Err(e) => {
+                return self.reply(&error(
+                    ErrorCode::InvalidArgument,
+                    format!("not a signaling message: {e}"),
+                    kind,
+                ))
+            }
+        };
+        let kind = req.kind;
+        let reply = match req.kind {
+            RequestType::Heartbeat => Some(SignalingEvent::HeartbeatAck {
+                server_time: now_ms(),
+            }),
+            RequestType::Ping => Some(SignalingEvent::Pong {
+                server_time: now_ms(),
+            }),
+            RequestType::Auth => Some(self.auth(state, &req).unwrap_or_else(|e| e.event(kind))),
+            _ => match self.session {
+                None => Some(error(
+                    ErrorCode::Unauthorized,
+                    "authenticate first: auth {address: sessionId, signature: signalingToken}",
+                    Some(req.kind),
+                )),
+                Some(sid) if req.kind == RequestType::Join => {
+                    Some(self.join(state, sid, req).unwrap_or_else(|e| e.event(kind)))
+                }
+                // Relayed: nothing to answer unless refused.
+                Some(sid) => relay(state, sid, req).err().map(|e| e.event(kind)),
+            },
+        };
+        if let Some(ev) = reply {
+            self.reply(&ev);
+        }
+    }
+
+    fn auth(
+        &mut self,
+        state: &AppState,
+        req: &SignalingRequest,
+    ) -> Result<SignalingEvent, Refused> {
+        let hub = state.signaling();
+        let sid = req
+            .address
+            .as_deref()
+            .and_then(|a| a.parse::<SessionId>().ok());
+        let (Some(sid), Some(sig)) = (sid, req.signature.as_deref()) else {
+            return Err(refused(
+                ErrorCode::Unauthorized,
+                "auth needs address (the session id) and signature (its signalingToken)",
+            ));
+        };
+        if !hub.verify(sid, sig) {
+            return Err(refused(
+                ErrorCode::Unauthorized,
+                "signature is not this session's signalingToken",
+            ));
+        }
+        if let Some(current) = self.session {
+            if current != sid {
+                return Err(refused(
+                    ErrorCode::InvalidArgument,
+                    "this socket is authenticated as another session; open a new socket",
+                ));
+            }
+            return Ok(SignalingEvent::AuthOk {
+                session_id: sid.to_string(),
+            });
+        }
+        if state.status(sid).is_none() {
+            return Err(refused(
+                ErrorCode::SessionNotFound,
+                format!("session {sid} not found (unknown, expired or deleted): handshake again"),
+            ));
+        }
+        let mut rooms = hub.lock();
+        if let Some(old) = rooms.members.get(&sid) {
+            old.close.send_replace(Some((close::REPLACED, "replaced")));
+            let old_conn = old.conn;
+            rooms.remove(sid, old_conn, "replaced");
+        }
+        rooms.members.insert(
+            sid,
+            Member {
+                conn: self.conn,
+                tx: self.tx.clone(),
+                close: self.close.clone(),
+                room: None,
+            },
+        );
+        self.session = Some(sid);
+        tracing::info!(session = %sid, conn = self.conn, "signaling socket authenticated");
+        Ok(SignalingEvent::AuthOk {
+            session_id: sid.to_string(),
+        })
+    }
+
+    fn join(
+        &mut self,
+        state: &AppState,
+        sid: SessionId,
+        req: SignalingRequest,
+    ) -> Result<SignalingEvent, Refused> {
+        let Some(room) = req.room_id else {
+            return Err(refused(ErrorCode::InvalidArgument, "join needs roomId"));
+        };
+        validate_room_name(&room).map_err(|why| refused(ErrorCode::InvalidArgument, why))?;
+        let hub = state.signaling();
+        let mut rooms = hub.lock();
+        let current = rooms.members.get(&sid).and_then(|m| m.room.clone());
+        if current.as_deref() != Some(room.as_str()) {
+            rooms.leave(sid, "left");
+            let list = rooms.rooms.entry(room.clone()).or_default();
+            let others = list.clone();
+            list.push(sid);
+            if let Some(m) = rooms.members.get_mut(&sid) {
+                m.room = Some(room.clone());
+            }
+            let ev = SignalingEvent::PeerJoined {
+                room_id: room.clone(),
+                from: sid.to_string(),
+            };
+            for o in others {
+                rooms.send(o, &ev);
+            }
+        }
+        let peers = rooms
+            .rooms
+            .get(&room)
+            .map(|l| {
+                l.iter()
+                    .filter(|m| **m != sid)
+                    .map(ToString::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(SignalingEvent::Joined {
+            room_id: room,
+            peers,
+        })
+    }
+}
+
+/// Relays an offer / answer / ice / end from `sid` (see the module docs).
+fn relay(state: &AppState, sid: SessionId, req: SignalingRequest) -> Result<(), Refused> {
+    let bad = |code, why: String| -> Refused { (code, why) };
+    if req.data.is_none() && req.kind != RequestType::End {
+        return Err(bad(
+            ErrorCode::InvalidArgument,
+            "offer, answer and ice carry their payload in data".into(),
+        ));
+    }
+    let data_to = req
+        .data
+        .as_ref()
+        .and_then(|d| d.get("to"))
+        .and_then(Value::as_str);
+    let named = match (req.to.as_deref(), data_to) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(bad(
+                ErrorCode::InvalidArgument,
+                "to and data.to differ".into(),
+            ))
+        }
+        (Some(t), _) | (None, Some(t)) => Some(t.to_owned()),
+        (None, None) => None,
+    };
+    let hub = state.signaling();
+    let rooms = hub.lock();
+    let Some(room) = rooms.members.get(&sid).and_then(|m| m.room.clone()) else {
+        return Err(bad(
+            ErrorCode::NotInRoom,
+            "join a room before signaling".into(),
+        ));
+    };
+    let list = rooms.rooms.get(&room).cloned().unwrap_or_default();
+    let target = match named {
+        Some(t) => match t.parse::<SessionId>() {
+            Ok(t) if t != sid && list.contains(&t) => t,
+            _ => {
+                return Err(bad(
+                    ErrorCode::UnknownTarget,
+                    format!("{t:?} is not another member of room {room:?}"),
+                ))
+            }
+        },
+        None => {
+            let others: Vec<_> = list.iter().filter(|m| **m != sid).collect();
+            match others.as_slice() {
+                [only] => **only,
+                [] => {
+                    return Err(bad(
+                        ErrorCode::UnknownTarget,
+                        format!("nobody else is in room {room:?}"),
+                    ))
+                }
+                _ => {
+                    return Err(bad(
+                        ErrorCode::InvalidArgument,
+                        "several peers in the room: name the target with to".into(),
+                    ))
+                }
+            }
+        }
+    };
+    let relayed = Relayed {
+        room_id: room,
+        from: sid.to_string(),
+        to: target.to_string(),
+        data: req.data.unwrap_or(Value::Null),
+    };
+    let ev = match req.kind {
+        RequestType::Offer => SignalingEvent::Offer(relayed),
+        RequestType::Answer => SignalingEvent::Answer(relayed),
+        RequestType::Ice => SignalingEvent::Ice(relayed),
+        _ => SignalingEvent::End(relayed),
+    };
+    let delivered = rooms
+        .members
+        .get(&target)
+        .is_some_and(|m| m.tx.try_send(encode(&ev)).is_ok());
+    if delivered {
+        Ok(())
+    } else {
+        Err(bad(
+            ErrorCode::Backpressure,
+            format!("outbound queue full for {target}; not delivered, retry later"),
+        ))
+    }
+}
