@@ -96,7 +96,7 @@ test('three browsers with skewed clocks over a 50 ± 20 ms link play in sync thr
     assert.ok(Math.abs(e.errorMs) < CLOCK_ERROR_MS, `${PAGES[i].label}: clock error ${e.errorMs.toFixed(2)} ms (±${e.uncertaintyMs} ms)`);
   }
 
-  const figures = { errors: [], spreads: [], clock: [], phases: {} };
+  const figures = { errors: [], spreads: [], clock: [], phases: {}, rounds: [], retakes: 0 };
 
   // The DJ claims the room, loads track a and plays from 0.
   await dj(a, 'claimController');
@@ -170,11 +170,23 @@ test('three browsers with skewed clocks over a 50 ± 20 ms link play in sync thr
     clockErrorByPhase: clockNow,
     joinToSyncMs: round(joinToSyncMs),
     readings: figures.errors.length,
+    retakenRounds: figures.retakes,
     phases: figures.phases,
   };
   console.log(`music sync in Chromium: ${JSON.stringify(summary, null, 2)}`);
   mkdirSync('test-results', { recursive: true });
   writeFileSync('test-results/music-sync.json', `${JSON.stringify(summary, null, 2)}\n`);
+  writeFileSync('test-results/music-sync-rounds.json', `${JSON.stringify(figures.rounds)}\n`);
+  if (process.env.P3_MUSIC_CLOCKDUMP) {
+    const dump = await Promise.all(pages.map((mp, i) => mp.page.evaluate(() => ({
+      trueNow: window.__p3True.now(),
+      localNow: performance.now(),
+      driftPpm: window.__p3True.driftPpm,
+      samples: window.music.room.clockSamples(),
+      clockErrorMs: window.music.room.serverNow() - window.__p3True.now(),
+    })).then((d) => ({ label: mp.label, ...d }))));
+    writeFileSync('test-results/music-sync-clock.json', `${JSON.stringify(dump)}\n`);
+  }
 
   assert.ok(summary.driftP95Ms <= P95_ERROR_MS, `p95 |error| ${summary.driftP95Ms} ms`);
   assert.ok(summary.spreadP95Ms <= P95_SPREAD_MS, `p95 spread ${summary.spreadP95Ms} ms`);
@@ -223,7 +235,8 @@ async function measureOrThrow(phase, pages, state, figures, check, settleMs) {
   await settle(state, settleMs);
   const errors = [];
   for (let i = 0; i < ROUNDS; i++) {
-    const { atMs, readings } = await sampleRound(pages);
+    const { atMs, retakes, readings } = await sampleRound(pages);
+    figures.retakes += retakes;
     const truth = roomPosition(state, atMs);
     const positions = [];
     for (const r of readings) {
@@ -236,6 +249,20 @@ async function measureOrThrow(phase, pages, state, figures, check, settleMs) {
       positions.push(r.position);
     }
     figures.spreads.push((Math.max(...positions) - Math.min(...positions)) * 1000);
+    figures.rounds.push({
+      phase,
+      atMs,
+      readings: readings.map((r) => ({
+        label: r.label,
+        errorMs: (r.position - truth) * 1000,
+        clockErrorMs: r.raw.clockErrorMs,
+        followErrorMs: (r.raw.position - r.raw.target) * 1000 + (r.raw.targetTrueMs - r.raw.trueMs) * r.rate,
+        readSpanMs: r.raw.readSpanMs,
+        rate: r.rate,
+        status: r.status,
+        skewMs: r.raw.trueMs - atMs,
+      })),
+    });
     for (const r of readings) figures.clock.push(Math.abs(r.raw.clockErrorMs));
     if (i === 0) clockNow.push(readings.map((r) => `${r.label} ${r.raw.clockErrorMs.toFixed(1)}`).join(', '));
     await sleep(ROUND_EVERY_MS);

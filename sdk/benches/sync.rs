@@ -9,7 +9,8 @@
 //! - time from join to in sync (error within 10 ms for 1 s) of a device joining mid-track;
 //! - the clock offset error after the join burst, and afterwards, against the raw skew;
 //! - the same drift and join figures with Chromium-like media elements (the harness's
-//!   `chromium_media`: start stall, 24 ms lost per rate excursion, ±0.5 % rate deadband)
+//!   `chromium_media`: start stall, rate changes 130-150 ms late, 15-25 ms lost per rate
+//!   excursion, ±0.5 % rate deadband)
 //!   followed with `FollowerConfig::browser()`.
 //!
 //! Run with `cargo bench -p p3-lanes --bench sync` (or `npm run bench`). Merges its figures into

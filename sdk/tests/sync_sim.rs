@@ -219,7 +219,8 @@ fn chromium_like_media_elements_agree_too() {
         joins.extend(r.join_to_sync_ms.iter().map(|j| j.unwrap_or(f64::INFINITY)));
     }
     eprintln!(
-        "Chromium-like media (start stall, 24 ms per rate excursion, ±0.5 % rate deadband): \
+        "Chromium-like media (start stall, rate changes 130-150 ms late, 15-25 ms per rate \
+         excursion, ±0.5 % rate deadband): \
          drift between devices p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms; join to in sync p50 \
          {:.0} ms, p95 {:.0} ms",
         quantile(&pairwise, 0.5),

@@ -22,8 +22,10 @@
 //!   with its fake audio output, see the e2e tests): the first `play()` of an element takes
 //!   about 70 ms, later ones 0-15 ms, a seek while playing stalls about 90 ms; the position
 //!   reads as moving for 20 ms right after `play()` and then stalls until playback really
-//!   starts; rates within ±0.5 % of 1 play at 1; and every switch from rate 1 to a
-//!   time-stretched rate loses about 24 ms of media time.
+//!   starts; rates within ±0.5 % of 1 play at 1; a rate change shows in the position only
+//!   130-150 ms later (the output's queue plays out at the old rate first), and every switch
+//!   from rate 1 to a time-stretched rate then loses 15-25 ms of media time (20 on average per
+//!   device, ±5 per excursion).
 #![allow(dead_code)]
 
 use p3_lanes::core::codec::{decode_msgpack, encode_msgpack};
@@ -239,32 +241,53 @@ struct Player {
     starts: u32,
     /// When the last `play()` from paused was issued (true ms).
     play_issued: f64,
-    /// Chromium: media time lost per excursion, ms.
+    /// Chromium: mean media time lost per excursion, ms (each one draws ±5 ms around it).
     excursion_cost: f64,
+    /// Chromium: how long a rate change takes to show in the position (the output's queue
+    /// plays out at the old rate), ms.
+    rate_latency: f64,
+    /// The rate the position moves at now (`rate` once its change has played out).
+    applied_rate: f64,
+    /// Rate changes on their way through the output's queue: `(true ms it shows, rate, media
+    /// ms lost then)`, oldest first.
+    pending_rates: std::collections::VecDeque<(f64, f64, f64)>,
 }
 
 /// Chromium plays rates this close to 1 at 1.
 const CHROMIUM_RATE_DEADBAND: f64 = 0.005;
 
 impl Player {
-    /// The rate the media really moves at.
-    fn effective_rate(&self) -> f64 {
-        if self.chromium && (self.rate - 1.0).abs() < CHROMIUM_RATE_DEADBAND {
+    /// The rate the media really moves at when `rate` is set.
+    fn effective(&self, rate: f64) -> f64 {
+        if self.chromium && (rate - 1.0).abs() < CHROMIUM_RATE_DEADBAND {
             1.0
         } else {
-            self.rate
+            rate
         }
     }
 
-    /// The true media position.
+    /// The true media position: at the applied rate, then at each pending rate from when it
+    /// shows (losing the excursion's media time then).
     fn position(&self, t: f64) -> f64 {
-        if self.playing {
-            let from = self.anchor.max(self.moving_from);
-            self.pos
-                + (t - from).max(0.0) * self.effective_rate() * (1.0 + self.media_drift) / 1000.0
-        } else {
-            self.pos
+        if !self.playing {
+            return self.pos;
         }
+        let speed = |r: f64| self.effective(r) * (1.0 + self.media_drift) / 1000.0;
+        let mut p = self.pos;
+        let mut cur = self.anchor.max(self.moving_from);
+        let mut rate = self.applied_rate;
+        for &(at, r, lost) in &self.pending_rates {
+            if at >= t {
+                break;
+            }
+            if at > cur {
+                p += (at - cur) * speed(rate);
+                cur = at;
+            }
+            p -= lost / 1000.0;
+            rate = r;
+        }
+        p + (t - cur).max(0.0) * speed(rate)
     }
 
     /// What `currentTime` reads: Chromium shows a false start of up to 20 ms right after
@@ -285,6 +308,11 @@ impl Player {
     fn settle(&mut self, t: f64) {
         self.pos = self.position(t);
         self.anchor = t;
+        while self.pending_rates.front().is_some_and(|p| p.0 < t) {
+            if let Some((_, r, _)) = self.pending_rates.pop_front() {
+                self.applied_rate = r;
+            }
+        }
     }
 
     /// Applies `cmd` at true time `t`; `Err` if `play()` is refused.
@@ -302,6 +330,8 @@ impl Player {
                 self.seek_done = t;
                 // The load algorithm resets playbackRate to defaultPlaybackRate.
                 self.rate = 1.0;
+                self.applied_rate = 1.0;
+                self.pending_rates.clear();
             }
             MediaCommand::Play => {
                 if self.blocked {
@@ -334,11 +364,16 @@ impl Player {
             }
             MediaCommand::SetRate { rate } => {
                 self.settle(t);
-                let was_stretching = self.effective_rate() != 1.0;
+                let before = self.pending_rates.back().map_or(self.applied_rate, |p| p.1);
+                let stretch = self.effective(before) == 1.0 && self.effective(*rate) != 1.0;
+                let lost = if self.chromium && stretch {
+                    jitter(rng, self.excursion_cost, 5.0)
+                } else {
+                    0.0
+                };
                 self.rate = *rate;
-                if self.chromium && !was_stretching && self.effective_rate() != 1.0 {
-                    self.pos -= self.excursion_cost / 1000.0;
-                }
+                self.pending_rates
+                    .push_back((t + self.rate_latency, *rate, lost));
             }
         }
         Ok(())
@@ -549,7 +584,14 @@ impl Sim {
                     chromium: cfg.chromium_media,
                     starts: 0,
                     play_issued: f64::NEG_INFINITY,
-                    excursion_cost: uni(&mut rng, 22.0, 26.0),
+                    excursion_cost: uni(&mut rng, 18.0, 22.0),
+                    rate_latency: if cfg.chromium_media {
+                        uni(&mut rng, 130.0, 150.0)
+                    } else {
+                        0.0
+                    },
+                    applied_rate: 1.0,
+                    pending_rates: std::collections::VecDeque::new(),
                 };
                 Device {
                     id: format!("dev-{i}"),

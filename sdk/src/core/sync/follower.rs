@@ -22,12 +22,12 @@
 //! | error | action |
 //! | --- | --- |
 //! | < 5 ms (`deadband_ms`) | nothing: below what a listener can hear between two speakers |
-//! | 5..=150 ms (`seek_threshold_ms`) | an **excursion**: `playbackRate` ±2 % (`max_nudge`) for exactly as long as it takes to gain or lose the error, then back to the room's rate, wait until steady, measure again. Browsers lose a fixed amount of media time on every excursion (Chromium: about 24 ms, whatever the rate and direction), so the follower learns this **excursion cost** (intended gain − achieved gain, averaged 1:1) and plans with it: being 7 ms ahead with a 24 ms cost means speeding up for 17 ms of gain. At least 40 ms long (`min_nudge_ms`); Chromium ignores rates within ±0.5 % of 1, hence fixed-size nudges. No dithering (the rate is either normal or nudged, for a computed time) and no overshoot beyond the player's noise |
+//! | 5..=150 ms (`seek_threshold_ms`) | an **excursion**: `playbackRate` ±2 % (`max_nudge`) for exactly as long as it takes to gain or lose the error, then back to the room's rate, wait out the **rate latency** (`rate_latency_ms`: a rate change shows in the position only once the audio already queued for the output has played, Chromium 130-150 ms) and until steady, measure again. Browsers lose media time on every excursion (Chromium: 15-25 ms, 20 on average, whatever the rate and direction, when the time-stretched audio starts), so the follower learns this **excursion cost** (intended gain − achieved gain, averaged 1:1) and plans with it: being 7 ms ahead with a 20 ms cost means speeding up for 13 ms of gain. An excursion starts only after `confirm_readings` steady readings in a row beyond the deadband (browsers: 2), so one odd reading never costs a dip. At least 40 ms long (`min_nudge_ms`); Chromium ignores rates within ±0.5 % of 1, hence fixed-size nudges. No dithering (the rate is either normal or nudged, for a computed time) and no overshoot beyond the player's noise |
 //! | > 150 ms | seek to the target plus the learned seek latency; at most one such seek per 2 s (`seek_cooldown_ms`), so a slow device can never loop on seeks (no stutter loop) |
 //!
 //! For 2.5 s after each start (`catchup_window_ms`: join, play, a DJ's seek, a track change),
 //! while the listener is already hearing a transition, errors above 30 ms
-//! (`catchup_seek_threshold_ms`) are fixed by a seek, at most twice per start
+//! (`catchup_seek_threshold_ms`; browsers 15 ms) are fixed by a seek, at most twice per start
 //! (`catchup_max_seeks`: the first one measures the seek latency, the second lands), and
 //! excursions use ±5 % (`catchup_max_nudge`): a first start carries an unknown start latency
 //! (Chromium: 70-120 ms), and this removes it within a second. Browsers keep the pitch at
@@ -81,8 +81,17 @@ pub struct FollowerConfig {
     /// Rate nudge of an excursion in the catch-up window, fraction.
     pub catchup_max_nudge: f64,
     /// Media time an excursion is assumed to lose until one is measured, ms (0: an ideal
-    /// player; Chromium measures about 24).
+    /// player; Chromium measures 15-25, about 20 on average).
     pub initial_excursion_cost_ms: f64,
+    /// How long after a `playbackRate` change the position starts to show it, ms: the audio
+    /// already queued for the output plays at the old rate (Chromium, headless with its fake
+    /// output: 130-150 ms; more with a Bluetooth sink). After an excursion the error is read
+    /// only once this has passed (0: an ideal player).
+    pub rate_latency_ms: f64,
+    /// Readings beyond the deadband in a row (same sign) before an excursion starts: 2 ignores
+    /// a single odd reading (a renderer stalled between reading the clock and the position),
+    /// whose excursion would cost more than the error it fixes. 1: act on every reading.
+    pub confirm_readings: u32,
     /// Errors above this are corrected by a seek, ms.
     pub seek_threshold_ms: f64,
     /// In the catch-up window, errors above this are corrected by a seek, ms: a start that
@@ -116,16 +125,23 @@ pub struct FollowerConfig {
 impl FollowerConfig {
     /// The defaults with the latencies of browsers' media elements as first guesses, measured
     /// in Chromium (headless, fake audio output): a first `play()` about 70 ms, a seek while
-    /// playing about 90 ms, 24 ms lost per rate excursion. They are learned anyway; good
+    /// playing about 90 ms, about 20 ms lost per rate excursion. They are learned anyway; good
     /// guesses save a correction on the first start. Excursions use ±5 % throughout: as every
-    /// excursion first puts the element 24 ms further behind, a short one is better.
+    /// excursion first puts the element 20 ms further behind, a short one is better. Rate
+    /// changes show 130-150 ms late (200 ms are waited), an excursion needs two readings beyond
+    /// the deadband, and within the catch-up window a start that missed by more than 15 ms is
+    /// fixed by a seek (the listener hears the transition anyway) rather than by excursions,
+    /// each of which would first cost its 20 ms dip.
     pub fn browser() -> FollowerConfig {
         FollowerConfig {
             initial_start_latency_ms: 70.0,
             initial_seek_latency_ms: 90.0,
-            initial_excursion_cost_ms: 24.0,
+            initial_excursion_cost_ms: 20.0,
             // Each excursion first loses its cost: a short one keeps the dip short.
             max_nudge: 0.05,
+            rate_latency_ms: 200.0,
+            confirm_readings: 2,
+            catchup_seek_threshold_ms: 15.0,
             ..FollowerConfig::default()
         }
     }
@@ -140,6 +156,8 @@ impl Default for FollowerConfig {
             catchup_window_ms: 2500.0,
             catchup_max_nudge: 0.05,
             initial_excursion_cost_ms: 0.0,
+            rate_latency_ms: 0.0,
+            confirm_readings: 1,
             seek_threshold_ms: 150.0,
             catchup_seek_threshold_ms: 30.0,
             catchup_max_seeks: 2,
@@ -405,6 +423,8 @@ pub struct Follower {
     catchup_seeks_until: f64,
     nudge: Option<Nudge>,
     excursion: Option<Excursion>,
+    /// Steady readings beyond the deadband in a row, and the smallest such error (signed, ms).
+    beyond: (u32, f64),
     excursion_cost_ms: f64,
     excursion_learned: bool,
     seek_latency_ms: f64,
@@ -444,6 +464,7 @@ impl Follower {
             catchup_until: f64::NEG_INFINITY,
             nudge: None,
             excursion: None,
+            beyond: (0, 0.0),
             excursion_learned: false,
             seek_learned: false,
             start_learned: false,
@@ -688,6 +709,12 @@ impl Follower {
             self.transition = None;
             return;
         }
+        if tr.kind == TransitionKind::Rate
+            && s.local_ms - tr.issued_ms < self.config.rate_latency_ms
+        {
+            // The old rate still plays out of the output's queue.
+            return;
+        }
         let moved = !s.paused && !s.seeking && s.position_s > tr.from_s + 1e-4;
         if !moved {
             tr.moving_since = None;
@@ -778,6 +805,7 @@ impl Follower {
     fn end_nudge(&mut self) {
         self.nudge = None;
         self.excursion = None;
+        self.beyond = (0, 0.0);
     }
 
     fn step(&mut self, now_ms: f64, fresh: bool) {
@@ -1075,7 +1103,22 @@ impl Follower {
                 };
                 self.excursion_learned = true;
             }
-            if abs > self.config.deadband_ms {
+            // Readings beyond the deadband in a row (same sign): the smallest error counts.
+            self.beyond = if abs <= self.config.deadband_ms {
+                (0, 0.0)
+            } else if self.beyond.0 > 0 && self.beyond.1.signum() == error_ms.signum() {
+                let e = if abs < self.beyond.1.abs() {
+                    error_ms
+                } else {
+                    self.beyond.1
+                };
+                (self.beyond.0 + 1, e)
+            } else {
+                (1, error_ms)
+            };
+            if self.beyond.0 >= self.config.confirm_readings.max(1) {
+                let error_ms = self.beyond.1;
+                self.beyond = (0, 0.0);
                 let max = if now_ms < self.catchup_until {
                     self.config.catchup_max_nudge
                 } else {
@@ -1177,8 +1220,13 @@ mod tests {
     /// A follower on the shared clock (identity mapping) playing "t" since server time 0 from
     /// 0 s, started exactly; returns it and the time reached (after the catch-up window).
     fn playing() -> (Follower, f64) {
+        playing_with(FollowerConfig::default())
+    }
+
+    /// [`playing`] with `config`.
+    fn playing_with(config: FollowerConfig) -> (Follower, f64) {
         RATE.set(1.0);
-        let mut f = Follower::new(FollowerConfig::default());
+        let mut f = Follower::new(config);
         f.handle_clock(ClockMapping::IDENTITY, 0.0);
         assert!(f.handle_state(state((1, 1), true, 0.0, 0.0), 0.0));
         let (cmds, _, _) = drain(&mut f);
@@ -1304,6 +1352,48 @@ mod tests {
         assert!(offset.abs() <= 5.0, "{offset}");
         assert!(
             (f.excursion_cost_ms() - 24.0).abs() < 4.0,
+            "{}",
+            f.excursion_cost_ms()
+        );
+        assert_eq!(f.status(), FollowerStatus::InSync);
+    }
+
+    #[test]
+    fn one_odd_reading_starts_nothing_and_an_excursion_is_read_after_the_rate_latency() {
+        let config = FollowerConfig {
+            confirm_readings: 2,
+            rate_latency_ms: 150.0,
+            ..FollowerConfig::default()
+        };
+        let (mut f, mut t) = playing_with(config);
+        // One reading 20 ms ahead between good ones (a stalled renderer): nothing.
+        for offset in [20.0, 0.0] {
+            t += 100.0;
+            let (cmds, _, _) = sample(&mut f, t, (t + offset) / 1000.0, false);
+            assert!(cmds.is_empty(), "{cmds:?}");
+        }
+        // Two in a row: an excursion for the smaller error (18 ms: 900 ms at 2 %).
+        t += 100.0;
+        let (cmds, _, _) = sample(&mut f, t, (t + 20.0) / 1000.0, false);
+        assert!(cmds.is_empty(), "{cmds:?}");
+        t += 100.0;
+        let (cmds, _, _) = sample(&mut f, t, (t + 18.0) / 1000.0, false);
+        assert_eq!(cmds, vec![MediaCommand::SetRate { rate: 0.98 }]);
+        let n = f.nudge.expect("running");
+        assert!((n.until_ms - t - 900.0).abs() < 1e-6);
+        // The element shows each rate change 150 ms late (an ideal player otherwise): read
+        // right after the excursion's end it would still be 3 ms ahead, and the follower would
+        // learn a cost of 3 ms and correct again.
+        let (start, end) = (t, n.until_ms);
+        let offset = move |x: f64| 18.0 - 0.02 * (x - start - 150.0).clamp(0.0, end - start);
+        let (cmds, _) = run_until(&mut f, t, end + 1000.0, offset);
+        assert_eq!(
+            cmds,
+            vec![MediaCommand::SetRate { rate: 1.0 }],
+            "one excursion"
+        );
+        assert!(
+            f.excursion_cost_ms().abs() < 1e-6,
             "{}",
             f.excursion_cost_ms()
         );

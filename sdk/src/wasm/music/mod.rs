@@ -66,6 +66,10 @@ use wasm_bindgen_futures::JsFuture;
 /// are rejected with `closed` as soon as the connection drops).
 const ANSWER_TIMEOUT_MS: f64 = 10_000.0;
 
+/// A reading of the element whose two clock reads lie further apart is dropped, ms (see
+/// [`sample`]).
+const MAX_READ_SPAN_MS: f64 = 1.0;
+
 /// Media events that trigger a sample (see the module docs).
 const MEDIA_EVENTS: [&str; 8] = [
     "timeupdate",
@@ -117,6 +121,20 @@ impl MusicRoom {
     #[wasm_bindgen(getter, unchecked_return_type = "MusicClock")]
     pub fn clock(&self) -> JsValue {
         convert::to_js(&ClockInfo::of(&self.inner.borrow().clock))
+    }
+
+    /// The clock samples in the estimator's window, oldest first: `[clientTime, receivedAt,
+    /// serverTime]` triples (local ms, local ms, shared-clock ms). Diagnostics.
+    #[wasm_bindgen(js_name = clockSamples, unchecked_return_type = "[number, number, number][]")]
+    pub fn clock_samples(&self) -> JsValue {
+        let v: Vec<[f64; 3]> = self
+            .inner
+            .borrow()
+            .clock
+            .samples()
+            .map(|(a, b, c)| [a, b, c])
+            .collect();
+        convert::to_js(&v)
     }
 
     /// Whether this client is the room's controller (DJ), by the newest state.
@@ -674,6 +692,11 @@ fn media_error(h: &RoomHandle, err: &JsValue) {
 }
 
 /// Reads the media and hands the sample to the follower.
+///
+/// The element's position is read between two clock reads. Chromium fixes `currentTime` at its
+/// first read in a task, so a renderer that stalls between the clock read and that one (a
+/// loaded machine: up to tens of ms) yields a position whose instant is unknown; such a
+/// reading is dropped ([`MAX_READ_SPAN_MS`]) and the follower only runs its timers.
 fn sample(h: &RoomHandle) {
     let (media, now) = {
         let r = h.borrow();
@@ -683,7 +706,15 @@ fn sample(h: &RoomHandle) {
         (r.media.clone(), r.now())
     };
     let s = media.sample(now);
-    h.borrow_mut().follower.handle_media_sample(s);
+    {
+        let mut r = h.borrow_mut();
+        let span = r.now() - now;
+        if media.element().is_some() && span > MAX_READ_SPAN_MS {
+            r.follower.handle_timeout(now + span);
+        } else {
+            r.follower.handle_media_sample(s);
+        }
+    }
     finish(h);
 }
 
