@@ -16,6 +16,7 @@
 //! | [`signaling`] | `GET /api/signaling`: the seed 001 signaling server (auth with the session's `signalingToken`, rooms, offer/answer/ice/end relay, heartbeat timeout) |
 //! | [`webrtc`] | `GET /api/webrtc/config`: STUN/TURN servers as an `RTCConfiguration` (seed 001 "ICE/TURN Configuration") |
 //! | `room_key` | the room key each joiner gets for sealing music control between peers (issue #5 "Security", PROTOCOL.md §13.4) |
+//! | `music_changes` | changes made while the server was away, pushed back and reconciled into the music room (issue #5, PROTOCOL.md §13.9) |
 //! | [`pwa`] | the app version in `index.html`, runtime version changes pushed to sockets (seed 000 "PWA Cache Protection") |
 //! | [`sse`] | SSE lanes: per-lane and multiplexed `text/event-stream`s with `Last-Event-ID` resume, `POST` to a lane (seed 001 "Server-Sent Events"; issue 3) |
 //! | [`error`] | the JSON error shape `{"error", "code"}` of every HTTP error |
@@ -26,6 +27,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod music;
+mod music_changes;
 pub mod pwa;
 mod room_key;
 mod signal_route;

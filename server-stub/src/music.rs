@@ -14,6 +14,8 @@
 //!   `invalid_argument`, `bad_payload`), lane 7 and the frame's seq. A change from an epoch
 //!   before the room's is refused with `epoch_mismatch` too (the sender missed a handover); a
 //!   duplicate (same epoch, sequence not newer) is ignored silently.
+//! - `{type: "music-changes", epoch?, changes}`: changes made while the server was away,
+//!   reconciled into the room ([`crate::music_changes`], PROTOCOL.md §13.9).
 //! - `{type: "sync-state"}` from a client is refused (`invalid_argument`): only the authority
 //!   states the room.
 //! - Every joiner gets the room's `sync-state` at once (after `joined`), if it was granted the
@@ -42,6 +44,7 @@ use p3_lanes::core::control::Control;
 use p3_lanes::core::error::ErrorCode;
 use p3_lanes::core::frame::SessionId;
 use p3_lanes::core::lane::Lane;
+use p3_lanes::core::p2p::changes::{ChangeLog, MUSIC_CHANGES_TYPE};
 use p3_lanes::core::sync::state::{
     AuthorityConfig, Decision, RoomAuthority, SyncError, SyncMessage, MUSIC_CONTROL_TYPE,
     SYNC_STATE_TYPE,
@@ -62,19 +65,21 @@ pub fn shared_clock_ms() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-/// Whether a Sync-lane payload is for the room's authority (`music-control` or `sync-state`)
-/// rather than for relaying.
+/// Whether a Sync-lane payload is for the room's authority (`music-control`, `sync-state` or
+/// `music-changes`) rather than for relaying.
 pub(crate) fn is_music_message(value: &Value) -> bool {
     matches!(
         value.get("type").and_then(Value::as_str),
-        Some(MUSIC_CONTROL_TYPE | SYNC_STATE_TYPE)
+        Some(MUSIC_CONTROL_TYPE | SYNC_STATE_TYPE | MUSIC_CHANGES_TYPE)
     )
 }
 
-/// One room's authority and, once its last member left, since when it has been empty.
+/// One room's authority, its log of changes pushed back after the server was away
+/// ([`crate::music_changes`]) and, once its last member left, since when it has been empty.
 #[derive(Debug)]
 struct MusicRoom {
     authority: RoomAuthority,
+    changes: ChangeLog,
     emptied_at: Option<Instant>,
 }
 
@@ -146,10 +151,26 @@ impl MusicRooms {
                 }
                 MusicRoom {
                     authority,
+                    changes: ChangeLog::new(0),
                     emptied_at: None,
                 }
             })
             .authority
+    }
+
+    /// The authority and change log of `room`, created (with `members`) if it is not a music
+    /// room yet.
+    pub(crate) fn authority_and_log(
+        &mut self,
+        room: &str,
+        members: &[SessionId],
+    ) -> (&mut RoomAuthority, &mut ChangeLog) {
+        self.authority(room, members);
+        let r = self
+            .rooms
+            .get_mut(room)
+            .expect("authority() created the room");
+        (&mut r.authority, &mut r.changes)
     }
 }
 
@@ -177,6 +198,9 @@ impl Registry {
                 "join a music room before sending music-control".into(),
             );
         };
+        if value.get("type").and_then(Value::as_str) == Some(MUSIC_CHANGES_TYPE) {
+            return self.music_changes(sid, conn_id, seq, &room, value);
+        }
         if value.get("type").and_then(Value::as_str) == Some(SYNC_STATE_TYPE) {
             return refuse(
                 self,

@@ -37,6 +37,47 @@ use std::collections::BTreeMap;
 /// Per-origin highest applied `localSeq`.
 pub type VersionVector = BTreeMap<String, u64>;
 
+/// `type` of [`ChangesPush`] on the Sync lane.
+pub const MUSIC_CHANGES_TYPE: &str = "music-changes";
+/// `type` of [`ChangesAck`] on the Sync lane.
+pub const MUSIC_CHANGES_ACK_TYPE: &str = "music-changes-ack";
+
+/// A device pushes changes the server has not seen (PROTOCOL.md §13.9): Sync-lane
+/// `{type: "music-changes", epoch?, changes: [Change]}` (the `type` tag is the caller's).
+/// `changes` are [`OfflineQueue::unacknowledged`] (own and carried); `epoch` the highest
+/// controller epoch the device knows (its claim's), also when it has no change to push.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangesPush {
+    /// The device's highest known epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// The changes, any order (the server reconciles them, [`ChangeLog::reconcile`]).
+    #[serde(default)]
+    pub changes: Vec<Change>,
+}
+
+/// The server's answer to the pusher (PROTOCOL.md §13.9): Sync-lane `{type:
+/// "music-changes-ack", versionVector, epoch, applied, skipped, appliedOrder}`. Feed `versionVector` to
+/// [`OfflineQueue::acknowledge`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangesAck {
+    /// The room's applied changes, per origin the highest `localSeq`.
+    pub version_vector: VersionVector,
+    /// The room's epoch after the push (above every epoch the push named).
+    pub epoch: u64,
+    /// Changes of this push applied now (duplicates and changes still waiting for a
+    /// predecessor are not).
+    pub applied: u64,
+    /// Of those, changes logged but without effect on playback: handovers (the server decides
+    /// the controller) and invalid operations.
+    pub skipped: u64,
+    /// The changes applied now, `[origin, localSeq]` in the order the server applied them.
+    #[serde(default)]
+    pub applied_order: Vec<(String, u64)>,
+}
+
 /// One device's change. JSON camelCase.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -628,12 +628,96 @@ impl RoomAuthority {
     }
 }
 
+impl RoomAuthority {
+    /// Server-wins reconciliation (PROTOCOL.md §13.9): applies `op`, a change `origin` made
+    /// while the server was away and that the room's change log accepted, whoever controls
+    /// the room now. It is stamped with the room's epoch and the next sequence and scheduled
+    /// like any change (`applyAt = max(now + lead, reference time in force)`); `data.from` is
+    /// `origin`. A `handover` is [`Decision::Ignored`]: the server decides the controller.
+    ///
+    /// Errors: [`SyncError::InvalidArgument`] as [`RoomState::apply`].
+    pub fn apply_offline(
+        &mut self,
+        origin: &str,
+        op: &MusicControl,
+        now_ms: f64,
+    ) -> Result<Decision, SyncError> {
+        if op.action == MusicAction::Handover {
+            return Ok(Decision::Ignored);
+        }
+        let mut resolved = op.clone();
+        resolved.epoch = self.state.epoch;
+        resolved.sequence = self.state.sequence + 1;
+        let apply_at = (now_ms + self.lead_ms()).max(self.state.ref_server_ms);
+        let next = self.state.apply(&resolved, apply_at)?;
+        resolved.apply_at = Some(apply_at);
+        resolved.data.from = Some(origin.to_owned());
+        resolved.data.position = Some(next.position_s);
+        resolved.data.track_id = next.track_id.clone();
+        resolved.data.controller_id = next.controller_id.clone();
+        if op.action == MusicAction::ChangeTrack {
+            resolved.data.track = next.track.clone();
+        }
+        self.state = next.clone();
+        Ok(Decision::Applied {
+            control: resolved,
+            state: next,
+        })
+    }
+
+    /// Moves the room's epoch above `seen`, an epoch a device reports (PROTOCOL.md §13.2:
+    /// "the server moves its epoch above any epoch it is told about"), so the server's claim
+    /// wins over every serverless one: epoch `seen + 1`, sequence 0, controller kept. Returns
+    /// the new state to broadcast, or `None` if the room's epoch was already above.
+    pub fn raise_epoch_above(&mut self, seen: u64) -> Option<RoomState> {
+        if seen < self.state.epoch {
+            return None;
+        }
+        self.state.epoch = seen.saturating_add(1);
+        self.state.sequence = 0;
+        Some(self.state.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     const T0: f64 = 1_735_689_600_000.0;
+
+    #[test]
+    fn offline_changes_apply_whoever_controls_and_epochs_only_rise() {
+        let mut a = room_with_dj();
+        let (e, s) = a.state().version();
+        let seek = MusicControl::new(
+            MusicAction::Seek,
+            MusicControlData {
+                position: Some(42.0),
+                ..Default::default()
+            },
+            9,
+            1,
+        );
+        let Ok(Decision::Applied { control, state }) = a.apply_offline("phone", &seek, T0) else {
+            panic!("applied")
+        };
+        assert_eq!(
+            (state.epoch, state.sequence),
+            (e, s + 1),
+            "stamped in the room"
+        );
+        assert_eq!(state.position_s, 42.0);
+        assert_eq!(control.data.from.as_deref(), Some("phone"));
+        let claim = MusicControl::new(MusicAction::Handover, MusicControlData::default(), 9, 2);
+        assert_eq!(a.apply_offline("phone", &claim, T0), Ok(Decision::Ignored));
+        assert_eq!(a.state().controller_id.as_deref(), Some("dj"));
+        let bad = MusicControl::new(MusicAction::Seek, MusicControlData::default(), 9, 3);
+        assert!(a.apply_offline("phone", &bad, T0).is_err());
+        assert_eq!(a.raise_epoch_above(7).map(|s| s.epoch), Some(8));
+        assert_eq!(a.raise_epoch_above(3), None);
+        assert_eq!(a.state().controller_id.as_deref(), Some("dj"));
+    }
 
     fn room_with_dj() -> RoomAuthority {
         let mut a = RoomAuthority::new(AuthorityConfig::default(), T0);

@@ -1,0 +1,158 @@
+//! Changes made while the server was away, pushed back when it returns (issue #5 "changes made
+//! offline that the server has not seen are pushed, not lost"; seed 004 Phase 3 "server
+//! wins"; PROTOCOL.md §13.2, §13.3, §13.9).
+//!
+//! A member of a lane room sends, on the Sync lane without `to`, [`ChangesPush`]: `{type:
+//! "music-changes", epoch?, changes: [{origin, localSeq, epoch, timestamp, op}]}`. The room's
+//! music authority ([`crate::music`]) then:
+//! 1. moves the room's epoch above the highest epoch the push names (its `epoch` and every
+//!    change's), [`RoomAuthority::raise_epoch_above`]: the server's claim beats every claim
+//!    made without it;
+//! 2. reconciles the changes into the room's [`ChangeLog`] with the core's rules: each
+//!    `(origin, localSeq)` at most once and in `localSeq` order per origin, the batch sorted by
+//!    `(timestamp, origin, localSeq)`, appended after what the log has (never rewritten);
+//! 3. applies each newly logged change's `op` (a `music-control`, with or without its `type`)
+//!    to the room state, whoever controls the room ([`RoomAuthority::apply_offline`]);
+//!    handovers and invalid operations are logged (so the device drops them) but change
+//!    nothing (`skipped`);
+//! 4. if the state changed, sends every member the new `sync-state` once (not one per change),
+//!    then answers the pusher with [`ChangesAck`] `{type: "music-changes-ack", versionVector,
+//!    epoch, applied, skipped, appliedOrder}`: the device drops every change the version
+//!    vector covers.
+//!
+//! A push that is not that shape is refused with a Control `error` `bad_payload` (lane 7, the
+//! frame's seq); a sender in no room gets `not_in_room` ([`crate::music`]).
+
+use crate::music::shared_clock_ms;
+use crate::state::{error_msg, Registry};
+use p3_lanes::core::error::ErrorCode;
+use p3_lanes::core::frame::SessionId;
+use p3_lanes::core::lane::Lane;
+use p3_lanes::core::p2p::changes::{ChangeLog, ChangesAck, ChangesPush, MUSIC_CHANGES_ACK_TYPE};
+use p3_lanes::core::sync::state::{Decision, MusicControl, RoomAuthority, SyncMessage};
+use serde_json::Value;
+
+/// A change's `op` as a `music-control`: `{type: "music-control", ...}` or the bare fields.
+fn parse_op(op: &Value) -> Option<MusicControl> {
+    match SyncMessage::from_value(op.clone()) {
+        Ok(SyncMessage::MusicControl(c)) => Some(c),
+        _ => serde_json::from_value(op.clone()).ok(),
+    }
+}
+
+/// Steps 1-3 of the module docs on one room: returns the ack and the state to broadcast, if
+/// it changed.
+fn reconcile(
+    authority: &mut RoomAuthority,
+    log: &mut ChangeLog,
+    push: ChangesPush,
+    now_ms: f64,
+) -> (ChangesAck, Option<Value>) {
+    let told = push.changes.iter().map(|c| c.epoch).chain(push.epoch).max();
+    let mut changed = told.and_then(|e| authority.raise_epoch_above(e)).is_some();
+    log.begin_epoch(authority.state().epoch);
+    let before = log.entries().len();
+    let applied = log.reconcile(push.changes);
+    let mut skipped = 0;
+    let mut applied_order = Vec::new();
+    for entry in &log.entries()[before..] {
+        applied_order.push((entry.change.origin.clone(), entry.change.local_seq));
+        let op = parse_op(&entry.change.op);
+        match op.map(|op| authority.apply_offline(&entry.change.origin, &op, now_ms)) {
+            Some(Ok(Decision::Applied { .. })) => changed = true,
+            _ => skipped += 1,
+        }
+    }
+    let ack = ChangesAck {
+        version_vector: log.applied().clone(),
+        epoch: authority.state().epoch,
+        applied: applied as u64,
+        skipped,
+        applied_order,
+    };
+    (ack, changed.then(|| authority.snapshot().to_value()))
+}
+
+impl Registry {
+    /// A `music-changes` push from `sid` (socket `conn_id`, Sync-lane frame `seq`), a member of
+    /// `room`; see the module docs.
+    pub(crate) fn music_changes(
+        &mut self,
+        sid: SessionId,
+        conn_id: u64,
+        seq: u64,
+        room: &str,
+        value: Value,
+    ) {
+        let push: ChangesPush = match serde_json::from_value(value) {
+            Ok(p) => p,
+            Err(e) => {
+                let why = format!("not a music-changes push: {e}");
+                let msg = error_msg(ErrorCode::BadPayload, why, Some(Lane::Sync.id()), Some(seq));
+                return self.reply(sid, conn_id, &msg);
+            }
+        };
+        let members = self.room_members(room);
+        let pushed = push.changes.len();
+        let (authority, log) = self.music.authority_and_log(room, &members);
+        let (ack, state) = reconcile(authority, log, push, shared_clock_ms());
+        tracing::debug!(room, session = %sid, pushed, applied = ack.applied, skipped = ack.skipped,
+            epoch = ack.epoch, "offline changes reconciled");
+        if let Some(state) = state {
+            for m in &members {
+                self.send_server_data(*m, Lane::Sync, &state);
+            }
+        }
+        let mut ack = serde_json::to_value(&ack).unwrap_or_default();
+        if let Some(obj) = ack.as_object_mut() {
+            obj.insert("type".into(), MUSIC_CHANGES_ACK_TYPE.into());
+        }
+        self.send_server_data(sid, Lane::Sync, &ack);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p3_lanes::core::p2p::changes::Change;
+    use p3_lanes::core::sync::state::AuthorityConfig;
+    use serde_json::json;
+
+    fn change(origin: &str, local_seq: u64, epoch: u64, timestamp: f64, position: f64) -> Change {
+        Change {
+            origin: origin.into(),
+            local_seq,
+            epoch,
+            timestamp,
+            op: json!({"type": "music-control", "action": "seek", "data": {"position": position}, "sequence": local_seq, "epoch": epoch}),
+        }
+    }
+
+    #[test]
+    fn applied_once_in_order_and_epoch_raised() {
+        let mut a = RoomAuthority::new(AuthorityConfig::default(), 1000.0);
+        let mut log = ChangeLog::new(0);
+        let push = ChangesPush {
+            epoch: Some(4),
+            changes: vec![change("d1", 2, 3, 20.0, 2.0), change("d1", 1, 3, 30.0, 1.0)],
+        };
+        let (ack, state) = reconcile(&mut a, &mut log, push.clone(), 1000.0);
+        assert_eq!((ack.applied, ack.skipped, ack.epoch), (2, 0, 5));
+        assert_eq!(ack.version_vector.get("d1"), Some(&2));
+        // d1's 1 before its 2 although 2 is older: per-origin order wins.
+        assert_eq!(a.state().position_s, 2.0);
+        assert!(state.is_some());
+        let (again, state) = reconcile(&mut a, &mut log, push, 1000.0);
+        assert_eq!((again.applied, again.epoch), (0, 5));
+        assert!(state.is_none(), "nothing changed");
+        let bare = ChangesPush {
+            epoch: None,
+            changes: vec![Change {
+                op: json!({"action": "handover", "data": {"to": "x"}, "sequence": 1}),
+                ..change("d2", 1, 0, 5.0, 0.0)
+            }],
+        };
+        let (ack, _) = reconcile(&mut a, &mut log, bare, 1000.0);
+        assert_eq!((ack.applied, ack.skipped), (1, 1));
+    }
+}
