@@ -10,7 +10,7 @@
 //! connected. Expired sessions are removed by a sweeper ([`spawn_sweeper`]) and treated as
 //! missing by every lookup in the meantime.
 //!
-//! Multiplexer (rollout flag `mux`, PROTOCOL.md §11): a session whose handshake was granted
+//! Multiplexer (feature flag `mux`, PROTOCOL.md §11, the browser SDK's default): a session whose handshake was granted
 //! it owns one [`Mux`] for its whole life, not per socket, so reliable lanes resume across
 //! reconnects: resumed on attach, lost on detach. Everything sent to such a session (Control
 //! messages, relays, server data) is a §5 frame with seq 0 handed to its `Mux`; the socket's

@@ -25,7 +25,7 @@
 //!    [`ClientConfig::transport_high_water_bytes`], and otherwise asks for a timeout to
 //!    re-read it.
 //!
-//! # Multiplexer (rollout flag `mux`)
+//! # Multiplexer (feature flag `mux`, offered by default by the browser SDK)
 //! When the handshake response grants [`FEATURE_MUX`], every message, Control included,
 //! travels through one [`Mux`] (v2 frames, §11): today's §5 frame with `seq` 0 is the
 //! multiplexer message, and the multiplexer's per-lane sequence number is the one reported.

@@ -239,9 +239,9 @@ pub fn negotiate(
     Ok(Negotiated { transport, lanes })
 }
 
-/// The rollout flag of the lane multiplexer (PROTOCOL.md §11): v2 frames are used on a
-/// session's sockets only when the request's `features` lists it and the response's
-/// `protocol.features` grants it; otherwise §5 framing.
+/// The feature flag of the lane multiplexer (PROTOCOL.md §11; the browser SDK offers it by
+/// default): v2 frames are used on a session's sockets only when the request's `features`
+/// lists it and the response's `protocol.features` grants it; otherwise §5 framing.
 pub const FEATURE_MUX: &str = "mux";
 
 impl HandshakeResponse {
