@@ -15,7 +15,7 @@
 //!   before the room's is refused with `epoch_mismatch` too (the sender missed a handover); a
 //!   duplicate (same epoch, sequence not newer) is ignored silently.
 //! - `{type: "music-changes", epoch?, changes}`: changes made while the server was away,
-//!   reconciled into the room ([`crate::music_changes`], PROTOCOL.md §13.9).
+//!   reconciled into the room (module `music_changes`, PROTOCOL.md §13.9).
 //! - `{type: "sync-state"}` from a client is refused (`invalid_argument`): only the authority
 //!   states the room.
 //! - Every joiner gets the room's `sync-state` at once (after `joined`), if it was granted the

@@ -9,7 +9,8 @@
 //!   per server process. Checked in constant time; a wrong token is `unauthorized`, a right
 //!   one for a session that is gone `session_not_found`. Answer: `auth_ok {sessionId}`. One
 //!   socket per session: authenticating on a new socket closes the old one (4409; its room
-//!   hears `peer_left` with reason `replaced`).
+//!   hears `peer_left` with reason `replaced`). The session is checked at `auth` only; the
+//!   socket then lives on its own heartbeats.
 //! - Before `auth_ok`, `join` / `offer` / `answer` / `ice` / `end` are `unauthorized`
 //!   (`heartbeat` and `ping` are always answered).
 //! - `join {roomId}`: leaves the current room (`peer_left`, reason `left`), answers `joined

@@ -23,7 +23,7 @@
 //! error closes with 1002. `--test-latency-ms` applies to their v2 frames as to v1 frames.
 //!
 //! Signaling: a Messaging-lane `offer` / `answer` / `ice` / `end` goes to the one member of
-//! the sender's room it names, with `from` checked ([`crate::signal_route`]).
+//! the sender's room it names, with `from` checked (module `signal_route`).
 //!
 //! Music rooms: a Sync-lane `music-control` without `to` is taken off the relay and handed to
 //! the room's authority ([`crate::music`]); `ping {rttMs}` feeds it.
