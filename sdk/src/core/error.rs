@@ -71,6 +71,10 @@ pub enum ErrorCode {
     /// The peer sent well-formed frames that break the multiplexer protocol (e.g. an ack of
     /// a sequence number never sent).
     ProtocolViolation,
+    /// A WebRTC operation of the peer mesh failed (creating a connection or DataChannel,
+    /// `setLocalDescription`, `setRemoteDescription`, `addIceCandidate`, `getStats`); the
+    /// message names the operation and the browser's error.
+    WebrtcFailed,
 }
 
 impl ErrorCode {
@@ -103,6 +107,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::ReassemblyLimit => "reassembly_limit",
             ErrorCode::ProtocolViolation => "protocol_violation",
+            ErrorCode::WebrtcFailed => "webrtc_failed",
         }
     }
 }
@@ -151,6 +156,7 @@ mod tests {
             ErrorCode::Unauthorized,
             ErrorCode::ReassemblyLimit,
             ErrorCode::ProtocolViolation,
+            ErrorCode::WebrtcFailed,
         ] {
             let json = serde_json::to_value(code).unwrap();
             assert_eq!(json, serde_json::Value::String(code.as_str().into()));

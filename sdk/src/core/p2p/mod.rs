@@ -13,6 +13,7 @@
 //! | [`ice`] | the ICE server configuration (`RTCConfiguration`) of seed 001 `getWebRTCConfig` |
 //! | [`signaling_server`] | the seed 001 signaling server's JSON messages (`auth`, `join`, `offer`, ... / `auth_ok`, `joined`, ...) |
 //! | [`signal`] | signaling messages (offer/answer/ICE/end), perfect-negotiation glare rule, mesh/hub topology |
+//! | [`mesh`] | the links of one device: topology, signaling routes (server or relaying peer), one lane multiplexer per peer |
 //!
 //! The pieces meet through values: [`tier::TierMachine`] says when the server is gone,
 //! [`election::Election`] says who orders changes, [`changes::ChangeLog`] is what that
@@ -22,6 +23,7 @@
 pub mod changes;
 pub mod election;
 pub mod ice;
+pub mod mesh;
 pub mod quality;
 pub mod seal;
 pub mod signal;

@@ -145,6 +145,12 @@ impl Negotiator {
         vec![NegotiationAction::Send(self.msg(SignalBody::Offer { sdp }))]
     }
 
+    /// `setLocalDescription()` for our offer failed: we are no longer making one, so the next
+    /// `negotiationneeded` (or the peer's offer) is handled normally.
+    pub fn handle_local_offer_failed(&mut self) {
+        self.making_offer = false;
+    }
+
     /// Our answer is set as local description: send it; signaling is stable again.
     pub fn handle_local_answer(&mut self, sdp: String) -> Vec<NegotiationAction> {
         self.stable = true;

@@ -1,0 +1,1117 @@
+//! The peer mesh of one device, sans-IO: which RTCPeerConnections to hold, how their
+//! signaling is routed (server while it is up, a connected peer otherwise), and one lane
+//! multiplexer ([`Mux`]) per peer over a DataChannel (issue #5; seed 004 "Tier 2: WebRTC
+//! mesh", "Challenge: mesh scalability"; seed 000 "Nexus as P2P signaling"; seed 001
+//! signaling and call-quality monitoring). PROTOCOL.md §13.5 states the rules.
+//!
+//! # Drive contract (str0m style)
+//! [`Mesh`] owns no RTCPeerConnection and reads no clock; `now` is ms on the driver's clock.
+//! 1. Inputs: room membership ([`Mesh::handle_members`], [`Mesh::handle_member_joined`],
+//!    [`Mesh::handle_member_left`]), whether the server is reachable
+//!    ([`Mesh::handle_server`]), signaling from the server ([`Mesh::handle_server_signal`]),
+//!    what the RTCPeerConnection reports (`handle_negotiation_needed`,
+//!    `handle_local_description`, `handle_local_ice`, `handle_peer_state`,
+//!    `handle_channel_open` / `_closed`), DataChannel messages ([`Mesh::handle_control`],
+//!    [`Mesh::handle_lane_input`]), the lanes channel's `bufferedAmount`
+//!    ([`Mesh::handle_lane_buffered`]), `getStats()` results ([`Mesh::handle_stats`]),
+//!    timeouts, and the app's [`Mesh::send`] / [`Mesh::close_link`] / [`Mesh::close`].
+//! 2. After **every** input drain [`Mesh::poll_output`] until `None`, performing each
+//!    [`MeshOutput`] in order (they are ordered: a peer is opened before it is negotiated),
+//!    then arm a timer for [`Mesh::poll_timeout`] and call [`Mesh::handle_timeout`] then.
+//!
+//! # Channels per peer (both `negotiated: true`, so both sides create them, no `ondatachannel`)
+//! - `p3-control`, id [`CONTROL_CHANNEL_ID`], `ordered: true`, `maxRetransmits: 3` (seed 004):
+//!   JSON [`ControlMessage`]s: relayed signaling and link announcements.
+//! - `p3-lanes`, id [`LANES_CHANNEL_ID`], `ordered: true`, reliable: the multiplexer's frames
+//!   (PROTOCOL.md §11) for all 8 lanes; a message is the UTF-8 JSON of the app's value.
+//!
+//! # Links and relinks
+//! The links wanted are [`signal::mesh_links`] of the members (full mesh ≤ 6, hub beyond) with
+//! the configured controller (default: the lowest member id). A link that fails or closes is
+//! opened again after [`RELINK_DELAY_MS`] while it is still wanted; the peer's [`Mux`] lives
+//! on across links, so reliable lanes resume without loss (§11.6).
+//!
+//! # Signaling routes
+//! Server up: every signal goes through the server (Messaging lane, `to` = the peer).
+//! Server down: over the link to the peer itself if it is connected, else through the
+//! connected peer with the lowest id that announced a connected link to the target
+//! ([`ControlMessage::Links`]), as `{type: "relay", signal}`; a relay forwards only messages
+//! it got from their author (two hops at most). With no route, signals wait (at most
+//! [`MAX_PENDING_SIGNALS`], oldest dropped with an error event) until one appears.
+
+use crate::core::error::ErrorCode;
+use crate::core::lane::Lane;
+use crate::core::mux::{Discontinuity, Mux, MuxConfig, MuxError, MuxEvent};
+use crate::core::p2p::quality::{NetworkQuality, StatsData};
+use crate::core::p2p::signal::{self, NegotiationAction, Negotiator, SignalBody, SignalMessage};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// `p3-control` DataChannel id (negotiated).
+pub const CONTROL_CHANNEL_ID: u16 = 0;
+/// `p3-control` label.
+pub const CONTROL_CHANNEL_LABEL: &str = "p3-control";
+/// `p3-control` `maxRetransmits` (seed 004 `music-control` channel).
+pub const CONTROL_MAX_RETRANSMITS: u16 = 3;
+/// `p3-lanes` DataChannel id (negotiated).
+pub const LANES_CHANNEL_ID: u16 = 1;
+/// `p3-lanes` label.
+pub const LANES_CHANNEL_LABEL: &str = "p3-lanes";
+/// The multiplexer writes to `p3-lanes` while its `bufferedAmount` plus the frame is at most
+/// this (bytes).
+pub const LANES_HIGH_WATER_BYTES: usize = 64 * 1024;
+/// `bufferedAmountLowThreshold` of `p3-lanes` (bytes): its `bufferedamountlow` event wakes
+/// the multiplexer (no polling).
+pub const LANES_LOW_WATER_BYTES: usize = 16 * 1024;
+/// Delay before a failed or closed link that is still wanted is opened again (ms).
+pub const RELINK_DELAY_MS: u64 = 1000;
+/// Signals kept while there is no route to their target.
+pub const MAX_PENDING_SIGNALS: usize = 64;
+
+/// A link's state as the app sees it (`peer-state` events).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkState {
+    /// RTCPeerConnection created, negotiating / ICE checking.
+    Connecting,
+    /// Both DataChannels open: lanes flow.
+    Connected,
+    /// ICE lost connectivity; it may come back by itself.
+    Disconnected,
+    /// ICE or DTLS failed; the link is closed and opened again later if still wanted.
+    Failed,
+    /// Closed (by either side, or the peer left); opened again later if still wanted.
+    Closed,
+}
+
+/// `RTCPeerConnection.connectionState`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerConnectionState {
+    /// `new`
+    New,
+    /// `connecting`
+    Connecting,
+    /// `connected`
+    Connected,
+    /// `disconnected`
+    Disconnected,
+    /// `failed`
+    Failed,
+    /// `closed`
+    Closed,
+}
+
+impl PeerConnectionState {
+    /// Parses the W3C string; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "new" => Self::New,
+            "connecting" => Self::Connecting,
+            "connected" => Self::Connected,
+            "disconnected" => Self::Disconnected,
+            "failed" => Self::Failed,
+            "closed" => Self::Closed,
+            _ => return None,
+        })
+    }
+}
+
+/// The two DataChannels of a link (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// `p3-control`.
+    Control,
+    /// `p3-lanes`.
+    Lanes,
+}
+
+/// JSON on the `p3-control` channel, tagged by `type`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ControlMessage {
+    /// The sender's connected links now (session ids), sent to every connected peer whenever
+    /// that set changes: who can relay to whom.
+    Links {
+        /// Connected peers of the sender.
+        peers: Vec<String>,
+    },
+    /// A signaling message for `signal.to`, handed to the receiver to deliver or forward.
+    Relay {
+        /// The message.
+        signal: SignalMessage,
+    },
+}
+
+/// What the app hears about.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum MeshEvent {
+    /// A link changed state.
+    PeerState {
+        /// The peer's session id.
+        peer: String,
+        /// New state.
+        state: LinkState,
+    },
+    /// A lane message from a peer (exactly once and in order on reliable lanes).
+    Message {
+        /// Sender's session id.
+        from: String,
+        /// Lane.
+        lane: Lane,
+        /// The value sent.
+        value: Value,
+    },
+    /// `getStats()` of a link and its seed 001 class.
+    Quality {
+        /// The peer.
+        peer: String,
+        /// The stats.
+        stats: StatsData,
+        /// Their class.
+        quality: NetworkQuality,
+    },
+    /// This device relayed a signaling message between two peers (server down).
+    SignalRelayed {
+        /// Author.
+        from: String,
+        /// Target.
+        to: String,
+    },
+    /// A reliable lane from `peer` skipped messages (see [`Discontinuity`]).
+    Discontinuity {
+        /// The peer.
+        peer: String,
+        /// What was skipped.
+        discontinuity: Discontinuity,
+    },
+    /// A lane to `peer` that refused a message with backpressure has room again.
+    Drain {
+        /// The peer.
+        peer: String,
+        /// Lane.
+        lane: Lane,
+    },
+    /// Queued messages of an unreliable lane to `peer` were dropped for newer ones.
+    Dropped {
+        /// The peer.
+        peer: String,
+        /// Lane.
+        lane: Lane,
+        /// How many.
+        count: u64,
+    },
+    /// Something went wrong with a peer or a signal; nothing is thrown.
+    Error {
+        /// The peer concerned, if any.
+        peer: Option<String>,
+        /// Machine-readable code.
+        code: ErrorCode,
+        /// Human-readable text.
+        message: String,
+    },
+}
+
+/// What the driver must do, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MeshOutput {
+    /// Create an RTCPeerConnection for `peer` with both negotiated DataChannels (replacing
+    /// any previous one for `peer`). `polite`: this side is the polite one.
+    OpenPeer {
+        /// The peer.
+        peer: String,
+        /// Perfect-negotiation role.
+        polite: bool,
+    },
+    /// Close `peer`'s RTCPeerConnection and forget it (its events are stale from now on).
+    ClosePeer {
+        /// The peer.
+        peer: String,
+    },
+    /// Run a negotiation step on `peer`'s RTCPeerConnection: one of
+    /// [`NegotiationAction::CreateOffer`], `AcceptOffer`, `AcceptAnswer`, `AddIce`.
+    Negotiate {
+        /// The peer.
+        peer: String,
+        /// The step.
+        action: NegotiationAction,
+    },
+    /// Send through the server: Messaging lane, `to = signal.to`, value = the JSON.
+    SendSignal(SignalMessage),
+    /// Send `text` on `peer`'s `p3-control` channel.
+    SendControl {
+        /// The peer.
+        peer: String,
+        /// JSON of a [`ControlMessage`].
+        text: String,
+    },
+    /// Send `bytes` (one binary message) on `peer`'s `p3-lanes` channel.
+    Transmit {
+        /// The peer.
+        peer: String,
+        /// A multiplexer frame.
+        bytes: Vec<u8>,
+    },
+    /// Hand to the app.
+    Event(MeshEvent),
+}
+
+/// Refusals of [`Mesh::send`] and [`Mesh::close_link`] (the caller's mistake or a full
+/// queue; never caused by peer data).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MeshError {
+    /// No link to this peer is wanted or held.
+    #[error("no link to peer {0}")]
+    UnknownPeer(String),
+    /// The value could not be encoded as JSON.
+    #[error("value is not JSON-compatible: {0}")]
+    BadValue(String),
+    /// The multiplexer of a peer refused (backpressure, message too large).
+    #[error("peer {peer}: {error}")]
+    Mux {
+        /// The peer.
+        peer: String,
+        /// Why.
+        error: MuxError,
+    },
+    /// [`Mesh::close`] was called.
+    #[error("the mesh is closed")]
+    Closed,
+}
+
+impl MeshError {
+    /// The code JS errors carry.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            MeshError::UnknownPeer(_) => ErrorCode::UnknownTarget,
+            MeshError::BadValue(_) => ErrorCode::BadPayload,
+            MeshError::Mux { error, .. } => error.code(),
+            MeshError::Closed => ErrorCode::Closed,
+        }
+    }
+}
+
+/// Parameters.
+#[derive(Clone, Debug)]
+pub struct MeshConfig {
+    /// This device's session id.
+    pub me: String,
+    /// Controller for the hub topology; `None`: the lowest member id.
+    pub controller: Option<String>,
+    /// Delay before a lost link that is still wanted is opened again (ms).
+    pub relink_delay_ms: u64,
+    /// Seed for the multiplexers' epochs and nonces (random per mesh).
+    pub seed: u64,
+}
+
+impl MeshConfig {
+    /// Defaults for `me`.
+    pub fn new(me: impl Into<String>, seed: u64) -> Self {
+        MeshConfig {
+            me: me.into(),
+            controller: None,
+            relink_delay_ms: RELINK_DELAY_MS,
+            seed,
+        }
+    }
+}
+
+/// The multiplexer configuration used on `p3-lanes` (both ends alike): all 8 lanes with their
+/// registry characteristics, 16 KiB chunks, [`LANES_HIGH_WATER_BYTES`], no polling (the
+/// `bufferedamountlow` event reports the buffer), no retransmission timer (the channel is
+/// reliable and ordered).
+pub fn lanes_mux_config(seed: u64) -> MuxConfig {
+    let mut cfg = MuxConfig::all_lanes(seed);
+    cfg.transport_high_water_bytes = Some(LANES_HIGH_WATER_BYTES);
+    cfg.transport_poll_ms = None;
+    cfg
+}
+
+struct Link {
+    neg: Negotiator,
+    control_open: bool,
+    lanes_open: bool,
+    state: LinkState,
+}
+
+struct Peer {
+    mux: Mux,
+    link: Option<Link>,
+    relink_at: Option<u64>,
+    /// The peer's connected links, as it last announced them.
+    announced: BTreeSet<String>,
+}
+
+impl Peer {
+    fn connected(&self) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|l| l.state == LinkState::Connected)
+    }
+}
+
+/// The mesh state machine of one device (see the module doc for the drive contract).
+pub struct Mesh {
+    cfg: MeshConfig,
+    members: BTreeSet<String>,
+    peers: BTreeMap<String, Peer>,
+    server_up: bool,
+    pending: VecDeque<SignalMessage>,
+    out: VecDeque<MeshOutput>,
+    /// Connected peers as last announced to them.
+    announced: Vec<String>,
+    mux_seq: u64,
+    closed: bool,
+    now: u64,
+}
+
+impl Mesh {
+    /// A mesh for `cfg.me`, with no members yet and the server up.
+    pub fn new(cfg: MeshConfig) -> Self {
+        Mesh {
+            members: BTreeSet::from([cfg.me.clone()]),
+            cfg,
+            peers: BTreeMap::new(),
+            server_up: true,
+            pending: VecDeque::new(),
+            out: VecDeque::new(),
+            announced: Vec::new(),
+            mux_seq: 0,
+            closed: false,
+            now: 0,
+        }
+    }
+
+    // ---- getters ----
+
+    /// This device's session id.
+    pub fn me(&self) -> &str {
+        &self.cfg.me
+    }
+
+    /// Room members (this device included).
+    pub fn members(&self) -> &BTreeSet<String> {
+        &self.members
+    }
+
+    /// The state of every link held or wanted (`None`: waiting to be opened again).
+    pub fn links(&self) -> impl Iterator<Item = (&str, Option<LinkState>)> {
+        self.peers
+            .iter()
+            .map(|(p, peer)| (p.as_str(), peer.link.as_ref().map(|l| l.state)))
+    }
+
+    /// Peers whose link is connected.
+    pub fn connected_peers(&self) -> Vec<String> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.connected())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The peers this device should link to now (topology).
+    pub fn wanted(&self) -> BTreeSet<String> {
+        let controller = self
+            .cfg
+            .controller
+            .clone()
+            .filter(|c| self.members.contains(c))
+            .or_else(|| self.members.iter().next().cloned())
+            .unwrap_or_default();
+        signal::links_of(
+            &signal::mesh_links(&self.members, &controller, None),
+            &self.cfg.me,
+        )
+    }
+
+    /// The multiplexer of `peer`, if any (diagnostics, tests).
+    pub fn mux(&self, peer: &str) -> Option<&Mux> {
+        self.peers.get(peer).map(|p| &p.mux)
+    }
+
+    // ---- inputs: room and server ----
+
+    /// The full member list (session ids, this device's included or not): opens the links the
+    /// topology now wants, closes the others.
+    pub fn handle_members(&mut self, members: impl IntoIterator<Item = String>, now: u64) {
+        self.now = self.now.max(now);
+        self.members = members.into_iter().collect();
+        self.members.insert(self.cfg.me.clone());
+        self.reconcile();
+    }
+
+    /// A member joined.
+    pub fn handle_member_joined(&mut self, peer: String, now: u64) {
+        self.now = self.now.max(now);
+        self.members.insert(peer);
+        self.reconcile();
+    }
+
+    /// A member left (the server said so): its link is closed and forgotten.
+    pub fn handle_member_left(&mut self, peer: &str, now: u64) {
+        self.now = self.now.max(now);
+        if peer != self.cfg.me {
+            self.members.remove(peer);
+        }
+        self.reconcile();
+    }
+
+    /// Sets the controller the hub topology centres on (`None`: the lowest member id).
+    pub fn set_controller(&mut self, controller: Option<String>, now: u64) {
+        self.now = self.now.max(now);
+        self.cfg.controller = controller;
+        self.reconcile();
+    }
+
+    /// Whether the server can route signals now (its WebSocket is open).
+    pub fn handle_server(&mut self, up: bool, now: u64) {
+        self.now = self.now.max(now);
+        self.server_up = up;
+        self.flush_pending();
+    }
+
+    /// A signaling message the server delivered (ignored unless addressed to this device).
+    pub fn handle_server_signal(&mut self, msg: SignalMessage, now: u64) {
+        self.now = self.now.max(now);
+        if msg.to == self.cfg.me {
+            self.handle_signal(msg);
+        }
+    }
+
+    // ---- inputs: the RTCPeerConnection ----
+
+    /// `negotiationneeded` fired on `peer`'s connection.
+    pub fn handle_negotiation_needed(&mut self, peer: &str) {
+        if let Some(link) = self.link_mut(peer) {
+            let actions = link.neg.handle_negotiation_needed();
+            self.perform(peer, actions);
+        }
+    }
+
+    /// `setLocalDescription()` resolved on `peer`'s connection with `localDescription` of
+    /// type offer (`is_offer`) or answer, text `sdp`: sends it.
+    pub fn handle_local_description(&mut self, peer: &str, is_offer: bool, sdp: String) {
+        if let Some(link) = self.link_mut(peer) {
+            let actions = if is_offer {
+                link.neg.handle_local_offer(sdp)
+            } else {
+                link.neg.handle_local_answer(sdp)
+            };
+            self.perform(peer, actions);
+        }
+    }
+
+    /// A negotiation step failed on `peer`'s connection (`what`: the operation, `message`:
+    /// the browser's error). Reported as an `error` event; a failed offer is forgotten so the
+    /// next `negotiationneeded` may try again.
+    pub fn handle_negotiation_failed(&mut self, peer: &str, what: &str, message: &str) {
+        if let Some(link) = self.link_mut(peer) {
+            link.neg.handle_local_offer_failed();
+        }
+        self.event(MeshEvent::Error {
+            peer: Some(peer.to_owned()),
+            code: ErrorCode::WebrtcFailed,
+            message: format!("{what}: {message}"),
+        });
+    }
+
+    /// `icecandidate` fired with a candidate (not the end-of-candidates `null`).
+    pub fn handle_local_ice(
+        &mut self,
+        peer: &str,
+        candidate: String,
+        sdp_mid: Option<String>,
+        sdp_m_line_index: Option<u16>,
+    ) {
+        if self.link_mut(peer).is_none() {
+            return;
+        }
+        let msg = SignalMessage {
+            from: self.cfg.me.clone(),
+            to: peer.to_owned(),
+            body: SignalBody::Ice {
+                candidate,
+                sdp_mid,
+                sdp_m_line_index,
+            },
+        };
+        self.route(msg);
+    }
+
+    /// `connectionstatechange` on `peer`'s connection.
+    pub fn handle_peer_state(&mut self, peer: &str, state: PeerConnectionState, now: u64) {
+        self.now = self.now.max(now);
+        let Some(link) = self.link_mut(peer) else {
+            return;
+        };
+        match state {
+            PeerConnectionState::Disconnected if link.state == LinkState::Connected => {
+                link.state = LinkState::Disconnected;
+                self.peer_state(peer, LinkState::Disconnected);
+            }
+            PeerConnectionState::Connected if link.state == LinkState::Disconnected => {
+                let ready = link.control_open && link.lanes_open;
+                link.state = if ready {
+                    LinkState::Connected
+                } else {
+                    LinkState::Connecting
+                };
+                let s = link.state;
+                self.peer_state(peer, s);
+            }
+            PeerConnectionState::Failed => self.link_down(peer, LinkState::Failed),
+            PeerConnectionState::Closed => self.link_down(peer, LinkState::Closed),
+            _ => {}
+        }
+    }
+
+    /// A DataChannel of `peer` opened.
+    pub fn handle_channel_open(&mut self, peer: &str, channel: Channel, now: u64) {
+        self.now = self.now.max(now);
+        let Some(link) = self.link_mut(peer) else {
+            return;
+        };
+        match channel {
+            Channel::Control => link.control_open = true,
+            Channel::Lanes => link.lanes_open = true,
+        }
+        if link.control_open && link.lanes_open && link.state == LinkState::Connecting {
+            link.state = LinkState::Connected;
+            if let Some(p) = self.peers.get_mut(peer) {
+                p.mux.handle_transport_resumed(self.now);
+            }
+            self.peer_state(peer, LinkState::Connected);
+            self.announce();
+            self.flush_pending();
+            self.pump_mux(peer);
+        }
+    }
+
+    /// A DataChannel of `peer` closed (or errored): the link is down.
+    pub fn handle_channel_closed(&mut self, peer: &str, _channel: Channel, now: u64) {
+        self.now = self.now.max(now);
+        self.link_down(peer, LinkState::Closed);
+    }
+
+    // ---- inputs: DataChannel data ----
+
+    /// A text message on `peer`'s `p3-control` channel.
+    pub fn handle_control(&mut self, from: &str, text: &str, now: u64) {
+        self.now = self.now.max(now);
+        if !self.peers.contains_key(from) {
+            return;
+        }
+        match serde_json::from_str::<ControlMessage>(text) {
+            Ok(ControlMessage::Links { peers }) => {
+                if let Some(p) = self.peers.get_mut(from) {
+                    p.announced = peers.into_iter().collect();
+                }
+                self.flush_pending();
+            }
+            Ok(ControlMessage::Relay { signal }) => {
+                if signal.to == self.cfg.me {
+                    self.handle_signal(signal);
+                } else if signal.from == from
+                    && self.peers.get(&signal.to).is_some_and(Peer::connected)
+                {
+                    self.event(MeshEvent::SignalRelayed {
+                        from: signal.from.clone(),
+                        to: signal.to.clone(),
+                    });
+                    let to = signal.to.clone();
+                    self.control(&to, &ControlMessage::Relay { signal });
+                } else {
+                    self.event(MeshEvent::Error {
+                        peer: Some(from.to_owned()),
+                        code: ErrorCode::UnknownTarget,
+                        message: format!(
+                            "cannot relay a signal from {} to {}: no connected link",
+                            signal.from, signal.to
+                        ),
+                    });
+                }
+            }
+            Err(e) => self.event(MeshEvent::Error {
+                peer: Some(from.to_owned()),
+                code: ErrorCode::BadControl,
+                message: format!("p3-control message: {e}"),
+            }),
+        }
+    }
+
+    /// A binary message on `peer`'s `p3-lanes` channel (a multiplexer frame).
+    pub fn handle_lane_input(&mut self, peer: &str, bytes: &[u8], now: u64) {
+        self.now = self.now.max(now);
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        if !p.connected() {
+            return;
+        }
+        p.mux.handle_input(bytes, self.now);
+        self.pump_mux(peer);
+    }
+
+    /// `peer`'s `p3-lanes` `bufferedAmount` now (bytes): on `bufferedamountlow`.
+    pub fn handle_lane_buffered(&mut self, peer: &str, buffered: usize) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.mux.handle_transport_buffered(buffered);
+            self.pump_mux(peer);
+        }
+    }
+
+    /// `getStats()` of `peer`'s connection, as [`StatsData`]: emits a `Quality` event and
+    /// publishes the stats to that peer on the Telemetry lane
+    /// (`{type: "link-stats", ...StatsData, quality}`).
+    pub fn handle_stats(&mut self, peer: &str, stats: StatsData) {
+        if !self.peers.contains_key(peer) {
+            return;
+        }
+        let quality = stats.quality();
+        let mut published = serde_json::to_value(&stats).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut published {
+            m.insert("type".into(), Value::from("link-stats"));
+            m.insert(
+                "quality".into(),
+                serde_json::to_value(quality).unwrap_or(Value::Null),
+            );
+        }
+        self.event(MeshEvent::Quality {
+            peer: peer.to_owned(),
+            stats,
+            quality,
+        });
+        if let Some(p) = self.peers.get_mut(peer) {
+            if p.connected() {
+                if let Ok(bytes) = serde_json::to_vec(&published) {
+                    // Telemetry is unreliable: a full queue drops the oldest, never refuses.
+                    let _ = p.mux.send(Lane::Telemetry, bytes);
+                }
+            }
+        }
+        self.pump_mux(peer);
+    }
+
+    /// The deadline of [`Mesh::poll_timeout`] passed.
+    pub fn handle_timeout(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        let ids: Vec<String> = self.peers.keys().cloned().collect();
+        for id in ids {
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if p.mux.poll_timeout().is_some_and(|t| t <= self.now) {
+                p.mux.handle_timeout(self.now);
+            }
+            if p.relink_at.is_some_and(|t| t <= self.now) {
+                p.relink_at = None;
+                self.open_link(&id);
+            }
+            self.pump_mux(&id);
+        }
+    }
+
+    // ---- mutators ----
+
+    /// Sends `value` (as JSON) on `lane` to `to`, or to every peer the topology links this
+    /// device to. Messages to a peer whose link is not connected yet wait in its queue.
+    ///
+    /// Errors: [`MeshError::UnknownPeer`] (`unknown_target`) for a `to` with no link;
+    /// [`MeshError::Mux`] (`backpressure`, `frame_too_large`) from the first peer that
+    /// refused (the others got the message); [`MeshError::BadValue`]; [`MeshError::Closed`].
+    pub fn send(&mut self, lane: Lane, value: &Value, to: Option<&str>) -> Result<(), MeshError> {
+        if self.closed {
+            return Err(MeshError::Closed);
+        }
+        let bytes = serde_json::to_vec(value).map_err(|e| MeshError::BadValue(e.to_string()))?;
+        let targets: Vec<String> = match to {
+            Some(t) if self.peers.contains_key(t) => vec![t.to_owned()],
+            Some(t) => return Err(MeshError::UnknownPeer(t.to_owned())),
+            None => self.peers.keys().cloned().collect(),
+        };
+        let mut first_err = None;
+        for t in targets {
+            let Some(p) = self.peers.get_mut(&t) else {
+                continue;
+            };
+            if let Err(error) = p.mux.send(lane, bytes.clone()) {
+                first_err.get_or_insert(MeshError::Mux {
+                    peer: t.clone(),
+                    error,
+                });
+            }
+            self.pump_mux(&t);
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Closes the link to `peer` (sends `end`); it is opened again after the relink delay if
+    /// the topology still wants it (both sides do so: a way to restart a link).
+    ///
+    /// Errors: [`MeshError::UnknownPeer`] if no link is held.
+    pub fn close_link(&mut self, peer: &str, now: u64) -> Result<(), MeshError> {
+        self.now = self.now.max(now);
+        if self.link_mut(peer).is_none() {
+            return Err(MeshError::UnknownPeer(peer.to_owned()));
+        }
+        self.route(SignalMessage {
+            from: self.cfg.me.clone(),
+            to: peer.to_owned(),
+            body: SignalBody::End {
+                reason: Some("closed by the app".into()),
+            },
+        });
+        self.link_down(peer, LinkState::Closed);
+        Ok(())
+    }
+
+    /// Closes every link for good (sends `end` to each); later inputs are ignored.
+    pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        let ids: Vec<String> = self.peers.keys().cloned().collect();
+        for id in &ids {
+            if self.peers.get(id).is_some_and(|p| p.link.is_some()) {
+                self.route(SignalMessage {
+                    from: self.cfg.me.clone(),
+                    to: id.clone(),
+                    body: SignalBody::End {
+                        reason: Some("mesh closed".into()),
+                    },
+                });
+            }
+        }
+        for id in ids {
+            self.forget(&id);
+        }
+        self.closed = true;
+    }
+
+    // ---- outputs ----
+
+    /// The next thing to do, in order.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<MeshOutput> {
+        self.out.pop_front()
+    }
+
+    /// When to call [`Mesh::handle_timeout`] (ms), if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.peers
+            .values()
+            .flat_map(|p| [p.mux.poll_timeout(), p.relink_at])
+            .flatten()
+            .min()
+    }
+
+    // ---- internals ----
+
+    fn link_mut(&mut self, peer: &str) -> Option<&mut Link> {
+        if self.closed {
+            return None;
+        }
+        self.peers.get_mut(peer)?.link.as_mut()
+    }
+
+    fn event(&mut self, ev: MeshEvent) {
+        self.out.push_back(MeshOutput::Event(ev));
+    }
+
+    fn peer_state(&mut self, peer: &str, state: LinkState) {
+        self.event(MeshEvent::PeerState {
+            peer: peer.to_owned(),
+            state,
+        });
+    }
+
+    fn control(&mut self, peer: &str, msg: &ControlMessage) {
+        if let Ok(text) = serde_json::to_string(msg) {
+            self.out.push_back(MeshOutput::SendControl {
+                peer: peer.to_owned(),
+                text,
+            });
+        }
+    }
+
+    /// Opens wanted links that are missing, forgets unwanted ones.
+    fn reconcile(&mut self) {
+        if self.closed {
+            return;
+        }
+        let wanted = self.wanted();
+        let gone: Vec<String> = self
+            .peers
+            .keys()
+            .filter(|p| !wanted.contains(*p) && !self.members.contains(*p))
+            .cloned()
+            .collect();
+        for p in gone {
+            self.forget(&p);
+        }
+        // Members linked beyond the topology (hub changes) are closed too.
+        let extra: Vec<String> = self
+            .peers
+            .keys()
+            .filter(|p| !wanted.contains(*p))
+            .cloned()
+            .collect();
+        for p in extra {
+            self.forget(&p);
+        }
+        for p in wanted {
+            if !self.peers.contains_key(&p) {
+                self.add_peer(&p);
+                self.open_link(&p);
+            }
+        }
+    }
+
+    fn add_peer(&mut self, peer: &str) {
+        self.mux_seq += 1;
+        let seed = self
+            .cfg
+            .seed
+            .wrapping_add(self.mux_seq.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mux = Mux::new(lanes_mux_config(seed)).expect("the lanes mux config is valid");
+        self.peers.insert(
+            peer.to_owned(),
+            Peer {
+                mux,
+                link: None,
+                relink_at: None,
+                announced: BTreeSet::new(),
+            },
+        );
+    }
+
+    fn open_link(&mut self, peer: &str) {
+        if self.closed {
+            return;
+        }
+        let neg = Negotiator::new(self.cfg.me.clone(), peer.to_owned());
+        let polite = neg.polite();
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        p.relink_at = None;
+        p.link = Some(Link {
+            neg,
+            control_open: false,
+            lanes_open: false,
+            state: LinkState::Connecting,
+        });
+        self.out.push_back(MeshOutput::OpenPeer {
+            peer: peer.to_owned(),
+            polite,
+        });
+        self.peer_state(peer, LinkState::Connecting);
+    }
+
+    fn link_down(&mut self, peer: &str, state: LinkState) {
+        if self.closed {
+            return;
+        }
+        let wanted = self.wanted().contains(peer);
+        let relink = self.now + self.cfg.relink_delay_ms;
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        if p.link.take().is_none() {
+            return;
+        }
+        p.mux.handle_transport_lost();
+        p.announced.clear();
+        if wanted {
+            p.relink_at = Some(relink);
+        }
+        self.out.push_back(MeshOutput::ClosePeer {
+            peer: peer.to_owned(),
+        });
+        self.peer_state(peer, state);
+        self.announce();
+        if !wanted {
+            self.peers.remove(peer);
+        }
+    }
+
+    fn forget(&mut self, peer: &str) {
+        if let Some(p) = self.peers.remove(peer) {
+            if p.link.is_some() {
+                self.out.push_back(MeshOutput::ClosePeer {
+                    peer: peer.to_owned(),
+                });
+                self.peer_state(peer, LinkState::Closed);
+            }
+            self.announce();
+        }
+    }
+
+    fn handle_signal(&mut self, msg: SignalMessage) {
+        if self.closed || msg.from == self.cfg.me {
+            return;
+        }
+        let peer = msg.from.clone();
+        let is_offer = matches!(msg.body, SignalBody::Offer { .. });
+        if !self.peers.contains_key(&peer) {
+            if !is_offer {
+                return;
+            }
+            // An offer from a member we did not link to yet (it saw a join we missed).
+            self.members.insert(peer.clone());
+            self.add_peer(&peer);
+        }
+        if self.peers.get(&peer).is_some_and(|p| p.link.is_none()) {
+            if !is_offer {
+                return;
+            }
+            self.open_link(&peer);
+        }
+        let Some(link) = self.link_mut(&peer) else {
+            return;
+        };
+        let actions = link.neg.handle_signal(msg);
+        self.perform(&peer, actions);
+    }
+
+    fn perform(&mut self, peer: &str, actions: Vec<NegotiationAction>) {
+        for a in actions {
+            match a {
+                NegotiationAction::Send(m) => self.route(m),
+                NegotiationAction::Close => self.link_down(peer, LinkState::Closed),
+                action => self.out.push_back(MeshOutput::Negotiate {
+                    peer: peer.to_owned(),
+                    action,
+                }),
+            }
+        }
+    }
+
+    /// The connected peer to hand a signal for `to` to, when the server is down.
+    fn relay_for(&self, to: &str) -> Option<String> {
+        if self.peers.get(to).is_some_and(Peer::connected) {
+            return Some(to.to_owned());
+        }
+        self.peers
+            .iter()
+            .find(|(id, p)| id.as_str() != to && p.connected() && p.announced.contains(to))
+            .map(|(id, _)| id.clone())
+    }
+
+    fn route(&mut self, msg: SignalMessage) {
+        if self.server_up {
+            self.out.push_back(MeshOutput::SendSignal(msg));
+            return;
+        }
+        match self.relay_for(&msg.to) {
+            Some(via) => self.control(&via, &ControlMessage::Relay { signal: msg }),
+            None => {
+                if self.pending.len() >= MAX_PENDING_SIGNALS {
+                    if let Some(old) = self.pending.pop_front() {
+                        self.event(MeshEvent::Error {
+                            peer: Some(old.to.clone()),
+                            code: ErrorCode::UnknownTarget,
+                            message: format!("no route to {}: signal dropped", old.to),
+                        });
+                    }
+                }
+                self.pending.push_back(msg);
+            }
+        }
+    }
+
+    fn flush_pending(&mut self) {
+        let waiting = std::mem::take(&mut self.pending);
+        for msg in waiting {
+            if self.server_up || self.relay_for(&msg.to).is_some() {
+                self.route(msg);
+            } else {
+                self.pending.push_back(msg);
+            }
+        }
+    }
+
+    /// Tells every connected peer our connected links, if they changed.
+    fn announce(&mut self) {
+        let now = self.connected_peers();
+        if now == self.announced {
+            return;
+        }
+        self.announced = now.clone();
+        let msg = ControlMessage::Links { peers: now.clone() };
+        for p in now {
+            self.control(&p, &msg);
+        }
+    }
+
+    /// Moves `peer`'s multiplexer events and frames into the outputs.
+    fn pump_mux(&mut self, peer: &str) {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let mut events = Vec::new();
+        let mut fatal = None;
+        while let Some(ev) = p.mux.poll_event() {
+            match ev {
+                MuxEvent::Message { lane, bytes, .. } => {
+                    match serde_json::from_slice::<Value>(&bytes) {
+                        Ok(value) => events.push(MeshEvent::Message {
+                            from: peer.to_owned(),
+                            lane,
+                            value,
+                        }),
+                        Err(e) => events.push(MeshEvent::Error {
+                            peer: Some(peer.to_owned()),
+                            code: ErrorCode::BadPayload,
+                            message: format!("lane {} message is not JSON: {e}", lane.id()),
+                        }),
+                    }
+                }
+                MuxEvent::Discontinuity(d) => events.push(MeshEvent::Discontinuity {
+                    peer: peer.to_owned(),
+                    discontinuity: d,
+                }),
+                MuxEvent::Drain { lane } => events.push(MeshEvent::Drain {
+                    peer: peer.to_owned(),
+                    lane,
+                }),
+                MuxEvent::Dropped { lane, count } => events.push(MeshEvent::Dropped {
+                    peer: peer.to_owned(),
+                    lane,
+                    count,
+                }),
+                MuxEvent::Error(e) => {
+                    if e.is_fatal() {
+                        fatal = Some(e.to_string());
+                    }
+                    events.push(MeshEvent::Error {
+                        peer: Some(peer.to_owned()),
+                        code: e.code(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        if p.connected() {
+            while let Some(bytes) = p.mux.poll_transmit() {
+                self.out.push_back(MeshOutput::Transmit {
+                    peer: peer.to_owned(),
+                    bytes,
+                });
+            }
+        }
+        for ev in events {
+            self.event(ev);
+        }
+        if fatal.is_some() {
+            self.link_down(peer, LinkState::Failed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
