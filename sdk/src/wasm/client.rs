@@ -181,6 +181,23 @@ impl P3Client {
         }
     }
 
+    /// Joins `room` (leaving any other) and builds this device's WebRTC DataChannel mesh there
+    /// (`PeerMesh`, PROTOCOL.md §13.5): one RTCPeerConnection per link of the topology (full
+    /// mesh up to 6 members, DJ hub beyond), signaling on the Messaging lane through the
+    /// server, or through connected peers while the server is down. Resolves once joined;
+    /// links come up in the background (`peer-state` events). Needs the Messaging lane.
+    ///
+    /// Rejects with `invalid_argument` for a bad name or options, `closed` if the client
+    /// closes first.
+    #[wasm_bindgen(js_name = peerMesh, unchecked_return_type = "Promise<PeerMesh>")]
+    pub fn peer_mesh(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] room: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "PeerMeshOptions")] options: JsValue,
+    ) -> Promise {
+        crate::wasm::p2p::peer_mesh(&self.inner, room, options)
+    }
+
     /// Leaves the current room, if any (confirmed by a `room-left` event).
     #[wasm_bindgen(js_name = leaveRoom)]
     pub fn leave_room(&self) {

@@ -16,6 +16,7 @@
 //! | `global` | `globalThis` lookups: `performance.now()`, `setTimeout`, `fetch` |
 //! | `types` | the TypeScript declarations of those shapes |
 //! | [`music`] | `MusicRoom`: a media element kept in sync with a music room (issue #4, seed 004) |
+//! | [`p2p`] | `PeerMesh`: WebRTC DataChannel mesh, lanes peer to peer, signaling relayed by peers (issue #5) |
 //! | [`pwa`] | `checkVersion` / `CacheGuard`: PWA cache protection (windows and service workers) |
 //!
 //! ```js
@@ -37,12 +38,14 @@ mod global;
 mod http;
 pub mod music;
 mod options;
+pub mod p2p;
 pub mod pwa;
 mod types;
 
 pub use client::P3Client;
 pub use codec::DictionaryCodec;
 pub use music::MusicRoom;
+pub use p2p::PeerMesh;
 pub use pwa::{check_version, CacheGuard};
 
 use wasm_bindgen::prelude::*;

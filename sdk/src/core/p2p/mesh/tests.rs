@@ -190,8 +190,12 @@ impl Net {
     fn check_open(&mut self, i: usize, peer: &str) {
         let j = self.idx(peer);
         let me = self.ids[i].clone();
-        let both = self.pcs[i].get(peer).is_some_and(|p| p.negotiated && !p.open)
-            && self.pcs[j].get(&me).is_some_and(|p| p.negotiated && !p.open);
+        let both = self.pcs[i]
+            .get(peer)
+            .is_some_and(|p| p.negotiated && !p.open)
+            && self.pcs[j]
+                .get(&me)
+                .is_some_and(|p| p.negotiated && !p.open);
         if both {
             self.pcs[i].get_mut(peer).unwrap().open = true;
             self.pcs[j].get_mut(&me).unwrap().open = true;
@@ -280,7 +284,11 @@ fn link_heals_without_the_server_through_a_relay() {
     assert!(!net.nodes[0].connected_peers().contains(&"s2".to_string()));
     // A message queued meanwhile is delivered once the link is back (the mux resumes).
     net.nodes[0]
-        .send(Lane::Sync, &serde_json::json!({"while": "down"}), Some("s2"))
+        .send(
+            Lane::Sync,
+            &serde_json::json!({"while": "down"}),
+            Some("s2"),
+        )
         .unwrap();
     net.drive(t + 5000);
     assert!(net.all_connected());
@@ -342,7 +350,10 @@ fn stats_become_quality_events_and_telemetry() {
     net.drive(200);
     assert!(net.events[0].iter().any(|e| matches!(
         e,
-        MeshEvent::Quality { quality: NetworkQuality::Excellent, .. }
+        MeshEvent::Quality {
+            quality: NetworkQuality::Excellent,
+            ..
+        }
     )));
     let t = net.inbox[1]
         .iter()
@@ -358,7 +369,11 @@ fn bad_control_is_an_error_event_not_a_panic() {
     let mut net = Net::new(2);
     net.drive(100);
     net.nodes[0].handle_control("s1", "{not json", net.now);
-    net.nodes[0].handle_control("s1", r#"{"type":"relay","signal":{"type":"end","from":"s9","to":"s7"}}"#, net.now);
+    net.nodes[0].handle_control(
+        "s1",
+        r#"{"type":"relay","signal":{"type":"end","from":"s9","to":"s7"}}"#,
+        net.now,
+    );
     net.nodes[0].handle_lane_input("s1", &[0xff, 0, 1], net.now);
     net.drive(200);
     let codes: Vec<ErrorCode> = net.events[0]

@@ -1,0 +1,782 @@
+//! The mesh driver: runs one core [`Mesh`] on the browser's clock, timers, RTCPeerConnections
+//! ([`rtc`]) and the `P3Client` (signaling while the server is up), following the drive
+//! contract of [`crate::core::p2p::mesh`]:
+//!
+//! - every input (a client event, an RTCPeerConnection / DataChannel event, a negotiation step
+//!   that settled, a `getStats()` result, a timer, an API call) is fed to the core under the
+//!   `RefCell` borrow, then [`pump`] drains the outputs: RTC work is done at once (it fires no
+//!   event synchronously), signals for the server and events for the app are collected and
+//!   handled **after** the borrow is released (sending through the client may run client
+//!   listeners, this one included; app callbacks may call back into the mesh);
+//! - one `setTimeout` is armed for the core's earliest deadline (multiplexer acks, relinks),
+//!   another runs `getStats()` every `statsIntervalMs`;
+//! - the state is held strongly only by the `PeerMesh` object; every handler holds a `Weak`,
+//!   so dropping the `PeerMesh` closes its RTCPeerConnections ([`rtc::Conn`]'s `Drop`).
+//!
+//! Server reachability: the client's state (`open` or not). Once the client's session id is no
+//! longer the one the mesh was built with (the server forgot it), the server is treated as
+//! down for good: the other members only know the mesh ids, so signaling goes peer to peer.
+
+use super::rtc;
+use super::PeerMesh;
+use crate::core::client::{ConnectionState, Event};
+use crate::core::lane::Lane;
+use crate::core::p2p::mesh::{Mesh, MeshConfig, MeshEvent, MeshOutput};
+use crate::core::p2p::signal::SignalMessage;
+use crate::core::{error::ErrorCode, mux::DiscontinuityReason};
+use crate::wasm::driver::{self as client_driver, Handle as ClientHandle};
+use crate::wasm::global::{self, Global};
+use crate::wasm::{convert, error};
+use js_sys::{Function, Promise, Reflect};
+use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+/// Default `statsIntervalMs`.
+const STATS_INTERVAL_MS: u64 = 1000;
+
+/// The shared state of one `PeerMesh`.
+pub(crate) type MeshHandle = Rc<RefCell<State>>;
+
+/// What an app callback listens to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Topic {
+    /// `PeerMessage`s.
+    Message,
+    /// `PeerMeshEvent`s.
+    Event,
+}
+
+#[derive(Default)]
+struct Timer {
+    id: Option<JsValue>,
+    deadline: Option<u64>,
+    callback: Option<Closure<dyn FnMut()>>,
+}
+
+/// Everything one `PeerMesh` owns (see the module docs).
+pub(crate) struct State {
+    mesh: Mesh,
+    room: String,
+    client: ClientHandle,
+    global: Global,
+    rtc_config: JsValue,
+    conns: HashMap<String, rtc::Conn>,
+    conn_seq: u64,
+    timer: Timer,
+    stats: Timer,
+    stats_interval_ms: u64,
+    /// Per peer: bytes sent on the selected candidate pair and when, for the bitrate.
+    sent: HashMap<String, (f64, f64)>,
+    callbacks: Vec<(u32, Topic, Function)>,
+    next_id: u32,
+    events: VecDeque<MeshEvent>,
+    signals: Vec<SignalMessage>,
+    dispatching: bool,
+    listener: Option<u32>,
+    /// The client's session is not the mesh's id any more (see the module docs).
+    frozen: bool,
+    closed: bool,
+}
+
+impl State {
+    /// This device's mesh id.
+    pub(crate) fn me(&self) -> &str {
+        self.mesh.me()
+    }
+
+    /// The room.
+    pub(crate) fn room(&self) -> &str {
+        &self.room
+    }
+
+    /// The core mesh.
+    pub(crate) fn mesh_mut(&mut self) -> &mut Mesh {
+        &mut self.mesh
+    }
+
+    /// `peer`'s current connection.
+    pub(crate) fn conn(&self, peer: &str) -> Option<&rtc::Conn> {
+        self.conns.get(peer)
+    }
+
+    /// `performance.now()`, whole ms.
+    pub(crate) fn now(&self) -> u64 {
+        self.global.now_ms()
+    }
+
+    /// `performance.now()`, ms.
+    pub(crate) fn now_precise(&self) -> f64 {
+        self.global.now_precise_ms()
+    }
+
+    /// Whether connection `id` is still `peer`'s current one (events of replaced ones are
+    /// stale).
+    pub(crate) fn is_current(&self, peer: &str, id: u64) -> bool {
+        !self.closed && self.conns.get(peer).is_some_and(|c| c.id == id)
+    }
+
+    /// Bitrate (bits/s) from `bytes` sent at `at` (ms) and the previous sample of `peer`.
+    pub(crate) fn bitrate(&mut self, peer: &str, bytes: f64, at: f64) -> f64 {
+        let prev = self.sent.insert(peer.to_owned(), (bytes, at));
+        match prev {
+            Some((b, t)) if at > t && bytes >= b => (bytes - b) * 8.0 * 1000.0 / (at - t),
+            _ => 0.0,
+        }
+    }
+
+    /// Queues an error event for the app.
+    pub(crate) fn error_event(&mut self, peer: Option<&str>, code: ErrorCode, message: String) {
+        self.events.push_back(MeshEvent::Error {
+            peer: peer.map(str::to_owned),
+            code,
+            message,
+        });
+    }
+
+    /// `mesh.peers`.
+    pub(crate) fn peers_js(&self) -> JsValue {
+        #[derive(Serialize)]
+        struct Link<'a> {
+            peer: &'a str,
+            state: JsLinkState,
+        }
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum JsLinkState {
+            State(crate::core::p2p::mesh::LinkState),
+            Waiting(&'static str),
+        }
+        let links: Vec<Link> = self
+            .mesh
+            .links()
+            .map(|(peer, state)| Link {
+                peer,
+                state: state.map_or(JsLinkState::Waiting("waiting"), JsLinkState::State),
+            })
+            .collect();
+        convert::to_js(&links)
+    }
+
+    /// Drains the core's outputs (see the module docs). Calls no app code and does not touch
+    /// the client.
+    fn drain(&mut self, h: &MeshHandle) {
+        // The multiplexers write while `p3-lanes` is under its high-water mark.
+        let buffered: Vec<(String, u32)> = self
+            .conns
+            .iter()
+            .map(|(p, c)| (p.clone(), c.lanes_buffered()))
+            .collect();
+        for (p, b) in buffered {
+            self.mesh.handle_lane_buffered(&p, b as usize);
+        }
+        while let Some(out) = self.mesh.poll_output() {
+            match out {
+                MeshOutput::OpenPeer { peer, .. } => {
+                    self.conns.remove(&peer);
+                    self.conn_seq += 1;
+                    let id = self.conn_seq;
+                    match rtc::Conn::open(&Rc::downgrade(h), &peer, id, &self.rtc_config) {
+                        Ok(c) => {
+                            self.conns.insert(peer, c);
+                        }
+                        Err(e) => {
+                            let now = self.now();
+                            self.error_event(
+                                Some(&peer),
+                                ErrorCode::WebrtcFailed,
+                                format!("new RTCPeerConnection: {}", error::describe(&e)),
+                            );
+                            // The link is down: the core closes it and retries later.
+                            self.mesh.handle_peer_state(
+                                &peer,
+                                crate::core::p2p::mesh::PeerConnectionState::Failed,
+                                now,
+                            );
+                        }
+                    }
+                }
+                MeshOutput::ClosePeer { peer } => {
+                    self.conns.remove(&peer);
+                    self.sent.remove(&peer);
+                }
+                MeshOutput::Negotiate { peer, action } => {
+                    if let Some(c) = self.conns.get(&peer) {
+                        rtc::negotiate(Rc::downgrade(h), peer, c.id, c.pc.clone(), action);
+                    }
+                }
+                MeshOutput::SendSignal(m) => self.signals.push(m),
+                MeshOutput::SendControl { peer, text } => {
+                    let sent = self.conns.get(&peer).map(|c| c.send_control(&text));
+                    if let Some(Err(e)) = sent {
+                        self.error_event(
+                            Some(&peer),
+                            ErrorCode::WebrtcFailed,
+                            format!("p3-control send: {}", error::describe(&e)),
+                        );
+                    }
+                }
+                MeshOutput::Transmit { peer, bytes } => {
+                    // A failed send means the channel is closing: its `close` event follows,
+                    // and the multiplexer resends what was not acknowledged on the next link.
+                    if let Some(c) = self.conns.get(&peer) {
+                        let _ = c.send_lanes(&bytes);
+                    }
+                }
+                MeshOutput::Event(ev) => self.events.push_back(ev),
+            }
+        }
+        let deadline = self.mesh.poll_timeout();
+        self.arm_timer(h, deadline);
+    }
+
+    fn arm_timer(&mut self, h: &MeshHandle, deadline: Option<u64>) {
+        if self.closed {
+            return;
+        }
+        if self.timer.deadline == deadline && (deadline.is_none() || self.timer.id.is_some()) {
+            return;
+        }
+        if let Some(id) = self.timer.id.take() {
+            self.global.clear_timeout(&id);
+        }
+        self.timer.deadline = deadline;
+        let Some(at) = deadline else { return };
+        let delay = at.saturating_sub(self.now());
+        let callback = self.timer.callback.get_or_insert_with(|| {
+            let weak = Rc::downgrade(h);
+            Closure::<dyn FnMut()>::new(move || {
+                if let Some(h) = weak.upgrade() {
+                    on_timer(&h);
+                }
+            })
+        });
+        self.timer.id = Some(self.global.set_timeout(callback.as_ref(), delay));
+    }
+
+    fn arm_stats(&mut self, h: &MeshHandle) {
+        if self.closed || self.stats_interval_ms == 0 {
+            return;
+        }
+        let callback = self.stats.callback.get_or_insert_with(|| {
+            let weak = Rc::downgrade(h);
+            Closure::<dyn FnMut()>::new(move || {
+                if let Some(h) = weak.upgrade() {
+                    on_stats_timer(&h);
+                }
+            })
+        });
+        self.stats.id = Some(
+            self.global
+                .set_timeout(callback.as_ref(), self.stats_interval_ms),
+        );
+    }
+
+    fn stop_timers(&mut self) {
+        for t in [&mut self.timer, &mut self.stats] {
+            if let Some(id) = t.id.take() {
+                self.global.clear_timeout(&id);
+            }
+            t.deadline = None;
+        }
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // Pending timeouts would call dropped closures.
+        self.stop_timers();
+    }
+}
+
+/// Runs `f` on the core mesh (a mutator, with `now`), then pumps.
+pub(crate) fn with_mesh<R>(h: &MeshHandle, f: impl FnOnce(&mut Mesh, u64) -> R) -> R {
+    let r = {
+        let mut s = h.borrow_mut();
+        let now = s.now();
+        f(&mut s.mesh, now)
+    };
+    pump(h);
+    r
+}
+
+/// Drains the core, sends signals through the client and dispatches events (see the module
+/// docs). Call after every input.
+pub(crate) fn pump(h: &MeshHandle) {
+    loop {
+        let (signals, client, frozen) = {
+            let mut s = h.borrow_mut();
+            s.drain(h);
+            (std::mem::take(&mut s.signals), s.client.clone(), s.frozen)
+        };
+        if signals.is_empty() {
+            break;
+        }
+        for m in signals {
+            let to = m.to.clone();
+            let result = if frozen {
+                Err((
+                    ErrorCode::Closed,
+                    "the server forgot this session".to_owned(),
+                ))
+            } else {
+                send_signal(&client, m)
+            };
+            if let Err((code, message)) = result {
+                h.borrow_mut()
+                    .error_event(Some(&to), code, format!("signal to {to}: {message}"));
+            }
+        }
+    }
+    {
+        let mut s = h.borrow_mut();
+        if s.dispatching {
+            return;
+        }
+        s.dispatching = true;
+    }
+    loop {
+        let next = h.borrow_mut().events.pop_front();
+        let Some(ev) = next else { break };
+        dispatch(h, &ev);
+    }
+    h.borrow_mut().dispatching = false;
+}
+
+/// A signal through the server: Messaging lane, routed to `to`.
+fn send_signal(client: &ClientHandle, m: SignalMessage) -> Result<(), (ErrorCode, String)> {
+    let to = m
+        .to
+        .parse()
+        .map_err(|e: crate::core::frame::FrameError| (ErrorCode::InvalidArgument, e.to_string()))?;
+    let value = serde_json::to_value(&m).map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+    client_driver::with_client(client, |c| c.send(Lane::Messaging, value, Some(to)))
+        .map_err(|e| (e.code(), e.to_string()))
+}
+
+/// Registers an app callback; returns the JS unsubscribe function (idempotent).
+pub(crate) fn subscribe(h: &MeshHandle, topic: Topic, f: Function) -> JsValue {
+    let id = {
+        let mut s = h.borrow_mut();
+        s.next_id = s.next_id.wrapping_add(1);
+        let id = s.next_id;
+        s.callbacks.push((id, topic, f));
+        id
+    };
+    let weak = Rc::downgrade(h);
+    Closure::<dyn FnMut()>::new(move || {
+        if let Some(h) = weak.upgrade() {
+            h.borrow_mut().callbacks.retain(|c| c.0 != id);
+        }
+    })
+    .into_js_value()
+}
+
+/// `mesh.close()`.
+pub(crate) fn close(h: &MeshHandle) {
+    {
+        let mut s = h.borrow_mut();
+        if s.closed {
+            return;
+        }
+        s.mesh.close();
+    }
+    pump(h);
+    let (client, listener) = {
+        let mut s = h.borrow_mut();
+        s.closed = true;
+        s.stop_timers();
+        s.timer.callback = None;
+        s.stats.callback = None;
+        s.conns.clear();
+        (s.client.clone(), s.listener.take())
+    };
+    if let Some(id) = listener {
+        client_driver::remove_listener(&client, id);
+    }
+}
+
+/// `client.peerMesh(room, options)`: resolves the RTCConfiguration, listens to the client,
+/// joins the room and resolves with the `PeerMesh` once joined (links start at once).
+pub(crate) fn join(client: &ClientHandle, room: String, options: JsValue) -> Promise {
+    let opts = match Options::parse(&options) {
+        Ok(o) => o,
+        Err(e) => return Promise::reject(&e),
+    };
+    let global = match Global::get() {
+        Ok(g) => g,
+        Err(e) => return Promise::reject(&e),
+    };
+    let client = client.clone();
+    wasm_bindgen_futures::future_to_promise(async move {
+        let (me, base) = {
+            let c = client.borrow();
+            (c.client().session_id().to_string(), c.base().to_owned())
+        };
+        let rtc_config = match opts.rtc_configuration {
+            Some(c) => c,
+            None => fetch_rtc_config(&base).await,
+        };
+        let mut cfg = MeshConfig::new(me, global::random_u64());
+        cfg.controller = opts.controller;
+        let server_up = client.borrow().client().state() == ConnectionState::Open;
+        let mut mesh = Mesh::new(cfg);
+        mesh.handle_server(server_up, global.now_ms());
+        let h: MeshHandle = Rc::new(RefCell::new(State {
+            mesh,
+            room: room.clone(),
+            client: client.clone(),
+            global,
+            rtc_config,
+            conns: HashMap::new(),
+            conn_seq: 0,
+            timer: Timer::default(),
+            stats: Timer::default(),
+            stats_interval_ms: opts.stats_interval_ms,
+            sent: HashMap::new(),
+            callbacks: Vec::new(),
+            next_id: 0,
+            events: VecDeque::new(),
+            signals: Vec::new(),
+            dispatching: false,
+            listener: None,
+            frozen: false,
+            closed: false,
+        }));
+        let weak = Rc::downgrade(&h);
+        let id = client_driver::add_listener(
+            &client,
+            Rc::new(move |ev: &Event| {
+                if let Some(h) = weak.upgrade() {
+                    on_client_event(&h, ev);
+                }
+            }),
+        );
+        h.borrow_mut().listener = Some(id);
+        let joined = client_driver::join_room(&client, &room);
+        if let Err(e) = JsFuture::from(joined).await {
+            close(&h);
+            return Err(e);
+        }
+        h.borrow_mut().arm_stats(&h);
+        pump(&h);
+        Ok(PeerMesh { inner: h }.into())
+    })
+}
+
+/// `GET {base}/api/webrtc/config` (seed 001 `getWebRTCConfig`), or `{iceServers: []}` if it
+/// fails or is not JSON.
+async fn fetch_rtc_config(base: &str) -> JsValue {
+    let fallback = || {
+        let o = js_sys::Object::new();
+        let _ = Reflect::set(&o, &"iceServers".into(), &js_sys::Array::new());
+        JsValue::from(o)
+    };
+    let url = format!("{base}/api/webrtc/config");
+    let Ok(p) = global::fetch(&JsValue::from_str(&url), &JsValue::UNDEFINED) else {
+        return fallback();
+    };
+    let Ok(resp) = JsFuture::from(Promise::from(p)).await else {
+        return fallback();
+    };
+    let Ok(resp) = resp.dyn_into::<web_sys::Response>() else {
+        return fallback();
+    };
+    if !resp.ok() {
+        return fallback();
+    }
+    let Ok(json) = resp.json() else {
+        return fallback();
+    };
+    match JsFuture::from(json).await {
+        Ok(v) if v.is_object() => v,
+        _ => fallback(),
+    }
+}
+
+/// `PeerMeshOptions`.
+struct Options {
+    rtc_configuration: Option<JsValue>,
+    stats_interval_ms: u64,
+    controller: Option<String>,
+}
+
+impl Options {
+    /// Errors: `invalid_argument` for a field of the wrong type.
+    fn parse(v: &JsValue) -> Result<Options, JsValue> {
+        let mut o = Options {
+            rtc_configuration: None,
+            stats_interval_ms: STATS_INTERVAL_MS,
+            controller: None,
+        };
+        if v.is_undefined() || v.is_null() {
+            return Ok(o);
+        }
+        if !v.is_object() {
+            return Err(error::invalid_argument("options must be an object"));
+        }
+        let get = |k: &str| Reflect::get(v, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED);
+        let c = get("rtcConfiguration");
+        if !c.is_undefined() {
+            if !c.is_object() {
+                return Err(error::invalid_argument(
+                    "rtcConfiguration must be an object",
+                ));
+            }
+            o.rtc_configuration = Some(c);
+        }
+        let s = get("statsIntervalMs");
+        if !s.is_undefined() {
+            match s.as_f64() {
+                Some(ms) if ms.is_finite() && ms >= 0.0 => o.stats_interval_ms = ms as u64,
+                _ => {
+                    return Err(error::invalid_argument(
+                        "statsIntervalMs must be a number ≥ 0",
+                    ))
+                }
+            }
+        }
+        let c = get("controller");
+        if !c.is_undefined() && !c.is_null() {
+            o.controller = Some(
+                c.as_string()
+                    .ok_or_else(|| error::invalid_argument("controller must be a session id"))?,
+            );
+        }
+        Ok(o)
+    }
+}
+
+/// One event of the client (see [`client_driver::add_listener`]).
+fn on_client_event(h: &MeshHandle, ev: &Event) {
+    {
+        let Ok(mut s) = h.try_borrow_mut() else {
+            return;
+        };
+        if s.closed {
+            return;
+        }
+        let now = s.now();
+        let session_ok = s.client.borrow().client().session_id().to_string() == s.me();
+        if !session_ok && !s.frozen {
+            s.frozen = true;
+            s.mesh.handle_server(false, now);
+        }
+        let frozen = s.frozen;
+        let room = s.room.clone();
+        match ev {
+            Event::StateChanged { state, .. } => {
+                s.mesh
+                    .handle_server(*state == ConnectionState::Open && !frozen, now);
+            }
+            Event::RoomJoined { room: r, members } if *r == room && !frozen => {
+                s.mesh
+                    .handle_members(members.iter().map(ToString::to_string), now);
+            }
+            Event::PeerJoined {
+                room: r,
+                session_id,
+            } if *r == room && !frozen => s.mesh.handle_member_joined(session_id.to_string(), now),
+            Event::PeerLeft {
+                room: r,
+                session_id,
+            } if *r == room && !frozen => s.mesh.handle_member_left(&session_id.to_string(), now),
+            Event::Message(m) if m.lane == Lane::Messaging && is_signal(&m.value) => {
+                match serde_json::from_value::<SignalMessage>(m.value.clone()) {
+                    Ok(sig) => s.mesh.handle_server_signal(sig, now),
+                    Err(e) => {
+                        let from = m.from.map(|f| f.to_string());
+                        s.error_event(
+                            from.as_deref(),
+                            ErrorCode::BadPayload,
+                            format!("signaling message: {e}"),
+                        );
+                    }
+                }
+            }
+            _ => return,
+        }
+    }
+    pump(h);
+}
+
+/// A Messaging value shaped like a signal: `{type: offer|answer|ice|end, from, to, ...}`.
+fn is_signal(v: &serde_json::Value) -> bool {
+    matches!(
+        v.get("type").and_then(|t| t.as_str()),
+        Some("offer" | "answer" | "ice" | "end")
+    ) && v.get("from").is_some()
+        && v.get("to").is_some()
+}
+
+fn on_timer(h: &MeshHandle) {
+    {
+        let mut s = h.borrow_mut();
+        s.timer.id = None;
+        s.timer.deadline = None;
+        let now = s.now();
+        s.mesh.handle_timeout(now);
+    }
+    pump(h);
+}
+
+fn on_stats_timer(h: &MeshHandle) {
+    let mut s = h.borrow_mut();
+    s.stats.id = None;
+    let now = s.now_precise();
+    for peer in s.mesh.connected_peers() {
+        if let Some(c) = s.conns.get(&peer) {
+            rtc::sample_stats(Rc::downgrade(h), peer, c.id, c.pc.clone(), now);
+        }
+    }
+    s.arm_stats(h);
+}
+
+/// Hands one event to the app callbacks, no borrow held; a callback that throws is reported
+/// on the console and does not stop the others.
+fn dispatch(h: &MeshHandle, ev: &MeshEvent) {
+    let (topic, js) = match ev {
+        MeshEvent::Message { from, lane, value } => {
+            let obj = convert::to_js(&JsMessage {
+                from,
+                lane: lane.id(),
+            });
+            let _ = Reflect::set(
+                &obj,
+                &JsValue::from_str("data"),
+                &convert::value_to_js(value),
+            );
+            (Topic::Message, obj)
+        }
+        ev => match event_to_js(ev) {
+            Some(js) => (Topic::Event, js),
+            None => return,
+        },
+    };
+    let callbacks: Vec<(u32, Function)> = h
+        .borrow()
+        .callbacks
+        .iter()
+        .filter(|c| c.1 == topic)
+        .map(|c| (c.0, c.2.clone()))
+        .collect();
+    for (id, f) in callbacks {
+        if !h.borrow().callbacks.iter().any(|c| c.0 == id) {
+            continue;
+        }
+        if let Err(e) = f.call1(&JsValue::UNDEFINED, &js) {
+            web_sys::console::error_2(&JsValue::from_str("p3-lanes: a callback threw:"), &e);
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsMessage<'a> {
+    from: &'a str,
+    lane: u8,
+}
+
+/// `PeerMeshEvent`.
+#[derive(Serialize)]
+#[serde(
+    tag = "type",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
+enum JsEvent<'a> {
+    PeerState {
+        peer: &'a str,
+        state: crate::core::p2p::mesh::LinkState,
+    },
+    Quality {
+        peer: &'a str,
+        quality: crate::core::p2p::quality::NetworkQuality,
+        stats: &'a crate::core::p2p::quality::StatsData,
+    },
+    SignalRelayed {
+        from: &'a str,
+        to: &'a str,
+    },
+    Drain {
+        peer: &'a str,
+        lane: u8,
+    },
+    Dropped {
+        peer: &'a str,
+        lane: u8,
+        count: u64,
+    },
+    Discontinuity {
+        peer: &'a str,
+        lane: u8,
+        expected_epoch: u32,
+        expected_seq: u64,
+        epoch: u32,
+        seq: u64,
+        reason: &'static str,
+    },
+    Error {
+        peer: Option<&'a str>,
+        code: &'static str,
+        message: &'a str,
+    },
+}
+
+fn event_to_js(ev: &MeshEvent) -> Option<JsValue> {
+    let js = match ev {
+        MeshEvent::PeerState { peer, state } => JsEvent::PeerState {
+            peer,
+            state: *state,
+        },
+        MeshEvent::Quality {
+            peer,
+            stats,
+            quality,
+        } => JsEvent::Quality {
+            peer,
+            quality: *quality,
+            stats,
+        },
+        MeshEvent::SignalRelayed { from, to } => JsEvent::SignalRelayed { from, to },
+        MeshEvent::Drain { peer, lane } => JsEvent::Drain {
+            peer,
+            lane: lane.id(),
+        },
+        MeshEvent::Dropped { peer, lane, count } => JsEvent::Dropped {
+            peer,
+            lane: lane.id(),
+            count: *count,
+        },
+        MeshEvent::Discontinuity {
+            peer,
+            discontinuity: d,
+        } => JsEvent::Discontinuity {
+            peer,
+            lane: d.lane.id(),
+            expected_epoch: d.expected_epoch,
+            expected_seq: d.expected_seq,
+            epoch: d.epoch,
+            seq: d.seq,
+            reason: match d.reason {
+                DiscontinuityReason::HistoryLost => "history-lost",
+                DiscontinuityReason::PeerRestarted => "peer-restarted",
+                DiscontinuityReason::JoinedMidStream => "joined-mid-stream",
+            },
+        },
+        MeshEvent::Error {
+            peer,
+            code,
+            message,
+        } => JsEvent::Error {
+            peer: peer.as_deref(),
+            code: code.as_str(),
+            message,
+        },
+        _ => return None,
+    };
+    Some(convert::to_js(&js))
+}
