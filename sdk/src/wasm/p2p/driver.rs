@@ -138,6 +138,27 @@ impl State {
         });
     }
 
+    /// `mesh.linkStats(peer)`: the counters of `peer`'s multiplexer, or `null`.
+    pub(crate) fn link_stats_js(&self, peer: &str) -> JsValue {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct LinkStats {
+            frames_sent: u64,
+            bytes_sent: u64,
+            resumes: u64,
+            acks_sent: u64,
+        }
+        self.mesh.mux(peer).map_or(JsValue::NULL, |m| {
+            let st = m.stats();
+            convert::to_js(&LinkStats {
+                frames_sent: st.frames_sent,
+                bytes_sent: st.bytes_sent,
+                resumes: st.resumes,
+                acks_sent: st.acks_sent,
+            })
+        })
+    }
+
     /// `mesh.peers`.
     pub(crate) fn peers_js(&self) -> JsValue {
         #[derive(Serialize)]

@@ -68,6 +68,13 @@ impl PeerMesh {
         self.inner.borrow().peers_js()
     }
 
+    /// Counters of the lane multiplexer towards `peer` (`LinkStats`: DataChannel messages and
+    /// bytes handed to `p3-lanes`, resumes, acks), or `null` if no link to `peer` is held.
+    #[wasm_bindgen(js_name = linkStats, unchecked_return_type = "LinkStats | null")]
+    pub fn link_stats(&self, peer: &str) -> JsValue {
+        self.inner.borrow().link_stats_js(peer)
+    }
+
     /// Sends `data` (JSON-compatible) on `lane` (id 1..=8 or name) to peer `to` (a session
     /// id), or to every linked peer. Values travel as UTF-8 JSON through the peer's lane
     /// multiplexer: chunked in ≤ 16 KiB DataChannel messages, by lane priority, exactly once

@@ -25,6 +25,18 @@ export interface PeerLink {
   state: PeerLinkState | 'waiting';
 }
 
+/** `mesh.linkStats(peer)`: counters of the lane multiplexer towards one peer, since the mesh was created. */
+export interface LinkStats {
+  /** Messages handed to the `p3-lanes` DataChannel (chunks ≤ 16 KiB, acks, resumes). */
+  framesSent: number;
+  /** Bytes handed to `p3-lanes`. */
+  bytesSent: number;
+  /** Resume handshakes completed (one per link that came up). */
+  resumes: number;
+  /** Ack frames sent. */
+  acksSent: number;
+}
+
 /** A lane message from a peer (`mesh.onMessage`). */
 export interface PeerMessage {
   /** Sender's session id. */
