@@ -518,6 +518,14 @@ impl Mesh {
         });
     }
 
+    /// Our offer was not made after all: the connection was no longer `stable` when its turn
+    /// came (the peer's offer won the glare). Not an error.
+    pub fn handle_offer_superseded(&mut self, peer: &str) {
+        if let Some(link) = self.link_mut(peer) {
+            link.neg.handle_local_offer_failed();
+        }
+    }
+
     /// `icecandidate` fired with a candidate (not the end-of-candidates `null`).
     pub fn handle_local_ice(
         &mut self,

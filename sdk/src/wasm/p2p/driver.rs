@@ -104,6 +104,11 @@ impl State {
         self.conns.get(peer)
     }
 
+    /// `peer`'s current connection, mutably.
+    pub(crate) fn conn_mut(&mut self, peer: &str) -> Option<&mut rtc::Conn> {
+        self.conns.get_mut(peer)
+    }
+
     /// `performance.now()`, whole ms.
     pub(crate) fn now(&self) -> u64 {
         self.global.now_ms()
@@ -226,8 +231,8 @@ impl State {
                     self.sent.remove(&peer);
                 }
                 MeshOutput::Negotiate { peer, action } => {
-                    if let Some(c) = self.conns.get(&peer) {
-                        rtc::negotiate(Rc::downgrade(h), peer, c.id, c.pc.clone(), action);
+                    if let Some(c) = self.conns.get_mut(&peer) {
+                        rtc::negotiate(Rc::downgrade(h), peer, c, action);
                     }
                 }
                 MeshOutput::SendSignal(m) => self.signals.push(m),

@@ -15,6 +15,7 @@ use crate::core::p2p::signal::{NegotiationAction, SignalBody};
 use crate::wasm::error;
 use js_sys::{Function, Promise, Reflect};
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Weak;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -22,6 +23,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     MessageEvent, RtcDataChannel, RtcDataChannelInit, RtcDataChannelType, RtcIceCandidateInit,
     RtcPeerConnection, RtcPeerConnectionIceEvent, RtcSdpType, RtcSessionDescriptionInit,
+    RtcSignalingState,
 };
 
 type Handler = Closure<dyn FnMut(JsValue)>;
@@ -34,6 +36,11 @@ pub(crate) struct Conn {
     control: RtcDataChannel,
     lanes: RtcDataChannel,
     _handlers: Vec<Handler>,
+    /// Negotiation steps not started yet: they run one at a time, in order (see
+    /// [`negotiate`]).
+    steps: VecDeque<NegotiationAction>,
+    /// A task is running `steps`.
+    negotiating: bool,
 }
 
 impl Conn {
@@ -144,6 +151,8 @@ impl Conn {
             control,
             lanes,
             _handlers: handlers,
+            steps: VecDeque::new(),
+            negotiating: false,
         })
     }
 
@@ -218,41 +227,62 @@ enum Step {
     Offer(String),
     /// Our answer is the local description.
     Answer(String),
-    /// `setLocalDescription()` for an offer resolved but a remote offer won meanwhile.
+    /// No offer made: the connection was not `stable` when the step's turn came.
     OfferSuperseded,
     /// Nothing to report.
     Done,
 }
 
-/// Runs one negotiation step on `pc` asynchronously and reports the outcome to the core if
-/// `pc` is still `peer`'s connection `id`.
+/// Queues one negotiation step on `peer`'s connection `conn`. Steps run one at a time in
+/// order (an implicit `setLocalDescription()` slipping between the `setRemoteDescription(offer)`
+/// and `setLocalDescription()` of an answer would make the answer and lose it), each outcome
+/// reported to the core before the next step starts.
 pub(crate) fn negotiate(
     h: Weak<RefCell<State>>,
     peer: String,
-    id: u64,
-    pc: RtcPeerConnection,
+    conn: &mut Conn,
     action: NegotiationAction,
 ) {
+    conn.steps.push_back(action);
+    if conn.negotiating {
+        return;
+    }
+    conn.negotiating = true;
+    let (id, pc) = (conn.id, conn.pc.clone());
     wasm_bindgen_futures::spawn_local(async move {
-        let outcome = step(&pc, action).await;
-        let Some(h) = h.upgrade() else { return };
-        {
-            let mut s = h.borrow_mut();
-            if !s.is_current(&peer, id) {
-                return;
-            }
-            let m = s.mesh_mut();
-            match outcome {
-                Ok(Step::Offer(sdp)) => m.handle_local_description(&peer, true, sdp),
-                Ok(Step::Answer(sdp)) => m.handle_local_description(&peer, false, sdp),
-                Ok(Step::OfferSuperseded) => {
-                    m.handle_negotiation_failed(&peer, "offer", "superseded by the peer's offer")
+        loop {
+            let next = {
+                let Some(h) = h.upgrade() else { return };
+                let mut s = h.borrow_mut();
+                if !s.is_current(&peer, id) {
+                    return;
                 }
-                Ok(Step::Done) => {}
-                Err((what, e)) => m.handle_negotiation_failed(&peer, what, &error::describe(&e)),
+                let Some(c) = s.conn_mut(&peer) else { return };
+                let next = c.steps.pop_front();
+                c.negotiating = next.is_some();
+                next
+            };
+            let Some(action) = next else { return };
+            let outcome = step(&pc, action).await;
+            let Some(h) = h.upgrade() else { return };
+            {
+                let mut s = h.borrow_mut();
+                if !s.is_current(&peer, id) {
+                    return;
+                }
+                let m = s.mesh_mut();
+                match outcome {
+                    Ok(Step::Offer(sdp)) => m.handle_local_description(&peer, true, sdp),
+                    Ok(Step::Answer(sdp)) => m.handle_local_description(&peer, false, sdp),
+                    Ok(Step::OfferSuperseded) => m.handle_offer_superseded(&peer),
+                    Ok(Step::Done) => {}
+                    Err((what, e)) => {
+                        m.handle_negotiation_failed(&peer, what, &error::describe(&e))
+                    }
+                }
             }
+            driver::pump(&h);
         }
-        driver::pump(&h);
     });
 }
 
@@ -262,6 +292,9 @@ async fn step(
 ) -> Result<Step, (&'static str, JsValue)> {
     match action {
         NegotiationAction::CreateOffer => {
+            if pc.signaling_state() != RtcSignalingState::Stable {
+                return Ok(Step::OfferSuperseded);
+            }
             set_local(pc)
                 .await
                 .map_err(|e| ("setLocalDescription", e))?;
