@@ -66,6 +66,12 @@ pub const LANES_HIGH_WATER_BYTES: usize = 64 * 1024;
 pub const LANES_LOW_WATER_BYTES: usize = 16 * 1024;
 /// Delay before a failed or closed link that is still wanted is opened again (ms).
 pub const RELINK_DELAY_MS: u64 = 1000;
+/// The polite side of a new link makes no offer of its own for this long (ms): the impolite
+/// side offers first, so a first negotiation is normally no glare (Chromium may not signal the
+/// ICE candidates it gathered for an offer it then rolled back).
+pub const POLITE_OFFER_DELAY_MS: u64 = 2000;
+/// A link not connected this long after it was opened is closed and opened again (ms).
+pub const CONNECT_TIMEOUT_MS: u64 = 15_000;
 /// Signals kept while there is no route to their target.
 pub const MAX_PENDING_SIGNALS: usize = 64;
 
@@ -302,6 +308,10 @@ pub struct MeshConfig {
     pub controller: Option<String>,
     /// Delay before a lost link that is still wanted is opened again (ms).
     pub relink_delay_ms: u64,
+    /// See [`POLITE_OFFER_DELAY_MS`]; 0 lets both sides offer at once (glare every time).
+    pub polite_offer_delay_ms: u64,
+    /// See [`CONNECT_TIMEOUT_MS`].
+    pub connect_timeout_ms: u64,
     /// Seed for the multiplexers' epochs and nonces (random per mesh).
     pub seed: u64,
 }
@@ -313,6 +323,8 @@ impl MeshConfig {
             me: me.into(),
             controller: None,
             relink_delay_ms: RELINK_DELAY_MS,
+            polite_offer_delay_ms: POLITE_OFFER_DELAY_MS,
+            connect_timeout_ms: CONNECT_TIMEOUT_MS,
             seed,
         }
     }
@@ -334,6 +346,21 @@ struct Link {
     control_open: bool,
     lanes_open: bool,
     state: LinkState,
+    /// Polite side: make no offer of our own before this (ms), the impolite side's is due.
+    polite_wait_until: Option<u64>,
+    /// `negotiationneeded` fired during the polite wait.
+    offer_wanted: bool,
+    /// Give up (and relink) if not connected by then (ms).
+    connect_deadline: Option<u64>,
+}
+
+impl Link {
+    fn deadlines(&self) -> [Option<u64>; 2] {
+        [
+            self.polite_wait_until.filter(|_| self.offer_wanted),
+            self.connect_deadline,
+        ]
+    }
 }
 
 struct Peer {
@@ -483,9 +510,16 @@ impl Mesh {
 
     // ---- inputs: the RTCPeerConnection ----
 
-    /// `negotiationneeded` fired on `peer`'s connection.
-    pub fn handle_negotiation_needed(&mut self, peer: &str) {
+    /// `negotiationneeded` fired on `peer`'s connection. The polite side of a new link waits
+    /// up to [`POLITE_OFFER_DELAY_MS`] for the impolite side's offer before making its own.
+    pub fn handle_negotiation_needed(&mut self, peer: &str, now: u64) {
+        self.now = self.now.max(now);
+        let now = self.now;
         if let Some(link) = self.link_mut(peer) {
+            if link.polite_wait_until.is_some_and(|t| now < t) {
+                link.offer_wanted = true;
+                return;
+            }
             let actions = link.neg.handle_negotiation_needed();
             self.perform(peer, actions);
         }
@@ -588,6 +622,7 @@ impl Mesh {
         }
         if link.control_open && link.lanes_open && link.state == LinkState::Connecting {
             link.state = LinkState::Connected;
+            link.connect_deadline = None;
             if let Some(p) = self.peers.get_mut(peer) {
                 p.mux.handle_transport_resumed(self.now);
             }
@@ -718,6 +753,24 @@ impl Mesh {
                 p.relink_at = None;
                 self.open_link(&id);
             }
+            let now = self.now;
+            let mut offer = false;
+            let mut timed_out = false;
+            if let Some(link) = self.peers.get_mut(&id).and_then(|p| p.link.as_mut()) {
+                if link.polite_wait_until.is_some_and(|t| t <= now) {
+                    link.polite_wait_until = None;
+                    offer = std::mem::take(&mut link.offer_wanted);
+                }
+                if link.connect_deadline.is_some_and(|t| t <= now) {
+                    link.connect_deadline = None;
+                    timed_out = link.state == LinkState::Connecting;
+                }
+            }
+            if timed_out {
+                self.link_down(&id, LinkState::Failed);
+            } else if offer {
+                self.handle_negotiation_needed(&id, now);
+            }
             self.pump_mux(&id);
         }
     }
@@ -812,7 +865,10 @@ impl Mesh {
     pub fn poll_timeout(&self) -> Option<u64> {
         self.peers
             .values()
-            .flat_map(|p| [p.mux.poll_timeout(), p.relink_at])
+            .flat_map(|p| {
+                let [a, b] = p.link.as_ref().map_or([None, None], Link::deadlines);
+                [p.mux.poll_timeout(), p.relink_at, a, b]
+            })
             .flatten()
             .min()
     }
@@ -907,11 +963,15 @@ impl Mesh {
             return;
         };
         p.relink_at = None;
+        let wait = self.cfg.polite_offer_delay_ms;
         p.link = Some(Link {
             neg,
             control_open: false,
             lanes_open: false,
             state: LinkState::Connecting,
+            polite_wait_until: (polite && wait > 0).then_some(self.now + wait),
+            offer_wanted: false,
+            connect_deadline: Some(self.now + self.cfg.connect_timeout_ms),
         });
         self.out.push_back(MeshOutput::OpenPeer {
             peer: peer.to_owned(),
@@ -982,6 +1042,10 @@ impl Mesh {
         let Some(link) = self.link_mut(&peer) else {
             return;
         };
+        if is_offer {
+            link.polite_wait_until = None;
+            link.offer_wanted = false;
+        }
         let actions = link.neg.handle_signal(msg);
         self.perform(&peer, actions);
     }

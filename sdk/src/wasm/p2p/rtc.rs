@@ -73,7 +73,7 @@ impl Conn {
 
         let on = |f: fn(&mut State, &str, JsValue, u64)| handler(h, peer, id, f);
         let handlers = vec![
-            on(|s, p, _, _| s.mesh_mut().handle_negotiation_needed(p)),
+            on(|s, p, _, now| s.mesh_mut().handle_negotiation_needed(p, now)),
             on(|s, p, ev, _| {
                 let Some(c) = ev
                     .dyn_ref::<RtcPeerConnectionIceEvent>()

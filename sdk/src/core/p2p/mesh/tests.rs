@@ -39,16 +39,26 @@ struct Net {
     inbox: Vec<Vec<(String, Lane, Value)>>,
     events: Vec<Vec<MeshEvent>>,
     offers_sent: usize,
+    /// Signals this node sends through the server are lost.
+    lose_signals_of: Option<usize>,
 }
 
 impl Net {
     fn new(n: usize) -> Net {
+        Net::with(n, |_| {})
+    }
+
+    fn with(n: usize, tweak: impl Fn(&mut MeshConfig)) -> Net {
         let ids: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
         let mut net = Net {
             nodes: ids
                 .iter()
                 .enumerate()
-                .map(|(i, id)| Mesh::new(MeshConfig::new(id.clone(), i as u64 + 1)))
+                .map(|(i, id)| {
+                    let mut cfg = MeshConfig::new(id.clone(), i as u64 + 1);
+                    tweak(&mut cfg);
+                    Mesh::new(cfg)
+                })
                 .collect(),
             pcs: (0..n).map(|_| HashMap::new()).collect(),
             inbox: vec![Vec::new(); n],
@@ -58,6 +68,7 @@ impl Net {
             tasks: VecDeque::new(),
             now: 0,
             offers_sent: 0,
+            lose_signals_of: None,
         };
         for i in 0..n {
             let members = net.ids.clone();
@@ -132,6 +143,9 @@ impl Net {
                 MeshOutput::Negotiate { peer, action } => self.negotiate(i, &peer, action),
                 MeshOutput::SendSignal(m) => {
                     assert!(self.server_up, "signal via a dead server");
+                    if self.lose_signals_of == Some(i) {
+                        continue;
+                    }
                     let j = self.idx(&m.to);
                     self.tasks.push_back(Task::Signal(j, m));
                 }
@@ -209,7 +223,7 @@ impl Net {
         match t {
             Task::NegotiationNeeded(i, p) => {
                 if self.pcs[i].contains_key(&p) {
-                    self.nodes[i].handle_negotiation_needed(&p)
+                    self.nodes[i].handle_negotiation_needed(&p, self.now)
                 }
             }
             Task::Signal(j, m) => self.nodes[j].handle_server_signal(m, now),
@@ -248,12 +262,55 @@ impl Net {
 }
 
 #[test]
-fn three_devices_full_mesh_glare_and_chunked_lanes() {
-    let mut net = Net::new(3);
+fn glare_when_both_sides_offer_at_once() {
+    let mut net = Net::with(3, |c| c.polite_offer_delay_ms = 0);
     net.drive(100);
     assert!(net.all_connected());
     // Both sides of every link offered (negotiated channels); perfect negotiation kept one.
     assert_eq!(net.offers_sent, 6);
+}
+
+#[test]
+fn polite_side_offers_only_if_the_impolite_one_does_not() {
+    let mut net = Net::new(2);
+    net.drive(100);
+    assert!(net.all_connected());
+    assert_eq!(net.offers_sent, 1, "only the impolite side offered");
+    // The impolite side never offers (it does not know the polite one): after the wait the
+    // polite side does.
+    let mut net = Net::new(2);
+    net.nodes[1].handle_members(["s1".to_string()], 0);
+    net.drive(100);
+    assert!(!net.nodes[0].connected_peers().contains(&"s1".to_string()));
+    net.drive(POLITE_OFFER_DELAY_MS + 100);
+    assert!(net.nodes[0].connected_peers().contains(&"s1".to_string()));
+}
+
+#[test]
+fn a_link_that_does_not_connect_is_opened_again() {
+    let mut net = Net::new(2);
+    // Everything s1 sends through the server is lost: s0 never gets an answer.
+    net.lose_signals_of = Some(1);
+    net.drive(CONNECT_TIMEOUT_MS - 10);
+    assert!(!net.all_connected());
+    net.lose_signals_of = None;
+    net.drive(CONNECT_TIMEOUT_MS + RELINK_DELAY_MS + 3000);
+    assert!(net.all_connected());
+    assert!(net.events[0].iter().any(|e| matches!(
+        e,
+        MeshEvent::PeerState {
+            state: LinkState::Failed,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn three_devices_full_mesh_and_chunked_lanes() {
+    let mut net = Net::new(3);
+    net.drive(100);
+    assert!(net.all_connected());
+    assert_eq!(net.offers_sent, 3);
     let big: String = "x".repeat(40 * 1024);
     net.nodes[0]
         .send(Lane::Data, &serde_json::json!({"big": big}), Some("s2"))
