@@ -20,7 +20,7 @@ mod support;
 use support::write_results;
 
 fn corpus() -> Vec<(&'static str, Value)> {
-    let d = Dictionary::v1();
+    let d = Dictionary::current();
     vec![
         (
             "handshake request",
@@ -110,11 +110,11 @@ fn main() {
             .into_iter()
             .map(|(name, value)| json!({"name": name, "value": value}))
             .collect();
-        let out = json!({"dictionary": Dictionary::v1().to_wire(), "messages": messages});
+        let out = json!({"dictionary": Dictionary::current().to_wire(), "messages": messages});
         println!("{out}");
         return;
     }
-    let dict = Dictionary::v1();
+    let dict = Dictionary::current();
     let corpus = corpus();
     let msgs: Vec<&Value> = corpus.iter().map(|(_, v)| v).collect();
 

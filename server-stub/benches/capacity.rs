@@ -238,7 +238,7 @@ async fn open_session(
 
 /// The next Control frame (Data frames skipped), or `None` on close, error or timeout.
 async fn next_control(ws: &mut Ws) -> Option<Control> {
-    let dict = Dictionary::v1();
+    let dict = Dictionary::current();
     loop {
         let msg = tokio::time::timeout(WAIT, ws.next()).await.ok()??.ok()?;
         let Message::Binary(b) = msg else { continue };
@@ -307,7 +307,7 @@ struct Room {
 /// Joins `sessions` into rooms of `size` (first member sends), spawning a counting reader per
 /// member.
 async fn make_rooms(sessions: Vec<Session>, size: usize, tag: &str) -> Vec<Room> {
-    let dict = Dictionary::v1();
+    let dict = Dictionary::current();
     let mut rooms = Vec::new();
     let mut it = sessions.into_iter();
     for r in 0.. {
@@ -376,7 +376,7 @@ async fn drain(mut rx: SplitStream<Ws>, delivered: Option<Arc<AtomicU64>>, notif
 
 /// Runs every room's sender for `PHASE`; returns delivered messages per second.
 async fn fan_out(rooms: &mut [Room]) -> f64 {
-    let dict = Dictionary::v1();
+    let dict = Dictionary::current();
     let value = json!({"type": "chat", "content": "hello room", "timestamp": 1735689600000u64});
     let (body, dict_version) =
         payload::encode(&value, Encoding::Msgpack, Some(&dict)).expect("encode");

@@ -958,10 +958,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for a server configured by `config`, with dictionary v1 and the default
+    /// State for a server configured by `config`, with dictionary v2 and the default
     /// capabilities (websocket; msgpack, json).
     pub fn new(config: Config) -> Arc<AppState> {
-        let dict = Dictionary::v1();
+        let dict = Dictionary::current();
         let registry = Registry {
             sessions: HashMap::new(),
             rooms: HashMap::new(),
@@ -1032,7 +1032,7 @@ impl AppState {
             .count()
     }
 
-    /// The negotiated dictionary (always v1).
+    /// The negotiated dictionary (always `Dictionary::current()`, v2).
     pub fn dict(&self) -> &Dictionary {
         &self.dict
     }

@@ -7,10 +7,17 @@
 //! - With a dictionary, every map key listed in it is written as its 1-based index (a
 //!   MessagePack positive integer: one byte up to 127); other keys stay strings. JSON keys are
 //!   always strings, so an integer key on the wire can only mean a dictionary index.
+//! - With a dictionary of version 2 or later ([`Dictionary::indexes_values`]), every string
+//!   *value* listed in it is written as the MessagePack ext [`DICT_STRING_EXT`] holding its
+//!   index (fixext 1: `d4 64 ii` for indices up to 255, fixext 2: `d5 64 hh ll` up to 65535),
+//!   when that is shorter than the string itself (strings of 3 bytes and more).
+//! - Floats that a 32-bit float holds exactly (e.g. `42.5`) are written as float 32 (5 bytes
+//!   instead of 9); decoding widens them back to the same f64.
 //! - Without a dictionary the output is plain MessagePack any stock library decodes.
 //! - The decoder rejects truncated input, trailing bytes, nesting deeper than [`MAX_DEPTH`],
-//!   duplicate keys, non-finite floats and the MessagePack types JSON cannot hold (bin, ext),
-//!   with a typed [`CodecError`]; it never panics and never returns a wrong value.
+//!   duplicate keys, non-finite floats and the MessagePack types JSON cannot hold (bin, ext
+//!   other than [`DICT_STRING_EXT`]), with a typed [`CodecError`]; it never panics and never
+//!   returns a wrong value.
 //!
 //! The MessagePack layer is `rmp` (markers and primitive writers).
 
@@ -20,6 +27,10 @@ use serde_json::{Map, Number, Value};
 
 /// Deepest array/map nesting the decoder accepts (bounds stack use on hostile input).
 pub const MAX_DEPTH: usize = 128;
+
+/// MessagePack ext type of a dictionary string value: its data is the token's 1-based index,
+/// big-endian, in 1 byte (fixext 1) or 2 bytes (fixext 2). PROTOCOL.md §8.
+pub const DICT_STRING_EXT: i8 = 0x64;
 
 /// Why a payload could not be decoded (bad bytes from the wire).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,9 +42,11 @@ pub enum CodecError {
     /// Bytes remain after the one top-level value.
     #[error("{0} trailing bytes after the payload value")]
     TrailingBytes(usize),
-    /// A MessagePack marker JSON cannot represent (bin, ext, or the reserved 0xc1).
+    /// A MessagePack marker JSON cannot represent (bin, ext other than a dictionary string,
+    /// or the reserved 0xc1).
     #[error("unsupported MessagePack type (marker 0x{0:02x}); values must be JSON-compatible")]
     UnsupportedType(u8),
+
     /// A map key that is neither a string nor (with a dictionary) a valid index.
     #[error("map key is not a string")]
     NonStringKey,
@@ -120,10 +133,10 @@ fn write_value(out: &mut Vec<u8>, value: &Value, dict: Option<&Dictionary>) {
                 e::write_sint(out, i).expect(VEC_WRITE);
             } else {
                 // serde_json numbers are u64, i64 or finite f64.
-                e::write_f64(out, n.as_f64().unwrap_or(0.0)).expect(VEC_WRITE);
+                write_float(out, n.as_f64().unwrap_or(0.0));
             }
         }
-        Value::String(s) => e::write_str(out, s).expect(VEC_WRITE),
+        Value::String(s) => write_string(out, s, dict),
         Value::Array(items) => {
             e::write_array_len(out, items.len() as u32).expect(VEC_WRITE);
             for item in items {
@@ -143,6 +156,51 @@ fn write_value(out: &mut Vec<u8>, value: &Value, dict: Option<&Dictionary>) {
             }
         }
     }
+}
+
+/// Writes `f` as float 32 when that holds it exactly, else float 64.
+fn write_float(out: &mut Vec<u8>, f: f64) {
+    let narrow = f as f32;
+    if f64::from(narrow) == f {
+        out.push(0xca);
+        out.extend_from_slice(&narrow.to_be_bytes());
+    } else {
+        out.push(0xcb);
+        out.extend_from_slice(&f.to_be_bytes());
+    }
+}
+
+/// Writes a string value: a [`DICT_STRING_EXT`] index when the dictionary indexes values,
+/// lists `s`, and the index is shorter than the string; else a MessagePack str.
+pub(crate) fn write_string(out: &mut Vec<u8>, s: &str, dict: Option<&Dictionary>) {
+    // A str of 2 bytes or fewer (fixstr) is never longer than a 3-byte fixext 1.
+    if s.len() > 2 {
+        if let Some(i) = dict
+            .filter(|d| d.indexes_values())
+            .and_then(|d| d.index_of(s))
+        {
+            if let Ok(i) = u8::try_from(i) {
+                out.extend_from_slice(&[0xd4, DICT_STRING_EXT as u8, i]);
+                return;
+            }
+            if s.len() > 3 {
+                let [hi, lo] = (i as u16).to_be_bytes();
+                out.extend_from_slice(&[0xd5, DICT_STRING_EXT as u8, hi, lo]);
+                return;
+            }
+        }
+    }
+    rmp::encode::write_str(out, s).expect(VEC_WRITE);
+}
+
+/// The token at `index` of `dict`, or the typed error for a missing dictionary or index.
+fn token(dict: Option<&Dictionary>, index: u64) -> Result<&str, CodecError> {
+    let d = dict.ok_or(CodecError::IndexWithoutDictionary(index))?;
+    d.token(index).ok_or(CodecError::IndexOutOfRange {
+        index,
+        version: d.version(),
+        len: d.tokens().len(),
+    })
 }
 
 struct Reader<'a> {
@@ -226,6 +284,9 @@ impl<'a> Reader<'a> {
             Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
                 Value::String(self.str(marker)?.to_owned())
             }
+            Marker::FixExt1 | Marker::FixExt2 => {
+                Value::String(self.dict_string(marker, byte, dict)?.to_owned())
+            }
             Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
                 let n = self.len(marker)?;
                 // Every element takes at least one byte: never trust `n` for allocation.
@@ -252,6 +313,24 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// The token a dictionary string ext names (`marker` is fixext 1 or 2).
+    fn dict_string<'d>(
+        &mut self,
+        marker: Marker,
+        byte: u8,
+        dict: Option<&'d Dictionary>,
+    ) -> Result<&'d str, CodecError> {
+        let ty = self.u8()? as i8;
+        if ty != DICT_STRING_EXT {
+            return Err(CodecError::UnsupportedType(byte));
+        }
+        let index = match marker {
+            Marker::FixExt1 => u64::from(self.u8()?),
+            _ => u64::from(u16::from_be_bytes(self.be()?)),
+        };
+        token(dict, index)
+    }
+
     fn key(&mut self, dict: Option<&Dictionary>) -> Result<String, CodecError> {
         let marker = Marker::from_u8(self.u8()?);
         match marker {
@@ -259,16 +338,7 @@ impl<'a> Reader<'a> {
                 Ok(self.str(marker)?.to_owned())
             }
             _ => match self.int(marker)? {
-                Some(Ok(index)) => {
-                    let d = dict.ok_or(CodecError::IndexWithoutDictionary(index))?;
-                    d.token(index)
-                        .map(str::to_owned)
-                        .ok_or(CodecError::IndexOutOfRange {
-                            index,
-                            version: d.version(),
-                            len: d.tokens().len(),
-                        })
-                }
+                Some(Ok(index)) => token(dict, index).map(str::to_owned),
                 _ => Err(CodecError::NonStringKey),
             },
         }
@@ -312,6 +382,55 @@ mod tests {
         let d = Dictionary::v1();
         let bytes = encode_msgpack(&json!({"msg": 1}), Some(&d));
         assert_eq!(bytes, vec![0x81, 0x01, 0x01]);
+    }
+
+    #[test]
+    fn listed_values_are_ext_indices_from_v2() {
+        let (d1, d2) = (Dictionary::v1(), Dictionary::v2());
+        let i = d2.index_of("music-control").unwrap() as u8;
+        let ty = d2.index_of("type").unwrap() as u8;
+        let v = json!({"type": "music-control"});
+        assert_eq!(
+            encode_msgpack(&v, Some(&d2)),
+            vec![0x81, ty, 0xd4, DICT_STRING_EXT as u8, i]
+        );
+        assert_eq!(decode_msgpack(&encode_msgpack(&v, Some(&d2)), Some(&d2)).unwrap(), v);
+        // v1 indexes keys only; short strings ("ts", 3 bytes as fixstr) stay strings.
+        assert_eq!(encode_msgpack(&v, Some(&d1))[2], 0xad);
+        assert_eq!(encode_msgpack(&json!("ts"), Some(&d2)), vec![0xa2, b't', b's']);
+        // A value index needs the dictionary, in range; other ext types stay unsupported.
+        let bytes = encode_msgpack(&json!("music-control"), Some(&d2));
+        assert_eq!(
+            decode_msgpack(&bytes, None),
+            Err(CodecError::IndexWithoutDictionary(u64::from(i)))
+        );
+        assert!(matches!(
+            decode_msgpack(&bytes, Some(&d1)),
+            Err(CodecError::IndexOutOfRange { .. })
+        ));
+        assert_eq!(
+            decode_msgpack(&[0xd4, 0x01, 0x01], Some(&d2)),
+            Err(CodecError::UnsupportedType(0xd4))
+        );
+        assert_eq!(
+            decode_msgpack(&[0xd5, DICT_STRING_EXT as u8, 0x00, 0x01], Some(&d2)).unwrap(),
+            json!("msg")
+        );
+        // Keys are never ext.
+        assert_eq!(
+            decode_msgpack(&[0x81, 0xd4, DICT_STRING_EXT as u8, 1, 0xc0], Some(&d2)),
+            Err(CodecError::NonStringKey)
+        );
+    }
+
+    #[test]
+    fn floats_narrow_to_f32_only_when_exact() {
+        assert_eq!(encode_msgpack(&json!(42.5), None), vec![0xca, 0x42, 0x2a, 0, 0]);
+        assert_eq!(encode_msgpack(&json!(45.2), None)[0], 0xcb);
+        for f in [42.5, 45.2, -0.0, 1e-40, f64::MAX, f64::from(f32::MAX), 123456.5] {
+            let v = json!(f);
+            assert_eq!(decode_msgpack(&encode_msgpack(&v, None), None).unwrap(), v);
+        }
     }
 
     #[test]
@@ -390,10 +509,19 @@ mod proptests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Any JSON-compatible value, with keys drawn partly from the dictionary.
+    /// A dictionary of 300 tokens (indices past 255 take the fixext 2 form).
+    fn big_dictionary() -> Dictionary {
+        let mut tokens = Dictionary::v2().tokens().to_vec();
+        let extra = (0..300 - tokens.len()).map(|i| format!("token-{i}"));
+        tokens.extend(extra);
+        Dictionary::new(9, tokens).unwrap()
+    }
+
+    /// Any JSON-compatible value, with keys and string values drawn partly from the
+    /// dictionaries, and floats partly exact in f32.
     fn json_value() -> impl Strategy<Value = Value> {
-        let dict_keys: Vec<String> = Dictionary::v1().tokens().to_vec();
-        let key = prop_oneof![proptest::sample::select(dict_keys), ".{0,12}"];
+        let dict_keys: Vec<String> = big_dictionary().tokens().to_vec();
+        let key = prop_oneof![proptest::sample::select(dict_keys.clone()), ".{0,12}"];
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
@@ -402,7 +530,11 @@ mod proptests {
             any::<f64>()
                 .prop_filter_map("finite", Number::from_f64)
                 .prop_map(Value::Number),
+            any::<f32>()
+                .prop_filter_map("finite", |f| Number::from_f64(f64::from(f)))
+                .prop_map(Value::Number),
             ".{0,40}".prop_map(Value::String),
+            proptest::sample::select(dict_keys).prop_map(Value::String),
         ];
         leaf.prop_recursive(6, 256, 10, move |inner| {
             prop_oneof![
@@ -418,15 +550,21 @@ mod proptests {
 
         #[test]
         fn msgpack_round_trip_is_exact(v in json_value()) {
-            let d = Dictionary::v1();
-            prop_assert_eq!(&decode_msgpack(&encode_msgpack(&v, Some(&d)), Some(&d)).unwrap(), &v);
+            let (d1, d2, big) = (Dictionary::v1(), Dictionary::v2(), big_dictionary());
+            for d in [&d1, &d2, &big] {
+                prop_assert_eq!(&decode_msgpack(&encode_msgpack(&v, Some(d)), Some(d)).unwrap(), &v);
+            }
+            // Append-only: a v1 payload reads the same with v2.
+            prop_assert_eq!(&decode_msgpack(&encode_msgpack(&v, Some(&d1)), Some(&d2)).unwrap(), &v);
+            // Value indices only ever make the payload shorter.
+            prop_assert!(encode_msgpack(&v, Some(&d2)).len() <= encode_msgpack(&v, Some(&d1)).len());
             prop_assert_eq!(&decode_msgpack(&encode_msgpack(&v, None), None).unwrap(), &v);
             prop_assert_eq!(&decode_json(&encode_json(&v)).unwrap(), &v);
         }
 
         #[test]
         fn decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-            let d = Dictionary::v1();
+            let d = Dictionary::v2();
             let _ = decode_msgpack(&bytes, Some(&d));
             let _ = decode_msgpack(&bytes, None);
             let _ = decode_json(&bytes);

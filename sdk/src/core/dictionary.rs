@@ -3,6 +3,11 @@
 //!
 //! Index `i` (1-based, as in the seed's `indexMap: {"msg": 1, ...}`) names `tokens[i - 1]`.
 //! Index 0 is never used. Version `0` means "no dictionary" on the wire.
+//!
+//! Versions are append-only: version `n + 1` lists version `n`'s tokens first, in the same
+//! order, so a side holding version `n + 1` decodes frames of version `n` (PROTOCOL.md §8).
+//! From version 2 on, listed string *values* are written as indices too
+//! ([`Dictionary::indexes_values`], the MessagePack ext of [`crate::core::codec`]).
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -86,6 +91,110 @@ const V1_TOKENS: &[&str] = &[
     "checksum",
 ];
 
+/// Tokens version 2 appends to [`V1_TOKENS`]: the keys of our own protocol messages (handshake,
+/// lane grants, Control) that v1 missed, and the string *values* the seeds' and our messages
+/// repeat: lane, encoding, transport and feature names, Control and app message types,
+/// music actions, presence states, ICE states, platforms. Append-only, like v1.
+const V2_TOKENS: &[&str] = &[
+    // Keys (handshake, lane grants, Control).
+    "transport",
+    "transports",
+    "lanes",
+    "encoding",
+    "encodings",
+    "dictionary",
+    "tokens",
+    "indexMap",
+    "ttlSeconds",
+    "protocol",
+    "features",
+    "websocketUrl",
+    "heartbeat",
+    "intervalMs",
+    "timeoutMs",
+    "priority",
+    "queueDepth",
+    "reliable",
+    "appVersion",
+    "heartbeatTimeoutMs",
+    "rttMs",
+    "peers",
+    "volume",
+    "message",
+    // Lane names (PROTOCOL.md §4).
+    "Control",
+    "Messaging",
+    "Voice",
+    "Video",
+    "Data",
+    "Telemetry",
+    "Sync",
+    "Relay",
+    // Encodings, transports, features.
+    "msgpack",
+    "json",
+    "protobuf",
+    "websocket",
+    "http1",
+    "http3",
+    "sse",
+    "webrtc",
+    "rooms",
+    "resume",
+    "mux",
+    // Control message types (`version` and `error` are v1 tokens).
+    "join",
+    "leave",
+    "ping",
+    "pong",
+    "welcome",
+    "joined",
+    "left",
+    "peer-joined",
+    "peer-left",
+    // App message types of the seeds.
+    "music-control",
+    "sync-state",
+    "message:send",
+    "message:receive",
+    "presence:update",
+    "typing:indicator",
+    "stats",
+    "offer",
+    "answer",
+    "ice",
+    "ice-candidate",
+    "webrtc-offer",
+    "webrtc-answer",
+    "webrtc-ice",
+    "webrtc-signal",
+    // Music actions.
+    "play",
+    "pause",
+    "seek",
+    "skip",
+    "next",
+    "previous",
+    "stop",
+    // Presence states.
+    "online",
+    "offline",
+    "away",
+    "busy",
+    // ICE connection states.
+    "new",
+    "checking",
+    "connected",
+    "completed",
+    "failed",
+    "disconnected",
+    "closed",
+    // Platforms.
+    "web",
+    "ios",
+    "android",
+];
+
 /// A negotiated dictionary: version, tokens and the reverse index.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dictionary {
@@ -139,10 +248,33 @@ impl Dictionary {
         })
     }
 
-    /// The built-in dictionary version 1, the one server-stub negotiates.
+    /// The built-in dictionary version 1 (keys only; what server-stub negotiated before v2).
     pub fn v1() -> Dictionary {
         Dictionary::new(1, V1_TOKENS.iter().map(|s| s.to_string()).collect())
             .expect("built-in dictionary is valid")
+    }
+
+    /// The built-in dictionary version 2: v1's tokens, then [`V2_TOKENS`]'s keys and values.
+    pub fn v2() -> Dictionary {
+        let tokens = V1_TOKENS.iter().chain(V2_TOKENS).map(|s| s.to_string());
+        Dictionary::new(2, tokens.collect()).expect("built-in dictionary is valid")
+    }
+
+    /// The built-in dictionary server-stub negotiates today ([`Dictionary::v2`]).
+    pub fn current() -> Dictionary {
+        Dictionary::v2()
+    }
+
+    /// Whether listed string values are written as indices (version 2 and later); version 1
+    /// indexes map keys only.
+    pub fn indexes_values(&self) -> bool {
+        self.version >= 2
+    }
+
+    /// Whether a frame naming dictionary `version` decodes with this dictionary: `0` (none),
+    /// this version, or an older one (versions are append-only, see the module docs).
+    pub fn reads(&self, version: u32) -> bool {
+        version <= self.version
     }
 
     /// The version number (≥ 1).
@@ -224,6 +356,17 @@ mod tests {
         let w = d.to_wire();
         assert_eq!(w.version, "1");
         assert_eq!(Dictionary::from_wire(&w).unwrap(), d);
+    }
+
+    #[test]
+    fn v2_extends_v1() {
+        let (d1, d2) = (Dictionary::v1(), Dictionary::v2());
+        assert_eq!(&d2.tokens()[..d1.tokens().len()], d1.tokens());
+        assert_eq!(d2.version(), 2);
+        assert!(d2.indexes_values() && !d1.indexes_values());
+        assert!(d2.reads(1) && d2.reads(2) && !d2.reads(3) && !d1.reads(2));
+        assert!(d2.tokens().len() <= 255, "v2 indices fit one byte");
+        assert_eq!(Dictionary::from_wire(&d2.to_wire()).unwrap(), d2);
     }
 
     #[test]

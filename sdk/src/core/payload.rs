@@ -66,8 +66,9 @@ pub fn encode(
 
 /// Decodes the payload of a frame with header `h`, given the dictionary this side has.
 ///
-/// Errors: [`PayloadError`]; a frame whose `dict_version` is neither 0 nor `dict`'s version
-/// fails with [`PayloadError::UnknownDictionary`].
+/// Errors: [`PayloadError`]; a frame whose `dict_version` is neither 0 nor at most `dict`'s
+/// version (a newer dictionary than this side has) fails with
+/// [`PayloadError::UnknownDictionary`].
 pub fn decode(
     h: &FrameHeader,
     payload: &[u8],
@@ -77,7 +78,8 @@ pub fn decode(
         Encoding::Msgpack => {
             let used = match (h.dict_version, dict) {
                 (0, _) => None,
-                (v, Some(d)) if d.version() == v => Some(d),
+                // Dictionaries are append-only: a newer one reads older versions' frames.
+                (v, Some(d)) if d.reads(v) => Some(d),
                 (v, _) => {
                     return Err(PayloadError::UnknownDictionary {
                         got: v,
@@ -148,19 +150,28 @@ mod tests {
 
     #[test]
     fn unknown_dictionary_version_is_refused() {
-        let d1 = Dictionary::v1();
-        let d2 = Dictionary::new(2, vec!["msg".into()]).unwrap();
-        let (bytes, v) = encode(&json!({"msg": "hi"}), Encoding::Msgpack, Some(&d1)).unwrap();
+        let (d1, d2) = (Dictionary::v1(), Dictionary::v2());
+        let (bytes, v) = encode(&json!({"msg": "pong"}), Encoding::Msgpack, Some(&d2)).unwrap();
         let h = FrameHeader::data(Lane::Messaging, Encoding::Msgpack, 1, v);
-        assert_eq!(decode(&h, &bytes, Some(&d1)).unwrap(), json!({"msg": "hi"}));
+        assert_eq!(v, 2);
+        assert_eq!(decode(&h, &bytes, Some(&d2)).unwrap(), json!({"msg": "pong"}));
         assert!(matches!(
-            decode(&h, &bytes, Some(&d2)),
-            Err(PayloadError::UnknownDictionary { got: 1, .. })
+            decode(&h, &bytes, Some(&d1)),
+            Err(PayloadError::UnknownDictionary { got: 2, .. })
         ));
         assert!(matches!(
             decode(&h, &bytes, None),
             Err(PayloadError::UnknownDictionary { .. })
         ));
+    }
+
+    #[test]
+    fn newer_dictionary_reads_older_frames() {
+        let (d1, d2) = (Dictionary::v1(), Dictionary::v2());
+        let value = json!({"type": "pong", "trackId": "abc"});
+        let (bytes, v) = encode(&value, Encoding::Msgpack, Some(&d1)).unwrap();
+        let h = FrameHeader::data(Lane::Messaging, Encoding::Msgpack, 1, v);
+        assert_eq!(decode(&h, &bytes, Some(&d2)).unwrap(), value);
     }
 
     #[test]

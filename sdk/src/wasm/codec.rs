@@ -5,7 +5,7 @@
 //! ```js
 //! import { initSync, DictionaryCodec } from './pkg/p3_lanes.js';
 //! initSync({ module: fs.readFileSync('pkg/p3_lanes_bg.wasm') });
-//! const codec = DictionaryCodec.v1();           // or `new DictionaryCodec(handshake.dictionary)`
+//! const codec = DictionaryCodec.v2();           // or `new DictionaryCodec(handshake.dictionary)`
 //! const bytes = codec.encode({ type: 'pong', serverTime: 1735689600000 });
 //! codec.decode(bytes);                          // → { type: 'pong', serverTime: 1735689600000 }
 //! ```
@@ -53,10 +53,19 @@ impl DictionaryCodec {
         Ok(DictionaryCodec { dict: Some(dict) })
     }
 
-    /// A codec with the built-in dictionary v1 (what server-stub negotiates).
+    /// A codec with the built-in dictionary v1 (keys only; what server-stub negotiated
+    /// before v2).
     pub fn v1() -> DictionaryCodec {
         DictionaryCodec {
             dict: Some(Dictionary::v1()),
+        }
+    }
+
+    /// A codec with the built-in dictionary v2 (keys and listed string values as indices;
+    /// what server-stub negotiates).
+    pub fn v2() -> DictionaryCodec {
+        DictionaryCodec {
+            dict: Some(Dictionary::v2()),
         }
     }
 

@@ -135,7 +135,7 @@ impl TestServer {
             ws,
             sid: None,
             encodings: Vec::new(),
-            dict: Dictionary::v1(),
+            dict: Dictionary::current(),
             seq: [1; 8],
             control_seq: 1,
             room_key: None,
