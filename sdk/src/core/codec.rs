@@ -75,6 +75,10 @@ pub enum CodecError {
     /// Nesting deeper than [`MAX_DEPTH`].
     #[error("nesting deeper than {MAX_DEPTH}")]
     TooDeep,
+    /// A string or container of 2^28 or more elements (more than a tape word holds,
+    /// [`crate::core::tape`]).
+    #[error("string or container too large")]
+    TooLarge,
     /// JSON payload that does not parse.
     #[error("invalid JSON payload: {0}")]
     Json(String),
@@ -159,7 +163,7 @@ fn write_value(out: &mut Vec<u8>, value: &Value, dict: Option<&Dictionary>) {
 }
 
 /// Writes `f` as float 32 when that holds it exactly, else float 64.
-fn write_float(out: &mut Vec<u8>, f: f64) {
+pub(crate) fn write_float(out: &mut Vec<u8>, f: f64) {
     let narrow = f as f32;
     if f64::from(narrow) == f {
         out.push(0xca);
@@ -203,12 +207,30 @@ fn token(dict: Option<&Dictionary>, index: u64) -> Result<&str, CodecError> {
     })
 }
 
-struct Reader<'a> {
+/// A map key as read: a string of the input, or a dictionary index and its token.
+pub(crate) enum KeyRef<'a> {
+    /// A string key.
+    Str(&'a str),
+    /// A dictionary index and the token it names.
+    Index(u32, &'a str),
+}
+
+/// A cursor over MessagePack input (shared with [`crate::core::tape`]).
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, pos: 0 }
+    }
+
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         let end = self.pos.checked_add(n).ok_or(CodecError::Truncated)?;
         let s = self.buf.get(self.pos..end).ok_or(CodecError::Truncated)?;
@@ -216,17 +238,17 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
-    fn u8(&mut self) -> Result<u8, CodecError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, CodecError> {
         Ok(self.take(1)?[0])
     }
 
-    fn be<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+    pub(crate) fn be<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
 
-    fn len(&mut self, marker: Marker) -> Result<usize, CodecError> {
+    pub(crate) fn len(&mut self, marker: Marker) -> Result<usize, CodecError> {
         Ok(match marker {
             Marker::FixStr(n) | Marker::FixArray(n) | Marker::FixMap(n) => n as usize,
             Marker::Str8 => self.u8()? as usize,
@@ -240,13 +262,13 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn str(&mut self, marker: Marker) -> Result<&'a str, CodecError> {
+    pub(crate) fn str(&mut self, marker: Marker) -> Result<&'a str, CodecError> {
         let n = self.len(marker)?;
         std::str::from_utf8(self.take(n)?).map_err(|_| CodecError::InvalidUtf8)
     }
 
     /// Reads an integer marker's value: `Ok(Some(Ok(u)))` unsigned, `Ok(Some(Err(i)))` negative.
-    fn int(&mut self, marker: Marker) -> Result<Option<Result<u64, i64>>, CodecError> {
+    pub(crate) fn int(&mut self, marker: Marker) -> Result<Option<Result<u64, i64>>, CodecError> {
         let signed = |i: i64| if i >= 0 { Ok(i as u64) } else { Err(i) };
         Ok(Some(match marker {
             Marker::FixPos(n) => Ok(u64::from(n)),
@@ -320,15 +342,51 @@ impl<'a> Reader<'a> {
         byte: u8,
         dict: Option<&'d Dictionary>,
     ) -> Result<&'d str, CodecError> {
+        let index = self.dict_string_index(marker, byte, dict)?;
+        token(dict, u64::from(index))
+    }
+
+    /// The index a dictionary string ext names, checked against `dict`.
+    pub(crate) fn dict_string_index(
+        &mut self,
+        marker: Marker,
+        byte: u8,
+        dict: Option<&Dictionary>,
+    ) -> Result<u32, CodecError> {
         let ty = self.u8()? as i8;
         if ty != DICT_STRING_EXT {
             return Err(CodecError::UnsupportedType(byte));
         }
         let index = match marker {
-            Marker::FixExt1 => u64::from(self.u8()?),
-            _ => u64::from(u16::from_be_bytes(self.be()?)),
+            Marker::FixExt1 => u32::from(self.u8()?),
+            _ => u32::from(u16::from_be_bytes(self.be()?)),
         };
-        token(dict, index)
+        token(dict, u64::from(index))?;
+        Ok(index)
+    }
+
+    /// A map key, borrowed (see [`KeyRef`]).
+    pub(crate) fn key_ref<'d>(
+        &mut self,
+        dict: Option<&'d Dictionary>,
+    ) -> Result<KeyRef<'d>, CodecError>
+    where
+        'a: 'd,
+    {
+        let marker = Marker::from_u8(self.u8()?);
+        match marker {
+            Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
+                Ok(KeyRef::Str(self.str(marker)?))
+            }
+            _ => match self.int(marker)? {
+                Some(Ok(index)) => {
+                    let t = token(dict, index)?;
+                    // `token` found it, so the index fits the dictionary's u32 range.
+                    Ok(KeyRef::Index(index as u32, t))
+                }
+                _ => Err(CodecError::NonStringKey),
+            },
+        }
     }
 
     fn key(&mut self, dict: Option<&Dictionary>) -> Result<String, CodecError> {
@@ -394,10 +452,16 @@ mod tests {
             encode_msgpack(&v, Some(&d2)),
             vec![0x81, ty, 0xd4, DICT_STRING_EXT as u8, i]
         );
-        assert_eq!(decode_msgpack(&encode_msgpack(&v, Some(&d2)), Some(&d2)).unwrap(), v);
+        assert_eq!(
+            decode_msgpack(&encode_msgpack(&v, Some(&d2)), Some(&d2)).unwrap(),
+            v
+        );
         // v1 indexes keys only; short strings ("ts", 3 bytes as fixstr) stay strings.
         assert_eq!(encode_msgpack(&v, Some(&d1))[2], 0xad);
-        assert_eq!(encode_msgpack(&json!("ts"), Some(&d2)), vec![0xa2, b't', b's']);
+        assert_eq!(
+            encode_msgpack(&json!("ts"), Some(&d2)),
+            vec![0xa2, b't', b's']
+        );
         // A value index needs the dictionary, in range; other ext types stay unsupported.
         let bytes = encode_msgpack(&json!("music-control"), Some(&d2));
         assert_eq!(
@@ -425,9 +489,20 @@ mod tests {
 
     #[test]
     fn floats_narrow_to_f32_only_when_exact() {
-        assert_eq!(encode_msgpack(&json!(42.5), None), vec![0xca, 0x42, 0x2a, 0, 0]);
+        assert_eq!(
+            encode_msgpack(&json!(42.5), None),
+            vec![0xca, 0x42, 0x2a, 0, 0]
+        );
         assert_eq!(encode_msgpack(&json!(45.2), None)[0], 0xcb);
-        for f in [42.5, 45.2, -0.0, 1e-40, f64::MAX, f64::from(f32::MAX), 123456.5] {
+        for f in [
+            42.5,
+            45.2,
+            -0.0,
+            1e-40,
+            f64::MAX,
+            f64::from(f32::MAX),
+            123456.5,
+        ] {
             let v = json!(f);
             assert_eq!(decode_msgpack(&encode_msgpack(&v, None), None).unwrap(), v);
         }

@@ -35,4 +35,5 @@ pub mod payload;
 pub mod pwa;
 pub mod sse;
 pub mod sync;
+pub mod tape;
 pub mod varint;

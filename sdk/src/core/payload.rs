@@ -154,7 +154,10 @@ mod tests {
         let (bytes, v) = encode(&json!({"msg": "pong"}), Encoding::Msgpack, Some(&d2)).unwrap();
         let h = FrameHeader::data(Lane::Messaging, Encoding::Msgpack, 1, v);
         assert_eq!(v, 2);
-        assert_eq!(decode(&h, &bytes, Some(&d2)).unwrap(), json!({"msg": "pong"}));
+        assert_eq!(
+            decode(&h, &bytes, Some(&d2)).unwrap(),
+            json!({"msg": "pong"})
+        );
         assert!(matches!(
             decode(&h, &bytes, Some(&d1)),
             Err(PayloadError::UnknownDictionary { got: 2, .. })

@@ -10,26 +10,45 @@
 //! codec.decode(bytes);                          // → { type: 'pong', serverTime: 1735689600000 }
 //! ```
 //!
-//! Conversions: values go in through the same strict walk the client uses for app payloads
-//! ([`super::convert`]: rejects `NaN`, `BigInt`, functions, with the offending path), and come
-//! out as `JSON.parse` of JSON text written in wasm, so one string crosses the boundary instead
-//! of one call per key and value. Measured in the Node benchmark on the seed corpus (round trip,
-//! same run): decoding through `serde_wasm_bindgen` instead was 1.2x slower; encoding through
-//! `JSON.stringify` + serde_json was 1.5x faster than the strict walk, but would silently turn
-//! `NaN` into `null`, so the walk stays. Both paths are still about 3.7x slower than
-//! `@msgpack/msgpack` in pure JS: the cost is the JS⇄wasm conversions, not the codec.
+//! Conversions: values cross the JS⇄wasm boundary as a value tape ([`crate::core::tape`],
+//! PROTOCOL.md §8.1): `encode` walks the value in JS (strictly: `NaN`, `BigInt`, functions
+//! and the like are refused with the offending path, see [`super::convert`]) into node words,
+//! float64s and one text, copied into wasm in bulk, where the dictionary MessagePack is
+//! written; `decode` checks and reads the MessagePack in wasm into a tape in wasm memory that
+//! a small JS reader turns into objects, with dictionary strings taken from a JS copy of the
+//! tokens (no text decoding for them). Measured in the Node benchmark on the seed corpus
+//! (round trip, one run): FIGURES.
+//! Earlier designs, same benchmark: a strict walk with one wasm-bindgen call per key and value
+//! plus `JSON.parse` of JSON text written in wasm: 3.6x slower than `@msgpack/msgpack`;
+//! `JSON.stringify` text into wasm: 1.5x faster than that walk but silently turning `NaN` into
+//! `null`.
 
-use crate::core::codec::{decode_msgpack, encode_msgpack};
 use crate::core::dictionary::{Dictionary, DictionaryWire};
 use crate::core::error::ErrorCode;
-use crate::wasm::convert::{value_from_js, value_to_js};
+use crate::core::tape::{decode_to_tape, encode_tape, Tape};
+use crate::wasm::convert::{read_tape, tables, tape_bug, tape_ref, write_tape};
 use crate::wasm::error::{coded, invalid_argument};
+use std::cell::RefCell;
 use wasm_bindgen::prelude::*;
 
 /// The dictionary MessagePack codec with one dictionary (or none) in force.
 #[wasm_bindgen]
 pub struct DictionaryCodec {
     dict: Option<Dictionary>,
+    /// JS lookup tables of `dict` (`null` without one), built once.
+    tables: JsValue,
+    /// Decoding scratch, reused across calls.
+    tape: RefCell<Tape>,
+}
+
+impl DictionaryCodec {
+    fn with(dict: Option<Dictionary>) -> DictionaryCodec {
+        DictionaryCodec {
+            tables: tables(dict.as_ref()),
+            dict,
+            tape: RefCell::new(Tape::default()),
+        }
+    }
 }
 
 #[wasm_bindgen]
@@ -44,29 +63,25 @@ impl DictionaryCodec {
         dictionary: JsValue,
     ) -> Result<DictionaryCodec, JsValue> {
         if dictionary.is_null() {
-            return Ok(DictionaryCodec { dict: None });
+            return Ok(DictionaryCodec::with(None));
         }
         let wire: DictionaryWire = serde_wasm_bindgen::from_value(dictionary)
             .map_err(|e| invalid_argument(&format!("dictionary: {e}")))?;
         let dict = Dictionary::from_wire(&wire)
             .map_err(|e| invalid_argument(&format!("dictionary: {e}")))?;
-        Ok(DictionaryCodec { dict: Some(dict) })
+        Ok(DictionaryCodec::with(Some(dict)))
     }
 
     /// A codec with the built-in dictionary v1 (keys only; what server-stub negotiated
     /// before v2).
     pub fn v1() -> DictionaryCodec {
-        DictionaryCodec {
-            dict: Some(Dictionary::v1()),
-        }
+        DictionaryCodec::with(Some(Dictionary::v1()))
     }
 
     /// A codec with the built-in dictionary v2 (keys and listed string values as indices;
     /// what server-stub negotiates).
     pub fn v2() -> DictionaryCodec {
-        DictionaryCodec {
-            dict: Some(Dictionary::v2()),
-        }
+        DictionaryCodec::with(Some(Dictionary::v2()))
     }
 
     /// The dictionary version in force, or `undefined` for plain MessagePack.
@@ -82,8 +97,8 @@ impl DictionaryCodec {
         &self,
         #[wasm_bindgen(unchecked_param_type = "unknown")] value: JsValue,
     ) -> Result<Vec<u8>, JsValue> {
-        let v = value_from_js(&value)?;
-        Ok(encode_msgpack(&v, self.dict.as_ref()))
+        let t = write_tape(&value, &self.tables)?;
+        encode_tape(tape_ref(&t), self.dict.as_ref()).map_err(|e| tape_bug(&e))
     }
 
     /// Decodes one MessagePack value (resolving dictionary indices) into plain JS values.
@@ -91,8 +106,9 @@ impl DictionaryCodec {
     /// Errors: `bad_payload` for bytes that are not one valid payload.
     #[wasm_bindgen(unchecked_return_type = "unknown")]
     pub fn decode(&self, bytes: &[u8]) -> Result<JsValue, JsValue> {
-        let v = decode_msgpack(bytes, self.dict.as_ref())
+        let mut t = self.tape.borrow_mut();
+        decode_to_tape(bytes, self.dict.as_ref(), &mut t)
             .map_err(|e| coded(ErrorCode::BadPayload, &e.to_string()))?;
-        Ok(value_to_js(&v))
+        Ok(read_tape(&t, &self.tables))
     }
 }

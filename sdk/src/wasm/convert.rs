@@ -1,36 +1,127 @@
 //! Conversions between JavaScript values and the core's types.
 //!
-//! - App values going out ([`value_from_js`]): a strict walk of the JS value into a
-//!   [`serde_json::Value`]. JSON-compatible means: `null`, booleans, finite numbers, strings,
-//!   arrays and objects (own enumerable string keys; an object with a `toJSON` method, e.g. a
-//!   `Date`, is converted through it as `JSON.stringify` does). `undefined` becomes `null`
-//!   at the top level and in arrays and is omitted from objects (JSON's rule). Anything else
-//!   throws `bad_payload` naming the path of the offending part: functions, symbols,
-//!   `BigInt`, `NaN` and ±`Infinity` (which `JSON.stringify` would silently change), `Map`,
-//!   `Set`, `ArrayBuffer` and typed arrays, and nesting deeper than
-//!   [`crate::core::codec::MAX_DEPTH`] (which also catches cycles).
-//!   `serde_wasm_bindgen::from_value` is not used here because it accepts `BigInt` and turns
-//!   `NaN` into `null` silently.
-//! - App values coming in ([`value_to_js`]): `JSON.parse` of the value's JSON text, so the
-//!   result is exactly what JSON gives: plain objects (never `Map`), `__proto__` as an own
-//!   key, and integers beyond 2^53 rounded to the nearest double instead of an error.
+//! - App values cross as a value tape ([`crate::core::tape`], PROTOCOL.md §8.1): a small JS
+//!   walker/reader shipped in the package (`sdk/js/tape.js`) and three bulk copies (node
+//!   words, float64s, one UTF-8 text) instead of one JS⇄wasm call per key and value.
+//! - App values going out ([`write_tape`], [`value_from_js`]): strict. JSON-compatible means:
+//!   `null`, booleans, finite numbers, strings, arrays and objects (own enumerable string keys;
+//!   an object with a `toJSON` method, e.g. a `Date`, is converted through it as
+//!   `JSON.stringify` does). `undefined` becomes `null` at the top level and in arrays and is
+//!   omitted from objects (JSON's rule). Anything else throws `bad_payload` naming the path of
+//!   the offending part: functions, symbols, `BigInt`, `NaN` and ±`Infinity` (which
+//!   `JSON.stringify` would silently change), `Map`, `Set`, `ArrayBuffer` and typed arrays,
+//!   and nesting deeper than [`crate::core::codec::MAX_DEPTH`] (which also catches cycles).
+//!   Numbers that are integers up to 2^53 in magnitude are integers, others floats.
+//! - App values coming in ([`read_tape`], [`value_to_js`]): plain objects (never `Map`),
+//!   `__proto__` as an own key, integers beyond 2^53 rounded to the nearest double: exactly
+//!   what `JSON.parse` gives.
 //! - Envelopes (messages, events, the handshake response): `serde_wasm_bindgen` with
 //!   [`Serializer::json_compatible`] (maps as plain objects, `None` as `null`).
 //! - Lane and session id arguments: [`lane_from_js`], [`session_id_from_js`].
 
-use crate::core::codec::MAX_DEPTH;
+use crate::core::dictionary::Dictionary;
 use crate::core::error::ErrorCode;
 use crate::core::frame::SessionId;
 use crate::core::lane::Lane;
+use crate::core::tape::{self, Tape, TapeRef};
 use crate::wasm::error;
-use js_sys::{Array, Object, Reflect};
 use serde::Serialize;
-use serde_json::{Map, Number, Value};
+use serde_json::Value;
 use serde_wasm_bindgen::Serializer;
-use wasm_bindgen::{JsCast, JsValue};
+use std::cell::{Cell, RefCell};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsValue;
 
-/// Largest integer a JS number holds exactly (2^53 - 1).
-const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+#[wasm_bindgen(module = "/js/tape.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = tapeSetMemory)]
+    fn tape_set_memory(memory: &JsValue);
+    #[wasm_bindgen(js_name = tapeTables)]
+    fn tape_tables(tokens: &js_sys::Array) -> JsValue;
+    #[wasm_bindgen(js_name = readTape)]
+    #[allow(clippy::too_many_arguments)]
+    fn js_read_tape(
+        ops_ptr: u32,
+        ops_len: u32,
+        nums_ptr: u32,
+        nums_len: u32,
+        text_ptr: u32,
+        text_len: u32,
+        tables: &JsValue,
+    ) -> JsValue;
+    #[wasm_bindgen(js_name = writeTape)]
+    fn js_write_tape(value: &JsValue, tables: &JsValue) -> Option<String>;
+    #[wasm_bindgen(js_name = tapeOps)]
+    fn js_tape_ops() -> Vec<u32>;
+    #[wasm_bindgen(js_name = tapeNums)]
+    fn js_tape_nums() -> Vec<f64>;
+    #[wasm_bindgen(js_name = tapeText)]
+    fn js_tape_text() -> String;
+}
+
+thread_local! {
+    static MEMORY_SET: Cell<bool> = const { Cell::new(false) };
+    static SCRATCH: RefCell<Tape> = RefCell::new(Tape::default());
+}
+
+/// The JS lookup tables of `dict` (tokens by index, index by token) for [`write_tape`] and
+/// [`read_tape`], or `null` without a dictionary. Build once per dictionary.
+pub(crate) fn tables(dict: Option<&Dictionary>) -> JsValue {
+    match dict {
+        None => JsValue::NULL,
+        Some(d) => {
+            let tokens: js_sys::Array = d.tokens().iter().map(|t| JsValue::from_str(t)).collect();
+            tape_tables(&tokens)
+        }
+    }
+}
+
+/// An app value as JS: reads `tape` (whose tokens index the dictionary of `tables`).
+pub(crate) fn read_tape(tape: &Tape, tables: &JsValue) -> JsValue {
+    if !MEMORY_SET.with(Cell::get) {
+        tape_set_memory(&wasm_bindgen::memory());
+        MEMORY_SET.with(|m| m.set(true));
+    }
+    // Pointers into wasm memory are u32 on wasm32; nothing allocates until JS has read them.
+    js_read_tape(
+        tape.ops.as_ptr() as usize as u32,
+        tape.ops.len() as u32,
+        tape.nums.as_ptr() as usize as u32,
+        tape.nums.len() as u32,
+        tape.text.as_ptr() as usize as u32,
+        tape.text.len() as u32,
+        tables,
+    )
+}
+
+/// The tape of a JS value, walked strictly (see the module docs); listed strings become token
+/// nodes of the dictionary of `tables`.
+///
+/// Errors: `bad_payload`, with the path of the first part that is not JSON-compatible.
+pub(crate) fn write_tape(v: &JsValue, tables: &JsValue) -> Result<Tape, JsValue> {
+    if let Some(what) = js_write_tape(v, tables) {
+        return Err(error::coded(ErrorCode::BadPayload, &what));
+    }
+    Ok(Tape {
+        ops: js_tape_ops(),
+        nums: js_tape_nums(),
+        text: js_tape_text(),
+    })
+}
+
+/// A borrowed view of `tape`.
+pub(crate) fn tape_ref(tape: &Tape) -> TapeRef<'_> {
+    TapeRef {
+        ops: &tape.ops,
+        nums: &tape.nums,
+        text: &tape.text,
+    }
+}
+
+/// The error for a tape the JS half wrote wrong (a bug of ours, never the app's value).
+pub(crate) fn tape_bug(e: &tape::TapeError) -> JsValue {
+    error::coded(ErrorCode::Internal, &format!("value tape: {e}"))
+}
 
 /// Serializes an envelope with [`Serializer::json_compatible`].
 pub(crate) fn to_js<T: Serialize + ?Sized>(v: &T) -> JsValue {
@@ -40,17 +131,21 @@ pub(crate) fn to_js<T: Serialize + ?Sized>(v: &T) -> JsValue {
         .unwrap_or(JsValue::NULL)
 }
 
-/// An app value as JS: `JSON.parse` of its JSON text (see the module docs).
+/// An app value as JS (see the module docs).
 pub(crate) fn value_to_js(v: &Value) -> JsValue {
     match v {
         Value::Null => JsValue::NULL,
         Value::Bool(b) => JsValue::from_bool(*b),
         Value::String(s) => JsValue::from_str(s),
         Value::Number(n) => JsValue::from_f64(n.as_f64().unwrap_or(f64::NAN)),
-        Value::Array(_) | Value::Object(_) => {
-            let text = serde_json::to_string(v).unwrap_or_else(|_| "null".into());
-            js_sys::JSON::parse(&text).unwrap_or(JsValue::NULL)
-        }
+        Value::Array(_) | Value::Object(_) => SCRATCH.with(|t| {
+            let mut t = t.borrow_mut();
+            match tape::value_to_tape(v, &mut t) {
+                Ok(()) => read_tape(&t, &JsValue::NULL),
+                // Only a string or container of 2^28 or more elements, beyond any frame.
+                Err(_) => JsValue::NULL,
+            }
+        }),
     }
 }
 
@@ -58,108 +153,8 @@ pub(crate) fn value_to_js(v: &Value) -> JsValue {
 ///
 /// Errors: `bad_payload`, with the path of the first part that is not JSON-compatible.
 pub(crate) fn value_from_js(v: &JsValue) -> Result<Value, JsValue> {
-    let mut path = String::from("value");
-    walk(v, 0, &mut path).map(|o| o.unwrap_or(Value::Null))
-}
-
-/// `Ok(None)`: `undefined` (omitted from objects, `null` elsewhere).
-fn walk(v: &JsValue, depth: usize, path: &mut String) -> Result<Option<Value>, JsValue> {
-    if v.is_undefined() {
-        return Ok(None);
-    }
-    if v.is_null() {
-        return Ok(Some(Value::Null));
-    }
-    if let Some(b) = v.as_bool() {
-        return Ok(Some(Value::Bool(b)));
-    }
-    if let Some(n) = v.as_f64() {
-        return number(n)
-            .map(Some)
-            .ok_or_else(|| bad(path, &format!("is {n}, which JSON cannot represent")));
-    }
-    if let Some(s) = v.as_string() {
-        return Ok(Some(Value::String(s)));
-    }
-    if v.is_bigint() {
-        return Err(bad(path, "is a BigInt; convert it to a number or a string"));
-    }
-    if v.is_function() {
-        return Err(bad(path, "is a function"));
-    }
-    if v.is_symbol() {
-        return Err(bad(path, "is a symbol"));
-    }
-    if depth >= MAX_DEPTH {
-        return Err(bad(
-            path,
-            &format!("is nested deeper than {MAX_DEPTH} levels (is the value cyclic?)"),
-        ));
-    }
-    if Array::is_array(v) {
-        let arr: &Array = v.unchecked_ref();
-        let mut out = Vec::with_capacity(arr.length() as usize);
-        for i in 0..arr.length() {
-            let len = path.len();
-            path.push_str(&format!("[{i}]"));
-            out.push(walk(&arr.get(i), depth + 1, path)?.unwrap_or(Value::Null));
-            path.truncate(len);
-        }
-        return Ok(Some(Value::Array(out)));
-    }
-    let Some(obj) = v.dyn_ref::<Object>() else {
-        return Err(bad(path, "is not JSON-compatible"));
-    };
-    let to_json = Reflect::get(obj, &JsValue::from_str("toJSON")).unwrap_or(JsValue::UNDEFINED);
-    if let Some(f) = to_json.dyn_ref::<js_sys::Function>() {
-        let converted = f
-            .call0(obj)
-            .map_err(|e| bad(path, &format!("toJSON() threw: {}", error::describe(&e))))?;
-        return walk(&converted, depth + 1, path);
-    }
-    if obj.is_instance_of::<js_sys::Map>() || obj.is_instance_of::<js_sys::Set>() {
-        return Err(bad(path, "is a Map or Set; use a plain object or an array"));
-    }
-    if obj.is_instance_of::<js_sys::ArrayBuffer>() || js_sys::ArrayBuffer::is_view(obj) {
-        return Err(bad(
-            path,
-            "is binary data; send an array of numbers or a base64 string",
-        ));
-    }
-    let keys = Object::keys(obj);
-    let mut out = Map::new();
-    for key in keys.iter() {
-        let Some(k) = key.as_string() else { continue };
-        let item = Reflect::get(obj, &key).map_err(|e| {
-            bad(
-                path,
-                &format!("reading .{k} threw: {}", error::describe(&e)),
-            )
-        })?;
-        let len = path.len();
-        path.push('.');
-        path.push_str(&k);
-        if let Some(val) = walk(&item, depth + 1, path)? {
-            out.insert(k, val);
-        }
-        path.truncate(len);
-    }
-    Ok(Some(Value::Object(out)))
-}
-
-/// A finite JS number as a JSON number: an integer when it is one exactly, else a float.
-fn number(n: f64) -> Option<Value> {
-    if !n.is_finite() {
-        return None;
-    }
-    if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
-        return Some(Value::Number(Number::from(n as i64)));
-    }
-    Number::from_f64(n).map(Value::Number)
-}
-
-fn bad(path: &str, what: &str) -> JsValue {
-    error::coded(ErrorCode::BadPayload, &format!("{path} {what}"))
+    let t = write_tape(v, &JsValue::NULL)?;
+    tape::tape_to_value(tape_ref(&t), None).map_err(|e| tape_bug(&e))
 }
 
 /// A lane argument: an id `1..=8` or a name (case-insensitive, e.g. `'Messaging'`, `'sync'`).
