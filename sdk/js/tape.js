@@ -124,6 +124,16 @@ let wWhat = '';
 /** @type {string[]} */
 let wPath = [];
 const NO_TABLES = { tokens: [], index: new Map(), longest: 0 };
+/** Whether a walk is under way (app code it calls, a getter or toJSON, may write a tape too). */
+let walking = false;
+/** Writer states of walks interrupted by such a nested write, innermost last. */
+const outer = [];
+
+/** Puts back the writer state of the walk a nested write interrupted, if any. */
+function resumeOuter() {
+  const s = outer.pop();
+  if (s !== undefined) [wOps, wNums, wOp, wNum, wText, wIndex, wLongest, wWhat, wPath, walking] = s;
+}
 
 function op(word) {
   if (wOp === wOps.length) {
@@ -155,6 +165,13 @@ function fail(what) {
  * @returns {string | null}
  */
 export function writeTape(value, tables) {
+  if (walking) {
+    // Called from app code inside another walk: keep that walk's state (and buffers) aside
+    // until this tape has been taken (`tapeText`) or refused.
+    outer.push([wOps, wNums, wOp, wNum, wText, wIndex, wLongest, wWhat, wPath, walking]);
+    wOps = new Uint32Array(64);
+    wNums = new Float64Array(8);
+  }
   const t = tables === undefined || tables === null ? NO_TABLES : tables;
   wIndex = t.index;
   wLongest = t.longest;
@@ -166,10 +183,21 @@ export function writeTape(value, tables) {
     op(0);
     return null;
   }
-  if (walk(value, 0)) return null;
-  let path = 'value';
-  for (let i = wPath.length - 1; i >= 0; i--) path += wPath[i];
-  return `${path} ${wWhat}`;
+  walking = true;
+  let msg = null;
+  try {
+    if (!walk(value, 0)) {
+      let path = 'value';
+      for (let i = wPath.length - 1; i >= 0; i--) path += wPath[i];
+      msg = `${path} ${wWhat}`;
+    }
+  } catch (e) {
+    // App code (a getter, a Proxy trap) threw where the walk does not catch it itself.
+    msg = `value could not be read: ${e instanceof Error ? e.message : String(e)}`;
+  }
+  walking = false;
+  if (msg !== null) resumeOuter(); // refused: nothing will be taken
+  return msg;
 }
 
 /** The words of the last `writeTape`. */
@@ -182,10 +210,11 @@ export function tapeNums() {
   return wNums.subarray(0, wNum);
 }
 
-/** The text of the last `writeTape` (then forgotten). */
+/** The text of the last `writeTape` (then forgotten); the last of the three takes. */
 export function tapeText() {
   const s = wText;
   wText = '';
+  resumeOuter();
   return s;
 }
 

@@ -30,7 +30,10 @@ fn round_trip(codec: &DictionaryCodec, v: &JsValue) -> JsValue {
 
 /// `(code, message)` of a thrown error, after checking it is a real `Error`.
 fn error_of(err: JsValue) -> (String, String) {
-    assert!(err.is_instance_of::<js_sys::Error>(), "not an Error: {err:?}");
+    assert!(
+        err.is_instance_of::<js_sys::Error>(),
+        "not an Error: {err:?}"
+    );
     let code = Reflect::get(&err, &"code".into()).unwrap().as_string();
     let message = err.unchecked_into::<js_sys::Error>().message().into();
     (code.unwrap_or_default(), message)
@@ -38,7 +41,11 @@ fn error_of(err: JsValue) -> (String, String) {
 
 #[wasm_bindgen_test]
 fn values_round_trip_exactly_as_json_would() {
-    for codec in [DictionaryCodec::v2(), DictionaryCodec::v1(), DictionaryCodec::new(JsValue::NULL).unwrap()] {
+    for codec in [
+        DictionaryCodec::v2(),
+        DictionaryCodec::v1(),
+        DictionaryCodec::new(JsValue::NULL).unwrap(),
+    ] {
         for src in [
             r#"{"type": "music-control", "action": "seek", "data": {"position": 45.2, "trackId": "abc123", "timestamp": 1735689600123, "controllerId": "user-17"}, "sequence": 156}"#,
             r#"[null, true, false, 0, -1, 268435455, 268435456, 9007199254740993, -9007199254740993, 1.5, -0.25, 1e300, 5e-324, "", "Control", "é😀\u2028 ✓"]"#,
@@ -64,9 +71,14 @@ fn json_rules_for_odd_values() {
     );
     assert!(round_trip(&codec, &JsValue::UNDEFINED).is_null());
     // `__proto__` comes back as an own key, never as the prototype (JSON.parse's rule).
-    let back = round_trip(&codec, &js(r#"JSON.parse('{"__proto__": {"polluted": 1}, "x": 2}')"#));
+    let back = round_trip(
+        &codec,
+        &js(r#"JSON.parse('{"__proto__": {"polluted": 1}, "x": 2}')"#),
+    );
     assert_eq!(text(&back), r#"{"__proto__":{"polluted":1},"x":2}"#);
-    assert!(Reflect::get(&back, &"polluted".into()).unwrap().is_undefined());
+    assert!(Reflect::get(&back, &"polluted".into())
+        .unwrap()
+        .is_undefined());
     // A lone surrogate cannot be UTF-8: it becomes U+FFFD, as TextEncoder writes it.
     let back = round_trip(&codec, &js(r#"["a\ud800b", {"k\udc00": 1}]"#));
     assert_eq!(text(&back), text(&js(r#"["a\ufffdb", {"k\ufffd": 1}]"#)));
@@ -81,10 +93,15 @@ fn listed_keys_and_values_are_indices() {
     assert_eq!(bytes.len(), 5);
     assert_eq!(&bytes[2..4], &[0xd4, 0x64]);
     // v1 indexes keys only.
-    let v1 = DictionaryCodec::v1().encode(js(r#"{"type": "music-control"}"#)).unwrap();
+    let v1 = DictionaryCodec::v1()
+        .encode(js(r#"{"type": "music-control"}"#))
+        .unwrap();
     assert_eq!(v1.len(), 2 + 1 + "music-control".len());
     // Exact f32 floats take 5 bytes.
-    assert_eq!(codec.encode(js("42.5")).unwrap(), vec![0xca, 0x42, 0x2a, 0, 0]);
+    assert_eq!(
+        codec.encode(js("42.5")).unwrap(),
+        vec![0xca, 0x42, 0x2a, 0, 0]
+    );
 }
 
 #[wasm_bindgen_test]
@@ -98,8 +115,14 @@ fn values_json_cannot_hold_are_refused_with_their_path() {
         (r#"{"b": new Uint8Array(2)}"#, "value.b is binary data"),
         (r#"{"s": Symbol("x")}"#, "value.s is a symbol"),
         (r#"Infinity"#, "value is Infinity"),
-        (r#"(() => { const o = {}; o.self = o; return o; })()"#, "deeper than 128"),
-        (r#"{"d": {toJSON() { throw new Error("nope"); }}}"#, "value.d toJSON() threw: nope"),
+        (
+            r#"(() => { const o = {}; o.self = o; return o; })()"#,
+            "deeper than 128",
+        ),
+        (
+            r#"{"d": {toJSON() { throw new Error("nope"); }}}"#,
+            "value.d toJSON() threw: nope",
+        ),
     ] {
         let (code, message) = error_of(codec.encode(js(src)).unwrap_err());
         assert_eq!(code, "bad_payload", "{src}");
@@ -127,4 +150,32 @@ fn bad_bytes_are_bad_payload() {
     // Output is a fresh Uint8Array each time.
     let a: JsValue = Uint8Array::from(&codec.encode(js("[1, 2]")).unwrap()[..]).into();
     assert!(a.is_instance_of::<Uint8Array>());
+}
+
+#[wasm_bindgen_test]
+fn app_code_inside_a_walk_may_encode_too() {
+    // A getter that encodes with another codec while this one walks its object.
+    let inner: JsValue = DictionaryCodec::v2().into();
+    let make = Function::new_with_args(
+        "c",
+        r#"return {
+            "type": "pong",
+            get nested() { return c.encode({"type": "ping", "list": ["Control", 1.5, "x"]}).length; },
+            get refused() { try { c.encode({"bad": NaN}); } catch (e) { return e.code; } },
+            "after": ["Messaging", 2.5, "tail"]
+        };"#,
+    );
+    let value = make.call1(&JsValue::NULL, &inner).unwrap();
+    let codec = DictionaryCodec::v2();
+    let nested = codec
+        .encode(js(r#"{"type": "ping", "list": ["Control", 1.5, "x"]}"#))
+        .unwrap()
+        .len();
+    let back = round_trip(&codec, &value);
+    assert_eq!(
+        text(&back),
+        format!(
+            r#"{{"type":"pong","nested":{nested},"refused":"bad_payload","after":["Messaging",2.5,"tail"]}}"#
+        )
+    );
 }
