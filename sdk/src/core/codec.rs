@@ -178,17 +178,24 @@ pub(crate) fn write_float(out: &mut Vec<u8>, f: f64) {
 /// lists `s`, and the index is shorter than the string; else a MessagePack str.
 pub(crate) fn write_string(out: &mut Vec<u8>, s: &str, dict: Option<&Dictionary>) {
     // A str of 2 bytes or fewer (fixstr) is never longer than a 3-byte fixext 1.
-    if s.len() > 2 {
-        if let Some(i) = dict
-            .filter(|d| d.indexes_values())
-            .and_then(|d| d.index_of(s))
-        {
-            if let Ok(i) = u8::try_from(i) {
-                out.extend_from_slice(&[0xd4, DICT_STRING_EXT as u8, i]);
-                return;
-            }
-            if s.len() > 3 {
-                let [hi, lo] = (i as u16).to_be_bytes();
+    let index = match dict {
+        Some(d) if s.len() > 2 && d.indexes_values() => d.index_of(s),
+        _ => None,
+    };
+    write_listed_string(out, s, index);
+}
+
+/// Writes string value `s`, whose dictionary index is `index` if it is listed and values are
+/// indexed: as a [`DICT_STRING_EXT`] when that is shorter, else as a MessagePack str.
+pub(crate) fn write_listed_string(out: &mut Vec<u8>, s: &str, index: Option<u32>) {
+    if let Some(i) = index.filter(|_| s.len() > 2) {
+        if let Ok(i) = u8::try_from(i) {
+            out.extend_from_slice(&[0xd4, DICT_STRING_EXT as u8, i]);
+            return;
+        }
+        if s.len() > 3 {
+            if let Ok(i) = u16::try_from(i) {
+                let [hi, lo] = i.to_be_bytes();
                 out.extend_from_slice(&[0xd5, DICT_STRING_EXT as u8, hi, lo]);
                 return;
             }

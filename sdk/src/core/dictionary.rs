@@ -10,6 +10,7 @@
 //! ([`Dictionary::indexes_values`], the MessagePack ext of [`crate::core::codec`]).
 
 use serde::{Deserialize, Serialize};
+use foldhash::fast::FixedState;
 use std::collections::{BTreeMap, HashMap};
 
 /// The tokens of dictionary version 1: map keys that the seeds' messages use (handshake, lane
@@ -196,12 +197,24 @@ const V2_TOKENS: &[&str] = &[
 ];
 
 /// A negotiated dictionary: version, tokens and the reverse index.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Dictionary {
     version: u32,
     tokens: Vec<String>,
-    index: HashMap<String, u32>,
+    /// Token → index. A fixed-seed fast hash is fine: the table never changes after the
+    /// handshake, so untrusted lookups cannot degrade it.
+    index: HashMap<String, u32, FixedState>,
+    /// Byte length of the longest token (longer strings skip the lookup).
+    longest: usize,
 }
+
+impl PartialEq for Dictionary {
+    fn eq(&self, other: &Dictionary) -> bool {
+        self.version == other.version && self.tokens == other.tokens
+    }
+}
+
+impl Eq for Dictionary {}
 
 /// Largest number of tokens a dictionary may have (keeps decoders' lookups bounded).
 pub const MAX_TOKENS: usize = 65_535;
@@ -235,7 +248,7 @@ impl Dictionary {
         if tokens.len() > MAX_TOKENS {
             return Err(DictionaryError::TooManyTokens(tokens.len()));
         }
-        let mut index = HashMap::with_capacity(tokens.len());
+        let mut index = HashMap::with_capacity_and_hasher(tokens.len(), FixedState::default());
         for (i, t) in tokens.iter().enumerate() {
             if index.insert(t.clone(), i as u32 + 1).is_some() {
                 return Err(DictionaryError::DuplicateToken(t.clone()));
@@ -243,6 +256,7 @@ impl Dictionary {
         }
         Ok(Dictionary {
             version,
+            longest: tokens.iter().map(String::len).max().unwrap_or(0),
             tokens,
             index,
         })
@@ -289,6 +303,9 @@ impl Dictionary {
 
     /// The 1-based index of `token`, if listed.
     pub fn index_of(&self, token: &str) -> Option<u32> {
+        if token.len() > self.longest {
+            return None;
+        }
         self.index.get(token).copied()
     }
 

@@ -28,10 +28,13 @@
 //! [`crate::core::codec::decode_msgpack`]; [`tape_to_value`] and [`value_to_tape`] convert
 //! to and from [`serde_json::Value`] for the JSON lanes and the client's payload path.
 
-use crate::core::codec::{write_float, write_string, CodecError, KeyRef, Reader, MAX_DEPTH};
+use crate::core::codec::{
+    write_float, write_listed_string, write_string, CodecError, KeyRef, Reader, MAX_DEPTH,
+};
 use crate::core::dictionary::Dictionary;
 use rmp::Marker;
 use serde_json::{Map, Number, Value};
+use foldhash::fast::RandomState;
 use std::collections::HashSet;
 
 /// Tag of a `null` node.
@@ -268,7 +271,11 @@ fn write_node(
         }
         Node::Num(n) => write_number(out, n),
         Node::Str(s) => write_string(out, s, dict),
-        Node::Token(i) => write_string(out, token(dict, i)?, dict),
+        Node::Token(i) => {
+            let t = token(dict, i)?;
+            let indexed = dict.is_some_and(Dictionary::indexes_values);
+            write_listed_string(out, t, indexed.then_some(i));
+        }
         Node::Array(n) => {
             e::write_array_len(out, n as u32).expect(VEC_WRITE);
             for _ in 0..n {
@@ -468,7 +475,7 @@ fn read_node<'a>(
             // Keys of this map live in `seen[base..]` while its entries are read; nested maps
             // push theirs above and truncate back.
             let base = seen.len();
-            let mut set: Option<HashSet<&'a str>> = None;
+            let mut set: Option<HashSet<&'a str, RandomState>> = None;
             for _ in 0..n {
                 let key = match r.key_ref(dict)? {
                     KeyRef::Str(k) => {
@@ -483,7 +490,8 @@ fn read_node<'a>(
                 let dup = match &mut set {
                     Some(set) => !set.insert(key),
                     None if seen.len() - base >= 16 => {
-                        let mut s: HashSet<&'a str> = seen[base..].iter().copied().collect();
+                        let mut s: HashSet<&'a str, RandomState> =
+                            seen[base..].iter().copied().collect();
                         let dup = !s.insert(key);
                         set = Some(s);
                         dup

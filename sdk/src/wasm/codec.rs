@@ -17,7 +17,10 @@
 //! written; `decode` checks and reads the MessagePack in wasm into a tape in wasm memory that
 //! a small JS reader turns into objects, with dictionary strings taken from a JS copy of the
 //! tokens (no text decoding for them). Measured in the Node benchmark on the seed corpus
-//! (round trip, one run): FIGURES.
+//! (one run, Node 20, process CPU time on a loaded 2-core machine): round trip 0.37 of
+//! `@msgpack/msgpack`'s time (0.34-0.59 over four runs), 1.4 of JSON's best run; bytes 0.30 of
+//! JSON and 0.69 of msgpackr with warm records (0.94 without the handshake response, whose
+//! dictionary tokens we write as indices).
 //! Earlier designs, same benchmark: a strict walk with one wasm-bindgen call per key and value
 //! plus `JSON.parse` of JSON text written in wasm: 3.6x slower than `@msgpack/msgpack`;
 //! `JSON.stringify` text into wasm: 1.5x faster than that walk but silently turning `NaN` into
