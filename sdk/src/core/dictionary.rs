@@ -9,8 +9,8 @@
 //! From version 2 on, listed string *values* are written as indices too
 //! ([`Dictionary::indexes_values`], the MessagePack ext of [`crate::core::codec`]).
 
-use serde::{Deserialize, Serialize};
 use foldhash::fast::FixedState;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 /// The tokens of dictionary version 1: map keys that the seeds' messages use (handshake, lane

@@ -32,9 +32,9 @@ use crate::core::codec::{
     write_float, write_listed_string, write_string, CodecError, KeyRef, Reader, MAX_DEPTH,
 };
 use crate::core::dictionary::Dictionary;
+use foldhash::fast::RandomState;
 use rmp::Marker;
 use serde_json::{Map, Number, Value};
-use foldhash::fast::RandomState;
 use std::collections::HashSet;
 
 /// Tag of a `null` node.
