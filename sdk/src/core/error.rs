@@ -75,6 +75,14 @@ pub enum ErrorCode {
     /// `setLocalDescription`, `setRemoteDescription`, `addIceCandidate`, `getStats`); the
     /// message names the operation and the browser's error.
     WebrtcFailed,
+    /// Browser storage (IndexedDB) cannot be used here: missing (some private modes, opaque
+    /// origins), blocked, or failing (PROTOCOL.md §13.3 "Browser storage").
+    StorageUnavailable,
+    /// Browser storage refused a write because the origin's quota is used up.
+    QuotaExceeded,
+    /// A stored record does not have the documented shape: it is reported, never replaced
+    /// silently (the app decides, e.g. `OfflineChangeQueue.remove`).
+    StorageCorrupt,
 }
 
 impl ErrorCode {
@@ -108,6 +116,9 @@ impl ErrorCode {
             ErrorCode::ReassemblyLimit => "reassembly_limit",
             ErrorCode::ProtocolViolation => "protocol_violation",
             ErrorCode::WebrtcFailed => "webrtc_failed",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::StorageCorrupt => "storage_corrupt",
         }
     }
 }
@@ -157,6 +168,9 @@ mod tests {
             ErrorCode::ReassemblyLimit,
             ErrorCode::ProtocolViolation,
             ErrorCode::WebrtcFailed,
+            ErrorCode::StorageUnavailable,
+            ErrorCode::QuotaExceeded,
+            ErrorCode::StorageCorrupt,
         ] {
             let json = serde_json::to_value(code).unwrap();
             assert_eq!(json, serde_json::Value::String(code.as_str().into()));

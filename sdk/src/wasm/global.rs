@@ -62,6 +62,24 @@ pub(crate) fn fetch(input: &JsValue, init: &JsValue) -> Result<JsValue, JsValue>
     function(&scope, "fetch")?.call2(&scope, input, init)
 }
 
+/// `globalThis.indexedDB` (windows, workers and service workers alike).
+///
+/// Errors: a JS error with code `storage_unavailable` if it is missing or reading it throws
+/// (opaque origins such as `data:` pages or sandboxed frames, some private modes).
+pub(crate) fn indexed_db() -> Result<web_sys::IdbFactory, JsValue> {
+    let unavailable = |why: &str| {
+        error::coded(
+            crate::core::error::ErrorCode::StorageUnavailable,
+            &format!("IndexedDB is not available in this context: {why}"),
+        )
+    };
+    match Reflect::get(&js_sys::global(), &JsValue::from_str("indexedDB")) {
+        Ok(v) if !v.is_undefined() && !v.is_null() => Ok(v.unchecked_into()),
+        Ok(_) => Err(unavailable("globalThis.indexedDB is missing")),
+        Err(e) => Err(unavailable(&error::describe(&e))),
+    }
+}
+
 /// 64 random bits from `Math.random` (not cryptographic: jitter seeds and default client ids).
 pub(crate) fn random_u64() -> u64 {
     let hi = (js_sys::Math::random() * 4_294_967_296.0) as u64;

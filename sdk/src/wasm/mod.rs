@@ -17,6 +17,7 @@
 //! | `types` | the TypeScript declarations of those shapes |
 //! | [`music`] | `MusicRoom`: a media element kept in sync with a music room (issue #4, seed 004) |
 //! | [`p2p`] | `PeerMesh`: WebRTC DataChannel mesh, lanes peer to peer, signaling relayed by peers (issue #5) |
+//! | [`offline`] | `OfflineChangeQueue`: Tier 3's change queue persisted in IndexedDB (issue #5, seed 004) |
 //! | [`pwa`] | `checkVersion` / `CacheGuard`: PWA cache protection (windows and service workers) |
 //!
 //! ```js
@@ -37,6 +38,7 @@ mod events;
 mod global;
 mod http;
 pub mod music;
+pub mod offline;
 mod options;
 pub mod p2p;
 pub mod pwa;
@@ -46,6 +48,7 @@ pub use client::P3Client;
 pub use codec::DictionaryCodec;
 pub use music::MusicRoom;
 pub use p2p::PeerMesh;
+pub use offline::OfflineChangeQueue;
 pub use pwa::{check_version, CacheGuard};
 
 use wasm_bindgen::prelude::*;

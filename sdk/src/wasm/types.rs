@@ -137,7 +137,8 @@ export type ErrorCode =
   | 'no_common_encoding' | 'session_not_found' | 'lane_not_negotiated' | 'unknown_target'
   | 'not_in_room' | 'invalid_argument' | 'backpressure' | 'closed' | 'connect_failed' | 'internal'
   | 'stale_after_purge' | 'forbidden' | 'unauthorized' | 'not_controller' | 'epoch_mismatch'
-  | 'reassembly_limit' | 'protocol_violation' | 'webrtc_failed';
+  | 'reassembly_limit' | 'protocol_violation' | 'webrtc_failed'
+  | 'storage_unavailable' | 'quota_exceeded' | 'storage_corrupt';
 
 /** Every error the SDK throws or rejects with: a real `Error` with a `code`. */
 export interface P3Error extends Error {

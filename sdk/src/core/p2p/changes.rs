@@ -217,6 +217,16 @@ impl OfflineQueue {
             .collect()
     }
 
+    /// The device this queue belongs to.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The `localSeq` the next [`OfflineQueue::record`] gives (from 1).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// Carried changes of other origins.
     pub fn carried(&self) -> &[Change] {
         &self.carried
