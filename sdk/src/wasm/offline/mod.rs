@@ -145,8 +145,8 @@ impl OfflineChangeQueue {
     pub fn record(
         &self,
         #[wasm_bindgen(unchecked_param_type = "unknown")] op: JsValue,
-        epoch: JsValue,
-        timestamp: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "number")] epoch: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "number")] timestamp: JsValue,
     ) -> Promise {
         let args = convert::value_from_js(&op).and_then(|op| {
             let epoch = integer(&epoch, "epoch")?;
