@@ -47,8 +47,8 @@ mod types;
 pub use client::P3Client;
 pub use codec::DictionaryCodec;
 pub use music::MusicRoom;
-pub use p2p::PeerMesh;
 pub use offline::OfflineChangeQueue;
+pub use p2p::PeerMesh;
 pub use pwa::{check_version, CacheGuard};
 
 use wasm_bindgen::prelude::*;
