@@ -525,15 +525,15 @@ async fn fetch_rtc_config(base: &str) -> JsValue {
 }
 
 /// `PeerMeshOptions`.
-struct Options {
-    rtc_configuration: Option<JsValue>,
-    stats_interval_ms: u64,
-    controller: Option<String>,
+pub(crate) struct Options {
+    pub(crate) rtc_configuration: Option<JsValue>,
+    pub(crate) stats_interval_ms: u64,
+    pub(crate) controller: Option<String>,
 }
 
 impl Options {
     /// Errors: `invalid_argument` for a field of the wrong type.
-    fn parse(v: &JsValue) -> Result<Options, JsValue> {
+    pub(crate) fn parse(v: &JsValue) -> Result<Options, JsValue> {
         let mut o = Options {
             rtc_configuration: None,
             stats_interval_ms: STATS_INTERVAL_MS,
@@ -631,7 +631,7 @@ fn on_client_event(h: &MeshHandle, ev: &Event) {
 }
 
 /// A Messaging value shaped like a signal: `{type: offer|answer|ice|end, from, to, ...}`.
-fn is_signal(v: &serde_json::Value) -> bool {
+pub(crate) fn is_signal(v: &serde_json::Value) -> bool {
     matches!(
         v.get("type").and_then(|t| t.as_str()),
         Some("offer" | "answer" | "ice" | "end")

@@ -24,6 +24,8 @@
 
 mod driver;
 mod rtc;
+#[cfg(test)]
+mod tests;
 mod types;
 
 use crate::core::p2p::mesh::MeshError;

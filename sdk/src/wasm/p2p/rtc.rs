@@ -441,7 +441,7 @@ fn report_stats(
 
 /// The selected ICE candidate pair of a stats report: the `transport`'s
 /// `selectedCandidatePairId`, else a nominated `succeeded` pair.
-fn selected_pair(report: &JsValue) -> Option<JsValue> {
+pub(crate) fn selected_pair(report: &JsValue) -> Option<JsValue> {
     let get = |o: &JsValue, k: &str| Reflect::get(o, &JsValue::from_str(k)).ok();
     let text = |o: &JsValue, k: &str| get(o, k).and_then(|v| v.as_string());
     let mut stats = Vec::new();
