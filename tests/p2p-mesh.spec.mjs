@@ -97,6 +97,12 @@ test('three browsers exchange lanes over DataChannels, keep doing so after a ser
       LINK_TIMEOUT_MS,
       () => `client ${'ABC'[i]} to notice the server is gone`,
     )));
+    // The tier machine moves every page to the mesh (webrtc): its links are usable.
+    await Promise.all(pages.map((p, i) => waitFor(
+      () => p.evaluate(() => window.mesh.tier === 'webrtc' && window.meshEvents.some((e) => e.type === 'tier' && e.to === 'webrtc')),
+      LINK_TIMEOUT_MS,
+      async () => `page ${'ABC'[i]} on the webrtc tier; tier events ${JSON.stringify(await p.evaluate(() => window.meshEvents.filter((e) => e.type === 'tier')))}`,
+    )));
     await send(pa, 'Messaging', { id: 'a-after-kill' });
     await send(pc, DATA, { id: 'c-after-kill', big }, b);
     await expectOnce(pb, a, MESSAGING, { id: 'a-after-kill' });

@@ -44,6 +44,7 @@ use crate::core::lane::Lane;
 use crate::core::mux::{Discontinuity, Mux, MuxConfig, MuxError, MuxEvent};
 use crate::core::p2p::quality::{NetworkQuality, StatsData};
 use crate::core::p2p::signal::{self, NegotiationAction, Negotiator, SignalBody, SignalMessage};
+use crate::core::p2p::tier::{Tier, TierConfig, TierMachine, TierOutput, TierReason};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -208,6 +209,18 @@ pub enum MeshEvent {
         /// How many.
         count: u64,
     },
+    /// The sync tier changed ([`crate::core::p2p::tier`]): the mesh feeds it the server's
+    /// socket and pongs and each link's reachability and quality.
+    Tier {
+        /// Previous tier.
+        from: Tier,
+        /// New tier.
+        to: Tier,
+        /// Why.
+        reason: TierReason,
+        /// When (ms).
+        at_ms: u64,
+    },
     /// Something went wrong with a peer or a signal; nothing is thrown.
     Error {
         /// The peer concerned, if any.
@@ -259,6 +272,9 @@ pub enum MeshOutput {
         /// A multiplexer frame.
         bytes: Vec<u8>,
     },
+    /// Send a heartbeat ping to the server now (the tier machine's silent-loss probe); report
+    /// pongs with [`Mesh::handle_server_pong`].
+    Ping,
     /// Hand to the app.
     Event(MeshEvent),
 }
@@ -392,6 +408,9 @@ pub struct Mesh {
     mux_seq: u64,
     closed: bool,
     now: u64,
+    tier: TierMachine,
+    /// What the tier machine was last told about the server's socket.
+    tier_socket: Option<bool>,
 }
 
 impl Mesh {
@@ -408,6 +427,8 @@ impl Mesh {
             mux_seq: 0,
             closed: false,
             now: 0,
+            tier: TierMachine::new(TierConfig::default(), Tier::Socket),
+            tier_socket: None,
         }
     }
 
@@ -454,6 +475,11 @@ impl Mesh {
         )
     }
 
+    /// The sync tier now.
+    pub fn tier(&self) -> Tier {
+        self.tier.tier()
+    }
+
     /// The multiplexer of `peer`, if any (diagnostics, tests).
     pub fn mux(&self, peer: &str) -> Option<&Mux> {
         self.peers.get(peer).map(|p| &p.mux)
@@ -497,7 +523,22 @@ impl Mesh {
     pub fn handle_server(&mut self, up: bool, now: u64) {
         self.now = self.now.max(now);
         self.server_up = up;
+        if self.tier_socket != Some(up) {
+            self.tier_socket = Some(up);
+            if up {
+                self.tier.handle_socket_open(self.now);
+            } else {
+                self.tier.handle_socket_closed(self.now);
+            }
+        }
         self.flush_pending();
+    }
+
+    /// A pong from the server (any: heartbeats, [`MeshOutput::Ping`] probes), round trip
+    /// `rtt_ms` (ms).
+    pub fn handle_server_pong(&mut self, rtt_ms: f64, now: u64) {
+        self.now = self.now.max(now);
+        self.tier.handle_pong(self.now, rtt_ms);
     }
 
     /// A signaling message the server delivered (ignored unless addressed to this device).
@@ -623,6 +664,9 @@ impl Mesh {
         if link.control_open && link.lanes_open && link.state == LinkState::Connecting {
             link.state = LinkState::Connected;
             link.connect_deadline = None;
+            // Usable until its first stats say otherwise.
+            self.tier
+                .handle_peer(self.now, peer, Some(NetworkQuality::Good));
             if let Some(p) = self.peers.get_mut(peer) {
                 p.mux.handle_transport_resumed(self.now);
             }
@@ -709,11 +753,13 @@ impl Mesh {
     /// `getStats()` of `peer`'s connection, as [`StatsData`]: emits a `Quality` event and
     /// publishes the stats to that peer on the Telemetry lane
     /// (`{type: "link-stats", ...StatsData, quality}`).
-    pub fn handle_stats(&mut self, peer: &str, stats: StatsData) {
-        if !self.peers.contains_key(peer) {
+    pub fn handle_stats(&mut self, peer: &str, stats: StatsData, now: u64) {
+        self.now = self.now.max(now);
+        if !self.peers.get(peer).is_some_and(Peer::connected) {
             return;
         }
         let quality = stats.quality();
+        self.tier.handle_peer(self.now, peer, Some(quality));
         let mut published = serde_json::to_value(&stats).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut published {
             m.insert("type".into(), Value::from("link-stats"));
@@ -741,6 +787,9 @@ impl Mesh {
     /// The deadline of [`Mesh::poll_timeout`] passed.
     pub fn handle_timeout(&mut self, now: u64) {
         self.now = self.now.max(now);
+        if self.tier.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.tier.handle_timeout(self.now);
+        }
         let ids: Vec<String> = self.peers.keys().cloned().collect();
         for id in ids {
             let Some(p) = self.peers.get_mut(&id) else {
@@ -857,6 +906,22 @@ impl Mesh {
     /// The next thing to do, in order.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<MeshOutput> {
+        while let Some(o) = self.tier.poll_output() {
+            self.out.push_back(match o {
+                TierOutput::SendPing => MeshOutput::Ping,
+                TierOutput::TierChanged {
+                    from,
+                    to,
+                    reason,
+                    at_ms,
+                } => MeshOutput::Event(MeshEvent::Tier {
+                    from,
+                    to,
+                    reason,
+                    at_ms,
+                }),
+            });
+        }
         self.out.pop_front()
     }
 
@@ -869,6 +934,7 @@ impl Mesh {
                 let [a, b] = p.link.as_ref().map_or([None, None], Link::deadlines);
                 [p.mux.poll_timeout(), p.relink_at, a, b]
             })
+            .chain([self.tier.poll_timeout()])
             .flatten()
             .min()
     }
@@ -997,6 +1063,7 @@ impl Mesh {
         if wanted {
             p.relink_at = Some(relink);
         }
+        self.tier.handle_peer(self.now, peer, None);
         self.out.push_back(MeshOutput::ClosePeer {
             peer: peer.to_owned(),
         });
@@ -1009,6 +1076,7 @@ impl Mesh {
 
     fn forget(&mut self, peer: &str) {
         if let Some(p) = self.peers.remove(peer) {
+            self.tier.handle_peer(self.now, peer, None);
             if p.link.is_some() {
                 self.out.push_back(MeshOutput::ClosePeer {
                     peer: peer.to_owned(),

@@ -76,6 +76,8 @@ pub(crate) struct State {
     next_id: u32,
     events: VecDeque<MeshEvent>,
     signals: Vec<SignalMessage>,
+    /// Heartbeat pings the tier machine asked for, not sent yet.
+    pings: usize,
     dispatching: bool,
     listener: Option<u32>,
     /// The client's session is not the mesh's id any more (see the module docs).
@@ -164,6 +166,11 @@ impl State {
         })
     }
 
+    /// `mesh.tier`.
+    pub(crate) fn tier_js(&self) -> JsValue {
+        convert::to_js(&self.mesh.tier())
+    }
+
     /// `mesh.peers`.
     pub(crate) fn peers_js(&self) -> JsValue {
         #[derive(Serialize)]
@@ -236,6 +243,7 @@ impl State {
                     }
                 }
                 MeshOutput::SendSignal(m) => self.signals.push(m),
+                MeshOutput::Ping => self.pings += 1,
                 MeshOutput::SendControl { peer, text } => {
                     let sent = self.conns.get(&peer).map(|c| c.send_control(&text));
                     if let Some(Err(e)) = sent {
@@ -334,13 +342,23 @@ pub(crate) fn with_mesh<R>(h: &MeshHandle, f: impl FnOnce(&mut Mesh, u64) -> R) 
 /// docs). Call after every input.
 pub(crate) fn pump(h: &MeshHandle) {
     loop {
-        let (signals, client, frozen) = {
+        let (signals, pings, client, frozen, at) = {
             let mut s = h.borrow_mut();
             s.drain(h);
-            (std::mem::take(&mut s.signals), s.client.clone(), s.frozen)
+            (
+                std::mem::take(&mut s.signals),
+                std::mem::take(&mut s.pings),
+                s.client.clone(),
+                s.frozen,
+                s.now_precise(),
+            )
         };
-        if signals.is_empty() {
+        if signals.is_empty() && pings == 0 {
             break;
+        }
+        if pings > 0 && !frozen {
+            // Refused (false) while the socket is not open: nothing to probe then.
+            let _ = client_driver::with_client(&client, |c| c.ping(at, None));
         }
         for m in signals {
             let to = m.to.clone();
@@ -468,6 +486,7 @@ pub(crate) fn join(client: &ClientHandle, room: String, options: JsValue) -> Pro
             next_id: 0,
             events: VecDeque::new(),
             signals: Vec::new(),
+            pings: 0,
             dispatching: false,
             listener: None,
             frozen: false,
@@ -595,6 +614,7 @@ fn on_client_event(h: &MeshHandle, ev: &Event) {
         let frozen = s.frozen;
         let room = s.room.clone();
         match ev {
+            Event::Pong { rtt_ms, .. } if !frozen => s.mesh.handle_server_pong(*rtt_ms, now),
             Event::StateChanged { state, .. } => {
                 s.mesh
                     .handle_server(*state == ConnectionState::Open && !frozen, now);
@@ -727,6 +747,12 @@ enum JsEvent<'a> {
         from: &'a str,
         to: &'a str,
     },
+    Tier {
+        from: crate::core::p2p::tier::Tier,
+        to: crate::core::p2p::tier::Tier,
+        reason: crate::core::p2p::tier::TierReason,
+        at_ms: u64,
+    },
     Drain {
         peer: &'a str,
         lane: u8,
@@ -768,6 +794,17 @@ fn event_to_js(ev: &MeshEvent) -> Option<JsValue> {
             stats,
         },
         MeshEvent::SignalRelayed { from, to } => JsEvent::SignalRelayed { from, to },
+        MeshEvent::Tier {
+            from,
+            to,
+            reason,
+            at_ms,
+        } => JsEvent::Tier {
+            from: *from,
+            to: *to,
+            reason: *reason,
+            at_ms: *at_ms,
+        },
         MeshEvent::Drain { peer, lane } => JsEvent::Drain {
             peer,
             lane: lane.id(),

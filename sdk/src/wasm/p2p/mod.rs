@@ -63,6 +63,14 @@ impl PeerMesh {
         self.inner.borrow().room().to_owned()
     }
 
+    /// The sync tier (seed 004): `'socket'` while the server is reachable with a round trip
+    /// under 300 ms, `'webrtc'` while it is not and at least one link is usable (quality not
+    /// `critical`), else `'offline'`; changes are `tier` events (PROTOCOL.md §13.1).
+    #[wasm_bindgen(getter, unchecked_return_type = "SyncTier")]
+    pub fn tier(&self) -> JsValue {
+        self.inner.borrow().tier_js()
+    }
+
     /// Every link held or wanted: `PeerLink[]`, `{peer, state}` with `state` a
     /// `PeerLinkState`, or `'waiting'` while a lost link waits to be opened again (1 s).
     #[wasm_bindgen(getter, unchecked_return_type = "PeerLink[]")]
@@ -122,7 +130,8 @@ impl PeerMesh {
     }
 
     /// Calls `callback(event)` for every `PeerMeshEvent`: `peer-state`, `quality` (every
-    /// `statsIntervalMs`), `signal-relayed`, `drain`, `dropped`, `discontinuity`, `error`.
+    /// `statsIntervalMs`), `tier`, `signal-relayed`, `drain`, `dropped`, `discontinuity`,
+    /// `error`.
     /// Returns a function that unsubscribes.
     ///
     /// Throws `invalid_argument` if `callback` is not a function.

@@ -436,7 +436,8 @@ fn report_stats(
         ice_state,
         timestamp: at,
     };
-    s.mesh_mut().handle_stats(peer, stats);
+    let now = s.now();
+    s.mesh_mut().handle_stats(peer, stats, now);
 }
 
 /// The selected ICE candidate pair of a stats report: the `transport`'s

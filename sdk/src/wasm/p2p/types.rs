@@ -67,11 +67,19 @@ export interface PeerStats {
   timestamp: number;
 }
 
+/** Seed 004 sync tier: `socket` (server), `webrtc` (DataChannel mesh), `offline` (alone). */
+export type SyncTier = 'socket' | 'webrtc' | 'offline';
+
+/** Why the tier changed: the WebSocket closed (crash), no pong for 2.25 s (silent loss), smoothed RTT ≥ 300 ms, the server is stable again, or peers became (un)reachable. */
+export type TierReason = 'socket-closed' | 'heartbeat-timeout' | 'high-latency' | 'server-back' | 'peers';
+
 /** Events of `mesh.onEvent`. */
 export type PeerMeshEvent =
   | { type: 'peer-state'; peer: string; state: PeerLinkState }
   /** Every `statsIntervalMs` per connected link; the same stats go to that peer on the Telemetry lane as `{type: 'link-stats', ...PeerStats, quality}`. */
   | { type: 'quality'; peer: string; quality: NetworkQuality; stats: PeerStats }
+  /** The sync tier changed (`atMs`: `performance.now()`, ms). */
+  | { type: 'tier'; from: SyncTier; to: SyncTier; reason: TierReason; atMs: number }
   /** This device forwarded a signaling message between two peers (server down). */
   | { type: 'signal-relayed'; from: string; to: string }
   /** A lane to `peer` that refused `send` with `backpressure` has room again. */

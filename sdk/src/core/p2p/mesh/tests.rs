@@ -71,6 +71,7 @@ impl Net {
             lose_signals_of: None,
         };
         for i in 0..n {
+            net.nodes[i].handle_server(true, 0);
             let members = net.ids.clone();
             net.nodes[i].handle_members(members, 0);
         }
@@ -164,6 +165,7 @@ impl Net {
                 MeshOutput::Event(MeshEvent::Message { from, lane, value }) => {
                     self.inbox[i].push((from, lane, value))
                 }
+                MeshOutput::Ping => {}
                 MeshOutput::Event(e) => self.events[i].push(e),
             }
         }
@@ -403,7 +405,7 @@ fn stats_become_quality_events_and_telemetry() {
         ice_state: "connected".into(),
         timestamp: 100.0,
     };
-    net.nodes[0].handle_stats("s1", stats);
+    net.nodes[0].handle_stats("s1", stats, net.now);
     net.drive(200);
     assert!(net.events[0].iter().any(|e| matches!(
         e,
@@ -443,4 +445,33 @@ fn bad_control_is_an_error_event_not_a_panic() {
     assert!(codes.contains(&ErrorCode::BadControl));
     assert!(codes.contains(&ErrorCode::UnknownTarget));
     assert!(codes.len() >= 3, "{codes:?}");
+}
+
+#[test]
+fn tier_follows_the_server_and_the_links() {
+    let mut net = Net::new(3);
+    net.drive(100);
+    assert!(net.nodes.iter().all(|n| n.tier() == Tier::Socket));
+    // Crash: the socket closes, usable links exist: webrtc at once.
+    net.set_server(false);
+    let t = net.now;
+    net.drive(t + 10);
+    for (i, n) in net.nodes.iter().enumerate() {
+        assert_eq!(n.tier(), Tier::Webrtc);
+        assert!(net.events[i].iter().any(|e| matches!(
+            e,
+            MeshEvent::Tier {
+                from: Tier::Socket,
+                to: Tier::Webrtc,
+                reason: TierReason::SocketClosed,
+                ..
+            }
+        )));
+    }
+    // s0 loses both links (and keeps them closed): offline.
+    net.nodes[0].close_link("s1", net.now).unwrap();
+    net.nodes[0].close_link("s2", net.now).unwrap();
+    let t = net.now;
+    net.drive(t + 10);
+    assert_eq!(net.nodes[0].tier(), Tier::Offline);
 }
