@@ -61,10 +61,10 @@ pub const LANES_CHANNEL_ID: u16 = 1;
 pub const LANES_CHANNEL_LABEL: &str = "p3-lanes";
 /// The multiplexer writes to `p3-lanes` while its `bufferedAmount` plus the frame is at most
 /// this (bytes).
-pub const LANES_HIGH_WATER_BYTES: usize = 64 * 1024;
+pub const LANES_HIGH_WATER_BYTES: usize = 256 * 1024;
 /// `bufferedAmountLowThreshold` of `p3-lanes` (bytes): its `bufferedamountlow` event wakes
 /// the multiplexer (no polling).
-pub const LANES_LOW_WATER_BYTES: usize = 16 * 1024;
+pub const LANES_LOW_WATER_BYTES: usize = 64 * 1024;
 /// Delay before a failed or closed link that is still wanted is opened again (ms).
 pub const RELINK_DELAY_MS: u64 = 1000;
 /// The polite side of a new link makes no offer of its own for this long (ms): the impolite

@@ -46,7 +46,7 @@ pub(crate) struct Conn {
 impl Conn {
     /// `new RTCPeerConnection(config)` with `p3-control` (negotiated id 0, ordered,
     /// maxRetransmits 3) and `p3-lanes` (negotiated id 1, ordered, reliable,
-    /// `bufferedAmountLowThreshold` 16 KiB), handlers attached.
+    /// `bufferedAmountLowThreshold` 64 KiB), handlers attached.
     ///
     /// Errors: what the constructor threw (a bad configuration).
     pub(crate) fn open(
