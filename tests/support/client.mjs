@@ -11,17 +11,18 @@ import { setTimeout as sleep } from 'node:timers/promises';
  * @param {string} clientId
  * @param {number[]} lanes
  * @param {string} [room]
+ * @param {object} [options] more `ConnectOptions` (e.g. `{transport: 'sse'}`)
  * @returns {Promise<{sessionId: string, members: string[]}>}
  */
-export function connect(page, url, clientId, lanes, room) {
+export function connect(page, url, clientId, lanes, room, options = {}) {
   return page.evaluate(
-    async ({ url, clientId, lanes, room }) => {
+    async ({ url, clientId, lanes, room, options }) => {
       // Messages are copied through JSON so that Maps (which would mean the SDK hands apps
       // Map objects instead of plain ones) show up in assertion diffs instead of vanishing.
       const plain = (value) => JSON.parse(JSON.stringify(value, (_key, v) => (v instanceof Map ? { $Map: [...v] } : v)) ?? 'null');
       window.states = [];
       window.inbox = [];
-      const client = await window.sdk.P3Client.connect(url, { clientId, lanes, reconnect: true });
+      const client = await window.sdk.P3Client.connect(url, { ...options, clientId, lanes, reconnect: true });
       window.client = client;
       client.onStateChange((state) => window.states.push(state));
       for (const lane of lanes) {
@@ -30,7 +31,7 @@ export function connect(page, url, clientId, lanes, room) {
       const joined = room ? await client.joinRoom(room) : { members: [] };
       return { sessionId: client.sessionId, members: joined.members };
     },
-    { url, clientId, lanes, room },
+    { url, clientId, lanes, room, options },
   );
 }
 

@@ -19,6 +19,7 @@
 use crate::core::error::ErrorCode;
 use crate::core::frame::{FrameError, FrameHeader, FrameKind, SessionId};
 use crate::core::lane::{Encoding, Lane};
+use crate::core::mux::{Discontinuity, DiscontinuityReason};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -258,6 +259,91 @@ pub fn post_from_frame(frame: &[u8]) -> Result<SsePost, FrameError> {
     })
 }
 
+/// What [`SseReceiver::handle_event`] makes of one event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SseInput {
+    /// A §5 frame for [`crate::core::client::Client::handle_frame`].
+    Frame(Vec<u8>),
+    /// A lane skipped messages (report it as
+    /// [`crate::core::client::Event::Discontinuity`]).
+    Discontinuity(Discontinuity),
+}
+
+/// The client's receiving side of SSE lanes, sans-IO: turns events into frames and
+/// discontinuities, and keeps delivery exactly once per session (a message whose per-lane
+/// `seq` was already delivered is dropped, whatever the stream resumed from).
+///
+/// Drive: [`SseReceiver::handle_event`] for every event (name, data) of the stream;
+/// [`SseReceiver::session_changed`] when the client had to handshake a new session (the old
+/// session's history is gone).
+#[derive(Clone, Debug, Default)]
+pub struct SseReceiver {
+    /// Per lane (index `id - 1`): the last `seq` delivered.
+    delivered: [u64; 8],
+}
+
+impl SseReceiver {
+    /// A receiver that has delivered nothing.
+    pub fn new() -> SseReceiver {
+        SseReceiver::default()
+    }
+
+    /// One event: `lane-<id>` → a frame (or `None` for a duplicate), `discontinuity` → a
+    /// [`Discontinuity`] (`history-lost`, epochs 0), any other name → `None`.
+    ///
+    /// Errors: [`SseError`] for data of the wrong shape.
+    pub fn handle_event(&mut self, name: &str, data: &str) -> Result<Option<SseInput>, SseError> {
+        if name == EVENT_DISCONTINUITY {
+            let d = parse_discontinuity(data)?;
+            let lane = Lane::from_id(d.lane).ok_or(SseError::UnknownLane(d.lane))?;
+            let last = &mut self.delivered[lane as usize - 1];
+            let expected_seq = *last + 1;
+            *last = (*last).max(d.seq.saturating_sub(1));
+            return Ok(Some(SseInput::Discontinuity(Discontinuity {
+                lane,
+                expected_epoch: 0,
+                expected_seq,
+                epoch: 0,
+                seq: d.seq,
+                reason: DiscontinuityReason::HistoryLost,
+            })));
+        }
+        if parse_lane_event_name(name).is_none() {
+            return Ok(None);
+        }
+        let msg = parse_message(data)?;
+        let last = &mut self.delivered[usize::from(msg.lane) - 1];
+        // seq 0 is the per-stream `welcome`, outside the numbering.
+        if msg.seq != 0 {
+            if msg.seq <= *last {
+                return Ok(None);
+            }
+            *last = msg.seq;
+        }
+        message_frame(&msg).map(|f| Some(SseInput::Frame(f)))
+    }
+
+    /// The client handshook a new session: its numbering starts again. Returns a
+    /// `peer-restarted` [`Discontinuity`] for every lane in `reliable` that had delivered
+    /// something (as the multiplexer reports a restarted server, PROTOCOL.md §11.6).
+    pub fn session_changed(&mut self, reliable: &[Lane]) -> Vec<Discontinuity> {
+        let out = reliable
+            .iter()
+            .filter(|l| self.delivered[**l as usize - 1] > 0)
+            .map(|&lane| Discontinuity {
+                lane,
+                expected_epoch: 0,
+                expected_seq: self.delivered[lane as usize - 1] + 1,
+                epoch: 0,
+                seq: 1,
+                reason: DiscontinuityReason::PeerRestarted,
+            })
+            .collect();
+        self.delivered = [0; 8];
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +439,32 @@ mod tests {
             (Lane::Control, "application/msgpack")
         );
         assert!(post_from_frame(&[0xff]).is_err());
+    }
+
+    #[test]
+    fn receiver_delivers_once_and_reports_gaps() {
+        let mut r = SseReceiver::new();
+        let msg = |seq: u64| format!(r#"{{"lane":2,"seq":{seq},"payload":{seq}}}"#);
+        let welcome = r#"{"lane":1,"seq":0,"payload":{"type":"left","room":"x"}}"#;
+        assert!(matches!(r.handle_event("lane-1", welcome), Ok(Some(SseInput::Frame(_)))));
+        assert!(matches!(r.handle_event("lane-1", welcome), Ok(Some(SseInput::Frame(_)))));
+        assert!(matches!(r.handle_event("lane-2", &msg(1)), Ok(Some(SseInput::Frame(_)))));
+        assert_eq!(r.handle_event("lane-2", &msg(1)), Ok(None), "duplicate");
+        let gap = r#"{"lane":2,"lastEventId":4,"seq":5,"reason":"history-lost"}"#;
+        match r.handle_event("discontinuity", gap).unwrap() {
+            Some(SseInput::Discontinuity(d)) => {
+                assert_eq!((d.lane, d.expected_seq, d.seq), (Lane::Messaging, 2, 5));
+                assert_eq!(d.reason, DiscontinuityReason::HistoryLost);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(r.handle_event("lane-2", &msg(5)), Ok(Some(SseInput::Frame(_)))));
+        assert_eq!(r.handle_event("ping", "x"), Ok(None));
+        let lost = r.session_changed(&[Lane::Control, Lane::Messaging, Lane::Data]);
+        assert_eq!(lost.len(), 1);
+        assert_eq!((lost[0].lane, lost[0].expected_seq), (Lane::Messaging, 6));
+        assert_eq!(lost[0].reason, DiscontinuityReason::PeerRestarted);
+        assert!(matches!(r.handle_event("lane-2", &msg(1)), Ok(Some(SseInput::Frame(_)))));
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::core::handshake::{HandshakeRequest, HandshakeResponse};
 use crate::core::lane::Lane;
 use crate::wasm::events::{self, JoinResult};
 use crate::wasm::global::Global;
+use crate::wasm::sse::{self, SseLink};
 use crate::wasm::{convert, error, http};
 use js_sys::{Function, Promise};
 use std::cell::RefCell;
@@ -161,6 +162,10 @@ pub(crate) struct Inner {
     dispatching: bool,
     /// Rust-side listeners, by id.
     listeners: Vec<(u32, Listener)>,
+    /// SSE: the core asked for a stream; opened by [`pump`] once the borrow is released.
+    open_sse: bool,
+    /// Transport `sse` (PROTOCOL.md §14): the stream and POST queue that replace the socket.
+    sse: Option<SseLink>,
 }
 
 impl Inner {
@@ -179,8 +184,23 @@ impl Inner {
         &self.base
     }
 
-    fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         self.global.now_ms()
+    }
+
+    /// The core client (mutators), for the SSE half of the driver.
+    pub(crate) fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// The SSE state, when the transport is `sse`.
+    pub(crate) fn sse_mut(&mut self) -> Option<&mut SseLink> {
+        self.sse.as_mut()
+    }
+
+    /// Queues an event for the application, after those already queued.
+    pub(crate) fn push_event(&mut self, ev: Event) {
+        self.events.push_back(ev);
     }
 
     /// Drains the core's outputs, performing socket/timer I/O and queueing events. Calls no
@@ -193,8 +213,21 @@ impl Inner {
         }
         loop {
             match self.client.poll_output() {
+                Output::Transmit(bytes) if self.sse.is_some() => {
+                    if let Some(ev) = self.sse.as_mut().and_then(|l| l.transmit(&bytes)) {
+                        self.events.push_back(ev);
+                    }
+                }
                 Output::Transmit(bytes) => self.transmit(&bytes),
+                Output::Action(Action::OpenSocket { .. }) if self.sse.is_some() => {
+                    self.open_sse = true;
+                }
                 Output::Action(Action::OpenSocket { path }) => self.open_socket(h, &path),
+                Output::Action(Action::CloseSocket) if self.sse.is_some() => {
+                    if let Some(l) = self.sse.as_mut() {
+                        l.close_stream();
+                    }
+                }
                 Output::Action(Action::CloseSocket) => self.close_socket(),
                 Output::Action(Action::Handshake) => {
                     rehandshake(h, self.base.clone(), self.request.clone())
@@ -318,6 +351,8 @@ pub(crate) fn start(
         events: VecDeque::new(),
         dispatching: false,
         listeners: Vec::new(),
+        open_sse: false,
+        sse: (resp.transport == crate::core::sse::TRANSPORT_SSE).then(|| SseLink::new(resp)),
     }));
     pump(&h);
     (h, opened)
@@ -329,6 +364,17 @@ pub(crate) fn pump(h: &Handle) {
     {
         let mut inner = h.borrow_mut();
         inner.drain(h);
+    }
+    // SSE: open the stream the core asked for, and send what it transmitted.
+    if std::mem::take(&mut h.borrow_mut().open_sse) {
+        sse::open_stream(h);
+        h.borrow_mut().drain(h);
+    }
+    if h.borrow().sse.is_some() {
+        sse::kick(h);
+    }
+    {
+        let mut inner = h.borrow_mut();
         if inner.dispatching {
             return;
         }
@@ -476,6 +522,12 @@ fn rehandshake(h: &Handle, base: String, request: HandshakeRequest) {
                 Ok(resp) => match inner.client.handle_handshake(&resp, now) {
                     Ok(()) if inner.client.session_id() == resp.session_id => {
                         inner.handshake = convert::to_js(&resp);
+                        let lost = inner
+                            .sse
+                            .as_mut()
+                            .map(|l| l.session_changed(&resp))
+                            .unwrap_or_default();
+                        inner.events.extend(lost);
                     }
                     Ok(()) => {}
                     Err(e) => web_sys::console::warn_1(&JsValue::from_str(&format!(

@@ -80,6 +80,17 @@ pub(crate) fn indexed_db() -> Result<web_sys::IdbFactory, JsValue> {
     }
 }
 
+/// `globalThis.setTimeout(callback, delay_ms)` without a [`Global`] at hand.
+pub(crate) fn set_timeout_once(callback: &JsValue, delay_ms: u64) -> Result<JsValue, JsValue> {
+    let scope = js_sys::global();
+    function(&scope, "setTimeout")?.call2(&scope, callback, &JsValue::from_f64(delay_ms as f64))
+}
+
+/// Whether `globalThis[name]` is defined (e.g. `"WebSocket"`, `"EventSource"`).
+pub(crate) fn has(name: &str) -> bool {
+    member(&js_sys::global(), name).is_ok()
+}
+
 /// 64 random bits from `Math.random` (not cryptographic: jitter seeds and default client ids).
 pub(crate) fn random_u64() -> u64 {
     let hi = (js_sys::Math::random() * 4_294_967_296.0) as u64;

@@ -8,6 +8,7 @@
 //! | [`client`] | `P3Client`, the exported class: argument conversion only |
 //! | [`codec`] | `DictionaryCodec`: the dictionary MessagePack codec on its own |
 //! | `driver` | runs the core: socket, timer, re-handshake, event dispatch |
+//! | `sse` | the SSE half of the driver: `EventSource` in, `fetch` POSTs out (PROTOCOL.md §14) |
 //! | `options` | `ConnectOptions` → handshake request and client config |
 //! | `http` | the handshake `fetch`, WebSocket URLs |
 //! | `convert` | JS values ⇄ JSON values, lane and session id arguments |
@@ -42,6 +43,7 @@ pub mod offline;
 mod options;
 pub mod p2p;
 pub mod pwa;
+mod sse;
 mod types;
 
 pub use client::P3Client;

@@ -2,12 +2,14 @@
 //! the core's [`ClientConfig`]. Defaults: a random `clientId`, all 8 lanes,
 //! `['msgpack', 'json']`, `deviceInfo: {platform: 'web'}`, reconnect on, the server's
 //! heartbeat timings, the lane multiplexer offered (`mux: false` keeps v1 framing,
-//! PROTOCOL.md §11).
+//! PROTOCOL.md §11), transport `'auto'` (WebSocket, or SSE where `WebSocket` is undefined;
+//! SSE sessions never use the multiplexer).
 
 use crate::core::client::ClientConfig;
 use crate::core::frame::SessionId;
 use crate::core::handshake::{Capabilities, HandshakeRequest, FEATURE_MUX};
 use crate::core::lane::Lane;
+use crate::core::sse::TRANSPORT_SSE;
 use crate::wasm::{convert, error, global};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -35,6 +37,9 @@ struct ConnectOptions {
     /// Largest message sent or accepted (frame header included), bytes. Default 1 MiB, the
     /// server's default `--max-frame-bytes`.
     max_message_bytes: Option<f64>,
+    /// `'websocket'`, `'sse'` (lanes over `EventSource`, sends by `fetch`, PROTOCOL.md §14) or
+    /// `'auto'` (default: WebSocket when `globalThis.WebSocket` exists, else SSE).
+    transport: Option<String>,
 }
 
 /// Reads `options` (`undefined`/`null`: all defaults).
@@ -49,6 +54,16 @@ pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig
             .map_err(|e| error::invalid_argument(&format!("invalid connect options: {e}")))?
     };
     let lanes = lanes(&o.lanes)?;
+    let sse = match o.transport.as_deref() {
+        None | Some("auto") => !global::has("WebSocket") && global::has("EventSource"),
+        Some("websocket") => false,
+        Some("sse") => true,
+        Some(other) => {
+            return Err(error::invalid_argument(&format!(
+                "`transport` must be 'websocket', 'sse' or 'auto', got {other:?}"
+            )))
+        }
+    };
     let client_id = match o.client_id {
         Some(id) => id,
         None => format!("web-{}", SessionId::from_random_bytes(random_bytes())),
@@ -62,7 +77,7 @@ pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig
         client_id,
         wallet: o.wallet,
         capabilities: Capabilities {
-            transports: vec!["websocket".into()],
+            transports: vec![if sse { TRANSPORT_SSE } else { "websocket" }.into()],
             encodings: o
                 .encodings
                 .unwrap_or_else(|| vec!["msgpack".into(), "json".into()]),
@@ -70,8 +85,9 @@ pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig
         },
         device_info: Some(device_info),
         // The multiplexer is offered unless the app opts out; a server without it simply
-        // does not grant the flag and the session speaks v1 (§3 negotiation).
-        features: if o.mux.unwrap_or(true) {
+        // does not grant the flag and the session speaks v1 (§3 negotiation). SSE resumes
+        // with event ids instead (PROTOCOL.md §14.3).
+        features: if o.mux.unwrap_or(true) && !sse {
             vec![FEATURE_MUX.to_owned()]
         } else {
             Vec::new()

@@ -45,6 +45,8 @@ export interface ConnectOptions {
   transportHighWaterBytes?: number;
   /** Largest message sent or accepted (a few bytes of frame header included), bytes; larger sends throw `frame_too_large`. Keep it at most the server's `--max-frame-bytes`. With the multiplexer, messages over 16 KiB travel as chunks, so multi-megabyte messages never hold up other lanes. Default: 1048576 (the server's default). */
   maxMessageBytes?: number;
+  /** `'sse'`: receive lanes over one `EventSource` and send with `fetch` POST (PROTOCOL.md §14); `'websocket'`; `'auto'` (default): WebSocket, or SSE where `WebSocket` is undefined. Messages and events have the same shapes either way. */
+  transport?: 'auto' | 'websocket' | 'sse';
 }
 
 /** A message received on a lane. */
@@ -77,7 +79,7 @@ export type P3Event =
   | { type: 'version'; version: string }
   /** The room's key for sealing music control between peers (PROTOCOL.md §13.4), after every join: `key` is 32 bytes in base64url without padding, `keyId` the envelope's key id (u32). */
   | { type: 'room-key'; room: string; keyId: number; key: string }
-  /** Multiplexer: a reliable lane skipped messages that will never arrive (the server restarted or forgot them); delivery continues in order from `(epoch, seq)`. Resynchronise the lane's state. */
+  /** Multiplexer or SSE: a reliable lane skipped messages that will never arrive (the server restarted or forgot them); delivery continues in order from `(epoch, seq)`. Resynchronise the lane's state. */
   | { type: 'discontinuity'; lane: LaneNumber; expectedEpoch: number; expectedSeq: number; epoch: number; seq: number; reason: 'history-lost' | 'peer-restarted' | 'joined-mid-stream' }
   /** Multiplexer: a lane that refused `send` with `backpressure` has room again. */
   | { type: 'drain'; lane: LaneNumber }
@@ -111,7 +113,7 @@ export interface LaneGrant {
 export interface HandshakeResponse {
   /** Session id (UUID). */
   sessionId: string;
-  /** Chosen transport, e.g. `'websocket'`. */
+  /** Chosen transport: `'websocket'` or `'sse'`. */
   transport: string;
   /** Granted lanes, ascending id. */
   lanes: LaneGrant[];

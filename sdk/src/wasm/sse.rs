@@ -1,0 +1,394 @@
+//! The SSE half of the driver (PROTOCOL.md §14): when the handshake chose transport `sse`,
+//! lanes arrive on one `EventSource` and the core's frames leave as `fetch` POSTs. The core
+//! does not know: it sees the stream as its socket (open, frames, closed) and transmits §5
+//! frames as usual; [`crate::core::sse`] converts both ways and keeps delivery exactly once.
+//!
+//! - **Receiving.** One listener per granted lane (`lane-<id>`) and for `discontinuity`. Each
+//!   event becomes a frame for the core ([`SseReceiver`]), or a `discontinuity` event for the
+//!   app. An `EventSource` that drops reconnects by itself after the server's `retry:` delay
+//!   with `Last-Event-ID`; the core does not notice (no loss, no duplicate). When it gives up
+//!   (`readyState` CLOSED: an HTTP error such as 404), the driver asks the session's status to
+//!   tell a lost session (reported as close code 4404: re-handshake) from anything else
+//!   (1006: reconnect with backoff); the next stream resumes with the `lastEventId` query.
+//! - **Sending.** POSTs go one at a time, in order (concurrent requests could be reordered).
+//!   A network failure keeps the message and retries after [`RETRY_MS`]; `session_not_found`
+//!   keeps it until the client has a new session; any other refusal is reported like a
+//!   WebSocket `error` frame (`error` event with the server's code and the lane) and the next
+//!   message goes.
+//!
+//! Like the rest of the driver, this module may call `spawn_local`.
+
+use crate::core::client::{Event, CLOSE_SESSION_NOT_FOUND};
+use crate::core::error::ErrorCode;
+use crate::core::handshake::HandshakeResponse;
+use crate::core::lane::Lane;
+use crate::core::sse::{
+    lane_event_name, post_from_frame, SseInput, SsePost, SseReceiver, EVENT_DISCONTINUITY,
+};
+use crate::wasm::driver::{pump, Handle};
+use crate::wasm::global;
+use std::collections::VecDeque;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{EventSource, MessageEvent};
+
+/// Delay before a POST that failed at the network level is sent again, ms.
+pub(crate) const RETRY_MS: u64 = 1000;
+/// Close code reported to the core for a stream that failed for another reason than a lost
+/// session.
+const CLOSE_ABNORMAL: u16 = 1006;
+
+/// The open `EventSource` and its handlers.
+struct Stream {
+    es: EventSource,
+    id: u64,
+    _on_open: Closure<dyn FnMut()>,
+    _on_error: Closure<dyn FnMut()>,
+    _on_event: Closure<dyn FnMut(MessageEvent)>,
+}
+
+impl Stream {
+    fn close(&self) {
+        self.es.set_onopen(None);
+        self.es.set_onerror(None);
+        self.es.close();
+    }
+}
+
+/// SSE state of one client: the stream, the receiver and the POST queue.
+pub(crate) struct SseLink {
+    /// Stream path of the current session (the lanes' `url`).
+    path: String,
+    /// Granted lanes (one listener each) and the reliable ones (for `peer-restarted`).
+    lanes: Vec<Lane>,
+    reliable: Vec<Lane>,
+    receiver: SseReceiver,
+    /// `lastEventId` of the last event with an id on this session.
+    last_event_id: Option<String>,
+    stream: Option<Stream>,
+    streams_opened: u64,
+    outbox: VecDeque<SsePost>,
+    in_flight: bool,
+    /// The server said `session_not_found`: wait for a new session.
+    paused: bool,
+}
+
+impl SseLink {
+    /// SSE state for the session of `resp` (transport `sse`).
+    pub(crate) fn new(resp: &HandshakeResponse) -> SseLink {
+        let mut link = SseLink {
+            path: String::new(),
+            lanes: Vec::new(),
+            reliable: Vec::new(),
+            receiver: SseReceiver::new(),
+            last_event_id: None,
+            stream: None,
+            streams_opened: 0,
+            outbox: VecDeque::new(),
+            in_flight: false,
+            paused: false,
+        };
+        link.adopt(resp);
+        link
+    }
+
+    fn adopt(&mut self, resp: &HandshakeResponse) {
+        self.path = resp.lanes.first().map(|l| l.url.clone()).unwrap_or_default();
+        self.lanes = resp
+            .lanes
+            .iter()
+            .filter_map(|l| Lane::from_id(l.id))
+            .collect();
+        self.reliable = resp
+            .lanes
+            .iter()
+            .filter(|l| l.reliable)
+            .filter_map(|l| Lane::from_id(l.id))
+            .collect();
+        self.last_event_id = None;
+        self.paused = false;
+    }
+
+    /// The client now has the session of `resp` (a re-handshake): the old history is gone, so
+    /// every reliable lane that had delivered something reports `peer-restarted`. Returns
+    /// those events.
+    pub(crate) fn session_changed(&mut self, resp: &HandshakeResponse) -> Vec<Event> {
+        self.adopt(resp);
+        self.receiver
+            .session_changed(&self.reliable)
+            .into_iter()
+            .map(Event::Discontinuity)
+            .collect()
+    }
+
+    /// Queues a frame the core transmitted; call [`kick`] afterwards.
+    pub(crate) fn transmit(&mut self, frame: &[u8]) -> Option<Event> {
+        match post_from_frame(frame) {
+            Ok(post) => {
+                self.outbox.push_back(post);
+                None
+            }
+            Err(e) => Some(Event::Error {
+                code: e.code(),
+                message: format!("cannot send this frame over SSE: {e}"),
+                lane: None,
+                seq: None,
+            }),
+        }
+    }
+
+    /// Closes the stream (the core asked, or the client closed).
+    pub(crate) fn close_stream(&mut self) {
+        if let Some(s) = self.stream.take() {
+            s.close();
+        }
+    }
+
+    /// Whether `id` is the current stream.
+    fn is_current(&self, id: u64) -> bool {
+        self.stream.as_ref().is_some_and(|s| s.id == id)
+    }
+}
+
+/// [`crate::core::client::Action::OpenSocket`] over SSE: opens the session's stream, resuming
+/// after the last event id seen on this session.
+pub(crate) fn open_stream(h: &Handle) {
+    let mut inner = h.borrow_mut();
+    let base = inner.base().to_owned();
+    let Some(link) = inner.sse_mut() else { return };
+    link.close_stream();
+    let mut url = format!("{base}{}", link.path);
+    if let Some(id) = &link.last_event_id {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        url.push_str(&format!("{sep}lastEventId={}", js_sys::encode_uri_component(id)));
+    }
+    let es = match EventSource::new(&url) {
+        Ok(es) => es,
+        Err(e) => {
+            web_sys::console::warn_2(
+                &JsValue::from_str(&format!("p3-lanes: cannot open {url}:")),
+                &e,
+            );
+            let now = inner.now();
+            inner.client_mut().handle_socket_closed(CLOSE_ABNORMAL, now);
+            return;
+        }
+    };
+    link.streams_opened += 1;
+    let id = link.streams_opened;
+    let on_open = {
+        let h = h.clone();
+        Closure::<dyn FnMut()>::new(move || on_open(&h, id))
+    };
+    let on_error = {
+        let h = h.clone();
+        Closure::<dyn FnMut()>::new(move || on_error(&h, id))
+    };
+    let on_event = {
+        let h = h.clone();
+        Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| on_event(&h, id, &ev))
+    };
+    es.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    es.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    let names = link
+        .lanes
+        .iter()
+        .map(|&l| lane_event_name(l))
+        .chain([EVENT_DISCONTINUITY.to_owned()]);
+    for name in names {
+        let _ = es.add_event_listener_with_callback(&name, on_event.as_ref().unchecked_ref());
+    }
+    link.stream = Some(Stream {
+        es,
+        id,
+        _on_open: on_open,
+        _on_error: on_error,
+        _on_event: on_event,
+    });
+}
+
+fn on_open(h: &Handle, id: u64) {
+    {
+        let mut inner = h.borrow_mut();
+        if !inner.sse_mut().is_some_and(|l| l.is_current(id)) {
+            return;
+        }
+        let now = inner.now();
+        // Also on the EventSource's own reconnects, where the core is already open (a no-op).
+        inner.client_mut().handle_socket_open(now);
+    }
+    pump(h);
+}
+
+fn on_event(h: &Handle, id: u64, ev: &MessageEvent) {
+    {
+        let mut inner = h.borrow_mut();
+        let now = inner.now();
+        let Some(link) = inner.sse_mut() else { return };
+        if !link.is_current(id) {
+            return;
+        }
+        let last = ev.last_event_id();
+        if !last.is_empty() {
+            link.last_event_id = Some(last);
+        }
+        let data = ev.data().as_string().unwrap_or_default();
+        match link.receiver.handle_event(&ev.type_(), &data) {
+            Ok(Some(SseInput::Frame(frame))) => inner.client_mut().handle_frame(&frame, now),
+            Ok(Some(SseInput::Discontinuity(d))) => inner.push_event(Event::Discontinuity(d)),
+            Ok(None) => {}
+            Err(e) => inner.push_event(Event::Error {
+                code: e.code(),
+                message: e.to_string(),
+                lane: None,
+                seq: None,
+            }),
+        }
+    }
+    pump(h);
+}
+
+fn on_error(h: &Handle, id: u64) {
+    let sid = {
+        let mut inner = h.borrow_mut();
+        let sid = inner.client().session_id();
+        let Some(link) = inner.sse_mut() else { return };
+        if !link.is_current(id) {
+            return;
+        }
+        let closed = link
+            .stream
+            .as_ref()
+            .is_some_and(|s| s.es.ready_state() == EventSource::CLOSED);
+        if !closed {
+            // CONNECTING: the EventSource reconnects by itself with Last-Event-ID.
+            return;
+        }
+        link.close_stream();
+        sid
+    };
+    // Given up (an HTTP error): is the session still there?
+    let h = h.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let base = h.borrow().base().to_owned();
+        let url = format!("{base}/api/protocol/v2/session/{sid}");
+        let code = match get_status(&url).await {
+            Ok(404) => CLOSE_SESSION_NOT_FOUND,
+            _ => CLOSE_ABNORMAL,
+        };
+        {
+            let mut inner = h.borrow_mut();
+            // Only if nothing else happened meanwhile (no new stream, same session).
+            let current = inner.client().session_id() == sid
+                && inner.sse_mut().is_some_and(|l| l.stream.is_none());
+            if current {
+                let now = inner.now();
+                inner.client_mut().handle_socket_closed(code, now);
+            }
+        }
+        pump(&h);
+    });
+}
+
+async fn get_status(url: &str) -> Result<u16, JsValue> {
+    let init = web_sys::RequestInit::new();
+    init.set_method("GET");
+    init.set_cache(web_sys::RequestCache::NoStore);
+    let promise: js_sys::Promise = global::fetch(&JsValue::from_str(url), &init)?.unchecked_into();
+    let response: web_sys::Response = JsFuture::from(promise).await?.dyn_into()?;
+    Ok(response.status())
+}
+
+/// Sends the next queued POST unless one is in flight (or the session is lost).
+pub(crate) fn kick(h: &Handle) {
+    let (url, post) = {
+        let mut inner = h.borrow_mut();
+        let base = inner.base().to_owned();
+        let sid = inner.client().session_id();
+        let Some(link) = inner.sse_mut() else { return };
+        if link.in_flight || link.paused {
+            return;
+        }
+        let Some(post) = link.outbox.front().cloned() else {
+            return;
+        };
+        link.in_flight = true;
+        (format!("{base}{}", post.path(sid)), post)
+    };
+    let h = h.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let outcome = send(&url, &post).await;
+        let mut retry = false;
+        {
+            let mut inner = h.borrow_mut();
+            let Some(link) = inner.sse_mut() else { return };
+            link.in_flight = false;
+            match outcome {
+                Ok(None) => {
+                    link.outbox.pop_front();
+                }
+                Ok(Some((code, _))) if code == ErrorCode::SessionNotFound.as_str() => {
+                    // Keep it for the next session (the stream reports the loss).
+                    link.paused = true;
+                }
+                Ok(Some((code, message))) => {
+                    link.outbox.pop_front();
+                    // A code this SDK does not know stays visible in the message.
+                    let code = serde_json::from_value(serde_json::Value::String(code))
+                        .unwrap_or(ErrorCode::BadRequest);
+                    inner.push_event(Event::Error {
+                        code,
+                        message,
+                        lane: Some(post.lane),
+                        seq: None,
+                    });
+                }
+                Err(_) => retry = true,
+            }
+        }
+        if retry {
+            let again = h.clone();
+            let cb = Closure::once_into_js(move || kick(&again));
+            let _ = global::set_timeout_once(&cb, RETRY_MS);
+        } else {
+            kick(&h);
+        }
+        pump(&h);
+    });
+}
+
+/// POSTs one message. `Ok(None)`: accepted; `Ok(Some((code, message)))`: refused with that
+/// JSON error; `Err`: the request failed (network).
+async fn send(url: &str, post: &SsePost) -> Result<Option<(String, String)>, JsValue> {
+    let headers = web_sys::Headers::new()?;
+    headers.set("Content-Type", post.content_type)?;
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_body(&js_sys::Uint8Array::from(post.body.as_slice()));
+    init.set_headers(&headers);
+    init.set_mode(web_sys::RequestMode::Cors);
+    init.set_cache(web_sys::RequestCache::NoStore);
+    let promise: js_sys::Promise = global::fetch(&JsValue::from_str(url), &init)?.unchecked_into();
+    let response: web_sys::Response = JsFuture::from(promise).await?.dyn_into()?;
+    let status = response.status();
+    if (200..300).contains(&status) {
+        return Ok(None);
+    }
+    let text = JsFuture::from(response.text()?)
+        .await?
+        .as_string()
+        .unwrap_or_default();
+    #[derive(serde::Deserialize)]
+    struct Body {
+        error: String,
+        code: String,
+    }
+    Ok(Some(match serde_json::from_str::<Body>(&text) {
+        Ok(b) => (b.code, b.error),
+        Err(_) => (
+            ErrorCode::Internal.as_str().to_owned(),
+            format!("POST {url}: HTTP {status}"),
+        ),
+    }))
+}
