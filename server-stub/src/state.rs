@@ -1013,7 +1013,7 @@ impl AppState {
     }
 
     /// Changes the app version at runtime and queues Control `version` (the reported version)
-    /// on every open socket; returns how many. Sockets attached later get it in `welcome`.
+    /// on every open socket and SSE history; returns how many sessions. Sockets attached later get it in `welcome`.
     pub fn set_app_version(&self, version: String) -> usize {
         let mut reg = self.registry();
         reg.app_version = version;
@@ -1023,7 +1023,7 @@ impl AppState {
         let connected: Vec<SessionId> = reg
             .sessions
             .iter()
-            .filter(|(_, s)| s.conn.is_some())
+            .filter(|(_, s)| s.conn.is_some() || s.sse.is_some())
             .map(|(id, _)| *id)
             .collect();
         connected

@@ -446,9 +446,18 @@ mod tests {
         let mut r = SseReceiver::new();
         let msg = |seq: u64| format!(r#"{{"lane":2,"seq":{seq},"payload":{seq}}}"#);
         let welcome = r#"{"lane":1,"seq":0,"payload":{"type":"left","room":"x"}}"#;
-        assert!(matches!(r.handle_event("lane-1", welcome), Ok(Some(SseInput::Frame(_)))));
-        assert!(matches!(r.handle_event("lane-1", welcome), Ok(Some(SseInput::Frame(_)))));
-        assert!(matches!(r.handle_event("lane-2", &msg(1)), Ok(Some(SseInput::Frame(_)))));
+        assert!(matches!(
+            r.handle_event("lane-1", welcome),
+            Ok(Some(SseInput::Frame(_)))
+        ));
+        assert!(matches!(
+            r.handle_event("lane-1", welcome),
+            Ok(Some(SseInput::Frame(_)))
+        ));
+        assert!(matches!(
+            r.handle_event("lane-2", &msg(1)),
+            Ok(Some(SseInput::Frame(_)))
+        ));
         assert_eq!(r.handle_event("lane-2", &msg(1)), Ok(None), "duplicate");
         let gap = r#"{"lane":2,"lastEventId":4,"seq":5,"reason":"history-lost"}"#;
         match r.handle_event("discontinuity", gap).unwrap() {
@@ -458,13 +467,19 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(r.handle_event("lane-2", &msg(5)), Ok(Some(SseInput::Frame(_)))));
+        assert!(matches!(
+            r.handle_event("lane-2", &msg(5)),
+            Ok(Some(SseInput::Frame(_)))
+        ));
         assert_eq!(r.handle_event("ping", "x"), Ok(None));
         let lost = r.session_changed(&[Lane::Control, Lane::Messaging, Lane::Data]);
         assert_eq!(lost.len(), 1);
         assert_eq!((lost[0].lane, lost[0].expected_seq), (Lane::Messaging, 6));
         assert_eq!(lost[0].reason, DiscontinuityReason::PeerRestarted);
-        assert!(matches!(r.handle_event("lane-2", &msg(1)), Ok(Some(SseInput::Frame(_)))));
+        assert!(matches!(
+            r.handle_event("lane-2", &msg(1)),
+            Ok(Some(SseInput::Frame(_)))
+        ));
     }
 
     #[test]

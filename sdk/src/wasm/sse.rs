@@ -94,7 +94,11 @@ impl SseLink {
     }
 
     fn adopt(&mut self, resp: &HandshakeResponse) {
-        self.path = resp.lanes.first().map(|l| l.url.clone()).unwrap_or_default();
+        self.path = resp
+            .lanes
+            .first()
+            .map(|l| l.url.clone())
+            .unwrap_or_default();
         self.lanes = resp
             .lanes
             .iter()
@@ -161,7 +165,10 @@ pub(crate) fn open_stream(h: &Handle) {
     let mut url = format!("{base}{}", link.path);
     if let Some(id) = &link.last_event_id {
         let sep = if url.contains('?') { '&' } else { '?' };
-        url.push_str(&format!("{sep}lastEventId={}", js_sys::encode_uri_component(id)));
+        url.push_str(&format!(
+            "{sep}lastEventId={}",
+            js_sys::encode_uri_component(id)
+        ));
     }
     let es = match EventSource::new(&url) {
         Ok(es) => es,
