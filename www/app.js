@@ -19,6 +19,8 @@ import init, { CacheGuard, P3Client } from '/pkg/p3_lanes.js';
 const ALL_LANES = [1, 2, 3, 4, 5, 6, 7, 8];
 const LOG_LIMIT = 200;
 const room = new URLSearchParams(location.search).get('room') || 'demo';
+/** `?transport=sse` receives the lanes over one EventSource and sends with POST (PROTOCOL.md §14). */
+const transport = new URLSearchParams(location.search).get('transport') || 'auto';
 
 const counters = {
   sent: Object.fromEntries(ALL_LANES.map((id) => [id, 0])),
@@ -54,7 +56,12 @@ function showHandshake(client) {
   const hs = client.handshake;
   $('session-id').textContent = hs.sessionId;
   // The lane multiplexer (chunking, priorities, resume) is the SDK's default when granted.
-  $('transport').textContent = hs.protocol.features.includes('mux') ? `${hs.transport} · lane multiplexer (v2 frames)` : `${hs.transport} · v1 frames`;
+  $('transport').textContent =
+    hs.transport === 'sse'
+      ? 'sse · one EventSource for every lane, sends by POST'
+      : hs.protocol.features.includes('mux')
+        ? `${hs.transport} · lane multiplexer (v2 frames)`
+        : `${hs.transport} · v1 frames`;
   $('protocol-version').textContent = `${hs.protocol.version} (${hs.protocol.features.join(', ')})`;
   $('dictionary').textContent = `v${hs.dictionary.version}, ${hs.dictionary.tokens.length} tokens`;
   $('ttl').textContent = `${hs.ttlSeconds} s`;
@@ -312,7 +319,7 @@ async function main() {
   let client;
   try {
     // The multiplexer is on by default (`mux: false` would keep v1 framing).
-    client = await P3Client.connect(location.origin, { lanes: ALL_LANES, deviceInfo: { platform: 'web', app: 'p3-lanes demo' } });
+    client = await P3Client.connect(location.origin, { lanes: ALL_LANES, transport, deviceInfo: { platform: 'web', app: 'p3-lanes demo' } });
   } catch (err) {
     showState('closed', err.code);
     showError(err, 'connect');

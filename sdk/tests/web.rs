@@ -460,3 +460,84 @@ async fn json_only_client_talks_to_msgpack_client_and_callbacks_may_reenter() {
     j.close();
     m.close();
 }
+
+#[wasm_bindgen_test]
+async fn sse_transport_talks_to_a_websocket_client_and_reports_post_refusals() {
+    let err = connect(json!({"transport": "carrier-pigeon"}))
+        .await
+        .err()
+        .expect("unknown transport");
+    assert_eq!(code_of(&err), "invalid_argument");
+
+    let room = unique_room("sse");
+    let a = connect_ok(json!({"lanes": [1, 2, 5], "transport": "sse"})).await;
+    let hs = json_of(&a.handshake());
+    assert_eq!(hs["transport"], "sse");
+    assert!(hs["lanes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["encoding"] == "json"));
+    let b = connect_ok(json!({"lanes": [1, 2, 5]})).await;
+    let (a_msgs, b_msgs) = (
+        record_lane(&a, JsValue::from(2)),
+        record_lane(&b, JsValue::from(2)),
+    );
+    let a_events = record_events(&a);
+    join(&a, &room).await;
+    join(&b, &room).await;
+
+    send(
+        &a,
+        JsValue::from_str("Messaging"),
+        &json!({"id": "from-sse", "deep": {"list": [1, 2.5, null]}}),
+    )
+    .unwrap();
+    wait_for("B gets A's message", DELIVERY_TIMEOUT_MS, || {
+        b_msgs.len() > 0
+    })
+    .await;
+    let m = only_message(&b_msgs, "from-sse");
+    assert_eq!(m["from"], json!(a.session_id()));
+    assert_eq!(m["value"]["deep"], json!({"list": [1, 2.5, null]}));
+
+    send(
+        &b,
+        JsValue::from(2),
+        &json!({"id": "from-ws", "text": "hé"}),
+    )
+    .unwrap();
+    wait_for("A gets B's message", DELIVERY_TIMEOUT_MS, || {
+        a_msgs.len() > 0
+    })
+    .await;
+    let m = only_message(&a_msgs, "from-ws");
+    assert_eq!(m["from"], json!(b.session_id()));
+    assert_eq!(m["lane"], 2);
+    assert!(m["seq"].as_u64().is_some_and(|s| s >= 1), "{m}");
+
+    // A POST the server refuses becomes an `error` event with its code and lane.
+    let nobody = "00000000-0000-4000-8000-000000000000";
+    a.send(
+        JsValue::from(5),
+        js(&json!({"x": 1})),
+        JsValue::from_str(nobody),
+    )
+    .unwrap();
+    let refused = || {
+        a_events
+            .all()
+            .iter()
+            .map(json_of)
+            .find(|e| e["type"] == "error")
+    };
+    wait_for("the refusal", DELIVERY_TIMEOUT_MS, || refused().is_some()).await;
+    let e = refused().unwrap();
+    assert_eq!(
+        (e["code"].clone(), e["lane"].clone()),
+        (json!("unknown_target"), json!(5)),
+        "{e}"
+    );
+    a.close();
+    b.close();
+}
