@@ -27,6 +27,7 @@ use crate::error::{AppError, SessionPath};
 use crate::music;
 use crate::now_ms;
 use crate::pwa::admin_allowed;
+use crate::signal_route;
 use crate::state::{AppState, Variant, HTTP_SENDER};
 use axum::body::Bytes;
 use axum::extract::connect_info::ConnectInfo;
@@ -478,7 +479,8 @@ pub async fn stream(
 }
 
 /// `POST /api/protocol/v2/session/{sid}/lane/{id}[?to=<sid>]`: sends one message on the lane,
-/// routed like a WebSocket frame (§5 "Routing": the room, or `to`). The body is the payload,
+/// routed like a WebSocket frame (§5 "Routing": the room, or `to`; WebRTC signaling and music
+/// messages as on a WebSocket). The body is the payload,
 /// `application/json` or `application/msgpack` (plain or with dictionary keys). On lane 1 it
 /// is a Control message: `join`, `leave` or `ping` (answers arrive on the session's stream).
 /// Answers 202 with no body once the message is handed to every receiver.
@@ -650,6 +652,12 @@ fn post_data(
     };
     let value = payload::decode(h, body, Some(state.dict()))
         .map_err(|e| AppError::from(WireError::new(e.code(), e.to_string())))?;
+    if h.lane == Lane::Messaging && signal_route::is_signal(&value) {
+        // WebRTC signaling goes to the one member it names; refusals arrive on the session's
+        // Control lane, as on a WebSocket.
+        signal_route::relay_signal(state, sid, HTTP_SENDER, h, value);
+        return Ok(());
+    }
     if h.lane == Lane::Sync && h.to.is_none() && music::is_music_message(&value) {
         // Refusals from the music authority arrive on the session's Control lane, as on a
         // WebSocket.
