@@ -959,7 +959,7 @@ pub struct AppState {
 
 impl AppState {
     /// State for a server configured by `config`, with dictionary v2 and the default
-    /// capabilities (websocket; msgpack, json).
+    /// capabilities (websocket, sse; msgpack, json).
     pub fn new(config: Config) -> Arc<AppState> {
         let dict = Dictionary::current();
         let registry = Registry {
