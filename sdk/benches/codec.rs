@@ -7,7 +7,7 @@
 //! `bench-results.json` at the repository root as `{name, value, unit, baseline, ratio}`.
 //!
 //! `cargo bench -p p3-lanes --bench codec -- --corpus-json` prints the corpus instead, as
-//! `{"dictionary": <handshake dictionary v1>, "messages": [{"name", "value"}]}`: the Node.js
+//! `{"dictionary": <handshake dictionary, the current one (v2)>, "messages": [{"name", "value"}]}`: the Node.js
 //! codec benchmark (`scripts/bench-codec-node.mjs`) reads it, so both run on one corpus.
 
 use p3_lanes::core::codec::{decode_msgpack, encode_msgpack};
@@ -130,6 +130,9 @@ fn main() {
         .iter()
         .map(|v| encode_msgpack(v, Some(&dict)))
         .collect();
+    // Dictionary v1 indexes keys only: the row shows what v2's value indices add.
+    let v1 = Dictionary::v1();
+    let v1_bytes: Vec<Vec<u8>> = msgs.iter().map(|v| encode_msgpack(v, Some(&v1))).collect();
     for (v, b) in msgs.iter().zip(&dict_bytes) {
         assert_eq!(
             &decode_msgpack(b, Some(&dict)).unwrap(),
@@ -169,7 +172,21 @@ fn main() {
             }),
         },
         Row {
-            name: "p3 dictionary msgpack",
+            name: "p3 dictionary v1 msgpack",
+            bytes: total(&v1_bytes),
+            encode: time_per_op(|| {
+                for v in &msgs {
+                    black_box(encode_msgpack(black_box(v), Some(&v1)));
+                }
+            }),
+            decode: time_per_op(|| {
+                for b in &v1_bytes {
+                    black_box(decode_msgpack(black_box(b), Some(&v1)).unwrap());
+                }
+            }),
+        },
+        Row {
+            name: "p3 dictionary v2 msgpack",
             bytes: total(&dict_bytes),
             encode: time_per_op(|| {
                 for v in &msgs {
