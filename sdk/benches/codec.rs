@@ -7,7 +7,7 @@
 //! `bench-results.json` at the repository root as `{name, value, unit, baseline, ratio}`.
 //!
 //! `cargo bench -p p3-lanes --bench codec -- --corpus-json` prints the corpus instead, as
-//! `{"dictionary": <handshake dictionary, the current one (v2)>, "messages": [{"name", "value"}]}`: the Node.js
+//! `{"dictionary": <handshake dictionary v2>, "messages": [{"name", "value"}]}`: the Node.js
 //! codec benchmark (`scripts/bench-codec-node.mjs`) reads it, so both run on one corpus.
 
 use p3_lanes::core::codec::{decode_msgpack, encode_msgpack};
