@@ -305,8 +305,7 @@ function walk(v, depth) {
       return fail(`reading .${k} threw: ${e instanceof Error ? e.message : String(e)}`);
     }
     if (item === undefined) continue; // omitted, as JSON does
-    string(k);
-    if (!walk(item, depth + 1)) {
+    if (!string(k) || !walk(item, depth + 1)) {
       wPath.push(`.${k}`);
       return false;
     }
