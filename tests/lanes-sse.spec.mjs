@@ -1,6 +1,6 @@
 // SSE lanes in real Chromium (PROTOCOL.md §14): page A uses `transport: 'sse'` (one
 // EventSource for its lanes, sends by fetch POST), page B a WebSocket; they exchange messages in
-// a room. Then the server ends A's stream (`POST /api/admin/sse/close`): the EventSource
+// a room (and page C, where `WebSocket` is undefined, falls back to SSE by itself). Then the server ends A's stream (`POST /api/admin/sse/close`): the EventSource
 // reconnects by itself with Last-Event-ID and A gets every message B sent meanwhile, once, in
 // order, with no discontinuity (the history is small, so a resume from anywhere else would
 // report one). A longer gap overflows the history: A gets an explicit `discontinuity`. Last,
@@ -54,6 +54,18 @@ test('an SSE page and a WebSocket page exchange messages across stream reconnect
     const stream = `/api/protocol/v2/session/${a.sessionId}/stream?lanes=1,2,5`;
     assert.deepEqual(hs.lanes.map((l) => l.url), [stream, stream, stream], 'one multiplexed stream');
     assert.equal((await pageB.evaluate(() => window.client.handshake)).transport, 'websocket');
+
+    // Without WebSocket the SDK picks SSE by itself (`transport: 'auto'`, the default).
+    const pageC = await openSdkPage(browsers[0], server.url, 'C-auto');
+    await pageC.evaluate(() => {
+      delete window.WebSocket;
+    });
+    const c = await connect(pageC, server.url, 'auto-c', LANES, ROOM);
+    assert.equal(await pageC.evaluate(() => window.client.handshake.transport), 'sse');
+    await send(pageC, [{ lane: 'Messaging', value: { id: 'c-1', via: 'fallback' } }]);
+    await expectOnce(pageB, c.sessionId, [[MESSAGING, 'c-1']]);
+    await closeClient(pageC);
+    await pageC.close();
 
     // Both directions, room and `to`, the same message shape on both sides.
     await send(pageA, [

@@ -523,3 +523,33 @@ async fn a_full_receiver_queue_answers_503_backpressure() {
     assert_eq!(r.headers()["retry-after"], "1");
     assert_error(r, 503, "backpressure").await;
 }
+
+#[tokio::test]
+async fn a_session_with_an_open_stream_does_not_expire() {
+    let server = TestServer::start(Config {
+        session_ttl_s: 1,
+        ..config()
+    })
+    .await;
+    let hs = sse_handshake(&server, "a", &[1, 2]).await;
+    let status = |sid: String| {
+        let url = server.url(&format!("/api/protocol/v2/session/{sid}"));
+        let http = server.http.clone();
+        async move { http.get(url).send().await.unwrap().status() }
+    };
+    let (resp, ()) = open(&server, &hs.lanes[0].url, None).await;
+    let mut ev = events(resp);
+    next_message(&mut ev).await;
+    // Three TTLs with the stream open: still there.
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    assert_eq!(status(hs.session_id.to_string()).await, 200);
+    // Once the stream is gone the TTL runs again: the session expires and the stream ends.
+    drop(ev);
+    let gone = timeout(std::time::Duration::from_secs(10), async {
+        while status(hs.session_id.to_string()).await != 404 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the session expired after its stream closed");
+}
