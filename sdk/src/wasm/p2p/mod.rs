@@ -165,6 +165,32 @@ impl PeerMesh {
             .map_err(|e| mesh_error(&e))
     }
 
+    /// Sets the controller (DJ) the hub topology centres on above 6 members (`null`: the
+    /// lowest member id); links the new topology no longer wants are closed, new ones opened.
+    /// Up to 6 members every pair is linked whatever the controller.
+    ///
+    /// Throws `invalid_argument` if `controller` is neither a string nor `null`.
+    #[wasm_bindgen(js_name = setController)]
+    pub fn set_controller(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string | null")] controller: JsValue,
+    ) -> Result<(), JsValue> {
+        let controller = match (
+            controller.is_null() || controller.is_undefined(),
+            controller.as_string(),
+        ) {
+            (true, _) => None,
+            (false, Some(c)) => Some(c),
+            (false, None) => {
+                return Err(error::invalid_argument(
+                    "controller must be a session id or null",
+                ))
+            }
+        };
+        driver::with_mesh(&self.inner, |m, now| m.set_controller(controller, now));
+        Ok(())
+    }
+
     /// Closes every link for good (sending `end` to each), stops the stats timer and stops
     /// listening to the client. The client stays in the room. Idempotent.
     pub fn close(&self) {

@@ -475,3 +475,19 @@ fn tier_follows_the_server_and_the_links() {
     net.drive(t + 10);
     assert_eq!(net.nodes[0].tier(), Tier::Offline);
 }
+
+#[test]
+fn hub_follows_a_new_controller() {
+    let mut net = Net::new(8);
+    net.drive(100);
+    assert_eq!(net.nodes[6].connected_peers(), vec!["s0", "s1"]);
+    for n in &mut net.nodes {
+        n.set_controller(Some("s5".into()), 100);
+    }
+    net.drive(3000);
+    assert!(net.all_connected());
+    // Controller s5, deputy s0 (lowest other id): s1 is a listener now.
+    assert_eq!(net.nodes[6].connected_peers(), vec!["s0", "s5"]);
+    assert_eq!(net.nodes[1].connected_peers(), vec!["s0", "s5"]);
+    assert_eq!(net.nodes[5].connected_peers().len(), 7);
+}
