@@ -18,6 +18,8 @@ import { setup } from './setup.mjs';
 const BENCHES = [
   { name: 'codec', args: ['bench', '-p', 'p3-lanes', '--bench', 'codec'], results: 'bench-results.json' },
   { name: 'sync', args: ['bench', '-p', 'p3-lanes', '--bench', 'sync'], results: 'bench-results.json' },
+  // Issue #5: failover after crash / silent loss / DJ leaving, mesh drift, changes lost (~1 min).
+  { name: 'p2p', args: ['bench', '-p', 'p3-lanes', '--bench', 'p2p'], results: 'bench-results.json' },
   { name: 'mux', args: ['bench', '-p', 'p3-lanes', '--bench', 'mux'], results: 'bench-results.json' },
   // The wasm codec in Node.js against JSON, @msgpack/msgpack and msgpackr (builds pkg/ if stale).
   { name: 'codec-node', cmd: 'node', args: ['scripts/bench-codec-node.mjs'], results: 'bench-results.json' },

@@ -128,6 +128,24 @@ pub struct SimConfig {
     pub follower: FollowerConfig,
     /// Media elements behave like Chromium's (module docs) rather than ideally.
     pub chromium_media: bool,
+    /// Serverless mesh mode from some instant on (`None`: the server stays).
+    pub mesh: Option<MeshConfig>,
+}
+
+/// Mesh mode (PROTOCOL.md §13.10): at `from_ms` the server is gone and the controller's device
+/// (the DJ's, `host`) hosts the room authority on its kept server clock (its [`ClockSync`]
+/// frozen at the last server mapping); every other device keeps its [`ClockSync`] and probes
+/// the host over its peer link (`link`, a DataChannel: reliable and ordered like the
+/// WebSocket). On a handover the authority moves to the new DJ's device (the hub follows the
+/// DJ), which freezes its own mapping in turn while the old host resumes probing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MeshConfig {
+    /// True ms at which the server is lost.
+    pub from_ms: f64,
+    /// The device hosting the authority first.
+    pub host: usize,
+    /// Each peer link to the host.
+    pub link: LinkModel,
 }
 
 /// Track ids of the default script and their durations (s).
@@ -215,6 +233,7 @@ impl SimConfig {
             settle_ms: 2000.0,
             follower: FollowerConfig::default(),
             chromium_media: false,
+            mesh: None,
         }
     }
 }
@@ -486,6 +505,8 @@ impl Device {
 pub struct SimReport {
     /// Pairwise |position difference| between devices at common instants, steady state, ms.
     pub pairwise_ms: Vec<f64>,
+    /// The part of `pairwise_ms` measured in mesh mode, ms.
+    pub mesh_pairwise_ms: Vec<f64>,
     /// |device − room state| at common instants, steady state, ms.
     pub vs_room_ms: Vec<f64>,
     /// Clock offset error of each device when its join burst ended, ms (signed).
@@ -537,6 +558,8 @@ pub struct Sim {
     next_offset_sample: f64,
     script_at: usize,
     trace: bool,
+    /// The device hosting the authority in mesh mode.
+    mesh_host: Option<usize>,
 }
 
 impl Sim {
@@ -629,6 +652,7 @@ impl Sim {
             next_tick: 0.0,
             next_offset_sample: 0.0,
             script_at: 0,
+            mesh_host: None,
             trace: std::env::var_os("P3_SIM_TRACE").is_some(),
             rng,
             now: 0.0,
@@ -642,8 +666,38 @@ impl Sim {
         SERVER_EPOCH_MS + t
     }
 
+    /// The room's clock at true time `t`: the server's, or in mesh mode the host's kept
+    /// server clock.
+    fn room_ms(&self, t: f64) -> f64 {
+        match self.mesh_host {
+            Some(h) => {
+                let d = &self.devices[h];
+                d.clock.server_now(d.local(t))
+            }
+            None => self.server_ms(t),
+        }
+    }
+
     fn send(&mut self, dest: Dest, msg: Msg) {
-        let link = &self.cfg.link;
+        let (dev, dir) = match dest {
+            Dest::Server(i) => (i, 0),
+            Dest::Device(i) => (i, 1),
+        };
+        if self.mesh_host == Some(dev) {
+            // The host talks to its own authority in-process.
+            self.seq += 1;
+            self.heap.push(Delivery {
+                at: self.now,
+                seq: self.seq,
+                dest,
+                msg,
+            });
+            return;
+        }
+        let link = match (&self.cfg.mesh, self.mesh_host) {
+            (Some(m), Some(_)) => &m.link,
+            _ => &self.cfg.link,
+        };
         let is_probe = matches!(msg, Msg::Ping { .. } | Msg::Pong { .. });
         if is_probe && self.rng.f64() < link.probe_drop {
             return;
@@ -652,10 +706,6 @@ impl Sim {
         if self.rng.f64() < link.loss {
             delay += link.retransmit_ms;
         }
-        let (dev, dir) = match dest {
-            Dest::Server(i) => (i, 0),
-            Dest::Device(i) => (i, 1),
-        };
         let at = (self.now + delay).max(self.fifo[dev][dir]);
         self.fifo[dev][dir] = at;
         self.seq += 1;
@@ -700,6 +750,16 @@ impl Sim {
                 break;
             }
             self.now = next.max(self.now);
+            if self.mesh_host.is_none()
+                && self
+                    .cfg
+                    .mesh
+                    .as_ref()
+                    .is_some_and(|m| self.now >= m.from_ms)
+            {
+                let host = self.cfg.mesh.as_ref().expect("mesh").host;
+                self.move_host(host);
+            }
             // Deliveries due.
             while self.heap.peek().is_some_and(|d| d.at <= self.now) {
                 let d = self.heap.pop().expect("peeked");
@@ -771,8 +831,18 @@ impl Sim {
         }
     }
 
+    /// Mesh mode: the authority moves to `host`'s device (module docs of [`MeshConfig`]).
+    fn move_host(&mut self, host: usize) {
+        if let Some(old) = self.mesh_host {
+            self.devices[old].clock_due = self.now;
+        }
+        self.mesh_host = Some(host);
+        self.devices[host].clock_due = f64::INFINITY;
+    }
+
     fn on_server(&mut self, i: usize, msg: Msg) {
-        let now_server = self.server_ms(self.now);
+        let now_server = self.room_ms(self.now);
+        let mesh = self.mesh_host.is_some();
         let id = self.devices[i].id.clone();
         match msg {
             Msg::Join => {
@@ -794,7 +864,7 @@ impl Sim {
                     Dest::Device(i),
                     Msg::Pong {
                         client_time,
-                        server_time: now_server.floor(),
+                        server_time: if mesh { now_server } else { now_server.floor() },
                     },
                 );
             }
@@ -815,6 +885,12 @@ impl Sim {
                             );
                         }
                         self.history.push(state.clone());
+                        if let Some(dj) = state.controller_id.as_deref().filter(|_| mesh) {
+                            let host = self.devices.iter().position(|d| d.id == dj);
+                            if let Some(h) = host.filter(|&h| Some(h) != self.mesh_host) {
+                                self.move_host(h);
+                            }
+                        }
                         let msg = SyncMessage::SyncState { data: state };
                         for j in 0..self.devices.len() {
                             if self.devices[j].joined_at.is_some() {
@@ -838,7 +914,7 @@ impl Sim {
                 client_time,
                 server_time,
             } => {
-                let server_now = self.server_ms(now);
+                let server_now = self.room_ms(now);
                 let d = &mut self.devices[i];
                 let local = d.local(now);
                 d.clock.handle_response(client_time, server_time, local);
@@ -873,6 +949,11 @@ impl Sim {
     }
 
     fn clock_wake(&mut self, i: usize) {
+        if self.mesh_host == Some(i) {
+            // The host's clock is the room's: its mapping stays frozen.
+            self.devices[i].clock_due = f64::INFINITY;
+            return;
+        }
         let now = self.now;
         let d = &mut self.devices[i];
         let local = d.local(now);
@@ -999,7 +1080,7 @@ impl Sim {
 
     fn measure(&mut self) {
         let t = self.now;
-        let server = self.server_ms(t);
+        let server = self.room_ms(t);
         let truth = self.truth(server).clone();
         // Offset error once a second.
         if t >= self.next_offset_sample {
@@ -1052,6 +1133,9 @@ impl Sim {
             self.report.vs_room_ms.push(a.abs());
             for b in &errs[k + 1..] {
                 self.report.pairwise_ms.push((a - b).abs());
+                if self.mesh_host.is_some() {
+                    self.report.mesh_pairwise_ms.push((a - b).abs());
+                }
             }
         }
     }
