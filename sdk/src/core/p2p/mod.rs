@@ -14,6 +14,7 @@
 //! | [`signaling_server`] | the seed 001 signaling server's JSON messages (`auth`, `join`, `offer`, ... / `auth_ok`, `joined`, ...) |
 //! | [`signal`] | signaling messages (offer/answer/ICE/end), perfect-negotiation glare rule, mesh/hub topology |
 //! | [`mesh`] | the links of one device: topology, signaling routes (server or relaying peer), one lane multiplexer per peer |
+//! | [`peer_sync`] | music control between peers without the server: sealed `change` / `claim` messages, the acceptance rule |
 //!
 //! The pieces meet through values: [`tier::TierMachine`] says when the server is gone,
 //! [`election::Election`] says who orders changes, [`changes::ChangeLog`] is what that
@@ -24,6 +25,7 @@ pub mod changes;
 pub mod election;
 pub mod ice;
 pub mod mesh;
+pub mod peer_sync;
 pub mod quality;
 pub mod seal;
 pub mod signal;
