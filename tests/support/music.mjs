@@ -97,10 +97,10 @@ export function launchMusicBrowser({ autoplay = true } = {}) {
  * ready (see music.html).
  * @param {import('playwright-core').Browser} browser
  * @param {string} url server base URL
- * @param {{label: string, room: string, skewMs: number, driftPpm?: number, wait?: boolean}} options
+ * @param {{label: string, room: string, skewMs: number, driftPpm?: number, wait?: boolean, p2p?: boolean}} options
  * @returns {Promise<MusicPage>}
  */
-export async function openMusicPage(browser, url, { label, room, skewMs, driftPpm = 0, wait = true }) {
+export async function openMusicPage(browser, url, { label, room, skewMs, driftPpm = 0, wait = true, p2p = false }) {
   const page = await browser.newPage();
   const events = [];
   page.on('console', (msg) => {
@@ -116,6 +116,7 @@ export async function openMusicPage(browser, url, { label, room, skewMs, driftPp
   page.on('pageerror', (err) => console.error(`[${label} pageerror] ${err.stack ?? err}`));
   await page.addInitScript(skewScript, { skewMs, driftPpm });
   const query = new URLSearchParams({ room, client: label });
+  if (p2p) query.set('p2p', '1');
   await page.goto(`${url}/music.html?${query}`);
   const mp = { page, label, skewMs, events, sessionId: '' };
   if (wait) await waitReady(mp);

@@ -36,6 +36,7 @@
 
 mod media;
 mod options;
+mod tiers;
 mod types;
 
 use crate::core::client::{ConnectionState, Event};
@@ -179,6 +180,40 @@ impl MusicRoom {
             start_ms: r.follower.start_latency_ms(),
             excursion_cost_ms: r.follower.excursion_cost_ms(),
         })
+    }
+
+    /// The sync tier (`MusicTier`): `'socket'` (the server orders changes), `'webrtc'` (the
+    /// server is lost, the elected controller orders changes over the DataChannel mesh) or
+    /// `'offline'`; `null` without `peerToPeer`.
+    #[wasm_bindgen(getter, unchecked_return_type = "MusicTier | null")]
+    pub fn tier(&self) -> JsValue {
+        self.inner
+            .borrow()
+            .tiers
+            .as_ref()
+            .map_or(JsValue::NULL, |t| convert::to_js(&t.tier()))
+    }
+
+    /// Session ids of the peers with a connected DataChannel link (`[]` without
+    /// `peerToPeer`).
+    #[wasm_bindgen(getter, unchecked_return_type = "string[]")]
+    pub fn peers(&self) -> JsValue {
+        let r = self.inner.borrow();
+        convert::to_js(&r.tiers.as_ref().map(|t| t.peer_ids()).unwrap_or_default())
+    }
+
+    /// The controller claim `{epoch, controller}` the room follows without the server, or
+    /// `null` before the mesh is up (without `peerToPeer`, always `null`).
+    #[wasm_bindgen(
+        getter,
+        unchecked_return_type = "{ epoch: number; controller: string } | null"
+    )]
+    pub fn claim(&self) -> JsValue {
+        let r = self.inner.borrow();
+        r.tiers
+            .as_ref()
+            .and_then(|t| t.claim())
+            .map_or(JsValue::NULL, convert::to_js)
     }
 
     /// Plays, from `position` (s) if given, else from where the room is. Resolves with the
@@ -374,6 +409,11 @@ pub(crate) fn join(client: &ClientHandle, name: String, options: &JsValue) -> Pr
         events: VecDeque::new(),
         dispatching: false,
         closed: false,
+        tiers: opts.peer_to_peer.map(|o| {
+            let open = client.borrow().client().state() == ConnectionState::Open;
+            tiers::Tiers::new(o, open, now)
+        }),
+        tier_sends: Vec::new(),
     }));
     let weak = Rc::downgrade(&room);
     let id = driver::add_listener(
@@ -394,6 +434,10 @@ pub(crate) fn join(client: &ClientHandle, name: String, options: &JsValue) -> Pr
         match JsFuture::from(joined).await {
             Ok(_) => {
                 finish(&handle);
+                if let Err(e) = tiers::open_mesh(handle.clone()).await {
+                    close_room(&handle, "the peer mesh failed to open");
+                    return Err(e);
+                }
                 Ok(MusicRoom { inner: handle }.into())
             }
             Err(e) => {
@@ -485,6 +529,10 @@ struct Room {
     /// A [`finish`] further up the stack is dispatching `events`.
     dispatching: bool,
     closed: bool,
+    /// Tier 2 (`peerToPeer`), see [`tiers`].
+    tiers: Option<tiers::Tiers>,
+    /// Sealed values for the mesh's Sync lane (`None`: every peer) queued under the borrow.
+    tier_sends: Vec<(Value, Option<String>)>,
 }
 
 /// Something to do outside the room's borrow.
@@ -492,6 +540,8 @@ enum Act {
     Media(MediaCommand),
     Ping(f64, Option<f64>),
     InstallGestureListeners,
+    /// A sealed value on the mesh's Sync lane, to one peer or (`None`) every peer.
+    MeshSend(Value, Option<String>),
 }
 
 impl Room {
@@ -547,6 +597,12 @@ impl Room {
                 }
             }
         }
+        tiers::drain(self, &mut acts);
+        acts.extend(
+            self.tier_sends
+                .drain(..)
+                .map(|(v, to)| Act::MeshSend(v, to)),
+        );
         acts
     }
 
@@ -580,6 +636,7 @@ impl Room {
             self.clock.poll_timeout(),
             self.follower_due,
             self.pending.front().map(|p| p.deadline_ms),
+            self.tiers.as_ref().and_then(tiers::Tiers::deadline),
         ]
         .into_iter()
         .flatten()
@@ -645,6 +702,7 @@ fn execute(h: &RoomHandle, act: Act) {
             }
         }
         Act::InstallGestureListeners => install_gesture_listeners(h),
+        Act::MeshSend(v, to) => tiers::mesh_send(h, &v, to.as_deref()),
     }
 }
 
@@ -725,6 +783,7 @@ fn on_timer(h: &RoomHandle) {
         r.timer.deadline = None;
         let now = r.now();
         r.expire_pending(now);
+        tiers::handle_timeout(&mut r, now);
         // A little early is fine: the timer's own rounding.
         r.follower_due.is_some_and(|t| t <= now + 1.0)
     };
@@ -816,6 +875,11 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
                 server_time,
                 ..
             } => {
+                if tiers::handle_pong(&mut r, *client_time, now) {
+                    drop(r);
+                    finish(h);
+                    return;
+                }
                 r.clock
                     .handle_response(*client_time, *server_time as f64, now);
                 let mapping = r.clock.mapping().filter(|_| r.clock.is_synced());
@@ -834,6 +898,7 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
                         if r.follower.handle_state(data.clone(), now) {
                             r.event(&JsMusicEvent::State { state: &data });
                             r.latest = Some(data);
+                            tiers::handle_server_state(&mut r);
                         }
                     }
                     Ok(SyncMessage::MusicControl(c)) => {
@@ -866,6 +931,9 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
                     message,
                 });
             }
+            Event::RoomKey { room, key_id, key } if *room == r.name => {
+                tiers::handle_room_key(&mut r, *key_id, key);
+            }
             Event::RoomJoined { room, .. } if *room == r.name => {
                 // A rejoin may face a restarted authority whose versions start anew.
                 r.follower.reset_room();
@@ -883,11 +951,17 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
                 return;
             }
             Event::StateChanged { state, .. } => match state {
-                ConnectionState::Reconnecting => r.reject_pending(
-                    ErrorCode::Closed,
-                    "the connection dropped before the room's authority answered; the change may or may not have been applied",
-                ),
-                ConnectionState::Open => r.clock.reset(now),
+                ConnectionState::Reconnecting => {
+                    tiers::handle_socket(&mut r, false, now);
+                    r.reject_pending(
+                        ErrorCode::Closed,
+                        "the connection dropped before the room's authority answered; the change may or may not have been applied",
+                    )
+                }
+                ConnectionState::Open => {
+                    tiers::handle_socket(&mut r, true, now);
+                    r.clock.reset(now)
+                }
                 ConnectionState::Closed => {
                     drop(r);
                     close_room(h, "the client closed");
@@ -907,6 +981,20 @@ fn send_change(h: &RoomHandle, action: MusicAction, mut data: MusicControlData) 
         let mut r = h.borrow_mut();
         if r.closed {
             return Promise::reject(&error::coded(ErrorCode::Closed, "the music room is closed"));
+        }
+        if tiers::peer_ordered(&r) {
+            let ordered = tiers::order_change(&mut r, action, data);
+            drop(r);
+            return match ordered {
+                Ok((state, sealed)) => {
+                    if let Some(v) = sealed {
+                        tiers::mesh_send(h, &v, None);
+                    }
+                    finish(h);
+                    Promise::resolve(&convert::to_js(&state))
+                }
+                Err(e) => Promise::reject(&e),
+            };
         }
         let base = r.latest.clone().unwrap_or_else(|| RoomState::new(0.0));
         data.timestamp = Some(js_sys::Date::now());
@@ -951,6 +1039,9 @@ fn close_room(h: &RoomHandle, reason: &str) -> bool {
             l.detach();
         }
         r.event(&JsMusicEvent::Closed { reason });
+        if let Some(t) = r.tiers.as_mut() {
+            t.close();
+        }
         (r.client.clone(), r.listener.take(), r.media.clone())
     };
     if let Some(id) = listener {

@@ -15,6 +15,9 @@ pub(crate) struct RoomOptions {
     /// `resumeOnGesture` (default true): after a refused `play()`, the next pointer or key
     /// press anywhere on the page starts playback.
     pub(crate) resume_on_gesture: bool,
+    /// `peerToPeer` (default off): `true` or `PeerMeshOptions` keeps a DataChannel mesh so
+    /// the room plays on in sync without the server (Tier 2); the mesh's options.
+    pub(crate) peer_to_peer: Option<JsValue>,
 }
 
 /// Reads `options`.
@@ -48,9 +51,21 @@ pub(crate) fn parse(options: &JsValue) -> Result<RoomOptions, JsValue> {
             .as_bool()
             .ok_or_else(|| error::invalid_argument("`resumeOnGesture` must be a boolean"))?,
     };
+    let peer_to_peer = match get("peerToPeer") {
+        None => None,
+        Some(v) if v.as_bool() == Some(false) => None,
+        Some(v) if v.as_bool() == Some(true) => Some(JsValue::UNDEFINED),
+        Some(v) if v.is_object() => Some(v),
+        Some(_) => {
+            return Err(error::invalid_argument(
+                "`peerToPeer` must be a boolean or PeerMeshOptions",
+            ))
+        }
+    };
     Ok(RoomOptions {
         media,
         track_url,
         resume_on_gesture,
+        peer_to_peer,
     })
 }

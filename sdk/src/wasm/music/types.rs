@@ -14,7 +14,12 @@ export interface MusicRoomOptions {
   trackUrl?: (trackId: string, track: MusicTrack | null) => string;
   /** After the browser refused `play()` (autoplay policy), start on the next pointer or key press anywhere on the page. Default: true. You can also call `room.userGesture()` from your own button. */
   resumeOnGesture?: boolean;
+  /** Keep a WebRTC DataChannel mesh with the room's members (`true`, or the mesh's `PeerMeshOptions`) so the room plays on in sync when the server is lost (Tier 2, PROTOCOL.md §13.10): the DJ's changes then travel sealed under the room key over the mesh. Default: false. */
+  peerToPeer?: boolean | PeerMeshOptions;
 }
+
+/** The sync tier (seed 004 `activeSyncMode`): the server orders changes, the elected controller does over the mesh, or this device plays alone. */
+export type MusicTier = 'socket' | 'webrtc' | 'offline';
 
 /** A custom player the follower drives instead of an `HTMLMediaElement`. Positions in s. */
 export interface MediaPlayer {
@@ -105,8 +110,12 @@ export type MusicRoomEvent =
   | ({ type: 'clock' } & MusicClock)
   /** The browser refused `play()`: show a "tap to play" control (any click or key press resumes by default). */
   | { type: 'needs-user-gesture' }
-  /** The server refused a change (`not_controller`, `epoch_mismatch`, `invalid_argument`, ...) or the media failed (`internal`). */
+  /** The server refused a change (`not_controller`, `epoch_mismatch`, `invalid_argument`, ...), the media failed (`internal`), or a peer's music message was rejected (`forbidden`: tampered/foreign/replayed, `epoch_mismatch`: stale epoch, `not_controller`, `bad_payload`). */
   | { type: 'error'; code: ErrorCode; message: string }
+  /** `peerToPeer`: the sync tier changed (`reason`: `socket-closed`, `heartbeat-timeout`, `high-latency`, `server-back`, `peers`). */
+  | { type: 'tier'; from: MusicTier; to: MusicTier; reason: 'socket-closed' | 'heartbeat-timeout' | 'high-latency' | 'server-back' | 'peers' }
+  /** `peerToPeer`: the controller claim changed without the server; `elected`: this device ran the election (a new epoch). */
+  | { type: 'controller'; epoch: number; controller: string; elected: boolean }
   /** The room stopped (closed, left, or the client closed); no more events. */
   | { type: 'closed'; reason: string };
 "#;

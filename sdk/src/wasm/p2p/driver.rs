@@ -447,16 +447,24 @@ pub(crate) fn close(h: &MeshHandle) {
 /// `client.peerMesh(room, options)`: resolves the RTCConfiguration, listens to the client,
 /// joins the room and resolves with the `PeerMesh` once joined (links start at once).
 pub(crate) fn join(client: &ClientHandle, room: String, options: JsValue) -> Promise {
-    let opts = match Options::parse(&options) {
-        Ok(o) => o,
-        Err(e) => return Promise::reject(&e),
-    };
-    let global = match Global::get() {
-        Ok(g) => g,
-        Err(e) => return Promise::reject(&e),
-    };
     let client = client.clone();
     wasm_bindgen_futures::future_to_promise(async move {
+        let h = open(&client, room, &options).await?;
+        Ok(PeerMesh { inner: h }.into())
+    })
+}
+
+/// What [`join`] does, for Rust callers (the music room's Tier 2): the mesh's handle once
+/// joined. Errors: `invalid_argument` (options), the join's error.
+pub(crate) async fn open(
+    client: &ClientHandle,
+    room: String,
+    options: &JsValue,
+) -> Result<MeshHandle, JsValue> {
+    let opts = Options::parse(options)?;
+    let global = Global::get()?;
+    let client = client.clone();
+    {
         let (me, base) = {
             let c = client.borrow();
             (c.client().session_id().to_string(), c.base().to_owned())
@@ -509,8 +517,8 @@ pub(crate) fn join(client: &ClientHandle, room: String, options: JsValue) -> Pro
         }
         h.borrow_mut().arm_stats(&h);
         pump(&h);
-        Ok(PeerMesh { inner: h }.into())
-    })
+        Ok(h)
+    }
 }
 
 /// `GET {base}/api/webrtc/config` (seed 001 `getWebRTCConfig`), or `{iceServers: []}` if it

@@ -35,6 +35,9 @@ use js_sys::{Function, Promise};
 use wasm_bindgen::prelude::*;
 
 pub(crate) use driver::join;
+pub(crate) use driver::{
+    close as close_mesh, open as open_mesh, subscribe, with_mesh, MeshHandle, Topic,
+};
 
 /// The DataChannel mesh of this device in a room: one RTCPeerConnection per link chosen by
 /// the topology (full mesh up to 6 members, DJ hub beyond), lanes multiplexed over a

@@ -1,0 +1,580 @@
+//! Tier 2 of a music room (issue #5; seed 004 "Tier 2: WebRTC mesh"; PROTOCOL.md §13.10):
+//! with `peerToPeer` the room opens a [`crate::wasm::p2p`] mesh while the server is up, runs
+//! the core [`TierMachine`] (socket closed → at once; silence → heartbeats, 2.25 s) and, once
+//! the tier is `webrtc`, lets the controller order changes itself: it stamps `(epoch,
+//! sequence)`, applies the change to its state with `applyAt` = shared clock + [`LEAD_MS`],
+//! follows it and broadcasts `{control, state}` sealed under the room key
+//! ([`crate::core::p2p::peer_sync`]); followers check the claim ([`check_change`]) and hand
+//! the state to the same `Follower`. The shared clock keeps its last estimate (no server to
+//! probe). Who is controller is the core [`Election`] (the DJ stays while reachable; otherwise
+//! the lowest reachable id with epoch + 1).
+//!
+//! Everything here runs under the room's borrow and returns [`Act`]s (mesh sends) that
+//! [`super::finish`] executes with no borrow held.
+
+use super::{Act, JsMusicEvent, Room, RoomHandle};
+use crate::core::error::ErrorCode;
+use crate::core::lane::Lane;
+use crate::core::p2p::election::{Authority, Claim, Election, ElectionOutput};
+use crate::core::p2p::peer_sync::{check_change, PeerSealer, PeerSync, PeerSyncError};
+use crate::core::p2p::quality::NetworkQuality;
+use crate::core::p2p::seal::RoomKey;
+use crate::core::p2p::tier::{Tier, TierConfig, TierMachine, TierOutput};
+use crate::core::sync::state::{MusicAction, MusicControlData, RoomState, SyncError, SyncMessage};
+use crate::wasm::p2p::{self, MeshHandle};
+use crate::wasm::{convert, error};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+
+/// Lead between a peer-ordered change and its `applyAt`, ms: DataChannel delivery on a LAN
+/// plus the follower's start latency.
+pub(super) const LEAD_MS: f64 = 250.0;
+
+/// The Tier 2 state of one room.
+pub(super) struct Tiers {
+    /// `PeerMeshOptions` given with `peerToPeer`.
+    pub(super) mesh_options: JsValue,
+    pub(super) mesh: Option<MeshHandle>,
+    /// The mesh's id of this device (the session id at creation).
+    mesh_id: String,
+    callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
+    machine: TierMachine,
+    election: Option<Election>,
+    sealer: Option<PeerSealer>,
+    /// Client times of heartbeat pings (their pongs do not go to the clock estimator).
+    pings: Vec<f64>,
+    /// Connected peers.
+    peers: BTreeMap<String, NetworkQuality>,
+}
+
+impl Tiers {
+    pub(super) fn new(mesh_options: JsValue, socket_open: bool, now: f64) -> Tiers {
+        let mut machine = TierMachine::new(TierConfig::default(), Tier::Socket);
+        if socket_open {
+            machine.handle_socket_open(now as u64);
+        }
+        Tiers {
+            mesh_options,
+            mesh: None,
+            mesh_id: String::new(),
+            callbacks: Vec::new(),
+            machine,
+            election: None,
+            sealer: None,
+            pings: Vec::new(),
+            peers: BTreeMap::new(),
+        }
+    }
+
+    /// The current tier.
+    pub(super) fn tier(&self) -> Tier {
+        self.machine.tier()
+    }
+
+    /// The tier machine's next deadline, local ms.
+    pub(super) fn deadline(&self) -> Option<f64> {
+        self.machine.poll_timeout().map(|t| t as f64)
+    }
+
+    /// Whether changes are ordered by a peer now.
+    pub(super) fn peer_authority(&self) -> bool {
+        self.election
+            .as_ref()
+            .is_some_and(|e| e.authority() == Authority::Peer)
+    }
+
+    /// Connected peers.
+    pub(super) fn peer_ids(&self) -> Vec<String> {
+        self.peers.keys().cloned().collect()
+    }
+
+    /// The adopted claim, if any.
+    pub(super) fn claim(&self) -> Option<&Claim> {
+        self.election.as_ref().map(Election::claim)
+    }
+
+    pub(super) fn close(&mut self) {
+        if let Some(m) = self.mesh.take() {
+            p2p::close_mesh(&m);
+        }
+        self.callbacks.clear();
+    }
+}
+
+/// `MusicRoomEvent` `tier`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TierEvent {
+    r#type: &'static str,
+    from: Tier,
+    to: Tier,
+    reason: crate::core::p2p::tier::TierReason,
+}
+
+/// `MusicRoomEvent` `controller`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ControllerEvent<'a> {
+    r#type: &'static str,
+    epoch: u64,
+    controller: &'a str,
+    elected: bool,
+}
+
+/// After the room is joined: open the mesh (it joins the room too; the server answers a repeated
+/// join with the same room) and listen to it.
+pub(super) async fn open_mesh(h: RoomHandle) -> Result<(), JsValue> {
+    let (client, name, opts) = {
+        let r = h.borrow();
+        let Some(t) = r.tiers.as_ref() else {
+            return Ok(());
+        };
+        (r.client.clone(), r.name.clone(), t.mesh_options.clone())
+    };
+    let mesh = p2p::open_mesh(&client, name, &opts).await?;
+    let weak = Rc::downgrade(&h);
+    let on_message = Closure::<dyn FnMut(JsValue)>::new(move |m: JsValue| {
+        if let Some(h) = weak.upgrade() {
+            on_mesh_message(&h, &m);
+        }
+    });
+    let weak = Rc::downgrade(&h);
+    let on_event = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+        if let Some(h) = weak.upgrade() {
+            on_mesh_event(&h, &e);
+        }
+    });
+    p2p::subscribe(
+        &mesh,
+        p2p::Topic::Message,
+        on_message.as_ref().clone().unchecked_into(),
+    );
+    p2p::subscribe(
+        &mesh,
+        p2p::Topic::Event,
+        on_event.as_ref().clone().unchecked_into(),
+    );
+    let me = mesh.borrow().me().to_owned();
+    {
+        let mut r = h.borrow_mut();
+        if r.closed {
+            drop(r);
+            p2p::close_mesh(&mesh);
+            return Ok(());
+        }
+        if let Some(t) = r.tiers.as_mut() {
+            t.mesh_id = me.clone();
+            t.mesh = Some(mesh);
+            t.callbacks = vec![on_message, on_event];
+            let claim = claim_of(r.latest.as_ref());
+            r.tiers.as_mut().expect("checked").election = Some(Election::new(me, claim));
+        }
+    }
+    super::finish(&h);
+    Ok(())
+}
+
+/// The server's claim in `state` (epoch, controller; `""` without a controller).
+fn claim_of(state: Option<&RoomState>) -> Claim {
+    state.map_or_else(
+        || Claim::new(0, ""),
+        |s| Claim::new(s.epoch, s.controller_id.clone().unwrap_or_default()),
+    )
+}
+
+/// 4 random bytes from `crypto.getRandomValues` (falling back to `Math.random`).
+fn nonce_prefix() -> [u8; 4] {
+    let bytes = js_sys::Uint8Array::new_with_length(4);
+    let crypto = js_sys::Reflect::get(&js_sys::global(), &"crypto".into()).ok();
+    let filled = crypto
+        .and_then(|c| {
+            let f = js_sys::Reflect::get(&c, &"getRandomValues".into()).ok()?;
+            let f: js_sys::Function = f.dyn_into().ok()?;
+            f.call1(&c, &bytes).ok()
+        })
+        .is_some();
+    if filled {
+        let mut out = [0u8; 4];
+        bytes.copy_to(&mut out);
+        out
+    } else {
+        (crate::wasm::global::random_u64() as u32).to_be_bytes()
+    }
+}
+
+/// Control `room-key` for this room.
+pub(super) fn handle_room_key(r: &mut Room, key_id: u32, key: &str) {
+    let name = r.name.clone();
+    let me = r.me();
+    let Some(t) = r.tiers.as_mut() else { return };
+    match RoomKey::from_base64url(key_id, key) {
+        Ok(k) => {
+            let id = if t.mesh_id.is_empty() {
+                me
+            } else {
+                t.mesh_id.clone()
+            };
+            t.sealer = Some(PeerSealer::new(k, name, id, nonce_prefix()));
+        }
+        Err(e) => web_sys::console::warn_1(&JsValue::from_str(&format!("p3-lanes: {e}"))),
+    }
+}
+
+/// A `sync-state` from the server: while it is the authority, its claim is the room's.
+pub(super) fn handle_server_state(r: &mut Room) {
+    let claim = claim_of(r.latest.as_ref());
+    let Some(t) = r.tiers.as_mut() else { return };
+    if t.tier() == Tier::Socket {
+        if let Some(e) = t.election.as_mut() {
+            e.handle_server_back(claim);
+        }
+    }
+}
+
+/// A pong; `true` if it answered a heartbeat (then the clock estimator does not take it).
+pub(super) fn handle_pong(r: &mut Room, client_time: f64, now: f64) -> bool {
+    let Some(t) = r.tiers.as_mut() else {
+        return false;
+    };
+    t.machine
+        .handle_pong(now as u64, (now - client_time).max(0.0));
+    if let Some(i) = t.pings.iter().position(|&p| p == client_time) {
+        t.pings.remove(i);
+        return true;
+    }
+    false
+}
+
+/// The client's socket opened (`true`) or dropped.
+pub(super) fn handle_socket(r: &mut Room, open: bool, now: f64) {
+    if let Some(t) = r.tiers.as_mut() {
+        if open {
+            t.machine.handle_socket_open(now as u64);
+        } else {
+            t.pings.clear();
+            t.machine.handle_socket_closed(now as u64);
+        }
+    }
+}
+
+/// The tier machine's timers.
+pub(super) fn handle_timeout(r: &mut Room, now: f64) {
+    if let Some(t) = r.tiers.as_mut() {
+        if t.machine.poll_timeout().is_some_and(|d| d as f64 <= now) {
+            t.machine.handle_timeout(now as u64);
+        }
+    }
+}
+
+/// Drains the tier machine and the election into events and acts.
+pub(super) fn drain(r: &mut Room, acts: &mut Vec<Act>) {
+    let now = r.now();
+    loop {
+        let Some(t) = r.tiers.as_mut() else { return };
+        let Some(out) = t.machine.poll_output() else {
+            break;
+        };
+        match out {
+            TierOutput::SendPing => {
+                // Distinct from the clock's probe times (same `now` possible).
+                let ct = now + 0.001 * (t.pings.len() as f64 + 1.0);
+                t.pings.push(ct);
+                if t.pings.len() > 8 {
+                    t.pings.remove(0);
+                }
+                acts.push(Act::Ping(ct, None));
+            }
+            TierOutput::TierChanged {
+                from, to, reason, ..
+            } => {
+                let reachable: BTreeSet<String> = t.peers.keys().cloned().collect();
+                if let Some(e) = t.election.as_mut() {
+                    if to == Tier::Socket {
+                        // Server wins.
+                        let claim = claim_of(r.latest.as_ref());
+                        r.tiers
+                            .as_mut()
+                            .and_then(|t| t.election.as_mut())
+                            .expect("checked")
+                            .handle_server_back(claim);
+                    } else if e.authority() == Authority::Server {
+                        e.handle_server_lost(&reachable);
+                    }
+                }
+                r.event(&TierEvent {
+                    r#type: "tier",
+                    from,
+                    to,
+                    reason,
+                });
+            }
+        }
+    }
+    drain_election(r, acts);
+}
+
+fn drain_election(r: &mut Room, acts: &mut Vec<Act>) {
+    loop {
+        let Some(out) = r
+            .tiers
+            .as_mut()
+            .and_then(|t| t.election.as_mut())
+            .and_then(Election::poll_output)
+        else {
+            return;
+        };
+        match out {
+            ElectionOutput::ControllerChanged { claim, elected, .. } => {
+                r.event(&ControllerEvent {
+                    r#type: "controller",
+                    epoch: claim.epoch,
+                    controller: &claim.controller,
+                    elected,
+                });
+            }
+            ElectionOutput::Announce(claim) => {
+                let state = r.latest.clone();
+                if let Some(v) = seal(r, &PeerSync::Claim { claim, state }) {
+                    acts.push(Act::MeshSend(v, None));
+                }
+            }
+        }
+    }
+}
+
+fn seal(r: &mut Room, msg: &PeerSync) -> Option<Value> {
+    r.tiers
+        .as_mut()
+        .and_then(|t| t.sealer.as_mut())
+        .map(|s| s.seal(msg))
+}
+
+/// Whether `send_change` should go to the peers instead of the server.
+pub(super) fn peer_ordered(r: &Room) -> bool {
+    r.tiers
+        .as_ref()
+        .is_some_and(|t| t.tier() != Tier::Socket && t.peer_authority())
+}
+
+/// The controller orders a change without the server (module docs). Returns the new state
+/// and the sealed broadcast, or the JS error to reject with (`not_controller`,
+/// `invalid_argument`, `closed` without a room key).
+pub(super) fn order_change(
+    r: &mut Room,
+    action: MusicAction,
+    mut data: MusicControlData,
+) -> Result<(RoomState, Option<Value>), JsValue> {
+    let now = r.now();
+    let Some(t) = r.tiers.as_ref() else {
+        return Err(error::coded(ErrorCode::Internal, "no peer tier"));
+    };
+    let claim = t.claim().cloned().unwrap_or_else(|| Claim::new(0, ""));
+    if claim.controller != t.mesh_id {
+        return Err(error::coded(
+            ErrorCode::NotController,
+            &format!(
+                "{} controls the room in epoch {}",
+                claim.controller, claim.epoch
+            ),
+        ));
+    }
+    if action == MusicAction::Handover {
+        return Err(error::invalid_argument(
+            "handover needs the server (peer-to-peer control follows the election)",
+        ));
+    }
+    if t.sealer.is_none() {
+        return Err(PeerSyncErrorJs(PeerSyncError::NoKey).into());
+    }
+    let mut base = r.latest.clone().unwrap_or_else(|| RoomState::new(0.0));
+    if base.epoch < claim.epoch {
+        base.epoch = claim.epoch;
+        base.sequence = 0;
+    }
+    base.controller_id = Some(claim.controller.clone());
+    data.timestamp = Some(js_sys::Date::now());
+    data.from = Some(claim.controller.clone());
+    data.controller_id = Some(claim.controller.clone());
+    let mut control = r.stamper.stamp(&base, action, data);
+    let apply_at = r.clock.server_now(now) + LEAD_MS;
+    control.apply_at = Some(apply_at);
+    let state = base
+        .apply(&control, apply_at)
+        .map_err(|e: SyncError| error::coded(e.code(), &e.to_string()))?;
+    if r.follower.handle_state(state.clone(), now) {
+        r.event(&JsMusicEvent::State { state: &state });
+        r.latest = Some(state.clone());
+    }
+    let msg = PeerSync::Change {
+        control: control.clone(),
+        state: state.clone(),
+    };
+    let value = seal(r, &msg);
+    let control = SyncMessage::MusicControl(control).to_value();
+    r.event(&JsMusicEvent::Control { control: &control });
+    Ok((state, value))
+}
+
+struct PeerSyncErrorJs(PeerSyncError);
+
+impl From<PeerSyncErrorJs> for JsValue {
+    fn from(e: PeerSyncErrorJs) -> JsValue {
+        error::coded(e.0.code(), &e.0.to_string())
+    }
+}
+
+/// A `PeerMessage` from the mesh.
+fn on_mesh_message(h: &RoomHandle, m: &JsValue) {
+    let get = |k: &str| js_sys::Reflect::get(m, &k.into()).unwrap_or(JsValue::UNDEFINED);
+    let from = get("from").as_string().unwrap_or_default();
+    if get("lane").as_f64() != Some(f64::from(Lane::Sync.id())) {
+        return;
+    }
+    let Ok(value) = convert::value_from_js(&get("data")) else {
+        return;
+    };
+    if !PeerSealer::is_sealed(&value) {
+        return;
+    }
+    {
+        let Ok(mut r) = h.try_borrow_mut() else {
+            return;
+        };
+        if r.closed {
+            return;
+        }
+        let now = r.now();
+        let opened = match r.tiers.as_mut().and_then(|t| t.sealer.as_mut()) {
+            Some(s) => s.open(&from, &value),
+            None => Err(PeerSyncError::NoKey),
+        };
+        let result = opened.and_then(|msg| apply_peer(&mut r, &from, msg, now));
+        if let Err(e) = result {
+            let message = format!("from peer {from}: {e}");
+            r.event(&JsMusicEvent::Error {
+                code: e.code().as_str(),
+                message: &message,
+            });
+        }
+    }
+    super::finish(h);
+}
+
+fn apply_peer(r: &mut Room, from: &str, msg: PeerSync, now: f64) -> Result<(), PeerSyncError> {
+    let Some(e) = r.tiers.as_mut().and_then(|t| t.election.as_mut()) else {
+        return Ok(());
+    };
+    match msg {
+        PeerSync::Claim { claim, state } => {
+            e.handle_claim(&claim);
+            let adopted = e.claim().clone();
+            if let Some(s) = state.filter(|s| s.epoch >= adopted.epoch.saturating_sub(1)) {
+                if claim == adopted && r.follower.handle_state(s.clone(), now) {
+                    r.event(&JsMusicEvent::State { state: &s });
+                    r.latest = Some(s);
+                }
+            }
+        }
+        PeerSync::Change { control, state } => {
+            if e.authority() == Authority::Server {
+                // Still following the server: a peer that lost it earlier; take its claim
+                // only once this device loses the server too.
+                return Ok(());
+            }
+            if check_change(e.claim(), from, &control)? {
+                e.handle_claim(&Claim::new(control.epoch, from));
+            }
+            if r.follower.handle_state(state.clone(), now) {
+                r.event(&JsMusicEvent::State { state: &state });
+                r.latest = Some(state);
+                let control = SyncMessage::MusicControl(control).to_value();
+                r.event(&JsMusicEvent::Control { control: &control });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A `PeerMeshEvent`: links up/down and their quality feed the tier machine and the election.
+fn on_mesh_event(h: &RoomHandle, e: &JsValue) {
+    let get = |k: &str| {
+        js_sys::Reflect::get(e, &k.into())
+            .ok()
+            .and_then(|v| v.as_string())
+    };
+    let (Some(kind), Some(peer)) = (get("type"), get("peer")) else {
+        return;
+    };
+    {
+        let Ok(mut r) = h.try_borrow_mut() else {
+            return;
+        };
+        if r.closed {
+            return;
+        }
+        let now = r.now();
+        let mut announce = None;
+        {
+            let Some(t) = r.tiers.as_mut() else { return };
+            match kind.as_str() {
+                "peer-state" => {
+                    if get("state").as_deref() == Some("connected") {
+                        t.peers.insert(peer.clone(), NetworkQuality::Good);
+                        t.machine
+                            .handle_peer(now as u64, &peer, Some(NetworkQuality::Good));
+                        announce = Some(peer.clone());
+                    } else {
+                        t.peers.remove(&peer);
+                        t.machine.handle_peer(now as u64, &peer, None);
+                    }
+                }
+                "quality" => {
+                    let q =
+                        get("quality").and_then(|q| serde_json::from_value(Value::String(q)).ok());
+                    if let (Some(q), true) = (q, t.peers.contains_key(&peer)) {
+                        t.peers.insert(peer.clone(), q);
+                        t.machine.handle_peer(now as u64, &peer, Some(q));
+                    }
+                }
+                _ => return,
+            }
+            let reachable: BTreeSet<String> = t.peers.keys().cloned().collect();
+            if let Some(e) = t.election.as_mut() {
+                e.handle_membership(&reachable);
+            }
+        }
+        // A new link learns this device's claim (partitions that heal agree, §13.2).
+        if let Some(peer) = announce {
+            let peer_authority = r.tiers.as_ref().is_some_and(Tiers::peer_authority);
+            if peer_authority {
+                let claim = r.tiers.as_ref().and_then(Tiers::claim).cloned();
+                if let Some(claim) = claim {
+                    let state = r.latest.clone();
+                    if let Some(v) = seal(&mut r, &PeerSync::Claim { claim, state }) {
+                        r.tier_sends.push((v, Some(peer)));
+                    }
+                }
+            }
+        }
+    }
+    super::finish(h);
+}
+
+/// Sends `value` on the mesh's Sync lane to `to` or every peer (no room borrow held).
+pub(super) fn mesh_send(h: &RoomHandle, value: &Value, to: Option<&str>) {
+    let mesh = h.borrow().tiers.as_ref().and_then(|t| t.mesh.clone());
+    let Some(mesh) = mesh else { return };
+    if let Err(e) = p2p::with_mesh(&mesh, |m, _| m.send(Lane::Sync, value, to)) {
+        // `unknown_target` with no peer linked is expected when alone.
+        if e.code() != ErrorCode::UnknownTarget {
+            let message = format!("peer send: {e}");
+            h.borrow_mut().event(&JsMusicEvent::Error {
+                code: e.code().as_str(),
+                message: &message,
+            });
+        }
+    }
+}
