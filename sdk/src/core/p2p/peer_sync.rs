@@ -1,5 +1,5 @@
 //! Music control between peers when the server is gone (seed 004 "Tier 2: WebRTC mesh",
-//! "Security" `signature`; issue #5; PROTOCOL.md §13.10): the messages a music room's
+//! "Security" `signature`; issue #5; PROTOCOL.md §13.11): the messages a music room's
 //! controller and followers exchange over the DataChannel mesh, sealed under the room key
 //! ([`crate::core::p2p::seal`]), and the rule a follower applies before taking a change.
 //!
@@ -40,6 +40,8 @@ use serde_json::{json, Value};
 pub const SEALED_SYNC_TYPE: &str = "sealed-sync";
 
 /// A music message between peers (module docs). JSON tagged by `type`, camelCase.
+// Built, sealed and dropped at once: boxing `Change` would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum PeerSync {

@@ -1,4 +1,4 @@
-//! Tier 2 of a music room (issue #5; seed 004 "Tier 2: WebRTC mesh"; PROTOCOL.md §13.10):
+//! Tier 2 of a music room (issue #5; seed 004 "Tier 2: WebRTC mesh"; PROTOCOL.md §13.11):
 //! with `peerToPeer` the room opens a [`crate::wasm::p2p`] mesh while the server is up, runs
 //! the core [`TierMachine`] (socket closed → at once; silence → heartbeats, 2.25 s) and, once
 //! the tier is `webrtc`, lets the controller order changes itself: it stamps `(epoch,

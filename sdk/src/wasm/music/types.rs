@@ -14,7 +14,7 @@ export interface MusicRoomOptions {
   trackUrl?: (trackId: string, track: MusicTrack | null) => string;
   /** After the browser refused `play()` (autoplay policy), start on the next pointer or key press anywhere on the page. Default: true. You can also call `room.userGesture()` from your own button. */
   resumeOnGesture?: boolean;
-  /** Keep a WebRTC DataChannel mesh with the room's members (`true`, or the mesh's `PeerMeshOptions`) so the room plays on in sync when the server is lost (Tier 2, PROTOCOL.md §13.10): the DJ's changes then travel sealed under the room key over the mesh. Default: false. */
+  /** Keep a WebRTC DataChannel mesh with the room's members (`true`, or the mesh's `PeerMeshOptions`) so the room plays on in sync when the server is lost (Tier 2, PROTOCOL.md §13.11): the DJ's changes then travel sealed under the room key over the mesh. Default: false. */
   peerToPeer?: boolean | PeerMeshOptions;
 }
 
