@@ -182,10 +182,10 @@ impl MusicRoom {
         })
     }
 
-    /// The sync tier (`MusicTier`): `'socket'` (the server orders changes), `'webrtc'` (the
+    /// The sync tier (`SyncTier`, the mesh's): `'socket'` (the server orders changes), `'webrtc'` (the
     /// server is lost, the elected controller orders changes over the DataChannel mesh) or
     /// `'offline'`; `null` without `peerToPeer`.
-    #[wasm_bindgen(getter, unchecked_return_type = "MusicTier | null")]
+    #[wasm_bindgen(getter, unchecked_return_type = "SyncTier | null")]
     pub fn tier(&self) -> JsValue {
         self.inner
             .borrow()
@@ -409,10 +409,7 @@ pub(crate) fn join(client: &ClientHandle, name: String, options: &JsValue) -> Pr
         events: VecDeque::new(),
         dispatching: false,
         closed: false,
-        tiers: opts.peer_to_peer.map(|o| {
-            let open = client.borrow().client().state() == ConnectionState::Open;
-            tiers::Tiers::new(o, open, now)
-        }),
+        tiers: opts.peer_to_peer.map(tiers::Tiers::new),
         tier_sends: Vec::new(),
     }));
     let weak = Rc::downgrade(&room);
@@ -636,7 +633,6 @@ impl Room {
             self.clock.poll_timeout(),
             self.follower_due,
             self.pending.front().map(|p| p.deadline_ms),
-            self.tiers.as_ref().and_then(tiers::Tiers::deadline),
         ]
         .into_iter()
         .flatten()
@@ -783,7 +779,6 @@ fn on_timer(h: &RoomHandle) {
         r.timer.deadline = None;
         let now = r.now();
         r.expire_pending(now);
-        tiers::handle_timeout(&mut r, now);
         // A little early is fine: the timer's own rounding.
         r.follower_due.is_some_and(|t| t <= now + 1.0)
     };
@@ -875,11 +870,6 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
                 server_time,
                 ..
             } => {
-                if tiers::handle_pong(&mut r, *client_time, now) {
-                    drop(r);
-                    finish(h);
-                    return;
-                }
                 r.clock
                     .handle_response(*client_time, *server_time as f64, now);
                 let mapping = r.clock.mapping().filter(|_| r.clock.is_synced());
@@ -951,17 +941,11 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
                 return;
             }
             Event::StateChanged { state, .. } => match state {
-                ConnectionState::Reconnecting => {
-                    tiers::handle_socket(&mut r, false, now);
-                    r.reject_pending(
-                        ErrorCode::Closed,
-                        "the connection dropped before the room's authority answered; the change may or may not have been applied",
-                    )
-                }
-                ConnectionState::Open => {
-                    tiers::handle_socket(&mut r, true, now);
-                    r.clock.reset(now)
-                }
+                ConnectionState::Reconnecting => r.reject_pending(
+                    ErrorCode::Closed,
+                    "the connection dropped before the room's authority answered; the change may or may not have been applied",
+                ),
+                ConnectionState::Open => r.clock.reset(now),
                 ConnectionState::Closed => {
                     drop(r);
                     close_room(h, "the client closed");

@@ -1,6 +1,7 @@
 //! Tier 2 of a music room (issue #5; seed 004 "Tier 2: WebRTC mesh"; PROTOCOL.md §13.11):
-//! with `peerToPeer` the room opens a [`crate::wasm::p2p`] mesh while the server is up, runs
-//! the core [`TierMachine`] (socket closed → at once; silence → heartbeats, 2.25 s) and, once
+//! with `peerToPeer` the room opens a [`crate::wasm::p2p`] mesh while the server is up,
+//! follows the mesh's tier (its core `TierMachine`: socket closed → at once; silence →
+//! heartbeats, 2.25 s) and, once
 //! the tier is `webrtc`, lets the controller order changes itself: it stamps `(epoch,
 //! sequence)`, applies the change to its state with `applyAt` = shared clock + [`LEAD_MS`],
 //! follows it and broadcasts `{control, state}` sealed under the room key
@@ -19,7 +20,7 @@ use crate::core::p2p::election::{Authority, Claim, Election, ElectionOutput};
 use crate::core::p2p::peer_sync::{check_change, PeerSealer, PeerSync, PeerSyncError};
 use crate::core::p2p::quality::NetworkQuality;
 use crate::core::p2p::seal::RoomKey;
-use crate::core::p2p::tier::{Tier, TierConfig, TierMachine, TierOutput};
+use crate::core::p2p::tier::{Tier, TierReason};
 use crate::core::sync::state::{MusicAction, MusicControlData, RoomState, SyncError, SyncMessage};
 use crate::wasm::p2p::{self, MeshHandle};
 use crate::wasm::{convert, error};
@@ -41,42 +42,31 @@ pub(super) struct Tiers {
     /// The mesh's id of this device (the session id at creation).
     mesh_id: String,
     callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
-    machine: TierMachine,
+    /// The mesh's tier (its core tier machine: socket state, heartbeats, links).
+    tier: Tier,
     election: Option<Election>,
     sealer: Option<PeerSealer>,
-    /// Client times of heartbeat pings (their pongs do not go to the clock estimator).
-    pings: Vec<f64>,
     /// Connected peers.
     peers: BTreeMap<String, NetworkQuality>,
 }
 
 impl Tiers {
-    pub(super) fn new(mesh_options: JsValue, socket_open: bool, now: f64) -> Tiers {
-        let mut machine = TierMachine::new(TierConfig::default(), Tier::Socket);
-        if socket_open {
-            machine.handle_socket_open(now as u64);
-        }
+    pub(super) fn new(mesh_options: JsValue) -> Tiers {
         Tiers {
             mesh_options,
             mesh: None,
             mesh_id: String::new(),
             callbacks: Vec::new(),
-            machine,
+            tier: Tier::Socket,
             election: None,
             sealer: None,
-            pings: Vec::new(),
             peers: BTreeMap::new(),
         }
     }
 
     /// The current tier.
     pub(super) fn tier(&self) -> Tier {
-        self.machine.tier()
-    }
-
-    /// The tier machine's next deadline, local ms.
-    pub(super) fn deadline(&self) -> Option<f64> {
-        self.machine.poll_timeout().map(|t| t as f64)
+        self.tier
     }
 
     /// Whether changes are ordered by a peer now.
@@ -111,7 +101,7 @@ struct TierEvent {
     r#type: &'static str,
     from: Tier,
     to: Tier,
-    reason: crate::core::p2p::tier::TierReason,
+    reason: TierReason,
 }
 
 /// `MusicRoomEvent` `controller`.
@@ -234,86 +224,31 @@ pub(super) fn handle_server_state(r: &mut Room) {
     }
 }
 
-/// A pong; `true` if it answered a heartbeat (then the clock estimator does not take it).
-pub(super) fn handle_pong(r: &mut Room, client_time: f64, now: f64) -> bool {
-    let Some(t) = r.tiers.as_mut() else {
-        return false;
-    };
-    t.machine
-        .handle_pong(now as u64, (now - client_time).max(0.0));
-    if let Some(i) = t.pings.iter().position(|&p| p == client_time) {
-        t.pings.remove(i);
-        return true;
-    }
-    false
-}
-
-/// The client's socket opened (`true`) or dropped.
-pub(super) fn handle_socket(r: &mut Room, open: bool, now: f64) {
-    if let Some(t) = r.tiers.as_mut() {
-        if open {
-            t.machine.handle_socket_open(now as u64);
-        } else {
-            t.pings.clear();
-            t.machine.handle_socket_closed(now as u64);
-        }
-    }
-}
-
-/// The tier machine's timers.
-pub(super) fn handle_timeout(r: &mut Room, now: f64) {
-    if let Some(t) = r.tiers.as_mut() {
-        if t.machine.poll_timeout().is_some_and(|d| d as f64 <= now) {
-            t.machine.handle_timeout(now as u64);
-        }
-    }
-}
-
-/// Drains the tier machine and the election into events and acts.
+/// Drains the election into events and acts.
 pub(super) fn drain(r: &mut Room, acts: &mut Vec<Act>) {
-    let now = r.now();
-    loop {
-        let Some(t) = r.tiers.as_mut() else { return };
-        let Some(out) = t.machine.poll_output() else {
-            break;
-        };
-        match out {
-            TierOutput::SendPing => {
-                // Distinct from the clock's probe times (same `now` possible).
-                let ct = now + 0.001 * (t.pings.len() as f64 + 1.0);
-                t.pings.push(ct);
-                if t.pings.len() > 8 {
-                    t.pings.remove(0);
-                }
-                acts.push(Act::Ping(ct, None));
-            }
-            TierOutput::TierChanged {
-                from, to, reason, ..
-            } => {
-                let reachable: BTreeSet<String> = t.peers.keys().cloned().collect();
-                if let Some(e) = t.election.as_mut() {
-                    if to == Tier::Socket {
-                        // Server wins.
-                        let claim = claim_of(r.latest.as_ref());
-                        r.tiers
-                            .as_mut()
-                            .and_then(|t| t.election.as_mut())
-                            .expect("checked")
-                            .handle_server_back(claim);
-                    } else if e.authority() == Authority::Server {
-                        e.handle_server_lost(&reachable);
-                    }
-                }
-                r.event(&TierEvent {
-                    r#type: "tier",
-                    from,
-                    to,
-                    reason,
-                });
-            }
+    drain_election(r, acts);
+}
+
+/// The mesh's tier machine changed the tier: run the election, tell the app.
+fn handle_tier(r: &mut Room, from: Tier, to: Tier, reason: TierReason) {
+    let claim = claim_of(r.latest.as_ref());
+    let Some(t) = r.tiers.as_mut() else { return };
+    t.tier = to;
+    let reachable: BTreeSet<String> = t.peers.keys().cloned().collect();
+    if let Some(e) = t.election.as_mut() {
+        if to == Tier::Socket {
+            // Server wins.
+            e.handle_server_back(claim);
+        } else if e.authority() == Authority::Server {
+            e.handle_server_lost(&reachable);
         }
     }
-    drain_election(r, acts);
+    r.event(&TierEvent {
+        r#type: "tier",
+        from,
+        to,
+        reason,
+    });
 }
 
 fn drain_election(r: &mut Room, acts: &mut Vec<Act>) {
@@ -480,11 +415,13 @@ fn apply_peer(r: &mut Room, from: &str, msg: PeerSync, now: f64) -> Result<(), P
         }
         PeerSync::Change { control, state } => {
             if e.authority() == Authority::Server {
-                // Still following the server: a peer that lost it earlier; take its claim
-                // only once this device loses the server too.
-                return Ok(());
-            }
-            if check_change(e.claim(), from, &control)? {
+                // This device still hears the server (silent loss is detected at slightly
+                // different times): the server's own controller in the server's epoch is
+                // followed already; anything else waits until this device loses the server.
+                if check_change(e.claim(), from, &control) != Ok(false) {
+                    return Ok(());
+                }
+            } else if check_change(e.claim(), from, &control)? {
                 e.handle_claim(&Claim::new(control.epoch, from));
             }
             if r.follower.handle_state(state.clone(), now) {
@@ -498,16 +435,35 @@ fn apply_peer(r: &mut Room, from: &str, msg: PeerSync, now: f64) -> Result<(), P
     Ok(())
 }
 
-/// A `PeerMeshEvent`: links up/down and their quality feed the tier machine and the election.
+/// A `PeerMeshEvent`: the tier, and links up/down with their quality (for the election).
 fn on_mesh_event(h: &RoomHandle, e: &JsValue) {
     let get = |k: &str| {
         js_sys::Reflect::get(e, &k.into())
             .ok()
             .and_then(|v| v.as_string())
     };
-    let (Some(kind), Some(peer)) = (get("type"), get("peer")) else {
+    let Some(kind) = get("type") else { return };
+    if kind == "tier" {
+        let tier =
+            |k: &str| -> Option<Tier> { serde_json::from_value(Value::String(get(k)?)).ok() };
+        let reason: Option<TierReason> =
+            get("reason").and_then(|v| serde_json::from_value(Value::String(v)).ok());
+        let (Some(from), Some(to), Some(reason)) = (tier("from"), tier("to"), reason) else {
+            return;
+        };
+        {
+            let Ok(mut r) = h.try_borrow_mut() else {
+                return;
+            };
+            if r.closed {
+                return;
+            }
+            handle_tier(&mut r, from, to, reason);
+        }
+        super::finish(h);
         return;
-    };
+    }
+    let Some(peer) = get("peer") else { return };
     {
         let Ok(mut r) = h.try_borrow_mut() else {
             return;
@@ -515,7 +471,6 @@ fn on_mesh_event(h: &RoomHandle, e: &JsValue) {
         if r.closed {
             return;
         }
-        let now = r.now();
         let mut announce = None;
         {
             let Some(t) = r.tiers.as_mut() else { return };
@@ -523,12 +478,9 @@ fn on_mesh_event(h: &RoomHandle, e: &JsValue) {
                 "peer-state" => {
                     if get("state").as_deref() == Some("connected") {
                         t.peers.insert(peer.clone(), NetworkQuality::Good);
-                        t.machine
-                            .handle_peer(now as u64, &peer, Some(NetworkQuality::Good));
                         announce = Some(peer.clone());
                     } else {
                         t.peers.remove(&peer);
-                        t.machine.handle_peer(now as u64, &peer, None);
                     }
                 }
                 "quality" => {
@@ -536,7 +488,6 @@ fn on_mesh_event(h: &RoomHandle, e: &JsValue) {
                         get("quality").and_then(|q| serde_json::from_value(Value::String(q)).ok());
                     if let (Some(q), true) = (q, t.peers.contains_key(&peer)) {
                         t.peers.insert(peer.clone(), q);
-                        t.machine.handle_peer(now as u64, &peer, Some(q));
                     }
                 }
                 _ => return,

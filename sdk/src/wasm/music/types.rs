@@ -18,9 +18,6 @@ export interface MusicRoomOptions {
   peerToPeer?: boolean | PeerMeshOptions;
 }
 
-/** The sync tier (seed 004 `activeSyncMode`): the server orders changes, the elected controller does over the mesh, or this device plays alone. */
-export type MusicTier = 'socket' | 'webrtc' | 'offline';
-
 /** A custom player the follower drives instead of an `HTMLMediaElement`. Positions in s. */
 export interface MediaPlayer {
   /** Switch to this track; report `ready: true` from `sample()` once it can play. */
@@ -113,7 +110,7 @@ export type MusicRoomEvent =
   /** The server refused a change (`not_controller`, `epoch_mismatch`, `invalid_argument`, ...), the media failed (`internal`), or a peer's music message was rejected (`forbidden`: tampered/foreign/replayed, `epoch_mismatch`: stale epoch, `not_controller`, `bad_payload`). */
   | { type: 'error'; code: ErrorCode; message: string }
   /** `peerToPeer`: the sync tier changed (`reason`: `socket-closed`, `heartbeat-timeout`, `high-latency`, `server-back`, `peers`). */
-  | { type: 'tier'; from: MusicTier; to: MusicTier; reason: 'socket-closed' | 'heartbeat-timeout' | 'high-latency' | 'server-back' | 'peers' }
+  | { type: 'tier'; from: SyncTier; to: SyncTier; reason: TierReason }
   /** `peerToPeer`: the controller claim changed without the server; `elected`: this device ran the election (a new epoch). */
   | { type: 'controller'; epoch: number; controller: string; elected: boolean }
   /** The room stopped (closed, left, or the client closed); no more events. */

@@ -1,0 +1,142 @@
+// The music failover scenario shared by tests/music-failover-*.spec.mjs (issue #5 Tier 2):
+// three separate Chromium instances follow one music room with `peerToPeer` (a WebRTC
+// DataChannel mesh kept while the server is up; loopback host candidates only). Mid-song the
+// server process gets `signal` (SIGKILL: crash; SIGSTOP: silent loss, sockets stay open):
+// every page reports a `tier` event socket → webrtc with the expected reason, the DJ seeks and
+// pauses, and every page follows (changes sealed under the room key over the mesh, ordered by
+// the DJ with (epoch, sequence)). Checked: each page holds the DJ's state, positions agree with
+// the room (generous bounds), every DJ change arrives once on every page (by its (epoch,
+// sequence)), state versions only go up, no error event. Failover time (tier event − signal,
+// true clock) is written to test-results/<figures> for `npm run bench`; not asserted.
+
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { waitFor } from './client.mjs';
+import { dj, launchMusicBrowser, openMusicPage, roomPosition, sampleRound, track } from './music.mjs';
+
+const PAGES = [
+  { label: 'A', skewMs: 900, driftPpm: 20 },
+  { label: 'B', skewMs: -1200, driftPpm: -15 },
+  { label: 'C', skewMs: 400, driftPpm: 5 },
+];
+/** Generous agreement bounds, ms: the claim is "follows", not the drift target. */
+const MAX_ERROR_MS = 120;
+const PAUSED_ERROR_MS = 60;
+/** Time after a change's reference time before positions are compared, ms. */
+const SETTLE_MS = 2500;
+const LINK_TIMEOUT_MS = 30_000;
+
+/**
+ * Run the scenario against `music` (a startMusicServer result); `browsers` collects the
+ * launched browsers for the caller to close.
+ * @param {{music: {server: import('./server.mjs').Server}, browsers: import('playwright-core').Browser[], room: string, signal: 'SIGKILL' | 'SIGSTOP', reason: string, scenario: string, figures: string}} options
+ */
+export async function runFailover({ music, browsers, room: ROOM, signal, reason, scenario, figures: figuresFile }) {
+  const url = music.server.url;
+  browsers.push(...(await Promise.all(PAGES.map(() => launchMusicBrowser({ autoplay: true })))));
+  const pages = [];
+  for (const [i, p] of PAGES.entries()) {
+    pages.push(await openMusicPage(browsers[i], url, { ...p, room: ROOM, p2p: true }));
+  }
+  const [a] = pages;
+
+  // Full mesh before anything else.
+  await Promise.all(pages.map((p) => waitFor(
+    () => p.page.evaluate(() => window.music.room.peers.length === 2 && window.music.room.tier === 'socket'),
+    LINK_TIMEOUT_MS,
+    async () => `${p.label}: two connected peers on the socket tier; peers ${JSON.stringify(await p.page.evaluate(() => window.music.room.peers))}`,
+  )));
+
+  // Mid-song through the server.
+  await dj(a, 'claimController');
+  await dj(a, 'changeTrack', [track('a')]);
+  let state = await dj(a, 'play', [10]);
+  await settle(state, SETTLE_MS);
+  await checkFollow(pages, state, 'before the crash');
+
+  // The server dies (or stops answering).
+  const killedMs = Date.now();
+  music.server.proc.kill(signal);
+  const tierEvents = await Promise.all(pages.map((p) => waitFor(
+    () => p.events.find((e) => e.type === 'tier' && e.to === 'webrtc'),
+    LINK_TIMEOUT_MS,
+    () => `${p.label}: a tier event to webrtc; events ${JSON.stringify(p.events.filter((e) => e.type !== 'clock').slice(-10))}`,
+  )));
+  for (const [i, e] of tierEvents.entries()) {
+    assert.equal(e.from, 'socket', `${pages[i].label}: ${JSON.stringify(e)}`);
+    assert.equal(e.reason, reason, `${pages[i].label}: ${JSON.stringify(e)}`);
+  }
+  const failoverMs = tierEvents.map((e) => e.trueMs - killedMs);
+  // Still playing in sync on the last state, with no server.
+  await sleep(1000);
+  await checkFollow(pages, state, 'after the crash');
+
+  // The DJ's changes travel over the mesh.
+  const marks = pages.map((p) => p.events.length);
+  const seek = await dj(a, 'seek', [70]);
+  assert.ok(seek.sequence > state.sequence && seek.epoch === state.epoch, `seek stamped ${seek.epoch}/${seek.sequence} after ${state.epoch}/${state.sequence}`);
+  await settle(seek, SETTLE_MS);
+  await checkFollow(pages, seek, 'after the serverless seek');
+
+  const pause = await dj(a, 'pause');
+  await settle(pause, 800);
+  await waitFor(
+    async () => (await sampleRound(pages)).readings.every((r) => r.paused),
+    10_000,
+    async () => `every page paused: ${JSON.stringify((await sampleRound(pages)).readings.map((r) => [r.label, r.paused, r.position]))}`,
+  );
+  const paused = await sampleRound(pages);
+  for (const r of paused.readings) {
+    assert.ok(Math.abs(r.position - pause.position) * 1000 < PAUSED_ERROR_MS, `${r.label} paused at ${r.position}, room at ${pause.position}`);
+  }
+  await checkState(pages, pause);
+
+  // Each serverless change reached every page exactly once; versions only went up.
+  for (const [i, p] of pages.entries()) {
+    const since = p.events.slice(marks[i]);
+    for (const change of [seek, pause]) {
+      const copies = since.filter((e) => e.type === 'control' && e.control.epoch === change.epoch && e.control.sequence === change.sequence);
+      assert.equal(copies.length, 1, `${p.label}: change ${change.epoch}/${change.sequence} seen ${copies.length} times`);
+    }
+    const versions = p.events.filter((e) => e.type === 'state').map((e) => [e.state.epoch, e.state.sequence]);
+    for (let k = 1; k < versions.length; k++) {
+      const [pe, ps] = versions[k - 1];
+      const [e, s] = versions[k];
+      assert.ok(e > pe || (e === pe && s > ps), `${p.label}: state ${e}/${s} after ${pe}/${ps}`);
+    }
+    const errors = p.events.filter((e) => e.type === 'error' && e.code !== 'closed');
+    assert.deepEqual(errors, [], `${p.label}: errors`);
+  }
+
+  const figures = { scenario, signal, failoverMs, signalledAtMs: killedMs, tierEvents };
+  console.log(`failover after ${signal} (tier event − signal), ms: ${failoverMs.map((f) => f.toFixed(0)).join(', ')}`);
+  mkdirSync('test-results', { recursive: true });
+  writeFileSync(`test-results/${figuresFile}`, `${JSON.stringify(figures, null, 2)}\n`);
+}
+
+/** Wait until `state` has taken effect plus `ms` (true clock = shared clock). */
+async function settle(state, ms) {
+  const wait = state.referenceTime + ms - Date.now();
+  if (wait > 0) await sleep(wait);
+}
+
+/** Every page holds `state` (same version). */
+async function checkState(pages, state) {
+  for (const p of pages) {
+    const s = await p.page.evaluate(() => window.music.room.state);
+    assert.deepEqual([s.epoch, s.sequence, s.isPlaying, s.trackId], [state.epoch, state.sequence, state.isPlaying, state.trackId], `${p.label}: state`);
+  }
+}
+
+/** Every page holds `state` and plays where the room is, within MAX_ERROR_MS. */
+async function checkFollow(pages, state, when) {
+  await checkState(pages, state);
+  const round = await sampleRound(pages);
+  const room = roomPosition(state, round.atMs);
+  for (const r of round.readings) {
+    assert.equal(r.paused, !state.isPlaying, `${when}: ${r.label} paused=${r.paused}`);
+    const err = (r.position - room) * 1000;
+    assert.ok(Math.abs(err) < MAX_ERROR_MS, `${when}: ${r.label} ${err.toFixed(1)} ms from the room`);
+  }
+}
