@@ -16,7 +16,11 @@
 // everywhere at its position; the late joiner is in sync (its own readings within 10 ms for
 // 1 s) within 3 s of its musicRoom() call (issue #4's target: 1.5 s); the old DJ's changes
 // are refused with `not_controller`. Figures are printed (and written to
-// test-results/music-sync.json for `npm run bench`).
+// test-results/music-sync.json for `npm run bench`); every reading, split into the page's
+// clock error and its follower's error (element − its own target), goes to
+// test-results/music-sync-rounds.json, and with P3_MUSIC_CLOCKDUMP=1 each page's clock samples
+// (the estimator's window) to test-results/music-sync-clock.json (diagnostics, PROTOCOL.md
+// §12.8).
 
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -49,8 +53,9 @@ const SETTLE_MS = 2500;
 const ROUNDS = 12;
 const ROUND_EVERY_MS = 250;
 /**
- * Tolerances, ms. Issue #4's target is a p95 of 10 ms between devices; on a quiet machine
- * the figures printed are about p95 6-9 ms against the room and 9-15 ms between pages. The
+ * Tolerances, ms. Issue #4's target is a p95 of 10 ms between devices; even on a heavily
+ * loaded machine the figures printed are about p95 4-6 ms against the room and 4-10 ms
+ * between pages (PROTOCOL.md §12.8). The
  * bounds asserted leave room for a loaded CI machine (three Chromium instances with audio
  * on two shared cores delay timers and WebSocket events) while still failing on any real
  * regression (no clock sync: seconds off; no correction: tens of ms and growing).

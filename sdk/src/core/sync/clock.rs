@@ -51,8 +51,10 @@
 //! [`ClockConfig::burst_spacing_ms`] (25 ms) apart (extended while fewer than
 //! [`ClockConfig::burst_min_good`] answers pass the queued-sample filter and arrived alone,
 //! not in a batch with another answer: a burst stalled as a whole by one TCP retransmission
-//! arrives in batches), then [`ClockConfig::followup_count`] (8)
-//! follow-ups every [`ClockConfig::followup_spacing_ms`] (250 ms), then one probe every
+//! arrives in batches), then [`ClockConfig::followup_count`] (20)
+//! follow-ups every [`ClockConfig::followup_spacing_ms`] (100 ms: the first play often comes
+//! a few seconds after the join, and the estimate is as good as its count of samples), then
+//! one probe every
 //! [`ClockConfig::interval_ms`] (500 ms: the intersection is only as tight as the fastest
 //! uplink and downlink seen lately, and with 50 ± 20 ms of jitter a probe comes within 1 ms
 //! of the fastest path in each direction once in 40; a probe and its answer are ~60 bytes).
@@ -114,8 +116,8 @@ impl Default for ClockConfig {
             burst_count: 10,
             burst_spacing_ms: 25.0,
             burst_min_good: 5,
-            followup_count: 8,
-            followup_spacing_ms: 250.0,
+            followup_count: 20,
+            followup_spacing_ms: 100.0,
             interval_ms: 500.0,
             probe_timeout_ms: 3000.0,
             window_ms: 120_000.0,

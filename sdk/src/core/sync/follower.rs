@@ -28,8 +28,8 @@
 //! For 2.5 s after each start (`catchup_window_ms`: join, play, a DJ's seek, a track change),
 //! while the listener is already hearing a transition, errors above 30 ms
 //! (`catchup_seek_threshold_ms`; browsers 15 ms) are fixed by a seek, at most twice per start
-//! (`catchup_max_seeks`: the first one measures the seek latency, the second lands), and
-//! excursions use ±5 % (`catchup_max_nudge`): a first start carries an unknown start latency
+//! (`catchup_max_seeks`: the first one measures the seek latency, the second lands;
+//! browsers 3), and excursions use ±5 % (`catchup_max_nudge`; browsers ±10 %): a first start carries an unknown start latency
 //! (Chromium: 70-120 ms), and this removes it within a second. Browsers keep the pitch at
 //! such rates (`preservesPitch`).
 //!
@@ -126,12 +126,13 @@ impl FollowerConfig {
     /// The defaults with the latencies of browsers' media elements as first guesses, measured
     /// in Chromium (headless, fake audio output): a first `play()` about 70 ms, a seek while
     /// playing about 90 ms, about 20 ms lost per rate excursion. They are learned anyway; good
-    /// guesses save a correction on the first start. Excursions use ±5 % throughout: as every
-    /// excursion first puts the element 20 ms further behind, a short one is better. Rate
-    /// changes show 130-150 ms late (200 ms are waited), an excursion needs two readings beyond
-    /// the deadband, and within the catch-up window a start that missed by more than 15 ms is
-    /// fixed by a seek (the listener hears the transition anyway) rather than by excursions,
-    /// each of which would first cost its 20 ms dip.
+    /// guesses save a correction on the first start. Excursions use ±5 % (±10 % in the
+    /// catch-up window, where the listener hears a transition anyway): as every excursion
+    /// first puts the element 20 ms further behind, a short one is better. Rate changes show
+    /// 130-175 ms late on a loaded machine (250 ms are waited), an excursion needs two readings
+    /// beyond the deadband, and within the catch-up window a start that missed by more than
+    /// 15 ms is fixed by a seek rather than by excursions, each of which would first cost its
+    /// 20 ms dip; three such seeks, as a loaded renderer's seek latency varies (90-120 ms).
     pub fn browser() -> FollowerConfig {
         FollowerConfig {
             initial_start_latency_ms: 70.0,
@@ -139,7 +140,9 @@ impl FollowerConfig {
             initial_excursion_cost_ms: 20.0,
             // Each excursion first loses its cost: a short one keeps the dip short.
             max_nudge: 0.05,
-            rate_latency_ms: 200.0,
+            rate_latency_ms: 250.0,
+            catchup_max_nudge: 0.10,
+            catchup_max_seeks: 3,
             confirm_readings: 2,
             catchup_seek_threshold_ms: 15.0,
             ..FollowerConfig::default()
