@@ -864,7 +864,16 @@ impl Sim {
                     Dest::Device(i),
                     Msg::Pong {
                         client_time,
-                        server_time: if mesh { now_server } else { now_server.floor() },
+                        server_time: match self.mesh_host {
+                            // The controller's answer (PROTOCOL.md §13.10).
+                            Some(h) => {
+                                let host = &self.devices[h];
+                                host.clock
+                                    .answer_peer_probe(host.local(self.now))
+                                    .expect("the host synced with the server")
+                            }
+                            None => now_server.floor(),
+                        },
                     },
                 );
             }

@@ -265,6 +265,16 @@ impl ClockSync {
         self.mapping.map_or(local_ms, |m| m.to_server(local_ms))
     }
 
+    /// The controller's answer to a peer's clock probe while serverless (PROTOCOL.md §13.10):
+    /// the kept shared-clock time (server ms, not floored) at local time `local_ms`, from the
+    /// mapping of the last server samples. `None` before the first sample: a device that
+    /// never synced with the server has no room clock to offer. The controller stops calling
+    /// [`ClockSync::poll_probe`] while it hosts the room, so the mapping stays as the server
+    /// left it; its peers feed the answer to their own [`ClockSync::handle_response`].
+    pub fn answer_peer_probe(&self, local_ms: f64) -> Option<f64> {
+        self.mapping.map(|m| m.to_server(local_ms))
+    }
+
     /// Estimated `server − local` at the newest sample, ms (0 before the first sample).
     pub fn offset_ms(&self) -> f64 {
         self.mapping.map_or(0.0, |m| m.offset_ms)
@@ -690,6 +700,49 @@ mod tests {
             let min = cs.min_rtt_ms().unwrap();
             assert!((60.0..100.0).contains(&min), "{min}");
             assert!(cs.rtt_ms().unwrap() >= min);
+        }
+    }
+
+    #[test]
+    fn peers_sync_to_the_controllers_kept_clock() {
+        for seed in 0..10 {
+            // The controller syncs with the server, then the server is gone at 2 s.
+            let mut l = link(seed);
+            l.drift = 30e-6;
+            let mut ctrl = ClockSync::new(ClockConfig::default(), l.local(0.0));
+            assert_eq!(ctrl.answer_peer_probe(l.local(0.0)), None);
+            l.run(&mut ctrl, 0.0, 2000.0, 0.5);
+            // A peer with another skew probes the controller over a 20-40 ms DataChannel.
+            let (p_skew, p_drift) = (-987.0, -20e-6);
+            let p_local = |t: f64| t * (1.0 + p_drift) + p_skew;
+            let mut peer = ClockSync::new(ClockConfig::default(), p_local(2000.0));
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut inflight: Vec<(f64, f64, f64)> = Vec::new();
+            let mut t = 2000.0;
+            while t < 12_000.0 {
+                if let Some(ct) = peer.poll_probe(p_local(t)) {
+                    let up = 20.0 + rng.f64() * 20.0;
+                    let down = 20.0 + rng.f64() * 20.0;
+                    let answer = ctrl.answer_peer_probe(l.local(t + up)).unwrap();
+                    inflight.push((t + up + down, ct, answer));
+                }
+                inflight.retain(|&(at, ct, s)| {
+                    let due = at <= t;
+                    if due {
+                        peer.handle_response(ct, s, p_local(t));
+                    }
+                    !due
+                });
+                t += 0.5;
+            }
+            // Both read the same room clock: the controller's kept one, close to the server's.
+            let room = ctrl.server_now(l.local(t));
+            let err = peer.server_now(p_local(t)) - room;
+            assert!(err.abs() < 5.0, "seed {seed}: peer vs controller {err} ms");
+            assert!(
+                (room - (t + EPOCH)).abs() < 10.0,
+                "seed {seed}: kept clock drifted"
+            );
         }
     }
 
