@@ -29,19 +29,20 @@ use futures::{SinkExt, StreamExt};
 use p3_lanes::core::control::Control;
 use p3_lanes::core::dictionary::Dictionary;
 use p3_lanes::core::frame::{FrameHeader, FrameKind};
-use p3_lanes::core::handshake::HandshakeResponse;
+use p3_lanes::core::handshake::{HandshakeResponse, FEATURE_MUX};
 use p3_lanes::core::lane::{Encoding, Lane};
+use p3_lanes::core::mux::{Mux, MuxConfig, MuxEvent};
 use p3_lanes::core::payload;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -197,24 +198,127 @@ fn echo_server() {
     });
 }
 
-/// One open session: its socket, sid and frame sequence counters.
+/// How a load-generator session frames its messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proto {
+    /// §5 frames (the SDK with `mux: false`).
+    V1,
+    /// The multiplexer (handshake feature `mux`, PROTOCOL.md §11; the browser SDK's default).
+    Mux,
+}
+
+/// One open session: its socket, sid, and for [`Proto::Mux`] the client's multiplexer.
 struct Session {
     ws: Ws,
     sid: String,
+    mux: Option<Mux>,
 }
 
-/// Handshake (HTTP) then WebSocket and welcome.
+/// Milliseconds since the first call (the multiplexers' clock).
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// The client's multiplexer for lanes Control and Messaging, as `core::client` builds it.
+fn client_mux(i: usize) -> Mux {
+    let cfg = MuxConfig::for_lanes(&[Lane::Control, Lane::Messaging], i as u64 ^ 0x6d75_7800);
+    Mux::new(cfg).expect("multiplexer config")
+}
+
+/// Writes every frame `mux` has to send; `false` if the socket failed.
+async fn mux_flush(ws: &mut Ws, mux: &mut Mux) -> bool {
+    loop {
+        let mut any = false;
+        while let Some(f) = mux.poll_transmit() {
+            any = true;
+            if ws.feed(Message::binary(f)).await.is_err() {
+                return false;
+            }
+        }
+        if !any {
+            return true;
+        }
+        if ws.flush().await.is_err() {
+            return false;
+        }
+        // Every write was awaited: nothing is buffered.
+        mux.handle_transport_buffered(0);
+    }
+}
+
+/// Drives a multiplexed session (writes, reads one frame or waits for its timer) until a
+/// Control message matching `want` arrived and, if `idle`, nothing is owed to the server
+/// (acks and resume sent, nothing unacknowledged). Bounded by [`WAIT`].
+async fn mux_until(
+    ws: &mut Ws,
+    mux: &mut Mux,
+    want: impl Fn(&Control) -> bool,
+    idle: bool,
+) -> Result<(), String> {
+    let dict = Dictionary::current();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen = false;
+    loop {
+        if !mux_flush(ws, mux).await {
+            return Err("socket write failed".into());
+        }
+        while let Some(ev) = mux.poll_event() {
+            if let MuxEvent::Message { bytes, .. } = ev {
+                let Ok((h, body)) = FrameHeader::decode(&bytes) else {
+                    continue;
+                };
+                if h.kind == FrameKind::Control {
+                    let c = payload::decode_control(&h, body, Some(&dict));
+                    seen |= c.is_ok_and(|c| want(&c));
+                }
+            } else if let MuxEvent::Error(e) = ev {
+                return Err(format!("multiplexer: {e}"));
+            }
+        }
+        if seen && (!idle || (mux.is_resumed() && mux.is_idle())) {
+            return Ok(());
+        }
+        let timer = mux
+            .poll_timeout()
+            .map(|t| {
+                tokio::time::Instant::now() + Duration::from_millis(t.saturating_sub(now_ms()))
+            })
+            .map_or(deadline, |t| t.min(deadline));
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Binary(b))) => mux.handle_input(&b, now_ms()),
+                Some(Ok(_)) => {}
+                other => return Err(format!("socket ended: {other:?}")),
+            },
+            () = tokio::time::sleep_until(timer) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err("timed out".into());
+                }
+                mux.handle_timeout(now_ms());
+            }
+        }
+    }
+}
+
+/// Handshake (HTTP) then WebSocket and welcome, the way the SDK opens a session: with
+/// [`Proto::Mux`] the handshake offers `features: ["mux"]` and the socket starts with the
+/// resume exchange; the session is returned idle (welcome acknowledged, resume done).
 async fn open_session(
     http: &reqwest::Client,
     addr: SocketAddr,
     i: usize,
+    proto: Proto,
 ) -> Result<Session, String> {
-    let body = json!({
+    let mut body = json!({
         "clientId": format!("load-{i}"),
         "wallet": "0xabc",
         "capabilities": {"transports": ["websocket"], "encodings": ["msgpack"], "lanes": [1, 2]},
         "deviceInfo": {"platform": "loadgen", "version": "1.0.0"}
     });
+    if proto == Proto::Mux {
+        body["features"] = json!([FEATURE_MUX]);
+    }
     let hs: HandshakeResponse = http
         .post(format!("http://{addr}/api/protocol/v2/session/handshake"))
         .json(&body)
@@ -224,14 +328,26 @@ async fn open_session(
         .json()
         .await
         .map_err(|e| format!("handshake body: {e}"))?;
+    if hs.grants(FEATURE_MUX) != (proto == Proto::Mux) {
+        return Err(format!("mux granted: {}", hs.grants(FEATURE_MUX)));
+    }
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{}", hs.websocket_url))
         .await
         .map_err(|e| format!("websocket: {e}"))?;
-    match next_control(&mut ws).await {
-        Some(Control::Welcome { .. }) => Ok(Session {
+    let sid = hs.session_id.to_string();
+    if proto == Proto::Mux {
+        let mut mux = client_mux(i);
+        mux.handle_transport_resumed(now_ms());
+        let welcome = |c: &Control| matches!(c, Control::Welcome { .. });
+        mux_until(&mut ws, &mut mux, welcome, true).await?;
+        return Ok(Session {
             ws,
-            sid: hs.session_id.to_string(),
-        }),
+            sid,
+            mux: Some(mux),
+        });
+    }
+    match next_control(&mut ws).await {
+        Some(Control::Welcome { .. }) => Ok(Session { ws, sid, mux: None }),
         other => Err(format!("expected welcome, got {other:?}")),
     }
 }
@@ -256,6 +372,7 @@ async fn open_many(
     addr: SocketAddr,
     from: usize,
     to: usize,
+    proto: Proto,
     out: &mut Vec<Session>,
 ) -> Option<String> {
     let sem = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
@@ -264,7 +381,7 @@ async fn open_many(
         let (sem, http) = (sem.clone(), http.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await.expect("semaphore");
-            open_session(&http, addr, i).await
+            open_session(&http, addr, i, proto).await
         }));
     }
     let mut err = None;
@@ -295,17 +412,35 @@ async fn settled_rss(pid: u32) -> u64 {
     rss_bytes(pid)
 }
 
-/// One room: the sender's half, and delivery counted by the receivers' tasks.
+/// A room's sender: the write half of a §5 socket, or the command channel of a multiplexed
+/// session's task (each `()` is one message to send).
+enum RoomTx {
+    V1(SplitSink<Ws, Message>),
+    Mux(mpsc::UnboundedSender<()>),
+}
+
+/// One room: the sender, and delivery counted by the receivers' tasks.
 struct Room {
-    tx: SplitSink<Ws, Message>,
+    tx: RoomTx,
     delivered: Arc<AtomicU64>,
     notify: Arc<Notify>,
     receivers: u64,
     sent: u64,
 }
 
+/// The fan-out message: a §5 Data frame on Messaging (`seq` 0 inside the multiplexer).
+fn chat_frame(seq: u64) -> Vec<u8> {
+    static BODY: OnceLock<(Vec<u8>, u32)> = OnceLock::new();
+    let (body, dict_version) = BODY.get_or_init(|| {
+        let dict = Dictionary::current();
+        let value = json!({"type": "chat", "content": "hello room", "timestamp": 1735689600000u64});
+        payload::encode(&value, Encoding::Msgpack, Some(&dict)).expect("encode")
+    });
+    FrameHeader::data(Lane::Messaging, Encoding::Msgpack, seq, *dict_version).encode(body)
+}
+
 /// Joins `sessions` into rooms of `size` (first member sends), spawning a counting reader per
-/// member.
+/// member (for multiplexed sessions, a task driving the member's `Mux`).
 async fn make_rooms(sessions: Vec<Session>, size: usize, tag: &str) -> Vec<Room> {
     let dict = Dictionary::current();
     let mut rooms = Vec::new();
@@ -322,6 +457,23 @@ async fn make_rooms(sessions: Vec<Session>, size: usize, tag: &str) -> Vec<Room>
             let join = Control::Join {
                 room: format!("{tag}-{r}"),
             };
+            if let Some(mut mux) = s.mux.take() {
+                let frame = payload::control_frame(&join, Encoding::Msgpack, Some(&dict), 0);
+                mux.send(Lane::Control, frame).expect("queue join");
+                let joined = |c: &Control| matches!(c, Control::Joined { .. });
+                if let Err(e) = mux_until(&mut s.ws, &mut mux, joined, false).await {
+                    panic!("session {} got no joined: {e}", s.sid);
+                }
+                if k == 0 {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    sender_tx = Some(RoomTx::Mux(tx));
+                    tokio::spawn(mux_member(s.ws, mux, Some(rx), None, notify.clone()));
+                } else {
+                    let d = Some(delivered.clone());
+                    tokio::spawn(mux_member(s.ws, mux, None, d, notify.clone()));
+                }
+                continue;
+            }
             let frame = payload::control_frame(&join, Encoding::Msgpack, Some(&dict), 1);
             s.ws.send(Message::binary(frame)).await.expect("send join");
             loop {
@@ -333,7 +485,7 @@ async fn make_rooms(sessions: Vec<Session>, size: usize, tag: &str) -> Vec<Room>
             }
             let (tx, rx) = s.ws.split();
             if k == 0 {
-                sender_tx = Some(tx);
+                sender_tx = Some(RoomTx::V1(tx));
                 tokio::spawn(drain(rx, None, notify.clone()));
             } else {
                 // Keep the write half alive so the socket stays open.
@@ -349,6 +501,55 @@ async fn make_rooms(sessions: Vec<Session>, size: usize, tag: &str) -> Vec<Room>
         });
     }
     rooms
+}
+
+/// One multiplexed room member, driven as the SDK's driver does: writes what its `Mux` has
+/// to send (chunks, acks), feeds it every frame read, fires its timers, counts delivered
+/// Data messages into `delivered`, and (the sender) queues one chat message per command,
+/// holding messages back while the lane answers `backpressure`. Ends with the socket.
+async fn mux_member(
+    mut ws: Ws,
+    mut mux: Mux,
+    mut cmds: Option<mpsc::UnboundedReceiver<()>>,
+    delivered: Option<Arc<AtomicU64>>,
+    notify: Arc<Notify>,
+) {
+    let frame = chat_frame(0);
+    let mut pending = 0u64;
+    loop {
+        while pending > 0 && mux.send(Lane::Messaging, frame.clone()).is_ok() {
+            pending -= 1;
+        }
+        if !mux_flush(&mut ws, &mut mux).await {
+            return;
+        }
+        while let Some(ev) = mux.poll_event() {
+            if let (Some(d), MuxEvent::Message { bytes, .. }) = (&delivered, ev) {
+                if FrameHeader::decode(&bytes).is_ok_and(|(h, _)| h.kind == FrameKind::Data) {
+                    d.fetch_add(1, Ordering::Relaxed);
+                    notify.notify_one();
+                }
+            }
+        }
+        let timer = mux.poll_timeout().map(|t| {
+            tokio::time::Instant::now() + Duration::from_millis(t.saturating_sub(now_ms()))
+        });
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Binary(b))) => mux.handle_input(&b, now_ms()),
+                Some(Ok(_)) => {}
+                _ => return,
+            },
+            cmd = async { cmds.as_mut().expect("sender").recv().await }, if cmds.is_some() => {
+                match cmd {
+                    Some(()) => pending += 1,
+                    None => cmds = None,
+                }
+            }
+            () = tokio::time::sleep_until(timer.unwrap_or(far)) => mux.handle_timeout(now_ms()),
+        }
+    }
 }
 
 async fn drain_keep(
@@ -376,10 +577,6 @@ async fn drain(mut rx: SplitStream<Ws>, delivered: Option<Arc<AtomicU64>>, notif
 
 /// Runs every room's sender for `PHASE`; returns delivered messages per second.
 async fn fan_out(rooms: &mut [Room]) -> f64 {
-    let dict = Dictionary::current();
-    let value = json!({"type": "chat", "content": "hello room", "timestamp": 1735689600000u64});
-    let (body, dict_version) =
-        payload::encode(&value, Encoding::Msgpack, Some(&dict)).expect("encode");
     let before: u64 = rooms
         .iter()
         .map(|r| r.delivered.load(Ordering::Relaxed))
@@ -387,29 +584,31 @@ async fn fan_out(rooms: &mut [Room]) -> f64 {
     let due_before: u64 = rooms.iter().map(|r| r.sent * r.receivers).sum();
     let start = Instant::now();
     let deadline = start + PHASE;
-    let senders = rooms.iter_mut().map(|room| {
-        let body = &body;
-        async move {
-            while Instant::now() < deadline {
-                loop {
-                    let notified = room.notify.notified();
-                    let done = room.delivered.load(Ordering::Relaxed) / room.receivers;
-                    if room.sent - done <= WINDOW {
-                        break;
-                    }
-                    if tokio::time::timeout_at(deadline.into(), notified)
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
+    let senders = rooms.iter_mut().map(|room| async move {
+        while Instant::now() < deadline {
+            loop {
+                let notified = room.notify.notified();
+                let done = room.delivered.load(Ordering::Relaxed) / room.receivers;
+                if room.sent - done <= WINDOW {
+                    break;
                 }
-                room.sent += 1;
-                let h =
-                    FrameHeader::data(Lane::Messaging, Encoding::Msgpack, room.sent, dict_version);
-                if room.tx.send(Message::binary(h.encode(body))).await.is_err() {
+                if tokio::time::timeout_at(deadline.into(), notified)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
+            }
+            room.sent += 1;
+            let sent = match &mut room.tx {
+                RoomTx::V1(tx) => tx
+                    .send(Message::binary(chat_frame(room.sent)))
+                    .await
+                    .is_ok(),
+                RoomTx::Mux(tx) => tx.send(()).is_ok(),
+            };
+            if !sent {
+                return;
             }
         }
     });
@@ -440,9 +639,9 @@ async fn fan_out(rooms: &mut [Room]) -> f64 {
     (after - before) as f64 / elapsed
 }
 
-async fn run(n: usize, nofile: u64) {
-    let server_bin = env!("CARGO_BIN_EXE_server-stub");
-    let mut cmd = Command::new(server_bin);
+/// Spawns the real server-stub (release) on 127.0.0.1 port 0.
+fn spawn_server() -> (ChildGuard, SocketAddr) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_server-stub"));
     cmd.args([
         "--host",
         "127.0.0.1",
@@ -456,61 +655,50 @@ async fn run(n: usize, nofile: u64) {
         "/nonexistent/pkg",
     ])
     .env("RUST_LOG", "error");
-    let (server, addr) = spawn_listening(cmd);
+    spawn_listening(cmd)
+}
+
+/// The figures of one session kind, measured against its own fresh server.
+struct Figures {
+    held: usize,
+    /// Bytes per idle session at N and at 1,000.
+    per_n: f64,
+    per_1k: f64,
+    rss_n: u64,
+    /// Delivered msg/s, rooms of 10 and 1:1, per phase.
+    rate10: Vec<f64>,
+    rate2: Vec<f64>,
+}
+
+fn best(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, f64::max)
+}
+
+/// Opens `n` idle sessions of kind `proto` on a fresh server, reads its memory, then runs
+/// the fan-out phases on the first 1,200 of them; closes everything before returning.
+async fn measure(n: usize, proto: Proto) -> Figures {
+    let (server, addr) = spawn_server();
     let server_pid = server.0.id();
-    let mut echo_cmd = Command::new(std::env::current_exe().expect("current exe"));
-    echo_cmd.arg("--echo-server");
-    let (echo, echo_addr) = spawn_listening(echo_cmd);
-    let echo_pid = echo.0.id();
-    println!(
-        "capacity: server-stub {addr} (pid {server_pid}), echo baseline {echo_addr}, \
-         RLIMIT_NOFILE {nofile}, target {n} idle sessions"
-    );
-
-    // Baseline first (this process cannot hold both sets of descriptors at once).
-    let mut tcp = Vec::with_capacity(n);
-    let mut tcp_error = open_tcp(echo_addr, WARMUP, &mut tcp).await;
-    let echo0 = settled_rss(echo_pid).await;
-    if tcp_error.is_none() {
-        tcp_error = open_tcp(echo_addr, 1_000 - WARMUP, &mut tcp).await;
-    }
-    let echo1k = settled_rss(echo_pid).await;
-    let tcp_at_1k = tcp.len();
-    if tcp_error.is_none() {
-        tcp_error = open_tcp(echo_addr, n - 1_000, &mut tcp).await;
-    }
-    let echo_n = settled_rss(echo_pid).await;
-    if let Some(e) = &tcp_error {
-        println!("baseline stopped at {} connections: {e}", tcp.len());
-    }
-    let tcp_held = tcp.len();
-    drop(tcp);
-    drop(echo);
-
     let http = reqwest::Client::new();
     let mut sessions = Vec::with_capacity(n);
     let t = Instant::now();
-    let mut error = open_many(&http, addr, 0, WARMUP, &mut sessions).await;
+    let mut error = open_many(&http, addr, 0, WARMUP, proto, &mut sessions).await;
     let rss0 = settled_rss(server_pid).await;
     if error.is_none() {
-        error = open_many(&http, addr, WARMUP, 1_000, &mut sessions).await;
+        error = open_many(&http, addr, WARMUP, 1_000, proto, &mut sessions).await;
     }
     let rss1k = settled_rss(server_pid).await;
     let at_1k = sessions.len();
     if error.is_none() {
-        error = open_many(&http, addr, 1_000, n, &mut sessions).await;
+        error = open_many(&http, addr, 1_000, n, proto, &mut sessions).await;
     }
     let rss_n = settled_rss(server_pid).await;
     let open_secs = t.elapsed().as_secs_f64();
     let held = sessions.len();
     if let Some(e) = &error {
-        println!("stopped opening at {held} sessions: {e}");
+        println!("{proto:?}: stopped opening at {held} sessions: {e}");
     }
     let per = |grow: u64, added: usize| grow as f64 / added.max(1) as f64;
-    let sess_1k = per(rss1k.saturating_sub(rss0), at_1k - WARMUP);
-    let sess_n = per(rss_n.saturating_sub(rss0), held - WARMUP);
-    let tcp_1k = per(echo1k.saturating_sub(echo0), tcp_at_1k - WARMUP);
-    let tcp_n = per(echo_n.saturating_sub(echo0), tcp_held - WARMUP);
 
     // Every session still open? Ask the server about a sample of them.
     let mut connected = 0;
@@ -534,6 +722,11 @@ async fn run(n: usize, nofile: u64) {
             connected += 1;
         }
     }
+    println!(
+        "{proto:?}: opened {held} sessions in {open_secs:.1} s; {connected}/{} sampled sessions \
+         report connected",
+        sample.len()
+    );
 
     // Fan-out: the first 1,000 sessions as rooms of 10, the next 200 as rooms of 2.
     let rest = sessions.split_off(1_200.min(held));
@@ -546,87 +739,206 @@ async fn run(n: usize, nofile: u64) {
         rate2.push(fan_out(&mut pairs).await);
         rate10.push(fan_out(&mut tens).await);
     }
-    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-    let (r10, r2) = (best(&rate10), best(&rate2));
+    drop((rest, tens, pairs));
+    drop(server);
+    // Let the member tasks see their sockets close and free their descriptors.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Figures {
+        held,
+        per_n: per(rss_n.saturating_sub(rss0), held - WARMUP),
+        per_1k: per(rss1k.saturating_sub(rss0), at_1k - WARMUP),
+        rss_n,
+        rate10,
+        rate2,
+    }
+}
+
+async fn run(n: usize, nofile: u64) {
+    let mut echo_cmd = Command::new(std::env::current_exe().expect("current exe"));
+    echo_cmd.arg("--echo-server");
+    let (echo, echo_addr) = spawn_listening(echo_cmd);
+    let echo_pid = echo.0.id();
+    println!(
+        "capacity: echo baseline {echo_addr}, RLIMIT_NOFILE {nofile}, target {n} idle sessions"
+    );
+
+    // Baseline first (this process cannot hold both sets of descriptors at once).
+    let mut tcp = Vec::with_capacity(n);
+    let mut tcp_error = open_tcp(echo_addr, WARMUP, &mut tcp).await;
+    let echo0 = settled_rss(echo_pid).await;
+    if tcp_error.is_none() {
+        tcp_error = open_tcp(echo_addr, 1_000 - WARMUP, &mut tcp).await;
+    }
+    let echo1k = settled_rss(echo_pid).await;
+    let tcp_at_1k = tcp.len();
+    if tcp_error.is_none() {
+        tcp_error = open_tcp(echo_addr, n - 1_000, &mut tcp).await;
+    }
+    let echo_n = settled_rss(echo_pid).await;
+    if let Some(e) = &tcp_error {
+        println!("baseline stopped at {} connections: {e}", tcp.len());
+    }
+    let tcp_held = tcp.len();
+    drop(tcp);
+    drop(echo);
+    let per = |grow: u64, added: usize| grow as f64 / added.max(1) as f64;
+    let tcp_1k = per(echo1k.saturating_sub(echo0), tcp_at_1k - WARMUP);
+    let tcp_n = per(echo_n.saturating_sub(echo0), tcp_held - WARMUP);
+
+    // The SDK's default (multiplexed) sessions, then v1 sessions for comparison, each on a
+    // fresh server.
+    let m = measure(n, Proto::Mux).await;
+    let v = measure(n, Proto::V1).await;
 
     let kib = |b: f64| b / 1024.0;
+    let mib = |b: u64| b as f64 / 1048576.0;
     println!(
-        "opened {held} sessions in {open_secs:.1} s; {connected}/{} sampled sessions report connected",
-        sample.len()
-    );
-    println!(
-        "{:<44} {:>12} {:>12} {:>7}",
+        "{:<48} {:>12} {:>12} {:>7}",
         "metric", "value", "baseline", "ratio"
     );
     let rows = [
         (
-            "idle sessions held",
-            held as f64,
+            "mux idle sessions held (baseline: target)",
+            m.held as f64,
             n as f64,
-            "sessions (baseline: target)",
         ),
         (
-            "server memory per idle session at N, KiB",
-            kib(sess_n),
+            "mux memory per idle session at N, KiB (tcp echo)",
+            kib(m.per_n),
             kib(tcp_n),
-            "KiB (baseline: tcp echo)",
         ),
         (
-            "server memory per idle session at 1k, KiB",
-            kib(sess_1k),
+            "mux memory per idle session at 1k, KiB (tcp echo)",
+            kib(m.per_1k),
             kib(tcp_1k),
-            "KiB (baseline: tcp echo)",
         ),
         (
-            "server RSS at N, MiB",
-            rss_n as f64 / 1048576.0,
-            echo_n as f64 / 1048576.0,
-            "MiB (baseline: tcp echo)",
+            "mux server RSS at N, MiB (tcp echo)",
+            mib(m.rss_n),
+            mib(echo_n),
         ),
         (
-            "fan-out rooms of 10, delivered msg/s",
-            r10,
-            r2,
-            "msg/s (baseline: 1:1 relay)",
+            "mux fan-out rooms of 10, msg/s (mux 1:1 relay)",
+            best(&m.rate10),
+            best(&m.rate2),
+        ),
+        (
+            "v1 idle sessions held (baseline: target)",
+            v.held as f64,
+            n as f64,
+        ),
+        (
+            "v1 memory per idle session at N, KiB (tcp echo)",
+            kib(v.per_n),
+            kib(tcp_n),
+        ),
+        (
+            "v1 fan-out rooms of 10, msg/s (v1 1:1 relay)",
+            best(&v.rate10),
+            best(&v.rate2),
+        ),
+        (
+            "mux / v1 memory per idle session at N",
+            kib(m.per_n),
+            kib(v.per_n),
+        ),
+        (
+            "mux / v1 fan-out rooms of 10, msg/s",
+            best(&m.rate10),
+            best(&v.rate10),
         ),
     ];
-    for (name, v, b, _) in rows {
-        println!("{name:<44} {v:>12.1} {b:>12.1} {:>7.3}", v / b);
+    for (name, val, b) in rows {
+        println!("{name:<48} {val:>12.1} {b:>12.1} {:>7.3}", val / b);
     }
+    let round = |v: &[f64]| v.iter().map(|r| r.round()).collect::<Vec<_>>();
     println!(
-        "fan-out phases (msg/s): rooms of 10 {:?}, 1:1 {:?}; target memory ≤ 20 KiB per session: {}",
-        rate10.iter().map(|r| r.round()).collect::<Vec<_>>(),
-        rate2.iter().map(|r| r.round()).collect::<Vec<_>>(),
-        if kib(sess_n) <= 20.0 { "met" } else { "MISSED" },
+        "fan-out phases (msg/s): mux rooms of 10 {:?}, 1:1 {:?}; v1 rooms of 10 {:?}, 1:1 {:?}",
+        round(&m.rate10),
+        round(&m.rate2),
+        round(&v.rate10),
+        round(&v.rate2),
     );
-    let names = [
-        "sessions",
-        "idle-session-bytes",
-        "idle-session-bytes-1k",
-        "server-rss",
-        "fanout10-msgs-per-s",
+    println!(
+        "target memory ≤ 20 KiB per idle session: mux {}, v1 {}",
+        if kib(m.per_n) <= 20.0 {
+            "met"
+        } else {
+            "MISSED"
+        },
+        if kib(v.per_n) <= 20.0 {
+            "met"
+        } else {
+            "MISSED"
+        },
+    );
+    let results = [
+        (
+            "sessions",
+            m.held as f64,
+            "sessions",
+            format!("target: {n} sessions"),
+            n as f64,
+        ),
+        (
+            "idle-session-bytes",
+            m.per_n,
+            "bytes",
+            format!("tokio echo server, plain idle TCP: {tcp_n:.0} bytes per connection"),
+            tcp_n,
+        ),
+        (
+            "idle-session-bytes-1k",
+            m.per_1k,
+            "bytes",
+            format!("tokio echo server, plain idle TCP at 1k: {tcp_1k:.0} bytes per connection"),
+            tcp_1k,
+        ),
+        (
+            "server-rss",
+            m.rss_n as f64,
+            "bytes",
+            format!("tokio echo server with as many connections: {echo_n} bytes"),
+            echo_n as f64,
+        ),
+        (
+            "fanout10-msgs-per-s",
+            best(&m.rate10),
+            "msg/s",
+            format!(
+                "1:1 relay (rooms of 2), mux, same run: {:.0} msg/s",
+                best(&m.rate2)
+            ),
+            best(&m.rate2),
+        ),
+        (
+            "v1-idle-session-bytes",
+            v.per_n,
+            "bytes",
+            format!("tokio echo server, plain idle TCP: {tcp_n:.0} bytes per connection"),
+            tcp_n,
+        ),
+        (
+            "v1-fanout10-msgs-per-s",
+            best(&v.rate10),
+            "msg/s",
+            format!(
+                "1:1 relay (rooms of 2), v1, same run: {:.0} msg/s",
+                best(&v.rate2)
+            ),
+            best(&v.rate2),
+        ),
     ];
-    let units = ["sessions", "bytes", "bytes", "bytes", "msg/s"];
-    let values = [held as f64, sess_n, sess_1k, rss_n as f64, r10];
-    let baselines = [
-        format!("target: {n} sessions"),
-        format!("tokio echo server, plain idle TCP: {tcp_n:.0} bytes per connection"),
-        format!("tokio echo server, plain idle TCP at 1k: {tcp_1k:.0} bytes per connection"),
-        format!("tokio echo server with as many connections: {echo_n} bytes"),
-        format!("1:1 relay (rooms of 2), same run: {r2:.0} msg/s"),
-    ];
-    let base_values = [n as f64, tcp_n, tcp_1k, echo_n as f64, r2];
-    let results = (0..names.len())
-        .map(|i| {
+    let results = results
+        .into_iter()
+        .map(|(name, value, unit, baseline, base)| {
             json!({
-                "name": format!("capacity.{}", names[i]),
-                "value": values[i], "unit": units[i],
-                "baseline": baselines[i],
-                "ratio": values[i] / base_values[i],
+                "name": format!("capacity.{name}"),
+                "value": value, "unit": unit,
+                "baseline": baseline,
+                "ratio": value / base,
             })
         })
         .collect();
     write_results("capacity.", results);
-    drop(rest);
-    drop(server);
 }
