@@ -4,22 +4,38 @@
 //! Run with `cargo bench -p server-stub --bench capacity` (or `npm run bench`);
 //! `-- --sessions N` changes the number of idle sessions (default 10,000).
 //!
-//! What it does, in one run that stops by itself (every wait is bounded; the server and the
+//! What it does, in one run that stops by itself (every wait is bounded; the servers and the
 //! baseline are child processes killed on drop):
 //! 1. Raises this process's soft `RLIMIT_NOFILE` to its hard limit with util-linux `prlimit`
 //!    (the workspace forbids `unsafe`, so no direct `setrlimit`), before spawning children,
 //!    which inherit it. Each session costs one descriptor here and one in the server.
-//! 2. Starts the real `server-stub` binary (release) on 127.0.0.1 port 0 and opens sessions
-//!    the way clients do: `POST` handshake, then the WebSocket, reading the welcome frame.
+//! 2. Baseline first (closed before any session is opened, so this process never needs twice
+//!    the descriptors): this binary re-run as a trivial tokio echo server (one task and a
+//!    1 KiB buffer per connection) holding N plain idle TCP connections.
+//! 3. Twice, each time against a fresh real `server-stub` binary (release) on 127.0.0.1 port 0:
+//!    - **mux** (the first row, what users get): sessions opened the way the browser SDK opens
+//!      them by default: `POST` handshake offering `features: ["mux"]` (PROTOCOL.md §3), then
+//!      the WebSocket speaking v2 frames (§11) through a client-side [`Mux`] of
+//!      `p3_lanes::core::mux`, as `core::client` drives it: resume exchange, then chunks and
+//!      acks. A session counts as open and idle once the `welcome` arrived, both resumes were
+//!      answered and the client's ack of the welcome went out (the server holds nothing
+//!      unacknowledged).
+//!    - **v1** (the comparison row; the SDK with `mux: false`): handshake without the feature,
+//!      §5 frames, open once the welcome frame arrived.
+//!
 //!    Server memory is `VmRSS` from `/proc/<pid>/status` after a warm-up of 100 sessions, at
 //!    1,000 and at N: per-session memory is the growth divided by the sessions added.
-//! 3. Baseline in the same run (measured first, and closed before the sessions are opened, so
-//!    this process never needs twice the descriptors): this binary re-run as a trivial tokio
-//!    echo server (one task and a 1 KiB buffer per connection) holding as many plain idle TCP
-//!    connections.
-//! 4. Fan-out: 100 rooms of 10 sessions, one sender per room, and as baseline 100 rooms of 2
-//!    (a direct 1:1 relay), each sender keeping at most 64 messages in flight per receiver;
-//!    delivered messages are counted for 3 s per phase, phases interleaved (1:1, 10, 1:1, 10).
+//!    The first 1,200 sessions of each kind stay open as fan-out rooms (the others close):
+//!    100 rooms of 10, one sender per room, and as baseline 100 rooms of 2 (a direct 1:1
+//!    relay).
+//! 4. Fan-out, both servers up: each sender keeps at most 64 messages in flight per receiver;
+//!    delivered messages are counted for 3 s per phase, phases interleaved (mux 1:1, mux 10,
+//!    v1 1:1, v1 10, twice), best phase of each reported. With mux every member is one task
+//!    driving its `Mux` (reads, acks, timers); the load generator shares the machine's cores
+//!    with the server, so its own per-message cost is in the figure.
+//!
+//! Memory figures are stable from run to run; msg/s figures are noisy on a shared machine
+//! (compare rows of one run, not runs).
 //!
 //! Prints a table and replaces the `capacity.` entries of `bench-results.json` at the
 //! repository root with `{name, value, unit, baseline, ratio}`.
@@ -633,8 +649,9 @@ async fn fan_out(rooms: &mut [Room]) -> f64 {
     }
     let got = counted();
     println!(
-        "fan-out phase, rooms of {}: {due} deliveries due, {got} counted",
-        rooms.first().map_or(0, |r| r.receivers + 1)
+        "fan-out phase, rooms of {}: {due} deliveries due, {got} counted, {:.0} msg/s",
+        rooms.first().map_or(0, |r| r.receivers + 1),
+        (after - before) as f64 / elapsed
     );
     (after - before) as f64 / elapsed
 }
@@ -668,14 +685,16 @@ struct Figures {
     /// Delivered msg/s, rooms of 10 and 1:1, per phase.
     rate10: Vec<f64>,
     rate2: Vec<f64>,
+    /// The server and its fan-out rooms (rooms of 10, rooms of 2), kept for the phases.
+    fleet: Option<(ChildGuard, Vec<Room>, Vec<Room>)>,
 }
 
 fn best(v: &[f64]) -> f64 {
     v.iter().copied().fold(0.0, f64::max)
 }
 
-/// Opens `n` idle sessions of kind `proto` on a fresh server, reads its memory, then runs
-/// the fan-out phases on the first 1,200 of them; closes everything before returning.
+/// Opens `n` idle sessions of kind `proto` on a fresh server, reads its memory, then keeps
+/// the first 1,200 as fan-out rooms (run by [`fan_out_both`]) and closes the others.
 async fn measure(n: usize, proto: Proto) -> Figures {
     let (server, addr) = spawn_server();
     let server_pid = server.0.id();
@@ -728,29 +747,36 @@ async fn measure(n: usize, proto: Proto) -> Figures {
         sample.len()
     );
 
-    // Fan-out: the first 1,000 sessions as rooms of 10, the next 200 as rooms of 2.
+    // Fan-out rooms: the first 1,000 sessions as rooms of 10, the next 200 as rooms of 2;
+    // the other sessions are closed (descriptors for the next kind).
     let rest = sessions.split_off(1_200.min(held));
+    drop(rest);
     let pairs_sessions = sessions.split_off(1_000.min(sessions.len()));
-    let mut tens = make_rooms(sessions, 10, "fan10").await;
-    let mut pairs = make_rooms(pairs_sessions, 2, "pair").await;
-    let mut rate10 = Vec::new();
-    let mut rate2 = Vec::new();
-    for _ in 0..2 {
-        rate2.push(fan_out(&mut pairs).await);
-        rate10.push(fan_out(&mut tens).await);
-    }
-    drop((rest, tens, pairs));
-    drop(server);
-    // Let the member tasks see their sockets close and free their descriptors.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tens = make_rooms(sessions, 10, "fan10").await;
+    let pairs = make_rooms(pairs_sessions, 2, "pair").await;
     Figures {
         held,
         per_n: per(rss_n.saturating_sub(rss0), held - WARMUP),
         per_1k: per(rss1k.saturating_sub(rss0), at_1k - WARMUP),
         rss_n,
-        rate10,
-        rate2,
+        rate10: Vec::new(),
+        rate2: Vec::new(),
+        fleet: Some((server, tens, pairs)),
     }
+}
+
+/// Fan-out phases of both kinds interleaved (mux 1:1, mux 10, v1 1:1, v1 10, twice), so
+/// the load of other processes hits both alike; then closes the rooms and servers.
+async fn fan_out_both(m: &mut Figures, v: &mut Figures) {
+    for _ in 0..2 {
+        for f in [&mut *m, &mut *v] {
+            let (_, tens, pairs) = f.fleet.as_mut().expect("rooms");
+            f.rate2.push(fan_out(pairs).await);
+            f.rate10.push(fan_out(tens).await);
+        }
+    }
+    m.fleet = None;
+    v.fleet = None;
 }
 
 async fn run(n: usize, nofile: u64) {
@@ -787,8 +813,9 @@ async fn run(n: usize, nofile: u64) {
 
     // The SDK's default (multiplexed) sessions, then v1 sessions for comparison, each on a
     // fresh server.
-    let m = measure(n, Proto::Mux).await;
-    let v = measure(n, Proto::V1).await;
+    let mut m = measure(n, Proto::Mux).await;
+    let mut v = measure(n, Proto::V1).await;
+    fan_out_both(&mut m, &mut v).await;
 
     let kib = |b: f64| b / 1024.0;
     let mib = |b: u64| b as f64 / 1048576.0;
