@@ -116,13 +116,13 @@ export async function runFailover({ music, browsers, room: ROOM, signal, reason,
 }
 
 /** Wait until `state` has taken effect plus `ms` (true clock = shared clock). */
-async function settle(state, ms) {
+export async function settle(state, ms) {
   const wait = state.referenceTime + ms - Date.now();
   if (wait > 0) await sleep(wait);
 }
 
 /** Every page holds `state` (same version). */
-async function checkState(pages, state) {
+export async function checkState(pages, state) {
   for (const p of pages) {
     const s = await p.page.evaluate(() => window.music.room.state);
     assert.deepEqual([s.epoch, s.sequence, s.isPlaying, s.trackId], [state.epoch, state.sequence, state.isPlaying, state.trackId], `${p.label}: state`);
@@ -130,7 +130,7 @@ async function checkState(pages, state) {
 }
 
 /** Every page holds `state` and plays where the room is, within MAX_ERROR_MS. */
-async function checkFollow(pages, state, when) {
+export async function checkFollow(pages, state, when) {
   await checkState(pages, state);
   const round = await sampleRound(pages);
   const room = roomPosition(state, round.atMs);

@@ -111,7 +111,7 @@ export type MusicRoomEvent =
   | { type: 'error'; code: ErrorCode; message: string }
   /** `peerToPeer`: the sync tier changed (`reason`: `socket-closed`, `heartbeat-timeout`, `high-latency`, `server-back`, `peers`). */
   | { type: 'tier'; from: SyncTier; to: SyncTier; reason: TierReason }
-  /** `peerToPeer`: the controller claim changed without the server; `elected`: this device ran the election (a new epoch). */
+  /** `peerToPeer`: the controller claim `{epoch, controller}` changed (the server's, or one elected without it); `elected`: this device ran the election (a new epoch). */
   | { type: 'controller'; epoch: number; controller: string; elected: boolean }
   /** The room stopped (closed, left, or the client closed); no more events. */
   | { type: 'closed'; reason: string };
