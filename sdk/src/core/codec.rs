@@ -11,6 +11,10 @@
 //!   *value* listed in it is written as the MessagePack ext [`DICT_STRING_EXT`] holding its
 //!   index (fixext 1: `d4 64 ii` for indices up to 255, fixext 2: `d5 64 hh ll` up to 65535),
 //!   when that is shorter than the string itself (strings of 3 bytes and more).
+//! - With a dictionary that lists shapes (version 3 on, [`Dictionary::shape_of`]), a map whose
+//!   keys are exactly a listed shape's keys, in the listed order, is written as the MessagePack
+//!   ext whose *type* is the shape number and whose data is the values in order (PROTOCOL.md
+//!   §8.2); any other map (other order, a missing or an extra key) stays a map.
 //! - Floats that a 32-bit float holds exactly (e.g. `42.5`) are written as float 32 (5 bytes
 //!   instead of 9); decoding widens them back to the same f64.
 //! - Without a dictionary the output is plain MessagePack any stock library decodes.
@@ -21,7 +25,7 @@
 //!
 //! The MessagePack layer is `rmp` (markers and primitive writers).
 
-use crate::core::dictionary::Dictionary;
+use crate::core::dictionary::{Dictionary, MAX_SHAPE_KEYS};
 use rmp::Marker;
 use serde_json::{Map, Number, Value};
 
@@ -79,6 +83,9 @@ pub enum CodecError {
     /// [`crate::core::tape`]).
     #[error("string or container too large")]
     TooLarge,
+    /// A shape ext (PROTOCOL.md §8.2) whose data does not hold exactly the shape's values.
+    #[error("shape ext type {0}: data does not hold exactly the shape's values")]
+    BadShape(u8),
     /// JSON payload that does not parse.
     #[error("invalid JSON payload: {0}")]
     Json(String),
@@ -148,6 +155,14 @@ fn write_value(out: &mut Vec<u8>, value: &Value, dict: Option<&Dictionary>) {
             }
         }
         Value::Object(map) => {
+            if let Some(s) = dict.and_then(|d| map_shape(d, map)) {
+                let start = out.len();
+                for v in map.values() {
+                    write_value(out, v, dict);
+                }
+                wrap_shape(out, start, s);
+                return;
+            }
             e::write_map_len(out, map.len() as u32).expect(VEC_WRITE);
             for (k, v) in map {
                 match dict.and_then(|d| d.index_of(k)) {
@@ -160,6 +175,56 @@ fn write_value(out: &mut Vec<u8>, value: &Value, dict: Option<&Dictionary>) {
             }
         }
     }
+}
+
+/// The shape whose keys are exactly `map`'s keys in order, if `d` lists one.
+fn map_shape(d: &Dictionary, map: &Map<String, Value>) -> Option<u8> {
+    if d.shapes().is_empty() || map.is_empty() || map.len() > MAX_SHAPE_KEYS {
+        return None;
+    }
+    let mut keys = [0u32; MAX_SHAPE_KEYS];
+    for (slot, k) in keys.iter_mut().zip(map.keys()) {
+        *slot = d.index_of(k)?;
+    }
+    d.shape_of(&keys[..map.len()])
+}
+
+/// Turns the values written at `out[start..]` into shape `s`'s ext: inserts the ext header
+/// (type `s`; fixext 1/2/4/8/16 when the data is that long, else ext 8/16/32) before them.
+pub(crate) fn wrap_shape(out: &mut Vec<u8>, start: usize, s: u8) {
+    let len = out.len() - start;
+    let mut h = [0u8; 6];
+    let n = match len {
+        1 | 2 | 4 | 8 | 16 => {
+            h[0] = match len {
+                1 => 0xd4,
+                2 => 0xd5,
+                4 => 0xd6,
+                8 => 0xd7,
+                _ => 0xd8,
+            };
+            h[1] = s;
+            2
+        }
+        0..=0xff => {
+            h[..3].copy_from_slice(&[0xc7, len as u8, s]);
+            3
+        }
+        0x100..=0xffff => {
+            h[0] = 0xc8;
+            h[1..3].copy_from_slice(&(len as u16).to_be_bytes());
+            h[3] = s;
+            4
+        }
+        _ => {
+            // Payloads are bounded far below 4 GiB (PROTOCOL.md §11.3).
+            h[0] = 0xc9;
+            h[1..5].copy_from_slice(&(len as u32).to_be_bytes());
+            h[5] = s;
+            6
+        }
+    };
+    out.splice(start..start, h[..n].iter().copied());
 }
 
 /// Writes `f` as float 32 when that holds it exactly, else float 64.
@@ -212,6 +277,22 @@ fn token(dict: Option<&Dictionary>, index: u64) -> Result<&str, CodecError> {
         version: d.version(),
         len: d.tokens().len(),
     })
+}
+
+/// An ext as read by [`Reader::ext`].
+pub(crate) enum Ext<'a, 'd> {
+    /// A dictionary string: its checked index.
+    Token(u32),
+    /// Shape number, its keys (1-based indices) and a reader over its data (the values).
+    Shape(u8, &'d [u32], Reader<'a>),
+}
+
+/// An error inside shape `s`'s data: running out of data is a malformed shape.
+pub(crate) fn shape_error(e: CodecError, s: u8) -> CodecError {
+    match e {
+        CodecError::Truncated => CodecError::BadShape(s),
+        e => e,
+    }
 }
 
 /// A map key as read: a string of the input, or a dictionary index and its token.
@@ -313,9 +394,27 @@ impl<'a> Reader<'a> {
             Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
                 Value::String(self.str(marker)?.to_owned())
             }
-            Marker::FixExt1 | Marker::FixExt2 => {
-                Value::String(self.dict_string(marker, byte, dict)?.to_owned())
-            }
+            Marker::FixExt1
+            | Marker::FixExt2
+            | Marker::FixExt4
+            | Marker::FixExt8
+            | Marker::FixExt16
+            | Marker::Ext8
+            | Marker::Ext16
+            | Marker::Ext32 => match self.ext(marker, byte, dict)? {
+                Ext::Token(i) => Value::String(token(dict, u64::from(i))?.to_owned()),
+                Ext::Shape(s, keys, mut data) => {
+                    let mut map = Map::new();
+                    for &k in keys {
+                        let v = data.value(dict, depth + 1).map_err(|e| shape_error(e, s))?;
+                        map.insert(token(dict, u64::from(k))?.to_owned(), v);
+                    }
+                    if data.remaining() != 0 {
+                        return Err(CodecError::BadShape(s));
+                    }
+                    Value::Object(map)
+                }
+            },
             Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
                 let n = self.len(marker)?;
                 // Every element takes at least one byte: never trust `n` for allocation.
@@ -342,34 +441,40 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// The token a dictionary string ext names (`marker` is fixext 1 or 2).
-    fn dict_string<'d>(
+    /// Reads an ext (`marker` is one of the ext markers, `byte` its byte): a dictionary string
+    /// (its index, checked against `dict`) or a shape (its number, keys and data).
+    ///
+    /// Errors: [`CodecError::UnsupportedType`] for any other ext type or a dictionary string
+    /// that is not fixext 1/2; [`CodecError::Truncated`], index errors.
+    pub(crate) fn ext<'d>(
         &mut self,
         marker: Marker,
         byte: u8,
         dict: Option<&'d Dictionary>,
-    ) -> Result<&'d str, CodecError> {
-        let index = self.dict_string_index(marker, byte, dict)?;
-        token(dict, u64::from(index))
-    }
-
-    /// The index a dictionary string ext names, checked against `dict`.
-    pub(crate) fn dict_string_index(
-        &mut self,
-        marker: Marker,
-        byte: u8,
-        dict: Option<&Dictionary>,
-    ) -> Result<u32, CodecError> {
-        let ty = self.u8()? as i8;
-        if ty != DICT_STRING_EXT {
-            return Err(CodecError::UnsupportedType(byte));
-        }
-        let index = match marker {
-            Marker::FixExt1 => u32::from(self.u8()?),
-            _ => u32::from(u16::from_be_bytes(self.be()?)),
+    ) -> Result<Ext<'a, 'd>, CodecError> {
+        let len = match marker {
+            Marker::FixExt1 => 1,
+            Marker::FixExt2 => 2,
+            Marker::FixExt4 => 4,
+            Marker::FixExt8 => 8,
+            Marker::FixExt16 => 16,
+            Marker::Ext8 => usize::from(self.u8()?),
+            Marker::Ext16 => usize::from(u16::from_be_bytes(self.be()?)),
+            _ => u32::from_be_bytes(self.be()?) as usize,
         };
-        token(dict, u64::from(index))?;
-        Ok(index)
+        let ty = self.u8()?;
+        if ty as i8 == DICT_STRING_EXT && matches!(marker, Marker::FixExt1 | Marker::FixExt2) {
+            let index = match marker {
+                Marker::FixExt1 => u32::from(self.u8()?),
+                _ => u32::from(u16::from_be_bytes(self.be()?)),
+            };
+            token(dict, u64::from(index))?;
+            return Ok(Ext::Token(index));
+        }
+        match dict.and_then(|d| d.shape(ty)) {
+            Some(keys) => Ok(Ext::Shape(ty, keys, Reader::new(self.take(len)?))),
+            None => Err(CodecError::UnsupportedType(byte)),
+        }
     }
 
     /// A map key, borrowed (see [`KeyRef`]).
@@ -587,11 +692,108 @@ mod tests {
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
-mod proptests {
+pub(crate) mod proptests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::json;
 
     /// A dictionary of 300 tokens (indices past 255 take the fixext 2 form).
+    #[test]
+    fn listed_shapes_are_ext_type_then_values_in_order() {
+        let d3 = Dictionary::v3();
+        let pong = json!({"type": "pong", "clientTime": 123456.5, "serverTime": 1735689600000u64});
+        let bytes = encode_msgpack(&pong, Some(&d3));
+        let pong_index = d3.index_of("pong").unwrap() as u8;
+        // ext 8, 17 data bytes, type 7 (the 8th shape): "pong" as a dictionary string, f32, u64.
+        let mut expect = vec![0xc7, 17, 7, 0xd4, 0x64, pong_index, 0xca];
+        expect.extend_from_slice(&123456.5f32.to_be_bytes());
+        expect.push(0xcf);
+        expect.extend_from_slice(&1735689600000u64.to_be_bytes());
+        assert_eq!(bytes, expect);
+        let back = decode_msgpack(&bytes, Some(&d3)).unwrap();
+        assert_eq!(back, pong);
+        let keys: Vec<&String> = back.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            ["type", "clientTime", "serverTime"],
+            "listed key order"
+        );
+        // Data of exactly 1, 2, 4, 8 or 16 bytes is a fixext.
+        let small = json!({"from": 1, "isTyping": true, "conversationId": 200});
+        assert_eq!(encode_msgpack(&small, Some(&d3))[..2], [0xd6, 6]);
+        assert_eq!(
+            decode_msgpack(&encode_msgpack(&small, Some(&d3)), Some(&d3)).unwrap(),
+            small
+        );
+        // v2 writes no shapes; other order, a missing or an extra key stay maps.
+        assert_eq!(encode_msgpack(&pong, Some(&Dictionary::v2()))[0], 0x83);
+        for other in [
+            json!({"clientTime": 1, "type": "pong", "serverTime": 2}),
+            json!({"type": "pong", "clientTime": 1}),
+            json!({"type": "pong", "clientTime": 1, "serverTime": 2, "extra": 3}),
+            json!({"type": "pong", "clientTime": 1, "serverTime": 2, "rtt": 3}),
+        ] {
+            let bytes = encode_msgpack(&other, Some(&d3));
+            assert_eq!(bytes[0] & 0xf0, 0x80, "{other} stays a map");
+            let back = decode_msgpack(&bytes, Some(&d3)).unwrap();
+            assert_eq!(back, other);
+            assert!(back
+                .as_object()
+                .unwrap()
+                .keys()
+                .eq(other.as_object().unwrap().keys()));
+        }
+        // Nested shapes (music-control, its data, the track) each shrink.
+        let mc = json!({"type": "music-control", "action": "seek", "data": {"position": 45.2,
+            "trackId": "abc123", "track": {"id": "abc123", "title": "T", "artist": "A",
+            "duration": 215.4, "url": "/m.ogg"}, "timestamp": 1u64, "from": "u", "controllerId": "u"},
+            "sequence": 156, "signature": "9f86"});
+        let (b2, b3) = (
+            encode_msgpack(&mc, Some(&Dictionary::v2())),
+            encode_msgpack(&mc, Some(&d3)),
+        );
+        assert_eq!(b3[..3], [0xc7, b3.len() as u8 - 3, 0]);
+        assert_eq!(b2.len() - b3.len(), (1 + 5 - 3) + (1 + 6 - 3) + (1 + 5 - 3));
+        assert_eq!(decode_msgpack(&b3, Some(&d3)).unwrap(), mc);
+    }
+
+    #[test]
+    fn malformed_shapes_are_typed_errors() {
+        let d3 = Dictionary::v3();
+        // Shape 7 has 3 keys: data with 2 values, with 4 values, a truncated value.
+        for (bytes, err) in [
+            (&[0xd5, 7, 1, 2][..], CodecError::BadShape(7)),
+            (&[0xd6, 7, 1, 2, 3, 4], CodecError::BadShape(7)),
+            (&[0xc7, 3, 7, 1, 2, 0xcd], CodecError::BadShape(7)),
+            (&[0xc7, 4, 7, 1, 2, 3], CodecError::Truncated),
+            // Shape 8 holding shape 7 that lacks a value.
+            (
+                &[0xc7, 10, 8, 1, 2, 3, 4, 5, 6, 0xd5, 7, 1, 2][..],
+                CodecError::BadShape(7),
+            ),
+            // Unknown shape, ext types JSON cannot hold, the string ext at another size.
+            (&[0xd4, 95, 1], CodecError::UnsupportedType(0xd4)),
+            (&[0xd4, 0xff, 1], CodecError::UnsupportedType(0xd4)),
+            (&[0xd6, 0x64, 0, 0, 0, 1], CodecError::UnsupportedType(0xd6)),
+        ] {
+            assert_eq!(decode_msgpack(bytes, Some(&d3)), Err(err), "{bytes:02x?}");
+        }
+        // Shapes need a dictionary that lists them.
+        let ok = [0xd6, 7, 1, 2, 3, 0xc0];
+        assert!(decode_msgpack(&ok[..5], Some(&d3)).is_err());
+        assert_eq!(
+            decode_msgpack(&ok, Some(&Dictionary::v2())),
+            Err(CodecError::UnsupportedType(0xd6))
+        );
+        assert_eq!(
+            decode_msgpack(&ok, None),
+            Err(CodecError::UnsupportedType(0xd6))
+        );
+        // Values inside a shape obey every rule (here a duplicate key in a nested map).
+        let bad = [0xd6, 7, 1, 2, 0x82, 0xa1, b'a'];
+        assert!(decode_msgpack(&bad, Some(&d3)).is_err());
+    }
+
     fn big_dictionary() -> Dictionary {
         let mut tokens = Dictionary::v2().tokens().to_vec();
         let extra = (0..300 - tokens.len()).map(|i| format!("token-{i}"));
@@ -621,10 +823,43 @@ mod proptests {
         leaf.prop_recursive(6, 256, 10, move |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..10).prop_map(Value::Array),
-                prop::collection::vec((key.clone(), inner), 0..10)
+                prop::collection::vec((key.clone(), inner.clone()), 0..10)
                     .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                shaped(inner),
             ]
         })
+    }
+
+    /// Maps built on dictionary v3's shapes: exact, reordered, missing a key, with an extra key.
+    pub(crate) fn shaped(inner: BoxedStrategy<Value>) -> impl Strategy<Value = Value> {
+        let d = Dictionary::v3();
+        let shapes: Vec<Vec<String>> = d
+            .shapes()
+            .iter()
+            .map(|keys| {
+                keys.iter()
+                    .map(|&k| d.token(u64::from(k)).unwrap().to_owned())
+                    .collect()
+            })
+            .collect();
+        (
+            proptest::sample::select(shapes),
+            prop::collection::vec(inner, 17),
+            0u8..6,
+        )
+            .prop_map(|(keys, values, mode)| {
+                let mut kv: Vec<(String, Value)> = keys.into_iter().zip(values).collect();
+                match mode {
+                    3 => {
+                        let last = kv.len() - 1;
+                        kv.swap(0, last);
+                    }
+                    4 => drop(kv.pop()),
+                    5 => kv.push(("extra".into(), Value::Null)),
+                    _ => {}
+                }
+                Value::Object(kv.into_iter().collect())
+            })
     }
 
     proptest! {
@@ -633,9 +868,14 @@ mod proptests {
         #[test]
         fn msgpack_round_trip_is_exact(v in json_value()) {
             let (d1, d2, big) = (Dictionary::v1(), Dictionary::v2(), big_dictionary());
-            for d in [&d1, &d2, &big] {
-                prop_assert_eq!(&decode_msgpack(&encode_msgpack(&v, Some(d)), Some(d)).unwrap(), &v);
+            let d3 = Dictionary::v3();
+            for d in [&d1, &d2, &d3, &big] {
+                let back = decode_msgpack(&encode_msgpack(&v, Some(d)), Some(d)).unwrap();
+                prop_assert_eq!(&back, &v);
+                prop_assert_eq!(format!("{back}"), format!("{v}"), "key order kept");
             }
+            // A v2 payload reads the same with v3.
+            prop_assert_eq!(&decode_msgpack(&encode_msgpack(&v, Some(&d2)), Some(&d3)).unwrap(), &v);
             // Append-only: a v1 payload reads the same with v2.
             prop_assert_eq!(&decode_msgpack(&encode_msgpack(&v, Some(&d1)), Some(&d2)).unwrap(), &v);
             // Value indices only ever make the payload shorter.
@@ -648,6 +888,7 @@ mod proptests {
         fn decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
             let d = Dictionary::v2();
             let _ = decode_msgpack(&bytes, Some(&d));
+            let _ = decode_msgpack(&bytes, Some(&Dictionary::v3()));
             let _ = decode_msgpack(&bytes, None);
             let _ = decode_json(&bytes);
         }

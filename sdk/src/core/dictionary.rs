@@ -8,6 +8,9 @@
 //! order, so a side holding version `n + 1` decodes frames of version `n` (PROTOCOL.md §8).
 //! From version 2 on, listed string *values* are written as indices too
 //! ([`Dictionary::indexes_values`], the MessagePack ext of [`crate::core::codec`]).
+//! From version 3 on, the dictionary also lists **shapes**: ordered key lists of the protocol's
+//! common objects, which the codec writes as one MessagePack ext holding only the values
+//! ([`Dictionary::shape_of`], PROTOCOL.md §8.2).
 
 use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
@@ -196,6 +199,64 @@ const V2_TOKENS: &[&str] = &[
     "android",
 ];
 
+/// The shapes of dictionary version 3: ordered key lists of the seeds' and the protocol's common
+/// objects (app messages and their `data`, handshake parts). Shape `s` (0-based) is written as
+/// MessagePack ext type `s`. Append-only like the tokens; every key must be a listed token.
+const V3_SHAPES: &[&[&str]] = &[
+    // music-control (seed 004 §2.1, PROTOCOL.md §12.2) and its data / track.
+    &["type", "action", "data", "sequence", "signature"],
+    &["type", "action", "data", "sequence", "epoch", "signature"],
+    &["type", "action", "data", "sequence", "epoch"],
+    &[
+        "position",
+        "trackId",
+        "track",
+        "timestamp",
+        "from",
+        "controllerId",
+    ],
+    &["id", "title", "artist", "duration", "url"],
+    // Messaging and presence (seed 000 app messages).
+    &["from", "content", "timestamp", "encrypted"],
+    &["from", "isTyping", "conversationId"],
+    // Control ping/pong (clock sync).
+    &["type", "clientTime", "serverTime"],
+    // Call quality (seed 004 StatsData).
+    &[
+        "rtt",
+        "jitter",
+        "packetLoss",
+        "bitrate",
+        "codec",
+        "iceState",
+        "timestamp",
+    ],
+    // Signaling: offer / answer / ICE and their data.
+    &["type", "roomId", "data"],
+    &["type", "from", "to", "data"],
+    &["candidate", "sdpMid", "sdpMLineIndex"],
+    // Handshake (seed 000) request, capabilities, lane grants, protocol.
+    &["clientId", "wallet", "capabilities", "deviceInfo"],
+    &["transports", "encodings", "lanes"],
+    &["id", "name", "encoding", "url"],
+    &[
+        "sessionId",
+        "transport",
+        "lanes",
+        "dictionary",
+        "serverTime",
+        "ttlSeconds",
+        "protocol",
+    ],
+];
+
+/// Most shapes a dictionary may list (ext types `0..MAX_SHAPES` name them; 0x64 is the
+/// dictionary string).
+pub const MAX_SHAPES: usize = 96;
+
+/// Most keys one shape may have.
+pub const MAX_SHAPE_KEYS: usize = 16;
+
 /// A negotiated dictionary: version, tokens and the reverse index.
 #[derive(Clone, Debug)]
 pub struct Dictionary {
@@ -206,11 +267,15 @@ pub struct Dictionary {
     index: HashMap<String, u32, FixedState>,
     /// Byte length of the longest token (longer strings skip the lookup).
     longest: usize,
+    /// Shapes: ordered key indices; shape `s` is ext type `s`.
+    shapes: Vec<Box<[u32]>>,
+    /// Key index list → shape number.
+    shape_index: HashMap<Box<[u32]>, u8, FixedState>,
 }
 
 impl PartialEq for Dictionary {
     fn eq(&self, other: &Dictionary) -> bool {
-        self.version == other.version && self.tokens == other.tokens
+        self.version == other.version && self.tokens == other.tokens && self.shapes == other.shapes
     }
 }
 
@@ -235,6 +300,11 @@ pub enum DictionaryError {
     /// `indexMap` disagrees with `tokens`.
     #[error("dictionary indexMap entry {0:?} does not match its position in tokens")]
     IndexMismatch(String),
+    /// Shape number `0` is empty, longer than [`MAX_SHAPE_KEYS`], names an index that is not a
+    /// token, repeats a key, or repeats an earlier shape; or there are more than
+    /// [`MAX_SHAPES`] shapes.
+    #[error("dictionary shape {0} is invalid")]
+    BadShape(usize),
 }
 
 impl Dictionary {
@@ -259,7 +329,32 @@ impl Dictionary {
             longest: tokens.iter().map(String::len).max().unwrap_or(0),
             tokens,
             index,
+            shapes: Vec::new(),
+            shape_index: HashMap::default(),
         })
+    }
+
+    /// This dictionary with `shapes` (ordered lists of 1-based key indices; shape `s` is
+    /// written as ext type `s`).
+    ///
+    /// Errors: [`DictionaryError::BadShape`] (see its docs).
+    pub fn with_shapes(mut self, shapes: Vec<Vec<u32>>) -> Result<Dictionary, DictionaryError> {
+        if shapes.len() > MAX_SHAPES {
+            return Err(DictionaryError::BadShape(MAX_SHAPES));
+        }
+        let mut index = HashMap::with_capacity_and_hasher(shapes.len(), FixedState::default());
+        for (s, keys) in shapes.iter().enumerate() {
+            let valid = (1..=MAX_SHAPE_KEYS).contains(&keys.len())
+                && keys.iter().all(|&k| self.token(u64::from(k)).is_some())
+                && keys.iter().enumerate().all(|(i, k)| !keys[..i].contains(k));
+            let keys: Box<[u32]> = keys.clone().into_boxed_slice();
+            if !valid || index.insert(keys, s as u8).is_some() {
+                return Err(DictionaryError::BadShape(s));
+            }
+        }
+        self.shapes = shapes.into_iter().map(Vec::into_boxed_slice).collect();
+        self.shape_index = index;
+        Ok(self)
     }
 
     /// The built-in dictionary version 1 (keys only; what server-stub negotiated before v2).
@@ -274,9 +369,42 @@ impl Dictionary {
         Dictionary::new(2, tokens.collect()).expect("built-in dictionary is valid")
     }
 
-    /// The built-in dictionary server-stub negotiates today ([`Dictionary::v2`]).
+    /// The built-in dictionary version 3: v2's tokens, plus the shapes of [`V3_SHAPES`].
+    pub fn v3() -> Dictionary {
+        let tokens = V1_TOKENS.iter().chain(V2_TOKENS).map(|s| s.to_string());
+        let d = Dictionary::new(3, tokens.collect()).expect("built-in dictionary is valid");
+        let shapes = V3_SHAPES
+            .iter()
+            .map(|keys| {
+                keys.iter()
+                    .map(|k| d.index_of(k).expect("shape keys are tokens"))
+                    .collect()
+            })
+            .collect();
+        d.with_shapes(shapes).expect("built-in dictionary is valid")
+    }
+
+    /// The built-in dictionary server-stub negotiates today ([`Dictionary::v3`]).
     pub fn current() -> Dictionary {
-        Dictionary::v2()
+        Dictionary::v3()
+    }
+
+    /// The shapes, in order (shape `s` is ext type `s`), as 1-based key indices.
+    pub fn shapes(&self) -> &[Box<[u32]>] {
+        &self.shapes
+    }
+
+    /// The shape whose keys are exactly `keys` (1-based indices, in this order), if listed.
+    pub fn shape_of(&self, keys: &[u32]) -> Option<u8> {
+        if self.shapes.is_empty() {
+            return None;
+        }
+        self.shape_index.get(keys).copied()
+    }
+
+    /// The keys of shape `s`, if listed.
+    pub fn shape(&self, s: u8) -> Option<&[u32]> {
+        self.shapes.get(usize::from(s)).map(|k| &k[..])
     }
 
     /// Whether listed string values are written as indices (version 2 and later); version 1
@@ -325,6 +453,7 @@ impl Dictionary {
                 .iter()
                 .map(|t| (t.clone(), self.index[t]))
                 .collect(),
+            shapes: self.shapes.iter().map(|k| k.to_vec()).collect(),
         }
     }
 
@@ -334,7 +463,7 @@ impl Dictionary {
             .version
             .parse()
             .map_err(|_| DictionaryError::BadVersion(w.version.clone()))?;
-        let dict = Dictionary::new(version, w.tokens.clone())?;
+        let dict = Dictionary::new(version, w.tokens.clone())?.with_shapes(w.shapes.clone())?;
         for (k, v) in &w.index_map {
             if dict.index_of(k) != Some(*v) {
                 return Err(DictionaryError::IndexMismatch(k.clone()));
@@ -356,6 +485,10 @@ pub struct DictionaryWire {
     pub tokens: Vec<String>,
     /// Token → 1-based index (redundant with `tokens`; checked on receipt).
     pub index_map: BTreeMap<String, u32>,
+    /// Shapes (version 3 on): ordered lists of 1-based key indices; shape `s` is the codec's
+    /// ext type `s` (PROTOCOL.md §8.2). Absent before version 3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shapes: Vec<Vec<u32>>,
 }
 
 #[cfg(test)]
@@ -384,6 +517,46 @@ mod tests {
         assert!(d2.reads(1) && d2.reads(2) && !d2.reads(3) && !d1.reads(2));
         assert!(d2.tokens().len() <= 255, "v2 indices fit one byte");
         assert_eq!(Dictionary::from_wire(&d2.to_wire()).unwrap(), d2);
+    }
+
+    #[test]
+    fn v3_extends_v2_with_shapes() {
+        let (d2, d3) = (Dictionary::v2(), Dictionary::v3());
+        assert_eq!(d3.tokens(), d2.tokens());
+        assert!(d2.shapes().is_empty() && !d3.shapes().is_empty());
+        assert!(d3.reads(2) && d3.reads(3) && !d2.reads(3));
+        let keys: Vec<u32> = ["type", "clientTime", "serverTime"]
+            .iter()
+            .map(|k| d3.index_of(k).unwrap())
+            .collect();
+        let s = d3.shape_of(&keys).unwrap();
+        assert_eq!(d3.shape(s), Some(&keys[..]));
+        assert_eq!(d3.shape_of(&keys[..2]), None, "a prefix is not the shape");
+        assert_eq!(Dictionary::from_wire(&d3.to_wire()).unwrap(), d3);
+        let json = serde_json::to_value(d2.to_wire()).unwrap();
+        assert!(json.get("shapes").is_none(), "v2 wire has no shapes");
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        let d = || Dictionary::v1();
+        for bad in [
+            vec![vec![]],
+            vec![vec![1, 1]],
+            vec![vec![0]],
+            vec![vec![1, 999]],
+        ] {
+            assert!(matches!(
+                d().with_shapes(bad),
+                Err(DictionaryError::BadShape(0))
+            ));
+        }
+        assert!(matches!(
+            d().with_shapes(vec![vec![1, 2], vec![1, 2]]),
+            Err(DictionaryError::BadShape(1))
+        ));
+        assert!(d().with_shapes(vec![vec![1]; 97]).is_err());
+        assert!(d().with_shapes(vec![(1..=17).collect()]).is_err());
     }
 
     #[test]

@@ -29,9 +29,10 @@
 //! to and from [`serde_json::Value`] for the JSON lanes and the client's payload path.
 
 use crate::core::codec::{
-    write_float, write_listed_string, write_string, CodecError, KeyRef, Reader, MAX_DEPTH,
+    shape_error, wrap_shape, write_float, write_listed_string, write_string, CodecError, Ext,
+    KeyRef, Reader, MAX_DEPTH,
 };
-use crate::core::dictionary::Dictionary;
+use crate::core::dictionary::{Dictionary, MAX_SHAPE_KEYS};
 use foldhash::fast::RandomState;
 use rmp::Marker;
 use serde_json::{Map, Number, Value};
@@ -283,24 +284,53 @@ fn write_node(
             }
         }
         Node::Map(n) => {
+            let start = out.len();
             e::write_map_len(out, n as u32).expect(VEC_WRITE);
-            for _ in 0..n {
-                match r.node()? {
+            // With shapes (PROTOCOL.md §8.2), remember each key's index and where its value
+            // went; if the keys are a listed shape, keep only the values, wrapped in its ext.
+            let mut listed =
+                (1..=MAX_SHAPE_KEYS).contains(&n) && dict.is_some_and(|d| !d.shapes().is_empty());
+            let mut keys = [0u32; MAX_SHAPE_KEYS];
+            let mut spans = [(0usize, 0usize); MAX_SHAPE_KEYS];
+            for j in 0..n {
+                let index = match r.node()? {
                     Node::Str(k) => match dict.and_then(|d| d.index_of(k)) {
                         Some(i) => {
                             e::write_uint(out, u64::from(i)).expect(VEC_WRITE);
+                            Some(i)
                         }
                         None => {
                             e::write_str(out, k).expect(VEC_WRITE);
+                            None
                         }
                     },
                     Node::Token(i) => {
                         token(dict, i)?;
                         e::write_uint(out, u64::from(i)).expect(VEC_WRITE);
+                        Some(i)
                     }
                     _ => return Err(TapeError::BadWord(r.tape.ops[r.op - 1])),
-                }
+                };
+                let from = out.len();
                 write_node(r, out, dict, depth + 1)?;
+                if listed {
+                    match index {
+                        Some(i) => {
+                            keys[j] = i;
+                            spans[j] = (from, out.len());
+                        }
+                        None => listed = false,
+                    }
+                }
+            }
+            if let Some(s) = dict.filter(|_| listed).and_then(|d| d.shape_of(&keys[..n])) {
+                let mut to = start;
+                for &(a, b) in &spans[..n] {
+                    out.copy_within(a..b, to);
+                    to += b - a;
+                }
+                out.truncate(to);
+                wrap_shape(out, start, s);
             }
         }
     }
@@ -458,10 +488,28 @@ fn read_node<'a>(
             let s = r.str(marker)?;
             tape.str(s)?;
         }
-        Marker::FixExt1 | Marker::FixExt2 => {
-            let index = r.dict_string_index(marker, byte, dict)?;
-            tape.op(TOKEN, index as usize)?;
-        }
+        Marker::FixExt1
+        | Marker::FixExt2
+        | Marker::FixExt4
+        | Marker::FixExt8
+        | Marker::FixExt16
+        | Marker::Ext8
+        | Marker::Ext16
+        | Marker::Ext32 => match r.ext(marker, byte, dict)? {
+            Ext::Token(index) => tape.op(TOKEN, index as usize)?,
+            Ext::Shape(s, keys, mut data) => {
+                // A shape is a map with its listed keys (distinct by construction).
+                tape.op(MAP, keys.len())?;
+                for &k in keys {
+                    tape.op(TOKEN, k as usize)?;
+                    read_node(&mut data, dict, tape, depth + 1, seen)
+                        .map_err(|e| shape_error(e, s))?;
+                }
+                if data.remaining() != 0 {
+                    return Err(CodecError::BadShape(s));
+                }
+            }
+        },
         Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
             let n = r.len(marker)?;
             tape.op(ARRAY, n)?;
@@ -704,8 +752,9 @@ mod proptests {
         leaf.prop_recursive(5, 128, 8, move |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-                prop::collection::vec((key.clone(), inner), 0..20)
+                prop::collection::vec((key.clone(), inner.clone()), 0..20)
                     .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                crate::core::codec::proptests::shaped(inner),
             ]
         })
     }
@@ -715,7 +764,7 @@ mod proptests {
 
         #[test]
         fn tape_paths_agree_with_the_value_codec(v in json_value()) {
-            let d = Dictionary::v2();
+            let d = Dictionary::v3();
             let expect = js(&v);
             let mut t = Tape::default();
             // Value → tape → Value, and → MessagePack (what the JS writer's tape gives).
@@ -729,12 +778,14 @@ mod proptests {
             let mut back = Tape::default();
             decode_to_tape(&encode_msgpack(&v, Some(&d)), Some(&d), &mut back).unwrap();
             let r = TapeRef { ops: &back.ops, nums: &back.nums, text: &back.text };
-            prop_assert_eq!(&tape_to_value(r, Some(&d)).unwrap(), &expect);
+            let got = tape_to_value(r, Some(&d)).unwrap();
+            prop_assert_eq!(&got, &expect);
+            prop_assert_eq!(format!("{got}"), format!("{expect}"), "key order kept");
         }
 
         #[test]
         fn decode_to_tape_never_panics_and_agrees(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-            let d = Dictionary::v2();
+            let d = Dictionary::v3();
             let mut t = Tape::default();
             let tape = decode_to_tape(&bytes, Some(&d), &mut t);
             let value = decode_msgpack(&bytes, Some(&d));
