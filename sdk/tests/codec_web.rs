@@ -105,6 +105,40 @@ fn listed_keys_and_values_are_indices() {
 }
 
 #[wasm_bindgen_test]
+fn listed_shapes_cross_the_boundary_in_key_order() {
+    let codec = DictionaryCodec::v3();
+    assert_eq!(codec.dictionary_version(), Some(3));
+    let pong = r#"{"type": "pong", "clientTime": 123456.5, "serverTime": 1735689600000}"#;
+    let bytes = codec.encode(js(pong)).unwrap();
+    // ext 8, 17 data bytes, shape 7: the values only (PROTOCOL.md §8.2).
+    assert_eq!(&bytes[..3], &[0xc7, 17, 7]);
+    assert_eq!(bytes.len(), 20);
+    let back = round_trip(&codec, &js(pong));
+    assert_eq!(
+        text(&back),
+        r#"{"type":"pong","clientTime":123456.5,"serverTime":1735689600000}"#
+    );
+    // Nested shapes, and maps that are not exactly a shape (order, extra key) stay maps.
+    for src in [
+        r#"{"type": "ice", "roomId": "r", "data": {"candidate": "c", "sdpMid": "0", "sdpMLineIndex": 0}}"#,
+        r#"{"serverTime": 1, "type": "pong", "clientTime": 2}"#,
+        r#"{"type": "pong", "clientTime": 2, "serverTime": 1, "extra": 3}"#,
+    ] {
+        let back = round_trip(&codec, &js(&format!("({src})")));
+        assert_eq!(text(&back), text(&js(&format!("({src})"))), "{src}");
+    }
+    assert_eq!(
+        codec
+            .encode(js(r#"{"serverTime": 1, "type": "pong", "clientTime": 2}"#))
+            .unwrap()[0],
+        0x83
+    );
+    // A malformed shape is a typed error.
+    let (code, _) = error_of(codec.decode(&[0xd5, 7, 1, 2]).unwrap_err());
+    assert_eq!(code, "bad_payload");
+}
+
+#[wasm_bindgen_test]
 fn values_json_cannot_hold_are_refused_with_their_path() {
     let codec = DictionaryCodec::v2();
     for (src, path) in [

@@ -70,7 +70,7 @@ async fn handshake_grants_only_offered_lanes_and_encodings() {
         hs.websocket_url,
         format!("/api/protocol/v2/session/{sid}/ws")
     );
-    assert_eq!(hs.dictionary.version, "2");
+    assert_eq!(hs.dictionary.version, "3");
     assert_eq!(hs.dictionary.tokens[0], "msg");
     assert_eq!(hs.dictionary.index_map["msg"], 1);
     assert_eq!(hs.ttl_seconds, 3600);
@@ -273,7 +273,7 @@ async fn protocol_info_lists_the_registry() {
     );
     assert_eq!(lanes[2]["defaultEncoding"], "protobuf");
     assert_eq!(lanes[7]["name"], "Relay");
-    assert_eq!(info["dictionary"]["version"], "2");
+    assert_eq!(info["dictionary"]["version"], "3");
     assert_eq!(info["dictionary"]["indexMap"]["ts"], 2);
 }
 

@@ -56,7 +56,7 @@ impl DictionaryCodec {
 
 #[wasm_bindgen]
 impl DictionaryCodec {
-    /// A codec with `dictionary` (the handshake response's `{version, tokens, indexMap}`) in
+    /// A codec with `dictionary` (the handshake response's `{version, tokens, indexMap, shapes?}`) in
     /// force, or none when `dictionary` is `null` (plain MessagePack any library decodes).
     ///
     /// Errors: `invalid_argument` when `dictionary` is not a valid dictionary.
@@ -81,10 +81,15 @@ impl DictionaryCodec {
         DictionaryCodec::with(Some(Dictionary::v1()))
     }
 
-    /// A codec with the built-in dictionary v2 (keys and listed string values as indices;
-    /// what server-stub negotiates).
+    /// A codec with the built-in dictionary v2 (keys and listed string values as indices).
     pub fn v2() -> DictionaryCodec {
         DictionaryCodec::with(Some(Dictionary::v2()))
+    }
+
+    /// A codec with the built-in dictionary v3 (v2 plus listed shapes, PROTOCOL.md §8.2; what
+    /// server-stub negotiates).
+    pub fn v3() -> DictionaryCodec {
+        DictionaryCodec::with(Some(Dictionary::v3()))
     }
 
     /// The dictionary version in force, or `undefined` for plain MessagePack.

@@ -118,7 +118,7 @@ export interface HandshakeResponse {
   /** Granted lanes, ascending id. */
   lanes: LaneGrant[];
   /** The negotiated key dictionary: `tokens[i]` has index `i + 1`. */
-  dictionary: { version: string; tokens: string[]; indexMap: Record<string, number> };
+  dictionary: { version: string; tokens: string[]; indexMap: Record<string, number>; shapes?: number[][] };
   /** Server wall clock at handshake, ms since the Unix epoch. */
   serverTime: number;
   /** Session lifetime after its last activity, s. */
