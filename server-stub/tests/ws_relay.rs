@@ -38,7 +38,7 @@ async fn welcome_is_the_first_frame() {
             assert!(server_time >= before && server_time <= server_stub::now_ms());
             assert_eq!(
                 (h.lane, h.seq, h.encoding, h.dict_version),
-                (Lane::Control, 1, Encoding::Msgpack, 2)
+                (Lane::Control, 1, Encoding::Msgpack, 3)
             );
         }
         other => panic!("expected welcome, got {other:?}"),
@@ -78,7 +78,7 @@ async fn room_relays_a_msgpack_dictionary_message_on_lane_2() {
     assert_eq!(h.to, None);
     assert_eq!(
         (h.lane, h.seq, h.encoding, h.dict_version),
-        (Lane::Messaging, 1, Encoding::Msgpack, 2)
+        (Lane::Messaging, 1, Encoding::Msgpack, 3)
     );
 
     // B → A, and seqs count per receiver and lane.
@@ -158,7 +158,7 @@ async fn json_and_msgpack_sessions_are_transcoded() {
     assert_eq!(got, value);
     assert_eq!(
         (h.lane, h.encoding, h.dict_version, h.from),
-        (Lane::Sync, Encoding::Msgpack, 2, Some(j.sid()))
+        (Lane::Sync, Encoding::Msgpack, 3, Some(j.sid()))
     );
 
     m.send_data(Lane::Sync, &value, None).await;
