@@ -63,7 +63,7 @@ function showHandshake(client) {
         ? `${hs.transport} · lane multiplexer (v2 frames)`
         : `${hs.transport} · v1 frames`;
   $('protocol-version').textContent = `${hs.protocol.version} (${hs.protocol.features.join(', ')})`;
-  $('dictionary').textContent = `v${hs.dictionary.version}, ${hs.dictionary.tokens.length} tokens`;
+  $('dictionary').textContent = `v${hs.dictionary.version}, ${hs.dictionary.tokens.length} tokens, ${hs.dictionary.shapes?.length ?? 0} shapes`;
   $('ttl').textContent = `${hs.ttlSeconds} s`;
   $('heartbeat').textContent = `ping every ${hs.heartbeat.intervalMs / 1000} s, timeout ${hs.heartbeat.timeoutMs / 1000} s`;
 }
