@@ -25,7 +25,6 @@
 
 use crate::error::{AppError, SessionPath};
 use crate::music;
-use crate::now_ms;
 use crate::pwa::admin_allowed;
 use crate::signal_route;
 use crate::state::{AppState, Variant, HTTP_SENDER};
@@ -613,19 +612,7 @@ fn post_control(
         Control::Ping {
             client_time,
             rtt_ms,
-        } => {
-            if let Some(rtt) = rtt_ms {
-                reg.music_rtt(sid, rtt);
-            }
-            reg.reply(
-                sid,
-                HTTP_SENDER,
-                &Control::Pong {
-                    client_time,
-                    server_time: now_ms(),
-                },
-            );
-        }
+        } => reg.answer_ping(sid, HTTP_SENDER, client_time, rtt_ms),
         _ => {
             return Err(WireError::new(
                 ErrorCode::BadControl,

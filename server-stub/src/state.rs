@@ -464,6 +464,28 @@ impl Registry {
         }
     }
 
+    /// Answers a client's `ping {clientTime, rttMs?}` on `conn_id` with `pong {clientTime,
+    /// serverTime}` (seed 001 heartbeat), feeding `rttMs` to its music room first (§12.3).
+    pub(crate) fn answer_ping(
+        &mut self,
+        sid: SessionId,
+        conn_id: u64,
+        client_time: f64,
+        rtt_ms: Option<f64>,
+    ) {
+        if let Some(rtt) = rtt_ms {
+            self.music_rtt(sid, rtt);
+        }
+        self.reply(
+            sid,
+            conn_id,
+            &Control::Pong {
+                client_time,
+                server_time: now_ms(),
+            },
+        );
+    }
+
     /// Records activity on socket `conn_id`; `false` if that socket no longer owns the session.
     pub(crate) fn touch(&mut self, sid: SessionId, conn_id: u64, now: Instant) -> bool {
         match self.sender_session(sid, conn_id) {

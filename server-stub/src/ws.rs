@@ -40,7 +40,6 @@
 
 use crate::error::AppError;
 use crate::music;
-use crate::now_ms;
 use crate::signal_route;
 use crate::state::{
     close, error_msg, mono_ms, AppState, Attach, CloseReason, CloseSignal, OutboundRx, Variant,
@@ -624,19 +623,7 @@ fn handle_control(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeade
         Control::Ping {
             client_time,
             rtt_ms,
-        } => {
-            if let Some(rtt) = rtt_ms {
-                reg.music_rtt(sid, rtt);
-            }
-            reg.reply(
-                sid,
-                conn_id,
-                &Control::Pong {
-                    client_time,
-                    server_time: now_ms(),
-                },
-            );
-        }
+        } => reg.answer_ping(sid, conn_id, client_time, rtt_ms),
         other => {
             let kind = serde_json::to_value(&other)
                 .ok()
