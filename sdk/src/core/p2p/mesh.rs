@@ -27,9 +27,19 @@
 //!
 //! # Links and relinks
 //! The links wanted are [`signal::mesh_links`] of the members (full mesh ≤ 6, hub beyond) with
-//! the configured controller (default: the lowest member id). A link that fails or closes is
-//! opened again after [`RELINK_DELAY_MS`] while it is still wanted; the peer's [`Mux`] lives
-//! on across links, so reliable lanes resume without loss (§11.6).
+//! the configured controller (default: the lowest member id) and its deputy ([`Mesh::hub`]).
+//! A link that fails or closes is opened again after [`RELINK_DELAY_MS`] while it is still
+//! wanted; the peer's [`Mux`] lives on across links, so reliable lanes resume without loss
+//! (§11.6).
+//!
+//! # The hub follows the election (PROTOCOL.md §13.13)
+//! The driver calls [`Mesh::set_controller`] with every new claim's controller (the server's
+//! DJ while it is up, the elected one without it). The deputy is the lowest member id other
+//! than the controller that is not **lost**: a member is lost when its link to this device
+//! went down while the server was unreachable, and stops being lost when a link to it
+//! connects again or the server's member list no longer names it. Without the server nobody
+//! says `peer-left`, so this is how a departed DJ stops being picked as deputy; every member
+//! agrees because every member is linked to both hubs and sees a hub's links drop.
 //!
 //! # Signaling routes
 //! Server up: every signal goes through the server (Messaging lane, `to` = the peer).
@@ -411,6 +421,8 @@ pub struct Mesh {
     tier: TierMachine,
     /// What the tier machine was last told about the server's socket.
     tier_socket: Option<bool>,
+    /// Members whose link went down while the server was unreachable (see the module doc).
+    lost: BTreeSet<String>,
 }
 
 impl Mesh {
@@ -429,6 +441,7 @@ impl Mesh {
             now: 0,
             tier: TierMachine::new(TierConfig::default(), Tier::Socket),
             tier_socket: None,
+            lost: BTreeSet::new(),
         }
     }
 
@@ -462,17 +475,48 @@ impl Mesh {
 
     /// The peers this device should link to now (topology).
     pub fn wanted(&self) -> BTreeSet<String> {
+        let (controller, deputy) = self.hubs();
+        signal::links_of(
+            &signal::mesh_links(&self.members, &controller, deputy.as_deref()),
+            &self.cfg.me,
+        )
+    }
+
+    /// The hub the topology centres on: `(controller, deputy)`, or `None` while the room is a
+    /// full mesh (at most [`signal::FULL_MESH_MAX`] members). The controller is the one set
+    /// with [`Mesh::set_controller`] if it is a member, else the lowest member id that is not
+    /// lost; the deputy the lowest other member id that is not lost (module doc).
+    pub fn hub(&self) -> Option<(String, Option<String>)> {
+        (self.members.len() > signal::FULL_MESH_MAX).then(|| self.hubs())
+    }
+
+    /// Members this device considers gone without the server having said so (module doc).
+    pub fn lost(&self) -> &BTreeSet<String> {
+        &self.lost
+    }
+
+    fn hubs(&self) -> (String, Option<String>) {
+        let present = |m: &&String| !self.lost.contains(*m);
         let controller = self
             .cfg
             .controller
             .clone()
             .filter(|c| self.members.contains(c))
+            .or_else(|| self.members.iter().find(present).cloned())
             .or_else(|| self.members.iter().next().cloned())
             .unwrap_or_default();
-        signal::links_of(
-            &signal::mesh_links(&self.members, &controller, None),
-            &self.cfg.me,
-        )
+        let deputy = self
+            .members
+            .iter()
+            .filter(present)
+            .find(|m| **m != controller)
+            .cloned();
+        (controller, deputy)
+    }
+
+    /// Whether the server is unreachable for the mesh (socket down or the tier left it).
+    fn serverless(&self) -> bool {
+        !self.server_up || self.tier.tier() != Tier::Socket
     }
 
     /// The sync tier now.
@@ -493,12 +537,15 @@ impl Mesh {
         self.now = self.now.max(now);
         self.members = members.into_iter().collect();
         self.members.insert(self.cfg.me.clone());
+        let members = &self.members;
+        self.lost.retain(|m| members.contains(m));
         self.reconcile();
     }
 
     /// A member joined.
     pub fn handle_member_joined(&mut self, peer: String, now: u64) {
         self.now = self.now.max(now);
+        self.lost.remove(&peer);
         self.members.insert(peer);
         self.reconcile();
     }
@@ -508,11 +555,16 @@ impl Mesh {
         self.now = self.now.max(now);
         if peer != self.cfg.me {
             self.members.remove(peer);
+            self.lost.remove(peer);
         }
         self.reconcile();
     }
 
-    /// Sets the controller the hub topology centres on (`None`: the lowest member id).
+    /// Sets the controller the hub topology centres on (`None`: the lowest member id that is
+    /// not lost): call it with every new claim's controller, so the hub follows the server's
+    /// DJ and, without the server, the elected one (PROTOCOL.md §13.13). Links the new
+    /// topology wants are opened (signaling relayed through connected peers when the server
+    /// is down), links it no longer wants are closed.
     pub fn set_controller(&mut self, controller: Option<String>, now: u64) {
         self.now = self.now.max(now);
         self.cfg.controller = controller;
@@ -664,6 +716,7 @@ impl Mesh {
         if link.control_open && link.lanes_open && link.state == LinkState::Connecting {
             link.state = LinkState::Connected;
             link.connect_deadline = None;
+            self.lost.remove(peer);
             // Usable until its first stats say otherwise.
             self.tier
                 .handle_peer(self.now, peer, Some(NetworkQuality::Good));
@@ -1049,6 +1102,14 @@ impl Mesh {
     fn link_down(&mut self, peer: &str, state: LinkState) {
         if self.closed {
             return;
+        }
+        let was_up = self
+            .peers
+            .get(peer)
+            .and_then(|p| p.link.as_ref())
+            .is_some_and(|l| matches!(l.state, LinkState::Connected | LinkState::Disconnected));
+        if was_up && self.serverless() {
+            self.lost.insert(peer.to_owned());
         }
         let wanted = self.wanted().contains(peer);
         let relink = self.now + self.cfg.relink_delay_ms;

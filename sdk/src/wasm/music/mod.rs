@@ -539,6 +539,8 @@ enum Act {
     InstallGestureListeners,
     /// A sealed value on the mesh's Sync lane, to one peer or (`None`) every peer.
     MeshSend(Value, Option<String>),
+    /// Centre the mesh's hub on this controller (§13.13).
+    MeshController(Option<String>),
 }
 
 impl Room {
@@ -699,6 +701,7 @@ fn execute(h: &RoomHandle, act: Act) {
         }
         Act::InstallGestureListeners => install_gesture_listeners(h),
         Act::MeshSend(v, to) => tiers::mesh_send(h, &v, to.as_deref()),
+        Act::MeshController(c) => tiers::set_hub(h, c),
     }
 }
 

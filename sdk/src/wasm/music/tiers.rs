@@ -48,6 +48,8 @@ pub(super) struct Tiers {
     sealer: Option<PeerSealer>,
     /// Connected peers.
     peers: BTreeMap<String, NetworkQuality>,
+    /// The controller the mesh's hub was last centred on (§13.13).
+    hub: Option<String>,
 }
 
 impl Tiers {
@@ -61,6 +63,7 @@ impl Tiers {
             election: None,
             sealer: None,
             peers: BTreeMap::new(),
+            hub: None,
         }
     }
 
@@ -224,9 +227,36 @@ pub(super) fn handle_server_state(r: &mut Room) {
     }
 }
 
-/// Drains the election into events and acts.
+/// Drains the election into events and acts; re-centres the mesh's hub on a new claim.
 pub(super) fn drain(r: &mut Room, acts: &mut Vec<Act>) {
     drain_election(r, acts);
+    if let Some(c) = hub_update(r) {
+        acts.push(Act::MeshController(c));
+    }
+}
+
+/// The hub follows the claim's controller (PROTOCOL.md §13.13): the server's DJ while it is
+/// the authority, the elected or adopted one without it. `Some` when the mesh must be told.
+fn hub_update(r: &mut Room) -> Option<Option<String>> {
+    let t = r.tiers.as_mut()?;
+    t.mesh.as_ref()?;
+    let desired = t
+        .claim()
+        .map(|c| c.controller.clone())
+        .filter(|c| !c.is_empty());
+    if desired == t.hub {
+        return None;
+    }
+    t.hub.clone_from(&desired);
+    Some(desired)
+}
+
+/// Centres the mesh's hub on `controller` (no room borrow held).
+pub(super) fn set_hub(h: &RoomHandle, controller: Option<String>) {
+    let mesh = h.borrow().tiers.as_ref().and_then(|t| t.mesh.clone());
+    if let Some(mesh) = mesh {
+        p2p::with_mesh(&mesh, |m, now| m.set_controller(controller, now));
+    }
 }
 
 /// The mesh's tier machine changed the tier: run the election, tell the app.

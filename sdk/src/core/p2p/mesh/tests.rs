@@ -4,6 +4,7 @@
 //! and lane frames between connected pairs. Virtual clock.
 
 use super::*;
+use crate::core::p2p::election::{Claim, Election, ElectionOutput};
 use std::collections::HashMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +42,8 @@ struct Net {
     offers_sent: usize,
     /// Signals this node sends through the server are lost.
     lose_signals_of: Option<usize>,
+    /// Nodes whose page is gone ([`Net::kill`]).
+    dead: Vec<bool>,
 }
 
 impl Net {
@@ -69,6 +72,7 @@ impl Net {
             now: 0,
             offers_sent: 0,
             lose_signals_of: None,
+            dead: vec![false; n],
         };
         for i in 0..n {
             net.nodes[i].handle_server(true, 0);
@@ -80,6 +84,18 @@ impl Net {
 
     fn idx(&self, id: &str) -> usize {
         self.ids.iter().position(|x| x == id).unwrap()
+    }
+
+    /// Node `k`'s page closes: its connections go away, its peers see their channels close.
+    fn kill(&mut self, k: usize) {
+        self.dead[k] = true;
+        let me = self.ids[k].clone();
+        for (peer, pc) in std::mem::take(&mut self.pcs[k]) {
+            if pc.open {
+                let j = self.idx(&peer);
+                self.tasks.push_back(Task::ChannelsClosed(j, me.clone()));
+            }
+        }
     }
 
     fn set_server(&mut self, up: bool) {
@@ -94,18 +110,29 @@ impl Net {
     fn drive(&mut self, until: u64) {
         loop {
             for i in 0..self.nodes.len() {
+                if self.dead[i] {
+                    while self.nodes[i].poll_output().is_some() {}
+                    continue;
+                }
                 self.drain(i);
             }
             if let Some(t) = self.tasks.pop_front() {
                 self.run(t);
                 continue;
             }
-            let next = self.nodes.iter().filter_map(Mesh::poll_timeout).min();
+            let dead = &self.dead;
+            let next = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !dead[*i])
+                .filter_map(|(_, n)| n.poll_timeout())
+                .min();
             match next {
                 Some(t) if t <= until => {
                     self.now = self.now.max(t);
-                    for n in &mut self.nodes {
-                        if n.poll_timeout().is_some_and(|d| d <= self.now) {
+                    for (i, n) in self.nodes.iter_mut().enumerate() {
+                        if !self.dead[i] && n.poll_timeout().is_some_and(|d| d <= self.now) {
                             n.handle_timeout(self.now);
                         }
                     }
@@ -222,6 +249,17 @@ impl Net {
 
     fn run(&mut self, t: Task) {
         let now = self.now;
+        let target = match &t {
+            Task::NegotiationNeeded(i, _)
+            | Task::Signal(i, _)
+            | Task::Control(i, _, _)
+            | Task::Lanes(i, _, _)
+            | Task::ChannelsOpen(i, _)
+            | Task::ChannelsClosed(i, _) => *i,
+        };
+        if self.dead[target] {
+            return;
+        }
         match t {
             Task::NegotiationNeeded(i, p) => {
                 if self.pcs[i].contains_key(&p) {
@@ -490,4 +528,180 @@ fn hub_follows_a_new_controller() {
     assert_eq!(net.nodes[6].connected_peers(), vec!["s0", "s5"]);
     assert_eq!(net.nodes[1].connected_peers(), vec!["s0", "s5"]);
     assert_eq!(net.nodes[5].connected_peers().len(), 7);
+}
+
+/// What the music tier's glue (`wasm::music::tiers`) does, sans-IO: each live device's
+/// election sees its connected links, claims go to the connected peers, and the mesh's hub
+/// follows the adopted claim's controller (PROTOCOL.md §13.13).
+fn follow_elections(net: &mut Net, elections: &mut [Election]) {
+    let mut announced = Vec::new();
+    for (i, e) in elections.iter_mut().enumerate() {
+        if net.dead[i] {
+            continue;
+        }
+        let reachable: BTreeSet<String> = net.nodes[i].connected_peers().into_iter().collect();
+        e.handle_membership(&reachable);
+        while let Some(o) = e.poll_output() {
+            if let ElectionOutput::Announce(claim) = o {
+                announced.extend(reachable.iter().map(|p| (net.idx(p), claim.clone())));
+            }
+        }
+    }
+    for (j, claim) in announced {
+        if !net.dead[j] {
+            elections[j].handle_claim(&claim);
+            while elections[j].poll_output().is_some() {}
+        }
+    }
+    for (i, e) in elections.iter().enumerate() {
+        let c = e.claim().controller.clone();
+        if !net.dead[i] && net.nodes[i].hub().map(|h| h.0) != Some(c.clone()) {
+            net.nodes[i].set_controller(Some(c), net.now);
+        }
+    }
+}
+
+/// Drives for `ms` with the elections followed every 50 ms.
+fn drive_elections(net: &mut Net, elections: &mut [Election], ms: u64) {
+    let end = net.now + ms;
+    while net.now < end {
+        let t = net.now + 50;
+        net.drive(t);
+        follow_elections(net, elections);
+    }
+}
+
+/// Connected links between live devices (each counted once), checking both ends agree.
+fn live_links(net: &Net) -> usize {
+    let mut pairs = BTreeSet::new();
+    for (i, n) in net.nodes.iter().enumerate() {
+        if net.dead[i] {
+            continue;
+        }
+        for p in n.connected_peers() {
+            let j = net.idx(&p);
+            assert!(!net.dead[j], "{} still connected to dead {p}", net.ids[i]);
+            assert!(
+                net.nodes[j].connected_peers().contains(&net.ids[i]),
+                "{} - {p} connected on one end only",
+                net.ids[i]
+            );
+            pairs.insert((i.min(j), i.max(j)));
+        }
+    }
+    pairs.len()
+}
+
+/// Every live device holds a connected link to both hubs, the hubs to every live device.
+fn assert_hub(net: &Net, controller: &str, deputy: &str) {
+    let live: Vec<usize> = (0..net.nodes.len()).filter(|i| !net.dead[*i]).collect();
+    for &i in &live {
+        let id = &net.ids[i];
+        let n = &net.nodes[i];
+        assert_eq!(
+            n.hub(),
+            Some((controller.to_owned(), Some(deputy.to_owned()))),
+            "{id}: hub"
+        );
+        let connected = n.connected_peers();
+        if id == controller || id == deputy {
+            assert_eq!(connected.len(), live.len() - 1, "{id}: {connected:?}");
+        } else {
+            let mut hubs = vec![controller.to_owned(), deputy.to_owned()];
+            hubs.sort();
+            assert_eq!(connected, hubs, "{id}");
+        }
+    }
+    assert_eq!(live_links(net), 2 * live.len() - 3, "2n - 3 links");
+}
+
+fn hub_recentres_on_the_elected_dj(n: usize) {
+    let mut net = Net::new(n);
+    // The server's DJ is s3 (not the lowest id): the hub centres on it while the server is up.
+    for node in &mut net.nodes {
+        node.set_controller(Some("s3".into()), 0);
+    }
+    net.drive(5000);
+    assert!(net.all_connected());
+    assert_hub(&net, "s3", "s0");
+    let mut elections: Vec<Election> = net
+        .ids
+        .iter()
+        .map(|id| Election::new(id.clone(), Claim::new(4, "s3")))
+        .collect();
+
+    // Server crash: peers are the authority, the DJ is reachable and stays.
+    net.set_server(false);
+    for (i, e) in elections.iter_mut().enumerate() {
+        let reachable = net.nodes[i].connected_peers().into_iter().collect();
+        e.handle_server_lost(&reachable);
+    }
+    drive_elections(&mut net, &mut elections, 500);
+    assert!(elections.iter().all(|e| *e.claim() == Claim::new(4, "s3")));
+    assert_hub(&net, "s3", "s0");
+
+    // The DJ's page closes: s0 (the deputy, the lowest reachable id) is elected and the hub
+    // re-centres on it with s1 as deputy; s1's new links are signalled through s0.
+    net.kill(3);
+    drive_elections(&mut net, &mut elections, 10_000);
+    for (i, e) in elections.iter().enumerate() {
+        if !net.dead[i] {
+            assert_eq!(*e.claim(), Claim::new(5, "s0"), "{}", net.ids[i]);
+            assert!(net.nodes[i].lost().contains("s3"), "{}", net.ids[i]);
+        }
+    }
+    assert_hub(&net, "s0", "s1");
+    assert!(net.events[0]
+        .iter()
+        .any(|e| matches!(e, MeshEvent::SignalRelayed { .. })));
+
+    // And again: the new DJ goes too.
+    net.kill(0);
+    drive_elections(&mut net, &mut elections, 10_000);
+    for (i, e) in elections.iter().enumerate() {
+        if !net.dead[i] {
+            assert_eq!(*e.claim(), Claim::new(6, "s1"), "{}", net.ids[i]);
+        }
+    }
+    // The next lowest id, byte-wise ("s10" before "s2" with 12 devices).
+    let mut live: Vec<&String> = (0..n)
+        .filter(|i| !net.dead[*i])
+        .map(|i| &net.ids[i])
+        .collect();
+    live.sort();
+    let deputy = live[1].clone();
+    assert_hub(&net, "s1", &deputy);
+}
+
+#[test]
+fn hub_recentres_on_the_elected_dj_with_8_devices() {
+    hub_recentres_on_the_elected_dj(8);
+}
+
+#[test]
+fn hub_recentres_on_the_elected_dj_with_12_devices() {
+    hub_recentres_on_the_elected_dj(12);
+}
+
+#[test]
+fn lost_members_come_back_when_relinked_or_listed() {
+    let mut net = Net::new(8);
+    net.drive(3000);
+    net.set_server(false);
+    // A link that drops while serverless marks the peer lost (here the deputy s1 at s0)...
+    net.nodes[0].close_link("s1", net.now).unwrap();
+    assert!(net.nodes[0].lost().contains("s1"));
+    assert_eq!(net.nodes[0].hub(), Some(("s0".into(), Some("s2".into()))));
+    // ...until the server's member list no longer names it or a link connects again.
+    net.nodes[0].handle_members(net.ids.iter().filter(|i| *i != "s1").cloned(), net.now);
+    assert!(net.nodes[0].lost().is_empty());
+    let mut net = Net::new(8);
+    net.drive(3000);
+    net.set_server(false);
+    let t = net.now;
+    net.nodes[2].close_link("s0", t).unwrap();
+    assert!(net.nodes[2].lost().contains("s0"));
+    net.drive(t + 5000);
+    assert!(net.nodes[2].connected_peers().contains(&"s0".to_string()));
+    assert!(net.nodes[2].lost().is_empty());
 }
