@@ -4,13 +4,18 @@
 // Then the browser figure of music sync: the three-browser end-to-end test
 // (tests/music-sync-three-browsers.spec.mjs, real Chromium through server-stub with 50 ± 20 ms
 // links and skewed clocks) is run and its figures are merged in as `sync.browser.*`.
+// Then the browser failover figures of issue #5 (scripts/lib/bench-failover.mjs): the four
+// tests/music-failover-*.spec.mjs scenarios run in real Chromium and their figures are printed
+// next to the simulation's `p2p.*` rows with the issue's targets, as `p2p.browser.*`.
 //
 //   node scripts/bench.mjs                 everything
 //   node scripts/bench.mjs --no-browser    only the cargo benches
+//   node scripts/bench.mjs --failover      only the browser failover scenarios
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildSdk } from './build-sdk.mjs';
+import { browserFailover } from './lib/bench-failover.mjs';
 import { ROOT, run, runMain, step } from './lib/proc.mjs';
 import { setup } from './setup.mjs';
 
@@ -32,13 +37,28 @@ const BROWSER_SPEC = join('tests', 'music-sync-three-browsers.spec.mjs');
 const BROWSER_FIGURES = join(ROOT, 'test-results', 'music-sync.json');
 
 async function main() {
+  if (process.argv.includes('--failover')) {
+    await prepareBrowser();
+    await browserFailover(RESULTS);
+    return;
+  }
   for (const bench of BENCHES) {
     const cmd = bench.cmd ?? 'cargo';
     step(`bench ${bench.name}: ${cmd} ${bench.args.join(' ')}`);
     await run(cmd, bench.args);
     step(`bench ${bench.name}: results in ${bench.results}`);
   }
-  if (!process.argv.includes('--no-browser')) await browserSync();
+  if (!process.argv.includes('--no-browser')) {
+    await browserSync();
+    await browserFailover(RESULTS);
+  }
+}
+
+/** What the browser benches need: Chromium, pkg/ and the release server-stub. */
+async function prepareBrowser() {
+  await setup({ browser: true });
+  await buildSdk();
+  await run('cargo', ['build', '--release', '-p', 'server-stub']);
 }
 
 /**
@@ -48,9 +68,7 @@ async function main() {
  */
 async function browserSync() {
   step(`bench sync.browser: ${BROWSER_SPEC}`);
-  await setup({ browser: true });
-  await buildSdk();
-  await run('cargo', ['build', '--release', '-p', 'server-stub']);
+  await prepareBrowser();
   await run(process.execPath, ['--test', BROWSER_SPEC]);
   const f = JSON.parse(readFileSync(BROWSER_FIGURES, 'utf8'));
   const target = (ms) => `issue #4 target: ${ms} ms`;

@@ -5,12 +5,15 @@
 // epoch + 1; PROTOCOL.md §13.2) without any vote, report it (`controller` event, `room.claim`),
 // and follow the new DJ's seek over the mesh; the old DJ's epoch is over (the new changes carry
 // epoch + 1, and only the claim's controller may change the room: the other survivor's seek is
-// refused with `not_controller`).
+// refused with `not_controller`). Figures (election ms per page, the seek's copies):
+// test-results/music-failover-dj-leaves.json for `npm run bench`; nothing timed is asserted.
 
 import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { after, before, test } from 'node:test';
 import { waitFor } from './support/client.mjs';
-import { checkFollow, settle } from './support/failover.mjs';
+import { checkFollow, countCopies, settle } from './support/failover.mjs';
 import { dj, launchMusicBrowser, openMusicPage, startMusicServer, track } from './support/music.mjs';
 
 const ROOM = 'e2e-failover-dj-leaves';
@@ -61,6 +64,7 @@ test('DJ browser closed while serverless: the lowest remaining id is elected wit
   )));
 
   // The DJ's browser goes away.
+  const closedMs = Date.now();
   await browsers[0].close();
   const expected = [...rest.map((p) => p.sessionId)].sort()[0];
   const elected = await Promise.all(rest.map((p) => waitFor(
@@ -76,6 +80,8 @@ test('DJ browser closed while serverless: the lowest remaining id is elected wit
     assert.deepEqual(await p.page.evaluate(() => window.music.room.claim), { epoch: state.epoch + 1, controller: expected });
   }
 
+  const electionMs = elected.map((e) => Math.round((e.trueMs - closedMs) * 10) / 10);
+  const marks = rest.map((p) => p.events.length);
   const newDj = rest.find((p) => p.sessionId === expected);
   const other = rest.find((p) => p.sessionId !== expected);
   await assert.rejects(dj(other, 'seek', [20]), (err) => err.code === 'not_controller');
@@ -87,4 +93,12 @@ test('DJ browser closed while serverless: the lowest remaining id is elected wit
     const errors = p.events.filter((e) => e.type === 'error' && e.code !== 'closed');
     assert.deepEqual(errors, [], `${p.label}: errors`);
   }
+  // Figures for `npm run bench` (election: the DJ's browser closed → `controller` event).
+  const counts = countCopies(rest, marks, [seek]);
+  console.log(`DJ left, election after (ms): ${electionMs.join(', ')}`);
+  mkdirSync('test-results', { recursive: true });
+  writeFileSync('test-results/music-failover-dj-leaves.json', `${JSON.stringify({
+    scenario: 'dj-leaves', electionMs, changes: counts.changes, lost: counts.lost, duplicated: counts.duplicated, loadavg: loadavg(),
+  }, null, 2)}\n`);
+  assert.deepEqual([counts.lost, counts.duplicated], [0, 0], 'the new DJ\'s seek once on every page');
 });

@@ -11,6 +11,7 @@
 
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { waitFor } from './client.mjs';
 import { dj, launchMusicBrowser, openMusicPage, roomPosition, sampleRound, track } from './music.mjs';
@@ -93,11 +94,11 @@ export async function runFailover({ music, browsers, room: ROOM, signal, reason,
   await checkState(pages, pause);
 
   // Each serverless change reached every page exactly once; versions only went up.
+  const counts = countCopies(pages, marks, [seek, pause]);
   for (const [i, p] of pages.entries()) {
-    const since = p.events.slice(marks[i]);
-    for (const change of [seek, pause]) {
-      const copies = since.filter((e) => e.type === 'control' && e.control.epoch === change.epoch && e.control.sequence === change.sequence);
-      assert.equal(copies.length, 1, `${p.label}: change ${change.epoch}/${change.sequence} seen ${copies.length} times`);
+    for (const [k, change] of [seek, pause].entries()) {
+      const n = counts.copies[i][k];
+      assert.equal(n, 1, `${p.label}: change ${change.epoch}/${change.sequence} seen ${n} times`);
     }
     const versions = p.events.filter((e) => e.type === 'state').map((e) => [e.state.epoch, e.state.sequence]);
     for (let k = 1; k < versions.length; k++) {
@@ -109,10 +110,30 @@ export async function runFailover({ music, browsers, room: ROOM, signal, reason,
     assert.deepEqual(errors, [], `${p.label}: errors`);
   }
 
-  const figures = { scenario, signal, failoverMs, signalledAtMs: killedMs, tierEvents };
+  const figures = { scenario, signal, failoverMs, signalledAtMs: killedMs, tierEvents, changes: counts.changes, lost: counts.lost, duplicated: counts.duplicated, loadavg: loadavg() };
   console.log(`failover after ${signal} (tier event − signal), ms: ${failoverMs.map((f) => f.toFixed(0)).join(', ')}`);
   mkdirSync('test-results', { recursive: true });
   writeFileSync(`test-results/${figuresFile}`, `${JSON.stringify(figures, null, 2)}\n`);
+}
+
+/**
+ * How often each page saw each of `changes` (a `control` event with its (epoch, sequence))
+ * since `marks[i]` (an index into its events): `copies[page][change]`, and over all pages the
+ * deliveries expected (`changes`), missing (`lost`) and extra (`duplicated`).
+ * @param {{events: object[]}[]} pages
+ * @param {number[]} marks
+ * @param {{epoch: number, sequence: number}[]} changes
+ */
+export function countCopies(pages, marks, changes) {
+  const copies = pages.map((p, i) => changes.map((c) => p.events.slice(marks[i]).filter((e) => e.type === 'control'
+    && e.control.epoch === c.epoch && e.control.sequence === c.sequence).length));
+  const flat = copies.flat();
+  return {
+    copies,
+    changes: flat.length,
+    lost: flat.filter((n) => n === 0).length,
+    duplicated: flat.reduce((sum, n) => sum + Math.max(0, n - 1), 0),
+  };
 }
 
 /** Wait until `state` has taken effect plus `ms` (true clock = shared clock). */
