@@ -13,6 +13,11 @@
 //! - the state is held strongly only by the `PeerMesh` object; every handler holds a `Weak`,
 //!   so dropping the `PeerMesh` closes its RTCPeerConnections ([`rtc::Conn`]'s `Drop`).
 //!
+//! Leaving: on the global's `pagehide` (a tab closed, a navigation) the mesh closes as
+//! `close()` does: `end` to every peer and every RTCPeerConnection closed, so the peers see
+//! the links go at once instead of after ICE consent checks fail (about 5-7 s in Chromium);
+//! a departed DJ is replaced that much sooner (PROTOCOL.md §13.13).
+//!
 //! Server reachability: the client's state (`open` or not). Once the client's session id is no
 //! longer the one the mesh was built with (the server forgot it), the server is treated as
 //! down for good: the other members only know the mesh ids, so signaling goes peer to peer.
@@ -83,6 +88,8 @@ pub(crate) struct State {
     /// The client's session is not the mesh's id any more (see the module docs).
     frozen: bool,
     closed: bool,
+    /// The `pagehide` listener (a one-shot JS function), removed on close.
+    pagehide: Option<JsValue>,
 }
 
 impl State {
@@ -437,10 +444,32 @@ pub(crate) fn close(h: &MeshHandle) {
         s.timer.callback = None;
         s.stats.callback = None;
         s.conns.clear();
+        if let Some(f) = s.pagehide.take() {
+            let target: web_sys::EventTarget = js_sys::global().unchecked_into();
+            let _ = target.remove_event_listener_with_callback("pagehide", f.unchecked_ref());
+        }
         (s.client.clone(), s.listener.take())
     };
     if let Some(id) = listener {
         client_driver::remove_listener(&client, id);
+    }
+}
+
+/// Closes the mesh when the page goes away (module docs).
+fn listen_pagehide(h: &MeshHandle) {
+    let weak = Rc::downgrade(h);
+    // One-shot: it frees itself when called; removed unused on close (a few bytes leak then).
+    let f = Closure::once_into_js(move || {
+        if let Some(h) = weak.upgrade() {
+            close(&h);
+        }
+    });
+    let target: web_sys::EventTarget = js_sys::global().unchecked_into();
+    if target
+        .add_event_listener_with_callback("pagehide", f.unchecked_ref())
+        .is_ok()
+    {
+        h.borrow_mut().pagehide = Some(f);
     }
 }
 
@@ -499,6 +528,7 @@ pub(crate) async fn open(
             listener: None,
             frozen: false,
             closed: false,
+            pagehide: None,
         }));
         let weak = Rc::downgrade(&h);
         let id = client_driver::add_listener(
@@ -510,6 +540,7 @@ pub(crate) async fn open(
             }),
         );
         h.borrow_mut().listener = Some(id);
+        listen_pagehide(&h);
         let joined = client_driver::join_room(&client, &room);
         if let Err(e) = JsFuture::from(joined).await {
             close(&h);
