@@ -21,7 +21,8 @@
 //!
 //! # Channels per peer (both `negotiated: true`, so both sides create them, no `ondatachannel`)
 //! - `p3-control`, id [`CONTROL_CHANNEL_ID`], `ordered: true`, `maxRetransmits: 3` (seed 004):
-//!   JSON [`ControlMessage`]s: relayed signaling and link announcements.
+//!   JSON [`ControlMessage`]s: relayed signaling, link announcements and clock probes to the
+//!   controller while serverless (PROTOCOL.md §13.10).
 //! - `p3-lanes`, id [`LANES_CHANNEL_ID`], `ordered: true`, reliable: the multiplexer's frames
 //!   (PROTOCOL.md §11) for all 8 lanes; a message is the UTF-8 JSON of the app's value.
 //!
@@ -55,6 +56,7 @@ use crate::core::mux::{Discontinuity, Mux, MuxConfig, MuxError, MuxEvent};
 use crate::core::p2p::quality::{NetworkQuality, StatsData};
 use crate::core::p2p::signal::{self, NegotiationAction, Negotiator, SignalBody, SignalMessage};
 use crate::core::p2p::tier::{Tier, TierConfig, TierMachine, TierOutput, TierReason};
+use crate::core::sync::peer_clock::ClockProbe;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -158,6 +160,24 @@ pub enum ControlMessage {
         /// The message.
         signal: SignalMessage,
     },
+    /// A clock probe to the room's controller while serverless (PROTOCOL.md §13.10,
+    /// [`crate::core::sync::peer_clock`]).
+    #[serde(rename = "clock-ping")]
+    ClockPing {
+        /// The sender's local send time, ms.
+        #[serde(rename = "clientTime")]
+        client_time: f64,
+    },
+    /// The controller's answer to a [`ControlMessage::ClockPing`].
+    #[serde(rename = "clock-pong")]
+    ClockPong {
+        /// The probe's `clientTime`, echoed.
+        #[serde(rename = "clientTime")]
+        client_time: f64,
+        /// The room clock when answered, shared-clock ms.
+        #[serde(rename = "serverTime")]
+        server_time: f64,
+    },
 }
 
 /// What the app hears about.
@@ -230,6 +250,14 @@ pub enum MeshEvent {
         reason: TierReason,
         /// When (ms).
         at_ms: u64,
+    },
+    /// A clock probe or answer from a peer's `p3-control` channel (PROTOCOL.md §13.10); the
+    /// music room routes it through [`crate::core::sync::peer_clock::PeerClock`].
+    Clock {
+        /// The peer.
+        from: String,
+        /// The probe or answer.
+        probe: ClockProbe,
     },
     /// Something went wrong with a peer or a signal; nothing is thrown.
     Error {
@@ -774,6 +802,20 @@ impl Mesh {
                     });
                 }
             }
+            Ok(ControlMessage::ClockPing { client_time }) => self.event(MeshEvent::Clock {
+                from: from.to_owned(),
+                probe: ClockProbe::Ping { client_time },
+            }),
+            Ok(ControlMessage::ClockPong {
+                client_time,
+                server_time,
+            }) => self.event(MeshEvent::Clock {
+                from: from.to_owned(),
+                probe: ClockProbe::Pong {
+                    client_time,
+                    server_time,
+                },
+            }),
             Err(e) => self.event(MeshEvent::Error {
                 peer: Some(from.to_owned()),
                 code: ErrorCode::BadControl,
@@ -909,6 +951,33 @@ impl Mesh {
             self.pump_mux(&t);
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Sends a clock probe or answer on `peer`'s `p3-control` channel (PROTOCOL.md §13.10).
+    /// Unreliable beyond the channel's 3 retransmissions, unsealed (see
+    /// [`crate::core::sync::peer_clock`]).
+    ///
+    /// Errors: [`MeshError::UnknownPeer`] if the link to `peer` is not connected,
+    /// [`MeshError::Closed`].
+    pub fn send_clock(&mut self, peer: &str, probe: ClockProbe) -> Result<(), MeshError> {
+        if self.closed {
+            return Err(MeshError::Closed);
+        }
+        if !self.peers.get(peer).is_some_and(Peer::connected) {
+            return Err(MeshError::UnknownPeer(peer.to_owned()));
+        }
+        let msg = match probe {
+            ClockProbe::Ping { client_time } => ControlMessage::ClockPing { client_time },
+            ClockProbe::Pong {
+                client_time,
+                server_time,
+            } => ControlMessage::ClockPong {
+                client_time,
+                server_time,
+            },
+        };
+        self.control(peer, &msg);
+        Ok(())
     }
 
     /// Closes the link to `peer` (sends `end`); it is opened again after the relink delay if

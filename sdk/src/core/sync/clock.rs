@@ -479,7 +479,10 @@ impl ClockSync {
         self.start_burst(now_ms);
     }
 
-    fn start_burst(&mut self, now_ms: f64) {
+    /// Starts a new burst (then follow-ups, then the period) at `now_ms`, keeping every
+    /// sample: the probes go to a new source of the same shared clock (PROTOCOL.md §13.10: a
+    /// new controller while serverless, or the server again).
+    pub fn start_burst(&mut self, now_ms: f64) {
         self.burst_left = self.config.burst_count;
         self.burst_extension_left = self.config.burst_count;
         self.followup_left = self.config.followup_count;

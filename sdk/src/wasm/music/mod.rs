@@ -36,6 +36,7 @@
 
 mod media;
 mod options;
+mod peer_clock;
 mod tiers;
 mod types;
 
@@ -46,6 +47,7 @@ use crate::core::sync::clock::{ClockConfig, ClockMapping, ClockSync};
 use crate::core::sync::follower::{
     Correction, Follower, FollowerConfig, FollowerEvent, FollowerOutput, MediaCommand,
 };
+use crate::core::sync::peer_clock::{ClockProbe, PeerClock};
 use crate::core::sync::state::{
     ControlStamper, MusicAction, MusicControlData, RoomState, SyncMessage,
 };
@@ -121,7 +123,7 @@ impl MusicRoom {
     /// The clock estimate (`MusicClock`): offset to the shared clock, RTT, uncertainty, drift.
     #[wasm_bindgen(getter, unchecked_return_type = "MusicClock")]
     pub fn clock(&self) -> JsValue {
-        convert::to_js(&ClockInfo::of(&self.inner.borrow().clock))
+        convert::to_js(&ClockInfo::of(&self.inner.borrow()))
     }
 
     /// The clock samples in the estimator's window, oldest first: `[clientTime, receivedAt,
@@ -136,6 +138,23 @@ impl MusicRoom {
             .map(|(a, b, c)| [a, b, c])
             .collect();
         convert::to_js(&v)
+    }
+
+    /// Forgets every clock sample and starts a new burst towards the current source (the
+    /// server, or the controller over the mesh while serverless): after a wake from sleep or
+    /// a suspected clock change. Playback follows the last estimate until the new one is
+    /// synced (`clock.synced`).
+    #[wasm_bindgen(js_name = resetClock)]
+    pub fn reset_clock(&self) {
+        {
+            let mut r = self.inner.borrow_mut();
+            if r.closed {
+                return;
+            }
+            let now = r.now();
+            r.clock.reset(now);
+        }
+        finish(&self.inner);
     }
 
     /// Whether this client is the room's controller (DJ), by the newest state.
@@ -390,6 +409,7 @@ pub(crate) fn join(client: &ClientHandle, name: String, options: &JsValue) -> Pr
         name: name.clone(),
         client: client.clone(),
         clock: ClockSync::new(ClockConfig::default(), now),
+        peer_clock: PeerClock::new(),
         global,
         last_mapping: None,
         follower: Follower::new(FollowerConfig::browser()),
@@ -502,6 +522,9 @@ struct Room {
     client: ClientHandle,
     global: Global,
     clock: ClockSync,
+    /// Where clock probes go (the server, or the controller over the mesh), see
+    /// [`peer_clock`].
+    peer_clock: PeerClock,
     last_mapping: Option<ClockMapping>,
     follower: Follower,
     stamper: ControlStamper,
@@ -541,6 +564,8 @@ enum Act {
     MeshSend(Value, Option<String>),
     /// Centre the mesh's hub on this controller (§13.13).
     MeshController(Option<String>),
+    /// A clock probe on a peer's `p3-control` channel ([`peer_clock`]).
+    PeerClock(String, ClockProbe),
 }
 
 impl Room {
@@ -560,11 +585,6 @@ impl Room {
     fn drain(&mut self) -> Vec<Act> {
         let mut acts = Vec::new();
         let now = self.now();
-        if self.clock.poll_timeout().is_some_and(|t| t <= now) {
-            if let Some(ct) = self.clock.poll_probe(now) {
-                acts.push(Act::Ping(ct, self.clock.rtt_ms()));
-            }
-        }
         loop {
             match self.follower.poll_output() {
                 FollowerOutput::Command(c) => acts.push(Act::Media(c)),
@@ -597,12 +617,26 @@ impl Room {
             }
         }
         tiers::drain(self, &mut acts);
+        peer_clock::drain(self, now, &mut acts);
         acts.extend(
             self.tier_sends
                 .drain(..)
                 .map(|(v, to)| Act::MeshSend(v, to)),
         );
         acts
+    }
+
+    /// After a clock sample: hands a new synced mapping to the follower and tells the app.
+    fn clock_changed(&mut self, now: f64) {
+        let mapping = self.clock.mapping().filter(|_| self.clock.is_synced());
+        if mapping.is_some() && mapping != self.last_mapping {
+            self.last_mapping = mapping;
+            if let Some(m) = mapping {
+                self.follower.handle_clock(m, now);
+            }
+            let info = ClockInfo::of(self);
+            self.event(&JsMusicEvent::Clock(info));
+        }
     }
 
     /// Rejects unanswered changes past their deadline.
@@ -632,7 +666,7 @@ impl Room {
             return;
         }
         let deadline = [
-            self.clock.poll_timeout(),
+            self.peer_clock.poll_timeout(&self.clock),
             self.follower_due,
             self.pending.front().map(|p| p.deadline_ms),
         ]
@@ -702,6 +736,7 @@ fn execute(h: &RoomHandle, act: Act) {
         Act::InstallGestureListeners => install_gesture_listeners(h),
         Act::MeshSend(v, to) => tiers::mesh_send(h, &v, to.as_deref()),
         Act::MeshController(c) => tiers::set_hub(h, c),
+        Act::PeerClock(to, probe) => peer_clock::send(h, &to, probe),
     }
 }
 
@@ -875,15 +910,7 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
             } => {
                 r.clock
                     .handle_response(*client_time, *server_time as f64, now);
-                let mapping = r.clock.mapping().filter(|_| r.clock.is_synced());
-                if mapping.is_some() && mapping != r.last_mapping {
-                    r.last_mapping = mapping;
-                    if let Some(m) = mapping {
-                        r.follower.handle_clock(m, now);
-                    }
-                    let info = ClockInfo::of(&r.clock);
-                    r.event(&JsMusicEvent::Clock(info));
-                }
+                r.clock_changed(now);
             }
             Event::Message(m) if m.lane == Lane::Sync && m.from.is_none() => {
                 match SyncMessage::from_value(m.value.clone()) {
@@ -1098,11 +1125,21 @@ struct ClockInfo {
     uncertainty_ms: Option<f64>,
     drift_ppm: f64,
     samples: usize,
+    source: &'static str,
+    peer_probes: u64,
+    peer_samples: u64,
+    peer_answers: u64,
 }
 
 impl ClockInfo {
-    fn of(c: &ClockSync) -> ClockInfo {
+    fn of(r: &Room) -> ClockInfo {
+        let c = &r.clock;
+        let p = r.peer_clock.stats();
         ClockInfo {
+            source: r.peer_clock.source().as_str(),
+            peer_probes: p.probes_sent,
+            peer_samples: p.samples,
+            peer_answers: p.answered,
             synced: c.is_synced(),
             offset_ms: c.offset_ms(),
             rtt_ms: c.rtt_ms(),

@@ -6,8 +6,8 @@
 //! sequence)`, applies the change to its state with `applyAt` = shared clock + [`LEAD_MS`],
 //! follows it and broadcasts `{control, state}` sealed under the room key
 //! ([`crate::core::p2p::peer_sync`]); followers check the claim ([`check_change`]) and hand
-//! the state to the same `Follower`. The shared clock keeps its last estimate (no server to
-//! probe). Who is controller is the core [`Election`] (the DJ stays while reachable; otherwise
+//! the state to the same `Follower`. The shared clock is the controller's kept one, probed
+//! over the mesh ([`super::peer_clock`]). Who is controller is the core [`Election`] (the DJ stays while reachable; otherwise
 //! the lowest reachable id with epoch + 1).
 //!
 //! Everything here runs under the room's borrow and returns [`Act`]s (mesh sends) that
@@ -77,6 +77,11 @@ impl Tiers {
         self.election
             .as_ref()
             .is_some_and(|e| e.authority() == Authority::Peer)
+    }
+
+    /// This device's mesh id (`""` before the mesh is open).
+    pub(super) fn mesh_id(&self) -> &str {
+        &self.mesh_id
     }
 
     /// Connected peers.
@@ -473,6 +478,9 @@ fn on_mesh_event(h: &RoomHandle, e: &JsValue) {
             .and_then(|v| v.as_string())
     };
     let Some(kind) = get("type") else { return };
+    if super::peer_clock::handle_mesh_event(h, &kind, e) {
+        return;
+    }
     if kind == "tier" {
         let tier =
             |k: &str| -> Option<Tier> { serde_json::from_value(Value::String(get(k)?)).ok() };

@@ -92,6 +92,14 @@ export interface MusicClock {
   driftPpm: number;
   /** Probe answers in the estimate. */
   samples: number;
+  /** Where probes go (PROTOCOL.md §13.10): `'server'`; `'peer'`: the controller's kept clock over the mesh (serverless); `'host'`: this device is the controller without the server and answers its peers (it does not probe). */
+  source: 'server' | 'peer' | 'host';
+  /** Probes sent to the controller over the mesh. */
+  peerProbes: number;
+  /** Answers from the controller taken as samples. */
+  peerSamples: number;
+  /** Peers' probes this device answered as host. */
+  peerAnswers: number;
 }
 
 /** Events of `room.onEvent`. */

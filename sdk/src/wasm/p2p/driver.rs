@@ -28,6 +28,7 @@ use crate::core::client::{ConnectionState, Event};
 use crate::core::lane::Lane;
 use crate::core::p2p::mesh::{Mesh, MeshConfig, MeshEvent, MeshOutput};
 use crate::core::p2p::signal::SignalMessage;
+use crate::core::sync::peer_clock::ClockProbe;
 use crate::core::{error::ErrorCode, mux::DiscontinuityReason};
 use crate::wasm::driver::{self as client_driver, Handle as ClientHandle};
 use crate::wasm::global::{self, Global};
@@ -810,6 +811,15 @@ enum JsEvent<'a> {
         seq: u64,
         reason: &'static str,
     },
+    ClockPing {
+        peer: &'a str,
+        client_time: f64,
+    },
+    ClockPong {
+        peer: &'a str,
+        client_time: f64,
+        server_time: f64,
+    },
     Error {
         peer: Option<&'a str>,
         code: &'static str,
@@ -868,6 +878,25 @@ fn event_to_js(ev: &MeshEvent) -> Option<JsValue> {
                 DiscontinuityReason::PeerRestarted => "peer-restarted",
                 DiscontinuityReason::JoinedMidStream => "joined-mid-stream",
             },
+        },
+        MeshEvent::Clock {
+            from,
+            probe: ClockProbe::Ping { client_time },
+        } => JsEvent::ClockPing {
+            peer: from,
+            client_time: *client_time,
+        },
+        MeshEvent::Clock {
+            from,
+            probe:
+                ClockProbe::Pong {
+                    client_time,
+                    server_time,
+                },
+        } => JsEvent::ClockPong {
+            peer: from,
+            client_time: *client_time,
+            server_time: *server_time,
         },
         MeshEvent::Error {
             peer,

@@ -134,7 +134,7 @@ impl PeerMesh {
 
     /// Calls `callback(event)` for every `PeerMeshEvent`: `peer-state`, `quality` (every
     /// `statsIntervalMs`), `tier`, `signal-relayed`, `drain`, `dropped`, `discontinuity`,
-    /// `error`.
+    /// `clock-ping` / `clock-pong` (PROTOCOL.md §13.10), `error`.
     /// Returns a function that unsubscribes.
     ///
     /// Throws `invalid_argument` if `callback` is not a function.

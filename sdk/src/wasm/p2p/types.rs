@@ -88,6 +88,10 @@ export type PeerMeshEvent =
   | { type: 'dropped'; peer: string; lane: LaneNumber; count: number }
   /** A reliable lane from `peer` skipped messages that will never arrive (the peer reloaded). */
   | { type: 'discontinuity'; peer: string; lane: LaneNumber; expectedEpoch: number; expectedSeq: number; epoch: number; seq: number; reason: 'history-lost' | 'peer-restarted' | 'joined-mid-stream' }
+  /** A clock probe from `peer` on its `p3-control` channel (PROTOCOL.md §13.10; a `MusicRoom` with `peerToPeer` answers it while it hosts the room clock). `clientTime`: the peer's `performance.now()`, ms. */
+  | { type: 'clock-ping'; peer: string; clientTime: number }
+  /** The controller's answer to this device's clock probe (`serverTime`: the room clock, ms since the Unix epoch). */
+  | { type: 'clock-pong'; peer: string; clientTime: number; serverTime: number }
   /** A failed WebRTC step (`webrtc_failed`), a signal with no route (`unknown_target`), bad peer data (`bad_control`, `bad_payload`, `bad_frame`, `protocol_violation`, ...), or a signal the client could not send. */
   | { type: 'error'; peer: string | null; code: ErrorCode; message: string };
 "#;

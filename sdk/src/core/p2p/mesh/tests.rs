@@ -705,3 +705,57 @@ fn lost_members_come_back_when_relinked_or_listed() {
     assert!(net.nodes[2].connected_peers().contains(&"s0".to_string()));
     assert!(net.nodes[2].lost().is_empty());
 }
+
+#[test]
+fn clock_probes_travel_on_the_control_channel() {
+    let mut net = Net::new(2);
+    net.drive(100);
+    assert!(net.all_connected());
+    net.nodes[1]
+        .send_clock("s0", ClockProbe::Ping { client_time: 12.5 })
+        .unwrap();
+    net.drive(200);
+    let got: Vec<&MeshEvent> = net.events[0]
+        .iter()
+        .filter(|e| matches!(e, MeshEvent::Clock { .. }))
+        .collect();
+    assert_eq!(
+        got,
+        [&MeshEvent::Clock {
+            from: "s1".into(),
+            probe: ClockProbe::Ping { client_time: 12.5 }
+        }]
+    );
+    let pong = ClockProbe::Pong {
+        client_time: 12.5,
+        server_time: 1.7e12,
+    };
+    net.nodes[0].send_clock("s1", pong).unwrap();
+    net.drive(300);
+    assert!(net.events[1].contains(&MeshEvent::Clock {
+        from: "s0".into(),
+        probe: pong
+    }));
+    // The wire shape (PROTOCOL.md §13.10).
+    let text = serde_json::to_string(&ControlMessage::ClockPong {
+        client_time: 12.5,
+        server_time: 1.7e12,
+    })
+    .unwrap();
+    assert_eq!(
+        text,
+        r#"{"type":"clock-pong","clientTime":12.5,"serverTime":1700000000000.0}"#
+    );
+    // A malformed probe is a bad_control event; no link, no send.
+    net.nodes[0].handle_control("s1", r#"{"type":"clock-ping"}"#, net.now);
+    net.drive(400);
+    assert!(net.events[0].iter().any(|e| matches!(
+        e,
+        MeshEvent::Error {
+            code: ErrorCode::BadControl,
+            ..
+        }
+    )));
+    let e = net.nodes[0].send_clock("s9", pong).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::UnknownTarget);
+}
