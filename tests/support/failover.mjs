@@ -8,19 +8,26 @@
 // the room (generous bounds), every DJ change arrives once on every page (by its (epoch,
 // sequence)), state versions only go up, no error event. Failover time (tier event − signal,
 // true clock) is written to test-results/<figures> for `npm run bench`; not asserted.
+// With `meshDrift` (the crash spec), page C resets its clock right after the failover (so it
+// only has samples of the controller's clock, taken over the mesh), and after the serverless
+// seek every page is sampled for MESH_DRIFT_MS: spread between pages and clock errors go to
+// the figures as `mesh` (tests/support/mesh-drift.mjs), and the peer clock is checked.
 
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { waitFor } from './client.mjs';
+import { checkPeerClock, measureMeshDrift } from './mesh-drift.mjs';
 import { dj, launchMusicBrowser, openMusicPage, roomPosition, sampleRound, track } from './music.mjs';
 
 const PAGES = [
-  { label: 'A', skewMs: 900, driftPpm: 20 },
-  { label: 'B', skewMs: -1200, driftPpm: -15 },
-  { label: 'C', skewMs: 400, driftPpm: 5 },
+  { label: 'A', skewMs: 1800, driftPpm: 20 },
+  { label: 'B', skewMs: -1900, driftPpm: -15 },
+  { label: 'C', skewMs: 1300, driftPpm: 5 },
 ];
+/** With `meshDrift`: how long mesh-mode drift is sampled, ms. */
+const MESH_DRIFT_MS = 10_000;
 /** Generous agreement bounds, ms: the claim is "follows", not the drift target. */
 const MAX_ERROR_MS = 120;
 const PAUSED_ERROR_MS = 60;
@@ -31,9 +38,9 @@ const LINK_TIMEOUT_MS = 30_000;
 /**
  * Run the scenario against `music` (a startMusicServer result); `browsers` collects the
  * launched browsers for the caller to close.
- * @param {{music: {server: import('./server.mjs').Server}, browsers: import('playwright-core').Browser[], room: string, signal: 'SIGKILL' | 'SIGSTOP', reason: string, scenario: string, figures: string}} options
+ * @param {{music: {server: import('./server.mjs').Server}, browsers: import('playwright-core').Browser[], room: string, signal: 'SIGKILL' | 'SIGSTOP', reason: string, scenario: string, figures: string, meshDrift?: boolean}} options
  */
-export async function runFailover({ music, browsers, room: ROOM, signal, reason, scenario, figures: figuresFile }) {
+export async function runFailover({ music, browsers, room: ROOM, signal, reason, scenario, figures: figuresFile, meshDrift = false }) {
   const url = music.server.url;
   browsers.push(...(await Promise.all(PAGES.map(() => launchMusicBrowser({ autoplay: true })))));
   const pages = [];
@@ -69,6 +76,8 @@ export async function runFailover({ music, browsers, room: ROOM, signal, reason,
     assert.equal(e.reason, reason, `${pages[i].label}: ${JSON.stringify(e)}`);
   }
   const failoverMs = tierEvents.map((e) => e.trueMs - killedMs);
+  // A device with no server samples: C forgets its clock and gets the room clock over the mesh.
+  if (meshDrift) await pages[2].page.evaluate(() => window.music.room.resetClock());
   // Still playing in sync on the last state, with no server.
   await sleep(1000);
   await checkFollow(pages, state, 'after the crash');
@@ -79,6 +88,13 @@ export async function runFailover({ music, browsers, room: ROOM, signal, reason,
   assert.ok(seek.sequence > state.sequence && seek.epoch === state.epoch, `seek stamped ${seek.epoch}/${seek.sequence} after ${state.epoch}/${state.sequence}`);
   await settle(seek, SETTLE_MS);
   await checkFollow(pages, seek, 'after the serverless seek');
+  let mesh;
+  if (meshDrift) {
+    const drift = await measureMeshDrift(pages, seek, { host: 0, durationMs: MESH_DRIFT_MS });
+    const clock = await checkPeerClock(pages, { host: 0, reset: 2 });
+    mesh = { ...drift, ...clock };
+    console.log(`mesh mode (${drift.rounds} rounds, load ${drift.loadavg.map((l) => l.toFixed(1)).join(' ')}): spread p50 ${drift.spreadMs.p50.toFixed(1)} ms, p95 ${drift.spreadMs.p95.toFixed(1)} ms; clock vs controller p95 ${drift.clockVsHostMs.p95.toFixed(1)} ms; reset page vs controller ${clock.resetPageVsHostMs.map((d) => d.toFixed(1)).join(', ')} ms`);
+  }
 
   const pause = await dj(a, 'pause');
   await settle(pause, 800);
@@ -110,7 +126,7 @@ export async function runFailover({ music, browsers, room: ROOM, signal, reason,
     assert.deepEqual(errors, [], `${p.label}: errors`);
   }
 
-  const figures = { scenario, signal, failoverMs, signalledAtMs: killedMs, tierEvents, changes: counts.changes, lost: counts.lost, duplicated: counts.duplicated, loadavg: loadavg() };
+  const figures = { scenario, signal, failoverMs, signalledAtMs: killedMs, tierEvents, changes: counts.changes, lost: counts.lost, duplicated: counts.duplicated, loadavg: loadavg(), ...(mesh ? { mesh } : {}) };
   console.log(`failover after ${signal} (tier event − signal), ms: ${failoverMs.map((f) => f.toFixed(0)).join(', ')}`);
   mkdirSync('test-results', { recursive: true });
   writeFileSync(`test-results/${figuresFile}`, `${JSON.stringify(figures, null, 2)}\n`);
