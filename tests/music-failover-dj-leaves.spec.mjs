@@ -5,8 +5,10 @@
 // epoch + 1; PROTOCOL.md §13.2) without any vote, report it (`controller` event, `room.claim`),
 // and follow the new DJ's seek over the mesh; the old DJ's epoch is over (the new changes carry
 // epoch + 1, and only the claim's controller may change the room: the other survivor's seek is
-// refused with `not_controller`). Figures (election ms per page, the seek's copies):
-// test-results/music-failover-dj-leaves.json for `npm run bench`; nothing timed is asserted.
+// refused with `not_controller`). The room clock follows the election (PROTOCOL.md §13.10): the
+// new DJ hosts it from its own mapping and the other survivor reads it over the mesh. Figures
+// (election ms per page, the seek's copies): test-results/music-failover-dj-leaves.json for
+// `npm run bench`; nothing timed is asserted.
 
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -14,7 +16,8 @@ import { loadavg } from 'node:os';
 import { after, before, test } from 'node:test';
 import { waitFor } from './support/client.mjs';
 import { checkFollow, countCopies, settle } from './support/failover.mjs';
-import { dj, launchMusicBrowser, openMusicPage, startMusicServer, track } from './support/music.mjs';
+import { clocks, RESET_CLOCK_BOUND_MS } from './support/mesh-drift.mjs';
+import { dj, launchMusicBrowser, openMusicPage, sampleRound, startMusicServer, track } from './support/music.mjs';
 
 const ROOM = 'e2e-failover-dj-leaves';
 const PAGES = [
@@ -89,6 +92,13 @@ test('DJ browser closed while serverless: the lowest remaining id is elected wit
   assert.deepEqual([seek.epoch, seek.sequence, seek.controllerId], [state.epoch + 1, 1, expected]);
   await settle(seek, 2500);
   await checkFollow(rest, seek, 'after the election');
+  const [hostClock, otherClock] = await clocks([newDj, other]);
+  assert.equal(hostClock.source, 'host', `${newDj.label}: ${JSON.stringify(hostClock)}`);
+  assert.ok(hostClock.peerAnswers >= 10, `${newDj.label} answered the other's probes: ${JSON.stringify(hostClock)}`);
+  assert.equal(otherClock.source, 'peer', `${other.label}: ${JSON.stringify(otherClock)}`);
+  const round = await sampleRound([newDj, other]);
+  const apart = round.readings[1].raw.clockErrorMs - round.readings[0].raw.clockErrorMs;
+  assert.ok(Math.abs(apart) < RESET_CLOCK_BOUND_MS, `${other.label} reads the room clock ${apart.toFixed(1)} ms from the new DJ's`);
   for (const p of rest) {
     const errors = p.events.filter((e) => e.type === 'error' && e.code !== 'closed');
     assert.deepEqual(errors, [], `${p.label}: errors`);
