@@ -41,7 +41,7 @@ pub use config::Config;
 pub use error::AppError;
 pub use state::AppState;
 
-use axum::http::{header, HeaderValue, Method};
+use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::routing::{any, get, post};
 use axum::Router;
 use std::future::{Future, IntoFuture};
@@ -68,7 +68,7 @@ pub fn now_ms() -> u64 {
 
 /// The whole HTTP surface: the API under `/api/`, the pkg dir at `/pkg/`, the media dir at
 /// `/media/` (with range requests, for seeking), the static dir at
-/// `/`, with permissive CORS (any origin; GET, POST, DELETE; `content-type`) and request
+/// `/`, with permissive CORS (any origin; GET, POST, DELETE; `content-type`, `p3-seq`; exposing `retry-after`, `p3-seq-expected`) and request
 /// tracing. Static files are sent with `Cache-Control: no-cache`, `.wasm` as
 /// `application/wasm`.
 pub fn app(state: Arc<AppState>) -> Router {
@@ -112,7 +112,14 @@ pub fn app(state: Arc<AppState>) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
-        .allow_headers([header::CONTENT_TYPE]);
+        .allow_headers([
+            header::CONTENT_TYPE,
+            HeaderName::from_static(p3_lanes::core::sse::post::HEADER_SEQ),
+        ])
+        .expose_headers([
+            header::RETRY_AFTER,
+            HeaderName::from_static(p3_lanes::core::sse::post::HEADER_SEQ_EXPECTED),
+        ]);
     api.merge(statics)
         .layer(TraceLayer::new_for_http())
         .layer(cors)

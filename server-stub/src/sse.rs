@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | `GET /api/protocol/v2/session/{sid}/lane/{id}/stream` | one lane's events |
 //! | `GET /api/protocol/v2/session/{sid}/stream?lanes=1,2,5` | several lanes on one stream (default: every granted lane) |
-//! | `POST /api/protocol/v2/session/{sid}/lane/{id}[?to=<sid>]` | sends one message, 202 (body `application/json` or `application/msgpack`) |
+//! | `POST /api/protocol/v2/session/{sid}/lane/{id}[?to=<sid>]` | sends one message, 202 (body `application/json` or `application/msgpack`; at most once per `P3-Seq`, §14.6) |
 //! | `POST /api/admin/sse/close[?session=<sid>]` | ends SSE streams (clients resume with `Last-Event-ID`); loopback only |
 //!
 //! Per session an [`SseHub`] keeps a bounded history per lane of what the session received
@@ -41,6 +41,9 @@ use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::frame::{FrameHeader, SessionId};
 use p3_lanes::core::lane::{Encoding, Lane};
 use p3_lanes::core::payload;
+use p3_lanes::core::sse::post::{
+    fingerprint, parse_seq, SeqCheck, HEADER_SEQ, HEADER_SEQ_EXPECTED,
+};
 use p3_lanes::core::sse::{
     encoding_of_content_type, lane_event_name, parse_lane_list, SseDiscontinuity, SseMessage,
     EVENT_DISCONTINUITY, REASON_HISTORY_LOST, REASON_UNKNOWN_EVENT_ID,
@@ -477,6 +480,69 @@ pub async fn stream(
     open(state, sid, lanes, after, version)
 }
 
+/// What the session's ledger remembers of a numbered `POST` (PROTOCOL.md §14.6), to answer a
+/// retry of it without delivering again.
+#[derive(Debug, Clone)]
+pub(crate) enum PostOutcome {
+    /// 202: delivered.
+    Accepted,
+    /// Refused with this error (a retry gets the same answer).
+    Refused(AppError),
+    /// 503 `backpressure`: these receivers did not get it; a retry delivers to them only.
+    Backpressure(Vec<SessionId>),
+}
+
+/// Why a message was not (fully) delivered.
+enum Failed {
+    Error(AppError),
+    /// The receivers whose queue was full.
+    Backpressure(Vec<SessionId>),
+}
+
+impl From<AppError> for Failed {
+    fn from(e: AppError) -> Failed {
+        Failed::Error(e)
+    }
+}
+
+impl From<WireError> for Failed {
+    fn from(e: WireError) -> Failed {
+        Failed::Error(e.into())
+    }
+}
+
+/// The 503 `backpressure` error naming `refused`.
+fn backpressure_error(refused: &[SessionId]) -> AppError {
+    let ids: Vec<String> = refused.iter().map(ToString::to_string).collect();
+    AppError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Backpressure,
+        format!(
+            "outbound queue full for {} receiver(s) ({}); message not delivered to them, retry later",
+            ids.len(),
+            ids.join(", ")
+        ),
+    )
+}
+
+/// The JSON error answer; `Retry-After: 1` on `backpressure`.
+fn error_response(e: AppError) -> Response {
+    let backpressure = e.body().code == ErrorCode::Backpressure;
+    let mut r = e.into_response();
+    if backpressure {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+fn failed_response(f: Failed) -> Response {
+    match f {
+        Failed::Error(e) => error_response(e),
+        Failed::Backpressure(ids) => error_response(backpressure_error(&ids)),
+    }
+}
+
 /// `POST /api/protocol/v2/session/{sid}/lane/{id}[?to=<sid>]`: sends one message on the lane,
 /// routed like a WebSocket frame (§5 "Routing": the room, or `to`; WebRTC signaling and music
 /// messages as on a WebSocket). The body is the payload,
@@ -484,11 +550,18 @@ pub async fn stream(
 /// is a Control message: `join`, `leave` or `ping` (answers arrive on the session's stream).
 /// Answers 202 with no body once the message is handed to every receiver.
 ///
+/// With a `P3-Seq: <n>` header (PROTOCOL.md §14.6) the message is delivered at most once per
+/// (session, lane, n): a retry of the last number gets the first request's answer without a
+/// second delivery (after a `backpressure`, it delivers to the receivers still missing), a
+/// number below it answers 202 and delivers nothing.
+///
 /// Errors (JSON `{error, code}`): 404 `session_not_found`; 400 `lane_not_negotiated`,
 /// `unknown_lane`, `bad_payload`, `unknown_dictionary`, `bad_control`, `invalid_argument`,
-/// `not_in_room`, `unknown_target`, `bad_request`; 413 `frame_too_large`; 415 `bad_request`
-/// (other content types); 503 `backpressure` (with `Retry-After: 1`) when a receiver's queue
-/// is full: the message reached the others, not the sessions named in the error.
+/// `not_in_room`, `unknown_target`, `bad_request` (also a malformed `P3-Seq`); 409 `seq_gap`
+/// (with `P3-Seq-Expected`), `seq_in_progress`; 422 `seq_reused`; 413 `frame_too_large`; 415
+/// `bad_request` (other content types); 503 `backpressure` (with `Retry-After: 1`) when a
+/// receiver's queue is full: the message reached the others, not the sessions named in the
+/// error.
 pub async fn post(
     State(state): State<Arc<AppState>>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -496,29 +569,104 @@ pub async fn post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match post_message(&state, path, query, &headers, body) {
-        Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(e) => {
-            let backpressure = e.body().code == ErrorCode::Backpressure;
-            let mut r = e.into_response();
-            if backpressure {
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    let (sid, lane, query) =
+        match sid_and_lane(path).and_then(|(s, l)| Ok((s, l, query_map(query)?))) {
+            Ok(t) => t,
+            Err(e) => return error_response(e),
+        };
+    let seq = match headers.get(HEADER_SEQ).map(|v| parse_seq(v.as_bytes())) {
+        None => {
+            return match post_message(&state, sid, lane, &query, &headers, body, None) {
+                Ok(()) => StatusCode::ACCEPTED.into_response(),
+                Err(f) => failed_response(f),
             }
-            r
         }
-    }
+        Some(Err(e)) => return error_response(AppError::bad_request(e.to_string())),
+        Some(Ok(seq)) => seq,
+    };
+    let fp = fingerprint(
+        lane,
+        query.get("to").map(String::as_str),
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+        body.as_deref().unwrap_or_default(),
+    );
+    let check = state
+        .registry()
+        .post_check(sid, lane, seq, fp, Instant::now());
+    let only = match check {
+        None => return error_response(AppError::session_not_found(sid)),
+        Some(SeqCheck::Fresh) => None,
+        Some(SeqCheck::Repeat(PostOutcome::Backpressure(pending))) => Some(pending),
+        Some(SeqCheck::Repeat(done)) => {
+            state.registry().post_finish(sid, lane, seq, done.clone());
+            tracing::debug!(session = %sid, lane = lane.id(), seq, "repeated POST answered from the ledger");
+            return match done {
+                PostOutcome::Refused(e) => error_response(e),
+                _ => StatusCode::ACCEPTED.into_response(),
+            };
+        }
+        Some(SeqCheck::Stale) => return StatusCode::ACCEPTED.into_response(),
+        Some(SeqCheck::InProgress) => {
+            return error_response(AppError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::SeqInProgress,
+                format!(
+                    "P3-Seq {seq} on lane {} is still being processed; retry later",
+                    lane.id()
+                ),
+            ))
+        }
+        Some(SeqCheck::Reused) => {
+            return error_response(AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::SeqReused,
+                format!(
+                    "P3-Seq {seq} on lane {} was used for another message",
+                    lane.id()
+                ),
+            ))
+        }
+        Some(SeqCheck::Gap { expected }) => {
+            let mut r = error_response(AppError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::SeqGap,
+                format!(
+                    "P3-Seq {seq} on lane {}: expected {expected} (a message in between never arrived)",
+                    lane.id()
+                ),
+            ));
+            r.headers_mut()
+                .insert(HEADER_SEQ_EXPECTED, HeaderValue::from(expected));
+            return r;
+        }
+    };
+    let result = post_message(&state, sid, lane, &query, &headers, body, only.as_deref());
+    let (outcome, response) = match result {
+        Ok(()) => (PostOutcome::Accepted, StatusCode::ACCEPTED.into_response()),
+        Err(Failed::Backpressure(ids)) => (
+            PostOutcome::Backpressure(ids.clone()),
+            error_response(backpressure_error(&ids)),
+        ),
+        Err(Failed::Error(e)) => (PostOutcome::Refused(e.clone()), error_response(e)),
+    };
+    state.registry().post_finish(sid, lane, seq, outcome);
+    response
 }
 
+/// Validates and delivers one posted message; `only`: deliver to these receivers only (the
+/// retry of a `backpressure`).
 fn post_message(
     state: &AppState,
-    path: Result<Path<(String, String)>, PathRejection>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    sid: SessionId,
+    lane: Lane,
+    query: &HashMap<String, String>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(), AppError> {
-    let (sid, lane) = sid_and_lane(path)?;
-    let query = query_map(query)?;
+    only: Option<&[SessionId]>,
+) -> Result<(), Failed> {
     let to = match query.get("to") {
         None => None,
         Some(t) => Some(
@@ -566,18 +714,19 @@ fn post_message(
                 "message of {} bytes exceeds the limit of {max} bytes",
                 body.len()
             ),
-        ));
+        )
+        .into());
     }
     let dict_version = match encoding {
         Encoding::Msgpack => state.dict().version(),
         _ => 0,
     };
     if lane == Lane::Control {
-        post_control(state, sid, encoding, dict_version, &body)
+        Ok(post_control(state, sid, encoding, dict_version, &body)?)
     } else {
         let mut h = FrameHeader::data(lane, encoding, 0, dict_version);
         h.to = to;
-        post_data(state, sid, &h, &body)
+        post_data(state, sid, &h, &body, only)
     }
 }
 
@@ -630,10 +779,11 @@ fn post_data(
     sid: SessionId,
     h: &FrameHeader,
     body: &[u8],
-) -> Result<(), AppError> {
+    only: Option<&[SessionId]>,
+) -> Result<(), Failed> {
     let routed = state.registry().route(sid, HTTP_SENDER, h, Instant::now());
     let targets = match routed {
-        Err(None) => return Err(AppError::session_not_found(sid)),
+        Err(None) => return Err(AppError::session_not_found(sid).into()),
         Err(Some(e)) => return Err(e.into()),
         Ok(t) => t,
     };
@@ -651,7 +801,10 @@ fn post_data(
         state.registry().music_message(sid, HTTP_SENDER, 0, value);
         return Ok(());
     }
-    let targets = targets?;
+    let mut targets = targets?;
+    if let Some(only) = only {
+        targets.retain(|t| only.contains(&t.id()));
+    }
     if targets.is_empty() {
         return Ok(());
     }
@@ -676,16 +829,7 @@ fn post_data(
     if refused.is_empty() {
         return Ok(());
     }
-    let ids: Vec<String> = refused.iter().map(ToString::to_string).collect();
-    Err(AppError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::Backpressure,
-        format!(
-            "outbound queue full for {} receiver(s) ({}); message not delivered to them, retry later",
-            ids.len(),
-            ids.join(", ")
-        ),
-    ))
+    Err(Failed::Backpressure(refused))
 }
 
 /// `POST /api/admin/sse/close` answer.

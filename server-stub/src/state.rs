@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::music::MusicRooms;
 use crate::now_ms;
 use crate::room_key::RoomKeys;
-use crate::sse::SseHub;
+use crate::sse::{PostOutcome, SseHub};
 use axum::body::Bytes;
 use p3_lanes::core::control::Control;
 use p3_lanes::core::dictionary::{Dictionary, DictionaryWire};
@@ -35,6 +35,7 @@ use p3_lanes::core::handshake::{LaneGrant, ServerCapabilities};
 use p3_lanes::core::lane::{Encoding, Lane};
 use p3_lanes::core::mux::{Mux, MuxConfig, MuxEvent, ReliableOverflow};
 use p3_lanes::core::payload;
+use p3_lanes::core::sse::post::{PostLedger, SeqCheck};
 use p3_lanes::core::sse::{lane_urls, TRANSPORT_SSE};
 use serde::Serialize;
 use serde_json::Value;
@@ -207,6 +208,8 @@ struct Session {
     /// SSE lanes ([`crate::sse`]): history and streams; from the handshake for `sse`
     /// sessions, from the first stream for others.
     sse: Option<SseHub>,
+    /// The last `P3-Seq` of a `POST` per lane and its outcome (PROTOCOL.md §14.6).
+    posts: PostLedger<PostOutcome>,
 }
 
 /// [`Target::conn_id`] of a multiplexed session without a socket.
@@ -317,6 +320,13 @@ pub(crate) struct Target {
     conn_id: u64,
     /// The recipient's negotiated encoding for the frame's lane.
     pub(crate) encoding: Encoding,
+}
+
+impl Target {
+    /// The recipient session.
+    pub(crate) fn id(&self) -> SessionId {
+        self.id
+    }
 }
 
 /// One encoding of a relayed payload: bytes and the dictionary version they use.
@@ -878,6 +888,35 @@ impl Registry {
         }
     }
 
+    /// The ledger's verdict on `POST` number `seq` with `fingerprint` on `lane` of live
+    /// session `sid` (PROTOCOL.md §14.6); `None` when the session is gone. Touches the session.
+    pub(crate) fn post_check(
+        &mut self,
+        sid: SessionId,
+        lane: Lane,
+        seq: u64,
+        fingerprint: u64,
+        now: Instant,
+    ) -> Option<SeqCheck<PostOutcome>> {
+        let s = self.live(sid, now)?;
+        s.touch(now);
+        Some(s.posts.check(lane, seq, fingerprint))
+    }
+
+    /// Records the outcome of `POST` number `seq` on `lane` of `sid` (after
+    /// [`SeqCheck::Fresh`] or [`SeqCheck::Repeat`]).
+    pub(crate) fn post_finish(
+        &mut self,
+        sid: SessionId,
+        lane: Lane,
+        seq: u64,
+        outcome: PostOutcome,
+    ) {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.posts.finish(lane, seq, outcome);
+        }
+    }
+
     /// The SSE hub of a live session, if it has one.
     pub(crate) fn sse_hub(&mut self, sid: SessionId, now: Instant) -> Option<&mut SseHub> {
         self.live(sid, now)?.sse.as_mut()
@@ -1115,6 +1154,7 @@ impl AppState {
                 mux,
                 sse: (transport == TRANSPORT_SSE)
                     .then(|| SseHub::new(self.config.sse_history, self.config.sse_history_bytes)),
+                posts: PostLedger::new(),
             },
         );
         (sid, granted)

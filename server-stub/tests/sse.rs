@@ -553,3 +553,109 @@ async fn a_session_with_an_open_stream_does_not_expire() {
     .await;
     assert!(gone.is_ok(), "the session expired after its stream closed");
 }
+
+/// `POST` with `P3-Seq` (PROTOCOL.md §14.6).
+async fn post_seq(
+    server: &TestServer,
+    sid: &str,
+    lane: u8,
+    seq: &str,
+    body: &str,
+) -> reqwest::Response {
+    server
+        .http
+        .post(server.url(&format!("/api/protocol/v2/session/{sid}/lane/{lane}")))
+        .header("content-type", "application/json")
+        .header("p3-seq", seq)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_replayed_post_is_delivered_once() {
+    let server = TestServer::start(config()).await;
+    let (mut ws, sid) = room_pair(&server).await;
+    // The answer of the first request is "lost": the client sends it again, same number.
+    for _ in 0..3 {
+        let r = post_seq(&server, &sid, 2, "1", r#"{"n":1}"#).await;
+        assert_eq!(r.status(), 202);
+    }
+    let r = post_seq(&server, &sid, 2, "2", r#"{"n":2}"#).await;
+    assert_eq!(r.status(), 202);
+    // An old duplicate is answered 202 and delivers nothing.
+    assert_eq!(
+        post_seq(&server, &sid, 2, "1", r#"{"n":1}"#).await.status(),
+        202
+    );
+    // Numbers are per lane: lane 5 is not negotiated here, lane 1 starts at 1 too.
+    let r = post_seq(&server, &sid, 1, "1", r#"{"type":"ping","clientTime":1}"#).await;
+    assert_eq!(r.status(), 202);
+    let r = post_seq(&server, &sid, 2, "3", r#"{"n":3}"#).await;
+    assert_eq!(r.status(), 202);
+    for n in 1..=3 {
+        let (h, v) = ws.expect_data().await;
+        assert_eq!(h.lane, Lane::Messaging);
+        assert_eq!(v, json!({"n": n}), "each message once, in order");
+    }
+
+    // A gap names the next number; another message under the last number is refused.
+    let r = post_seq(&server, &sid, 2, "5", r#"{"n":5}"#).await;
+    assert_eq!(r.headers()["p3-seq-expected"], "4");
+    assert_error(r, 409, "seq_gap").await;
+    let r = post_seq(&server, &sid, 2, "3", r#"{"n":"other"}"#).await;
+    assert_error(r, 422, "seq_reused").await;
+    for bad in ["0", "x", "-1", "1.5", "9999999999999999"] {
+        assert_error(
+            post_seq(&server, &sid, 2, bad, "1").await,
+            400,
+            "bad_request",
+        )
+        .await;
+    }
+    // A refusal takes its number and is repeated as is.
+    let r = post_seq(&server, &sid, 2, "4", "{not json").await;
+    assert_error(r, 400, "bad_payload").await;
+    let r = post_seq(&server, &sid, 2, "4", "{not json").await;
+    assert_error(r, 400, "bad_payload").await;
+    let r = post_seq(&server, &sid, 2, "5", r#"{"n":5}"#).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(ws.expect_data().await.1, json!({"n": 5}));
+}
+
+#[tokio::test]
+async fn a_retried_backpressure_post_reaches_the_full_receiver_once() {
+    let server = TestServer::start(Config {
+        queue_frames: 2,
+        queue_bytes: 4096,
+        ..config()
+    })
+    .await;
+    let (mut ws, sid) = room_pair(&server).await; // the WebSocket peer does not read yet
+    let blob = "x".repeat(256 << 10);
+    let body = |n: u64| json!({"n": n, "blob": blob}).to_string();
+    let mut refused_at = None;
+    for n in 1..=2000u64 {
+        let r = post_seq(&server, &sid, 2, &n.to_string(), &body(n)).await;
+        if r.status() != 202 {
+            assert_eq!(r.headers()["retry-after"], "1");
+            assert_error(r, 503, "backpressure").await;
+            refused_at = Some(n);
+            break;
+        }
+    }
+    let k = refused_at.expect("the receiver's queue fills up");
+    // The receiver drains its queue, then the sender retries k with the same number.
+    for n in 1..k {
+        assert_eq!(ws.expect_data().await.1["n"], n);
+    }
+    let r = post_seq(&server, &sid, 2, &k.to_string(), &body(k)).await;
+    assert_eq!(r.status(), 202);
+    let r = post_seq(&server, &sid, 2, &k.to_string(), &body(k)).await;
+    assert_eq!(r.status(), 202, "a repeat of the completed retry");
+    let r = post_seq(&server, &sid, 2, &(k + 1).to_string(), &body(k + 1)).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(ws.expect_data().await.1["n"], k, "k once");
+    assert_eq!(ws.expect_data().await.1["n"], k + 1);
+}

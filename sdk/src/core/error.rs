@@ -83,6 +83,19 @@ pub enum ErrorCode {
     /// A stored record does not have the documented shape: it is reported, never replaced
     /// silently (the app decides, e.g. `OfflineChangeQueue.remove`).
     StorageCorrupt,
+    /// A `POST` to an SSE lane carried a `P3-Seq` above the next one the server expects for
+    /// that session and lane (a message in between never arrived; PROTOCOL.md §14.6). The
+    /// answer's `P3-Seq-Expected` header names the next seq. HTTP 409.
+    SeqGap,
+    /// A `POST` repeated a `P3-Seq` whose first request is still being processed (as the
+    /// Idempotency-Key draft's 409 Conflict). Retry later. HTTP 409.
+    SeqInProgress,
+    /// A `POST` repeated the last `P3-Seq` of its lane with another message (lane, `to`,
+    /// content type or body differ; as the Idempotency-Key draft's 422). HTTP 422.
+    SeqReused,
+    /// The SDK gave up sending a message over SSE after its bounded retries (network errors,
+    /// timeouts, `backpressure`): its delivery is unknown (PROTOCOL.md §14.6).
+    SendFailed,
 }
 
 impl ErrorCode {
@@ -119,6 +132,10 @@ impl ErrorCode {
             ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::StorageCorrupt => "storage_corrupt",
+            ErrorCode::SeqGap => "seq_gap",
+            ErrorCode::SeqInProgress => "seq_in_progress",
+            ErrorCode::SeqReused => "seq_reused",
+            ErrorCode::SendFailed => "send_failed",
         }
     }
 }
@@ -171,6 +188,10 @@ mod tests {
             ErrorCode::StorageUnavailable,
             ErrorCode::QuotaExceeded,
             ErrorCode::StorageCorrupt,
+            ErrorCode::SeqGap,
+            ErrorCode::SeqInProgress,
+            ErrorCode::SeqReused,
+            ErrorCode::SendFailed,
         ] {
             let json = serde_json::to_value(code).unwrap();
             assert_eq!(json, serde_json::Value::String(code.as_str().into()));

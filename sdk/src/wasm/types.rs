@@ -140,7 +140,8 @@ export type ErrorCode =
   | 'not_in_room' | 'invalid_argument' | 'backpressure' | 'closed' | 'connect_failed' | 'internal'
   | 'stale_after_purge' | 'forbidden' | 'unauthorized' | 'not_controller' | 'epoch_mismatch'
   | 'reassembly_limit' | 'protocol_violation' | 'webrtc_failed'
-  | 'storage_unavailable' | 'quota_exceeded' | 'storage_corrupt';
+  | 'storage_unavailable' | 'quota_exceeded' | 'storage_corrupt'
+  | 'seq_gap' | 'seq_in_progress' | 'seq_reused' | 'send_failed';
 
 /** Every error the SDK throws or rejects with: a real `Error` with a `code`. */
 export interface P3Error extends Error {

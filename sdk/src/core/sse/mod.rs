@@ -15,6 +15,10 @@
 //!   increasing, shared by all lanes) and `data:` a [`SseMessage`]; `event: discontinuity`
 //!   ([`EVENT_DISCONTINUITY`]) with data [`SseDiscontinuity`] when the server's bounded
 //!   history no longer holds what a resuming stream missed.
+//! - **Exactly-once `POST`s** ([`post`], PROTOCOL.md §14.6): the `P3-Seq` header numbers
+//!   messages per (session, lane); the server's [`post::PostLedger`] answers a retried number
+//!   without delivering again; the client's [`post::PostQueue`] sends in order and retries
+//!   unknown outcomes with the same number, with bounded backoff.
 
 use crate::core::error::ErrorCode;
 use crate::core::frame::{FrameError, FrameHeader, FrameKind, SessionId};
@@ -22,6 +26,8 @@ use crate::core::lane::{Encoding, Lane};
 use crate::core::mux::{Discontinuity, DiscontinuityReason};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub mod post;
 
 /// Transport name of SSE lanes in `capabilities.transports` and the response's `transport`.
 pub const TRANSPORT_SSE: &str = "sse";
