@@ -10,11 +10,16 @@
 //!   (`readyState` CLOSED: an HTTP error such as 404), the driver asks the session's status to
 //!   tell a lost session (reported as close code 4404: re-handshake) from anything else
 //!   (1006: reconnect with backoff); the next stream resumes with the `lastEventId` query.
-//! - **Sending.** POSTs go one at a time, in order (concurrent requests could be reordered).
-//!   A network failure keeps the message and retries after [`RETRY_MS`]; `session_not_found`
-//!   keeps it until the client has a new session; any other refusal is reported like a
-//!   WebSocket `error` frame (`error` event with the server's code and the lane) and the next
-//!   message goes.
+//! - **Sending.** POSTs go one at a time, in order (concurrent requests could be reordered),
+//!   numbered per lane with `P3-Seq` ([`PostQueue`], PROTOCOL.md §14.6). A request without an
+//!   answer (network error, or none within [`REQUEST_TIMEOUT_MS`]), a 502/503/504 (honouring
+//!   `Retry-After`) or `seq_in_progress` is sent again with the same number after a bounded
+//!   backoff, so the server delivers it once; after
+//!   [`crate::core::sse::post::MAX_ATTEMPTS`] the app gets an `error`
+//!   event with code `send_failed` (lane, seq) and the next message goes. `session_not_found`
+//!   keeps the queue until the client has a new session; any other refusal is reported like a
+//!   WebSocket `error` frame (`error` event with the server's code, the lane and the seq) and
+//!   the next message goes. Nothing is dropped silently.
 //!
 //! Like the rest of the driver, this module may call `spawn_local`.
 
@@ -22,19 +27,19 @@ use crate::core::client::{Event, CLOSE_SESSION_NOT_FOUND};
 use crate::core::error::ErrorCode;
 use crate::core::handshake::HandshakeResponse;
 use crate::core::lane::Lane;
+use crate::core::sse::post::{
+    PostOutcome, PostQueue, PostSend, HEADER_SEQ, HEADER_SEQ_EXPECTED, REQUEST_TIMEOUT_MS,
+};
 use crate::core::sse::{
-    lane_event_name, post_from_frame, SseInput, SsePost, SseReceiver, EVENT_DISCONTINUITY,
+    lane_event_name, post_from_frame, SseInput, SseReceiver, EVENT_DISCONTINUITY,
 };
 use crate::wasm::driver::{pump, Handle};
 use crate::wasm::global;
-use std::collections::VecDeque;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{EventSource, MessageEvent};
 
-/// Delay before a POST that failed at the network level is sent again, ms.
-pub(crate) const RETRY_MS: u64 = 1000;
 /// Close code reported to the core for a stream that failed for another reason than a lost
 /// session.
 const CLOSE_ABNORMAL: u16 = 1006;
@@ -68,10 +73,10 @@ pub(crate) struct SseLink {
     last_event_id: Option<String>,
     stream: Option<Stream>,
     streams_opened: u64,
-    outbox: VecDeque<SsePost>,
-    in_flight: bool,
-    /// The server said `session_not_found`: wait for a new session.
-    paused: bool,
+    /// Numbered, ordered, retrying POSTs.
+    posts: PostQueue,
+    /// When the armed retry timer fires (ms), if one is armed.
+    timer_at: Option<u64>,
 }
 
 impl SseLink {
@@ -85,9 +90,8 @@ impl SseLink {
             last_event_id: None,
             stream: None,
             streams_opened: 0,
-            outbox: VecDeque::new(),
-            in_flight: false,
-            paused: false,
+            posts: PostQueue::new(),
+            timer_at: None,
         };
         link.adopt(resp);
         link
@@ -111,7 +115,7 @@ impl SseLink {
             .filter_map(|l| Lane::from_id(l.id))
             .collect();
         self.last_event_id = None;
-        self.paused = false;
+        self.posts.session_changed();
     }
 
     /// The client now has the session of `resp` (a re-handshake): the old history is gone, so
@@ -130,7 +134,7 @@ impl SseLink {
     pub(crate) fn transmit(&mut self, frame: &[u8]) -> Option<Event> {
         match post_from_frame(frame) {
             Ok(post) => {
-                self.outbox.push_back(post);
+                self.posts.push(post);
                 None
             }
             Err(e) => Some(Event::Error {
@@ -307,81 +311,93 @@ async fn get_status(url: &str) -> Result<u16, JsValue> {
     Ok(response.status())
 }
 
-/// Sends the next queued POST unless one is in flight (or the session is lost).
+/// Sends the next queued POST if the queue lets one go now; arms a timer for a retry delay.
 pub(crate) fn kick(h: &Handle) {
-    let (url, post) = {
+    let (url, send) = {
         let mut inner = h.borrow_mut();
+        let now = inner.now();
         let base = inner.base().to_owned();
         let sid = inner.client().session_id();
         let Some(link) = inner.sse_mut() else { return };
-        if link.in_flight || link.paused {
-            return;
-        }
-        let Some(post) = link.outbox.front().cloned() else {
+        let Some(send) = link.posts.poll_send(now) else {
+            if let Some(at) = link.posts.poll_timeout() {
+                if !matches!(link.timer_at, Some(t) if t <= at) {
+                    link.timer_at = Some(at);
+                    let again = h.clone();
+                    let cb = Closure::once_into_js(move || {
+                        if let Some(l) = again.borrow_mut().sse_mut() {
+                            l.timer_at = None;
+                        }
+                        kick(&again);
+                        pump(&again);
+                    });
+                    let _ = global::set_timeout_once(&cb, at.saturating_sub(now));
+                }
+            }
             return;
         };
-        link.in_flight = true;
-        (format!("{base}{}", post.path(sid)), post)
+        (format!("{base}{}", send.post.path(sid)), send)
     };
     let h = h.clone();
     wasm_bindgen_futures::spawn_local(async move {
-        let outcome = send(&url, &post).await;
-        let mut retry = false;
+        let outcome = request(&url, &send).await;
         {
             let mut inner = h.borrow_mut();
+            let now = inner.now();
             let Some(link) = inner.sse_mut() else { return };
-            link.in_flight = false;
-            match outcome {
-                Ok(None) => {
-                    link.outbox.pop_front();
-                }
-                Ok(Some((code, _))) if code == ErrorCode::SessionNotFound.as_str() => {
-                    // Keep it for the next session (the stream reports the loss).
-                    link.paused = true;
-                }
-                Ok(Some((code, message))) => {
-                    link.outbox.pop_front();
-                    // A code this SDK does not know stays visible in the message.
-                    let code = serde_json::from_value(serde_json::Value::String(code))
-                        .unwrap_or(ErrorCode::BadRequest);
-                    inner.push_event(Event::Error {
-                        code,
-                        message,
-                        lane: Some(post.lane),
-                        seq: None,
-                    });
-                }
-                Err(_) => retry = true,
+            if let Some(f) = link.posts.handle_outcome(send.ticket, outcome, now) {
+                inner.push_event(Event::Error {
+                    code: f.code,
+                    message: f.message,
+                    lane: Some(f.lane),
+                    seq: Some(f.seq),
+                });
             }
         }
-        if retry {
-            let again = h.clone();
-            let cb = Closure::once_into_js(move || kick(&again));
-            let _ = global::set_timeout_once(&cb, RETRY_MS);
-        } else {
-            kick(&h);
-        }
+        kick(&h);
         pump(&h);
     });
 }
 
-/// POSTs one message. `Ok(None)`: accepted; `Ok(Some((code, message)))`: refused with that
-/// JSON error; `Err`: the request failed (network).
-async fn send(url: &str, post: &SsePost) -> Result<Option<(String, String)>, JsValue> {
+/// Makes one attempt of `send`: POST with `P3-Seq`, aborted after [`REQUEST_TIMEOUT_MS`].
+async fn request(url: &str, send: &PostSend) -> PostOutcome {
+    match request_inner(url, send).await {
+        Ok(outcome) => outcome,
+        Err(_) => PostOutcome::Lost,
+    }
+}
+
+async fn request_inner(url: &str, send: &PostSend) -> Result<PostOutcome, JsValue> {
+    let post = &send.post;
     let headers = web_sys::Headers::new()?;
     headers.set("Content-Type", post.content_type)?;
+    headers.set(HEADER_SEQ, &send.seq.to_string())?;
+    let abort = web_sys::AbortController::new()?;
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
     init.set_body(&js_sys::Uint8Array::from(post.body.as_slice()));
     init.set_headers(&headers);
     init.set_mode(web_sys::RequestMode::Cors);
     init.set_cache(web_sys::RequestCache::NoStore);
+    init.set_signal(Some(&abort.signal()));
+    let on_timeout = Closure::once_into_js(move || abort.abort());
+    let _ = global::set_timeout_once(&on_timeout, REQUEST_TIMEOUT_MS);
     let promise: js_sys::Promise = global::fetch(&JsValue::from_str(url), &init)?.unchecked_into();
     let response: web_sys::Response = JsFuture::from(promise).await?.dyn_into()?;
     let status = response.status();
     if (200..300).contains(&status) {
-        return Ok(None);
+        return Ok(PostOutcome::Accepted);
     }
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let retry_after_s = header("Retry-After");
+    let expected_seq = header(HEADER_SEQ_EXPECTED);
     let text = JsFuture::from(response.text()?)
         .await?
         .as_string()
@@ -391,11 +407,19 @@ async fn send(url: &str, post: &SsePost) -> Result<Option<(String, String)>, JsV
         error: String,
         code: String,
     }
-    Ok(Some(match serde_json::from_str::<Body>(&text) {
-        Ok(b) => (b.code, b.error),
-        Err(_) => (
-            ErrorCode::Internal.as_str().to_owned(),
-            format!("POST {url}: HTTP {status}"),
-        ),
-    }))
+    let (code, message) = match serde_json::from_str::<Body>(&text) {
+        // A code this SDK does not know stays visible in the message.
+        Ok(b) => match serde_json::from_value(serde_json::Value::String(b.code.clone())) {
+            Ok(code) => (code, b.error),
+            Err(_) => (ErrorCode::BadRequest, format!("{}: {}", b.code, b.error)),
+        },
+        Err(_) => (ErrorCode::Internal, format!("POST {url}: HTTP {status}")),
+    };
+    Ok(PostOutcome::Refused {
+        status,
+        code,
+        message,
+        retry_after_s,
+        expected_seq,
+    })
 }
