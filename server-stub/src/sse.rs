@@ -825,7 +825,10 @@ fn post_data(
             });
         }
     }
-    let refused = state.registry().deliver(sid, h.lane, &targets, &variants);
+    // A retry goes to the sockets that refused it only: their SSE history already has it.
+    let refused = state
+        .registry()
+        .deliver_with(sid, h.lane, &targets, &variants, only.is_none());
     if refused.is_empty() {
         return Ok(());
     }

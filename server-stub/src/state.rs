@@ -701,8 +701,9 @@ impl Registry {
     }
 
     /// Queues the relayed frame (lane `lane`, `from` = `sender`) for every target that still
-    /// has the same socket, using the variant in its encoding and its own per-lane seq.
-    /// Returns the targets whose queue was full (the frame was not delivered to them).
+    /// has the same socket, using the variant in its encoding and its own per-lane seq, and
+    /// records it in the targets' SSE history. Returns the targets whose queue was full (the
+    /// frame was not delivered to their socket; their history has it).
     pub(crate) fn deliver(
         &mut self,
         sender: SessionId,
@@ -710,12 +711,27 @@ impl Registry {
         targets: &[Target],
         variants: &[Variant<'_>],
     ) -> Vec<SessionId> {
+        self.deliver_with(sender, lane, targets, variants, true)
+    }
+
+    /// [`Registry::deliver`] to the sockets only (`history: false`): the retry of a frame
+    /// whose first delivery the targets' socket refused, while their SSE history already
+    /// recorded it (PROTOCOL.md §14.6).
+    pub(crate) fn deliver_with(
+        &mut self,
+        sender: SessionId,
+        lane: Lane,
+        targets: &[Target],
+        variants: &[Variant<'_>],
+        history: bool,
+    ) -> Vec<SessionId> {
         let mut refused = Vec::new();
         for t in targets {
             let Some(v) = variants.iter().find(|v| v.encoding == t.encoding) else {
                 continue;
             };
-            if let Some(hub) = self.sessions.get_mut(&t.id).and_then(|s| s.sse.as_mut()) {
+            let hub = self.sessions.get_mut(&t.id).and_then(|s| s.sse.as_mut());
+            if let Some(hub) = hub.filter(|_| history) {
                 record_sse(hub, &self.dict, sender, lane, variants);
             }
             let s = match self.sessions.get_mut(&t.id) {

@@ -629,10 +629,14 @@ async fn a_retried_backpressure_post_reaches_the_full_receiver_once() {
     let server = TestServer::start(Config {
         queue_frames: 2,
         queue_bytes: 4096,
+        sse_history_bytes: 64 << 20,
         ..config()
     })
     .await;
     let (mut ws, sid) = room_pair(&server).await; // the WebSocket peer does not read yet
+                                                  // The receiver also keeps SSE history (§14.5): its history must get each message once too.
+    let history = format!("/api/protocol/v2/session/{}/lane/2/stream", ws.sid());
+    drop(open(&server, &history, None).await);
     let blob = "x".repeat(256 << 10);
     let body = |n: u64| json!({"n": n, "blob": blob}).to_string();
     let mut refused_at = None;
@@ -658,4 +662,14 @@ async fn a_retried_backpressure_post_reaches_the_full_receiver_once() {
     assert_eq!(r.status(), 202);
     assert_eq!(ws.expect_data().await.1["n"], k, "k once");
     assert_eq!(ws.expect_data().await.1["n"], k + 1);
+    let (resp, ()) = open(&server, &history, None).await;
+    let mut ev = events(resp);
+    for n in 1..=k + 1 {
+        let (_, m) = next_message(&mut ev).await;
+        assert_eq!(
+            (m.seq, &m.payload["n"]),
+            (n, &json!(n)),
+            "history: each once"
+        );
+    }
 }
