@@ -5,6 +5,8 @@
 //   it) but A's fetch fails as if the connection dropped before the answer; A sends again with
 //   the same number and the server answers from its ledger. B must get each message once, in
 //   order (without the number, B would get them twice).
+// - `slow-*`: the first attempt reaches the server but its answer never comes; A aborts it after
+//   its 10 s request timeout and sends again with the same number.
 // - `busy-*`: the first attempt is answered 503 `backpressure` with `Retry-After: 1` without
 //   reaching the server; A retries after the delay.
 // - `dead-*`: every attempt fails before the server; A gives up after its bounded retries with
@@ -22,6 +24,8 @@ const LANES = [1, 2];
 const ROOM = 'sse-retry';
 const MESSAGING = 2;
 const DELIVERY_TIMEOUT_MS = 20_000;
+/** The SDK's per-attempt request timeout (`REQUEST_TIMEOUT_MS`), ms. */
+const REQUEST_TIMEOUT_MS = 10_000;
 /** Longer than the SDK's whole retry budget (8 attempts, backoff 250 ms doubling to 8 s). */
 const GIVE_UP_TIMEOUT_MS = 60_000;
 
@@ -70,6 +74,14 @@ test('retried SSE POSTs reach the receiver exactly once, in order; a hopeless on
         reachedServer++;
         return route.abort('connectionreset'); // ...but A never sees the answer
       }
+      if (id.startsWith('slow-') && first) {
+        const response = await route.fetch(); // the server takes (and delivers) it
+        assert.equal(response.status(), 202);
+        reachedServer++;
+        // ...and the answer never comes: A gives up on this attempt after its timeout.
+        await sleep(REQUEST_TIMEOUT_MS + 2_000);
+        return route.abort('timedout').catch(() => {});
+      }
       if (id.startsWith('busy-') && first) {
         return route.fulfill({
           status: 503,
@@ -81,33 +93,33 @@ test('retried SSE POSTs reach the receiver exactly once, in order; a hopeless on
       return route.continue();
     });
 
-    const ids = ['ok-0', 'lost-1', 'lost-2', 'ok-3', 'busy-4', 'lost-5', 'ok-6'];
+    const ids = ['ok-0', 'lost-1', 'lost-2', 'ok-3', 'busy-4', 'lost-5', 'slow-6', 'ok-7'];
     await send(pageA, ids);
     await expectExactlyOnceInOrder(pageB, a.sessionId, ids);
-    assert.equal(reachedServer, 3, 'three answers were lost after the server took the message');
+    assert.equal(reachedServer, 4, 'four answers were lost after the server took the message');
     for (const id of ids) {
       const seqs = attempts.get(id);
-      const retried = id.startsWith('lost-') || id.startsWith('busy-');
+      const retried = ['lost-', 'busy-', 'slow-'].some((p) => id.startsWith(p));
       assert.equal(seqs.length, retried ? 2 : 1, `${id}: attempts ${JSON.stringify(seqs)}`);
       assert.ok(seqs.every((s) => s === seqs[0]), `${id}: a retry keeps its number: ${JSON.stringify(seqs)}`);
     }
-    assert.deepEqual(ids.map((id) => Number(attempts.get(id)[0])), [1, 2, 3, 4, 5, 6, 7], 'numbered from 1 per lane');
+    assert.deepEqual(ids.map((id) => Number(attempts.get(id)[0])), [1, 2, 3, 4, 5, 6, 7, 8], 'numbered from 1 per lane');
 
     // A message that never gets through is reported, never dropped silently; the next one goes.
-    await send(pageA, ['dead-7', 'ok-8']);
+    await send(pageA, ['dead-8', 'ok-9']);
     const failed = await waitFor(
       async () => (await pageA.evaluate(() => window.events)).find((e) => e.type === 'error' && e.code === 'send_failed'),
       GIVE_UP_TIMEOUT_MS,
       async () => `a send_failed error on A; events: ${JSON.stringify(await pageA.evaluate(() => window.events))}`,
     );
     assert.equal(failed.lane, MESSAGING);
-    assert.equal(failed.seq, 8);
-    assert.equal(attempts.get('dead-7').length, 8, 'bounded attempts, all with the same number');
-    await expectExactlyOnceInOrder(pageB, a.sessionId, [...ids, 'ok-8']);
-    const ok8 = attempts.get('ok-8');
-    assert.deepEqual(ok8, ['9', '8'], 'after 409 seq_gap the next message takes the number the server never got');
+    assert.equal(failed.seq, 9);
+    const dead = attempts.get('dead-8');
+    assert.deepEqual(dead, Array(8).fill('9'), 'bounded attempts, all with the same number');
+    await expectExactlyOnceInOrder(pageB, a.sessionId, [...ids, 'ok-9']);
+    assert.deepEqual(attempts.get('ok-9'), ['10', '9'], 'after 409 seq_gap the next message takes the number the server never got');
     const inbox = await pageB.evaluate(() => window.inbox);
-    assert.ok(!inbox.some((m) => m.value?.id === 'dead-7'), 'the failed message never reached B');
+    assert.ok(!inbox.some((m) => m.value?.id === 'dead-8'), 'the failed message never reached B');
 
     await Promise.all([pageA, pageB].map(closeClient));
   } finally {

@@ -302,10 +302,13 @@ fn on_error(h: &Handle, id: u64) {
     });
 }
 
+/// `GET url`'s status; aborted (an error) after [`REQUEST_TIMEOUT_MS`], so a server that
+/// accepts the connection but never answers cannot leave the client without a stream.
 async fn get_status(url: &str) -> Result<u16, JsValue> {
     let init = web_sys::RequestInit::new();
     init.set_method("GET");
     init.set_cache(web_sys::RequestCache::NoStore);
+    abort_after(&init, REQUEST_TIMEOUT_MS)?;
     let promise: js_sys::Promise = global::fetch(&JsValue::from_str(url), &init)?.unchecked_into();
     let response: web_sys::Response = JsFuture::from(promise).await?.dyn_into()?;
     Ok(response.status())
@@ -359,6 +362,16 @@ pub(crate) fn kick(h: &Handle) {
     });
 }
 
+/// Gives the request of `init` an `AbortSignal` that fires after `ms` (the fetch then rejects,
+/// read as "no answer").
+fn abort_after(init: &web_sys::RequestInit, ms: u64) -> Result<(), JsValue> {
+    let abort = web_sys::AbortController::new()?;
+    init.set_signal(Some(&abort.signal()));
+    let on_timeout = Closure::once_into_js(move || abort.abort());
+    global::set_timeout_once(&on_timeout, ms)?;
+    Ok(())
+}
+
 /// Makes one attempt of `send`: POST with `P3-Seq`, aborted after [`REQUEST_TIMEOUT_MS`].
 async fn request(url: &str, send: &PostSend) -> PostOutcome {
     match request_inner(url, send).await {
@@ -372,16 +385,13 @@ async fn request_inner(url: &str, send: &PostSend) -> Result<PostOutcome, JsValu
     let headers = web_sys::Headers::new()?;
     headers.set("Content-Type", post.content_type)?;
     headers.set(HEADER_SEQ, &send.seq.to_string())?;
-    let abort = web_sys::AbortController::new()?;
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
     init.set_body(&js_sys::Uint8Array::from(post.body.as_slice()));
     init.set_headers(&headers);
     init.set_mode(web_sys::RequestMode::Cors);
     init.set_cache(web_sys::RequestCache::NoStore);
-    init.set_signal(Some(&abort.signal()));
-    let on_timeout = Closure::once_into_js(move || abort.abort());
-    let _ = global::set_timeout_once(&on_timeout, REQUEST_TIMEOUT_MS);
+    abort_after(&init, REQUEST_TIMEOUT_MS)?;
     let promise: js_sys::Promise = global::fetch(&JsValue::from_str(url), &init)?.unchecked_into();
     let response: web_sys::Response = JsFuture::from(promise).await?.dyn_into()?;
     let status = response.status();
