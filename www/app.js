@@ -169,9 +169,12 @@ function onEvent(client, ev) {
       showHandshake(client);
       buildLaneTable(client);
       break;
-    case 'error':
-      showError(ev, ev.lane ? `server, lane ${ev.lane}` : 'server');
+    case 'error': {
+      // `send_failed`: the SDK gave up sending over SSE after its retries (PROTOCOL.md §14.6).
+      const who = ev.code === 'send_failed' ? `SDK, SSE send #${ev.seq}` : 'server';
+      showError(ev, ev.lane ? `${who}, lane ${ev.lane}` : who);
       break;
+    }
     // Lane multiplexer (the SDK's default, PROTOCOL.md §11).
     case 'discontinuity':
       // Messages on this lane were lost (e.g. the server restarted): a real app resyncs here.
