@@ -34,6 +34,7 @@ use p3_lanes::core::sync::clock::{ClockConfig, ClockSync};
 use p3_lanes::core::sync::follower::{
     Follower, FollowerConfig, FollowerEvent, FollowerOutput, MediaCommand, MediaSample,
 };
+use p3_lanes::core::sync::peer_clock::{ClockProbe, ClockSource, PeerClock, Probe};
 use p3_lanes::core::sync::state::{
     AuthorityConfig, ControlStamper, Decision, MusicAction, MusicControlData, RoomAuthority,
     RoomState, SyncMessage,
@@ -466,6 +467,8 @@ struct Device {
     skew: f64,
     drift: f64,
     clock: ClockSync,
+    /// Where its probes go in mesh mode (the same routing as the browser's).
+    peer_clock: PeerClock,
     follower: Follower,
     player: Player,
     stamper: ControlStamper,
@@ -621,6 +624,7 @@ impl Sim {
                     skew,
                     drift,
                     clock: ClockSync::new(ClockConfig::default(), 0.0),
+                    peer_clock: PeerClock::new(),
                     follower: Follower::new(cfg.follower.clone()),
                     player,
                     stamper: ControlStamper::new(),
@@ -831,13 +835,24 @@ impl Sim {
         }
     }
 
-    /// Mesh mode: the authority moves to `host`'s device (module docs of [`MeshConfig`]).
+    /// Mesh mode: the authority moves to `host`'s device (module docs of [`MeshConfig`]);
+    /// every device's [`PeerClock`] learns the new controller (the host stops probing, the
+    /// others burst towards it).
     fn move_host(&mut self, host: usize) {
-        if let Some(old) = self.mesh_host {
-            self.devices[old].clock_due = self.now;
-        }
         self.mesh_host = Some(host);
-        self.devices[host].clock_due = f64::INFINITY;
+        let now = self.now;
+        let controller = self.devices[host].id.clone();
+        for d in &mut self.devices {
+            let local = d.local(now);
+            d.peer_clock
+                .handle_role(true, &controller, &d.id, true, &mut d.clock, local);
+            if d.joined_at.is_some() {
+                d.clock_due = d
+                    .peer_clock
+                    .poll_timeout(&d.clock)
+                    .map_or(f64::INFINITY, |l| d.wake(l).max(now));
+            }
+        }
     }
 
     fn on_server(&mut self, i: usize, msg: Msg) {
@@ -860,20 +875,27 @@ impl Sim {
                 if let Some(rtt) = rtt {
                     self.authority.update_member_rtt(&id, rtt);
                 }
+                let server_time = match self.mesh_host {
+                    // The controller's answer (PROTOCOL.md §13.10).
+                    Some(h) => {
+                        let now = self.now;
+                        let host = &mut self.devices[h];
+                        let local = host.local(now);
+                        match host
+                            .peer_clock
+                            .handle_ping(&id, client_time, &host.clock, local)
+                        {
+                            Some(ClockProbe::Pong { server_time, .. }) => server_time,
+                            _ => panic!("the host synced with the server"),
+                        }
+                    }
+                    None => now_server.floor(),
+                };
                 self.send(
                     Dest::Device(i),
                     Msg::Pong {
                         client_time,
-                        server_time: match self.mesh_host {
-                            // The controller's answer (PROTOCOL.md §13.10).
-                            Some(h) => {
-                                let host = &self.devices[h];
-                                host.clock
-                                    .answer_peer_probe(host.local(self.now))
-                                    .expect("the host synced with the server")
-                            }
-                            None => now_server.floor(),
-                        },
+                        server_time,
                     },
                 );
             }
@@ -926,7 +948,20 @@ impl Sim {
                 let server_now = self.room_ms(now);
                 let d = &mut self.devices[i];
                 let local = d.local(now);
-                d.clock.handle_response(client_time, server_time, local);
+                match d.peer_clock.source().clone() {
+                    ClockSource::Peer { controller, .. } => {
+                        d.peer_clock.handle_pong(
+                            &controller,
+                            client_time,
+                            server_time,
+                            &mut d.clock,
+                            local,
+                        );
+                    }
+                    _ => {
+                        d.clock.handle_response(client_time, server_time, local);
+                    }
+                }
                 if d.burst_error_ms.is_none() && d.clock.is_synced() && !d.clock.in_burst() {
                     d.burst_error_ms = Some(d.clock.server_now(local) - server_now);
                 }
@@ -957,21 +992,25 @@ impl Sim {
         }
     }
 
+    /// A device's clock timer: its [`PeerClock`] says where the probe goes (the server, or
+    /// in mesh mode the host, which is reached the same way here) or, on the host, that its
+    /// mapping stays frozen.
     fn clock_wake(&mut self, i: usize) {
-        if self.mesh_host == Some(i) {
-            // The host's clock is the room's: its mapping stays frozen.
-            self.devices[i].clock_due = f64::INFINITY;
-            return;
-        }
         let now = self.now;
         let d = &mut self.devices[i];
         let local = d.local(now);
-        if let Some(client_time) = d.clock.poll_probe(local) {
-            let rtt = d.clock.rtt_ms();
-            self.send(Dest::Server(i), Msg::Ping { client_time, rtt });
+        let rtt = d.clock.rtt_ms();
+        match d.peer_clock.poll_probe(&mut d.clock, local) {
+            Some(Probe::Server { client_time } | Probe::Peer { client_time, .. }) => {
+                self.send(Dest::Server(i), Msg::Ping { client_time, rtt });
+            }
+            None => {}
         }
         let d = &mut self.devices[i];
-        d.clock_due = d.clock.poll_timeout().map_or(f64::INFINITY, |l| d.wake(l));
+        d.clock_due = d
+            .peer_clock
+            .poll_timeout(&d.clock)
+            .map_or(f64::INFINITY, |l| d.wake(l));
     }
 
     fn follower_wake(&mut self, i: usize) {

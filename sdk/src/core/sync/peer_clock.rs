@@ -218,12 +218,12 @@ impl PeerClock {
         }
     }
 
-    /// The probe due at `now` (local ms), if any (recorded as sent).
+    /// The probe due at `now` (local ms), if any (recorded as sent). Like
+    /// [`ClockSync::poll_probe`] it also expires unanswered probes, so it may be called early.
     #[must_use]
     pub fn poll_probe(&mut self, clock: &mut ClockSync, now: f64) -> Option<Probe> {
-        if !self.poll_timeout(clock).is_some_and(|t| t <= now) {
-            return None;
-        }
+        // Nothing to probe while hosting or while the controller's link is down.
+        self.poll_timeout(clock)?;
         let client_time = clock.poll_probe(now)?;
         match &self.source {
             ClockSource::Peer {
