@@ -28,6 +28,8 @@ enum Task {
     Lanes(usize, String, Vec<u8>),
     ChannelsOpen(usize, String),
     ChannelsClosed(usize, String),
+    /// The server answers a heartbeat ping.
+    Pong(usize),
 }
 
 struct Net {
@@ -98,6 +100,12 @@ impl Net {
         }
     }
 
+    /// Node `k`'s browser dies: nothing more from it, and nobody is told (no channel close).
+    fn vanish(&mut self, k: usize) {
+        self.dead[k] = true;
+        self.pcs[k].clear();
+    }
+
     fn set_server(&mut self, up: bool) {
         self.server_up = up;
         for n in &mut self.nodes {
@@ -108,6 +116,8 @@ impl Net {
     /// Drains every node's outputs and runs tasks until nothing is left; then advances the
     /// clock to the earliest deadline, up to `until`.
     fn drive(&mut self, until: u64) {
+        // A deadline that handle_timeout does not move would spin a browser's timer.
+        let mut same_instant = 0;
         loop {
             for i in 0..self.nodes.len() {
                 if self.dead[i] {
@@ -130,6 +140,12 @@ impl Net {
                 .min();
             match next {
                 Some(t) if t <= until => {
+                    if t <= self.now {
+                        same_instant += 1;
+                        assert!(same_instant < 10_000, "deadline {t} stuck at {}", self.now);
+                    } else {
+                        same_instant = 0;
+                    }
                     self.now = self.now.max(t);
                     for (i, n) in self.nodes.iter_mut().enumerate() {
                         if !self.dead[i] && n.poll_timeout().is_some_and(|d| d <= self.now) {
@@ -192,7 +208,11 @@ impl Net {
                 MeshOutput::Event(MeshEvent::Message { from, lane, value }) => {
                     self.inbox[i].push((from, lane, value))
                 }
-                MeshOutput::Ping => {}
+                MeshOutput::Ping => {
+                    if self.server_up {
+                        self.tasks.push_back(Task::Pong(i));
+                    }
+                }
                 MeshOutput::Event(e) => self.events[i].push(e),
             }
         }
@@ -255,7 +275,8 @@ impl Net {
             | Task::Control(i, _, _)
             | Task::Lanes(i, _, _)
             | Task::ChannelsOpen(i, _)
-            | Task::ChannelsClosed(i, _) => *i,
+            | Task::ChannelsClosed(i, _)
+            | Task::Pong(i) => *i,
         };
         if self.dead[target] {
             return;
@@ -284,6 +305,11 @@ impl Net {
             Task::ChannelsOpen(i, p) => {
                 self.nodes[i].handle_channel_open(&p, Channel::Control, now);
                 self.nodes[i].handle_channel_open(&p, Channel::Lanes, now);
+            }
+            Task::Pong(i) => {
+                if self.server_up {
+                    self.nodes[i].handle_server_pong(20.0, now);
+                }
             }
             Task::ChannelsClosed(i, p) => {
                 if let Some(pc) = self.pcs[i].get_mut(&p) {
@@ -615,7 +641,14 @@ fn assert_hub(net: &Net, controller: &str, deputy: &str) {
     assert_eq!(live_links(net), 2 * live.len() - 3, "2n - 3 links");
 }
 
-fn hub_recentres_on_the_elected_dj(n: usize) {
+fn hub_recentres_on_the_elected_dj(n: usize, abrupt: bool) {
+    let gone = |net: &mut Net, k: usize| {
+        if abrupt {
+            net.vanish(k);
+        } else {
+            net.kill(k);
+        }
+    };
     let mut net = Net::new(n);
     // The server's DJ is s3 (not the lowest id): the hub centres on it while the server is up.
     for node in &mut net.nodes {
@@ -642,7 +675,7 @@ fn hub_recentres_on_the_elected_dj(n: usize) {
 
     // The DJ's page closes: s0 (the deputy, the lowest reachable id) is elected and the hub
     // re-centres on it with s1 as deputy; s1's new links are signalled through s0.
-    net.kill(3);
+    gone(&mut net, 3);
     drive_elections(&mut net, &mut elections, 10_000);
     for (i, e) in elections.iter().enumerate() {
         if !net.dead[i] {
@@ -656,7 +689,7 @@ fn hub_recentres_on_the_elected_dj(n: usize) {
         .any(|e| matches!(e, MeshEvent::SignalRelayed { .. })));
 
     // And again: the new DJ goes too.
-    net.kill(0);
+    gone(&mut net, 0);
     drive_elections(&mut net, &mut elections, 10_000);
     for (i, e) in elections.iter().enumerate() {
         if !net.dead[i] {
@@ -675,12 +708,18 @@ fn hub_recentres_on_the_elected_dj(n: usize) {
 
 #[test]
 fn hub_recentres_on_the_elected_dj_with_8_devices() {
-    hub_recentres_on_the_elected_dj(8);
+    hub_recentres_on_the_elected_dj(8, false);
+}
+
+#[test]
+fn hub_recentres_when_the_djs_browser_dies_with_8_devices() {
+    // No channel close: the links go silent and the liveness probes notice.
+    hub_recentres_on_the_elected_dj(8, true);
 }
 
 #[test]
 fn hub_recentres_on_the_elected_dj_with_12_devices() {
-    hub_recentres_on_the_elected_dj(12);
+    hub_recentres_on_the_elected_dj(12, false);
 }
 
 #[test]
@@ -758,4 +797,56 @@ fn clock_probes_travel_on_the_control_channel() {
     )));
     let e = net.nodes[0].send_clock("s9", pong).unwrap_err();
     assert_eq!(e.code(), ErrorCode::UnknownTarget);
+}
+
+fn failed(net: &Net, i: usize, peer: &str) -> bool {
+    net.events[i].iter().any(
+        |e| matches!(e, MeshEvent::PeerState { peer: p, state: LinkState::Failed } if p == peer),
+    )
+}
+
+#[test]
+fn a_silent_peer_is_dropped_without_the_server() {
+    let mut net = Net::new(3);
+    net.drive(3000);
+    net.set_server(false);
+    net.vanish(2);
+    let t = net.now;
+    net.drive(t + LINK_SILENCE_MS - ALIVE_INTERVAL_MS);
+    assert!(net.nodes[0].connected_peers().contains(&"s2".to_string()));
+    net.drive(t + LINK_SILENCE_MS + ALIVE_INTERVAL_MS);
+    assert!(failed(&net, 0, "s2") && failed(&net, 1, "s2"));
+    assert_eq!(net.nodes[0].connected_peers(), vec!["s1"]);
+    assert!(net.nodes[0].lost().contains("s2"));
+    // The probes keep the live link up.
+    net.drive(t + 10_000);
+    assert_eq!(net.nodes[0].connected_peers(), vec!["s1"]);
+    assert!(!failed(&net, 0, "s1"));
+}
+
+#[test]
+fn silence_is_not_judged_while_the_server_is_up() {
+    // The server says `peer-left` when a socket goes; until then the link stays.
+    let mut net = Net::new(3);
+    net.drive(3000);
+    net.vanish(2);
+    let t = net.now;
+    net.drive(t + 3 * LINK_SILENCE_MS);
+    assert!(!failed(&net, 0, "s2"));
+    assert!(net.nodes[0].connected_peers().contains(&"s2".to_string()));
+}
+
+#[test]
+fn a_stalled_device_does_not_drop_its_peers() {
+    let mut net = Net::new(3);
+    net.drive(3000);
+    net.set_server(false);
+    let t = net.now;
+    net.drive(t + 10);
+    // s0's timer fires 5 s late (a busy renderer): its peers' silence says nothing.
+    net.nodes[0].handle_timeout(t + 5000);
+    net.now = t + 5000;
+    net.drive(t + 5010);
+    assert!(!failed(&net, 0, "s1") && !failed(&net, 0, "s2"));
+    assert_eq!(net.nodes[0].connected_peers(), vec!["s1", "s2"]);
 }
