@@ -3,9 +3,15 @@
 // play tracks from the server's media folder (GET /api/media). Shows the clock offset, the
 // RTT and a live plot of this device's drift against the room state.
 //
+// With peer-to-peer on (default; `?p2p=0` turns it off) the room keeps a DataChannel mesh
+// and plays on without the server (PROTOCOL.md §13.11-13.12): the sync tier and the changes
+// waiting for the server are shown under the room.
+//
 // For tests: window.p3music = { client, room } once joined.
 
 import init, { P3Client } from '/pkg/p3_lanes.js';
+
+const P2P = new URLSearchParams(location.search).get('p2p') !== '0';
 
 const PLOT_WINDOW_MS = 20_000;
 const PLOT_RANGE_MS = 40;
@@ -151,7 +157,7 @@ async function joinRoom(name) {
   $('room-link').textContent = `?room=${name}`;
   $('room-name').textContent = name;
   try {
-    room = await client.musicRoom(name, { media: audio });
+    room = await client.musicRoom(name, P2P ? { media: audio, peerToPeer: true } : { media: audio });
   } catch (err) {
     showError(err, 'musicRoom');
     return;
@@ -177,12 +183,25 @@ async function joinRoom(name) {
       case 'closed':
         showStatus('waiting');
         break;
+      case 'tier':
+      case 'pending':
+      case 'reconciled':
+        showTier();
+        break;
       default:
         break;
     }
   });
   showRoomState(room.state);
   showStatus(room.status);
+  showTier();
+}
+
+/** Sync tier (socket / webrtc / offline, PROTOCOL.md §13.1) and changes waiting for the server (§13.12). */
+function showTier() {
+  const pending = room?.pendingChanges;
+  $('tier').textContent = room?.tier ?? (P2P ? '–' : 'socket (peer-to-peer off)');
+  $('pending').textContent = pending == null ? '–' : pending === 0 ? 'none' : `${pending} waiting for the server`;
 }
 
 function tick() {
@@ -234,7 +253,7 @@ function drawPlot() {
 async function main() {
   await init();
   try {
-    client = await P3Client.connect(location.origin, { lanes: ['Control', 'Sync'] });
+    client = await P3Client.connect(location.origin, { lanes: P2P ? ['Control', 'Messaging', 'Sync'] : ['Control', 'Sync'] });
   } catch (err) {
     showState('closed', err.message);
     showError(err, 'connect');

@@ -74,10 +74,11 @@ export async function startMusicServer({ latencyMs = 50, jitterMs = 20 } = {}) {
  * A separate headless Chromium. `autoplay`: `--autoplay-policy=no-user-gesture-required`;
  * without it the default policy applies (a real click is needed to play). Audio is muted at
  * the output (`--mute-audio`); the media clock still runs on the fake audio sink.
- * @param {{autoplay?: boolean}} [options]
+ * `extraArgs`: more Chromium flags.
+ * @param {{autoplay?: boolean, extraArgs?: string[]}} [options]
  */
-export function launchMusicBrowser({ autoplay = true } = {}) {
-  const args = [...CHROMIUM_ARGS, '--mute-audio'];
+export function launchMusicBrowser({ autoplay = true, extraArgs = [] } = {}) {
+  const args = [...CHROMIUM_ARGS, '--mute-audio', ...extraArgs];
   if (autoplay) args.push('--autoplay-policy=no-user-gesture-required');
   return chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args });
 }
@@ -97,10 +98,12 @@ export function launchMusicBrowser({ autoplay = true } = {}) {
  * ready (see music.html).
  * @param {import('playwright-core').Browser} browser
  * @param {string} url server base URL
- * @param {{label: string, room: string, skewMs: number, driftPpm?: number, wait?: boolean, p2p?: boolean}} options
+ * @param {{label: string, room: string, skewMs: number, driftPpm?: number, wait?: boolean, p2p?: boolean, device?: string, retry?: boolean, initScripts?: Function[]}} options
+ *   `device`: the room's `deviceId`; `retry`: keep trying to connect while the server is
+ *   unreachable; `initScripts`: more init scripts, run after the clock skew's
  * @returns {Promise<MusicPage>}
  */
-export async function openMusicPage(browser, url, { label, room, skewMs, driftPpm = 0, wait = true, p2p = false }) {
+export async function openMusicPage(browser, url, { label, room, skewMs, driftPpm = 0, wait = true, p2p = false, device, retry = false, initScripts = [] }) {
   const page = await browser.newPage();
   const events = [];
   page.on('console', (msg) => {
@@ -115,8 +118,11 @@ export async function openMusicPage(browser, url, { label, room, skewMs, driftPp
   });
   page.on('pageerror', (err) => console.error(`[${label} pageerror] ${err.stack ?? err}`));
   await page.addInitScript(skewScript, { skewMs, driftPpm });
+  for (const script of initScripts) await page.addInitScript(script);
   const query = new URLSearchParams({ room, client: label });
   if (p2p) query.set('p2p', '1');
+  if (device) query.set('device', device);
+  if (retry) query.set('retry', '1');
   await page.goto(`${url}/music.html?${query}`);
   const mp = { page, label, skewMs, events, sessionId: '' };
   if (wait) await waitReady(mp);

@@ -620,6 +620,29 @@ impl Mesh {
         self.reconcile();
     }
 
+    /// The server handed this device a new session (it restarted or forgot the old one,
+    /// PROTOCOL.md §13.12): the mesh takes `me` as its id. Every link of the old id is
+    /// closed and forgotten (the other members re-handshake too and know only new ids), the
+    /// members become just this device until the next [`Mesh::handle_members`] (the rejoin's
+    /// `joined`), and signals still waiting under the old id are dropped. The tier machine
+    /// is kept: its hysteresis decides the return to the socket tier as for any reconnect.
+    /// An unchanged id does nothing.
+    pub fn handle_new_id(&mut self, me: impl Into<String>, now: u64) {
+        let me = me.into();
+        self.now = self.now.max(now);
+        if self.closed || me == self.cfg.me {
+            return;
+        }
+        let ids: Vec<String> = self.peers.keys().cloned().collect();
+        for id in ids {
+            self.forget(&id);
+        }
+        self.pending.clear();
+        self.announced.clear();
+        self.cfg.me = me.clone();
+        self.members = BTreeSet::from([me]);
+    }
+
     /// Whether the server can route signals now (its WebSocket is open).
     pub fn handle_server(&mut self, up: bool, now: u64) {
         self.now = self.now.max(now);

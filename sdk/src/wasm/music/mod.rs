@@ -235,6 +235,31 @@ impl MusicRoom {
             .map_or(JsValue::NULL, convert::to_js)
     }
 
+    /// Changes this device made without the server (`offline` tier, or ordered by it on the
+    /// `webrtc` tier) that the server has not acknowledged yet: kept in IndexedDB and pushed
+    /// when it answers again (PROTOCOL.md §13.12). `null` without `peerToPeer` or before the
+    /// queue is open; `pending` events report changes.
+    #[wasm_bindgen(getter, js_name = pendingChanges, unchecked_return_type = "number | null")]
+    pub fn pending_changes(&self) -> JsValue {
+        self.inner
+            .borrow()
+            .tiers
+            .as_ref()
+            .and_then(|t| t.pending_changes())
+            .map_or(JsValue::NULL, |n| JsValue::from_f64(n as f64))
+    }
+
+    /// The stable id this device's offline changes carry (`origin`; option `deviceId`, else
+    /// one kept in `localStorage`), or `null` without `peerToPeer`.
+    #[wasm_bindgen(getter, js_name = deviceId, unchecked_return_type = "string | null")]
+    pub fn device_id(&self) -> JsValue {
+        self.inner
+            .borrow()
+            .tiers
+            .as_ref()
+            .map_or(JsValue::NULL, |t| JsValue::from_str(t.device_id()))
+    }
+
     /// Plays, from `position` (s) if given, else from where the room is. Resolves with the
     /// room state once the server's authority applied the change (it takes effect a little
     /// later, at its `referenceTime`, on every device at once).
@@ -429,7 +454,9 @@ pub(crate) fn join(client: &ClientHandle, name: String, options: &JsValue) -> Pr
         events: VecDeque::new(),
         dispatching: false,
         closed: false,
-        tiers: opts.peer_to_peer.map(tiers::Tiers::new),
+        tiers: opts
+            .peer_to_peer
+            .map(|p| tiers::Tiers::new(p, opts.device_id.clone())),
         tier_sends: Vec::new(),
     }));
     let weak = Rc::downgrade(&room);
@@ -710,6 +737,7 @@ fn finish(h: &RoomHandle) {
     }
     h.borrow_mut().arm_timer(h);
     dispatch(h);
+    tiers::maybe_push(h);
 }
 
 fn execute(h: &RoomHandle, act: Act) {
@@ -896,6 +924,12 @@ fn attach_media_listeners(h: &RoomHandle) {
 
 /// One core event of the client (see [`driver::add_listener`]).
 fn on_client_event(h: &RoomHandle, ev: &Event) {
+    if let Event::Message(m) = ev {
+        if m.lane == Lane::Sync && m.from.is_none() && tiers::handle_ack(h, &m.value) {
+            finish(h);
+            return;
+        }
+    }
     {
         let mut r = h.borrow_mut();
         if r.closed {
@@ -954,12 +988,15 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
             Event::RoomKey { room, key_id, key } if *room == r.name => {
                 tiers::handle_room_key(&mut r, *key_id, key);
             }
-            Event::RoomJoined { room, .. } if *room == r.name => {
-                // A rejoin may face a restarted authority whose versions start anew.
+            Event::SessionChanged { .. } => {
+                // A new session: the server restarted (or forgot us), and its authority's
+                // versions start anew. Reset here, not on the rejoin's `joined`: that Control
+                // message may arrive after the Sync lane's snapshot, which it would erase.
                 r.follower.reset_room();
                 r.latest = None;
                 r.stamper = ControlStamper::new();
             }
+            Event::RoomJoined { room, .. } if *room == r.name => {}
             Event::RoomJoined { .. } => {
                 drop(r);
                 close_room(h, "the client joined another room");
@@ -1000,12 +1037,13 @@ fn send_change(h: &RoomHandle, action: MusicAction, mut data: MusicControlData) 
             let ordered = tiers::order_change(&mut r, action, data);
             drop(r);
             return match ordered {
-                Ok((state, sealed)) => {
+                Ok((state, sealed, record)) => {
                     if let Some(v) = sealed {
                         tiers::mesh_send(h, &v, None);
                     }
+                    let promise = tiers::queue_change(h, convert::to_js(&state), record);
                     finish(h);
-                    Promise::resolve(&convert::to_js(&state))
+                    promise
                 }
                 Err(e) => Promise::reject(&e),
             };

@@ -18,6 +18,9 @@ pub(crate) struct RoomOptions {
     /// `peerToPeer` (default off): `true` or `PeerMeshOptions` keeps a DataChannel mesh so
     /// the room plays on in sync without the server (Tier 2); the mesh's options.
     pub(crate) peer_to_peer: Option<JsValue>,
+    /// `deviceId` (with `peerToPeer`): the stable origin of this device's offline changes
+    /// (PROTOCOL.md §13.12); default one kept in `localStorage`.
+    pub(crate) device_id: Option<String>,
 }
 
 /// Reads `options`.
@@ -62,10 +65,19 @@ pub(crate) fn parse(options: &JsValue) -> Result<RoomOptions, JsValue> {
             ))
         }
     };
+    let device_id = match get("deviceId") {
+        None => None,
+        Some(v) => Some(
+            v.as_string()
+                .filter(|id| !id.is_empty())
+                .ok_or_else(|| error::invalid_argument("`deviceId` must be a non-empty string"))?,
+        ),
+    };
     Ok(RoomOptions {
         media,
         track_url,
         resume_on_gesture,
         peer_to_peer,
+        device_id,
     })
 }

@@ -10,20 +10,37 @@
 //! over the mesh ([`super::peer_clock`]). Who is controller is the core [`Election`] (the DJ stays while reachable; otherwise
 //! the lowest reachable id with epoch + 1).
 //!
+//! Tier 3 (seed 004 "Tier 3: Independent Mode"; PROTOCOL.md §13.12): on the `offline` tier
+//! (no server, no usable link) the room plays on from its last state and **any** device acts
+//! as its own controller: its changes are applied locally, stamped in its claim's epoch, and
+//! recorded in its offline queue ([`RoomQueue`], IndexedDB, durable before the Promise
+//! resolves) together with the state they produced. Changes the controller orders on the
+//! `webrtc` tier are recorded the same way. Once the server answers again (a `sync-state`
+//! after the rejoin, or the tier back to `socket`) the queue is pushed as `music-changes`
+//! (§13.9); the `music-changes-ack` version vector drops what the server has (it applies each
+//! `(origin, localSeq)` once), and the server's state is followed ("server wins").
+//!
 //! Everything here runs under the room's borrow and returns [`Act`]s (mesh sends) that
 //! [`super::finish`] executes with no borrow held.
 
 use super::{Act, JsMusicEvent, Room, RoomHandle};
 use crate::core::error::ErrorCode;
 use crate::core::lane::Lane;
+use crate::core::p2p::changes::{
+    Change, ChangesAck, ChangesPush, MUSIC_CHANGES_ACK_TYPE, MUSIC_CHANGES_TYPE,
+};
 use crate::core::p2p::election::{Authority, Claim, Election, ElectionOutput};
 use crate::core::p2p::peer_sync::{check_change, PeerSealer, PeerSync, PeerSyncError};
 use crate::core::p2p::quality::NetworkQuality;
 use crate::core::p2p::seal::RoomKey;
 use crate::core::p2p::tier::{Tier, TierReason};
 use crate::core::sync::state::{MusicAction, MusicControlData, RoomState, SyncError, SyncMessage};
+use crate::core::client::ConnectionState;
+use crate::wasm::driver::{self, Resolver};
+use crate::wasm::offline::RoomQueue;
 use crate::wasm::p2p::{self, MeshHandle};
 use crate::wasm::{convert, error};
+use js_sys::Promise;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,6 +50,13 @@ use wasm_bindgen::prelude::*;
 /// Lead between a peer-ordered change and its `applyAt`, ms: DataChannel delivery on a LAN
 /// plus the follower's start latency.
 pub(super) const LEAD_MS: f64 = 250.0;
+
+/// A push not acknowledged within this long may be sent again, ms (the server applies each
+/// change once, so a repeat is harmless).
+const PUSH_RETRY_MS: f64 = 3000.0;
+
+/// `localStorage` key of the default device id (the origin of this device's changes).
+const DEVICE_ID_KEY: &str = "p3-lanes-device-id";
 
 /// The Tier 2 state of one room.
 pub(super) struct Tiers {
@@ -46,14 +70,26 @@ pub(super) struct Tiers {
     tier: Tier,
     election: Option<Election>,
     sealer: Option<PeerSealer>,
+    /// The sender id `sealer` seals as.
+    sealer_id: String,
     /// Connected peers.
     peers: BTreeMap<String, NetworkQuality>,
     /// The controller the mesh's hub was last centred on (§13.13).
     hub: Option<String>,
+    /// The stable id of this device's changes (`deviceId`; survives reloads).
+    origin: String,
+    /// The offline queue, once opened (`None` before, or if storage is unavailable).
+    queue: Option<Rc<RoomQueue>>,
+    /// Changes in the queue not acknowledged by the server.
+    pending: usize,
+    /// When the last push went out (local ms), until its ack.
+    push_sent_at: Option<f64>,
+    /// A push is being read from storage.
+    push_loading: bool,
 }
 
 impl Tiers {
-    pub(super) fn new(mesh_options: JsValue) -> Tiers {
+    pub(super) fn new(mesh_options: JsValue, device_id: Option<String>) -> Tiers {
         Tiers {
             mesh_options,
             mesh: None,
@@ -62,9 +98,25 @@ impl Tiers {
             tier: Tier::Socket,
             election: None,
             sealer: None,
+            sealer_id: String::new(),
             peers: BTreeMap::new(),
             hub: None,
+            origin: device_id.unwrap_or_else(default_device_id),
+            queue: None,
+            pending: 0,
+            push_sent_at: None,
+            push_loading: false,
         }
+    }
+
+    /// The device id of this device's changes.
+    pub(super) fn device_id(&self) -> &str {
+        &self.origin
+    }
+
+    /// Changes not acknowledged by the server yet (`null` until the queue is open).
+    pub(super) fn pending_changes(&self) -> Option<usize> {
+        self.queue.as_ref().map(|_| self.pending)
     }
 
     /// The current tier.
@@ -132,6 +184,7 @@ pub(super) async fn open_mesh(h: RoomHandle) -> Result<(), JsValue> {
         };
         (r.client.clone(), r.name.clone(), t.mesh_options.clone())
     };
+    open_queue(&h, &name).await;
     let mesh = p2p::open_mesh(&client, name, &opts).await?;
     let weak = Rc::downgrade(&h);
     let on_message = Closure::<dyn FnMut(JsValue)>::new(move |m: JsValue| {
@@ -175,6 +228,81 @@ pub(super) async fn open_mesh(h: RoomHandle) -> Result<(), JsValue> {
     Ok(())
 }
 
+/// Opens this device's offline queue (module docs); a failure is an `error` event (the room
+/// plays on, but changes made without the server cannot be kept).
+async fn open_queue(h: &RoomHandle, name: &str) {
+    let origin = match h.borrow().tiers.as_ref() {
+        Some(t) => t.origin.clone(),
+        None => return,
+    };
+    let opened = RoomQueue::open(name, &origin).await;
+    {
+        let mut r = h.borrow_mut();
+        match opened {
+            Ok((q, restored)) => {
+                let pending = restored.pending.len();
+                if let Some(t) = r.tiers.as_mut() {
+                    t.queue = Some(Rc::new(q));
+                    t.pending = pending;
+                }
+                if pending > 0 {
+                    // Changes from an earlier page (a reload, a crash): what they produced
+                    // here, for the app to show until the server has them.
+                    r.event(&RestoredEvent {
+                        r#type: "restored",
+                        pending: &restored.pending,
+                        state: restored.room_state.as_ref(),
+                    });
+                }
+                r.event(&PendingEvent {
+                    r#type: "pending",
+                    pending,
+                });
+            }
+            Err(e) => {
+                let code = code_of(&e, ErrorCode::StorageUnavailable);
+                let message = format!("offline queue: {}", error::describe(&e));
+                r.event(&JsMusicEvent::Error {
+                    code: &code,
+                    message: &message,
+                });
+            }
+        }
+    }
+    super::finish(h);
+}
+
+/// `deviceId` default: a random id kept in `localStorage` (one per browser profile and
+/// origin), or a fresh one per room where there is no `localStorage`.
+fn default_device_id() -> String {
+    let fresh = || format!("device-{:016x}", crate::wasm::global::random_u64());
+    let storage = js_sys::Reflect::get(&js_sys::global(), &"localStorage".into())
+        .ok()
+        .filter(|s| s.is_object());
+    let Some(storage) = storage else {
+        return fresh();
+    };
+    let call = |name: &str, args: &js_sys::Array| -> Option<JsValue> {
+        let f: js_sys::Function = js_sys::Reflect::get(&storage, &name.into())
+            .ok()?
+            .dyn_into()
+            .ok()?;
+        f.apply(&storage, args).ok()
+    };
+    if let Some(id) = call("getItem", &js_sys::Array::of1(&DEVICE_ID_KEY.into()))
+        .and_then(|v| v.as_string())
+        .filter(|id| !id.is_empty())
+    {
+        return id;
+    }
+    let id = fresh();
+    let _ = call(
+        "setItem",
+        &js_sys::Array::of2(&DEVICE_ID_KEY.into(), &id.clone().into()),
+    );
+    id
+}
+
 /// The server's claim in `state` (epoch, controller; `""` without a controller).
 fn claim_of(state: Option<&RoomState>) -> Claim {
     state.map_or_else(
@@ -205,6 +333,7 @@ fn nonce_prefix() -> [u8; 4] {
 
 /// Control `room-key` for this room.
 pub(super) fn handle_room_key(r: &mut Room, key_id: u32, key: &str) {
+    refresh_id(r);
     let name = r.name.clone();
     let me = r.me();
     let Some(t) = r.tiers.as_mut() else { return };
@@ -215,14 +344,46 @@ pub(super) fn handle_room_key(r: &mut Room, key_id: u32, key: &str) {
             } else {
                 t.mesh_id.clone()
             };
-            t.sealer = Some(PeerSealer::new(k, name, id, nonce_prefix()));
+            // A repeated join hands out the same key again: keep sealing with the same nonce
+            // counter (a new sealer would restart it, and peers would see replays).
+            let same = t
+                .sealer
+                .as_ref()
+                .is_some_and(|s| s.key_id() == key_id && t.sealer_id == id);
+            if !same {
+                t.sealer = Some(PeerSealer::new(k, name, id.clone(), nonce_prefix()));
+                t.sealer_id = id;
+            }
         }
         Err(e) => web_sys::console::warn_1(&JsValue::from_str(&format!("p3-lanes: {e}"))),
     }
 }
 
-/// A `sync-state` from the server: while it is the authority, its claim is the room's.
+/// The mesh took a new session id (the server restarted, PROTOCOL.md §13.12): claims and
+/// seals use it from now on; the election starts again from the server's claim (and, while
+/// the server is not the authority yet, without peers: this device's own claim).
+fn refresh_id(r: &mut Room) {
+    let claim = claim_of(r.latest.as_ref());
+    let Some(t) = r.tiers.as_mut() else { return };
+    let Some(me) = t.mesh.as_ref().map(|m| m.borrow().me().to_owned()) else {
+        return;
+    };
+    if me == t.mesh_id {
+        return;
+    }
+    t.mesh_id = me.clone();
+    let mut e = Election::new(me, claim);
+    if t.tier != Tier::Socket {
+        let reachable: BTreeSet<String> = t.peers.keys().cloned().collect();
+        e.handle_server_lost(&reachable);
+    }
+    t.election = Some(e);
+}
+
+/// A `sync-state` from the server: while it is the authority, its claim is the room's. The
+/// server answers again: queued changes are pushed (see [`push_due`]).
 pub(super) fn handle_server_state(r: &mut Room) {
+    refresh_id(r);
     let claim = claim_of(r.latest.as_ref());
     let Some(t) = r.tiers.as_mut() else { return };
     if t.tier() == Tier::Socket {
@@ -336,13 +497,17 @@ pub(super) fn order_change(
     r: &mut Room,
     action: MusicAction,
     mut data: MusicControlData,
-) -> Result<(RoomState, Option<Value>), JsValue> {
+) -> Result<(RoomState, Option<Value>, Record), JsValue> {
     let now = r.now();
     let Some(t) = r.tiers.as_ref() else {
         return Err(error::coded(ErrorCode::Internal, "no peer tier"));
     };
-    let claim = t.claim().cloned().unwrap_or_else(|| Claim::new(0, ""));
-    if claim.controller != t.mesh_id {
+    let offline = t.tier() == Tier::Offline;
+    let mut claim = t.claim().cloned().unwrap_or_else(|| Claim::new(0, ""));
+    if offline {
+        // Independent mode (seed 004 Tier 3): every device is its own controller.
+        claim.controller.clone_from(&t.mesh_id);
+    } else if claim.controller != t.mesh_id {
         return Err(error::coded(
             ErrorCode::NotController,
             &format!(
@@ -356,7 +521,7 @@ pub(super) fn order_change(
             "handover needs the server (peer-to-peer control follows the election)",
         ));
     }
-    if t.sealer.is_none() {
+    if t.sealer.is_none() && !offline {
         return Err(PeerSyncErrorJs(PeerSyncError::NoKey).into());
     }
     let mut base = r.latest.clone().unwrap_or_else(|| RoomState::new(0.0));
@@ -383,9 +548,273 @@ pub(super) fn order_change(
         state: state.clone(),
     };
     let value = seal(r, &msg);
+    let timestamp = r.clock.server_now(now);
     let control = SyncMessage::MusicControl(control).to_value();
     r.event(&JsMusicEvent::Control { control: &control });
-    Ok((state, value))
+    let record = Record {
+        op: control,
+        epoch: claim.epoch,
+        timestamp,
+        state: serde_json::to_value(&state).unwrap_or_default(),
+    };
+    Ok((state, value, record))
+}
+
+/// A change ordered without the server, to keep in the offline queue.
+pub(super) struct Record {
+    op: Value,
+    epoch: u64,
+    timestamp: f64,
+    state: Value,
+}
+
+/// Resolves with `state` once `record` is durably queued (module docs). Rejects with the
+/// storage's `code` (`storage_unavailable`, `quota_exceeded`, `storage_corrupt`) if it could
+/// not be: the change is applied here but will not reach the server.
+pub(super) fn queue_change(h: &RoomHandle, state: JsValue, record: Record) -> Promise {
+    let queue = h.borrow().tiers.as_ref().and_then(|t| t.queue.clone());
+    let Some(queue) = queue else {
+        return Promise::reject(&error::coded(
+            ErrorCode::StorageUnavailable,
+            "applied here, but there is no offline queue to keep it for the server (see the room's error events)",
+        ));
+    };
+    let (promise, resolver) = Resolver::new();
+    let weak = Rc::downgrade(h);
+    wasm_bindgen_futures::spawn_local(async move {
+        let done = queue
+            .record(record.op, record.epoch, record.timestamp, &record.state)
+            .await;
+        let Some(h) = weak.upgrade() else { return };
+        match done {
+            Ok((_, pending)) => {
+                {
+                    let mut r = h.borrow_mut();
+                    if let Some(t) = r.tiers.as_mut() {
+                        t.pending = pending;
+                    }
+                    r.event(&PendingEvent {
+                        r#type: "pending",
+                        pending,
+                    });
+                }
+                resolver.resolve(&state);
+                super::finish(&h);
+            }
+            Err(e) => {
+                let code = code_of(&e, ErrorCode::StorageUnavailable);
+                let message = format!(
+                    "applied here, but not queued for the server: {}",
+                    error::describe(&e)
+                );
+                resolver.reject(&error::js_error(&code, &message));
+                h.borrow_mut().event(&JsMusicEvent::Error {
+                    code: &code,
+                    message: &message,
+                });
+                super::finish(&h);
+            }
+        }
+    });
+    promise
+}
+
+/// The `code` of a thrown JS error, else `fallback`.
+fn code_of(e: &JsValue, fallback: ErrorCode) -> String {
+    js_sys::Reflect::get(e, &"code".into())
+        .ok()
+        .and_then(|c| c.as_string())
+        .unwrap_or_else(|| fallback.as_str().to_owned())
+}
+
+/// Whether queued changes should go to the server now: some are pending, the client is open
+/// and in the room, the server has spoken since (a `sync-state`), and no push is in flight
+/// (or the last one is older than [`PUSH_RETRY_MS`]).
+fn push_due(r: &Room) -> bool {
+    let Some(t) = r.tiers.as_ref() else {
+        return false;
+    };
+    let open = r.client.borrow().client().state() == ConnectionState::Open;
+    let in_flight = t.push_loading
+        || t
+            .push_sent_at
+            .is_some_and(|at| r.now() - at < PUSH_RETRY_MS);
+    t.queue.is_some() && t.pending > 0 && open && r.latest.is_some() && !in_flight
+}
+
+/// Pushes the queue if [`push_due`]: reads it afresh (another tab may have added to it) and
+/// sends `music-changes` on the Sync lane (PROTOCOL.md §13.9).
+pub(super) fn maybe_push(h: &RoomHandle) {
+    let queue = {
+        let mut r = h.borrow_mut();
+        if r.closed || !push_due(&r) {
+            return;
+        }
+        let Some(t) = r.tiers.as_mut() else { return };
+        t.push_loading = true;
+        t.queue.clone()
+    };
+    let Some(queue) = queue else { return };
+    let weak = Rc::downgrade(h);
+    wasm_bindgen_futures::spawn_local(async move {
+        let changes = queue.unacknowledged().await;
+        let Some(h) = weak.upgrade() else { return };
+        let send = {
+            let mut r = h.borrow_mut();
+            let epoch = known_epoch(&r);
+            let now = r.now();
+            let Some(t) = r.tiers.as_mut() else { return };
+            t.push_loading = false;
+            match changes {
+                Ok(changes) if !changes.is_empty() => {
+                    t.pending = changes.len();
+                    t.push_sent_at = Some(now);
+                    Ok(push_value(epoch, changes))
+                }
+                Ok(_) => {
+                    t.pending = 0;
+                    Err(None)
+                }
+                Err(e) => Err(Some(e)),
+            }
+        };
+        match send {
+            Ok(value) => {
+                let client = h.borrow().client.clone();
+                if let Err(e) = driver::with_client(&client, |c| c.send(Lane::Sync, value, None)) {
+                    if let Some(t) = h.borrow_mut().tiers.as_mut() {
+                        t.push_sent_at = None;
+                    }
+                    let message = format!("pushing offline changes: {e}");
+                    h.borrow_mut().event(&JsMusicEvent::Error {
+                        code: e.code().as_str(),
+                        message: &message,
+                    });
+                }
+            }
+            Err(Some(e)) => {
+                let code = code_of(&e, ErrorCode::StorageUnavailable);
+                let message = format!("reading the offline queue: {}", error::describe(&e));
+                h.borrow_mut().event(&JsMusicEvent::Error {
+                    code: &code,
+                    message: &message,
+                });
+            }
+            Err(None) => {}
+        }
+        super::finish(&h);
+    });
+}
+
+/// The highest controller epoch this device knows (its claim's, its state's).
+fn known_epoch(r: &Room) -> u64 {
+    let claim = r
+        .tiers
+        .as_ref()
+        .and_then(Tiers::claim)
+        .map_or(0, |c| c.epoch);
+    claim.max(r.latest.as_ref().map_or(0, |s| s.epoch))
+}
+
+/// `{type: "music-changes", epoch, changes}`.
+fn push_value(epoch: u64, changes: Vec<Change>) -> Value {
+    let push = ChangesPush {
+        epoch: Some(epoch),
+        changes,
+    };
+    let mut v = serde_json::to_value(&push).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("type".into(), MUSIC_CHANGES_TYPE.into());
+    }
+    v
+}
+
+/// Whether `value` (a server Sync-lane message) is a `music-changes-ack`; if so it is handled
+/// (the acknowledged changes leave the queue, then `reconciled`).
+pub(super) fn handle_ack(h: &RoomHandle, value: &Value) -> bool {
+    if value.get("type").and_then(Value::as_str) != Some(MUSIC_CHANGES_ACK_TYPE) {
+        return false;
+    }
+    let ack: ChangesAck = match serde_json::from_value(value.clone()) {
+        Ok(a) => a,
+        Err(e) => {
+            let message = format!("music-changes-ack: {e}");
+            h.borrow_mut().event(&JsMusicEvent::Error {
+                code: ErrorCode::BadPayload.as_str(),
+                message: &message,
+            });
+            return true;
+        }
+    };
+    let queue = h.borrow().tiers.as_ref().and_then(|t| t.queue.clone());
+    let Some(queue) = queue else { return true };
+    let weak = Rc::downgrade(h);
+    wasm_bindgen_futures::spawn_local(async move {
+        let left = queue.acknowledge(ack.version_vector.clone()).await;
+        let Some(h) = weak.upgrade() else { return };
+        {
+            let mut r = h.borrow_mut();
+            match left {
+                Ok(pending) => {
+                    if let Some(t) = r.tiers.as_mut() {
+                        t.pending = pending;
+                        t.push_sent_at = None;
+                    }
+                    r.event(&ReconciledEvent {
+                        r#type: "reconciled",
+                        applied: ack.applied,
+                        skipped: ack.skipped,
+                        epoch: ack.epoch,
+                        applied_order: &ack.applied_order,
+                        version_vector: &ack.version_vector,
+                        pending,
+                    });
+                    r.event(&PendingEvent {
+                        r#type: "pending",
+                        pending,
+                    });
+                }
+                Err(e) => {
+                    let code = code_of(&e, ErrorCode::StorageUnavailable);
+                    let message = format!("acknowledging offline changes: {}", error::describe(&e));
+                    r.event(&JsMusicEvent::Error {
+                        code: &code,
+                        message: &message,
+                    });
+                }
+            }
+        }
+        super::finish(&h);
+    });
+    true
+}
+
+/// `MusicRoomEvent` `restored`: the queue held changes when the room opened.
+#[derive(Serialize)]
+struct RestoredEvent<'a> {
+    r#type: &'static str,
+    pending: &'a [Change],
+    state: Option<&'a Value>,
+}
+
+/// `MusicRoomEvent` `pending`: changes queued for the server.
+#[derive(Serialize)]
+struct PendingEvent {
+    r#type: &'static str,
+    pending: usize,
+}
+
+/// `MusicRoomEvent` `reconciled`: the server's answer to a push (PROTOCOL.md §13.9).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReconciledEvent<'a> {
+    r#type: &'static str,
+    applied: u64,
+    skipped: u64,
+    epoch: u64,
+    applied_order: &'a [(String, u64)],
+    version_vector: &'a crate::core::p2p::changes::VersionVector,
+    pending: usize,
 }
 
 struct PeerSyncErrorJs(PeerSyncError);

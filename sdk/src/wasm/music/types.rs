@@ -16,6 +16,8 @@ export interface MusicRoomOptions {
   resumeOnGesture?: boolean;
   /** Keep a WebRTC DataChannel mesh with the room's members (`true`, or the mesh's `PeerMeshOptions`) so the room plays on in sync when the server is lost (Tier 2, PROTOCOL.md §13.11): the DJ's changes then travel sealed under the room key over the mesh. Default: false. */
   peerToPeer?: boolean | PeerMeshOptions;
+  /** With `peerToPeer`: the stable id (`origin`) of the changes this device makes without the server; they are kept in IndexedDB under (room, deviceId) and pushed when it answers again (Tier 3, PROTOCOL.md §13.12). Use the same id after a reload to find them. Default: a random id kept in `localStorage` (`p3-lanes-device-id`). */
+  deviceId?: string;
 }
 
 /** A custom player the follower drives instead of an `HTMLMediaElement`. Positions in s. */
@@ -121,6 +123,12 @@ export type MusicRoomEvent =
   | { type: 'tier'; from: SyncTier; to: SyncTier; reason: TierReason }
   /** `peerToPeer`: the controller claim `{epoch, controller}` changed (the server's, or one elected without it); `elected`: this device ran the election (a new epoch). */
   | { type: 'controller'; epoch: number; controller: string; elected: boolean }
+  /** `peerToPeer`: how many changes made without the server wait in the offline queue for the server's acknowledgement (PROTOCOL.md §13.12). */
+  | { type: 'pending'; pending: number }
+  /** `peerToPeer`: the offline queue held changes of an earlier page (a reload) when the room opened, and the state they produced here. */
+  | { type: 'restored'; pending: OfflineChange[]; state: MusicRoomState | null }
+  /** `peerToPeer`: the server answered a push of queued changes (`music-changes-ack`, PROTOCOL.md §13.9): `applied` now (in `appliedOrder`), of which `skipped` changed nothing; what it holds per device (`versionVector`); what is still queued (`pending`). The room follows the server's state from here ("server wins"). */
+  | { type: 'reconciled'; applied: number; skipped: number; epoch: number; appliedOrder: [string, number][]; versionVector: VersionVector; pending: number }
   /** The room stopped (closed, left, or the client closed); no more events. */
   | { type: 'closed'; reason: string };
 "#;

@@ -24,6 +24,8 @@
 //! with `OfflineChangeQueue.remove(room, origin)`.
 
 mod store;
+#[cfg(test)]
+mod tests;
 mod types;
 
 use crate::core::error::ErrorCode;
@@ -79,7 +81,7 @@ impl OfflineChangeQueue {
             store::update(&db.db, &key(&room, &origin), move |current| {
                 if current.is_undefined() {
                     let fresh = OfflineQueue::new(o.clone());
-                    Ok((Write::Put(encode(&r, &fresh)), ()))
+                    Ok((Write::Put(encode(&r, &fresh, &JsValue::UNDEFINED)), ()))
                 } else {
                     decode(&r, &o, &current).map(|_| (Write::Keep, ()))
                 }
@@ -239,12 +241,27 @@ impl OfflineChangeQueue {
         })
     }
 
-    /// The stored queue as persisted: `{origin, nextSeq, pending, carried}`.
+    /// The stored queue as persisted: `{origin, nextSeq, pending, carried}`, plus `roomState`
+    /// when a music room stored the state its offline changes produced (PROTOCOL.md §13.12).
     ///
     /// Rejects with `closed`, `storage_unavailable`, `storage_corrupt`.
     #[wasm_bindgen(unchecked_return_type = "Promise<OfflineQueueState>")]
     pub fn snapshot(&self) -> Promise {
-        self.read(|q| queue_to_js(&q))
+        let db = match self.db() {
+            Ok(db) => db,
+            Err(e) => return Promise::reject(&e),
+        };
+        let inner = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let current = store::get(&db.db, &key(&inner.room, &inner.origin)).await?;
+            let q = decode_present(&inner.room, &inner.origin, &current)?;
+            let out = queue_to_js(&q);
+            let state = room_state_of(&current);
+            if !state.is_undefined() {
+                let _ = Reflect::set(&out, &"roomState".into(), &state);
+            }
+            Ok(out)
+        })
     }
 
     /// Closes the database connection; later calls reject with `closed`. Calls already
@@ -278,7 +295,7 @@ impl OfflineChangeQueue {
             store::update(&db.db, &key(&room, &origin), move |current| {
                 let mut q = decode_present(&room, &origin, &current)?;
                 let out = f(&mut q)?;
-                Ok((Write::Put(encode(&room, &q)), out))
+                Ok((Write::Put(encode(&room, &q, &room_state_of(&current))), out))
             })
             .await
         })
@@ -303,8 +320,9 @@ fn key(room: &str, origin: &str) -> JsValue {
     Array::of2(&room.into(), &origin.into()).into()
 }
 
-/// The stored value: `{format, room, origin, queue}`.
-fn encode(room: &str, q: &OfflineQueue) -> JsValue {
+/// The stored value: `{format, room, origin, queue, roomState?}` (`roomState`: what a music
+/// room last played locally, see [`RoomQueue`]; kept as it is by every other mutation).
+fn encode(room: &str, q: &OfflineQueue, room_state: &JsValue) -> JsValue {
     let o = Object::new();
     let set = |k: &str, v: &JsValue| {
         let _ = Reflect::set(&o, &k.into(), v);
@@ -313,7 +331,19 @@ fn encode(room: &str, q: &OfflineQueue) -> JsValue {
     set("room", &room.into());
     set("origin", &q.origin().into());
     set("queue", &queue_to_js(q));
+    if !room_state.is_undefined() && !room_state.is_null() {
+        set("roomState", room_state);
+    }
     o.into()
+}
+
+/// The `roomState` of a stored value (`undefined` if none).
+fn room_state_of(v: &JsValue) -> JsValue {
+    if v.is_object() {
+        Reflect::get(v, &"roomState".into()).unwrap_or(JsValue::UNDEFINED)
+    } else {
+        JsValue::UNDEFINED
+    }
 }
 
 /// [`decode`], with a missing record (deleted by `remove` while open) reported as corrupt.
@@ -419,4 +449,115 @@ fn bad_arg(what: &str, e: &serde_json::Error) -> JsValue {
     error::invalid_argument(&format!(
         "{what} must be an array of {{origin, localSeq, epoch, timestamp, op}}: {e}"
     ))
+}
+
+/// The offline queue of one (room, device origin) for Rust callers: the music room's Tier 3
+/// ([`crate::wasm::music`], PROTOCOL.md §13.12). Same record, rules and durability as
+/// [`OfflineChangeQueue`] (an app may open both on the same record), plus the room state the
+/// device last played locally (`roomState`), written in the same transaction as the change
+/// that produced it, so a reload restores both together.
+pub(crate) struct RoomQueue {
+    room: String,
+    origin: String,
+    db: Rc<Db>,
+}
+
+/// What [`RoomQueue::open`] found stored.
+pub(crate) struct Restored {
+    /// Changes not acknowledged yet (own, then carried).
+    pub(crate) pending: Vec<Change>,
+    /// The stored `roomState`, if any (JSON of a `MusicRoomState`).
+    pub(crate) room_state: Option<Value>,
+}
+
+impl RoomQueue {
+    /// Opens (creating if needed) the record of `origin` in `room`. Errors as
+    /// `OfflineChangeQueue.open`.
+    pub(crate) async fn open(room: &str, origin: &str) -> Result<(RoomQueue, Restored), JsValue> {
+        let db = Rc::new(store::open().await?);
+        let (r, o) = (room.to_owned(), origin.to_owned());
+        let restored = store::update(&db.db, &key(room, origin), move |current| {
+            if current.is_undefined() {
+                let fresh = OfflineQueue::new(o.clone());
+                let put = Write::Put(encode(&r, &fresh, &JsValue::UNDEFINED));
+                Ok((
+                    put,
+                    Restored {
+                        pending: Vec::new(),
+                        room_state: None,
+                    },
+                ))
+            } else {
+                let q = decode(&r, &o, &current)?;
+                let state = room_state_of(&current);
+                let room_state = if state.is_undefined() || state.is_null() {
+                    None
+                } else {
+                    convert::value_from_js(&state).ok()
+                };
+                let pending = q.unacknowledged(&VersionVector::new());
+                Ok((
+                    Write::Keep,
+                    Restored {
+                        pending,
+                        room_state,
+                    },
+                ))
+            }
+        })
+        .await?;
+        Ok((
+            RoomQueue {
+                room: room.to_owned(),
+                origin: origin.to_owned(),
+                db,
+            },
+            restored,
+        ))
+    }
+
+    /// Records `op` (epoch, shared-clock timestamp ms) and stores `room_state` with it, in one
+    /// durable transaction. Resolves with the change and how many are pending now.
+    pub(crate) async fn record(
+        &self,
+        op: Value,
+        epoch: u64,
+        timestamp: f64,
+        room_state: &Value,
+    ) -> Result<(Change, usize), JsValue> {
+        let (room, origin) = (self.room.clone(), self.origin.clone());
+        let state = convert::value_to_js(room_state);
+        store::update(&self.db.db, &key(&room, &origin), move |current| {
+            let mut q = decode_present(&room, &origin, &current)?;
+            let change = q.record(op, epoch, timestamp);
+            let pending = q.pending().len() + q.carried().len();
+            Ok((Write::Put(encode(&room, &q, &state)), (change, pending)))
+        })
+        .await
+    }
+
+    /// Drops what `vv` covers; resolves with how many changes remain. Once none remain the
+    /// stored `roomState` is dropped too (the server's state is the room's again).
+    pub(crate) async fn acknowledge(&self, vv: VersionVector) -> Result<usize, JsValue> {
+        let (room, origin) = (self.room.clone(), self.origin.clone());
+        store::update(&self.db.db, &key(&room, &origin), move |current| {
+            let mut q = decode_present(&room, &origin, &current)?;
+            q.acknowledge(&vv);
+            let left = q.pending().len() + q.carried().len();
+            let state = if left == 0 {
+                JsValue::UNDEFINED
+            } else {
+                room_state_of(&current)
+            };
+            Ok((Write::Put(encode(&room, &q, &state)), left))
+        })
+        .await
+    }
+
+    /// Every stored change not acknowledged yet (own, then carried), read afresh.
+    pub(crate) async fn unacknowledged(&self) -> Result<Vec<Change>, JsValue> {
+        let current = store::get(&self.db.db, &key(&self.room, &self.origin)).await?;
+        let q = decode_present(&self.room, &self.origin, &current)?;
+        Ok(q.unacknowledged(&VersionVector::new()))
+    }
 }

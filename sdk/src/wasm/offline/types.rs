@@ -31,6 +31,8 @@ export interface OfflineQueueState {
   nextSeq: number;
   pending: OfflineChange[];
   carried: OfflineChange[];
+  /** The room state a music room's offline changes produced (`MusicRoomState`), until the server acknowledged them all (PROTOCOL.md §13.12). */
+  roomState?: MusicRoomState;
 }
 
 /** A failure of browser storage: no IndexedDB or it failed, quota used up, or a stored record of the wrong shape (left as it is). */

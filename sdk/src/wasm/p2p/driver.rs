@@ -19,8 +19,9 @@
 //! a departed DJ is replaced that much sooner (PROTOCOL.md §13.13).
 //!
 //! Server reachability: the client's state (`open` or not). Once the client's session id is no
-//! longer the one the mesh was built with (the server forgot it), the server is treated as
-//! down for good: the other members only know the mesh ids, so signaling goes peer to peer.
+//! longer the one the mesh was built with (the server restarted or forgot it), the mesh takes
+//! the new id ([`Mesh::handle_new_id`]): links of the old id are dropped and the rejoin's
+//! member list links the room again under the new ids (PROTOCOL.md §13.12).
 
 use super::rtc;
 use super::PeerMesh;
@@ -86,8 +87,6 @@ pub(crate) struct State {
     pings: usize,
     dispatching: bool,
     listener: Option<u32>,
-    /// The client's session is not the mesh's id any more (see the module docs).
-    frozen: bool,
     closed: bool,
     /// The `pagehide` listener (a one-shot JS function), removed on close.
     pagehide: Option<JsValue>,
@@ -350,35 +349,26 @@ pub(crate) fn with_mesh<R>(h: &MeshHandle, f: impl FnOnce(&mut Mesh, u64) -> R) 
 /// docs). Call after every input.
 pub(crate) fn pump(h: &MeshHandle) {
     loop {
-        let (signals, pings, client, frozen, at) = {
+        let (signals, pings, client, at) = {
             let mut s = h.borrow_mut();
             s.drain(h);
             (
                 std::mem::take(&mut s.signals),
                 std::mem::take(&mut s.pings),
                 s.client.clone(),
-                s.frozen,
                 s.now_precise(),
             )
         };
         if signals.is_empty() && pings == 0 {
             break;
         }
-        if pings > 0 && !frozen {
+        if pings > 0 {
             // Refused (false) while the socket is not open: nothing to probe then.
             let _ = client_driver::with_client(&client, |c| c.ping(at, None));
         }
         for m in signals {
             let to = m.to.clone();
-            let result = if frozen {
-                Err((
-                    ErrorCode::Closed,
-                    "the server forgot this session".to_owned(),
-                ))
-            } else {
-                send_signal(&client, m)
-            };
-            if let Err((code, message)) = result {
+            if let Err((code, message)) = send_signal(&client, m) {
                 h.borrow_mut()
                     .error_event(Some(&to), code, format!("signal to {to}: {message}"));
             }
@@ -527,7 +517,6 @@ pub(crate) async fn open(
             pings: 0,
             dispatching: false,
             listener: None,
-            frozen: false,
             closed: false,
             pagehide: None,
         }));
@@ -646,31 +635,31 @@ fn on_client_event(h: &MeshHandle, ev: &Event) {
             return;
         }
         let now = s.now();
-        let session_ok = s.client.borrow().client().session_id().to_string() == s.me();
-        if !session_ok && !s.frozen {
-            s.frozen = true;
-            s.mesh.handle_server(false, now);
+        let session = s.client.borrow().client().session_id().to_string();
+        if session != s.me() {
+            // A new session (the server restarted or forgot ours): the mesh takes the new id
+            // and links again with the members of the rejoin (PROTOCOL.md §13.12).
+            s.mesh.handle_new_id(session, now);
         }
-        let frozen = s.frozen;
         let room = s.room.clone();
         match ev {
-            Event::Pong { rtt_ms, .. } if !frozen => s.mesh.handle_server_pong(*rtt_ms, now),
+            Event::Pong { rtt_ms, .. } => s.mesh.handle_server_pong(*rtt_ms, now),
             Event::StateChanged { state, .. } => {
                 s.mesh
-                    .handle_server(*state == ConnectionState::Open && !frozen, now);
+                    .handle_server(*state == ConnectionState::Open, now);
             }
-            Event::RoomJoined { room: r, members } if *r == room && !frozen => {
+            Event::RoomJoined { room: r, members } if *r == room => {
                 s.mesh
                     .handle_members(members.iter().map(ToString::to_string), now);
             }
             Event::PeerJoined {
                 room: r,
                 session_id,
-            } if *r == room && !frozen => s.mesh.handle_member_joined(session_id.to_string(), now),
+            } if *r == room => s.mesh.handle_member_joined(session_id.to_string(), now),
             Event::PeerLeft {
                 room: r,
                 session_id,
-            } if *r == room && !frozen => s.mesh.handle_member_left(&session_id.to_string(), now),
+            } if *r == room => s.mesh.handle_member_left(&session_id.to_string(), now),
             Event::Message(m) if m.lane == Lane::Messaging && is_signal(&m.value) => {
                 match serde_json::from_value::<SignalMessage>(m.value.clone()) {
                     Ok(sig) => s.mesh.handle_server_signal(sig, now),

@@ -53,8 +53,9 @@ pub struct PeerMesh {
 
 #[wasm_bindgen]
 impl PeerMesh {
-    /// This device's id in the mesh: the client's session id when the mesh was created (kept
-    /// for the mesh's lifetime, even if the server later hands the client a new session).
+    /// This device's id in the mesh: the client's session id. After the server restarted (or
+    /// forgot the session) it is the new session id: the mesh drops the old links and links
+    /// again with the rejoined members (PROTOCOL.md §13.12).
     #[wasm_bindgen(getter, js_name = sessionId)]
     pub fn session_id(&self) -> String {
         self.inner.borrow().me().to_owned()

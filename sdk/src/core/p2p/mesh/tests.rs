@@ -797,6 +797,51 @@ fn clock_probes_travel_on_the_control_channel() {
     )));
     let e = net.nodes[0].send_clock("s9", pong).unwrap_err();
     assert_eq!(e.code(), ErrorCode::UnknownTarget);
+#[test]
+fn a_new_session_drops_old_links_and_links_again_under_the_new_ids() {
+    let mut net = Net::new(3);
+    net.drive(100);
+    assert!(net.all_connected());
+    // The server restarts: every device gets a new session id, rejoins, hears the members.
+    net.set_server(false);
+    let t = net.now;
+    net.drive(t + 10);
+    let renamed: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
+    for i in 0..3 {
+        // The old links' channels close on the other side as each device drops them.
+        net.nodes[i].handle_new_id(renamed[i].clone(), net.now);
+        assert_eq!(net.nodes[i].me(), renamed[i]);
+        assert!(net.nodes[i].members().len() == 1);
+        net.drain(i);
+        assert!(net.pcs[i].is_empty(), "node {i} still holds an old connection");
+    }
+    net.ids = renamed.clone();
+    net.set_server(true);
+    for i in 0..3 {
+        net.nodes[i].handle_members(renamed.clone(), net.now);
+    }
+    let t = net.now;
+    net.drive(t + 5000);
+    assert!(net.all_connected());
+    for (i, n) in net.nodes.iter().enumerate() {
+        let want: Vec<String> = renamed.iter().filter(|r| **r != renamed[i]).cloned().collect();
+        assert_eq!(n.connected_peers(), want);
+    }
+    // Lanes work under the new ids.
+    net.nodes[0]
+        .send(Lane::Sync, &serde_json::json!({"after": "restart"}), None)
+        .unwrap();
+    let t = net.now;
+    net.drive(t + 1000);
+    for i in 1..3 {
+        assert!(net.inbox[i]
+            .iter()
+            .any(|(from, lane, v)| from == "n0" && *lane == Lane::Sync && v["after"] == "restart"));
+    }
+    // An unchanged id is a no-op.
+    let before = net.nodes[1].connected_peers();
+    net.nodes[1].handle_new_id("n1", net.now);
+    assert_eq!(net.nodes[1].connected_peers(), before);
 }
 
 fn failed(net: &Net, i: usize, peer: &str) -> bool {
