@@ -995,8 +995,9 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
                 r.follower.reset_room();
                 r.latest = None;
                 r.stamper = ControlStamper::new();
+                tiers::handle_joined(&mut r, false);
             }
-            Event::RoomJoined { room, .. } if *room == r.name => {}
+            Event::RoomJoined { room, .. } if *room == r.name => tiers::handle_joined(&mut r, true),
             Event::RoomJoined { .. } => {
                 drop(r);
                 close_room(h, "the client joined another room");

@@ -24,6 +24,7 @@
 //! [`super::finish`] executes with no borrow held.
 
 use super::{Act, JsMusicEvent, Room, RoomHandle};
+use crate::core::client::ConnectionState;
 use crate::core::error::ErrorCode;
 use crate::core::lane::Lane;
 use crate::core::p2p::changes::{
@@ -35,7 +36,6 @@ use crate::core::p2p::quality::NetworkQuality;
 use crate::core::p2p::seal::RoomKey;
 use crate::core::p2p::tier::{Tier, TierReason};
 use crate::core::sync::state::{MusicAction, MusicControlData, RoomState, SyncError, SyncMessage};
-use crate::core::client::ConnectionState;
 use crate::wasm::driver::{self, Resolver};
 use crate::wasm::offline::RoomQueue;
 use crate::wasm::p2p::{self, MeshHandle};
@@ -86,6 +86,8 @@ pub(super) struct Tiers {
     push_sent_at: Option<f64>,
     /// A push is being read from storage.
     push_loading: bool,
+    /// The room is joined on the client's current session.
+    joined: bool,
 }
 
 impl Tiers {
@@ -106,6 +108,7 @@ impl Tiers {
             pending: 0,
             push_sent_at: None,
             push_loading: false,
+            joined: false,
         }
     }
 
@@ -627,19 +630,29 @@ fn code_of(e: &JsValue, fallback: ErrorCode) -> String {
         .unwrap_or_else(|| fallback.as_str().to_owned())
 }
 
+/// The room was joined on the current session (`true`), or the session changed (`false`: the
+/// server restarted; the rejoin's `joined` follows).
+pub(super) fn handle_joined(r: &mut Room, joined: bool) {
+    if let Some(t) = r.tiers.as_mut() {
+        t.joined = joined;
+        if !joined {
+            t.push_sent_at = None;
+        }
+    }
+}
+
 /// Whether queued changes should go to the server now: some are pending, the client is open
-/// and in the room, the server has spoken since (a `sync-state`), and no push is in flight
-/// (or the last one is older than [`PUSH_RETRY_MS`]).
+/// and joined to the room on its current session, and no push is in flight (or the last one
+/// is older than [`PUSH_RETRY_MS`]).
 fn push_due(r: &Room) -> bool {
     let Some(t) = r.tiers.as_ref() else {
         return false;
     };
     let open = r.client.borrow().client().state() == ConnectionState::Open;
     let in_flight = t.push_loading
-        || t
-            .push_sent_at
+        || t.push_sent_at
             .is_some_and(|at| r.now() - at < PUSH_RETRY_MS);
-    t.queue.is_some() && t.pending > 0 && open && r.latest.is_some() && !in_flight
+    t.queue.is_some() && t.pending > 0 && open && t.joined && !in_flight
 }
 
 /// Pushes the queue if [`push_due`]: reads it afresh (another tab may have added to it) and

@@ -15,13 +15,15 @@ async fn room_queue_keeps_the_state_with_its_changes() {
     let room = format!("room-queue-{}", js_sys::Math::random().to_bits());
     let (q, restored) = RoomQueue::open(&room, "dev-1").await.unwrap();
     assert!(restored.pending.is_empty() && restored.room_state.is_none());
-    let s1 = json!({"trackId": "t", "position": 40.0, "isPlaying": true, "epoch": 2, "sequence": 1});
+    let s1 =
+        json!({"trackId": "t", "position": 40.5, "isPlaying": true, "epoch": 2, "sequence": 1});
     let (c1, n) = q
         .record(json!({"action": "seek"}), 2, 1000.0, &s1)
         .await
         .unwrap();
     assert_eq!((c1.local_seq, n), (1, 1));
-    let s2 = json!({"trackId": "t", "position": 41.0, "isPlaying": false, "epoch": 2, "sequence": 2});
+    let s2 =
+        json!({"trackId": "t", "position": 41.25, "isPlaying": false, "epoch": 2, "sequence": 2});
     let (c2, n) = q
         .record(json!({"action": "pause"}), 2, 2000.0, &s2)
         .await
@@ -29,9 +31,12 @@ async fn room_queue_keeps_the_state_with_its_changes() {
     assert_eq!((c2.local_seq, n), (2, 2));
 
     // The JS class on the same record: its mutations keep `roomState`, its snapshot shows it.
-    let js = JsFuture::from(OfflineChangeQueue::open(room.clone().into(), "dev-1".into()))
-        .await
-        .unwrap();
+    let js = JsFuture::from(OfflineChangeQueue::open(
+        room.clone().into(),
+        "dev-1".into(),
+    ))
+    .await
+    .unwrap();
     let js = OfflineChangeQueue::try_from_js_value(js).unwrap();
     JsFuture::from(js.carry(crate::wasm::convert::value_to_js(&json!([
         {"origin": "dev-9", "localSeq": 4, "epoch": 1, "timestamp": 5.0, "op": {}}
@@ -52,7 +57,12 @@ async fn room_queue_keeps_the_state_with_its_changes() {
     // Partly acknowledged: the state stays; all acknowledged: it goes.
     let vv: VersionVector = [("dev-1".to_owned(), 1)].into_iter().collect();
     assert_eq!(q.acknowledge(vv).await.unwrap(), 2);
-    assert!(RoomQueue::open(&room, "dev-1").await.unwrap().1.room_state.is_some());
+    assert!(RoomQueue::open(&room, "dev-1")
+        .await
+        .unwrap()
+        .1
+        .room_state
+        .is_some());
     let vv: VersionVector = [("dev-1".to_owned(), 2), ("dev-9".to_owned(), 4)]
         .into_iter()
         .collect();

@@ -645,8 +645,7 @@ fn on_client_event(h: &MeshHandle, ev: &Event) {
         match ev {
             Event::Pong { rtt_ms, .. } => s.mesh.handle_server_pong(*rtt_ms, now),
             Event::StateChanged { state, .. } => {
-                s.mesh
-                    .handle_server(*state == ConnectionState::Open, now);
+                s.mesh.handle_server(*state == ConnectionState::Open, now);
             }
             Event::RoomJoined { room: r, members } if *r == room => {
                 s.mesh

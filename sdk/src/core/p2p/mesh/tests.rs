@@ -807,24 +807,31 @@ fn a_new_session_drops_old_links_and_links_again_under_the_new_ids() {
     let t = net.now;
     net.drive(t + 10);
     let renamed: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
-    for i in 0..3 {
+    for (i, new) in renamed.iter().enumerate() {
         // The old links' channels close on the other side as each device drops them.
-        net.nodes[i].handle_new_id(renamed[i].clone(), net.now);
-        assert_eq!(net.nodes[i].me(), renamed[i]);
+        net.nodes[i].handle_new_id(new.clone(), net.now);
+        assert_eq!(net.nodes[i].me(), new);
         assert!(net.nodes[i].members().len() == 1);
         net.drain(i);
-        assert!(net.pcs[i].is_empty(), "node {i} still holds an old connection");
+        assert!(
+            net.pcs[i].is_empty(),
+            "node {i} still holds an old connection"
+        );
     }
     net.ids = renamed.clone();
     net.set_server(true);
-    for i in 0..3 {
-        net.nodes[i].handle_members(renamed.clone(), net.now);
+    for n in &mut net.nodes {
+        n.handle_members(renamed.clone(), net.now);
     }
     let t = net.now;
     net.drive(t + 5000);
     assert!(net.all_connected());
     for (i, n) in net.nodes.iter().enumerate() {
-        let want: Vec<String> = renamed.iter().filter(|r| **r != renamed[i]).cloned().collect();
+        let want: Vec<String> = renamed
+            .iter()
+            .filter(|r| **r != renamed[i])
+            .cloned()
+            .collect();
         assert_eq!(n.connected_peers(), want);
     }
     // Lanes work under the new ids.
