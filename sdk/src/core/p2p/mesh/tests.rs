@@ -797,6 +797,8 @@ fn clock_probes_travel_on_the_control_channel() {
     )));
     let e = net.nodes[0].send_clock("s9", pong).unwrap_err();
     assert_eq!(e.code(), ErrorCode::UnknownTarget);
+}
+
 #[test]
 fn a_new_session_drops_old_links_and_links_again_under_the_new_ids() {
     let mut net = Net::new(3);
