@@ -211,6 +211,32 @@ test('offline: each device plays on and queues its changes (surviving a reload);
   await waitFor(converged, CONVERGE_TIMEOUT_MS, async () => `convergence; states ${JSON.stringify(await Promise.all(pages.map(async (p) => [p.label, await roomState(p), await evalRoom(p, () => window.music.room.pendingChanges)])))}; reconciled ${JSON.stringify(pages.map((p) => p.events.filter((e) => e.type === 'reconciled')))}`);
   const convergedMs = Date.now() - backMs;
 
+  // Figures first (so a lost or doubled change shows in `npm run bench` as a number), then
+  // the checks. Per page: server back → its push acknowledged (`reconciled`; C has nothing
+  // to push), → its first state from the new server.
+  const made = ['dev-A/1', 'dev-A/2', 'dev-B/1'];
+  const acks = pages.flatMap((p) => p.events.filter((e) => e.type === 'reconciled'));
+  const applied = acks.flatMap((e) => e.appliedOrder.map(([o, n]) => `${o}/${n}`)).sort();
+  const perPage = pages.map((p, i) => {
+    const since = p.events.slice(p === a ? 0 : marks[i]);
+    const at = (f) => since.find(f)?.trueMs;
+    const ms = (t) => (t === undefined ? null : Math.round(t - backMs));
+    return { label: p.label, reconciledMs: ms(at((e) => e.type === 'reconciled')), firstStateMs: ms(at((e) => e.type === 'state')) };
+  });
+  const figures = {
+    scenario: 'offline-reconcile',
+    convergedAfterServerBackMs: convergedMs,
+    perPage,
+    changes: made.length,
+    lost: made.filter((c) => !applied.includes(c)).length,
+    duplicated: applied.length - new Set(applied).size,
+    serverBackTrueMs: backMs,
+    acks,
+  };
+  console.log(`server back → every page converged (pending 0, one state): ${convergedMs} ms; per page ${JSON.stringify(perPage)}`);
+  mkdirSync('test-results', { recursive: true });
+  writeFileSync('test-results/music-offline-reconcile.json', `${JSON.stringify(figures, null, 2)}\n`);
+
   // One state, A's pause included, on track a.
   const final = await roomState(a);
   assert.equal(final.isPlaying, false);
@@ -223,9 +249,7 @@ test('offline: each device plays on and queues its changes (surviving a reload);
   }
 
   // Each offline change applied exactly once by the server.
-  const acks = pages.flatMap((p) => p.events.filter((e) => e.type === 'reconciled'));
-  const applied = acks.flatMap((e) => e.appliedOrder.map(([o, n]) => `${o}/${n}`)).sort();
-  assert.deepEqual(applied, ['dev-A/1', 'dev-A/2', 'dev-B/1']);
+  assert.deepEqual(applied, made);
   const vv = acks.reduce((last, e) => (e.trueMs > last.trueMs ? e : last)).versionVector;
   assert.ok(vv['dev-A'] >= 2 && vv['dev-B'] >= 1, `version vector ${JSON.stringify(vv)}`);
   for (const p of pages) {
@@ -244,9 +268,7 @@ test('offline: each device plays on and queues its changes (surviving a reload);
     const peers = await evalRoom(p, () => window.music.room.peers);
     assert.deepEqual([...peers].sort(), ids.filter((_, j) => j !== i).sort(), `${p.label}: linked to the others' new ids`);
   }
-
-  const figures = { scenario: 'offline-reconcile', convergedAfterServerBackMs: convergedMs, serverBackTrueMs: backMs, acks, finalState: final };
-  console.log(`server back → every page converged (pending 0, one state): ${convergedMs} ms`);
-  mkdirSync('test-results', { recursive: true });
+  figures.meshRelinkedMs = Date.now() - backMs;
+  console.log(`server back → full mesh again under the new ids: ${figures.meshRelinkedMs} ms`);
   writeFileSync('test-results/music-offline-reconcile.json', `${JSON.stringify(figures, null, 2)}\n`);
 });

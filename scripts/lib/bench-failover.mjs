@@ -1,6 +1,7 @@
-// The browser failover figures of issue #5 for `npm run bench`: runs the four
-// tests/music-failover-*.spec.mjs scenarios (real Chromium, real RTCPeerConnections, a real
-// server-stub process that is SIGKILLed or SIGSTOPped), reads the figures each writes to
+// The browser failover figures of issue #5 for `npm run bench`: runs the
+// tests/music-failover-*.spec.mjs scenarios and tests/music-offline-reconcile.spec.mjs (real
+// Chromium, real RTCPeerConnections, a real server-stub process that is SIGKILLed or
+// SIGSTOPped, or restarted), reads the figures each writes to
 // test-results/, and prints them next to the simulation's `p2p.*` rows with the issue's
 // targets; merged into bench-results.json as `p2p.browser.*`.
 //
@@ -20,6 +21,7 @@ export const FAILOVER_SCENARIOS = [
   { key: 'silent', spec: 'tests/music-failover-silent-loss.spec.mjs', figures: 'music-failover-silent.json', what: 'server SIGSTOP, 3 browsers' },
   { key: 'djLeaves', spec: 'tests/music-failover-dj-leaves.spec.mjs', figures: 'music-failover-dj-leaves.json', what: 'DJ browser closed while serverless, 3 browsers' },
   { key: 'eight', spec: 'tests/music-failover-eight-peers.spec.mjs', figures: 'music-failover-eight-peers.json', what: '8 pages in 4 browsers: SIGKILL, then the DJ page closed' },
+  { key: 'offline', spec: 'tests/music-offline-reconcile.spec.mjs', figures: 'music-offline-reconcile.json', what: 'SIGKILL + links cut, offline changes, a reload, server restarted, 3 browsers' },
 ];
 
 const ISSUE = (ms) => `issue #5 target: <= ${ms} ms`;
@@ -45,6 +47,7 @@ export function failoverRows(f) {
     { name: 'hub_recentre_8_peers', value: f.eight?.recentreMs ?? null, unit: 'ms', target: null, baseline: 'DJ page closed -> new hub complete (no target)', from: ['eight'] },
     { name: 'mesh_spread_8_peers.p50', value: f.eight?.spreadMeshP50Ms ?? null, unit: 'ms', target: 10, baseline: 'issue #5 target: <= 10 ms (p95)', from: ['eight'] },
     { name: 'mesh_spread_8_peers.p95', value: f.eight?.spreadMeshP95Ms ?? null, unit: 'ms', target: 10, baseline: 'issue #5 target: <= 10 ms', from: ['eight'] },
+    { name: 'offline_reconcile_converged', value: f.offline?.convergedAfterServerBackMs ?? null, unit: 'ms', target: null, baseline: 'server restarted -> every page on one state, queues empty (no target; includes the client reconnect backoff)', from: ['offline'] },
     { name: 'changes_lost', value: sum('lost'), unit: 'changes', target: 0, baseline: `issue #5 target: 0 (of ${sum('changes') ?? '?'} deliveries)`, from: all },
     { name: 'changes_duplicated', value: sum('duplicated'), unit: 'changes', target: 0, baseline: 'issue #5 target: 0', from: all },
   ];
@@ -127,6 +130,7 @@ export async function browserFailover(resultsFile) {
     const parts = [];
     if (f.failoverMs) parts.push(`failover ${list(f.failoverMs)} ms`);
     if (f.electionMs) parts.push(`election ${list(f.electionMs)} ms`);
+    if (f.convergedAfterServerBackMs) parts.push(`converged ${f.convergedAfterServerBackMs} ms after the server returned (${(f.perPage ?? []).map((p) => `${p.label}: acked ${p.reconciledMs ?? '-'} ms`).join(', ')})`);
     if (f.spreadMeshMs) parts.push(`mesh spread ${list([...f.spreadMeshMs, ...(f.spreadElectedMs ?? [])])} ms`);
     parts.push(`lost ${f.lost ?? '?'}, duplicated ${f.duplicated ?? '?'} of ${f.changes ?? '?'}`);
     console.log(`    ${s.key.padEnd(9)} ${parts.join('; ')}${failed.has(s.key) ? ' (spec failed)' : ''}`);

@@ -572,15 +572,19 @@ pub(super) struct Record {
 }
 
 /// Resolves with `state` once `record` is durably queued (module docs). Rejects with the
-/// storage's `code` (`storage_unavailable`, `quota_exceeded`, `storage_corrupt`) if it could
-/// not be: the change is applied here but will not reach the server.
+/// storage's `code` (`storage_unavailable`, `quota_exceeded`, `storage_corrupt`) if the write
+/// fails: the change is applied here (and sent to the peers) but will not reach the server.
+/// Without a queue (it could not be opened: reported then) it resolves at once, with an
+/// `error` event `storage_unavailable` saying the change is not kept.
 pub(super) fn queue_change(h: &RoomHandle, state: JsValue, record: Record) -> Promise {
     let queue = h.borrow().tiers.as_ref().and_then(|t| t.queue.clone());
     let Some(queue) = queue else {
-        return Promise::reject(&error::coded(
-            ErrorCode::StorageUnavailable,
-            "applied here, but there is no offline queue to keep it for the server (see the room's error events)",
-        ));
+        h.borrow_mut().event(&JsMusicEvent::Error {
+            code: ErrorCode::StorageUnavailable.as_str(),
+            message: "change applied, but not kept for the server: no offline queue",
+        });
+        super::finish(h);
+        return Promise::resolve(&state);
     };
     let (promise, resolver) = Resolver::new();
     let weak = Rc::downgrade(h);
