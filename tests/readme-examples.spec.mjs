@@ -16,7 +16,7 @@
 // every `code === '...'` / `case '...'` error code they use must exist in pkg/p3_lanes.d.ts.
 
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
 import { CHROMIUM_ARGS, CHROMIUM_PATH } from './support/browser.mjs';
@@ -59,7 +59,7 @@ function runnable(code, serverUrl) {
 }
 
 /** Defines the SDK names a block uses without importing them itself. */
-const SDK = "const { default: init, P3Client, OfflineChangeQueue, checkVersion } = await import('/pkg/p3_lanes.js'); await init();";
+const SDK = "const givenSdk = await import('/pkg/p3_lanes.js'); await givenSdk.default(); const { P3Client } = givenSdk;";
 /** Records calls of the app functions a block leaves to the app, in `window.readmeCalls`. */
 const stubs = (...names) =>
   `window.readmeCalls ??= []; ${names.map((n) => `const ${n} = (...args) => { window.readmeCalls.push([${JSON.stringify(n)}, ...JSON.parse(JSON.stringify(args))]); };`).join(' ')}`;
@@ -92,7 +92,8 @@ const CHECKS = {
   'error-codes': {
     given: SDK,
     then: 'client.close(); return { state: client.state };',
-    async check(_out, { consoleOf }) {
+    async check(_out, { consoleOf, settled }) {
+      await settled();
       assert.ok(consoleOf('warning').some((args) => args[0] === 'P3Error' && args[1] === 'lane_not_negotiated'),
         'send on a lane not negotiated throws a P3Error with code lane_not_negotiated');
     },
@@ -108,7 +109,8 @@ const CHECKS = {
   sse: {
     given: `${SDK} ${stubs('retryLater')}`,
     then: `const transport = client.handshake.transport; client.close(); return { transport };`,
-    async check(out, { consoleOf }) {
+    async check(out, { consoleOf, settled }) {
+      await settled();
       assert.equal(out.transport, 'sse');
       assert.ok(consoleOf('log').some((args) => args[0] === 'sse'), 'the example logs the chosen transport');
     },
@@ -151,7 +153,7 @@ const CHECKS = {
     },
   },
   'cache-guard': {
-    given: `${stubs('saveDrafts', 'showUpdateBanner')} const { P3Client } = await import('/pkg/p3_lanes.js');
+    given: `${SDK} ${stubs('saveDrafts', 'showUpdateBanner')}
       const client = await P3Client.connect(location.origin, { lanes: ['Control'] });`,
     then: `const reg = await navigator.serviceWorker.ready; client.close();
       return { result, sw: reg.active?.scriptURL ?? null };`,
@@ -195,14 +197,16 @@ async function openPage(browser) {
   const page = await browser.newPage();
   const logs = [];
   const errors = [];
-  page.on('console', async (msg) => {
-    const args = await Promise.all(msg.args().map((a) => a.jsonValue().catch(() => String(a))));
-    logs.push({ type: msg.type(), args });
+  /** Console messages whose arguments are still being read. */
+  const pending = [];
+  page.on('console', (msg) => {
+    pending.push(Promise.all(msg.args().map((a) => a.jsonValue().catch(() => String(a))))
+      .then((args) => logs.push({ type: msg.type(), args })));
   });
   page.on('pageerror', (err) => errors.push(err));
   await page.goto(`${server.url}/api/version`);
   await page.setContent('<!doctype html><meta name="app-version" content="readme"><audio></audio>');
-  return { page, logs, errors };
+  return { page, logs, errors, pending };
 }
 
 /**
@@ -249,6 +253,19 @@ test('event types and error codes used in the README blocks exist in pkg/p3_lane
   }
 });
 
+test('pkg/package.json is what the README promises: ES module p3-lanes with its types and files', () => {
+  const pkg = JSON.parse(readFileSync(new URL('pkg/package.json', ROOT), 'utf8'));
+  assert.equal(pkg.name, 'p3-lanes');
+  assert.equal(pkg.type, 'module');
+  assert.equal(pkg.main, 'p3_lanes.js');
+  assert.equal(pkg.types, 'p3_lanes.d.ts');
+  for (const file of [pkg.main, pkg.types, 'p3_lanes_bg.wasm']) {
+    assert.ok(pkg.files.includes(file), `files lists ${file}`);
+    assert.ok(existsSync(new URL(`pkg/${file}`, ROOT)), `pkg/${file} exists`);
+  }
+  assert.match(README, /`pkg\/` is also an npm package \(`p3-lanes`/);
+});
+
 test('the README blocks run as written against a real server', { timeout: 240_000 }, async (t) => {
   const blocks = readmeBlocks();
   for (const { name, code } of blocks) {
@@ -258,6 +275,7 @@ test('the README blocks run as written against a real server', { timeout: 240_00
       const b = check.page === 'both' || name === 'connect' ? await openPage(browsers[1]) : null;
       try {
         const consoleOf = (type) => a.logs.filter((l) => l.type === type).map((l) => l.args);
+        const settled = () => Promise.all(a.pending);
         let out;
         if (name === 'connect') {
           // A room member on another browser, to receive the example's message.
@@ -274,10 +292,10 @@ test('the README blocks run as written against a real server', { timeout: 240_00
           await b.page.evaluate(() => window.client.close());
         } else if (check.page === 'both') {
           out = await Promise.all([runBlock(a.page, name, code), runBlock(b.page, name, code)]);
-          await check.check(out, { consoleOf });
+          await check.check(out, { consoleOf, settled });
         } else {
           out = await runBlock(a.page, name, code);
-          await check.check(out, { consoleOf });
+          await check.check(out, { consoleOf, settled });
         }
         assert.deepEqual([...a.errors, ...(b?.errors ?? [])].map(String), [], 'no page errors');
       } finally {
