@@ -1,6 +1,6 @@
 // The demo pages as README.md's first section tells a newcomer to use them: open
 // http://…/ in two tabs (each handshakes, shows its lanes, joins room `demo`; a message sent in
-// one arrives in the other), the same over SSE (`?transport=sse`), and music.html (the music
+// one arrives in the other), the same over SSE (`?transport=sse`; `?room=` picks the room), and music.html (the music
 // room panels render, the room is joined, "Become DJ" makes this tab the DJ). Any console
 // error or uncaught page error on any of these pages fails the test.
 
@@ -84,13 +84,14 @@ async function sendAndSee(from, to, text) {
   await to.waitForFunction((t) => document.getElementById('log').textContent.includes(t), text, { timeout: WAIT_MS });
 }
 
-for (const [transport, query] of [['websocket', ''], ['sse', '?transport=sse']]) {
-  test(`lanes demo (${transport}): two tabs connect, list their lanes, join "demo" and exchange a message`, { timeout: 90_000 }, async () => {
+// Each run in its own room: the first run's sessions may still be members of its room.
+for (const [transport, query, room] of [['websocket', '', 'demo'], ['sse', '?transport=sse&room=demo-sse', 'demo-sse']]) {
+  test(`lanes demo (${transport}): two tabs connect, list their lanes, join "${room}" and exchange a message`, { timeout: 90_000 }, async () => {
     const context = await browser.newContext();
     try {
       const a = await openTab(context, `/${query}`, `${transport} tab A`);
       const b = await openTab(context, `/${query}`, `${transport} tab B`);
-      const [infoA, infoB] = await Promise.all([waitLanesDemoReady(a, 'demo'), waitLanesDemoReady(b, 'demo')]);
+      const [infoA, infoB] = await Promise.all([waitLanesDemoReady(a, room), waitLanesDemoReady(b, room)]);
       assert.notEqual(infoA.sessionId, infoB.sessionId);
       assert.match(infoA.sessionId, /^[0-9a-f-]{36}$/);
       assert.match(infoA.transport.toLowerCase(), transport === 'sse' ? /sse/ : /websocket/);
