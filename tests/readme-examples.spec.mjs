@@ -131,6 +131,16 @@ const CHECKS = {
       assert.equal(out.tier, 'socket', 'a peer-to-peer room starts on the server tier');
     },
   },
+  'music-offline': {
+    given: `${SDK} ${stubs('showBanner', 'showBadge')} const audio = document.querySelector('audio');
+      const deviceId = 'readme-device-' + Math.random().toString(36).slice(2);
+      const client = await P3Client.connect(location.origin, { lanes: ['Control', 'Messaging', 'Sync'] });`,
+    then: 'const out = { pending: room.pendingChanges, deviceId: room.deviceId, mine: deviceId }; room.close(); client.close(); return out;',
+    async check(out) {
+      assert.equal(out.deviceId, out.mine, 'the room reports the deviceId it was given');
+      assert.equal(out.pending, 0, 'nothing queued on a fresh device');
+    },
+  },
   'peer-mesh': {
     page: 'both',
     given: `${SDK} const peer = undefined; /* the README's one peer; none here: send to every linked peer */`,
