@@ -90,13 +90,30 @@ async function waitHub(pages, controller, deputy, what) {
   return Date.now();
 }
 
-/** ROUNDS sampling rounds: spread (max − min position at one instant, ms) of each. */
-async function spreads(pages) {
+/** Rounds whose spread is over this (ms) keep each page's offset from the median (diagnosis). */
+const WIDE_SPREAD_MS = 10;
+
+/**
+ * ROUNDS sampling rounds: spread (max − min position at one instant, ms) of each; `wide`
+ * collects, for rounds over WIDE_SPREAD_MS, each page's offset from the round's median (ms)
+ * and its status, so a figure over the target says which page was off and why.
+ */
+async function spreads(pages, phase, wide) {
   const out = [];
   for (let k = 0; k < ROUNDS; k++) {
     const round = await sampleRound(pages);
     const positions = round.readings.map((r) => r.position);
-    out.push((Math.max(...positions) - Math.min(...positions)) * 1000);
+    const spread = (Math.max(...positions) - Math.min(...positions)) * 1000;
+    out.push(spread);
+    if (spread > WIDE_SPREAD_MS) {
+      const median = quantile(positions, 0.5);
+      wide.push({
+        phase,
+        round: k,
+        spreadMs: round1(spread),
+        offsetsMs: Object.fromEntries(round.readings.map((r) => [r.label, [round1((r.position - median) * 1000), r.status, r.rate]])),
+      });
+    }
     await sleep(ROUND_GAP_MS);
   }
   return out;
@@ -125,7 +142,8 @@ test('eight devices: hub on the DJ, server SIGKILL, DJ page closed: everyone fol
   let state = await dj(a, 'play', [10]);
   await settle(state, SETTLE_MS);
   await checkFollow(pages, state, 'before the crash');
-  const serverSpreads = await spreads(pages);
+  const wide = [];
+  const serverSpreads = await spreads(pages, 'server', wide);
 
   // 1. The server crashes.
   const killedMs = Date.now();
@@ -141,7 +159,7 @@ test('eight devices: hub on the DJ, server SIGKILL, DJ page closed: everyone fol
   const failoverMs = tierEvents.map((e) => e.trueMs - killedMs);
   await sleep(1000);
   await checkFollow(pages, state, 'after the crash');
-  const meshSpreads = await spreads(pages);
+  const meshSpreads = await spreads(pages, 'mesh', wide);
   const marks = pages.map((p) => p.events.length);
   const seek1 = await dj(a, 'seek', [70]);
   assert.ok(seek1.epoch === state.epoch && seek1.sequence > state.sequence, `seek stamped ${seek1.epoch}/${seek1.sequence}`);
@@ -171,7 +189,7 @@ test('eight devices: hub on the DJ, server SIGKILL, DJ page closed: everyone fol
   assert.deepEqual([seek2.epoch, seek2.sequence, seek2.controllerId], [seek1.epoch + 1, 1, expected]);
   await settle(seek2, SETTLE_MS);
   await checkFollow(rest, seek2, 'after the election');
-  const electedSpreads = await spreads(rest);
+  const electedSpreads = await spreads(rest, 'elected', wide);
   const pause = await dj(newDj, 'pause');
   await settle(pause, 800);
   await waitFor(
@@ -213,6 +231,7 @@ test('eight devices: hub on the DJ, server SIGKILL, DJ page closed: everyone fol
     spreadMeshP50Ms: round1(quantile([...meshSpreads, ...electedSpreads], 0.5)),
     spreadMeshP95Ms: round1(quantile([...meshSpreads, ...electedSpreads], 0.95)),
     spreadServerP95Ms: round1(quantile(serverSpreads, 0.95)),
+    wideRounds: wide,
     changes: leaver.changes + survivors.changes,
     lost,
     duplicated,
