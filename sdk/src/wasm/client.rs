@@ -36,7 +36,8 @@ impl P3Client {
     /// Rejects with `code`:
     /// - the server's code when it refuses the handshake (4xx `{error, code}`), e.g.
     ///   `no_common_encoding`, `control_lane_required`, `unknown_lane`, `invalid_argument`;
-    /// - `connect_failed` when the server is unreachable or the first socket fails;
+    /// - `connect_failed` when the server is unreachable or the first socket fails, and before
+    ///   any request when the runtime has no `WebSocket` (nor, for SSE, `EventSource`);
     /// - `invalid_argument` / `unknown_lane` for bad options, before any request is made.
     #[wasm_bindgen]
     pub async fn connect(

@@ -6,6 +6,7 @@
 //! SSE sessions never use the multiplexer).
 
 use crate::core::client::ClientConfig;
+use crate::core::error::ErrorCode;
 use crate::core::frame::SessionId;
 use crate::core::handshake::{Capabilities, HandshakeRequest, FEATURE_MUX};
 use crate::core::lane::Lane;
@@ -45,7 +46,8 @@ struct ConnectOptions {
 /// Reads `options` (`undefined`/`null`: all defaults).
 ///
 /// Errors: `invalid_argument` for a field of the wrong type or value; `unknown_lane` for a
-/// lane that is neither an id 1..=8 nor a lane name.
+/// lane that is neither an id 1..=8 nor a lane name; `connect_failed` when the runtime has no
+/// `WebSocket` (or, for SSE, no `EventSource`).
 pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig), JsValue> {
     let o: ConnectOptions = if options.is_undefined() || options.is_null() {
         ConnectOptions::default()
@@ -64,6 +66,18 @@ pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig
             )))
         }
     };
+    // Refuse before the handshake (which would leave a session behind) when this runtime
+    // cannot open the chosen transport, e.g. Node.js 20 (no `WebSocket`, no `EventSource`).
+    let needed = if sse { "EventSource" } else { "WebSocket" };
+    if !global::has(needed) {
+        return Err(error::coded(
+            ErrorCode::ConnectFailed,
+            &format!(
+                "globalThis.{needed} is not available in this JavaScript environment; \
+                 the SDK needs a browser, a worker, or a runtime that provides it"
+            ),
+        ));
+    }
     let client_id = match o.client_id {
         Some(id) => id,
         None => format!("web-{}", SessionId::from_random_bytes(random_bytes())),
