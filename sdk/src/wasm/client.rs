@@ -6,7 +6,7 @@
 //! Every error thrown or rejected is a JS `Error` with a string `code` (see
 //! [`crate::wasm::error`]).
 
-use crate::core::client::Client;
+use crate::core::client::{Client, ClientError};
 use crate::wasm::driver::{self, Handle, Topic};
 use crate::wasm::global::Global;
 use crate::wasm::{convert, error, http, options};
@@ -109,8 +109,9 @@ impl P3Client {
     /// name). `message` is a `P3Message`: `{lane, from, seq, value}`. Returns a function that
     /// unsubscribes.
     ///
-    /// Throws `unknown_lane` for a lane that does not exist, `invalid_argument` if
-    /// `callback` is not a function.
+    /// Throws `unknown_lane` for a lane that does not exist, `lane_not_negotiated` for a lane
+    /// this client did not negotiate (no message could ever arrive on it: add it to
+    /// `ConnectOptions.lanes`), `invalid_argument` if `callback` is not a function.
     #[wasm_bindgen(js_name = onMessage, unchecked_return_type = "() => void")]
     pub fn on_message(
         &self,
@@ -118,6 +119,9 @@ impl P3Client {
         #[wasm_bindgen(unchecked_param_type = "(message: P3Message) => void")] callback: JsValue,
     ) -> Result<JsValue, JsValue> {
         let lane = convert::lane_from_js(&lane)?;
+        if !self.inner.borrow().client().has_lane(lane) {
+            return Err(error::client_error(&ClientError::LaneNotNegotiated(lane)));
+        }
         Ok(driver::subscribe(
             &self.inner,
             Topic::Message(lane),
