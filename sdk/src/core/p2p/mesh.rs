@@ -37,10 +37,17 @@
 //! The driver calls [`Mesh::set_controller`] with every new claim's controller (the server's
 //! DJ while it is up, the elected one without it). The deputy is the lowest member id other
 //! than the controller that is not **lost**: a member is lost when its link to this device
-//! went down while the server was unreachable, and stops being lost when a link to it
-//! connects again or the server's member list no longer names it. Without the server nobody
-//! says `peer-left`, so this is how a departed DJ stops being picked as deputy; every member
-//! agrees because every member is linked to both hubs and sees a hub's links drop.
+//! went down while the server was unreachable, or when the controller's [`ControlMessage::Links`]
+//! stop listing it then (a listener has no link of its own to every member); it stops being
+//! lost when a link to it connects again, the controller lists it again, or the server's
+//! member list no longer names it. Without the server nobody says `peer-left`, so this is how
+//! a departed hub stops being picked as deputy; every member agrees because every member is
+//! linked to both hubs. A newly lost member re-runs the topology (a new deputy's links open).
+//!
+//! # Liveness
+//! Every connected link gets [`ControlMessage::Alive`] every [`ALIVE_INTERVAL_MS`]; without
+//! the server a link silent for [`LINK_SILENCE_MS`] goes down as `failed`, unless this
+//! device's own timer came late (it was stalled, so silence proves nothing).
 //!
 //! # Signaling routes
 //! Server up: every signal goes through the server (Messaging lane, `to` = the peer).
@@ -823,8 +830,26 @@ impl Mesh {
         match serde_json::from_str::<ControlMessage>(text) {
             Ok(ControlMessage::Alive) => {}
             Ok(ControlMessage::Links { peers }) => {
-                if let Some(p) = self.peers.get_mut(from) {
-                    p.announced = peers.into_iter().collect();
+                let now: BTreeSet<String> = peers.into_iter().collect();
+                let before = match self.peers.get_mut(from) {
+                    Some(p) => std::mem::replace(&mut p.announced, now.clone()),
+                    None => BTreeSet::new(),
+                };
+                // The controller is linked to everyone: without the server, whom it loses is
+                // lost for this device too (a listener has no link of its own to see it).
+                if self.serverless() && self.hubs().0 == from {
+                    let dropped = before.difference(&now).filter(|m| **m != self.cfg.me);
+                    let dropped: Vec<String> = dropped.cloned().collect();
+                    let mut changed = false;
+                    for m in dropped {
+                        changed |= self.lost.insert(m);
+                    }
+                    for m in &now {
+                        changed |= self.lost.remove(m);
+                    }
+                    if changed {
+                        self.reconcile();
+                    }
                 }
                 self.flush_pending();
             }
@@ -1239,9 +1264,7 @@ impl Mesh {
             .get(peer)
             .and_then(|p| p.link.as_ref())
             .is_some_and(|l| matches!(l.state, LinkState::Connected | LinkState::Disconnected));
-        if was_up && self.serverless() {
-            self.lost.insert(peer.to_owned());
-        }
+        let newly_lost = was_up && self.serverless() && self.lost.insert(peer.to_owned());
         let wanted = self.wanted().contains(peer);
         let relink = self.now + self.cfg.relink_delay_ms;
         let Some(p) = self.peers.get_mut(peer) else {
@@ -1263,6 +1286,10 @@ impl Mesh {
         self.announce();
         if !wanted {
             self.peers.remove(peer);
+        }
+        if newly_lost {
+            // The deputy may change (a hub went): open the links the topology wants now.
+            self.reconcile();
         }
     }
 

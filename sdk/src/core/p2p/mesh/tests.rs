@@ -904,3 +904,53 @@ fn a_stalled_device_does_not_drop_its_peers() {
     assert!(!failed(&net, 0, "s1") && !failed(&net, 0, "s2"));
     assert_eq!(net.nodes[0].connected_peers(), vec!["s1", "s2"]);
 }
+
+/// An 8-device hub on s3 (not the lowest id, deputy s0), server lost, elections followed.
+fn serverless_hub() -> (Net, Vec<Election>) {
+    let mut net = Net::new(8);
+    for node in &mut net.nodes {
+        node.set_controller(Some("s3".into()), 0);
+    }
+    net.drive(5000);
+    assert_hub(&net, "s3", "s0");
+    let mut elections: Vec<Election> = net
+        .ids
+        .iter()
+        .map(|id| Election::new(id.clone(), Claim::new(4, "s3")))
+        .collect();
+    net.set_server(false);
+    for (i, e) in elections.iter_mut().enumerate() {
+        let reachable = net.nodes[i].connected_peers().into_iter().collect();
+        e.handle_server_lost(&reachable);
+    }
+    drive_elections(&mut net, &mut elections, 500);
+    (net, elections)
+}
+
+#[test]
+fn the_deputy_is_replaced_when_it_goes_without_the_server() {
+    let (mut net, mut elections) = serverless_hub();
+    net.vanish(0);
+    drive_elections(&mut net, &mut elections, 10_000);
+    // The DJ stays; the next lowest id is the deputy and everyone links to it.
+    assert!(elections
+        .iter()
+        .skip(1)
+        .all(|e| *e.claim() == Claim::new(4, "s3")));
+    assert_hub(&net, "s3", "s1");
+}
+
+#[test]
+fn listeners_learn_from_the_controller_who_is_gone() {
+    let (mut net, mut elections) = serverless_hub();
+    // A listener next in line for deputy goes: only the hubs have a link to see it...
+    net.vanish(1);
+    drive_elections(&mut net, &mut elections, 5000);
+    // ...and the controller's `links` tell the other listeners.
+    assert!(net.nodes[5].lost().contains("s1"));
+    assert_hub(&net, "s3", "s0");
+    // Then the DJ goes: s0 is elected and every device picks s2 (not s1) as deputy.
+    net.vanish(3);
+    drive_elections(&mut net, &mut elections, 10_000);
+    assert_hub(&net, "s0", "s2");
+}
