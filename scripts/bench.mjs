@@ -5,7 +5,7 @@
 // (tests/music-sync-three-browsers.spec.mjs, real Chromium through server-stub with 50 ± 20 ms
 // links and skewed clocks) is run and its figures are merged in as `sync.browser.*`.
 // Then the browser failover figures of issue #5 (scripts/lib/bench-failover.mjs): the four
-// tests/music-failover-*.spec.mjs scenarios run in real Chromium and their figures are printed
+// tests/music-failover-*.spec.mjs scenarios and tests/music-offline-reconcile.spec.mjs run in real Chromium and their figures are printed
 // next to the simulation's `p2p.*` rows with the issue's targets, as `p2p.browser.*`.
 //
 //   node scripts/bench.mjs                 everything
