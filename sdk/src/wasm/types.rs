@@ -45,7 +45,7 @@ export interface ConnectOptions {
   transportHighWaterBytes?: number;
   /** Largest message sent or accepted (a few bytes of frame header included), bytes; larger sends throw `frame_too_large`. Keep it at most the server's `--max-frame-bytes`. With the multiplexer, messages over 16 KiB travel as chunks, so multi-megabyte messages never hold up other lanes. Default: 1048576 (the server's default). */
   maxMessageBytes?: number;
-  /** `'sse'`: receive lanes over one `EventSource` and send with `fetch` POST (PROTOCOL.md §14); `'websocket'`; `'auto'` (default): WebSocket, or SSE where `WebSocket` is undefined. Messages and events have the same shapes either way. */
+  /** `'sse'`: receive lanes over one `EventSource` and send with `fetch` POST (PROTOCOL.md §14); `'websocket'`; `'auto'` (default): WebSocket, or SSE where `WebSocket` is undefined and `EventSource` is not. Messages and events have the same shapes either way. `connect` rejects with `connect_failed` when the chosen transport's API is missing. */
   transport?: 'auto' | 'websocket' | 'sse';
 }
 
