@@ -12,19 +12,24 @@
 // 3. Offline, A changes the track position (changeTrack to the same track at 40 s) and
 //    pauses; B (independent mode: every device is its own controller offline) seeks to 100 s
 //    first. Each resolves once queued in IndexedDB (`pendingChanges`).
-// 4. A's page is reloaded while the server is down. Its page and SDK come from a Playwright
-//    route (the app shell a service worker would serve; the server is dead); the client cannot
-//    connect (`connect-failed`) and retries. The reloaded page reads its queue back from
-//    IndexedDB (`OfflineChangeQueue.snapshot()`): both changes and the state they produced.
+// 4. A's page is reloaded while the server is down. Its page, SDK and track come from a
+//    Playwright route (the app shell and media a service worker would serve; the server is
+//    dead); the client cannot connect (`connect-failed`), so the page opens the room without
+//    the server (`MusicRoom.openOffline`, PROTOCOL.md §13.12 "Starting offline") and keeps
+//    trying to connect. The reloaded page reads its queue back from IndexedDB
+//    (`OfflineChangeQueue.snapshot()`): both changes and the state they produced; the room is
+//    on the `offline` tier with that state (paused at A's pause). A then plays offline (a
+//    third queued change) and its element advances from the stored position.
 // 5. The server restarts on the same port (it lost every session and room) and links are
-//    restored. Every page reconnects under a new session, the mesh links again under the new
-//    ids, each page pushes its queue (`music-changes`), the server acknowledges
-//    (`music-changes-ack`) and every page follows the server's state.
+//    restored. Every page reconnects under a new session (A's page connects and attaches its
+//    client to the offline room, `room.attach`), the mesh links again under the new ids, each
+//    page pushes its queue (`music-changes`), the server acknowledges (`music-changes-ack`) and
+//    every page follows the server's state.
 //
-// Checked: every page converges to one state (same version, paused as A's last change says,
-// on track a, positions agree); every offline change appears exactly once in the servers'
-// acks (`appliedOrder` over all pages), the version vector covers them, no page has pending
-// changes left; the mesh is full again with the new session ids. The figure (server restart
+// Checked: every page converges to one state (same version, playing as A's last change, made
+// after the reload, says, on track a, positions agree); every offline change appears exactly
+// once in the servers' acks (`appliedOrder` over all pages), the version vector covers them,
+// no page has pending changes left; the mesh is full again with the new session ids. The figure (server restart
 // → every page converged, true clock) goes to test-results/music-offline-reconcile.json.
 
 import assert from 'node:assert/strict';
@@ -35,7 +40,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from './support/client.mjs';
 import { checkFollow, settle } from './support/failover.mjs';
-import { dj, launchMusicBrowser, openMusicPage, roomState, sampleRound, startMusicServer, track, waitReady } from './support/music.mjs';
+import { dj, launchMusicBrowser, openMusicPage, roomState, sampleRound, startMusicServer, track } from './support/music.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const ROOM = 'e2e-offline-reconcile';
@@ -97,9 +102,9 @@ function cutLinks() {
   };
 }
 
-/** Serve the page and the SDK from disk (the server may be dead): an app-shell cache. */
-async function serveShell(page, url) {
-  const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm' };
+/** Serve the page, the SDK and the tracks from disk (the server may be dead): an app-shell cache. */
+async function serveShell(page, url, mediaDir) {
+  const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.wav': 'audio/wav' };
   const fulfill = (route, file) => {
     const ext = file.slice(file.lastIndexOf('.'));
     return route.fulfill({ status: 200, headers: { 'content-type': types[ext] ?? 'application/octet-stream' }, body: readFileSync(file) });
@@ -110,6 +115,21 @@ async function serveShell(page, url) {
     const path = decodeURIComponent(new URL(route.request().url()).pathname).slice('/pkg/'.length);
     if (path.split('/').includes('..')) return route.abort();
     return fulfill(route, join(ROOT, 'pkg', path));
+  });
+  await page.route(`${url}/media/*`, (route) => {
+    const name = decodeURIComponent(new URL(route.request().url()).pathname).slice('/media/'.length);
+    if (name.includes('/') || name.includes('..')) return route.abort();
+    // Byte ranges, as the server answers them: the element seeks with Range requests.
+    const body = readFileSync(join(mediaDir, name));
+    const range = /^bytes=(\d+)-(\d*)$/.exec(route.request().headers().range ?? '');
+    if (!range) return route.fulfill({ status: 200, headers: { 'content-type': 'audio/wav', 'accept-ranges': 'bytes' }, body });
+    const start = Number(range[1]);
+    const end = range[2] ? Math.min(Number(range[2]), body.length - 1) : body.length - 1;
+    return route.fulfill({
+      status: 206,
+      headers: { 'content-type': 'audio/wav', 'accept-ranges': 'bytes', 'content-range': `bytes ${start}-${end}/${body.length}` },
+      body: body.subarray(start, end + 1),
+    });
   });
 }
 
@@ -124,10 +144,10 @@ test('offline: each device plays on and queues its changes (surviving a reload);
   browsers.push(...(await Promise.all(PAGES.map((_, i) => launchMusicBrowser({ autoplay: true, extraArgs: i === 0 ? lna : [] })))));
   const pages = [];
   for (const [i, p] of PAGES.entries()) {
-    pages.push(await openMusicPage(browsers[i], url, { ...p, room: ROOM, p2p: true, retry: true, initScripts: [cutLinks] }));
+    pages.push(await openMusicPage(browsers[i], url, { ...p, room: ROOM, p2p: true, retry: true, offline: i === 0, initScripts: [cutLinks] }));
   }
   // A's page must load again while the server is dead (step 4).
-  await serveShell(pages[0].page, url);
+  await serveShell(pages[0].page, url, music.mediaDir);
   const [a, b, c] = pages;
 
   await Promise.all(pages.map((p) => waitFor(
@@ -192,12 +212,33 @@ test('offline: each device plays on and queues its changes (surviving a reload);
   assert.equal(stored.roomState.trackId, track('a').id);
   assert.equal(stored.roomState.position, aPause.position);
 
+  // The reloaded page opened the room without the server, on the stored state, and plays it
+  // on (A's own change, the third in its queue).
+  await waitFor(() => a.events.find((e) => e.type === 'ready' || e.type === 'page-error'), 30_000, () => `A reloaded: ready offline; ${JSON.stringify(a.events)}`);
+  const opened = a.events.find((e) => e.type === 'offline-opened');
+  assert.ok(opened, `A opened the room offline; ${JSON.stringify(a.events)}`);
+  assert.equal(opened.tier, 'offline');
+  assert.deepEqual([opened.state?.trackId, opened.state?.isPlaying, opened.state?.position], [track('a').id, false, aPause.position], 'A restored the paused state');
+  assert.equal(await evalRoom(a, () => window.music.room.pendingChanges), 2);
+  const aPlay = await dj(a, 'play');
+  assert.equal(aPlay.isPlaying, true);
+  assert.equal(aPlay.position, aPause.position, 'A plays on from the stored position');
+  assert.equal(await evalRoom(a, () => window.music.room.pendingChanges), 3);
+  await settle(aPlay, 1500);
+  const p1 = await sampleRound([a]);
+  await sleep(1500);
+  const p2 = await sampleRound([a]);
+  const [ra1, ra2] = [p1.readings[0], p2.readings[0]];
+  const advancedA = ra2.position - ra1.position;
+  assert.ok(!ra2.paused && advancedA > 1.0 && advancedA < 2.0, `A (reloaded, offline) advanced ${advancedA.toFixed(3)} s in 1.5 s`);
+  assert.ok(ra1.position > aPause.position && ra1.position < aPause.position + 5, `A at ${ra1.position}, from the stored ${aPause.position}`);
+
   // The server comes back (new process: sessions and rooms lost), links are allowed again.
   const marks = pages.map((p) => p.events.length);
   await music.server.restart();
   const backMs = Date.now();
   await Promise.all([b, c].map((p) => evalRoom(p, () => window.__p3Links.restore())));
-  await waitReady(a);
+  await waitFor(() => a.events.find((e) => e.type === 'attached'), 60_000, () => `A attached a client; ${JSON.stringify(a.events.slice(-8))}`);
 
   const converged = async () => {
     const states = await Promise.all(pages.map(async (p) => ({
@@ -205,7 +246,7 @@ test('offline: each device plays on and queues its changes (surviving a reload);
       pending: await evalRoom(p, () => window.music.room.pendingChanges),
     })));
     const [first] = states;
-    return states.every(({ s, pending }) => pending === 0 && s && first.s && s.epoch === first.s.epoch && s.sequence === first.s.sequence && !s.isPlaying)
+    return states.every(({ s, pending }) => pending === 0 && s && first.s && s.epoch === first.s.epoch && s.sequence === first.s.sequence && s.isPlaying)
       && ['dev-A', 'dev-B'].every((d) => pages.some((p) => p.events.some((e) => e.type === 'reconciled' && e.appliedOrder.some(([o]) => o === d))));
   };
   await waitFor(converged, CONVERGE_TIMEOUT_MS, async () => `convergence; states ${JSON.stringify(await Promise.all(pages.map(async (p) => [p.label, await roomState(p), await evalRoom(p, () => window.music.room.pendingChanges)])))}; reconciled ${JSON.stringify(pages.map((p) => p.events.filter((e) => e.type === 'reconciled')))}`);
@@ -214,7 +255,7 @@ test('offline: each device plays on and queues its changes (surviving a reload);
   // Figures first (so a lost or doubled change shows in `npm run bench` as a number), then
   // the checks. Per page: server back → its push acknowledged (`reconciled`; C has nothing
   // to push), → its first state from the new server.
-  const made = ['dev-A/1', 'dev-A/2', 'dev-B/1'];
+  const made = ['dev-A/1', 'dev-A/2', 'dev-A/3', 'dev-B/1'];
   const acks = pages.flatMap((p) => p.events.filter((e) => e.type === 'reconciled'));
   const applied = acks.flatMap((e) => e.appliedOrder.map(([o, n]) => `${o}/${n}`)).sort();
   const perPage = pages.map((p, i) => {
@@ -237,21 +278,18 @@ test('offline: each device plays on and queues its changes (surviving a reload);
   mkdirSync('test-results', { recursive: true });
   writeFileSync('test-results/music-offline-reconcile.json', `${JSON.stringify(figures, null, 2)}\n`);
 
-  // One state, A's pause included, on track a.
+  // One state, A's offline play (after its pause and the reload) last, on track a, followed
+  // by every page.
   const final = await roomState(a);
-  assert.equal(final.isPlaying, false);
+  assert.equal(final.isPlaying, true);
   assert.equal(final.trackId, track('a').id);
-  await settle(final, 1000);
-  const round = await sampleRound(pages);
-  for (const r of round.readings) {
-    assert.ok(r.paused, `${r.label} paused`);
-    assert.ok(Math.abs(r.position - final.position) < 0.1, `${r.label} at ${r.position}, room at ${final.position}`);
-  }
+  await settle(final, 2500);
+  await checkFollow(pages, final, 'after reconciliation');
 
   // Each offline change applied exactly once by the server.
   assert.deepEqual(applied, made);
   const vv = acks.reduce((last, e) => (e.trueMs > last.trueMs ? e : last)).versionVector;
-  assert.ok(vv['dev-A'] >= 2 && vv['dev-B'] >= 1, `version vector ${JSON.stringify(vv)}`);
+  assert.ok(vv['dev-A'] >= 3 && vv['dev-B'] >= 1, `version vector ${JSON.stringify(vv)}`);
   for (const p of pages) {
     const errors = p.events.slice(p === a ? 0 : marks[pages.indexOf(p)]).filter((e) => e.type === 'error');
     assert.deepEqual(errors, [], `${p.label}: errors after the server returned`);

@@ -24,6 +24,13 @@ pub struct P3Client {
     inner: Handle,
 }
 
+impl P3Client {
+    /// The driver's shared state (for rooms attached later, `MusicRoom.attach`).
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.inner
+    }
+}
+
 #[wasm_bindgen]
 impl P3Client {
     /// Performs the handshake (`POST {baseUrl}/api/protocol/v2/session/handshake`), opens the

@@ -35,6 +35,7 @@
 //! to watch each `play()` Promise.
 
 mod media;
+mod offline_start;
 mod options;
 mod peer_clock;
 mod tiers;
@@ -173,7 +174,7 @@ impl MusicRoom {
     #[wasm_bindgen(js_name = serverNow)]
     pub fn server_now(&self) -> f64 {
         let r = self.inner.borrow();
-        r.clock.server_now(r.global.now_precise_ms())
+        r.shared_now(r.global.now_precise_ms())
     }
 
     /// Where playback should be now by the room state, s (`null` without a state or clock).
@@ -408,12 +409,51 @@ impl MusicRoom {
         .into_js_value())
     }
 
+    /// Opens the music room `name` of the server at `baseUrl` **without a connection**
+    /// (Tier 3, PROTOCOL.md §13.12 "Starting offline"): for an app whose `P3Client.connect`
+    /// failed with `connect_failed` (e.g. an installed PWA reloaded while the server is
+    /// unreachable). The room restores the last state this device followed (saved in
+    /// `localStorage` `p3-lanes-music:<room>`, else the `roomState` of its offline queue),
+    /// is on the `offline` tier, plays `media` from that state (the autoplay policy still
+    /// applies: `needs-user-gesture`), and takes changes as its own controller into the
+    /// offline queue. The shared clock is this device's `Date.now()` plus the offset to the
+    /// server last saved (`clock.synced` false until attached). Once a client connects, hand
+    /// it to `attach(client)`: the queue is then pushed and the server's state followed.
+    ///
+    /// `options`: as `musicRoom`, `peerToPeer` required (it owns the offline queue); use the
+    /// same `deviceId` as before the reload. Rejects with `invalid_argument` (bad URL, room
+    /// name or options, no `peerToPeer`), or the storage's `code` (`storage_unavailable`,
+    /// `storage_corrupt`) if the offline queue cannot be opened.
+    #[wasm_bindgen(js_name = openOffline, unchecked_return_type = "Promise<MusicRoom>")]
+    pub fn open_offline(
+        #[wasm_bindgen(js_name = baseUrl)] base_url: String,
+        #[wasm_bindgen(unchecked_param_type = "string")] name: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "MusicRoomOptions")] options: JsValue,
+    ) -> Promise {
+        offline_start::open(&base_url, &name, &options)
+    }
+
+    /// Attaches a room opened with `openOffline` to a connected `client` (of the same
+    /// server): the room joins (`tier` event `offline` → `socket`, `server-back`), opens its
+    /// mesh, pushes its offline queue and follows the server's state (server wins, PROTOCOL.md
+    /// §13.12). Resolves once joined. The client's own reconnects are followed as with
+    /// `musicRoom`.
+    ///
+    /// Rejects with `invalid_argument` if the room already has a client, `closed` if the room
+    /// is closed, or the join's code (the room then closes).
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn attach(&self, client: &crate::wasm::client::P3Client) -> Promise {
+        offline_start::attach(&self.inner, client.handle())
+    }
+
     /// Stops following: the media is paused, timers and listeners stop, unanswered changes
     /// reject with `closed`, and the client leaves the room. Idempotent.
     pub fn close(&self) {
         let client = self.inner.borrow().client.clone();
         if close_room(&self.inner, "closed by the application") {
-            driver::with_client(&client, |c| c.leave_room());
+            if let Some(client) = client {
+                driver::with_client(&client, |c| c.leave_room());
+            }
         }
     }
 }
@@ -429,10 +469,37 @@ pub(crate) fn join(client: &ClientHandle, name: String, options: &JsValue) -> Pr
         Ok(g) => g,
         Err(e) => return Promise::reject(&e),
     };
+    let room = new_room(
+        name,
+        client.borrow().base().to_owned(),
+        Some(client.clone()),
+        opts,
+        global,
+    );
+    attach_media_listeners(&room);
+    let joined = listen_and_join(&room, client);
+    let handle = room.clone();
+    wasm_bindgen_futures::future_to_promise(async move {
+        joined.await?;
+        Ok(MusicRoom { inner: handle }.into())
+    })
+}
+
+/// A new room (not listening to anything yet).
+fn new_room(
+    name: String,
+    base: String,
+    client: Option<ClientHandle>,
+    opts: options::RoomOptions,
+    global: Global,
+) -> RoomHandle {
     let now = global.now_precise_ms();
-    let room = Rc::new(RefCell::new(Room {
-        name: name.clone(),
-        client: client.clone(),
+    Rc::new(RefCell::new(Room {
+        name,
+        base,
+        client,
+        fallback_clock: None,
+        saved: None,
         clock: ClockSync::new(ClockConfig::default(), now),
         peer_clock: PeerClock::new(),
         global,
@@ -458,8 +525,17 @@ pub(crate) fn join(client: &ClientHandle, name: String, options: &JsValue) -> Pr
             .peer_to_peer
             .map(|p| tiers::Tiers::new(p, opts.device_id.clone())),
         tier_sends: Vec::new(),
-    }));
-    let weak = Rc::downgrade(&room);
+    }))
+}
+
+/// Listens to `client`'s events, starts the clock burst and joins the room; the future
+/// completes once joined and the mesh (with `peerToPeer`) is open, or closes the room and
+/// fails with the join's error.
+fn listen_and_join(
+    room: &RoomHandle,
+    client: &ClientHandle,
+) -> impl std::future::Future<Output = Result<(), JsValue>> {
+    let weak = Rc::downgrade(room);
     let id = driver::add_listener(
         client,
         Rc::new(move |ev: &Event| {
@@ -469,12 +545,12 @@ pub(crate) fn join(client: &ClientHandle, name: String, options: &JsValue) -> Pr
         }),
     );
     room.borrow_mut().listener = Some(id);
-    attach_media_listeners(&room);
     // The clock burst starts at once, alongside the join.
-    finish(&room);
+    finish(room);
+    let name = room.borrow().name.clone();
     let joined = driver::join_room(client, &name);
     let handle = room.clone();
-    wasm_bindgen_futures::future_to_promise(async move {
+    async move {
         match JsFuture::from(joined).await {
             Ok(_) => {
                 finish(&handle);
@@ -482,14 +558,14 @@ pub(crate) fn join(client: &ClientHandle, name: String, options: &JsValue) -> Pr
                     close_room(&handle, "the peer mesh failed to open");
                     return Err(e);
                 }
-                Ok(MusicRoom { inner: handle }.into())
+                Ok(())
             }
             Err(e) => {
                 close_room(&handle, "the join failed");
                 Err(e)
             }
         }
-    })
+    }
 }
 
 type RoomHandle = Rc<RefCell<Room>>;
@@ -546,7 +622,16 @@ impl Attached {
 /// Everything a `MusicRoom` owns.
 struct Room {
     name: String,
-    client: ClientHandle,
+    /// The server's base URL (default track URLs).
+    base: String,
+    /// `None` while a room opened with `MusicRoom.openOffline` is not attached to a client
+    /// ([`offline_start`]).
+    client: Option<ClientHandle>,
+    /// The shared clock while `clock` is not synced after an offline start: this device's
+    /// local clock plus the last saved offset ([`offline_start`]).
+    fallback_clock: Option<ClockMapping>,
+    /// What [`offline_start::save`] last wrote: `(epoch, sequence, clock offset ms)`.
+    saved: Option<(u64, u64, i64)>,
     global: Global,
     clock: ClockSync,
     /// Where clock probes go (the server, or the controller over the mesh), see
@@ -596,8 +681,26 @@ enum Act {
 }
 
 impl Room {
+    /// This device's id in the room: the session id, or (not attached to a client) the
+    /// `deviceId`.
     fn me(&self) -> String {
-        self.client.borrow().client().session_id().to_string()
+        match &self.client {
+            Some(c) => c.borrow().client().session_id().to_string(),
+            None => self
+                .tiers
+                .as_ref()
+                .map(|t| t.device_id().to_owned())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The shared clock at local time `local_ms` (ms since the Unix epoch): the synced
+    /// estimate, else the offline fallback ([`offline_start`]), else the unsynced estimate.
+    fn shared_now(&self, local_ms: f64) -> f64 {
+        match self.fallback_clock {
+            Some(m) if !self.clock.is_synced() => m.to_server(local_ms),
+            _ => self.clock.server_now(local_ms),
+        }
     }
 
     fn now(&self) -> f64 {
@@ -729,6 +832,7 @@ fn finish(h: &RoomHandle) {
         if r.closed {
             Vec::new()
         } else {
+            offline_start::save(&mut r);
             r.drain()
         }
     };
@@ -744,7 +848,9 @@ fn execute(h: &RoomHandle, act: Act) {
     match act {
         Act::Ping(client_time, rtt) => {
             let client = h.borrow().client.clone();
-            driver::with_client(&client, |c| c.ping(client_time, rtt));
+            if let Some(client) = client {
+                driver::with_client(&client, |c| c.ping(client_time, rtt));
+            }
         }
         Act::Media(cmd) => {
             let (media, url) = {
@@ -778,8 +884,7 @@ fn track_url(r: &Room, track_id: &str, track: &Option<Value>) -> String {
             }
         }
     }
-    let base = r.client.borrow().base().to_owned();
-    media::default_track_url(&base, track_id, track.as_ref())
+    media::default_track_url(&r.base, track_id, track.as_ref())
 }
 
 /// Reports a refused `play()` to the follower (autoplay policy) or as an error event.
@@ -1049,14 +1154,17 @@ fn send_change(h: &RoomHandle, action: MusicAction, mut data: MusicControlData) 
                 Err(e) => Promise::reject(&e),
             };
         }
+        let Some(client) = r.client.clone() else {
+            return Promise::reject(&error::coded(
+                ErrorCode::Closed,
+                "the music room has no server connection (attach a client)",
+            ));
+        };
         let base = r.latest.clone().unwrap_or_else(|| RoomState::new(0.0));
         data.timestamp = Some(js_sys::Date::now());
         data.controller_id.clone_from(&base.controller_id);
         let change = r.stamper.stamp(&base, action, data);
-        (
-            SyncMessage::MusicControl(change).to_value(),
-            r.client.clone(),
-        )
+        (SyncMessage::MusicControl(change).to_value(), client)
     };
     if let Err(e) = driver::with_client(&client, |c| c.send(Lane::Sync, value, None)) {
         return Promise::reject(&error::client_error(&e));
@@ -1097,7 +1205,7 @@ fn close_room(h: &RoomHandle, reason: &str) -> bool {
         }
         (r.client.clone(), r.listener.take(), r.media.clone())
     };
-    if let Some(id) = listener {
+    if let (Some(id), Some(client)) = (listener, client) {
         driver::remove_listener(&client, id);
     }
     let _ = media.exec(&MediaCommand::Pause, "");

@@ -134,9 +134,14 @@ impl Tiers {
             .is_some_and(|e| e.authority() == Authority::Peer)
     }
 
-    /// This device's mesh id (`""` before the mesh is open).
+    /// This device's mesh id (before the mesh is open: `""`, or the `deviceId` on the
+    /// `offline` tier, where a room started offline is its own controller).
     pub(super) fn mesh_id(&self) -> &str {
-        &self.mesh_id
+        if self.mesh_id.is_empty() && self.tier == Tier::Offline {
+            &self.origin
+        } else {
+            &self.mesh_id
+        }
     }
 
     /// Connected peers.
@@ -185,7 +190,10 @@ pub(super) async fn open_mesh(h: RoomHandle) -> Result<(), JsValue> {
         let Some(t) = r.tiers.as_ref() else {
             return Ok(());
         };
-        (r.client.clone(), r.name.clone(), t.mesh_options.clone())
+        let Some(client) = r.client.clone() else {
+            return Ok(());
+        };
+        (client, r.name.clone(), t.mesh_options.clone())
     };
     open_queue(&h, &name).await;
     let mesh = p2p::open_mesh(&client, name, &opts).await?;
@@ -234,45 +242,83 @@ pub(super) async fn open_mesh(h: RoomHandle) -> Result<(), JsValue> {
 /// Opens this device's offline queue (module docs); a failure is an `error` event (the room
 /// plays on, but changes made without the server cannot be kept).
 async fn open_queue(h: &RoomHandle, name: &str) {
-    let origin = match h.borrow().tiers.as_ref() {
-        Some(t) => t.origin.clone(),
-        None => return,
-    };
-    let opened = RoomQueue::open(name, &origin).await;
-    {
-        let mut r = h.borrow_mut();
-        match opened {
-            Ok((q, restored)) => {
-                let pending = restored.pending.len();
-                if let Some(t) = r.tiers.as_mut() {
-                    t.queue = Some(Rc::new(q));
-                    t.pending = pending;
-                }
-                if pending > 0 {
-                    // Changes from an earlier page (a reload, a crash): what they produced
-                    // here, for the app to show until the server has them.
-                    r.event(&RestoredEvent {
-                        r#type: "restored",
-                        pending: &restored.pending,
-                        state: restored.room_state.as_ref(),
-                    });
-                }
-                r.event(&PendingEvent {
-                    r#type: "pending",
-                    pending,
-                });
-            }
-            Err(e) => {
-                let code = code_of(&e, ErrorCode::StorageUnavailable);
-                let message = format!("offline queue: {}", error::describe(&e));
-                r.event(&JsMusicEvent::Error {
-                    code: &code,
-                    message: &message,
-                });
-            }
-        }
+    let to_open = matches!(h.borrow().tiers.as_ref(), Some(t) if t.queue.is_none());
+    if !to_open {
+        // Without `peerToPeer`, or opened already (an offline start, [`super::offline_start`]).
+        return;
+    }
+    if let Err(e) = read_queue(h, name).await {
+        let code = code_of(&e, ErrorCode::StorageUnavailable);
+        let message = format!("offline queue: {}", error::describe(&e));
+        h.borrow_mut().event(&JsMusicEvent::Error {
+            code: &code,
+            message: &message,
+        });
     }
     super::finish(h);
+}
+
+/// Opens this device's offline queue and reports what it holds (`restored`, `pending`).
+/// Returns the stored `roomState` (JSON of a `MusicRoomState`), if any. Errors: the
+/// storage's `code` (`storage_unavailable`, `storage_corrupt`).
+pub(super) async fn read_queue(h: &RoomHandle, name: &str) -> Result<Option<Value>, JsValue> {
+    let origin = match h.borrow().tiers.as_ref() {
+        Some(t) => t.origin.clone(),
+        None => return Ok(None),
+    };
+    let (q, restored) = RoomQueue::open(name, &origin).await?;
+    let mut r = h.borrow_mut();
+    let pending = restored.pending.len();
+    if let Some(t) = r.tiers.as_mut() {
+        t.queue = Some(Rc::new(q));
+        t.pending = pending;
+    }
+    if pending > 0 {
+        // Changes from an earlier page (a reload, a crash): what they produced
+        // here, for the app to show until the server has them.
+        r.event(&RestoredEvent {
+            r#type: "restored",
+            pending: &restored.pending,
+            state: restored.room_state.as_ref(),
+        });
+    }
+    r.event(&PendingEvent {
+        r#type: "pending",
+        pending,
+    });
+    Ok(restored.room_state)
+}
+
+/// An offline start ([`super::offline_start`]): the tier is `offline` and this device, as
+/// `deviceId`, is its own controller from `claim` on (the election without peers: `(epoch + 1,
+/// deviceId)`).
+pub(super) fn start_offline(r: &mut Room) {
+    let claim = claim_of(r.latest.as_ref());
+    let Some(t) = r.tiers.as_mut() else { return };
+    t.tier = Tier::Offline;
+    let mut e = Election::new(t.origin.clone(), claim);
+    e.handle_server_lost(&BTreeSet::new());
+    t.election = Some(e);
+}
+
+/// A room started offline is attached to a connected client: the tier is `socket` again
+/// (event `tier` `offline` → `socket`, `server-back`); the mesh id and the election come from
+/// the join and the mesh ([`open_mesh`]), the queue is pushed once joined ([`maybe_push`]).
+pub(super) fn attached(r: &mut Room) {
+    let Some(t) = r.tiers.as_mut() else { return };
+    t.mesh_id.clear();
+    t.election = None;
+    t.joined = false;
+    t.push_sent_at = None;
+    let from = std::mem::replace(&mut t.tier, Tier::Socket);
+    if from != Tier::Socket {
+        r.event(&TierEvent {
+            r#type: "tier",
+            from,
+            to: Tier::Socket,
+            reason: TierReason::ServerBack,
+        });
+    }
 }
 
 /// `deviceId` default: a random id kept in `localStorage` (one per browser profile and
@@ -508,8 +554,13 @@ pub(super) fn order_change(
     let offline = t.tier() == Tier::Offline;
     let mut claim = t.claim().cloned().unwrap_or_else(|| Claim::new(0, ""));
     if offline {
-        // Independent mode (seed 004 Tier 3): every device is its own controller.
-        claim.controller.clone_from(&t.mesh_id);
+        // Independent mode (seed 004 Tier 3): every device is its own controller (as its
+        // `deviceId` while no mesh is open: an offline start).
+        claim.controller = if t.mesh_id.is_empty() {
+            t.origin.clone()
+        } else {
+            t.mesh_id.clone()
+        };
     } else if claim.controller != t.mesh_id {
         return Err(error::coded(
             ErrorCode::NotController,
@@ -537,7 +588,7 @@ pub(super) fn order_change(
     data.from = Some(claim.controller.clone());
     data.controller_id = Some(claim.controller.clone());
     let mut control = r.stamper.stamp(&base, action, data);
-    let apply_at = r.clock.server_now(now) + LEAD_MS;
+    let apply_at = r.shared_now(now) + LEAD_MS;
     control.apply_at = Some(apply_at);
     let state = base
         .apply(&control, apply_at)
@@ -551,7 +602,7 @@ pub(super) fn order_change(
         state: state.clone(),
     };
     let value = seal(r, &msg);
-    let timestamp = r.clock.server_now(now);
+    let timestamp = r.shared_now(now);
     let control = SyncMessage::MusicControl(control).to_value();
     r.event(&JsMusicEvent::Control { control: &control });
     let record = Record {
@@ -652,7 +703,10 @@ fn push_due(r: &Room) -> bool {
     let Some(t) = r.tiers.as_ref() else {
         return false;
     };
-    let open = r.client.borrow().client().state() == ConnectionState::Open;
+    let open = r
+        .client
+        .as_ref()
+        .is_some_and(|c| c.borrow().client().state() == ConnectionState::Open);
     let in_flight = t.push_loading
         || t.push_sent_at
             .is_some_and(|at| r.now() - at < PUSH_RETRY_MS);
@@ -698,7 +752,13 @@ pub(super) fn maybe_push(h: &RoomHandle) {
         match send {
             Ok(value) => {
                 let client = h.borrow().client.clone();
-                if let Err(e) = driver::with_client(&client, |c| c.send(Lane::Sync, value, None)) {
+                let sent = match client {
+                    Some(client) => {
+                        driver::with_client(&client, |c| c.send(Lane::Sync, value, None))
+                    }
+                    None => Ok(()),
+                };
+                if let Err(e) = sent {
                     if let Some(t) = h.borrow_mut().tiers.as_mut() {
                         t.push_sent_at = None;
                     }
