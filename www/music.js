@@ -5,11 +5,14 @@
 //
 // With peer-to-peer on (default; `?p2p=0` turns it off) the room keeps a DataChannel mesh
 // and plays on without the server (PROTOCOL.md §13.11-13.12): the sync tier and the changes
-// waiting for the server are shown under the room.
+// waiting for the server are shown under the room. If the server is unreachable when the page
+// loads (e.g. the installed app reloaded offline), the room opens without it
+// (`MusicRoom.openOffline`: this device's last state, the `offline` tier) and the client it
+// connects later, with backoff (1, 2, 4, 8, 16 s), is handed to `room.attach`.
 //
 // For tests: window.p3music = { client, room } once joined.
 
-import init, { P3Client } from '/pkg/p3_lanes.js';
+import init, { MusicRoom, P3Client } from '/pkg/p3_lanes.js';
 
 const P2P = new URLSearchParams(location.search).get('p2p') !== '0';
 
@@ -67,13 +70,16 @@ function showClock(c) {
   $('drift-ppm').textContent = `${c.driftPpm.toFixed(1)} ppm`;
 }
 
+/** This device's id in the room: its session id, or (opened offline, no client yet) its deviceId. */
+const me = () => client?.sessionId ?? room?.deviceId;
+
 function showRoomState(state) {
-  const me = client.sessionId;
+  const me_ = me();
   const dj = state?.controllerId;
-  $('dj').textContent = !dj ? 'nobody (anyone may become DJ)' : dj === me ? 'you' : shortId(dj);
+  $('dj').textContent = !dj ? 'nobody (anyone may become DJ)' : dj === me_ ? 'you' : shortId(dj);
   $('version').textContent = state ? `epoch ${state.epoch}, change ${state.sequence}` : '–';
   $('claim').disabled = !room || Boolean(dj);
-  const isDj = Boolean(room) && dj === me;
+  const isDj = Boolean(room) && (dj === me_ || room.tier === 'offline');
   for (const b of document.querySelectorAll('button.dj')) b.disabled = !isDj;
   $('dj-hint').textContent = isDj ? 'You are the DJ: every tab in the room follows you.' : 'Only the DJ can change the room. Become DJ first (if nobody is).';
   const t = state?.track;
@@ -88,7 +94,7 @@ function showMembers() {
   const previous = select.value;
   select.replaceChildren();
   for (const id of members) {
-    if (id === client.sessionId) continue;
+    if (id === client?.sessionId) continue;
     const option = document.createElement('option');
     option.value = id;
     option.textContent = shortId(id);
@@ -157,9 +163,11 @@ async function joinRoom(name) {
   $('room-link').textContent = `?room=${name}`;
   $('room-name').textContent = name;
   try {
-    room = await client.musicRoom(name, P2P ? { media: audio, peerToPeer: true } : { media: audio });
+    room = client
+      ? await client.musicRoom(name, P2P ? { media: audio, peerToPeer: true } : { media: audio })
+      : await MusicRoom.openOffline(location.origin, name, { media: audio, peerToPeer: true });
   } catch (err) {
-    showError(err, 'musicRoom');
+    showError(err, client ? 'musicRoom' : 'openOffline');
     return;
   }
   window.p3music = { client, room };
@@ -184,6 +192,9 @@ async function joinRoom(name) {
         showStatus('waiting');
         break;
       case 'tier':
+        showTier();
+        showRoomState(room.state);
+        break;
       case 'pending':
       case 'reconciled':
         showTier();
@@ -250,15 +261,56 @@ function drawPlot() {
   }
 }
 
+const CONNECT_OPTIONS = { lanes: P2P ? ['Control', 'Messaging', 'Sync'] : ['Control', 'Sync'] };
+
+/** P3Client.connect until it succeeds, with backoff (1, 2, 4, 8, 16 s) while unreachable. */
+async function connectWithBackoff() {
+  for (let attempt = 0; ; attempt++) {
+    await new Promise((resolve) => setTimeout(resolve, 1000 * 2 ** Math.min(attempt, 4)));
+    try {
+      return await P3Client.connect(location.origin, CONNECT_OPTIONS);
+    } catch (err) {
+      if (err.code !== 'connect_failed') throw err;
+    }
+  }
+}
+
 async function main() {
   await init();
+  const name = new URLSearchParams(location.search).get('room') || 'music';
+  let offline = false;
   try {
-    client = await P3Client.connect(location.origin, { lanes: P2P ? ['Control', 'Messaging', 'Sync'] : ['Control', 'Sync'] });
+    client = await P3Client.connect(location.origin, CONNECT_OPTIONS);
   } catch (err) {
     showState('closed', err.message);
-    showError(err, 'connect');
+    if (!P2P || err.code !== 'connect_failed') {
+      showError(err, 'connect');
+      return;
+    }
+    // Tier 3 start: play this device's last state while the server is away (PROTOCOL.md §13.12).
+    offline = true;
+    showState('offline', 'server unreachable, playing the last state; retrying');
+  }
+  wireControls(name);
+  if (offline) {
+    await joinRoom(name);
+    requestAnimationFrame(tick);
+    if (!room) return;
+    client = await connectWithBackoff();
+    wireClient();
+    window.p3music = { client, room };
+    await room.attach(client);
+    await loadTracks();
+    showRoomState(room.state);
     return;
   }
+  wireClient();
+  await loadTracks();
+  await joinRoom(name);
+  requestAnimationFrame(tick);
+}
+
+function wireClient() {
   showState(client.state);
   client.onStateChange(showState);
   client.onEvent((ev) => {
@@ -274,12 +326,14 @@ async function main() {
       showMembers();
     }
   });
+  $('room-button').disabled = false;
+}
 
+function wireControls(name) {
   $('room-form').addEventListener('submit', (e) => {
     e.preventDefault();
-    joinRoom($('room-input').value.trim() || 'music');
+    if (client) joinRoom($('room-input').value.trim() || 'music');
   });
-  $('room-button').disabled = false;
   $('gesture-button').addEventListener('click', () => room?.userGesture());
   $('claim').addEventListener('click', () => act('claimController', () => room.claimController()));
   $('refresh-tracks').addEventListener('click', loadTracks);
@@ -304,11 +358,7 @@ async function main() {
     }),
   );
 
-  const name = new URLSearchParams(location.search).get('room') || 'music';
   $('room-input').value = name;
-  await loadTracks();
-  await joinRoom(name);
-  requestAnimationFrame(tick);
 }
 
 main().catch((err) => showError(err, 'demo'));
