@@ -917,6 +917,7 @@ fn on_mesh_message(h: &RoomHandle, m: &JsValue) {
     }
     {
         let Ok(mut r) = h.try_borrow_mut() else {
+            later(h, on_mesh_message, m);
             return;
         };
         if r.closed {
@@ -976,6 +977,20 @@ fn apply_peer(r: &mut Room, from: &str, msg: PeerSync, now: f64) -> Result<(), P
     Ok(())
 }
 
+/// Runs `f(h, v)` again in a microtask: a mesh event or message that arrived while the room
+/// was borrowed further up the stack (the mesh dispatches synchronously) is handled once the
+/// borrow is released instead of being dropped (a lost `peer-state` would leave `peers` stale
+/// until that link changes again).
+fn later(h: &RoomHandle, f: fn(&RoomHandle, &JsValue), v: &JsValue) {
+    let weak = Rc::downgrade(h);
+    let v = v.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        if let Some(h) = weak.upgrade() {
+            f(&h, &v);
+        }
+    });
+}
+
 /// A `PeerMeshEvent`: the tier, and links up/down with their quality (for the election).
 fn on_mesh_event(h: &RoomHandle, e: &JsValue) {
     let get = |k: &str| {
@@ -997,6 +1012,7 @@ fn on_mesh_event(h: &RoomHandle, e: &JsValue) {
         };
         {
             let Ok(mut r) = h.try_borrow_mut() else {
+                later(h, on_mesh_event, e);
                 return;
             };
             if r.closed {
@@ -1010,6 +1026,7 @@ fn on_mesh_event(h: &RoomHandle, e: &JsValue) {
     let Some(peer) = get("peer") else { return };
     {
         let Ok(mut r) = h.try_borrow_mut() else {
+            later(h, on_mesh_event, e);
             return;
         };
         if r.closed {
