@@ -10,8 +10,11 @@
 //! - the clock offset error after the join burst, and afterwards, against the raw skew;
 //! - the same drift and join figures with Chromium-like media elements (the harness's
 //!   `chromium_media`: start stall, rate changes 130-150 ms late, 15-25 ms lost per rate
-//!   excursion, ±0.5 % rate deadband)
-//!   followed with `FollowerConfig::browser()`.
+//!   excursion, ±0.5 % rate deadband; and `chromium_loaded`: a loaded renderer, 105-125 ms
+//!   to start or seek, rate changes 130-175 ms late) followed with
+//!   `FollowerConfig::browser()`, join to in sync p50/p95 also as the browser test measures
+//!   it (the device's own drift readings), against the browser follower without the landing
+//!   hold (PROTOCOL.md §12.5) in the same run.
 //!
 //! Run with `cargo bench -p p3-lanes --bench sync` (or `npm run bench`). Merges its figures into
 //! `bench-results.json` at the repository root as `{name, value, unit, baseline, ratio}`,
@@ -30,6 +33,8 @@ use support::write_results;
 
 const SEEDS: u64 = 50;
 const BASELINE_SEEDS: u64 = 20;
+/// Seeds of the Chromium-like runs (the join figures' tails need many: one late joiner each).
+const CHROMIUM_SEEDS: u64 = 200;
 const DEVICES: usize = 5;
 
 fn runs(mode: Mode, seeds: u64) -> Vec<SimReport> {
@@ -38,16 +43,30 @@ fn runs(mode: Mode, seeds: u64) -> Vec<SimReport> {
         .collect()
 }
 
-/// Our approach with Chromium-like media elements.
-fn chromium_runs(seeds: u64) -> Vec<SimReport> {
+/// Our approach with Chromium-like media elements (`loaded`: on a loaded renderer), followed
+/// with `follower`.
+fn chromium_runs(seeds: u64, loaded: bool, follower: &FollowerConfig) -> Vec<SimReport> {
     (0..seeds)
         .map(|seed| {
             let mut cfg = SimConfig::scenario(seed, DEVICES, Mode::Synced);
             cfg.chromium_media = true;
-            cfg.follower = FollowerConfig::browser();
+            cfg.chromium_loaded = loaded;
+            cfg.follower = follower.clone();
             Sim::new(cfg).run()
         })
         .collect()
+}
+
+/// The browser follower before the landing hold and the seek latency guessed from the start
+/// (PROTOCOL.md §12.5): catch-up seeks above 15 ms, small errors refined at once (its
+/// catch-up seeks are still decided on unbiased readings only, which is not configurable).
+fn browser_without_landing_hold() -> FollowerConfig {
+    FollowerConfig {
+        landing_hold_ms: 0.0,
+        seek_latency_from_start: false,
+        catchup_seek_threshold_ms: 15.0,
+        ..FollowerConfig::browser()
+    }
 }
 
 struct Figures {
@@ -55,25 +74,34 @@ struct Figures {
     drift_p95: f64,
     join_p50: Option<f64>,
     join_p95: Option<f64>,
+    /// Join to in sync as the browser test measures it (the device's own readings).
+    join_readings_p50: Option<f64>,
+    join_readings_p95: Option<f64>,
 }
 
 fn figures(runs: &[SimReport]) -> Figures {
     let pair: Vec<f64> = runs.iter().flat_map(|r| r.pairwise_ms.clone()).collect();
-    let joins: Vec<Option<f64>> = runs
-        .iter()
-        .flat_map(|r| r.join_to_sync_ms.clone())
-        .collect();
-    let all_joined = joins.iter().all(Option::is_some);
-    let join: Vec<f64> = joins.iter().map(|j| j.unwrap_or(f64::INFINITY)).collect();
-    let q = |p: f64| {
+    let q = |joins: Vec<Option<f64>>, p: f64| {
+        let all_joined = joins.iter().all(Option::is_some);
+        let join: Vec<f64> = joins.iter().map(|j| j.unwrap_or(f64::INFINITY)).collect();
         let v = quantile(&join, p);
         (all_joined || v.is_finite()).then_some(v)
     };
+    let truth: Vec<Option<f64>> = runs
+        .iter()
+        .flat_map(|r| r.join_to_sync_ms.clone())
+        .collect();
+    let readings: Vec<Option<f64>> = runs
+        .iter()
+        .flat_map(|r| r.join_to_sync_readings_ms.clone())
+        .collect();
     Figures {
         drift_p50: quantile(&pair, 0.5),
         drift_p95: quantile(&pair, 0.95),
-        join_p50: q(0.5),
-        join_p95: q(0.95),
+        join_p50: q(truth.clone(), 0.5),
+        join_p95: q(truth, 0.95),
+        join_readings_p50: q(readings.clone(), 0.5),
+        join_readings_p95: q(readings, 0.95),
     }
 }
 
@@ -86,10 +114,14 @@ fn main() {
     let ours = runs(Mode::Synced, SEEDS);
     let naive = runs(Mode::NaiveOnReceipt, BASELINE_SEEDS);
     let seed_ts = runs(Mode::SeedTimestamps, BASELINE_SEEDS);
-    let chromium = chromium_runs(BASELINE_SEEDS);
+    let browser = FollowerConfig::browser();
+    let before = browser_without_landing_hold();
+    let c = figures(&chromium_runs(CHROMIUM_SEEDS, false, &browser));
+    let cl = figures(&chromium_runs(CHROMIUM_SEEDS, true, &browser));
+    let c0 = figures(&chromium_runs(CHROMIUM_SEEDS, false, &before));
+    let cl0 = figures(&chromium_runs(CHROMIUM_SEEDS, true, &before));
     let elapsed = t.elapsed();
     let (o, n, s) = (figures(&ours), figures(&naive), figures(&seed_ts));
-    let c = figures(&chromium);
 
     let abs = |v: &[f64]| v.iter().map(|e| e.abs()).collect::<Vec<f64>>();
     let burst: Vec<f64> = ours
@@ -113,6 +145,9 @@ fn main() {
     for (name, f) in [
         ("ours (clock sync + schedule + ladder)", &o),
         ("ours, Chromium-like media elements", &c),
+        ("  same, loaded renderer", &cl),
+        ("  without landing hold (before)", &c0),
+        ("  same, loaded renderer", &cl0),
         ("naive: apply on receipt", &n),
         ("seed calculateSyncPosition, raw clocks", &s),
     ] {
@@ -124,6 +159,19 @@ fn main() {
             show(f.join_p95)
         );
     }
+    println!(
+        "join to in sync by the device's own readings (the browser test's rule), p50 / p95: \
+         Chromium-like {} / {}, loaded {} / {}; without landing hold {} / {}, loaded {} / {} \
+         ({CHROMIUM_SEEDS} seeds each)",
+        show(c.join_readings_p50),
+        show(c.join_readings_p95),
+        show(cl.join_readings_p50),
+        show(cl.join_readings_p95),
+        show(c0.join_readings_p50),
+        show(c0.join_readings_p95),
+        show(cl0.join_readings_p50),
+        show(cl0.join_readings_p95),
+    );
     println!(
         "clock offset error after the join burst: p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms; \
          afterwards p50 {:.2} ms, p95 {:.2} ms (raw skew p50 {:.0} ms, p95 {:.0} ms)",
@@ -184,14 +232,40 @@ fn main() {
         naive_name,
         Some(n.drift_p95),
     );
-    if let Some(p95) = c.join_p95 {
-        push(
-            "chromium_media.join_to_in_sync.p95",
-            p95,
-            "ms",
-            naive_name,
-            n.join_p95,
-        );
+    // The Chromium-like rows against the browser follower without the landing hold (the same
+    // media model, the same run).
+    let before_name = "browser follower without landing hold";
+    for (model, now, was) in [
+        ("chromium_media", &c, &c0),
+        ("chromium_media_loaded", &cl, &cl0),
+    ] {
+        if model == "chromium_media_loaded" {
+            push(
+                &format!("{model}.drift_between_devices.p95"),
+                now.drift_p95,
+                "ms",
+                before_name,
+                Some(was.drift_p95),
+            );
+        }
+        for (figure, value, baseline) in [
+            ("join_to_in_sync.p50", now.join_p50, was.join_p50),
+            ("join_to_in_sync.p95", now.join_p95, was.join_p95),
+            (
+                "join_to_in_sync_own_readings.p50",
+                now.join_readings_p50,
+                was.join_readings_p50,
+            ),
+            (
+                "join_to_in_sync_own_readings.p95",
+                now.join_readings_p95,
+                was.join_readings_p95,
+            ),
+        ] {
+            if let Some(v) = value {
+                push(&format!("{model}.{figure}"), v, "ms", before_name, baseline);
+            }
+        }
     }
     let raw = "unsynchronized clock skew";
     push(

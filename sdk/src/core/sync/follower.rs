@@ -27,11 +27,16 @@
 //!
 //! For 2.5 s after each start (`catchup_window_ms`: join, play, a DJ's seek, a track change),
 //! while the listener is already hearing a transition, errors above 30 ms
-//! (`catchup_seek_threshold_ms`; browsers 15 ms) are fixed by a seek, at most twice per start
-//! (`catchup_max_seeks`: the first one measures the seek latency, the second lands;
-//! browsers 3), and excursions use ±5 % (`catchup_max_nudge`; browsers ±10 %): a first start carries an unknown start latency
-//! (Chromium: 70-120 ms), and this removes it within a second. Browsers keep the pitch at
-//! such rates (`preservesPitch`).
+//! (`catchup_seek_threshold_ms`; browsers 10 ms, the in-sync bound) are fixed by a seek, at
+//! most twice per start (`catchup_max_seeks`: the first one measures the seek latency, the
+//! second lands; browsers 3), and excursions use ±5 % (`catchup_max_nudge`; browsers ±10 %):
+//! a first start carries an unknown start latency (Chromium: 70-125 ms), and this removes it
+//! within a second. Browsers keep the pitch at such rates (`preservesPitch`). A catch-up seek
+//! is decided only on an unbiased reading, never on one taken during an excursion (the
+//! excursion's own dip would look like a missed start and cost a seek and another
+//! excursion). Once a start or seek lands within `in_sync_ms`, it is not refined for
+//! `landing_hold_ms` (browsers 1 s): the refinement's excursion would first lose its cost
+//! (Chromium ~20 ms) and take a page that is in sync out of it.
 //!
 //! # Scheduled changes and latencies
 //! - A change takes effect at its `applyAt`: `pause` and a DJ's `seek` are issued at that
@@ -104,6 +109,17 @@ pub struct FollowerConfig {
     pub catchup_max_seeks: u32,
     /// Least time between two corrective seeks, ms.
     pub seek_cooldown_ms: f64,
+    /// After a start or seek lands (the media moves steadily), errors within `in_sync_ms`
+    /// are left alone this long, ms (0: refined at once). A refinement's excursion first
+    /// loses its cost (Chromium: about 20 ms), which takes a page that is in sync out of it;
+    /// right after a join the clock estimate is still tightening too, so part of a small error
+    /// is the estimate's.
+    pub landing_hold_ms: f64,
+    /// Until a seek latency is measured, assume it is at least the measured start latency: a
+    /// renderer slower to start than guessed is as slow to seek (both wait for the audio
+    /// output to restart; Chromium on a loaded machine: 113-125 ms to start, 112-120 to seek,
+    /// against the 70 and 90 ms guesses), so the first catch-up seek lands.
+    pub seek_latency_from_start: bool,
     /// Error below which the follower reports [`FollowerStatus::InSync`], ms.
     pub in_sync_ms: f64,
     /// Media sampling period when settled, ms.
@@ -130,9 +146,12 @@ impl FollowerConfig {
     /// catch-up window, where the listener hears a transition anyway): as every excursion
     /// first puts the element 20 ms further behind, a short one is better. Rate changes show
     /// 130-175 ms late on a loaded machine (250 ms are waited), an excursion needs two readings
-    /// beyond the deadband, and within the catch-up window a start that missed by more than
-    /// 15 ms is fixed by a seek rather than by excursions, each of which would first cost its
-    /// 20 ms dip; three such seeks, as a loaded renderer's seek latency varies (90-120 ms).
+    /// beyond the deadband, and within the catch-up window a start that missed the in-sync
+    /// bound (10 ms) is fixed by a seek rather than by excursions, each of which would first
+    /// cost its 20 ms dip; three such seeks, as a loaded renderer's seek latency varies
+    /// (90-125 ms), the first guessed from the measured start latency. A landing within 10 ms
+    /// is left alone for 1 s before it is refined (the refinement's dip would take the page
+    /// out of sync).
     pub fn browser() -> FollowerConfig {
         FollowerConfig {
             initial_start_latency_ms: 70.0,
@@ -142,9 +161,11 @@ impl FollowerConfig {
             max_nudge: 0.05,
             rate_latency_ms: 250.0,
             catchup_max_nudge: 0.10,
-            catchup_max_seeks: 3,
             confirm_readings: 2,
-            catchup_seek_threshold_ms: 15.0,
+            catchup_max_seeks: 3,
+            catchup_seek_threshold_ms: 10.0,
+            landing_hold_ms: 1000.0,
+            seek_latency_from_start: true,
             ..FollowerConfig::default()
         }
     }
@@ -165,6 +186,8 @@ impl Default for FollowerConfig {
             catchup_seek_threshold_ms: 30.0,
             catchup_max_seeks: 2,
             seek_cooldown_ms: 2000.0,
+            landing_hold_ms: 0.0,
+            seek_latency_from_start: false,
             in_sync_ms: 10.0,
             sample_interval_ms: 100.0,
             fast_sample_interval_ms: 20.0,
@@ -421,6 +444,8 @@ pub struct Follower {
     last_seek_ms: f64,
     seek_cooldown_until: f64,
     catchup_until: f64,
+    /// When the last start or seek became steady, local ms.
+    landed_ms: f64,
     /// Catch-up seeks left for the current start, and until when they may be used (local ms).
     catchup_seeks_left: u32,
     catchup_seeks_until: f64,
@@ -465,6 +490,7 @@ impl Follower {
             catchup_seeks_left: 0,
             catchup_seeks_until: f64::NEG_INFINITY,
             catchup_until: f64::NEG_INFINITY,
+            landed_ms: f64::NEG_INFINITY,
             nudge: None,
             excursion: None,
             beyond: (0, 0.0),
@@ -747,6 +773,9 @@ impl Follower {
             }
         }
         self.transition = None;
+        if tr.kind != TransitionKind::Rate {
+            self.landed_ms = s.local_ms;
+        }
         let (Some(clock), Some(state)) = (self.clock, self.in_force_now(s.local_ms)) else {
             return;
         };
@@ -765,6 +794,9 @@ impl Follower {
                     measured
                 };
                 self.start_learned = true;
+                if self.config.seek_latency_from_start && !self.seek_learned {
+                    self.seek_latency_ms = self.seek_latency_ms.max(measured);
+                }
             }
             TransitionKind::Rate => {}
             TransitionKind::Seek => {
@@ -1038,6 +1070,7 @@ impl Follower {
         let abs = error_ms.abs();
         let catchup_seek = now_ms < self.catchup_seeks_until
             && self.catchup_seeks_left > 0
+            && self.nudge.is_none()
             && abs > self.config.catchup_seek_threshold_ms;
         let seek_due = catchup_seek
             || (abs > self.config.seek_threshold_ms && now_ms >= self.seek_cooldown_until);
@@ -1107,7 +1140,10 @@ impl Follower {
                 self.excursion_learned = true;
             }
             // Readings beyond the deadband in a row (same sign): the smallest error counts.
-            self.beyond = if abs <= self.config.deadband_ms {
+            // Just landed and in sync: no refinement yet (`landing_hold_ms`).
+            let hold = now_ms < self.landed_ms + self.config.landing_hold_ms
+                && abs <= self.config.in_sync_ms;
+            self.beyond = if abs <= self.config.deadband_ms || hold {
                 (0, 0.0)
             } else if self.beyond.0 > 0 && self.beyond.1.signum() == error_ms.signum() {
                 let e = if abs < self.beyond.1.abs() {
@@ -1534,5 +1570,133 @@ mod tests {
             panic!("{cmds:?}")
         };
         assert!((to_s - (2000.0 + f.start_latency_ms()) / 1000.0).abs() < 1e-9);
+    }
+
+    /// A follower with `config` that starts "t" (playing since server time 0 from 0 s) and
+    /// whose element moves `offset_ms` off the room once it runs (a first start that missed
+    /// by that much); returns it, the time of its first steady reading (the landing) and the
+    /// commands that reading gave.
+    fn landed_with(config: FollowerConfig, offset_ms: f64) -> (Follower, f64, Vec<MediaCommand>) {
+        RATE.set(1.0);
+        let mut f = Follower::new(config);
+        f.handle_clock(ClockMapping::IDENTITY, 0.0);
+        f.handle_state(state((1, 1), true, 0.0, 0.0), 0.0);
+        drain(&mut f);
+        let (cmds, _, _) = sample(&mut f, 10.0, 0.0, true);
+        let Some(MediaCommand::Seek { to_s }) = cmds.first().cloned() else {
+            panic!("{cmds:?}")
+        };
+        let play_at = to_s * 1000.0 - f.start_latency_ms();
+        let (cmds, _, _) = sample(&mut f, play_at, to_s, true);
+        assert_eq!(cmds, vec![MediaCommand::Play]);
+        let mut t = play_at + 40.0;
+        loop {
+            t += 20.0;
+            let (cmds, _, _) = sample(&mut f, t, (t + offset_ms) / 1000.0, false);
+            if f.status() != FollowerStatus::Starting || !cmds.is_empty() {
+                return (f, t, cmds);
+            }
+        }
+    }
+
+    #[test]
+    fn a_landing_within_the_in_sync_bound_is_held_before_it_is_refined() {
+        let config = FollowerConfig {
+            landing_hold_ms: 1000.0,
+            ..FollowerConfig::default()
+        };
+        // 7 ms behind: beyond the 5 ms deadband, within the 10 ms in-sync bound.
+        let (mut f, landed, cmds) = landed_with(config, -7.0);
+        assert!(cmds.is_empty(), "{cmds:?}");
+        assert_eq!(f.status(), FollowerStatus::InSync);
+        let (cmds, t) = run_until(&mut f, landed, landed + 970.0, |_| -7.0);
+        assert!(cmds.is_empty(), "refined while held: {cmds:?}");
+        assert_eq!(f.status(), FollowerStatus::InSync);
+        // Then refined by an excursion (speeding up), not a seek.
+        let (cmds, _) = run_until(&mut f, t, landed + 1100.0, |_| -7.0);
+        assert!(
+            matches!(cmds.first(), Some(MediaCommand::SetRate { rate }) if *rate > 1.0),
+            "{cmds:?}"
+        );
+        assert!(!cmds.iter().any(|c| matches!(c, MediaCommand::Seek { .. })));
+
+        // Beyond the in-sync bound nothing is held: the missed start is caught up at once.
+        let config = FollowerConfig {
+            landing_hold_ms: 1000.0,
+            ..FollowerConfig::default()
+        };
+        let (_, _, cmds) = landed_with(config, -20.0);
+        assert!(!cmds.is_empty(), "not corrected");
+    }
+
+    #[test]
+    fn a_reading_during_an_excursion_never_decides_a_catchup_seek() {
+        let config = FollowerConfig {
+            catchup_seek_threshold_ms: 10.0,
+            catchup_max_seeks: 3,
+            ..FollowerConfig::default()
+        };
+        // Landed 8 ms behind, inside the catch-up window: an excursion speeds up.
+        let (mut f, t, cmds) = landed_with(config, -8.0);
+        assert!(
+            matches!(cmds.first(), Some(MediaCommand::SetRate { rate }) if *rate > 1.0),
+            "{cmds:?}"
+        );
+        let n = f.nudge.expect("running");
+        // Chromium: the switch into time-stretching loses ~20 ms, so the readings during the
+        // excursion dip to -28 ms (beyond the 10 ms catch-up seek threshold) and climb back.
+        let dip = move |x: f64| -28.0 + 0.05 * (x - n.started_ms);
+        let (cmds, t) = run_until(&mut f, t, n.until_ms + 1.0, dip);
+        assert_eq!(cmds, vec![MediaCommand::SetRate { rate: 1.0 }], "no seek");
+        // Measured again at the normal rate once the rate latency passed: in sync, nothing.
+        let (cmds, _) = run_until(&mut f, t, t + 500.0, |_| -2.0);
+        assert!(cmds.is_empty(), "{cmds:?}");
+        assert_eq!(f.status(), FollowerStatus::InSync);
+
+        // A large error during an excursion still seeks at once (the ladder's top rung).
+        let (mut f, t, _) = landed_with(
+            FollowerConfig {
+                catchup_seek_threshold_ms: 10.0,
+                ..FollowerConfig::default()
+            },
+            -8.0,
+        );
+        assert!(f.nudge.is_some());
+        let (cmds, _) = run_until(&mut f, t, t + 40.0, |_| -300.0);
+        assert!(
+            cmds.iter().any(|c| matches!(c, MediaCommand::Seek { .. })),
+            "{cmds:?}"
+        );
+    }
+
+    #[test]
+    fn the_first_seek_latency_guess_is_at_least_the_measured_start_latency() {
+        // A loaded renderer: the first play() takes 120 ms (guess 70), so the start lands
+        // 50 ms behind; its catch-up seek assumes 120 ms, not the 90 ms guess.
+        let (f, _, cmds) = landed_with(FollowerConfig::browser(), -50.0);
+        assert!(
+            (f.start_latency_ms() - 120.0).abs() < 1.0,
+            "{}",
+            f.start_latency_ms()
+        );
+        assert!(
+            (f.seek_latency_ms() - 120.0).abs() < 1.0,
+            "{}",
+            f.seek_latency_ms()
+        );
+        let Some(MediaCommand::Seek { to_s }) = cmds.first().cloned() else {
+            panic!("{cmds:?}")
+        };
+        let t = f.last_seek_ms;
+        assert!((to_s * 1000.0 - (t + 120.0)).abs() < 1.0, "{to_s} at {t}");
+        // Without it, the guess stays.
+        let (f, _, _) = landed_with(
+            FollowerConfig {
+                seek_latency_from_start: false,
+                ..FollowerConfig::browser()
+            },
+            -50.0,
+        );
+        assert_eq!(f.seek_latency_ms(), 90.0);
     }
 }
