@@ -26,8 +26,8 @@
 //!   130-150 ms later (the output's queue plays out at the old rate first), and every switch
 //!   from rate 1 to a time-stretched rate then loses 15-25 ms of media time (20 on average per
 //!   device, ±5 per excursion). With `chromium_loaded` (a renderer on a loaded machine, as in
-//!   the browser test on a shared 2-core machine: the late joiner's learned latencies there
-//!   were 113-125 ms for the first `play()` and 112-120 ms for a seek) the first `play()` and
+//!   the browser test on a shared 2-core machine: the pages' learned latencies there were
+//!   100-135 ms for the first `play()` and 110-125 ms for a seek) the first `play()` and
 //!   every seek take 105-125 ms and a rate change shows 130-175 ms late.
 #![allow(dead_code)]
 

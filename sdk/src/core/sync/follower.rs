@@ -117,7 +117,7 @@ pub struct FollowerConfig {
     pub landing_hold_ms: f64,
     /// Until a seek latency is measured, assume it is at least the measured start latency: a
     /// renderer slower to start than guessed is as slow to seek (both wait for the audio
-    /// output to restart; Chromium on a loaded machine: 113-125 ms to start, 112-120 to seek,
+    /// output to restart; Chromium on a loaded machine: 100-135 ms to start, 110-125 to seek,
     /// against the 70 and 90 ms guesses), so the first catch-up seek lands.
     pub seek_latency_from_start: bool,
     /// Error below which the follower reports [`FollowerStatus::InSync`], ms.
