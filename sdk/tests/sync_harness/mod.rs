@@ -35,7 +35,7 @@ use p3_lanes::core::codec::{decode_msgpack, encode_msgpack};
 use p3_lanes::core::dictionary::Dictionary;
 use p3_lanes::core::sync::clock::{ClockConfig, ClockSync};
 use p3_lanes::core::sync::follower::{
-    Follower, FollowerConfig, FollowerEvent, FollowerOutput, MediaCommand, MediaSample,
+    Correction, Follower, FollowerConfig, FollowerEvent, FollowerOutput, MediaCommand, MediaSample,
 };
 use p3_lanes::core::sync::peer_clock::{ClockProbe, ClockSource, PeerClock, Probe};
 use p3_lanes::core::sync::state::{
@@ -491,6 +491,12 @@ struct Device {
     trace: Vec<(f64, f64, bool)>,
     /// The follower's own drift readings: (true ms, error ms), as the page logs them.
     readings: Vec<(f64, f64)>,
+    /// The readings on which the ladder did nothing (steady, in the deadband or held).
+    steady_readings: Vec<(f64, f64)>,
+    /// Excursions started: (true ms, the error that started it, ms).
+    excursions: Vec<(f64, f64)>,
+    /// The last reading was during an excursion.
+    nudging: bool,
     last_mapping: Option<p3_lanes::core::sync::clock::ClockMapping>,
 }
 
@@ -533,9 +539,13 @@ pub struct SimReport {
     /// included, none during a start or seek) that opens 1 s of readings all within
     /// `in_sync_ms` (the last at least 900 ms later), ms (`None`: never).
     pub join_to_sync_readings_ms: Vec<Option<f64>>,
-    /// Per late joiner: from its join to its first drift reading within `in_sync_ms`, ms
-    /// (where `join_to_sync_readings_ms` would be if nothing took it out of sync again).
+    /// Per late joiner: from its join to its first steady drift reading (not during an
+    /// excursion, none acted on) within `in_sync_ms`, ms (where `join_to_sync_readings_ms`
+    /// would be if nothing took it out of sync again).
     pub join_to_first_in_sync_reading_ms: Vec<Option<f64>>,
+    /// Per late joiner: excursions it started on an error within `in_sync_ms` in the 1 s
+    /// after that first reading (each takes it out of sync: Chromium loses ~20 ms on one).
+    pub refinements_right_after_in_sync: Vec<usize>,
     /// Seeks issued by followers (all devices).
     pub seeks: usize,
     /// `NeedsUserGesture` events per device.
@@ -656,6 +666,9 @@ impl Sim {
                     gesture_events: 0,
                     trace: vec![],
                     readings: vec![],
+                    steady_readings: vec![],
+                    excursions: vec![],
+                    nudging: false,
                     last_mapping: None,
                 }
             })
@@ -1081,7 +1094,15 @@ impl Sim {
                             (pos - truth) * 1000.0
                         );
                     }
-                    self.devices[i].readings.push((now, x.error_ms));
+                    let d = &mut self.devices[i];
+                    d.readings.push((now, x.error_ms));
+                    if x.correction == Correction::None {
+                        d.steady_readings.push((now, x.error_ms));
+                    }
+                    if x.correction == Correction::Nudge && x.rate != 1.0 && !d.nudging {
+                        d.excursions.push((now, x.error_ms));
+                    }
+                    d.nudging = x.correction == Correction::Nudge;
                 }
                 FollowerOutput::Event(_) => {}
                 FollowerOutput::Timeout(t) => {
@@ -1260,12 +1281,22 @@ impl Sim {
             self.report
                 .join_to_sync_readings_ms
                 .push(in_sync_from_readings(&d.readings, joined).map(|t| t - joined));
-            self.report.join_to_first_in_sync_reading_ms.push(
-                d.readings
-                    .iter()
-                    .find(|r| r.0 >= joined && r.1.abs() <= IN_SYNC_MS)
-                    .map(|r| r.0 - joined),
-            );
+            let first = d
+                .steady_readings
+                .iter()
+                .find(|r| r.0 >= joined && r.1.abs() <= IN_SYNC_MS)
+                .map(|r| r.0);
+            self.report
+                .join_to_first_in_sync_reading_ms
+                .push(first.map(|f| f - joined));
+            self.report
+                .refinements_right_after_in_sync
+                .push(first.map_or(0, |f| {
+                    d.excursions
+                        .iter()
+                        .filter(|x| x.0 >= f && x.0 < f + 1000.0 && x.1.abs() <= IN_SYNC_MS)
+                        .count()
+                }));
         }
         for d in &self.devices {
             if let Some(e) = d.burst_error_ms {

@@ -34,9 +34,10 @@
 //! within a second. Browsers keep the pitch at such rates (`preservesPitch`). A catch-up seek
 //! is decided only on an unbiased reading, never on one taken during an excursion (the
 //! excursion's own dip would look like a missed start and cost a seek and another
-//! excursion). Once a start or seek lands within `in_sync_ms`, it is not refined for
-//! `landing_hold_ms` (browsers 1 s): the refinement's excursion would first lose its cost
-//! (Chromium ~20 ms) and take a page that is in sync out of it.
+//! excursion). A device joining a room already playing leaves errors within `in_sync_ms`
+//! alone until its readings have been within that bound for `landing_hold_ms` (browsers 1 s):
+//! the refinement's excursion would first lose its cost (Chromium ~20 ms) and take the page
+//! out of sync again, alone in a room that is in sync.
 //!
 //! # Scheduled changes and latencies
 //! - A change takes effect at its `applyAt`: `pause` and a DJ's `seek` are issued at that
@@ -109,11 +110,14 @@ pub struct FollowerConfig {
     pub catchup_max_seeks: u32,
     /// Least time between two corrective seeks, ms.
     pub seek_cooldown_ms: f64,
-    /// After a start or seek lands (the media moves steadily), errors within `in_sync_ms`
-    /// are left alone this long, ms (0: refined at once). A refinement's excursion first
-    /// loses its cost (Chromium: about 20 ms), which takes a page that is in sync out of it;
-    /// right after a join the clock estimate is still tightening too, so part of a small error
-    /// is the estimate's.
+    /// A device joining a room that is already playing (a late joiner, a track loaded late,
+    /// a start after a user's gesture or after the element paused on its own) leaves errors
+    /// within `in_sync_ms` alone until its readings have been within that bound this long, ms
+    /// (0: refined at once). A refinement's excursion first loses its cost (Chromium: about
+    /// 20 ms), which would take a page that has just got in sync out of it, alone in a room
+    /// that is in sync; right after a join the clock estimate is still tightening too, so
+    /// part of a small error is the estimate's. Not after a DJ's change, which every device
+    /// applies at once (the listener hears the transition anyway).
     pub landing_hold_ms: f64,
     /// Until a seek latency is measured, assume it is at least the measured start latency: a
     /// renderer slower to start than guessed is as slow to seek (both wait for the audio
@@ -149,9 +153,9 @@ impl FollowerConfig {
     /// beyond the deadband, and within the catch-up window a start that missed the in-sync
     /// bound (10 ms) is fixed by a seek rather than by excursions, each of which would first
     /// cost its 20 ms dip; three such seeks, as a loaded renderer's seek latency varies
-    /// (90-125 ms), the first guessed from the measured start latency. A landing within 10 ms
-    /// is left alone for 1 s before it is refined (the refinement's dip would take the page
-    /// out of sync).
+    /// (90-125 ms), the first guessed from the measured start latency. A joining device
+    /// within 10 ms is left alone for 1 s before it is refined (the refinement's dip would
+    /// take the page out of sync).
     pub fn browser() -> FollowerConfig {
         FollowerConfig {
             initial_start_latency_ms: 70.0,
@@ -444,8 +448,13 @@ pub struct Follower {
     last_seek_ms: f64,
     seek_cooldown_until: f64,
     catchup_until: f64,
-    /// When the last start or seek became steady, local ms.
-    landed_ms: f64,
+    /// Since when the steady readings are all within `in_sync_ms` (since the last start, seek
+    /// or excursion), local ms.
+    in_sync_since: Option<f64>,
+    /// The current start joined a room already playing (a late joiner, a track loaded late, a
+    /// user's gesture), rather than a change every device applies at once: its landing is
+    /// held (`landing_hold_ms`).
+    joining: bool,
     /// Catch-up seeks left for the current start, and until when they may be used (local ms).
     catchup_seeks_left: u32,
     catchup_seeks_until: f64,
@@ -490,7 +499,8 @@ impl Follower {
             catchup_seeks_left: 0,
             catchup_seeks_until: f64::NEG_INFINITY,
             catchup_until: f64::NEG_INFINITY,
-            landed_ms: f64::NEG_INFINITY,
+            in_sync_since: None,
+            joining: false,
             nudge: None,
             excursion: None,
             beyond: (0, 0.0),
@@ -632,6 +642,7 @@ impl Follower {
                 let start = clock.to_server(now_ms + self.start_latency_ms);
                 let to_s = state.position_at(start.max(clock.to_server(now_ms)));
                 self.seek_cmd(now_ms, to_s);
+                self.joining = true;
                 self.start(now_ms, to_s, false, Some(state.version()));
             }
         }
@@ -773,9 +784,6 @@ impl Follower {
             }
         }
         self.transition = None;
-        if tr.kind != TransitionKind::Rate {
-            self.landed_ms = s.local_ms;
-        }
         let (Some(clock), Some(state)) = (self.clock, self.in_force_now(s.local_ms)) else {
             return;
         };
@@ -838,6 +846,7 @@ impl Follower {
     /// Forgets a running or ended excursion (a new start, seek, pause or track); the rate is
     /// set back by whoever follows next.
     fn end_nudge(&mut self) {
+        self.in_sync_since = None;
         self.nudge = None;
         self.excursion = None;
         self.beyond = (0, 0.0);
@@ -968,6 +977,7 @@ impl Follower {
         }
         // An upcoming play on this track: prepare the start.
         if let Some(n) = upcoming {
+            self.joining = false;
             self.plan_launch(now_ms, n, clock, sample);
             return;
         }
@@ -1044,12 +1054,14 @@ impl Follower {
         if !self.want_playing {
             // Start now (late joiner, after a load, after the element paused on its own).
             self.jump = false;
+            self.joining = true;
             self.plan_launch(now_ms, state, clock, sample);
             return;
         }
         if self.jump {
             // A DJ's seek took effect: everyone jumps now.
             self.jump = false;
+            self.joining = false;
             self.seek_playing(now_ms, state.position_at(server_now), rate);
             self.catchup_seeks_left = self.config.catchup_max_seeks;
             self.catchup_seeks_until = self.catchup_until;
@@ -1061,6 +1073,7 @@ impl Follower {
         if sample.paused {
             // Paused behind our back (ended, OS, user): start again.
             self.want_playing = false;
+            self.joining = true;
             self.plan_launch(now_ms, state, clock, sample);
             return;
         }
@@ -1140,9 +1153,16 @@ impl Follower {
                 self.excursion_learned = true;
             }
             // Readings beyond the deadband in a row (same sign): the smallest error counts.
-            // Just landed and in sync: no refinement yet (`landing_hold_ms`).
-            let hold = now_ms < self.landed_ms + self.config.landing_hold_ms
-                && abs <= self.config.in_sync_ms;
+            // Joining, and just in sync: no refinement yet (`landing_hold_ms`).
+            self.in_sync_since = if abs <= self.config.in_sync_ms {
+                self.in_sync_since.or(Some(now_ms))
+            } else {
+                None
+            };
+            let hold = self.joining
+                && self
+                    .in_sync_since
+                    .is_some_and(|t| now_ms < t + self.config.landing_hold_ms);
             self.beyond = if abs <= self.config.deadband_ms || hold {
                 (0, 0.0)
             } else if self.beyond.0 > 0 && self.beyond.1.signum() == error_ms.signum() {
@@ -1172,6 +1192,7 @@ impl Follower {
                 let size = (gain_ms.abs() / (shortest * rate)).clamp(MIN_NUDGE.min(max), max);
                 let delta = size.copysign(gain_ms);
                 let duration = (gain_ms.abs() / (size * rate)).max(self.config.min_nudge_ms);
+                self.in_sync_since = None;
                 self.nudge = Some(Nudge {
                     started_ms: now_ms,
                     until_ms: now_ms + duration,
@@ -1600,7 +1621,7 @@ mod tests {
     }
 
     #[test]
-    fn a_landing_within_the_in_sync_bound_is_held_before_it_is_refined() {
+    fn a_joiners_landing_in_sync_is_held_but_not_a_djs_seek() {
         let config = FollowerConfig {
             landing_hold_ms: 1000.0,
             ..FollowerConfig::default()
@@ -1627,6 +1648,43 @@ mod tests {
         };
         let (_, _, cmds) = landed_with(config, -20.0);
         assert!(!cmds.is_empty(), "not corrected");
+
+        // A DJ's seek moves every device at once: its landing is refined at once.
+        let (mut f, mut t) = playing_with(FollowerConfig {
+            landing_hold_ms: 1000.0,
+            ..FollowerConfig::default()
+        });
+        let at = t + 100.0;
+        assert!(f.handle_state(state((1, 2), true, 50.0, at), t));
+        let mut offset = f64::NAN;
+        let mut refined = None;
+        while t < at + 1000.0 && refined.is_none() {
+            t = drain(&mut f)
+                .2
+                .unwrap_or(t + 20.0)
+                .min(t + 20.0)
+                .max(t + 1e-3);
+            // The element: 7 ms behind the new position once the seek is issued.
+            let pos = if offset.is_nan() {
+                t / 1000.0
+            } else {
+                50.0 + (t - at - 7.0) / 1000.0
+            };
+            let (cmds, _, _) = sample(&mut f, t, pos, false);
+            for c in cmds {
+                match c {
+                    MediaCommand::Seek { .. } => offset = -7.0,
+                    MediaCommand::SetRate { rate } if rate > 1.0 => refined = Some(t),
+                    c => panic!("{c:?}"),
+                }
+            }
+        }
+        let refined = refined.expect("refined");
+        assert!(
+            refined < at + 200.0,
+            "refined {} ms after the seek",
+            refined - at
+        );
     }
 
     #[test]
