@@ -110,8 +110,8 @@ pub struct FollowerConfig {
     pub catchup_max_seeks: u32,
     /// Least time between two corrective seeks, ms.
     pub seek_cooldown_ms: f64,
-    /// A device joining a room that is already playing (a late joiner, a track loaded late,
-    /// a start after a user's gesture or after the element paused on its own) leaves errors
+    /// A device joining a room that is already playing (a late joiner's first track, a start
+    /// after a user's gesture or after the element paused on its own) leaves errors
     /// within `in_sync_ms` alone until its readings have been within that bound this long, ms
     /// (0: refined at once). A refinement's excursion first loses its cost (Chromium: about
     /// 20 ms), which would take a page that has just got in sync out of it, alone in a room
@@ -451,9 +451,9 @@ pub struct Follower {
     /// Since when the steady readings are all within `in_sync_ms` (since the last start, seek
     /// or excursion), local ms.
     in_sync_since: Option<f64>,
-    /// The current start joined a room already playing (a late joiner, a track loaded late, a
-    /// user's gesture), rather than a change every device applies at once: its landing is
-    /// held (`landing_hold_ms`).
+    /// The current start joins a room already playing (this follower's first track, a user's
+    /// gesture, a restart after the element paused on its own), rather than a change every
+    /// device applies at once: its landing is held (`landing_hold_ms`).
     joining: bool,
     /// Catch-up seeks left for the current start, and until when they may be used (local ms).
     catchup_seeks_left: u32,
@@ -907,6 +907,9 @@ impl Follower {
             return;
         };
         if self.loaded.as_deref() != Some(track_id.as_str()) {
+            // The first track of this follower: it joins a room (a DJ's track change is
+            // applied by every device at once).
+            self.joining = self.loaded.is_none();
             self.command(MediaCommand::Load {
                 track_id: track_id.clone(),
                 track: effective.track.clone(),
@@ -1054,7 +1057,6 @@ impl Follower {
         if !self.want_playing {
             // Start now (late joiner, after a load, after the element paused on its own).
             self.jump = false;
-            self.joining = true;
             self.plan_launch(now_ms, state, clock, sample);
             return;
         }
