@@ -180,7 +180,8 @@ impl P3Client {
     /// closes the music room.
     ///
     /// Rejects with `invalid_argument` for a bad name or options (`media` missing or of the
-    /// wrong kind), `closed` if the client closes first.
+    /// wrong kind), `lane_not_negotiated` if the client lacks Control or Sync (or Messaging
+    /// with `peerToPeer`), `closed` if the client closes first.
     #[wasm_bindgen(js_name = musicRoom, unchecked_return_type = "Promise<MusicRoom>")]
     pub fn music_room(
         &self,
@@ -199,8 +200,8 @@ impl P3Client {
     /// server, or through connected peers while the server is down. Resolves once joined;
     /// links come up in the background (`peer-state` events). Needs the Messaging lane.
     ///
-    /// Rejects with `invalid_argument` for a bad name or options, `closed` if the client
-    /// closes first.
+    /// Rejects with `invalid_argument` for a bad name or options, `lane_not_negotiated` if
+    /// the client lacks the Messaging lane, `closed` if the client closes first.
     #[wasm_bindgen(js_name = peerMesh, unchecked_return_type = "Promise<PeerMesh>")]
     pub fn peer_mesh(
         &self,
@@ -250,4 +251,18 @@ impl P3Client {
 fn function(v: JsValue) -> Result<Function, JsValue> {
     v.dyn_into::<Function>()
         .map_err(|_| error::invalid_argument("callback must be a function"))
+}
+
+/// `Err(lane_not_negotiated)` naming the first of `lanes` this client did not negotiate: a
+/// feature built on a lane (a music room on Control + Sync, a mesh's signaling on Messaging)
+/// could never work without it, so it is refused at once rather than left waiting.
+pub(crate) fn require_lanes(
+    client: &Handle,
+    lanes: &[crate::core::lane::Lane],
+) -> Result<(), JsValue> {
+    let inner = client.borrow();
+    match lanes.iter().find(|l| !inner.client().has_lane(**l)) {
+        Some(lane) => Err(error::client_error(&ClientError::LaneNotNegotiated(*lane))),
+        None => Ok(()),
+    }
 }

@@ -439,8 +439,8 @@ impl MusicRoom {
     /// §13.12). Resolves once joined. The client's own reconnects are followed as with
     /// `musicRoom`.
     ///
-    /// Rejects with `invalid_argument` if the room already has a client, `closed` if the room
-    /// is closed, or the join's code (the room then closes).
+    /// Rejects with `invalid_argument` if the room already has a client, `lane_not_negotiated`
+    /// if the client lacks Control, Sync or Messaging, `closed` if the room is closed, or the join's code (the room then closes).
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn attach(&self, client: &crate::wasm::client::P3Client) -> Promise {
         offline_start::attach(&self.inner, client.handle())
@@ -465,6 +465,9 @@ pub(crate) fn join(client: &ClientHandle, name: String, options: &JsValue) -> Pr
         Ok(o) => o,
         Err(e) => return Promise::reject(&e),
     };
+    if let Err(e) = require_room_lanes(client, &opts) {
+        return Promise::reject(&e);
+    }
     let global = match Global::get() {
         Ok(g) => g,
         Err(e) => return Promise::reject(&e),
@@ -483,6 +486,20 @@ pub(crate) fn join(client: &ClientHandle, name: String, options: &JsValue) -> Pr
         joined.await?;
         Ok(MusicRoom { inner: handle }.into())
     })
+}
+
+/// The lanes a music room needs (PROTOCOL.md §12): Control (clock probes, joins) and Sync
+/// (music control), plus Messaging (mesh signaling) with `peerToPeer`.
+pub(super) fn require_room_lanes(
+    client: &ClientHandle,
+    opts: &options::RoomOptions,
+) -> Result<(), JsValue> {
+    use crate::core::lane::Lane;
+    if opts.peer_to_peer.is_some() {
+        crate::wasm::client::require_lanes(client, &[Lane::Control, Lane::Sync, Lane::Messaging])
+    } else {
+        crate::wasm::client::require_lanes(client, &[Lane::Control, Lane::Sync])
+    }
 }
 
 /// A new room (not listening to anything yet).

@@ -26,6 +26,7 @@ use super::{attach_media_listeners, close_room, finish, listen_and_join, new_roo
 use super::{options, JsMusicEvent, MusicRoom, Room, RoomHandle};
 use crate::core::control::validate_room_name;
 use crate::core::error::ErrorCode;
+use crate::core::lane::Lane;
 use crate::core::sync::clock::ClockMapping;
 use crate::core::sync::state::{ControlStamper, RoomState};
 use crate::wasm::driver::Handle as ClientHandle;
@@ -169,6 +170,13 @@ pub(super) fn attach(h: &RoomHandle, client: &ClientHandle) -> Promise {
             return Promise::reject(&error::invalid_argument(
                 "the music room already has a client (attach is for rooms from openOffline)",
             ));
+        }
+        // A room from openOffline always has peerToPeer: Control, Sync and Messaging.
+        if let Err(e) = crate::wasm::client::require_lanes(
+            client,
+            &[Lane::Control, Lane::Sync, Lane::Messaging],
+        ) {
+            return Promise::reject(&e);
         }
         r.client = Some(client.clone());
         r.base = client.borrow().base().to_owned();

@@ -204,6 +204,11 @@ impl PeerMesh {
 
 /// `client.peerMesh(room, options)` (see [`crate::wasm::client::P3Client::peer_mesh`]).
 pub(crate) fn peer_mesh(client: &ClientHandle, room: JsValue, options: JsValue) -> Promise {
+    if let Err(e) =
+        crate::wasm::client::require_lanes(client, &[crate::core::lane::Lane::Messaging])
+    {
+        return Promise::reject(&e);
+    }
     match room.as_string() {
         Some(room) => join(client, room, options),
         None => Promise::reject(&error::invalid_argument("room must be a string")),
