@@ -235,7 +235,7 @@ impl OfflineChangeQueue {
             Ok(v) => v,
             Err(e) => return Promise::reject(&e),
         };
-        self.read(move |q| {
+        self.read(move |q, _| {
             let out: Array = q.unacknowledged(&vv).iter().map(change_to_js).collect();
             out.into()
         })
@@ -247,20 +247,13 @@ impl OfflineChangeQueue {
     /// Rejects with `closed`, `storage_unavailable`, `storage_corrupt`.
     #[wasm_bindgen(unchecked_return_type = "Promise<OfflineQueueState>")]
     pub fn snapshot(&self) -> Promise {
-        let db = match self.db() {
-            Ok(db) => db,
-            Err(e) => return Promise::reject(&e),
-        };
-        let inner = self.inner.clone();
-        wasm_bindgen_futures::future_to_promise(async move {
-            let current = store::get(&db.db, &key(&inner.room, &inner.origin)).await?;
-            let q = decode_present(&inner.room, &inner.origin, &current)?;
+        self.read(|q, record| {
             let out = queue_to_js(&q);
-            let state = room_state_of(&current);
+            let state = room_state_of(record);
             if !state.is_undefined() {
                 let _ = Reflect::set(&out, &"roomState".into(), &state);
             }
-            Ok(out)
+            out
         })
     }
 
@@ -301,8 +294,8 @@ impl OfflineChangeQueue {
         })
     }
 
-    /// Reads the stored queue and maps it.
-    fn read(&self, f: impl FnOnce(OfflineQueue) -> JsValue + 'static) -> Promise {
+    /// Reads the stored queue and maps it (with the raw stored record, for its `roomState`).
+    fn read(&self, f: impl FnOnce(OfflineQueue, &JsValue) -> JsValue + 'static) -> Promise {
         let db = match self.db() {
             Ok(db) => db,
             Err(e) => return Promise::reject(&e),
@@ -310,7 +303,8 @@ impl OfflineChangeQueue {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let current = store::get(&db.db, &key(&inner.room, &inner.origin)).await?;
-            Ok(f(decode_present(&inner.room, &inner.origin, &current)?))
+            let q = decode_present(&inner.room, &inner.origin, &current)?;
+            Ok(f(q, &current))
         })
     }
 }
