@@ -49,7 +49,13 @@ fn reconcile(
     now_ms: f64,
 ) -> (ChangesAck, Option<Value>) {
     let told = push.changes.iter().map(|c| c.epoch).chain(push.epoch).max();
-    let mut changed = told.and_then(|e| authority.raise_epoch_above(e)).is_some();
+    // §13.14: a fresh room (a restarted server) takes the pusher's state first.
+    let seeded = push
+        .seed
+        .as_ref()
+        .and_then(|s| authority.reseed(s).ok().flatten())
+        .is_some();
+    let mut changed = told.and_then(|e| authority.raise_epoch_above(e)).is_some() || seeded;
     log.begin_epoch(authority.state().epoch);
     let before = log.entries().len();
     let applied = log.reconcile(push.changes);
@@ -69,6 +75,7 @@ fn reconcile(
         applied: applied as u64,
         skipped,
         applied_order,
+        seeded,
     };
     (ack, changed.then(|| authority.snapshot().to_value()))
 }
@@ -92,6 +99,12 @@ impl Registry {
                 return self.reply(sid, conn_id, &msg);
             }
         };
+        // A seed that is not a playable state refuses the whole push (§13.14), before it
+        // touches the room.
+        if let Some(Err(e)) = push.seed.as_ref().map(|s| s.check_seed()) {
+            let msg = error_msg(e.code(), e.to_string(), Some(Lane::Sync.id()), Some(seq));
+            return self.reply(sid, conn_id, &msg);
+        }
         let members = self.room_members(room);
         let pushed = push.changes.len();
         let (authority, log) = self.music.authority_and_log(room, &members);
@@ -135,6 +148,7 @@ mod tests {
         let push = ChangesPush {
             epoch: Some(4),
             changes: vec![change("d1", 2, 3, 20.0, 2.0), change("d1", 1, 3, 30.0, 1.0)],
+            seed: None,
         };
         let (ack, state) = reconcile(&mut a, &mut log, push.clone(), 1000.0);
         assert_eq!((ack.applied, ack.skipped, ack.epoch), (2, 0, 5));
@@ -151,8 +165,44 @@ mod tests {
                 op: json!({"action": "handover", "data": {"to": "x"}, "sequence": 1}),
                 ..change("d2", 1, 0, 5.0, 0.0)
             }],
+            seed: None,
         };
         let (ack, _) = reconcile(&mut a, &mut log, bare, 1000.0);
         assert_eq!((ack.applied, ack.skipped), (1, 1));
+    }
+
+    #[test]
+    fn seed_only_into_a_fresh_room_then_the_changes() {
+        let mut seed = p3_lanes::core::sync::state::RoomState::new(900.0);
+        seed.track_id = Some("a".into());
+        seed.is_playing = true;
+        seed.position_s = 10.0;
+        seed.epoch = 3;
+        seed.sequence = 4;
+        let mut a = RoomAuthority::new(AuthorityConfig::default(), 1000.0);
+        let mut log = ChangeLog::new(0);
+        let push = ChangesPush {
+            epoch: Some(3),
+            changes: vec![change("d1", 1, 3, 20.0, 42.0)],
+            seed: Some(seed.clone()),
+        };
+        let (ack, state) = reconcile(&mut a, &mut log, push, 1000.0);
+        assert!(ack.seeded);
+        assert_eq!(a.state().track_id.as_deref(), Some("a"), "the seed's track survives");
+        assert_eq!(a.state().position_s, 42.0, "the offline seek applied after the seed");
+        assert!(a.state().is_playing);
+        assert!(a.state().epoch > 3);
+        assert!(state.is_some());
+        let mut other = seed;
+        other.track_id = Some("b".into());
+        other.epoch = 50;
+        let push = ChangesPush {
+            epoch: Some(0),
+            changes: vec![],
+            seed: Some(other),
+        };
+        let (ack, _) = reconcile(&mut a, &mut log, push, 1000.0);
+        assert!(!ack.seeded, "server wins over a later seed");
+        assert_eq!(a.state().track_id.as_deref(), Some("a"));
     }
 }

@@ -55,6 +55,11 @@ pub struct ChangesPush {
     /// The changes, any order (the server reconciles them, [`ChangeLog::reconcile`]).
     #[serde(default)]
     pub changes: Vec<Change>,
+    /// The state this device followed before its session changed (PROTOCOL.md §13.14): the
+    /// server takes it as the room's state only if its room is fresh
+    /// ([`crate::core::sync::state::RoomAuthority::reseed`]), before the changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<crate::core::sync::state::RoomState>,
 }
 
 /// The server's answer to the pusher (PROTOCOL.md §13.9): Sync-lane `{type:
@@ -76,6 +81,10 @@ pub struct ChangesAck {
     /// The changes applied now, `[origin, localSeq]` in the order the server applied them.
     #[serde(default)]
     pub applied_order: Vec<(String, u64)>,
+    /// The push's `seed` became the room's state (PROTOCOL.md §13.14); `false` without a seed
+    /// or when the room was live (server wins).
+    #[serde(default)]
+    pub seeded: bool,
 }
 
 /// One device's change. JSON camelCase.

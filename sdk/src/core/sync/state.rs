@@ -280,6 +280,25 @@ impl RoomState {
         }
     }
 
+    /// Whether this state can seed a fresh room (PROTOCOL.md §13.14): position and reference
+    /// time finite, position at or above 0, rate a positive finite number.
+    ///
+    /// Errors: [`SyncError::InvalidArgument`] naming the fields otherwise.
+    pub fn check_seed(&self) -> Result<(), SyncError> {
+        let valid = self.position_s.is_finite()
+            && self.position_s >= 0.0
+            && self.ref_server_ms.is_finite()
+            && self.playback_rate.is_finite()
+            && self.playback_rate > 0.0;
+        if valid {
+            return Ok(());
+        }
+        Err(SyncError::InvalidArgument(format!(
+            "seed: position {}, referenceTime {}, playbackRate {}",
+            self.position_s, self.ref_server_ms, self.playback_rate
+        )))
+    }
+
     /// `(epoch, sequence)`, ordered lexicographically.
     pub fn version(&self) -> (u64, u64) {
         (self.epoch, self.sequence)
@@ -461,6 +480,9 @@ pub struct RoomAuthority {
     config: AuthorityConfig,
     state: RoomState,
     members: BTreeMap<String, Option<MemberRtt>>,
+    /// A playback change (not a handover) or a reseed was applied: the room is live and
+    /// [`RoomAuthority::reseed`] refuses (PROTOCOL.md §13.14).
+    live: bool,
 }
 
 impl RoomAuthority {
@@ -470,6 +492,7 @@ impl RoomAuthority {
             config,
             state: RoomState::new(now_ms),
             members: BTreeMap::new(),
+            live: false,
         }
     }
 
@@ -621,6 +644,7 @@ impl RoomAuthority {
             resolved.data.track = next.track.clone();
         }
         self.state = next.clone();
+        self.live = true;
         Ok(Decision::Applied {
             control: resolved,
             state: next,
@@ -659,6 +683,7 @@ impl RoomAuthority {
             resolved.data.track = next.track.clone();
         }
         self.state = next.clone();
+        self.live = true;
         Ok(Decision::Applied {
             control: resolved,
             state: next,
@@ -677,6 +702,38 @@ impl RoomAuthority {
         self.state.sequence = 0;
         Some(self.state.clone())
     }
+
+    /// Whether the room is fresh: no playback change and no reseed applied since it was
+    /// created (handovers do not count). A restarted server's rooms are fresh.
+    pub fn is_fresh(&self) -> bool {
+        !self.live
+    }
+
+    /// Re-seeds a fresh room with `seed`, the state a member followed before the server
+    /// restarted (PROTOCOL.md §13.14). The room takes the seed's track, play/pause, position,
+    /// reference time (shared-clock ms, which survives a restart) and rate; it keeps its own
+    /// controller (session ids of the old server mean nothing here); its epoch becomes
+    /// `max(room epoch, seed epoch) + 1`, sequence 0, so every device's follower takes it.
+    /// Returns the new state to broadcast, or `Ok(None)` if the room is live (server wins:
+    /// a live room's state is never overwritten).
+    ///
+    /// Errors: [`SyncError::InvalidArgument`] for a seed that is not a playable state
+    /// (position or reference time not finite, position below 0, rate not a positive finite
+    /// number).
+    pub fn reseed(&mut self, seed: &RoomState) -> Result<Option<RoomState>, SyncError> {
+        seed.check_seed()?;
+        if self.live {
+            return Ok(None);
+        }
+        self.state = RoomState {
+            controller_id: self.state.controller_id.clone(),
+            epoch: self.state.epoch.max(seed.epoch).saturating_add(1),
+            sequence: 0,
+            ..seed.clone()
+        };
+        self.live = true;
+        Ok(Some(self.state.clone()))
+    }
 }
 
 #[cfg(test)]
@@ -685,6 +742,49 @@ mod tests {
     use serde_json::json;
 
     const T0: f64 = 1_735_689_600_000.0;
+
+    #[test]
+    fn reseed_only_into_a_fresh_room_and_epoch_raised() {
+        let mut a = RoomAuthority::new(AuthorityConfig::default(), T0);
+        a.join("dj");
+        let claim = MusicControl::new(MusicAction::Handover, MusicControlData::default(), 0, 0);
+        assert!(matches!(a.handle_control("dj", &claim, T0), Ok(Decision::Applied { .. })));
+        assert!(a.is_fresh(), "a handover does not make the room live");
+        let mut seed = RoomState::new(T0 - 5000.0);
+        seed.track_id = Some("a".into());
+        seed.is_playing = true;
+        seed.position_s = 10.0;
+        seed.epoch = 7;
+        seed.sequence = 3;
+        seed.controller_id = Some("old-session".into());
+        let mut bad = seed.clone();
+        bad.playback_rate = 0.0;
+        assert_eq!(a.reseed(&bad).unwrap_err().code(), ErrorCode::InvalidArgument);
+        assert!(a.is_fresh(), "a refused seed changes nothing");
+        let s = a.reseed(&seed).unwrap().expect("fresh room takes the seed");
+        assert_eq!((s.epoch, s.sequence), (8, 0));
+        assert_eq!(s.controller_id.as_deref(), Some("dj"), "controller kept");
+        assert_eq!((s.track_id.as_deref(), s.is_playing), (Some("a"), true));
+        assert_eq!(s.position_at(T0), 15.0, "position continues on the shared clock");
+        assert!(!a.is_fresh());
+        let mut newer = seed.clone();
+        newer.epoch = 99;
+        newer.track_id = Some("b".into());
+        assert_eq!(a.reseed(&newer), Ok(None), "server wins: a live room is never re-seeded");
+        assert_eq!(a.state(), &s);
+        let mut b = RoomAuthority::new(AuthorityConfig::default(), T0);
+        let seek = MusicControl::new(
+            MusicAction::Seek,
+            MusicControlData {
+                position: Some(1.0),
+                ..MusicControlData::default()
+            },
+            0,
+            1,
+        );
+        assert!(matches!(b.apply_offline("d", &seek, T0), Ok(Decision::Applied { .. })));
+        assert_eq!(b.reseed(&seed), Ok(None), "an offline change makes the room live");
+    }
 
     #[test]
     fn offline_changes_apply_whoever_controls_and_epochs_only_rise() {

@@ -1115,7 +1115,8 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
                 // versions start anew. Reset here, not on the rejoin's `joined`: that Control
                 // message may arrive after the Sync lane's snapshot, which it would erase.
                 r.follower.reset_room();
-                r.latest = None;
+                let followed = r.latest.take();
+                tiers::keep_seed(&mut r, followed);
                 r.stamper = ControlStamper::new();
                 tiers::handle_joined(&mut r, false);
             }

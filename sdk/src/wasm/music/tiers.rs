@@ -88,6 +88,9 @@ pub(super) struct Tiers {
     push_loading: bool,
     /// The room is joined on the client's current session.
     joined: bool,
+    /// The state followed when the session changed, to re-seed a restarted server's fresh
+    /// room with (PROTOCOL.md §13.14); sent with the next push, cleared by its ack.
+    seed: Option<RoomState>,
 }
 
 impl Tiers {
@@ -109,6 +112,7 @@ impl Tiers {
             push_sent_at: None,
             push_loading: false,
             joined: false,
+            seed: None,
         }
     }
 
@@ -696,6 +700,17 @@ pub(super) fn handle_joined(r: &mut Room, joined: bool) {
     }
 }
 
+/// The session changed with `followed` the state this device followed (PROTOCOL.md §13.14):
+/// it is pushed as the `seed` of the next `music-changes` (the newest of it and any state
+/// followed over the mesh meanwhile), so that a restarted server's fresh room takes it.
+pub(super) fn keep_seed(r: &mut Room, followed: Option<RoomState>) {
+    if let (Some(t), Some(s)) = (r.tiers.as_mut(), followed) {
+        if t.seed.as_ref().is_none_or(|k| s.version() >= k.version()) {
+            t.seed = Some(s);
+        }
+    }
+}
+
 /// Whether queued changes should go to the server now: some are pending, the client is open
 /// and joined to the room on its current session, and no push is in flight (or the last one
 /// is older than [`PUSH_RETRY_MS`]).
@@ -710,7 +725,8 @@ fn push_due(r: &Room) -> bool {
     let in_flight = t.push_loading
         || t.push_sent_at
             .is_some_and(|at| r.now() - at < PUSH_RETRY_MS);
-    t.queue.is_some() && t.pending > 0 && open && t.joined && !in_flight
+    let work = (t.queue.is_some() && t.pending > 0) || t.seed.is_some();
+    work && open && t.joined && !in_flight
 }
 
 /// Pushes the queue if [`push_due`]: reads it afresh (another tab may have added to it) and
@@ -725,22 +741,31 @@ pub(super) fn maybe_push(h: &RoomHandle) {
         t.push_loading = true;
         t.queue.clone()
     };
-    let Some(queue) = queue else { return };
     let weak = Rc::downgrade(h);
     wasm_bindgen_futures::spawn_local(async move {
-        let changes = queue.unacknowledged().await;
+        let changes = match queue {
+            Some(queue) => queue.unacknowledged().await,
+            None => Ok(Vec::new()),
+        };
         let Some(h) = weak.upgrade() else { return };
         let send = {
             let mut r = h.borrow_mut();
             let epoch = known_epoch(&r);
             let now = r.now();
+            let latest = r.latest.clone();
             let Some(t) = r.tiers.as_mut() else { return };
             t.push_loading = false;
+            // The newest followed state: the one kept at the session change, or one followed
+            // since (over the mesh, or the server's own).
+            let seed = t.seed.as_ref().map(|k| match latest {
+                Some(l) if l.version() >= k.version() => l,
+                _ => k.clone(),
+            });
             match changes {
-                Ok(changes) if !changes.is_empty() => {
+                Ok(changes) if !changes.is_empty() || seed.is_some() => {
                     t.pending = changes.len();
                     t.push_sent_at = Some(now);
-                    Ok(push_value(epoch, changes))
+                    Ok(push_value(epoch, changes, seed))
                 }
                 Ok(_) => {
                     t.pending = 0;
@@ -794,10 +819,11 @@ fn known_epoch(r: &Room) -> u64 {
 }
 
 /// `{type: "music-changes", epoch, changes}`.
-fn push_value(epoch: u64, changes: Vec<Change>) -> Value {
+fn push_value(epoch: u64, changes: Vec<Change>, seed: Option<RoomState>) -> Value {
     let push = ChangesPush {
         epoch: Some(epoch),
         changes,
+        seed,
     };
     let mut v = serde_json::to_value(&push).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
@@ -823,7 +849,18 @@ pub(super) fn handle_ack(h: &RoomHandle, value: &Value) -> bool {
             return true;
         }
     };
-    let queue = h.borrow().tiers.as_ref().and_then(|t| t.queue.clone());
+    let queue = {
+        let mut r = h.borrow_mut();
+        let Some(t) = r.tiers.as_mut() else {
+            return true;
+        };
+        // The seed went with the push this answers (taken or not: §13.14).
+        t.seed = None;
+        if t.queue.is_none() {
+            t.push_sent_at = None;
+        }
+        t.queue.clone()
+    };
     let Some(queue) = queue else { return true };
     let weak = Rc::downgrade(h);
     wasm_bindgen_futures::spawn_local(async move {
@@ -845,6 +882,7 @@ pub(super) fn handle_ack(h: &RoomHandle, value: &Value) -> bool {
                         applied_order: &ack.applied_order,
                         version_vector: &ack.version_vector,
                         pending,
+                        seeded: ack.seeded,
                     });
                     r.event(&PendingEvent {
                         r#type: "pending",
@@ -892,6 +930,8 @@ struct ReconciledEvent<'a> {
     applied_order: &'a [(String, u64)],
     version_vector: &'a crate::core::p2p::changes::VersionVector,
     pending: usize,
+    /// This device's seed became the room's state (PROTOCOL.md §13.14).
+    seeded: bool,
 }
 
 struct PeerSyncErrorJs(PeerSyncError);

@@ -128,7 +128,7 @@ export type MusicRoomEvent =
   /** `peerToPeer`: the offline queue held changes of an earlier page (a reload) when the room opened, and the state they produced here. */
   | { type: 'restored'; pending: OfflineChange[]; state: MusicRoomState | null }
   /** `peerToPeer`: the server answered a push of queued changes (`music-changes-ack`, PROTOCOL.md §13.9): `applied` now (in `appliedOrder`), of which `skipped` changed nothing; what it holds per device (`versionVector`); what is still queued (`pending`). The room follows the server's state from here ("server wins"). */
-  | { type: 'reconciled'; applied: number; skipped: number; epoch: number; appliedOrder: [string, number][]; versionVector: VersionVector; pending: number }
+  | { type: 'reconciled'; applied: number; skipped: number; epoch: number; appliedOrder: [string, number][]; versionVector: VersionVector; pending: number; seeded: boolean }
   /** The room stopped (closed, left, or the client closed); no more events. */
   | { type: 'closed'; reason: string };
 "#;
