@@ -12,8 +12,8 @@
 // track a on the same timeline (the seeded state's position at any instant is the pre-crash
 // state's), positions agree with the room; exactly one page's push was `seeded`; a late
 // joiner D (no mesh) gets that state from the server's snapshot and plays in step; no page
-// reports an error. Without the seed the restarted room stays empty: no page gets a server
-// state and the late joiner gets none.
+// reports an error. Without the seed (server ignoring it) the pushes only raise the empty
+// room's epoch: every page follows that empty state (no track, paused) and the music stops.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -91,15 +91,17 @@ test('server restarted mid-song: the devices re-seed its empty room, everyone ke
     30_000,
     () => `${p.label}: the seed push's ack`,
   )));
-  assert.equal(acks.filter((e) => e.seeded).length, 1, `exactly one seed taken: ${JSON.stringify(acks)}`);
-
+  await sleep(500);
   const seeded = await a.page.evaluate(() => window.music.room.state);
   assert.equal(seeded.trackId, before.trackId, 'the track chosen before the crash survives');
   assert.equal(seeded.isPlaying, true, 'still playing');
+  await checkFollow(pages, seeded, 'on the server state');
   for (const t of [seeded.referenceTime, Date.now(), Date.now() + 60_000]) {
     const drift = Math.abs(roomPosition(seeded, t) - roomPosition(before, t));
     assert.ok(drift < 0.001, `same timeline: ${drift} s apart at ${t}`);
   }
+  assert.equal(acks.filter((e) => e.seeded).length, 1, `exactly one seed taken: ${JSON.stringify(acks)}`);
+
   await settle(seeded, 1500);
   await checkFollow(pages, seeded, 'after the server is back');
 

@@ -188,8 +188,16 @@ mod tests {
         };
         let (ack, state) = reconcile(&mut a, &mut log, push, 1000.0);
         assert!(ack.seeded);
-        assert_eq!(a.state().track_id.as_deref(), Some("a"), "the seed's track survives");
-        assert_eq!(a.state().position_s, 42.0, "the offline seek applied after the seed");
+        assert_eq!(
+            a.state().track_id.as_deref(),
+            Some("a"),
+            "the seed's track survives"
+        );
+        assert_eq!(
+            a.state().position_s,
+            42.0,
+            "the offline seek applied after the seed"
+        );
         assert!(a.state().is_playing);
         assert!(a.state().epoch > 3);
         assert!(state.is_some());

@@ -1,7 +1,8 @@
 //! Offline changes pushed back to the server (issue #5, PROTOCOL.md §13.9) over real
 //! WebSockets: `music-changes` applied once per `(origin, localSeq)`, in the documented order,
 //! acknowledged with the room's version vector; the room's epoch moves above every epoch it is
-//! told about; bad pushes get typed errors.
+//! told about; bad pushes get typed errors; a fresh room (a restarted server) takes a member's
+//! `seed`, a live room never (§13.14).
 
 mod common;
 
@@ -209,4 +210,123 @@ async fn bad_pushes_get_typed_errors() {
         );
     }
     lone.ping_pong().await;
+}
+
+/// The next Control `error` (`code`, lane, seq), skipping Sync-lane messages still queued.
+async fn next_error(p: &mut Peer) -> (ErrorCode, Option<u8>, Option<u64>) {
+    loop {
+        match p.recv().await {
+            Received::Control(
+                _,
+                Control::Error {
+                    code, lane, seq, ..
+                },
+            ) => return (code, lane, seq),
+            Received::Closed(c) => panic!("closed: {c:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// A `MusicRoomState` a device followed before the server restarted (PROTOCOL.md §13.14).
+fn seed_state(track: &str, epoch: u64, position: f64) -> Value {
+    json!({"trackId": track, "track": {"id": track, "duration": 100.0}, "isPlaying": true,
+           "position": position, "referenceTime": 1000.0, "playbackRate": 1.0,
+           "controllerId": "old-session", "epoch": epoch, "sequence": 2})
+}
+
+#[tokio::test]
+async fn seed_only_from_a_member_into_a_fresh_room_server_wins_after() {
+    let server = TestServer::start(config()).await;
+    let mut lone = server.peer("lone", &[1, 7]).await;
+    let push = json!({"type": "music-changes", "changes": [], "seed": seed_state("x", 5, 10.0)});
+    let seq = lone.send_data(Lane::Sync, &push, None).await;
+    assert_eq!(
+        lone.expect_error().await,
+        (ErrorCode::NotInRoom, Some(7), Some(seq)),
+        "only a member seeds"
+    );
+
+    let (mut a, mut b) = band(&server).await;
+    // The DJ claims the role on the restarted server: a handover leaves the room fresh.
+    let claim = json!({"type": "music-control", "action": "handover", "data": {}, "epoch": 0, "sequence": 1});
+    a.send_data(Lane::Sync, &claim, None).await;
+    let claimed = next_of(&mut b, "sync-state").await;
+    next_of(&mut a, "sync-state").await;
+    assert_eq!(claimed["data"]["trackId"], Value::Null);
+
+    // A seed that is not a playable state: typed error, room untouched.
+    let mut bad = seed_state("x", 5, 10.0);
+    bad["playbackRate"] = json!(0.0);
+    let seq = b
+        .send_data(
+            Lane::Sync,
+            &json!({"type": "music-changes", "changes": [], "seed": bad}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        next_error(&mut b).await,
+        (ErrorCode::InvalidArgument, Some(7), Some(seq))
+    );
+
+    // b's seed re-seeds the fresh room: its track and timeline, a's controller role, epoch up.
+    b.send_data(Lane::Sync, &push, None).await;
+    let seeded = next_of(&mut a, "sync-state").await["data"].clone();
+    assert_eq!(
+        (seeded["trackId"].clone(), seeded["isPlaying"].clone()),
+        (json!("x"), json!(true))
+    );
+    assert_eq!(
+        (seeded["position"].clone(), seeded["referenceTime"].clone()),
+        (json!(10.0), json!(1000.0))
+    );
+    assert_eq!(seeded["controllerId"], claimed["data"]["controllerId"]);
+    assert!(seeded["epoch"].as_u64().unwrap() > 5, "{seeded}");
+    let ack = next_of(&mut b, "music-changes-ack").await;
+    assert_eq!(ack["seeded"], json!(true));
+
+    // Server wins: a later seed (even with a higher epoch) does not overwrite the live room.
+    let later = json!({"type": "music-changes", "changes": [], "seed": seed_state("y", 50, 70.0)});
+    a.send_data(Lane::Sync, &later, None).await;
+    let ack = next_of(&mut a, "music-changes-ack").await;
+    assert_eq!(ack["seeded"], json!(false));
+    let mut c = server.peer("c", &[1, 7]).await;
+    c.join("band").await;
+    let snapshot = next_of(&mut c, "sync-state").await["data"].clone();
+    assert_eq!(
+        (snapshot["trackId"].clone(), snapshot["position"].clone()),
+        (json!("x"), json!(10.0)),
+        "a late joiner gets the seeded state"
+    );
+}
+
+#[tokio::test]
+async fn a_live_room_is_never_seeded() {
+    let server = TestServer::start(config()).await;
+    let (mut a, _b) = band(&server).await;
+    // An offline change makes the room live; a seed pushed after it is ignored.
+    a.send_data(
+        Lane::Sync,
+        &json!({"type": "music-changes", "changes": [seek("dev-a", 1, 0, 1000.0, 30.0)]}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        next_of(&mut a, "music-changes-ack").await["seeded"],
+        json!(false)
+    );
+    let push = json!({"type": "music-changes", "changes": [], "seed": seed_state("x", 9, 10.0)});
+    a.send_data(Lane::Sync, &push, None).await;
+    assert_eq!(
+        next_of(&mut a, "music-changes-ack").await["seeded"],
+        json!(false)
+    );
+    let mut c = server.peer("c", &[1, 7]).await;
+    c.join("band").await;
+    let snapshot = next_of(&mut c, "sync-state").await["data"].clone();
+    assert_eq!(
+        (snapshot["trackId"].clone(), snapshot["position"].clone()),
+        (Value::Null, json!(30.0))
+    );
 }

@@ -748,7 +748,10 @@ mod tests {
         let mut a = RoomAuthority::new(AuthorityConfig::default(), T0);
         a.join("dj");
         let claim = MusicControl::new(MusicAction::Handover, MusicControlData::default(), 0, 0);
-        assert!(matches!(a.handle_control("dj", &claim, T0), Ok(Decision::Applied { .. })));
+        assert!(matches!(
+            a.handle_control("dj", &claim, T0),
+            Ok(Decision::Applied { .. })
+        ));
         assert!(a.is_fresh(), "a handover does not make the room live");
         let mut seed = RoomState::new(T0 - 5000.0);
         seed.track_id = Some("a".into());
@@ -759,18 +762,29 @@ mod tests {
         seed.controller_id = Some("old-session".into());
         let mut bad = seed.clone();
         bad.playback_rate = 0.0;
-        assert_eq!(a.reseed(&bad).unwrap_err().code(), ErrorCode::InvalidArgument);
+        assert_eq!(
+            a.reseed(&bad).unwrap_err().code(),
+            ErrorCode::InvalidArgument
+        );
         assert!(a.is_fresh(), "a refused seed changes nothing");
         let s = a.reseed(&seed).unwrap().expect("fresh room takes the seed");
         assert_eq!((s.epoch, s.sequence), (8, 0));
         assert_eq!(s.controller_id.as_deref(), Some("dj"), "controller kept");
         assert_eq!((s.track_id.as_deref(), s.is_playing), (Some("a"), true));
-        assert_eq!(s.position_at(T0), 15.0, "position continues on the shared clock");
+        assert_eq!(
+            s.position_at(T0),
+            15.0,
+            "position continues on the shared clock"
+        );
         assert!(!a.is_fresh());
         let mut newer = seed.clone();
         newer.epoch = 99;
         newer.track_id = Some("b".into());
-        assert_eq!(a.reseed(&newer), Ok(None), "server wins: a live room is never re-seeded");
+        assert_eq!(
+            a.reseed(&newer),
+            Ok(None),
+            "server wins: a live room is never re-seeded"
+        );
         assert_eq!(a.state(), &s);
         let mut b = RoomAuthority::new(AuthorityConfig::default(), T0);
         let seek = MusicControl::new(
@@ -782,8 +796,15 @@ mod tests {
             0,
             1,
         );
-        assert!(matches!(b.apply_offline("d", &seek, T0), Ok(Decision::Applied { .. })));
-        assert_eq!(b.reseed(&seed), Ok(None), "an offline change makes the room live");
+        assert!(matches!(
+            b.apply_offline("d", &seek, T0),
+            Ok(Decision::Applied { .. })
+        ));
+        assert_eq!(
+            b.reseed(&seed),
+            Ok(None),
+            "an offline change makes the room live"
+        );
     }
 
     #[test]

@@ -705,7 +705,7 @@ pub(super) fn handle_joined(r: &mut Room, joined: bool) {
 /// followed over the mesh meanwhile), so that a restarted server's fresh room takes it.
 pub(super) fn keep_seed(r: &mut Room, followed: Option<RoomState>) {
     if let (Some(t), Some(s)) = (r.tiers.as_mut(), followed) {
-        if t.seed.as_ref().is_none_or(|k| s.version() >= k.version()) {
+        if !t.seed.as_ref().is_some_and(|k| s.version() < k.version()) {
             t.seed = Some(s);
         }
     }
