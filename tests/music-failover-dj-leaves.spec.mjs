@@ -13,11 +13,11 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { waitFor } from './support/client.mjs';
 import { checkFollow, countCopies, settle } from './support/failover.mjs';
 import { clockApart, clocks, RESET_CLOCK_BOUND_MS } from './support/mesh-drift.mjs';
-import { dj, launchMusicBrowser, openMusicPage, startMusicServer, track } from './support/music.mjs';
+import { dj, launchMusicBrowser, musicServerForSpec, openMusicPage, track } from './support/music.mjs';
 
 const ROOM = 'e2e-failover-dj-leaves';
 const PAGES = [
@@ -27,21 +27,11 @@ const PAGES = [
 ];
 const TIMEOUT_MS = 30_000;
 
-let music;
-const browsers = [];
-
-before(async () => {
-  music = await startMusicServer({ latencyMs: 20, jitterMs: 5 });
-});
-
-after(async () => {
-  await Promise.all(browsers.map((b) => b.close().catch(() => {})));
-  music?.server.proc.kill('SIGKILL');
-  await music?.stop();
-});
+const spec = musicServerForSpec();
+const { browsers } = spec;
 
 test('DJ browser closed while serverless: the lowest remaining id is elected with epoch + 1 and everyone follows it', { timeout: 240_000 }, async () => {
-  const url = music.server.url;
+  const url = spec.music.server.url;
   browsers.push(...(await Promise.all(PAGES.map(() => launchMusicBrowser({ autoplay: true })))));
   const pages = [];
   for (const [i, p] of PAGES.entries()) {
@@ -59,7 +49,7 @@ test('DJ browser closed while serverless: the lowest remaining id is elected wit
   const state = await dj(a, 'play', [5]);
   await settle(state, 1500);
 
-  music.server.proc.kill('SIGKILL');
+  spec.music.server.proc.kill('SIGKILL');
   await Promise.all(pages.map((p) => waitFor(
     () => p.events.find((e) => e.type === 'tier' && e.to === 'webrtc'),
     TIMEOUT_MS,

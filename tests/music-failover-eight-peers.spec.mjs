@@ -28,11 +28,11 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { waitFor } from './support/client.mjs';
 import { checkFollow, checkState, countCopies, settle } from './support/failover.mjs';
-import { dj, launchMusicBrowser, openMusicPage, quantile, sampleRound, startMusicServer, track } from './support/music.mjs';
+import { dj, launchMusicBrowser, musicServerForSpec, openMusicPage, quantile, sampleRound, track } from './support/music.mjs';
 
 const ROOM = 'e2e-failover-eight-peers';
 const BROWSERS = 4;
@@ -52,18 +52,8 @@ const SETTLE_MS = 2500;
 const ROUNDS = 15;
 const ROUND_GAP_MS = 200;
 
-let music;
-const browsers = [];
-
-before(async () => {
-  music = await startMusicServer({ latencyMs: 20, jitterMs: 5 });
-});
-
-after(async () => {
-  await Promise.all(browsers.map((b) => b.close().catch(() => {})));
-  music?.server.proc.kill('SIGKILL');
-  await music?.stop();
-});
+const spec = musicServerForSpec();
+const { browsers } = spec;
 
 /** Connected peers of every page (`room.peers`). */
 function peersOf(pages) {
@@ -122,7 +112,7 @@ async function spreads(pages, phase, wide) {
 const round1 = (v) => Math.round(v * 10) / 10;
 
 test('eight devices: hub on the DJ, server SIGKILL, DJ page closed: everyone follows the elected DJ, each change once', { timeout: 600_000 }, async () => {
-  const url = music.server.url;
+  const url = spec.music.server.url;
   const loadBefore = loadavg();
   browsers.push(...(await Promise.all(Array.from({ length: BROWSERS }, () => launchMusicBrowser({ autoplay: true })))));
   const pages = [];
@@ -147,7 +137,7 @@ test('eight devices: hub on the DJ, server SIGKILL, DJ page closed: everyone fol
 
   // 1. The server crashes.
   const killedMs = Date.now();
-  music.server.proc.kill('SIGKILL');
+  spec.music.server.proc.kill('SIGKILL');
   const tierEvents = await Promise.all(pages.map((p) => waitFor(
     () => p.events.find((e) => e.type === 'tier' && e.to === 'webrtc'),
     LINK_TIMEOUT_MS,

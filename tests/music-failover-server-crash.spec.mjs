@@ -5,23 +5,13 @@
 // sampled for 10 s. The scenario and its checks: tests/support/failover.mjs and
 // mesh-drift.mjs. Figures: test-results/music-failover-crash.json (`mesh` for the drift).
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { runFailover } from './support/failover.mjs';
-import { startMusicServer } from './support/music.mjs';
+import { musicServerForSpec } from './support/music.mjs';
 
-let music;
-const browsers = [];
-
-before(async () => {
-  music = await startMusicServer({ latencyMs: 20, jitterMs: 5 });
-});
-
-after(async () => {
-  await Promise.all(browsers.map((b) => b.close()));
-  music?.server.proc.kill('SIGKILL');
-  await music?.stop();
-});
+const spec = musicServerForSpec();
+const { browsers } = spec;
 
 test('server SIGKILL mid-song: every page switches to the mesh and follows the DJ\'s seek and pause, each change once', { timeout: 240_000 }, async () => {
-  await runFailover({ music, browsers, room: 'e2e-failover-crash', signal: 'SIGKILL', reason: 'socket-closed', scenario: 'server-crash', figures: 'music-failover-crash.json', meshDrift: true });
+  await runFailover({ music: spec.music, browsers, room: 'e2e-failover-crash', signal: 'SIGKILL', reason: 'socket-closed', scenario: 'server-crash', figures: 'music-failover-crash.json', meshDrift: true });
 });

@@ -35,12 +35,12 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from './support/client.mjs';
 import { checkFollow, settle } from './support/failover.mjs';
-import { dj, launchMusicBrowser, openMusicPage, roomState, sampleRound, startMusicServer, track } from './support/music.mjs';
+import { dj, launchMusicBrowser, musicServerForSpec, openMusicPage, roomState, sampleRound, track } from './support/music.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const ROOM = 'e2e-offline-reconcile';
@@ -53,18 +53,8 @@ const LINK_TIMEOUT_MS = 30_000;
 /** Reconnect backoff after a ~30 s outage can reach 16 s (seed 001: 1, 2, 4, 8, 16 s). */
 const CONVERGE_TIMEOUT_MS = 90_000;
 
-let music;
-const browsers = [];
-
-before(async () => {
-  music = await startMusicServer({ latencyMs: 20, jitterMs: 5 });
-});
-
-after(async () => {
-  await Promise.all(browsers.map((b) => b.close()));
-  music?.server.proc.kill('SIGKILL');
-  await music?.stop();
-});
+const spec = musicServerForSpec();
+const { browsers } = spec;
 
 /**
  * Init script: the real RTCPeerConnection, with a switch to cut every link (see the header).
@@ -136,7 +126,7 @@ async function serveShell(page, url, mediaDir) {
 const evalRoom = (p, f, arg) => p.page.evaluate(f, arg);
 
 test('offline: each device plays on and queues its changes (surviving a reload); the server returns and all converge, each change applied once', { timeout: 300_000 }, async () => {
-  const url = music.server.url;
+  const url = spec.music.server.url;
   // A's page is served by a Playwright route after its reload (no server address), which
   // Chromium's Local Network Access checks treat as a public page and then refuse its
   // WebSocket to 127.0.0.1; a real app shell would come from the same loopback origin.
@@ -147,7 +137,7 @@ test('offline: each device plays on and queues its changes (surviving a reload);
     pages.push(await openMusicPage(browsers[i], url, { ...p, room: ROOM, p2p: true, retry: true, offline: i === 0, initScripts: [cutLinks] }));
   }
   // A's page must load again while the server is dead (step 4).
-  await serveShell(pages[0].page, url, music.mediaDir);
+  await serveShell(pages[0].page, url, spec.music.mediaDir);
   const [a, b, c] = pages;
 
   await Promise.all(pages.map((p) => waitFor(
@@ -164,7 +154,7 @@ test('offline: each device plays on and queues its changes (surviving a reload);
   await checkFollow(pages, before, 'before the crash');
 
   // No server, no links.
-  music.server.proc.kill('SIGKILL');
+  spec.music.server.proc.kill('SIGKILL');
   await Promise.all(pages.map((p) => evalRoom(p, () => window.__p3Links.cut())));
   await Promise.all(pages.map((p) => waitFor(
     () => p.events.find((e) => e.type === 'tier' && e.to === 'offline'),
@@ -235,7 +225,7 @@ test('offline: each device plays on and queues its changes (surviving a reload);
 
   // The server comes back (new process: sessions and rooms lost), links are allowed again.
   const marks = pages.map((p) => p.events.length);
-  await music.server.restart();
+  await spec.music.server.restart();
   const backMs = Date.now();
   await Promise.all([b, c].map((p) => evalRoom(p, () => window.__p3Links.restore())));
   await waitFor(() => a.events.find((e) => e.type === 'attached'), 60_000, () => `A attached a client; ${JSON.stringify(a.events.slice(-8))}`);

@@ -16,11 +16,11 @@
 // room's epoch: every page follows that empty state (no track, paused) and the music stops.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { waitFor } from './support/client.mjs';
 import { checkFollow, settle } from './support/failover.mjs';
-import { dj, launchMusicBrowser, openMusicPage, roomPosition, startMusicServer, track } from './support/music.mjs';
+import { dj, launchMusicBrowser, musicServerForSpec, openMusicPage, roomPosition, track } from './support/music.mjs';
 
 const ROOM = 'e2e-reseed-restart';
 const PAGES = [
@@ -32,20 +32,11 @@ const LINK_TIMEOUT_MS = 30_000;
 /** Reconnect backoff after the outage can reach 16 s (seed 001: 1, 2, 4, 8, 16 s). */
 const BACK_TIMEOUT_MS = 90_000;
 
-let music;
-const browsers = [];
-
-before(async () => {
-  music = await startMusicServer({ latencyMs: 20, jitterMs: 5 });
-});
-
-after(async () => {
-  await Promise.all(browsers.map((b) => b.close()));
-  await music?.stop();
-});
+const spec = musicServerForSpec();
+const { browsers } = spec;
 
 test('server restarted mid-song: the devices re-seed its empty room, everyone keeps playing the same track, a late joiner gets it', { timeout: 240_000 }, async () => {
-  const url = music.server.url;
+  const url = spec.music.server.url;
   browsers.push(...(await Promise.all([...PAGES, {}].map(() => launchMusicBrowser({ autoplay: true })))));
   const pages = [];
   for (const [i, p] of PAGES.entries()) {
@@ -64,7 +55,7 @@ test('server restarted mid-song: the devices re-seed its empty room, everyone ke
   await settle(before, 2500);
   await checkFollow(pages, before, 'before the crash');
 
-  music.server.proc.kill('SIGKILL');
+  spec.music.server.proc.kill('SIGKILL');
   await Promise.all(pages.map((p) => waitFor(
     () => p.events.find((e) => e.type === 'tier' && e.to === 'webrtc'),
     LINK_TIMEOUT_MS,
@@ -74,7 +65,7 @@ test('server restarted mid-song: the devices re-seed its empty room, everyone ke
   await checkFollow(pages, before, 'on the mesh');
   const marks = pages.map((p) => p.events.length);
 
-  await music.server.restart();
+  await spec.music.server.restart();
   const restartedMs = Date.now();
   await Promise.all(pages.map((p) => waitFor(
     () => p.page.evaluate((v) => {

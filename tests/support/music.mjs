@@ -21,6 +21,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
 import { writeTracks } from '../../scripts/lib/tones.mjs';
 import { CHROMIUM_ARGS, CHROMIUM_PATH } from './browser.mjs';
@@ -69,6 +70,27 @@ export async function startMusicServer({ latencyMs = 50, jitterMs = 20 } = {}) {
       rmSync(mediaDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The failover and restart specs' shared set-up: registers a `before` hook that starts a music
+ * server (`startMusicServer(options)`, default 20 ± 5 ms test latency) into `spec.music`, and an
+ * `after` hook that closes every browser the spec pushed into `spec.browsers`, SIGKILLs the
+ * server (it may be stopped or already dead) and removes its media dir.
+ * @param {{latencyMs?: number, jitterMs?: number}} [options]
+ * @returns {{music: Awaited<ReturnType<typeof startMusicServer>> | undefined, browsers: import('playwright-core').Browser[]}}
+ */
+export function musicServerForSpec(options = { latencyMs: 20, jitterMs: 5 }) {
+  const spec = { music: undefined, browsers: [] };
+  before(async () => {
+    spec.music = await startMusicServer(options);
+  });
+  after(async () => {
+    await Promise.all(spec.browsers.map((b) => b.close().catch(() => {})));
+    spec.music?.server.proc.kill('SIGKILL');
+    await spec.music?.stop();
+  });
+  return spec;
 }
 
 /**
