@@ -236,15 +236,18 @@ test('offline: each device plays on and queues its changes (surviving a reload);
       pending: await evalRoom(p, () => window.music.room.pendingChanges),
     })));
     const [first] = states;
-    return states.every(({ s, pending }) => pending === 0 && s && first.s && s.epoch === first.s.epoch && s.sequence === first.s.sequence && s.isPlaying)
+    // Every page's push was acknowledged, C's too (it has no changes but carries its seed,
+    // PROTOCOL.md §13.14): a push answered later could still raise the room's epoch.
+    const pushed = pages.every((p, i) => p.events.slice(p === a ? 0 : marks[i]).some((e) => e.type === 'reconciled' && e.trueMs >= backMs));
+    return pushed && states.every(({ s, pending }) => pending === 0 && s && first.s && s.epoch === first.s.epoch && s.sequence === first.s.sequence && s.isPlaying)
       && ['dev-A', 'dev-B'].every((d) => pages.some((p) => p.events.some((e) => e.type === 'reconciled' && e.appliedOrder.some(([o]) => o === d))));
   };
   await waitFor(converged, CONVERGE_TIMEOUT_MS, async () => `convergence; states ${JSON.stringify(await Promise.all(pages.map(async (p) => [p.label, await roomState(p), await evalRoom(p, () => window.music.room.pendingChanges)])))}; reconciled ${JSON.stringify(pages.map((p) => p.events.filter((e) => e.type === 'reconciled')))}`);
   const convergedMs = Date.now() - backMs;
 
   // Figures first (so a lost or doubled change shows in `npm run bench` as a number), then
-  // the checks. Per page: server back → its push acknowledged (`reconciled`; C has nothing
-  // to push), → its first state from the new server.
+  // the checks. Per page: server back → its push acknowledged (`reconciled`; C pushes only
+  // its seed), → its first state from the new server.
   const made = ['dev-A/1', 'dev-A/2', 'dev-A/3', 'dev-B/1'];
   const acks = pages.flatMap((p) => p.events.filter((e) => e.type === 'reconciled'));
   const applied = acks.flatMap((e) => e.appliedOrder.map(([o, n]) => `${o}/${n}`)).sort();
