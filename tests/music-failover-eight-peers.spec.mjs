@@ -31,7 +31,7 @@ import { loadavg } from 'node:os';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { waitFor } from './support/client.mjs';
-import { checkFollow, checkState, countCopies, settle } from './support/failover.mjs';
+import { checkFollow, checkState, checkVersionsAndErrors, countCopies, settle } from './support/failover.mjs';
 import { dj, launchMusicBrowser, musicServerForSpec, openMusicPage, quantile, sampleRound, track } from './support/music.mjs';
 
 const ROOM = 'e2e-failover-eight-peers';
@@ -194,16 +194,7 @@ test('eight devices: hub on the DJ, server SIGKILL, DJ page closed: everyone fol
   const survivors = countCopies(rest, marks.slice(1), [seek1, seek2, pause]);
   const lost = leaver.lost + survivors.lost;
   const duplicated = leaver.duplicated + survivors.duplicated;
-  for (const p of rest) {
-    const versions = p.events.filter((e) => e.type === 'state').map((e) => [e.state.epoch, e.state.sequence]);
-    for (let k = 1; k < versions.length; k++) {
-      const [pe, ps] = versions[k - 1];
-      const [e, s] = versions[k];
-      assert.ok(e > pe || (e === pe && s > ps), `${p.label}: state ${e}/${s} after ${pe}/${ps}`);
-    }
-    const errors = p.events.filter((e) => e.type === 'error' && e.code !== 'closed');
-    assert.deepEqual(errors, [], `${p.label}: errors`);
-  }
+  for (const p of rest) checkVersionsAndErrors(p);
 
   const figures = {
     scenario: 'eight-peers',

@@ -39,7 +39,7 @@ import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from './support/client.mjs';
-import { checkFollow, settle } from './support/failover.mjs';
+import { checkFollow, djPlaysMidSong, settle } from './support/failover.mjs';
 import { dj, launchMusicBrowser, musicServerForSpec, openMusicPage, roomState, sampleRound, track } from './support/music.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -147,11 +147,7 @@ test('offline: each device plays on and queues its changes (surviving a reload);
   )));
   for (const p of pages) assert.equal(await evalRoom(p, () => window.music.room.deviceId), PAGES[pages.indexOf(p)].device);
 
-  await dj(a, 'claimController');
-  await dj(a, 'changeTrack', [track('a')]);
-  const before = await dj(a, 'play', [10]);
-  await settle(before, 2500);
-  await checkFollow(pages, before, 'before the crash');
+  await djPlaysMidSong(pages);
 
   // No server, no links.
   spec.music.server.proc.kill('SIGKILL');

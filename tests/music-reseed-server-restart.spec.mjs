@@ -19,8 +19,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { waitFor } from './support/client.mjs';
-import { checkFollow, settle } from './support/failover.mjs';
-import { dj, launchMusicBrowser, musicServerForSpec, openMusicPage, roomPosition, track } from './support/music.mjs';
+import { awaitSocketMesh, checkFollow, djPlaysMidSong, settle } from './support/failover.mjs';
+import { launchMusicBrowser, musicServerForSpec, openMusicPage, roomPosition } from './support/music.mjs';
 
 const ROOM = 'e2e-reseed-restart';
 const PAGES = [
@@ -43,17 +43,8 @@ test('server restarted mid-song: the devices re-seed its empty room, everyone ke
     pages.push(await openMusicPage(browsers[i], url, { ...p, room: ROOM, p2p: true }));
   }
   const [a] = pages;
-  await Promise.all(pages.map((p) => waitFor(
-    () => p.page.evaluate(() => window.music.room.peers.length === 2 && window.music.room.tier === 'socket'),
-    LINK_TIMEOUT_MS,
-    async () => `${p.label}: two connected peers on the socket tier; peers ${JSON.stringify(await p.page.evaluate(() => window.music.room.peers))}`,
-  )));
-
-  await dj(a, 'claimController');
-  await dj(a, 'changeTrack', [track('a')]);
-  const before = await dj(a, 'play', [10]);
-  await settle(before, 2500);
-  await checkFollow(pages, before, 'before the crash');
+  await awaitSocketMesh(pages);
+  const before = await djPlaysMidSong(pages);
 
   spec.music.server.proc.kill('SIGKILL');
   await Promise.all(pages.map((p) => waitFor(

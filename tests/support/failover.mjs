@@ -49,19 +49,9 @@ export async function runFailover({ music, browsers, room: ROOM, signal, reason,
   }
   const [a] = pages;
 
-  // Full mesh before anything else.
-  await Promise.all(pages.map((p) => waitFor(
-    () => p.page.evaluate(() => window.music.room.peers.length === 2 && window.music.room.tier === 'socket'),
-    LINK_TIMEOUT_MS,
-    async () => `${p.label}: two connected peers on the socket tier; peers ${JSON.stringify(await p.page.evaluate(() => window.music.room.peers))}`,
-  )));
-
-  // Mid-song through the server.
-  await dj(a, 'claimController');
-  await dj(a, 'changeTrack', [track('a')]);
-  let state = await dj(a, 'play', [10]);
-  await settle(state, SETTLE_MS);
-  await checkFollow(pages, state, 'before the crash');
+  // Full mesh before anything else, then mid-song through the server.
+  await awaitSocketMesh(pages);
+  let state = await djPlaysMidSong(pages);
 
   // The server dies (or stops answering).
   const killedMs = Date.now();
@@ -116,20 +106,58 @@ export async function runFailover({ music, browsers, room: ROOM, signal, reason,
       const n = counts.copies[i][k];
       assert.equal(n, 1, `${p.label}: change ${change.epoch}/${change.sequence} seen ${n} times`);
     }
-    const versions = p.events.filter((e) => e.type === 'state').map((e) => [e.state.epoch, e.state.sequence]);
-    for (let k = 1; k < versions.length; k++) {
-      const [pe, ps] = versions[k - 1];
-      const [e, s] = versions[k];
-      assert.ok(e > pe || (e === pe && s > ps), `${p.label}: state ${e}/${s} after ${pe}/${ps}`);
-    }
-    const errors = p.events.filter((e) => e.type === 'error' && e.code !== 'closed');
-    assert.deepEqual(errors, [], `${p.label}: errors`);
+    checkVersionsAndErrors(p);
   }
 
   const figures = { scenario, signal, failoverMs, signalledAtMs: killedMs, tierEvents, changes: counts.changes, lost: counts.lost, duplicated: counts.duplicated, loadavg: loadavg(), ...(mesh ? { mesh } : {}) };
   console.log(`failover after ${signal} (tier event − signal), ms: ${failoverMs.map((f) => f.toFixed(0)).join(', ')}`);
   mkdirSync('test-results', { recursive: true });
   writeFileSync(`test-results/${figuresFile}`, `${JSON.stringify(figures, null, 2)}\n`);
+}
+
+/**
+ * Waits until every page is linked to every other page and on the socket tier (the full mesh
+ * pre-established while the server is up).
+ * @param {{label: string, page: import('playwright-core').Page}[]} pages
+ */
+export function awaitSocketMesh(pages) {
+  const peers = pages.length - 1;
+  return Promise.all(pages.map((p) => waitFor(
+    () => p.page.evaluate((n) => window.music.room.peers.length === n && window.music.room.tier === 'socket', peers),
+    LINK_TIMEOUT_MS,
+    async () => `${p.label}: ${peers} connected peers on the socket tier; peers ${JSON.stringify(await p.page.evaluate(() => window.music.room.peers))}`,
+  )));
+}
+
+/**
+ * Mid-song through the server: the first page claims the DJ role, loads track a and plays it
+ * from 10 s; returns that state once every page follows it.
+ * @param {{label: string, page: import('playwright-core').Page}[]} pages
+ */
+export async function djPlaysMidSong(pages) {
+  const [a] = pages;
+  await dj(a, 'claimController');
+  await dj(a, 'changeTrack', [track('a')]);
+  const state = await dj(a, 'play', [10]);
+  await settle(state, SETTLE_MS);
+  await checkFollow(pages, state, 'before the crash');
+  return state;
+}
+
+/**
+ * The page's `state` events only ever went up by (epoch, sequence) (no change applied twice or
+ * out of order), and it reported no `error` event other than `closed`.
+ * @param {{label: string, events: any[]}} p
+ */
+export function checkVersionsAndErrors(p) {
+  const versions = p.events.filter((e) => e.type === 'state').map((e) => [e.state.epoch, e.state.sequence]);
+  for (let k = 1; k < versions.length; k++) {
+    const [pe, ps] = versions[k - 1];
+    const [e, s] = versions[k];
+    assert.ok(e > pe || (e === pe && s > ps), `${p.label}: state ${e}/${s} after ${pe}/${ps}`);
+  }
+  const errors = p.events.filter((e) => e.type === 'error' && e.code !== 'closed');
+  assert.deepEqual(errors, [], `${p.label}: errors`);
 }
 
 /**
