@@ -96,6 +96,24 @@ pub enum ErrorCode {
     /// The SDK gave up sending a message over SSE after its bounded retries (network errors,
     /// timeouts, `backpressure`): its delivery is unknown (PROTOCOL.md §14.6).
     SendFailed,
+    /// A rate limit (GCRA, per client IP or per session and lane) refused the request or
+    /// message; retry after `retryAfterMs` (Control `error`) or `Retry-After` (HTTP 429).
+    RateLimited,
+    /// The room has its maximum number of members (`--max-room-members`).
+    RoomFull,
+    /// A server-wide or per-client count is at its bound: sessions, rooms, SSE streams or
+    /// connections (`--max-sessions`, `--max-sessions-per-ip`, `--max-rooms`, ...).
+    TooManyRequests,
+    /// A request body or field is over its documented size bound (HTTP 413).
+    PayloadTooLarge,
+    /// A payload decodes into more values, or deeper nesting, than the decode budget allows.
+    PayloadTooComplex,
+    /// A bounded per-room or per-push count (music changes per push, per origin, origins per
+    /// room) would be exceeded; nothing of the request was applied.
+    LimitExceeded,
+    /// A number the client supplied is outside the accepted range (e.g. an epoch far above the
+    /// room's, or one whose successor would overflow); nothing was applied.
+    OutOfRange,
 }
 
 impl ErrorCode {
@@ -136,6 +154,13 @@ impl ErrorCode {
             ErrorCode::SeqInProgress => "seq_in_progress",
             ErrorCode::SeqReused => "seq_reused",
             ErrorCode::SendFailed => "send_failed",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::PayloadTooComplex => "payload_too_complex",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::OutOfRange => "out_of_range",
         }
     }
 }
@@ -192,6 +217,13 @@ mod tests {
             ErrorCode::SeqInProgress,
             ErrorCode::SeqReused,
             ErrorCode::SendFailed,
+            ErrorCode::RateLimited,
+            ErrorCode::RoomFull,
+            ErrorCode::TooManyRequests,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::PayloadTooComplex,
+            ErrorCode::LimitExceeded,
+            ErrorCode::OutOfRange,
         ] {
             let json = serde_json::to_value(code).unwrap();
             assert_eq!(json, serde_json::Value::String(code.as_str().into()));

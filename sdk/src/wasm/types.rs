@@ -141,7 +141,9 @@ export type ErrorCode =
   | 'stale_after_purge' | 'forbidden' | 'unauthorized' | 'not_controller' | 'epoch_mismatch'
   | 'reassembly_limit' | 'protocol_violation' | 'webrtc_failed'
   | 'storage_unavailable' | 'quota_exceeded' | 'storage_corrupt'
-  | 'seq_gap' | 'seq_in_progress' | 'seq_reused' | 'send_failed';
+  | 'seq_gap' | 'seq_in_progress' | 'seq_reused' | 'send_failed'
+  | 'rate_limited' | 'room_full' | 'too_many_requests' | 'payload_too_large'
+  | 'payload_too_complex' | 'limit_exceeded' | 'out_of_range';
 
 /** Every error the SDK throws or rejects with: a real `Error` with a `code`. */
 export interface P3Error extends Error {
