@@ -32,9 +32,10 @@
 //! - Each socket's outbound queue holds `--queue-frames` messages; a protocol message (not a
 //!   relay) to a full queue closes that socket with 1013.
 
+use crate::close;
 use crate::error::AppError;
 use crate::now_ms;
-use crate::state::{close, AppState};
+use crate::state::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -278,7 +279,7 @@ async fn run(socket: WebSocket, state: Arc<AppState>) {
                 break "heartbeat-timeout";
             }
             Ok(Some(Err(e))) => {
-                close_signal.send_replace(Some(crate::ws::read_error_close(&e)));
+                close_signal.send_replace(Some(close::read_error_close(&e)));
                 break "closed";
             }
             Ok(None) | Ok(Some(Ok(Message::Close(_)))) => break "closed",
