@@ -326,4 +326,91 @@ impl Registry {
         };
         self.reply(sid, conn_id, &pong);
     }
+
+    /// Closes `sid`'s socket with 1013: a protocol message found its queue or lane full.
+    pub(crate) fn close_full(&mut self, sid: SessionId) {
+        if let Some(c) = self.sessions.get(&sid).and_then(|s| s.out.conn.as_ref()) {
+            if c.close
+                .close(crate::close::TRY_AGAIN_LATER, "outbound queue full")
+            {
+                tracing::warn!(session = %sid, "outbound queue full of protocol messages; closing with 1013");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::encoded::Variant;
+    use super::super::{Attach, HTTP_SENDER};
+    use super::*;
+    use crate::config::Config;
+    use p3_lanes::core::dictionary::Dictionary;
+    use p3_lanes::core::mux::{Mux, MuxConfig};
+    use std::borrow::Cow;
+
+    fn session(reg: &mut Registry, name: &str, mux: bool) -> SessionId {
+        let lanes = vec![
+            (Lane::Control, Encoding::Json),
+            (Lane::Messaging, Encoding::Json),
+        ];
+        let mux = mux
+            .then(|| Mux::new(MuxConfig::for_lanes(&[Lane::Control, Lane::Messaging], 7)).unwrap());
+        reg.create_session(
+            name.into(),
+            None,
+            None,
+            "websocket",
+            lanes,
+            mux,
+            Instant::now(),
+        )
+    }
+
+    /// Issue 11 "silent drops": a multiplexed member whose socket changed between the route
+    /// and the delivery still gets the message (its `Mux` outlives sockets); before, the
+    /// delivery looked for the socket the route saw and skipped the member silently.
+    #[test]
+    fn a_multiplexed_member_whose_socket_changed_after_the_route_still_gets_it() {
+        let mut reg = Registry::new(&Config::default(), Dictionary::current());
+        let sender = session(&mut reg, "sender", false);
+        let member = session(&mut reg, "member", true);
+        let now = Instant::now();
+        let Attach::Attached { conn_id, .. } = reg.attach(member, now) else {
+            panic!("attached")
+        };
+        reg.join(sender, "r".into());
+        reg.join(member, "r".into());
+        let h = FrameHeader::data(Lane::Messaging, Encoding::Json, 1, 0);
+        let targets = reg.route(sender, HTTP_SENDER, &h, now).unwrap().unwrap();
+        assert_eq!(targets.len(), 1);
+        let queued = |reg: &Registry| {
+            let m = reg.sessions[&member].out.mux.as_ref().unwrap();
+            m.queued_len(Lane::Messaging) + m.unacked_len(Lane::Messaging)
+        };
+        let before = queued(&reg);
+        // Between route and deliver: the socket goes, another one comes.
+        reg.detach(member, conn_id, now);
+        let Attach::Attached { .. } = reg.attach(member, now) else {
+            panic!("attached again")
+        };
+        let encoded = Encoded::build(
+            &serde_json::json!({"text": "hi"}),
+            Some(Variant {
+                encoding: Encoding::Json,
+                bytes: Cow::Borrowed(br#"{"text":"hi"}"#),
+                dict_version: 0,
+            }),
+            [Encoding::Json],
+            &Dictionary::current(),
+            None,
+        );
+        let refused = reg.deliver(Some(sender), Lane::Messaging, &targets, &encoded, true);
+        assert!(refused.is_empty());
+        assert_eq!(
+            queued(&reg),
+            before + 1,
+            "the message is in the member's Mux"
+        );
+    }
 }

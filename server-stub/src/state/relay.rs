@@ -7,9 +7,11 @@ use super::AppState;
 use crate::music::Delivery;
 use crate::registry::encoded::{Encoded, Variant};
 use crate::registry::route::{wanted_encodings, Target};
-use p3_lanes::core::frame::SessionId;
+use p3_lanes::core::frame::{FrameHeader, SessionId};
 use p3_lanes::core::lane::{Encoding, Lane};
-use serde_json::Value;
+use p3_lanes::core::mux::{Discontinuity, DiscontinuityReason};
+use serde_json::{json, Value};
+use std::time::Instant;
 
 /// Largest header of a relayed Data frame: kind, lane, flags, 10-byte seq varint, 5-byte
 /// dictionary varint, `from`. Relays are refused (`frame_too_large`) if header plus payload
@@ -92,6 +94,47 @@ impl AppState {
             for &to in &d.to {
                 reg.send_server(to, d.lane, e);
             }
+        }
+    }
+
+    /// A client → server discontinuity: `sid`'s multiplexer (socket `conn_id`) lost messages
+    /// on a reliable lane before the server got them (`history-lost`: it forgot them;
+    /// `peer-restarted`: it restarted with them unacknowledged). The relay receivers of that
+    /// lane (the sender's room) would otherwise never hear of the gap, so each gets, in order
+    /// with the sender's messages on that lane, a relayed Data message from the sender whose
+    /// payload is the SDK's discontinuity event shape (PROTOCOL.md §11.6):
+    /// `{type: "discontinuity", lane, expectedEpoch, expectedSeq, epoch, seq, reason}`.
+    /// A receiver whose lane is full is closed with 1013, as for any protocol message.
+    /// `joined-mid-stream` is not relayed: it means this server's session is new and the
+    /// messages before the floor were acknowledged (so relayed) by an earlier session.
+    pub(crate) fn relay_discontinuity(&self, sid: SessionId, conn_id: u64, d: &Discontinuity) {
+        let reason = match d.reason {
+            DiscontinuityReason::HistoryLost => "history-lost",
+            DiscontinuityReason::PeerRestarted => "peer-restarted",
+            DiscontinuityReason::JoinedMidStream => return,
+        };
+        tracing::info!(session = %sid, lane = d.lane.id(), reason, "client discontinuity relayed to the room");
+        let h = FrameHeader::data(d.lane, Encoding::Json, 0, 0);
+        let targets = match self.registry().route(sid, conn_id, &h, Instant::now()) {
+            Ok(Ok(t)) => t,
+            // Not in a room (or lacking the lane): nobody receives its relays.
+            _ => return,
+        };
+        let value = json!({
+            "type": "discontinuity",
+            "lane": d.lane.id(),
+            "expectedEpoch": d.expected_epoch,
+            "expectedSeq": d.expected_seq,
+            "epoch": d.epoch,
+            "seq": d.seq,
+            "reason": reason,
+        });
+        let relayed = self.deliver_relay(sid, d.lane, &targets, &value, None, true);
+        // A notice is a protocol message: never dropped silently. A receiver too full to take
+        // it is closed with 1013 (it reconnects and resynchronises).
+        let mut reg = self.registry();
+        for r in relayed.refused {
+            reg.close_full(r);
         }
     }
 }

@@ -40,6 +40,7 @@ pub(super) fn handle_frame(state: &AppState, sid: SessionId, conn_id: u64, bytes
                 MuxEvent::Message { seq, bytes, .. } => {
                     handle_v1_frame(state, sid, conn_id, &bytes, Some(seq));
                 }
+                MuxEvent::Discontinuity(d) => state.relay_discontinuity(sid, conn_id, &d),
                 other => tracing::debug!(session = %sid, event = ?other, "multiplexer event"),
             }
         }
