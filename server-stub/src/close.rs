@@ -14,6 +14,8 @@ pub const GOING_AWAY: u16 = 1001;
 pub const PROTOCOL: u16 = 1002;
 /// A WebSocket message larger than twice `--max-frame-bytes`.
 pub const TOO_BIG: u16 = 1009;
+/// Internal error: the server lost this socket's state (a panic); the client reconnects.
+pub const INTERNAL_ERROR: u16 = 1011;
 /// Try again later: this socket's outbound queue overflowed with protocol (Control or server)
 /// messages, which are never dropped silently; the client reconnects and rejoins.
 pub const TRY_AGAIN_LATER: u16 = 1013;

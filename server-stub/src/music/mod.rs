@@ -432,4 +432,26 @@ mod tests {
         );
         assert_eq!(track_r2, Some(json!("t")), "r2 kept its state");
     }
+
+    /// Isolation: a room's work holds that room's lock only. Inside room r1's output callback
+    /// (r1 locked, as while its deliveries are pushed) room r2 still handles a message: with a
+    /// service-wide lock this would deadlock.
+    #[test]
+    fn a_busy_room_does_not_block_another() {
+        let svc = MusicService::new(Duration::from_secs(60));
+        let a = SessionId::from_random_bytes([2; 16]);
+        let claim = json!({"type": "music-control", "action": "handover", "data": {}, "sequence": 1, "epoch": 0});
+        let mut inner = None;
+        svc.handle("r1", &[a], a, claim.clone(), |out| {
+            assert_eq!(out.deliveries.len(), 2);
+            let r1 = svc.room("r1", &[], false).unwrap();
+            assert!(
+                r1.try_lock().is_err(),
+                "r1 is locked while its output is pushed"
+            );
+            svc.handle("r2", &[a], a, claim.clone(), |out| inner = Some(out));
+        });
+        let inner = inner.expect("r2 handled while r1 was busy");
+        assert!(inner.refusal.is_none(), "{inner:?}");
+    }
 }

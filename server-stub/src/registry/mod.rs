@@ -39,7 +39,7 @@ use crate::config::Config;
 use crate::now_ms;
 use crate::room_key::RoomKeys;
 use crate::sse::hub::SseHub;
-use outbound::{queue, Conn, QueueRx};
+use outbound::{queue, Conn, QueueRx, SharedTransport};
 use p3_lanes::core::control::Control;
 use p3_lanes::core::dictionary::Dictionary;
 use p3_lanes::core::error::ErrorCode;
@@ -48,9 +48,9 @@ use p3_lanes::core::lane::{Encoding, Lane};
 use p3_lanes::core::mux::Mux;
 use p3_lanes::core::sse::post::{PostLedger, SeqCheck};
 use p3_lanes::core::sse::TRANSPORT_SSE;
-use session::{lane_grants, PostOutcome, Session, SessionStatus};
+use session::{lane_grants, ConnRef, PostOutcome, Session, SessionStatus};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -81,6 +81,8 @@ pub(crate) enum Attach {
         close: Arc<CloseSignal>,
         /// Multiplexed session: wakes its send task.
         notify: Option<Arc<Notify>>,
+        /// The session's outbound side (its own lock): the socket's tasks use it directly.
+        transport: SharedTransport,
     },
     /// Unknown or expired session.
     NotFound,
@@ -170,7 +172,7 @@ impl Registry {
     fn conn_session(&mut self, sid: SessionId, conn_id: u64) -> Option<&mut Session> {
         self.sessions
             .get_mut(&sid)
-            .filter(|s| s.out.conn.as_ref().is_some_and(|c| c.id == conn_id))
+            .filter(|s| s.conn.as_ref().is_some_and(|c| c.id == conn_id))
     }
 
     /// The session if socket `conn_id` may act for it: it is still its socket, or the session
@@ -178,9 +180,7 @@ impl Registry {
     /// one delivered just before a newer socket attached still counts).
     fn sender_session(&mut self, sid: SessionId, conn_id: u64) -> Option<&mut Session> {
         self.sessions.get_mut(&sid).filter(|s| {
-            conn_id == HTTP_SENDER
-                || s.out.mux.is_some()
-                || s.out.conn.as_ref().is_some_and(|c| c.id == conn_id)
+            conn_id == HTTP_SENDER || s.mux || s.conn.as_ref().is_some_and(|c| c.id == conn_id)
         })
     }
 
@@ -237,7 +237,7 @@ impl Registry {
         let connected: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.out.conn.is_some() || s.sse.is_some())
+            .filter(|(_, s)| s.conn.is_some() || s.sse.is_some())
             .map(|(id, _)| *id)
             .collect();
         connected
@@ -281,7 +281,9 @@ impl Registry {
                 last_activity: now,
                 last_activity_ms: created,
                 room: None,
-                out: outbound::Transport { conn: None, mux },
+                mux: mux.is_some(),
+                out: Arc::new(Mutex::new(outbound::Transport { conn: None, mux })),
+                conn: None,
                 sse: (transport == TRANSPORT_SSE).then(|| SseHub::new(events, bytes)),
                 posts: PostLedger::new(),
             },
@@ -297,7 +299,7 @@ impl Registry {
         now: Instant,
     ) -> Option<SessionStatus> {
         let s = self.live(sid, now)?;
-        let connected = s.out.conn.is_some();
+        let connected = s.conn.is_some();
         let ttl_ms = ttl_seconds.saturating_mul(1000);
         let expires_at = if connected {
             now_ms()
@@ -330,7 +332,7 @@ impl Registry {
         }
         self.leave_room(sid);
         if let Some(s) = self.sessions.remove(&sid) {
-            if let Some(c) = s.out.conn {
+            if let Some(c) = s.conn {
                 c.close.close(close::SESSION_NOT_FOUND, "session deleted");
             }
         }
@@ -348,8 +350,8 @@ impl Registry {
         };
         s.touch(now);
         // Multiplexed and SSE sessions keep their room across reconnects.
-        let keeps_room = s.out.mux.is_some() || s.sse.is_some();
-        if let Some(old) = s.out.conn.take() {
+        let keeps_room = s.mux || s.sse.is_some();
+        if let Some(old) = s.conn.take() {
             old.close.close(close::REPLACED, "replaced");
         }
         if !keeps_room {
@@ -364,8 +366,13 @@ impl Registry {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return Attach::NotFound;
         };
-        s.out.attach(conn);
-        let mux = s.out.mux.is_some();
+        s.conn = Some(ConnRef {
+            id: conn_id,
+            close: close.clone(),
+        });
+        outbound::lock(&s.out).attach(conn);
+        let mux = s.mux;
+        let transport = s.out.clone();
         // With the multiplexer: the first Control message after the resume.
         self.send_control(sid, &welcome);
         Attach::Attached {
@@ -373,6 +380,7 @@ impl Registry {
             rx,
             close,
             notify: mux.then_some(notify),
+            transport,
         }
     }
 
@@ -383,8 +391,9 @@ impl Registry {
             return;
         };
         s.touch(now);
-        s.out.detach();
-        if s.out.mux.is_none() && s.sse.is_none() {
+        s.conn = None;
+        outbound::lock(&s.out).detach();
+        if !s.mux && s.sse.is_none() {
             self.leave_room(sid);
         }
     }
@@ -393,7 +402,7 @@ impl Registry {
     pub(crate) fn begin_shutdown(&mut self) {
         self.shutting_down = true;
         for s in self.sessions.values() {
-            if let Some(c) = &s.out.conn {
+            if let Some(c) = &s.conn {
                 c.close.close(close::GOING_AWAY, "server shutting down");
             }
         }

@@ -8,6 +8,13 @@
 //!   outlives sockets; the send task writes what [`Transport::mux_pump`] returns, woken by the
 //!   connection's [`Notify`].
 //!
+//! Each session's [`Transport`] sits behind its own lock ([`SharedTransport`], [`lock`]): the
+//! socket's tasks feed client input to the multiplexer and pump its output holding only that
+//! lock, never the registry's (reassembly and batching are proportional to what clients send).
+//! The registry takes it, nested inside its own, only to push a message. A lock poisoned by a
+//! panic is not reused half-updated: the socket is closed with 1011 and the multiplexer
+//! restarts with a new epoch (the client sees `peer-restarted`, as after a server restart).
+//!
 //! Callers decide what a refusal ([`SendError`]) means: a relay answers `backpressure` to its
 //! sender, a protocol message (Control, server data) closes the socket with 1013
 //! ([`Transport::send_or_close`]).
@@ -18,7 +25,7 @@ use p3_lanes::core::frame::{FrameHeader, SessionId};
 use p3_lanes::core::lane::{Encoding, Lane};
 use p3_lanes::core::mux::{Mux, MuxEvent, ReliableOverflow};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 use tokio::sync::{mpsc, Notify};
 
@@ -26,6 +33,34 @@ use tokio::sync::{mpsc, Notify};
 pub(crate) fn mono_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A session's outbound side behind its own lock.
+pub(crate) type SharedTransport = Arc<Mutex<Transport>>;
+
+/// Locks a session's transport. Poisoned (a panic while it was held): the socket is closed
+/// with 1011 and the multiplexer replaced by a fresh one with a new epoch, logged at `error`;
+/// never reused half-updated.
+pub(crate) fn lock(t: &Mutex<Transport>) -> MutexGuard<'_, Transport> {
+    match t.lock() {
+        Ok(g) => g,
+        Err(poisoned) => {
+            let mut g = poisoned.into_inner();
+            tracing::error!("session transport lock poisoned by a panic: closing its socket (1011) and restarting its multiplexer");
+            if let Some(c) = g.conn.take() {
+                c.close.close(close::INTERNAL_ERROR, "internal error");
+            }
+            if let Some(m) = g.mux.take() {
+                let mut cfg = m.config().clone();
+                let mut seed = [0u8; 8];
+                let _ = getrandom::fill(&mut seed);
+                cfg.seed = u64::from_le_bytes(seed) ^ cfg.seed.rotate_left(17);
+                g.mux = Mux::new(cfg).ok();
+            }
+            t.clear_poison();
+            g
+        }
+    }
 }
 
 /// Producer side of a socket's bounded outbound queue: at most `frames` frames and, unless
@@ -152,12 +187,6 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    /// Whether a message sent now is carried: a socket is attached, or the session's
-    /// multiplexer keeps it for the next one.
-    pub(crate) fn reachable(&self) -> bool {
-        self.conn.is_some() || self.mux.is_some()
-    }
-
     /// Frames and queues `msg`: with the multiplexer as a seq-0 §5 frame (its reliable lanes
     /// forget their oldest message instead of refusing while detached), else on the socket's
     /// queue with the socket's next seq for the lane.
@@ -224,13 +253,22 @@ impl Transport {
         }
     }
 
-    /// One v2 frame from the socket: the multiplexer's events, in order (`Message`s carry §5
-    /// frames). A fatal multiplexer error closes the socket with 1002.
-    pub(crate) fn mux_input(&mut self, sid: SessionId, bytes: &[u8]) -> Vec<MuxEvent> {
+    /// One v2 frame from socket `conn_id`: the multiplexer's events, in order (`Message`s
+    /// carry §5 frames). A fatal multiplexer error closes the socket with 1002. Empty if that
+    /// socket is no longer the session's.
+    pub(crate) fn mux_input(
+        &mut self,
+        sid: SessionId,
+        conn_id: u64,
+        bytes: &[u8],
+    ) -> Vec<MuxEvent> {
         let mut out = Vec::new();
         let (Some(m), Some(c)) = (self.mux.as_mut(), self.conn.as_ref()) else {
             return out;
         };
+        if c.id != conn_id {
+            return out;
+        }
         m.handle_input(bytes, mono_ms());
         while let Some(ev) = m.poll_event() {
             match ev {
@@ -246,10 +284,17 @@ impl Transport {
         out
     }
 
-    /// What the socket should write now, and when to ask again (ms of [`mono_ms`]).
+    /// What socket `conn_id` should write now, and when to ask again (ms of [`mono_ms`]).
     /// `buffered`: bytes written but not yet on the wire (0 unless the test latency seam holds
-    /// frames). `None` without a multiplexer.
-    pub(crate) fn mux_pump(&mut self, buffered: usize) -> Option<(Vec<Bytes>, Option<u64>)> {
+    /// frames). `None` without a multiplexer, or if that socket is no longer the session's.
+    pub(crate) fn mux_pump(
+        &mut self,
+        conn_id: u64,
+        buffered: usize,
+    ) -> Option<(Vec<Bytes>, Option<u64>)> {
+        if self.conn.as_ref()?.id != conn_id {
+            return None;
+        }
         let m = self.mux.as_mut()?;
         let now = mono_ms();
         if m.poll_timeout().is_some_and(|t| t <= now) {
@@ -333,5 +378,30 @@ mod tests {
         );
         t.detach();
         assert_eq!(t.send(&msg(Lane::Data)), Err(SendError::NotConnected));
+    }
+
+    #[test]
+    fn a_poisoned_transport_closes_its_socket_and_restarts_its_mux() {
+        use p3_lanes::core::mux::MuxConfig;
+        let (q, _rx) = queue(8, 1 << 20);
+        let conn = Conn::new(3, q);
+        let close = conn.close.clone();
+        let mux = Mux::new(MuxConfig::for_lanes(&[Lane::Control, Lane::Data], 42)).unwrap();
+        let shared: SharedTransport = Arc::new(Mutex::new(Transport {
+            conn: Some(conn),
+            mux: Some(mux),
+        }));
+        let poisoner = shared.clone();
+        let _ = std::thread::spawn(move || {
+            let _g = poisoner.lock().unwrap();
+            panic!("a bug while sending");
+        })
+        .join();
+        let t = lock(&shared);
+        assert_eq!(close.reason().map(|r| r.code), Some(close::INTERNAL_ERROR));
+        assert!(t.conn.is_none());
+        assert_ne!(t.mux.as_ref().unwrap().config().seed, 42, "a new epoch");
+        drop(t);
+        assert!(!shared.is_poisoned());
     }
 }

@@ -4,15 +4,13 @@
 //! server's own messages: Control messages and server-originated Data (music state).
 
 use super::encoded::Encoded;
-use super::outbound::{Outgoing, SendError};
+use super::outbound::{self, Outgoing, SendError};
 use super::session::Session;
 use super::Registry;
-use axum::body::Bytes;
 use p3_lanes::core::control::Control;
 use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::frame::{FrameHeader, SessionId};
 use p3_lanes::core::lane::{Encoding, Lane};
-use p3_lanes::core::mux::MuxEvent;
 use p3_lanes::core::payload;
 use std::time::Instant;
 
@@ -37,12 +35,7 @@ impl Target {
     fn of(id: SessionId, s: &Session, lane: Lane) -> Option<Target> {
         Some(Target {
             id,
-            conn: s
-                .out
-                .conn
-                .as_ref()
-                .filter(|_| s.out.mux.is_none())
-                .map(|c| c.id),
+            conn: s.conn.as_ref().filter(|_| !s.mux).map(|c| c.id),
             encoding: s.encoding(lane)?,
             sse: s.sse.is_some(),
         })
@@ -172,8 +165,8 @@ impl Registry {
             let Some(v) = encoded.get(t.encoding) else {
                 continue;
             };
-            let same_socket = s.out.mux.is_some()
-                || (t.conn.is_some() && s.out.conn.as_ref().map(|c| c.id) == t.conn);
+            let same_socket =
+                s.mux || (t.conn.is_some() && s.conn.as_ref().map(|c| c.id) == t.conn);
             if !same_socket {
                 continue;
             }
@@ -184,7 +177,7 @@ impl Registry {
                 from: sender,
                 payload: &v.bytes,
             };
-            match s.out.send(&msg) {
+            match outbound::lock(&s.out).send(&msg) {
                 Ok(()) | Err(SendError::NotConnected) => {}
                 Err(SendError::Full) => refused.push(t.id),
             }
@@ -210,7 +203,7 @@ impl Registry {
             }
             None => false,
         };
-        if !s.out.reachable() {
+        if s.conn.is_none() && !s.mux {
             return recorded;
         }
         // Control messages are the server's own, small and bounded: encoded here.
@@ -229,7 +222,7 @@ impl Registry {
             from: None,
             payload: body,
         };
-        s.out.send_or_close(sid, &out) || recorded
+        outbound::lock(&s.out).send_or_close(sid, &out) || recorded
     }
 
     /// Queues a Control message on socket `conn_id` of `sid`, if it may still act for it.
@@ -275,7 +268,7 @@ impl Registry {
             from: None,
             payload: &v.bytes,
         };
-        s.out.send_or_close(sid, &msg) || done
+        outbound::lock(&s.out).send_or_close(sid, &msg) || done
     }
 
     /// The encodings `sid` needs for a server message on `lane` (its lane encoding, and JSON
@@ -288,32 +281,6 @@ impl Registry {
             return Vec::new();
         };
         wanted_encodings(&[t])
-    }
-
-    /// One v2 frame from socket `conn_id` of multiplexed session `sid`: the multiplexer's
-    /// events (messages are §5 frames). Empty if the socket is no longer the session's.
-    pub(crate) fn mux_input(
-        &mut self,
-        sid: SessionId,
-        conn_id: u64,
-        bytes: &[u8],
-    ) -> Vec<MuxEvent> {
-        match self.conn_session(sid, conn_id) {
-            Some(s) => s.out.mux_input(sid, bytes),
-            None => Vec::new(),
-        }
-    }
-
-    /// What socket `conn_id` of multiplexed session `sid` should write now, and when to ask
-    /// again (see [`super::outbound::Transport::mux_pump`]). `None` if the socket is no longer
-    /// the session's.
-    pub(crate) fn mux_pump(
-        &mut self,
-        sid: SessionId,
-        conn_id: u64,
-        buffered: usize,
-    ) -> Option<(Vec<Bytes>, Option<u64>)> {
-        self.conn_session(sid, conn_id)?.out.mux_pump(buffered)
     }
 
     /// Answers a client's `ping {clientTime}` on `conn_id` with `pong {clientTime,
@@ -329,7 +296,7 @@ impl Registry {
 
     /// Closes `sid`'s socket with 1013: a protocol message found its queue or lane full.
     pub(crate) fn close_full(&mut self, sid: SessionId) {
-        if let Some(c) = self.sessions.get(&sid).and_then(|s| s.out.conn.as_ref()) {
+        if let Some(c) = self.sessions.get(&sid).and_then(|s| s.conn.as_ref()) {
             if c.close
                 .close(crate::close::TRY_AGAIN_LATER, "outbound queue full")
             {
@@ -385,7 +352,8 @@ mod tests {
         let targets = reg.route(sender, HTTP_SENDER, &h, now).unwrap().unwrap();
         assert_eq!(targets.len(), 1);
         let queued = |reg: &Registry| {
-            let m = reg.sessions[&member].out.mux.as_ref().unwrap();
+            let t = outbound::lock(&reg.sessions[&member].out);
+            let m = t.mux.as_ref().unwrap();
             m.queued_len(Lane::Messaging) + m.unacked_len(Lane::Messaging)
         };
         let before = queued(&reg);

@@ -1,7 +1,8 @@
 //! One session created by a handshake (seed 000 "Session Management"), its status body and
 //! its lane grants.
 
-use super::outbound::Transport;
+use super::outbound::SharedTransport;
+use crate::close::CloseSignal;
 use crate::error::AppError;
 use crate::now_ms;
 use crate::sse::hub::SseHub;
@@ -11,6 +12,7 @@ use p3_lanes::core::lane::{Encoding, Lane};
 use p3_lanes::core::sse::lane_urls;
 use p3_lanes::core::sse::post::PostLedger;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the session's ledger remembers of a numbered `POST` (PROTOCOL.md §14.6), to answer a
@@ -25,6 +27,13 @@ pub(crate) enum PostOutcome {
     Backpressure(Vec<SessionId>),
 }
 
+/// The registry's view of an attached socket: its id and close signal.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnRef {
+    pub(crate) id: u64,
+    pub(crate) close: Arc<CloseSignal>,
+}
+
 /// One session created by a handshake.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -37,8 +46,12 @@ pub(crate) struct Session {
     pub(crate) last_activity: Instant,
     pub(crate) last_activity_ms: u64,
     pub(crate) room: Option<String>,
-    /// Socket and multiplexer ([`super::outbound`]).
-    pub(crate) out: Transport,
+    /// Socket queue and multiplexer, behind their own lock ([`super::outbound`]).
+    pub(crate) out: SharedTransport,
+    /// Whether the multiplexer was granted (for the session's whole life).
+    pub(crate) mux: bool,
+    /// The attached socket, mirrored here so the registry reads it without `out`'s lock.
+    pub(crate) conn: Option<ConnRef>,
     /// SSE lanes ([`crate::sse`]): history and streams; from the handshake for `sse`
     /// sessions, from the first stream (or HTTP `join`) for others.
     pub(crate) sse: Option<SseHub>,
@@ -54,7 +67,7 @@ impl Session {
 
     /// Whether its TTL ran out: no socket, no open SSE stream, and no activity for `ttl`.
     pub(crate) fn expired(&self, now: Instant, ttl: Duration) -> bool {
-        self.out.conn.is_none()
+        self.conn.is_none()
             && !matches!(&self.sse, Some(h) if h.streams > 0)
             && now.saturating_duration_since(self.last_activity) >= ttl
     }
@@ -67,7 +80,7 @@ impl Session {
 
     /// Whether a message sent to it now reaches it: a socket, a multiplexer or an SSE history.
     pub(crate) fn reachable(&self) -> bool {
-        self.out.reachable() || self.sse.is_some()
+        self.conn.is_some() || self.mux || self.sse.is_some()
     }
 }
 

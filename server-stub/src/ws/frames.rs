@@ -5,6 +5,7 @@
 use crate::music;
 use crate::registry::encoded::Variant;
 use crate::registry::error_msg;
+use crate::registry::outbound::{self, Transport};
 use crate::signal_route;
 use crate::state::AppState;
 use p3_lanes::core::control::{validate_room_name, Control};
@@ -14,6 +15,7 @@ use p3_lanes::core::lane::Lane;
 use p3_lanes::core::mux::MuxEvent;
 use p3_lanes::core::payload;
 use std::borrow::Cow;
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// Answers `sid`'s socket `conn_id` with a Control `error`.
@@ -32,9 +34,16 @@ pub(super) fn send_error(
 }
 
 /// Handles one binary message. Never panics; a refused frame only affects its sender.
-pub(super) fn handle_frame(state: &AppState, sid: SessionId, conn_id: u64, bytes: &[u8]) {
+/// v2 frames go to the session's multiplexer holding only the session's transport lock.
+pub(super) fn handle_frame(
+    state: &AppState,
+    sid: SessionId,
+    conn_id: u64,
+    transport: &Mutex<Transport>,
+    bytes: &[u8],
+) {
     if bytes.first().is_some_and(|b| *b >= 0x10) {
-        let events = state.registry().mux_input(sid, conn_id, bytes);
+        let events = outbound::lock(transport).mux_input(sid, conn_id, bytes);
         for ev in events {
             match ev {
                 MuxEvent::Message { seq, bytes, .. } => {

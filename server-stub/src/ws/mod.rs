@@ -46,7 +46,7 @@ pub(crate) use crate::close::read_error_close;
 use crate::close::{self, CloseReason, CloseSignal};
 use crate::error::AppError;
 use crate::registry::error_msg;
-use crate::registry::outbound::{mono_ms, QueueRx};
+use crate::registry::outbound::{self, mono_ms, QueueRx, SharedTransport};
 use crate::registry::Attach;
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -112,10 +112,11 @@ async fn run(socket: WebSocket, state: Arc<AppState>, sid: Option<SessionId>) {
                 rx,
                 close,
                 notify,
+                transport,
             },
             Some(sid),
         ) => {
-            connection(socket, state, sid, conn_id, rx, close, notify).await;
+            connection(socket, state, sid, conn_id, rx, close, notify, transport).await;
         }
         (Attach::ShuttingDown, _) => {
             let reason = CloseReason {
@@ -168,6 +169,7 @@ pub(super) fn close_message(r: CloseReason) -> Message {
     }))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     socket: WebSocket,
     state: Arc<AppState>,
@@ -176,6 +178,7 @@ async fn connection(
     rx: QueueRx,
     signal: Arc<CloseSignal>,
     mux: Option<Arc<Notify>>,
+    transport: SharedTransport,
 ) {
     tracing::info!(session = %sid, conn_id, mux = mux.is_some(), "socket open");
     let (sink, stream) = socket.split();
@@ -183,11 +186,10 @@ async fn connection(
     let mut send_task = match (delay, mux) {
         (_, Some(notify)) => tokio::spawn(mux_send_loop(
             sink,
-            state.clone(),
-            sid,
             conn_id,
             signal.clone(),
             notify,
+            transport.clone(),
             delay.map(|d| DelayLine::new(d, conn_id)),
         )),
         (None, None) => tokio::spawn(send_loop(sink, rx, signal.clone())),
@@ -208,6 +210,7 @@ async fn connection(
                 state.clone(),
                 sid,
                 conn_id,
+                transport.clone(),
             ));
             (Some((tx, DelayLine::new(d, !conn_id))), Some(task))
         }
@@ -217,6 +220,7 @@ async fn connection(
         state.clone(),
         sid,
         conn_id,
+        transport,
         signal.clone(),
         inbound,
     ));
@@ -279,11 +283,10 @@ async fn send_loop(
 /// buffer, so priorities still apply above it as on a slow link.
 async fn mux_send_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    state: Arc<AppState>,
-    sid: SessionId,
     conn_id: u64,
     signal: Arc<CloseSignal>,
     notify: Arc<Notify>,
+    transport: SharedTransport,
     mut line: Option<DelayLine>,
 ) {
     let start = tokio::time::Instant::now() - Duration::from_millis(mono_ms());
@@ -305,7 +308,8 @@ async fn mux_send_loop(
                 sent = sink.send(Message::Binary(frame)) => if sent.is_err() { return },
             }
         }
-        let pumped = state.registry().mux_pump(sid, conn_id, pending_bytes);
+        // The session's own lock only: batching is per socket, not server-wide work.
+        let pumped = outbound::lock(&transport).mux_pump(conn_id, pending_bytes);
         let Some((frames, deadline)) = pumped else {
             break CloseReason {
                 code: close::NORMAL,
@@ -357,6 +361,7 @@ async fn recv_loop(
     state: Arc<AppState>,
     sid: SessionId,
     conn_id: u64,
+    transport: SharedTransport,
     signal: Arc<CloseSignal>,
     mut inbound: Option<(
         mpsc::UnboundedSender<(tokio::time::Instant, Bytes)>,
@@ -406,7 +411,7 @@ async fn recv_loop(
                 Some((tx, line)) => {
                     let _ = tx.send((line.due(), bytes));
                 }
-                None => frames::handle_frame(&state, sid, conn_id, &bytes),
+                None => frames::handle_frame(&state, sid, conn_id, &transport, &bytes),
             },
             Message::Text(_) => frames::send_error(
                 &state,

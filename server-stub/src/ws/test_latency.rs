@@ -6,7 +6,7 @@
 
 use super::{close_message, frames, sleep_until, CLOSE_GRACE};
 use crate::close::{self, CloseReason, CloseSignal};
-use crate::registry::outbound::QueueRx;
+use crate::registry::outbound::{QueueRx, SharedTransport};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket};
@@ -100,9 +100,10 @@ pub(super) async fn delayed_handler(
     state: Arc<AppState>,
     sid: SessionId,
     conn_id: u64,
+    transport: SharedTransport,
 ) {
     while let Some((due, bytes)) = rx.recv().await {
         tokio::time::sleep_until(due).await;
-        frames::handle_frame(&state, sid, conn_id, &bytes);
+        frames::handle_frame(&state, sid, conn_id, &transport, &bytes);
     }
 }
