@@ -17,7 +17,12 @@
 //!   order). Order: room lock, then registry lock, never the reverse. Joins and leaves are
 //!   recorded by the registry as `RoomEvent`s and handed to the music service when the
 //!   registry guard is dropped (`RegistryGuard`), after the lock is released.
-//! - **Signaling** (its own `Mutex`, [`crate::signaling`]): independent of both.
+//! - **Session transport** (one `Mutex` per session: its socket queue and multiplexer,
+//!   `registry::outbound`): the socket's own tasks feed client input to the multiplexer and pump
+//!   its output holding only this lock; the registry takes it nested inside its own to push a
+//!   message. Full order: music room → registry → session transport.
+//! - **Signaling** (its own `Mutex`, [`crate::signaling`]): independent of the others; relayed
+//!   messages are encoded after it is released.
 //!
 //! Poisoned locks: a panic while the registry (or the music room map) is locked may leave it
 //! half-updated, and every session depends on it, so the next lock attempt logs at `error`

@@ -16,10 +16,13 @@
 //! - when the socket ends for any reason the session leaves its room (peers get `peer-left`).
 //!
 //! Multiplexed sessions (flag `mux`, PROTOCOL.md §11): binary messages whose first byte is
-//! `0x10` or more are v2 frames for the session's `Mux` ([`crate::state`]); each message it
-//! delivers is a §5 frame handled as above, with the multiplexer's seq. The send task waits on
-//! the connection's `Notify`, the close signal and the multiplexer's deadline, then writes the
-//! frames the registry's `mux_pump` returns one at a time. A fatal multiplexer
+//! `0x10` or more are v2 frames for the session's `Mux`, fed holding only the session's
+//! transport lock (never the registry's); each message it delivers is a §5 frame handled as
+//! above, with the multiplexer's seq. A discontinuity it reports on a reliable lane
+//! (`history-lost`, `peer-restarted`: the client lost messages before the server got them) is
+//! relayed to the sender's room as a `discontinuity` message (PROTOCOL.md §11.7). The send task
+//! waits on the connection's `Notify`, the close signal and the multiplexer's deadline, then
+//! writes the frames the transport's `mux_pump` returns one at a time. A fatal multiplexer
 //! error closes with 1002. `--test-latency-ms` applies to their v2 frames as to v1 frames.
 //!
 //! Signaling: a Messaging-lane `offer` / `answer` / `ice` / `end` goes to the one member of
@@ -28,10 +31,17 @@
 //! Music rooms: a Sync-lane `music-control` without `to` is taken off the relay and handed to
 //! the room's authority ([`crate::music`]); `ping {rttMs}` feeds it.
 //!
-//! Test only: with `--test-latency-ms` / `--test-jitter-ms` every frame of a socket, in each
-//! direction, waits `latency ± jitter` (uniform) in a delay line that keeps frames in order
-//! (a slow TCP link): frames leave the bounded outbound queue into it at once (a multiplexed
-//! socket: the bytes in the line count as the transport's buffer for the multiplexer's budget).
+//! Test only, behind one seam (module `test_latency`): with `--test-latency-ms` /
+//! `--test-jitter-ms` every frame of a socket, in each direction, waits `latency ± jitter`
+//! (uniform) in a delay line that keeps frames in order (a slow TCP link): frames leave the
+//! bounded outbound queue into it at once (a multiplexed socket: the bytes in the line count as
+//! the transport's buffer for the multiplexer's budget). Off (the default), none of it runs.
+//!
+//! | module | holds |
+//! | --- | --- |
+//! | this one | upgrade, per-socket tasks, send and receive loops |
+//! | `frames` | what a received frame does: multiplexer input, Control, relay |
+//! | `test_latency` | the test-only delay lines |
 //!
 //! A Data frame is decoded with the encoding its flags name (a json frame on a lane negotiated
 //! as msgpack is accepted) and forwarded byte for byte to receivers that negotiated that same
