@@ -10,13 +10,14 @@
 //! | [`config`] | flags and environment (seed 001 "Environment Variables") |
 //! | [`api`] | the HTTP API (seed 000 "Session Handshake", "Session Management", `/api/version`) |
 //! | [`ws`] | the session WebSocket: rooms, relay, heartbeats (seed 000 lanes, seed 001) |
-//! | [`state`] | sessions, rooms, outbound queues, TTL sweeper |
-//! | [`music`] | music rooms: one sync authority per room, `GET /api/media` and `/media/` (issue #4, seed 004 Tier 1) |
+//! | [`state`] | the app state: wires the registry, the music service and the signaling server; lock rules; TTL sweeper |
+//! | `registry` | sessions, rooms, routing, outbound queues and multiplexers (`send(lane, frame)`), per-receiver encodings |
+//! | [`close`] | every WebSocket close code, the close signal |
+//! | [`music`] | music rooms: one sync authority per room behind its own lock, returning deliveries; `GET /api/media` and `/media/` (issue #4, seed 004 Tier 1) |
 //! | `signal_route` | WebRTC signaling on the Messaging lane: routed to one member of the room, `from` checked (seed 000 "Nexus as P2P signaling") |
 //! | [`signaling`] | `GET /api/signaling`: the seed 001 signaling server (auth with the session's `signalingToken`, rooms, offer/answer/ice/end relay, heartbeat timeout) |
 //! | [`webrtc`] | `GET /api/webrtc/config`: STUN/TURN servers as an `RTCConfiguration` (seed 001 "ICE/TURN Configuration") |
 //! | `room_key` | the room key each joiner gets for sealing music control between peers (issue #5 "Security", PROTOCOL.md §13.4) |
-//! | `music_changes` | changes made while the server was away, pushed back and reconciled into the music room (issue #5, PROTOCOL.md §13.9) |
 //! | [`pwa`] | the app version in `index.html`, runtime version changes pushed to sockets (seed 000 "PWA Cache Protection") |
 //! | [`sse`] | SSE lanes: per-lane and multiplexed `text/event-stream`s with `Last-Event-ID` resume, `POST` to a lane (seed 001 "Server-Sent Events"; issue 3) |
 //! | [`error`] | the JSON error shape `{"error", "code"}` of every HTTP error |
@@ -24,11 +25,12 @@
 //! Use [`app`] to get the router (tests), or [`serve`] to run it with graceful shutdown.
 
 pub mod api;
+pub mod close;
 pub mod config;
 pub mod error;
 pub mod music;
-mod music_changes;
 pub mod pwa;
+mod registry;
 mod room_key;
 mod signal_route;
 pub mod signaling;
@@ -92,7 +94,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(api::protocol_info_handler),
         )
         .route("/api/version", get(api::version))
-        .route("/api/media", get(music::media_list))
+        .route("/api/media", get(music::media::media_list))
         .route("/api/webrtc/config", get(webrtc::config))
         .route("/api/signaling", get(signaling::upgrade))
         .route("/api/admin/version", post(pwa::set_version))

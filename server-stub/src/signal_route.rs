@@ -16,14 +16,13 @@
 //!   room membership does not leak), `lane_not_negotiated`;
 //! - a full receiver queue: `backpressure`, as for any relay.
 
-use crate::state::{error_msg, AppState, Variant};
+use crate::registry::error_msg;
+use crate::state::AppState;
 use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::frame::{FrameHeader, SessionId};
 use p3_lanes::core::lane::Lane;
 use p3_lanes::core::p2p::signal::SignalMessage;
-use p3_lanes::core::payload;
 use serde_json::Value;
-use std::borrow::Cow;
 use std::time::Instant;
 
 /// The signaling `type`s (PROTOCOL.md §13.5).
@@ -64,7 +63,7 @@ pub(crate) fn relay_signal(
             format!("not a signaling message: {e}"),
         ));
     }
-    let mut reg = state.registry();
+    let reg = state.registry();
     let Some(room) = reg.room_of(sid) else {
         drop(reg);
         return refuse(WireError::new(
@@ -79,43 +78,31 @@ pub(crate) fn relay_signal(
             format!("session {target} is not in your room"),
         ));
     }
+    drop(reg);
     let mut routed_h = h.clone();
     routed_h.to = Some(target);
-    let targets = match reg.route(sid, conn_id, &routed_h, Instant::now()) {
+    let routed = state
+        .registry()
+        .route(sid, conn_id, &routed_h, Instant::now());
+    let targets = match routed {
         Err(None) => return,
-        Err(Some(e)) | Ok(Err(e)) => {
-            drop(reg);
-            return refuse(e);
-        }
+        Err(Some(e)) | Ok(Err(e)) => return refuse(e),
         Ok(Ok(t)) => t,
     };
-    let mut variants = Vec::new();
-    for t in &targets {
-        if variants
-            .iter()
-            .any(|v: &Variant<'_>| v.encoding == t.encoding)
-        {
-            continue;
-        }
-        match payload::encode(&value, t.encoding, Some(state.dict())) {
-            Ok((bytes, dict_version)) => variants.push(Variant {
-                encoding: t.encoding,
-                bytes: Cow::Owned(bytes),
-                dict_version,
-            }),
-            Err(e) => tracing::warn!(error = %e, "cannot encode a signaling message"),
-        }
-    }
-    if !reg
-        .deliver(sid, Lane::Messaging, &targets, &variants)
-        .is_empty()
-    {
-        drop(reg);
+    // The payload changed (`from`, `to`): encoded afresh for each receiver encoding.
+    let relayed = state.deliver_relay(sid, Lane::Messaging, &targets, &value, None, true);
+    if !relayed.refused.is_empty() {
         refuse(WireError::new(
             ErrorCode::Backpressure,
             format!(
                 "outbound queue full for {target}; signaling message not delivered, retry later"
             ),
+        ));
+    }
+    if let Some(size) = relayed.too_large {
+        refuse(WireError::new(
+            ErrorCode::FrameTooLarge,
+            format!("signaling message would be a {size}-byte frame, over the limit"),
         ));
     }
 }

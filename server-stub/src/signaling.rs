@@ -32,9 +32,10 @@
 //! - Each socket's outbound queue holds `--queue-frames` messages; a protocol message (not a
 //!   relay) to a full queue closes that socket with 1013.
 
+use crate::close;
 use crate::error::AppError;
 use crate::now_ms;
-use crate::state::{close, AppState};
+use crate::state::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -52,7 +53,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
@@ -122,8 +123,10 @@ impl Hub {
         self.mac(sid).verify_slice(&bytes).is_ok()
     }
 
+    /// Locks the hub; a lock poisoned by a panic brings the server down loudly (see
+    /// [`crate::state`]: server-wide state is never reused half-updated).
     fn lock(&self) -> MutexGuard<'_, Rooms> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::state::lock_or_abort(&self.inner, "signaling hub")
     }
 }
 
@@ -278,7 +281,7 @@ async fn run(socket: WebSocket, state: Arc<AppState>) {
                 break "heartbeat-timeout";
             }
             Ok(Some(Err(e))) => {
-                close_signal.send_replace(Some(crate::ws::read_error_close(&e)));
+                close_signal.send_replace(Some(close::read_error_close(&e)));
                 break "closed";
             }
             Ok(None) | Ok(Some(Ok(Message::Close(_)))) => break "closed",
@@ -563,10 +566,10 @@ fn relay(state: &AppState, sid: SessionId, req: SignalingRequest) -> Result<(), 
         RequestType::Ice => SignalingEvent::Ice(relayed),
         _ => SignalingEvent::End(relayed),
     };
-    let delivered = rooms
-        .members
-        .get(&target)
-        .is_some_and(|m| m.tx.try_send(encode(&ev)).is_ok());
+    // Encoded (work proportional to the payload) after the hub's lock is released.
+    let tx = rooms.members.get(&target).map(|m| m.tx.clone());
+    drop(rooms);
+    let delivered = tx.is_some_and(|tx| tx.try_send(encode(&ev)).is_ok());
     if delivered {
         Ok(())
     } else {

@@ -31,6 +31,9 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 enum Seen {
     Msg(Lane, u64),
     Discontinuity(Lane),
+    /// The server's notice that the sender's own stream to it lost messages on this lane
+    /// (a relayed `{type: "discontinuity", reason}`).
+    SenderGap(Lane, String),
 }
 
 struct Server {
@@ -69,6 +72,9 @@ struct Node {
     ws: Option<Ws>,
     addr: SocketAddr,
     body: Value,
+    /// The handshake the client was created with.
+    hs: HandshakeResponse,
+    room: String,
     http: reqwest::Client,
     t0: Instant,
     seen: Vec<Seen>,
@@ -117,6 +123,8 @@ impl Node {
             ws: None,
             addr,
             body,
+            hs,
+            room: room.to_owned(),
             http,
             t0: Instant::now(),
             seen: vec![],
@@ -136,6 +144,20 @@ impl Node {
 
     fn now(&self) -> u64 {
         self.t0.elapsed().as_millis() as u64
+    }
+
+    /// The app restarts while keeping its session (e.g. a page reload that reuses the session
+    /// id): a new client, whose multiplexer has a new epoch, on the same session; its socket is
+    /// cut first, so messages the old one had not had acknowledged are lost with it.
+    fn restart_keeping_the_session(&mut self) {
+        self.cut();
+        let cfg = ClientConfig {
+            backoff_ms: vec![50, 100, 200],
+            seed: 0x5EED_0001,
+            ..ClientConfig::default()
+        };
+        self.c = Client::new(cfg, &self.hs, self.now()).unwrap();
+        self.c.join_room(&self.room).unwrap();
     }
 
     fn lost(&mut self, code: u16) {
@@ -187,6 +209,10 @@ impl Node {
                         }
                         None => self.c.handle_handshake_failed(now),
                     }
+                }
+                Output::Event(Event::Message(m)) if m.value["type"] == "discontinuity" => {
+                    let reason = m.value["reason"].as_str().unwrap_or_default().to_owned();
+                    self.seen.push(Seen::SenderGap(m.lane, reason));
                 }
                 Output::Event(Event::Message(m)) => {
                     let n = m.value["n"].as_u64().unwrap();
@@ -421,4 +447,48 @@ async fn test_latency_delays_multiplexed_frames_both_ways_and_keeps_them_in_orde
             "{lane:?} #{n} crossed in {transit:?}, under two one-way delays"
         );
     }
+}
+
+/// Issue 11 "silent drops": a client → server discontinuity (here the sender restarted with
+/// its session, so its multiplexer comes back with a new epoch) is relayed to the room as a
+/// `discontinuity` message from the sender, in order on that lane; before, the receivers
+/// never heard of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_senders_restart_is_relayed_to_its_receivers_as_a_discontinuity() {
+    let (_server, addr) = start("127.0.0.1:0".parse().unwrap()).await;
+    let mut b = Node::new(addr, "receiver", "r").await;
+    let mut a = Node::new(addr, "sender", "r").await;
+    settle(&mut a, &mut b, |_| true).await;
+    for n in 1..=3 {
+        a.send(Lane::Messaging, numbered(n, Lane::Messaging), &mut b)
+            .await;
+    }
+    settle(&mut a, &mut b, |b| {
+        b.seen.contains(&Seen::Msg(Lane::Messaging, 3))
+    })
+    .await;
+    a.restart_keeping_the_session();
+    a.send(Lane::Messaging, numbered(1, Lane::Messaging), &mut b)
+        .await;
+    settle(&mut a, &mut b, |b| {
+        b.seen
+            .iter()
+            .filter(|s| **s == Seen::Msg(Lane::Messaging, 1))
+            .count()
+            == 2
+    })
+    .await;
+    let gap = b
+        .seen
+        .iter()
+        .position(|s| *s == Seen::SenderGap(Lane::Messaging, "peer-restarted".into()));
+    let again = b
+        .seen
+        .iter()
+        .rposition(|s| *s == Seen::Msg(Lane::Messaging, 1));
+    assert!(
+        matches!((gap, again), (Some(g), Some(m)) if g < m),
+        "the receiver hears of the sender's restart before its new messages: {:?}",
+        b.seen
+    );
 }

@@ -673,3 +673,51 @@ async fn a_retried_backpressure_post_reaches_the_full_receiver_once() {
         );
     }
 }
+
+/// Issue 11 "silent drops": a member that joined with a `POST` and opened nothing (no socket,
+/// no stream) used to be skipped by every room relay (and its own `joined` went nowhere). It
+/// now gets an SSE history at its join, so what the room sends it waits there: a stream opened
+/// later reads `joined` and the relayed message.
+#[tokio::test]
+async fn a_member_that_joined_by_post_and_opened_nothing_still_gets_the_room() {
+    let server = TestServer::start(config()).await;
+    let (mut a, _b) = common::pair(&server, "room").await;
+    // A websocket-transport session that never opens its socket.
+    let quiet = server.handshake("quiet", &["json"], &[1, 2]).await;
+    let sid = quiet.session_id.to_string();
+    let joined = post_json(&server, &sid, 1, &json!({"type": "join", "room": "room"})).await;
+    assert_eq!(joined.status(), 202);
+    assert!(matches!(
+        a.expect_control().await,
+        Control::PeerJoined { .. }
+    ));
+    a.send_data(Lane::Messaging, &json!({"text": "hello"}), None)
+        .await;
+    // `a` hears of nobody refusing: a ping round trip after the relay.
+    a.ping_pong().await;
+
+    let (resp, ()) = open(
+        &server,
+        &format!("/api/protocol/v2/session/{sid}/stream?lanes=1,2"),
+        None,
+    )
+    .await;
+    let mut ev = events(resp);
+    let (_, welcome) = next_message(&mut ev).await;
+    assert_eq!(welcome.payload["type"], "welcome");
+    let mut texts = Vec::new();
+    for _ in 0..4 {
+        let (_, m) = next_message(&mut ev).await;
+        if m.lane == 2 {
+            assert_eq!(m.from, Some(a.sid()));
+            texts.push(m.payload["text"].clone());
+            break;
+        }
+        texts.push(m.payload["type"].clone());
+    }
+    assert_eq!(
+        texts,
+        [json!("joined"), json!("room-key"), json!("hello")],
+        "the history kept what the room sent"
+    );
+}

@@ -16,10 +16,13 @@
 //! - when the socket ends for any reason the session leaves its room (peers get `peer-left`).
 //!
 //! Multiplexed sessions (flag `mux`, PROTOCOL.md §11): binary messages whose first byte is
-//! `0x10` or more are v2 frames for the session's `Mux` ([`crate::state`]); each message it
-//! delivers is a §5 frame handled as above, with the multiplexer's seq. The send task waits on
-//! the connection's `Notify`, the close signal and the multiplexer's deadline, then writes the
-//! frames [`crate::state::Registry::mux_pump`] returns one at a time. A fatal multiplexer
+//! `0x10` or more are v2 frames for the session's `Mux`, fed holding only the session's
+//! transport lock (never the registry's); each message it delivers is a §5 frame handled as
+//! above, with the multiplexer's seq. A discontinuity it reports on a reliable lane
+//! (`history-lost`, `peer-restarted`: the client lost messages before the server got them) is
+//! relayed to the sender's room as a `discontinuity` message (PROTOCOL.md §11.7). The send task
+//! waits on the connection's `Notify`, the close signal and the multiplexer's deadline, then
+//! writes the frames the transport's `mux_pump` returns one at a time. A fatal multiplexer
 //! error closes with 1002. `--test-latency-ms` applies to their v2 frames as to v1 frames.
 //!
 //! Signaling: a Messaging-lane `offer` / `answer` / `ice` / `end` goes to the one member of
@@ -28,22 +31,34 @@
 //! Music rooms: a Sync-lane `music-control` without `to` is taken off the relay and handed to
 //! the room's authority ([`crate::music`]); `ping {rttMs}` feeds it.
 //!
-//! Test only: with `--test-latency-ms` / `--test-jitter-ms` every frame of a socket, in each
-//! direction, waits `latency ± jitter` (uniform) in a delay line that keeps frames in order
-//! (a slow TCP link): frames leave the bounded outbound queue into it at once (a multiplexed
-//! socket: the bytes in the line count as the transport's buffer for the multiplexer's budget).
+//! Test only, behind one seam (module `test_latency`): with `--test-latency-ms` /
+//! `--test-jitter-ms` every frame of a socket, in each direction, waits `latency ± jitter`
+//! (uniform) in a delay line that keeps frames in order (a slow TCP link): frames leave the
+//! bounded outbound queue into it at once (a multiplexed socket: the bytes in the line count as
+//! the transport's buffer for the multiplexer's budget). Off (the default), none of it runs.
+//!
+//! | module | holds |
+//! | --- | --- |
+//! | this one | upgrade, per-socket tasks, send and receive loops |
+//! | `frames` | what a received frame does: multiplexer input, Control, relay |
+//! | `test_latency` | the test-only delay lines |
 //!
 //! A Data frame is decoded with the encoding its flags name (a json frame on a lane negotiated
 //! as msgpack is accepted) and forwarded byte for byte to receivers that negotiated that same
 //! encoding; others get it re-encoded in theirs. A `from` set by a client is ignored: relayed
 //! frames always carry the real sender.
 
+mod frames;
+mod test_latency;
+
+pub(crate) use crate::close::read_error_close;
+
+use crate::close::{self, CloseReason, CloseSignal};
 use crate::error::AppError;
-use crate::music;
-use crate::signal_route;
-use crate::state::{
-    close, error_msg, mono_ms, AppState, Attach, CloseReason, CloseSignal, OutboundRx, Variant,
-};
+use crate::registry::error_msg;
+use crate::registry::outbound::{self, mono_ms, QueueRx, SharedTransport};
+use crate::registry::Attach;
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -52,26 +67,20 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use p3_lanes::core::control::{validate_room_name, Control};
 use p3_lanes::core::error::{ErrorCode, WireError};
-use p3_lanes::core::frame::{FrameError, FrameHeader, FrameKind, SessionId};
-use p3_lanes::core::lane::{Encoding, Lane};
+use p3_lanes::core::frame::SessionId;
+use p3_lanes::core::lane::Encoding;
 use p3_lanes::core::payload;
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use test_latency::DelayLine;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::timeout;
 
 /// How long a closing socket waits for the close frame to be written and for the peer's
 /// close reply.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// Largest header of a relayed Data frame: kind, lane, flags, 10-byte seq varint, 5-byte
-/// dictionary varint, `from`. Relays are refused (`frame_too_large`) if header plus payload
-/// could exceed `--max-frame-bytes`.
-const RELAY_HEADER_MAX: usize = 3 + 10 + 5 + 16;
 
 /// Bytes read from a WebSocket at a time (tungstenite `read_buffer_size`; default 128 KiB).
 const READ_BUFFER_BYTES: usize = 4 * 1024;
@@ -113,10 +122,11 @@ async fn run(socket: WebSocket, state: Arc<AppState>, sid: Option<SessionId>) {
                 rx,
                 close,
                 notify,
+                transport,
             },
             Some(sid),
         ) => {
-            connection(socket, state, sid, conn_id, rx, close, notify).await;
+            connection(socket, state, sid, conn_id, rx, close, notify, transport).await;
         }
         (Attach::ShuttingDown, _) => {
             let reason = CloseReason {
@@ -162,21 +172,23 @@ async fn refuse(mut socket: WebSocket, frame: Option<Vec<u8>>, reason: CloseReas
     .await;
 }
 
-fn close_message(r: CloseReason) -> Message {
+pub(super) fn close_message(r: CloseReason) -> Message {
     Message::Close(Some(CloseFrame {
         code: r.code,
         reason: r.reason.into(),
     }))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     socket: WebSocket,
     state: Arc<AppState>,
     sid: SessionId,
     conn_id: u64,
-    rx: OutboundRx,
+    rx: QueueRx,
     signal: Arc<CloseSignal>,
     mux: Option<Arc<Notify>>,
+    transport: SharedTransport,
 ) {
     tracing::info!(session = %sid, conn_id, mux = mux.is_some(), "socket open");
     let (sink, stream) = socket.split();
@@ -184,15 +196,14 @@ async fn connection(
     let mut send_task = match (delay, mux) {
         (_, Some(notify)) => tokio::spawn(mux_send_loop(
             sink,
-            state.clone(),
-            sid,
             conn_id,
             signal.clone(),
             notify,
+            transport.clone(),
             delay.map(|d| DelayLine::new(d, conn_id)),
         )),
         (None, None) => tokio::spawn(send_loop(sink, rx, signal.clone())),
-        (Some(d), None) => tokio::spawn(delayed_send_loop(
+        (Some(d), None) => tokio::spawn(test_latency::delayed_send_loop(
             sink,
             rx,
             signal.clone(),
@@ -204,7 +215,13 @@ async fn connection(
         None => (None, None),
         Some(d) => {
             let (tx, rx) = mpsc::unbounded_channel();
-            let task = tokio::spawn(delayed_handler(rx, state.clone(), sid, conn_id));
+            let task = tokio::spawn(test_latency::delayed_handler(
+                rx,
+                state.clone(),
+                sid,
+                conn_id,
+                transport.clone(),
+            ));
             (Some((tx, DelayLine::new(d, !conn_id))), Some(task))
         }
     };
@@ -213,6 +230,7 @@ async fn connection(
         state.clone(),
         sid,
         conn_id,
+        transport,
         signal.clone(),
         inbound,
     ));
@@ -246,7 +264,7 @@ async fn connection(
 /// Writes queued frames until the close signal, then writes the close frame.
 async fn send_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: OutboundRx,
+    mut rx: QueueRx,
     signal: Arc<CloseSignal>,
 ) {
     let reason = loop {
@@ -275,11 +293,10 @@ async fn send_loop(
 /// buffer, so priorities still apply above it as on a slow link.
 async fn mux_send_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    state: Arc<AppState>,
-    sid: SessionId,
     conn_id: u64,
     signal: Arc<CloseSignal>,
     notify: Arc<Notify>,
+    transport: SharedTransport,
     mut line: Option<DelayLine>,
 ) {
     let start = tokio::time::Instant::now() - Duration::from_millis(mono_ms());
@@ -301,7 +318,8 @@ async fn mux_send_loop(
                 sent = sink.send(Message::Binary(frame)) => if sent.is_err() { return },
             }
         }
-        let pumped = state.registry().mux_pump(sid, conn_id, pending_bytes);
+        // The session's own lock only: batching is per socket, not server-wide work.
+        let pumped = outbound::lock(&transport).mux_pump(conn_id, pending_bytes);
         let Some((frames, deadline)) = pumped else {
             break CloseReason {
                 code: close::NORMAL,
@@ -338,99 +356,11 @@ async fn mux_send_loop(
     let _ = timeout(CLOSE_GRACE, sink.send(close_message(reason))).await;
 }
 
-/// Test only (`--test-latency-ms`): a per-connection, per-direction delay line. Each frame is
-/// due `latency ± jitter` (uniform, at least 0) after it entered, but never before the frame
-/// ahead of it (in order, as on TCP).
-struct DelayLine {
-    latency_ms: f64,
-    jitter_ms: f64,
-    /// xorshift64* state.
-    rng: u64,
-    last_due: tokio::time::Instant,
-}
-
-impl DelayLine {
-    fn new((latency, jitter): (Duration, Duration), salt: u64) -> DelayLine {
-        let mut seed = [0u8; 8];
-        let _ = getrandom::fill(&mut seed);
-        DelayLine {
-            latency_ms: latency.as_secs_f64() * 1000.0,
-            jitter_ms: jitter.as_secs_f64() * 1000.0,
-            rng: (u64::from_le_bytes(seed) ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1,
-            last_due: tokio::time::Instant::now(),
-        }
-    }
-
-    /// When a frame entering now is due.
-    fn due(&mut self) -> tokio::time::Instant {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let unit =
-            (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
-        let ms = (self.latency_ms + self.jitter_ms * (2.0 * unit - 1.0)).max(0.0);
-        let due =
-            (tokio::time::Instant::now() + Duration::from_secs_f64(ms / 1000.0)).max(self.last_due);
-        self.last_due = due;
-        due
-    }
-}
-
-/// [`send_loop`] through a [`DelayLine`] (test only).
-async fn delayed_send_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: OutboundRx,
-    signal: Arc<CloseSignal>,
-    mut line: DelayLine,
-) {
-    let mut pending: VecDeque<(tokio::time::Instant, Bytes)> = VecDeque::new();
-    let mut queue_open = true;
-    let reason = loop {
-        let next_due = pending.front().map(|p| p.0);
-        if !queue_open && next_due.is_none() {
-            break CloseReason {
-                code: close::NORMAL,
-                reason: "",
-            };
-        }
-        tokio::select! {
-            biased;
-            r = signal.closed() => break r,
-            () = sleep_until(next_due) => {
-                let Some((_, frame)) = pending.pop_front() else { continue };
-                tokio::select! {
-                    biased;
-                    r = signal.closed() => break r,
-                    sent = sink.send(Message::Binary(frame)) => if sent.is_err() { return },
-                }
-            }
-            frame = rx.recv(), if queue_open => match frame {
-                Some(frame) => pending.push_back((line.due(), frame)),
-                None => queue_open = false,
-            },
-        }
-    };
-    let _ = timeout(CLOSE_GRACE, sink.send(close_message(reason))).await;
-}
-
 /// Sleeps until `at`, or forever when `None`.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+pub(super) async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Handles received frames once their delay is over (test only).
-async fn delayed_handler(
-    mut rx: mpsc::UnboundedReceiver<(tokio::time::Instant, Bytes)>,
-    state: Arc<AppState>,
-    sid: SessionId,
-    conn_id: u64,
-) {
-    while let Some((due, bytes)) = rx.recv().await {
-        tokio::time::sleep_until(due).await;
-        handle_frame(&state, sid, conn_id, &bytes);
     }
 }
 
@@ -441,6 +371,7 @@ async fn recv_loop(
     state: Arc<AppState>,
     sid: SessionId,
     conn_id: u64,
+    transport: SharedTransport,
     signal: Arc<CloseSignal>,
     mut inbound: Option<(
         mpsc::UnboundedSender<(tokio::time::Instant, Bytes)>,
@@ -490,9 +421,9 @@ async fn recv_loop(
                 Some((tx, line)) => {
                     let _ = tx.send((line.due(), bytes));
                 }
-                None => handle_frame(&state, sid, conn_id, &bytes),
+                None => frames::handle_frame(&state, sid, conn_id, &transport, &bytes),
             },
-            Message::Text(_) => send_error(
+            Message::Text(_) => frames::send_error(
                 &state,
                 sid,
                 conn_id,
@@ -506,227 +437,5 @@ async fn recv_loop(
             Message::Ping(_) | Message::Pong(_) => {}
             Message::Close(_) => return,
         }
-    }
-}
-
-/// The close code for a read error: 1009 for a message over the size limit.
-pub(crate) fn read_error_close(e: &axum::Error) -> (u16, &'static str) {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(t) = err.downcast_ref::<tungstenite::Error>() {
-            return match t {
-                tungstenite::Error::Capacity(_) => (close::TOO_BIG, "message too big"),
-                _ => (close::PROTOCOL, "websocket protocol error"),
-            };
-        }
-        source = err.source();
-    }
-    (close::PROTOCOL, "websocket error")
-}
-
-fn send_error(
-    state: &AppState,
-    sid: SessionId,
-    conn_id: u64,
-    e: WireError,
-    lane: Option<u8>,
-    seq: Option<u64>,
-) {
-    tracing::debug!(session = %sid, code = %e.code, error = %e.error, lane, seq, "frame refused");
-    state
-        .registry()
-        .reply(sid, conn_id, &error_msg(e.code, e.error, lane, seq));
-}
-
-/// Handles one binary message. Never panics; a refused frame only affects its sender.
-fn handle_frame(state: &AppState, sid: SessionId, conn_id: u64, bytes: &[u8]) {
-    if bytes.first().is_some_and(|b| *b >= 0x10) {
-        let delivered = state.registry().mux_input(sid, conn_id, bytes);
-        for (seq, frame) in delivered {
-            handle_v1_frame(state, sid, conn_id, &frame, Some(seq));
-        }
-        return;
-    }
-    handle_v1_frame(state, sid, conn_id, bytes, None);
-}
-
-/// Handles one §5 frame: a binary message, or a multiplexer message (`mux_seq`: its seq).
-fn handle_v1_frame(
-    state: &AppState,
-    sid: SessionId,
-    conn_id: u64,
-    bytes: &[u8],
-    mux_seq: Option<u64>,
-) {
-    let max = state.config().max_frame_bytes;
-    if bytes.len() > max {
-        let (lane, seq) = match FrameHeader::decode(bytes) {
-            Ok((h, _)) => (Some(h.lane.id()), Some(h.seq)),
-            Err(_) => (None, None),
-        };
-        let e = FrameError::TooLarge {
-            size: bytes.len(),
-            limit: max,
-        };
-        let wire = WireError::new(e.code(), e.to_string());
-        return send_error(state, sid, conn_id, wire, lane, seq);
-    }
-    let (mut h, body) = match FrameHeader::decode(bytes) {
-        Ok(x) => x,
-        Err(e) => {
-            let lane = match e {
-                FrameError::UnknownLane(id) => Some(id),
-                _ => None,
-            };
-            let wire = WireError::new(e.code(), e.to_string());
-            return send_error(state, sid, conn_id, wire, lane, None);
-        }
-    };
-    if let Some(seq) = mux_seq {
-        h.seq = seq;
-    }
-    match h.kind {
-        FrameKind::Control => handle_control(state, sid, conn_id, &h, body),
-        FrameKind::Data => relay(state, sid, conn_id, &h, body),
-    }
-}
-
-fn handle_control(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeader, body: &[u8]) {
-    let lane = Some(Lane::Control.id());
-    let msg = match payload::decode_control(h, body, Some(state.dict())) {
-        Ok(m) => m,
-        Err(e) => {
-            return send_error(
-                state,
-                sid,
-                conn_id,
-                WireError::new(e.code(), e.to_string()),
-                lane,
-                Some(h.seq),
-            )
-        }
-    };
-    let mut reg = state.registry();
-    if !reg.touch(sid, conn_id, Instant::now()) {
-        return;
-    }
-    match msg {
-        Control::Join { room } => match validate_room_name(&room) {
-            Ok(()) => reg.join(sid, room),
-            Err(why) => reg.reply(
-                sid,
-                conn_id,
-                &error_msg(ErrorCode::InvalidArgument, why, lane, Some(h.seq)),
-            ),
-        },
-        Control::Leave { room } => reg.leave(sid, room, h.seq),
-        Control::Ping {
-            client_time,
-            rtt_ms,
-        } => reg.answer_ping(sid, conn_id, client_time, rtt_ms),
-        other => {
-            let kind = serde_json::to_value(&other)
-                .ok()
-                .and_then(|v| v.get("type").and_then(|t| t.as_str().map(str::to_owned)))
-                .unwrap_or_default();
-            let why = format!("control message {kind:?} is sent by the server only; clients send join, leave, ping");
-            reg.reply(
-                sid,
-                conn_id,
-                &error_msg(ErrorCode::BadControl, why, lane, Some(h.seq)),
-            );
-        }
-    }
-}
-
-/// Relays a Data frame: checks the lane, decodes the payload, routes (to one session or to the
-/// room), transcodes per receiver encoding only where needed, and queues it for each receiver.
-fn relay(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeader, body: &[u8]) {
-    let (lane, seq) = (Some(h.lane.id()), Some(h.seq));
-    let routed = state.registry().route(sid, conn_id, h, Instant::now());
-    let targets = match routed {
-        Err(None) => return,
-        Err(Some(e)) => return send_error(state, sid, conn_id, e, lane, seq),
-        Ok(targets) => targets,
-    };
-    let value = match payload::decode(h, body, Some(state.dict())) {
-        Ok(v) => v,
-        Err(e) => {
-            return send_error(
-                state,
-                sid,
-                conn_id,
-                WireError::new(e.code(), e.to_string()),
-                lane,
-                seq,
-            )
-        }
-    };
-    if h.lane == Lane::Messaging && signal_route::is_signal(&value) {
-        return signal_route::relay_signal(state, sid, conn_id, h, value);
-    }
-    if h.lane == Lane::Sync && h.to.is_none() && music::is_music_message(&value) {
-        return state.registry().music_message(sid, conn_id, h.seq, value);
-    }
-    let targets = match targets {
-        Ok(t) if t.is_empty() => return,
-        Ok(t) => t,
-        Err(e) => return send_error(state, sid, conn_id, e, lane, seq),
-    };
-
-    // The frame's own bytes for receivers with the same encoding; one re-encoding per other
-    // encoding needed.
-    let mut variants = vec![Variant {
-        encoding: h.encoding,
-        bytes: Cow::Borrowed(body),
-        dict_version: h.dict_version,
-    }];
-    for t in &targets {
-        if variants.iter().any(|v| v.encoding == t.encoding) {
-            continue;
-        }
-        match payload::encode(&value, t.encoding, Some(state.dict())) {
-            Ok((bytes, dict_version)) => variants.push(Variant {
-                encoding: t.encoding,
-                bytes: Cow::Owned(bytes),
-                dict_version,
-            }),
-            Err(e) => {
-                tracing::warn!(encoding = t.encoding.as_str(), error = %e, "cannot transcode; receiver skipped")
-            }
-        }
-    }
-    let max = state.config().max_frame_bytes;
-    let mut too_large = None;
-    variants.retain(|v| {
-        let fits = v.bytes.len() + RELAY_HEADER_MAX <= max;
-        if !fits {
-            too_large = Some(v.bytes.len() + RELAY_HEADER_MAX);
-        }
-        fits
-    });
-
-    let mut reg = state.registry();
-    let refused = reg.deliver(sid, h.lane, &targets, &variants);
-    if !refused.is_empty() {
-        let ids: Vec<String> = refused.iter().map(ToString::to_string).collect();
-        let why = format!(
-            "outbound queue full for {} receiver(s) ({}); message not delivered to them, retry later",
-            ids.len(),
-            ids.join(", ")
-        );
-        reg.reply(
-            sid,
-            conn_id,
-            &error_msg(ErrorCode::Backpressure, why, lane, seq),
-        );
-    }
-    if let Some(size) = too_large {
-        let why = format!("relayed frame would be {size} bytes, over the limit of {max} bytes; not delivered to receivers using another encoding");
-        reg.reply(
-            sid,
-            conn_id,
-            &error_msg(ErrorCode::FrameTooLarge, why, lane, seq),
-        );
     }
 }

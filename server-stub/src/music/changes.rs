@@ -4,7 +4,7 @@
 //!
 //! A member of a lane room sends, on the Sync lane without `to`, [`ChangesPush`]: `{type:
 //! "music-changes", epoch?, changes: [{origin, localSeq, epoch, timestamp, op}]}`. The room's
-//! music authority ([`crate::music`]) then:
+//! music authority ([`crate::music`]) then, holding only that room's lock:
 //! 1. moves the room's epoch above the highest epoch the push names (its `epoch` and every
 //!    change's), [`RoomAuthority::raise_epoch_above`]: the server's claim beats every claim
 //!    made without it;
@@ -21,13 +21,10 @@
 //!    vector covers.
 //!
 //! A push that is not that shape is refused with a Control `error` `bad_payload` (lane 7, the
-//! frame's seq); a sender in no room gets `not_in_room` ([`crate::music`]).
+//! frame's seq), before any lock; a sender in no room gets `not_in_room` ([`crate::music`]).
 
-use crate::music::shared_clock_ms;
-use crate::state::{error_msg, Registry};
-use p3_lanes::core::error::ErrorCode;
+use super::{shared_clock_ms, MusicRoom, Output};
 use p3_lanes::core::frame::SessionId;
-use p3_lanes::core::lane::Lane;
 use p3_lanes::core::p2p::changes::{ChangeLog, ChangesAck, ChangesPush, MUSIC_CHANGES_ACK_TYPE};
 use p3_lanes::core::sync::state::{Decision, MusicControl, RoomAuthority, SyncMessage};
 use serde_json::Value;
@@ -80,48 +77,28 @@ fn reconcile(
     (ack, changed.then(|| authority.snapshot().to_value()))
 }
 
-impl Registry {
-    /// A `music-changes` push from `sid` (socket `conn_id`, Sync-lane frame `seq`), a member of
-    /// `room`; see the module docs.
-    pub(crate) fn music_changes(
-        &mut self,
-        sid: SessionId,
-        conn_id: u64,
-        seq: u64,
-        room: &str,
-        value: Value,
-    ) {
-        let push: ChangesPush = match serde_json::from_value(value) {
-            Ok(p) => p,
-            Err(e) => {
-                let why = format!("not a music-changes push: {e}");
-                let msg = error_msg(ErrorCode::BadPayload, why, Some(Lane::Sync.id()), Some(seq));
-                return self.reply(sid, conn_id, &msg);
-            }
-        };
-        // A seed that is not a playable state refuses the whole push (§13.14), before it
-        // touches the room.
-        if let Some(Err(e)) = push.seed.as_ref().map(|s| s.check_seed()) {
-            let msg = error_msg(e.code(), e.to_string(), Some(Lane::Sync.id()), Some(seq));
-            return self.reply(sid, conn_id, &msg);
-        }
-        let members = self.room_members(room);
-        let pushed = push.changes.len();
-        let (authority, log) = self.music.authority_and_log(room, &members);
-        let (ack, state) = reconcile(authority, log, push, shared_clock_ms());
-        tracing::debug!(room, session = %sid, pushed, applied = ack.applied, skipped = ack.skipped,
-            epoch = ack.epoch, "offline changes reconciled");
-        if let Some(state) = state {
-            for m in &members {
-                self.send_server_data(*m, Lane::Sync, &state);
-            }
-        }
-        let mut ack = serde_json::to_value(&ack).unwrap_or_default();
-        if let Some(obj) = ack.as_object_mut() {
-            obj.insert("type".into(), MUSIC_CHANGES_ACK_TYPE.into());
-        }
-        self.send_server_data(sid, Lane::Sync, &ack);
+/// A checked `music-changes` push from `sid` into room `r` (named `room`, with `members`),
+/// run under the room's lock: steps 1-4 of the module docs.
+pub(super) fn handle_push(
+    r: &mut MusicRoom,
+    room: &str,
+    members: &[SessionId],
+    sid: SessionId,
+    push: ChangesPush,
+) -> Output {
+    let pushed = push.changes.len();
+    let (ack, state) = reconcile(&mut r.authority, &mut r.changes, push, shared_clock_ms());
+    tracing::debug!(room, session = %sid, pushed, applied = ack.applied, skipped = ack.skipped,
+        epoch = ack.epoch, "offline changes reconciled");
+    let mut out = Output::default();
+    if let Some(state) = state {
+        out = out.to(members.to_vec(), state);
     }
+    let mut ack = serde_json::to_value(&ack).unwrap_or_default();
+    if let Some(obj) = ack.as_object_mut() {
+        obj.insert("type".into(), MUSIC_CHANGES_ACK_TYPE.into());
+    }
+    out.to(vec![sid], ack)
 }
 
 #[cfg(test)]

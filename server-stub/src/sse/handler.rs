@@ -1,33 +1,15 @@
-//! SSE lanes (seed 001 "Server-Sent Events (SSE)", seed 000 lane `url`s; issue 3; PROTOCOL.md
-//! §14): a session's lanes as `text/event-stream`, and `POST` to send on a lane.
-//!
-//! | route | does |
-//! | --- | --- |
-//! | `GET /api/protocol/v2/session/{sid}/lane/{id}/stream` | one lane's events |
-//! | `GET /api/protocol/v2/session/{sid}/stream?lanes=1,2,5` | several lanes on one stream (default: every granted lane) |
-//! | `POST /api/protocol/v2/session/{sid}/lane/{id}[?to=<sid>]` | sends one message, 202 (body `application/json` or `application/msgpack`; at most once per `P3-Seq`, §14.6) |
-//! | `POST /api/admin/sse/close[?session=<sid>]` | ends SSE streams (clients resume with `Last-Event-ID`); loopback only |
-//!
-//! Per session an [`SseHub`] keeps a bounded history per lane of what the session received
-//! (the same messages its WebSocket gets: relays, server data, Control messages), each with an
-//! event id that increases across the session's lanes. Streams read that history from their
-//! cursor (`Last-Event-ID`, header or `lastEventId` query) and wait on the hub's `watch` for
-//! more, so a stream that reconnects loses nothing the history still holds, and gets an
-//! explicit `discontinuity` event for each lane whose history forgot part of what it missed.
-//! An `sse` session has a hub from its handshake; any other session gets one when it first
-//! opens a stream. While a stream is open the session does not expire; a session with a hub
-//! keeps its room while its streams reconnect (until its TTL ends).
-//!
-//! Each stream starts with `retry: <--sse-retry-ms>` and, when it carries lane 1, a per-stream
-//! Control `welcome` (no event id, not in the history). Keep-alive comments follow silence of
-//! `--sse-keepalive-ms`. Streams end when the session is deleted or expires, when the server
-//! shuts down, or on `POST /api/admin/sse/close`.
+//! The SSE HTTP handlers (see [`super`]): stream cursors over the session's [`super::hub::SseHub`], `POST`
+//! to a lane, and the admin close.
 
+use super::hub::Item;
 use crate::error::{AppError, SessionPath};
 use crate::music;
 use crate::pwa::admin_allowed;
+use crate::registry::encoded::Variant;
+use crate::registry::session::PostOutcome;
+use crate::registry::HTTP_SENDER;
 use crate::signal_route;
-use crate::state::{AppState, Variant, HTTP_SENDER};
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::rejection::{BytesRejection, ExtensionRejection, PathRejection, QueryRejection};
@@ -46,10 +28,9 @@ use p3_lanes::core::sse::post::{
 };
 use p3_lanes::core::sse::{
     encoding_of_content_type, lane_event_name, parse_lane_list, SseDiscontinuity, SseMessage,
-    EVENT_DISCONTINUITY, REASON_HISTORY_LOST, REASON_UNKNOWN_EVENT_ID,
+    EVENT_DISCONTINUITY, REASON_UNKNOWN_EVENT_ID,
 };
 use serde::Serialize;
-use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -60,153 +41,6 @@ use tokio::sync::watch;
 
 /// Most events taken from the history per registry lock.
 const BATCH: usize = 64;
-
-/// One retained message of a lane.
-#[derive(Debug)]
-struct Record {
-    id: u64,
-    seq: u64,
-    /// The [`SseMessage`] JSON.
-    data: Arc<str>,
-}
-
-/// The bounded history of one lane.
-#[derive(Debug, Default)]
-struct LaneHistory {
-    events: VecDeque<Record>,
-    bytes: usize,
-    /// Id of the newest forgotten event (0: none).
-    forgotten_through: u64,
-    /// Next per-lane seq, from 1.
-    next_seq: u64,
-}
-
-/// What a stream reads next (see [`SseHub::poll`]).
-#[derive(Debug)]
-pub(crate) enum Item {
-    /// A retained message.
-    Message { lane: Lane, id: u64, data: Arc<str> },
-    /// The lane forgot messages after the stream's cursor.
-    Discontinuity(SseDiscontinuity),
-}
-
-/// Per-session SSE state: the bounded per-lane history and the streams' wake-up.
-#[derive(Debug)]
-pub(crate) struct SseHub {
-    /// The last event id assigned (ids start at 1 and increase across lanes).
-    last_id: u64,
-    lanes: [LaneHistory; 8],
-    /// Carries `last_id`; streams wait on it. Dropped with the session, which ends them.
-    wake: watch::Sender<u64>,
-    /// Open streams (the session does not expire while any is open).
-    pub(crate) streams: usize,
-    /// Bumped by [`SseHub::close_streams`]: streams opened before end.
-    generation: u64,
-    limit_events: usize,
-    limit_bytes: usize,
-}
-
-impl SseHub {
-    /// A hub keeping at most `limit_events` messages and `limit_bytes` bytes of data per lane.
-    pub(crate) fn new(limit_events: usize, limit_bytes: usize) -> SseHub {
-        SseHub {
-            last_id: 0,
-            lanes: Default::default(),
-            wake: watch::channel(0).0,
-            streams: 0,
-            generation: 0,
-            limit_events: limit_events.max(1),
-            limit_bytes,
-        }
-    }
-
-    /// Records a message on `lane` whose payload is `payload_json` (JSON text), from `from`
-    /// (`None`: a server message), and wakes the streams. Forgets the lane's oldest messages
-    /// beyond the limits (the newest is always kept).
-    pub(crate) fn push_json(&mut self, lane: Lane, from: Option<SessionId>, payload_json: &str) {
-        let h = &mut self.lanes[lane as usize - 1];
-        h.next_seq = h.next_seq.max(1);
-        let seq = h.next_seq;
-        h.next_seq += 1;
-        let from = from
-            .map(|f| format!(",\"from\":\"{f}\""))
-            .unwrap_or_default();
-        let data: Arc<str> = format!(
-            "{{\"lane\":{},\"seq\":{seq}{from},\"payload\":{payload_json}}}",
-            lane.id()
-        )
-        .into();
-        self.last_id += 1;
-        h.bytes += data.len();
-        h.events.push_back(Record {
-            id: self.last_id,
-            seq,
-            data,
-        });
-        while h.events.len() > 1
-            && (h.events.len() > self.limit_events || h.bytes > self.limit_bytes)
-        {
-            if let Some(old) = h.events.pop_front() {
-                h.bytes -= old.data.len();
-                h.forgotten_through = old.id;
-            }
-        }
-        self.wake.send_replace(self.last_id);
-    }
-
-    /// [`SseHub::push_json`] of a JSON value.
-    pub(crate) fn push_value(&mut self, lane: Lane, from: Option<SessionId>, value: &Value) {
-        let text = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
-        self.push_json(lane, from, &text);
-    }
-
-    /// Ends every open stream (they reconnect and resume with `Last-Event-ID`).
-    pub(crate) fn close_streams(&mut self) -> usize {
-        self.generation += 1;
-        self.wake.send_replace(self.last_id);
-        self.streams
-    }
-
-    /// Up to `max` items for a stream of `lanes` whose cursor is `after`: first a
-    /// discontinuity for each lane that forgot messages after the cursor (once per loss:
-    /// `reported` keeps, per lane, the forgotten id last reported), then the retained messages
-    /// after the cursor, in id order.
-    fn poll(&self, lanes: &[Lane], after: u64, reported: &mut [u64; 8], max: usize) -> Vec<Item> {
-        let mut out = Vec::new();
-        for &lane in lanes {
-            let h = &self.lanes[lane as usize - 1];
-            let i = lane as usize - 1;
-            if h.forgotten_through > after && h.forgotten_through > reported[i] {
-                reported[i] = h.forgotten_through;
-                out.push(Item::Discontinuity(SseDiscontinuity {
-                    lane: lane.id(),
-                    last_event_id: after,
-                    seq: h.events.front().map_or(h.next_seq.max(1), |r| r.seq),
-                    reason: REASON_HISTORY_LOST.into(),
-                }));
-            }
-        }
-        let mut msgs: Vec<(u64, Lane, &Arc<str>)> = Vec::new();
-        for &lane in lanes {
-            let h = &self.lanes[lane as usize - 1];
-            let start = h.events.partition_point(|r| r.id <= after);
-            msgs.extend(
-                h.events
-                    .range(start..)
-                    .take(max)
-                    .map(|r| (r.id, lane, &r.data)),
-            );
-        }
-        msgs.sort_unstable_by_key(|m| m.0);
-        msgs.truncate(max);
-        out.extend(msgs.into_iter().map(|(id, lane, data)| Item::Message {
-            lane,
-            id,
-            data: data.clone(),
-        }));
-        out
-    }
-}
 
 /// The seed's SSE response headers on top of axum's `Content-Type: text/event-stream`.
 /// `Connection: keep-alive` only on HTTP/1.x: HTTP/2 forbids connection-specific headers
@@ -271,7 +105,7 @@ async fn next_event(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)
         let items = {
             let mut reg = c.state.registry();
             let hub = reg.sse_hub(c.sid, Instant::now())?;
-            if hub.generation != c.generation {
+            if hub.generation() != c.generation {
                 return None;
             }
             hub.poll(&c.lanes, c.after, &mut c.reported, BATCH)
@@ -387,18 +221,17 @@ fn open(
     }
     pending.push_back(first);
     let mut after = after.unwrap_or(0);
-    if after > hub.last_id {
+    if after > hub.last_id() {
         // Not an id of this session: say so per lane and continue with new events only.
         for &lane in &lanes {
-            let h = &hub.lanes[lane as usize - 1];
             pending.push_back(to_event(Item::Discontinuity(SseDiscontinuity {
                 lane: lane.id(),
                 last_event_id: after,
-                seq: h.next_seq.max(1),
+                seq: hub.next_seq(lane),
                 reason: REASON_UNKNOWN_EVENT_ID.into(),
             })));
         }
-        after = hub.last_id;
+        after = hub.last_id();
     }
     let cursor = Cursor {
         state: state.clone(),
@@ -406,8 +239,8 @@ fn open(
         lanes,
         after,
         reported: [0; 8],
-        generation: hub.generation,
-        wake: hub.wake.subscribe(),
+        generation: hub.generation(),
+        wake: hub.subscribe(),
         pending,
         _guard: guard,
     };
@@ -478,18 +311,6 @@ pub async fn stream(
         ),
     };
     open(state, sid, lanes, after, version)
-}
-
-/// What the session's ledger remembers of a numbered `POST` (PROTOCOL.md §14.6), to answer a
-/// retry of it without delivering again.
-#[derive(Debug, Clone)]
-pub(crate) enum PostOutcome {
-    /// 202: delivered.
-    Accepted,
-    /// Refused with this error (a retry gets the same answer).
-    Refused(AppError),
-    /// 503 `backpressure`: these receivers did not get it; a retry delivers to them only.
-    Backpressure(Vec<SessionId>),
 }
 
 /// Why a message was not (fully) delivered.
@@ -761,7 +582,13 @@ fn post_control(
         Control::Ping {
             client_time,
             rtt_ms,
-        } => reg.answer_ping(sid, HTTP_SENDER, client_time, rtt_ms),
+        } => {
+            reg.answer_ping(sid, HTTP_SENDER, client_time);
+            drop(reg);
+            if let Some(rtt) = rtt_ms {
+                state.music_rtt(sid, rtt);
+            }
+        }
         _ => {
             return Err(WireError::new(
                 ErrorCode::BadControl,
@@ -773,7 +600,7 @@ fn post_control(
     Ok(())
 }
 
-/// Relays a posted Data message like `ws::relay` relays a frame, with errors as the answer.
+/// Relays a posted Data message like `ws` relays a frame, with errors as the answer.
 fn post_data(
     state: &AppState,
     sid: SessionId,
@@ -798,41 +625,40 @@ fn post_data(
     if h.lane == Lane::Sync && h.to.is_none() && music::is_music_message(&value) {
         // Refusals from the music authority arrive on the session's Control lane, as on a
         // WebSocket.
-        state.registry().music_message(sid, HTTP_SENDER, 0, value);
+        state.music_message(sid, HTTP_SENDER, 0, value);
         return Ok(());
     }
     let mut targets = targets?;
     if let Some(only) = only {
         targets.retain(|t| only.contains(&t.id()));
     }
-    if targets.is_empty() {
-        return Ok(());
-    }
-    let mut variants = vec![Variant {
+    let original = Variant {
         encoding: h.encoding,
         bytes: Cow::Borrowed(body),
         dict_version: h.dict_version,
-    }];
-    for t in &targets {
-        if variants.iter().any(|v| v.encoding == t.encoding) {
-            continue;
-        }
-        if let Ok((bytes, dict_version)) = payload::encode(&value, t.encoding, Some(state.dict())) {
-            variants.push(Variant {
-                encoding: t.encoding,
-                bytes: Cow::Owned(bytes),
-                dict_version,
-            });
-        }
-    }
+    };
     // A retry goes to the sockets that refused it only: their SSE history already has it.
-    let refused = state
-        .registry()
-        .deliver_with(sid, h.lane, &targets, &variants, only.is_none());
-    if refused.is_empty() {
-        return Ok(());
+    let relayed = state.deliver_relay(
+        sid,
+        h.lane,
+        &targets,
+        &value,
+        Some(original),
+        only.is_none(),
+    );
+    if !relayed.refused.is_empty() {
+        return Err(Failed::Backpressure(relayed.refused));
     }
-    Err(Failed::Backpressure(refused))
+    if let Some(size) = relayed.too_large {
+        let max = state.config().max_frame_bytes;
+        return Err(AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::FrameTooLarge,
+            format!("relayed frame would be {size} bytes, over the limit of {max} bytes; not delivered to receivers using another encoding"),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// `POST /api/admin/sse/close` answer.
@@ -866,70 +692,4 @@ pub async fn admin_close(
     let closed = state.registry().sse_close_streams(only);
     tracing::info!(closed, "SSE streams closed by admin request");
     Ok(Json(StreamsClosed { closed }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ids(items: &[Item]) -> Vec<u64> {
-        items
-            .iter()
-            .filter_map(|i| match i {
-                Item::Message { id, .. } => Some(*id),
-                Item::Discontinuity(_) => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn history_is_bounded_and_reports_what_it_forgot_once() {
-        let mut hub = SseHub::new(3, usize::MAX);
-        for i in 0..5 {
-            hub.push_value(Lane::Messaging, None, &Value::from(i));
-        }
-        hub.push_value(Lane::Data, None, &Value::from(9));
-        let mut reported = [0; 8];
-        let items = hub.poll(&[Lane::Messaging, Lane::Data], 1, &mut reported, 64);
-        match &items[0] {
-            Item::Discontinuity(d) => {
-                assert_eq!((d.lane, d.last_event_id, d.seq), (2, 1, 3));
-                assert_eq!(d.reason, REASON_HISTORY_LOST);
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(ids(&items), vec![3, 4, 5, 6]);
-        // Polling again from the same cursor does not repeat the report.
-        let again = hub.poll(&[Lane::Messaging], 1, &mut reported, 64);
-        assert_eq!(ids(&again), vec![3, 4, 5]);
-        assert_eq!(again.len(), 3);
-        // A cursor within the history gets no report.
-        let mut fresh = [0; 8];
-        let tail = hub.poll(&[Lane::Messaging], 4, &mut fresh, 64);
-        assert_eq!(ids(&tail), vec![5]);
-        assert_eq!(tail.len(), 1);
-    }
-
-    #[test]
-    fn byte_budget_keeps_the_newest() {
-        let mut hub = SseHub::new(100, 10);
-        hub.push_json(Lane::Data, None, "\"a long payload\"");
-        hub.push_json(Lane::Data, None, "\"another long one\"");
-        assert_eq!(hub.lanes[4].events.len(), 1);
-        assert_eq!(hub.lanes[4].forgotten_through, 1);
-    }
-
-    #[test]
-    fn message_data_is_the_sse_message_shape() {
-        let mut hub = SseHub::new(10, usize::MAX);
-        let from = SessionId::from_random_bytes([1; 16]);
-        hub.push_json(Lane::Messaging, Some(from), r#"{"text":"hi"}"#);
-        let items = hub.poll(&[Lane::Messaging], 0, &mut [0; 8], 64);
-        let Item::Message { data, .. } = &items[0] else {
-            panic!()
-        };
-        let msg = p3_lanes::core::sse::parse_message(data).unwrap();
-        assert_eq!((msg.lane, msg.seq, msg.from), (2, 1, Some(from)));
-        assert_eq!(msg.payload, serde_json::json!({"text": "hi"}));
-    }
 }

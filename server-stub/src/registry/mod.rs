@@ -1,0 +1,495 @@
+//! The session registry: sessions, rooms, routing and each session's outbound side (seed 000
+//! "Session Management", seed 001 "Connection Management" / room maps).
+//!
+//! | module | holds |
+//! | --- | --- |
+//! | [`session`] | one session, its status body and lane grants |
+//! | [`outbound`] | a session's socket queue or multiplexer behind one `send(lane, frame)` |
+//! | [`rooms`] | lane rooms: join, leave, membership, room keys |
+//! | [`route`] | who receives a Data frame, and delivery into the receivers' outbound sides |
+//! | [`encoded`] | a payload in each encoding its receivers need (built outside the lock) |
+//!
+//! Everything here sits in one [`Registry`] behind the server-wide lock of
+//! [`crate::state::AppState`]. Its methods do map updates and queue pushes only: work
+//! proportional to a client's input (decoding, transcoding, music reconciliation) happens
+//! before the lock is taken or after it is released (see [`crate::state`] for the lock rules).
+//! The registry knows nothing of music rooms: it records [`RoomEvent`]s (joins and leaves) that
+//! the app state hands to the music service once the lock is released.
+//!
+//! Session lifetime (sliding TTL): a session expires `ttlSeconds` after its last activity (the
+//! handshake, any frame received, or its socket closing), and never while a socket is
+//! connected. Expired sessions are removed by the sweeper and treated as missing by every
+//! lookup in the meantime.
+//!
+//! Multiplexer (feature flag `mux`, PROTOCOL.md §11): a session granted it owns one `Mux` for
+//! its whole life, not per socket, so reliable lanes resume across reconnects. Such a session
+//! keeps its room while detached (until its TTL ends): relays keep going into its `Mux`, which
+//! forgets the oldest reliable messages when a lane is full while no socket is attached (the
+//! member then gets a discontinuity, never a silent gap; an attached member's full lane answers
+//! `backpressure` to the sender instead).
+
+pub(crate) mod encoded;
+pub(crate) mod outbound;
+pub(crate) mod rooms;
+pub(crate) mod route;
+pub(crate) mod session;
+
+use crate::close::{self, CloseSignal};
+use crate::config::Config;
+use crate::now_ms;
+use crate::room_key::RoomKeys;
+use crate::sse::hub::SseHub;
+use outbound::{queue, Conn, QueueRx, SharedTransport};
+use p3_lanes::core::control::Control;
+use p3_lanes::core::dictionary::Dictionary;
+use p3_lanes::core::error::ErrorCode;
+use p3_lanes::core::frame::SessionId;
+use p3_lanes::core::lane::{Encoding, Lane};
+use p3_lanes::core::mux::Mux;
+use p3_lanes::core::sse::post::{PostLedger, SeqCheck};
+use p3_lanes::core::sse::TRANSPORT_SSE;
+use session::{lane_grants, ConnRef, PostOutcome, Session, SessionStatus};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// The "socket" id of a message `POST`ed to a lane ([`crate::sse`]): acts for any live session.
+pub(crate) const HTTP_SENDER: u64 = u64::MAX;
+
+/// A membership change the music service must hear of ([`crate::music`]), recorded under the
+/// registry lock and handled after it is released.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RoomEvent {
+    /// `sid` joined `room`.
+    Joined { room: String, sid: SessionId },
+    /// `sid` left `room`; `remaining` are the members still in it.
+    Left {
+        room: String,
+        sid: SessionId,
+        remaining: Vec<SessionId>,
+    },
+}
+
+/// Outcome of [`Registry::attach`].
+#[derive(Debug)]
+pub(crate) enum Attach {
+    /// The socket is now the session's; its welcome frame is queued.
+    Attached {
+        conn_id: u64,
+        rx: QueueRx,
+        close: Arc<CloseSignal>,
+        /// Multiplexed session: wakes its send task.
+        notify: Option<Arc<Notify>>,
+        /// The session's outbound side (its own lock): the socket's tasks use it directly.
+        transport: SharedTransport,
+    },
+    /// Unknown or expired session.
+    NotFound,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+/// A Control `error` message.
+pub(crate) fn error_msg(
+    code: ErrorCode,
+    error: impl Into<String>,
+    lane: Option<u8>,
+    seq: Option<u64>,
+) -> Control {
+    Control::Error {
+        code,
+        error: error.into(),
+        lane,
+        seq,
+    }
+}
+
+/// Sessions and rooms. Only reachable through `AppState::registry`.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    sessions: HashMap<SessionId, Session>,
+    /// Room name → members in join order.
+    rooms: HashMap<String, Vec<SessionId>>,
+    next_conn_id: u64,
+    shutting_down: bool,
+    dict: Dictionary,
+    ttl: Duration,
+    heartbeat_interval_ms: u64,
+    heartbeat_timeout_ms: u64,
+    queue_frames: usize,
+    queue_bytes: usize,
+    /// `--sse-history`, `--sse-history-bytes`.
+    sse_limits: (usize, usize),
+    /// The app version served in pages (`--app-version`, changed by `POST /api/admin/version`).
+    app_version: String,
+    /// `--reported-version`: what `/api/version` and the Control pushes say instead.
+    reported_version: Option<String>,
+    /// Room keys for sealing between peers ([`crate::room_key`]).
+    room_keys: RoomKeys,
+    /// Joins and leaves not yet handed to the music service.
+    events: Vec<RoomEvent>,
+}
+
+impl Registry {
+    /// An empty registry for `config`.
+    pub(crate) fn new(config: &Config, dict: Dictionary) -> Registry {
+        Registry {
+            sessions: HashMap::new(),
+            rooms: HashMap::new(),
+            next_conn_id: 1,
+            shutting_down: false,
+            dict,
+            ttl: config.ttl(),
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
+            heartbeat_timeout_ms: config.heartbeat_timeout_ms,
+            queue_frames: config.queue_frames,
+            queue_bytes: config.queue_bytes,
+            sse_limits: (config.sse_history, config.sse_history_bytes),
+            app_version: config.app_version.clone(),
+            reported_version: config.reported_version.clone(),
+            room_keys: RoomKeys::new(config.ttl()),
+            events: Vec::new(),
+        }
+    }
+
+    /// The joins and leaves recorded since the last call.
+    pub(crate) fn take_events(&mut self) -> Vec<RoomEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The session if it exists and has not expired; an expired one is removed.
+    fn live(&mut self, sid: SessionId, now: Instant) -> Option<&mut Session> {
+        if self.sessions.get(&sid)?.expired(now, self.ttl) {
+            self.leave_room(sid);
+            self.sessions.remove(&sid);
+            return None;
+        }
+        self.sessions.get_mut(&sid)
+    }
+
+    /// The session if `conn_id` is still its socket.
+    fn conn_session(&mut self, sid: SessionId, conn_id: u64) -> Option<&mut Session> {
+        self.sessions
+            .get_mut(&sid)
+            .filter(|s| s.conn.as_ref().is_some_and(|c| c.id == conn_id))
+    }
+
+    /// The session if socket `conn_id` may act for it: it is still its socket, or the session
+    /// is multiplexed (its messages went through the session's `Mux`, which outlives sockets:
+    /// one delivered just before a newer socket attached still counts).
+    fn sender_session(&mut self, sid: SessionId, conn_id: u64) -> Option<&mut Session> {
+        self.sessions.get_mut(&sid).filter(|s| {
+            conn_id == HTTP_SENDER || s.mux || s.conn.as_ref().is_some_and(|c| c.id == conn_id)
+        })
+    }
+
+    /// Records activity on socket `conn_id`; `false` if that socket no longer owns the session.
+    pub(crate) fn touch(&mut self, sid: SessionId, conn_id: u64, now: Instant) -> bool {
+        match self.sender_session(sid, conn_id) {
+            Some(s) => {
+                s.touch(now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The granted lanes of a live session.
+    pub(crate) fn lanes_of(
+        &mut self,
+        sid: SessionId,
+        now: Instant,
+    ) -> Option<Vec<(Lane, Encoding)>> {
+        Some(self.live(sid, now)?.lanes.clone())
+    }
+
+    /// The `welcome` Control message for a new connection of `sid`.
+    pub(crate) fn welcome(&self, sid: SessionId) -> Control {
+        Control::Welcome {
+            session_id: sid,
+            server_time: now_ms(),
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            heartbeat_timeout_ms: self.heartbeat_timeout_ms,
+            app_version: Some(self.reported_version().to_owned()),
+        }
+    }
+
+    /// What `GET /api/version`, `welcome` and the `version` push say.
+    pub(crate) fn reported_version(&self) -> &str {
+        self.reported_version
+            .as_deref()
+            .unwrap_or(&self.app_version)
+    }
+
+    /// The app version served in pages.
+    pub(crate) fn app_version(&self) -> &str {
+        &self.app_version
+    }
+
+    /// Changes the app version and queues Control `version` on every session with a socket or
+    /// an SSE history; returns how many got it.
+    pub(crate) fn set_app_version(&mut self, version: String) -> usize {
+        self.app_version = version;
+        let msg = Control::Version {
+            version: self.reported_version().to_owned(),
+        };
+        let connected: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.conn.is_some() || s.sse.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        connected
+            .into_iter()
+            .filter(|&sid| self.send_control(sid, &msg))
+            .count()
+    }
+
+    /// Creates a session from a successful negotiation (with `mux` if granted); returns its id.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create_session(
+        &mut self,
+        client_id: String,
+        wallet: Option<String>,
+        device_info: Option<serde_json::Map<String, serde_json::Value>>,
+        transport: &'static str,
+        lanes: Vec<(Lane, Encoding)>,
+        mux: Option<Mux>,
+        now: Instant,
+    ) -> SessionId {
+        let created = now_ms();
+        let sid = loop {
+            // A session id is a bearer token for its WebSocket: use the OS CSPRNG.
+            let mut bytes = [0u8; 16];
+            getrandom::fill(&mut bytes).expect("the OS random number generator is available");
+            let sid = SessionId::from_random_bytes(bytes);
+            if !self.sessions.contains_key(&sid) {
+                break sid;
+            }
+        };
+        let (events, bytes) = self.sse_limits;
+        self.sessions.insert(
+            sid,
+            Session {
+                client_id,
+                wallet,
+                device_info,
+                transport,
+                lanes,
+                created_at_ms: created,
+                last_activity: now,
+                last_activity_ms: created,
+                room: None,
+                mux: mux.is_some(),
+                out: Arc::new(Mutex::new(outbound::Transport { conn: None, mux })),
+                conn: None,
+                sse: (transport == TRANSPORT_SSE).then(|| SseHub::new(events, bytes)),
+                posts: PostLedger::new(),
+            },
+        );
+        sid
+    }
+
+    /// The status of a live session (`ttl_seconds`: the configured TTL).
+    pub(crate) fn status(
+        &mut self,
+        sid: SessionId,
+        ttl_seconds: u64,
+        now: Instant,
+    ) -> Option<SessionStatus> {
+        let s = self.live(sid, now)?;
+        let connected = s.conn.is_some();
+        let ttl_ms = ttl_seconds.saturating_mul(1000);
+        let expires_at = if connected {
+            now_ms()
+        } else {
+            s.last_activity_ms
+        }
+        .saturating_add(ttl_ms);
+        Some(SessionStatus {
+            session_id: sid,
+            client_id: s.client_id.clone(),
+            wallet: s.wallet.clone(),
+            device_info: s.device_info.clone(),
+            transport: s.transport.to_owned(),
+            lanes: lane_grants(sid, s.transport, &s.lanes),
+            created_at: s.created_at_ms,
+            last_activity: s.last_activity_ms,
+            expires_at,
+            ttl_seconds,
+            connected,
+            sse_streams: s.sse.as_ref().map_or(0, |h| h.streams),
+            room: s.room.clone(),
+        })
+    }
+
+    /// Deletes a live session: it leaves its room (peers get `peer-left`) and its socket is
+    /// closed with 4404. `false` if it was unknown or expired.
+    pub(crate) fn delete_session(&mut self, sid: SessionId, now: Instant) -> bool {
+        if self.live(sid, now).is_none() {
+            return false;
+        }
+        self.leave_room(sid);
+        if let Some(s) = self.sessions.remove(&sid) {
+            if let Some(c) = s.conn {
+                c.close.close(close::SESSION_NOT_FOUND, "session deleted");
+            }
+        }
+        true
+    }
+
+    /// Makes a new socket the session's: an older socket is closed with 4409 and a v1 session
+    /// leaves its room; the `welcome` frame is queued first on the new socket.
+    pub(crate) fn attach(&mut self, sid: SessionId, now: Instant) -> Attach {
+        if self.shutting_down {
+            return Attach::ShuttingDown;
+        }
+        let Some(s) = self.live(sid, now) else {
+            return Attach::NotFound;
+        };
+        s.touch(now);
+        // Multiplexed and SSE sessions keep their room across reconnects.
+        let keeps_room = s.mux || s.sse.is_some();
+        if let Some(old) = s.conn.take() {
+            old.close.close(close::REPLACED, "replaced");
+        }
+        if !keeps_room {
+            self.leave_room(sid);
+        }
+        let conn_id = self.next_conn_id;
+        self.next_conn_id += 1;
+        let (q, rx) = queue(self.queue_frames, self.queue_bytes);
+        let conn = Conn::new(conn_id, q);
+        let (close, notify) = (conn.close.clone(), conn.notify());
+        let welcome = self.welcome(sid);
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return Attach::NotFound;
+        };
+        s.conn = Some(ConnRef {
+            id: conn_id,
+            close: close.clone(),
+        });
+        outbound::lock(&s.out).attach(conn);
+        let mux = s.mux;
+        let transport = s.out.clone();
+        // With the multiplexer: the first Control message after the resume.
+        self.send_control(sid, &welcome);
+        Attach::Attached {
+            conn_id,
+            rx,
+            close,
+            notify: mux.then_some(notify),
+            transport,
+        }
+    }
+
+    /// Socket `conn_id` of `sid` ended: if it still owned the session, a v1 session without
+    /// SSE leaves its room (peers get `peer-left`); the TTL starts counting from now.
+    pub(crate) fn detach(&mut self, sid: SessionId, conn_id: u64, now: Instant) {
+        let Some(s) = self.conn_session(sid, conn_id) else {
+            return;
+        };
+        s.touch(now);
+        s.conn = None;
+        outbound::lock(&s.out).detach();
+        if !s.mux && s.sse.is_none() {
+            self.leave_room(sid);
+        }
+    }
+
+    /// Refuses new sockets from now on and asks every socket to close with 1001.
+    pub(crate) fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+        for s in self.sessions.values() {
+            if let Some(c) = &s.conn {
+                c.close.close(close::GOING_AWAY, "server shutting down");
+            }
+        }
+    }
+
+    /// The ledger's verdict on `POST` number `seq` with `fingerprint` on `lane` of live
+    /// session `sid` (PROTOCOL.md §14.6); `None` when the session is gone. Touches the session.
+    pub(crate) fn post_check(
+        &mut self,
+        sid: SessionId,
+        lane: Lane,
+        seq: u64,
+        fingerprint: u64,
+        now: Instant,
+    ) -> Option<SeqCheck<PostOutcome>> {
+        let s = self.live(sid, now)?;
+        s.touch(now);
+        Some(s.posts.check(lane, seq, fingerprint))
+    }
+
+    /// Records the outcome of `POST` number `seq` on `lane` of `sid` (after
+    /// [`SeqCheck::Fresh`] or [`SeqCheck::Repeat`]).
+    pub(crate) fn post_finish(
+        &mut self,
+        sid: SessionId,
+        lane: Lane,
+        seq: u64,
+        outcome: PostOutcome,
+    ) {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.posts.finish(lane, seq, outcome);
+        }
+    }
+
+    /// The SSE hub of a live session, if it has one.
+    pub(crate) fn sse_hub(&mut self, sid: SessionId, now: Instant) -> Option<&mut SseHub> {
+        self.live(sid, now)?.sse.as_mut()
+    }
+
+    /// The SSE hub of a live session, created (empty) if it has none yet.
+    pub(crate) fn sse_hub_or_create(
+        &mut self,
+        sid: SessionId,
+        now: Instant,
+    ) -> Option<&mut SseHub> {
+        let (events, bytes) = self.sse_limits;
+        let s = self.live(sid, now)?;
+        s.touch(now);
+        Some(s.sse.get_or_insert_with(|| SseHub::new(events, bytes)))
+    }
+
+    /// An SSE stream of `sid` ended: one fewer open stream; the TTL counts from now.
+    pub(crate) fn sse_stream_closed(&mut self, sid: SessionId, now: Instant) {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            if let Some(hub) = s.sse.as_mut() {
+                hub.streams = hub.streams.saturating_sub(1);
+            }
+            s.touch(now);
+        }
+    }
+
+    /// Ends the SSE streams of `only` (or of every session); returns how many were open.
+    pub(crate) fn sse_close_streams(&mut self, only: Option<SessionId>) -> usize {
+        self.sessions
+            .iter_mut()
+            .filter(|(id, _)| only.map_or(true, |o| o == **id))
+            .filter_map(|(_, s)| s.sse.as_mut())
+            .map(SseHub::close_streams)
+            .sum()
+    }
+
+    /// Removes sessions whose TTL ran out; returns how many.
+    pub(crate) fn sweep(&mut self, now: Instant) -> usize {
+        let ttl = self.ttl;
+        let before = self.sessions.len();
+        // Multiplexed sessions keep their room while detached: they leave it when they expire.
+        let gone: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.expired(now, ttl) && s.room.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for sid in gone {
+            self.leave_room(sid);
+        }
+        self.sessions.retain(|_, s| !s.expired(now, ttl));
+        self.room_keys.sweep(now);
+        before - self.sessions.len()
+    }
+}

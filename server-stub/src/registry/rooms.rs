@@ -1,0 +1,126 @@
+//! Lane rooms (seed 001 room maps; PROTOCOL.md §6): `join`, `leave`, membership, and the room
+//! key each joiner gets (PROTOCOL.md §13.4). Every join and leave is also recorded as a
+//! [`RoomEvent`] for the music service.
+
+use super::{error_msg, Registry, RoomEvent};
+use crate::sse::hub::SseHub;
+use p3_lanes::core::control::Control;
+use p3_lanes::core::error::ErrorCode;
+use p3_lanes::core::frame::SessionId;
+use p3_lanes::core::lane::Lane;
+
+impl Registry {
+    /// The room `sid` is in, if any.
+    pub(crate) fn room_of(&self, sid: SessionId) -> Option<String> {
+        self.sessions.get(&sid)?.room.clone()
+    }
+
+    /// The members of `room`, in join order.
+    pub(crate) fn room_members(&self, room: &str) -> Vec<SessionId> {
+        self.rooms.get(room).cloned().unwrap_or_default()
+    }
+
+    /// Takes `sid` out of its room, telling the other members (`peer-left`). Returns the room.
+    pub(super) fn leave_room(&mut self, sid: SessionId) -> Option<String> {
+        let room = self.sessions.get_mut(&sid)?.room.take()?;
+        let mut others = Vec::new();
+        if let Some(members) = self.rooms.get_mut(&room) {
+            members.retain(|m| *m != sid);
+            others.clone_from(members);
+            if members.is_empty() {
+                self.rooms.remove(&room);
+                self.room_keys.emptied(&room);
+            }
+        }
+        let msg = Control::PeerLeft {
+            room: room.clone(),
+            session_id: sid,
+        };
+        for &other in &others {
+            self.send_control(other, &msg);
+        }
+        self.events.push(RoomEvent::Left {
+            room: room.clone(),
+            sid,
+            remaining: others,
+        });
+        Some(room)
+    }
+
+    /// `join {room}` from `sid` (already validated): leaves any other room (`left` to it,
+    /// `peer-left` to the others there), joins, answers `joined` with all members, sends the
+    /// `room-key` and tells the others `peer-joined`. Joining the current room again only
+    /// repeats `joined` and `room-key`.
+    ///
+    /// A member that nothing can reach (no socket, no multiplexer, no SSE history: a session
+    /// that joined with a `POST` before opening anything) gets an SSE history now, so what the
+    /// room sends it waits there (bounded, with a `discontinuity` for what it forgets) instead
+    /// of being dropped.
+    pub(crate) fn join(&mut self, sid: SessionId, room: String) {
+        let (events, bytes) = self.sse_limits;
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if !s.reachable() {
+            s.sse = Some(SseHub::new(events, bytes));
+        }
+        if s.room.as_deref() != Some(room.as_str()) {
+            if let Some(old) = self.leave_room(sid) {
+                self.send_control(sid, &Control::Left { room: old });
+            }
+            let members = self.rooms.entry(room.clone()).or_default();
+            let others = members.clone();
+            members.push(sid);
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                s.room = Some(room.clone());
+            }
+            self.send_joined(sid, &room);
+            let msg = Control::PeerJoined {
+                room: room.clone(),
+                session_id: sid,
+            };
+            for other in others {
+                self.send_control(other, &msg);
+            }
+            self.events.push(RoomEvent::Joined { room, sid });
+        } else {
+            self.send_joined(sid, &room);
+        }
+    }
+
+    /// `joined` with the members, then the `room-key` (PROTOCOL.md §13.4).
+    fn send_joined(&mut self, sid: SessionId, room: &str) {
+        let members = self.room_members(room);
+        self.send_control(
+            sid,
+            &Control::Joined {
+                room: room.to_owned(),
+                members,
+            },
+        );
+        if let Some(msg) = self.room_keys.join(room) {
+            self.send_control(sid, &msg);
+        }
+    }
+
+    /// `leave {room}` from `sid`: `left` to it and `peer-left` to the others, or a
+    /// `not_in_room` error (Control lane, `seq`) if `room` is not its current room.
+    pub(crate) fn leave(&mut self, sid: SessionId, room: String, seq: u64) {
+        let current = self.sessions.get(&sid).and_then(|s| s.room.as_deref());
+        if current == Some(room.as_str()) {
+            self.leave_room(sid);
+            self.send_control(sid, &Control::Left { room });
+        } else {
+            let msg = format!("not in room {room:?}");
+            self.send_control(
+                sid,
+                &error_msg(
+                    ErrorCode::NotInRoom,
+                    msg,
+                    Some(Lane::Control.id()),
+                    Some(seq),
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The app state: configuration, dictionary, and the services every handler reaches through
+//! [`AppState`]: the session registry (module `registry`), the music rooms
+//! ([`crate::music`]) and the seed 001 signaling server ([`crate::signaling`]).
+//!
+//! Dependencies run one way: handlers (`api`, `ws`, `sse`, `signaling`, `pwa`, `webrtc`) →
+//! this module → registry / music service / outbound queues → the core ([`p3_lanes::core`]).
+//! The registry and the music service never call each other: this module wires them.
+//!
+//! # Locks (issue 11 "No global stall")
+//! - **Registry** (`Mutex<Registry>`, server-wide): held for map updates and queue pushes
+//!   only, never across an `.await`, never during work proportional to a client's input.
+//!   Decoding, transcoding (`registry::encoded`), JSON parsing of music messages and
+//!   the `music-changes` reconcile all run outside it.
+//! - **Music rooms** (one `Mutex` per room, [`crate::music`]): a music message is handled
+//!   holding only its room's lock; the registry lock is taken briefly before (members) and
+//!   after (pushing the deliveries, still under the room lock so a room's messages keep their
+//!   order). Order: room lock, then registry lock, never the reverse. Joins and leaves are
+//!   recorded by the registry as `RoomEvent`s and handed to the music service when the
+//!   registry guard is dropped (`RegistryGuard`), after the lock is released.
+//! - **Session transport** (one `Mutex` per session: its socket queue and multiplexer,
+//!   `registry::outbound`): the socket's own tasks feed client input to the multiplexer and pump
+//!   its output holding only this lock; the registry takes it nested inside its own to push a
+//!   message. Full order: music room → registry → session transport.
+//! - **Signaling** (its own `Mutex`, [`crate::signaling`]): independent of the others; relayed
+//!   messages are encoded after it is released.
+//!
+//! Poisoned locks: a panic while the registry (or the music room map) is locked may leave it
+//! half-updated, and every session depends on it, so the next lock attempt logs at `error`
+//! and aborts the process (`lock_or_abort`): the server goes down loudly and its supervisor
+//! restarts it, instead of serving from inconsistent maps. A poisoned music room is restarted
+//! from a fresh authority (that room only, see [`crate::music`]).
+
+mod music;
+mod relay;
+mod sweeper;
+
+pub use crate::registry::session::{lane_grants, SessionStatus};
+pub use sweeper::spawn_sweeper;
+
+use crate::config::Config;
+use crate::music::MusicService;
+use crate::registry::{Attach, Registry, RoomEvent};
+use p3_lanes::core::dictionary::{Dictionary, DictionaryWire};
+use p3_lanes::core::frame::SessionId;
+use p3_lanes::core::handshake::ServerCapabilities;
+use p3_lanes::core::lane::{Encoding, Lane};
+use p3_lanes::core::mux::{Mux, MuxConfig};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// Locks `m`; if a panic poisoned it, logs `what` at `error` and aborts the process (see the
+/// module docs: server-wide state is never reused half-updated).
+pub(crate) fn lock_or_abort<'a, T>(m: &'a Mutex<T>, what: &str) -> MutexGuard<'a, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(_) => {
+            tracing::error!(lock = what, "lock poisoned by a panic while held: its state may be half-updated; aborting the server");
+            eprintln!("server-stub: {what} lock poisoned by a panic; aborting");
+            std::process::abort();
+        }
+    }
+}
+
+/// Shared state of one server: configuration, dictionary, sessions, rooms and music rooms.
+#[derive(Debug)]
+pub struct AppState {
+    config: Config,
+    dict: Dictionary,
+    dict_wire: DictionaryWire,
+    caps: ServerCapabilities,
+    registry: Mutex<Registry>,
+    /// Music room authorities, a lock per room.
+    music: MusicService,
+    /// The seed 001 signaling server ([`crate::signaling`]).
+    signaling: crate::signaling::Hub,
+    shutdown: watch::Sender<bool>,
+    sockets: watch::Sender<usize>,
+}
+
+/// The locked registry. Dropping it releases the lock, then hands the joins and leaves
+/// recorded meanwhile to the music service (which may deliver `sync-state`s).
+pub(crate) struct RegistryGuard<'a> {
+    state: &'a AppState,
+    guard: Option<MutexGuard<'a, Registry>>,
+}
+
+impl Deref for RegistryGuard<'_> {
+    type Target = Registry;
+    fn deref(&self) -> &Registry {
+        self.guard.as_ref().expect("guard held until drop")
+    }
+}
+
+impl DerefMut for RegistryGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Registry {
+        self.guard.as_mut().expect("guard held until drop")
+    }
+}
+
+impl Drop for RegistryGuard<'_> {
+    fn drop(&mut self) {
+        let Some(mut guard) = self.guard.take() else {
+            return;
+        };
+        let events = guard.take_events();
+        drop(guard);
+        if !events.is_empty() && !std::thread::panicking() {
+            self.state.room_events(events);
+        }
+    }
+}
+
+impl AppState {
+    /// State for a server configured by `config`, with dictionary v2 and the default
+    /// capabilities (websocket, sse; msgpack, json).
+    pub fn new(config: Config) -> Arc<AppState> {
+        let dict = Dictionary::current();
+        Arc::new(AppState {
+            registry: Mutex::new(Registry::new(&config, dict.clone())),
+            music: MusicService::new(config.ttl()),
+            dict_wire: dict.to_wire(),
+            dict,
+            caps: ServerCapabilities::default(),
+            signaling: crate::signaling::Hub::new(),
+            shutdown: watch::channel(false).0,
+            sockets: watch::channel(0).0,
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The seed 001 signaling server's state.
+    pub(crate) fn signaling(&self) -> &crate::signaling::Hub {
+        &self.signaling
+    }
+
+    /// The app version served in pages (`<meta name="app-version">`).
+    pub fn app_version(&self) -> String {
+        self.registry().app_version().to_owned()
+    }
+
+    /// The version `GET /api/version` answers: `--reported-version` if set, else
+    /// [`AppState::app_version`].
+    pub fn reported_version(&self) -> String {
+        self.registry().reported_version().to_owned()
+    }
+
+    /// Changes the app version at runtime and queues Control `version` (the reported version)
+    /// on every open socket and SSE history; returns how many sessions. Sockets attached later
+    /// get it in `welcome`.
+    pub fn set_app_version(&self, version: String) -> usize {
+        self.registry().set_app_version(version)
+    }
+
+    /// The negotiated dictionary (always `Dictionary::current()`, v2).
+    pub fn dict(&self) -> &Dictionary {
+        &self.dict
+    }
+
+    /// The dictionary in its handshake JSON shape.
+    pub fn dict_wire(&self) -> &DictionaryWire {
+        &self.dict_wire
+    }
+
+    /// What this server supports.
+    pub fn capabilities(&self) -> &ServerCapabilities {
+        &self.caps
+    }
+
+    /// Locks the registry (see the module docs for what may run under it, and for poisoning).
+    pub(crate) fn registry(&self) -> RegistryGuard<'_> {
+        RegistryGuard {
+            state: self,
+            guard: Some(lock_or_abort(&self.registry, "registry")),
+        }
+    }
+
+    /// Creates a session from a successful negotiation; returns its id and whether the
+    /// multiplexer was granted.
+    pub(crate) fn create_session(
+        &self,
+        client_id: String,
+        wallet: Option<String>,
+        device_info: Option<serde_json::Map<String, serde_json::Value>>,
+        transport: &'static str,
+        lanes: Vec<(Lane, Encoding)>,
+        want_mux: bool,
+    ) -> (SessionId, bool) {
+        let mux = want_mux.then(|| self.new_mux(&lanes)).flatten();
+        let granted = mux.is_some();
+        let sid = self.registry().create_session(
+            client_id,
+            wallet,
+            device_info,
+            transport,
+            lanes,
+            mux,
+            Instant::now(),
+        );
+        (sid, granted)
+    }
+
+    /// A multiplexer for a session's lanes: messages up to `--max-frame-bytes`, a per-session
+    /// reassembly budget of 4 such messages, the transport budget of the send task's batch.
+    fn new_mux(&self, lanes: &[(Lane, Encoding)]) -> Option<Mux> {
+        let ids: Vec<Lane> = lanes.iter().map(|l| l.0).collect();
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).ok()?;
+        let mut cfg = MuxConfig::for_lanes(&ids, u64::from_le_bytes(seed));
+        let max = self.config.max_frame_bytes;
+        cfg.max_message_bytes = max;
+        cfg.max_frame_bytes = cfg.max_frame_bytes.max(cfg.chunk_bytes);
+        cfg.max_reassembly_bytes = max.saturating_mul(4);
+        cfg.transport_high_water_bytes = Some(256 << 10);
+        match Mux::new(cfg) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(error = %e, "multiplexer not granted");
+                None
+            }
+        }
+    }
+
+    /// The status of a live session.
+    pub fn status(&self, sid: SessionId) -> Option<SessionStatus> {
+        self.registry()
+            .status(sid, self.config.session_ttl_s, Instant::now())
+    }
+
+    /// Deletes a live session: it leaves its room (peers get `peer-left`) and its socket is
+    /// closed with 4404. `false` if it was unknown or expired.
+    pub fn delete_session(&self, sid: SessionId) -> bool {
+        self.registry().delete_session(sid, Instant::now())
+    }
+
+    /// Makes a new socket the session's (see [`Registry::attach`]).
+    pub(crate) fn attach(&self, sid: SessionId) -> Attach {
+        self.registry().attach(sid, Instant::now())
+    }
+
+    /// Socket `conn_id` of `sid` ended (see [`Registry::detach`]).
+    pub(crate) fn detach(&self, sid: SessionId, conn_id: u64) {
+        self.registry().detach(sid, conn_id, Instant::now());
+    }
+
+    /// Removes expired sessions and forgets music rooms empty for a TTL; returns how many
+    /// sessions.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let removed = self.registry().sweep(now);
+        self.music.sweep(now);
+        removed
+    }
+
+    /// Starts shutting down: refuses new sockets and asks every socket to close with 1001.
+    pub fn begin_shutdown(&self) {
+        self.registry().begin_shutdown();
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once [`AppState::begin_shutdown`] was called.
+    pub async fn shutdown_started(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Counts an open WebSocket until the guard is dropped.
+    pub(crate) fn socket_guard(self: &Arc<Self>) -> SocketGuard {
+        self.sockets.send_modify(|n| *n += 1);
+        SocketGuard(self.clone())
+    }
+
+    /// Resolves once no WebSocket is open.
+    pub async fn sockets_closed(&self) {
+        let mut rx = self.sockets.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    /// Joins and leaves, handed to the music service outside the registry lock.
+    fn room_events(&self, events: Vec<RoomEvent>) {
+        for ev in &events {
+            self.music.on_event(ev, |out| self.deliver_music(None, out));
+        }
+    }
+}
+
+/// Keeps [`AppState`]'s open-socket count while a WebSocket task runs.
+pub(crate) struct SocketGuard(Arc<AppState>);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.0.sockets.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}

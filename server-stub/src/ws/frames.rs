@@ -1,0 +1,226 @@
+//! Frames received on a session WebSocket (see [`super`]): multiplexer input, §5 frames,
+//! Control messages (join, leave, ping) and Data relays. Never panics; a refused frame only
+//! affects its sender (a Control `error`).
+
+use crate::music;
+use crate::registry::encoded::Variant;
+use crate::registry::error_msg;
+use crate::registry::outbound::{self, Transport};
+use crate::signal_route;
+use crate::state::AppState;
+use p3_lanes::core::control::{validate_room_name, Control};
+use p3_lanes::core::error::{ErrorCode, WireError};
+use p3_lanes::core::frame::{FrameError, FrameHeader, FrameKind, SessionId};
+use p3_lanes::core::lane::Lane;
+use p3_lanes::core::mux::MuxEvent;
+use p3_lanes::core::payload;
+use std::borrow::Cow;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Answers `sid`'s socket `conn_id` with a Control `error`.
+pub(super) fn send_error(
+    state: &AppState,
+    sid: SessionId,
+    conn_id: u64,
+    e: WireError,
+    lane: Option<u8>,
+    seq: Option<u64>,
+) {
+    tracing::debug!(session = %sid, code = %e.code, error = %e.error, lane, seq, "frame refused");
+    state
+        .registry()
+        .reply(sid, conn_id, &error_msg(e.code, e.error, lane, seq));
+}
+
+/// Handles one binary message. Never panics; a refused frame only affects its sender.
+/// v2 frames go to the session's multiplexer holding only the session's transport lock.
+pub(super) fn handle_frame(
+    state: &AppState,
+    sid: SessionId,
+    conn_id: u64,
+    transport: &Mutex<Transport>,
+    bytes: &[u8],
+) {
+    if bytes.first().is_some_and(|b| *b >= 0x10) {
+        let events = outbound::lock(transport).mux_input(sid, conn_id, bytes);
+        for ev in events {
+            match ev {
+                MuxEvent::Message { seq, bytes, .. } => {
+                    handle_v1_frame(state, sid, conn_id, &bytes, Some(seq));
+                }
+                MuxEvent::Discontinuity(d) => state.relay_discontinuity(sid, conn_id, &d),
+                other => tracing::debug!(session = %sid, event = ?other, "multiplexer event"),
+            }
+        }
+        return;
+    }
+    handle_v1_frame(state, sid, conn_id, bytes, None);
+}
+
+/// Handles one §5 frame: a binary message, or a multiplexer message (`mux_seq`: its seq).
+fn handle_v1_frame(
+    state: &AppState,
+    sid: SessionId,
+    conn_id: u64,
+    bytes: &[u8],
+    mux_seq: Option<u64>,
+) {
+    let max = state.config().max_frame_bytes;
+    if bytes.len() > max {
+        let (lane, seq) = match FrameHeader::decode(bytes) {
+            Ok((h, _)) => (Some(h.lane.id()), Some(h.seq)),
+            Err(_) => (None, None),
+        };
+        let e = FrameError::TooLarge {
+            size: bytes.len(),
+            limit: max,
+        };
+        let wire = WireError::new(e.code(), e.to_string());
+        return send_error(state, sid, conn_id, wire, lane, seq);
+    }
+    let (mut h, body) = match FrameHeader::decode(bytes) {
+        Ok(x) => x,
+        Err(e) => {
+            let lane = match e {
+                FrameError::UnknownLane(id) => Some(id),
+                _ => None,
+            };
+            let wire = WireError::new(e.code(), e.to_string());
+            return send_error(state, sid, conn_id, wire, lane, None);
+        }
+    };
+    if let Some(seq) = mux_seq {
+        h.seq = seq;
+    }
+    match h.kind {
+        FrameKind::Control => handle_control(state, sid, conn_id, &h, body),
+        FrameKind::Data => relay(state, sid, conn_id, &h, body),
+    }
+}
+
+fn handle_control(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeader, body: &[u8]) {
+    let lane = Some(Lane::Control.id());
+    let msg = match payload::decode_control(h, body, Some(state.dict())) {
+        Ok(m) => m,
+        Err(e) => {
+            return send_error(
+                state,
+                sid,
+                conn_id,
+                WireError::new(e.code(), e.to_string()),
+                lane,
+                Some(h.seq),
+            )
+        }
+    };
+    let mut reg = state.registry();
+    if !reg.touch(sid, conn_id, Instant::now()) {
+        return;
+    }
+    match msg {
+        Control::Join { room } => match validate_room_name(&room) {
+            Ok(()) => reg.join(sid, room),
+            Err(why) => reg.reply(
+                sid,
+                conn_id,
+                &error_msg(ErrorCode::InvalidArgument, why, lane, Some(h.seq)),
+            ),
+        },
+        Control::Leave { room } => reg.leave(sid, room, h.seq),
+        Control::Ping {
+            client_time,
+            rtt_ms,
+        } => {
+            reg.answer_ping(sid, conn_id, client_time);
+            drop(reg);
+            if let Some(rtt) = rtt_ms {
+                state.music_rtt(sid, rtt);
+            }
+        }
+        other => {
+            let kind = serde_json::to_value(&other)
+                .ok()
+                .and_then(|v| v.get("type").and_then(|t| t.as_str().map(str::to_owned)))
+                .unwrap_or_default();
+            let why = format!("control message {kind:?} is sent by the server only; clients send join, leave, ping");
+            reg.reply(
+                sid,
+                conn_id,
+                &error_msg(ErrorCode::BadControl, why, lane, Some(h.seq)),
+            );
+        }
+    }
+}
+
+/// Relays a Data frame: checks the lane, decodes the payload, routes (to one session or to the
+/// room), transcodes per receiver encoding only where needed, and queues it for each receiver.
+fn relay(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeader, body: &[u8]) {
+    let (lane, seq) = (Some(h.lane.id()), Some(h.seq));
+    let routed = state.registry().route(sid, conn_id, h, Instant::now());
+    let targets = match routed {
+        Err(None) => return,
+        Err(Some(e)) => return send_error(state, sid, conn_id, e, lane, seq),
+        Ok(targets) => targets,
+    };
+    let value = match payload::decode(h, body, Some(state.dict())) {
+        Ok(v) => v,
+        Err(e) => {
+            return send_error(
+                state,
+                sid,
+                conn_id,
+                WireError::new(e.code(), e.to_string()),
+                lane,
+                seq,
+            )
+        }
+    };
+    if h.lane == Lane::Messaging && signal_route::is_signal(&value) {
+        return signal_route::relay_signal(state, sid, conn_id, h, value);
+    }
+    if h.lane == Lane::Sync && h.to.is_none() && music::is_music_message(&value) {
+        return state.music_message(sid, conn_id, h.seq, value);
+    }
+    let targets = match targets {
+        Ok(t) if t.is_empty() => return,
+        Ok(t) => t,
+        Err(e) => return send_error(state, sid, conn_id, e, lane, seq),
+    };
+    // The frame's own bytes for receivers with the same encoding; one re-encoding per other
+    // encoding needed, outside the registry lock.
+    let original = Variant {
+        encoding: h.encoding,
+        bytes: Cow::Borrowed(body),
+        dict_version: h.dict_version,
+    };
+    let relayed = state.deliver_relay(sid, h.lane, &targets, &value, Some(original), true);
+    if !relayed.refused.is_empty() {
+        let ids: Vec<String> = relayed.refused.iter().map(ToString::to_string).collect();
+        let why = format!(
+            "outbound queue full for {} receiver(s) ({}); message not delivered to them, retry later",
+            ids.len(),
+            ids.join(", ")
+        );
+        send_error(
+            state,
+            sid,
+            conn_id,
+            WireError::new(ErrorCode::Backpressure, why),
+            lane,
+            seq,
+        );
+    }
+    if let Some(size) = relayed.too_large {
+        let max = state.config().max_frame_bytes;
+        let why = format!("relayed frame would be {size} bytes, over the limit of {max} bytes; not delivered to receivers using another encoding");
+        send_error(
+            state,
+            sid,
+            conn_id,
+            WireError::new(ErrorCode::FrameTooLarge, why),
+            lane,
+            seq,
+        );
+    }
+}
