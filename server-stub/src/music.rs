@@ -188,6 +188,7 @@ impl Registry {
                     error: why,
                     lane,
                     seq: Some(seq),
+                    retry_after_ms: None,
                 },
             );
         };

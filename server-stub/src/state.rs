@@ -390,6 +390,7 @@ pub(crate) fn error_msg(
         error: error.into(),
         lane,
         seq,
+        retry_after_ms: None,
     }
 }
 
