@@ -475,6 +475,20 @@ impl Registry {
         }
     }
 
+    /// Closes socket `conn_id` of `sid` with `code` if it is still that session's socket;
+    /// `true` if this call set the close reason [rate-limits hook 4/4: close with 4429].
+    pub(crate) fn close_socket(
+        &mut self,
+        sid: SessionId,
+        conn_id: u64,
+        code: u16,
+        reason: &'static str,
+    ) -> bool {
+        self.conn_session(sid, conn_id)
+            .and_then(|s| s.conn.as_ref())
+            .is_some_and(|c| c.close.close(code, reason))
+    }
+
     /// Answers a client's `ping {clientTime, rttMs?}` on `conn_id` with `pong {clientTime,
     /// serverTime}` (seed 001 heartbeat), feeding `rttMs` to its music room first (§12.3).
     pub(crate) fn answer_ping(
@@ -1033,6 +1047,8 @@ pub struct AppState {
     signaling: crate::signaling::Hub,
     shutdown: watch::Sender<bool>,
     sockets: watch::Sender<usize>,
+    /// Rate limits (issue 11) [rate-limits hook 1/4: field].
+    limits: crate::limits::Limits,
 }
 
 impl AppState {
@@ -1065,6 +1081,7 @@ impl AppState {
             signaling: crate::signaling::Hub::new(),
             shutdown: watch::channel(false).0,
             sockets: watch::channel(0).0,
+            limits: crate::limits::Limits::new(&config), // [rate-limits hook 2/4: init]
             config,
         })
     }
@@ -1072,6 +1089,11 @@ impl AppState {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The rate limits ([`crate::limits`]) [rate-limits hook 3/4: accessor].
+    pub fn limits(&self) -> &crate::limits::Limits {
+        &self.limits
     }
 
     /// The seed 001 signaling server's state.
