@@ -136,7 +136,8 @@ impl IpBudget {
 
 /// The middleware (`axum::middleware::from_fn_with_state`): checks the request's IP against
 /// `budget`; a refusal is answered with [`Refusal`]'s 429 and the handler never runs. An
-/// allowed request's answer gets `RateLimit-Limit` and `RateLimit-Remaining`.
+/// allowed request's answer gets this budget's `RateLimit-Limit` and `RateLimit-Remaining`
+/// unless the handler set its own (a per-session refusal).
 pub async fn limit_ip(State(budget): State<IpBudget>, req: Request, next: Next) -> Response {
     let ip = req
         .extensions()
@@ -154,9 +155,12 @@ pub async fn limit_ip(State(budget): State<IpBudget>, req: Request, next: Next) 
         }
         Ok(remaining) => {
             let mut response = next.run(req).await;
-            let headers = response.headers_mut();
-            headers.insert(HEADER_LIMIT, HeaderValue::from(budget.rate.burst()));
-            headers.insert(HEADER_REMAINING, HeaderValue::from(remaining));
+            // A handler's own refusal (a session's lane budget, 429) keeps its headers.
+            if !response.headers().contains_key(HEADER_LIMIT) {
+                let headers = response.headers_mut();
+                headers.insert(HEADER_LIMIT, HeaderValue::from(budget.rate.burst()));
+                headers.insert(HEADER_REMAINING, HeaderValue::from(remaining));
+            }
             response
         }
     }

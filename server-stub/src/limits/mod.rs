@@ -21,8 +21,10 @@
 //!   `RateLimit-Remaining` too.
 //! - Socket (v1 or multiplexed): a Control `error` `{code: "rate_limited", error,
 //!   retryAfterMs, lane, seq}` naming the refused frame, which is not processed. Past
-//!   `--rate-strikes` (100) refusals in a burst, refilled at that many per 10 s, the socket
-//!   is closed with [`CLOSE_RATE_LIMITED`] (4429, "rate limited"); the session stays resumable.
+//!   `--rate-strikes` (100) refusals in a burst, refilled at that many per 10 s, the next
+//!   refused frame closes the socket with [`CLOSE_RATE_LIMITED`] (4429, "rate limited")
+//!   instead of an `error`; the session stays resumable (strikes are per session, so a
+//!   reconnect that keeps flooding is closed again at its first refusal).
 //!
 //! Memory: keyed state is one `u64` per key in sharded maps; a sweeper
 //! ([`spawn_sweeper`], every [`SWEEP_PERIOD`]) drops every key whose budget is full again
@@ -259,8 +261,9 @@ impl Limits {
 }
 
 /// Refuses a socket frame of `lane` with `seq` that [`Limits::check_lane`] refused: queues the
-/// Control `error` (`rate_limited`, `retryAfterMs`, `lane`, `seq`) on socket `conn_id` and,
-/// past `--rate-strikes`, closes it with [`CLOSE_RATE_LIMITED`].
+/// Control `error` (`rate_limited`, `retryAfterMs`, `lane`, `seq`) on socket `conn_id`; the
+/// refusal past `--rate-strikes` closes it with [`CLOSE_RATE_LIMITED`] instead (a close
+/// overtakes queued frames, so no error is queued for that one).
 pub(crate) fn refuse_frame(
     state: &AppState,
     sid: SessionId,
@@ -269,11 +272,12 @@ pub(crate) fn refuse_frame(
     seq: u64,
     refusal: Refusal,
 ) {
-    let close = state.limits().strike(sid);
-    tracing::debug!(session = %sid, lane = lane.id(), seq, retry_after_ms = refusal.retry_after_ms(), "frame rate-limited");
+    let strike_out = state.limits().strike(sid);
     let mut reg = state.registry();
-    reg.reply(sid, conn_id, &refusal.control(Some(lane.id()), Some(seq)));
-    if close && reg.close_socket(sid, conn_id, CLOSE_RATE_LIMITED, "rate limited") {
+    if !strike_out {
+        tracing::debug!(session = %sid, lane = lane.id(), seq, retry_after_ms = refusal.retry_after_ms(), "frame rate-limited");
+        reg.reply(sid, conn_id, &refusal.control(Some(lane.id()), Some(seq)));
+    } else if reg.close_socket(sid, conn_id, CLOSE_RATE_LIMITED, "rate limited") {
         tracing::info!(session = %sid, conn_id, "still sending past its rate-limit refusals; closing with 4429");
     }
 }
