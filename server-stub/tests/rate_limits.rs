@@ -100,6 +100,30 @@ async fn handshakes_per_ip_get_429_and_other_ips_are_still_served() {
     assert_eq!(resp.status(), 200);
 }
 
+#[tokio::test]
+async fn without_connect_info_every_client_shares_one_key() {
+    // `app(state)` served without `into_make_service_with_connect_info`: no peer address.
+    let state = server_stub::AppState::new(Config {
+        rate_ip_handshake: per_min(2),
+        ..config()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, server_stub::app(state)).await });
+    let url = format!("http://{addr}/api/protocol/v2/session/handshake");
+    let body = handshake_body("n", &["msgpack"], &[1]);
+    let send = |http: reqwest::Client| {
+        let (url, body) = (url.clone(), body.clone());
+        async move { http.post(url).json(&body).send().await.unwrap() }
+    };
+    assert_eq!(send(reqwest::Client::new()).await.status(), 200);
+    assert_eq!(send(other_http()).await.status(), 200);
+    // Not a 500 for the missing address: the shared budget is used up.
+    assert_rate_limited(send(reqwest::Client::new()).await, 2).await;
+    assert_rate_limited(send(other_http()).await, 2).await;
+    server.abort();
+}
+
 /// `POST` a Control `ping` to lane 1 of `sid` with `http`.
 async fn post_ping(server: &TestServer, http: &reqwest::Client, sid: &str) -> reqwest::Response {
     http.post(server.url(&format!("/api/protocol/v2/session/{sid}/lane/1")))
