@@ -670,6 +670,9 @@ fn spawn_server() -> (ChildGuard, SocketAddr) {
         "/nonexistent/www",
         "--pkg-dir",
         "/nonexistent/pkg",
+        // Thousands of sessions from one address: a load generator, not a client (issue 11).
+        "--rate-limits",
+        "off",
     ])
     .env("RUST_LOG", "error");
     spawn_listening(cmd)

@@ -1,6 +1,8 @@
 //! Server configuration: command-line flags, each also readable from an environment variable
 //! (seed 001 "Environment Variables": `WS_HEARTBEAT_INTERVAL`, `WS_HEARTBEAT_TIMEOUT`).
 
+use crate::limits::rate::Rate;
+use crate::limits::RateLimitsMode;
 use clap::Parser;
 use p3_lanes::core::frame::DEFAULT_MAX_FRAME_BYTES;
 use p3_lanes::core::handshake::DEFAULT_TTL_SECONDS;
@@ -17,6 +19,30 @@ pub const DEFAULT_QUEUE_BYTES: usize = 4 << 20;
 pub const DEFAULT_SSE_HISTORY: usize = 256;
 /// Default `--sse-history-bytes`: event data kept per session and lane (1 MiB).
 pub const DEFAULT_SSE_HISTORY_BYTES: usize = 1 << 20;
+
+/// Default `--rate-ip-handshake`: handshakes per client IP.
+pub const DEFAULT_RATE_IP_HANDSHAKE: Rate = rate(20, 100);
+/// Default `--rate-ip-post`: SSE lane POSTs per client IP.
+pub const DEFAULT_RATE_IP_POST: Rate = rate(500, 1000);
+/// Default `--rate-ip-upgrade`: WebSocket and SSE upgrades per client IP.
+pub const DEFAULT_RATE_IP_UPGRADE: Rate = rate(20, 100);
+/// Default `--rate-control`: Control-lane messages per session.
+pub const DEFAULT_RATE_CONTROL: Rate = rate(50, 200);
+/// Default `--rate-sync`: Sync-lane messages per session.
+pub const DEFAULT_RATE_SYNC: Rate = rate(100, 400);
+/// Default `--rate-bulk`: messages per session on each other lane.
+pub const DEFAULT_RATE_BULK: Rate = rate(5000, 10_000);
+/// Default `--rate-strikes`: refused frames a socket may send (in a burst, refilled at this
+/// many per 10 s) before it is closed with 4429.
+pub const DEFAULT_RATE_STRIKES: u32 = 100;
+
+/// `count/s,burst=burst` for the constants above (both nonzero, checked at compile time).
+const fn rate(count: u32, burst: u32) -> Rate {
+    match Rate::per_second(count, burst) {
+        Some(r) => r,
+        None => panic!("default rates are nonzero"),
+    }
+}
 
 /// Everything the server can be told at start-up. Flags win over environment variables.
 ///
@@ -119,6 +145,42 @@ pub struct Config {
     /// flag, which other users of the machine can see.
     #[arg(long, env = "TURN_CREDENTIAL", hide_env_values = true)]
     pub turn_credential: Option<String>,
+    /// Rate limiting (PROTOCOL.md §15): `on`, or `off` to disable every rate limit below (load
+    /// benchmarks).
+    #[arg(long, env = "RATE_LIMITS", value_enum, default_value = "on")]
+    pub rate_limits: RateLimitsMode,
+    /// Handshakes per client IP (IPv6: per /64), as `N/s` or `N/min` with an optional
+    /// `,burst=B` (default burst `N`). Over it: HTTP 429 `rate_limited`.
+    #[arg(long, env = "RATE_IP_HANDSHAKE", default_value_t = DEFAULT_RATE_IP_HANDSHAKE,
+          value_parser = Rate::parse)]
+    pub rate_ip_handshake: Rate,
+    /// SSE lane POSTs per client IP (same format and answer).
+    #[arg(long, env = "RATE_IP_POST", default_value_t = DEFAULT_RATE_IP_POST,
+          value_parser = Rate::parse)]
+    pub rate_ip_post: Rate,
+    /// WebSocket and SSE upgrades per client IP, `/api/signaling` included (same format and
+    /// answer).
+    #[arg(long, env = "RATE_IP_UPGRADE", default_value_t = DEFAULT_RATE_IP_UPGRADE,
+          value_parser = Rate::parse)]
+    pub rate_ip_upgrade: Rate,
+    /// Control-lane (1) messages per session, over WebSocket or POST. Over it: a Control
+    /// `error` `rate_limited` (the frame is not processed), or HTTP 429.
+    #[arg(long, env = "RATE_CONTROL", default_value_t = DEFAULT_RATE_CONTROL,
+          value_parser = Rate::parse)]
+    pub rate_control: Rate,
+    /// Sync-lane (7) messages per session (same answer).
+    #[arg(long, env = "RATE_SYNC", default_value_t = DEFAULT_RATE_SYNC,
+          value_parser = Rate::parse)]
+    pub rate_sync: Rate,
+    /// Messages per session on each other lane, each lane with its own budget (same answer).
+    #[arg(long, env = "RATE_BULK", default_value_t = DEFAULT_RATE_BULK,
+          value_parser = Rate::parse)]
+    pub rate_bulk: Rate,
+    /// Rate-limited frames a socket may send (a burst, refilled at this many per 10 s) before
+    /// it is closed with 4429 ("rate limited").
+    #[arg(long, env = "RATE_STRIKES", default_value_t = DEFAULT_RATE_STRIKES,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_strikes: u32,
 }
 
 /// `--stun` default: the seed's STUN servers.
@@ -170,6 +232,14 @@ impl Default for Config {
             turn_urls: DEFAULT_TURN.into(),
             turn_username: None,
             turn_credential: None,
+            rate_limits: RateLimitsMode::On,
+            rate_ip_handshake: DEFAULT_RATE_IP_HANDSHAKE,
+            rate_ip_post: DEFAULT_RATE_IP_POST,
+            rate_ip_upgrade: DEFAULT_RATE_IP_UPGRADE,
+            rate_control: DEFAULT_RATE_CONTROL,
+            rate_sync: DEFAULT_RATE_SYNC,
+            rate_bulk: DEFAULT_RATE_BULK,
+            rate_strikes: DEFAULT_RATE_STRIKES,
         }
     }
 }
@@ -244,5 +314,63 @@ mod tests {
             Config::try_parse_from(["server-stub", "--stun", "", "--turn-url", "turn:a"]).unwrap();
         assert!(c.ice_settings().stun_urls.is_empty());
         assert_eq!(c.ice_settings().turn_urls, vec!["turn:a"]);
+    }
+
+    #[test]
+    fn rate_flags_parse_and_defaults_match() {
+        // The parsed defaults are Config::default()'s, and print as COMMON.md pins them.
+        let parsed = Config::try_parse_from(["server-stub"]).unwrap();
+        let d = Config::default();
+        assert_eq!(parsed.rate_limits, RateLimitsMode::On);
+        for (p, d, text) in [
+            (
+                parsed.rate_ip_handshake,
+                d.rate_ip_handshake,
+                "20/s,burst=100",
+            ),
+            (parsed.rate_ip_post, d.rate_ip_post, "500/s,burst=1000"),
+            (parsed.rate_ip_upgrade, d.rate_ip_upgrade, "20/s,burst=100"),
+            (parsed.rate_control, d.rate_control, "50/s,burst=200"),
+            (parsed.rate_sync, d.rate_sync, "100/s,burst=400"),
+            (parsed.rate_bulk, d.rate_bulk, "5000/s,burst=10000"),
+        ] {
+            assert_eq!(p, d);
+            assert_eq!(p.to_string(), text);
+        }
+        assert_eq!((parsed.rate_strikes, d.rate_strikes), (100, 100));
+        let c = Config::try_parse_from([
+            "server-stub",
+            "--rate-limits",
+            "off",
+            "--rate-control",
+            "3/min",
+            "--rate-bulk",
+            "10/s,burst=2",
+            "--rate-strikes",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(c.rate_limits, RateLimitsMode::Off);
+        assert_eq!(c.rate_control, Rate::per_minute(3, 3).unwrap());
+        assert_eq!(c.rate_bulk, Rate::per_second(10, 2).unwrap());
+        assert_eq!(c.rate_strikes, 5);
+        // Bad input is a clap error, never a panic or a silent default.
+        for (flag, bad) in [
+            ("--rate-limits", "maybe"),
+            ("--rate-ip-handshake", "20"),
+            ("--rate-ip-post", "0/s"),
+            ("--rate-ip-upgrade", "20/h"),
+            ("--rate-control", "50/s,burst=0"),
+            ("--rate-sync", "-1/s"),
+            ("--rate-bulk", "5000/s,burst=x"),
+            ("--rate-strikes", "0"),
+            ("--rate-strikes", "-3"),
+        ] {
+            let arg = format!("{flag}={bad}");
+            assert!(
+                Config::try_parse_from(["server-stub", arg.as_str()]).is_err(),
+                "{arg} should be refused"
+            );
+        }
     }
 }

@@ -21,6 +21,7 @@
 //! | [`pwa`] | the app version in `index.html`, runtime version changes pushed to sockets (seed 000 "PWA Cache Protection") |
 //! | [`sse`] | SSE lanes: per-lane and multiplexed `text/event-stream`s with `Last-Event-ID` resume, `POST` to a lane (seed 001 "Server-Sent Events"; issue 3) |
 //! | [`error`] | the JSON error shape `{"error", "code"}` of every HTTP error |
+//! | [`limits`] | rate limiting: per-IP budgets of handshakes, lane POSTs and upgrades, per-session lane budgets (issue 11, PROTOCOL.md §15) |
 //!
 //! Use [`app`] to get the router (tests), or [`serve`] to run it with graceful shutdown.
 
@@ -28,6 +29,7 @@ pub mod api;
 pub mod close;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod music;
 pub mod pwa;
 mod registry;
@@ -46,6 +48,7 @@ pub use state::AppState;
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::routing::{any, get, post};
 use axum::Router;
+use limits::ip::IpClass;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,23 +73,39 @@ pub fn now_ms() -> u64 {
 
 /// The whole HTTP surface: the API under `/api/`, the pkg dir at `/pkg/`, the media dir at
 /// `/media/` (with range requests, for seeking), the static dir at
-/// `/`, with permissive CORS (any origin; GET, POST, DELETE; `content-type`, `p3-seq`; exposing `retry-after`, `p3-seq-expected`) and request
-/// tracing. Static files are sent with `Cache-Control: no-cache`, `.wasm` as
+/// `/`, with permissive CORS (any origin; GET, POST, DELETE; `content-type`, `p3-seq`; exposing
+/// `retry-after`, `p3-seq-expected`, `ratelimit-limit`, `ratelimit-remaining`,
+/// `ratelimit-reset`) and request tracing. Handshakes, lane POSTs and WebSocket/SSE upgrades
+/// pass their per-client-IP rate limit first ([`limits`]). Static files are sent with `Cache-Control: no-cache`, `.wasm` as
 /// `application/wasm`.
 pub fn app(state: Arc<AppState>) -> Router {
     let config = state.config();
+    // Per-client-IP budgets (crate::limits): handshakes, lane POSTs, WebSocket/SSE upgrades.
+    let limits = state.limits();
     let api = Router::new()
-        .route("/api/protocol/v2/session/handshake", post(api::handshake))
+        .route(
+            "/api/protocol/v2/session/handshake",
+            limits.guard(IpClass::Handshake, post(api::handshake)),
+        )
         .route(
             "/api/protocol/v2/session/{sid}",
             get(api::session_status).delete(api::delete_session),
         )
-        .route("/api/protocol/v2/session/{sid}/ws", get(ws::upgrade))
-        .route("/api/protocol/v2/session/{sid}/stream", get(sse::stream))
-        .route("/api/protocol/v2/session/{sid}/lane/{id}", post(sse::post))
+        .route(
+            "/api/protocol/v2/session/{sid}/ws",
+            limits.guard(IpClass::Upgrade, get(ws::upgrade)),
+        )
+        .route(
+            "/api/protocol/v2/session/{sid}/stream",
+            limits.guard(IpClass::Upgrade, get(sse::stream)),
+        )
+        .route(
+            "/api/protocol/v2/session/{sid}/lane/{id}",
+            limits.guard(IpClass::Post, post(sse::post)),
+        )
         .route(
             "/api/protocol/v2/session/{sid}/lane/{id}/stream",
-            get(sse::lane_stream),
+            limits.guard(IpClass::Upgrade, get(sse::lane_stream)),
         )
         .route("/api/admin/sse/close", post(sse::admin_close))
         .route(
@@ -96,7 +115,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/version", get(api::version))
         .route("/api/media", get(music::media::media_list))
         .route("/api/webrtc/config", get(webrtc::config))
-        .route("/api/signaling", get(signaling::upgrade))
+        .route(
+            "/api/signaling",
+            limits.guard(IpClass::Upgrade, get(signaling::upgrade)),
+        )
         .route("/api/admin/version", post(pwa::set_version))
         .route("/", get(pwa::index))
         .route("/index.html", get(pwa::index))
@@ -121,6 +143,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .expose_headers([
             header::RETRY_AFTER,
             HeaderName::from_static(p3_lanes::core::sse::post::HEADER_SEQ_EXPECTED),
+            limits::ip::HEADER_LIMIT,
+            limits::ip::HEADER_REMAINING,
+            limits::ip::HEADER_RESET,
         ]);
     api.merge(statics)
         .layer(TraceLayer::new_for_http())
@@ -129,7 +154,7 @@ pub fn app(state: Arc<AppState>) -> Router {
 
 /// Serves [`app`] on `listener` until `shutdown` resolves, then shuts down gracefully: stops
 /// accepting, closes every WebSocket with 1001 (going away), and returns once connections are
-/// closed or [`SHUTDOWN_GRACE`] has passed. Also runs the session sweeper.
+/// closed or [`SHUTDOWN_GRACE`] has passed. Also runs the session sweeper and the rate-limit sweeper ([`limits::spawn_sweeper`]).
 ///
 /// Errors: I/O errors of the server.
 pub async fn serve<F>(
@@ -141,6 +166,7 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let sweeper = state::spawn_sweeper(state.clone());
+    let limits_sweeper = limits::spawn_sweeper(state.clone());
     let signalled = state.clone();
     // Connect info lets the admin endpoint tell loopback clients apart.
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -171,5 +197,6 @@ where
         tracing::warn!("WebSockets still open after the grace period; stopping anyway");
     }
     sweeper.abort();
+    limits_sweeper.abort();
     result
 }

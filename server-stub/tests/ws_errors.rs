@@ -206,6 +206,7 @@ async fn a_full_receiver_queue_is_backpressure_for_the_sender() {
                     lane,
                     seq: s,
                     error,
+                    ..
                 },
             )) => {
                 assert_eq!(code, ErrorCode::Backpressure, "{error}");

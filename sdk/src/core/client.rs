@@ -990,6 +990,7 @@ impl Client {
                 error,
                 lane,
                 seq,
+                ..
             } => {
                 if code == ErrorCode::SessionNotFound {
                     self.needs_handshake = true;
@@ -1465,6 +1466,7 @@ mod tests {
                 error: "gone".into(),
                 lane: None,
                 seq: None,
+                retry_after_ms: None,
             },
             Encoding::Msgpack,
             Some(&Dictionary::v1()),
@@ -1820,6 +1822,7 @@ mod tests {
                 error: "unknown session".into(),
                 lane: None,
                 seq: None,
+                retry_after_ms: None,
             };
             p.c.handle_socket_open(p.now);
             let f = payload::control_frame(&err, Encoding::Msgpack, Some(&Dictionary::v1()), 1);

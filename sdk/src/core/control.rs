@@ -118,6 +118,10 @@ pub enum Control {
         /// Sequence number of the refused frame.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
+        /// With `rate_limited`: how long to wait before the refused frame's lane can take a
+        /// message again, ms (issue 11, PROTOCOL.md §15). Absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -180,6 +184,19 @@ mod tests {
                 ..
             }
         ));
+        // `retryAfterMs` (rate_limited, issue 11) only when set, camelCase on the wire.
+        let limited = json!({"type": "error", "code": "rate_limited", "error": "slow down",
+                             "lane": 5, "seq": 9, "retryAfterMs": 20});
+        let e: Control = serde_json::from_value(limited.clone()).unwrap();
+        assert!(matches!(
+            e,
+            Control::Error {
+                code: ErrorCode::RateLimited,
+                retry_after_ms: Some(20),
+                ..
+            }
+        ));
+        assert_eq!(serde_json::to_value(&e).unwrap(), limited);
         assert!(serde_json::from_value::<Control>(json!({"type": "nope"})).is_err());
         // `rttMs` is optional in `ping`, both ways.
         let ping: Control =
@@ -262,6 +279,14 @@ mod tests {
                 error: String::new(),
                 lane: None,
                 seq: None,
+                retry_after_ms: None,
+            },
+            Control::Error {
+                code: ErrorCode::RateLimited,
+                error: "slow down".into(),
+                lane: Some(5),
+                seq: Some(9),
+                retry_after_ms: Some(20),
             },
         ];
         for c in samples {

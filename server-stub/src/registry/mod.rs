@@ -102,6 +102,7 @@ pub(crate) fn error_msg(
         error: error.into(),
         lane,
         seq,
+        retry_after_ms: None,
     }
 }
 

@@ -294,6 +294,20 @@ impl Registry {
         self.reply(sid, conn_id, &pong);
     }
 
+    /// Closes socket `conn_id` of `sid` with `code` if it is still that session's socket;
+    /// `true` if this call set the close reason (rate limits: 4429).
+    pub(crate) fn close_socket(
+        &mut self,
+        sid: SessionId,
+        conn_id: u64,
+        code: u16,
+        reason: &'static str,
+    ) -> bool {
+        self.conn_session(sid, conn_id)
+            .and_then(|s| s.conn.as_ref())
+            .is_some_and(|c| c.close.close(code, reason))
+    }
+
     /// Closes `sid`'s socket with 1013: a protocol message found its queue or lane full.
     pub(crate) fn close_full(&mut self, sid: SessionId) {
         if let Some(c) = self.sessions.get(&sid).and_then(|s| s.conn.as_ref()) {

@@ -395,6 +395,11 @@ pub async fn post(
             Ok(t) => t,
             Err(e) => return error_response(e),
         };
+    // [rate-limits hook] the session's budget for this lane; before the P3-Seq ledger, so a
+    // refusal (429) is never recorded as the answer to that seq.
+    if let Err(refusal) = state.limits().check_lane(sid, lane) {
+        return refusal.into_response();
+    }
     let seq = match headers.get(HEADER_SEQ).map(|v| parse_seq(v.as_bytes())) {
         None => {
             return match post_message(&state, sid, lane, &query, &headers, body, None) {

@@ -77,6 +77,8 @@ pub struct AppState {
     signaling: crate::signaling::Hub,
     shutdown: watch::Sender<bool>,
     sockets: watch::Sender<usize>,
+    /// Rate limits ([`crate::limits`]).
+    limits: crate::limits::Limits,
 }
 
 /// The locked registry. Dropping it releases the lock, then hands the joins and leaves
@@ -126,6 +128,7 @@ impl AppState {
             signaling: crate::signaling::Hub::new(),
             shutdown: watch::channel(false).0,
             sockets: watch::channel(0).0,
+            limits: crate::limits::Limits::new(&config),
             config,
         })
     }
@@ -133,6 +136,11 @@ impl AppState {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The rate limits ([`crate::limits`]).
+    pub fn limits(&self) -> &crate::limits::Limits {
+        &self.limits
     }
 
     /// The seed 001 signaling server's state.

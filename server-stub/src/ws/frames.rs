@@ -93,6 +93,10 @@ fn handle_v1_frame(
     if let Some(seq) = mux_seq {
         h.seq = seq;
     }
+    // The session's budget for this lane (crate::limits); a refused frame is not processed.
+    if let Err(refusal) = state.limits().check_lane(sid, h.lane) {
+        return crate::limits::refuse_frame(state, sid, conn_id, h.lane, h.seq, refusal);
+    }
     match h.kind {
         FrameKind::Control => handle_control(state, sid, conn_id, &h, body),
         FrameKind::Data => relay(state, sid, conn_id, &h, body),
