@@ -151,7 +151,7 @@ impl MusicRooms {
                 }
                 MusicRoom {
                     authority,
-                    changes: ChangeLog::new(0),
+                    changes: ChangeLog::compacted(0),
                     emptied_at: None,
                 }
             })
