@@ -277,7 +277,8 @@ impl OfflineQueue {
             timestamp,
             op,
         };
-        self.next_seq += 1;
+        // Saturating: `next_seq` may come from storage (`from_json`).
+        self.next_seq = self.next_seq.saturating_add(1);
         self.pending.push(change.clone());
         change
     }
@@ -1179,6 +1180,185 @@ mod tests {
                 "{enc:?}: {} bytes",
                 bytes.len()
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    //! Arbitrary `music-changes` pushes against a room (issue 11): never a panic, never an
+    //! epoch going backwards, refused whole over a bound, at most `c · n · log2 n` work.
+    use super::*;
+    use crate::core::sync::state::{AuthorityConfig, RoomState, MAX_EPOCH_JUMP, MAX_SAFE_INTEGER};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const LIMITS: ChangeLimits = ChangeLimits {
+        max_changes_per_push: 24,
+        max_origins_per_room: 5,
+    };
+
+    fn epoch() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            4 => 0u64..8,
+            1 => (0u64..3).prop_map(|d| MAX_EPOCH_JUMP - 1 + d),
+            1 => (0u64..3).prop_map(|d| MAX_SAFE_INTEGER - 1 + d),
+            1 => Just(u64::MAX),
+            1 => any::<u64>(),
+        ]
+    }
+
+    fn local_seq() -> impl Strategy<Value = u64> {
+        prop_oneof![8 => 0u64..8, 1 => Just(MAX_SAFE_INTEGER + 1), 1 => any::<u64>()]
+    }
+
+    fn origin() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => "[a-g]",
+            1 => Just("o".repeat(MAX_ORIGIN_BYTES)),
+            1 => Just("o".repeat(MAX_ORIGIN_BYTES + 1)),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            (0.0f64..300.0).prop_map(
+                |p| json!({"action": "seek", "data": {"position": p}, "sequence": 1, "epoch": 0})
+            ),
+            Just(json!({"type": "music-control", "action": "play", "sequence": 1, "epoch": 0})),
+            Just(json!({"action": "pause", "sequence": 1, "epoch": 0})),
+            Just(json!({"action": "handover", "data": {"to": "x"}, "sequence": 1, "epoch": 0})),
+            Just(json!({"action": "change-track", "sequence": 1, "epoch": 0})),
+            Just(json!(42)),
+        ]
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        let timestamp = prop_oneof![4 => -100.0f64..100.0, 1 => any::<f64>()];
+        (origin(), local_seq(), epoch(), timestamp, op()).prop_map(
+            |(origin, local_seq, epoch, timestamp, op)| Change {
+                origin,
+                local_seq,
+                epoch,
+                timestamp,
+                op,
+            },
+        )
+    }
+
+    fn push() -> impl Strategy<Value = ChangesPush> {
+        let seed = prop_oneof![
+            3 => Just(None),
+            1 => (epoch(), local_seq(), prop_oneof![Just(5.0), Just(-1.0)]).prop_map(|(e, s, p)| {
+                let mut seed = RoomState::new(1000.0);
+                (seed.epoch, seed.sequence, seed.position_s) = (e, s, p);
+                Some(seed)
+            }),
+        ];
+        (
+            proptest::option::of(epoch()),
+            prop::collection::vec(change(), 0..30),
+            seed,
+        )
+            .prop_map(|(epoch, changes, seed)| ChangesPush {
+                epoch,
+                changes,
+                seed,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_pushes_never_panic_nor_move_the_epoch_back(
+            pushes in prop::collection::vec(push(), 1..6),
+            retention in 0usize..4,
+        ) {
+            let mut a = RoomAuthority::new(AuthorityConfig::default(), 1000.0);
+            a.join("dj");
+            let mut log = ChangeLog::with_retention(0, retention);
+            for p in pushes {
+                let (state, before) = (a.state().clone(), log.clone());
+                let n = p.changes.len();
+                let too_many = n > LIMITS.max_changes_per_push;
+                let too_big = p.changes.iter().any(|c| {
+                    c.origin.len() > MAX_ORIGIN_BYTES
+                        || c.local_seq > MAX_SAFE_INTEGER
+                        || c.epoch > MAX_SAFE_INTEGER
+                }) || p.epoch.is_some_and(|e| e > MAX_SAFE_INTEGER);
+                let told = p.changes.iter().map(|c| c.epoch).chain(p.epoch).max();
+                match apply_push(&mut a, &mut log, p, 1000.0, LIMITS) {
+                    Err(e) => {
+                        // Refused whole: nothing moved.
+                        prop_assert_eq!(a.state(), &state);
+                        prop_assert_eq!(&log, &before);
+                        if too_many {
+                            prop_assert_eq!(e.code(), ErrorCode::LimitExceeded);
+                        }
+                    }
+                    Ok(out) => {
+                        prop_assert!(!too_many && !too_big, "accepted over a bound");
+                        prop_assert!(a.state().epoch >= state.epoch, "epoch went back");
+                        prop_assert!(a.state().epoch <= MAX_SAFE_INTEGER);
+                        prop_assert_eq!(out.ack.epoch, a.state().epoch);
+                        if let Some(t) = told {
+                            prop_assert!(out.ack.epoch > t, "not above the told epoch");
+                        }
+                        prop_assert!(out.ack.version_vector.len() <= LIMITS.max_origins_per_room);
+                        prop_assert_eq!(out.ack.applied as usize, out.ack.applied_order.len());
+                        prop_assert!(log.entries().len() <= 2 * retention);
+                        // Per origin, applied in localSeq order right after what it had.
+                        let mut next = before.applied().clone();
+                        for (o, seq) in &out.ack.applied_order {
+                            let slot = next.entry(o.clone()).or_insert(0);
+                            prop_assert_eq!(*seq, *slot + 1);
+                            *slot = *seq;
+                        }
+                        prop_assert_eq!(&next, log.applied());
+                        let bound = Reconciled::work_bound(n) + n as f64;
+                        prop_assert!(out.work as f64 <= bound, "work {} > {}", out.work, bound);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn reconcile_is_n_log_n_in_any_order(
+            counts in prop::collection::vec(1usize..300, 1..8),
+            timestamps in prop::collection::vec(any::<f64>(), 2000),
+            shuffle_seed in any::<u64>(),
+        ) {
+            let mut batch: Vec<Change> = Vec::new();
+            for (o, &k) in counts.iter().enumerate() {
+                for seq in 1..=k as u64 {
+                    let t = timestamps[batch.len() % timestamps.len()];
+                    batch.push(Change {
+                        origin: format!("o{o}"),
+                        local_seq: seq,
+                        epoch: 0,
+                        timestamp: t,
+                        op: Value::Null,
+                    });
+                }
+            }
+            // A deterministic shuffle (xorshift) of the batch.
+            let mut x = shuffle_seed | 1;
+            for i in (1..batch.len()).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                batch.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let n = batch.len();
+            let mut log = ChangeLog::compacted(1);
+            let r = log.reconcile(batch);
+            prop_assert_eq!(r.applied.len(), n, "no gaps: everything applies");
+            prop_assert!(r.work as f64 <= Reconciled::work_bound(n), "work {} for {}", r.work, n);
+            // t* order: never before a same-origin predecessor, and sequences 1..=n.
+            for (i, s) in r.applied.iter().enumerate() {
+                prop_assert_eq!(s.sequence, i as u64 + 1);
+            }
         }
     }
 }
