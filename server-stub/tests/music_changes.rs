@@ -212,6 +212,56 @@ async fn bad_pushes_get_typed_errors() {
     lone.ping_pong().await;
 }
 
+/// issue 11: a push over a bound (`limit_exceeded`) or naming an epoch or `localSeq` no JS
+/// client can hold, or an epoch far above the room's (`out_of_range`), is refused whole: the
+/// room's epoch and log do not move, and a later good push is acknowledged as usual.
+#[tokio::test]
+async fn pushes_over_a_bound_or_out_of_range_are_refused_whole() {
+    use p3_lanes::core::p2p::changes::MAX_CHANGES_PER_PUSH;
+    use p3_lanes::core::sync::state::MAX_EPOCH_JUMP;
+    let server = TestServer::start(config()).await;
+    let (mut a, mut b) = band(&server).await;
+    let many: Vec<Value> = (1..=MAX_CHANGES_PER_PUSH as u64 + 1)
+        .map(|i| seek("d1", i, 0, i as f64, 1.0))
+        .collect();
+    for (bad, code) in [
+        (
+            json!({"type": "music-changes", "changes": many}),
+            ErrorCode::LimitExceeded,
+        ),
+        (
+            json!({"type": "music-changes", "epoch": u64::MAX, "changes": []}),
+            ErrorCode::OutOfRange,
+        ),
+        (
+            json!({"type": "music-changes", "epoch": MAX_EPOCH_JUMP + 1, "changes": []}),
+            ErrorCode::OutOfRange,
+        ),
+        (
+            json!({"type": "music-changes", "changes": [seek("d1", u64::MAX, 0, 1.0, 1.0)]}),
+            ErrorCode::OutOfRange,
+        ),
+    ] {
+        let seq = a.send_data(Lane::Sync, &bad, None).await;
+        assert_eq!(
+            next_error(&mut a).await,
+            (code, Some(7), Some(seq)),
+            "{code}"
+        );
+    }
+    b.expect_silence(100).await;
+    let good =
+        json!({"type": "music-changes", "epoch": 2, "changes": [seek("d1", 1, 2, 1.0, 4.0)]});
+    a.send_data(Lane::Sync, &good, None).await;
+    let ack = next_of(&mut a, "music-changes-ack").await;
+    assert_eq!(
+        (ack["epoch"].clone(), ack["applied"].clone()),
+        (json!(3), json!(1))
+    );
+    assert_eq!(ack["versionVector"], json!({"d1": 1}));
+    assert_eq!(next_of(&mut b, "sync-state").await["data"]["epoch"], 3);
+}
+
 /// The next Control `error` (`code`, lane, seq), skipping Sync-lane messages still queued.
 async fn next_error(p: &mut Peer) -> (ErrorCode, Option<u8>, Option<u64>) {
     loop {

@@ -241,3 +241,31 @@ async fn a_full_receiver_queue_is_backpressure_for_the_sender() {
         "B received the frames accepted before the queue filled"
     );
 }
+
+/// issue 11: 512 KiB of MessagePack empty arrays (about 40 MB decoded without a budget) and a
+/// JSON array of as many values are refused with `payload_too_complex`; both peers go on.
+#[tokio::test]
+async fn decode_bombs_are_payload_too_complex() {
+    let server = TestServer::start(config()).await;
+    let (mut a, mut b) = pair(&server, "room").await;
+    let n = 512 * 1024;
+    let mut bomb = vec![0xdd];
+    bomb.extend_from_slice(&(n as u32).to_be_bytes());
+    bomb.resize(5 + n, 0x90);
+    a.send_raw(FrameHeader::data(Lane::Messaging, Encoding::Msgpack, 90, 0).encode(&bomb))
+        .await;
+    assert_eq!(
+        a.expect_error().await,
+        (ErrorCode::PayloadTooComplex, Some(2), Some(90))
+    );
+    let json_bomb = format!("[{}0]", "0,".repeat(codec::MAX_NODES));
+    a.send_raw(
+        FrameHeader::data(Lane::Messaging, Encoding::Json, 91, 0).encode(json_bomb.as_bytes()),
+    )
+    .await;
+    assert_eq!(
+        a.expect_error().await,
+        (ErrorCode::PayloadTooComplex, Some(2), Some(91))
+    );
+    both_still_work(&mut a, &mut b, 1).await;
+}

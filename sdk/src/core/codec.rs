@@ -19,7 +19,8 @@
 //!   instead of 9); decoding widens them back to the same f64.
 //! - Without a dictionary the output is plain MessagePack any stock library decodes.
 //! - The decoder rejects truncated input, trailing bytes, nesting deeper than [`MAX_DEPTH`],
-//!   duplicate keys, non-finite floats and the MessagePack types JSON cannot hold (bin, ext
+//!   more than [`MAX_NODES`] values (the [`DecodeBudget`], issue 11: decoded size stays
+//!   proportional to the input and bounded per frame), duplicate keys, non-finite floats and the MessagePack types JSON cannot hold (bin, ext
 //!   other than [`DICT_STRING_EXT`]), with a typed [`CodecError`]; it never panics and never
 //!   returns a wrong value.
 //!
@@ -31,6 +32,62 @@ use serde_json::{Map, Number, Value};
 
 /// Deepest array/map nesting the decoder accepts (bounds stack use on hostile input).
 pub const MAX_DEPTH: usize = 128;
+
+/// Most values (nodes: scalars, strings, arrays and maps, map keys not counted) one payload
+/// may decode into, MessagePack or JSON (issue 11). An empty array is one byte of MessagePack
+/// but about 80 bytes decoded, so 1 MiB of `0x90` would decode into ~80 MB; with this budget a
+/// frame decodes into at most ~5 MB of values plus its own strings. A string, however long
+/// (e.g. a 1 MiB chunk of a transfer), is one value.
+pub const MAX_NODES: usize = 65_536;
+
+/// How much one payload may decode into: values ([`MAX_NODES`]) and nesting ([`MAX_DEPTH`]).
+/// [`DecodeBudget::DEFAULT`] is what [`decode_msgpack`], [`decode_json`] and
+/// [`crate::core::payload::decode`] use; a server may pass its own to the `_with` variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeBudget {
+    /// Most values the payload may hold (the top-level value counts; map keys do not).
+    pub max_nodes: usize,
+    /// Deepest nesting: the top-level value is at depth 0, its elements at 1, and so on.
+    pub max_depth: usize,
+}
+
+impl DecodeBudget {
+    /// [`MAX_NODES`] values, [`MAX_DEPTH`] levels.
+    pub const DEFAULT: DecodeBudget = DecodeBudget {
+        max_nodes: MAX_NODES,
+        max_depth: MAX_DEPTH,
+    };
+}
+
+impl Default for DecodeBudget {
+    fn default() -> Self {
+        DecodeBudget::DEFAULT
+    }
+}
+
+/// What is left of a [`DecodeBudget`] while decoding.
+struct Left {
+    nodes: usize,
+    max_depth: usize,
+}
+
+impl Left {
+    fn new(budget: DecodeBudget) -> Left {
+        Left {
+            nodes: budget.max_nodes,
+            max_depth: budget.max_depth,
+        }
+    }
+
+    /// Takes one value at `depth`.
+    fn take(&mut self, depth: usize) -> Result<(), CodecError> {
+        if depth > self.max_depth {
+            return Err(CodecError::TooDeep);
+        }
+        self.nodes = self.nodes.checked_sub(1).ok_or(CodecError::TooComplex)?;
+        Ok(())
+    }
+}
 
 /// MessagePack ext type of a dictionary string value: its data is the token's 1-based index,
 /// big-endian, in 1 byte (fixext 1) or 2 bytes (fixext 2). PROTOCOL.md §8.
@@ -76,9 +133,14 @@ pub enum CodecError {
     /// A string that is not UTF-8.
     #[error("string is not valid UTF-8")]
     InvalidUtf8,
-    /// Nesting deeper than [`MAX_DEPTH`].
-    #[error("nesting deeper than {MAX_DEPTH}")]
+    /// Nesting deeper than the [`DecodeBudget`] allows ([`MAX_DEPTH`] by default); wire code
+    /// `payload_too_complex`.
+    #[error("payload nests too deep")]
     TooDeep,
+    /// More values than the [`DecodeBudget`] allows ([`MAX_NODES`] by default); wire code
+    /// `payload_too_complex`.
+    #[error("payload holds too many values")]
+    TooComplex,
     /// A string or container of 2^28 or more elements (more than a tape word holds,
     /// [`crate::core::tape`]).
     #[error("string or container too large")]
@@ -108,10 +170,22 @@ pub fn encode_msgpack_into(out: &mut Vec<u8>, value: &Value, dict: Option<&Dicti
 /// Decodes one MessagePack value produced by [`encode_msgpack`] (or any JSON-compatible
 /// MessagePack), resolving integer map keys through `dict`.
 ///
-/// Errors: [`CodecError`]; never panics on any input.
+/// Errors: [`CodecError`] (over [`DecodeBudget::DEFAULT`]: [`CodecError::TooComplex`],
+/// [`CodecError::TooDeep`]); never panics on any input.
 pub fn decode_msgpack(bytes: &[u8], dict: Option<&Dictionary>) -> Result<Value, CodecError> {
+    decode_msgpack_with(bytes, dict, DecodeBudget::DEFAULT)
+}
+
+/// [`decode_msgpack`] within `budget`.
+///
+/// Errors: as [`decode_msgpack`].
+pub fn decode_msgpack_with(
+    bytes: &[u8],
+    dict: Option<&Dictionary>,
+    budget: DecodeBudget,
+) -> Result<Value, CodecError> {
     let mut r = Reader { buf: bytes, pos: 0 };
-    let v = r.value(dict, 0)?;
+    let v = r.value(dict, 0, &mut Left::new(budget))?;
     match bytes.len() - r.pos {
         0 => Ok(v),
         n => Err(CodecError::TrailingBytes(n)),
@@ -125,9 +199,130 @@ pub fn encode_json(value: &Value) -> Vec<u8> {
 
 /// Decodes JSON text (one value, whitespace allowed around it).
 ///
-/// Errors: [`CodecError::Json`] with serde_json's message.
+/// Errors: [`CodecError::Json`] with serde_json's message; over [`DecodeBudget::DEFAULT`]:
+/// [`CodecError::TooComplex`], [`CodecError::TooDeep`].
 pub fn decode_json(bytes: &[u8]) -> Result<Value, CodecError> {
-    serde_json::from_slice(bytes).map_err(|e| CodecError::Json(e.to_string()))
+    decode_json_with(bytes, DecodeBudget::DEFAULT)
+}
+
+/// [`decode_json`] within `budget`. Same values as `serde_json::from_slice` (a repeated key:
+/// the last wins), counted while they are built, so an over-budget payload stops early.
+///
+/// Errors: as [`decode_json`].
+pub fn decode_json_with(bytes: &[u8], budget: DecodeBudget) -> Result<Value, CodecError> {
+    use serde::de::DeserializeSeed;
+    let state = json::State {
+        left: std::cell::RefCell::new(Left::new(budget)),
+        over: std::cell::Cell::new(None),
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let seed = json::Budgeted {
+        state: &state,
+        depth: 0,
+    };
+    let result = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
+    result.map_err(|e| match state.over.take() {
+        Some(over) => over,
+        // serde_json's own recursion limit (128) may trip before ours.
+        None if e.to_string().starts_with("recursion limit exceeded") => CodecError::TooDeep,
+        None => CodecError::Json(e.to_string()),
+    })
+}
+
+/// The budgeted JSON value builder of [`decode_json_with`].
+mod json {
+    use super::{CodecError, Left};
+    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number, Value};
+    use std::cell::{Cell, RefCell};
+    use std::fmt;
+
+    pub(super) struct State {
+        pub(super) left: RefCell<Left>,
+        /// Why decoding stopped, when the budget did it.
+        pub(super) over: Cell<Option<CodecError>>,
+    }
+
+    /// Builds one value at `depth`, taking it from the budget first.
+    #[derive(Clone, Copy)]
+    pub(super) struct Budgeted<'s> {
+        pub(super) state: &'s State,
+        pub(super) depth: usize,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Budgeted<'_> {
+        type Value = Value;
+
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            if let Err(e) = self.state.left.borrow_mut().take(self.depth) {
+                let msg = e.to_string();
+                self.state.over.set(Some(e));
+                return Err(de::Error::custom(msg));
+            }
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Budgeted<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+            Ok(Value::Bool(b))
+        }
+
+        fn visit_i64<E>(self, i: i64) -> Result<Value, E> {
+            Ok(Value::Number(i.into()))
+        }
+
+        fn visit_u64<E>(self, u: u64) -> Result<Value, E> {
+            Ok(Value::Number(u.into()))
+        }
+
+        fn visit_f64<E>(self, f: f64) -> Result<Value, E> {
+            Ok(Number::from_f64(f).map_or(Value::Null, Value::Number))
+        }
+
+        fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+            Ok(Value::String(s.to_owned()))
+        }
+
+        fn visit_string<E>(self, s: String) -> Result<Value, E> {
+            Ok(Value::String(s))
+        }
+
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let child = Budgeted {
+                depth: self.depth + 1,
+                ..self
+            };
+            let mut items = Vec::new();
+            while let Some(v) = seq.next_element_seed(child)? {
+                items.push(v);
+            }
+            Ok(Value::Array(items))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+            let child = Budgeted {
+                depth: self.depth + 1,
+                ..self
+            };
+            let mut map = Map::new();
+            while let Some(k) = access.next_key::<String>()? {
+                let v = access.next_value_seed(child)?;
+                map.insert(k, v);
+            }
+            Ok(Value::Object(map))
+        }
+    }
 }
 
 const VEC_WRITE: &str = "writing to a Vec<u8> cannot fail";
@@ -373,10 +568,13 @@ impl<'a> Reader<'a> {
         }))
     }
 
-    fn value(&mut self, dict: Option<&Dictionary>, depth: usize) -> Result<Value, CodecError> {
-        if depth > MAX_DEPTH {
-            return Err(CodecError::TooDeep);
-        }
+    fn value(
+        &mut self,
+        dict: Option<&Dictionary>,
+        depth: usize,
+        left: &mut Left,
+    ) -> Result<Value, CodecError> {
+        left.take(depth)?;
         let byte = self.u8()?;
         let marker = Marker::from_u8(byte);
         if let Some(i) = self.int(marker)? {
@@ -406,7 +604,9 @@ impl<'a> Reader<'a> {
                 Ext::Shape(s, keys, mut data) => {
                     let mut map = Map::new();
                     for &k in keys {
-                        let v = data.value(dict, depth + 1).map_err(|e| shape_error(e, s))?;
+                        let v = data
+                            .value(dict, depth + 1, left)
+                            .map_err(|e| shape_error(e, s))?;
                         map.insert(token(dict, u64::from(k))?.to_owned(), v);
                     }
                     if data.remaining() != 0 {
@@ -417,10 +617,11 @@ impl<'a> Reader<'a> {
             },
             Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
                 let n = self.len(marker)?;
-                // Every element takes at least one byte: never trust `n` for allocation.
-                let mut items = Vec::with_capacity(n.min(self.buf.len() - self.pos));
+                // Every element takes at least one byte and one value of the budget: never
+                // trust `n` for allocation.
+                let mut items = Vec::with_capacity(n.min(self.remaining()).min(left.nodes));
                 for _ in 0..n {
-                    items.push(self.value(dict, depth + 1)?);
+                    items.push(self.value(dict, depth + 1, left)?);
                 }
                 Value::Array(items)
             }
@@ -429,7 +630,7 @@ impl<'a> Reader<'a> {
                 let mut map = Map::new();
                 for _ in 0..n {
                     let key = self.key(dict)?;
-                    let v = self.value(dict, depth + 1)?;
+                    let v = self.value(dict, depth + 1, left)?;
                     if map.contains_key(&key) {
                         return Err(CodecError::DuplicateKey(key));
                     }
@@ -681,6 +882,113 @@ mod tests {
             decode_msgpack(&[0xa1, 0xff], None),
             Err(CodecError::InvalidUtf8)
         );
+    }
+
+    /// An array32 of `n` copies of `item`.
+    fn msgpack_array(n: usize, item: &[u8]) -> Vec<u8> {
+        let mut out = vec![0xdd];
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+        for _ in 0..n {
+            out.extend_from_slice(item);
+        }
+        out
+    }
+
+    #[test]
+    fn empty_array_bomb_is_too_complex() {
+        // 1 MiB of empty arrays (issue 11: ~80 MB decoded without a budget).
+        let bomb = msgpack_array(1 << 20, &[0x90]);
+        assert_eq!(decode_msgpack(&bomb, None), Err(CodecError::TooComplex));
+        // The budget counts the top-level value: MAX_NODES values fit, one more does not.
+        let fits = msgpack_array(MAX_NODES - 1, &[0xc0]);
+        assert_eq!(
+            decode_msgpack(&fits, None)
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len(),
+            MAX_NODES - 1
+        );
+        let over = msgpack_array(MAX_NODES, &[0xc0]);
+        assert_eq!(decode_msgpack(&over, None), Err(CodecError::TooComplex));
+        // Maps: keys are free, values count.
+        let map: Map<String, Value> = (0..MAX_NODES)
+            .map(|i| (format!("k{i}"), Value::Null))
+            .collect();
+        let bytes = encode_msgpack(&Value::Object(map), None);
+        assert_eq!(decode_msgpack(&bytes, None), Err(CodecError::TooComplex));
+        // A custom budget.
+        let small = DecodeBudget {
+            max_nodes: 3,
+            max_depth: 1,
+        };
+        assert!(decode_msgpack_with(&[0x92, 0x90, 0x90], None, small).is_ok());
+        assert_eq!(
+            decode_msgpack_with(&[0x93, 0x90, 0x90, 0x90], None, small),
+            Err(CodecError::TooComplex)
+        );
+        assert_eq!(
+            decode_msgpack_with(&[0x91, 0x91, 0x90], None, small),
+            Err(CodecError::TooDeep)
+        );
+    }
+
+    #[test]
+    fn a_long_string_is_one_value() {
+        // A 4 MiB transfer goes as 1 MiB chunks: each one string value.
+        let chunk = "x".repeat(1 << 20);
+        let v = json!({"chunk": chunk, "index": 3});
+        assert_eq!(decode_msgpack(&encode_msgpack(&v, None), None).unwrap(), v);
+        assert_eq!(decode_json(&encode_json(&v)).unwrap(), v);
+    }
+
+    #[test]
+    fn json_bombs_are_too_complex_or_too_deep() {
+        let list = |n: usize, item: &str| {
+            let mut s = String::from("[");
+            s.push_str(&vec![item; n].join(","));
+            s.push(']');
+            s
+        };
+        let bomb = list(300_000, "[]");
+        assert_eq!(decode_json(bomb.as_bytes()), Err(CodecError::TooComplex));
+        assert_eq!(
+            decode_json(list(MAX_NODES - 1, "{}").as_bytes())
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len(),
+            MAX_NODES - 1
+        );
+        assert_eq!(
+            decode_json(list(MAX_NODES, "0").as_bytes()),
+            Err(CodecError::TooComplex)
+        );
+        let deep = "[".repeat(MAX_DEPTH + 2) + &"]".repeat(MAX_DEPTH + 2);
+        assert_eq!(decode_json(deep.as_bytes()), Err(CodecError::TooDeep));
+        let small = DecodeBudget {
+            max_nodes: 10,
+            max_depth: 2,
+        };
+        assert_eq!(
+            decode_json_with(b"[[[1]]]", small),
+            Err(CodecError::TooDeep)
+        );
+        assert_eq!(decode_json_with(b"[[1]]", small).unwrap(), json!([[1]]));
+        // Same values as serde_json: repeated keys (last wins), numbers, trailing bytes.
+        for text in [
+            r#"{"a":1,"a":[2.5,-3,18446744073709551615,null,true,"s"]}"#,
+            "{} x",
+            "[1,]",
+        ] {
+            let ours = decode_json(text.as_bytes());
+            let theirs = serde_json::from_str::<Value>(text);
+            match (ours, theirs) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(CodecError::Json(_)), Err(_)) => {}
+                (a, b) => panic!("{text}: {a:?} vs {b:?}"),
+            }
+        }
     }
 
     #[test]

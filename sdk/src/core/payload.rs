@@ -2,7 +2,7 @@
 //! and, for msgpack, the session's [`Dictionary`]. Joins [`crate::core::frame`] and
 //! [`crate::core::codec`]; the only place that checks a frame's dictionary version.
 
-use crate::core::codec::{self, CodecError};
+use crate::core::codec::{self, CodecError, DecodeBudget};
 use crate::core::control::Control;
 use crate::core::dictionary::Dictionary;
 use crate::core::error::ErrorCode;
@@ -39,6 +39,9 @@ impl PayloadError {
     pub fn code(&self) -> ErrorCode {
         match self {
             PayloadError::UnknownDictionary { .. } => ErrorCode::UnknownDictionary,
+            PayloadError::Codec(CodecError::TooComplex | CodecError::TooDeep) => {
+                ErrorCode::PayloadTooComplex
+            }
             PayloadError::UnsupportedEncoding(_) | PayloadError::Codec(_) => ErrorCode::BadPayload,
             PayloadError::BadControl(_) => ErrorCode::BadControl,
         }
@@ -68,11 +71,25 @@ pub fn encode(
 ///
 /// Errors: [`PayloadError`]; a frame whose `dict_version` is neither 0 nor at most `dict`'s
 /// version (a newer dictionary than this side has) fails with
-/// [`PayloadError::UnknownDictionary`].
+/// [`PayloadError::UnknownDictionary`]; a payload over [`DecodeBudget::DEFAULT`]
+/// ([`codec::MAX_NODES`] values, [`codec::MAX_DEPTH`] levels) with
+/// [`CodecError::TooComplex`] or [`CodecError::TooDeep`] (code `payload_too_complex`).
 pub fn decode(
     h: &FrameHeader,
     payload: &[u8],
     dict: Option<&Dictionary>,
+) -> Result<Value, PayloadError> {
+    decode_with(h, payload, dict, DecodeBudget::DEFAULT)
+}
+
+/// [`decode`] within `budget` (a server's configured decode budget).
+///
+/// Errors: as [`decode`].
+pub fn decode_with(
+    h: &FrameHeader,
+    payload: &[u8],
+    dict: Option<&Dictionary>,
+    budget: DecodeBudget,
 ) -> Result<Value, PayloadError> {
     match h.encoding {
         Encoding::Msgpack => {
@@ -87,9 +104,9 @@ pub fn decode(
                     })
                 }
             };
-            Ok(codec::decode_msgpack(payload, used)?)
+            Ok(codec::decode_msgpack_with(payload, used, budget)?)
         }
-        Encoding::Json => Ok(codec::decode_json(payload)?),
+        Encoding::Json => Ok(codec::decode_json_with(payload, budget)?),
         Encoding::Protobuf => Err(PayloadError::UnsupportedEncoding("protobuf")),
     }
 }
@@ -194,6 +211,30 @@ mod tests {
         ));
         let (h, p) = frame(json!({"no-type": true}));
         assert!(decode_control_lenient(&h, &p, Some(&d)).is_err());
+    }
+
+    #[test]
+    fn over_budget_payloads_are_payload_too_complex() {
+        let mut bomb = vec![0xdd];
+        bomb.extend_from_slice(&(1u32 << 20).to_be_bytes());
+        bomb.resize(bomb.len() + (1 << 20), 0x90);
+        let h = FrameHeader::data(Lane::Messaging, Encoding::Msgpack, 1, 0);
+        let e = decode(&h, &bomb, None).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::PayloadTooComplex);
+        let h = FrameHeader::data(Lane::Messaging, Encoding::Json, 1, 0);
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        let e = decode(&h, deep.as_bytes(), None).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::PayloadTooComplex);
+        let small = DecodeBudget {
+            max_nodes: 2,
+            ..DecodeBudget::DEFAULT
+        };
+        let e = decode_with(&h, b"[1,2]", None, small).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::PayloadTooComplex);
+        assert_eq!(decode(&h, b"[1,2]", None).unwrap(), json!([1, 2]));
+        // Other bad bytes stay bad_payload.
+        let e = decode(&h, b"[1,", None).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::BadPayload);
     }
 
     #[test]

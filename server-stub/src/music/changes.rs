@@ -25,69 +25,53 @@
 
 use super::{shared_clock_ms, MusicRoom, Output};
 use p3_lanes::core::frame::SessionId;
-use p3_lanes::core::p2p::changes::{ChangeLog, ChangesAck, ChangesPush, MUSIC_CHANGES_ACK_TYPE};
-use p3_lanes::core::sync::state::{Decision, MusicControl, RoomAuthority, SyncMessage};
+use p3_lanes::core::p2p::changes::{
+    apply_push, ChangeLimits, ChangeLog, ChangesAck, ChangesError, ChangesPush,
+    MUSIC_CHANGES_ACK_TYPE,
+};
+use p3_lanes::core::sync::state::RoomAuthority;
 use serde_json::Value;
 
-/// A change's `op` as a `music-control`: `{type: "music-control", ...}` or the bare fields.
-fn parse_op(op: &Value) -> Option<MusicControl> {
-    match SyncMessage::from_value(op.clone()) {
-        Ok(SyncMessage::MusicControl(c)) => Some(c),
-        _ => serde_json::from_value(op.clone()).ok(),
-    }
-}
-
-/// Steps 1-3 of the module docs on one room: returns the ack and the state to broadcast, if
-/// it changed.
+/// Steps 1-3 of the module docs on one room ([`apply_push`], bounded by `limits`): returns the
+/// ack and the state to broadcast, if it changed.
+///
+/// Errors: [`ChangesError`] (`limit_exceeded`, `out_of_range`, `invalid_argument`): the push
+/// was refused whole, nothing applied.
 fn reconcile(
     authority: &mut RoomAuthority,
     log: &mut ChangeLog,
     push: ChangesPush,
     now_ms: f64,
-) -> (ChangesAck, Option<Value>) {
-    let told = push.changes.iter().map(|c| c.epoch).chain(push.epoch).max();
-    // §13.14: a fresh room (a restarted server) takes the pusher's state first.
-    let seeded = push
-        .seed
-        .as_ref()
-        .and_then(|s| authority.reseed(s).ok().flatten())
-        .is_some();
-    let mut changed = told.and_then(|e| authority.raise_epoch_above(e)).is_some() || seeded;
-    log.begin_epoch(authority.state().epoch);
-    let before = log.entries().len();
-    let applied = log.reconcile(push.changes);
-    let mut skipped = 0;
-    let mut applied_order = Vec::new();
-    for entry in &log.entries()[before..] {
-        applied_order.push((entry.change.origin.clone(), entry.change.local_seq));
-        let op = parse_op(&entry.change.op);
-        match op.map(|op| authority.apply_offline(&entry.change.origin, &op, now_ms)) {
-            Some(Ok(Decision::Applied { .. })) => changed = true,
-            _ => skipped += 1,
-        }
-    }
-    let ack = ChangesAck {
-        version_vector: log.applied().clone(),
-        epoch: authority.state().epoch,
-        applied: applied as u64,
-        skipped,
-        applied_order,
-        seeded,
-    };
-    (ack, changed.then(|| authority.snapshot().to_value()))
+    limits: ChangeLimits,
+) -> Result<(ChangesAck, Option<Value>), ChangesError> {
+    let outcome = apply_push(authority, log, push, now_ms, limits)?;
+    let state = outcome.changed.then(|| authority.snapshot().to_value());
+    Ok((outcome.ack, state))
 }
 
 /// A checked `music-changes` push from `sid` into room `r` (named `room`, with `members`),
-/// run under the room's lock: steps 1-4 of the module docs.
+/// run under the room's lock: steps 1-4 of the module docs. A push over a bound, with an
+/// out-of-range number or a seed that is not a playable state is refused whole (§13.9,
+/// §13.14, §15), before it touches the room.
 pub(super) fn handle_push(
     r: &mut MusicRoom,
     room: &str,
     members: &[SessionId],
     sid: SessionId,
     push: ChangesPush,
+    limits: ChangeLimits,
 ) -> Output {
     let pushed = push.changes.len();
-    let (ack, state) = reconcile(&mut r.authority, &mut r.changes, push, shared_clock_ms());
+    let (ack, state) = match reconcile(
+        &mut r.authority,
+        &mut r.changes,
+        push,
+        shared_clock_ms(),
+        limits,
+    ) {
+        Ok(done) => done,
+        Err(e) => return Output::refused(e.code(), e.to_string()),
+    };
     tracing::debug!(room, session = %sid, pushed, applied = ack.applied, skipped = ack.skipped,
         epoch = ack.epoch, "offline changes reconciled");
     let mut out = Output::default();
@@ -127,13 +111,21 @@ mod tests {
             changes: vec![change("d1", 2, 3, 20.0, 2.0), change("d1", 1, 3, 30.0, 1.0)],
             seed: None,
         };
-        let (ack, state) = reconcile(&mut a, &mut log, push.clone(), 1000.0);
+        let (ack, state) = reconcile(
+            &mut a,
+            &mut log,
+            push.clone(),
+            1000.0,
+            ChangeLimits::DEFAULT,
+        )
+        .unwrap();
         assert_eq!((ack.applied, ack.skipped, ack.epoch), (2, 0, 5));
         assert_eq!(ack.version_vector.get("d1"), Some(&2));
         // d1's 1 before its 2 although 2 is older: per-origin order wins.
         assert_eq!(a.state().position_s, 2.0);
         assert!(state.is_some());
-        let (again, state) = reconcile(&mut a, &mut log, push, 1000.0);
+        let (again, state) =
+            reconcile(&mut a, &mut log, push, 1000.0, ChangeLimits::DEFAULT).unwrap();
         assert_eq!((again.applied, again.epoch), (0, 5));
         assert!(state.is_none(), "nothing changed");
         let bare = ChangesPush {
@@ -144,7 +136,7 @@ mod tests {
             }],
             seed: None,
         };
-        let (ack, _) = reconcile(&mut a, &mut log, bare, 1000.0);
+        let (ack, _) = reconcile(&mut a, &mut log, bare, 1000.0, ChangeLimits::DEFAULT).unwrap();
         assert_eq!((ack.applied, ack.skipped), (1, 1));
     }
 
@@ -163,7 +155,8 @@ mod tests {
             changes: vec![change("d1", 1, 3, 20.0, 42.0)],
             seed: Some(seed.clone()),
         };
-        let (ack, state) = reconcile(&mut a, &mut log, push, 1000.0);
+        let (ack, state) =
+            reconcile(&mut a, &mut log, push, 1000.0, ChangeLimits::DEFAULT).unwrap();
         assert!(ack.seeded);
         assert_eq!(
             a.state().track_id.as_deref(),
@@ -186,7 +179,7 @@ mod tests {
             changes: vec![],
             seed: Some(other),
         };
-        let (ack, _) = reconcile(&mut a, &mut log, push, 1000.0);
+        let (ack, _) = reconcile(&mut a, &mut log, push, 1000.0, ChangeLimits::DEFAULT).unwrap();
         assert!(!ack.seeded, "server wins over a later seed");
         assert_eq!(a.state().track_id.as_deref(), Some("a"));
     }

@@ -58,7 +58,7 @@ use crate::registry::RoomEvent;
 use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::frame::SessionId;
 use p3_lanes::core::lane::Lane;
-use p3_lanes::core::p2p::changes::{ChangeLog, ChangesPush, MUSIC_CHANGES_TYPE};
+use p3_lanes::core::p2p::changes::{ChangeLimits, ChangeLog, ChangesPush, MUSIC_CHANGES_TYPE};
 use p3_lanes::core::sync::state::{
     AuthorityConfig, Decision, RoomAuthority, SyncError, SyncMessage, MUSIC_CONTROL_TYPE,
     SYNC_STATE_TYPE,
@@ -142,7 +142,7 @@ impl MusicRoom {
         }
         MusicRoom {
             authority,
-            changes: ChangeLog::new(0),
+            changes: ChangeLog::compacted(0),
             emptied_at: None,
         }
     }
@@ -158,6 +158,8 @@ pub(crate) struct MusicService {
     rooms: Mutex<HashMap<String, Shared>>,
     /// How long an empty room's state is kept.
     keep_empty: Duration,
+    /// The bounds of a `music-changes` push (`--max-changes-per-push`, `--max-origins-per-room`).
+    change_limits: ChangeLimits,
 }
 
 impl MusicService {
@@ -167,7 +169,14 @@ impl MusicService {
             config: AuthorityConfig::default(),
             rooms: Mutex::new(HashMap::new()),
             keep_empty,
+            change_limits: ChangeLimits::DEFAULT,
         }
+    }
+
+    /// The same service with `limits` for `music-changes` pushes.
+    pub(crate) fn with_change_limits(mut self, limits: ChangeLimits) -> MusicService {
+        self.change_limits = limits;
+        self
     }
 
     /// The map of rooms. Held only for lookups, inserts and the sweep, never across a room's
@@ -244,7 +253,14 @@ impl MusicService {
                 return;
             };
             return self.with_room(room, &shared, members, |r| {
-                then(changes::handle_push(r, room, members, sid, push))
+                then(changes::handle_push(
+                    r,
+                    room,
+                    members,
+                    sid,
+                    push,
+                    self.change_limits,
+                ))
             });
         }
         if kind == Some(SYNC_STATE_TYPE) {

@@ -21,10 +21,17 @@
 //!   the changes it has not seen are pushed to it ([`crate::core::p2p::changes`]). The server
 //!   should then move to an epoch above every peer epoch it is told about.
 //!
+//! - **Numbers from peers** (issue 11): a peer's claim with an epoch above
+//!   [`MAX_SAFE_INTEGER`] or more than [`MAX_EPOCH_JUMP`] above the adopted claim's is ignored
+//!   (neither adopted nor answered): one peer cannot push the room's epoch to the cap or make
+//!   it wrap. An election at epoch [`MAX_SAFE_INTEGER`] (unreachable in practice) does not
+//!   happen: the claim stays.
+//!
 //! # Drive contract
 //! Call the `handle_*` inputs; after each, drain [`Election::poll_output`]. No timers: the
 //! tier machine and the membership view (DataChannels open) drive it.
 
+use crate::core::sync::state::{MAX_EPOCH_JUMP, MAX_SAFE_INTEGER};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, VecDeque};
@@ -138,7 +145,8 @@ impl Election {
     }
 
     /// The set of reachable members changed. Ignored while the server is the authority;
-    /// without it, a controller missing from `reachable` triggers an election.
+    /// without it, a controller missing from `reachable` triggers an election (none at epoch
+    /// [`MAX_SAFE_INTEGER`]).
     pub fn handle_membership(&mut self, reachable: &BTreeSet<String>) {
         if self.authority == Authority::Server {
             return;
@@ -146,11 +154,19 @@ impl Election {
         if self.claim.controller == self.me || reachable.contains(&self.claim.controller) {
             return;
         }
+        let Some(epoch) = self
+            .claim
+            .epoch
+            .checked_add(1)
+            .filter(|e| *e <= MAX_SAFE_INTEGER)
+        else {
+            return;
+        };
         let me = &self.me;
         let winner = pick_controller(reachable.iter().chain(std::iter::once(me)))
             .cloned()
             .unwrap_or_else(|| me.clone());
-        let claim = Claim::new(self.claim.epoch + 1, winner);
+        let claim = Claim::new(epoch, winner);
         let previous = std::mem::replace(&mut self.claim, claim.clone());
         self.out.push_back(ElectionOutput::ControllerChanged {
             claim: claim.clone(),
@@ -161,8 +177,18 @@ impl Election {
     }
 
     /// A peer announced `claim`. Adopt it if it beats ours; answer with ours if ours beats it.
+    /// A claim whose epoch is above [`MAX_SAFE_INTEGER`] or more than [`MAX_EPOCH_JUMP`] above
+    /// ours is ignored (module docs).
     pub fn handle_claim(&mut self, claim: &Claim) {
         if self.authority == Authority::Server {
+            return;
+        }
+        let max = self
+            .claim
+            .epoch
+            .saturating_add(MAX_EPOCH_JUMP)
+            .min(MAX_SAFE_INTEGER);
+        if claim.epoch > max {
             return;
         }
         match claim.cmp(&self.claim) {
@@ -221,6 +247,26 @@ mod tests {
             pick_controller(&set(&["c", "a", "b"])),
             Some(&"a".to_string())
         );
+    }
+
+    #[test]
+    fn out_of_range_claims_are_ignored_and_elections_never_wrap() {
+        let mut e = Election::new("c", Claim::new(4, "d"));
+        e.handle_server_lost(&set(&["a", "d"]));
+        for epoch in [u64::MAX, MAX_SAFE_INTEGER + 1, 4 + MAX_EPOCH_JUMP + 1] {
+            e.handle_claim(&Claim::new(epoch, "a"));
+            assert_eq!(e.claim(), &Claim::new(4, "d"), "{epoch}");
+            assert!(drain(&mut e).is_empty());
+        }
+        e.handle_claim(&Claim::new(4 + MAX_EPOCH_JUMP, "z"));
+        assert_eq!(e.claim().epoch, 4 + MAX_EPOCH_JUMP);
+        // At the cap (reached step by step), the controller's loss elects no one.
+        let mut e = Election::new("c", Claim::new(MAX_SAFE_INTEGER, "d"));
+        e.handle_server_lost(&set(&["a"]));
+        assert_eq!(e.claim(), &Claim::new(MAX_SAFE_INTEGER, "d"));
+        let mut e = Election::new("c", Claim::new(MAX_SAFE_INTEGER - 1, "d"));
+        e.handle_server_lost(&set(&["a"]));
+        assert_eq!(e.claim(), &Claim::new(MAX_SAFE_INTEGER, "a"));
     }
 
     #[test]

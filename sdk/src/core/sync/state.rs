@@ -28,6 +28,14 @@
 //!
 //! [`RoomAuthority`] is the sans-IO authority: server-stub runs one per music room; in issue #5
 //! the elected peer runs the same code.
+//!
+//! # Numbers a client sends (issue 11)
+//! Every epoch, sequence and `localSeq` a client sends is at most [`MAX_SAFE_INTEGER`]
+//! (2^53 − 1, the largest integer a JavaScript number holds exactly), and an epoch a device
+//! reports may be at most [`MAX_EPOCH_JUMP`] above the room's ([`check_epoch_jump`]);
+//! otherwise the message is refused with [`SyncError::OutOfRange`] (`out_of_range`) before it
+//! changes anything. Every increment is checked: a room's epoch never wraps and never goes
+//! backwards.
 
 use crate::core::error::ErrorCode;
 use serde::{Deserialize, Serialize};
@@ -39,6 +47,66 @@ use std::fmt;
 pub const MUSIC_CONTROL_TYPE: &str = "music-control";
 /// `type` of a full state message (seed 004 §3.2).
 pub const SYNC_STATE_TYPE: &str = "sync-state";
+
+/// Largest epoch, sequence or `localSeq` accepted from a client: 2^53 − 1, JavaScript's
+/// `Number.MAX_SAFE_INTEGER` (a larger number does not survive a JS client). Larger ones are
+/// [`SyncError::OutOfRange`]. A room's own epoch stays at or below it too.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// How far above the room's epoch a device may report an epoch (`music-changes` `epoch`, a
+/// change's epoch; PROTOCOL.md §13.9): 1,000,000. Epochs grow by one per handover, departure of
+/// the controller or election, so a real device is never that far ahead; a report further
+/// ahead is [`SyncError::OutOfRange`]. A fresh room's reseed (§13.14) is not bounded by it, only
+/// by [`MAX_SAFE_INTEGER`]. With it, the room's epoch needs at least 9 × 10^9 pushes to reach
+/// [`MAX_SAFE_INTEGER`].
+pub const MAX_EPOCH_JUMP: u64 = 1_000_000;
+
+/// Checks a client-supplied number against [`MAX_SAFE_INTEGER`]; `what` names it in the error.
+///
+/// Errors: [`SyncError::OutOfRange`].
+pub fn check_safe(what: &'static str, got: u64) -> Result<u64, SyncError> {
+    if got > MAX_SAFE_INTEGER {
+        return Err(SyncError::OutOfRange {
+            what,
+            got,
+            max: MAX_SAFE_INTEGER,
+        });
+    }
+    Ok(got)
+}
+
+/// Checks an epoch `seen` that a device reports to a room at epoch `room`: the room will move
+/// to `seen + 1`, which must stay at or below [`MAX_SAFE_INTEGER`], and `seen` must be at most
+/// [`MAX_EPOCH_JUMP`] above `room`.
+///
+/// Errors: [`SyncError::OutOfRange`] (its `max` is the largest acceptable epoch).
+pub fn check_epoch_jump(seen: u64, room: u64) -> Result<(), SyncError> {
+    let max = room
+        .saturating_add(MAX_EPOCH_JUMP)
+        .min(MAX_SAFE_INTEGER - 1);
+    if seen > max {
+        return Err(SyncError::OutOfRange {
+            what: "epoch",
+            got: seen,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// The epoch after `epoch` (a handover, the controller leaving, a raise).
+///
+/// Errors: [`SyncError::OutOfRange`] at [`MAX_SAFE_INTEGER`].
+fn next_epoch(epoch: u64) -> Result<u64, SyncError> {
+    epoch
+        .checked_add(1)
+        .filter(|e| *e <= MAX_SAFE_INTEGER)
+        .ok_or(SyncError::OutOfRange {
+            what: "epoch",
+            got: epoch,
+            max: MAX_SAFE_INTEGER - 1,
+        })
+}
 
 /// Why a change was refused. The code each maps to is [`SyncError::code`].
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -68,6 +136,18 @@ pub enum SyncError {
     /// A value that is not a sync message of the expected shape (`bad_payload`).
     #[error("not a sync message: {0}")]
     BadMessage(String),
+    /// A number out of range (`out_of_range`): above [`MAX_SAFE_INTEGER`], an epoch more than
+    /// [`MAX_EPOCH_JUMP`] above the room's, or a counter that would pass
+    /// [`MAX_SAFE_INTEGER`].
+    #[error("{what} {got} is out of range (at most {max})")]
+    OutOfRange {
+        /// Which number (`epoch`, `sequence`, `localSeq`, ...).
+        what: &'static str,
+        /// The number given (or the counter that cannot grow).
+        got: u64,
+        /// The largest acceptable value.
+        max: u64,
+    },
 }
 
 impl SyncError {
@@ -78,6 +158,7 @@ impl SyncError {
             SyncError::EpochMismatch { .. } => ErrorCode::EpochMismatch,
             SyncError::InvalidArgument(_) => ErrorCode::InvalidArgument,
             SyncError::BadMessage(_) => ErrorCode::BadPayload,
+            SyncError::OutOfRange { .. } => ErrorCode::OutOfRange,
         }
     }
 }
@@ -281,10 +362,20 @@ impl RoomState {
     }
 
     /// Whether this state can seed a fresh room (PROTOCOL.md §13.14): position and reference
-    /// time finite, position at or above 0, rate a positive finite number.
+    /// time finite, position at or above 0, rate a positive finite number, epoch below and
+    /// sequence at most [`MAX_SAFE_INTEGER`].
     ///
-    /// Errors: [`SyncError::InvalidArgument`] naming the fields otherwise.
+    /// Errors: [`SyncError::InvalidArgument`] naming the fields otherwise;
+    /// [`SyncError::OutOfRange`] for the epoch or sequence.
     pub fn check_seed(&self) -> Result<(), SyncError> {
+        if self.epoch >= MAX_SAFE_INTEGER {
+            return Err(SyncError::OutOfRange {
+                what: "seed epoch",
+                got: self.epoch,
+                max: MAX_SAFE_INTEGER - 1,
+            });
+        }
+        check_safe("seed sequence", self.sequence)?;
         let valid = self.position_s.is_finite()
             && self.position_s >= 0.0
             && self.ref_server_ms.is_finite()
@@ -402,10 +493,12 @@ impl ControlStamper {
         action: MusicAction,
         data: MusicControlData,
     ) -> MusicControl {
+        // Saturating: the numbers come from the server; at the cap the authority refuses the
+        // change (`out_of_range`) instead of this side wrapping or panicking.
         let seq = if self.last.0 == state.epoch {
-            self.last.1.max(state.sequence) + 1
+            self.last.1.max(state.sequence).saturating_add(1)
         } else {
-            state.sequence + 1
+            state.sequence.saturating_add(1)
         };
         self.last = (state.epoch, seq);
         MusicControl::new(action, data, state.epoch, seq)
@@ -521,12 +614,19 @@ impl RoomAuthority {
 
     /// `member` left. If it was the controller, the room has none (epoch + 1) and the new
     /// state is returned for broadcast; anyone may then claim the role (`handover` to self).
+    /// At epoch [`MAX_SAFE_INTEGER`] (never reached in practice, see [`MAX_EPOCH_JUMP`]) the
+    /// epoch stays and the sequence moves on instead, so the state is still newer.
     pub fn leave(&mut self, member: &str) -> Option<RoomState> {
         self.members.remove(member);
         if self.state.controller_id.as_deref() == Some(member) {
             self.state.controller_id = None;
-            self.state.epoch += 1;
-            self.state.sequence = 0;
+            match next_epoch(self.state.epoch) {
+                Ok(e) => {
+                    self.state.epoch = e;
+                    self.state.sequence = 0;
+                }
+                Err(_) => self.state.sequence = self.state.sequence.saturating_add(1),
+            }
             return Some(self.state.clone());
         }
         None
@@ -574,16 +674,19 @@ impl RoomAuthority {
     /// at `applyAt = max(now + lead, reference time of the state in force)`, so changes apply in
     /// order. Handovers take effect at once (epoch + 1, sequence 0).
     ///
-    /// Errors: [`SyncError::NotController`] (also for a handover by a non-controller, or a
-    /// claim while someone holds the role), [`SyncError::EpochMismatch`] for an epoch ahead of
-    /// the room's, [`SyncError::InvalidArgument`] (see [`RoomState::apply`]; also a handover to
-    /// a non-member).
+    /// Errors: [`SyncError::OutOfRange`] for an epoch or sequence above [`MAX_SAFE_INTEGER`]
+    /// (or a handover at that epoch), [`SyncError::NotController`] (also for a handover by a
+    /// non-controller, or a claim while someone holds the role), [`SyncError::EpochMismatch`]
+    /// for an epoch ahead of the room's, [`SyncError::InvalidArgument`] (see
+    /// [`RoomState::apply`]; also a handover to a non-member).
     pub fn handle_control(
         &mut self,
         from: &str,
         change: &MusicControl,
         now_ms: f64,
     ) -> Result<Decision, SyncError> {
+        check_safe("epoch", change.epoch)?;
+        check_safe("sequence", change.sequence)?;
         let controller = self.state.controller_id.clone();
         let is_claim = controller.is_none() && change.action == MusicAction::Handover;
         if !is_claim && controller.as_deref() != Some(from) {
@@ -621,8 +724,9 @@ impl RoomAuthority {
             }
             resolved.data.to = Some(to);
             resolved.epoch = self.state.epoch;
+            let epoch = next_epoch(self.state.epoch)?;
             let mut next = self.state.apply(&resolved, now_ms)?;
-            next.epoch = self.state.epoch + 1;
+            next.epoch = epoch;
             next.sequence = 0;
             resolved.epoch = next.epoch;
             resolved.sequence = 0;
@@ -659,7 +763,8 @@ impl RoomAuthority {
     /// like any change (`applyAt = max(now + lead, reference time in force)`); `data.from` is
     /// `origin`. A `handover` is [`Decision::Ignored`]: the server decides the controller.
     ///
-    /// Errors: [`SyncError::InvalidArgument`] as [`RoomState::apply`].
+    /// Errors: [`SyncError::InvalidArgument`] as [`RoomState::apply`];
+    /// [`SyncError::OutOfRange`] when the room's sequence is at [`MAX_SAFE_INTEGER`].
     pub fn apply_offline(
         &mut self,
         origin: &str,
@@ -671,7 +776,16 @@ impl RoomAuthority {
         }
         let mut resolved = op.clone();
         resolved.epoch = self.state.epoch;
-        resolved.sequence = self.state.sequence + 1;
+        resolved.sequence = self
+            .state
+            .sequence
+            .checked_add(1)
+            .filter(|s| *s <= MAX_SAFE_INTEGER)
+            .ok_or(SyncError::OutOfRange {
+                what: "sequence",
+                got: self.state.sequence,
+                max: MAX_SAFE_INTEGER - 1,
+            })?;
         let apply_at = (now_ms + self.lead_ms()).max(self.state.ref_server_ms);
         let next = self.state.apply(&resolved, apply_at)?;
         resolved.apply_at = Some(apply_at);
@@ -693,14 +807,19 @@ impl RoomAuthority {
     /// Moves the room's epoch above `seen`, an epoch a device reports (PROTOCOL.md §13.2:
     /// "the server moves its epoch above any epoch it is told about"), so the server's claim
     /// wins over every serverless one: epoch `seen + 1`, sequence 0, controller kept. Returns
-    /// the new state to broadcast, or `None` if the room's epoch was already above.
-    pub fn raise_epoch_above(&mut self, seen: u64) -> Option<RoomState> {
+    /// the new state to broadcast, or `Ok(None)` if the room's epoch was already above.
+    ///
+    /// Errors: [`SyncError::OutOfRange`] if `seen` is more than [`MAX_EPOCH_JUMP`] above the
+    /// room's epoch or `seen + 1` above [`MAX_SAFE_INTEGER`] ([`check_epoch_jump`]); the room
+    /// is unchanged.
+    pub fn raise_epoch_above(&mut self, seen: u64) -> Result<Option<RoomState>, SyncError> {
         if seen < self.state.epoch {
-            return None;
+            return Ok(None);
         }
-        self.state.epoch = seen.saturating_add(1);
+        check_epoch_jump(seen, self.state.epoch)?;
+        self.state.epoch = next_epoch(seen)?;
         self.state.sequence = 0;
-        Some(self.state.clone())
+        Ok(Some(self.state.clone()))
     }
 
     /// Whether the room is fresh: no playback change and no reseed applied since it was
@@ -719,15 +838,18 @@ impl RoomAuthority {
     ///
     /// Errors: [`SyncError::InvalidArgument`] for a seed that is not a playable state
     /// (position or reference time not finite, position below 0, rate not a positive finite
-    /// number).
+    /// number); [`SyncError::OutOfRange`] for a seed epoch of [`MAX_SAFE_INTEGER`] or more or
+    /// a sequence above it ([`RoomState::check_seed`]). A fresh room is not bound by
+    /// [`MAX_EPOCH_JUMP`] (a restarted server starts at epoch 0).
     pub fn reseed(&mut self, seed: &RoomState) -> Result<Option<RoomState>, SyncError> {
         seed.check_seed()?;
         if self.live {
             return Ok(None);
         }
+        let epoch = next_epoch(self.state.epoch.max(seed.epoch))?;
         self.state = RoomState {
             controller_id: self.state.controller_id.clone(),
-            epoch: self.state.epoch.max(seed.epoch).saturating_add(1),
+            epoch,
             sequence: 0,
             ..seed.clone()
         };
@@ -835,9 +957,81 @@ mod tests {
         assert_eq!(a.state().controller_id.as_deref(), Some("dj"));
         let bad = MusicControl::new(MusicAction::Seek, MusicControlData::default(), 9, 3);
         assert!(a.apply_offline("phone", &bad, T0).is_err());
-        assert_eq!(a.raise_epoch_above(7).map(|s| s.epoch), Some(8));
-        assert_eq!(a.raise_epoch_above(3), None);
+        assert_eq!(a.raise_epoch_above(7).unwrap().map(|s| s.epoch), Some(8));
+        assert_eq!(a.raise_epoch_above(3), Ok(None));
         assert_eq!(a.state().controller_id.as_deref(), Some("dj"));
+    }
+
+    fn out_of_range(r: Result<impl fmt::Debug, SyncError>) -> bool {
+        matches!(r, Err(SyncError::OutOfRange { .. }))
+    }
+
+    #[test]
+    fn client_epochs_are_bounded_and_never_wrap() {
+        let mut a = room_with_dj();
+        let e0 = a.state().epoch;
+        // issue 11: u64::MAX used to be accepted, and the next handover wrapped to 0.
+        for seen in [u64::MAX, MAX_SAFE_INTEGER, e0 + MAX_EPOCH_JUMP + 1] {
+            let r = a.raise_epoch_above(seen);
+            assert!(out_of_range(r.clone()), "{seen}: {r:?}");
+            assert_eq!(r.unwrap_err().code(), ErrorCode::OutOfRange);
+            assert_eq!(a.state().epoch, e0, "a refusal changes nothing");
+        }
+        let top = e0 + MAX_EPOCH_JUMP;
+        assert_eq!(a.raise_epoch_above(top).unwrap().unwrap().epoch, top + 1);
+        // Changes with numbers no JS client can send.
+        for (epoch, sequence) in [(u64::MAX, 1), (1, u64::MAX), (MAX_SAFE_INTEGER + 1, 0)] {
+            let r = a.handle_control("dj", &play(epoch, sequence, None), T0);
+            assert!(out_of_range(r), "({epoch}, {sequence})");
+        }
+        assert_eq!(a.state().epoch, top + 1);
+    }
+
+    #[test]
+    fn a_fresh_room_reseeds_up_to_the_cap_then_stops_counting() {
+        let mut a = RoomAuthority::new(AuthorityConfig::default(), T0);
+        a.join("dj");
+        let mut seed = RoomState::new(T0);
+        seed.epoch = u64::MAX;
+        assert!(out_of_range(a.reseed(&seed)));
+        seed.epoch = MAX_SAFE_INTEGER;
+        assert!(out_of_range(a.reseed(&seed)));
+        seed.epoch = 3;
+        seed.sequence = u64::MAX;
+        assert!(out_of_range(a.reseed(&seed)));
+        assert!(a.is_fresh(), "refused seeds leave the room fresh");
+        // A fresh room is not bound by MAX_EPOCH_JUMP, only by the cap.
+        seed.epoch = MAX_SAFE_INTEGER - 1;
+        seed.sequence = 0;
+        assert_eq!(a.reseed(&seed).unwrap().unwrap().epoch, MAX_SAFE_INTEGER);
+        // At the cap: no raise, no handover, no wrap; the offline sequence is checked too.
+        assert!(out_of_range(a.raise_epoch_above(MAX_SAFE_INTEGER)));
+        let claim = MusicControl::new(
+            MusicAction::Handover,
+            MusicControlData {
+                to: Some("dj".into()),
+                ..MusicControlData::default()
+            },
+            MAX_SAFE_INTEGER,
+            1,
+        );
+        assert!(out_of_range(a.handle_control("dj", &claim, T0)));
+        assert_eq!(a.state().epoch, MAX_SAFE_INTEGER);
+        a.state.controller_id = Some("dj".into());
+        let freed = a.leave("dj").unwrap();
+        assert_eq!((freed.epoch, freed.sequence), (MAX_SAFE_INTEGER, 1));
+        a.state.sequence = MAX_SAFE_INTEGER;
+        assert!(out_of_range(a.apply_offline(
+            "x",
+            &play(0, 0, Some(1.0)),
+            T0
+        )));
+        assert_eq!(a.state().sequence, MAX_SAFE_INTEGER);
+        // The controller side saturates instead of panicking.
+        let c =
+            ControlStamper::new().stamp(a.state(), MusicAction::Pause, MusicControlData::default());
+        assert_eq!(c.sequence, MAX_SAFE_INTEGER + 1);
+        assert!(out_of_range(a.handle_control("dj", &c, T0)));
     }
 
     fn room_with_dj() -> RoomAuthority {
