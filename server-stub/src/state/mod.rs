@@ -37,6 +37,8 @@ mod sweeper;
 pub use crate::registry::session::{lane_grants, SessionStatus};
 pub use sweeper::spawn_sweeper;
 
+pub(crate) use crate::lock::lock_or_abort;
+
 use crate::config::Config;
 use crate::music::MusicService;
 use crate::registry::{Attach, Registry, RoomEvent};
@@ -49,19 +51,6 @@ use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::watch;
-
-/// Locks `m`; if a panic poisoned it, logs `what` at `error` and aborts the process (see the
-/// module docs: server-wide state is never reused half-updated).
-pub(crate) fn lock_or_abort<'a, T>(m: &'a Mutex<T>, what: &str) -> MutexGuard<'a, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(_) => {
-            tracing::error!(lock = what, "lock poisoned by a panic while held: its state may be half-updated; aborting the server");
-            eprintln!("server-stub: {what} lock poisoned by a panic; aborting");
-            std::process::abort();
-        }
-    }
-}
 
 /// Shared state of one server: configuration, dictionary, sessions, rooms and music rooms.
 #[derive(Debug)]
