@@ -187,6 +187,12 @@ impl MusicService {
         Some(r)
     }
 
+    /// The lock of room `name`, if it is a music room (tests hold it to play a busy room).
+    #[cfg(test)]
+    pub(crate) fn room_for_test(&self, name: &str) -> Option<Arc<Mutex<MusicRoom>>> {
+        self.room(name, &[], false)
+    }
+
     /// Runs `f` on `room` holding only its lock. A poisoned room is restarted fresh (with
     /// `members`) and logged, never reused half-updated.
     fn with_room<R>(
