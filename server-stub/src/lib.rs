@@ -13,9 +13,11 @@
 //! | [`state`] | the app state: wires the registry, the music service and the signaling server; lock rules; TTL sweeper |
 //! | `registry` | sessions, rooms, routing, outbound queues and multiplexers (`send(lane, frame)`), per-receiver encodings |
 //! | [`close`] | every WebSocket close code, the close signal |
-//! | [`music`] | music rooms: one sync authority per room behind its own lock, returning deliveries; `GET /api/media` and `/media/` (issue #4, seed 004 Tier 1) |
+//! | [`music`] | music rooms: one sync authority per room behind its own lock, returning deliveries (issue #4, seed 004 Tier 1) |
+//! | [`media`] | `GET /api/media`: the audio files music rooms play, served at `/media/` |
+//! | `lock` | locking server-wide state: a poisoned lock aborts loudly |
 //! | `signal_route` | WebRTC signaling on the Messaging lane: routed to one member of the room, `from` checked (seed 000 "Nexus as P2P signaling") |
-//! | [`signaling`] | `GET /api/signaling`: the seed 001 signaling server (auth with the session's `signalingToken`, rooms, offer/answer/ice/end relay, heartbeat timeout) |
+//! | [`signaling`] | `GET /api/signaling` (handler) and its hub: the seed 001 signaling server (auth with the session's `signalingToken`, rooms, offer/answer/ice/end relay, heartbeat timeout) |
 //! | [`webrtc`] | `GET /api/webrtc/config`: STUN/TURN servers as an `RTCConfiguration` (seed 001 "ICE/TURN Configuration") |
 //! | `room_key` | the room key each joiner gets for sealing music control between peers (issue #5 "Security", PROTOCOL.md §13.4) |
 //! | [`pwa`] | the app version in `index.html`, runtime version changes pushed to sockets (seed 000 "PWA Cache Protection") |
@@ -30,6 +32,8 @@ pub mod close;
 pub mod config;
 pub mod error;
 pub mod limits;
+mod lock;
+pub mod media;
 pub mod music;
 pub mod pwa;
 mod registry;
@@ -113,7 +117,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(api::protocol_info_handler),
         )
         .route("/api/version", get(api::version))
-        .route("/api/media", get(music::media::media_list))
+        .route("/api/media", get(media::media_list))
         .route("/api/webrtc/config", get(webrtc::config))
         .route(
             "/api/signaling",

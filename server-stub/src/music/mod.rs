@@ -52,7 +52,6 @@
 //! beside the room's own TTL.
 
 pub(crate) mod changes;
-pub mod media;
 
 use crate::registry::RoomEvent;
 use p3_lanes::core::error::{ErrorCode, WireError};
@@ -67,8 +66,6 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-pub use media::{list_media, media_list, wav_duration_s, MediaList, MediaTrack};
 
 /// The shared clock of music rooms: the server's wall clock, ms since the Unix epoch, with
 /// sub-ms precision (clients learn it from `pong.serverTime`, the same clock floored).
@@ -182,7 +179,7 @@ impl MusicService {
     /// The map of rooms. Held only for lookups, inserts and the sweep, never across a room's
     /// work; poisoned only by a bug in those few lines, which brings the server down loudly.
     fn map(&self) -> MutexGuard<'_, HashMap<String, Shared>> {
-        crate::state::lock_or_abort(&self.rooms, "music rooms map")
+        crate::lock::lock_or_abort(&self.rooms, "music rooms map")
     }
 
     /// The room `name`, created with `members` when `create` and it is not a music room yet.
@@ -197,6 +194,12 @@ impl MusicService {
         let r = Arc::new(Mutex::new(MusicRoom::new(&self.config, members)));
         map.insert(name.to_owned(), r.clone());
         Some(r)
+    }
+
+    /// The lock of room `name`, if it is a music room (tests hold it to play a busy room).
+    #[cfg(test)]
+    pub(crate) fn room_for_test(&self, name: &str) -> Option<Arc<Mutex<MusicRoom>>> {
+        self.room(name, &[], false)
     }
 
     /// Runs `f` on `room` holding only its lock. A poisoned room is restarted fresh (with

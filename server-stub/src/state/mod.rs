@@ -37,6 +37,8 @@ mod sweeper;
 pub use crate::registry::session::{lane_grants, SessionStatus};
 pub use sweeper::spawn_sweeper;
 
+pub(crate) use crate::lock::lock_or_abort;
+
 use crate::config::Config;
 use crate::music::MusicService;
 use crate::registry::{Attach, Registry, RoomEvent};
@@ -49,19 +51,6 @@ use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::watch;
-
-/// Locks `m`; if a panic poisoned it, logs `what` at `error` and aborts the process (see the
-/// module docs: server-wide state is never reused half-updated).
-pub(crate) fn lock_or_abort<'a, T>(m: &'a Mutex<T>, what: &str) -> MutexGuard<'a, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(_) => {
-            tracing::error!(lock = what, "lock poisoned by a panic while held: its state may be half-updated; aborting the server");
-            eprintln!("server-stub: {what} lock poisoned by a panic; aborting");
-            std::process::abort();
-        }
-    }
-}
 
 /// Shared state of one server: configuration, dictionary, sessions, rooms and music rooms.
 #[derive(Debug)]
@@ -83,6 +72,9 @@ pub struct AppState {
 
 /// The locked registry. Dropping it releases the lock, then hands the joins and leaves
 /// recorded meanwhile to the music service (which may deliver `sync-state`s).
+///
+/// Code running under a music room's lock (its delivery callback) only pushes messages, which
+/// never records a join or leave, so such a drop never re-enters a room lock.
 pub(crate) struct RegistryGuard<'a> {
     state: &'a AppState,
     guard: Option<MutexGuard<'a, Registry>>,
@@ -304,5 +296,68 @@ pub(crate) struct SocketGuard(Arc<AppState>);
 impl Drop for SocketGuard {
     fn drop(&mut self) {
         self.0.sockets.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::HTTP_SENDER;
+    use serde_json::json;
+    use std::time::Duration;
+
+    /// Issue 11 "No global stall": while one room's music work is in progress (here: waiting
+    /// for its room lock, as during a long `music-changes` reconcile), neither the registry
+    /// lock nor any other room is held: another room's music message and any registry work go
+    /// through. With the authority under the registry lock (as before), the registry would be
+    /// locked during the wait.
+    #[test]
+    fn a_busy_music_room_holds_neither_the_registry_nor_other_rooms() {
+        let state = AppState::new(Config::default());
+        let lanes = vec![
+            (Lane::Control, Encoding::Json),
+            (Lane::Sync, Encoding::Json),
+        ];
+        let member = |room: &str| {
+            let sid = state.registry().create_session(
+                room.into(),
+                None,
+                None,
+                "websocket",
+                lanes.clone(),
+                None,
+                Instant::now(),
+            );
+            state.registry().join(sid, room.into());
+            sid
+        };
+        let (a, b) = (member("r1"), member("r2"));
+        let claim = json!({"type": "music-control", "action": "handover", "data": {}, "sequence": 1, "epoch": 0});
+        state.music_message(a, HTTP_SENDER, 1, claim.clone());
+        let r1 = state.music.room_for_test("r1").expect("r1 is a music room");
+        let busy = r1.lock().unwrap();
+        let worker = std::thread::spawn({
+            let state = state.clone();
+            let push = json!({"type": "music-changes", "epoch": 1, "changes": []});
+            move || state.music_message(a, HTTP_SENDER, 2, push)
+        });
+        // The worker has looked r1 up (its own handle on the room) and waits for its lock.
+        let mut waited = 0;
+        while Arc::strong_count(&r1) < 3 {
+            assert!(waited < 5_000, "the worker never reached the room");
+            std::thread::sleep(Duration::from_millis(1));
+            waited += 1;
+        }
+        assert!(
+            state.registry.try_lock().is_ok(),
+            "the registry is free while r1 is busy"
+        );
+        state.music_message(b, HTTP_SENDER, 1, claim);
+        assert!(
+            state.music.room_for_test("r2").is_some(),
+            "r2 handled meanwhile"
+        );
+        drop(busy);
+        worker.join().unwrap();
     }
 }

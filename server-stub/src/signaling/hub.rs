@@ -1,0 +1,134 @@
+//! The seed 001 signaling server's state (see [`super`]): the token secret, authenticated
+//! sockets and their rooms, behind one lock held for map updates and queue pushes only. A leaf:
+//! the app state owns it, the handler in [`super`] uses it.
+
+use crate::close;
+use axum::extract::ws::Utf8Bytes;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use p3_lanes::core::frame::SessionId;
+use p3_lanes::core::p2p::signaling_server::SignalingEvent;
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{mpsc, watch};
+
+/// Domain separation of the token HMAC.
+const TOKEN_CONTEXT: &[u8] = b"p3-signaling-v1";
+
+pub(super) type Close = watch::Sender<Option<(u16, &'static str)>>;
+
+/// One authenticated socket.
+#[derive(Debug)]
+pub(super) struct Member {
+    pub(super) conn: u64,
+    pub(super) tx: mpsc::Sender<Utf8Bytes>,
+    pub(super) close: Arc<Close>,
+    pub(super) room: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Rooms {
+    pub(super) members: HashMap<SessionId, Member>,
+    pub(super) rooms: HashMap<String, Vec<SessionId>>,
+}
+
+/// The signaling server's state: the token secret, authenticated sockets and rooms.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    secret: [u8; 32],
+    pub(super) next_conn: AtomicU64,
+    inner: Mutex<Rooms>,
+}
+
+impl Hub {
+    /// A hub with a fresh secret from the OS CSPRNG.
+    pub(crate) fn new() -> Hub {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("the OS random number generator is available");
+        Hub {
+            secret,
+            next_conn: AtomicU64::new(1),
+            inner: Mutex::new(Rooms::default()),
+        }
+    }
+
+    fn mac(&self, sid: SessionId) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
+            .expect("HMAC takes keys of any length");
+        mac.update(TOKEN_CONTEXT);
+        mac.update(sid.to_string().as_bytes());
+        mac
+    }
+
+    /// The `signalingToken` of session `sid` (see the module docs).
+    pub(crate) fn token(&self, sid: SessionId) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(self.mac(sid).finalize().into_bytes())
+    }
+
+    /// Whether `token` is `sid`'s, compared in constant time.
+    pub(super) fn verify(&self, sid: SessionId, token: &str) -> bool {
+        let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token) else {
+            return false;
+        };
+        self.mac(sid).verify_slice(&bytes).is_ok()
+    }
+
+    /// Locks the hub; a lock poisoned by a panic brings the server down loudly (see
+    /// [`crate::lock`]: server-wide state is never reused half-updated).
+    pub(super) fn lock(&self) -> MutexGuard<'_, Rooms> {
+        crate::lock::lock_or_abort(&self.inner, "signaling hub")
+    }
+}
+
+impl Rooms {
+    /// Queues a protocol message for `sid`; a full queue closes its socket with 1013.
+    pub(super) fn send(&self, sid: SessionId, ev: &SignalingEvent) {
+        if let Some(m) = self.members.get(&sid) {
+            if m.tx.try_send(encode(ev)).is_err() {
+                m.close
+                    .send_replace(Some((close::TRY_AGAIN_LATER, "outbound queue full")));
+            }
+        }
+    }
+
+    /// Takes `sid` out of its room; the others hear `peer_left` with `reason`.
+    pub(super) fn leave(&mut self, sid: SessionId, reason: &str) {
+        let Some(room) = self.members.get_mut(&sid).and_then(|m| m.room.take()) else {
+            return;
+        };
+        let mut others = Vec::new();
+        if let Some(list) = self.rooms.get_mut(&room) {
+            list.retain(|m| *m != sid);
+            others.clone_from(list);
+            if list.is_empty() {
+                self.rooms.remove(&room);
+            }
+        }
+        let ev = SignalingEvent::PeerLeft {
+            room_id: room,
+            from: sid.to_string(),
+            reason: reason.to_owned(),
+        };
+        for o in others {
+            self.send(o, &ev);
+        }
+    }
+
+    /// Socket `conn` of `sid` ended (`reason` for its room), if it still is the session's.
+    pub(super) fn remove(&mut self, sid: SessionId, conn: u64, reason: &str) {
+        if self.members.get(&sid).is_some_and(|m| m.conn == conn) {
+            self.leave(sid, reason);
+            self.members.remove(&sid);
+        }
+    }
+}
+
+/// A signaling event as a text message.
+pub(super) fn encode(ev: &SignalingEvent) -> Utf8Bytes {
+    serde_json::to_string(ev)
+        .unwrap_or_else(|_| r#"{"type":"error","code":"internal","error":"encoding"}"#.into())
+        .into()
+}
