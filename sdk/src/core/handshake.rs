@@ -91,7 +91,7 @@ pub struct HeartbeatInfo {
 }
 
 /// Response body (seed 000) plus `websocketUrl` and `heartbeat`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HandshakeResponse {
     /// New session id (UUID).
@@ -118,6 +118,69 @@ pub struct HandshakeResponse {
     /// without that endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signaling_token: Option<String>,
+    /// Ours (issue 11): the per-session quotas the server enforces, so that the client can
+    /// pace its sends and never be refused. Absent: the server advertises none (the client
+    /// then paces only after a `rate_limited` refusal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+/// `limits` in the handshake response (issue 11, PROTOCOL.md §15): what the server enforces
+/// per session. Every field is optional; an absent one means no limit is advertised.
+///
+/// ```json
+/// "limits": {"rates": {"control": {"perSecond": 50, "burst": 200},
+///                      "sync": {"perSecond": 100, "burst": 400},
+///                      "bulk": {"perSecond": 5000, "burst": 10000}}}
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Message rates per lane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rates: Option<LaneRates>,
+}
+
+/// Per-session message quotas (GCRA, `--rate-control`, `--rate-sync`, `--rate-bulk`). Each
+/// lane has its own budget: `control` for lane 1, `sync` for lane 7, and `bulk` for **each**
+/// other lane (Messaging, Voice, Video, Data, Telemetry and Relay each get one `bulk` quota).
+/// A message is one Control message or one Data frame (§5), or one multiplexer message
+/// (§11, counted once whatever its number of chunks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaneRates {
+    /// Control (lane 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<Rate>,
+    /// Sync (lane 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<Rate>,
+    /// Each other lane, separately.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk: Option<Rate>,
+}
+
+impl LaneRates {
+    /// The quota of `lane`.
+    pub fn for_lane(&self, lane: Lane) -> Option<Rate> {
+        match lane {
+            Lane::Control => self.control,
+            Lane::Sync => self.sync,
+            _ => self.bulk,
+        }
+    }
+}
+
+/// One GCRA quota: `burst` messages at once, then `perSecond` messages per second
+/// (`--rate-control "50/s,burst=200"` is `{perSecond: 50, burst: 200}`; `"30/min"` is
+/// `{perSecond: 0.5, burst: 30}`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rate {
+    /// Sustained rate, messages per second (> 0; may be fractional).
+    pub per_second: f64,
+    /// Burst size, messages (≥ 1).
+    pub burst: u32,
 }
 
 /// The outcome of negotiation, before the server fills in ids, URLs and times.
