@@ -1969,6 +1969,316 @@ mod tests {
         ));
     }
 
+    /// Issue 11: pacing by the advertised quotas and the answers to `rate_limited`.
+    mod rate_limits {
+        use super::*;
+        use crate::core::handshake::{LaneRates, Limits, Rate};
+        use crate::core::rate::Gcra;
+
+        /// The server's quota in these tests: 20 messages/s, bursts of 5.
+        const BULK: Rate = Rate {
+            per_second: 20.0,
+            burst: 5,
+        };
+
+        fn limited(rates: LaneRates) -> HandshakeResponse {
+            let mut h = handshake(1, &std_lanes());
+            h.limits = Some(Limits { rates: Some(rates) });
+            h
+        }
+
+        fn open_with(hs: &HandshakeResponse) -> Client {
+            let mut c = Client::new(ClientConfig::default(), hs, 0).unwrap();
+            drain(&mut c);
+            c.handle_socket_open(10);
+            let w = welcome(&c);
+            c.handle_frame(&w, 10);
+            c
+        }
+
+        /// (lane, seq, value) of the Data frames among `frames`.
+        fn data(frames: &[Vec<u8>]) -> Vec<(Lane, u64, Value)> {
+            let d = Dictionary::v1();
+            frames
+                .iter()
+                .filter_map(|f| {
+                    let (h, p) = FrameHeader::decode(f).unwrap();
+                    (h.kind == FrameKind::Data)
+                        .then(|| (h.lane, h.seq, payload::decode(&h, p, Some(&d)).unwrap()))
+                })
+                .collect()
+        }
+
+        /// A Control `error` as the server sends it (with `retryAfterMs`, which
+        /// [`Control::Error`] does not model).
+        fn refusal(code: &str, lane: Lane, seq: u64, retry_after_ms: Option<u64>) -> Vec<u8> {
+            let mut v = json!({"type": "error", "code": code, "error": "refused",
+                               "lane": lane.id(), "seq": seq});
+            if let Some(r) = retry_after_ms {
+                v["retryAfterMs"] = json!(r);
+            }
+            let (bytes, dv) =
+                payload::encode(&v, Encoding::Msgpack, Some(&Dictionary::v1())).unwrap();
+            FrameHeader::control(Encoding::Msgpack, 9, dv).encode(&bytes)
+        }
+
+        /// Runs the client from `now` to `until` (ms), calling it only at the deadlines it
+        /// asks for; returns (time, lane, seq, value) of every Data frame it transmitted.
+        fn run_until(c: &mut Client, mut now: u64, until: u64) -> Vec<(u64, Lane, u64, Value)> {
+            let mut sent = vec![];
+            for _ in 0..100_000 {
+                c.handle_clock(now);
+                let (t, _, _, at) = drain(c);
+                sent.extend(data(&t).into_iter().map(|(l, s, v)| (now, l, s, v)));
+                match at {
+                    Some(at) if at <= until => {
+                        // (An overdue timer, e.g. the first heartbeat, fires now.)
+                        now = now.max(at);
+                        c.handle_timeout(now);
+                    }
+                    _ => return sent,
+                }
+            }
+            panic!("the client never went idle");
+        }
+
+        #[test]
+        fn paced_sends_never_exceed_the_quota_and_lose_nothing() {
+            let rates = LaneRates {
+                bulk: Some(BULK),
+                ..LaneRates::default()
+            };
+            let mut c = open_with(&limited(rates));
+            assert!(c.is_paced(Lane::Messaging) && !c.is_paced(Lane::Control));
+            drain(&mut c);
+            for n in 1..=60 {
+                c.send(Lane::Messaging, json!({"n": n}), None).unwrap();
+            }
+            assert_eq!(c.queued_len(Lane::Messaging), 60);
+            let sent = run_until(&mut c, 10, 60_000);
+            // Nothing lost or reordered, numbered 1, 2, ... as they left.
+            let ns: Vec<u64> = sent.iter().map(|s| s.3["n"].as_u64().unwrap()).collect();
+            assert_eq!(ns, (1..=60).collect::<Vec<_>>());
+            assert!(sent.iter().enumerate().all(|(i, s)| s.2 == i as u64 + 1));
+            // The server's own GCRA accepts every one of them on arrival.
+            let mut server = Gcra::new(BULK.per_second, BULK.burst).unwrap();
+            for (t, ..) in &sent {
+                assert!(server.conforms(*t), "refused at {t} ms: {sent:?}");
+                server.consume(*t);
+            }
+            // The burst went at once, the rest at the paced rate (19/s): ~2.9 s for 56.
+            assert_eq!(sent.iter().filter(|s| s.0 == 10).count(), 4);
+            let last = sent.last().unwrap().0;
+            assert!((2_900..3_000).contains(&last), "{last}");
+            assert_eq!(c.queued_len(Lane::Messaging), 0);
+        }
+
+        #[test]
+        fn a_paced_lane_is_bounded_and_drains() {
+            let rates = LaneRates {
+                bulk: Some(BULK),
+                ..LaneRates::default()
+            };
+            let mut c = open_with(&limited(rates));
+            drain(&mut c);
+            let depth = Lane::Messaging.spec().queue_depth as u64;
+            for n in 0..depth {
+                c.send(Lane::Messaging, json!({"n": n}), None).unwrap();
+            }
+            let e = c.send(Lane::Messaging, json!({"n": 0}), None).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::Backpressure);
+            c.handle_clock(10);
+            let (_, _, e, _) = drain(&mut c);
+            assert!(e.contains(&Event::Drain {
+                lane: Lane::Messaging
+            }));
+        }
+
+        #[test]
+        fn refused_reliable_message_goes_again_after_retry_after() {
+            let mut c = open_client();
+            drain(&mut c);
+            for n in 1..=3 {
+                c.send(Lane::Messaging, json!({"n": n}), None).unwrap();
+            }
+            c.handle_clock(10);
+            let (t, ..) = drain(&mut c);
+            assert_eq!(data(&t).len(), 3, "no quota advertised: unpaced");
+            c.handle_frame(&refusal("rate_limited", Lane::Messaging, 2, Some(500)), 20);
+            c.send(Lane::Messaging, json!({"n": 4}), None).unwrap();
+            let (t, _, e, _) = drain(&mut c);
+            assert!(data(&t).is_empty(), "the lane is held");
+            assert!(e.contains(&Event::Error {
+                code: ErrorCode::RateLimited,
+                message: "refused; sent again after the wait".into(),
+                lane: Some(Lane::Messaging),
+                seq: Some(2),
+                retry_after_ms: Some(500),
+                dropped: Some(false),
+            }));
+            let sent = run_until(&mut c, 20, 5_000);
+            let got: Vec<(u64, u64)> = sent
+                .iter()
+                .map(|s| (s.0, s.3["n"].as_u64().unwrap()))
+                .collect();
+            // Message 2 again at 520 ms, then 4 after it, one `retryAfterMs` later (the lane
+            // paces at what the refusal taught it).
+            assert_eq!(got, vec![(520, 2), (1020, 4)]);
+            // A second refusal of message 2 (seq 4 now): sent once more, after the wait and
+            // the lane's pace (one per 500 ms since 1020).
+            c.handle_frame(
+                &refusal("rate_limited", Lane::Messaging, 4, Some(100)),
+                1100,
+            );
+            let sent = run_until(&mut c, 1100, 5_000);
+            assert_eq!(sent.len(), 1);
+            assert_eq!((sent[0].0, &sent[0].3), (1520, &json!({"n": 2})));
+        }
+
+        #[test]
+        fn refused_unreliable_message_is_dropped_and_said_so() {
+            let mut c = open_client();
+            drain(&mut c);
+            c.send(Lane::Voice, json!({"n": 1}), None).unwrap();
+            c.handle_clock(10);
+            let (t, ..) = drain(&mut c);
+            let seq = data(&t)[0].1;
+            c.handle_frame(&refusal("rate_limited", Lane::Voice, seq, None), 20);
+            let (_, _, e, _) = drain(&mut c);
+            assert!(e.iter().any(|e| matches!(
+                e,
+                Event::Error {
+                    code: ErrorCode::RateLimited,
+                    lane: Some(Lane::Voice),
+                    retry_after_ms: Some(DEFAULT_RETRY_AFTER_MS),
+                    dropped: Some(true),
+                    ..
+                }
+            )));
+            assert!(run_until(&mut c, 20, 10_000).is_empty(), "never sent again");
+            // The lane waits out the refusal, then goes on.
+            c.send(Lane::Voice, json!({"n": 2}), None).unwrap();
+            let sent = run_until(&mut c, 20, 10_000);
+            assert_eq!(sent.len(), 1);
+            assert_eq!(sent[0].0, 20 + DEFAULT_RETRY_AFTER_MS);
+        }
+
+        #[test]
+        fn close_4429_reconnects_only_after_the_rate_limit_backoff() {
+            for (code, earliest) in [(CLOSE_RATE_LIMITED, 10_100), (1006, 900)] {
+                let mut c = open_client();
+                drain(&mut c);
+                c.handle_socket_closed(code, 100);
+                let (_, a, e, at) = drain(&mut c);
+                assert!(a.is_empty());
+                let rate_limited = e.iter().any(|e| {
+                    matches!(
+                        e,
+                        Event::Error {
+                            code: ErrorCode::RateLimited,
+                            ..
+                        }
+                    )
+                });
+                assert_eq!(rate_limited, code == CLOSE_RATE_LIMITED);
+                let at = at.unwrap();
+                assert!(at >= earliest && at <= earliest + 2_000, "{code}: {at}");
+                c.handle_timeout(at);
+                let (_, a, _, _) = drain(&mut c);
+                assert!(matches!(&a[..], [Action::OpenSocket { .. }]), "{a:?}");
+            }
+        }
+
+        #[test]
+        fn handshake_429_waits_for_retry_after() {
+            let mut c = open_client();
+            c.handle_socket_closed(CLOSE_SESSION_NOT_FOUND, 100);
+            let (_, _, _, at) = drain(&mut c);
+            c.handle_timeout(at.unwrap());
+            let (_, a, _, _) = drain(&mut c);
+            assert_eq!(a, vec![Action::Handshake]);
+            let now = at.unwrap();
+            c.handle_handshake_rate_limited(Some(30_000), now);
+            let (_, _, _, next) = drain(&mut c);
+            assert!(next.unwrap() >= now + 30_000, "{next:?}");
+        }
+
+        #[test]
+        fn refused_join_fails_and_is_not_rejoined() {
+            let mut c = open_client();
+            drain(&mut c);
+            c.join_room("full").unwrap();
+            let (t, ..) = drain(&mut c);
+            let (h, _) = FrameHeader::decode(&t[0]).unwrap();
+            // Another Control refusal is not about the join.
+            c.handle_frame(&refusal("bad_control", Lane::Control, h.seq + 7, None), 20);
+            c.handle_frame(&refusal("room_full", Lane::Control, h.seq, None), 20);
+            let (_, _, e, _) = drain(&mut c);
+            let failed: Vec<&Event> = e
+                .iter()
+                .filter(|e| matches!(e, Event::JoinFailed { .. }))
+                .collect();
+            assert_eq!(
+                failed,
+                vec![&Event::JoinFailed {
+                    room: "full".into(),
+                    code: ErrorCode::RoomFull,
+                    message: "refused".into(),
+                }]
+            );
+            assert!(e.iter().any(|e| matches!(
+                e,
+                Event::Error {
+                    code: ErrorCode::RoomFull,
+                    ..
+                }
+            )));
+            assert_eq!(c.room(), None, "not rejoined after a reconnect");
+        }
+
+        #[test]
+        fn other_limit_codes_reach_the_app_typed() {
+            let mut c = open_client();
+            drain(&mut c);
+            for code in [
+                ErrorCode::PayloadTooLarge,
+                ErrorCode::PayloadTooComplex,
+                ErrorCode::LimitExceeded,
+                ErrorCode::OutOfRange,
+                ErrorCode::TooManyRequests,
+            ] {
+                c.handle_frame(&refusal(code.as_str(), Lane::Sync, 3, None), 20);
+                let (_, _, e, _) = drain(&mut c);
+                assert!(
+                    e.iter()
+                        .any(|e| matches!(e, Event::Error { code: c, .. } if *c == code)),
+                    "{code}: {e:?}"
+                );
+            }
+        }
+
+        #[test]
+        fn paced_control_keeps_probes_honest() {
+            let rates = LaneRates {
+                control: Some(Rate {
+                    per_second: 1.0,
+                    burst: 2,
+                }),
+                ..LaneRates::default()
+            };
+            let mut c = open_with(&limited(rates));
+            c.handle_timeout(10);
+            let (t, ..) = drain(&mut c);
+            assert_eq!(controls(&t).len(), 1, "the first heartbeat");
+            // The pacer keeps a burst of 1; the heartbeat ping used it.
+            assert!(!c.ping(10.0, None), "a probe that would wait is not sent");
+            c.handle_clock(1_100);
+            assert!(c.ping(1_100.0, None));
+            let (t, ..) = drain(&mut c);
+            assert!(matches!(&controls(&t)[..], [Control::Ping { .. }]));
+        }
+    }
+
     #[test]
     fn welcome_for_another_session_is_ignored() {
         let mut c = Client::new(ClientConfig::default(), &handshake(1, &std_lanes()), 0).unwrap();
@@ -2018,6 +2328,8 @@ mod tests {
             at_server: Vec<(Lane, u64)>,
             /// (lane, number) received by the client, in order.
             at_client: Vec<(Lane, u64)>,
+            /// When each of `at_server` arrived, ms.
+            arrivals: Vec<u64>,
             events: Vec<Event>,
             actions: Vec<Action>,
             now: u64,
@@ -2039,7 +2351,10 @@ mod tests {
 
         impl Pair {
             fn new() -> Pair {
-                let hs = mux_handshake(1);
+                Pair::with(mux_handshake(1))
+            }
+
+            fn with(hs: HandshakeResponse) -> Pair {
                 let c = Client::new(ClientConfig::default(), &hs, 0).unwrap();
                 assert!(c.uses_mux());
                 let mut p = Pair {
@@ -2050,6 +2365,7 @@ mod tests {
                     s2c: VecDeque::new(),
                     at_server: vec![],
                     at_client: vec![],
+                    arrivals: vec![],
                     events: vec![],
                     actions: vec![],
                     now: 0,
@@ -2089,6 +2405,7 @@ mod tests {
             /// Drains both ends once; returns whether anything moved.
             fn pump(&mut self) -> bool {
                 let mut moved = false;
+                self.c.handle_clock(self.now);
                 self.c.handle_transport_buffered(0);
                 loop {
                     match self.c.poll_output() {
@@ -2110,6 +2427,7 @@ mod tests {
                             if h.kind == FrameKind::Data {
                                 let v = payload::decode(&h, body, Some(&Dictionary::v1()));
                                 self.at_server.push((lane, number(&v.unwrap())));
+                                self.arrivals.push(self.now);
                             }
                         }
                         MuxEvent::Error(e) => panic!("server mux error {e}"),
@@ -2321,6 +2639,80 @@ mod tests {
                 in_order(&p.at_server, Lane::Messaging),
                 (1..=depth).collect::<Vec<_>>()
             );
+        }
+
+        #[test]
+        fn paced_lane_through_the_multiplexer_stays_within_the_quota() {
+            use crate::core::handshake::{LaneRates, Limits, Rate};
+            let quota = Rate {
+                per_second: 20.0,
+                burst: 5,
+            };
+            let mut hs = mux_handshake(1);
+            hs.limits = Some(Limits {
+                rates: Some(LaneRates {
+                    bulk: Some(quota),
+                    ..LaneRates::default()
+                }),
+            });
+            let mut p = Pair::with(hs);
+            for n in 1..=200 {
+                p.c.send(Lane::Messaging, numbered(n, 10), None).unwrap();
+            }
+            p.run(usize::MAX, 12_000);
+            assert_eq!(
+                in_order(&p.at_server, Lane::Messaging),
+                (1..=200).collect::<Vec<_>>()
+            );
+            let mut server = crate::core::rate::Gcra::new(quota.per_second, quota.burst).unwrap();
+            for &t in &p.arrivals {
+                assert!(server.conforms(t), "refused at {t} ms");
+                server.consume(t);
+            }
+            assert!(!p.events.iter().any(|e| matches!(e, Event::Error { .. })));
+        }
+
+        #[test]
+        fn refused_multiplexed_message_is_sent_again_before_later_ones() {
+            let mut p = Pair::new();
+            for n in 1..=5 {
+                p.c.send(Lane::Messaging, numbered(n, 10), None).unwrap();
+            }
+            p.run(usize::MAX, 50);
+            assert_eq!(in_order(&p.at_server, Lane::Messaging), vec![1, 2, 3, 4, 5]);
+            // The server's limiter refuses message 5 (multiplexer seq 5): not processed.
+            p.at_server.pop();
+            p.arrivals.pop();
+            let v = json!({"type": "error", "code": "rate_limited", "error": "slow down",
+                           "lane": 2, "seq": 5, "retryAfterMs": 200});
+            let (b, d) = payload::encode(&v, Encoding::Msgpack, Some(&Dictionary::v1())).unwrap();
+            p.srv
+                .send(
+                    Lane::Control,
+                    FrameHeader::control(Encoding::Msgpack, 0, d).encode(&b),
+                )
+                .unwrap();
+            p.run(usize::MAX, 5);
+            let t0 = p.now;
+            p.c.send(Lane::Messaging, numbered(6, 10), None).unwrap();
+            p.run(usize::MAX, 100);
+            assert_eq!(in_order(&p.at_server, Lane::Messaging), vec![1, 2, 3, 4]);
+            p.run(usize::MAX, 1_000);
+            assert_eq!(
+                in_order(&p.at_server, Lane::Messaging),
+                vec![1, 2, 3, 4, 5, 6]
+            );
+            assert!(p.arrivals[4] >= t0 + 190, "held for retryAfterMs");
+            assert!(p.events.iter().any(|e| matches!(
+                e,
+                Event::Error {
+                    code: ErrorCode::RateLimited,
+                    lane: Some(Lane::Messaging),
+                    seq: Some(5),
+                    dropped: Some(false),
+                    ..
+                }
+            )));
         }
 
         #[test]
