@@ -242,12 +242,14 @@ pub enum Event {
     /// Multiplexer only: a reliable lane skipped messages that will never arrive (the
     /// server restarted or forgot them); delivery continues in order after it.
     Discontinuity(Discontinuity),
-    /// Multiplexer only: a lane that refused a message with `backpressure` has room again.
+    /// A lane that refused a message with `backpressure` has room again (multiplexer, or a
+    /// paced lane).
     Drain {
         /// The lane.
         lane: Lane,
     },
-    /// Multiplexer only: queued messages of an unreliable lane were dropped for newer ones.
+    /// Queued messages of an unreliable lane were dropped for newer ones (its queue was full:
+    /// multiplexer, paced lane, or §5 framing while disconnected).
     Dropped {
         /// The lane.
         lane: Lane,

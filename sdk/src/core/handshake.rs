@@ -314,6 +314,27 @@ impl HandshakeResponse {
     }
 }
 
+/// Handshake attempts `P3Client.connect` makes in all when the server answers `429`
+/// (`rate_limited`, `too_many_requests`) before it rejects with that code.
+pub const CONNECT_ATTEMPTS_WHEN_LIMITED: u32 = 3;
+/// Longest wait `connect` accepts between two handshake attempts, ms: a longer
+/// `Retry-After` rejects at once (the app decides whether to wait that long).
+pub const CONNECT_RETRY_MAX_MS: u64 = 10_000;
+
+/// `connect`'s rule after handshake attempt `attempt` (from 1) was answered with HTTP
+/// `status` and `retry_after_ms` (the body's `retryAfterMs`, else `Retry-After` × 1000): the
+/// wait before the next attempt, ms, or `None` to reject with the server's code. Only a `429`
+/// is retried: after `retry_after_ms` (default 1 s, 2 s, ...), at most
+/// [`CONNECT_ATTEMPTS_WHEN_LIMITED`] attempts in all and waits up to
+/// [`CONNECT_RETRY_MAX_MS`].
+pub fn connect_retry_delay(status: u16, retry_after_ms: Option<u64>, attempt: u32) -> Option<u64> {
+    if status != 429 || attempt >= CONNECT_ATTEMPTS_WHEN_LIMITED {
+        return None;
+    }
+    let wait = retry_after_ms.unwrap_or(1000u64 << attempt.saturating_sub(1).min(10));
+    (wait <= CONNECT_RETRY_MAX_MS).then_some(wait)
+}
+
 /// Features listed in `protocol.features` by server-stub.
 pub const FEATURES: &[&str] = &[
     "msgpack",
@@ -405,6 +426,50 @@ mod tests {
             code(req(&["sse"], &["msgpack"], &[1])),
             ErrorCode::NoCommonEncoding
         );
+    }
+
+    #[test]
+    fn connect_retries_only_429_and_within_bounds() {
+        assert_eq!(connect_retry_delay(429, Some(1500), 1), Some(1500));
+        assert_eq!(connect_retry_delay(429, None, 1), Some(1000));
+        assert_eq!(connect_retry_delay(429, None, 2), Some(2000));
+        assert_eq!(
+            connect_retry_delay(429, Some(10), CONNECT_ATTEMPTS_WHEN_LIMITED),
+            None
+        );
+        assert_eq!(
+            connect_retry_delay(429, Some(CONNECT_RETRY_MAX_MS + 1), 1),
+            None
+        );
+        for status in [400, 409, 413, 500, 503] {
+            assert_eq!(connect_retry_delay(status, Some(10), 1), None, "{status}");
+        }
+        assert_eq!(connect_retry_delay(429, None, u32::MAX), None);
+    }
+
+    #[test]
+    fn limits_wire_shape() {
+        let l: Limits = serde_json::from_value(json!({"rates": {
+            "control": {"perSecond": 50, "burst": 200},
+            "bulk": {"perSecond": 0.5, "burst": 30}}}))
+        .unwrap();
+        let r = l.rates.unwrap();
+        assert_eq!(r.for_lane(Lane::Control).unwrap().burst, 200);
+        assert_eq!(r.for_lane(Lane::Sync), None, "absent: not advertised");
+        assert_eq!(r.for_lane(Lane::Data).unwrap().per_second, 0.5);
+        assert_eq!(r.for_lane(Lane::Relay), r.bulk);
+        assert_eq!(
+            serde_json::to_value(&l).unwrap(),
+            json!({"rates": {"control": {"perSecond": 50.0, "burst": 200},
+                             "bulk": {"perSecond": 0.5, "burst": 30}}})
+        );
+        // Servers without limits: no field, and it parses as none.
+        let v = json!({"sessionId": "00000000-0000-0000-0000-000000000000",
+            "transport": "websocket", "lanes": [], "dictionary": {"version": "1", "tokens": [], "indexMap": {}},
+            "serverTime": 0, "ttlSeconds": 1, "protocol": {"version": "2.0.0", "features": []},
+            "websocketUrl": "/ws", "heartbeat": {"intervalMs": 1, "timeoutMs": 2}});
+        let resp: HandshakeResponse = serde_json::from_value(v).unwrap();
+        assert_eq!(resp.limits, None);
     }
 
     #[test]

@@ -142,6 +142,8 @@ impl SseLink {
                 message: format!("cannot send this frame over SSE: {e}"),
                 lane: None,
                 seq: None,
+                retry_after_ms: None,
+                dropped: None,
             }),
         }
     }
@@ -254,6 +256,8 @@ fn on_event(h: &Handle, id: u64, ev: &MessageEvent) {
                 message: e.to_string(),
                 lane: None,
                 seq: None,
+                retry_after_ms: None,
+                dropped: None,
             }),
         }
     }
@@ -349,11 +353,14 @@ pub(crate) fn kick(h: &Handle) {
             let now = inner.now();
             let Some(link) = inner.sse_mut() else { return };
             if let Some(f) = link.posts.handle_outcome(send.ticket, outcome, now) {
+                let limited = f.code == ErrorCode::RateLimited;
                 inner.push_event(Event::Error {
                     code: f.code,
                     message: f.message,
                     lane: Some(f.lane),
                     seq: Some(f.seq),
+                    retry_after_ms: f.retry_after_ms,
+                    dropped: limited.then_some(f.dropped),
                 });
             }
         }
@@ -413,23 +420,35 @@ async fn request_inner(url: &str, send: &PostSend) -> Result<PostOutcome, JsValu
         .as_string()
         .unwrap_or_default();
     #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
     struct Body {
         error: String,
         code: String,
+        #[serde(default)]
+        retry_after_ms: Option<u64>,
     }
-    let (code, message) = match serde_json::from_str::<Body>(&text) {
+    let (code, message, retry_after_ms) = match serde_json::from_str::<Body>(&text) {
         // A code this SDK does not know stays visible in the message.
         Ok(b) => match serde_json::from_value(serde_json::Value::String(b.code.clone())) {
-            Ok(code) => (code, b.error),
-            Err(_) => (ErrorCode::BadRequest, format!("{}: {}", b.code, b.error)),
+            Ok(code) => (code, b.error, b.retry_after_ms),
+            Err(_) => (
+                ErrorCode::BadRequest,
+                format!("{}: {}", b.code, b.error),
+                b.retry_after_ms,
+            ),
         },
-        Err(_) => (ErrorCode::Internal, format!("POST {url}: HTTP {status}")),
+        Err(_) => (
+            ErrorCode::Internal,
+            format!("POST {url}: HTTP {status}"),
+            None,
+        ),
     };
     Ok(PostOutcome::Refused {
         status,
         code,
         message,
         retry_after_s,
+        retry_after_ms,
         expected_seq,
     })
 }
