@@ -24,6 +24,26 @@
 //!    drain: the multiplexer writes while the socket's buffer stays under
 //!    [`ClientConfig::transport_high_water_bytes`], and otherwise asks for a timeout to
 //!    re-read it.
+//! 6. Report the clock with [`Client::handle_clock`] before calling a mutator and before
+//!    every drain: paced lanes (below) release their messages by it.
+//!
+//! # Rate limits (issue 11, PROTOCOL.md §15)
+//! The handshake response's `limits.rates` ([`crate::core::handshake::LaneRates`]) gives the
+//! server's per-session quotas; each lane with one is paced by a GCRA
+//! ([`crate::core::rate::Gcra::pacing`], a margin below the quota): messages past the burst
+//! wait in the lane's queue (`queueDepth`, then `backpressure` / dropping the oldest as when
+//! disconnected) and leave when the pacer allows; [`Output::Timeout`] includes that time.
+//! A Control `error` `rate_limited` about `(lane, seq)` holds the lane for `retryAfterMs`
+//! and paces it from then on (a lane without a quota learns one message per `retryAfterMs`);
+//! a reliable lane's refused message, kept since it was sent ([`RETAIN_MSGS`],
+//! [`RETAIN_BYTES`]), goes again before the lane's waiting messages; an unreliable one is
+//! lost; either way [`Event::Error`] says which (`dropped`). Messages the server accepted
+//! between a refused one and its re-sending arrive before it: an honest client paced by the
+//! advertised quota is not refused, so this only happens against a server stricter than it
+//! advertises. Close code [`CLOSE_RATE_LIMITED`] reconnects after
+//! [`RATE_LIMITED_RECONNECT_MS`]; a `429` re-handshake after its `Retry-After`
+//! ([`Client::handle_handshake_rate_limited`]). A refused `join` (e.g. `room_full`) is
+//! [`Event::JoinFailed`].
 //!
 //! # Multiplexer (feature flag `mux`, offered by default by the browser SDK)
 //! When the handshake response grants [`FEATURE_MUX`], every message, Control included,
@@ -906,6 +926,11 @@ impl Client {
         self.session = session;
         self.adopt_limits(resp);
         self.join_sent = None;
+        // Sequence numbers of the old session mean nothing to the new one.
+        for l in &mut self.lanes_out {
+            l.retained.clear();
+            l.retained_bytes = 0;
+        }
         self.needs_handshake = false;
         self.next_seq = [1; 8];
         self.control_seq = 1;
