@@ -2100,6 +2100,56 @@ mod tests {
             assert_eq!(c.queued_len(Lane::Messaging), 0);
         }
 
+        #[cfg(not(target_arch = "wasm32"))]
+        proptest::proptest! {
+            /// Whatever the quota and however the app sends (bursts, pauses, two lanes), the
+            /// paced client never sends a message the server's exact GCRA would refuse, and
+            /// every lane's messages leave once each, in order.
+            #[test]
+            fn pacing_never_exceeds_any_quota(
+                // (Slow enough to take a while, fast enough to finish within the heartbeat
+                // timeout of 60 s: nothing answers this client's pings.)
+                per_second in 5.0f64..200.0,
+                burst in 1u32..20,
+                sends in proptest::collection::vec((0u64..300, proptest::bool::ANY), 1..80),
+            ) {
+                let quota = Rate { per_second, burst };
+                let mut hs = limited(LaneRates { bulk: Some(quota), ..LaneRates::default() });
+                hs.lanes.push(LaneGrant {
+                    id: Lane::Data.id(),
+                    name: Lane::Data.name().into(),
+                    encoding: Encoding::Msgpack,
+                    url: String::new(),
+                    priority: Lane::Data.spec().priority,
+                    queue_depth: Lane::Data.spec().queue_depth,
+                    reliable: true,
+                });
+                let mut c = open_with(&hs);
+                let mut now = 10;
+                let mut sent = vec![];
+                let mut expected: [Vec<u64>; 2] = [vec![], vec![]];
+                for (i, (gap, data)) in sends.iter().enumerate() {
+                    sent.extend(run_until(&mut c, now, now + gap));
+                    now += gap;
+                    let lane = if *data { Lane::Data } else { Lane::Messaging };
+                    c.send(lane, json!({"n": i}), None).unwrap();
+                    expected[usize::from(*data)].push(i as u64);
+                }
+                sent.extend(run_until(&mut c, now, now + 50_000));
+                for (k, lane) in [Lane::Messaging, Lane::Data].into_iter().enumerate() {
+                    let mine: Vec<&(u64, Lane, u64, Value)> =
+                        sent.iter().filter(|s| s.1 == lane).collect();
+                    let ns: Vec<u64> = mine.iter().map(|s| s.3["n"].as_u64().unwrap()).collect();
+                    proptest::prop_assert_eq!(&ns, &expected[k]);
+                    let mut server = Gcra::new(per_second, burst).unwrap();
+                    for s in mine {
+                        proptest::prop_assert!(server.conforms(s.0), "{:?} refused at {}", lane, s.0);
+                        server.consume(s.0);
+                    }
+                }
+            }
+        }
+
         #[test]
         fn a_paced_lane_is_bounded_and_drains() {
             let rates = LaneRates {
