@@ -969,6 +969,23 @@ impl Client {
         }
     }
 
+    /// The server refused this client's `join` of `room` with `code` where the core does not
+    /// see the answer (transport `sse`: the `POST` of the join was refused): as a Control
+    /// `error` answering the join, the client leaves `room` (no rejoin) and emits
+    /// [`Event::JoinFailed`]. Ignored unless `room` is the room this client is in or joining.
+    pub fn handle_join_refused(&mut self, room: &str, code: ErrorCode, message: &str) {
+        if self.room.as_deref() != Some(room) {
+            return;
+        }
+        self.room = None;
+        self.join_sent = None;
+        self.out.push_back(Output::Event(Event::JoinFailed {
+            room: room.to_owned(),
+            code,
+            message: message.to_owned(),
+        }));
+    }
+
     /// The driver's clock now, ms. Report it before calling a mutator ([`Client::send`],
     /// [`Client::ping`], ...) and before every drain of [`Client::poll_output`]: paced lanes
     /// release their messages by it.
@@ -2311,6 +2328,26 @@ mod tests {
                 }
             )));
             assert_eq!(c.room(), None, "not rejoined after a reconnect");
+        }
+
+        #[test]
+        fn a_join_refused_over_sse_fails_the_same_way() {
+            let mut c = open_client();
+            c.join_room("full").unwrap();
+            drain(&mut c);
+            c.handle_join_refused("other", ErrorCode::RoomFull, "full");
+            assert_eq!(c.room(), Some("full"), "not the room being joined");
+            c.handle_join_refused("full", ErrorCode::RoomFull, "full");
+            let (_, _, e, _) = drain(&mut c);
+            assert_eq!(
+                e,
+                vec![Event::JoinFailed {
+                    room: "full".into(),
+                    code: ErrorCode::RoomFull,
+                    message: "full".into()
+                }]
+            );
+            assert_eq!(c.room(), None);
         }
 
         #[test]

@@ -17,9 +17,12 @@
 //!   backoff, so the server delivers it once; after
 //!   [`crate::core::sse::post::MAX_ATTEMPTS`] the app gets an `error`
 //!   event with code `send_failed` (lane, seq) and the next message goes. `session_not_found`
-//!   keeps the queue until the client has a new session; any other refusal is reported like a
-//!   WebSocket `error` frame (`error` event with the server's code, the lane and the seq) and
-//!   the next message goes. Nothing is dropped silently.
+//!   keeps the queue until the client has a new session; a `429` (`rate_limited`,
+//!   `too_many_requests`) is reported (`error` event with `retryAfterMs`, `dropped: false`) and
+//!   the same message goes again after the body's `retryAfterMs` (else `Retry-After`); any
+//!   other refusal is reported like a WebSocket `error` frame (`error` event with the server's
+//!   code, the lane and the seq) and the next message goes (a refused `join`, e.g.
+//!   `room_full`, also rejects its `joinRoom`). Nothing is dropped silently.
 //!
 //! Like the rest of the driver, this module may call `spawn_local`.
 
@@ -354,19 +357,36 @@ pub(crate) fn kick(h: &Handle) {
             let Some(link) = inner.sse_mut() else { return };
             if let Some(f) = link.posts.handle_outcome(send.ticket, outcome, now) {
                 let limited = f.code == ErrorCode::RateLimited;
+                let refused_join = (f.dropped && f.lane == Lane::Control)
+                    .then(|| joined_room(&send.post.body))
+                    .flatten();
                 inner.push_event(Event::Error {
                     code: f.code,
-                    message: f.message,
+                    message: f.message.clone(),
                     lane: Some(f.lane),
                     seq: Some(f.seq),
                     retry_after_ms: f.retry_after_ms,
                     dropped: limited.then_some(f.dropped),
                 });
+                if let Some(room) = refused_join {
+                    inner
+                        .client_mut()
+                        .handle_join_refused(&room, f.code, &f.message);
+                }
             }
         }
         kick(&h);
         pump(&h);
     });
+}
+
+/// The room of a Control `join` POST body (JSON `{"type": "join", "room": ..}`), if it is one.
+fn joined_room(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if v.get("type")?.as_str()? != "join" {
+        return None;
+    }
+    Some(v.get("room")?.as_str()?.to_owned())
 }
 
 /// Gives the request of `init` an `AbortSignal` that fires after `ms` (the fetch then rejects,
