@@ -24,6 +24,26 @@
 //!    drain: the multiplexer writes while the socket's buffer stays under
 //!    [`ClientConfig::transport_high_water_bytes`], and otherwise asks for a timeout to
 //!    re-read it.
+//! 6. Report the clock with [`Client::handle_clock`] before calling a mutator and before
+//!    every drain: paced lanes (below) release their messages by it.
+//!
+//! # Rate limits (issue 11, PROTOCOL.md §15)
+//! The handshake response's `limits.rates` ([`crate::core::handshake::LaneRates`]) gives the
+//! server's per-session quotas; each lane with one is paced by a GCRA
+//! ([`crate::core::rate::Gcra::pacing`], a margin below the quota): messages past the burst
+//! wait in the lane's queue (`queueDepth`, then `backpressure` / dropping the oldest as when
+//! disconnected) and leave when the pacer allows; [`Output::Timeout`] includes that time.
+//! A Control `error` `rate_limited` about `(lane, seq)` holds the lane for `retryAfterMs`
+//! and paces it from then on (a lane without a quota learns one message per `retryAfterMs`);
+//! a reliable lane's refused message, kept since it was sent ([`RETAIN_MSGS`],
+//! [`RETAIN_BYTES`]), goes again before the lane's waiting messages; an unreliable one is
+//! lost; either way [`Event::Error`] says which (`dropped`). Messages the server accepted
+//! between a refused one and its re-sending arrive before it: an honest client paced by the
+//! advertised quota is not refused, so this only happens against a server stricter than it
+//! advertises. Close code [`CLOSE_RATE_LIMITED`] reconnects after
+//! [`RATE_LIMITED_RECONNECT_MS`]; a `429` re-handshake after its `Retry-After`
+//! ([`Client::handle_handshake_rate_limited`]). A refused `join` (e.g. `room_full`) is
+//! [`Event::JoinFailed`].
 //!
 //! # Multiplexer (feature flag `mux`, offered by default by the browser SDK)
 //! When the handshake response grants [`FEATURE_MUX`], every message, Control included,
@@ -43,6 +63,7 @@ use crate::core::handshake::{HandshakeResponse, FEATURE_MUX};
 use crate::core::lane::{Encoding, Lane};
 use crate::core::mux::{Discontinuity, Mux, MuxConfig, MuxError, MuxEvent};
 use crate::core::payload::{self, PayloadError};
+use crate::core::rate::Gcra;
 use serde_json::Value;
 use std::collections::VecDeque;
 
@@ -51,6 +72,26 @@ pub const DEFAULT_BACKOFF_MS: [u64; 5] = [1000, 2000, 4000, 8000, 16000];
 
 /// WebSocket close code the server uses when the session is unknown or expired.
 pub const CLOSE_SESSION_NOT_FOUND: u16 = 4404;
+
+/// WebSocket close code the server uses for a client that kept sending past its rate limit
+/// (`--rate-strikes` refused frames within 10 s; issue 11).
+pub const CLOSE_RATE_LIMITED: u16 = 4429;
+
+/// After close code [`CLOSE_RATE_LIMITED`], the client reconnects no sooner than this, ms
+/// (the server counts strikes over 10 s).
+pub const RATE_LIMITED_RECONNECT_MS: u64 = 10_000;
+
+/// `retryAfterMs` assumed for a `rate_limited` refusal that does not carry one, ms.
+pub const DEFAULT_RETRY_AFTER_MS: u64 = 1_000;
+
+/// Longest `retryAfterMs` the client honours, ms (a longer one is cut to this).
+pub const MAX_RETRY_AFTER_MS: u64 = 60_000;
+
+/// Sent reliable messages kept per lane to send again if the server refuses them with
+/// `rate_limited` (the newest this many)...
+pub const RETAIN_MSGS: usize = 64;
+/// ...and at most this many bytes of them per lane (the newest message is always kept).
+pub const RETAIN_BYTES: usize = 1 << 20;
 
 /// Client tuning. Times in ms.
 #[derive(Clone, Debug)]
@@ -221,12 +262,14 @@ pub enum Event {
     /// Multiplexer only: a reliable lane skipped messages that will never arrive (the
     /// server restarted or forgot them); delivery continues in order after it.
     Discontinuity(Discontinuity),
-    /// Multiplexer only: a lane that refused a message with `backpressure` has room again.
+    /// A lane that refused a message with `backpressure` has room again (multiplexer, or a
+    /// paced lane).
     Drain {
         /// The lane.
         lane: Lane,
     },
-    /// Multiplexer only: queued messages of an unreliable lane were dropped for newer ones.
+    /// Queued messages of an unreliable lane were dropped for newer ones (its queue was full:
+    /// multiplexer, paced lane, or §5 framing while disconnected).
     Dropped {
         /// The lane.
         lane: Lane,
@@ -234,6 +277,13 @@ pub enum Event {
         count: u64,
     },
     /// The server refused something, or an incoming frame could not be decoded.
+    ///
+    /// `rate_limited` (issue 11): the server refused the message `(lane, seq)` of this client
+    /// for its rate limit. The client holds the lane for `retry_after_ms` and then sends a
+    /// reliable lane's message again (`dropped: Some(false)`); an unreliable lane's message,
+    /// a heartbeat `ping`, or one no longer kept ([`RETAIN_MSGS`], [`RETAIN_BYTES`]) is lost
+    /// (`dropped: Some(true)`). Also emitted, without lane, when the server closed the socket
+    /// with [`CLOSE_RATE_LIMITED`].
     Error {
         /// Machine-readable code.
         code: ErrorCode,
@@ -243,6 +293,23 @@ pub enum Event {
         lane: Option<Lane>,
         /// Sequence number concerned, if any.
         seq: Option<u64>,
+        /// `rate_limited`: how long the lane (or, after close code 4429, the connection)
+        /// waits before sending again, ms.
+        retry_after_ms: Option<u64>,
+        /// `rate_limited` with a lane: whether the refused message is lost (`true`) or will
+        /// be sent again after `retry_after_ms` (`false`).
+        dropped: Option<bool>,
+    },
+    /// The server refused this client's `join` of `room` (e.g. `room_full`,
+    /// `too_many_requests`, `invalid_argument`): the client is not in the room and will not
+    /// rejoin it. Follows the [`Event::Error`] of the refusal.
+    JoinFailed {
+        /// The room.
+        room: String,
+        /// The server's code.
+        code: ErrorCode,
+        /// The server's description.
+        message: String,
     },
 }
 
@@ -364,11 +431,93 @@ impl Session {
 }
 
 /// An encoded message waiting for an open socket (size already checked).
+#[derive(Clone)]
 struct Queued {
     payload: Vec<u8>,
     dict_version: u32,
     encoding: Encoding,
     to: Option<SessionId>,
+}
+
+/// A message not yet handed to the socket (§5) or the multiplexer: a Data message, or a
+/// Control message (framed when it goes, so that it gets the sequence number of then).
+#[derive(Clone)]
+enum Outgoing {
+    Data(Queued),
+    Control(Control),
+}
+
+impl Outgoing {
+    fn bytes(&self) -> usize {
+        match self {
+            Outgoing::Data(q) => q.payload.len(),
+            Outgoing::Control(_) => 64,
+        }
+    }
+
+    /// A heartbeat or clock probe: stale once delayed, so never sent again.
+    fn is_ping(&self) -> bool {
+        matches!(self, Outgoing::Control(Control::Ping { .. }))
+    }
+}
+
+/// Sending state of one lane: its pacer, what waits for it, and what was sent recently.
+#[derive(Default)]
+struct LaneOut {
+    /// The server's quota as this client paces it (advertised in the handshake's `limits`,
+    /// or learned from a `rate_limited` refusal); `None`: unpaced.
+    pacer: Option<Gcra>,
+    /// Messages waiting for the pacer or (§5 framing) for an open socket, oldest first; the
+    /// first `resends` of them are refused messages going again.
+    waiting: VecDeque<Outgoing>,
+    resends: usize,
+    /// Reliable lanes: the newest messages handed over, by sequence number, to send again
+    /// after a `rate_limited` refusal; bounded by [`RETAIN_MSGS`] and [`RETAIN_BYTES`].
+    retained: VecDeque<(u64, Outgoing)>,
+    retained_bytes: usize,
+    /// `send` refused with backpressure: an [`Event::Drain`] is owed when room frees.
+    drain_owed: bool,
+}
+
+impl LaneOut {
+    fn retain(&mut self, seq: u64, msg: Outgoing) {
+        self.retained_bytes += msg.bytes();
+        self.retained.push_back((seq, msg));
+        while self.retained.len() > RETAIN_MSGS
+            || (self.retained.len() > 1 && self.retained_bytes > RETAIN_BYTES)
+        {
+            if let Some((_, m)) = self.retained.pop_front() {
+                self.retained_bytes -= m.bytes();
+            }
+        }
+    }
+
+    fn take_retained(&mut self, seq: u64) -> Option<Outgoing> {
+        let i = self.retained.iter().position(|r| r.0 == seq)?;
+        let (_, m) = self.retained.remove(i)?;
+        self.retained_bytes -= m.bytes();
+        Some(m)
+    }
+
+    /// Queues a refused message again, after earlier refused ones and before the rest.
+    fn push_resend(&mut self, msg: Outgoing) {
+        let at = self.resends.min(self.waiting.len());
+        self.waiting.insert(at, msg);
+        self.resends = at + 1;
+    }
+
+    fn pop_waiting(&mut self) -> Option<Outgoing> {
+        let m = self.waiting.pop_front()?;
+        self.resends = self.resends.saturating_sub(1);
+        Some(m)
+    }
+
+    fn unpop_waiting(&mut self, m: Outgoing, was_resend: bool) {
+        self.waiting.push_front(m);
+        if was_resend {
+            self.resends += 1;
+        }
+    }
 }
 
 /// Largest header a Data frame can have: kind, lane, flags, two 10-byte varints, two ids.
@@ -389,11 +538,18 @@ pub struct Client {
     last_rx: u64,
     next_seq: [u64; 8],
     control_seq: u64,
-    /// Messages waiting for an open socket, per lane (§5 framing only).
-    queued: [VecDeque<Queued>; 8],
+    /// Per lane (index `id - 1`): pacing, waiting messages (§5 framing: also while the socket
+    /// is not open) and recently sent ones.
+    lanes_out: [LaneOut; 8],
     /// The multiplexer, when the server granted it (kept across sockets and sessions).
     mux: Option<Mux>,
     room: Option<String>,
+    /// The room and Control sequence number of the last `join` sent (to match a refusal).
+    join_sent: Option<(String, u64)>,
+    /// The driver's latest `now`, ms (every input carries one).
+    now: u64,
+    /// The next reconnect or re-handshake waits at least until then (close 4429, HTTP 429).
+    retry_not_before: Option<u64>,
     out: VecDeque<Output>,
     rng: fastrand::Rng,
 }
@@ -426,12 +582,16 @@ impl Client {
             last_rx: now,
             next_seq: [1; 8],
             control_seq: 1,
-            queued: Default::default(),
+            lanes_out: Default::default(),
             mux,
             room: None,
+            join_sent: None,
+            now,
+            retry_not_before: None,
             out: VecDeque::new(),
             rng,
         };
+        c.adopt_limits(handshake);
         c.open_socket();
         Ok(c)
     }
@@ -458,13 +618,17 @@ impl Client {
         self.session.encoding(lane).is_some()
     }
 
-    /// Messages queued for `lane`: while the socket is not open, or with the multiplexer,
-    /// not yet completely written to the socket.
+    /// Messages queued for `lane`: waiting for the lane's pacer, while the socket is not
+    /// open, or with the multiplexer, not yet completely written to the socket.
     pub fn queued_len(&self, lane: Lane) -> usize {
-        match &self.mux {
-            Some(m) => m.queued_len(lane),
-            None => self.queued[lane as usize - 1].len(),
-        }
+        let waiting = self.lanes_out[lane as usize - 1].waiting.len();
+        waiting + self.mux.as_ref().map_or(0, |m| m.queued_len(lane))
+    }
+
+    /// Whether `lane` is paced (the server advertised a quota for it, or refused one of its
+    /// messages with `rate_limited`).
+    pub fn is_paced(&self, lane: Lane) -> bool {
+        self.lanes_out[lane as usize - 1].pacer.is_some()
     }
 
     /// Whether the multiplexer (v2 frames) is in use.
@@ -513,31 +677,30 @@ impl Client {
                 limit: self.config.max_frame_bytes,
             });
         }
-        if let Some(mux) = self.mux.as_mut() {
-            let mut h = FrameHeader::data(lane, msg.encoding, 0, msg.dict_version);
-            h.to = msg.to;
-            return mux
-                .send(lane, h.encode(&msg.payload))
-                .map(|_| ())
-                .map_err(|e| mux_send_error(lane, e));
-        }
-        if self.state == ConnectionState::Open {
-            let frame = self.data_frame(lane, &msg);
-            self.out.push_back(Output::Transmit(frame));
-            return Ok(());
+        let i = lane as usize - 1;
+        let direct = self.lanes_out[i].pacer.is_none() && self.lanes_out[i].waiting.is_empty();
+        if direct && (self.mux.is_some() || self.state == ConnectionState::Open) {
+            return self
+                .hand_over(lane, Outgoing::Data(msg))
+                .map_err(|(e, _)| mux_send_error(lane, e));
         }
         let spec = lane.spec();
-        let q = &mut self.queued[lane as usize - 1];
-        if q.len() >= spec.queue_depth as usize {
+        if self.queued_len(lane) >= spec.queue_depth as usize {
             if spec.reliable {
+                self.lanes_out[i].drain_owed = true;
                 return Err(ClientError::Backpressure {
                     lane,
                     depth: spec.queue_depth,
                 });
             }
-            q.pop_front();
+            let l = &mut self.lanes_out[i];
+            if l.waiting.len() > l.resends {
+                l.waiting.remove(l.resends);
+                self.out
+                    .push_back(Output::Event(Event::Dropped { lane, count: 1 }));
+            }
         }
-        q.push_back(msg);
+        self.lanes_out[i].waiting.push_back(Outgoing::Data(msg));
         Ok(())
     }
 
@@ -571,6 +734,11 @@ impl Client {
         if self.state != ConnectionState::Open || !client_time.is_finite() {
             return false;
         }
+        let l = &self.lanes_out[0];
+        if !l.waiting.is_empty() || l.pacer.is_some_and(|p| !p.conforms(self.now)) {
+            // Queued behind other Control messages, it would measure the wait.
+            return false;
+        }
         let rtt_ms = rtt_ms.filter(|r| r.is_finite() && *r >= 0.0);
         self.send_control(&Control::Ping {
             client_time,
@@ -601,6 +769,7 @@ impl Client {
 
     /// The socket requested by [`Action::OpenSocket`] is open.
     pub fn handle_socket_open(&mut self, now: u64) {
+        self.now = self.now.max(now);
         if self.socket_up
             || !matches!(
                 self.state,
@@ -639,12 +808,13 @@ impl Client {
         if let Some(room) = self.room.clone() {
             self.send_control(&Control::Join { room });
         }
-        self.flush_queued();
+        self.release_waiting();
         self.timers[Timer::Heartbeat as usize] = Some(now);
     }
 
     /// One binary message arrived on the socket.
     pub fn handle_frame(&mut self, bytes: &[u8], now: u64) {
+        self.now = self.now.max(now);
         if !self.socket_up {
             return;
         }
@@ -670,13 +840,11 @@ impl Client {
             h.seq = seq;
         }
         match h.kind {
-            FrameKind::Control => {
-                match payload::decode_control_lenient(&h, body, Some(&self.session.dict)) {
-                    Ok(Some(c)) => self.on_control(c, now),
-                    Ok(None) => {} // a newer server's message type: ignored (forward compatibility)
-                    Err(e) => self.decode_error(e.code(), &e, Some(h.lane), Some(h.seq)),
-                }
-            }
+            FrameKind::Control => match decode_control(&h, body, &self.session.dict) {
+                Ok(Some((c, retry_after_ms))) => self.on_control(c, retry_after_ms, now),
+                Ok(None) => {} // a newer server's message type: ignored (forward compatibility)
+                Err(e) => self.decode_error(e.code(), &e, Some(h.lane), Some(h.seq)),
+            },
             FrameKind::Data => match payload::decode(&h, body, Some(&self.session.dict)) {
                 Ok(value) => self.out.push_back(Output::Event(Event::Message(Inbound {
                     lane: h.lane,
@@ -691,6 +859,7 @@ impl Client {
 
     /// The socket closed (or failed to open). `code` is the WebSocket close code.
     pub fn handle_socket_closed(&mut self, code: u16, now: u64) {
+        self.now = self.now.max(now);
         self.socket_up = false;
         if let Some(mux) = self.mux.as_mut() {
             mux.handle_transport_lost();
@@ -700,6 +869,21 @@ impl Client {
         }
         if code == CLOSE_SESSION_NOT_FOUND {
             self.needs_handshake = true;
+        }
+        if code == CLOSE_RATE_LIMITED {
+            self.retry_not_before = Some(now.saturating_add(RATE_LIMITED_RECONNECT_MS));
+            self.out.push_back(Output::Event(Event::Error {
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "the server closed the connection for sending past its rate limit \
+                     (close code {code}); reconnecting in {} s",
+                    RATE_LIMITED_RECONNECT_MS / 1000
+                ),
+                lane: None,
+                seq: None,
+                retry_after_ms: Some(RATE_LIMITED_RECONNECT_MS),
+                dropped: None,
+            }));
         }
         self.lost(format!("connection lost (close code {code})"), now);
     }
@@ -712,6 +896,7 @@ impl Client {
         resp: &HandshakeResponse,
         now: u64,
     ) -> Result<(), ClientError> {
+        self.now = self.now.max(now);
         if self.state == ConnectionState::Closed {
             return Ok(());
         }
@@ -739,6 +924,13 @@ impl Client {
             }
         }
         self.session = session;
+        self.adopt_limits(resp);
+        self.join_sent = None;
+        // Sequence numbers of the old session mean nothing to the new one.
+        for l in &mut self.lanes_out {
+            l.retained.clear();
+            l.retained_bytes = 0;
+        }
         self.needs_handshake = false;
         self.next_seq = [1; 8];
         self.control_seq = 1;
@@ -759,13 +951,51 @@ impl Client {
 
     /// The handshake asked for by [`Action::Handshake`] failed (network or 5xx): back off.
     pub fn handle_handshake_failed(&mut self, now: u64) {
+        self.now = self.now.max(now);
         if self.state != ConnectionState::Closed {
             self.schedule_retry(now);
         }
     }
 
+    /// The handshake asked for by [`Action::Handshake`] was refused with HTTP 429
+    /// (`rate_limited` or `too_many_requests`) and `Retry-After` / `retryAfterMs` (ms, if
+    /// given): back off, and not sooner than that (at most [`MAX_RETRY_AFTER_MS`]).
+    pub fn handle_handshake_rate_limited(&mut self, retry_after_ms: Option<u64>, now: u64) {
+        self.now = self.now.max(now);
+        if self.state != ConnectionState::Closed {
+            let wait = retry_after_ms.unwrap_or(0).min(MAX_RETRY_AFTER_MS);
+            self.retry_not_before = Some(now.saturating_add(wait));
+            self.schedule_retry(now);
+        }
+    }
+
+    /// The server refused this client's `join` of `room` with `code` where the core does not
+    /// see the answer (transport `sse`: the `POST` of the join was refused): as a Control
+    /// `error` answering the join, the client leaves `room` (no rejoin) and emits
+    /// [`Event::JoinFailed`]. Ignored unless `room` is the room this client is in or joining.
+    pub fn handle_join_refused(&mut self, room: &str, code: ErrorCode, message: &str) {
+        if self.room.as_deref() != Some(room) {
+            return;
+        }
+        self.room = None;
+        self.join_sent = None;
+        self.out.push_back(Output::Event(Event::JoinFailed {
+            room: room.to_owned(),
+            code,
+            message: message.to_owned(),
+        }));
+    }
+
+    /// The driver's clock now, ms. Report it before calling a mutator ([`Client::send`],
+    /// [`Client::ping`], ...) and before every drain of [`Client::poll_output`]: paced lanes
+    /// release their messages by it.
+    pub fn handle_clock(&mut self, now: u64) {
+        self.now = self.now.max(now);
+    }
+
     /// A deadline returned by [`Output::Timeout`] passed.
     pub fn handle_timeout(&mut self, now: u64) {
+        self.now = self.now.max(now);
         if let Some(mux) = self.mux.as_mut() {
             if mux.poll_timeout().is_some_and(|t| t <= now) {
                 mux.handle_timeout(now);
@@ -810,6 +1040,10 @@ impl Client {
         if let Some(o) = self.out.pop_front() {
             return o;
         }
+        self.release_waiting();
+        if let Some(o) = self.out.pop_front() {
+            return o;
+        }
         if self.mux.is_some() {
             self.drain_mux_events(self.last_rx);
             if let Some(o) = self.out.pop_front() {
@@ -822,7 +1056,10 @@ impl Client {
                 }
             }
         }
-        let own = self.timers.iter().flatten().min().copied();
+        let own = min_opt(
+            self.timers.iter().flatten().min().copied(),
+            self.pace_deadline(),
+        );
         let mux = self.mux.as_ref().and_then(Mux::poll_timeout);
         Output::Timeout(match (own, mux) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -860,8 +1097,11 @@ impl Client {
             mux.handle_transport_lost();
         }
         self.timers = [None; 3];
-        for q in &mut self.queued {
-            q.clear();
+        for l in &mut self.lanes_out {
+            l.waiting.clear();
+            l.resends = 0;
+            l.retained.clear();
+            l.retained_bytes = 0;
         }
         self.set_state(ConnectionState::Closed, reason);
     }
@@ -900,27 +1140,222 @@ impl Client {
         let j = self.config.jitter.clamp(0.0, 1.0);
         let factor = 1.0 - j + 2.0 * j * self.rng.f64();
         self.attempt = self.attempt.saturating_add(1);
-        self.timers[Timer::Reconnect as usize] = Some(now + (base * factor) as u64);
+        let at = now.saturating_add((base * factor) as u64);
+        self.timers[Timer::Reconnect as usize] =
+            Some(at.max(self.retry_not_before.take().unwrap_or(0)));
     }
 
     fn send_control(&mut self, msg: &Control) {
-        let enc = self
-            .session
-            .encoding(Lane::Control)
-            .unwrap_or(Encoding::Msgpack);
-        if let Some(mux) = self.mux.as_mut() {
-            let frame = payload::control_frame(msg, enc, Some(&self.session.dict), 0);
+        let l = &self.lanes_out[0];
+        if l.pacer.is_none() && l.waiting.is_empty() {
             // Control's queue (100) only fills if the socket stalls for that long; a refused
             // ping or join is sent again by the heartbeat or the next `welcome`.
-            if let Err(e) = mux.send(Lane::Control, frame) {
+            if let Err((e, _)) = self.hand_over(Lane::Control, Outgoing::Control(msg.clone())) {
                 self.out
                     .push_back(Output::Event(mux_error_event(&e, Some(Lane::Control))));
             }
             return;
         }
-        let frame = payload::control_frame(msg, enc, Some(&self.session.dict), self.control_seq);
-        self.control_seq += 1;
-        self.out.push_back(Output::Transmit(frame));
+        if self.queued_len(Lane::Control) >= usize::from(Lane::Control.spec().queue_depth) {
+            let e = MuxError::Backpressure {
+                lane: Lane::Control,
+                queue_depth: usize::from(Lane::Control.spec().queue_depth),
+            };
+            self.out
+                .push_back(Output::Event(mux_error_event(&e, Some(Lane::Control))));
+            return;
+        }
+        self.lanes_out[0]
+            .waiting
+            .push_back(Outgoing::Control(msg.clone()));
+    }
+
+    /// Hands `msg` to the multiplexer, or (§5 framing) transmits it, whatever the lane's
+    /// pacer says (the caller checked); counts it in the pacer and keeps a reliable lane's
+    /// message for a `rate_limited` refusal. Errors: the multiplexer's refusal, with `msg`.
+    fn hand_over(&mut self, lane: Lane, msg: Outgoing) -> Result<(), (MuxError, Outgoing)> {
+        let enc = self.session.encoding(lane).unwrap_or(Encoding::Msgpack);
+        let dict = Some(&self.session.dict);
+        let seq = if let Some(mux) = self.mux.as_mut() {
+            let frame = match &msg {
+                Outgoing::Data(q) => {
+                    let mut h = FrameHeader::data(lane, q.encoding, 0, q.dict_version);
+                    h.to = q.to;
+                    h.encode(&q.payload)
+                }
+                Outgoing::Control(c) => payload::control_frame(c, enc, dict, 0),
+            };
+            match mux.send(lane, frame) {
+                Ok(id) => id.seq,
+                Err(e) => return Err((e, msg)),
+            }
+        } else {
+            let (seq, frame) = match &msg {
+                Outgoing::Data(q) => {
+                    let seq = self.next_seq[lane as usize - 1];
+                    (seq, self.data_frame(lane, q))
+                }
+                Outgoing::Control(c) => {
+                    let seq = self.control_seq;
+                    self.control_seq += 1;
+                    (seq, payload::control_frame(c, enc, dict, seq))
+                }
+            };
+            self.out.push_back(Output::Transmit(frame));
+            seq
+        };
+        if let Outgoing::Control(Control::Join { room }) = &msg {
+            self.join_sent = Some((room.clone(), seq));
+        }
+        let now = self.now;
+        let l = &mut self.lanes_out[lane as usize - 1];
+        if let Some(p) = l.pacer.as_mut() {
+            p.consume(now);
+        }
+        if lane.spec().reliable {
+            l.retain(seq, msg);
+        }
+        Ok(())
+    }
+
+    /// Hands over, highest priority lane first, what waits and may go now: the socket is
+    /// open and the lane's pacer allows it. Then owes [`Event::Drain`] where room freed.
+    fn release_waiting(&mut self) {
+        if self.state == ConnectionState::Open {
+            let mut lanes = Lane::ALL;
+            lanes.sort_by_key(|l| std::cmp::Reverse(l.spec().priority));
+            for lane in lanes {
+                let i = lane as usize - 1;
+                loop {
+                    let l = &mut self.lanes_out[i];
+                    if l.pacer.is_some_and(|p| !p.conforms(self.now)) {
+                        break;
+                    }
+                    let was_resend = l.resends > 0;
+                    let Some(m) = l.pop_waiting() else { break };
+                    match self.hand_over(lane, m) {
+                        Ok(()) => {}
+                        Err((MuxError::Backpressure { .. }, m)) => {
+                            self.lanes_out[i].unpop_waiting(m, was_resend);
+                            break;
+                        }
+                        Err((e, _)) => {
+                            self.out
+                                .push_back(Output::Event(mux_error_event(&e, Some(lane))));
+                        }
+                    }
+                }
+            }
+        }
+        for lane in Lane::ALL {
+            let i = lane as usize - 1;
+            if self.lanes_out[i].drain_owed
+                && self.queued_len(lane) < usize::from(lane.spec().queue_depth)
+            {
+                self.lanes_out[i].drain_owed = false;
+                self.out.push_back(Output::Event(Event::Drain { lane }));
+            }
+        }
+    }
+
+    /// When a paced lane's next waiting message may go, if later than now.
+    fn pace_deadline(&self) -> Option<u64> {
+        if self.state != ConnectionState::Open {
+            return None;
+        }
+        self.lanes_out
+            .iter()
+            .filter(|l| !l.waiting.is_empty())
+            .filter_map(|l| l.pacer.map(|p| p.ready_at()))
+            .filter(|&at| at > self.now)
+            .min()
+    }
+
+    /// The pacers of the server's advertised quotas (`limits.rates`); lanes without one are
+    /// unpaced (a pacer learned from a refusal of the previous session is forgotten).
+    fn adopt_limits(&mut self, resp: &HandshakeResponse) {
+        let rates = resp.limits.as_ref().and_then(|l| l.rates);
+        for lane in Lane::ALL {
+            self.lanes_out[lane as usize - 1].pacer = rates
+                .and_then(|r| r.for_lane(lane))
+                .and_then(|r| Gcra::pacing(r.per_second, r.burst));
+        }
+    }
+
+    /// A Control `error` with code `rate_limited` about this client's message `(lane, seq)`:
+    /// holds the lane for `retryAfterMs`, queues a kept reliable message again, reports it.
+    fn on_rate_limited(
+        &mut self,
+        message: String,
+        lane: Option<Lane>,
+        seq: Option<u64>,
+        retry_after_ms: Option<u64>,
+        now: u64,
+    ) {
+        let wait = retry_after_ms
+            .unwrap_or(DEFAULT_RETRY_AFTER_MS)
+            .min(MAX_RETRY_AFTER_MS);
+        let mut dropped = None;
+        if let Some(lane) = lane {
+            let l = &mut self.lanes_out[lane as usize - 1];
+            let kept = seq.and_then(|s| l.take_retained(s));
+            dropped = Some(match kept {
+                Some(m) if !m.is_ping() => {
+                    l.push_resend(m);
+                    false
+                }
+                _ => true,
+            });
+            // No advertised quota: pace at one message per `retryAfterMs` from now on.
+            let p = l.pacer.get_or_insert_with(|| {
+                Gcra::new(1000.0 / wait.max(1) as f64, 1).expect("a positive rate")
+            });
+            p.hold(now, wait);
+        }
+        let what = match dropped {
+            Some(false) => "; sent again after the wait",
+            Some(true) => "; the message is lost",
+            None => "",
+        };
+        self.out.push_back(Output::Event(Event::Error {
+            code: ErrorCode::RateLimited,
+            message: format!("{message}{what}"),
+            lane,
+            seq,
+            retry_after_ms: Some(wait),
+            dropped,
+        }));
+        if dropped == Some(true) {
+            self.check_join_refused(lane, seq, ErrorCode::RateLimited, "rate limited");
+        }
+    }
+
+    /// If `(lane, seq)` is the last `join` sent, the server refused it: the client is not in
+    /// that room and does not rejoin it ([`Event::JoinFailed`]).
+    fn check_join_refused(
+        &mut self,
+        lane: Option<Lane>,
+        seq: Option<u64>,
+        code: ErrorCode,
+        msg: &str,
+    ) {
+        let refused = lane == Some(Lane::Control)
+            && seq.is_some()
+            && self.join_sent.as_ref().is_some_and(|j| Some(j.1) == seq);
+        if !refused {
+            return;
+        }
+        let Some((room, _)) = self.join_sent.take() else {
+            return;
+        };
+        if self.room.as_deref() == Some(room.as_str()) {
+            self.room = None;
+        }
+        self.out.push_back(Output::Event(Event::JoinFailed {
+            room,
+            code,
+            message: msg.to_owned(),
+        }));
     }
 
     /// Turns the multiplexer's pending events into outputs; a fatal error closes the socket.
@@ -959,19 +1394,7 @@ impl Client {
         h.encode(&msg.payload)
     }
 
-    fn flush_queued(&mut self) {
-        // Highest priority lanes first.
-        let mut lanes = Lane::ALL;
-        lanes.sort_by_key(|l| std::cmp::Reverse(l.spec().priority));
-        for lane in lanes {
-            while let Some(msg) = self.queued[lane as usize - 1].pop_front() {
-                let frame = self.data_frame(lane, &msg);
-                self.out.push_back(Output::Transmit(frame));
-            }
-        }
-    }
-
-    fn on_control(&mut self, c: Control, now: u64) {
+    fn on_control(&mut self, c: Control, retry_after_ms: Option<u64>, now: u64) {
         let ev = match c {
             Control::Pong {
                 client_time,
@@ -995,12 +1418,19 @@ impl Client {
                 if code == ErrorCode::SessionNotFound {
                     self.needs_handshake = true;
                 }
-                Event::Error {
-                    code,
-                    message: error,
-                    lane: lane.and_then(Lane::from_id),
-                    seq,
+                let lane = lane.and_then(Lane::from_id);
+                if code == ErrorCode::RateLimited {
+                    return self.on_rate_limited(error, lane, seq, retry_after_ms, now);
                 }
+                self.out.push_back(Output::Event(Event::Error {
+                    code,
+                    message: error.clone(),
+                    lane,
+                    seq,
+                    retry_after_ms: None,
+                    dropped: None,
+                }));
+                return self.check_join_refused(lane, seq, code, &error);
             }
             Control::Version { version } => Event::Version { version },
             Control::RoomKey { room, key_id, key } => Event::RoomKey { room, key_id, key },
@@ -1035,7 +1465,16 @@ impl Client {
             message: e.to_string(),
             lane,
             seq,
+            retry_after_ms: None,
+            dropped: None,
         }));
+    }
+}
+
+fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
     }
 }
 
@@ -1072,7 +1511,30 @@ fn mux_error_event(e: &MuxError, lane: Option<Lane>) -> Event {
         message: e.to_string(),
         lane,
         seq: None,
+        retry_after_ms: None,
+        dropped: None,
     }
+}
+
+/// Decodes a Control frame: the message (`None`: a type this client does not know, ignored
+/// for forward compatibility) and an `error`'s `retryAfterMs` (issue 11), read from the same
+/// decoded value.
+fn decode_control(
+    h: &FrameHeader,
+    body: &[u8],
+    dict: &Dictionary,
+) -> Result<Option<(Control, Option<u64>)>, PayloadError> {
+    let v = payload::decode(h, body, Some(dict))?;
+    if v.get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !Control::TYPES.contains(&t))
+    {
+        return Ok(None);
+    }
+    let retry_after_ms = v.get("retryAfterMs").and_then(Value::as_u64);
+    serde_json::from_value(v)
+        .map(|c| Some((c, retry_after_ms)))
+        .map_err(|e| PayloadError::BadControl(e.to_string()))
 }
 
 #[cfg(test)]
@@ -1111,6 +1573,7 @@ mod tests {
                 timeout_ms: 60_000,
             },
             signaling_token: None,
+            limits: None,
         }
     }
 
@@ -1552,6 +2015,386 @@ mod tests {
         ));
     }
 
+    /// Issue 11: pacing by the advertised quotas and the answers to `rate_limited`.
+    mod rate_limits {
+        use super::*;
+        use crate::core::handshake::{LaneRates, Limits, Rate};
+        use crate::core::rate::Gcra;
+
+        /// The server's quota in these tests: 20 messages/s, bursts of 5.
+        const BULK: Rate = Rate {
+            per_second: 20.0,
+            burst: 5,
+        };
+
+        fn limited(rates: LaneRates) -> HandshakeResponse {
+            let mut h = handshake(1, &std_lanes());
+            h.limits = Some(Limits { rates: Some(rates) });
+            h
+        }
+
+        fn open_with(hs: &HandshakeResponse) -> Client {
+            let mut c = Client::new(ClientConfig::default(), hs, 0).unwrap();
+            drain(&mut c);
+            c.handle_socket_open(10);
+            let w = welcome(&c);
+            c.handle_frame(&w, 10);
+            c
+        }
+
+        /// (lane, seq, value) of the Data frames among `frames`.
+        fn data(frames: &[Vec<u8>]) -> Vec<(Lane, u64, Value)> {
+            let d = Dictionary::v1();
+            frames
+                .iter()
+                .filter_map(|f| {
+                    let (h, p) = FrameHeader::decode(f).unwrap();
+                    (h.kind == FrameKind::Data)
+                        .then(|| (h.lane, h.seq, payload::decode(&h, p, Some(&d)).unwrap()))
+                })
+                .collect()
+        }
+
+        /// A Control `error` as the server sends it (with `retryAfterMs`, which
+        /// [`Control::Error`] does not model).
+        fn refusal(code: &str, lane: Lane, seq: u64, retry_after_ms: Option<u64>) -> Vec<u8> {
+            let mut v = json!({"type": "error", "code": code, "error": "refused",
+                               "lane": lane.id(), "seq": seq});
+            if let Some(r) = retry_after_ms {
+                v["retryAfterMs"] = json!(r);
+            }
+            let (bytes, dv) =
+                payload::encode(&v, Encoding::Msgpack, Some(&Dictionary::v1())).unwrap();
+            FrameHeader::control(Encoding::Msgpack, 9, dv).encode(&bytes)
+        }
+
+        /// Runs the client from `now` to `until` (ms), calling it only at the deadlines it
+        /// asks for; returns (time, lane, seq, value) of every Data frame it transmitted.
+        fn run_until(c: &mut Client, mut now: u64, until: u64) -> Vec<(u64, Lane, u64, Value)> {
+            let mut sent = vec![];
+            for _ in 0..100_000 {
+                c.handle_clock(now);
+                let (t, _, _, at) = drain(c);
+                sent.extend(data(&t).into_iter().map(|(l, s, v)| (now, l, s, v)));
+                match at {
+                    Some(at) if at <= until => {
+                        // (An overdue timer, e.g. the first heartbeat, fires now.)
+                        now = now.max(at);
+                        c.handle_timeout(now);
+                    }
+                    _ => return sent,
+                }
+            }
+            panic!("the client never went idle");
+        }
+
+        #[test]
+        fn paced_sends_never_exceed_the_quota_and_lose_nothing() {
+            let rates = LaneRates {
+                bulk: Some(BULK),
+                ..LaneRates::default()
+            };
+            let mut c = open_with(&limited(rates));
+            assert!(c.is_paced(Lane::Messaging) && !c.is_paced(Lane::Control));
+            drain(&mut c);
+            for n in 1..=60 {
+                c.send(Lane::Messaging, json!({"n": n}), None).unwrap();
+            }
+            assert_eq!(c.queued_len(Lane::Messaging), 60);
+            let sent = run_until(&mut c, 10, 60_000);
+            // Nothing lost or reordered, numbered 1, 2, ... as they left.
+            let ns: Vec<u64> = sent.iter().map(|s| s.3["n"].as_u64().unwrap()).collect();
+            assert_eq!(ns, (1..=60).collect::<Vec<_>>());
+            assert!(sent.iter().enumerate().all(|(i, s)| s.2 == i as u64 + 1));
+            // The server's own GCRA accepts every one of them on arrival.
+            let mut server = Gcra::new(BULK.per_second, BULK.burst).unwrap();
+            for (t, ..) in &sent {
+                assert!(server.conforms(*t), "refused at {t} ms: {sent:?}");
+                server.consume(*t);
+            }
+            // The burst went at once, the rest at the paced rate (19/s): ~2.9 s for 56.
+            assert_eq!(sent.iter().filter(|s| s.0 == 10).count(), 4);
+            let last = sent.last().unwrap().0;
+            assert!((2_900..3_000).contains(&last), "{last}");
+            assert_eq!(c.queued_len(Lane::Messaging), 0);
+        }
+
+        #[cfg(not(target_arch = "wasm32"))]
+        proptest::proptest! {
+            /// Whatever the quota and however the app sends (bursts, pauses, two lanes), the
+            /// paced client never sends a message the server's exact GCRA would refuse, and
+            /// every lane's messages leave once each, in order.
+            #[test]
+            fn pacing_never_exceeds_any_quota(
+                // (Slow enough to take a while, fast enough to finish within the heartbeat
+                // timeout of 60 s: nothing answers this client's pings.)
+                per_second in 5.0f64..200.0,
+                burst in 1u32..20,
+                sends in proptest::collection::vec((0u64..300, proptest::bool::ANY), 1..80),
+            ) {
+                let quota = Rate { per_second, burst };
+                let mut hs = limited(LaneRates { bulk: Some(quota), ..LaneRates::default() });
+                hs.lanes.push(LaneGrant {
+                    id: Lane::Data.id(),
+                    name: Lane::Data.name().into(),
+                    encoding: Encoding::Msgpack,
+                    url: String::new(),
+                    priority: Lane::Data.spec().priority,
+                    queue_depth: Lane::Data.spec().queue_depth,
+                    reliable: true,
+                });
+                let mut c = open_with(&hs);
+                let mut now = 10;
+                let mut sent = vec![];
+                let mut expected: [Vec<u64>; 2] = [vec![], vec![]];
+                for (i, (gap, data)) in sends.iter().enumerate() {
+                    sent.extend(run_until(&mut c, now, now + gap));
+                    now += gap;
+                    let lane = if *data { Lane::Data } else { Lane::Messaging };
+                    c.send(lane, json!({"n": i}), None).unwrap();
+                    expected[usize::from(*data)].push(i as u64);
+                }
+                sent.extend(run_until(&mut c, now, now + 50_000));
+                for (k, lane) in [Lane::Messaging, Lane::Data].into_iter().enumerate() {
+                    let mine: Vec<&(u64, Lane, u64, Value)> =
+                        sent.iter().filter(|s| s.1 == lane).collect();
+                    let ns: Vec<u64> = mine.iter().map(|s| s.3["n"].as_u64().unwrap()).collect();
+                    proptest::prop_assert_eq!(&ns, &expected[k]);
+                    let mut server = Gcra::new(per_second, burst).unwrap();
+                    for s in mine {
+                        proptest::prop_assert!(server.conforms(s.0), "{:?} refused at {}", lane, s.0);
+                        server.consume(s.0);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn a_paced_lane_is_bounded_and_drains() {
+            let rates = LaneRates {
+                bulk: Some(BULK),
+                ..LaneRates::default()
+            };
+            let mut c = open_with(&limited(rates));
+            drain(&mut c);
+            let depth = Lane::Messaging.spec().queue_depth as u64;
+            for n in 0..depth {
+                c.send(Lane::Messaging, json!({"n": n}), None).unwrap();
+            }
+            let e = c.send(Lane::Messaging, json!({"n": 0}), None).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::Backpressure);
+            c.handle_clock(10);
+            let (_, _, e, _) = drain(&mut c);
+            assert!(e.contains(&Event::Drain {
+                lane: Lane::Messaging
+            }));
+        }
+
+        #[test]
+        fn refused_reliable_message_goes_again_after_retry_after() {
+            let mut c = open_client();
+            drain(&mut c);
+            for n in 1..=3 {
+                c.send(Lane::Messaging, json!({"n": n}), None).unwrap();
+            }
+            c.handle_clock(10);
+            let (t, ..) = drain(&mut c);
+            assert_eq!(data(&t).len(), 3, "no quota advertised: unpaced");
+            c.handle_frame(&refusal("rate_limited", Lane::Messaging, 2, Some(500)), 20);
+            c.send(Lane::Messaging, json!({"n": 4}), None).unwrap();
+            let (t, _, e, _) = drain(&mut c);
+            assert!(data(&t).is_empty(), "the lane is held");
+            assert!(e.contains(&Event::Error {
+                code: ErrorCode::RateLimited,
+                message: "refused; sent again after the wait".into(),
+                lane: Some(Lane::Messaging),
+                seq: Some(2),
+                retry_after_ms: Some(500),
+                dropped: Some(false),
+            }));
+            let sent = run_until(&mut c, 20, 5_000);
+            let got: Vec<(u64, u64)> = sent
+                .iter()
+                .map(|s| (s.0, s.3["n"].as_u64().unwrap()))
+                .collect();
+            // Message 2 again at 520 ms, then 4 after it, one `retryAfterMs` later (the lane
+            // paces at what the refusal taught it).
+            assert_eq!(got, vec![(520, 2), (1020, 4)]);
+            // A second refusal of message 2 (seq 4 now): sent once more, after the wait and
+            // the lane's pace (one per 500 ms since 1020).
+            c.handle_frame(
+                &refusal("rate_limited", Lane::Messaging, 4, Some(100)),
+                1100,
+            );
+            let sent = run_until(&mut c, 1100, 5_000);
+            assert_eq!(sent.len(), 1);
+            assert_eq!((sent[0].0, &sent[0].3), (1520, &json!({"n": 2})));
+        }
+
+        #[test]
+        fn refused_unreliable_message_is_dropped_and_said_so() {
+            let mut c = open_client();
+            drain(&mut c);
+            c.send(Lane::Voice, json!({"n": 1}), None).unwrap();
+            c.handle_clock(10);
+            let (t, ..) = drain(&mut c);
+            let seq = data(&t)[0].1;
+            c.handle_frame(&refusal("rate_limited", Lane::Voice, seq, None), 20);
+            let (_, _, e, _) = drain(&mut c);
+            assert!(e.iter().any(|e| matches!(
+                e,
+                Event::Error {
+                    code: ErrorCode::RateLimited,
+                    lane: Some(Lane::Voice),
+                    retry_after_ms: Some(DEFAULT_RETRY_AFTER_MS),
+                    dropped: Some(true),
+                    ..
+                }
+            )));
+            assert!(run_until(&mut c, 20, 10_000).is_empty(), "never sent again");
+            // The lane waits out the refusal, then goes on.
+            c.send(Lane::Voice, json!({"n": 2}), None).unwrap();
+            let sent = run_until(&mut c, 20, 10_000);
+            assert_eq!(sent.len(), 1);
+            assert_eq!(sent[0].0, 20 + DEFAULT_RETRY_AFTER_MS);
+        }
+
+        #[test]
+        fn close_4429_reconnects_only_after_the_rate_limit_backoff() {
+            for (code, earliest) in [(CLOSE_RATE_LIMITED, 10_100), (1006, 900)] {
+                let mut c = open_client();
+                drain(&mut c);
+                c.handle_socket_closed(code, 100);
+                let (_, a, e, at) = drain(&mut c);
+                assert!(a.is_empty());
+                let rate_limited = e.iter().any(|e| {
+                    matches!(
+                        e,
+                        Event::Error {
+                            code: ErrorCode::RateLimited,
+                            ..
+                        }
+                    )
+                });
+                assert_eq!(rate_limited, code == CLOSE_RATE_LIMITED);
+                let at = at.unwrap();
+                assert!(at >= earliest && at <= earliest + 2_000, "{code}: {at}");
+                c.handle_timeout(at);
+                let (_, a, _, _) = drain(&mut c);
+                assert!(matches!(&a[..], [Action::OpenSocket { .. }]), "{a:?}");
+            }
+        }
+
+        #[test]
+        fn handshake_429_waits_for_retry_after() {
+            let mut c = open_client();
+            c.handle_socket_closed(CLOSE_SESSION_NOT_FOUND, 100);
+            let (_, _, _, at) = drain(&mut c);
+            c.handle_timeout(at.unwrap());
+            let (_, a, _, _) = drain(&mut c);
+            assert_eq!(a, vec![Action::Handshake]);
+            let now = at.unwrap();
+            c.handle_handshake_rate_limited(Some(30_000), now);
+            let (_, _, _, next) = drain(&mut c);
+            assert!(next.unwrap() >= now + 30_000, "{next:?}");
+        }
+
+        #[test]
+        fn refused_join_fails_and_is_not_rejoined() {
+            let mut c = open_client();
+            drain(&mut c);
+            c.join_room("full").unwrap();
+            let (t, ..) = drain(&mut c);
+            let (h, _) = FrameHeader::decode(&t[0]).unwrap();
+            // Another Control refusal is not about the join.
+            c.handle_frame(&refusal("bad_control", Lane::Control, h.seq + 7, None), 20);
+            c.handle_frame(&refusal("room_full", Lane::Control, h.seq, None), 20);
+            let (_, _, e, _) = drain(&mut c);
+            let failed: Vec<&Event> = e
+                .iter()
+                .filter(|e| matches!(e, Event::JoinFailed { .. }))
+                .collect();
+            assert_eq!(
+                failed,
+                vec![&Event::JoinFailed {
+                    room: "full".into(),
+                    code: ErrorCode::RoomFull,
+                    message: "refused".into(),
+                }]
+            );
+            assert!(e.iter().any(|e| matches!(
+                e,
+                Event::Error {
+                    code: ErrorCode::RoomFull,
+                    ..
+                }
+            )));
+            assert_eq!(c.room(), None, "not rejoined after a reconnect");
+        }
+
+        #[test]
+        fn a_join_refused_over_sse_fails_the_same_way() {
+            let mut c = open_client();
+            c.join_room("full").unwrap();
+            drain(&mut c);
+            c.handle_join_refused("other", ErrorCode::RoomFull, "full");
+            assert_eq!(c.room(), Some("full"), "not the room being joined");
+            c.handle_join_refused("full", ErrorCode::RoomFull, "full");
+            let (_, _, e, _) = drain(&mut c);
+            assert_eq!(
+                e,
+                vec![Event::JoinFailed {
+                    room: "full".into(),
+                    code: ErrorCode::RoomFull,
+                    message: "full".into()
+                }]
+            );
+            assert_eq!(c.room(), None);
+        }
+
+        #[test]
+        fn other_limit_codes_reach_the_app_typed() {
+            let mut c = open_client();
+            drain(&mut c);
+            for code in [
+                ErrorCode::PayloadTooLarge,
+                ErrorCode::PayloadTooComplex,
+                ErrorCode::LimitExceeded,
+                ErrorCode::OutOfRange,
+                ErrorCode::TooManyRequests,
+            ] {
+                c.handle_frame(&refusal(code.as_str(), Lane::Sync, 3, None), 20);
+                let (_, _, e, _) = drain(&mut c);
+                assert!(
+                    e.iter()
+                        .any(|e| matches!(e, Event::Error { code: c, .. } if *c == code)),
+                    "{code}: {e:?}"
+                );
+            }
+        }
+
+        #[test]
+        fn paced_control_keeps_probes_honest() {
+            let rates = LaneRates {
+                control: Some(Rate {
+                    per_second: 1.0,
+                    burst: 2,
+                }),
+                ..LaneRates::default()
+            };
+            let mut c = open_with(&limited(rates));
+            c.handle_timeout(10);
+            let (t, ..) = drain(&mut c);
+            assert_eq!(controls(&t).len(), 1, "the first heartbeat");
+            // The pacer keeps a burst of 1; the heartbeat ping used it.
+            assert!(!c.ping(10.0, None), "a probe that would wait is not sent");
+            c.handle_clock(1_100);
+            assert!(c.ping(1_100.0, None));
+            let (t, ..) = drain(&mut c);
+            assert!(matches!(&controls(&t)[..], [Control::Ping { .. }]));
+        }
+    }
+
     #[test]
     fn welcome_for_another_session_is_ignored() {
         let mut c = Client::new(ClientConfig::default(), &handshake(1, &std_lanes()), 0).unwrap();
@@ -1601,6 +2444,8 @@ mod tests {
             at_server: Vec<(Lane, u64)>,
             /// (lane, number) received by the client, in order.
             at_client: Vec<(Lane, u64)>,
+            /// When each of `at_server` arrived, ms.
+            arrivals: Vec<u64>,
             events: Vec<Event>,
             actions: Vec<Action>,
             now: u64,
@@ -1622,7 +2467,10 @@ mod tests {
 
         impl Pair {
             fn new() -> Pair {
-                let hs = mux_handshake(1);
+                Pair::with(mux_handshake(1))
+            }
+
+            fn with(hs: HandshakeResponse) -> Pair {
                 let c = Client::new(ClientConfig::default(), &hs, 0).unwrap();
                 assert!(c.uses_mux());
                 let mut p = Pair {
@@ -1633,6 +2481,7 @@ mod tests {
                     s2c: VecDeque::new(),
                     at_server: vec![],
                     at_client: vec![],
+                    arrivals: vec![],
                     events: vec![],
                     actions: vec![],
                     now: 0,
@@ -1672,6 +2521,7 @@ mod tests {
             /// Drains both ends once; returns whether anything moved.
             fn pump(&mut self) -> bool {
                 let mut moved = false;
+                self.c.handle_clock(self.now);
                 self.c.handle_transport_buffered(0);
                 loop {
                     match self.c.poll_output() {
@@ -1693,6 +2543,7 @@ mod tests {
                             if h.kind == FrameKind::Data {
                                 let v = payload::decode(&h, body, Some(&Dictionary::v1()));
                                 self.at_server.push((lane, number(&v.unwrap())));
+                                self.arrivals.push(self.now);
                             }
                         }
                         MuxEvent::Error(e) => panic!("server mux error {e}"),
@@ -1905,6 +2756,80 @@ mod tests {
                 in_order(&p.at_server, Lane::Messaging),
                 (1..=depth).collect::<Vec<_>>()
             );
+        }
+
+        #[test]
+        fn paced_lane_through_the_multiplexer_stays_within_the_quota() {
+            use crate::core::handshake::{LaneRates, Limits, Rate};
+            let quota = Rate {
+                per_second: 20.0,
+                burst: 5,
+            };
+            let mut hs = mux_handshake(1);
+            hs.limits = Some(Limits {
+                rates: Some(LaneRates {
+                    bulk: Some(quota),
+                    ..LaneRates::default()
+                }),
+            });
+            let mut p = Pair::with(hs);
+            for n in 1..=200 {
+                p.c.send(Lane::Messaging, numbered(n, 10), None).unwrap();
+            }
+            p.run(usize::MAX, 12_000);
+            assert_eq!(
+                in_order(&p.at_server, Lane::Messaging),
+                (1..=200).collect::<Vec<_>>()
+            );
+            let mut server = crate::core::rate::Gcra::new(quota.per_second, quota.burst).unwrap();
+            for &t in &p.arrivals {
+                assert!(server.conforms(t), "refused at {t} ms");
+                server.consume(t);
+            }
+            assert!(!p.events.iter().any(|e| matches!(e, Event::Error { .. })));
+        }
+
+        #[test]
+        fn refused_multiplexed_message_is_sent_again_before_later_ones() {
+            let mut p = Pair::new();
+            for n in 1..=5 {
+                p.c.send(Lane::Messaging, numbered(n, 10), None).unwrap();
+            }
+            p.run(usize::MAX, 50);
+            assert_eq!(in_order(&p.at_server, Lane::Messaging), vec![1, 2, 3, 4, 5]);
+            // The server's limiter refuses message 5 (multiplexer seq 5): not processed.
+            p.at_server.pop();
+            p.arrivals.pop();
+            let v = json!({"type": "error", "code": "rate_limited", "error": "slow down",
+                           "lane": 2, "seq": 5, "retryAfterMs": 200});
+            let (b, d) = payload::encode(&v, Encoding::Msgpack, Some(&Dictionary::v1())).unwrap();
+            p.srv
+                .send(
+                    Lane::Control,
+                    FrameHeader::control(Encoding::Msgpack, 0, d).encode(&b),
+                )
+                .unwrap();
+            p.run(usize::MAX, 5);
+            let t0 = p.now;
+            p.c.send(Lane::Messaging, numbered(6, 10), None).unwrap();
+            p.run(usize::MAX, 100);
+            assert_eq!(in_order(&p.at_server, Lane::Messaging), vec![1, 2, 3, 4]);
+            p.run(usize::MAX, 1_000);
+            assert_eq!(
+                in_order(&p.at_server, Lane::Messaging),
+                vec![1, 2, 3, 4, 5, 6]
+            );
+            assert!(p.arrivals[4] >= t0 + 190, "held for retryAfterMs");
+            assert!(p.events.iter().any(|e| matches!(
+                e,
+                Event::Error {
+                    code: ErrorCode::RateLimited,
+                    lane: Some(Lane::Messaging),
+                    seq: Some(5),
+                    dropped: Some(false),
+                    ..
+                }
+            )));
         }
 
         #[test]

@@ -91,7 +91,7 @@ pub struct HeartbeatInfo {
 }
 
 /// Response body (seed 000) plus `websocketUrl` and `heartbeat`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HandshakeResponse {
     /// New session id (UUID).
@@ -118,6 +118,69 @@ pub struct HandshakeResponse {
     /// without that endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signaling_token: Option<String>,
+    /// Ours (issue 11): the per-session quotas the server enforces, so that the client can
+    /// pace its sends and never be refused. Absent: the server advertises none (the client
+    /// then paces only after a `rate_limited` refusal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+/// `limits` in the handshake response (issue 11, PROTOCOL.md §15): what the server enforces
+/// per session. Every field is optional; an absent one means no limit is advertised.
+///
+/// ```json
+/// "limits": {"rates": {"control": {"perSecond": 50, "burst": 200},
+///                      "sync": {"perSecond": 100, "burst": 400},
+///                      "bulk": {"perSecond": 5000, "burst": 10000}}}
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Message rates per lane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rates: Option<LaneRates>,
+}
+
+/// Per-session message quotas (GCRA, `--rate-control`, `--rate-sync`, `--rate-bulk`). Each
+/// lane has its own budget: `control` for lane 1, `sync` for lane 7, and `bulk` for **each**
+/// other lane (Messaging, Voice, Video, Data, Telemetry and Relay each get one `bulk` quota).
+/// A message is one Control message or one Data frame (§5), or one multiplexer message
+/// (§11, counted once whatever its number of chunks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaneRates {
+    /// Control (lane 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<Rate>,
+    /// Sync (lane 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<Rate>,
+    /// Each other lane, separately.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk: Option<Rate>,
+}
+
+impl LaneRates {
+    /// The quota of `lane`.
+    pub fn for_lane(&self, lane: Lane) -> Option<Rate> {
+        match lane {
+            Lane::Control => self.control,
+            Lane::Sync => self.sync,
+            _ => self.bulk,
+        }
+    }
+}
+
+/// One GCRA quota: `burst` messages at once, then `perSecond` messages per second
+/// (`--rate-control "50/s,burst=200"` is `{perSecond: 50, burst: 200}`; `"30/min"` is
+/// `{perSecond: 0.5, burst: 30}`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rate {
+    /// Sustained rate, messages per second (> 0; may be fractional).
+    pub per_second: f64,
+    /// Burst size, messages (≥ 1).
+    pub burst: u32,
 }
 
 /// The outcome of negotiation, before the server fills in ids, URLs and times.
@@ -251,6 +314,27 @@ impl HandshakeResponse {
     }
 }
 
+/// Handshake attempts `P3Client.connect` makes in all when the server answers `429`
+/// (`rate_limited`, `too_many_requests`) before it rejects with that code.
+pub const CONNECT_ATTEMPTS_WHEN_LIMITED: u32 = 3;
+/// Longest wait `connect` accepts between two handshake attempts, ms: a longer
+/// `Retry-After` rejects at once (the app decides whether to wait that long).
+pub const CONNECT_RETRY_MAX_MS: u64 = 10_000;
+
+/// `connect`'s rule after handshake attempt `attempt` (from 1) was answered with HTTP
+/// `status` and `retry_after_ms` (the body's `retryAfterMs`, else `Retry-After` × 1000): the
+/// wait before the next attempt, ms, or `None` to reject with the server's code. Only a `429`
+/// is retried: after `retry_after_ms` (default 1 s, 2 s, ...), at most
+/// [`CONNECT_ATTEMPTS_WHEN_LIMITED`] attempts in all and waits up to
+/// [`CONNECT_RETRY_MAX_MS`].
+pub fn connect_retry_delay(status: u16, retry_after_ms: Option<u64>, attempt: u32) -> Option<u64> {
+    if status != 429 || attempt >= CONNECT_ATTEMPTS_WHEN_LIMITED {
+        return None;
+    }
+    let wait = retry_after_ms.unwrap_or(1000u64 << attempt.saturating_sub(1).min(10));
+    (wait <= CONNECT_RETRY_MAX_MS).then_some(wait)
+}
+
 /// Features listed in `protocol.features` by server-stub.
 pub const FEATURES: &[&str] = &[
     "msgpack",
@@ -342,6 +426,50 @@ mod tests {
             code(req(&["sse"], &["msgpack"], &[1])),
             ErrorCode::NoCommonEncoding
         );
+    }
+
+    #[test]
+    fn connect_retries_only_429_and_within_bounds() {
+        assert_eq!(connect_retry_delay(429, Some(1500), 1), Some(1500));
+        assert_eq!(connect_retry_delay(429, None, 1), Some(1000));
+        assert_eq!(connect_retry_delay(429, None, 2), Some(2000));
+        assert_eq!(
+            connect_retry_delay(429, Some(10), CONNECT_ATTEMPTS_WHEN_LIMITED),
+            None
+        );
+        assert_eq!(
+            connect_retry_delay(429, Some(CONNECT_RETRY_MAX_MS + 1), 1),
+            None
+        );
+        for status in [400, 409, 413, 500, 503] {
+            assert_eq!(connect_retry_delay(status, Some(10), 1), None, "{status}");
+        }
+        assert_eq!(connect_retry_delay(429, None, u32::MAX), None);
+    }
+
+    #[test]
+    fn limits_wire_shape() {
+        let l: Limits = serde_json::from_value(json!({"rates": {
+            "control": {"perSecond": 50, "burst": 200},
+            "bulk": {"perSecond": 0.5, "burst": 30}}}))
+        .unwrap();
+        let r = l.rates.unwrap();
+        assert_eq!(r.for_lane(Lane::Control).unwrap().burst, 200);
+        assert_eq!(r.for_lane(Lane::Sync), None, "absent: not advertised");
+        assert_eq!(r.for_lane(Lane::Data).unwrap().per_second, 0.5);
+        assert_eq!(r.for_lane(Lane::Relay), r.bulk);
+        assert_eq!(
+            serde_json::to_value(&l).unwrap(),
+            json!({"rates": {"control": {"perSecond": 50.0, "burst": 200},
+                             "bulk": {"perSecond": 0.5, "burst": 30}}})
+        );
+        // Servers without limits: no field, and it parses as none.
+        let v = json!({"sessionId": "00000000-0000-0000-0000-000000000000",
+            "transport": "websocket", "lanes": [], "dictionary": {"version": "1", "tokens": [], "indexMap": {}},
+            "serverTime": 0, "ttlSeconds": 1, "protocol": {"version": "2.0.0", "features": []},
+            "websocketUrl": "/ws", "heartbeat": {"intervalMs": 1, "timeoutMs": 2}});
+        let resp: HandshakeResponse = serde_json::from_value(v).unwrap();
+        assert_eq!(resp.limits, None);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! | [`mux`] | the lane multiplexer (v2 frames): priority scheduling, chunking, acks, resume (seed 000, 001; issue 3) |
 //! | [`p2p`] | peer-to-peer and offline tiers: tier decision, election, change queue, sealing, signaling (seed 004, 001; issue 5) |
 //! | [`pwa`] | PWA cache protection: version check decisions, purge ownership, multi-tab election (seed 000) |
+//! | [`rate`] | GCRA pacing of the server's per-session lane quotas (issue 11) |
 //! | [`sse`] | SSE lanes: stream URLs and negotiation, event shapes, events ⇄ frames, `POST` (seed 001; issue 3) |
 //! | [`varint`] | LEB128 varints of every frame header |
 //! | [`error`] | machine-readable error codes shared by server and SDK |
@@ -33,6 +34,7 @@ pub mod mux;
 pub mod p2p;
 pub mod payload;
 pub mod pwa;
+pub mod rate;
 pub mod sse;
 pub mod sync;
 pub mod tape;

@@ -42,7 +42,10 @@ impl P3Client {
     ///
     /// Rejects with `code`:
     /// - the server's code when it refuses the handshake (4xx `{error, code}`), e.g.
-    ///   `no_common_encoding`, `control_lane_required`, `unknown_lane`, `invalid_argument`;
+    ///   `no_common_encoding`, `control_lane_required`, `unknown_lane`, `invalid_argument`,
+    ///   `payload_too_large`; after a `429` (`rate_limited`, `too_many_requests`) the
+    ///   handshake is tried again after its `Retry-After`, 3 attempts in all and waits of at
+    ///   most 10 s, then rejected with that code;
     /// - `connect_failed` when the server is unreachable or the first socket fails, and before
     ///   any request when the runtime has no `WebSocket` (nor, for SSE, `EventSource`);
     /// - `invalid_argument` / `unknown_lane` for bad options, before any request is made.
@@ -54,7 +57,7 @@ impl P3Client {
         let base = http::normalize_base(&base_url)?;
         let (request, config) = options::parse(&options)?;
         let global = Global::get()?;
-        let response = http::handshake(&base, &request).await?;
+        let response = handshake_retrying(&base, &request).await?;
         let client =
             Client::new(config, &response, global.now_ms()).map_err(|e| error::client_error(&e))?;
         let (inner, opened) = driver::start(client, global, base, request, &response);
@@ -139,7 +142,8 @@ impl P3Client {
     /// Calls `callback(event)` for every `P3Event`: room membership (`room-joined`,
     /// `room-left`, `peer-joined`, `peer-left`), heartbeat answers (`pong`, with `rttMs`),
     /// `session-changed`, and `error` (a frame the server refused or this client could not
-    /// decode). Returns a function that unsubscribes.
+    /// decode; `rate_limited` ones carry `retryAfterMs` and `dropped`). Returns a function
+    /// that unsubscribes.
     ///
     /// Throws `invalid_argument` if `callback` is not a function.
     #[wasm_bindgen(js_name = onEvent, unchecked_return_type = "() => void")]
@@ -159,7 +163,9 @@ impl P3Client {
     /// members}`, members being session ids, this one included) when the server confirms.
     ///
     /// Rejects with `invalid_argument` for a bad name, `closed` if the client is or becomes
-    /// closed first.
+    /// closed first, or the server's code when it refuses the join (`room_full`,
+    /// `too_many_requests`, ...; an `error` event with that code comes first, and the client
+    /// does not rejoin that room).
     #[wasm_bindgen(js_name = joinRoom, unchecked_return_type = "Promise<JoinResult>")]
     pub fn join_room(
         &self,
@@ -219,11 +225,13 @@ impl P3Client {
 
     /// Sends `value` on `lane` (an id 1..=8 or a lane name, case-insensitive) to everyone
     /// else in the room, or only to session `to`. `value` must be JSON-compatible. While
-    /// reconnecting, messages are queued per lane (up to the lane's queue depth).
+    /// reconnecting, messages are queued per lane (up to the lane's queue depth). A lane the
+    /// server limits (handshake `limits`) is paced below its quota: messages beyond the burst
+    /// wait in the lane's queue and leave at the quota's rate (PROTOCOL.md §15).
     ///
     /// Throws (synchronously) with `code`: `lane_not_negotiated`, `unknown_lane`,
     /// `frame_too_large` (over 1 MiB encoded), `backpressure` (a reliable lane's queue is
-    /// full while reconnecting), `closed`, `bad_payload` (a value that is not
+    /// full while reconnecting or paced; a `drain` event follows), `closed`, `bad_payload` (a value that is not
     /// JSON-compatible: function, symbol, BigInt, NaN, ±Infinity, Map, Set, binary, cycles),
     /// `invalid_argument` (`to` is not a session id).
     pub fn send(
@@ -245,6 +253,45 @@ impl P3Client {
     pub fn close(&self) {
         driver::with_client(&self.inner, |c| c.close());
     }
+}
+
+/// The handshake, tried again after a `429` as
+/// [`crate::core::handshake::connect_retry_delay`] says. Errors: the last attempt's.
+async fn handshake_retrying(
+    base: &str,
+    request: &crate::core::handshake::HandshakeRequest,
+) -> Result<crate::core::handshake::HandshakeResponse, JsValue> {
+    let mut attempt = 1;
+    loop {
+        match http::handshake(base, request).await {
+            Ok(r) => return Ok(r),
+            Err(f) => {
+                let Some(wait) = crate::core::handshake::connect_retry_delay(
+                    f.status,
+                    f.retry_after_ms,
+                    attempt,
+                ) else {
+                    return Err(f.error);
+                };
+                sleep_ms(wait).await?;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Resolves after `ms` (the global scope's `setTimeout`).
+async fn sleep_ms(ms: u64) -> Result<(), JsValue> {
+    let mut err = None;
+    let promise = Promise::new(&mut |resolve, _reject| {
+        if let Err(e) = crate::wasm::global::set_timeout_once(&resolve, ms) {
+            err = Some(e);
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    JsFuture::from(promise).await.map(|_| ())
 }
 
 /// A JS callback argument. Errors: `invalid_argument`.

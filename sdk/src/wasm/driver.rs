@@ -206,6 +206,9 @@ impl Inner {
     /// Drains the core's outputs, performing socket/timer I/O and queueing events. Calls no
     /// application code, so it may run under the `RefCell` borrow.
     fn drain(&mut self, h: &Handle) {
+        // Paced lanes release their messages by the clock.
+        let now = self.now();
+        self.client.handle_clock(now);
         // The multiplexer writes while the socket's buffer is under its high-water mark.
         if let Some(s) = &self.socket {
             self.client
@@ -429,6 +432,8 @@ pub(crate) fn remove_listener(h: &Handle, id: u32) {
 pub(crate) fn join_room(h: &Handle, room: &str) -> Promise {
     let promise = {
         let mut inner = h.borrow_mut();
+        let now = inner.now();
+        inner.client.handle_clock(now);
         if let Err(e) = inner.client.join_room(room) {
             return Promise::reject(&error::client_error(&e));
         }
@@ -445,7 +450,12 @@ pub(crate) fn join_room(h: &Handle, room: &str) -> Promise {
 
 /// Runs `f` on the core (a mutator), then pumps.
 pub(crate) fn with_client<R>(h: &Handle, f: impl FnOnce(&mut Client) -> R) -> R {
-    let r = f(&mut h.borrow_mut().client);
+    let r = {
+        let mut inner = h.borrow_mut();
+        let now = inner.now();
+        inner.client.handle_clock(now);
+        f(&mut inner.client)
+    };
     pump(h);
     r
 }
@@ -534,12 +544,18 @@ fn rehandshake(h: &Handle, base: String, request: HandshakeRequest) {
                         "p3-lanes: re-handshake: {e}"
                     ))),
                 },
-                Err(e) => {
+                Err(f) => {
                     web_sys::console::warn_2(
                         &JsValue::from_str("p3-lanes: re-handshake failed:"),
-                        &e,
+                        &f.error,
                     );
-                    inner.client.handle_handshake_failed(now);
+                    if f.status == 429 {
+                        inner
+                            .client
+                            .handle_handshake_rate_limited(f.retry_after_ms, now);
+                    } else {
+                        inner.client.handle_handshake_failed(now);
+                    }
                 }
             }
         }
@@ -591,6 +607,27 @@ fn dispatch(h: &Handle, ev: Event) {
             let callbacks = h.borrow().callbacks.of(Topic::Message(m.lane));
             if !callbacks.is_empty() {
                 call_each(h, &callbacks, &[events::message_to_js(&m)]);
+            }
+        }
+        Event::JoinFailed {
+            room,
+            code,
+            message,
+        } => {
+            // The `error` event came first; settle this room's `joinRoom` promises.
+            let failed: Vec<PendingJoin> = {
+                let mut inner = h.borrow_mut();
+                let (done, rest) = std::mem::take(&mut inner.joins)
+                    .into_iter()
+                    .partition(|j| j.room == room);
+                inner.joins = rest;
+                done
+            };
+            for j in failed {
+                j.resolver.reject(&error::coded(
+                    code,
+                    &format!("joinRoom({room:?}) refused: {message}"),
+                ));
             }
         }
         ev => {

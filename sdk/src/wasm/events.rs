@@ -37,6 +37,10 @@ enum JsEvent<'a> {
         lane: Option<u8>,
         #[serde(skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dropped: Option<bool>,
     },
     SessionChanged {
         old: &'a SessionId,
@@ -94,11 +98,15 @@ pub(crate) fn event_to_js(ev: &Event) -> Option<JsValue> {
             message,
             lane,
             seq,
+            retry_after_ms,
+            dropped,
         } => JsEvent::Error {
             code: code.as_str(),
             message,
             lane: lane.map(|l| l.id()),
             seq: *seq,
+            retry_after_ms: *retry_after_ms,
+            dropped: *dropped,
         },
         Event::SessionChanged { old, new } => JsEvent::SessionChanged { old, new },
         Event::RoomJoined { room, members } => JsEvent::RoomJoined { room, members },

@@ -7,6 +7,9 @@
 //! - `connect_failed` when the server cannot be reached or answers without such a body;
 //! - `bad_request` when a 2xx body is not a valid handshake response (the code the core uses
 //!   for an unusable handshake, [`crate::core::client::ClientError::BadHandshake`]).
+//!
+//! A `429` (`rate_limited`, `too_many_requests`) also reports its `retryAfterMs` (or
+//! `Retry-After`), for `connect`'s retries and the client's re-handshake backoff.
 
 use crate::core::error::ErrorCode;
 use crate::core::handshake::{HandshakeRequest, HandshakeResponse};
@@ -50,12 +53,36 @@ pub(crate) fn websocket_url(base: &str, path: &str) -> String {
     format!("{scheme}{rest}{sep}{path}")
 }
 
-/// The JSON error body of a refused request: `{error, code}`. `code` stays a string so that
-/// codes this SDK does not know pass through.
+/// The JSON error body of a refused request: `{error, code}` (and `retryAfterMs` on a `429`,
+/// issue 11). `code` stays a string so that codes this SDK does not know pass through.
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ErrorBody {
     error: String,
     code: String,
+    #[serde(default)]
+    retry_after_ms: Option<u64>,
+}
+
+/// A failed handshake: the JS error to throw, and what `connect` needs to decide on a retry
+/// ([`crate::core::handshake::connect_retry_delay`]).
+pub(crate) struct HandshakeFailure {
+    /// The `P3Error` (see the module docs).
+    pub(crate) error: JsValue,
+    /// HTTP status; 0 when no answer came.
+    pub(crate) status: u16,
+    /// `429`: the body's `retryAfterMs`, else `Retry-After` (seconds) × 1000.
+    pub(crate) retry_after_ms: Option<u64>,
+}
+
+impl HandshakeFailure {
+    fn new(error: JsValue) -> HandshakeFailure {
+        HandshakeFailure {
+            error,
+            status: 0,
+            retry_after_ms: None,
+        }
+    }
 }
 
 /// POSTs `req` to `{base}/api/protocol/v2/session/handshake` and parses the answer.
@@ -64,35 +91,46 @@ struct ErrorBody {
 pub(crate) async fn handshake(
     base: &str,
     req: &HandshakeRequest,
-) -> Result<HandshakeResponse, JsValue> {
+) -> Result<HandshakeResponse, HandshakeFailure> {
     let url = format!("{base}{HANDSHAKE_PATH}");
-    let body = serde_json::to_string(req).map_err(|e| error::invalid_argument(&e.to_string()))?;
-    let (status, text) = post_json(&url, &body).await.map_err(|thrown| {
-        error::coded(
+    let body = serde_json::to_string(req)
+        .map_err(|e| HandshakeFailure::new(error::invalid_argument(&e.to_string())))?;
+    let (status, retry_after_s, text) = post_json(&url, &body).await.map_err(|thrown| {
+        HandshakeFailure::new(error::coded(
             ErrorCode::ConnectFailed,
             &format!("could not reach {url}: {}", error::describe(&thrown)),
-        )
+        ))
     })?;
     if (200..300).contains(&status) {
         return serde_json::from_str(&text).map_err(|e| {
-            error::coded(
+            HandshakeFailure::new(error::coded(
                 ErrorCode::BadRequest,
                 &format!("handshake response from {url} is invalid: {e}"),
-            )
+            ))
         });
     }
+    let header_ms = retry_after_s.map(|s| s.saturating_mul(1000));
     match serde_json::from_str::<ErrorBody>(&text) {
-        Ok(b) => Err(error::js_error(&b.code, &b.error)),
-        Err(_) => Err(error::coded(
-            ErrorCode::ConnectFailed,
-            &format!("handshake refused by {url}: HTTP {status}"),
-        )),
+        Ok(b) => Err(HandshakeFailure {
+            error: error::js_error(&b.code, &b.error),
+            status,
+            retry_after_ms: b.retry_after_ms.or(header_ms),
+        }),
+        Err(_) => Err(HandshakeFailure {
+            error: error::coded(
+                ErrorCode::ConnectFailed,
+                &format!("handshake refused by {url}: HTTP {status}"),
+            ),
+            status,
+            retry_after_ms: header_ms,
+        }),
     }
 }
 
 /// `fetch(url, {method: 'POST', body, headers: {'Content-Type': 'application/json'}})`;
-/// returns the status and the body text. Errors: whatever `fetch` or reading the body threw.
-async fn post_json(url: &str, body: &str) -> Result<(u16, String), JsValue> {
+/// returns the status, the `Retry-After` header in seconds (when an integer) and the body
+/// text. Errors: whatever `fetch` or reading the body threw.
+async fn post_json(url: &str, body: &str) -> Result<(u16, Option<u64>, String), JsValue> {
     let headers = web_sys::Headers::new()?;
     headers.set("Content-Type", "application/json")?;
     let init = web_sys::RequestInit::new();
@@ -103,11 +141,17 @@ async fn post_json(url: &str, body: &str) -> Result<(u16, String), JsValue> {
     init.set_cache(web_sys::RequestCache::NoStore);
     let promise: js_sys::Promise = global::fetch(&JsValue::from_str(url), &init)?.unchecked_into();
     let response: web_sys::Response = JsFuture::from(promise).await?.dyn_into()?;
+    let retry_after_s = response
+        .headers()
+        .get("Retry-After")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let text = JsFuture::from(response.text()?)
         .await?
         .as_string()
         .unwrap_or_default();
-    Ok((response.status(), text))
+    Ok((response.status(), retry_after_s, text))
 }
 
 #[cfg(test)]

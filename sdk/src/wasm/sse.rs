@@ -17,9 +17,12 @@
 //!   backoff, so the server delivers it once; after
 //!   [`crate::core::sse::post::MAX_ATTEMPTS`] the app gets an `error`
 //!   event with code `send_failed` (lane, seq) and the next message goes. `session_not_found`
-//!   keeps the queue until the client has a new session; any other refusal is reported like a
-//!   WebSocket `error` frame (`error` event with the server's code, the lane and the seq) and
-//!   the next message goes. Nothing is dropped silently.
+//!   keeps the queue until the client has a new session; a `429` (`rate_limited`,
+//!   `too_many_requests`) is reported (`error` event with `retryAfterMs`, `dropped: false`) and
+//!   the same message goes again after the body's `retryAfterMs` (else `Retry-After`); any
+//!   other refusal is reported like a WebSocket `error` frame (`error` event with the server's
+//!   code, the lane and the seq) and the next message goes (a refused `join`, e.g.
+//!   `room_full`, also rejects its `joinRoom`). Nothing is dropped silently.
 //!
 //! Like the rest of the driver, this module may call `spawn_local`.
 
@@ -142,6 +145,8 @@ impl SseLink {
                 message: format!("cannot send this frame over SSE: {e}"),
                 lane: None,
                 seq: None,
+                retry_after_ms: None,
+                dropped: None,
             }),
         }
     }
@@ -254,6 +259,8 @@ fn on_event(h: &Handle, id: u64, ev: &MessageEvent) {
                 message: e.to_string(),
                 lane: None,
                 seq: None,
+                retry_after_ms: None,
+                dropped: None,
             }),
         }
     }
@@ -349,17 +356,37 @@ pub(crate) fn kick(h: &Handle) {
             let now = inner.now();
             let Some(link) = inner.sse_mut() else { return };
             if let Some(f) = link.posts.handle_outcome(send.ticket, outcome, now) {
+                let limited = f.code == ErrorCode::RateLimited;
+                let refused_join = (f.dropped && f.lane == Lane::Control)
+                    .then(|| joined_room(&send.post.body))
+                    .flatten();
                 inner.push_event(Event::Error {
                     code: f.code,
-                    message: f.message,
+                    message: f.message.clone(),
                     lane: Some(f.lane),
                     seq: Some(f.seq),
+                    retry_after_ms: f.retry_after_ms,
+                    dropped: limited.then_some(f.dropped),
                 });
+                if let Some(room) = refused_join {
+                    inner
+                        .client_mut()
+                        .handle_join_refused(&room, f.code, &f.message);
+                }
             }
         }
         kick(&h);
         pump(&h);
     });
+}
+
+/// The room of a Control `join` POST body (JSON `{"type": "join", "room": ..}`), if it is one.
+fn joined_room(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if v.get("type")?.as_str()? != "join" {
+        return None;
+    }
+    Some(v.get("room")?.as_str()?.to_owned())
 }
 
 /// Gives the request of `init` an `AbortSignal` that fires after `ms` (the fetch then rejects,
@@ -413,23 +440,35 @@ async fn request_inner(url: &str, send: &PostSend) -> Result<PostOutcome, JsValu
         .as_string()
         .unwrap_or_default();
     #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
     struct Body {
         error: String,
         code: String,
+        #[serde(default)]
+        retry_after_ms: Option<u64>,
     }
-    let (code, message) = match serde_json::from_str::<Body>(&text) {
+    let (code, message, retry_after_ms) = match serde_json::from_str::<Body>(&text) {
         // A code this SDK does not know stays visible in the message.
         Ok(b) => match serde_json::from_value(serde_json::Value::String(b.code.clone())) {
-            Ok(code) => (code, b.error),
-            Err(_) => (ErrorCode::BadRequest, format!("{}: {}", b.code, b.error)),
+            Ok(code) => (code, b.error, b.retry_after_ms),
+            Err(_) => (
+                ErrorCode::BadRequest,
+                format!("{}: {}", b.code, b.error),
+                b.retry_after_ms,
+            ),
         },
-        Err(_) => (ErrorCode::Internal, format!("POST {url}: HTTP {status}")),
+        Err(_) => (
+            ErrorCode::Internal,
+            format!("POST {url}: HTTP {status}"),
+            None,
+        ),
     };
     Ok(PostOutcome::Refused {
         status,
         code,
         message,
         retry_after_s,
+        retry_after_ms,
         expected_seq,
     })
 }

@@ -67,8 +67,17 @@ export type P3Event =
   | { type: 'peer-left'; room: string; sessionId: string }
   /** Heartbeat answer: round-trip time (ms), the ping's `clientTime` (the client's `performance.now()`, ms) and the server's wall clock (ms since the Unix epoch). */
   | { type: 'pong'; rttMs: number; clientTime: number; serverTime: number }
-  /** A frame the server refused, or that this client could not decode. */
-  | { type: 'error'; code: ErrorCode; message: string; lane?: LaneNumber; seq?: number }
+  /**
+   * A frame the server refused (`lane`, `seq`: this client's message), or that this client could not decode.
+   * `code: 'rate_limited'` (PROTOCOL.md §15): the server's rate limit refused message `seq` of `lane`; the SDK holds
+   * that lane for `retryAfterMs` and paces it from then on, then sends a reliable lane's message again
+   * (`dropped: false`; messages sent after it wait behind it); an unreliable lane's message is lost (`dropped: true`).
+   * Without `lane`: the server closed the connection for sending past its limit (close code 4429) and the SDK
+   * reconnects after `retryAfterMs`. Over SSE, a `POST` answered `429` is reported the same way and sent again.
+   * Other limits arrive with their own codes: `room_full` (a `joinRoom` rejects with it too), `too_many_requests`,
+   * `payload_too_large`, `payload_too_complex`, `limit_exceeded`, `out_of_range`.
+   */
+  | { type: 'error'; code: ErrorCode; message: string; lane?: LaneNumber; seq?: number; retryAfterMs?: number; dropped?: boolean }
   /** The session expired (or the server restarted) and was replaced by a new one. */
   | { type: 'session-changed'; old: string; new: string }
   /** The server confirmed a join (also after automatic rejoins when reconnecting). */
@@ -81,9 +90,9 @@ export type P3Event =
   | { type: 'room-key'; room: string; keyId: number; key: string }
   /** Multiplexer or SSE: a reliable lane skipped messages that will never arrive (the server restarted or forgot them); delivery continues in order from `(epoch, seq)`. Resynchronise the lane's state. */
   | { type: 'discontinuity'; lane: LaneNumber; expectedEpoch: number; expectedSeq: number; epoch: number; seq: number; reason: 'history-lost' | 'peer-restarted' | 'joined-mid-stream' }
-  /** Multiplexer: a lane that refused `send` with `backpressure` has room again. */
+  /** A lane that refused `send` with `backpressure` has room again. */
   | { type: 'drain'; lane: LaneNumber }
-  /** Multiplexer: queued messages of an unreliable lane were dropped for newer ones. */
+  /** Queued messages of an unreliable lane were dropped for newer ones (its queue was full). */
   | { type: 'dropped'; lane: LaneNumber; count: number };
 
 /** What `joinRoom` resolves with. */
@@ -130,6 +139,14 @@ export interface HandshakeResponse {
   heartbeat: { intervalMs: number; timeoutMs: number };
   /** The `signature` of `auth` on the seed 001 signaling server (`/api/signaling`, PROTOCOL.md §13.7); a secret of this session. */
   signalingToken?: string;
+  /** The server's per-session quotas (PROTOCOL.md §15); the SDK paces each lane below them so it is never refused. `control`: lane 1, `sync`: lane 7, `bulk`: each other lane separately. Absent: none advertised. */
+  limits?: { rates?: { control?: RateQuota; sync?: RateQuota; bulk?: RateQuota } };
+}
+
+/** A message quota (GCRA): `burst` messages at once, then `perSecond` per second. */
+export interface RateQuota {
+  perSecond: number;
+  burst: number;
 }
 
 /** Machine-readable error codes (`err.code`, `event.code`). */

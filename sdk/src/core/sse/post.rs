@@ -46,6 +46,11 @@ pub const BACKOFF_MAX_MS: u64 = 8_000;
 pub const RETRY_AFTER_MAX_MS: u64 = 30_000;
 /// How long the client waits for an answer before it treats the attempt as lost, ms.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// `429` answers (`rate_limited`, `too_many_requests`) per message before the client gives up
+/// with that code. They do not count toward [`MAX_ATTEMPTS`]: the message was not taken.
+pub const MAX_RATE_LIMITED: u32 = 32;
+/// The wait after a `429` without `retryAfterMs` or `Retry-After`, ms.
+pub const RATE_LIMITED_DEFAULT_MS: u64 = 1_000;
 
 /// A [`HEADER_SEQ`] value that is not an integer in `1..=`[`MAX_SEQ`] (bad request).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -241,13 +246,16 @@ pub enum PostOutcome {
         message: String,
         /// `Retry-After` in seconds, when given (delay-seconds form).
         retry_after_s: Option<u64>,
+        /// The body's `retryAfterMs` (a `429`), when given; preferred to `retry_after_s`.
+        retry_after_ms: Option<u64>,
         /// [`HEADER_SEQ_EXPECTED`], when given.
         expected_seq: Option<u64>,
     },
 }
 
-/// A message the queue stopped sending: report it (as the `error` event of a WebSocket
-/// refusal, with `lane` and `seq`).
+/// A message the queue stopped sending (`dropped`), or one refused with `429` that it sends
+/// again after `retry_after_ms`: report it (as the `error` event of a WebSocket refusal, with
+/// `lane` and `seq`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostFailure {
     /// The message's lane.
@@ -259,6 +267,10 @@ pub struct PostFailure {
     pub code: ErrorCode,
     /// Human-readable description.
     pub message: String,
+    /// A `429`: the wait before the message goes again, ms.
+    pub retry_after_ms: Option<u64>,
+    /// Whether the queue stopped sending the message (`false`: it goes again).
+    pub dropped: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +278,8 @@ struct Queued {
     post: SsePost,
     seq: Option<u64>,
     attempts: u32,
+    /// `429` answers so far.
+    rate_limited: u32,
 }
 
 /// The client's ordered `POST` queue, sans-IO: numbers messages per lane, sends one at a
@@ -284,7 +298,11 @@ struct Queued {
 /// to [`RETRY_AFTER_MAX_MS`]), 504 and `409 seq_in_progress` → the same message again after
 /// [`backoff_ms`]; after [`MAX_ATTEMPTS`] attempts a `send_failed` failure and the next
 /// message. `409 seq_gap` → the server never got the numbers from `expected` on (a message
-/// the queue gave up on): the message is renumbered `expected` and sent at once. `404
+/// the queue gave up on): the message is renumbered `expected` and sent at once. `429`
+/// (`rate_limited`, `too_many_requests`; the server did not take the number) → the same
+/// message again after the body's `retryAfterMs` (else `Retry-After`, else
+/// [`RATE_LIMITED_DEFAULT_MS`]), reported each time (not dropped) and given up after
+/// [`MAX_RATE_LIMITED`] such answers. `404
 /// session_not_found` → paused until [`PostQueue::session_changed`]. Any other error → a
 /// failure with the server's code and the next message.
 #[derive(Debug, Clone, Default)]
@@ -327,6 +345,7 @@ impl PostQueue {
             post,
             seq: None,
             attempts: 0,
+            rate_limited: 0,
         });
     }
 
@@ -391,8 +410,32 @@ impl PostQueue {
                 code,
                 message,
                 retry_after_s,
+                retry_after_ms,
                 expected_seq,
             } => {
+                if status == 429 || code == ErrorCode::RateLimited {
+                    // Refused before it was taken: the same number goes again, later.
+                    let wait = retry_after_ms
+                        .or(retry_after_s.map(|s| s.saturating_mul(1000)))
+                        .unwrap_or(RATE_LIMITED_DEFAULT_MS)
+                        .min(RETRY_AFTER_MAX_MS);
+                    head.attempts = head.attempts.saturating_sub(1);
+                    head.rate_limited += 1;
+                    let dropped = head.rate_limited >= MAX_RATE_LIMITED;
+                    if dropped {
+                        self.outbox.pop_front();
+                    } else {
+                        self.retry_at = Some(now_ms.saturating_add(wait));
+                    }
+                    return Some(PostFailure {
+                        lane,
+                        seq,
+                        code,
+                        message,
+                        retry_after_ms: (!dropped).then_some(wait),
+                        dropped,
+                    });
+                }
                 if code == ErrorCode::SessionNotFound {
                     self.paused = true;
                     return None;
@@ -418,6 +461,8 @@ impl PostQueue {
                     seq,
                     code,
                     message,
+                    retry_after_ms: None,
+                    dropped: true,
                 })
             }
         }
@@ -438,6 +483,8 @@ impl PostQueue {
                      (last: {why}); it may or may not have been delivered",
                     lane.id()
                 ),
+                retry_after_ms: None,
+                dropped: true,
             });
         }
         let delay = wait_ms.max(backoff_ms(head.attempts));
@@ -457,6 +504,7 @@ impl PostQueue {
         for q in &mut self.outbox {
             q.seq = None;
             q.attempts = 0;
+            q.rate_limited = 0;
         }
     }
 }
@@ -480,6 +528,7 @@ mod tests {
             code,
             message: "x".into(),
             retry_after_s: None,
+            retry_after_ms: None,
             expected_seq: None,
         }
     }
@@ -578,6 +627,7 @@ mod tests {
             code: ErrorCode::SeqGap,
             message: "gap".into(),
             retry_after_s: None,
+            retry_after_ms: None,
             expected_seq: Some(1),
         };
         assert_eq!(q.handle_outcome(s.ticket, gap, now), None);
@@ -585,6 +635,45 @@ mod tests {
         assert_eq!((s.post.body.as_slice(), s.seq), (&b"b"[..], 1));
         assert_eq!(q.handle_outcome(s.ticket, PostOutcome::Accepted, now), None);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn rate_limited_posts_wait_and_go_again_with_the_same_number() {
+        let mut q = PostQueue::new();
+        q.push(post(Lane::Messaging, "a"));
+        q.push(post(Lane::Messaging, "b"));
+        let limited = |ms: Option<u64>, s: Option<u64>| PostOutcome::Refused {
+            status: 429,
+            code: ErrorCode::RateLimited,
+            message: "slow down".into(),
+            retry_after_s: s,
+            retry_after_ms: ms,
+            expected_seq: None,
+        };
+        let mut now = 0;
+        for i in 0..(MAX_ATTEMPTS + 4) {
+            let s = q.poll_send(now).unwrap();
+            assert_eq!((s.post.body.as_slice(), s.seq), (&b"a"[..], 1), "try {i}");
+            let f = q
+                .handle_outcome(s.ticket, limited(Some(300), Some(1)), now)
+                .unwrap();
+            assert_eq!(
+                (f.code, f.seq, f.retry_after_ms, f.dropped),
+                (ErrorCode::RateLimited, 1, Some(300), false)
+            );
+            assert_eq!(q.poll_send(now + 299), None, "waits retryAfterMs");
+            now += 300;
+        }
+        let s = q.poll_send(now).unwrap();
+        assert_eq!(q.handle_outcome(s.ticket, PostOutcome::Accepted, now), None);
+        // `Retry-After` alone is honoured too; "b" is next with the next number.
+        let s = q.poll_send(now).unwrap();
+        assert_eq!((s.post.body.as_slice(), s.seq), (&b"b"[..], 2));
+        let f = q
+            .handle_outcome(s.ticket, limited(None, Some(2)), now)
+            .unwrap();
+        assert_eq!(f.retry_after_ms, Some(2000));
+        assert_eq!(q.poll_timeout(), Some(now + 2000));
     }
 
     #[test]
@@ -598,6 +687,7 @@ mod tests {
             code: ErrorCode::Backpressure,
             message: "full".into(),
             retry_after_s: Some(1),
+            retry_after_ms: None,
             expected_seq: None,
         };
         assert_eq!(q.handle_outcome(s.ticket, busy, 0), None);
@@ -706,7 +796,7 @@ mod prop {
                         SeqCheck::Stale => 202,
                         SeqCheck::Gap { expected } => {
                             let o = PostOutcome::Refused { status: 409, code: ErrorCode::SeqGap,
-                                message: "gap".into(), retry_after_s: None, expected_seq: Some(expected) };
+                                message: "gap".into(), retry_after_s: None, retry_after_ms: None, expected_seq: Some(expected) };
                             if let Some(fl) = q.handle_outcome(send.ticket, o, now) { failures.push((id, fl.code)); }
                             continue;
                         }
@@ -718,9 +808,9 @@ mod prop {
                         match status {
                             202 => PostOutcome::Accepted,
                             503 => PostOutcome::Refused { status, code: ErrorCode::Backpressure,
-                                message: "full".into(), retry_after_s: Some(1), expected_seq: None },
+                                message: "full".into(), retry_after_s: Some(1), retry_after_ms: None, expected_seq: None },
                             _ => PostOutcome::Refused { status, code: ErrorCode::BadPayload,
-                                message: "bad".into(), retry_after_s: None, expected_seq: None },
+                                message: "bad".into(), retry_after_s: None, retry_after_ms: None, expected_seq: None },
                         }
                     }
                 };

@@ -1093,12 +1093,14 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
                     ))),
                 }
             }
+            // A `rate_limited` Sync message the client sends again is not a failed change.
             Event::Error {
                 code,
                 message,
                 lane: Some(Lane::Sync),
+                dropped,
                 ..
-            } => {
+            } if *dropped != Some(false) => {
                 if let Some(p) = r.pending.pop_front() {
                     p.resolver.reject(&error::coded(*code, message));
                 }
