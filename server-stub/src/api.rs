@@ -69,7 +69,7 @@ pub async fn handshake(
             timeout_ms: config.heartbeat_timeout_ms,
         },
         signaling_token: Some(state.signaling().token(sid)),
-        limits: None,
+        limits: state.limits().advertised(),
     }))
 }
 

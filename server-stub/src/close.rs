@@ -5,6 +5,9 @@
 
 use tokio::sync::watch;
 
+/// Rate limited: the socket kept sending past `--rate-strikes` refused frames within 10 s
+/// (PROTOCOL.md §15); the client reconnects after a backoff.
+pub use p3_lanes::core::client::CLOSE_RATE_LIMITED as RATE_LIMITED;
 pub use p3_lanes::core::client::CLOSE_SESSION_NOT_FOUND as SESSION_NOT_FOUND;
 /// Normal closure (the peer closed, or the server ended the socket without a reason).
 pub const NORMAL: u16 = 1000;

@@ -56,9 +56,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-/// WebSocket close code for a socket that kept sending past `--rate-strikes` refused frames
-/// (4429, reason "rate limited"; 4000 + HTTP 429, as 4404 and 4408).
-pub const CLOSE_RATE_LIMITED: u16 = 4429;
+/// Close code of a socket still sending past its strikes (4429, [`crate::close::RATE_LIMITED`]).
+pub use crate::close::RATE_LIMITED as CLOSE_RATE_LIMITED;
 
 /// How often [`spawn_sweeper`] drops the keys whose budget is full again.
 pub const SWEEP_PERIOD: Duration = Duration::from_secs(5);
@@ -223,6 +222,26 @@ impl Limits {
     /// the handshake answer so SDKs can pace themselves; `None` when rate limiting is off.
     pub fn lane_quotas(&self) -> Option<[LaneQuota; 3]> {
         self.inner.as_ref().map(|e| e.lanes.quotas())
+    }
+
+    /// The handshake's `limits` (PROTOCOL.md §3, §15): the lane quotas an SDK paces itself
+    /// by; `None` when rate limiting is off.
+    pub fn advertised(&self) -> Option<p3_lanes::core::handshake::Limits> {
+        use p3_lanes::core::handshake::{LaneRates, Limits as Advertised, Rate as Quota};
+        let [control, sync, bulk] = self.lane_quotas()?;
+        let q = |l: LaneQuota| {
+            Some(Quota {
+                per_second: l.per_second,
+                burst: l.burst,
+            })
+        };
+        Some(Advertised {
+            rates: Some(LaneRates {
+                control: q(control),
+                sync: q(sync),
+                bulk: q(bulk),
+            }),
+        })
     }
 
     /// `route` with the per-IP budget of `class` in front of it (unchanged when off).
