@@ -9,7 +9,7 @@
 //! | `GET /api/version` | `{"version": "<app version>"}`, `Cache-Control: no-store` (see [`crate::pwa`]) |
 
 use crate::error::{AppError, SessionPath};
-use crate::limits::bounds::HandshakeBody;
+use crate::limits::bounds::{HandshakeBody, PeerIp};
 use crate::now_ms;
 use crate::state::{lane_grants, AppState, SessionStatus};
 use axum::extract::State;
@@ -36,6 +36,7 @@ use std::sync::Arc;
 /// bounds).
 pub async fn handshake(
     State(state): State<Arc<AppState>>,
+    PeerIp(ip): PeerIp,
     HandshakeBody(req): HandshakeBody,
 ) -> Result<Json<HandshakeResponse>, AppError> {
     let negotiated = negotiate(&req, state.capabilities())?;
@@ -44,13 +45,14 @@ pub async fn handshake(
     let want_mux =
         req.features.iter().any(|f| f == FEATURE_MUX) && negotiated.transport != TRANSPORT_SSE;
     let (sid, mux) = state.create_session(
+        ip,
         req.client_id,
         req.wallet,
         req.device_info,
         negotiated.transport,
         lanes,
         want_mux,
-    );
+    )?;
     let config = state.config();
     tracing::info!(session = %sid, lanes = ?negotiated.lanes, "session created");
     Ok(Json(HandshakeResponse {

@@ -278,9 +278,10 @@ impl Config {
         }
     }
 
-    /// How often the sweeper looks for expired sessions: `min(ttl / 4, 30 s)`, at least 100 ms.
+    /// How often the sweeper looks for expired sessions: `min(ttl / 4, unattached ttl / 4,
+    /// 30 s)`, at least 100 ms.
     pub fn sweep_period(&self) -> Duration {
-        (self.ttl() / 4)
+        (self.ttl().min(Duration::from_secs(self.unattached_ttl_s)) / 4)
             .min(Duration::from_secs(30))
             .max(Duration::from_millis(100))
     }
@@ -304,7 +305,7 @@ mod tests {
         assert_eq!(c.heartbeat_timeout_ms, 500);
         assert!(Config::try_parse_from(["server-stub", "--max-frame-bytes", "1"]).is_err());
         let d = Config::default();
-        assert_eq!(d.sweep_period(), Duration::from_secs(30));
+        assert_eq!(d.sweep_period(), Duration::from_secs(15));
         let short = Config {
             session_ttl_s: 1,
             ..Config::default()

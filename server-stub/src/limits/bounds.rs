@@ -29,12 +29,16 @@
 use crate::config::Config;
 use crate::error::{ApiJson, AppError};
 use axum::body::Body;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
-use p3_lanes::core::error::ErrorCode;
+use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::handshake::HandshakeRequest;
 use serde_json::Value;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Default `--max-handshake-bytes`: the largest handshake body, bytes.
 pub const DEFAULT_MAX_HANDSHAKE_BYTES: usize = 8192;
@@ -75,6 +79,102 @@ pub const DEFAULT_SSE_WRITE_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_SSE_MAX_AGE_S: u64 = 3600;
 /// Default `--signaling-queue-bytes`: outbound bytes queued per signaling peer (4 MiB).
 pub const DEFAULT_SIGNALING_QUEUE_BYTES: usize = 4 << 20;
+
+/// The counting key of a client address for the per-IP bounds: the IPv4 address (also when
+/// mapped into IPv6), or the /64 prefix of an IPv6 address (one host usually holds a whole
+/// /64). `None` (the app served without connect info, e.g. in-process tests) is one shared key.
+pub fn ip_key(ip: Option<IpAddr>) -> Option<IpAddr> {
+    Some(match ip? {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    })
+}
+
+/// The peer address of a request (`ConnectInfo<SocketAddr>`, set by [`crate::serve`]); `None`
+/// when the app runs without connect info.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(PeerIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// Counts per client address ([`ip_key`]), for the per-IP bounds. Entries at zero are removed.
+#[derive(Debug, Default)]
+pub struct PerIp(HashMap<Option<IpAddr>, usize>);
+
+impl PerIp {
+    /// The count of `key`.
+    pub fn get(&self, key: Option<IpAddr>) -> usize {
+        self.0.get(&key).copied().unwrap_or(0)
+    }
+
+    /// One more for `key`.
+    pub fn add(&mut self, key: Option<IpAddr>) {
+        *self.0.entry(key).or_default() += 1;
+    }
+
+    /// One fewer for `key`.
+    pub fn remove(&mut self, key: Option<IpAddr>) {
+        if let Some(n) = self.0.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.0.remove(&key);
+            }
+        }
+    }
+}
+
+/// The bounds the session registry enforces (from [`Config`]).
+#[derive(Clone, Copy, Debug)]
+pub struct RegistryBounds {
+    /// `--max-sessions`.
+    pub max_sessions: usize,
+    /// `--max-sessions-per-ip`.
+    pub max_sessions_per_ip: usize,
+    /// `--unattached-ttl-s`.
+    pub unattached_ttl: Duration,
+    /// `--max-rooms`.
+    pub max_rooms: usize,
+    /// `--max-room-members`.
+    pub max_room_members: usize,
+    /// `--max-sse-streams-per-session`.
+    pub max_sse_streams_per_session: usize,
+    /// `--max-sse-per-ip`.
+    pub max_sse_per_ip: usize,
+}
+
+impl RegistryBounds {
+    /// The registry's bounds in `config`.
+    pub fn from_config(config: &Config) -> RegistryBounds {
+        RegistryBounds {
+            max_sessions: config.max_sessions,
+            max_sessions_per_ip: config.max_sessions_per_ip,
+            unattached_ttl: Duration::from_secs(config.unattached_ttl_s),
+            max_rooms: config.max_rooms,
+            max_room_members: config.max_room_members,
+            max_sse_streams_per_session: config.max_sse_streams_per_session,
+            max_sse_per_ip: config.max_sse_per_ip,
+        }
+    }
+}
+
+/// A count bound reached: `too_many_requests` (HTTP 429) with `error`.
+pub fn too_many(error: impl Into<String>) -> WireError {
+    WireError::new(ErrorCode::TooManyRequests, error)
+}
 
 /// 413 `payload_too_large` with `error`.
 pub fn payload_too_large(error: impl Into<String>) -> AppError {
@@ -261,6 +361,15 @@ mod tests {
         assert_eq!(json_depth(br#"{"a": [1, {"b": "[[[[\"{{"}]}"#), 3);
         assert_eq!(json_depth(b"[[[[[[]]]]]]"), 6);
         assert_eq!(json_depth(b"\"no nesting\""), 0);
+    }
+
+    #[test]
+    fn ip_keys_group_ipv6_by_64_and_unmap_ipv4() {
+        let k = |s: &str| ip_key(Some(s.parse().unwrap()));
+        assert_eq!(k("2001:db8::1"), k("2001:db8::ffff:2"));
+        assert_ne!(k("2001:db8::1"), k("2001:db8:0:1::1"));
+        assert_eq!(k("::ffff:10.0.0.1"), k("10.0.0.1"));
+        assert_eq!(ip_key(None), None);
     }
 
     #[test]

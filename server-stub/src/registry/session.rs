@@ -46,6 +46,12 @@ pub(crate) struct Session {
     pub(crate) last_activity: Instant,
     pub(crate) last_activity_ms: u64,
     pub(crate) room: Option<String>,
+    /// The client address it counts against for `--max-sessions-per-ip`
+    /// ([`crate::limits::bounds::ip_key`]).
+    pub(crate) ip: Option<std::net::IpAddr>,
+    /// Whether it ever opened a WebSocket or an SSE stream; until then it expires after
+    /// `--unattached-ttl-s` instead of its TTL.
+    pub(crate) attached: bool,
     /// Socket queue and multiplexer, behind their own lock ([`super::outbound`]).
     pub(crate) out: SharedTransport,
     /// Whether the multiplexer was granted (for the session's whole life).
@@ -65,8 +71,14 @@ impl Session {
         self.lanes.iter().find(|(l, _)| *l == lane).map(|&(_, e)| e)
     }
 
-    /// Whether its TTL ran out: no socket, no open SSE stream, and no activity for `ttl`.
-    pub(crate) fn expired(&self, now: Instant, ttl: Duration) -> bool {
+    /// Whether its TTL ran out: no socket, no open SSE stream, and no activity for `ttl`, or
+    /// for `unattached_ttl` (if shorter) while it never opened a socket or stream.
+    pub(crate) fn expired(&self, now: Instant, ttl: Duration, unattached_ttl: Duration) -> bool {
+        let ttl = if self.attached {
+            ttl
+        } else {
+            ttl.min(unattached_ttl)
+        };
         self.conn.is_none()
             && !matches!(&self.sse, Some(h) if h.streams > 0)
             && now.saturating_duration_since(self.last_activity) >= ttl

@@ -3,6 +3,7 @@
 
 use super::hub::Item;
 use crate::error::{AppError, SessionPath};
+use crate::limits::bounds::PeerIp;
 use crate::music;
 use crate::pwa::admin_allowed;
 use crate::registry::encoded::Variant;
@@ -67,20 +68,25 @@ struct Cursor {
     generation: u64,
     wake: watch::Receiver<u64>,
     pending: VecDeque<Event>,
+    /// `--sse-max-age-s` after the stream opened: it ends then (the client resumes with
+    /// `Last-Event-ID`), so no stream keeps its session alive forever.
+    ends_at: tokio::time::Instant,
     _guard: StreamGuard,
 }
 
-/// Counts an open stream in its hub; its drop touches the session (the TTL restarts).
+/// Counts an open stream in its hub and for its client address; its drop touches the session
+/// (the TTL restarts).
 struct StreamGuard {
     state: Arc<AppState>,
     sid: SessionId,
+    ip: Option<std::net::IpAddr>,
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.state
             .registry()
-            .sse_stream_closed(self.sid, Instant::now());
+            .sse_stream_closed(self.sid, self.ip, Instant::now());
     }
 }
 
@@ -98,6 +104,9 @@ fn to_event(item: Item) -> Event {
 
 async fn next_event(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)> {
     loop {
+        if tokio::time::Instant::now() >= c.ends_at {
+            return None;
+        }
         if let Some(ev) = c.pending.pop_front() {
             return Some((Ok(ev), c));
         }
@@ -123,6 +132,7 @@ async fn next_event(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)
         tokio::select! {
             changed = c.wake.changed() => if changed.is_err() { return None },
             () = state.shutdown_started() => return None,
+            () = tokio::time::sleep_until(c.ends_at) => return None,
         }
     }
 }
@@ -160,9 +170,10 @@ fn query_map(
         .map_err(|e| AppError::bad_request(e.body_text()))
 }
 
-/// Opens a stream of `lanes` (`None`: every granted lane) for `sid`.
+/// Opens a stream of `lanes` (`None`: every granted lane) for `sid`, from a client at `ip`.
 fn open(
     state: Arc<AppState>,
+    ip: Option<std::net::IpAddr>,
     sid: SessionId,
     lanes: Option<Vec<Lane>>,
     after: Option<u64>,
@@ -199,12 +210,12 @@ fn open(
     };
     let welcome = reg.welcome(sid);
     let hub = reg
-        .sse_hub_or_create(sid, now)
+        .sse_stream_open(sid, ip, now)?
         .ok_or(AppError::session_not_found(sid))?;
-    hub.streams += 1;
     let guard = StreamGuard {
         state: state.clone(),
         sid,
+        ip,
     };
     let mut pending = VecDeque::new();
     let mut first = Event::default().retry(retry);
@@ -242,6 +253,7 @@ fn open(
         generation: hub.generation(),
         wake: hub.subscribe(),
         pending,
+        ends_at: tokio::time::Instant::now() + Duration::from_secs(config.sse_max_age_s),
         _guard: guard,
     };
     drop(reg);
@@ -280,6 +292,7 @@ fn sid_and_lane(
 /// (malformed id or `Last-Event-ID`).
 pub async fn lane_stream(
     State(state): State<Arc<AppState>>,
+    PeerIp(ip): PeerIp,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     version: Version,
@@ -287,7 +300,7 @@ pub async fn lane_stream(
 ) -> Result<Response, AppError> {
     let (sid, lane) = sid_and_lane(path)?;
     let after = last_event_id(&headers, &query_map(query)?)?;
-    open(state, sid, Some(vec![lane]), after, version)
+    open(state, ip, sid, Some(vec![lane]), after, version)
 }
 
 /// `GET /api/protocol/v2/session/{sid}/stream?lanes=1,2,5`: one stream for several lanes
@@ -296,6 +309,7 @@ pub async fn lane_stream(
 /// Errors: as [`lane_stream`].
 pub async fn stream(
     State(state): State<Arc<AppState>>,
+    PeerIp(ip): PeerIp,
     SessionPath(sid): SessionPath,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     version: Version,
@@ -310,7 +324,7 @@ pub async fn stream(
                 .map_err(|(code, why)| AppError::from(WireError::new(code, why)))?,
         ),
     };
-    open(state, sid, lanes, after, version)
+    open(state, ip, sid, lanes, after, version)
 }
 
 /// Why a message was not (fully) delivered.
@@ -569,7 +583,7 @@ fn post_control(
         Control::Join { room } => {
             validate_room_name(&room)
                 .map_err(|why| WireError::new(ErrorCode::InvalidArgument, why))?;
-            reg.join(sid, room);
+            reg.join(sid, room)?;
         }
         Control::Leave { room } => {
             if reg.room_of(sid).as_deref() != Some(room.as_str()) {

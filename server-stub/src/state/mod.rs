@@ -175,18 +175,23 @@ impl AppState {
 
     /// Creates a session from a successful negotiation; returns its id and whether the
     /// multiplexer was granted.
+    ///
+    /// Errors: `too_many_requests` (see [`Registry::create_session`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn create_session(
         &self,
+        ip: Option<std::net::IpAddr>,
         client_id: String,
         wallet: Option<String>,
         device_info: Option<serde_json::Map<String, serde_json::Value>>,
         transport: &'static str,
         lanes: Vec<(Lane, Encoding)>,
         want_mux: bool,
-    ) -> (SessionId, bool) {
+    ) -> Result<(SessionId, bool), p3_lanes::core::error::WireError> {
         let mux = want_mux.then(|| self.new_mux(&lanes)).flatten();
         let granted = mux.is_some();
         let sid = self.registry().create_session(
+            ip,
             client_id,
             wallet,
             device_info,
@@ -194,8 +199,8 @@ impl AppState {
             lanes,
             mux,
             Instant::now(),
-        );
-        (sid, granted)
+        )?;
+        Ok((sid, granted))
     }
 
     /// A multiplexer for a session's lanes: messages up to `--max-frame-bytes`, a per-session
@@ -210,6 +215,8 @@ impl AppState {
         cfg.max_frame_bytes = cfg.max_frame_bytes.max(cfg.chunk_bytes);
         cfg.max_reassembly_bytes = max.saturating_mul(4);
         cfg.transport_high_water_bytes = Some(256 << 10);
+        // Relay queues per lane are bounded in bytes as well as messages (issue 11).
+        cfg.max_queue_bytes = Some(self.config.lane_queue_bytes);
         match Mux::new(cfg) {
             Ok(m) => Some(m),
             Err(e) => {
