@@ -266,3 +266,222 @@ async fn signaling_queue_is_bounded_in_bytes_and_a_stuck_peer_is_let_go() {
         "the server kept writing to a peer that stopped reading"
     );
 }
+
+/// Handshakes `n` sessions (websocket, never attached); panics unless each is 200.
+async fn sessions(server: &TestServer, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let hs = server.handshake(&format!("s{i}"), &["json"], &[1]).await;
+        ids.push(hs.session_id.to_string());
+    }
+    ids
+}
+
+async fn delete(server: &TestServer, sid: &str) {
+    let resp = server
+        .http
+        .delete(server.url(&format!("/api/protocol/v2/session/{sid}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+}
+
+async fn status(server: &TestServer, sid: &str) -> u16 {
+    server
+        .http
+        .get(server.url(&format!("/api/protocol/v2/session/{sid}")))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn sessions_are_bounded_in_total() {
+    let server = TestServer::start(Config {
+        max_sessions: 3,
+        ..config()
+    })
+    .await;
+    let mut a = server.peer("a", &[1]).await;
+    let ids = sessions(&server, 2).await;
+    let body = handshake_body("x", &["json"], &[1]);
+    let error = assert_refused(server.handshake_raw(&body).await, 429, "too_many_requests").await;
+    assert!(error.contains('3'), "{error}");
+    // The live sessions keep working; deleting one frees its place.
+    a.ping_pong().await;
+    delete(&server, &ids[0]).await;
+    assert_eq!(server.handshake_raw(&body).await.status(), 200);
+}
+
+#[tokio::test]
+async fn sessions_are_bounded_per_client_address() {
+    let server = TestServer::start(Config {
+        max_sessions_per_ip: 2,
+        ..config()
+    })
+    .await;
+    let ids = sessions(&server, 2).await;
+    let body = handshake_body("x", &["json"], &[1]);
+    assert_refused(server.handshake_raw(&body).await, 429, "too_many_requests").await;
+    delete(&server, &ids[1]).await;
+    assert_eq!(server.handshake_raw(&body).await.status(), 200);
+}
+
+/// A session that never opens a socket or stream expires after `--unattached-ttl-s` (and
+/// gives its place back), one that did keeps its TTL.
+#[tokio::test]
+async fn unattached_sessions_expire_early() {
+    let server = TestServer::start(Config {
+        unattached_ttl_s: 1,
+        max_sessions_per_ip: 2,
+        ..config()
+    })
+    .await;
+    let idle = sessions(&server, 1).await.remove(0);
+    let peer = server.peer("attached", &[1]).await;
+    let attached = peer.sid().to_string();
+    peer.close().await;
+    // Both places are taken.
+    let body = handshake_body("x", &["json"], &[1]);
+    assert_refused(server.handshake_raw(&body).await, 429, "too_many_requests").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    assert_eq!(
+        status(&server, &idle).await,
+        404,
+        "the unattached session expired"
+    );
+    assert_eq!(
+        status(&server, &attached).await,
+        200,
+        "the attached one lives on"
+    );
+    assert_eq!(server.handshake_raw(&body).await.status(), 200);
+}
+
+#[tokio::test]
+async fn rooms_are_bounded_in_total_and_in_members() {
+    use p3_lanes::core::control::Control;
+    use p3_lanes::core::error::ErrorCode;
+    let server = TestServer::start(Config {
+        max_rooms: 2,
+        max_room_members: 2,
+        ..config()
+    })
+    .await;
+    let (mut a, mut b) = common::pair(&server, "r1").await;
+    let mut c = server.peer("c", &[1, 2]).await;
+    c.join("r2").await;
+    // A third room: too_many_requests, on the join's lane and seq.
+    let mut d = server.peer("d", &[1, 2]).await;
+    let seq = d.control_seq;
+    d.send_control(&Control::Join { room: "r3".into() }).await;
+    assert_eq!(
+        d.expect_error().await,
+        (ErrorCode::TooManyRequests, Some(1), Some(seq))
+    );
+    // A full room: room_full; d is still in no room and can join one with space.
+    let seq = d.control_seq;
+    d.send_control(&Control::Join { room: "r1".into() }).await;
+    assert_eq!(
+        d.expect_error().await,
+        (ErrorCode::RoomFull, Some(1), Some(seq))
+    );
+    assert_eq!(d.join("r2").await, vec![c.sid(), d.sid()]);
+    // A refused join leaves the joiner where it was: c stays in r2 when r1 is full.
+    let seq = c.control_seq;
+    c.expect_control().await; // peer-joined d
+    c.send_control(&Control::Join { room: "r1".into() }).await;
+    assert_eq!(
+        c.expect_error().await,
+        (ErrorCode::RoomFull, Some(1), Some(seq))
+    );
+    // The room keeps relaying meanwhile.
+    a.send_data(
+        p3_lanes::core::lane::Lane::Messaging,
+        &json!({"hi": 1}),
+        None,
+    )
+    .await;
+    assert_eq!(b.expect_data().await.1, json!({"hi": 1}));
+    b.ping_pong().await;
+}
+
+/// Opens an SSE stream of `sid`; the response (any status).
+async fn sse_open(server: &TestServer, sid: &str) -> reqwest::Response {
+    server
+        .http
+        .get(server.url(&format!("/api/protocol/v2/session/{sid}/stream")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn sse_session(server: &TestServer, name: &str) -> String {
+    let resp = server
+        .handshake_raw(&json!({
+            "clientId": name,
+            "capabilities": {"transports": ["sse"], "encodings": ["json"], "lanes": [1, 2]},
+        }))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    v["sessionId"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn sse_streams_are_bounded_per_session_and_per_address() {
+    let server = TestServer::start(Config {
+        max_sse_streams_per_session: 2,
+        max_sse_per_ip: 3,
+        ..config()
+    })
+    .await;
+    let a = sse_session(&server, "a").await;
+    let s1 = sse_open(&server, &a).await;
+    let s2 = sse_open(&server, &a).await;
+    assert_eq!((s1.status().as_u16(), s2.status().as_u16()), (200, 200));
+    let error = assert_refused(sse_open(&server, &a).await, 429, "too_many_requests").await;
+    assert!(error.contains("session"), "{error}");
+    // Another session from the same address: one more, then the address is full.
+    let b = sse_session(&server, "b").await;
+    let s3 = sse_open(&server, &b).await;
+    assert_eq!(s3.status(), 200);
+    let error = assert_refused(sse_open(&server, &b).await, 429, "too_many_requests").await;
+    assert!(error.contains("address"), "{error}");
+    still_serving(&server).await;
+    drop((s1, s2, s3));
+}
+
+/// A stream ends cleanly after `--sse-max-age-s` (the client resumes with `Last-Event-ID`),
+/// so an open stream no longer keeps its session alive forever.
+#[tokio::test]
+async fn sse_streams_end_at_their_maximum_age() {
+    let server = TestServer::start(Config {
+        sse_max_age_s: 1,
+        ..config()
+    })
+    .await;
+    let a = sse_session(&server, "a").await;
+    let mut resp = sse_open(&server, &a).await;
+    assert_eq!(resp.status(), 200);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(chunk) = resp.chunk().await.expect("a clean end, not an error") {
+            assert!(!chunk.is_empty());
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its maximum age");
+    // Resuming works, and the session counts no open stream once the old one is gone.
+    let again = server
+        .http
+        .get(server.url(&format!("/api/protocol/v2/session/{a}/stream")))
+        .header("last-event-id", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+}
