@@ -485,3 +485,60 @@ async fn sse_streams_end_at_their_maximum_age() {
         .unwrap();
     assert_eq!(again.status(), 200);
 }
+
+/// A v1 member that stops reading: relays to it are refused with `backpressure` once
+/// `--lane-queue-bytes` wait on its lane (the socket's frame and byte budgets alone would take
+/// them all), and the sender's other traffic is still served.
+#[tokio::test]
+async fn v1_lane_queue_is_bounded_in_bytes() {
+    use common::Received;
+    use p3_lanes::core::control::Control;
+    use p3_lanes::core::error::ErrorCode;
+    use p3_lanes::core::lane::Lane;
+    let server = TestServer::start(Config {
+        queue_frames: 1_000_000,
+        queue_bytes: 1 << 30,
+        lane_queue_bytes: 64 << 10,
+        ..config()
+    })
+    .await;
+    let (mut a, b) = common::pair(&server, "r").await;
+    // b never reads from here on: 1000 messages of 60 KiB are 60 MB, far more than the
+    // loopback socket buffers plus 64 KiB.
+    let big = json!({"blob": "x".repeat(60 << 10)});
+    let mut refused = None;
+    for _ in 0..1000 {
+        let seq = a.send_data(Lane::Messaging, &big, None).await;
+        if let Some(Received::Control(_, Control::Error { code, lane, .. })) =
+            a.recv_within(std::time::Duration::ZERO).await
+        {
+            refused = Some((code, lane, seq));
+            break;
+        }
+    }
+    let (code, lane, _) = refused.expect("a non-reading member's lane took 60 MB");
+    assert_eq!(
+        (code, lane),
+        (ErrorCode::Backpressure, Some(Lane::Messaging.id()))
+    );
+    // The sender is still served, and so is everyone else.
+    let mut pong = false;
+    a.send_control(&Control::Ping {
+        client_time: 1.0,
+        rtt_ms: None,
+    })
+    .await;
+    for _ in 0..100 {
+        match a.expect_control().await {
+            Control::Pong { .. } => {
+                pong = true;
+                break;
+            }
+            Control::Error { code, .. } => assert_eq!(code, ErrorCode::Backpressure),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(pong);
+    still_serving(&server).await;
+    drop(b);
+}

@@ -120,6 +120,8 @@ pub(crate) struct Registry {
     heartbeat_timeout_ms: u64,
     queue_frames: usize,
     queue_bytes: usize,
+    /// `--lane-queue-bytes`.
+    lane_queue_bytes: usize,
     /// `--sse-history`, `--sse-history-bytes`.
     sse_limits: (usize, usize),
     /// The app version served in pages (`--app-version`, changed by `POST /api/admin/version`).
@@ -152,6 +154,7 @@ impl Registry {
             heartbeat_timeout_ms: config.heartbeat_timeout_ms,
             queue_frames: config.queue_frames,
             queue_bytes: config.queue_bytes,
+            lane_queue_bytes: config.lane_queue_bytes,
             sse_limits: (config.sse_history, config.sse_history_bytes),
             app_version: config.app_version.clone(),
             reported_version: config.reported_version.clone(),
@@ -411,7 +414,7 @@ impl Registry {
         }
         let conn_id = self.next_conn_id;
         self.next_conn_id += 1;
-        let (q, rx) = queue(self.queue_frames, self.queue_bytes);
+        let (q, rx) = queue(self.queue_frames, self.queue_bytes, self.lane_queue_bytes);
         let conn = Conn::new(conn_id, q);
         let (close, notify) = (conn.close.clone(), conn.notify());
         let welcome = self.welcome(sid);

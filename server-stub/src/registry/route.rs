@@ -324,6 +324,7 @@ mod tests {
         let mux = mux
             .then(|| Mux::new(MuxConfig::for_lanes(&[Lane::Control, Lane::Messaging], 7)).unwrap());
         reg.create_session(
+            None,
             name.into(),
             None,
             None,
@@ -332,6 +333,7 @@ mod tests {
             mux,
             Instant::now(),
         )
+        .expect("within the session bounds")
     }
 
     /// Issue 11 "silent drops": a multiplexed member whose socket changed between the route
