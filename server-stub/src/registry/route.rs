@@ -348,8 +348,8 @@ mod tests {
         let Attach::Attached { conn_id, .. } = reg.attach(member, now) else {
             panic!("attached")
         };
-        reg.join(sender, "r".into());
-        reg.join(member, "r".into());
+        reg.join(sender, "r".into()).unwrap();
+        reg.join(member, "r".into()).unwrap();
         let h = FrameHeader::data(Lane::Messaging, Encoding::Json, 1, 0);
         let targets = reg.route(sender, HTTP_SENDER, &h, now).unwrap().unwrap();
         assert_eq!(targets.len(), 1);
