@@ -542,3 +542,60 @@ async fn v1_lane_queue_is_bounded_in_bytes() {
     still_serving(&server).await;
     drop(b);
 }
+
+/// An SSE stream whose client stopped reading stalls its writes; after
+/// `--sse-write-timeout-ms` (plus the keep-alive interval) it no longer counts as activity, so
+/// its session expires instead of living as long as the connection.
+#[tokio::test]
+async fn a_stalled_sse_stream_no_longer_keeps_its_session_alive() {
+    use p3_lanes::core::lane::Lane;
+    let server = TestServer::start(Config {
+        session_ttl_s: 1,
+        sse_keepalive_ms: 50,
+        sse_write_timeout_ms: 200,
+        ..config()
+    })
+    .await;
+    let a = sse_session(&server, "a").await;
+    let stream = sse_open(&server, &a).await;
+    assert_eq!(stream.status(), 200);
+    let join = server
+        .http
+        .post(server.url(&format!("/api/protocol/v2/session/{a}/lane/1")))
+        .header("content-type", "application/json")
+        .body(json!({"type": "join", "room": "r"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(join.status().is_success(), "{}", join.status());
+    let mut b = server.peer("b", &[1, 2]).await;
+    b.join("r").await;
+    // 30 MB for a client that reads nothing: far more than the loopback socket buffers.
+    let big = json!({"blob": "x".repeat(60 << 10)});
+    for _ in 0..500 {
+        b.send_data(Lane::Messaging, &big, None).await;
+    }
+    let mut expired = false;
+    for _ in 0..50 {
+        if status(&server, &a).await == 404 {
+            expired = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(expired, "a stream nobody reads kept its session alive");
+    // b is still served (it heard a leave when the session expired).
+    b.send_control(&p3_lanes::core::control::Control::Ping {
+        client_time: 1.0,
+        rtt_ms: None,
+    })
+    .await;
+    loop {
+        match b.expect_control().await {
+            p3_lanes::core::control::Control::Pong { .. } => break,
+            p3_lanes::core::control::Control::PeerLeft { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    drop(stream);
+}

@@ -154,6 +154,11 @@ pub struct RegistryBounds {
     pub max_sse_streams_per_session: usize,
     /// `--max-sse-per-ip`.
     pub max_sse_per_ip: usize,
+    /// An SSE stream not polled by its connection for this long is stalled (its client stopped
+    /// reading): `--sse-keepalive-ms` (an idle stream is polled at least that often) plus
+    /// `--sse-write-timeout-ms`, ms. A stalled stream ends at its next poll and no longer keeps
+    /// its session alive.
+    pub sse_stall_ms: u64,
 }
 
 impl RegistryBounds {
@@ -167,6 +172,9 @@ impl RegistryBounds {
             max_room_members: config.max_room_members,
             max_sse_streams_per_session: config.max_sse_streams_per_session,
             max_sse_per_ip: config.max_sse_per_ip,
+            sse_stall_ms: config
+                .sse_keepalive_ms
+                .saturating_add(config.sse_write_timeout_ms),
         }
     }
 }

@@ -51,6 +51,7 @@ use p3_lanes::core::sse::post::{PostLedger, SeqCheck};
 use p3_lanes::core::sse::TRANSPORT_SSE;
 use session::{lane_grants, ConnRef, PostOutcome, Session, SessionStatus};
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -186,7 +187,7 @@ impl Registry {
         Some(
             self.sessions
                 .get(&sid)?
-                .expired(now, self.ttl, self.bounds.unattached_ttl),
+                .expired(now, self.ttl, &self.bounds),
         )
     }
 
@@ -499,7 +500,8 @@ impl Registry {
 
     /// Opens an SSE stream of a live session from a client at `ip`: counts it in the
     /// session's hub (created, empty, if it has none yet) and against `ip`'s [`ip_key`], and
-    /// marks the session attached. `Ok(None)`: the session is gone.
+    /// marks the session attached; returns the hub and the stream's poll time (to update on
+    /// every poll, see [`SseHub::read_within`]). `Ok(None)`: the session is gone.
     ///
     /// Errors: `too_many_requests` at `--max-sse-streams-per-session` open streams of the
     /// session or `--max-sse-per-ip` of the address.
@@ -508,7 +510,7 @@ impl Registry {
         sid: SessionId,
         ip: Option<std::net::IpAddr>,
         now: Instant,
-    ) -> Result<Option<&mut SseHub>, WireError> {
+    ) -> Result<Option<(&mut SseHub, Arc<AtomicU64>)>, WireError> {
         let (events, bytes) = self.sse_limits;
         let bounds = self.bounds;
         let ip = ip_key(ip);
@@ -531,8 +533,14 @@ impl Registry {
         s.attached = true;
         let hub = s.sse.get_or_insert_with(|| SseHub::new(events, bytes));
         hub.streams += 1;
+        let polled = Arc::new(AtomicU64::new(outbound::mono_ms()));
+        hub.polled.push(polled.clone());
         self.sse_per_ip.add(ip);
-        Ok(self.sessions.get_mut(&sid).and_then(|s| s.sse.as_mut()))
+        Ok(self
+            .sessions
+            .get_mut(&sid)
+            .and_then(|s| s.sse.as_mut())
+            .map(|h| (h, polled)))
     }
 
     /// An SSE stream of `sid` from `ip` ended: one fewer open stream; the TTL counts from now.
@@ -540,11 +548,13 @@ impl Registry {
         &mut self,
         sid: SessionId,
         ip: Option<std::net::IpAddr>,
+        polled: &Arc<AtomicU64>,
         now: Instant,
     ) {
         self.sse_per_ip.remove(ip_key(ip));
         if let Some(s) = self.sessions.get_mut(&sid) {
             if let Some(hub) = s.sse.as_mut() {
+                hub.polled.retain(|p| !Arc::ptr_eq(p, polled));
                 hub.streams = hub.streams.saturating_sub(1);
             }
             s.touch(now);
@@ -563,12 +573,12 @@ impl Registry {
 
     /// Removes sessions whose TTL ran out; returns how many.
     pub(crate) fn sweep(&mut self, now: Instant) -> usize {
-        let (ttl, unattached) = (self.ttl, self.bounds.unattached_ttl);
+        let (ttl, bounds) = (self.ttl, self.bounds);
         // Multiplexed sessions keep their room while detached: they leave it when they expire.
         let gone: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.expired(now, ttl, unattached))
+            .filter(|(_, s)| s.expired(now, ttl, &bounds))
             .map(|(id, _)| *id)
             .collect();
         for &sid in &gone {

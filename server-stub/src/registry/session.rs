@@ -1,9 +1,11 @@
 //! One session created by a handshake (seed 000 "Session Management"), its status body and
 //! its lane grants.
 
+use super::outbound::mono_ms;
 use super::outbound::SharedTransport;
 use crate::close::CloseSignal;
 use crate::error::AppError;
+use crate::limits::bounds::RegistryBounds;
 use crate::now_ms;
 use crate::sse::hub::SseHub;
 use p3_lanes::core::frame::SessionId;
@@ -71,16 +73,17 @@ impl Session {
         self.lanes.iter().find(|(l, _)| *l == lane).map(|&(_, e)| e)
     }
 
-    /// Whether its TTL ran out: no socket, no open SSE stream, and no activity for `ttl`, or
-    /// for `unattached_ttl` (if shorter) while it never opened a socket or stream.
-    pub(crate) fn expired(&self, now: Instant, ttl: Duration, unattached_ttl: Duration) -> bool {
+    /// Whether its TTL ran out: no socket, no open SSE stream that is being read, and no
+    /// activity for `ttl`, or for `--unattached-ttl-s` (if shorter) while it never opened a
+    /// socket or stream.
+    pub(crate) fn expired(&self, now: Instant, ttl: Duration, bounds: &RegistryBounds) -> bool {
         let ttl = if self.attached {
             ttl
         } else {
-            ttl.min(unattached_ttl)
+            ttl.min(bounds.unattached_ttl)
         };
         self.conn.is_none()
-            && !matches!(&self.sse, Some(h) if h.streams > 0)
+            && !matches!(&self.sse, Some(h) if h.streams > 0 && h.read_within(mono_ms(), bounds.sse_stall_ms))
             && now.saturating_duration_since(self.last_activity) >= ttl
     }
 

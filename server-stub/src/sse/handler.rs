@@ -7,6 +7,7 @@ use crate::limits::bounds::PeerIp;
 use crate::music;
 use crate::pwa::admin_allowed;
 use crate::registry::encoded::Variant;
+use crate::registry::outbound::mono_ms;
 use crate::registry::session::PostOutcome;
 use crate::registry::HTTP_SENDER;
 use crate::signal_route;
@@ -36,6 +37,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -80,13 +82,15 @@ struct StreamGuard {
     state: Arc<AppState>,
     sid: SessionId,
     ip: Option<std::net::IpAddr>,
+    /// When the connection last polled the stream (ms of `mono_ms`).
+    polled: Arc<AtomicU64>,
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.state
             .registry()
-            .sse_stream_closed(self.sid, self.ip, Instant::now());
+            .sse_stream_closed(self.sid, self.ip, &self.polled, Instant::now());
     }
 }
 
@@ -209,13 +213,14 @@ fn open(
         }
     };
     let welcome = reg.welcome(sid);
-    let hub = reg
+    let (hub, polled) = reg
         .sse_stream_open(sid, ip, now)?
         .ok_or(AppError::session_not_found(sid))?;
     let guard = StreamGuard {
         state: state.clone(),
         sid,
         ip,
+        polled: polled.clone(),
     };
     let mut pending = VecDeque::new();
     let mut first = Event::default().retry(retry);
@@ -258,12 +263,41 @@ fn open(
     };
     drop(reg);
     tracing::info!(session = %sid, lanes = ?cursor.lanes, after, "SSE stream open");
-    let stream = futures::stream::unfold(cursor, next_event);
+    let stream = stall_checked(
+        Box::pin(futures::stream::unfold(cursor, next_event)),
+        polled,
+        config
+            .sse_keepalive_ms
+            .saturating_add(config.sse_write_timeout_ms),
+    );
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(keepalive))
         .into_response();
     sse_headers(&mut resp, version);
     Ok(resp)
+}
+
+/// `inner`, recording every poll in `polled`; a poll coming more than `stall_ms` after the
+/// previous one ends the stream: the connection was stalled on a client that stopped reading
+/// (`--sse-write-timeout-ms`; an idle stream is polled at least every `--sse-keepalive-ms` for
+/// its keep-alive comment). Until that poll, [`crate::sse::hub::SseHub::read_within`] already
+/// stops counting it as activity, so the session can expire.
+fn stall_checked<S>(
+    mut inner: S,
+    polled: Arc<AtomicU64>,
+    stall_ms: u64,
+) -> impl futures::Stream<Item = S::Item>
+where
+    S: futures::Stream + Unpin,
+{
+    futures::stream::poll_fn(move |cx| {
+        let now = mono_ms();
+        let before = polled.swap(now, Ordering::Relaxed);
+        if now.saturating_sub(before) > stall_ms {
+            return std::task::Poll::Ready(None);
+        }
+        futures::StreamExt::poll_next_unpin(&mut inner, cx)
+    })
 }
 
 /// Parses the `{sid}` and `{id}` path parameters.
