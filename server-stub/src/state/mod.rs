@@ -318,16 +318,20 @@ mod tests {
             (Lane::Sync, Encoding::Json),
         ];
         let member = |room: &str| {
-            let sid = state.registry().create_session(
-                room.into(),
-                None,
-                None,
-                "websocket",
-                lanes.clone(),
-                None,
-                Instant::now(),
-            );
-            state.registry().join(sid, room.into());
+            let sid = state
+                .registry()
+                .create_session(
+                    None,
+                    room.into(),
+                    None,
+                    None,
+                    "websocket",
+                    lanes.clone(),
+                    None,
+                    Instant::now(),
+                )
+                .unwrap();
+            state.registry().join(sid, room.into()).unwrap();
             sid
         };
         let (a, b) = (member("r1"), member("r2"));
