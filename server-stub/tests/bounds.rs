@@ -599,3 +599,29 @@ async fn a_stalled_sse_stream_no_longer_keeps_its_session_alive() {
     }
     drop(stream);
 }
+
+/// The room bounds answer an HTTP `join` (a `POST` to the Control lane) with their HTTP
+/// statuses: 409 `room_full`, 429 `too_many_requests`.
+#[tokio::test]
+async fn http_joins_get_the_room_bounds_as_statuses() {
+    let server = TestServer::start(Config {
+        max_rooms: 1,
+        max_room_members: 1,
+        ..config()
+    })
+    .await;
+    let join = |sid: String, room: &'static str| {
+        let req = server
+            .http
+            .post(server.url(&format!("/api/protocol/v2/session/{sid}/lane/1")))
+            .header("content-type", "application/json")
+            .body(json!({"type": "join", "room": room}).to_string());
+        async move { req.send().await.unwrap() }
+    };
+    let a = sse_session(&server, "a").await;
+    let b = sse_session(&server, "b").await;
+    assert!(join(a, "r").await.status().is_success());
+    assert_refused(join(b.clone(), "r").await, 409, "room_full").await;
+    assert_refused(join(b.clone(), "other").await, 429, "too_many_requests").await;
+    still_serving(&server).await;
+}
