@@ -123,6 +123,12 @@ async fn handshake_fields_are_bounded() {
             400,
             "invalid_argument",
         ),
+        // Many small values (1.2 KB of zeros): refused on the raw bytes, before parsing.
+        (
+            with(&|b| b["deviceInfo"] = json!({"a": vec![0; 600]})),
+            400,
+            "payload_too_complex",
+        ),
         // Nesting anywhere in the body (not only deviceInfo) is refused before parsing.
         (
             with(&|b| b["extra"] = json!([[[[[[[[1]]]]]]]])),

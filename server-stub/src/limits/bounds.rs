@@ -9,6 +9,7 @@
 //! | `wallet` | [`MAX_WALLET_BYTES`] | 128 B | 400 `invalid_argument` |
 //! | `deviceInfo` size | `--max-device-info-bytes` (`MAX_DEVICE_INFO_BYTES`) | 2048 B serialized | 413 `payload_too_large` |
 //! | `deviceInfo` depth | [`MAX_DEVICE_INFO_DEPTH`] | 4 | 400 `invalid_argument` |
+//! | values in the body | [`MAX_HANDSHAKE_VALUES`] | 512 | 400 `payload_too_complex` |
 //! | `capabilities.*`, `features` | [`MAX_HANDSHAKE_LIST`], [`MAX_HANDSHAKE_NAME_BYTES`] | 16 entries of ≤ 32 B | 400 `invalid_argument` |
 //! | sessions in total | `--max-sessions` (`MAX_SESSIONS`) | 10000 | 429 `too_many_requests` |
 //! | sessions per client IP | `--max-sessions-per-ip` (`MAX_SESSIONS_PER_IP`) | 256 | 429 `too_many_requests` |
@@ -22,9 +23,10 @@
 //! | SSE stream age | `--sse-max-age-s` | 3600 s | the stream ends; the client resumes with `Last-Event-ID` |
 //! | signaling queue per peer | `--signaling-queue-bytes` | 4 MiB | the message is refused |
 //!
-//! The handshake body is read into memory only up to its bound and its JSON nesting is checked
-//! on the raw bytes before it is parsed, so what parsing allocates stays proportional to
-//! `--max-handshake-bytes`.
+//! The handshake body is read into memory only up to its bound, and its JSON nesting and
+//! value count are checked on the raw bytes before it is parsed, so what parsing allocates
+//! stays within a small multiple of `--max-handshake-bytes` (its strings, plus at most
+//! [`MAX_HANDSHAKE_VALUES`] values).
 
 use crate::config::Config;
 use crate::error::{ApiJson, AppError};
@@ -57,6 +59,10 @@ pub const MAX_HANDSHAKE_NAME_BYTES: usize = 32;
 /// [`MAX_DEVICE_INFO_DEPTH`]) inside the top-level object. Checked on the raw bytes before
 /// parsing.
 pub const MAX_HANDSHAKE_DEPTH: usize = MAX_DEVICE_INFO_DEPTH + 1;
+/// Most JSON values in a handshake body (counted on the raw bytes before parsing: every `[`,
+/// `{` and `,` outside strings, plus one), so the parsed request stays a small multiple of the
+/// body: at most this many `serde_json::Value`s besides the body's own string bytes.
+pub const MAX_HANDSHAKE_VALUES: usize = 512;
 /// Default `--max-sessions`.
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 /// Default `--max-sessions-per-ip`.
@@ -228,10 +234,18 @@ impl FromRequest<Arc<crate::AppState>> for HandshakeBody {
                 AppError::bad_request(format!("cannot read the handshake body: {e}"))
             }
         })?;
-        if json_depth(&bytes) > MAX_HANDSHAKE_DEPTH {
+        let shape = json_shape(&bytes);
+        if shape.depth > MAX_HANDSHAKE_DEPTH {
             return Err(invalid(format!(
                 "handshake JSON nests deeper than {MAX_HANDSHAKE_DEPTH} (deviceInfo: at most {MAX_DEVICE_INFO_DEPTH})"
             )));
+        }
+        if shape.values > MAX_HANDSHAKE_VALUES {
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::PayloadTooComplex,
+                format!("handshake JSON has more than {MAX_HANDSHAKE_VALUES} values"),
+            ));
         }
         let req = Request::from_parts(parts, Body::from(bytes));
         let ApiJson(hs) = ApiJson::<HandshakeRequest>::from_request(req, state).await?;
@@ -318,10 +332,19 @@ fn value_depth(v: &Value) -> usize {
     }
 }
 
-/// The deepest nesting of `[`/`{` in JSON text, skipping strings; not a validator (the parser
-/// decides validity afterwards), so it runs in one pass without allocating.
-pub fn json_depth(bytes: &[u8]) -> usize {
-    let (mut depth, mut max) = (0usize, 0usize);
+/// What [`json_shape`] measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JsonShape {
+    /// The deepest nesting of `[`/`{`.
+    pub depth: usize,
+    /// An upper bound of the number of values: `[`, `{` and `,` outside strings, plus one.
+    pub values: usize,
+}
+
+/// The nesting depth and value count of JSON text, skipping strings; not a validator (the
+/// parser decides validity afterwards), so it runs in one pass without allocating.
+pub fn json_shape(bytes: &[u8]) -> JsonShape {
+    let (mut depth, mut max, mut values) = (0usize, 0usize, 1usize);
     let (mut in_string, mut escaped) = (false, false);
     for &b in bytes {
         if in_string {
@@ -338,12 +361,14 @@ pub fn json_depth(bytes: &[u8]) -> usize {
             b'[' | b'{' => {
                 depth += 1;
                 max = max.max(depth);
+                values += 1;
             }
+            b',' => values += 1,
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
     }
-    max
+    JsonShape { depth: max, values }
 }
 
 /// An `io::Write` that only counts bytes.
@@ -364,11 +389,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_depth_skips_strings() {
-        assert_eq!(json_depth(b"{}"), 1);
-        assert_eq!(json_depth(br#"{"a": [1, {"b": "[[[[\"{{"}]}"#), 3);
-        assert_eq!(json_depth(b"[[[[[[]]]]]]"), 6);
-        assert_eq!(json_depth(b"\"no nesting\""), 0);
+    fn json_shape_skips_strings() {
+        let depth = |b: &[u8]| json_shape(b).depth;
+        assert_eq!(depth(b"{}"), 1);
+        assert_eq!(depth(br#"{"a": [1, {"b": "[[[[\"{{"}]}"#), 3);
+        assert_eq!(depth(b"[[[[[[]]]]]]"), 6);
+        assert_eq!(depth(b"\"no nesting\""), 0);
+        assert_eq!(json_shape(br#"{"a": [1, 2, "x,y"]}"#).values, 5);
     }
 
     #[test]
