@@ -139,6 +139,8 @@ pub(crate) struct Registry {
     sessions_per_ip: PerIp,
     /// Open SSE streams per client address.
     sse_per_ip: PerIp,
+    /// When [`Registry::sweep`] last ran.
+    last_sweep: Option<Instant>,
 }
 
 impl Registry {
@@ -164,6 +166,7 @@ impl Registry {
             bounds: RegistryBounds::from_config(config),
             sessions_per_ip: PerIp::default(),
             sse_per_ip: PerIp::default(),
+            last_sweep: None,
         }
     }
 
@@ -294,8 +297,12 @@ impl Registry {
         now: Instant,
     ) -> Result<SessionId, WireError> {
         let ip = ip_key(ip);
-        if self.sessions.len() >= self.bounds.max_sessions {
-            // Expired sessions not yet swept do not count.
+        let swept_lately = self
+            .last_sweep
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1));
+        if self.sessions.len() >= self.bounds.max_sessions && !swept_lately {
+            // Expired sessions not yet swept do not count (a full sweep at most once a second:
+            // refused handshakes at the bound cost no work proportional to the sessions).
             self.sweep(now);
         }
         if self.sessions.len() >= self.bounds.max_sessions {
@@ -574,6 +581,7 @@ impl Registry {
     /// Removes sessions whose TTL ran out; returns how many.
     pub(crate) fn sweep(&mut self, now: Instant) -> usize {
         let (ttl, bounds) = (self.ttl, self.bounds);
+        self.last_sweep = Some(now);
         // Multiplexed sessions keep their room while detached: they leave it when they expire.
         let gone: Vec<SessionId> = self
             .sessions
