@@ -673,6 +673,14 @@ fn spawn_server() -> (ChildGuard, SocketAddr) {
         // Thousands of sessions from one address: a load generator, not a client (issue 11).
         "--rate-limits",
         "off",
+        // Every session comes from 127.0.0.1 and N may exceed the default total: lift the
+        // session bounds (issue 11) for the load generator.
+        "--max-sessions",
+        "10000000",
+        "--max-sessions-per-ip",
+        "10000000",
+        "--max-rooms",
+        "10000000",
     ])
     .env("RUST_LOG", "error");
     spawn_listening(cmd)

@@ -8,7 +8,8 @@
 //! | `GET /api/protocol/v2/protocol/info` | [`ProtocolInfoBody`] |
 //! | `GET /api/version` | `{"version": "<app version>"}`, `Cache-Control: no-store` (see [`crate::pwa`]) |
 
-use crate::error::{ApiJson, AppError, SessionPath};
+use crate::error::{AppError, SessionPath};
+use crate::limits::bounds::{HandshakeBody, PeerIp};
 use crate::now_ms;
 use crate::state::{lane_grants, AppState, SessionStatus};
 use axum::extract::State;
@@ -17,8 +18,8 @@ use axum::response::IntoResponse;
 use axum::Json;
 use p3_lanes::core::dictionary::DictionaryWire;
 use p3_lanes::core::handshake::{
-    negotiate, HandshakeRequest, HandshakeResponse, HeartbeatInfo, ProtocolInfo, FEATURES,
-    FEATURE_MUX, PROTOCOL_VERSION,
+    negotiate, HandshakeResponse, HeartbeatInfo, ProtocolInfo, FEATURES, FEATURE_MUX,
+    PROTOCOL_VERSION,
 };
 use p3_lanes::core::lane::{Encoding, LANE_REGISTRY};
 use p3_lanes::core::sse::TRANSPORT_SSE;
@@ -29,10 +30,14 @@ use std::sync::Arc;
 ///
 /// Errors: 400 with `bad_request` (body is not a handshake request), `invalid_argument`,
 /// `unknown_lane`, `control_lane_required`, `no_common_transport`, `no_common_encoding`;
-/// 415 `bad_request` without `Content-Type: application/json`.
+/// 415 `bad_request` without `Content-Type: application/json`; every bound of
+/// [`crate::limits::bounds`] (413 `payload_too_large` for a body over `--max-handshake-bytes`
+/// or a `deviceInfo` over `--max-device-info-bytes`, 400 `invalid_argument` for a field out of
+/// bounds).
 pub async fn handshake(
     State(state): State<Arc<AppState>>,
-    ApiJson(req): ApiJson<HandshakeRequest>,
+    PeerIp(ip): PeerIp,
+    HandshakeBody(req): HandshakeBody,
 ) -> Result<Json<HandshakeResponse>, AppError> {
     let negotiated = negotiate(&req, state.capabilities())?;
     let lanes = negotiated.lanes.clone();
@@ -40,13 +45,14 @@ pub async fn handshake(
     let want_mux =
         req.features.iter().any(|f| f == FEATURE_MUX) && negotiated.transport != TRANSPORT_SSE;
     let (sid, mux) = state.create_session(
+        ip,
         req.client_id,
         req.wallet,
         req.device_info,
         negotiated.transport,
         lanes,
         want_mux,
-    );
+    )?;
     let config = state.config();
     tracing::info!(session = %sid, lanes = ?negotiated.lanes, "session created");
     Ok(Json(HandshakeResponse {

@@ -1,11 +1,13 @@
 //! Server configuration: command-line flags, each also readable from an environment variable
 //! (seed 001 "Environment Variables": `WS_HEARTBEAT_INTERVAL`, `WS_HEARTBEAT_TIMEOUT`).
 
+use crate::limits::bounds;
 use crate::limits::rate::Rate;
 use crate::limits::RateLimitsMode;
 use clap::Parser;
 use p3_lanes::core::frame::DEFAULT_MAX_FRAME_BYTES;
 use p3_lanes::core::handshake::DEFAULT_TTL_SECONDS;
+use p3_lanes::core::p2p::changes::{MAX_CHANGES_PER_PUSH, MAX_ORIGINS_PER_ROOM};
 use p3_lanes::core::p2p::ice::{parse_url_list, IceSettings};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -120,6 +122,74 @@ pub struct Config {
     /// SSE lanes: the `retry:` hint (EventSource reconnect delay) sent first on every stream, ms.
     #[arg(long, env = "SSE_RETRY_MS", default_value_t = 1_000)]
     pub sse_retry_ms: u64,
+    // --- Bounds (issue 11; defaults in `crate::limits::bounds`, PROTOCOL.md §15) ---
+    /// Largest handshake body, bytes; a bigger one is refused with 413 `payload_too_large`
+    /// before it is parsed.
+    #[arg(long, env = "MAX_HANDSHAKE_BYTES", default_value_t = bounds::DEFAULT_MAX_HANDSHAKE_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(256..=(1 << 20)))]
+    pub max_handshake_bytes: usize,
+    /// Largest handshake `deviceInfo`, serialized JSON bytes (413 `payload_too_large`); its
+    /// nesting depth is at most [`bounds::MAX_DEVICE_INFO_DEPTH`] (400 `invalid_argument`).
+    #[arg(long, env = "MAX_DEVICE_INFO_BYTES", default_value_t = bounds::DEFAULT_MAX_DEVICE_INFO_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=(1 << 20)))]
+    pub max_device_info_bytes: usize,
+    /// Live sessions in total; a handshake beyond is refused with 429 `too_many_requests`.
+    #[arg(long, env = "MAX_SESSIONS", default_value_t = bounds::DEFAULT_MAX_SESSIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub max_sessions: usize,
+    /// Live sessions per client IP address (429 `too_many_requests`).
+    #[arg(long, env = "MAX_SESSIONS_PER_IP", default_value_t = bounds::DEFAULT_MAX_SESSIONS_PER_IP,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub max_sessions_per_ip: usize,
+    /// A session that never opened a WebSocket or an SSE stream expires this long after its
+    /// handshake, s (instead of `--session-ttl-s`).
+    #[arg(long = "unattached-ttl-s", env = "UNATTACHED_TTL_SECONDS", default_value_t = bounds::DEFAULT_UNATTACHED_TTL_S,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub unattached_ttl_s: u64,
+    /// Rooms in total; a `join` creating one more is refused with `too_many_requests`.
+    #[arg(long, env = "MAX_ROOMS", default_value_t = bounds::DEFAULT_MAX_ROOMS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub max_rooms: usize,
+    /// Members per room; a `join` to a full room is refused with `room_full`.
+    #[arg(long, env = "MAX_ROOM_MEMBERS", default_value_t = bounds::DEFAULT_MAX_ROOM_MEMBERS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_room_members: usize,
+    /// Outbound queue budget per session and lane, bytes (with or without a socket attached);
+    /// a relay beyond it is refused with `backpressure`.
+    #[arg(long, env = "LANE_QUEUE_BYTES", default_value_t = bounds::DEFAULT_LANE_QUEUE_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=(1 << 30)))]
+    pub lane_queue_bytes: usize,
+    /// SSE streams open at once per session (429 `too_many_requests`).
+    #[arg(long, env = "MAX_SSE_STREAMS_PER_SESSION", default_value_t = bounds::DEFAULT_MAX_SSE_STREAMS_PER_SESSION,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+    pub max_sse_streams_per_session: usize,
+    /// SSE streams open at once per client IP address (429 `too_many_requests`).
+    #[arg(long, env = "MAX_SSE_PER_IP", default_value_t = bounds::DEFAULT_MAX_SSE_PER_IP,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub max_sse_per_ip: usize,
+    /// An SSE write that does not complete within this is abandoned and the stream closed, ms.
+    #[arg(long, env = "SSE_WRITE_TIMEOUT_MS", default_value_t = bounds::DEFAULT_SSE_WRITE_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub sse_write_timeout_ms: u64,
+    /// An SSE stream ends cleanly after this long; the client resumes with `Last-Event-ID`, s.
+    #[arg(long, env = "SSE_MAX_AGE_S", default_value_t = bounds::DEFAULT_SSE_MAX_AGE_S,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub sse_max_age_s: u64,
+    /// Signaling server (`GET /api/signaling`): outbound queue budget per peer, bytes.
+    #[arg(long, env = "SIGNALING_QUEUE_BYTES", default_value_t = bounds::DEFAULT_SIGNALING_QUEUE_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=(1 << 30)))]
+    pub signaling_queue_bytes: usize,
+    /// Most changes in one `music-changes` push; a bigger push is refused whole with
+    /// `limit_exceeded` (PROTOCOL.md §13.9, §15).
+    #[arg(long, env = "MAX_CHANGES_PER_PUSH", default_value_t = MAX_CHANGES_PER_PUSH,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_CHANGES_PER_PUSH as u64))]
+    pub max_changes_per_push: usize,
+    /// Most device origins in one music room's version vector; a push naming more new ones is
+    /// refused whole with `limit_exceeded` (PROTOCOL.md §13.9, §15).
+    #[arg(long, env = "MAX_ORIGINS_PER_ROOM", default_value_t = MAX_ORIGINS_PER_ROOM,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_ORIGINS_PER_ROOM as u64))]
+    pub max_origins_per_room: usize,
+    // --- end of bounds ---
     /// TEST ONLY: delay every WebSocket frame, in each direction and per connection, by this
     /// many ms plus the jitter (a slow link for music-sync tests). Frames stay in order, as on
     /// TCP. 0: no delay. Never use in production.
@@ -226,6 +296,22 @@ impl Default for Config {
             sse_history_bytes: DEFAULT_SSE_HISTORY_BYTES,
             sse_keepalive_ms: 15_000,
             sse_retry_ms: 1_000,
+            // Bounds (issue 11).
+            max_handshake_bytes: bounds::DEFAULT_MAX_HANDSHAKE_BYTES,
+            max_device_info_bytes: bounds::DEFAULT_MAX_DEVICE_INFO_BYTES,
+            max_sessions: bounds::DEFAULT_MAX_SESSIONS,
+            max_sessions_per_ip: bounds::DEFAULT_MAX_SESSIONS_PER_IP,
+            unattached_ttl_s: bounds::DEFAULT_UNATTACHED_TTL_S,
+            max_rooms: bounds::DEFAULT_MAX_ROOMS,
+            max_room_members: bounds::DEFAULT_MAX_ROOM_MEMBERS,
+            lane_queue_bytes: bounds::DEFAULT_LANE_QUEUE_BYTES,
+            max_sse_streams_per_session: bounds::DEFAULT_MAX_SSE_STREAMS_PER_SESSION,
+            max_sse_per_ip: bounds::DEFAULT_MAX_SSE_PER_IP,
+            sse_write_timeout_ms: bounds::DEFAULT_SSE_WRITE_TIMEOUT_MS,
+            sse_max_age_s: bounds::DEFAULT_SSE_MAX_AGE_S,
+            signaling_queue_bytes: bounds::DEFAULT_SIGNALING_QUEUE_BYTES,
+            max_changes_per_push: MAX_CHANGES_PER_PUSH,
+            max_origins_per_room: MAX_ORIGINS_PER_ROOM,
             test_latency_ms: 0,
             test_jitter_ms: 0,
             stun_urls: DEFAULT_STUN.into(),
@@ -275,9 +361,10 @@ impl Config {
         }
     }
 
-    /// How often the sweeper looks for expired sessions: `min(ttl / 4, 30 s)`, at least 100 ms.
+    /// How often the sweeper looks for expired sessions: `min(ttl / 4, unattached ttl / 4,
+    /// 30 s)`, at least 100 ms.
     pub fn sweep_period(&self) -> Duration {
-        (self.ttl() / 4)
+        (self.ttl().min(Duration::from_secs(self.unattached_ttl_s)) / 4)
             .min(Duration::from_secs(30))
             .max(Duration::from_millis(100))
     }
@@ -301,7 +388,7 @@ mod tests {
         assert_eq!(c.heartbeat_timeout_ms, 500);
         assert!(Config::try_parse_from(["server-stub", "--max-frame-bytes", "1"]).is_err());
         let d = Config::default();
-        assert_eq!(d.sweep_period(), Duration::from_secs(30));
+        assert_eq!(d.sweep_period(), Duration::from_secs(15));
         let short = Config {
             session_ttl_s: 1,
             ..Config::default()

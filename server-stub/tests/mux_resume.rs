@@ -492,3 +492,55 @@ async fn a_senders_restart_is_relayed_to_its_receivers_as_a_discontinuity() {
         b.seen
     );
 }
+
+/// Issue 11 `--lane-queue-bytes`: the lane of a member whose socket is gone (its relays wait in
+/// its multiplexer, which nobody drains) holds at most that many bytes. The oldest messages
+/// are forgotten, never silently: the member hears a discontinuity when it comes back, then
+/// the newest messages in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_members_lane_is_bounded_in_bytes() {
+    let config = Config {
+        lane_queue_bytes: 256 << 10,
+        ..config()
+    };
+    let (_server, addr) = start_with("127.0.0.1:0".parse().unwrap(), config).await;
+    let mut b = Node::new(addr, "receiver", "r").await;
+    let mut a = Node::new(addr, "sender", "r").await;
+    settle(&mut a, &mut b, |_| true).await;
+    // b's socket is cut and b is not driven (no reconnect) while a sends 40 × 60 KiB: 2.4 MB
+    // for b's Messaging lane, whose queue depth (500) alone would keep them all.
+    b.cut();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    const N: u64 = 40;
+    for n in 1..=N {
+        a.c.send(
+            Lane::Messaging,
+            json!({"n": n, "pad": "x".repeat(60 << 10)}),
+            None,
+        )
+        .expect("a's own lane has room");
+        a.step(Duration::ZERO).await;
+    }
+    for _ in 0..200 {
+        a.step(Duration::from_millis(5)).await;
+    }
+    // b comes back: a discontinuity, then the newest messages up to the last.
+    settle(&mut a, &mut b, |b| {
+        b.seen
+            .iter()
+            .any(|s| matches!(s, Seen::Msg(Lane::Messaging, N)))
+    })
+    .await;
+    let got = check(&b.seen, Lane::Messaging);
+    assert!(
+        b.seen
+            .iter()
+            .any(|s| matches!(s, Seen::Discontinuity(Lane::Messaging))),
+        "forgotten messages are reported: {:?}",
+        b.seen
+    );
+    assert!(
+        got.len() <= 5,
+        "at most 256 KiB of 60 KiB messages were kept: {got:?}"
+    );
+}

@@ -436,7 +436,10 @@ impl MuxNode {
         let resp = server.handshake_raw(&body).await;
         assert_eq!(resp.status(), 200);
         let mut hs: HandshakeResponse = resp.json().await.unwrap();
-        assert!(hs.limits.is_some(), "the handshake advertises the lane quotas");
+        assert!(
+            hs.limits.is_some(),
+            "the handshake advertises the lane quotas"
+        );
         // A client that ignores the advertised quotas (the SDK paces itself by them and would
         // never be refused): the server's own limit is what is under test.
         hs.limits = None;

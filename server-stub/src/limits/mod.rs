@@ -1,3 +1,7 @@
+//! What one client may make the server hold or do (issue 11, PROTOCOL.md §15): size and count
+//! bounds ([`bounds`]: handshake body and fields, sessions, rooms, queues, SSE streams,
+//! signaling queues) and rate limits (the rest of this module).
+//!
 //! Rate limiting (issue 11 "Rate limiting"; seed 001 asks for it on its pulse stream, seed 002
 //! describes a limiter answering `{allowed, remaining, resetAt}`; PROTOCOL.md §15).
 //!
@@ -35,6 +39,7 @@
 //!
 //! `--rate-limits off` turns every check into a no-op and adds no middleware (load benches).
 
+pub mod bounds;
 pub mod ip;
 pub mod lanes;
 pub mod rate;

@@ -36,13 +36,14 @@ pub(crate) mod session;
 
 use crate::close::{self, CloseSignal};
 use crate::config::Config;
+use crate::limits::bounds::{ip_key, too_many, PerIp, RegistryBounds};
 use crate::now_ms;
 use crate::room_key::RoomKeys;
 use crate::sse::hub::SseHub;
 use outbound::{queue, Conn, QueueRx, SharedTransport};
 use p3_lanes::core::control::Control;
 use p3_lanes::core::dictionary::Dictionary;
-use p3_lanes::core::error::ErrorCode;
+use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::frame::SessionId;
 use p3_lanes::core::lane::{Encoding, Lane};
 use p3_lanes::core::mux::Mux;
@@ -50,6 +51,7 @@ use p3_lanes::core::sse::post::{PostLedger, SeqCheck};
 use p3_lanes::core::sse::TRANSPORT_SSE;
 use session::{lane_grants, ConnRef, PostOutcome, Session, SessionStatus};
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -120,6 +122,8 @@ pub(crate) struct Registry {
     heartbeat_timeout_ms: u64,
     queue_frames: usize,
     queue_bytes: usize,
+    /// `--lane-queue-bytes`.
+    lane_queue_bytes: usize,
     /// `--sse-history`, `--sse-history-bytes`.
     sse_limits: (usize, usize),
     /// The app version served in pages (`--app-version`, changed by `POST /api/admin/version`).
@@ -130,6 +134,14 @@ pub(crate) struct Registry {
     room_keys: RoomKeys,
     /// Joins and leaves not yet handed to the music service.
     events: Vec<RoomEvent>,
+    /// Sessions, rooms and members bounds (issue 11, [`crate::limits::bounds`]).
+    bounds: RegistryBounds,
+    /// Live sessions per client address.
+    sessions_per_ip: PerIp,
+    /// Open SSE streams per client address.
+    sse_per_ip: PerIp,
+    /// When [`Registry::sweep`] last ran.
+    last_sweep: Option<Instant>,
 }
 
 impl Registry {
@@ -146,11 +158,16 @@ impl Registry {
             heartbeat_timeout_ms: config.heartbeat_timeout_ms,
             queue_frames: config.queue_frames,
             queue_bytes: config.queue_bytes,
+            lane_queue_bytes: config.lane_queue_bytes,
             sse_limits: (config.sse_history, config.sse_history_bytes),
             app_version: config.app_version.clone(),
             reported_version: config.reported_version.clone(),
             room_keys: RoomKeys::new(config.ttl()),
             events: Vec::new(),
+            bounds: RegistryBounds::from_config(config),
+            sessions_per_ip: PerIp::default(),
+            sse_per_ip: PerIp::default(),
+            last_sweep: None,
         }
     }
 
@@ -161,12 +178,28 @@ impl Registry {
 
     /// The session if it exists and has not expired; an expired one is removed.
     fn live(&mut self, sid: SessionId, now: Instant) -> Option<&mut Session> {
-        if self.sessions.get(&sid)?.expired(now, self.ttl) {
+        if self.expired(sid, now)? {
             self.leave_room(sid);
-            self.sessions.remove(&sid);
+            self.remove_session(sid);
             return None;
         }
         self.sessions.get_mut(&sid)
+    }
+
+    /// Whether session `sid` expired (`None`: unknown).
+    fn expired(&self, sid: SessionId, now: Instant) -> Option<bool> {
+        Some(
+            self.sessions
+                .get(&sid)?
+                .expired(now, self.ttl, &self.bounds),
+        )
+    }
+
+    /// Removes a session from the map and from its address's count.
+    fn remove_session(&mut self, sid: SessionId) -> Option<Session> {
+        let s = self.sessions.remove(&sid)?;
+        self.sessions_per_ip.remove(s.ip);
+        Some(s)
     }
 
     /// The session if `conn_id` is still its socket.
@@ -247,10 +280,15 @@ impl Registry {
             .count()
     }
 
-    /// Creates a session from a successful negotiation (with `mux` if granted); returns its id.
+    /// Creates a session from a successful negotiation (with `mux` if granted) for a client
+    /// at `ip`; returns its id.
+    ///
+    /// Errors: `too_many_requests` at `--max-sessions` live sessions, or at
+    /// `--max-sessions-per-ip` for `ip`'s [`ip_key`].
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn create_session(
         &mut self,
+        ip: Option<std::net::IpAddr>,
         client_id: String,
         wallet: Option<String>,
         device_info: Option<serde_json::Map<String, serde_json::Value>>,
@@ -258,7 +296,28 @@ impl Registry {
         lanes: Vec<(Lane, Encoding)>,
         mux: Option<Mux>,
         now: Instant,
-    ) -> SessionId {
+    ) -> Result<SessionId, WireError> {
+        let ip = ip_key(ip);
+        let swept_lately = self
+            .last_sweep
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1));
+        if self.sessions.len() >= self.bounds.max_sessions && !swept_lately {
+            // Expired sessions not yet swept do not count (a full sweep at most once a second:
+            // refused handshakes at the bound cost no work proportional to the sessions).
+            self.sweep(now);
+        }
+        if self.sessions.len() >= self.bounds.max_sessions {
+            return Err(too_many(format!(
+                "the server holds its maximum of {} sessions; retry later",
+                self.bounds.max_sessions
+            )));
+        }
+        if self.sessions_per_ip.get(ip) >= self.bounds.max_sessions_per_ip {
+            return Err(too_many(format!(
+                "this address holds its maximum of {} sessions: delete unused ones (DELETE /api/protocol/v2/session/{{id}}) or let them expire",
+                self.bounds.max_sessions_per_ip
+            )));
+        }
         let created = now_ms();
         let sid = loop {
             // A session id is a bearer token for its WebSocket: use the OS CSPRNG.
@@ -282,6 +341,8 @@ impl Registry {
                 last_activity: now,
                 last_activity_ms: created,
                 room: None,
+                ip,
+                attached: false,
                 mux: mux.is_some(),
                 out: Arc::new(Mutex::new(outbound::Transport { conn: None, mux })),
                 conn: None,
@@ -289,7 +350,8 @@ impl Registry {
                 posts: PostLedger::new(),
             },
         );
-        sid
+        self.sessions_per_ip.add(ip);
+        Ok(sid)
     }
 
     /// The status of a live session (`ttl_seconds`: the configured TTL).
@@ -332,7 +394,7 @@ impl Registry {
             return false;
         }
         self.leave_room(sid);
-        if let Some(s) = self.sessions.remove(&sid) {
+        if let Some(s) = self.remove_session(sid) {
             if let Some(c) = s.conn {
                 c.close.close(close::SESSION_NOT_FOUND, "session deleted");
             }
@@ -350,6 +412,7 @@ impl Registry {
             return Attach::NotFound;
         };
         s.touch(now);
+        s.attached = true;
         // Multiplexed and SSE sessions keep their room across reconnects.
         let keeps_room = s.mux || s.sse.is_some();
         if let Some(old) = s.conn.take() {
@@ -360,7 +423,7 @@ impl Registry {
         }
         let conn_id = self.next_conn_id;
         self.next_conn_id += 1;
-        let (q, rx) = queue(self.queue_frames, self.queue_bytes);
+        let (q, rx) = queue(self.queue_frames, self.queue_bytes, self.lane_queue_bytes);
         let conn = Conn::new(conn_id, q);
         let (close, notify) = (conn.close.clone(), conn.notify());
         let welcome = self.welcome(sid);
@@ -443,22 +506,63 @@ impl Registry {
         self.live(sid, now)?.sse.as_mut()
     }
 
-    /// The SSE hub of a live session, created (empty) if it has none yet.
-    pub(crate) fn sse_hub_or_create(
+    /// Opens an SSE stream of a live session from a client at `ip`: counts it in the
+    /// session's hub (created, empty, if it has none yet) and against `ip`'s [`ip_key`], and
+    /// marks the session attached; returns the hub and the stream's poll time (to update on
+    /// every poll, see [`SseHub::read_within`]). `Ok(None)`: the session is gone.
+    ///
+    /// Errors: `too_many_requests` at `--max-sse-streams-per-session` open streams of the
+    /// session or `--max-sse-per-ip` of the address.
+    pub(crate) fn sse_stream_open(
         &mut self,
         sid: SessionId,
+        ip: Option<std::net::IpAddr>,
         now: Instant,
-    ) -> Option<&mut SseHub> {
+    ) -> Result<Option<(&mut SseHub, Arc<AtomicU64>)>, WireError> {
         let (events, bytes) = self.sse_limits;
-        let s = self.live(sid, now)?;
+        let bounds = self.bounds;
+        let ip = ip_key(ip);
+        if self.sse_per_ip.get(ip) >= bounds.max_sse_per_ip {
+            return Err(too_many(format!(
+                "this address has its maximum of {} SSE streams open",
+                bounds.max_sse_per_ip
+            )));
+        }
+        let Some(s) = self.live(sid, now) else {
+            return Ok(None);
+        };
+        if s.sse.as_ref().map_or(0, |h| h.streams) >= bounds.max_sse_streams_per_session {
+            return Err(too_many(format!(
+                "this session has its maximum of {} SSE streams open: close one first",
+                bounds.max_sse_streams_per_session
+            )));
+        }
         s.touch(now);
-        Some(s.sse.get_or_insert_with(|| SseHub::new(events, bytes)))
+        s.attached = true;
+        let hub = s.sse.get_or_insert_with(|| SseHub::new(events, bytes));
+        hub.streams += 1;
+        let polled = Arc::new(AtomicU64::new(outbound::mono_ms()));
+        hub.polled.push(polled.clone());
+        self.sse_per_ip.add(ip);
+        Ok(self
+            .sessions
+            .get_mut(&sid)
+            .and_then(|s| s.sse.as_mut())
+            .map(|h| (h, polled)))
     }
 
-    /// An SSE stream of `sid` ended: one fewer open stream; the TTL counts from now.
-    pub(crate) fn sse_stream_closed(&mut self, sid: SessionId, now: Instant) {
+    /// An SSE stream of `sid` from `ip` ended: one fewer open stream; the TTL counts from now.
+    pub(crate) fn sse_stream_closed(
+        &mut self,
+        sid: SessionId,
+        ip: Option<std::net::IpAddr>,
+        polled: &Arc<AtomicU64>,
+        now: Instant,
+    ) {
+        self.sse_per_ip.remove(ip_key(ip));
         if let Some(s) = self.sessions.get_mut(&sid) {
             if let Some(hub) = s.sse.as_mut() {
+                hub.polled.retain(|p| !Arc::ptr_eq(p, polled));
                 hub.streams = hub.streams.saturating_sub(1);
             }
             s.touch(now);
@@ -477,20 +581,20 @@ impl Registry {
 
     /// Removes sessions whose TTL ran out; returns how many.
     pub(crate) fn sweep(&mut self, now: Instant) -> usize {
-        let ttl = self.ttl;
-        let before = self.sessions.len();
+        let (ttl, bounds) = (self.ttl, self.bounds);
+        self.last_sweep = Some(now);
         // Multiplexed sessions keep their room while detached: they leave it when they expire.
         let gone: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.expired(now, ttl) && s.room.is_some())
+            .filter(|(_, s)| s.expired(now, ttl, &bounds))
             .map(|(id, _)| *id)
             .collect();
-        for sid in gone {
+        for &sid in &gone {
             self.leave_room(sid);
+            self.remove_session(sid);
         }
-        self.sessions.retain(|_, s| !s.expired(now, ttl));
         self.room_keys.sweep(now);
-        before - self.sessions.len()
+        gone.len()
     }
 }

@@ -2,8 +2,8 @@
 //! multiplexer (PROTOCOL.md §11), behind one sending interface, [`Transport::send`].
 //!
 //! - v1: every frame gets the socket's next seq for its lane (Control frames their own counter)
-//!   and goes into a queue bounded by `--queue-frames` frames and `--queue-bytes` bytes, which
-//!   the socket's send task drains.
+//!   and goes into a queue bounded by `--queue-frames` frames and `--queue-bytes` bytes, and
+//!   by `--lane-queue-bytes` per lane (issue 11), which the socket's send task drains.
 //! - Multiplexed: every frame is a §5 frame with seq 0 handed to the session's [`Mux`], which
 //!   outlives sockets; the send task writes what [`Transport::mux_pump`] returns, woken by the
 //!   connection's [`Notify`].
@@ -63,48 +63,78 @@ pub(crate) fn lock(t: &Mutex<Transport>) -> MutexGuard<'_, Transport> {
     }
 }
 
+/// Bytes queued: in total and per lane (index `id - 1`).
+#[derive(Debug, Default)]
+struct Queued {
+    total: AtomicUsize,
+    lanes: [AtomicUsize; 8],
+}
+
+impl Queued {
+    /// Takes `len` bytes of `counter` if it stays within `budget` or was empty.
+    fn reserve(counter: &AtomicUsize, len: usize, budget: usize) -> bool {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                let n = q.saturating_add(len);
+                (q == 0 || n <= budget).then_some(n)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, lane: usize, len: usize) {
+        self.total.fetch_sub(len, Ordering::AcqRel);
+        self.lanes[lane].fetch_sub(len, Ordering::AcqRel);
+    }
+}
+
 /// Producer side of a socket's bounded outbound queue: at most `frames` frames and, unless
-/// the queue is empty, at most `budget` bytes.
+/// the queue is empty, at most `budget` bytes; per lane, unless the lane has nothing queued,
+/// at most `lane_budget` bytes.
 #[derive(Clone, Debug)]
 pub(crate) struct Queue {
-    tx: mpsc::Sender<Bytes>,
-    queued_bytes: Arc<AtomicUsize>,
+    tx: mpsc::Sender<(usize, Bytes)>,
+    queued: Arc<Queued>,
     budget: usize,
+    lane_budget: usize,
 }
 
 /// Consumer side of [`Queue`], owned by the socket's send task.
 #[derive(Debug)]
 pub struct QueueRx {
-    rx: mpsc::Receiver<Bytes>,
-    queued_bytes: Arc<AtomicUsize>,
+    rx: mpsc::Receiver<(usize, Bytes)>,
+    queued: Arc<Queued>,
 }
 
-/// A queue of at most `frames` frames and `budget` bytes.
-pub(crate) fn queue(frames: usize, budget: usize) -> (Queue, QueueRx) {
+/// A queue of at most `frames` frames and `budget` bytes, `lane_budget` bytes per lane.
+pub(crate) fn queue(frames: usize, budget: usize, lane_budget: usize) -> (Queue, QueueRx) {
     let (tx, rx) = mpsc::channel(frames.max(1));
-    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let queued = Arc::new(Queued::default());
     (
         Queue {
             tx,
-            queued_bytes: queued_bytes.clone(),
+            queued: queued.clone(),
             budget,
+            lane_budget,
         },
-        QueueRx { rx, queued_bytes },
+        QueueRx { rx, queued },
     )
 }
 
 impl Queue {
-    /// Queues `frame` without waiting; `false` if the queue is full (frames or bytes) or the
-    /// socket is gone.
-    pub(crate) fn try_push(&self, frame: Vec<u8>) -> bool {
-        let len = frame.len();
-        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        if before != 0 && before.saturating_add(len) > self.budget {
-            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+    /// Queues `frame` of `lane` without waiting; `false` if the queue or the lane is full
+    /// (frames or bytes) or the socket is gone.
+    pub(crate) fn try_push(&self, lane: Lane, frame: Vec<u8>) -> bool {
+        let (i, len) = (lane as usize - 1, frame.len());
+        let q = &self.queued;
+        if !Queued::reserve(&q.total, len, self.budget) {
             return false;
         }
-        if self.tx.try_send(Bytes::from(frame)).is_err() {
-            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        if !Queued::reserve(&q.lanes[i], len, self.lane_budget) {
+            q.total.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        if self.tx.try_send((i, Bytes::from(frame))).is_err() {
+            q.release(i, len);
             return false;
         }
         true
@@ -114,8 +144,8 @@ impl Queue {
 impl QueueRx {
     /// The next queued frame; `None` once every producer is gone. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Bytes> {
-        let frame = self.rx.recv().await?;
-        self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        let (lane, frame) = self.rx.recv().await?;
+        self.queued.release(lane, frame.len());
         Some(frame)
     }
 }
@@ -204,7 +234,9 @@ impl Transport {
             Lane::Control => &mut c.control_seq,
             lane => &mut c.data_seq[lane as usize - 1],
         };
-        if c.queue.try_push(header(msg, *seq).encode(msg.payload)) {
+        if c.queue
+            .try_push(msg.lane, header(msg, *seq).encode(msg.payload))
+        {
             *seq += 1;
             Ok(())
         } else {
@@ -326,27 +358,47 @@ mod tests {
 
     #[test]
     fn outbound_queue_is_bounded_by_frames_and_bytes() {
-        let (out, _rx) = queue(2, 10);
-        assert!(out.try_push(vec![0; 30]), "an empty queue takes any frame");
-        assert!(!out.try_push(vec![0; 1]), "over the byte budget");
-        let (out, _rx) = queue(2, 1000);
-        assert!(out.try_push(vec![0; 1]));
-        assert!(out.try_push(vec![0; 1]));
-        assert!(!out.try_push(vec![0; 1]), "over the frame limit");
+        let d = Lane::Data;
+        let (out, _rx) = queue(2, 10, 10);
+        assert!(
+            out.try_push(d, vec![0; 30]),
+            "an empty queue takes any frame"
+        );
+        assert!(!out.try_push(d, vec![0; 1]), "over the byte budget");
+        let (out, _rx) = queue(2, 1000, 1000);
+        assert!(out.try_push(d, vec![0; 1]));
+        assert!(out.try_push(d, vec![0; 1]));
+        assert!(!out.try_push(d, vec![0; 1]), "over the frame limit");
+    }
+
+    #[tokio::test]
+    async fn each_lane_is_bounded_in_bytes() {
+        let (out, mut rx) = queue(100, 1000, 10);
+        assert!(out.try_push(Lane::Data, vec![0; 8]));
+        assert!(
+            !out.try_push(Lane::Data, vec![0; 8]),
+            "over the lane budget"
+        );
+        assert!(
+            out.try_push(Lane::Control, vec![0; 8]),
+            "other lanes are not held up"
+        );
+        assert_eq!(rx.recv().await.unwrap().len(), 8);
+        assert!(out.try_push(Lane::Data, vec![0; 8]));
     }
 
     #[tokio::test]
     async fn receiving_frees_the_budget() {
-        let (out, mut rx) = queue(4, 10);
-        assert!(out.try_push(vec![0; 8]));
-        assert!(!out.try_push(vec![0; 8]));
+        let (out, mut rx) = queue(4, 10, 100);
+        assert!(out.try_push(Lane::Data, vec![0; 8]));
+        assert!(!out.try_push(Lane::Data, vec![0; 8]));
         assert_eq!(rx.recv().await.unwrap().len(), 8);
-        assert!(out.try_push(vec![0; 8]));
+        assert!(out.try_push(Lane::Data, vec![0; 8]));
     }
 
     #[tokio::test]
     async fn v1_frames_get_per_lane_seqs() {
-        let (q, mut rx) = queue(8, 1 << 20);
+        let (q, mut rx) = queue(8, 1 << 20, 1 << 20);
         let mut t = Transport {
             conn: Some(Conn::new(1, q)),
             mux: None,
@@ -383,7 +435,7 @@ mod tests {
     #[test]
     fn a_poisoned_transport_closes_its_socket_and_restarts_its_mux() {
         use p3_lanes::core::mux::MuxConfig;
-        let (q, _rx) = queue(8, 1 << 20);
+        let (q, _rx) = queue(8, 1 << 20, 1 << 20);
         let conn = Conn::new(3, q);
         let close = conn.close.clone();
         let mux = Mux::new(MuxConfig::for_lanes(&[Lane::Control, Lane::Data], 42)).unwrap();

@@ -5,7 +5,7 @@
 use super::{error_msg, Registry, RoomEvent};
 use crate::sse::hub::SseHub;
 use p3_lanes::core::control::Control;
-use p3_lanes::core::error::ErrorCode;
+use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::frame::SessionId;
 use p3_lanes::core::lane::Lane;
 
@@ -56,10 +56,40 @@ impl Registry {
     /// that joined with a `POST` before opening anything) gets an SSE history now, so what the
     /// room sends it waits there (bounded, with a `discontinuity` for what it forgets) instead
     /// of being dropped.
-    pub(crate) fn join(&mut self, sid: SessionId, room: String) {
+    ///
+    /// Errors (nothing changes, the session stays in its current room): `too_many_requests`
+    /// when `room` would be a new room beyond `--max-rooms`, `room_full` when it has
+    /// `--max-room-members` members.
+    pub(crate) fn join(&mut self, sid: SessionId, room: String) -> Result<(), WireError> {
         let (events, bytes) = self.sse_limits;
+        let Some(s) = self.sessions.get(&sid) else {
+            return Ok(());
+        };
+        if s.room.as_deref() != Some(room.as_str()) {
+            match self.rooms.get(&room) {
+                None if self.rooms.len() >= self.bounds.max_rooms => {
+                    return Err(WireError::new(
+                        ErrorCode::TooManyRequests,
+                        format!(
+                            "the server holds its maximum of {} rooms; join an existing one or retry later",
+                            self.bounds.max_rooms
+                        ),
+                    ));
+                }
+                Some(members) if members.len() >= self.bounds.max_room_members => {
+                    return Err(WireError::new(
+                        ErrorCode::RoomFull,
+                        format!(
+                            "room {room:?} is full ({} members)",
+                            self.bounds.max_room_members
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
         let Some(s) = self.sessions.get_mut(&sid) else {
-            return;
+            return Ok(());
         };
         if !s.reachable() {
             s.sse = Some(SseHub::new(events, bytes));
@@ -86,6 +116,7 @@ impl Registry {
         } else {
             self.send_joined(sid, &room);
         }
+        Ok(())
     }
 
     /// `joined` with the members, then the `room-key` (PROTOCOL.md §13.4).

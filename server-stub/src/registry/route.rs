@@ -338,6 +338,7 @@ mod tests {
         let mux = mux
             .then(|| Mux::new(MuxConfig::for_lanes(&[Lane::Control, Lane::Messaging], 7)).unwrap());
         reg.create_session(
+            None,
             name.into(),
             None,
             None,
@@ -346,6 +347,7 @@ mod tests {
             mux,
             Instant::now(),
         )
+        .expect("within the session bounds")
     }
 
     /// Issue 11 "silent drops": a multiplexed member whose socket changed between the route
@@ -360,8 +362,8 @@ mod tests {
         let Attach::Attached { conn_id, .. } = reg.attach(member, now) else {
             panic!("attached")
         };
-        reg.join(sender, "r".into());
-        reg.join(member, "r".into());
+        reg.join(sender, "r".into()).unwrap();
+        reg.join(member, "r".into()).unwrap();
         let h = FrameHeader::data(Lane::Messaging, Encoding::Json, 1, 0);
         let targets = reg.route(sender, HTTP_SENDER, &h, now).unwrap().unwrap();
         assert_eq!(targets.len(), 1);

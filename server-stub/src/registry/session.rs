@@ -1,9 +1,11 @@
 //! One session created by a handshake (seed 000 "Session Management"), its status body and
 //! its lane grants.
 
+use super::outbound::mono_ms;
 use super::outbound::SharedTransport;
 use crate::close::CloseSignal;
 use crate::error::AppError;
+use crate::limits::bounds::RegistryBounds;
 use crate::now_ms;
 use crate::sse::hub::SseHub;
 use p3_lanes::core::frame::SessionId;
@@ -46,6 +48,12 @@ pub(crate) struct Session {
     pub(crate) last_activity: Instant,
     pub(crate) last_activity_ms: u64,
     pub(crate) room: Option<String>,
+    /// The client address it counts against for `--max-sessions-per-ip`
+    /// ([`crate::limits::bounds::ip_key`]).
+    pub(crate) ip: Option<std::net::IpAddr>,
+    /// Whether it ever opened a WebSocket or an SSE stream; until then it expires after
+    /// `--unattached-ttl-s` instead of its TTL.
+    pub(crate) attached: bool,
     /// Socket queue and multiplexer, behind their own lock ([`super::outbound`]).
     pub(crate) out: SharedTransport,
     /// Whether the multiplexer was granted (for the session's whole life).
@@ -65,10 +73,17 @@ impl Session {
         self.lanes.iter().find(|(l, _)| *l == lane).map(|&(_, e)| e)
     }
 
-    /// Whether its TTL ran out: no socket, no open SSE stream, and no activity for `ttl`.
-    pub(crate) fn expired(&self, now: Instant, ttl: Duration) -> bool {
+    /// Whether its TTL ran out: no socket, no open SSE stream that is being read, and no
+    /// activity for `ttl`, or for `--unattached-ttl-s` (if shorter) while it never opened a
+    /// socket or stream.
+    pub(crate) fn expired(&self, now: Instant, ttl: Duration, bounds: &RegistryBounds) -> bool {
+        let ttl = if self.attached {
+            ttl
+        } else {
+            ttl.min(bounds.unattached_ttl)
+        };
         self.conn.is_none()
-            && !matches!(&self.sse, Some(h) if h.streams > 0)
+            && !matches!(&self.sse, Some(h) if h.streams > 0 && h.read_within(mono_ms(), bounds.sse_stall_ms))
             && now.saturating_duration_since(self.last_activity) >= ttl
     }
 

@@ -10,7 +10,7 @@ use p3_lanes::core::frame::SessionId;
 use p3_lanes::core::p2p::signaling_server::SignalingEvent;
 use sha2::Sha256;
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, watch};
 
@@ -19,11 +19,42 @@ const TOKEN_CONTEXT: &[u8] = b"p3-signaling-v1";
 
 pub(super) type Close = watch::Sender<Option<(u16, &'static str)>>;
 
+/// A socket's outbound queue: at most `--queue-frames` messages and
+/// `--signaling-queue-bytes` bytes of text (see [`super`]).
+#[derive(Clone, Debug)]
+pub(super) struct OutQueue {
+    pub(super) tx: mpsc::Sender<Utf8Bytes>,
+    /// Bytes queued and not yet taken by the send task.
+    pub(super) queued: Arc<AtomicUsize>,
+    pub(super) budget: usize,
+}
+
+impl OutQueue {
+    /// Queues `text`; false (and nothing queued) when either budget is full.
+    pub(super) fn try_send(&self, text: Utf8Bytes) -> bool {
+        let len = text.len();
+        let reserved = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                q.checked_add(len).filter(|&n| n <= self.budget)
+            })
+            .is_ok();
+        if !reserved {
+            return false;
+        }
+        if self.tx.try_send(text).is_err() {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+}
+
 /// One authenticated socket.
 #[derive(Debug)]
 pub(super) struct Member {
     pub(super) conn: u64,
-    pub(super) tx: mpsc::Sender<Utf8Bytes>,
+    pub(super) tx: OutQueue,
     pub(super) close: Arc<Close>,
     pub(super) room: Option<String>,
 }
@@ -87,7 +118,7 @@ impl Rooms {
     /// Queues a protocol message for `sid`; a full queue closes its socket with 1013.
     pub(super) fn send(&self, sid: SessionId, ev: &SignalingEvent) {
         if let Some(m) = self.members.get(&sid) {
-            if m.tx.try_send(encode(ev)).is_err() {
+            if !m.tx.try_send(encode(ev)) {
                 m.close
                     .send_replace(Some((close::TRY_AGAIN_LATER, "outbound queue full")));
             }

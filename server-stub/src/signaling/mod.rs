@@ -29,8 +29,14 @@
 //!   `type` `invalid_argument`, a binary message `bad_request`: an `error {code, error,
 //!   request?}` message, the socket stays open. Text messages over twice `--max-frame-bytes`
 //!   close the socket with 1009.
-//! - Each socket's outbound queue holds `--queue-frames` messages; a protocol message (not a
-//!   relay) to a full queue closes that socket with 1013.
+//! - Each socket's outbound queue holds `--queue-frames` messages and
+//!   `--signaling-queue-bytes` bytes (`SIGNALING_QUEUE_BYTES`, default 4 MiB); a relay to a
+//!   full queue is refused with `backpressure`, a protocol message (not a relay) to a full
+//!   queue closes that socket with 1013.
+//! - A socket that is closed (heartbeat timeout, replaced, shutdown) stops writing at once,
+//!   even in the middle of a write to a peer that stopped reading: the write is raced against
+//!   the close, the close frame gets [`CLOSE_GRACE`], and the send task is aborted after twice
+//!   that, so a non-reading peer never pins its queue beyond that.
 
 use crate::close;
 mod hub;
@@ -45,7 +51,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::State;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
-use hub::{encode, Close, Member};
+use hub::{encode, Close, Member, OutQueue};
 use p3_lanes::core::control::validate_room_name;
 use p3_lanes::core::error::ErrorCode;
 use p3_lanes::core::frame::SessionId;
@@ -53,7 +59,7 @@ use p3_lanes::core::p2p::signaling_server::{
     Relayed, RequestType, SignalingEvent, SignalingRequest,
 };
 use serde_json::Value;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -117,18 +123,31 @@ async fn run(socket: WebSocket, state: Arc<AppState>) {
     let conn = hub.next_conn.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(state.config().queue_frames.max(2));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let tx = OutQueue {
+        tx,
+        queued: queued.clone(),
+        budget: state.config().signaling_queue_bytes,
+    };
     let close_signal: Arc<Close> = Arc::new(watch::channel(None).0);
 
     let mut closed_rx = close_signal.subscribe();
     let send_task = tokio::spawn(async move {
         let reason = loop {
-            tokio::select! {
+            let text = tokio::select! {
                 biased;
                 r = closed(&mut closed_rx) => break r,
                 msg = rx.recv() => match msg {
-                    Some(text) => if sink.send(Message::Text(text)).await.is_err() { return },
+                    Some(text) => text,
                     None => break None,
                 },
+            };
+            queued.fetch_sub(text.len(), Ordering::AcqRel);
+            // Raced against the close: a peer that stopped reading cannot hold this task.
+            tokio::select! {
+                biased;
+                r = closed(&mut closed_rx) => break r,
+                sent = sink.send(Message::Text(text)) => if sent.is_err() { return },
             }
         };
         let (code, reason) = reason.unwrap_or((close::NORMAL, ""));
@@ -189,7 +208,10 @@ async fn run(socket: WebSocket, state: Arc<AppState>) {
         }
     });
     drop(conn_state);
-    let _ = timeout(CLOSE_GRACE * 2, send_task).await;
+    let abort = send_task.abort_handle();
+    if timeout(CLOSE_GRACE * 2, send_task).await.is_err() {
+        abort.abort();
+    }
 }
 
 /// Waits until the socket is asked to close; its code and reason.
@@ -203,13 +225,13 @@ async fn closed(
 struct Conn {
     conn: u64,
     session: Option<SessionId>,
-    tx: mpsc::Sender<Utf8Bytes>,
+    tx: OutQueue,
     close: Arc<Close>,
 }
 
 impl Conn {
     fn reply(&self, ev: &SignalingEvent) {
-        if self.tx.try_send(encode(ev)).is_err() {
+        if !self.tx.try_send(encode(ev)) {
             self.close
                 .send_replace(Some((close::TRY_AGAIN_LATER, "outbound queue full")));
         }
@@ -452,7 +474,7 @@ fn relay(state: &AppState, sid: SessionId, req: SignalingRequest) -> Result<(), 
     // Encoded (work proportional to the payload) after the hub's lock is released.
     let tx = rooms.members.get(&target).map(|m| m.tx.clone());
     drop(rooms);
-    let delivered = tx.is_some_and(|tx| tx.try_send(encode(&ev)).is_ok());
+    let delivered = tx.is_some_and(|tx| tx.try_send(encode(&ev)));
     if delivered {
         Ok(())
     } else {

@@ -3,9 +3,11 @@
 
 use super::hub::Item;
 use crate::error::{AppError, SessionPath};
+use crate::limits::bounds::PeerIp;
 use crate::music;
 use crate::pwa::admin_allowed;
 use crate::registry::encoded::Variant;
+use crate::registry::outbound::mono_ms;
 use crate::registry::session::PostOutcome;
 use crate::registry::HTTP_SENDER;
 use crate::signal_route;
@@ -35,6 +37,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -67,20 +70,27 @@ struct Cursor {
     generation: u64,
     wake: watch::Receiver<u64>,
     pending: VecDeque<Event>,
+    /// `--sse-max-age-s` after the stream opened: it ends then (the client resumes with
+    /// `Last-Event-ID`), so no stream keeps its session alive forever.
+    ends_at: tokio::time::Instant,
     _guard: StreamGuard,
 }
 
-/// Counts an open stream in its hub; its drop touches the session (the TTL restarts).
+/// Counts an open stream in its hub and for its client address; its drop touches the session
+/// (the TTL restarts).
 struct StreamGuard {
     state: Arc<AppState>,
     sid: SessionId,
+    ip: Option<std::net::IpAddr>,
+    /// When the connection last polled the stream (ms of `mono_ms`).
+    polled: Arc<AtomicU64>,
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.state
             .registry()
-            .sse_stream_closed(self.sid, Instant::now());
+            .sse_stream_closed(self.sid, self.ip, &self.polled, Instant::now());
     }
 }
 
@@ -98,6 +108,9 @@ fn to_event(item: Item) -> Event {
 
 async fn next_event(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)> {
     loop {
+        if tokio::time::Instant::now() >= c.ends_at {
+            return None;
+        }
         if let Some(ev) = c.pending.pop_front() {
             return Some((Ok(ev), c));
         }
@@ -123,6 +136,7 @@ async fn next_event(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)
         tokio::select! {
             changed = c.wake.changed() => if changed.is_err() { return None },
             () = state.shutdown_started() => return None,
+            () = tokio::time::sleep_until(c.ends_at) => return None,
         }
     }
 }
@@ -160,9 +174,10 @@ fn query_map(
         .map_err(|e| AppError::bad_request(e.body_text()))
 }
 
-/// Opens a stream of `lanes` (`None`: every granted lane) for `sid`.
+/// Opens a stream of `lanes` (`None`: every granted lane) for `sid`, from a client at `ip`.
 fn open(
     state: Arc<AppState>,
+    ip: Option<std::net::IpAddr>,
     sid: SessionId,
     lanes: Option<Vec<Lane>>,
     after: Option<u64>,
@@ -198,13 +213,14 @@ fn open(
         }
     };
     let welcome = reg.welcome(sid);
-    let hub = reg
-        .sse_hub_or_create(sid, now)
+    let (hub, polled) = reg
+        .sse_stream_open(sid, ip, now)?
         .ok_or(AppError::session_not_found(sid))?;
-    hub.streams += 1;
     let guard = StreamGuard {
         state: state.clone(),
         sid,
+        ip,
+        polled: polled.clone(),
     };
     let mut pending = VecDeque::new();
     let mut first = Event::default().retry(retry);
@@ -242,16 +258,46 @@ fn open(
         generation: hub.generation(),
         wake: hub.subscribe(),
         pending,
+        ends_at: tokio::time::Instant::now() + Duration::from_secs(config.sse_max_age_s),
         _guard: guard,
     };
     drop(reg);
     tracing::info!(session = %sid, lanes = ?cursor.lanes, after, "SSE stream open");
-    let stream = futures::stream::unfold(cursor, next_event);
+    let stream = stall_checked(
+        Box::pin(futures::stream::unfold(cursor, next_event)),
+        polled,
+        config
+            .sse_keepalive_ms
+            .saturating_add(config.sse_write_timeout_ms),
+    );
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(keepalive))
         .into_response();
     sse_headers(&mut resp, version);
     Ok(resp)
+}
+
+/// `inner`, recording every poll in `polled`; a poll coming more than `stall_ms` after the
+/// previous one ends the stream: the connection was stalled on a client that stopped reading
+/// (`--sse-write-timeout-ms`; an idle stream is polled at least every `--sse-keepalive-ms` for
+/// its keep-alive comment). Until that poll, [`crate::sse::hub::SseHub::read_within`] already
+/// stops counting it as activity, so the session can expire.
+fn stall_checked<S>(
+    mut inner: S,
+    polled: Arc<AtomicU64>,
+    stall_ms: u64,
+) -> impl futures::Stream<Item = S::Item>
+where
+    S: futures::Stream + Unpin,
+{
+    futures::stream::poll_fn(move |cx| {
+        let now = mono_ms();
+        let before = polled.swap(now, Ordering::Relaxed);
+        if now.saturating_sub(before) > stall_ms {
+            return std::task::Poll::Ready(None);
+        }
+        futures::StreamExt::poll_next_unpin(&mut inner, cx)
+    })
 }
 
 /// Parses the `{sid}` and `{id}` path parameters.
@@ -280,6 +326,7 @@ fn sid_and_lane(
 /// (malformed id or `Last-Event-ID`).
 pub async fn lane_stream(
     State(state): State<Arc<AppState>>,
+    PeerIp(ip): PeerIp,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     version: Version,
@@ -287,7 +334,7 @@ pub async fn lane_stream(
 ) -> Result<Response, AppError> {
     let (sid, lane) = sid_and_lane(path)?;
     let after = last_event_id(&headers, &query_map(query)?)?;
-    open(state, sid, Some(vec![lane]), after, version)
+    open(state, ip, sid, Some(vec![lane]), after, version)
 }
 
 /// `GET /api/protocol/v2/session/{sid}/stream?lanes=1,2,5`: one stream for several lanes
@@ -296,6 +343,7 @@ pub async fn lane_stream(
 /// Errors: as [`lane_stream`].
 pub async fn stream(
     State(state): State<Arc<AppState>>,
+    PeerIp(ip): PeerIp,
     SessionPath(sid): SessionPath,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     version: Version,
@@ -310,7 +358,7 @@ pub async fn stream(
                 .map_err(|(code, why)| AppError::from(WireError::new(code, why)))?,
         ),
     };
-    open(state, sid, lanes, after, version)
+    open(state, ip, sid, lanes, after, version)
 }
 
 /// Why a message was not (fully) delivered.
@@ -574,7 +622,7 @@ fn post_control(
         Control::Join { room } => {
             validate_room_name(&room)
                 .map_err(|why| WireError::new(ErrorCode::InvalidArgument, why))?;
-            reg.join(sid, room);
+            reg.join(sid, room)?;
         }
         Control::Leave { room } => {
             if reg.room_of(sid).as_deref() != Some(room.as_str()) {

@@ -10,6 +10,7 @@ use p3_lanes::core::lane::Lane;
 use p3_lanes::core::sse::{SseDiscontinuity, REASON_HISTORY_LOST};
 use serde_json::Value;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -50,8 +51,12 @@ pub(crate) struct SseHub {
     lanes: [LaneHistory; 8],
     /// Carries `last_id`; streams wait on it. Dropped with the session, which ends them.
     wake: watch::Sender<u64>,
-    /// Open streams (the session does not expire while any is open).
+    /// Open streams (the session does not expire while any is open and read).
     pub(crate) streams: usize,
+    /// When each open stream was last polled by its connection (ms of
+    /// [`crate::registry::outbound::mono_ms`]): a stream counts as activity only while it is
+    /// read ([`SseHub::read_within`]).
+    pub(crate) polled: Vec<Arc<AtomicU64>>,
     /// Bumped by [`SseHub::close_streams`]: streams opened before end.
     generation: u64,
     limit_events: usize,
@@ -66,6 +71,7 @@ impl SseHub {
             lanes: Default::default(),
             wake: watch::channel(0).0,
             streams: 0,
+            polled: Vec::new(),
             generation: 0,
             limit_events: limit_events.max(1),
             limit_bytes,
@@ -120,6 +126,14 @@ impl SseHub {
     /// The seq the next message on `lane` gets.
     pub(crate) fn next_seq(&self, lane: Lane) -> u64 {
         self.lanes[lane as usize - 1].next_seq.max(1)
+    }
+
+    /// Whether an open stream was polled within `stall_ms` before `now_ms`: one that was not
+    /// is stalled (its client stopped reading) and no longer keeps the session alive.
+    pub(crate) fn read_within(&self, now_ms: u64, stall_ms: u64) -> bool {
+        self.polled
+            .iter()
+            .any(|p| now_ms.saturating_sub(p.load(Ordering::Relaxed)) <= stall_ms)
     }
 
     /// Bumped by [`SseHub::close_streams`]: a stream opened in another generation ends.

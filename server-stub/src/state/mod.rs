@@ -47,6 +47,7 @@ use p3_lanes::core::frame::SessionId;
 use p3_lanes::core::handshake::ServerCapabilities;
 use p3_lanes::core::lane::{Encoding, Lane};
 use p3_lanes::core::mux::{Mux, MuxConfig};
+use p3_lanes::core::p2p::changes::ChangeLimits;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -113,7 +114,10 @@ impl AppState {
         let dict = Dictionary::current();
         Arc::new(AppState {
             registry: Mutex::new(Registry::new(&config, dict.clone())),
-            music: MusicService::new(config.ttl()),
+            music: MusicService::new(config.ttl()).with_change_limits(ChangeLimits {
+                max_changes_per_push: config.max_changes_per_push,
+                max_origins_per_room: config.max_origins_per_room,
+            }),
             dict_wire: dict.to_wire(),
             dict,
             caps: ServerCapabilities::default(),
@@ -183,18 +187,23 @@ impl AppState {
 
     /// Creates a session from a successful negotiation; returns its id and whether the
     /// multiplexer was granted.
+    ///
+    /// Errors: `too_many_requests` (see [`Registry::create_session`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn create_session(
         &self,
+        ip: Option<std::net::IpAddr>,
         client_id: String,
         wallet: Option<String>,
         device_info: Option<serde_json::Map<String, serde_json::Value>>,
         transport: &'static str,
         lanes: Vec<(Lane, Encoding)>,
         want_mux: bool,
-    ) -> (SessionId, bool) {
+    ) -> Result<(SessionId, bool), p3_lanes::core::error::WireError> {
         let mux = want_mux.then(|| self.new_mux(&lanes)).flatten();
         let granted = mux.is_some();
         let sid = self.registry().create_session(
+            ip,
             client_id,
             wallet,
             device_info,
@@ -202,8 +211,8 @@ impl AppState {
             lanes,
             mux,
             Instant::now(),
-        );
-        (sid, granted)
+        )?;
+        Ok((sid, granted))
     }
 
     /// A multiplexer for a session's lanes: messages up to `--max-frame-bytes`, a per-session
@@ -218,6 +227,8 @@ impl AppState {
         cfg.max_frame_bytes = cfg.max_frame_bytes.max(cfg.chunk_bytes);
         cfg.max_reassembly_bytes = max.saturating_mul(4);
         cfg.transport_high_water_bytes = Some(256 << 10);
+        // Relay queues per lane are bounded in bytes as well as messages (issue 11).
+        cfg.max_queue_bytes = Some(self.config.lane_queue_bytes);
         match Mux::new(cfg) {
             Ok(m) => Some(m),
             Err(e) => {
@@ -319,16 +330,20 @@ mod tests {
             (Lane::Sync, Encoding::Json),
         ];
         let member = |room: &str| {
-            let sid = state.registry().create_session(
-                room.into(),
-                None,
-                None,
-                "websocket",
-                lanes.clone(),
-                None,
-                Instant::now(),
-            );
-            state.registry().join(sid, room.into());
+            let sid = state
+                .registry()
+                .create_session(
+                    None,
+                    room.into(),
+                    None,
+                    None,
+                    "websocket",
+                    lanes.clone(),
+                    None,
+                    Instant::now(),
+                )
+                .unwrap();
+            state.registry().join(sid, room.into()).unwrap();
             sid
         };
         let (a, b) = (member("r1"), member("r2"));

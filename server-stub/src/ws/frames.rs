@@ -124,7 +124,11 @@ fn handle_control(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeade
     }
     match msg {
         Control::Join { room } => match validate_room_name(&room) {
-            Ok(()) => reg.join(sid, room),
+            Ok(()) => {
+                if let Err(e) = reg.join(sid, room) {
+                    reg.reply(sid, conn_id, &error_msg(e.code, e.error, lane, Some(h.seq)));
+                }
+            }
             Err(why) => reg.reply(
                 sid,
                 conn_id,

@@ -136,6 +136,11 @@ pub struct MuxConfig {
     pub scheduler: SchedulerConfig,
     /// Reliable lanes with a full queue.
     pub reliable_overflow: ReliableOverflow,
+    /// Bytes each lane may queue (messages not yet completely handed to the transport), on
+    /// top of its `queue_depth` in messages; a full lane behaves as at its `queue_depth`. One
+    /// message alone always fits. `None`: no byte bound. Default `None` (server-stub bounds
+    /// its relay queues with `--lane-queue-bytes`, issue 11).
+    pub max_queue_bytes: Option<usize>,
     /// Seed for epochs and nonces; pass a random one (a restart must pick a new epoch).
     pub seed: u64,
 }
@@ -164,6 +169,7 @@ impl MuxConfig {
             transport_poll_ms: Some(5),
             scheduler: SchedulerConfig::default(),
             reliable_overflow: ReliableOverflow::Backpressure,
+            max_queue_bytes: None,
             seed,
         }
     }
@@ -368,7 +374,10 @@ impl Mux {
             Some(LaneState {
                 lane,
                 cfg: c,
-                queue: LaneQueue::new(c.queue_depth),
+                queue: LaneQueue::with_max_bytes(
+                    c.queue_depth,
+                    cfg.max_queue_bytes.unwrap_or(usize::MAX),
+                ),
                 tx: c.reliable.then(|| SendWindow::new(rng.u32(1..=u32::MAX))),
                 unreliable_next_seq: 1,
                 rx: if c.reliable {
@@ -480,8 +489,9 @@ impl Mux {
     /// Queues `bytes` on `lane`; returns its id. Works with or without a transport
     /// (queued messages go when one is up).
     ///
-    /// At the lane's `queueDepth` (messages not completely handed to the transport): an
-    /// unreliable lane drops its oldest queued message ([`MuxEvent::Dropped`]); a reliable
+    /// At the lane's `queueDepth` (messages not completely handed to the transport) or its
+    /// [`MuxConfig::max_queue_bytes`]: an unreliable lane drops its oldest queued messages
+    /// until the new one fits ([`MuxEvent::Dropped`]); a reliable
     /// lane refuses with [`MuxError::Backpressure`] and emits [`MuxEvent::Drain`] once room
     /// frees (or, with [`ReliableOverflow::ForgetOldest`], forgets as documented there).
     ///
@@ -503,14 +513,20 @@ impl Mux {
         let mut dropped = false;
         let seq = match l.tx.as_mut() {
             Some(tx) => {
-                if l.queue.admit() == Admission::Full {
+                if l.queue.admit(bytes.len()) == Admission::Full {
                     if policy == ReliableOverflow::Backpressure {
                         return Err(MuxError::Backpressure {
                             lane,
                             queue_depth: l.queue.depth(),
                         });
                     }
-                    let gone = l.queue.drop_oldest().map_or(0, |m| m.seq);
+                    let mut gone = 0;
+                    while !l.queue.fits(bytes.len()) {
+                        match l.queue.drop_oldest() {
+                            Some(m) => gone = m.seq,
+                            None => break,
+                        }
+                    }
                     tx.forget_through(gone);
                     l.queue.take_drain(); // forgetting never refuses: no drain owed
                     dropped = true;
@@ -518,8 +534,10 @@ impl Mux {
                 tx.assign()
             }
             None => {
-                if l.queue.len() >= l.queue.depth() {
-                    l.queue.drop_oldest();
+                while !l.queue.fits(bytes.len()) {
+                    if l.queue.drop_oldest().is_none() {
+                        break;
+                    }
                     dropped = true;
                 }
                 l.unreliable_next_seq += 1;

@@ -173,6 +173,10 @@ pub enum Admission {
 pub struct LaneQueue {
     msgs: VecDeque<Queued>,
     depth: usize,
+    /// Bytes of the queued messages.
+    bytes: usize,
+    /// Byte budget: a message is admitted to a non-empty queue only within it.
+    max_bytes: usize,
     /// Chunks of `msgs[0]` already sent.
     head_chunks_sent: u32,
     /// A send was refused since the last drain event.
@@ -184,9 +188,17 @@ pub struct LaneQueue {
 impl LaneQueue {
     /// An empty queue holding at most `depth` (≥ 1) messages.
     pub fn new(depth: usize) -> LaneQueue {
+        LaneQueue::with_max_bytes(depth, usize::MAX)
+    }
+
+    /// An empty queue holding at most `depth` (≥ 1) messages and, unless it is empty, at most
+    /// `max_bytes` bytes of them (one message alone always fits).
+    pub fn with_max_bytes(depth: usize, max_bytes: usize) -> LaneQueue {
         LaneQueue {
             msgs: VecDeque::new(),
             depth: depth.max(1),
+            bytes: 0,
+            max_bytes,
             head_chunks_sent: 0,
             refused: false,
             dropped: 0,
@@ -208,14 +220,30 @@ impl LaneQueue {
         self.depth
     }
 
+    /// Bytes of the queued messages.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether a message of `len` bytes fits now (count and bytes), without noting a refusal.
+    pub fn fits(&self, len: usize) -> bool {
+        self.msgs.is_empty()
+            || (self.msgs.len() < self.depth
+                && self
+                    .bytes
+                    .checked_add(len)
+                    .is_some_and(|n| n <= self.max_bytes))
+    }
+
     /// Messages dropped to make room, in total.
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
 
-    /// Whether a new message fits; remembers a refusal for [`LaneQueue::take_drain`].
-    pub fn admit(&mut self) -> Admission {
-        if self.msgs.len() < self.depth {
+    /// Whether a new message of `len` bytes fits ([`LaneQueue::fits`]); remembers a refusal
+    /// for [`LaneQueue::take_drain`].
+    pub fn admit(&mut self, len: usize) -> Admission {
+        if self.fits(len) {
             Admission::Room
         } else {
             self.refused = true;
@@ -225,6 +253,7 @@ impl LaneQueue {
 
     /// Appends a message (after [`LaneQueue::admit`] or [`LaneQueue::drop_oldest`]).
     pub fn push(&mut self, msg: Queued) {
+        self.bytes = self.bytes.saturating_add(msg.bytes.len());
         self.msgs.push_back(msg);
     }
 
@@ -232,6 +261,7 @@ impl LaneQueue {
     /// discards its partial copy when a newer message arrives) and counts it.
     pub fn drop_oldest(&mut self) -> Option<Queued> {
         let m = self.msgs.pop_front()?;
+        self.bytes = self.bytes.saturating_sub(m.bytes.len());
         self.head_chunks_sent = 0;
         self.dropped += 1;
         Some(m)
@@ -247,7 +277,9 @@ impl LaneQueue {
     pub fn advance(&mut self, last: bool) -> Option<Queued> {
         if last {
             self.head_chunks_sent = 0;
-            self.msgs.pop_front()
+            let m = self.msgs.pop_front()?;
+            self.bytes = self.bytes.saturating_sub(m.bytes.len());
+            Some(m)
         } else {
             self.head_chunks_sent += 1;
             None
@@ -266,7 +298,7 @@ impl LaneQueue {
 
     /// `true` once after a refusal, when room is free again: emit a drain event.
     pub fn take_drain(&mut self) -> bool {
-        if self.refused && self.msgs.len() < self.depth {
+        if self.refused && self.msgs.len() < self.depth && self.bytes < self.max_bytes {
             self.refused = false;
             true
         } else {
@@ -348,10 +380,10 @@ mod tests {
     fn queue_depth_and_drain() {
         let mut q = LaneQueue::new(2);
         for seq in 1..=2 {
-            assert_eq!(q.admit(), Admission::Room);
+            assert_eq!(q.admit(0), Admission::Room);
             q.push(Queued { seq, bytes: vec![] });
         }
-        assert_eq!(q.admit(), Admission::Full);
+        assert_eq!(q.admit(0), Admission::Full);
         assert!(!q.take_drain(), "still full");
         assert_eq!(q.advance(true).map(|m| m.seq), Some(1));
         assert!(q.take_drain());

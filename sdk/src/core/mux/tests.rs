@@ -325,6 +325,50 @@ fn restarted_sender_is_a_discontinuity() {
 }
 
 #[test]
+fn lane_queue_is_bounded_in_bytes_too() {
+    // Backpressure: the byte budget refuses before the queue depth (256) does.
+    let mut c = cfg();
+    c.max_queue_bytes = Some(1000);
+    let mut p = Pair::new(c.clone());
+    p.a.handle_transport_lost();
+    for n in 0..3u8 {
+        p.a.send(Lane::Messaging, vec![n; 300]).unwrap();
+    }
+    let err = p.a.send(Lane::Messaging, vec![9; 300]).unwrap_err();
+    assert_eq!(err.code().as_str(), "backpressure");
+    // One message larger than the budget still goes alone on an empty lane.
+    p.a.send(Lane::Data, vec![1; 5000]).unwrap();
+    assert_eq!(p.a.queued_len(Lane::Data), 1);
+
+    // Forgetting (a relay to a detached member): the oldest go until the new one fits, and
+    // the receiver hears of the gap.
+    c.reliable_overflow = ReliableOverflow::ForgetOldest;
+    let mut p = Pair::new(c);
+    p.drive();
+    p.a.handle_transport_lost();
+    p.b.handle_transport_lost();
+    for n in 1..=5u8 {
+        p.a.send(Lane::Relay, vec![n; 300]).unwrap();
+    }
+    assert_eq!(p.a.queued_len(Lane::Relay), 3);
+    assert_eq!(p.a.dropped(Lane::Relay), 2);
+    p.a.handle_transport_resumed(1);
+    p.b.handle_transport_resumed(1);
+    p.settle();
+    let got: Vec<u64> = p.b_messages(Lane::Relay).iter().map(|m| m.0).collect();
+    assert_eq!(got, vec![3, 4, 5]);
+    assert!(p.b_events.iter().any(|e| matches!(
+        e,
+        MuxEvent::Discontinuity(Discontinuity {
+            expected_seq: 1,
+            seq: 3,
+            reason: DiscontinuityReason::HistoryLost,
+            ..
+        })
+    )));
+}
+
+#[test]
 fn forgetting_sender_reports_history_lost() {
     let mut c = cfg();
     c.reliable_overflow = ReliableOverflow::ForgetOldest;
