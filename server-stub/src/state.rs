@@ -173,6 +173,16 @@ impl OutboundRx {
         self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
         Some(frame)
     }
+
+    /// Waits for at least one queued frame, then moves every frame that is ready (at most
+    /// `limit`) into `batch`; returns how many (0 once every producer is gone). Cancel-safe.
+    pub async fn recv_many(&mut self, batch: &mut Vec<Bytes>, limit: usize) -> usize {
+        let from = batch.len();
+        let n = self.rx.recv_many(batch, limit).await;
+        let bytes: usize = batch[from..].iter().map(Bytes::len).sum();
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        n
+    }
 }
 
 /// The live socket of a session.
