@@ -11,11 +11,16 @@
 //   node scripts/bench.mjs                 everything
 //   node scripts/bench.mjs --no-browser    only the cargo benches
 //   node scripts/bench.mjs --failover      only the browser failover scenarios
+//   node scripts/bench.mjs --report        only BENCHMARKS.md from bench-results.json
+//   node scripts/bench.mjs --only a,b      only the named BENCHES (no browser)
+//
+// Every run ends by writing BENCHMARKS.md from bench-results.json (scripts/lib/bench-report.mjs).
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildSdk } from './build-sdk.mjs';
 import { browserFailover } from './lib/bench-failover.mjs';
+import { writeBenchmarksMd } from './lib/bench-report.mjs';
 import { ROOT, run, runMain, step } from './lib/proc.mjs';
 import { setup } from './setup.mjs';
 
@@ -30,25 +35,53 @@ const BENCHES = [
   { name: 'codec-node', cmd: 'node', args: ['scripts/bench-codec-node.mjs'], results: 'bench-results.json' },
   // server-stub: 10,000 idle WebSocket sessions, memory per session, room fan-out (~1 min).
   { name: 'capacity', args: ['bench', '-p', 'server-stub', '--bench', 'capacity'], results: 'bench-results.json' },
+  // Issue 11: delivery latency and sustainable rate, 20 rooms × 10, rate ladder, server-stub
+  // beside socket.io 4 (scripts/lib/socketio-server.mjs), one load generator (~1 min).
+  { name: 'load', args: ['bench', '-p', 'server-stub', '--bench', 'load'], results: 'bench-results.json' },
+  // Issue 11: seven abusive clients, one at a time, while an honest client measures (~2 min).
+  { name: 'abuse', args: ['bench', '-p', 'server-stub', '--bench', 'abuse'], results: 'bench-results.json' },
 ];
 
 const RESULTS = join(ROOT, 'bench-results.json');
+const REPORT = join(ROOT, 'BENCHMARKS.md');
 const BROWSER_SPEC = join('tests', 'music-sync-three-browsers.spec.mjs');
 const BROWSER_FIGURES = join(ROOT, 'test-results', 'music-sync.json');
 
 async function main() {
+  try {
+    await benches();
+  } finally {
+    writeReport();
+  }
+}
+
+/** BENCHMARKS.md from whatever bench-results.json holds (nothing if there is no results file). */
+function writeReport() {
+  try {
+    const n = writeBenchmarksMd(RESULTS, REPORT);
+    step(`BENCHMARKS.md: ${n} entries from bench-results.json`);
+  } catch (e) {
+    if (e.code !== 'ENOENT') throw e;
+  }
+}
+
+async function benches() {
+  if (process.argv.includes('--report')) return;
   if (process.argv.includes('--failover')) {
     await prepareBrowser();
     await browserFailover(RESULTS);
     return;
   }
+  const i = process.argv.indexOf('--only');
+  const only = i >= 0 ? (process.argv[i + 1] ?? '').split(',') : null;
   for (const bench of BENCHES) {
+    if (only && !only.includes(bench.name)) continue;
     const cmd = bench.cmd ?? 'cargo';
     step(`bench ${bench.name}: ${cmd} ${bench.args.join(' ')}`);
     await run(cmd, bench.args);
     step(`bench ${bench.name}: results in ${bench.results}`);
   }
-  if (!process.argv.includes('--no-browser')) {
+  if (!only && !process.argv.includes('--no-browser')) {
     await browserSync();
     await browserFailover(RESULTS);
   }

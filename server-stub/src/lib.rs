@@ -52,6 +52,7 @@ pub use state::AppState;
 
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::routing::{any, get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use limits::ip::IpClass;
 use std::future::{Future, IntoFuture};
@@ -175,6 +176,14 @@ where
     let signalled = state.clone();
     // Connect info lets the admin endpoint tell loopback clients apart.
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // TCP_NODELAY on every accepted socket: without it Nagle's algorithm holds small
+    // server → client writes until the peer's delayed ACK (tens of ms at p99, issue 11
+    // "Latency under load"); the send tasks coalesce frames themselves (`ws`).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY on an accepted socket: {e}");
+        }
+    });
     let server = axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -148,6 +148,18 @@ impl QueueRx {
         self.queued.release(lane, frame.len());
         Some(frame)
     }
+
+    /// Waits for at least one queued frame, then moves every frame that is ready (at most
+    /// `limit`) into `batch`; returns how many (0 once every producer is gone). Cancel-safe.
+    pub async fn recv_many(&mut self, batch: &mut Vec<Bytes>, limit: usize) -> usize {
+        let mut ready = Vec::with_capacity(limit.min(64));
+        let n = self.rx.recv_many(&mut ready, limit).await;
+        for (lane, frame) in ready {
+            self.queued.release(lane, frame.len());
+            batch.push(frame);
+        }
+        n
+    }
 }
 
 /// The live socket of a session.

@@ -261,25 +261,44 @@ async fn connection(
     tracing::info!(session = %sid, conn_id, code = reason.map(|r| r.code), reason = reason.map(|r| r.reason), "socket closed");
 }
 
-/// Writes queued frames until the close signal, then writes the close frame.
+/// Frames a send task takes from its queue for one write (then one flush).
+const WRITE_BATCH: usize = 64;
+
+/// Writes `frames` with `feed` (into the WebSocket's write buffer, which goes to the socket
+/// when it fills) and flushes once at the end: one write for every frame that is ready
+/// instead of one per frame. Accepted sockets have TCP_NODELAY ([`crate::serve`]), so this
+/// coalescing is what keeps small frames from costing a syscall and a segment each.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    frames: impl IntoIterator<Item = Bytes>,
+) -> Result<(), axum::Error> {
+    for frame in frames {
+        sink.feed(Message::Binary(frame)).await?;
+    }
+    sink.flush().await
+}
+
+/// Writes queued frames until the close signal, then writes the close frame. Every frame
+/// that is ready (up to [`WRITE_BATCH`]) is written before one flush.
 async fn send_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: QueueRx,
     signal: Arc<CloseSignal>,
 ) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
     let reason = loop {
         tokio::select! {
             biased;
             r = signal.closed() => break r,
-            frame = rx.recv() => {
-                let Some(frame) = frame else {
+            n = rx.recv_many(&mut batch, WRITE_BATCH) => {
+                if n == 0 {
                     break CloseReason { code: close::NORMAL, reason: "" };
-                };
+                }
                 // A peer that does not read must not delay a close: race the write against it.
                 tokio::select! {
                     biased;
                     r = signal.closed() => break r,
-                    sent = sink.send(Message::Binary(frame)) => if sent.is_err() { return },
+                    sent = write_batch(&mut sink, batch.drain(..)) => if sent.is_err() { return },
                 }
             }
         }
@@ -303,19 +322,17 @@ async fn mux_send_loop(
     let mut pending: VecDeque<(tokio::time::Instant, Bytes)> = VecDeque::new();
     let mut pending_bytes = 0usize;
     let reason = 'outer: loop {
-        // Delay line: write every frame that is due.
-        while pending
-            .front()
-            .is_some_and(|p| p.0 <= tokio::time::Instant::now())
-        {
-            let Some((_, frame)) = pending.pop_front() else {
-                break;
-            };
-            pending_bytes -= frame.len();
+        // Delay line: write every frame that is due, then flush once.
+        let now = tokio::time::Instant::now();
+        let due = pending.iter().take_while(|p| p.0 <= now).count();
+        if due > 0 {
+            let frames = pending.drain(..due).map(|(_, frame)| frame);
+            let frames: Vec<Bytes> = frames.collect();
+            pending_bytes -= frames.iter().map(Bytes::len).sum::<usize>();
             tokio::select! {
                 biased;
                 r = signal.closed() => break 'outer r,
-                sent = sink.send(Message::Binary(frame)) => if sent.is_err() { return },
+                sent = write_batch(&mut sink, frames) => if sent.is_err() { return },
             }
         }
         // The session's own lock only: batching is per socket, not server-wide work.
@@ -327,16 +344,17 @@ async fn mux_send_loop(
             };
         };
         let busy = !frames.is_empty();
-        for frame in frames {
-            if let Some(line) = line.as_mut() {
+        if let Some(line) = line.as_mut() {
+            for frame in frames {
                 pending_bytes += frame.len();
                 pending.push_back((line.due(), frame));
-                continue;
             }
+        } else if busy {
+            // Every frame of this pump in one write, then one flush.
             tokio::select! {
                 biased;
                 r = signal.closed() => break 'outer r,
-                sent = sink.send(Message::Binary(frame)) => if sent.is_err() { return },
+                sent = write_batch(&mut sink, frames) => if sent.is_err() { return },
             }
         }
         if busy {

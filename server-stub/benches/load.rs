@@ -1,0 +1,762 @@
+//! Latency under load, server-stub beside socket.io 4 (issue 11 "Latency under load").
+//!
+//! Run with `cargo bench -p server-stub --bench load` (or `npm run bench`); needs Node and the
+//! workspace's `node_modules` (`socket.io` is a devDependency). `-- --step-ms N` changes the
+//! length of one step (default 3,000 ms).
+//!
+//! One load generator (this process) for both servers, each a fresh child process on
+//! 127.0.0.1 port 0, one after the other:
+//! - **p3**: the release `server-stub` (with `--rate-limits off` when its `--help` lists that
+//!   flag), sessions opened as the SDK opens them by default: handshake `POST` offering `mux`,
+//!   WebSocket, client-side multiplexer (`p3_lanes::core::mux`), `join` on Control, chat
+//!   messages as Data frames on the Messaging lane (msgpack, as the SDK sends).
+//! - **socketio**: `scripts/lib/socketio-server.mjs` (socket.io 4, in-memory adapter,
+//!   WebSocket transport only), spoken to as Engine.IO v4 / Socket.IO v5 over a plain
+//!   WebSocket (`/socket.io/?EIO=4&transport=websocket`: `0{..}` open, `40` connect,
+//!   `42["join",room]` with ack, `42["msg",room,data]` relayed to the room as `42["msg",data]`,
+//!   ping `2` answered with `3`).
+//!
+//! Scenario: 20 rooms of 10 members, one sender per room, ~100-byte JSON messages carrying the
+//! sender's timestamp (µs on this process's clock) and the step number; every message reaches
+//! the 9 other members. A rate ladder of offered deliveries per second ([`LADDER`]); each step
+//! lasts `--step-ms` and is followed by up to 2 s of drain. Per step: latency p50/p99 of every
+//! delivery of that step's messages (send stamp to receipt, log-bucketed at ~3 %), and the
+//! delivered rate (deliveries received during the step / its length). The ladder stops after a
+//! step that delivered less than 80 % of what was offered (the server is saturated).
+//! Sustainable rate: the highest step with p99 ≤ 50 ms and ≥ 95 % of the offered rate
+//! delivered.
+//!
+//! The generator shares the machine's cores with the server (and its per-delivery work, a
+//! multiplexer per p3 member, is in the figures): compare rows of one run, not runs.
+//!
+//! Replaces the `load.` entries of `bench-results.json` (`{name, value, unit, baseline,
+//! ratio}`): `load.p3.*`, `load.socketio.*` and `load.ratio.*` (p3 / socket.io).
+
+use futures::{SinkExt, StreamExt};
+use p3_lanes::core::dictionary::Dictionary;
+use p3_lanes::core::frame::{FrameHeader, FrameKind};
+use p3_lanes::core::lane::{Encoding, Lane};
+use p3_lanes::core::mux::MuxEvent;
+use p3_lanes::core::payload;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+mod common;
+use common::{now_ms, now_us, ChildGuard, Session, Ws};
+
+#[path = "../../sdk/benches/support/mod.rs"]
+mod support;
+use support::write_results;
+
+/// Rooms in the scenario.
+const ROOMS: usize = 20;
+/// Members per room (one sender).
+const MEMBERS: usize = 10;
+/// Offered deliveries per second, per step.
+const LADDER: [u64; 6] = [20_000, 50_000, 90_000, 144_000, 250_000, 350_000];
+/// Drain time after each step.
+const DRAIN: Duration = Duration::from_secs(2);
+/// Sustainable: p99 at most this (ms) ...
+const P99_BOUND_MS: f64 = 50.0;
+/// ... and at least this share of the offered rate delivered.
+const DELIVERED_BOUND: f64 = 0.95;
+/// Sender pacing tick.
+const TICK: Duration = Duration::from_millis(2);
+
+/// Log-bucketed latency histogram (µs), lock-free: exact below 64 µs, then 32 buckets per
+/// power of two (~3 %).
+struct Hist {
+    buckets: Vec<AtomicU64>,
+}
+
+impl Hist {
+    const LEN: usize = 64 + 40 * 32;
+
+    fn new() -> Hist {
+        Hist {
+            buckets: (0..Hist::LEN).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn index(us: u64) -> usize {
+        if us < 64 {
+            return us as usize;
+        }
+        let lz = 63 - u64::from(us.leading_zeros());
+        let sub = (us >> (lz - 5)) & 31;
+        (64 + (lz - 6) * 32 + sub).min(Hist::LEN as u64 - 1) as usize
+    }
+
+    /// The lower edge of bucket `i`, µs.
+    fn value(i: usize) -> u64 {
+        if i < 64 {
+            return i as u64;
+        }
+        let lz = (i - 64) / 32 + 6;
+        let sub = ((i - 64) % 32) as u64;
+        (32 + sub) << (lz - 5)
+    }
+
+    fn record(&self, us: u64) {
+        self.buckets[Hist::index(us)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The p-th percentile, ms (NaN when empty).
+    fn percentile_ms(&self, p: f64) -> f64 {
+        let n = self.count();
+        if n == 0 {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * n as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Ordering::Relaxed);
+            if seen >= rank {
+                // Middle of the bucket.
+                let lo = Hist::value(i) as f64;
+                let hi = Hist::value(i + 1) as f64;
+                return (lo + hi) / 2.0 / 1000.0;
+            }
+        }
+        f64::NAN
+    }
+}
+
+/// What every member task reports into.
+struct Stats {
+    /// Per ladder step: latency of every delivery of that step's messages.
+    hist: Vec<Hist>,
+    /// Per ladder step: messages sent.
+    sent: Vec<AtomicU64>,
+    /// Deliveries received since the current step began.
+    in_window: AtomicU64,
+    /// Members that lost their socket.
+    broken: AtomicU64,
+    /// How they lost it: close code (or the error), counted.
+    lost: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        Stats {
+            hist: LADDER.iter().map(|_| Hist::new()).collect(),
+            sent: LADDER.iter().map(|_| AtomicU64::new(0)).collect(),
+            in_window: AtomicU64::new(0),
+            broken: AtomicU64::new(0),
+            lost: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// A member lost its socket: `how` (its close frame or error).
+    fn lost(&self, how: String) {
+        self.broken.fetch_add(1, Ordering::Relaxed);
+        *self.lost.lock().expect("lost").entry(how).or_insert(0) += 1;
+    }
+
+    /// One delivery of a message stamped `(step, t_us)`.
+    fn delivered(&self, step: u64, t_us: u64) {
+        self.in_window.fetch_add(1, Ordering::Relaxed);
+        if let Some(h) = self.hist.get(step as usize) {
+            h.record(now_us().saturating_sub(t_us));
+        }
+    }
+}
+
+/// What senders do now: send `per_s` messages per second from `start_us`, stamped `step`;
+/// `per_s == 0` means pause.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pace {
+    step: u64,
+    per_s: f64,
+    start_us: u64,
+}
+
+impl Pace {
+    /// Messages due by now.
+    fn due(&self) -> u64 {
+        (now_us().saturating_sub(self.start_us) as f64 * self.per_s / 1e6) as u64
+    }
+}
+
+/// The message: ~100 bytes as JSON.
+fn message(room: usize, step: u64) -> Value {
+    json!({
+        "type": "chat",
+        "room": format!("load-{room}"),
+        "step": step,
+        "t": now_us(),
+        "text": "lorem ipsum dolor sit amet, consectetur",
+    })
+}
+
+/// Reads `(step, t)` out of a delivered message.
+fn stamp(v: &Value) -> Option<(u64, u64)> {
+    Some((v.get("step")?.as_u64()?, v.get("t")?.as_u64()?))
+}
+
+/// The server under load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    P3,
+    /// Another server-stub build, `$BENCH_SERVER_BEFORE` (e.g. before a change), run only when
+    /// that variable is set; rows `load.p3-before.*`.
+    P3Before,
+    SocketIo,
+}
+
+impl Target {
+    fn key(self) -> &'static str {
+        match self {
+            Target::P3 => "p3",
+            Target::P3Before => "p3-before",
+            Target::SocketIo => "socketio",
+        }
+    }
+}
+
+/// One step's figures.
+#[derive(Clone, Copy, Debug)]
+struct StepFigures {
+    offered: u64,
+    sent_rate: f64,
+    delivered_rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl StepFigures {
+    fn sustainable(&self) -> bool {
+        self.p99_ms <= P99_BOUND_MS && self.delivered_rate >= DELIVERED_BOUND * self.offered as f64
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// p3 (server-stub) members
+
+/// A p3 member: drives its multiplexer, records deliveries; the sender also sends at `pace`.
+async fn p3_member(
+    mut s: Session,
+    room: usize,
+    mut pace: Option<watch::Receiver<Pace>>,
+    stats: Arc<Stats>,
+) {
+    let dict = Dictionary::current();
+    let mut current = Pace::default();
+    let mut sent_in_step = 0u64;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let far = Duration::from_secs(3600);
+    loop {
+        if !common::mux_flush(&mut s.ws, &mut s.mux).await {
+            stats.lost("write failed".into());
+            return;
+        }
+        while let Some(ev) = s.mux.poll_event() {
+            let MuxEvent::Message { bytes, .. } = ev else {
+                continue;
+            };
+            let Ok((h, body)) = FrameHeader::decode(&bytes) else {
+                continue;
+            };
+            if h.kind != FrameKind::Data {
+                continue;
+            }
+            if let Some((step, t)) = payload::decode(&h, body, Some(&dict))
+                .ok()
+                .as_ref()
+                .and_then(stamp)
+            {
+                stats.delivered(step, t);
+            }
+        }
+        let timer = s
+            .mux
+            .poll_timeout()
+            .map_or(far, |t| Duration::from_millis(t.saturating_sub(now_ms())));
+        tokio::select! {
+            msg = s.ws.next() => match msg {
+                Some(Ok(Message::Binary(b))) => s.mux.handle_input(&b, now_ms()),
+                Some(Ok(Message::Close(c))) => {
+                    stats.lost(format!("close {:?}", c.map(|c| (u16::from(c.code), c.reason.to_string()))));
+                    return;
+                }
+                Some(Ok(_)) => {}
+                other => {
+                    stats.lost(format!("{other:?}"));
+                    return;
+                }
+            },
+            () = tokio::time::sleep(timer) => s.mux.handle_timeout(now_ms()),
+            _ = tick.tick(), if pace.is_some() => {
+                let rx = pace.as_mut().expect("pace");
+                if rx.has_changed().unwrap_or(false) {
+                    current = *rx.borrow_and_update();
+                    sent_in_step = 0;
+                }
+                if current.per_s > 0.0 {
+                    while sent_in_step < current.due() {
+                        let (body, dv) = payload::encode(
+                            &message(room, current.step),
+                            Encoding::Msgpack,
+                            Some(&dict),
+                        )
+                        .expect("encode");
+                        let frame =
+                            FrameHeader::data(Lane::Messaging, Encoding::Msgpack, 0, dv).encode(&body);
+                        if s.mux.send(Lane::Messaging, frame).is_err() {
+                            // Backpressure: the rest of this tick's messages wait.
+                            break;
+                        }
+                        sent_in_step += 1;
+                        stats.sent[current.step as usize].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Opens the p3 rooms; returns the senders' pace channel.
+async fn p3_rooms(addr: SocketAddr, stats: &Arc<Stats>) -> watch::Sender<Pace> {
+    let http = reqwest::Client::new();
+    let (tx, rx) = watch::channel(Pace::default());
+    for room in 0..ROOMS {
+        for k in 0..MEMBERS {
+            let i = room * MEMBERS + k;
+            let mut s = common::open_session(&http, addr, i)
+                .await
+                .unwrap_or_else(|e| panic!("p3 session {i}: {e}"));
+            common::join(&mut s, &format!("load-{room}"))
+                .await
+                .unwrap_or_else(|e| panic!("p3 session {i}: {e}"));
+            let pace = (k == 0).then(|| rx.clone());
+            tokio::spawn(p3_member(s, room, pace, stats.clone()));
+        }
+    }
+    tx
+}
+
+// ---------------------------------------------------------------------------------------
+// socket.io members (Engine.IO v4 / Socket.IO v5 over a plain WebSocket)
+
+/// Connects to the socket.io server and joins `room` (ack awaited).
+async fn sio_connect(addr: SocketAddr, room: usize) -> Result<Ws, String> {
+    let path = "/socket.io/?EIO=4&transport=websocket";
+    let mut ws = common::ws_from(addr, path, IpAddr::from([127, 0, 0, 1])).await?;
+    let open = sio_next_text(&mut ws).await?;
+    if !open.starts_with('0') {
+        return Err(format!("expected Engine.IO open, got {open:?}"));
+    }
+    ws.send(Message::text("40"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let connect = sio_next_text(&mut ws).await?;
+    if !connect.starts_with("40") {
+        return Err(format!("expected Socket.IO connect, got {connect:?}"));
+    }
+    ws.send(Message::text(format!("420[\"join\",\"load-{room}\"]")))
+        .await
+        .map_err(|e| e.to_string())?;
+    let ack = sio_next_text(&mut ws).await?;
+    if !ack.starts_with("430") {
+        return Err(format!("expected join ack, got {ack:?}"));
+    }
+    Ok(ws)
+}
+
+/// The next text message that is not an Engine.IO ping (pings answered), bounded by `WAIT`.
+async fn sio_next_text(ws: &mut Ws) -> Result<String, String> {
+    loop {
+        let msg = tokio::time::timeout(common::WAIT, ws.next())
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .ok_or("socket ended")?
+            .map_err(|e| e.to_string())?;
+        let Message::Text(t) = msg else { continue };
+        if t.as_str() == "2" {
+            ws.send(Message::text("3"))
+                .await
+                .map_err(|e| e.to_string())?;
+            continue;
+        }
+        return Ok(t.as_str().to_string());
+    }
+}
+
+/// A socket.io member: answers pings, records deliveries; the sender also sends at `pace`
+/// (every message due in a tick written with `feed`, then one `flush`).
+async fn sio_member(
+    mut ws: Ws,
+    room: usize,
+    mut pace: Option<watch::Receiver<Pace>>,
+    stats: Arc<Stats>,
+) {
+    let mut current = Pace::default();
+    let mut sent_in_step = 0u64;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let t = t.as_str();
+                    if t == "2" {
+                        if ws.send(Message::text("3")).await.is_err() {
+                            stats.lost("write failed".into());
+                            return;
+                        }
+                    } else if let Some(body) = t.strip_prefix("42") {
+                        let v: Option<Value> = serde_json::from_str(body).ok();
+                        if let Some((step, t)) = v.as_ref().and_then(|v| v.get(1)).and_then(stamp) {
+                            stats.delivered(step, t);
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(c))) => {
+                    stats.lost(format!("close {:?}", c.map(|c| (u16::from(c.code), c.reason.to_string()))));
+                    return;
+                }
+                Some(Ok(_)) => {}
+                other => {
+                    stats.lost(format!("{other:?}"));
+                    return;
+                }
+            },
+            _ = tick.tick(), if pace.is_some() => {
+                let rx = pace.as_mut().expect("pace");
+                if rx.has_changed().unwrap_or(false) {
+                    current = *rx.borrow_and_update();
+                    sent_in_step = 0;
+                }
+                if current.per_s <= 0.0 {
+                    continue;
+                }
+                let due = current.due();
+                let mut any = false;
+                while sent_in_step < due {
+                    let text = json!(["msg", format!("load-{room}"), message(room, current.step)]);
+                    if ws.feed(Message::text(format!("42{text}"))).await.is_err() {
+                        stats.lost("write failed".into());
+                        return;
+                    }
+                    any = true;
+                    sent_in_step += 1;
+                    stats.sent[current.step as usize].fetch_add(1, Ordering::Relaxed);
+                }
+                if any && ws.flush().await.is_err() {
+                    stats.lost("write failed".into());
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Opens the socket.io rooms; returns the senders' pace channel.
+async fn sio_rooms(addr: SocketAddr, stats: &Arc<Stats>) -> watch::Sender<Pace> {
+    let (tx, rx) = watch::channel(Pace::default());
+    for room in 0..ROOMS {
+        for k in 0..MEMBERS {
+            let ws = sio_connect(addr, room)
+                .await
+                .unwrap_or_else(|e| panic!("socket.io member {room}/{k}: {e}"));
+            let pace = (k == 0).then(|| rx.clone());
+            tokio::spawn(sio_member(ws, room, pace, stats.clone()));
+        }
+    }
+    tx
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Spawns the server of `target`.
+fn spawn(target: Target) -> (ChildGuard, SocketAddr) {
+    match target {
+        Target::P3 | Target::P3Before => {
+            let bin = match target {
+                Target::P3Before => {
+                    std::env::var("BENCH_SERVER_BEFORE").expect("BENCH_SERVER_BEFORE")
+                }
+                _ => common::server_bin(),
+            };
+            let help = Command::new(&bin).arg("--help").output();
+            let extra: &[&str] = if help
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--rate-limits"))
+            {
+                &["--rate-limits", "off"]
+            } else {
+                &[]
+            };
+            println!("{}: {bin} {}", target.key(), extra.join(" "));
+            common::spawn_server_bin(&bin, extra)
+        }
+        Target::SocketIo => {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let mut cmd = Command::new("node");
+            cmd.arg("scripts/lib/socketio-server.mjs").current_dir(root);
+            common::spawn_listening(cmd)
+        }
+    }
+}
+
+/// Runs the ladder against a fresh server of `target`.
+async fn ladder(target: Target, step: Duration) -> Vec<StepFigures> {
+    let (server, addr) = spawn(target);
+    let pid = server.0.id();
+    let stats = Arc::new(Stats::new());
+    let pace = match target {
+        Target::P3 | Target::P3Before => p3_rooms(addr, &stats).await,
+        Target::SocketIo => sio_rooms(addr, &stats).await,
+    };
+    println!(
+        "{}: {ROOMS} rooms × {MEMBERS} members open on {addr}, server RSS {:.1} MiB",
+        target.key(),
+        common::rss_bytes(pid) as f64 / 1048576.0
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let receivers = (ROOMS * (MEMBERS - 1)) as f64;
+    let mut out = Vec::new();
+    for (k, &offered) in LADDER.iter().enumerate() {
+        let per_s = offered as f64 / receivers;
+        stats.in_window.store(0, Ordering::Relaxed);
+        let start_us = now_us();
+        pace.send_replace(Pace {
+            step: k as u64,
+            per_s,
+            start_us,
+        });
+        tokio::time::sleep(step).await;
+        pace.send_replace(Pace::default());
+        let window = (now_us() - start_us) as f64 / 1e6;
+        let received = stats.in_window.load(Ordering::Relaxed);
+        let sent = stats.sent[k].load(Ordering::Relaxed);
+        // Let what is in flight arrive.
+        let due = sent * (MEMBERS as u64 - 1);
+        let until = tokio::time::Instant::now() + DRAIN;
+        while stats.hist[k].count() < due && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let f = StepFigures {
+            offered,
+            sent_rate: (sent * (MEMBERS as u64 - 1)) as f64 / window,
+            delivered_rate: received as f64 / window,
+            p50_ms: stats.hist[k].percentile_ms(50.0),
+            p99_ms: stats.hist[k].percentile_ms(99.0),
+        };
+        println!(
+            "{:>8}: offered {:>7}/s, sent {:>9.0}/s, delivered {:>9.0}/s ({:>5.1} %), p50 {:>8.2} ms, p99 {:>8.2} ms, lost after drain {}, server RSS {:.1} MiB{}",
+            target.key(),
+            offered,
+            f.sent_rate,
+            f.delivered_rate,
+            100.0 * f.delivered_rate / offered as f64,
+            f.p50_ms,
+            f.p99_ms,
+            due.saturating_sub(stats.hist[k].count()),
+            common::rss_bytes(pid) as f64 / 1048576.0,
+            if f.sustainable() { "" } else { "  (not sustainable)" },
+        );
+        let broken = stats.broken.load(Ordering::Relaxed);
+        if broken > 0 {
+            let how = stats.lost.lock().expect("lost").clone();
+            println!(
+                "{}: {broken} members lost their socket: {how:?}",
+                target.key()
+            );
+        }
+        out.push(f);
+        if f.delivered_rate < 0.8 * offered as f64 {
+            println!("{}: saturated, ladder stops here", target.key());
+            break;
+        }
+    }
+    drop(server);
+    out
+}
+
+/// Highest sustainable offered rate (0 if none).
+fn sustainable(v: &[StepFigures]) -> u64 {
+    v.iter()
+        .filter(|f| f.sustainable())
+        .map(|f| f.offered)
+        .max()
+        .unwrap_or(0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let step_ms: u64 = args
+        .iter()
+        .position(|a| a == "--step-ms")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3_000)
+        .clamp(500, 30_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let step = Duration::from_millis(step_ms);
+        // Bounded: each ladder is at most 6 steps of (step + drain) plus set-up.
+        let limit = Duration::from_secs(120) + 2 * LADDER.len() as u32 * (step + DRAIN);
+        let load = common::loadavg();
+        println!("machine load average at start: {load:?} (1, 5, 15 min)");
+        let run = async {
+            let p3 = ladder(Target::P3, step).await;
+            let before = if std::env::var_os("BENCH_SERVER_BEFORE").is_some() {
+                Some(ladder(Target::P3Before, step).await)
+            } else {
+                None
+            };
+            let sio = ladder(Target::SocketIo, step).await;
+            (p3, before, sio)
+        };
+        let (p3, before, sio) = tokio::time::timeout(limit * 3 / 2, run)
+            .await
+            .expect("load bench timed out");
+        report(&p3, before.as_deref(), &sio, load);
+    });
+    // Member tasks are still parked on their sockets: leave without waiting for them.
+    rt.shutdown_timeout(Duration::from_millis(100));
+}
+
+fn report(p3: &[StepFigures], before: Option<&[StepFigures]>, sio: &[StepFigures], load: [f64; 3]) {
+    let (s_p3, s_sio) = (sustainable(p3), sustainable(sio));
+    let ratio = if s_sio == 0 {
+        "n/a: socket.io sustained no step".to_string()
+    } else {
+        format!("{:.2}", s_p3 as f64 / s_sio as f64)
+    };
+    println!(
+        "sustainable (p99 ≤ {P99_BOUND_MS} ms, ≥ {:.0} % delivered): p3 {s_p3}/s, socket.io {s_sio}/s, ratio {ratio} (target ≥ 3)",
+        DELIVERED_BOUND * 100.0,
+    );
+    let mut rows = Vec::new();
+    let row = |name: String, value: f64, unit: &str, baseline: String, ratio: f64| json!({"name": name, "value": value, "unit": unit, "baseline": baseline, "ratio": ratio});
+    let fmt = |v: f64| format!("{v:.2}");
+    let mut kinds = vec![
+        (Target::P3, p3, sio, "socket.io 4"),
+        (Target::SocketIo, sio, p3, "server-stub"),
+    ];
+    if let Some(before) = before {
+        kinds.push((Target::P3Before, before, sio, "socket.io 4"));
+    }
+    for (target, mine, other, other_name) in kinds {
+        let key = target.key();
+        for f in mine {
+            let k = f.offered / 1000;
+            let twin = other.iter().find(|o| o.offered == f.offered);
+            let base = |g: fn(&StepFigures) -> f64, unit: &str| {
+                twin.map_or(("not reached".to_string(), f64::NAN), |o| {
+                    (
+                        format!("{other_name} same step: {} {unit}", fmt(g(o))),
+                        g(o),
+                    )
+                })
+            };
+            let (b, v) = base(|f| f.p50_ms, "ms");
+            rows.push(row(
+                format!("load.{key}.{k}k.p50"),
+                f.p50_ms,
+                "ms",
+                b,
+                f.p50_ms / v,
+            ));
+            let (b, v) = base(|f| f.p99_ms, "ms");
+            rows.push(row(
+                format!("load.{key}.{k}k.p99"),
+                f.p99_ms,
+                "ms",
+                b,
+                f.p99_ms / v,
+            ));
+            let offered = f.offered as f64;
+            rows.push(row(
+                format!("load.{key}.{k}k.delivered"),
+                f.delivered_rate,
+                "deliveries/s",
+                format!("offered: {} deliveries/s", f.offered),
+                f.delivered_rate / offered,
+            ));
+        }
+        let (mine_s, other_s) = match target {
+            Target::P3 => (s_p3, s_sio),
+            Target::P3Before => (sustainable(mine), s_sio),
+            Target::SocketIo => (s_sio, s_p3),
+        };
+        rows.push(row(
+            format!("load.{key}.sustainable"),
+            mine_s as f64,
+            "deliveries/s",
+            format!("{other_name}: {other_s} deliveries/s (highest step with p99 ≤ 50 ms and ≥ 95 % delivered)"),
+            mine_s as f64 / other_s as f64,
+        ));
+    }
+    rows.push(row(
+        "load.machine-loadavg".into(),
+        load[0],
+        "runnable tasks",
+        format!("1-min load average at the start (5, 15 min: {:.2}, {:.2}); the generator, the servers and anything else share the machine's cores", load[1], load[2]),
+        f64::NAN,
+    ));
+    rows.push(row(
+        "load.ratio.sustainable".into(),
+        s_p3 as f64 / s_sio as f64,
+        "×",
+        "server-stub / socket.io 4 sustainable rate; issue 11 target ≥ 3".into(),
+        s_p3 as f64 / s_sio as f64 / 3.0,
+    ));
+    for f in p3 {
+        if let Some(o) = sio.iter().find(|o| o.offered == f.offered) {
+            let k = f.offered / 1000;
+            rows.push(row(
+                format!("load.ratio.{k}k.p99"),
+                f.p99_ms / o.p99_ms,
+                "×",
+                format!(
+                    "server-stub p99 {} ms / socket.io 4 p99 {} ms at {} deliveries/s offered",
+                    fmt(f.p99_ms),
+                    fmt(o.p99_ms),
+                    f.offered
+                ),
+                f.p99_ms / o.p99_ms,
+            ));
+        }
+    }
+    let target = p3
+        .iter()
+        .filter(|f| f.offered <= 250_000)
+        .all(|f| f.p99_ms <= 5.0 && f.delivered_rate >= DELIVERED_BOUND * f.offered as f64)
+        && p3.iter().any(|f| f.offered == 250_000);
+    println!(
+        "issue 11 target p99 ≤ 5 ms up to 250k deliveries/s: {}",
+        if target { "met" } else { "MISSED" }
+    );
+    // JSON has no NaN: missing figures become null.
+    let rows = rows
+        .into_iter()
+        .map(|mut r| {
+            for k in ["value", "ratio"] {
+                if !matches!(r[k].as_f64(), Some(v) if v.is_finite()) {
+                    r[k] = Value::Null;
+                }
+            }
+            r
+        })
+        .collect();
+    write_results("load.", rows);
+}
