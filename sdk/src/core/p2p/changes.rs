@@ -1184,7 +1184,7 @@ mod tests {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod proptests {
     //! Arbitrary `music-changes` pushes against a room (issue 11): never a panic, never an
     //! epoch going backwards, refused whole over a bound, at most `c · n · log2 n` work.
