@@ -45,14 +45,13 @@ use futures::{SinkExt, StreamExt};
 use p3_lanes::core::control::Control;
 use p3_lanes::core::dictionary::Dictionary;
 use p3_lanes::core::frame::{FrameHeader, FrameKind};
-use p3_lanes::core::handshake::{HandshakeResponse, FEATURE_MUX};
+use p3_lanes::core::handshake::FEATURE_MUX;
 use p3_lanes::core::lane::{Encoding, Lane};
-use p3_lanes::core::mux::{Mux, MuxConfig, MuxEvent};
+use p3_lanes::core::mux::{Mux, MuxEvent};
 use p3_lanes::core::payload;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -60,13 +59,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+mod common;
+use common::{now_ms, spawn_listening, ChildGuard, Ws, WAIT};
 
 #[path = "../../sdk/benches/support/mod.rs"]
 mod support;
 use support::write_results;
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Sessions opened before the first memory reading (allocator and runtime warm-up).
 const WARMUP: usize = 100;
@@ -76,29 +75,15 @@ const OPEN_CONCURRENCY: usize = 32;
 const WINDOW: u64 = 64;
 /// Length of one fan-out phase.
 const PHASE: Duration = Duration::from_secs(3);
-/// Upper bound on any single wait (connect, handshake, welcome, join).
-const WAIT: Duration = Duration::from_secs(20);
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--echo-server") {
+    if std::env::args().any(|a| a == "--echo-server") {
         echo_server();
         return;
     }
-    let n: usize = args
-        .iter()
-        .position(|a| a == "--sessions")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000)
-        .max(1_200);
+    let n: usize = common::arg_value("--sessions").unwrap_or(10_000).max(1_200);
     let nofile = raise_nofile();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    rt.block_on(run(n, nofile));
+    common::runtime().block_on(run(n, nofile));
 }
 
 /// Raises the soft descriptor limit to the hard one; returns the soft limit now in force.
@@ -128,63 +113,11 @@ fn nofile_limits() -> Option<(u64, u64)> {
     Some((parse(it.next())?, parse(it.next())?))
 }
 
-/// Resident set size of `pid`, bytes (`VmRSS` in `/proc/<pid>/status`).
-fn rss_bytes(pid: u32) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("VmRSS value");
-    kib * 1024
-}
-
-/// A child process killed (and reaped) when dropped.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Spawns `cmd` (stdout piped) and reads its `listening on [http://]ADDR` line.
-fn spawn_listening(mut cmd: Command) -> (ChildGuard, SocketAddr) {
-    let mut child = ChildGuard(
-        cmd.stdout(Stdio::piped())
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("spawn child"),
-    );
-    let stdout = child.0.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the listening line");
-    let addr = line
-        .trim()
-        .trim_start_matches("listening on ")
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap_or_else(|_| panic!("no address in {line:?}"));
-    (child, addr)
-}
-
 /// The baseline: a tokio echo server holding plain TCP connections, one task and a 1 KiB
 /// buffer each. Prints `listening on ADDR`; exits when stdin closes (its parent is gone) or
 /// after 10 minutes.
 fn echo_server() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    rt.block_on(async {
+    common::runtime().block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         println!("listening on {}", listener.local_addr().expect("addr"));
         let accept = async {
@@ -230,93 +163,6 @@ struct Session {
     mux: Option<Mux>,
 }
 
-/// Milliseconds since the first call (the multiplexers' clock).
-fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-/// The client's multiplexer for lanes Control and Messaging, as `core::client` builds it.
-fn client_mux(i: usize) -> Mux {
-    let cfg = MuxConfig::for_lanes(&[Lane::Control, Lane::Messaging], i as u64 ^ 0x6d75_7800);
-    Mux::new(cfg).expect("multiplexer config")
-}
-
-/// Writes every frame `mux` has to send; `false` if the socket failed.
-async fn mux_flush(ws: &mut Ws, mux: &mut Mux) -> bool {
-    loop {
-        let mut any = false;
-        while let Some(f) = mux.poll_transmit() {
-            any = true;
-            if ws.feed(Message::binary(f)).await.is_err() {
-                return false;
-            }
-        }
-        if !any {
-            return true;
-        }
-        if ws.flush().await.is_err() {
-            return false;
-        }
-        // Every write was awaited: nothing is buffered.
-        mux.handle_transport_buffered(0);
-    }
-}
-
-/// Drives a multiplexed session (writes, reads one frame or waits for its timer) until a
-/// Control message matching `want` arrived and, if `idle`, nothing is owed to the server
-/// (acks and resume sent, nothing unacknowledged). Bounded by [`WAIT`].
-async fn mux_until(
-    ws: &mut Ws,
-    mux: &mut Mux,
-    want: impl Fn(&Control) -> bool,
-    idle: bool,
-) -> Result<(), String> {
-    let dict = Dictionary::current();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut seen = false;
-    loop {
-        if !mux_flush(ws, mux).await {
-            return Err("socket write failed".into());
-        }
-        while let Some(ev) = mux.poll_event() {
-            if let MuxEvent::Message { bytes, .. } = ev {
-                let Ok((h, body)) = FrameHeader::decode(&bytes) else {
-                    continue;
-                };
-                if h.kind == FrameKind::Control {
-                    let c = payload::decode_control(&h, body, Some(&dict));
-                    seen |= c.is_ok_and(|c| want(&c));
-                }
-            } else if let MuxEvent::Error(e) = ev {
-                return Err(format!("multiplexer: {e}"));
-            }
-        }
-        if seen && (!idle || (mux.is_resumed() && mux.is_idle())) {
-            return Ok(());
-        }
-        let timer = mux
-            .poll_timeout()
-            .map(|t| {
-                tokio::time::Instant::now() + Duration::from_millis(t.saturating_sub(now_ms()))
-            })
-            .map_or(deadline, |t| t.min(deadline));
-        tokio::select! {
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Binary(b))) => mux.handle_input(&b, now_ms()),
-                Some(Ok(_)) => {}
-                other => return Err(format!("socket ended: {other:?}")),
-            },
-            () = tokio::time::sleep_until(timer) => {
-                if tokio::time::Instant::now() >= deadline {
-                    return Err("timed out".into());
-                }
-                mux.handle_timeout(now_ms());
-            }
-        }
-    }
-}
-
 /// Handshake (HTTP) then WebSocket and welcome, the way the SDK opens a session: with
 /// [`Proto::Mux`] the handshake offers `features: ["mux"]` and the socket starts with the
 /// resume exchange; the session is returned idle (welcome acknowledged, resume done).
@@ -326,24 +172,14 @@ async fn open_session(
     i: usize,
     proto: Proto,
 ) -> Result<Session, String> {
-    let mut body = json!({
-        "clientId": format!("load-{i}"),
-        "wallet": "0xabc",
-        "capabilities": {"transports": ["websocket"], "encodings": ["msgpack"], "lanes": [1, 2]},
-        "deviceInfo": {"platform": "loadgen", "version": "1.0.0"}
-    });
-    if proto == Proto::Mux {
-        body["features"] = json!([FEATURE_MUX]);
+    let lanes = [Lane::Control, Lane::Messaging];
+    let mut body = common::handshake_body(i, &lanes);
+    if proto == Proto::V1 {
+        body.as_object_mut().expect("object").remove("features");
     }
-    let hs: HandshakeResponse = http
-        .post(format!("http://{addr}/api/protocol/v2/session/handshake"))
-        .json(&body)
-        .send()
+    let hs = common::handshake(http, addr, &body)
         .await
-        .map_err(|e| format!("handshake: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("handshake body: {e}"))?;
+        .map_err(|(s, b)| format!("handshake: HTTP {s} {b}"))?;
     if hs.grants(FEATURE_MUX) != (proto == Proto::Mux) {
         return Err(format!("mux granted: {}", hs.grants(FEATURE_MUX)));
     }
@@ -352,10 +188,10 @@ async fn open_session(
         .map_err(|e| format!("websocket: {e}"))?;
     let sid = hs.session_id.to_string();
     if proto == Proto::Mux {
-        let mut mux = client_mux(i);
+        let mut mux = common::client_mux(i, &lanes);
         mux.handle_transport_resumed(now_ms());
         let welcome = |c: &Control| matches!(c, Control::Welcome { .. });
-        mux_until(&mut ws, &mut mux, welcome, true).await?;
+        common::mux_until(&mut ws, &mut mux, welcome, true, WAIT).await?;
         return Ok(Session {
             ws,
             sid,
@@ -425,7 +261,7 @@ async fn open_tcp(addr: SocketAddr, count: usize, out: &mut Vec<TcpStream>) -> O
 /// Waits for the process's memory to settle a little before reading it.
 async fn settled_rss(pid: u32) -> u64 {
     tokio::time::sleep(Duration::from_millis(500)).await;
-    rss_bytes(pid)
+    common::rss_bytes(pid)
 }
 
 /// A room's sender: the write half of a §5 socket, or the command channel of a multiplexed
@@ -469,37 +305,40 @@ async fn make_rooms(sessions: Vec<Session>, size: usize, tag: &str) -> Vec<Room>
         let delivered = Arc::new(AtomicU64::new(0));
         let notify = Arc::new(Notify::new());
         let mut sender_tx = None;
-        for (k, mut s) in members.into_iter().enumerate() {
-            let join = Control::Join {
-                room: format!("{tag}-{r}"),
-            };
-            if let Some(mut mux) = s.mux.take() {
-                let frame = payload::control_frame(&join, Encoding::Msgpack, Some(&dict), 0);
-                mux.send(Lane::Control, frame).expect("queue join");
-                let joined = |c: &Control| matches!(c, Control::Joined { .. });
-                if let Err(e) = mux_until(&mut s.ws, &mut mux, joined, false).await {
+        for (k, s) in members.into_iter().enumerate() {
+            let room = format!("{tag}-{r}");
+            let Session { mut ws, sid, mux } = s;
+            if let Some(mux) = mux {
+                let mut s = common::Session {
+                    ws,
+                    sid,
+                    mux,
+                    signaling_token: None,
+                };
+                if let Err(e) = common::join(&mut s, &room).await {
                     panic!("session {} got no joined: {e}", s.sid);
                 }
                 if k == 0 {
                     let (tx, rx) = mpsc::unbounded_channel();
                     sender_tx = Some(RoomTx::Mux(tx));
-                    tokio::spawn(mux_member(s.ws, mux, Some(rx), None, notify.clone()));
+                    tokio::spawn(mux_member(s.ws, s.mux, Some(rx), None, notify.clone()));
                 } else {
                     let d = Some(delivered.clone());
-                    tokio::spawn(mux_member(s.ws, mux, None, d, notify.clone()));
+                    tokio::spawn(mux_member(s.ws, s.mux, None, d, notify.clone()));
                 }
                 continue;
             }
+            let join = Control::Join { room };
             let frame = payload::control_frame(&join, Encoding::Msgpack, Some(&dict), 1);
-            s.ws.send(Message::binary(frame)).await.expect("send join");
+            ws.send(Message::binary(frame)).await.expect("send join");
             loop {
-                match next_control(&mut s.ws).await {
+                match next_control(&mut ws).await {
                     Some(Control::Joined { .. }) => break,
                     Some(_) => continue,
-                    None => panic!("session {} got no joined", s.sid),
+                    None => panic!("session {sid} got no joined"),
                 }
             }
-            let (tx, rx) = s.ws.split();
+            let (tx, rx) = ws.split();
             if k == 0 {
                 sender_tx = Some(RoomTx::V1(tx));
                 tokio::spawn(drain(rx, None, notify.clone()));
@@ -536,7 +375,7 @@ async fn mux_member(
         while pending > 0 && mux.send(Lane::Messaging, frame.clone()).is_ok() {
             pending -= 1;
         }
-        if !mux_flush(&mut ws, &mut mux).await {
+        if !common::mux_flush(&mut ws, &mut mux).await {
             return;
         }
         while let Some(ev) = mux.poll_event() {
@@ -656,34 +495,25 @@ async fn fan_out(rooms: &mut [Room]) -> f64 {
     (after - before) as f64 / elapsed
 }
 
-/// Spawns the real server-stub (release) on 127.0.0.1 port 0.
+/// Spawns the real server-stub (release) on 127.0.0.1 port 0, limits lifted for the load
+/// generator.
 fn spawn_server() -> (ChildGuard, SocketAddr) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_server-stub"));
-    cmd.args([
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--heartbeat-timeout-ms",
-        "600000",
-        "--static-dir",
-        "/nonexistent/www",
-        "--pkg-dir",
-        "/nonexistent/pkg",
-        // Thousands of sessions from one address: a load generator, not a client (issue 11).
-        "--rate-limits",
-        "off",
-        // Every session comes from 127.0.0.1 and N may exceed the default total: lift the
-        // session bounds (issue 11) for the load generator.
-        "--max-sessions",
-        "10000000",
-        "--max-sessions-per-ip",
-        "10000000",
-        "--max-rooms",
-        "10000000",
-    ])
-    .env("RUST_LOG", "error");
-    spawn_listening(cmd)
+    common::spawn_server_bin(
+        env!("CARGO_BIN_EXE_server-stub"),
+        &[
+            // Thousands of sessions from one address: a load generator, not a client (issue 11).
+            "--rate-limits",
+            "off",
+            // Every session comes from 127.0.0.1 and N may exceed the default total: lift the
+            // session bounds (issue 11) for the load generator.
+            "--max-sessions",
+            "10000000",
+            "--max-sessions-per-ip",
+            "10000000",
+            "--max-rooms",
+            "10000000",
+        ],
+    )
 }
 
 /// The figures of one session kind, measured against its own fresh server.

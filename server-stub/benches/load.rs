@@ -596,19 +596,10 @@ fn sustainable(v: &[StepFigures]) -> u64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let step_ms: u64 = args
-        .iter()
-        .position(|a| a == "--step-ms")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
+    let step_ms: u64 = common::arg_value("--step-ms")
         .unwrap_or(3_000)
         .clamp(500, 30_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = common::runtime();
     rt.block_on(async {
         let step = Duration::from_millis(step_ms);
         // Bounded: each ladder is at most 6 steps of (step + drain) plus set-up.

@@ -1,7 +1,6 @@
-//! What the `load` and `abuse` benches of server-stub share: the server as a child process,
-//! its memory, and sessions opened the way the SDK opens them (handshake `POST`, WebSocket,
-//! client-side multiplexer of `p3_lanes::core::mux`, PROTOCOL.md §3, §11). The session code
-//! follows `capacity.rs`, which has its own copy.
+//! What the `capacity`, `load` and `abuse` benches of server-stub share: the server as a
+//! child process, its memory, and sessions opened the way the SDK opens them (handshake
+//! `POST`, WebSocket, client-side multiplexer of `p3_lanes::core::mux`, PROTOCOL.md §3, §11).
 #![allow(dead_code)]
 
 use futures::{SinkExt, StreamExt};
@@ -361,6 +360,24 @@ pub async fn join(s: &mut Session, room: &str) -> Result<(), String> {
         Control::Joined { .. } => Ok(()),
         other => Err(format!("join refused: {other:?}")),
     }
+}
+
+/// The value after `flag` on the bench's command line (`cargo bench … -- FLAG VALUE`), if
+/// present and parseable.
+pub fn arg_value<T: std::str::FromStr>(flag: &str) -> Option<T> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == flag)?;
+    args.get(i + 1)?.parse().ok()
+}
+
+/// The benches' tokio runtime: two worker threads (the machine's cores are shared with the
+/// server under test).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 /// The p-th percentile (0..=100) of sorted `v`; NaN when empty.
