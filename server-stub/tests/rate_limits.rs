@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{config, handshake_body, pair, Received, TestServer, WAIT};
+use common::{config, handshake_body, pair, pair_on, Peer, Received, TestServer, WAIT};
 use futures::{SinkExt, StreamExt};
 use p3_lanes::core::client::{Action, Client, ClientConfig, Event, Output};
 use p3_lanes::core::control::Control;
@@ -69,11 +69,7 @@ async fn assert_rate_limited(resp: reqwest::Response, limit: u32) -> u64 {
 
 #[tokio::test]
 async fn handshakes_per_ip_get_429_and_other_ips_are_still_served() {
-    let server = TestServer::start(Config {
-        rate_ip_handshake: per_min(3),
-        ..config()
-    })
-    .await;
+    let server = TestServer::start_with(|c| c.rate_ip_handshake = per_min(3)).await;
     let body = handshake_body("h", &["msgpack"], &[1]);
     for remaining in [2, 1, 0] {
         let resp = server.handshake_raw(&body).await;
@@ -91,13 +87,7 @@ async fn handshakes_per_ip_get_429_and_other_ips_are_still_served() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     // Routes without a per-IP budget are not limited.
-    let resp = server
-        .http
-        .get(server.url("/api/version"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(server.get("/api/version").await.status(), 200);
 }
 
 #[tokio::test]
@@ -133,19 +123,20 @@ async fn post_ping(server: &TestServer, http: &reqwest::Client, sid: &str) -> re
         .unwrap()
 }
 
+/// Posts `limit` pings to `sid` (each accepted: 202), then one more, refused with 429.
+async fn use_up_posts(server: &TestServer, sid: &str, limit: u32) {
+    for _ in 0..limit {
+        assert_eq!(post_ping(server, &server.http, sid).await.status(), 202);
+    }
+    assert_rate_limited(post_ping(server, &server.http, sid).await, limit).await;
+}
+
 #[tokio::test]
 async fn lane_posts_per_ip_get_429() {
-    let server = TestServer::start(Config {
-        rate_ip_post: per_min(2),
-        ..config()
-    })
-    .await;
+    let server = TestServer::start_with(|c| c.rate_ip_post = per_min(2)).await;
     let hs = server.handshake("p", &["json"], &[1]).await;
     let sid = hs.session_id.to_string();
-    for _ in 0..2 {
-        assert_eq!(post_ping(&server, &server.http, &sid).await.status(), 202);
-    }
-    assert_rate_limited(post_ping(&server, &server.http, &sid).await, 2).await;
+    use_up_posts(&server, &sid, 2).await;
     // The per-IP budget is checked first: an unknown session gets the 429 too.
     let unknown = "00000000-0000-4000-8000-000000000000";
     assert_rate_limited(post_ping(&server, &server.http, unknown).await, 2).await;
@@ -154,39 +145,18 @@ async fn lane_posts_per_ip_get_429() {
 
 #[tokio::test]
 async fn lane_posts_per_session_get_429_and_other_sessions_are_still_served() {
-    let server = TestServer::start(Config {
-        rate_control: per_min(2),
-        ..config()
-    })
-    .await;
+    let server = TestServer::start_with(|c| c.rate_control = per_min(2)).await;
     let a = server.handshake("a", &["json"], &[1]).await.session_id;
     let b = server.handshake("b", &["json"], &[1]).await.session_id;
-    for _ in 0..2 {
-        assert_eq!(
-            post_ping(&server, &server.http, &a.to_string())
-                .await
-                .status(),
-            202
-        );
-    }
-    let resp = post_ping(&server, &server.http, &a.to_string()).await;
-    assert_rate_limited(resp, 2).await;
+    use_up_posts(&server, &a.to_string(), 2).await;
     // Same address, another session: its own Control budget.
-    assert_eq!(
-        post_ping(&server, &server.http, &b.to_string())
-            .await
-            .status(),
-        202
-    );
+    let resp = post_ping(&server, &server.http, &b.to_string()).await;
+    assert_eq!(resp.status(), 202);
 }
 
 /// Opens a WebSocket to `path` from `from` (or the default address); the HTTP status of a
 /// refused upgrade as `Err`.
-async fn ws_from(
-    server: &TestServer,
-    from: Option<IpAddr>,
-    path: &str,
-) -> Result<common::Peer, u16> {
+async fn ws_from(server: &TestServer, from: Option<IpAddr>, path: &str) -> Result<Peer, u16> {
     let url = format!("ws://{}{}", server.addr, path);
     let socket = TcpSocket::new_v4().unwrap();
     socket
@@ -199,15 +169,7 @@ async fn ws_from(
     match tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
         .await
     {
-        Ok((ws, _)) => Ok(common::Peer {
-            ws,
-            sid: None,
-            encodings: Vec::new(),
-            dict: p3_lanes::core::dictionary::Dictionary::current(),
-            seq: [1; 8],
-            control_seq: 1,
-            room_key: None,
-        }),
+        Ok((ws, _)) => Ok(Peer::new(ws)),
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
         Err(e) => panic!("websocket connect: {e}"),
     }
@@ -215,11 +177,7 @@ async fn ws_from(
 
 #[tokio::test]
 async fn websocket_sse_and_signaling_upgrades_per_ip_get_429() {
-    let server = TestServer::start(Config {
-        rate_ip_upgrade: per_min(3),
-        ..config()
-    })
-    .await;
+    let server = TestServer::start_with(|c| c.rate_ip_upgrade = per_min(3)).await;
     let hs = server.handshake("u", &["msgpack"], &[1]).await;
     // Three upgrades of three kinds use up the budget ...
     let first = ws_from(&server, None, &hs.websocket_url).await;
@@ -243,14 +201,11 @@ async fn websocket_sse_and_signaling_upgrades_per_ip_get_429() {
         Some(429)
     );
     let lane_stream = server
-        .http
-        .get(server.url(&format!(
+        .get(&format!(
             "/api/protocol/v2/session/{}/lane/1/stream",
             hs.session_id
-        )))
-        .send()
-        .await
-        .unwrap();
+        ))
+        .await;
     assert_rate_limited(lane_stream, 3).await;
     // Another address still connects and gets its welcome.
     let mut other = ws_from(&server, Some(OTHER_IP), &hs.websocket_url)
@@ -264,7 +219,7 @@ async fn websocket_sse_and_signaling_upgrades_per_ip_get_429() {
 
 /// Expects the next frame to be a `rate_limited` error for `lane` and `seq`; returns its
 /// `retryAfterMs`.
-async fn expect_rate_limited(peer: &mut common::Peer, lane: Lane, seq: u64) -> u64 {
+async fn expect_rate_limited(peer: &mut Peer, lane: Lane, seq: u64) -> u64 {
     match peer.expect_control().await {
         Control::Error {
             code: ErrorCode::RateLimited,
@@ -281,33 +236,26 @@ async fn expect_rate_limited(peer: &mut common::Peer, lane: Lane, seq: u64) -> u
     }
 }
 
+/// Expects the next frame of `peer` to be Data on `lane` carrying `value` (relayed).
+async fn expect_relayed(peer: &mut Peer, lane: Lane, value: Value) {
+    let (h, v) = peer.expect_data().await;
+    assert_eq!((h.lane, v), (lane, value));
+}
+
 #[tokio::test]
 async fn a_data_flood_is_refused_per_frame_and_starves_neither_its_other_lanes_nor_others() {
-    let server = TestServer::start(Config {
-        rate_bulk: per_min(5),
-        ..config()
-    })
-    .await;
-    let mut a = server.peer("a", &[1, 2, 5]).await;
-    let mut b = server.peer("b", &[1, 2, 5]).await;
-    a.join("flood").await;
-    b.join("flood").await;
-    assert!(matches!(
-        a.expect_control().await,
-        Control::PeerJoined { .. }
-    ));
+    let server = TestServer::start_with(|c| c.rate_bulk = per_min(5)).await;
+    let (mut a, mut b) = pair_on(&server, "flood", &[1, 2, 5]).await;
     for i in 0..5 {
         a.send_data(Lane::Data, &json!({"i": i}), None).await;
-        let (h, v) = b.expect_data().await;
-        assert_eq!((h.lane, v), (Lane::Data, json!({"i": i})));
+        expect_relayed(&mut b, Lane::Data, json!({"i": i})).await;
     }
     let seq = a.send_data(Lane::Data, &json!({"i": 5}), None).await;
     expect_rate_limited(&mut a, Lane::Data, seq).await;
     // Messaging has its own bulk budget: its message is the next thing b gets (the refused
     // Data frame was never relayed, or it would come first).
     a.send_data(Lane::Messaging, &json!({"m": 1}), None).await;
-    let (h, v) = b.expect_data().await;
-    assert_eq!((h.lane, v), (Lane::Messaging, json!({"m": 1})));
+    expect_relayed(&mut b, Lane::Messaging, json!({"m": 1})).await;
     // Control still answers the flooding session and the other one.
     a.ping_pong().await;
     b.ping_pong().await;
@@ -319,24 +267,17 @@ async fn a_data_flood_is_refused_per_frame_and_starves_neither_its_other_lanes_n
 
 #[tokio::test]
 async fn control_and_sync_have_their_own_budgets() {
-    let server = TestServer::start(Config {
-        rate_control: per_min(4),
-        rate_sync: per_min(2),
-        ..config()
+    let server = TestServer::start_with(|c| {
+        c.rate_control = per_min(4);
+        c.rate_sync = per_min(2);
     })
     .await;
-    let mut a = server.peer("a", &[1, 7]).await;
-    let mut b = server.peer("b", &[1, 7]).await;
-    a.join("sync").await; // Control 1 of 4
-    b.join("sync").await;
-    assert!(matches!(
-        a.expect_control().await,
-        Control::PeerJoined { .. }
-    ));
+    // a's join is its Control message 1 of 4.
+    let (mut a, mut b) = pair_on(&server, "sync", &[1, 7]).await;
     // Sync: two relayed, the third refused.
     for i in 0..2 {
         a.send_data(Lane::Sync, &json!({"s": i}), None).await;
-        assert_eq!(b.expect_data().await.1, json!({"s": i}));
+        expect_relayed(&mut b, Lane::Sync, json!({"s": i})).await;
     }
     let seq = a.send_data(Lane::Sync, &json!({"s": 2}), None).await;
     expect_rate_limited(&mut a, Lane::Sync, seq).await;
@@ -356,21 +297,20 @@ async fn control_and_sync_have_their_own_budgets() {
     expect_rate_limited(&mut a, Lane::Sync, seq).await;
     b.ping_pong().await;
     b.send_data(Lane::Sync, &json!({"from": "b"}), None).await;
-    assert_eq!(a.expect_data().await.1, json!({"from": "b"}));
+    expect_relayed(&mut a, Lane::Sync, json!({"from": "b"})).await;
 }
 
 #[tokio::test]
 async fn a_socket_sending_past_its_strikes_is_closed_with_4429() {
-    let server = TestServer::start(Config {
-        rate_bulk: per_min(1),
-        rate_strikes: 3,
-        ..config()
+    let server = TestServer::start_with(|c| {
+        c.rate_bulk = per_min(1);
+        c.rate_strikes = 3;
     })
     .await;
     let (mut a, mut b) = pair(&server, "strikes").await;
     a.send_data(Lane::Messaging, &json!({"ok": true}), None)
         .await;
-    assert_eq!(b.expect_data().await.1, json!({"ok": true}));
+    expect_relayed(&mut b, Lane::Messaging, json!({"ok": true})).await;
     // Three refusals are answered (each awaited: a close overtakes frames still queued); the
     // fourth closes the socket instead.
     for i in 0..3 {
@@ -395,20 +335,19 @@ async fn a_socket_sending_past_its_strikes_is_closed_with_4429() {
 
 #[tokio::test]
 async fn rate_limits_off_disables_every_budget() {
-    let server = TestServer::start(Config {
-        rate_limits: RateLimitsMode::Off,
-        rate_ip_handshake: per_min(1),
-        rate_ip_upgrade: per_min(1),
-        rate_control: per_min(1),
-        rate_bulk: per_min(1),
-        ..config()
+    let server = TestServer::start_with(|c| {
+        c.rate_limits = RateLimitsMode::Off;
+        c.rate_ip_handshake = per_min(1);
+        c.rate_ip_upgrade = per_min(1);
+        c.rate_control = per_min(1);
+        c.rate_bulk = per_min(1);
     })
     .await;
     let (mut a, mut b) = pair(&server, "off").await;
     for i in 0..3 {
         a.ping_pong().await;
         a.send_data(Lane::Messaging, &json!({"i": i}), None).await;
-        assert_eq!(b.expect_data().await.1, json!({"i": i}));
+        expect_relayed(&mut b, Lane::Messaging, json!({"i": i})).await;
     }
     let resp = server
         .handshake_raw(&handshake_body("c", &["msgpack"], &[1]))
@@ -423,7 +362,7 @@ async fn rate_limits_off_disables_every_budget() {
 /// (no reconnects: a closed socket ends the test).
 struct MuxNode {
     c: Client,
-    ws: Option<common::Peer>,
+    ws: Option<Peer>,
     server_addr: SocketAddr,
     t0: Instant,
     events: Vec<Event>,
@@ -480,15 +419,7 @@ impl MuxNode {
                     Output::Action(Action::OpenSocket { path }) => {
                         let url = format!("ws://{}{path}", self.server_addr);
                         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-                        self.ws = Some(common::Peer {
-                            ws,
-                            sid: None,
-                            encodings: Vec::new(),
-                            dict: p3_lanes::core::dictionary::Dictionary::current(),
-                            seq: [1; 8],
-                            control_seq: 1,
-                            room_key: None,
-                        });
+                        self.ws = Some(Peer::new(ws));
                         let now = self.now();
                         self.c.handle_socket_open(now);
                     }
@@ -527,11 +458,7 @@ impl MuxNode {
 
 #[tokio::test]
 async fn multiplexed_frames_are_limited_per_lane_too() {
-    let server = TestServer::start(Config {
-        rate_bulk: per_min(3),
-        ..config()
-    })
-    .await;
+    let server = TestServer::start_with(|c| c.rate_bulk = per_min(3)).await;
     let mut b = server.peer("b", &[1, 2, 5]).await;
     b.join("mux").await;
     let mut a = MuxNode::new(&server, "a", "mux").await;
@@ -554,14 +481,12 @@ async fn multiplexed_frames_are_limited_per_lane_too() {
         other => panic!("expected rate_limited on Data, got {other:?}"),
     }
     for i in 0..3 {
-        let (h, v) = b.expect_data().await;
-        assert_eq!((h.lane, v), (Lane::Data, json!({"i": i})));
+        expect_relayed(&mut b, Lane::Data, json!({"i": i})).await;
     }
     // Messaging and Control of the same session still pass.
     a.c.send(Lane::Messaging, json!({"m": 1}), None).unwrap();
     let now = a.now() as f64;
     assert!(a.c.ping(now, None));
     let _ = a.run_until(|e| matches!(e, Event::Pong { .. })).await;
-    let (h, v) = b.expect_data().await;
-    assert_eq!((h.lane, v), (Lane::Messaging, json!({"m": 1})));
+    expect_relayed(&mut b, Lane::Messaging, json!({"m": 1})).await;
 }

@@ -62,8 +62,24 @@ impl TestServer {
         }
     }
 
+    /// [`TestServer::start`] with [`config`] changed by `set` (the settings under test).
+    pub async fn start_with(set: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = config();
+        set(&mut config);
+        TestServer::start(config).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// `GET path` with the server's HTTP client.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET request")
     }
 
     /// Triggers graceful shutdown and returns the serve task, to be awaited.
@@ -131,15 +147,7 @@ impl TestServer {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket connect");
-        Peer {
-            ws,
-            sid: None,
-            encodings: Vec::new(),
-            dict: Dictionary::current(),
-            seq: [1; 8],
-            control_seq: 1,
-            room_key: None,
-        }
+        Peer::new(ws)
     }
 }
 
@@ -174,6 +182,19 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// A peer on an open socket, before its welcome: no session yet, seqs from 1.
+    pub fn new(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Peer {
+        Peer {
+            ws,
+            sid: None,
+            encodings: Vec::new(),
+            dict: Dictionary::current(),
+            seq: [1; 8],
+            control_seq: 1,
+            room_key: None,
+        }
+    }
+
     pub fn sid(&self) -> SessionId {
         self.sid.expect("peer has a session")
     }
@@ -361,8 +382,13 @@ impl Peer {
 
 /// Two peers in `room` with lanes 1 and 2, `a` having seen `b` join.
 pub async fn pair(server: &TestServer, room: &str) -> (Peer, Peer) {
-    let mut a = server.peer("a", &[1, 2]).await;
-    let mut b = server.peer("b", &[1, 2]).await;
+    pair_on(server, room, &[1, 2]).await
+}
+
+/// Two peers in `room` with `lanes`, `a` having seen `b` join.
+pub async fn pair_on(server: &TestServer, room: &str, lanes: &[u8]) -> (Peer, Peer) {
+    let mut a = server.peer("a", lanes).await;
+    let mut b = server.peer("b", lanes).await;
     assert_eq!(a.join(room).await, vec![a.sid()]);
     assert_eq!(b.join(room).await, vec![a.sid(), b.sid()]);
     match a.expect_control().await {
