@@ -635,13 +635,7 @@ fn post_control(
         Control::Ping {
             client_time,
             rtt_ms,
-        } => {
-            reg.answer_ping(sid, HTTP_SENDER, client_time);
-            drop(reg);
-            if let Some(rtt) = rtt_ms {
-                state.music_rtt(sid, rtt);
-            }
-        }
+        } => state.answer_ping(reg, sid, HTTP_SENDER, client_time, rtt_ms),
         _ => {
             return Err(WireError::new(
                 ErrorCode::BadControl,

@@ -2,7 +2,7 @@
 //! brief registry lock, the room's work runs under the room's lock only, and its deliveries
 //! are pushed while that room lock is still held (see [`super`] for the lock order).
 
-use super::AppState;
+use super::{AppState, RegistryGuard};
 use crate::music::Output;
 use crate::registry::error_msg;
 use p3_lanes::core::frame::SessionId;
@@ -35,6 +35,24 @@ impl AppState {
         self.music.handle(&room, &members, sid, value, |out| {
             self.deliver_music(Some((sid, conn_id, seq)), out);
         });
+    }
+
+    /// Control `ping` from `sid`'s socket `conn_id` (a WebSocket, or the SSE/HTTP sender):
+    /// answers the `pong` under `reg`, then, with the registry released, feeds `rtt_ms` to
+    /// [`AppState::music_rtt`].
+    pub(crate) fn answer_ping(
+        &self,
+        mut reg: RegistryGuard<'_>,
+        sid: SessionId,
+        conn_id: u64,
+        client_time: f64,
+        rtt_ms: Option<f64>,
+    ) {
+        reg.answer_ping(sid, conn_id, client_time);
+        drop(reg);
+        if let Some(rtt) = rtt_ms {
+            self.music_rtt(sid, rtt);
+        }
     }
 
     /// `ping {rttMs}` from `sid`: feeds its room's authority, if it is in a music room.

@@ -33,6 +33,24 @@ pub(super) fn send_error(
         .reply(sid, conn_id, &error_msg(e.code, e.error, lane, seq));
 }
 
+/// `decoded`'s value; a payload that did not decode is answered with its typed error
+/// ([`payload::PayloadError::code`]; `lane`, `seq` of the frame) and gives `None`.
+fn decoded<T>(
+    state: &AppState,
+    sid: SessionId,
+    conn_id: u64,
+    decoded: Result<T, payload::PayloadError>,
+    lane: Option<u8>,
+    seq: Option<u64>,
+) -> Option<T> {
+    decoded
+        .map_err(|e| {
+            let wire = WireError::new(e.code(), e.to_string());
+            send_error(state, sid, conn_id, wire, lane, seq);
+        })
+        .ok()
+}
+
 /// Handles one binary message. Never panics; a refused frame only affects its sender.
 /// v2 frames go to the session's multiplexer holding only the session's transport lock.
 pub(super) fn handle_frame(
@@ -105,18 +123,9 @@ fn handle_v1_frame(
 
 fn handle_control(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeader, body: &[u8]) {
     let lane = Some(Lane::Control.id());
-    let msg = match payload::decode_control(h, body, Some(state.dict())) {
-        Ok(m) => m,
-        Err(e) => {
-            return send_error(
-                state,
-                sid,
-                conn_id,
-                WireError::new(e.code(), e.to_string()),
-                lane,
-                Some(h.seq),
-            )
-        }
+    let msg = payload::decode_control(h, body, Some(state.dict()));
+    let Some(msg) = decoded(state, sid, conn_id, msg, lane, Some(h.seq)) else {
+        return;
     };
     let mut reg = state.registry();
     if !reg.touch(sid, conn_id, Instant::now()) {
@@ -139,13 +148,7 @@ fn handle_control(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeade
         Control::Ping {
             client_time,
             rtt_ms,
-        } => {
-            reg.answer_ping(sid, conn_id, client_time);
-            drop(reg);
-            if let Some(rtt) = rtt_ms {
-                state.music_rtt(sid, rtt);
-            }
-        }
+        } => state.answer_ping(reg, sid, conn_id, client_time, rtt_ms),
         other => {
             let kind = serde_json::to_value(&other)
                 .ok()
@@ -171,18 +174,9 @@ fn relay(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeader, body: 
         Err(Some(e)) => return send_error(state, sid, conn_id, e, lane, seq),
         Ok(targets) => targets,
     };
-    let value = match payload::decode(h, body, Some(state.dict())) {
-        Ok(v) => v,
-        Err(e) => {
-            return send_error(
-                state,
-                sid,
-                conn_id,
-                WireError::new(e.code(), e.to_string()),
-                lane,
-                seq,
-            )
-        }
+    let value = payload::decode(h, body, Some(state.dict()));
+    let Some(value) = decoded(state, sid, conn_id, value, lane, seq) else {
+        return;
     };
     if h.lane == Lane::Messaging && signal_route::is_signal(&value) {
         return signal_route::relay_signal(state, sid, conn_id, h, value);
