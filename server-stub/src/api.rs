@@ -11,6 +11,7 @@
 use crate::error::{AppError, SessionPath};
 use crate::limits::bounds::{HandshakeBody, PeerIp};
 use crate::now_ms;
+use crate::registry::NewSession;
 use crate::state::{lane_grants, AppState, SessionStatus};
 use axum::extract::State;
 use axum::http::{header, StatusCode, Uri};
@@ -44,15 +45,15 @@ pub async fn handshake(
     // SSE sessions resume with event ids, not the multiplexer (PROTOCOL.md §14).
     let want_mux =
         req.features.iter().any(|f| f == FEATURE_MUX) && negotiated.transport != TRANSPORT_SSE;
-    let (sid, mux) = state.create_session(
+    let new = NewSession {
         ip,
-        req.client_id,
-        req.wallet,
-        req.device_info,
-        negotiated.transport,
+        client_id: req.client_id,
+        wallet: req.wallet,
+        device_info: req.device_info,
+        transport: negotiated.transport,
         lanes,
-        want_mux,
-    )?;
+    };
+    let (sid, mux) = state.create_session(new, want_mux)?;
     let config = state.config();
     tracing::info!(session = %sid, lanes = ?negotiated.lanes, "session created");
     Ok(Json(HandshakeResponse {

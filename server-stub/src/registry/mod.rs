@@ -108,6 +108,36 @@ pub(crate) fn error_msg(
     }
 }
 
+/// A session about to be created: what its handshake negotiated (PROTOCOL.md §3).
+#[derive(Debug)]
+pub(crate) struct NewSession {
+    /// The client's address (`None`: served without connect info); counts toward
+    /// `--max-sessions-per-ip` under its [`ip_key`].
+    pub(crate) ip: Option<std::net::IpAddr>,
+    pub(crate) client_id: String,
+    pub(crate) wallet: Option<String>,
+    pub(crate) device_info: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The negotiated transport (`websocket` or `sse`).
+    pub(crate) transport: &'static str,
+    /// The negotiated lanes and their encodings.
+    pub(crate) lanes: Vec<(Lane, Encoding)>,
+}
+
+#[cfg(test)]
+impl NewSession {
+    /// A WebSocket session of `client_id` with `lanes`, no address, wallet or device info.
+    pub(crate) fn websocket(client_id: &str, lanes: Vec<(Lane, Encoding)>) -> NewSession {
+        NewSession {
+            ip: None,
+            client_id: client_id.into(),
+            wallet: None,
+            device_info: None,
+            transport: "websocket",
+            lanes,
+        }
+    }
+}
+
 /// Sessions and rooms. Only reachable through `AppState::registry`.
 #[derive(Debug)]
 pub(crate) struct Registry {
@@ -280,23 +310,25 @@ impl Registry {
             .count()
     }
 
-    /// Creates a session from a successful negotiation (with `mux` if granted) for a client
-    /// at `ip`; returns its id.
+    /// Creates a session from a successful negotiation (with `mux` if granted); returns its
+    /// id.
     ///
     /// Errors: `too_many_requests` at `--max-sessions` live sessions, or at
-    /// `--max-sessions-per-ip` for `ip`'s [`ip_key`].
-    #[allow(clippy::too_many_arguments)]
+    /// `--max-sessions-per-ip` for the client's [`ip_key`].
     pub(crate) fn create_session(
         &mut self,
-        ip: Option<std::net::IpAddr>,
-        client_id: String,
-        wallet: Option<String>,
-        device_info: Option<serde_json::Map<String, serde_json::Value>>,
-        transport: &'static str,
-        lanes: Vec<(Lane, Encoding)>,
+        new: NewSession,
         mux: Option<Mux>,
         now: Instant,
     ) -> Result<SessionId, WireError> {
+        let NewSession {
+            ip,
+            client_id,
+            wallet,
+            device_info,
+            transport,
+            lanes,
+        } = new;
         let ip = ip_key(ip);
         let swept_lately = self
             .last_sweep

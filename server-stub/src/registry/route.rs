@@ -323,7 +323,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::super::encoded::Variant;
-    use super::super::{Attach, HTTP_SENDER};
+    use super::super::{Attach, NewSession, HTTP_SENDER};
     use super::*;
     use crate::config::Config;
     use p3_lanes::core::dictionary::Dictionary;
@@ -337,17 +337,8 @@ mod tests {
         ];
         let mux = mux
             .then(|| Mux::new(MuxConfig::for_lanes(&[Lane::Control, Lane::Messaging], 7)).unwrap());
-        reg.create_session(
-            None,
-            name.into(),
-            None,
-            None,
-            "websocket",
-            lanes,
-            mux,
-            Instant::now(),
-        )
-        .expect("within the session bounds")
+        reg.create_session(NewSession::websocket(name, lanes), mux, Instant::now())
+            .expect("within the session bounds")
     }
 
     /// Issue 11 "silent drops": a multiplexed member whose socket changed between the route

@@ -41,7 +41,7 @@ pub(crate) use crate::lock::lock_or_abort;
 
 use crate::config::Config;
 use crate::music::MusicService;
-use crate::registry::{Attach, Registry, RoomEvent};
+use crate::registry::{Attach, NewSession, Registry, RoomEvent};
 use p3_lanes::core::dictionary::{Dictionary, DictionaryWire};
 use p3_lanes::core::frame::SessionId;
 use p3_lanes::core::handshake::ServerCapabilities;
@@ -189,29 +189,14 @@ impl AppState {
     /// multiplexer was granted.
     ///
     /// Errors: `too_many_requests` (see [`Registry::create_session`]).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn create_session(
         &self,
-        ip: Option<std::net::IpAddr>,
-        client_id: String,
-        wallet: Option<String>,
-        device_info: Option<serde_json::Map<String, serde_json::Value>>,
-        transport: &'static str,
-        lanes: Vec<(Lane, Encoding)>,
+        new: NewSession,
         want_mux: bool,
     ) -> Result<(SessionId, bool), p3_lanes::core::error::WireError> {
-        let mux = want_mux.then(|| self.new_mux(&lanes)).flatten();
+        let mux = want_mux.then(|| self.new_mux(&new.lanes)).flatten();
         let granted = mux.is_some();
-        let sid = self.registry().create_session(
-            ip,
-            client_id,
-            wallet,
-            device_info,
-            transport,
-            lanes,
-            mux,
-            Instant::now(),
-        )?;
+        let sid = self.registry().create_session(new, mux, Instant::now())?;
         Ok((sid, granted))
     }
 
@@ -333,12 +318,7 @@ mod tests {
             let sid = state
                 .registry()
                 .create_session(
-                    None,
-                    room.into(),
-                    None,
-                    None,
-                    "websocket",
-                    lanes.clone(),
+                    NewSession::websocket(room, lanes.clone()),
                     None,
                     Instant::now(),
                 )
