@@ -9,8 +9,8 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { launchBrowser, openSdkPage } from './support/browser.mjs';
-import { waitFor } from './support/client.mjs';
+import { withTwoPages } from './support/browser.mjs';
+import { closeClient, waitFor } from './support/client.mjs';
 import { startServer } from './support/server.mjs';
 
 const LANES = [1, 2];
@@ -54,13 +54,7 @@ function connect(page, clientId) {
 }
 
 test('200 fast Messaging sends under a 20/s quota: paced by the SDK, none refused, all delivered in order', { timeout: 180_000 }, async () => {
-  const browsers = [];
-  try {
-    browsers.push(await launchBrowser(), await launchBrowser());
-    const [pageA, pageB] = await Promise.all([
-      openSdkPage(browsers[0], server.url, 'A'),
-      openSdkPage(browsers[1], server.url, 'B'),
-    ]);
+  await withTwoPages(server.url, async (pageA, pageB) => {
     await connect(pageB, 'rate-b');
     const { limits, features } = await connect(pageA, 'rate-a');
     assert.ok(features.includes('mux'), 'the multiplexer is the default');
@@ -99,8 +93,6 @@ test('200 fast Messaging sends under a 20/s quota: paced by the SDK, none refuse
     assert.deepEqual(logA.filter((e) => e.dropped === true || e.k === 'dropped'), [], 'A lost nothing');
     assert.deepEqual(refusals, [], 'the paced client is never refused by the server');
     assert.deepEqual(logA.filter((e) => e.k !== 'm'), [], `no other event on A: ${JSON.stringify(logA)}`);
-    await Promise.all([pageA, pageB].map((p) => p.evaluate(() => window.client.close())));
-  } finally {
-    await Promise.all(browsers.map((b) => b.close()));
-  }
+    await Promise.all([pageA, pageB].map(closeClient));
+  });
 });

@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { launchBrowser, openSdkPage } from './support/browser.mjs';
+import { withTwoPages } from './support/browser.mjs';
+import { closeClient } from './support/client.mjs';
 import { startServer } from './support/server.mjs';
 
 const LANES = [1, 2];
@@ -49,13 +50,7 @@ function join(page, room) {
 }
 
 test('joinRoom on a full room rejects with room_full and an error event; the client stays out', { timeout: 120_000 }, async () => {
-  const browsers = [];
-  try {
-    browsers.push(await launchBrowser(), await launchBrowser());
-    const [pageA, pageB] = await Promise.all([
-      openSdkPage(browsers[0], server.url, 'A'),
-      openSdkPage(browsers[1], server.url, 'B'),
-    ]);
+  await withTwoPages(server.url, async (pageA, pageB) => {
     await connect(pageA, 'full-a');
     await connect(pageB, 'full-b');
     assert.deepEqual(await join(pageA, ROOM), { ok: true });
@@ -73,8 +68,6 @@ test('joinRoom on a full room rejects with room_full and an error event; the cli
     const logA = await pageA.evaluate(() => window.log);
     assert.deepEqual(logA.filter((e) => e.type === 'peer-joined'), [], `A hears no peer-joined: ${JSON.stringify(logA)}`);
     assert.deepEqual(await join(pageB, 'another-room'), { ok: true });
-    await Promise.all([pageA, pageB].map((p) => p.evaluate(() => window.client.close())));
-  } finally {
-    await Promise.all(browsers.map((b) => b.close()));
-  }
+    await Promise.all([pageA, pageB].map(closeClient));
+  });
 });

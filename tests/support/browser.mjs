@@ -62,3 +62,26 @@ export async function openSdkPage(browser, serverUrl, label = 'page') {
   if (error) throw new Error(`SDK failed to load in ${label}: ${error}`);
   return page;
 }
+
+/**
+ * Run `body(pageA, pageB)` with two separate headless Chromium browsers, each with one SDK
+ * page (openSdkPage) on `serverUrl`, labelled A and B; both browsers are closed afterwards,
+ * whether `body` succeeds or throws.
+ * @template T
+ * @param {string} serverUrl e.g. `http://127.0.0.1:41234`
+ * @param {(pageA: import('playwright-core').Page, pageB: import('playwright-core').Page) => Promise<T>} body
+ * @returns {Promise<T>}
+ */
+export async function withTwoPages(serverUrl, body) {
+  const browsers = [];
+  try {
+    browsers.push(await launchBrowser(), await launchBrowser());
+    const [pageA, pageB] = await Promise.all([
+      openSdkPage(browsers[0], serverUrl, 'A'),
+      openSdkPage(browsers[1], serverUrl, 'B'),
+    ]);
+    return await body(pageA, pageB);
+  } finally {
+    await Promise.all(browsers.map((b) => b.close()));
+  }
+}
