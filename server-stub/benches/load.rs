@@ -242,6 +242,21 @@ impl StepFigures {
     }
 }
 
+/// Why a member's socket read ends the member: a close (code, reason), a read error or the
+/// end of the stream; `None` for a message the member skips (ping, pong, other kinds).
+fn socket_ended(
+    msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> Option<String> {
+    match msg {
+        Some(Ok(Message::Close(c))) => Some(format!(
+            "close {:?}",
+            c.map(|c| (u16::from(c.code), c.reason.to_string()))
+        )),
+        Some(Ok(_)) => None,
+        other => Some(format!("{other:?}")),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // p3 (server-stub) members
 
@@ -288,15 +303,10 @@ async fn p3_member(
         tokio::select! {
             msg = s.ws.next() => match msg {
                 Some(Ok(Message::Binary(b))) => s.mux.handle_input(&b, now_ms()),
-                Some(Ok(Message::Close(c))) => {
-                    stats.lost(format!("close {:?}", c.map(|c| (u16::from(c.code), c.reason.to_string()))));
+                other => if let Some(why) = socket_ended(other) {
+                    stats.lost(why);
                     return;
-                }
-                Some(Ok(_)) => {}
-                other => {
-                    stats.lost(format!("{other:?}"));
-                    return;
-                }
+                },
             },
             () = tokio::time::sleep(timer) => s.mux.handle_timeout(now_ms()),
             _ = tick.tick(), if pace.is_some() => {
@@ -424,15 +434,10 @@ async fn sio_member(
                         }
                     }
                 }
-                Some(Ok(Message::Close(c))) => {
-                    stats.lost(format!("close {:?}", c.map(|c| (u16::from(c.code), c.reason.to_string()))));
+                other => if let Some(why) = socket_ended(other) {
+                    stats.lost(why);
                     return;
-                }
-                Some(Ok(_)) => {}
-                other => {
-                    stats.lost(format!("{other:?}"));
-                    return;
-                }
+                },
             },
             _ = tick.tick(), if pace.is_some() => {
                 let rx = pace.as_mut().expect("pace");
