@@ -24,6 +24,7 @@
 //! | [`sse`] | SSE lanes: per-lane and multiplexed `text/event-stream`s with `Last-Event-ID` resume, `POST` to a lane (seed 001 "Server-Sent Events"; issue 3) |
 //! | [`limits`] | bounds on what one client can make the server hold (issue 11, PROTOCOL.md §15) |
 //! | [`error`] | the JSON error shape `{"error", "code"}` of every HTTP error |
+//! | [`linger`] | lingering close of accepted connections, so a refusal sent before the request was read still reaches its client |
 //! | [`limits`] | rate limiting: per-IP budgets of handshakes, lane POSTs and upgrades, per-session lane budgets (issue 11, PROTOCOL.md §15) |
 //!
 //! Use [`app`] to get the router (tests), or [`serve`] to run it with graceful shutdown.
@@ -33,6 +34,7 @@ pub mod close;
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod linger;
 mod lock;
 pub mod media;
 pub mod music;
@@ -179,8 +181,10 @@ where
     // TCP_NODELAY on every accepted socket: without it Nagle's algorithm holds small
     // server → client writes until the peer's delayed ACK (tens of ms at p99, issue 11
     // "Latency under load"); the send tasks coalesce frames themselves (`ws`).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
+    // Lingering close (`linger`): a refusal answered before its request body was read still
+    // reaches the client instead of being destroyed by a TCP reset.
+    let listener = linger::LingerListener(listener).tap_io(|io| {
+        if let Err(e) = io.tcp().map_or(Ok(()), |tcp| tcp.set_nodelay(true)) {
             tracing::debug!("TCP_NODELAY on an accepted socket: {e}");
         }
     });
