@@ -158,6 +158,23 @@ pub fn app(state: Arc<AppState>) -> Router {
     api.merge(statics)
         .layer(TraceLayer::new_for_http())
         .layer(cors)
+        .layer(axum::middleware::map_response(close_after_refusal))
+}
+
+/// A refusal that may leave its request body unread (413 over a body bound, 429 past a rate)
+/// ends its connection: `Connection: close` tells the client not to send its next request on
+/// it (hyper closes such a connection after the answer, and [`linger`] drains what the client
+/// still sends so the answer is not lost to a reset).
+async fn close_after_refusal(mut resp: axum::response::Response) -> axum::response::Response {
+    use axum::http::StatusCode;
+    if matches!(
+        resp.status(),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS
+    ) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// Serves [`app`] on `listener` until `shutdown` resolves, then shuts down gracefully: stops

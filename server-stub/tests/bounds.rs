@@ -90,6 +90,13 @@ async fn a_refusal_sent_before_the_body_was_read_reaches_the_client() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"payload_too_large\""), "{answer}");
+    // And the client is told not to reuse the connection.
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{answer}"
+    );
     still_serving(&server).await;
 }
 
