@@ -2,7 +2,8 @@
 //! figures": the `abuse.*` rows): does another room keep its latency, does the server's memory
 //! stay bounded, and is every abusive request answered with a typed refusal?
 //!
-//! Run with `cargo bench -p server-stub --bench abuse` (or `npm run bench`).
+//! Run with `cargo bench -p server-stub --bench abuse` (or `npm run bench`); `ABUSE_ONLY=a,b`
+//! runs only scenarios `a` and `b`.
 //!
 //! For each scenario, a fresh release `server-stub` (default limits; only a long heartbeat
 //! timeout and no static files) on 127.0.0.1 port 0:
@@ -140,6 +141,21 @@ impl Honest {
             stop,
             thread: Some(thread),
         }
+    }
+
+    /// The `n` slowest round trips in `[from, to]` (µs): `(ms after from, round trip ms)`.
+    fn slowest(&self, from: u64, to: u64, n: usize) -> Vec<(f64, f64)> {
+        let mut v: Vec<(f64, f64)> = self
+            .samples
+            .lock()
+            .expect("samples")
+            .iter()
+            .filter(|(at, _)| (from..=to).contains(at))
+            .map(|&(at, rtt)| ((at - from) as f64 / 1000.0, rtt))
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v.truncate(n);
+        v
     }
 
     /// Sorted round trips (ms) measured in `[from, to]` (µs).
@@ -548,10 +564,9 @@ async fn music_changes_bomb(addr: SocketAddr) -> Outcome {
         }
     }
     out.note = format!(
-        "{rounds} rounds of 3 pushes ({} bytes, {} bytes, {} bytes): {answers:?}",
-        pushes[0].1.len(),
-        pushes[1].1.len(),
-        pushes[2].1.len(),
+        "{rounds} rounds of {} pushes ({:?} bytes): {answers:?}",
+        pushes.len(),
+        pushes.iter().map(|p| p.1.len()).collect::<Vec<_>>(),
     );
     out
 }
@@ -991,6 +1006,8 @@ struct Figures {
     attack_secs: f64,
     /// Control `error` codes the honest client heard (target: none).
     honest_errors: Vec<String>,
+    /// The slowest honest round trips under attack: (ms after the attack began, ms).
+    slowest: Vec<(f64, f64)>,
 }
 
 /// The signaling scenario's `--heartbeat-timeout-ms`: a peer that stops reading is let go
@@ -1055,6 +1072,7 @@ async fn scenario(name: &'static str, attacker: &tokio::runtime::Handle) -> Figu
     let a1 = now_us();
     let attack_rss = rss.take();
     let during = honest.window(a0, a1);
+    let slowest = honest.slowest(a0, a1, 3);
     let honest_errors = honest.errors.lock().expect("errors").clone();
     drop(honest);
     drop(rss);
@@ -1069,6 +1087,7 @@ async fn scenario(name: &'static str, attacker: &tokio::runtime::Handle) -> Figu
         outcome,
         attack_secs,
         honest_errors,
+        slowest,
     }
 }
 
@@ -1117,7 +1136,12 @@ fn main() {
     println!("machine load average at start: {load:?} (1, 5, 15 min)");
     let figures = rt.block_on(async {
         let mut all = Vec::new();
+        // `ABUSE_ONLY=a,b` runs only those scenarios (and writes only their rows).
+        let only = std::env::var("ABUSE_ONLY").unwrap_or_default();
         for name in SCENARIOS {
+            if !only.is_empty() && !only.split(',').any(|o| o == name) {
+                continue;
+            }
             println!("abuse: {name}");
             let f = scenario(name, attacker.handle()).await;
             let growth = f.attack_rss.saturating_sub(f.quiet_rss);
@@ -1135,6 +1159,12 @@ fn main() {
                 f.attack_secs,
             );
             println!("  {}", f.outcome.note);
+            let slowest: Vec<String> = f
+                .slowest
+                .iter()
+                .map(|(at, ms)| format!("{ms:.2} ms at +{at:.0} ms"))
+                .collect();
+            println!("  slowest honest round trips: {}", slowest.join(", "));
             if !f.honest_errors.is_empty() {
                 println!("  the honest client heard errors: {:?}", f.honest_errors);
             }
