@@ -24,6 +24,7 @@
 //! | [`sse`] | SSE lanes: per-lane and multiplexed `text/event-stream`s with `Last-Event-ID` resume, `POST` to a lane (seed 001 "Server-Sent Events"; issue 3) |
 //! | [`limits`] | bounds on what one client can make the server hold (issue 11, PROTOCOL.md §15) |
 //! | [`error`] | the JSON error shape `{"error", "code"}` of every HTTP error |
+//! | [`linger`] | lingering close of accepted connections, so a refusal sent before the request was read still reaches its client |
 //! | [`limits`] | rate limiting: per-IP budgets of handshakes, lane POSTs and upgrades, per-session lane budgets (issue 11, PROTOCOL.md §15) |
 //!
 //! Use [`app`] to get the router (tests), or [`serve`] to run it with graceful shutdown.
@@ -33,6 +34,7 @@ pub mod close;
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod linger;
 mod lock;
 pub mod media;
 pub mod music;
@@ -156,6 +158,23 @@ pub fn app(state: Arc<AppState>) -> Router {
     api.merge(statics)
         .layer(TraceLayer::new_for_http())
         .layer(cors)
+        .layer(axum::middleware::map_response(close_after_refusal))
+}
+
+/// A refusal that may leave its request body unread (413 over a body bound, 429 past a rate)
+/// ends its connection: `Connection: close` tells the client not to send its next request on
+/// it (hyper closes such a connection after the answer, and [`linger`] drains what the client
+/// still sends so the answer is not lost to a reset).
+async fn close_after_refusal(mut resp: axum::response::Response) -> axum::response::Response {
+    use axum::http::StatusCode;
+    if matches!(
+        resp.status(),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS
+    ) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// Serves [`app`] on `listener` until `shutdown` resolves, then shuts down gracefully: stops
@@ -179,8 +198,10 @@ where
     // TCP_NODELAY on every accepted socket: without it Nagle's algorithm holds small
     // server → client writes until the peer's delayed ACK (tens of ms at p99, issue 11
     // "Latency under load"); the send tasks coalesce frames themselves (`ws`).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
+    // Lingering close (`linger`): a refusal answered before its request body was read still
+    // reaches the client instead of being destroyed by a TCP reset.
+    let listener = linger::LingerListener(listener).tap_io(|io| {
+        if let Err(e) = io.tcp().map_or(Ok(()), |tcp| tcp.set_nodelay(true)) {
             tracing::debug!("TCP_NODELAY on an accepted socket: {e}");
         }
     });

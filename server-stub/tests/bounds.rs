@@ -56,6 +56,50 @@ async fn handshake_body_over_the_bound_is_413_json() {
     still_serving(&server).await;
 }
 
+/// A refusal answered before the request body was read (here 413 over the handshake bound)
+/// reaches a client that, like an HTTP client library, writes its whole body before reading:
+/// the server drains what the client still sends before closing (`server_stub::linger`)
+/// instead of closing at once, which resets the connection: the client's next write fails
+/// and the answer is lost ("connection reset").
+#[tokio::test]
+async fn a_refusal_sent_before_the_body_was_read_reaches_the_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(config()).await;
+    const BODY: usize = 4 << 20;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /api/protocol/v2/session/handshake HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {BODY}\r\n\r\n",
+        server.addr
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b' '; 64 << 10];
+    tcp.write_all(&chunk).await.unwrap();
+    // The server has answered and closed its side by now (nothing here is timed: a client
+    // that writes sooner only makes the test weaker).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for _ in 1..BODY / chunk.len() {
+        tcp.write_all(&chunk)
+            .await
+            .expect("the server reset the connection while the client was still sending");
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(common::WAIT, tcp.read_to_end(&mut answer))
+        .await
+        .expect("the server closes after answering")
+        .expect("the answer is readable");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"payload_too_large\""), "{answer}");
+    // And the client is told not to reuse the connection.
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{answer}"
+    );
+    still_serving(&server).await;
+}
+
 #[tokio::test]
 async fn handshake_body_default_bound_is_8_kib() {
     let server = TestServer::start(config()).await;
@@ -271,6 +315,85 @@ async fn signaling_queue_is_bounded_in_bytes_and_a_stuck_peer_is_let_go() {
         end, None,
         "the server kept writing to a peer that stopped reading"
     );
+}
+
+/// A signaling peer that stops reading but keeps sending heartbeats (so it never goes
+/// silent): once a message has waited to be written to it for `--heartbeat-timeout-ms`, it is
+/// let go as timed out (its room hears `peer_left` with reason `heartbeat-timeout`) and its
+/// connection ends, instead of pinning its queue for as long as it keeps beating.
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_let_go_even_while_it_sends_heartbeats() {
+    use futures::{SinkExt, StreamExt};
+    use std::time::Duration;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = TestServer::start(Config {
+        queue_frames: 1_000_000,
+        signaling_queue_bytes: 256 << 10,
+        heartbeat_timeout_ms: 2_000,
+        ..config()
+    })
+    .await;
+    let (mut a, _) = Sig::joined(&server, "a", "r").await;
+    let (b, b_sid) = Sig::joined(&server, "b", "r").await;
+    assert_eq!(a.recv().await["type"], "peer_joined");
+    // b beats every 100 ms (at most 30 s) and never reads.
+    let (mut b_tx, mut b_rx) = b.ws.split();
+    let beats = tokio::spawn(async move {
+        for _ in 0..300 {
+            let beat = Message::text(json!({"type": "heartbeat"}).to_string());
+            match tokio::time::timeout(Duration::from_secs(2), b_tx.send(beat)).await {
+                Ok(Ok(())) => tokio::time::sleep(Duration::from_millis(100)).await,
+                _ => break,
+            }
+        }
+    });
+    // Offers of 60 KiB until one is refused: b's queue and the socket buffers are full.
+    let sdp = "v".repeat(60 << 10);
+    let mut refused = false;
+    for _ in 0..1000 {
+        a.send(json!({"type": "offer", "to": b_sid, "data": {"sdp": sdp}}))
+            .await;
+        if let Some(Ok(v)) = a.recv_within(Duration::ZERO).await {
+            assert_eq!(v["code"], "backpressure", "{v}");
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a non-reading peer's queue took 60 MB");
+    // a stays alive and waits (at most 20 s, ten heartbeat timeouts) for b to be let go.
+    let mut left = None;
+    'wait: for _ in 0..200 {
+        a.send(json!({"type": "heartbeat"})).await;
+        let next_beat = tokio::time::Instant::now() + Duration::from_millis(100);
+        loop {
+            let wait = next_beat.saturating_duration_since(tokio::time::Instant::now());
+            match a.recv_within(wait).await {
+                Some(Ok(v)) if v["type"] == "peer_left" => {
+                    left = Some(v);
+                    break 'wait;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(code)) => panic!("a's socket ended: {code:?}"),
+                None => break,
+            }
+        }
+    }
+    let left = left.expect("a peer that stopped reading but kept beating was never let go");
+    assert_eq!(left["reason"], "heartbeat-timeout", "{left}");
+    // Its connection ends (with 4408 if it reads in time, else without a close frame).
+    let ended = tokio::time::timeout(common::WAIT, async {
+        while let Some(Ok(m)) = b_rx.next().await {
+            if let Message::Close(f) = m {
+                return f.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("b's connection is still open");
+    assert!(matches!(ended, None | Some(4408)), "{ended:?}");
+    beats.abort();
+    still_serving(&server).await;
 }
 
 /// Handshakes `n` sessions (websocket, never attached); panics unless each is 200.

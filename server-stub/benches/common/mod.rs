@@ -117,7 +117,7 @@ pub fn loadavg() -> [f64; 3] {
 }
 
 /// Spawns the real server-stub (release) on 127.0.0.1 port 0 with `extra` flags (after the
-/// bench's own: long heartbeat timeout, no static files).
+/// bench's own: long heartbeat timeout unless `extra` sets one, no static files).
 pub fn spawn_server(extra: &[&str]) -> (ChildGuard, SocketAddr) {
     spawn_server_bin(&server_bin(), extra)
 }
@@ -125,13 +125,14 @@ pub fn spawn_server(extra: &[&str]) -> (ChildGuard, SocketAddr) {
 /// [`spawn_server`] with the binary at `bin`.
 pub fn spawn_server_bin(bin: &str, extra: &[&str]) -> (ChildGuard, SocketAddr) {
     let mut cmd = Command::new(bin);
+    if !extra.contains(&"--heartbeat-timeout-ms") {
+        cmd.args(["--heartbeat-timeout-ms", "600000"]);
+    }
     cmd.args([
         "--host",
         "127.0.0.1",
         "--port",
         "0",
-        "--heartbeat-timeout-ms",
-        "600000",
         "--static-dir",
         "/nonexistent/www",
         "--pkg-dir",

@@ -36,9 +36,7 @@ impl Registry {
             room: room.clone(),
             session_id: sid,
         };
-        for &other in &others {
-            self.send_control(other, &msg);
-        }
+        self.send_control_to_all(&others, &msg);
         self.events.push(RoomEvent::Left {
             room: room.clone(),
             sid,
@@ -109,9 +107,7 @@ impl Registry {
                 room: room.clone(),
                 session_id: sid,
             };
-            for other in others {
-                self.send_control(other, &msg);
-            }
+            self.send_control_to_all(&others, &msg);
             self.events.push(RoomEvent::Joined { room, sid });
         } else {
             self.send_joined(sid, &room);

@@ -14,6 +14,18 @@ use p3_lanes::core::lane::{Encoding, Lane};
 use p3_lanes::core::payload;
 use std::time::Instant;
 
+/// One Control message's encodings, made at most once for many receivers
+/// ([`Registry::send_control_to_all`]).
+#[derive(Default)]
+struct ControlFrames {
+    /// As JSON, for SSE histories.
+    value: Option<serde_json::Value>,
+    /// The JSON Control frame.
+    json: Option<Vec<u8>>,
+    /// The msgpack Control frame.
+    msgpack: Option<Vec<u8>>,
+}
+
 /// A relay recipient chosen under the lock (see [`Registry::route`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Target {
@@ -189,16 +201,34 @@ impl Registry {
     /// history. Never dropped silently: a full queue closes that socket with 1013. `true` if
     /// it was queued or recorded.
     pub(crate) fn send_control(&mut self, sid: SessionId, msg: &Control) -> bool {
+        self.send_control_cached(sid, msg, &mut ControlFrames::default())
+    }
+
+    /// [`Self::send_control`] to each of `sids`, the message encoded once per encoding (a
+    /// join or leave tells every member of the room: O(members) under the registry lock, so
+    /// each one costs a queue push, not an encoding; issue 11 "No global stall").
+    pub(crate) fn send_control_to_all(&mut self, sids: &[SessionId], msg: &Control) {
+        let mut frames = ControlFrames::default();
+        for &sid in sids {
+            self.send_control_cached(sid, msg, &mut frames);
+        }
+    }
+
+    fn send_control_cached(
+        &mut self,
+        sid: SessionId,
+        msg: &Control,
+        frames: &mut ControlFrames,
+    ) -> bool {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return false;
         };
         let recorded = match s.sse.as_mut() {
             Some(hub) => {
-                hub.push_value(
-                    Lane::Control,
-                    None,
-                    &serde_json::to_value(msg).unwrap_or_default(),
-                );
+                let value = frames
+                    .value
+                    .get_or_insert_with(|| serde_json::to_value(msg).unwrap_or_default());
+                hub.push_value(Lane::Control, None, value);
                 true
             }
             None => false,
@@ -207,12 +237,13 @@ impl Registry {
             return recorded;
         }
         // Control messages are the server's own, small and bounded: encoded here.
-        let enc = match s.encoding(Lane::Control) {
-            Some(Encoding::Json) => Encoding::Json,
-            _ => Encoding::Msgpack,
+        let (enc, slot) = match s.encoding(Lane::Control) {
+            Some(Encoding::Json) => (Encoding::Json, &mut frames.json),
+            _ => (Encoding::Msgpack, &mut frames.msgpack),
         };
-        let frame = payload::control_frame(msg, enc, Some(&self.dict), 0);
-        let Ok((h, body)) = FrameHeader::decode(&frame) else {
+        let frame =
+            slot.get_or_insert_with(|| payload::control_frame(msg, enc, Some(&self.dict), 0));
+        let Ok((h, body)) = FrameHeader::decode(frame) else {
             return recorded;
         };
         let out = Outgoing {

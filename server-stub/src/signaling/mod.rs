@@ -24,7 +24,9 @@
 //! - `heartbeat` → `heartbeat_ack {serverTime}`; `ping` → `pong {serverTime}` (the seed's code).
 //!   Any message counts as life: a socket silent for `--heartbeat-timeout-ms`
 //!   (`WS_HEARTBEAT_TIMEOUT`) is closed with 4408 and its room hears `peer_left` with reason
-//!   `heartbeat-timeout`; a closed socket's room hears reason `closed`.
+//!   `heartbeat-timeout`; so is a socket that stops reading: one message not written to it
+//!   within `--heartbeat-timeout-ms` (its heartbeats do not keep it alive then). A closed
+//!   socket's room hears reason `closed`.
 //! - Malformed JSON is `bad_request`, a well-formed message of the wrong shape or unknown
 //!   `type` `invalid_argument`, a binary message `bad_request`: an `error {code, error,
 //!   request?}` message, the socket stays open. Text messages over twice `--max-frame-bytes`
@@ -132,6 +134,11 @@ async fn run(socket: WebSocket, state: Arc<AppState>) {
     let close_signal: Arc<Close> = Arc::new(watch::channel(None).0);
 
     let mut closed_rx = close_signal.subscribe();
+    // A peer that takes nothing for a heartbeat timeout while a message waits for it is as
+    // gone as one that sends nothing for that long (issue 11: a peer that stops reading but
+    // keeps sending heartbeats must not pin its queue).
+    let stall = state.config().heartbeat_timeout();
+    let stalled = close_signal.clone();
     let send_task = tokio::spawn(async move {
         let reason = loop {
             let text = tokio::select! {
@@ -147,7 +154,16 @@ async fn run(socket: WebSocket, state: Arc<AppState>) {
             tokio::select! {
                 biased;
                 r = closed(&mut closed_rx) => break r,
-                sent = sink.send(Message::Text(text)) => if sent.is_err() { return },
+                sent = timeout(stall, sink.send(Message::Text(text))) => match sent {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::info!(conn, "signaling peer stopped reading; closing with 4408");
+                        let r = (close::HEARTBEAT_TIMEOUT, "heartbeat timeout: not reading");
+                        stalled.send_replace(Some(r));
+                        break Some(r);
+                    }
+                },
             }
         };
         let (code, reason) = reason.unwrap_or((close::NORMAL, ""));
@@ -169,7 +185,10 @@ async fn run(socket: WebSocket, state: Arc<AppState>) {
     let leave_reason = loop {
         let next = tokio::select! {
             biased;
-            _ = closed(&mut closed_rx) => break "closed",
+            r = closed(&mut closed_rx) => break match r {
+                Some((close::HEARTBEAT_TIMEOUT, _)) => "heartbeat-timeout",
+                _ => "closed",
+            },
             () = state.shutdown_started() => {
                 close_signal.send_replace(Some((close::GOING_AWAY, "server shutting down")));
                 break "closed";
