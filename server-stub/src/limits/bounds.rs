@@ -28,6 +28,7 @@
 //! stays within a small multiple of `--max-handshake-bytes` (its strings, plus at most
 //! [`MAX_HANDSHAKE_VALUES`] values).
 
+use super::ip::IpKey;
 use crate::config::Config;
 use crate::error::{ApiJson, AppError};
 use axum::body::Body;
@@ -38,7 +39,7 @@ use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::handshake::HandshakeRequest;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,19 +87,6 @@ pub const DEFAULT_SSE_MAX_AGE_S: u64 = 3600;
 /// Default `--signaling-queue-bytes`: outbound bytes queued per signaling peer (4 MiB).
 pub const DEFAULT_SIGNALING_QUEUE_BYTES: usize = 4 << 20;
 
-/// The counting key of a client address for the per-IP bounds: the IPv4 address (also when
-/// mapped into IPv6), or the /64 prefix of an IPv6 address (one host usually holds a whole
-/// /64). `None` (the app served without connect info, e.g. in-process tests) is one shared key.
-pub fn ip_key(ip: Option<IpAddr>) -> Option<IpAddr> {
-    Some(match ip? {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        },
-    })
-}
-
 /// The peer address of a request (`ConnectInfo<SocketAddr>`, set by [`crate::serve`]); `None`
 /// when the app runs without connect info.
 #[derive(Clone, Copy, Debug)]
@@ -117,23 +105,24 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
     }
 }
 
-/// Counts per client address ([`ip_key`]), for the per-IP bounds. Entries at zero are removed.
+/// Counts per client address (keyed as the per-IP rate limits are: [`IpKey`]), for the per-IP
+/// bounds. Entries at zero are removed.
 #[derive(Debug, Default)]
-pub struct PerIp(HashMap<Option<IpAddr>, usize>);
+pub struct PerIp(HashMap<IpKey, usize>);
 
 impl PerIp {
     /// The count of `key`.
-    pub fn get(&self, key: Option<IpAddr>) -> usize {
+    pub fn get(&self, key: IpKey) -> usize {
         self.0.get(&key).copied().unwrap_or(0)
     }
 
     /// One more for `key`.
-    pub fn add(&mut self, key: Option<IpAddr>) {
+    pub fn add(&mut self, key: IpKey) {
         *self.0.entry(key).or_default() += 1;
     }
 
     /// One fewer for `key`.
-    pub fn remove(&mut self, key: Option<IpAddr>) {
+    pub fn remove(&mut self, key: IpKey) {
         if let Some(n) = self.0.get_mut(&key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -396,15 +385,6 @@ mod tests {
         assert_eq!(depth(b"[[[[[[]]]]]]"), 6);
         assert_eq!(depth(b"\"no nesting\""), 0);
         assert_eq!(json_shape(br#"{"a": [1, 2, "x,y"]}"#).values, 5);
-    }
-
-    #[test]
-    fn ip_keys_group_ipv6_by_64_and_unmap_ipv4() {
-        let k = |s: &str| ip_key(Some(s.parse().unwrap()));
-        assert_eq!(k("2001:db8::1"), k("2001:db8::ffff:2"));
-        assert_ne!(k("2001:db8::1"), k("2001:db8:0:1::1"));
-        assert_eq!(k("::ffff:10.0.0.1"), k("10.0.0.1"));
-        assert_eq!(ip_key(None), None);
     }
 
     #[test]

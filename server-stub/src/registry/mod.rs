@@ -36,7 +36,8 @@ pub(crate) mod session;
 
 use crate::close::{self, CloseSignal};
 use crate::config::Config;
-use crate::limits::bounds::{ip_key, too_many, PerIp, RegistryBounds};
+use crate::limits::bounds::{too_many, PerIp, RegistryBounds};
+use crate::limits::ip::IpKey;
 use crate::now_ms;
 use crate::room_key::RoomKeys;
 use crate::sse::hub::SseHub;
@@ -112,7 +113,7 @@ pub(crate) fn error_msg(
 #[derive(Debug)]
 pub(crate) struct NewSession {
     /// The client's address (`None`: served without connect info); counts toward
-    /// `--max-sessions-per-ip` under its [`ip_key`].
+    /// `--max-sessions-per-ip` under its [`IpKey`].
     pub(crate) ip: Option<std::net::IpAddr>,
     pub(crate) client_id: String,
     pub(crate) wallet: Option<String>,
@@ -314,7 +315,7 @@ impl Registry {
     /// id.
     ///
     /// Errors: `too_many_requests` at `--max-sessions` live sessions, or at
-    /// `--max-sessions-per-ip` for the client's [`ip_key`].
+    /// `--max-sessions-per-ip` for the client's [`IpKey`].
     pub(crate) fn create_session(
         &mut self,
         new: NewSession,
@@ -329,7 +330,7 @@ impl Registry {
             transport,
             lanes,
         } = new;
-        let ip = ip_key(ip);
+        let ip = IpKey::of(ip);
         let swept_lately = self
             .last_sweep
             .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1));
@@ -539,7 +540,7 @@ impl Registry {
     }
 
     /// Opens an SSE stream of a live session from a client at `ip`: counts it in the
-    /// session's hub (created, empty, if it has none yet) and against `ip`'s [`ip_key`], and
+    /// session's hub (created, empty, if it has none yet) and against `ip`'s [`IpKey`], and
     /// marks the session attached; returns the hub and the stream's poll time (to update on
     /// every poll, see [`SseHub::read_within`]). `Ok(None)`: the session is gone.
     ///
@@ -553,7 +554,7 @@ impl Registry {
     ) -> Result<Option<(&mut SseHub, Arc<AtomicU64>)>, WireError> {
         let (events, bytes) = self.sse_limits;
         let bounds = self.bounds;
-        let ip = ip_key(ip);
+        let ip = IpKey::of(ip);
         if self.sse_per_ip.get(ip) >= bounds.max_sse_per_ip {
             return Err(too_many(format!(
                 "this address has its maximum of {} SSE streams open",
@@ -591,7 +592,7 @@ impl Registry {
         polled: &Arc<AtomicU64>,
         now: Instant,
     ) {
-        self.sse_per_ip.remove(ip_key(ip));
+        self.sse_per_ip.remove(IpKey::of(ip));
         if let Some(s) = self.sessions.get_mut(&sid) {
             if let Some(hub) = s.sse.as_mut() {
                 hub.polled.retain(|p| !Arc::ptr_eq(p, polled));

@@ -103,6 +103,8 @@ pub(crate) struct Queue {
 pub struct QueueRx {
     rx: mpsc::Receiver<(usize, Bytes)>,
     queued: Arc<Queued>,
+    /// [`QueueRx::recv_many`]'s buffer, kept across calls (no allocation per batch).
+    ready: Vec<(usize, Bytes)>,
 }
 
 /// A queue of at most `frames` frames and `budget` bytes, `lane_budget` bytes per lane.
@@ -116,7 +118,11 @@ pub(crate) fn queue(frames: usize, budget: usize, lane_budget: usize) -> (Queue,
             budget,
             lane_budget,
         },
-        QueueRx { rx, queued },
+        QueueRx {
+            rx,
+            queued,
+            ready: Vec::new(),
+        },
     )
 }
 
@@ -152,9 +158,9 @@ impl QueueRx {
     /// Waits for at least one queued frame, then moves every frame that is ready (at most
     /// `limit`) into `batch`; returns how many (0 once every producer is gone). Cancel-safe.
     pub async fn recv_many(&mut self, batch: &mut Vec<Bytes>, limit: usize) -> usize {
-        let mut ready = Vec::with_capacity(limit.min(64));
-        let n = self.rx.recv_many(&mut ready, limit).await;
-        for (lane, frame) in ready {
+        self.ready.clear();
+        let n = self.rx.recv_many(&mut self.ready, limit).await;
+        for (lane, frame) in self.ready.drain(..) {
             self.queued.release(lane, frame.len());
             batch.push(frame);
         }

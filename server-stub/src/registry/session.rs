@@ -49,8 +49,8 @@ pub(crate) struct Session {
     pub(crate) last_activity_ms: u64,
     pub(crate) room: Option<String>,
     /// The client address it counts against for `--max-sessions-per-ip`
-    /// ([`crate::limits::bounds::ip_key`]).
-    pub(crate) ip: Option<std::net::IpAddr>,
+    /// ([`crate::limits::ip::IpKey`], as the per-IP rate limits count it).
+    pub(crate) ip: crate::limits::ip::IpKey,
     /// Whether it ever opened a WebSocket or an SSE stream; until then it expires after
     /// `--unattached-ttl-s` instead of its TTL.
     pub(crate) attached: bool,
