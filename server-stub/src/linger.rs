@@ -6,8 +6,9 @@
 //! reset" instead of its typed refusal. So, as nginx (`lingering_close`) and Apache do, each
 //! accepted connection's socket, when the server is done with it, has its write side shut
 //! (a FIN after everything written) and what the client still sends is read and discarded for
-//! at most [`LINGER`] before the socket is closed. Bounds: one small task and a
-//! [`DRAIN_BUFFER`]-byte buffer per closing connection, for at most [`LINGER`].
+//! at most [`LINGER`] before the socket is closed. Bounds: one small task per closing
+//! connection, for at most [`LINGER`], and one [`DRAIN_BUFFER`]-byte buffer per runtime
+//! thread that all of them read into.
 //!
 //! Upgraded connections (`101 Switching Protocols`: WebSockets) close at once, as before: a
 //! WebSocket peer must learn at once that its writes go nowhere (a multiplexed client resumes
@@ -19,14 +20,14 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Longest a closing connection keeps reading (and discarding) what its client still sends.
 pub const LINGER: Duration = Duration::from_secs(2);
 
-/// Read buffer of a lingering connection, bytes.
-pub const DRAIN_BUFFER: usize = 4096;
+/// Read buffer of lingering connections, bytes: one per runtime thread (see [`linger`]).
+pub const DRAIN_BUFFER: usize = 64 * 1024;
 
 /// A [`TcpListener`] whose connections close with a lingering close (see the module docs).
 #[derive(Debug)]
@@ -165,9 +166,34 @@ impl Drop for Lingering {
 }
 
 /// Shuts the write side, then reads and discards until the client closes, or [`LINGER`].
+///
+/// The bytes are read into one [`DRAIN_BUFFER`] per thread, not per connection: a
+/// lingering connection holds no buffer while it waits, and a client still sending a body
+/// of megabytes (a refused 2 MB handshake) costs one read per [`DRAIN_BUFFER`] bytes, not one
+/// per 4 KiB (issue 11 "oversized handshakes": the drain was most of the refusal's cost).
 async fn linger(mut tcp: TcpStream) {
     let _ = tcp.shutdown().await;
-    let mut buf = [0u8; DRAIN_BUFFER];
-    let drain = async { while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {} };
+    let drain = async {
+        loop {
+            if tcp.readable().await.is_err() {
+                return;
+            }
+            // Everything ready now, without awaiting while the thread's buffer is borrowed.
+            loop {
+                match DRAIN.with_borrow_mut(|buf| tcp.try_read(buf)) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => return,
+                }
+            }
+        }
+    };
     let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+thread_local! {
+    /// [`linger`]'s read buffer: one per runtime thread, borrowed only inside a
+    /// synchronous `try_read`.
+    static DRAIN: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; DRAIN_BUFFER]);
 }

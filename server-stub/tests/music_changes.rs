@@ -262,6 +262,46 @@ async fn pushes_over_a_bound_or_out_of_range_are_refused_whole() {
     assert_eq!(next_of(&mut b, "sync-state").await["data"]["epoch"], 3);
 }
 
+/// issue 11 "music-changes bomb": a Sync-lane payload over the lane's decode budget (a list
+/// longer than twice `--max-changes-per-push`, or more values than the lane allows) is refused
+/// with `payload_too_complex` before it is decoded whole; nothing of it reaches the room, and
+/// the room goes on as before (a later good push is acknowledged as usual).
+#[tokio::test]
+async fn a_push_over_the_sync_lane_budget_is_payload_too_complex_and_the_room_is_unaffected() {
+    use p3_lanes::core::p2p::changes::MAX_CHANGES_PER_PUSH;
+    let server = TestServer::start(config()).await;
+    let (mut a, mut b) = band(&server).await;
+    let long: Vec<Value> = (1..=2 * MAX_CHANGES_PER_PUSH as u64 + 1)
+        .map(|i| seek("d1", i, 0, i as f64, 1.0))
+        .collect();
+    // Fewer changes, but each one heavy: over the lane's values, not its list length.
+    let heavy: Vec<Value> = (1..=MAX_CHANGES_PER_PUSH as u64)
+        .map(|i| {
+            let mut c = seek("d1", i, 0, i as f64, 1.0);
+            c["op"]["data"]["pad"] = json!(vec![0; 40]);
+            c
+        })
+        .collect();
+    for bad in [long, heavy] {
+        let push = json!({"type": "music-changes", "changes": bad});
+        let seq = a.send_data(Lane::Sync, &push, None).await;
+        assert_eq!(
+            next_error(&mut a).await,
+            (ErrorCode::PayloadTooComplex, Some(7), Some(seq))
+        );
+    }
+    b.expect_silence(100).await;
+    let good =
+        json!({"type": "music-changes", "epoch": 2, "changes": [seek("d1", 1, 2, 1.0, 4.0)]});
+    a.send_data(Lane::Sync, &good, None).await;
+    let ack = next_of(&mut a, "music-changes-ack").await;
+    assert_eq!(
+        (ack["epoch"].clone(), ack["applied"].clone()),
+        (json!(3), json!(1))
+    );
+    assert_eq!(next_of(&mut b, "sync-state").await["data"]["epoch"], 3);
+}
+
 /// The next Control `error` (`code`, lane, seq), skipping Sync-lane messages still queued.
 async fn next_error(p: &mut Peer) -> (ErrorCode, Option<u8>, Option<u64>) {
     loop {

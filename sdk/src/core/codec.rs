@@ -40,22 +40,31 @@ pub const MAX_DEPTH: usize = 128;
 /// (e.g. a 1 MiB chunk of a transfer), is one value.
 pub const MAX_NODES: usize = 65_536;
 
-/// How much one payload may decode into: values ([`MAX_NODES`]) and nesting ([`MAX_DEPTH`]).
+/// How much one payload may decode into: values ([`MAX_NODES`]), nesting ([`MAX_DEPTH`]) and
+/// elements of one array or map (by default only bounded by the values).
 /// [`DecodeBudget::DEFAULT`] is what [`decode_msgpack`], [`decode_json`] and
 /// [`crate::core::payload::decode`] use; a server may pass its own to the `_with` variants.
+///
+/// Every bound is checked as early as the encoding allows: a MessagePack array or map that
+/// declares more elements than the values left or than `max_len` is refused at its header,
+/// before any element is decoded; JSON, which declares no lengths, is refused at the first
+/// element over a bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodeBudget {
     /// Most values the payload may hold (the top-level value counts; map keys do not).
     pub max_nodes: usize,
     /// Deepest nesting: the top-level value is at depth 0, its elements at 1, and so on.
     pub max_depth: usize,
+    /// Most elements (array items, map entries) of any one array or map.
+    pub max_len: usize,
 }
 
 impl DecodeBudget {
-    /// [`MAX_NODES`] values, [`MAX_DEPTH`] levels.
+    /// [`MAX_NODES`] values, [`MAX_DEPTH`] levels, containers bounded by the values only.
     pub const DEFAULT: DecodeBudget = DecodeBudget {
         max_nodes: MAX_NODES,
         max_depth: MAX_DEPTH,
+        max_len: MAX_NODES,
     };
 }
 
@@ -69,6 +78,7 @@ impl Default for DecodeBudget {
 struct Left {
     nodes: usize,
     max_depth: usize,
+    max_len: usize,
 }
 
 impl Left {
@@ -76,6 +86,7 @@ impl Left {
         Left {
             nodes: budget.max_nodes,
             max_depth: budget.max_depth,
+            max_len: budget.max_len,
         }
     }
 
@@ -137,8 +148,8 @@ pub enum CodecError {
     /// `payload_too_complex`.
     #[error("payload nests too deep")]
     TooDeep,
-    /// More values than the [`DecodeBudget`] allows ([`MAX_NODES`] by default); wire code
-    /// `payload_too_complex`.
+    /// More values than the [`DecodeBudget`] allows ([`MAX_NODES`] by default), or an array or
+    /// map of more elements than its `max_len`; wire code `payload_too_complex`.
     #[error("payload holds too many values")]
     TooComplex,
     /// A string or container of 2^28 or more elements (more than a tape word holds,
@@ -243,6 +254,20 @@ mod json {
         pub(super) over: Cell<Option<CodecError>>,
     }
 
+    impl State {
+        /// One more element of an array or map that has `had` already: refused past the
+        /// budget's `max_len`.
+        fn element<E: de::Error>(&self, had: usize) -> Result<(), E> {
+            if had < self.left.borrow().max_len {
+                return Ok(());
+            }
+            let e = CodecError::TooComplex;
+            let msg = e.to_string();
+            self.over.set(Some(e));
+            Err(de::Error::custom(msg))
+        }
+    }
+
     /// Builds one value at `depth`, taking it from the budget first.
     #[derive(Clone, Copy)]
     pub(super) struct Budgeted<'s> {
@@ -305,6 +330,7 @@ mod json {
             };
             let mut items = Vec::new();
             while let Some(v) = seq.next_element_seed(child)? {
+                self.state.element(items.len())?;
                 items.push(v);
             }
             Ok(Value::Array(items))
@@ -316,7 +342,10 @@ mod json {
                 ..self
             };
             let mut map = Map::new();
+            let mut entries = 0;
             while let Some(k) = access.next_key::<String>()? {
+                self.state.element(entries)?;
+                entries += 1;
                 let v = access.next_value_seed(child)?;
                 map.insert(k, v);
             }
@@ -617,9 +646,8 @@ impl<'a> Reader<'a> {
             },
             Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
                 let n = self.len(marker)?;
-                // Every element takes at least one byte and one value of the budget: never
-                // trust `n` for allocation.
-                let mut items = Vec::with_capacity(n.min(self.remaining()).min(left.nodes));
+                self.declared(n, left)?;
+                let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.value(dict, depth + 1, left)?);
                 }
@@ -627,6 +655,7 @@ impl<'a> Reader<'a> {
             }
             Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
                 let n = self.len(marker)?;
+                self.declared(n, left)?;
                 let mut map = Map::new();
                 for _ in 0..n {
                     let key = self.key(dict)?;
@@ -640,6 +669,22 @@ impl<'a> Reader<'a> {
             }
             _ => return Err(CodecError::UnsupportedType(byte)),
         })
+    }
+
+    /// Checks an array's or map's declared element count `n` before any element is decoded:
+    /// every element takes at least one byte and one value of the budget, so a count above
+    /// the bytes left is [`CodecError::Truncated`] and one above the values left (or the
+    /// budget's `max_len`) is [`CodecError::TooComplex`] at once (issue 11: a 14,000-change push or 1 MiB of empty
+    /// arrays is refused at its header, not after decoding a budget's worth of values). After
+    /// it, `n` is safe to allocate for.
+    fn declared(&self, n: usize, left: &Left) -> Result<(), CodecError> {
+        if n > self.remaining() {
+            return Err(CodecError::Truncated);
+        }
+        if n > left.nodes || n > left.max_len {
+            return Err(CodecError::TooComplex);
+        }
+        Ok(())
     }
 
     /// Reads an ext (`marker` is one of the ext markers, `byte` its byte): a dictionary string
@@ -921,6 +966,7 @@ mod tests {
         let small = DecodeBudget {
             max_nodes: 3,
             max_depth: 1,
+            ..DecodeBudget::DEFAULT
         };
         assert!(decode_msgpack_with(&[0x92, 0x90, 0x90], None, small).is_ok());
         assert_eq!(
@@ -930,6 +976,53 @@ mod tests {
         assert_eq!(
             decode_msgpack_with(&[0x91, 0x91, 0x90], None, small),
             Err(CodecError::TooDeep)
+        );
+    }
+
+    /// issue 11: an array or map whose declared length is over the values left or the
+    /// budget's `max_len` is refused at its header (JSON: at the first element over it).
+    #[test]
+    fn declared_lengths_are_checked_at_the_header() {
+        let small = DecodeBudget {
+            max_len: 2,
+            ..DecodeBudget::DEFAULT
+        };
+        assert!(decode_msgpack_with(&[0x92, 0x90, 0x90], None, small).is_ok());
+        // Three elements declared: refused although their bytes are missing.
+        assert_eq!(
+            decode_msgpack_with(&[0x93, 0x90, 0x90, 0x90], None, small),
+            Err(CodecError::TooComplex)
+        );
+        assert_eq!(
+            decode_msgpack_with(
+                &[0x91, 0x83, 0x01, 0xc0, 0x02, 0xc0, 0x03, 0xc0],
+                None,
+                small
+            ),
+            Err(CodecError::TooComplex)
+        );
+        assert_eq!(decode_json_with(b"[1,2]", small).unwrap(), json!([1, 2]));
+        assert_eq!(
+            decode_json_with(b"[1,2,3]", small),
+            Err(CodecError::TooComplex)
+        );
+        assert_eq!(
+            decode_json_with(br#"{"a":1,"b":2,"c":3}"#, small),
+            Err(CodecError::TooComplex)
+        );
+        // Declared past the bytes left: truncated, whatever the budget.
+        let mut header = vec![0xdc];
+        header.extend_from_slice(&1000u16.to_be_bytes());
+        assert_eq!(decode_msgpack(&header, None), Err(CodecError::Truncated));
+        // 14,000 elements declared with the bytes there: refused before decoding one.
+        let long = msgpack_array(14_000, &[0xc0]);
+        let sync = DecodeBudget {
+            max_len: 2048,
+            ..DecodeBudget::DEFAULT
+        };
+        assert_eq!(
+            decode_msgpack_with(&long, None, sync),
+            Err(CodecError::TooComplex)
         );
     }
 
@@ -969,6 +1062,7 @@ mod tests {
         let small = DecodeBudget {
             max_nodes: 10,
             max_depth: 2,
+            ..DecodeBudget::DEFAULT
         };
         assert_eq!(
             decode_json_with(b"[[[1]]]", small),

@@ -22,11 +22,13 @@
 //! | SSE write | `--sse-write-timeout-ms` | 10000 ms | the stream is closed |
 //! | SSE stream age | `--sse-max-age-s` | 3600 s | the stream ends; the client resumes with `Last-Event-ID` |
 //! | signaling queue per peer | `--signaling-queue-bytes` | 4 MiB | the message is refused |
+//! | Sync-lane payload ([`lane_budget`]) | from `--max-changes-per-push` | arrays and maps of ≤ 2,048 elements, ≤ 32,768 values | `payload_too_complex` |
 //!
-//! The handshake body is read into memory only up to its bound, and its JSON nesting and
-//! value count are checked on the raw bytes before it is parsed, so what parsing allocates
-//! stays within a small multiple of `--max-handshake-bytes` (its strings, plus at most
-//! [`MAX_HANDSHAKE_VALUES`] values).
+//! The handshake body is read into memory only up to its bound (a `Content-Length` above it is
+//! refused before reading), and it is parsed with the core's decode budget
+//! ([`HANDSHAKE_BUDGET`]: nesting and value count checked while the value is built, parsing
+//! stops at the first value over it), so what parsing allocates stays within a small multiple
+//! of `--max-handshake-bytes` (its strings, plus at most [`MAX_HANDSHAKE_VALUES`] values).
 
 use super::ip::IpKey;
 use crate::config::Config;
@@ -35,6 +37,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use p3_lanes::core::codec::{self, CodecError, DecodeBudget};
 use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::handshake::HandshakeRequest;
 use serde_json::Value;
@@ -56,14 +59,48 @@ pub const MAX_WALLET_BYTES: usize = 128;
 pub const MAX_HANDSHAKE_LIST: usize = 16;
 /// Longest name in `capabilities.transports`, `capabilities.encodings` and `features`, bytes.
 pub const MAX_HANDSHAKE_NAME_BYTES: usize = 32;
-/// Deepest JSON nesting of a whole handshake body: `deviceInfo` (depth ≤
-/// [`MAX_DEVICE_INFO_DEPTH`]) inside the top-level object. Checked on the raw bytes before
-/// parsing.
+/// Deepest value of a whole handshake body, the body object being depth 0: the scalars inside
+/// a `deviceInfo` of depth [`MAX_DEVICE_INFO_DEPTH`] (itself at depth 1). Checked while the
+/// body is parsed ([`HANDSHAKE_BUDGET`]).
 pub const MAX_HANDSHAKE_DEPTH: usize = MAX_DEVICE_INFO_DEPTH + 1;
-/// Most JSON values in a handshake body (counted on the raw bytes before parsing: every `[`,
-/// `{` and `,` outside strings, plus one), so the parsed request stays a small multiple of the
-/// body: at most this many `serde_json::Value`s besides the body's own string bytes.
+/// Most JSON values in a handshake body (map keys not counted, as in the core's
+/// [`DecodeBudget`]), counted while it is parsed: the parsed request stays a small multiple of
+/// the body, at most this many `serde_json::Value`s besides the body's own string bytes.
 pub const MAX_HANDSHAKE_VALUES: usize = 512;
+/// The core's decode budget for a handshake body ([`codec::decode_json_with`]): over
+/// [`MAX_HANDSHAKE_DEPTH`] is 400 `invalid_argument`, over [`MAX_HANDSHAKE_VALUES`] 400
+/// `payload_too_complex`.
+pub const HANDSHAKE_BUDGET: DecodeBudget = DecodeBudget {
+    max_nodes: MAX_HANDSHAKE_VALUES,
+    max_depth: MAX_HANDSHAKE_DEPTH,
+    max_len: MAX_HANDSHAKE_VALUES,
+};
+/// Values per element of the longest list a Sync-lane payload may hold ([`lane_budget`]): a
+/// `music-changes` change is about 12 values (`origin`, `localSeq`, `epoch`, `timestamp` and a
+/// `music-control` op), a `change-track` one a few more.
+pub const SYNC_VALUES_PER_ELEMENT: usize = 16;
+
+/// The decode budget of a payload on `lane`, with `--max-changes-per-push`
+/// `max_changes_per_push` (issue 11 "music-changes bomb"). Sync-lane (7) payloads are music
+/// messages, whose longest list is a push's `changes`: no array or map of more than twice
+/// `--max-changes-per-push` elements (2,048 by default: a push just over the bound still gets
+/// its own `limit_exceeded`, a longer one is refused at its MessagePack header, before any
+/// change is decoded), and [`SYNC_VALUES_PER_ELEMENT`] values per such element (32,768 by
+/// default). Other lanes: [`DecodeBudget::DEFAULT`]. Over it: `payload_too_complex`.
+pub fn lane_budget(lane: p3_lanes::core::lane::Lane, max_changes_per_push: usize) -> DecodeBudget {
+    if lane != p3_lanes::core::lane::Lane::Sync {
+        return DecodeBudget::DEFAULT;
+    }
+    let max_len = max_changes_per_push.saturating_mul(2);
+    DecodeBudget {
+        max_nodes: max_len
+            .saturating_mul(SYNC_VALUES_PER_ELEMENT)
+            .min(DecodeBudget::DEFAULT.max_nodes),
+        max_len,
+        ..DecodeBudget::DEFAULT
+    }
+}
+
 /// Default `--max-sessions`.
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 /// Default `--max-sessions-per-ip`.
@@ -223,21 +260,28 @@ impl FromRequest<Arc<crate::AppState>> for HandshakeBody {
                 AppError::bad_request(format!("cannot read the handshake body: {e}"))
             }
         })?;
-        let shape = json_shape(&bytes);
-        if shape.depth > MAX_HANDSHAKE_DEPTH {
-            return Err(invalid(format!(
+        // `Content-Type` as `axum::Json` checks it (415 `bad_request`), before any parsing.
+        let typed = Request::from_parts(parts, Body::from("0"));
+        ApiJson::<serde::de::IgnoredAny>::from_request(typed, state).await?;
+        // Nesting and value count are checked while the value is built (the core's decode
+        // budget), so an over-budget body stops early and what parsing allocates stays
+        // within MAX_HANDSHAKE_VALUES values besides the body's own strings.
+        let value = codec::decode_json_with(&bytes, HANDSHAKE_BUDGET).map_err(|e| match e {
+            CodecError::TooDeep => invalid(format!(
                 "handshake JSON nests deeper than {MAX_HANDSHAKE_DEPTH} (deviceInfo: at most {MAX_DEVICE_INFO_DEPTH})"
-            )));
-        }
-        if shape.values > MAX_HANDSHAKE_VALUES {
-            return Err(AppError::new(
+            )),
+            CodecError::TooComplex => AppError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::PayloadTooComplex,
                 format!("handshake JSON has more than {MAX_HANDSHAKE_VALUES} values"),
-            ));
-        }
-        let req = Request::from_parts(parts, Body::from(bytes));
-        let ApiJson(hs) = ApiJson::<HandshakeRequest>::from_request(req, state).await?;
+            ),
+            e => AppError::bad_request(format!("Failed to parse the request body as JSON: {e}")),
+        })?;
+        let hs: HandshakeRequest = serde_json::from_value(value).map_err(|e| {
+            AppError::bad_request(format!(
+                "Failed to deserialize the JSON body into the target type: {e}"
+            ))
+        })?;
         check_handshake(&hs, state.config())?;
         Ok(HandshakeBody(hs))
     }
@@ -321,45 +365,6 @@ fn value_depth(v: &Value) -> usize {
     }
 }
 
-/// What [`json_shape`] measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JsonShape {
-    /// The deepest nesting of `[`/`{`.
-    pub depth: usize,
-    /// An upper bound of the number of values: `[`, `{` and `,` outside strings, plus one.
-    pub values: usize,
-}
-
-/// The nesting depth and value count of JSON text, skipping strings; not a validator (the
-/// parser decides validity afterwards), so it runs in one pass without allocating.
-pub fn json_shape(bytes: &[u8]) -> JsonShape {
-    let (mut depth, mut max, mut values) = (0usize, 0usize, 1usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in bytes {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                max = max.max(depth);
-                values += 1;
-            }
-            b',' => values += 1,
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    JsonShape { depth: max, values }
-}
-
 /// An `io::Write` that only counts bytes.
 struct Counter(usize);
 
@@ -376,16 +381,6 @@ impl std::io::Write for Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_shape_skips_strings() {
-        let depth = |b: &[u8]| json_shape(b).depth;
-        assert_eq!(depth(b"{}"), 1);
-        assert_eq!(depth(br#"{"a": [1, {"b": "[[[[\"{{"}]}"#), 3);
-        assert_eq!(depth(b"[[[[[[]]]]]]"), 6);
-        assert_eq!(depth(b"\"no nesting\""), 0);
-        assert_eq!(json_shape(br#"{"a": [1, 2, "x,y"]}"#).values, 5);
-    }
 
     #[test]
     fn device_info_depth_counts_the_object() {

@@ -661,7 +661,7 @@ fn post_data(
         Err(Some(e)) => return Err(e.into()),
         Ok(t) => t,
     };
-    let value = payload::decode(h, body, Some(state.dict()))
+    let value = payload::decode_with(h, body, Some(state.dict()), state.decode_budget(h.lane))
         .map_err(|e| AppError::from(WireError::new(e.code(), e.to_string())))?;
     if h.lane == Lane::Messaging && signal_route::is_signal(&value) {
         // WebRTC signaling goes to the one member it names; refusals arrive on the session's

@@ -134,6 +134,11 @@ impl AppState {
         &self.config
     }
 
+    /// The decode budget of a payload received on `lane` ([`crate::limits::bounds::lane_budget`]).
+    pub fn decode_budget(&self, lane: Lane) -> p3_lanes::core::codec::DecodeBudget {
+        crate::limits::bounds::lane_budget(lane, self.config.max_changes_per_push)
+    }
+
     /// The rate limits ([`crate::limits`]).
     pub fn limits(&self) -> &crate::limits::Limits {
         &self.limits

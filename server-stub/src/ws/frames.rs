@@ -8,6 +8,7 @@ use crate::registry::error_msg;
 use crate::registry::outbound::{self, Transport};
 use crate::signal_route;
 use crate::state::AppState;
+use axum::body::Bytes;
 use p3_lanes::core::control::{validate_room_name, Control};
 use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::frame::{FrameError, FrameHeader, FrameKind, SessionId};
@@ -15,7 +16,7 @@ use p3_lanes::core::lane::Lane;
 use p3_lanes::core::mux::MuxEvent;
 use p3_lanes::core::payload;
 use std::borrow::Cow;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Answers `sid`'s socket `conn_id` with a Control `error`.
@@ -51,21 +52,36 @@ fn decoded<T>(
         .ok()
 }
 
+/// A §5 frame at least this big (bytes) is handled on the blocking thread pool rather than on
+/// the runtime's worker: decoding it (up to the decode budget's values) and whatever follows
+/// (a `music-changes` reconcile) is work proportional to the frame, and a worker busy with it
+/// would delay every other socket's frames queued behind it (issue 11 "No global stall").
+/// Smaller frames, the common case, are handled in place.
+pub(super) const OFF_WORKER_BYTES: usize = 64 * 1024;
+
+/// Frames handled on the blocking pool at once, server-wide: a flood of big frames from many
+/// sockets takes at most this many threads (and cores); the others wait their turn, each
+/// socket's frames still in order.
+static OFF_WORKER: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Handles one binary message. Never panics; a refused frame only affects its sender.
 /// v2 frames go to the session's multiplexer holding only the session's transport lock.
-pub(super) fn handle_frame(
-    state: &AppState,
+/// Frames are handled one after the other (the caller awaits this before reading the next
+/// message): a frame of [`OFF_WORKER_BYTES`] or more is handled on the blocking pool, and the
+/// socket's next frame waits for it, so a socket's frames keep their order.
+pub(super) async fn handle_frame(
+    state: &Arc<AppState>,
     sid: SessionId,
     conn_id: u64,
     transport: &Mutex<Transport>,
-    bytes: &[u8],
+    bytes: Bytes,
 ) {
     if bytes.first().is_some_and(|b| *b >= 0x10) {
-        let events = outbound::lock(transport).mux_input(sid, conn_id, bytes);
+        let events = outbound::lock(transport).mux_input(sid, conn_id, &bytes);
         for ev in events {
             match ev {
                 MuxEvent::Message { seq, bytes, .. } => {
-                    handle_v1_frame(state, sid, conn_id, &bytes, Some(seq));
+                    handle_message(state, sid, conn_id, Bytes::from(bytes), Some(seq)).await;
                 }
                 MuxEvent::Discontinuity(d) => state.relay_discontinuity(sid, conn_id, &d),
                 other => tracing::debug!(session = %sid, event = ?other, "multiplexer event"),
@@ -73,7 +89,29 @@ pub(super) fn handle_frame(
         }
         return;
     }
-    handle_v1_frame(state, sid, conn_id, bytes, None);
+    handle_message(state, sid, conn_id, bytes, None).await;
+}
+
+/// [`handle_v1_frame`] in place, or on the blocking pool for a frame of [`OFF_WORKER_BYTES`]
+/// or more (returns once it was handled).
+async fn handle_message(
+    state: &Arc<AppState>,
+    sid: SessionId,
+    conn_id: u64,
+    bytes: Bytes,
+    mux_seq: Option<u64>,
+) {
+    if bytes.len() < OFF_WORKER_BYTES {
+        return handle_v1_frame(state, sid, conn_id, &bytes, mux_seq);
+    }
+    let Ok(_permit) = OFF_WORKER.acquire().await else {
+        return;
+    };
+    let state = state.clone();
+    let work = move || handle_v1_frame(&state, sid, conn_id, &bytes, mux_seq);
+    if let Err(e) = tokio::task::spawn_blocking(work).await {
+        tracing::error!(session = %sid, error = %e, "handling a frame failed");
+    }
 }
 
 /// Handles one §5 frame: a binary message, or a multiplexer message (`mux_seq`: its seq).
@@ -174,7 +212,7 @@ fn relay(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeader, body: 
         Err(Some(e)) => return send_error(state, sid, conn_id, e, lane, seq),
         Ok(targets) => targets,
     };
-    let value = payload::decode(h, body, Some(state.dict()));
+    let value = payload::decode_with(h, body, Some(state.dict()), state.decode_budget(h.lane));
     let Some(value) = decoded(state, sid, conn_id, value, lane, seq) else {
         return;
     };

@@ -439,7 +439,7 @@ async fn recv_loop(
                 Some((tx, line)) => {
                     let _ = tx.send((line.due(), bytes));
                 }
-                None => frames::handle_frame(&state, sid, conn_id, &transport, &bytes),
+                None => frames::handle_frame(&state, sid, conn_id, &transport, bytes).await,
             },
             Message::Text(_) => frames::send_error(
                 &state,

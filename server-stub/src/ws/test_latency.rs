@@ -104,6 +104,6 @@ pub(super) async fn delayed_handler(
 ) {
     while let Some((due, bytes)) = rx.recv().await {
         tokio::time::sleep_until(due).await;
-        frames::handle_frame(&state, sid, conn_id, &transport, &bytes);
+        frames::handle_frame(&state, sid, conn_id, &transport, bytes).await;
     }
 }
