@@ -164,16 +164,13 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// A refusal that may leave its request body unread (413 over a body bound, 429 past a rate)
 /// ends its connection: `Connection: close` tells the client not to send its next request on
 /// it (hyper closes such a connection after the answer, and [`linger`] drains what the client
-/// still sends so the answer is not lost to a reset). A per-IP 429 whose request had no body,
-/// or a small one it read ([`limits::ip::BodyRead`]), keeps its connection: a refused request
-/// then costs no new connection.
+/// still sends so the answer is not lost to a reset).
 async fn close_after_refusal(mut resp: axum::response::Response) -> axum::response::Response {
     use axum::http::StatusCode;
     if matches!(
         resp.status(),
         StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS
-    ) && resp.extensions().get::<limits::ip::BodyRead>().is_none()
-    {
+    ) {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

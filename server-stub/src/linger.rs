@@ -178,14 +178,14 @@ async fn linger(mut tcp: TcpStream) {
             if tcp.readable().await.is_err() {
                 return;
             }
-            // Everything ready now, without awaiting while the thread's buffer is borrowed.
-            loop {
-                match DRAIN.with_borrow_mut(|buf| tcp.try_read(buf)) {
-                    Ok(0) => return,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => return,
-                }
+            // Never awaiting while the thread's buffer is borrowed.
+            match DRAIN.with_borrow_mut(|buf| tcp.try_read(buf)) {
+                Ok(0) => return,
+                // One buffer per turn: a client sending fast never holds the worker longer
+                // than one read.
+                Ok(_) => tokio::task::yield_now().await,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
             }
         }
     };

@@ -151,12 +151,7 @@ pub async fn limit_ip(State(budget): State<IpBudget>, req: Request, next: Next) 
                 retry_after_ms = refusal.retry_after_ms(),
                 "request rate-limited"
             );
-            let read = read_small_body(req).await;
-            let mut response = refusal.into_response();
-            if read {
-                response.extensions_mut().insert(BodyRead);
-            }
-            response
+            refusal.into_response()
         }
         Ok(remaining) => {
             let mut response = next.run(req).await;
@@ -169,48 +164,6 @@ pub async fn limit_ip(State(budget): State<IpBudget>, req: Request, next: Next) 
             response
         }
     }
-}
-
-/// Marks an answer whose request body was read whole (or that had none): a refusal (413, 429)
-/// carrying it keeps its connection open (`crate::app`'s `close_after_refusal` adds
-/// `Connection: close` to the others, see [`crate::linger`]).
-#[derive(Clone, Copy, Debug)]
-pub struct BodyRead;
-
-/// Largest request body a per-IP refusal reads before answering, bytes (its
-/// `Content-Length`): a refused request this small costs its client and the server no new
-/// connection (issue 11 "handshake flood": a connection per refused handshake, with its
-/// lingering close, was most of the refusal's cost).
-pub const REFUSAL_READ_BYTES: u64 = 16 * 1024;
-
-/// How long a refusal waits for such a body: a body that is not there by then is left unread
-/// and the connection closes after the answer.
-pub const REFUSAL_READ_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// Reads `req`'s body if it has none or a `Content-Length` of at most [`REFUSAL_READ_BYTES`]
-/// that arrives within [`REFUSAL_READ_WAIT`]; `true` if nothing of it is left unread.
-async fn read_small_body(req: Request) -> bool {
-    use axum::http::header;
-    let headers = req.headers();
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        return false;
-    }
-    let length = match headers.get(header::CONTENT_LENGTH) {
-        None => return true,
-        Some(v) => match v.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
-            Some(n) if n <= REFUSAL_READ_BYTES => n,
-            _ => return false,
-        },
-    };
-    if length == 0 {
-        return true;
-    }
-    let limit = usize::try_from(length).unwrap_or(usize::MAX);
-    let read = axum::body::to_bytes(req.into_body(), limit);
-    matches!(
-        tokio::time::timeout(REFUSAL_READ_WAIT, read).await,
-        Ok(Ok(_))
-    )
 }
 
 #[cfg(test)]
