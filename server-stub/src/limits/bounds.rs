@@ -234,7 +234,8 @@ fn invalid(error: impl Into<String>) -> AppError {
 /// and checked against every handshake bound ([`check_handshake`]).
 ///
 /// Errors: 413 `payload_too_large` (body or `deviceInfo` too big), 400 `invalid_argument` (a
-/// field out of bounds, nesting too deep), and [`ApiJson`]'s 400/415 `bad_request`.
+/// field out of bounds, nesting too deep), 400 `payload_too_complex` (more than
+/// [`MAX_HANDSHAKE_VALUES`] values), and [`ApiJson`]'s 400/415 `bad_request`.
 #[derive(Debug)]
 pub struct HandshakeBody(pub HandshakeRequest);
 
