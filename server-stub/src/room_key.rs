@@ -119,7 +119,11 @@ mod tests {
         let a2 = keys.join("a").unwrap();
         let b = keys.join("b").unwrap();
         assert_eq!(a1, a2, "same key for every member");
-        assert_ne!(id_and_key(&a1).1, id_and_key(&b).1, "rooms get different keys");
+        assert_ne!(
+            id_and_key(&a1).1,
+            id_and_key(&b).1,
+            "rooms get different keys"
+        );
         let (id, key) = id_and_key(&a1);
         assert!(RoomKey::from_base64url(id, &key).is_ok());
 
@@ -133,6 +137,10 @@ mod tests {
         assert_eq!(keys.rotate("a", 0), None, "an emptied room forgets its key");
         assert_eq!(keys.len(), 1);
         let fresh = keys.join("a").unwrap();
-        assert_ne!(id_and_key(&fresh).1, key2, "and the next joiner gets a new one");
+        assert_ne!(
+            id_and_key(&fresh).1,
+            key2,
+            "and the next joiner gets a new one"
+        );
     }
 }

@@ -41,10 +41,7 @@ async fn remaining_get_a_new_key(a: &mut Peer, b: &mut Peer, gone: SessionId) ->
 /// Every frame `p` receives until its socket closes (or `ms` of silence): none is a
 /// `room-key` for `room` other than `allowed`.
 async fn never_gets_room_key(p: &mut Peer, room: &str, ms: u64) {
-    while let Some(r) = p
-        .recv_within(std::time::Duration::from_millis(ms))
-        .await
-    {
+    while let Some(r) = p.recv_within(std::time::Duration::from_millis(ms)).await {
         match r {
             Received::Control(_, Control::RoomKey { room: r, .. }) if r == room => {
                 panic!("a former member received the room's new key")

@@ -392,7 +392,10 @@ mod tests {
         b.handle_peer_left("gone");
         assert!(b.handle_room_key(key2(), "b", [12; 16], 1_000));
         assert!(a.handle_room_key(key2(), "a", [11; 16], 1_100));
-        assert!(!a.handle_room_key(key2(), "a", [13; 16], 1_200), "repeat: no change");
+        assert!(
+            !a.handle_room_key(key2(), "a", [13; 16], 1_200),
+            "repeat: no change"
+        );
         assert_eq!(a.key_id(), 8);
         // Within the grace: the old key still opens a's frame, never the leaver's.
         assert!(b.open("a", &old_a, 1_000 + KEY_GRACE_MS - 1).is_ok());

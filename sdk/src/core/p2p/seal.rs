@@ -524,9 +524,16 @@ mod tests {
     #[test]
     fn wrong_sender_fails() {
         let key = RoomKey::new(1, [2; 32]);
-        let forged = Sealer::new(&key, "r", "alice", [6; 16]).seal(b"play").unwrap();
-        assert_eq!(open(&key, "r", "mallory", &forged), Err(SealError::Tampered));
-        let own = Sealer::new(&key, "r", "mallory", [6; 16]).seal(b"play").unwrap();
+        let forged = Sealer::new(&key, "r", "alice", [6; 16])
+            .seal(b"play")
+            .unwrap();
+        assert_eq!(
+            open(&key, "r", "mallory", &forged),
+            Err(SealError::Tampered)
+        );
+        let own = Sealer::new(&key, "r", "mallory", [6; 16])
+            .seal(b"play")
+            .unwrap();
         assert_eq!(open(&key, "r", "alice", &own), Err(SealError::Tampered));
         assert!(open(&key, "r", "mallory", &own).is_ok());
     }

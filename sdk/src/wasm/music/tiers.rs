@@ -336,7 +336,10 @@ pub(super) fn attached(r: &mut Room) {
 /// origin), or a fresh one per room where there is no `localStorage`.
 fn default_device_id() -> Result<String, JsValue> {
     let fresh = || -> Result<String, JsValue> {
-        Ok(format!("device-{:016x}", crate::wasm::global::random_u64()?))
+        Ok(format!(
+            "device-{:016x}",
+            crate::wasm::global::random_u64()?
+        ))
     };
     let storage = js_sys::Reflect::get(&js_sys::global(), &"localStorage".into())
         .ok()
@@ -404,8 +407,7 @@ pub(super) fn handle_room_key(r: &mut Room, key_id: u32, key: &str) {
         t.mesh_id.clone()
     };
     // The same key and id again (a repeated join): keep the sealer and its counter.
-    if t
-        .sealer
+    if t.sealer
         .as_ref()
         .is_some_and(|s| s.key_id() == key_id && s.me() == id && t.sealer_key == k.to_base64url())
     {
