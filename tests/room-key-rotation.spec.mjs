@@ -25,12 +25,12 @@ const { browsers } = spec;
  * In the page: taps every DataChannel's incoming messages (before the mesh exists), keeping
  * the base64url runs (≥ 60 chars) found in them in `window.tapped`; connects a client that
  * records every `room-key` event in `window.keys` from before its first join; opens the music
- * room with `peerToPeer` (no reconnect: a removed member stays removed). Sets `window.music`
+ * room with `peerToPeer`. Sets `window.music`
  * as tests/pages/music.html does, so `dj()` works.
  */
-async function openMember(browser, url, label) {
+async function openMember(browser, url, label, { reconnect = true } = {}) {
   const page = await openSdkPage(browser, url, label);
-  const sessionId = await page.evaluate(async ({ url, room, label }) => {
+  const sessionId = await page.evaluate(async ({ url, room, label, reconnect }) => {
     window.tapped = [];
     const tap = (data) => {
       if (!(data instanceof ArrayBuffer)) return;
@@ -62,7 +62,7 @@ async function openMember(browser, url, label) {
     const client = await window.sdk.P3Client.connect(url, {
       clientId: label,
       lanes: ['Control', 'Messaging', 'Sync'],
-      reconnect: false,
+      reconnect,
     });
     client.onEvent((ev) => {
       if (ev.type === 'room-key') window.keys.push({ keyId: ev.keyId, key: ev.key });
@@ -75,7 +75,7 @@ async function openMember(browser, url, label) {
     musicRoom.onEvent((ev) => window.events.push(ev));
     window.music = { client, room: musicRoom, audio: media };
     return client.sessionId;
-  }, { url, room: ROOM, label });
+  }, { url, room: ROOM, label, reconnect });
   return { page, label, sessionId };
 }
 
@@ -128,7 +128,10 @@ test('a removed member gets no new room key and cannot open control sealed after
   const url = spec.music.server.url;
   browsers.push(...(await Promise.all([0, 1, 2].map(() => launchMusicBrowser({ autoplay: true })))));
   const members = [];
-  for (const [i, label] of ['A', 'B', 'C'].entries()) members.push(await openMember(browsers[i], url, label));
+  for (const [i, label] of ['A', 'B', 'C'].entries()) {
+    // C does not reconnect: once removed it stays out (a new session could join an open room).
+    members.push(await openMember(browsers[i], url, label, { reconnect: label !== 'C' }));
+  }
   const [a, b, c] = members;
   await Promise.all(members.map((m) => waitFor(
     () => m.page.evaluate(() => window.music.room.peers.length === 2),
@@ -165,7 +168,7 @@ test('a removed member gets no new room key and cannot open control sealed after
   await Promise.all([a, b].map((m) => waitFor(
     async () => (await eventsOf(m)).find((e) => e.type === 'tier' && e.to === 'webrtc'),
     TIMEOUT_MS,
-    () => `${m.label}: tier webrtc`,
+    async () => `${m.label}: tier webrtc; events ${JSON.stringify((await eventsOf(m)).filter((e) => !['clock', 'status', 'drift'].includes(e.type)).slice(-12))}`,
   )));
   const mark = await b.page.evaluate(() => window.tapped.length);
   const seek = await dj(a, 'seek', [40]);
