@@ -722,7 +722,8 @@ async fn a_stalled_sse_stream_no_longer_keeps_its_session_alive() {
     loop {
         match b.expect_control().await {
             p3_lanes::core::control::Control::Pong { .. } => break,
-            p3_lanes::core::control::Control::PeerLeft { .. } => {}
+            p3_lanes::core::control::Control::PeerLeft { .. }
+            | p3_lanes::core::control::Control::RoomKey { .. } => {}
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -330,6 +330,7 @@ async fn a_socket_sending_past_its_strikes_is_closed_with_4429() {
         Control::PeerLeft { session_id, .. } => assert_eq!(session_id, a.sid()),
         c => panic!("expected peer-left, got {c:?}"),
     }
+    assert!(matches!(b.expect_control().await, Control::RoomKey { .. }));
     b.ping_pong().await;
 }
 

@@ -171,13 +171,7 @@ async fn a_message_over_twice_the_limit_closes_with_1009() {
     });
     let mut a = send.await.unwrap();
     assert_eq!(a.expect_close().await, 1009);
-    assert_eq!(
-        b.expect_control().await,
-        Control::PeerLeft {
-            room: "room".into(),
-            session_id: a_sid
-        }
-    );
+    b.expect_peer_left("room", a_sid).await;
     b.ping_pong().await;
 }
 

@@ -185,13 +185,7 @@ async fn leave_and_close_notify_peers() {
             room: "room".into()
         }
     );
-    assert_eq!(
-        a.expect_control().await,
-        Control::PeerLeft {
-            room: "room".into(),
-            session_id: b_sid
-        }
-    );
+    a.expect_peer_left("room", b_sid).await;
     // Out of the room, B's room messages are refused.
     let seq = b
         .send_data(Lane::Messaging, &json!({"msg": "x"}), None)
@@ -230,13 +224,7 @@ async fn leave_and_close_notify_peers() {
         a.room_key.as_ref(),
         "each room has its own key"
     );
-    assert_eq!(
-        a.expect_control().await,
-        Control::PeerLeft {
-            room: "room".into(),
-            session_id: b_sid
-        }
-    );
+    a.expect_peer_left("room", b_sid).await;
 
     // Back in the room, then the socket closes: peers hear peer-left.
     b.send_control(&Control::Join {
@@ -260,13 +248,7 @@ async fn leave_and_close_notify_peers() {
         Control::PeerJoined { .. }
     ));
     b.close().await;
-    assert_eq!(
-        a.expect_control().await,
-        Control::PeerLeft {
-            room: "room".into(),
-            session_id: b_sid
-        }
-    );
+    a.expect_peer_left("room", b_sid).await;
     // The session survives its socket and a new socket starts outside any room.
     let status: Value = server
         .http
@@ -375,13 +357,7 @@ async fn second_socket_replaces_the_first_with_4409() {
     );
     assert_eq!(b.expect_close().await, 4409);
     // The session left its room with the old socket; the new one must re-join.
-    assert_eq!(
-        a.expect_control().await,
-        Control::PeerLeft {
-            room: "room".into(),
-            session_id: b2.sid()
-        }
-    );
+    a.expect_peer_left("room", b2.sid()).await;
     assert_eq!(b2.join("room").await, vec![a.sid(), b2.sid()]);
     a.send_data(Lane::Messaging, &json!({"msg": "again"}), None)
         .await;
@@ -400,13 +376,7 @@ async fn delete_closes_the_socket_with_4404_and_notifies_the_room() {
     let url = server.url(&format!("/api/protocol/v2/session/{}", b.sid()));
     assert_eq!(server.http.delete(&url).send().await.unwrap().status(), 204);
     assert_eq!(b.expect_close().await, 4404);
-    assert_eq!(
-        a.expect_control().await,
-        Control::PeerLeft {
-            room: "room".into(),
-            session_id: b.sid()
-        }
-    );
+    a.expect_peer_left("room", b.sid()).await;
     let seq = a
         .send_data(Lane::Messaging, &json!({"msg": 1}), Some(b.sid()))
         .await;

@@ -114,6 +114,10 @@ pub enum ErrorCode {
     /// A number the client supplied is outside the accepted range (e.g. an epoch far above the
     /// room's, or one whose successor would overflow); nothing was applied.
     OutOfRange,
+    /// SDK only: no cryptographically secure random source (`globalThis.crypto.getRandomValues`)
+    /// where one is needed (sealer salts for peer control, PROTOCOL.md §13.4); the SDK never
+    /// falls back to `Math.random`.
+    CryptoUnavailable,
 }
 
 impl ErrorCode {
@@ -161,6 +165,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooComplex => "payload_too_complex",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::OutOfRange => "out_of_range",
+            ErrorCode::CryptoUnavailable => "crypto_unavailable",
         }
     }
 }
@@ -224,6 +229,7 @@ mod tests {
             ErrorCode::PayloadTooComplex,
             ErrorCode::LimitExceeded,
             ErrorCode::OutOfRange,
+            ErrorCode::CryptoUnavailable,
         ] {
             let json = serde_json::to_value(code).unwrap();
             assert_eq!(json, serde_json::Value::String(code.as_str().into()));

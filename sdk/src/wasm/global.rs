@@ -1,6 +1,6 @@
 //! The JavaScript global scope, whichever it is: a window, a dedicated or shared worker, or a
 //! service worker. Everything the driver needs from the host (the monotonic clock, timers,
-//! `fetch`, randomness) is looked up on `globalThis` with `Reflect`, never through
+//! `fetch`, the CSPRNG) is looked up on `globalThis` with `Reflect`, never through
 //! `web_sys::window()`, which is `None` in workers.
 
 use crate::wasm::error;
@@ -91,11 +91,42 @@ pub(crate) fn has(name: &str) -> bool {
     member(&js_sys::global(), name).is_ok()
 }
 
-/// 64 random bits from `Math.random` (not cryptographic: jitter seeds and default client ids).
-pub(crate) fn random_u64() -> u64 {
-    let hi = (js_sys::Math::random() * 4_294_967_296.0) as u64;
-    let lo = (js_sys::Math::random() * 4_294_967_296.0) as u64;
-    (hi << 32) | lo
+/// Fills `out` from the host's CSPRNG, `globalThis.crypto.getRandomValues` (every browser,
+/// worker and Node.js ≥ 19). There is no fallback to `Math.random`, whatever the use.
+///
+/// Errors: a JS error with code `crypto_unavailable` if `crypto.getRandomValues` is missing or
+/// throws (PROTOCOL.md §7, §13.4).
+pub(crate) fn random_bytes(out: &mut [u8]) -> Result<(), JsValue> {
+    let unavailable = |why: &str| {
+        error::coded(
+            crate::core::error::ErrorCode::CryptoUnavailable,
+            &format!("no cryptographically secure random source: {why}"),
+        )
+    };
+    let crypto = member(&js_sys::global(), "crypto")
+        .map_err(|_| unavailable("globalThis.crypto is not available"))?;
+    let get: Function = Reflect::get(&crypto, &JsValue::from_str("getRandomValues"))
+        .ok()
+        .and_then(|f| f.dyn_into().ok())
+        .ok_or_else(|| unavailable("crypto.getRandomValues is not a function"))?;
+    // getRandomValues takes at most 65 536 bytes per call.
+    for chunk in out.chunks_mut(65_536) {
+        let len = u32::try_from(chunk.len()).expect("chunks of at most 65 536 bytes");
+        let buf = js_sys::Uint8Array::new_with_length(len);
+        get.call1(&crypto, &buf)
+            .map_err(|_| unavailable("crypto.getRandomValues threw"))?;
+        buf.copy_to(chunk);
+    }
+    Ok(())
+}
+
+/// 64 random bits from [`random_bytes`] (seeds, default ids).
+///
+/// Errors: `crypto_unavailable`, as [`random_bytes`].
+pub(crate) fn random_u64() -> Result<u64, JsValue> {
+    let mut b = [0u8; 8];
+    random_bytes(&mut b)?;
+    Ok(u64::from_le_bytes(b))
 }
 
 fn member(scope: &Object, name: &str) -> Result<JsValue, JsValue> {

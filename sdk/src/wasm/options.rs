@@ -80,7 +80,7 @@ pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig
     }
     let client_id = match o.client_id {
         Some(id) => id,
-        None => format!("web-{}", SessionId::from_random_bytes(random_bytes())),
+        None => format!("web-{}", SessionId::from_random_bytes(random_bytes()?)),
     };
     let device_info = o.device_info.unwrap_or_else(|| {
         let mut m = Map::new();
@@ -111,7 +111,7 @@ pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig
         heartbeat_interval_ms: millis("heartbeatIntervalMs", o.heartbeat_interval_ms)?,
         heartbeat_timeout_ms: millis("heartbeatTimeoutMs", o.heartbeat_timeout_ms)?,
         reconnect: o.reconnect.unwrap_or(true),
-        seed: global::random_u64(),
+        seed: global::random_u64()?,
         transport_high_water_bytes: match o.transport_high_water_bytes {
             None => ClientConfig::default().transport_high_water_bytes,
             Some(b) if b.is_finite() && b >= 0.0 => Some(b as usize),
@@ -162,10 +162,8 @@ fn millis(name: &str, v: Option<f64>) -> Result<Option<u64>, JsValue> {
     }
 }
 
-fn random_bytes() -> [u8; 16] {
-    let (a, b) = (global::random_u64(), global::random_u64());
+fn random_bytes() -> Result<[u8; 16], JsValue> {
     let mut out = [0; 16];
-    out[..8].copy_from_slice(&a.to_le_bytes());
-    out[8..].copy_from_slice(&b.to_le_bytes());
-    out
+    global::random_bytes(&mut out)?;
+    Ok(out)
 }

@@ -193,7 +193,7 @@ impl Registry {
             sse_limits: (config.sse_history, config.sse_history_bytes),
             app_version: config.app_version.clone(),
             reported_version: config.reported_version.clone(),
-            room_keys: RoomKeys::new(config.ttl()),
+            room_keys: RoomKeys::new(),
             events: Vec::new(),
             bounds: RegistryBounds::from_config(config),
             sessions_per_ip: PerIp::default(),
@@ -627,7 +627,6 @@ impl Registry {
             self.leave_room(sid);
             self.remove_session(sid);
         }
-        self.room_keys.sweep(now);
         gone.len()
     }
 }

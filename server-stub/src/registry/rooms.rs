@@ -20,7 +20,10 @@ impl Registry {
         self.rooms.get(room).cloned().unwrap_or_default()
     }
 
-    /// Takes `sid` out of its room, telling the other members (`peer-left`). Returns the room.
+    /// Takes `sid` out of its room, telling the other members (`peer-left`), then hands the
+    /// room's new key to them (and only them: `sid` is no longer a member), PROTOCOL.md
+    /// §13.4. Every way out of a room goes through here (`leave`, a `join` elsewhere,
+    /// `DELETE`, expiry, a v1 socket closing). Returns the room.
     pub(super) fn leave_room(&mut self, sid: SessionId) -> Option<String> {
         let room = self.sessions.get_mut(&sid)?.room.take()?;
         let mut others = Vec::new();
@@ -29,7 +32,6 @@ impl Registry {
             others.clone_from(members);
             if members.is_empty() {
                 self.rooms.remove(&room);
-                self.room_keys.emptied(&room);
             }
         }
         let msg = Control::PeerLeft {
@@ -37,6 +39,9 @@ impl Registry {
             session_id: sid,
         };
         self.send_control_to_all(&others, &msg);
+        if let Some(key) = self.room_keys.rotate(&room, others.len()) {
+            self.send_control_to_all(&others, &key);
+        }
         self.events.push(RoomEvent::Left {
             room: room.clone(),
             sid,

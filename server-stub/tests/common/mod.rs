@@ -353,6 +353,26 @@ impl Peer {
         }
     }
 
+    /// Expects `peer-left` of `who` from `room`, then the room's new `room-key` (every leave
+    /// rotates the key, PROTOCOL.md §13.4) with a key id other than the last one this peer
+    /// held; returns `(keyId, key)` and keeps it in [`Peer::room_key`].
+    pub async fn expect_peer_left(&mut self, room: &str, who: SessionId) -> (u32, String) {
+        assert_eq!(
+            self.expect_control().await,
+            Control::PeerLeft {
+                room: room.into(),
+                session_id: who
+            }
+        );
+        let before = self.room_key.clone();
+        let key = self.expect_room_key(room).await;
+        if let Some((id, old)) = before {
+            assert_ne!(key.0, id, "a rotated key has a new id");
+            assert_ne!(key.1, old, "a rotated key is new");
+        }
+        key
+    }
+
     /// Pings and expects the pong as the next frame: the socket still works.
     pub async fn ping_pong(&mut self) {
         self.send_control(&Control::Ping {

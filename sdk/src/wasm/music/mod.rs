@@ -472,13 +472,16 @@ pub(crate) fn join(client: &ClientHandle, name: String, options: &JsValue) -> Pr
         Ok(g) => g,
         Err(e) => return Promise::reject(&e),
     };
-    let room = new_room(
+    let room = match new_room(
         name,
         client.borrow().base().to_owned(),
         Some(client.clone()),
         opts,
         global,
-    );
+    ) {
+        Ok(room) => room,
+        Err(e) => return Promise::reject(&e),
+    };
     attach_media_listeners(&room);
     let joined = listen_and_join(&room, client);
     let handle = room.clone();
@@ -503,15 +506,22 @@ pub(super) fn require_room_lanes(
 }
 
 /// A new room (not listening to anything yet).
+///
+/// Errors: `crypto_unavailable` (a default `deviceId` needs the CSPRNG).
 fn new_room(
     name: String,
     base: String,
     client: Option<ClientHandle>,
     opts: options::RoomOptions,
     global: Global,
-) -> RoomHandle {
+) -> Result<RoomHandle, JsValue> {
     let now = global.now_precise_ms();
-    Rc::new(RefCell::new(Room {
+    let tiers = opts
+        .peer_to_peer
+        .clone()
+        .map(|p| tiers::Tiers::new(p, opts.device_id.clone()))
+        .transpose()?;
+    Ok(Rc::new(RefCell::new(Room {
         name,
         base,
         client,
@@ -538,11 +548,9 @@ fn new_room(
         events: VecDeque::new(),
         dispatching: false,
         closed: false,
-        tiers: opts
-            .peer_to_peer
-            .map(|p| tiers::Tiers::new(p, opts.device_id.clone())),
+        tiers,
         tier_sends: Vec::new(),
-    }))
+    })))
 }
 
 /// Listens to `client`'s events, starts the clock burst and joins the room; the future
@@ -1111,6 +1119,9 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
             }
             Event::RoomKey { room, key_id, key } if *room == r.name => {
                 tiers::handle_room_key(&mut r, *key_id, key);
+            }
+            Event::PeerLeft { room, session_id } if *room == r.name => {
+                tiers::handle_peer_left(&mut r, &session_id.to_string());
             }
             Event::SessionChanged { .. } => {
                 // A new session: the server restarted (or forgot us), and its authority's

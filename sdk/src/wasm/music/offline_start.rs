@@ -118,7 +118,10 @@ pub(super) fn open(base_url: &str, name: &JsValue, options: &JsValue) -> Promise
         Ok(c) => c,
         Err(e) => return Promise::reject(&e),
     };
-    let room = new_room(name.clone(), base, None, opts, global);
+    let room = match new_room(name.clone(), base, None, opts, global) {
+        Ok(room) => room,
+        Err(e) => return Promise::reject(&e),
+    };
     attach_media_listeners(&room);
     wasm_bindgen_futures::future_to_promise(async move {
         let queued = match tiers::read_queue(&room, &name).await {

@@ -33,7 +33,7 @@ use crate::core::p2p::changes::{
 use crate::core::p2p::election::{Authority, Claim, Election, ElectionOutput};
 use crate::core::p2p::peer_sync::{check_change, PeerSealer, PeerSync, PeerSyncError};
 use crate::core::p2p::quality::NetworkQuality;
-use crate::core::p2p::seal::RoomKey;
+use crate::core::p2p::seal::{RoomKey, SALT_LEN};
 use crate::core::p2p::tier::{Tier, TierReason};
 use crate::core::sync::state::{MusicAction, MusicControlData, RoomState, SyncError, SyncMessage};
 use crate::wasm::driver::{self, Resolver};
@@ -70,8 +70,9 @@ pub(super) struct Tiers {
     tier: Tier,
     election: Option<Election>,
     sealer: Option<PeerSealer>,
-    /// The sender id `sealer` seals as.
-    sealer_id: String,
+    /// The room key `sealer` seals under, base64url (a repeated `room-key` with the same id
+    /// and bytes keeps the sealer).
+    sealer_key: String,
     /// Connected peers.
     peers: BTreeMap<String, NetworkQuality>,
     /// The controller the mesh's hub was last centred on (§13.13).
@@ -94,8 +95,14 @@ pub(super) struct Tiers {
 }
 
 impl Tiers {
-    pub(super) fn new(mesh_options: JsValue, device_id: Option<String>) -> Tiers {
-        Tiers {
+    /// Errors: `crypto_unavailable` when a default device id is needed and the host has no
+    /// CSPRNG.
+    pub(super) fn new(mesh_options: JsValue, device_id: Option<String>) -> Result<Tiers, JsValue> {
+        let origin = match device_id {
+            Some(id) => id,
+            None => default_device_id()?,
+        };
+        Ok(Tiers {
             mesh_options,
             mesh: None,
             mesh_id: String::new(),
@@ -103,17 +110,17 @@ impl Tiers {
             tier: Tier::Socket,
             election: None,
             sealer: None,
-            sealer_id: String::new(),
+            sealer_key: String::new(),
             peers: BTreeMap::new(),
             hub: None,
-            origin: device_id.unwrap_or_else(default_device_id),
+            origin,
             queue: None,
             pending: 0,
             push_sent_at: None,
             push_loading: false,
             joined: false,
             seed: None,
-        }
+        })
     }
 
     /// The device id of this device's changes.
@@ -327,8 +334,13 @@ pub(super) fn attached(r: &mut Room) {
 
 /// `deviceId` default: a random id kept in `localStorage` (one per browser profile and
 /// origin), or a fresh one per room where there is no `localStorage`.
-fn default_device_id() -> String {
-    let fresh = || format!("device-{:016x}", crate::wasm::global::random_u64());
+fn default_device_id() -> Result<String, JsValue> {
+    let fresh = || -> Result<String, JsValue> {
+        Ok(format!(
+            "device-{:016x}",
+            crate::wasm::global::random_u64()?
+        ))
+    };
     let storage = js_sys::Reflect::get(&js_sys::global(), &"localStorage".into())
         .ok()
         .filter(|s| s.is_object());
@@ -346,14 +358,14 @@ fn default_device_id() -> String {
         .and_then(|v| v.as_string())
         .filter(|id| !id.is_empty())
     {
-        return id;
+        return Ok(id);
     }
-    let id = fresh();
+    let id = fresh()?;
     let _ = call(
         "setItem",
         &js_sys::Array::of2(&DEVICE_ID_KEY.into(), &id.clone().into()),
     );
-    id
+    Ok(id)
 }
 
 /// The server's claim in `state` (epoch, controller; `""` without a controller).
@@ -364,51 +376,70 @@ fn claim_of(state: Option<&RoomState>) -> Claim {
     )
 }
 
-/// 4 random bytes from `crypto.getRandomValues` (falling back to `Math.random`).
-fn nonce_prefix() -> [u8; 4] {
-    let bytes = js_sys::Uint8Array::new_with_length(4);
-    let crypto = js_sys::Reflect::get(&js_sys::global(), &"crypto".into()).ok();
-    let filled = crypto
-        .and_then(|c| {
-            let f = js_sys::Reflect::get(&c, &"getRandomValues".into()).ok()?;
-            let f: js_sys::Function = f.dyn_into().ok()?;
-            f.call1(&c, &bytes).ok()
-        })
-        .is_some();
-    if filled {
-        let mut out = [0u8; 4];
-        bytes.copy_to(&mut out);
-        out
-    } else {
-        (crate::wasm::global::random_u64() as u32).to_be_bytes()
-    }
+/// A fresh sealer-instance salt: 16 bytes from `crypto.getRandomValues` (never
+/// `Math.random`). Errors: `crypto_unavailable`.
+fn sealer_salt() -> Result<[u8; SALT_LEN], JsValue> {
+    let mut salt = [0u8; SALT_LEN];
+    crate::wasm::global::random_bytes(&mut salt)?;
+    Ok(salt)
 }
 
-/// Control `room-key` for this room.
+/// Control `room-key` for this room (the first one, a rotation after a member left, or the
+/// same key repeated by a join), or this member's id changed: seal under the newest key as
+/// the current id from now on (PROTOCOL.md §13.4). A new sealer instance needs a CSPRNG salt;
+/// without one the room seals nothing and reports `crypto_unavailable`.
 pub(super) fn handle_room_key(r: &mut Room, key_id: u32, key: &str) {
     refresh_id(r);
     let name = r.name.clone();
     let me = r.me();
+    let now = r.now().max(0.0) as u64;
     let Some(t) = r.tiers.as_mut() else { return };
-    match RoomKey::from_base64url(key_id, key) {
-        Ok(k) => {
-            let id = if t.mesh_id.is_empty() {
-                me
-            } else {
-                t.mesh_id.clone()
-            };
-            // A repeated join hands out the same key again: keep sealing with the same nonce
-            // counter (a new sealer would restart it, and peers would see replays).
-            let same = t
-                .sealer
-                .as_ref()
-                .is_some_and(|s| s.key_id() == key_id && t.sealer_id == id);
-            if !same {
-                t.sealer = Some(PeerSealer::new(k, name, id.clone(), nonce_prefix()));
-                t.sealer_id = id;
-            }
+    let k = match RoomKey::from_base64url(key_id, key) {
+        Ok(k) => k,
+        Err(e) => {
+            web_sys::console::warn_1(&JsValue::from_str(&format!("p3-lanes: {e}")));
+            return;
         }
-        Err(e) => web_sys::console::warn_1(&JsValue::from_str(&format!("p3-lanes: {e}"))),
+    };
+    let id = if t.mesh_id.is_empty() {
+        me
+    } else {
+        t.mesh_id.clone()
+    };
+    // The same key and id again (a repeated join): keep the sealer and its counter.
+    if t.sealer
+        .as_ref()
+        .is_some_and(|s| s.key_id() == key_id && s.me() == id && t.sealer_key == k.to_base64url())
+    {
+        return;
+    }
+    let salt = match sealer_salt() {
+        Ok(salt) => salt,
+        Err(e) => {
+            // Without a CSPRNG nothing is sealed under a key this member cannot use safely.
+            t.sealer = None;
+            let message = error::describe(&e);
+            r.event(&JsMusicEvent::Error {
+                code: ErrorCode::CryptoUnavailable.as_str(),
+                message: &message,
+            });
+            return;
+        }
+    };
+    t.sealer_key = k.to_base64url();
+    match t.sealer.as_mut() {
+        Some(s) => {
+            s.handle_room_key(k, &id, salt, now);
+        }
+        None => t.sealer = Some(PeerSealer::new(k, name, id, salt)),
+    }
+}
+
+/// Control `peer-left` for this room: frames from `who` under the previous key stop opening
+/// (it never gets the next one, PROTOCOL.md §13.4).
+pub(super) fn handle_peer_left(r: &mut Room, who: &str) {
+    if let Some(s) = r.tiers.as_mut().and_then(|t| t.sealer.as_mut()) {
+        s.handle_peer_left(who);
     }
 }
 
@@ -530,10 +561,18 @@ fn drain_election(r: &mut Room, acts: &mut Vec<Act>) {
 }
 
 fn seal(r: &mut Room, msg: &PeerSync) -> Option<Value> {
-    r.tiers
-        .as_mut()
-        .and_then(|t| t.sealer.as_mut())
-        .map(|s| s.seal(msg))
+    let sealed = r.tiers.as_mut().and_then(|t| t.sealer.as_mut())?.seal(msg);
+    match sealed {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let message = format!("sealing for peers: {e}");
+            r.event(&JsMusicEvent::Error {
+                code: e.code().as_str(),
+                message: &message,
+            });
+            None
+        }
+    }
 }
 
 /// Whether `send_change` should go to the peers instead of the server.
@@ -965,7 +1004,7 @@ fn on_mesh_message(h: &RoomHandle, m: &JsValue) {
         }
         let now = r.now();
         let opened = match r.tiers.as_mut().and_then(|t| t.sealer.as_mut()) {
-            Some(s) => s.open(&from, &value),
+            Some(s) => s.open(&from, &value, now.max(0.0) as u64),
             None => Err(PeerSyncError::NoKey),
         };
         let result = opened.and_then(|msg| apply_peer(&mut r, &from, msg, now));

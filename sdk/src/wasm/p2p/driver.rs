@@ -493,7 +493,7 @@ pub(crate) async fn open(
             Some(c) => c,
             None => fetch_rtc_config(&base).await,
         };
-        let mut cfg = MeshConfig::new(me, global::random_u64());
+        let mut cfg = MeshConfig::new(me, global::random_u64()?);
         cfg.controller = opts.controller;
         let server_up = client.borrow().client().state() == ConnectionState::Open;
         let mut mesh = Mesh::new(cfg);

@@ -134,7 +134,7 @@ pub(crate) async fn fetch_version(url: &str) -> Fetched {
 
 async fn try_fetch_version(url: &str) -> Result<String, JsValue> {
     let u = web_sys::Url::new(url)?;
-    let nonce = format!("{:x}{:x}", wall_ms(), global::random_u64() & 0xffff_ffff);
+    let nonce = format!("{:x}{:x}", wall_ms(), global::random_u64()? & 0xffff_ffff);
     u.search_params().set("_p3v", &nonce);
     let headers = web_sys::Headers::new()?;
     headers.set("Accept", "application/json")?;

@@ -187,7 +187,7 @@ struct Inner {
 fn start(opts: GuardOptions) -> Result<Handle, JsValue> {
     let global = Global::get()?;
     let scope = Scope::current();
-    let tab = format!("{}{:016x}", scope.tab_prefix(), global::random_u64());
+    let tab = format!("{}{:016x}", scope.tab_prefix(), global::random_u64()?);
     let coord = Coordinator::new(tab, &opts.config);
     let store = RecordStore::new(&opts.storage_key);
     let h = Rc::new(RefCell::new(Inner {
