@@ -25,7 +25,7 @@ use axum::Json;
 use p3_lanes::core::dictionary::DictionaryWire;
 use p3_lanes::core::handshake::{
     negotiate, HandshakeResponse, HeartbeatInfo, ProtocolInfo, TicketResponse, FEATURES,
-    FEATURE_MUX, PROTOCOL_VERSION, TICKET_TTL_MS,
+    FEATURE_MUX, PROTOCOL_VERSION,
 };
 use p3_lanes::core::lane::{Encoding, LANE_REGISTRY};
 use p3_lanes::core::sse::TRANSPORT_SSE;
@@ -124,7 +124,7 @@ pub async fn delete_session(
 
 /// `POST /api/protocol/v2/session/{sid}/ticket` with `Authorization: Bearer <sessionToken>`:
 /// a single-use ticket for one WebSocket or SSE stream of the session (`?ticket=`), valid
-/// 30 s; at most 8 outstanding per session (minting a ninth forgets the oldest).
+/// `--ticket-ttl-ms` (30 s); at most 8 outstanding per session (minting a ninth forgets the oldest).
 /// Answer: `{"ticket": "<base64url>", "expiresInMs": 30000}`, `Cache-Control: no-store`.
 ///
 /// Errors: as [`session_status`].
@@ -140,7 +140,7 @@ pub async fn mint_ticket(
         [(header::CACHE_CONTROL, "no-store")],
         Json(TicketResponse {
             ticket,
-            expires_in_ms: TICKET_TTL_MS,
+            expires_in_ms: state.config().ticket_ttl_ms,
         }),
     ))
 }

@@ -10,7 +10,7 @@
 //!   logged (its `Debug` is redacted) and never sent to anyone else.
 //! - A ticket ([`Tickets`]) is 16 CSPRNG bytes, base64url, minted with the token by `POST
 //!   /api/protocol/v2/session/{sid}/ticket` (and one with the handshake). It opens one stream
-//!   of its session within [`TICKET_TTL`]; using it forgets it. A session keeps at most
+//!   of its session within `--ticket-ttl-ms` ([`TICKET_TTL`] by default); using it forgets it. A session keeps at most
 //!   [`MAX_TICKETS`] (minting more forgets the oldest), so a client cannot make the server
 //!   hold more.
 //! - Every refusal, whatever its cause (no credentials, wrong token, another session's
@@ -35,7 +35,7 @@ use subtle::ConstantTimeEq;
 
 pub use p3_lanes::core::handshake::{MAX_TICKETS, TICKET_TTL_MS};
 
-/// How long a ticket stays valid after it is minted.
+/// How long a ticket stays valid after it is minted, by default (`--ticket-ttl-ms`).
 pub const TICKET_TTL: Duration = Duration::from_millis(TICKET_TTL_MS);
 /// Bytes of a session token (256 bits).
 pub const TOKEN_BYTES: usize = 32;
@@ -100,14 +100,14 @@ pub struct Tickets {
 }
 
 impl Tickets {
-    /// Mints a ticket at `now`; the oldest is forgotten past [`MAX_TICKETS`].
-    pub fn mint(&mut self, now: Instant) -> Secret {
+    /// Mints a ticket at `now`, valid `ttl`; the oldest is forgotten past [`MAX_TICKETS`].
+    pub fn mint(&mut self, now: Instant, ttl: Duration) -> Secret {
         self.live.retain(|t| now < t.1);
         while self.live.len() >= MAX_TICKETS {
             self.live.pop_front();
         }
         let bytes = random::<TICKET_BYTES>();
-        self.live.push_back((bytes, now + TICKET_TTL));
+        self.live.push_back((bytes, now + ttl));
         Secret::new(B64.encode(bytes))
     }
 
@@ -247,12 +247,12 @@ mod tests {
     fn tickets_are_single_use_expire_and_are_bounded() {
         let t0 = Instant::now();
         let mut tickets = Tickets::default();
-        let first = tickets.mint(t0);
+        let first = tickets.mint(t0, TICKET_TTL);
         assert!(tickets.redeem(first.expose(), t0));
         assert!(!tickets.redeem(first.expose(), t0), "used");
-        let late = tickets.mint(t0);
+        let late = tickets.mint(t0, TICKET_TTL);
         assert!(!tickets.redeem(late.expose(), t0 + TICKET_TTL), "expired");
-        let all: Vec<Secret> = (0..=MAX_TICKETS).map(|_| tickets.mint(t0)).collect();
+        let all: Vec<Secret> = (0..=MAX_TICKETS).map(|_| tickets.mint(t0, TICKET_TTL)).collect();
         assert!(!tickets.redeem(all[0].expose(), t0), "oldest forgotten");
         assert!(tickets.redeem(all[MAX_TICKETS].expose(), t0));
         assert!(!format!("{tickets:?}").contains(all[1].expose()));

@@ -195,6 +195,11 @@ pub struct Config {
     /// printed on stdout at start-up (`admin token: <token>`). Never logged.
     #[arg(long, env = "P3_ADMIN_TOKEN")]
     pub admin_token: Option<crate::auth::AdminToken>,
+    /// A ticket (`POST .../ticket`, `?ticket=` on WebSocket and SSE URLs) is valid this long
+    /// after it is minted, ms (PROTOCOL.md §4.3).
+    #[arg(long, env = "TICKET_TTL_MS", default_value_t = crate::auth::TICKET_TTL_MS,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub ticket_ttl_ms: u64,
     /// The signaling server's `signalingToken` (`GET /api/signaling`, `auth`) is valid this
     /// long after the handshake that gave it, s; a new handshake gives a new one.
     #[arg(long, env = "SIGNALING_TOKEN_TTL_S", default_value_t = DEFAULT_TTL_SECONDS,
@@ -323,6 +328,7 @@ impl Default for Config {
             max_changes_per_push: MAX_CHANGES_PER_PUSH,
             max_origins_per_room: MAX_ORIGINS_PER_ROOM,
             admin_token: None,
+            ticket_ttl_ms: crate::auth::TICKET_TTL_MS,
             signaling_token_ttl_s: DEFAULT_TTL_SECONDS,
             test_latency_ms: 0,
             test_jitter_ms: 0,

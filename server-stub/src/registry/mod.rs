@@ -176,6 +176,8 @@ pub(crate) struct Registry {
     sse_per_ip: PerIp,
     /// When [`Registry::sweep`] last ran.
     last_sweep: Option<Instant>,
+    /// Lifetime of a ticket (`--ticket-ttl-ms`).
+    ticket_ttl: Duration,
 }
 
 impl Registry {
@@ -202,6 +204,7 @@ impl Registry {
             sessions_per_ip: PerIp::default(),
             sse_per_ip: PerIp::default(),
             last_sweep: None,
+            ticket_ttl: Duration::from_millis(config.ticket_ttl_ms),
         }
     }
 
@@ -370,7 +373,7 @@ impl Registry {
         let mut tickets = Tickets::default();
         let credentials = Credentials {
             token: token.to_wire(),
-            ticket: tickets.mint(now),
+            ticket: tickets.mint(now, self.ticket_ttl),
         };
         self.sessions.insert(
             sid,
@@ -407,7 +410,8 @@ impl Registry {
 
     /// Mints a ticket for live session `sid` (the caller checked its token).
     pub(crate) fn mint_ticket(&mut self, sid: SessionId, now: Instant) -> Option<Secret> {
-        Some(self.live(sid, now)?.tickets.mint(now))
+        let ttl = self.ticket_ttl;
+        Some(self.live(sid, now)?.tickets.mint(now, ttl))
     }
 
     /// Uses `ticket` of session `sid`: true if it was live (it is forgotten either way).
