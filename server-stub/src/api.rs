@@ -3,12 +3,17 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `POST /api/protocol/v2/session/handshake` | [`HandshakeResponse`] or 400 with the negotiation error |
-//! | `GET /api/protocol/v2/session/{sid}` | [`SessionStatus`], 404 `session_not_found`, 400 for a malformed id |
-//! | `DELETE /api/protocol/v2/session/{sid}` | 204, or 404 |
+//! | `GET /api/protocol/v2/session/{sid}` (Bearer) | [`SessionStatus`], 401 `unauthorized`, 400 for a malformed id |
+//! | `DELETE /api/protocol/v2/session/{sid}` (Bearer) | 204, or 401 |
+//! | `POST /api/protocol/v2/session/{sid}/ticket` (Bearer) | `{"ticket", "expiresInMs"}`, or 401 |
+//!
+//! "(Bearer)": `Authorization: Bearer <sessionToken>` ([`crate::auth`]); every refusal of it
+//! is the same 401 `unauthorized`, for an unknown session as for another session's token.
 //! | `GET /api/protocol/v2/protocol/info` | [`ProtocolInfoBody`] |
 //! | `GET /api/version` | `{"version": "<app version>"}`, `Cache-Control: no-store` (see [`crate::pwa`]) |
 
-use crate::error::{AppError, SessionPath};
+use crate::auth::{unauthorized, Authorized};
+use crate::error::AppError;
 use crate::limits::bounds::{HandshakeBody, PeerIp};
 use crate::now_ms;
 use crate::registry::NewSession;
@@ -19,8 +24,8 @@ use axum::response::IntoResponse;
 use axum::Json;
 use p3_lanes::core::dictionary::DictionaryWire;
 use p3_lanes::core::handshake::{
-    negotiate, HandshakeResponse, HeartbeatInfo, ProtocolInfo, FEATURES, FEATURE_MUX,
-    PROTOCOL_VERSION,
+    negotiate, HandshakeResponse, HeartbeatInfo, ProtocolInfo, TicketResponse, FEATURES,
+    FEATURE_MUX, PROTOCOL_VERSION,
 };
 use p3_lanes::core::lane::{Encoding, LANE_REGISTRY};
 use p3_lanes::core::sse::TRANSPORT_SSE;
@@ -53,7 +58,7 @@ pub async fn handshake(
         transport: negotiated.transport,
         lanes,
     };
-    let (sid, mux) = state.create_session(new, want_mux)?;
+    let (sid, mux, credentials) = state.create_session(new, want_mux)?;
     let config = state.config();
     tracing::info!(session = %sid, lanes = ?negotiated.lanes, "session created");
     Ok(Json(HandshakeResponse {
@@ -75,7 +80,9 @@ pub async fn handshake(
             interval_ms: config.heartbeat_interval_ms,
             timeout_ms: config.heartbeat_timeout_ms,
         },
-        signaling_token: Some(state.signaling().token(sid)),
+        signaling_token: Some(state.signaling().token(sid, now_ms())),
+        session_token: Some(credentials.token),
+        ticket: Some(credentials.ticket),
         limits: state.limits().advertised(),
     }))
 }
@@ -87,28 +94,55 @@ fn protocol_info() -> ProtocolInfo {
     }
 }
 
-/// `GET /api/protocol/v2/session/{sid}`.
+/// `GET /api/protocol/v2/session/{sid}` with `Authorization: Bearer <sessionToken>`.
+///
+/// Errors: 401 `unauthorized` (no, wrong or another session's token; unknown session), 400
+/// `bad_request` (malformed id).
 pub async fn session_status(
     State(state): State<Arc<AppState>>,
-    SessionPath(sid): SessionPath,
+    Authorized(sid): Authorized,
 ) -> Result<Json<SessionStatus>, AppError> {
-    state
-        .status(sid)
-        .map(Json)
-        .ok_or(AppError::session_not_found(sid))
+    // Expired between the check and now: as unknown.
+    state.status(sid).map(Json).ok_or_else(unauthorized)
 }
 
-/// `DELETE /api/protocol/v2/session/{sid}`: 204; the socket closes with 4404.
+/// `DELETE /api/protocol/v2/session/{sid}` with `Authorization: Bearer <sessionToken>`: 204;
+/// the socket closes with 4404.
+///
+/// Errors: as [`session_status`].
 pub async fn delete_session(
     State(state): State<Arc<AppState>>,
-    SessionPath(sid): SessionPath,
+    Authorized(sid): Authorized,
 ) -> Result<StatusCode, AppError> {
     if state.delete_session(sid) {
         tracing::info!(session = %sid, "session deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(AppError::session_not_found(sid))
+        Err(unauthorized())
     }
+}
+
+/// `POST /api/protocol/v2/session/{sid}/ticket` with `Authorization: Bearer <sessionToken>`:
+/// a single-use ticket for one WebSocket or SSE stream of the session (`?ticket=`), valid
+/// `--ticket-ttl-ms` (30 s); at most 8 outstanding per session (minting a ninth forgets the oldest).
+/// Answer: `{"ticket": "<base64url>", "expiresInMs": 30000}`, `Cache-Control: no-store`.
+///
+/// Errors: as [`session_status`].
+pub async fn mint_ticket(
+    State(state): State<Arc<AppState>>,
+    Authorized(sid): Authorized,
+) -> Result<impl IntoResponse, AppError> {
+    let ticket = state
+        .registry()
+        .mint_ticket(sid, std::time::Instant::now())
+        .ok_or_else(unauthorized)?;
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(TicketResponse {
+            ticket,
+            expires_in_ms: state.config().ticket_ttl_ms,
+        }),
+    ))
 }
 
 /// One lane registry entry in [`ProtocolInfoBody`] (seed 000 `LaneRegistry`).

@@ -9,6 +9,9 @@ use tokio::sync::watch;
 /// (PROTOCOL.md §15); the client reconnects after a backoff.
 pub use p3_lanes::core::client::CLOSE_RATE_LIMITED as RATE_LIMITED;
 pub use p3_lanes::core::client::CLOSE_SESSION_NOT_FOUND as SESSION_NOT_FOUND;
+/// Unauthorized: the socket was opened without a valid ticket (missing, unknown, used,
+/// expired; or an unknown session: the same answer), issue 12.
+pub use p3_lanes::core::client::CLOSE_UNAUTHORIZED as UNAUTHORIZED;
 /// Normal closure (the peer closed, or the server ended the socket without a reason).
 pub const NORMAL: u16 = 1000;
 /// Going away: the server is shutting down.

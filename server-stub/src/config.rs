@@ -190,6 +190,21 @@ pub struct Config {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_ORIGINS_PER_ROOM as u64))]
     pub max_origins_per_room: usize,
     // --- end of bounds ---
+    /// Token of the admin endpoints (`/api/admin/*`: `Authorization: Bearer <token>`, besides
+    /// a loopback client), at least 16 characters. Unset: a random one is generated and
+    /// printed on stdout at start-up (`admin token: <token>`). Never logged.
+    #[arg(long, env = "P3_ADMIN_TOKEN")]
+    pub admin_token: Option<crate::auth::AdminToken>,
+    /// A ticket (`POST .../ticket`, `?ticket=` on WebSocket and SSE URLs) is valid this long
+    /// after it is minted, ms (PROTOCOL.md §4.3).
+    #[arg(long, env = "TICKET_TTL_MS", default_value_t = crate::auth::TICKET_TTL_MS,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub ticket_ttl_ms: u64,
+    /// The signaling server's `signalingToken` (`GET /api/signaling`, `auth`) is valid this
+    /// long after the handshake that gave it, s; a new handshake gives a new one.
+    #[arg(long, env = "SIGNALING_TOKEN_TTL_S", default_value_t = DEFAULT_TTL_SECONDS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub signaling_token_ttl_s: u64,
     /// TEST ONLY: delay every WebSocket frame, in each direction and per connection, by this
     /// many ms plus the jitter (a slow link for music-sync tests). Frames stay in order, as on
     /// TCP. 0: no delay. Never use in production.
@@ -312,6 +327,9 @@ impl Default for Config {
             signaling_queue_bytes: bounds::DEFAULT_SIGNALING_QUEUE_BYTES,
             max_changes_per_push: MAX_CHANGES_PER_PUSH,
             max_origins_per_room: MAX_ORIGINS_PER_ROOM,
+            admin_token: None,
+            ticket_ttl_ms: crate::auth::TICKET_TTL_MS,
+            signaling_token_ttl_s: DEFAULT_TTL_SECONDS,
             test_latency_ms: 0,
             test_jitter_ms: 0,
             stun_urls: DEFAULT_STUN.into(),

@@ -117,8 +117,18 @@ impl From<WebSocketUpgradeRejection> for AppError {
 }
 
 impl IntoResponse for AppError {
+    /// The status and JSON body; a 401 also says which credentials it wants
+    /// (`WWW-Authenticate: Bearer`, RFC 6750 §3).
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let unauthorized = self.status == StatusCode::UNAUTHORIZED;
+        let mut resp = (self.status, Json(self.body)).into_response();
+        if unauthorized {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
     }
 }
 

@@ -9,6 +9,7 @@
 //! | --- | --- |
 //! | [`config`] | flags and environment (seed 001 "Environment Variables") |
 //! | [`api`] | the HTTP API (seed 000 "Session Handshake", "Session Management", `/api/version`) |
+//! | [`auth`] | session credentials: token, single-use tickets, the Bearer check, the admin token (issue 12) |
 //! | [`ws`] | the session WebSocket: rooms, relay, heartbeats (seed 000 lanes, seed 001) |
 //! | [`state`] | the app state: wires the registry, the music service and the signaling server; lock rules; TTL sweeper |
 //! | `registry` | sessions, rooms, routing, outbound queues and multiplexers (`send(lane, frame)`), per-receiver encodings |
@@ -30,6 +31,7 @@
 //! Use [`app`] to get the router (tests), or [`serve`] to run it with graceful shutdown.
 
 pub mod api;
+pub mod auth;
 pub mod close;
 pub mod config;
 pub mod error;
@@ -100,6 +102,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(api::session_status).delete(api::delete_session),
         )
         .route(
+            "/api/protocol/v2/session/{sid}/ticket",
+            limits.guard(IpClass::Post, post(api::mint_ticket)),
+        )
+        .route(
             "/api/protocol/v2/session/{sid}/ws",
             limits.guard(IpClass::Upgrade, get(ws::upgrade)),
         )
@@ -146,6 +152,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([
             header::CONTENT_TYPE,
+            header::AUTHORIZATION,
             HeaderName::from_static(p3_lanes::core::sse::post::HEADER_SEQ),
         ])
         .expose_headers([

@@ -1,5 +1,6 @@
 //! `server-stub` binary: parses [`Config`] (flags and environment), binds, prints
-//! `listening on http://<ip>:<port>` on stdout, and serves until SIGINT or SIGTERM.
+//! `listening on http://<ip>:<port>` on stdout (then `admin token: <token>` when
+//! `--admin-token` is unset and one was generated), and serves until SIGINT or SIGTERM.
 //! Logs go to stderr, filtered by `RUST_LOG` (default `info`).
 
 use clap::Parser;
@@ -39,12 +40,18 @@ async fn main() -> ExitCode {
             tracing::warn!(dir = %dir.display(), "directory to serve does not exist (requests for it get 404)");
         }
     }
+    let generated = config.admin_token.is_none();
+    let state = AppState::new(config);
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "listening on http://{addr}");
+    if generated {
+        // Printed once, on stdout (not in the logs): the operator's only copy.
+        let _ = writeln!(stdout, "admin token: {}", state.admin_token().expose());
+    }
     let _ = stdout.flush();
-    tracing::info!(%addr, version = %config.app_version, "server-stub started");
+    tracing::info!(%addr, version = %state.config().app_version, "server-stub started");
 
-    match serve(listener, AppState::new(config), shutdown_signal()).await {
+    match serve(listener, state, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");

@@ -13,7 +13,9 @@
 //! headers (`Forwarded`, `X-Forwarded-For`: a reverse proxy on the same machine would make
 //! every request look local) and, when a browser sends an `Origin`, come from this server's
 //! own origin (so a web page open in a developer's browser cannot change it). Otherwise
-//! `403 forbidden`.
+//! `403 forbidden`. It also needs the admin token, `Authorization: Bearer <--admin-token>`
+//! (`P3_ADMIN_TOKEN`; generated and printed at start-up when unset): otherwise `401
+//! unauthorized` ([`admin_allowed`]).
 
 use crate::error::{ApiJson, AppError};
 use crate::state::AppState;
@@ -128,7 +130,7 @@ pub struct VersionChanged {
 
 /// `POST /api/admin/version`: sets the app version and pushes it to every open socket.
 ///
-/// Errors: 403 `forbidden` (see the module docs), 400 `invalid_argument` for a bad version,
+/// Errors: 403 `forbidden`, 401 `unauthorized` (see the module docs), 400 `invalid_argument` for a bad version,
 /// 400/415 `bad_request` for a bad body.
 pub async fn set_version(
     State(state): State<Arc<AppState>>,
@@ -137,14 +139,7 @@ pub async fn set_version(
     ApiJson(body): ApiJson<SetVersion>,
 ) -> Result<Json<VersionChanged>, AppError> {
     let peer = peer.ok().map(|ConnectInfo(addr)| addr);
-    if let Err(why) = admin_allowed(peer, &headers) {
-        tracing::warn!(?peer, why, "admin request refused");
-        return Err(AppError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            why,
-        ));
-    }
+    admin_allowed(&state, peer, &headers)?;
     let v = body.version.trim();
     if v.is_empty() || v.len() > MAX_VERSION_BYTES || v.chars().any(char::is_control) {
         return Err(AppError::new(
@@ -162,8 +157,38 @@ pub async fn set_version(
     }))
 }
 
-/// Whether an admin request may proceed: `Err` says why not.
-pub fn admin_allowed(peer: Option<SocketAddr>, headers: &HeaderMap) -> Result<(), &'static str> {
+/// Whether an admin request may proceed: from where it comes ([`admin_origin_allowed`]: else
+/// 403 `forbidden`), then the admin token (`Authorization: Bearer <--admin-token>`, compared
+/// in constant time: else 401 `unauthorized`). The loopback rule alone is not enough: a page
+/// that rebinds its DNS name to 127.0.0.1 makes the developer's browser a loopback client
+/// with a matching `Origin` and `Host`; it cannot know the token.
+///
+/// Errors: 403 `forbidden`, 401 `unauthorized`.
+pub fn admin_allowed(
+    state: &AppState,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> Result<(), AppError> {
+    if let Err(why) = admin_origin_allowed(peer, headers) {
+        tracing::warn!(?peer, why, "admin request refused");
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            why,
+        ));
+    }
+    if !state.admin_token().verify(headers) {
+        tracing::warn!(?peer, "admin request refused: no or wrong admin token");
+        return Err(crate::auth::unauthorized());
+    }
+    Ok(())
+}
+
+/// Whether an admin request comes from where admin requests may: `Err` says why not.
+pub fn admin_origin_allowed(
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> Result<(), &'static str> {
     match peer {
         Some(addr) if addr.ip().is_loopback() => {}
         Some(_) => return Err("admin endpoints answer loopback clients only"),
@@ -217,24 +242,24 @@ mod tests {
         let remote: SocketAddr = "192.168.1.20:5000".parse().unwrap();
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
-        assert!(admin_allowed(Some(local), &h).is_ok());
-        assert!(admin_allowed(Some(local6), &h).is_ok());
-        assert!(admin_allowed(Some(remote), &h).is_err());
-        assert!(admin_allowed(None, &h).is_err());
+        assert!(admin_origin_allowed(Some(local), &h).is_ok());
+        assert!(admin_origin_allowed(Some(local6), &h).is_ok());
+        assert!(admin_origin_allowed(Some(remote), &h).is_err());
+        assert!(admin_origin_allowed(None, &h).is_err());
         let mut same = h.clone();
         same.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://127.0.0.1:8080"),
         );
-        assert!(admin_allowed(Some(local), &same).is_ok());
+        assert!(admin_origin_allowed(Some(local), &same).is_ok());
         let mut cross = h.clone();
         cross.insert(
             header::ORIGIN,
             HeaderValue::from_static("https://evil.example"),
         );
-        assert!(admin_allowed(Some(local), &cross).is_err());
+        assert!(admin_origin_allowed(Some(local), &cross).is_err());
         let mut proxied = h.clone();
         proxied.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        assert!(admin_allowed(Some(local), &proxied).is_err());
+        assert!(admin_origin_allowed(Some(local), &proxied).is_err());
     }
 }

@@ -11,9 +11,9 @@
 //! - `from` must be absent or the sender's own session id (a session cannot speak for
 //!   another): `forbidden`; the relayed payload always carries `from` = the sender and `to`;
 //! - the payload must have the core's shape (e.g. `sdp` for an offer): `bad_payload`;
-//! - the target must be a connected (or detached multiplexed) member of the **same room**,
-//!   granted the Messaging lane: `unknown_target` (also for sessions in other rooms, so
-//!   room membership does not leak), `lane_not_negotiated`;
+//! - the target must be a member of the **same room** (`forbidden` otherwise, whether it
+//!   names a session elsewhere or none, issue 12), connected (or detached multiplexed) and
+//!   granted the Messaging lane: `unknown_target`, `lane_not_negotiated`;
 //! - a full receiver queue: `backpressure`, as for any relay.
 
 use crate::registry::error_msg;
@@ -74,7 +74,7 @@ pub(crate) fn relay_signal(
     if reg.room_of(target).as_deref() != Some(room.as_str()) {
         drop(reg);
         return refuse(WireError::new(
-            ErrorCode::UnknownTarget,
+            ErrorCode::Forbidden,
             format!("session {target} is not in your room"),
         ));
     }

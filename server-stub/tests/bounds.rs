@@ -408,18 +408,19 @@ async fn sessions(server: &TestServer, n: usize) -> Vec<String> {
 
 async fn delete(server: &TestServer, sid: &str) {
     let resp = server
-        .http
-        .delete(server.url(&format!("/api/protocol/v2/session/{sid}")))
+        .session(reqwest::Method::DELETE, &format!("/api/protocol/v2/session/{sid}"))
+        .await
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
 }
 
+/// The status of `GET` session `sid` as its owner: 200, or 401 once the server forgot it.
 async fn status(server: &TestServer, sid: &str) -> u16 {
     server
-        .http
-        .get(server.url(&format!("/api/protocol/v2/session/{sid}")))
+        .session(reqwest::Method::GET, &format!("/api/protocol/v2/session/{sid}"))
+        .await
         .send()
         .await
         .unwrap()
@@ -479,7 +480,7 @@ async fn unattached_sessions_expire_early() {
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
     assert_eq!(
         status(&server, &idle).await,
-        404,
+        401,
         "the unattached session expired"
     );
     assert_eq!(
@@ -541,8 +542,8 @@ async fn rooms_are_bounded_in_total_and_in_members() {
 /// Opens an SSE stream of `sid`; the response (any status).
 async fn sse_open(server: &TestServer, sid: &str) -> reqwest::Response {
     server
-        .http
-        .get(server.url(&format!("/api/protocol/v2/session/{sid}/stream")))
+        .session(reqwest::Method::GET, &format!("/api/protocol/v2/session/{sid}/stream"))
+        .await
         .header("accept", "text/event-stream")
         .send()
         .await
@@ -557,8 +558,9 @@ async fn sse_session(server: &TestServer, name: &str) -> String {
         }))
         .await;
     assert_eq!(resp.status(), 200);
-    let v: Value = resp.json().await.unwrap();
-    v["sessionId"].as_str().unwrap().to_owned()
+    let hs: p3_lanes::core::handshake::HandshakeResponse = resp.json().await.unwrap();
+    server.remember(&hs);
+    hs.session_id.to_string()
 }
 
 #[tokio::test]
@@ -606,8 +608,8 @@ async fn sse_streams_end_at_their_maximum_age() {
     assert!(ended.is_ok(), "the stream outlived its maximum age");
     // Resuming works, and the session counts no open stream once the old one is gone.
     let again = server
-        .http
-        .get(server.url(&format!("/api/protocol/v2/session/{a}/stream")))
+        .session(reqwest::Method::GET, &format!("/api/protocol/v2/session/{a}/stream"))
+        .await
         .header("last-event-id", "0")
         .send()
         .await
@@ -689,8 +691,8 @@ async fn a_stalled_sse_stream_no_longer_keeps_its_session_alive() {
     let stream = sse_open(&server, &a).await;
     assert_eq!(stream.status(), 200);
     let join = server
-        .http
-        .post(server.url(&format!("/api/protocol/v2/session/{a}/lane/1")))
+        .session(reqwest::Method::POST, &format!("/api/protocol/v2/session/{a}/lane/1"))
+        .await
         .header("content-type", "application/json")
         .body(json!({"type": "join", "room": "r"}).to_string())
         .send()
@@ -706,7 +708,7 @@ async fn a_stalled_sse_stream_no_longer_keeps_its_session_alive() {
     }
     let mut expired = false;
     for _ in 0..50 {
-        if status(&server, &a).await == 404 {
+        if status(&server, &a).await == 401 {
             expired = true;
             break;
         }
@@ -741,12 +743,17 @@ async fn http_joins_get_the_room_bounds_as_statuses() {
     })
     .await;
     let join = |sid: String, room: &'static str| {
-        let req = server
-            .http
-            .post(server.url(&format!("/api/protocol/v2/session/{sid}/lane/1")))
-            .header("content-type", "application/json")
-            .body(json!({"type": "join", "room": room}).to_string());
-        async move { req.send().await.unwrap() }
+        let server = &server;
+        async move {
+            server
+                .session(reqwest::Method::POST, &format!("/api/protocol/v2/session/{sid}/lane/1"))
+                .await
+                .header("content-type", "application/json")
+                .body(json!({"type": "join", "room": room}).to_string())
+                .send()
+                .await
+                .unwrap()
+        }
     };
     let a = sse_session(&server, "a").await;
     let b = sse_session(&server, "b").await;

@@ -163,12 +163,13 @@ async fn malformed_bodies_are_json_errors() {
 }
 
 #[tokio::test]
-async fn session_status_then_delete_then_404() {
+async fn session_status_then_delete_then_401() {
     let server = TestServer::start(config()).await;
     let hs = server.handshake("device-9", &["msgpack"], &[1, 2]).await;
     let url = server.url(&format!("/api/protocol/v2/session/{}", hs.session_id));
+    let token = common::token(&hs);
 
-    let resp = server.http.get(&url).send().await.unwrap();
+    let resp = server.http.get(&url).bearer_auth(&token).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let s: Value = resp.json().await.unwrap();
     assert_eq!(s["sessionId"], hs.session_id.to_string());
@@ -192,27 +193,28 @@ async fn session_status_then_delete_then_404() {
     assert!(created <= last && last <= now_ms());
     assert_eq!(s["expiresAt"].as_u64().unwrap(), last + 3_600_000);
 
-    let resp = server.http.delete(&url).send().await.unwrap();
+    let resp = server.http.delete(&url).bearer_auth(&token).send().await.unwrap();
     assert_eq!(resp.status(), 204);
     assert_error(
-        server.http.get(&url).send().await.unwrap(),
-        404,
-        "session_not_found",
+        server.http.get(&url).bearer_auth(&token).send().await.unwrap(),
+        401,
+        "unauthorized",
     )
     .await;
     assert_error(
-        server.http.delete(&url).send().await.unwrap(),
-        404,
-        "session_not_found",
+        server.http.delete(&url).bearer_auth(&token).send().await.unwrap(),
+        401,
+        "unauthorized",
     )
     .await;
 
-    // Unknown but well-formed id: 404; malformed id: 400.
+    // Unknown but well-formed id: 401, as for any session without its token; malformed
+    // id: 400.
     let unknown = server.url("/api/protocol/v2/session/00000000-0000-4000-8000-000000000000");
     assert_error(
-        server.http.get(&unknown).send().await.unwrap(),
-        404,
-        "session_not_found",
+        server.http.get(&unknown).bearer_auth(&token).send().await.unwrap(),
+        401,
+        "unauthorized",
     )
     .await;
     let bad = server.url("/api/protocol/v2/session/not-a-uuid");

@@ -1,4 +1,4 @@
-//! Session and socket lifetimes: heartbeat timeout (4408), unknown sessions (4404), sliding
+//! Session and socket lifetimes: heartbeat timeout (4408), unknown sessions (4401), sliding
 //! TTL expiry (never while connected), graceful shutdown (1001), and the binary's contract
 //! (`listening on ...`, SIGTERM).
 
@@ -13,8 +13,15 @@ use server_stub::Config;
 use std::time::{Duration, Instant};
 
 async fn status_code(server: &TestServer, sid: impl std::fmt::Display) -> u16 {
-    let url = server.url(&format!("/api/protocol/v2/session/{sid}"));
-    server.http.get(url).send().await.unwrap().status().as_u16()
+    // As the session's owner (its token): 401 once the server forgot the session.
+    server
+        .session(reqwest::Method::GET, &format!("/api/protocol/v2/session/{sid}"))
+        .await
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 #[tokio::test]
@@ -74,7 +81,11 @@ async fn silent_socket_is_closed_with_4408_and_the_session_stays_resumable() {
     // A's session is still there and a new socket resumes it.
     assert_eq!(status_code(&server, a_sid).await, 200);
     let mut a2 = server
-        .connect_raw(&format!("/api/protocol/v2/session/{a_sid}/ws"))
+        .connect_raw(
+            &server
+                .owned(&format!("/api/protocol/v2/session/{a_sid}/ws"))
+                .await,
+        )
         .await;
     assert!(
         matches!(a2.expect_control().await, Control::Welcome { session_id, .. } if session_id == a_sid)
@@ -82,16 +93,20 @@ async fn silent_socket_is_closed_with_4408_and_the_session_stays_resumable() {
 }
 
 #[tokio::test]
-async fn unknown_session_socket_gets_an_error_then_4404() {
+async fn unknown_session_socket_gets_an_error_then_4401() {
     let server = TestServer::start(config()).await;
+    // Without a ticket of a live session there is nothing to open: the same `unauthorized`
+    // and 4401 as for a stranger (issue 12; tests/session_auth.rs covers every cause).
     for sid in ["00000000-0000-4000-8000-000000000000", "not-a-session"] {
         let mut p = server
-            .connect_raw(&format!("/api/protocol/v2/session/{sid}/ws"))
+            .connect_raw(&format!(
+                "/api/protocol/v2/session/{sid}/ws?ticket=AAAAAAAAAAAAAAAAAAAAAA"
+            ))
             .await;
-        assert_eq!(p.expect_error().await.0, ErrorCode::SessionNotFound);
+        assert_eq!(p.expect_error().await.0, ErrorCode::Unauthorized);
         match p.recv().await {
-            Received::Closed(Some((code, _))) => assert_eq!(code, 4404),
-            other => panic!("expected close 4404, got {other:?}"),
+            Received::Closed(Some((code, _))) => assert_eq!(code, 4401),
+            other => panic!("expected close 4401, got {other:?}"),
         }
     }
 }
@@ -106,10 +121,14 @@ async fn sessions_expire_after_their_ttl() {
     let hs = server.handshake("e", &["msgpack"], &[1]).await;
     assert_eq!(status_code(&server, hs.session_id).await, 200);
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    assert_eq!(status_code(&server, hs.session_id).await, 404);
-    let mut p = server.connect_raw(&hs.websocket_url).await;
-    assert_eq!(p.expect_error().await.0, ErrorCode::SessionNotFound);
-    assert_eq!(p.expect_close().await, 4404);
+    assert_eq!(status_code(&server, hs.session_id).await, 401);
+    // Its ticket died with it.
+    let ticket = hs.ticket.as_ref().unwrap().expose();
+    let mut p = server
+        .connect_raw(&common::with_ticket(&hs.websocket_url, ticket))
+        .await;
+    assert_eq!(p.expect_error().await.0, ErrorCode::Unauthorized);
+    assert_eq!(p.expect_close().await, 4401);
 }
 
 #[tokio::test]
@@ -130,7 +149,7 @@ async fn sessions_do_not_expire_while_connected() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(status_code(&server, hs.session_id).await, 200);
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(status_code(&server, hs.session_id).await, 404);
+    assert_eq!(status_code(&server, hs.session_id).await, 401);
 }
 
 #[tokio::test]
@@ -160,7 +179,7 @@ async fn activity_slides_the_ttl() {
         "alive past the first deadline"
     );
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(status_code(&server, hs.session_id).await, 404);
+    assert_eq!(status_code(&server, hs.session_id).await, 401);
 }
 
 #[tokio::test]
@@ -254,7 +273,8 @@ async fn binary_prints_its_address_and_exits_on_sigterm() {
         .json()
         .await
         .unwrap();
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{}", hs.websocket_url))
+    let first = common::with_ticket(&hs.websocket_url, hs.ticket.as_ref().unwrap().expose());
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{first}"))
         .await
         .unwrap();
     use futures::StreamExt;

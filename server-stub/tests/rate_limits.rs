@@ -183,11 +183,11 @@ async fn websocket_sse_and_signaling_upgrades_per_ip_get_429() {
     let first = ws_from(&server, None, &hs.websocket_url).await;
     assert!(first.is_ok());
     let sse = server
-        .http
-        .get(server.url(&format!(
+        .session(reqwest::Method::GET, &format!(
             "/api/protocol/v2/session/{}/stream",
             hs.session_id
-        )))
+        ))
+        .await
         .header("accept", "text/event-stream")
         .send()
         .await

@@ -27,14 +27,17 @@ async fn sse_handshake(server: &TestServer, client_id: &str, lanes: &[u8]) -> Ha
         }))
         .await;
     assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
+    let hs = resp.json().await.unwrap();
+    server.remember(&hs);
+    hs
 }
 
 /// Opens `path` as an event stream (with `Last-Event-ID` when given); asserts 200.
 async fn open(server: &TestServer, path: &str, last_id: Option<&str>) -> (reqwest::Response, ()) {
+    // As the session's owner: a fresh ticket.
     let mut req = server
-        .http
-        .get(server.url(path))
+        .session(reqwest::Method::GET, path)
+        .await
         .header("accept", "text/event-stream");
     if let Some(id) = last_id {
         req = req.header("last-event-id", id);
@@ -75,8 +78,8 @@ async fn post(
     body: impl Into<reqwest::Body>,
 ) -> reqwest::Response {
     server
-        .http
-        .post(server.url(&format!("/api/protocol/v2/session/{sid}/lane/{lane}")))
+        .session(reqwest::Method::POST, &format!("/api/protocol/v2/session/{sid}/lane/{lane}"))
+        .await
         .header("content-type", ct)
         .body(body)
         .send()
@@ -125,8 +128,8 @@ async fn stream_has_the_seed_headers_retry_and_a_welcome() {
         "{welcome:?}"
     );
     let status: Value = server
-        .http
-        .get(server.url(&format!("/api/protocol/v2/session/{}", hs.session_id)))
+        .session(reqwest::Method::GET, &format!("/api/protocol/v2/session/{}", hs.session_id))
+        .await
         .send()
         .await
         .unwrap()
@@ -189,8 +192,8 @@ async fn sse_and_websocket_sessions_exchange_messages_in_a_room() {
     // `to` addresses one session; a ping is answered on the stream.
     let to = format!("/api/protocol/v2/session/{sid}/lane/2?to={}", ws.sid());
     let r = server
-        .http
-        .post(server.url(&to))
+        .session(reqwest::Method::POST, &to)
+        .await
         .header("content-type", "application/json")
         .body("[1,2]")
         .send()
@@ -379,8 +382,8 @@ async fn post_and_stream_errors_are_json_with_codes() {
     let unknown = "00000000-0000-4000-8000-000000000000";
     assert_error(
         post_json(&server, unknown, 2, &json!(1)).await,
-        404,
-        "session_not_found",
+        401,
+        "unauthorized",
     )
     .await;
     assert_error(
@@ -421,14 +424,16 @@ async fn post_and_stream_errors_are_json_with_codes() {
     .await;
     let to = format!("/api/protocol/v2/session/{sid}/lane/2?to={unknown}");
     let r = server
-        .http
-        .post(server.url(&to))
+        .session(reqwest::Method::POST, &to)
+        .await
         .header("content-type", "application/json")
         .body("1")
         .send()
         .await
         .unwrap();
-    assert_error(r, 400, "unknown_target").await;
+    // Issue 12: `to` names members of the sender's room only, and an id that names nobody
+    // gets the same answer as one in another room.
+    assert_error(r, 403, "forbidden").await;
     assert_error(
         post_json(&server, &sid, 1, &json!({"type": "welcome"})).await,
         400,
@@ -448,13 +453,14 @@ async fn post_and_stream_errors_are_json_with_codes() {
     )
     .await;
 
-    let get = |path: String| server.http.get(server.url(&path)).send();
+    let server = &server;
+    let get = |path: String| async move { server.session(reqwest::Method::GET, &path).await.send().await };
     assert_error(
         get(format!("/api/protocol/v2/session/{unknown}/stream"))
             .await
             .unwrap(),
-        404,
-        "session_not_found",
+        401,
+        "unauthorized",
     )
     .await;
     assert_error(
@@ -488,8 +494,8 @@ async fn post_and_stream_errors_are_json_with_codes() {
     let mut ev = events(resp);
     next_message(&mut ev).await;
     let r = server
-        .http
-        .delete(server.url(&format!("/api/protocol/v2/session/{sid}")))
+        .session(reqwest::Method::DELETE, &format!("/api/protocol/v2/session/{sid}"))
+        .await
         .send()
         .await
         .unwrap();
@@ -532,10 +538,15 @@ async fn a_session_with_an_open_stream_does_not_expire() {
     })
     .await;
     let hs = sse_handshake(&server, "a", &[1, 2]).await;
-    let status = |sid: String| {
-        let url = server.url(&format!("/api/protocol/v2/session/{sid}"));
-        let http = server.http.clone();
-        async move { http.get(url).send().await.unwrap().status() }
+    let srv = &server;
+    let status = |sid: String| async move {
+        srv
+            .session(reqwest::Method::GET, &format!("/api/protocol/v2/session/{sid}"))
+            .await
+            .send()
+            .await
+            .unwrap()
+            .status()
     };
     let (resp, ()) = open(&server, &hs.lanes[0].url, None).await;
     let mut ev = events(resp);
@@ -546,7 +557,7 @@ async fn a_session_with_an_open_stream_does_not_expire() {
     // Once the stream is gone the TTL runs again: the session expires and the stream ends.
     drop(ev);
     let gone = timeout(std::time::Duration::from_secs(10), async {
-        while status(hs.session_id.to_string()).await != 404 {
+        while status(hs.session_id.to_string()).await != 401 {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     })
@@ -563,8 +574,8 @@ async fn post_seq(
     body: &str,
 ) -> reqwest::Response {
     server
-        .http
-        .post(server.url(&format!("/api/protocol/v2/session/{sid}/lane/{lane}")))
+        .session(reqwest::Method::POST, &format!("/api/protocol/v2/session/{sid}/lane/{lane}"))
+        .await
         .header("content-type", "application/json")
         .header("p3-seq", seq)
         .body(body.to_owned())

@@ -59,7 +59,7 @@ use crate::core::control::{validate_room_name, Control};
 use crate::core::dictionary::Dictionary;
 use crate::core::error::ErrorCode;
 use crate::core::frame::{FrameHeader, FrameKind, SessionId, DEFAULT_MAX_FRAME_BYTES};
-use crate::core::handshake::{HandshakeResponse, FEATURE_MUX};
+use crate::core::handshake::{HandshakeResponse, Secret, FEATURE_MUX};
 use crate::core::lane::{Encoding, Lane};
 use crate::core::mux::{Discontinuity, Mux, MuxConfig, MuxError, MuxEvent};
 use crate::core::payload::{self, PayloadError};
@@ -72,6 +72,12 @@ pub const DEFAULT_BACKOFF_MS: [u64; 5] = [1000, 2000, 4000, 8000, 16000];
 
 /// WebSocket close code the server uses when the session is unknown or expired.
 pub const CLOSE_SESSION_NOT_FOUND: u16 = 4404;
+
+/// WebSocket close code the server uses for a socket opened without a valid ticket
+/// (`?ticket=`: missing, unknown, used or expired; also for an unknown session, so a stranger
+/// learns nothing; PROTOCOL.md "Security: session credentials"). The client starts a new
+/// session, as after [`CLOSE_SESSION_NOT_FOUND`], and emits [`Event::Error`] `unauthorized`.
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 
 /// WebSocket close code the server uses for a client that kept sending past its rate limit
 /// (`--rate-strikes` refused frames within 10 s; issue 11).
@@ -395,6 +401,11 @@ const TIMERS: [Timer; 3] = [Timer::Heartbeat, Timer::Idle, Timer::Reconnect];
 struct Session {
     id: SessionId,
     ws_path: String,
+    /// The session's secret (`sessionToken`), `None` from servers that do not check
+    /// credentials.
+    token: Option<Secret>,
+    /// The handshake's first ticket, until the first socket takes it.
+    ticket: Option<Secret>,
     /// Encoding per lane (index `id - 1`); `None`: not granted.
     lanes: [Option<Encoding>; 8],
     dict: Dictionary,
@@ -418,6 +429,8 @@ impl Session {
         Ok(Session {
             id: resp.session_id,
             ws_path: resp.websocket_url.clone(),
+            token: resp.session_token.clone(),
+            ticket: resp.ticket.clone(),
             lanes,
             dict,
             heartbeat_interval_ms: resp.heartbeat.interval_ms.max(100),
@@ -606,6 +619,21 @@ impl Client {
     /// Current session id (changes after a re-handshake).
     pub fn session_id(&self) -> SessionId {
         self.session.id
+    }
+
+    /// The current session's secret (`sessionToken` of its handshake), for the driver's
+    /// `Authorization: Bearer` header on session-scoped HTTP requests (the ticket route, SSE
+    /// POSTs, the status check). `None` from servers that do not check credentials.
+    pub fn session_token(&self) -> Option<&Secret> {
+        self.session.token.as_ref()
+    }
+
+    /// The handshake's first ticket, once: the driver opens the first socket or stream of a
+    /// session with it ([`with_ticket`](crate::core::handshake::with_ticket)) and mints a
+    /// fresh one (`POST` [`ticket_path`](crate::core::handshake::ticket_path) with the
+    /// token) for every later (re)connect or resume. `None` once taken.
+    pub fn take_ticket(&mut self) -> Option<Secret> {
+        self.session.ticket.take()
     }
 
     /// The room this client is in or joining.
@@ -869,6 +897,22 @@ impl Client {
         }
         if code == CLOSE_SESSION_NOT_FOUND {
             self.needs_handshake = true;
+        }
+        if code == CLOSE_UNAUTHORIZED {
+            // The server no longer accepts this session's credentials (it forgot the session:
+            // restart, expiry, deletion): a new session, as after 4404, and the app hears why.
+            self.needs_handshake = true;
+            self.out.push_back(Output::Event(Event::Error {
+                code: ErrorCode::Unauthorized,
+                message: format!(
+                    "the server refused this session's credentials (close code {code}); \
+                     starting a new session"
+                ),
+                lane: None,
+                seq: None,
+                retry_after_ms: None,
+                dropped: None,
+            }));
         }
         if code == CLOSE_RATE_LIMITED {
             self.retry_not_before = Some(now.saturating_add(RATE_LIMITED_RECONNECT_MS));
@@ -1573,6 +1617,8 @@ mod tests {
                 timeout_ms: 60_000,
             },
             signaling_token: None,
+            session_token: Some(Secret::new("token")),
+            ticket: Some(Secret::new("first-ticket")),
             limits: None,
         }
     }

@@ -118,11 +118,81 @@ pub struct HandshakeResponse {
     /// without that endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signaling_token: Option<String>,
+    /// Ours (issue 12): the session's secret, 32 bytes from the server's CSPRNG, base64url
+    /// without padding (43 characters). Every session-scoped HTTP request carries it as
+    /// `Authorization: Bearer <sessionToken>`; WebSocket and SSE streams carry a ticket
+    /// minted with it instead ([`TICKET_PATH_SUFFIX`]). Never shown to other members; the
+    /// session id alone grants nothing (PROTOCOL.md "Security: session credentials").
+    /// Absent from servers that do not check credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<Secret>,
+    /// Ours (issue 12): a first single-use ticket for the session's first WebSocket or SSE
+    /// stream (`?ticket=`), valid [`TICKET_TTL_MS`], so the first connect needs no extra
+    /// round trip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<Secret>,
     /// Ours (issue 11): the per-session quotas the server enforces, so that the client can
     /// pace its sends and never be refused. Absent: the server advertises none (the client
     /// then paces only after a `rate_limited` refusal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+}
+
+/// A credential on the wire (a session token or a ticket): a string whose `Debug` output is
+/// `Secret(<redacted>)`, so it never reaches a log through `{:?}`. Serialized as the bare
+/// string.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret text, to put on the wire (never into a log).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// A ticket lives this long after it is minted, ms (PROTOCOL.md §4.3).
+pub const TICKET_TTL_MS: u64 = 30_000;
+/// Tickets outstanding per session; minting one more forgets the oldest.
+pub const MAX_TICKETS: usize = 8;
+/// The ticket route of a session: `POST /api/protocol/v2/session/{sid}` + this.
+pub const TICKET_PATH_SUFFIX: &str = "/ticket";
+/// Query parameter carrying a ticket on WebSocket and SSE stream URLs.
+pub const TICKET_QUERY: &str = "ticket";
+
+/// `POST /api/protocol/v2/session/{sid}/ticket` with `Authorization: Bearer <sessionToken>`:
+/// the answer, `{"ticket": "<base64url>", "expiresInMs": 30000}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketResponse {
+    /// Single-use ticket for one WebSocket or SSE stream of this session.
+    pub ticket: Secret,
+    /// It expires this long after the answer, ms.
+    pub expires_in_ms: u64,
+}
+
+/// Path of session `sid`'s ticket route, relative to the server origin.
+pub fn ticket_path(sid: SessionId) -> String {
+    format!("/api/protocol/v2/session/{sid}{TICKET_PATH_SUFFIX}")
+}
+
+/// `path` (a WebSocket or SSE stream path, maybe with a query) with `?ticket=<ticket>` (or
+/// `&ticket=`) appended. Tickets are base64url, so they need no escaping.
+pub fn with_ticket(path: &str, ticket: &Secret) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}{TICKET_QUERY}={}", ticket.expose())
 }
 
 /// `limits` in the handshake response (issue 11, PROTOCOL.md §15): what the server enforces

@@ -19,9 +19,11 @@
 //!
 //! This is the only module that calls `spawn_local` (for re-handshakes).
 
-use crate::core::client::{Action, Client, ConnectionState, Event, Output};
+use crate::core::client::{
+    Action, Client, ConnectionState, Event, Output, CLOSE_SESSION_NOT_FOUND,
+};
 use crate::core::error::ErrorCode;
-use crate::core::handshake::{HandshakeRequest, HandshakeResponse};
+use crate::core::handshake::{with_ticket, HandshakeRequest, HandshakeResponse};
 use crate::core::lane::Lane;
 use crate::wasm::events::{self, JoinResult};
 use crate::wasm::global::Global;
@@ -151,6 +153,8 @@ pub(crate) struct Inner {
     handshake: JsValue,
     socket: Option<Socket>,
     sockets_opened: u64,
+    /// The socket waiting for its ticket ([`Inner::open_socket`]), by number.
+    pending_socket: Option<u64>,
     timer: Timer,
     callbacks: Callbacks,
     joins: Vec<PendingJoin>,
@@ -252,14 +256,63 @@ impl Inner {
         }
     }
 
+    /// [`Action::OpenSocket`]: opens the WebSocket with a ticket (`?ticket=`): the
+    /// handshake's first one, else one minted now with the session token (an HTTP round trip
+    /// first; the socket counts as current from now, so a close or a newer open meanwhile
+    /// cancels it). A mint refused with 401 means the server forgot the session: reported to
+    /// the core as close code 4404 (a new session, quietly, as before credentials existed);
+    /// any other failure as 1006 (reconnect with backoff).
     fn open_socket(&mut self, h: &Handle, path: &str) {
         self.close_socket();
+        self.sockets_opened += 1;
+        let id = self.sockets_opened;
+        let token = match self.client.take_ticket() {
+            Some(ticket) => return self.open_socket_at(h, id, &with_ticket(path, &ticket)),
+            None => match self.client.session_token() {
+                // A server that checks no credentials.
+                None => return self.open_socket_at(h, id, path),
+                Some(token) => token.clone(),
+            },
+        };
+        self.pending_socket = Some(id);
+        let (h, base, sid, path) = (
+            h.clone(),
+            self.base.clone(),
+            self.client.session_id(),
+            path.to_owned(),
+        );
+        wasm_bindgen_futures::spawn_local(async move {
+            let minted = http::mint_ticket(&base, sid, &token).await;
+            {
+                let mut inner = h.borrow_mut();
+                if inner.pending_socket != Some(id) {
+                    return;
+                }
+                inner.pending_socket = None;
+                match minted {
+                    Ok(ticket) => inner.open_socket_at(&h, id, &with_ticket(&path, &ticket)),
+                    Err(failed) => {
+                        let code = match failed {
+                            http::MintFailed::Unauthorized => CLOSE_SESSION_NOT_FOUND,
+                            http::MintFailed::Failed => CLOSE_ABNORMAL,
+                        };
+                        let now = inner.now();
+                        inner.client.handle_socket_closed(code, now);
+                    }
+                }
+            }
+            pump(&h);
+        });
+    }
+
+    /// Opens socket number `id` at `path` (with its ticket).
+    fn open_socket_at(&mut self, h: &Handle, id: u64, path: &str) {
         let url = http::websocket_url(&self.base, path);
         let ws = match WebSocket::new(&url) {
             Ok(ws) => ws,
             Err(e) => {
                 web_sys::console::warn_2(
-                    &JsValue::from_str(&format!("p3-lanes: cannot open {url}:")),
+                    &JsValue::from_str("p3-lanes: cannot open the session's WebSocket:"),
                     &e,
                 );
                 let now = self.now();
@@ -268,8 +321,6 @@ impl Inner {
             }
         };
         ws.set_binary_type(BinaryType::Arraybuffer);
-        self.sockets_opened += 1;
-        let id = self.sockets_opened;
         let on_open = {
             let h = h.clone();
             Closure::<dyn FnMut()>::new(move || on_socket_open(&h, id))
@@ -300,6 +351,7 @@ impl Inner {
     }
 
     fn close_socket(&mut self) {
+        self.pending_socket = None;
         if let Some(s) = self.socket.take() {
             s.detach();
             let _ = s.ws.close_with_code(CLOSE_NORMAL);
@@ -347,6 +399,7 @@ pub(crate) fn start(
         handshake: convert::to_js(resp),
         socket: None,
         sockets_opened: 0,
+        pending_socket: None,
         timer: Timer::default(),
         callbacks: Callbacks::default(),
         joins: Vec::new(),

@@ -1,5 +1,7 @@
 //! HTTP and URL helpers of the driver: the handshake POST (seed 000 "Session Handshake") via
-//! the global scope's `fetch`, and the WebSocket URL of a session.
+//! the global scope's `fetch`, the ticket POST that precedes every WebSocket or SSE stream
+//! after the first (PROTOCOL.md "Security: session credentials"), and the WebSocket URL of a
+//! session.
 //!
 //! Errors are already JS errors with a `code` (see [`crate::wasm::error`]):
 //! - the server's own code for a 4xx/5xx with a `{error, code}` JSON body
@@ -12,7 +14,10 @@
 //! `Retry-After`), for `connect`'s retries and the client's re-handshake backoff.
 
 use crate::core::error::ErrorCode;
-use crate::core::handshake::{HandshakeRequest, HandshakeResponse};
+use crate::core::frame::SessionId;
+use crate::core::handshake::{
+    ticket_path, HandshakeRequest, HandshakeResponse, Secret, TicketResponse,
+};
 use crate::wasm::{error, global};
 use serde::Deserialize;
 use wasm_bindgen::{JsCast, JsValue};
@@ -125,6 +130,56 @@ pub(crate) async fn handshake(
             retry_after_ms: header_ms,
         }),
     }
+}
+
+/// Why no ticket was minted ([`mint_ticket`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MintFailed {
+    /// 401 `unauthorized`: the server does not accept this session's token any more (it
+    /// forgot the session: restart, expiry, deletion). The client needs a new session.
+    Unauthorized,
+    /// No answer, or another refusal: try again later.
+    Failed,
+}
+
+/// `POST {base}/api/protocol/v2/session/{sid}/ticket` with `Authorization: Bearer <token>`:
+/// a fresh single-use ticket for the next WebSocket or SSE stream of the session (PROTOCOL.md
+/// "Security: session credentials"). Errors: [`MintFailed`].
+pub(crate) async fn mint_ticket(
+    base: &str,
+    sid: SessionId,
+    token: &Secret,
+) -> Result<Secret, MintFailed> {
+    let url = format!("{base}{}", ticket_path(sid));
+    let answer = async {
+        let headers = web_sys::Headers::new()?;
+        headers.set("Authorization", &bearer(token))?;
+        let init = web_sys::RequestInit::new();
+        init.set_method("POST");
+        init.set_headers(&headers);
+        init.set_mode(web_sys::RequestMode::Cors);
+        init.set_cache(web_sys::RequestCache::NoStore);
+        let promise: js_sys::Promise =
+            global::fetch(&JsValue::from_str(&url), &init)?.unchecked_into();
+        let response: web_sys::Response = JsFuture::from(promise).await?.dyn_into()?;
+        let text = JsFuture::from(response.text()?)
+            .await?
+            .as_string()
+            .unwrap_or_default();
+        Ok::<_, JsValue>((response.status(), text))
+    };
+    match answer.await {
+        Ok((200, text)) => serde_json::from_str::<TicketResponse>(&text)
+            .map(|t| t.ticket)
+            .map_err(|_| MintFailed::Failed),
+        Ok((401, _)) => Err(MintFailed::Unauthorized),
+        _ => Err(MintFailed::Failed),
+    }
+}
+
+/// The `Authorization` header value of a session-scoped request: `Bearer <token>`.
+pub(crate) fn bearer(token: &Secret) -> String {
+    format!("Bearer {}", token.expose())
 }
 
 /// `fetch(url, {method: 'POST', body, headers: {'Content-Type': 'application/json'}})`;

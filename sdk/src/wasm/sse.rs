@@ -36,8 +36,9 @@ use crate::core::sse::post::{
 use crate::core::sse::{
     lane_event_name, post_from_frame, SseInput, SseReceiver, EVENT_DISCONTINUITY,
 };
-use crate::wasm::driver::{pump, Handle};
-use crate::wasm::global;
+use crate::core::handshake::{with_ticket, Secret};
+use crate::wasm::driver::{pump, Handle, Inner};
+use crate::wasm::{global, http};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -51,6 +52,9 @@ const CLOSE_ABNORMAL: u16 = 1006;
 struct Stream {
     es: EventSource,
     id: u64,
+    /// Whether it ever opened (a stream that ends after opening is resumed with a fresh
+    /// ticket; one that never opened was refused).
+    opened: bool,
     _on_open: Closure<dyn FnMut()>,
     _on_error: Closure<dyn FnMut()>,
     _on_event: Closure<dyn FnMut(MessageEvent)>,
@@ -76,6 +80,8 @@ pub(crate) struct SseLink {
     last_event_id: Option<String>,
     stream: Option<Stream>,
     streams_opened: u64,
+    /// The stream waiting for its ticket ([`open_stream`]), by number.
+    pending: Option<u64>,
     /// Numbered, ordered, retrying POSTs.
     posts: PostQueue,
     /// When the armed retry timer fires (ms), if one is armed.
@@ -93,6 +99,7 @@ impl SseLink {
             last_event_id: None,
             stream: None,
             streams_opened: 0,
+            pending: None,
             posts: PostQueue::new(),
             timer_at: None,
         };
@@ -153,6 +160,7 @@ impl SseLink {
 
     /// Closes the stream (the core asked, or the client closed).
     pub(crate) fn close_stream(&mut self) {
+        self.pending = None;
         if let Some(s) = self.stream.take() {
             s.close();
         }
@@ -164,13 +172,62 @@ impl SseLink {
     }
 }
 
-/// [`crate::core::client::Action::OpenSocket`] over SSE: opens the session's stream, resuming
-/// after the last event id seen on this session.
+/// [`crate::core::client::Action::OpenSocket`] over SSE, and the resume of a stream that
+/// ended: opens the session's stream with a ticket (the handshake's first one, else one
+/// minted now with the session token; a browser `EventSource` cannot send headers), resuming
+/// after the last event id seen on this session. A mint refused with 401 (the server forgot
+/// the session) is reported to the core as close code 4404, any other failure as 1006.
 pub(crate) fn open_stream(h: &Handle) {
     let mut inner = h.borrow_mut();
+    let sid = inner.client().session_id();
+    let ticket = inner.client_mut().take_ticket();
+    let token = inner.client().session_token().cloned();
     let base = inner.base().to_owned();
     let Some(link) = inner.sse_mut() else { return };
     link.close_stream();
+    link.streams_opened += 1;
+    let id = link.streams_opened;
+    let token = match (ticket, token) {
+        (Some(ticket), _) => return open_stream_at(&mut inner, h, id, Some(&ticket)),
+        (None, None) => return open_stream_at(&mut inner, h, id, None),
+        (None, Some(token)) => token,
+    };
+    link.pending = Some(id);
+    drop(inner);
+    let h = h.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let minted = http::mint_ticket(&base, sid, &token).await;
+        {
+            let mut inner = h.borrow_mut();
+            let current = inner.client().session_id() == sid
+                && inner.sse_mut().is_some_and(|l| l.pending == Some(id));
+            if !current {
+                return;
+            }
+            if let Some(l) = inner.sse_mut() {
+                l.pending = None;
+            }
+            match minted {
+                Ok(ticket) => open_stream_at(&mut inner, &h, id, Some(&ticket)),
+                Err(failed) => {
+                    let code = match failed {
+                        http::MintFailed::Unauthorized => CLOSE_SESSION_NOT_FOUND,
+                        http::MintFailed::Failed => CLOSE_ABNORMAL,
+                    };
+                    let now = inner.now();
+                    inner.client_mut().handle_socket_closed(code, now);
+                }
+            }
+        }
+        pump(&h);
+    });
+}
+
+/// Opens stream number `id` of the current session, with `ticket` when the server checks
+/// credentials.
+fn open_stream_at(inner: &mut Inner, h: &Handle, id: u64, ticket: Option<&Secret>) {
+    let base = inner.base().to_owned();
+    let Some(link) = inner.sse_mut() else { return };
     let mut url = format!("{base}{}", link.path);
     if let Some(id) = &link.last_event_id {
         let sep = if url.contains('?') { '&' } else { '?' };
@@ -179,11 +236,14 @@ pub(crate) fn open_stream(h: &Handle) {
             js_sys::encode_uri_component(id)
         ));
     }
+    if let Some(ticket) = ticket {
+        url = with_ticket(&url, ticket);
+    }
     let es = match EventSource::new(&url) {
         Ok(es) => es,
         Err(e) => {
             web_sys::console::warn_2(
-                &JsValue::from_str(&format!("p3-lanes: cannot open {url}:")),
+                &JsValue::from_str("p3-lanes: cannot open the session's SSE stream:"),
                 &e,
             );
             let now = inner.now();
@@ -191,8 +251,6 @@ pub(crate) fn open_stream(h: &Handle) {
             return;
         }
     };
-    link.streams_opened += 1;
-    let id = link.streams_opened;
     let on_open = {
         let h = h.clone();
         Closure::<dyn FnMut()>::new(move || on_open(&h, id))
@@ -218,6 +276,7 @@ pub(crate) fn open_stream(h: &Handle) {
     link.stream = Some(Stream {
         es,
         id,
+        opened: false,
         _on_open: on_open,
         _on_error: on_error,
         _on_event: on_event,
@@ -227,8 +286,12 @@ pub(crate) fn open_stream(h: &Handle) {
 fn on_open(h: &Handle, id: u64) {
     {
         let mut inner = h.borrow_mut();
-        if !inner.sse_mut().is_some_and(|l| l.is_current(id)) {
+        let Some(link) = inner.sse_mut() else { return };
+        if !link.is_current(id) {
             return;
+        }
+        if let Some(s) = link.stream.as_mut() {
+            s.opened = true;
         }
         let now = inner.now();
         // Also on the EventSource's own reconnects, where the core is already open (a no-op).
@@ -268,38 +331,44 @@ fn on_event(h: &Handle, id: u64, ev: &MessageEvent) {
 }
 
 fn on_error(h: &Handle, id: u64) {
-    let sid = {
+    let (sid, token) = {
         let mut inner = h.borrow_mut();
         let sid = inner.client().session_id();
+        let token = inner.client().session_token().cloned();
         let Some(link) = inner.sse_mut() else { return };
         if !link.is_current(id) {
             return;
         }
-        let closed = link
-            .stream
-            .as_ref()
-            .is_some_and(|s| s.es.ready_state() == EventSource::CLOSED);
-        if !closed {
-            // CONNECTING: the EventSource reconnects by itself with Last-Event-ID.
+        let opened = link.stream.as_ref().is_some_and(|s| s.opened);
+        // Closed here either way: the EventSource's own reconnect would present the ticket
+        // it already used (single-use) and be refused.
+        link.close_stream();
+        if opened {
+            // The stream ended after it opened (server restart, `--sse-max-age-s`, admin
+            // close): resume with a fresh ticket and `lastEventId`; the core does not notice
+            // (no loss, no duplicate). A mint that fails reports the loss to the core.
+            drop(inner);
+            open_stream(h);
             return;
         }
-        link.close_stream();
-        sid
+        (sid, token)
     };
-    // Given up (an HTTP error): is the session still there?
+    // Refused before it opened (an HTTP error): is the session still there?
     let h = h.clone();
     wasm_bindgen_futures::spawn_local(async move {
         let base = h.borrow().base().to_owned();
         let url = format!("{base}/api/protocol/v2/session/{sid}");
-        let code = match get_status(&url).await {
-            Ok(404) => CLOSE_SESSION_NOT_FOUND,
+        let code = match get_status(&url, token.as_ref()).await {
+            Ok(401 | 404) => CLOSE_SESSION_NOT_FOUND,
             _ => CLOSE_ABNORMAL,
         };
         {
             let mut inner = h.borrow_mut();
             // Only if nothing else happened meanwhile (no new stream, same session).
             let current = inner.client().session_id() == sid
-                && inner.sse_mut().is_some_and(|l| l.stream.is_none());
+                && inner
+                    .sse_mut()
+                    .is_some_and(|l| l.stream.is_none() && l.pending.is_none());
             if current {
                 let now = inner.now();
                 inner.client_mut().handle_socket_closed(code, now);
@@ -309,12 +378,18 @@ fn on_error(h: &Handle, id: u64) {
     });
 }
 
-/// `GET url`'s status; aborted (an error) after [`REQUEST_TIMEOUT_MS`], so a server that
-/// accepts the connection but never answers cannot leave the client without a stream.
-async fn get_status(url: &str) -> Result<u16, JsValue> {
+/// `GET url`'s status (with `Authorization: Bearer` when the session has a token); aborted
+/// (an error) after [`REQUEST_TIMEOUT_MS`], so a server that accepts the connection but never
+/// answers cannot leave the client without a stream.
+async fn get_status(url: &str, token: Option<&Secret>) -> Result<u16, JsValue> {
     let init = web_sys::RequestInit::new();
     init.set_method("GET");
     init.set_cache(web_sys::RequestCache::NoStore);
+    if let Some(token) = token {
+        let headers = web_sys::Headers::new()?;
+        headers.set("Authorization", &http::bearer(token))?;
+        init.set_headers(&headers);
+    }
     abort_after(&init, REQUEST_TIMEOUT_MS)?;
     let promise: js_sys::Promise = global::fetch(&JsValue::from_str(url), &init)?.unchecked_into();
     let response: web_sys::Response = JsFuture::from(promise).await?.dyn_into()?;
@@ -323,11 +398,12 @@ async fn get_status(url: &str) -> Result<u16, JsValue> {
 
 /// Sends the next queued POST if the queue lets one go now; arms a timer for a retry delay.
 pub(crate) fn kick(h: &Handle) {
-    let (url, send) = {
+    let (url, send, token) = {
         let mut inner = h.borrow_mut();
         let now = inner.now();
         let base = inner.base().to_owned();
         let sid = inner.client().session_id();
+        let token = inner.client().session_token().cloned();
         let Some(link) = inner.sse_mut() else { return };
         let Some(send) = link.posts.poll_send(now) else {
             if let Some(at) = link.posts.poll_timeout() {
@@ -346,11 +422,11 @@ pub(crate) fn kick(h: &Handle) {
             }
             return;
         };
-        (format!("{base}{}", send.post.path(sid)), send)
+        (format!("{base}{}", send.post.path(sid)), send, token)
     };
     let h = h.clone();
     wasm_bindgen_futures::spawn_local(async move {
-        let outcome = request(&url, &send).await;
+        let outcome = request(&url, &send, token.as_ref()).await;
         {
             let mut inner = h.borrow_mut();
             let now = inner.now();
@@ -400,16 +476,23 @@ fn abort_after(init: &web_sys::RequestInit, ms: u64) -> Result<(), JsValue> {
 }
 
 /// Makes one attempt of `send`: POST with `P3-Seq`, aborted after [`REQUEST_TIMEOUT_MS`].
-async fn request(url: &str, send: &PostSend) -> PostOutcome {
-    match request_inner(url, send).await {
+async fn request(url: &str, send: &PostSend, token: Option<&Secret>) -> PostOutcome {
+    match request_inner(url, send, token).await {
         Ok(outcome) => outcome,
         Err(_) => PostOutcome::Lost,
     }
 }
 
-async fn request_inner(url: &str, send: &PostSend) -> Result<PostOutcome, JsValue> {
+async fn request_inner(
+    url: &str,
+    send: &PostSend,
+    token: Option<&Secret>,
+) -> Result<PostOutcome, JsValue> {
     let post = &send.post;
     let headers = web_sys::Headers::new()?;
+    if let Some(token) = token {
+        headers.set("Authorization", &http::bearer(token))?;
+    }
     headers.set("Content-Type", post.content_type)?;
     headers.set(HEADER_SEQ, &send.seq.to_string())?;
     let init = web_sys::RequestInit::new();

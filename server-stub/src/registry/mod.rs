@@ -34,6 +34,7 @@ pub(crate) mod rooms;
 pub(crate) mod route;
 pub(crate) mod session;
 
+use crate::auth::{SessionToken, Tickets};
 use crate::close::{self, CloseSignal};
 use crate::config::Config;
 use crate::limits::bounds::{too_many, PerIp, RegistryBounds};
@@ -50,6 +51,8 @@ use p3_lanes::core::lane::{Encoding, Lane};
 use p3_lanes::core::mux::Mux;
 use p3_lanes::core::sse::post::{PostLedger, SeqCheck};
 use p3_lanes::core::sse::TRANSPORT_SSE;
+use p3_lanes::core::handshake::Secret;
+pub(crate) use session::Credentials;
 use session::{lane_grants, ConnRef, PostOutcome, Session, SessionStatus};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -173,6 +176,8 @@ pub(crate) struct Registry {
     sse_per_ip: PerIp,
     /// When [`Registry::sweep`] last ran.
     last_sweep: Option<Instant>,
+    /// Lifetime of a ticket (`--ticket-ttl-ms`).
+    ticket_ttl: Duration,
 }
 
 impl Registry {
@@ -199,6 +204,7 @@ impl Registry {
             sessions_per_ip: PerIp::default(),
             sse_per_ip: PerIp::default(),
             last_sweep: None,
+            ticket_ttl: Duration::from_millis(config.ticket_ttl_ms),
         }
     }
 
@@ -321,7 +327,7 @@ impl Registry {
         new: NewSession,
         mux: Option<Mux>,
         now: Instant,
-    ) -> Result<SessionId, WireError> {
+    ) -> Result<(SessionId, Credentials), WireError> {
         let NewSession {
             ip,
             client_id,
@@ -353,7 +359,8 @@ impl Registry {
         }
         let created = now_ms();
         let sid = loop {
-            // A session id is a bearer token for its WebSocket: use the OS CSPRNG.
+            // Session ids are public member ids (the token is the secret), random all the
+            // same: nothing should be inferred from them.
             let mut bytes = [0u8; 16];
             getrandom::fill(&mut bytes).expect("the OS random number generator is available");
             let sid = SessionId::from_random_bytes(bytes);
@@ -362,9 +369,17 @@ impl Registry {
             }
         };
         let (events, bytes) = self.sse_limits;
+        let token = SessionToken::generate();
+        let mut tickets = Tickets::default();
+        let credentials = Credentials {
+            token: token.to_wire(),
+            ticket: tickets.mint(now, self.ticket_ttl),
+        };
         self.sessions.insert(
             sid,
             Session {
+                token,
+                tickets,
                 client_id,
                 wallet,
                 device_info,
@@ -384,7 +399,25 @@ impl Registry {
             },
         );
         self.sessions_per_ip.add(ip);
-        Ok(sid)
+        Ok((sid, credentials))
+    }
+
+    /// Whether `token` is live session `sid`'s token (constant-time comparison; false for an
+    /// unknown or expired session).
+    pub(crate) fn authorize(&mut self, sid: SessionId, token: &str, now: Instant) -> bool {
+        self.live(sid, now).is_some_and(|s| s.token.verify(token))
+    }
+
+    /// Mints a ticket for live session `sid` (the caller checked its token).
+    pub(crate) fn mint_ticket(&mut self, sid: SessionId, now: Instant) -> Option<Secret> {
+        let ttl = self.ticket_ttl;
+        Some(self.live(sid, now)?.tickets.mint(now, ttl))
+    }
+
+    /// Uses `ticket` of session `sid`: true if it was live (it is forgotten either way).
+    pub(crate) fn redeem_ticket(&mut self, sid: SessionId, ticket: &str, now: Instant) -> bool {
+        self.live(sid, now)
+            .is_some_and(|s| s.tickets.redeem(ticket, now))
     }
 
     /// The status of a live session (`ttl_seconds`: the configured TTL).

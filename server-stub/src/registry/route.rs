@@ -78,8 +78,10 @@ impl Registry {
     /// of checks:
     /// - outer `Err`: `lane_not_negotiated` (the sender lacks the lane), or `None` when that
     ///   socket no longer owns the session;
-    /// - inner `Err`: routing errors, reported only if the payload decodes: `unknown_target`
-    ///   or `lane_not_negotiated` (for `to`), `not_in_room` (room relay).
+    /// - inner `Err`: routing errors, reported only if the payload decodes: `forbidden` (a
+    ///   `to` that is not another member of the sender's room, whether or not it names a
+    ///   session), `unknown_target` (a member that is not connected) or
+    ///   `lane_not_negotiated` (for `to`), `not_in_room` (room relay).
     pub(crate) fn route(
         &mut self,
         sid: SessionId,
@@ -99,6 +101,17 @@ impl Registry {
         }
         let room = sender.room.clone();
         if let Some(to) = h.to {
+            // A member addresses members of its own room only (issue 12): any other id,
+            // whether it names a session elsewhere or none, gets the same `forbidden`.
+            let same_room = room
+                .as_ref()
+                .is_some_and(|r| self.rooms.get(r).is_some_and(|m| m.contains(&to)));
+            if !same_room || to == sid {
+                return Ok(Err(WireError::new(
+                    ErrorCode::Forbidden,
+                    format!("session {to} is not another member of your room"),
+                )));
+            }
             let Some(target) = self.live(to, now) else {
                 return Ok(Err(WireError::new(
                     ErrorCode::UnknownTarget,
@@ -370,6 +383,7 @@ mod tests {
             .then(|| Mux::new(MuxConfig::for_lanes(&[Lane::Control, Lane::Messaging], 7)).unwrap());
         reg.create_session(NewSession::websocket(name, lanes), mux, Instant::now())
             .expect("within the session bounds")
+            .0
     }
 
     /// Issue 11 "silent drops": a multiplexed member whose socket changed between the route

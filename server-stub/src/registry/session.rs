@@ -3,7 +3,9 @@
 
 use super::outbound::mono_ms;
 use super::outbound::SharedTransport;
+use crate::auth::{SessionToken, Tickets};
 use crate::close::CloseSignal;
+use p3_lanes::core::handshake::Secret;
 use crate::error::AppError;
 use crate::limits::bounds::RegistryBounds;
 use crate::now_ms;
@@ -36,9 +38,20 @@ pub(crate) struct ConnRef {
     pub(crate) close: Arc<CloseSignal>,
 }
 
+/// What the handshake gives a new session's owner only: its token and a first ticket.
+#[derive(Debug)]
+pub(crate) struct Credentials {
+    pub(crate) token: Secret,
+    pub(crate) ticket: Secret,
+}
+
 /// One session created by a handshake.
 #[derive(Debug)]
 pub(crate) struct Session {
+    /// The session's secret ([`crate::auth`]); `Debug` redacts it.
+    pub(crate) token: SessionToken,
+    /// Its outstanding single-use tickets.
+    pub(crate) tickets: Tickets,
     pub(crate) client_id: String,
     pub(crate) wallet: Option<String>,
     pub(crate) device_info: Option<serde_json::Map<String, serde_json::Value>>,

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, watch};
 
-/// Domain separation of the token HMAC.
-const TOKEN_CONTEXT: &[u8] = b"p3-signaling-v1";
+/// Domain separation of the token HMAC (v2: with an expiry).
+const TOKEN_CONTEXT: &[u8] = b"p3-signaling-v2";
 
 pub(super) type Close = watch::Sender<Option<(u16, &'static str)>>;
 
@@ -69,42 +69,54 @@ pub(super) struct Rooms {
 #[derive(Debug)]
 pub(crate) struct Hub {
     secret: [u8; 32],
+    /// How long a token is valid after it is issued, ms (`--signaling-token-ttl-s`).
+    token_ttl_ms: u64,
     pub(super) next_conn: AtomicU64,
     inner: Mutex<Rooms>,
 }
 
 impl Hub {
-    /// A hub with a fresh secret from the OS CSPRNG.
-    pub(crate) fn new() -> Hub {
+    /// A hub with a fresh secret from the OS CSPRNG, issuing tokens valid `token_ttl_ms`.
+    pub(crate) fn new(token_ttl_ms: u64) -> Hub {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).expect("the OS random number generator is available");
         Hub {
             secret,
+            token_ttl_ms,
             next_conn: AtomicU64::new(1),
             inner: Mutex::new(Rooms::default()),
         }
     }
 
-    fn mac(&self, sid: SessionId) -> Hmac<Sha256> {
+    fn mac(&self, sid: SessionId, expires_ms: u64) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
             .expect("HMAC takes keys of any length");
         mac.update(TOKEN_CONTEXT);
         mac.update(sid.to_string().as_bytes());
+        mac.update(&expires_ms.to_be_bytes());
         mac
     }
 
-    /// The `signalingToken` of session `sid` (see the module docs).
-    pub(crate) fn token(&self, sid: SessionId) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(self.mac(sid).finalize().into_bytes())
+    /// The `signalingToken` of session `sid` issued at `now_ms` (see the module docs):
+    /// `base64url(expiry ms, 8 bytes big-endian ‖ HMAC-SHA256)`.
+    pub(crate) fn token(&self, sid: SessionId, now_ms: u64) -> String {
+        let expires = now_ms.saturating_add(self.token_ttl_ms);
+        let mut bytes = expires.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&self.mac(sid, expires).finalize().into_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    /// Whether `token` is `sid`'s, compared in constant time.
-    pub(super) fn verify(&self, sid: SessionId, token: &str) -> bool {
+    /// Whether `token` is `sid`'s and unexpired at `now_ms`; the MAC is compared in constant
+    /// time.
+    pub(super) fn verify(&self, sid: SessionId, token: &str, now_ms: u64) -> bool {
         let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token) else {
             return false;
         };
-        self.mac(sid).verify_slice(&bytes).is_ok()
+        let Some((expires, tag)) = bytes.split_first_chunk::<8>() else {
+            return false;
+        };
+        let expires = u64::from_be_bytes(*expires);
+        now_ms < expires && self.mac(sid, expires).verify_slice(tag).is_ok()
     }
 
     /// Locks the hub; a lock poisoned by a panic brings the server down loudly (see

@@ -4,10 +4,12 @@
 //! offer / answer / ice / end to one peer, heartbeats and a heartbeat timeout.
 //!
 //! - `auth {address: sessionId, signature: signalingToken}`: the token is the
-//!   `signalingToken` of the session's handshake response, `base64url(HMAC-SHA256(server
-//!   secret, "p3-signaling-v1" ‖ session id bytes))`, the secret 32 bytes from the OS CSPRNG
-//!   per server process. Checked in constant time; a wrong token is `unauthorized`, a right
-//!   one for a session that is gone `session_not_found`. Answer: `auth_ok {sessionId}`. One
+//!   `signalingToken` of the session's handshake response, `base64url(expiry ‖
+//!   HMAC-SHA256(server secret, "p3-signaling-v2" ‖ session id ‖ expiry))` with the expiry in
+//!   ms since the Unix epoch (8 bytes big-endian; `--signaling-token-ttl-s` after the
+//!   handshake), the secret 32 bytes from the OS CSPRNG per server process. Checked in
+//!   constant time; a wrong, expired or another session's token and a session that is gone
+//!   all get the same `unauthorized`. Answer: `auth_ok {sessionId}`. One
 //!   socket per session: authenticating on a new socket closes the old one (4409; its room
 //!   hears `peer_left` with reason `replaced`). The session is checked at `auth` only; the
 //!   socket then lives on its own heartbeats.
@@ -20,7 +22,8 @@
 //!   from, to, data}`; the target is `to`, else `data.to`, else the only other member (the
 //!   seed's 1:1 `relayToPeer`); errors `not_in_room`, `invalid_argument` (no target among
 //!   several peers, `to` and `data.to` differ, offer/answer/ice without `data`),
-//!   `unknown_target` (not a member of the room), `backpressure` (the target's queue is full).
+//!   `forbidden` (`to` is not another member of the room), `unknown_target` (nobody else in
+//!   the room), `backpressure` (the target's queue is full).
 //! - `heartbeat` → `heartbeat_ack {serverTime}`; `ping` → `pong {serverTime}` (the seed's code).
 //!   Any message counts as life: a socket silent for `--heartbeat-timeout-ms`
 //!   (`WS_HEARTBEAT_TIMEOUT`) is closed with 4408 and its room hears `peer_left` with reason
@@ -325,11 +328,16 @@ impl Conn {
                 "auth needs address (the session id) and signature (its signalingToken)",
             ));
         };
-        if !hub.verify(sid, sig) {
-            return Err(refused(
+        // Wrong, expired or another session's token, and an unknown or expired session: the
+        // same answer (no oracle).
+        let refused_auth = || {
+            refused(
                 ErrorCode::Unauthorized,
-                "signature is not this session's signalingToken",
-            ));
+                "unauthorized: signature is not a valid signalingToken of a live session",
+            )
+        };
+        if !hub.verify(sid, sig, now_ms()) {
+            return Err(refused_auth());
         }
         if let Some(current) = self.session {
             if current != sid {
@@ -343,10 +351,7 @@ impl Conn {
             });
         }
         if state.status(sid).is_none() {
-            return Err(refused(
-                ErrorCode::SessionNotFound,
-                format!("session {sid} not found (unknown, expired or deleted): handshake again"),
-            ));
+            return Err(refused_auth());
         }
         let mut rooms = hub.lock();
         if let Some(old) = rooms.members.get(&sid) {
@@ -452,9 +457,11 @@ fn relay(state: &AppState, sid: SessionId, req: SignalingRequest) -> Result<(), 
     let target = match named {
         Some(t) => match t.parse::<SessionId>() {
             Ok(t) if t != sid && list.contains(&t) => t,
+            // Issue 12: a member addresses members of its own room only; the same answer
+            // whether the id names a session elsewhere or none.
             _ => {
                 return Err(bad(
-                    ErrorCode::UnknownTarget,
+                    ErrorCode::Forbidden,
                     format!("{t:?} is not another member of room {room:?}"),
                 ))
             }

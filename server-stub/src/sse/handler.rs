@@ -2,6 +2,7 @@
 //! to a lane, and the admin close.
 
 use super::hub::Item;
+use crate::auth::{unauthorized, Authorized};
 use crate::error::{AppError, SessionPath};
 use crate::limits::bounds::PeerIp;
 use crate::music;
@@ -23,6 +24,7 @@ use axum::Json;
 use p3_lanes::core::control::{validate_room_name, Control};
 use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::frame::{FrameHeader, SessionId};
+use p3_lanes::core::handshake::TICKET_QUERY;
 use p3_lanes::core::lane::{Encoding, Lane};
 use p3_lanes::core::payload;
 use p3_lanes::core::sse::post::{
@@ -320,10 +322,30 @@ fn sid_and_lane(
     Ok((sid, lane))
 }
 
-/// `GET /api/protocol/v2/session/{sid}/lane/{id}/stream`: the lane's `text/event-stream`.
+/// Uses the stream's `?ticket=` ([`crate::auth`]): a browser `EventSource` cannot send an
+/// `Authorization` header.
 ///
-/// Errors: 404 `session_not_found`; 400 `lane_not_negotiated`, `unknown_lane`, `bad_request`
-/// (malformed id or `Last-Event-ID`).
+/// Errors: 401 `unauthorized` for a missing, unknown, used or expired ticket and for an
+/// unknown session, all alike.
+fn redeem(
+    state: &AppState,
+    sid: SessionId,
+    query: &HashMap<String, String>,
+) -> Result<(), AppError> {
+    let ticket = query.get(TICKET_QUERY).ok_or_else(unauthorized)?;
+    if state.registry().redeem_ticket(sid, ticket, Instant::now()) {
+        Ok(())
+    } else {
+        Err(unauthorized())
+    }
+}
+
+/// `GET /api/protocol/v2/session/{sid}/lane/{id}/stream?ticket=<ticket>`: the lane's
+/// `text/event-stream`.
+///
+/// Errors: 401 `unauthorized` (see [`redeem`]); 404 `session_not_found` (expired after the
+/// ticket was checked); 400 `lane_not_negotiated`, `unknown_lane`, `bad_request` (malformed id
+/// or `Last-Event-ID`).
 pub async fn lane_stream(
     State(state): State<Arc<AppState>>,
     PeerIp(ip): PeerIp,
@@ -333,11 +355,13 @@ pub async fn lane_stream(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let (sid, lane) = sid_and_lane(path)?;
-    let after = last_event_id(&headers, &query_map(query)?)?;
+    let query = query_map(query)?;
+    redeem(&state, sid, &query)?;
+    let after = last_event_id(&headers, &query)?;
     open(state, ip, sid, Some(vec![lane]), after, version)
 }
 
-/// `GET /api/protocol/v2/session/{sid}/stream?lanes=1,2,5`: one stream for several lanes
+/// `GET /api/protocol/v2/session/{sid}/stream?ticket=<ticket>&lanes=1,2,5`: one stream for several lanes
 /// (default: every granted lane), events tagged `lane-<id>`.
 ///
 /// Errors: as [`lane_stream`].
@@ -350,6 +374,7 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let query = query_map(query)?;
+    redeem(&state, sid, &query)?;
     let after = last_event_id(&headers, &query)?;
     let lanes = match query.get("lanes") {
         None => None,
@@ -424,7 +449,13 @@ fn failed_response(f: Failed) -> Response {
 /// second delivery (after a `backpressure`, it delivers to the receivers still missing), a
 /// number below it answers 202 and delivers nothing.
 ///
-/// Errors (JSON `{error, code}`): 404 `session_not_found`; 400 `lane_not_negotiated`,
+/// Requires `Authorization: Bearer <sessionToken>` ([`crate::auth`]), checked before anything
+/// else (a stranger cannot spend the session's lane budget or `P3-Seq` numbers).
+///
+/// A `to` must name a member of the sender's own room (`forbidden` otherwise).
+///
+/// Errors (JSON `{error, code}`): 401 `unauthorized` (no, wrong or another session's token;
+/// unknown session); 403 `forbidden` (`to` outside the sender's room); 404 `session_not_found`; 400 `lane_not_negotiated`,
 /// `unknown_lane`, `bad_payload`, `unknown_dictionary`, `bad_control`, `invalid_argument`,
 /// `not_in_room`, `unknown_target`, `bad_request` (also a malformed `P3-Seq`); 409 `seq_gap`
 /// (with `P3-Seq-Expected`), `seq_in_progress`; 422 `seq_reused`; 413 `frame_too_large`; 415
@@ -433,6 +464,7 @@ fn failed_response(f: Failed) -> Response {
 /// error.
 pub async fn post(
     State(state): State<Arc<AppState>>,
+    _authorized: Authorized,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
@@ -717,9 +749,11 @@ pub struct StreamsClosed {
 
 /// `POST /api/admin/sse/close[?session=<sid>]`: ends the SSE streams of one session or of
 /// all; EventSource clients reconnect after the `retry` delay and resume with
-/// `Last-Event-ID`. Loopback only (same rules as `POST /api/admin/version`).
+/// `Last-Event-ID`. Loopback only, with the admin token (same rules as `POST
+/// /api/admin/version`).
 ///
-/// Errors: 403 `forbidden`; 400 `bad_request` for a malformed session id.
+/// Errors: 401 `unauthorized` (no or wrong admin token); 403 `forbidden`; 400 `bad_request`
+/// for a malformed session id.
 pub async fn admin_close(
     State(state): State<Arc<AppState>>,
     peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
@@ -727,8 +761,7 @@ pub async fn admin_close(
     headers: HeaderMap,
 ) -> Result<Json<StreamsClosed>, AppError> {
     let peer = peer.ok().map(|ConnectInfo(addr)| addr);
-    admin_allowed(peer, &headers)
-        .map_err(|why| AppError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, why))?;
+    admin_allowed(&state, peer, &headers)?;
     let only = match query_map(query)?.get("session") {
         None => None,
         Some(t) => Some(

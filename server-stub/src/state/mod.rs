@@ -69,6 +69,8 @@ pub struct AppState {
     sockets: watch::Sender<usize>,
     /// Rate limits ([`crate::limits`]).
     limits: crate::limits::Limits,
+    /// The admin endpoints' token ([`crate::auth::AdminToken`]).
+    admin_token: crate::auth::AdminToken,
 }
 
 /// The locked registry. Dropping it releases the lock, then hands the joins and leaves
@@ -121,12 +123,23 @@ impl AppState {
             dict_wire: dict.to_wire(),
             dict,
             caps: ServerCapabilities::default(),
-            signaling: crate::signaling::Hub::new(),
+            signaling: crate::signaling::Hub::new(
+                config.signaling_token_ttl_s.saturating_mul(1000),
+            ),
             shutdown: watch::channel(false).0,
             sockets: watch::channel(0).0,
             limits: crate::limits::Limits::new(&config),
+            admin_token: config
+                .admin_token
+                .clone()
+                .unwrap_or_else(crate::auth::AdminToken::generate),
             config,
         })
+    }
+
+    /// The admin token: `--admin-token`, or the one generated at start-up.
+    pub fn admin_token(&self) -> &crate::auth::AdminToken {
+        &self.admin_token
     }
 
     /// The configuration.
@@ -190,19 +203,20 @@ impl AppState {
         }
     }
 
-    /// Creates a session from a successful negotiation; returns its id and whether the
-    /// multiplexer was granted.
+    /// Creates a session from a successful negotiation; returns its id, whether the
+    /// multiplexer was granted, and its credentials (token and first ticket).
     ///
     /// Errors: `too_many_requests` (see [`Registry::create_session`]).
     pub(crate) fn create_session(
         &self,
         new: NewSession,
         want_mux: bool,
-    ) -> Result<(SessionId, bool), p3_lanes::core::error::WireError> {
+    ) -> Result<(SessionId, bool, crate::registry::Credentials), p3_lanes::core::error::WireError>
+    {
         let mux = want_mux.then(|| self.new_mux(&new.lanes)).flatten();
         let granted = mux.is_some();
-        let sid = self.registry().create_session(new, mux, Instant::now())?;
-        Ok((sid, granted))
+        let (sid, credentials) = self.registry().create_session(new, mux, Instant::now())?;
+        Ok((sid, granted, credentials))
     }
 
     /// A multiplexer for a session's lanes: messages up to `--max-frame-bytes`, a per-session
@@ -327,7 +341,8 @@ mod tests {
                     None,
                     Instant::now(),
                 )
-                .unwrap();
+                .unwrap()
+                .0;
             state.registry().join(sid, room.into()).unwrap();
             sid
         };

@@ -3,8 +3,11 @@
 //! messages relayed between sessions on the 8 lanes (seed 000 "8-Lane Protocol").
 //!
 //! Per socket:
+//! - it opens with a single-use ticket (`?ticket=`, [`crate::auth`]); without a valid one
+//!   (or for an unknown session: the same answer) the socket gets an `error` (`unauthorized`)
+//!   frame and close code 4401;
 //! - the first frame sent is Control `welcome`; a second socket of the same session replaces
-//!   the first (closed with 4409); an unknown or expired session gets an `error`
+//!   the first (closed with 4409); a session that expired meanwhile gets an `error`
 //!   (`session_not_found`) frame and close code 4404;
 //! - a send task drains the bounded outbound queue and a receive task handles frames; they run
 //!   side by side, joined with `tokio::select!`; either ending closes the socket;
@@ -60,18 +63,19 @@ use crate::registry::outbound::{self, mono_ms, QueueRx, SharedTransport};
 use crate::registry::Attach;
 use crate::state::AppState;
 use axum::body::Bytes;
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::frame::SessionId;
+use p3_lanes::core::handshake::TICKET_QUERY;
 use p3_lanes::core::lane::Encoding;
 use p3_lanes::core::payload;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use test_latency::DelayLine;
@@ -85,20 +89,32 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Bytes read from a WebSocket at a time (tungstenite `read_buffer_size`; default 128 KiB).
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
-/// `GET /api/protocol/v2/session/{sid}/ws`: upgrades to a WebSocket for session `sid`.
+/// `GET /api/protocol/v2/session/{sid}/ws?ticket=<ticket>`: upgrades to a WebSocket for
+/// session `sid`, if `ticket` is one of its live tickets ([`crate::auth`]; used up here).
 ///
 /// Errors (before the upgrade): 400 `bad_request` for a request that is not a WebSocket
-/// upgrade. After the upgrade, an unknown, expired or malformed session id gets an `error`
-/// frame and close code 4404.
+/// upgrade. After the upgrade (so that browsers see a code): a missing, unknown, used or
+/// expired ticket, or an unknown or malformed session id, gets an `error` frame
+/// `unauthorized` and close code 4401, the same for every cause; a session that expired
+/// after its ticket was checked gets `session_not_found` and 4404.
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
     let Path(text) = path?;
     let ws = ws?;
     let limit = state.config().max_frame_bytes.saturating_mul(2);
-    let sid = text.parse::<SessionId>().ok();
+    let ticket = query
+        .ok()
+        .and_then(|Query(mut q)| q.remove(TICKET_QUERY));
+    let sid = match (text.parse::<SessionId>(), ticket) {
+        (Ok(sid), Some(t)) if state.registry().redeem_ticket(sid, &t, Instant::now()) => {
+            Some(sid)
+        }
+        _ => None,
+    };
     Ok(ws
         // tungstenite's default read buffer is 128 KiB per socket, allocated and touched up
         // front: it made an idle session cost ~140 KiB of server memory (capacity bench).
@@ -109,43 +125,39 @@ pub async fn upgrade(
         .on_upgrade(move |socket| run(socket, state, sid)))
 }
 
+/// One socket; `sid` is `None` when its ticket was refused.
 async fn run(socket: WebSocket, state: Arc<AppState>, sid: Option<SessionId>) {
     let _counted = state.socket_guard();
-    let attach = match sid {
-        Some(sid) => state.attach(sid),
-        None => Attach::NotFound,
+    let Some(sid) = sid else {
+        let reason = CloseReason {
+            code: close::UNAUTHORIZED,
+            reason: "unauthorized",
+        };
+        let error = refusal_frame(&state, ErrorCode::Unauthorized, "unauthorized");
+        return refuse(socket, Some(error), reason).await;
     };
-    match (attach, sid) {
-        (
-            Attach::Attached {
-                conn_id,
-                rx,
-                close,
-                notify,
-                transport,
-            },
-            Some(sid),
-        ) => {
+    match state.attach(sid) {
+        Attach::Attached {
+            conn_id,
+            rx,
+            close,
+            notify,
+            transport,
+        } => {
             connection(socket, state, sid, conn_id, rx, close, notify, transport).await;
         }
-        (Attach::ShuttingDown, _) => {
+        Attach::ShuttingDown => {
             let reason = CloseReason {
                 code: close::GOING_AWAY,
                 reason: "server shutting down",
             };
             refuse(socket, None, reason).await;
         }
-        _ => {
-            let error = payload::control_frame(
-                &error_msg(
-                    ErrorCode::SessionNotFound,
-                    "session not found (unknown, expired or deleted)",
-                    None,
-                    None,
-                ),
-                Encoding::Msgpack,
-                Some(state.dict()),
-                1,
+        Attach::NotFound => {
+            let error = refusal_frame(
+                &state,
+                ErrorCode::SessionNotFound,
+                "session not found (unknown, expired or deleted)",
             );
             let reason = CloseReason {
                 code: close::SESSION_NOT_FOUND,
@@ -154,6 +166,16 @@ async fn run(socket: WebSocket, state: Arc<AppState>, sid: Option<SessionId>) {
             refuse(socket, Some(error), reason).await;
         }
     }
+}
+
+/// The Control `error` frame (msgpack) sent before a refusing close.
+fn refusal_frame(state: &AppState, code: ErrorCode, text: &str) -> Vec<u8> {
+    payload::control_frame(
+        &error_msg(code, text, None, None),
+        Encoding::Msgpack,
+        Some(state.dict()),
+        1,
+    )
 }
 
 /// Sends `frame` (if any), then closes with `reason` and waits briefly for the close reply.

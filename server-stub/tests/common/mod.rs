@@ -8,7 +8,7 @@ use p3_lanes::core::control::Control;
 use p3_lanes::core::dictionary::Dictionary;
 use p3_lanes::core::error::ErrorCode;
 use p3_lanes::core::frame::{FrameHeader, FrameKind, SessionId};
-use p3_lanes::core::handshake::HandshakeResponse;
+use p3_lanes::core::handshake::{HandshakeResponse, Secret};
 use p3_lanes::core::lane::{Encoding, Lane};
 use p3_lanes::core::payload;
 use serde_json::{json, Value};
@@ -24,20 +24,42 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long any single expected event may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// A config with the documented defaults and directories that do not exist.
+/// The admin token every test server gets (`--admin-token`).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A config with the documented defaults, directories that do not exist and
+/// [`ADMIN_TOKEN`].
 pub fn config() -> Config {
     Config {
         static_dir: "/nonexistent/www".into(),
         pkg_dir: "/nonexistent/pkg".into(),
         app_version: "test-1.2.3".into(),
+        admin_token: Some(ADMIN_TOKEN.parse().unwrap()),
         ..Config::default()
     }
+}
+
+/// The `sessionToken` of a handshake response.
+pub fn token(hs: &HandshakeResponse) -> String {
+    hs.session_token
+        .as_ref()
+        .expect("the handshake gives a sessionToken")
+        .expose()
+        .to_owned()
+}
+
+/// `path` (maybe with a query) with `ticket` appended.
+pub fn with_ticket(path: &str, ticket: &str) -> String {
+    p3_lanes::core::handshake::with_ticket(path, &Secret::new(ticket))
 }
 
 /// A running server.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
+    /// Session id → `sessionToken` of every handshake made through [`TestServer::handshake`]
+    /// or recorded with [`TestServer::remember`].
+    tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -57,6 +79,7 @@ impl TestServer {
         TestServer {
             addr,
             http: reqwest::Client::new(),
+            tokens: Default::default(),
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -80,6 +103,44 @@ impl TestServer {
             .send()
             .await
             .expect("GET request")
+    }
+
+    /// A request to `path` with `Authorization: Bearer <token>`.
+    pub fn authed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(token)
+    }
+
+    /// Mints a ticket for session `sid` with `token` (`POST .../ticket`); panics unless 200.
+    pub async fn ticket(&self, sid: SessionId, token: &str) -> String {
+        let resp = self
+            .authed(
+                reqwest::Method::POST,
+                &p3_lanes::core::handshake::ticket_path(sid),
+                token,
+            )
+            .send()
+            .await
+            .expect("ticket request");
+        assert_eq!(resp.status(), 200, "ticket refused: {:?}", resp.text().await);
+        let body: Value = resp.json().await.expect("ticket JSON");
+        body["ticket"].as_str().expect("ticket").to_owned()
+    }
+
+    /// `path` of session `hs` with a freshly minted ticket.
+    pub async fn ticketed(&self, hs: &HandshakeResponse, path: &str) -> String {
+        with_ticket(path, &self.ticket(hs.session_id, &token(hs)).await)
+    }
+
+    /// The session's WebSocket path with a freshly minted ticket.
+    pub async fn ws_path(&self, hs: &HandshakeResponse) -> String {
+        self.ticketed(hs, &hs.websocket_url).await
     }
 
     /// Triggers graceful shutdown and returns the serve task, to be awaited.
@@ -116,7 +177,55 @@ impl TestServer {
             "handshake failed: {:?}",
             resp.text().await
         );
-        resp.json().await.expect("HandshakeResponse")
+        let hs = resp.json().await.expect("HandshakeResponse");
+        self.remember(&hs);
+        hs
+    }
+
+    /// Records the token of `hs` for [`TestServer::session`].
+    pub fn remember(&self, hs: &HandshakeResponse) {
+        self.tokens
+            .lock()
+            .unwrap()
+            .insert(hs.session_id.to_string(), token(hs));
+    }
+
+    /// The recorded token of the session a `/api/protocol/v2/session/{sid}...` path names.
+    pub fn token_for(&self, path: &str) -> Option<String> {
+        let rest = path.strip_prefix("/api/protocol/v2/session/")?;
+        let sid = rest.split(['/', '?']).next()?;
+        self.tokens.lock().unwrap().get(sid).cloned()
+    }
+
+    /// A session-scoped path as its owner uses it: a stream or WebSocket path (`/ws`,
+    /// `/stream`) gets a fresh ticket; others are unchanged.
+    pub async fn owned(&self, path: &str) -> String {
+        let route = path.split('?').next().unwrap_or(path);
+        let streamed = route.ends_with("/ws") || route.ends_with("/stream");
+        match (streamed, self.token_for(path)) {
+            (true, Some(token)) => {
+                let sid = route
+                    .trim_start_matches("/api/protocol/v2/session/")
+                    .split('/')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                with_ticket(path, &self.ticket(sid, &token).await)
+            }
+            _ => path.to_owned(),
+        }
+    }
+
+    /// A request to a session-scoped `path` as its owner makes it: `Authorization: Bearer`
+    /// with the recorded token, and a fresh ticket on stream paths ([`TestServer::owned`]).
+    pub async fn session(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let url = self.url(&self.owned(path).await);
+        let req = self.http.request(method, url);
+        match self.token_for(path) {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
     }
 
     /// Handshakes (msgpack, json; `lanes`) and connects, consuming the welcome frame.
@@ -125,10 +234,12 @@ impl TestServer {
         self.connect(&hs).await
     }
 
-    /// Opens the session's WebSocket and checks that the first frame is its welcome.
+    /// Opens the session's WebSocket (with a fresh ticket) and checks that the first frame is
+    /// its welcome.
     pub async fn connect(&self, hs: &HandshakeResponse) -> Peer {
-        let mut peer = self.connect_raw(&hs.websocket_url).await;
+        let mut peer = self.connect_raw(&self.ws_path(hs).await).await;
         peer.sid = Some(hs.session_id);
+        peer.token = hs.session_token.as_ref().map(|t| t.expose().to_owned());
         peer.encodings = hs
             .lanes
             .iter()
@@ -173,6 +284,8 @@ pub enum Received {
 pub struct Peer {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub sid: Option<SessionId>,
+    /// The session's `sessionToken`.
+    pub token: Option<String>,
     pub encodings: Vec<(Lane, Encoding)>,
     pub dict: Dictionary,
     pub seq: [u64; 8],
@@ -187,6 +300,7 @@ impl Peer {
         Peer {
             ws,
             sid: None,
+            token: None,
             encodings: Vec::new(),
             dict: Dictionary::current(),
             seq: [1; 8],
@@ -197,6 +311,11 @@ impl Peer {
 
     pub fn sid(&self) -> SessionId {
         self.sid.expect("peer has a session")
+    }
+
+    /// The session's token.
+    pub fn token(&self) -> &str {
+        self.token.as_deref().expect("peer has a session token")
     }
 
     pub fn encoding(&self, lane: Lane) -> Encoding {

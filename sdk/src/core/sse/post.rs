@@ -436,7 +436,9 @@ impl PostQueue {
                         dropped,
                     });
                 }
-                if code == ErrorCode::SessionNotFound {
+                // `unauthorized`: the server no longer accepts this session's token (it forgot
+                // the session), as good as `session_not_found` for an honest client.
+                if matches!(code, ErrorCode::SessionNotFound | ErrorCode::Unauthorized) {
                     self.paused = true;
                     return None;
                 }
