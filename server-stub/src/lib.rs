@@ -9,6 +9,7 @@
 //! | --- | --- |
 //! | [`config`] | flags and environment (seed 001 "Environment Variables") |
 //! | [`api`] | the HTTP API (seed 000 "Session Handshake", "Session Management", `/api/version`) |
+//! | [`auth`] | verified identity (SIWE, app JWTs), the room access policy, TURN REST credentials (issue 12) |
 //! | [`ws`] | the session WebSocket: rooms, relay, heartbeats (seed 000 lanes, seed 001) |
 //! | [`state`] | the app state: wires the registry, the music service and the signaling server; lock rules; TTL sweeper |
 //! | `registry` | sessions, rooms, routing, outbound queues and multiplexers (`send(lane, frame)`), per-receiver encodings |
@@ -30,6 +31,7 @@
 //! Use [`app`] to get the router (tests), or [`serve`] to run it with graceful shutdown.
 
 pub mod api;
+pub mod auth;
 pub mod close;
 pub mod config;
 pub mod error;
@@ -94,6 +96,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/api/protocol/v2/session/handshake",
             limits.guard(IpClass::Handshake, post(api::handshake)),
+        )
+        .route(
+            "/api/protocol/v2/auth/nonce",
+            limits.guard(IpClass::Handshake, get(auth::nonce)),
         )
         .route(
             "/api/protocol/v2/session/{sid}",

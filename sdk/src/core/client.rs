@@ -1574,6 +1574,7 @@ mod tests {
             },
             signaling_token: None,
             limits: None,
+            identity: None,
         }
     }
 

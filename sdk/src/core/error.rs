@@ -114,6 +114,13 @@ pub enum ErrorCode {
     /// A number the client supplied is outside the accepted range (e.g. an epoch far above the
     /// room's, or one whose successor would overflow); nothing was applied.
     OutOfRange,
+    /// The room's access policy (`--room-access authenticated` or `token`) needs a verified
+    /// identity and the session has none (or its identity expired): sign in (SIWE or an app
+    /// JWT) with a new handshake. HTTP 401.
+    AuthRequired,
+    /// The handshake's `auth` did not verify; the body's `reason`
+    /// ([`crate::core::auth::AuthReason`]) says why. HTTP 401.
+    AuthInvalid,
 }
 
 impl ErrorCode {
@@ -161,6 +168,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooComplex => "payload_too_complex",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::OutOfRange => "out_of_range",
+            ErrorCode::AuthRequired => "auth_required",
+            ErrorCode::AuthInvalid => "auth_invalid",
         }
     }
 }
@@ -224,6 +233,8 @@ mod tests {
             ErrorCode::PayloadTooComplex,
             ErrorCode::LimitExceeded,
             ErrorCode::OutOfRange,
+            ErrorCode::AuthRequired,
+            ErrorCode::AuthInvalid,
         ] {
             let json = serde_json::to_value(code).unwrap();
             assert_eq!(json, serde_json::Value::String(code.as_str().into()));

@@ -5,6 +5,7 @@
 //! PROTOCOL.md §11), transport `'auto'` (WebSocket, or SSE where `WebSocket` is undefined;
 //! SSE sessions never use the multiplexer).
 
+use crate::core::auth::HandshakeAuth;
 use crate::core::client::ClientConfig;
 use crate::core::error::ErrorCode;
 use crate::core::frame::SessionId;
@@ -41,6 +42,9 @@ struct ConnectOptions {
     /// `'websocket'`, `'sse'` (lanes over `EventSource`, sends by `fetch`, PROTOCOL.md §14) or
     /// `'auto'` (default: WebSocket when `globalThis.WebSocket` exists, else SSE).
     transport: Option<String>,
+    /// Proof of an identity sent in the handshake (issue 12): `{siwe: {message, signature}}`
+    /// or `{token}` (PROTOCOL.md §3.3).
+    auth: Option<HandshakeAuth>,
 }
 
 /// Reads `options` (`undefined`/`null`: all defaults).
@@ -106,6 +110,7 @@ pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig
         } else {
             Vec::new()
         },
+        auth: o.auth,
     };
     let config = ClientConfig {
         heartbeat_interval_ms: millis("heartbeatIntervalMs", o.heartbeat_interval_ms)?,

@@ -34,6 +34,8 @@ pub(crate) mod rooms;
 pub(crate) mod route;
 pub(crate) mod session;
 
+use crate::auth::policy::RoomAccess;
+use crate::auth::VerifiedIdentity;
 use crate::close::{self, CloseSignal};
 use crate::config::Config;
 use crate::limits::bounds::{too_many, PerIp, RegistryBounds};
@@ -122,6 +124,8 @@ pub(crate) struct NewSession {
     pub(crate) transport: &'static str,
     /// The negotiated lanes and their encodings.
     pub(crate) lanes: Vec<(Lane, Encoding)>,
+    /// The identity its handshake's `auth` proved ([`crate::auth`]), if any.
+    pub(crate) identity: Option<VerifiedIdentity>,
 }
 
 #[cfg(test)]
@@ -135,6 +139,7 @@ impl NewSession {
             device_info: None,
             transport: "websocket",
             lanes,
+            identity: None,
         }
     }
 }
@@ -173,6 +178,8 @@ pub(crate) struct Registry {
     sse_per_ip: PerIp,
     /// When [`Registry::sweep`] last ran.
     last_sweep: Option<Instant>,
+    /// `--room-access`: checked on every join ([`crate::auth::policy`]).
+    room_access: RoomAccess,
 }
 
 impl Registry {
@@ -199,6 +206,7 @@ impl Registry {
             sessions_per_ip: PerIp::default(),
             sse_per_ip: PerIp::default(),
             last_sweep: None,
+            room_access: config.room_access,
         }
     }
 
@@ -329,6 +337,7 @@ impl Registry {
             device_info,
             transport,
             lanes,
+            identity,
         } = new;
         let ip = IpKey::of(ip);
         let swept_lately = self
@@ -381,6 +390,7 @@ impl Registry {
                 conn: None,
                 sse: (transport == TRANSPORT_SSE).then(|| SseHub::new(events, bytes)),
                 posts: PostLedger::new(),
+                identity,
             },
         );
         self.sessions_per_ip.add(ip);
@@ -417,6 +427,7 @@ impl Registry {
             connected,
             sse_streams: s.sse.as_ref().map_or(0, |h| h.streams),
             room: s.room.clone(),
+            identity: s.identity.as_ref().map(|i| i.identity.clone()),
         })
     }
 

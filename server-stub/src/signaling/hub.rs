@@ -100,7 +100,7 @@ impl Hub {
     }
 
     /// Whether `token` is `sid`'s, compared in constant time.
-    pub(super) fn verify(&self, sid: SessionId, token: &str) -> bool {
+    pub(crate) fn verify(&self, sid: SessionId, token: &str) -> bool {
         let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token) else {
             return false;
         };

@@ -69,6 +69,8 @@ pub struct AppState {
     sockets: watch::Sender<usize>,
     /// Rate limits ([`crate::limits`]).
     limits: crate::limits::Limits,
+    /// Identity verification, room access, TURN credentials ([`crate::auth`]).
+    auth: crate::auth::Auth,
 }
 
 /// The locked registry. Dropping it releases the lock, then hands the joins and leaves
@@ -125,6 +127,17 @@ impl AppState {
             shutdown: watch::channel(false).0,
             sockets: watch::channel(0).0,
             limits: crate::limits::Limits::new(&config),
+            // An unusable JWT key fails closed: tokens are refused (`main` checks the
+            // configuration first and exits instead).
+            auth: crate::auth::Auth::from_config(&config).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "auth configuration refused; app tokens disabled");
+                crate::auth::Auth::from_config(&Config {
+                    jwt_secret: None,
+                    jwt_public_key: None,
+                    ..config.clone()
+                })
+                .expect("an auth configuration without JWT key is valid")
+            }),
             config,
         })
     }
@@ -132,6 +145,11 @@ impl AppState {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Identity verification, room access policy, TURN credentials ([`crate::auth`]).
+    pub fn auth(&self) -> &crate::auth::Auth {
+        &self.auth
     }
 
     /// The rate limits ([`crate::limits`]).
