@@ -196,6 +196,26 @@ pub fn siwe_message(f: &SiweFields) -> String {
     m
 }
 
+/// The EIP-55 checksummed form of an address given as `0x` + 40 hex digits in any case
+/// (wallets often return lowercase), or `None` if it is not one. A letter is upper-cased where
+/// the matching nibble of `keccak256(lowercase hex)` is ≥ 8.
+pub fn eip55(address: &str) -> Option<String> {
+    use sha3::{Digest, Keccak256};
+    let hex = address.strip_prefix("0x")?;
+    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let lower = hex.to_ascii_lowercase();
+    let hash = Keccak256::digest(lower.as_bytes());
+    let mut out = String::with_capacity(42);
+    out.push_str("0x");
+    for (i, c) in lower.chars().enumerate() {
+        let nibble = (hash[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 0x0f;
+        out.push(if nibble >= 8 { c.to_ascii_uppercase() } else { c });
+    }
+    Some(out)
+}
+
 /// RFC 3339 UTC text with milliseconds (`YYYY-MM-DDTHH:MM:SS.mmmZ`) of `ms` since the Unix
 /// epoch (what `Date.prototype.toISOString` prints). Years past 9999 are clamped.
 pub fn rfc3339_ms(ms: u64) -> String {
@@ -303,6 +323,21 @@ mod tests {
         });
         assert!(bare.contains("Cc2\n\n\nURI: "), "{bare}");
         assert!(bare.ends_with("\nExpiration Time: 2021-09-30T16:30:00Z"));
+    }
+
+    #[test]
+    fn eip55_checksums() {
+        // EIP-55's test vectors, from lowercase.
+        for a in [
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+            "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+            "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
+        ] {
+            assert_eq!(eip55(&a.to_ascii_lowercase()).as_deref(), Some(a));
+        }
+        assert_eq!(eip55("0x123"), None);
+        assert_eq!(eip55("5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"), None);
     }
 
     #[test]

@@ -200,22 +200,10 @@ fn parse_address(s: &str) -> Option<[u8; 20]> {
     (eip55(&out) == s).then_some(out)
 }
 
-/// The EIP-55 checksummed text of `addr` (`0x` + 40 hex digits, a letter upper-cased where the
-/// matching nibble of `keccak256(lowercase hex)` is ≥ 8).
+/// The EIP-55 checksummed text of `addr` ([`p3_lanes::core::auth::eip55`]).
 pub fn eip55(addr: &[u8; 20]) -> String {
     let lower: String = addr.iter().map(|b| format!("{b:02x}")).collect();
-    let hash = Keccak256::digest(lower.as_bytes());
-    let mut out = String::with_capacity(42);
-    out.push_str("0x");
-    for (i, c) in lower.chars().enumerate() {
-        let nibble = (hash[i / 2] >> (if i % 2 == 0 { 4 } else { 0 })) & 0x0f;
-        out.push(if nibble >= 8 {
-            c.to_ascii_uppercase()
-        } else {
-            c
-        });
-    }
-    out
+    p3_lanes::core::auth::eip55(&format!("0x{lower}")).unwrap_or_default()
 }
 
 /// The Ethereum address of a secp256k1 public key: the last 20 bytes of the Keccak-256 of its
