@@ -30,7 +30,7 @@ use std::time::Instant;
 
 /// `POST /api/protocol/v2/session/handshake`: negotiates and creates a session.
 ///
-/// With `auth` (PROTOCOL.md §3.3), the identity is verified first ([`crate::auth`]) and the
+/// With `auth` (PROTOCOL.md §3.1), the identity is verified first ([`crate::auth`]) and the
 /// answer names it in `identity`.
 ///
 /// Errors: 401 `auth_invalid` with a `reason` for an `auth` that does not verify (no session

@@ -227,7 +227,7 @@ pub struct Config {
     #[arg(long = "turn-ttl-s", env = "TURN_TTL_SECONDS", default_value_t = crate::auth::turn::DEFAULT_TURN_TTL_S,
           value_parser = clap::value_parser!(u64).range(60..=86_400 * 7))]
     pub turn_ttl_s: u64,
-    // --- Identity and room access (issue 12, PROTOCOL.md §3.3, §6.1) ---
+    // --- Identity and room access (issue 12, PROTOCOL.md §3.1, §6.1) ---
     /// Who may join a room: `open` (anyone; the default), `authenticated` (a verified
     /// identity: SIWE or an app JWT), `token` (an app JWT whose `rooms` claim names the room).
     #[arg(long, env = "P3_ROOM_ACCESS", value_enum, default_value = "open")]

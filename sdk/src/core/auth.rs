@@ -1,4 +1,4 @@
-//! Verified identity (issue 12; PROTOCOL.md §3.3 "Identity"): the handshake's `auth` field,
+//! Verified identity (issue 12; PROTOCOL.md §3.1 "Identity"): the handshake's `auth` field,
 //! the `identity` the server answers, the `reason` of an `auth_invalid` refusal, and the
 //! Sign-In with Ethereum message text ([EIP-4361]) a client builds for its wallet to sign.
 //!

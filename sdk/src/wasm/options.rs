@@ -43,7 +43,7 @@ struct ConnectOptions {
     /// `'auto'` (default: WebSocket when `globalThis.WebSocket` exists, else SSE).
     transport: Option<String>,
     /// Proof of an identity sent in the handshake (issue 12): `{siwe: {message, signature}}`
-    /// or `{token}` (PROTOCOL.md §3.3).
+    /// or `{token}` (PROTOCOL.md §3.1).
     auth: Option<HandshakeAuth>,
 }
 

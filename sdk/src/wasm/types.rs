@@ -48,7 +48,7 @@ export interface ConnectOptions {
   /** `'sse'`: receive lanes over one `EventSource` and send with `fetch` POST (PROTOCOL.md §14); `'websocket'`; `'auto'` (default): WebSocket, or SSE where `WebSocket` is undefined and `EventSource` is not. Messages and events have the same shapes either way. `connect` rejects with `connect_failed` when the chosen transport's API is missing. */
   transport?: 'auto' | 'websocket' | 'sse';
   /**
-   * Prove an identity in the handshake (PROTOCOL.md §3.3): Sign-In with Ethereum (build the message with
+   * Prove an identity in the handshake (PROTOCOL.md §3.1): Sign-In with Ethereum (build the message with
    * `P3Client.siweMessage`, sign it with any wallet's `personal_sign`) or an app JWT from your backend.
    * `connect` rejects with `auth_invalid` (`err.reason` says why) when it does not verify. The verified
    * identity is `client.handshake.identity`. Rooms under `--room-access authenticated|token` refuse

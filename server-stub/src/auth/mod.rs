@@ -1,4 +1,4 @@
-//! Verified identity and room access (issue 12; PROTOCOL.md §3.3, §6.1, "Security: identity
+//! Verified identity and room access (issue 12; PROTOCOL.md §3.1, §6.1, "Security: identity
 //! and room access").
 //!
 //! | module | implements |

@@ -1,4 +1,4 @@
-//! The SIWE nonce store (EIP-4361 `nonce`; PROTOCOL.md §3.3): nonces the server issued by
+//! The SIWE nonce store (EIP-4361 `nonce`; PROTOCOL.md §3.1): nonces the server issued by
 //! `GET /api/protocol/v2/auth/nonce`, each usable by one sign-in within its TTL.
 //!
 //! Bounded: at most `cap` nonces are remembered (issued or used, until their TTL ends); past
