@@ -71,7 +71,7 @@ pub async fn handshake(
     };
     let (sid, mux) = state.create_session(new, want_mux)?;
     let config = state.config();
-    tracing::info!(session = %sid, lanes = ?negotiated.lanes, "session created");
+    tracing::info!(session = %sid, lanes = ?negotiated.lanes, identity = ?public_identity, "session created");
     Ok(Json(HandshakeResponse {
         session_id: sid,
         transport: negotiated.transport.to_owned(),

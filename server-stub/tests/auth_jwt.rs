@@ -13,7 +13,9 @@ use server_stub::auth::policy::RoomAccess;
 use std::path::PathBuf;
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 async fn hs256_server(access: RoomAccess) -> TestServer {
@@ -59,7 +61,10 @@ async fn expired_forged_and_incomplete_tokens_are_refused() {
     assert_auth_invalid(send(hs384).await, "bad_token").await;
     let valid = jwt_hs256(JWT_SECRET, &claims("u", &[]));
     let (_, rest) = valid.split_once('.').unwrap();
-    let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", rest.split_once('.').unwrap().0);
+    let none = format!(
+        "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
+        rest.split_once('.').unwrap().0
+    );
     assert_auth_invalid(send(none).await, "bad_token").await;
     assert_auth_invalid(send("not-a-jwt".into()).await, "bad_token").await;
 }
@@ -68,14 +73,28 @@ async fn expired_forged_and_incomplete_tokens_are_refused() {
 async fn a_server_without_a_key_refuses_tokens() {
     let server = TestServer::start(common::config()).await;
     let token = jwt_hs256(JWT_SECRET, &claims("u", &[]));
-    assert_auth_invalid(handshake_auth(&server, json!({ "token": token })).await, "bad_token").await;
+    assert_auth_invalid(
+        handshake_auth(&server, json!({ "token": token })).await,
+        "bad_token",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn es256_and_eddsa_public_keys() {
     for (public, private, alg, wrong) in [
-        ("jwt-es256-public.pem", "jwt-es256-private.pem", Algorithm::ES256, "jwt-ed25519-private.pem"),
-        ("jwt-ed25519-public.pem", "jwt-ed25519-private.pem", Algorithm::EdDSA, "jwt-es256-private.pem"),
+        (
+            "jwt-es256-public.pem",
+            "jwt-es256-private.pem",
+            Algorithm::ES256,
+            "jwt-ed25519-private.pem",
+        ),
+        (
+            "jwt-ed25519-public.pem",
+            "jwt-ed25519-private.pem",
+            Algorithm::EdDSA,
+            "jwt-es256-private.pem",
+        ),
     ] {
         let server = TestServer::start_with(|c| c.jwt_public_key = Some(data(public))).await;
         let pem = std::fs::read(data(private)).unwrap();
@@ -95,7 +114,11 @@ async fn es256_and_eddsa_public_keys() {
             _ => (EncodingKey::from_ec_pem(&other).unwrap(), Algorithm::ES256),
         };
         let token = jsonwebtoken::encode(&Header::new(alg), &claims("pk-user", &[]), &key).unwrap();
-        assert_auth_invalid(handshake_auth(&server, json!({ "token": token })).await, "bad_token").await;
+        assert_auth_invalid(
+            handshake_auth(&server, json!({ "token": token })).await,
+            "bad_token",
+        )
+        .await;
     }
 }
 
@@ -103,7 +126,11 @@ async fn es256_and_eddsa_public_keys() {
 async fn a_token_admits_only_its_rooms() {
     let server = hs256_server(RoomAccess::Token).await;
     let token = jwt_hs256(JWT_SECRET, &claims("user-7", &["admitted"]));
-    let hs: Value = handshake_auth(&server, json!({ "token": token })).await.json().await.unwrap();
+    let hs: Value = handshake_auth(&server, json!({ "token": token }))
+        .await
+        .json()
+        .await
+        .unwrap();
     let sid = hs["sessionId"].as_str().unwrap();
     assert_eq!(post_join(&server, sid, "admitted").await.status(), 202);
     let resp = post_join(&server, sid, "elsewhere").await;
@@ -117,10 +144,16 @@ fn config_refuses_unusable_keys() {
     use server_stub::auth::Auth;
     let mut c = common::config();
     c.jwt_secret = Some("short".parse().unwrap());
-    assert!(Auth::from_config(&c).is_err(), "an HS256 secret under 32 bytes");
+    assert!(
+        Auth::from_config(&c).is_err(),
+        "an HS256 secret under 32 bytes"
+    );
     c.jwt_secret = None;
     c.jwt_public_key = Some(data("jwt-es256-private.pem"));
-    assert!(Auth::from_config(&c).is_err(), "a private key is not a public key PEM");
+    assert!(
+        Auth::from_config(&c).is_err(),
+        "a private key is not a public key PEM"
+    );
     c.jwt_public_key = Some(data("jwt-es256-public.pem"));
     assert!(Auth::from_config(&c).is_ok());
     c.jwt_secret = Some(JWT_SECRET.parse().unwrap());

@@ -18,7 +18,10 @@ async fn nonce_route_issues_single_use_alphanumeric_nonces() {
     assert_eq!(resp.headers()["cache-control"], "no-store");
     let body: Value = resp.json().await.unwrap();
     let n = body["nonce"].as_str().unwrap();
-    assert!(n.len() >= 16 && n.chars().all(|c| c.is_ascii_alphanumeric()), "{n}");
+    assert!(
+        n.len() >= 16 && n.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{n}"
+    );
     assert_eq!(body["expiresInMs"], 300_000);
     assert_ne!(nonce(&server).await, n, "every nonce is fresh");
 }
@@ -51,7 +54,11 @@ async fn an_unverified_wallet_is_never_an_identity() {
 }
 
 /// One negative case: `make(fields, nonce)` returns the `auth` to send.
-async fn refused(server: &TestServer, reason: &str, make: impl FnOnce(&mut p3_lanes::core::auth::SiweFields) -> Option<Value>) {
+async fn refused(
+    server: &TestServer,
+    reason: &str,
+    make: impl FnOnce(&mut p3_lanes::core::auth::SiweFields) -> Option<Value>,
+) {
     let mut f = fields(server, ADDR1, &nonce(server).await);
     let auth = make(&mut f).unwrap_or_else(|| siwe_auth(&key(1), &f));
     assert_auth_invalid(handshake_auth(server, auth).await, reason).await;
@@ -136,7 +143,12 @@ async fn a_nonce_signs_in_once() {
     let f = fields(&server, ADDR1, &nonce(&server).await);
     let forged = siwe_auth(&key(2), &f);
     assert_auth_invalid(handshake_auth(&server, forged).await, "bad_signature").await;
-    assert_eq!(handshake_auth(&server, siwe_auth(&key(1), &f)).await.status(), 200);
+    assert_eq!(
+        handshake_auth(&server, siwe_auth(&key(1), &f))
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -144,7 +156,11 @@ async fn an_expired_nonce_is_unknown() {
     let server = TestServer::start_with(|c| c.siwe_nonce_ttl_s = 1).await;
     let f = fields(&server, ADDR1, &nonce(&server).await);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    assert_auth_invalid(handshake_auth(&server, siwe_auth(&key(1), &f)).await, "nonce_unknown").await;
+    assert_auth_invalid(
+        handshake_auth(&server, siwe_auth(&key(1), &f)).await,
+        "nonce_unknown",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -156,7 +172,11 @@ async fn configured_domain_and_chains_win_over_the_host() {
     .await;
     let mut f = fields(&server, ADDR1, &nonce(&server).await);
     f.chain_id = 137;
-    assert_auth_invalid(handshake_auth(&server, siwe_auth(&key(1), &f)).await, "wrong_domain").await;
+    assert_auth_invalid(
+        handshake_auth(&server, siwe_auth(&key(1), &f)).await,
+        "wrong_domain",
+    )
+    .await;
     f.domain = "app.example.com".into();
     f.uri = "https://app.example.com/login".into();
     f.nonce = nonce(&server).await;
@@ -164,7 +184,11 @@ async fn configured_domain_and_chains_win_over_the_host() {
     assert_eq!(resp.status(), 200);
     f.chain_id = 1;
     f.nonce = nonce(&server).await;
-    assert_auth_invalid(handshake_auth(&server, siwe_auth(&key(1), &f)).await, "wrong_chain").await;
+    assert_auth_invalid(
+        handshake_auth(&server, siwe_auth(&key(1), &f)).await,
+        "wrong_chain",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -34,7 +34,11 @@ async fn connect(server: &TestServer, hs: &Value) -> Peer {
 /// An anonymous session's handshake answer.
 async fn anonymous(server: &TestServer) -> Value {
     let resp = server
-        .handshake_raw(&common::handshake_body("anon", &["msgpack", "json"], &[1, 2, 5]))
+        .handshake_raw(&common::handshake_body(
+            "anon",
+            &["msgpack", "json"],
+            &[1, 2, 5],
+        ))
         .await;
     resp.json().await.unwrap()
 }
@@ -50,7 +54,8 @@ async fn token_session(server: &TestServer, sub: &str, rooms: &[&str]) -> Value 
 /// Sends a WebSocket `join` and expects a Control `error` with `code` and nothing after it:
 /// no `joined`, no `room-key`.
 async fn ws_join_refused(peer: &mut Peer, room: &str, code: ErrorCode) {
-    peer.send_control(&Control::Join { room: room.into() }).await;
+    peer.send_control(&Control::Join { room: room.into() })
+        .await;
     let (got, lane, _) = peer.expect_error().await;
     assert_eq!((got, lane), (code, Some(1)));
     peer.expect_silence(200).await;
@@ -80,7 +85,12 @@ async fn open_admits_everyone_over_both_paths() {
     a.join("r").await;
     assert!(a.room_key.is_some());
     let other = anonymous(&server).await;
-    assert_eq!(post_join(&server, other["sessionId"].as_str().unwrap(), "r").await.status(), 202);
+    assert_eq!(
+        post_join(&server, other["sessionId"].as_str().unwrap(), "r")
+            .await
+            .status(),
+        202
+    );
 }
 
 #[tokio::test]
@@ -98,7 +108,12 @@ async fn authenticated_refuses_anonymous_joins_and_admits_identities() {
 
     // Over POST, a signed-in session (token or SIWE) is admitted.
     let tok = token_session(&server, "t", &[]).await;
-    assert_eq!(post_join(&server, tok["sessionId"].as_str().unwrap(), "club").await.status(), 202);
+    assert_eq!(
+        post_join(&server, tok["sessionId"].as_str().unwrap(), "club")
+            .await
+            .status(),
+        202
+    );
     // Over WebSocket, the second key's identity joins and gets the room key.
     let mut b = connect(&server, &siwe_session(&server, 2, ADDR2).await).await;
     b.join("club").await;
@@ -112,7 +127,14 @@ async fn token_admits_only_the_rooms_of_the_token() {
     let mut t = connect(&server, &tok).await;
     t.join("stage").await;
     ws_join_refused(&mut t, "backstage", ErrorCode::Forbidden).await;
-    post_join_refused(&server, &token_session(&server, "user-2", &["stage"]).await, "backstage", 403, "forbidden").await;
+    post_join_refused(
+        &server,
+        &token_session(&server, "user-2", &["stage"]).await,
+        "backstage",
+        403,
+        "forbidden",
+    )
+    .await;
     // A SIWE identity has no token rooms: forbidden; no identity: auth_required.
     let siwe = siwe_session(&server, 1, ADDR1).await;
     let mut s = connect(&server, &siwe).await;
@@ -155,7 +177,10 @@ fn assert_turn_valid(username: &str, credential: &str, user: &str) {
     assert_eq!(u, user);
     let expiry: u64 = expiry.parse().unwrap();
     let now = now_ms() / 1000;
-    assert!((now + 3590..=now + 3610).contains(&expiry), "{expiry} vs {now}");
+    assert!(
+        (now + 3590..=now + 3610).contains(&expiry),
+        "{expiry} vs {now}"
+    );
     let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(b"turn-shared-secret").unwrap();
     mac.update(username.as_bytes());
     let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
@@ -175,15 +200,27 @@ async fn turn_credentials_are_ephemeral_and_for_anyone_in_open_mode() {
 #[tokio::test]
 async fn turn_credentials_only_for_admitted_members_outside_open() {
     let server = server(RoomAccess::Authenticated).await;
-    assert_eq!(turn(&webrtc_config(&server, None).await), None, "no session");
+    assert_eq!(
+        turn(&webrtc_config(&server, None).await),
+        None,
+        "no session"
+    );
     let hs = siwe_session(&server, 1, ADDR1).await;
-    assert_eq!(turn(&webrtc_config(&server, Some(&hs)).await), None, "not in a room yet");
+    assert_eq!(
+        turn(&webrtc_config(&server, Some(&hs)).await),
+        None,
+        "not in a room yet"
+    );
     // A wrong bearer secret for the session gets nothing either.
     let mut forged = hs.clone();
     forged["signalingToken"] = json!("AAAA");
     let mut peer = connect(&server, &hs).await;
     peer.join("club").await;
-    assert_eq!(turn(&webrtc_config(&server, Some(&forged)).await), None, "wrong bearer");
+    assert_eq!(
+        turn(&webrtc_config(&server, Some(&forged)).await),
+        None,
+        "wrong bearer"
+    );
     let (u, c) = turn(&webrtc_config(&server, Some(&hs)).await).expect("admitted member");
     assert_turn_valid(&u, &c, ADDR1);
     // An anonymous session's bearer is not enough.

@@ -11,8 +11,8 @@
 //! A `429` (`rate_limited`, `too_many_requests`) also reports its `retryAfterMs` (or
 //! `Retry-After`), for `connect`'s retries and the client's re-handshake backoff.
 
-use crate::core::error::ErrorCode;
 use crate::core::auth::NonceResponse;
+use crate::core::error::ErrorCode;
 use crate::core::handshake::{HandshakeRequest, HandshakeResponse};
 use crate::wasm::{error, global};
 use serde::Deserialize;
