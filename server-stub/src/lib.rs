@@ -83,7 +83,7 @@ pub fn now_ms() -> u64 {
 
 /// The whole HTTP surface: the API under `/api/`, the pkg dir at `/pkg/`, the media dir at
 /// `/media/` (with range requests, for seeking), the static dir at
-/// `/`, with permissive CORS (any origin; GET, POST, DELETE; `content-type`, `p3-seq`; exposing
+/// `/`, with permissive CORS (any origin; GET, POST, DELETE; `content-type`, `authorization`, `p3-seq`; exposing
 /// `retry-after`, `p3-seq-expected`, `ratelimit-limit`, `ratelimit-remaining`,
 /// `ratelimit-reset`) and request tracing. Handshakes, lane POSTs and WebSocket/SSE upgrades
 /// pass their per-client-IP rate limit first ([`limits`]). Static files are sent with `Cache-Control: no-cache`, `.wasm` as
@@ -152,6 +152,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([
             header::CONTENT_TYPE,
+            // Bearer secrets of session-scoped routes (`/api/webrtc/config`'s TURN credentials).
+            header::AUTHORIZATION,
             HeaderName::from_static(p3_lanes::core::sse::post::HEADER_SEQ),
         ])
         .expose_headers([
