@@ -54,7 +54,8 @@ export interface ConnectOptions {
    * identity is `client.handshake.identity`. Rooms under `--room-access authenticated|token` refuse
    * `joinRoom` without one (`auth_required`) or when it is not admitted (`forbidden`).
    * A SIWE signature is single-use: after the session is lost (server restart, TTL), the automatic
-   * re-handshake is refused (`nonce_reused`); connect again with a fresh signature.
+   * re-handshake is refused (`nonce_reused`) and the client emits an `error` event with code
+   * `auth_invalid` (and keeps retrying); close it and connect again with a fresh signature.
    */
   auth?: AuthOptions;
 }
