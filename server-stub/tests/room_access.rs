@@ -148,6 +148,61 @@ async fn token_admits_only_the_rooms_of_the_token() {
     t.expect_silence(200).await;
 }
 
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Sends `v` on a signaling socket and returns the next JSON message.
+async fn ask(ws: &mut Ws, v: Value) -> Value {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(v.to_string())).await.unwrap();
+    loop {
+        match tokio::time::timeout(common::WAIT, ws.next()).await.unwrap() {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("signaling socket ended: {other:?}"),
+        }
+    }
+}
+
+/// Authenticates on the seed 001 signaling server (`GET /api/signaling`) as the session of
+/// `hs`, sends `join` of `room` and returns the answer.
+async fn signaling_join(server: &TestServer, hs: &Value, room: &str) -> Value {
+    let url = format!("ws://{}/api/signaling", server.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let auth =
+        json!({"type": "auth", "address": hs["sessionId"], "signature": hs["signalingToken"]});
+    let ok = ask(&mut ws, auth).await;
+    assert_eq!(ok["type"], "auth_ok", "{ok}");
+    ask(&mut ws, json!({"type": "join", "roomId": room})).await
+}
+
+#[tokio::test]
+async fn the_signaling_server_applies_the_policy_too() {
+    let server = server(RoomAccess::Token).await;
+    let code = |v: &Value| {
+        (
+            v["type"].as_str().map(str::to_owned),
+            v["code"].as_str().map(str::to_owned),
+        )
+    };
+    let anon = signaling_join(&server, &anonymous(&server).await, "stage").await;
+    assert_eq!(
+        code(&anon),
+        (Some("error".into()), Some("auth_required".into())),
+        "{anon}"
+    );
+    let tok = token_session(&server, "user-1", &["stage"]).await;
+    let other = signaling_join(&server, &tok, "backstage").await;
+    assert_eq!(
+        code(&other),
+        (Some("error".into()), Some("forbidden".into())),
+        "{other}"
+    );
+    let ok = signaling_join(&server, &tok, "stage").await;
+    assert_eq!(ok["type"], "joined", "{ok}");
+}
+
 /// `GET /api/webrtc/config` as `sid` with its bearer secret (the signaling token), if given.
 async fn webrtc_config(server: &TestServer, hs: Option<&Value>) -> Value {
     let mut req = server.http.get(server.url("/api/webrtc/config"));

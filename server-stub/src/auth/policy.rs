@@ -1,5 +1,6 @@
 //! Room access policy (issue 12; PROTOCOL.md §6.1): who may `join` a room, checked on every
-//! join path (WebSocket Control `join`, `POST` of a `join` to the Control lane) before the
+//! join path (WebSocket Control `join`, `POST` of a `join` to the Control lane, and the seed 001
+//! signaling server's `join`, [`crate::signaling`]) before the
 //! session enters the room, so a refused join gets no `joined`, no `room-key` and tells no
 //! member anything.
 //!
