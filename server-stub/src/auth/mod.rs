@@ -1,4 +1,4 @@
-//! Verified identity and room access (issue 12; PROTOCOL.md §3.1, §6.1, "Security: identity
+//! Verified identity and room access (issue 12; PROTOCOL.md §3.1, §6.1, §16.1 "Identity
 //! and room access").
 //!
 //! | module | implements |

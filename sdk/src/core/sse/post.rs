@@ -4,7 +4,7 @@
 //! A `POST` whose answer is lost (network error, timeout, a proxy's 502/504) may or may not
 //! have been delivered. The client numbers its messages per (session, lane) from 1 and sends
 //! the number in the [`HEADER_SEQ`] header (`P3-Seq: 7`, a Structured Field Integer, RFC 9651
-//! §3.1.1); it retries a message whose outcome is unknown with the **same** number. The server
+//! §3.3.1); it retries a message whose outcome is unknown with the **same** number. The server
 //! keeps, per session and lane, only the last number it took and that request's outcome
 //! ([`PostLedger`]: bounded memory, 8 entries per session), so a repeat is answered without
 //! delivering again, a number below it is an old duplicate, and a number above the next one is
@@ -33,7 +33,7 @@ use std::collections::VecDeque;
 pub const HEADER_SEQ: &str = "p3-seq";
 /// Response header of a `409 seq_gap`: the sequence number the server expects next.
 pub const HEADER_SEQ_EXPECTED: &str = "p3-seq-expected";
-/// Largest sequence number: the largest Structured Field Integer (15 digits, RFC 9651 §3.1.1).
+/// Largest sequence number: the largest Structured Field Integer (15 digits, RFC 9651 §3.3.1).
 pub const MAX_SEQ: u64 = 999_999_999_999_999;
 
 /// Attempts per message before the client gives up with `send_failed` (the first included).
