@@ -206,7 +206,7 @@ pub struct Config {
     #[arg(long = "stun", env = "STUN_URLS", default_value = DEFAULT_STUN)]
     pub stun_urls: String,
     /// TURN server URLs, comma-separated; the TURN entry is only sent when `TURN_USERNAME`
-    /// and `TURN_CREDENTIAL` are set. Default: the seed's `turn:turn.replit.dev:3478` (udp, tcp).
+    /// and `TURN_CREDENTIAL`, or `TURN_SECRET`, are set. Default: the seed's `turn:turn.replit.dev:3478` (udp, tcp).
     #[arg(long = "turn-url", env = "TURN_URLS", default_value = DEFAULT_TURN)]
     pub turn_urls: String,
     /// TURN user name (seed 001 `TURN_USERNAME`).
