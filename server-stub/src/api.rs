@@ -19,7 +19,7 @@ use crate::now_ms;
 use crate::registry::NewSession;
 use crate::state::{lane_grants, AppState, SessionStatus};
 use axum::extract::State;
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::Json;
 use p3_lanes::core::dictionary::DictionaryWire;
@@ -31,10 +31,15 @@ use p3_lanes::core::lane::{Encoding, LANE_REGISTRY};
 use p3_lanes::core::sse::TRANSPORT_SSE;
 use serde::Serialize;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// `POST /api/protocol/v2/session/handshake`: negotiates and creates a session.
 ///
-/// Errors: 400 with `bad_request` (body is not a handshake request), `invalid_argument`,
+/// With `auth` (PROTOCOL.md §3.1), the identity is verified first ([`crate::auth`]) and the
+/// answer names it in `identity`.
+///
+/// Errors: 401 `auth_invalid` with a `reason` for an `auth` that does not verify (no session
+/// is created); 400 with `bad_request` (body is not a handshake request), `invalid_argument`,
 /// `unknown_lane`, `control_lane_required`, `no_common_transport`, `no_common_encoding`;
 /// 415 `bad_request` without `Content-Type: application/json`; every bound of
 /// [`crate::limits::bounds`] (413 `payload_too_large` for a body over `--max-handshake-bytes`
@@ -43,9 +48,19 @@ use std::sync::Arc;
 pub async fn handshake(
     State(state): State<Arc<AppState>>,
     PeerIp(ip): PeerIp,
+    headers: HeaderMap,
     HandshakeBody(req): HandshakeBody,
 ) -> Result<Json<HandshakeResponse>, AppError> {
     let negotiated = negotiate(&req, state.capabilities())?;
+    // Identity (issue 12): verified before the session exists; a failed `auth` creates none.
+    let identity = match &req.auth {
+        None => None,
+        Some(auth) => {
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+            Some(state.auth().verify(auth, host, now_ms(), Instant::now())?)
+        }
+    };
+    let public_identity = identity.as_ref().map(|i| i.identity.clone());
     let lanes = negotiated.lanes.clone();
     // SSE sessions resume with event ids, not the multiplexer (PROTOCOL.md §14).
     let want_mux =
@@ -57,10 +72,11 @@ pub async fn handshake(
         device_info: req.device_info,
         transport: negotiated.transport,
         lanes,
+        identity,
     };
     let (sid, mux, credentials) = state.create_session(new, want_mux)?;
     let config = state.config();
-    tracing::info!(session = %sid, lanes = ?negotiated.lanes, "session created");
+    tracing::info!(session = %sid, lanes = ?negotiated.lanes, identity = ?public_identity, "session created");
     Ok(Json(HandshakeResponse {
         session_id: sid,
         transport: negotiated.transport.to_owned(),
@@ -84,6 +100,7 @@ pub async fn handshake(
         session_token: Some(credentials.token),
         ticket: Some(credentials.ticket),
         limits: state.limits().advertised(),
+        identity: public_identity,
     }))
 }
 

@@ -1,6 +1,7 @@
 //! Server configuration: command-line flags, each also readable from an environment variable
 //! (seed 001 "Environment Variables": `WS_HEARTBEAT_INTERVAL`, `WS_HEARTBEAT_TIMEOUT`).
 
+use crate::auth::policy::RoomAccess;
 use crate::limits::bounds;
 use crate::limits::rate::Rate;
 use crate::limits::RateLimitsMode;
@@ -220,7 +221,7 @@ pub struct Config {
     #[arg(long = "stun", env = "STUN_URLS", default_value = DEFAULT_STUN)]
     pub stun_urls: String,
     /// TURN server URLs, comma-separated; the TURN entry is only sent when `TURN_USERNAME`
-    /// and `TURN_CREDENTIAL` are set. Default: the seed's `turn:turn.replit.dev:3478` (udp, tcp).
+    /// and `TURN_CREDENTIAL`, or `TURN_SECRET`, are set. Default: the seed's `turn:turn.replit.dev:3478` (udp, tcp).
     #[arg(long = "turn-url", env = "TURN_URLS", default_value = DEFAULT_TURN)]
     pub turn_urls: String,
     /// TURN user name (seed 001 `TURN_USERNAME`).
@@ -230,6 +231,46 @@ pub struct Config {
     /// flag, which other users of the machine can see.
     #[arg(long, env = "TURN_CREDENTIAL", hide_env_values = true)]
     pub turn_credential: Option<String>,
+    /// TURN REST shared secret (`TURN_SECRET`, coturn's `static-auth-secret`): when set,
+    /// `GET /api/webrtc/config` answers ephemeral credentials (`username`
+    /// `<expiry s>:<user>`, `credential` base64(HMAC-SHA1(secret, username))) instead of
+    /// `TURN_USERNAME`/`TURN_CREDENTIAL`, and outside `--room-access open` only to a session
+    /// in a room. Prefer the environment variable to the flag.
+    #[arg(long, env = "TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<Secret>,
+    /// Lifetime of TURN REST credentials, s.
+    #[arg(long = "turn-ttl-s", env = "TURN_TTL_SECONDS", default_value_t = crate::auth::turn::DEFAULT_TURN_TTL_S,
+          value_parser = clap::value_parser!(u64).range(60..=86_400 * 7))]
+    pub turn_ttl_s: u64,
+    // --- Identity and room access (issue 12, PROTOCOL.md §3.1, §6.1) ---
+    /// Who may join a room: `open` (anyone; the default), `authenticated` (a verified
+    /// identity: SIWE or an app JWT), `token` (an app JWT whose `rooms` claim names the room).
+    #[arg(long, env = "P3_ROOM_ACCESS", value_enum, default_value = "open")]
+    pub room_access: RoomAccess,
+    /// The SIWE `domain` sign-in messages must name (e.g. `app.example.com`); default: the
+    /// handshake request's `Host` header. Set it behind a proxy that rewrites `Host`.
+    #[arg(long, env = "P3_SIWE_DOMAIN")]
+    pub siwe_domain: Option<String>,
+    /// EIP-155 chain ids a SIWE message may name, comma-separated.
+    #[arg(
+        long,
+        env = "P3_SIWE_CHAIN_IDS",
+        value_delimiter = ',',
+        default_value = "1"
+    )]
+    pub siwe_chain_ids: Vec<u64>,
+    /// Lifetime of a SIWE nonce from `GET /api/protocol/v2/auth/nonce`, s; a message issued
+    /// longer ago than this is `expired`.
+    #[arg(long = "siwe-nonce-ttl-s", env = "P3_SIWE_NONCE_TTL_SECONDS", default_value_t = crate::auth::nonce::DEFAULT_NONCE_TTL_S,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub siwe_nonce_ttl_s: u64,
+    /// App JWTs signed HS256 with this secret (at least 32 bytes). Prefer the environment
+    /// variable to the flag.
+    #[arg(long, env = "P3_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+    /// App JWTs signed ES256 or EdDSA: the PEM file of the public key (`BEGIN PUBLIC KEY`).
+    #[arg(long, env = "P3_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
     /// Rate limiting (PROTOCOL.md §15): `on`, or `off` to disable every rate limit below (load
     /// benchmarks).
     #[arg(long, env = "RATE_LIMITS", value_enum, default_value = "on")]
@@ -266,6 +307,30 @@ pub struct Config {
     #[arg(long, env = "RATE_STRIKES", default_value_t = DEFAULT_RATE_STRIKES,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate_strikes: u32,
+}
+
+/// A secret flag value (`--jwt-secret`, `--turn-secret`): its `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The secret's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
 }
 
 /// `--stun` default: the seed's STUN servers.
@@ -336,6 +401,14 @@ impl Default for Config {
             turn_urls: DEFAULT_TURN.into(),
             turn_username: None,
             turn_credential: None,
+            turn_secret: None,
+            turn_ttl_s: crate::auth::turn::DEFAULT_TURN_TTL_S,
+            room_access: RoomAccess::Open,
+            siwe_domain: None,
+            siwe_chain_ids: vec![1],
+            siwe_nonce_ttl_s: crate::auth::nonce::DEFAULT_NONCE_TTL_S,
+            jwt_secret: None,
+            jwt_public_key: None,
             rate_limits: RateLimitsMode::On,
             rate_ip_handshake: DEFAULT_RATE_IP_HANDSHAKE,
             rate_ip_post: DEFAULT_RATE_IP_POST,
@@ -419,6 +492,23 @@ mod tests {
             Config::try_parse_from(["server-stub", "--stun", "", "--turn-url", "turn:a"]).unwrap();
         assert!(c.ice_settings().stun_urls.is_empty());
         assert_eq!(c.ice_settings().turn_urls, vec!["turn:a"]);
+        // Identity flags: open rooms and chain 1 unless told otherwise.
+        let parsed = Config::try_parse_from(["server-stub"]).unwrap();
+        assert_eq!(parsed.room_access, RoomAccess::Open);
+        assert_eq!(parsed.siwe_chain_ids, d.siwe_chain_ids);
+        assert_eq!(parsed.siwe_nonce_ttl_s, d.siwe_nonce_ttl_s);
+        assert_eq!(parsed.turn_ttl_s, d.turn_ttl_s);
+        let c = Config::try_parse_from([
+            "server-stub",
+            "--room-access",
+            "token",
+            "--siwe-chain-ids",
+            "1,137",
+        ])
+        .unwrap();
+        assert_eq!(c.room_access, RoomAccess::Token);
+        assert_eq!(c.siwe_chain_ids, vec![1, 137]);
+        assert!(Config::try_parse_from(["server-stub", "--room-access", "closed"]).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use p3_lanes::core::auth::AuthReason;
 use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::frame::SessionId;
 use serde::de::DeserializeOwned;
@@ -19,6 +20,8 @@ use serde::de::DeserializeOwned;
 pub struct AppError {
     status: StatusCode,
     body: WireError,
+    /// `auth_invalid`'s `reason`, sent next to `error` and `code`.
+    reason: Option<AuthReason>,
 }
 
 /// The status for a coded error raised by our own logic (extractor rejections keep axum's
@@ -26,7 +29,9 @@ pub struct AppError {
 pub fn status_for(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthorized | ErrorCode::AuthRequired | ErrorCode::AuthInvalid => {
+            StatusCode::UNAUTHORIZED
+        }
         ErrorCode::FrameTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::RateLimited | ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::RoomFull => StatusCode::CONFLICT,
@@ -42,7 +47,21 @@ impl AppError {
         AppError {
             status,
             body: WireError::new(code, error),
+            reason: None,
         }
+    }
+
+    /// 401 `auth_invalid` with its `reason` (a handshake `auth` that did not verify).
+    pub fn auth_invalid(reason: AuthReason, error: impl Into<String>) -> AppError {
+        AppError {
+            reason: Some(reason),
+            ..AppError::new(StatusCode::UNAUTHORIZED, ErrorCode::AuthInvalid, error)
+        }
+    }
+
+    /// The `reason` of an `auth_invalid` error.
+    pub fn reason(&self) -> Option<AuthReason> {
+        self.reason
     }
 
     /// 400 `bad_request`.
@@ -85,6 +104,7 @@ impl From<WireError> for AppError {
         AppError {
             status: status_for(body.code),
             body,
+            reason: None,
         }
     }
 }
@@ -121,7 +141,18 @@ impl IntoResponse for AppError {
     /// (`WWW-Authenticate: Bearer`, RFC 6750 §3).
     fn into_response(self) -> Response {
         let unauthorized = self.status == StatusCode::UNAUTHORIZED;
-        let mut resp = (self.status, Json(self.body)).into_response();
+        let mut resp = match self.reason {
+            Some(reason) => (
+                self.status,
+                Json(serde_json::json!({
+                    "error": self.body.error,
+                    "code": self.body.code,
+                    "reason": reason,
+                })),
+            )
+                .into_response(),
+            None => (self.status, Json(self.body)).into_response(),
+        };
         if unauthorized {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

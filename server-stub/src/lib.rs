@@ -9,7 +9,7 @@
 //! | --- | --- |
 //! | [`config`] | flags and environment (seed 001 "Environment Variables") |
 //! | [`api`] | the HTTP API (seed 000 "Session Handshake", "Session Management", `/api/version`) |
-//! | [`auth`] | session credentials: token, single-use tickets, the Bearer check, the admin token (issue 12) |
+//! | [`auth`] | session credentials (token, tickets, Bearer, admin token), verified identity (SIWE, app JWTs), the room access policy, TURN REST credentials (issue 12) |
 //! | [`ws`] | the session WebSocket: rooms, relay, heartbeats (seed 000 lanes, seed 001) |
 //! | [`state`] | the app state: wires the registry, the music service and the signaling server; lock rules; TTL sweeper |
 //! | `registry` | sessions, rooms, routing, outbound queues and multiplexers (`send(lane, frame)`), per-receiver encodings |
@@ -83,7 +83,7 @@ pub fn now_ms() -> u64 {
 
 /// The whole HTTP surface: the API under `/api/`, the pkg dir at `/pkg/`, the media dir at
 /// `/media/` (with range requests, for seeking), the static dir at
-/// `/`, with permissive CORS (any origin; GET, POST, DELETE; `content-type`, `p3-seq`; exposing
+/// `/`, with permissive CORS (any origin; GET, POST, DELETE; `content-type`, `authorization`, `p3-seq`; exposing
 /// `retry-after`, `p3-seq-expected`, `ratelimit-limit`, `ratelimit-remaining`,
 /// `ratelimit-reset`) and request tracing. Handshakes, lane POSTs and WebSocket/SSE upgrades
 /// pass their per-client-IP rate limit first ([`limits`]). Static files are sent with `Cache-Control: no-cache`, `.wasm` as
@@ -96,6 +96,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/api/protocol/v2/session/handshake",
             limits.guard(IpClass::Handshake, post(api::handshake)),
+        )
+        .route(
+            "/api/protocol/v2/auth/nonce",
+            limits.guard(IpClass::Handshake, get(auth::nonce)),
         )
         .route(
             "/api/protocol/v2/session/{sid}",
@@ -152,6 +156,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([
             header::CONTENT_TYPE,
+            // Bearer secrets of session-scoped routes (`/api/webrtc/config`'s TURN credentials).
             header::AUTHORIZATION,
             HeaderName::from_static(p3_lanes::core::sse::post::HEADER_SEQ),
         ])

@@ -21,6 +21,10 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
+    if let Err(e) = server_stub::auth::Auth::from_config(&config) {
+        tracing::error!(error = %e, "invalid identity configuration");
+        return ExitCode::FAILURE;
+    }
     let listener = match TcpListener::bind((config.host.as_str(), config.port)).await {
         Ok(l) => l,
         Err(e) => {

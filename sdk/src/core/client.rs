@@ -1620,6 +1620,7 @@ mod tests {
             session_token: Some(Secret::new("token")),
             ticket: Some(Secret::new("first-ticket")),
             limits: None,
+            identity: None,
         }
     }
 

@@ -118,6 +118,13 @@ pub enum ErrorCode {
     /// where one is needed (sealer salts for peer control, PROTOCOL.md §13.4); the SDK never
     /// falls back to `Math.random`.
     CryptoUnavailable,
+    /// The room's access policy (`--room-access authenticated` or `token`) needs a verified
+    /// identity and the session has none (or its identity expired): sign in (SIWE or an app
+    /// JWT) with a new handshake. HTTP 401.
+    AuthRequired,
+    /// The handshake's `auth` did not verify; the body's `reason`
+    /// ([`crate::core::auth::AuthReason`]) says why. HTTP 401.
+    AuthInvalid,
 }
 
 impl ErrorCode {
@@ -166,6 +173,8 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::OutOfRange => "out_of_range",
             ErrorCode::CryptoUnavailable => "crypto_unavailable",
+            ErrorCode::AuthRequired => "auth_required",
+            ErrorCode::AuthInvalid => "auth_invalid",
         }
     }
 }
@@ -230,6 +239,8 @@ mod tests {
             ErrorCode::LimitExceeded,
             ErrorCode::OutOfRange,
             ErrorCode::CryptoUnavailable,
+            ErrorCode::AuthRequired,
+            ErrorCode::AuthInvalid,
         ] {
             let json = serde_json::to_value(code).unwrap();
             assert_eq!(json, serde_json::Value::String(code.as_str().into()));

@@ -2,6 +2,7 @@
 //! response bodies of `POST /api/protocol/v2/session/handshake`, and the negotiation rule the
 //! server applies (PROTOCOL.md, "Negotiation").
 
+use crate::core::auth::{HandshakeAuth, Identity};
 use crate::core::dictionary::DictionaryWire;
 use crate::core::error::{ErrorCode, WireError};
 use crate::core::frame::SessionId;
@@ -35,6 +36,10 @@ pub struct HandshakeRequest {
     /// names are ignored; absent means none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    /// Ours (issue 12): proof of an identity, SIWE or an app JWT
+    /// ([`crate::core::auth::HandshakeAuth`]). Absent: the session has no verified identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<HandshakeAuth>,
 }
 
 /// `capabilities` (seed 000): transports, encodings and lane ids the client offers, in the
@@ -136,6 +141,10 @@ pub struct HandshakeResponse {
     /// then paces only after a `rate_limited` refusal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// Ours (issue 12): the identity the server verified from the request's `auth`. Absent
+    /// when the request had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
 }
 
 /// A credential on the wire (a session token or a ticket): a string whose `Debug` output is

@@ -6,6 +6,7 @@
 //! | module | implements |
 //! | --- | --- |
 //! | [`lane`] | the 8 lanes and their registry (seed 000 "8-Lane Protocol") |
+//! | [`auth`] | verified identity: handshake `auth`, `identity`, SIWE message text (EIP-4361; issue 12) |
 //! | [`handshake`] | handshake v2 bodies and negotiation (seed 000 "Session Handshake") |
 //! | [`dictionary`] | the negotiated token dictionary (seed 000 "Handshake Response") |
 //! | [`codec`] | dictionary MessagePack and JSON payloads |
@@ -22,6 +23,7 @@
 //! | [`error`] | machine-readable error codes shared by server and SDK |
 //! | [`sync`] | music sync: clock offset, shared playback state, media follower (seed 004) |
 
+pub mod auth;
 pub mod client;
 pub mod codec;
 pub mod control;

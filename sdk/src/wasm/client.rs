@@ -14,6 +14,13 @@ use js_sys::{Function, Promise};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
+/// `scheme://host[:port]` of a normalized base URL (its path prefix dropped).
+fn origin_of(base: &str) -> String {
+    let (scheme, rest) = base.split_once("://").unwrap_or(("http", base));
+    let host = rest.split('/').next().unwrap_or_default();
+    format!("{scheme}://{host}")
+}
+
 /// A connection to a P3 server: one session, 8 lanes multiplexed over one WebSocket, with
 /// heartbeats and automatic reconnection. Create it with `P3Client.connect`.
 ///
@@ -63,6 +70,47 @@ impl P3Client {
         let (inner, opened) = driver::start(client, global, base, request, &response);
         JsFuture::from(opened).await?;
         Ok(P3Client { inner })
+    }
+
+    /// Builds a Sign-In with Ethereum message (EIP-4361) for `options.address` to sign:
+    /// fetches a single-use nonce (`GET {baseUrl}/api/protocol/v2/auth/nonce`), then fills
+    /// in `domain` (default: the host of `baseUrl`), `uri` (default: its origin + `/`),
+    /// `chainId`, the statement, `Issued At` (now) and, with `expiresInMs`, the
+    /// `Expiration Time`. Sign the result with any wallet (`personal_sign`, e.g.
+    /// `window.ethereum.request({method: 'personal_sign', params: [message, address]})` or
+    /// viem's `signMessage`) and pass both as `connect`'s `auth: {siwe: {message, signature}}`
+    /// within the nonce's TTL (5 min by default).
+    ///
+    /// Rejects with `invalid_argument` for a bad option, `connect_failed` when the server is
+    /// unreachable, or the server's code (e.g. `rate_limited`).
+    #[wasm_bindgen(js_name = siweMessage, unchecked_return_type = "Promise<string>")]
+    pub async fn siwe_message(
+        #[wasm_bindgen(js_name = baseUrl)] base_url: String,
+        #[wasm_bindgen(unchecked_param_type = "SiweMessageOptions")] options: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        let base = http::normalize_base(&base_url)?;
+        let o = options::siwe_options(&options)?;
+        let origin = origin_of(&base);
+        let host = origin
+            .split_once("://")
+            .map_or(origin.as_str(), |(_, h)| h)
+            .to_owned();
+        let nonce = http::fetch_nonce(&base).await?.nonce;
+        let now = js_sys::Date::now() as u64;
+        let fields = crate::core::auth::SiweFields {
+            domain: o.domain.unwrap_or(host),
+            address: o.address,
+            statement: o.statement,
+            uri: o.uri.unwrap_or_else(|| format!("{origin}/")),
+            chain_id: o.chain_id,
+            nonce,
+            issued_at: crate::core::auth::rfc3339_ms(now),
+            expiration_time: o
+                .expires_in_ms
+                .map(|ms| crate::core::auth::rfc3339_ms(now.saturating_add(ms))),
+            ..Default::default()
+        };
+        Ok(JsValue::from_str(&crate::core::auth::siwe_message(&fields)))
     }
 
     /// This client's session id (a UUID); changes (with a `session-changed` event) when the

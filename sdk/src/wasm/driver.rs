@@ -602,6 +602,22 @@ fn rehandshake(h: &Handle, base: String, request: HandshakeRequest) {
                         &JsValue::from_str("p3-lanes: re-handshake failed:"),
                         &f.error,
                     );
+                    if f.status == 401 {
+                        // The identity proof no longer verifies (a SIWE signature is
+                        // single-use: `nonce_reused`; a token expired): tell the app, which
+                        // must sign in again with a new `connect` (PROTOCOL.md §3.1).
+                        inner.events.push_back(Event::Error {
+                            code: ErrorCode::AuthInvalid,
+                            message: format!(
+                                "re-handshake refused: {}; connect again with a fresh sign-in",
+                                error::describe(&f.error)
+                            ),
+                            lane: None,
+                            seq: None,
+                            retry_after_ms: None,
+                            dropped: None,
+                        });
+                    }
                     if f.status == 429 {
                         inner
                             .client

@@ -13,6 +13,7 @@
 //! A `429` (`rate_limited`, `too_many_requests`) also reports its `retryAfterMs` (or
 //! `Retry-After`), for `connect`'s retries and the client's re-handshake backoff.
 
+use crate::core::auth::NonceResponse;
 use crate::core::error::ErrorCode;
 use crate::core::frame::SessionId;
 use crate::core::handshake::{
@@ -67,6 +68,9 @@ struct ErrorBody {
     code: String,
     #[serde(default)]
     retry_after_ms: Option<u64>,
+    /// `auth_invalid`: why (issue 12).
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// A failed handshake: the JS error to throw, and what `connect` needs to decide on a retry
@@ -117,7 +121,18 @@ pub(crate) async fn handshake(
     let header_ms = retry_after_s.map(|s| s.saturating_mul(1000));
     match serde_json::from_str::<ErrorBody>(&text) {
         Ok(b) => Err(HandshakeFailure {
-            error: error::js_error(&b.code, &b.error),
+            error: {
+                let e = error::js_error(&b.code, &b.error);
+                if let Some(reason) = &b.reason {
+                    // Setting a property on a fresh Error object cannot fail.
+                    let _ = js_sys::Reflect::set(
+                        &e,
+                        &JsValue::from_str("reason"),
+                        &JsValue::from_str(reason),
+                    );
+                }
+                e
+            },
             status,
             retry_after_ms: b.retry_after_ms.or(header_ms),
         }),
@@ -180,6 +195,39 @@ pub(crate) async fn mint_ticket(
 /// The `Authorization` header value of a session-scoped request: `Bearer <token>`.
 pub(crate) fn bearer(token: &Secret) -> String {
     format!("Bearer {}", token.expose())
+}
+
+/// Path of the SIWE nonce endpoint, appended to the base URL.
+pub(crate) const NONCE_PATH: &str = "/api/protocol/v2/auth/nonce";
+
+/// `GET {base}/api/protocol/v2/auth/nonce`: a fresh single-use SIWE nonce.
+///
+/// Errors: `connect_failed` when the server is unreachable or answers without a nonce; the
+/// server's code for a JSON refusal (e.g. `rate_limited`).
+pub(crate) async fn fetch_nonce(base: &str) -> Result<NonceResponse, JsValue> {
+    let url = format!("{base}{NONCE_PATH}");
+    let failed = |why: String| error::coded(ErrorCode::ConnectFailed, &why);
+    let init = web_sys::RequestInit::new();
+    init.set_method("GET");
+    init.set_mode(web_sys::RequestMode::Cors);
+    init.set_cache(web_sys::RequestCache::NoStore);
+    let promise: js_sys::Promise = global::fetch(&JsValue::from_str(&url), &init)?.unchecked_into();
+    let response: web_sys::Response = JsFuture::from(promise)
+        .await
+        .map_err(|e| failed(format!("could not reach {url}: {}", error::describe(&e))))?
+        .dyn_into()?;
+    let text = JsFuture::from(response.text()?)
+        .await?
+        .as_string()
+        .unwrap_or_default();
+    if response.ok() {
+        return serde_json::from_str(&text)
+            .map_err(|e| failed(format!("nonce response from {url} is invalid: {e}")));
+    }
+    Err(match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) => error::js_error(&b.code, &b.error),
+        Err(_) => failed(format!("{url} answered HTTP {}", response.status())),
+    })
 }
 
 /// `fetch(url, {method: 'POST', body, headers: {'Content-Type': 'application/json'}})`;

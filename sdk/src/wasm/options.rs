@@ -5,6 +5,7 @@
 //! PROTOCOL.md §11), transport `'auto'` (WebSocket, or SSE where `WebSocket` is undefined;
 //! SSE sessions never use the multiplexer).
 
+use crate::core::auth::HandshakeAuth;
 use crate::core::client::ClientConfig;
 use crate::core::error::ErrorCode;
 use crate::core::frame::SessionId;
@@ -41,6 +42,39 @@ struct ConnectOptions {
     /// `'websocket'`, `'sse'` (lanes over `EventSource`, sends by `fetch`, PROTOCOL.md §14) or
     /// `'auto'` (default: WebSocket when `globalThis.WebSocket` exists, else SSE).
     transport: Option<String>,
+    /// Proof of an identity sent in the handshake (issue 12): `{siwe: {message, signature}}`
+    /// or `{token}` (PROTOCOL.md §3.1).
+    auth: Option<HandshakeAuth>,
+}
+
+/// `P3Client.siweMessage` options (TS `SiweMessageOptions`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SiweOptions {
+    pub(crate) address: String,
+    pub(crate) chain_id: u64,
+    pub(crate) statement: Option<String>,
+    pub(crate) domain: Option<String>,
+    pub(crate) uri: Option<String>,
+    pub(crate) expires_in_ms: Option<u64>,
+}
+
+/// Reads `SiweMessageOptions`.
+///
+/// The address is put in EIP-55 form (any case accepted).
+///
+/// Errors: `invalid_argument` for a missing `address`/`chainId`, an address that is not
+/// `0x` + 40 hex digits, or a statement with a line break.
+pub(crate) fn siwe_options(options: &JsValue) -> Result<SiweOptions, JsValue> {
+    let mut o: SiweOptions = serde_wasm_bindgen::from_value(options.clone())
+        .map_err(|e| error::invalid_argument(&format!("invalid siweMessage options: {e}")))?;
+    // Wallets often return lowercase addresses; the message needs the EIP-55 form.
+    o.address = crate::core::auth::eip55(&o.address)
+        .ok_or_else(|| error::invalid_argument("address must be 0x + 40 hex digits"))?;
+    if o.statement.as_deref().is_some_and(|s| s.contains('\n')) {
+        return Err(error::invalid_argument("statement must be one line"));
+    }
+    Ok(o)
 }
 
 /// Reads `options` (`undefined`/`null`: all defaults).
@@ -106,6 +140,7 @@ pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig
         } else {
             Vec::new()
         },
+        auth: o.auth,
     };
     let config = ClientConfig {
         heartbeat_interval_ms: millis("heartbeatIntervalMs", o.heartbeat_interval_ms)?,

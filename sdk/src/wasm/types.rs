@@ -47,7 +47,50 @@ export interface ConnectOptions {
   maxMessageBytes?: number;
   /** `'sse'`: receive lanes over one `EventSource` and send with `fetch` POST (PROTOCOL.md §14); `'websocket'`; `'auto'` (default): WebSocket, or SSE where `WebSocket` is undefined and `EventSource` is not. Messages and events have the same shapes either way. `connect` rejects with `connect_failed` when the chosen transport's API is missing. */
   transport?: 'auto' | 'websocket' | 'sse';
+  /**
+   * Prove an identity in the handshake (PROTOCOL.md §3.1): Sign-In with Ethereum (build the message with
+   * `P3Client.siweMessage`, sign it with any wallet's `personal_sign`) or an app JWT from your backend.
+   * `connect` rejects with `auth_invalid` (`err.reason` says why) when it does not verify. The verified
+   * identity is `client.handshake.identity`. Rooms under `--room-access authenticated|token` refuse
+   * `joinRoom` without one (`auth_required`) or when it is not admitted (`forbidden`).
+   * A SIWE signature is single-use: after the session is lost (server restart, TTL), the automatic
+   * re-handshake is refused (`nonce_reused`) and the client emits an `error` event with code
+   * `auth_invalid` (and keeps retrying); close it and connect again with a fresh signature.
+   */
+  auth?: AuthOptions;
 }
+
+/** `ConnectOptions.auth`: exactly one of a SIWE message and signature, or an app JWT. */
+export type AuthOptions =
+  | { siwe: { message: string; signature: string } }
+  | { token: string };
+
+/** A verified identity: an EIP-55 address (`siwe`) or a JWT `sub` (`token`). */
+export interface Identity {
+  kind: 'siwe' | 'token';
+  id: string;
+}
+
+/** Options of `P3Client.siweMessage`. */
+export interface SiweMessageOptions {
+  /** EIP-55 checksummed address of the signer, `0x` + 40 hex digits. */
+  address: string;
+  /** EIP-155 chain id the server accepts (its `--siwe-chain-ids`, default 1). */
+  chainId: number;
+  /** Optional human-readable line shown by the wallet (no newline). */
+  statement?: string;
+  /** RFC 3986 authority the server expects. Default: the host of `baseUrl`. */
+  domain?: string;
+  /** URI of the signed-in resource. Default: `baseUrl` origin + `/`. */
+  uri?: string;
+  /** Validity of the message from now, ms (its `Expiration Time`). Default: none. */
+  expiresInMs?: number;
+}
+
+/** Why `auth_invalid` was answered (`err.reason`). */
+export type AuthReason =
+  | 'bad_signature' | 'wrong_domain' | 'wrong_uri' | 'wrong_chain' | 'expired' | 'not_yet_valid'
+  | 'nonce_unknown' | 'nonce_reused' | 'malformed' | 'bad_token';
 
 /** A message received on a lane. */
 export interface P3Message {
@@ -141,6 +184,8 @@ export interface HandshakeResponse {
   signalingToken?: string;
   /** The server's per-session quotas (PROTOCOL.md §15); the SDK paces each lane below them so it is never refused. `control`: lane 1, `sync`: lane 7, `bulk`: each other lane separately. Absent: none advertised. */
   limits?: { rates?: { control?: RateQuota; sync?: RateQuota; bulk?: RateQuota } };
+  /** The identity the server verified from `ConnectOptions.auth`; absent without `auth`. */
+  identity?: Identity;
 }
 
 /** A message quota (GCRA): `burst` messages at once, then `perSecond` per second. */
@@ -160,11 +205,14 @@ export type ErrorCode =
   | 'storage_unavailable' | 'quota_exceeded' | 'storage_corrupt'
   | 'seq_gap' | 'seq_in_progress' | 'seq_reused' | 'send_failed'
   | 'rate_limited' | 'room_full' | 'too_many_requests' | 'payload_too_large'
-  | 'payload_too_complex' | 'limit_exceeded' | 'out_of_range' | 'crypto_unavailable';
+  | 'payload_too_complex' | 'limit_exceeded' | 'out_of_range' | 'crypto_unavailable'
+  | 'auth_required' | 'auth_invalid';
 
 /** Every error the SDK throws or rejects with: a real `Error` with a `code`. */
 export interface P3Error extends Error {
   name: 'P3Error';
   code: ErrorCode;
+  /** With `auth_invalid`: why the sign-in was refused. */
+  reason?: AuthReason;
 }
 "#;

@@ -35,6 +35,8 @@ pub(crate) mod route;
 pub(crate) mod session;
 
 use crate::auth::{SessionToken, Tickets};
+use crate::auth::policy::RoomAccess;
+use crate::auth::VerifiedIdentity;
 use crate::close::{self, CloseSignal};
 use crate::config::Config;
 use crate::limits::bounds::{too_many, PerIp, RegistryBounds};
@@ -125,6 +127,8 @@ pub(crate) struct NewSession {
     pub(crate) transport: &'static str,
     /// The negotiated lanes and their encodings.
     pub(crate) lanes: Vec<(Lane, Encoding)>,
+    /// The identity its handshake's `auth` proved ([`crate::auth`]), if any.
+    pub(crate) identity: Option<VerifiedIdentity>,
 }
 
 #[cfg(test)]
@@ -138,6 +142,7 @@ impl NewSession {
             device_info: None,
             transport: "websocket",
             lanes,
+            identity: None,
         }
     }
 }
@@ -178,6 +183,8 @@ pub(crate) struct Registry {
     last_sweep: Option<Instant>,
     /// Lifetime of a ticket (`--ticket-ttl-ms`).
     ticket_ttl: Duration,
+    /// `--room-access`: checked on every join ([`crate::auth::policy`]).
+    room_access: RoomAccess,
 }
 
 impl Registry {
@@ -205,6 +212,7 @@ impl Registry {
             sse_per_ip: PerIp::default(),
             last_sweep: None,
             ticket_ttl: Duration::from_millis(config.ticket_ttl_ms),
+            room_access: config.room_access,
         }
     }
 
@@ -335,6 +343,7 @@ impl Registry {
             device_info,
             transport,
             lanes,
+            identity,
         } = new;
         let ip = IpKey::of(ip);
         let swept_lately = self
@@ -396,6 +405,7 @@ impl Registry {
                 conn: None,
                 sse: (transport == TRANSPORT_SSE).then(|| SseHub::new(events, bytes)),
                 posts: PostLedger::new(),
+                identity,
             },
         );
         self.sessions_per_ip.add(ip);
@@ -450,6 +460,7 @@ impl Registry {
             connected,
             sse_streams: s.sse.as_ref().map_or(0, |h| h.streams),
             room: s.room.clone(),
+            identity: s.identity.as_ref().map(|i| i.identity.clone()),
         })
     }
 

@@ -3,6 +3,8 @@
 //! [`RoomEvent`] for the music service.
 
 use super::{error_msg, Registry, RoomEvent};
+use crate::auth::policy::admit;
+use crate::now_ms;
 use crate::sse::hub::SseHub;
 use p3_lanes::core::control::Control;
 use p3_lanes::core::error::{ErrorCode, WireError};
@@ -13,6 +15,16 @@ impl Registry {
     /// The room `sid` is in, if any.
     pub(crate) fn room_of(&self, sid: SessionId) -> Option<String> {
         self.sessions.get(&sid)?.room.clone()
+    }
+
+    /// The room and verified identity of session `sid` (`None`: unknown session), for
+    /// admission checks outside a join ([`crate::auth::turn_user`]).
+    pub(crate) fn admission(
+        &self,
+        sid: SessionId,
+    ) -> Option<(Option<String>, Option<crate::auth::VerifiedIdentity>)> {
+        let s = self.sessions.get(&sid)?;
+        Some((s.room.clone(), s.identity.clone()))
     }
 
     /// The members of `room`, in join order.
@@ -60,14 +72,17 @@ impl Registry {
     /// room sends it waits there (bounded, with a `discontinuity` for what it forgets) instead
     /// of being dropped.
     ///
-    /// Errors (nothing changes, the session stays in its current room): `too_many_requests`
-    /// when `room` would be a new room beyond `--max-rooms`, `room_full` when it has
-    /// `--max-room-members` members.
+    /// Errors (nothing changes, the session stays in its current room, gets no `joined` and
+    /// no `room-key`, and no member hears of it): `auth_required` / `forbidden` when the room
+    /// access policy does not admit it ([`crate::auth::policy`], checked first, also for the
+    /// room it is in), `too_many_requests` when `room` would be a new room beyond
+    /// `--max-rooms`, `room_full` when it has `--max-room-members` members.
     pub(crate) fn join(&mut self, sid: SessionId, room: String) -> Result<(), WireError> {
         let (events, bytes) = self.sse_limits;
         let Some(s) = self.sessions.get(&sid) else {
             return Ok(());
         };
+        admit(self.room_access, s.identity.as_ref(), &room, now_ms())?;
         if s.room.as_deref() != Some(room.as_str()) {
             match self.rooms.get(&room) {
                 None if self.rooms.len() >= self.bounds.max_rooms => {

@@ -78,6 +78,8 @@ pub(crate) struct Session {
     pub(crate) sse: Option<SseHub>,
     /// The last `P3-Seq` of a `POST` per lane and its outcome (PROTOCOL.md §14.6).
     pub(crate) posts: PostLedger<PostOutcome>,
+    /// The identity its handshake proved ([`crate::auth`]); the unverified `wallet` never is.
+    pub(crate) identity: Option<crate::auth::VerifiedIdentity>,
 }
 
 impl Session {
@@ -166,4 +168,6 @@ pub struct SessionStatus {
     pub sse_streams: usize,
     /// Current room, or null.
     pub room: Option<String>,
+    /// The verified identity (issue 12), or null.
+    pub identity: Option<p3_lanes::core::auth::Identity>,
 }

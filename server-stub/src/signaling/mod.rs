@@ -385,6 +385,16 @@ impl Conn {
             return Err(refused(ErrorCode::InvalidArgument, "join needs roomId"));
         };
         validate_room_name(&room).map_err(|why| refused(ErrorCode::InvalidArgument, why))?;
+        // The room access policy of lane rooms holds here too (issue 12, PROTOCOL.md §6.1):
+        // otherwise a stranger could meet a room's members and set up peer links outside it.
+        let who = state.registry().admission(sid).and_then(|(_, who)| who);
+        crate::auth::policy::admit(
+            state.auth().room_access(),
+            who.as_ref(),
+            &room,
+            crate::now_ms(),
+        )
+        .map_err(|e| refused(e.code, e.error))?;
         let hub = state.signaling();
         let mut rooms = hub.lock();
         let current = rooms.members.get(&sid).and_then(|m| m.room.clone());

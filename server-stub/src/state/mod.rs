@@ -71,6 +71,8 @@ pub struct AppState {
     limits: crate::limits::Limits,
     /// The admin endpoints' token ([`crate::auth::AdminToken`]).
     admin_token: crate::auth::AdminToken,
+    /// Identity verification, room access, TURN credentials ([`crate::auth`]).
+    auth: crate::auth::Auth,
 }
 
 /// The locked registry. Dropping it releases the lock, then hands the joins and leaves
@@ -133,6 +135,17 @@ impl AppState {
                 .admin_token
                 .clone()
                 .unwrap_or_else(crate::auth::AdminToken::generate),
+            // An unusable JWT key fails closed: tokens are refused (`main` checks the
+            // configuration first and exits instead).
+            auth: crate::auth::Auth::from_config(&config).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "auth configuration refused; app tokens disabled");
+                crate::auth::Auth::from_config(&Config {
+                    jwt_secret: None,
+                    jwt_public_key: None,
+                    ..config.clone()
+                })
+                .expect("an auth configuration without JWT key is valid")
+            }),
             config,
         })
     }
@@ -150,6 +163,11 @@ impl AppState {
     /// The decode budget of a payload received on `lane` ([`crate::limits::bounds::lane_budget`]).
     pub fn decode_budget(&self, lane: Lane) -> p3_lanes::core::codec::DecodeBudget {
         crate::limits::bounds::lane_budget(lane, self.config.max_changes_per_push)
+    }
+
+    /// Identity verification, room access policy, TURN credentials ([`crate::auth`]).
+    pub fn auth(&self) -> &crate::auth::Auth {
+        &self.auth
     }
 
     /// The rate limits ([`crate::limits`]).

@@ -485,13 +485,20 @@ pub(crate) async fn open(
     let global = Global::get()?;
     let client = client.clone();
     {
-        let (me, base) = {
+        let (me, base, bearer) = {
             let c = client.borrow();
-            (c.client().session_id().to_string(), c.base().to_owned())
+            let bearer = Reflect::get(&c.handshake(), &JsValue::from_str("signalingToken"))
+                .ok()
+                .and_then(|t| t.as_string());
+            (
+                c.client().session_id().to_string(),
+                c.base().to_owned(),
+                bearer,
+            )
         };
         let rtc_config = match opts.rtc_configuration {
             Some(c) => c,
-            None => fetch_rtc_config(&base).await,
+            None => fetch_rtc_config(&base, &me, bearer.as_deref()).await,
         };
         let mut cfg = MeshConfig::new(me, global::random_u64()?);
         cfg.controller = opts.controller;
@@ -542,16 +549,25 @@ pub(crate) async fn open(
     }
 }
 
-/// `GET {base}/api/webrtc/config` (seed 001 `getWebRTCConfig`), or `{iceServers: []}` if it
-/// fails or is not JSON.
-async fn fetch_rtc_config(base: &str) -> JsValue {
+/// `GET {base}/api/webrtc/config?sessionId=<sid>` (seed 001 `getWebRTCConfig`) with
+/// `Authorization: Bearer <signalingToken>` when the handshake gave one (a server with
+/// `--turn-secret` outside `--room-access open` gives TURN credentials only to a member it
+/// admitted, PROTOCOL.md §13.8), or `{iceServers: []}` if it fails or is not JSON.
+async fn fetch_rtc_config(base: &str, sid: &str, bearer: Option<&str>) -> JsValue {
     let fallback = || {
         let o = js_sys::Object::new();
         let _ = Reflect::set(&o, &"iceServers".into(), &js_sys::Array::new());
         JsValue::from(o)
     };
-    let url = format!("{base}/api/webrtc/config");
-    let Ok(p) = global::fetch(&JsValue::from_str(&url), &JsValue::UNDEFINED) else {
+    let url = format!("{base}/api/webrtc/config?sessionId={sid}");
+    let init = web_sys::RequestInit::new();
+    if let Some(token) = bearer {
+        if let Ok(headers) = web_sys::Headers::new() {
+            let _ = headers.set("Authorization", &format!("Bearer {token}"));
+            init.set_headers(&headers);
+        }
+    }
+    let Ok(p) = global::fetch(&JsValue::from_str(&url), &init) else {
         return fallback();
     };
     let Ok(resp) = JsFuture::from(Promise::from(p)).await else {
