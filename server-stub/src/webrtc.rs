@@ -8,7 +8,7 @@
 //! - ephemeral TURN REST credentials ([`crate::auth::turn`]) when `--turn-secret` /
 //!   `TURN_SECRET` is set: under `--room-access open` to anyone, otherwise only to a session
 //!   that is a member of a room it is (still) admitted to, named by `?sessionId=<id>` and
-//!   proven by `Authorization: Bearer <secret>` (others get the STUN servers only);
+//!   proven by `Authorization: Bearer <sessionToken>` (others get the STUN servers only);
 //! - or the fixed `TURN_USERNAME` / `TURN_CREDENTIAL` (seed 001), to anyone.
 //!
 //! The answer is `Cache-Control: no-store` (it may carry TURN credentials).

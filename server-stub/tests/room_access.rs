@@ -209,7 +209,7 @@ async fn webrtc_config(server: &TestServer, hs: Option<&Value>) -> Value {
     if let Some(hs) = hs {
         req = req
             .query(&[("sessionId", hs["sessionId"].as_str().unwrap())])
-            .bearer_auth(hs["signalingToken"].as_str().unwrap());
+            .bearer_auth(hs["sessionToken"].as_str().unwrap());
     }
     let resp = req.send().await.unwrap();
     assert_eq!(resp.status(), 200);

@@ -169,16 +169,10 @@ impl Auth {
     }
 }
 
-/// Whether `headers` carry `Authorization: Bearer <secret>` proving session `sid`.
-///
-/// Stand-in until the session token lands (AUTH.md §2–3): the secret is the session's
-/// `signalingToken` from its handshake (compared in constant time).
+/// Whether `headers` carry `Authorization: Bearer <sessionToken>` of session `sid`
+/// ([`session::bearer`], compared in constant time by the registry).
 pub(crate) fn bearer_matches(state: &AppState, sid: SessionId, headers: &HeaderMap) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|token| state.signaling().verify(sid, token.trim()))
+    session::bearer(headers).is_some_and(|token| state.registry().authorize(sid, token, Instant::now()))
 }
 
 /// The TURN REST `user` for a config request from `sid` (already proven by its bearer), or

@@ -487,9 +487,7 @@ pub(crate) async fn open(
     {
         let (me, base, bearer) = {
             let c = client.borrow();
-            let bearer = Reflect::get(&c.handshake(), &JsValue::from_str("signalingToken"))
-                .ok()
-                .and_then(|t| t.as_string());
+            let bearer = c.client().session_token().map(|t| t.expose().to_owned());
             (
                 c.client().session_id().to_string(),
                 c.base().to_owned(),
@@ -550,7 +548,7 @@ pub(crate) async fn open(
 }
 
 /// `GET {base}/api/webrtc/config?sessionId=<sid>` (seed 001 `getWebRTCConfig`) with
-/// `Authorization: Bearer <signalingToken>` when the handshake gave one (a server with
+/// `Authorization: Bearer <sessionToken>` when the handshake gave one (a server with
 /// `--turn-secret` outside `--room-access open` gives TURN credentials only to a member it
 /// admitted, PROTOCOL.md §13.8), or `{iceServers: []}` if it fails or is not JSON.
 async fn fetch_rtc_config(base: &str, sid: &str, bearer: Option<&str>) -> JsValue {
