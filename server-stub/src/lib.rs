@@ -20,7 +20,7 @@
 //! | `signal_route` | WebRTC signaling on the Messaging lane: routed to one member of the room, `from` checked (seed 000 "Nexus as P2P signaling") |
 //! | [`signaling`] | `GET /api/signaling` (handler) and its hub: the seed 001 signaling server (auth with the session's `signalingToken`, rooms, offer/answer/ice/end relay, heartbeat timeout) |
 //! | [`webrtc`] | `GET /api/webrtc/config`: STUN/TURN servers as an `RTCConfiguration` (seed 001 "ICE/TURN Configuration") |
-//! | `room_key` | the room key each joiner gets for sealing music control between peers (issue #5 "Security", PROTOCOL.md §13.4) |
+//! | `room_key` | the room key each joiner gets for sealing music control between peers, replaced for the remaining members whenever one leaves (issue #5 "Security", issue 12, PROTOCOL.md §13.4) |
 //! | [`pwa`] | the app version in `index.html`, runtime version changes pushed to sockets (seed 000 "PWA Cache Protection") |
 //! | [`sse`] | SSE lanes: per-lane and multiplexed `text/event-stream`s with `Last-Event-ID` resume, `POST` to a lane (seed 001 "Server-Sent Events"; issue 3) |
 //! | [`limits`] | bounds on what one client can make the server hold (issue 11, PROTOCOL.md §15) |

@@ -12,7 +12,10 @@ use wasm_bindgen_test::wasm_bindgen_test;
 
 #[wasm_bindgen_test]
 async fn room_queue_keeps_the_state_with_its_changes() {
-    let room = format!("room-queue-{:016x}", crate::wasm::global::random_u64().unwrap());
+    let room = format!(
+        "room-queue-{:016x}",
+        crate::wasm::global::random_u64().unwrap()
+    );
     let (q, restored) = RoomQueue::open(&room, "dev-1").await.unwrap();
     assert!(restored.pending.is_empty() && restored.room_state.is_none());
     let s1 =
