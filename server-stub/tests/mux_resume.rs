@@ -156,6 +156,9 @@ impl Node {
             seed: 0x5EED_0001,
             ..ClientConfig::default()
         };
+        // The handshake's first ticket was spent by the first socket: the restarted client
+        // keeps the token only and mints its own.
+        self.hs.ticket = None;
         self.c = Client::new(cfg, &self.hs, self.now()).unwrap();
         self.c.join_room(&self.room).unwrap();
     }
