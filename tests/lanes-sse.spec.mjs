@@ -159,9 +159,12 @@ function numbered(prefix, n) {
   return Array.from({ length: n }, (_, i) => ({ lane: 'Messaging', value: { id: `${prefix}-${i}`, i } }));
 }
 
-/** Ends the session's SSE streams through the server's loopback admin endpoint. */
+/** Ends the session's SSE streams through the server's loopback admin endpoint (with the admin token). */
 async function closeStreams(sid) {
-  const resp = await fetch(`${server.url}/api/admin/sse/close?session=${sid}`, { method: 'POST' });
+  const resp = await fetch(`${server.url}/api/admin/sse/close?session=${sid}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${server.adminToken}` },
+  });
   assert.equal(resp.status, 200);
   return (await resp.json()).closed;
 }

@@ -858,6 +858,7 @@ async fn data_flood_unconnected(addr: SocketAddr) -> Outcome {
                 "http://{addr}/api/protocol/v2/session/{}/lane/1",
                 hs.session_id
             ))
+            .bearer_auth(common::session_token(&hs))
             .header("content-type", "application/json")
             .body(json!({"type": "join", "room": "flood"}).to_string())
             .send()

@@ -160,6 +160,8 @@ enum Proto {
 struct Session {
     ws: Ws,
     sid: String,
+    /// Its `sessionToken` (Bearer for the status check).
+    token: String,
     mux: Option<Mux>,
 }
 
@@ -183,10 +185,12 @@ async fn open_session(
     if hs.grants(FEATURE_MUX) != (proto == Proto::Mux) {
         return Err(format!("mux granted: {}", hs.grants(FEATURE_MUX)));
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{}", hs.websocket_url))
-        .await
-        .map_err(|e| format!("websocket: {e}"))?;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}{}", common::first_ws_path(&hs)))
+            .await
+            .map_err(|e| format!("websocket: {e}"))?;
     let sid = hs.session_id.to_string();
+    let token = common::session_token(&hs);
     if proto == Proto::Mux {
         let mut mux = common::client_mux(i, &lanes);
         mux.handle_transport_resumed(now_ms());
@@ -195,11 +199,17 @@ async fn open_session(
         return Ok(Session {
             ws,
             sid,
+            token,
             mux: Some(mux),
         });
     }
     match next_control(&mut ws).await {
-        Some(Control::Welcome { .. }) => Ok(Session { ws, sid, mux: None }),
+        Some(Control::Welcome { .. }) => Ok(Session {
+            ws,
+            sid,
+            token,
+            mux: None,
+        }),
         other => Err(format!("expected welcome, got {other:?}")),
     }
 }
@@ -307,7 +317,9 @@ async fn make_rooms(sessions: Vec<Session>, size: usize, tag: &str) -> Vec<Room>
         let mut sender_tx = None;
         for (k, s) in members.into_iter().enumerate() {
             let room = format!("{tag}-{r}");
-            let Session { mut ws, sid, mux } = s;
+            let Session {
+                mut ws, sid, mux, ..
+            } = s;
             if let Some(mux) = mux {
                 let mut s = common::Session {
                     ws,
@@ -562,14 +574,15 @@ async fn measure(n: usize, proto: Proto) -> Figures {
 
     // Every session still open? Ask the server about a sample of them.
     let mut connected = 0;
-    let sample: Vec<String> = sessions
+    let sample: Vec<(String, String)> = sessions
         .iter()
         .step_by((held / 100).max(1))
-        .map(|s| s.sid.clone())
+        .map(|s| (s.sid.clone(), s.token.clone()))
         .collect();
-    for sid in &sample {
+    for (sid, token) in &sample {
         let status: Option<Value> = async {
             http.get(format!("http://{addr}/api/protocol/v2/session/{sid}"))
+                .bearer_auth(token)
                 .send()
                 .await
                 .ok()?

@@ -156,6 +156,9 @@ impl Node {
             seed: 0x5EED_0001,
             ..ClientConfig::default()
         };
+        // The handshake's first ticket was spent by the first socket: the restarted client
+        // keeps the token only and mints its own.
+        self.hs.ticket = None;
         self.c = Client::new(cfg, &self.hs, self.now()).unwrap();
         self.c.join_room(&self.room).unwrap();
     }
@@ -173,6 +176,33 @@ impl Node {
         }
     }
 
+    /// A fresh ticket for the client's session; `None` (and the loss reported to the client:
+    /// 4404 for a refusal, 1006 for no answer) when none was minted.
+    async fn mint(&mut self) -> Option<String> {
+        let sid = self.c.session_id();
+        let token = self.c.session_token()?.expose().to_owned();
+        let url = format!(
+            "http://{}{}",
+            self.addr,
+            p3_lanes::core::handshake::ticket_path(sid)
+        );
+        let resp = self.http.post(url).bearer_auth(token).send().await;
+        match resp {
+            Ok(r) if r.status() == 200 => {
+                let v: Value = r.json().await.ok()?;
+                v["ticket"].as_str().map(str::to_owned)
+            }
+            Ok(r) if r.status() == 401 => {
+                self.lost(4404);
+                None
+            }
+            _ => {
+                self.lost(1006);
+                None
+            }
+        }
+    }
+
     /// Drains the client's outputs, then waits up to `wait` for one socket message.
     async fn step(&mut self, wait: Duration) {
         let deadline = loop {
@@ -186,6 +216,17 @@ impl Node {
                     }
                 }
                 Output::Action(Action::OpenSocket { path }) => {
+                    // As the SDK's driver does (PROTOCOL.md §2.1): the handshake's ticket
+                    // once, then a fresh one per (re)connect; a refused mint means the server
+                    // forgot the session (4404: handshake again).
+                    let ticket = match self.c.take_ticket() {
+                        Some(t) => Some(t.expose().to_owned()),
+                        None => self.mint().await,
+                    };
+                    let Some(ticket) = ticket else {
+                        continue;
+                    };
+                    let path = common::with_ticket(&path, &ticket);
                     let url = format!("ws://{}{path}", self.addr);
                     match tokio_tungstenite::connect_async(url).await {
                         Ok((ws, _)) => {

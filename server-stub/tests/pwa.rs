@@ -48,6 +48,7 @@ async fn set_version(server: &TestServer, body: &Value) -> reqwest::Response {
     server
         .http
         .post(server.url("/api/admin/version"))
+        .bearer_auth(common::ADMIN_TOKEN)
         .json(body)
         .send()
         .await
@@ -88,7 +89,7 @@ async fn index_carries_the_app_version_and_follows_runtime_changes() {
         }
     );
     let hs = server.handshake("after", &["msgpack"], &[1]).await;
-    let mut after = server.connect_raw(&hs.websocket_url).await;
+    let mut after = server.connect_raw(&server.ws_path(&hs).await).await;
     assert!(matches!(
         after.expect_control().await,
         Control::Welcome { app_version: Some(v), .. } if v == "B"
@@ -113,7 +114,7 @@ async fn reported_version_differs_from_the_pages() {
     assert!(html.contains(r#"content="B""#), "{html}");
     assert_eq!(api_version(&server).await, "C");
     let hs = server.handshake("p", &["msgpack"], &[1]).await;
-    let mut p = server.connect_raw(&hs.websocket_url).await;
+    let mut p = server.connect_raw(&server.ws_path(&hs).await).await;
     assert!(matches!(
         p.expect_control().await,
         Control::Welcome { app_version: Some(v), .. } if v == "C"
@@ -147,6 +148,7 @@ async fn admin_endpoint_refuses_bad_versions_and_foreign_requests() {
         let resp = server
             .http
             .post(server.url("/api/admin/version"))
+        .bearer_auth(common::ADMIN_TOKEN)
             .header(name, value)
             .json(&json!({"version": "evil"}))
             .send()
@@ -160,6 +162,7 @@ async fn admin_endpoint_refuses_bad_versions_and_foreign_requests() {
     let resp = server
         .http
         .post(server.url("/api/admin/version"))
+        .bearer_auth(common::ADMIN_TOKEN)
         .header("origin", same_origin)
         .json(&json!({"version": "ok"}))
         .send()

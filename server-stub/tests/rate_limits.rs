@@ -116,7 +116,10 @@ async fn without_connect_info_every_client_shares_one_key() {
 
 /// `POST` a Control `ping` to lane 1 of `sid` with `http`.
 async fn post_ping(server: &TestServer, http: &reqwest::Client, sid: &str) -> reqwest::Response {
-    http.post(server.url(&format!("/api/protocol/v2/session/{sid}/lane/1")))
+    let path = format!("/api/protocol/v2/session/{sid}/lane/1");
+    http.post(server.url(&path))
+        // A session this server never gave: no real token (the per-IP budget answers first).
+        .bearer_auth(server.token_for(&path).unwrap_or_default())
         .json(&json!({"type": "ping", "clientTime": 1.0}))
         .send()
         .await
@@ -180,14 +183,16 @@ async fn websocket_sse_and_signaling_upgrades_per_ip_get_429() {
     let server = TestServer::start_with(|c| c.rate_ip_upgrade = per_min(3)).await;
     let hs = server.handshake("u", &["msgpack"], &[1]).await;
     // Three upgrades of three kinds use up the budget ...
-    let first = ws_from(&server, None, &hs.websocket_url).await;
+    // Tickets first: minting is a POST, not an upgrade.
+    let (first_path, other_path) = (server.ws_path(&hs).await, server.ws_path(&hs).await);
+    let sse_path = server
+        .owned(&format!("/api/protocol/v2/session/{}/stream", hs.session_id))
+        .await;
+    let first = ws_from(&server, None, &first_path).await;
     assert!(first.is_ok());
     let sse = server
-        .session(reqwest::Method::GET, &format!(
-            "/api/protocol/v2/session/{}/stream",
-            hs.session_id
-        ))
-        .await
+        .http
+        .get(server.url(&sse_path))
         .header("accept", "text/event-stream")
         .send()
         .await
@@ -208,7 +213,7 @@ async fn websocket_sse_and_signaling_upgrades_per_ip_get_429() {
         .await;
     assert_rate_limited(lane_stream, 3).await;
     // Another address still connects and gets its welcome.
-    let mut other = ws_from(&server, Some(OTHER_IP), &hs.websocket_url)
+    let mut other = ws_from(&server, Some(OTHER_IP), &other_path)
         .await
         .expect("upgrade from another address");
     match other.expect_control().await {
@@ -418,6 +423,9 @@ impl MuxNode {
                         ws.ws.send(Message::Binary(b.into())).await.unwrap();
                     }
                     Output::Action(Action::OpenSocket { path }) => {
+                        // The one socket of this test: the handshake's ticket.
+                        let ticket = self.c.take_ticket().expect("the first ticket");
+                        let path = common::with_ticket(&path, ticket.expose());
                         let url = format!("ws://{}{path}", self.server_addr);
                         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
                         self.ws = Some(Peer::new(ws));

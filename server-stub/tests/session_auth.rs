@@ -383,12 +383,13 @@ async fn to_may_only_name_members_of_the_senders_room() {
     .await;
     assert_eq!(a.expect_error().await.0, ErrorCode::Forbidden);
     // SSE POST with ?to=.
+    let (a_sid, a_token) = (a.sid(), a.token().to_owned());
     let post = |to: SessionId| {
         server
             .authed(
                 Method::POST,
-                &format!("/api/protocol/v2/session/{}/lane/2?to={to}", a.sid()),
-                a.token(),
+                &format!("/api/protocol/v2/session/{a_sid}/lane/2?to={to}"),
+                &a_token,
             )
             .json(&json!({"x": 2}))
             .send()

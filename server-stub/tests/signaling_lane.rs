@@ -100,7 +100,8 @@ async fn spoofed_sender_and_bad_targets_get_typed_errors() {
         a.expect_error().await,
         (ErrorCode::InvalidArgument, Some(2), Some(seq))
     );
-    // A session in another room, an unknown session, and a non-id are all unknown targets.
+    // A session in another room and an unknown session are both `forbidden` (issue 12: a
+    // member addresses members of its own room only); a non-id is no target at all.
     for to in [
         elsewhere.sid().to_string(),
         SessionId::from_random_bytes([7; 16]).to_string(),
@@ -113,9 +114,14 @@ async fn spoofed_sender_and_bad_targets_get_typed_errors() {
                 None,
             )
             .await;
+        let expected = if to == "not-a-session" {
+            ErrorCode::UnknownTarget
+        } else {
+            ErrorCode::Forbidden
+        };
         assert_eq!(
             a.expect_error().await,
-            (ErrorCode::UnknownTarget, Some(2), Some(seq)),
+            (expected, Some(2), Some(seq)),
             "to {to}"
         );
     }

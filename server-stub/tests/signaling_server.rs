@@ -149,7 +149,8 @@ async fn auth_is_required_and_checked() {
     other
         .send(json!({"type": "auth", "address": b.session_id.to_string(), "signature": b_token}))
         .await;
-    other.expect_error("session_not_found").await;
+    // The same answer as a wrong token (issue 12: no oracle).
+    other.expect_error("unauthorized").await;
 }
 
 #[tokio::test]
@@ -194,19 +195,20 @@ async fn rooms_and_relay_to_one_peer() {
         (ice["type"].clone(), ice["from"].clone()),
         (json!("ice"), json!(a_sid))
     );
-    // Errors: a member of another room, garbage, a disagreeing data.to, ice without data.
+    // Errors: a member of another room, garbage, itself (not another member of the room:
+    // `forbidden`, issue 12), a disagreeing data.to, ice without data.
     for (msg, code) in [
         (
             json!({"type": "offer", "to": c_sid, "data": {}}),
-            "unknown_target",
+            "forbidden",
         ),
         (
             json!({"type": "offer", "to": "nobody", "data": {}}),
-            "unknown_target",
+            "forbidden",
         ),
         (
             json!({"type": "offer", "to": a_sid, "data": {}}),
-            "unknown_target",
+            "forbidden",
         ),
         (
             json!({"type": "ice", "to": b_sid, "data": {"to": c_sid}}),

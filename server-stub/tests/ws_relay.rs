@@ -20,7 +20,7 @@ async fn welcome_is_the_first_frame() {
     .await;
     let hs = server.handshake("w", &["msgpack"], &[1]).await;
     let before = server_stub::now_ms();
-    let mut peer = server.connect_raw(&hs.websocket_url).await;
+    let mut peer = server.connect_raw(&server.ws_path(&hs).await).await;
     match peer.recv().await {
         Received::Control(
             h,
@@ -126,12 +126,12 @@ async fn routed_message_reaches_only_its_target() {
     let (h, _) = c.expect_data().await;
     assert_eq!(h.seq, 2);
 
-    // Routing works without a room too.
+    // Only members of the sender's own room can be addressed (issue 12): never a silent drop.
     let mut d = server.peer("d", &[1, 2]).await;
     d.send_data(Lane::Messaging, &json!({"to": "a"}), Some(a.sid()))
         .await;
-    let (h, value) = a.expect_data().await;
-    assert_eq!((h.from, value), (Some(d.sid()), json!({"to": "a"})));
+    assert_eq!(d.expect_error().await.0, ErrorCode::Forbidden);
+    a.expect_silence(200).await;
 }
 
 #[tokio::test]
@@ -311,16 +311,20 @@ async fn control_messages_ping_and_refusals() {
 async fn routed_message_errors() {
     let server = TestServer::start(config()).await;
     let mut a = server.peer("a", &[1, 2, 5]).await;
-    let only_control = server.peer("b", &[1]).await;
+    let mut only_control = server.peer("b", &[1]).await;
     let offline = server.handshake("c", &["msgpack"], &[1, 2]).await;
+    a.join("r").await;
+    only_control.join("r").await;
+    let _ = a.expect_control().await; // peer-joined
 
     let unknown = "00000000-0000-4000-8000-000000000000".parse().unwrap();
     let seq = a
         .send_data(Lane::Messaging, &json!({"msg": 1}), Some(unknown))
         .await;
+    // Not a member of a's room (unknown, or never joined): `forbidden`, alike (issue 12).
     assert_eq!(
         a.expect_error().await,
-        (ErrorCode::UnknownTarget, Some(2), Some(seq))
+        (ErrorCode::Forbidden, Some(2), Some(seq))
     );
     let seq = a
         .send_data(
@@ -329,9 +333,10 @@ async fn routed_message_errors() {
             Some(offline.session_id),
         )
         .await;
+    // Not a member of a's room (unknown, or never joined): `forbidden`, alike (issue 12).
     assert_eq!(
         a.expect_error().await,
-        (ErrorCode::UnknownTarget, Some(2), Some(seq))
+        (ErrorCode::Forbidden, Some(2), Some(seq))
     );
     let seq = a
         .send_data(Lane::Data, &json!({"msg": 1}), Some(only_control.sid()))
@@ -348,7 +353,11 @@ async fn second_socket_replaces_the_first_with_4409() {
     let server = TestServer::start(config()).await;
     let (mut a, mut b) = pair(&server, "room").await;
     let mut b2 = server
-        .connect_raw(&format!("/api/protocol/v2/session/{}/ws", b.sid()))
+        .connect_raw(
+            &server
+                .owned(&format!("/api/protocol/v2/session/{}/ws", b.sid()))
+                .await,
+        )
         .await;
     b2.sid = b.sid;
     b2.encodings = b.encodings.clone();
@@ -374,14 +383,16 @@ async fn delete_closes_the_socket_with_4404_and_notifies_the_room() {
     let server = TestServer::start(config()).await;
     let (mut a, mut b) = pair(&server, "room").await;
     let url = server.url(&format!("/api/protocol/v2/session/{}", b.sid()));
-    assert_eq!(server.http.delete(&url).send().await.unwrap().status(), 204);
+    let resp = server.http.delete(&url).bearer_auth(b.token()).send().await;
+    assert_eq!(resp.unwrap().status(), 204);
     assert_eq!(b.expect_close().await, 4404);
     a.expect_peer_left("room", b.sid()).await;
     let seq = a
         .send_data(Lane::Messaging, &json!({"msg": 1}), Some(b.sid()))
         .await;
+    // Not a member of a's room (unknown, or never joined): `forbidden`, alike (issue 12).
     assert_eq!(
         a.expect_error().await,
-        (ErrorCode::UnknownTarget, Some(2), Some(seq))
+        (ErrorCode::Forbidden, Some(2), Some(seq))
     );
 }

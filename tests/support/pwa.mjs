@@ -256,7 +256,7 @@ export function waitForConnected(page, timeoutMs = 20_000) {
 export async function setServerVersion(server, version) {
   const resp = await fetch(`${server.url}/api/admin/version`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${server.adminToken}` },
     body: JSON.stringify({ version }),
   });
   if (!resp.ok) throw new Error(`POST /api/admin/version: HTTP ${resp.status} ${await resp.text()}`);

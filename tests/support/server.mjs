@@ -28,6 +28,7 @@ process.on('exit', () => {
  * @typedef {object} Server
  * @property {string} url      base URL, e.g. `http://127.0.0.1:41234` (no trailing slash)
  * @property {number} port
+ * @property {string} adminToken the `--admin-token` it was started with
  * @property {import('node:child_process').ChildProcess} proc the current server process
  * @property {() => Promise<void>} stop     SIGTERM, then SIGKILL after 5 s; safe to call twice
  * @property {() => Promise<void>} restart  SIGKILL (all sessions lost), start again on the same port
@@ -42,17 +43,21 @@ process.on('exit', () => {
  * @param {string[]} [options.args] extra command-line arguments
  * @returns {Promise<Server>}
  */
+/** The admin token every test server gets (`--admin-token`): `/api/admin/*` needs it as `Authorization: Bearer`. */
+export const ADMIN_TOKEN = 'e2e-admin-token-0123456789';
+
 export async function startServer({ port = 0, appVersion, env = {}, args = [] } = {}) {
   if (!existsSync(SERVER_BIN)) {
     throw new Error(`${SERVER_BIN} not found: run \`cargo build --release -p server-stub\` first`);
   }
-  const extraArgs = [...(appVersion ? ['--app-version', appVersion] : []), ...args];
+  const extraArgs = ['--admin-token', ADMIN_TOKEN, ...(appVersion ? ['--app-version', appVersion] : []), ...args];
   const spawnOn = (p) => spawnServer(p, extraArgs, env);
 
   let current = await spawnOn(port);
   return {
     url: current.url,
     port: current.port,
+    adminToken: ADMIN_TOKEN,
     get proc() {
       return current.proc;
     },

@@ -182,6 +182,10 @@ export interface HandshakeResponse {
   heartbeat: { intervalMs: number; timeoutMs: number };
   /** The `signature` of `auth` on the seed 001 signaling server (`/api/signaling`, PROTOCOL.md §13.7); a secret of this session. */
   signalingToken?: string;
+  /** The session's secret (PROTOCOL.md "Security: session credentials"): `Authorization: Bearer <sessionToken>` on the session's HTTP routes; the SDK also mints the single-use tickets of its WebSocket and SSE streams with it. Never share it: whoever holds it acts as this session. The session id alone grants nothing. */
+  sessionToken?: string;
+  /** A first single-use ticket for the session's first WebSocket or SSE stream (`?ticket=`), valid 30 s; the SDK uses it. */
+  ticket?: string;
   /** The server's per-session quotas (PROTOCOL.md §15); the SDK paces each lane below them so it is never refused. `control`: lane 1, `sync`: lane 7, `bulk`: each other lane separately. Absent: none advertised. */
   limits?: { rates?: { control?: RateQuota; sync?: RateQuota; bulk?: RateQuota } };
   /** The identity the server verified from `ConnectOptions.auth`; absent without `auth`. */

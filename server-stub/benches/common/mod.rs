@@ -240,6 +240,22 @@ pub async fn mux_until(
 }
 
 /// The handshake body the SDK sends for `lanes`, offering `mux`.
+/// The session's WebSocket path with the handshake's first ticket (PROTOCOL.md §2.1).
+pub fn first_ws_path(hs: &HandshakeResponse) -> String {
+    match &hs.ticket {
+        Some(t) => p3_lanes::core::handshake::with_ticket(&hs.websocket_url, t),
+        None => hs.websocket_url.clone(),
+    }
+}
+
+/// The session's `sessionToken` (empty from a server without credentials).
+pub fn session_token(hs: &HandshakeResponse) -> String {
+    hs.session_token
+        .as_ref()
+        .map(|t| t.expose().to_owned())
+        .unwrap_or_default()
+}
+
 pub fn handshake_body(i: usize, lanes: &[Lane]) -> Value {
     let ids: Vec<u8> = lanes.iter().map(|&l| l as u8).collect();
     json!({
@@ -318,7 +334,7 @@ pub async fn open_session_with(
     if !hs.grants(FEATURE_MUX) {
         return Err("mux not granted".into());
     }
-    let ws = ws_from(addr, &hs.websocket_url, local).await?;
+    let ws = ws_from(addr, &first_ws_path(&hs), local).await?;
     let mut s = Session {
         ws,
         sid: hs.session_id.to_string(),
