@@ -32,8 +32,23 @@ impl Registry {
         self.rooms.get(room).cloned().unwrap_or_default()
     }
 
-    /// Takes `sid` out of its room, telling the other members (`peer-left`). Returns the room.
-    pub(super) fn leave_room(&mut self, sid: SessionId) -> Option<String> {
+    /// The members of `room` with their verified identity keys, in join order.
+    pub(crate) fn room_members_identified(&self, room: &str) -> Vec<(SessionId, Option<String>)> {
+        self.room_members(room)
+            .into_iter()
+            .map(|m| (m, self.identity_key(m)))
+            .collect()
+    }
+
+    /// The verified identity key of session `sid` (`"<kind>:<id>"`), if it has one.
+    pub(crate) fn identity_key(&self, sid: SessionId) -> Option<String> {
+        let s = self.sessions.get(&sid)?;
+        s.identity.as_ref().map(|i| i.identity.key())
+    }
+
+    /// Takes `sid` out of its room, telling the other members (`peer-left`); `explicit` as
+    /// [`RoomEvent::Left`]. Returns the room.
+    pub(super) fn leave_room(&mut self, sid: SessionId, explicit: bool) -> Option<String> {
         let room = self.sessions.get_mut(&sid)?.room.take()?;
         let mut others = Vec::new();
         if let Some(members) = self.rooms.get_mut(&room) {
@@ -53,6 +68,7 @@ impl Registry {
             room: room.clone(),
             sid,
             remaining: others,
+            explicit,
         });
         Some(room)
     }
@@ -108,7 +124,7 @@ impl Registry {
             s.sse = Some(SseHub::new(events, bytes));
         }
         if s.room.as_deref() != Some(room.as_str()) {
-            if let Some(old) = self.leave_room(sid) {
+            if let Some(old) = self.leave_room(sid, true) {
                 self.send_control(sid, &Control::Left { room: old });
             }
             let members = self.rooms.entry(room.clone()).or_default();
@@ -123,7 +139,8 @@ impl Registry {
                 session_id: sid,
             };
             self.send_control_to_all(&others, &msg);
-            self.events.push(RoomEvent::Joined { room, sid });
+            let members = self.room_members_identified(&room);
+            self.events.push(RoomEvent::Joined { room, sid, members });
         } else {
             self.send_joined(sid, &room);
         }
@@ -150,7 +167,7 @@ impl Registry {
     pub(crate) fn leave(&mut self, sid: SessionId, room: String, seq: u64) {
         let current = self.sessions.get(&sid).and_then(|s| s.room.as_deref());
         if current == Some(room.as_str()) {
-            self.leave_room(sid);
+            self.leave_room(sid, true);
             self.send_control(sid, &Control::Left { room });
         } else {
             let msg = format!("not in room {room:?}");
