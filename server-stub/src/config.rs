@@ -252,7 +252,12 @@ pub struct Config {
     #[arg(long, env = "P3_SIWE_DOMAIN")]
     pub siwe_domain: Option<String>,
     /// EIP-155 chain ids a SIWE message may name, comma-separated.
-    #[arg(long, env = "P3_SIWE_CHAIN_IDS", value_delimiter = ',', default_value = "1")]
+    #[arg(
+        long,
+        env = "P3_SIWE_CHAIN_IDS",
+        value_delimiter = ',',
+        default_value = "1"
+    )]
     pub siwe_chain_ids: Vec<u64>,
     /// Lifetime of a SIWE nonce from `GET /api/protocol/v2/auth/nonce`, s; a message issued
     /// longer ago than this is `expired`.

@@ -28,7 +28,12 @@ fn decode(field: &'static str, value: &str) -> Result<Vec<u8>, (AuthReason, Stri
     }
     URL_SAFE_NO_PAD
         .decode(value.trim_end_matches('='))
-        .map_err(|_| (AuthReason::Malformed, format!("device {field} is not base64url")))
+        .map_err(|_| {
+            (
+                AuthReason::Malformed,
+                format!("device {field} is not base64url"),
+            )
+        })
 }
 
 /// Checks `auth`'s signature over [`device_auth_message`] of its nonce; returns the device
@@ -73,7 +78,8 @@ pub(crate) mod tests {
         let sk = SigningKey::from_slice(&[seed; 32]).unwrap();
         let sig: Signature = sk.sign(device_auth_message(nonce).as_bytes());
         DeviceAuth {
-            public_key: URL_SAFE_NO_PAD.encode(sk.verifying_key().to_encoded_point(false).as_bytes()),
+            public_key: URL_SAFE_NO_PAD
+                .encode(sk.verifying_key().to_encoded_point(false).as_bytes()),
             nonce: nonce.to_owned(),
             signature: URL_SAFE_NO_PAD.encode(sig.to_bytes()),
         }

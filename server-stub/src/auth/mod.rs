@@ -136,9 +136,9 @@ impl Auth {
             }
             HandshakeAuth::Device(d) => {
                 let id = device::verify(d).map_err(refuse)?;
-                self.nonces.consume(&d.nonce, now).map_err(|reason| {
-                    refuse((reason, format!("nonce {:?}: {reason}", d.nonce)))
-                })?;
+                self.nonces
+                    .consume(&d.nonce, now)
+                    .map_err(|reason| refuse((reason, format!("nonce {:?}: {reason}", d.nonce))))?;
                 Ok(VerifiedIdentity {
                     identity: Identity {
                         kind: IdentityKind::Device,
@@ -152,8 +152,7 @@ impl Auth {
                 let Some(domain) = self.siwe_domain.as_deref().or(host) else {
                     return Err(refuse((
                         AuthReason::WrongDomain,
-                        "no Host header and no --siwe-domain to check the domain against"
-                            .into(),
+                        "no Host header and no --siwe-domain to check the domain against".into(),
                     )));
                 };
                 let expected = siwe::Expected {

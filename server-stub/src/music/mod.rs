@@ -65,9 +65,9 @@ use p3_lanes::core::sync::state::{
 };
 use serde_json::Value;
 use std::collections::HashMap;
-use store::{DjEntry, DjStore};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use store::{DjEntry, DjStore};
 
 /// The shared clock of music rooms: the server's wall clock, ms since the Unix epoch, with
 /// sub-ms precision (clients learn it from `pong.serverTime`, the same clock floored).
@@ -323,7 +323,11 @@ impl MusicService {
             // An origin in the bound namespace must be the pusher's (PROTOCOL.md §13.15): a
             // push in another identity's or session's name is refused whole.
             let key = identity.clone().unwrap_or_else(|| format!("session:{sid}"));
-            if let Some(c) = push.changes.iter().find(|c| foreign_origin(&c.origin, &key)) {
+            if let Some(c) = push
+                .changes
+                .iter()
+                .find(|c| foreign_origin(&c.origin, &key))
+            {
                 return then(Output::refused(
                     ErrorCode::Forbidden,
                     format!("origin {:?} is not this session's ({key})", c.origin),
@@ -443,7 +447,10 @@ impl MusicService {
             let out = match event {
                 RoomEvent::Joined { sid, members, .. } => {
                     r.emptied_at = None;
-                    let identity = members.iter().find(|m| m.0 == *sid).and_then(|m| m.1.as_deref());
+                    let identity = members
+                        .iter()
+                        .find(|m| m.0 == *sid)
+                        .and_then(|m| m.1.as_deref());
                     let (snapshot, restored) = r.authority.join_as(&sid.to_string(), identity);
                     match restored {
                         // The DJ's identity is back: everyone learns its new session.
@@ -584,7 +591,9 @@ mod tests {
                 r1.try_lock().is_err(),
                 "r1 is locked while its output is pushed"
             );
-            svc.handle("r2", &[(a, None)], a, claim.clone(), |out| inner = Some(out));
+            svc.handle("r2", &[(a, None)], a, claim.clone(), |out| {
+                inner = Some(out)
+            });
         });
         let inner = inner.expect("r2 handled while r1 was busy");
         assert!(inner.refusal.is_none(), "{inner:?}");

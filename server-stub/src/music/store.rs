@@ -185,7 +185,10 @@ mod tests {
         s.set("r2", Some(("siwe:0xB", 9)), 2);
         s.set("r2", None, 3);
         let again = DjStore::open(Some(&dir));
-        assert_eq!(again.get("r1").map(|e| (e.identity, e.epoch)), Some(("device:A".into(), 3)));
+        assert_eq!(
+            again.get("r1").map(|e| (e.identity, e.epoch)),
+            Some(("device:A".into(), 3))
+        );
         assert_eq!(again.get("r2"), None);
         assert!(!dir.join("music-dj.json.tmp").exists());
         for i in 0..(MAX_ROOMS + 5) {
@@ -194,7 +197,11 @@ mod tests {
         assert_eq!(again.map().len(), MAX_ROOMS);
         assert!(again.get("r1").is_none(), "the oldest went first");
         std::fs::write(dir.join(FILE_NAME), b"{not json").unwrap();
-        assert_eq!(DjStore::open(Some(&dir)).map().len(), 0, "garbage starts empty");
+        assert_eq!(
+            DjStore::open(Some(&dir)).map().len(),
+            0,
+            "garbage starts empty"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

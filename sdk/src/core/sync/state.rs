@@ -664,15 +664,16 @@ impl RoomAuthority {
         if let Some(id) = identity {
             self.identities.insert(member.to_owned(), id.to_owned());
         }
-        let owner = self.dj.as_ref().is_some_and(|d| Some(d.identity.as_str()) == identity);
+        let owner = self
+            .dj
+            .as_ref()
+            .is_some_and(|d| Some(d.identity.as_str()) == identity);
         let vacant = self
             .state
             .controller_id
             .as_deref()
             .map_or(true, |c| !self.members.contains_key(c));
-        let restored = (owner && vacant)
-            .then(|| self.install(member))
-            .flatten();
+        let restored = (owner && vacant).then(|| self.install(member)).flatten();
         (self.snapshot(), restored)
     }
 
@@ -1560,7 +1561,9 @@ mod tests {
         assert_eq!(b.state().epoch, 7);
         b.join_as("n1", Some("siwe:0xA"));
         assert_eq!(
-            b.handle_control("n1", &claim(), T0 + 1.0).unwrap_err().code(),
+            b.handle_control("n1", &claim(), T0 + 1.0)
+                .unwrap_err()
+                .code(),
             ErrorCode::NotController
         );
         let (_, back) = b.join_as("n2", Some("token:bob"));
