@@ -47,6 +47,10 @@ export interface ConnectOptions {
   maxMessageBytes?: number;
   /** `'sse'`: receive lanes over one `EventSource` and send with `fetch` POST (PROTOCOL.md §14); `'websocket'`; `'auto'` (default): WebSocket, or SSE where `WebSocket` is undefined and `EventSource` is not. Messages and events have the same shapes either way. `connect` rejects with `connect_failed` when the chosen transport's API is missing. */
   transport?: 'auto' | 'websocket' | 'sse';
+  /** Proof of an identity for the handshake (PROTOCOL.md §3.3, §13.15): Sign-In with Ethereum, an app JWT, or a device key's signature. The server answers `identity` in the handshake; refusals reject with `auth_invalid`. */
+  auth?: { siwe: { message: string; signature: string } } | { token: string } | { device: { publicKey: string; nonce: string; signature: string } };
+  /** Without `auth`: sign every handshake (the first and each re-handshake) with this browser profile's device key, an ECDSA P-256 key pair made once and kept in IndexedDB with a non-extractable private key, so the session has a `device` identity: the music room's DJ role and offline changes stay with this device across reconnects and server restarts (PROTOCOL.md §13.15). Needs a secure context (https or localhost); elsewhere the session simply has no identity. Default: true. */
+  deviceKey?: boolean;
 }
 
 /** A message received on a lane. */
