@@ -37,7 +37,7 @@ after(() => rmSync(stateDir, { recursive: true, force: true }));
 function view(mp) {
   return mp.page.evaluate(() => ({
     sessionId: window.music.client.sessionId,
-    identity: window.music.client.handshake().identity ?? null,
+    identity: window.music.client.handshake?.identity ?? null,
     state: window.music.room.state,
   }));
 }
