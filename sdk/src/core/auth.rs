@@ -327,6 +327,35 @@ mod tests {
     }
 
     #[test]
+    fn device_auth_wire_shape_message_and_identity_key() {
+        let d: HandshakeAuth = serde_json::from_value(
+            json!({"device": {"publicKey": "BA", "nonce": "n1", "signature": "c2ln"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            d,
+            HandshakeAuth::Device(DeviceAuth {
+                public_key: "BA".into(),
+                nonce: "n1".into(),
+                signature: "c2ln".into(),
+            })
+        );
+        assert_eq!(
+            device_auth_message("n1"),
+            "p3-lanes device sign-in\nnonce: n1"
+        );
+        let id = Identity {
+            kind: IdentityKind::Device,
+            id: "AbC".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&id).unwrap(),
+            json!({"kind": "device", "id": "AbC"})
+        );
+        assert_eq!(id.key(), "device:AbC");
+    }
+
+    #[test]
     fn message_matches_the_eip_example_layout() {
         let f = SiweFields {
             domain: "service.org".into(),

@@ -19,8 +19,15 @@
 //! - `{type: "sync-state"}` from a client is refused (`invalid_argument`): only the authority
 //!   states the room.
 //! - Every joiner gets the room's `sync-state` at once (after `joined`), if it was granted the
-//!   Sync lane. When the controller leaves (or its socket drops), the role is free (epoch + 1)
-//!   and the room gets the new `sync-state`.
+//!   Sync lane. When the controller leaves (or its socket drops), the room has no controller
+//!   session (epoch + 1) and gets the new `sync-state`.
+//! - The DJ role belongs to the controller's verified identity (PROTOCOL.md §13.15): the
+//!   registry hands every member's identity key with its session id ([`Member`]); the
+//!   authority keeps the role for that identity while it is present or away within
+//!   `--dj-grace-s` (others' claims: `not_controller`), gives it to the identity's next
+//!   session to join, and mirrors each room's DJ identity and epoch to the state file
+//!   ([`store`], `--state-dir`), from which a restarted server recreates the room at its first
+//!   join. `music-changes` naming a bound `origin` of another identity are refused `forbidden`.
 //! - `ping {rttMs}` reports feed the authority's lead time ([`RoomAuthority::lead_ms`]).
 //! - A room's authority outlives its last member by the session TTL, so a lone DJ whose socket
 //!   drops finds the room as it left it (without the controller role); then it is forgotten.
@@ -40,7 +47,9 @@
 //! `(receivers, lane, message)` and the sender's refusal. It pushes them into the registry
 //! while the room lock is still held, which keeps every member's view of one room in the
 //! order the authority decided (two changes cannot overtake each other between decision and
-//! delivery). Lock order: room, then registry; never the reverse.
+//! delivery). Lock order: room, then registry; never the reverse. The DJ store's lock is
+//! taken last (under the map's lock to read a stored room, under a room's to write), and
+//! takes no other lock.
 //!
 //! A room lock poisoned by a panic in the authority is not reused half-updated: the room is
 //! logged at `error` and restarted from a fresh authority (what its members would see after a
