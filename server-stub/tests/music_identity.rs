@@ -184,3 +184,40 @@ async fn a_push_in_another_identitys_origin_is_refused() {
         }
     }
 }
+
+#[tokio::test]
+async fn past_the_grace_another_identity_may_claim() {
+    let server = TestServer::start_with(|c| c.dj_grace_s = 0).await;
+    let (mut a, _) = device(&server, 1).await;
+    let (mut b, key_b) = device(&server, 2).await;
+    send(&mut a, claim()).await;
+    next_state(&mut a).await;
+    next_state(&mut b).await;
+    a.close().await;
+    let away = next_state(&mut b).await;
+    assert_eq!(away.controller_id, None);
+    // `--dj-grace-s 0`: A's identity left the moment its last session did.
+    send(&mut b, claim()).await;
+    let s = next_state(&mut b).await;
+    assert_eq!(s.controller_id, Some(b.sid().to_string()));
+    assert_eq!(s.controller_identity.as_deref(), Some(key_b.as_str()));
+}
+
+#[tokio::test]
+async fn an_explicit_leave_frees_the_role_at_once() {
+    let server = TestServer::start(config()).await;
+    let (mut a, _) = device(&server, 1).await;
+    let (mut b, _) = device(&server, 2).await;
+    send(&mut a, claim()).await;
+    next_state(&mut a).await;
+    next_state(&mut b).await;
+    // A says it leaves (within the default grace): the role is free, not kept for A.
+    a.send_control(&Control::Leave { room: ROOM.into() }).await;
+    let left = next_state(&mut b).await;
+    assert_eq!((left.controller_id, left.controller_identity), (None, None));
+    send(&mut b, claim()).await;
+    assert_eq!(
+        next_state(&mut b).await.controller_id,
+        Some(b.sid().to_string())
+    );
+}
