@@ -19,7 +19,9 @@ async function main() {
   writeTracks(join(ROOT, 'media'), DEMO_TRACKS);
 
   const port = process.env.PORT || '8080';
-  const server = spawn(SERVER_BIN, ['--host', '127.0.0.1', '--port', port], { cwd: ROOT, stdio: 'inherit' });
+  // The DJ state file (PROTOCOL.md §13.15) lives in .p3-state/ unless P3_STATE_DIR says otherwise.
+  const stateDir = process.env.P3_STATE_DIR || join(ROOT, '.p3-state');
+  const server = spawn(SERVER_BIN, ['--host', '127.0.0.1', '--port', port, '--state-dir', stateDir], { cwd: ROOT, stdio: 'inherit' });
   console.log(`Open http://127.0.0.1:${port}/ in two tabs; the music room is http://127.0.0.1:${port}/music.html`);
 
   // Ctrl-C reaches the server directly (same process group); a SIGTERM sent to this script

@@ -47,6 +47,9 @@ const fn rate(count: u32, burst: u32) -> Rate {
     }
 }
 
+/// Default `--dj-grace-s`, s (the core's [`p3_lanes::core::sync::state::DEFAULT_DJ_GRACE_MS`]).
+pub const DEFAULT_DJ_GRACE_S: u64 = 30;
+
 /// Everything the server can be told at start-up. Flags win over environment variables.
 ///
 /// Build it with [`Config::parse`] (main) or start from [`Config::default`] and set fields
@@ -247,6 +250,18 @@ pub struct Config {
     /// identity: SIWE or an app JWT), `token` (an app JWT whose `rooms` claim names the room).
     #[arg(long, env = "P3_ROOM_ACCESS", value_enum, default_value = "open")]
     pub room_access: RoomAccess,
+    /// Directory of the server's small state file (`music-dj.json`: each music room's DJ
+    /// identity and epoch, PROTOCOL.md §13.15), so the DJ survives a restart. Default: none,
+    /// nothing is written and DJs are forgotten on restart (`npm start` passes `.p3-state`).
+    #[arg(long, env = "P3_STATE_DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// How long a music room's DJ role waits for its identity to come back after its last
+    /// session vanished (socket closed, session expired, server restart), s. Within it
+    /// another identity's claim is refused (`not_controller`); an explicit leave frees it at
+    /// once.
+    #[arg(long = "dj-grace-s", env = "P3_DJ_GRACE_SECONDS", default_value_t = DEFAULT_DJ_GRACE_S,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub dj_grace_s: u64,
     /// The SIWE `domain` sign-in messages must name (e.g. `app.example.com`); default: the
     /// handshake request's `Host` header. Set it behind a proxy that rewrites `Host`.
     #[arg(long, env = "P3_SIWE_DOMAIN")]
@@ -404,6 +419,8 @@ impl Default for Config {
             turn_secret: None,
             turn_ttl_s: crate::auth::turn::DEFAULT_TURN_TTL_S,
             room_access: RoomAccess::Open,
+            state_dir: None,
+            dj_grace_s: DEFAULT_DJ_GRACE_S,
             siwe_domain: None,
             siwe_chain_ids: vec![1],
             siwe_nonce_ttl_s: crate::auth::nonce::DEFAULT_NONCE_TTL_S,

@@ -47,10 +47,10 @@ export function track(key) {
 
 /**
  * server-stub with tests/pages as its static dir, a temporary media dir holding TRACKS, and
- * `--test-latency-ms` / `--test-jitter-ms`.
- * @param {{latencyMs?: number, jitterMs?: number}} [options]
+ * `--test-latency-ms` / `--test-jitter-ms`; `args`: more server flags (e.g. `--state-dir`).
+ * @param {{latencyMs?: number, jitterMs?: number, args?: string[]}} [options]
  */
-export async function startMusicServer({ latencyMs = 50, jitterMs = 20 } = {}) {
+export async function startMusicServer({ latencyMs = 50, jitterMs = 20, args = [] } = {}) {
   const mediaDir = mkdtempSync(join(tmpdir(), 'p3-music-media-'));
   writeTracks(mediaDir, Object.values(TRACKS));
   const server = await startServer({
@@ -60,6 +60,7 @@ export async function startMusicServer({ latencyMs = 50, jitterMs = 20 } = {}) {
       '--media-dir', mediaDir,
       '--test-latency-ms', String(latencyMs),
       '--test-jitter-ms', String(jitterMs),
+      ...args,
     ],
   });
   return {
@@ -77,7 +78,7 @@ export async function startMusicServer({ latencyMs = 50, jitterMs = 20 } = {}) {
  * server (`startMusicServer(options)`, default 20 ± 5 ms test latency) into `spec.music`, and an
  * `after` hook that closes every browser the spec pushed into `spec.browsers`, SIGKILLs the
  * server (it may be stopped or already dead) and removes its media dir.
- * @param {{latencyMs?: number, jitterMs?: number}} [options]
+ * @param {{latencyMs?: number, jitterMs?: number, args?: string[]}} [options]
  * @returns {{music: Awaited<ReturnType<typeof startMusicServer>> | undefined, browsers: import('playwright-core').Browser[]}}
  */
 export function musicServerForSpec(options = { latencyMs: 20, jitterMs: 5 }) {

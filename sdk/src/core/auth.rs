@@ -7,8 +7,11 @@
 //! ```text
 //! request  "auth": {"siwe": {"message": "<EIP-4361 text>", "signature": "0x<65 bytes hex>"}}
 //!          "auth": {"token": "<JWT, compact form>"}
+//!          "auth": {"device": {"publicKey": "<b64url SEC1 P-256>", "nonce": "<nonce>",
+//!                              "signature": "<b64url r ‖ s, 64 bytes>"}}
 //! response "identity": {"kind": "siwe", "id": "0x<EIP-55 address>"}
 //!          "identity": {"kind": "token", "id": "<the JWT's sub>"}
+//!          "identity": {"kind": "device", "id": "<b64url of SHA-256(publicKey), 16 bytes>"}
 //! refusal  401 {"error": "...", "code": "auth_invalid", "reason": "<AuthReason>"}
 //! ```
 //!
@@ -28,6 +31,33 @@ pub enum HandshakeAuth {
     Siwe(SiweAuth),
     /// An app JWT (seed 004) issued by the app's own backend, compact serialization.
     Token(String),
+    /// A device key (open rooms): an ECDSA P-256 key pair the SDK keeps (IndexedDB,
+    /// non-extractable private key), proven by signing a server nonce
+    /// ([`device_auth_message`]).
+    Device(DeviceAuth),
+}
+
+/// `auth.device`: possession of a P-256 key pair, proven over a fresh server nonce.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceAuth {
+    /// The public key, SEC1 uncompressed (65 bytes, `0x04 ‖ x ‖ y`; WebCrypto
+    /// `exportKey("raw")`), base64url without padding.
+    pub public_key: String,
+    /// A nonce from `GET /api/protocol/v2/auth/nonce` (single-use, the SIWE nonce store).
+    pub nonce: String,
+    /// ECDSA P-256 with SHA-256 over the UTF-8 bytes of [`device_auth_message`]`(nonce)`,
+    /// `r ‖ s` (64 bytes, IEEE P1363: what WebCrypto `sign` returns), base64url without padding.
+    pub signature: String,
+}
+
+/// Prefix of the text a device key signs; domain-separates it from anything else the key
+/// could sign.
+pub const DEVICE_AUTH_PREFIX: &str = "p3-lanes device sign-in\nnonce: ";
+
+/// The exact text a device key signs for `nonce`: `"p3-lanes device sign-in\nnonce: <nonce>"`.
+pub fn device_auth_message(nonce: &str) -> String {
+    format!("{DEVICE_AUTH_PREFIX}{nonce}")
 }
 
 impl fmt::Debug for HandshakeAuth {
@@ -36,6 +66,7 @@ impl fmt::Debug for HandshakeAuth {
         match self {
             HandshakeAuth::Siwe(_) => f.write_str("HandshakeAuth::Siwe(..)"),
             HandshakeAuth::Token(_) => f.write_str("HandshakeAuth::Token(..)"),
+            HandshakeAuth::Device(_) => f.write_str("HandshakeAuth::Device(..)"),
         }
     }
 }
@@ -59,6 +90,20 @@ pub enum IdentityKind {
     Siwe,
     /// App JWT: `id` is its `sub` claim.
     Token,
+    /// Device key (open rooms): `id` is base64url (no padding) of the first 16 bytes of
+    /// SHA-256 over the SEC1 uncompressed public key (22 characters).
+    Device,
+}
+
+impl IdentityKind {
+    /// The wire name: `"siwe"`, `"token"` or `"device"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::Siwe => "siwe",
+            IdentityKind::Token => "token",
+            IdentityKind::Device => "device",
+        }
+    }
 }
 
 /// The verified identity of a session (handshake response `identity`). Never derived from the
@@ -68,8 +113,17 @@ pub enum IdentityKind {
 pub struct Identity {
     /// How it was verified.
     pub kind: IdentityKind,
-    /// The EIP-55 address (`siwe`) or the JWT `sub` (`token`).
+    /// The EIP-55 address (`siwe`), the JWT `sub` (`token`) or the key digest (`device`).
     pub id: String,
+}
+
+impl Identity {
+    /// `"<kind>:<id>"`, e.g. `"siwe:0xAb…"`: one string naming the identity across kinds (a
+    /// JWT `sub` may look like an address). It is the music room's `controllerIdentity` and
+    /// the prefix a verified pusher's `music-changes` `origin` must carry.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.kind.as_str(), self.id)
+    }
 }
 
 /// Why an `auth` was refused (`reason` of an `auth_invalid` error). Serialized snake_case.
@@ -294,6 +348,35 @@ mod tests {
             json!("nonce_reused")
         );
         assert_eq!(AuthReason::NotYetValid.as_str(), "not_yet_valid");
+    }
+
+    #[test]
+    fn device_auth_wire_shape_message_and_identity_key() {
+        let d: HandshakeAuth = serde_json::from_value(
+            json!({"device": {"publicKey": "BA", "nonce": "n1", "signature": "c2ln"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            d,
+            HandshakeAuth::Device(DeviceAuth {
+                public_key: "BA".into(),
+                nonce: "n1".into(),
+                signature: "c2ln".into(),
+            })
+        );
+        assert_eq!(
+            device_auth_message("n1"),
+            "p3-lanes device sign-in\nnonce: n1"
+        );
+        let id = Identity {
+            kind: IdentityKind::Device,
+            id: "AbC".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&id).unwrap(),
+            json!({"kind": "device", "id": "AbC"})
+        );
+        assert_eq!(id.key(), "device:AbC");
     }
 
     #[test]

@@ -62,7 +62,10 @@ impl P3Client {
         #[wasm_bindgen(unchecked_optional_param_type = "ConnectOptions")] options: JsValue,
     ) -> Result<P3Client, JsValue> {
         let base = http::normalize_base(&base_url)?;
-        let (request, config) = options::parse(&options)?;
+        let (mut request, config) = options::parse(&options)?;
+        if crate::wasm::device_key::is_device(request.auth.as_ref()) {
+            request.auth = crate::wasm::device_key::device_auth(&base).await;
+        }
         let global = Global::get()?;
         let response = handshake_retrying(&base, &request).await?;
         let client =

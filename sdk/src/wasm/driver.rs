@@ -573,10 +573,16 @@ fn on_timer(h: &Handle) {
     pump(h);
 }
 
-/// [`Action::Handshake`]: POST the original request again, report the outcome to the core.
-fn rehandshake(h: &Handle, base: String, request: HandshakeRequest) {
+/// [`Action::Handshake`]: POST the original request again (a device key's `auth` signed anew
+/// over a fresh nonce: nonces are single-use), report the outcome to the core.
+fn rehandshake(h: &Handle, base: String, mut request: HandshakeRequest) {
     let h = h.clone();
     wasm_bindgen_futures::spawn_local(async move {
+        if crate::wasm::device_key::is_device(request.auth.as_ref()) {
+            request.auth = crate::wasm::device_key::device_auth(&base)
+                .await
+                .or(request.auth);
+        }
         let result = http::handshake(&base, &request).await;
         {
             let mut inner = h.borrow_mut();

@@ -33,6 +33,7 @@
 pub mod client;
 pub mod codec;
 mod convert;
+mod device_key;
 mod driver;
 mod error;
 mod events;

@@ -5,7 +5,7 @@
 //! PROTOCOL.md §11), transport `'auto'` (WebSocket, or SSE where `WebSocket` is undefined;
 //! SSE sessions never use the multiplexer).
 
-use crate::core::auth::HandshakeAuth;
+use crate::core::auth::{DeviceAuth, HandshakeAuth};
 use crate::core::client::ClientConfig;
 use crate::core::error::ErrorCode;
 use crate::core::frame::SessionId;
@@ -45,6 +45,9 @@ struct ConnectOptions {
     /// Proof of an identity sent in the handshake (issue 12): `{siwe: {message, signature}}`
     /// or `{token}` (PROTOCOL.md §3.1).
     auth: Option<HandshakeAuth>,
+    /// Without `auth`: sign every handshake with this browser profile's device key
+    /// (PROTOCOL.md §13.15, [`crate::wasm::device_key`]). Default true; `false`: no identity.
+    device_key: Option<bool>,
 }
 
 /// `P3Client.siweMessage` options (TS `SiweMessageOptions`).
@@ -140,7 +143,17 @@ pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig
         } else {
             Vec::new()
         },
-        auth: o.auth,
+        // A device key's `auth` is signed per handshake over a fresh nonce: this empty one
+        // only marks the request for `device_key::device_auth` (see `P3Client::connect`).
+        auth: o.auth.or_else(|| {
+            o.device_key.unwrap_or(true).then(|| {
+                HandshakeAuth::Device(DeviceAuth {
+                    public_key: String::new(),
+                    nonce: String::new(),
+                    signature: String::new(),
+                })
+            })
+        }),
     };
     let config = ClientConfig {
         heartbeat_interval_ms: millis("heartbeatIntervalMs", o.heartbeat_interval_ms)?,

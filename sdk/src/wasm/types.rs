@@ -58,16 +58,19 @@ export interface ConnectOptions {
    * `auth_invalid` (and keeps retrying); close it and connect again with a fresh signature.
    */
   auth?: AuthOptions;
+  /** Without `auth`: sign every handshake (the first and each re-handshake) with this browser profile's device key, an ECDSA P-256 key pair made once and kept in IndexedDB with a non-extractable private key, so the session has a `device` identity: the music room's DJ role and offline changes stay with this device across reconnects and server restarts (PROTOCOL.md §13.15). Needs a secure context (https or localhost); elsewhere the session simply has no identity. Default: true. */
+  deviceKey?: boolean;
 }
 
-/** `ConnectOptions.auth`: exactly one of a SIWE message and signature, or an app JWT. */
+/** `ConnectOptions.auth`: exactly one of a SIWE message and signature, an app JWT, or a device key's signature (PROTOCOL.md §13.15). */
 export type AuthOptions =
   | { siwe: { message: string; signature: string } }
-  | { token: string };
+  | { token: string }
+  | { device: { publicKey: string; nonce: string; signature: string } };
 
-/** A verified identity: an EIP-55 address (`siwe`) or a JWT `sub` (`token`). */
+/** A verified identity: an EIP-55 address (`siwe`), a JWT `sub` (`token`) or a device key id (`device`). */
 export interface Identity {
-  kind: 'siwe' | 'token';
+  kind: 'siwe' | 'token' | 'device';
   id: string;
 }
 

@@ -6,6 +6,7 @@
 //! | [`session`] | session token, single-use tickets, the Bearer check, the admin token |
 //! | [`nonce`] | `GET /api/protocol/v2/auth/nonce`'s single-use SIWE nonces (bounded, TTL) |
 //! | [`siwe`] | Sign-In with Ethereum (EIP-4361 parse, EIP-191 signature recovery, field checks) |
+//! | [`device`] | device keys: ECDSA P-256 possession proof over a server nonce (open rooms) |
 //! | [`jwt`] | app JWTs (seed 004): HS256 / ES256 / EdDSA with one configured key |
 //! | [`policy`] | `--room-access open|authenticated|token`: who may join a room |
 //! | [`turn`] | TURN REST ephemeral credentials for `GET /api/webrtc/config` |
@@ -14,6 +15,7 @@
 //! holds the [`VerifiedIdentity`] for its whole life and the handshake answers `identity`.
 //! A failed `auth` creates no session: 401 `auth_invalid` with a `reason`.
 
+pub mod device;
 pub mod jwt;
 pub mod nonce;
 pub mod policy;
@@ -138,6 +140,20 @@ impl Auth {
                     )));
                 };
                 jwt.verify(token).map_err(refuse)
+            }
+            HandshakeAuth::Device(d) => {
+                let id = device::verify(d).map_err(refuse)?;
+                self.nonces
+                    .consume(&d.nonce, now)
+                    .map_err(|reason| refuse((reason, format!("nonce {:?}: {reason}", d.nonce))))?;
+                Ok(VerifiedIdentity {
+                    identity: Identity {
+                        kind: IdentityKind::Device,
+                        id,
+                    },
+                    rooms: None,
+                    expires_at_ms: None,
+                })
             }
             HandshakeAuth::Siwe(s) => {
                 let Some(domain) = self.siwe_domain.as_deref().or(host) else {

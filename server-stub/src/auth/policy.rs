@@ -7,7 +7,7 @@
 //! | `--room-access` | admitted |
 //! | --- | --- |
 //! | `open` (default) | every session (today's behaviour; `npm start`) |
-//! | `authenticated` | sessions with a verified identity (SIWE or app JWT) that has not expired |
+//! | `authenticated` | sessions with a verified identity (SIWE or app JWT) that has not expired; a device key does not count |
 //! | `token` | sessions whose app JWT's `rooms` claim names the room exactly |
 //!
 //! Refusals: `auth_required` (no identity, or it expired) and `forbidden` (an identity that
@@ -52,7 +52,10 @@ pub fn admit(
     if policy == RoomAccess::Open {
         return Ok(());
     }
-    let Some(who) = who.filter(|w| w.expires_at_ms.map_or(true, |t| t > now_ms)) else {
+    // A device key is made by anyone at will: it names a device, it admits nobody.
+    let Some(who) = who.filter(|w| {
+        w.identity.kind != IdentityKind::Device && w.expires_at_ms.map_or(true, |t| t > now_ms)
+    }) else {
         return Err(WireError::new(
             ErrorCode::AuthRequired,
             format!(
@@ -128,6 +131,13 @@ mod tests {
         assert_eq!(
             code(admit(RoomAccess::Token, None, "a", 0)),
             Some(ErrorCode::AuthRequired)
+        );
+        let device = who(IdentityKind::Device, None, None);
+        assert_eq!(code(admit(RoomAccess::Open, Some(&device), "a", 0)), None);
+        assert_eq!(
+            code(admit(RoomAccess::Authenticated, Some(&device), "a", 0)),
+            Some(ErrorCode::AuthRequired),
+            "a device key admits nobody"
         );
     }
 }

@@ -19,8 +19,15 @@
 //! - `{type: "sync-state"}` from a client is refused (`invalid_argument`): only the authority
 //!   states the room.
 //! - Every joiner gets the room's `sync-state` at once (after `joined`), if it was granted the
-//!   Sync lane. When the controller leaves (or its socket drops), the role is free (epoch + 1)
-//!   and the room gets the new `sync-state`.
+//!   Sync lane. When the controller leaves (or its socket drops), the room has no controller
+//!   session (epoch + 1) and gets the new `sync-state`.
+//! - The DJ role belongs to the controller's verified identity (PROTOCOL.md §13.15): the
+//!   registry hands every member's identity key with its session id ([`Member`]); the
+//!   authority keeps the role for that identity while it is present or away within
+//!   `--dj-grace-s` (others' claims: `not_controller`), gives it to the identity's next
+//!   session to join, and mirrors each room's DJ identity and epoch to the state file
+//!   ([`store`], `--state-dir`), from which a restarted server recreates the room at its first
+//!   join. `music-changes` naming a bound `origin` of another identity are refused `forbidden`.
 //! - `ping {rttMs}` reports feed the authority's lead time ([`RoomAuthority::lead_ms`]).
 //! - A room's authority outlives its last member by the session TTL, so a lone DJ whose socket
 //!   drops finds the room as it left it (without the controller role); then it is forgotten.
@@ -40,7 +47,9 @@
 //! `(receivers, lane, message)` and the sender's refusal. It pushes them into the registry
 //! while the room lock is still held, which keeps every member's view of one room in the
 //! order the authority decided (two changes cannot overtake each other between decision and
-//! delivery). Lock order: room, then registry; never the reverse.
+//! delivery). Lock order: room, then registry; never the reverse. The DJ store's lock is
+//! taken last (under the map's lock to read a stored room, under a room's to write), and
+//! takes no other lock.
 //!
 //! A room lock poisoned by a panic in the authority is not reused half-updated: the room is
 //! logged at `error` and restarted from a fresh authority (what its members would see after a
@@ -52,6 +61,7 @@
 //! beside the room's own TTL.
 
 pub(crate) mod changes;
+pub(crate) mod store;
 
 use crate::registry::RoomEvent;
 use p3_lanes::core::error::{ErrorCode, WireError};
@@ -66,6 +76,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use store::{DjEntry, DjStore};
 
 /// The shared clock of music rooms: the server's wall clock, ms since the Unix epoch, with
 /// sub-ms precision (clients learn it from `pong.serverTime`, the same clock floored).
@@ -82,6 +93,23 @@ pub(crate) fn is_music_message(value: &Value) -> bool {
         value.get("type").and_then(Value::as_str),
         Some(MUSIC_CONTROL_TYPE | SYNC_STATE_TYPE | MUSIC_CHANGES_TYPE)
     )
+}
+
+/// A room member: its session id and verified identity key (`"<kind>:<id>"`), if any.
+pub(crate) type Member = (SessionId, Option<String>);
+
+/// The identity key kinds an `origin` can be bound to (PROTOCOL.md §13.15).
+const BOUND_ORIGIN_KINDS: [&str; 4] = ["siwe:", "token:", "device:", "session:"];
+
+/// Whether `origin` is in the bound namespace (`<kind>:…`) but not `key`'s: `key` itself or
+/// `key/<anything>`. Unbound origins (no such prefix) are nobody's.
+fn foreign_origin(origin: &str, key: &str) -> bool {
+    let bound = BOUND_ORIGIN_KINDS.iter().any(|k| origin.starts_with(k));
+    let owned = origin == key
+        || origin
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.starts_with('/'));
+    bound && !owned
 }
 
 /// One server message for some members: `(receivers, lane, message)`.
@@ -129,20 +157,33 @@ pub(crate) struct MusicRoom {
     pub(crate) authority: RoomAuthority,
     pub(crate) changes: ChangeLog,
     emptied_at: Option<Instant>,
+    /// The DJ identity and epoch last written to the [`DjStore`].
+    persisted: Option<(String, u64)>,
 }
 
 impl MusicRoom {
-    fn new(config: &AuthorityConfig, members: &[SessionId]) -> MusicRoom {
-        let mut authority = RoomAuthority::new(config.clone(), shared_clock_ms());
-        for m in members {
-            authority.join(&m.to_string());
+    /// A fresh room with `members`; `stored`: its DJ from the state file (a restart).
+    fn new(config: &AuthorityConfig, members: &[Member], stored: Option<DjEntry>) -> MusicRoom {
+        let now = shared_clock_ms();
+        let mut authority = RoomAuthority::new(config.clone(), now);
+        let persisted = stored.map(|e| {
+            authority.restore_dj(&e.identity, e.epoch, now);
+            (e.identity, e.epoch)
+        });
+        for (m, id) in members {
+            let _ = authority.join_as(&m.to_string(), id.as_deref());
         }
         MusicRoom {
             authority,
             changes: ChangeLog::compacted(0),
             emptied_at: None,
+            persisted,
         }
     }
+}
+
+fn sids(members: &[Member]) -> Vec<SessionId> {
+    members.iter().map(|m| m.0).collect()
 }
 
 type Shared = Arc<Mutex<MusicRoom>>;
@@ -157,6 +198,8 @@ pub(crate) struct MusicService {
     keep_empty: Duration,
     /// The bounds of a `music-changes` push (`--max-changes-per-push`, `--max-origins-per-room`).
     change_limits: ChangeLimits,
+    /// Each room's DJ identity and epoch, mirrored to `--state-dir` (module [`store`]).
+    store: DjStore,
 }
 
 impl MusicService {
@@ -167,7 +210,15 @@ impl MusicService {
             rooms: Mutex::new(HashMap::new()),
             keep_empty,
             change_limits: ChangeLimits::DEFAULT,
+            store: DjStore::default(),
         }
+    }
+
+    /// The same service with the DJ grace `grace` (`--dj-grace-s`) and the DJ state `store`.
+    pub(crate) fn with_dj(mut self, grace: Duration, store: DjStore) -> MusicService {
+        self.config.dj_grace_ms = grace.as_secs_f64() * 1000.0;
+        self.store = store;
+        self
     }
 
     /// The same service with `limits` for `music-changes` pushes.
@@ -182,16 +233,18 @@ impl MusicService {
         crate::lock::lock_or_abort(&self.rooms, "music rooms map")
     }
 
-    /// The room `name`, created with `members` when `create` and it is not a music room yet.
-    fn room(&self, name: &str, members: &[SessionId], create: bool) -> Option<Shared> {
+    /// The room `name`, created with `members` when `create` or the state file names it (a
+    /// restart), and it is not a music room yet.
+    fn room(&self, name: &str, members: &[Member], create: bool) -> Option<Shared> {
         let mut map = self.map();
         if let Some(r) = map.get(name) {
             return Some(r.clone());
         }
-        if !create {
+        let stored = self.store.get(name);
+        if !create && stored.is_none() {
             return None;
         }
-        let r = Arc::new(Mutex::new(MusicRoom::new(&self.config, members)));
+        let r = Arc::new(Mutex::new(MusicRoom::new(&self.config, members, stored)));
         map.insert(name.to_owned(), r.clone());
         Some(r)
     }
@@ -208,7 +261,7 @@ impl MusicService {
         &self,
         name: &str,
         room: &Shared,
-        members: &[SessionId],
+        members: &[Member],
         f: impl FnOnce(&mut MusicRoom) -> R,
     ) -> R {
         let mut guard = match room.lock() {
@@ -216,25 +269,49 @@ impl MusicService {
             Err(poisoned) => {
                 tracing::error!(room = name, "music room lock poisoned by a panic: restarting the room from a fresh authority");
                 let mut g = poisoned.into_inner();
-                *g = MusicRoom::new(&self.config, members);
+                *g = MusicRoom::new(&self.config, members, self.store.get(name));
                 room.clear_poison();
                 g
             }
         };
-        f(&mut guard)
+        let out = f(&mut guard);
+        self.persist(name, &mut guard);
+        out
+    }
+
+    /// Writes room `name`'s DJ identity and epoch to the store if they changed (under the
+    /// room's lock, then the store's).
+    fn persist(&self, name: &str, r: &mut MusicRoom) {
+        let now = r
+            .authority
+            .dj_identity()
+            .map(|id| (id.to_owned(), r.authority.state().epoch));
+        if now == r.persisted {
+            return;
+        }
+        self.store.set(
+            name,
+            now.as_ref().map(|(id, e)| (id.as_str(), *e)),
+            crate::now_ms(),
+        );
+        r.persisted = now;
     }
 
     /// A `music-control`, `sync-state` or `music-changes` from `sid`, a member of `room`
-    /// (with `members`, read from the registry); `then` gets the output while the room's lock
-    /// is held (see the module docs).
+    /// (with `members` and their identities, read from the registry); `then` gets the output
+    /// while the room's lock is held (see the module docs).
     pub(crate) fn handle(
         &self,
         room: &str,
-        members: &[SessionId],
+        members: &[Member],
         sid: SessionId,
         value: Value,
         then: impl FnOnce(Output),
     ) {
+        let identity = members
+            .iter()
+            .find(|m| m.0 == sid)
+            .and_then(|m| m.1.clone());
         let kind = value.get("type").and_then(Value::as_str);
         if kind == Some(MUSIC_CHANGES_TYPE) {
             // Parsed and checked before any lock.
@@ -252,6 +329,19 @@ impl MusicService {
             if let Some(Err(e)) = push.seed.as_ref().map(|s| s.check_seed()) {
                 return then(Output::refused(e.code(), e.to_string()));
             }
+            // An origin in the bound namespace must be the pusher's (PROTOCOL.md §13.15): a
+            // push in another identity's or session's name is refused whole.
+            let key = identity.clone().unwrap_or_else(|| format!("session:{sid}"));
+            if let Some(c) = push
+                .changes
+                .iter()
+                .find(|c| foreign_origin(&c.origin, &key))
+            {
+                return then(Output::refused(
+                    ErrorCode::Forbidden,
+                    format!("origin {:?} is not this session's ({key})", c.origin),
+                ));
+            }
             let Some(shared) = self.room(room, members, true) else {
                 return;
             };
@@ -259,7 +349,7 @@ impl MusicService {
                 then(changes::handle_push(
                     r,
                     room,
-                    members,
+                    &sids(members),
                     sid,
                     push,
                     self.change_limits,
@@ -285,8 +375,12 @@ impl MusicService {
         let Some(shared) = self.room(room, members, true) else {
             return;
         };
+        let everyone = sids(members);
         self.with_room(room, &shared, members, |r| {
             let authority = &mut r.authority;
+            let member = sid.to_string();
+            // The sender's identity is known before its change (a room created by it).
+            let (_, restored) = authority.join_as(&member, identity.as_deref());
             let decision = authority.handle_control(&sid.to_string(), &change, shared_clock_ms());
             let room_epoch = authority.state().epoch;
             let out = match decision {
@@ -297,7 +391,7 @@ impl MusicService {
                     let control = SyncMessage::MusicControl(control).to_value();
                     // Per member: the state, then the control.
                     let mut out = Output::default();
-                    for m in members {
+                    for m in &everyone {
                         out = out.to(vec![*m], state.clone()).to(vec![*m], control.clone());
                     }
                     out
@@ -324,6 +418,19 @@ impl MusicService {
                     Output::refused(e.code(), why)
                 }
             };
+            let out = match restored {
+                Some(state) => Output {
+                    deliveries: std::iter::once(Delivery {
+                        to: everyone.clone(),
+                        lane: Lane::Sync,
+                        message: SyncMessage::SyncState { data: state }.to_value(),
+                    })
+                    .chain(out.deliveries)
+                    .collect(),
+                    refusal: out.refusal,
+                },
+                None => out,
+            };
             then(out);
         });
     }
@@ -332,27 +439,50 @@ impl MusicService {
     /// controller leaves, the others get the new one. Nothing for rooms that are not music
     /// rooms. `then` runs under the room's lock.
     pub(crate) fn on_event(&self, event: &RoomEvent, then: impl FnOnce(Output)) {
-        let (name, members): (&str, &[SessionId]) = match event {
-            RoomEvent::Joined { room, sid } => (room, std::slice::from_ref(sid)),
+        let remaining_members: Vec<Member>;
+        let (name, members): (&str, &[Member]) = match event {
+            RoomEvent::Joined { room, members, .. } => (room, members),
             RoomEvent::Left {
                 room, remaining, ..
-            } => (room, remaining),
+            } => {
+                remaining_members = remaining.iter().map(|m| (*m, None)).collect();
+                (room, &remaining_members)
+            }
         };
         let Some(shared) = self.room(name, members, false) else {
             return;
         };
         self.with_room(name, &shared, members, |r| {
             let out = match event {
-                RoomEvent::Joined { sid, .. } => {
+                RoomEvent::Joined { sid, members, .. } => {
                     r.emptied_at = None;
-                    let snapshot = r.authority.join(&sid.to_string()).to_value();
-                    Output::default().to(vec![*sid], snapshot)
+                    let identity = members
+                        .iter()
+                        .find(|m| m.0 == *sid)
+                        .and_then(|m| m.1.as_deref());
+                    let (snapshot, restored) = r.authority.join_as(&sid.to_string(), identity);
+                    match restored {
+                        // The DJ's identity is back: everyone learns its new session.
+                        Some(state) => Output::default().to(
+                            sids(members),
+                            SyncMessage::SyncState { data: state }.to_value(),
+                        ),
+                        None => Output::default().to(vec![*sid], snapshot.to_value()),
+                    }
                 }
-                RoomEvent::Left { sid, remaining, .. } => {
+                RoomEvent::Left {
+                    sid,
+                    remaining,
+                    explicit,
+                    ..
+                } => {
                     if remaining.is_empty() {
                         r.emptied_at = Some(Instant::now());
                     }
-                    match r.authority.leave(&sid.to_string()) {
+                    match r
+                        .authority
+                        .leave_at(&sid.to_string(), *explicit, shared_clock_ms())
+                    {
                         Some(state) => Output::default().to(
                             remaining.clone(),
                             SyncMessage::SyncState { data: state }.to_value(),
@@ -368,7 +498,7 @@ impl MusicService {
     /// One RTT report of `sid`, a member of `room`, ms.
     pub(crate) fn rtt(&self, room: &str, sid: SessionId, rtt_ms: f64) {
         if let Some(shared) = self.room(room, &[], false) {
-            self.with_room(room, &shared, &[sid], |r| {
+            self.with_room(room, &shared, &[(sid, None)], |r| {
                 r.authority.update_member_rtt(&sid.to_string(), rtt_ms);
             });
         }
@@ -411,7 +541,7 @@ mod tests {
         let track = json!({"type": "music-control", "action": "change-track", "data": {"trackId": "t", "track": {"id": "t", "title": "T", "url": "/media/t.wav", "duration": 60.0}}, "sequence": 1, "epoch": 1});
         for room in ["r1", "r2"] {
             for msg in [&claim, &track] {
-                svc.handle(room, &[a], a, msg.clone(), |out| {
+                svc.handle(room, &[(a, None)], a, msg.clone(), |out| {
                     assert!(out.refusal.is_none(), "{out:?}");
                     assert_eq!(out.deliveries.len(), 2, "state then control");
                 });
@@ -432,6 +562,7 @@ mod tests {
             &RoomEvent::Joined {
                 room: "r1".into(),
                 sid: a,
+                members: vec![(a, None)],
             },
             |out| epoch_r1 = Some(out.deliveries[0].message["data"]["trackId"].clone()),
         );
@@ -446,6 +577,7 @@ mod tests {
             &RoomEvent::Joined {
                 room: "r2".into(),
                 sid: a,
+                members: vec![(a, None)],
             },
             |out| track_r2 = Some(out.deliveries[0].message["data"]["trackId"].clone()),
         );
@@ -461,14 +593,16 @@ mod tests {
         let a = SessionId::from_random_bytes([2; 16]);
         let claim = json!({"type": "music-control", "action": "handover", "data": {}, "sequence": 1, "epoch": 0});
         let mut inner = None;
-        svc.handle("r1", &[a], a, claim.clone(), |out| {
+        svc.handle("r1", &[(a, None)], a, claim.clone(), |out| {
             assert_eq!(out.deliveries.len(), 2);
             let r1 = svc.room("r1", &[], false).unwrap();
             assert!(
                 r1.try_lock().is_err(),
                 "r1 is locked while its output is pushed"
             );
-            svc.handle("r2", &[a], a, claim.clone(), |out| inner = Some(out));
+            svc.handle("r2", &[(a, None)], a, claim.clone(), |out| {
+                inner = Some(out)
+            });
         });
         let inner = inner.expect("r2 handled while r1 was busy");
         assert!(inner.refusal.is_none(), "{inner:?}");

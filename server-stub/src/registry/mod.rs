@@ -69,13 +69,21 @@ pub(crate) const HTTP_SENDER: u64 = u64::MAX;
 /// registry lock and handled after it is released.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum RoomEvent {
-    /// `sid` joined `room`.
-    Joined { room: String, sid: SessionId },
-    /// `sid` left `room`; `remaining` are the members still in it.
+    /// `sid` joined `room`; `members` are all its members (the joiner included) with their
+    /// verified identity keys ([`p3_lanes::core::auth::Identity::key`]).
+    Joined {
+        room: String,
+        sid: SessionId,
+        members: Vec<(SessionId, Option<String>)>,
+    },
+    /// `sid` left `room`; `remaining` are the members still in it. `explicit`: it said so
+    /// (`leave`, a `join` of another room, `DELETE` of its session) rather than vanished (v1
+    /// socket closed, session expired): the music room's DJ grace applies only to the latter.
     Left {
         room: String,
         sid: SessionId,
         remaining: Vec<SessionId>,
+        explicit: bool,
     },
 }
 
@@ -224,7 +232,7 @@ impl Registry {
     /// The session if it exists and has not expired; an expired one is removed.
     fn live(&mut self, sid: SessionId, now: Instant) -> Option<&mut Session> {
         if self.expired(sid, now)? {
-            self.leave_room(sid);
+            self.leave_room(sid, false);
             self.remove_session(sid);
             return None;
         }
@@ -470,7 +478,7 @@ impl Registry {
         if self.live(sid, now).is_none() {
             return false;
         }
-        self.leave_room(sid);
+        self.leave_room(sid, true);
         if let Some(s) = self.remove_session(sid) {
             if let Some(c) = s.conn {
                 c.close.close(close::SESSION_NOT_FOUND, "session deleted");
@@ -496,7 +504,7 @@ impl Registry {
             old.close.close(close::REPLACED, "replaced");
         }
         if !keeps_room {
-            self.leave_room(sid);
+            self.leave_room(sid, false);
         }
         let conn_id = self.next_conn_id;
         self.next_conn_id += 1;
@@ -535,7 +543,7 @@ impl Registry {
         s.conn = None;
         outbound::lock(&s.out).detach();
         if !s.mux && s.sse.is_none() {
-            self.leave_room(sid);
+            self.leave_room(sid, false);
         }
     }
 
@@ -668,7 +676,7 @@ impl Registry {
             .map(|(id, _)| *id)
             .collect();
         for &sid in &gone {
-            self.leave_room(sid);
+            self.leave_room(sid, false);
             self.remove_session(sid);
         }
         gone.len()

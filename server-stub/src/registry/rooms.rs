@@ -32,11 +32,26 @@ impl Registry {
         self.rooms.get(room).cloned().unwrap_or_default()
     }
 
+    /// The members of `room` with their verified identity keys, in join order.
+    pub(crate) fn room_members_identified(&self, room: &str) -> Vec<(SessionId, Option<String>)> {
+        self.room_members(room)
+            .into_iter()
+            .map(|m| (m, self.identity_key(m)))
+            .collect()
+    }
+
+    /// The verified identity key of session `sid` (`"<kind>:<id>"`), if it has one.
+    pub(crate) fn identity_key(&self, sid: SessionId) -> Option<String> {
+        let s = self.sessions.get(&sid)?;
+        s.identity.as_ref().map(|i| i.identity.key())
+    }
+
     /// Takes `sid` out of its room, telling the other members (`peer-left`), then hands the
     /// room's new key to them (and only them: `sid` is no longer a member), PROTOCOL.md
     /// §13.4. Every way out of a room goes through here (`leave`, a `join` elsewhere,
-    /// `DELETE`, expiry, a v1 socket closing). Returns the room.
-    pub(super) fn leave_room(&mut self, sid: SessionId) -> Option<String> {
+    /// `DELETE`, expiry, a v1 socket closing); `explicit` as [`RoomEvent::Left`]. Returns the
+    /// room.
+    pub(super) fn leave_room(&mut self, sid: SessionId, explicit: bool) -> Option<String> {
         let room = self.sessions.get_mut(&sid)?.room.take()?;
         let mut others = Vec::new();
         if let Some(members) = self.rooms.get_mut(&room) {
@@ -58,6 +73,7 @@ impl Registry {
             room: room.clone(),
             sid,
             remaining: others,
+            explicit,
         });
         Some(room)
     }
@@ -113,7 +129,7 @@ impl Registry {
             s.sse = Some(SseHub::new(events, bytes));
         }
         if s.room.as_deref() != Some(room.as_str()) {
-            if let Some(old) = self.leave_room(sid) {
+            if let Some(old) = self.leave_room(sid, true) {
                 self.send_control(sid, &Control::Left { room: old });
             }
             let members = self.rooms.entry(room.clone()).or_default();
@@ -128,7 +144,8 @@ impl Registry {
                 session_id: sid,
             };
             self.send_control_to_all(&others, &msg);
-            self.events.push(RoomEvent::Joined { room, sid });
+            let members = self.room_members_identified(&room);
+            self.events.push(RoomEvent::Joined { room, sid, members });
         } else {
             self.send_joined(sid, &room);
         }
@@ -155,7 +172,7 @@ impl Registry {
     pub(crate) fn leave(&mut self, sid: SessionId, room: String, seq: u64) {
         let current = self.sessions.get(&sid).and_then(|s| s.room.as_deref());
         if current == Some(room.as_str()) {
-            self.leave_room(sid);
+            self.leave_room(sid, true);
             self.send_control(sid, &Control::Left { room });
         } else {
             let msg = format!("not in room {room:?}");

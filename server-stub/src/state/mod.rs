@@ -50,7 +50,7 @@ use p3_lanes::core::mux::{Mux, MuxConfig};
 use p3_lanes::core::p2p::changes::ChangeLimits;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Shared state of one server: configuration, dictionary, sessions, rooms and music rooms.
@@ -118,10 +118,15 @@ impl AppState {
         let dict = Dictionary::current();
         Arc::new(AppState {
             registry: Mutex::new(Registry::new(&config, dict.clone())),
-            music: MusicService::new(config.ttl()).with_change_limits(ChangeLimits {
-                max_changes_per_push: config.max_changes_per_push,
-                max_origins_per_room: config.max_origins_per_room,
-            }),
+            music: MusicService::new(config.ttl())
+                .with_change_limits(ChangeLimits {
+                    max_changes_per_push: config.max_changes_per_push,
+                    max_origins_per_room: config.max_origins_per_room,
+                })
+                .with_dj(
+                    Duration::from_secs(config.dj_grace_s),
+                    crate::music::store::DjStore::open(config.state_dir.as_deref()),
+                ),
             dict_wire: dict.to_wire(),
             dict,
             caps: ServerCapabilities::default(),

@@ -29,7 +29,7 @@ impl AppState {
                     },
                 );
             };
-            let members = reg.room_members(&room);
+            let members = reg.room_members_identified(&room);
             (room, members)
         };
         self.music.handle(&room, &members, sid, value, |out| {

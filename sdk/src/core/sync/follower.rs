@@ -1235,6 +1235,7 @@ mod tests {
             ref_server_ms: at,
             playback_rate: 1.0,
             controller_id: Some("dj".into()),
+            controller_identity: None,
             epoch: v.0,
             sequence: v.1,
         }

@@ -248,6 +248,9 @@ pub struct MusicControlData {
     /// The controller (DJ) the sender believes in; the authority sets the actual one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller_id: Option<String>,
+    /// Set by the authority: the identity holding the DJ role ([`RoomState::controller_identity`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_identity: Option<String>,
     /// `handover` target (ours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
@@ -336,8 +339,14 @@ pub struct RoomState {
     pub ref_server_ms: f64,
     /// Playback rate (1 = normal speed).
     pub playback_rate: f64,
-    /// The controller (DJ), if any.
+    /// The controller (DJ), if any: the session (member) id of its current session.
     pub controller_id: Option<String>,
+    /// The identity the DJ role belongs to (`"<kind>:<id>"`, [`crate::core::auth::Identity::key`];
+    /// PROTOCOL.md §13.15), if it belongs to a verified identity. It can be set while
+    /// `controller_id` is null: the DJ's identity is away but within the grace, and gets the
+    /// role back when one of its sessions joins. Absent on the wire when null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_identity: Option<String>,
     /// Controller epoch of the last change.
     pub epoch: u64,
     /// Sequence of the last change within `epoch` (0: none yet).
@@ -356,6 +365,7 @@ impl RoomState {
             ref_server_ms: now_ms,
             playback_rate: 1.0,
             controller_id: None,
+            controller_identity: None,
             epoch: 0,
             sequence: 0,
         }
@@ -505,6 +515,18 @@ impl ControlStamper {
     }
 }
 
+/// Default [`AuthorityConfig::dj_grace_ms`]: 30 s, longer than the SDK's reconnect backoff
+/// and a server restart, short enough that a vanished DJ does not hold a party hostage.
+pub const DEFAULT_DJ_GRACE_MS: f64 = 30_000.0;
+
+/// Who the DJ role belongs to across sessions (PROTOCOL.md §13.15): a verified identity key,
+/// and since when none of its sessions has been in the room (server ms), if so.
+#[derive(Clone, Debug, PartialEq)]
+struct DjBinding {
+    identity: String,
+    absent_since_ms: Option<f64>,
+}
+
 /// Tuning of [`RoomAuthority`]'s lead time, ms.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuthorityConfig {
@@ -517,6 +539,9 @@ pub struct AuthorityConfig {
     pub lead_margin_ms: f64,
     /// RTT assumed for a member that has not reported one, ms.
     pub unknown_rtt_ms: f64,
+    /// How long the DJ role stays with an identity none of whose sessions is in the room,
+    /// unless it left explicitly, ms (PROTOCOL.md §13.15; server `--dj-grace-s`).
+    pub dj_grace_ms: f64,
 }
 
 impl Default for AuthorityConfig {
@@ -526,6 +551,7 @@ impl Default for AuthorityConfig {
             max_lead_ms: 500.0,
             lead_margin_ms: 80.0,
             unknown_rtt_ms: 200.0,
+            dj_grace_ms: DEFAULT_DJ_GRACE_MS,
         }
     }
 }
@@ -573,6 +599,10 @@ pub struct RoomAuthority {
     config: AuthorityConfig,
     state: RoomState,
     members: BTreeMap<String, Option<MemberRtt>>,
+    /// Verified identity key of each member that has one.
+    identities: BTreeMap<String, String>,
+    /// The identity holding the DJ role, if a verified one does.
+    dj: Option<DjBinding>,
     /// A playback change (not a handover) or a reseed was applied: the room is live and
     /// [`RoomAuthority::reseed`] refuses (PROTOCOL.md §13.14).
     live: bool,
@@ -585,6 +615,8 @@ impl RoomAuthority {
             config,
             state: RoomState::new(now_ms),
             members: BTreeMap::new(),
+            identities: BTreeMap::new(),
+            dj: None,
             live: false,
         }
     }
@@ -617,18 +649,125 @@ impl RoomAuthority {
     /// At epoch [`MAX_SAFE_INTEGER`] (never reached in practice, see [`MAX_EPOCH_JUMP`]) the
     /// epoch stays and the sequence moves on instead, so the state is still newer.
     pub fn leave(&mut self, member: &str) -> Option<RoomState> {
-        self.members.remove(member);
-        if self.state.controller_id.as_deref() == Some(member) {
-            self.state.controller_id = None;
-            match next_epoch(self.state.epoch) {
-                Ok(e) => {
-                    self.state.epoch = e;
-                    self.state.sequence = 0;
-                }
-                Err(_) => self.state.sequence = self.state.sequence.saturating_add(1),
-            }
-            return Some(self.state.clone());
+        self.leave_at(member, true, self.state.ref_server_ms)
+    }
+
+    /// `member` joined with the verified identity key `identity` (`None`: unverified). Returns the snapshot for the joiner and, if the DJ role came back
+    /// to its identity (PROTOCOL.md §13.15: the room's DJ identity, no controller in the room),
+    /// the new state for every member (epoch + 1, sequence 0, `controllerId` the joiner).
+    pub fn join_as(
+        &mut self,
+        member: &str,
+        identity: Option<&str>,
+    ) -> (SyncMessage, Option<RoomState>) {
+        self.members.entry(member.to_owned()).or_insert(None);
+        if let Some(id) = identity {
+            self.identities.insert(member.to_owned(), id.to_owned());
         }
+        let owner = self
+            .dj
+            .as_ref()
+            .is_some_and(|d| Some(d.identity.as_str()) == identity);
+        let vacant = self
+            .state
+            .controller_id
+            .as_deref()
+            .map_or(true, |c| !self.members.contains_key(c));
+        let restored = (owner && vacant).then(|| self.install(member)).flatten();
+        (self.snapshot(), restored)
+    }
+
+    /// Makes `member` the controller without a claim (its identity holds the role): epoch + 1,
+    /// sequence 0. `None` at the epoch limit (the role stays vacant).
+    fn install(&mut self, member: &str) -> Option<RoomState> {
+        let epoch = next_epoch(self.state.epoch).ok()?;
+        self.state.controller_id = Some(member.to_owned());
+        self.state.epoch = epoch;
+        self.state.sequence = 0;
+        if let Some(d) = self.dj.as_mut() {
+            d.absent_since_ms = None;
+        }
+        self.state.controller_identity = self.dj.as_ref().map(|d| d.identity.clone());
+        Some(self.state.clone())
+    }
+
+    /// `member` left at server time `now_ms`; `explicit`: it said so (a `leave`, a `join` of
+    /// another room, its session deleted) rather than vanished (socket or session expired,
+    /// server gone). If it was the controller the role goes to another member session of the
+    /// same identity, else the room has none (epoch + 1); the role stays with a verified
+    /// identity that vanished for [`AuthorityConfig::dj_grace_ms`] and is released at once
+    /// by an explicit leave or an unverified controller. Returns the new state to broadcast.
+    pub fn leave_at(&mut self, member: &str, explicit: bool, now_ms: f64) -> Option<RoomState> {
+        self.members.remove(member);
+        let identity = self.identities.remove(member);
+        if self.state.controller_id.as_deref() != Some(member) {
+            return None;
+        }
+        let sibling = identity.as_ref().and_then(|id| {
+            self.identities
+                .iter()
+                .find(|(m, i)| *i == id && self.members.contains_key(*m))
+                .map(|(m, _)| m.clone())
+        });
+        if let Some(next) = sibling {
+            if let Some(state) = self.install(&next) {
+                return Some(state);
+            }
+        }
+        self.state.controller_id = None;
+        match (identity, explicit) {
+            (Some(_), false) => {
+                if let Some(d) = self.dj.as_mut() {
+                    d.absent_since_ms = Some(now_ms);
+                }
+            }
+            _ => self.dj = None,
+        }
+        self.state.controller_identity = self.dj.as_ref().map(|d| d.identity.clone());
+        match next_epoch(self.state.epoch) {
+            Ok(e) => {
+                self.state.epoch = e;
+                self.state.sequence = 0;
+            }
+            Err(_) => self.state.sequence = self.state.sequence.saturating_add(1),
+        }
+        Some(self.state.clone())
+    }
+
+    /// The identity key holding the DJ role, if a verified identity does (also while it is
+    /// away within the grace).
+    pub fn dj_identity(&self) -> Option<&str> {
+        self.dj.as_ref().map(|d| d.identity.as_str())
+    }
+
+    /// After a server restart: the DJ role of this room belonged to `identity` at `epoch` (the
+    /// state file, PROTOCOL.md §13.15). The room's epoch becomes at least `epoch` (never
+    /// backwards) and the identity holds the role, away since `now_ms`: its first session
+    /// to join is the controller; others' claims are refused for the grace.
+    pub fn restore_dj(&mut self, identity: &str, epoch: u64, now_ms: f64) {
+        self.state.epoch = self.state.epoch.max(epoch.min(MAX_SAFE_INTEGER - 1));
+        self.dj = Some(DjBinding {
+            identity: identity.to_owned(),
+            absent_since_ms: Some(now_ms),
+        });
+        self.state.controller_identity = Some(identity.to_owned());
+    }
+
+    /// Whether the DJ binding stops a claim by `from` at `now_ms`: another identity holds it
+    /// and is present or away for less than the grace. A binding past its grace is dropped.
+    fn claim_blocked(&mut self, from: &str, now_ms: f64) -> Option<String> {
+        let d = self.dj.as_ref()?;
+        if self.identities.get(from) == Some(&d.identity) {
+            return None;
+        }
+        let held = d
+            .absent_since_ms
+            .map_or(true, |t| now_ms - t < self.config.dj_grace_ms);
+        if held {
+            return Some(d.identity.clone());
+        }
+        self.dj = None;
+        self.state.controller_identity = None;
         None
     }
 
@@ -695,6 +834,14 @@ impl RoomAuthority {
                 controller,
             });
         }
+        if is_claim {
+            if let Some(holder) = self.claim_blocked(from, now_ms) {
+                return Err(SyncError::NotController {
+                    from: from.to_owned(),
+                    controller: Some(format!("identity {holder}")),
+                });
+            }
+        }
         if !is_claim {
             if change.epoch > self.state.epoch {
                 return Err(SyncError::EpochMismatch {
@@ -722,7 +869,7 @@ impl RoomAuthority {
                     "handover to {to}, who is not in the room"
                 )));
             }
-            resolved.data.to = Some(to);
+            resolved.data.to = Some(to.clone());
             resolved.epoch = self.state.epoch;
             let epoch = next_epoch(self.state.epoch)?;
             let mut next = self.state.apply(&resolved, now_ms)?;
@@ -731,7 +878,14 @@ impl RoomAuthority {
             resolved.epoch = next.epoch;
             resolved.sequence = 0;
             resolved.apply_at = Some(now_ms);
+            // The role now belongs to the new controller's identity (none if unverified).
+            self.dj = self.identities.get(&to).map(|id| DjBinding {
+                identity: id.clone(),
+                absent_since_ms: None,
+            });
+            next.controller_identity = self.dj.as_ref().map(|d| d.identity.clone());
             resolved.data.controller_id = next.controller_id.clone();
+            resolved.data.controller_identity = next.controller_identity.clone();
             self.state = next.clone();
             return Ok(Decision::Applied {
                 control: resolved,
@@ -744,6 +898,7 @@ impl RoomAuthority {
         resolved.data.position = Some(next.position_s);
         resolved.data.track_id = next.track_id.clone();
         resolved.data.controller_id = next.controller_id.clone();
+        resolved.data.controller_identity = next.controller_identity.clone();
         if change.action == MusicAction::ChangeTrack {
             resolved.data.track = next.track.clone();
         }
@@ -793,6 +948,7 @@ impl RoomAuthority {
         resolved.data.position = Some(next.position_s);
         resolved.data.track_id = next.track_id.clone();
         resolved.data.controller_id = next.controller_id.clone();
+        resolved.data.controller_identity = next.controller_identity.clone();
         if op.action == MusicAction::ChangeTrack {
             resolved.data.track = next.track.clone();
         }
@@ -849,6 +1005,7 @@ impl RoomAuthority {
         let epoch = next_epoch(self.state.epoch.max(seed.epoch))?;
         self.state = RoomState {
             controller_id: self.state.controller_id.clone(),
+            controller_identity: self.state.controller_identity.clone(),
             epoch,
             sequence: 0,
             ..seed.clone()
@@ -1340,5 +1497,80 @@ mod tests {
             panic!()
         };
         assert!(control.apply_at.unwrap() >= start);
+    }
+
+    fn claim() -> MusicControl {
+        MusicControl::new(MusicAction::Handover, MusicControlData::default(), 0, 1)
+    }
+
+    /// A DJ with a verified identity: its next session is DJ again without claiming; another
+    /// identity's claim is refused while it is away within the grace, allowed after; an
+    /// explicit leave releases the role at once.
+    #[test]
+    fn the_dj_role_belongs_to_the_identity() {
+        let mut a = RoomAuthority::new(AuthorityConfig::default(), T0);
+        a.join_as("s1", Some("device:A"));
+        a.join_as("s2", Some("device:B"));
+        a.handle_control("s1", &claim(), T0).unwrap();
+        assert_eq!(a.state().controller_identity.as_deref(), Some("device:A"));
+        let e1 = a.state().epoch;
+        // s1's socket vanishes: no controller, the role stays with device:A.
+        let gone = a.leave_at("s1", false, T0 + 1.0).unwrap();
+        assert_eq!(gone.controller_id, None);
+        assert_eq!(gone.controller_identity.as_deref(), Some("device:A"));
+        let refused = a.handle_control("s2", &claim(), T0 + 2.0).unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::NotController);
+        // device:A's new session is DJ again, without claiming.
+        let (_, back) = a.join_as("s3", Some("device:A"));
+        let back = back.expect("the role came back");
+        assert_eq!(back.controller_id.as_deref(), Some("s3"));
+        assert!(back.epoch > e1);
+        // Gone longer than the grace: B's claim is taken.
+        a.leave_at("s3", false, T0 + 10.0);
+        let late = T0 + 10.0 + DEFAULT_DJ_GRACE_MS;
+        a.handle_control("s2", &claim(), late).unwrap();
+        assert_eq!(a.state().controller_identity.as_deref(), Some("device:B"));
+        // An explicit leave frees the role at once.
+        a.join_as("s4", Some("device:C"));
+        a.leave_at("s2", true, late + 1.0);
+        assert_eq!(a.state().controller_identity, None);
+        a.handle_control("s4", &claim(), late + 2.0).unwrap();
+    }
+
+    #[test]
+    fn a_handover_moves_the_role_and_a_restore_keeps_the_epoch() {
+        let mut a = RoomAuthority::new(AuthorityConfig::default(), T0);
+        a.join_as("s1", Some("siwe:0xA"));
+        a.join_as("s2", Some("token:bob"));
+        a.handle_control("s1", &claim(), T0).unwrap();
+        let mut h = MusicControl::new(
+            MusicAction::Handover,
+            MusicControlData {
+                to: Some("s2".into()),
+                ..Default::default()
+            },
+            a.state().epoch,
+            1,
+        );
+        h.sequence = 1;
+        a.handle_control("s1", &h, T0).unwrap();
+        assert_eq!(a.dj_identity(), Some("token:bob"));
+        // A restarted server: the role and the epoch come from the state file.
+        let mut b = RoomAuthority::new(AuthorityConfig::default(), T0);
+        b.restore_dj("token:bob", 7, T0);
+        assert_eq!(b.state().epoch, 7);
+        b.join_as("n1", Some("siwe:0xA"));
+        assert_eq!(
+            b.handle_control("n1", &claim(), T0 + 1.0)
+                .unwrap_err()
+                .code(),
+            ErrorCode::NotController
+        );
+        let (_, back) = b.join_as("n2", Some("token:bob"));
+        assert_eq!(back.unwrap().epoch, 8, "never backwards");
+        // Two sessions of one identity: the other one inherits at once.
+        b.join_as("n3", Some("token:bob"));
+        let next = b.leave_at("n2", false, T0 + 2.0).unwrap();
+        assert_eq!(next.controller_id.as_deref(), Some("n3"));
     }
 }

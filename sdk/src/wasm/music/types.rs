@@ -58,6 +58,8 @@ export interface MusicRoomState {
   playbackRate: number;
   /** The controller's (DJ's) session id, or null: anyone may `claimController()`. */
   controllerId: string | null;
+  /** The identity the DJ role belongs to (`'<kind>:<id>'`, e.g. `'device:…'`, `'siwe:0x…'`); set while the DJ is away within the grace and `controllerId` is null (PROTOCOL.md §13.15). Absent when no verified identity holds the role. */
+  controllerIdentity?: string;
   /** Counts controller changes. */
   epoch: number;
   /** Counts the controller's changes within the epoch. */
@@ -68,7 +70,7 @@ export interface MusicRoomState {
 export interface MusicControl {
   type: 'music-control';
   action: 'play' | 'pause' | 'seek' | 'change-track' | 'handover' | string;
-  data: { position?: number; trackId?: string; track?: MusicTrack; timestamp?: number; from?: string; controllerId?: string; to?: string };
+  data: { position?: number; trackId?: string; track?: MusicTrack; timestamp?: number; from?: string; controllerId?: string; controllerIdentity?: string; to?: string };
   sequence: number;
   epoch: number;
   /** When it takes effect, shared-clock ms. */
