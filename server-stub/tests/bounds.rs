@@ -408,7 +408,10 @@ async fn sessions(server: &TestServer, n: usize) -> Vec<String> {
 
 async fn delete(server: &TestServer, sid: &str) {
     let resp = server
-        .session(reqwest::Method::DELETE, &format!("/api/protocol/v2/session/{sid}"))
+        .session(
+            reqwest::Method::DELETE,
+            &format!("/api/protocol/v2/session/{sid}"),
+        )
         .await
         .send()
         .await
@@ -419,7 +422,10 @@ async fn delete(server: &TestServer, sid: &str) {
 /// The status of `GET` session `sid` as its owner: 200, or 401 once the server forgot it.
 async fn status(server: &TestServer, sid: &str) -> u16 {
     server
-        .session(reqwest::Method::GET, &format!("/api/protocol/v2/session/{sid}"))
+        .session(
+            reqwest::Method::GET,
+            &format!("/api/protocol/v2/session/{sid}"),
+        )
         .await
         .send()
         .await
@@ -542,7 +548,10 @@ async fn rooms_are_bounded_in_total_and_in_members() {
 /// Opens an SSE stream of `sid`; the response (any status).
 async fn sse_open(server: &TestServer, sid: &str) -> reqwest::Response {
     server
-        .session(reqwest::Method::GET, &format!("/api/protocol/v2/session/{sid}/stream"))
+        .session(
+            reqwest::Method::GET,
+            &format!("/api/protocol/v2/session/{sid}/stream"),
+        )
         .await
         .header("accept", "text/event-stream")
         .send()
@@ -608,7 +617,10 @@ async fn sse_streams_end_at_their_maximum_age() {
     assert!(ended.is_ok(), "the stream outlived its maximum age");
     // Resuming works, and the session counts no open stream once the old one is gone.
     let again = server
-        .session(reqwest::Method::GET, &format!("/api/protocol/v2/session/{a}/stream"))
+        .session(
+            reqwest::Method::GET,
+            &format!("/api/protocol/v2/session/{a}/stream"),
+        )
         .await
         .header("last-event-id", "0")
         .send()
@@ -691,7 +703,10 @@ async fn a_stalled_sse_stream_no_longer_keeps_its_session_alive() {
     let stream = sse_open(&server, &a).await;
     assert_eq!(stream.status(), 200);
     let join = server
-        .session(reqwest::Method::POST, &format!("/api/protocol/v2/session/{a}/lane/1"))
+        .session(
+            reqwest::Method::POST,
+            &format!("/api/protocol/v2/session/{a}/lane/1"),
+        )
         .await
         .header("content-type", "application/json")
         .body(json!({"type": "join", "room": "r"}).to_string())
@@ -746,7 +761,10 @@ async fn http_joins_get_the_room_bounds_as_statuses() {
         let server = &server;
         async move {
             server
-                .session(reqwest::Method::POST, &format!("/api/protocol/v2/session/{sid}/lane/1"))
+                .session(
+                    reqwest::Method::POST,
+                    &format!("/api/protocol/v2/session/{sid}/lane/1"),
+                )
                 .await
                 .header("content-type", "application/json")
                 .body(json!({"type": "join", "room": room}).to_string())

@@ -169,7 +169,13 @@ async fn session_status_then_delete_then_401() {
     let url = server.url(&format!("/api/protocol/v2/session/{}", hs.session_id));
     let token = common::token(&hs);
 
-    let resp = server.http.get(&url).bearer_auth(&token).send().await.unwrap();
+    let resp = server
+        .http
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let s: Value = resp.json().await.unwrap();
     assert_eq!(s["sessionId"], hs.session_id.to_string());
@@ -193,16 +199,34 @@ async fn session_status_then_delete_then_401() {
     assert!(created <= last && last <= now_ms());
     assert_eq!(s["expiresAt"].as_u64().unwrap(), last + 3_600_000);
 
-    let resp = server.http.delete(&url).bearer_auth(&token).send().await.unwrap();
+    let resp = server
+        .http
+        .delete(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 204);
     assert_error(
-        server.http.get(&url).bearer_auth(&token).send().await.unwrap(),
+        server
+            .http
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
         401,
         "unauthorized",
     )
     .await;
     assert_error(
-        server.http.delete(&url).bearer_auth(&token).send().await.unwrap(),
+        server
+            .http
+            .delete(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
         401,
         "unauthorized",
     )
@@ -212,7 +236,13 @@ async fn session_status_then_delete_then_401() {
     // id: 400.
     let unknown = server.url("/api/protocol/v2/session/00000000-0000-4000-8000-000000000000");
     assert_error(
-        server.http.get(&unknown).bearer_auth(&token).send().await.unwrap(),
+        server
+            .http
+            .get(&unknown)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
         401,
         "unauthorized",
     )

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 async fn status_code(server: &TestServer, sid: impl std::fmt::Display) -> u16 {
     // As the session's owner (its token): 401 once the server forgot the session.
     server
-        .session(reqwest::Method::GET, &format!("/api/protocol/v2/session/{sid}"))
+        .session(
+            reqwest::Method::GET,
+            &format!("/api/protocol/v2/session/{sid}"),
+        )
         .await
         .send()
         .await

@@ -148,7 +148,7 @@ async fn admin_endpoint_refuses_bad_versions_and_foreign_requests() {
         let resp = server
             .http
             .post(server.url("/api/admin/version"))
-        .bearer_auth(common::ADMIN_TOKEN)
+            .bearer_auth(common::ADMIN_TOKEN)
             .header(name, value)
             .json(&json!({"version": "evil"}))
             .send()

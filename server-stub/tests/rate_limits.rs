@@ -186,7 +186,10 @@ async fn websocket_sse_and_signaling_upgrades_per_ip_get_429() {
     // Tickets first: minting is a POST, not an upgrade.
     let (first_path, other_path) = (server.ws_path(&hs).await, server.ws_path(&hs).await);
     let sse_path = server
-        .owned(&format!("/api/protocol/v2/session/{}/stream", hs.session_id))
+        .owned(&format!(
+            "/api/protocol/v2/session/{}/stream",
+            hs.session_id
+        ))
         .await;
     let first = ws_from(&server, None, &first_path).await;
     assert!(first.is_ok());

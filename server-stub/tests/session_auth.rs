@@ -127,8 +127,14 @@ async fn session_http_routes_refuse_strangers_alike_and_the_victim_keeps_working
         (Method::GET, format!("/api/protocol/v2/session/{sid}")),
         (Method::DELETE, format!("/api/protocol/v2/session/{sid}")),
         (Method::POST, ticket_path(sid)),
-        (Method::POST, format!("/api/protocol/v2/session/{sid}/lane/2")),
-        (Method::POST, format!("/api/protocol/v2/session/{sid}/lane/1")),
+        (
+            Method::POST,
+            format!("/api/protocol/v2/session/{sid}/lane/2"),
+        ),
+        (
+            Method::POST,
+            format!("/api/protocol/v2/session/{sid}/lane/1"),
+        ),
     ];
     for (method, path) in &routes {
         for (why, bearer) in bad_tokens(&other_hs) {
@@ -227,9 +233,7 @@ async fn the_websocket_needs_a_live_ticket_of_its_own_session() {
     expect_ws_refused(&server, &ws, "no ticket").await;
     expect_ws_refused(&server, &with_ticket(&ws, WRONG_TICKET), "a wrong ticket").await;
     expect_ws_refused(&server, &with_ticket(&ws, "x"), "a malformed ticket").await;
-    let foreign = server
-        .ticket(other_hs.session_id, &token(&other_hs))
-        .await;
+    let foreign = server.ticket(other_hs.session_id, &token(&other_hs)).await;
     expect_ws_refused(
         &server,
         &with_ticket(&ws, &foreign),
@@ -294,14 +298,10 @@ async fn both_sse_streams_need_a_live_ticket_and_the_victims_stream_keeps_flowin
     let lane = format!("/api/protocol/v2/session/{sid}/lane/2/stream");
     // The victim's own stream, opened with its first ticket.
     let first = victim_hs.ticket.clone().unwrap();
-    let own = server
-        .get(&with_ticket(&stream, first.expose()))
-        .await;
+    let own = server.get(&with_ticket(&stream, first.expose())).await;
     assert_eq!(own.status(), 200);
     let mut own = eventsource_stream::Eventsource::eventsource(own.bytes_stream());
-    let foreign = server
-        .ticket(other_hs.session_id, &token(&other_hs))
-        .await;
+    let foreign = server.ticket(other_hs.session_id, &token(&other_hs)).await;
     let expired = server.ticket(sid, &token(&victim_hs)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     for path in [&stream, &lane] {

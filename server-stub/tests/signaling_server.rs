@@ -140,7 +140,10 @@ async fn auth_is_required_and_checked() {
     // A deleted session's token no longer authenticates.
     let mut other = Sig::connect(&server).await;
     let del = server
-        .session(reqwest::Method::DELETE, &format!("/api/protocol/v2/session/{}", b.session_id))
+        .session(
+            reqwest::Method::DELETE,
+            &format!("/api/protocol/v2/session/{}", b.session_id),
+        )
         .await
         .send()
         .await

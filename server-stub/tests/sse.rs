@@ -78,7 +78,10 @@ async fn post(
     body: impl Into<reqwest::Body>,
 ) -> reqwest::Response {
     server
-        .session(reqwest::Method::POST, &format!("/api/protocol/v2/session/{sid}/lane/{lane}"))
+        .session(
+            reqwest::Method::POST,
+            &format!("/api/protocol/v2/session/{sid}/lane/{lane}"),
+        )
         .await
         .header("content-type", ct)
         .body(body)
@@ -128,7 +131,10 @@ async fn stream_has_the_seed_headers_retry_and_a_welcome() {
         "{welcome:?}"
     );
     let status: Value = server
-        .session(reqwest::Method::GET, &format!("/api/protocol/v2/session/{}", hs.session_id))
+        .session(
+            reqwest::Method::GET,
+            &format!("/api/protocol/v2/session/{}", hs.session_id),
+        )
         .await
         .send()
         .await
@@ -453,8 +459,9 @@ async fn post_and_stream_errors_are_json_with_codes() {
     )
     .await;
 
-    let server = &server;
-    let get = |path: String| async move { server.session(reqwest::Method::GET, &path).await.send().await };
+    let srv = &server;
+    let get =
+        |path: String| async move { srv.session(reqwest::Method::GET, &path).await.send().await };
     assert_error(
         get(format!("/api/protocol/v2/session/{unknown}/stream"))
             .await
@@ -494,7 +501,10 @@ async fn post_and_stream_errors_are_json_with_codes() {
     let mut ev = events(resp);
     next_message(&mut ev).await;
     let r = server
-        .session(reqwest::Method::DELETE, &format!("/api/protocol/v2/session/{sid}"))
+        .session(
+            reqwest::Method::DELETE,
+            &format!("/api/protocol/v2/session/{sid}"),
+        )
         .await
         .send()
         .await
@@ -540,13 +550,15 @@ async fn a_session_with_an_open_stream_does_not_expire() {
     let hs = sse_handshake(&server, "a", &[1, 2]).await;
     let srv = &server;
     let status = |sid: String| async move {
-        srv
-            .session(reqwest::Method::GET, &format!("/api/protocol/v2/session/{sid}"))
-            .await
-            .send()
-            .await
-            .unwrap()
-            .status()
+        srv.session(
+            reqwest::Method::GET,
+            &format!("/api/protocol/v2/session/{sid}"),
+        )
+        .await
+        .send()
+        .await
+        .unwrap()
+        .status()
     };
     let (resp, ()) = open(&server, &hs.lanes[0].url, None).await;
     let mut ev = events(resp);
@@ -574,7 +586,10 @@ async fn post_seq(
     body: &str,
 ) -> reqwest::Response {
     server
-        .session(reqwest::Method::POST, &format!("/api/protocol/v2/session/{sid}/lane/{lane}"))
+        .session(
+            reqwest::Method::POST,
+            &format!("/api/protocol/v2/session/{sid}/lane/{lane}"),
+        )
         .await
         .header("content-type", "application/json")
         .header("p3-seq", seq)

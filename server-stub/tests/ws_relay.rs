@@ -44,7 +44,10 @@ async fn welcome_is_the_first_frame() {
         other => panic!("expected welcome, got {other:?}"),
     }
     let status: Value = server
-        .session(reqwest::Method::GET, &format!("/api/protocol/v2/session/{}", hs.session_id))
+        .session(
+            reqwest::Method::GET,
+            &format!("/api/protocol/v2/session/{}", hs.session_id),
+        )
         .await
         .send()
         .await
@@ -60,7 +63,10 @@ async fn room_relays_a_msgpack_dictionary_message_on_lane_2() {
     let server = TestServer::start(config()).await;
     let (mut a, mut b) = pair(&server, "room-1").await;
     let status: Value = server
-        .session(reqwest::Method::GET, &format!("/api/protocol/v2/session/{}", a.sid()))
+        .session(
+            reqwest::Method::GET,
+            &format!("/api/protocol/v2/session/{}", a.sid()),
+        )
         .await
         .send()
         .await
@@ -251,7 +257,10 @@ async fn leave_and_close_notify_peers() {
     a.expect_peer_left("room", b_sid).await;
     // The session survives its socket and a new socket starts outside any room.
     let status: Value = server
-        .session(reqwest::Method::GET, &format!("/api/protocol/v2/session/{b_sid}"))
+        .session(
+            reqwest::Method::GET,
+            &format!("/api/protocol/v2/session/{b_sid}"),
+        )
         .await
         .send()
         .await

@@ -1630,7 +1630,10 @@ mod tests {
     fn first_ticket_is_taken_once_and_4401_starts_a_new_session() {
         let mut c = Client::new(ClientConfig::default(), &handshake(1, &std_lanes()), 0).unwrap();
         assert_eq!(c.session_token().map(Secret::expose), Some("token"));
-        assert_eq!(c.take_ticket().map(|t| t.expose().to_owned()).as_deref(), Some("first-ticket"));
+        assert_eq!(
+            c.take_ticket().map(|t| t.expose().to_owned()).as_deref(),
+            Some("first-ticket")
+        );
         assert_eq!(c.take_ticket(), None, "a ticket is single-use");
         drain(&mut c);
         c.handle_socket_open(10);
@@ -1642,11 +1645,12 @@ mod tests {
         let mut handshake_asked = false;
         for t in [20, 100, 1_000, 5_000, 30_000] {
             c.handle_timeout(t);
-            while let Some(o) = c.poll_output() {
-                match o {
-                    Output::Event(Event::Error { code: ErrorCode::Unauthorized, .. }) => {
-                        unauthorized = true
-                    }
+            loop {
+                match c.poll_output() {
+                    Output::Event(Event::Error {
+                        code: ErrorCode::Unauthorized,
+                        ..
+                    }) => unauthorized = true,
                     Output::Action(Action::Handshake) => handshake_asked = true,
                     Output::Timeout(_) => break,
                     _ => {}

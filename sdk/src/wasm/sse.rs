@@ -29,6 +29,7 @@
 use crate::core::client::{Event, CLOSE_SESSION_NOT_FOUND};
 use crate::core::error::ErrorCode;
 use crate::core::handshake::HandshakeResponse;
+use crate::core::handshake::{with_ticket, Secret};
 use crate::core::lane::Lane;
 use crate::core::sse::post::{
     PostOutcome, PostQueue, PostSend, HEADER_SEQ, HEADER_SEQ_EXPECTED, REQUEST_TIMEOUT_MS,
@@ -36,7 +37,6 @@ use crate::core::sse::post::{
 use crate::core::sse::{
     lane_event_name, post_from_frame, SseInput, SseReceiver, EVENT_DISCONTINUITY,
 };
-use crate::core::handshake::{with_ticket, Secret};
 use crate::wasm::driver::{pump, Handle, Inner};
 use crate::wasm::{global, http};
 use wasm_bindgen::closure::Closure;

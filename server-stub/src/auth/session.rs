@@ -252,7 +252,9 @@ mod tests {
         assert!(!tickets.redeem(first.expose(), t0), "used");
         let late = tickets.mint(t0, TICKET_TTL);
         assert!(!tickets.redeem(late.expose(), t0 + TICKET_TTL), "expired");
-        let all: Vec<Secret> = (0..=MAX_TICKETS).map(|_| tickets.mint(t0, TICKET_TTL)).collect();
+        let all: Vec<Secret> = (0..=MAX_TICKETS)
+            .map(|_| tickets.mint(t0, TICKET_TTL))
+            .collect();
         assert!(!tickets.redeem(all[0].expose(), t0), "oldest forgotten");
         assert!(tickets.redeem(all[MAX_TICKETS].expose(), t0));
         assert!(!format!("{tickets:?}").contains(all[1].expose()));
@@ -262,7 +264,10 @@ mod tests {
     fn bearer_parses_the_scheme_case_insensitively() {
         let mut h = HeaderMap::new();
         assert_eq!(bearer(&h), None);
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer abc"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
         assert_eq!(bearer(&h), Some("abc"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert_eq!(bearer(&h), None);

@@ -106,13 +106,9 @@ pub async fn upgrade(
     let Path(text) = path?;
     let ws = ws?;
     let limit = state.config().max_frame_bytes.saturating_mul(2);
-    let ticket = query
-        .ok()
-        .and_then(|Query(mut q)| q.remove(TICKET_QUERY));
+    let ticket = query.ok().and_then(|Query(mut q)| q.remove(TICKET_QUERY));
     let sid = match (text.parse::<SessionId>(), ticket) {
-        (Ok(sid), Some(t)) if state.registry().redeem_ticket(sid, &t, Instant::now()) => {
-            Some(sid)
-        }
+        (Ok(sid), Some(t)) if state.registry().redeem_ticket(sid, &t, Instant::now()) => Some(sid),
         _ => None,
     };
     Ok(ws

@@ -114,9 +114,7 @@ impl TestServer {
         path: &str,
         token: &str,
     ) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, self.url(path))
-            .bearer_auth(token)
+        self.http.request(method, self.url(path)).bearer_auth(token)
     }
 
     /// Mints a ticket for session `sid` with `token` (`POST .../ticket`); panics unless 200.
@@ -130,7 +128,12 @@ impl TestServer {
             .send()
             .await
             .expect("ticket request");
-        assert_eq!(resp.status(), 200, "ticket refused: {:?}", resp.text().await);
+        assert_eq!(
+            resp.status(),
+            200,
+            "ticket refused: {:?}",
+            resp.text().await
+        );
         let body: Value = resp.json().await.expect("ticket JSON");
         body["ticket"].as_str().expect("ticket").to_owned()
     }
