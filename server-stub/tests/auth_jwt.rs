@@ -131,9 +131,8 @@ async fn a_token_admits_only_its_rooms() {
         .json()
         .await
         .unwrap();
-    let sid = hs["sessionId"].as_str().unwrap();
-    assert_eq!(post_join(&server, sid, "admitted").await.status(), 202);
-    let resp = post_join(&server, sid, "elsewhere").await;
+    assert_eq!(post_join(&server, &hs, "admitted").await.status(), 202);
+    let resp = post_join(&server, &hs, "elsewhere").await;
     assert_eq!(resp.status(), 403);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "forbidden", "{body}");

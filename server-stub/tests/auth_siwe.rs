@@ -31,13 +31,7 @@ async fn a_valid_sign_in_is_the_session_identity() {
     let server = TestServer::start(config()).await;
     let hs = siwe_session(&server, 1, ADDR1).await;
     assert_eq!(hs["identity"], json!({"kind": "siwe", "id": ADDR1}));
-    let sid = hs["sessionId"].as_str().unwrap();
-    let status: Value = server
-        .get(&format!("/api/protocol/v2/session/{sid}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = session_status(&server, &hs).await;
     assert_eq!(status["identity"], json!({"kind": "siwe", "id": ADDR1}));
     // A second key signs in as its own address.
     let hs2 = siwe_session(&server, 2, ADDR2).await;

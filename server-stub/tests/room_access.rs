@@ -63,17 +63,11 @@ async fn ws_join_refused(peer: &mut Peer, room: &str, code: ErrorCode) {
 
 /// POSTs a `join` and expects `status` with `code`; the session is in no room after it.
 async fn post_join_refused(server: &TestServer, hs: &Value, room: &str, status: u16, code: &str) {
-    let sid = hs["sessionId"].as_str().unwrap();
-    let resp = post_join(server, sid, room).await;
+    let resp = post_join(server, hs, room).await;
     assert_eq!(resp.status(), status);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["code"], code, "{body}");
-    let st: Value = server
-        .get(&format!("/api/protocol/v2/session/{sid}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let st = session_status(server, hs).await;
     assert_eq!(st["room"], Value::Null);
 }
 
@@ -86,7 +80,7 @@ async fn open_admits_everyone_over_both_paths() {
     assert!(a.room_key.is_some());
     let other = anonymous(&server).await;
     assert_eq!(
-        post_join(&server, other["sessionId"].as_str().unwrap(), "r")
+        post_join(&server, &other, "r")
             .await
             .status(),
         202
@@ -109,7 +103,7 @@ async fn authenticated_refuses_anonymous_joins_and_admits_identities() {
     // Over POST, a signed-in session (token or SIWE) is admitted.
     let tok = token_session(&server, "t", &[]).await;
     assert_eq!(
-        post_join(&server, tok["sessionId"].as_str().unwrap(), "club")
+        post_join(&server, &tok, "club")
             .await
             .status(),
         202
@@ -203,7 +197,8 @@ async fn the_signaling_server_applies_the_policy_too() {
     assert_eq!(ok["type"], "joined", "{ok}");
 }
 
-/// `GET /api/webrtc/config` as `sid` with its bearer secret (the signaling token), if given.
+/// `GET /api/webrtc/config` as the session of `hs` with its bearer secret (the session token),
+/// if given.
 async fn webrtc_config(server: &TestServer, hs: Option<&Value>) -> Value {
     let mut req = server.http.get(server.url("/api/webrtc/config"));
     if let Some(hs) = hs {
@@ -268,7 +263,7 @@ async fn turn_credentials_only_for_admitted_members_outside_open() {
     );
     // A wrong bearer secret for the session gets nothing either.
     let mut forged = hs.clone();
-    forged["signalingToken"] = json!("AAAA");
+    forged["sessionToken"] = json!("AAAA");
     let mut peer = connect(&server, &hs).await;
     peer.join("club").await;
     assert_eq!(

@@ -91,7 +91,8 @@ async fn a_deleted_member_does_not_get_the_new_key() {
     let server = TestServer::start(config()).await;
     let (mut a, mut b, mut c) = trio(&server, "room").await;
     let url = server.url(&format!("/api/protocol/v2/session/{}", c.sid()));
-    assert_eq!(server.http.delete(&url).send().await.unwrap().status(), 204);
+    let resp = server.http.delete(&url).bearer_auth(c.token()).send().await;
+    assert_eq!(resp.unwrap().status(), 204);
     remaining_get_a_new_key(&mut a, &mut b, c.sid()).await;
     never_gets_room_key(&mut c, "room", 1000).await;
 }
@@ -135,6 +136,7 @@ async fn an_expired_member_is_replaced_by_a_new_key() {
             "/api/protocol/v2/session/{}/lane/1",
             quiet.session_id
         )))
+        .bearer_auth(common::token(&quiet))
         .header("content-type", "application/json")
         .body(json!({"type": "join", "room": "room"}).to_string())
         .send()
@@ -165,7 +167,8 @@ async fn a_closed_socket_rotates_and_an_emptied_room_forgets_its_key() {
     let third = a.expect_peer_left("room", b_sid).await;
     // DELETE answers once `a` is out of the room (a close would race with the next join).
     let url = server.url(&format!("/api/protocol/v2/session/{}", a.sid()));
-    assert_eq!(server.http.delete(&url).send().await.unwrap().status(), 204);
+    let resp = server.http.delete(&url).bearer_auth(a.token()).send().await;
+    assert_eq!(resp.unwrap().status(), 204);
     let mut d = server.peer("d", &[1, 2]).await;
     d.join("room").await;
     let fresh = d.room_key.clone().unwrap();

@@ -357,6 +357,7 @@ async fn idle_streams_get_keep_alive_comments_and_admin_close_ends_them() {
     let closed: Value = server
         .http
         .post(server.url("/api/admin/sse/close"))
+        .bearer_auth(common::ADMIN_TOKEN)
         .send()
         .await
         .unwrap()

@@ -108,14 +108,39 @@ pub fn claims(sub: &str, rooms: &[&str]) -> Value {
     json!({"sub": sub, "exp": now_ms() / 1000 + 3600, "rooms": rooms})
 }
 
-/// POSTs a Control `join` of `room` as session `sid` (JSON on lane 1).
-pub async fn post_join(server: &TestServer, sid: &str, room: &str) -> reqwest::Response {
+/// The `sessionToken` of a handshake answer (JSON).
+pub fn session_token(hs: &Value) -> &str {
+    hs["sessionToken"]
+        .as_str()
+        .expect("the handshake gives a sessionToken")
+}
+
+/// POSTs a Control `join` of `room` (JSON on lane 1) as the session of the handshake answer
+/// `hs`, with its `sessionToken` as Bearer.
+pub async fn post_join(server: &TestServer, hs: &Value, room: &str) -> reqwest::Response {
+    let sid = hs["sessionId"].as_str().unwrap();
     server
         .http
         .post(server.url(&format!("/api/protocol/v2/session/{sid}/lane/1")))
+        .bearer_auth(session_token(hs))
         .header("content-type", "application/json")
         .body(json!({"type": "join", "room": room}).to_string())
         .send()
         .await
         .unwrap()
+}
+
+/// `GET /api/protocol/v2/session/{sid}` (the session status) of the handshake answer `hs`,
+/// with its `sessionToken` as Bearer; panics unless 200.
+pub async fn session_status(server: &TestServer, hs: &Value) -> Value {
+    let sid = hs["sessionId"].as_str().unwrap();
+    let resp = server
+        .http
+        .get(server.url(&format!("/api/protocol/v2/session/{sid}")))
+        .bearer_auth(session_token(hs))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "session status");
+    resp.json().await.unwrap()
 }
