@@ -79,12 +79,7 @@ async fn open_admits_everyone_over_both_paths() {
     a.join("r").await;
     assert!(a.room_key.is_some());
     let other = anonymous(&server).await;
-    assert_eq!(
-        post_join(&server, &other, "r")
-            .await
-            .status(),
-        202
-    );
+    assert_eq!(post_join(&server, &other, "r").await.status(), 202);
 }
 
 #[tokio::test]
@@ -102,12 +97,7 @@ async fn authenticated_refuses_anonymous_joins_and_admits_identities() {
 
     // Over POST, a signed-in session (token or SIWE) is admitted.
     let tok = token_session(&server, "t", &[]).await;
-    assert_eq!(
-        post_join(&server, &tok, "club")
-            .await
-            .status(),
-        202
-    );
+    assert_eq!(post_join(&server, &tok, "club").await.status(), 202);
     // Over WebSocket, the second key's identity joins and gets the room key.
     let mut b = connect(&server, &siwe_session(&server, 2, ADDR2).await).await;
     b.join("club").await;
