@@ -30,7 +30,7 @@ const { browsers } = spec;
  */
 async function openMember(browser, url, label, { reconnect = true } = {}) {
   const page = await openSdkPage(browser, url, label);
-  const sessionId = await page.evaluate(async ({ url, room, label, reconnect }) => {
+  const { sessionId, sessionToken } = await page.evaluate(async ({ url, room, label, reconnect }) => {
     window.tapped = [];
     const tap = (data) => {
       if (!(data instanceof ArrayBuffer)) return;
@@ -74,9 +74,9 @@ async function openMember(browser, url, label, { reconnect = true } = {}) {
     });
     musicRoom.onEvent((ev) => window.events.push(ev));
     window.music = { client, room: musicRoom, audio: media };
-    return client.sessionId;
+    return { sessionId: client.sessionId, sessionToken: client.handshake.sessionToken };
   }, { url, room: ROOM, label, reconnect });
-  return { page, label, sessionId };
+  return { page, label, sessionId, sessionToken };
 }
 
 /**
@@ -147,7 +147,12 @@ test('a removed member gets no new room key and cannot open control sealed after
   const playing = await dj(a, 'play', [5]);
 
   // C is removed from the room (its session deleted): A and B get a new key, C nothing.
-  const del = await fetch(`${url}/api/protocol/v2/session/${c.sessionId}`, { method: 'DELETE' });
+  // The DELETE carries C's own session token (PROTOCOL.md §2.1): the test removes C as its owner would.
+  assert.ok(c.sessionToken, 'the handshake gave C a sessionToken');
+  const del = await fetch(`${url}/api/protocol/v2/session/${c.sessionId}`, {
+    method: 'DELETE',
+    headers: { authorization: `Bearer ${c.sessionToken}` },
+  });
   assert.equal(del.status, 204);
   const rotated = await Promise.all([a, b].map((m) => waitFor(
     async () => (await keysOf(m)).find((k) => k.keyId !== first.keyId),
