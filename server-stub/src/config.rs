@@ -200,7 +200,7 @@ pub struct Config {
     #[arg(long, env = "P3_ADMIN_TOKEN")]
     pub admin_token: Option<crate::auth::AdminToken>,
     /// A ticket (`POST .../ticket`, `?ticket=` on WebSocket and SSE URLs) is valid this long
-    /// after it is minted, ms (PROTOCOL.md §4.3).
+    /// after it is minted, ms (PROTOCOL.md §2.1).
     #[arg(long, env = "TICKET_TTL_MS", default_value_t = crate::auth::TICKET_TTL_MS,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub ticket_ttl_ms: u64,
