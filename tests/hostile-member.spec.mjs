@@ -14,6 +14,7 @@
 //   POST to A's lanes, a `join` for A, A's ticket route      401 `unauthorized`
 //   GET / DELETE A's session (no / wrong / M's token)         401 `unauthorized`
 //   admin endpoints without (or with a wrong) admin token     401 `unauthorized` (§2.1 "Admin")
+//   signaling server `auth` as A (M's / made-up / no token)   `error` `unauthorized`, also after (§13.7)
 //   `music-changes` in A's identity or session origin         Control `error` `forbidden`, lane 7 (§13.15)
 //   DJ claim / DJ change while A is DJ                        `not_controller` (§13.15 rule 1)
 //   a frame `to` a session of another room (WS and POST)      `forbidden` (HTTP 403 / Control error)
@@ -59,9 +60,9 @@ async function openMember(browser, url, label) {
     client.onEvent((ev) => window.events.push(plain(ev)));
     client.onMessage('Messaging', (msg) => window.inbox.push({ from: msg.from, value: plain(msg.value) }));
     const media = new Audio();
-    const room = await client.musicRoom(room, { media });
-    room.onEvent((ev) => window.musicEvents.push(plain(ev)));
-    window.music = { client, room, audio: media };
+    const musicRoom = await client.musicRoom(room, { media });
+    musicRoom.onEvent((ev) => window.musicEvents.push(plain(ev)));
+    window.music = { client, room: musicRoom, audio: media };
     return client.sessionId;
   }, { url, room: ROOM, label });
   return { page, label, sessionId };
@@ -209,6 +210,26 @@ test('a hostile member cannot read, send as, inspect, delete, move or kick other
       out[`POST /api/admin/sse/close?session=A with ${how}`] = await http('POST', `/api/admin/sse/close?session=${A}`, { bearer });
       out[`POST /api/admin/version with ${how}`] = await http('POST', '/api/admin/version', { bearer, body: { version: 'hostile' } });
     }
+    // The seed 001 signaling server: authenticate as A (its id is the `address`) with M's own
+    // signaling token, a made-up one and none; then act without `auth_ok`.
+    const signaling = (messages) => new Promise((resolve) => {
+      const ws = new WebSocket(`${location.origin.replace(/^http/, 'ws')}/api/signaling`);
+      const got = [];
+      const timer = setTimeout(() => { ws.close(); resolve(got); }, 5_000);
+      ws.onopen = () => { for (const msg of messages) ws.send(JSON.stringify(msg)); };
+      ws.onmessage = (ev) => {
+        got.push(JSON.parse(ev.data));
+        if (got.length === messages.length) { clearTimeout(timer); ws.close(); resolve(got); }
+      };
+      ws.onclose = () => { clearTimeout(timer); resolve(got); };
+    });
+    for (const [how, signature] of [["M's signaling token", own.signalingToken], ['a made-up token', madeUpToken], ['no token', undefined]]) {
+      out[`signaling auth as A with ${how}`] = await signaling([
+        { type: 'auth', address: A, ...(signature === undefined ? {} : { signature }) },
+        { type: 'join', roomId: elsewhere },
+        { type: 'offer', to: victims.B, data: { sdp: 'forged' } },
+      ]);
+    }
     return out;
   }, { victims: { A: a.sessionId, B: b.sessionId }, madeUpToken: MADE_UP_TOKEN, madeUpTicket: MADE_UP_TICKET, elsewhere: ELSEWHERE });
 
@@ -221,7 +242,11 @@ test('a hostile member cannot read, send as, inspect, delete, move or kick other
     }
   };
   for (const name of Object.keys(results)) {
-    if (name.startsWith('WebSocket of')) {
+    if (name.startsWith('signaling auth')) {
+      check(name, (r) => {
+        assert.deepEqual(r.map((m) => [m.type, m.code]), [['error', 'unauthorized'], ['error', 'unauthorized'], ['error', 'unauthorized']], `every message refused (got ${JSON.stringify(r)})`);
+      });
+    } else if (name.startsWith('WebSocket of')) {
       check(name, (r) => {
         assert.equal(r.code, 4401, `close code (got ${JSON.stringify(r)})`);
         assert.equal(r.reason, 'unauthorized');
