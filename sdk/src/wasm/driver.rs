@@ -598,7 +598,8 @@ fn on_timer(h: &Handle) {
 /// A refusal with `auth_invalid` (HTTP 401) is reported as an `error` event with that code.
 /// With a static proof ([`AuthSource::Static`]) the same bytes would be refused again, so the
 /// client closes instead of retrying; otherwise it retries with backoff, asking `auth` anew.
-/// An `auth` function that throws is reported the same way (`error` event, then backoff).
+/// An `auth` function that throws is reported the same way (`error` event, then backoff),
+/// except with `connect_failed` (the server is unreachable): backoff only.
 fn rehandshake(h: &Handle, base: String, mut request: HandshakeRequest, auth: AuthSource) {
     let h = h.clone();
     wasm_bindgen_futures::spawn_local(async move {
@@ -621,6 +622,11 @@ fn rehandshake(h: &Handle, base: String, mut request: HandshakeRequest, auth: Au
             let now = inner.now();
             match result {
                 Err(thrown) => {
+                    // The server unreachable (e.g. the function's `siweMessage` could not get
+                    // a nonce) is an outage like a failed handshake, not a sign-in problem.
+                    let thrown = thrown.filter(|t| {
+                        error::code_of(t).as_deref() != Some(ErrorCode::ConnectFailed.as_str())
+                    });
                     if let Some(thrown) = thrown {
                         inner.events.push_back(auth_error_event(format!(
                             "re-handshake: {}",
@@ -656,9 +662,14 @@ fn rehandshake(h: &Handle, base: String, mut request: HandshakeRequest, auth: Au
                     if auth_invalid && auth.is_static() {
                         // A static proof no longer verifies (a SIWE signature is single-use:
                         // `nonce_reused`; a token expired): sending it again cannot help.
+                        let reason = js_sys::Reflect::get(&f.error, &"reason".into())
+                            .ok()
+                            .and_then(|r| r.as_string())
+                            .unwrap_or_default();
                         inner.events.push_back(auth_error_event(format!(
-                            "re-handshake refused: {}; the static `auth` cannot sign in again: \
-                             connect again with a fresh sign-in, or pass `auth` as a function",
+                            "re-handshake refused ({reason}): {}; the static `auth` cannot \
+                             sign in again: connect again with a fresh sign-in, or pass `auth` \
+                             as a function",
                             error::describe(&f.error)
                         )));
                         inner

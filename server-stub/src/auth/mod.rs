@@ -188,7 +188,8 @@ impl Auth {
 /// Whether `headers` carry `Authorization: Bearer <sessionToken>` of session `sid`
 /// ([`session::bearer`], compared in constant time by the registry).
 pub(crate) fn bearer_matches(state: &AppState, sid: SessionId, headers: &HeaderMap) -> bool {
-    session::bearer(headers).is_some_and(|token| state.registry().authorize(sid, token, Instant::now()))
+    session::bearer(headers)
+        .is_some_and(|token| state.registry().authorize(sid, token, Instant::now()))
 }
 
 /// The TURN REST `user` for a config request from `sid` (already proven by its bearer), or

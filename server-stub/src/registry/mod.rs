@@ -34,9 +34,9 @@ pub(crate) mod rooms;
 pub(crate) mod route;
 pub(crate) mod session;
 
-use crate::auth::{SessionToken, Tickets};
 use crate::auth::policy::RoomAccess;
 use crate::auth::VerifiedIdentity;
+use crate::auth::{SessionToken, Tickets};
 use crate::close::{self, CloseSignal};
 use crate::config::Config;
 use crate::limits::bounds::{too_many, PerIp, RegistryBounds};
