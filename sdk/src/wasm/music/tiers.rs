@@ -28,7 +28,7 @@ use crate::core::client::ConnectionState;
 use crate::core::error::ErrorCode;
 use crate::core::lane::Lane;
 use crate::core::p2p::changes::{
-    Change, ChangesAck, ChangesPush, MAX_ORIGIN_BYTES, MUSIC_CHANGES_ACK_TYPE, MUSIC_CHANGES_TYPE,
+    default_origin, Change, ChangesAck, ChangesPush, MUSIC_CHANGES_ACK_TYPE, MUSIC_CHANGES_TYPE,
 };
 use crate::core::p2p::election::{Authority, Claim, Election, ElectionOutput};
 use crate::core::p2p::peer_sync::{check_change, PeerSealer, PeerSync, PeerSyncError};
@@ -99,7 +99,7 @@ impl Tiers {
     /// profile's device name ([`default_device_id`]), bound to `identity` (the session's
     /// verified identity key, `'<kind>:<id>'`) as `'<identity>/<device name>'` so that the
     /// server refuses a push in its name from anyone else (PROTOCOL.md §13.15); unbound
-    /// without an identity, or when the bound form would exceed [`MAX_ORIGIN_BYTES`].
+    /// without an identity, or when the bound form would be too long ([`default_origin`]).
     ///
     /// Errors: `crypto_unavailable` when a default device id is needed and the host has no
     /// CSPRNG.
@@ -110,7 +110,7 @@ impl Tiers {
     ) -> Result<Tiers, JsValue> {
         let origin = match device_id {
             Some(id) => id,
-            None => bound_origin(identity, default_device_id()?),
+            None => default_origin(identity, &default_device_id()?),
         };
         Ok(Tiers {
             mesh_options,
@@ -339,15 +339,6 @@ pub(super) fn attached(r: &mut Room) {
             to: Tier::Socket,
             reason: TierReason::ServerBack,
         });
-    }
-}
-
-/// The default origin: `'<identity>/<device>'`, or `device` alone without an identity or
-/// when that would be over [`MAX_ORIGIN_BYTES`] (a long JWT `sub`).
-fn bound_origin(identity: Option<&str>, device: String) -> String {
-    match identity {
-        Some(key) if key.len() + 1 + device.len() <= MAX_ORIGIN_BYTES => format!("{key}/{device}"),
-        _ => device,
     }
 }
 
