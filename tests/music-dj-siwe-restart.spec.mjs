@@ -15,6 +15,10 @@
 //    `nonce_reused` on the same server): S reports one `error` `auth_invalid` and
 //    closes (state `closed`) instead of retrying forever.
 //
+// 4. Another SIWE page opening a peer-to-peer room without `deviceId` gets the default origin
+//    bound to its identity (`siwe:<address>/device-<hex>`, PROTOCOL.md §13.15), which the server
+//    refuses from anyone else.
+//
 // Without the auth function being called per handshake A could not sign in again (it would
 // end like S); without the state file (run with a server that drops `--state-dir`) the
 // restarted room has no DJ and A is not DJ again.
@@ -230,4 +234,32 @@ test('a SIWE DJ is DJ again after SIGKILL and restart, signing anew; others cann
   const sLater = await view(pageS);
   assert.equal(sLater.connection, 'closed');
   assert.equal(sLater.errors.length, sEnd.errors.length, 'no retries after closing');
+});
+
+test('with a verified identity the default origin of offline changes is bound to it', { timeout: 60_000 }, async () => {
+  const key = testKey(4);
+  const page = await openPage('P', key);
+  const r = await page.evaluate(
+    async ({ url }) => {
+      const { P3Client } = window.sdk;
+      const auth = async () => {
+        const [address] = await window.ethereum.request({ method: 'eth_requestAccounts' });
+        const message = await P3Client.siweMessage(url, { address, chainId: 1 });
+        const signature = await window.ethereum.request({ method: 'personal_sign', params: [message, address] });
+        return { siwe: { message, signature } };
+      };
+      const client = await P3Client.connect(url, { lanes: ['Control', 'Messaging', 'Sync'], auth });
+      const media = document.createElement('audio');
+      const room = await client.musicRoom('e2e-dj-siwe-origin', { media, peerToPeer: { rtcConfiguration: { iceServers: [] } } });
+      return {
+        identity: client.handshake.identity,
+        deviceId: room.deviceId,
+        stored: localStorage.getItem('p3-lanes-device-id'),
+      };
+    },
+    { url: server.url },
+  );
+  assert.equal(r.identity.id.toLowerCase(), addressOf(key));
+  assert.match(r.stored, /^device-[0-9a-f]{16}$/);
+  assert.equal(r.deviceId, `siwe:${r.identity.id}/${r.stored}`, 'bound: `<identity key>/<device name>`');
 });
