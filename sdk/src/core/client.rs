@@ -17,8 +17,9 @@
 //! 3. Report socket life: [`Client::handle_socket_open`], [`Client::handle_frame`],
 //!    [`Client::handle_socket_closed`]. After [`Action::CloseSocket`] the driver must detach
 //!    the old socket's handlers, so events of a replaced socket never arrive here.
-//! 4. Report handshake outcomes after [`Action::Handshake`]: [`Client::handle_handshake`] or
-//!    [`Client::handle_handshake_failed`].
+//! 4. Report handshake outcomes after [`Action::Handshake`]: [`Client::handle_handshake`],
+//!    [`Client::handle_handshake_failed`] (retried with backoff), or
+//!    [`Client::handle_handshake_refused`] (closes: the same request can never succeed).
 //! 5. With the multiplexer (the server granted [`FEATURE_MUX`], PROTOCOL.md §11), also report
 //!    the socket's `bufferedAmount` with [`Client::handle_transport_buffered`] before every
 //!    drain: the multiplexer writes while the socket's buffer stays under
@@ -1001,6 +1002,17 @@ impl Client {
         }
     }
 
+    /// The handshake asked for by [`Action::Handshake`] was refused for good: trying the same
+    /// request again cannot succeed (its static identity proof no longer verifies,
+    /// `auth_invalid`, PROTOCOL.md §3.1). The client closes with `reason` instead of retrying:
+    /// state `closed`, no more [`Action::Handshake`].
+    pub fn handle_handshake_refused(&mut self, reason: &str, now: u64) {
+        self.now = self.now.max(now);
+        if self.state != ConnectionState::Closed {
+            self.finish(Some(reason.to_owned()));
+        }
+    }
+
     /// The handshake asked for by [`Action::Handshake`] was refused with HTTP 429
     /// (`rate_limited` or `too_many_requests`) and `Retry-After` / `retryAfterMs` (ms, if
     /// given): back off, and not sooner than that (at most [`MAX_RETRY_AFTER_MS`]).
@@ -1829,6 +1841,25 @@ mod tests {
             assert!(matches!(&a[..], [Action::OpenSocket { .. }]));
             c.handle_socket_closed(1006, now);
         }
+    }
+
+    #[test]
+    fn rehandshake_refused_for_good_closes_without_retrying() {
+        let mut c = open_client();
+        c.handle_socket_closed(CLOSE_SESSION_NOT_FOUND, 100);
+        let (_, _, _, at) = drain(&mut c);
+        c.handle_timeout(at.unwrap());
+        let (_, a, _, _) = drain(&mut c);
+        assert_eq!(a, vec![Action::Handshake]);
+        c.handle_handshake_refused("re-handshake refused: auth_invalid", 200);
+        let (_, a, e, at) = drain(&mut c);
+        assert!(a.is_empty());
+        assert!(matches!(
+            &e[..],
+            [Event::StateChanged { state: ConnectionState::Closed, reason: Some(r) }] if r.contains("auth_invalid")
+        ));
+        assert_eq!(at, None, "no retry timer");
+        assert_eq!(c.state(), ConnectionState::Closed);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! [`crate::wasm::error`]).
 
 use crate::core::client::{Client, ClientError};
+use crate::wasm::auth::AuthSource;
 use crate::wasm::driver::{self, Handle, Topic};
 use crate::wasm::global::Global;
 use crate::wasm::{convert, error, http, options};
@@ -55,22 +56,27 @@ impl P3Client {
     ///   most 10 s, then rejected with that code;
     /// - `connect_failed` when the server is unreachable or the first socket fails, and before
     ///   any request when the runtime has no `WebSocket` (nor, for SSE, `EventSource`);
-    /// - `invalid_argument` / `unknown_lane` for bad options, before any request is made.
+    /// - `invalid_argument` / `unknown_lane` for bad options, before any request is made;
+    /// - `auth_invalid` (with `reason`) when the identity proof does not verify; when `auth`
+    ///   is a function, what it threw or rejected with (kept if it has a `code`, else as
+    ///   `auth_invalid`), or `invalid_argument` when it returned no `AuthOptions`.
     #[wasm_bindgen]
     pub async fn connect(
         #[wasm_bindgen(js_name = baseUrl)] base_url: String,
         #[wasm_bindgen(unchecked_optional_param_type = "ConnectOptions")] options: JsValue,
     ) -> Result<P3Client, JsValue> {
         let base = http::normalize_base(&base_url)?;
-        let (mut request, config) = options::parse(&options)?;
-        if crate::wasm::device_key::is_device(request.auth.as_ref()) {
-            request.auth = crate::wasm::device_key::device_auth(&base).await;
+        let (mut request, config, mut auth) = options::parse(&options)?;
+        request.auth = auth.resolve(&base).await?;
+        if request.auth.is_none() {
+            // No device key here (insecure context): no identity, and no point asking again.
+            auth = AuthSource::None;
         }
         let global = Global::get()?;
         let response = handshake_retrying(&base, &request).await?;
         let client =
             Client::new(config, &response, global.now_ms()).map_err(|e| error::client_error(&e))?;
-        let (inner, opened) = driver::start(client, global, base, request, &response);
+        let (inner, opened) = driver::start(client, global, base, request, auth, &response);
         JsFuture::from(opened).await?;
         Ok(P3Client { inner })
     }

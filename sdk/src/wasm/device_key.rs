@@ -36,8 +36,3 @@ pub(crate) async fn device_auth(base: &str) -> Option<HandshakeAuth> {
         .ok()
         .map(HandshakeAuth::Device)
 }
-
-/// Whether `auth` is a device key's (refreshed with a new nonce on every handshake).
-pub(crate) fn is_device(auth: Option<&HandshakeAuth>) -> bool {
-    matches!(auth, Some(HandshakeAuth::Device(_)))
-}

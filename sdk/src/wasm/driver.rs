@@ -19,12 +19,14 @@
 //!
 //! This is the only module that calls `spawn_local` (for re-handshakes).
 
+use crate::core::auth::Identity;
 use crate::core::client::{
     Action, Client, ConnectionState, Event, Output, CLOSE_SESSION_NOT_FOUND,
 };
 use crate::core::error::ErrorCode;
 use crate::core::handshake::{with_ticket, HandshakeRequest, HandshakeResponse};
 use crate::core::lane::Lane;
+use crate::wasm::auth::AuthSource;
 use crate::wasm::events::{self, JoinResult};
 use crate::wasm::global::Global;
 use crate::wasm::sse::{self, SseLink};
@@ -147,8 +149,13 @@ pub(crate) struct Inner {
     global: Global,
     /// Normalized server base URL (`http(s)://host[:port][/prefix]`).
     base: String,
-    /// The handshake request, reused for re-handshakes ([`Action::Handshake`]).
+    /// The handshake request, reused for re-handshakes ([`Action::Handshake`]), its `auth`
+    /// replaced from `auth` each time.
     request: HandshakeRequest,
+    /// Where each handshake's `auth` comes from (issue 12, PROTOCOL.md §3.1).
+    auth: AuthSource,
+    /// The identity the server verified in the latest handshake (`None`: none).
+    identity: Option<Identity>,
     /// The latest handshake response, as the JS object `client.handshake` returns.
     handshake: JsValue,
     socket: Option<Socket>,
@@ -181,6 +188,11 @@ impl Inner {
     /// The latest handshake response object.
     pub(crate) fn handshake(&self) -> JsValue {
         self.handshake.clone()
+    }
+
+    /// The identity the server verified in the latest handshake, if any (PROTOCOL.md §3.1).
+    pub(crate) fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
     }
 
     /// The normalized server base URL (`http(s)://host[:port][/prefix]`).
@@ -236,9 +248,12 @@ impl Inner {
                     }
                 }
                 Output::Action(Action::CloseSocket) => self.close_socket(),
-                Output::Action(Action::Handshake) => {
-                    rehandshake(h, self.base.clone(), self.request.clone())
-                }
+                Output::Action(Action::Handshake) => rehandshake(
+                    h,
+                    self.base.clone(),
+                    self.request.clone(),
+                    self.auth.clone(),
+                ),
                 Output::Event(ev) => self.events.push_back(ev),
                 Output::Timeout(deadline) => {
                     self.arm_timer(h, deadline);
@@ -388,6 +403,7 @@ pub(crate) fn start(
     global: Global,
     base: String,
     request: HandshakeRequest,
+    auth: AuthSource,
     resp: &HandshakeResponse,
 ) -> (Handle, Promise) {
     let (opened, resolver) = Resolver::new();
@@ -396,6 +412,8 @@ pub(crate) fn start(
         global,
         base,
         request,
+        auth,
+        identity: resp.identity.clone(),
         handshake: convert::to_js(resp),
         socket: None,
         sockets_opened: 0,
@@ -573,24 +591,54 @@ fn on_timer(h: &Handle) {
     pump(h);
 }
 
-/// [`Action::Handshake`]: POST the original request again (a device key's `auth` signed anew
-/// over a fresh nonce: nonces are single-use), report the outcome to the core.
-fn rehandshake(h: &Handle, base: String, mut request: HandshakeRequest) {
+/// [`Action::Handshake`]: POST the original request again with a fresh `auth` from `auth`
+/// (the app's function called again, a device key signing a new nonce: nonces are
+/// single-use), report the outcome to the core.
+///
+/// A refusal with `auth_invalid` (HTTP 401) is reported as an `error` event with that code.
+/// With a static proof ([`AuthSource::Static`]) the same bytes would be refused again, so the
+/// client closes instead of retrying; otherwise it retries with backoff, asking `auth` anew.
+/// An `auth` function that throws is reported the same way (`error` event, then backoff),
+/// except with `connect_failed` (the server is unreachable): backoff only.
+fn rehandshake(h: &Handle, base: String, mut request: HandshakeRequest, auth: AuthSource) {
     let h = h.clone();
     wasm_bindgen_futures::spawn_local(async move {
-        if crate::wasm::device_key::is_device(request.auth.as_ref()) {
-            request.auth = crate::wasm::device_key::device_auth(&base)
-                .await
-                .or(request.auth);
-        }
-        let result = http::handshake(&base, &request).await;
+        let result = match auth.resolve(&base).await {
+            Ok(Some(a)) => {
+                request.auth = Some(a);
+                Ok(http::handshake(&base, &request).await)
+            }
+            // A device key that cannot sign now (nonce route unreachable): try again later
+            // rather than come back as a stranger.
+            Ok(None) if matches!(auth, AuthSource::Device) => Err(None),
+            Ok(None) => {
+                request.auth = None;
+                Ok(http::handshake(&base, &request).await)
+            }
+            Err(thrown) => Err(Some(thrown)),
+        };
         {
             let mut inner = h.borrow_mut();
             let now = inner.now();
             match result {
-                Ok(resp) => match inner.client.handle_handshake(&resp, now) {
+                Err(thrown) => {
+                    // The server unreachable (e.g. the function's `siweMessage` could not get
+                    // a nonce) is an outage like a failed handshake, not a sign-in problem.
+                    let thrown = thrown.filter(|t| {
+                        error::code_of(t).as_deref() != Some(ErrorCode::ConnectFailed.as_str())
+                    });
+                    if let Some(thrown) = thrown {
+                        inner.events.push_back(auth_error_event(format!(
+                            "re-handshake: {}",
+                            error::describe(&thrown)
+                        )));
+                    }
+                    inner.client.handle_handshake_failed(now);
+                }
+                Ok(Ok(resp)) => match inner.client.handle_handshake(&resp, now) {
                     Ok(()) if inner.client.session_id() == resp.session_id => {
                         inner.handshake = convert::to_js(&resp);
+                        inner.identity = resp.identity.clone();
                         let lost = inner
                             .sse
                             .as_mut()
@@ -603,39 +651,62 @@ fn rehandshake(h: &Handle, base: String, mut request: HandshakeRequest) {
                         "p3-lanes: re-handshake: {e}"
                     ))),
                 },
-                Err(f) => {
+                Ok(Err(f)) => {
                     web_sys::console::warn_2(
                         &JsValue::from_str("p3-lanes: re-handshake failed:"),
                         &f.error,
                     );
-                    if f.status == 401 {
-                        // The identity proof no longer verifies (a SIWE signature is
-                        // single-use: `nonce_reused`; a token expired): tell the app, which
-                        // must sign in again with a new `connect` (PROTOCOL.md §3.1).
-                        inner.events.push_back(Event::Error {
-                            code: ErrorCode::AuthInvalid,
-                            message: format!(
-                                "re-handshake refused: {}; connect again with a fresh sign-in",
-                                error::describe(&f.error)
-                            ),
-                            lane: None,
-                            seq: None,
-                            retry_after_ms: None,
-                            dropped: None,
-                        });
-                    }
-                    if f.status == 429 {
+                    let auth_invalid = f.status == 401
+                        && error::code_of(&f.error).as_deref()
+                            == Some(ErrorCode::AuthInvalid.as_str());
+                    if auth_invalid && auth.is_static() {
+                        // A static proof no longer verifies (a SIWE signature is single-use:
+                        // `nonce_reused`; a token expired): sending it again cannot help.
+                        let reason = js_sys::Reflect::get(&f.error, &"reason".into())
+                            .ok()
+                            .and_then(|r| r.as_string())
+                            .unwrap_or_default();
+                        inner.events.push_back(auth_error_event(format!(
+                            "re-handshake refused ({reason}): {}; the static `auth` cannot \
+                             sign in again: connect again with a fresh sign-in, or pass `auth` \
+                             as a function",
+                            error::describe(&f.error)
+                        )));
                         inner
                             .client
-                            .handle_handshake_rate_limited(f.retry_after_ms, now);
+                            .handle_handshake_refused("re-handshake refused: auth_invalid", now);
                     } else {
-                        inner.client.handle_handshake_failed(now);
+                        if f.status == 401 {
+                            inner.events.push_back(auth_error_event(format!(
+                                "re-handshake refused: {}",
+                                error::describe(&f.error)
+                            )));
+                        }
+                        if f.status == 429 {
+                            inner
+                                .client
+                                .handle_handshake_rate_limited(f.retry_after_ms, now);
+                        } else {
+                            inner.client.handle_handshake_failed(now);
+                        }
                     }
                 }
             }
         }
         pump(&h);
     });
+}
+
+/// An `error` event with code `auth_invalid`.
+fn auth_error_event(message: String) -> Event {
+    Event::Error {
+        code: ErrorCode::AuthInvalid,
+        message,
+        lane: None,
+        seq: None,
+        retry_after_ms: None,
+        dropped: None,
+    }
 }
 
 /// Hands one event to the Rust listeners, then to the application. Holds no borrow while

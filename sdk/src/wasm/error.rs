@@ -33,6 +33,13 @@ pub(crate) fn invalid_argument(message: &str) -> JsValue {
     coded(ErrorCode::InvalidArgument, message)
 }
 
+/// The string `code` of a thrown JS value, if it has one.
+pub(crate) fn code_of(thrown: &JsValue) -> Option<String> {
+    js_sys::Reflect::get(thrown, &"code".into())
+        .ok()
+        .and_then(|c| c.as_string())
+}
+
 /// A short description of a thrown JS value (an `Error`'s message, or its string form), for
 /// error messages and the console.
 pub(crate) fn describe(thrown: &JsValue) -> String {

@@ -10,6 +10,7 @@
 //! | `driver` | runs the core: socket, timer, re-handshake, event dispatch |
 //! | `sse` | the SSE half of the driver: `EventSource` in, `fetch` POSTs out (PROTOCOL.md §14) |
 //! | `options` | `ConnectOptions` → handshake request and client config |
+//! | `auth` | each handshake's `auth`: a static proof, the app's function, or the device key |
 //! | `http` | the handshake `fetch`, WebSocket URLs |
 //! | `convert` | JS values ⇄ JSON values, lane and session id arguments |
 //! | `events` | JS shapes of messages, events and join results |
@@ -30,6 +31,7 @@
 //! client.send('Messaging', { text: 'hi' });
 //! ```
 
+mod auth;
 pub mod client;
 pub mod codec;
 mod convert;

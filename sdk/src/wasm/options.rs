@@ -5,13 +5,13 @@
 //! PROTOCOL.md §11), transport `'auto'` (WebSocket, or SSE where `WebSocket` is undefined;
 //! SSE sessions never use the multiplexer).
 
-use crate::core::auth::{DeviceAuth, HandshakeAuth};
 use crate::core::client::ClientConfig;
 use crate::core::error::ErrorCode;
 use crate::core::frame::SessionId;
 use crate::core::handshake::{Capabilities, HandshakeRequest, FEATURE_MUX};
 use crate::core::lane::Lane;
 use crate::core::sse::TRANSPORT_SSE;
+use crate::wasm::auth::AuthSource;
 use crate::wasm::{convert, error, global};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -42,9 +42,11 @@ struct ConnectOptions {
     /// `'websocket'`, `'sse'` (lanes over `EventSource`, sends by `fetch`, PROTOCOL.md §14) or
     /// `'auto'` (default: WebSocket when `globalThis.WebSocket` exists, else SSE).
     transport: Option<String>,
-    /// Proof of an identity sent in the handshake (issue 12): `{siwe: {message, signature}}`
-    /// or `{token}` (PROTOCOL.md §3.1).
-    auth: Option<HandshakeAuth>,
+    /// Proof of an identity sent in the handshake (issue 12): `{siwe: {message, signature}}`,
+    /// `{token}`, `{device}`, or a function returning one, called for every handshake
+    /// (PROTOCOL.md §3.1; [`AuthSource`]). Kept as a JS value: a function does not deserialize.
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    auth: JsValue,
     /// Without `auth`: sign every handshake with this browser profile's device key
     /// (PROTOCOL.md §13.15, [`crate::wasm::device_key`]). Default true; `false`: no identity.
     device_key: Option<bool>,
@@ -80,12 +82,16 @@ pub(crate) fn siwe_options(options: &JsValue) -> Result<SiweOptions, JsValue> {
     Ok(o)
 }
 
-/// Reads `options` (`undefined`/`null`: all defaults).
+/// Reads `options` (`undefined`/`null`: all defaults). The request's `auth` is left empty:
+/// the returned [`AuthSource`] fills it in before every handshake.
 ///
-/// Errors: `invalid_argument` for a field of the wrong type or value; `unknown_lane` for a
+/// Errors: `invalid_argument` for a field of the wrong type or value (`auth` neither an
+/// `AuthOptions` nor a function); `unknown_lane` for a
 /// lane that is neither an id 1..=8 nor a lane name; `connect_failed` when the runtime has no
 /// `WebSocket` (or, for SSE, no `EventSource`).
-pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig), JsValue> {
+pub(crate) fn parse(
+    options: &JsValue,
+) -> Result<(HandshakeRequest, ClientConfig, AuthSource), JsValue> {
     let o: ConnectOptions = if options.is_undefined() || options.is_null() {
         ConnectOptions::default()
     } else {
@@ -93,6 +99,7 @@ pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig
             .map_err(|e| error::invalid_argument(&format!("invalid connect options: {e}")))?
     };
     let lanes = lanes(&o.lanes)?;
+    let auth = AuthSource::from_options(&o.auth, o.device_key.unwrap_or(true))?;
     let sse = match o.transport.as_deref() {
         None | Some("auto") => !global::has("WebSocket") && global::has("EventSource"),
         Some("websocket") => false,
@@ -143,17 +150,7 @@ pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig
         } else {
             Vec::new()
         },
-        // A device key's `auth` is signed per handshake over a fresh nonce: this empty one
-        // only marks the request for `device_key::device_auth` (see `P3Client::connect`).
-        auth: o.auth.or_else(|| {
-            o.device_key.unwrap_or(true).then(|| {
-                HandshakeAuth::Device(DeviceAuth {
-                    public_key: String::new(),
-                    nonce: String::new(),
-                    signature: String::new(),
-                })
-            })
-        }),
+        auth: None,
     };
     let config = ClientConfig {
         heartbeat_interval_ms: millis("heartbeatIntervalMs", o.heartbeat_interval_ms)?,
@@ -180,7 +177,7 @@ pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig
         },
         ..ClientConfig::default()
     };
-    Ok((request, config))
+    Ok((request, config, auth))
 }
 
 /// The offered lane ids; `undefined`/`null`: all 8.

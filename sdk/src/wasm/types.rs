@@ -53,11 +53,20 @@ export interface ConnectOptions {
    * `connect` rejects with `auth_invalid` (`err.reason` says why) when it does not verify. The verified
    * identity is `client.handshake.identity`. Rooms under `--room-access authenticated|token` refuse
    * `joinRoom` without one (`auth_required`) or when it is not admitted (`forbidden`).
-   * A SIWE signature is single-use: after the session is lost (server restart, TTL), the automatic
-   * re-handshake is refused (`nonce_reused`) and the client emits an `error` event with code
-   * `auth_invalid` (and keeps retrying); close it and connect again with a fresh signature.
+   *
+   * Either the proof itself, sent as is on every handshake, or a function returning it (or a Promise of it),
+   * called before EVERY handshake: the first, and each re-handshake after the session was lost (server
+   * restart, TTL). A SIWE signature is single-use (its nonce is consumed), so use the function form for a
+   * session that comes back on its own:
+   * `auth: async () => { const message = await P3Client.siweMessage(url, {address, chainId: 1});
+   *  return {siwe: {message, signature: await wallet.signMessage(message)}}; }`.
+   * What the function throws rejects `connect` (kept when it has a `code`, else as `auth_invalid`); on a
+   * re-handshake it is an `error` event with code `auth_invalid` (none for `connect_failed`) and the SDK retries later (with backoff),
+   * calling the function again. With a static proof, a re-handshake refused with `auth_invalid` (e.g.
+   * `nonce_reused`) is reported as an `error` event with code `auth_invalid` and the client closes (state
+   * `closed`) instead of retrying: connect again with a fresh sign-in.
    */
-  auth?: AuthOptions;
+  auth?: AuthOptions | (() => AuthOptions | Promise<AuthOptions>);
   /** Without `auth`: sign every handshake (the first and each re-handshake) with this browser profile's device key, an ECDSA P-256 key pair made once and kept in IndexedDB with a non-extractable private key, so the session has a `device` identity: the music room's DJ role and offline changes stay with this device across reconnects and server restarts (PROTOCOL.md §13.15). Needs a secure context (https or localhost); elsewhere the session simply has no identity. Default: true. */
   deviceKey?: boolean;
 }

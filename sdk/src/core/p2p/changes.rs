@@ -78,6 +78,18 @@ pub const MAX_ORIGINS_PER_ROOM: usize = 256;
 /// Longest origin (device id), UTF-8 bytes: 128, as a handshake's `clientId`.
 pub const MAX_ORIGIN_BYTES: usize = 128;
 
+/// The default `origin` of a device's changes (PROTOCOL.md §13.15): `device` (the profile's
+/// device name, e.g. `device-0123…`) bound to the session's verified identity key
+/// (`'<kind>:<id>'`, [`crate::core::auth::Identity::key`]) as `'<key>/<device>'`, which the
+/// server accepts only from that identity; `device` alone (unbound: anyone's) without an
+/// identity or when the bound form would be over [`MAX_ORIGIN_BYTES`] (a long JWT `sub`).
+pub fn default_origin(identity_key: Option<&str>, device: &str) -> String {
+    match identity_key {
+        Some(key) if key.len() + 1 + device.len() <= MAX_ORIGIN_BYTES => format!("{key}/{device}"),
+        _ => device.to_owned(),
+    }
+}
+
 /// Entries a [`ChangeLog::new`] keeps (its [`ChangeLog::retention`]): one push's worth, what a
 /// losing controller can re-push in one frame ([`ChangeLog::missing_for`]).
 pub const MAX_LOG_ENTRIES: usize = MAX_CHANGES_PER_PUSH;
@@ -764,6 +776,23 @@ mod tests {
     use super::*;
     use crate::core::sync::state::{RoomState, MAX_EPOCH_JUMP, MAX_SAFE_INTEGER};
     use serde_json::json;
+
+    #[test]
+    fn default_origin_is_bound_to_the_identity_when_it_fits() {
+        let key = "siwe:0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf";
+        assert_eq!(
+            default_origin(Some(key), "device-00112233aabbccdd"),
+            format!("{key}/device-00112233aabbccdd")
+        );
+        assert_eq!(default_origin(None, "device-1"), "device-1");
+        let long = format!("token:{}", "s".repeat(120));
+        assert_eq!(default_origin(Some(&long), "device-1"), "device-1");
+        let fits = format!("token:{}", "s".repeat(128 - 6 - 1 - 8));
+        assert_eq!(
+            default_origin(Some(&fits), "device-1").len(),
+            MAX_ORIGIN_BYTES
+        );
+    }
 
     #[test]
     fn queue_round_trips_through_json() {

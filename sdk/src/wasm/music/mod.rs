@@ -251,6 +251,7 @@ impl MusicRoom {
     }
 
     /// The stable id this device's offline changes carry (`origin`; option `deviceId`, else
+    /// `'<identity key>/<device name>'` when the session has a verified identity, else
     /// one kept in `localStorage`), or `null` without `peerToPeer`.
     #[wasm_bindgen(getter, js_name = deviceId, unchecked_return_type = "string | null")]
     pub fn device_id(&self) -> JsValue {
@@ -516,10 +517,14 @@ fn new_room(
     global: Global,
 ) -> Result<RoomHandle, JsValue> {
     let now = global.now_precise_ms();
+    // The session's verified identity binds the default origin (PROTOCOL.md §13.15).
+    let identity = client
+        .as_ref()
+        .and_then(|c| c.borrow().identity().map(crate::core::auth::Identity::key));
     let tiers = opts
         .peer_to_peer
         .clone()
-        .map(|p| tiers::Tiers::new(p, opts.device_id.clone()))
+        .map(|p| tiers::Tiers::new(p, opts.device_id.clone(), identity.as_deref()))
         .transpose()?;
     Ok(Rc::new(RefCell::new(Room {
         name,

@@ -28,7 +28,7 @@ use crate::core::client::ConnectionState;
 use crate::core::error::ErrorCode;
 use crate::core::lane::Lane;
 use crate::core::p2p::changes::{
-    Change, ChangesAck, ChangesPush, MUSIC_CHANGES_ACK_TYPE, MUSIC_CHANGES_TYPE,
+    default_origin, Change, ChangesAck, ChangesPush, MUSIC_CHANGES_ACK_TYPE, MUSIC_CHANGES_TYPE,
 };
 use crate::core::p2p::election::{Authority, Claim, Election, ElectionOutput};
 use crate::core::p2p::peer_sync::{check_change, PeerSealer, PeerSync, PeerSyncError};
@@ -95,12 +95,22 @@ pub(super) struct Tiers {
 }
 
 impl Tiers {
+    /// `device_id`: the app's `deviceId`, used as is. Without it the origin is this
+    /// profile's device name ([`default_device_id`]), bound to `identity` (the session's
+    /// verified identity key, `'<kind>:<id>'`) as `'<identity>/<device name>'` so that the
+    /// server refuses a push in its name from anyone else (PROTOCOL.md §13.15); unbound
+    /// without an identity, or when the bound form would be too long ([`default_origin`]).
+    ///
     /// Errors: `crypto_unavailable` when a default device id is needed and the host has no
     /// CSPRNG.
-    pub(super) fn new(mesh_options: JsValue, device_id: Option<String>) -> Result<Tiers, JsValue> {
+    pub(super) fn new(
+        mesh_options: JsValue,
+        device_id: Option<String>,
+        identity: Option<&str>,
+    ) -> Result<Tiers, JsValue> {
         let origin = match device_id {
             Some(id) => id,
-            None => default_device_id()?,
+            None => default_origin(identity, &default_device_id()?),
         };
         Ok(Tiers {
             mesh_options,

@@ -16,7 +16,7 @@ export interface MusicRoomOptions {
   resumeOnGesture?: boolean;
   /** Keep a WebRTC DataChannel mesh with the room's members (`true`, or the mesh's `PeerMeshOptions`) so the room plays on in sync when the server is lost (Tier 2, PROTOCOL.md §13.11): the DJ's changes then travel sealed under the room key over the mesh. Default: false. */
   peerToPeer?: boolean | PeerMeshOptions;
-  /** With `peerToPeer`: the stable id (`origin`) of the changes this device makes without the server; they are kept in IndexedDB under (room, deviceId) and pushed when it answers again (Tier 3, PROTOCOL.md §13.12). Use the same id after a reload to find them. Default: a random id kept in `localStorage` (`p3-lanes-device-id`). */
+  /** With `peerToPeer`: the stable id (`origin`) of the changes this device makes without the server; they are kept in IndexedDB under (room, deviceId) and pushed when it answers again (Tier 3, PROTOCOL.md §13.12). Use the same id after a reload to find them. Default: this profile's device name, a random id kept in `localStorage` (`p3-lanes-device-id`), bound to the session's verified identity (`client.handshake.identity`, from `auth` or the device key) as `'<kind>:<id>/<device name>'` (e.g. `'siwe:0xAb…/device-0123…'`), so the server refuses a push in this device's name from anyone else (PROTOCOL.md §13.15); without an identity (or when that would exceed 128 bytes) the bare device name, which anyone may use. Changes stored under the bare name by an older SDK are found again only with `deviceId: '<that name>'`. */
   deviceId?: string;
 }
 
