@@ -6,6 +6,7 @@
 //! SSE sessions never use the multiplexer).
 
 use crate::core::auth::HandshakeAuth;
+use crate::core::call::AcceptCallsFrom;
 use crate::core::client::ClientConfig;
 use crate::core::error::ErrorCode;
 use crate::core::frame::SessionId;
@@ -45,6 +46,9 @@ struct ConnectOptions {
     /// Proof of an identity sent in the handshake (issue 12): `{siwe: {message, signature}}`
     /// or `{token}` (PROTOCOL.md §3.3).
     auth: Option<HandshakeAuth>,
+    /// Who may ring this identity (PROTOCOL.md §13.12): `'anyone'`, `'nobody'` (default) or a
+    /// list of addresses / token `sub`s.
+    accept_calls_from: Option<AcceptCallsFrom>,
 }
 
 /// Reads `options` (`undefined`/`null`: all defaults).
@@ -111,6 +115,7 @@ pub(crate) fn parse(options: &JsValue) -> Result<(HandshakeRequest, ClientConfig
             Vec::new()
         },
         auth: o.auth,
+        accept_calls_from: o.accept_calls_from,
     };
     let config = ClientConfig {
         heartbeat_interval_ms: millis("heartbeatIntervalMs", o.heartbeat_interval_ms)?,

@@ -160,7 +160,8 @@ export type ErrorCode =
   | 'storage_unavailable' | 'quota_exceeded' | 'storage_corrupt'
   | 'seq_gap' | 'seq_in_progress' | 'seq_reused' | 'send_failed'
   | 'rate_limited' | 'room_full' | 'too_many_requests' | 'payload_too_large'
-  | 'payload_too_complex' | 'limit_exceeded' | 'out_of_range';
+  | 'payload_too_complex' | 'limit_exceeded' | 'out_of_range'
+  | 'callee_unavailable' | 'call_declined' | 'call_ended' | 'call_unknown';
 
 /** Every error the SDK throws or rejects with: a real `Error` with a `code`. */
 export interface P3Error extends Error {

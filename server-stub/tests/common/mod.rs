@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a subset
 
+pub mod auth;
+
 use futures::{SinkExt, StreamExt};
 use p3_lanes::core::control::Control;
 use p3_lanes::core::dictionary::Dictionary;
