@@ -125,7 +125,6 @@ impl CallBook {
         if now >= until || !call.rung.contains(&by) {
             return None;
         }
-        self.ringing -= 1;
         let answered = Answered {
             caller: call.caller,
             from: call.from.clone(),
@@ -138,6 +137,7 @@ impl CallBook {
             }
             if let Some(c) = self.calls.get_mut(id) {
                 c.state = CallState::Accepted { callee: by };
+                self.ringing -= 1;
             }
         } else {
             self.remove(id);
@@ -286,6 +286,10 @@ mod tests {
         assert_eq!(book.involving(sid(3)), 0);
         assert!(book.answer("c", sid(2), true, now).is_none(), "answered once");
         assert!(book.end("c", sid(3)).is_none(), "not a party");
+        book.ring("d".into(), sid(4), who(), vec![sid(5)], until)
+            .unwrap();
+        assert!(book.answer("d", sid(5), false, now).is_some());
+        assert_eq!(book.ringing, 0, "declined");
         assert_eq!(book.end("c", sid(2)).unwrap()[0].0, sid(1));
         assert!(!book.connects(sid(1), sid(2)));
         assert_eq!((book.involving(sid(1)), book.ringing), (0, 0));
