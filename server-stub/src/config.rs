@@ -227,7 +227,7 @@ pub struct Config {
     #[arg(long = "turn-ttl-s", env = "TURN_TTL_SECONDS", default_value_t = crate::auth::turn::DEFAULT_TURN_TTL_S,
           value_parser = clap::value_parser!(u64).range(60..=86_400 * 7))]
     pub turn_ttl_s: u64,
-    /// How long a call (`POST /api/nexus/calls/initiate`, PROTOCOL.md §13.12) rings before it
+    /// How long a call (`POST /api/nexus/calls/initiate`, PROTOCOL.md §13.15) rings before it
     /// expires unanswered, ms.
     #[arg(long, env = "P3_CALL_RING_TIMEOUT_MS", default_value_t = p3_lanes::core::call::RING_TIMEOUT_MS,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
@@ -242,7 +242,12 @@ pub struct Config {
     #[arg(long, env = "P3_SIWE_DOMAIN")]
     pub siwe_domain: Option<String>,
     /// EIP-155 chain ids a SIWE message may name, comma-separated.
-    #[arg(long, env = "P3_SIWE_CHAIN_IDS", value_delimiter = ',', default_value = "1")]
+    #[arg(
+        long,
+        env = "P3_SIWE_CHAIN_IDS",
+        value_delimiter = ',',
+        default_value = "1"
+    )]
     pub siwe_chain_ids: Vec<u64>,
     /// Lifetime of a SIWE nonce from `GET /api/protocol/v2/auth/nonce`, s; a message issued
     /// longer ago than this is `expired`.

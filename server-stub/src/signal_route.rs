@@ -15,7 +15,7 @@
 //! - the target must be a connected (or detached multiplexed) member of the **same room**,
 //!   granted the Messaging lane: `unknown_target` (also for sessions in other rooms, so
 //!   room membership does not leak), `lane_not_negotiated`; the other party of an accepted
-//!   call counts as such a member whatever the rooms (PROTOCOL.md §13.12);
+//!   call counts as such a member whatever the rooms (PROTOCOL.md §13.15);
 //! - a full receiver queue: `backpressure`, as for any relay.
 
 use crate::registry::error_msg;
@@ -66,7 +66,7 @@ pub(crate) fn relay_signal(
         ));
     }
     let reg = state.registry();
-    // The two parties of an accepted call (PROTOCOL.md §13.12) signal to each other whether
+    // The two parties of an accepted call (PROTOCOL.md §13.15) signal to each other whether
     // or not they share a room; anyone else only within its room.
     let refusal = if reg.call_connects(sid, target) {
         None

@@ -1,5 +1,5 @@
 //! Calls addressed to an identity (issue 12; seed 000 "Nexus as P2P signaling"; PROTOCOL.md
-//! §13.12): `POST /api/nexus/calls/initiate` rings every live session of a verified identity
+//! §13.15): `POST /api/nexus/calls/initiate` rings every live session of a verified identity
 //! that admits the caller; the callee accepts or declines over HTTP; the two parties then
 //! signal on the Messaging lane with no room in common, and nobody else can. Identities are
 //! SIWE sign-ins with fixed secp256k1 keys (1 and 2) and an HS256 app JWT (`carol`).
@@ -47,7 +47,12 @@ async fn token_peer(server: &TestServer, sub: &str, accept: Value) -> Peer {
 }
 
 /// POSTs `path` under `/api/nexus/calls/` as session `sid` (`None`: no `P3-Session`).
-async fn post(server: &TestServer, sid: Option<&str>, path: &str, body: Value) -> reqwest::Response {
+async fn post(
+    server: &TestServer,
+    sid: Option<&str>,
+    path: &str,
+    body: Value,
+) -> reqwest::Response {
     let mut req = server
         .http
         .post(server.url(&format!("/api/nexus/calls/{path}")))
@@ -73,7 +78,11 @@ async fn initiate(server: &TestServer, caller: &Peer, to: &str) -> reqwest::Resp
 async fn refused(resp: reqwest::Response, status: u16, code: &str) {
     let got = resp.status();
     let body: Value = resp.json().await.unwrap();
-    assert_eq!((got.as_u16(), body["code"].as_str()), (status, Some(code)), "{body}");
+    assert_eq!(
+        (got.as_u16(), body["code"].as_str()),
+        (status, Some(code)),
+        "{body}"
+    );
 }
 
 /// Rings `to` as `caller`, expecting 200; returns the call id.
@@ -116,12 +125,24 @@ async fn a_call_rings_every_session_of_the_identity_and_accept_lets_the_two_part
     carol.expect_silence(100).await;
     // Only a rung session answers.
     refused(
-        post(&server, Some(&carol.sid().to_string()), &format!("{id}/accept"), json!({})).await,
+        post(
+            &server,
+            Some(&carol.sid().to_string()),
+            &format!("{id}/accept"),
+            json!({}),
+        )
+        .await,
         404,
         "call_unknown",
     )
     .await;
-    let resp = post(&server, Some(&bob1.sid().to_string()), &format!("{id}/accept"), json!({})).await;
+    let resp = post(
+        &server,
+        Some(&bob1.sid().to_string()),
+        &format!("{id}/accept"),
+        json!({}),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let accepted: Value = resp.json().await.unwrap();
     assert_eq!(accepted["peer"], alice.sid().to_string());
@@ -139,29 +160,53 @@ async fn a_call_rings_every_session_of_the_identity_and_accept_lets_the_two_part
     // No room in common: the parties' offer and answer flow, each to the other only.
     alice.send_data(Lane::Messaging, &offer(&bob1), None).await;
     let (h, got) = bob1.expect_data().await;
-    assert_eq!((h.from, got["type"].as_str()), (Some(alice.sid()), Some("offer")));
+    assert_eq!(
+        (h.from, got["type"].as_str()),
+        (Some(alice.sid()), Some("offer"))
+    );
     assert_eq!(got["from"], alice.sid().to_string());
     let answer = json!({"type": "answer", "to": alice.sid().to_string(), "sdp": "v=0 answer"});
     bob1.send_data(Lane::Messaging, &answer, None).await;
     let (h, got) = alice.expect_data().await;
-    assert_eq!((h.from, got["type"].as_str()), (Some(bob1.sid()), Some("answer")));
+    assert_eq!(
+        (h.from, got["type"].as_str()),
+        (Some(bob1.sid()), Some("answer"))
+    );
     bob2.expect_silence(100).await;
 
     // Anyone else is refused: a stranger, and the callee's other session.
     let seq = carol.send_data(Lane::Messaging, &offer(&bob1), None).await;
-    assert_eq!(carol.expect_error().await, (ErrorCode::NotInRoom, Some(2), Some(seq)));
+    assert_eq!(
+        carol.expect_error().await,
+        (ErrorCode::NotInRoom, Some(2), Some(seq))
+    );
     let seq = bob2.send_data(Lane::Messaging, &offer(&alice), None).await;
-    assert_eq!(bob2.expect_error().await, (ErrorCode::NotInRoom, Some(2), Some(seq)));
+    assert_eq!(
+        bob2.expect_error().await,
+        (ErrorCode::NotInRoom, Some(2), Some(seq))
+    );
     alice.expect_silence(100).await;
     bob1.expect_silence(100).await;
 
     // Hang-up: the other party hears it, and the two can no longer address each other.
-    let resp = post(&server, Some(&alice.sid().to_string()), &format!("{id}/end"), json!({})).await;
+    let resp = post(
+        &server,
+        Some(&alice.sid().to_string()),
+        &format!("{id}/end"),
+        json!({}),
+    )
+    .await;
     assert_eq!(resp.status(), 204);
     let m = messaging(&mut bob1).await;
-    assert_eq!((m["type"].as_str(), m["reason"].as_str()), (Some("call-ended"), Some("hangup")));
+    assert_eq!(
+        (m["type"].as_str(), m["reason"].as_str()),
+        (Some("call-ended"), Some("hangup"))
+    );
     let seq = alice.send_data(Lane::Messaging, &offer(&bob1), None).await;
-    assert_eq!(alice.expect_error().await, (ErrorCode::NotInRoom, Some(2), Some(seq)));
+    assert_eq!(
+        alice.expect_error().await,
+        (ErrorCode::NotInRoom, Some(2), Some(seq))
+    );
 }
 
 #[tokio::test]
@@ -186,7 +231,10 @@ async fn a_declined_call_tells_the_caller_and_cannot_be_accepted_after() {
     .await;
     // Declined: still no signaling between them.
     let seq = alice.send_data(Lane::Messaging, &offer(&carol), None).await;
-    assert_eq!(alice.expect_error().await, (ErrorCode::NotInRoom, Some(2), Some(seq)));
+    assert_eq!(
+        alice.expect_error().await,
+        (ErrorCode::NotInRoom, Some(2), Some(seq))
+    );
 }
 
 #[tokio::test]
@@ -199,7 +247,12 @@ async fn a_stranger_cannot_ring_an_identity_that_has_not_allowed_it() {
     refused(initiate(&server, &alice, ADDR2).await, 403, "forbidden").await;
     refused(initiate(&server, &alice, "carol").await, 403, "forbidden").await;
     // A token `sub` is matched exactly.
-    refused(initiate(&server, &bob, "Carol").await, 404, "callee_unavailable").await;
+    refused(
+        initiate(&server, &bob, "Carol").await,
+        404,
+        "callee_unavailable",
+    )
+    .await;
     ring(&server, &bob, "carol").await;
     assert_eq!(messaging(&mut carol).await["from"]["id"], ADDR2);
     bob.expect_silence(100).await;
@@ -213,42 +266,83 @@ async fn a_stranger_cannot_ring_an_identity_that_has_not_allowed_it() {
 async fn an_unknown_or_offline_callee_is_unavailable() {
     let server = TestServer::start(server_config()).await;
     let alice = siwe_peer(&server, 1, ADDR1, Value::Null).await;
-    refused(initiate(&server, &alice, "nobody-here").await, 404, "callee_unavailable").await;
-    refused(initiate(&server, &alice, ADDR2).await, 404, "callee_unavailable").await;
+    refused(
+        initiate(&server, &alice, "nobody-here").await,
+        404,
+        "callee_unavailable",
+    )
+    .await;
+    refused(
+        initiate(&server, &alice, ADDR2).await,
+        404,
+        "callee_unavailable",
+    )
+    .await;
     // Signed in but never connected: nothing can carry the invitation.
     let f = fields(&server, ADDR2, &nonce(&server).await);
     let mut body = handshake_body("offline", &["json"], &[1, 2]);
     body["auth"] = siwe_auth(&key(2), &f);
     body["acceptCallsFrom"] = json!("anyone");
     assert_eq!(server.handshake_raw(&body).await.status(), 200);
-    refused(initiate(&server, &alice, ADDR2).await, 404, "callee_unavailable").await;
+    refused(
+        initiate(&server, &alice, ADDR2).await,
+        404,
+        "callee_unavailable",
+    )
+    .await;
     // Connected without the Messaging lane: same.
     body["auth"] = siwe_auth(&key(2), &fields(&server, ADDR2, &nonce(&server).await));
     body["capabilities"]["lanes"] = json!([1]);
     let resp = server.handshake_raw(&body).await;
     let _bob = server.connect(&resp.json().await.unwrap()).await;
-    refused(initiate(&server, &alice, ADDR2).await, 404, "callee_unavailable").await;
+    refused(
+        initiate(&server, &alice, ADDR2).await,
+        404,
+        "callee_unavailable",
+    )
+    .await;
     // Connected, then gone: its socket closed (a v1 session leaves nothing to ring).
     let bob = siwe_peer(&server, 2, ADDR2, json!("anyone")).await;
     ring(&server, &alice, ADDR2).await;
     bob.close().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    refused(initiate(&server, &alice, ADDR2).await, 404, "callee_unavailable").await;
+    refused(
+        initiate(&server, &alice, ADDR2).await,
+        404,
+        "callee_unavailable",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn an_unauthenticated_caller_is_refused() {
     let server = TestServer::start(server_config()).await;
     let mut bob = siwe_peer(&server, 2, ADDR2, json!("anyone")).await;
-    refused(post(&server, None, "initiate", json!({"to": ADDR2})).await, 401, "unauthorized").await;
     refused(
-        post(&server, Some("not-a-session"), "initiate", json!({"to": ADDR2})).await,
+        post(&server, None, "initiate", json!({"to": ADDR2})).await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    refused(
+        post(
+            &server,
+            Some("not-a-session"),
+            "initiate",
+            json!({"to": ADDR2}),
+        )
+        .await,
         401,
         "unauthorized",
     )
     .await;
     let unknown = p3_lanes::core::frame::SessionId::from_random_bytes([7; 16]).to_string();
-    refused(post(&server, Some(&unknown), "initiate", json!({"to": ADDR2})).await, 401, "unauthorized").await;
+    refused(
+        post(&server, Some(&unknown), "initiate", json!({"to": ADDR2})).await,
+        401,
+        "unauthorized",
+    )
+    .await;
     // A session with an unverified `wallet` only: not an identity.
     let anon = signed_in(&server, Value::Null, Value::Null).await;
     refused(initiate(&server, &anon, ADDR2).await, 401, "auth_required").await;
@@ -268,10 +362,19 @@ async fn an_unanswered_call_expires_for_both_sides() {
     assert_eq!(messaging(&mut bob).await["expiresInMs"], 300);
     for p in [&mut alice, &mut bob] {
         let m = messaging(p).await;
-        assert_eq!(m, json!({"type": "call-ended", "callId": id, "reason": "expired"}));
+        assert_eq!(
+            m,
+            json!({"type": "call-ended", "callId": id, "reason": "expired"})
+        );
     }
     refused(
-        post(&server, Some(&bob.sid().to_string()), &format!("{id}/accept"), json!({})).await,
+        post(
+            &server,
+            Some(&bob.sid().to_string()),
+            &format!("{id}/accept"),
+            json!({}),
+        )
+        .await,
         404,
         "call_unknown",
     )
@@ -286,5 +389,10 @@ async fn calls_per_session_are_bounded() {
     for _ in 0..p3_lanes::core::call::MAX_CALLS_PER_SESSION {
         ring(&server, &alice, "carol").await;
     }
-    refused(initiate(&server, &alice, "carol").await, 429, "too_many_requests").await;
+    refused(
+        initiate(&server, &alice, "carol").await,
+        429,
+        "too_many_requests",
+    )
+    .await;
 }

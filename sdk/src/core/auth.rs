@@ -245,8 +245,7 @@ mod tests {
     #[test]
     fn auth_wire_shapes() {
         let a: HandshakeAuth =
-            serde_json::from_value(json!({"siwe": {"message": "m", "signature": "0x00"}}))
-                .unwrap();
+            serde_json::from_value(json!({"siwe": {"message": "m", "signature": "0x00"}})).unwrap();
         assert_eq!(
             a,
             HandshakeAuth::Siwe(SiweAuth {
@@ -278,12 +277,16 @@ mod tests {
         let f = SiweFields {
             domain: "service.org".into(),
             address: "0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2".into(),
-            statement: Some("I accept the ServiceOrg Terms of Service: https://service.org/tos".into()),
+            statement: Some(
+                "I accept the ServiceOrg Terms of Service: https://service.org/tos".into(),
+            ),
             uri: "https://service.org/login".into(),
             chain_id: 1,
             nonce: "32891756".into(),
             issued_at: "2021-09-30T16:25:24Z".into(),
-            resources: vec!["ipfs://bafybeiemxf5abjwjbikoz4mc3a3dla6ual3jsgpdr4cjr3oz3evfyavhwq/".into()],
+            resources: vec![
+                "ipfs://bafybeiemxf5abjwjbikoz4mc3a3dla6ual3jsgpdr4cjr3oz3evfyavhwq/".into(),
+            ],
             ..SiweFields::default()
         };
         assert_eq!(

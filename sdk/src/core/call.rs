@@ -1,5 +1,5 @@
 //! Calls addressed to an identity (seed 000 "Nexus as P2P signaling"; issue 12 "Calls addressed
-//! to an identity"; PROTOCOL.md §13.12): the wire shapes of `POST /api/nexus/calls/*`, the
+//! to an identity"; PROTOCOL.md §13.15): the wire shapes of `POST /api/nexus/calls/*`, the
 //! Messaging-lane messages the server sends the two parties, and the callee's policy
 //! (`acceptCallsFrom` in the handshake). Sans-IO: types, parsing and the policy check only.
 //!

@@ -121,7 +121,7 @@ pub enum ErrorCode {
     /// The handshake's `auth` did not verify; the body's `reason`
     /// ([`crate::core::auth::AuthReason`]) says why. HTTP 401.
     AuthInvalid,
-    /// A call (`POST /api/nexus/calls/initiate`, PROTOCOL.md §13.12) names an identity with no
+    /// A call (`POST /api/nexus/calls/initiate`, PROTOCOL.md §13.15) names an identity with no
     /// live session that can be rung (unknown, offline, or none on the Messaging lane).
     /// HTTP 404.
     CalleeUnavailable,

@@ -46,7 +46,7 @@ struct ConnectOptions {
     /// Proof of an identity sent in the handshake (issue 12): `{siwe: {message, signature}}`
     /// or `{token}` (PROTOCOL.md §3.3).
     auth: Option<HandshakeAuth>,
-    /// Who may ring this identity (PROTOCOL.md §13.12): `'anyone'`, `'nobody'` (default) or a
+    /// Who may ring this identity (PROTOCOL.md §13.15): `'anyone'`, `'nobody'` (default) or a
     /// list of addresses / token `sub`s.
     accept_calls_from: Option<AcceptCallsFrom>,
 }

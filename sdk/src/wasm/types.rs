@@ -47,6 +47,30 @@ export interface ConnectOptions {
   maxMessageBytes?: number;
   /** `'sse'`: receive lanes over one `EventSource` and send with `fetch` POST (PROTOCOL.md §14); `'websocket'`; `'auto'` (default): WebSocket, or SSE where `WebSocket` is undefined and `EventSource` is not. Messages and events have the same shapes either way. `connect` rejects with `connect_failed` when the chosen transport's API is missing. */
   transport?: 'auto' | 'websocket' | 'sse';
+  /** Who may ring this session's verified identity with `client.call` (PROTOCOL.md §13.15): `'anyone'` (any signed-in identity), `'nobody'` (default), or a list of addresses (any letter case) and app-token `sub`s. */
+  acceptCallsFrom?: 'anyone' | 'nobody' | string[];
+}
+
+/** A verified identity of a call's party: an EIP-55 address (`siwe`) or an app JWT `sub` (`token`). */
+export interface CallParty {
+  kind: 'siwe' | 'token';
+  id: string;
+}
+
+/** The `incoming-call` event (`client.onEvent`): a signed-in identity rings this session. Answer before `expiresInMs`. */
+export interface IncomingCallEvent {
+  type: 'incoming-call';
+  callId: string;
+  /** The caller's verified identity. */
+  from: CallParty;
+  /** The caller's member id. */
+  fromMember: string;
+  /** How long it rings, ms. */
+  expiresInMs: number;
+  /** Accepts: resolves with the `Call` (its `mesh` links the two parties); rejects with `call_unknown` if it ended meanwhile. `options` as `PeerMeshOptions`. */
+  accept(options?: PeerMeshOptions): Promise<Call>;
+  /** Declines: the caller's `call()` rejects with `call_declined`. */
+  decline(): Promise<void>;
 }
 
 /** A message received on a lane. */
@@ -93,7 +117,8 @@ export type P3Event =
   /** A lane that refused `send` with `backpressure` has room again. */
   | { type: 'drain'; lane: LaneNumber }
   /** Queued messages of an unreliable lane were dropped for newer ones (its queue was full). */
-  | { type: 'dropped'; lane: LaneNumber; count: number };
+  | { type: 'dropped'; lane: LaneNumber; count: number }
+  | IncomingCallEvent;
 
 /** What `joinRoom` resolves with. */
 export interface JoinResult {

@@ -58,7 +58,10 @@ impl JwtVerifier {
         if secret.len() < 32 {
             return Err("--jwt-secret must be at least 32 bytes (RFC 7518 §3.2)".into());
         }
-        Ok(Self::with(DecodingKey::from_secret(secret), Algorithm::HS256))
+        Ok(Self::with(
+            DecodingKey::from_secret(secret),
+            Algorithm::HS256,
+        ))
     }
 
     /// ES256 or EdDSA with the public key in `pem` (`-----BEGIN PUBLIC KEY-----`).
@@ -95,15 +98,15 @@ impl JwtVerifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(bad(format!("token longer than {MAX_TOKEN_BYTES} bytes")));
         }
-        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-            match e.kind() {
+        let data =
+            decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => (AuthReason::Expired, "the token expired".into()),
-                ErrorKind::ImmatureSignature => {
-                    (AuthReason::NotYetValid, "the token is not valid yet (nbf)".into())
-                }
+                ErrorKind::ImmatureSignature => (
+                    AuthReason::NotYetValid,
+                    "the token is not valid yet (nbf)".into(),
+                ),
                 other => bad(format!("the token does not verify: {other:?}")),
-            }
-        })?;
+            })?;
         let c = data.claims;
         if c.sub.is_empty() || c.sub.len() > MAX_SUB_BYTES {
             return Err(bad(format!("sub must be 1..={MAX_SUB_BYTES} bytes")));

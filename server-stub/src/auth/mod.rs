@@ -136,8 +136,7 @@ impl Auth {
                 let Some(domain) = self.siwe_domain.as_deref().or(host) else {
                     return Err(refuse((
                         AuthReason::WrongDomain,
-                        "no Host header and no --siwe-domain to check the domain against"
-                            .into(),
+                        "no Host header and no --siwe-domain to check the domain against".into(),
                     )));
                 };
                 let expected = siwe::Expected {

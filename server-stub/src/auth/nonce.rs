@@ -132,7 +132,10 @@ mod tests {
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
         let b = store.issue(t0).unwrap();
         assert_ne!(a, b);
-        assert_eq!(store.consume("never-issued", t0), Err(AuthReason::NonceUnknown));
+        assert_eq!(
+            store.consume("never-issued", t0),
+            Err(AuthReason::NonceUnknown)
+        );
         assert_eq!(store.consume(&a, t0), Ok(()));
         assert_eq!(store.consume(&a, t0), Err(AuthReason::NonceReused));
         // Full: a used nonce still counts until its TTL ends, so it stays `nonce_reused`.

@@ -102,12 +102,31 @@ mod tests {
         let siwe = who(IdentityKind::Siwe, None, None);
         let tok = who(IdentityKind::Token, Some(&["a"]), Some(1000));
         assert_eq!(code(admit(RoomAccess::Open, None, "a", 0)), None);
-        assert_eq!(code(admit(RoomAccess::Authenticated, None, "a", 0)), Some(ErrorCode::AuthRequired));
-        assert_eq!(code(admit(RoomAccess::Authenticated, Some(&siwe), "a", 0)), None);
-        assert_eq!(code(admit(RoomAccess::Authenticated, Some(&tok), "a", 1000)), Some(ErrorCode::AuthRequired), "expired");
+        assert_eq!(
+            code(admit(RoomAccess::Authenticated, None, "a", 0)),
+            Some(ErrorCode::AuthRequired)
+        );
+        assert_eq!(
+            code(admit(RoomAccess::Authenticated, Some(&siwe), "a", 0)),
+            None
+        );
+        assert_eq!(
+            code(admit(RoomAccess::Authenticated, Some(&tok), "a", 1000)),
+            Some(ErrorCode::AuthRequired),
+            "expired"
+        );
         assert_eq!(code(admit(RoomAccess::Token, Some(&tok), "a", 999)), None);
-        assert_eq!(code(admit(RoomAccess::Token, Some(&tok), "b", 999)), Some(ErrorCode::Forbidden));
-        assert_eq!(code(admit(RoomAccess::Token, Some(&siwe), "a", 0)), Some(ErrorCode::Forbidden));
-        assert_eq!(code(admit(RoomAccess::Token, None, "a", 0)), Some(ErrorCode::AuthRequired));
+        assert_eq!(
+            code(admit(RoomAccess::Token, Some(&tok), "b", 999)),
+            Some(ErrorCode::Forbidden)
+        );
+        assert_eq!(
+            code(admit(RoomAccess::Token, Some(&siwe), "a", 0)),
+            Some(ErrorCode::Forbidden)
+        );
+        assert_eq!(
+            code(admit(RoomAccess::Token, None, "a", 0)),
+            Some(ErrorCode::AuthRequired)
+        );
     }
 }

@@ -88,9 +88,9 @@ pub fn parse(text: &str) -> Result<SiweMessage, (AuthReason, String)> {
     let mut lines = text.split('\n');
     let mut next = || lines.next();
     let first = next().ok_or_else(|| bad("empty message"))?;
-    let domain = first
-        .strip_suffix(PREAMBLE)
-        .ok_or_else(|| bad("first line must be \"<domain> wants you to sign in with your Ethereum account:\""))?;
+    let domain = first.strip_suffix(PREAMBLE).ok_or_else(|| {
+        bad("first line must be \"<domain> wants you to sign in with your Ethereum account:\"")
+    })?;
     let domain = domain.split_once("://").map_or(domain, |(_, d)| d);
     if domain.is_empty() || domain.contains(|c: char| c.is_whitespace() || c == '/') {
         return Err(bad("domain is not an RFC 3986 authority"));
@@ -382,8 +382,27 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
         return None;
     }
     let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-    let days_in = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1..=12).contains(&mo) || d == 0 || d > days_in[mo as usize - 1] || h > 23 || mi > 59 || sec > 59 {
+    let days_in = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo)
+        || d == 0
+        || d > days_in[mo as usize - 1]
+        || h > 23
+        || mi > 59
+        || sec > 59
+    {
         return None;
     }
     let mut i = 19;
@@ -493,8 +512,14 @@ mod tests {
         assert_eq!(m.chain_id, 1);
         assert_eq!(m.nonce, "0123456789abcdef");
         assert_eq!(rfc3339_ms(m.issued_at_ms), "2026-12-07T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(m.expiration_ms.unwrap()), "2026-12-07T00:10:00.000Z");
-        assert_eq!(rfc3339_ms(m.not_before_ms.unwrap()), "2026-12-06T23:59:00.000Z");
+        assert_eq!(
+            rfc3339_ms(m.expiration_ms.unwrap()),
+            "2026-12-07T00:10:00.000Z"
+        );
+        assert_eq!(
+            rfc3339_ms(m.not_before_ms.unwrap()),
+            "2026-12-06T23:59:00.000Z"
+        );
         assert_eq!(m.request_id.as_deref(), Some("req-1"));
         assert_eq!(m.resources.len(), 2);
         f.statement = None;
@@ -523,7 +548,11 @@ mod tests {
             good.replace("URI: ", "URL: "),
             "x".repeat(MAX_MESSAGE_BYTES + 1),
         ] {
-            assert_eq!(parse(&bad).map_err(|e| e.0), Err(AuthReason::Malformed), "{bad:?}");
+            assert_eq!(
+                parse(&bad).map_err(|e| e.0),
+                Err(AuthReason::Malformed),
+                "{bad:?}"
+            );
         }
     }
 
@@ -532,8 +561,18 @@ mod tests {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339_ms("1970-01-01T01:00:00+01:00"), Some(0));
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01.5z"), Some(1500));
-        assert_eq!(parse_rfc3339_ms("2021-09-30T16:25:24.123456Z"), Some(1_633_019_124_123));
-        for bad in ["1969-12-31T23:59:59Z", "2021-09-30 16:25:24Z", "2021-09-30T16:25:24", "2021-09-30T24:00:00Z", "2021-09-30T16:25:24.Z", "2021-09-30T16:25:24+0100"] {
+        assert_eq!(
+            parse_rfc3339_ms("2021-09-30T16:25:24.123456Z"),
+            Some(1_633_019_124_123)
+        );
+        for bad in [
+            "1969-12-31T23:59:59Z",
+            "2021-09-30 16:25:24Z",
+            "2021-09-30T16:25:24",
+            "2021-09-30T24:00:00Z",
+            "2021-09-30T16:25:24.Z",
+            "2021-09-30T16:25:24+0100",
+        ] {
             assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
         }
     }
@@ -542,14 +581,28 @@ mod tests {
     fn signatures_recover_the_signer() {
         let text = siwe_message(&fields("0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf"));
         let sig = sign(&key(1), &text);
-        assert_eq!(eip55(&recover(&text, &sig).unwrap()), "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf");
+        assert_eq!(
+            eip55(&recover(&text, &sig).unwrap()),
+            "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf"
+        );
         // v as 0/1 works too.
-        let v01 = format!("{}{:02x}", &sig[..130], u8::from_str_radix(&sig[130..], 16).unwrap() - 27);
+        let v01 = format!(
+            "{}{:02x}",
+            &sig[..130],
+            u8::from_str_radix(&sig[130..], 16).unwrap() - 27
+        );
         assert_eq!(recover(&text, &v01).unwrap(), recover(&text, &sig).unwrap());
         // A changed message recovers another address.
-        assert_ne!(recover(&format!("{text} "), &sig).ok(), recover(&text, &sig).ok());
+        assert_ne!(
+            recover(&format!("{text} "), &sig).ok(),
+            recover(&text, &sig).ok()
+        );
         for bad in ["", "0x", &sig[2..], &format!("{}1d", &sig[..130])] {
-            assert_eq!(recover(&text, bad).map_err(|e| e.0), Err(AuthReason::Malformed), "{bad}");
+            assert_eq!(
+                recover(&text, bad).map_err(|e| e.0),
+                Err(AuthReason::Malformed),
+                "{bad}"
+            );
         }
         let expected = Expected {
             domain: "localhost:8080",
@@ -559,9 +612,15 @@ mod tests {
         };
         assert!(verify(&text, &sig, &expected).is_ok());
         let other = sign(&key(2), &text);
-        assert_eq!(verify(&text, &other, &expected).map_err(|e| e.0), Err(AuthReason::BadSignature));
+        assert_eq!(
+            verify(&text, &other, &expected).map_err(|e| e.0),
+            Err(AuthReason::BadSignature)
+        );
         assert!(uri_on_domain("https://localhost:8080", "localhost:8080"));
-        assert!(!uri_on_domain("https://localhost:8080.evil.com/", "localhost:8080"));
+        assert!(!uri_on_domain(
+            "https://localhost:8080.evil.com/",
+            "localhost:8080"
+        ));
         assert!(!uri_on_domain("ftp://localhost:8080/", "localhost:8080"));
     }
 }

@@ -19,10 +19,10 @@ pub const DEFAULT_TURN_TTL_S: u64 = 3600;
 /// `(username, credential)` for `user`, valid until `now_s + ttl_s`.
 pub fn credentials(secret: &[u8], user: &str, now_s: u64, ttl_s: u64) -> (String, String) {
     let username = format!("{}:{user}", now_s.saturating_add(ttl_s));
-    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    let mut mac =
+        <Hmac<Sha1> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(username.as_bytes());
-    let credential =
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let credential = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     (username, credential)
 }
 
@@ -35,7 +35,12 @@ mod tests {
         // RFC 2202 test case 2: HMAC-SHA1("Jefe", "what do ya want for nothing?").
         let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(b"Jefe").unwrap();
         mac.update(b"what do ya want for nothing?");
-        let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(hex, "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79");
         let (u, c) = credentials(b"s3cret", "alice", 1000, 3600);
         assert_eq!(u, "4600:alice");

@@ -278,13 +278,19 @@ mod tests {
         book.ring("c".into(), sid(1), who(), vec![sid(2), sid(3)], until)
             .unwrap();
         assert!(!book.connects(sid(1), sid(2)), "ringing is not connected");
-        assert!(book.answer("c", sid(9), true, now).is_none(), "not rung on 9");
+        assert!(
+            book.answer("c", sid(9), true, now).is_none(),
+            "not rung on 9"
+        );
         let a = book.answer("c", sid(2), true, now).unwrap();
         assert_eq!(a.others, vec![sid(3)]);
         assert!(book.connects(sid(1), sid(2)) && book.connects(sid(2), sid(1)));
         assert!(!book.connects(sid(1), sid(3)) && !book.connects(sid(3), sid(2)));
         assert_eq!(book.involving(sid(3)), 0);
-        assert!(book.answer("c", sid(2), true, now).is_none(), "answered once");
+        assert!(
+            book.answer("c", sid(2), true, now).is_none(),
+            "answered once"
+        );
         assert!(book.end("c", sid(3)).is_none(), "not a party");
         book.ring("d".into(), sid(4), who(), vec![sid(5)], until)
             .unwrap();
@@ -312,7 +318,11 @@ mod tests {
         assert!(ended.iter().all(|e| e.2 == EndReason::Expired));
         assert_eq!(book.involving(sid(1)), MAX_CALLS_PER_SESSION - 1);
         let gone = book.session_gone(sid(2));
-        assert_eq!(gone.len(), MAX_CALLS_PER_SESSION - 1, "caller told each time");
+        assert_eq!(
+            gone.len(),
+            MAX_CALLS_PER_SESSION - 1,
+            "caller told each time"
+        );
         assert_eq!((book.involving(sid(1)), book.ringing), (0, 0));
     }
 }

@@ -1,5 +1,5 @@
 //! Calls addressed to an identity (seed 000 "Nexus as P2P signaling"; issue 12 "Calls
-//! addressed to an identity"; PROTOCOL.md §13.12): a signed-in session rings a verified
+//! addressed to an identity"; PROTOCOL.md §13.15): a signed-in session rings a verified
 //! identity wherever it is connected, the callee answers, and the two parties then signal a
 //! WebRTC connection to each other on the Messaging lane (§13.5) without sharing a room.
 //!
@@ -52,7 +52,10 @@ pub(crate) fn unauthorized() -> AppError {
 /// This is the one place that proves the acting session. With session credentials (branch
 /// `creds`, PROTOCOL.md §4.3) it also requires `Authorization: Bearer <sessionToken>` of that
 /// session (`crate::auth::bearer` + `Registry::authorize`), answering the same 401 otherwise.
-pub(crate) fn acting_session(_state: &AppState, headers: &HeaderMap) -> Result<SessionId, AppError> {
+pub(crate) fn acting_session(
+    _state: &AppState,
+    headers: &HeaderMap,
+) -> Result<SessionId, AppError> {
     headers
         .get(HEADER_SESSION)
         .and_then(|v| v.to_str().ok())

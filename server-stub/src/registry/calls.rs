@@ -1,5 +1,5 @@
 //! The registry side of calls addressed to an identity ([`crate::calls`], PROTOCOL.md
-//! §13.12): who can be rung (the live sessions of an identity, found through the identity
+//! §13.15): who can be rung (the live sessions of an identity, found through the identity
 //! index), the callee's `acceptCallsFrom` policy, and the call messages on the Messaging lane.
 //! Call messages are the server's own, small and bounded (a few hundred bytes): they are
 //! encoded here, under the lock, like Control messages.
@@ -114,7 +114,10 @@ impl Registry {
             .filter(|&sid| self.calls.has_room(sid))
             .collect();
         if rung.is_empty() {
-            return Err(crate::limits::bounds::too_many("that identity is in its maximum of calls; retry later").into());
+            return Err(crate::limits::bounds::too_many(
+                "that identity is in its maximum of calls; retry later",
+            )
+            .into());
         }
         let timeout_ms = self.call_ring_timeout_ms;
         let until = now + Duration::from_millis(timeout_ms);
@@ -189,7 +192,12 @@ impl Registry {
     /// accepted one, as a party); the others get `call-ended hangup`.
     ///
     /// Errors: those of [`Self::calling_identity`]; 404 `call_unknown`.
-    pub(crate) fn end_call(&mut self, id: &str, by: SessionId, now: Instant) -> Result<(), AppError> {
+    pub(crate) fn end_call(
+        &mut self,
+        id: &str,
+        by: SessionId,
+        now: Instant,
+    ) -> Result<(), AppError> {
         self.calling_identity(by, now)?;
         let ended = self.calls.end(id, by).ok_or_else(call_unknown)?;
         self.tell_ended(ended);

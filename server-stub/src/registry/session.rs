@@ -68,7 +68,7 @@ pub(crate) struct Session {
     /// The identity its handshake proved ([`crate::auth`]); the unverified `wallet` never is.
     pub(crate) identity: Option<crate::auth::VerifiedIdentity>,
     /// Who may ring that identity on this session (handshake `acceptCallsFrom`, default
-    /// nobody; PROTOCOL.md §13.12).
+    /// nobody; PROTOCOL.md §13.15).
     pub(crate) accept_calls_from: p3_lanes::core::call::AcceptCallsFrom,
 }
 
