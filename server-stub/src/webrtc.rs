@@ -51,15 +51,8 @@ pub async fn config(
             .and_then(|s| s.parse::<SessionId>().ok())
             .filter(|&sid| crate::auth::bearer_matches(&state, sid, &headers));
         let now = crate::now_ms();
-        ice.turn_credentials = match crate::auth::turn_user(&state, sid, now) {
-            Some(user) => Some(crate::auth::turn::credentials(
-                secret,
-                &user,
-                now / 1000,
-                ttl_s,
-            )),
-            None => None,
-        };
+        ice.turn_credentials = crate::auth::turn_user(&state, sid, now)
+            .map(|user| crate::auth::turn::credentials(secret, &user, now / 1000, ttl_s));
     }
     let body = ice.web_rtc_config(device);
     Ok((

@@ -14,6 +14,7 @@ use crate::core::auth::Identity;
 use crate::core::call::{AcceptResponse, CallMessage, EndReason, InitiateResponse, HEADER_SESSION};
 use crate::core::error::ErrorCode;
 use crate::core::lane::Lane;
+use crate::core::p2p::signal::SignalMessage;
 use crate::wasm::driver::{self, Handle, Resolver};
 use crate::wasm::p2p::{self, MeshHandle, PeerMesh};
 use crate::wasm::{convert, error, http};
@@ -101,6 +102,78 @@ fn call_message(ev: &crate::core::client::Event) -> Option<CallMessage> {
     }
 }
 
+/// Signaling messages that arrive before the call's mesh listens (the other party may offer
+/// as soon as it knows of the accept), replayed into the mesh once it exists. At most
+/// [`EARLY_MAX`] × 4 are kept.
+struct EarlySignals {
+    listener: u32,
+    signals: Rc<RefCell<Vec<SignalMessage>>>,
+}
+
+impl EarlySignals {
+    /// Starts keeping every signaling message `client` receives.
+    fn start(client: &Handle) -> EarlySignals {
+        let signals: Rc<RefCell<Vec<SignalMessage>>> = Rc::default();
+        let kept = signals.clone();
+        let listener = driver::add_listener(
+            client,
+            Rc::new(move |ev: &crate::core::client::Event| {
+                let crate::core::client::Event::Message(m) = ev else {
+                    return;
+                };
+                if m.lane != Lane::Messaging || !p2p::is_signal(&m.value) {
+                    return;
+                }
+                let mut kept = kept.borrow_mut();
+                if kept.len() < EARLY_MAX * 4 {
+                    if let Ok(sig) = serde_json::from_value::<SignalMessage>(m.value.clone()) {
+                        kept.push(sig);
+                    }
+                }
+            }),
+        );
+        EarlySignals { listener, signals }
+    }
+
+    /// Stops keeping them (the mesh listens from now on: call right before opening it).
+    fn stop(&self, client: &Handle) {
+        driver::remove_listener(client, self.listener);
+    }
+
+    /// Hands the ones from `peer` to `mesh`.
+    fn replay(self, mesh: &MeshHandle, peer: &str) {
+        for sig in self.signals.take() {
+            if sig.from == peer {
+                p2p::with_mesh(mesh, |m, now| m.handle_server_signal(sig, now));
+            }
+        }
+    }
+}
+
+/// `options` with `rtcConfiguration` filled in (from `GET /api/webrtc/config`) when absent, so
+/// that opening the mesh awaits nothing before it listens.
+async fn with_rtc_config(client: &Handle, options: JsValue) -> Result<JsValue, JsValue> {
+    if !options.is_undefined() && !options.is_null() && !options.is_object() {
+        return Err(error::invalid_argument("options must be an object"));
+    }
+    let given = if options.is_object() {
+        Reflect::get(&options, &JsValue::from_str("rtcConfiguration"))?
+    } else {
+        JsValue::UNDEFINED
+    };
+    if !given.is_undefined() {
+        return Ok(options);
+    }
+    let base = client.borrow().base().to_owned();
+    let config = p2p::fetch_rtc_config(&base).await;
+    let out = Object::new();
+    if options.is_object() {
+        Object::assign(&out, options.unchecked_ref());
+    }
+    Reflect::set(&out, &JsValue::from_str("rtcConfiguration"), &config)?;
+    Ok(out.into())
+}
+
 /// What `call()` waits for: the outcome of its call, once the id is known.
 #[derive(Default)]
 struct Waiter {
@@ -136,6 +209,8 @@ pub(crate) fn call(client: &Handle, to: JsValue, options: JsValue) -> Promise {
         let to = to
             .as_string()
             .ok_or_else(|| error::invalid_argument("call(identity): identity must be a string"))?;
+        let options = with_rtc_config(&client, options).await?;
+        let early = EarlySignals::start(&client);
         let (outcome, resolver) = Resolver::new();
         let waiter = Rc::new(RefCell::new(Waiter {
             resolver: Some(resolver),
@@ -159,6 +234,7 @@ pub(crate) fn call(client: &Handle, to: JsValue, options: JsValue) -> Promise {
             Ok(r) => r,
             Err(e) => {
                 driver::remove_listener(&client, listener);
+                early.stop(&client);
                 return Err(e);
             }
         };
@@ -173,12 +249,14 @@ pub(crate) fn call(client: &Handle, to: JsValue, options: JsValue) -> Promise {
         }
         let settled = JsFuture::from(outcome).await;
         driver::remove_listener(&client, listener);
+        early.stop(&client);
         let m: CallMessage = serde_wasm_bindgen::from_value(settled?)
             .map_err(|e| error::coded(ErrorCode::Internal, &e.to_string()))?;
         match m {
             CallMessage::CallAccepted { member, by, .. } => {
                 let peer = member.to_string();
                 let mesh = p2p::open_call(&client, &rung.call_id, peer.clone(), &options).await?;
+                early.replay(&mesh, &peer);
                 Ok(Call {
                     client,
                     call_id: rung.call_id,
@@ -261,12 +339,16 @@ pub(crate) fn listen(client: &Handle) {
 fn accept_call(client: &Handle, call_id: String, options: JsValue) -> Promise {
     let client = client.clone();
     wasm_bindgen_futures::future_to_promise(async move {
+        let options = with_rtc_config(&client, options).await?;
         let path = format!("/api/nexus/calls/{call_id}/accept");
-        let text = post(&client, &path, "{}").await?;
-        let a: AcceptResponse = serde_json::from_str(&text)
+        let early = EarlySignals::start(&client);
+        let answered = post(&client, &path, "{}").await;
+        early.stop(&client);
+        let a: AcceptResponse = serde_json::from_str(&answered?)
             .map_err(|e| error::coded(ErrorCode::BadRequest, &format!("accept answer: {e}")))?;
         let peer = a.peer.to_string();
         let mesh = p2p::open_call(&client, &a.call_id, peer.clone(), &options).await?;
+        early.replay(&mesh, &peer);
         Ok(Call {
             client,
             call_id: a.call_id,

@@ -41,7 +41,7 @@ impl Registry {
         let s = self.live(sid, now).ok_or_else(crate::calls::unauthorized)?;
         s.touch(now);
         match &s.identity {
-            Some(v) if v.expires_at_ms.is_none_or(|t| crate::now_ms() < t) => {
+            Some(v) if !matches!(v.expires_at_ms, Some(t) if t <= crate::now_ms()) => {
                 Ok(v.identity.clone())
             }
             _ => Err(AppError::new(

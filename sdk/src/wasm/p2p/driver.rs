@@ -576,7 +576,7 @@ async fn open_scoped(
 
 /// `GET {base}/api/webrtc/config` (seed 001 `getWebRTCConfig`), or `{iceServers: []}` if it
 /// fails or is not JSON.
-async fn fetch_rtc_config(base: &str) -> JsValue {
+pub(crate) async fn fetch_rtc_config(base: &str) -> JsValue {
     let fallback = || {
         let o = js_sys::Object::new();
         let _ = Reflect::set(&o, &"iceServers".into(), &js_sys::Array::new());

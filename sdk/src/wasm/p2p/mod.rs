@@ -37,7 +37,7 @@ use wasm_bindgen::prelude::*;
 pub(crate) use driver::{
     close as close_mesh, open as open_mesh, subscribe, with_mesh, MeshHandle, Topic,
 };
-pub(crate) use driver::{join, open_call};
+pub(crate) use driver::{fetch_rtc_config, is_signal, join, open_call};
 
 /// The DataChannel mesh of this device in a room: one RTCPeerConnection per link chosen by
 /// the topology (full mesh up to 6 members, DJ hub beyond), lanes multiplexed over a
