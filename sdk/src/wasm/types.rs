@@ -186,6 +186,7 @@ export type ErrorCode =
   | 'seq_gap' | 'seq_in_progress' | 'seq_reused' | 'send_failed'
   | 'rate_limited' | 'room_full' | 'too_many_requests' | 'payload_too_large'
   | 'payload_too_complex' | 'limit_exceeded' | 'out_of_range'
+  | 'auth_required' | 'auth_invalid'
   | 'callee_unavailable' | 'call_declined' | 'call_ended' | 'call_unknown';
 
 /** Every error the SDK throws or rejects with: a real `Error` with a `code`. */
