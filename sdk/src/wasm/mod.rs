@@ -30,6 +30,7 @@
 //! client.send('Messaging', { text: 'hi' });
 //! ```
 
+pub mod calls;
 pub mod client;
 pub mod codec;
 mod convert;
