@@ -5,7 +5,8 @@
 // whose RTCPeerConnection is negotiated on the Messaging lane through the server (which relays
 // between the call's two parties only), and a lane message crosses the DataChannel. A stranger
 // identity that B does not admit is refused with `forbidden`, a declined call rejects with
-// `call_declined`, and a page without identity gets `auth_required`.
+// `call_declined`, a page without identity (or only the SDK's device key) gets `auth_required`,
+// and a request naming A's session without its token is refused `unauthorized`.
 
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
@@ -123,8 +124,19 @@ test('two signed-in pages in no common room set up a DataChannel through a call'
     const [pc] = [await openSdkPage(browsers[0], server.url, 'C')];
     await signIn(pc, server.url, 'call-c', { auth: { token: jwt('carol') } });
     assert.deepEqual(await callFrom(pc, 'bob'), { ok: false, name: 'P3Error', code: 'forbidden' });
+    // No `auth`: the SDK signs in with its device key, which is not an identity that calls.
     await signIn(pc, server.url, 'call-anon', {});
     assert.deepEqual(await callFrom(pc, 'bob'), { ok: false, name: 'P3Error', code: 'auth_required' });
+    // The call routes need the acting session's token: A's public member id alone rings nobody.
+    const forged = await pc.evaluate(async ({ url, sid }) => {
+      const r = await fetch(`${url}/api/nexus/calls/initiate`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'P3-Session': sid },
+        body: JSON.stringify({ to: 'bob' }),
+      });
+      return { status: r.status, body: await r.json() };
+    }, { url: server.url, sid: a });
+    assert.deepEqual(forged, { status: 401, body: { error: 'unauthorized', code: 'unauthorized' } });
     assert.deepEqual(await callFrom(pa, 'nobody-here'), { ok: false, name: 'P3Error', code: 'callee_unavailable' });
 
     await pa.evaluate(() => window.call.hangUp());
