@@ -52,6 +52,9 @@ pub async fn handshake(
     HandshakeBody(req): HandshakeBody,
 ) -> Result<Json<HandshakeResponse>, AppError> {
     let negotiated = negotiate(&req, state.capabilities())?;
+    if let Some(policy) = &req.accept_calls_from {
+        crate::calls::check_policy(policy)?;
+    }
     // Identity (issue 12): verified before the session exists; a failed `auth` creates none.
     let identity = match &req.auth {
         None => None,
@@ -73,6 +76,7 @@ pub async fn handshake(
         transport: negotiated.transport,
         lanes,
         identity,
+        accept_calls_from: req.accept_calls_from.unwrap_or_default(),
     };
     let (sid, mux, credentials) = state.create_session(new, want_mux)?;
     let config = state.config();

@@ -245,6 +245,11 @@ pub struct Config {
     #[arg(long = "turn-ttl-s", env = "TURN_TTL_SECONDS", default_value_t = crate::auth::turn::DEFAULT_TURN_TTL_S,
           value_parser = clap::value_parser!(u64).range(60..=86_400 * 7))]
     pub turn_ttl_s: u64,
+    /// How long a call (`POST /api/nexus/calls/initiate`, PROTOCOL.md §13.16) rings before it
+    /// expires unanswered, ms.
+    #[arg(long, env = "P3_CALL_RING_TIMEOUT_MS", default_value_t = p3_lanes::core::call::RING_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub call_ring_timeout_ms: u64,
     // --- Identity and room access (issue 12, PROTOCOL.md §3.1, §6.1) ---
     /// Who may join a room: `open` (anyone; the default), `authenticated` (a verified
     /// identity: SIWE or an app JWT), `token` (an app JWT whose `rooms` claim names the room).
@@ -418,6 +423,7 @@ impl Default for Config {
             turn_credential: None,
             turn_secret: None,
             turn_ttl_s: crate::auth::turn::DEFAULT_TURN_TTL_S,
+            call_ring_timeout_ms: p3_lanes::core::call::RING_TIMEOUT_MS,
             room_access: RoomAccess::Open,
             state_dir: None,
             dj_grace_s: DEFAULT_DJ_GRACE_S,

@@ -28,7 +28,9 @@ pub struct AppError {
 /// status, e.g. 415 for a wrong content type).
 pub fn status_for(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::SessionNotFound | ErrorCode::CalleeUnavailable | ErrorCode::CallUnknown => {
+            StatusCode::NOT_FOUND
+        }
         ErrorCode::Unauthorized | ErrorCode::AuthRequired | ErrorCode::AuthInvalid => {
             StatusCode::UNAUTHORIZED
         }

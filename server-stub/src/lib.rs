@@ -10,6 +10,7 @@
 //! | [`config`] | flags and environment (seed 001 "Environment Variables") |
 //! | [`api`] | the HTTP API (seed 000 "Session Handshake", "Session Management", `/api/version`) |
 //! | [`auth`] | session credentials (token, tickets, Bearer, admin token), verified identity (SIWE, app JWTs), the room access policy, TURN REST credentials (issue 12) |
+//! | [`calls`] | `POST /api/nexus/calls/*`: calls addressed to an identity, rung on its live sessions, answered, signaled on the Messaging lane (seed 000 "Nexus as P2P signaling"; issue 12) |
 //! | [`ws`] | the session WebSocket: rooms, relay, heartbeats (seed 000 lanes, seed 001) |
 //! | [`state`] | the app state: wires the registry, the music service and the signaling server; lock rules; TTL sweeper |
 //! | `registry` | sessions, rooms, routing, outbound queues and multiplexers (`send(lane, frame)`), per-receiver encodings |
@@ -32,6 +33,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod calls;
 pub mod close;
 pub mod config;
 pub mod error;
@@ -125,6 +127,22 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/api/protocol/v2/session/{sid}/lane/{id}/stream",
             limits.guard(IpClass::Upgrade, get(sse::lane_stream)),
         )
+        .route(
+            "/api/nexus/calls/initiate",
+            limits.guard(IpClass::Post, post(calls::initiate)),
+        )
+        .route(
+            "/api/nexus/calls/{call_id}/accept",
+            limits.guard(IpClass::Post, post(calls::accept)),
+        )
+        .route(
+            "/api/nexus/calls/{call_id}/decline",
+            limits.guard(IpClass::Post, post(calls::decline)),
+        )
+        .route(
+            "/api/nexus/calls/{call_id}/end",
+            limits.guard(IpClass::Post, post(calls::end)),
+        )
         .route("/api/admin/sse/close", post(sse::admin_close))
         .route(
             "/api/protocol/v2/protocol/info",
@@ -156,9 +174,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([
             header::CONTENT_TYPE,
-            // Bearer secrets of session-scoped routes (`/api/webrtc/config`'s TURN credentials).
+            // Bearer secrets of session-scoped routes (`/api/webrtc/config`'s TURN credentials,
+            // the call routes).
             header::AUTHORIZATION,
             HeaderName::from_static(p3_lanes::core::sse::post::HEADER_SEQ),
+            HeaderName::from_static(p3_lanes::core::call::HEADER_SESSION),
         ])
         .expose_headers([
             header::RETRY_AFTER,

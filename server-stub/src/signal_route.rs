@@ -5,7 +5,8 @@
 //!
 //! Rules, checked in this order (a refusal is a Control `error` to the sender with lane 2 and
 //! the frame's seq; nothing is relayed):
-//! - the sender must be in a room: `not_in_room`;
+//! - the sender must be in a room: `not_in_room` (unless the target is the other party of an
+//!   accepted call, [`crate::calls`]);
 //! - the target is the payload's `to` and/or the frame's `to`; none: `invalid_argument`; both
 //!   but different: `invalid_argument`; not a session id: `unknown_target`;
 //! - `from` must be absent or the sender's own session id (a session cannot speak for
@@ -13,7 +14,8 @@
 //! - the payload must have the core's shape (e.g. `sdp` for an offer): `bad_payload`;
 //! - the target must be a member of the **same room** (`forbidden` otherwise, whether it
 //!   names a session elsewhere or none, issue 12), connected (or detached multiplexed) and
-//!   granted the Messaging lane: `unknown_target`, `lane_not_negotiated`;
+//!   granted the Messaging lane: `unknown_target`, `lane_not_negotiated`; the other party of
+//!   an accepted call counts as such a member whatever the rooms (PROTOCOL.md §13.16);
 //! - a full receiver queue: `backpressure`, as for any relay.
 
 use crate::registry::error_msg;
@@ -64,21 +66,29 @@ pub(crate) fn relay_signal(
         ));
     }
     let reg = state.registry();
-    let Some(room) = reg.room_of(sid) else {
-        drop(reg);
-        return refuse(WireError::new(
-            ErrorCode::NotInRoom,
-            "join a room before signaling; the target must be in it",
-        ));
+    // The two parties of an accepted call (PROTOCOL.md §13.16) signal to each other whether
+    // or not they share a room; anyone else only within its room.
+    let refusal = if reg.call_connects(sid, target) {
+        None
+    } else {
+        match reg.room_of(sid) {
+            None => Some(WireError::new(
+                ErrorCode::NotInRoom,
+                "join a room before signaling; the target must be in it",
+            )),
+            Some(room) if reg.room_of(target).as_deref() != Some(room.as_str()) => {
+                Some(WireError::new(
+                    ErrorCode::Forbidden,
+                    format!("session {target} is not in your room"),
+                ))
+            }
+            Some(_) => None,
+        }
     };
-    if reg.room_of(target).as_deref() != Some(room.as_str()) {
-        drop(reg);
-        return refuse(WireError::new(
-            ErrorCode::Forbidden,
-            format!("session {target} is not in your room"),
-        ));
-    }
     drop(reg);
+    if let Some(e) = refusal {
+        return refuse(e);
+    }
     let mut routed_h = h.clone();
     routed_h.to = Some(target);
     let routed = state

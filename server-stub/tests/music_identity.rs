@@ -8,12 +8,8 @@
 
 mod common;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use common::{config, handshake_body, Peer, Received, TestServer};
-use p256::ecdsa::signature::Signer;
-use p256::ecdsa::{Signature, SigningKey};
-use p3_lanes::core::auth::{device_auth_message, IdentityKind};
+use p3_lanes::core::auth::IdentityKind;
 use p3_lanes::core::control::Control;
 use p3_lanes::core::error::ErrorCode;
 use p3_lanes::core::handshake::HandshakeResponse;
@@ -27,21 +23,8 @@ const ROOM: &str = "party";
 /// A device (fixed key `seed`) signed in with a fresh nonce and connected; returns the peer
 /// and its identity key.
 async fn device(server: &TestServer, seed: u8) -> (Peer, String) {
-    let nonce: Value = server
-        .get("/api/protocol/v2/auth/nonce")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let nonce = nonce["nonce"].as_str().unwrap().to_owned();
-    let sk = SigningKey::from_slice(&[seed; 32]).unwrap();
-    let sig: Signature = sk.sign(device_auth_message(&nonce).as_bytes());
     let mut body = handshake_body(&format!("dev-{seed}"), &["json"], &[1, SYNC]);
-    body["auth"] = json!({"device": {
-        "publicKey": URL_SAFE_NO_PAD.encode(sk.verifying_key().to_encoded_point(false).as_bytes()),
-        "nonce": nonce,
-        "signature": URL_SAFE_NO_PAD.encode(sig.to_bytes()),
-    }});
+    body["auth"] = common::auth::device_auth(server, seed).await;
     let resp = server.handshake_raw(&body).await;
     assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
     let hs: HandshakeResponse = resp.json().await.unwrap();

@@ -125,6 +125,17 @@ pub enum ErrorCode {
     /// The handshake's `auth` did not verify; the body's `reason`
     /// ([`crate::core::auth::AuthReason`]) says why. HTTP 401.
     AuthInvalid,
+    /// A call (`POST /api/nexus/calls/initiate`, PROTOCOL.md §13.16) names an identity with no
+    /// live session that can be rung (unknown, offline, or none on the Messaging lane).
+    /// HTTP 404.
+    CalleeUnavailable,
+    /// The callee declined the call (`call-declined`); the SDK rejects `call()` with it.
+    CallDeclined,
+    /// The call rang for its timeout unanswered, or ended before it was accepted; the SDK
+    /// rejects `call()` with it.
+    CallEnded,
+    /// A call id that is unknown, over, or not one this session may answer or end. HTTP 404.
+    CallUnknown,
 }
 
 impl ErrorCode {
@@ -175,6 +186,10 @@ impl ErrorCode {
             ErrorCode::CryptoUnavailable => "crypto_unavailable",
             ErrorCode::AuthRequired => "auth_required",
             ErrorCode::AuthInvalid => "auth_invalid",
+            ErrorCode::CalleeUnavailable => "callee_unavailable",
+            ErrorCode::CallDeclined => "call_declined",
+            ErrorCode::CallEnded => "call_ended",
+            ErrorCode::CallUnknown => "call_unknown",
         }
     }
 }
@@ -241,6 +256,10 @@ mod tests {
             ErrorCode::CryptoUnavailable,
             ErrorCode::AuthRequired,
             ErrorCode::AuthInvalid,
+            ErrorCode::CalleeUnavailable,
+            ErrorCode::CallDeclined,
+            ErrorCode::CallEnded,
+            ErrorCode::CallUnknown,
         ] {
             let json = serde_json::to_value(code).unwrap();
             assert_eq!(json, serde_json::Value::String(code.as_str().into()));

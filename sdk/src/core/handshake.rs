@@ -40,6 +40,11 @@ pub struct HandshakeRequest {
     /// ([`crate::core::auth::HandshakeAuth`]). Absent: the session has no verified identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<HandshakeAuth>,
+    /// Ours (issue 12 "Calls addressed to an identity"): who may ring this session's verified
+    /// identity ([`crate::core::call::AcceptCallsFrom`]: `"anyone"`, `"nobody"` or a list of
+    /// identities). Absent: `"nobody"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_calls_from: Option<crate::core::call::AcceptCallsFrom>,
 }
 
 /// `capabilities` (seed 000): transports, encodings and lane ids the client offers, in the

@@ -24,6 +24,7 @@
 //! | [`sync`] | music sync: clock offset, shared playback state, media follower (seed 004) |
 
 pub mod auth;
+pub mod call;
 pub mod client;
 pub mod codec;
 pub mod control;

@@ -77,6 +77,7 @@ impl P3Client {
         let client =
             Client::new(config, &response, global.now_ms()).map_err(|e| error::client_error(&e))?;
         let (inner, opened) = driver::start(client, global, base, request, auth, &response);
+        crate::wasm::calls::listen(&inner);
         JsFuture::from(opened).await?;
         Ok(P3Client { inner })
     }
@@ -272,6 +273,27 @@ impl P3Client {
         #[wasm_bindgen(unchecked_optional_param_type = "PeerMeshOptions")] options: JsValue,
     ) -> Promise {
         crate::wasm::p2p::peer_mesh(&self.inner, room, options)
+    }
+
+    /// Rings `identity` (an address, EIP-55 or lowercase, or an app-token `sub`) on every
+    /// session where it is signed in and admits this one (`acceptCallsFrom`, PROTOCOL.md
+    /// §13.16), and resolves with the `Call` once one of them accepts: `call.mesh` is a
+    /// `PeerMesh` whose one peer is the callee's session, its RTCPeerConnection negotiated on
+    /// the Messaging lane without a shared room. `options`: `PeerMeshOptions` of that mesh.
+    /// This client must be signed in (`auth` in `connect`: SIWE or an app token; the device
+    /// key is not enough) and have the Messaging lane.
+    ///
+    /// Rejects with `code`: `auth_required` (not signed in), `callee_unavailable` (no session
+    /// of that identity to ring), `forbidden` (it does not accept calls from this identity),
+    /// `call_declined`, `call_ended` (unanswered for `expiresInMs`, 30 s by default),
+    /// `too_many_requests` / `rate_limited`, `lane_not_negotiated`, `invalid_argument`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Call>")]
+    pub fn call(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] identity: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "PeerMeshOptions")] options: JsValue,
+    ) -> Promise {
+        crate::wasm::calls::call(&self.inner, identity, options)
     }
 
     /// Leaves the current room, if any (confirmed by a `room-left` event).

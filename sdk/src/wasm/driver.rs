@@ -802,6 +802,13 @@ fn dispatch(h: &Handle, ev: Event) {
     }
 }
 
+/// Hands `event` (a `P3Event` built outside the core, e.g. `incoming-call`) to the `onEvent`
+/// callbacks. Call with no borrow of `h` held.
+pub(crate) fn emit_event(h: &Handle, event: &JsValue) {
+    let callbacks = h.borrow().callbacks.of(Topic::Event);
+    call_each(h, &callbacks, std::slice::from_ref(event));
+}
+
 /// Calls each callback still registered with `args`; a callback that throws is reported on
 /// the console and does not stop the others.
 fn call_each(h: &Handle, callbacks: &[(u32, Function)], args: &[JsValue]) {

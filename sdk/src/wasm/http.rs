@@ -230,12 +230,54 @@ pub(crate) async fn fetch_nonce(base: &str) -> Result<NonceResponse, JsValue> {
     })
 }
 
+/// POSTs JSON `body` to `{base}{path}` with `extra` headers; the body text of a 2xx answer.
+///
+/// Errors: the server's `{error, code}` as a `P3Error` (codes this SDK does not know pass
+/// through); `connect_failed` when the server cannot be reached or answers without a JSON
+/// error body.
+pub(crate) async fn post_api(
+    base: &str,
+    path: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> Result<String, JsValue> {
+    let url = format!("{base}{path}");
+    let (status, _, text) = post_json_with(&url, body, extra).await.map_err(|thrown| {
+        error::coded(
+            ErrorCode::ConnectFailed,
+            &format!("could not reach {url}: {}", error::describe(&thrown)),
+        )
+    })?;
+    if (200..300).contains(&status) {
+        return Ok(text);
+    }
+    Err(match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) => error::js_error(&b.code, &b.error),
+        Err(_) => error::coded(
+            ErrorCode::ConnectFailed,
+            &format!("{url} answered HTTP {status}"),
+        ),
+    })
+}
+
 /// `fetch(url, {method: 'POST', body, headers: {'Content-Type': 'application/json'}})`;
 /// returns the status, the `Retry-After` header in seconds (when an integer) and the body
 /// text. Errors: whatever `fetch` or reading the body threw.
 async fn post_json(url: &str, body: &str) -> Result<(u16, Option<u64>, String), JsValue> {
+    post_json_with(url, body, &[]).await
+}
+
+/// [`post_json`] with `extra` headers (name, value).
+async fn post_json_with(
+    url: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> Result<(u16, Option<u64>, String), JsValue> {
     let headers = web_sys::Headers::new()?;
     headers.set("Content-Type", "application/json")?;
+    for (name, value) in extra {
+        headers.set(name, value)?;
+    }
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
     init.set_body(&JsValue::from_str(body));

@@ -32,6 +32,7 @@
 //! ```
 
 mod auth;
+pub mod calls;
 pub mod client;
 pub mod codec;
 mod convert;

@@ -5,6 +5,7 @@
 //! PROTOCOL.md §11), transport `'auto'` (WebSocket, or SSE where `WebSocket` is undefined;
 //! SSE sessions never use the multiplexer).
 
+use crate::core::call::AcceptCallsFrom;
 use crate::core::client::ClientConfig;
 use crate::core::error::ErrorCode;
 use crate::core::frame::SessionId;
@@ -50,6 +51,9 @@ struct ConnectOptions {
     /// Without `auth`: sign every handshake with this browser profile's device key
     /// (PROTOCOL.md §13.15, [`crate::wasm::device_key`]). Default true; `false`: no identity.
     device_key: Option<bool>,
+    /// Who may ring this identity (PROTOCOL.md §13.16): `'anyone'`, `'nobody'` (default) or a
+    /// list of addresses / token `sub`s.
+    accept_calls_from: Option<AcceptCallsFrom>,
 }
 
 /// `P3Client.siweMessage` options (TS `SiweMessageOptions`).
@@ -151,6 +155,7 @@ pub(crate) fn parse(
             Vec::new()
         },
         auth: None,
+        accept_calls_from: o.accept_calls_from,
     };
     let config = ClientConfig {
         heartbeat_interval_ms: millis("heartbeatIntervalMs", o.heartbeat_interval_ms)?,

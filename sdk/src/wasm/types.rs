@@ -69,6 +69,24 @@ export interface ConnectOptions {
   auth?: AuthOptions | (() => AuthOptions | Promise<AuthOptions>);
   /** Without `auth`: sign every handshake (the first and each re-handshake) with this browser profile's device key, an ECDSA P-256 key pair made once and kept in IndexedDB with a non-extractable private key, so the session has a `device` identity: the music room's DJ role and offline changes stay with this device across reconnects and server restarts (PROTOCOL.md §13.15). Needs a secure context (https or localhost); elsewhere the session simply has no identity. Default: true. */
   deviceKey?: boolean;
+  /** Who may ring this session's verified identity with `client.call` (PROTOCOL.md §13.16): `'anyone'` (any signed-in identity: SIWE or app token; a device key is not one), `'nobody'` (default), or a list of addresses (any letter case) and app-token `sub`s. */
+  acceptCallsFrom?: 'anyone' | 'nobody' | string[];
+}
+
+/** The `incoming-call` event (`client.onEvent`): a signed-in identity rings this session. Answer before `expiresInMs`. */
+export interface IncomingCallEvent {
+  type: 'incoming-call';
+  callId: string;
+  /** The caller's verified identity (`kind` `'siwe'` or `'token'`: a device key cannot call). */
+  from: Identity;
+  /** The caller's member id. */
+  fromMember: string;
+  /** How long it rings, ms. */
+  expiresInMs: number;
+  /** Accepts: resolves with the `Call` (its `mesh` links the two parties); rejects with `call_unknown` if it ended meanwhile. `options` as `PeerMeshOptions`. */
+  accept(options?: PeerMeshOptions): Promise<Call>;
+  /** Declines: the caller's `call()` rejects with `call_declined`. */
+  decline(): Promise<void>;
 }
 
 /** `ConnectOptions.auth`: exactly one of a SIWE message and signature, an app JWT, or a device key's signature (PROTOCOL.md §13.15). */
@@ -148,7 +166,8 @@ export type P3Event =
   /** A lane that refused `send` with `backpressure` has room again. */
   | { type: 'drain'; lane: LaneNumber }
   /** Queued messages of an unreliable lane were dropped for newer ones (its queue was full). */
-  | { type: 'dropped'; lane: LaneNumber; count: number };
+  | { type: 'dropped'; lane: LaneNumber; count: number }
+  | IncomingCallEvent;
 
 /** What `joinRoom` resolves with. */
 export interface JoinResult {
@@ -222,7 +241,8 @@ export type ErrorCode =
   | 'seq_gap' | 'seq_in_progress' | 'seq_reused' | 'send_failed'
   | 'rate_limited' | 'room_full' | 'too_many_requests' | 'payload_too_large'
   | 'payload_too_complex' | 'limit_exceeded' | 'out_of_range' | 'crypto_unavailable'
-  | 'auth_required' | 'auth_invalid';
+  | 'auth_required' | 'auth_invalid'
+  | 'callee_unavailable' | 'call_declined' | 'call_ended' | 'call_unknown';
 
 /** Every error the SDK throws or rejects with: a real `Error` with a `code`. */
 export interface P3Error extends Error {

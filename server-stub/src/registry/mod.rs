@@ -28,6 +28,7 @@
 //! member then gets a discontinuity, never a silent gap; an attached member's full lane answers
 //! `backpressure` to the sender instead).
 
+pub(crate) mod calls;
 pub(crate) mod encoded;
 pub(crate) mod outbound;
 pub(crate) mod rooms;
@@ -137,6 +138,8 @@ pub(crate) struct NewSession {
     pub(crate) lanes: Vec<(Lane, Encoding)>,
     /// The identity its handshake's `auth` proved ([`crate::auth`]), if any.
     pub(crate) identity: Option<VerifiedIdentity>,
+    /// Who may ring that identity on this session (handshake `acceptCallsFrom`).
+    pub(crate) accept_calls_from: p3_lanes::core::call::AcceptCallsFrom,
 }
 
 #[cfg(test)]
@@ -151,6 +154,7 @@ impl NewSession {
             transport: "websocket",
             lanes,
             identity: None,
+            accept_calls_from: Default::default(),
         }
     }
 }
@@ -193,6 +197,13 @@ pub(crate) struct Registry {
     ticket_ttl: Duration,
     /// `--room-access`: checked on every join ([`crate::auth::policy`]).
     room_access: RoomAccess,
+    /// Calls addressed to an identity ([`crate::calls`]).
+    calls: crate::calls::book::CallBook,
+    /// Identity key ([`p3_lanes::core::call::identity_key`]) → its live sessions, oldest
+    /// first: who a call to that identity rings.
+    by_identity: HashMap<String, Vec<SessionId>>,
+    /// `--call-ring-timeout-ms`.
+    call_ring_timeout_ms: u64,
 }
 
 impl Registry {
@@ -221,6 +232,9 @@ impl Registry {
             last_sweep: None,
             ticket_ttl: Duration::from_millis(config.ticket_ttl_ms),
             room_access: config.room_access,
+            calls: Default::default(),
+            by_identity: HashMap::new(),
+            call_ring_timeout_ms: config.call_ring_timeout_ms,
         }
     }
 
@@ -252,6 +266,7 @@ impl Registry {
     fn remove_session(&mut self, sid: SessionId) -> Option<Session> {
         let s = self.sessions.remove(&sid)?;
         self.sessions_per_ip.remove(s.ip);
+        self.calls_session_gone(sid, s.identity.as_ref().map(|v| &v.identity));
         Some(s)
     }
 
@@ -352,6 +367,7 @@ impl Registry {
             transport,
             lanes,
             identity,
+            accept_calls_from,
         } = new;
         let ip = IpKey::of(ip);
         let swept_lately = self
@@ -414,8 +430,17 @@ impl Registry {
                 sse: (transport == TRANSPORT_SSE).then(|| SseHub::new(events, bytes)),
                 posts: PostLedger::new(),
                 identity,
+                accept_calls_from,
             },
         );
+        if let Some(key) = self
+            .sessions
+            .get(&sid)
+            .and_then(|s| s.identity.as_ref())
+            .and_then(|v| p3_lanes::core::call::identity_key(&v.identity))
+        {
+            self.by_identity.entry(key).or_default().push(sid);
+        }
         self.sessions_per_ip.add(ip);
         Ok((sid, credentials))
     }

@@ -79,8 +79,8 @@ impl Registry {
     /// - outer `Err`: `lane_not_negotiated` (the sender lacks the lane), or `None` when that
     ///   socket no longer owns the session;
     /// - inner `Err`: routing errors, reported only if the payload decodes: `forbidden` (a
-    ///   `to` that is not another member of the sender's room, whether or not it names a
-    ///   session), `unknown_target` (a member that is not connected) or
+    ///   `to` that is not another member of the sender's room nor the other party of an
+    ///   accepted call, whether or not it names a session), `unknown_target` (a member that is not connected) or
     ///   `lane_not_negotiated` (for `to`), `not_in_room` (room relay).
     pub(crate) fn route(
         &mut self,
@@ -102,11 +102,13 @@ impl Registry {
         let room = sender.room.clone();
         if let Some(to) = h.to {
             // A member addresses members of its own room only (issue 12): any other id,
-            // whether it names a session elsewhere or none, gets the same `forbidden`.
+            // whether it names a session elsewhere or none, gets the same `forbidden`. The
+            // two parties of an accepted call count as members of each other's room
+            // (PROTOCOL.md §13.16), whatever their rooms and only while the call lasts.
             let same_room = room
                 .as_ref()
                 .is_some_and(|r| self.rooms.get(r).is_some_and(|m| m.contains(&to)));
-            if !same_room || to == sid {
+            if !(same_room || self.calls.connects(sid, to)) || to == sid {
                 return Ok(Err(WireError::new(
                     ErrorCode::Forbidden,
                     format!("session {to} is not another member of your room"),

@@ -80,6 +80,9 @@ pub(crate) struct Session {
     pub(crate) posts: PostLedger<PostOutcome>,
     /// The identity its handshake proved ([`crate::auth`]); the unverified `wallet` never is.
     pub(crate) identity: Option<crate::auth::VerifiedIdentity>,
+    /// Who may ring that identity on this session (handshake `acceptCallsFrom`, default
+    /// nobody; PROTOCOL.md §13.16).
+    pub(crate) accept_calls_from: p3_lanes::core::call::AcceptCallsFrom,
 }
 
 impl Session {

@@ -144,3 +144,20 @@ pub async fn session_status(server: &TestServer, hs: &Value) -> Value {
     assert_eq!(resp.status(), 200, "session status");
     resp.json().await.unwrap()
 }
+
+/// A handshake `auth` of the device key whose P-256 scalar is `seed` repeated, signed over a
+/// fresh nonce of `server` (PROTOCOL.md §13.15 "Device keys").
+pub async fn device_auth(server: &TestServer, seed: u8) -> Value {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use p256::ecdsa::signature::Signer;
+    use p256::ecdsa::{Signature, SigningKey};
+    let nonce = nonce(server).await;
+    let sk = SigningKey::from_slice(&[seed; 32]).unwrap();
+    let sig: Signature = sk.sign(p3_lanes::core::auth::device_auth_message(&nonce).as_bytes());
+    json!({"device": {
+        "publicKey": URL_SAFE_NO_PAD.encode(sk.verifying_key().to_encoded_point(false).as_bytes()),
+        "nonce": nonce,
+        "signature": URL_SAFE_NO_PAD.encode(sig.to_bytes()),
+    }})
+}

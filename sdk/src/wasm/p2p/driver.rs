@@ -69,6 +69,8 @@ struct Timer {
 pub(crate) struct State {
     mesh: Mesh,
     room: String,
+    /// A call's mesh ([`open_call`]): its one peer is fixed, room events are not its own.
+    call: bool,
     client: ClientHandle,
     global: Global,
     rtc_config: JsValue,
@@ -481,6 +483,29 @@ pub(crate) async fn open(
     room: String,
     options: &JsValue,
 ) -> Result<MeshHandle, JsValue> {
+    open_scoped(client, room, None, options).await
+}
+
+/// The mesh of an accepted call (PROTOCOL.md §13.16): links this session with `peer` (the
+/// other party's member id) only, signaling on the Messaging lane without a room (the server
+/// allows the call's two parties to address each other). `room` reads `call:<callId>`.
+/// Errors: `invalid_argument` (options).
+pub(crate) async fn open_call(
+    client: &ClientHandle,
+    call_id: &str,
+    peer: String,
+    options: &JsValue,
+) -> Result<MeshHandle, JsValue> {
+    open_scoped(client, format!("call:{call_id}"), Some(peer), options).await
+}
+
+/// [`open`] (`call_peer` `None`: join `room`) or [`open_call`].
+async fn open_scoped(
+    client: &ClientHandle,
+    room: String,
+    call_peer: Option<String>,
+    options: &JsValue,
+) -> Result<MeshHandle, JsValue> {
     let opts = Options::parse(options)?;
     let global = Global::get()?;
     let client = client.clone();
@@ -506,6 +531,7 @@ pub(crate) async fn open(
         let h: MeshHandle = Rc::new(RefCell::new(State {
             mesh,
             room: room.clone(),
+            call: call_peer.is_some(),
             client: client.clone(),
             global,
             rtc_config,
@@ -536,6 +562,12 @@ pub(crate) async fn open(
         );
         h.borrow_mut().listener = Some(id);
         listen_pagehide(&h);
+        if let Some(peer) = call_peer {
+            let me = h.borrow().me().to_owned();
+            with_mesh(&h, |m, now| m.handle_members([me, peer], now));
+            h.borrow_mut().arm_stats(&h);
+            return Ok(h);
+        }
         let joined = client_driver::join_room(&client, &room);
         if let Err(e) = JsFuture::from(joined).await {
             close(&h);
@@ -551,7 +583,7 @@ pub(crate) async fn open(
 /// `Authorization: Bearer <sessionToken>` when the handshake gave one (a server with
 /// `--turn-secret` outside `--room-access open` gives TURN credentials only to a member it
 /// admitted, PROTOCOL.md §13.8), or `{iceServers: []}` if it fails or is not JSON.
-async fn fetch_rtc_config(base: &str, sid: &str, bearer: Option<&str>) -> JsValue {
+pub(crate) async fn fetch_rtc_config(base: &str, sid: &str, bearer: Option<&str>) -> JsValue {
     let fallback = || {
         let o = js_sys::Object::new();
         let _ = Reflect::set(&o, &"iceServers".into(), &js_sys::Array::new());
@@ -655,7 +687,12 @@ fn on_client_event(h: &MeshHandle, ev: &Event) {
             // and links again with the members of the rejoin (PROTOCOL.md §13.12).
             s.mesh.handle_new_id(session, now);
         }
-        let room = s.room.clone();
+        // A call's mesh has no room: another room's membership is not its own.
+        let room = if s.call {
+            String::new()
+        } else {
+            s.room.clone()
+        };
         match ev {
             Event::Pong { rtt_ms, .. } => s.mesh.handle_server_pong(*rtt_ms, now),
             Event::StateChanged { state, .. } => {

@@ -34,10 +34,10 @@ use crate::wasm::{convert, error};
 use js_sys::{Function, Promise};
 use wasm_bindgen::prelude::*;
 
-pub(crate) use driver::join;
 pub(crate) use driver::{
     close as close_mesh, open as open_mesh, subscribe, with_mesh, MeshHandle, Topic,
 };
+pub(crate) use driver::{fetch_rtc_config, is_signal, join, open_call};
 
 /// The DataChannel mesh of this device in a room: one RTCPeerConnection per link chosen by
 /// the topology (full mesh up to 6 members, DJ hub beyond), lanes multiplexed over a
@@ -49,6 +49,13 @@ pub(crate) use driver::{
 #[wasm_bindgen]
 pub struct PeerMesh {
     inner: driver::MeshHandle,
+}
+
+impl PeerMesh {
+    /// A `PeerMesh` on an open mesh (a call's, [`crate::wasm::calls`]).
+    pub(crate) fn from_handle(inner: driver::MeshHandle) -> PeerMesh {
+        PeerMesh { inner }
+    }
 }
 
 #[wasm_bindgen]
