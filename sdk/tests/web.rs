@@ -516,7 +516,8 @@ async fn sse_transport_talks_to_a_websocket_client_and_reports_post_refusals() {
     assert_eq!(m["lane"], 2);
     assert!(m["seq"].as_u64().is_some_and(|s| s >= 1), "{m}");
 
-    // A POST the server refuses becomes an `error` event with its code and lane.
+    // A POST the server refuses becomes an `error` event with its code and lane: a `to`
+    // that names no member of the sender's room is `forbidden` (PROTOCOL.md §2.1).
     let nobody = "00000000-0000-4000-8000-000000000000";
     a.send(
         JsValue::from(5),
@@ -535,7 +536,7 @@ async fn sse_transport_talks_to_a_websocket_client_and_reports_post_refusals() {
     let e = refused().unwrap();
     assert_eq!(
         (e["code"].clone(), e["lane"].clone()),
-        (json!("unknown_target"), json!(5)),
+        (json!("forbidden"), json!(5)),
         "{e}"
     );
     a.close();
