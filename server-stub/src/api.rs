@@ -105,6 +105,7 @@ pub async fn handshake(
         ticket: Some(credentials.ticket),
         limits: state.limits().advertised(),
         identity: public_identity,
+        sse_retry_ms: (negotiated.transport == TRANSPORT_SSE).then_some(config.sse_retry_ms),
     }))
 }
 

@@ -103,9 +103,16 @@ async fn assert_error(resp: reqwest::Response, status: u16, code: &str) {
 
 #[tokio::test]
 async fn stream_has_the_seed_headers_retry_and_a_welcome() {
-    let server = TestServer::start(config()).await;
+    let mut cfg = config();
+    cfg.sse_retry_ms = 2_500;
+    let server = TestServer::start(cfg).await;
     let hs = sse_handshake(&server, "a", &[1, 2, 5]).await;
     assert_eq!(hs.transport, "sse");
+    assert_eq!(
+        hs.sse_retry_ms,
+        Some(2_500),
+        "the handshake tells the reconnect delay"
+    );
     let url = format!(
         "/api/protocol/v2/session/{}/stream?lanes=1,2,5",
         hs.session_id
@@ -122,7 +129,7 @@ async fn stream_has_the_seed_headers_retry_and_a_welcome() {
     assert_eq!(h["x-accel-buffering"], "no");
     let mut ev = events(resp);
     let (e, m) = next_message(&mut ev).await;
-    assert_eq!(e.retry, Some(std::time::Duration::from_millis(1000)));
+    assert_eq!(e.retry, Some(std::time::Duration::from_millis(2_500)));
     assert_eq!(e.id, "", "the welcome has no event id");
     assert_eq!(m.seq, 0);
     let welcome: Control = serde_json::from_value(m.payload).unwrap();

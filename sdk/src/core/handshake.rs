@@ -150,7 +150,17 @@ pub struct HandshakeResponse {
     /// when the request had none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
+    /// Ours: with transport `sse`, the reconnect delay its streams advertise (`retry:`, ms,
+    /// `--sse-retry-ms`). The client closes a stream that ended (its `EventSource` would retry
+    /// with a spent single-use ticket) and opens the next one after this delay
+    /// (PROTOCOL.md §14.1). Absent: [`DEFAULT_SSE_RETRY_MS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse_retry_ms: Option<u64>,
 }
+
+/// The SSE reconnect delay a client waits when the handshake has no `sseRetryMs`, ms (the
+/// server's default `retry:`; PROTOCOL.md §14.1).
+pub const DEFAULT_SSE_RETRY_MS: u64 = 1_000;
 
 /// A credential on the wire (a session token or a ticket): a string whose `Debug` output is
 /// `Secret(<redacted>)`, so it never reaches a log through `{:?}`. Serialized as the bare

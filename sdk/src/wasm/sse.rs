@@ -5,11 +5,13 @@
 //!
 //! - **Receiving.** One listener per granted lane (`lane-<id>`) and for `discontinuity`. Each
 //!   event becomes a frame for the core ([`SseReceiver`]), or a `discontinuity` event for the
-//!   app. An `EventSource` that drops reconnects by itself after the server's `retry:` delay
-//!   with `Last-Event-ID`; the core does not notice (no loss, no duplicate). When it gives up
-//!   (`readyState` CLOSED: an HTTP error such as 404), the driver asks the session's status to
-//!   tell a lost session (reported as close code 4404: re-handshake) from anything else
-//!   (1006: reconnect with backoff); the next stream resumes with the `lastEventId` query.
+//!   app. A stream that ends after it opened is closed (the `EventSource`'s own retry would
+//!   present its spent single-use ticket) and reopened after the server's `retry:` delay
+//!   (handshake `sseRetryMs`) with a fresh ticket and the `lastEventId` query; the core does
+//!   not notice (no loss, no duplicate). A stream refused before it opened (an HTTP error such
+//!   as 401 or 404) makes the driver ask the session's status, to tell a lost session
+//!   (reported as close code 4404: re-handshake) from anything else (1006: reconnect with
+//!   backoff).
 //! - **Sending.** POSTs go one at a time, in order (concurrent requests could be reordered),
 //!   numbered per lane with `P3-Seq` ([`PostQueue`], PROTOCOL.md §14.6). A request without an
 //!   answer (network error, or none within [`REQUEST_TIMEOUT_MS`]), a 502/503/504 (honouring
@@ -29,7 +31,7 @@
 use crate::core::client::{Event, CLOSE_SESSION_NOT_FOUND};
 use crate::core::error::ErrorCode;
 use crate::core::handshake::HandshakeResponse;
-use crate::core::handshake::{with_ticket, Secret};
+use crate::core::handshake::{with_ticket, Secret, DEFAULT_SSE_RETRY_MS};
 use crate::core::lane::Lane;
 use crate::core::sse::post::{
     PostOutcome, PostQueue, PostSend, HEADER_SEQ, HEADER_SEQ_EXPECTED, REQUEST_TIMEOUT_MS,
@@ -86,6 +88,8 @@ pub(crate) struct SseLink {
     posts: PostQueue,
     /// When the armed retry timer fires (ms), if one is armed.
     timer_at: Option<u64>,
+    /// The server's reconnect delay (handshake `sseRetryMs`), ms.
+    retry_ms: u64,
 }
 
 impl SseLink {
@@ -102,6 +106,7 @@ impl SseLink {
             pending: None,
             posts: PostQueue::new(),
             timer_at: None,
+            retry_ms: DEFAULT_SSE_RETRY_MS,
         };
         link.adopt(resp);
         link
@@ -125,6 +130,7 @@ impl SseLink {
             .filter_map(|l| Lane::from_id(l.id))
             .collect();
         self.last_event_id = None;
+        self.retry_ms = resp.sse_retry_ms.unwrap_or(DEFAULT_SSE_RETRY_MS);
         self.posts.session_changed();
     }
 
@@ -345,10 +351,31 @@ fn on_error(h: &Handle, id: u64) {
         link.close_stream();
         if opened {
             // The stream ended after it opened (server restart, `--sse-max-age-s`, admin
-            // close): resume with a fresh ticket and `lastEventId`; the core does not notice
-            // (no loss, no duplicate). A mint that fails reports the loss to the core.
+            // close): after the server's `retry:` delay, resume with a fresh ticket and
+            // `lastEventId`; the core does not notice (no loss, no duplicate). A mint that
+            // fails reports the loss to the core.
+            link.streams_opened += 1;
+            let id = link.streams_opened;
+            link.pending = Some(id);
+            let delay = link.retry_ms;
             drop(inner);
-            open_stream(h);
+            let reopen = {
+                let h = h.clone();
+                Closure::once_into_js(move || {
+                    // Only if nothing else opened or closed a stream meanwhile.
+                    let current = {
+                        let mut inner = h.borrow_mut();
+                        inner.client().session_id() == sid
+                            && inner.sse_mut().is_some_and(|l| l.pending == Some(id))
+                    };
+                    if current {
+                        open_stream(&h);
+                    }
+                })
+            };
+            if global::set_timeout_once(&reopen, delay).is_err() {
+                open_stream(h);
+            }
             return;
         }
         (sid, token)

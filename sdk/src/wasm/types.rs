@@ -221,6 +221,8 @@ export interface HandshakeResponse {
   limits?: { rates?: { control?: RateQuota; sync?: RateQuota; bulk?: RateQuota } };
   /** The identity the server verified from `ConnectOptions.auth`; absent without `auth`. */
   identity?: Identity;
+  /** With transport `'sse'`: the streams' reconnect delay (`retry:`), ms; the SDK reopens a stream that ended after it (PROTOCOL.md §14.1). */
+  sseRetryMs?: number;
 }
 
 /** A message quota (GCRA): `burst` messages at once, then `perSecond` per second. */
