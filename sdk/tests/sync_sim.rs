@@ -320,6 +320,15 @@ fn devices_agree_in_mesh_mode_after_the_server_is_lost() {
             6 * 4 + 3,
             "seed {seed}: the followers' rooms accepted the DJ's changes"
         );
+        // The controller's room orders each change `LEAD_MS` (250 ms) ahead on the room's
+        // clock: it reaches every follower (30 ± 15 ms, 200 ms more when a packet is lost)
+        // before it takes effect.
+        for lead in &r.mesh_lead_at_receipt_ms {
+            assert!(
+                (0.0..=250.0).contains(lead),
+                "seed {seed}: a peer-ordered change arrived {lead:.1} ms before taking effect"
+            );
+        }
         pairwise.extend(r.mesh_pairwise_ms.iter().copied());
         joins.extend(r.join_to_sync_ms.iter().map(|j| j.unwrap_or(f64::INFINITY)));
     }

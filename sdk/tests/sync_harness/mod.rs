@@ -575,6 +575,9 @@ pub struct SimReport {
     /// Mesh mode: peer-ordered changes a follower's room accepted (its `control` events),
     /// over all followers.
     pub mesh_followed: usize,
+    /// Mesh mode: for each peer-ordered change a follower's room accepted, how long before it
+    /// takes effect it arrived (its `referenceTime` − the room's clock at receipt), ms.
+    pub mesh_lead_at_receipt_ms: Vec<f64>,
     /// Steady-state samples where a device was on the wrong track or stopped.
     pub wrong_track: usize,
     /// The largest steady-state |error| vs the room: (true ms, device, error ms).
@@ -1134,6 +1137,9 @@ impl Sim {
                     if self.mesh_host.is_some_and(|h| h != i) =>
                 {
                     self.report.mesh_followed += 1;
+                    let applies_at = d.room.latest().expect("accepted").ref_server_ms;
+                    let lead = applies_at - self.room_ms(now);
+                    self.report.mesh_lead_at_receipt_ms.push(lead);
                 }
                 Output::Event(RoomEvent::Drift {
                     error_ms,
