@@ -148,7 +148,7 @@ impl Sim {
                 room.handle_joined();
                 room.handle_queue(0);
                 let mut salt = [0u8; 16];
-                fastrand::Rng::with_seed(seed ^ (i as u64 + 1) * 0x9e37).fill(&mut salt);
+                fastrand::Rng::with_seed(seed ^ ((i as u64 + 1) * 0x9e37)).fill(&mut salt);
                 room.handle_room_key(1, ROOM_KEY, id, || Ok(salt), 0.0)
                     .expect("a valid key");
                 Device {

@@ -940,7 +940,7 @@ impl Sim {
         d.room.handle_mesh_open(&id);
         d.room.handle_joined();
         let mut salt = [0u8; 16];
-        fastrand::Rng::with_seed(seed ^ (i as u64 + 1) * 0x9e37).fill(&mut salt);
+        fastrand::Rng::with_seed(seed ^ ((i as u64 + 1) * 0x9e37)).fill(&mut salt);
         d.room
             .handle_room_key(1, ROOM_KEY, &id, || Ok(salt), local)
             .expect("a valid key");
@@ -1184,7 +1184,7 @@ impl Sim {
                 Output::MeshSend { value, to } => {
                     let targets: Vec<usize> = (0..self.devices.len())
                         .filter(|&j| j != i && self.devices[j].joined_at.is_some())
-                        .filter(|&j| to.as_ref().is_none_or(|t| *t == self.devices[j].id))
+                        .filter(|&j| to.as_ref().map_or(true, |t| *t == self.devices[j].id))
                         .collect();
                     for j in targets {
                         self.send_peer(
