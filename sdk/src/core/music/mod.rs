@@ -1250,3 +1250,104 @@ fn claim_of(state: Option<&RoomState>) -> Claim {
         |s| Claim::new(s.epoch, s.controller_id.clone().unwrap_or_default()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+
+    /// Room `me` of a two-member room whose DJ (by the server, epoch 1) is `a`, linked to the
+    /// other member, after the server is lost (tier `webrtc`).
+    fn serverless(me: &str, other: &str, salt: u8) -> Room {
+        let mut r = Room::new("party", FollowerConfig::default(), Some(me.into()), 0.0);
+        let mut s = RoomState::new(0.0);
+        s.epoch = 1;
+        s.sequence = 1;
+        s.controller_id = Some("a".into());
+        assert!(r.handle_server_state(s, 0.0));
+        r.handle_mesh_open(me);
+        r.handle_room_key(1, KEY, me, || Ok([salt; SALT_LEN]), 0.0)
+            .unwrap();
+        r.handle_peer_link(other, PeerLink::Connected);
+        r.handle_tier(Tier::Socket, Tier::Webrtc, TierReason::SocketClosed);
+        drain(&mut r, 0.0);
+        r
+    }
+
+    /// Everything until the timeout; the sealed sends.
+    fn drain(r: &mut Room, now: f64) -> Vec<Value> {
+        let mut sent = Vec::new();
+        loop {
+            match r.poll_output(now) {
+                Output::MeshSend { value, .. } => sent.push(value),
+                Output::Timeout(_) => return sent,
+                _ => {}
+            }
+        }
+    }
+
+    fn seek(to: f64) -> MusicControlData {
+        MusicControlData {
+            position: Some(to),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_controller_orders_with_the_lead_and_the_follower_accepts() {
+        let mut a = serverless("a", "b", 1);
+        let mut b = serverless("b", "a", 2);
+        assert!(a.peer_ordered() && b.peer_ordered());
+        let (state, record) = a
+            .order_change(MusicAction::Seek, seek(42.0), 5.0, 1000.0)
+            .unwrap();
+        // Its claim's epoch, the next sequence, applyAt = shared clock + LEAD_MS.
+        assert_eq!(state.version(), (1, 2));
+        assert_eq!(state.ref_server_ms, a.shared_now(1000.0) + LEAD_MS);
+        assert_eq!(
+            (record.epoch, record.op["data"]["timestamp"].as_f64()),
+            (1, Some(5.0))
+        );
+        let sent = drain(&mut a, 1000.0);
+        assert_eq!(sent.len(), 1);
+        b.handle_mesh_message("a", &sent[0], 1010.0);
+        drain(&mut b, 1010.0);
+        assert_eq!(b.latest().map(RoomState::version), Some((1, 2)));
+        assert_eq!(b.latest().map(|s| s.position_s), Some(42.0));
+    }
+
+    #[test]
+    fn a_follower_refuses_to_order_and_ignores_a_non_controllers_change() {
+        let mut a = serverless("a", "b", 1);
+        let mut b = serverless("b", "a", 2);
+        let err = b
+            .order_change(MusicAction::Seek, seek(1.0), 0.0, 0.0)
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NotController);
+        let err = a
+            .order_change(MusicAction::Handover, MusicControlData::default(), 0.0, 0.0)
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        // b seals a change in a's epoch as if it were the controller: a does not follow it.
+        let base = b.latest().unwrap().clone();
+        let mut forged = b.stamper.stamp(&base, MusicAction::Seek, seek(7.0));
+        forged.apply_at = Some(100.0);
+        let state = base.apply(&forged, 100.0).unwrap();
+        let sealed = b
+            .seal(&PeerSync::Change {
+                control: forged,
+                state,
+            })
+            .unwrap();
+        a.handle_mesh_message("b", &sealed, 10.0);
+        let errors = std::iter::from_fn(|| match a.poll_output(10.0) {
+            Output::Timeout(_) => None,
+            o => Some(o),
+        })
+        .filter(|o| matches!(o, Output::Event(RoomEvent::Error { .. })))
+        .count();
+        assert_eq!(errors, 1);
+        assert_eq!(a.latest().map(RoomState::version), Some((1, 1)));
+    }
+}
