@@ -143,7 +143,7 @@ impl Sim {
                     SyncMessage::SyncState { data } => data,
                     _ => unreachable!("a join answers a snapshot"),
                 };
-                room.handle_server_state(snapshot, 0.0);
+                room.handle_server_state(snapshot, None, 0.0);
                 room.handle_mesh_open(id);
                 room.handle_joined();
                 room.handle_queue(0);
@@ -466,7 +466,7 @@ impl Sim {
                 }
             }
             Msg::State(s) => {
-                self.devices[to].room.handle_server_state(s, t);
+                self.devices[to].room.handle_server_state(s, None, t);
             }
             Msg::Ack(ack) => {
                 let d = &mut self.devices[to];

@@ -1066,7 +1066,7 @@ impl Sim {
                 let d = &mut self.devices[i];
                 let local = d.local(now);
                 if mode == Mode::Synced {
-                    d.room.handle_server_state(data, local);
+                    d.room.handle_server_state(data, None, local);
                 } else {
                     self.naive_receive(i, data);
                 }

@@ -503,14 +503,23 @@ impl Room {
     }
 
     /// A `sync-state` from the server. Returns whether it was accepted (newer than the
-    /// followed one). While the server is the authority its claim is the room's (the server
-    /// answers again: queued changes are pushed, [`Room::poll_push`]).
-    pub fn handle_server_state(&mut self, state: RoomState, now: f64) -> bool {
+    /// followed one). Once accepted, the mesh's current id `mesh_id` (if a mesh is open) is
+    /// taken ([`Room::handle_mesh_id`]) and, while the server is the authority, its claim is
+    /// the room's (the server answers again: queued changes are pushed, [`Room::poll_push`]).
+    pub fn handle_server_state(
+        &mut self,
+        state: RoomState,
+        mesh_id: Option<&str>,
+        now: f64,
+    ) -> bool {
         self.drained = false;
         if !self.follower.handle_state(state.clone(), now) {
             return false;
         }
         self.accept(state);
+        if let Some(me) = mesh_id {
+            self.handle_mesh_id(me);
+        }
         let claim = claim_of(self.latest.as_ref());
         if let Some(t) = self.peer.as_mut() {
             if t.tier == Tier::Socket {
@@ -1265,7 +1274,7 @@ mod tests {
         s.epoch = 1;
         s.sequence = 1;
         s.controller_id = Some("a".into());
-        assert!(r.handle_server_state(s, 0.0));
+        assert!(r.handle_server_state(s, None, 0.0));
         r.handle_mesh_open(me);
         r.handle_room_key(1, KEY, me, || Ok([salt; SALT_LEN]), 0.0)
             .unwrap();

@@ -1023,8 +1023,8 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
             Event::Message(m) if m.lane == Lane::Sync && m.from.is_none() => {
                 match SyncMessage::from_value(m.value.clone()) {
                     Ok(SyncMessage::SyncState { data }) => {
-                        tiers::refresh_id(&mut r);
-                        r.core.handle_server_state(data, now);
+                        let mesh_id = tiers::mesh_id(&r);
+                        r.core.handle_server_state(data, mesh_id.as_deref(), now);
                     }
                     Ok(SyncMessage::MusicControl(c)) => {
                         if c.data.from.as_deref() == Some(r.me().as_str()) {

@@ -252,15 +252,18 @@ pub(super) fn handle_room_key(r: &mut Room, key_id: u32, key: &str) {
     }
 }
 
-/// The mesh's current id goes to the core room (a new one after the server restarted,
-/// PROTOCOL.md §13.12).
-pub(super) fn refresh_id(r: &mut Room) {
-    let me = r
-        .tiers
+/// The mesh's current id (a new one after the server restarted, PROTOCOL.md §13.12), if a
+/// mesh is open.
+pub(super) fn mesh_id(r: &Room) -> Option<String> {
+    r.tiers
         .as_ref()
         .and_then(|t| t.mesh.as_ref())
-        .map(|m| m.borrow().me().to_owned());
-    if let Some(me) = me {
+        .map(|m| m.borrow().me().to_owned())
+}
+
+/// The mesh's current id goes to the core room.
+fn refresh_id(r: &mut Room) {
+    if let Some(me) = mesh_id(r) {
         r.core.handle_mesh_id(&me);
     }
 }
