@@ -1,9 +1,10 @@
 //! Peer-to-peer tier benchmark (issue #5 "Tests and figures"): runs the virtual-clock
-//! simulations of `tests/p2p_harness` (8–10 devices in one room on the real `TierMachine`,
-//! `Election`, `OfflineQueue` and `ChangeLog`; server crash, silent loss, the DJ's device
-//! leaving while serverless, partitions and heals) and `tests/sync_harness` in mesh mode
-//! (8 devices keep following the controller's state over peer links after the server is
-//! gone, PROTOCOL.md §13.10) over many seeds and reports, against issue #5's targets:
+//! simulations of `tests/p2p_harness` (8–10 devices in one room, each on the shipped
+//! `core::music::Room` with the mesh's `TierMachine`; server crash, silent loss, the DJ's
+//! device leaving while serverless, partitions and heals) and `tests/sync_harness` in mesh mode
+//! (8 devices' rooms keep following the controller's peer-ordered changes over peer links
+//! after the server is gone, PROTOCOL.md §13.10-§13.11) over many seeds and reports, against
+//! issue #5's targets:
 //!
 //! - failover time after a server crash (target 1 s; the seed's 2 s), after silent loss
 //!   (target 3 s), after the server and the DJ's device are lost together, and after the DJ's

@@ -1,22 +1,17 @@
 //! Native simulation of issue #5's tiers with a virtual clock and seeded links (STYLE.md
-//! "Tests drive the core with a virtual clock"): N devices run the real
-//! [`TierMachine`], [`Election`], [`OfflineQueue`] and [`ChangeLog`] of `core::p2p`; the harness
-//! only carries messages with seeded latency (per-link FIFO) and applies the scenario's
-//! server crash, silent loss, departures and partitions.
-//!
-//! Model: the server either closes every socket (crash, the close reaches each device within
-//! 50 ms) or goes silent (sockets open, nothing answered, every message to it dropped); it
-//! keeps its log across the outage. Peer links are logical reachability within a connected
-//! component (with the hub model a listener reaches the others through the controller and
-//! deputy); a link change reaches a device 50–250 ms later (DataChannel close / open).
-//! Every device makes changes at random (~ one per 1.5 s); an offline device also "reloads"
-//! its queue through JSON.
+//! "Tests drive the core with a virtual clock"): N devices each run the shipped
+//! `core::music::Room` (election, sealing, peer ordering, acceptance, offline-queue push
+//! timing) with the mesh's `TierMachine` and an `OfflineQueue`; the server is the core's
+//! `RoomAuthority` with `apply_push`. The harness only carries messages (seeded latency,
+//! per-link FIFO) and applies the scenario's server crash, silent loss, departures and
+//! partitions (model: `p2p_harness`).
 //!
 //! Asserted for every seed and scenario: one controller per connected component once settled
-//! while serverless; after the server returns every device follows it with the server's log;
-//! every change that left its device (or whose device is still there) is in that log exactly
-//! once. Printed: failover time from server loss to "all devices on webrtc with one agreed,
-//! reachable controller".
+//! while serverless; after the server returns every room follows the server's state with an
+//! empty queue; every queued change whose device is still there is in the server's log
+//! exactly once. Printed: failover time from server loss to "all devices on webrtc with one
+//! agreed, reachable controller". Seen failing when the room ignores peer claims (two
+//! controllers after a partition heals) or never pushes its queue (pending changes).
 
 #[path = "p2p_harness/mod.rs"]
 mod p2p_harness;

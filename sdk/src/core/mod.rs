@@ -33,6 +33,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod lane;
+pub mod music;
 pub mod mux;
 pub mod p2p;
 pub mod payload;

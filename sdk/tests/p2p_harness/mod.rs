@@ -1,47 +1,74 @@
 //! Virtual-clock harness of issue #5's tiers (shared by `tests/p2p_sim.rs` and
-//! `benches/p2p.rs`) with a virtual clock and seeded links (STYLE.md
-//! "Tests drive the core with a virtual clock"): N devices run the real
-//! [`TierMachine`], [`Election`], [`OfflineQueue`] and [`ChangeLog`] of `core::p2p`; the harness
-//! only carries messages with seeded latency (per-link FIFO) and applies the scenario's
-//! server crash, silent loss, departures and partitions.
+//! `benches/p2p.rs`; STYLE.md "Tests drive the core with a virtual clock"): N devices each run
+//! the shipped sans-IO music [`Room`] (election, sealing, peer ordering, acceptance, the
+//! offline queue's bookkeeping and push timing), the mesh's [`TierMachine`] (which the mesh
+//! owns in the browser too, feeding its tier changes to the room) and an [`OfflineQueue`]
+//! standing in for IndexedDB; the server is the core's [`RoomAuthority`] with the
+//! `music-changes` reconcile [`apply_push`] that server-stub runs. The harness only carries
+//! messages with seeded latency (per-link FIFO), executes the rooms' outputs and applies the
+//! scenario's server crash, silent loss, departures and partitions.
 //!
 //! Model: the server either closes every socket (crash, the close reaches each device within
 //! 50 ms) or goes silent (sockets open, nothing answered, every message to it dropped); it
-//! keeps its log across the outage. Peer links are logical reachability within a connected
-//! component (with the hub model a listener reaches the others through the controller and
-//! deputy); a link change reaches a device 50–250 ms later (DataChannel close / open).
-//! Every device makes changes at random (~ one per 1.5 s); an offline device also "reloads"
-//! its queue through JSON.
+//! keeps its room across the outage and sessions resume. Peer links are logical reachability
+//! within a connected component (with the hub model a listener reaches the others through the
+//! controller and deputy); a link change reaches a device 50–250 ms later (DataChannel close /
+//! open). Every device tries a change at random (~ one per 1.5 s): with the server, only the
+//! DJ's are applied (the authority refuses the others); without it, the room's controller
+//! orders its own (every device on the `offline` tier) and queues them, the others' rooms
+//! refuse them (`not_controller`). An offline device also "reloads" its queue through JSON.
 //!
 //! Asserted for every seed and scenario: one controller per connected component once settled
-//! while serverless; after the server returns every device follows it with the server's log;
-//! every change that left its device (or whose device is still there) is in that log exactly
+//! while serverless; after the server returns every device follows the server's state with an
+//! empty queue; every queued change whose device is still there is in the server's log exactly
 //! once. Printed: failover time from server loss to "all devices on webrtc with one agreed,
 //! reachable controller".
 
 #![allow(dead_code)]
 
-use p3_lanes::core::p2p::changes::{Change, ChangeLog, OfflineQueue, Stamped};
-use p3_lanes::core::p2p::election::{Authority, Claim, Election, ElectionOutput};
+use p3_lanes::core::music::{Output, PeerLink, Room};
+use p3_lanes::core::p2p::changes::{
+    apply_push, ChangeLimits, ChangeLog, ChangesAck, ChangesPush, OfflineQueue, VersionVector,
+};
+use p3_lanes::core::p2p::election::Claim;
 use p3_lanes::core::p2p::quality::NetworkQuality;
 use p3_lanes::core::p2p::tier::{Tier, TierConfig, TierMachine, TierOutput};
-use serde_json::json;
+use p3_lanes::core::sync::follower::FollowerConfig;
+use p3_lanes::core::sync::state::{
+    AuthorityConfig, MusicAction, MusicControlData, RoomAuthority, RoomState, SyncMessage,
+};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 const SERVER: usize = usize::MAX;
 const TICK: u64 = 10;
+/// The room key every device's room seals under (32 bytes, base64url).
+const ROOM_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+/// The server clock at virtual time 0, ms.
+const EPOCH_MS: f64 = 1_735_689_600_000.0;
 
 #[derive(Clone, Debug)]
 pub enum Msg {
-    /// Changes (and entries of the sender's log) for the authority to reconcile.
-    Submit(Vec<Change>),
-    /// A full log from the authority (`claim` it speaks for).
-    Snapshot(Claim, ChangeLog),
-    /// One new entry from the authority.
-    Entry(Claim, Stamped),
-    Claim(Claim),
-    Ping(u64),
-    Pong(u64),
+    /// A device's `music-control` for the authority.
+    Control(Value),
+    /// A device's `music-changes` push.
+    Push(Value),
+    /// The server's `sync-state`.
+    State(RoomState),
+    /// The server's `music-changes-ack`.
+    Ack(ChangesAck),
+    /// A heartbeat ping (the tier machine's) or a clock probe (the room's).
+    Ping {
+        at: u64,
+        clock: Option<f64>,
+    },
+    /// `clock`: the probe's `(clientTime, serverTime)`.
+    Pong {
+        at: u64,
+        clock: Option<(f64, f64)>,
+    },
+    /// A sealed value on the mesh's Sync lane.
+    Sealed(Value),
     SocketClosed,
     SocketOpen,
     Link(usize, bool),
@@ -57,13 +84,13 @@ pub enum ServerMode {
 pub struct Device {
     id: String,
     alive: bool,
+    room: Room,
     tier: TierMachine,
-    election: Election,
     queue: OfflineQueue,
-    log: ChangeLog,
     peers: BTreeSet<usize>,
+    socket_open: bool,
     next_change: u64,
-    next_resubmit: u64,
+    next_reload: u64,
 }
 
 pub struct Sim {
@@ -72,42 +99,68 @@ pub struct Sim {
     devices: Vec<Device>,
     group: Vec<u32>,
     server_mode: ServerMode,
+    authority: RoomAuthority,
     server_log: ChangeLog,
-    server_claim: Claim,
     // (deliver_at, seq, from, to, msg)
     queue: Vec<(u64, u64, usize, usize, Msg)>,
     seq: u64,
     fifo: HashMap<(usize, usize), u64>,
     left_device: HashSet<String>,
+    /// Changes queued on devices: (origin, localSeq).
     recorded: Vec<(String, u64)>,
-    stale_rejected: u64,
+    /// Changes the rooms refused without the server (`not_controller`).
+    refused: u64,
 }
 
 pub fn ids(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("d{i:02}")).collect()
 }
 
+fn seek(t: u64) -> (MusicAction, MusicControlData) {
+    (
+        MusicAction::Seek,
+        MusicControlData {
+            position: Some(t as f64 / 1000.0),
+            ..Default::default()
+        },
+    )
+}
+
 impl Sim {
     pub fn new(seed: u64, n: usize) -> Sim {
         let mut rng = fastrand::Rng::with_seed(seed);
         let names = ids(n);
-        let dj = names[rng.usize(..n)].clone();
-        let claim = Claim::new(1, dj);
-        let devices = names
+        let dj = rng.usize(..n);
+        let mut authority = RoomAuthority::new(AuthorityConfig::default(), EPOCH_MS);
+        let devices: Vec<Device> = names
             .iter()
-            .map(|id| {
+            .enumerate()
+            .map(|(i, id)| {
                 let mut tier = TierMachine::new(TierConfig::default(), Tier::Socket);
                 tier.handle_socket_open(0);
+                let mut room = Room::new("p2p", FollowerConfig::default(), Some(id.clone()), 0.0);
+                let snapshot = match authority.join(id) {
+                    SyncMessage::SyncState { data } => data,
+                    _ => unreachable!("a join answers a snapshot"),
+                };
+                room.handle_server_state(snapshot, None, 0.0);
+                room.handle_mesh_open(id);
+                room.handle_joined();
+                room.handle_queue(0);
+                let mut salt = [0u8; 16];
+                fastrand::Rng::with_seed(seed ^ ((i as u64 + 1) * 0x9e37)).fill(&mut salt);
+                room.handle_room_key(1, ROOM_KEY, id, || Ok(salt), 0.0)
+                    .expect("a valid key");
                 Device {
                     id: id.clone(),
                     alive: true,
+                    room,
                     tier,
-                    election: Election::new(id.clone(), claim.clone()),
                     queue: OfflineQueue::new(id.clone()),
-                    log: ChangeLog::new(1),
                     peers: BTreeSet::new(),
+                    socket_open: true,
                     next_change: 500 + rng.u64(0..1500),
-                    next_resubmit: 0,
+                    next_reload: 0,
                 }
             })
             .collect();
@@ -117,26 +170,38 @@ impl Sim {
             devices,
             group: vec![0; n],
             server_mode: ServerMode::Up,
+            authority,
             server_log: ChangeLog::new(1),
-            server_claim: claim,
             queue: Vec::new(),
             seq: 0,
             fifo: HashMap::new(),
             left_device: HashSet::new(),
             recorded: Vec::new(),
-            stale_rejected: 0,
+            refused: 0,
         };
         for i in 0..n {
             for j in 0..n {
                 if i != j {
-                    sim.devices[i].peers.insert(j);
-                    sim.devices[i].tier.handle_peer(
-                        0,
-                        &format!("d{j:02}"),
-                        Some(NetworkQuality::Good),
-                    );
+                    let pid = sim.devices[j].id.clone();
+                    let d = &mut sim.devices[i];
+                    d.peers.insert(j);
+                    d.tier.handle_peer(0, &pid, Some(NetworkQuality::Good));
+                    d.room.handle_peer_link(&pid, PeerLink::Connected);
                 }
             }
+        }
+        // The DJ claims the role through the server.
+        let value = sim.devices[dj].room.stamp_server_change(
+            MusicAction::Handover,
+            MusicControlData {
+                to: Some(names[dj].clone()),
+                ..Default::default()
+            },
+            EPOCH_MS,
+        );
+        sim.send(dj, SERVER, Msg::Control(value));
+        for i in 0..n {
+            sim.drain(i);
         }
         sim
     }
@@ -178,12 +243,10 @@ impl Sim {
     }
 
     fn leave(&mut self, i: usize) {
-        let g = self.group.clone();
         let n = self.devices.len();
         let before: Vec<bool> = (0..n).map(|b| self.linked(i, b)).collect();
         self.devices[i].alive = false;
         self.left_device.insert(self.devices[i].id.clone());
-        self.group = g;
         for (b, was) in before.into_iter().enumerate() {
             if was && b != i {
                 let at = self.now + self.rng.u64(50..250);
@@ -217,176 +280,151 @@ impl Sim {
         }
     }
 
-    fn reachable(&self, i: usize) -> BTreeSet<String> {
+    fn index(&self, id: &str) -> Option<usize> {
+        self.devices.iter().position(|d| d.id == id)
+    }
+
+    fn claim(&self, i: usize) -> Claim {
         self.devices[i]
-            .peers
-            .iter()
-            .map(|&p| self.devices[p].id.clone())
-            .collect()
+            .room
+            .claim()
+            .cloned()
+            .unwrap_or_else(|| Claim::new(0, ""))
     }
 
-    fn index(&self, id: &str) -> usize {
-        self.devices.iter().position(|d| d.id == id).unwrap()
+    fn is_controller(&self, i: usize) -> bool {
+        self.devices[i].room.peer_ordered() && self.claim(i).controller == self.devices[i].id
     }
 
-    /// Everything a device hands to an authority: its queue and its log's entries.
-    fn offer(&self, i: usize) -> Vec<Change> {
-        let d = &self.devices[i];
-        let mut v: Vec<Change> = d.log.entries().iter().map(|s| s.change.clone()).collect();
-        v.extend(d.queue.pending().iter().cloned());
-        v.extend(d.queue.carried().iter().cloned());
-        v
-    }
-
-    fn drain_election(&mut self, i: usize) {
-        while let Some(o) = self.devices[i].election.poll_output() {
-            match o {
-                ElectionOutput::Announce(c) => {
-                    for p in self.devices[i].peers.clone() {
-                        self.send(i, p, Msg::Claim(c.clone()));
-                    }
-                }
-                ElectionOutput::ControllerChanged {
-                    claim,
-                    previous,
-                    elected,
-                } => {
-                    if std::env::var("P2P_SIM_DEBUG").is_ok() {
-                        eprintln!(
-                            "{} {} {previous:?} -> {claim:?} elected {elected} tier {:?}",
-                            self.now,
-                            self.devices[i].id,
-                            self.devices[i].tier.tier()
-                        );
-                    }
-                    self.on_new_claim(i, claim)
-                }
-            }
-        }
-    }
-
-    fn on_new_claim(&mut self, i: usize, claim: Claim) {
-        let d = &mut self.devices[i];
-        if d.election.authority() != Authority::Peer {
-            return;
-        }
-        if claim.controller == d.id {
-            // Become the authority: keep our log, stamp in the claim's epoch.
-            d.log.begin_epoch(claim.epoch);
-            let mine = self.offer(i);
-            self.devices[i].log.reconcile(mine);
-            let applied = self.devices[i].log.applied().clone();
-            self.devices[i].queue.acknowledge(&applied);
-            let snap = self.devices[i].log.clone();
-            for p in self.devices[i].peers.clone() {
-                self.send(i, p, Msg::Snapshot(claim.clone(), snap.clone()));
-            }
-        } else {
-            let to = self.index(&claim.controller);
-            let offer = self.offer(i);
-            self.send(i, to, Msg::Submit(offer));
-        }
-    }
-
-    fn drain_tier(&mut self, i: usize) {
+    /// The tier machine's outputs (heartbeats, tier changes into the room), then the room's
+    /// (sealed sends, clock probes), then a due push of the queue.
+    fn drain(&mut self, i: usize) {
+        let now = self.now;
         while let Some(o) = self.devices[i].tier.poll_output() {
             match o {
-                TierOutput::SendPing => {
-                    if self.server_mode == ServerMode::Up {
-                        let t = self.now;
-                        self.send(i, SERVER, Msg::Ping(t));
+                TierOutput::SendPing => self.send(
+                    i,
+                    SERVER,
+                    Msg::Ping {
+                        at: now,
+                        clock: None,
+                    },
+                ),
+                TierOutput::TierChanged {
+                    from, to, reason, ..
+                } => {
+                    if std::env::var("P2P_SIM_DEBUG").is_ok() {
+                        eprintln!("{now} {} tier {from:?} -> {to:?}", self.devices[i].id);
+                    }
+                    self.devices[i].room.handle_tier(from, to, reason)
+                }
+            }
+        }
+        loop {
+            match self.devices[i].room.poll_output(now as f64) {
+                Output::MeshSend { value, to } => {
+                    let targets: Vec<usize> = match to {
+                        Some(id) => self.index(&id).into_iter().collect(),
+                        None => self.devices[i].peers.iter().copied().collect(),
+                    };
+                    for j in targets {
+                        self.send(i, j, Msg::Sealed(value.clone()));
                     }
                 }
-                TierOutput::TierChanged { from, to, .. } => {
-                    if from == Tier::Socket {
-                        let r = self.reachable(i);
-                        self.devices[i].election.handle_server_lost(&r);
-                        self.drain_election(i);
-                        if self.devices[i].election.is_controller() {
-                            let c = self.devices[i].election.claim().clone();
-                            self.on_new_claim(i, c);
-                        }
-                    }
-                    if to == Tier::Socket {
-                        let c = self.server_claim.clone();
-                        self.devices[i].election.handle_server_back(c);
-                        while self.devices[i].election.poll_output().is_some() {}
-                        let offer = self.offer(i);
-                        self.send(i, SERVER, Msg::Submit(offer));
-                    }
-                }
+                Output::Ping { client_time, .. } => self.send(
+                    i,
+                    SERVER,
+                    Msg::Ping {
+                        at: now,
+                        clock: Some(client_time),
+                    },
+                ),
+                Output::Timeout(_) => break,
+                // No media here; the hub and the peer clock are not modelled.
+                _ => {}
+            }
+        }
+        let d = &mut self.devices[i];
+        if d.room.poll_push(d.socket_open, now as f64) {
+            let changes = d.queue.unacknowledged(&VersionVector::new());
+            if let Some(v) = d.room.push_value(Some(changes), now as f64) {
+                self.send(i, SERVER, Msg::Push(v));
             }
         }
     }
 
+    /// A device tries a change: through the server while it is the authority, else ordered
+    /// by its own room (and queued) if it is the controller.
     fn make_change(&mut self, i: usize) {
-        let epoch = self.devices[i].election.claim().epoch;
-        let t = self.now as f64;
-        let c = self.devices[i].queue.record(
-            json!({"action": "seek", "data": {"position": t / 1000.0}}),
-            epoch,
-            t,
-        );
-        self.recorded.push((c.origin.clone(), c.local_seq));
-        let d = &self.devices[i];
-        match (d.tier.tier(), d.election.authority()) {
-            (Tier::Socket, Authority::Server) => self.send(i, SERVER, Msg::Submit(vec![c])),
-            (_, Authority::Peer) if d.election.is_controller() => self.controller_apply(i, vec![c]),
-            (_, Authority::Peer) => {
-                let to = self.index(&d.election.claim().controller);
-                if d.peers.contains(&to) {
-                    self.send(i, to, Msg::Submit(vec![c]));
+        let now = self.now;
+        let (action, data) = seek(now);
+        let wall = EPOCH_MS + now as f64;
+        let d = &mut self.devices[i];
+        if d.room.peer_ordered() {
+            match d.room.order_change(action, data, wall, now as f64) {
+                Ok((_, record)) => {
+                    let c = d.queue.record(record.op, record.epoch, record.timestamp);
+                    self.recorded.push((c.origin.clone(), c.local_seq));
+                    let pending = d.queue.pending().len();
+                    d.room.handle_queue(pending);
+                }
+                Err(_) => self.refused += 1,
+            }
+        } else if d.tier.tier() == Tier::Socket {
+            let v = d.room.stamp_server_change(action, data, wall);
+            self.send(i, SERVER, Msg::Control(v));
+        }
+        self.drain(i);
+    }
+
+    fn broadcast_state(&mut self) {
+        let state = self.authority.state().clone();
+        for j in 0..self.devices.len() {
+            if self.devices[j].alive {
+                self.send(SERVER, j, Msg::State(state.clone()));
+            }
+        }
+    }
+
+    fn on_server(&mut self, from: usize, msg: Msg) {
+        let now_ms = EPOCH_MS + self.now as f64;
+        let id = self.devices[from].id.clone();
+        match msg {
+            Msg::Ping { at, clock } => {
+                let clock = clock.map(|c| (c, now_ms.floor()));
+                self.send(SERVER, from, Msg::Pong { at, clock });
+            }
+            Msg::Control(v) => {
+                let Ok(SyncMessage::MusicControl(c)) = SyncMessage::from_value(v) else {
+                    return;
+                };
+                if self.authority.handle_control(&id, &c, now_ms).is_ok() {
+                    self.broadcast_state();
+                }
+            }
+            Msg::Push(v) => {
+                let push: ChangesPush = serde_json::from_value(v).expect("a push");
+                let out = apply_push(
+                    &mut self.authority,
+                    &mut self.server_log,
+                    push,
+                    now_ms,
+                    ChangeLimits::default(),
+                )
+                .expect("a push within the limits");
+                self.send(SERVER, from, Msg::Ack(out.ack));
+                if out.changed {
+                    self.broadcast_state();
                 }
             }
             _ => {}
         }
     }
 
-    fn controller_apply(&mut self, i: usize, batch: Vec<Change>) {
-        let before = self.devices[i].log.entries().len();
-        self.devices[i].log.reconcile(batch);
-        let applied = self.devices[i].log.applied().clone();
-        self.devices[i].queue.acknowledge(&applied);
-        let claim = self.devices[i].election.claim().clone();
-        let new: Vec<Stamped> = self.devices[i].log.entries()[before..].to_vec();
-        for p in self.devices[i].peers.clone() {
-            for s in &new {
-                self.send(i, p, Msg::Entry(claim.clone(), s.clone()));
-            }
-        }
-    }
-
-    fn server_apply(&mut self, from: usize, batch: Vec<Change>) {
-        // Server wins, and moves above every epoch it is told about.
-        let max_epoch = batch.iter().map(|c| c.epoch).max().unwrap_or(0);
-        if max_epoch > self.server_claim.epoch {
-            self.server_claim.epoch = max_epoch + 1;
-            self.server_log.begin_epoch(max_epoch + 1);
-        }
-        let before = self.server_log.entries().len();
-        self.server_log.reconcile(batch);
-        let new: Vec<Stamped> = self.server_log.entries()[before..].to_vec();
-        let claim = self.server_claim.clone();
-        let snap = self.server_log.clone();
-        self.send(SERVER, from, Msg::Snapshot(claim.clone(), snap));
-        for p in 0..self.devices.len() {
-            if p != from && self.devices[p].alive && self.devices[p].tier.tier() == Tier::Socket {
-                for s in &new {
-                    self.send(SERVER, p, Msg::Entry(claim.clone(), s.clone()));
-                }
-            }
-        }
-    }
-
     fn deliver(&mut self, from: usize, to: usize, msg: Msg) {
         if to == SERVER {
-            if self.server_mode != ServerMode::Up || !self.devices[from].alive {
-                return;
-            }
-            match msg {
-                Msg::Ping(t) => self.send(SERVER, from, Msg::Pong(t)),
-                Msg::Submit(b) => self.server_apply(from, b),
-                _ => {}
+            if self.server_mode == ServerMode::Up && self.devices[from].alive {
+                self.on_server(from, msg);
             }
             return;
         }
@@ -401,11 +439,47 @@ impl Sim {
             return;
         }
         let now = self.now;
+        let t = now as f64;
         match msg {
-            Msg::SocketClosed => self.devices[to].tier.handle_socket_closed(now),
-            Msg::SocketOpen => self.devices[to].tier.handle_socket_open(now),
-            Msg::Pong(t) => self.devices[to].tier.handle_pong(now, (now - t) as f64),
-            Msg::Ping(_) => {}
+            Msg::SocketClosed => {
+                self.devices[to].socket_open = false;
+                self.devices[to].tier.handle_socket_closed(now);
+            }
+            Msg::SocketOpen => {
+                let d = &mut self.devices[to];
+                d.socket_open = true;
+                d.tier.handle_socket_open(now);
+                d.room.handle_connection_open(t);
+                // The session resumed: the client rejoins its room, the server answers the
+                // room's state.
+                d.room.handle_joined();
+                let state = self.authority.state().clone();
+                self.send(SERVER, to, Msg::State(state));
+            }
+            Msg::Pong { at, clock } => {
+                let d = &mut self.devices[to];
+                match clock {
+                    None => d.tier.handle_pong(now, (now - at) as f64),
+                    Some((client_time, server_time)) => {
+                        d.room.handle_server_pong(client_time, server_time, t)
+                    }
+                }
+            }
+            Msg::State(s) => {
+                self.devices[to].room.handle_server_state(s, None, t);
+            }
+            Msg::Ack(ack) => {
+                let d = &mut self.devices[to];
+                if d.room.handle_ack() {
+                    d.queue.acknowledge(&ack.version_vector);
+                    let pending = d.queue.pending().len();
+                    d.room.handle_acknowledged(pending);
+                }
+            }
+            Msg::Sealed(v) => {
+                let pid = self.devices[from].id.clone();
+                self.devices[to].room.handle_mesh_message(&pid, &v, t);
+            }
             Msg::Link(p, up) => {
                 let pid = self.devices[p].id.clone();
                 let d = &mut self.devices[to];
@@ -416,68 +490,16 @@ impl Sim {
                 }
                 d.tier
                     .handle_peer(now, &pid, up.then_some(NetworkQuality::Good));
-                self.drain_tier(to);
-                let r = self.reachable(to);
-                self.devices[to].election.handle_membership(&r);
-                if up {
-                    // A new link: tell it our claim (partitions heal by gossip).
-                    let c = self.devices[to].election.claim().clone();
-                    if self.devices[to].election.authority() == Authority::Peer {
-                        self.send(to, p, Msg::Claim(c));
-                    }
-                }
-                self.drain_election(to);
-            }
-            Msg::Claim(c) => {
-                self.devices[to].election.handle_claim(&c);
-                self.drain_election(to);
-            }
-            Msg::Submit(b) => {
-                if self.devices[to].election.is_controller() {
-                    self.controller_apply(to, b);
-                    let claim = self.devices[to].election.claim().clone();
-                    let snap = self.devices[to].log.clone();
-                    self.send(to, from, Msg::Snapshot(claim, snap));
-                }
-            }
-            Msg::Snapshot(claim, log) => {
-                let d = &mut self.devices[to];
-                let ok = if from == SERVER {
-                    d.election.authority() == Authority::Server
+                let link = if up {
+                    PeerLink::Connected
                 } else {
-                    d.election.authority() == Authority::Peer && *d.election.claim() == claim
+                    PeerLink::Disconnected
                 };
-                if ok {
-                    if from == SERVER {
-                        d.election.handle_server_back(claim);
-                        while d.election.poll_output().is_some() {}
-                    }
-                    let applied = log.applied().clone();
-                    let missing = d.log.adopt(log);
-                    d.queue.carry(missing);
-                    d.queue.acknowledge(&applied);
-                }
+                d.room.handle_peer_link(&pid, link);
             }
-            Msg::Entry(claim, s) => {
-                let d = &mut self.devices[to];
-                let from_authority = if from == SERVER {
-                    d.election.authority() == Authority::Server
-                } else {
-                    d.election.authority() == Authority::Peer
-                        && d.election.claim().controller == d_id(&claim)
-                        && *d.election.claim() == claim
-                };
-                if !from_authority {
-                    self.stale_rejected += 1;
-                    return;
-                }
-                let epoch = d.election.claim().epoch.min(s.epoch);
-                if d.log.accept(s, epoch).is_ok() {
-                    let a = d.log.applied().clone();
-                    d.queue.acknowledge(&a);
-                }
-            }
+            Msg::Control(_) | Msg::Push(_) | Msg::Ping { .. } => {}
         }
+        self.drain(to);
     }
 
     fn step(&mut self) {
@@ -496,9 +518,6 @@ impl Sim {
         due.sort_by_key(|m| (m.0, m.1));
         for (_, _, from, to, msg) in due {
             self.deliver(from, to, msg);
-            if to != SERVER && to < self.devices.len() {
-                self.drain_tier(to);
-            }
         }
         for i in 0..self.devices.len() {
             if !self.devices[i].alive {
@@ -511,42 +530,19 @@ impl Sim {
             {
                 self.devices[i].tier.handle_timeout(now);
             }
-            self.drain_tier(i);
+            self.drain(i);
             if now >= self.devices[i].next_change {
                 self.devices[i].next_change = now + 500 + self.rng.u64(0..2000);
                 self.make_change(i);
             }
-            if now >= self.devices[i].next_resubmit {
-                self.devices[i].next_resubmit = now + 1000;
-                self.resubmit(i);
-            }
-        }
-    }
-
-    /// Anti-entropy: pending changes go to the authority again every second; an offline
-    /// device reloads its queue through JSON (the browser's persistence).
-    fn resubmit(&mut self, i: usize) {
-        let d = &mut self.devices[i];
-        if d.queue.pending().is_empty() && d.queue.carried().is_empty() {
-            return;
-        }
-        match (d.tier.tier(), d.election.authority()) {
-            (Tier::Socket, Authority::Server) => {
-                let offer = self.offer(i);
-                self.send(i, SERVER, Msg::Submit(offer));
-            }
-            (Tier::Offline, _) => {
-                d.queue = OfflineQueue::from_json(&d.queue.to_json()).unwrap();
-            }
-            (_, Authority::Peer) if !d.election.is_controller() => {
-                let ctrl = d.election.claim().controller.clone();
-                let to = self.index(&ctrl);
-                if self.devices[i].peers.contains(&to) {
-                    let offer = self.offer(i);
-                    self.send(i, to, Msg::Submit(offer));
+            if now >= self.devices[i].next_reload {
+                self.devices[i].next_reload = now + 1000;
+                let d = &mut self.devices[i];
+                if d.tier.tier() == Tier::Offline {
+                    // The browser's persistence: the queue goes through JSON.
+                    d.queue = OfflineQueue::from_json(&d.queue.to_json()).expect("round trip");
                 }
             }
-            _ => {}
         }
     }
 
@@ -565,13 +561,15 @@ impl Sim {
     /// All alive devices on webrtc with one claim whose controller is alive and reachable.
     fn agreed_on_mesh(&self) -> bool {
         let alive = self.alive();
-        let c = self.devices[alive[0]].election.claim();
-        let ctrl = self.index(&c.controller);
+        let c = self.claim(alive[0]);
+        let Some(ctrl) = self.index(&c.controller) else {
+            return false;
+        };
         alive.iter().all(|&i| {
             let d = &self.devices[i];
             d.tier.tier() == Tier::Webrtc
-                && d.election.authority() == Authority::Peer
-                && d.election.claim() == c
+                && d.room.peer_ordered()
+                && self.claim(i) == c
                 && (i == ctrl || d.peers.contains(&ctrl))
         }) && self.devices[ctrl].alive
     }
@@ -583,14 +581,8 @@ impl Sim {
             comps.entry(self.group[i]).or_default().push(i);
         }
         for (g, members) in comps {
-            let claims: BTreeSet<_> = members
-                .iter()
-                .map(|&i| self.devices[i].election.claim().clone())
-                .collect();
-            let ctrls = members
-                .iter()
-                .filter(|&&i| self.devices[i].election.is_controller())
-                .count();
+            let claims: BTreeSet<_> = members.iter().map(|&i| self.claim(i)).collect();
+            let ctrls = members.iter().filter(|&&i| self.is_controller(i)).count();
             if claims.len() != 1 || ctrls != 1 {
                 return Err(format!(
                     "component {g}: claims {claims:?}, {ctrls} controllers"
@@ -600,7 +592,7 @@ impl Sim {
         Ok(())
     }
 
-    /// Changes lost (made on a device still in the room, missing from the server's log) and
+    /// Changes lost (queued on a device still in the room, missing from the server's log) and
     /// applied twice (in the server's log more than once), after the server is back.
     pub fn lost_and_twice(&self) -> (usize, usize) {
         let mut seen = HashSet::new();
@@ -618,28 +610,28 @@ impl Sim {
         (lost, twice)
     }
 
-    /// After the server is back and things settled: everyone follows its log (lost and
-    /// duplicated changes are counted by [`Sim::lost_and_twice`]).
+    /// After the server is back and things settled: every room follows the server's state
+    /// with the server as the authority and an empty queue.
     pub fn check_converged(&self) -> Result<(), String> {
-        let entries = self.server_log.entries();
+        let server = self.authority.state().version();
         for i in self.alive() {
             let d = &self.devices[i];
-            if d.tier.tier() != Tier::Socket || d.election.authority() != Authority::Server {
+            if d.tier.tier() != Tier::Socket || d.room.peer_ordered() {
                 return Err(format!("{} not back on the server", d.id));
             }
-            if d.log.entries() != entries {
-                return Err(format!("{} log differs", d.id));
+            let followed = d.room.latest().map(RoomState::version);
+            if followed != Some(server) {
+                return Err(format!(
+                    "{} follows {followed:?}, the server is at {server:?}",
+                    d.id
+                ));
             }
-            if !d.queue.pending().is_empty() || !d.queue.carried().is_empty() {
+            if !d.queue.pending().is_empty() || d.room.pending_changes() != Some(0) {
                 return Err(format!("{} still has pending changes", d.id));
             }
         }
         Ok(())
     }
-}
-
-pub fn d_id(c: &Claim) -> String {
-    c.controller.clone()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -657,7 +649,7 @@ pub struct Outcome {
     pub dj_failover_ms: Option<u64>,
     /// Entries in the server's log at the end.
     pub changes: usize,
-    /// Changes made on devices during the run.
+    /// Changes queued on devices during the run.
     pub made: usize,
     /// Changes lost (see [`Sim::lost_and_twice`]).
     pub lost: usize,
@@ -672,14 +664,18 @@ pub fn run(seed: u64, scenario: Scenario) -> Result<Outcome, String> {
     let loss = 5000 + sim.rng.u64(0..750);
     sim.run_until(loss);
     let loss_at = sim.now;
+    let dj = sim.claim(0).controller;
+    if dj.is_empty() {
+        return Err("no DJ before the loss".into());
+    }
     sim.server_down(if scenario == Scenario::Silent {
         ServerMode::Silent
     } else {
         ServerMode::Crashed
     });
     if scenario == Scenario::CrashWithDj {
-        let dj = sim.index(&sim.devices[0].election.claim().controller.clone());
-        sim.leave(dj);
+        let i = sim.index(&dj).expect("a device");
+        sim.leave(i);
     }
     let mut failover = None;
     let mut dj_failover = None;
@@ -694,8 +690,9 @@ pub fn run(seed: u64, scenario: Scenario) -> Result<Outcome, String> {
     match scenario {
         Scenario::Crash | Scenario::CrashWithDj | Scenario::Silent => sim.run_until(14_000),
         Scenario::DjLeaves => {
-            let dj = sim.index(&sim.devices[0].election.claim().controller.clone());
-            sim.leave(dj);
+            let ctrl = sim.claim(sim.alive()[0]).controller;
+            let i = sim.index(&ctrl).expect("a device");
+            sim.leave(i);
             let left_at = sim.now;
             while sim.now < left_at + 5000 {
                 sim.step();

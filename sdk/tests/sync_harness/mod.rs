@@ -1,8 +1,11 @@
 //! Virtual-clock harness for music sync (STYLE.md: quinn's `Pair`, str0m's `netem`): a
 //! simulated server-stub (a [`RoomAuthority`] on the true clock answering clock probes), N
-//! devices each with a skewed, drifting local clock, a [`ClockSync`], a [`Follower`] and a
-//! simulated media element, and a seeded link model between each device and the server.
-//! Deterministic for a seed; shared by `tests/sync_sim.rs` and `benches/sync.rs`.
+//! devices each with a skewed, drifting local clock, the shipped sans-IO music [`Room`] (the
+//! same one the browser's `MusicRoom` drives: clock sync, follower, stamping, election,
+//! sealing, peer ordering) and a simulated media element, and a seeded link model between
+//! each device and the server (and, in mesh mode, between devices). The harness only carries
+//! messages and executes the room's [`Output`]s. Deterministic for a seed; shared by
+//! `tests/sync_sim.rs` and `benches/sync.rs`.
 //!
 //! Models (all times true ms unless named local):
 //! - Server clock = the true clock + `SERVER_EPOCH_MS`; `serverTime` is floored to whole ms as
@@ -33,11 +36,10 @@
 
 use p3_lanes::core::codec::{decode_msgpack, encode_msgpack};
 use p3_lanes::core::dictionary::Dictionary;
-use p3_lanes::core::sync::clock::{ClockConfig, ClockSync};
-use p3_lanes::core::sync::follower::{
-    Correction, Follower, FollowerConfig, FollowerEvent, FollowerOutput, MediaCommand, MediaSample,
-};
-use p3_lanes::core::sync::peer_clock::{ClockProbe, ClockSource, PeerClock, Probe};
+use p3_lanes::core::music::{Output, PeerLink, Room, RoomEvent};
+use p3_lanes::core::p2p::tier::{Tier, TierReason};
+use p3_lanes::core::sync::follower::{FollowerConfig, MediaCommand, MediaSample};
+use p3_lanes::core::sync::peer_clock::ClockProbe;
 use p3_lanes::core::sync::state::{
     AuthorityConfig, ControlStamper, Decision, MusicAction, MusicControlData, RoomAuthority,
     RoomState, SyncMessage,
@@ -75,6 +77,9 @@ impl Default for LinkModel {
         }
     }
 }
+
+/// The room key every device's [`Room`] seals under in mesh mode (32 bytes, base64url).
+const ROOM_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
 
 /// How devices follow the room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,12 +144,15 @@ pub struct SimConfig {
     pub mesh: Option<MeshConfig>,
 }
 
-/// Mesh mode (PROTOCOL.md §13.10): at `from_ms` the server is gone and the controller's device
-/// (the DJ's, `host`) hosts the room authority on its kept server clock (its [`ClockSync`]
-/// frozen at the last server mapping); every other device keeps its [`ClockSync`] and probes
-/// the host over its peer link (`link`, a DataChannel: reliable and ordered like the
-/// WebSocket). On a handover the authority moves to the new DJ's device (the hub follows the
-/// DJ), which freezes its own mapping in turn while the old host resumes probing.
+/// Mesh mode (PROTOCOL.md §13.10-§13.11): every device's [`Room`] has peer tiers and a
+/// DataChannel link (`link`: reliable and ordered like the WebSocket) to every other; at
+/// `from_ms` the server is gone (each room's tier goes `socket` → `webrtc`), the election
+/// keeps the DJ (`host`) as controller, the others' rooms probe its kept server clock over
+/// their links, and the DJ's room orders changes itself ([`Room::order_change`]) and
+/// broadcasts them sealed; the followers' rooms accept them by their own rules. Devices
+/// joining later join the mesh only. A change by any other device is refused by its room
+/// (`not_controller`), a handover too (`invalid_argument`): both land in
+/// [`SimReport::refused`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct MeshConfig {
     /// True ms at which the server is lost.
@@ -425,6 +433,16 @@ impl Player {
 
 #[derive(Clone, Debug)]
 enum Msg {
+    /// A sealed value on the mesh's Sync lane from device `from`.
+    Mesh {
+        from: usize,
+        value: Value,
+    },
+    /// A clock probe or answer on the `p3-control` channel from device `from`.
+    PeerClock {
+        from: usize,
+        probe: ClockProbe,
+    },
     Ping {
         client_time: f64,
         rtt: Option<f64>,
@@ -473,16 +491,17 @@ struct Device {
     id: String,
     skew: f64,
     drift: f64,
-    clock: ClockSync,
-    /// Where its probes go in mesh mode (the same routing as the browser's).
-    peer_clock: PeerClock,
-    follower: Follower,
+    /// The shipped music room.
+    room: Room,
     player: Player,
+    /// Naive baselines only: stamps their changes (they follow no state in `room`).
     stamper: ControlStamper,
     joined_at: Option<f64>,
     throttled: bool,
-    clock_due: f64,
-    follower_due: Option<f64>,
+    /// When `room` wants to be polled again, true ms.
+    room_due: f64,
+    /// Naive baselines: when to apply the pending state, true ms.
+    naive_due: Option<f64>,
     /// Naive modes: the state to apply once the element is ready.
     naive_pending: Option<RoomState>,
     burst_error_ms: Option<f64>,
@@ -497,7 +516,6 @@ struct Device {
     excursions: Vec<(f64, f64)>,
     /// The last reading was during an excursion.
     nudging: bool,
-    last_mapping: Option<p3_lanes::core::sync::clock::ClockMapping>,
 }
 
 impl Device {
@@ -554,6 +572,12 @@ pub struct SimReport {
     pub refused: Vec<String>,
     /// Final room state.
     pub final_state: Option<RoomState>,
+    /// Mesh mode: peer-ordered changes a follower's room accepted (its `control` events),
+    /// over all followers.
+    pub mesh_followed: usize,
+    /// Mesh mode: for each peer-ordered change a follower's room accepted, how long before it
+    /// takes effect it arrived (its `referenceTime` − the room's clock at receipt), ms.
+    pub mesh_lead_at_receipt_ms: Vec<f64>,
     /// Steady-state samples where a device was on the wrong track or stopped.
     pub wrong_track: usize,
     /// The largest steady-state |error| vs the room: (true ms, device, error ms).
@@ -588,8 +612,10 @@ pub struct Sim {
     next_offset_sample: f64,
     script_at: usize,
     trace: bool,
-    /// The device hosting the authority in mesh mode.
+    /// The controller's device once the server is lost in mesh mode.
     mesh_host: Option<usize>,
+    /// Last delivery time per (from, to) device link in mesh mode.
+    mesh_fifo: std::collections::HashMap<(usize, usize), f64>,
 }
 
 impl Sim {
@@ -652,15 +678,13 @@ impl Sim {
                     id: format!("dev-{i}"),
                     skew,
                     drift,
-                    clock: ClockSync::new(ClockConfig::default(), 0.0),
-                    peer_clock: PeerClock::new(),
-                    follower: Follower::new(cfg.follower.clone()),
+                    room: Room::new("sim", cfg.follower.clone(), None, 0.0),
                     player,
                     stamper: ControlStamper::new(),
                     joined_at: None,
                     throttled: cfg.throttled.contains(&i),
-                    clock_due: f64::INFINITY,
-                    follower_due: None,
+                    room_due: f64::INFINITY,
+                    naive_due: None,
                     naive_pending: None,
                     burst_error_ms: None,
                     gesture_events: 0,
@@ -669,7 +693,6 @@ impl Sim {
                     steady_readings: vec![],
                     excursions: vec![],
                     nudging: false,
-                    last_mapping: None,
                 }
             })
             .collect();
@@ -690,6 +713,7 @@ impl Sim {
             next_offset_sample: 0.0,
             script_at: 0,
             mesh_host: None,
+            mesh_fifo: Default::default(),
             trace: std::env::var_os("P3_SIM_TRACE").is_some(),
             rng,
             now: 0.0,
@@ -709,7 +733,7 @@ impl Sim {
         match self.mesh_host {
             Some(h) => {
                 let d = &self.devices[h];
-                d.clock.server_now(d.local(t))
+                d.room.clock().server_now(d.local(t))
             }
             None => self.server_ms(t),
         }
@@ -720,21 +744,11 @@ impl Sim {
             Dest::Server(i) => (i, 0),
             Dest::Device(i) => (i, 1),
         };
-        if self.mesh_host == Some(dev) {
-            // The host talks to its own authority in-process.
-            self.seq += 1;
-            self.heap.push(Delivery {
-                at: self.now,
-                seq: self.seq,
-                dest,
-                msg,
-            });
+        if self.mesh_host.is_some() {
+            // The server is gone.
             return;
         }
-        let link = match (&self.cfg.mesh, self.mesh_host) {
-            (Some(m), Some(_)) => &m.link,
-            _ => &self.cfg.link,
-        };
+        let link = &self.cfg.link;
         let is_probe = matches!(msg, Msg::Ping { .. } | Msg::Pong { .. });
         if is_probe && self.rng.f64() < link.probe_drop {
             return;
@@ -750,6 +764,32 @@ impl Sim {
             at,
             seq: self.seq,
             dest,
+            msg,
+        });
+    }
+
+    /// Mesh mode: `msg` from device `from` to device `to` over their DataChannel link.
+    fn send_peer(&mut self, from: usize, to: usize, msg: Msg) {
+        let link = self.cfg.mesh.as_ref().expect("mesh mode").link.clone();
+        let is_probe = matches!(msg, Msg::PeerClock { .. });
+        if is_probe && self.rng.f64() < link.probe_drop {
+            return;
+        }
+        let mut delay = link.base_ms + (self.rng.f64() * 2.0 - 1.0) * link.jitter_ms;
+        if self.rng.f64() < link.loss {
+            delay += link.retransmit_ms;
+        }
+        let last = self
+            .mesh_fifo
+            .entry((from, to))
+            .or_insert(f64::NEG_INFINITY);
+        let at = (self.now + delay).max(*last);
+        *last = at;
+        self.seq += 1;
+        self.heap.push(Delivery {
+            at,
+            seq: self.seq,
+            dest: Dest::Device(to),
             msg,
         });
     }
@@ -777,8 +817,8 @@ impl Sim {
             next = next.min(self.next_tick);
             for d in &self.devices {
                 if d.joined_at.is_some() {
-                    next = next.min(d.clock_due);
-                    if let Some(f) = d.follower_due {
+                    next = next.min(d.room_due);
+                    if let Some(f) = d.naive_due {
                         next = next.min(f);
                     }
                 }
@@ -795,7 +835,7 @@ impl Sim {
                     .is_some_and(|m| self.now >= m.from_ms)
             {
                 let host = self.cfg.mesh.as_ref().expect("mesh").host;
-                self.move_host(host);
+                self.lose_server(host);
             }
             // Deliveries due.
             while self.heap.peek().is_some_and(|d| d.at <= self.now) {
@@ -818,11 +858,12 @@ impl Sim {
                 if self.devices[i].joined_at.is_none() {
                     continue;
                 }
-                if self.devices[i].clock_due <= self.now {
-                    self.clock_wake(i);
+                if self.devices[i].room_due <= self.now {
+                    self.room_wake(i);
                 }
-                if self.devices[i].follower_due.is_some_and(|f| f <= self.now) {
-                    self.follower_wake(i);
+                if self.devices[i].naive_due.is_some_and(|f| f <= self.now) {
+                    self.devices[i].naive_due = None;
+                    self.naive_apply(i);
                 }
             }
             if self.next_tick <= self.now {
@@ -837,60 +878,112 @@ impl Sim {
         match step {
             Step::Join(i) => {
                 let now = self.now;
+                let mesh = self.cfg.mesh.is_some();
                 let d = &mut self.devices[i];
                 d.joined_at = Some(now);
                 let local = d.local(now);
-                d.clock = ClockSync::new(ClockConfig::default(), local);
-                d.clock_due = now;
+                let origin = mesh.then(|| d.id.clone());
+                d.room = Room::new("sim", self.cfg.follower.clone(), origin, local);
+                d.room_due = now;
+                if mesh {
+                    self.join_mesh(i);
+                }
                 self.send(Dest::Server(i), Msg::Join);
             }
             Step::Control(i, action, mut data) => {
+                let now = self.now;
                 let d = &mut self.devices[i];
-                let state = d
-                    .follower
-                    .latest_state()
-                    .cloned()
-                    .or_else(|| d.naive_pending.clone())
-                    .unwrap_or_else(|| self.history.last().cloned().expect("history"));
-                data.from = Some(d.id.clone());
-                data.timestamp = Some(d.local(self.now).round());
-                let change = d.stamper.stamp(&state, action, data);
-                self.send_sync(Dest::Server(i), &SyncMessage::MusicControl(change));
+                let local = d.local(now);
+                let wall = local.round();
+                if self.cfg.mode != Mode::Synced {
+                    let state = d
+                        .naive_pending
+                        .clone()
+                        .unwrap_or_else(|| self.history.last().cloned().expect("history"));
+                    data.from = Some(d.id.clone());
+                    data.timestamp = Some(wall);
+                    let change = d.stamper.stamp(&state, action, data);
+                    self.send_sync(Dest::Server(i), &SyncMessage::MusicControl(change));
+                } else if d.room.peer_ordered() {
+                    match d.room.order_change(action, data, wall, local) {
+                        Ok((state, _record)) => self.history.push(state),
+                        Err(e) => self.report.refused.push(e.code().as_str().to_owned()),
+                    }
+                    self.drain(i);
+                } else {
+                    data.from = Some(d.id.clone());
+                    let value = d.room.stamp_server_change(action, data, wall);
+                    let msg = SyncMessage::from_value(value).expect("a music-control");
+                    self.send_sync(Dest::Server(i), &msg);
+                }
             }
             Step::Gesture(i) => {
                 let now = self.now;
                 let d = &mut self.devices[i];
                 d.player.blocked = false;
                 let local = d.local(now);
-                d.follower.handle_user_gesture(local);
+                d.room.handle_user_gesture(local);
                 self.drain(i);
             }
         }
     }
 
-    /// Mesh mode: the authority moves to `host`'s device (module docs of [`MeshConfig`]);
-    /// every device's [`PeerClock`] learns the new controller (the host stops probing, the
-    /// others burst towards it).
-    fn move_host(&mut self, host: usize) {
-        self.mesh_host = Some(host);
+    /// Mesh mode: device `i` opens its mesh (as its id), takes the room key and links to every
+    /// device already in the room (both ends learn the link); without the server its tier is
+    /// `webrtc` at once.
+    fn join_mesh(&mut self, i: usize) {
         let now = self.now;
-        let controller = self.devices[host].id.clone();
-        for d in &mut self.devices {
-            let local = d.local(now);
-            d.peer_clock
-                .handle_role(true, &controller, &d.id, true, &mut d.clock, local);
-            if d.joined_at.is_some() {
-                d.clock_due = d
-                    .peer_clock
-                    .poll_timeout(&d.clock)
-                    .map_or(f64::INFINITY, |l| d.wake(l).max(now));
+        let seed = self.cfg.seed;
+        let d = &mut self.devices[i];
+        let local = d.local(now);
+        let id = d.id.clone();
+        d.room.handle_mesh_open(&id);
+        d.room.handle_joined();
+        let mut salt = [0u8; 16];
+        fastrand::Rng::with_seed(seed ^ ((i as u64 + 1) * 0x9e37)).fill(&mut salt);
+        d.room
+            .handle_room_key(1, ROOM_KEY, &id, || Ok(salt), local)
+            .expect("a valid key");
+        let others: Vec<usize> = (0..self.devices.len())
+            .filter(|&j| j != i && self.devices[j].joined_at.is_some())
+            .collect();
+        for j in others {
+            let (a, b) = (self.devices[i].id.clone(), self.devices[j].id.clone());
+            self.devices[i]
+                .room
+                .handle_peer_link(&b, PeerLink::Connected);
+            self.devices[j]
+                .room
+                .handle_peer_link(&a, PeerLink::Connected);
+            self.drain(j);
+        }
+        if self.mesh_host.is_some() {
+            self.devices[i]
+                .room
+                .handle_tier(Tier::Socket, Tier::Webrtc, TierReason::SocketClosed);
+        }
+        self.drain(i);
+    }
+
+    /// Mesh mode: the server is lost; every joined device's tier goes `socket` → `webrtc`
+    /// (its room runs the election and reroutes its clock), and `host` (the DJ) is expected
+    /// to be the controller the rooms agree on.
+    fn lose_server(&mut self, host: usize) {
+        self.mesh_host = Some(host);
+        for i in 0..self.devices.len() {
+            if self.devices[i].joined_at.is_some() {
+                self.devices[i].room.handle_tier(
+                    Tier::Socket,
+                    Tier::Webrtc,
+                    TierReason::SocketClosed,
+                );
+                self.drain(i);
             }
         }
     }
 
     fn on_server(&mut self, i: usize, msg: Msg) {
-        let now_server = self.room_ms(self.now);
-        let mesh = self.mesh_host.is_some();
+        let now_server = self.server_ms(self.now);
         let id = self.devices[i].id.clone();
         match msg {
             Msg::Join => {
@@ -908,22 +1001,7 @@ impl Sim {
                 if let Some(rtt) = rtt {
                     self.authority.update_member_rtt(&id, rtt);
                 }
-                let server_time = match self.mesh_host {
-                    // The controller's answer (PROTOCOL.md §13.10).
-                    Some(h) => {
-                        let now = self.now;
-                        let host = &mut self.devices[h];
-                        let local = host.local(now);
-                        match host
-                            .peer_clock
-                            .handle_ping(&id, client_time, &host.clock, local)
-                        {
-                            Some(ClockProbe::Pong { server_time, .. }) => server_time,
-                            _ => panic!("the host synced with the server"),
-                        }
-                    }
-                    None => now_server.floor(),
-                };
+                let server_time = now_server.floor();
                 self.send(
                     Dest::Device(i),
                     Msg::Pong {
@@ -949,12 +1027,6 @@ impl Sim {
                             );
                         }
                         self.history.push(state.clone());
-                        if let Some(dj) = state.controller_id.as_deref().filter(|_| mesh) {
-                            let host = self.devices.iter().position(|d| d.id == dj);
-                            if let Some(h) = host.filter(|&h| Some(h) != self.mesh_host) {
-                                self.move_host(h);
-                            }
-                        }
                         let msg = SyncMessage::SyncState { data: state };
                         for j in 0..self.devices.len() {
                             if self.devices[j].joined_at.is_some() {
@@ -966,7 +1038,7 @@ impl Sim {
                     Err(e) => self.report.refused.push(e.code().as_str().to_owned()),
                 }
             }
-            Msg::Pong { .. } => unreachable!(),
+            Msg::Pong { .. } | Msg::Mesh { .. } | Msg::PeerClock { .. } => unreachable!(),
         }
     }
 
@@ -978,34 +1050,13 @@ impl Sim {
                 client_time,
                 server_time,
             } => {
-                let server_now = self.room_ms(now);
+                let server_now = self.server_ms(now);
                 let d = &mut self.devices[i];
                 let local = d.local(now);
-                match d.peer_clock.source().clone() {
-                    ClockSource::Peer { controller, .. } => {
-                        d.peer_clock.handle_pong(
-                            &controller,
-                            client_time,
-                            server_time,
-                            &mut d.clock,
-                            local,
-                        );
-                    }
-                    _ => {
-                        d.clock.handle_response(client_time, server_time, local);
-                    }
-                }
-                if d.burst_error_ms.is_none() && d.clock.is_synced() && !d.clock.in_burst() {
-                    d.burst_error_ms = Some(d.clock.server_now(local) - server_now);
-                }
-                if mode == Mode::Synced
-                    && d.clock.is_synced()
-                    && d.clock.mapping() != d.last_mapping
-                {
-                    d.last_mapping = d.clock.mapping();
-                    let m = d.last_mapping.expect("synced");
-                    d.follower.handle_clock(m, local);
-                    self.drain(i);
+                d.room.handle_server_pong(client_time, server_time, local);
+                let c = d.room.clock();
+                if d.burst_error_ms.is_none() && c.is_synced() && !c.in_burst() {
+                    d.burst_error_ms = Some(c.server_now(local) - server_now);
                 }
             }
             Msg::Sync(bytes) => {
@@ -1015,58 +1066,60 @@ impl Sim {
                 let d = &mut self.devices[i];
                 let local = d.local(now);
                 if mode == Mode::Synced {
-                    d.follower.handle_state(data, local);
-                    self.drain(i);
+                    d.room.handle_server_state(data, None, local);
                 } else {
                     self.naive_receive(i, data);
                 }
             }
+            Msg::Mesh { from, value } => {
+                let from = self.devices[from].id.clone();
+                let d = &mut self.devices[i];
+                let local = d.local(now);
+                d.room.handle_mesh_message(&from, &value, local);
+            }
+            Msg::PeerClock { from, probe } => {
+                let from = self.devices[from].id.clone();
+                let d = &mut self.devices[i];
+                let local = d.local(now);
+                match probe {
+                    ClockProbe::Ping { client_time } => {
+                        d.room.handle_peer_clock_ping(&from, client_time, local)
+                    }
+                    ClockProbe::Pong {
+                        client_time,
+                        server_time,
+                    } => d
+                        .room
+                        .handle_peer_clock_pong(&from, client_time, server_time, local),
+                }
+            }
             Msg::Ping { .. } | Msg::Join => unreachable!(),
         }
+        self.drain(i);
     }
 
-    /// A device's clock timer: its [`PeerClock`] says where the probe goes (the server, or
-    /// in mesh mode the host, which is reached the same way here) or, on the host, that its
-    /// mapping stays frozen.
-    fn clock_wake(&mut self, i: usize) {
+    /// The room's timer: a media sample if the follower asked for one, then the room's
+    /// outputs (a due clock probe among them).
+    fn room_wake(&mut self, i: usize) {
         let now = self.now;
         let d = &mut self.devices[i];
         let local = d.local(now);
-        let rtt = d.clock.rtt_ms();
-        match d.peer_clock.poll_probe(&mut d.clock, local) {
-            Some(Probe::Server { client_time } | Probe::Peer { client_time, .. }) => {
-                self.send(Dest::Server(i), Msg::Ping { client_time, rtt });
-            }
-            None => {}
-        }
-        let d = &mut self.devices[i];
-        d.clock_due = d
-            .peer_clock
-            .poll_timeout(&d.clock)
-            .map_or(f64::INFINITY, |l| d.wake(l));
-    }
-
-    fn follower_wake(&mut self, i: usize) {
-        let now = self.now;
-        let d = &mut self.devices[i];
-        let local = d.local(now);
-        if self.cfg.mode == Mode::Synced {
+        if d.room.follower_due().is_some_and(|f| f <= local) {
             let sample = d.player.sample(now, local, &mut self.rng);
-            d.follower.handle_media_sample(sample);
-            self.drain(i);
-        } else {
-            d.follower_due = None;
-            self.naive_apply(i);
+            d.room.handle_media_sample(sample);
         }
+        self.drain(i);
     }
 
-    /// Executes the follower's outputs on the player.
+    /// Executes the room's outputs: media commands on the player, probes and mesh sends on
+    /// the links; records what the measurements need.
     fn drain(&mut self, i: usize) {
         let now = self.now;
         loop {
             let d = &mut self.devices[i];
-            match d.follower.poll_output() {
-                FollowerOutput::Command(cmd) => {
+            let local = d.local(now);
+            match d.room.poll_output(local) {
+                Output::Media(cmd) => {
                     if self.trace {
                         eprintln!("{now:.1} dev-{i} {cmd:?} pos {:.4}", d.player.position(now));
                     }
@@ -1074,41 +1127,83 @@ impl Sim {
                         self.report.seeks += 1;
                     }
                     if d.player.apply(&cmd, now, &mut self.rng).is_err() {
-                        let local = d.local(now);
-                        d.follower.handle_play_rejected(local);
+                        d.room.handle_play_rejected(local);
                     }
                 }
-                FollowerOutput::Event(FollowerEvent::NeedsUserGesture) => {
+                Output::Event(RoomEvent::NeedsUserGesture) => {
                     self.report.gesture_events[i] += 1;
                 }
-                FollowerOutput::Event(FollowerEvent::Drift(x)) => {
+                Output::Event(RoomEvent::Control { .. })
+                    if self.mesh_host.is_some_and(|h| h != i) =>
+                {
+                    self.report.mesh_followed += 1;
+                    let applies_at = d.room.latest().expect("accepted").ref_server_ms;
+                    let lead = applies_at - self.room_ms(now);
+                    self.report.mesh_lead_at_receipt_ms.push(lead);
+                }
+                Output::Event(RoomEvent::Drift {
+                    error_ms,
+                    rate,
+                    correction,
+                    ..
+                }) => {
                     if self.trace {
                         let pos = d.player.position(now);
                         let room = self.room_ms(now);
                         let truth = self.truth(room).position_at(room);
                         eprintln!(
-                            "{now:.1} dev-{i} drift {:.1} rate {} {:?} true {:.1}",
-                            x.error_ms,
-                            x.rate,
-                            x.correction,
+                            "{now:.1} dev-{i} drift {error_ms:.1} rate {rate} {correction} true {:.1}",
                             (pos - truth) * 1000.0
                         );
                     }
                     let d = &mut self.devices[i];
-                    d.readings.push((now, x.error_ms));
-                    if x.correction == Correction::None {
-                        d.steady_readings.push((now, x.error_ms));
+                    d.readings.push((now, error_ms));
+                    if correction == "none" {
+                        d.steady_readings.push((now, error_ms));
                     }
-                    if x.correction == Correction::Nudge && x.rate != 1.0 && !d.nudging {
-                        d.excursions.push((now, x.error_ms));
+                    if correction == "nudge" && rate != 1.0 && !d.nudging {
+                        d.excursions.push((now, error_ms));
                     }
-                    d.nudging = x.correction == Correction::Nudge;
+                    d.nudging = correction == "nudge";
                 }
-                FollowerOutput::Event(_) => {}
-                FollowerOutput::Timeout(t) => {
-                    d.follower_due = t.map(|l| d.wake(l));
+                Output::Ping {
+                    client_time,
+                    rtt_ms,
+                } => self.send(
+                    Dest::Server(i),
+                    Msg::Ping {
+                        client_time,
+                        rtt: rtt_ms,
+                    },
+                ),
+                Output::PeerClock { to, probe } => {
+                    if let Some(j) = self.devices.iter().position(|d| d.id == to) {
+                        self.send_peer(i, j, Msg::PeerClock { from: i, probe });
+                    }
+                }
+                Output::MeshSend { value, to } => {
+                    let targets: Vec<usize> = (0..self.devices.len())
+                        .filter(|&j| j != i && self.devices[j].joined_at.is_some())
+                        .filter(|&j| to.as_ref().map_or(true, |t| *t == self.devices[j].id))
+                        .collect();
+                    for j in targets {
+                        self.send_peer(
+                            i,
+                            j,
+                            Msg::Mesh {
+                                from: i,
+                                value: value.clone(),
+                            },
+                        );
+                    }
+                }
+                Output::Timeout(t) => {
+                    let d = &mut self.devices[i];
+                    d.room_due = t.map_or(f64::INFINITY, |l| d.wake(l).max(now));
                     break;
                 }
+                // The hub (every device links to every other here) and other events.
+                _ => {}
             }
         }
     }
@@ -1153,7 +1248,7 @@ impl Sim {
             return;
         }
         if now < d.player.ready_at {
-            d.follower_due = Some(d.player.ready_at);
+            d.naive_due = Some(d.player.ready_at);
             return;
         }
         // Elapsed since receipt while loading counts (the naive device uses its own timer).
@@ -1191,7 +1286,7 @@ impl Sim {
             self.next_offset_sample += 1000.0;
             for d in &self.devices {
                 if d.burst_error_ms.is_some() {
-                    let e = d.clock.server_now(d.local(t)) - server;
+                    let e = d.room.clock().server_now(d.local(t)) - server;
                     self.report.offset_error_ms.push(e);
                 }
             }
@@ -1308,7 +1403,11 @@ impl Sim {
                 self.report.gesture_events[i] += d.gesture_events;
             }
         }
-        self.report.final_state = Some(self.authority.state().clone());
+        self.report.final_state = Some(match self.mesh_host {
+            // Ordered by the controller's room.
+            Some(_) => self.history.last().cloned().expect("history"),
+            None => self.authority.state().clone(),
+        });
         self.report.skews_ms = self.devices.iter().map(|d| d.skew).collect();
         self.report.traces = self
             .devices

@@ -2,15 +2,16 @@
 //! returns a `MusicRoom` that keeps a media element (or a custom player) in sync with the
 //! room's shared playback state, and lets the controller (DJ) change it.
 //!
-//! It drives the sans-IO sync core on the browser's clock and timers:
-//! - [`ClockSync`] probes the server with Control `ping {clientTime, rttMs}` ([`Client::ping`])
-//!   and reads every `pong` ([`Event::Pong`]) with `performance.now()` as the local clock;
-//! - the room's `sync-state` messages (server-originated Sync-lane frames) go to a
-//!   [`Follower`], whose [`MediaCommand`]s are executed on the media ([`media`]);
-//! - changes (`play()`, `seek()`, ...) are stamped by a [`ControlStamper`] and sent as seed
-//!   004 `music-control` on the Sync lane; the server's authority answers with the resolved
-//!   change (resolving the Promise) or a Control error on lane 7 (rejecting it with its
-//!   `code`).
+//! It drives one sans-IO core room ([`CoreRoom`], `core::music`, where every music rule
+//! lives) on the browser's clock and timers, and only converts and executes:
+//! - the core's clock probes go out as Control `ping {clientTime, rttMs}` ([`Client::ping`])
+//!   and every `pong` ([`Event::Pong`]) comes back in, with `performance.now()` as the local
+//!   clock;
+//! - the room's `sync-state` messages (server-originated Sync-lane frames) go to the core,
+//!   whose [`MediaCommand`]s are executed on the media ([`media`]);
+//! - changes (`play()`, `seek()`, ...) are stamped by the core and sent as seed 004
+//!   `music-control` on the Sync lane; the server's authority answers with the resolved change
+//!   (resolving the Promise) or a Control error on lane 7 (rejecting it with its `code`).
 //!
 //! The room listens to the client's core events through [`driver::add_listener`]; every
 //! callback into JavaScript (media commands, app callbacks, pings that pump the client) runs
@@ -44,14 +45,10 @@ mod types;
 use crate::core::client::{ConnectionState, Event};
 use crate::core::error::ErrorCode;
 use crate::core::lane::Lane;
-use crate::core::sync::clock::{ClockConfig, ClockMapping, ClockSync};
-use crate::core::sync::follower::{
-    Correction, Follower, FollowerConfig, FollowerEvent, FollowerOutput, MediaCommand,
-};
-use crate::core::sync::peer_clock::{ClockProbe, PeerClock};
-use crate::core::sync::state::{
-    ControlStamper, MusicAction, MusicControlData, RoomState, SyncMessage,
-};
+use crate::core::music::{Output, Room as CoreRoom, RoomEvent};
+use crate::core::sync::follower::{FollowerConfig, MediaCommand};
+use crate::core::sync::peer_clock::ClockProbe;
+use crate::core::sync::state::{MusicAction, MusicControlData, SyncMessage};
 use crate::wasm::driver::{self, Handle as ClientHandle, Resolver};
 use crate::wasm::global::Global;
 use crate::wasm::{convert, error};
@@ -110,21 +107,27 @@ impl MusicRoom {
     pub fn state(&self) -> JsValue {
         self.inner
             .borrow()
-            .latest
-            .as_ref()
+            .core
+            .latest()
             .map_or(JsValue::NULL, convert::to_js)
     }
 
     /// What the follower is doing (`MusicStatus`), e.g. `'in-sync'` or `'needs-user-gesture'`.
     #[wasm_bindgen(getter, unchecked_return_type = "MusicStatus")]
     pub fn status(&self) -> String {
-        self.inner.borrow().follower.status().as_str().to_owned()
+        self.inner
+            .borrow()
+            .core
+            .follower()
+            .status()
+            .as_str()
+            .to_owned()
     }
 
     /// The clock estimate (`MusicClock`): offset to the shared clock, RTT, uncertainty, drift.
     #[wasm_bindgen(getter, unchecked_return_type = "MusicClock")]
     pub fn clock(&self) -> JsValue {
-        convert::to_js(&ClockInfo::of(&self.inner.borrow()))
+        convert::to_js(&self.inner.borrow().core.clock_info())
     }
 
     /// The clock samples in the estimator's window, oldest first: `[clientTime, receivedAt,
@@ -134,7 +137,8 @@ impl MusicRoom {
         let v: Vec<[f64; 3]> = self
             .inner
             .borrow()
-            .clock
+            .core
+            .clock()
             .samples()
             .map(|(a, b, c)| [a, b, c])
             .collect();
@@ -153,7 +157,7 @@ impl MusicRoom {
                 return;
             }
             let now = r.now();
-            r.clock.reset(now);
+            r.core.reset_clock(now);
         }
         finish(&self.inner);
     }
@@ -163,8 +167,8 @@ impl MusicRoom {
     pub fn is_controller(&self) -> bool {
         let r = self.inner.borrow();
         let me = r.me();
-        r.latest
-            .as_ref()
+        r.core
+            .latest()
             .and_then(|s| s.controller_id.as_deref())
             .is_some_and(|c| c == me)
     }
@@ -174,14 +178,15 @@ impl MusicRoom {
     #[wasm_bindgen(js_name = serverNow)]
     pub fn server_now(&self) -> f64 {
         let r = self.inner.borrow();
-        r.shared_now(r.global.now_precise_ms())
+        r.core.shared_now(r.global.now_precise_ms())
     }
 
     /// Where playback should be now by the room state, s (`null` without a state or clock).
     #[wasm_bindgen(js_name = targetPosition, unchecked_return_type = "number | null")]
     pub fn target_position(&self) -> JsValue {
         let r = self.inner.borrow();
-        r.follower
+        r.core
+            .follower()
             .target_position(r.global.now_precise_ms())
             .map_or(JsValue::NULL, JsValue::from_f64)
     }
@@ -195,10 +200,11 @@ impl MusicRoom {
     )]
     pub fn latencies(&self) -> JsValue {
         let r = self.inner.borrow();
+        let f = r.core.follower();
         convert::to_js(&Latencies {
-            seek_ms: r.follower.seek_latency_ms(),
-            start_ms: r.follower.start_latency_ms(),
-            excursion_cost_ms: r.follower.excursion_cost_ms(),
+            seek_ms: f.seek_latency_ms(),
+            start_ms: f.start_latency_ms(),
+            excursion_cost_ms: f.excursion_cost_ms(),
         })
     }
 
@@ -209,9 +215,9 @@ impl MusicRoom {
     pub fn tier(&self) -> JsValue {
         self.inner
             .borrow()
-            .tiers
-            .as_ref()
-            .map_or(JsValue::NULL, |t| convert::to_js(&t.tier()))
+            .core
+            .tier()
+            .map_or(JsValue::NULL, |t| convert::to_js(&t))
     }
 
     /// Session ids of the peers with a connected DataChannel link (`[]` without
@@ -219,7 +225,7 @@ impl MusicRoom {
     #[wasm_bindgen(getter, unchecked_return_type = "string[]")]
     pub fn peers(&self) -> JsValue {
         let r = self.inner.borrow();
-        convert::to_js(&r.tiers.as_ref().map(|t| t.peer_ids()).unwrap_or_default())
+        convert::to_js(&r.core.peer_ids())
     }
 
     /// The controller claim `{epoch, controller}` the room follows without the server, or
@@ -230,10 +236,7 @@ impl MusicRoom {
     )]
     pub fn claim(&self) -> JsValue {
         let r = self.inner.borrow();
-        r.tiers
-            .as_ref()
-            .and_then(|t| t.claim())
-            .map_or(JsValue::NULL, convert::to_js)
+        r.core.claim().map_or(JsValue::NULL, convert::to_js)
     }
 
     /// Changes this device made without the server (`offline` tier, or ordered by it on the
@@ -244,9 +247,8 @@ impl MusicRoom {
     pub fn pending_changes(&self) -> JsValue {
         self.inner
             .borrow()
-            .tiers
-            .as_ref()
-            .and_then(|t| t.pending_changes())
+            .core
+            .pending_changes()
             .map_or(JsValue::NULL, |n| JsValue::from_f64(n as f64))
     }
 
@@ -257,9 +259,9 @@ impl MusicRoom {
     pub fn device_id(&self) -> JsValue {
         self.inner
             .borrow()
-            .tiers
-            .as_ref()
-            .map_or(JsValue::NULL, |t| JsValue::from_str(t.device_id()))
+            .core
+            .device_id()
+            .map_or(JsValue::NULL, JsValue::from_str)
     }
 
     /// Plays, from `position` (s) if given, else from where the room is. Resolves with the
@@ -521,27 +523,22 @@ fn new_room(
     let identity = client
         .as_ref()
         .and_then(|c| c.borrow().identity().map(crate::core::auth::Identity::key));
-    let tiers = opts
+    let origin = opts
         .peer_to_peer
-        .clone()
-        .map(|p| tiers::Tiers::new(p, opts.device_id.clone(), identity.as_deref()))
+        .as_ref()
+        .map(|_| tiers::origin(opts.device_id.clone(), identity.as_deref()))
         .transpose()?;
+    let tiers = opts.peer_to_peer.clone().map(tiers::Tiers::new);
     Ok(Rc::new(RefCell::new(Room {
+        core: CoreRoom::new(name.clone(), FollowerConfig::browser(), origin, now),
         name,
         base,
         client,
-        fallback_clock: None,
         saved: None,
-        clock: ClockSync::new(ClockConfig::default(), now),
-        peer_clock: PeerClock::new(),
         global,
-        last_mapping: None,
-        follower: Follower::new(FollowerConfig::browser()),
-        stamper: ControlStamper::new(),
         media: opts.media,
         track_url: opts.track_url,
         resume_on_gesture: opts.resume_on_gesture,
-        latest: None,
         pending: VecDeque::new(),
         callbacks: Vec::new(),
         next_callback: 0,
@@ -549,12 +546,11 @@ fn new_room(
         listener: None,
         media_listeners: Vec::new(),
         gesture_listeners: Vec::new(),
-        follower_due: None,
+        core_due: None,
         events: VecDeque::new(),
         dispatching: false,
         closed: false,
         tiers,
-        tier_sends: Vec::new(),
     })))
 }
 
@@ -657,24 +653,15 @@ struct Room {
     /// `None` while a room opened with `MusicRoom.openOffline` is not attached to a client
     /// ([`offline_start`]).
     client: Option<ClientHandle>,
-    /// The shared clock while `clock` is not synced after an offline start: this device's
-    /// local clock plus the last saved offset ([`offline_start`]).
-    fallback_clock: Option<ClockMapping>,
+    /// The sans-IO room: clock, follower, election, sealing, the queue's bookkeeping and
+    /// every rule between them.
+    core: CoreRoom,
     /// What [`offline_start::save`] last wrote: `(epoch, sequence, clock offset ms)`.
     saved: Option<(u64, u64, i64)>,
     global: Global,
-    clock: ClockSync,
-    /// Where clock probes go (the server, or the controller over the mesh), see
-    /// [`peer_clock`].
-    peer_clock: PeerClock,
-    last_mapping: Option<ClockMapping>,
-    follower: Follower,
-    stamper: ControlStamper,
     media: Media,
     track_url: Option<Function>,
     resume_on_gesture: bool,
-    /// The newest room state received.
-    latest: Option<RoomState>,
     /// Changes sent, answered in order by the authority.
     pending: VecDeque<Pending>,
     callbacks: Vec<(u32, Function)>,
@@ -684,17 +671,15 @@ struct Room {
     listener: Option<u32>,
     media_listeners: Vec<Attached>,
     gesture_listeners: Vec<Attached>,
-    /// When the follower wants its next sample, local ms.
-    follower_due: Option<f64>,
+    /// When the core room wants to be polled again, local ms.
+    core_due: Option<f64>,
     /// JS events not dispatched yet.
     events: VecDeque<JsValue>,
     /// A [`finish`] further up the stack is dispatching `events`.
     dispatching: bool,
     closed: bool,
-    /// Tier 2 (`peerToPeer`), see [`tiers`].
+    /// Tier 2 (`peerToPeer`): the mesh and the offline queue, see [`tiers`].
     tiers: Option<tiers::Tiers>,
-    /// Sealed values for the mesh's Sync lane (`None`: every peer) queued under the borrow.
-    tier_sends: Vec<(Value, Option<String>)>,
 }
 
 /// Something to do outside the room's borrow.
@@ -716,20 +701,7 @@ impl Room {
     fn me(&self) -> String {
         match &self.client {
             Some(c) => c.borrow().client().session_id().to_string(),
-            None => self
-                .tiers
-                .as_ref()
-                .map(|t| t.device_id().to_owned())
-                .unwrap_or_default(),
-        }
-    }
-
-    /// The shared clock at local time `local_ms` (ms since the Unix epoch): the synced
-    /// estimate, else the offline fallback ([`offline_start`]), else the unsynced estimate.
-    fn shared_now(&self, local_ms: f64) -> f64 {
-        match self.fallback_clock {
-            Some(m) if !self.clock.is_synced() => m.to_server(local_ms),
-            _ => self.clock.server_now(local_ms),
+            None => self.core.device_id().unwrap_or_default().to_owned(),
         }
     }
 
@@ -741,62 +713,34 @@ impl Room {
         self.events.push_back(convert::to_js(ev));
     }
 
-    /// Drains the follower into acts and events; sends a due clock probe.
+    /// Drains the core room into acts and events (events in their order; acts are executed
+    /// by [`finish`] with no borrow held).
     fn drain(&mut self) -> Vec<Act> {
         let mut acts = Vec::new();
         let now = self.now();
         loop {
-            match self.follower.poll_output() {
-                FollowerOutput::Command(c) => acts.push(Act::Media(c)),
-                FollowerOutput::Event(FollowerEvent::NeedsUserGesture) => {
-                    self.event(&JsMusicEvent::NeedsUserGesture);
-                    if self.resume_on_gesture {
+            match self.core.poll_output(now) {
+                Output::Media(c) => acts.push(Act::Media(c)),
+                Output::Ping {
+                    client_time,
+                    rtt_ms,
+                } => acts.push(Act::Ping(client_time, rtt_ms)),
+                Output::PeerClock { to, probe } => acts.push(Act::PeerClock(to, probe)),
+                Output::MeshSend { value, to } => acts.push(Act::MeshSend(value, to)),
+                Output::MeshController(c) => acts.push(Act::MeshController(c)),
+                Output::Event(ev) => {
+                    self.event(&ev);
+                    if ev == RoomEvent::NeedsUserGesture && self.resume_on_gesture {
                         acts.push(Act::InstallGestureListeners);
                     }
                 }
-                FollowerOutput::Event(FollowerEvent::Status(s)) => {
-                    self.event(&JsMusicEvent::Status { status: s.as_str() })
-                }
-                FollowerOutput::Event(FollowerEvent::Drift(d)) => {
-                    self.event(&JsMusicEvent::Drift {
-                        local_ms: d.local_ms,
-                        server_ms: d.server_ms,
-                        error_ms: d.error_ms,
-                        rate: d.rate,
-                        correction: match d.correction {
-                            Correction::None => "none",
-                            Correction::Nudge => "nudge",
-                            Correction::Seek => "seek",
-                        },
-                    })
-                }
-                FollowerOutput::Timeout(t) => {
-                    self.follower_due = t;
+                Output::Timeout(t) => {
+                    self.core_due = t;
                     break;
                 }
             }
         }
-        tiers::drain(self, &mut acts);
-        peer_clock::drain(self, now, &mut acts);
-        acts.extend(
-            self.tier_sends
-                .drain(..)
-                .map(|(v, to)| Act::MeshSend(v, to)),
-        );
         acts
-    }
-
-    /// After a clock sample: hands a new synced mapping to the follower and tells the app.
-    fn clock_changed(&mut self, now: f64) {
-        let mapping = self.clock.mapping().filter(|_| self.clock.is_synced());
-        if mapping.is_some() && mapping != self.last_mapping {
-            self.last_mapping = mapping;
-            if let Some(m) = mapping {
-                self.follower.handle_clock(m, now);
-            }
-            let info = ClockInfo::of(self);
-            self.event(&JsMusicEvent::Clock(info));
-        }
     }
 
     /// Rejects unanswered changes past their deadline.
@@ -825,14 +769,10 @@ impl Room {
             self.timer = Timer::default();
             return;
         }
-        let deadline = [
-            self.peer_clock.poll_timeout(&self.clock),
-            self.follower_due,
-            self.pending.front().map(|p| p.deadline_ms),
-        ]
-        .into_iter()
-        .flatten()
-        .reduce(f64::min);
+        let deadline = [self.core_due, self.pending.front().map(|p| p.deadline_ms)]
+            .into_iter()
+            .flatten()
+            .reduce(f64::min);
         if self.timer.deadline == deadline && self.timer.id.is_some() {
             return;
         }
@@ -928,7 +868,7 @@ fn watch_play(h: &RoomHandle, play: &Promise) {
             {
                 let mut r = h.borrow_mut();
                 let now = r.now();
-                r.follower.handle_play_rejected(now);
+                r.core.handle_play_rejected(now);
             }
             finish(&h);
         } else if !media::is_interruption(&err) {
@@ -965,9 +905,9 @@ fn sample(h: &RoomHandle) {
         let mut r = h.borrow_mut();
         let span = r.now() - now;
         if media.element().is_some() && span > MAX_READ_SPAN_MS {
-            r.follower.handle_timeout(now + span);
+            r.core.handle_timeout(now + span);
         } else {
-            r.follower.handle_media_sample(s);
+            r.core.handle_media_sample(s);
         }
     }
     finish(h);
@@ -981,7 +921,7 @@ fn on_timer(h: &RoomHandle) {
         let now = r.now();
         r.expire_pending(now);
         // A little early is fine: the timer's own rounding.
-        r.follower_due.is_some_and(|t| t <= now + 1.0)
+        r.core.follower_due().is_some_and(|t| t <= now + 1.0)
     };
     if follower_due {
         sample(h);
@@ -1000,7 +940,7 @@ fn user_gesture(h: &RoomHandle) {
             l.detach();
         }
         let now = r.now();
-        r.follower.handle_user_gesture(now);
+        r.core.handle_user_gesture(now);
     }
     finish(h);
 }
@@ -1077,23 +1017,19 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
                 server_time,
                 ..
             } => {
-                r.clock
-                    .handle_response(*client_time, *server_time as f64, now);
-                r.clock_changed(now);
+                r.core
+                    .handle_server_pong(*client_time, *server_time as f64, now);
             }
             Event::Message(m) if m.lane == Lane::Sync && m.from.is_none() => {
                 match SyncMessage::from_value(m.value.clone()) {
                     Ok(SyncMessage::SyncState { data }) => {
-                        if r.follower.handle_state(data.clone(), now) {
-                            r.event(&JsMusicEvent::State { state: &data });
-                            r.latest = Some(data);
-                            tiers::handle_server_state(&mut r);
-                        }
+                        let mesh_id = tiers::mesh_id(&r);
+                        r.core.handle_server_state(data, mesh_id.as_deref(), now);
                     }
                     Ok(SyncMessage::MusicControl(c)) => {
                         if c.data.from.as_deref() == Some(r.me().as_str()) {
                             if let Some(p) = r.pending.pop_front() {
-                                let state = r.latest.as_ref().map_or(JsValue::NULL, convert::to_js);
+                                let state = r.core.latest().map_or(JsValue::NULL, convert::to_js);
                                 p.resolver.resolve(&state);
                             }
                         }
@@ -1126,19 +1062,15 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
                 tiers::handle_room_key(&mut r, *key_id, key);
             }
             Event::PeerLeft { room, session_id } if *room == r.name => {
-                tiers::handle_peer_left(&mut r, &session_id.to_string());
+                r.core.handle_peer_left(&session_id.to_string());
             }
             Event::SessionChanged { .. } => {
                 // A new session: the server restarted (or forgot us), and its authority's
                 // versions start anew. Reset here, not on the rejoin's `joined`: that Control
                 // message may arrive after the Sync lane's snapshot, which it would erase.
-                r.follower.reset_room();
-                let followed = r.latest.take();
-                tiers::keep_seed(&mut r, followed);
-                r.stamper = ControlStamper::new();
-                tiers::handle_joined(&mut r, false);
+                r.core.handle_session_changed();
             }
-            Event::RoomJoined { room, .. } if *room == r.name => tiers::handle_joined(&mut r, true),
+            Event::RoomJoined { room, .. } if *room == r.name => r.core.handle_joined(),
             Event::RoomJoined { .. } => {
                 drop(r);
                 close_room(h, "the client joined another room");
@@ -1154,7 +1086,7 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
                     ErrorCode::Closed,
                     "the connection dropped before the room's authority answered; the change may or may not have been applied",
                 ),
-                ConnectionState::Open => r.clock.reset(now),
+                ConnectionState::Open => r.core.handle_connection_open(now),
                 ConnectionState::Closed => {
                     drop(r);
                     close_room(h, "the client closed");
@@ -1169,25 +1101,26 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
 }
 
 /// Sends one change; the Promise settles with the authority's answer.
-fn send_change(h: &RoomHandle, action: MusicAction, mut data: MusicControlData) -> Promise {
+fn send_change(h: &RoomHandle, action: MusicAction, data: MusicControlData) -> Promise {
     let (value, client) = {
         let mut r = h.borrow_mut();
         if r.closed {
             return Promise::reject(&error::coded(ErrorCode::Closed, "the music room is closed"));
         }
-        if tiers::peer_ordered(&r) {
-            let ordered = tiers::order_change(&mut r, action, data);
+        if r.core.peer_ordered() {
+            let now = r.now();
+            let ordered = r.core.order_change(action, data, js_sys::Date::now(), now);
             drop(r);
             return match ordered {
-                Ok((state, sealed, record)) => {
-                    if let Some(v) = sealed {
-                        tiers::mesh_send(h, &v, None);
-                    }
+                Ok((state, record)) => {
+                    // The sealed broadcast goes out (and the state and control events are
+                    // queued) before the queue is written.
+                    finish(h);
                     let promise = tiers::queue_change(h, convert::to_js(&state), record);
                     finish(h);
                     promise
                 }
-                Err(e) => Promise::reject(&e),
+                Err(e) => Promise::reject(&error::coded(e.code(), &e.to_string())),
             };
         }
         let Some(client) = r.client.clone() else {
@@ -1196,11 +1129,10 @@ fn send_change(h: &RoomHandle, action: MusicAction, mut data: MusicControlData) 
                 "the music room has no server connection (attach a client)",
             ));
         };
-        let base = r.latest.clone().unwrap_or_else(|| RoomState::new(0.0));
-        data.timestamp = Some(js_sys::Date::now());
-        data.controller_id.clone_from(&base.controller_id);
-        let change = r.stamper.stamp(&base, action, data);
-        (SyncMessage::MusicControl(change).to_value(), client)
+        let value = r
+            .core
+            .stamp_server_change(action, data, js_sys::Date::now());
+        (value, client)
     };
     if let Err(e) = driver::with_client(&client, |c| c.send(Lane::Sync, value, None)) {
         return Promise::reject(&error::client_error(&e));
@@ -1297,43 +1229,6 @@ fn optional_position(v: &JsValue) -> Result<Option<f64>, JsValue> {
     }
 }
 
-/// `MusicClock`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ClockInfo {
-    synced: bool,
-    offset_ms: f64,
-    rtt_ms: Option<f64>,
-    min_rtt_ms: Option<f64>,
-    uncertainty_ms: Option<f64>,
-    drift_ppm: f64,
-    samples: usize,
-    source: &'static str,
-    peer_probes: u64,
-    peer_samples: u64,
-    peer_answers: u64,
-}
-
-impl ClockInfo {
-    fn of(r: &Room) -> ClockInfo {
-        let c = &r.clock;
-        let p = r.peer_clock.stats();
-        ClockInfo {
-            source: r.peer_clock.source().as_str(),
-            peer_probes: p.probes_sent,
-            peer_samples: p.samples,
-            peer_answers: p.answered,
-            synced: c.is_synced(),
-            offset_ms: c.offset_ms(),
-            rtt_ms: c.rtt_ms(),
-            min_rtt_ms: c.min_rtt_ms(),
-            uncertainty_ms: Some(c.uncertainty_ms()).filter(|u| u.is_finite()),
-            drift_ppm: c.drift_ppm(),
-            samples: c.sample_count(),
-        }
-    }
-}
-
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Latencies {
@@ -1342,7 +1237,7 @@ struct Latencies {
     excursion_cost_ms: f64,
 }
 
-/// `MusicRoomEvent`.
+/// `MusicRoomEvent`s of the driver (the core room's are [`RoomEvent`]s).
 #[derive(Serialize)]
 #[serde(
     tag = "type",
@@ -1350,29 +1245,7 @@ struct Latencies {
     rename_all_fields = "camelCase"
 )]
 enum JsMusicEvent<'a> {
-    State {
-        state: &'a RoomState,
-    },
-    Control {
-        control: &'a Value,
-    },
-    Status {
-        status: &'static str,
-    },
-    Drift {
-        local_ms: f64,
-        server_ms: f64,
-        error_ms: f64,
-        rate: f64,
-        correction: &'static str,
-    },
-    Clock(ClockInfo),
-    NeedsUserGesture,
-    Error {
-        code: &'a str,
-        message: &'a str,
-    },
-    Closed {
-        reason: &'a str,
-    },
+    Control { control: &'a Value },
+    Error { code: &'a str, message: &'a str },
+    Closed { reason: &'a str },
 }

@@ -23,12 +23,12 @@
 
 use super::tiers;
 use super::{attach_media_listeners, close_room, finish, listen_and_join, new_room};
-use super::{options, JsMusicEvent, MusicRoom, Room, RoomHandle};
+use super::{options, MusicRoom, Room, RoomHandle};
 use crate::core::control::validate_room_name;
 use crate::core::error::ErrorCode;
 use crate::core::lane::Lane;
 use crate::core::sync::clock::ClockMapping;
-use crate::core::sync::state::{ControlStamper, RoomState};
+use crate::core::sync::state::RoomState;
 use crate::wasm::driver::Handle as ClientHandle;
 use crate::wasm::global::Global;
 use crate::wasm::{error, http};
@@ -63,15 +63,14 @@ fn local_storage() -> Option<web_sys::Storage> {
 /// Saves the followed state and the clock offset if either changed (under the room's
 /// borrow; a failing `localStorage` is ignored: the queue's `roomState` remains).
 pub(super) fn save(r: &mut Room) {
-    let Some(state) = r.latest.as_ref() else {
+    let Some(state) = r.core.latest() else {
         return;
     };
-    let synced = r.clock.is_synced() || r.fallback_clock.is_some();
-    if !synced {
+    if !r.core.has_clock() {
         return;
     }
     let now = r.now();
-    let offset = r.shared_now(now) - js_sys::Date::now();
+    let offset = r.core.shared_now(now) - js_sys::Date::now();
     let key = (state.epoch, state.sequence, offset.round() as i64);
     if r.saved == Some(key) {
         return;
@@ -147,15 +146,7 @@ pub(super) fn open(base_url: &str, name: &JsValue, options: &JsValue) -> Promise
                 offset_ms: js_sys::Date::now() + offset - now,
                 drift: 0.0,
             };
-            r.fallback_clock = Some(mapping);
-            r.follower.handle_clock(mapping, now);
-            if let Some(s) = state {
-                if r.follower.handle_state(s.clone(), now) {
-                    r.event(&JsMusicEvent::State { state: &s });
-                    r.latest = Some(s);
-                }
-            }
-            tiers::start_offline(&mut r);
+            r.core.start_offline(mapping, state, now);
         }
         finish(&room);
         Ok(MusicRoom { inner: room }.into())
@@ -184,12 +175,8 @@ pub(super) fn attach(h: &RoomHandle, client: &ClientHandle) -> Promise {
         r.client = Some(client.clone());
         r.base = client.borrow().base().to_owned();
         // Server wins: its versions decide from now on (as after a session change).
-        r.follower.reset_room();
-        r.latest = None;
-        r.stamper = ControlStamper::new();
         let now = r.now();
-        r.clock.reset(now);
-        tiers::attached(&mut r);
+        r.core.handle_attached(now);
     }
     let joined = listen_and_join(h, client);
     wasm_bindgen_futures::future_to_promise(async move {
