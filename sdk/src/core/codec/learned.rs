@@ -877,7 +877,7 @@ mod proptests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(ProptestConfig::with_cases(128))]
 
         /// Exact round trip (values and key order) of any sequence, and never longer than
         /// plain dictionary MessagePack once every layout was used.
