@@ -620,6 +620,25 @@ mod tests {
         assert_eq!(tx.learned(), 1);
     }
 
+    /// The example of PROTOCOL.md §8.3.
+    #[test]
+    fn protocol_example_bytes() {
+        let v = json!({"topic": "chat", "author": "ada"});
+        let mut tx = ShapeSender::new();
+        let mut def = vec![0xc7, 0x18, 0x60, 0, 2, 0xa5];
+        def.extend_from_slice(b"topic");
+        def.push(0xa6);
+        def.extend_from_slice(b"author");
+        def.push(0xa4);
+        def.extend_from_slice(b"chat");
+        def.push(0xa3);
+        def.extend_from_slice(b"ada");
+        assert_eq!(tx.encode(&v, Some(&Dictionary::v3())), def);
+        let reference = tx.encode(&v, Some(&Dictionary::v3()));
+        assert_eq!(reference[..3], [0xc7, 0x09, 0x68]);
+        assert_eq!(reference[3..], def[def.len() - 9..]);
+    }
+
     #[test]
     fn a_reference_without_its_definition_is_shape_unknown() {
         let (mut tx, mut rx) = (ShapeSender::new(), ShapeReceiver::new());
