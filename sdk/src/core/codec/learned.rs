@@ -798,10 +798,10 @@ mod tests {
             let mut data = vec![slot, 16];
             for k in 0..16u8 {
                 data.extend_from_slice(&[0xd9, 64]);
-                data.extend(std::iter::repeat_n(b'a' + k, 63));
+                data.extend_from_slice(&[b'a' + k; 63]);
                 data.push(slot);
             }
-            data.extend(std::iter::repeat_n(0xc0, 16));
+            data.extend_from_slice(&[0xc0; 16]);
             let mut bytes = vec![0xc8];
             bytes.extend_from_slice(&(data.len() as u16).to_be_bytes());
             bytes.push(0x60);
