@@ -6,6 +6,14 @@
 //
 //   node scripts/bench-codec-node.mjs              build pkg/ if stale, then measure
 //   node scripts/bench-codec-node.mjs --pkg DIR    use the wasm-pack output in DIR
+//   node scripts/bench-codec-node.mjs --learned-only   only the learned-shapes bytes (no wasm)
+//
+// Learned shapes (PROTOCOL.md §8.3, issue 15): the corpus also holds message sequences (the
+// app messages 10 times over, and seeded random corpora of layouts the dictionary does not
+// list) with the bytes the Rust core wrote for them through one `ShapeSender`; this script
+// sets them beside msgpackr records over the same sequence: one Packr with shared structures
+// (its steady state: definitions never travel, so they are not counted) and
+// `new Packr({useRecords: true})` alone (definitions inline in every message).
 //
 // Prints a table of ratios from this run and replaces the `codec-node.` entries of
 // bench-results.json with {name, value, unit, baseline, ratio}.
@@ -59,7 +67,64 @@ function same(a, b) {
  *   bytes?: (values: unknown[]) => number}} Codec
  */
 
+/**
+ * Bytes of the learned-shapes sequences: ours (from the Rust core) against msgpackr records.
+ * @param {{learned?: {name: string, messages: unknown[], bytes: Record<string, number>}[]}} corpus
+ * @returns {{name: string, value: number, unit: string, baseline: string, ratio: number}[]}
+ */
+function learnedComparison(corpus) {
+  const utf8 = new TextEncoder();
+  const pad = (/** @type {string} */ s, n) => s.padStart(n);
+  console.log('\nlearned shapes: bytes of message sequences on one lane, ratios from this run');
+  console.log(
+    `${'sequence'.padEnd(32)}${pad('json', 8)}${pad('records', 9)}${pad('rec/msg', 9)}${pad('p3 dict', 9)}${pad('p3 learned', 11)}${pad('/records', 9)}`,
+  );
+  /** @type {{name: string, value: number, unit: string, baseline: string, ratio: number}[]} */
+  const results = [];
+  for (const seq of corpus.learned ?? []) {
+    const shared = new Packr({ structures: [] });
+    let records = 0;
+    for (const v of seq.messages) {
+      const b = shared.pack(v);
+      records += b.length;
+      if (!same(shared.unpack(b), v)) throw new Error(`msgpackr records does not round-trip ${seq.name}`);
+    }
+    const perMessage = new Packr({ useRecords: true });
+    const recMsg = seq.messages.reduce((n, v) => n + perMessage.pack(v).length, 0);
+    const json = seq.messages.reduce((n, v) => n + utf8.encode(JSON.stringify(v)).length, 0);
+    const dict = seq.bytes['p3 dictionary'];
+    const learned = seq.bytes['p3 learned shapes'];
+    console.log(
+      `${seq.name.padEnd(32)}${pad(String(json), 8)}${pad(String(records), 9)}${pad(String(recMsg), 9)}` +
+        `${pad(String(dict), 9)}${pad(String(learned), 11)}${pad((learned / records).toFixed(3), 9)}`,
+    );
+    console.log(
+      `target learned bytes vs msgpackr records (${seq.name}): ${(learned / records).toFixed(3)} (≤ 0.8) ${learned / records <= 0.8 ? 'met' : 'MISSED'}`,
+    );
+    for (const [what, value] of [
+      ['msgpackr records', records],
+      ['msgpackr useRecords per message', recMsg],
+      ['p3 dictionary', dict],
+      ['p3 learned shapes', learned],
+    ]) {
+      results.push({
+        name: `${PREFIX}learned.${seq.name}.${what}`,
+        value: Number(value),
+        unit: 'bytes',
+        baseline: `msgpackr records (shared structures): ${records} bytes`,
+        ratio: Number(value) / records,
+      });
+    }
+  }
+  return results;
+}
+
 async function main() {
+  if (process.argv.includes('--learned-only')) {
+    const results = learnedComparison(loadCorpus());
+    writeResults(results, `${PREFIX}learned.`);
+    return;
+  }
   const pkgArg = process.argv.indexOf('--pkg');
   const pkgDir = pkgArg > 0 ? process.argv[pkgArg + 1] : join(ROOT, 'pkg');
   if (pkgArg < 0) await buildSdk();
@@ -246,14 +311,16 @@ app messages only (${apps.length}, without the handshake response)`);
     baseline: `msgpackr records (warm): ${bytes[R]} bytes`,
     ratio: bytes[P] / bytes[R],
   });
+  results.push(...learnedComparison(corpus));
   writeResults(results);
 }
 
 /**
- * Replaces this benchmark's entries (names starting with PREFIX) in bench-results.json.
+ * Replaces this benchmark's entries (names starting with `prefix`) in bench-results.json.
  * @param {object[]} ours
+ * @param {string} [prefix]
  */
-function writeResults(ours) {
+function writeResults(ours, prefix = PREFIX) {
   /** @type {{name?: string}[]} */
   let all = [];
   try {
@@ -261,7 +328,7 @@ function writeResults(ours) {
   } catch {
     all = [];
   }
-  all = all.filter((e) => !(typeof e.name === 'string' && e.name.startsWith(PREFIX)));
+  all = all.filter((e) => !(typeof e.name === 'string' && e.name.startsWith(prefix)));
   writeFileSync(RESULTS, `${JSON.stringify([...all, ...ours], null, 2)}`);
   console.log(`wrote ${RESULTS}`);
 }

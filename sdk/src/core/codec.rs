@@ -28,6 +28,8 @@
 
 use crate::core::dictionary::{Dictionary, MAX_SHAPE_KEYS};
 use rmp::Marker;
+
+pub mod learned;
 use serde_json::{Map, Number, Value};
 
 /// Deepest array/map nesting the decoder accepts (bounds stack use on hostile input).
@@ -159,6 +161,16 @@ pub enum CodecError {
     /// A shape ext (PROTOCOL.md §8.2) whose data does not hold exactly the shape's values.
     #[error("shape ext type {0}: data does not hold exactly the shape's values")]
     BadShape(u8),
+    /// A reference to a learned shape (PROTOCOL.md §8.3) whose definition this side does not
+    /// hold: it missed the definition, or reset since. Never decoded with other keys; wire
+    /// code `shape_unknown` (the sender answers with a resync:
+    /// [`learned::ShapeSender::resync`]).
+    #[error("learned shape slot {0} is not defined here (missed definition or reset)")]
+    ShapeUnknown(u8),
+    /// A learned shape definition (PROTOCOL.md §8.3) that breaks a rule: slot or key count out
+    /// of range, a key too long or twice, or over the table's key bytes.
+    #[error("bad learned shape definition: {0}")]
+    BadDefinition(&'static str),
     /// JSON payload that does not parse.
     #[error("invalid JSON payload: {0}")]
     Json(String),

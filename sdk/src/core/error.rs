@@ -136,6 +136,10 @@ pub enum ErrorCode {
     CallEnded,
     /// A call id that is unknown, over, or not one this session may answer or end. HTTP 404.
     CallUnknown,
+    /// A payload references a learned shape (PROTOCOL.md §8.3) whose definition the receiver
+    /// does not hold (it missed it, or reset with the lane's epoch or session): nothing was
+    /// decoded; the sender redefines its shapes on next use (resync) and may send again.
+    ShapeUnknown,
 }
 
 impl ErrorCode {
@@ -190,6 +194,7 @@ impl ErrorCode {
             ErrorCode::CallDeclined => "call_declined",
             ErrorCode::CallEnded => "call_ended",
             ErrorCode::CallUnknown => "call_unknown",
+            ErrorCode::ShapeUnknown => "shape_unknown",
         }
     }
 }
@@ -260,6 +265,7 @@ mod tests {
             ErrorCode::CallDeclined,
             ErrorCode::CallEnded,
             ErrorCode::CallUnknown,
+            ErrorCode::ShapeUnknown,
         ] {
             let json = serde_json::to_value(code).unwrap();
             assert_eq!(json, serde_json::Value::String(code.as_str().into()));

@@ -9,7 +9,7 @@
 //! | [`auth`] | verified identity: handshake `auth`, `identity`, SIWE message text (EIP-4361; issue 12) |
 //! | [`handshake`] | handshake v2 bodies and negotiation (seed 000 "Session Handshake") |
 //! | [`dictionary`] | the negotiated token dictionary (seed 000 "Handshake Response") |
-//! | [`codec`] | dictionary MessagePack and JSON payloads |
+//! | [`codec`] | dictionary MessagePack and JSON payloads; learned shapes ([`codec::learned`], issue 15) |
 //! | [`frame`] | the binary frame layout (PROTOCOL.md "Frames") |
 //! | [`payload`] | payload encode/decode with dictionary-version checks |
 //! | [`control`] | Control messages: rooms, heartbeats, errors (seed 001) |

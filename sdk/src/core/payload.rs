@@ -42,6 +42,7 @@ impl PayloadError {
             PayloadError::Codec(CodecError::TooComplex | CodecError::TooDeep) => {
                 ErrorCode::PayloadTooComplex
             }
+            PayloadError::Codec(CodecError::ShapeUnknown(_)) => ErrorCode::ShapeUnknown,
             PayloadError::UnsupportedEncoding(_) | PayloadError::Codec(_) => ErrorCode::BadPayload,
             PayloadError::BadControl(_) => ErrorCode::BadControl,
         }
