@@ -244,7 +244,7 @@ export type ErrorCode =
   | 'rate_limited' | 'room_full' | 'too_many_requests' | 'payload_too_large'
   | 'payload_too_complex' | 'limit_exceeded' | 'out_of_range' | 'crypto_unavailable'
   | 'auth_required' | 'auth_invalid'
-  | 'callee_unavailable' | 'call_declined' | 'call_ended' | 'call_unknown';
+  | 'callee_unavailable' | 'call_declined' | 'call_ended' | 'call_unknown' | 'shape_unknown';
 
 /** Every error the SDK throws or rejects with: a real `Error` with a `code`. */
 export interface P3Error extends Error {
