@@ -7,6 +7,7 @@
 //! | --- | --- |
 //! | [`client`] | `P3Client`, the exported class: argument conversion only |
 //! | [`codec`] | `DictionaryCodec`: the dictionary MessagePack codec on its own |
+//! | `runtime` | the one timer, callback registry, dispatch queue and task spawner every driver uses |
 //! | `driver` | runs the core: socket, timer, re-handshake, event dispatch |
 //! | `sse` | the SSE half of the driver: `EventSource` in, `fetch` POSTs out (PROTOCOL.md §14) |
 //! | `options` | `ConnectOptions` → handshake request and client config |
@@ -47,6 +48,7 @@ pub mod offline;
 mod options;
 pub mod p2p;
 pub mod pwa;
+mod runtime;
 mod sse;
 mod types;
 

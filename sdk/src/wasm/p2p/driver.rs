@@ -8,8 +8,8 @@
 //!   event synchronously), signals for the server and events for the app are collected and
 //!   handled **after** the borrow is released (sending through the client may run client
 //!   listeners, this one included; app callbacks may call back into the mesh);
-//! - one `setTimeout` is armed for the core's earliest deadline (multiplexer acks, relinks),
-//!   another runs `getStats()` every `statsIntervalMs`;
+//! - one runtime timer ([`crate::wasm::runtime::Timer`]) is armed for the core's earliest
+//!   deadline (multiplexer acks, relinks), another runs `getStats()` every `statsIntervalMs`;
 //! - the state is held strongly only by the `PeerMesh` object; every handler holds a `Weak`,
 //!   so dropping the `PeerMesh` closes its RTCPeerConnections ([`rtc::Conn`]'s `Drop`).
 //!
@@ -33,11 +33,12 @@ use crate::core::sync::peer_clock::ClockProbe;
 use crate::core::{error::ErrorCode, mux::DiscontinuityReason};
 use crate::wasm::driver::{self as client_driver, Handle as ClientHandle};
 use crate::wasm::global::{self, Global};
+use crate::wasm::runtime::{self, Callbacks, Queue, Timer};
 use crate::wasm::{convert, error};
 use js_sys::{Function, Promise, Reflect};
 use serde::Serialize;
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -58,13 +59,6 @@ pub(crate) enum Topic {
     Event,
 }
 
-#[derive(Default)]
-struct Timer {
-    id: Option<JsValue>,
-    deadline: Option<u64>,
-    callback: Option<Closure<dyn FnMut()>>,
-}
-
 /// Everything one `PeerMesh` owns (see the module docs).
 pub(crate) struct State {
     mesh: Mesh,
@@ -81,13 +75,11 @@ pub(crate) struct State {
     stats_interval_ms: u64,
     /// Per peer: bytes sent on the selected candidate pair and when, for the bitrate.
     sent: HashMap<String, (f64, f64)>,
-    callbacks: Vec<(u32, Topic, Function)>,
-    next_id: u32,
-    events: VecDeque<MeshEvent>,
+    callbacks: Callbacks<Topic>,
+    events: Queue<MeshEvent>,
     signals: Vec<SignalMessage>,
     /// Heartbeat pings the tier machine asked for, not sent yet.
     pings: usize,
-    dispatching: bool,
     listener: Option<u32>,
     closed: bool,
     /// The `pagehide` listener (a one-shot JS function), removed on close.
@@ -147,7 +139,7 @@ impl State {
 
     /// Queues an error event for the app.
     pub(crate) fn error_event(&mut self, peer: Option<&str>, code: ErrorCode, message: String) {
-        self.events.push_back(MeshEvent::Error {
+        self.events.push(MeshEvent::Error {
             peer: peer.map(str::to_owned),
             code,
             message,
@@ -270,7 +262,7 @@ impl State {
                         let _ = c.send_lanes(&bytes);
                     }
                 }
-                MeshOutput::Event(ev) => self.events.push_back(ev),
+                MeshOutput::Event(ev) => self.events.push(ev),
             }
         }
         let deadline = self.mesh.poll_timeout();
@@ -281,51 +273,35 @@ impl State {
         if self.closed {
             return;
         }
-        if self.timer.deadline == deadline && (deadline.is_none() || self.timer.id.is_some()) {
-            return;
-        }
-        if let Some(id) = self.timer.id.take() {
-            self.global.clear_timeout(&id);
-        }
-        self.timer.deadline = deadline;
-        let Some(at) = deadline else { return };
-        let delay = at.saturating_sub(self.now());
-        let callback = self.timer.callback.get_or_insert_with(|| {
-            let weak = Rc::downgrade(h);
-            Closure::<dyn FnMut()>::new(move || {
+        let weak = Rc::downgrade(h);
+        self.timer.arm(&self.global, deadline, move || {
+            Box::new(move || {
                 if let Some(h) = weak.upgrade() {
                     on_timer(&h);
                 }
             })
         });
-        self.timer.id = Some(self.global.set_timeout(callback.as_ref(), delay));
     }
 
+    /// Arms the `getStats()` timer, `statsIntervalMs` from now.
     fn arm_stats(&mut self, h: &MeshHandle) {
         if self.closed || self.stats_interval_ms == 0 {
             return;
         }
-        let callback = self.stats.callback.get_or_insert_with(|| {
-            let weak = Rc::downgrade(h);
-            Closure::<dyn FnMut()>::new(move || {
+        let weak = Rc::downgrade(h);
+        let at = self.now().saturating_add(self.stats_interval_ms);
+        self.stats.arm(&self.global, Some(at), move || {
+            Box::new(move || {
                 if let Some(h) = weak.upgrade() {
                     on_stats_timer(&h);
                 }
             })
         });
-        self.stats.id = Some(
-            self.global
-                .set_timeout(callback.as_ref(), self.stats_interval_ms),
-        );
     }
 
     fn stop_timers(&mut self) {
-        for t in [&mut self.timer, &mut self.stats] {
-            if let Some(id) = t.id.take() {
-                self.global.clear_timeout(&id);
-            }
-            t.deadline = None;
-        }
+        self.timer.cancel(&self.global);
+        self.stats.cancel(&self.global);
     }
 }
 
@@ -376,19 +352,7 @@ pub(crate) fn pump(h: &MeshHandle) {
             }
         }
     }
-    {
-        let mut s = h.borrow_mut();
-        if s.dispatching {
-            return;
-        }
-        s.dispatching = true;
-    }
-    loop {
-        let next = h.borrow_mut().events.pop_front();
-        let Some(ev) = next else { break };
-        dispatch(h, &ev);
-    }
-    h.borrow_mut().dispatching = false;
+    runtime::dispatch(h, |s| &mut s.events, |ev| dispatch(h, &ev));
 }
 
 /// A signal through the server: Messaging lane, routed to `to`.
@@ -404,20 +368,7 @@ fn send_signal(client: &ClientHandle, m: SignalMessage) -> Result<(), (ErrorCode
 
 /// Registers an app callback; returns the JS unsubscribe function (idempotent).
 pub(crate) fn subscribe(h: &MeshHandle, topic: Topic, f: Function) -> JsValue {
-    let id = {
-        let mut s = h.borrow_mut();
-        s.next_id = s.next_id.wrapping_add(1);
-        let id = s.next_id;
-        s.callbacks.push((id, topic, f));
-        id
-    };
-    let weak = Rc::downgrade(h);
-    Closure::<dyn FnMut()>::new(move || {
-        if let Some(h) = weak.upgrade() {
-            h.borrow_mut().callbacks.retain(|c| c.0 != id);
-        }
-    })
-    .into_js_value()
+    runtime::subscribe(h, |s| &mut s.callbacks, topic, f)
 }
 
 /// `mesh.close()`.
@@ -434,8 +385,8 @@ pub(crate) fn close(h: &MeshHandle) {
         let mut s = h.borrow_mut();
         s.closed = true;
         s.stop_timers();
-        s.timer.callback = None;
-        s.stats.callback = None;
+        s.timer.release();
+        s.stats.release();
         s.conns.clear();
         if let Some(f) = s.pagehide.take() {
             let target: web_sys::EventTarget = js_sys::global().unchecked_into();
@@ -541,12 +492,10 @@ async fn open_scoped(
             stats: Timer::default(),
             stats_interval_ms: opts.stats_interval_ms,
             sent: HashMap::new(),
-            callbacks: Vec::new(),
-            next_id: 0,
-            events: VecDeque::new(),
+            callbacks: Callbacks::default(),
+            events: Queue::default(),
             signals: Vec::new(),
             pings: 0,
-            dispatching: false,
             listener: None,
             closed: false,
             pagehide: None,
@@ -741,8 +690,7 @@ pub(crate) fn is_signal(v: &serde_json::Value) -> bool {
 fn on_timer(h: &MeshHandle) {
     {
         let mut s = h.borrow_mut();
-        s.timer.id = None;
-        s.timer.deadline = None;
+        s.timer.fired();
         let now = s.now();
         s.mesh.handle_timeout(now);
     }
@@ -751,7 +699,7 @@ fn on_timer(h: &MeshHandle) {
 
 fn on_stats_timer(h: &MeshHandle) {
     let mut s = h.borrow_mut();
-    s.stats.id = None;
+    s.stats.fired();
     let now = s.now_precise();
     for peer in s.mesh.connected_peers() {
         if let Some(c) = s.conns.get(&peer) {
@@ -782,21 +730,8 @@ fn dispatch(h: &MeshHandle, ev: &MeshEvent) {
             None => return,
         },
     };
-    let callbacks: Vec<(u32, Function)> = h
-        .borrow()
-        .callbacks
-        .iter()
-        .filter(|c| c.1 == topic)
-        .map(|c| (c.0, c.2.clone()))
-        .collect();
-    for (id, f) in callbacks {
-        if !h.borrow().callbacks.iter().any(|c| c.0 == id) {
-            continue;
-        }
-        if let Err(e) = f.call1(&JsValue::UNDEFINED, &js) {
-            web_sys::console::error_2(&JsValue::from_str("p3-lanes: a callback threw:"), &e);
-        }
-    }
+    let callbacks = h.borrow().callbacks.of(topic);
+    runtime::call_each(&callbacks, |id| h.borrow().callbacks.contains(id), &[js]);
 }
 
 #[derive(Serialize)]
