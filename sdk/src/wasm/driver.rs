@@ -166,21 +166,6 @@ impl Inner {
         self.global.now_ms()
     }
 
-    /// The core client (mutators), for the SSE half of the driver.
-    pub(crate) fn client_mut(&mut self) -> &mut Client {
-        &mut self.client
-    }
-
-    /// The SSE state, when the transport is `sse`.
-    pub(crate) fn sse_mut(&mut self) -> Option<&mut SseLink> {
-        self.sse.as_mut()
-    }
-
-    /// Queues an event for the application, after those already queued.
-    pub(crate) fn push_event(&mut self, ev: Event) {
-        self.events.push(ev);
-    }
-
     /// Drains the core's outputs, performing socket/timer I/O and queueing events. Calls no
     /// application code, so it may run under the `RefCell` borrow.
     fn drain(&mut self, h: &Handle) {
@@ -344,6 +329,36 @@ impl Inner {
         self.timer.arm(&self.global, deadline, move || {
             Box::new(move || on_timer(&h))
         });
+    }
+}
+
+impl sse::Host for Inner {
+    fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn now(&self) -> u64 {
+        self.global.now_ms()
+    }
+
+    fn sse_mut(&mut self) -> Option<&mut SseLink> {
+        self.sse.as_mut()
+    }
+
+    fn push_event(&mut self, ev: Event) {
+        self.events.push(ev);
+    }
+
+    fn pump(h: &Handle) {
+        pump(h);
     }
 }
 

@@ -97,21 +97,6 @@ impl State {
         &self.room
     }
 
-    /// The core mesh.
-    pub(crate) fn mesh_mut(&mut self) -> &mut Mesh {
-        &mut self.mesh
-    }
-
-    /// `peer`'s current connection.
-    pub(crate) fn conn(&self, peer: &str) -> Option<&rtc::Conn> {
-        self.conns.get(peer)
-    }
-
-    /// `peer`'s current connection, mutably.
-    pub(crate) fn conn_mut(&mut self, peer: &str) -> Option<&mut rtc::Conn> {
-        self.conns.get_mut(peer)
-    }
-
     /// `performance.now()`, whole ms.
     pub(crate) fn now(&self) -> u64 {
         self.global.now_ms()
@@ -302,6 +287,40 @@ impl State {
     fn stop_timers(&mut self) {
         self.timer.cancel(&self.global);
         self.stats.cancel(&self.global);
+    }
+}
+
+impl rtc::Host for State {
+    fn is_current(&self, peer: &str, id: u64) -> bool {
+        State::is_current(self, peer, id)
+    }
+
+    fn now(&self) -> u64 {
+        self.global.now_ms()
+    }
+
+    fn mesh_mut(&mut self) -> &mut Mesh {
+        &mut self.mesh
+    }
+
+    fn conn(&self, peer: &str) -> Option<&rtc::Conn> {
+        self.conns.get(peer)
+    }
+
+    fn conn_mut(&mut self, peer: &str) -> Option<&mut rtc::Conn> {
+        self.conns.get_mut(peer)
+    }
+
+    fn error_event(&mut self, peer: Option<&str>, code: ErrorCode, message: String) {
+        State::error_event(self, peer, code, message);
+    }
+
+    fn bitrate(&mut self, peer: &str, bytes: f64, at: f64) -> f64 {
+        State::bitrate(self, peer, bytes, at)
+    }
+
+    fn pump(h: &MeshHandle) {
+        pump(h);
     }
 }
 
