@@ -457,6 +457,19 @@ pub(crate) fn join_room(h: &Handle, room: &str) -> Promise {
     promise
 }
 
+/// `Err(lane_not_negotiated)` naming the first of `lanes` this client did not negotiate: a
+/// feature built on a lane (a music room on Control + Sync, a mesh's signaling on Messaging)
+/// could never work without it, so it is refused at once rather than left waiting.
+pub(crate) fn require_lanes(h: &Handle, lanes: &[Lane]) -> Result<(), JsValue> {
+    let inner = h.borrow();
+    match lanes.iter().find(|l| !inner.client.has_lane(**l)) {
+        Some(lane) => Err(error::client_error(
+            &crate::core::client::ClientError::LaneNotNegotiated(*lane),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Runs `f` on the core (a mutator), then pumps.
 pub(crate) fn with_client<R>(h: &Handle, f: impl FnOnce(&mut Client) -> R) -> R {
     let r = {

@@ -6,6 +6,7 @@
 //! | module | does |
 //! | --- | --- |
 //! | [`client`] | `P3Client`, the exported class: argument conversion only |
+//! | `features` | `P3Client.musicRoom` / `peerMesh` / `call`: the features' entry points on the client |
 //! | [`codec`] | `DictionaryCodec`: the dictionary MessagePack codec on its own |
 //! | `runtime` | the one timer, callback registry, dispatch queue and task spawner every driver uses |
 //! | `driver` | runs the core: socket, timer, re-handshake, event dispatch |
@@ -41,6 +42,7 @@ mod device_key;
 mod driver;
 mod error;
 mod events;
+mod features;
 mod global;
 mod http;
 pub mod music;

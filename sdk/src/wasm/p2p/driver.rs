@@ -24,7 +24,6 @@
 //! member list links the room again under the new ids (PROTOCOL.md §13.12).
 
 use super::rtc;
-use super::PeerMesh;
 use crate::core::client::{ConnectionState, Event};
 use crate::core::lane::Lane;
 use crate::core::p2p::mesh::{Mesh, MeshConfig, MeshEvent, MeshOutput};
@@ -436,17 +435,7 @@ fn listen_pagehide(h: &MeshHandle) {
     }
 }
 
-/// `client.peerMesh(room, options)`: resolves the RTCConfiguration, listens to the client,
-/// joins the room and resolves with the `PeerMesh` once joined (links start at once).
-pub(crate) fn join(client: &ClientHandle, room: String, options: JsValue) -> Promise {
-    let client = client.clone();
-    wasm_bindgen_futures::future_to_promise(async move {
-        let h = open(&client, room, &options).await?;
-        Ok(PeerMesh { inner: h }.into())
-    })
-}
-
-/// What [`join`] does, for Rust callers (the music room's Tier 2): the mesh's handle once
+/// What `client.peerMesh` does, for Rust callers (the music room's Tier 2): the mesh's handle once
 /// joined. Errors: `invalid_argument` (options), the join's error.
 pub(crate) async fn open(
     client: &ClientHandle,
