@@ -291,25 +291,11 @@ async fn handshake_retrying(
                 ) else {
                     return Err(f.error);
                 };
-                sleep_ms(wait).await?;
+                crate::wasm::runtime::sleep(wait).await?;
                 attempt += 1;
             }
         }
     }
-}
-
-/// Resolves after `ms` (the global scope's `setTimeout`).
-async fn sleep_ms(ms: u64) -> Result<(), JsValue> {
-    let mut err = None;
-    let promise = Promise::new(&mut |resolve, _reject| {
-        if let Err(e) = crate::wasm::global::set_timeout_once(&resolve, ms) {
-            err = Some(e);
-        }
-    });
-    if let Some(e) = err {
-        return Err(e);
-    }
-    JsFuture::from(promise).await.map(|_| ())
 }
 
 /// A JS callback argument. Errors: `invalid_argument`.

@@ -42,30 +42,7 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 /// The shared driver state of one `P3Client`.
 pub(crate) type Handle = Rc<RefCell<Inner>>;
 
-/// `resolve`/`reject` of a pending Promise.
-pub(crate) struct Resolver {
-    resolve: Function,
-    reject: Function,
-}
-
-impl Resolver {
-    /// A Promise and its resolver.
-    pub(crate) fn new() -> (Promise, Resolver) {
-        let mut slot = None;
-        let promise =
-            Promise::new(&mut |resolve, reject| slot = Some(Resolver { resolve, reject }));
-        let resolver = slot.expect("the Promise executor runs synchronously");
-        (promise, resolver)
-    }
-
-    pub(crate) fn resolve(&self, value: &JsValue) {
-        let _ = self.resolve.call1(&JsValue::UNDEFINED, value);
-    }
-
-    pub(crate) fn reject(&self, err: &JsValue) {
-        let _ = self.reject.call1(&JsValue::UNDEFINED, err);
-    }
-}
+pub(crate) use crate::wasm::runtime::Resolver;
 
 /// A `joinRoom` waiting for the server's `joined`.
 struct PendingJoin {

@@ -7,6 +7,8 @@
 //! for the deadline the core returned, then [`dispatch`] the queued events to the
 //! [`Callbacks`] with the borrow released, so a callback may call back into the driver.
 //!
+//! One-shot delays go through [`after`] and [`sleep`].
+//!
 //! [`spawn`] is the only caller of `wasm_bindgen_futures::spawn_local` (handshakes, ticket
 //! mints, `fetch`es, WebRTC negotiation steps): a task runs on the browser's microtask queue
 //! and re-enters its driver through a cloned handle.
@@ -23,6 +25,61 @@ use wasm_bindgen::JsValue;
 /// Runs `task` to completion on the browser's event loop (`spawn_local`).
 pub(crate) fn spawn(task: impl Future<Output = ()> + 'static) {
     wasm_bindgen_futures::spawn_local(task);
+}
+
+/// Calls `callback` once after `delay_ms` ms: a one-shot `setTimeout` nobody cancels (a retry
+/// delay, a request timeout, a paced send). Returns the timer id. Errors: the global scope has
+/// no `setTimeout`.
+pub(crate) fn after(callback: &JsValue, delay_ms: u64) -> Result<JsValue, JsValue> {
+    crate::wasm::global::set_timeout_once(callback, delay_ms)
+}
+
+/// Resolves after `ms` ms ([`after`]). Errors: the global scope has no `setTimeout`.
+pub(crate) async fn sleep(ms: u64) -> Result<(), JsValue> {
+    let mut err = None;
+    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+        if let Err(e) = after(&resolve, ms) {
+            err = Some(e);
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    wasm_bindgen_futures::JsFuture::from(promise)
+        .await
+        .map(|_| ())
+}
+
+/// `resolve`/`reject` of a pending Promise (the one deferred of every driver).
+pub(crate) struct Resolver {
+    resolve: Function,
+    reject: Function,
+}
+
+impl Resolver {
+    /// A Promise and its resolver.
+    pub(crate) fn new() -> (js_sys::Promise, Resolver) {
+        let mut slot = None;
+        let promise =
+            js_sys::Promise::new(&mut |resolve, reject| slot = Some(Resolver { resolve, reject }));
+        let resolver = slot.expect("the Promise executor runs synchronously");
+        (promise, resolver)
+    }
+
+    /// Resolves the Promise with `value`.
+    pub(crate) fn resolve(&self, value: &JsValue) {
+        let _ = self.resolve.call1(&JsValue::UNDEFINED, value);
+    }
+
+    /// Rejects the Promise with `err`.
+    pub(crate) fn reject(&self, err: &JsValue) {
+        let _ = self.reject.call1(&JsValue::UNDEFINED, err);
+    }
+
+    /// The `resolve` and `reject` functions themselves (to hand to a JS API as handlers).
+    pub(crate) fn into_functions(self) -> (Function, Function) {
+        (self.resolve, self.reject)
+    }
 }
 
 /// The one `setTimeout` armed for a machine's earliest deadline (core ms, the driver's

@@ -396,7 +396,7 @@ fn on_error<H: Host>(h: &Rc<RefCell<H>>, id: u64) {
                     }
                 })
             };
-            if global::set_timeout_once(&reopen, delay).is_err() {
+            if runtime::after(&reopen, delay).is_err() {
                 open_stream(h);
             }
             return;
@@ -467,7 +467,7 @@ pub(crate) fn kick<H: Host>(h: &Rc<RefCell<H>>) {
                         kick(&again);
                         H::pump(&again);
                     });
-                    let _ = global::set_timeout_once(&cb, at.saturating_sub(now));
+                    let _ = runtime::after(&cb, at.saturating_sub(now));
                 }
             }
             return;
@@ -521,7 +521,7 @@ fn abort_after(init: &web_sys::RequestInit, ms: u64) -> Result<(), JsValue> {
     let abort = web_sys::AbortController::new()?;
     init.set_signal(Some(&abort.signal()));
     let on_timeout = Closure::once_into_js(move || abort.abort());
-    global::set_timeout_once(&on_timeout, ms)?;
+    runtime::after(&on_timeout, ms)?;
     Ok(())
 }
 

@@ -770,7 +770,7 @@ async fn lead(h: &Handle, page: &str, target: &str) -> Result<Step, JsValue> {
         }
         HookAnswer::Delay(ms) => {
             release(h);
-            let _ = JsFuture::from(host::sleep(ms)).await;
+            let _ = runtime::sleep(ms).await;
             return Ok(Step::Again);
         }
     }
@@ -830,7 +830,7 @@ async fn reload_when_safe(h: &Handle, page: &str, target: &str) -> Result<Step, 
         HookAnswer::Proceed => finish_reload(h, page, target, false).await,
         HookAnswer::Postpone => Ok(Step::Done(postponed(h, page, target))),
         HookAnswer::Delay(ms) => {
-            let _ = JsFuture::from(host::sleep(ms)).await;
+            let _ = runtime::sleep(ms).await;
             Ok(Step::Again)
         }
     }
