@@ -1,34 +1,16 @@
-//! Every WebSocket close code the server sends, in one place (RFC 6455 §7.4 plus the 4xxx
-//! private range; PROTOCOL.md §5 "Close codes"), the per-socket "close this socket" signal, and
+//! The WebSocket close codes the server sends (re-exported from the core's one table,
+//! [`p3_lanes::core::close`]; PROTOCOL.md §5 "Close codes"), the per-socket "close this socket" signal, and
 //! the mapping from a read error to its close code. Used by the session WebSocket
 //! ([`crate::ws`]) and the seed 001 signaling server ([`crate::signaling`]).
 
 use tokio::sync::watch;
 
-/// Rate limited: the socket kept sending past `--rate-strikes` refused frames within 10 s
-/// (PROTOCOL.md §15); the client reconnects after a backoff.
-pub use p3_lanes::core::client::CLOSE_RATE_LIMITED as RATE_LIMITED;
-pub use p3_lanes::core::client::CLOSE_SESSION_NOT_FOUND as SESSION_NOT_FOUND;
-/// Unauthorized: the socket was opened without a valid ticket (missing, unknown, used,
-/// expired; or an unknown session: the same answer), issue 12.
-pub use p3_lanes::core::client::CLOSE_UNAUTHORIZED as UNAUTHORIZED;
-/// Normal closure (the peer closed, or the server ended the socket without a reason).
-pub const NORMAL: u16 = 1000;
-/// Going away: the server is shutting down.
-pub const GOING_AWAY: u16 = 1001;
-/// Protocol error at the WebSocket layer, or a fatal multiplexer error.
-pub const PROTOCOL: u16 = 1002;
-/// A WebSocket message larger than twice `--max-frame-bytes`.
-pub const TOO_BIG: u16 = 1009;
-/// Internal error: the server lost this socket's state (a panic); the client reconnects.
-pub const INTERNAL_ERROR: u16 = 1011;
-/// Try again later: this socket's outbound queue overflowed with protocol (Control or server)
-/// messages, which are never dropped silently; the client reconnects and rejoins.
-pub const TRY_AGAIN_LATER: u16 = 1013;
-/// No frame received for `--heartbeat-timeout-ms` (seed 001 `HEARTBEAT_TIMEOUT`).
-pub const HEARTBEAT_TIMEOUT: u16 = 4408;
-/// Another socket opened for the same session and replaced this one.
-pub const REPLACED: u16 = 4409;
+// The numbers live in the core's one table (`p3_lanes::core::close::CODES`), shared with the
+// SDK; this module names the ones the server sends.
+pub use p3_lanes::core::close::{
+    GOING_AWAY, HEARTBEAT_TIMEOUT, INTERNAL_ERROR, NORMAL, PROTOCOL, RATE_LIMITED, REPLACED,
+    SESSION_NOT_FOUND, TOO_BIG, TRY_AGAIN_LATER, UNAUTHORIZED,
+};
 
 /// Why and how a socket is being closed: WebSocket close code and reason text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,5 +103,34 @@ mod tests {
         assert!(c.close(REPLACED, "replaced"));
         assert!(!c.close(GOING_AWAY, "later"));
         assert_eq!(c.reason().unwrap().code, REPLACED);
+    }
+
+    /// Every code the server sends is in the core's table, under the name the SDK knows it by,
+    /// so server and SDK use the same numbers.
+    #[test]
+    fn server_codes_are_the_cores() {
+        use p3_lanes::core::close::{name, CODES};
+        let sent = [
+            (NORMAL, "normal"),
+            (GOING_AWAY, "going away"),
+            (PROTOCOL, "protocol error"),
+            (TOO_BIG, "message too big"),
+            (INTERNAL_ERROR, "internal error"),
+            (TRY_AGAIN_LATER, "try again later"),
+            (UNAUTHORIZED, "unauthorized"),
+            (SESSION_NOT_FOUND, "session not found"),
+            (HEARTBEAT_TIMEOUT, "heartbeat timeout"),
+            (REPLACED, "replaced"),
+            (RATE_LIMITED, "rate limited"),
+        ];
+        for (code, n) in sent {
+            assert_eq!(name(code), Some(n), "{code}");
+        }
+        assert_eq!(
+            p3_lanes::core::client::CLOSE_SESSION_NOT_FOUND,
+            SESSION_NOT_FOUND
+        );
+        // Every code of the table but 1006 (never sent on the wire) is one the server sends.
+        assert_eq!(sent.len() + 1, CODES.len());
     }
 }

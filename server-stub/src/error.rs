@@ -24,23 +24,11 @@ pub struct AppError {
     reason: Option<AuthReason>,
 }
 
-/// The status for a coded error raised by our own logic (extractor rejections keep axum's
+/// The status for a coded error raised by our own logic ([`ErrorCode::http_status`]) (extractor rejections keep axum's
 /// status, e.g. 415 for a wrong content type).
 pub fn status_for(code: ErrorCode) -> StatusCode {
-    match code {
-        ErrorCode::SessionNotFound | ErrorCode::CalleeUnavailable | ErrorCode::CallUnknown => {
-            StatusCode::NOT_FOUND
-        }
-        ErrorCode::Unauthorized | ErrorCode::AuthRequired | ErrorCode::AuthInvalid => {
-            StatusCode::UNAUTHORIZED
-        }
-        ErrorCode::FrameTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::RateLimited | ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::RoomFull => StatusCode::CONFLICT,
-        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
-    }
+    // The one mapping lives in the core ([`ErrorCode::http_status`]); its numbers are valid.
+    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
 }
 
 impl AppError {

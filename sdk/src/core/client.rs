@@ -58,7 +58,7 @@
 
 use crate::core::control::{validate_room_name, Control};
 use crate::core::dictionary::Dictionary;
-use crate::core::error::ErrorCode;
+use crate::core::error::{ErrorCode, Fault};
 use crate::core::frame::{FrameHeader, FrameKind, SessionId, DEFAULT_MAX_FRAME_BYTES};
 use crate::core::handshake::{HandshakeResponse, Secret, FEATURE_MUX};
 use crate::core::lane::{Encoding, Lane};
@@ -71,18 +71,18 @@ use std::collections::VecDeque;
 /// Seed 001 `RECONNECT_DELAYS`, ms.
 pub const DEFAULT_BACKOFF_MS: [u64; 5] = [1000, 2000, 4000, 8000, 16000];
 
-/// WebSocket close code the server uses when the session is unknown or expired.
-pub const CLOSE_SESSION_NOT_FOUND: u16 = 4404;
+/// WebSocket close code the server uses when the session is unknown or expired
+/// ([`crate::core::close::SESSION_NOT_FOUND`]).
+pub use crate::core::close::SESSION_NOT_FOUND as CLOSE_SESSION_NOT_FOUND;
 
 /// WebSocket close code the server uses for a socket opened without a valid ticket
-/// (`?ticket=`: missing, unknown, used or expired; also for an unknown session, so a stranger
-/// learns nothing; PROTOCOL.md "Security: session credentials"). The client starts a new
-/// session, as after [`CLOSE_SESSION_NOT_FOUND`], and emits [`Event::Error`] `unauthorized`.
-pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+/// ([`crate::core::close::UNAUTHORIZED`]). The client starts a new session, as after
+/// [`CLOSE_SESSION_NOT_FOUND`], and emits [`Event::Error`] `unauthorized`.
+pub use crate::core::close::UNAUTHORIZED as CLOSE_UNAUTHORIZED;
 
 /// WebSocket close code the server uses for a client that kept sending past its rate limit
-/// (`--rate-strikes` refused frames within 10 s; issue 11).
-pub const CLOSE_RATE_LIMITED: u16 = 4429;
+/// ([`crate::core::close::RATE_LIMITED`]).
+pub use crate::core::close::RATE_LIMITED as CLOSE_RATE_LIMITED;
 
 /// After close code [`CLOSE_RATE_LIMITED`], the client reconnects no sooner than this, ms
 /// (the server counts strikes over 10 s).
@@ -383,6 +383,17 @@ impl ClientError {
             ClientError::InvalidArgument(_) => ErrorCode::InvalidArgument,
             ClientError::BadHandshake(_) => ErrorCode::BadRequest,
             ClientError::Payload(p) => p.code(),
+        }
+    }
+
+    /// Who is at fault ([`Fault`]): the caller for every variant but backpressure
+    /// ([`Fault::Transient`]: retry after `drain`) and an unusable handshake response
+    /// ([`Fault::Decode`]: the server's bytes).
+    pub fn fault(&self) -> Fault {
+        match self {
+            ClientError::Backpressure { .. } => Fault::Transient,
+            ClientError::BadHandshake(_) => Fault::Decode,
+            _ => Fault::ApiMisuse,
         }
     }
 }
@@ -1433,7 +1444,7 @@ impl Client {
                 }
                 MuxEvent::Error(e) => {
                     self.out.push_back(Output::Event(mux_error_event(&e, None)));
-                    if e.is_fatal() && self.socket_up {
+                    if e.fault().closes_transport() && self.socket_up {
                         self.out.push_back(Output::Action(Action::CloseSocket));
                         self.lost(format!("multiplexer: {e}"), now);
                     }

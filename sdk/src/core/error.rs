@@ -1,14 +1,17 @@
 //! Machine-readable error codes shared by server-stub (JSON bodies `{error, code}`, WebSocket
-//! error frames) and the SDK (JS errors with `.code`). This is the one place a code is named.
+//! error frames) and the SDK (JS errors with `.code`). This is the one place a code is named,
+//! classed by fault ([`ErrorCode::fault`]) and mapped to its HTTP status
+//! ([`ErrorCode::http_status`]).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A machine-readable error code. Serialized as its snake_case name, e.g. `"lane_not_negotiated"`.
 ///
-/// Grouped by who is at fault (rustls habit): the peer's bytes (`bad_*`, `frame_too_large`,
-/// `unknown_dictionary`), the caller's request (`lane_not_negotiated`, `invalid_*`,
-/// `no_common_*`), or the state of things (`session_not_found`, `backpressure`, ...).
+/// Each code has one fault class ([`ErrorCode::fault`], the rustls split): the peer's bytes
+/// ([`Fault::Decode`]), the peer's protocol ([`Fault::PeerMisbehaved`]), the caller's API use
+/// ([`Fault::ApiMisuse`]), a policy refusal ([`Fault::Refused`]), a passing condition
+/// ([`Fault::Transient`]) or the local platform ([`Fault::Local`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -199,6 +202,170 @@ impl ErrorCode {
     }
 }
 
+/// Who is at fault for an error, which decides what a receiver does with it. The split of
+/// rustls (`InvalidMessage` / `PeerMisbehaved` / API misuse), plus refusals and transient
+/// conditions that are nobody's fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Bad bytes from the wire: not a frame, a payload that does not decode, over a size
+    /// bound. The peer is broken: a multiplexed transport closes (close code 1002).
+    Decode,
+    /// Well-formed bytes that break the protocol (an ack of a sequence never sent, a lane
+    /// outside the negotiated set, a seq gap). The peer is broken: a multiplexed transport
+    /// closes.
+    PeerMisbehaved,
+    /// The caller's own mistake (an invalid argument, a send after close); never caused by
+    /// untrusted data. Nothing was sent; fix the call.
+    ApiMisuse,
+    /// A valid request the other side declines by policy or state: credentials, access, an
+    /// unknown session or call, a full room, a non-controller's change. Retrying the same
+    /// request gets the same answer; change it (sign in, handshake again, resync).
+    Refused,
+    /// A passing condition: backpressure, a rate limit, an outage, a server restart. The same
+    /// request may succeed later (after `drain`, `retryAfterMs` or a reconnect).
+    Transient,
+    /// The local platform cannot do it (browser storage, a CSPRNG, WebRTC); not the peer's
+    /// fault, and not fixed by retrying on this device.
+    Local,
+}
+
+impl Fault {
+    /// Whether an error of this class, raised while decoding what a peer sent, means the peer
+    /// is broken and the transport should close ([`Fault::Decode`], [`Fault::PeerMisbehaved`]).
+    pub fn closes_transport(self) -> bool {
+        matches!(self, Fault::Decode | Fault::PeerMisbehaved)
+    }
+}
+
+impl ErrorCode {
+    /// Every code, in declaration order.
+    pub const ALL: [ErrorCode; 48] = [
+        ErrorCode::BadRequest,
+        ErrorCode::BadFrame,
+        ErrorCode::BadPayload,
+        ErrorCode::BadControl,
+        ErrorCode::UnknownDictionary,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::UnknownLane,
+        ErrorCode::ControlLaneRequired,
+        ErrorCode::NoCommonTransport,
+        ErrorCode::NoCommonEncoding,
+        ErrorCode::SessionNotFound,
+        ErrorCode::LaneNotNegotiated,
+        ErrorCode::UnknownTarget,
+        ErrorCode::NotInRoom,
+        ErrorCode::InvalidArgument,
+        ErrorCode::Backpressure,
+        ErrorCode::Closed,
+        ErrorCode::ConnectFailed,
+        ErrorCode::Internal,
+        ErrorCode::NotController,
+        ErrorCode::EpochMismatch,
+        ErrorCode::StaleAfterPurge,
+        ErrorCode::Forbidden,
+        ErrorCode::Unauthorized,
+        ErrorCode::ReassemblyLimit,
+        ErrorCode::ProtocolViolation,
+        ErrorCode::WebrtcFailed,
+        ErrorCode::StorageUnavailable,
+        ErrorCode::QuotaExceeded,
+        ErrorCode::StorageCorrupt,
+        ErrorCode::SeqGap,
+        ErrorCode::SeqInProgress,
+        ErrorCode::SeqReused,
+        ErrorCode::SendFailed,
+        ErrorCode::RateLimited,
+        ErrorCode::RoomFull,
+        ErrorCode::TooManyRequests,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::PayloadTooComplex,
+        ErrorCode::LimitExceeded,
+        ErrorCode::OutOfRange,
+        ErrorCode::CryptoUnavailable,
+        ErrorCode::AuthRequired,
+        ErrorCode::AuthInvalid,
+        ErrorCode::CalleeUnavailable,
+        ErrorCode::CallDeclined,
+        ErrorCode::CallEnded,
+        ErrorCode::CallUnknown,
+    ];
+
+    /// The fault class of this code as it arrives on the wire (see [`Fault`]). A typed local
+    /// error that knows more says so itself (e.g. [`crate::core::mux::MuxError::fault`]: a
+    /// message the caller made too large is [`Fault::ApiMisuse`] although its code,
+    /// `frame_too_large`, is [`Fault::Decode`] when a peer sends it).
+    pub fn fault(self) -> Fault {
+        use ErrorCode as C;
+        match self {
+            C::BadRequest
+            | C::BadFrame
+            | C::BadPayload
+            | C::BadControl
+            | C::UnknownDictionary
+            | C::FrameTooLarge
+            | C::PayloadTooLarge
+            | C::PayloadTooComplex => Fault::Decode,
+            C::UnknownLane
+            | C::ControlLaneRequired
+            | C::LaneNotNegotiated
+            | C::ReassemblyLimit
+            | C::ProtocolViolation
+            | C::SeqGap
+            | C::SeqReused
+            | C::LimitExceeded
+            | C::OutOfRange => Fault::PeerMisbehaved,
+            C::InvalidArgument | C::Closed | C::NotInRoom => Fault::ApiMisuse,
+            C::NoCommonTransport
+            | C::NoCommonEncoding
+            | C::SessionNotFound
+            | C::UnknownTarget
+            | C::NotController
+            | C::EpochMismatch
+            | C::StaleAfterPurge
+            | C::Forbidden
+            | C::Unauthorized
+            | C::RoomFull
+            | C::AuthRequired
+            | C::AuthInvalid
+            | C::CalleeUnavailable
+            | C::CallDeclined
+            | C::CallEnded
+            | C::CallUnknown => Fault::Refused,
+            C::Backpressure
+            | C::ConnectFailed
+            | C::Internal
+            | C::SeqInProgress
+            | C::SendFailed
+            | C::RateLimited
+            | C::TooManyRequests => Fault::Transient,
+            C::WebrtcFailed
+            | C::StorageUnavailable
+            | C::QuotaExceeded
+            | C::StorageCorrupt
+            | C::CryptoUnavailable => Fault::Local,
+        }
+    }
+
+    /// The HTTP status of an answer carrying this code (PROTOCOL.md §7), when the server's own
+    /// logic raises it: 404 unknown session or call, 401 credentials, 413 over a size bound,
+    /// 429 rate or count limits, 409 a full room, 403 forbidden, 500 internal, else 400. A
+    /// route may answer a documented other status (e.g. 409 `seq_gap`, PROTOCOL.md §14.6).
+    pub fn http_status(self) -> u16 {
+        use ErrorCode as C;
+        match self {
+            C::SessionNotFound | C::CalleeUnavailable | C::CallUnknown => 404,
+            C::Unauthorized | C::AuthRequired | C::AuthInvalid => 401,
+            C::FrameTooLarge | C::PayloadTooLarge => 413,
+            C::RateLimited | C::TooManyRequests => 429,
+            C::RoomFull => 409,
+            C::Forbidden => 403,
+            C::Internal => 500,
+            _ => 400,
+        }
+    }
+}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -230,8 +397,64 @@ impl WireError {
 mod tests {
     use super::*;
 
+    /// `ALL` lists every variant of the enum (counted in this file's source), once.
+    #[test]
+    fn all_lists_every_code_once() {
+        let src = include_str!("error.rs");
+        let body = &src[src.find("pub enum ErrorCode {").unwrap()..];
+        let body = &body[..body.find("\n}").unwrap()];
+        let variants = body
+            .lines()
+            .filter(|l| {
+                let t = l.trim();
+                l.starts_with("    ") && !t.starts_with("//") && t.ends_with(',')
+            })
+            .count();
+        assert_eq!(variants, ErrorCode::ALL.len());
+        let mut names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+    }
+
+    /// Every code has a fault class, and it agrees with what the code means on the wire: a
+    /// peer's bad bytes or protocol closes the transport, a 401/403/404 is a refusal, a 429 or
+    /// 500 is transient, and only the peer's faults close a multiplexed transport.
+    #[test]
+    fn every_code_has_a_consistent_fault() {
+        for code in ErrorCode::ALL {
+            let fault = code.fault();
+            let status = code.http_status();
+            match status {
+                401 | 403 | 404 | 409 => assert_eq!(fault, Fault::Refused, "{code}"),
+                429 | 500 => assert_eq!(fault, Fault::Transient, "{code}"),
+                413 => assert_eq!(fault, Fault::Decode, "{code}"),
+                _ => assert_eq!(status, 400, "{code}"),
+            }
+            assert_eq!(
+                fault.closes_transport(),
+                matches!(fault, Fault::Decode | Fault::PeerMisbehaved),
+                "{code}"
+            );
+        }
+        for (code, fault) in [
+            (ErrorCode::BadFrame, Fault::Decode),
+            (ErrorCode::ProtocolViolation, Fault::PeerMisbehaved),
+            (ErrorCode::InvalidArgument, Fault::ApiMisuse),
+            (ErrorCode::AuthInvalid, Fault::Refused),
+            (ErrorCode::Backpressure, Fault::Transient),
+            (ErrorCode::QuotaExceeded, Fault::Local),
+        ] {
+            assert_eq!(code.fault(), fault, "{code}");
+        }
+    }
+
     #[test]
     fn serde_name_matches_as_str() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, serde_json::Value::String(code.as_str().into()));
+        }
         for code in [
             ErrorCode::BadRequest,
             ErrorCode::LaneNotNegotiated,

@@ -20,12 +20,14 @@
 //! | [`rate`] | GCRA pacing of the server's per-session lane quotas (issue 11) |
 //! | [`sse`] | SSE lanes: stream URLs and negotiation, event shapes, events ⇄ frames, `POST` (seed 001; issue 3) |
 //! | [`varint`] | LEB128 varints of every frame header |
-//! | [`error`] | machine-readable error codes shared by server and SDK |
+//! | [`error`] | machine-readable error codes shared by server and SDK, their fault class and HTTP status |
+//! | [`close`] | the one table of WebSocket close codes (server and SDK) |
 //! | [`sync`] | music sync: clock offset, shared playback state, media follower (seed 004) |
 
 pub mod auth;
 pub mod call;
 pub mod client;
+pub mod close;
 pub mod codec;
 pub mod control;
 pub mod dictionary;

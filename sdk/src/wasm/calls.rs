@@ -223,7 +223,7 @@ impl Waiter {
 pub(crate) fn call(client: &Handle, to: JsValue, options: JsValue) -> Promise {
     let client = client.clone();
     wasm_bindgen_futures::future_to_promise(async move {
-        crate::wasm::client::require_lanes(&client, &[Lane::Messaging])?;
+        driver::require_lanes(&client, &[Lane::Messaging])?;
         let to = to
             .as_string()
             .ok_or_else(|| error::invalid_argument("call(identity): identity must be a string"))?;

@@ -235,67 +235,6 @@ impl P3Client {
         }
     }
 
-    /// Joins the music room `name` (a lane room whose playback state the server keeps, PROTOCOL.md
-    /// §12) and keeps `options.media` (an `<audio>`/`<video>` element or a `MediaPlayer`) in
-    /// sync with it. Resolves with the `MusicRoom` once joined; the clock burst and the room's
-    /// state follow within about a second. Needs the Control and Sync lanes.
-    ///
-    /// Leaves any other room (one room per session); joining another room or `leaveRoom()`
-    /// closes the music room.
-    ///
-    /// Rejects with `invalid_argument` for a bad name or options (`media` missing or of the
-    /// wrong kind), `lane_not_negotiated` if the client lacks Control or Sync (or Messaging
-    /// with `peerToPeer`), `closed` if the client closes first.
-    #[wasm_bindgen(js_name = musicRoom, unchecked_return_type = "Promise<MusicRoom>")]
-    pub fn music_room(
-        &self,
-        #[wasm_bindgen(unchecked_param_type = "string")] name: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "MusicRoomOptions")] options: JsValue,
-    ) -> Promise {
-        match name.as_string() {
-            Some(name) => crate::wasm::music::join(&self.inner, name, &options),
-            None => Promise::reject(&error::invalid_argument("room must be a string")),
-        }
-    }
-
-    /// Joins `room` (leaving any other) and builds this device's WebRTC DataChannel mesh there
-    /// (`PeerMesh`, PROTOCOL.md §13.5): one RTCPeerConnection per link of the topology (full
-    /// mesh up to 6 members, DJ hub beyond), signaling on the Messaging lane through the
-    /// server, or through connected peers while the server is down. Resolves once joined;
-    /// links come up in the background (`peer-state` events). Needs the Messaging lane.
-    ///
-    /// Rejects with `invalid_argument` for a bad name or options, `lane_not_negotiated` if
-    /// the client lacks the Messaging lane, `closed` if the client closes first.
-    #[wasm_bindgen(js_name = peerMesh, unchecked_return_type = "Promise<PeerMesh>")]
-    pub fn peer_mesh(
-        &self,
-        #[wasm_bindgen(unchecked_param_type = "string")] room: JsValue,
-        #[wasm_bindgen(unchecked_optional_param_type = "PeerMeshOptions")] options: JsValue,
-    ) -> Promise {
-        crate::wasm::p2p::peer_mesh(&self.inner, room, options)
-    }
-
-    /// Rings `identity` (an address, EIP-55 or lowercase, or an app-token `sub`) on every
-    /// session where it is signed in and admits this one (`acceptCallsFrom`, PROTOCOL.md
-    /// §13.16), and resolves with the `Call` once one of them accepts: `call.mesh` is a
-    /// `PeerMesh` whose one peer is the callee's session, its RTCPeerConnection negotiated on
-    /// the Messaging lane without a shared room. `options`: `PeerMeshOptions` of that mesh.
-    /// This client must be signed in (`auth` in `connect`: SIWE or an app token; the device
-    /// key is not enough) and have the Messaging lane.
-    ///
-    /// Rejects with `code`: `auth_required` (not signed in), `callee_unavailable` (no session
-    /// of that identity to ring), `forbidden` (it does not accept calls from this identity),
-    /// `call_declined`, `call_ended` (unanswered for `expiresInMs`, 30 s by default),
-    /// `too_many_requests` / `rate_limited`, `lane_not_negotiated`, `invalid_argument`.
-    #[wasm_bindgen(unchecked_return_type = "Promise<Call>")]
-    pub fn call(
-        &self,
-        #[wasm_bindgen(unchecked_param_type = "string")] identity: JsValue,
-        #[wasm_bindgen(unchecked_optional_param_type = "PeerMeshOptions")] options: JsValue,
-    ) -> Promise {
-        crate::wasm::calls::call(&self.inner, identity, options)
-    }
-
     /// Leaves the current room, if any (confirmed by a `room-left` event).
     #[wasm_bindgen(js_name = leaveRoom)]
     pub fn leave_room(&self) {
@@ -352,25 +291,11 @@ async fn handshake_retrying(
                 ) else {
                     return Err(f.error);
                 };
-                sleep_ms(wait).await?;
+                crate::wasm::runtime::sleep(wait).await?;
                 attempt += 1;
             }
         }
     }
-}
-
-/// Resolves after `ms` (the global scope's `setTimeout`).
-async fn sleep_ms(ms: u64) -> Result<(), JsValue> {
-    let mut err = None;
-    let promise = Promise::new(&mut |resolve, _reject| {
-        if let Err(e) = crate::wasm::global::set_timeout_once(&resolve, ms) {
-            err = Some(e);
-        }
-    });
-    if let Some(e) = err {
-        return Err(e);
-    }
-    JsFuture::from(promise).await.map(|_| ())
 }
 
 /// A JS callback argument. Errors: `invalid_argument`.
@@ -379,16 +304,11 @@ fn function(v: JsValue) -> Result<Function, JsValue> {
         .map_err(|_| error::invalid_argument("callback must be a function"))
 }
 
-/// `Err(lane_not_negotiated)` naming the first of `lanes` this client did not negotiate: a
-/// feature built on a lane (a music room on Control + Sync, a mesh's signaling on Messaging)
-/// could never work without it, so it is refused at once rather than left waiting.
+/// `Err(lane_not_negotiated)` naming the first of `lanes` this client did not negotiate
+/// ([`driver::require_lanes`]; kept here for the music room).
 pub(crate) fn require_lanes(
     client: &Handle,
     lanes: &[crate::core::lane::Lane],
 ) -> Result<(), JsValue> {
-    let inner = client.borrow();
-    match lanes.iter().find(|l| !inner.client().has_lane(**l)) {
-        Some(lane) => Err(error::client_error(&ClientError::LaneNotNegotiated(*lane))),
-        None => Ok(()),
-    }
+    driver::require_lanes(client, lanes)
 }

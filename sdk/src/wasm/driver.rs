@@ -17,60 +17,32 @@
 //! Rust-side listeners ([`add_listener`], e.g. a music room) see every core event first, with
 //! no borrow held, before the JS callbacks.
 //!
-//! This is the only module that calls `spawn_local` (for re-handshakes).
+//! The timer, the callback registry and the dispatch queue are the shared runtime's
+//! ([`crate::wasm::runtime`]); tasks (re-handshakes, ticket mints) run on its `spawn`.
 
 use crate::core::auth::Identity;
-use crate::core::client::{
-    Action, Client, ConnectionState, Event, Output, CLOSE_SESSION_NOT_FOUND,
-};
+use crate::core::client::{Action, Client, ConnectionState, Event, Output};
+use crate::core::close;
 use crate::core::error::ErrorCode;
 use crate::core::handshake::{with_ticket, HandshakeRequest, HandshakeResponse};
 use crate::core::lane::Lane;
 use crate::wasm::auth::AuthSource;
 use crate::wasm::events::{self, JoinResult};
 use crate::wasm::global::Global;
+use crate::wasm::runtime::{self, Callbacks, Queue, Timer};
 use crate::wasm::sse::{self, SseLink};
 use crate::wasm::{convert, error, http};
 use js_sys::{Function, Promise};
 use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
-/// WebSocket close code for a normal closure.
-const CLOSE_NORMAL: u16 = 1000;
-/// Close code reported to the core when a socket could not even be created.
-const CLOSE_ABNORMAL: u16 = 1006;
-
 /// The shared driver state of one `P3Client`.
 pub(crate) type Handle = Rc<RefCell<Inner>>;
 
-/// `resolve`/`reject` of a pending Promise.
-pub(crate) struct Resolver {
-    resolve: Function,
-    reject: Function,
-}
-
-impl Resolver {
-    /// A Promise and its resolver.
-    pub(crate) fn new() -> (Promise, Resolver) {
-        let mut slot = None;
-        let promise =
-            Promise::new(&mut |resolve, reject| slot = Some(Resolver { resolve, reject }));
-        let resolver = slot.expect("the Promise executor runs synchronously");
-        (promise, resolver)
-    }
-
-    pub(crate) fn resolve(&self, value: &JsValue) {
-        let _ = self.resolve.call1(&JsValue::UNDEFINED, value);
-    }
-
-    pub(crate) fn reject(&self, err: &JsValue) {
-        let _ = self.reject.call1(&JsValue::UNDEFINED, err);
-    }
-}
+pub(crate) use crate::wasm::runtime::Resolver;
 
 /// A `joinRoom` waiting for the server's `joined`.
 struct PendingJoin {
@@ -97,17 +69,6 @@ impl Socket {
     }
 }
 
-/// The one `setTimeout` armed for the core's earliest deadline.
-#[derive(Default)]
-struct Timer {
-    /// Created on first use; dropped once the client is closed (it holds a [`Handle`]).
-    callback: Option<Closure<dyn FnMut()>>,
-    /// Id of the armed `setTimeout`.
-    id: Option<JsValue>,
-    /// Deadline it is armed for, core ms.
-    deadline: Option<u64>,
-}
-
 /// Which callback list an entry is in.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Topic {
@@ -117,27 +78,6 @@ pub(crate) enum Topic {
     Event,
     /// `onMessage(lane, ..)`.
     Message(Lane),
-}
-
-/// Registered callbacks, in registration order.
-#[derive(Default)]
-struct Callbacks {
-    next_id: u32,
-    entries: Vec<(u32, Topic, Function)>,
-}
-
-impl Callbacks {
-    fn of(&self, topic: Topic) -> Vec<(u32, Function)> {
-        self.entries
-            .iter()
-            .filter(|e| e.1 == topic)
-            .map(|e| (e.0, e.2.clone()))
-            .collect()
-    }
-
-    fn contains(&self, id: u32) -> bool {
-        self.entries.iter().any(|e| e.0 == id)
-    }
 }
 
 /// A Rust-side event listener (see [`add_listener`]).
@@ -162,15 +102,14 @@ pub(crate) struct Inner {
     sockets_opened: u64,
     /// The socket waiting for its ticket ([`Inner::open_socket`]), by number.
     pending_socket: Option<u64>,
+    /// The one timer, armed for the core's earliest deadline.
     timer: Timer,
-    callbacks: Callbacks,
+    callbacks: Callbacks<Topic>,
     joins: Vec<PendingJoin>,
     /// `P3Client.connect` waiting for the first `open` (or `closed`).
     connect: Option<Resolver>,
     /// Events drained from the core, not yet dispatched.
-    events: VecDeque<Event>,
-    /// A [`pump`] further up the stack is dispatching `events`.
-    dispatching: bool,
+    events: Queue<Event>,
     /// Rust-side listeners, by id.
     listeners: Vec<(u32, Listener)>,
     /// SSE: the core asked for a stream; opened by [`pump`] once the borrow is released.
@@ -204,21 +143,6 @@ impl Inner {
         self.global.now_ms()
     }
 
-    /// The core client (mutators), for the SSE half of the driver.
-    pub(crate) fn client_mut(&mut self) -> &mut Client {
-        &mut self.client
-    }
-
-    /// The SSE state, when the transport is `sse`.
-    pub(crate) fn sse_mut(&mut self) -> Option<&mut SseLink> {
-        self.sse.as_mut()
-    }
-
-    /// Queues an event for the application, after those already queued.
-    pub(crate) fn push_event(&mut self, ev: Event) {
-        self.events.push_back(ev);
-    }
-
     /// Drains the core's outputs, performing socket/timer I/O and queueing events. Calls no
     /// application code, so it may run under the `RefCell` borrow.
     fn drain(&mut self, h: &Handle) {
@@ -234,7 +158,7 @@ impl Inner {
             match self.client.poll_output() {
                 Output::Transmit(bytes) if self.sse.is_some() => {
                     if let Some(ev) = self.sse.as_mut().and_then(|l| l.transmit(&bytes)) {
-                        self.events.push_back(ev);
+                        self.events.push(ev);
                     }
                 }
                 Output::Transmit(bytes) => self.transmit(&bytes),
@@ -254,7 +178,7 @@ impl Inner {
                     self.request.clone(),
                     self.auth.clone(),
                 ),
-                Output::Event(ev) => self.events.push_back(ev),
+                Output::Event(ev) => self.events.push(ev),
                 Output::Timeout(deadline) => {
                     self.arm_timer(h, deadline);
                     return;
@@ -296,7 +220,7 @@ impl Inner {
             self.client.session_id(),
             path.to_owned(),
         );
-        wasm_bindgen_futures::spawn_local(async move {
+        runtime::spawn(async move {
             let minted = http::mint_ticket(&base, sid, &token).await;
             {
                 let mut inner = h.borrow_mut();
@@ -308,8 +232,8 @@ impl Inner {
                     Ok(ticket) => inner.open_socket_at(&h, id, &with_ticket(&path, &ticket)),
                     Err(failed) => {
                         let code = match failed {
-                            http::MintFailed::Unauthorized => CLOSE_SESSION_NOT_FOUND,
-                            http::MintFailed::Failed => CLOSE_ABNORMAL,
+                            http::MintFailed::Unauthorized => close::SESSION_NOT_FOUND,
+                            http::MintFailed::Failed => close::ABNORMAL,
                         };
                         let now = inner.now();
                         inner.client.handle_socket_closed(code, now);
@@ -331,7 +255,7 @@ impl Inner {
                     &e,
                 );
                 let now = self.now();
-                self.client.handle_socket_closed(CLOSE_ABNORMAL, now);
+                self.client.handle_socket_closed(close::ABNORMAL, now);
                 return;
             }
         };
@@ -369,29 +293,49 @@ impl Inner {
         self.pending_socket = None;
         if let Some(s) = self.socket.take() {
             s.detach();
-            let _ = s.ws.close_with_code(CLOSE_NORMAL);
+            let _ = s.ws.close_with_code(close::NORMAL);
         }
     }
 
     fn arm_timer(&mut self, h: &Handle, deadline: Option<u64>) {
         if self.client.state() == ConnectionState::Closed {
             // Releases the handle the timer callback holds (see the module docs).
-            self.timer.callback = None;
+            self.timer.release();
         }
-        if self.timer.deadline == deadline && (deadline.is_none() || self.timer.id.is_some()) {
-            return;
-        }
-        if let Some(id) = self.timer.id.take() {
-            self.global.clear_timeout(&id);
-        }
-        self.timer.deadline = deadline;
-        let Some(at) = deadline else { return };
-        let delay = at.saturating_sub(self.now());
-        let callback = self.timer.callback.get_or_insert_with(|| {
-            let h = h.clone();
-            Closure::<dyn FnMut()>::new(move || on_timer(&h))
+        let h = h.clone();
+        self.timer.arm(&self.global, deadline, move || {
+            Box::new(move || on_timer(&h))
         });
-        self.timer.id = Some(self.global.set_timeout(callback.as_ref(), delay));
+    }
+}
+
+impl sse::Host for Inner {
+    fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn now(&self) -> u64 {
+        self.global.now_ms()
+    }
+
+    fn sse_mut(&mut self) -> Option<&mut SseLink> {
+        self.sse.as_mut()
+    }
+
+    fn push_event(&mut self, ev: Event) {
+        self.events.push(ev);
+    }
+
+    fn pump(h: &Handle) {
+        pump(h);
     }
 }
 
@@ -422,8 +366,7 @@ pub(crate) fn start(
         callbacks: Callbacks::default(),
         joins: Vec::new(),
         connect: Some(resolver),
-        events: VecDeque::new(),
-        dispatching: false,
+        events: Queue::default(),
         listeners: Vec::new(),
         open_sse: false,
         sse: (resp.transport == crate::core::sse::TRANSPORT_SSE).then(|| SseLink::new(resp)),
@@ -447,38 +390,12 @@ pub(crate) fn pump(h: &Handle) {
     if h.borrow().sse.is_some() {
         sse::kick(h);
     }
-    {
-        let mut inner = h.borrow_mut();
-        if inner.dispatching {
-            return;
-        }
-        inner.dispatching = true;
-    }
-    loop {
-        let next = h.borrow_mut().events.pop_front();
-        let Some(ev) = next else { break };
-        dispatch(h, ev);
-    }
-    h.borrow_mut().dispatching = false;
+    runtime::dispatch(h, |i| &mut i.events, |ev| dispatch(h, ev));
 }
 
 /// Registers `f` under `topic`; returns the JS unsubscribe function (idempotent).
 pub(crate) fn subscribe(h: &Handle, topic: Topic, f: Function) -> JsValue {
-    let id = {
-        let mut inner = h.borrow_mut();
-        let cbs = &mut inner.callbacks;
-        cbs.next_id = cbs.next_id.wrapping_add(1);
-        let id = cbs.next_id;
-        cbs.entries.push((id, topic, f));
-        id
-    };
-    let weak: Weak<RefCell<Inner>> = Rc::downgrade(h);
-    Closure::<dyn FnMut()>::new(move || {
-        if let Some(h) = weak.upgrade() {
-            h.borrow_mut().callbacks.entries.retain(|e| e.0 != id);
-        }
-    })
-    .into_js_value()
+    runtime::subscribe(h, |i| &mut i.callbacks, topic, f)
 }
 
 /// Registers a Rust-side listener that sees every core event (in order, before the JS
@@ -486,9 +403,7 @@ pub(crate) fn subscribe(h: &Handle, topic: Topic, f: Function) -> JsValue {
 /// [`remove_listener`].
 pub(crate) fn add_listener(h: &Handle, listener: Listener) -> u32 {
     let mut inner = h.borrow_mut();
-    let cbs = &mut inner.callbacks;
-    cbs.next_id = cbs.next_id.wrapping_add(1);
-    let id = cbs.next_id;
+    let id = inner.callbacks.next_id();
     inner.listeners.push((id, listener));
     id
 }
@@ -517,6 +432,19 @@ pub(crate) fn join_room(h: &Handle, room: &str) -> Promise {
     };
     pump(h);
     promise
+}
+
+/// `Err(lane_not_negotiated)` naming the first of `lanes` this client did not negotiate: a
+/// feature built on a lane (a music room on Control + Sync, a mesh's signaling on Messaging)
+/// could never work without it, so it is refused at once rather than left waiting.
+pub(crate) fn require_lanes(h: &Handle, lanes: &[Lane]) -> Result<(), JsValue> {
+    let inner = h.borrow();
+    match lanes.iter().find(|l| !inner.client.has_lane(**l)) {
+        Some(lane) => Err(error::client_error(
+            &crate::core::client::ClientError::LaneNotNegotiated(*lane),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Runs `f` on the core (a mutator), then pumps.
@@ -583,8 +511,7 @@ fn on_socket_close(h: &Handle, socket: u64, code: u16) {
 fn on_timer(h: &Handle) {
     {
         let mut inner = h.borrow_mut();
-        inner.timer.id = None;
-        inner.timer.deadline = None;
+        inner.timer.fired();
         let now = inner.now();
         inner.client.handle_timeout(now);
     }
@@ -602,7 +529,7 @@ fn on_timer(h: &Handle) {
 /// except with `connect_failed` (the server is unreachable): backoff only.
 fn rehandshake(h: &Handle, base: String, mut request: HandshakeRequest, auth: AuthSource) {
     let h = h.clone();
-    wasm_bindgen_futures::spawn_local(async move {
+    runtime::spawn(async move {
         let result = match auth.resolve(&base).await {
             Ok(Some(a)) => {
                 request.auth = Some(a);
@@ -628,7 +555,7 @@ fn rehandshake(h: &Handle, base: String, mut request: HandshakeRequest, auth: Au
                         error::code_of(t).as_deref() != Some(ErrorCode::ConnectFailed.as_str())
                     });
                     if let Some(thrown) = thrown {
-                        inner.events.push_back(auth_error_event(format!(
+                        inner.events.push(auth_error_event(format!(
                             "re-handshake: {}",
                             error::describe(&thrown)
                         )));
@@ -666,7 +593,7 @@ fn rehandshake(h: &Handle, base: String, mut request: HandshakeRequest, auth: Au
                             .ok()
                             .and_then(|r| r.as_string())
                             .unwrap_or_default();
-                        inner.events.push_back(auth_error_event(format!(
+                        inner.events.push(auth_error_event(format!(
                             "re-handshake refused ({reason}): {}; the static `auth` cannot \
                              sign in again: connect again with a fresh sign-in, or pass `auth` \
                              as a function",
@@ -677,7 +604,7 @@ fn rehandshake(h: &Handle, base: String, mut request: HandshakeRequest, auth: Au
                             .handle_handshake_refused("re-handshake refused: auth_invalid", now);
                     } else {
                         if f.status == 401 {
-                            inner.events.push_back(auth_error_event(format!(
+                            inner.events.push(auth_error_event(format!(
                                 "re-handshake refused: {}",
                                 error::describe(&f.error)
                             )));
@@ -809,21 +736,7 @@ pub(crate) fn emit_event(h: &Handle, event: &JsValue) {
     call_each(h, &callbacks, std::slice::from_ref(event));
 }
 
-/// Calls each callback still registered with `args`; a callback that throws is reported on
-/// the console and does not stop the others.
+/// Calls each callback still registered with `args` ([`runtime::call_each`]).
 fn call_each(h: &Handle, callbacks: &[(u32, Function)], args: &[JsValue]) {
-    for (id, f) in callbacks {
-        // An earlier callback may have unsubscribed this one.
-        if !h.borrow().callbacks.contains(*id) {
-            continue;
-        }
-        let result = match args {
-            [a] => f.call1(&JsValue::UNDEFINED, a),
-            [a, b] => f.call2(&JsValue::UNDEFINED, a, b),
-            _ => f.call0(&JsValue::UNDEFINED),
-        };
-        if let Err(e) = result {
-            web_sys::console::error_2(&JsValue::from_str("p3-lanes: a callback threw:"), &e);
-        }
-    }
+    runtime::call_each(callbacks, |id| h.borrow().callbacks.contains(id), args);
 }

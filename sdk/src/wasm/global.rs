@@ -80,7 +80,8 @@ pub(crate) fn indexed_db() -> Result<web_sys::IdbFactory, JsValue> {
     }
 }
 
-/// `globalThis.setTimeout(callback, delay_ms)` without a [`Global`] at hand.
+/// `globalThis.setTimeout(callback, delay_ms)` without a [`Global`] at hand (used through
+/// [`crate::wasm::runtime::after`]).
 pub(crate) fn set_timeout_once(callback: &JsValue, delay_ms: u64) -> Result<JsValue, JsValue> {
     let scope = js_sys::global();
     function(&scope, "setTimeout")?.call2(&scope, callback, &JsValue::from_f64(delay_ms as f64))

@@ -6,7 +6,9 @@
 //! | module | does |
 //! | --- | --- |
 //! | [`client`] | `P3Client`, the exported class: argument conversion only |
+//! | `features` | `P3Client.musicRoom` / `peerMesh` / `call`: the features' entry points on the client |
 //! | [`codec`] | `DictionaryCodec`: the dictionary MessagePack codec on its own |
+//! | `runtime` | the one timer, callback registry, dispatch queue and task spawner every driver uses |
 //! | `driver` | runs the core: socket, timer, re-handshake, event dispatch |
 //! | `sse` | the SSE half of the driver: `EventSource` in, `fetch` POSTs out (PROTOCOL.md §14) |
 //! | `options` | `ConnectOptions` → handshake request and client config |
@@ -40,6 +42,7 @@ mod device_key;
 mod driver;
 mod error;
 mod events;
+mod features;
 mod global;
 mod http;
 pub mod music;
@@ -47,6 +50,7 @@ pub mod offline;
 mod options;
 pub mod p2p;
 pub mod pwa;
+mod runtime;
 mod sse;
 mod types;
 

@@ -26,9 +26,12 @@
 //!   code, the lane and the seq) and the next message goes (a refused `join`, e.g.
 //!   `room_full`, also rejects its `joinRoom`). Nothing is dropped silently.
 //!
-//! Like the rest of the driver, this module may call `spawn_local`.
+//! The driver owns this half ([`SseLink`] in its state) and implements [`Host`] for it; this
+//! module never names the driver, so the dependency runs one way (driver → sse). Its tasks run
+//! on the shared runtime's `spawn`.
 
-use crate::core::client::{Event, CLOSE_SESSION_NOT_FOUND};
+use crate::core::client::{Client, Event};
+use crate::core::close;
 use crate::core::error::ErrorCode;
 use crate::core::handshake::HandshakeResponse;
 use crate::core::handshake::{with_ticket, Secret, DEFAULT_SSE_RETRY_MS};
@@ -39,16 +42,34 @@ use crate::core::sse::post::{
 use crate::core::sse::{
     lane_event_name, post_from_frame, SseInput, SseReceiver, EVENT_DISCONTINUITY,
 };
-use crate::wasm::driver::{pump, Handle, Inner};
+use crate::wasm::runtime;
 use crate::wasm::{global, http};
+use std::cell::RefCell;
+use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{EventSource, MessageEvent};
 
-/// Close code reported to the core for a stream that failed for another reason than a lost
-/// session.
-const CLOSE_ABNORMAL: u16 = 1006;
+/// What the SSE half needs from the driver that owns it: the core client, the server base
+/// URL, the clock, its [`SseLink`], the event queue and the pump. Implemented by the driver's
+/// state.
+pub(crate) trait Host: Sized + 'static {
+    /// The core client.
+    fn client(&self) -> &Client;
+    /// The core client, to feed inputs.
+    fn client_mut(&mut self) -> &mut Client;
+    /// The normalized server base URL.
+    fn base(&self) -> &str;
+    /// The driver's clock, ms.
+    fn now(&self) -> u64;
+    /// The SSE state, when the transport is `sse`.
+    fn sse_mut(&mut self) -> Option<&mut SseLink>;
+    /// Queues an event for the application.
+    fn push_event(&mut self, ev: Event);
+    /// Drains the core and dispatches events; called with no borrow held, after every input.
+    fn pump(h: &Rc<RefCell<Self>>);
+}
 
 /// The open `EventSource` and its handlers.
 struct Stream {
@@ -183,7 +204,7 @@ impl SseLink {
 /// minted now with the session token; a browser `EventSource` cannot send headers), resuming
 /// after the last event id seen on this session. A mint refused with 401 (the server forgot
 /// the session) is reported to the core as close code 4404, any other failure as 1006.
-pub(crate) fn open_stream(h: &Handle) {
+pub(crate) fn open_stream<H: Host>(h: &Rc<RefCell<H>>) {
     let mut inner = h.borrow_mut();
     let sid = inner.client().session_id();
     let ticket = inner.client_mut().take_ticket();
@@ -194,14 +215,14 @@ pub(crate) fn open_stream(h: &Handle) {
     link.streams_opened += 1;
     let id = link.streams_opened;
     let token = match (ticket, token) {
-        (Some(ticket), _) => return open_stream_at(&mut inner, h, id, Some(&ticket)),
-        (None, None) => return open_stream_at(&mut inner, h, id, None),
+        (Some(ticket), _) => return open_stream_at(&mut *inner, h, id, Some(&ticket)),
+        (None, None) => return open_stream_at(&mut *inner, h, id, None),
         (None, Some(token)) => token,
     };
     link.pending = Some(id);
     drop(inner);
     let h = h.clone();
-    wasm_bindgen_futures::spawn_local(async move {
+    runtime::spawn(async move {
         let minted = http::mint_ticket(&base, sid, &token).await;
         {
             let mut inner = h.borrow_mut();
@@ -214,24 +235,24 @@ pub(crate) fn open_stream(h: &Handle) {
                 l.pending = None;
             }
             match minted {
-                Ok(ticket) => open_stream_at(&mut inner, &h, id, Some(&ticket)),
+                Ok(ticket) => open_stream_at(&mut *inner, &h, id, Some(&ticket)),
                 Err(failed) => {
                     let code = match failed {
-                        http::MintFailed::Unauthorized => CLOSE_SESSION_NOT_FOUND,
-                        http::MintFailed::Failed => CLOSE_ABNORMAL,
+                        http::MintFailed::Unauthorized => close::SESSION_NOT_FOUND,
+                        http::MintFailed::Failed => close::ABNORMAL,
                     };
                     let now = inner.now();
                     inner.client_mut().handle_socket_closed(code, now);
                 }
             }
         }
-        pump(&h);
+        H::pump(&h);
     });
 }
 
 /// Opens stream number `id` of the current session, with `ticket` when the server checks
 /// credentials.
-fn open_stream_at(inner: &mut Inner, h: &Handle, id: u64, ticket: Option<&Secret>) {
+fn open_stream_at<H: Host>(inner: &mut H, h: &Rc<RefCell<H>>, id: u64, ticket: Option<&Secret>) {
     let base = inner.base().to_owned();
     let Some(link) = inner.sse_mut() else { return };
     let mut url = format!("{base}{}", link.path);
@@ -253,7 +274,9 @@ fn open_stream_at(inner: &mut Inner, h: &Handle, id: u64, ticket: Option<&Secret
                 &e,
             );
             let now = inner.now();
-            inner.client_mut().handle_socket_closed(CLOSE_ABNORMAL, now);
+            inner
+                .client_mut()
+                .handle_socket_closed(close::ABNORMAL, now);
             return;
         }
     };
@@ -289,7 +312,7 @@ fn open_stream_at(inner: &mut Inner, h: &Handle, id: u64, ticket: Option<&Secret
     });
 }
 
-fn on_open(h: &Handle, id: u64) {
+fn on_open<H: Host>(h: &Rc<RefCell<H>>, id: u64) {
     {
         let mut inner = h.borrow_mut();
         let Some(link) = inner.sse_mut() else { return };
@@ -303,10 +326,10 @@ fn on_open(h: &Handle, id: u64) {
         // Also on the EventSource's own reconnects, where the core is already open (a no-op).
         inner.client_mut().handle_socket_open(now);
     }
-    pump(h);
+    H::pump(h);
 }
 
-fn on_event(h: &Handle, id: u64, ev: &MessageEvent) {
+fn on_event<H: Host>(h: &Rc<RefCell<H>>, id: u64, ev: &MessageEvent) {
     {
         let mut inner = h.borrow_mut();
         let now = inner.now();
@@ -333,10 +356,10 @@ fn on_event(h: &Handle, id: u64, ev: &MessageEvent) {
             }),
         }
     }
-    pump(h);
+    H::pump(h);
 }
 
-fn on_error(h: &Handle, id: u64) {
+fn on_error<H: Host>(h: &Rc<RefCell<H>>, id: u64) {
     let (sid, token) = {
         let mut inner = h.borrow_mut();
         let sid = inner.client().session_id();
@@ -373,7 +396,7 @@ fn on_error(h: &Handle, id: u64) {
                     }
                 })
             };
-            if global::set_timeout_once(&reopen, delay).is_err() {
+            if runtime::after(&reopen, delay).is_err() {
                 open_stream(h);
             }
             return;
@@ -382,12 +405,12 @@ fn on_error(h: &Handle, id: u64) {
     };
     // Refused before it opened (an HTTP error): is the session still there?
     let h = h.clone();
-    wasm_bindgen_futures::spawn_local(async move {
+    runtime::spawn(async move {
         let base = h.borrow().base().to_owned();
         let url = format!("{base}/api/protocol/v2/session/{sid}");
         let code = match get_status(&url, token.as_ref()).await {
-            Ok(401 | 404) => CLOSE_SESSION_NOT_FOUND,
-            _ => CLOSE_ABNORMAL,
+            Ok(401 | 404) => close::SESSION_NOT_FOUND,
+            _ => close::ABNORMAL,
         };
         {
             let mut inner = h.borrow_mut();
@@ -401,7 +424,7 @@ fn on_error(h: &Handle, id: u64) {
                 inner.client_mut().handle_socket_closed(code, now);
             }
         }
-        pump(&h);
+        H::pump(&h);
     });
 }
 
@@ -424,7 +447,7 @@ async fn get_status(url: &str, token: Option<&Secret>) -> Result<u16, JsValue> {
 }
 
 /// Sends the next queued POST if the queue lets one go now; arms a timer for a retry delay.
-pub(crate) fn kick(h: &Handle) {
+pub(crate) fn kick<H: Host>(h: &Rc<RefCell<H>>) {
     let (url, send, token) = {
         let mut inner = h.borrow_mut();
         let now = inner.now();
@@ -442,9 +465,9 @@ pub(crate) fn kick(h: &Handle) {
                             l.timer_at = None;
                         }
                         kick(&again);
-                        pump(&again);
+                        H::pump(&again);
                     });
-                    let _ = global::set_timeout_once(&cb, at.saturating_sub(now));
+                    let _ = runtime::after(&cb, at.saturating_sub(now));
                 }
             }
             return;
@@ -452,7 +475,7 @@ pub(crate) fn kick(h: &Handle) {
         (format!("{base}{}", send.post.path(sid)), send, token)
     };
     let h = h.clone();
-    wasm_bindgen_futures::spawn_local(async move {
+    runtime::spawn(async move {
         let outcome = request(&url, &send, token.as_ref()).await;
         {
             let mut inner = h.borrow_mut();
@@ -479,7 +502,7 @@ pub(crate) fn kick(h: &Handle) {
             }
         }
         kick(&h);
-        pump(&h);
+        H::pump(&h);
     });
 }
 
@@ -498,7 +521,7 @@ fn abort_after(init: &web_sys::RequestInit, ms: u64) -> Result<(), JsValue> {
     let abort = web_sys::AbortController::new()?;
     init.set_signal(Some(&abort.signal()));
     let on_timeout = Closure::once_into_js(move || abort.abort());
-    global::set_timeout_once(&on_timeout, ms)?;
+    runtime::after(&on_timeout, ms)?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 //! Every error maps to exactly one [`ErrorCode`] ([`MuxError::code`]): the same snake_case name
 //! the server puts in a Control `error` and the SDK puts in a JS error's `code`.
 
-use crate::core::error::ErrorCode;
+use crate::core::error::{ErrorCode, Fault};
 use crate::core::lane::Lane;
 
 /// Bytes that are not a v2 frame (PROTOCOL.md "Multiplexer (v2 frames)").
@@ -207,11 +207,25 @@ impl MuxError {
         }
     }
 
+    /// Who is at fault: [`Fault::Decode`] and [`Fault::PeerMisbehaved`] for the peer's bytes
+    /// and protocol, [`Fault::ApiMisuse`] for the caller's, [`Fault::Transient`] for
+    /// backpressure. Finer than `self.code().fault()`: the caller's too-large message is
+    /// `frame_too_large` like a peer's, but the caller's fault.
+    pub fn fault(&self) -> Fault {
+        match self {
+            MuxError::Decode(_) => Fault::Decode,
+            MuxError::Peer(_) => Fault::PeerMisbehaved,
+            MuxError::Api(_) => Fault::ApiMisuse,
+            MuxError::Backpressure { .. } => Fault::Transient,
+        }
+    }
+
     /// Whether the driver should close the transport: `true` for every error caused by the
     /// peer ([`MuxError::Decode`], [`MuxError::Peer`]); `false` for the caller's own
-    /// ([`MuxError::Api`], [`MuxError::Backpressure`]).
+    /// ([`MuxError::Api`], [`MuxError::Backpressure`]). Same as
+    /// `self.fault().closes_transport()`.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, MuxError::Decode(_) | MuxError::Peer(_))
+        self.fault().closes_transport()
     }
 }
 
@@ -248,5 +262,38 @@ mod tests {
             MuxError::from(ApiMisuse::LaneNotConfigured(Lane::Video)).code(),
             ErrorCode::LaneNotNegotiated
         );
+    }
+
+    /// The typed fault and the code's fault agree wherever the peer is at fault: a peer's
+    /// error sent on the wire is classed the same by whoever receives its code.
+    #[test]
+    fn peer_faults_agree_with_their_codes() {
+        let peer = [
+            MuxError::from(DecodeError::Truncated),
+            MuxError::from(DecodeError::TooLarge { size: 9, limit: 1 }),
+            MuxError::from(PeerMisbehaved::MessageTooLarge {
+                lane: Lane::Data,
+                size: 9,
+                limit: 1,
+            }),
+            MuxError::from(PeerMisbehaved::ReassemblyLimit {
+                lane: Lane::Data,
+                needed: 2,
+                limit: 1,
+            }),
+            MuxError::from(PeerMisbehaved::LaneNotConfigured(Lane::Video)),
+            MuxError::from(PeerMisbehaved::AckOfUnsent {
+                lane: Lane::Control,
+                acked: 9,
+                sent: 1,
+            }),
+        ];
+        for e in peer {
+            assert!(e.fault().closes_transport(), "{e}");
+            assert!(e.code().fault().closes_transport(), "{e}: {}", e.code());
+        }
+        let api = MuxError::from(ApiMisuse::MessageTooLarge { size: 9, limit: 1 });
+        assert_eq!(api.fault(), Fault::ApiMisuse);
+        assert!(!api.is_fatal());
     }
 }

@@ -7,6 +7,7 @@
 //! never auto-commit between the read and the write, whatever the microtask scheduling.
 
 use crate::core::error::ErrorCode;
+use crate::wasm::runtime::Resolver;
 use crate::wasm::{error, global};
 use js_sys::{Object, Promise, Reflect};
 use std::cell::RefCell;
@@ -72,11 +73,10 @@ pub(crate) fn storage_error(e: &JsValue, doing: &str) -> JsValue {
     error::coded(code, &format!("IndexedDB failed while {doing}: {what}"))
 }
 
-/// A pending Promise and its resolve and reject functions.
+/// A pending Promise and its resolve and reject functions ([`Resolver`]).
 fn deferred() -> (Promise, js_sys::Function, js_sys::Function) {
-    let mut fns = None;
-    let promise = Promise::new(&mut |resolve, reject| fns = Some((resolve, reject)));
-    let (resolve, reject) = fns.expect("the executor of `new Promise` runs synchronously");
+    let (promise, resolver) = Resolver::new();
+    let (resolve, reject) = resolver.into_functions();
     (promise, resolve, reject)
 }
 

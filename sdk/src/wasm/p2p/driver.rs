@@ -8,8 +8,8 @@
 //!   event synchronously), signals for the server and events for the app are collected and
 //!   handled **after** the borrow is released (sending through the client may run client
 //!   listeners, this one included; app callbacks may call back into the mesh);
-//! - one `setTimeout` is armed for the core's earliest deadline (multiplexer acks, relinks),
-//!   another runs `getStats()` every `statsIntervalMs`;
+//! - one runtime timer ([`crate::wasm::runtime::Timer`]) is armed for the core's earliest
+//!   deadline (multiplexer acks, relinks), another runs `getStats()` every `statsIntervalMs`;
 //! - the state is held strongly only by the `PeerMesh` object; every handler holds a `Weak`,
 //!   so dropping the `PeerMesh` closes its RTCPeerConnections ([`rtc::Conn`]'s `Drop`).
 //!
@@ -24,7 +24,6 @@
 //! member list links the room again under the new ids (PROTOCOL.md §13.12).
 
 use super::rtc;
-use super::PeerMesh;
 use crate::core::client::{ConnectionState, Event};
 use crate::core::lane::Lane;
 use crate::core::p2p::mesh::{Mesh, MeshConfig, MeshEvent, MeshOutput};
@@ -33,11 +32,12 @@ use crate::core::sync::peer_clock::ClockProbe;
 use crate::core::{error::ErrorCode, mux::DiscontinuityReason};
 use crate::wasm::driver::{self as client_driver, Handle as ClientHandle};
 use crate::wasm::global::{self, Global};
+use crate::wasm::runtime::{self, Callbacks, Queue, Timer};
 use crate::wasm::{convert, error};
 use js_sys::{Function, Promise, Reflect};
 use serde::Serialize;
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -58,13 +58,6 @@ pub(crate) enum Topic {
     Event,
 }
 
-#[derive(Default)]
-struct Timer {
-    id: Option<JsValue>,
-    deadline: Option<u64>,
-    callback: Option<Closure<dyn FnMut()>>,
-}
-
 /// Everything one `PeerMesh` owns (see the module docs).
 pub(crate) struct State {
     mesh: Mesh,
@@ -81,13 +74,11 @@ pub(crate) struct State {
     stats_interval_ms: u64,
     /// Per peer: bytes sent on the selected candidate pair and when, for the bitrate.
     sent: HashMap<String, (f64, f64)>,
-    callbacks: Vec<(u32, Topic, Function)>,
-    next_id: u32,
-    events: VecDeque<MeshEvent>,
+    callbacks: Callbacks<Topic>,
+    events: Queue<MeshEvent>,
     signals: Vec<SignalMessage>,
     /// Heartbeat pings the tier machine asked for, not sent yet.
     pings: usize,
-    dispatching: bool,
     listener: Option<u32>,
     closed: bool,
     /// The `pagehide` listener (a one-shot JS function), removed on close.
@@ -103,21 +94,6 @@ impl State {
     /// The room.
     pub(crate) fn room(&self) -> &str {
         &self.room
-    }
-
-    /// The core mesh.
-    pub(crate) fn mesh_mut(&mut self) -> &mut Mesh {
-        &mut self.mesh
-    }
-
-    /// `peer`'s current connection.
-    pub(crate) fn conn(&self, peer: &str) -> Option<&rtc::Conn> {
-        self.conns.get(peer)
-    }
-
-    /// `peer`'s current connection, mutably.
-    pub(crate) fn conn_mut(&mut self, peer: &str) -> Option<&mut rtc::Conn> {
-        self.conns.get_mut(peer)
     }
 
     /// `performance.now()`, whole ms.
@@ -147,7 +123,7 @@ impl State {
 
     /// Queues an error event for the app.
     pub(crate) fn error_event(&mut self, peer: Option<&str>, code: ErrorCode, message: String) {
-        self.events.push_back(MeshEvent::Error {
+        self.events.push(MeshEvent::Error {
             peer: peer.map(str::to_owned),
             code,
             message,
@@ -270,7 +246,7 @@ impl State {
                         let _ = c.send_lanes(&bytes);
                     }
                 }
-                MeshOutput::Event(ev) => self.events.push_back(ev),
+                MeshOutput::Event(ev) => self.events.push(ev),
             }
         }
         let deadline = self.mesh.poll_timeout();
@@ -281,51 +257,69 @@ impl State {
         if self.closed {
             return;
         }
-        if self.timer.deadline == deadline && (deadline.is_none() || self.timer.id.is_some()) {
-            return;
-        }
-        if let Some(id) = self.timer.id.take() {
-            self.global.clear_timeout(&id);
-        }
-        self.timer.deadline = deadline;
-        let Some(at) = deadline else { return };
-        let delay = at.saturating_sub(self.now());
-        let callback = self.timer.callback.get_or_insert_with(|| {
-            let weak = Rc::downgrade(h);
-            Closure::<dyn FnMut()>::new(move || {
+        let weak = Rc::downgrade(h);
+        self.timer.arm(&self.global, deadline, move || {
+            Box::new(move || {
                 if let Some(h) = weak.upgrade() {
                     on_timer(&h);
                 }
             })
         });
-        self.timer.id = Some(self.global.set_timeout(callback.as_ref(), delay));
     }
 
+    /// Arms the `getStats()` timer, `statsIntervalMs` from now.
     fn arm_stats(&mut self, h: &MeshHandle) {
         if self.closed || self.stats_interval_ms == 0 {
             return;
         }
-        let callback = self.stats.callback.get_or_insert_with(|| {
-            let weak = Rc::downgrade(h);
-            Closure::<dyn FnMut()>::new(move || {
+        let weak = Rc::downgrade(h);
+        let at = self.now().saturating_add(self.stats_interval_ms);
+        self.stats.arm(&self.global, Some(at), move || {
+            Box::new(move || {
                 if let Some(h) = weak.upgrade() {
                     on_stats_timer(&h);
                 }
             })
         });
-        self.stats.id = Some(
-            self.global
-                .set_timeout(callback.as_ref(), self.stats_interval_ms),
-        );
     }
 
     fn stop_timers(&mut self) {
-        for t in [&mut self.timer, &mut self.stats] {
-            if let Some(id) = t.id.take() {
-                self.global.clear_timeout(&id);
-            }
-            t.deadline = None;
-        }
+        self.timer.cancel(&self.global);
+        self.stats.cancel(&self.global);
+    }
+}
+
+impl rtc::Host for State {
+    fn is_current(&self, peer: &str, id: u64) -> bool {
+        State::is_current(self, peer, id)
+    }
+
+    fn now(&self) -> u64 {
+        self.global.now_ms()
+    }
+
+    fn mesh_mut(&mut self) -> &mut Mesh {
+        &mut self.mesh
+    }
+
+    fn conn(&self, peer: &str) -> Option<&rtc::Conn> {
+        self.conns.get(peer)
+    }
+
+    fn conn_mut(&mut self, peer: &str) -> Option<&mut rtc::Conn> {
+        self.conns.get_mut(peer)
+    }
+
+    fn error_event(&mut self, peer: Option<&str>, code: ErrorCode, message: String) {
+        State::error_event(self, peer, code, message);
+    }
+
+    fn bitrate(&mut self, peer: &str, bytes: f64, at: f64) -> f64 {
+        State::bitrate(self, peer, bytes, at)
+    }
+
+    fn pump(h: &MeshHandle) {
+        pump(h);
     }
 }
 
@@ -376,19 +370,7 @@ pub(crate) fn pump(h: &MeshHandle) {
             }
         }
     }
-    {
-        let mut s = h.borrow_mut();
-        if s.dispatching {
-            return;
-        }
-        s.dispatching = true;
-    }
-    loop {
-        let next = h.borrow_mut().events.pop_front();
-        let Some(ev) = next else { break };
-        dispatch(h, &ev);
-    }
-    h.borrow_mut().dispatching = false;
+    runtime::dispatch(h, |s| &mut s.events, |ev| dispatch(h, &ev));
 }
 
 /// A signal through the server: Messaging lane, routed to `to`.
@@ -404,20 +386,7 @@ fn send_signal(client: &ClientHandle, m: SignalMessage) -> Result<(), (ErrorCode
 
 /// Registers an app callback; returns the JS unsubscribe function (idempotent).
 pub(crate) fn subscribe(h: &MeshHandle, topic: Topic, f: Function) -> JsValue {
-    let id = {
-        let mut s = h.borrow_mut();
-        s.next_id = s.next_id.wrapping_add(1);
-        let id = s.next_id;
-        s.callbacks.push((id, topic, f));
-        id
-    };
-    let weak = Rc::downgrade(h);
-    Closure::<dyn FnMut()>::new(move || {
-        if let Some(h) = weak.upgrade() {
-            h.borrow_mut().callbacks.retain(|c| c.0 != id);
-        }
-    })
-    .into_js_value()
+    runtime::subscribe(h, |s| &mut s.callbacks, topic, f)
 }
 
 /// `mesh.close()`.
@@ -434,8 +403,8 @@ pub(crate) fn close(h: &MeshHandle) {
         let mut s = h.borrow_mut();
         s.closed = true;
         s.stop_timers();
-        s.timer.callback = None;
-        s.stats.callback = None;
+        s.timer.release();
+        s.stats.release();
         s.conns.clear();
         if let Some(f) = s.pagehide.take() {
             let target: web_sys::EventTarget = js_sys::global().unchecked_into();
@@ -466,17 +435,7 @@ fn listen_pagehide(h: &MeshHandle) {
     }
 }
 
-/// `client.peerMesh(room, options)`: resolves the RTCConfiguration, listens to the client,
-/// joins the room and resolves with the `PeerMesh` once joined (links start at once).
-pub(crate) fn join(client: &ClientHandle, room: String, options: JsValue) -> Promise {
-    let client = client.clone();
-    wasm_bindgen_futures::future_to_promise(async move {
-        let h = open(&client, room, &options).await?;
-        Ok(PeerMesh { inner: h }.into())
-    })
-}
-
-/// What [`join`] does, for Rust callers (the music room's Tier 2): the mesh's handle once
+/// What `client.peerMesh` does, for Rust callers (the music room's Tier 2): the mesh's handle once
 /// joined. Errors: `invalid_argument` (options), the join's error.
 pub(crate) async fn open(
     client: &ClientHandle,
@@ -541,12 +500,10 @@ async fn open_scoped(
             stats: Timer::default(),
             stats_interval_ms: opts.stats_interval_ms,
             sent: HashMap::new(),
-            callbacks: Vec::new(),
-            next_id: 0,
-            events: VecDeque::new(),
+            callbacks: Callbacks::default(),
+            events: Queue::default(),
             signals: Vec::new(),
             pings: 0,
-            dispatching: false,
             listener: None,
             closed: false,
             pagehide: None,
@@ -741,8 +698,7 @@ pub(crate) fn is_signal(v: &serde_json::Value) -> bool {
 fn on_timer(h: &MeshHandle) {
     {
         let mut s = h.borrow_mut();
-        s.timer.id = None;
-        s.timer.deadline = None;
+        s.timer.fired();
         let now = s.now();
         s.mesh.handle_timeout(now);
     }
@@ -751,7 +707,7 @@ fn on_timer(h: &MeshHandle) {
 
 fn on_stats_timer(h: &MeshHandle) {
     let mut s = h.borrow_mut();
-    s.stats.id = None;
+    s.stats.fired();
     let now = s.now_precise();
     for peer in s.mesh.connected_peers() {
         if let Some(c) = s.conns.get(&peer) {
@@ -782,21 +738,8 @@ fn dispatch(h: &MeshHandle, ev: &MeshEvent) {
             None => return,
         },
     };
-    let callbacks: Vec<(u32, Function)> = h
-        .borrow()
-        .callbacks
-        .iter()
-        .filter(|c| c.1 == topic)
-        .map(|c| (c.0, c.2.clone()))
-        .collect();
-    for (id, f) in callbacks {
-        if !h.borrow().callbacks.iter().any(|c| c.0 == id) {
-            continue;
-        }
-        if let Err(e) = f.call1(&JsValue::UNDEFINED, &js) {
-            web_sys::console::error_2(&JsValue::from_str("p3-lanes: a callback threw:"), &e);
-        }
-    }
+    let callbacks = h.borrow().callbacks.of(topic);
+    runtime::call_each(&callbacks, |id| h.borrow().callbacks.contains(id), &[js]);
 }
 
 #[derive(Serialize)]

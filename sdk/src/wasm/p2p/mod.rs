@@ -37,7 +37,7 @@ use wasm_bindgen::prelude::*;
 pub(crate) use driver::{
     close as close_mesh, open as open_mesh, subscribe, with_mesh, MeshHandle, Topic,
 };
-pub(crate) use driver::{fetch_rtc_config, is_signal, join, open_call};
+pub(crate) use driver::{fetch_rtc_config, is_signal, open_call};
 
 /// The DataChannel mesh of this device in a room: one RTCPeerConnection per link chosen by
 /// the topology (full mesh up to 6 members, DJ hub beyond), lanes multiplexed over a
@@ -212,7 +212,7 @@ impl PeerMesh {
 /// `client.peerMesh(room, options)` (see [`crate::wasm::client::P3Client::peer_mesh`]).
 pub(crate) fn peer_mesh(client: &ClientHandle, room: JsValue, options: JsValue) -> Promise {
     if let Err(e) =
-        crate::wasm::client::require_lanes(client, &[crate::core::lane::Lane::Messaging])
+        crate::wasm::driver::require_lanes(client, &[crate::core::lane::Lane::Messaging])
     {
         return Promise::reject(&e);
     }
@@ -220,6 +220,16 @@ pub(crate) fn peer_mesh(client: &ClientHandle, room: JsValue, options: JsValue) 
         Some(room) => join(client, room, options),
         None => Promise::reject(&error::invalid_argument("room must be a string")),
     }
+}
+
+/// `client.peerMesh(room, options)`: resolves the RTCConfiguration, listens to the client,
+/// joins the room and resolves with the `PeerMesh` once joined (links start at once).
+pub(crate) fn join(client: &ClientHandle, room: String, options: JsValue) -> Promise {
+    let client = client.clone();
+    wasm_bindgen_futures::future_to_promise(async move {
+        let h = open_mesh(&client, room, &options).await?;
+        Ok(PeerMesh { inner: h }.into())
+    })
 }
 
 /// The JS error of a refused mesh call.

@@ -4,19 +4,18 @@
 //! message) and detached when the connection is dropped; every rejected Promise becomes a
 //! core input (`handle_negotiation_failed`) or an `error` event with code `webrtc_failed`.
 
-use super::driver::{self, MeshHandle, State};
 use crate::core::error::ErrorCode;
 use crate::core::p2p::mesh::{
-    Channel, PeerConnectionState, CONTROL_CHANNEL_ID, CONTROL_CHANNEL_LABEL,
+    Channel, Mesh, PeerConnectionState, CONTROL_CHANNEL_ID, CONTROL_CHANNEL_LABEL,
     CONTROL_MAX_RETRANSMITS, LANES_CHANNEL_ID, LANES_CHANNEL_LABEL, LANES_LOW_WATER_BYTES,
 };
 use crate::core::p2p::quality::StatsData;
 use crate::core::p2p::signal::{NegotiationAction, SignalBody};
-use crate::wasm::error;
+use crate::wasm::{error, runtime};
 use js_sys::{Function, Promise, Reflect};
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::rc::Weak;
+use std::rc::{Rc, Weak};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -27,6 +26,32 @@ use web_sys::{
 };
 
 type Handler = Closure<dyn FnMut(JsValue)>;
+
+/// What this layer needs from the mesh driver that owns the connections (implemented by its
+/// state): the dependency runs one way, driver → rtc.
+pub(crate) trait Host: Sized + 'static {
+    /// Whether connection `id` is still `peer`'s current one.
+    fn is_current(&self, peer: &str, id: u64) -> bool;
+    /// The driver's clock, whole ms.
+    fn now(&self) -> u64;
+    /// The core mesh, to feed inputs.
+    fn mesh_mut(&mut self) -> &mut Mesh;
+    /// `peer`'s current connection.
+    fn conn(&self, peer: &str) -> Option<&Conn>;
+    /// `peer`'s current connection, mutably.
+    fn conn_mut(&mut self, peer: &str) -> Option<&mut Conn>;
+    /// Queues an `error` event for the app.
+    fn error_event(&mut self, peer: Option<&str>, code: ErrorCode, message: String);
+    /// Bitrate (bits/s) from `bytes` sent at `at` (ms) and `peer`'s previous sample.
+    fn bitrate(&mut self, peer: &str, bytes: f64, at: f64) -> f64;
+    /// Drains the core and dispatches; called with no borrow held, after every input.
+    fn pump(h: &Rc<RefCell<Self>>);
+
+    /// The current RTCPeerConnection of `peer`.
+    fn conn_pc(&self, peer: &str) -> Option<RtcPeerConnection> {
+        self.conn(peer).map(|c| c.pc.clone())
+    }
+}
 
 /// One RTCPeerConnection to a peer, generation `id`.
 pub(crate) struct Conn {
@@ -49,8 +74,8 @@ impl Conn {
     /// `bufferedAmountLowThreshold` 64 KiB), handlers attached.
     ///
     /// Errors: what the constructor threw (a bad configuration).
-    pub(crate) fn open(
-        h: &Weak<RefCell<State>>,
+    pub(crate) fn open<S: Host>(
+        h: &Weak<RefCell<S>>,
         peer: &str,
         id: u64,
         config: &JsValue,
@@ -71,7 +96,7 @@ impl Conn {
         lanes.set_binary_type(RtcDataChannelType::Arraybuffer);
         lanes.set_buffered_amount_low_threshold(LANES_LOW_WATER_BYTES as u32);
 
-        let on = |f: fn(&mut State, &str, JsValue, u64)| handler(h, peer, id, f);
+        let on = |f: fn(&mut S, &str, JsValue, u64)| handler(h, peer, id, f);
         let handlers = vec![
             on(|s, p, _, now| s.mesh_mut().handle_negotiation_needed(p, now)),
             on(|s, p, ev, _| {
@@ -188,20 +213,13 @@ impl Drop for Conn {
     }
 }
 
-impl State {
-    /// The current RTCPeerConnection of `peer`.
-    fn conn_pc(&self, peer: &str) -> Option<RtcPeerConnection> {
-        self.conn(peer).map(|c| c.pc.clone())
-    }
-}
-
 /// A handler of connection `id` of `peer`: runs `f` under the borrow if the connection is
 /// still current, then pumps.
-fn handler(
-    h: &Weak<RefCell<State>>,
+fn handler<S: Host>(
+    h: &Weak<RefCell<S>>,
     peer: &str,
     id: u64,
-    f: fn(&mut State, &str, JsValue, u64),
+    f: fn(&mut S, &str, JsValue, u64),
 ) -> Handler {
     let h = h.clone();
     let peer = peer.to_owned();
@@ -217,7 +235,7 @@ fn handler(
             let now = s.now();
             f(&mut s, &peer, ev, now);
         }
-        driver::pump(&h);
+        S::pump(&h);
     })
 }
 
@@ -237,8 +255,8 @@ enum Step {
 /// order (an implicit `setLocalDescription()` slipping between the `setRemoteDescription(offer)`
 /// and `setLocalDescription()` of an answer would make the answer and lose it), each outcome
 /// reported to the core before the next step starts.
-pub(crate) fn negotiate(
-    h: Weak<RefCell<State>>,
+pub(crate) fn negotiate<S: Host>(
+    h: Weak<RefCell<S>>,
     peer: String,
     conn: &mut Conn,
     action: NegotiationAction,
@@ -249,7 +267,7 @@ pub(crate) fn negotiate(
     }
     conn.negotiating = true;
     let (id, pc) = (conn.id, conn.pc.clone());
-    wasm_bindgen_futures::spawn_local(async move {
+    runtime::spawn(async move {
         loop {
             let next = {
                 let Some(h) = h.upgrade() else { return };
@@ -281,7 +299,7 @@ pub(crate) fn negotiate(
                     }
                 }
             }
-            driver::pump(&h);
+            S::pump(&h);
         }
     });
 }
@@ -370,14 +388,14 @@ fn local(pc: &RtcPeerConnection) -> Option<(RtcSdpType, String)> {
 /// `currentRoundTripTime`, bitrate from its `bytesSent`; jitter, loss and codec are RTP
 /// figures, 0 / empty on data-only links) → `handle_stats`. A rejection is an `error`
 /// event (`webrtc_failed`).
-pub(crate) fn sample_stats(
-    h: Weak<RefCell<State>>,
+pub(crate) fn sample_stats<S: Host>(
+    h: Weak<RefCell<S>>,
     peer: String,
     id: u64,
     pc: RtcPeerConnection,
     at: f64,
 ) {
-    wasm_bindgen_futures::spawn_local(async move {
+    runtime::spawn(async move {
         let report = JsFuture::from(pc.get_stats()).await;
         let ice_state = Reflect::get(&pc, &"iceConnectionState".into())
             .ok()
@@ -385,12 +403,12 @@ pub(crate) fn sample_stats(
             .unwrap_or_default();
         let Some(h) = h.upgrade() else { return };
         report_stats(&h, &peer, id, report, ice_state, at);
-        driver::pump(&h);
+        S::pump(&h);
     });
 }
 
-fn report_stats(
-    h: &MeshHandle,
+fn report_stats<S: Host>(
+    h: &Rc<RefCell<S>>,
     peer: &str,
     id: u64,
     report: Result<JsValue, JsValue>,

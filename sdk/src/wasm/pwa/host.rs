@@ -363,18 +363,6 @@ pub(crate) async fn navigate_clients() -> usize {
     n
 }
 
-/// A Promise resolved after `ms` ms (the global `setTimeout`).
-pub(crate) fn sleep(ms: u64) -> Promise {
-    Promise::new(&mut |resolve, _reject| {
-        let g = js_sys::global();
-        if let Some(f) = get(&g, "setTimeout").and_then(|f| f.dyn_into::<js_sys::Function>().ok()) {
-            let _ = f.call2(&g, &resolve, &JsValue::from_f64(ms as f64));
-        } else {
-            let _ = resolve.call0(&JsValue::UNDEFINED);
-        }
-    })
-}
-
 /// A plain object `{}`.
 pub(crate) fn object() -> Object {
     Object::new()

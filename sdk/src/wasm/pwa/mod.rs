@@ -17,7 +17,8 @@
 //!
 //! The guard listens on its channel (and, in windows, for `visibilitychange` → visible) until
 //! `stop()`: while it runs, its handlers keep it alive even if the JS object is dropped.
-//! This module and [`crate::wasm::driver`] are the only ones that call `spawn_local`.
+//! It runs on the shared runtime ([`crate::wasm::runtime`]): its timer, callback registry and
+//! task spawner.
 
 mod host;
 mod options;
@@ -28,6 +29,7 @@ use crate::core::pwa::{
     decide, CheckInput, CoordOutput, Coordinator, Decision, PurgeRecord, ServerVersion,
 };
 use crate::wasm::global::{self, Global};
+use crate::wasm::runtime::{self, Callbacks, Timer};
 use crate::wasm::{convert, error};
 use host::{Fetched, RecordStore, Scope};
 use js_sys::{Function, Promise, Reflect};
@@ -171,11 +173,9 @@ struct Inner {
     channel: Option<BroadcastChannel>,
     on_channel: Option<Closure<dyn FnMut(MessageEvent)>>,
     on_visible: Option<Closure<dyn FnMut()>>,
-    timer_cb: Option<Closure<dyn FnMut()>>,
-    timer_id: Option<JsValue>,
-    timer_at: Option<u64>,
-    listeners: Vec<(u32, Function)>,
-    next_listener: u32,
+    /// The one timer, armed for the coordinator's next deadline.
+    timer: Timer,
+    listeners: Callbacks<()>,
     /// The check running now, shared by callers.
     running: Option<Promise>,
     waiter: Option<Waiter>,
@@ -199,11 +199,8 @@ fn start(opts: GuardOptions) -> Result<Handle, JsValue> {
         channel: None,
         on_channel: None,
         on_visible: None,
-        timer_cb: None,
-        timer_id: None,
-        timer_at: None,
-        listeners: Vec::new(),
-        next_listener: 0,
+        timer: Timer::default(),
+        listeners: Callbacks::default(),
         running: None,
         waiter: None,
         dirty: false,
@@ -311,29 +308,14 @@ fn stop(h: &Handle) {
     }
     let mut inner = h.borrow_mut();
     inner.coord.cancel();
-    if let Some(id) = inner.timer_id.take() {
-        inner.global.clear_timeout(&id);
-    }
-    inner.timer_cb = None;
-    inner.timer_at = None;
+    let Inner { timer, global, .. } = &mut *inner;
+    timer.cancel(global);
+    timer.release();
     wake(&mut inner, Outcome::Stopped);
 }
 
 fn subscribe(h: &Handle, f: Function) -> JsValue {
-    let id = {
-        let mut inner = h.borrow_mut();
-        inner.next_listener = inner.next_listener.wrapping_add(1);
-        let id = inner.next_listener;
-        inner.listeners.push((id, f));
-        id
-    };
-    let weak = Rc::downgrade(h);
-    Closure::<dyn FnMut()>::new(move || {
-        if let Some(h) = weak.upgrade() {
-            h.borrow_mut().listeners.retain(|l| l.0 != id);
-        }
-    })
-    .into_js_value()
+    runtime::subscribe(h, |i| &mut i.listeners, (), f)
 }
 
 /// Drains the coordinator: broadcasts, election outcomes, the timer.
@@ -399,33 +381,28 @@ fn wake(inner: &mut Inner, outcome: Outcome) {
 }
 
 fn arm_timer(inner: &mut Inner, h: &Handle, at: Option<u64>) {
-    if inner.timer_at == at && (at.is_none() || inner.timer_id.is_some()) {
+    let Inner {
+        timer,
+        global,
+        stopped,
+        ..
+    } = inner;
+    if *stopped {
+        timer.cancel(global);
         return;
     }
-    if let Some(id) = inner.timer_id.take() {
-        inner.global.clear_timeout(&id);
-    }
-    inner.timer_at = at;
-    let Some(at) = at else { return };
-    if inner.stopped {
-        return;
-    }
-    let delay = at.saturating_sub(inner.global.now_ms());
-    let cb = inner.timer_cb.get_or_insert_with(|| {
-        let h = h.clone();
-        Closure::<dyn FnMut()>::new(move || {
+    let h = h.clone();
+    timer.arm(global, at, move || {
+        Box::new(move || {
             {
                 let mut inner = h.borrow_mut();
-                inner.timer_id = None;
-                inner.timer_at = None;
+                inner.timer.fired();
                 let now = inner.global.now_ms();
                 inner.coord.handle_timeout(now);
             }
             pump(&h);
         })
     });
-    let id = inner.global.set_timeout(cb.as_ref(), delay);
-    inner.timer_id = Some(id);
 }
 
 /// Waits until the election has something for the running check.
@@ -476,7 +453,7 @@ fn spawn_check(h: &Handle) {
         return;
     }
     let p = check(h);
-    wasm_bindgen_futures::spawn_local(async move {
+    runtime::spawn(async move {
         let _ = JsFuture::from(p).await;
     });
 }
@@ -557,7 +534,7 @@ fn emit(h: &Handle, event: &GuardEvent<'_>, extra: Option<(&str, &JsValue)>) {
             .on_event
             .iter()
             .cloned()
-            .chain(inner.listeners.iter().map(|l| l.1.clone()))
+            .chain(inner.listeners.of(()).into_iter().map(|l| l.1))
             .collect()
     };
     for f in listeners {
@@ -793,7 +770,7 @@ async fn lead(h: &Handle, page: &str, target: &str) -> Result<Step, JsValue> {
         }
         HookAnswer::Delay(ms) => {
             release(h);
-            let _ = JsFuture::from(host::sleep(ms)).await;
+            let _ = runtime::sleep(ms).await;
             return Ok(Step::Again);
         }
     }
@@ -853,7 +830,7 @@ async fn reload_when_safe(h: &Handle, page: &str, target: &str) -> Result<Step, 
         HookAnswer::Proceed => finish_reload(h, page, target, false).await,
         HookAnswer::Postpone => Ok(Step::Done(postponed(h, page, target))),
         HookAnswer::Delay(ms) => {
-            let _ = JsFuture::from(host::sleep(ms)).await;
+            let _ = runtime::sleep(ms).await;
             Ok(Step::Again)
         }
     }
