@@ -240,7 +240,7 @@ impl Fault {
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 48] = [
+    pub const ALL: [ErrorCode; 49] = [
         ErrorCode::BadRequest,
         ErrorCode::BadFrame,
         ErrorCode::BadPayload,
@@ -289,6 +289,7 @@ impl ErrorCode {
         ErrorCode::CallDeclined,
         ErrorCode::CallEnded,
         ErrorCode::CallUnknown,
+        ErrorCode::ShapeUnknown,
     ];
 
     /// The fault class of this code as it arrives on the wire (see [`Fault`]). A typed local
@@ -338,7 +339,8 @@ impl ErrorCode {
             | C::SeqInProgress
             | C::SendFailed
             | C::RateLimited
-            | C::TooManyRequests => Fault::Transient,
+            | C::TooManyRequests
+            | C::ShapeUnknown => Fault::Transient,
             C::WebrtcFailed
             | C::StorageUnavailable
             | C::QuotaExceeded
