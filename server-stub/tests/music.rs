@@ -111,6 +111,8 @@ async fn the_authority_orders_changes_and_every_member_follows() {
         assert_eq!(s.version(), (1, 0));
         let c = next_control(p).await;
         assert_eq!(c.data.from.as_deref(), Some(dj_id.as_str()));
+        // PROTOCOL.md §12.3: a fresh room's claim opens epoch 1 at sequence 0, no `to` needed.
+        assert_eq!((c.epoch, c.sequence), (1, 0));
     }
 
     // RTT reports raise the lead: the slowest member's one-way delay plus its jitter.
@@ -240,7 +242,12 @@ async fn the_authority_orders_changes_and_every_member_follows() {
         let s = next_state(p).await;
         assert_eq!(s.controller_id.as_deref(), Some(fan_id.as_str()));
         assert_eq!(s.version(), (2, 0));
-        next_control(p).await;
+        let c = next_control(p).await;
+        assert_eq!(
+            (c.epoch, c.sequence),
+            (2, 0),
+            "a resolved handover: new epoch, 0"
+        );
     }
     fan.send_data(
         Lane::Sync,

@@ -369,7 +369,8 @@ async fn seed_only_from_a_member_into_a_fresh_room_server_wins_after() {
     );
     assert_eq!(
         (seeded["position"].clone(), seeded["referenceTime"].clone()),
-        (json!(10.0), json!(1000.0))
+        (json!(10.0), json!(1000)),
+        "times are integers on the wire (PROTOCOL.md §12.2)"
     );
     assert_eq!(seeded["controllerId"], claimed["data"]["controllerId"]);
     assert!(seeded["epoch"].as_u64().unwrap() > 5, "{seeded}");

@@ -14,6 +14,7 @@
 //! | [`payload`] | payload encode/decode with dictionary-version checks |
 //! | [`control`] | Control messages: rooms, heartbeats, errors (seed 001) |
 //! | [`client`] | the client connection state machine: heartbeats, reconnect (seed 001) |
+//! | [`music`] | music rooms by role, sans-IO: the device's `Room` and the server's room authority (seed 004 Tiers 1-3; issue 13) |
 //! | [`mux`] | the lane multiplexer (v2 frames): priority scheduling, chunking, acks, resume (seed 000, 001; issue 3) |
 //! | [`p2p`] | peer-to-peer and offline tiers: tier decision, election, change queue, sealing, signaling (seed 004, 001; issue 5) |
 //! | [`pwa`] | PWA cache protection: version check decisions, purge ownership, multi-tab election (seed 000) |

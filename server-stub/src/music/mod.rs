@@ -1,46 +1,36 @@
 //! Music rooms, server tier (issue #4; seed 004 "Tier 1", "Challenge 3: Split Brain": the
-//! server is the authority while it is reachable), as a service that returns deliveries.
+//! server is the authority while it is reachable): the driver of the core's authority machine.
 //!
 //! # Music rooms
-//! A music room is a lane room in which someone sent a `music-control` message on the Sync
-//! lane. From then on the server runs one [`RoomAuthority`] (the sans-IO authority of
-//! [`p3_lanes::core::sync::state`]) for the room:
-//! - a Sync-lane Data frame without `to` whose payload is `{type: "music-control", ...}` is
-//!   **not relayed**: it goes to the authority, with the sender's session id as `from`.
-//!   Applied, the room gets (server-originated Sync-lane Data frames, no `from`) first the new
-//!   `sync-state`, then the resolved `music-control` (`applyAt`, `data.position`,
-//!   `data.from`, ...), every member including the sender. Refused, the sender alone gets a
-//!   Control `error` with the authority's code (`not_controller`, `epoch_mismatch`,
-//!   `invalid_argument`, `bad_payload`), lane 7 and the frame's seq. A change from an epoch
-//!   before the room's is refused with `epoch_mismatch` too (the sender missed a handover); a
-//!   duplicate (same epoch, sequence not newer) is ignored silently.
-//! - `{type: "music-changes", epoch?, changes}`: changes made while the server was away,
-//!   reconciled into the room (module `changes`, PROTOCOL.md §13.9).
-//! - `{type: "sync-state"}` from a client is refused (`invalid_argument`): only the authority
-//!   states the room.
-//! - Every joiner gets the room's `sync-state` at once (after `joined`), if it was granted the
-//!   Sync lane. When the controller leaves (or its socket drops), the room has no controller
-//!   session (epoch + 1) and gets the new `sync-state`.
-//! - The DJ role belongs to the controller's verified identity (PROTOCOL.md §13.15): the
-//!   registry hands every member's identity key with its session id ([`Member`]); the
-//!   authority keeps the role for that identity while it is present or away within
-//!   `--dj-grace-s` (others' claims: `not_controller`), gives it to the identity's next
-//!   session to join, and mirrors each room's DJ identity and epoch to the state file
-//!   ([`store`], `--state-dir`), from which a restarted server recreates the room at its first
-//!   join. `music-changes` naming a bound `origin` of another identity are refused `forbidden`.
-//! - `ping {rttMs}` reports feed the authority's lead time ([`RoomAuthority::lead_ms`]).
-//! - A room's authority outlives its last member by the session TTL, so a lone DJ whose socket
-//!   drops finds the room as it left it (without the controller role); then it is forgotten.
-//! - The same `sync-state` is queued like a Control message: when a member's outbound queue is
-//!   full its socket is closed with 1013 (it reconnects and gets a fresh snapshot) rather than
-//!   silently missing a state.
+//! A music room is a lane room in which someone sent a `music-control` (or `music-changes`)
+//! message on the Sync lane. Every rule of the room (who controls it, epochs and sequences,
+//! handover, scheduling, the DJ identity, offline reconciliation, what each member gets) is
+//! [`p3_lanes::core::music::authority::Authority`], a sans-IO machine (PROTOCOL.md §12.2,
+//! §12.3, §13.9, §13.14, §13.15). This module only:
+//! - recognises the payloads for it ([`is_music_message`]: a Sync-lane Data frame without
+//!   `to` whose `type` is `music-control`, `sync-state` or `music-changes` is **not relayed**)
+//!   and [`parse`](p3_lanes::core::music::authority::parse)s them before any lock;
+//! - keeps one machine per room behind its own lock, feeds it the message (with the sender's
+//!   session id and the members and identities read from the registry), joins, leaves and
+//!   `ping {rttMs}` reports, with `now` the shared clock in whole ms;
+//! - routes what comes back: each delivery becomes server-originated Sync-lane Data frames (no
+//!   `from`) to one member or every member, a refusal a Control `error` to the sender (lane 7,
+//!   the frame's seq);
+//! - writes the DJ record the machine reports to the state file ([`store`], `--state-dir`),
+//!   from which a restarted server recreates the room at its first join;
+//! - forgets a room's machine once it has been empty for the session TTL (a lone DJ whose
+//!   socket drops finds the room as it left it, without the controller role).
+//!
+//! The same `sync-state` is queued like a Control message: when a member's outbound queue is
+//! full its socket is closed with 1013 (it reconnects and gets a fresh snapshot) rather than
+//! silently missing a state.
 //!
 //! Other Sync-lane messages (and anything with `to`) are relayed as before.
 //!
 //! # Isolation: a lock per room
 //! `MusicService` never touches the session registry. Each room is an
 //! `Arc<Mutex<MusicRoom>>`; the map of rooms has its own lock, held only to look a room up,
-//! insert it or sweep. Handling a message (the authority's decision, the `music-changes`
+//! insert it or sweep. Handling a message (the machine's decision, the `music-changes`
 //! reconcile, building the `sync-state`) runs holding **only that room's lock**, so a large
 //! push stalls its own room and nobody else. The caller ([`crate::state`]) gives the
 //! members (read under a brief registry lock) and gets back an `Output`: deliveries
@@ -60,23 +50,22 @@
 //! busy), back-pressure stays the sender's socket, and no task lifetime has to be managed
 //! beside the room's own TTL.
 
-pub(crate) mod changes;
 pub(crate) mod store;
 
 use crate::registry::RoomEvent;
-use p3_lanes::core::error::{ErrorCode, WireError};
+use p3_lanes::core::error::WireError;
 use p3_lanes::core::frame::SessionId;
 use p3_lanes::core::lane::Lane;
-use p3_lanes::core::p2p::changes::{ChangeLimits, ChangeLog, ChangesPush, MUSIC_CHANGES_TYPE};
-use p3_lanes::core::sync::state::{
-    AuthorityConfig, Decision, RoomAuthority, SyncError, SyncMessage, MUSIC_CONTROL_TYPE,
-    SYNC_STATE_TYPE,
-};
+use p3_lanes::core::music::authority::{self, Authority, DjWrite, Inbound, To};
+use p3_lanes::core::p2p::changes::ChangeLimits;
+use p3_lanes::core::sync::state::AuthorityConfig;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use store::{DjEntry, DjStore};
+use store::DjStore;
+
+pub(crate) use p3_lanes::core::music::authority::{is_music_message, Member};
 
 /// The shared clock of music rooms: the server's wall clock, ms since the Unix epoch, with
 /// sub-ms precision (clients learn it from `pong.serverTime`, the same clock floored).
@@ -86,30 +75,10 @@ pub fn shared_clock_ms() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-/// Whether a Sync-lane payload is for the room's authority (`music-control`, `sync-state` or
-/// `music-changes`) rather than for relaying.
-pub(crate) fn is_music_message(value: &Value) -> bool {
-    matches!(
-        value.get("type").and_then(Value::as_str),
-        Some(MUSIC_CONTROL_TYPE | SYNC_STATE_TYPE | MUSIC_CHANGES_TYPE)
-    )
-}
-
-/// A room member: its session id and verified identity key (`"<kind>:<id>"`), if any.
-pub(crate) type Member = (SessionId, Option<String>);
-
-/// The identity key kinds an `origin` can be bound to (PROTOCOL.md §13.15).
-const BOUND_ORIGIN_KINDS: [&str; 4] = ["siwe:", "token:", "device:", "session:"];
-
-/// Whether `origin` is in the bound namespace (`<kind>:…`) but not `key`'s: `key` itself or
-/// `key/<anything>`. Unbound origins (no such prefix) are nobody's.
-fn foreign_origin(origin: &str, key: &str) -> bool {
-    let bound = BOUND_ORIGIN_KINDS.iter().any(|k| origin.starts_with(k));
-    let owned = origin == key
-        || origin
-            .strip_prefix(key)
-            .is_some_and(|rest| rest.starts_with('/'));
-    bound && !owned
+/// The shared clock in whole ms, the authority's `now` (PROTOCOL.md §12.2: times on the wire
+/// are integers).
+fn now_ms() -> u64 {
+    shared_clock_ms() as u64
 }
 
 /// One server message for some members: `(receivers, lane, message)`.
@@ -123,7 +92,7 @@ pub(crate) struct Delivery {
     pub(crate) message: Value,
 }
 
-/// What handling one message or event produced.
+/// What handling one message or event produced, routed to session ids.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Output {
     /// Server messages, in order.
@@ -133,53 +102,42 @@ pub(crate) struct Output {
 }
 
 impl Output {
-    fn refused(code: ErrorCode, why: impl Into<String>) -> Output {
+    fn refused(e: &authority::AuthorityError) -> Output {
         Output {
             deliveries: Vec::new(),
-            refusal: Some(WireError::new(code, why)),
+            refusal: Some(WireError::new(e.code(), e.wire_text())),
         }
-    }
-
-    fn to(mut self, to: Vec<SessionId>, message: Value) -> Output {
-        self.deliveries.push(Delivery {
-            to,
-            lane: Lane::Sync,
-            message,
-        });
-        self
     }
 }
 
-/// One room's authority, its log of changes pushed back after the server was away
-/// ([`changes`]) and, once its last member left, since when it has been empty.
+/// Routes the machine's output: [`To::Room`] is `room` (the members passed with the input).
+fn route(out: authority::Output, room: &[SessionId]) -> Output {
+    Output {
+        deliveries: out
+            .deliveries
+            .into_iter()
+            .map(|d| Delivery {
+                to: match d.to {
+                    To::Member(m) => vec![m],
+                    To::Room => room.to_vec(),
+                },
+                lane: Lane::Sync,
+                message: d.message.to_value(),
+            })
+            .collect(),
+        refusal: out
+            .refusal
+            .as_ref()
+            .map(|e| WireError::new(e.code(), e.wire_text())),
+    }
+}
+
+/// One room's authority machine and, once its last member left, since when it has been
+/// empty.
 #[derive(Debug)]
 pub(crate) struct MusicRoom {
-    pub(crate) authority: RoomAuthority,
-    pub(crate) changes: ChangeLog,
+    pub(crate) authority: Authority,
     emptied_at: Option<Instant>,
-    /// The DJ identity and epoch last written to the [`DjStore`].
-    persisted: Option<(String, u64)>,
-}
-
-impl MusicRoom {
-    /// A fresh room with `members`; `stored`: its DJ from the state file (a restart).
-    fn new(config: &AuthorityConfig, members: &[Member], stored: Option<DjEntry>) -> MusicRoom {
-        let now = shared_clock_ms();
-        let mut authority = RoomAuthority::new(config.clone(), now);
-        let persisted = stored.map(|e| {
-            authority.restore_dj(&e.identity, e.epoch, now);
-            (e.identity, e.epoch)
-        });
-        for (m, id) in members {
-            let _ = authority.join_as(&m.to_string(), id.as_deref());
-        }
-        MusicRoom {
-            authority,
-            changes: ChangeLog::compacted(0),
-            emptied_at: None,
-            persisted,
-        }
-    }
 }
 
 fn sids(members: &[Member]) -> Vec<SessionId> {
@@ -227,6 +185,21 @@ impl MusicService {
         self
     }
 
+    /// A fresh room machine for `name` with `members`, its DJ restored from the state file.
+    fn fresh(&self, name: &str, members: &[Member]) -> MusicRoom {
+        let stored = self.store.get(name).map(|e| (e.identity, e.epoch));
+        MusicRoom {
+            authority: Authority::new(
+                now_ms(),
+                self.config.clone(),
+                self.change_limits,
+                members,
+                stored,
+            ),
+            emptied_at: None,
+        }
+    }
+
     /// The map of rooms. Held only for lookups, inserts and the sweep, never across a room's
     /// work; poisoned only by a bug in those few lines, which brings the server down loudly.
     fn map(&self) -> MutexGuard<'_, HashMap<String, Shared>> {
@@ -240,11 +213,10 @@ impl MusicService {
         if let Some(r) = map.get(name) {
             return Some(r.clone());
         }
-        let stored = self.store.get(name);
-        if !create && stored.is_none() {
+        if !create && self.store.get(name).is_none() {
             return None;
         }
-        let r = Arc::new(Mutex::new(MusicRoom::new(&self.config, members, stored)));
+        let r = Arc::new(Mutex::new(self.fresh(name, members)));
         map.insert(name.to_owned(), r.clone());
         Some(r)
     }
@@ -255,46 +227,35 @@ impl MusicService {
         self.room(name, &[], false)
     }
 
-    /// Runs `f` on `room` holding only its lock. A poisoned room is restarted fresh (with
-    /// `members`) and logged, never reused half-updated.
+    /// Runs `f` on `room` holding only its lock, then writes its DJ record if the machine
+    /// reported one. A poisoned room is restarted fresh (with `members`) and logged, never
+    /// reused half-updated.
     fn with_room<R>(
         &self,
         name: &str,
         room: &Shared,
         members: &[Member],
-        f: impl FnOnce(&mut MusicRoom) -> R,
+        f: impl FnOnce(&mut MusicRoom) -> (Option<DjWrite>, R),
     ) -> R {
         let mut guard = match room.lock() {
             Ok(g) => g,
             Err(poisoned) => {
                 tracing::error!(room = name, "music room lock poisoned by a panic: restarting the room from a fresh authority");
                 let mut g = poisoned.into_inner();
-                *g = MusicRoom::new(&self.config, members, self.store.get(name));
+                *g = self.fresh(name, members);
                 room.clear_poison();
                 g
             }
         };
-        let out = f(&mut guard);
-        self.persist(name, &mut guard);
-        out
-    }
-
-    /// Writes room `name`'s DJ identity and epoch to the store if they changed (under the
-    /// room's lock, then the store's).
-    fn persist(&self, name: &str, r: &mut MusicRoom) {
-        let now = r
-            .authority
-            .dj_identity()
-            .map(|id| (id.to_owned(), r.authority.state().epoch));
-        if now == r.persisted {
-            return;
+        let (dj, out) = f(&mut guard);
+        if let Some(dj) = dj {
+            let record = match &dj {
+                DjWrite::Set { identity, epoch } => Some((identity.as_str(), *epoch)),
+                DjWrite::Clear => None,
+            };
+            self.store.set(name, record, crate::now_ms());
         }
-        self.store.set(
-            name,
-            now.as_ref().map(|(id, e)| (id.as_str(), *e)),
-            crate::now_ms(),
-        );
-        r.persisted = now;
+        out
     }
 
     /// A `music-control`, `sync-state` or `music-changes` from `sid`, a member of `room`
@@ -311,127 +272,28 @@ impl MusicService {
         let identity = members
             .iter()
             .find(|m| m.0 == sid)
-            .and_then(|m| m.1.clone());
-        let kind = value.get("type").and_then(Value::as_str);
-        if kind == Some(MUSIC_CHANGES_TYPE) {
-            // Parsed and checked before any lock.
-            let push: ChangesPush = match serde_json::from_value(value) {
-                Ok(p) => p,
-                Err(e) => {
-                    return then(Output::refused(
-                        ErrorCode::BadPayload,
-                        format!("not a music-changes push: {e}"),
-                    ))
-                }
-            };
-            // A seed that is not a playable state refuses the whole push (§13.14), before it
-            // touches the room.
-            if let Some(Err(e)) = push.seed.as_ref().map(|s| s.check_seed()) {
-                return then(Output::refused(e.code(), e.to_string()));
-            }
-            // An origin in the bound namespace must be the pusher's (PROTOCOL.md §13.15): a
-            // push in another identity's or session's name is refused whole.
-            let key = identity.clone().unwrap_or_else(|| format!("session:{sid}"));
-            if let Some(c) = push
-                .changes
-                .iter()
-                .find(|c| foreign_origin(&c.origin, &key))
-            {
-                return then(Output::refused(
-                    ErrorCode::Forbidden,
-                    format!("origin {:?} is not this session's ({key})", c.origin),
-                ));
-            }
-            let Some(shared) = self.room(room, members, true) else {
-                return;
-            };
-            return self.with_room(room, &shared, members, |r| {
-                then(changes::handle_push(
-                    r,
-                    room,
-                    &sids(members),
-                    sid,
-                    push,
-                    self.change_limits,
-                ))
-            });
-        }
-        if kind == Some(SYNC_STATE_TYPE) {
-            return then(Output::refused(
-                ErrorCode::InvalidArgument,
-                "sync-state is sent by the room's authority only; send music-control",
-            ));
-        }
-        let change = match SyncMessage::from_value(value) {
-            Ok(SyncMessage::MusicControl(c)) => c,
-            Ok(_) => {
-                return then(Output::refused(
-                    ErrorCode::InvalidArgument,
-                    "only music-control is accepted",
-                ))
-            }
-            Err(e) => return then(Output::refused(e.code(), e.to_string())),
+            .and_then(|m| m.1.as_deref());
+        // Parsed and checked before any lock.
+        let message: Inbound = match authority::parse(value, &authority::sender_key(sid, identity))
+        {
+            Ok(m) => m,
+            Err(e) => return then(Output::refused(&e)),
         };
         let Some(shared) = self.room(room, members, true) else {
             return;
         };
         let everyone = sids(members);
         self.with_room(room, &shared, members, |r| {
-            let authority = &mut r.authority;
-            let member = sid.to_string();
-            // The sender's identity is known before its change (a room created by it).
-            let (_, restored) = authority.join_as(&member, identity.as_deref());
-            let decision = authority.handle_control(&sid.to_string(), &change, shared_clock_ms());
-            let room_epoch = authority.state().epoch;
-            let out = match decision {
-                Ok(Decision::Applied { control, state }) => {
-                    tracing::debug!(room, session = %sid, action = %control.action, epoch = state.epoch,
-                        sequence = state.sequence, apply_at = control.apply_at, "music change applied");
-                    let state = SyncMessage::SyncState { data: state }.to_value();
-                    let control = SyncMessage::MusicControl(control).to_value();
-                    // Per member: the state, then the control.
-                    let mut out = Output::default();
-                    for m in &everyone {
-                        out = out.to(vec![*m], state.clone()).to(vec![*m], control.clone());
-                    }
-                    out
-                }
-                Ok(Decision::Ignored) if change.epoch < room_epoch => Output::refused(
-                    ErrorCode::EpochMismatch,
-                    format!(
-                        "change names epoch {}, the room is at epoch {room_epoch}; resync from the room's sync-state",
-                        change.epoch
-                    ),
-                ),
-                Ok(Decision::Ignored) => {
-                    tracing::debug!(room, session = %sid, epoch = change.epoch, sequence = change.sequence,
-                        "duplicate music change ignored");
-                    Output::default()
-                }
-                Err(e) => {
-                    let why = match &e {
-                        SyncError::NotController { .. } | SyncError::EpochMismatch { .. } => {
-                            format!("{e}; resync from the room's sync-state")
-                        }
-                        _ => e.to_string(),
-                    };
-                    Output::refused(e.code(), why)
-                }
-            };
-            let out = match restored {
-                Some(state) => Output {
-                    deliveries: std::iter::once(Delivery {
-                        to: everyone.clone(),
-                        lane: Lane::Sync,
-                        message: SyncMessage::SyncState { data: state }.to_value(),
-                    })
-                    .chain(out.deliveries)
-                    .collect(),
-                    refusal: out.refusal,
-                },
-                None => out,
-            };
-            then(out);
+            let out = r.authority.handle(now_ms(), members, sid, message);
+            if let Some(e) = &out.refusal {
+                tracing::debug!(room, session = %sid, code = %e.code(), "music message refused");
+            } else {
+                let state = r.authority.state();
+                tracing::debug!(room, session = %sid, epoch = state.epoch, sequence = state.sequence,
+                    deliveries = out.deliveries.len(), "music message handled");
+            }
+            let dj = out.dj.clone();
+            (dj, then(route(out, &everyone)))
         });
     }
 
@@ -456,19 +318,7 @@ impl MusicService {
             let out = match event {
                 RoomEvent::Joined { sid, members, .. } => {
                     r.emptied_at = None;
-                    let identity = members
-                        .iter()
-                        .find(|m| m.0 == *sid)
-                        .and_then(|m| m.1.as_deref());
-                    let (snapshot, restored) = r.authority.join_as(&sid.to_string(), identity);
-                    match restored {
-                        // The DJ's identity is back: everyone learns its new session.
-                        Some(state) => Output::default().to(
-                            sids(members),
-                            SyncMessage::SyncState { data: state }.to_value(),
-                        ),
-                        None => Output::default().to(vec![*sid], snapshot.to_value()),
-                    }
+                    r.authority.join(members, *sid)
                 }
                 RoomEvent::Left {
                     sid,
@@ -479,19 +329,11 @@ impl MusicService {
                     if remaining.is_empty() {
                         r.emptied_at = Some(Instant::now());
                     }
-                    match r
-                        .authority
-                        .leave_at(&sid.to_string(), *explicit, shared_clock_ms())
-                    {
-                        Some(state) => Output::default().to(
-                            remaining.clone(),
-                            SyncMessage::SyncState { data: state }.to_value(),
-                        ),
-                        None => Output::default(),
-                    }
+                    r.authority.leave(now_ms(), *sid, *explicit)
                 }
             };
-            then(out);
+            let dj = out.dj.clone();
+            (dj, then(route(out, &sids(members))))
         });
     }
 
@@ -499,7 +341,8 @@ impl MusicService {
     pub(crate) fn rtt(&self, room: &str, sid: SessionId, rtt_ms: f64) {
         if let Some(shared) = self.room(room, &[], false) {
             self.with_room(room, &shared, &[(sid, None)], |r| {
-                r.authority.update_member_rtt(&sid.to_string(), rtt_ms);
+                r.authority.rtt(sid, rtt_ms);
+                (None, ())
             });
         }
     }

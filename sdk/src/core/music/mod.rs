@@ -32,6 +32,11 @@
 //!
 //! The mesh's tier machine ([`crate::core::p2p::tier::TierMachine`]) is owned by the mesh; its
 //! tier changes come in through [`Room::handle_tier`].
+//!
+//! The server's side of the same room (its authority: ordering changes, the DJ role, the
+//! offline reconcile) is the sibling machine [`authority`].
+
+pub mod authority;
 
 use crate::core::error::ErrorCode;
 use crate::core::p2p::changes::{Change, ChangesPush, MUSIC_CHANGES_TYPE};

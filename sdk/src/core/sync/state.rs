@@ -108,6 +108,32 @@ fn next_epoch(epoch: u64) -> Result<u64, SyncError> {
         })
 }
 
+/// Times in ms on the wire (PROTOCOL.md §12.2): a whole number of ms is written as a JSON
+/// integer (`1735689600031`, not `1735689600031.0`), anything else as a float. Reading accepts
+/// both.
+mod whole_ms {
+    use super::MAX_SAFE_INTEGER;
+    use serde::Serializer;
+
+    /// Writes `ms` as an integer when it is whole and within ±[`MAX_SAFE_INTEGER`].
+    pub(super) fn serialize<S: Serializer>(ms: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if ms.fract() == 0.0 && ms.abs() <= MAX_SAFE_INTEGER as f64 {
+            // Exact: a whole f64 within 2^53 is an i64 without rounding.
+            s.serialize_i64(*ms as i64)
+        } else {
+            s.serialize_f64(*ms)
+        }
+    }
+
+    /// [`serialize`] for an optional time (callers skip `None`).
+    pub(super) fn option<S: Serializer>(ms: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match ms {
+            Some(ms) => serialize(ms, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// Why a change was refused. The code each maps to is [`SyncError::code`].
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -239,8 +265,13 @@ pub struct MusicControlData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track: Option<Value>,
     /// The sender's wall clock when it sent the change (seed: `Date.now()`), ms since the Unix
-    /// epoch. Informational: ordering uses `(epoch, sequence)`, timing uses `applyAt`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// epoch, a JSON integer (PROTOCOL.md §12.2). Informational: ordering uses `(epoch,
+    /// sequence)`, timing uses `applyAt`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "whole_ms::option"
+    )]
     pub timestamp: Option<f64>,
     /// Sender id. The authority overwrites it with the transport's authenticated identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -271,7 +302,12 @@ pub struct MusicControl {
     #[serde(default)]
     pub epoch: u64,
     /// When the change takes effect, server ms since the Unix epoch; set by the authority.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Written as a JSON integer when whole (the server's always are; PROTOCOL.md §12.2).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "whole_ms::option"
+    )]
     pub apply_at: Option<f64>,
     /// Seed's tamper-detection field; issue #5 fills and checks it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -335,9 +371,11 @@ pub struct RoomState {
     #[serde(rename = "position")]
     pub position_s: f64,
     /// The reference time: when this state takes effect and `position_s` holds, server ms.
-    #[serde(rename = "referenceTime")]
+    /// Written as a JSON integer when whole (the server's always are; PROTOCOL.md §12.2).
+    #[serde(rename = "referenceTime", serialize_with = "whole_ms::serialize")]
     pub ref_server_ms: f64,
-    /// Playback rate (1 = normal speed).
+    /// Playback rate (1 = normal speed), a number that may carry a fraction, written as a
+    /// float (`1.0`; PROTOCOL.md §12.2).
     pub playback_rate: f64,
     /// The controller (DJ), if any: the session (member) id of its current session.
     pub controller_id: Option<String>,
@@ -792,7 +830,7 @@ impl RoomAuthority {
     /// The lead between a change's arrival and its `applyAt`, ms:
     /// `max over members (srtt/2 + 2 × rttvar) + margin`, within `min_lead..=max_lead`. The
     /// slowest member's one-way delay with its jitter, plus room for the media element to
-    /// start.
+    /// start. Rounded up to a whole ms.
     pub fn lead_ms(&self) -> f64 {
         let unknown = self.config.unknown_rtt_ms;
         let slowest = self
@@ -800,8 +838,10 @@ impl RoomAuthority {
             .values()
             .map(|m| m.map_or(unknown / 2.0, |m| m.srtt / 2.0 + 2.0 * m.rttvar))
             .fold(0.0, f64::max);
+        // Whole ms (rounded up), so that `applyAt` stays a whole ms when `now` is one.
         (slowest + self.config.lead_margin_ms)
             .clamp(self.config.min_lead_ms, self.config.max_lead_ms)
+            .ceil()
     }
 
     /// A `music-control` from the authenticated member `from`, received at server time
