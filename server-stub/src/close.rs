@@ -18,7 +18,8 @@ pub const NORMAL: u16 = 1000;
 pub const GOING_AWAY: u16 = 1001;
 /// Protocol error at the WebSocket layer, or a fatal multiplexer error.
 pub const PROTOCOL: u16 = 1002;
-/// A WebSocket message larger than twice `--max-frame-bytes`.
+/// A WebSocket message larger than twice `--max-frame-bytes`, or a multiplexed message
+/// declared larger than `--max-frame-bytes` (after an `error` `frame_too_large`).
 pub const TOO_BIG: u16 = 1009;
 /// Internal error: the server lost this socket's state (a panic); the client reconnects.
 pub const INTERNAL_ERROR: u16 = 1011;
@@ -47,10 +48,12 @@ impl CloseReason {
     };
 }
 
-/// A one-shot "close this socket" signal; the first reason set wins.
+/// A one-shot "close this socket" signal; the first reason set wins. It may carry a last
+/// frame (a Control `error` saying why) that the send task writes before the close frame.
 #[derive(Debug)]
 pub struct CloseSignal {
     tx: watch::Sender<Option<CloseReason>>,
+    farewell: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 impl Default for CloseSignal {
@@ -64,7 +67,28 @@ impl CloseSignal {
     pub fn new() -> CloseSignal {
         CloseSignal {
             tx: watch::channel(None).0,
+            farewell: std::sync::Mutex::new(None),
         }
+    }
+
+    /// [`CloseSignal::close`] that first writes `frame` (a §5 frame, e.g. the Control `error`
+    /// that explains the close); `false` (and `frame` dropped) if it already was asked.
+    pub fn close_with(&self, code: u16, reason: &'static str, frame: Vec<u8>) -> bool {
+        let mut slot = self.farewell.lock().unwrap_or_else(|p| p.into_inner());
+        if self.reason().is_some() {
+            return false;
+        }
+        *slot = Some(frame);
+        drop(slot);
+        self.close(code, reason)
+    }
+
+    /// The frame to write before the close frame, once (see [`CloseSignal::close_with`]).
+    pub fn take_farewell(&self) -> Option<Vec<u8>> {
+        self.farewell
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Asks the socket to close with `code`/`reason`; returns `false` if it already was asked.
