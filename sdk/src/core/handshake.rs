@@ -349,7 +349,7 @@ pub fn negotiate(
     if sse && !common.contains(&Encoding::Json) {
         return Err(WireError::new(
             ErrorCode::NoCommonEncoding,
-            "transport sse carries json: offer \"json\" in capabilities.encodings",
+            format!("transport {transport} carries json: offer \"json\" in capabilities.encodings"),
         ));
     }
     let Some(&fallback) = common.first() else {
