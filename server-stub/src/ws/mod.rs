@@ -27,7 +27,9 @@
 //! relayed to the sender's room as a `discontinuity` message (PROTOCOL.md §11.7). The send task
 //! waits on the connection's `Notify`, the close signal and the multiplexer's deadline, then
 //! writes the frames the transport's `mux_pump` returns one at a time. A fatal multiplexer
-//! error closes with 1002. `--test-latency-ms` applies to their v2 frames as to v1 frames.
+//! error gets a Control `error` with its code (a v1 frame), then close 1009 for
+//! `frame_too_large` or 1002 for the others. A v1 frame from the client of a multiplexed
+//! session is refused (`bad_frame`), never handled. `--test-latency-ms` applies to their v2 frames as to v1 frames.
 //!
 //! Signaling: a Messaging-lane `offer` / `answer` / `ice` / `end` goes to the one member of
 //! the sender's room it names, with `from` checked (module `signal_route`).
