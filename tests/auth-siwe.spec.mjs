@@ -1,4 +1,4 @@
-// Sign-In with Ethereum from a page (issue 12, PROTOCOL.md §3.3, §6.1): the server runs with
+// Sign-In with Ethereum from a page (issue 12, PROTOCOL.md §3.1, §6.1): the server runs with
 // `--room-access authenticated`. Page A builds the EIP-4361 message with
 // `P3Client.siweMessage` (nonce from the server), signs it through an injected test wallet
 // (`window.ethereum.request({method: 'personal_sign'})`, backed by a fixed secp256k1 key with

@@ -20,16 +20,14 @@ function cell(s) {
 }
 
 /**
- * Writes `out` (Markdown) from the entries of `results` (a JSON array).
- * @param {string} results path of bench-results.json
- * @param {string} out path of BENCHMARKS.md
- * @returns {number} entries written
+ * BENCHMARKS.md's text for `entries` (the parsed bench-results.json): one table per name prefix,
+ * prefixes sorted, rows in file order. Pure: the same entries always give the same text.
+ * @param {{name: string, value: unknown, unit?: string, baseline?: string, ratio?: unknown}[]} entries
+ * @returns {string}
  */
-export function writeBenchmarksMd(results, out) {
-  /** @type {{name: string, value: unknown, unit?: string, baseline?: string, ratio?: unknown}[]} */
-  const all = JSON.parse(readFileSync(results, 'utf8'));
+export function renderBenchmarksMd(entries) {
   const groups = new Map();
-  for (const e of all) {
+  for (const e of entries) {
     const prefix = String(e.name).split('.')[0];
     if (!groups.has(prefix)) groups.set(prefix, []);
     groups.get(prefix).push(e);
@@ -52,6 +50,18 @@ export function writeBenchmarksMd(results, out) {
     }
     lines.push('');
   }
-  writeFileSync(out, lines.join('\n'));
+  return lines.join('\n');
+}
+
+/**
+ * Writes `out` (Markdown) from the entries of `results` (a JSON array).
+ * @param {string} results path of bench-results.json
+ * @param {string} out path of BENCHMARKS.md
+ * @returns {number} entries written
+ */
+export function writeBenchmarksMd(results, out) {
+  /** @type {{name: string, value: unknown, unit?: string, baseline?: string, ratio?: unknown}[]} */
+  const all = JSON.parse(readFileSync(results, 'utf8'));
+  writeFileSync(out, renderBenchmarksMd(all));
   return all.length;
 }

@@ -1,4 +1,4 @@
-//! App JWTs in the handshake (seed 004; issue 12; PROTOCOL.md §3.3): HS256 with
+//! App JWTs in the handshake (seed 004; issue 12; PROTOCOL.md §3.1): HS256 with
 //! `--jwt-secret`, ES256 / EdDSA with `--jwt-public-key`; `sub` becomes the identity, `exp`
 //! is required, `rooms` admits rooms under `--room-access token`. Refusals: 401
 //! `auth_invalid` with `expired`, `not_yet_valid` or `bad_token`.

@@ -1,4 +1,4 @@
-//! Sign-In with Ethereum in the handshake (issue 12; PROTOCOL.md §3.3): a valid sign-in
+//! Sign-In with Ethereum in the handshake (issue 12; PROTOCOL.md §3.1): a valid sign-in
 //! becomes the session's identity, and every way a sign-in can be wrong is refused with 401
 //! `auth_invalid` and its `reason`, creating no session. Messages are signed with fixed
 //! secp256k1 keys (1 and 2).

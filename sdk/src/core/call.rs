@@ -28,7 +28,7 @@ pub const MAX_CALLS_PER_SESSION: usize = 4;
 /// At most this many calls ring at once on one server.
 pub const MAX_RINGING_CALLS: usize = 1024;
 /// The header that names the calling (or answering) session on the call routes; the session
-/// proves it with `Authorization: Bearer <sessionToken>` (PROTOCOL.md §4.3) where session
+/// proves it with `Authorization: Bearer <sessionToken>` (PROTOCOL.md §2.1) where session
 /// credentials are enforced.
 pub const HEADER_SESSION: &str = "p3-session";
 /// Longest call id accepted in a path, bytes (ids the server makes are 22).

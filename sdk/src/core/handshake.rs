@@ -187,7 +187,7 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// A ticket lives this long after it is minted, ms (PROTOCOL.md §4.3).
+/// A ticket lives this long after it is minted, ms (PROTOCOL.md §2.1).
 pub const TICKET_TTL_MS: u64 = 30_000;
 /// Tickets outstanding per session; minting one more forgets the oldest.
 pub const MAX_TICKETS: usize = 8;

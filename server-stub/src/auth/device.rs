@@ -1,4 +1,4 @@
-//! Device keys (issue 12 "a device key the SDK keeps in IndexedDB"; PROTOCOL.md §3.3): an
+//! Device keys (issue 12 "a device key the SDK keeps in IndexedDB"; PROTOCOL.md §3.1, §13.15): an
 //! ECDSA P-256 key pair a browser generates once (WebCrypto, private key non-extractable) and
 //! proves by signing a server nonce. It identifies a device, not a person: it gives the music
 //! room's DJ role and the `music-changes` `origin` something that survives reconnects and

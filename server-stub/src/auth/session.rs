@@ -1,4 +1,4 @@
-//! Session credentials (issue 12 "Session credentials"; PROTOCOL.md §4.3 and "Security:
+//! Session credentials (issue 12 "Session credentials"; PROTOCOL.md §2.1 and "Security:
 //! session credentials"): the secret token every session gets at its handshake, the
 //! single-use tickets that carry it onto WebSocket and SSE URLs (browsers cannot set headers
 //! there), the `Authorization: Bearer` check of session-scoped HTTP routes, and the admin
