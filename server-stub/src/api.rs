@@ -28,7 +28,7 @@ use p3_lanes::core::handshake::{
     FEATURE_MUX, PROTOCOL_VERSION,
 };
 use p3_lanes::core::lane::{Encoding, LANE_REGISTRY};
-use p3_lanes::core::sse::TRANSPORT_SSE;
+use p3_lanes::core::sse::is_sse_transport;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -67,7 +67,7 @@ pub async fn handshake(
     let lanes = negotiated.lanes.clone();
     // SSE sessions resume with event ids, not the multiplexer (PROTOCOL.md §14).
     let want_mux =
-        req.features.iter().any(|f| f == FEATURE_MUX) && negotiated.transport != TRANSPORT_SSE;
+        req.features.iter().any(|f| f == FEATURE_MUX) && !is_sse_transport(negotiated.transport);
     let new = NewSession {
         ip,
         client_id: req.client_id,
@@ -105,7 +105,7 @@ pub async fn handshake(
         ticket: Some(credentials.ticket),
         limits: state.limits().advertised(),
         identity: public_identity,
-        sse_retry_ms: (negotiated.transport == TRANSPORT_SSE).then_some(config.sse_retry_ms),
+        sse_retry_ms: is_sse_transport(negotiated.transport).then_some(config.sse_retry_ms),
     }))
 }
 

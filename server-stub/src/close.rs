@@ -29,10 +29,12 @@ impl CloseReason {
     };
 }
 
-/// A one-shot "close this socket" signal; the first reason set wins.
+/// A one-shot "close this socket" signal; the first reason set wins. It may carry a last
+/// frame (a Control `error` saying why) that the send task writes before the close frame.
 #[derive(Debug)]
 pub struct CloseSignal {
     tx: watch::Sender<Option<CloseReason>>,
+    farewell: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 impl Default for CloseSignal {
@@ -46,7 +48,28 @@ impl CloseSignal {
     pub fn new() -> CloseSignal {
         CloseSignal {
             tx: watch::channel(None).0,
+            farewell: std::sync::Mutex::new(None),
         }
+    }
+
+    /// [`CloseSignal::close`] that first writes `frame` (a §5 frame, e.g. the Control `error`
+    /// that explains the close); `false` (and `frame` dropped) if it already was asked.
+    pub fn close_with(&self, code: u16, reason: &'static str, frame: Vec<u8>) -> bool {
+        let mut slot = self.farewell.lock().unwrap_or_else(|p| p.into_inner());
+        if self.reason().is_some() {
+            return false;
+        }
+        *slot = Some(frame);
+        drop(slot);
+        self.close(code, reason)
+    }
+
+    /// The frame to write before the close frame, once (see [`CloseSignal::close_with`]).
+    pub fn take_farewell(&self) -> Option<Vec<u8>> {
+        self.farewell
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Asks the socket to close with `code`/`reason`; returns `false` if it already was asked.

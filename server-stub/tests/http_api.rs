@@ -103,8 +103,13 @@ async fn handshake_refusals_are_400_with_codes() {
     let server = TestServer::start(config()).await;
     let cases = [
         (
-            json!({"clientId": "x", "capabilities": {"transports": ["http1", "http3"], "encodings": ["msgpack"], "lanes": [1]}}),
+            json!({"clientId": "x", "capabilities": {"transports": ["http3"], "encodings": ["msgpack"], "lanes": [1]}}),
             "no_common_transport",
+        ),
+        (
+            // `http1` is SSE under seed 000's name: it carries json.
+            json!({"clientId": "x", "capabilities": {"transports": ["http1", "http3"], "encodings": ["msgpack"], "lanes": [1]}}),
+            "no_common_encoding",
         ),
         (
             handshake_body("x", &["protobuf", "cbor"], &[1]),
@@ -291,7 +296,7 @@ async fn protocol_info_lists_the_registry() {
     assert_eq!(resp.status(), 200);
     let info: Value = resp.json().await.unwrap();
     assert_eq!(info["version"], "2.0.0");
-    assert_eq!(info["transports"], json!(["websocket", "sse"]));
+    assert_eq!(info["transports"], json!(["websocket", "sse", "http1"]));
     assert_eq!(info["encodings"], json!(["msgpack", "json"]));
     assert!(info["features"]
         .as_array()

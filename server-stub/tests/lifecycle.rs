@@ -95,6 +95,38 @@ async fn silent_socket_is_closed_with_4408_and_the_session_stays_resumable() {
     );
 }
 
+/// §9: only P3 traffic keeps a socket alive. A client library that sends WebSocket pings on
+/// its own (and answers the server's) but no P3 `ping` is closed with 4408 all the same.
+#[tokio::test]
+async fn websocket_pings_alone_do_not_keep_a_socket_alive() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = TestServer::start(Config {
+        heartbeat_timeout_ms: 400,
+        ..config()
+    })
+    .await;
+    let hs = server.handshake("pinger", &["msgpack"], &[1, 2]).await;
+    let mut p = server.connect(&hs).await;
+    let started = Instant::now();
+    let code = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "WebSocket pings kept the socket open past the heartbeat timeout"
+        );
+        p.ws.send(Message::Ping(b"keepalive".to_vec().into()))
+            .await
+            .ok();
+        match p.recv_within(Duration::from_millis(100)).await {
+            Some(Received::Closed(Some((code, _)))) => break code,
+            Some(Received::Closed(None)) => panic!("connection ended without a close frame"),
+            _ => {}
+        }
+    };
+    assert_eq!(code, 4408);
+    assert!(started.elapsed() >= Duration::from_millis(350));
+}
+
 #[tokio::test]
 async fn unknown_session_socket_gets_an_error_then_4401() {
     let server = TestServer::start(config()).await;

@@ -507,3 +507,53 @@ async fn the_signaling_token_expires_and_every_refusal_is_alike() {
     }
     assert_eq!(refusals[0]["code"], "unauthorized");
 }
+
+/// PROTOCOL.md §2.1 "Unknown session ids" (issue 13 point 9): every route naming a session
+/// needs a credential, so a well-formed unknown id is refused exactly like a stranger (401 or
+/// 4401; never a 404 that would tell live ids from dead ones), with or without credentials,
+/// while a malformed id is 400 `bad_request`.
+#[tokio::test]
+async fn a_well_formed_unknown_session_id_is_refused_like_a_stranger_on_every_route() {
+    let server = TestServer::start(config()).await;
+    let hs = server.handshake("real", &["json"], &[1, 2]).await;
+    let base = format!("/api/protocol/v2/session/{UNKNOWN}");
+    let http_routes = [
+        (Method::GET, base.clone()),
+        (Method::DELETE, base.clone()),
+        (Method::POST, format!("{base}/ticket")),
+        (Method::POST, format!("{base}/lane/1")),
+        (Method::POST, format!("{base}/lane/2")),
+        (Method::GET, format!("{base}/lane/2/stream")),
+        (
+            Method::GET,
+            with_ticket(&format!("{base}/lane/2/stream"), WRONG_TICKET),
+        ),
+        (Method::GET, format!("{base}/stream?lanes=1,2")),
+        (
+            Method::GET,
+            format!("{base}/stream?lanes=1,2&ticket={WRONG_TICKET}"),
+        ),
+    ];
+    for (method, path) in &http_routes {
+        for bearer in [None, Some(token(&hs))] {
+            let resp = request(&server, method.clone(), path, bearer.as_deref())
+                .json(&json!({"type": "ping", "clientTime": 1}))
+                .send()
+                .await
+                .unwrap();
+            let what = format!("{method} {path} (bearer: {})", bearer.is_some());
+            assert_unauthorized(resp, &what).await;
+        }
+    }
+    expect_ws_refused(&server, &format!("{base}/ws"), "no ticket, unknown id").await;
+    let malformed = "/api/protocol/v2/session/not-a-uuid";
+    for method in [Method::GET, Method::DELETE] {
+        let resp = request(&server, method.clone(), malformed, None)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{method} {malformed}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "bad_request");
+    }
+}

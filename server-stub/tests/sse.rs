@@ -755,3 +755,100 @@ async fn a_member_that_joined_by_post_and_opened_nothing_still_gets_the_room() {
         "the history kept what the room sent"
     );
 }
+
+/// §2: a lane message's body is a payload like a WebSocket frame's, so malformed JSON `POST`ed
+/// to a lane is 400 `bad_payload` (lane 1 and data lanes alike), the code a WebSocket frame
+/// with the same payload gets (`tests/ws_errors.rs`); a malformed request document (the
+/// handshake) is 400 `bad_request`.
+#[tokio::test]
+async fn malformed_json_posted_to_a_lane_is_bad_payload_and_a_bad_handshake_bad_request() {
+    let server = TestServer::start(config()).await;
+    let hs = sse_handshake(&server, "poster", &[1, 2]).await;
+    let sid = hs.session_id.to_string();
+    for lane in [1, 2] {
+        assert_error(
+            post(&server, &sid, lane, "application/json", "{\"type\": ").await,
+            400,
+            "bad_payload",
+        )
+        .await;
+    }
+    let resp = server
+        .http
+        .post(server.url("/api/protocol/v2/session/handshake"))
+        .header("content-type", "application/json")
+        .body("{\"clientId\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 400, "bad_request").await;
+}
+
+/// Seed 000's own handshake (`transports: ["http1", "http3"]`, its encodings and lanes) is
+/// granted `http1`: the seed's name for the HTTP/1.1 transport, i.e. lane streams at the
+/// seed's per-lane `url` plus `POST`. `http3` is declined (not offered by this server).
+#[tokio::test]
+async fn the_seeds_own_handshake_is_granted_http1_with_per_lane_streams() {
+    let server = TestServer::start(config()).await;
+    let resp = server
+        .handshake_raw(&json!({
+            "clientId": "device-123",
+            "wallet": "0x...",
+            "capabilities": {
+                "transports": ["http1", "http3"],
+                "encodings": ["protobuf", "msgpack", "json"],
+                "lanes": [1, 2, 3, 4]
+            },
+            "deviceInfo": {"platform": "web", "version": "1.0.0"}
+        }))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let hs: HandshakeResponse = resp.json().await.unwrap();
+    server.remember(&hs);
+    assert_eq!(hs.transport, "http1");
+    let sid = hs.session_id.to_string();
+    for l in &hs.lanes {
+        assert_eq!(l.encoding, Encoding::Json, "an event stream is text");
+        assert_eq!(
+            l.url,
+            format!("/api/protocol/v2/session/{sid}/lane/{}/stream", l.id),
+            "the seed's per-lane url"
+        );
+    }
+    assert!(
+        !hs.protocol.features.iter().any(|f| f == "mux"),
+        "no multiplexer over HTTP/1.1 streams"
+    );
+    // The lane stream works, and a POST on lane 2 reaches a WebSocket member of the room.
+    let (resp, ()) = open(&server, &hs.lanes[0].url, None).await;
+    let mut ev = events(resp);
+    let (_, welcome) = next_message(&mut ev).await;
+    assert_eq!(welcome.lane, 1);
+    let ws_hs = server.handshake("ws", &["msgpack"], &[1, 2]).await;
+    let mut ws = server.connect(&ws_hs).await;
+    ws.join("seed").await;
+    let joined = post_json(&server, &sid, 1, &json!({"type": "join", "room": "seed"})).await;
+    assert_eq!(joined.status(), 202);
+    let sent = post_json(&server, &sid, 2, &json!({"msg": "hello"})).await;
+    assert_eq!(sent.status(), 202);
+    loop {
+        match ws.recv().await {
+            common::Received::Data(h, v) => {
+                assert_eq!((h.lane, v), (Lane::Messaging, json!({"msg": "hello"})));
+                break;
+            }
+            common::Received::Control(..) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // Only http3 (which this server declines): no common transport.
+    let resp = server
+        .handshake_raw(&json!({
+            "clientId": "h3",
+            "capabilities": {"transports": ["http3"], "encodings": ["json"], "lanes": [1]}
+        }))
+        .await;
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "no_common_transport");
+}

@@ -62,7 +62,7 @@ use crate::core::error::{ErrorCode, Fault};
 use crate::core::frame::{FrameHeader, FrameKind, SessionId, DEFAULT_MAX_FRAME_BYTES};
 use crate::core::handshake::{HandshakeResponse, Secret, FEATURE_MUX};
 use crate::core::lane::{Encoding, Lane};
-use crate::core::mux::{Discontinuity, Mux, MuxConfig, MuxError, MuxEvent};
+use crate::core::mux::{Discontinuity, DiscontinuityReason, Mux, MuxConfig, MuxError, MuxEvent};
 use crate::core::payload::{self, PayloadError};
 use crate::core::rate::Gcra;
 use serde_json::Value;
@@ -266,8 +266,9 @@ pub enum Event {
         /// [`crate::core::p2p::seal::RoomKey::from_base64url`].
         key: String,
     },
-    /// Multiplexer only: a reliable lane skipped messages that will never arrive (the
-    /// server restarted or forgot them); delivery continues in order after it.
+    /// A reliable lane skipped messages that will never arrive (the server restarted or
+    /// forgot them); delivery continues in order after it. Without the multiplexer: a gap in
+    /// a lane's v1 Data seqs on one WebSocket (§5; `history-lost`, epochs 0).
     Discontinuity(Discontinuity),
     /// A lane that refused a message with `backpressure` has room again (multiplexer, or a
     /// paced lane).
@@ -423,6 +424,10 @@ struct Session {
     dict: Dictionary,
     heartbeat_interval_ms: u64,
     heartbeat_timeout_ms: u64,
+    /// Transport `websocket`: the server numbers each socket's v1 Data frames per lane from
+    /// 1 without gaps (§5), which [`Client::handle_frame`] checks. (Over SSE, `core::sse`
+    /// orders and checks the event ids itself.)
+    websocket: bool,
 }
 
 impl Session {
@@ -447,6 +452,7 @@ impl Session {
             dict,
             heartbeat_interval_ms: resp.heartbeat.interval_ms.max(100),
             heartbeat_timeout_ms: resp.heartbeat.timeout_ms.max(200),
+            websocket: resp.transport == "websocket",
         })
     }
 
@@ -563,6 +569,9 @@ pub struct Client {
     last_rx: u64,
     next_seq: [u64; 8],
     control_seq: u64,
+    /// v1 over WebSocket: the last Data seq received per lane (index `id - 1`) on the current
+    /// socket, 0 before the first (§5 "Sequence numbers").
+    rx_seq: [u64; 8],
     /// Per lane (index `id - 1`): pacing, waiting messages (§5 framing: also while the socket
     /// is not open) and recently sent ones.
     lanes_out: [LaneOut; 8],
@@ -607,6 +616,7 @@ impl Client {
             last_rx: now,
             next_seq: [1; 8],
             control_seq: 1,
+            rx_seq: [0; 8],
             lanes_out: Default::default(),
             mux,
             room: None,
@@ -690,7 +700,7 @@ impl Client {
     /// its oldest queued message instead.
     ///
     /// Errors: [`ClientError`] (`lane_not_negotiated`, `frame_too_large`, `backpressure`,
-    /// `closed`).
+    /// `closed`; `invalid_argument` for lane 1, which carries Control messages only, §5).
     pub fn send(
         &mut self,
         lane: Lane,
@@ -699,6 +709,14 @@ impl Client {
     ) -> Result<(), ClientError> {
         if self.state == ConnectionState::Closed {
             return Err(ClientError::Closed);
+        }
+        if lane == Lane::Control {
+            // §5: lane 1 carries Control frames only; the server refuses a Data frame there.
+            return Err(ClientError::InvalidArgument(
+                "lane 1 (Control) carries protocol messages only; send application messages \
+                 on lanes 2..=8"
+                    .into(),
+            ));
         }
         let Some(encoding) = self.session.encoding(lane) else {
             return Err(ClientError::LaneNotNegotiated(lane));
@@ -822,6 +840,7 @@ impl Client {
         // messages and the room join wait for its `welcome`.
         self.socket_up = true;
         self.last_rx = now;
+        self.rx_seq = [0; 8];
         self.timers[Timer::Idle as usize] = Some(now + self.timeout_ms());
         if let Some(mux) = self.mux.as_mut() {
             mux.handle_transport_resumed(now);
@@ -885,6 +904,7 @@ impl Client {
                 Ok(None) => {} // a newer server's message type: ignored (forward compatibility)
                 Err(e) => self.decode_error(e.code(), &e, Some(h.lane), Some(h.seq)),
             },
+            FrameKind::Data if mux_seq.is_none() && !self.in_sequence(&h) => {}
             FrameKind::Data => match payload::decode(&h, body, Some(&self.session.dict)) {
                 Ok(value) => self.out.push_back(Output::Event(Event::Message(Inbound {
                     lane: h.lane,
@@ -895,6 +915,50 @@ impl Client {
                 Err(e) => self.decode_error(e.code(), &e, Some(h.lane), Some(h.seq)),
             },
         }
+    }
+
+    /// §5 "Sequence numbers", for a v1 Data frame from a WebSocket server: `true` to deliver
+    /// it. A seq at or below the last one of its lane on this socket (a repeat, or 0) is
+    /// dropped and reported (`bad_frame`); a gap is reported as an [`Event::Discontinuity`]
+    /// (`history-lost`, epochs 0) before the frame is delivered. Frames of a multiplexed
+    /// session that arrive as v1 frames (the server's refusals) and SSE sessions are not
+    /// checked here.
+    fn in_sequence(&mut self, h: &FrameHeader) -> bool {
+        if !self.session.websocket || self.mux.is_some() {
+            return true;
+        }
+        let last = &mut self.rx_seq[h.lane as usize - 1];
+        if h.seq <= *last {
+            let message = format!(
+                "lane {} frame seq {} repeats (last {}); dropped",
+                h.lane.id(),
+                h.seq,
+                *last
+            );
+            self.out.push_back(Output::Event(Event::Error {
+                code: ErrorCode::BadFrame,
+                message,
+                lane: Some(h.lane),
+                seq: Some(h.seq),
+                retry_after_ms: None,
+                dropped: None,
+            }));
+            return false;
+        }
+        let expected = *last + 1;
+        *last = h.seq;
+        if h.seq > expected {
+            self.out
+                .push_back(Output::Event(Event::Discontinuity(Discontinuity {
+                    lane: h.lane,
+                    expected_epoch: 0,
+                    expected_seq: expected,
+                    epoch: 0,
+                    seq: h.seq,
+                    reason: DiscontinuityReason::HistoryLost,
+                })));
+        }
+        true
     }
 
     /// The socket closed (or failed to open). `code` is the WebSocket close code.
@@ -1962,6 +2026,13 @@ mod tests {
             ErrorCode::FrameTooLarge
         );
         assert_eq!(code(c.join_room("")), ErrorCode::InvalidArgument);
+        // §5: lane 1 carries Control frames only; the core never sends a Data frame there.
+        assert_eq!(
+            code(c.send(Lane::Control, json!({"type": "error"}), None)),
+            ErrorCode::InvalidArgument
+        );
+        let (t, _, _, _) = drain(&mut c);
+        assert!(t.is_empty(), "nothing was transmitted for lane 1");
         c.close();
         assert_eq!(
             code(c.send(Lane::Messaging, json!(1), None)),
@@ -2002,10 +2073,11 @@ mod tests {
         let d = Dictionary::v1();
         let from = SessionId::from_random_bytes([9; 16]);
         let (p, v) = payload::encode(&json!({"msg": "hi"}), Encoding::Msgpack, Some(&d)).unwrap();
-        let mut h = FrameHeader::data(Lane::Messaging, Encoding::Msgpack, 7, v);
+        let mut h = FrameHeader::data(Lane::Messaging, Encoding::Msgpack, 1, v);
         h.from = Some(from);
         c.handle_frame(&h.encode(&p), 20);
         let mut h2 = h.clone();
+        h2.seq = 2;
         h2.dict_version = 2;
         c.handle_frame(&h2.encode(&p), 21);
         c.handle_frame(&[0xff, 0, 0], 22);
@@ -2015,7 +2087,7 @@ mod tests {
             Event::Message(Inbound {
                 lane: Lane::Messaging,
                 from: Some(from),
-                seq: 7,
+                seq: 1,
                 value: json!({"msg": "hi"})
             })
         );
@@ -2023,7 +2095,7 @@ mod tests {
             &e[1],
             Event::Error {
                 code: ErrorCode::UnknownDictionary,
-                seq: Some(7),
+                seq: Some(2),
                 ..
             }
         ));
@@ -2034,6 +2106,55 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// §5 "Sequence numbers": over a WebSocket without the multiplexer, a repeated (or 0)
+    /// Data seq is dropped and reported, a gap is a discontinuity before the frame, and a new
+    /// socket starts again at 1.
+    #[test]
+    fn v1_data_seqs_drop_repeats_and_report_gaps() {
+        let mut c = open_client();
+        drain(&mut c);
+        let frame = |seq: u64, n: u64| {
+            let (p, v) = payload::encode(&json!(n), Encoding::Msgpack, None).unwrap();
+            FrameHeader::data(Lane::Messaging, Encoding::Msgpack, seq, v).encode(&p)
+        };
+        for (i, seq) in [1, 2, 2, 0, 5, 6].into_iter().enumerate() {
+            c.handle_frame(&frame(seq, i as u64), 20);
+        }
+        let (_, _, e, _) = drain(&mut c);
+        let seen: Vec<String> = e
+            .iter()
+            .map(|e| match e {
+                Event::Message(m) => format!("msg {} {}", m.seq, m.value),
+                Event::Error { code, seq, .. } => format!("err {code} {seq:?}"),
+                Event::Discontinuity(d) => format!("gap {}..{}", d.expected_seq, d.seq),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                "msg 1 0",
+                "msg 2 1",
+                "err bad_frame Some(2)",
+                "err bad_frame Some(0)",
+                "gap 3..5",
+                "msg 5 4",
+                "msg 6 5"
+            ]
+        );
+        // A new socket numbers from 1 again.
+        c.handle_socket_closed(1006, 30);
+        drain(&mut c);
+        c.handle_socket_open(40);
+        c.handle_frame(&welcome(&c), 41);
+        c.handle_frame(&frame(1, 9), 42);
+        let (_, _, e, _) = drain(&mut c);
+        assert!(e
+            .iter()
+            .any(|e| matches!(e, Event::Message(m) if m.seq == 1 && m.value == json!(9))));
+        assert!(!e.iter().any(|e| matches!(e, Event::Discontinuity(_))));
     }
 
     #[test]

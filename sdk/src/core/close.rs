@@ -16,7 +16,9 @@ pub const PROTOCOL: u16 = 1002;
 /// Abnormal closure: never sent on the wire (RFC 6455 §7.4.1); a client reports it to its core
 /// when the socket dropped without a close frame or could not be created.
 pub const ABNORMAL: u16 = 1006;
-/// Message too big: a WebSocket message larger than twice `--max-frame-bytes`.
+/// Message too big: a WebSocket message larger than twice `--max-frame-bytes`, or a
+/// multiplexed message declared larger than `--max-frame-bytes` (after an `error`
+/// `frame_too_large`).
 pub const TOO_BIG: u16 = 1009;
 /// Internal error: the server lost this socket's state (a panic); the client reconnects.
 pub const INTERNAL_ERROR: u16 = 1011;

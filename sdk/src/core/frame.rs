@@ -6,7 +6,8 @@
 //! ```text
 //! offset  size      field
 //! 0       1         kind          0x01 Data (app message), 0x02 Control (protocol message)
-//! 1       1         lane          1..=8; Control frames always use lane 1
+//! 1       1         lane          1..=8; Control frames always use lane 1, and
+//!                                 only they (a Data frame on lane 1 is refused)
 //! 2       1         flags         bits 0-1 encoding (0 msgpack, 1 json, 2 protobuf,
 //!                                 3 reserved), bit 2 `to` present,
 //!                                 bit 3 `from` present, bits 4-7 reserved (must be 0)
@@ -123,6 +124,10 @@ pub enum FrameError {
     /// A Control frame on a lane other than 1.
     #[error("control frame on lane {0}, must be lane 1")]
     ControlOffLane(u8),
+    /// A Data frame on lane 1, which carries Control frames only (PROTOCOL.md §5), so that a
+    /// receiver dispatching on the lane never takes a peer's message for the server's.
+    #[error("data frame on lane 1; lane 1 carries control frames only")]
+    DataOnControlLane,
     /// A JSON frame naming a dictionary.
     #[error("json frame names dictionary version {0}; json frames must use 0")]
     DictionaryWithJson(u32),
@@ -228,6 +233,9 @@ impl FrameHeader {
         if kind == FrameKind::Control && lane != Lane::Control {
             return Err(FrameError::ControlOffLane(lane_id));
         }
+        if kind == FrameKind::Data && lane == Lane::Control {
+            return Err(FrameError::DataOnControlLane);
+        }
         if flags & !(ENCODING_MASK | FLAG_TO | FLAG_FROM) != 0 {
             return Err(FrameError::BadFlags(*flags));
         }
@@ -319,24 +327,30 @@ mod tests {
             FrameHeader::decode(&[2, 2, 0, 0, 0]),
             Err(FrameError::ControlOffLane(2))
         );
+        // Lane 1 is the Control frames' own: a Data frame there is refused (§5).
         assert_eq!(
-            FrameHeader::decode(&[1, 1, 0x10, 0, 0]),
+            FrameHeader::decode(&[1, 1, 0, 1, 0]),
+            Err(FrameError::DataOnControlLane)
+        );
+        assert_eq!(FrameError::DataOnControlLane.code(), ErrorCode::BadFrame);
+        assert_eq!(
+            FrameHeader::decode(&[1, 2, 0x10, 0, 0]),
             Err(FrameError::BadFlags(0x10))
         );
         assert_eq!(
-            FrameHeader::decode(&[1, 1, 0x03, 0, 0]),
+            FrameHeader::decode(&[1, 2, 0x03, 0, 0]),
             Err(FrameError::BadFlags(0x03))
         );
         assert_eq!(
-            FrameHeader::decode(&[1, 1, 1, 0, 1]),
+            FrameHeader::decode(&[1, 2, 1, 0, 1]),
             Err(FrameError::DictionaryWithJson(1))
         );
         assert_eq!(
-            FrameHeader::decode(&[1, 1, 4, 0, 0, 1, 2]),
+            FrameHeader::decode(&[1, 2, 4, 0, 0, 1, 2]),
             Err(FrameError::Truncated)
         );
         let overflow = [
-            1, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+            1, 2, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
         ];
         assert_eq!(
             FrameHeader::decode(&overflow),

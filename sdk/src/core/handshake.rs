@@ -7,7 +7,7 @@ use crate::core::dictionary::DictionaryWire;
 use crate::core::error::{ErrorCode, WireError};
 use crate::core::frame::SessionId;
 use crate::core::lane::{Encoding, Lane};
-use crate::core::sse::TRANSPORT_SSE;
+use crate::core::sse::{is_sse_transport, TRANSPORT_HTTP1, TRANSPORT_SSE};
 use serde::{Deserialize, Serialize};
 
 /// Protocol version this crate speaks (`protocol.version`).
@@ -298,7 +298,7 @@ pub struct ServerCapabilities {
 impl Default for ServerCapabilities {
     fn default() -> Self {
         ServerCapabilities {
-            transports: vec!["websocket", TRANSPORT_SSE],
+            transports: vec!["websocket", TRANSPORT_SSE, TRANSPORT_HTTP1],
             encodings: vec![Encoding::Msgpack, Encoding::Json],
         }
     }
@@ -345,11 +345,11 @@ pub fn negotiate(
         .filter_map(|e| Encoding::parse(e))
         .filter(|e| server.encodings.contains(e))
         .collect();
-    let sse = *transport == TRANSPORT_SSE;
+    let sse = is_sse_transport(transport);
     if sse && !common.contains(&Encoding::Json) {
         return Err(WireError::new(
             ErrorCode::NoCommonEncoding,
-            "transport sse carries json: offer \"json\" in capabilities.encodings",
+            format!("transport {transport} carries json: offer \"json\" in capabilities.encodings"),
         ));
     }
     let Some(&fallback) = common.first() else {
@@ -489,13 +489,41 @@ mod tests {
         );
     }
 
+    /// Seed 000's own offer is granted `http1`, the SSE transport under the seed's name.
+    #[test]
+    fn the_seeds_http1_is_granted_as_sse() {
+        let n = negotiate(
+            &req(
+                &["http1", "http3"],
+                &["protobuf", "msgpack", "json"],
+                &[1, 2, 3, 4],
+            ),
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(n.transport, "http1");
+        assert!(n.lanes.iter().all(|l| l.1 == Encoding::Json));
+        let n = negotiate(
+            &req(&["websocket", "http1"], &["json"], &[1]),
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(n.transport, "websocket", "the server's preference first");
+    }
+
     #[test]
     fn refuses_with_codes() {
         let s = ServerCapabilities::default();
         let code = |r: HandshakeRequest| negotiate(&r, &s).unwrap_err().code;
+        // `http3` is a transport this server declines.
+        assert_eq!(
+            code(req(&["http3"], &["msgpack", "json"], &[1])),
+            ErrorCode::NoCommonTransport
+        );
+        // `http1` (seed 000) is the SSE transport: it carries json.
         assert_eq!(
             code(req(&["http1", "http3"], &["msgpack"], &[1])),
-            ErrorCode::NoCommonTransport
+            ErrorCode::NoCommonEncoding
         );
         assert_eq!(
             code(req(&["websocket"], &["protobuf"], &[1])),

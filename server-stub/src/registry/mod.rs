@@ -53,8 +53,8 @@ use p3_lanes::core::frame::SessionId;
 use p3_lanes::core::handshake::Secret;
 use p3_lanes::core::lane::{Encoding, Lane};
 use p3_lanes::core::mux::Mux;
+use p3_lanes::core::sse::is_sse_transport;
 use p3_lanes::core::sse::post::{PostLedger, SeqCheck};
-use p3_lanes::core::sse::TRANSPORT_SSE;
 pub(crate) use session::Credentials;
 use session::{lane_grants, ConnRef, PostOutcome, Session, SessionStatus};
 use std::collections::HashMap;
@@ -132,7 +132,7 @@ pub(crate) struct NewSession {
     pub(crate) client_id: String,
     pub(crate) wallet: Option<String>,
     pub(crate) device_info: Option<serde_json::Map<String, serde_json::Value>>,
-    /// The negotiated transport (`websocket` or `sse`).
+    /// The negotiated transport (`websocket`, `sse`, or its seed name `http1`).
     pub(crate) transport: &'static str,
     /// The negotiated lanes and their encodings.
     pub(crate) lanes: Vec<(Lane, Encoding)>,
@@ -427,7 +427,7 @@ impl Registry {
                 mux: mux.is_some(),
                 out: Arc::new(Mutex::new(outbound::Transport { conn: None, mux })),
                 conn: None,
-                sse: (transport == TRANSPORT_SSE).then(|| SseHub::new(events, bytes)),
+                sse: is_sse_transport(transport).then(|| SseHub::new(events, bytes)),
                 posts: PostLedger::new(),
                 identity,
                 accept_calls_from,

@@ -21,9 +21,11 @@
 
 use crate::close::{self, CloseSignal};
 use axum::body::Bytes;
+use p3_lanes::core::error::ErrorCode;
 use p3_lanes::core::frame::{FrameHeader, SessionId};
 use p3_lanes::core::lane::{Encoding, Lane};
-use p3_lanes::core::mux::{Mux, MuxEvent, ReliableOverflow};
+use p3_lanes::core::mux::{Mux, MuxError, MuxEvent, PeerMisbehaved, ReliableOverflow};
+use p3_lanes::core::payload;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
@@ -323,9 +325,16 @@ impl Transport {
         while let Some(ev) = m.poll_event() {
             match ev {
                 MuxEvent::Error(e) if e.is_fatal() => {
-                    tracing::info!(session = %sid, error = %e, "multiplexer error; closing with 1002");
-                    c.close
-                        .close(close::PROTOCOL, "multiplexer protocol violation");
+                    // PROTOCOL.md §11.7: the typed refusal first (a §5 Control `error`, which a
+                    // client reads on a multiplexed socket too), then the close: 1009 for a
+                    // message over the size limit, 1002 for every other broken frame.
+                    let (code, reason) = match e.code() {
+                        ErrorCode::FrameTooLarge => (close::TOO_BIG, "message too big"),
+                        _ => (close::PROTOCOL, "multiplexer protocol violation"),
+                    };
+                    tracing::info!(session = %sid, error = %e, code, "multiplexer error; closing");
+                    let refusal = error_frame(&e);
+                    c.close.close_with(code, reason, refusal);
                 }
                 ev => out.push(ev),
             }
@@ -358,6 +367,23 @@ impl Transport {
         while m.poll_event().is_some() {}
         Some((frames, m.poll_timeout()))
     }
+}
+
+/// The Control `error` for a fatal multiplexer error, as a v1 (§5) json frame written just
+/// before the close: the client's multiplexer is not the broken side, but this session's
+/// one dropped the frame, so the refusal goes around it (PROTOCOL.md §11.7).
+fn error_frame(e: &MuxError) -> Vec<u8> {
+    let lane = match e {
+        MuxError::Peer(
+            PeerMisbehaved::MessageTooLarge { lane, .. }
+            | PeerMisbehaved::ReassemblyLimit { lane, .. }
+            | PeerMisbehaved::ChunkMismatch { lane, .. }
+            | PeerMisbehaved::ChunkBeforeResume { lane, .. },
+        ) => Some(lane.id()),
+        _ => None,
+    };
+    let msg = super::error_msg(e.code(), e.to_string(), lane, None);
+    payload::control_frame(&msg, Encoding::Json, None, 1)
 }
 
 /// The §5 header of `msg` with `seq`.

@@ -65,7 +65,8 @@ pub(super) const OFF_WORKER_BYTES: usize = 64 * 1024;
 static OFF_WORKER: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// Handles one binary message. Never panics; a refused frame only affects its sender.
-/// v2 frames go to the session's multiplexer holding only the session's transport lock.
+/// v2 frames go to the session's multiplexer holding only the session's transport lock; a v1
+/// frame on a multiplexed session is refused (`bad_frame`).
 /// Frames are handled one after the other (the caller awaits this before reading the next
 /// message): a frame of [`OFF_WORKER_BYTES`] or more is handled on the blocking pool, and the
 /// socket's next frame waits for it, so a socket's frames keep their order.
@@ -88,6 +89,19 @@ pub(super) async fn handle_frame(
             }
         }
         return;
+    }
+    if outbound::lock(transport).mux.is_some() {
+        // §11.7: a multiplexed session speaks v2 frames only; a §5 frame would bypass the
+        // multiplexer's sequence numbers, acks and resume. Refused, never handled.
+        let (lane, seq) = match FrameHeader::decode(&bytes) {
+            Ok((h, _)) => (Some(h.lane.id()), Some(h.seq)),
+            Err(_) => (None, None),
+        };
+        let wire = WireError::new(
+            ErrorCode::BadFrame,
+            "a v1 frame on a multiplexed session; send v2 frames (first byte 0x10 or more)",
+        );
+        return send_error(state, sid, conn_id, wire, lane, seq);
     }
     handle_message(state, sid, conn_id, bytes, None).await;
 }

@@ -11,8 +11,9 @@
 //!   (`session_not_found`) frame and close code 4404;
 //! - a send task drains the bounded outbound queue and a receive task handles frames; they run
 //!   side by side, joined with `tokio::select!`; either ending closes the socket;
-//! - any frame received refreshes the session's activity; silence for the heartbeat timeout
-//!   closes with 4408 (the session stays resumable until its TTL runs out);
+//! - any binary message received refreshes the session's activity; no binary message for the
+//!   heartbeat timeout closes with 4408 (WebSocket pings, pongs and text messages do not
+//!   count, PROTOCOL.md §9; the session stays resumable until its TTL runs out);
 //! - a frame the server refuses gets a Control `error` frame `{code, error, lane?, seq?}` and
 //!   the socket stays open; only a WebSocket message over twice `--max-frame-bytes` closes it
 //!   (1009);
@@ -26,7 +27,9 @@
 //! relayed to the sender's room as a `discontinuity` message (PROTOCOL.md §11.7). The send task
 //! waits on the connection's `Notify`, the close signal and the multiplexer's deadline, then
 //! writes the frames the transport's `mux_pump` returns one at a time. A fatal multiplexer
-//! error closes with 1002. `--test-latency-ms` applies to their v2 frames as to v1 frames.
+//! error gets a Control `error` with its code (a v1 frame), then close 1009 for
+//! `frame_too_large` or 1002 for the others. A v1 frame from the client of a multiplexed
+//! session is refused (`bad_frame`), never handled. `--test-latency-ms` applies to their v2 frames as to v1 frames.
 //!
 //! Signaling: a Messaging-lane `offer` / `answer` / `ice` / `end` goes to the one member of
 //! the sender's room it names, with `from` checked (module `signal_route`).
@@ -190,6 +193,22 @@ async fn refuse(mut socket: WebSocket, frame: Option<Vec<u8>>, reason: CloseReas
     .await;
 }
 
+/// Writes the close signal's last frame, if any (the Control `error` saying why), then the
+/// close frame; within [`CLOSE_GRACE`].
+pub(super) async fn write_close(
+    sink: &mut SplitSink<WebSocket, Message>,
+    signal: &CloseSignal,
+    reason: CloseReason,
+) {
+    let _ = timeout(CLOSE_GRACE, async {
+        if let Some(frame) = signal.take_farewell() {
+            sink.feed(Message::Binary(frame.into())).await?;
+        }
+        sink.send(close_message(reason)).await
+    })
+    .await;
+}
+
 pub(super) fn close_message(r: CloseReason) -> Message {
     Message::Close(Some(CloseFrame {
         code: r.code,
@@ -321,7 +340,7 @@ async fn send_loop(
             }
         }
     };
-    let _ = timeout(CLOSE_GRACE, sink.send(close_message(reason))).await;
+    write_close(&mut sink, &signal, reason).await;
 }
 
 /// Writes what the session's multiplexer has for this socket until the close signal, then the
@@ -389,7 +408,7 @@ async fn mux_send_loop(
             () = sleep_until(due) => {}
         }
     };
-    let _ = timeout(CLOSE_GRACE, sink.send(close_message(reason))).await;
+    write_close(&mut sink, &signal, reason).await;
 }
 
 /// Sleeps until `at`, or forever when `None`.
@@ -415,6 +434,10 @@ async fn recv_loop(
     )>,
 ) {
     let silence = state.config().heartbeat_timeout();
+    // §9: only P3 traffic (binary messages) keeps the socket alive. WebSocket pings, pongs
+    // and text messages do not move this deadline: a stock client library's automatic pings
+    // must not hold a session that sends no P3 ping open forever.
+    let mut deadline = tokio::time::Instant::now() + silence;
     loop {
         let next = tokio::select! {
             biased;
@@ -431,7 +454,7 @@ async fn recv_loop(
                 .await;
                 return;
             }
-            next = timeout(silence, stream.next()) => next,
+            next = tokio::time::timeout_at(deadline, stream.next()) => next,
         };
         let msg = match next {
             Err(_) => {
@@ -448,6 +471,11 @@ async fn recv_loop(
             }
             Ok(Some(Ok(m))) => m,
         };
+        match msg {
+            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Binary(_) => deadline = tokio::time::Instant::now() + silence,
+            Message::Text(_) | Message::Close(_) => {}
+        }
         if !state.registry().touch(sid, conn_id, Instant::now()) {
             // Replaced or deleted: the close signal follows.
             continue;

@@ -4,7 +4,7 @@
 //! 0 (the default, and production) none of it runs: [`crate::config::Config::test_delay`] is
 //! `None` and the socket uses the plain loops of [`super`].
 
-use super::{close_message, frames, sleep_until, CLOSE_GRACE};
+use super::{frames, sleep_until, write_close};
 use crate::close::{self, CloseReason, CloseSignal};
 use crate::registry::outbound::{QueueRx, SharedTransport};
 use crate::state::AppState;
@@ -17,7 +17,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::time::timeout;
 
 /// Test only (`--test-latency-ms`): a per-connection, per-direction delay line. Each frame is
 /// due `latency ± jitter` (uniform, at least 0) after it entered, but never before the frame
@@ -91,7 +90,7 @@ pub(super) async fn delayed_send_loop(
             },
         }
     };
-    let _ = timeout(CLOSE_GRACE, sink.send(close_message(reason))).await;
+    write_close(&mut sink, &signal, reason).await;
 }
 
 /// Handles received frames once their delay is over (test only).

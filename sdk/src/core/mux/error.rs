@@ -132,6 +132,18 @@ pub enum PeerMisbehaved {
         /// Highest sequence number sent in this epoch.
         sent: u64,
     },
+    /// A chunk arrived on an ordered transport (no `retransmit_timeout_ms`) before the peer's
+    /// resume for it: a peer sends its resume first and no chunk before it processed ours
+    /// (PROTOCOL.md §11.6), so on an ordered transport this cannot happen honestly. (On a lossy
+    /// transport the chunk is dropped instead: the resume may have been lost, and
+    /// retransmission sends the chunk again.)
+    #[error("lane {lane}: chunk of message {seq} before the peer's resume")]
+    ChunkBeforeResume {
+        /// The lane.
+        lane: Lane,
+        /// The chunk's sequence number.
+        seq: u64,
+    },
     /// A resume from the sender says it assigned fewer sequence numbers than this receiver
     /// already delivered in the same epoch.
     #[error("lane {lane}: peer's next seq {next} is at or below delivered seq {delivered}")]

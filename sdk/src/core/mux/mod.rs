@@ -747,7 +747,15 @@ impl Mux {
             .into());
         }
         if self.conn.peer_nonce == 0 {
-            return Ok(()); // data overtook the peer's resume: it will be sent again
+            if self.cfg.retransmit_timeout_ms.is_none() {
+                // Ordered transport: the peer's resume always comes first (§11.6).
+                return Err(PeerMisbehaved::ChunkBeforeResume {
+                    lane: h.lane,
+                    seq: h.seq,
+                }
+                .into());
+            }
+            return Ok(()); // lossy transport: the resume was lost; retransmission covers it
         }
         match &mut l.rx {
             Rx::Reliable(r) => {

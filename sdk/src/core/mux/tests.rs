@@ -504,3 +504,82 @@ fn api_misuse_and_bad_config() {
         Some(MuxEvent::Error(MuxError::Decode(_)))
     ));
 }
+
+/// §11.6: each side's first resume echoes nothing; a side that gets a resume which does not
+/// echo its own nonce sends its resume again at once, now echoing the peer's; a resume that
+/// echoes its nonce ends the retries.
+#[test]
+fn a_side_sends_a_second_resume_once_it_learns_the_peers_nonce() {
+    let mut p = Pair::new(cfg());
+    let ra = p.a.poll_transmit().expect("a's first resume");
+    let rb = p.b.poll_transmit().expect("b's first resume");
+    let (Ok(Frame::Resume(a1)), Ok(Frame::Resume(b1))) = (Frame::decode(&ra), Frame::decode(&rb))
+    else {
+        panic!("resumes first");
+    };
+    assert_eq!((a1.echo, b1.echo), (0, 0));
+    assert!(
+        p.a.poll_transmit().is_none(),
+        "no chunk before the peer's resume"
+    );
+    p.a.handle_input(&rb, 0);
+    let Ok(Frame::Resume(a2)) = Frame::decode(&p.a.poll_transmit().expect("second resume")) else {
+        panic!("a resume again");
+    };
+    assert_eq!((a2.nonce, a2.echo), (a1.nonce, b1.nonce));
+    // b hears a's second resume (echoing b): b's retries stop; b still owes a's echo.
+    p.b.handle_input(&ra, 0);
+    p.b.handle_input(&wire::encode_resume(&a2), 0);
+    let Ok(Frame::Resume(b2)) = Frame::decode(&p.b.poll_transmit().expect("b echoes a")) else {
+        panic!("b's second resume");
+    };
+    assert_eq!(b2.echo, a1.nonce);
+    p.a.handle_input(&wire::encode_resume(&b2), 0);
+    assert!(p.a.poll_transmit().is_none() && p.b.poll_transmit().is_none());
+    assert_eq!(p.a.poll_timeout(), None, "no resume retry once echoed");
+}
+
+/// §11.6: on an ordered transport a chunk before the peer's resume is a fatal typed error
+/// (`protocol_violation`), never silently ignored; on a lossy one (retransmission on) it is
+/// dropped, since the resume may have been lost and the chunk will come again.
+#[test]
+fn a_chunk_before_the_resume_is_a_protocol_violation_on_ordered_transports() {
+    let chunk = {
+        let mut f = Vec::new();
+        ChunkHeader {
+            lane: Lane::Messaging,
+            reliable: true,
+            last: true,
+            seq: 1,
+            index: 0,
+            total: 1,
+            floor: None,
+        }
+        .encode_into(&mut f);
+        f.push(7);
+        f
+    };
+    let mut m = Mux::new(cfg()).unwrap();
+    m.handle_transport_resumed(0);
+    m.handle_input(&chunk, 0);
+    match m.poll_event() {
+        Some(MuxEvent::Error(e)) => {
+            assert!(matches!(
+                e,
+                MuxError::Peer(PeerMisbehaved::ChunkBeforeResume {
+                    lane: Lane::Messaging,
+                    seq: 1
+                })
+            ));
+            assert!(e.is_fatal());
+            assert_eq!(e.code().as_str(), "protocol_violation");
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut lossy = cfg();
+    lossy.retransmit_timeout_ms = Some(200);
+    let mut m = Mux::new(lossy).unwrap();
+    m.handle_transport_resumed(0);
+    m.handle_input(&chunk, 0);
+    assert_eq!(m.poll_event(), None);
+}

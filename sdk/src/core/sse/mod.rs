@@ -32,6 +32,17 @@ pub mod post;
 /// Transport name of SSE lanes in `capabilities.transports` and the response's `transport`.
 pub const TRANSPORT_SSE: &str = "sse";
 
+/// Seed 000's name for the HTTP/1.1 transport (`transports: ["http1", "http3"]`): the same
+/// SSE lanes and `POST`s as [`TRANSPORT_SSE`], granted under the name the client offered,
+/// with the seed's one stream per lane as each lane's `url` (PROTOCOL.md §3 "Negotiation").
+pub const TRANSPORT_HTTP1: &str = "http1";
+
+/// Whether `transport` (a granted name) carries lanes as Server-Sent Events plus `POST`:
+/// [`TRANSPORT_SSE`] or [`TRANSPORT_HTTP1`].
+pub fn is_sse_transport(transport: &str) -> bool {
+    transport == TRANSPORT_SSE || transport == TRANSPORT_HTTP1
+}
+
 /// An `sse` session receiving this many lanes or more gets one multiplexed stream for all of
 /// them (every lane's `url` is the same [`stream_path`]); below it, one stream per lane. Since
 /// Control (lane 1) is always granted, any `sse` session with a data lane is multiplexed.
