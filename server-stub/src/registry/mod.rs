@@ -8,11 +8,13 @@
 //! | [`rooms`] | lane rooms: join, leave, membership, room keys |
 //! | [`route`] | who receives a Data frame, and delivery into the receivers' outbound sides |
 //! | [`encoded`] | a payload in each encoding its receivers need (built outside the lock) |
+//! | [`fanout`] | a room's membership messages, pushed in order after the lock is released |
 //!
 //! Everything here sits in one [`Registry`] behind the server-wide lock of
 //! [`crate::state::AppState`]. Its methods do map updates and queue pushes only: work
 //! proportional to a client's input (decoding, transcoding, music reconciliation) happens
-//! before the lock is taken or after it is released (see [`crate::state`] for the lock rules).
+//! before the lock is taken or after it is released, and so does telling a room's members of
+//! a join or leave ([`fanout`]; see [`crate::state`] for the lock rules).
 //! The registry knows nothing of music rooms: it records [`RoomEvent`]s (joins and leaves) that
 //! the app state hands to the music service once the lock is released.
 //!
@@ -30,6 +32,7 @@
 
 pub(crate) mod calls;
 pub(crate) mod encoded;
+pub(crate) mod fanout;
 pub(crate) mod outbound;
 pub(crate) mod rooms;
 pub(crate) mod route;
@@ -185,6 +188,11 @@ pub(crate) struct Registry {
     room_keys: RoomKeys,
     /// Joins and leaves not yet handed to the music service.
     events: Vec<RoomEvent>,
+    /// Per room: membership messages on their way to its members' transports
+    /// ([`fanout`]). Kept while a fan-out is in flight even if the room is gone.
+    outboxes: HashMap<String, Arc<fanout::RoomOutbox>>,
+    /// Outboxes given fan-outs since the last [`Registry::take_fanouts`].
+    fanouts: Vec<Arc<fanout::RoomOutbox>>,
     /// Sessions, rooms and members bounds (issue 11, [`crate::limits::bounds`]).
     bounds: RegistryBounds,
     /// Live sessions per client address.
@@ -226,6 +234,8 @@ impl Registry {
             reported_version: config.reported_version.clone(),
             room_keys: RoomKeys::new(),
             events: Vec::new(),
+            outboxes: HashMap::new(),
+            fanouts: Vec::new(),
             bounds: RegistryBounds::from_config(config),
             sessions_per_ip: PerIp::default(),
             sse_per_ip: PerIp::default(),
@@ -241,6 +251,18 @@ impl Registry {
     /// The joins and leaves recorded since the last call.
     pub(crate) fn take_events(&mut self) -> Vec<RoomEvent> {
         std::mem::take(&mut self.events)
+    }
+
+    /// The room outboxes given fan-outs since the last call: to drain once the registry lock
+    /// is released ([`fanout::RoomOutbox::drain`]).
+    pub(crate) fn take_fanouts(&mut self) -> Vec<Arc<fanout::RoomOutbox>> {
+        std::mem::take(&mut self.fanouts)
+    }
+
+    /// Room `room`'s outbox, if it has one (tests).
+    #[cfg(test)]
+    pub(crate) fn outbox_for_test(&self, room: &str) -> Option<Arc<fanout::RoomOutbox>> {
+        self.outboxes.get(room).cloned()
     }
 
     /// The session if it exists and has not expired; an expired one is removed.
@@ -704,6 +726,10 @@ impl Registry {
             self.leave_room(sid, false);
             self.remove_session(sid);
         }
+        // Outboxes of rooms gone once their last fan-out went through.
+        let rooms = &self.rooms;
+        self.outboxes
+            .retain(|room, o| rooms.contains_key(room) || Arc::strong_count(o) > 1);
         gone.len()
     }
 }

@@ -2,6 +2,7 @@
 //! key each joiner gets (PROTOCOL.md §13.4). Every join and leave is also recorded as a
 //! [`RoomEvent`] for the music service.
 
+use super::fanout::{Fanout, Recipient};
 use super::{error_msg, Registry, RoomEvent};
 use crate::auth::policy::admit;
 use crate::now_ms;
@@ -9,7 +10,8 @@ use crate::sse::hub::SseHub;
 use p3_lanes::core::control::Control;
 use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::frame::SessionId;
-use p3_lanes::core::lane::Lane;
+use p3_lanes::core::lane::{Encoding, Lane};
+use std::sync::Arc;
 
 impl Registry {
     /// The room `sid` is in, if any.
@@ -59,15 +61,23 @@ impl Registry {
             others.clone_from(members);
             if members.is_empty() {
                 self.rooms.remove(&room);
+                // Its outbox goes too unless a fan-out is still on its way through it.
+                if self
+                    .outboxes
+                    .get(&room)
+                    .is_some_and(|o| Arc::strong_count(o) == 1)
+                {
+                    self.outboxes.remove(&room);
+                }
             }
         }
         let msg = Control::PeerLeft {
             room: room.clone(),
             session_id: sid,
         };
-        self.send_control_to_all(&others, &msg);
+        self.fan_out(&room, &others, msg);
         if let Some(key) = self.room_keys.rotate(&room, others.len()) {
-            self.send_control_to_all(&others, &key);
+            self.fan_out(&room, &others, key);
         }
         self.events.push(RoomEvent::Left {
             room: room.clone(),
@@ -143,13 +153,51 @@ impl Registry {
                 room: room.clone(),
                 session_id: sid,
             };
-            self.send_control_to_all(&others, &msg);
+            self.fan_out(&room, &others, msg);
             let members = self.room_members_identified(&room);
             self.events.push(RoomEvent::Joined { room, sid, members });
         } else {
             self.send_joined(sid, &room);
         }
         Ok(())
+    }
+
+    /// Tells `sids`, members of `room`, Control `msg`: recorded in their SSE histories now, and
+    /// queued in the room's outbox for their sockets and multiplexers, pushed once the registry
+    /// lock is released, in the order of the room's changes ([`super::fanout`]). Under the lock
+    /// this costs an `Arc` clone per receiver, not a push (issue 11 "No global stall").
+    pub(super) fn fan_out(&mut self, room: &str, sids: &[SessionId], msg: Control) {
+        let mut value = None;
+        let mut to = Vec::with_capacity(sids.len());
+        for &sid in sids {
+            let Some(s) = self.sessions.get_mut(&sid) else {
+                continue;
+            };
+            if let Some(hub) = s.sse.as_mut() {
+                let v = value.get_or_insert_with(|| serde_json::to_value(&msg).unwrap_or_default());
+                hub.push_value(Lane::Control, None, v);
+            }
+            if s.conn.is_none() && !s.mux {
+                continue;
+            }
+            let encoding = match s.encoding(Lane::Control) {
+                Some(Encoding::Json) => Encoding::Json,
+                _ => Encoding::Msgpack,
+            };
+            to.push(Recipient {
+                sid,
+                transport: s.out.clone(),
+                encoding,
+            });
+        }
+        if to.is_empty() {
+            return;
+        }
+        let outbox = self.outboxes.entry(room.to_owned()).or_default().clone();
+        outbox.push(Fanout { msg, to });
+        if !self.fanouts.iter().any(|o| Arc::ptr_eq(o, &outbox)) {
+            self.fanouts.push(outbox);
+        }
     }
 
     /// `joined` with the members, then the `room-key` (PROTOCOL.md §13.4).

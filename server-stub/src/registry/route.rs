@@ -14,8 +14,7 @@ use p3_lanes::core::lane::{Encoding, Lane};
 use p3_lanes::core::payload;
 use std::time::Instant;
 
-/// One Control message's encodings, made at most once for many receivers
-/// ([`Registry::send_control_to_all`]).
+/// One Control message's encodings, each made at most once.
 #[derive(Default)]
 struct ControlFrames {
     /// As JSON, for SSE histories.
@@ -217,16 +216,6 @@ impl Registry {
     /// it was queued or recorded.
     pub(crate) fn send_control(&mut self, sid: SessionId, msg: &Control) -> bool {
         self.send_control_cached(sid, msg, &mut ControlFrames::default())
-    }
-
-    /// [`Self::send_control`] to each of `sids`, the message encoded once per encoding (a
-    /// join or leave tells every member of the room: O(members) under the registry lock, so
-    /// each one costs a queue push, not an encoding; issue 11 "No global stall").
-    pub(crate) fn send_control_to_all(&mut self, sids: &[SessionId], msg: &Control) {
-        let mut frames = ControlFrames::default();
-        for &sid in sids {
-            self.send_control_cached(sid, msg, &mut frames);
-        }
     }
 
     fn send_control_cached(

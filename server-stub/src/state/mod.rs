@@ -17,10 +17,17 @@
 //!   order). Order: room lock, then registry lock, never the reverse. Joins and leaves are
 //!   recorded by the registry as `RoomEvent`s and handed to the music service when the
 //!   registry guard is dropped (`RegistryGuard`), after the lock is released.
+//! - **Room fan-out** (per lane room, `registry::fanout`): a join or leave tells the room's
+//!   other members (`peer-joined`, `peer-left`, the rotated `room-key`) without the registry
+//!   lock: under it the registry only queues the message and its receivers' transports in the
+//!   room's outbox (a leaf lock); the `RegistryGuard` pushes it once the registry lock is
+//!   released, one thread per room at a time (the room's turn), so each member hears a room's
+//!   changes in the order they were made. The turn is never taken with the registry held.
 //! - **Session transport** (one `Mutex` per session: its socket queue and multiplexer,
 //!   `registry::outbound`): the socket's own tasks feed client input to the multiplexer and pump
 //!   its output holding only this lock; the registry takes it nested inside its own to push a
-//!   message. Full order: music room → registry → session transport.
+//!   message, a room's turn to push a fan-out. Full order: music room → registry → session
+//!   transport, and music room → room turn → session transport.
 //! - **Signaling** (its own `Mutex`, [`crate::signaling`]): independent of the others; relayed
 //!   messages are encoded after it is released.
 //!
@@ -75,8 +82,9 @@ pub struct AppState {
     auth: crate::auth::Auth,
 }
 
-/// The locked registry. Dropping it releases the lock, then hands the joins and leaves
-/// recorded meanwhile to the music service (which may deliver `sync-state`s).
+/// The locked registry. Dropping it releases the lock, then pushes the room fan-outs recorded
+/// meanwhile (`registry::fanout`), then hands the joins and leaves to the music service (which
+/// may deliver `sync-state`s).
 ///
 /// Code running under a music room's lock (its delivery callback) only pushes messages, which
 /// never records a join or leave, so such a drop never re-enters a room lock.
@@ -104,8 +112,17 @@ impl Drop for RegistryGuard<'_> {
             return;
         };
         let events = guard.take_events();
+        let fanouts = guard.take_fanouts();
         drop(guard);
-        if !events.is_empty() && !std::thread::panicking() {
+        if std::thread::panicking() {
+            return;
+        }
+        // Membership messages first (a member hears `peer-joined` before the music service's
+        // answer to that join), each room's in order.
+        for outbox in &fanouts {
+            outbox.drain(&self.state.dict);
+        }
+        if !events.is_empty() {
             self.state.room_events(events);
         }
     }
@@ -341,6 +358,7 @@ impl Drop for SocketGuard {
 mod tests {
     use super::*;
     use crate::registry::HTTP_SENDER;
+    use p3_lanes::core::control::Control;
     use serde_json::json;
     use std::time::Duration;
 
@@ -397,5 +415,155 @@ mod tests {
         );
         drop(busy);
         worker.join().unwrap();
+    }
+
+    /// A v1 session with a socket (JSON Control lane): its id, the socket's queue and its
+    /// transport.
+    fn with_socket(
+        state: &AppState,
+        name: &str,
+    ) -> (
+        SessionId,
+        crate::registry::outbound::QueueRx,
+        crate::registry::outbound::SharedTransport,
+    ) {
+        let lanes = vec![(Lane::Control, Encoding::Json)];
+        let sid = state
+            .registry()
+            .create_session(NewSession::websocket(name, lanes), None, Instant::now())
+            .unwrap()
+            .0;
+        let Attach::Attached { rx, transport, .. } = state.attach(sid) else {
+            panic!("attached");
+        };
+        (sid, rx, transport)
+    }
+
+    /// The Control messages queued on a socket so far.
+    async fn drain_controls(
+        state: &AppState,
+        rx: &mut crate::registry::outbound::QueueRx,
+    ) -> Vec<p3_lanes::core::control::Control> {
+        use p3_lanes::core::frame::FrameHeader;
+        let mut out = Vec::new();
+        while let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
+            let (h, body) = FrameHeader::decode(&f).unwrap();
+            out.push(
+                p3_lanes::core::payload::decode_control(&h, body, Some(state.dict())).unwrap(),
+            );
+        }
+        out
+    }
+
+    /// Waits (at most 5 s) until `done` holds for the registry, without ever blocking on it.
+    fn wait_for(state: &AppState, what: &str, done: impl Fn(&Registry) -> bool) {
+        for _ in 0..5_000 {
+            if let Ok(reg) = state.registry.try_lock() {
+                if done(&reg) {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("{what}: not within 5 s (the registry stayed locked?)");
+    }
+
+    /// Issue 11 "No global stall" (room stuffing): telling a room's members of a join happens
+    /// after the registry lock is released. Here one member's transport is held (a slow
+    /// push): the join is made, its `peer-joined` is on its way, and the registry is free
+    /// meanwhile. Pushing under the registry lock (as before) keeps it locked until the
+    /// member's transport is free.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_join_tells_the_room_with_the_registry_released() {
+        let state = AppState::new(Config::default());
+        let (x, mut rx, transport) = with_socket(&state, "x");
+        state.registry().join(x, "r".into()).unwrap();
+        let lanes = vec![(Lane::Control, Encoding::Json)];
+        let j = state
+            .registry()
+            .create_session(NewSession::websocket("j", lanes), None, Instant::now())
+            .unwrap()
+            .0;
+        drain_controls(&state, &mut rx).await;
+        let held = crate::registry::outbound::lock(&transport);
+        let joiner = std::thread::spawn({
+            let state = state.clone();
+            move || state.registry().join(j, "r".into()).unwrap()
+        });
+        // The joiner is a member and its fan-out was taken off the room's queue: it is
+        // being pushed (waiting for x's transport).
+        wait_for(&state, "the join", |reg| {
+            reg.room_members("r").contains(&j)
+                && reg.outbox_for_test("r").is_some_and(|o| o.queued() == 0)
+        });
+        assert!(
+            state.registry.try_lock().is_ok(),
+            "the registry is free while the room is told"
+        );
+        drop(held);
+        joiner.join().unwrap();
+        let got = drain_controls(&state, &mut rx).await;
+        assert!(
+            matches!(got.as_slice(), [Control::PeerJoined { session_id, .. }] if *session_id == j),
+            "x hears of j once the push goes through: {got:?}"
+        );
+    }
+
+    /// Per-room order: while one join's fan-out is stuck (a member's transport is held), later
+    /// joins of the same room queue their fan-outs behind it, untouched (one thread pushes a
+    /// room's fan-outs at a time, in queue order), and their joiners return only once theirs
+    /// went through; the member hears every `peer-joined` once, in join order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn joins_behind_a_stuck_fan_out_queue_in_join_order() {
+        const LATER: usize = 11;
+        let state = AppState::new(Config::default());
+        let (x, mut rx, transport) = with_socket(&state, "x");
+        state.registry().join(x, "r".into()).unwrap();
+        drain_controls(&state, &mut rx).await;
+        let joiner = |name: String| {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                let (sid, rx, _t) = with_socket(&state, &name);
+                state.registry().join(sid, "r".into()).unwrap();
+                // Keeps its socket (and so its membership) until the end.
+                (sid, rx)
+            })
+        };
+        let held = crate::registry::outbound::lock(&transport);
+        let first = joiner("j0".into());
+        wait_for(&state, "the first join", |reg| {
+            reg.room_members("r").len() == 2
+                && reg.outbox_for_test("r").is_some_and(|o| o.queued() == 0)
+        });
+        let later: Vec<_> = (1..=LATER).map(|i| joiner(format!("j{i}"))).collect();
+        wait_for(&state, "the later joins", |reg| {
+            reg.room_members("r").len() == LATER + 2
+        });
+        // Let them reach the room's turn.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !later.iter().any(|t| t.is_finished()),
+            "a joiner returns once its fan-out went through"
+        );
+        let outbox = state.registry().outbox_for_test("r").unwrap();
+        assert_eq!(
+            outbox.queued(),
+            LATER,
+            "their fan-outs wait in the queue, behind the stuck one"
+        );
+        drop(held);
+        let _keep = first.join().unwrap();
+        let _keep_later: Vec<_> = later.into_iter().map(|t| t.join().unwrap()).collect();
+        let order: Vec<SessionId> = state.registry().room_members("r")[1..].to_vec();
+        let heard: Vec<SessionId> = drain_controls(&state, &mut rx)
+            .await
+            .into_iter()
+            .filter_map(|c| match c {
+                Control::PeerJoined { session_id, .. } => Some(session_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(heard.len(), LATER + 1);
+        assert_eq!(heard, order, "peer-joined in join order, each once");
     }
 }
