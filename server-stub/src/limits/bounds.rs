@@ -13,7 +13,7 @@
 //! | `capabilities.*`, `features` | [`MAX_HANDSHAKE_LIST`], [`MAX_HANDSHAKE_NAME_BYTES`] | 16 entries of ≤ 32 B | 400 `invalid_argument` |
 //! | sessions in total | `--max-sessions` (`MAX_SESSIONS`) | 10000 | 429 `too_many_requests` |
 //! | sessions per client IP | `--max-sessions-per-ip` (`MAX_SESSIONS_PER_IP`) | 256 | 429 `too_many_requests` |
-//! | a session that never attached | `--unattached-ttl-s` (`UNATTACHED_TTL_SECONDS`) | 60 s | expires (404 `session_not_found` afterwards) |
+//! | a session that never attached | `--unattached-ttl-s` (`UNATTACHED_TTL_SECONDS`) | 60 s | expires (then 401 `unauthorized`, PROTOCOL.md §2.1) |
 //! | rooms in total | `--max-rooms` (`MAX_ROOMS`) | 10000 | Control `error` `too_many_requests` on `join` |
 //! | members per room | `--max-room-members` (`MAX_ROOM_MEMBERS`) | 256 | Control `error` `room_full` on `join` |
 //! | outbound queue per session and lane | `--lane-queue-bytes` (`LANE_QUEUE_BYTES`) | 1 MiB | `backpressure` to the sender |
