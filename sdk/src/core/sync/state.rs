@@ -827,10 +827,19 @@ impl RoomAuthority {
         });
     }
 
+    /// When a change received at `now_ms` takes effect: `now_ms` + [`Self::lead_ms`], not
+    /// before the current state's reference time. With a whole-ms clock (the server's) it is
+    /// rounded up to a whole ms, so that it goes on the wire as an integer (PROTOCOL.md §12.2).
+    fn apply_at(&self, now_ms: f64) -> f64 {
+        let at = now_ms + self.lead_ms();
+        let at = if now_ms.fract() == 0.0 { at.ceil() } else { at };
+        at.max(self.state.ref_server_ms)
+    }
+
     /// The lead between a change's arrival and its `applyAt`, ms:
     /// `max over members (srtt/2 + 2 × rttvar) + margin`, within `min_lead..=max_lead`. The
     /// slowest member's one-way delay with its jitter, plus room for the media element to
-    /// start. Rounded up to a whole ms.
+    /// start.
     pub fn lead_ms(&self) -> f64 {
         let unknown = self.config.unknown_rtt_ms;
         let slowest = self
@@ -838,10 +847,8 @@ impl RoomAuthority {
             .values()
             .map(|m| m.map_or(unknown / 2.0, |m| m.srtt / 2.0 + 2.0 * m.rttvar))
             .fold(0.0, f64::max);
-        // Whole ms (rounded up), so that `applyAt` stays a whole ms when `now` is one.
         (slowest + self.config.lead_margin_ms)
             .clamp(self.config.min_lead_ms, self.config.max_lead_ms)
-            .ceil()
     }
 
     /// A `music-control` from the authenticated member `from`, received at server time
@@ -932,7 +939,7 @@ impl RoomAuthority {
                 state: next,
             });
         }
-        let apply_at = (now_ms + self.lead_ms()).max(self.state.ref_server_ms);
+        let apply_at = self.apply_at(now_ms);
         let next = self.state.apply(change, apply_at)?;
         resolved.apply_at = Some(apply_at);
         resolved.data.position = Some(next.position_s);
@@ -981,7 +988,7 @@ impl RoomAuthority {
                 got: self.state.sequence,
                 max: MAX_SAFE_INTEGER - 1,
             })?;
-        let apply_at = (now_ms + self.lead_ms()).max(self.state.ref_server_ms);
+        let apply_at = self.apply_at(now_ms);
         let next = self.state.apply(&resolved, apply_at)?;
         resolved.apply_at = Some(apply_at);
         resolved.data.from = Some(origin.to_owned());
@@ -1338,13 +1345,15 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(control.apply_at, Some(T0 + 1000.0 + lead));
+        // A whole-ms clock (the server's) gives a whole-ms applyAt, rounded up.
+        let at = (T0 + 1000.0 + lead).ceil();
+        assert_eq!(control.apply_at, Some(at));
         assert_eq!(control.data.from.as_deref(), Some("dj"));
         assert_eq!(control.data.controller_id.as_deref(), Some("dj"));
         assert_eq!(control.data.position, Some(30.0));
         assert!(state.is_playing);
-        assert_eq!(state.ref_server_ms, T0 + 1000.0 + lead);
-        assert_eq!(state.position_at(T0 + 2000.0 + lead), 31.0);
+        assert_eq!(state.ref_server_ms, at);
+        assert_eq!(state.position_at(at + 1000.0), 31.0);
         // A pause resolves to the room's position at its applyAt.
         let pause = MusicControl::new(MusicAction::Pause, MusicControlData::default(), 1, 2);
         let Decision::Applied { control, state } =
