@@ -3,6 +3,10 @@
 //! (`Instant::now`, `SystemTime`, `Date.now`, `performance.now`): time comes in as an
 //! argument. This test reads every `.rs` file under `sdk/src/core` and fails on any such use
 //! in code (comments, which may name what is forbidden, are skipped).
+//!
+//! It also checks the wasm side's one spawner (DESIGN.md "One wasm runtime"): under
+//! `sdk/src/wasm` only `runtime.rs` calls `spawn_local`; every driver goes through
+//! `runtime::spawn`.
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::path::{Path, PathBuf};
@@ -73,6 +77,31 @@ fn core_uses_no_browser_runtime_or_clock() {
     assert!(
         bad.is_empty(),
         "sdk/src/core must stay sans-IO:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn only_the_wasm_runtime_spawns() {
+    let wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/wasm");
+    let mut files = Vec::new();
+    rust_files(&wasm, &mut files);
+    assert!(
+        files.iter().any(|f| f.ends_with("runtime.rs")),
+        "found no runtime.rs in {files:?}"
+    );
+    let mut bad = Vec::new();
+    for f in files.iter().filter(|f| !f.ends_with("runtime.rs")) {
+        let text = std::fs::read_to_string(f).expect("a readable source file");
+        for (n, line) in text.lines().enumerate() {
+            if code_of(line).contains("spawn_local") {
+                bad.push(format!("{}:{}", f.display(), n + 1));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "only sdk/src/wasm/runtime.rs may call spawn_local (use runtime::spawn):\n{}",
         bad.join("\n")
     );
 }

@@ -303,12 +303,3 @@ fn function(v: JsValue) -> Result<Function, JsValue> {
     v.dyn_into::<Function>()
         .map_err(|_| error::invalid_argument("callback must be a function"))
 }
-
-/// `Err(lane_not_negotiated)` naming the first of `lanes` this client did not negotiate
-/// ([`driver::require_lanes`]; kept here for the music room).
-pub(crate) fn require_lanes(
-    client: &Handle,
-    lanes: &[crate::core::lane::Lane],
-) -> Result<(), JsValue> {
-    driver::require_lanes(client, lanes)
-}

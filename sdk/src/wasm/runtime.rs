@@ -1,6 +1,6 @@
-//! The one runtime every feature's driver runs on (client, SSE, peer mesh, calls, PWA, offline):
-//! the timer armed for a core machine's next deadline, the registry of app callbacks, the
-//! queue that dispatches events with no borrow held, and the one task spawner.
+//! The one runtime every feature's driver runs on (client, SSE, peer mesh, calls, PWA, offline,
+//! music rooms): the timer armed for a core machine's next deadline, the registry of app
+//! callbacks, the queue that dispatches events with no borrow held, and the one task spawner.
 //!
 //! Each driver keeps its state in an `Rc<RefCell<_>>` and follows the same loop: feed an input
 //! to the core, drain its outputs (I/O at once, events into a [`Queue`]), arm the [`Timer`]
@@ -187,6 +187,11 @@ impl<T: Copy + PartialEq> Callbacks<T> {
     pub(crate) fn contains(&self, id: u32) -> bool {
         self.entries.iter().any(|e| e.0 == id)
     }
+
+    /// Unregisters every callback (and drops what they hold); ids stay unique.
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
 }
 
 /// Registers `f` under `topic` in the registry `registry(state)` of the driver `h`; returns
@@ -250,6 +255,12 @@ impl<E> Queue<E> {
     /// Queues `ev` after those already queued.
     pub(crate) fn push(&mut self, ev: E) {
         self.events.push_back(ev);
+    }
+
+    /// Whether a [`dispatch`] of this queue is running further up the stack (a driver's
+    /// clean-up after its last event belongs to the outermost one).
+    pub(crate) fn dispatching(&self) -> bool {
+        self.dispatching
     }
 }
 

@@ -32,8 +32,9 @@
 //! `keydown` or `touchend` anywhere on the page starts playback inside that gesture;
 //! `room.userGesture()` does the same from the app's own button.
 //!
-//! Besides the driver, this module spawns futures (`wasm_bindgen_futures`) for the join and
-//! to watch each `play()` Promise.
+//! It runs on the SDK's one runtime ([`runtime`]): its timer, its callback registry and event
+//! queue, and [`runtime::spawn`] for the join, the offline queue's IndexedDB work and to watch
+//! each `play()` Promise.
 
 mod media;
 mod offline_start;
@@ -49,8 +50,9 @@ use crate::core::music::{Output, Room as CoreRoom, RoomEvent};
 use crate::core::sync::follower::{FollowerConfig, MediaCommand};
 use crate::core::sync::peer_clock::ClockProbe;
 use crate::core::sync::state::{MusicAction, MusicControlData, SyncMessage};
-use crate::wasm::driver::{self, Handle as ClientHandle, Resolver};
+use crate::wasm::driver::{self, Handle as ClientHandle};
 use crate::wasm::global::Global;
+use crate::wasm::runtime::{self, Callbacks, Queue, Resolver, Timer};
 use crate::wasm::{convert, error};
 use js_sys::{Function, Promise};
 use media::Media;
@@ -396,20 +398,7 @@ impl MusicRoom {
         let f = callback
             .dyn_into::<Function>()
             .map_err(|_| error::invalid_argument("callback must be a function"))?;
-        let id = {
-            let mut r = self.inner.borrow_mut();
-            r.next_callback = r.next_callback.wrapping_add(1);
-            let id = r.next_callback;
-            r.callbacks.push((id, f));
-            id
-        };
-        let weak = Rc::downgrade(&self.inner);
-        Ok(Closure::<dyn FnMut()>::new(move || {
-            if let Some(h) = weak.upgrade() {
-                h.borrow_mut().callbacks.retain(|c| c.0 != id);
-            }
-        })
-        .into_js_value())
+        Ok(runtime::subscribe(&self.inner, |r| &mut r.callbacks, (), f))
     }
 
     /// Opens the music room `name` of the server at `baseUrl` **without a connection**
@@ -500,11 +489,10 @@ pub(super) fn require_room_lanes(
     client: &ClientHandle,
     opts: &options::RoomOptions,
 ) -> Result<(), JsValue> {
-    use crate::core::lane::Lane;
     if opts.peer_to_peer.is_some() {
-        crate::wasm::client::require_lanes(client, &[Lane::Control, Lane::Sync, Lane::Messaging])
+        driver::require_lanes(client, &[Lane::Control, Lane::Sync, Lane::Messaging])
     } else {
-        crate::wasm::client::require_lanes(client, &[Lane::Control, Lane::Sync])
+        driver::require_lanes(client, &[Lane::Control, Lane::Sync])
     }
 }
 
@@ -540,15 +528,13 @@ fn new_room(
         track_url: opts.track_url,
         resume_on_gesture: opts.resume_on_gesture,
         pending: VecDeque::new(),
-        callbacks: Vec::new(),
-        next_callback: 0,
+        callbacks: Callbacks::default(),
         timer: Timer::default(),
         listener: None,
         media_listeners: Vec::new(),
         gesture_listeners: Vec::new(),
         core_due: None,
-        events: VecDeque::new(),
-        dispatching: false,
+        events: Queue::default(),
         closed: false,
         tiers,
     })))
@@ -601,14 +587,6 @@ struct Pending {
     resolver: Resolver,
     /// Local ms after which it is given up.
     deadline_ms: f64,
-}
-
-/// The one `setTimeout` armed for the room's earliest deadline.
-#[derive(Default)]
-struct Timer {
-    callback: Option<Closure<dyn FnMut()>>,
-    id: Option<JsValue>,
-    deadline: Option<f64>,
 }
 
 /// A listener attached to a JS event target, detached on close.
@@ -664,8 +642,9 @@ struct Room {
     resume_on_gesture: bool,
     /// Changes sent, answered in order by the authority.
     pending: VecDeque<Pending>,
-    callbacks: Vec<(u32, Function)>,
-    next_callback: u32,
+    /// The app's `onEvent` callbacks (one topic).
+    callbacks: Callbacks<()>,
+    /// Armed for the earliest of the core's deadline and the oldest change's timeout.
     timer: Timer,
     /// Id of the client listener.
     listener: Option<u32>,
@@ -674,9 +653,7 @@ struct Room {
     /// When the core room wants to be polled again, local ms.
     core_due: Option<f64>,
     /// JS events not dispatched yet.
-    events: VecDeque<JsValue>,
-    /// A [`finish`] further up the stack is dispatching `events`.
-    dispatching: bool,
+    events: Queue<JsValue>,
     closed: bool,
     /// Tier 2 (`peerToPeer`): the mesh and the offline queue, see [`tiers`].
     tiers: Option<tiers::Tiers>,
@@ -710,7 +687,7 @@ impl Room {
     }
 
     fn event(&mut self, ev: &impl Serialize) {
-        self.events.push_back(convert::to_js(ev));
+        self.events.push(convert::to_js(ev));
     }
 
     /// Drains the core room into acts and events (events in their order; acts are executed
@@ -761,36 +738,29 @@ impl Room {
         }
     }
 
+    /// Arms the room's [`Timer`] for the earliest deadline; a closed room's is cancelled and
+    /// released.
     fn arm_timer(&mut self, h: &RoomHandle) {
         if self.closed {
-            if let Some(id) = self.timer.id.take() {
-                self.global.clear_timeout(&id);
-            }
-            self.timer = Timer::default();
+            self.timer.cancel(&self.global);
+            self.timer.release();
             return;
         }
+        // The runtime's timer counts whole ms: rounding the deadline up never fires early
+        // (at most 1 ms late, below `setTimeout`'s own granularity).
         let deadline = [self.core_due, self.pending.front().map(|p| p.deadline_ms)]
             .into_iter()
             .flatten()
-            .reduce(f64::min);
-        if self.timer.deadline == deadline && self.timer.id.is_some() {
-            return;
-        }
-        if let Some(id) = self.timer.id.take() {
-            self.global.clear_timeout(&id);
-        }
-        self.timer.deadline = deadline;
-        let Some(at) = deadline else { return };
-        let delay = (at - self.now()).max(0.0).ceil() as u64;
-        let callback = self.timer.callback.get_or_insert_with(|| {
-            let weak = Rc::downgrade(h);
-            Closure::<dyn FnMut()>::new(move || {
+            .reduce(f64::min)
+            .map(|at| at.max(0.0).ceil() as u64);
+        let weak = Rc::downgrade(h);
+        self.timer.arm(&self.global, deadline, move || {
+            Box::new(move || {
                 if let Some(h) = weak.upgrade() {
                     on_timer(&h);
                 }
             })
         });
-        self.timer.id = Some(self.global.set_timeout(callback.as_ref(), delay));
     }
 }
 
@@ -861,7 +831,7 @@ fn track_url(r: &Room, track_id: &str, track: &Option<Value>) -> String {
 fn watch_play(h: &RoomHandle, play: &Promise) {
     let weak = Rc::downgrade(h);
     let play = JsFuture::from(play.clone());
-    wasm_bindgen_futures::spawn_local(async move {
+    runtime::spawn(async move {
         let Err(err) = play.await else { return };
         let Some(h) = weak.upgrade() else { return };
         if media::is_autoplay_refusal(&err) {
@@ -916,8 +886,7 @@ fn sample(h: &RoomHandle) {
 fn on_timer(h: &RoomHandle) {
     let follower_due = {
         let mut r = h.borrow_mut();
-        r.timer.id = None;
-        r.timer.deadline = None;
+        r.timer.fired();
         let now = r.now();
         r.expire_pending(now);
         // A little early is fine: the timer's own rounding.
@@ -1182,37 +1151,22 @@ fn close_room(h: &RoomHandle, reason: &str) -> bool {
     true
 }
 
-/// Hands queued events to the callbacks, with no borrow held (outermost call only).
+/// Hands queued events to the callbacks, with no borrow held ([`runtime::dispatch`]:
+/// the outermost call dispatches).
 fn dispatch(h: &RoomHandle) {
-    if std::mem::replace(&mut h.borrow_mut().dispatching, true) {
-        return;
-    }
-    loop {
-        let next = {
-            let mut r = h.borrow_mut();
-            r.events.pop_front().map(|ev| {
-                (
-                    ev,
-                    r.callbacks.iter().map(|c| c.1.clone()).collect::<Vec<_>>(),
-                )
-            })
-        };
-        let Some((ev, callbacks)) = next else { break };
-        for f in callbacks {
-            if let Err(e) = f.call1(&JsValue::UNDEFINED, &ev) {
-                web_sys::console::error_2(
-                    &JsValue::from_str("p3-lanes: a music room callback threw:"),
-                    &e,
-                );
-            }
-        }
-    }
+    runtime::dispatch(
+        h,
+        |r| &mut r.events,
+        |ev| {
+            let callbacks = h.borrow().callbacks.of(());
+            runtime::call_each(&callbacks, |id| h.borrow().callbacks.contains(id), &[ev]);
+        },
+    );
     let mut r = h.borrow_mut();
-    r.dispatching = false;
-    if r.closed {
+    if r.closed && !r.events.dispatching() {
         // Release the callbacks (and what they hold) once nothing more will be said.
         r.callbacks.clear();
-        r.timer.callback = None;
+        r.timer.release();
     }
 }
 

@@ -166,7 +166,7 @@ pub(super) fn attach(h: &RoomHandle, client: &ClientHandle) -> Promise {
             ));
         }
         // A room from openOffline always has peerToPeer: Control, Sync and Messaging.
-        if let Err(e) = crate::wasm::client::require_lanes(
+        if let Err(e) = crate::wasm::driver::require_lanes(
             client,
             &[Lane::Control, Lane::Sync, Lane::Messaging],
         ) {

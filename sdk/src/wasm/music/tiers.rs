@@ -33,9 +33,10 @@ use crate::core::p2p::changes::{default_origin, Change, ChangesAck, MUSIC_CHANGE
 use crate::core::p2p::peer_sync::PeerSealer;
 use crate::core::p2p::seal::SALT_LEN;
 use crate::core::p2p::tier::{Tier, TierReason};
-use crate::wasm::driver::{self, Resolver};
+use crate::wasm::driver;
 use crate::wasm::offline::RoomQueue;
 use crate::wasm::p2p::{self, MeshHandle};
+use crate::wasm::runtime::{self, Resolver};
 use crate::wasm::{convert, error};
 use js_sys::Promise;
 use serde::Serialize;
@@ -293,7 +294,7 @@ pub(super) fn queue_change(h: &RoomHandle, state: JsValue, record: Record) -> Pr
     };
     let (promise, resolver) = Resolver::new();
     let weak = Rc::downgrade(h);
-    wasm_bindgen_futures::spawn_local(async move {
+    runtime::spawn(async move {
         let done = queue
             .record(record.op, record.epoch, record.timestamp, &record.state)
             .await;
@@ -357,7 +358,7 @@ pub(super) fn maybe_push(h: &RoomHandle) {
         r.tiers.as_ref().and_then(|t| t.queue.clone())
     };
     let weak = Rc::downgrade(h);
-    wasm_bindgen_futures::spawn_local(async move {
+    runtime::spawn(async move {
         let changes = match queue {
             Some(queue) => queue.unacknowledged().await,
             None => Ok(Vec::new()),
@@ -424,7 +425,7 @@ pub(super) fn handle_ack(h: &RoomHandle, value: &Value) -> bool {
     };
     let Some(queue) = queue else { return true };
     let weak = Rc::downgrade(h);
-    wasm_bindgen_futures::spawn_local(async move {
+    runtime::spawn(async move {
         let left = queue.acknowledge(ack.version_vector.clone()).await;
         let Some(h) = weak.upgrade() else { return };
         {
@@ -527,7 +528,7 @@ fn on_mesh_message(h: &RoomHandle, m: &JsValue) {
 fn later(h: &RoomHandle, f: fn(&RoomHandle, &JsValue), v: &JsValue) {
     let weak = Rc::downgrade(h);
     let v = v.clone();
-    wasm_bindgen_futures::spawn_local(async move {
+    runtime::spawn(async move {
         if let Some(h) = weak.upgrade() {
             f(&h, &v);
         }
