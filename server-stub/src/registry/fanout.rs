@@ -23,12 +23,11 @@
 //! transport). SSE histories are still written under the registry lock (they live in it), at
 //! the moment of the change.
 
-use super::outbound::{self, Outgoing, SharedTransport};
+use super::outbound::{self, ControlFrames, SharedTransport};
 use p3_lanes::core::control::Control;
 use p3_lanes::core::dictionary::Dictionary;
-use p3_lanes::core::frame::{FrameHeader, SessionId};
-use p3_lanes::core::lane::{Encoding, Lane};
-use p3_lanes::core::payload;
+use p3_lanes::core::frame::SessionId;
+use p3_lanes::core::lane::Encoding;
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -53,25 +52,11 @@ impl Fanout {
     /// message it is never dropped silently: a full queue closes that socket with 1013
     /// ([`outbound::Transport::send_or_close`]).
     fn deliver(&self, dict: &Dictionary) {
-        let mut frames: [Option<Vec<u8>>; 2] = [None, None];
+        let mut frames = ControlFrames::default();
         for r in &self.to {
-            let (enc, slot) = match r.encoding {
-                Encoding::Json => (Encoding::Json, &mut frames[0]),
-                _ => (Encoding::Msgpack, &mut frames[1]),
-            };
-            let frame =
-                slot.get_or_insert_with(|| payload::control_frame(&self.msg, enc, Some(dict), 0));
-            let Ok((h, body)) = FrameHeader::decode(frame) else {
-                continue;
-            };
-            let out = Outgoing {
-                lane: Lane::Control,
-                encoding: h.encoding,
-                dict_version: h.dict_version,
-                from: None,
-                payload: body,
-            };
-            outbound::lock(&r.transport).send_or_close(r.sid, &out);
+            if let Some(out) = frames.outgoing(&self.msg, r.encoding, dict) {
+                outbound::lock(&r.transport).send_or_close(r.sid, &out);
+            }
         }
     }
 }

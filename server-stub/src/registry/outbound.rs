@@ -21,6 +21,8 @@
 
 use crate::close::{self, CloseSignal};
 use axum::body::Bytes;
+use p3_lanes::core::control::Control;
+use p3_lanes::core::dictionary::Dictionary;
 use p3_lanes::core::error::ErrorCode;
 use p3_lanes::core::frame::{FrameHeader, SessionId};
 use p3_lanes::core::lane::{Encoding, Lane};
@@ -201,6 +203,39 @@ impl Conn {
     /// The notification that wakes a multiplexed socket's send task.
     pub(crate) fn notify(&self) -> Arc<Notify> {
         self.notify.clone()
+    }
+}
+
+/// One server Control message encoded at most once per encoding, for several receivers
+/// (a room's fan-out, a broadcast).
+#[derive(Debug, Default)]
+pub(crate) struct ControlFrames {
+    json: Option<Vec<u8>>,
+    msgpack: Option<Vec<u8>>,
+}
+
+impl ControlFrames {
+    /// `msg` as a Control [`Outgoing`] in `encoding` (JSON; anything else as MessagePack),
+    /// encoded on first use. `None` only if the frame we encoded does not parse back.
+    pub(crate) fn outgoing(
+        &mut self,
+        msg: &Control,
+        encoding: Encoding,
+        dict: &Dictionary,
+    ) -> Option<Outgoing<'_>> {
+        let (enc, slot) = match encoding {
+            Encoding::Json => (Encoding::Json, &mut self.json),
+            _ => (Encoding::Msgpack, &mut self.msgpack),
+        };
+        let frame = slot.get_or_insert_with(|| payload::control_frame(msg, enc, Some(dict), 0));
+        let (h, body) = FrameHeader::decode(frame).ok()?;
+        Some(Outgoing {
+            lane: Lane::Control,
+            encoding: h.encoding,
+            dict_version: h.dict_version,
+            from: None,
+            payload: body,
+        })
     }
 }
 

@@ -4,25 +4,22 @@
 //! server's own messages: Control messages and server-originated Data (music state).
 
 use super::encoded::Encoded;
-use super::outbound::{self, Outgoing, SendError};
+use super::outbound::{self, ControlFrames, Outgoing, SendError};
 use super::session::Session;
 use super::Registry;
 use p3_lanes::core::control::Control;
 use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::frame::{FrameHeader, SessionId};
 use p3_lanes::core::lane::{Encoding, Lane};
-use p3_lanes::core::payload;
 use std::time::Instant;
 
 /// One Control message's encodings, each made at most once.
 #[derive(Default)]
-struct ControlFrames {
+struct ControlCache {
     /// As JSON, for SSE histories.
     value: Option<serde_json::Value>,
-    /// The JSON Control frame.
-    json: Option<Vec<u8>>,
-    /// The msgpack Control frame.
-    msgpack: Option<Vec<u8>>,
+    /// The socket frames.
+    frames: ControlFrames,
 }
 
 /// A relay recipient chosen under the lock (see [`Registry::route`]).
@@ -215,14 +212,14 @@ impl Registry {
     /// history. Never dropped silently: a full queue closes that socket with 1013. `true` if
     /// it was queued or recorded.
     pub(crate) fn send_control(&mut self, sid: SessionId, msg: &Control) -> bool {
-        self.send_control_cached(sid, msg, &mut ControlFrames::default())
+        self.send_control_cached(sid, msg, &mut ControlCache::default())
     }
 
     fn send_control_cached(
         &mut self,
         sid: SessionId,
         msg: &Control,
-        frames: &mut ControlFrames,
+        frames: &mut ControlCache,
     ) -> bool {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return false;
@@ -241,21 +238,9 @@ impl Registry {
             return recorded;
         }
         // Control messages are the server's own, small and bounded: encoded here.
-        let (enc, slot) = match s.encoding(Lane::Control) {
-            Some(Encoding::Json) => (Encoding::Json, &mut frames.json),
-            _ => (Encoding::Msgpack, &mut frames.msgpack),
-        };
-        let frame =
-            slot.get_or_insert_with(|| payload::control_frame(msg, enc, Some(&self.dict), 0));
-        let Ok((h, body)) = FrameHeader::decode(frame) else {
+        let enc = s.encoding(Lane::Control).unwrap_or(Encoding::Msgpack);
+        let Some(out) = frames.frames.outgoing(msg, enc, &self.dict) else {
             return recorded;
-        };
-        let out = Outgoing {
-            lane: Lane::Control,
-            encoding: h.encoding,
-            dict_version: h.dict_version,
-            from: None,
-            payload: body,
         };
         outbound::lock(&s.out).send_or_close(sid, &out) || recorded
     }
