@@ -21,6 +21,8 @@ const SYNC = 7;
 const CHUNK_BYTES = 16 * 1024;
 const BULK_COUNT = 64;
 const BULK_BYTES = 64 * 1024;
+/** Messages in flight through the server: 4 × 64 KiB, a quarter of a receiver's lane queue. */
+const SERVER_WINDOW = 4;
 
 const LINK_TIMEOUT_MS = 30_000;
 const DELIVERY_TIMEOUT_MS = 10_000;
@@ -71,9 +73,14 @@ test('three browsers exchange lanes over DataChannels, keep doing so after a ser
     // Bulk: 64 × 64 KiB from B to C on Data. The multiplexer writes while `bufferedAmount` is
     // under its high-water mark and resumes on `bufferedamountlow`; everything arrives once, in
     // order. The same transfer through the server's WebSocket is the baseline of the figure.
-    const meshMs = await bulk(pb, pc, b, 'mesh', (lane, data, to) => window.mesh.send(lane, data, to), c);
-    const serverMs = await bulk(pb, pc, b, 'server', (lane, data, to) => window.client.send(lane, data, to), c);
-    console.error(`figure p2p.bulk: ${BULK_COUNT} × ${BULK_BYTES / 1024} KiB B→C over the DataChannel ${meshMs} ms, through server-stub ${serverMs} ms (ratio ${(meshMs / serverMs).toFixed(2)})`);
+    // The server does not flow-control a relay end to end: a receiver whose lane queue
+    // (`--lane-queue-bytes`, 1 MiB = 16 of these) is full makes it refuse the sender's frame
+    // with a `backpressure` error (PROTOCOL §5, §17). So the server path keeps at most
+    // SERVER_WINDOW messages in flight, as an app moving bulk through the server must; a
+    // refusal fails the test.
+    const meshMs = await bulk(pb, pc, b, 'mesh', (lane, data, to) => window.mesh.send(lane, data, to), c, BULK_COUNT);
+    const serverMs = await bulk(pb, pc, b, 'server', (lane, data, to) => window.client.send(lane, data, to), c, SERVER_WINDOW);
+    console.error(`figure p2p.bulk: ${BULK_COUNT} × ${BULK_BYTES / 1024} KiB B→C over the DataChannel ${meshMs} ms, through server-stub ${serverMs} ms with ${SERVER_WINDOW} in flight (ratio ${(meshMs / serverMs).toFixed(2)})`);
 
     // Call quality from getStats(): a class per link, published to the peer on Telemetry.
     const quality = await waitFor(
@@ -195,42 +202,66 @@ function send(page, lane, data, to) {
 
 /**
  * Send BULK_COUNT values of BULK_BYTES on Data from `sender` to `receiver` (session `to`) with
- * `sendFn` run in the sender page, wait until all arrived (in the mesh inbox for `via` 'mesh',
- * the client inbox for 'server'), check order and uniqueness; return the elapsed ms.
+ * `sendFn` run in the sender page, at most `inFlight` of them ahead of what the receiver holds
+ * (in the mesh inbox for `via` 'mesh', the client inbox for 'server'); check that all arrived
+ * once, in order, and that the server refused none (`backpressure` error events on the
+ * sender's client); return the elapsed ms.
  * @param {import('playwright-core').Page} sender
  * @param {import('playwright-core').Page} receiver
  * @param {string} from sender's session id
  * @param {'mesh' | 'server'} via
  * @param {(lane: number, data: object, to: string) => void} sendFn
  * @param {string} to
+ * @param {number} inFlight messages in flight at most
  */
-async function bulk(sender, receiver, from, via, sendFn, to) {
+async function bulk(sender, receiver, from, via, sendFn, to, inFlight) {
+  await sender.evaluate(() => {
+    window.bulkRefusals = [];
+    window.bulkUnsubscribe?.();
+    window.bulkUnsubscribe = window.client.onEvent((e) => {
+      if (e.type === 'error' && e.code === 'backpressure') window.bulkRefusals.push(e);
+    });
+  });
+  const received = () => receiver.evaluate(({ via, from }) => {
+    const box = via === 'mesh' ? window.meshInbox : window.inbox.map((m) => ({ from: m.from, data: m.value }));
+    const got = box.filter((m) => m.from === from && typeof m.data?.id === 'string' && m.data.id.startsWith(`bulk-${via}-`));
+    return got.map((m) => [m.data.seq, typeof m.data.blob === 'string' ? m.data.blob.length : m.data.blob]);
+  }, { via, from });
   const t0 = Date.now();
-  await sender.evaluate(async ({ count, bytes, via, send, to }) => {
-    const sendOne = new Function('lane', 'data', 'to', `return (${send})(lane, data, to)`);
-    const blob = 'b'.repeat(bytes);
-    for (let i = 0; i < count; i++) {
-      for (;;) {
-        try {
-          sendOne(5, { id: `bulk-${via}-${i}`, seq: i, blob }, to);
-          break;
-        } catch (err) {
-          if (err.code !== 'backpressure') throw err;
-          await new Promise((r) => setTimeout(r, 20));
+  let seqs = [];
+  for (let sent = 0; sent < BULK_COUNT;) {
+    const upTo = Math.min(BULK_COUNT, sent + inFlight);
+    await sender.evaluate(async ({ first, end, bytes, via, send, to }) => {
+      const sendOne = new Function('lane', 'data', 'to', `return (${send})(lane, data, to)`);
+      const blob = 'b'.repeat(bytes);
+      for (let i = first; i < end; i++) {
+        for (;;) {
+          try {
+            sendOne(5, { id: `bulk-${via}-${i}`, seq: i, blob }, to);
+            break;
+          } catch (err) {
+            if (err.code !== 'backpressure') throw err;
+            await new Promise((r) => setTimeout(r, 20));
+          }
         }
       }
-    }
-  }, { count: BULK_COUNT, bytes: BULK_BYTES, via, send: sendFn.toString(), to });
-  const seqs = await waitFor(
-    () => receiver.evaluate(({ via, from, count }) => {
-      const box = via === 'mesh' ? window.meshInbox : window.inbox.map((m) => ({ from: m.from, data: m.value }));
-      const got = box.filter((m) => m.from === from && typeof m.data?.id === 'string' && m.data.id.startsWith(`bulk-${via}-`));
-      return got.length >= count && got.map((m) => [m.data.seq, typeof m.data.blob === 'string' ? m.data.blob.length : m.data.blob]);
-    }, { via, from, count: BULK_COUNT }),
-    60_000,
-    () => `${BULK_COUNT} bulk messages via ${via}`,
-  );
+    }, { first: sent, end: upTo, bytes: BULK_BYTES, via, send: sendFn.toString(), to });
+    sent = upTo;
+    // The next messages go out once the receiver holds all but `inFlight - 1` of those sent.
+    const need = sent === BULK_COUNT ? BULK_COUNT : sent - inFlight + 1;
+    seqs = await waitFor(
+      async () => {
+        const got = await received();
+        const refusals = await sender.evaluate(() => window.bulkRefusals);
+        assert.deepEqual(refusals, [], `the server refused bulk frames via ${via}`);
+        return got.length >= need && got;
+      },
+      60_000,
+      async () => `${need} of ${BULK_COUNT} bulk messages via ${via} (${sent} sent, ${(await received()).length} received)`,
+    );
+  }
   const elapsed = Date.now() - t0;
+  await sender.evaluate(() => window.bulkUnsubscribe());
   assert.deepEqual(seqs.map((x) => x[0]), [...Array(BULK_COUNT).keys()], `bulk via ${via} in order, once`);
   assert.ok(seqs.every((x) => x[1] === BULK_BYTES));
   return elapsed;
