@@ -13,13 +13,10 @@ export const FIREFOX_PATH = process.env.FIREFOX_PATH ?? '/usr/bin/firefox-esr';
 
 /**
  * Preferences every test Firefox gets, on top of puppeteer's (no updates, no telemetry, no
- * safe browsing): WebRTC gathers host candidates on the loopback interface and announces them
- * as IP addresses, not mDNS names (the mesh specs use `iceServers: []` on 127.0.0.1, as
- * Chromium does under automation).
+ * safe browsing): no captive-portal or connectivity probes either (our machines have no
+ * outside network; Chromium gets `--disable-background-networking` for the same reason).
  */
 export const FIREFOX_PREFS = {
-  'media.peerconnection.ice.loopback': true,
-  'media.peerconnection.ice.obfuscate_host_addresses': false,
   'network.captive-portal-service.enabled': false,
   'network.connectivity-service.enabled': false,
 };

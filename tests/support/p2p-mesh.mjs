@@ -1,7 +1,7 @@
 // The scenario of tests/p2p-mesh.spec.mjs and tests/firefox-p2p-mesh.spec.mjs: three
 // separate browsers (any kinds), each with the SDK loaded from a real server-stub, build a
 // WebRTC DataChannel mesh in one room (signaling through the server on the Messaging lane;
-// loopback host candidates, `iceServers: []`) and exchange lane messages peer to peer,
+// host candidates only, `iceServers: []`) and exchange lane messages peer to peer,
 // including one larger than a 16 KiB chunk and a bulk transfer B → C (timed against the same
 // transfer through the server). Then the server process is SIGKILLed: the mesh keeps carrying
 // lane messages, and a link that is closed while the server is down (A–C) comes back with its
