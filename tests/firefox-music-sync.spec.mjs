@@ -18,10 +18,12 @@ import { musicServerForSpec } from './support/music.mjs';
  * at load 16-18 single readings were 155 and 227 ms behind (2 runs in 5), hence `maxErrorMs`.
  * Tight enough to fail without clock sync (the pages' skews are 0.65-1.9 s) or without
  * correction (growing drift, caught by the p95 bounds); issue 16's target (p95 10 ms between
- * pages) is measured, not asserted, here.
+ * pages) is measured, not asserted, here. `clockErrorMs`: at load 14-17 the Chromium page's
+ * estimate after its join burst was 24 and 16 ms off (uncertainty ±66 ms) in 2 runs of 4 of
+ * this room, whose two Firefox processes starve its renderer; three Chromium pages keep 15.
  * @type {import('./support/music-sync.mjs').SyncBounds}
  */
-const FIREFOX_BOUNDS = { maxErrorMs: 300, p95ErrorMs: 60, p95SpreadMs: 100, clockErrorMs: 15, lateJoinMs: 12_000 };
+const FIREFOX_BOUNDS = { maxErrorMs: 300, p95ErrorMs: 60, p95SpreadMs: 100, clockErrorMs: 30, lateJoinMs: 12_000 };
 
 const spec = musicServerForSpec({ latencyMs: 50, jitterMs: 20 });
 
