@@ -2,28 +2,42 @@
 // only installs what is missing, so a re-run on a ready machine takes about a second.
 //
 //   node scripts/setup.mjs            Rust wasm target, wasm-bindgen-cli, wasm-pack, npm deps
-//   node scripts/setup.mjs --browser  ... plus Debian chromium and chromium-driver
+//   node scripts/setup.mjs --browser  ... plus Debian chromium, chromium-driver and firefox-esr,
+//                                     and geckodriver (built once with `cargo install`)
 //
 // Only crates.io, npm and Debian's apt are reachable from our machines, so nothing here
-// downloads prebuilt tools from GitHub: the Rust tools are built with `cargo install`.
+// downloads prebuilt tools from GitHub: the Rust tools are built with `cargo install` (into
+// Cargo's bin directory, where later runs find them: geckodriver takes minutes to build).
 
 import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, isMain, probe, run, runMain, step } from './lib/proc.mjs';
 
 const WASM_TARGET = 'wasm32-unknown-unknown';
-const BROWSER_BINARIES = ['/usr/bin/chromium', '/usr/bin/chromedriver'];
+/** Debian packages of the browsers and the binary each installs. */
+const BROWSER_PACKAGES = [
+  { pkg: 'chromium', binary: '/usr/bin/chromium' },
+  { pkg: 'chromium-driver', binary: '/usr/bin/chromedriver' },
+  { pkg: 'firefox-esr', binary: '/usr/bin/firefox-esr' },
+];
+/** The geckodriver `cargo install` builds when none is found (WebDriver for Firefox). */
+const GECKODRIVER_VERSION = '0.37.1';
 
 /**
  * Run every set-up step.
- * @param {{browser?: boolean}} [options] `browser`: also ensure Chromium and ChromeDriver
+ * @param {{browser?: boolean}} [options] `browser`: also ensure Chromium, ChromeDriver,
+ *   Firefox ESR and geckodriver
  */
 export async function setup({ browser = false } = {}) {
   await ensureWasmTarget();
   await ensureWasmBindgenCli();
   await ensureWasmPack();
   await ensureNpmDeps();
-  if (browser) await ensureBrowser();
+  if (browser) {
+    await ensureBrowser();
+    await ensureGeckodriver();
+  }
 }
 
 /** Add the `wasm32-unknown-unknown` rustup target unless it is installed. */
@@ -89,16 +103,42 @@ export async function ensureNpmDeps() {
   }
 }
 
-/** Install Debian's chromium and chromium-driver when either binary is missing. */
+/** Install Debian's chromium, chromium-driver and firefox-esr, those whose binary is missing. */
 export async function ensureBrowser() {
-  const missing = BROWSER_BINARIES.filter((path) => !existsSync(path));
+  const names = BROWSER_PACKAGES.map((p) => p.pkg).join(' + ');
+  const missing = BROWSER_PACKAGES.filter((p) => !existsSync(p.binary));
   if (missing.length === 0) {
-    step('chromium + chromedriver: present');
+    step(`${names}: present`);
     return;
   }
-  step(`chromium + chromedriver: installing with apt (missing ${missing.join(', ')})`);
+  step(`${names}: installing with apt (missing ${missing.map((p) => p.binary).join(', ')})`);
   await aptGet(['update']);
-  await aptGet(['install', '-y', 'chromium', 'chromium-driver']);
+  await aptGet(['install', '-y', ...missing.map((p) => p.pkg)]);
+}
+
+/**
+ * Where geckodriver is: on PATH, or in Cargo's bin directory (`$CARGO_HOME/bin`, by default
+ * ~/.cargo/bin, where `cargo install` puts it even when that is not on PATH).
+ * @returns {string | null}
+ */
+export function geckodriverPath() {
+  if (probe('geckodriver', ['--version'])) return 'geckodriver';
+  const cargoBin = join(process.env.CARGO_HOME ?? join(homedir(), '.cargo'), 'bin', 'geckodriver');
+  return existsSync(cargoBin) ? cargoBin : null;
+}
+
+/**
+ * Build geckodriver with `cargo install` unless one is found (geckodriverPath). Debian has no
+ * package of it, and its releases are GitHub downloads, which our machines cannot reach.
+ */
+export async function ensureGeckodriver() {
+  const found = geckodriverPath();
+  if (found) {
+    step(`${probe(found, ['--version'])?.split('\n')[0]}: present`);
+    return;
+  }
+  step(`geckodriver ${GECKODRIVER_VERSION}: installing (cargo install, a few minutes)`);
+  await cargoInstall('geckodriver', GECKODRIVER_VERSION);
 }
 
 /**

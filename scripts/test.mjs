@@ -1,34 +1,42 @@
 // The whole test suite, in layers from cheapest to most expensive. The first failing layer
 // stops the run; a summary of every layer is printed at the end. Exit code 0 only if all pass.
 //
-//   setup    scripts/setup.mjs --browser
-//   fmt      cargo fmt --all -- --check
-//   clippy   cargo clippy, native (all targets) and wasm32, warnings denied
-//   unit     cargo test --workspace
-//   wasm     build pkg/ and server-stub, then wasm-pack test in headless Chromium against a
-//            live server-stub whose URL the tests read at compile time (P3_SERVER_URL)
-//   e2e      node --test tests/*.spec.mjs (Playwright-driven Chromium against server-stub)
+//   setup         scripts/setup.mjs --browser (toolchain, npm deps, Chromium, Firefox, drivers)
+//   fmt           cargo fmt --all -- --check
+//   clippy        cargo clippy, native (all targets) and wasm32, warnings denied
+//   unit          cargo test --workspace
+//   wasm          build pkg/ and server-stub, then wasm-pack test in headless Chromium against
+//                 a live server-stub whose URL the tests read at compile time (P3_SERVER_URL)
+//   wasm-firefox  the same tests in headless Firefox ESR (through geckodriver)
+//   e2e           node --test tests/*.spec.mjs but tests/firefox-*.spec.mjs (Playwright-driven
+//                 Chromium against server-stub)
+//   e2e-firefox   node --test tests/firefox-*.spec.mjs (Firefox, alone and with Chromium,
+//                 through tests/support/firefox.mjs)
 //
-//   node scripts/test.mjs              every layer (what `npm test` and CI run)
-//   node scripts/test.mjs wasm e2e     only the named layers, in the order above
+//   node scripts/test.mjs                  every layer (what `npm test` and CI run)
+//   node scripts/test.mjs wasm e2e         only the named layers, in the order above
 
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startServer } from '../tests/support/server.mjs';
 import { buildSdk } from './build-sdk.mjs';
 import { ROOT, run, runMain } from './lib/proc.mjs';
-import { setup } from './setup.mjs';
+import { geckodriverPath, setup } from './setup.mjs';
 
 const CHROMEDRIVER = '/usr/bin/chromedriver';
+/** The end-to-end specs of the Firefox layer: tests/firefox-*.spec.mjs. */
+const FIREFOX_SPEC = /^firefox-.*\.spec\.mjs$/;
 
 /** @type {{name: string, title: string, run: () => Promise<void>}[]} */
 const LAYERS = [
-  { name: 'setup', title: 'Set-up (toolchain, npm deps, Chromium)', run: () => setup({ browser: true }) },
+  { name: 'setup', title: 'Set-up (toolchain, npm deps, Chromium, Firefox)', run: () => setup({ browser: true }) },
   { name: 'fmt', title: 'Formatting (cargo fmt --check)', run: () => cargo('fmt', '--all', '--', '--check') },
   { name: 'clippy', title: 'Lints (cargo clippy, native and wasm32)', run: clippy },
   { name: 'unit', title: 'Unit and integration tests (cargo test)', run: () => cargo('test', '--workspace') },
-  { name: 'wasm', title: 'WebAssembly tests in headless Chromium (wasm-pack test)', run: wasmBrowserTests },
-  { name: 'e2e', title: 'End-to-end tests (node --test tests/*.spec.mjs)', run: endToEnd },
+  { name: 'wasm', title: 'WebAssembly tests in headless Chromium (wasm-pack test)', run: () => wasmBrowserTests('chrome') },
+  { name: 'wasm-firefox', title: 'WebAssembly tests in headless Firefox (wasm-pack test)', run: () => wasmBrowserTests('firefox') },
+  { name: 'e2e', title: 'End-to-end tests in Chromium (node --test tests/*.spec.mjs)', run: () => endToEnd((file) => !FIREFOX_SPEC.test(file)) },
+  { name: 'e2e-firefox', title: 'End-to-end tests with Firefox (node --test tests/firefox-*.spec.mjs)', run: () => endToEnd((file) => FIREFOX_SPEC.test(file)) },
 ];
 
 /**
@@ -67,15 +75,18 @@ async function clippy() {
 
 /**
  * Build pkg/ and server-stub, start server-stub on a free port, run the SDK's wasm-bindgen
- * tests in headless Chromium through ChromeDriver (browser flags: sdk/webdriver.json), stop.
+ * tests in headless Chromium through ChromeDriver or in headless Firefox through geckodriver
+ * (browser options: sdk/webdriver.json), stop.
+ * @param {'chrome' | 'firefox'} browser
  */
-async function wasmBrowserTests() {
+async function wasmBrowserTests(browser) {
   await buildSdk();
   await buildServer();
+  const driver = browser === 'chrome' ? ['--chromedriver', CHROMEDRIVER] : ['--geckodriver', geckodriver()];
   const server = await startServer();
   console.log(`server-stub for wasm tests at ${server.url}`);
   try {
-    await run('wasm-pack', ['test', '--headless', '--chrome', '--chromedriver', CHROMEDRIVER, 'sdk'], {
+    await run('wasm-pack', ['test', '--headless', `--${browser}`, ...driver, 'sdk'], {
       env: { P3_SERVER_URL: server.url, CHROMEDRIVER, WASM_BINDGEN_TEST_TIMEOUT: '120' },
     });
   } finally {
@@ -83,15 +94,26 @@ async function wasmBrowserTests() {
   }
 }
 
-/** Run every tests/*.spec.mjs, one file at a time (each starts its own server and browsers). */
-async function endToEnd() {
+/** geckodriver's path (scripts/setup.mjs builds it), or an error saying how to get it. */
+function geckodriver() {
+  const path = geckodriverPath();
+  if (!path) throw new Error('geckodriver not found: run `node scripts/setup.mjs --browser`');
+  return path;
+}
+
+/**
+ * Run the tests/*.spec.mjs whose file name passes `select`, one file at a time (each starts
+ * its own server and browsers).
+ * @param {(file: string) => boolean} select
+ */
+async function endToEnd(select) {
   await buildSdk();
   await buildServer();
   const specs = readdirSync(join(ROOT, 'tests'))
-    .filter((file) => file.endsWith('.spec.mjs'))
+    .filter((file) => file.endsWith('.spec.mjs') && select(file))
     .sort()
     .map((file) => join('tests', file));
-  if (specs.length === 0) throw new Error('no tests/*.spec.mjs found');
+  if (specs.length === 0) throw new Error('no spec selected in tests/');
   await run(process.execPath, ['--test', '--test-concurrency=1', ...specs]);
 }
 
@@ -116,7 +138,7 @@ function printSummary(selected, results) {
     const result = results.find((r) => r.name === layer.name);
     const status = result?.status ?? 'skipped';
     const time = result ? `${(result.ms / 1000).toFixed(1)} s` : '';
-    console.log(`  ${layer.name.padEnd(8)} ${status.padEnd(8)} ${time}`);
+    console.log(`  ${layer.name.padEnd(13)} ${status.padEnd(8)} ${time}`);
   }
 }
 

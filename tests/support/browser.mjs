@@ -1,8 +1,10 @@
-// Headless Debian Chromium (/usr/bin/chromium) driven by playwright-core, and a page that has
-// the SDK loaded. Never `npx playwright install`: our machines cannot download browsers.
+// Headless Debian Chromium (/usr/bin/chromium) driven by playwright-core, or headless Debian
+// Firefox ESR behind the same page API (tests/support/firefox.mjs), and a page that has the
+// SDK loaded. Never `npx playwright install`: our machines cannot download browsers.
 
 import { readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
+import { launchFirefox } from './firefox.mjs';
 
 /** Chromium binary; `scripts/setup.mjs --browser` installs it from Debian. */
 export const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -24,11 +26,16 @@ export const CHROMIUM_ARGS = [
 const SDK_PAGE = readFileSync(new URL('../pages/sdk.html', import.meta.url), 'utf8');
 const SDK_READY_TIMEOUT_MS = 30_000;
 
+/** The browsers a spec can launch. @typedef {'chromium' | 'firefox'} BrowserKind */
+
 /**
- * Launch one headless Chromium (a separate browser process with its own temporary profile).
+ * Launch one headless browser (a separate process with its own temporary profile).
+ * @param {BrowserKind} [kind] `'chromium'` (Playwright) by default, or `'firefox'` (the adapter)
  * @returns {Promise<import('playwright-core').Browser>}
  */
-export function launchBrowser() {
+export function launchBrowser(kind = 'chromium') {
+  if (kind === 'firefox') return launchFirefox();
+  if (kind !== 'chromium') throw new Error(`unknown browser '${kind}'`);
   return chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: CHROMIUM_ARGS });
 }
 

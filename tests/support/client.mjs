@@ -1,5 +1,6 @@
 // Page-side helpers for end-to-end tests: connect a P3Client inside a page opened with
-// openSdkPage (tests/support/browser.mjs), record what it sees, and wait for conditions.
+// openSdkPage (tests/support/browser.mjs), record what it sees, send from it, probe a room, and
+// wait for conditions.
 
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -59,4 +60,46 @@ export async function waitFor(check, timeoutMs, what) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${await what()}`);
     await sleep(100);
   }
+}
+
+/**
+ * Send each message from the page's client; a message's `to` (a session id) is optional.
+ * @param {import('playwright-core').Page} page
+ * @param {{lane: number | string, value: object, to?: string}[]} messages
+ */
+export function sendAll(page, messages) {
+  return page.evaluate((messages) => {
+    for (const { lane, value, to } of messages) {
+      if (to === undefined) window.client.send(lane, value);
+      else window.client.send(lane, value, to);
+    }
+  }, messages);
+}
+
+/**
+ * Check both clients are in the room again by sending probes on Messaging from A until B gets
+ * one (the client rejoins on its own, shortly after it is open again).
+ * @param {import('playwright-core').Page} pageA
+ * @param {import('playwright-core').Page} pageB
+ * @param {string} aSessionId A's session id after the restart
+ * @param {number} timeoutMs
+ */
+export async function probeRoom(pageA, pageB, aSessionId, timeoutMs) {
+  let attempt = 0;
+  await waitFor(
+    async () => {
+      const id = `probe-${attempt++}`;
+      await pageA.evaluate((id) => {
+        try {
+          window.client.send('Messaging', { id, probe: true });
+        } catch {
+          // Not rejoined yet: the next attempt sends again.
+        }
+      }, id);
+      await sleep(500);
+      return pageB.evaluate(({ id, from }) => window.inbox.some((m) => m.from === from && m.value?.id === id), { id, from: aSessionId });
+    },
+    timeoutMs,
+    () => `a probe from A (${aSessionId}) to reach B after the restart`,
+  );
 }

@@ -1,7 +1,7 @@
 // Helpers for the music-sync end-to-end tests: a server-stub serving tests/pages and a folder
 // of generated tracks, with artificial per-connection latency and jitter; separate headless
-// Chromium instances; pages whose clocks are skewed; and sampling every page's <audio>
-// position against one true clock.
+// Chromium (or Firefox) instances; pages whose clocks are skewed; and sampling every page's
+// <audio> position against one true clock.
 //
 // Clock skew. An init script, run before any page script, keeps the page's true clock
 // (`performance.timeOrigin + performance.now()` as the page found them: the machine's wall
@@ -25,6 +25,7 @@ import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
 import { writeTracks } from '../../scripts/lib/tones.mjs';
 import { CHROMIUM_ARGS, CHROMIUM_PATH } from './browser.mjs';
+import { FIREFOX_AUTOPLAY_PREFS, launchFirefox } from './firefox.mjs';
 import { waitFor } from './client.mjs';
 import { startServer } from './server.mjs';
 
@@ -95,13 +96,17 @@ export function musicServerForSpec(options = { latencyMs: 20, jitterMs: 5 }) {
 }
 
 /**
- * A separate headless Chromium. `autoplay`: `--autoplay-policy=no-user-gesture-required`;
- * without it the default policy applies (a real click is needed to play). Audio is muted at
- * the output (`--mute-audio`); the media clock still runs on the fake audio sink.
+ * A separate headless Chromium, or Firefox with `browser: 'firefox'`. `autoplay`:
+ * `--autoplay-policy=no-user-gesture-required` (Firefox: FIREFOX_AUTOPLAY_PREFS); without it
+ * the default policy applies (a real click is needed to play). Audio is muted at the output
+ * (`--mute-audio`; Firefox: `media.volume_scale` 0); the media clock still runs.
  * `extraArgs`: more Chromium flags.
- * @param {{autoplay?: boolean, extraArgs?: string[]}} [options]
+ * @param {{browser?: import('./browser.mjs').BrowserKind, autoplay?: boolean, extraArgs?: string[]}} [options]
  */
-export function launchMusicBrowser({ autoplay = true, extraArgs = [] } = {}) {
+export function launchMusicBrowser({ browser = 'chromium', autoplay = true, extraArgs = [] } = {}) {
+  if (browser === 'firefox') {
+    return launchFirefox({ prefs: { 'media.volume_scale': '0.0', ...(autoplay ? FIREFOX_AUTOPLAY_PREFS : {}) } });
+  }
   const args = [...CHROMIUM_ARGS, '--mute-audio', ...extraArgs];
   if (autoplay) args.push('--autoplay-policy=no-user-gesture-required');
   return chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args });

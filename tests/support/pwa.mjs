@@ -1,59 +1,67 @@
-// Helpers for the PWA cache-protection end-to-end tests: a persistent Chromium profile (so the
-// service worker, Cache Storage, IndexedDB and localStorage survive reloads), the demo page
-// served by a real server-stub, restarting that server with another app version on the same
-// origin, and readers for what the page, its caches and its registrations look like.
+// Helpers for the PWA cache-protection end-to-end tests: a persistent Chromium or Firefox
+// profile (so the service worker, Cache Storage, IndexedDB and localStorage survive reloads),
+// the demo page served by a real server-stub, restarting that server with another app version
+// on the same origin, readers for what the page, its caches and its registrations look like,
+// and the version-purge scenario of tests/pwa-version-purge.spec.mjs and
+// tests/firefox-pwa-version-purge.spec.mjs.
 
+import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_PATH } from './browser.mjs';
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from './browser.mjs';
 import { waitFor } from './client.mjs';
+import { launchFirefox } from './firefox.mjs';
 import { startServer } from './server.mjs';
-
-/** Same flags as tests/support/browser.mjs (root in a sandbox without outside network). */
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-quic',
-  '--no-first-run',
-];
 
 /** Where a page keeps its log of loads and guard events (www/app.js). */
 const PWA_LOG = 'p3demo.pwa-log';
 
 /**
- * A headless Chromium with its own temporary profile that persists across reloads and
- * restarts of the server (http://127.0.0.1 is a secure context, so service workers work).
- * Console errors and warnings of its pages and service workers are printed to stderr.
+ * A headless Chromium (or Firefox, `browser: 'firefox'`) with its own temporary profile that
+ * persists across reloads and restarts of the server (http://127.0.0.1 is a secure context,
+ * so service workers work). Console errors and warnings of its pages (and, in Chromium, its
+ * service workers) are printed to stderr.
  * @param {string} label
- * @returns {Promise<{context: import('playwright-core').BrowserContext, close: () => Promise<void>}>}
+ * @param {import('./browser.mjs').BrowserKind} [browser]
+ * @returns {Promise<{context: {newPage: () => Promise<import('playwright-core').Page>}, close: () => Promise<void>}>}
  */
-export async function launchPwaBrowser(label) {
+export async function launchPwaBrowser(label, browser = 'chromium') {
   const dir = mkdtempSync(join(tmpdir(), 'p3-pwa-profile-'));
+  const forward = (who) => (msg) => {
+    const kind = msg.type();
+    if (kind === 'error' || kind === 'warning') console.error(`[${label} ${who} console.${kind}] ${msg.text()}`);
+  };
+  const watch = (page) => {
+    page.on('console', forward('page'));
+    page.on('pageerror', (err) => console.error(`[${label} pageerror] ${err.stack ?? err}`));
+    return page;
+  };
+  const cleanUp = () => rmSync(dir, { recursive: true, force: true });
+  if (browser === 'firefox') {
+    const firefox = await launchFirefox({ profileDir: dir });
+    return {
+      context: { newPage: async () => watch(await firefox.newPage()) },
+      async close() {
+        await firefox.close();
+        cleanUp();
+      },
+    };
+  }
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: CHROMIUM_PATH,
     headless: true,
     args: CHROMIUM_ARGS,
   });
-  const forward = (who) => (msg) => {
-    const kind = msg.type();
-    if (kind === 'error' || kind === 'warning') console.error(`[${label} ${who} console.${kind}] ${msg.text()}`);
-  };
-  context.on('page', (page) => {
-    page.on('console', forward('page'));
-    page.on('pageerror', (err) => console.error(`[${label} pageerror] ${err.stack ?? err}`));
-  });
+  context.on('page', watch);
   context.on('serviceworker', (worker) => worker.on?.('console', forward('sw')));
   return {
     context,
     async close() {
       await context.close().catch(() => {});
-      rmSync(dir, { recursive: true, force: true });
+      cleanUp();
     },
   };
 }
@@ -261,4 +269,66 @@ export async function setServerVersion(server, version) {
   });
   if (!resp.ok) throw new Error(`POST /api/admin/version: HTTP ${resp.status} ${await resp.text()}`);
   return resp.json();
+}
+
+/**
+ * The version-purge scenario (tests/pwa-version-purge.spec.mjs): the demo is served at
+ * version A, its service worker installs and caches the app shell, the app stores data in
+ * IndexedDB, localStorage and a cache of its own. The server is redeployed at version B. On
+ * reload the service worker serves the stale A page from its cache; the SDK's guard sees
+ * /api/version say B, purges (unregisters the service worker, deletes the shell cache) and
+ * reloads exactly once. The page then runs B, the old cache and registration are gone, the
+ * app's data is intact, and nothing reloads again. The browser and server are closed at the
+ * end.
+ * @param {import('./browser.mjs').BrowserKind} browserKind
+ */
+export async function runVersionPurge(browserKind) {
+  let server;
+  let browser;
+  try {
+    server = await startDemoServer({ appVersion: 'A' });
+    browser = await launchPwaBrowser(`purge ${browserKind}`, browserKind);
+    const page = await openDemo(browser.context, server.url);
+    assert.equal(await metaVersion(page), 'A');
+    await waitForServiceWorker(page, 'A');
+    await writeAppData(page);
+    // The app's own connection would also learn of the deploy (a `version` event) and update
+    // by itself; this test is about the reload, so it goes away first.
+    await waitForConnected(page);
+    await page.evaluate(() => window.p3demo.client.close());
+
+    server = await redeploy(server, { appVersion: 'B' });
+    const navigations = countNavigations(page);
+    await page.reload();
+    await waitUntil(
+      async () => (await metaVersion(page)) === 'B' && ofType(await pwaLog(page), 'checked').some((e) => e.status === 'up-to-date'),
+      30_000,
+      async () => `the page to run B; log: ${JSON.stringify(await pwaLog(page))}`,
+    );
+    await waitForCheck(page);
+
+    const log = await pwaLog(page);
+    const loads = ofType(log, 'load').map((e) => `${e.version}${e.controlled ? ' (from the service worker)' : ''}`);
+    assert.deepEqual(loads, ['A', 'A (from the service worker)', 'B'], JSON.stringify(log));
+    assert.equal(ofType(log, 'purging').length, 1, 'exactly one purge');
+    assert.deepEqual(ofType(log, 'purged')[0].caches, ['p3-shell-A'], 'only the shell cache was deleted');
+    assert.deepEqual(ofType(log, 'reloading').map((e) => e.purged), [true], 'exactly one reload, by the tab that purged');
+    assert.equal(ofType(log, 'stale-after-purge').length, 0);
+    assert.equal(navigations.count, 2, 'the test reload and the one purge reload');
+
+    // The new page registered a service worker for B; nothing of A is left.
+    await waitForServiceWorker(page, 'B');
+    const state = await swState(page);
+    assert.deepEqual(state.active, ['/sw.js?v=B'], JSON.stringify(state));
+    assert.ok(!state.caches.includes('p3-shell-A'), JSON.stringify(state));
+    assert.deepEqual(await readAppData(page), { local: 'keep me', idb: 'keep me too', download: '{"track":1}' });
+
+    // Settled: no further reload.
+    await sleep(2_000);
+    assert.equal(navigations.count, 2);
+    assert.equal(ofType(await pwaLog(page), 'load').length, 3);
+  } finally {
+    await browser?.close();
+    await server?.stop();
+  }
 }

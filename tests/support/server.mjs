@@ -4,6 +4,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -67,6 +68,23 @@ export async function startServer({ port = 0, appVersion, env = {}, args = [] } 
       current = await retry(() => spawnOn(current.port));
     },
   };
+}
+
+/**
+ * A spec's server: registers a `before` hook that starts one (`startServer(options)`) into
+ * `spec.server` and an `after` hook that stops it.
+ * @param {Parameters<typeof startServer>[0]} [options]
+ * @returns {{server: Server | undefined}}
+ */
+export function serverForSpec(options) {
+  const spec = { server: undefined };
+  before(async () => {
+    spec.server = await startServer(options);
+  });
+  after(async () => {
+    await spec.server?.stop();
+  });
+  return spec;
 }
 
 /**
