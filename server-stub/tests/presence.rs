@@ -129,3 +129,66 @@ async fn only_sessions_that_ask_hear_presence() {
         "a session that did not ask gets no presence"
     );
 }
+
+#[tokio::test]
+async fn last_seen_follows_activity_and_a_closed_socket_goes_offline() {
+    let server = TestServer::start(common::config()).await;
+    let (mut a, _) = member(&server, "a", true).await;
+    let (mut b, _) = member(&server, "b", false).await;
+    a.join("lobby").await;
+    presence(&mut a).await;
+    b.join("lobby").await;
+    assert!(matches!(
+        a.expect_control().await,
+        Control::PeerJoined { .. }
+    ));
+    let (_, _, _, since_b, seen_b) = presence(&mut a).await;
+
+    // `b` speaks later: a joiner after that hears the later `lastSeen`.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let before_send = now_ms();
+    b.send_data(
+        p3_lanes::core::lane::Lane::Messaging,
+        &serde_json::json!({"hi": 1}),
+        None,
+    )
+    .await;
+    a.expect_data().await;
+    let (mut c, _) = member(&server, "c", true).await;
+    c.join("lobby").await;
+    let heard: Vec<_> = [
+        presence(&mut c).await,
+        presence(&mut c).await,
+        presence(&mut c).await,
+    ]
+    .into_iter()
+    .map(|(_, who, status, since, seen)| (who, status, since, seen))
+    .collect();
+    let (who, status, since, seen) = heard[1];
+    assert_eq!(
+        (who, status, since),
+        (b.sid(), PresenceStatus::Online, since_b)
+    );
+    assert!(
+        seen >= before_send && seen > seen_b,
+        "lastSeen {seen} is b's message (sent at {before_send}), not its join ({seen_b})"
+    );
+    assert_eq!(heard[2].0, c.sid());
+
+    assert!(matches!(
+        a.expect_control().await,
+        Control::PeerJoined { session_id, .. } if session_id == c.sid()
+    ));
+    assert_eq!(presence(&mut a).await.1, c.sid());
+
+    // A v1 socket closing leaves the room: `offline` after `peer-left` and the new key.
+    let b_sid = b.sid();
+    drop(b);
+    a.expect_peer_left("lobby", b_sid).await;
+    let (_, who, status, since, seen) = presence(&mut a).await;
+    assert_eq!(
+        (who, status, since),
+        (b_sid, PresenceStatus::Offline, since_b)
+    );
+    assert!(seen >= before_send, "lastSeen is when it left");
+}
