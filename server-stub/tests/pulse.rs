@@ -269,3 +269,47 @@ async fn pulse_rate_limits_and_bounds_each_connection() {
     send(&mut ws, json!({"type": "ping"})).await;
     assert_eq!(next(&mut ws).await["close"], 4429);
 }
+
+#[tokio::test]
+async fn pulse_bounds_connections_and_message_size_and_closes_on_shutdown() {
+    use server_stub::pulse::stream::{MAX_CONNECTIONS, MAX_TRANSPORT_BYTES};
+    let mut server = TestServer::start(common::config()).await;
+    let mut open = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        open.push(pulse(&server, Some(ADMIN_TOKEN)).await.unwrap());
+    }
+    match pulse(&server, Some(ADMIN_TOKEN)).await {
+        Err(WsError::Http(resp)) => assert_eq!(resp.status(), 429),
+        Err(other) => panic!("expected HTTP 429, got {other}"),
+        Ok(_) => panic!("a pulse connection past {MAX_CONNECTIONS}"),
+    }
+    // A message past the transport bound closes that socket with 1009, and frees its slot.
+    let mut big = open.pop().unwrap();
+    let text = json!({"type": "ping", "pad": "x".repeat(MAX_TRANSPORT_BYTES)}).to_string();
+    big.send(Message::Text(text.into())).await.unwrap();
+    assert_eq!(next(&mut big).await["close"], 1009);
+    drop(big);
+    let mut last = None;
+    for _ in 0..50 {
+        if let Ok(ws) = pulse(&server, Some(ADMIN_TOKEN)).await {
+            last = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut last = last.expect("the closed connection's slot is free again");
+    send(
+        &mut last,
+        json!({"type": "register", "nodeId": "n", "role": "node"}),
+    )
+    .await;
+    assert_eq!(next(&mut last).await["type"], "registered");
+    assert_eq!(next(&mut last).await["type"], "metrics");
+
+    let task = server.shutdown();
+    assert_eq!(next(&mut last).await["close"], 1001);
+    assert_eq!(next(&mut open[0]).await["close"], 1001);
+    drop(open);
+    drop(last);
+    task.await.unwrap().unwrap();
+}

@@ -251,7 +251,12 @@ async fn run(socket: WebSocket, state: Arc<AppState>, slot: Slot) {
             text = next_broadcast(&mut sub) => vec![text.to_string()],
             msg = stream.next() => {
                 let msg = match msg {
-                    None | Some(Err(_)) => break End::Peer,
+                    None => break End::Peer,
+                    // A message over the size bound is 1009; another read error 1002.
+                    Some(Err(e)) => {
+                        let (code, reason) = close::read_error_close(&e);
+                        break End::Close(code, reason);
+                    }
                     Some(Ok(m)) => m,
                 };
                 let text = match msg {
