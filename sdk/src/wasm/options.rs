@@ -156,7 +156,8 @@ pub(crate) fn parse(
             (o.presence.unwrap_or(false), FEATURE_PRESENCE),
         ]
         .into_iter()
-        .filter_map(|(on, f)| on.then(|| f.to_owned()))
+        .filter(|(on, _)| *on)
+        .map(|(_, f)| f.to_owned())
         .collect(),
         auth: None,
         accept_calls_from: o.accept_calls_from,
