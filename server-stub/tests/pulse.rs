@@ -313,3 +313,27 @@ async fn pulse_bounds_connections_and_message_size_and_closes_on_shutdown() {
     drop(last);
     task.await.unwrap().unwrap();
 }
+
+/// "Peers connected" (seed 002): sockets authenticated on the signaling server (§13.7), not
+/// merely open ones.
+#[tokio::test]
+async fn metrics_count_signaling_peers_once_authenticated() {
+    let server = TestServer::start(common::config()).await;
+    let url = format!("ws://{}/api/signaling", server.addr);
+    let (mut sig, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let open = scrape(&server).await;
+    assert_eq!(value(&open, "p3_websockets"), 1.0);
+    assert_eq!(value(&open, "p3_signaling_peers"), 0.0);
+
+    let hs = server.handshake("s", &["json"], &[1]).await;
+    let sid = hs.session_id.to_string();
+    let token = hs.signaling_token.clone().expect("signalingToken");
+    send(
+        &mut sig,
+        json!({"type": "auth", "address": sid, "signature": token}),
+    )
+    .await;
+    assert_eq!(next(&mut sig).await["type"], "auth_ok");
+    assert_eq!(value(&scrape(&server).await, "p3_signaling_peers"), 1.0);
+}
