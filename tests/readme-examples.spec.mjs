@@ -115,6 +115,15 @@ const CHECKS = {
       assert.ok(consoleOf('log').some((args) => args[0] === 'sse'), 'the example logs the chosen transport');
     },
   },
+  presence: {
+    given: SDK,
+    then: `${waitUntil('here.has(client.sessionId)', "this client's own 'online' presence event")}
+      const me = here.get(client.sessionId); client.close(); return { me, now: Date.now() };`,
+    async check(out) {
+      assert.ok(out.me.since > 0 && out.me.since <= out.now + 1000, `since ${out.me.since} is a join time in ms since the epoch`);
+      assert.ok(out.me.lastSeen >= out.me.since - 1000, 'lastSeen is a time in ms since the epoch too');
+    },
+  },
   'music-room': {
     given: stubs('showTapToPlay', 'plot', 'show', 'render'),
     then: `${waitUntil("window.readmeCalls.some(([f, s]) => f === 'render' && s.isPlaying && s.trackId === tracks[0].id)", "a playing 'state' event")}

@@ -25,7 +25,7 @@ use axum::Json;
 use p3_lanes::core::dictionary::DictionaryWire;
 use p3_lanes::core::handshake::{
     negotiate, HandshakeResponse, HeartbeatInfo, ProtocolInfo, TicketResponse, FEATURES,
-    FEATURE_MUX, PROTOCOL_VERSION,
+    FEATURE_MUX, FEATURE_PRESENCE, PROTOCOL_VERSION,
 };
 use p3_lanes::core::lane::{Encoding, LANE_REGISTRY};
 use p3_lanes::core::sse::is_sse_transport;
@@ -68,6 +68,7 @@ pub async fn handshake(
     // SSE sessions resume with event ids, not the multiplexer (PROTOCOL.md §14).
     let want_mux =
         req.features.iter().any(|f| f == FEATURE_MUX) && !is_sse_transport(negotiated.transport);
+    let want_presence = req.features.iter().any(|f| f == FEATURE_PRESENCE);
     let new = NewSession {
         ip,
         client_id: req.client_id,
@@ -77,6 +78,7 @@ pub async fn handshake(
         lanes,
         identity,
         accept_calls_from: req.accept_calls_from.unwrap_or_default(),
+        presence: want_presence,
     };
     let (sid, mux, credentials) = state.create_session(new, want_mux)?;
     let config = state.config();
@@ -92,6 +94,9 @@ pub async fn handshake(
             let mut p = protocol_info();
             if mux {
                 p.features.push(FEATURE_MUX.to_owned());
+            }
+            if want_presence {
+                p.features.push(FEATURE_PRESENCE.to_owned());
             }
             p
         },

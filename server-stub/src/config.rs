@@ -29,6 +29,10 @@ pub const DEFAULT_RATE_IP_HANDSHAKE: Rate = rate(20, 100);
 pub const DEFAULT_RATE_IP_POST: Rate = rate(500, 1000);
 /// Default `--rate-ip-upgrade`: WebSocket and SSE upgrades per client IP.
 pub const DEFAULT_RATE_IP_UPGRADE: Rate = rate(20, 100);
+/// Default `--rate-pulse`: messages per pulse stream connection.
+pub const DEFAULT_RATE_PULSE: Rate = rate(5, 10);
+/// Default `--pulse-interval-ms`: the pulse stream's `metrics` broadcast period.
+pub const DEFAULT_PULSE_INTERVAL_MS: u64 = 5_000;
 /// Default `--rate-control`: Control-lane messages per session.
 pub const DEFAULT_RATE_CONTROL: Rate = rate(50, 200);
 /// Default `--rate-sync`: Sync-lane messages per session.
@@ -194,6 +198,20 @@ pub struct Config {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_ORIGINS_PER_ROOM as u64))]
     pub max_origins_per_room: usize,
     // --- end of bounds ---
+    /// Serve `GET /metrics` to anyone (a scraper on another host). Default: off, `/metrics`
+    /// is an admin route (loopback client and the admin token), like `/pulse/stream`.
+    #[arg(long, env = "P3_METRICS_PUBLIC", default_value_t = false)]
+    pub metrics_public: bool,
+    /// How often the pulse stream broadcasts this node's `metrics` to registered
+    /// connections, ms (PROTOCOL.md §17.2).
+    #[arg(long, env = "PULSE_INTERVAL_MS", default_value_t = DEFAULT_PULSE_INTERVAL_MS,
+          value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
+    pub pulse_interval_ms: u64,
+    /// Messages per pulse stream connection. Over it: `error` `rate_limited` (the message is
+    /// not handled); more than `--rate-strikes` in a row close the socket with 4429.
+    #[arg(long, env = "RATE_PULSE", default_value_t = DEFAULT_RATE_PULSE,
+          value_parser = Rate::parse)]
+    pub rate_pulse: Rate,
     /// Token of the admin endpoints (`/api/admin/*`: `Authorization: Bearer <token>`, besides
     /// a loopback client), at least 16 characters. Unset: a random one is generated and
     /// printed on stdout at start-up (`admin token: <token>`). Never logged.
@@ -440,6 +458,9 @@ impl Default for Config {
             rate_sync: DEFAULT_RATE_SYNC,
             rate_bulk: DEFAULT_RATE_BULK,
             rate_strikes: DEFAULT_RATE_STRIKES,
+            metrics_public: false,
+            pulse_interval_ms: DEFAULT_PULSE_INTERVAL_MS,
+            rate_pulse: DEFAULT_RATE_PULSE,
         }
     }
 }

@@ -27,6 +27,7 @@
 //! | [`limits`] | bounds on what one client can make the server hold (issue 11, PROTOCOL.md §15) |
 //! | [`error`] | the JSON error shape `{"error", "code"}` of every HTTP error |
 //! | [`linger`] | lingering close of accepted connections, so a refusal sent before the request was read still reaches its client |
+//! | [`pulse`] | `GET /metrics` (Prometheus text) and `/pulse/stream` (node registration, metrics broadcast; seed 001 "Pulse WebSocket", seed 002 "Node Metrics"; issue 14) |
 //! | [`limits`] | rate limiting: per-IP budgets of handshakes, lane POSTs and upgrades, per-session lane budgets (issue 11, PROTOCOL.md §15) |
 //!
 //! Use [`app`] to get the router (tests), or [`serve`] to run it with graceful shutdown.
@@ -42,6 +43,7 @@ pub mod linger;
 mod lock;
 pub mod media;
 pub mod music;
+pub mod pulse;
 pub mod pwa;
 mod registry;
 mod room_key;
@@ -156,6 +158,11 @@ pub fn app(state: Arc<AppState>) -> Router {
             limits.guard(IpClass::Upgrade, get(signaling::upgrade)),
         )
         .route("/api/admin/version", post(pwa::set_version))
+        .route("/metrics", get(pulse::metrics_handler))
+        .route(
+            "/pulse/stream",
+            limits.guard(IpClass::Upgrade, get(pulse::stream::upgrade)),
+        )
         .route("/", get(pwa::index))
         .route("/index.html", get(pwa::index))
         .route("/api/{*rest}", any(api::not_found))
@@ -224,6 +231,7 @@ where
 {
     let sweeper = state::spawn_sweeper(state.clone());
     let limits_sweeper = limits::spawn_sweeper(state.clone());
+    let pulse_ticker = pulse::spawn_ticker(state.clone());
     let signalled = state.clone();
     // Connect info lets the admin endpoint tell loopback clients apart.
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -265,5 +273,6 @@ where
     }
     sweeper.abort();
     limits_sweeper.abort();
+    pulse_ticker.abort();
     result
 }

@@ -56,7 +56,7 @@
 //! first byte is below `0x10` are still §5 frames (the server refuses an unknown session
 //! that way).
 
-use crate::core::control::{validate_room_name, Control};
+use crate::core::control::{validate_room_name, Control, PresenceStatus};
 use crate::core::dictionary::Dictionary;
 use crate::core::error::{ErrorCode, Fault};
 use crate::core::frame::{FrameHeader, FrameKind, SessionId, DEFAULT_MAX_FRAME_BYTES};
@@ -231,6 +231,21 @@ pub enum Event {
         room: String,
         /// The member that left.
         session_id: SessionId,
+    },
+    /// A room member's presence (Control `presence`, PROTOCOL.md §6.2; seed 001
+    /// `presence:update {status, lastSeen}`): only on sessions granted the `presence` feature.
+    Presence {
+        /// Room name.
+        room: String,
+        /// The member (this session included: the joiner hears its own `online`).
+        session_id: SessionId,
+        /// `online` (a member) or `offline` (it left).
+        status: PresenceStatus,
+        /// When it joined the room, server wall clock, ms since the Unix epoch.
+        since_ms: u64,
+        /// When the server last heard from it (for `offline`: when it left), server wall
+        /// clock, ms since the Unix epoch.
+        last_seen_ms: u64,
     },
     /// A `pong`: the answer to a heartbeat or to a [`Client::ping`] probe, with the server's
     /// clock (what [`crate::core::sync::clock::ClockSync::handle_response`] needs).
@@ -1539,6 +1554,19 @@ impl Client {
             Control::Left { room } => Event::RoomLeft { room },
             Control::PeerJoined { room, session_id } => Event::PeerJoined { room, session_id },
             Control::PeerLeft { room, session_id } => Event::PeerLeft { room, session_id },
+            Control::Presence {
+                room,
+                session_id,
+                status,
+                since,
+                last_seen,
+            } => Event::Presence {
+                room,
+                session_id,
+                status,
+                since_ms: since,
+                last_seen_ms: last_seen,
+            },
             Control::Error {
                 code,
                 error,
@@ -1803,6 +1831,40 @@ mod tests {
         let w = welcome(&c);
         c.handle_frame(&w, 10);
         c
+    }
+
+    /// PROTOCOL.md §6.2: a `presence` from the server becomes one `Event::Presence` with the
+    /// same member, status and times; a status this version does not know still arrives.
+    #[test]
+    fn presence_becomes_an_event() {
+        let mut c = open_client();
+        drain(&mut c);
+        let member = SessionId::from_random_bytes([7; 16]);
+        for (status, since, last_seen) in [
+            (PresenceStatus::Online, 1_000, 1_500),
+            (PresenceStatus::Offline, 1_000, 9_000),
+        ] {
+            let msg = Control::Presence {
+                room: "lobby".into(),
+                session_id: member,
+                status,
+                since,
+                last_seen,
+            };
+            let f = payload::control_frame(&msg, Encoding::Msgpack, Some(&Dictionary::v1()), 1);
+            c.handle_frame(&f, 20);
+            let (_, _, e, _) = drain(&mut c);
+            assert_eq!(
+                e,
+                vec![Event::Presence {
+                    room: "lobby".into(),
+                    session_id: member,
+                    status,
+                    since_ms: since,
+                    last_seen_ms: last_seen,
+                }]
+            );
+        }
     }
 
     #[test]

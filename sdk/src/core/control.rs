@@ -9,6 +9,32 @@ use serde::{Deserialize, Serialize};
 /// Longest room name accepted, in bytes.
 pub const MAX_ROOM_NAME_BYTES: usize = 128;
 
+/// A room member's presence in a [`Control::Presence`] (seed 001 `presence:update`'s
+/// `status`; PROTOCOL.md §6.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum PresenceStatus {
+    /// A member of the room.
+    Online,
+    /// No longer a member: it left, or its session ended.
+    Offline,
+    /// A status a newer server sends that this version does not know (kept, not refused).
+    #[serde(other)]
+    Unknown,
+}
+
+impl PresenceStatus {
+    /// The wire name: `online`, `offline`, `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PresenceStatus::Online => "online",
+            PresenceStatus::Offline => "offline",
+            PresenceStatus::Unknown => "unknown",
+        }
+    }
+}
+
 /// One Control message. Client → server: `join`, `leave`, `ping`. Server → client: the rest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(
@@ -106,6 +132,24 @@ pub enum Control {
         /// The 32 key bytes, base64url without padding (43 characters).
         key: String,
     },
+    /// A member's presence in this session's room (seed 001 `presence:update {status,
+    /// lastSeen}`; PROTOCOL.md §6.2), only to sessions granted the `presence` feature
+    /// ([`crate::core::handshake::FEATURE_PRESENCE`]): after `joined` and `room-key`, one per
+    /// member (the joiner included) `online`; then one `online` per member that joins and one
+    /// `offline` per member that leaves.
+    Presence {
+        /// Room name.
+        room: String,
+        /// The member.
+        session_id: SessionId,
+        /// `online` (a member) or `offline` (it left).
+        status: PresenceStatus,
+        /// When it joined the room, server wall clock, ms since the Unix epoch.
+        since: u64,
+        /// When the server last heard from it (a frame, a `POST`, a stream opened or closed;
+        /// for `offline`: when it left), server wall clock, ms since the Unix epoch.
+        last_seen: u64,
+    },
     /// Something the peer sent was refused; `lane`/`seq` name the frame when there is one.
     Error {
         /// Machine-readable code.
@@ -139,6 +183,7 @@ impl Control {
         "peer-joined",
         "peer-left",
         "room-key",
+        "presence",
         "error",
     ];
 }
@@ -274,6 +319,13 @@ mod tests {
                 key_id: 7,
                 key: "k".into(),
             },
+            Control::Presence {
+                room: "r".into(),
+                session_id: SessionId::from_random_bytes([1; 16]),
+                status: PresenceStatus::Online,
+                since: 1,
+                last_seen: 2,
+            },
             Control::Error {
                 code: ErrorCode::Internal,
                 error: String::new(),
@@ -294,7 +346,36 @@ mod tests {
             assert!(Control::TYPES.contains(&v["type"].as_str().unwrap()), "{v}");
         }
         let n = Control::TYPES.len();
-        assert_eq!(n, 12, "update TYPES when adding a Control variant");
+        assert_eq!(n, 13, "update TYPES when adding a Control variant");
+    }
+
+    #[test]
+    fn presence_shape() {
+        let sid = "00000000-0000-4000-8000-000000000001";
+        let v = json!({"type": "presence", "room": "r", "sessionId": sid,
+                       "status": "offline", "since": 1000, "lastSeen": 2500});
+        let c: Control = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(
+            c,
+            Control::Presence {
+                room: "r".into(),
+                session_id: sid.parse().unwrap(),
+                status: PresenceStatus::Offline,
+                since: 1000,
+                last_seen: 2500,
+            }
+        );
+        assert_eq!(serde_json::to_value(&c).unwrap(), v);
+        // A status this version does not know is kept, not refused.
+        let later = json!({"type": "presence", "room": "r", "sessionId": sid,
+                           "status": "away", "since": 1, "lastSeen": 2});
+        assert!(matches!(
+            serde_json::from_value::<Control>(later).unwrap(),
+            Control::Presence {
+                status: PresenceStatus::Unknown,
+                ..
+            }
+        ));
     }
 
     #[test]

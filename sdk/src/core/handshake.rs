@@ -401,6 +401,11 @@ pub fn negotiate(
 /// lists it and the response's `protocol.features` grants it; otherwise §5 framing.
 pub const FEATURE_MUX: &str = "mux";
 
+/// The feature flag of room presence (PROTOCOL.md §6.2): a session whose request lists it,
+/// and whose response grants it, gets Control `presence` messages for its room's members.
+/// Off unless asked for, so clients that do not know `presence` never see it.
+pub const FEATURE_PRESENCE: &str = "presence";
+
 impl HandshakeResponse {
     /// Whether the server granted `feature` in `protocol.features`.
     pub fn grants(&self, feature: &str) -> bool {

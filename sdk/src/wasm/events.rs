@@ -25,6 +25,13 @@ enum JsEvent<'a> {
         room: &'a str,
         session_id: &'a SessionId,
     },
+    Presence {
+        room: &'a str,
+        session_id: &'a SessionId,
+        status: &'static str,
+        since: u64,
+        last_seen: u64,
+    },
     Pong {
         rtt_ms: f64,
         client_time: f64,
@@ -84,6 +91,19 @@ pub(crate) fn event_to_js(ev: &Event) -> Option<JsValue> {
     let js = match ev {
         Event::PeerJoined { room, session_id } => JsEvent::PeerJoined { room, session_id },
         Event::PeerLeft { room, session_id } => JsEvent::PeerLeft { room, session_id },
+        Event::Presence {
+            room,
+            session_id,
+            status,
+            since_ms,
+            last_seen_ms,
+        } => JsEvent::Presence {
+            room,
+            session_id,
+            status: status.as_str(),
+            since: *since_ms,
+            last_seen: *last_seen_ms,
+        },
         Event::Pong {
             rtt_ms,
             client_time,

@@ -9,7 +9,7 @@ use crate::core::call::AcceptCallsFrom;
 use crate::core::client::ClientConfig;
 use crate::core::error::ErrorCode;
 use crate::core::frame::SessionId;
-use crate::core::handshake::{Capabilities, HandshakeRequest, FEATURE_MUX};
+use crate::core::handshake::{Capabilities, HandshakeRequest, FEATURE_MUX, FEATURE_PRESENCE};
 use crate::core::lane::Lane;
 use crate::core::sse::TRANSPORT_SSE;
 use crate::wasm::auth::AuthSource;
@@ -35,6 +35,8 @@ struct ConnectOptions {
     /// Offer the lane multiplexer (PROTOCOL.md §11). Default: true; `false` keeps v1 framing
     /// (§5) for servers or apps that need it.
     mux: Option<bool>,
+    /// Ask for room presence (PROTOCOL.md §6.2, feature `presence`). Default: false.
+    presence: Option<bool>,
     /// Multiplexer: the socket `bufferedAmount` up to which it writes, bytes.
     transport_high_water_bytes: Option<f64>,
     /// Largest message sent or accepted (frame header included), bytes. Default 1 MiB, the
@@ -149,11 +151,14 @@ pub(crate) fn parse(
         // The multiplexer is offered unless the app opts out; a server without it simply
         // does not grant the flag and the session speaks v1 (§3 negotiation). SSE resumes
         // with event ids instead (PROTOCOL.md §14.3).
-        features: if o.mux.unwrap_or(true) && !sse {
-            vec![FEATURE_MUX.to_owned()]
-        } else {
-            Vec::new()
-        },
+        features: [
+            (o.mux.unwrap_or(true) && !sse, FEATURE_MUX),
+            (o.presence.unwrap_or(false), FEATURE_PRESENCE),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, f)| f.to_owned())
+        .collect(),
         auth: None,
         accept_calls_from: o.accept_calls_from,
     };

@@ -41,6 +41,8 @@ export interface ConnectOptions {
   heartbeatTimeoutMs?: number;
   /** Offer the lane multiplexer (PROTOCOL.md §11: chunking, priorities, resume without loss, discontinuity events). Default: true; `false` keeps v1 framing (§5) for compatibility. */
   mux?: boolean;
+  /** Ask for room presence (PROTOCOL.md §6.2): `presence` events with each member's join time and last activity. Default: false. */
+  presence?: boolean;
   /** Multiplexer: write while the socket's `bufferedAmount` is at most this, bytes. Default: 262144. */
   transportHighWaterBytes?: number;
   /** Largest message sent or accepted (a few bytes of frame header included), bytes; larger sends throw `frame_too_large`. Keep it at most the server's `--max-frame-bytes`. With the multiplexer, messages over 16 KiB travel as chunks, so multi-megabyte messages never hold up other lanes. Default: 1048576 (the server's default). */
@@ -134,10 +136,21 @@ export interface P3Message {
   value: unknown;
 }
 
+/** A room member's presence (`P3Event` `presence`). */
+export type PresenceStatus = 'online' | 'offline' | 'unknown';
+
 /** Events other than messages and state changes (`client.onEvent`). */
 export type P3Event =
   | { type: 'peer-joined'; room: string; sessionId: string }
   | { type: 'peer-left'; room: string; sessionId: string }
+  /**
+   * A room member's presence (PROTOCOL.md §6.2), only with the connect option `presence: true`: after every
+   * `room-joined`, one `'online'` per member (this client included); then `'online'` when a member joins and
+   * `'offline'` when one leaves. `since`: when it joined the room; `lastSeen`: when the server last heard from it
+   * (for `'offline'`: when it left); both server wall clock, ms since the Unix epoch. `'unknown'`: a status a newer
+   * server sends that this SDK does not know.
+   */
+  | { type: 'presence'; room: string; sessionId: string; status: PresenceStatus; since: number; lastSeen: number }
   /** Heartbeat answer: round-trip time (ms), the ping's `clientTime` (the client's `performance.now()`, ms) and the server's wall clock (ms since the Unix epoch). */
   | { type: 'pong'; rttMs: number; clientTime: number; serverTime: number }
   /**

@@ -34,6 +34,7 @@ pub(crate) mod calls;
 pub(crate) mod encoded;
 pub(crate) mod fanout;
 pub(crate) mod outbound;
+pub(crate) mod presence;
 pub(crate) mod rooms;
 pub(crate) mod route;
 pub(crate) mod session;
@@ -143,6 +144,8 @@ pub(crate) struct NewSession {
     pub(crate) identity: Option<VerifiedIdentity>,
     /// Who may ring that identity on this session (handshake `acceptCallsFrom`).
     pub(crate) accept_calls_from: p3_lanes::core::call::AcceptCallsFrom,
+    /// Whether its handshake asked for room presence (feature `presence`, PROTOCOL.md §6.2).
+    pub(crate) presence: bool,
 }
 
 #[cfg(test)]
@@ -158,6 +161,7 @@ impl NewSession {
             lanes,
             identity: None,
             accept_calls_from: Default::default(),
+            presence: false,
         }
     }
 }
@@ -390,6 +394,7 @@ impl Registry {
             lanes,
             identity,
             accept_calls_from,
+            presence,
         } = new;
         let ip = IpKey::of(ip);
         let swept_lately = self
@@ -453,6 +458,8 @@ impl Registry {
                 posts: PostLedger::new(),
                 identity,
                 accept_calls_from,
+                presence,
+                room_since_ms: 0,
             },
         );
         if let Some(key) = self

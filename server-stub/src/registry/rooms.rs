@@ -79,6 +79,7 @@ impl Registry {
         if let Some(key) = self.room_keys.rotate(&room, others.len()) {
             self.fan_out(&room, &others, key);
         }
+        self.presence_left(&room, sid, &others);
         self.events.push(RoomEvent::Left {
             room: room.clone(),
             sid,
@@ -154,10 +155,12 @@ impl Registry {
                 session_id: sid,
             };
             self.fan_out(&room, &others, msg);
+            self.presence_joined(&room, sid, &others);
             let members = self.room_members_identified(&room);
             self.events.push(RoomEvent::Joined { room, sid, members });
         } else {
             self.send_joined(sid, &room);
+            self.presence_snapshot(&room, sid);
         }
         Ok(())
     }

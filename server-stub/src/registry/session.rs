@@ -61,6 +61,10 @@ pub(crate) struct Session {
     pub(crate) last_activity: Instant,
     pub(crate) last_activity_ms: u64,
     pub(crate) room: Option<String>,
+    /// When it joined `room`, ms since the epoch (presence `since`, PROTOCOL.md §6.2).
+    pub(crate) room_since_ms: u64,
+    /// Whether it gets Control `presence` messages (feature `presence`, PROTOCOL.md §6.2).
+    pub(crate) presence: bool,
     /// The client address it counts against for `--max-sessions-per-ip`
     /// ([`crate::limits::ip::IpKey`], as the per-IP rate limits count it).
     pub(crate) ip: crate::limits::ip::IpKey,

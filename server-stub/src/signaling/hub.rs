@@ -119,6 +119,11 @@ impl Hub {
         now_ms < expires && self.mac(sid, expires).verify_slice(tag).is_ok()
     }
 
+    /// Authenticated sockets now (the metrics' signaling peers).
+    pub(crate) fn peers(&self) -> usize {
+        self.lock().members.len()
+    }
+
     /// Locks the hub; a lock poisoned by a panic brings the server down loudly (see
     /// [`crate::lock`]: server-wide state is never reused half-updated).
     pub(super) fn lock(&self) -> MutexGuard<'_, Rooms> {

@@ -480,6 +480,9 @@ pub async fn post(
     if let Err(refusal) = state.limits().check_lane(sid, lane) {
         return refusal.into_response();
     }
+    if let Ok(b) = &body {
+        state.pulse().metrics().received(lane, b.len());
+    }
     let seq = match headers.get(HEADER_SEQ).map(|v| parse_seq(v.as_bytes())) {
         None => {
             return match post_message(&state, sid, lane, &query, &headers, body, None) {

@@ -80,6 +80,8 @@ pub struct AppState {
     admin_token: crate::auth::AdminToken,
     /// Identity verification, room access, TURN credentials ([`crate::auth`]).
     auth: crate::auth::Auth,
+    /// Metrics and the pulse stream ([`crate::pulse`]).
+    pulse: crate::pulse::Pulse,
 }
 
 /// The locked registry. Dropping it releases the lock, then pushes the room fan-outs recorded
@@ -168,8 +170,19 @@ impl AppState {
                 })
                 .expect("an auth configuration without JWT key is valid")
             }),
+            pulse: crate::pulse::Pulse::new(),
             config,
         })
+    }
+
+    /// Metrics and the pulse stream ([`crate::pulse`]).
+    pub fn pulse(&self) -> &crate::pulse::Pulse {
+        &self.pulse
+    }
+
+    /// Open WebSockets (sessions', signaling, pulse).
+    pub fn open_sockets(&self) -> usize {
+        *self.sockets.borrow()
     }
 
     /// The admin token: `--admin-token`, or the one generated at start-up.

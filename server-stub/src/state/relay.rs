@@ -56,6 +56,15 @@ impl AppState {
         let refused = self
             .registry()
             .deliver(Some(sender), lane, targets, &encoded, history);
+        // Metrics (crate::pulse): one message per receiver that got it, in its encoding.
+        let (mut messages, mut bytes) = (0u64, 0u64);
+        for t in targets.iter().filter(|t| !refused.contains(&t.id())) {
+            if let Some(v) = encoded.get(t.encoding) {
+                messages += 1;
+                bytes += v.bytes.len() as u64;
+            }
+        }
+        self.pulse().metrics().sent(lane, messages, bytes);
         Relayed {
             refused,
             too_large: encoded.too_large,

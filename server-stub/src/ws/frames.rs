@@ -167,6 +167,7 @@ fn handle_v1_frame(
     if let Err(refusal) = state.limits().check_lane(sid, h.lane) {
         return crate::limits::refuse_frame(state, sid, conn_id, h.lane, h.seq, refusal);
     }
+    state.pulse().metrics().received(h.lane, bytes.len());
     match h.kind {
         FrameKind::Control => handle_control(state, sid, conn_id, &h, body),
         FrameKind::Data => relay(state, sid, conn_id, &h, body),
