@@ -122,7 +122,9 @@ pub(crate) fn parse(
             ErrorCode::ConnectFailed,
             &format!(
                 "globalThis.{needed} is not available in this JavaScript environment; \
-                 the SDK needs a browser, a worker, or a runtime that provides it"
+                 the SDK needs a browser, a worker, or a runtime that provides it \
+                 (Node.js before 22: install the `ws` package, which the SDK's Node.js \
+                 entry then uses)"
             ),
         ));
     }
