@@ -89,6 +89,13 @@ const CHECKS = {
       assert.equal(got.value.text, 'hello');
     },
   },
+  'auto-entry': {
+    given: '',
+    then: 'const out = { state: client.state, transport: client.handshake.transport }; client.close(); return out;',
+    async check(out) {
+      assert.deepEqual(out, { state: 'open', transport: 'websocket' }, 'the auto entry connects without init()');
+    },
+  },
   'error-codes': {
     given: SDK,
     then: 'client.close(); return { state: client.state };',

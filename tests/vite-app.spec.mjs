@@ -1,0 +1,85 @@
+// p3-lanes in a Vite app written in strict TypeScript, installed as a user installs it (issue 16):
+// `npm pack pkg`, `npm install <tarball>` into a copy of tests/vite-app, `tsc --noEmit` (strict,
+// `skipLibCheck: false`), `vite build`; then a real server-stub serves the build (its static
+// dir) and Chromium runs it: the app checks the version against the server's base URL, connects
+// through `p3-lanes/auto` (no `init()`), joins a room and exchanges messages with a second page
+// that uses the SDK directly. The TypeScript and Vite binaries are the workspace's dev
+// dependencies; the install is offline (the tarball has no dependencies, `ws` is optional).
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { launchBrowser, openSdkPage } from './support/browser.mjs';
+import { connect, waitFor } from './support/client.mjs';
+import { startServer } from './support/server.mjs';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const TSC = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+const VITE = join(ROOT, 'node_modules', 'vite', 'bin', 'vite.js');
+const WAIT_MS = 20_000;
+
+let work;
+let app;
+let server;
+let browser;
+
+/** Run a command to completion; fails the test with its output otherwise. */
+function sh(cmd, args, cwd) {
+  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout: 180_000 });
+  assert.equal(r.status, 0, `\`${cmd} ${args.join(' ')}\` failed:\n${r.stdout}\n${r.stderr}`);
+  return r.stdout;
+}
+
+before(async () => {
+  work = mkdtempSync(join(tmpdir(), 'p3-vite-'));
+  app = join(work, 'app');
+  cpSync(join(ROOT, 'tests', 'vite-app'), app, { recursive: true, filter: (src) => !/node_modules|dist/.test(src) });
+  sh('npm', ['pack', join(ROOT, 'pkg'), '--pack-destination', work, '--silent'], ROOT);
+  const tarball = readdirSync(work).find((f) => f.endsWith('.tgz'));
+  sh('npm', ['install', '--offline', '--no-audit', '--no-fund', '--no-save', join(work, tarball)], app);
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+test('the app type-checks under strict TypeScript against the installed package', () => {
+  sh(process.execPath, [TSC, '-p', app, '--pretty', 'false'], app);
+});
+
+test('vite build bundles the package and its wasm', () => {
+  sh(process.execPath, [VITE, 'build', '--logLevel', 'warn'], app);
+  const assets = readdirSync(join(app, 'dist', 'assets'));
+  assert.ok(assets.some((f) => f.endsWith('.wasm')), `the wasm is an asset of the build: ${assets.join(', ')}`);
+  assert.match(readFileSync(join(app, 'dist', 'index.html'), 'utf8'), /<script type="module"[^>]*src="\/assets\//);
+});
+
+test('the built app connects, joins and exchanges messages with another page in Chromium', async () => {
+  server = await startServer({ appVersion: 'vite-1', args: ['--static-dir', join(app, 'dist')] });
+  const page = await browser.newPage();
+  page.on('pageerror', (err) => console.error(`[vite app pageerror] ${err.stack ?? err}`));
+  await page.goto(`${server.url}/?room=vite-room`);
+  await page.waitForFunction(() => window.app || window.appError, null, { timeout: WAIT_MS });
+  const started = await page.evaluate(() => window.appError ?? { version: window.app.version, refused: window.app.refused, sessionId: window.app.sessionId });
+  assert.equal(typeof started, 'object', `the app failed: ${started}`);
+  assert.deepEqual(started.version, { status: 'up-to-date', version: 'vite-1', afterPurge: false }, 'checkVersion(baseUrl) found the served version');
+  assert.equal(started.refused, 'lane_not_negotiated', 'isP3Error narrowed the SDK error');
+
+  const other = await openSdkPage(browser, server.url, 'other');
+  const { sessionId: otherId } = await connect(other, server.url, 'other-page', [1, 2], 'vite-room');
+  await page.evaluate(() => { for (let n = 0; n < 3; n += 1) window.app.send(`from vite ${n}`, n); });
+  const got = await waitFor(() => other.evaluate(() => (window.inbox.length >= 3 ? window.inbox : null)), WAIT_MS, 'the other page to receive 3 messages');
+  assert.deepEqual(got.map((m) => [m.from, m.value.text]), [0, 1, 2].map((n) => [started.sessionId, `from vite ${n}`]));
+
+  await other.evaluate(() => window.client.send('Messaging', { text: 'to vite', n: 9 }));
+  const back = await waitFor(() => page.evaluate(() => (window.app.inbox.length >= 1 ? window.app.inbox : null)), WAIT_MS, 'the app to receive a message');
+  assert.deepEqual(back, [{ from: otherId, value: { text: 'to vite', n: 9 } }]);
+  await other.evaluate(() => window.client.close());
+});
