@@ -5,8 +5,8 @@
 //! the page becomes visible (windows only).
 
 use crate::core::pwa::{GuardConfig, Ownership, DEFAULT_STORAGE_KEY};
-use crate::wasm::{error, http};
 use crate::wasm::pwa::host;
+use crate::wasm::{error, http};
 use js_sys::{Array, Function};
 use serde::Deserialize;
 use wasm_bindgen::{JsCast, JsValue};
