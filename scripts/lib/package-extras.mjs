@@ -15,7 +15,7 @@
 // business; `entryExports(stem)` gives this file's part of it for one entry.
 
 import { copyFileSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join, relative } from 'node:path';
 import { ROOT } from './proc.mjs';
 
 /** The reference that declares `Symbol.dispose` (TypeScript ≥ 5.2). */
@@ -30,12 +30,13 @@ const ROOT_FILES = ['LICENSE-MIT', 'LICENSE-APACHE'];
 /**
  * Complete pkg/ after wasm-pack: declarations, entry variants, files, package.json fields.
  * @param {string} pkgDir
- * @param {{stems?: string[]}} [options] `stems`: the glue modules (`<stem>.js`, `<stem>_bg.wasm`)
- *   to give Node.js and self-initialising variants; default: every `*_bg.wasm` in `pkgDir`
+ * @param {{stems?: string[]}} [options] `stems`: the glue modules (`<stem>.js`, `<stem>_bg.wasm`,
+ *   paths relative to `pkgDir`, e.g. `'p3_lanes'`, `'music/p3_lanes_music'`) to give Node.js and
+ *   self-initialising variants; default: every `*_bg.wasm` under `pkgDir` with its glue
  */
 export function finishPackage(pkgDir, { stems = findStems(pkgDir) } = {}) {
-  for (const file of readdirSync(pkgDir)) {
-    if (file.endsWith('.d.ts')) referenceDisposable(join(pkgDir, file));
+  for (const file of filesUnder(pkgDir)) {
+    if (file.endsWith('.d.ts')) referenceDisposable(file);
   }
   for (const file of STATIC_FILES) copyFileSync(join(NPM_SRC, file), join(pkgDir, file));
   copyFileSync(join(NPM_SRC, 'README.md'), join(pkgDir, 'README.md'));
@@ -62,9 +63,23 @@ export function entryExports(stem, subpath = '.') {
 
 /** @param {string} pkgDir */
 function findStems(pkgDir) {
-  return readdirSync(pkgDir)
-    .filter((f) => f.endsWith('_bg.wasm') && existsSync(join(pkgDir, f.replace(/_bg\.wasm$/, '.js'))))
-    .map((f) => f.replace(/_bg\.wasm$/, ''));
+  return filesUnder(pkgDir)
+    .filter((f) => f.endsWith('_bg.wasm') && existsSync(f.replace(/_bg\.wasm$/, '.js')))
+    .map((f) => relative(pkgDir, f).replace(/_bg\.wasm$/, '').split('\\').join('/'))
+    .sort();
+}
+
+/**
+ * Every file under `dir` (not under `node_modules` or `snippets`).
+ * @param {string} dir
+ * @returns {string[]}
+ */
+function filesUnder(dir) {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const path = join(dir, e.name);
+    if (e.isDirectory()) return e.name === 'node_modules' || e.name === 'snippets' ? [] : filesUnder(path);
+    return e.isFile() ? [path] : [];
+  });
 }
 
 /**
@@ -80,19 +95,21 @@ function referenceDisposable(path) {
 }
 
 /**
- * Write `<stem>.node.js`, `<stem>.auto.js` and their declarations.
- * @param {string} dir
- * @param {string} stem
- * @returns {string[]} the files written
+ * Write `<stem>.node.js`, `<stem>.auto.js` and their declarations next to `<stem>.js`.
+ * @param {string} pkgDir
+ * @param {string} path the glue module without `.js`, relative to `pkgDir` (e.g. `'p3_lanes'`)
+ * @returns {string[]} the files written, relative to `pkgDir`
  */
-function writeEntryVariants(dir, stem) {
+export function writeEntryVariants(pkgDir, path) {
+  const stem = basename(path);
+  const root = '../'.repeat(path.split('/').length - 1) || './';
   const header = (what) => `// ${what} of ./${stem}.js, written by scripts/lib/package-extras.mjs.\n`;
   const files = {
     [`${stem}.node.js`]: `${header('The Node.js variant')}// The same exports, already initialised from ./${stem}_bg.wasm on disk (\`init()\` resolves at
-// once), with a WebSocket from the runtime or the \`ws\` package (./node-websocket.js).
+// once), with a WebSocket from the runtime or the \`ws\` package (${root}node-websocket.js).
 import { readFileSync } from 'node:fs';
 import { initSync } from './${stem}.js';
-import { provideWebSocket } from './node-websocket.js';
+import { provideWebSocket } from '${root}node-websocket.js';
 
 await provideWebSocket();
 initSync({ module: readFileSync(new URL('./${stem}_bg.wasm', import.meta.url)) });
@@ -116,8 +133,9 @@ export { default } from './${stem}.js';
 export { default } from './${stem}.js';
 `,
   };
-  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
-  return Object.keys(files);
+  const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/') + 1) : '';
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(pkgDir, dir + name), text);
+  return Object.keys(files).map((name) => dir + name);
 }
 
 /**
@@ -140,9 +158,10 @@ function patchPackageJson(pkgDir, stems, written) {
   pkg.peerDependenciesMeta = { ...pkg.peerDependenciesMeta, ws: { optional: true } };
   pkg.engines ??= { node: '>=20' };
   // Only when nothing else wrote an `exports` map: the main entry's conditions.
-  if (!pkg.exports && stems.length > 0) {
+  const main = stems.find((s) => `${s}.js` === pkg.main) ?? stems[0];
+  if (!pkg.exports && main) {
     pkg.exports = {
-      ...entryExports(stems[0]),
+      ...entryExports(main),
       './*.wasm': './*.wasm',
       './package.json': './package.json',
     };
