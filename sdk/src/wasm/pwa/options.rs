@@ -5,8 +5,8 @@
 //! the page becomes visible (windows only).
 
 use crate::core::pwa::{GuardConfig, Ownership, DEFAULT_STORAGE_KEY};
+use crate::wasm::error;
 use crate::wasm::pwa::host;
-use crate::wasm::{error, http};
 use js_sys::{Array, Function};
 use serde::Deserialize;
 use wasm_bindgen::{JsCast, JsValue};
@@ -68,7 +68,7 @@ pub(crate) struct GuardOptions {
 /// `http(s)://`, or a first argument that is neither a string nor an options object.
 pub(crate) fn parse_args(first: &JsValue, second: &JsValue) -> Result<GuardOptions, JsValue> {
     match first.as_string() {
-        Some(base) => parse(Some(&http::normalize_base(&base)?), second),
+        Some(base) => parse(Some(&server_base(&base)?), second),
         None if first.is_undefined() || first.is_null() => parse(None, second),
         None if first.is_object() && second.is_undefined() => parse(None, first),
         None => Err(error::invalid_argument(
@@ -147,6 +147,25 @@ fn parse(base_url: Option<&str>, options: &JsValue) -> Result<GuardOptions, JsVa
         storage_key,
         navigate_clients: o.navigate_clients.unwrap_or(false),
     })
+}
+
+/// A server base URL as `P3Client.connect` takes it (`http://` or `https://`, optionally with a
+/// path prefix), without its trailing `/`. Checked here rather than with the driver's helper:
+/// a build with only the cache guard has no driver.
+///
+/// Errors: `invalid_argument` for anything else.
+fn server_base(url: &str) -> Result<String, JsValue> {
+    let base = url.trim().trim_end_matches('/');
+    let http = web_sys::Url::new(base)
+        .map(|u| matches!(u.protocol().as_str(), "http:" | "https:"))
+        .unwrap_or(false);
+    if http {
+        Ok(base.to_owned())
+    } else {
+        Err(error::invalid_argument(&format!(
+            "the server's base URL must start with http:// or https://, got {url:?}"
+        )))
+    }
 }
 
 /// `url` resolved against the global scope's location (absolute URLs pass through).
