@@ -3,8 +3,9 @@
 // `skipLibCheck: false`), `vite build`; then a real server-stub serves the build (its static
 // dir) and Chromium runs it: the app checks the version against the server's base URL, connects
 // through `p3-lanes/auto` (no `init()`), joins a room and exchanges messages with a second page
-// that uses the SDK directly. The TypeScript and Vite binaries are the workspace's dev
-// dependencies; the install is offline (the tarball has no dependencies, `ws` is optional).
+// that uses the SDK directly; in the same room, as its music room, it becomes the DJ and plays
+// the server's one track (a generated WAV in a temporary --media-dir). The TypeScript and Vite
+// binaries are the workspace's dev dependencies; the install is offline (the tarball has no dependencies, `ws` is optional).
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -13,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { writeTracks } from '../scripts/lib/tones.mjs';
 import { launchBrowser, openSdkPage } from './support/browser.mjs';
 import { connect, waitFor } from './support/client.mjs';
 import { startServer } from './support/server.mjs';
@@ -21,6 +23,8 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const TSC = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
 const VITE = join(ROOT, 'node_modules', 'vite', 'bin', 'vite.js');
 const WAIT_MS = 20_000;
+/** The one track of the server's media folder: 8 kHz, 20 s (a small file). */
+const TRACK = { file: 'vite-track.wav', seconds: 20, bpm: 100, chords: [[60, 64, 67]], style: 'pad', rate: 8000 };
 
 let work;
 let app;
@@ -61,14 +65,21 @@ test('vite build bundles the package and its wasm', () => {
   assert.match(readFileSync(join(app, 'dist', 'index.html'), 'utf8'), /<script type="module"[^>]*src="\/assets\//);
 });
 
-test('the built app connects, joins and exchanges messages with another page in Chromium', async () => {
-  server = await startServer({ appVersion: 'vite-1', args: ['--static-dir', join(app, 'dist')] });
+test('the built app connects, joins and exchanges messages with another page and plays a music room in Chromium', async () => {
+  const mediaDir = join(work, 'media');
+  writeTracks(mediaDir, [TRACK]);
+  server = await startServer({ appVersion: 'vite-1', args: ['--static-dir', join(app, 'dist'), '--media-dir', mediaDir] });
   const page = await browser.newPage();
   page.on('pageerror', (err) => console.error(`[vite app pageerror] ${err.stack ?? err}`));
   await page.goto(`${server.url}/?room=vite-room`);
   await page.waitForFunction(() => window.app || window.appError, null, { timeout: WAIT_MS });
-  const started = await page.evaluate(() => window.appError ?? { version: window.app.version, refused: window.app.refused, sessionId: window.app.sessionId });
+  const started = await page.evaluate(() => window.appError ?? { version: window.app.version, refused: window.app.refused, sessionId: window.app.sessionId, music: window.app.music });
   assert.equal(typeof started, 'object', `the app failed: ${started}`);
+  assert.deepEqual(
+    { trackId: started.music.trackId, isPlaying: started.music.isPlaying, controllerId: started.music.controllerId },
+    { trackId: TRACK.file, isPlaying: true, controllerId: started.sessionId },
+    'the music room plays the track with the app as its DJ',
+  );
   assert.deepEqual(started.version, { status: 'up-to-date', version: 'vite-1', afterPurge: false }, 'checkVersion(baseUrl) found the served version');
   assert.equal(started.refused, 'lane_not_negotiated', 'isP3Error narrowed the SDK error');
 

@@ -1,9 +1,18 @@
 // A strict-TypeScript app on p3-lanes, as a user writes it with Vite: the self-initialising
-// entry (no `init()`), typed lanes, `isP3Error`, and the PWA version check against the server's
-// base URL. It connects to the server named by `?server=` (default: the page's origin), joins
-// `?room=` and records what arrives in `window.app` for tests/vite-app.spec.mjs.
+// entry (no `init()`), typed lanes, `isP3Error`, the PWA version check against the server's
+// base URL, and a music room. It connects to the server named by `?server=` (default: the page's
+// origin), joins `?room=` as its music room, becomes the DJ, plays the server's first track and
+// records what happens in `window.app` for tests/vite-app.spec.mjs.
 
-import { P3Client, checkVersion, isP3Error, type TypedP3Client, type VersionCheckResult } from 'p3-lanes/auto';
+import {
+  P3Client,
+  checkVersion,
+  isP3Error,
+  type MusicRoomState,
+  type MusicTrack,
+  type TypedP3Client,
+  type VersionCheckResult,
+} from 'p3-lanes/auto';
 
 interface Chat { text: string; n: number }
 interface Lanes { Messaging: Chat }
@@ -14,6 +23,7 @@ interface AppState {
   inbox: { from: string | null; value: Chat }[];
   version: VersionCheckResult;
   refused: string | null;
+  music: MusicRoomState;
   send(text: string, n: number): void;
 }
 
@@ -28,10 +38,18 @@ const status = document.getElementById('status');
 
 async function main(): Promise<void> {
   const version = await checkVersion(server, { recheckOnVisible: false });
-  const client = await P3Client.connect(server, { lanes: ['Control', 'Messaging'] }) as TypedP3Client<Lanes>;
+  const client = await P3Client.connect(server, { lanes: ['Control', 'Messaging', 'Sync'] }) as TypedP3Client<Lanes>;
   const inbox: AppState['inbox'] = [];
   client.onMessage('messaging', (msg) => inbox.push({ from: msg.from, value: msg.value }));
   const { members } = await client.joinRoom(room);
+  // The same room as a music room (a session is in one room at a time): DJ, first track, play.
+  const music = await client.musicRoom(room, { media: new Audio() });
+  await music.claimController();
+  const { tracks } = await (await fetch(`${server}/api/media`)).json() as { tracks: MusicTrack[] };
+  const first = tracks[0];
+  if (!first) throw new Error('the server lists no media');
+  await music.changeTrack(first); // its `url` is relative to the server, which serves this app
+  const playing = await music.play();
   let refused: string | null = null;
   try {
     client.send('Voice', { muted: true });
@@ -45,6 +63,7 @@ async function main(): Promise<void> {
     inbox,
     version,
     refused,
+    music: playing,
     send: (text, n) => client.send('Messaging', { text, n }),
   };
   if (status) status.textContent = `connected as ${client.sessionId}`;
