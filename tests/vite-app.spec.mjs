@@ -1,16 +1,20 @@
 // p3-lanes in a Vite app written in strict TypeScript, installed as a user installs it (issue 16):
 // `npm pack pkg`, `npm install <tarball>` into a copy of tests/vite-app, `tsc --noEmit` (strict,
-// `skipLibCheck: false`), `vite build`; then a real server-stub serves the build (its static
-// dir) and Chromium runs it: the app checks the version against the server's base URL, connects
+// `skipLibCheck: false`), `vite build`; then `vite preview` serves the build on its own origin
+// and Chromium runs it against a real server-stub on another origin (as an app served apart from
+// its P3 server, e.g. from a CDN): the app checks the version against the server's base URL
+// (the page's own origin has no `/api/version`: the old origin-only check could not), connects
 // through `p3-lanes/auto` (no `init()`), joins a room and exchanges messages with a second page
 // that uses the SDK directly; in the same room, as its music room, it becomes the DJ and plays
 // the server's one track (a generated WAV in a temporary --media-dir). The TypeScript and Vite
-// binaries are the workspace's dev dependencies; the install is offline (the tarball has no dependencies, `ws` is optional).
+// binaries are the workspace's dev dependencies; the install is offline (the tarball has no
+// dependencies, `ws` is optional).
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +33,7 @@ const TRACK = { file: 'vite-track.wav', seconds: 20, bpm: 100, chords: [[60, 64,
 let work;
 let app;
 let server;
+let preview;
 let browser;
 
 /** Run a command to completion; fails the test with its output otherwise. */
@@ -36,6 +41,38 @@ function sh(cmd, args, cwd) {
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout: 180_000 });
   assert.equal(r.status, 0, `\`${cmd} ${args.join(' ')}\` failed:\n${r.stdout}\n${r.stderr}`);
   return r.stdout;
+}
+
+/** A free TCP port on 127.0.0.1 (for `vite preview --strictPort`). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = createServer().once('error', reject).listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * `vite preview` of the app's build on 127.0.0.1; resolves with its URL once it listens.
+ * @returns {Promise<{url: string, proc: import('node:child_process').ChildProcess}>}
+ */
+async function startPreview() {
+  const port = await freePort();
+  const proc = spawn(process.execPath, [VITE, 'preview', '--host', '127.0.0.1', '--port', String(port), '--strictPort'], { cwd: app });
+  const url = `http://127.0.0.1:${port}`;
+  let output = '';
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`vite preview did not start:\n${output}`)), WAIT_MS);
+    const onData = (chunk) => {
+      output += chunk;
+      if (output.includes(url)) { clearTimeout(timer); resolve(); }
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', (chunk) => { output += chunk; });
+    proc.once('exit', (code) => { clearTimeout(timer); reject(new Error(`vite preview exited (${code}):\n${output}`)); });
+  });
+  return { url, proc };
 }
 
 before(async () => {
@@ -50,6 +87,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
+  preview?.proc.kill();
   await server?.stop();
   if (work) rmSync(work, { recursive: true, force: true });
 });
@@ -68,10 +106,12 @@ test('vite build bundles the package and its wasm', () => {
 test('the built app connects, joins and exchanges messages with another page and plays a music room in Chromium', async () => {
   const mediaDir = join(work, 'media');
   writeTracks(mediaDir, [TRACK]);
-  server = await startServer({ appVersion: 'vite-1', args: ['--static-dir', join(app, 'dist'), '--media-dir', mediaDir] });
+  // The app's index.html says version 1.0.0 (its <meta name="app-version">), as does the server.
+  server = await startServer({ appVersion: '1.0.0', args: ['--media-dir', mediaDir] });
+  preview = await startPreview();
   const page = await browser.newPage();
   page.on('pageerror', (err) => console.error(`[vite app pageerror] ${err.stack ?? err}`));
-  await page.goto(`${server.url}/?room=vite-room`);
+  await page.goto(`${preview.url}/?room=vite-room&server=${encodeURIComponent(server.url)}`);
   await page.waitForFunction(() => window.app || window.appError, null, { timeout: WAIT_MS });
   const started = await page.evaluate(() => window.appError ?? { version: window.app.version, refused: window.app.refused, sessionId: window.app.sessionId, music: window.app.music });
   assert.equal(typeof started, 'object', `the app failed: ${started}`);
@@ -80,7 +120,7 @@ test('the built app connects, joins and exchanges messages with another page and
     { trackId: TRACK.file, isPlaying: true, controllerId: started.sessionId },
     'the music room plays the track with the app as its DJ',
   );
-  assert.deepEqual(started.version, { status: 'up-to-date', version: 'vite-1', afterPurge: false }, 'checkVersion(baseUrl) found the served version');
+  assert.deepEqual(started.version, { status: 'up-to-date', version: '1.0.0', afterPurge: false }, "checkVersion(baseUrl) asked the P3 server, not the page's origin");
   assert.equal(started.refused, 'lane_not_negotiated', 'isP3Error narrowed the SDK error');
 
   const other = await openSdkPage(browser, server.url, 'other');

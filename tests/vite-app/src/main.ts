@@ -48,7 +48,8 @@ async function main(): Promise<void> {
   const { tracks } = await (await fetch(`${server}/api/media`)).json() as { tracks: MusicTrack[] };
   const first = tracks[0];
   if (!first) throw new Error('the server lists no media');
-  await music.changeTrack(first); // its `url` is relative to the server, which serves this app
+  // Its `url` is relative to the server (`/media/...`), not to this page.
+  await music.changeTrack({ ...first, url: new URL(first.url ?? first.id, server).href });
   const playing = await music.play();
   let refused: string | null = null;
   try {
