@@ -79,6 +79,11 @@ before(async () => {
   work = mkdtempSync(join(tmpdir(), 'p3-vite-'));
   app = join(work, 'app');
   cpSync(join(ROOT, 'tests', 'vite-app'), app, { recursive: true, filter: (src) => !/node_modules|dist/.test(src) });
+  // A package of per-feature entries: the app imports the music and PWA entries (sdk-entries.ts).
+  const { exports } = JSON.parse(readFileSync(join(ROOT, 'pkg', 'package.json'), 'utf8'));
+  if (['./music/auto', './pwa/auto'].every((subpath) => subpath in exports)) {
+    cpSync(join(app, 'sdk-entries.ts'), join(app, 'src', 'sdk.ts'));
+  }
   sh('npm', ['pack', join(ROOT, 'pkg'), '--pack-destination', work, '--silent'], ROOT);
   const tarball = readdirSync(work).find((f) => f.endsWith('.tgz'));
   sh('npm', ['install', '--offline', '--no-audit', '--no-fund', '--no-save', join(work, tarball)], app);

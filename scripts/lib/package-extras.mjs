@@ -11,8 +11,9 @@
 //   dependency (the Node.js entry's WebSocket on Node.js 20).
 //
 // `finishPackage(pkgDir)` runs after every build (scripts/build-sdk.mjs); it is idempotent.
-// The `exports` map (conditions `node`, `browser`, `default`, `types`) is scripts/build-sdk.mjs's
-// business; `entryExports(stem)` gives this file's part of it for one entry.
+// The subpaths of the `exports` map are scripts/build-sdk.mjs's business when it builds several
+// entries; `finishPackage` then gives each of them its `node`, `browser` and `/auto` conditions
+// (`entryExports`), and writes the map itself for a single build.
 
 import { copyFileSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, join, relative } from 'node:path';
@@ -157,14 +158,29 @@ function patchPackageJson(pkgDir, stems, written) {
   pkg.peerDependencies = { ...pkg.peerDependencies, ws: '>=8' };
   pkg.peerDependenciesMeta = { ...pkg.peerDependenciesMeta, ws: { optional: true } };
   pkg.engines ??= { node: '>=20' };
-  // Only when nothing else wrote an `exports` map: the main entry's conditions.
-  const main = stems.find((s) => `${s}.js` === pkg.main) ?? stems[0];
-  if (!pkg.exports && main) {
-    pkg.exports = {
-      ...entryExports(main),
-      './*.wasm': './*.wasm',
-      './package.json': './package.json',
-    };
-  }
+  pkg.exports = withEntryConditions(pkg.exports, stems, pkg.main);
   writeFileSync(path, `${JSON.stringify(pkg, null, 2)}\n`);
+}
+
+/**
+ * The `exports` map with every entry's conditions: each subpath whose target is one of `stems`'
+ * glue module (`./<stem>.js`, e.g. the per-feature entries' map that scripts/build-sdk.mjs
+ * writes) gets `entryExports(stem, subpath)`; without a map (a single wasm-pack build), the main
+ * entry (`main`, else the first stem) is `.`. Adds `./*.wasm` and `./package.json`.
+ * Idempotent: a subpath already carrying the conditions is rewritten the same.
+ * @param {Record<string, unknown> | undefined} exports
+ * @param {string[]} stems
+ * @param {string | undefined} main package.json `main`
+ */
+function withEntryConditions(exports, stems, main) {
+  const mainStem = stems.find((s) => `${s}.js` === main) ?? stems[0];
+  const map = exports ?? (mainStem ? { '.': `./${mainStem}.js` } : {});
+  /** The glue module a subpath's target names (its `default`, or the string itself). */
+  const target = (value) => (typeof value === 'string' ? value : value?.default);
+  const out = {};
+  for (const [subpath, value] of Object.entries(map)) {
+    const stem = stems.find((s) => target(value) === `./${s}.js`);
+    Object.assign(out, stem ? entryExports(stem, subpath) : { [subpath]: value });
+  }
+  return { ...out, './*.wasm': './*.wasm', './package.json': './package.json' };
 }

@@ -1,8 +1,8 @@
-// A strict-TypeScript app on p3-lanes, as a user writes it with Vite: the self-initialising
-// entry (no `init()`), typed lanes, `isP3Error`, the PWA version check against the server's
-// base URL, and a music room. It connects to the server named by `?server=` (default: the page's
-// origin), joins `?room=` as its music room, becomes the DJ, plays the server's first track and
-// records what happens in `window.app` for tests/vite-app.spec.mjs.
+// A strict-TypeScript app on p3-lanes, as a user writes it with Vite: self-initialising entries
+// (no `init()`, see ./sdk.ts), typed lanes, `isP3Error`, the PWA version check against the
+// server's base URL, and a music room. It connects to the server named by `?server=` (default:
+// the page's origin), joins `?room=` as its music room, becomes the DJ, plays the server's first
+// track and records what happens in `window.app` for tests/vite-app.spec.mjs.
 
 import {
   P3Client,
@@ -12,7 +12,7 @@ import {
   type MusicTrack,
   type TypedP3Client,
   type VersionCheckResult,
-} from 'p3-lanes/auto';
+} from './sdk';
 
 interface Chat { text: string; n: number }
 interface Lanes { Messaging: Chat }
