@@ -1,23 +1,24 @@
 // p3-lanes in a Vite app written in strict TypeScript, installed as a user installs it (issue 16):
 // `npm pack pkg`, `npm install <tarball>` into a copy of tests/vite-app, `tsc --noEmit` (strict,
 // `skipLibCheck: false`), `vite build`; then `vite preview` serves the build on its own origin
-// and Chromium runs it against a real server-stub on another origin (as an app served apart from
-// its P3 server, e.g. from a CDN): the app checks the version against the server's base URL
-// (the page's own origin has no `/api/version`: the old origin-only check could not), connects
-// through `p3-lanes/auto` (no `init()`), joins a room and exchanges messages with a second page
-// that uses the SDK directly; in the same room, as its music room, it becomes the DJ and plays
-// the server's one track (a generated WAV in a temporary --media-dir). The TypeScript and Vite
-// binaries are the workspace's dev dependencies; the install is offline (the tarball has no
-// dependencies, `ws` is optional).
+// and Chromium (then Firefox, through the adapter of the Firefox specs where the tree has it)
+// runs it against a real server-stub on another origin, as an app served apart from its P3
+// server (e.g. from a CDN): the app checks the version against the server's base URL (the page's
+// own origin has no `/api/version`: the old origin-only check could not), connects through
+// self-initialising entries (no `init()`), joins a room and exchanges messages with a second
+// (Chromium) page that uses the SDK directly; in the same room, as its music room, it becomes
+// the DJ and plays the server's one track (a generated WAV in a temporary --media-dir). The
+// TypeScript and Vite binaries are the workspace's dev dependencies; the install is offline (the
+// tarball has no dependencies, `ws` is optional).
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { writeTracks } from '../scripts/lib/tones.mjs';
 import { launchBrowser, openSdkPage } from './support/browser.mjs';
 import { connect, waitFor } from './support/client.mjs';
@@ -27,6 +28,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const TSC = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
 const VITE = join(ROOT, 'node_modules', 'vite', 'bin', 'vite.js');
 const WAIT_MS = 20_000;
+const FIREFOX_ADAPTER = fileURLToPath(new URL('./support/firefox.mjs', import.meta.url));
 /** The one track of the server's media folder: 8 kHz, 20 s (a small file). */
 const TRACK = { file: 'vite-track.wav', seconds: 20, bpm: 100, chords: [[60, 64, 67]], style: 'pad', rate: 8000 };
 
@@ -35,6 +37,7 @@ let app;
 let server;
 let preview;
 let browser;
+let firefox;
 
 /** Run a command to completion; fails the test with its output otherwise. */
 function sh(cmd, args, cwd) {
@@ -92,6 +95,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
+  await firefox?.close();
   preview?.proc.kill();
   await server?.stop();
   if (work) rmSync(work, { recursive: true, force: true });
@@ -108,15 +112,25 @@ test('vite build bundles the package and its wasm', () => {
   assert.match(readFileSync(join(app, 'dist', 'index.html'), 'utf8'), /<script type="module"[^>]*src="\/assets\//);
 });
 
-test('the built app connects, joins and exchanges messages with another page and plays a music room in Chromium', async () => {
+/** server-stub (with the track) and `vite preview` of the build, started once for every browser. */
+async function serve() {
+  if (server) return;
   const mediaDir = join(work, 'media');
   writeTracks(mediaDir, [TRACK]);
   // The app's index.html says version 1.0.0 (its <meta name="app-version">), as does the server.
   server = await startServer({ appVersion: '1.0.0', args: ['--media-dir', mediaDir] });
   preview = await startPreview();
-  const page = await browser.newPage();
+}
+
+/**
+ * The built app in `appBrowser` (room `room`): version check, music room, refusal, and messages
+ * both ways with an SDK page in the Chromium of this spec.
+ */
+async function runApp(appBrowser, room) {
+  await serve();
+  const page = await appBrowser.newPage();
   page.on('pageerror', (err) => console.error(`[vite app pageerror] ${err.stack ?? err}`));
-  await page.goto(`${preview.url}/?room=vite-room&server=${encodeURIComponent(server.url)}`);
+  await page.goto(`${preview.url}/?room=${room}&server=${encodeURIComponent(server.url)}`);
   await page.waitForFunction(() => window.app || window.appError, null, { timeout: WAIT_MS });
   const started = await page.evaluate(() => window.appError ?? { version: window.app.version, refused: window.app.refused, sessionId: window.app.sessionId, music: window.app.music });
   assert.equal(typeof started, 'object', `the app failed: ${started}`);
@@ -129,7 +143,7 @@ test('the built app connects, joins and exchanges messages with another page and
   assert.equal(started.refused, 'lane_not_negotiated', 'isP3Error narrowed the SDK error');
 
   const other = await openSdkPage(browser, server.url, 'other');
-  const { sessionId: otherId } = await connect(other, server.url, 'other-page', [1, 2], 'vite-room');
+  const { sessionId: otherId } = await connect(other, server.url, 'other-page', [1, 2], room);
   await page.evaluate(() => { for (let n = 0; n < 3; n += 1) window.app.send(`from vite ${n}`, n); });
   const got = await waitFor(() => other.evaluate(() => (window.inbox.length >= 3 ? window.inbox : null)), WAIT_MS, 'the other page to receive 3 messages');
   assert.deepEqual(got.map((m) => [m.from, m.value.text]), [0, 1, 2].map((n) => [started.sessionId, `from vite ${n}`]));
@@ -138,4 +152,18 @@ test('the built app connects, joins and exchanges messages with another page and
   const back = await waitFor(() => page.evaluate(() => (window.app.inbox.length >= 1 ? window.app.inbox : null)), WAIT_MS, 'the app to receive a message');
   assert.deepEqual(back, [{ from: otherId, value: { text: 'to vite', n: 9 } }]);
   await other.evaluate(() => window.client.close());
+  await other.close();
+  await page.close();
+}
+
+test('the built app connects, joins and exchanges messages with another page and plays a music room in Chromium', async () => {
+  await runApp(browser, 'vite-chromium');
+});
+
+// Firefox through the puppeteer-core adapter of the Firefox specs, where the tree has it; the
+// page it talks with is Chromium's, so this is also a mixed-browser room.
+test('the same in Firefox, with a Chromium page', { skip: !existsSync(FIREFOX_ADAPTER) && 'no tests/support/firefox.mjs' }, async () => {
+  const { launchFirefox, FIREFOX_AUTOPLAY_PREFS } = await import(pathToFileURL(FIREFOX_ADAPTER).href);
+  firefox = await launchFirefox({ prefs: FIREFOX_AUTOPLAY_PREFS });
+  await runApp(firefox, 'vite-firefox');
 });
