@@ -4,10 +4,12 @@
 //   node scripts/build-sdk.mjs --force   always rebuild
 //
 // wasm-pack cannot download binaryen here, so sdk/Cargo.toml turns its wasm-opt step off and
-// we run wasm-opt from npm's `binaryen` package instead (a devDependency).
+// we run wasm-opt from npm's `binaryen` package instead (a devDependency). Then
+// scripts/lib/package-extras.mjs adds what the npm package needs beyond wasm-pack's output.
 
 import { existsSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { finishPackage } from './lib/package-extras.mjs';
 import { ROOT, isMain, run, runMain, step } from './lib/proc.mjs';
 
 const PKG_DIR = join(ROOT, 'pkg');
@@ -26,6 +28,7 @@ const INPUT_FILES = [join(ROOT, 'Cargo.lock'), join(ROOT, 'Cargo.toml')];
 export async function buildSdk({ force = false } = {}) {
   if (!force && pkgIsFresh()) {
     step('pkg/ is newer than sdk/ and Cargo.lock: skipping the wasm build');
+    finishPackage(PKG_DIR);
     return;
   }
   step('wasm-pack build sdk --target web --release');
@@ -37,6 +40,7 @@ export async function buildSdk({ force = false } = {}) {
     '--out-name', 'p3_lanes',
   ]);
   await optimizeWasm();
+  finishPackage(PKG_DIR);
 }
 
 /**

@@ -59,7 +59,7 @@ function runnable(code, serverUrl) {
 }
 
 /** Defines the SDK names a block uses without importing them itself. */
-const SDK = "const givenSdk = await import('/pkg/p3_lanes.js'); await givenSdk.default(); const { P3Client } = givenSdk;";
+const SDK = "const givenSdk = await import('/pkg/p3_lanes.js'); await givenSdk.default(); const { P3Client, isP3Error } = givenSdk;";
 /** Records calls of the app functions a block leaves to the app, in `window.readmeCalls`. */
 const stubs = (...names) =>
   `window.readmeCalls ??= []; ${names.map((n) => `const ${n} = (...args) => { window.readmeCalls.push([${JSON.stringify(n)}, ...JSON.parse(JSON.stringify(args))]); };`).join(' ')}`;
@@ -87,6 +87,13 @@ const CHECKS = {
       }, out.sessionId);
       assert.ok(got, 'the room member received the example\'s Messaging message');
       assert.equal(got.value.text, 'hello');
+    },
+  },
+  'auto-entry': {
+    given: '',
+    then: 'const out = { state: client.state, transport: client.handshake.transport }; client.close(); return out;',
+    async check(out) {
+      assert.deepEqual(out, { state: 'open', transport: 'websocket' }, 'the auto entry connects without init()');
     },
   },
   'error-codes': {

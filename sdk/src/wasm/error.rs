@@ -4,7 +4,20 @@
 
 use crate::core::client::ClientError;
 use crate::core::error::ErrorCode;
+use wasm_bindgen::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
+
+/// `isP3Error(value)`: true when `value` is an error of this SDK (or of another copy of it,
+/// e.g. another entry point's): an `Error` named `P3Error` with a string `code`. In
+/// TypeScript it narrows `unknown` (a `catch` variable) to `P3Error`, so `err.code` is an
+/// `ErrorCode`.
+#[wasm_bindgen(js_name = isP3Error, unchecked_return_type = "value is P3Error")]
+pub fn is_p3_error(#[wasm_bindgen(unchecked_param_type = "unknown")] value: &JsValue) -> bool {
+    value
+        .dyn_ref::<js_sys::Error>()
+        .is_some_and(|e| e.name() == "P3Error")
+        && code_of(value).is_some()
+}
 
 /// A JS `Error` named `P3Error` with `.code = code` and `.message = message`.
 ///

@@ -67,8 +67,10 @@ use wasm_bindgen::prelude::*;
 #[cfg(test)]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
-/// Runs when the module is instantiated: routes Rust panics to `console.error`.
-#[wasm_bindgen(start, skip_typescript)]
-fn start() {
+/// `start()`: runs when the module is instantiated (`init()` / `initSync()` call it) and
+/// routes Rust panics to `console.error`. The generated module exports it too; calling it
+/// again does nothing.
+#[wasm_bindgen(start)]
+pub fn start() {
     console_error_panic_hook::set_once();
 }

@@ -118,13 +118,21 @@ pub(crate) fn parse(
     };
     // Refuse before the handshake (which would leave a session behind) when this runtime
     // cannot open the chosen transport, e.g. Node.js 20 (no `WebSocket`, no `EventSource`).
-    let needed = if sse { "EventSource" } else { "WebSocket" };
+    let (needed, hint) = if sse {
+        ("EventSource", "")
+    } else {
+        (
+            "WebSocket",
+            " (Node.js before 22: install the `ws` package, which the SDK's Node.js entry \
+             then uses)",
+        )
+    };
     if !global::has(needed) {
         return Err(error::coded(
             ErrorCode::ConnectFailed,
             &format!(
                 "globalThis.{needed} is not available in this JavaScript environment; \
-                 the SDK needs a browser, a worker, or a runtime that provides it"
+                 the SDK needs a browser, a worker, or a runtime that provides it{hint}"
             ),
         ));
     }

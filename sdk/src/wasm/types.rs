@@ -48,7 +48,7 @@ export interface ConnectOptions {
   /** Largest message sent or accepted (a few bytes of frame header included), bytes; larger sends throw `frame_too_large`. Keep it at most the server's `--max-frame-bytes`. With the multiplexer, messages over 16 KiB travel as chunks, so multi-megabyte messages never hold up other lanes. Default: 1048576 (the server's default). */
   maxMessageBytes?: number;
   /** `'sse'`: receive lanes over one `EventSource` and send with `fetch` POST (PROTOCOL.md §14); `'websocket'`; `'auto'` (default): WebSocket, or SSE where `WebSocket` is undefined and `EventSource` is not. Messages and events have the same shapes either way. `connect` rejects with `connect_failed` when the chosen transport's API is missing. */
-  transport?: 'auto' | 'websocket' | 'sse';
+  transport?: 'auto' | Transport;
   /**
    * Prove an identity in the handshake (PROTOCOL.md §3.1): Sign-In with Ethereum (build the message with
    * `P3Client.siweMessage`, sign it with any wallet's `personal_sign`) or an app JWT from your backend.
@@ -124,8 +124,8 @@ export type AuthReason =
   | 'bad_signature' | 'wrong_domain' | 'wrong_uri' | 'wrong_chain' | 'expired' | 'not_yet_valid'
   | 'nonce_unknown' | 'nonce_reused' | 'malformed' | 'bad_token';
 
-/** A message received on a lane. */
-export interface P3Message {
+/** A message received on a lane; `T`: the lane's payload type (see `TypedP3Client`). */
+export interface P3Message<T = unknown> {
   /** The lane it arrived on. */
   lane: LaneNumber;
   /** Sending session id, or `null` when the server itself sent it. */
@@ -133,11 +133,47 @@ export interface P3Message {
   /** Sequence number assigned by the server for this receiver, per lane. */
   seq: number;
   /** The value as sent (JSON-compatible; objects are plain objects). */
-  value: unknown;
+  value: T;
 }
 
 /** A room member's presence (`P3Event` `presence`). */
 export type PresenceStatus = 'online' | 'offline' | 'unknown';
+
+/** Each lane name's wire id. */
+export interface LaneNumbers { Control: 1; Messaging: 2; Voice: 3; Video: 4; Data: 5; Telemetry: 6; Sync: 7; Relay: 8 }
+
+/** The lane name a `LaneId` argument denotes: `'messaging'` and `2` are both `'Messaging'`. */
+export type LaneNameOf<R extends LaneId> =
+  R extends LaneName ? R
+  : { [K in LaneName]: R extends LaneNumbers[K] | Lowercase<K> ? K : never }[LaneName];
+
+/**
+ * Payload types by lane name, declared by the app: e.g. `{ Messaging: ChatMessage; Sync: MusicMessage }`.
+ * Lanes it leaves out carry `unknown`.
+ */
+export type LanePayloads = { [L in LaneName]?: unknown };
+
+/** The payload type of lane `L` under `M` (`unknown` for a lane `M` leaves out). */
+export type PayloadOf<M extends LanePayloads, L extends LaneName> = L extends keyof M ? M[L] : unknown;
+
+/**
+ * `P3Client` with the app's payload types per lane, a compile-time layer only (in the manner of
+ * socket.io-client's `Socket<ServerToClientEvents, ClientToServerEvents>`):
+ * `const client = await P3Client.connect(url, options) as TypedP3Client<Incoming, Outgoing>;`.
+ * `Incoming` types what `onMessage` delivers, `Outgoing` what `send` accepts (default: the same map).
+ * The cast is the app's promise about what members send: nothing is checked at run time, so
+ * validate values from untrusted members before relying on their shape.
+ */
+export interface TypedP3Client<Incoming extends LanePayloads = LanePayloads, Outgoing extends LanePayloads = Incoming>
+  extends Omit<P3Client, 'onMessage' | 'send'> {
+  /** `P3Client.onMessage`, with `message.value` typed by `Incoming`. Returns a function that unsubscribes. */
+  onMessage<R extends LaneId>(lane: R, callback: (message: P3Message<PayloadOf<Incoming, LaneNameOf<R>>>) => void): () => void;
+  /** `P3Client.send`, with `value` typed by `Outgoing`. Throws a `P3Error` like `P3Client.send`. */
+  send<R extends LaneId>(lane: R, value: PayloadOf<Outgoing, LaneNameOf<R>>, to?: string | null): void;
+}
+
+/** A transport a session runs on (`client.handshake.transport`). */
+export type Transport = 'websocket' | 'sse';
 
 /** Events other than messages and state changes (`client.onEvent`). */
 export type P3Event =
@@ -209,8 +245,8 @@ export interface LaneGrant {
 export interface HandshakeResponse {
   /** Session id (UUID). */
   sessionId: string;
-  /** Chosen transport: `'websocket'` or `'sse'`. */
-  transport: string;
+  /** Chosen transport. */
+  transport: Transport;
   /** Granted lanes, ascending id. */
   lanes: LaneGrant[];
   /** The negotiated key dictionary: `tokens[i]` has index `i + 1`. */
@@ -259,7 +295,11 @@ export type ErrorCode =
   | 'auth_required' | 'auth_invalid'
   | 'callee_unavailable' | 'call_declined' | 'call_ended' | 'call_unknown' | 'shape_unknown';
 
-/** Every error the SDK throws or rejects with: a real `Error` with a `code`. */
+/**
+ * Every error the SDK throws or rejects with: a real `Error` (`instanceof Error`) named `P3Error`
+ * with a `code`. A `catch` variable is `unknown`: narrow it with `isP3Error(err)`, then
+ * `switch (err.code)`.
+ */
 export interface P3Error extends Error {
   name: 'P3Error';
   code: ErrorCode;

@@ -66,10 +66,13 @@ export interface MusicRoomState {
   sequence: number;
 }
 
+/** `MusicControl.action`: the changes a room's authority resolves (it refuses any other name). */
+export type MusicAction = 'play' | 'pause' | 'seek' | 'change-track' | 'handover';
+
 /** A change as resolved by the room's authority (seed 004 `music-control`). */
 export interface MusicControl {
   type: 'music-control';
-  action: 'play' | 'pause' | 'seek' | 'change-track' | 'handover' | string;
+  action: MusicAction;
   data: { position?: number; trackId?: string; track?: MusicTrack; timestamp?: number; from?: string; controllerId?: string; controllerIdentity?: string; to?: string };
   sequence: number;
   epoch: number;

@@ -61,8 +61,8 @@ export interface PeerStats {
   bitrate: number;
   /** Media codec (empty on data-only links). */
   codec: string;
-  /** `iceConnectionState`. */
-  iceState: string;
+  /** The link's `iceConnectionState`. */
+  iceState: RTCIceConnectionState;
   /** When sampled: `performance.now()`, ms. */
   timestamp: number;
 }

@@ -55,11 +55,20 @@ impl CacheGuard {
     /// not check until `check()` is called.
     ///
     /// Throws `invalid_argument` for bad options, `internal` outside a browser-like scope.
+    ///
+    /// `new CacheGuard(baseUrl, options?)` checks the server at `baseUrl` (as
+    /// `P3Client.connect`: its `{baseUrl}/api/version`), for an app served from another
+    /// origin; `new CacheGuard(options?)` asks the page's own origin (or `versionUrl`).
     #[wasm_bindgen(constructor)]
     pub fn new(
+        #[wasm_bindgen(
+            js_name = baseUrlOrOptions,
+            unchecked_optional_param_type = "string | CacheGuardOptions"
+        )]
+        first: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "CacheGuardOptions")] options: JsValue,
     ) -> Result<CacheGuard, JsValue> {
-        let opts = options::parse(&options)?;
+        let opts = options::parse_args(&first, &options)?;
         Ok(CacheGuard {
             inner: start(opts)?,
         })
@@ -117,13 +126,23 @@ thread_local! {
 /// the first call starts it, later calls replace its options. Resolves and rejects like
 /// `CacheGuard.check()`.
 ///
+/// `checkVersion(baseUrl, options?)` asks the server at `baseUrl` (as `P3Client.connect`:
+/// `{baseUrl}/api/version`; for an app served from another origin than its server);
+/// `checkVersion(options?)` asks the page's own origin (or `versionUrl`).
+///
 /// In a window the page version is `<meta name="app-version">`; in a service worker pass
-/// `currentVersion`. Rejects with `invalid_argument` for bad options.
+/// `currentVersion`. Rejects with `invalid_argument` for bad options or a `baseUrl` that is
+/// not `http(s)://`.
 #[wasm_bindgen(js_name = checkVersion, unchecked_return_type = "Promise<VersionCheckResult>")]
 pub fn check_version(
+    #[wasm_bindgen(
+        js_name = baseUrlOrOptions,
+        unchecked_optional_param_type = "string | CacheGuardOptions"
+    )]
+    first: JsValue,
     #[wasm_bindgen(unchecked_optional_param_type = "CacheGuardOptions")] options: JsValue,
 ) -> Promise {
-    let opts = match options::parse(&options) {
+    let opts = match options::parse_args(&first, &options) {
         Ok(o) => o,
         Err(e) => return Promise::reject(&e),
     };

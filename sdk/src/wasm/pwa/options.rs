@@ -55,10 +55,33 @@ pub(crate) struct GuardOptions {
     pub(crate) navigate_clients: bool,
 }
 
-/// Reads `options` (`undefined`/`null`: all defaults) in the current global scope.
+/// Reads the arguments of `checkVersion` / `new CacheGuard` in the current global scope:
+/// `(options?)` or, like `P3Client.connect`, `(baseUrl, options?)`. `undefined`/`null`
+/// options: all defaults.
+///
+/// With a `baseUrl` (`http(s)://` origin of the server, optionally with a path prefix) the
+/// version endpoint is `{baseUrl}/api/version`, and a `versionUrl` starting with one `/` is
+/// appended to `baseUrl` the same way (other relative ones resolve against `{baseUrl}/`);
+/// without one, `versionUrl` resolves against the scope's location.
+///
+/// Errors: `invalid_argument` for a field of the wrong type or value, a `baseUrl` that is not
+/// `http(s)://`, or a first argument that is neither a string nor an options object.
+pub(crate) fn parse_args(first: &JsValue, second: &JsValue) -> Result<GuardOptions, JsValue> {
+    match first.as_string() {
+        Some(base) => parse(Some(&server_base(&base)?), second),
+        None if first.is_undefined() || first.is_null() => parse(None, second),
+        None if first.is_object() && second.is_undefined() => parse(None, first),
+        None => Err(error::invalid_argument(
+            "expected (baseUrl, options?) or (options?): `baseUrl` must be a string",
+        )),
+    }
+}
+
+/// Reads `options` (`undefined`/`null`: all defaults) in the current global scope; `base`:
+/// the normalized server base URL, if given (see [`parse_args`]).
 ///
 /// Errors: `invalid_argument` for a field of the wrong type or value.
-pub(crate) fn parse(options: &JsValue) -> Result<GuardOptions, JsValue> {
+fn parse(base_url: Option<&str>, options: &JsValue) -> Result<GuardOptions, JsValue> {
     let o: RawOptions = if options.is_undefined() || options.is_null() {
         RawOptions::default()
     } else {
@@ -66,11 +89,21 @@ pub(crate) fn parse(options: &JsValue) -> Result<GuardOptions, JsValue> {
             .map_err(|e| error::invalid_argument(&format!("invalid CacheGuard options: {e}")))?
     };
     let base = host::location_href();
-    let version_url = resolve(
-        "versionUrl",
-        o.version_url.as_deref().unwrap_or(DEFAULT_VERSION_URL),
-        base.as_deref(),
-    )?;
+    let version_url = match (base_url, o.version_url.as_deref()) {
+        (Some(server), v) => {
+            let v = v.unwrap_or(DEFAULT_VERSION_URL);
+            if v.starts_with('/') && !v.starts_with("//") {
+                resolve("versionUrl", &format!("{server}{v}"), None)?
+            } else {
+                resolve("versionUrl", v, Some(&format!("{server}/")))?
+            }
+        }
+        (None, v) => resolve(
+            "versionUrl",
+            v.unwrap_or(DEFAULT_VERSION_URL),
+            base.as_deref(),
+        )?,
+    };
     let scope = match o.scope.as_deref() {
         Some(s) => Some(resolve("scope", s, base.as_deref())?),
         None => None,
@@ -114,6 +147,25 @@ pub(crate) fn parse(options: &JsValue) -> Result<GuardOptions, JsValue> {
         storage_key,
         navigate_clients: o.navigate_clients.unwrap_or(false),
     })
+}
+
+/// A server base URL as `P3Client.connect` takes it (`http://` or `https://`, optionally with a
+/// path prefix), without its trailing `/`. Checked here rather than with the driver's helper:
+/// a build with only the cache guard has no driver.
+///
+/// Errors: `invalid_argument` for anything else.
+fn server_base(url: &str) -> Result<String, JsValue> {
+    let base = url.trim().trim_end_matches('/');
+    let http = web_sys::Url::new(base)
+        .map(|u| matches!(u.protocol().as_str(), "http:" | "https:"))
+        .unwrap_or(false);
+    if http {
+        Ok(base.to_owned())
+    } else {
+        Err(error::invalid_argument(&format!(
+            "the server's base URL must start with http:// or https://, got {url:?}"
+        )))
+    }
 }
 
 /// `url` resolved against the global scope's location (absolute URLs pass through).

@@ -23,7 +23,7 @@ export type BeforePurgeAnswer = boolean | number | void;
 export interface CacheGuardOptions {
   /** The version this context runs. Default: `<meta name="app-version" content>`; required in a service worker. */
   currentVersion?: string;
-  /** The version endpoint, answering `{"version": string}`. Default: `'/api/version'` (relative to the scope's location). */
+  /** The version endpoint, answering `{"version": string}`. Default: `'/api/version'`, relative to the scope's location, or `{baseUrl}/api/version` when `checkVersion` / `CacheGuard` are given the server's `baseUrl`. */
   versionUrl?: string;
   /** Only service-worker registrations whose scope starts with this URL are unregistered. Default: all of the origin's. */
   scope?: string;
