@@ -1,0 +1,374 @@
+//! The media element's position estimated from its readings over time, not from one reading
+//! (issue 16 "Sync accuracy in every browser"; PROTOCOL.md §12.5).
+//!
+//! A browser's `currentTime` is a copy of the playback position refreshed every few ms
+//! (headless Chromium about every 4 ms, headless Firefox about every 40 ms) and stale in
+//! between: read at local time `t`, it lags the position by the time since its last refresh,
+//! somewhere in `[0, q)` for a refresh period (quantum) `q`. A follower acting on single
+//! readings corrects the quantization, not the element: in Firefox it flipped between in sync
+//! and correcting, 17-31 ms (p95) off the room.
+//!
+//! While the element plays steadily at rate `r`, its position is `o + r·t` with a constant
+//! offset `o` (a media clock's drift, ≤ 50 ppm, moves it 0.1 ms in 2 s). A reading `x_i` at
+//! `t_i` gives the offset `o_i = x_i − r·t_i`, which lies in `(o − q, o]`: the true offset
+//! minus a lag that is uniform in `[0, q)` when the reading instants are unrelated to the
+//! refresh instants (the follower dithers its sampling instants by up to the learned quantum
+//! for that, see [`PositionEstimator::dither_ms`]). The estimator keeps the offsets of the
+//! last readings (at most `max_readings`, none older than `window_ms`) and estimates `o` with
+//! the minimum-variance unbiased estimator of the upper end of a uniform distribution,
+//! `max + (max − min) / (n − 1)` (the max of the lower envelope of the lags, corrected for the
+//! lag the youngest refresh still has): its error shrinks as `q / (n + 1)`, where an average
+//! (a least-squares fit) would stay biased by `q / 2` against a browser with a finer quantum.
+//!
+//! The estimate is **settled** once its expected error `q̂ / (n + 1)` is within `tolerance_ms`
+//! (`q̂`: the learned quantum, or before one is learned the window's own spread scaled up, from
+//! at least [`MIN_UNLEARNED_READINGS`] readings): only a settled estimate may decide a small
+//! correction. The quantum is learned from every window of at least [`LEARN_READINGS`]
+//! readings (`spread × (n + 1) / (n − 1)`, at most `max_quantum_ms`) and kept across resets:
+//! it is the browser's, not the window's.
+//!
+//! A reading outside `[max − q̂ − slack, max + q̂ + slack]` (`q̂` before one is learned:
+//! `max_quantum_ms`) is either odd (a renderer stalled between the clock and the position
+//! read) or the element jumped (a seek by hand, an output glitch): it is held, and if the next
+//! reading agrees with it (within `q̂ + slack`) the window restarts from the two; otherwise it
+//! is dropped. Call [`PositionEstimator::reset`] whenever the element's motion changes (a
+//! start, seek, pause, load or rate change): readings before it say nothing about after.
+//!
+//! Sans-IO: times come in as arguments (local ms), nothing is read from a clock.
+
+use std::collections::VecDeque;
+
+/// Readings from which a quantum is learned.
+pub const LEARN_READINGS: usize = 8;
+
+/// Before a quantum is learned, readings needed for a settled estimate.
+pub const MIN_UNLEARNED_READINGS: usize = 3;
+
+/// Offsets within this of the window's envelope beyond the quantum are still believed, ms
+/// (reading noise, the driver's 1 ms read span).
+const SLACK_MS: f64 = 2.0;
+
+/// Tuning of [`PositionEstimator`] (module docs). Times in ms.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EstimatorConfig {
+    /// Most readings kept; 1: every reading stands alone (the estimate is the reading, always
+    /// settled, no dither, no outlier check).
+    pub max_readings: usize,
+    /// Readings older than this (before the newest) are dropped, ms.
+    pub window_ms: f64,
+    /// Largest expected error of a settled estimate, ms.
+    pub tolerance_ms: f64,
+    /// Largest quantum believed, and the outlier band until one is learned, ms.
+    pub max_quantum_ms: f64,
+}
+
+impl Default for EstimatorConfig {
+    fn default() -> Self {
+        EstimatorConfig {
+            max_readings: 32,
+            window_ms: 3000.0,
+            tolerance_ms: 2.0,
+            max_quantum_ms: 50.0,
+        }
+    }
+}
+
+impl EstimatorConfig {
+    /// Every reading alone (the follower before issue 16).
+    pub const SINGLE_READING: EstimatorConfig = EstimatorConfig {
+        max_readings: 1,
+        window_ms: 0.0,
+        tolerance_ms: f64::INFINITY,
+        max_quantum_ms: 0.0,
+    };
+}
+
+/// What [`PositionEstimator::push`] estimates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PositionEstimate {
+    /// The element's position at the newest reading's local time, s.
+    pub position_s: f64,
+    /// Readings it rests on.
+    pub readings: usize,
+    /// Its expected error, ms of media time (0 for a single-reading estimator).
+    pub uncertainty_ms: f64,
+    /// Good enough to decide a small correction on (module docs).
+    pub settled: bool,
+}
+
+/// Estimates a playing element's position from its recent readings (module docs).
+///
+/// Drive contract: [`PositionEstimator::push`] every reading taken while the element plays
+/// steadily at a known rate; [`PositionEstimator::reset`] whenever its motion changes.
+#[derive(Clone, Debug)]
+pub struct PositionEstimator {
+    config: EstimatorConfig,
+    /// Local ms the offsets are taken from (keeps them small: local clocks are ~1.7e12 ms).
+    anchor_ms: f64,
+    rate: f64,
+    /// `(local ms, offset ms)`, oldest first.
+    window: VecDeque<(f64, f64)>,
+    /// A reading outside the band, waiting for the next one to agree: `(local ms, offset ms)`.
+    held: Option<(f64, f64)>,
+    /// The learned quantum, ms.
+    quantum_ms: Option<f64>,
+}
+
+impl PositionEstimator {
+    /// An estimator with nothing read yet.
+    pub fn new(config: EstimatorConfig) -> PositionEstimator {
+        PositionEstimator {
+            config,
+            anchor_ms: 0.0,
+            rate: 1.0,
+            window: VecDeque::new(),
+            held: None,
+            quantum_ms: None,
+        }
+    }
+
+    /// The learned `currentTime` quantum, ms (`None` until a window of [`LEARN_READINGS`]).
+    pub fn quantum_ms(&self) -> Option<f64> {
+        self.quantum_ms
+    }
+
+    /// Readings in the window.
+    pub fn readings(&self) -> usize {
+        self.window.len()
+    }
+
+    /// Forgets the readings (the element's motion changed); keeps the learned quantum.
+    pub fn reset(&mut self) {
+        self.window.clear();
+        self.held = None;
+    }
+
+    /// How much later than planned the `k`-th reading should be taken, ms: a low-discrepancy
+    /// (golden ratio) sequence over `[0, q)` for the learned quantum `q`, so that readings on a
+    /// fixed period fall on every phase of the element's refresh (0 until a quantum is learned,
+    /// and for a single-reading estimator).
+    pub fn dither_ms(&self, k: u64) -> f64 {
+        const GOLDEN: f64 = 0.618_033_988_749_894_9;
+        match self.quantum_ms {
+            Some(q) if self.config.max_readings > 1 => (k as f64 * GOLDEN).fract() * q,
+            _ => 0.0,
+        }
+    }
+
+    /// Takes a reading: `position_s` read at `local_ms` while the element plays at `rate`
+    /// (readings must come in time order). Returns the estimate at `local_ms`.
+    pub fn push(&mut self, local_ms: f64, position_s: f64, rate: f64) -> PositionEstimate {
+        if self.config.max_readings <= 1 || !local_ms.is_finite() || !position_s.is_finite() {
+            self.reset();
+            return PositionEstimate {
+                position_s,
+                readings: 1,
+                uncertainty_ms: 0.0,
+                settled: true,
+            };
+        }
+        if (rate - self.rate).abs() > 1e-9 {
+            self.reset();
+            self.rate = rate;
+        }
+        if self.window.is_empty() {
+            self.anchor_ms = local_ms;
+        }
+        let offset = position_s * 1000.0 - rate * (local_ms - self.anchor_ms);
+        if let Some((hi, _)) = self.envelope() {
+            let band = self.quantum_ms.unwrap_or(self.config.max_quantum_ms) + SLACK_MS;
+            if offset > hi + band || offset < hi - band {
+                match self.held.take() {
+                    Some((t, o)) if (offset - o).abs() <= band => {
+                        // The element moved: restart from the two readings that agree.
+                        self.window.clear();
+                        self.window.push_back((t, o));
+                    }
+                    _ => {
+                        self.held = Some((local_ms, offset));
+                        return self.estimate(local_ms);
+                    }
+                }
+            } else {
+                self.held = None;
+            }
+        }
+        self.window.push_back((local_ms, offset));
+        while self.window.len() > self.config.max_readings
+            || self
+                .window
+                .front()
+                .is_some_and(|f| local_ms - f.0 > self.config.window_ms)
+        {
+            self.window.pop_front();
+        }
+        let n = self.window.len();
+        if n >= LEARN_READINGS {
+            if let Some((hi, lo)) = self.envelope() {
+                let q = (hi - lo) * (n as f64 + 1.0) / (n as f64 - 1.0);
+                self.quantum_ms = Some(q.min(self.config.max_quantum_ms));
+            }
+        }
+        self.estimate(local_ms)
+    }
+
+    /// `(max, min)` of the window's offsets.
+    fn envelope(&self) -> Option<(f64, f64)> {
+        let first = self.window.front()?.1;
+        Some(
+            self.window
+                .iter()
+                .fold((first, first), |(hi, lo), &(_, o)| (hi.max(o), lo.min(o))),
+        )
+    }
+
+    fn estimate(&self, local_ms: f64) -> PositionEstimate {
+        let n = self.window.len();
+        let (hi, lo) = self.envelope().unwrap_or((0.0, 0.0));
+        let spread = hi - lo;
+        let offset = if n >= 2 {
+            hi + spread / (n as f64 - 1.0)
+        } else {
+            hi
+        };
+        let quantum = match self.quantum_ms {
+            Some(q) => Some(q),
+            None if n >= MIN_UNLEARNED_READINGS => {
+                Some(spread * (n as f64 + 1.0) / (n as f64 - 1.0))
+            }
+            None => None,
+        };
+        let uncertainty_ms = quantum.map_or(self.config.max_quantum_ms, |q| q / (n as f64 + 1.0));
+        PositionEstimate {
+            position_s: (offset + self.rate * (local_ms - self.anchor_ms)) / 1000.0,
+            readings: n,
+            uncertainty_ms,
+            settled: n >= 2 && quantum.is_some() && uncertainty_ms <= self.config.tolerance_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `currentTime` refreshed every `q` ms (phase `phase`) of a position `o + t` (ms).
+    fn stale(t: f64, q: f64, phase: f64, o: f64) -> f64 {
+        let refreshed = ((t - phase) / q).floor() * q + phase;
+        (o + refreshed) / 1000.0
+    }
+
+    #[test]
+    fn a_40_ms_quantum_is_learned_and_the_estimate_settles_within_the_tolerance() {
+        let mut e = PositionEstimator::new(EstimatorConfig::default());
+        let mut k = 0;
+        let mut t = 1000.0;
+        let mut last = None;
+        for _ in 0..40 {
+            t += 100.0 + e.dither_ms(k);
+            k += 1;
+            last = Some(e.push(t, stale(t, 40.0, 7.0, 500.0), 1.0));
+        }
+        let q = e.quantum_ms().expect("learned");
+        assert!((35.0..=50.0).contains(&q), "{q}");
+        let est = last.unwrap();
+        assert!(est.settled, "{est:?}");
+        let err = est.position_s * 1000.0 - (500.0 + t);
+        assert!(err.abs() <= 4.0, "{err}");
+        // One reading alone is up to 40 ms off.
+        let single = stale(t, 40.0, 7.0, 500.0) * 1000.0 - (500.0 + t);
+        assert!(single <= 0.0);
+    }
+
+    #[test]
+    fn the_single_reading_estimator_is_the_reading() {
+        let mut e = PositionEstimator::new(EstimatorConfig::SINGLE_READING);
+        for t in [0.0, 100.0, 250.0] {
+            let est = e.push(t, t / 1000.0 + 0.013, 1.0);
+            assert_eq!(est.position_s, t / 1000.0 + 0.013);
+            assert!(est.settled);
+            assert_eq!(e.dither_ms(3), 0.0);
+        }
+    }
+
+    #[test]
+    fn one_odd_reading_is_dropped_and_a_jump_restarts_the_window() {
+        let mut e = PositionEstimator::new(EstimatorConfig::default());
+        let mut t = 0.0;
+        for _ in 0..10 {
+            t += 20.0;
+            e.push(t, t / 1000.0, 1.0);
+        }
+        assert_eq!(e.quantum_ms(), Some(0.0));
+        // A reading 20 ms ahead, then good ones: the estimate never moves.
+        t += 20.0;
+        let est = e.push(t, t / 1000.0 + 0.020, 1.0);
+        assert!((est.position_s * 1000.0 - t).abs() < 1e-6, "{est:?}");
+        t += 20.0;
+        let est = e.push(t, t / 1000.0, 1.0);
+        assert!((est.position_s * 1000.0 - t).abs() < 1e-6);
+        // Two in a row 30 ms behind: the element moved.
+        for _ in 0..2 {
+            t += 20.0;
+            e.push(t, t / 1000.0 - 0.030, 1.0);
+        }
+        assert_eq!(e.readings(), 2);
+        t += 20.0;
+        let est = e.push(t, t / 1000.0 - 0.030, 1.0);
+        assert!((est.position_s * 1000.0 - (t - 30.0)).abs() < 1e-6);
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Under a quantized `currentTime` (any quantum up to 45 ms, any phase, ±0.5 ms of
+        /// noise, readings every 20-120 ms), the estimate never jumps by more than two quanta
+        /// between two readings, is never off the position by more than a quantum, and once
+        /// settled is within the tolerance plus noise of it most of the
+        /// time; a reset forgets every reading.
+        #[test]
+        fn quantized_readings_give_a_steady_estimate(
+            q in 1.0f64..45.0,
+            phase in 0.0f64..45.0,
+            offset in -5000.0f64..5000.0,
+            gaps in prop::collection::vec(20.0f64..120.0, 30..80),
+            noise in prop::collection::vec(-0.5f64..0.5, 80),
+        ) {
+            let mut e = PositionEstimator::new(EstimatorConfig::default());
+            let mut t = 1.0e12;
+            let mut prev: Option<(f64, f64)> = None;
+            let (mut settled, mut close) = (0, 0);
+            for (k, gap) in gaps.iter().enumerate() {
+                t += gap + e.dither_ms(k as u64);
+                let x = ((t - phase) / q).floor() * q + phase + offset + noise[k];
+                let est = e.push(t, x / 1000.0, 1.0);
+                let truth = t + offset;
+                let err = est.position_s * 1000.0 - truth;
+                prop_assert!(err <= q + 1.0, "ahead by {err}");
+                prop_assert!(err >= -q - 1.0, "behind by {err}");
+                if let Some((tp, p)) = prev {
+                    // The estimate moves with the clock, give or take two quanta.
+                    let jump = est.position_s * 1000.0 - (p + (t - tp));
+                    prop_assert!(jump.abs() <= 2.0 * q + 2.0, "jumped {jump}");
+                }
+                prev = Some((t, est.position_s * 1000.0));
+                if est.settled {
+                    settled += 1;
+                    if err.abs() <= 2.0 * EstimatorConfig::default().tolerance_ms + 1.0 {
+                        close += 1;
+                    }
+                }
+            }
+            prop_assert!(close * 10 >= settled * 8, "{close} of {settled} settled within bounds");
+            e.reset();
+            prop_assert_eq!(e.readings(), 0);
+            let est = e.push(t + 50.0, 42.0, 1.0);
+            prop_assert_eq!(est.position_s, 42.0);
+            prop_assert!(!est.settled);
+        }
+    }
+}
