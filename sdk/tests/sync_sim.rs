@@ -353,7 +353,12 @@ fn firefox_like_coarse_current_time_is_estimated_over_time() {
     // No flip-flopping: a handful per device and run (one start lands per change), a fraction
     // of the single-reading follower's.
     assert!(ff_new.flips <= 4.0, "{:.1} flips", ff_new.flips);
-    assert!(ff_new.flips * 4.0 <= ff_old.flips, "{:.1} vs {:.1}", ff_new.flips, ff_old.flips);
+    assert!(
+        ff_new.flips * 4.0 <= ff_old.flips,
+        "{:.1} vs {:.1}",
+        ff_new.flips,
+        ff_old.flips
+    );
     // Chromium-like: not worse than before (within the runs' noise).
     assert!(
         cr_new.pairwise_p95 <= cr_old.pairwise_p95 + 0.5,

@@ -361,8 +361,8 @@ impl Player {
     fn reading(&self, t: f64) -> f64 {
         let t = if self.step_ms > 0.0 {
             // The last refresh, but not before the last command (which sets `currentTime`).
-            let refreshed = ((t - self.step_phase) / self.step_ms).floor() * self.step_ms
-                + self.step_phase;
+            let refreshed =
+                ((t - self.step_phase) / self.step_ms).floor() * self.step_ms + self.step_phase;
             refreshed.max(self.anchor).min(t)
         } else {
             t

@@ -12,37 +12,47 @@
 //! offset `o` (a media clock's drift, ≤ 50 ppm, moves it 0.1 ms in 2 s). A reading `x_i` at
 //! `t_i` gives the offset `o_i = x_i − r·t_i`, which lies in `(o − q, o]`: the true offset
 //! minus a lag that is uniform in `[0, q)` when the reading instants are unrelated to the
-//! refresh instants (the follower dithers its sampling instants by up to the learned quantum
-//! for that, see [`PositionEstimator::dither_ms`]). The estimator keeps the offsets of the
-//! last readings (at most `max_readings`, none older than `window_ms`) and estimates `o` with
-//! the minimum-variance unbiased estimator of the upper end of a uniform distribution,
-//! `max + (max − min) / (n − 1)` (the max of the lower envelope of the lags, corrected for the
-//! lag the youngest refresh still has): its error shrinks as `q / (n + 1)`, where an average
-//! (a least-squares fit) would stay biased by `q / 2` against a browser with a finer quantum.
+//! refresh instants (the follower delays each sampling instant by a pseudo-random dither over
+//! the learned quantum for that, see [`PositionEstimator::dither_ms`]). The estimator keeps the
+//! offsets of the last readings (at most `max_readings`, none older than `window_ms`) and
+//! estimates `o` with the minimum-variance unbiased estimator of the upper end of a uniform
+//! distribution, `max + (max − min) / (n − 1)`: its error shrinks as `q / (n + 1)`, where an
+//! average (a least-squares fit) would only reach `q / 2 / √n`, and is biased by `q / 2`
+//! unless the quantum is known.
 //!
-//! The estimate is **settled** once its expected error `q̂ / (n + 1)` is within `tolerance_ms`
-//! (`q̂`: the learned quantum, or before one is learned the window's own spread scaled up, from
-//! at least [`MIN_UNLEARNED_READINGS`] readings): only a settled estimate may decide a small
-//! correction. The quantum is learned from every window of at least [`LEARN_READINGS`]
-//! readings (`spread × (n + 1) / (n − 1)`, at most `max_quantum_ms`) and kept across resets:
-//! it is the browser's, not the window's.
+//! The quantum is learned from every window of at least [`LEARN_READINGS`] readings
+//! (`spread × (n + 1) / (n − 1)`, at most `max_quantum_ms`) and kept across resets: it is the
+//! browser's, not the window's. Before one is learned, the window's spread `R` over `n ≥`
+//! [`MIN_BOUND_READINGS`] readings bounds it: `q̂ = R · (n / 0.01)^(1 / (n − 1))` (the spread
+//! of `n` uniform lags is below `R` with chance `≈ n (R / q)^(n − 1)`, so `q̂` is short at most
+//! 1 % of the time); an exact `currentTime` (spread ~0) settles at once. The estimate is
+//! **settled** once its expected error `q̂ / (n + 1)` is within `tolerance_ms`: only a settled
+//! estimate may decide a small correction.
 //!
-//! A reading outside `[max − q̂ − slack, max + q̂ + slack]` (`q̂` before one is learned:
-//! `max_quantum_ms`) is either odd (a renderer stalled between the clock and the position
-//! read) or the element jumped (a seek by hand, an output glitch): it is held, and if the next
-//! reading agrees with it (within `q̂ + slack`) the window restarts from the two; otherwise it
-//! is dropped. Call [`PositionEstimator::reset`] whenever the element's motion changes (a
-//! start, seek, pause, load or rate change): readings before it say nothing about after.
+//! A reading farther than `1.5 q̂ + 2 ms` (`max_quantum_ms + 2 ms` before one is learned) from
+//! the window's maximum offset is either odd (a renderer stalled between the clock and the
+//! position read) or the element jumped (a seek by hand, an output glitch): it is held, and if
+//! the next reading agrees with it (within the same band) the window restarts from the two;
+//! otherwise it is dropped. Call [`PositionEstimator::reset`] whenever the element's motion
+//! changes (a start, seek, pause, load or rate change): readings before it say nothing about
+//! after.
 //!
 //! Sans-IO: times come in as arguments (local ms), nothing is read from a clock.
 
 use std::collections::VecDeque;
 
 /// Readings from which a quantum is learned.
-pub const LEARN_READINGS: usize = 8;
+pub const LEARN_READINGS: usize = 16;
 
-/// Before a quantum is learned, readings needed for a settled estimate.
-pub const MIN_UNLEARNED_READINGS: usize = 3;
+/// Before a quantum is learned, readings needed to bound it from the window's spread.
+pub const MIN_BOUND_READINGS: usize = 4;
+
+/// Chance that the spread of the window's readings bounds the quantum too low (before one is
+/// learned): the bound is `spread × (n / RISK)^(1 / (n − 1))`.
+const RISK: f64 = 0.01;
+
+/// The outlier band is this many learned quanta (margin for a quantum learned short).
+const BAND_QUANTA: f64 = 1.5;
 
 /// Offsets within this of the window's envelope beyond the quantum are still believed, ms
 /// (reading noise, the driver's 1 ms read span).
@@ -143,16 +153,25 @@ impl PositionEstimator {
         self.held = None;
     }
 
-    /// How much later than planned the `k`-th reading should be taken, ms: a low-discrepancy
-    /// (golden ratio) sequence over `[0, q)` for the learned quantum `q`, so that readings on a
-    /// fixed period fall on every phase of the element's refresh (0 until a quantum is learned,
-    /// and for a single-reading estimator).
+    /// How much later than planned the `k`-th reading should be taken, ms: a pseudo-random
+    /// (SplitMix64 of `k`, deterministic) delay uniform over `[0, q)` for the learned quantum
+    /// `q` (`max_quantum_ms` until one is learned; 0 for a single-reading estimator). Added to
+    /// a sampling period, however regular, it puts each reading at an independent, uniform
+    /// phase of the element's refresh, which the estimate assumes (module docs). A
+    /// low-discrepancy sequence would not do: delays that accumulate from one reading to the
+    /// next advance the phase by a near-constant step.
     pub fn dither_ms(&self, k: u64) -> f64 {
-        const GOLDEN: f64 = 0.618_033_988_749_894_9;
-        match self.quantum_ms {
-            Some(q) if self.config.max_readings > 1 => (k as f64 * GOLDEN).fract() * q,
-            _ => 0.0,
+        if self.config.max_readings <= 1 {
+            return 0.0;
         }
+        let q = self.quantum_ms.unwrap_or(self.config.max_quantum_ms);
+        // SplitMix64's finalizer: a well-mixed 64-bit value per `k`.
+        let mut z = k.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        // The top 53 bits as a fraction in [0, 1).
+        (z >> 11) as f64 / (1u64 << 53) as f64 * q
     }
 
     /// Takes a reading: `position_s` read at `local_ms` while the element plays at `rate`
@@ -176,7 +195,7 @@ impl PositionEstimator {
         }
         let offset = position_s * 1000.0 - rate * (local_ms - self.anchor_ms);
         if let Some((hi, _)) = self.envelope() {
-            let band = self.quantum_ms.unwrap_or(self.config.max_quantum_ms) + SLACK_MS;
+            let band = self.band_ms();
             if offset > hi + band || offset < hi - band {
                 match self.held.take() {
                     Some((t, o)) if (offset - o).abs() <= band => {
@@ -212,6 +231,13 @@ impl PositionEstimator {
         self.estimate(local_ms)
     }
 
+    /// How far from the window's maximum offset a reading is believed, ms.
+    fn band_ms(&self) -> f64 {
+        self.quantum_ms
+            .map_or(self.config.max_quantum_ms, |q| BAND_QUANTA * q)
+            + SLACK_MS
+    }
+
     /// `(max, min)` of the window's offsets.
     fn envelope(&self) -> Option<(f64, f64)> {
         let first = self.window.front()?.1;
@@ -231,19 +257,20 @@ impl PositionEstimator {
         } else {
             hi
         };
-        let quantum = match self.quantum_ms {
-            Some(q) => Some(q),
-            None if n >= MIN_UNLEARNED_READINGS => {
-                Some(spread * (n as f64 + 1.0) / (n as f64 - 1.0))
-            }
-            None => None,
-        };
+        // The quantum: the learned one, or a bound from the window's own spread.
+        let quantum = self.quantum_ms.or_else(|| {
+            (n >= MIN_BOUND_READINGS).then(|| {
+                let n = n as f64;
+                (spread * (n / RISK).powf(1.0 / (n - 1.0))).min(self.config.max_quantum_ms)
+            })
+        });
         let uncertainty_ms = quantum.map_or(self.config.max_quantum_ms, |q| q / (n as f64 + 1.0));
+        let settled = n >= 2 && quantum.is_some() && uncertainty_ms <= self.config.tolerance_ms;
         PositionEstimate {
             position_s: (offset + self.rate * (local_ms - self.anchor_ms)) / 1000.0,
             readings: n,
             uncertainty_ms,
-            settled: n >= 2 && quantum.is_some() && uncertainty_ms <= self.config.tolerance_ms,
+            settled,
         }
     }
 }
@@ -280,6 +307,54 @@ mod tests {
         assert!(single <= 0.0);
     }
 
+    /// Settled estimates over many runs (quanta 4-45 ms, random phases, readings every
+    /// 20-120 ms plus the dither): unbiased, and within twice the tolerance plus 1 ms at least
+    /// 90 % of the time (94-100 % measured), where a single reading is off by half a quantum
+    /// on average.
+    #[test]
+    fn settled_estimates_are_within_the_tolerance_nearly_always() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut uni = |lo: f64, hi: f64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            lo + (seed >> 11) as f64 / (1u64 << 53) as f64 * (hi - lo)
+        };
+        let tolerance = EstimatorConfig::default().tolerance_ms;
+        for q in [4.0, 10.0, 25.0, 40.0, 45.0] {
+            let (mut errors, mut singles) = (vec![], vec![]);
+            for _ in 0..60 {
+                let mut e = PositionEstimator::new(EstimatorConfig::default());
+                let phase = uni(0.0, q);
+                let offset = uni(-5000.0, 5000.0);
+                let mut t = 1.0e12 + uni(0.0, 1000.0);
+                for k in 0..60 {
+                    t += uni(20.0, 120.0) + e.dither_ms(k);
+                    let x = ((t - phase) / q).floor() * q + phase + offset;
+                    let est = e.push(t, x / 1000.0, 1.0);
+                    if est.settled {
+                        errors.push(est.position_s * 1000.0 - (t + offset));
+                        singles.push(x - (t + offset));
+                    }
+                }
+            }
+            let n = errors.len() as f64;
+            let mean = errors.iter().sum::<f64>() / n;
+            let close = errors
+                .iter()
+                .filter(|e| e.abs() <= 2.0 * tolerance + 1.0)
+                .count() as f64;
+            let single_mean = singles.iter().map(|e| e.abs()).sum::<f64>() / n;
+            eprintln!(
+                "q {q}: {n} settled, mean error {mean:.2} ms, {:.1} % within, single reading mean |error| {single_mean:.1} ms",
+                100.0 * close / n
+            );
+            assert!(n >= 60.0 * 20.0, "{n} settled");
+            assert!(mean.abs() <= 1.0, "biased by {mean:.2} ms");
+            assert!(close >= 0.9 * n, "{close} of {n} within bounds");
+        }
+    }
+
     #[test]
     fn the_single_reading_estimator_is_the_reading() {
         let mut e = PositionEstimator::new(EstimatorConfig::SINGLE_READING);
@@ -295,7 +370,7 @@ mod tests {
     fn one_odd_reading_is_dropped_and_a_jump_restarts_the_window() {
         let mut e = PositionEstimator::new(EstimatorConfig::default());
         let mut t = 0.0;
-        for _ in 0..10 {
+        for _ in 0..LEARN_READINGS {
             t += 20.0;
             e.push(t, t / 1000.0, 1.0);
         }
@@ -326,10 +401,10 @@ mod proptests {
 
     proptest! {
         /// Under a quantized `currentTime` (any quantum up to 45 ms, any phase, ±0.5 ms of
-        /// noise, readings every 20-120 ms), the estimate never jumps by more than two quanta
-        /// between two readings, is never off the position by more than a quantum, and once
-        /// settled is within the tolerance plus noise of it most of the
-        /// time; a reset forgets every reading.
+        /// noise, readings every 20-120 ms), the estimate is never off the position by more
+        /// than a quantum and never jumps by more than two between two readings; a reset
+        /// forgets every reading. (How close a settled estimate is: a statistical bound, in
+        /// `settled_estimates_are_within_the_tolerance_nearly_always`.)
         #[test]
         fn quantized_readings_give_a_steady_estimate(
             q in 1.0f64..45.0,
@@ -341,7 +416,6 @@ mod proptests {
             let mut e = PositionEstimator::new(EstimatorConfig::default());
             let mut t = 1.0e12;
             let mut prev: Option<(f64, f64)> = None;
-            let (mut settled, mut close) = (0, 0);
             for (k, gap) in gaps.iter().enumerate() {
                 t += gap + e.dither_ms(k as u64);
                 let x = ((t - phase) / q).floor() * q + phase + offset + noise[k];
@@ -356,14 +430,7 @@ mod proptests {
                     prop_assert!(jump.abs() <= 2.0 * q + 2.0, "jumped {jump}");
                 }
                 prev = Some((t, est.position_s * 1000.0));
-                if est.settled {
-                    settled += 1;
-                    if err.abs() <= 2.0 * EstimatorConfig::default().tolerance_ms + 1.0 {
-                        close += 1;
-                    }
-                }
             }
-            prop_assert!(close * 10 >= settled * 8, "{close} of {settled} settled within bounds");
             e.reset();
             prop_assert_eq!(e.readings(), 0);
             let est = e.push(t + 50.0, 42.0, 1.0);
