@@ -465,6 +465,8 @@ pub struct Follower {
     estimator: PositionEstimator,
     /// Readings taken (the sampling dither's index).
     readings_taken: u64,
+    /// The last reading was unbiased but the estimate not settled yet: sample fast.
+    settling: bool,
     /// Time between the last two samples, ms.
     sample_gap_ms: f64,
     launch: Option<Launch>,
@@ -513,6 +515,7 @@ impl Follower {
             excursion_cost_ms: config.initial_excursion_cost_ms,
             estimator: PositionEstimator::new(config.position),
             readings_taken: 0,
+            settling: false,
             config,
             clock: None,
             states: VecDeque::new(),
@@ -860,8 +863,9 @@ impl Follower {
         self.timers[Timer::Apply as usize] = None;
         self.timers[Timer::Launch as usize] = None;
         self.step(now_ms, fresh);
-        // Sampling cadence: fast around transitions.
+        // Sampling cadence: fast around transitions and while the estimate settles.
         let fast = self.transition.is_some()
+            || self.settling
             || self.launch.is_some()
             || now_ms < self.catchup_until
             || self.load_issued_ms.is_some();
@@ -888,6 +892,7 @@ impl Follower {
     /// set back by whoever follows next.
     fn end_nudge(&mut self) {
         self.estimator.reset();
+        self.settling = false;
         self.learn_pending = None;
         self.in_sync_since = None;
         self.nudge = None;
@@ -1126,15 +1131,16 @@ impl Follower {
         // At the room's rate outside an excursion the readings are unbiased: the position is
         // estimated from them over time (module `position`); otherwise the reading alone.
         let unbiased = self.nudge.is_none() && (sample.playback_rate - rate).abs() <= 1e-9;
-        let (position_s, settled) = if unbiased {
+        let (position_s, settled, windowed) = if unbiased {
             let e = self
                 .estimator
                 .push(sample.local_ms, sample.position_s, sample.playback_rate);
-            (e.position_s, e.settled)
+            (e.position_s, e.settled, !e.single)
         } else {
             self.estimator.reset();
-            (sample.position_s, false)
+            (sample.position_s, false, false)
         };
+        self.settling = unbiased && !settled;
         let error_ms = (position_s - target) * 1000.0;
         if settled {
             if let Some(kind) = self.learn_pending.take() {
@@ -1230,7 +1236,6 @@ impl Follower {
                 && self
                     .in_sync_since
                     .is_some_and(|t| now_ms < t + self.config.landing_hold_ms);
-            let windowed = self.config.position.max_readings > 1;
             self.beyond = if abs <= self.config.deadband_ms || hold || !settled {
                 (0, 0.0)
             } else if windowed {

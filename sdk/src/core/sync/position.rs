@@ -16,7 +16,8 @@
 //! the learned quantum for that, see [`PositionEstimator::dither_ms`]). The estimator keeps the
 //! offsets of the last readings (at most `max_readings`, none older than `window_ms`) and
 //! estimates `o` with the minimum-variance unbiased estimator of the upper end of a uniform
-//! distribution, `max + (max − min) / (n − 1)`: its error shrinks as `q / (n + 1)`, where an
+//! distribution, `max + (max − min) / (n − 1)` (less `noise_ms`, the reading noise by which the
+//! maximum overshoots): its error shrinks as `q / (n + 1)`, where an
 //! average (a least-squares fit) would only reach `q / 2 / √n`, and is biased by `q / 2`
 //! unless the quantum is known.
 //!
@@ -70,6 +71,12 @@ pub struct EstimatorConfig {
     pub tolerance_ms: f64,
     /// Largest quantum believed, and the outlier band until one is learned, ms.
     pub max_quantum_ms: f64,
+    /// A learned (or bounded) quantum up to this makes each reading its own estimate, as
+    /// good as a window's for a follower whose deadband is at least this, ms.
+    pub fine_quantum_ms: f64,
+    /// Half the span of a reading's own noise (symmetric: the clock reads around the
+    /// position read), taken off the window's maximum offset, which it raises, ms.
+    pub noise_ms: f64,
 }
 
 impl Default for EstimatorConfig {
@@ -79,6 +86,8 @@ impl Default for EstimatorConfig {
             window_ms: 3000.0,
             tolerance_ms: 2.0,
             max_quantum_ms: 50.0,
+            fine_quantum_ms: 5.0,
+            noise_ms: 0.5,
         }
     }
 }
@@ -90,6 +99,8 @@ impl EstimatorConfig {
         window_ms: 0.0,
         tolerance_ms: f64::INFINITY,
         max_quantum_ms: 0.0,
+        fine_quantum_ms: f64::INFINITY,
+        noise_ms: 0.0,
     };
 }
 
@@ -104,6 +115,10 @@ pub struct PositionEstimate {
     pub uncertainty_ms: f64,
     /// Good enough to decide a small correction on (module docs).
     pub settled: bool,
+    /// The reading alone: a single-reading estimator, or a `currentTime` refreshed within
+    /// `fine_quantum_ms` (module docs). Such a reading is not confirmed by others: the
+    /// follower confirms it with the next ones.
+    pub single: bool,
 }
 
 /// Estimates a playing element's position from its recent readings (module docs).
@@ -184,6 +199,7 @@ impl PositionEstimator {
                 readings: 1,
                 uncertainty_ms: 0.0,
                 settled: true,
+                single: true,
             };
         }
         if (rate - self.rate).abs() > 1e-9 {
@@ -205,7 +221,7 @@ impl PositionEstimator {
                     }
                     _ => {
                         self.held = Some((local_ms, offset));
-                        return self.estimate(local_ms);
+                        return self.estimate(local_ms, position_s);
                     }
                 }
             } else {
@@ -228,7 +244,7 @@ impl PositionEstimator {
                 self.quantum_ms = Some(q.min(self.config.max_quantum_ms));
             }
         }
-        self.estimate(local_ms)
+        self.estimate(local_ms, position_s)
     }
 
     /// How far from the window's maximum offset a reading is believed, ms.
@@ -248,12 +264,13 @@ impl PositionEstimator {
         )
     }
 
-    fn estimate(&self, local_ms: f64) -> PositionEstimate {
+    /// The estimate at `local_ms`, when the newest reading (`reading_s`) was taken.
+    fn estimate(&self, local_ms: f64, reading_s: f64) -> PositionEstimate {
         let n = self.window.len();
         let (hi, lo) = self.envelope().unwrap_or((0.0, 0.0));
         let spread = hi - lo;
         let offset = if n >= 2 {
-            hi + spread / (n as f64 - 1.0)
+            hi + spread / (n as f64 - 1.0) - self.config.noise_ms
         } else {
             hi
         };
@@ -264,6 +281,15 @@ impl PositionEstimator {
                 (spread * (n / RISK).powf(1.0 / (n - 1.0))).min(self.config.max_quantum_ms)
             })
         });
+        if let Some(q) = quantum.filter(|&q| q <= self.config.fine_quantum_ms) {
+            return PositionEstimate {
+                position_s: reading_s,
+                readings: 1,
+                uncertainty_ms: q,
+                settled: true,
+                single: true,
+            };
+        }
         let uncertainty_ms = quantum.map_or(self.config.max_quantum_ms, |q| q / (n as f64 + 1.0));
         let settled = n >= 2 && quantum.is_some() && uncertainty_ms <= self.config.tolerance_ms;
         PositionEstimate {
@@ -271,6 +297,7 @@ impl PositionEstimator {
             readings: n,
             uncertainty_ms,
             settled,
+            single: false,
         }
     }
 }
@@ -321,7 +348,7 @@ mod tests {
             lo + (seed >> 11) as f64 / (1u64 << 53) as f64 * (hi - lo)
         };
         let tolerance = EstimatorConfig::default().tolerance_ms;
-        for q in [4.0, 10.0, 25.0, 40.0, 45.0] {
+        for q in [10.0, 25.0, 40.0, 45.0] {
             let (mut errors, mut singles) = (vec![], vec![]);
             for _ in 0..60 {
                 let mut e = PositionEstimator::new(EstimatorConfig::default());
@@ -356,6 +383,40 @@ mod tests {
     }
 
     #[test]
+    fn a_fine_current_time_is_its_own_estimate() {
+        // Exact readings with ±0.4 ms of noise (Chromium-like): once a few readings bound the
+        // quantum within 5 ms, each reading stands alone; the learned quantum (from 16) keeps it so after a reset.
+        let mut e = PositionEstimator::new(EstimatorConfig::default());
+        let mut t = 0.0;
+        for k in 0..LEARN_READINGS {
+            t += 20.0;
+            let x = t + if k % 2 == 0 { 0.4 } else { -0.4 };
+            let est = e.push(t, x / 1000.0, 1.0);
+            if k + 1 < MIN_BOUND_READINGS {
+                assert!(!est.single && !est.settled, "{k}: {est:?}");
+            }
+            if k >= 5 {
+                assert!(est.single, "{k}: {est:?}");
+            }
+            if est.single {
+                assert!(est.settled);
+                assert_eq!(est.position_s, x / 1000.0);
+            }
+        }
+        assert!(
+            e.quantum_ms().is_some_and(|q| q < 1.0),
+            "{:?}",
+            e.quantum_ms()
+        );
+        e.reset();
+        let est = e.push(t + 20.0, 1.0, 1.0);
+        assert!(
+            est.single && est.settled && est.position_s == 1.0,
+            "{est:?}"
+        );
+    }
+
+    #[test]
     fn the_single_reading_estimator_is_the_reading() {
         let mut e = PositionEstimator::new(EstimatorConfig::SINGLE_READING);
         for t in [0.0, 100.0, 250.0] {
@@ -368,7 +429,12 @@ mod tests {
 
     #[test]
     fn one_odd_reading_is_dropped_and_a_jump_restarts_the_window() {
-        let mut e = PositionEstimator::new(EstimatorConfig::default());
+        // Exact readings, kept in the window (no quantum counts as fine, no noise taken off).
+        let mut e = PositionEstimator::new(EstimatorConfig {
+            fine_quantum_ms: -1.0,
+            noise_ms: 0.0,
+            ..EstimatorConfig::default()
+        });
         let mut t = 0.0;
         for _ in 0..LEARN_READINGS {
             t += 20.0;
@@ -435,7 +501,9 @@ mod proptests {
             prop_assert_eq!(e.readings(), 0);
             let est = e.push(t + 50.0, 42.0, 1.0);
             prop_assert_eq!(est.position_s, 42.0);
-            prop_assert!(!est.settled);
+            // Settled at once only if the quantum learned is fine (the reading stands alone).
+            prop_assert_eq!(est.settled, est.single);
+            prop_assert_eq!(est.single, e.quantum_ms().is_some_and(|q| q <= 5.0));
         }
     }
 }
