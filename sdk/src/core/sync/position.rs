@@ -82,9 +82,9 @@ pub struct EstimatorConfig {
 impl Default for EstimatorConfig {
     fn default() -> Self {
         EstimatorConfig {
-            max_readings: 32,
-            window_ms: 3000.0,
-            tolerance_ms: 2.0,
+            max_readings: 48,
+            window_ms: 5000.0,
+            tolerance_ms: 1.5,
             max_quantum_ms: 50.0,
             fine_quantum_ms: 5.0,
             noise_ms: 0.5,
