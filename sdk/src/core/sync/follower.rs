@@ -22,7 +22,7 @@
 //! | error | action |
 //! | --- | --- |
 //! | < 5 ms (`deadband_ms`) | nothing: below what a listener can hear between two speakers |
-//! | 5..=150 ms (`seek_threshold_ms`) | an **excursion**: `playbackRate` ±2 % (`max_nudge`) for exactly as long as it takes to gain or lose the error, then back to the room's rate, wait out the **rate latency** (`rate_latency_ms`: a rate change shows in the position only once the audio already queued for the output has played, Chromium 130-150 ms) and until steady, measure again. Browsers lose media time on every excursion (Chromium: 15-25 ms, 20 on average, whatever the rate and direction, when the time-stretched audio starts), so the follower learns this **excursion cost** (intended gain − achieved gain, averaged 1:1) and plans with it: being 7 ms ahead with a 20 ms cost means speeding up for 13 ms of gain. An excursion starts only after `confirm_readings` steady readings in a row beyond the deadband, so one odd reading never costs a dip; a settled position estimate (browsers, see "Position estimate") holds odd readings out and counts as confirmed. At least 40 ms long (`min_nudge_ms`); Chromium ignores rates within ±0.5 % of 1, hence fixed-size nudges. No dithering (the rate is either normal or nudged, for a computed time) and no overshoot beyond the player's noise |
+//! | 5..=150 ms (`seek_threshold_ms`) | an **excursion**: `playbackRate` ±2 % (`max_nudge`) for exactly as long as it takes to gain or lose the error, then back to the room's rate, wait out the **rate latency** (`rate_latency_ms`: a rate change shows in the position only once the audio already queued for the output has played, Chromium 130-150 ms) and until steady, measure again. Browsers lose media time on every excursion (Chromium: 15-25 ms, 20 on average, whatever the rate and direction, when the time-stretched audio starts), so the follower learns this **excursion cost** (intended gain − achieved gain, averaged 1:1) and plans with it: being 7 ms ahead with a 20 ms cost means speeding up for 13 ms of gain. An excursion starts only after `confirm_readings` steady readings in a row beyond the deadband, so one odd reading never costs a dip; a settled position estimate over a window (browsers with a coarse `currentTime`, see "Position estimate") holds odd readings out and counts as confirmed. At least 40 ms long (`min_nudge_ms`); Chromium ignores rates within ±0.5 % of 1, hence fixed-size nudges. No dithering (the rate is either normal or nudged, for a computed time) and no overshoot beyond the player's noise |
 //! | > 150 ms | seek to the target plus the learned seek latency; at most one such seek per 2 s (`seek_cooldown_ms`), so a slow device can never loop on seeks (no stutter loop) |
 //!
 //! For 2.5 s after each start (`catchup_window_ms`: join, play, a DJ's seek, a track change),
@@ -47,8 +47,10 @@
 //! Excursions, catch-up seeks, the landing hold, the learned latencies and the in-sync status
 //! act only on a settled estimate; the ladder's top rung (a seek beyond 150 ms) on any. The
 //! sampling instants are dithered by up to the learned quantum so that readings fall on every
-//! phase of the element's refresh. [`EstimatorConfig::SINGLE_READING`] (the default: an ideal
-//! player) trusts each reading.
+//! phase of the element's refresh, and taken at the fast period while the estimate settles. A
+//! fine `currentTime` (quantum within the deadband: Chromium's) is its own estimate, each
+//! reading confirmed by the next ones as natively. [`EstimatorConfig::SINGLE_READING`] (the
+//! default: an ideal player) trusts each reading.
 //!
 //! # Scheduled changes and latencies
 //! - A change takes effect at its `applyAt`: `pause` and a DJ's `seek` are issued at that

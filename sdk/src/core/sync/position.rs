@@ -26,7 +26,8 @@
 //! browser's, not the window's. Before one is learned, the window's spread `R` over `n ≥`
 //! [`MIN_BOUND_READINGS`] readings bounds it: `q̂ = R · (n / 0.01)^(1 / (n − 1))` (the spread
 //! of `n` uniform lags is below `R` with chance `≈ n (R / q)^(n − 1)`, so `q̂` is short at most
-//! 1 % of the time); an exact `currentTime` (spread ~0) settles at once. The estimate is
+//! 1 % of the time); an exact `currentTime` (spread ~0) settles at once, and a bound within
+//! `fine_quantum_ms` is kept as the learned quantum until a full window relearns it. The estimate is
 //! **settled** once its expected error `q̂ / (n + 1)` is within `tolerance_ms`: only a settled
 //! estimate may decide a small correction.
 //!
@@ -243,8 +244,24 @@ impl PositionEstimator {
                 let q = (hi - lo) * (n as f64 + 1.0) / (n as f64 - 1.0);
                 self.quantum_ms = Some(q.min(self.config.max_quantum_ms));
             }
+        } else if self.quantum_ms.is_none() {
+            // A fine quantum is known from its bound (and relearned from the first full
+            // window), so that the next windows need not bound it again.
+            self.quantum_ms = self
+                .bound_ms()
+                .filter(|&q| q <= self.config.fine_quantum_ms);
         }
         self.estimate(local_ms, position_s)
+    }
+
+    /// Before a quantum is learned: a bound on it from the window's spread (module docs), ms.
+    fn bound_ms(&self) -> Option<f64> {
+        let n = self.window.len();
+        let (hi, lo) = self.envelope()?;
+        (n >= MIN_BOUND_READINGS).then(|| {
+            let n = n as f64;
+            ((hi - lo) * (n / RISK).powf(1.0 / (n - 1.0))).min(self.config.max_quantum_ms)
+        })
     }
 
     /// How far from the window's maximum offset a reading is believed, ms.
@@ -275,12 +292,7 @@ impl PositionEstimator {
             hi
         };
         // The quantum: the learned one, or a bound from the window's own spread.
-        let quantum = self.quantum_ms.or_else(|| {
-            (n >= MIN_BOUND_READINGS).then(|| {
-                let n = n as f64;
-                (spread * (n / RISK).powf(1.0 / (n - 1.0))).min(self.config.max_quantum_ms)
-            })
-        });
+        let quantum = self.quantum_ms.or_else(|| self.bound_ms());
         if let Some(q) = quantum.filter(|&q| q <= self.config.fine_quantum_ms) {
             return PositionEstimate {
                 position_s: reading_s,
