@@ -684,7 +684,7 @@ impl Sim {
             .map(|i| {
                 let skew = uni(&mut rng, -cfg.max_skew_ms, cfg.max_skew_ms);
                 let drift = uni(&mut rng, -cfg.max_drift_ppm, cfg.max_drift_ppm) * 1e-6;
-                let player = Player {
+                let mut player = Player {
                     track: None,
                     ready_at: 0.0,
                     pos: 0.0,
@@ -719,9 +719,15 @@ impl Sim {
                     },
                     applied_rate: 1.0,
                     pending_rates: std::collections::VecDeque::new(),
-                    step_ms: cfg.currenttime_step_ms * uni(&mut rng, 0.95, 1.05),
-                    step_phase: uni(&mut rng, 0.0, cfg.currenttime_step_ms),
+                    step_ms: 0.0,
+                    step_phase: 0.0,
                 };
+                // Drawn only for a coarse `currentTime`, so that the other profiles' runs
+                // (their random streams) stay those of before it existed.
+                if cfg.currenttime_step_ms > 0.0 {
+                    player.step_ms = cfg.currenttime_step_ms * uni(&mut rng, 0.95, 1.05);
+                    player.step_phase = uni(&mut rng, 0.0, cfg.currenttime_step_ms);
+                }
                 Device {
                     id: format!("dev-{i}"),
                     skew,
