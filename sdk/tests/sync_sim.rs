@@ -265,7 +265,9 @@ fn chromium_like_media_elements_agree_too() {
             left_sync <= SEEDS / 8,
             "{left_sync} late joiners left sync again"
         );
-        assert!(quantile(&readings, 0.5) <= 1000.0);
+        // Loaded: 0.98 s before the position estimate (PROTOCOL.md §12.5.2), whose first start
+        // waits for the readings that bound the `currentTime` quantum.
+        assert!(quantile(&readings, 0.5) <= if loaded { 1100.0 } else { 1000.0 });
         if !loaded {
             assert!(quantile(&readings, 0.95) <= 1500.0);
             assert!(quantile(&joins, 0.95) <= 1500.0);
@@ -368,7 +370,9 @@ fn firefox_like_coarse_current_time_is_estimated_over_time() {
     );
     assert!(cr_new.vs_room_p95 <= cr_old.vs_room_p95 + 0.5);
     assert!(cr_new.flips <= cr_old.flips + 0.5);
-    assert!(cr_new.join_readings_p95 <= cr_old.join_readings_p95 + 100.0);
+    // A fresh device does not know its browser's quantum: its first start waits for the few
+    // readings that bound it (measured: +150 ms at p95 on the join).
+    assert!(cr_new.join_readings_p95 <= cr_old.join_readings_p95 + 250.0);
 }
 
 /// Mesh mode (PROTOCOL.md §13.10-§13.11), on the shipped `core::music::Room`: the server is

@@ -47,11 +47,16 @@ use std::collections::VecDeque;
 pub const LEARN_READINGS: usize = 16;
 
 /// Before a quantum is learned, readings needed to bound it from the window's spread.
-pub const MIN_BOUND_READINGS: usize = 4;
+pub const MIN_BOUND_READINGS: usize = 3;
 
 /// Chance that the spread of the window's readings bounds the quantum too low (before one is
 /// learned): the bound is `spread × (n / RISK)^(1 / (n − 1))`.
-const RISK: f64 = 0.01;
+const RISK: f64 = 0.05;
+
+/// Before a quantum is learned, the dither spans this part of `max_quantum_ms`: enough for
+/// the phases to wander over any quantum (they advance by a random step each reading), little
+/// enough not to slow the first readings of a fine `currentTime`.
+const UNLEARNED_DITHER: f64 = 0.25;
 
 /// The outlier band is this many learned quanta (margin for a quantum learned short).
 const BAND_QUANTA: f64 = 1.5;
@@ -180,7 +185,9 @@ impl PositionEstimator {
         if self.config.max_readings <= 1 {
             return 0.0;
         }
-        let q = self.quantum_ms.unwrap_or(self.config.max_quantum_ms);
+        let q = self
+            .quantum_ms
+            .unwrap_or(self.config.max_quantum_ms * UNLEARNED_DITHER);
         // SplitMix64's finalizer: a well-mixed 64-bit value per `k`.
         let mut z = k.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
