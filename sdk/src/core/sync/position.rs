@@ -334,12 +334,10 @@ mod tests {
     #[test]
     fn a_40_ms_quantum_is_learned_and_the_estimate_settles_within_the_tolerance() {
         let mut e = PositionEstimator::new(EstimatorConfig::default());
-        let mut k = 0;
         let mut t = 1000.0;
         let mut last = None;
-        for _ in 0..40 {
+        for k in 0..40 {
             t += 100.0 + e.dither_ms(k);
-            k += 1;
             last = Some(e.push(t, stale(t, 40.0, 7.0, 500.0), 1.0));
         }
         let q = e.quantum_ms().expect("learned");
