@@ -2,7 +2,7 @@
 //! (issue 16 "Sync accuracy in every browser"; PROTOCOL.md §12.5).
 //!
 //! A browser's `currentTime` is a copy of the playback position refreshed every few ms
-//! (headless Chromium about every 4 ms, headless Firefox about every 40 ms) and stale in
+//! (headless Firefox about every 40 ms; Chromium interpolates it, within a few ms) and stale in
 //! between: read at local time `t`, it lags the position by the time since its last refresh,
 //! somewhere in `[0, q)` for a refresh period (quantum) `q`. A follower acting on single
 //! readings corrects the quantization, not the element: in Firefox it flipped between in sync
@@ -17,19 +17,21 @@
 //! offsets of the last readings (at most `max_readings`, none older than `window_ms`) and
 //! estimates `o` with the minimum-variance unbiased estimator of the upper end of a uniform
 //! distribution, `max + (max − min) / (n − 1)` (less `noise_ms`, the reading noise by which the
-//! maximum overshoots): its error shrinks as `q / (n + 1)`, where an
-//! average (a least-squares fit) would only reach `q / 2 / √n`, and is biased by `q / 2`
-//! unless the quantum is known.
+//! maximum overshoots): its error shrinks as `q / (n + 1)`, where an average (a least-squares
+//! fit) would only reach `q / 2 / √n`, and is biased by `q / 2` unless the quantum is known.
 //!
 //! The quantum is learned from every window of at least [`LEARN_READINGS`] readings
 //! (`spread × (n + 1) / (n − 1)`, at most `max_quantum_ms`) and kept across resets: it is the
 //! browser's, not the window's. Before one is learned, the window's spread `R` over `n ≥`
-//! [`MIN_BOUND_READINGS`] readings bounds it: `q̂ = R · (n / 0.01)^(1 / (n − 1))` (the spread
+//! [`MIN_BOUND_READINGS`] readings bounds it: `q̂ = R · (n / 0.05)^(1 / (n − 1))` (the spread
 //! of `n` uniform lags is below `R` with chance `≈ n (R / q)^(n − 1)`, so `q̂` is short at most
-//! 1 % of the time); an exact `currentTime` (spread ~0) settles at once, and a bound within
-//! `fine_quantum_ms` is kept as the learned quantum until a full window relearns it. The estimate is
-//! **settled** once its expected error `q̂ / (n + 1)` is within `tolerance_ms`: only a settled
-//! estimate may decide a small correction.
+//! 5 % of the time); a bound within `fine_quantum_ms` is kept as the learned quantum until a
+//! full window relearns it. The estimate is **settled** once its expected error `q̂ / (n + 1)`
+//! is within `tolerance_ms`: only a settled estimate may decide a small correction.
+//!
+//! A fine quantum (within `fine_quantum_ms`, Chromium's interpolated `currentTime`) makes each
+//! reading its own settled estimate ([`PositionEstimate::single`]): a window would only add
+//! the reading noise's bias, and the follower confirms single readings by the next ones.
 //!
 //! A reading farther than `1.5 q̂ + 2 ms` (`max_quantum_ms + 2 ms` before one is learned) from
 //! the window's maximum offset is either odd (a renderer stalled between the clock and the
