@@ -7,10 +7,13 @@
 // Then the browser failover figures of issue #5 (scripts/lib/bench-failover.mjs): the four
 // tests/music-failover-*.spec.mjs scenarios and tests/music-offline-reconcile.spec.mjs run in real Chromium and their figures are printed
 // next to the simulation's `p2p.*` rows with the issue's targets, as `p2p.browser.*`.
+// Then the battery figures of issue 15 (scripts/lib/bench-battery.mjs, `battery.*`): renderer
+// CPU of a 3-device music room with the mesh against without it, idle clients, bytes sent.
 //
 //   node scripts/bench.mjs                 everything
 //   node scripts/bench.mjs --no-browser    only the cargo benches
 //   node scripts/bench.mjs --failover      only the browser failover scenarios
+//   node scripts/bench.mjs --battery       only the battery figures (~5 min)
 //   node scripts/bench.mjs --render        only BENCHMARKS.md from bench-results.json (alias --report)
 //   node scripts/bench.mjs --only a,b      only the named BENCHES (no browser)
 //
@@ -21,6 +24,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildSdk } from './build-sdk.mjs';
+import { browserBattery } from './lib/bench-battery.mjs';
 import { browserFailover } from './lib/bench-failover.mjs';
 import { writeBenchmarksMd } from './lib/bench-report.mjs';
 import { ROOT, run, runMain, step } from './lib/proc.mjs';
@@ -80,6 +84,11 @@ async function benches() {
     await browserFailover(RESULTS);
     return;
   }
+  if (process.argv.includes('--battery')) {
+    await prepareBrowser();
+    await browserBattery(RESULTS);
+    return;
+  }
   const i = process.argv.indexOf('--only');
   const only = i >= 0 ? (process.argv[i + 1] ?? '').split(',') : null;
   for (const bench of BENCHES) {
@@ -92,6 +101,7 @@ async function benches() {
   if (!only && !process.argv.includes('--no-browser')) {
     await browserSync();
     await browserFailover(RESULTS);
+    await browserBattery(RESULTS);
   }
 }
 

@@ -122,13 +122,14 @@ export function launchMusicBrowser({ autoplay = true, extraArgs = [] } = {}) {
  * ready (see music.html).
  * @param {import('playwright-core').Browser} browser
  * @param {string} url server base URL
- * @param {{label: string, room: string, skewMs: number, driftPpm?: number, wait?: boolean, p2p?: boolean, device?: string, retry?: boolean, offline?: boolean, initScripts?: Function[]}} options
+ * @param {{label: string, room: string, skewMs: number, driftPpm?: number, wait?: boolean, p2p?: boolean, device?: string, retry?: boolean, offline?: boolean, initScripts?: Function[], query?: Record<string, string>}} options
  *   `device`: the room's `deviceId`; `retry`: keep trying to connect while the server is
  *   unreachable; `offline` (with `retry`, `p2p`): then open the room without the server and
- *   attach a client once one connects (music.html); `initScripts`: more init scripts, run after the clock skew's
+ *   attach a client once one connects (music.html); `query`: more query parameters for music.html
+ *   (e.g. `stats`); `initScripts`: more init scripts, run after the clock skew's
  * @returns {Promise<MusicPage>}
  */
-export async function openMusicPage(browser, url, { label, room, skewMs, driftPpm = 0, wait = true, p2p = false, device, retry = false, offline = false, initScripts = [] }) {
+export async function openMusicPage(browser, url, { label, room, skewMs, driftPpm = 0, wait = true, p2p = false, device, retry = false, offline = false, initScripts = [], query: extra = {} }) {
   const page = await browser.newPage();
   const events = [];
   page.on('console', (msg) => {
@@ -149,6 +150,7 @@ export async function openMusicPage(browser, url, { label, room, skewMs, driftPp
   if (device) query.set('device', device);
   if (retry) query.set('retry', '1');
   if (offline) query.set('offline', '1');
+  for (const [k, v] of Object.entries(extra)) query.set(k, v);
   await page.goto(`${url}/music.html?${query}`);
   const mp = { page, label, skewMs, events, sessionId: '' };
   if (wait) await waitReady(mp);

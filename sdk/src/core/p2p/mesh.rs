@@ -100,6 +100,16 @@ pub const ALIVE_INTERVAL_MS: u64 = 400;
 /// lanes frame) for this long is taken down as `failed` (ms): a peer whose browser died is
 /// noticed in about this time instead of when ICE consent fails (5-7 s in Chromium).
 pub const LINK_SILENCE_MS: u64 = 2000;
+/// Default [`MeshConfig::stats_interval_ms`]: `getStats()` of every connected link this often
+/// (ms) at first and whenever the links change ([`MeshOutput::SampleStats`]).
+pub const STATS_INTERVAL_MS: u64 = 1000;
+/// While the server is up, the stats interval doubles after this many rounds of samples in a
+/// row that left every link's quality class unchanged ...
+pub const STATS_STABLE_SAMPLES: u32 = 4;
+/// ... up to this many times (8 × the interval). A changed class, a link up or down and the
+/// server's reachability changing reset it; without the server it stays at the interval (the
+/// tier then follows the links' quality).
+pub const STATS_MAX_DOUBLINGS: u32 = 3;
 
 /// A link's state as the app sees it (`peer-state` events).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -328,6 +338,10 @@ pub enum MeshOutput {
     /// Send a heartbeat ping to the server now (the tier machine's silent-loss probe); report
     /// pongs with [`Mesh::handle_server_pong`].
     Ping,
+    /// Read `getStats()` of every connected link now and report each with
+    /// [`Mesh::handle_stats`] (at [`MeshConfig::stats_interval_ms`], backing off while stable:
+    /// [`STATS_STABLE_SAMPLES`]).
+    SampleStats,
     /// Hand to the app.
     Event(MeshEvent),
 }
@@ -383,6 +397,8 @@ pub struct MeshConfig {
     pub connect_timeout_ms: u64,
     /// See [`LINK_SILENCE_MS`].
     pub link_silence_ms: u64,
+    /// See [`STATS_INTERVAL_MS`] (ms); 0: no [`MeshOutput::SampleStats`].
+    pub stats_interval_ms: u64,
     /// Seed for the multiplexers' epochs and nonces (random per mesh).
     pub seed: u64,
 }
@@ -397,6 +413,7 @@ impl MeshConfig {
             polite_offer_delay_ms: POLITE_OFFER_DELAY_MS,
             connect_timeout_ms: CONNECT_TIMEOUT_MS,
             link_silence_ms: LINK_SILENCE_MS,
+            stats_interval_ms: STATS_INTERVAL_MS,
             seed,
         }
     }
@@ -426,6 +443,8 @@ struct Link {
     connect_deadline: Option<u64>,
     /// When the peer last delivered anything on this link (ms).
     last_heard: u64,
+    /// The class of its last stats, if any.
+    quality: Option<NetworkQuality>,
 }
 
 impl Link {
@@ -478,6 +497,10 @@ pub struct Mesh {
     lost: BTreeSet<String>,
     /// When the next `alive` probes go out (ms); `None` with no connected link.
     next_alive: Option<u64>,
+    /// When the next [`MeshOutput::SampleStats`] is due (ms); `None` with no connected link.
+    next_stats: Option<u64>,
+    /// Stats rounds since a link's quality class (or a link, or the server) last changed.
+    stats_stable: u32,
 }
 
 impl Mesh {
@@ -498,6 +521,8 @@ impl Mesh {
             tier_socket: None,
             lost: BTreeSet::new(),
             next_alive: None,
+            next_stats: None,
+            stats_stable: 0,
         }
     }
 
@@ -653,6 +678,9 @@ impl Mesh {
     /// Whether the server can route signals now (its WebSocket is open).
     pub fn handle_server(&mut self, up: bool, now: u64) {
         self.now = self.now.max(now);
+        if self.server_up != up {
+            self.stats_reset();
+        }
         self.server_up = up;
         if self.tier_socket != Some(up) {
             self.tier_socket = Some(up);
@@ -799,6 +827,7 @@ impl Mesh {
             link.last_heard = now;
             self.lost.remove(peer);
             self.next_alive.get_or_insert(self.now + ALIVE_INTERVAL_MS);
+            self.stats_reset();
             // Usable until its first stats say otherwise.
             self.tier
                 .handle_peer(self.now, peer, Some(NetworkQuality::Good));
@@ -932,6 +961,10 @@ impl Mesh {
             return;
         }
         let quality = stats.quality();
+        let previous = self.link_mut(peer).and_then(|l| l.quality.replace(quality));
+        if previous != Some(quality) {
+            self.stats_reset();
+        }
         self.tier.handle_peer(self.now, peer, Some(quality));
         let mut published = serde_json::to_value(&stats).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut published {
@@ -964,6 +997,7 @@ impl Mesh {
             self.tier.handle_timeout(self.now);
         }
         self.check_alive();
+        self.check_stats();
         let ids: Vec<String> = self.peers.keys().cloned().collect();
         for id in ids {
             let Some(p) = self.peers.get_mut(&id) else {
@@ -1142,7 +1176,12 @@ impl Mesh {
                 let [a, b] = p.link.as_ref().map_or([None, None], Link::deadlines);
                 [p.mux.poll_timeout(), p.relink_at, a, b]
             })
-            .chain([self.tier.poll_timeout(), self.next_alive, silence.flatten()])
+            .chain([
+                self.tier.poll_timeout(),
+                self.next_alive,
+                self.next_stats,
+                silence.flatten(),
+            ])
             .flatten()
             .min()
     }
@@ -1247,6 +1286,7 @@ impl Mesh {
             offer_wanted: false,
             connect_deadline: Some(self.now + self.cfg.connect_timeout_ms),
             last_heard: self.now,
+            quality: None,
         });
         self.out.push_back(MeshOutput::OpenPeer {
             peer: peer.to_owned(),
@@ -1278,6 +1318,7 @@ impl Mesh {
         if wanted {
             p.relink_at = Some(relink);
         }
+        self.stats_reset();
         self.tier.handle_peer(self.now, peer, None);
         self.out.push_back(MeshOutput::ClosePeer {
             peer: peer.to_owned(),
@@ -1400,6 +1441,42 @@ impl Mesh {
         if let Some(l) = self.peers.get_mut(peer).and_then(|p| p.link.as_mut()) {
             l.last_heard = now;
         }
+    }
+
+    /// Stats sampling (see [`MeshOutput::SampleStats`]): due now, ask for it and schedule
+    /// the next one.
+    fn check_stats(&mut self) {
+        if self.next_stats.is_some_and(|d| d <= self.now) {
+            self.next_stats = None;
+            if !self.connected_peers().is_empty() {
+                self.out.push_back(MeshOutput::SampleStats);
+                self.next_stats = Some(self.now + self.stats_delay_ms());
+                self.stats_stable = self.stats_stable.saturating_add(1);
+            }
+        }
+    }
+
+    /// The wait before the next stats sample (ms): [`MeshConfig::stats_interval_ms`], doubled
+    /// per [`STATS_STABLE_SAMPLES`] unchanged rounds up to [`STATS_MAX_DOUBLINGS`] times while
+    /// the server is up.
+    fn stats_delay_ms(&self) -> u64 {
+        let doublings = if self.serverless() {
+            0
+        } else {
+            (self.stats_stable / STATS_STABLE_SAMPLES).min(STATS_MAX_DOUBLINGS)
+        };
+        self.cfg.stats_interval_ms << doublings
+    }
+
+    /// Something changed (a link, a quality class, the server): sample at the base interval
+    /// again, the next one at most an interval from now.
+    fn stats_reset(&mut self) {
+        self.stats_stable = 0;
+        if self.cfg.stats_interval_ms == 0 || self.closed {
+            return;
+        }
+        let at = self.now + self.cfg.stats_interval_ms;
+        self.next_stats = Some(self.next_stats.map_or(at, |t| t.min(at)));
     }
 
     /// Liveness (module doc): probes every [`ALIVE_INTERVAL_MS`]; without the server, links

@@ -11,11 +11,12 @@
 //! - Desired tier: socket if stable, else webrtc if viable, else offline.
 //! - **Fast crash detection**: [`TierMachine::handle_socket_closed`] (TCP reset, process killed)
 //!   leaves the socket tier at once.
-//! - **Silent loss** (process stopped, socket still open): the driver sends a ping every
-//!   [`TierConfig::probe_interval_ms`] (750) when [`TierOutput::SendPing`] says so; the server
-//!   counts as gone when no pong has arrived for [`TierConfig::silence_timeout_ms`] (2250,
-//!   three probe intervals), so silent loss is detected at most 2.25 s after the last pong
-//!   (target ≤ 3 s).
+//! - **Silent loss** (process stopped, socket still open): the driver sends a ping when
+//!   [`TierOutput::SendPing`] says so: [`TierConfig::probe_interval_ms`] (750) after the last
+//!   pong, whichever probe it answered (a music room's clock probes, answered more often,
+//!   leave none to send); the server counts as gone when no pong has arrived for
+//!   [`TierConfig::silence_timeout_ms`] (2250, three probe intervals), so silent loss is
+//!   detected at most 2.25 s after the last pong (target ≤ 3 s).
 //! - **Dwell times**: a change the conditions ask for is made only after they have asked for it
 //!   without interruption for a dwell time: [`TierConfig::enter_socket_dwell_ms`] (2000) to
 //!   return to the socket, [`TierConfig::dwell_ms`] (1000) otherwise. Leaving the socket
@@ -190,7 +191,9 @@ impl TierMachine {
         self.evaluate(now);
     }
 
-    /// A pong arrived; `rtt_ms` is its round trip (ms). Smoothed as 7/8 old + 1/8 new (RFC 6298).
+    /// A pong arrived (to any ping of this client); `rtt_ms` is its round trip (ms). Smoothed
+    /// as 7/8 old + 1/8 new (RFC 6298); the next [`TierOutput::SendPing`] moves to a probe
+    /// interval after `now`.
     pub fn handle_pong(&mut self, now: u64, rtt_ms: f64) {
         if !self.socket_open {
             return;
@@ -202,6 +205,9 @@ impl TierMachine {
             None => rtt_ms,
         });
         self.timers[Timer::Silence as usize] = Some(now + self.config.silence_timeout_ms);
+        // Any pong proves the server alive: the next own ping is due a probe interval after
+        // it, so a room whose clock probes are answered often enough sends none.
+        self.timers[Timer::Probe as usize] = Some(now + self.config.probe_interval_ms);
         self.evaluate(now);
     }
 
@@ -383,6 +389,30 @@ mod tests {
         }
         let at = detected.expect("detected");
         assert!(at - 1000 <= 3000, "detected at {at}");
+    }
+
+    #[test]
+    fn pongs_to_other_probes_replace_own_pings() {
+        let mut m = on_socket_with_peer();
+        // Another probe's pong every 600 ms (< 750): no ping of its own is asked for.
+        let mut pings = 0;
+        for t in (610..=6010).step_by(600) {
+            while m.poll_timeout().is_some_and(|d| d <= t) {
+                let at = m.poll_timeout().unwrap();
+                m.handle_timeout(at);
+            }
+            m.handle_pong(t, 20.0);
+            pings += drain(&mut m)
+                .iter()
+                .filter(|o| **o == TierOutput::SendPing)
+                .count();
+        }
+        assert_eq!(pings, 0);
+        // They stop: the own ping comes a probe interval after the last pong.
+        let due = m.poll_timeout().unwrap();
+        assert_eq!(due, 6010 + TierConfig::default().probe_interval_ms);
+        m.handle_timeout(due);
+        assert_eq!(drain(&mut m), vec![TierOutput::SendPing]);
     }
 
     #[test]

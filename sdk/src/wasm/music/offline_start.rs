@@ -5,8 +5,8 @@
 //!
 //! - **What is restored**: the room keeps the last state it followed, with the clock offset of
 //!   that moment, in `localStorage` `p3-lanes-music:<room>` as JSON `{format: 1, state,
-//!   clockOffsetMs, savedAtMs}` ([`save`], after every input once the state or the offset
-//!   changed; `clockOffsetMs` = shared clock − `Date.now()`, ms). An offline start takes that
+//!   clockOffsetMs, savedAtMs}` ([`save`], after an input once the state changed or the offset
+//!   moved by 5 ms or more; `clockOffsetMs` = shared clock − `Date.now()`, ms). An offline start takes that
 //!   state, else the `roomState` stored with the offline queue (§13.3), else none.
 //! - **Clock**: the estimator's samples do not survive a reload, and `performance.now()`
 //!   restarts with the page, so the shared clock offline is `Date.now() + clockOffsetMs`
@@ -36,6 +36,10 @@ use js_sys::Promise;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
+
+/// A saved clock offset is written again once it moved this far (ms) with the same state: an
+/// offline start's clock is the wall clock's drift since the save off anyway (module docs).
+const SAVE_OFFSET_TOLERANCE_MS: u64 = 5;
 
 /// `localStorage` key prefix of a room's saved state (module docs).
 const SAVED_KEY_PREFIX: &str = "p3-lanes-music:";
@@ -71,11 +75,18 @@ pub(super) fn save(r: &mut Room) {
     }
     let now = r.now();
     let offset = r.core.shared_now(now) - js_sys::Date::now();
-    let key = (state.epoch, state.sequence, offset.round() as i64);
-    if r.saved == Some(key) {
-        return;
+    let rounded = offset.round() as i64;
+    // The same state with an offset within the tolerance is not written again: `Date.now()`
+    // ticks in whole ms, so the offset's last digit flips on almost every input, and a
+    // `localStorage` write per input was the mesh's largest renderer cost (issue 15 battery).
+    if let Some((epoch, sequence, saved)) = r.saved {
+        if (epoch, sequence) == (state.epoch, state.sequence)
+            && rounded.abs_diff(saved) < SAVE_OFFSET_TOLERANCE_MS
+        {
+            return;
+        }
     }
-    r.saved = Some(key);
+    r.saved = Some((state.epoch, state.sequence, rounded));
     let saved = Saved {
         format: SAVED_FORMAT,
         state: state.clone(),

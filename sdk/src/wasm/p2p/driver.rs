@@ -9,7 +9,8 @@
 //!   handled **after** the borrow is released (sending through the client may run client
 //!   listeners, this one included; app callbacks may call back into the mesh);
 //! - one runtime timer ([`crate::wasm::runtime::Timer`]) is armed for the core's earliest
-//!   deadline (multiplexer acks, relinks), another runs `getStats()` every `statsIntervalMs`;
+//!   deadline (multiplexer acks, relinks, stats); `getStats()` runs when the core asks
+//!   ([`MeshOutput::SampleStats`]: every `statsIntervalMs`, backing off while stable);
 //! - the state is held strongly only by the `PeerMesh` object; every handler holds a `Weak`,
 //!   so dropping the `PeerMesh` closes its RTCPeerConnections ([`rtc::Conn`]'s `Drop`).
 //!
@@ -26,7 +27,7 @@
 use super::rtc;
 use crate::core::client::{ConnectionState, Event};
 use crate::core::lane::Lane;
-use crate::core::p2p::mesh::{Mesh, MeshConfig, MeshEvent, MeshOutput};
+use crate::core::p2p::mesh::{Mesh, MeshConfig, MeshEvent, MeshOutput, STATS_INTERVAL_MS};
 use crate::core::p2p::signal::SignalMessage;
 use crate::core::sync::peer_clock::ClockProbe;
 use crate::core::{error::ErrorCode, mux::DiscontinuityReason};
@@ -42,9 +43,6 @@ use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-
-/// Default `statsIntervalMs`.
-const STATS_INTERVAL_MS: u64 = 1000;
 
 /// The shared state of one `PeerMesh`.
 pub(crate) type MeshHandle = Rc<RefCell<State>>;
@@ -70,8 +68,6 @@ pub(crate) struct State {
     conns: HashMap<String, rtc::Conn>,
     conn_seq: u64,
     timer: Timer,
-    stats: Timer,
-    stats_interval_ms: u64,
     /// Per peer: bytes sent on the selected candidate pair and when, for the bitrate.
     sent: HashMap<String, (f64, f64)>,
     callbacks: Callbacks<Topic>,
@@ -229,6 +225,14 @@ impl State {
                 }
                 MeshOutput::SendSignal(m) => self.signals.push(m),
                 MeshOutput::Ping => self.pings += 1,
+                MeshOutput::SampleStats => {
+                    let now = self.now_precise();
+                    for peer in self.mesh.connected_peers() {
+                        if let Some(c) = self.conns.get(&peer) {
+                            rtc::sample_stats(Rc::downgrade(h), peer, c.id, c.pc.clone(), now);
+                        }
+                    }
+                }
                 MeshOutput::SendControl { peer, text } => {
                     let sent = self.conns.get(&peer).map(|c| c.send_control(&text));
                     if let Some(Err(e)) = sent {
@@ -267,25 +271,8 @@ impl State {
         });
     }
 
-    /// Arms the `getStats()` timer, `statsIntervalMs` from now.
-    fn arm_stats(&mut self, h: &MeshHandle) {
-        if self.closed || self.stats_interval_ms == 0 {
-            return;
-        }
-        let weak = Rc::downgrade(h);
-        let at = self.now().saturating_add(self.stats_interval_ms);
-        self.stats.arm(&self.global, Some(at), move || {
-            Box::new(move || {
-                if let Some(h) = weak.upgrade() {
-                    on_stats_timer(&h);
-                }
-            })
-        });
-    }
-
     fn stop_timers(&mut self) {
         self.timer.cancel(&self.global);
-        self.stats.cancel(&self.global);
     }
 }
 
@@ -404,7 +391,6 @@ pub(crate) fn close(h: &MeshHandle) {
         s.closed = true;
         s.stop_timers();
         s.timer.release();
-        s.stats.release();
         s.conns.clear();
         if let Some(f) = s.pagehide.take() {
             let target: web_sys::EventTarget = js_sys::global().unchecked_into();
@@ -484,6 +470,7 @@ async fn open_scoped(
         };
         let mut cfg = MeshConfig::new(me, global::random_u64()?);
         cfg.controller = opts.controller;
+        cfg.stats_interval_ms = opts.stats_interval_ms;
         let server_up = client.borrow().client().state() == ConnectionState::Open;
         let mut mesh = Mesh::new(cfg);
         mesh.handle_server(server_up, global.now_ms());
@@ -497,8 +484,6 @@ async fn open_scoped(
             conns: HashMap::new(),
             conn_seq: 0,
             timer: Timer::default(),
-            stats: Timer::default(),
-            stats_interval_ms: opts.stats_interval_ms,
             sent: HashMap::new(),
             callbacks: Callbacks::default(),
             events: Queue::default(),
@@ -522,7 +507,6 @@ async fn open_scoped(
         if let Some(peer) = call_peer {
             let me = h.borrow().me().to_owned();
             with_mesh(&h, |m, now| m.handle_members([me, peer], now));
-            h.borrow_mut().arm_stats(&h);
             return Ok(h);
         }
         let joined = client_driver::join_room(&client, &room);
@@ -530,7 +514,6 @@ async fn open_scoped(
             close(&h);
             return Err(e);
         }
-        h.borrow_mut().arm_stats(&h);
         pump(&h);
         Ok(h)
     }
@@ -703,18 +686,6 @@ fn on_timer(h: &MeshHandle) {
         s.mesh.handle_timeout(now);
     }
     pump(h);
-}
-
-fn on_stats_timer(h: &MeshHandle) {
-    let mut s = h.borrow_mut();
-    s.stats.fired();
-    let now = s.now_precise();
-    for peer in s.mesh.connected_peers() {
-        if let Some(c) = s.conns.get(&peer) {
-            rtc::sample_stats(Rc::downgrade(h), peer, c.id, c.pc.clone(), now);
-        }
-    }
-    s.arm_stats(h);
 }
 
 /// Hands one event to the app callbacks, no borrow held; a callback that throws is reported

@@ -9,7 +9,7 @@ const TS_TYPES: &'static str = r#"
 export interface PeerMeshOptions {
   /** RTCPeerConnection configuration. Default: `GET /api/webrtc/config` of the server (seed 001 `getWebRTCConfig`), or `{iceServers: []}` (host candidates only) if it does not answer. */
   rtcConfiguration?: RTCConfiguration;
-  /** Period of `getStats()` per link, ms (→ `quality` events and Telemetry). `0` turns it off. Default: 1000. */
+  /** Period of `getStats()` per link, ms (→ `quality` events and Telemetry); while the server is up and no link's quality class changes it doubles every 4 rounds, up to 8×. `0` turns it off. Default: 1000. */
   statsIntervalMs?: number;
   /** Controller (DJ) session id the hub topology centres on above 6 members. Default: the lowest member id. */
   controller?: string;
@@ -76,7 +76,7 @@ export type TierReason = 'socket-closed' | 'heartbeat-timeout' | 'high-latency' 
 /** Events of `mesh.onEvent`. */
 export type PeerMeshEvent =
   | { type: 'peer-state'; peer: string; state: PeerLinkState }
-  /** Every `statsIntervalMs` per connected link; the same stats go to that peer on the Telemetry lane as `{type: 'link-stats', ...PeerStats, quality}`. */
+  /** Every `statsIntervalMs` (backing off while stable) per connected link; the same stats go to that peer on the Telemetry lane as `{type: 'link-stats', ...PeerStats, quality}`. */
   | { type: 'quality'; peer: string; quality: NetworkQuality; stats: PeerStats }
   /** The sync tier changed (`atMs`: `performance.now()`, ms). */
   | { type: 'tier'; from: SyncTier; to: SyncTier; reason: TierReason; atMs: number }

@@ -30,6 +30,8 @@ enum Task {
     ChannelsClosed(usize, String),
     /// The server answers a heartbeat ping.
     Pong(usize),
+    /// `getStats()` of every connected link of a node settled.
+    Stats(usize),
 }
 
 struct Net {
@@ -46,6 +48,10 @@ struct Net {
     lose_signals_of: Option<usize>,
     /// Nodes whose page is gone ([`Net::kill`]).
     dead: Vec<bool>,
+    /// When each node asked for stats ([`MeshOutput::SampleStats`]).
+    stats_at: Vec<Vec<u64>>,
+    /// The RTT every link's stats report (ms).
+    stats_rtt: f64,
 }
 
 impl Net {
@@ -75,6 +81,8 @@ impl Net {
             offers_sent: 0,
             lose_signals_of: None,
             dead: vec![false; n],
+            stats_at: vec![Vec::new(); n],
+            stats_rtt: 12.0,
         };
         for i in 0..n {
             net.nodes[i].handle_server(true, 0);
@@ -213,6 +221,10 @@ impl Net {
                         self.tasks.push_back(Task::Pong(i));
                     }
                 }
+                MeshOutput::SampleStats => {
+                    self.stats_at[i].push(self.now);
+                    self.tasks.push_back(Task::Stats(i));
+                }
                 MeshOutput::Event(e) => self.events[i].push(e),
             }
         }
@@ -276,7 +288,8 @@ impl Net {
             | Task::Lanes(i, _, _)
             | Task::ChannelsOpen(i, _)
             | Task::ChannelsClosed(i, _)
-            | Task::Pong(i) => *i,
+            | Task::Pong(i)
+            | Task::Stats(i) => *i,
         };
         if self.dead[target] {
             return;
@@ -309,6 +322,20 @@ impl Net {
             Task::Pong(i) => {
                 if self.server_up {
                     self.nodes[i].handle_server_pong(20.0, now);
+                }
+            }
+            Task::Stats(i) => {
+                for peer in self.nodes[i].connected_peers() {
+                    let stats = StatsData {
+                        rtt: self.stats_rtt,
+                        jitter: 0.0,
+                        packet_loss: 0.0,
+                        bitrate: 0.0,
+                        codec: String::new(),
+                        ice_state: "connected".into(),
+                        timestamp: now as f64,
+                    };
+                    self.nodes[i].handle_stats(&peer, stats, now);
                 }
             }
             Task::ChannelsClosed(i, p) => {
@@ -953,4 +980,66 @@ fn listeners_learn_from_the_controller_who_is_gone() {
     net.vanish(3);
     drive_elections(&mut net, &mut elections, 10_000);
     assert_hub(&net, "s0", "s2");
+}
+
+/// Gaps between a node's stats samples within `[from, to)` (ms).
+fn stats_gaps(net: &Net, i: usize, from: u64, to: u64) -> Vec<u64> {
+    let at: Vec<u64> = net.stats_at[i]
+        .iter()
+        .copied()
+        .filter(|t| (from..to).contains(t))
+        .collect();
+    at.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[test]
+fn stats_back_off_while_stable_and_reset_on_change() {
+    let mut net = Net::new(3);
+    net.drive(5_000);
+    assert_eq!(net.nodes[0].connected_peers().len(), 2);
+    net.drive(60_000);
+    // Server up, every link's class unchanged: 1 s, then 2, 4 and at most 8 s between samples.
+    let gaps = stats_gaps(&net, 0, 0, 60_000);
+    assert_eq!(gaps.first(), Some(&STATS_INTERVAL_MS), "{gaps:?}");
+    assert_eq!(
+        gaps.last(),
+        Some(&(STATS_INTERVAL_MS << STATS_MAX_DOUBLINGS)),
+        "{gaps:?}"
+    );
+    assert!(gaps.windows(2).all(|w| w[0] <= w[1]), "{gaps:?}");
+    assert!(
+        net.stats_at[0].len() < 25,
+        "{} samples in 60 s",
+        net.stats_at[0].len()
+    );
+
+    // A link's class changes (RTT 12 -> 400 ms): back to the interval at once.
+    net.stats_rtt = 400.0;
+    let t = net.now;
+    net.drive(t + 20_000);
+    let after = stats_gaps(&net, 0, t, t + 20_000);
+    assert!(
+        after.len() > 4 && after[..4].iter().all(|g| *g == STATS_INTERVAL_MS),
+        "{after:?}"
+    );
+
+    // Without the server the interval stays at its base (the tier follows the links).
+    net.stats_rtt = 12.0;
+    net.drive(net.now + 60_000);
+    net.set_server(false);
+    let t = net.now;
+    net.drive(t + 20_000);
+    let serverless = stats_gaps(&net, 0, t + 2_000, t + 20_000);
+    assert!(
+        !serverless.is_empty() && serverless.iter().all(|g| *g == STATS_INTERVAL_MS),
+        "{serverless:?}"
+    );
+}
+
+#[test]
+fn no_stats_with_interval_zero() {
+    let mut net = Net::with(2, |c| c.stats_interval_ms = 0);
+    net.drive(20_000);
+    assert_eq!(net.nodes[0].connected_peers().len(), 1);
+    assert!(net.stats_at.iter().all(Vec::is_empty));
 }
