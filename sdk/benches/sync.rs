@@ -14,7 +14,13 @@
 //!   to start or seek, rate changes 130-175 ms late) followed with
 //!   `FollowerConfig::browser()`, join to in sync p50/p95 also as the browser test measures
 //!   it (the device's own drift readings), against the browser follower without the landing
-//!   hold (PROTOCOL.md §12.5) in the same run.
+//!   hold (PROTOCOL.md §12.5) in the same run;
+//! - issue 16: with Firefox-like media elements (`firefox_like`: the Chromium-like element
+//!   whose `currentTime` is refreshed only about every 40 ms), the drift between devices and
+//!   the follower's in-sync/correcting status flips and excursions, against the same browser
+//!   follower trusting each reading (`EstimatorConfig::SINGLE_READING`, before the position
+//!   estimate of PROTOCOL.md §12.5.2) in the same run; and the Chromium-like drift against
+//!   that follower too (the estimate must not make it worse).
 //!
 //! Run with `cargo bench -p p3-lanes --bench sync` (or `npm run bench`). Merges its figures into
 //! `bench-results.json` at the repository root as `{name, value, unit, baseline, ratio}`,
@@ -24,6 +30,7 @@
 mod sync_harness;
 
 use p3_lanes::core::sync::follower::FollowerConfig;
+use p3_lanes::core::sync::position::EstimatorConfig;
 use serde_json::{json, Value};
 use std::time::Instant;
 use sync_harness::{quantile, Mode, Sim, SimConfig, SimReport, IN_SYNC_MS};
@@ -36,6 +43,34 @@ const BASELINE_SEEDS: u64 = 20;
 /// Seeds of the Chromium-like runs (the join figures' tails need many: one late joiner each).
 const CHROMIUM_SEEDS: u64 = 200;
 const DEVICES: usize = 5;
+/// Seeds of the Firefox-like runs (and of the Chromium-like single-reading comparison).
+const FIREFOX_SEEDS: u64 = 100;
+
+/// Figures of the issue-16 comparison: drift between devices p95, flips and excursions per
+/// device and run.
+struct Coarse {
+    drift_p95: f64,
+    flips: f64,
+    excursions: f64,
+}
+
+fn coarse(
+    seeds: u64,
+    profile: fn(u64, usize, FollowerConfig) -> SimConfig,
+    follower: &FollowerConfig,
+) -> Coarse {
+    let runs: Vec<SimReport> = (0..seeds)
+        .map(|seed| Sim::new(profile(seed, DEVICES, follower.clone())).run())
+        .collect();
+    let pair: Vec<f64> = runs.iter().flat_map(|r| r.pairwise_ms.clone()).collect();
+    let per = (seeds * DEVICES as u64) as f64;
+    let sum = |f: fn(&SimReport) -> usize| runs.iter().map(f).sum::<usize>() as f64 / per;
+    Coarse {
+        drift_p95: quantile(&pair, 0.95),
+        flips: sum(|r| r.status_flips.iter().sum()),
+        excursions: sum(|r| r.excursions.iter().sum()),
+    }
+}
 
 fn runs(mode: Mode, seeds: u64) -> Vec<SimReport> {
     (0..seeds)
@@ -120,6 +155,14 @@ fn main() {
     let cl = figures(&chromium_runs(CHROMIUM_SEEDS, true, &browser));
     let c0 = figures(&chromium_runs(CHROMIUM_SEEDS, false, &before));
     let cl0 = figures(&chromium_runs(CHROMIUM_SEEDS, true, &before));
+    let single = FollowerConfig {
+        position: EstimatorConfig::SINGLE_READING,
+        ..FollowerConfig::browser()
+    };
+    let ff = coarse(FIREFOX_SEEDS, SimConfig::firefox_like, &browser);
+    let ff0 = coarse(FIREFOX_SEEDS, SimConfig::firefox_like, &single);
+    let cr = coarse(FIREFOX_SEEDS, SimConfig::chromium_like, &browser);
+    let cr0 = coarse(FIREFOX_SEEDS, SimConfig::chromium_like, &single);
     let elapsed = t.elapsed();
     let (o, n, s) = (figures(&ours), figures(&naive), figures(&seed_ts));
 
@@ -184,6 +227,21 @@ fn main() {
         quantile(&skew, 0.95),
     );
     println!("seeks per device per run (scripted ones included): {seeks:.1}");
+    println!(
+        "{:<46} {:>10} {:>14} {:>12}",
+        "currentTime estimate (issue 16)", "drift p95", "flips/device", "excursions"
+    );
+    for (name, f) in [
+        ("Firefox-like (40 ms steps), estimated", &ff),
+        ("Firefox-like, single reading (before)", &ff0),
+        ("Chromium-like, estimated", &cr),
+        ("Chromium-like, single reading (before)", &cr0),
+    ] {
+        println!(
+            "{name:<46} {:>7.2} ms {:>14.1} {:>12.1}",
+            f.drift_p95, f.flips, f.excursions
+        );
+    }
 
     let mut results = Vec::new();
     let mut push =
@@ -267,6 +325,35 @@ fn main() {
             }
         }
     }
+    let single_name = "browser follower reading currentTime once (before)";
+    push(
+        "firefox_media.drift_between_devices.p95",
+        ff.drift_p95,
+        "ms",
+        single_name,
+        Some(ff0.drift_p95),
+    );
+    push(
+        "firefox_media.status_flips_per_device",
+        ff.flips,
+        "flips",
+        single_name,
+        Some(ff0.flips),
+    );
+    push(
+        "firefox_media.excursions_per_device",
+        ff.excursions,
+        "excursions",
+        single_name,
+        Some(ff0.excursions),
+    );
+    push(
+        "chromium_media.drift_between_devices.p95_vs_single_reading",
+        cr.drift_p95,
+        "ms",
+        single_name,
+        Some(cr0.drift_p95),
+    );
     let raw = "unsynchronized clock skew";
     push(
         "clock_offset_error_after_burst.p50",

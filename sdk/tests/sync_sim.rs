@@ -10,6 +10,7 @@
 mod sync_harness;
 
 use p3_lanes::core::sync::follower::FollowerConfig;
+use p3_lanes::core::sync::position::EstimatorConfig;
 use std::sync::OnceLock;
 use sync_harness::{
     quantile, LinkModel, MeshConfig, Mode, Sim, SimConfig, SimReport, Step, IN_SYNC_MS,
@@ -264,12 +265,114 @@ fn chromium_like_media_elements_agree_too() {
             left_sync <= SEEDS / 8,
             "{left_sync} late joiners left sync again"
         );
-        assert!(quantile(&readings, 0.5) <= 1000.0);
+        // Loaded: 0.98 s before the position estimate (PROTOCOL.md §12.5.2), whose first start
+        // waits for the readings that bound the `currentTime` quantum.
+        assert!(quantile(&readings, 0.5) <= if loaded { 1100.0 } else { 1000.0 });
         if !loaded {
             assert!(quantile(&readings, 0.95) <= 1500.0);
             assert!(quantile(&joins, 0.95) <= 1500.0);
         }
     }
+}
+
+/// Figures of a set of runs, for comparing two followers on one media model.
+struct Followed {
+    pairwise_p95: f64,
+    vs_room_p95: f64,
+    /// `in-sync` ↔ `correcting` status changes per device per run.
+    flips: f64,
+    /// Excursions per device per run.
+    excursions: f64,
+    /// Join to in sync by the device's own readings, p95, ms.
+    join_readings_p95: f64,
+}
+
+fn followed(
+    seeds: u64,
+    profile: fn(u64, usize, FollowerConfig) -> SimConfig,
+    follower: &FollowerConfig,
+) -> Followed {
+    let (mut pair, mut room, mut joins) = (vec![], vec![], vec![]);
+    let (mut flips, mut excursions) = (0, 0);
+    for seed in 0..seeds {
+        let r = Sim::new(profile(seed, DEVICES, follower.clone())).run();
+        assert_eq!(r.wrong_track, 0, "seed {seed}");
+        pair.extend(r.pairwise_ms.iter().copied());
+        room.extend(r.vs_room_ms.iter().copied());
+        joins.extend(
+            r.join_to_sync_readings_ms
+                .iter()
+                .map(|j| j.unwrap_or(f64::INFINITY)),
+        );
+        flips += r.status_flips.iter().sum::<usize>();
+        excursions += r.excursions.iter().sum::<usize>();
+    }
+    let per_device = (seeds as f64) * DEVICES as f64;
+    Followed {
+        pairwise_p95: quantile(&pair, 0.95),
+        vs_room_p95: quantile(&room, 0.95),
+        flips: flips as f64 / per_device,
+        excursions: excursions as f64 / per_device,
+        join_readings_p95: quantile(&joins, 0.95),
+    }
+}
+
+/// Issue 16: media elements whose `currentTime` is refreshed only about every 40 ms (headless
+/// Firefox; the harness's `firefox_like` profile, the Chromium-like element otherwise),
+/// followed with `FollowerConfig::browser()`, which estimates the position from the readings
+/// over time (`core::sync::position`), against the same follower trusting each reading
+/// (`EstimatorConfig::SINGLE_READING`, the follower before) in the same run. Each single
+/// reading is up to 40 ms stale: that follower corrects the staleness, flipping between in
+/// sync and correcting. The estimator keeps devices within 10 ms of each other (p95) and stops
+/// the flipping, and does no harm on the Chromium-like element (always current).
+#[test]
+fn firefox_like_coarse_current_time_is_estimated_over_time() {
+    const SEEDS: u64 = 20;
+    let new = FollowerConfig::browser();
+    let old = FollowerConfig {
+        position: EstimatorConfig::SINGLE_READING,
+        ..FollowerConfig::browser()
+    };
+    let ff_new = followed(SEEDS, SimConfig::firefox_like, &new);
+    let ff_old = followed(SEEDS, SimConfig::firefox_like, &old);
+    let cr_new = followed(SEEDS, SimConfig::chromium_like, &new);
+    let cr_old = followed(SEEDS, SimConfig::chromium_like, &old);
+    for (name, f) in [
+        ("Firefox-like, estimated", &ff_new),
+        ("Firefox-like, single reading (before)", &ff_old),
+        ("Chromium-like, estimated", &cr_new),
+        ("Chromium-like, single reading (before)", &cr_old),
+    ] {
+        eprintln!(
+            "{name}: drift between devices p95 {:.2} ms, vs room p95 {:.2} ms; per device and \
+             run {:.1} in-sync/correcting flips, {:.1} excursions; join to in sync (own \
+             readings) p95 {:.0} ms",
+            f.pairwise_p95, f.vs_room_p95, f.flips, f.excursions, f.join_readings_p95
+        );
+    }
+    assert!(ff_new.pairwise_p95 <= 10.0, "{:.2} ms", ff_new.pairwise_p95);
+    assert!(ff_new.pairwise_p95 < ff_old.pairwise_p95);
+    // No flip-flopping: a handful per device and run (one start lands per change), a fraction
+    // of the single-reading follower's.
+    assert!(ff_new.flips <= 4.0, "{:.1} flips", ff_new.flips);
+    assert!(
+        ff_new.flips * 4.0 <= ff_old.flips,
+        "{:.1} vs {:.1}",
+        ff_new.flips,
+        ff_old.flips
+    );
+    // Chromium-like: not worse than before (within the runs' noise).
+    assert!(
+        cr_new.pairwise_p95 <= cr_old.pairwise_p95 + 0.5,
+        "{:.2} vs {:.2} ms",
+        cr_new.pairwise_p95,
+        cr_old.pairwise_p95
+    );
+    assert!(cr_new.vs_room_p95 <= cr_old.vs_room_p95 + 0.5);
+    assert!(cr_new.flips <= cr_old.flips + 0.5);
+    // A fresh device does not know its browser's quantum: its first start waits for the few
+    // readings that bound it (measured: +150 ms at p95 on the join).
+    assert!(cr_new.join_readings_p95 <= cr_old.join_readings_p95 + 250.0);
 }
 
 /// Mesh mode (PROTOCOL.md §13.10-§13.11), on the shipped `core::music::Room`: the server is

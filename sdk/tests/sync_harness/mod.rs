@@ -32,6 +32,12 @@
 //!   the browser test on a shared 2-core machine: the pages' learned latencies there were
 //!   100-135 ms for the first `play()` and 110-125 ms for a seek) the first `play()` and
 //!   every seek take 105-125 ms and a rate change shows 130-175 ms late.
+//! - `currenttime_step_ms` models a `currentTime` refreshed only every so often (issue 16:
+//!   headless Firefox about every 40 ms, Chromium about every 4 ms): each device's element
+//!   refreshes it on its own period (the step ±5 %, a random phase) and in between a reading
+//!   shows the position at the last refresh (at once after a command: a seek, play or pause
+//!   sets it). The Firefox-like profile ([`SimConfig::firefox_like`]) is the Chromium-like
+//!   element (its latencies and excursion cost, not measured in Firefox) with 40 ms steps.
 #![allow(dead_code)]
 
 use p3_lanes::core::codec::{decode_msgpack, encode_msgpack};
@@ -142,6 +148,8 @@ pub struct SimConfig {
     pub chromium_loaded: bool,
     /// Serverless mesh mode from some instant on (`None`: the server stays).
     pub mesh: Option<MeshConfig>,
+    /// `currentTime` refresh period of the media elements, ms (0: always current).
+    pub currenttime_step_ms: f64,
 }
 
 /// Mesh mode (PROTOCOL.md §13.10-§13.11): every device's [`Room`] has peer tiers and a
@@ -250,6 +258,26 @@ impl SimConfig {
             chromium_media: false,
             chromium_loaded: false,
             mesh: None,
+            currenttime_step_ms: 0.0,
+        }
+    }
+
+    /// The scenario with Chromium-like media elements (`chromium_media`) followed with
+    /// `follower`.
+    pub fn chromium_like(seed: u64, devices: usize, follower: FollowerConfig) -> SimConfig {
+        SimConfig {
+            chromium_media: true,
+            follower,
+            ..SimConfig::scenario(seed, devices, Mode::Synced)
+        }
+    }
+
+    /// The scenario with Firefox-like media elements: Chromium-like ones whose `currentTime`
+    /// is refreshed about every 40 ms (module docs), followed with `follower`.
+    pub fn firefox_like(seed: u64, devices: usize, follower: FollowerConfig) -> SimConfig {
+        SimConfig {
+            currenttime_step_ms: 40.0,
+            ..SimConfig::chromium_like(seed, devices, follower)
         }
     }
 }
@@ -286,6 +314,9 @@ struct Player {
     /// Rate changes on their way through the output's queue: `(true ms it shows, rate, media
     /// ms lost then)`, oldest first.
     pending_rates: std::collections::VecDeque<(f64, f64, f64)>,
+    /// `currentTime` refresh period, ms (0: always current), and the phase of its refreshes.
+    step_ms: f64,
+    step_phase: f64,
 }
 
 /// Chromium plays rates this close to 1 at 1.
@@ -328,6 +359,14 @@ impl Player {
     /// What `currentTime` reads: Chromium shows a false start of up to 20 ms right after
     /// `play()`, until the real movement overtakes it.
     fn reading(&self, t: f64) -> f64 {
+        let t = if self.step_ms > 0.0 {
+            // The last refresh, but not before the last command (which sets `currentTime`).
+            let refreshed =
+                ((t - self.step_phase) / self.step_ms).floor() * self.step_ms + self.step_phase;
+            refreshed.max(self.anchor).min(t)
+        } else {
+            t
+        };
         let p = self.position(t);
         if self.chromium && self.playing && t < self.moving_from && t >= self.play_issued {
             p.max(self.pos + (t - self.play_issued).min(20.0) / 1000.0)
@@ -516,6 +555,8 @@ struct Device {
     excursions: Vec<(f64, f64)>,
     /// The last reading was during an excursion.
     nudging: bool,
+    /// The follower's last status (`MusicStatus`).
+    status: &'static str,
 }
 
 impl Device {
@@ -566,6 +607,11 @@ pub struct SimReport {
     pub refinements_right_after_in_sync: Vec<usize>,
     /// Seeks issued by followers (all devices).
     pub seeks: usize,
+    /// Status changes between `in-sync` and `correcting` (either way), per device: a
+    /// follower acting on its reading's noise flips between them.
+    pub status_flips: Vec<usize>,
+    /// Excursions (rate nudges) started, per device.
+    pub excursions: Vec<usize>,
     /// `NeedsUserGesture` events per device.
     pub gesture_events: Vec<usize>,
     /// Changes refused by the authority, by code.
@@ -638,7 +684,7 @@ impl Sim {
             .map(|i| {
                 let skew = uni(&mut rng, -cfg.max_skew_ms, cfg.max_skew_ms);
                 let drift = uni(&mut rng, -cfg.max_drift_ppm, cfg.max_drift_ppm) * 1e-6;
-                let player = Player {
+                let mut player = Player {
                     track: None,
                     ready_at: 0.0,
                     pos: 0.0,
@@ -673,7 +719,15 @@ impl Sim {
                     },
                     applied_rate: 1.0,
                     pending_rates: std::collections::VecDeque::new(),
+                    step_ms: 0.0,
+                    step_phase: 0.0,
                 };
+                // Drawn only for a coarse `currentTime`, so that the other profiles' runs
+                // (their random streams) stay those of before it existed.
+                if cfg.currenttime_step_ms > 0.0 {
+                    player.step_ms = cfg.currenttime_step_ms * uni(&mut rng, 0.95, 1.05);
+                    player.step_phase = uni(&mut rng, 0.0, cfg.currenttime_step_ms);
+                }
                 Device {
                     id: format!("dev-{i}"),
                     skew,
@@ -693,6 +747,7 @@ impl Sim {
                     steady_readings: vec![],
                     excursions: vec![],
                     nudging: false,
+                    status: "waiting",
                 }
             })
             .collect();
@@ -707,6 +762,7 @@ impl Sim {
             dict: Dictionary::v1(),
             report: SimReport {
                 gesture_events: vec![0; cfg.devices],
+                status_flips: vec![0; cfg.devices],
                 ..Default::default()
             },
             next_tick: 0.0,
@@ -1133,6 +1189,13 @@ impl Sim {
                 Output::Event(RoomEvent::NeedsUserGesture) => {
                     self.report.gesture_events[i] += 1;
                 }
+                Output::Event(RoomEvent::Status { status }) => {
+                    let flip = |s: &str| s == "in-sync" || s == "correcting";
+                    if flip(status) && flip(d.status) && status != d.status {
+                        self.report.status_flips[i] += 1;
+                    }
+                    d.status = status;
+                }
                 Output::Event(RoomEvent::Control { .. })
                     if self.mesh_host.is_some_and(|h| h != i) =>
                 {
@@ -1393,6 +1456,7 @@ impl Sim {
                         .count()
                 }));
         }
+        self.report.excursions = self.devices.iter().map(|d| d.excursions.len()).collect();
         for d in &self.devices {
             if let Some(e) = d.burst_error_ms {
                 self.report.burst_offset_error_ms.push(e);

@@ -22,7 +22,7 @@
 //! | error | action |
 //! | --- | --- |
 //! | < 5 ms (`deadband_ms`) | nothing: below what a listener can hear between two speakers |
-//! | 5..=150 ms (`seek_threshold_ms`) | an **excursion**: `playbackRate` ±2 % (`max_nudge`) for exactly as long as it takes to gain or lose the error, then back to the room's rate, wait out the **rate latency** (`rate_latency_ms`: a rate change shows in the position only once the audio already queued for the output has played, Chromium 130-150 ms) and until steady, measure again. Browsers lose media time on every excursion (Chromium: 15-25 ms, 20 on average, whatever the rate and direction, when the time-stretched audio starts), so the follower learns this **excursion cost** (intended gain − achieved gain, averaged 1:1) and plans with it: being 7 ms ahead with a 20 ms cost means speeding up for 13 ms of gain. An excursion starts only after `confirm_readings` steady readings in a row beyond the deadband (browsers: 2), so one odd reading never costs a dip. At least 40 ms long (`min_nudge_ms`); Chromium ignores rates within ±0.5 % of 1, hence fixed-size nudges. No dithering (the rate is either normal or nudged, for a computed time) and no overshoot beyond the player's noise |
+//! | 5..=150 ms (`seek_threshold_ms`) | an **excursion**: `playbackRate` ±2 % (`max_nudge`) for exactly as long as it takes to gain or lose the error, then back to the room's rate, wait out the **rate latency** (`rate_latency_ms`: a rate change shows in the position only once the audio already queued for the output has played, Chromium 130-150 ms) and until steady, measure again. Browsers lose media time on every excursion (Chromium: 15-25 ms, 20 on average, whatever the rate and direction, when the time-stretched audio starts), so the follower learns this **excursion cost** (intended gain − achieved gain, averaged 1:1) and plans with it: being 7 ms ahead with a 20 ms cost means speeding up for 13 ms of gain. An excursion starts only after `confirm_readings` steady readings in a row beyond the deadband, so one odd reading never costs a dip; a settled position estimate over a window (browsers with a coarse `currentTime`, see "Position estimate") holds odd readings out and counts as confirmed. At least 40 ms long (`min_nudge_ms`); Chromium ignores rates within ±0.5 % of 1, hence fixed-size nudges. No dithering (the rate is either normal or nudged, for a computed time) and no overshoot beyond the player's noise |
 //! | > 150 ms | seek to the target plus the learned seek latency; at most one such seek per 2 s (`seek_cooldown_ms`), so a slow device can never loop on seeks (no stutter loop) |
 //!
 //! For 2.5 s after each start (`catchup_window_ms`: join, play, a DJ's seek, a track change),
@@ -39,13 +39,27 @@
 //! the refinement's excursion would first lose its cost (Chromium ~20 ms) and take the page
 //! out of sync again, alone in a room that is in sync.
 //!
+//! # Position estimate
+//! The error is that of the element's position estimated from its steady readings since the
+//! last start, seek, pause, load or excursion ([`crate::core::sync::position`], chosen by
+//! `FollowerConfig::position`), not of one reading: a browser refreshes `currentTime` only
+//! every few ms (headless Firefox about every 40 ms), so one reading can be a quantum stale.
+//! Excursions, catch-up seeks, the landing hold, the learned latencies and the in-sync status
+//! act only on a settled estimate; the ladder's top rung (a seek beyond 150 ms) on any. The
+//! sampling instants are dithered by up to the learned quantum so that readings fall on every
+//! phase of the element's refresh, and taken at the fast period while the estimate settles. A
+//! fine `currentTime` (quantum within the deadband: Chromium's) is its own estimate, each
+//! reading confirmed by the next ones as natively. [`EstimatorConfig::SINGLE_READING`] (the
+//! default: an ideal player) trusts each reading.
+//!
 //! # Scheduled changes and latencies
 //! - A change takes effect at its `applyAt`: `pause` and a DJ's `seek` are issued at that
 //!   instant; `play` from paused is prepared (a silent seek while paused) and `Play` is issued
 //!   the learned start latency *before* `applyAt`, so that playback starts moving at `applyAt`.
 //! - Seek and start latencies are learned: after each seek or start, once the media moves
 //!   steadily (at its rate over 30 ms of readings: browsers report a position that moves
-//!   and then stalls while the audio output starts), the error gives the actual latency
+//!   and then stalls while the audio output starts; give or take the learned `currentTime`
+//!   quantum), the error of the first settled position estimate gives the actual latency
 //!   (`estimate − error`), averaged 1:1 with the estimate. No correction is made before.
 //! - A late joiner (or a device whose `applyAt` passed while loading) starts at a short,
 //!   planned instant: seek (paused) to where the room will be then, and play.
@@ -68,6 +82,7 @@
 //! changes and [`Follower::handle_state`] with every `sync-state` received.
 
 use crate::core::sync::clock::ClockMapping;
+use crate::core::sync::position::{EstimatorConfig, PositionEstimator};
 use crate::core::sync::state::RoomState;
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -126,6 +141,13 @@ pub struct FollowerConfig {
     pub seek_latency_from_start: bool,
     /// Error below which the follower reports [`FollowerStatus::InSync`], ms.
     pub in_sync_ms: f64,
+    /// How the element's position is estimated from its steady readings
+    /// ([`crate::core::sync::position`]): [`EstimatorConfig::SINGLE_READING`] trusts each
+    /// reading (an ideal player, whose position reads exactly); browsers refresh
+    /// `currentTime` only every few ms (Firefox: about 40), so their position is estimated
+    /// from the readings since the last start, seek or excursion, and small corrections
+    /// (excursions, catch-up seeks) wait until that estimate is settled.
+    pub position: EstimatorConfig,
     /// Media sampling period when settled, ms.
     pub sample_interval_ms: f64,
     /// Media sampling period during a start, a seek or the catch-up window, ms.
@@ -155,7 +177,8 @@ impl FollowerConfig {
     /// cost its 20 ms dip; three such seeks, as a loaded renderer's seek latency varies
     /// (90-125 ms), the first guessed from the measured start latency. A joining device
     /// within 10 ms is left alone for 1 s before it is refined (the refinement's dip would
-    /// take the page out of sync).
+    /// take the page out of sync). The position is estimated from the readings over time
+    /// (`EstimatorConfig::default()`), not from one `currentTime` reading.
     pub fn browser() -> FollowerConfig {
         FollowerConfig {
             initial_start_latency_ms: 70.0,
@@ -170,6 +193,7 @@ impl FollowerConfig {
             catchup_seek_threshold_ms: 10.0,
             landing_hold_ms: 1000.0,
             seek_latency_from_start: true,
+            position: EstimatorConfig::default(),
             ..FollowerConfig::default()
         }
     }
@@ -193,6 +217,7 @@ impl Default for FollowerConfig {
             landing_hold_ms: 0.0,
             seek_latency_from_start: false,
             in_sync_ms: 10.0,
+            position: EstimatorConfig::SINGLE_READING,
             sample_interval_ms: 100.0,
             fast_sample_interval_ms: 20.0,
             initial_seek_latency_ms: 50.0,
@@ -438,12 +463,20 @@ pub struct Follower {
     /// `Play` issued and not paused since (the element should be playing).
     want_playing: bool,
     last: Option<MediaSample>,
+    /// The element's position from its steady readings (reset whenever its motion changes).
+    estimator: PositionEstimator,
+    /// Readings taken (the sampling dither's index).
+    readings_taken: u64,
+    /// The last reading was unbiased but the estimate not settled yet: sample fast.
+    settling: bool,
     /// Time between the last two samples, ms.
     sample_gap_ms: f64,
     launch: Option<Launch>,
     /// Version of the state the last `Play` was issued for.
     started_version: Option<(u64, u64)>,
     transition: Option<Transition>,
+    /// A start or seek ended steadily; its latency is learned from the next settled estimate.
+    learn_pending: Option<TransitionKind>,
     /// Local time of the last `Seek` issued, ms.
     last_seek_ms: f64,
     seek_cooldown_until: f64,
@@ -482,6 +515,9 @@ impl Follower {
             seek_latency_ms: config.initial_seek_latency_ms,
             start_latency_ms: config.initial_start_latency_ms,
             excursion_cost_ms: config.initial_excursion_cost_ms,
+            estimator: PositionEstimator::new(config.position),
+            readings_taken: 0,
+            settling: false,
             config,
             clock: None,
             states: VecDeque::new(),
@@ -494,6 +530,7 @@ impl Follower {
             launch: None,
             started_version: None,
             transition: None,
+            learn_pending: None,
             last_seek_ms: f64::NEG_INFINITY,
             seek_cooldown_until: f64::NEG_INFINITY,
             catchup_seeks_left: 0,
@@ -608,6 +645,7 @@ impl Follower {
         if let Some(p) = self.last.replace(sample) {
             self.sample_gap_ms = (sample.local_ms - p.local_ms).clamp(0.0, 10_000.0);
         }
+        self.readings_taken += 1;
         self.observe(sample);
         self.run(sample.local_ms, true);
     }
@@ -733,8 +771,8 @@ impl Follower {
         self.set_status(FollowerStatus::Starting);
     }
 
-    /// Ends a transition once the element moves steadily, learning the latency from the
-    /// error then.
+    /// Ends a transition once the element moves steadily; its latency is learned from the
+    /// error of the next settled position estimate ([`Follower::learn_latency`]).
     ///
     /// Steadily: over at least [`STEADY_SPAN_MS`] of readings the position advanced at the
     /// element's rate (within [`STEADY_TOLERANCE`] plus 1 ms). Browsers report a position that
@@ -776,7 +814,9 @@ impl Follower {
                 }
                 let advanced = (s.position_s - p) * 1000.0;
                 let expected = span * s.playback_rate.max(1e-3);
-                if (advanced - expected).abs() > STEADY_TOLERANCE * expected + 1.0 {
+                // Two stale readings differ by up to one refresh quantum of `currentTime`.
+                let quantum = self.estimator.quantum_ms().unwrap_or(0.0);
+                if (advanced - expected).abs() > STEADY_TOLERANCE * expected + 1.0 + quantum {
                     tr.moving_since = Some((s.local_ms, s.position_s));
                     self.transition = Some(tr);
                     return;
@@ -784,16 +824,18 @@ impl Follower {
             }
         }
         self.transition = None;
-        let (Some(clock), Some(state)) = (self.clock, self.in_force_now(s.local_ms)) else {
-            return;
-        };
-        if !tr.learn || !state.is_playing {
-            return;
+        if tr.learn {
+            // Learned from the first settled position estimate (at once with single readings).
+            self.learn_pending = Some(tr.kind);
         }
-        let rate = state.playback_rate.max(1e-3);
-        let error_ms = (s.position_s - state.position_at(clock.to_server(s.local_ms))) * 1000.0;
+    }
+
+    /// Learns the latency of the start or seek that ended from the error of the first settled
+    /// estimate after it, ms (`rate`: the room's).
+    fn learn_latency(&mut self, kind: TransitionKind, error_ms: f64, rate: f64) {
+        let rate = rate.max(1e-3);
         let max = self.config.max_latency_ms;
-        match tr.kind {
+        match kind {
             TransitionKind::Start => {
                 let measured = (self.start_latency_ms - error_ms / rate).clamp(0.0, max);
                 self.start_latency_ms = if self.start_learned {
@@ -823,8 +865,9 @@ impl Follower {
         self.timers[Timer::Apply as usize] = None;
         self.timers[Timer::Launch as usize] = None;
         self.step(now_ms, fresh);
-        // Sampling cadence: fast around transitions.
+        // Sampling cadence: fast around transitions and while the estimate settles.
         let fast = self.transition.is_some()
+            || self.settling
             || self.launch.is_some()
             || now_ms < self.catchup_until
             || self.load_issued_ms.is_some();
@@ -836,7 +879,11 @@ impl Follower {
         let base = self
             .last
             .map_or(now_ms, |s| s.local_ms.max(now_ms - period));
-        self.timers[Timer::Sample as usize] = Some(if fresh { now_ms } else { base } + period);
+        // Dithered (by up to the learned `currentTime` quantum) so that readings fall on every
+        // phase of the element's refresh.
+        let dither = self.estimator.dither_ms(self.readings_taken);
+        self.timers[Timer::Sample as usize] =
+            Some(if fresh { now_ms } else { base } + period + dither);
         if let Some(l) = self.launch.filter(|l| l.play_at_ms > now_ms) {
             self.timers[Timer::Launch as usize] = Some(l.play_at_ms);
         }
@@ -846,6 +893,9 @@ impl Follower {
     /// Forgets a running or ended excursion (a new start, seek, pause or track); the rate is
     /// set back by whoever follows next.
     fn end_nudge(&mut self) {
+        self.estimator.reset();
+        self.settling = false;
+        self.learn_pending = None;
         self.in_sync_since = None;
         self.nudge = None;
         self.excursion = None;
@@ -1080,12 +1130,30 @@ impl Follower {
             return;
         }
         let target = state.position_at(server_now);
-        let error_ms = (sample.position_s - target) * 1000.0;
+        // At the room's rate outside an excursion the readings are unbiased: the position is
+        // estimated from them over time (module `position`); otherwise the reading alone.
+        let unbiased = self.nudge.is_none() && (sample.playback_rate - rate).abs() <= 1e-9;
+        let (position_s, settled, windowed) = if unbiased {
+            let e = self
+                .estimator
+                .push(sample.local_ms, sample.position_s, sample.playback_rate);
+            (e.position_s, e.settled, !e.single)
+        } else {
+            self.estimator.reset();
+            (sample.position_s, false, false)
+        };
+        self.settling = unbiased && !settled;
+        let error_ms = (position_s - target) * 1000.0;
+        if settled {
+            if let Some(kind) = self.learn_pending.take() {
+                self.learn_latency(kind, error_ms, rate);
+            }
+        }
         self.last_error_ms = Some(error_ms);
         let abs = error_ms.abs();
         let catchup_seek = now_ms < self.catchup_seeks_until
             && self.catchup_seeks_left > 0
-            && self.nudge.is_none()
+            && settled
             && abs > self.config.catchup_seek_threshold_ms;
         let seek_due = catchup_seek
             || (abs > self.config.seek_threshold_ms && now_ms >= self.seek_cooldown_until);
@@ -1142,8 +1210,9 @@ impl Follower {
             }
             self.seek_playing(now_ms, target, rate);
         } else {
-            // A steady reading at the room's rate: unbiased.
-            if let Some(x) = self.excursion.take() {
+            // A steady reading at the room's rate: unbiased. The excursion's cost is learned
+            // from the first settled estimate after it.
+            if let Some(x) = self.excursion.take_if(|_| settled) {
                 let achieved = error_ms - x.error_before_ms;
                 let cost =
                     (x.gain_ms - achieved).clamp(-MAX_EXCURSION_COST_MS, MAX_EXCURSION_COST_MS);
@@ -1156,17 +1225,25 @@ impl Follower {
             }
             // Readings beyond the deadband in a row (same sign): the smallest error counts.
             // Joining, and just in sync: no refinement yet (`landing_hold_ms`).
-            self.in_sync_since = if abs <= self.config.in_sync_ms {
-                self.in_sync_since.or(Some(now_ms))
-            } else {
-                None
-            };
+            // An estimate not settled yet (too few readings for the element's `currentTime`
+            // quantum) decides nothing.
+            if settled {
+                self.in_sync_since = if abs <= self.config.in_sync_ms {
+                    self.in_sync_since.or(Some(now_ms))
+                } else {
+                    None
+                };
+            }
             let hold = self.joining
                 && self
                     .in_sync_since
                     .is_some_and(|t| now_ms < t + self.config.landing_hold_ms);
-            self.beyond = if abs <= self.config.deadband_ms || hold {
+            self.beyond = if abs <= self.config.deadband_ms || hold || !settled {
                 (0, 0.0)
+            } else if windowed {
+                // A settled estimate rests on several readings and odd ones are held out of
+                // it: it is confirmed.
+                (self.config.confirm_readings.max(1), error_ms)
             } else if self.beyond.0 > 0 && self.beyond.1.signum() == error_ms.signum() {
                 let e = if abs < self.beyond.1.abs() {
                     error_ms
@@ -1206,11 +1283,14 @@ impl Follower {
                 self.command(MediaCommand::SetRate { rate: rate_now });
                 correction = Correction::Nudge;
             }
-            self.set_status(if abs <= self.config.in_sync_ms {
-                FollowerStatus::InSync
-            } else {
-                FollowerStatus::Correcting
-            });
+            // The status changes only on a settled estimate (it stays `Starting` until one).
+            if settled {
+                self.set_status(if abs <= self.config.in_sync_ms {
+                    FollowerStatus::InSync
+                } else {
+                    FollowerStatus::Correcting
+                });
+            }
         }
         self.event(FollowerEvent::Drift(DriftSample {
             local_ms: now_ms,
@@ -1461,6 +1541,56 @@ mod tests {
             f.excursion_cost_ms()
         );
         assert_eq!(f.status(), FollowerStatus::InSync);
+    }
+
+    #[test]
+    fn a_coarse_current_time_in_sync_is_left_alone() {
+        // An element exactly on the room whose `currentTime` is refreshed every 40 ms (headless
+        // Firefox): each reading lags by 0-40 ms.
+        let stale = |t: f64| (((t - 13.0) / 40.0).floor() * 40.0 + 13.0).max(0.0) / 1000.0;
+        let single = FollowerConfig {
+            position: EstimatorConfig::SINGLE_READING,
+            ..FollowerConfig::browser()
+        };
+        for (config, estimated) in [(FollowerConfig::browser(), true), (single, false)] {
+            RATE.set(1.0);
+            let mut f = Follower::new(config);
+            f.handle_clock(ClockMapping::IDENTITY, 0.0);
+            f.handle_state(state((1, 1), true, 0.0, 0.0), 0.0);
+            drain(&mut f);
+            let (cmds, _, _) = sample(&mut f, 10.0, 0.0, true);
+            let Some(MediaCommand::Seek { to_s }) = cmds.first().cloned() else {
+                panic!("{cmds:?}")
+            };
+            let mut t = to_s * 1000.0 - f.start_latency_ms();
+            let (cmds, _, _) = sample(&mut f, t, to_s, true);
+            assert_eq!(cmds, vec![MediaCommand::Play]);
+            // Read at the follower's deadlines for 20 s; after the start has settled (5 s),
+            // count corrections and status changes.
+            let (mut acted, mut flips) = (0, 0);
+            while t < 20_000.0 {
+                t = drain(&mut f).2.unwrap_or(t + 100.0).max(t + 1.0);
+                let (cmds, events, _) = sample(&mut f, t, stale(t), false);
+                if t > 5000.0 {
+                    acted += cmds.len();
+                    flips += events
+                        .iter()
+                        .filter(|e| matches!(e, FollowerEvent::Status(_)))
+                        .count();
+                }
+            }
+            if estimated {
+                assert_eq!((acted, flips), (0, 0), "corrected the staleness");
+                assert_eq!(f.status(), FollowerStatus::InSync);
+                let q = f.estimator.quantum_ms().expect("learned");
+                assert!((30.0..=50.0).contains(&q), "{q}");
+            } else {
+                assert!(
+                    acted >= 4 && flips >= 2,
+                    "{acted} corrections, {flips} flips"
+                );
+            }
+        }
     }
 
     #[test]

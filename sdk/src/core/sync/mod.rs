@@ -6,6 +6,7 @@
 //! | [`clock`] | NTP-style offset and drift of the local clock against the shared (server) clock |
 //! | [`state`] | the room's shared playback state, seed 004's `music-control` / `sync-state` messages, the authority that orders changes |
 //! | [`follower`] | keeps one media element on the room state with a correction ladder |
+//! | [`position`] | estimates the element's position from its readings over time (coarse `currentTime`) |
 //! | [`peer_clock`] | while serverless, where clock probes go (the controller over the mesh) and who answers them |
 //!
 //! The pieces meet only through values: a device runs a [`clock::ClockSync`] on its Control
@@ -17,4 +18,5 @@
 pub mod clock;
 pub mod follower;
 pub mod peer_clock;
+pub mod position;
 pub mod state;
