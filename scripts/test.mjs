@@ -3,9 +3,9 @@
 //
 //   setup    scripts/setup.mjs --browser
 //   fmt      cargo fmt --all -- --check
-//   clippy   cargo clippy, native (all targets) and wasm32, warnings denied
+//   clippy   cargo clippy, native (all targets) and wasm32 (each entry's features), warnings denied
 //   unit     cargo test --workspace
-//   wasm     build pkg/ and server-stub, then wasm-pack test in headless Chromium against a
+//   wasm     build pkg/ (every npm entry) and server-stub, then wasm-pack test in headless Chromium against a
 //            live server-stub whose URL the tests read at compile time (P3_SERVER_URL)
 //   e2e      node --test tests/*.spec.mjs (Playwright-driven Chromium against server-stub)
 //
@@ -16,6 +16,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startServer } from '../tests/support/server.mjs';
 import { buildSdk } from './build-sdk.mjs';
+import { ENTRIES } from './lib/bundle.mjs';
 import { ROOT, run, runMain } from './lib/proc.mjs';
 import { setup } from './setup.mjs';
 
@@ -59,10 +60,17 @@ async function main() {
   if (results.some((r) => r.status !== 'ok')) process.exitCode = 1;
 }
 
-/** Clippy on every native target, then on the SDK for wasm32 (its browser-only code). */
+/**
+ * Clippy on every native target, then on the SDK for wasm32 (its browser-only code): every
+ * feature, then each feature set an npm entry is built from (scripts/lib/bundle.mjs).
+ */
 async function clippy() {
   await cargo('clippy', '--workspace', '--all-targets', '--', '-D', 'warnings');
   await cargo('clippy', '-p', 'p3-lanes', '--target', 'wasm32-unknown-unknown', '--', '-D', 'warnings');
+  for (const entry of ENTRIES.filter((e) => e.features !== 'full')) {
+    await cargo('clippy', '-p', 'p3-lanes', '--lib', '--target', 'wasm32-unknown-unknown', '--no-default-features',
+      '--features', entry.features, '--', '-D', 'warnings');
+  }
 }
 
 /**

@@ -43,8 +43,8 @@ test('an SSE page and a WebSocket page exchange messages across stream reconnect
   try {
     browsers.push(await launchBrowser(), await launchBrowser());
     const [pageA, pageB] = await Promise.all([
-      openSdkPage(browsers[0], server.url, 'A-sse'),
-      openSdkPage(browsers[1], server.url, 'B-ws'),
+      openSdkPage(browsers[0], server.url, 'A-sse', 'lanes'),
+      openSdkPage(browsers[1], server.url, 'B-ws', 'lanes'),
     ]);
     const a = await connect(pageA, server.url, 'sse-a', LANES, ROOM, { transport: 'sse' });
     await recordEvents(pageA);
@@ -56,7 +56,7 @@ test('an SSE page and a WebSocket page exchange messages across stream reconnect
     assert.equal((await pageB.evaluate(() => window.client.handshake)).transport, 'websocket');
 
     // Without WebSocket the SDK picks SSE by itself (`transport: 'auto'`, the default).
-    const pageC = await openSdkPage(browsers[0], server.url, 'C-auto');
+    const pageC = await openSdkPage(browsers[0], server.url, 'C-auto', 'lanes');
     await pageC.evaluate(() => {
       delete window.WebSocket;
     });

@@ -37,8 +37,8 @@ test('messages cross Messaging, Data, Sync and Relay, before and after a server 
   try {
     browsers.push(await launchBrowser(), await launchBrowser());
     const [pageA, pageB] = await Promise.all([
-      openSdkPage(browsers[0], server.url, 'A'),
-      openSdkPage(browsers[1], server.url, 'B'),
+      openSdkPage(browsers[0], server.url, 'A', 'lanes'),
+      openSdkPage(browsers[1], server.url, 'B', 'lanes'),
     ]);
     const a = await connect(pageA, server.url, 'tab-a', LANES, ROOM);
     const b = await connect(pageB, server.url, 'tab-b', LANES, ROOM);

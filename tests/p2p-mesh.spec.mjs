@@ -42,7 +42,7 @@ test('three browsers exchange lanes over DataChannels, keep doing so after a ser
   const browsers = [];
   try {
     for (let i = 0; i < 3; i++) browsers.push(await launchBrowser());
-    const pages = await Promise.all(browsers.map((b, i) => openSdkPage(b, server.url, 'ABC'[i])));
+    const pages = await Promise.all(browsers.map((b, i) => openSdkPage(b, server.url, 'ABC'[i], 'music')));
     const ids = [];
     for (const [i, page] of pages.entries()) {
       const { sessionId } = await connect(page, server.url, `mesh-${'abc'[i]}`, LANES);
