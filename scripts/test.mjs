@@ -5,8 +5,9 @@
 //   fmt      cargo fmt --all -- --check
 //   clippy   cargo clippy, native (all targets) and wasm32 (each entry's features), warnings denied
 //   unit     cargo test --workspace
-//   wasm     build pkg/ (every npm entry) and server-stub, then wasm-pack test in headless Chromium against a
-//            live server-stub whose URL the tests read at compile time (P3_SERVER_URL)
+//   wasm     build pkg/ (every npm entry) and server-stub, then wasm-pack test in headless Chromium,
+//            once per npm entry with its features only, against a live server-stub whose URL
+//            the tests read at compile time (P3_SERVER_URL)
 //   e2e      node --test tests/*.spec.mjs (Playwright-driven Chromium against server-stub)
 //
 //   node scripts/test.mjs              every layer (what `npm test` and CI run)
@@ -75,7 +76,10 @@ async function clippy() {
 
 /**
  * Build pkg/ and server-stub, start server-stub on a free port, run the SDK's wasm-bindgen
- * tests in headless Chromium through ChromeDriver (browser flags: sdk/webdriver.json), stop.
+ * tests in headless Chromium through ChromeDriver (browser flags: sdk/webdriver.json), once
+ * per npm entry with that entry's Cargo features only (scripts/lib/bundle.mjs; each test file
+ * is gated by the feature of the entry it tests, so a build of `lanes` or `pwa` alone runs its
+ * own tests), then stop.
  */
 async function wasmBrowserTests() {
   await buildSdk();
@@ -83,9 +87,15 @@ async function wasmBrowserTests() {
   const server = await startServer();
   console.log(`server-stub for wasm tests at ${server.url}`);
   try {
-    await run('wasm-pack', ['test', '--headless', '--chrome', '--chromedriver', CHROMEDRIVER, 'sdk'], {
-      env: { P3_SERVER_URL: server.url, CHROMEDRIVER, WASM_BINDGEN_TEST_TIMEOUT: '120' },
-    });
+    for (const entry of ENTRIES) {
+      console.log(`wasm-bindgen tests of ${entry.specifier} (features: ${entry.features})`);
+      await run(
+        'wasm-pack',
+        ['test', '--headless', '--chrome', '--chromedriver', CHROMEDRIVER, 'sdk', '--', '--no-default-features',
+          '--features', entry.features],
+        { env: { P3_SERVER_URL: server.url, CHROMEDRIVER, WASM_BINDGEN_TEST_TIMEOUT: '120' } },
+      );
+    }
   } finally {
     await server.stop();
   }

@@ -17,7 +17,8 @@ import { brotliCompressSync, constants, gzipSync } from 'node:zlib';
  * - `target`: the issue's size target, gzip -9 bytes of wasm + JS (null: none of its own).
  * - `budget`: what the bundle-size test allows, gzip -9 bytes. Equal to `target` when the
  *   target is met; otherwise the measured size rounded up by at most 5 %, a ratchet to lower
- *   as the build shrinks (never raise it to make a change pass without saying why).
+ *   as the build shrinks (never raise it to make a change pass without saying why). Set from
+ *   the build of issue 15's entry split (BENCHMARKS.md `bundle`); no target is met yet.
  * @typedef {{name: string, features: string, dir: string, specifier: string, contains: string,
  *   target: number | null, budget: number}} Entry
  */
@@ -31,7 +32,7 @@ export const ENTRIES = [
     specifier: 'p3-lanes',
     contains: 'P3Client (handshake, lanes, codec, multiplexer, SSE), DictionaryCodec',
     target: 60_000,
-    budget: 0,
+    budget: 245_000,
   },
   {
     name: 'music',
@@ -40,7 +41,7 @@ export const ENTRIES = [
     specifier: 'p3-lanes/music',
     contains: 'the lanes entry + MusicRoom, PeerMesh, calls, OfflineChangeQueue',
     target: 150_000,
-    budget: 0,
+    budget: 480_000,
   },
   {
     name: 'pwa',
@@ -49,7 +50,7 @@ export const ENTRIES = [
     specifier: 'p3-lanes/pwa',
     contains: 'checkVersion, CacheGuard',
     target: 25_000,
-    budget: 0,
+    budget: 90_000,
   },
   {
     name: 'full',
@@ -58,7 +59,7 @@ export const ENTRIES = [
     specifier: 'p3-lanes/full',
     contains: 'everything',
     target: 150_000,
-    budget: 0,
+    budget: 510_000,
   },
 ];
 
