@@ -91,8 +91,9 @@ async function wasmBrowserTests() {
       console.log(`wasm-bindgen tests of ${entry.specifier} (features: ${entry.features})`);
       await run(
         'wasm-pack',
-        ['test', '--headless', '--chrome', '--chromedriver', CHROMEDRIVER, 'sdk', '--', '--no-default-features',
-          '--features', entry.features],
+        // After the crate's path, options go to `cargo test` (after `--`, to the test runner).
+        ['test', '--headless', '--chrome', '--chromedriver', CHROMEDRIVER, 'sdk', '--no-default-features', '--features',
+          entry.features],
         { env: { P3_SERVER_URL: server.url, CHROMEDRIVER, WASM_BINDGEN_TEST_TIMEOUT: '120' } },
       );
     }
