@@ -39,6 +39,9 @@ const BENCHES = [
   { name: 'mux', args: ['bench', '-p', 'p3-lanes', '--bench', 'mux'], results: 'bench-results.json' },
   // The wasm codec in Node.js against JSON, @msgpack/msgpack and msgpackr (builds pkg/ if stale).
   { name: 'codec-node', cmd: 'node', args: ['scripts/bench-codec-node.mjs'], results: 'bench-results.json' },
+  // Issue 15: what each npm entry downloads, gzip -9 and brotli, beside the JS stack's 58 KB
+  // (builds pkg/ if stale; the budgets are enforced by tests/bundle-size.spec.mjs).
+  { name: 'bundle', cmd: 'node', args: ['scripts/bench-bundle.mjs'], results: 'bench-results.json' },
   // server-stub: 10,000 idle WebSocket sessions, memory per session, room fan-out (~1 min).
   { name: 'capacity', args: ['bench', '-p', 'server-stub', '--bench', 'capacity'], results: 'bench-results.json' },
   // Issue 11: delivery latency and sustainable rate, 20 rooms × 10, rate ladder, server-stub

@@ -3,11 +3,14 @@
 //
 //   setup         scripts/setup.mjs --browser (toolchain, npm deps, Chromium, Firefox, drivers)
 //   fmt           cargo fmt --all -- --check
-//   clippy        cargo clippy, native (all targets) and wasm32, warnings denied
+//   clippy        cargo clippy, native (all targets) and wasm32 (each entry's features),
+//                 warnings denied
 //   unit          cargo test --workspace
-//   wasm          build pkg/ and server-stub, then wasm-pack test in headless Chromium against
-//                 a live server-stub whose URL the tests read at compile time (P3_SERVER_URL)
-//   wasm-firefox  the same tests in headless Firefox ESR (through geckodriver)
+//   wasm          build pkg/ (every npm entry) and server-stub, then wasm-pack test in headless
+//                 Chromium, once per npm entry with its features only, against a live
+//                 server-stub whose URL the tests read at compile time (P3_SERVER_URL)
+//   wasm-firefox  the same tests in headless Firefox ESR (through geckodriver), once, with
+//                 every feature (the full entry)
 //   e2e           node --test tests/*.spec.mjs but tests/firefox-*.spec.mjs (Playwright-driven
 //                 Chromium against server-stub)
 //   e2e-firefox   node --test tests/firefox-*.spec.mjs (Firefox, alone and with Chromium,
@@ -20,6 +23,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startServer } from '../tests/support/server.mjs';
 import { buildSdk } from './build-sdk.mjs';
+import { ENTRIES } from './lib/bundle.mjs';
 import { ROOT, run, runMain } from './lib/proc.mjs';
 import { geckodriverPath, setup } from './setup.mjs';
 
@@ -67,16 +71,25 @@ async function main() {
   if (results.some((r) => r.status !== 'ok')) process.exitCode = 1;
 }
 
-/** Clippy on every native target, then on the SDK for wasm32 (its browser-only code). */
+/**
+ * Clippy on every native target, then on the SDK for wasm32 (its browser-only code): every
+ * feature, then each feature set an npm entry is built from (scripts/lib/bundle.mjs).
+ */
 async function clippy() {
   await cargo('clippy', '--workspace', '--all-targets', '--', '-D', 'warnings');
   await cargo('clippy', '-p', 'p3-lanes', '--target', 'wasm32-unknown-unknown', '--', '-D', 'warnings');
+  for (const entry of ENTRIES.filter((e) => e.features !== 'full')) {
+    await cargo('clippy', '-p', 'p3-lanes', '--lib', '--target', 'wasm32-unknown-unknown', '--no-default-features',
+      '--features', entry.features, '--', '-D', 'warnings');
+  }
 }
 
 /**
  * Build pkg/ and server-stub, start server-stub on a free port, run the SDK's wasm-bindgen
- * tests in headless Chromium through ChromeDriver or in headless Firefox through geckodriver
- * (browser options: sdk/webdriver.json), stop.
+ * tests in headless Chromium through ChromeDriver, once per npm entry with that entry's Cargo
+ * features only (scripts/lib/bundle.mjs; each test file is gated by the feature of the entry it
+ * tests, so a build of `lanes` or `pwa` alone runs its own tests), or in headless Firefox
+ * through geckodriver once with every feature (browser options: sdk/webdriver.json), stop.
  * @param {'chrome' | 'firefox'} browser
  */
 async function wasmBrowserTests(browser) {
@@ -86,9 +99,17 @@ async function wasmBrowserTests(browser) {
   const server = await startServer();
   console.log(`server-stub for wasm tests at ${server.url}`);
   try {
-    await run('wasm-pack', ['test', '--headless', `--${browser}`, ...driver, 'sdk'], {
-      env: { P3_SERVER_URL: server.url, CHROMEDRIVER, WASM_BINDGEN_TEST_TIMEOUT: '120' },
-    });
+    // Chromium: every entry's features alone; Firefox: the full build (all tests) once.
+    const runs = browser === 'chrome' ? ENTRIES : ENTRIES.filter((e) => e.name === 'full');
+    for (const entry of runs) {
+      console.log(`wasm-bindgen tests of ${entry.specifier} in ${browser} (features: ${entry.features})`);
+      await run(
+        'wasm-pack',
+        // After the crate's path, options go to `cargo test` (after `--`, to the test runner).
+        ['test', '--headless', `--${browser}`, ...driver, 'sdk', '--no-default-features', '--features', entry.features],
+        { env: { P3_SERVER_URL: server.url, CHROMEDRIVER, WASM_BINDGEN_TEST_TIMEOUT: '120' } },
+      );
+    }
   } finally {
     await server.stop();
   }

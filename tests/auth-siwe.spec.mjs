@@ -136,5 +136,5 @@ test('a page signs in with SIWE and joins an authenticated room; a page without 
     assert.deepEqual(replay, { ok: false, name: 'P3Error', code: 'auth_invalid', reason: 'nonce_reused' });
 
     await Promise.all([pageA, pageB].map(closeClient));
-  });
+  }, 'lanes');
 });

@@ -80,7 +80,7 @@ test('two signed-in pages in no common room set up a DataChannel through a call'
   const browsers = [];
   try {
     browsers.push(await launchBrowser(), await launchBrowser());
-    const [pa, pb] = await Promise.all(browsers.map((b, i) => openSdkPage(b, server.url, 'AB'[i])));
+    const [pa, pb] = await Promise.all(browsers.map((b, i) => openSdkPage(b, server.url, 'AB'[i], 'music')));
     const a = await signIn(pa, server.url, 'call-a', { auth: { token: jwt('alice') } });
     const b = await signIn(pb, server.url, 'call-b', { auth: { token: jwt('bob') }, acceptCallsFrom: ['alice'] });
     assert.equal(await pa.evaluate(() => window.client.room), null, 'A is in no room');
@@ -121,7 +121,7 @@ test('two signed-in pages in no common room set up a DataChannel through a call'
     await waitFor(() => pa.evaluate(() => window.meshInbox.some((m) => m.data?.hello === 'alice')), 10_000, 'B\'s message on A');
 
     // A third identity that B does not admit is refused; a page without identity too.
-    const [pc] = [await openSdkPage(browsers[0], server.url, 'C')];
+    const [pc] = [await openSdkPage(browsers[0], server.url, 'C', 'music')];
     await signIn(pc, server.url, 'call-c', { auth: { token: jwt('carol') } });
     assert.deepEqual(await callFrom(pc, 'bob'), { ok: false, name: 'P3Error', code: 'forbidden' });
     // No `auth`: the SDK signs in with its device key, which is not an identity that calls.

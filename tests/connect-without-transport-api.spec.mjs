@@ -29,7 +29,7 @@ after(async () => {
  * outcome: `{ok: state}` or `{code, name, message}`.
  */
 async function connectWithout(globals, options) {
-  const page = await openSdkPage(browser, server.url, `without ${globals.join('+')}`);
+  const page = await openSdkPage(browser, server.url, `without ${globals.join('+')}`, 'lanes');
   try {
     return await page.evaluate(async ({ url, globals, options }) => {
       for (const name of globals) delete globalThis[name];

@@ -53,7 +53,7 @@ const { browsers } = spec;
  * `window.inbox` (Messaging-lane messages).
  */
 async function openMember(browser, url, label) {
-  const page = await openSdkPage(browser, url, label);
+  const page = await openSdkPage(browser, url, label, 'music');
   const sessionId = await page.evaluate(async ({ url, room, label }) => {
     const plain = (v) => JSON.parse(JSON.stringify(v ?? null));
     window.states = [];

@@ -24,7 +24,7 @@ after(async () => {
 test("sending on a lane that was not negotiated throws code 'lane_not_negotiated'", { timeout: 60_000 }, async () => {
   const browser = await launchBrowser();
   try {
-    const page = await openSdkPage(browser, server.url, 'C');
+    const page = await openSdkPage(browser, server.url, 'C', 'music');
     await connect(page, server.url, 'tab-c', [1, 2]); // Voice (3) not negotiated
     for (const lane of [3, 'Voice']) {
       const error = await page.evaluate((lane) => {
@@ -62,7 +62,7 @@ test("sending on a lane that was not negotiated throws code 'lane_not_negotiated
 test("a music room or mesh without the lanes it is built on rejects with 'lane_not_negotiated'", { timeout: 60_000 }, async () => {
   const browser = await launchBrowser();
   try {
-    const page = await openSdkPage(browser, server.url, 'D');
+    const page = await openSdkPage(browser, server.url, 'D', 'music');
     // Control + Messaging: no Sync, so no music room (with or without peerToPeer).
     await connect(page, server.url, 'tab-d', [1, 2]);
     const refusal = (call) => page.evaluate(async (call) => {

@@ -54,8 +54,8 @@ test('a reliable lane over its queueDepth throws `backpressure`, then emits `dra
   try {
     browsers.push(await launchBrowser(), await launchBrowser());
     const [pageA, pageB] = await Promise.all([
-      openSdkPage(browsers[0], server.url, 'A'),
-      openSdkPage(browsers[1], server.url, 'B'),
+      openSdkPage(browsers[0], server.url, 'A', 'lanes'),
+      openSdkPage(browsers[1], server.url, 'B', 'lanes'),
     ]);
     await connect(pageB, 'bp-b');
     const { features, queueDepth } = await connect(pageA, 'bp-a');

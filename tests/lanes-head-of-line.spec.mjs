@@ -69,8 +69,8 @@ async function exchange(mux, room) {
   try {
     browsers.push(await launchBrowser(), await launchBrowser());
     const [pageA, pageB] = await Promise.all([
-      openSdkPage(browsers[0], server.url, `A(mux ${mux})`),
-      openSdkPage(browsers[1], server.url, `B(mux ${mux})`),
+      openSdkPage(browsers[0], server.url, `A(mux ${mux})`, 'lanes'),
+      openSdkPage(browsers[1], server.url, `B(mux ${mux})`, 'lanes'),
     ]);
     const featuresB = await connect(pageB, `hol-b-${mux}`, room, mux);
     const featuresA = await connect(pageA, `hol-a-${mux}`, room, mux);

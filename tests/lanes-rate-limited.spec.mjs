@@ -95,5 +95,5 @@ test('200 fast Messaging sends under a 20/s quota: paced by the SDK, none refuse
     assert.deepEqual(refusals, [], 'the paced client is never refused by the server');
     assert.deepEqual(logA.filter((e) => e.k !== 'm'), [], `no other event on A: ${JSON.stringify(logA)}`);
     await Promise.all([pageA, pageB].map(closeClient));
-  });
+  }, 'lanes');
 });

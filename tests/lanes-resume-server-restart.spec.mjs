@@ -126,8 +126,8 @@ test('reliable lanes across a server SIGKILL: every message once and in order, o
   try {
     browsers.push(await launchBrowser(), await launchBrowser());
     const [sender, receiver] = await Promise.all([
-      openSdkPage(browsers[0], server.url, 'sender'),
-      openSdkPage(browsers[1], server.url, 'receiver'),
+      openSdkPage(browsers[0], server.url, 'sender', 'lanes'),
+      openSdkPage(browsers[1], server.url, 'receiver', 'lanes'),
     ]);
     await connectMux(receiver, server.url, 'mux-receiver');
     await connectMux(sender, server.url, 'mux-sender');

@@ -69,5 +69,5 @@ test('joinRoom on a full room rejects with room_full and an error event; the cli
     assert.deepEqual(logA.filter((e) => e.type === 'peer-joined'), [], `A hears no peer-joined: ${JSON.stringify(logA)}`);
     assert.deepEqual(await join(pageB, 'another-room'), { ok: true });
     await Promise.all([pageA, pageB].map(closeClient));
-  });
+  }, 'lanes');
 });

@@ -45,8 +45,8 @@ test('retried SSE POSTs reach the receiver exactly once, in order; a hopeless on
   try {
     browsers.push(await launchBrowser(), await launchBrowser());
     const [pageA, pageB] = await Promise.all([
-      openSdkPage(browsers[0], server.url, 'A-sse'),
-      openSdkPage(browsers[1], server.url, 'B-ws'),
+      openSdkPage(browsers[0], server.url, 'A-sse', 'lanes'),
+      openSdkPage(browsers[1], server.url, 'B-ws', 'lanes'),
     ]);
     const a = await connect(pageA, server.url, 'sse-a', LANES, ROOM, { transport: 'sse' });
     assert.equal(await pageA.evaluate(() => window.client.handshake.transport), 'sse');

@@ -82,7 +82,7 @@ after(async () => {
 async function openPage(label, key) {
   const browser = await launchBrowser();
   browsers.push(browser);
-  const page = await openSdkPage(browser, server.url, label);
+  const page = await openSdkPage(browser, server.url, label, 'music');
   if (key) {
     await page.exposeFunction('__p3TestSign', (message) => personalSign(key, message));
     await page.evaluate((address) => {

@@ -27,7 +27,7 @@ after(async () => {
 });
 
 test('openOffline: typed errors, plays its own changes offline, attach pushes them once and follows the server, the followed state is restored next time', { timeout: 120_000 }, async () => {
-  const page = await openSdkPage(browser, music.server.url, 'offline-start');
+  const page = await openSdkPage(browser, music.server.url, 'offline-start', 'music');
   const out = await page.evaluate(async (t) => {
     const { MusicRoom, P3Client } = window.sdk;
     const audio = document.createElement('audio');

@@ -83,7 +83,7 @@ test('changes survive a reload right after record resolves, and a browser restar
   const origin = 'device-a';
   let context = await launch(dir);
   try {
-    const page = await openSdkPage(context, server.url, 'first');
+    const page = await openSdkPage(context, server.url, 'first', 'music');
     const first = await recordAll(page, room, origin, [{ action: 'play' }, { action: 'seek', data: { position: 12.5 } }]);
     assert.deepEqual(seqsOf(first), [1, 2]);
 
@@ -113,7 +113,7 @@ test('changes survive a reload right after record resolves, and a browser restar
     // Restart the browser process on the same profile.
     await context.close();
     context = await launch(dir);
-    const again = await openSdkPage(context, server.url, 'restarted');
+    const again = await openSdkPage(context, server.url, 'restarted', 'music');
     state = await snapshot(again, room, origin);
     assert.deepEqual(state.pending, [...first, third, ...fourth]);
     assert.equal(state.nextSeq, 5);
@@ -129,7 +129,7 @@ test('two tabs and a module worker recording for one device id get distinct seqs
   const perWriter = 12;
   const context = await launch(newProfile());
   try {
-    const tabs = [await openSdkPage(context, server.url, 'tab1'), await openSdkPage(context, server.url, 'tab2')];
+    const tabs = [await openSdkPage(context, server.url, 'tab1', 'music'), await openSdkPage(context, server.url, 'tab2', 'music')];
     // Every writer opens the queue first, then all record at once (a shared start time).
     const startAt = Date.now() + 1_500;
     const inTab = (page, who) =>
@@ -147,7 +147,7 @@ test('two tabs and a module worker recording for one device id get distinct seqs
       page.evaluate(
         async ({ room, origin, perWriter, startAt }) => {
           const source = `
-            import init, { OfflineChangeQueue } from '${location.origin}/pkg/p3_lanes.js';
+            import init, { OfflineChangeQueue } from '${location.origin}/pkg/music/p3_lanes.js';
             try {
               await init();
               const q = await OfflineChangeQueue.open(${JSON.stringify(room)}, ${JSON.stringify(origin)});

@@ -31,7 +31,7 @@ test('a stopped server (sockets open) moves the mesh to the webrtc tier by heart
   const browsers = [];
   try {
     browsers.push(await launchBrowser(), await launchBrowser());
-    const pages = await Promise.all(browsers.map((b, i) => openSdkPage(b, server.url, 'AB'[i])));
+    const pages = await Promise.all(browsers.map((b, i) => openSdkPage(b, server.url, 'AB'[i], 'music')));
     const ids = [];
     for (const [i, page] of pages.entries()) {
       ids.push((await connect(page, server.url, `silent-${'ab'[i]}`, LANES)).sessionId);

@@ -1,5 +1,6 @@
-// PWA cache protection run by the service worker: the SDK is imported by the demo's module
-// service worker (www/sw.js), which answers version checks with checkVersion({currentVersion}).
+// PWA cache protection run by the service worker: the SDK's PWA entry (`p3-lanes/pwa`, and no
+// other) is imported by the demo's module service worker (www/sw.js), which answers version
+// checks with checkVersion({currentVersion}).
 // The page (opened with ?check=sw) asks its worker instead of checking itself. After a
 // redeploy, the worker finds its cached version stale, leads the purge (it deletes its own
 // cache and unregisters itself; service workers win the tabs' election), and the page, whose
@@ -35,6 +36,12 @@ after(async () => {
 test('the service worker runs the check, purges, and the page follows', { timeout: 120_000 }, async () => {
   server = await startDemoServer({ appVersion: 'A' });
   browser = await launchPwaBrowser('sw-check');
+  // What the worker itself loads as code (its module graph): only the SDK's PWA entry.
+  /** @type {string[]} */
+  const workerScripts = [];
+  browser.context.on('request', (request) => {
+    if (request.serviceWorker() && request.resourceType() === 'script') workerScripts.push(new URL(request.url()).pathname);
+  });
   const page = await openDemo(browser.context, `${server.url}/?check=sw`);
   await waitForServiceWorker(page, 'A');
   // Controlled now: this load asks the worker, which finds A up to date.
@@ -42,6 +49,9 @@ test('the service worker runs the check, purges, and the page follows', { timeou
   await waitForCheck(page);
   let log = await pwaLog(page);
   assert.deepEqual(ofType(log, 'worker-replied').map((e) => e.status), ['up-to-date'], JSON.stringify(log));
+  // The worker ran checkVersion from `p3-lanes/pwa` and imported no other entry.
+  const sdkScripts = [...new Set(workerScripts.filter((path) => path.startsWith('/pkg/')))];
+  assert.deepEqual(sdkScripts, ['/pkg/pwa/p3_lanes.js'], `the worker's scripts: ${JSON.stringify(workerScripts)}`);
   await waitForConnected(page);
   await page.evaluate(() => window.p3demo.client.close());
 

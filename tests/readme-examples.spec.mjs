@@ -279,17 +279,28 @@ test('event types and error codes used in the README blocks exist in pkg/p3_lane
   }
 });
 
-test('pkg/package.json is what the README promises: ES module p3-lanes with its types and files', () => {
+test('pkg/package.json is what the README promises: ES module p3-lanes, one entry per row of its table', () => {
   const pkg = JSON.parse(readFileSync(new URL('pkg/package.json', ROOT), 'utf8'));
   assert.equal(pkg.name, 'p3-lanes');
   assert.equal(pkg.type, 'module');
-  assert.equal(pkg.main, 'p3_lanes.js');
-  assert.equal(pkg.types, 'p3_lanes.d.ts');
-  for (const file of [pkg.main, pkg.types, 'p3_lanes_bg.wasm']) {
-    assert.ok(pkg.files.includes(file), `files lists ${file}`);
-    assert.ok(existsSync(new URL(`pkg/${file}`, ROOT)), `pkg/${file} exists`);
-  }
   assert.match(README, /`pkg\/` is also an npm package \(`p3-lanes`/);
+  // The README's table: | `specifier` | contains | `/pkg/<path>` |
+  const rows = [...README.matchAll(/^\| `(p3-lanes[^`]*)` \| [^\n]* \| `\/pkg\/([^`]+)` \|$/gm)];
+  assert.deepEqual(
+    rows.map(([, specifier]) => specifier).sort(),
+    Object.keys(pkg.exports).filter((k) => k !== './package.json').map((k) => (k === '.' ? 'p3-lanes' : `p3-lanes/${k.slice(2)}`)).sort(),
+    'the README lists every entry of `exports`',
+  );
+  for (const [, specifier, path] of rows) {
+    const key = specifier === 'p3-lanes' ? '.' : `./${specifier.slice('p3-lanes/'.length)}`;
+    assert.equal(pkg.exports[key].default, `./${path}`, `${specifier} is served at /pkg/${path}`);
+    const wasm = path.replace(/p3_lanes\.js$/, 'p3_lanes_bg.wasm');
+    for (const file of [path, pkg.exports[key].types.slice(2), wasm]) {
+      assert.ok(pkg.files.includes(file), `files lists ${file}`);
+      assert.ok(existsSync(new URL(`pkg/${file}`, ROOT)), `pkg/${file} exists`);
+    }
+  }
+  assert.equal(pkg.main, pkg.exports['.'].default.slice(2), '`main` is the `p3-lanes` entry');
 });
 
 test('the README blocks run as written against a real server', { timeout: 240_000 }, async (t) => {

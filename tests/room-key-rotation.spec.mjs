@@ -29,7 +29,7 @@ const { browsers } = spec;
  * as tests/pages/music.html does, so `dj()` works.
  */
 async function openMember(browser, url, label, { reconnect = true } = {}) {
-  const page = await openSdkPage(browser, url, label);
+  const page = await openSdkPage(browser, url, label, 'music');
   const { sessionId, sessionToken } = await page.evaluate(async ({ url, room, label, reconnect }) => {
     window.tapped = [];
     const tap = (data) => {

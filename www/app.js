@@ -13,8 +13,12 @@
 // visible. ?check=sw lets the service worker run the check instead. For tests:
 // window.p3pwa = { guard, pageVersion, result }, and sessionStorage['p3demo.pwa-log'] lists
 // this tab's loads and guard events across reloads.
+//
+// It imports two entries of the SDK (README "Install"), each with its own small wasm: the PWA
+// guard, loaded first, and the lanes client, loaded only once the page is known to be current.
 
-import init, { CacheGuard, P3Client } from '/pkg/p3_lanes.js';
+import initPwa, { CacheGuard } from '/pkg/pwa/p3_lanes.js';
+import initLanes, { P3Client } from '/pkg/lanes/p3_lanes.js';
 
 const ALL_LANES = [1, 2, 3, 4, 5, 6, 7, 8];
 const LOG_LIMIT = 200;
@@ -312,13 +316,20 @@ async function main() {
   showState('connecting');
   $('room-name').textContent = room;
   try {
-    await init();
+    await initPwa();
   } catch (err) {
     showState('closed');
     showError(err, 'loading the SDK');
     return;
   }
   if (!(await protectFromStaleCache())) return;
+  try {
+    await initLanes();
+  } catch (err) {
+    showState('closed');
+    showError(err, 'loading the SDK');
+    return;
+  }
   let client;
   try {
     // The multiplexer is on by default (`mux: false` would keep v1 framing).

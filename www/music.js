@@ -12,7 +12,7 @@
 //
 // For tests: window.p3music = { client, room } once joined.
 
-import init, { MusicRoom, P3Client } from '/pkg/p3_lanes.js';
+import init, { MusicRoom, P3Client } from '/pkg/music/p3_lanes.js';
 
 const P2P = new URLSearchParams(location.search).get('p2p') !== '0';
 
@@ -21,9 +21,9 @@ const PLOT_RANGE_MS = 40;
 
 const $ = (id) => document.getElementById(id);
 const audio = $('player');
-/** @type {import('/pkg/p3_lanes.js').P3Client} */
+/** @type {import('/pkg/music/p3_lanes.js').P3Client} */
 let client;
-/** @type {import('/pkg/p3_lanes.js').MusicRoom | null} */
+/** @type {import('/pkg/music/p3_lanes.js').MusicRoom | null} */
 let room = null;
 let unsubscribe = null;
 /** Session ids of the room's members. */

@@ -14,12 +14,22 @@
 //
 // Top-level await is not allowed in service workers, so the SDK is initialised lazily.
 
-import init, { checkVersion } from '/pkg/p3_lanes.js';
+// Only the SDK's PWA entry (`p3-lanes/pwa`): checkVersion and CacheGuard, a few KB of wasm.
+import init, { checkVersion } from '/pkg/pwa/p3_lanes.js';
 
 const VERSION = new URL(self.location.href).searchParams.get('v') ?? 'unversioned';
 const PREFIX = 'p3-shell-';
 const CACHE = `${PREFIX}${VERSION}`;
-const SHELL = ['/index.html', '/app.js', '/style.css', '/pkg/p3_lanes.js', '/pkg/p3_lanes_bg.wasm'];
+/** The page's shell: the page, its script and style, and the two SDK entries app.js imports. */
+const SHELL = [
+  '/index.html',
+  '/app.js',
+  '/style.css',
+  '/pkg/pwa/p3_lanes.js',
+  '/pkg/pwa/p3_lanes_bg.wasm',
+  '/pkg/lanes/p3_lanes.js',
+  '/pkg/lanes/p3_lanes_bg.wasm',
+];
 
 /** Options shared with the page's guard (www/app.js): only our shell caches, only our scope. */
 const GUARD_OPTIONS = { currentVersion: VERSION, cachePrefix: PREFIX, scope: '/' };

@@ -2,7 +2,7 @@
 //! value tape written and read by the package's JS snippet, so these run in real Chromium
 //! through the `#[wasm_bindgen]` API, with JS values built by JS itself (NaN, BigInt, cycles,
 //! `__proto__` keys, lone surrogates cannot come from serde).
-#![cfg(target_arch = "wasm32")]
+#![cfg(all(target_arch = "wasm32", feature = "lanes"))]
 
 use js_sys::{Function, Reflect, Uint8Array};
 use p3_lanes::wasm::DictionaryCodec;

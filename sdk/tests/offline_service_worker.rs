@@ -1,7 +1,7 @@
 //! The persisted offline change queue (`OfflineChangeQueue`, PROTOCOL.md §13.3) inside a
 //! service worker, where there is no `window`: IndexedDB is found on `globalThis`, records
 //! are numbered and survive reopening, as in a page (`offline_web.rs`).
-#![cfg(target_arch = "wasm32")]
+#![cfg(all(target_arch = "wasm32", feature = "music"))]
 
 use js_sys::Reflect;
 use p3_lanes::wasm::OfflineChangeQueue;

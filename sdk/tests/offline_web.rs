@@ -4,7 +4,7 @@
 //! concurrent records never share a `localSeq`, bad arguments and corrupt records are coded
 //! errors, and a corrupt record is left untouched. Reload and browser-restart survival, and
 //! two tabs, run end to end in `tests/offline-queue-reload.spec.mjs`.
-#![cfg(target_arch = "wasm32")]
+#![cfg(all(target_arch = "wasm32", feature = "music"))]
 
 use js_sys::{Array, Function, Promise, Reflect};
 use p3_lanes::wasm::OfflineChangeQueue;

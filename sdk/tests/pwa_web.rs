@@ -3,7 +3,7 @@
 //! on the paths that do not reload the test page: option errors, skips, up-to-date, and a
 //! stale page whose `beforePurge` hook postpones. The purge and reload paths run in the
 //! end-to-end tests (`tests/pwa-*.spec.mjs`) with a real service worker.
-#![cfg(target_arch = "wasm32")]
+#![cfg(all(target_arch = "wasm32", feature = "pwa"))]
 
 use js_sys::{Object, Promise, Reflect};
 use p3_lanes::wasm::{check_version, CacheGuard};

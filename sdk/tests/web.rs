@@ -9,7 +9,7 @@
 //!
 //! Every test goes through the exported API exactly as JavaScript sees it: the
 //! `#[wasm_bindgen]` methods, JS values in and out, errors read through their `code` property.
-#![cfg(target_arch = "wasm32")]
+#![cfg(all(target_arch = "wasm32", feature = "lanes"))]
 
 use js_sys::{Function, Object, Promise, Reflect};
 use p3_lanes::wasm::P3Client;

@@ -28,6 +28,17 @@ const SDK_READY_TIMEOUT_MS = 30_000;
 
 /** The browsers a spec can launch. @typedef {'chromium' | 'firefox'} BrowserKind */
 
+/** @typedef {'lanes' | 'music' | 'pwa' | 'full'} SdkEntry */
+
+/**
+ * The URL path of an entry's module as server-stub serves pkg/ (layout: scripts/build-sdk.mjs).
+ * @param {SdkEntry} entry
+ */
+export function sdkModule(entry) {
+  if (!['lanes', 'music', 'pwa', 'full'].includes(entry)) throw new Error(`unknown SDK entry ${entry}`);
+  return entry === 'full' ? '/pkg/p3_lanes.js' : `/pkg/${entry}/p3_lanes.js`;
+}
+
 /**
  * Launch one headless browser (a separate process with its own temporary profile).
  * @param {BrowserKind} [kind] `'chromium'` (Playwright) by default, or `'firefox'` (the adapter)
@@ -41,7 +52,8 @@ export function launchBrowser(kind = 'chromium') {
 
 /**
  * Open a page on the server's origin with tests/pages/sdk.html as its content, and wait until
- * `window.sdk` holds the initialised SDK module.
+ * `window.sdk` holds the initialised SDK module: the package entry `entry` (scripts/lib/bundle.mjs:
+ * `lanes`, `music`, `pwa` or `full`), so a spec loads only the build it exercises.
  *
  * The page first loads a real server response (`/api/version`) and then has its content
  * replaced: a document Playwright fulfils from a route has no network address, so Chromium's
@@ -50,9 +62,10 @@ export function launchBrowser(kind = 'chromium') {
  * @param {import('playwright-core').Browser} browser
  * @param {string} serverUrl e.g. `http://127.0.0.1:41234`
  * @param {string} [label] name used in forwarded console output
+ * @param {SdkEntry} [entry] which build of the SDK the page imports (default: everything)
  * @returns {Promise<import('playwright-core').Page>}
  */
-export async function openSdkPage(browser, serverUrl, label = 'page') {
+export async function openSdkPage(browser, serverUrl, label = 'page', entry = 'full') {
   const page = await browser.newPage();
   page.on('console', (msg) => {
     const kind = msg.type();
@@ -63,7 +76,7 @@ export async function openSdkPage(browser, serverUrl, label = 'page') {
   page.on('pageerror', (err) => console.error(`[${label} pageerror] ${err.stack ?? err}`));
 
   await page.goto(`${serverUrl}/api/version`);
-  await page.setContent(SDK_PAGE);
+  await page.setContent(SDK_PAGE.replace('/pkg/p3_lanes.js', sdkModule(entry)));
   await page.waitForFunction(() => window.sdkReady || window.sdkError, null, { timeout: SDK_READY_TIMEOUT_MS });
   const error = await page.evaluate(() => window.sdkError);
   if (error) throw new Error(`SDK failed to load in ${label}: ${error}`);
@@ -77,15 +90,16 @@ export async function openSdkPage(browser, serverUrl, label = 'page') {
  * @template T
  * @param {string} serverUrl e.g. `http://127.0.0.1:41234`
  * @param {(pageA: import('playwright-core').Page, pageB: import('playwright-core').Page) => Promise<T>} body
+ * @param {SdkEntry} [entry] as in openSdkPage
  * @returns {Promise<T>}
  */
-export async function withTwoPages(serverUrl, body) {
+export async function withTwoPages(serverUrl, body, entry = 'full') {
   const browsers = [];
   try {
     browsers.push(await launchBrowser(), await launchBrowser());
     const [pageA, pageB] = await Promise.all([
-      openSdkPage(browsers[0], serverUrl, 'A'),
-      openSdkPage(browsers[1], serverUrl, 'B'),
+      openSdkPage(browsers[0], serverUrl, 'A', entry),
+      openSdkPage(browsers[1], serverUrl, 'B', entry),
     ]);
     return await body(pageA, pageB);
   } finally {

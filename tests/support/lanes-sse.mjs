@@ -39,8 +39,8 @@ export async function runLanesSse(server, [kindA, kindB]) {
   try {
     browsers.push(await launchBrowser(kindA), await launchBrowser(kindB));
     const [pageA, pageB] = await Promise.all([
-      openSdkPage(browsers[0], server.url, `A-sse (${kindA})`),
-      openSdkPage(browsers[1], server.url, `B-ws (${kindB})`),
+      openSdkPage(browsers[0], server.url, `A-sse (${kindA})`, 'lanes'),
+      openSdkPage(browsers[1], server.url, `B-ws (${kindB})`, 'lanes'),
     ]);
     const a = await connect(pageA, server.url, 'sse-a', LANES, ROOM, { transport: 'sse' });
     await recordEvents(pageA);
@@ -52,7 +52,7 @@ export async function runLanesSse(server, [kindA, kindB]) {
     assert.equal((await pageB.evaluate(() => window.client.handshake)).transport, 'websocket');
 
     // Without WebSocket the SDK picks SSE by itself (`transport: 'auto'`, the default).
-    const pageC = await openSdkPage(browsers[0], server.url, `C-auto (${kindA})`);
+    const pageC = await openSdkPage(browsers[0], server.url, `C-auto (${kindA})`, 'lanes');
     await pageC.evaluate(() => {
       delete window.WebSocket;
     });

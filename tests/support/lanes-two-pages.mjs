@@ -31,8 +31,8 @@ export async function runLanesTwoPages(server, [kindA, kindB]) {
   try {
     browsers.push(await launchBrowser(kindA), await launchBrowser(kindB));
     const [pageA, pageB] = await Promise.all([
-      openSdkPage(browsers[0], server.url, `A (${kindA})`),
-      openSdkPage(browsers[1], server.url, `B (${kindB})`),
+      openSdkPage(browsers[0], server.url, `A (${kindA})`, 'lanes'),
+      openSdkPage(browsers[1], server.url, `B (${kindB})`, 'lanes'),
     ]);
     const a = await connect(pageA, server.url, 'tab-a', LANES, ROOM);
     const b = await connect(pageB, server.url, 'tab-b', LANES, ROOM);

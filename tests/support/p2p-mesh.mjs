@@ -37,7 +37,7 @@ export async function runP2pMesh(server, kinds) {
   const browsers = [];
   try {
     for (const kind of kinds) browsers.push(await launchBrowser(kind));
-    const pages = await Promise.all(browsers.map((b, i) => openSdkPage(b, server.url, `${'ABC'[i]} (${kinds[i]})`)));
+    const pages = await Promise.all(browsers.map((b, i) => openSdkPage(b, server.url, `${'ABC'[i]} (${kinds[i]})`, 'music')));
     const ids = [];
     for (const [i, page] of pages.entries()) {
       const { sessionId } = await connect(page, server.url, `mesh-${'abc'[i]}`, LANES);

@@ -157,13 +157,13 @@ export function ofType(log, type) {
 
 /**
  * Wait until the page at `version` is up to date and controlled by an active service worker
- * registered for `version`, whose cache holds the 5 shell files.
+ * registered for `version`, whose cache holds the 7 shell files (www/sw.js `SHELL`).
  */
 export async function waitForServiceWorker(page, version, timeoutMs = 20_000) {
   await waitUntil(
     async () => {
       const state = await swState(page);
-      return state.controlled && state.active.includes(`/sw.js?v=${version}`) && state.shell[`p3-shell-${version}`] === 5;
+      return state.controlled && state.active.includes(`/sw.js?v=${version}`) && state.shell[`p3-shell-${version}`] === 7;
     },
     timeoutMs,
     async () => `service worker for ${version}: ${JSON.stringify(await swState(page))}`,

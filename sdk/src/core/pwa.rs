@@ -382,6 +382,21 @@ pub enum TabMessage {
 }
 
 impl TabMessage {
+    /// The message whose JSON `type` is `kind` (`"claim"`, `"purging"`, `"purged"` or
+    /// `"released"`), for drivers that read the three fields themselves instead of through
+    /// serde (the wasm PWA build, where the derived decoder is most of its size). `None` for
+    /// another `kind`, as the derived decoder refuses it.
+    #[must_use]
+    pub fn from_parts(kind: &str, target: String, tab: String) -> Option<Self> {
+        Some(match kind {
+            "claim" => TabMessage::Claim { target, tab },
+            "purging" => TabMessage::Purging { target, tab },
+            "purged" => TabMessage::Purged { target, tab },
+            "released" => TabMessage::Released { target, tab },
+            _ => return None,
+        })
+    }
+
     fn parts(&self) -> (&str, &str) {
         match self {
             TabMessage::Claim { target, tab }
@@ -685,6 +700,21 @@ mod tests {
     use super::*;
 
     const T0: u64 = 1_700_000_000_000;
+
+    #[test]
+    fn from_parts_agrees_with_the_json_shape() {
+        for kind in ["claim", "purging", "purged", "released"] {
+            let json = serde_json::json!({"type": kind, "target": "v2", "tab": "t1"});
+            let derived: TabMessage = serde_json::from_value(json).unwrap();
+            let built = TabMessage::from_parts(kind, "v2".into(), "t1".into());
+            assert_eq!(built, Some(derived), "{kind}");
+        }
+        assert_eq!(
+            TabMessage::from_parts("Claim", "v2".into(), "t1".into()),
+            None
+        );
+        assert_eq!(TabMessage::from_parts("", "v2".into(), "t1".into()), None);
+    }
 
     fn input<'a>(
         page: Option<&'a str>,

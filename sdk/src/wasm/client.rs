@@ -77,6 +77,7 @@ impl P3Client {
         let client =
             Client::new(config, &response, global.now_ms()).map_err(|e| error::client_error(&e))?;
         let (inner, opened) = driver::start(client, global, base, request, auth, &response);
+        #[cfg(feature = "music")]
         crate::wasm::calls::listen(&inner);
         JsFuture::from(opened).await?;
         Ok(P3Client { inner })

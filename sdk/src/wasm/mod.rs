@@ -33,32 +33,59 @@
 //! client.send('Messaging', { text: 'hi' });
 //! ```
 
+// Features (sdk/Cargo.toml) choose what a build exports, one npm entry each: `lanes` the
+// client, `music` its music rooms, peer mesh, calls and offline queue, `pwa` the cache guard.
+// The shared runtime (errors, `globalThis`, conversions, timers) is in every build; a build
+// without every feature leaves some of its helpers unused, which is not a defect.
+#![cfg_attr(not(feature = "full"), allow(dead_code, unused_imports))]
+
+#[cfg(feature = "lanes")]
 mod auth;
+#[cfg(feature = "music")]
 pub mod calls;
+#[cfg(feature = "lanes")]
 pub mod client;
+#[cfg(feature = "lanes")]
 pub mod codec;
 mod convert;
+#[cfg(feature = "lanes")]
 mod device_key;
+#[cfg(feature = "lanes")]
 mod driver;
 mod error;
+#[cfg(feature = "lanes")]
 mod events;
+#[cfg(feature = "music")]
 mod features;
 mod global;
+#[cfg(feature = "lanes")]
 mod http;
+#[cfg(feature = "music")]
 pub mod music;
+#[cfg(feature = "music")]
 pub mod offline;
+#[cfg(feature = "lanes")]
 mod options;
+#[cfg(feature = "music")]
 pub mod p2p;
+#[cfg(feature = "pwa")]
 pub mod pwa;
 mod runtime;
+#[cfg(feature = "lanes")]
 mod sse;
 mod types;
 
+#[cfg(feature = "lanes")]
 pub use client::P3Client;
+#[cfg(feature = "lanes")]
 pub use codec::DictionaryCodec;
+#[cfg(feature = "music")]
 pub use music::MusicRoom;
+#[cfg(feature = "music")]
 pub use offline::OfflineChangeQueue;
+#[cfg(feature = "music")]
 pub use p2p::PeerMesh;
+#[cfg(feature = "pwa")]
 pub use pwa::{check_version, CacheGuard};
 
 use wasm_bindgen::prelude::*;

@@ -1,9 +1,11 @@
 //! TypeScript declarations shared by the signatures of `P3Client` (which name them through
 //! `unchecked_param_type` / `unchecked_return_type`), appended to `p3_lanes.d.ts`.
-//! Shapes mirror [`crate::core::handshake`] and [`crate::wasm::events`].
+//! Shapes mirror [`crate::core::handshake`] and [`crate::wasm::events`]. Each section is in
+//! the builds (sdk/Cargo.toml features) whose exports name it: errors in all of them.
 
 use wasm_bindgen::prelude::*;
 
+#[cfg(feature = "lanes")]
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
 /** A lane's seed name (seed 000 `LANE_NAMES`). */
@@ -75,22 +77,6 @@ export interface ConnectOptions {
   acceptCallsFrom?: 'anyone' | 'nobody' | string[];
 }
 
-/** The `incoming-call` event (`client.onEvent`): a signed-in identity rings this session. Answer before `expiresInMs`. */
-export interface IncomingCallEvent {
-  type: 'incoming-call';
-  callId: string;
-  /** The caller's verified identity (`kind` `'siwe'` or `'token'`: a device key cannot call). */
-  from: Identity;
-  /** The caller's member id. */
-  fromMember: string;
-  /** How long it rings, ms. */
-  expiresInMs: number;
-  /** Accepts: resolves with the `Call` (its `mesh` links the two parties); rejects with `call_unknown` if it ended meanwhile. `options` as `PeerMeshOptions`. */
-  accept(options?: PeerMeshOptions): Promise<Call>;
-  /** Declines: the caller's `call()` rejects with `call_declined`. */
-  decline(): Promise<void>;
-}
-
 /** `ConnectOptions.auth`: exactly one of a SIWE message and signature, an app JWT, or a device key's signature (PROTOCOL.md §13.15). */
 export type AuthOptions =
   | { siwe: { message: string; signature: string } }
@@ -118,11 +104,6 @@ export interface SiweMessageOptions {
   /** Validity of the message from now, ms (its `Expiration Time`). Default: none. */
   expiresInMs?: number;
 }
-
-/** Why `auth_invalid` was answered (`err.reason`). */
-export type AuthReason =
-  | 'bad_signature' | 'wrong_domain' | 'wrong_uri' | 'wrong_chain' | 'expired' | 'not_yet_valid'
-  | 'nonce_unknown' | 'nonce_reused' | 'malformed' | 'bad_token';
 
 /** A message received on a lane; `T`: the lane's payload type (see `TypedP3Client`). */
 export interface P3Message<T = unknown> {
@@ -280,6 +261,16 @@ export interface RateQuota {
   burst: number;
 }
 
+"#;
+
+/// Errors, in every build (the PWA entry's too).
+#[wasm_bindgen(typescript_custom_section)]
+const TS_ERROR_TYPES: &'static str = r#"
+/** Why `auth_invalid` was answered (`err.reason`). */
+export type AuthReason =
+  | 'bad_signature' | 'wrong_domain' | 'wrong_uri' | 'wrong_chain' | 'expired' | 'not_yet_valid'
+  | 'nonce_unknown' | 'nonce_reused' | 'malformed' | 'bad_token';
+
 /** Machine-readable error codes (`err.code`, `event.code`). */
 export type ErrorCode =
   | 'bad_request' | 'bad_frame' | 'bad_payload' | 'bad_control' | 'unknown_dictionary'
@@ -306,4 +297,33 @@ export interface P3Error extends Error {
   /** With `auth_invalid`: why the sign-in was refused. */
   reason?: AuthReason;
 }
+"#;
+
+/// Calls ring a client built with the `music` feature (they open a `PeerMesh`).
+#[cfg(feature = "music")]
+#[wasm_bindgen(typescript_custom_section)]
+const TS_CALL_TYPES: &'static str = r#"
+/** The `incoming-call` event (`client.onEvent`): a signed-in identity rings this session. Answer before `expiresInMs`. */
+export interface IncomingCallEvent {
+  type: 'incoming-call';
+  callId: string;
+  /** The caller's verified identity (`kind` `'siwe'` or `'token'`: a device key cannot call). */
+  from: Identity;
+  /** The caller's member id. */
+  fromMember: string;
+  /** How long it rings, ms. */
+  expiresInMs: number;
+  /** Accepts: resolves with the `Call` (its `mesh` links the two parties); rejects with `call_unknown` if it ended meanwhile. `options` as `PeerMeshOptions`. */
+  accept(options?: PeerMeshOptions): Promise<Call>;
+  /** Declines: the caller's `call()` rejects with `call_declined`. */
+  decline(): Promise<void>;
+}
+"#;
+
+/// A client without the `music` feature has no calls: `P3Event` names this type all the same.
+#[cfg(all(feature = "lanes", not(feature = "music")))]
+#[wasm_bindgen(typescript_custom_section)]
+const TS_NO_CALL_TYPES: &'static str = r#"
+/** Calls are in the `p3-lanes/music` entry: this build never emits `incoming-call`. */
+export type IncomingCallEvent = never;
 "#;

@@ -26,7 +26,7 @@ mod types;
 
 use crate::core::error::ErrorCode;
 use crate::core::pwa::{
-    decide, CheckInput, CoordOutput, Coordinator, Decision, PurgeRecord, ServerVersion,
+    decide, CheckInput, CoordOutput, Coordinator, Decision, PurgeRecord, ServerVersion, TabMessage,
 };
 use crate::wasm::global::{self, Global};
 use crate::wasm::runtime::{self, Callbacks, Timer};
@@ -255,7 +255,7 @@ fn open_channel(h: &Handle) {
     let on_message = {
         let h = h.clone();
         Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
-            let Ok(msg) = serde_wasm_bindgen::from_value(ev.data()) else {
+            let Some(msg) = tab_message(&ev.data()) else {
                 return;
             };
             {
@@ -270,6 +270,21 @@ fn open_channel(h: &Handle) {
     let mut inner = h.borrow_mut();
     inner.channel = Some(channel);
     inner.on_channel = Some(on_message);
+}
+
+/// A [`TabMessage`] from the channel's `{type, target, tab}`, read field by field (the derived
+/// serde decoder of the tagged enum is the largest function of the PWA build); `None` for any
+/// other value, which the channel ignores.
+fn tab_message(data: &JsValue) -> Option<TabMessage> {
+    if !data.is_object() {
+        return None;
+    }
+    let field = |name: &str| {
+        Reflect::get(data, &JsValue::from_str(name))
+            .ok()?
+            .as_string()
+    };
+    TabMessage::from_parts(&field("type")?, field("target")?, field("tab")?)
 }
 
 fn close_channel(h: &Handle) {
