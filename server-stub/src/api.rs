@@ -79,6 +79,9 @@ pub async fn handshake(
         accept_calls_from: req.accept_calls_from.unwrap_or_default(),
     };
     let (sid, mux, credentials) = state.create_session(new, want_mux)?;
+    state
+        .cluster_session_created(sid, credentials.token.expose(), credentials.ticket.expose())
+        .await;
     let config = state.config();
     tracing::info!(session = %sid, lanes = ?negotiated.lanes, identity = ?public_identity, "session created");
     Ok(Json(HandshakeResponse {
@@ -137,6 +140,11 @@ pub async fn delete_session(
     Authorized(sid): Authorized,
 ) -> Result<StatusCode, AppError> {
     if state.delete_session(sid) {
+        if let Some(c) = state.cluster() {
+            if let Err(e) = c.delete_session(sid).await {
+                tracing::warn!(session = %sid, error = %e, "session not deleted from the cluster");
+            }
+        }
         tracing::info!(session = %sid, "session deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -158,6 +166,7 @@ pub async fn mint_ticket(
         .registry()
         .mint_ticket(sid, std::time::Instant::now())
         .ok_or_else(unauthorized)?;
+    state.cluster_ticket_minted(sid, ticket.expose()).await;
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
         Json(TicketResponse {
