@@ -38,16 +38,20 @@ use tokio::sync::{mpsc, OnceCell};
 pub const PUBLISH_QUEUE: usize = 16_384;
 /// How long a stream read blocks waiting for entries, ms.
 pub const READ_BLOCK_MS: usize = 100;
-/// Entries read per stream and read.
-pub const READ_COUNT: usize = 512;
+/// Entries read per stream and read: a node catching up after a dropped connection hands
+/// its members at most this many messages per room at a time (well under a socket's queue,
+/// `--queue-frames`), then reads again, giving their sockets time to drain.
+pub const READ_COUNT: usize = 64;
 /// A Redis command's answer timeout (a dead Redis turns into an error, not a hang).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The one script that writes a room: membership change (if any), entry number, `XADD`,
 /// expiry, all atomic. KEYS: stream, meta, members, session. ARGV: maxlen, new epoch, node,
-/// kind, sid, lane, to, body, ttl ms, room. Answers `{id, n, epoch}` (and, for `joined` and
-/// `moved`, the members hash), or nil for a `left` that no longer applies (the session was
-/// since taken over by another node).
+/// kind, sid, lane, to, body, ttl ms, room, publish number. Answers `{id, n, epoch}` (and,
+/// for `joined` and `moved`, the members hash), or nil for a `left` that no longer applies
+/// (the session was since taken over by another node) and for a publish number (nonzero:
+/// the publisher's, in order) this node already wrote: a retry after an answer lost with a
+/// dropped connection is written once.
 pub const PUBLISH: &str = r"
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
@@ -55,6 +59,11 @@ if not epoch then
   redis.call('HSET', KEYS[2], 'e', epoch)
 end
 local kind = ARGV[4]
+if ARGV[11] ~= '0' then
+  local last = redis.call('HGET', KEYS[2], 'p:' .. ARGV[3])
+  if last and tonumber(last) >= tonumber(ARGV[11]) then return false end
+  redis.call('HSET', KEYS[2], 'p:' .. ARGV[3], ARGV[11])
+end
 if kind == 'left' then
   if redis.call('HGET', KEYS[3], ARGV[5]) ~= ARGV[3] then return false end
   redis.call('HDEL', KEYS[3], ARGV[5])
@@ -267,6 +276,15 @@ impl Cluster {
 
     /// Runs [`PUBLISH`] for `p`; `None` for a `left` that no longer applies.
     pub(crate) async fn publish_now(&self, p: &Publish) -> redis::RedisResult<Option<Published>> {
+        self.publish_numbered(p, 0).await
+    }
+
+    /// [`Cluster::publish_now`] with publish number `number` (0: none).
+    async fn publish_numbered(
+        &self,
+        p: &Publish,
+        number: u64,
+    ) -> redis::RedisResult<Option<Published>> {
         let mut conn = self.conn().await?;
         let room = &p.room;
         let answer: redis::Value = self
@@ -285,6 +303,7 @@ impl Cluster {
             .arg(&p.body)
             .arg(self.key_ttl_ms)
             .arg(room)
+            .arg(number)
             .invoke_async(&mut conn)
             .await?;
         let redis::Value::Array(items) = answer else {
@@ -325,9 +344,13 @@ impl Cluster {
         let Some(mut rx) = self.publish_rx.lock().ok().and_then(|mut r| r.take()) else {
             return;
         };
+        // Numbers start above any this node name used before (a restarted node keeps its
+        // name): ms since the epoch, times 1000.
+        let mut number = crate::now_ms().saturating_mul(1000);
         while let Some(p) = rx.recv().await {
+            number += 1;
             let mut delay = Duration::from_millis(20);
-            while let Err(e) = self.publish_now(&p).await {
+            while let Err(e) = self.publish_numbered(&p, number).await {
                 tracing::warn!(error = %e, room = %p.room, "cluster publish failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(1));

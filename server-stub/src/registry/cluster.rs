@@ -217,16 +217,12 @@ impl Registry {
             .collect()
     }
 
-    /// The room whose stream a relay from `sid` (to `to`, or to the room) must be written
-    /// to: its room when that has members on other nodes (or `to` is one of them).
-    pub(crate) fn cluster_reach(&self, sid: SessionId, to: Option<SessionId>) -> Option<String> {
-        let room = self.sessions.get(&sid)?.room.clone()?;
-        let remote = self.remote.get(&room)?;
-        let reach = match to {
-            Some(t) => remote.contains_key(&t),
-            None => !remote.is_empty(),
-        };
-        reach.then_some(room)
+    /// The room whose stream a relay from `sid` must be written to: its room, whenever it
+    /// has one. Also when no other node is known to hold a member: a member may be moving
+    /// to another node right now (its new node reads the stream from the move on, the
+    /// old one has not heard of it yet), and a relay it misses would be lost silently.
+    pub(crate) fn cluster_reach(&self, sid: SessionId) -> Option<String> {
+        self.sessions.get(&sid)?.room.clone()
     }
 
     /// Whether `to` is a member of `room` held by another node.

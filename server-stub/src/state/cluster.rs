@@ -57,16 +57,15 @@ impl AppState {
         }
     }
 
-    /// Uses ticket `ticket` of `sid`: true if it was live. In a cluster it is used up in
-    /// Redis (once for all nodes) and here; a Redis error refuses it (it could otherwise be
-    /// used again on another node).
+    /// Uses ticket `ticket` of `sid`: true if it was live. In a cluster Redis decides (a
+    /// ticket is used once for all nodes); a Redis error refuses it.
     pub(crate) async fn redeem(&self, sid: SessionId, ticket: &str) -> bool {
         let local = self.registry().redeem_ticket(sid, ticket, Instant::now());
         let Some(c) = self.cluster() else {
             return local;
         };
         match c.redeem_ticket(sid, ticket).await {
-            Ok(stored) => stored || local,
+            Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(session = %sid, error = %e, "ticket refused: the cluster store is unreachable");
                 false
@@ -209,8 +208,8 @@ impl AppState {
         }
     }
 
-    /// Writes a relay from `sid` on `lane` (to `to`, or to its room) to its room's stream when
-    /// members on other nodes should get it. `false`: the publisher's queue is full (the
+    /// Writes a relay from `sid` on `lane` (to `to`, or to its room) to its room's stream
+    /// (every node with members there delivers it to its own). `false`: the publisher's queue is full (the
     /// sender gets `backpressure`).
     pub(crate) fn cluster_relay(
         &self,
@@ -222,7 +221,7 @@ impl AppState {
         let Some(c) = self.cluster() else {
             return true;
         };
-        let Some(room) = self.registry().cluster_reach(sid, to) else {
+        let Some(room) = self.registry().cluster_reach(sid) else {
             return true;
         };
         c.publish(Publish {
@@ -361,6 +360,7 @@ impl AppState {
                                 let step = c.advance(&e);
                                 state.cluster_entry(&e, step);
                             }
+                            tokio::task::yield_now().await;
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "cluster read failed; resuming from the last entry");
