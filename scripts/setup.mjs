@@ -2,7 +2,8 @@
 // only installs what is missing, so a re-run on a ready machine takes about a second.
 //
 //   node scripts/setup.mjs            Rust wasm target, wasm-bindgen-cli, wasm-pack, npm deps
-//   node scripts/setup.mjs --browser  ... plus Debian chromium and chromium-driver
+//   node scripts/setup.mjs --browser  ... plus Debian chromium and chromium-driver, and
+//                                     redis-server + haproxy (the cluster tests, issue 14)
 //
 // Only crates.io, npm and Debian's apt are reachable from our machines, so nothing here
 // downloads prebuilt tools from GitHub: the Rust tools are built with `cargo install`.
@@ -13,6 +14,8 @@ import { ROOT, isMain, probe, run, runMain, step } from './lib/proc.mjs';
 
 const WASM_TARGET = 'wasm32-unknown-unknown';
 const BROWSER_BINARIES = ['/usr/bin/chromium', '/usr/bin/chromedriver'];
+/** Debian package → the binary it provides, for the cluster tests (issue 14). */
+const CLUSTER_TOOLS = { 'redis-server': '/usr/bin/redis-server', haproxy: '/usr/sbin/haproxy' };
 
 /**
  * Run every set-up step.
@@ -23,7 +26,10 @@ export async function setup({ browser = false } = {}) {
   await ensureWasmBindgenCli();
   await ensureWasmPack();
   await ensureNpmDeps();
-  if (browser) await ensureBrowser();
+  if (browser) {
+    await ensureBrowser();
+    await ensureClusterTools();
+  }
 }
 
 /** Add the `wasm32-unknown-unknown` rustup target unless it is installed. */
@@ -99,6 +105,21 @@ export async function ensureBrowser() {
   step(`chromium + chromedriver: installing with apt (missing ${missing.join(', ')})`);
   await aptGet(['update']);
   await aptGet(['install', '-y', 'chromium', 'chromium-driver']);
+}
+
+/**
+ * Install Debian's redis-server and haproxy when missing: the cluster tests (native
+ * server-stub/tests/cluster.rs and tests/cluster-*.spec.mjs) start them as child processes.
+ */
+export async function ensureClusterTools() {
+  const missing = Object.entries(CLUSTER_TOOLS).filter(([, path]) => !existsSync(path));
+  if (missing.length === 0) {
+    step('redis-server + haproxy: present');
+    return;
+  }
+  step(`redis-server + haproxy: installing with apt (missing ${missing.map(([p]) => p).join(', ')})`);
+  await aptGet(['update']);
+  await aptGet(['install', '-y', ...missing.map(([p]) => p)]);
 }
 
 /**

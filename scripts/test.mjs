@@ -23,7 +23,7 @@ const CHROMEDRIVER = '/usr/bin/chromedriver';
 
 /** @type {{name: string, title: string, run: () => Promise<void>}[]} */
 const LAYERS = [
-  { name: 'setup', title: 'Set-up (toolchain, npm deps, Chromium)', run: () => setup({ browser: true }) },
+  { name: 'setup', title: 'Set-up (toolchain, npm deps, Chromium, redis-server, haproxy)', run: () => setup({ browser: true }) },
   { name: 'fmt', title: 'Formatting (cargo fmt --check)', run: () => cargo('fmt', '--all', '--', '--check') },
   { name: 'clippy', title: 'Lints (cargo clippy, native and wasm32)', run: clippy },
   { name: 'unit', title: 'Unit and integration tests (cargo test)', run: () => cargo('test', '--workspace') },

@@ -349,7 +349,8 @@ pub const DEFAULT_ROOM_STREAM_LEN: u64 = 10_000;
 fn parse_node_id(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(s.to_owned())
     } else {

@@ -109,9 +109,7 @@ async fn data(p: &mut common::Peer) -> (Lane, Option<SessionId>, Value) {
 async fn a_session_handshaked_on_one_node_opens_its_socket_on_another() {
     let Some(redis) = redis().await else { return };
     let n = nodes(&redis, 2).await;
-    let hs = n[0]
-        .handshake("c1", &["msgpack", "json"], &[1, 2])
-        .await;
+    let hs = n[0].handshake("c1", &["msgpack", "json"], &[1, 2]).await;
     let first = hs.ticket.as_ref().unwrap().expose().to_owned();
     let path = common::with_ticket(&hs.websocket_url, &first);
     let mut on_b = n[1].connect_raw(&path).await;
@@ -127,7 +125,10 @@ async fn a_session_handshaked_on_one_node_opens_its_socket_on_another() {
     let mut back = n[0]
         .connect_raw(&common::with_ticket(&hs.websocket_url, &ticket))
         .await;
-    assert!(matches!(back.expect_control().await, Control::Welcome { .. }));
+    assert!(matches!(
+        back.expect_control().await,
+        Control::Welcome { .. }
+    ));
     // It is kept in Redis with its TTL.
     let ttl: i64 = redis
         .cmd(redis::cmd("PTTL").arg(format!("p3:session:{}", hs.session_id)))
@@ -168,8 +169,10 @@ async fn rooms_span_nodes() {
         );
     }
     // To the room, on two lanes.
-    a.send_data(Lane::Messaging, &json!({"hello": 1}), None).await;
-    a.send_data(Lane::Data, &json!({"bulk": [1, 2, 3]}), None).await;
+    a.send_data(Lane::Messaging, &json!({"hello": 1}), None)
+        .await;
+    a.send_data(Lane::Data, &json!({"bulk": [1, 2, 3]}), None)
+        .await;
     for p in [&mut b, &mut c] {
         assert_eq!(
             data(p).await,
@@ -272,17 +275,30 @@ async fn a_gap_in_the_room_stream_is_a_discontinuity() {
     assert_eq!(data(&mut b).await.2, json!({"i": 0}));
     // Five entries b will never see.
     let _: i64 = redis
-        .cmd(redis::cmd("HINCRBY").arg("p3:room:{r}:meta").arg("n").arg(5))
+        .cmd(
+            redis::cmd("HINCRBY")
+                .arg("p3:room:{r}:meta")
+                .arg("n")
+                .arg(5),
+        )
         .await;
     a.send_data(Lane::Messaging, &json!({"i": 1}), None).await;
     let (lane, from, d) = data(&mut b).await;
-    assert_eq!((lane, from), (Lane::Messaging, None), "from the server: {d}");
+    assert_eq!(
+        (lane, from),
+        (Lane::Messaging, None),
+        "from the server: {d}"
+    );
     assert_eq!(d["type"], "discontinuity");
     assert_eq!(d["reason"], "history-lost");
     assert_eq!(d["lane"], Lane::Messaging.id());
     let expected = d["expectedSeq"].as_u64().unwrap();
     assert_eq!(d["seq"].as_u64().unwrap(), expected + 5);
-    assert_eq!(data(&mut b).await.2, json!({"i": 1}), "then delivery goes on");
+    assert_eq!(
+        data(&mut b).await.2,
+        json!({"i": 1}),
+        "then delivery goes on"
+    );
     // The room's meta lost: a new epoch.
     let _: i64 = redis.cmd(redis::cmd("DEL").arg("p3:room:{r}:meta")).await;
     a.send_data(Lane::Messaging, &json!({"i": 2}), None).await;
@@ -342,10 +358,15 @@ async fn a_session_taken_over_by_another_node_keeps_its_room() {
     assert_eq!(resp.status(), 200);
     let mut events = eventsource_stream::Eventsource::eventsource(resp.bytes_stream());
     let node: String = redis
-        .cmd(redis::cmd("HGET").arg(format!("p3:session:{sid}")).arg("node"))
+        .cmd(
+            redis::cmd("HGET")
+                .arg(format!("p3:session:{sid}"))
+                .arg("node"),
+        )
         .await;
     assert_eq!(node, "node1");
-    a.send_data(Lane::Messaging, &json!({"to": "moved"}), None).await;
+    a.send_data(Lane::Messaging, &json!({"to": "moved"}), None)
+        .await;
     use futures::StreamExt;
     let got = tokio::time::timeout(WAIT, async {
         while let Some(Ok(ev)) = events.next().await {

@@ -404,7 +404,10 @@ impl Cluster {
 
     /// Reads what follows each watched room's cursor (waiting up to [`READ_BLOCK_MS`]);
     /// empty when nothing is watched (after a pause) or nothing came.
-    pub(crate) async fn read(&self, conn: &mut ConnectionManager) -> redis::RedisResult<Vec<Entry>> {
+    pub(crate) async fn read(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> redis::RedisResult<Vec<Entry>> {
         let rooms: Vec<(String, String)> = match self.watched.lock() {
             Ok(w) => w.iter().map(|(r, c)| (r.clone(), c.id.clone())).collect(),
             Err(_) => Vec::new(),
@@ -468,19 +471,27 @@ impl Cluster {
         let json = serde_json::to_string(rec).unwrap_or_default();
         redis::pipe()
             .atomic()
-            .hset_multiple(session_key(sid), &[("rec", json.as_str()), ("node", &self.node)])
+            .hset_multiple(
+                session_key(sid),
+                &[("rec", json.as_str()), ("node", &self.node)],
+            )
             .pexpire(session_key(sid), self.session_ttl_ms as i64)
             .set_options(
                 ticket_key(sid, ticket),
                 1,
-                redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(self.ticket_ttl_ms)),
+                redis::SetOptions::default()
+                    .with_expiration(redis::SetExpiry::PX(self.ticket_ttl_ms)),
             )
             .query_async::<()>(&mut conn)
             .await
     }
 
     /// Stores a ticket minted on this node.
-    pub(crate) async fn store_ticket(&self, sid: SessionId, ticket: &str) -> redis::RedisResult<()> {
+    pub(crate) async fn store_ticket(
+        &self,
+        sid: SessionId,
+        ticket: &str,
+    ) -> redis::RedisResult<()> {
         let mut conn = self.conn().await?;
         let opts =
             redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(self.ticket_ttl_ms));
@@ -488,7 +499,11 @@ impl Cluster {
     }
 
     /// Uses a ticket: true if it was live (then it is gone for every node).
-    pub(crate) async fn redeem_ticket(&self, sid: SessionId, ticket: &str) -> redis::RedisResult<bool> {
+    pub(crate) async fn redeem_ticket(
+        &self,
+        sid: SessionId,
+        ticket: &str,
+    ) -> redis::RedisResult<bool> {
         let mut conn = self.conn().await?;
         let n: u64 = conn.del(ticket_key(sid, ticket)).await?;
         Ok(n == 1)
@@ -500,13 +515,14 @@ impl Cluster {
         sid: SessionId,
     ) -> redis::RedisResult<Option<(SessionRecord, String, Option<String>)>> {
         let mut conn = self.conn().await?;
-        let (rec, node, room): (Option<String>, Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(session_key(sid))
-            .arg("rec")
-            .arg("node")
-            .arg("room")
-            .query_async(&mut conn)
-            .await?;
+        let (rec, node, room): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(session_key(sid))
+                .arg("rec")
+                .arg("node")
+                .arg("room")
+                .query_async(&mut conn)
+                .await?;
         let Some(rec) = rec.and_then(|r| serde_json::from_str(&r).ok()) else {
             return Ok(None);
         };
@@ -535,7 +551,8 @@ impl Cluster {
         let mut conn = self.conn().await?;
         let mut pipe = redis::pipe();
         for &sid in sids {
-            pipe.pexpire(session_key(sid), self.session_ttl_ms as i64).ignore();
+            pipe.pexpire(session_key(sid), self.session_ttl_ms as i64)
+                .ignore();
         }
         for room in &rooms {
             for part in ["stream", "meta", "members"] {

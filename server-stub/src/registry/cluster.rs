@@ -86,7 +86,8 @@ impl Registry {
                 mux: mux.is_some(),
                 out: Arc::new(Mutex::new(outbound::Transport { conn: None, mux })),
                 conn: None,
-                sse: is_sse_transport(transport).then(|| crate::sse::hub::SseHub::new(events, bytes)),
+                sse: is_sse_transport(transport)
+                    .then(|| crate::sse::hub::SseHub::new(events, bytes)),
                 posts: PostLedger::new(),
                 identity,
                 accept_calls_from: rec.accept_calls_from,
@@ -111,7 +112,8 @@ impl Registry {
         }
         if let Some(s) = self.remove_session(sid) {
             if let Some(c) = s.conn {
-                c.close.close(close::REPLACED, "session taken over by another node");
+                c.close
+                    .close(close::REPLACED, "session taken over by another node");
             }
         }
     }

@@ -88,7 +88,9 @@ impl AppState {
                 self.registry().import(sid, rec, mux, Instant::now());
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(session = %sid, error = %e, "session lookup in the cluster failed"),
+            Err(e) => {
+                tracing::warn!(session = %sid, error = %e, "session lookup in the cluster failed")
+            }
         }
     }
 
@@ -144,7 +146,9 @@ impl AppState {
                 c.watch(&room, p.cursor);
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(session = %sid, room, error = %e, "room not resumed on this node"),
+            Err(e) => {
+                tracing::warn!(session = %sid, room, error = %e, "room not resumed on this node")
+            }
         }
     }
 
@@ -283,9 +287,10 @@ impl AppState {
             Kind::Joined | Kind::Moved => self.registry().remote_joined(&e.room, e.sid, &e.node),
             Kind::Left => self.registry().remote_left(&e.room, e.sid, &e.node),
             Kind::Relay => {
-                let (Some(lane), Ok(value)) =
-                    (Lane::from_id(e.lane), serde_json::from_str::<Value>(&e.body))
-                else {
+                let (Some(lane), Ok(value)) = (
+                    Lane::from_id(e.lane),
+                    serde_json::from_str::<Value>(&e.body),
+                ) else {
                     tracing::warn!(room = %e.room, id = %e.id, "malformed relay entry skipped");
                     return;
                 };
