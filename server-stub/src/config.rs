@@ -241,7 +241,7 @@ pub struct Config {
     /// in a room. Prefer the environment variable to the flag.
     #[arg(long, env = "TURN_SECRET", hide_env_values = true)]
     pub turn_secret: Option<Secret>,
-    /// Lifetime of TURN REST credentials, s.
+    /// Lifetime of TURN REST credentials, s: 60..=604800 (one minute to seven days).
     #[arg(long = "turn-ttl-s", env = "TURN_TTL_SECONDS", default_value_t = crate::auth::turn::DEFAULT_TURN_TTL_S,
           value_parser = clap::value_parser!(u64).range(60..=86_400 * 7))]
     pub turn_ttl_s: u64,

@@ -77,7 +77,7 @@ impl Default for DecodeBudget {
 }
 
 /// What is left of a [`DecodeBudget`] while decoding.
-struct Left {
+pub(crate) struct Left {
     nodes: usize,
     max_depth: usize,
     max_len: usize,
@@ -208,7 +208,7 @@ pub fn decode_msgpack_with(
     budget: DecodeBudget,
 ) -> Result<Value, CodecError> {
     let mut r = Reader { buf: bytes, pos: 0 };
-    let v = r.value(dict, 0, &mut Left::new(budget))?;
+    let v = r.value(&mut NoExt, dict, 0, &mut Left::new(budget))?;
     match bytes.len() - r.pos {
         0 => Ok(v),
         n => Err(CodecError::TrailingBytes(n)),
@@ -539,6 +539,47 @@ pub(crate) enum KeyRef<'a> {
     Index(u32, &'a str),
 }
 
+/// MessagePack ext types decoded by a layer above the plain codec ([`learned`] shapes, §8.3):
+/// [`Reader::value`] hands it the data of every ext type it [claims](ExtDecoder::claims), and
+/// reads the rest (dictionary strings, listed shapes) itself.
+pub(crate) trait ExtDecoder: Sized {
+    /// Whether ext type `ty` is this decoder's.
+    fn claims(&self, ty: u8) -> bool;
+
+    /// The value of a claimed ext of type `ty` whose data is `data`, at nesting `depth`, within
+    /// `left` (nested values go through [`Reader::value`] with `self`).
+    ///
+    /// Errors: any [`CodecError`]; never a value with other keys than the sender's.
+    fn decode(
+        &mut self,
+        ty: u8,
+        data: Reader<'_>,
+        dict: Option<&Dictionary>,
+        depth: usize,
+        left: &mut Left,
+    ) -> Result<Value, CodecError>;
+}
+
+/// The plain codec: claims no ext type.
+pub(crate) struct NoExt;
+
+impl ExtDecoder for NoExt {
+    fn claims(&self, _: u8) -> bool {
+        false
+    }
+
+    fn decode(
+        &mut self,
+        ty: u8,
+        _: Reader<'_>,
+        _: Option<&Dictionary>,
+        _: usize,
+        _: &mut Left,
+    ) -> Result<Value, CodecError> {
+        Err(CodecError::UnsupportedType(ty))
+    }
+}
+
 /// A cursor over MessagePack input (shared with [`crate::core::tape`]).
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
@@ -609,8 +650,10 @@ impl<'a> Reader<'a> {
         }))
     }
 
-    fn value(
+    /// One value; an ext type that `ext` claims is read by it, the rest by [`Reader::ext`].
+    pub(crate) fn value<X: ExtDecoder>(
         &mut self,
+        ext: &mut X,
         dict: Option<&Dictionary>,
         depth: usize,
         left: &mut Left,
@@ -640,28 +683,38 @@ impl<'a> Reader<'a> {
             | Marker::FixExt16
             | Marker::Ext8
             | Marker::Ext16
-            | Marker::Ext32 => match self.ext(marker, byte, dict)? {
-                Ext::Token(i) => Value::String(token(dict, u64::from(i))?.to_owned()),
-                Ext::Shape(s, keys, mut data) => {
-                    let mut map = Map::new();
-                    for &k in keys {
-                        let v = data
-                            .value(dict, depth + 1, left)
-                            .map_err(|e| shape_error(e, s))?;
-                        map.insert(token(dict, u64::from(k))?.to_owned(), v);
-                    }
-                    if data.remaining() != 0 {
-                        return Err(CodecError::BadShape(s));
-                    }
-                    Value::Object(map)
+            | Marker::Ext32 => {
+                let at = self.pos;
+                let len = self.ext_len(marker)?;
+                let ty = self.u8()?;
+                if ext.claims(ty) {
+                    let data = Reader::new(self.take(len)?);
+                    return ext.decode(ty, data, dict, depth, left);
                 }
-            },
+                self.pos = at;
+                match self.ext(marker, byte, dict)? {
+                    Ext::Token(i) => Value::String(token(dict, u64::from(i))?.to_owned()),
+                    Ext::Shape(s, keys, mut data) => {
+                        let mut map = Map::new();
+                        for &k in keys {
+                            let v = data
+                                .value(ext, dict, depth + 1, left)
+                                .map_err(|e| shape_error(e, s))?;
+                            map.insert(token(dict, u64::from(k))?.to_owned(), v);
+                        }
+                        if data.remaining() != 0 {
+                            return Err(CodecError::BadShape(s));
+                        }
+                        Value::Object(map)
+                    }
+                }
+            }
             Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
                 let n = self.len(marker)?;
                 self.declared(n, left)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
-                    items.push(self.value(dict, depth + 1, left)?);
+                    items.push(self.value(ext, dict, depth + 1, left)?);
                 }
                 Value::Array(items)
             }
@@ -671,7 +724,7 @@ impl<'a> Reader<'a> {
                 let mut map = Map::new();
                 for _ in 0..n {
                     let key = self.key(dict)?;
-                    let v = self.value(dict, depth + 1, left)?;
+                    let v = self.value(ext, dict, depth + 1, left)?;
                     if map.contains_key(&key) {
                         return Err(CodecError::DuplicateKey(key));
                     }
@@ -699,6 +752,20 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// The data length of an ext `marker` (read after the marker byte, before the type byte).
+    fn ext_len(&mut self, marker: Marker) -> Result<usize, CodecError> {
+        Ok(match marker {
+            Marker::FixExt1 => 1,
+            Marker::FixExt2 => 2,
+            Marker::FixExt4 => 4,
+            Marker::FixExt8 => 8,
+            Marker::FixExt16 => 16,
+            Marker::Ext8 => usize::from(self.u8()?),
+            Marker::Ext16 => usize::from(u16::from_be_bytes(self.be()?)),
+            _ => u32::from_be_bytes(self.be()?) as usize,
+        })
+    }
+
     /// Reads an ext (`marker` is one of the ext markers, `byte` its byte): a dictionary string
     /// (its index, checked against `dict`) or a shape (its number, keys and data).
     ///
@@ -710,16 +777,7 @@ impl<'a> Reader<'a> {
         byte: u8,
         dict: Option<&'d Dictionary>,
     ) -> Result<Ext<'a, 'd>, CodecError> {
-        let len = match marker {
-            Marker::FixExt1 => 1,
-            Marker::FixExt2 => 2,
-            Marker::FixExt4 => 4,
-            Marker::FixExt8 => 8,
-            Marker::FixExt16 => 16,
-            Marker::Ext8 => usize::from(self.u8()?),
-            Marker::Ext16 => usize::from(u16::from_be_bytes(self.be()?)),
-            _ => u32::from_be_bytes(self.be()?) as usize,
-        };
+        let len = self.ext_len(marker)?;
         let ty = self.u8()?;
         if ty as i8 == DICT_STRING_EXT && matches!(marker, Marker::FixExt1 | Marker::FixExt2) {
             let index = match marker {

@@ -29,13 +29,12 @@
 //! missed a definition has the slot empty, and one that reset has all slots empty.
 
 use super::{
-    map_shape, token, wrap_shape, write_float, write_string, CodecError, DecodeBudget, Ext, Left,
-    Reader, VEC_WRITE,
+    map_shape, wrap_shape, write_float, write_string, CodecError, DecodeBudget, Left, Reader,
+    VEC_WRITE,
 };
 use crate::core::dictionary::Dictionary;
 use foldhash::fast::FixedState;
-use rmp::Marker;
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -342,7 +341,7 @@ impl ShapeReceiver {
         budget: DecodeBudget,
     ) -> Result<Value, CodecError> {
         let mut r = Reader::new(bytes);
-        let v = self.value(&mut r, dict, 0, &mut Left::new(budget))?;
+        let v = r.value(self, dict, 0, &mut Left::new(budget))?;
         match r.remaining() {
             0 => Ok(v),
             n => Err(CodecError::TrailingBytes(n)),
@@ -363,113 +362,6 @@ impl ShapeReceiver {
     /// Key bytes held (≤ [`MAX_LEARNED_TABLE_BYTES`]).
     pub fn table_bytes(&self) -> usize {
         self.table_bytes
-    }
-
-    fn value(
-        &mut self,
-        r: &mut Reader<'_>,
-        dict: Option<&Dictionary>,
-        depth: usize,
-        left: &mut Left,
-    ) -> Result<Value, CodecError> {
-        left.take(depth)?;
-        let byte = r.u8()?;
-        let marker = Marker::from_u8(byte);
-        if let Some(i) = r.int(marker)? {
-            return Ok(match i {
-                Ok(u) => Value::Number(u.into()),
-                Err(n) => Value::Number(n.into()),
-            });
-        }
-        Ok(match marker {
-            Marker::Null => Value::Null,
-            Marker::True => Value::Bool(true),
-            Marker::False => Value::Bool(false),
-            Marker::F32 => float(f64::from(f32::from_be_bytes(r.be()?)))?,
-            Marker::F64 => float(f64::from_be_bytes(r.be()?))?,
-            Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
-                Value::String(r.str(marker)?.to_owned())
-            }
-            Marker::FixExt1
-            | Marker::FixExt2
-            | Marker::FixExt4
-            | Marker::FixExt8
-            | Marker::FixExt16
-            | Marker::Ext8
-            | Marker::Ext16
-            | Marker::Ext32 => {
-                let at = r.pos;
-                let len = match marker {
-                    Marker::FixExt1 => 1,
-                    Marker::FixExt2 => 2,
-                    Marker::FixExt4 => 4,
-                    Marker::FixExt8 => 8,
-                    Marker::FixExt16 => 16,
-                    Marker::Ext8 => usize::from(r.u8()?),
-                    Marker::Ext16 => usize::from(u16::from_be_bytes(r.be()?)),
-                    _ => u32::from_be_bytes(r.be()?) as usize,
-                };
-                let ty = r.u8()?;
-                if ty == LEARNED_DEFINE_EXT as u8 {
-                    let mut data = Reader::new(r.take(len)?);
-                    return self.definition(&mut data, dict, depth, left);
-                }
-                if let Some(slot) = ty
-                    .checked_sub(LEARNED_REF_EXT as u8)
-                    .filter(|&s| usize::from(s) < MAX_LEARNED_SHAPES)
-                {
-                    let data = Reader::new(r.take(len)?);
-                    let keys = self
-                        .slots
-                        .get(usize::from(slot))
-                        .and_then(Option::clone)
-                        .ok_or(CodecError::ShapeUnknown(slot))?;
-                    return self.values(data, &keys, ty, dict, depth, left);
-                }
-                // Not ours: the codec's dictionary strings and listed shapes.
-                r.pos = at;
-                match r.ext(marker, byte, dict)? {
-                    Ext::Token(i) => Value::String(token(dict, u64::from(i))?.to_owned()),
-                    Ext::Shape(s, keys, mut data) => {
-                        let mut map = Map::new();
-                        for &k in keys {
-                            let v = self
-                                .value(&mut data, dict, depth + 1, left)
-                                .map_err(|e| super::shape_error(e, s))?;
-                            map.insert(token(dict, u64::from(k))?.to_owned(), v);
-                        }
-                        if data.remaining() != 0 {
-                            return Err(CodecError::BadShape(s));
-                        }
-                        Value::Object(map)
-                    }
-                }
-            }
-            Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
-                let n = r.len(marker)?;
-                r.declared(n, left)?;
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(self.value(r, dict, depth + 1, left)?);
-                }
-                Value::Array(items)
-            }
-            Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
-                let n = r.len(marker)?;
-                r.declared(n, left)?;
-                let mut map = Map::new();
-                for _ in 0..n {
-                    let key = r.key(dict)?;
-                    let v = self.value(r, dict, depth + 1, left)?;
-                    if map.contains_key(&key) {
-                        return Err(CodecError::DuplicateKey(key));
-                    }
-                    map.insert(key, v);
-                }
-                Value::Object(map)
-            }
-            _ => return Err(CodecError::UnsupportedType(byte)),
-        })
     }
 
     /// Reads a definition's data: slot, keys (checked and stored), then the values.
@@ -554,8 +446,8 @@ impl ShapeReceiver {
     ) -> Result<Value, CodecError> {
         let mut map = Map::new();
         for k in keys {
-            let v = self
-                .value(&mut data, dict, depth + 1, left)
+            let v = data
+                .value(self, dict, depth + 1, left)
                 .map_err(|e| super::shape_error(e, ty))?;
             map.insert(k.to_string(), v);
         }
@@ -566,10 +458,35 @@ impl ShapeReceiver {
     }
 }
 
-fn float(f: f64) -> Result<Value, CodecError> {
-    Number::from_f64(f)
-        .map(Value::Number)
-        .ok_or(CodecError::NonFiniteFloat)
+/// Learned-shape ext types: a definition ([`LEARNED_DEFINE_EXT`]) or a reference to a slot
+/// (`LEARNED_REF_EXT + slot`); an empty slot is [`CodecError::ShapeUnknown`].
+impl super::ExtDecoder for ShapeReceiver {
+    fn claims(&self, ty: u8) -> bool {
+        ty == LEARNED_DEFINE_EXT as u8
+            || ty
+                .checked_sub(LEARNED_REF_EXT as u8)
+                .is_some_and(|s| usize::from(s) < MAX_LEARNED_SHAPES)
+    }
+
+    fn decode(
+        &mut self,
+        ty: u8,
+        mut data: Reader<'_>,
+        dict: Option<&Dictionary>,
+        depth: usize,
+        left: &mut Left,
+    ) -> Result<Value, CodecError> {
+        if ty == LEARNED_DEFINE_EXT as u8 {
+            return self.definition(&mut data, dict, depth, left);
+        }
+        let slot = ty - LEARNED_REF_EXT as u8;
+        let keys = self
+            .slots
+            .get(usize::from(slot))
+            .and_then(Option::clone)
+            .ok_or(CodecError::ShapeUnknown(slot))?;
+        self.values(data, &keys, ty, dict, depth, left)
+    }
 }
 
 #[cfg(test)]
@@ -823,6 +740,7 @@ mod proptests {
     use super::*;
     use crate::core::codec::encode_msgpack;
     use proptest::prelude::*;
+    use serde_json::Number;
 
     /// A key: short ASCII, or one of the dictionary's tokens (written as an index).
     fn key() -> impl Strategy<Value = String> {
