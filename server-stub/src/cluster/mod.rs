@@ -569,3 +569,69 @@ impl Cluster {
         conn.del(session_key(sid)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Cluster {
+        let config = crate::Config {
+            redis_url: Some("redis://127.0.0.1:1/".into()),
+            node_id: Some("me".into()),
+            ..crate::Config::default()
+        };
+        Cluster::new(&config).unwrap().unwrap()
+    }
+
+    fn entry(n: u64, epoch: &str, node: &str) -> Entry {
+        Entry {
+            room: "r".into(),
+            id: format!("{n}-0"),
+            n,
+            epoch: epoch.into(),
+            node: node.into(),
+            kind: Kind::Relay,
+            sid: SessionId::from_random_bytes([1; 16]),
+            lane: 2,
+            to: None,
+            body: "{}".into(),
+        }
+    }
+
+    /// The cursor decides: the next number of the same epoch is delivered (own entries
+    /// skipped but counted), a skipped number or a new epoch is a gap, a room not read is
+    /// skipped.
+    #[test]
+    fn entries_are_delivered_skipped_or_a_gap() {
+        let c = cluster();
+        assert_eq!(c.advance(&entry(1, "aa", "other")), Step::Skip, "not read");
+        c.watch(
+            "r",
+            Cursor {
+                id: "1-0".into(),
+                n: 1,
+                epoch: "aa".into(),
+            },
+        );
+        assert_eq!(c.advance(&entry(2, "aa", "other")), Step::Deliver);
+        assert_eq!(c.advance(&entry(3, "aa", "me")), Step::Skip);
+        assert_eq!(c.advance(&entry(4, "aa", "other")), Step::Deliver);
+        assert_eq!(
+            c.advance(&entry(7, "aa", "other")),
+            Step::Gap {
+                expected_epoch: "aa".into(),
+                expected: 5
+            }
+        );
+        assert_eq!(c.advance(&entry(8, "aa", "other")), Step::Deliver);
+        assert_eq!(
+            c.advance(&entry(1, "bb", "other")),
+            Step::Gap {
+                expected_epoch: "aa".into(),
+                expected: 9
+            }
+        );
+        c.unwatch("r");
+        assert_eq!(c.advance(&entry(2, "bb", "other")), Step::Skip);
+    }
+}

@@ -47,8 +47,9 @@ impl Registry {
     }
 
     /// Makes `rec` a session of this node (an older copy of it here is dropped without a
-    /// word: it moved). It counts as attached (another node served its handshake) and
-    /// against no client address. `false` for a record with a malformed token.
+    /// word: it moved). It counts as attached (another node served its handshake), under
+    /// `--max-sessions`, and under no client address of its own. `false` for a record with a
+    /// malformed token or at `--max-sessions`.
     pub(crate) fn import(
         &mut self,
         sid: SessionId,
@@ -60,6 +61,10 @@ impl Registry {
             return false;
         };
         self.drop_moved(sid);
+        if self.sessions.len() >= self.bounds.max_sessions {
+            tracing::warn!(session = %sid, "session not taken over: this node holds --max-sessions");
+            return false;
+        }
         let (events, bytes) = self.sse_limits;
         let transport = transport_name(&rec.transport);
         let identity = rec.identity.map(|identity| VerifiedIdentity {
@@ -93,6 +98,7 @@ impl Registry {
                 accept_calls_from: rec.accept_calls_from,
             },
         );
+        self.sessions_per_ip.add(IpKey::of(None));
         true
     }
 
