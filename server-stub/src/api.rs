@@ -60,7 +60,10 @@ pub async fn handshake(
         None => None,
         Some(auth) => {
             let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-            Some(state.auth().verify(auth, host, now_ms(), Instant::now())?)
+            state.cluster_nonce_adopt(auth).await;
+            let verified = state.auth().verify(auth, host, now_ms(), Instant::now())?;
+            state.cluster_nonce_used(auth).await?;
+            Some(verified)
         }
     };
     let public_identity = identity.as_ref().map(|i| i.identity.clone());

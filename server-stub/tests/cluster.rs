@@ -136,6 +136,27 @@ async fn a_session_handshaked_on_one_node_opens_its_socket_on_another() {
     assert!(ttl > 0, "the session record expires (PTTL {ttl})");
 }
 
+/// A sign-in nonce issued by one node signs a device in on another, once in the whole
+/// cluster: replayed on a third node or on the issuing one it is `nonce_reused`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_nonce_is_good_on_every_node_once() {
+    let Some(redis) = redis().await else { return };
+    let n = nodes(&redis, 3).await;
+    let auth = common::auth::device_auth(&n[0], 9).await;
+    let resp = common::auth::handshake_auth(&n[1], auth.clone()).await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    common::auth::assert_auth_invalid(
+        common::auth::handshake_auth(&n[2], auth.clone()).await,
+        "nonce_reused",
+    )
+    .await;
+    common::auth::assert_auth_invalid(
+        common::auth::handshake_auth(&n[0], auth).await,
+        "nonce_reused",
+    )
+    .await;
+}
+
 /// Three members on three nodes: `joined` lists the members on every node, `peer-joined`
 /// reaches the others, a relay to the room reaches every other member once, a relay `to`
 /// one member reaches it only, and a leave is `peer-left` on every node.

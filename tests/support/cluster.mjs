@@ -72,6 +72,8 @@ async function kill(proc, signal = 'SIGTERM') {
  * @property {number} port
  * @property {string} url `redis://127.0.0.1:<port>/`
  * @property {(...args: string[]) => string} cli runs `redis-cli` against it, returns its output
+ * @property {() => Promise<void>} kill SIGKILL (everything it held is gone: no persistence)
+ * @property {() => Promise<void>} start starts it again on the same port after `kill`
  * @property {() => Promise<void>} stop
  */
 
@@ -81,12 +83,20 @@ async function kill(proc, signal = 'SIGTERM') {
  */
 export async function startRedis() {
   const port = await freePort();
-  const proc = child('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
-  await waitForPort(port, 'redis-server');
+  const spawnRedis = async () => {
+    const proc = child('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
+    await waitForPort(port, 'redis-server');
+    return proc;
+  };
+  let proc = await spawnRedis();
   return {
     port,
     url: `redis://127.0.0.1:${port}/`,
     cli: (...args) => execFileSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' }).trim(),
+    kill: () => kill(proc, 'SIGKILL'),
+    async start() {
+      proc = await spawnRedis();
+    },
     stop: () => kill(proc),
   };
 }
@@ -95,36 +105,41 @@ export async function startRedis() {
  * Starts HAProxy (HTTP mode, WebSocket-capable) with `frontends`: each a loopback port whose
  * handshakes (`POST .../session/handshake`) go to node `handshake` and every other request
  * (pages, tickets, sockets, streams) to node `rest`: so a session is handshaked on one node and
- * its socket opened on another, deterministically.
+ * its socket opened on another, deterministically. While a node is down (health checks every
+ * 200 ms), its requests go to the next node (`backup`): a client of a killed node reconnects
+ * through the same URL to another node.
  * @param {{url: string}[]} nodes
  * @param {{handshake: number, rest: number}[]} frontends
  * @returns {Promise<{urls: string[], stop: () => Promise<void>}>}
  */
 export async function startBalancer(nodes, frontends) {
   const ports = await Promise.all(frontends.map(() => freePort()));
-  const backends = nodes
-    .map((n, i) => `backend n${i}\n  server n${i} ${new URL(n.url).host}\n`)
-    .join('');
-  const fronts = frontends
-    .map(
-      (f, i) => `frontend f${i}
-  bind 127.0.0.1:${ports[i]}
-  acl handshake path_end /session/handshake
-  use_backend n${f.handshake} if handshake
-  default_backend n${f.rest}
-`,
-    )
-    .join('');
+  const host = (i) => new URL(nodes[i % nodes.length].url).host;
+  const backend = (name, i) => `backend ${name}
+  option redispatch
+  retries 3
+  server primary ${host(i)} check inter 200 fall 1 rise 2
+  server backup ${host(i + 1)} check inter 200 fall 1 rise 2 backup
+`;
   const cfg = `global
   maxconn 4096
 defaults
   mode http
   option http-server-close
-  timeout connect 5s
+  timeout connect 2s
   timeout client 1h
   timeout server 1h
   timeout tunnel 1h
-${fronts}${backends}`;
+${frontends
+  .map(
+    (f, i) => `frontend f${i}
+  bind 127.0.0.1:${ports[i]}
+  acl handshake path_end /session/handshake
+  use_backend f${i}_handshake if handshake
+  default_backend f${i}_rest
+${backend(`f${i}_handshake`, f.handshake)}${backend(`f${i}_rest`, f.rest)}`,
+  )
+  .join('')}`;
   const dir = mkdtempSync(join(tmpdir(), 'p3-haproxy-'));
   const file = join(dir, 'haproxy.cfg');
   writeFileSync(file, cfg);

@@ -8,6 +8,7 @@
 //!   a node holds it attached.
 //! - `p3:ticket:{sid}:{sha256(ticket)}`: one per ticket, its TTL; redeemed by `DEL` (so once
 //!   in the whole cluster).
+//! - `p3:nonce:{nonce}`: a sign-in nonce (`0` issued, `1` used), its TTL.
 //! - `p3:room:{room}:stream` (entries `n`, `e`, `node`, `kind`, `sid`, `lane`, `to`, `body`),
 //!   `p3:room:{room}:meta` (`e` epoch, `n` last entry number) and `p3:room:{room}:members`
 //!   (session → node): written only by [`PUBLISH`] (atomic), kept `MAXLEN ~
@@ -208,6 +209,10 @@ fn stream_key(room: &str) -> String {
 
 fn session_key(sid: SessionId) -> String {
     format!("p3:session:{sid}")
+}
+
+fn nonce_key(nonce: &str) -> String {
+    format!("p3:nonce:{nonce}")
 }
 
 fn ticket_key(sid: SessionId, ticket: &str) -> String {
@@ -561,6 +566,36 @@ impl Cluster {
             }
         }
         pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// Stores a sign-in nonce issued by this node (unused), for the nonce's TTL.
+    pub(crate) async fn store_nonce(&self, nonce: &str, ttl_ms: u64) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        let opts = redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms));
+        conn.set_options(nonce_key(nonce), 0, opts).await
+    }
+
+    /// Whether a nonce some node issued is live and unused (`Some(false)`), used
+    /// (`Some(true)`) or unknown (`None`).
+    pub(crate) async fn peek_nonce(&self, nonce: &str) -> redis::RedisResult<Option<bool>> {
+        let mut conn = self.conn().await?;
+        let v: Option<String> = conn.get(nonce_key(nonce)).await?;
+        Ok(v.map(|v| v != "0"))
+    }
+
+    /// Marks a nonce used: `Some(false)` if it was live and unused (this sign-in is its one
+    /// use in the cluster), `Some(true)` if another sign-in used it, `None` if unknown.
+    pub(crate) async fn use_nonce(&self, nonce: &str) -> redis::RedisResult<Option<bool>> {
+        let mut conn = self.conn().await?;
+        let old: Option<String> = redis::cmd("SET")
+            .arg(nonce_key(nonce))
+            .arg(1)
+            .arg("XX")
+            .arg("KEEPTTL")
+            .arg("GET")
+            .query_async(&mut conn)
+            .await?;
+        Ok(old.map(|v| v != "0"))
     }
 
     /// Forgets a deleted session.

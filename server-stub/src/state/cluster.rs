@@ -5,8 +5,10 @@
 
 use super::AppState;
 use crate::cluster::{Cluster, Entry, Kind, Publish, Step};
+use crate::error::AppError;
 use crate::music::Delivery;
 use crate::registry::{error_msg, RoomEvent};
+use p3_lanes::core::auth::{AuthReason, HandshakeAuth};
 use p3_lanes::core::error::ErrorCode;
 use p3_lanes::core::frame::SessionId;
 use p3_lanes::core::lane::Lane;
@@ -26,6 +28,15 @@ fn block_on<F: Future>(f: F) -> Option<F::Output> {
         return None;
     }
     Some(tokio::task::block_in_place(|| handle.block_on(f)))
+}
+
+/// The nonce a sign-in spends (device key or SIWE), if any.
+fn auth_nonce(auth: &HandshakeAuth) -> Option<String> {
+    match auth {
+        HandshakeAuth::Device(d) => Some(d.nonce.clone()),
+        HandshakeAuth::Siwe(s) => crate::auth::siwe::parse(&s.message).ok().map(|m| m.nonce),
+        HandshakeAuth::Token(_) => None,
+    }
 }
 
 impl AppState {
@@ -69,6 +80,54 @@ impl AppState {
             Err(e) => {
                 tracing::warn!(session = %sid, error = %e, "ticket refused: the cluster store is unreachable");
                 false
+            }
+        }
+    }
+
+    /// A sign-in nonce issued here is stored in the cluster (usable on any node, once).
+    pub(crate) async fn cluster_nonce_issued(&self, nonce: &str) {
+        let Some(c) = self.cluster() else {
+            return;
+        };
+        let ttl_ms = u64::try_from(self.auth().nonces().ttl().as_millis()).unwrap_or(u64::MAX);
+        if let Err(e) = c.store_nonce(nonce, ttl_ms).await {
+            tracing::warn!(error = %e, "sign-in nonce not stored in the cluster: usable on this node only");
+        }
+    }
+
+    /// Before a handshake's `auth` is verified: a nonce another node issued, live in the
+    /// cluster, is made known to this node's nonce store (used or not).
+    pub(crate) async fn cluster_nonce_adopt(&self, auth: &HandshakeAuth) {
+        let (Some(c), Some(nonce)) = (self.cluster(), auth_nonce(auth)) else {
+            return;
+        };
+        match c.peek_nonce(&nonce).await {
+            Ok(Some(used)) => self.auth().nonces().adopt(&nonce, used, Instant::now()),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "sign-in nonce lookup in the cluster failed"),
+        }
+    }
+
+    /// After a handshake's `auth` verified on this node: its nonce is used in the whole
+    /// cluster, once. Errors: 401 `auth_invalid` `nonce_reused` when another node's sign-in
+    /// used it first. A nonce the store does not know (lost) or a store error leaves this
+    /// node's single use standing.
+    pub(crate) async fn cluster_nonce_used(&self, auth: &HandshakeAuth) -> Result<(), AppError> {
+        let (Some(c), Some(nonce)) = (self.cluster(), auth_nonce(auth)) else {
+            return Ok(());
+        };
+        match c.use_nonce(&nonce).await {
+            Ok(Some(true)) => {
+                tracing::info!(reason = %AuthReason::NonceReused, "sign-in refused");
+                Err(AppError::auth_invalid(
+                    AuthReason::NonceReused,
+                    format!("nonce {nonce:?}: used by another sign-in"),
+                ))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "sign-in nonce not marked used in the cluster");
+                Ok(())
             }
         }
     }
