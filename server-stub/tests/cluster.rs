@@ -226,6 +226,42 @@ async fn rooms_span_nodes() {
     }
 }
 
+/// A node that answered a member's handshake but does not hold it (its socket is on another
+/// node) still sees it as a member elsewhere: a member joining there is told of it in
+/// `joined`, and a relay `to` it from there reaches it. With the node's copy of the session
+/// mistaken for a local member, `joined` misses it and the relay goes to the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_handshaked_on_one_node_and_held_by_another_is_remote_there() {
+    let Some(redis) = redis().await else { return };
+    let n = nodes(&redis, 2).await;
+    let hs = n[0].handshake("a", &["msgpack", "json"], &[1, 2]).await;
+    let mut a = n[1].connect(&hs).await;
+    assert_eq!(a.join("r").await, vec![a.sid()]);
+    let mut b = n[0].peer("b", &[1, 2]).await;
+    let members = b.join("r").await;
+    assert_eq!(
+        members.len(),
+        2,
+        "b's joined lists a (held by node1): {members:?}"
+    );
+    assert!(members.contains(&a.sid()));
+    b.send_data(Lane::Messaging, &json!({"only": "a"}), Some(a.sid()))
+        .await;
+    loop {
+        match a.recv().await {
+            common::Received::Control(_, Control::PeerJoined { .. }) => continue,
+            common::Received::Data(h, v) => {
+                assert_eq!(
+                    (h.lane, h.from, v),
+                    (Lane::Messaging, Some(b.sid()), json!({"only": "a"}))
+                );
+                break;
+            }
+            other => panic!("expected b's relay, got {other:?}"),
+        }
+    }
+}
+
 /// Every message once and in order across dropped Redis connections: while `a` (node0)
 /// sends 300 messages, every client connection of the redis-server is killed several times
 /// (both nodes reconnect); `b` (node1) gets all of them, in order. Delivery by pub/sub, or

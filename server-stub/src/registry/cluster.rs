@@ -124,11 +124,15 @@ impl Registry {
         }
     }
 
-    /// Sets the mirror of `room` from its members hash: every member not held by `node`.
+    /// Sets the mirror of `room` from its members hash: every member held by another node
+    /// than `node` and not a member of the room here. A session this node merely knows (it
+    /// answered its handshake, or held it before it moved) counts as remote: its copy here
+    /// is not in the room.
     pub(crate) fn set_remote(&mut self, room: &str, members: &[(SessionId, String)], node: &str) {
+        let local = self.rooms.get(room);
         let remote: HashMap<SessionId, String> = members
             .iter()
-            .filter(|(sid, n)| n != node && !self.sessions.contains_key(sid))
+            .filter(|(sid, n)| n != node && !local.is_some_and(|m| m.contains(sid)))
             .cloned()
             .collect();
         self.remote.insert(room.to_owned(), remote);
