@@ -832,6 +832,9 @@ fn report(p3: &[StepFigures], before: Option<&[StepFigures]>, sio: &[StepFigures
     write_results("load.", rows);
 }
 
+/// One figure of a step.
+type Figure = fn(&StepFigures) -> f64;
+
 /// The `cluster.` rows: each step of three nodes beside the same step on one node.
 fn report_cluster(one: &[StepFigures], three: &[StepFigures], load: [f64; 3]) {
     let row = |name: String, value: f64, unit: &str, baseline: String, ratio: f64| {
@@ -842,7 +845,7 @@ fn report_cluster(one: &[StepFigures], three: &[StepFigures], load: [f64; 3]) {
     for f in three {
         let k = f.offered / 1000;
         let twin = one.iter().find(|o| o.offered == f.offered);
-        let figures: [(&str, fn(&StepFigures) -> f64, &str); 3] = [
+        let figures: [(&str, Figure, &str); 3] = [
             ("p50", |f| f.p50_ms, "ms"),
             ("p99", |f| f.p99_ms, "ms"),
             ("delivered", |f| f.delivered_rate, "deliveries/s"),

@@ -221,7 +221,7 @@ impl Registry {
     ) -> Vec<Target> {
         self.room_members(room)
             .into_iter()
-            .filter(|&m| m != from && to.is_none_or(|t| t == m))
+            .filter(|&m| m != from && to.map_or(true, |t| t == m))
             .filter_map(|m| {
                 let s = self.sessions.get(&m)?;
                 s.reachable().then(|| Target::of(m, s, lane)).flatten()
