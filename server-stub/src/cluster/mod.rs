@@ -37,6 +37,8 @@ use tokio::sync::{mpsc, OnceCell};
 
 /// Entries the publisher may hold before a relay is refused with `backpressure`.
 pub const PUBLISH_QUEUE: usize = 16_384;
+/// Entries the publisher writes per round trip at most (one pipeline).
+pub const PUBLISH_BATCH: usize = 128;
 /// How long a stream read blocks waiting for entries, ms.
 pub const READ_BLOCK_MS: usize = 100;
 /// Entries read per stream and read: a node catching up after a dropped connection hands
@@ -284,17 +286,11 @@ impl Cluster {
         self.publish_numbered(p, 0).await
     }
 
-    /// [`Cluster::publish_now`] with publish number `number` (0: none).
-    async fn publish_numbered(
-        &self,
-        p: &Publish,
-        number: u64,
-    ) -> redis::RedisResult<Option<Published>> {
-        let mut conn = self.conn().await?;
+    /// The [`PUBLISH`] call for `p` with publish number `number` (0: none).
+    fn invocation(&self, p: &Publish, number: u64) -> redis::ScriptInvocation<'_> {
         let room = &p.room;
-        let answer: redis::Value = self
-            .script
-            .key(stream_key(room))
+        let mut inv = self.script.prepare_invoke();
+        inv.key(stream_key(room))
             .key(format!("p3:room:{{{room}}}:meta"))
             .key(format!("p3:room:{{{room}}}:members"))
             .key(session_key(p.sid))
@@ -308,9 +304,32 @@ impl Cluster {
             .arg(&p.body)
             .arg(self.key_ttl_ms)
             .arg(room)
-            .arg(number)
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(number);
+        inv
+    }
+
+    /// Writes `batch` (entries with their publish numbers, in order) in one pipeline: one
+    /// round trip for all of them. The script is loaded first in the same pipeline (a Redis
+    /// that restarted has forgotten it).
+    async fn publish_batch(&self, batch: &[(u64, Publish)]) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.script).ignore();
+        let calls: Vec<_> = batch.iter().map(|(n, p)| self.invocation(p, *n)).collect();
+        for inv in &calls {
+            pipe.invoke_script(inv).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// [`Cluster::publish_now`] with publish number `number` (0: none).
+    async fn publish_numbered(
+        &self,
+        p: &Publish,
+        number: u64,
+    ) -> redis::RedisResult<Option<Published>> {
+        let mut conn = self.conn().await?;
+        let answer: redis::Value = self.invocation(p, number).invoke_async(&mut conn).await?;
         let redis::Value::Array(items) = answer else {
             return Ok(None);
         };
@@ -343,8 +362,10 @@ impl Cluster {
         self.publish_tx.try_send(p).is_ok()
     }
 
-    /// The publisher: writes queued entries in order, retrying each until Redis takes it (a
-    /// dropped connection delays entries, never loses them). Runs until the queue closes.
+    /// The publisher: writes queued entries in order, up to [`PUBLISH_BATCH`] per round trip,
+    /// retrying a batch until Redis takes it (a dropped connection delays entries, never
+    /// loses them; an entry written before the error is not written again, by its publish
+    /// number). Runs until the queue closes.
     pub(crate) async fn run_publisher(&self) {
         let Some(mut rx) = self.publish_rx.lock().ok().and_then(|mut r| r.take()) else {
             return;
@@ -352,11 +373,24 @@ impl Cluster {
         // Numbers start above any this node name used before (a restarted node keeps its
         // name): ms since the epoch, times 1000.
         let mut number = crate::now_ms().saturating_mul(1000);
-        while let Some(p) = rx.recv().await {
-            number += 1;
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < PUBLISH_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            let batch: Vec<(u64, Publish)> = batch
+                .into_iter()
+                .map(|p| {
+                    number += 1;
+                    (number, p)
+                })
+                .collect();
             let mut delay = Duration::from_millis(20);
-            while let Err(e) = self.publish_numbered(&p, number).await {
-                tracing::warn!(error = %e, room = %p.room, "cluster publish failed; retrying");
+            while let Err(e) = self.publish_batch(&batch).await {
+                tracing::warn!(error = %e, entries = batch.len(), "cluster publish failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(1));
             }
