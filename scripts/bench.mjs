@@ -49,6 +49,8 @@ const BENCHES = [
   { name: 'load', args: ['bench', '-p', 'server-stub', '--bench', 'load'], results: 'bench-results.json' },
   // Issue 11: seven abusive clients, one at a time, while an honest client measures (~2 min).
   { name: 'abuse', args: ['bench', '-p', 'server-stub', '--bench', 'abuse'], results: 'bench-results.json' },
+  // Issue 14: the load ladder on one node and on three nodes on one redis-server (~1 min).
+  { name: 'cluster', args: ['bench', '-p', 'server-stub', '--bench', 'load', '--', '--cluster'], results: 'bench-results.json' },
 ];
 
 const RESULTS = join(ROOT, 'bench-results.json');

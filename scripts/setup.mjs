@@ -3,7 +3,8 @@
 //
 //   node scripts/setup.mjs            Rust wasm target, wasm-bindgen-cli, wasm-pack, npm deps
 //   node scripts/setup.mjs --browser  ... plus Debian chromium, chromium-driver and firefox-esr,
-//                                     and geckodriver (built once with `cargo install`)
+//                                     geckodriver (built once with `cargo install`), and
+//                                     redis-server + haproxy (the cluster tests, issue 14)
 //
 // Only crates.io, npm and Debian's apt are reachable from our machines, so nothing here
 // downloads prebuilt tools from GitHub: the Rust tools are built with `cargo install` (into
@@ -23,6 +24,8 @@ const BROWSER_PACKAGES = [
 ];
 /** The geckodriver `cargo install` builds when none is found (WebDriver for Firefox). */
 const GECKODRIVER_VERSION = '0.37.1';
+/** Debian package → the binary it provides, for the cluster tests (issue 14). */
+const CLUSTER_TOOLS = { 'redis-server': '/usr/bin/redis-server', haproxy: '/usr/sbin/haproxy' };
 
 /**
  * Run every set-up step.
@@ -37,6 +40,7 @@ export async function setup({ browser = false } = {}) {
   if (browser) {
     await ensureBrowser();
     await ensureGeckodriver();
+    await ensureClusterTools();
   }
 }
 
@@ -139,6 +143,21 @@ export async function ensureGeckodriver() {
   }
   step(`geckodriver ${GECKODRIVER_VERSION}: installing (cargo install, a few minutes)`);
   await cargoInstall('geckodriver', GECKODRIVER_VERSION);
+}
+
+/**
+ * Install Debian's redis-server and haproxy when missing: the cluster tests (native
+ * server-stub/tests/cluster.rs and tests/cluster-*.spec.mjs) start them as child processes.
+ */
+export async function ensureClusterTools() {
+  const missing = Object.entries(CLUSTER_TOOLS).filter(([, path]) => !existsSync(path));
+  if (missing.length === 0) {
+    step('redis-server + haproxy: present');
+    return;
+  }
+  step(`redis-server + haproxy: installing with apt (missing ${missing.map(([p]) => p).join(', ')})`);
+  await aptGet(['update']);
+  await aptGet(['install', '-y', ...missing.map(([p]) => p)]);
 }
 
 /**

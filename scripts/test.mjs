@@ -33,7 +33,7 @@ const FIREFOX_SPEC = /^firefox-.*\.spec\.mjs$/;
 
 /** @type {{name: string, title: string, run: () => Promise<void>}[]} */
 const LAYERS = [
-  { name: 'setup', title: 'Set-up (toolchain, npm deps, Chromium, Firefox)', run: () => setup({ browser: true }) },
+  { name: 'setup', title: 'Set-up (toolchain, npm deps, Chromium, Firefox, redis-server, haproxy)', run: () => setup({ browser: true }) },
   { name: 'fmt', title: 'Formatting (cargo fmt --check)', run: () => cargo('fmt', '--all', '--', '--check') },
   { name: 'clippy', title: 'Lints (cargo clippy, native and wasm32)', run: clippy },
   { name: 'unit', title: 'Unit and integration tests (cargo test)', run: () => cargo('test', '--workspace') },

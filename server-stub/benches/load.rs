@@ -29,6 +29,11 @@
 //! The generator shares the machine's cores with the server (and its per-delivery work, a
 //! multiplexer per p3 member, is in the figures): compare rows of one run, not runs.
 //!
+//! `-- --cluster` (issue 14) runs instead the p3 ladder on one node and on three nodes on one
+//! `redis-server` (each room's members spread over the three, every relay crossing Redis
+//! Streams), and replaces the `cluster.fanout.` entries: each step's p50, p99 and delivered
+//! rate on three nodes, with the one-node figure of the same step as baseline.
+//!
 //! Replaces the `load.` entries of `bench-results.json` (`{name, value, unit, baseline,
 //! ratio}`): `load.p3.*`, `load.socketio.*` and `load.ratio.*` (p3 / socket.io).
 
@@ -214,6 +219,10 @@ enum Target {
     /// that variable is set; rows `load.p3-before.*`.
     P3Before,
     SocketIo,
+    /// `-- --cluster` (issue 14): three server-stub nodes on one `redis-server` (child
+    /// processes on free loopback ports), each room's members spread over the three; rows
+    /// `cluster.*` beside `P3` (one node) in the same run.
+    Cluster,
 }
 
 impl Target {
@@ -222,6 +231,7 @@ impl Target {
             Target::P3 => "p3",
             Target::P3Before => "p3-before",
             Target::SocketIo => "socketio",
+            Target::Cluster => "three-nodes",
         }
     }
 }
@@ -339,13 +349,14 @@ async fn p3_member(
 }
 
 /// Opens the p3 rooms; returns the senders' pace channel.
-async fn p3_rooms(addr: SocketAddr, stats: &Arc<Stats>) -> watch::Sender<Pace> {
+/// Member `k` of each room opens its session on `addrs[k % addrs.len()]`.
+async fn p3_rooms(addrs: &[SocketAddr], stats: &Arc<Stats>) -> watch::Sender<Pace> {
     let http = reqwest::Client::new();
     let (tx, rx) = watch::channel(Pace::default());
     for room in 0..ROOMS {
         for k in 0..MEMBERS {
             let i = room * MEMBERS + k;
-            let mut s = common::open_session(&http, addr, i)
+            let mut s = common::open_session(&http, addrs[k % addrs.len()], i)
                 .await
                 .unwrap_or_else(|e| panic!("p3 session {i}: {e}"));
             common::join(&mut s, &format!("load-{room}"))
@@ -487,7 +498,56 @@ async fn sio_rooms(addr: SocketAddr, stats: &Arc<Stats>) -> watch::Sender<Pace> 
 // ---------------------------------------------------------------------------------------
 
 /// Spawns the server of `target`.
-fn spawn(target: Target) -> (ChildGuard, SocketAddr) {
+/// A `redis-server` without persistence on a free loopback port, answering `PING`.
+fn spawn_redis() -> (ChildGuard, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (Debian package `redis-server`; `node scripts/setup.mjs`)");
+    let guard = ChildGuard(child);
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return (guard, port);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("redis-server did not listen on {port}");
+}
+
+/// Starts `target`'s server processes: the guards and the addresses clients use.
+fn spawn(target: Target) -> (Vec<ChildGuard>, Vec<SocketAddr>) {
+    if target == Target::Cluster {
+        let (redis, port) = spawn_redis();
+        let url = format!("redis://127.0.0.1:{port}/");
+        let mut guards = vec![redis];
+        let mut addrs = Vec::new();
+        for n in 0..3 {
+            let node = format!("node{n}");
+            let (g, a) = common::spawn_server(&[
+                "--rate-limits",
+                "off",
+                "--redis-url",
+                &url,
+                "--node-id",
+                &node,
+            ]);
+            guards.push(g);
+            addrs.push(a);
+        }
+        println!("three-nodes: redis-server on {port}, nodes {addrs:?}");
+        return (guards, addrs);
+    }
+    let (g, a) = spawn_one(target);
+    (vec![g], vec![a])
+}
+
+fn spawn_one(target: Target) -> (ChildGuard, SocketAddr) {
     match target {
         Target::P3 | Target::P3Before => {
             let bin = match target {
@@ -507,6 +567,7 @@ fn spawn(target: Target) -> (ChildGuard, SocketAddr) {
             println!("{}: {bin} {}", target.key(), extra.join(" "));
             common::spawn_server_bin(&bin, extra)
         }
+        Target::Cluster => unreachable!("spawn() starts the cluster's processes"),
         Target::SocketIo => {
             let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
             let mut cmd = Command::new("node");
@@ -518,11 +579,12 @@ fn spawn(target: Target) -> (ChildGuard, SocketAddr) {
 
 /// Runs the ladder against a fresh server of `target`.
 async fn ladder(target: Target, step: Duration) -> Vec<StepFigures> {
-    let (server, addr) = spawn(target);
-    let pid = server.0.id();
+    let (servers, addrs) = spawn(target);
+    let pid = servers.last().expect("a server").0.id();
+    let addr = addrs[0];
     let stats = Arc::new(Stats::new());
     let pace = match target {
-        Target::P3 | Target::P3Before => p3_rooms(addr, &stats).await,
+        Target::P3 | Target::P3Before | Target::Cluster => p3_rooms(&addrs, &stats).await,
         Target::SocketIo => sio_rooms(addr, &stats).await,
     };
     println!(
@@ -587,7 +649,7 @@ async fn ladder(target: Target, step: Duration) -> Vec<StepFigures> {
             break;
         }
     }
-    drop(server);
+    drop(servers);
     out
 }
 
@@ -611,6 +673,18 @@ fn main() {
         let limit = Duration::from_secs(120) + 2 * LADDER.len() as u32 * (step + DRAIN);
         let load = common::loadavg();
         println!("machine load average at start: {load:?} (1, 5, 15 min)");
+        if std::env::args().any(|a| a == "--cluster") {
+            let run = async {
+                let one = ladder(Target::P3, step).await;
+                let three = ladder(Target::Cluster, step).await;
+                (one, three)
+            };
+            let (one, three) = tokio::time::timeout(limit * 3 / 2, run)
+                .await
+                .expect("cluster bench timed out");
+            report_cluster(&one, &three, load);
+            return;
+        }
         let run = async {
             let p3 = ladder(Target::P3, step).await;
             let before = if std::env::var_os("BENCH_SERVER_BEFORE").is_some() {
@@ -693,6 +767,7 @@ fn report(p3: &[StepFigures], before: Option<&[StepFigures]>, sio: &[StepFigures
             Target::P3 => (s_p3, s_sio),
             Target::P3Before => (sustainable(mine), s_sio),
             Target::SocketIo => (s_sio, s_p3),
+            Target::Cluster => (sustainable(mine), s_p3),
         };
         rows.push(row(
             format!("load.{key}.sustainable"),
@@ -755,4 +830,73 @@ fn report(p3: &[StepFigures], before: Option<&[StepFigures]>, sio: &[StepFigures
         })
         .collect();
     write_results("load.", rows);
+}
+
+/// One figure of a step.
+type Figure = fn(&StepFigures) -> f64;
+
+/// The `cluster.` rows: each step of three nodes beside the same step on one node.
+fn report_cluster(one: &[StepFigures], three: &[StepFigures], load: [f64; 3]) {
+    let row = |name: String, value: f64, unit: &str, baseline: String, ratio: f64| {
+        let finite = |v: f64| if v.is_finite() { json!(v) } else { Value::Null };
+        json!({"name": name, "value": finite(value), "unit": unit, "baseline": baseline, "ratio": finite(ratio)})
+    };
+    let mut rows = Vec::new();
+    for f in three {
+        let k = f.offered / 1000;
+        let twin = one.iter().find(|o| o.offered == f.offered);
+        let figures: [(&str, Figure, &str); 3] = [
+            ("p50", |f| f.p50_ms, "ms"),
+            ("p99", |f| f.p99_ms, "ms"),
+            ("delivered", |f| f.delivered_rate, "deliveries/s"),
+        ];
+        for (what, get, unit) in figures {
+            let (base, v) = twin.map_or(("one node: not reached".to_string(), f64::NAN), |o| {
+                (format!("one node, same step: {:.2} {unit}", get(o)), get(o))
+            });
+            rows.push(row(
+                format!("cluster.fanout.{k}k.{what}"),
+                get(f),
+                unit,
+                format!(
+                    "{base}; offered {} deliveries/s, {ROOMS} rooms of {MEMBERS} over 3 nodes",
+                    f.offered
+                ),
+                get(f) / v,
+            ));
+        }
+    }
+    let (s1, s3) = (sustainable(one), sustainable(three));
+    println!("sustainable: one node {s1}/s, three nodes {s3}/s");
+    rows.push(row(
+        "cluster.fanout.sustainable".into(),
+        s3 as f64,
+        "deliveries/s",
+        format!("one node: {s1} deliveries/s (highest step with p99 ≤ 50 ms and ≥ 95 % delivered)"),
+        s3 as f64 / s1 as f64,
+    ));
+    rows.push(row(
+        "cluster.machine-loadavg".into(),
+        load[0],
+        "runnable tasks",
+        format!("1-min load average at the start (5, 15 min: {:.2}, {:.2}); three nodes, redis-server and the generator share the machine's cores", load[1], load[2]),
+        f64::NAN,
+    ));
+    write_results(
+        "cluster.fanout.",
+        rows.iter()
+            .filter(|r| {
+                r["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("cluster.fanout."))
+            })
+            .cloned()
+            .collect(),
+    );
+    write_results(
+        "cluster.machine-loadavg",
+        rows.into_iter()
+            .filter(|r| r["name"] == "cluster.machine-loadavg")
+            .collect(),
+    );
 }

@@ -60,7 +60,10 @@ pub async fn handshake(
         None => None,
         Some(auth) => {
             let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-            Some(state.auth().verify(auth, host, now_ms(), Instant::now())?)
+            state.cluster_nonce_adopt(auth).await;
+            let verified = state.auth().verify(auth, host, now_ms(), Instant::now())?;
+            state.cluster_nonce_used(auth).await?;
+            Some(verified)
         }
     };
     let public_identity = identity.as_ref().map(|i| i.identity.clone());
@@ -81,6 +84,9 @@ pub async fn handshake(
         presence: want_presence,
     };
     let (sid, mux, credentials) = state.create_session(new, want_mux)?;
+    state
+        .cluster_session_created(sid, credentials.token.expose(), credentials.ticket.expose())
+        .await;
     let config = state.config();
     tracing::info!(session = %sid, lanes = ?negotiated.lanes, identity = ?public_identity, "session created");
     Ok(Json(HandshakeResponse {
@@ -142,6 +148,11 @@ pub async fn delete_session(
     Authorized(sid): Authorized,
 ) -> Result<StatusCode, AppError> {
     if state.delete_session(sid) {
+        if let Some(c) = state.cluster() {
+            if let Err(e) = c.delete_session(sid).await {
+                tracing::warn!(session = %sid, error = %e, "session not deleted from the cluster");
+            }
+        }
         tracing::info!(session = %sid, "session deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -163,6 +174,7 @@ pub async fn mint_ticket(
         .registry()
         .mint_ticket(sid, std::time::Instant::now())
         .ok_or_else(unauthorized)?;
+    state.cluster_ticket_minted(sid, ticket.expose()).await;
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
         Json(TicketResponse {

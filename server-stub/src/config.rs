@@ -345,6 +345,35 @@ pub struct Config {
     #[arg(long, env = "RATE_STRIKES", default_value_t = DEFAULT_RATE_STRIKES,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate_strikes: u32,
+    /// Redis URL (`redis://host:port/db`) of the cluster ([`crate::cluster`]): with it, every
+    /// node given the same URL behind a load balancer serves one set of sessions and rooms.
+    /// Default: none, a single process holding everything in memory.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// This node's name in the cluster (letters, digits, `-`, `_`; at most 64). Default: a
+    /// random one at each start.
+    #[arg(long, env = "P3_NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
+    /// Entries kept per room stream in Redis (approximately: `MAXLEN ~`): how far behind a
+    /// node may fall (a dropped Redis connection) before its members get a `discontinuity`.
+    #[arg(long, env = "P3_ROOM_STREAM_LEN", default_value_t = DEFAULT_ROOM_STREAM_LEN,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub room_stream_len: u64,
+}
+
+/// Default `--room-stream-len`: entries kept per room stream.
+pub const DEFAULT_ROOM_STREAM_LEN: u64 = 10_000;
+
+fn parse_node_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("1 to 64 letters, digits, '-' or '_'".into())
+    }
 }
 
 /// A secret flag value (`--jwt-secret`, `--turn-secret`): its `Debug` never prints it.
@@ -461,6 +490,9 @@ impl Default for Config {
             metrics_public: false,
             pulse_interval_ms: DEFAULT_PULSE_INTERVAL_MS,
             rate_pulse: DEFAULT_RATE_PULSE,
+            redis_url: None,
+            node_id: None,
+            room_stream_len: DEFAULT_ROOM_STREAM_LEN,
         }
     }
 }

@@ -14,6 +14,7 @@
 //! | [`ws`] | the session WebSocket: rooms, relay, heartbeats (seed 000 lanes, seed 001) |
 //! | [`state`] | the app state: wires the registry, the music service and the signaling server; lock rules; TTL sweeper |
 //! | `registry` | sessions, rooms, routing, outbound queues and multiplexers (`send(lane, frame)`), per-receiver encodings |
+//! | [`cluster`] | several nodes as one server: sessions, room membership and room streams in Redis (`--redis-url`; issue 14, PROTOCOL.md §17) |
 //! | [`close`] | every WebSocket close code, the close signal |
 //! | [`music`] | music rooms: one sync authority per room behind its own lock, returning deliveries (issue #4, seed 004 Tier 1) |
 //! | [`media`] | `GET /api/media`: the audio files music rooms play, served at `/media/` |
@@ -36,6 +37,7 @@ pub mod api;
 pub mod auth;
 pub mod calls;
 pub mod close;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod limits;
@@ -232,6 +234,7 @@ where
     let sweeper = state::spawn_sweeper(state.clone());
     let limits_sweeper = limits::spawn_sweeper(state.clone());
     let pulse_ticker = pulse::spawn_ticker(state.clone());
+    let cluster_tasks = state.spawn_cluster();
     let signalled = state.clone();
     // Connect info lets the admin endpoint tell loopback clients apart.
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -274,5 +277,8 @@ where
     sweeper.abort();
     limits_sweeper.abort();
     pulse_ticker.abort();
+    for t in cluster_tasks {
+        t.abort();
+    }
     result
 }

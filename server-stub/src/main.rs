@@ -25,6 +25,10 @@ async fn main() -> ExitCode {
         tracing::error!(error = %e, "invalid identity configuration");
         return ExitCode::FAILURE;
     }
+    if let Err(e) = server_stub::cluster::Cluster::new(&config) {
+        tracing::error!(error = %e, "invalid --redis-url");
+        return ExitCode::FAILURE;
+    }
     let listener = match TcpListener::bind((config.host.as_str(), config.port)).await {
         Ok(l) => l,
         Err(e) => {

@@ -219,6 +219,7 @@ pub(crate) fn turn_user(state: &AppState, sid: Option<SessionId>, now_ms: u64) -
 pub async fn nonce(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, AppError> {
     let store = state.auth().nonces();
     let nonce = store.issue(Instant::now())?;
+    state.cluster_nonce_issued(&nonce).await;
     Ok((
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
         Json(NonceResponse {

@@ -97,6 +97,19 @@ impl NonceStore {
         }
     }
 
+    /// Remembers `nonce`, issued by another node of the cluster (PROTOCOL.md §17), as issued
+    /// here at `now` and `used` or not, so that [`NonceStore::consume`] answers for it as the
+    /// cluster would. Nothing happens for a nonce already remembered or when `cap` nonces are.
+    pub fn adopt(&self, nonce: &str, used: bool, now: Instant) {
+        let mut g = crate::lock::lock_or_abort(&self.inner, "siwe nonces");
+        Self::expire(&mut g, now);
+        if g.used.contains_key(nonce) || g.order.len() >= self.cap {
+            return;
+        }
+        g.used.insert(nonce.to_owned(), used);
+        g.order.push_back((now + self.ttl, nonce.to_owned()));
+    }
+
     /// Nonces remembered now (issued or used, not expired).
     pub fn len(&self, now: Instant) -> usize {
         let mut g = crate::lock::lock_or_abort(&self.inner, "siwe nonces");

@@ -80,6 +80,16 @@ impl SessionToken {
         Secret::new(B64.encode(self.0))
     }
 
+    /// The token whose wire form is `wire` (a session record read back from the cluster's
+    /// store, [`crate::cluster`]); `None` if it is not [`TOKEN_BYTES`] bytes of base64url.
+    pub fn from_wire(wire: &str) -> Option<SessionToken> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        match B64.decode_slice(wire, &mut bytes) {
+            Ok(n) if n == TOKEN_BYTES => Some(SessionToken(bytes)),
+            _ => None,
+        }
+    }
+
     /// Whether `presented` is this token, in constant time.
     pub fn verify(&self, presented: &str) -> bool {
         matches(&self.0, presented)
@@ -174,6 +184,8 @@ impl FromRequestParts<Arc<AppState>> for Authorized {
             .parse::<SessionId>()
             .map_err(|e| AppError::bad_request(e.to_string()))?;
         let token = bearer(&parts.headers).ok_or_else(unauthorized)?;
+        // A session whose handshake another node of the cluster answered.
+        state.cluster_import(sid).await;
         if state.registry().authorize(sid, token, Instant::now()) {
             Ok(Authorized(sid))
         } else {

@@ -1,5 +1,5 @@
 //! Pulse: node metrics and the operators' stream (seed 001 "Pulse WebSocket", seed 002 "Node
-//! Metrics"; issue 14; PROTOCOL.md §17).
+//! Metrics"; issue 14; PROTOCOL.md §18).
 //!
 //! | module | implements |
 //! | --- | --- |
@@ -74,7 +74,7 @@ impl Pulse {
         &self.hub
     }
 
-    /// This node's `metrics` message now (PROTOCOL.md §17.2).
+    /// This node's `metrics` message now (PROTOCOL.md §18.2).
     pub fn metrics_message(&self, state: &AppState) -> String {
         stream::metrics_message(state, &self.snapshot(state))
     }

@@ -1,4 +1,4 @@
-//! `GET /pulse/stream` (seed 001 "Pulse WebSocket"; PROTOCOL.md §17.2): a WebSocket of JSON
+//! `GET /pulse/stream` (seed 001 "Pulse WebSocket"; PROTOCOL.md §18.2): a WebSocket of JSON
 //! text messages for nodes and operators. Admin only (loopback client and `Authorization:
 //! Bearer <admin token>`, checked before the upgrade: 403 `forbidden`, 401 `unauthorized`);
 //! at most [`MAX_CONNECTIONS`] at once (429 `too_many_requests`).
@@ -182,7 +182,7 @@ enum Inbound {
     Ping { client_time: Option<f64> },
 }
 
-/// The `metrics` message of `snap` for this node (PROTOCOL.md §17.2): `{type: "metrics",
+/// The `metrics` message of `snap` for this node (PROTOCOL.md §18.2): `{type: "metrics",
 /// nodeId, serverTime, ...snapshot, nodes}`.
 pub(crate) fn metrics_message(state: &AppState, snap: &Snapshot) -> String {
     let pulse = state.pulse();

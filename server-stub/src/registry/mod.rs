@@ -31,6 +31,7 @@
 //! `backpressure` to the sender instead).
 
 pub(crate) mod calls;
+pub(crate) mod cluster;
 pub(crate) mod encoded;
 pub(crate) mod fanout;
 pub(crate) mod outbound;
@@ -216,6 +217,9 @@ pub(crate) struct Registry {
     by_identity: HashMap<String, Vec<SessionId>>,
     /// `--call-ring-timeout-ms`.
     call_ring_timeout_ms: u64,
+    /// Cluster only ([`cluster`]): per room with members here, its members held by other
+    /// nodes and which node holds each.
+    remote: HashMap<String, HashMap<SessionId, String>>,
 }
 
 impl Registry {
@@ -249,6 +253,7 @@ impl Registry {
             calls: Default::default(),
             by_identity: HashMap::new(),
             call_ring_timeout_ms: config.call_ring_timeout_ms,
+            remote: HashMap::new(),
         }
     }
 

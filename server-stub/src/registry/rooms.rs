@@ -61,6 +61,7 @@ impl Registry {
             others.clone_from(members);
             if members.is_empty() {
                 self.rooms.remove(&room);
+                self.remote.remove(&room);
                 // Its outbox goes too unless a fan-out is still on its way through it.
                 if self
                     .outboxes
@@ -106,33 +107,7 @@ impl Registry {
     /// `--max-rooms`, `room_full` when it has `--max-room-members` members.
     pub(crate) fn join(&mut self, sid: SessionId, room: String) -> Result<(), WireError> {
         let (events, bytes) = self.sse_limits;
-        let Some(s) = self.sessions.get(&sid) else {
-            return Ok(());
-        };
-        admit(self.room_access, s.identity.as_ref(), &room, now_ms())?;
-        if s.room.as_deref() != Some(room.as_str()) {
-            match self.rooms.get(&room) {
-                None if self.rooms.len() >= self.bounds.max_rooms => {
-                    return Err(WireError::new(
-                        ErrorCode::TooManyRequests,
-                        format!(
-                            "the server holds its maximum of {} rooms; join an existing one or retry later",
-                            self.bounds.max_rooms
-                        ),
-                    ));
-                }
-                Some(members) if members.len() >= self.bounds.max_room_members => {
-                    return Err(WireError::new(
-                        ErrorCode::RoomFull,
-                        format!(
-                            "room {room:?} is full ({} members)",
-                            self.bounds.max_room_members
-                        ),
-                    ));
-                }
-                _ => {}
-            }
-        }
+        self.join_check(sid, &room)?;
         let Some(s) = self.sessions.get_mut(&sid) else {
             return Ok(());
         };
@@ -205,7 +180,8 @@ impl Registry {
 
     /// `joined` with the members, then the `room-key` (PROTOCOL.md §13.4).
     fn send_joined(&mut self, sid: SessionId, room: &str) {
-        let members = self.room_members(room);
+        let mut members = self.room_members(room);
+        members.extend(self.remote_members(room));
         self.send_control(
             sid,
             &Control::Joined {
@@ -237,5 +213,38 @@ impl Registry {
                 ),
             );
         }
+    }
+
+    /// The refusals of [`Registry::join`] (room access policy, `--max-rooms`,
+    /// `--max-room-members`), checked without joining; `Ok` for an unknown session.
+    pub(crate) fn join_check(&self, sid: SessionId, room: &str) -> Result<(), WireError> {
+        let Some(s) = self.sessions.get(&sid) else {
+            return Ok(());
+        };
+        admit(self.room_access, s.identity.as_ref(), room, now_ms())?;
+        if s.room.as_deref() != Some(room) {
+            match self.rooms.get(room) {
+                None if self.rooms.len() >= self.bounds.max_rooms => {
+                    return Err(WireError::new(
+                        ErrorCode::TooManyRequests,
+                        format!(
+                            "the server holds its maximum of {} rooms; join an existing one or retry later",
+                            self.bounds.max_rooms
+                        ),
+                    ));
+                }
+                Some(members) if members.len() >= self.bounds.max_room_members => {
+                    return Err(WireError::new(
+                        ErrorCode::RoomFull,
+                        format!(
+                            "room {room:?} is full ({} members)",
+                            self.bounds.max_room_members
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }

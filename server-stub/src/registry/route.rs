@@ -40,7 +40,7 @@ impl Target {
         self.id
     }
 
-    fn of(id: SessionId, s: &Session, lane: Lane) -> Option<Target> {
+    pub(super) fn of(id: SessionId, s: &Session, lane: Lane) -> Option<Target> {
         Some(Target {
             id,
             conn: s.conn.as_ref().filter(|_| !s.mux).map(|c| c.id),
@@ -104,6 +104,11 @@ impl Registry {
             let same_room = room
                 .as_ref()
                 .is_some_and(|r| self.rooms.get(r).is_some_and(|m| m.contains(&to)));
+            // A member held by another node (cluster): the relay goes through the room's
+            // stream (`state::cluster`), no local receiver.
+            if to != sid && room.as_ref().is_some_and(|r| self.is_remote_member(r, to)) {
+                return Ok(Ok(Vec::new()));
+            }
             if !(same_room || self.calls.connects(sid, to)) || to == sid {
                 return Ok(Err(WireError::new(
                     ErrorCode::Forbidden,

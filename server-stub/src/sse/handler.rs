@@ -327,13 +327,15 @@ fn sid_and_lane(
 ///
 /// Errors: 401 `unauthorized` for a missing, unknown, used or expired ticket and for an
 /// unknown session, all alike.
-fn redeem(
+async fn redeem(
     state: &AppState,
     sid: SessionId,
     query: &HashMap<String, String>,
 ) -> Result<(), AppError> {
     let ticket = query.get(TICKET_QUERY).ok_or_else(unauthorized)?;
-    if state.registry().redeem_ticket(sid, ticket, Instant::now()) {
+    if state.redeem(sid, ticket).await {
+        // In a cluster this node holds the session from now on (taken over if need be).
+        state.cluster_claim(sid).await;
         Ok(())
     } else {
         Err(unauthorized())
@@ -356,7 +358,7 @@ pub async fn lane_stream(
 ) -> Result<Response, AppError> {
     let (sid, lane) = sid_and_lane(path)?;
     let query = query_map(query)?;
-    redeem(&state, sid, &query)?;
+    redeem(&state, sid, &query).await?;
     let after = last_event_id(&headers, &query)?;
     open(state, ip, sid, Some(vec![lane]), after, version)
 }
@@ -374,7 +376,7 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let query = query_map(query)?;
-    redeem(&state, sid, &query)?;
+    redeem(&state, sid, &query).await?;
     let after = last_event_id(&headers, &query)?;
     let lanes = match query.get("lanes") {
         None => None,
@@ -657,6 +659,13 @@ fn post_control(
         Control::Join { room } => {
             validate_room_name(&room)
                 .map_err(|why| WireError::new(ErrorCode::InvalidArgument, why))?;
+            if state.cluster().is_some() {
+                // Written to the room's stream first, with the registry lock released; a
+                // refusal arrives on the session's Control lane.
+                drop(reg);
+                state.cluster_join(sid, HTTP_SENDER, room, 0);
+                return Ok(());
+            }
             reg.join(sid, room)?;
         }
         Control::Leave { room } => {
@@ -709,6 +718,14 @@ fn post_data(
         // WebSocket.
         state.music_message(sid, HTTP_SENDER, 0, value);
         return Ok(());
+    }
+    if targets.is_ok() && only.is_none() && !state.cluster_relay(sid, h.lane, h.to, &value) {
+        return Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Backpressure,
+            "the cluster's outbound queue is full; message not delivered to other nodes, retry later",
+        )
+        .into());
     }
     let mut targets = targets?;
     if let Some(only) = only {

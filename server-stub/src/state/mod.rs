@@ -37,6 +37,7 @@
 //! restarts it, instead of serving from inconsistent maps. A poisoned music room is restarted
 //! from a fresh authority (that room only, see [`crate::music`]).
 
+mod cluster;
 mod music;
 mod relay;
 mod sweeper;
@@ -82,6 +83,8 @@ pub struct AppState {
     auth: crate::auth::Auth,
     /// Metrics and the pulse stream ([`crate::pulse`]).
     pulse: crate::pulse::Pulse,
+    /// With `--redis-url`: the other nodes ([`crate::cluster`]).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The locked registry. Dropping it releases the lock, then pushes the room fan-outs recorded
@@ -135,7 +138,15 @@ impl AppState {
     /// capabilities (websocket, sse; msgpack, json).
     pub fn new(config: Config) -> Arc<AppState> {
         let dict = Dictionary::current();
+        // A malformed `--redis-url` (`main` checks it first and exits instead): one process.
+        let cluster = crate::cluster::Cluster::new(&config)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "--redis-url refused; running as a single node");
+                None
+            })
+            .map(Arc::new);
         Arc::new(AppState {
+            cluster,
             registry: Mutex::new(Registry::new(&config, dict.clone())),
             music: MusicService::new(config.ttl())
                 .with_change_limits(ChangeLimits {
@@ -352,6 +363,7 @@ impl AppState {
 
     /// Joins and leaves, handed to the music service outside the registry lock.
     fn room_events(&self, events: Vec<RoomEvent>) {
+        self.cluster_room_events(&events);
         for ev in &events {
             self.music.on_event(ev, |out| self.deliver_music(None, out));
         }

@@ -186,6 +186,11 @@ fn handle_control(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeade
     }
     match msg {
         Control::Join { room } => match validate_room_name(&room) {
+            Ok(()) if state.cluster().is_some() => {
+                // Written to the room's stream first: no Redis I/O under the registry lock.
+                drop(reg);
+                state.cluster_join(sid, conn_id, room, h.seq);
+            }
             Ok(()) => {
                 if let Err(e) = reg.join(sid, room) {
                     reg.reply(sid, conn_id, &error_msg(e.code, e.error, lane, Some(h.seq)));
@@ -236,6 +241,11 @@ fn relay(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeader, body: 
     }
     if h.lane == Lane::Sync && h.to.is_none() && music::is_music_message(&value) {
         return state.music_message(sid, conn_id, h.seq, value);
+    }
+    if targets.is_ok() && !state.cluster_relay(sid, h.lane, h.to, &value) {
+        let why = "the cluster's outbound queue is full; message not delivered to other nodes, retry later";
+        let wire = WireError::new(ErrorCode::Backpressure, why);
+        return send_error(state, sid, conn_id, wire, lane, seq);
     }
     let targets = match targets {
         Ok(t) if t.is_empty() => return,

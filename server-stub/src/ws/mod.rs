@@ -111,9 +111,13 @@ pub async fn upgrade(
     let limit = state.config().max_frame_bytes.saturating_mul(2);
     let ticket = query.ok().and_then(|Query(mut q)| q.remove(TICKET_QUERY));
     let sid = match (text.parse::<SessionId>(), ticket) {
-        (Ok(sid), Some(t)) if state.registry().redeem_ticket(sid, &t, Instant::now()) => Some(sid),
+        (Ok(sid), Some(t)) if state.redeem(sid, &t).await => Some(sid),
         _ => None,
     };
+    if let Some(sid) = sid {
+        // In a cluster this node holds the session from now on (taken over if need be).
+        state.cluster_claim(sid).await;
+    }
     Ok(ws
         // tungstenite's default read buffer is 128 KiB per socket, allocated and touched up
         // front: it made an idle session cost ~140 KiB of server memory (capacity bench).

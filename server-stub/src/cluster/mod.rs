@@ -1,0 +1,708 @@
+//! Several nodes as one server (issue 14; PROTOCOL.md §17, DESIGN.md "Cluster"): sessions
+//! and room membership kept in Redis, room traffic carried between nodes by one Redis Stream
+//! per room. Only with `--redis-url`; without it this module is never reached.
+//!
+//! What lives in Redis (keys, for how long):
+//! - `p3:session:{sid}` (hash: `rec` the session's JSON [`record::SessionRecord`] with its
+//!   token, `node` the node that holds its socket, `room`): the session's TTL, refreshed while
+//!   a node holds it attached.
+//! - `p3:ticket:{sid}:{sha256(ticket)}`: one per ticket, its TTL; redeemed by `DEL` (so once
+//!   in the whole cluster).
+//! - `p3:nonce:{nonce}`: a sign-in nonce (`0` issued, `1` used), its TTL.
+//! - `p3:room:{room}:stream` (entries `n`, `e`, `node`, `kind`, `sid`, `lane`, `to`, `body`),
+//!   `p3:room:{room}:meta` (`e` epoch, `n` last entry number) and `p3:room:{room}:members`
+//!   (session → node): written only by [`PUBLISH`] (atomic), kept `MAXLEN ~
+//!   --room-stream-len`, expiring 2 × max(TTL, 60 s) after the last write or refresh.
+//!
+//! Each node reads the streams of the rooms it has members in from its last delivered entry
+//! (`XREAD` on its own connection), so a node whose Redis connection drops resumes where it
+//! stopped; an entry whose number is not the next one (the stream was trimmed past it, or
+//! the room's meta was lost and its epoch changed) is a gap, told to the node's members as a
+//! `discontinuity` before delivery goes on.
+//!
+//! Lock rule: no Redis I/O ever runs under the registry lock (or any other lock of the
+//! server); the cursors below sit behind a leaf lock taken for map updates only.
+
+pub(crate) mod record;
+
+use p3_lanes::core::frame::SessionId;
+use record::SessionRecord;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncCommands;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::{mpsc, OnceCell};
+
+/// Entries the publisher may hold before a relay is refused with `backpressure`.
+pub const PUBLISH_QUEUE: usize = 16_384;
+/// Entries the publisher writes per round trip at most (one pipeline).
+pub const PUBLISH_BATCH: usize = 128;
+/// How long a stream read blocks waiting for entries, ms.
+pub const READ_BLOCK_MS: usize = 100;
+/// Entries read per stream and read: a node catching up after a dropped connection hands
+/// its members at most this many messages per room at a time (well under a socket's queue,
+/// `--queue-frames`), then reads again, giving their sockets time to drain.
+pub const READ_COUNT: usize = 64;
+/// A Redis command's answer timeout (a dead Redis turns into an error, not a hang).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The one script that writes a room: membership change (if any), entry number, `XADD`,
+/// expiry, all atomic. KEYS: stream, meta, members, session. ARGV: maxlen, new epoch, node,
+/// kind, sid, lane, to, body, ttl ms, room, publish number. Answers `{id, n, epoch}` (and,
+/// for `joined` and `moved`, the members hash), or nil for a `left` that no longer applies
+/// (the session was since taken over by another node) and for a publish number (nonzero:
+/// the publisher's, in order) this node already wrote: a retry after an answer lost with a
+/// dropped connection is written once.
+pub const PUBLISH: &str = r"
+local epoch = redis.call('HGET', KEYS[2], 'e')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('HSET', KEYS[2], 'e', epoch)
+end
+local kind = ARGV[4]
+if ARGV[11] ~= '0' then
+  local last = redis.call('HGET', KEYS[2], 'p:' .. ARGV[3])
+  if last and tonumber(last) >= tonumber(ARGV[11]) then return false end
+  redis.call('HSET', KEYS[2], 'p:' .. ARGV[3], ARGV[11])
+end
+if kind == 'left' then
+  if redis.call('HGET', KEYS[3], ARGV[5]) ~= ARGV[3] then return false end
+  redis.call('HDEL', KEYS[3], ARGV[5])
+  if redis.call('HGET', KEYS[4], 'room') == ARGV[10] then redis.call('HDEL', KEYS[4], 'room') end
+elseif kind == 'joined' or kind == 'moved' then
+  redis.call('HSET', KEYS[3], ARGV[5], ARGV[3])
+  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'room', ARGV[10]) end
+end
+local n = redis.call('HINCRBY', KEYS[2], 'n', 1)
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'n', n, 'e', epoch,
+  'node', ARGV[3], 'kind', kind, 'sid', ARGV[5], 'lane', ARGV[6], 'to', ARGV[7], 'body', ARGV[8])
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[9]) end
+if kind == 'relay' or kind == 'left' then return {id, n, epoch} end
+return {id, n, epoch, redis.call('HGETALL', KEYS[3])}
+";
+
+/// What a room stream entry says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `sid` joined the room on `node`.
+    Joined,
+    /// `sid`, already a member, is now held by `node` (its client reconnected there).
+    Moved,
+    /// `sid` left the room (on `node`).
+    Left,
+    /// A Data message from `sid` on `lane` to the room, or to `to` only.
+    Relay,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Joined => "joined",
+            Kind::Moved => "moved",
+            Kind::Left => "left",
+            Kind::Relay => "relay",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "joined" => Kind::Joined,
+            "moved" => Kind::Moved,
+            "left" => Kind::Left,
+            "relay" => Kind::Relay,
+            _ => return None,
+        })
+    }
+}
+
+/// One entry to write to a room's stream.
+#[derive(Clone, Debug)]
+pub(crate) struct Publish {
+    pub(crate) room: String,
+    pub(crate) kind: Kind,
+    pub(crate) sid: SessionId,
+    /// Lane id of a relay (0 otherwise).
+    pub(crate) lane: u8,
+    pub(crate) to: Option<SessionId>,
+    /// A relay's payload as JSON text (empty otherwise).
+    pub(crate) body: String,
+}
+
+/// Where a node is in a room's stream: the last entry it handled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    pub(crate) id: String,
+    pub(crate) n: u64,
+    pub(crate) epoch: String,
+}
+
+/// What [`PUBLISH`] answered.
+#[derive(Debug)]
+pub(crate) struct Published {
+    pub(crate) cursor: Cursor,
+    /// `joined` / `moved`: every member of the room (this one included) and its node.
+    pub(crate) members: Vec<(SessionId, String)>,
+}
+
+/// A room stream entry read by [`Cluster::read`].
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub(crate) room: String,
+    pub(crate) id: String,
+    pub(crate) n: u64,
+    pub(crate) epoch: String,
+    pub(crate) node: String,
+    pub(crate) kind: Kind,
+    pub(crate) sid: SessionId,
+    pub(crate) lane: u8,
+    pub(crate) to: Option<SessionId>,
+    pub(crate) body: String,
+}
+
+/// What to do with an entry ([`Cluster::advance`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Deliver it.
+    Deliver,
+    /// Deliver it after telling the room's members that entries before it are gone:
+    /// `expected` was the next number of epoch `expected_epoch`.
+    Gap {
+        expected_epoch: String,
+        expected: u64,
+    },
+    /// Written by this node (already delivered here), or for a room no longer read.
+    Skip,
+}
+
+/// The cluster side of one node.
+pub struct Cluster {
+    client: redis::Client,
+    node: String,
+    cmd: OnceCell<ConnectionManager>,
+    publish_tx: mpsc::Sender<Publish>,
+    publish_rx: Mutex<Option<mpsc::Receiver<Publish>>>,
+    /// Rooms this node reads, and where it is in each (a leaf lock).
+    watched: Mutex<HashMap<String, Cursor>>,
+    stream_len: u64,
+    key_ttl_ms: u64,
+    session_ttl_ms: u64,
+    ticket_ttl_ms: u64,
+    script: redis::Script,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node", &self.node).finish()
+    }
+}
+
+/// A random node name: 8 hex digits.
+fn random_node() -> String {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).expect("the OS random number generator is available");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn stream_key(room: &str) -> String {
+    format!("p3:room:{{{room}}}:stream")
+}
+
+fn session_key(sid: SessionId) -> String {
+    format!("p3:session:{sid}")
+}
+
+fn nonce_key(nonce: &str) -> String {
+    format!("p3:nonce:{nonce}")
+}
+
+fn ticket_key(sid: SessionId, ticket: &str) -> String {
+    let digest = Sha256::digest(ticket.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("p3:ticket:{sid}:{hex}")
+}
+
+/// A Redis bulk or integer value as text.
+fn text(v: &redis::Value) -> Option<String> {
+    match v {
+        redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        redis::Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+impl Cluster {
+    /// The cluster of `config` (`--redis-url` set; the URL is only parsed here, the
+    /// connection is made on first use and remade whenever it drops).
+    ///
+    /// Errors: a malformed URL.
+    pub fn new(config: &crate::Config) -> redis::RedisResult<Option<Cluster>> {
+        let Some(url) = config.redis_url.as_deref() else {
+            return Ok(None);
+        };
+        let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        Ok(Some(Cluster {
+            client: redis::Client::open(url)?,
+            node: config.node_id.clone().unwrap_or_else(random_node),
+            cmd: OnceCell::new(),
+            publish_tx,
+            publish_rx: Mutex::new(Some(publish_rx)),
+            watched: Mutex::new(HashMap::new()),
+            stream_len: config.room_stream_len,
+            key_ttl_ms: config.session_ttl_s.max(60).saturating_mul(2000),
+            session_ttl_ms: config.session_ttl_s.saturating_mul(1000),
+            ticket_ttl_ms: config.ticket_ttl_ms,
+            script: redis::Script::new(PUBLISH),
+        }))
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// A new auto-reconnecting connection.
+    async fn connect(&self, response_timeout: Duration) -> redis::RedisResult<ConnectionManager> {
+        let cfg = ConnectionManagerConfig::new()
+            .set_response_timeout(response_timeout)
+            .set_connection_timeout(RESPONSE_TIMEOUT)
+            .set_number_of_retries(2)
+            .set_max_delay(500);
+        ConnectionManager::new_with_config(self.client.clone(), cfg).await
+    }
+
+    /// The command connection (shared, multiplexed; never used for blocking reads).
+    async fn conn(&self) -> redis::RedisResult<ConnectionManager> {
+        self.cmd
+            .get_or_try_init(|| self.connect(RESPONSE_TIMEOUT))
+            .await
+            .cloned()
+    }
+
+    /// Runs [`PUBLISH`] for `p`; `None` for a `left` that no longer applies.
+    pub(crate) async fn publish_now(&self, p: &Publish) -> redis::RedisResult<Option<Published>> {
+        self.publish_numbered(p, 0).await
+    }
+
+    /// The [`PUBLISH`] call for `p` with publish number `number` (0: none).
+    fn invocation(&self, p: &Publish, number: u64) -> redis::ScriptInvocation<'_> {
+        let room = &p.room;
+        let mut inv = self.script.prepare_invoke();
+        inv.key(stream_key(room))
+            .key(format!("p3:room:{{{room}}}:meta"))
+            .key(format!("p3:room:{{{room}}}:members"))
+            .key(session_key(p.sid))
+            .arg(self.stream_len)
+            .arg(random_node())
+            .arg(&self.node)
+            .arg(p.kind.as_str())
+            .arg(p.sid.to_string())
+            .arg(p.lane)
+            .arg(p.to.map(|t| t.to_string()).unwrap_or_default())
+            .arg(&p.body)
+            .arg(self.key_ttl_ms)
+            .arg(room)
+            .arg(number);
+        inv
+    }
+
+    /// Writes `batch` (entries with their publish numbers, in order) in one pipeline: one
+    /// round trip for all of them. The script is loaded first in the same pipeline (a Redis
+    /// that restarted has forgotten it).
+    async fn publish_batch(&self, batch: &[(u64, Publish)]) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.script).ignore();
+        let calls: Vec<_> = batch.iter().map(|(n, p)| self.invocation(p, *n)).collect();
+        for inv in &calls {
+            pipe.invoke_script(inv).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// [`Cluster::publish_now`] with publish number `number` (0: none).
+    async fn publish_numbered(
+        &self,
+        p: &Publish,
+        number: u64,
+    ) -> redis::RedisResult<Option<Published>> {
+        let mut conn = self.conn().await?;
+        let answer: redis::Value = self.invocation(p, number).invoke_async(&mut conn).await?;
+        let redis::Value::Array(items) = answer else {
+            return Ok(None);
+        };
+        let bad = || redis::RedisError::from((redis::ErrorKind::TypeError, "publish answer"));
+        let id = items.first().and_then(text).ok_or_else(bad)?;
+        let n = items
+            .get(1)
+            .and_then(text)
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(bad)?;
+        let epoch = items.get(2).and_then(text).ok_or_else(bad)?;
+        let mut members = Vec::new();
+        if let Some(redis::Value::Array(flat)) = items.get(3) {
+            for pair in flat.chunks(2) {
+                let sid = pair.first().and_then(text).and_then(|s| s.parse().ok());
+                if let (Some(sid), Some(node)) = (sid, pair.get(1).and_then(text)) {
+                    members.push((sid, node));
+                }
+            }
+        }
+        Ok(Some(Published {
+            cursor: Cursor { id, n, epoch },
+            members,
+        }))
+    }
+
+    /// Queues `p` for the publisher (in order with everything queued before). `false`: the
+    /// queue is full (the caller refuses with `backpressure`).
+    pub(crate) fn publish(&self, p: Publish) -> bool {
+        self.publish_tx.try_send(p).is_ok()
+    }
+
+    /// The publisher: writes queued entries in order, up to [`PUBLISH_BATCH`] per round trip,
+    /// retrying a batch until Redis takes it (a dropped connection delays entries, never
+    /// loses them; an entry written before the error is not written again, by its publish
+    /// number). Runs until the queue closes.
+    pub(crate) async fn run_publisher(&self) {
+        let Some(mut rx) = self.publish_rx.lock().ok().and_then(|mut r| r.take()) else {
+            return;
+        };
+        // Numbers start above any this node name used before (a restarted node keeps its
+        // name): ms since the epoch, times 1000.
+        let mut number = crate::now_ms().saturating_mul(1000);
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < PUBLISH_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            let batch: Vec<(u64, Publish)> = batch
+                .into_iter()
+                .map(|p| {
+                    number += 1;
+                    (number, p)
+                })
+                .collect();
+            let mut delay = Duration::from_millis(20);
+            while let Err(e) = self.publish_batch(&batch).await {
+                tracing::warn!(error = %e, entries = batch.len(), "cluster publish failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+
+    /// Starts reading `room` after `cursor`, unless it is read already.
+    pub(crate) fn watch(&self, room: &str, cursor: Cursor) {
+        if let Ok(mut w) = self.watched.lock() {
+            w.entry(room.to_owned()).or_insert(cursor);
+        }
+    }
+
+    /// Stops reading `room` (its last member on this node left).
+    pub(crate) fn unwatch(&self, room: &str) {
+        if let Ok(mut w) = self.watched.lock() {
+            w.remove(room);
+        }
+    }
+
+    /// Records that `e` was read: the room's cursor moves to it; says what to do with it.
+    pub(crate) fn advance(&self, e: &Entry) -> Step {
+        let Ok(mut w) = self.watched.lock() else {
+            return Step::Skip;
+        };
+        let Some(c) = w.get_mut(&e.room) else {
+            return Step::Skip;
+        };
+        let gap = (c.epoch != e.epoch || e.n != c.n.saturating_add(1)).then(|| Step::Gap {
+            expected_epoch: c.epoch.clone(),
+            expected: c.n.saturating_add(1),
+        });
+        *c = Cursor {
+            id: e.id.clone(),
+            n: e.n,
+            epoch: e.epoch.clone(),
+        };
+        match gap {
+            Some(g) => g,
+            None if e.node == self.node => Step::Skip,
+            None => Step::Deliver,
+        }
+    }
+
+    /// A reading connection (blocking reads: never the command connection).
+    pub(crate) async fn reader(&self) -> redis::RedisResult<ConnectionManager> {
+        self.connect(RESPONSE_TIMEOUT + Duration::from_millis(READ_BLOCK_MS as u64))
+            .await
+    }
+
+    /// Reads what follows each watched room's cursor (waiting up to [`READ_BLOCK_MS`]);
+    /// empty when nothing is watched (after a pause) or nothing came.
+    pub(crate) async fn read(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> redis::RedisResult<Vec<Entry>> {
+        let rooms: Vec<(String, String)> = match self.watched.lock() {
+            Ok(w) => w.iter().map(|(r, c)| (r.clone(), c.id.clone())).collect(),
+            Err(_) => Vec::new(),
+        };
+        if rooms.is_empty() {
+            tokio::time::sleep(Duration::from_millis(READ_BLOCK_MS as u64)).await;
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = rooms.iter().map(|(r, _)| stream_key(r)).collect();
+        let ids: Vec<&str> = rooms.iter().map(|(_, id)| id.as_str()).collect();
+        let by_key: HashMap<&str, &str> = keys
+            .iter()
+            .map(String::as_str)
+            .zip(rooms.iter().map(|(r, _)| r.as_str()))
+            .collect();
+        let opts = redis::streams::StreamReadOptions::default()
+            .block(READ_BLOCK_MS)
+            .count(READ_COUNT);
+        let reply: Option<redis::streams::StreamReadReply> =
+            conn.xread_options(&keys, &ids, &opts).await?;
+        let mut out = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            let Some(room) = by_key.get(key.key.as_str()) else {
+                continue;
+            };
+            for id in key.ids {
+                let field = |f: &str| id.map.get(f).and_then(text).unwrap_or_default();
+                let (Some(kind), Ok(sid), Ok(n)) = (
+                    Kind::parse(&field("kind")),
+                    field("sid").parse::<SessionId>(),
+                    field("n").parse::<u64>(),
+                ) else {
+                    tracing::warn!(room, id = %id.id, "malformed room stream entry skipped");
+                    continue;
+                };
+                out.push(Entry {
+                    room: (*room).to_owned(),
+                    id: id.id.clone(),
+                    n,
+                    epoch: field("e"),
+                    node: field("node"),
+                    kind,
+                    sid,
+                    lane: field("lane").parse().unwrap_or(0),
+                    to: field("to").parse().ok(),
+                    body: field("body"),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a new session's record (held by this node) and its first ticket.
+    pub(crate) async fn store_session(
+        &self,
+        sid: SessionId,
+        rec: &SessionRecord,
+        ticket: &str,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        let json = serde_json::to_string(rec).unwrap_or_default();
+        redis::pipe()
+            .atomic()
+            .hset_multiple(
+                session_key(sid),
+                &[("rec", json.as_str()), ("node", &self.node)],
+            )
+            .pexpire(session_key(sid), self.session_ttl_ms as i64)
+            .set_options(
+                ticket_key(sid, ticket),
+                1,
+                redis::SetOptions::default()
+                    .with_expiration(redis::SetExpiry::PX(self.ticket_ttl_ms)),
+            )
+            .query_async::<()>(&mut conn)
+            .await
+    }
+
+    /// Stores a ticket minted on this node.
+    pub(crate) async fn store_ticket(
+        &self,
+        sid: SessionId,
+        ticket: &str,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        let opts =
+            redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(self.ticket_ttl_ms));
+        conn.set_options(ticket_key(sid, ticket), 1, opts).await
+    }
+
+    /// Uses a ticket: true if it was live (then it is gone for every node).
+    pub(crate) async fn redeem_ticket(
+        &self,
+        sid: SessionId,
+        ticket: &str,
+    ) -> redis::RedisResult<bool> {
+        let mut conn = self.conn().await?;
+        let n: u64 = conn.del(ticket_key(sid, ticket)).await?;
+        Ok(n == 1)
+    }
+
+    /// A session's record, the node holding it and its room (`None`: unknown or expired).
+    pub(crate) async fn load_session(
+        &self,
+        sid: SessionId,
+    ) -> redis::RedisResult<Option<(SessionRecord, String, Option<String>)>> {
+        let mut conn = self.conn().await?;
+        let (rec, node, room): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(session_key(sid))
+                .arg("rec")
+                .arg("node")
+                .arg("room")
+                .query_async(&mut conn)
+                .await?;
+        let Some(rec) = rec.and_then(|r| serde_json::from_str(&r).ok()) else {
+            return Ok(None);
+        };
+        Ok(Some((rec, node.unwrap_or_default(), room)))
+    }
+
+    /// Marks the session held by this node and restarts its TTL.
+    pub(crate) async fn hold_session(&self, sid: SessionId) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .hset(session_key(sid), "node", &self.node)
+            .pexpire(session_key(sid), self.session_ttl_ms as i64)
+            .query_async::<()>(&mut conn)
+            .await
+    }
+
+    /// Restarts the TTL of sessions held here and of the watched rooms' keys.
+    pub(crate) async fn refresh(&self, sids: &[SessionId]) -> redis::RedisResult<()> {
+        let rooms: Vec<String> = match self.watched.lock() {
+            Ok(w) => w.keys().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        if sids.is_empty() && rooms.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let mut pipe = redis::pipe();
+        for &sid in sids {
+            pipe.pexpire(session_key(sid), self.session_ttl_ms as i64)
+                .ignore();
+        }
+        for room in &rooms {
+            for part in ["stream", "meta", "members"] {
+                pipe.pexpire(format!("p3:room:{{{room}}}:{part}"), self.key_ttl_ms as i64)
+                    .ignore();
+            }
+        }
+        pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// Stores a sign-in nonce issued by this node (unused), for the nonce's TTL.
+    pub(crate) async fn store_nonce(&self, nonce: &str, ttl_ms: u64) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        let opts = redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms));
+        conn.set_options(nonce_key(nonce), 0, opts).await
+    }
+
+    /// Whether a nonce some node issued is live and unused (`Some(false)`), used
+    /// (`Some(true)`) or unknown (`None`).
+    pub(crate) async fn peek_nonce(&self, nonce: &str) -> redis::RedisResult<Option<bool>> {
+        let mut conn = self.conn().await?;
+        let v: Option<String> = conn.get(nonce_key(nonce)).await?;
+        Ok(v.map(|v| v != "0"))
+    }
+
+    /// Marks a nonce used: `Some(false)` if it was live and unused (this sign-in is its one
+    /// use in the cluster), `Some(true)` if another sign-in used it, `None` if unknown.
+    pub(crate) async fn use_nonce(&self, nonce: &str) -> redis::RedisResult<Option<bool>> {
+        let mut conn = self.conn().await?;
+        let old: Option<String> = redis::cmd("SET")
+            .arg(nonce_key(nonce))
+            .arg(1)
+            .arg("XX")
+            .arg("KEEPTTL")
+            .arg("GET")
+            .query_async(&mut conn)
+            .await?;
+        Ok(old.map(|v| v != "0"))
+    }
+
+    /// Forgets a deleted session.
+    pub(crate) async fn delete_session(&self, sid: SessionId) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        conn.del(session_key(sid)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Cluster {
+        let config = crate::Config {
+            redis_url: Some("redis://127.0.0.1:1/".into()),
+            node_id: Some("me".into()),
+            ..crate::Config::default()
+        };
+        Cluster::new(&config).unwrap().unwrap()
+    }
+
+    fn entry(n: u64, epoch: &str, node: &str) -> Entry {
+        Entry {
+            room: "r".into(),
+            id: format!("{n}-0"),
+            n,
+            epoch: epoch.into(),
+            node: node.into(),
+            kind: Kind::Relay,
+            sid: SessionId::from_random_bytes([1; 16]),
+            lane: 2,
+            to: None,
+            body: "{}".into(),
+        }
+    }
+
+    /// The cursor decides: the next number of the same epoch is delivered (own entries
+    /// skipped but counted), a skipped number or a new epoch is a gap, a room not read is
+    /// skipped.
+    #[test]
+    fn entries_are_delivered_skipped_or_a_gap() {
+        let c = cluster();
+        assert_eq!(c.advance(&entry(1, "aa", "other")), Step::Skip, "not read");
+        c.watch(
+            "r",
+            Cursor {
+                id: "1-0".into(),
+                n: 1,
+                epoch: "aa".into(),
+            },
+        );
+        assert_eq!(c.advance(&entry(2, "aa", "other")), Step::Deliver);
+        assert_eq!(c.advance(&entry(3, "aa", "me")), Step::Skip);
+        assert_eq!(c.advance(&entry(4, "aa", "other")), Step::Deliver);
+        assert_eq!(
+            c.advance(&entry(7, "aa", "other")),
+            Step::Gap {
+                expected_epoch: "aa".into(),
+                expected: 5
+            }
+        );
+        assert_eq!(c.advance(&entry(8, "aa", "other")), Step::Deliver);
+        // A new epoch is a gap even when its number happens to be the next one.
+        assert_eq!(
+            c.advance(&entry(9, "bb", "other")),
+            Step::Gap {
+                expected_epoch: "aa".into(),
+                expected: 9
+            }
+        );
+        assert_eq!(c.advance(&entry(10, "bb", "other")), Step::Deliver);
+        c.unwatch("r");
+        assert_eq!(c.advance(&entry(11, "bb", "other")), Step::Skip);
+    }
+}

@@ -1,0 +1,254 @@
+//! The registry's side of a cluster ([`crate::cluster`]): sessions imported from another
+//! node's record, and per room a mirror of the members held by other nodes (session → node),
+//! kept from the room stream's `joined` / `moved` / `left` entries. Map updates only: the
+//! Redis I/O happens in `state::cluster`, before or after the lock.
+
+use super::outbound;
+use super::route::Target;
+use super::session::Session;
+use super::Registry;
+use crate::auth::{SessionToken, Tickets, VerifiedIdentity};
+use crate::close;
+use crate::cluster::record::{transport_name, SessionRecord};
+use crate::limits::ip::IpKey;
+use p3_lanes::core::control::Control;
+use p3_lanes::core::frame::SessionId;
+use p3_lanes::core::lane::Lane;
+use p3_lanes::core::mux::Mux;
+use p3_lanes::core::sse::is_sse_transport;
+use p3_lanes::core::sse::post::PostLedger;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+impl Registry {
+    /// Whether `sid` is a session of this node (live or not yet swept).
+    pub(crate) fn has_session(&self, sid: SessionId) -> bool {
+        self.sessions.contains_key(&sid)
+    }
+
+    /// The record another node needs to serve `sid`; `None` if unknown.
+    pub(crate) fn record(&self, sid: SessionId, token: &str) -> Option<SessionRecord> {
+        let s = self.sessions.get(&sid)?;
+        Some(SessionRecord {
+            token: token.to_owned(),
+            client_id: s.client_id.clone(),
+            wallet: s.wallet.clone(),
+            device_info: s.device_info.clone(),
+            transport: s.transport.to_owned(),
+            lanes: s.lanes.clone(),
+            created_at_ms: s.created_at_ms,
+            mux: s.mux,
+            identity: s.identity.as_ref().map(|v| v.identity.clone()),
+            identity_rooms: s.identity.as_ref().and_then(|v| v.rooms.clone()),
+            identity_expires_at_ms: s.identity.as_ref().and_then(|v| v.expires_at_ms),
+            accept_calls_from: s.accept_calls_from.clone(),
+        })
+    }
+
+    /// Makes `rec` a session of this node (an older copy of it here is dropped without a
+    /// word: it moved). It counts as attached (another node served its handshake), under
+    /// `--max-sessions`, and under no client address of its own. `false` for a record with a
+    /// malformed token or at `--max-sessions`.
+    pub(crate) fn import(
+        &mut self,
+        sid: SessionId,
+        rec: SessionRecord,
+        mux: Option<Mux>,
+        now: Instant,
+    ) -> bool {
+        let Some(token) = SessionToken::from_wire(&rec.token) else {
+            return false;
+        };
+        self.drop_moved(sid);
+        if self.sessions.len() >= self.bounds.max_sessions {
+            tracing::warn!(session = %sid, "session not taken over: this node holds --max-sessions");
+            return false;
+        }
+        let (events, bytes) = self.sse_limits;
+        let transport = transport_name(&rec.transport);
+        let identity = rec.identity.map(|identity| VerifiedIdentity {
+            identity,
+            rooms: rec.identity_rooms,
+            expires_at_ms: rec.identity_expires_at_ms,
+        });
+        self.sessions.insert(
+            sid,
+            Session {
+                token,
+                tickets: Tickets::default(),
+                client_id: rec.client_id,
+                wallet: rec.wallet,
+                device_info: rec.device_info,
+                transport,
+                lanes: rec.lanes,
+                created_at_ms: rec.created_at_ms,
+                last_activity: now,
+                last_activity_ms: crate::now_ms(),
+                room: None,
+                ip: IpKey::of(None),
+                attached: true,
+                mux: mux.is_some(),
+                out: Arc::new(Mutex::new(outbound::Transport { conn: None, mux })),
+                conn: None,
+                sse: is_sse_transport(transport)
+                    .then(|| crate::sse::hub::SseHub::new(events, bytes)),
+                posts: PostLedger::new(),
+                identity,
+                accept_calls_from: rec.accept_calls_from,
+            },
+        );
+        self.sessions_per_ip.add(IpKey::of(None));
+        true
+    }
+
+    /// Drops this node's copy of `sid` without telling anyone (its client went to another
+    /// node, which holds it now): out of its room here, socket closed with 4409.
+    pub(crate) fn drop_moved(&mut self, sid: SessionId) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if let Some(room) = s.room.take() {
+            if let Some(members) = self.rooms.get_mut(&room) {
+                members.retain(|m| *m != sid);
+                if members.is_empty() {
+                    self.rooms.remove(&room);
+                }
+            }
+        }
+        if let Some(s) = self.remove_session(sid) {
+            if let Some(c) = s.conn {
+                c.close
+                    .close(close::REPLACED, "session taken over by another node");
+            }
+        }
+    }
+
+    /// Sets the mirror of `room` from its members hash: every member held by another node
+    /// than `node` and not a member of the room here. A session this node merely knows (it
+    /// answered its handshake, or held it before it moved) counts as remote: its copy here
+    /// is not in the room.
+    pub(crate) fn set_remote(&mut self, room: &str, members: &[(SessionId, String)], node: &str) {
+        let local = self.rooms.get(room);
+        let remote: HashMap<SessionId, String> = members
+            .iter()
+            .filter(|(sid, n)| n != node && !local.is_some_and(|m| m.contains(sid)))
+            .cloned()
+            .collect();
+        self.remote.insert(room.to_owned(), remote);
+    }
+
+    /// Whether this node keeps a view of `room`'s members on other nodes (it has members
+    /// there and reads its stream).
+    pub(crate) fn has_remote_view(&self, room: &str) -> bool {
+        self.remote.contains_key(room)
+    }
+
+    /// The members of `room` on other nodes.
+    pub(crate) fn remote_members(&self, room: &str) -> Vec<SessionId> {
+        let mut v: Vec<SessionId> = self
+            .remote
+            .get(room)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default();
+        v.sort_by_key(ToString::to_string);
+        v
+    }
+
+    /// Puts `sid` (just imported) back in `room` without telling anyone: it never left, its
+    /// client only reconnected through another node.
+    pub(crate) fn adopt_room(&mut self, sid: SessionId, room: &str) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        s.room = Some(room.to_owned());
+        let members = self.rooms.entry(room.to_owned()).or_default();
+        if !members.contains(&sid) {
+            members.push(sid);
+        }
+        if let Some(m) = self.remote.get_mut(room) {
+            m.remove(&sid);
+        }
+    }
+
+    /// Another node says `sid` joined `room` or now holds it: a session of this node by that
+    /// id moved away (dropped here); a member new to this node is announced to the local
+    /// members (`peer-joined`).
+    pub(crate) fn remote_joined(&mut self, room: &str, sid: SessionId, node: &str) {
+        let was_local = self.sessions.contains_key(&sid);
+        let local_member = self.rooms.get(room).is_some_and(|m| m.contains(&sid));
+        if was_local {
+            self.drop_moved(sid);
+        }
+        let locals = self.room_members(room);
+        let mirror = self.remote.entry(room.to_owned()).or_default();
+        let known = mirror.insert(sid, node.to_owned()).is_some() || local_member;
+        if !known {
+            let msg = Control::PeerJoined {
+                room: room.to_owned(),
+                session_id: sid,
+            };
+            self.fan_out(room, &locals, msg);
+        }
+    }
+
+    /// Another node says `sid` left `room`: the local members hear `peer-left` if it was a
+    /// member there (a `left` from a node that no longer holds it is stale and ignored).
+    pub(crate) fn remote_left(&mut self, room: &str, sid: SessionId, node: &str) {
+        let Some(mirror) = self.remote.get_mut(room) else {
+            return;
+        };
+        if mirror.get(&sid).map(String::as_str) != Some(node) {
+            return;
+        }
+        mirror.remove(&sid);
+        let locals = self.room_members(room);
+        let msg = Control::PeerLeft {
+            room: room.to_owned(),
+            session_id: sid,
+        };
+        self.fan_out(room, &locals, msg);
+    }
+
+    /// The local receivers of a relay read from `room`'s stream: every local member but
+    /// `from` that negotiated `lane`, or only `to` when it is one.
+    pub(crate) fn local_targets(
+        &self,
+        room: &str,
+        lane: Lane,
+        from: SessionId,
+        to: Option<SessionId>,
+    ) -> Vec<Target> {
+        self.room_members(room)
+            .into_iter()
+            .filter(|&m| m != from && to.map_or(true, |t| t == m))
+            .filter_map(|m| {
+                let s = self.sessions.get(&m)?;
+                s.reachable().then(|| Target::of(m, s, lane)).flatten()
+            })
+            .collect()
+    }
+
+    /// The room whose stream a relay from `sid` must be written to: its room, whenever it
+    /// has one. Also when no other node is known to hold a member: a member may be moving
+    /// to another node right now (its new node reads the stream from the move on, the
+    /// old one has not heard of it yet), and a relay it misses would be lost silently.
+    pub(crate) fn cluster_reach(&self, sid: SessionId) -> Option<String> {
+        self.sessions.get(&sid)?.room.clone()
+    }
+
+    /// Whether `to` is a member of `room` held by another node.
+    pub(crate) fn is_remote_member(&self, room: &str, to: SessionId) -> bool {
+        self.remote.get(room).is_some_and(|m| m.contains_key(&to))
+    }
+
+    /// Sessions this node holds attached (a socket or an open SSE stream): their records'
+    /// TTL is refreshed in the cluster's store.
+    pub(crate) fn held_sessions(&self) -> Vec<SessionId> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.conn.is_some() || s.sse.as_ref().is_some_and(|h| h.streams > 0))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}

@@ -1,0 +1,453 @@
+//! The app state's side of a cluster ([`crate::cluster`]): sessions stored and taken over,
+//! joins written to the room's stream before the registry joins, relays written after local
+//! delivery, and the stream reader delivering other nodes' entries to this node's members.
+//! Every Redis call here runs with no lock held (module docs of [`super`]).
+
+use super::AppState;
+use crate::cluster::{Cluster, Entry, Kind, Publish, Step};
+use crate::error::AppError;
+use crate::music::Delivery;
+use crate::registry::{error_msg, RoomEvent};
+use p3_lanes::core::auth::{AuthReason, HandshakeAuth};
+use p3_lanes::core::error::ErrorCode;
+use p3_lanes::core::frame::SessionId;
+use p3_lanes::core::lane::Lane;
+use p3_lanes::core::sse::is_sse_transport;
+use serde_json::{json, Value};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// Runs `f` to completion from synchronous code on a multi-threaded runtime (a cluster join
+/// waits for its Redis answer so the socket's next frame finds it joined); `None` on a
+/// current-thread runtime, where it cannot wait.
+fn block_on<F: Future>(f: F) -> Option<F::Output> {
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+        return None;
+    }
+    Some(tokio::task::block_in_place(|| handle.block_on(f)))
+}
+
+/// The nonce a sign-in spends (device key or SIWE), if any.
+fn auth_nonce(auth: &HandshakeAuth) -> Option<String> {
+    match auth {
+        HandshakeAuth::Device(d) => Some(d.nonce.clone()),
+        HandshakeAuth::Siwe(s) => crate::auth::siwe::parse(&s.message).ok().map(|m| m.nonce),
+        HandshakeAuth::Token(_) => None,
+    }
+}
+
+impl AppState {
+    /// The cluster, with `--redis-url`.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// A new session is stored in the cluster with its token and first ticket, so that any
+    /// node can serve it. A Redis failure is logged: the session then works on this node only.
+    pub(crate) async fn cluster_session_created(&self, sid: SessionId, token: &str, ticket: &str) {
+        let Some(c) = self.cluster() else {
+            return;
+        };
+        let Some(rec) = self.registry().record(sid, token) else {
+            return;
+        };
+        if let Err(e) = c.store_session(sid, &rec, ticket).await {
+            tracing::warn!(session = %sid, error = %e, "session not stored in the cluster");
+        }
+    }
+
+    /// A ticket minted here is stored in the cluster (usable on any node, once).
+    pub(crate) async fn cluster_ticket_minted(&self, sid: SessionId, ticket: &str) {
+        if let Some(c) = self.cluster() {
+            if let Err(e) = c.store_ticket(sid, ticket).await {
+                tracing::warn!(session = %sid, error = %e, "ticket not stored in the cluster");
+            }
+        }
+    }
+
+    /// Uses ticket `ticket` of `sid`: true if it was live. In a cluster Redis decides (a
+    /// ticket is used once for all nodes); a Redis error refuses it.
+    pub(crate) async fn redeem(&self, sid: SessionId, ticket: &str) -> bool {
+        let local = self.registry().redeem_ticket(sid, ticket, Instant::now());
+        let Some(c) = self.cluster() else {
+            return local;
+        };
+        match c.redeem_ticket(sid, ticket).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(session = %sid, error = %e, "ticket refused: the cluster store is unreachable");
+                false
+            }
+        }
+    }
+
+    /// A sign-in nonce issued here is stored in the cluster (usable on any node, once).
+    pub(crate) async fn cluster_nonce_issued(&self, nonce: &str) {
+        let Some(c) = self.cluster() else {
+            return;
+        };
+        let ttl_ms = u64::try_from(self.auth().nonces().ttl().as_millis()).unwrap_or(u64::MAX);
+        if let Err(e) = c.store_nonce(nonce, ttl_ms).await {
+            tracing::warn!(error = %e, "sign-in nonce not stored in the cluster: usable on this node only");
+        }
+    }
+
+    /// Before a handshake's `auth` is verified: a nonce another node issued, live in the
+    /// cluster, is made known to this node's nonce store (used or not).
+    pub(crate) async fn cluster_nonce_adopt(&self, auth: &HandshakeAuth) {
+        let (Some(c), Some(nonce)) = (self.cluster(), auth_nonce(auth)) else {
+            return;
+        };
+        match c.peek_nonce(&nonce).await {
+            Ok(Some(used)) => self.auth().nonces().adopt(&nonce, used, Instant::now()),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "sign-in nonce lookup in the cluster failed"),
+        }
+    }
+
+    /// After a handshake's `auth` verified on this node: its nonce is used in the whole
+    /// cluster, once. Errors: 401 `auth_invalid` `nonce_reused` when another node's sign-in
+    /// used it first. A nonce the store does not know (lost) or a store error leaves this
+    /// node's single use standing.
+    pub(crate) async fn cluster_nonce_used(&self, auth: &HandshakeAuth) -> Result<(), AppError> {
+        let (Some(c), Some(nonce)) = (self.cluster(), auth_nonce(auth)) else {
+            return Ok(());
+        };
+        match c.use_nonce(&nonce).await {
+            Ok(Some(true)) => {
+                tracing::info!(reason = %AuthReason::NonceReused, "sign-in refused");
+                Err(AppError::auth_invalid(
+                    AuthReason::NonceReused,
+                    format!("nonce {nonce:?}: used by another sign-in"),
+                ))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "sign-in nonce not marked used in the cluster");
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes `sid` known here if another node served its handshake (token-authenticated
+    /// requests: status, tickets, `DELETE`, lane `POST`s).
+    pub(crate) async fn cluster_import(&self, sid: SessionId) {
+        let Some(c) = self.cluster() else {
+            return;
+        };
+        if self.registry().has_session(sid) {
+            return;
+        }
+        match c.load_session(sid).await {
+            Ok(Some((rec, _, _))) => {
+                let mux = rec.mux.then(|| self.new_mux(&rec.lanes)).flatten();
+                self.registry().import(sid, rec, mux, Instant::now());
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(session = %sid, error = %e, "session lookup in the cluster failed")
+            }
+        }
+    }
+
+    /// A socket or SSE stream of `sid` opens here: this node holds the session from now on.
+    /// If another node held it, it is taken over: imported from its record and, when it keeps
+    /// its room across reconnects (multiplexed or SSE), put back in its room here (a `moved`
+    /// entry; the old node drops its copy, the other members hear nothing).
+    pub(crate) async fn cluster_claim(&self, sid: SessionId) {
+        let Some(c) = self.cluster() else {
+            return;
+        };
+        let (rec, node, room) = match c.load_session(sid).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(session = %sid, error = %e, "session lookup in the cluster failed");
+                return;
+            }
+        };
+        if node == c.node() && self.registry().has_session(sid) {
+            if let Err(e) = c.hold_session(sid).await {
+                tracing::debug!(session = %sid, error = %e, "session TTL not refreshed");
+            }
+            return;
+        }
+        let keeps_room = rec.mux || is_sse_transport(&rec.transport);
+        let mux = rec.mux.then(|| self.new_mux(&rec.lanes)).flatten();
+        if !self.registry().import(sid, rec, mux, Instant::now()) {
+            return;
+        }
+        tracing::info!(session = %sid, from = %node, "session taken over from another node");
+        if let Err(e) = c.hold_session(sid).await {
+            tracing::warn!(session = %sid, error = %e, "session not marked held");
+        }
+        let Some(room) = room.filter(|_| keeps_room) else {
+            return;
+        };
+        let moved = Publish {
+            room: room.clone(),
+            kind: Kind::Moved,
+            sid,
+            lane: 0,
+            to: None,
+            body: String::new(),
+        };
+        match c.publish_now(&moved).await {
+            Ok(Some(p)) => {
+                {
+                    let mut reg = self.registry();
+                    reg.set_remote(&room, &p.members, c.node());
+                    reg.adopt_room(sid, &room);
+                }
+                c.watch(&room, p.cursor);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(session = %sid, room, error = %e, "room not resumed on this node")
+            }
+        }
+    }
+
+    /// `join {room}` from `sid`'s socket `conn_id` (Control frame `seq`) in a cluster: checked
+    /// here, written to the room's stream (membership and `joined` entry, atomically, with the
+    /// room's members on every node), then joined in the registry with those members in its
+    /// `joined` answer. Redis unreachable: the join is refused with `internal`.
+    pub(crate) fn cluster_join(&self, sid: SessionId, conn_id: u64, room: String, seq: u64) {
+        let Some(c) = self.cluster() else {
+            return;
+        };
+        let lane = Some(Lane::Control.id());
+        {
+            let mut reg = self.registry();
+            if let Err(e) = reg.join_check(sid, &room) {
+                return reg.reply(sid, conn_id, &error_msg(e.code, e.error, lane, Some(seq)));
+            }
+            if reg.room_of(sid).as_deref() == Some(room.as_str()) {
+                // Joining its room again only repeats `joined`.
+                let _ = reg.join(sid, room);
+                return;
+            }
+        }
+        let joined = Publish {
+            room: room.clone(),
+            kind: Kind::Joined,
+            sid,
+            lane: 0,
+            to: None,
+            body: String::new(),
+        };
+        let published = match block_on(c.publish_now(&joined)) {
+            Some(Ok(Some(p))) => p,
+            other => {
+                tracing::warn!(session = %sid, room, answer = ?other.map(|r| r.map(|_| ())), "cluster join failed");
+                let why = "the cluster's store is unreachable; retry the join";
+                return self.registry().reply(
+                    sid,
+                    conn_id,
+                    &error_msg(ErrorCode::Internal, why, lane, Some(seq)),
+                );
+            }
+        };
+        let mut reg = self.registry();
+        if !reg.has_remote_view(&room) {
+            reg.set_remote(&room, &published.members, c.node());
+        }
+        match reg.join(sid, room.clone()) {
+            Ok(()) => {
+                drop(reg);
+                c.watch(&room, published.cursor);
+            }
+            Err(e) => {
+                reg.reply(sid, conn_id, &error_msg(e.code, e.error, lane, Some(seq)));
+                drop(reg);
+                c.publish(Publish {
+                    kind: Kind::Left,
+                    ..joined
+                });
+            }
+        }
+    }
+
+    /// Writes a relay from `sid` on `lane` (to `to`, or to its room) to its room's stream
+    /// (every node with members there delivers it to its own). `false`: the publisher's queue is full (the
+    /// sender gets `backpressure`).
+    pub(crate) fn cluster_relay(
+        &self,
+        sid: SessionId,
+        lane: Lane,
+        to: Option<SessionId>,
+        value: &Value,
+    ) -> bool {
+        let Some(c) = self.cluster() else {
+            return true;
+        };
+        let Some(room) = self.registry().cluster_reach(sid) else {
+            return true;
+        };
+        c.publish(Publish {
+            room,
+            kind: Kind::Relay,
+            sid,
+            lane: lane.id(),
+            to,
+            body: value.to_string(),
+        })
+    }
+
+    /// Leaves recorded by the registry go to the room's stream (in order, by the publisher);
+    /// a room with no member left here is no longer read.
+    pub(super) fn cluster_room_events(&self, events: &[RoomEvent]) {
+        let Some(c) = self.cluster() else {
+            return;
+        };
+        for ev in events {
+            if let RoomEvent::Left {
+                room,
+                sid,
+                remaining,
+                ..
+            } = ev
+            {
+                if remaining.is_empty() {
+                    c.unwatch(room);
+                }
+                let left = Publish {
+                    room: room.clone(),
+                    kind: Kind::Left,
+                    sid: *sid,
+                    lane: 0,
+                    to: None,
+                    body: String::new(),
+                };
+                if !c.publish(left) {
+                    tracing::error!(session = %sid, room, "cluster publisher full: a leave is not told to other nodes");
+                }
+            }
+        }
+    }
+
+    /// An entry another node wrote to a room this node reads (`step` from
+    /// [`Cluster::advance`]).
+    pub(crate) fn cluster_entry(&self, e: &Entry, step: Step) {
+        if let Step::Gap {
+            expected_epoch,
+            expected,
+        } = &step
+        {
+            self.cluster_gap(e, expected_epoch, *expected);
+        }
+        if step == Step::Skip || e.node == self.cluster().map_or("", |c| c.node()) {
+            return;
+        }
+        match e.kind {
+            Kind::Joined | Kind::Moved => self.registry().remote_joined(&e.room, e.sid, &e.node),
+            Kind::Left => self.registry().remote_left(&e.room, e.sid, &e.node),
+            Kind::Relay => {
+                let (Some(lane), Ok(value)) = (
+                    Lane::from_id(e.lane),
+                    serde_json::from_str::<Value>(&e.body),
+                ) else {
+                    tracing::warn!(room = %e.room, id = %e.id, "malformed relay entry skipped");
+                    return;
+                };
+                let targets = self.registry().local_targets(&e.room, lane, e.sid, e.to);
+                let relayed = self.deliver_relay(e.sid, lane, &targets, &value, None, true);
+                // The sender is on another node and cannot be answered `backpressure`: a
+                // receiver too full to take it is closed with 1013 (it reconnects and
+                // resumes), never skipped silently.
+                let mut reg = self.registry();
+                for r in relayed.refused {
+                    reg.close_full(r);
+                }
+            }
+        }
+    }
+
+    /// Entries of `e.room` before `e` are gone (trimmed from the stream while this node was
+    /// not reading, or the room's epoch changed): every member here gets, on each reliable
+    /// lane it negotiated but Control, a server Data message in the discontinuity event shape
+    /// (PROTOCOL.md §11.6, §17): `reason` `history-lost`, epochs and seqs of the room stream.
+    fn cluster_gap(&self, e: &Entry, expected_epoch: &str, expected: u64) {
+        let epoch = |s: &str| u64::from_str_radix(s, 16).unwrap_or(0);
+        let members = self.registry().room_members(&e.room);
+        tracing::warn!(room = %e.room, expected, got = e.n, "room stream gap: discontinuity to members");
+        let deliveries: Vec<Delivery> = Lane::ALL
+            .into_iter()
+            .filter(|l| *l != Lane::Control && l.spec().reliable)
+            .map(|lane| Delivery {
+                to: members.clone(),
+                lane,
+                message: json!({
+                    "type": "discontinuity",
+                    "lane": lane.id(),
+                    "expectedEpoch": epoch(expected_epoch),
+                    "expectedSeq": expected,
+                    "epoch": epoch(&e.epoch),
+                    "seq": e.n,
+                    "reason": "history-lost",
+                }),
+            })
+            .collect();
+        self.deliver_server(&deliveries);
+    }
+
+    /// Starts the cluster's tasks: the publisher, the room stream reader and the keep-alive
+    /// (TTL refresh of held sessions and read rooms every sweep period). Empty without a
+    /// cluster.
+    pub fn spawn_cluster(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+        let Some(c) = self.cluster().cloned() else {
+            return Vec::new();
+        };
+        let publisher = tokio::spawn({
+            let c = c.clone();
+            async move { c.run_publisher().await }
+        });
+        let reader = tokio::spawn({
+            let (c, state) = (c.clone(), self.clone());
+            async move {
+                let mut conn = loop {
+                    match c.reader().await {
+                        Ok(conn) => break conn,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cluster reader cannot connect; retrying");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
+                };
+                loop {
+                    match c.read(&mut conn).await {
+                        Ok(entries) => {
+                            for e in entries {
+                                let step = c.advance(&e);
+                                state.cluster_entry(&e, step);
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cluster read failed; resuming from the last entry");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            }
+        });
+        let keepalive = tokio::spawn({
+            let state = self.clone();
+            async move {
+                let period = state.config().sweep_period().min(Duration::from_secs(10));
+                let mut tick = tokio::time::interval(period);
+                loop {
+                    tick.tick().await;
+                    let held = state.registry().held_sessions();
+                    if let Err(e) = c.refresh(&held).await {
+                        tracing::debug!(error = %e, "cluster TTL refresh failed");
+                    }
+                }
+            }
+        });
+        vec![publisher, reader, keepalive]
+    }
+}
