@@ -18,7 +18,9 @@ import { brotliCompressSync, constants, gzipSync } from 'node:zlib';
  * - `budget`: what the bundle-size test allows, gzip -9 bytes. Equal to `target` when the
  *   target is met; otherwise the measured size rounded up by at most 5 %, a ratchet to lower
  *   as the build shrinks (never raise it to make a change pass without saying why). Set from
- *   the build of issue 15's entry split (BENCHMARKS.md `bundle`); no target is met yet.
+ *   the build of issue 15's entry split with the `opt-level = 3` wasm profile (raised from the
+ *   `"s"` build's, which cost the wasm codec 14-26 % of its speed; DESIGN.md "How the wasm is
+ *   built"; BENCHMARKS.md `bundle`); no target is met yet.
  * @typedef {{name: string, features: string, dir: string, specifier: string, contains: string,
  *   target: number | null, budget: number}} Entry
  */
@@ -32,7 +34,7 @@ export const ENTRIES = [
     specifier: 'p3-lanes',
     contains: 'P3Client (handshake, lanes, codec, multiplexer, SSE), DictionaryCodec',
     target: 60_000,
-    budget: 245_000,
+    budget: 310_000,
   },
   {
     name: 'music',
@@ -41,7 +43,7 @@ export const ENTRIES = [
     specifier: 'p3-lanes/music',
     contains: 'the lanes entry + MusicRoom, PeerMesh, calls, OfflineChangeQueue',
     target: 150_000,
-    budget: 480_000,
+    budget: 625_000,
   },
   {
     name: 'pwa',
@@ -50,7 +52,7 @@ export const ENTRIES = [
     specifier: 'p3-lanes/pwa',
     contains: 'checkVersion, CacheGuard',
     target: 25_000,
-    budget: 90_000,
+    budget: 112_000,
   },
   {
     name: 'full',
@@ -59,7 +61,7 @@ export const ENTRIES = [
     specifier: 'p3-lanes/full',
     contains: 'everything',
     target: 150_000,
-    budget: 510_000,
+    budget: 655_000,
   },
 ];
 
