@@ -30,6 +30,9 @@ pub(crate) struct SessionRecord {
     /// When the identity stops counting as verified, ms since the epoch.
     pub(crate) identity_expires_at_ms: Option<u64>,
     pub(crate) accept_calls_from: AcceptCallsFrom,
+    /// Whether it asked for presence messages (feature `presence`, PROTOCOL.md §6.2).
+    #[serde(default)]
+    pub(crate) presence: bool,
 }
 
 /// The transport names a session can have, as `&'static str` (an unknown one: `websocket`).

@@ -43,6 +43,7 @@ impl Registry {
             identity_rooms: s.identity.as_ref().and_then(|v| v.rooms.clone()),
             identity_expires_at_ms: s.identity.as_ref().and_then(|v| v.expires_at_ms),
             accept_calls_from: s.accept_calls_from.clone(),
+            presence: s.presence,
         })
     }
 
@@ -96,6 +97,8 @@ impl Registry {
                 posts: PostLedger::new(),
                 identity,
                 accept_calls_from: rec.accept_calls_from,
+                room_since_ms: 0,
+                presence: rec.presence,
             },
         );
         self.sessions_per_ip.add(IpKey::of(None));
