@@ -3,7 +3,8 @@
 //
 //   setup         scripts/setup.mjs --browser (toolchain, npm deps, Chromium, Firefox, drivers)
 //   fmt           cargo fmt --all -- --check
-//   clippy        cargo clippy, native (all targets) and wasm32 (each entry's features),
+//   clippy        cargo clippy, native (all targets) and wasm32 (each entry's features, and
+//                 the wasm-bindgen test crates),
 //                 warnings denied
 //   unit          cargo test --workspace
 //   wasm          build pkg/ (every npm entry) and server-stub, then wasm-pack test in headless
@@ -82,6 +83,11 @@ async function clippy() {
     await cargo('clippy', '-p', 'p3-lanes', '--lib', '--target', 'wasm32-unknown-unknown', '--no-default-features',
       '--features', entry.features, '--', '-D', 'warnings');
   }
+  // The wasm-bindgen test crates with every feature, so that a test broken by an API change
+  // fails here rather than after the `wasm` layer's builds. They read the server's URL at
+  // compile time (`env!`); nothing runs, so any URL compiles them.
+  await run('cargo', ['clippy', '-p', 'p3-lanes', '--tests', '--target', 'wasm32-unknown-unknown', '--', '-D', 'warnings'],
+    { env: { P3_SERVER_URL: 'http://127.0.0.1:9' } });
 }
 
 /**

@@ -81,7 +81,7 @@ fn bad_options_are_invalid_argument() {
         json!({"beforePurge": "not a function"}),
         json!({"currentVersion": 7}),
     ] {
-        let err = CacheGuard::new(js(&bad))
+        let err = CacheGuard::new(js(&bad), JsValue::UNDEFINED)
             .err()
             .unwrap_or_else(|| panic!("{bad} accepted"));
         assert_eq!(code_of(&err), "invalid_argument", "{bad}");
@@ -91,9 +91,12 @@ fn bad_options_are_invalid_argument() {
 #[wasm_bindgen_test]
 async fn without_a_page_version_nothing_is_fetched() {
     // The test page has no <meta name="app-version">.
-    let result = JsFuture::from(check_version(js(&json!({"storageKey": "p3-test-none"}))))
-        .await
-        .unwrap();
+    let result = JsFuture::from(check_version(
+        js(&json!({"storageKey": "p3-test-none"})),
+        JsValue::UNDEFINED,
+    ))
+    .await
+    .unwrap();
     assert_eq!(
         json_of(&result),
         json!({"status": "skipped", "reason": "no-page-version", "pageVersion": null})
@@ -102,11 +105,14 @@ async fn without_a_page_version_nothing_is_fetched() {
 
 #[wasm_bindgen_test]
 async fn an_unreachable_version_endpoint_is_skipped() {
-    let guard = CacheGuard::new(js(&json!({
-        "currentVersion": "1",
-        "versionUrl": "http://127.0.0.1:9/api/version",
-        "storageKey": "p3-test-unreachable",
-    })))
+    let guard = CacheGuard::new(
+        js(&json!({
+            "currentVersion": "1",
+            "versionUrl": "http://127.0.0.1:9/api/version",
+            "storageKey": "p3-test-unreachable",
+        })),
+        JsValue::UNDEFINED,
+    )
     .unwrap();
     let result = JsFuture::from(guard.check()).await.unwrap();
     assert_eq!(json_of(&result)["reason"], "unreachable");
@@ -122,14 +128,17 @@ async fn same_version_is_up_to_date_and_reported_as_an_event() {
         sink.borrow_mut().push(json_of(&ev));
     })
     .into_js_value();
-    let guard = CacheGuard::new(options(
-        json!({
-            "currentVersion": version,
-            "versionUrl": format!("{SERVER}/api/version"),
-            "storageKey": "p3-test-same",
-        }),
-        &[("onEvent", &on_event)],
-    ))
+    let guard = CacheGuard::new(
+        options(
+            json!({
+                "currentVersion": version,
+                "versionUrl": format!("{SERVER}/api/version"),
+                "storageKey": "p3-test-same",
+            }),
+            &[("onEvent", &on_event)],
+        ),
+        JsValue::UNDEFINED,
+    )
     .unwrap();
     assert!(guard.tab_id().starts_with("1-tab-"), "{}", guard.tab_id());
     // Two calls share one check.
@@ -163,15 +172,18 @@ async fn a_postponing_hook_stops_the_purge_before_anything_is_touched() {
         }
     })
     .into_js_value();
-    let guard = CacheGuard::new(options(
-        json!({
-            "currentVersion": "an-old-build",
-            "versionUrl": format!("{SERVER}/api/version"),
-            "storageKey": "p3-test-postpone",
-            "claimWindowMs": 0,
-        }),
-        &[("beforePurge", &hook)],
-    ))
+    let guard = CacheGuard::new(
+        options(
+            json!({
+                "currentVersion": "an-old-build",
+                "versionUrl": format!("{SERVER}/api/version"),
+                "storageKey": "p3-test-postpone",
+                "claimWindowMs": 0,
+            }),
+            &[("beforePurge", &hook)],
+        ),
+        JsValue::UNDEFINED,
+    )
     .unwrap();
     let version = server_version().await;
     let result = JsFuture::from(guard.check()).await.unwrap();
