@@ -77,6 +77,9 @@ pub struct Registration {
     pub role: Role,
     /// When it registered, ms since the Unix epoch.
     pub registered_at: u64,
+    /// Registration order on this node: breaks ties between registrations in the same ms.
+    #[serde(skip)]
+    pub seq: u64,
 }
 
 /// The pulse connections and their registrations.
@@ -127,7 +130,7 @@ impl Hub {
     /// Every registration, oldest first.
     pub(crate) fn registrations(&self) -> Vec<Registration> {
         let mut v: Vec<Registration> = self.lock().values().flatten().cloned().collect();
-        v.sort_by(|a, b| (a.registered_at, &a.node_id).cmp(&(b.registered_at, &b.node_id)));
+        v.sort_by_key(|r| (r.registered_at, r.seq));
         v
     }
 
@@ -164,6 +167,7 @@ impl Hub {
             node_id: node_id.to_owned(),
             role,
             registered_at: now_ms(),
+            seq: self.next_conn.fetch_add(1, Ordering::Relaxed),
         };
         conns.insert(id, Some(reg.clone()));
         Ok(reg)
