@@ -423,7 +423,22 @@ async fn server_restart_mid_stream_is_reported_as_a_discontinuity() {
                 b.step(Duration::from_millis(2)).await;
             }
             let _ = stopping.await;
+            let joins = |n: &Node| {
+                n.events
+                    .iter()
+                    .filter(|e| matches!(e, Event::RoomJoined { .. }))
+                    .count()
+            };
+            let (ja, jb) = (joins(&a), joins(&b));
             server = Some(start(addr).await.0);
+            // Both back in the room before the rest is sent: a message relayed to a room
+            // the receiver has not rejoined yet has nobody to reach.
+            let end = Instant::now() + Duration::from_secs(20);
+            while joins(&a) == ja || joins(&b) == jb {
+                assert!(Instant::now() < end, "both rejoin the room after the restart");
+                a.step(Duration::from_millis(2)).await;
+                b.step(Duration::from_millis(2)).await;
+            }
         }
     }
     settle(&mut a, &mut b, |b| {
