@@ -435,7 +435,10 @@ async fn server_restart_mid_stream_is_reported_as_a_discontinuity() {
             // the receiver has not rejoined yet has nobody to reach.
             let end = Instant::now() + Duration::from_secs(20);
             while joins(&a) == ja || joins(&b) == jb {
-                assert!(Instant::now() < end, "both rejoin the room after the restart");
+                assert!(
+                    Instant::now() < end,
+                    "both rejoin the room after the restart"
+                );
                 a.step(Duration::from_millis(2)).await;
                 b.step(Duration::from_millis(2)).await;
             }
