@@ -3,7 +3,9 @@
 // prefix) in its results file (see the bench's source).
 // Then the browser figure of music sync: the three-browser end-to-end test
 // (tests/music-sync-three-browsers.spec.mjs, real Chromium through server-stub with 50 ± 20 ms
-// links and skewed clocks) is run and its figures are merged in as `sync.browser.*`.
+// links and skewed clocks) is run and its figures are merged in as `sync.browser.*`; then the
+// same with two Firefox pages and a Chromium page (tests/firefox-music-sync.spec.mjs) as
+// `sync.browser.firefox.*`, against the Chromium figure of the same run (issue 16).
 // Then the browser failover figures of issue #5 (scripts/lib/bench-failover.mjs): the four
 // tests/music-failover-*.spec.mjs scenarios and tests/music-offline-reconcile.spec.mjs run in real Chromium and their figures are printed
 // next to the simulation's `p2p.*` rows with the issue's targets, as `p2p.browser.*`.
@@ -14,6 +16,7 @@
 //   node scripts/bench.mjs --no-browser    only the cargo benches
 //   node scripts/bench.mjs --failover      only the browser failover scenarios
 //   node scripts/bench.mjs --battery       only the battery figures (~5 min)
+//   node scripts/bench.mjs --sync          only music sync in real browsers, Chromium then Firefox (~5 min)
 //   node scripts/bench.mjs --render        only BENCHMARKS.md from bench-results.json (alias --report)
 //   node scripts/bench.mjs --only a,b      only the named BENCHES (no browser)
 //
@@ -94,6 +97,11 @@ async function benches() {
     await browserBattery(RESULTS);
     return;
   }
+  if (process.argv.includes('--sync')) {
+    await browserSync();
+    await browserSyncFirefox();
+    return;
+  }
   const i = process.argv.indexOf('--only');
   const only = i >= 0 ? (process.argv[i + 1] ?? '').split(',') : null;
   for (const bench of BENCHES) {
@@ -105,6 +113,7 @@ async function benches() {
   }
   if (!only && !process.argv.includes('--no-browser')) {
     await browserSync();
+    await browserSyncFirefox();
     await browserFailover(RESULTS);
     await browserBattery(RESULTS);
   }
@@ -148,6 +157,43 @@ async function browserSync() {
   console.log(`\nmusic sync in Chromium (${f.links}; clocks skewed by ${f.skewsMs.join(', ')} ms):`);
   for (const e of ours) console.log(`  ${e.name.padEnd(42)} ${e.value.toFixed(2).padStart(9)} ms   (${e.baseline}, ratio ${e.ratio.toFixed(2)})`);
   step(`bench sync.browser: results in bench-results.json`);
+}
+
+/**
+ * Music sync with Firefox (issue 16): tests/firefox-music-sync.spec.mjs (two Firefox pages, a
+ * Chromium page and a Chromium late joiner), merged as `sync.browser.firefox.*`: the spread
+ * between two pages, p95, per pair of browsers, each as a ratio against the spread between the
+ * Chromium pages of the three-Chromium spec run just before (`sync.browser.*`, same bench run);
+ * issue 16's target is 10 ms.
+ */
+async function browserSyncFirefox() {
+  const spec = join('tests', 'firefox-music-sync.spec.mjs');
+  step(`bench sync.browser.firefox: ${spec}`);
+  await prepareBrowser();
+  await run(process.execPath, ['--test', spec]);
+  const f = JSON.parse(readFileSync(join(ROOT, 'test-results', 'music-sync-firefox.json'), 'utf8'));
+  const chromium = JSON.parse(readFileSync(BROWSER_FIGURES, 'utf8'));
+  const base = chromium.spreadP95Ms;
+  const baseline = `three Chromium pages, same bench run: ${base.toFixed(2)} ms (issue 16 target: 10 ms)`;
+  const pair = (key) => f.spreadByPair?.[key]?.p95Ms;
+  const ours = [
+    ['between_devices.firefox_firefox.p95', pair('firefox/firefox')],
+    ['between_devices.chromium_firefox.p95', pair('chromium/firefox')],
+    ['between_devices.all.p95', f.spreadP95Ms],
+  ]
+    .filter(([, value]) => typeof value === 'number')
+    .map(([name, value]) => ({ name: `sync.browser.firefox.${name}`, value, unit: 'ms', baseline, ratio: value / base }));
+  let all = [];
+  try {
+    all = JSON.parse(readFileSync(RESULTS, 'utf8'));
+  } catch {
+    // No results yet.
+  }
+  all = all.filter((e) => !e.name.startsWith('sync.browser.firefox.')).concat(ours);
+  writeFileSync(RESULTS, `${JSON.stringify(all, null, 2)}\n`);
+  console.log('\nmusic sync with Firefox pages (spread between two pages, p95):');
+  for (const e of ours) console.log(`  ${e.name.padEnd(52)} ${e.value.toFixed(2).padStart(9)} ms   (ratio ${e.ratio.toFixed(2)} to ${base.toFixed(2)} ms)`);
+  step('bench sync.browser.firefox: results in bench-results.json');
 }
 
 runMain(main);

@@ -7,7 +7,8 @@
 // joins mid-track (in the third browser); the DJ hands over and the new DJ seeks. Autoplay is
 // allowed; audio is muted at the output.
 //
-// At common instants (sampleRound) every page's <audio> currentTime is compared with the room
+// At common instants (sampleRound) every page's <audio> position (its currentTime read at a
+// refresh edge, tests/pages/music.html `music.sample()`) is compared with the room
 // state on the shared clock (the server's wall clock, which is also the machine's true clock)
 // and with the other pages. Asserted, after each change has settled (2.5 s after it took
 // effect), against the caller's `bounds`: every reading within `maxErrorMs` of the room, p95

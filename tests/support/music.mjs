@@ -13,7 +13,8 @@
 // as it always is in a real browser.
 //
 // Sampling. `sampleRound` reads every page at about the same moment (one evaluate per page,
-// in parallel); each reading carries the true time it was taken at, and each page's position
+// in parallel; a page reads its element at the next refresh edge of `currentTime`, within
+// 150 ms, see tests/pages/music.html); each reading carries the true time it was taken at, and each page's position
 // is extrapolated to one common true instant (the median reading time) at the element's
 // rate: the few ms the evaluates take apart do not count as drift.
 

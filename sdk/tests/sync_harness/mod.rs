@@ -44,7 +44,7 @@ use p3_lanes::core::codec::{decode_msgpack, encode_msgpack};
 use p3_lanes::core::dictionary::Dictionary;
 use p3_lanes::core::music::{Output, PeerLink, Room, RoomEvent};
 use p3_lanes::core::p2p::tier::{Tier, TierReason};
-use p3_lanes::core::sync::follower::{FollowerConfig, MediaCommand, MediaSample};
+use p3_lanes::core::sync::follower::{EdgeReading, FollowerConfig, MediaCommand, MediaSample};
 use p3_lanes::core::sync::peer_clock::ClockProbe;
 use p3_lanes::core::sync::state::{
     AuthorityConfig, ControlStamper, Decision, MusicAction, MusicControlData, RoomAuthority,
@@ -150,6 +150,9 @@ pub struct SimConfig {
     pub mesh: Option<MeshConfig>,
     /// `currentTime` refresh period of the media elements, ms (0: always current).
     pub currenttime_step_ms: f64,
+    /// The driver takes the edge readings the follower asks for (PROTOCOL.md §12.5.2), as the
+    /// SDK's does; `false`: plain readings only.
+    pub edge_readings: bool,
 }
 
 /// Mesh mode (PROTOCOL.md §13.10-§13.11): every device's [`Room`] has peer tiers and a
@@ -259,6 +262,7 @@ impl SimConfig {
             chromium_loaded: false,
             mesh: None,
             currenttime_step_ms: 0.0,
+            edge_readings: true,
         }
     }
 
@@ -278,6 +282,14 @@ impl SimConfig {
         SimConfig {
             currenttime_step_ms: 40.0,
             ..SimConfig::chromium_like(seed, devices, follower)
+        }
+    }
+
+    /// [`SimConfig::firefox_like`] with plain readings only (no edge readings).
+    pub fn firefox_like_plain(seed: u64, devices: usize, follower: FollowerConfig) -> SimConfig {
+        SimConfig {
+            edge_readings: false,
+            ..SimConfig::firefox_like(seed, devices, follower)
         }
     }
 }
@@ -453,6 +465,32 @@ impl Player {
         Ok(())
     }
 
+    /// A reading with an edge reading, as the SDK's driver takes them (`js/media_edge.js`,
+    /// PROTOCOL.md §12.5.2): the edge is the last refresh of a stepped `currentTime` before
+    /// `t`, stamped with its own local instant (`local_ms` is the device's time at `t`), exact
+    /// but for up to ±0.25 ms of read noise. `None` (a plain reading instead) with an
+    /// always-current `currentTime`, or when the element has not refreshed it while moving
+    /// since its last command.
+    fn edge_sample(&self, t: f64, local_ms: f64, rng: &mut fastrand::Rng) -> Option<MediaSample> {
+        if self.step_ms <= 0.0 {
+            return None;
+        }
+        let refreshed =
+            ((t - self.step_phase) / self.step_ms).floor() * self.step_ms + self.step_phase;
+        if refreshed <= self.anchor || !self.moving(refreshed) || !self.moving(t) {
+            return None;
+        }
+        let noise = (rng.f64() - 0.5) / 2.0;
+        Some(MediaSample {
+            edge: Some(EdgeReading {
+                local_ms: local_ms - (t - refreshed) + noise,
+                position_s: self.position(refreshed),
+                span_ms: 0.5,
+            }),
+            ..self.sample(t, local_ms, rng)
+        })
+    }
+
     fn sample(&self, t: f64, local_ms: f64, rng: &mut fastrand::Rng) -> MediaSample {
         let noise = if self.moving(t) {
             (rng.f64() - 0.5) / 1000.0
@@ -466,6 +504,7 @@ impl Player {
             seeking: t < self.seek_done,
             playback_rate: self.rate,
             ready: self.track.is_some() && t >= self.ready_at,
+            edge: None,
         }
     }
 }
@@ -1161,7 +1200,12 @@ impl Sim {
         let d = &mut self.devices[i];
         let local = d.local(now);
         if d.room.follower_due().is_some_and(|f| f <= local) {
-            let sample = d.player.sample(now, local, &mut self.rng);
+            let edge = if self.cfg.edge_readings && d.room.follower().wants_edge_sample() {
+                d.player.edge_sample(now, local, &mut self.rng)
+            } else {
+                None
+            };
+            let sample = edge.unwrap_or_else(|| d.player.sample(now, local, &mut self.rng));
             d.room.handle_media_sample(sample);
         }
         self.drain(i);

@@ -244,6 +244,21 @@ pub struct MediaSample {
     pub playback_rate: f64,
     /// Enough data to play (`readyState >= HAVE_FUTURE_DATA`).
     pub ready: bool,
+    /// An edge reading taken just before this one, when [`Follower::wants_edge_sample`] asked
+    /// for it and the driver could take one; `None` otherwise.
+    pub edge: Option<EdgeReading>,
+}
+
+/// An edge reading of `currentTime` (PROTOCOL.md §12.5.2): read once per task until its value
+/// changed, the new value was the element's position between the two reads around the change.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EdgeReading {
+    /// Local time of the change: the midpoint of the two reads around it, ms.
+    pub local_ms: f64,
+    /// The new value, s.
+    pub position_s: f64,
+    /// How far apart the two reads were, ms (the reading is within half of it).
+    pub span_ms: f64,
 }
 
 /// Something to do to the media element, at once and in order.
@@ -646,8 +661,32 @@ impl Follower {
             self.sample_gap_ms = (sample.local_ms - p.local_ms).clamp(0.0, 10_000.0);
         }
         self.readings_taken += 1;
-        self.observe(sample);
+        // A start's or seek's steadiness is checked on the edge reading when there is one
+        // since the command: it is current, the plain reading up to a quantum stale.
+        let issued = self.transition.map_or(f64::NEG_INFINITY, |t| t.issued_ms);
+        let seen = match sample.edge {
+            Some(e) if (issued..=sample.local_ms).contains(&e.local_ms) => MediaSample {
+                local_ms: e.local_ms,
+                position_s: e.position_s,
+                ..sample
+            },
+            _ => sample,
+        };
+        self.observe(seen);
         self.run(sample.local_ms, true);
+    }
+
+    /// Whether the next reading should come with an edge reading ([`MediaSample::edge`]):
+    /// the element plays at the room's rate outside an excursion (or has been seen moving
+    /// after a start or seek, whose steadiness the reading then checks) and its position
+    /// estimate has no edge reading while its `currentTime` is not known to be fine-grained
+    /// ([`PositionEstimator::wants_edge`]; PROTOCOL.md §12.5.2). A driver that cannot take
+    /// one hands a plain reading.
+    pub fn wants_edge_sample(&self) -> bool {
+        let steady_or_moving = self.transition.as_ref().map_or(true, |tr| {
+            tr.kind != TransitionKind::Rate && tr.moving_since.is_some()
+        });
+        self.want_playing && self.nudge.is_none() && steady_or_moving && self.estimator.wants_edge()
     }
 
     /// Runs due timers at local time `now_ms` without a reading of the element.
@@ -1134,6 +1173,14 @@ impl Follower {
         // estimated from them over time (module `position`); otherwise the reading alone.
         let unbiased = self.nudge.is_none() && (sample.playback_rate - rate).abs() <= 1e-9;
         let (position_s, settled, windowed) = if unbiased {
+            if let Some(edge) = sample.edge.filter(|e| e.local_ms <= sample.local_ms) {
+                self.estimator.push_edge(
+                    edge.local_ms,
+                    edge.position_s,
+                    sample.playback_rate,
+                    edge.span_ms,
+                );
+            }
             let e = self
                 .estimator
                 .push(sample.local_ms, sample.position_s, sample.playback_rate);
@@ -1350,6 +1397,7 @@ mod tests {
             seeking: false,
             playback_rate: RATE.get(),
             ready: true,
+            edge: None,
         });
         let out = drain(f);
         for c in &out.0 {

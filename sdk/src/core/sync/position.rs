@@ -41,6 +41,16 @@
 //! changes (a start, seek, pause, load or rate change): readings before it say nothing about
 //! after.
 //!
+//! An **edge reading** ([`PositionEstimator::push_edge`]) is one taken as `currentTime`
+//! changed: the driver read it once per task until its value changed, and the new value was
+//! current between the two reads around the change (`span_ms` apart, `local_ms` their
+//! midpoint). Its offset is the true one within `span_ms / 2`, not stale by up to a quantum:
+//! while the window holds one, the estimate is the mean of the window's edge offsets, settled
+//! at once. [`PositionEstimator::wants_edge`] says when the next reading should be one: after
+//! every reset (or once the window forgot its last edge) while the quantum is not known to be
+//! fine. One edge reading costs the driver up to a quantum of per-task reads (Firefox: 40 ms);
+//! the plain readings that follow keep it settled until the window ages it out.
+//!
 //! Sans-IO: times come in as arguments (local ms), nothing is read from a clock.
 
 use std::collections::VecDeque;
@@ -141,6 +151,8 @@ pub struct PositionEstimator {
     rate: f64,
     /// `(local ms, offset ms)`, oldest first.
     window: VecDeque<(f64, f64)>,
+    /// The edge readings of the window: `(local ms, offset ms, span ms)`, oldest first.
+    edges: VecDeque<(f64, f64, f64)>,
     /// A reading outside the band, waiting for the next one to agree: `(local ms, offset ms)`.
     held: Option<(f64, f64)>,
     /// The learned quantum, ms.
@@ -155,6 +167,7 @@ impl PositionEstimator {
             anchor_ms: 0.0,
             rate: 1.0,
             window: VecDeque::new(),
+            edges: VecDeque::new(),
             held: None,
             quantum_ms: None,
         }
@@ -173,7 +186,76 @@ impl PositionEstimator {
     /// Forgets the readings (the element's motion changed); keeps the learned quantum.
     pub fn reset(&mut self) {
         self.window.clear();
+        self.edges.clear();
         self.held = None;
+    }
+
+    /// Whether the next reading should be an edge reading ([`PositionEstimator::push_edge`]):
+    /// a windowed estimator whose quantum is not known to be within `fine_quantum_ms` and
+    /// whose window holds no edge reading.
+    pub fn wants_edge(&self) -> bool {
+        self.config.max_readings > 1
+            && self.edges.is_empty()
+            && self
+                .quantum_ms
+                .map_or(true, |q| q > self.config.fine_quantum_ms)
+    }
+
+    /// Takes an edge reading (module docs): `position_s` became current at `local_ms`, within
+    /// `±span_ms / 2`, while the element plays at `rate`. A span over `tolerance_ms` makes it
+    /// a plain reading. An edge reading outside the window's band means the element moved: the
+    /// window restarts from it. Returns the estimate at `local_ms`.
+    pub fn push_edge(
+        &mut self,
+        local_ms: f64,
+        position_s: f64,
+        rate: f64,
+        span_ms: f64,
+    ) -> PositionEstimate {
+        let usable = self.config.max_readings > 1
+            && local_ms.is_finite()
+            && position_s.is_finite()
+            && span_ms.is_finite()
+            && (0.0..=self.config.tolerance_ms).contains(&span_ms);
+        if !usable {
+            return self.push(local_ms, position_s, rate);
+        }
+        if (rate - self.rate).abs() > 1e-9 {
+            self.reset();
+            self.rate = rate;
+        }
+        if self.window.is_empty() {
+            self.anchor_ms = local_ms;
+        }
+        let offset = position_s * 1000.0 - rate * (local_ms - self.anchor_ms);
+        if let Some((hi, _)) = self.envelope() {
+            let band = self.band_ms();
+            if offset > hi + band || offset < hi - band {
+                self.window.clear();
+                self.edges.clear();
+            }
+        }
+        self.held = None;
+        self.window.push_back((local_ms, offset));
+        self.edges.push_back((local_ms, offset, span_ms));
+        self.trim(local_ms);
+        self.estimate(local_ms, position_s)
+    }
+
+    /// Drops the readings beyond `max_readings` or older than `window_ms` before `local_ms`.
+    fn trim(&mut self, local_ms: f64) {
+        while self.window.len() > self.config.max_readings
+            || self
+                .window
+                .front()
+                .is_some_and(|f| local_ms - f.0 > self.config.window_ms)
+        {
+            self.window.pop_front();
+        }
+        let oldest = self.window.front().map_or(f64::INFINITY, |f| f.0);
+        while self.edges.front().is_some_and(|e| e.0 < oldest) {
+            self.edges.pop_front();
+        }
     }
 
     /// How much later than planned the `k`-th reading should be taken, ms: a pseudo-random
@@ -227,6 +309,7 @@ impl PositionEstimator {
                     Some((t, o)) if (offset - o).abs() <= band => {
                         // The element moved: restart from the two readings that agree.
                         self.window.clear();
+                        self.edges.clear();
                         self.window.push_back((t, o));
                     }
                     _ => {
@@ -239,14 +322,7 @@ impl PositionEstimator {
             }
         }
         self.window.push_back((local_ms, offset));
-        while self.window.len() > self.config.max_readings
-            || self
-                .window
-                .front()
-                .is_some_and(|f| local_ms - f.0 > self.config.window_ms)
-        {
-            self.window.pop_front();
-        }
+        self.trim(local_ms);
         let n = self.window.len();
         if n >= LEARN_READINGS {
             if let Some((hi, lo)) = self.envelope() {
@@ -309,6 +385,19 @@ impl PositionEstimator {
                 uncertainty_ms: q,
                 settled: true,
                 single: true,
+            };
+        }
+        if !self.edges.is_empty() {
+            // Edge readings are the true offset within their half span: their mean.
+            let k = self.edges.len() as f64;
+            let offset = self.edges.iter().map(|e| e.1).sum::<f64>() / k;
+            let half_span = self.edges.iter().map(|e| e.2).fold(0.0, f64::max) / 2.0;
+            return PositionEstimate {
+                position_s: (offset + self.rate * (local_ms - self.anchor_ms)) / 1000.0,
+                readings: n,
+                uncertainty_ms: half_span,
+                settled: true,
+                single: false,
             };
         }
         let uncertainty_ms = quantum.map_or(self.config.max_quantum_ms, |q| q / (n as f64 + 1.0));
@@ -444,6 +533,67 @@ mod tests {
             assert!(est.settled);
             assert_eq!(e.dither_ms(3), 0.0);
         }
+    }
+
+    /// An edge reading is the position within its half span: settled at once, where plain
+    /// readings of a 40 ms quantum take dozens; the plain readings after it keep it; it is
+    /// wanted again after a reset, and never for a fine `currentTime`.
+    #[test]
+    fn an_edge_reading_settles_at_once_and_plain_readings_keep_it() {
+        let mut e = PositionEstimator::new(EstimatorConfig::default());
+        assert!(e.wants_edge(), "nothing known yet");
+        let (q, phase, o) = (40.0, 13.0, 700.0);
+        // Plain readings alone: not settled after 8 (uncertainty q / 9 > 1.5 ms).
+        let mut t = 5000.0;
+        for k in 0..8 {
+            t += 30.0 + e.dither_ms(k);
+            let est = e.push(t, stale(t, q, phase, o), 1.0);
+            assert!(!est.settled, "{k}: {est:?}");
+        }
+        e.reset();
+        assert!(e.wants_edge());
+        // One edge reading (the refresh at 5333 ms, read 0.4 ms apart): settled, exact.
+        let edge_t = phase + (5333.0_f64 / q).ceil() * q;
+        let est = e.push_edge(edge_t, (o + edge_t) / 1000.0, 1.0, 0.4);
+        assert!(est.settled, "{est:?}");
+        assert!(
+            (est.position_s * 1000.0 - (o + edge_t)).abs() < 1e-6,
+            "{est:?}"
+        );
+        assert!(!e.wants_edge(), "the window holds an edge");
+        // Plain readings after it (each up to 40 ms stale) leave the estimate exact.
+        let mut t = edge_t;
+        for k in 0..10 {
+            t += 30.0 + e.dither_ms(k);
+            let est = e.push(t, stale(t, q, phase, o), 1.0);
+            assert!(est.settled);
+            let err = est.position_s * 1000.0 - (o + t);
+            assert!(err.abs() < 1e-6, "{k}: {err}");
+        }
+        // Aged out of the window: wanted again.
+        t += EstimatorConfig::default().window_ms + 1.0;
+        e.push(t, stale(t, q, phase, o), 1.0);
+        assert!(e.wants_edge());
+        // A wide edge reading is a plain one.
+        e.reset();
+        let est = e.push_edge(t, (o + t) / 1000.0, 1.0, 5.0);
+        assert!(!est.settled && e.wants_edge(), "{est:?}");
+        // An edge far from the window: the element moved, the window restarts from it.
+        e.reset();
+        e.push_edge(t, (o + t) / 1000.0, 1.0, 0.5);
+        t += 100.0;
+        let est = e.push_edge(t, (o + 500.0 + t) / 1000.0, 1.0, 0.5);
+        assert_eq!(est.readings, 1);
+        assert!((est.position_s * 1000.0 - (o + 500.0 + t)).abs() < 1e-6);
+        // A fine currentTime (learned) never wants one.
+        let mut fine = PositionEstimator::new(EstimatorConfig::default());
+        let mut t = 0.0;
+        for _ in 0..LEARN_READINGS {
+            t += 20.0;
+            fine.push(t, t / 1000.0, 1.0);
+        }
+        assert!(!fine.wants_edge());
+        assert!(!PositionEstimator::new(EstimatorConfig::SINGLE_READING).wants_edge());
     }
 
     #[test]

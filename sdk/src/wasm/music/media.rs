@@ -18,8 +18,30 @@ use crate::core::sync::follower::{MediaCommand, MediaSample};
 use crate::wasm::error;
 use js_sys::{Function, Object, Promise, Reflect};
 use serde_json::Value;
+use wasm_bindgen::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
 use web_sys::HtmlMediaElement;
+
+#[wasm_bindgen(module = "/js/media_edge.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = readEdge)]
+    fn read_edge_js(el: &HtmlMediaElement, max_ms: f64) -> Promise;
+}
+
+/// An edge reading of `currentTime` (`js/media_edge.js`; PROTOCOL.md §12.5.2): reads it once
+/// per task for at most `max_ms` until it changes. Resolves to `(position s, local ms of the
+/// change, span ms)`, or `None` when it did not change (paused, seeking, stalled).
+pub(crate) async fn read_edge(el: &HtmlMediaElement, max_ms: f64) -> Option<(f64, f64, f64)> {
+    let v = JsFuture::from(read_edge_js(el, max_ms)).await.ok()?;
+    let num = |k: &str| {
+        Reflect::get(&v, &k.into())
+            .ok()
+            .and_then(|x| x.as_f64())
+            .filter(|x| x.is_finite())
+    };
+    Some((num("position")?, num("atMs")?, num("spanMs")?))
+}
 
 /// `HTMLMediaElement.HAVE_FUTURE_DATA`.
 const HAVE_FUTURE_DATA: u16 = 3;
@@ -121,6 +143,7 @@ impl Media {
                 seeking: el.seeking(),
                 playback_rate: el.playback_rate(),
                 ready: el.ready_state() >= HAVE_FUTURE_DATA,
+                edge: None,
             },
             Media::Player(p) => {
                 let s = call(p, "sample", &[]).unwrap_or(JsValue::UNDEFINED);
@@ -139,6 +162,7 @@ impl Media {
                     seeking: flag("seeking").unwrap_or(false),
                     playback_rate: num("rate").unwrap_or(1.0),
                     ready: position.is_some() && flag("ready").unwrap_or(false),
+                    edge: None,
                 }
             }
         }

@@ -47,7 +47,7 @@ use crate::core::client::{ConnectionState, Event};
 use crate::core::error::ErrorCode;
 use crate::core::lane::Lane;
 use crate::core::music::{Output, Room as CoreRoom, RoomEvent};
-use crate::core::sync::follower::{FollowerConfig, MediaCommand};
+use crate::core::sync::follower::{EdgeReading, FollowerConfig, MediaCommand};
 use crate::core::sync::peer_clock::ClockProbe;
 use crate::core::sync::state::{MusicAction, MusicControlData, SyncMessage};
 use crate::wasm::driver::{self, Handle as ClientHandle};
@@ -70,8 +70,12 @@ use wasm_bindgen_futures::JsFuture;
 const ANSWER_TIMEOUT_MS: f64 = 10_000.0;
 
 /// A reading of the element whose two clock reads lie further apart is dropped, ms (see
-/// [`sample`]).
+/// [`sample`]); an edge reading wider than this is handed as a plain one.
 const MAX_READ_SPAN_MS: f64 = 1.0;
+
+/// An edge reading ([`sample_edge`]) waits this long at most for `currentTime` to change, ms:
+/// more than the coarsest refresh period believed (`EstimatorConfig::max_quantum_ms`).
+const EDGE_WAIT_MS: f64 = 60.0;
 
 /// Media events that trigger a sample (see the module docs).
 const MEDIA_EVENTS: [&str; 8] = [
@@ -534,6 +538,7 @@ fn new_room(
         media_listeners: Vec::new(),
         gesture_listeners: Vec::new(),
         core_due: None,
+        edge_until: None,
         events: Queue::default(),
         closed: false,
         tiers,
@@ -657,6 +662,9 @@ struct Room {
     closed: bool,
     /// Tier 2 (`peerToPeer`): the mesh and the offline queue, see [`tiers`].
     tiers: Option<tiers::Tiers>,
+    /// An edge reading is under way ([`sample_edge`]) until this local ms: no other sample
+    /// is taken, and the timer is not armed before it.
+    edge_until: Option<f64>,
 }
 
 /// Something to do outside the room's borrow.
@@ -752,7 +760,7 @@ impl Room {
             .into_iter()
             .flatten()
             .reduce(f64::min)
-            .map(|at| at.max(0.0).ceil() as u64);
+            .map(|at| at.max(self.edge_until.unwrap_or(0.0)).max(0.0).ceil() as u64);
         let weak = Rc::downgrade(h);
         self.timer.arm(&self.global, deadline, move || {
             Box::new(move || {
@@ -863,13 +871,18 @@ fn media_error(h: &RoomHandle, err: &JsValue) {
 /// loaded machine: up to tens of ms) yields a position whose instant is unknown; such a
 /// reading is dropped ([`MAX_READ_SPAN_MS`]) and the follower only runs its timers.
 fn sample(h: &RoomHandle) {
-    let (media, now) = {
+    let (media, now, edge) = {
         let r = h.borrow();
-        if r.closed {
+        if r.closed || r.edge_until.is_some() {
             return;
         }
-        (r.media.clone(), r.now())
+        let edge = r.core.follower().wants_edge_sample();
+        (r.media.clone(), r.now(), edge)
     };
+    if let (true, Some(el)) = (edge, media.element()) {
+        sample_edge(h, el.clone(), now);
+        return;
+    }
     let s = media.sample(now);
     {
         let mut r = h.borrow_mut();
@@ -881,6 +894,42 @@ fn sample(h: &RoomHandle) {
         }
     }
     finish(h);
+}
+
+/// Takes an edge reading ([`media::read_edge`], PROTOCOL.md §12.5.2), then hands the follower
+/// a plain reading with it; without it when `currentTime` did not change within
+/// [`EDGE_WAIT_MS`], changed only across reads further apart than [`MAX_READ_SPAN_MS`], or the
+/// follower no longer wants one (a command came meanwhile).
+fn sample_edge(h: &RoomHandle, el: web_sys::HtmlMediaElement, now: f64) {
+    h.borrow_mut().edge_until = Some(now + EDGE_WAIT_MS);
+    let weak = Rc::downgrade(h);
+    runtime::spawn(async move {
+        let edge = media::read_edge(&el, EDGE_WAIT_MS).await;
+        let Some(h) = weak.upgrade() else { return };
+        {
+            let mut r = h.borrow_mut();
+            r.edge_until = None;
+            if r.closed {
+                return;
+            }
+            // The plain reading, taken now (`currentTime` holds still for the rest of the
+            // task in which the edge was read), with the edge if it is one.
+            let now = r.now();
+            let mut s = r.media.sample(now);
+            let wanted = r.core.follower().wants_edge_sample() && !s.paused && !s.seeking;
+            s.edge = edge
+                .filter(|&(_, at_ms, span_ms)| {
+                    wanted && span_ms <= MAX_READ_SPAN_MS && at_ms <= now
+                })
+                .map(|(position_s, local_ms, span_ms)| EdgeReading {
+                    local_ms,
+                    position_s,
+                    span_ms,
+                });
+            r.core.handle_media_sample(s);
+        }
+        finish(&h);
+    });
 }
 
 fn on_timer(h: &RoomHandle) {
