@@ -286,11 +286,18 @@ test('pkg/package.json is what the README promises: ES module p3-lanes, one entr
   assert.match(README, /`pkg\/` is also an npm package \(`p3-lanes`/);
   // The README's table: | `specifier` | contains | `/pkg/<path>` |
   const rows = [...README.matchAll(/^\| `(p3-lanes[^`]*)` \| [^\n]* \| `\/pkg\/([^`]+)` \|$/gm)];
-  assert.deepEqual(
-    rows.map(([, specifier]) => specifier).sort(),
-    Object.keys(pkg.exports).filter((k) => k !== './package.json').map((k) => (k === '.' ? 'p3-lanes' : `p3-lanes/${k.slice(2)}`)).sort(),
-    'the README lists every entry of `exports`',
-  );
+  const specifiers = Object.keys(pkg.exports).filter((k) => k !== './package.json').map((k) => (k === '.' ? 'p3-lanes' : `p3-lanes/${k.slice(2)}`));
+  // The table lists the entries; the text below it their `/auto` twins and the wasm files.
+  const entries = specifiers.filter((k) => !k.endsWith('/auto') && !k.includes('*'));
+  assert.deepEqual(rows.map(([, specifier]) => specifier).sort(), entries.sort(), 'the README lists every entry of `exports`');
+  for (const entry of entries) {
+    assert.ok(specifiers.includes(`${entry}/auto`), `${entry} has an /auto twin in exports`);
+  }
+  for (const twin of ['p3-lanes/auto', 'p3-lanes/music/auto', 'p3-lanes/pwa/auto']) {
+    assert.ok(README.includes(`\`${twin}\``), `the README names ${twin}`);
+  }
+  assert.deepEqual(specifiers.filter((k) => !entries.includes(k) && !k.endsWith('/auto')), ['p3-lanes/*.wasm'], 'the wasm files are exported by name');
+  assert.ok(README.includes('`p3-lanes/p3_lanes_bg.wasm`'), 'the README says how the wasm files are exported');
   for (const [, specifier, path] of rows) {
     const key = specifier === 'p3-lanes' ? '.' : `./${specifier.slice('p3-lanes/'.length)}`;
     assert.equal(pkg.exports[key].default, `./${path}`, `${specifier} is served at /pkg/${path}`);

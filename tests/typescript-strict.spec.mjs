@@ -1,9 +1,10 @@
 // The package's declarations under strict TypeScript (issue 16), as an app compiles them:
 // `tsc --noEmit` with `strict` and `skipLibCheck: false` (tests/ts/tsconfig.json) over
 // - every ```js / ```ts example of README.md and of the package's README (sdk/npm/README.md),
-//   extracted here into tests/ts/.readme/ (one module per block; imports of '/pkg/p3_lanes.js'
-//   and '/pkg/p3_lanes.auto.js', the demo server's paths, become the package's 'p3-lanes' and
-//   'p3-lanes/auto'; the placeholders the examples
+//   extracted here into tests/ts/.readme/ (one module per block; imports of the demo server's
+//   paths become the package's specifiers: '/pkg/lanes/p3_lanes.js' 'p3-lanes',
+//   '/pkg/music/p3_lanes.js' 'p3-lanes/music', '/pkg/pwa/p3_lanes.js' 'p3-lanes/pwa',
+//   '/pkg/p3_lanes.js' 'p3-lanes/full', each '.auto.js' its '/auto' twin; the placeholders the examples
 //   leave to the app are declared in tests/ts/readme-context.d.ts);
 // - tests/ts/typed-lanes.ts (typed lanes, literal unions, `isP3Error` narrowing, with
 //   `@ts-expect-error` lines for what must be refused) and tests/ts/entries.ts (the `auto` and
@@ -49,9 +50,11 @@ test('README examples, typed lanes and every entry compile under strict TypeScri
   for (const readme of READMES) {
     const stem = readme.replace(/[^a-z0-9]+/gi, '_');
     for (const { line, code } of codeBlocks(readFileSync(join(ROOT, readme), 'utf8'))) {
-      const source = code
-        .replaceAll("'/pkg/p3_lanes.js'", "'p3-lanes'")
-        .replaceAll("'/pkg/p3_lanes.auto.js'", "'p3-lanes/auto'");
+      // The served path of each entry (README "pkg/ is also an npm package") → its specifier.
+      const source = code.replace(/'\/pkg\/(?:(lanes|music|pwa)\/)?p3_lanes(\.auto)?\.js'/g, (_, dir, auto) => {
+        const entry = dir === undefined ? 'p3-lanes/full' : dir === 'lanes' ? 'p3-lanes' : `p3-lanes/${dir}`;
+        return `'${entry}${auto ? '/auto' : ''}'`;
+      });
       writeFileSync(join(OUT_DIR, `${stem}_L${line}.ts`), `// ${readme}:${line}\n${source}\nexport {};\n`);
       count += 1;
     }

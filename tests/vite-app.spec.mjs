@@ -62,19 +62,28 @@ function freePort() {
  */
 async function startPreview() {
   const port = await freePort();
-  const proc = spawn(process.execPath, [VITE, 'preview', '--host', '127.0.0.1', '--port', String(port), '--strictPort'], { cwd: app });
+  // NO_COLOR: with `CI` set Vite colours its output, the port in bold, even into a pipe.
+  const env = { ...process.env, NO_COLOR: '1' };
+  delete env.FORCE_COLOR;
+  const proc = spawn(process.execPath, [VITE, 'preview', '--host', '127.0.0.1', '--port', String(port), '--strictPort'], { cwd: app, env });
   const url = `http://127.0.0.1:${port}`;
   let output = '';
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`vite preview did not start:\n${output}`)), WAIT_MS);
-    const onData = (chunk) => {
-      output += chunk;
-      if (output.includes(url)) { clearTimeout(timer); resolve(); }
-    };
-    proc.stdout.on('data', onData);
-    proc.stderr.on('data', (chunk) => { output += chunk; });
-    proc.once('exit', (code) => { clearTimeout(timer); reject(new Error(`vite preview exited (${code}):\n${output}`)); });
-  });
+  try {
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`vite preview did not start:\n${output}`)), WAIT_MS);
+      const onData = (chunk) => {
+        output += chunk;
+        // eslint-disable-next-line no-control-regex
+        if (output.replace(/\x1b\[[0-9;]*m/g, '').includes(url)) { clearTimeout(timer); resolve(); }
+      };
+      proc.stdout.on('data', onData);
+      proc.stderr.on('data', (chunk) => { output += chunk; });
+      proc.once('exit', (code) => { clearTimeout(timer); reject(new Error(`vite preview exited (${code}):\n${output}`)); });
+    });
+  } catch (err) {
+    proc.kill('SIGKILL');
+    throw err;
+  }
   return { url, proc };
 }
 

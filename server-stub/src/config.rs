@@ -203,7 +203,7 @@ pub struct Config {
     #[arg(long, env = "P3_METRICS_PUBLIC", default_value_t = false)]
     pub metrics_public: bool,
     /// How often the pulse stream broadcasts this node's `metrics` to registered
-    /// connections, ms (PROTOCOL.md §17.2).
+    /// connections, ms (PROTOCOL.md §18.2).
     #[arg(long, env = "PULSE_INTERVAL_MS", default_value_t = DEFAULT_PULSE_INTERVAL_MS,
           value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
     pub pulse_interval_ms: u64,

@@ -1,4 +1,4 @@
-//! `GET /metrics` and `/pulse/stream` (issue 14; PROTOCOL.md §17), against a real server:
+//! `GET /metrics` and `/pulse/stream` (issue 14; PROTOCOL.md §18), against a real server:
 //! figures follow sessions, rooms and lane traffic; both are admin routes by default; the
 //! stream registers nodes, broadcasts `metrics`, rate-limits and bounds each connection.
 

@@ -1,7 +1,9 @@
 // The package's other entries have the main entry's API (issue 16): the self-initialising
-// `p3-lanes/auto` and the Node.js variant (`node` condition of `p3-lanes`).
+// `p3-lanes/auto` (and the `/auto` twins of the PWA and full entries) and the Node.js variant (`node` condition of `p3-lanes`).
 
-import { P3Client as AutoClient, checkVersion, CacheGuard } from 'p3-lanes/auto';
+import { P3Client as AutoClient } from 'p3-lanes/auto';
+import { checkVersion, CacheGuard } from 'p3-lanes/pwa/auto';
+import { P3Client as FullClient, checkVersion as fullCheckVersion } from 'p3-lanes/full/auto';
 import initNode, { P3Client as NodeClient, isP3Error } from '../../pkg/p3_lanes.node.js';
 import { provideWebSocket } from '../../pkg/node-websocket.js';
 
@@ -9,7 +11,9 @@ const from: 'global' | 'ws' | 'none' = await provideWebSocket();
 await initNode(); // already initialised: resolves at once
 const a: AutoClient = await AutoClient.connect('http://127.0.0.1:8080');
 const n: NodeClient = await NodeClient.connect('http://127.0.0.1:8080', { lanes: ['Control', 'Messaging'], deviceKey: false });
-void a; void n; void from;
+const f: FullClient = await FullClient.connect('http://127.0.0.1:8080');
+const fullStatus: Promise<unknown> = fullCheckVersion('http://127.0.0.1:8080');
+void a; void n; void f; void fullStatus; void from;
 
 // checkVersion and CacheGuard take the server's base URL like connect; the old shapes stay.
 const viaBase = await checkVersion('https://p3.example.com', { currentVersion: '1.2.3' });

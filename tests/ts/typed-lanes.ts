@@ -1,4 +1,4 @@
-// Typed lanes and typed errors under strict TypeScript (issue 16): what an app declares, what the
+// Typed lanes and typed errors under strict TypeScript (issue 16; the music entry, a superset of the lanes one): what an app declares, what the
 // compiler then accepts, and what it refuses (each `@ts-expect-error` fails the compile if the
 // line below it ever type-checks, e.g. if a payload type collapsed to `unknown` or `any`).
 
@@ -12,7 +12,7 @@ import init, {
   type P3Error,
   type P3Message,
   type TypedP3Client,
-} from 'p3-lanes';
+} from 'p3-lanes/music';
 
 interface ChatMessage { text: string; at: number }
 interface Position { positionMs: number }
