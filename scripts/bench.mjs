@@ -24,12 +24,12 @@
 // benches write their rows into it, and every run ends by rendering BENCHMARKS.md from it
 // (scripts/lib/bench-report.mjs; tests/benchmarks-generated.spec.mjs checks the two agree).
 
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildSdk } from './build-sdk.mjs';
 import { browserBattery } from './lib/bench-battery.mjs';
 import { browserFailover } from './lib/bench-failover.mjs';
-import { writeBenchmarksMd } from './lib/bench-report.mjs';
+import { mergeResults, writeBenchmarksMd } from './lib/bench-report.mjs';
 import { ROOT, run, runMain, step } from './lib/proc.mjs';
 import { setup } from './setup.mjs';
 
@@ -146,14 +146,8 @@ async function browserSync() {
     ['join_to_in_sync', f.joinToSyncMs, target(1500), 1500],
     ['clock_offset_error.p95', f.clockErrorP95Ms, `unsynchronized clock skew: ${maxSkew} ms`, maxSkew],
   ].map(([name, value, baseline, base]) => ({ name: `sync.browser.${name}`, value, unit: 'ms', baseline, ratio: value / base }));
-  let all = [];
-  try {
-    all = JSON.parse(readFileSync(RESULTS, 'utf8'));
-  } catch {
-    // No results yet.
-  }
-  all = all.filter((e) => !e.name.startsWith('sync.browser.')).concat(ours);
-  writeFileSync(RESULTS, `${JSON.stringify(all, null, 2)}\n`);
+  // The Firefox rows (`sync.browser.firefox.*`) are this run's too: browserSyncFirefox follows.
+  mergeResults(RESULTS, 'sync.browser.', ours);
   console.log(`\nmusic sync in Chromium (${f.links}; clocks skewed by ${f.skewsMs.join(', ')} ms):`);
   for (const e of ours) console.log(`  ${e.name.padEnd(42)} ${e.value.toFixed(2).padStart(9)} ms   (${e.baseline}, ratio ${e.ratio.toFixed(2)})`);
   step(`bench sync.browser: results in bench-results.json`);
@@ -183,14 +177,7 @@ async function browserSyncFirefox() {
   ]
     .filter(([, value]) => typeof value === 'number')
     .map(([name, value]) => ({ name: `sync.browser.firefox.${name}`, value, unit: 'ms', baseline, ratio: value / base }));
-  let all = [];
-  try {
-    all = JSON.parse(readFileSync(RESULTS, 'utf8'));
-  } catch {
-    // No results yet.
-  }
-  all = all.filter((e) => !e.name.startsWith('sync.browser.firefox.')).concat(ours);
-  writeFileSync(RESULTS, `${JSON.stringify(all, null, 2)}\n`);
+  mergeResults(RESULTS, 'sync.browser.firefox.', ours);
   console.log('\nmusic sync with Firefox pages (spread between two pages, p95):');
   for (const e of ours) console.log(`  ${e.name.padEnd(52)} ${e.value.toFixed(2).padStart(9)} ms   (ratio ${e.ratio.toFixed(2)} to ${base.toFixed(2)} ms)`);
   step('bench sync.browser.firefox: results in bench-results.json');

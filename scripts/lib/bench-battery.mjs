@@ -18,7 +18,6 @@
 //   node scripts/lib/bench-battery.mjs      (after `node scripts/build-sdk.mjs` and a release
 //                                            server-stub build; `npm run bench` does both)
 
-import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +25,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Server } from 'socket.io';
 import { launchBrowser, openSdkPage } from '../../tests/support/browser.mjs';
 import { dj, launchMusicBrowser, openMusicPage, startMusicServer, track } from '../../tests/support/music.mjs';
+import { mergeResults } from './bench-report.mjs';
 import { isMain, ROOT, runMain, step } from './proc.mjs';
 
 /** Measuring window per scenario, ms. */
@@ -233,14 +233,7 @@ export async function browserBattery(resultsPath) {
       ratio: mean(on.map(bytes)) / Math.max(sioBytes, 1),
     },
   ];
-  let all = [];
-  try {
-    all = JSON.parse(readFileSync(resultsPath, 'utf8'));
-  } catch {
-    // No results yet.
-  }
-  all = all.filter((e) => !e.name.startsWith('battery.')).concat(rows);
-  writeFileSync(resultsPath, `${JSON.stringify(all, null, 2)}\n`);
+  mergeResults(resultsPath, 'battery.', rows);
   console.log('\nbattery (renderer CPU per minute, bytes sent per minute):');
   for (const r of rows) console.log(`  ${r.name.padEnd(40)} ${String(r.value).padStart(10)} ${r.unit.padEnd(10)} ratio ${r.ratio.toFixed(3)}  (${r.baseline})`);
   return rows;

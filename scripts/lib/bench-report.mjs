@@ -65,3 +65,28 @@ export function writeBenchmarksMd(results, out) {
   writeFileSync(out, renderBenchmarksMd(all));
   return all.length;
 }
+
+/**
+ * The entries of the results file at `path` (`[]` when there is none yet).
+ * @param {string} path
+ * @returns {{name: string}[]}
+ */
+export function readResults(path) {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8'));
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Replaces the entries of `path` whose names start with `prefix` by `rows` (a bench's own rows,
+ * see scripts/bench.mjs) and writes the file back.
+ * @param {string} path
+ * @param {string} prefix
+ * @param {{name: string}[]} rows
+ */
+export function mergeResults(path, prefix, rows) {
+  const all = readResults(path).filter((e) => !e.name.startsWith(prefix)).concat(rows);
+  writeFileSync(path, `${JSON.stringify(all, null, 2)}\n`);
+}

@@ -220,6 +220,21 @@ impl PositionEstimator {
         if !usable {
             return self.push(local_ms, position_s, rate);
         }
+        let offset = self.offset_of(local_ms, position_s, rate);
+        if self.outside_band(offset) {
+            self.window.clear();
+            self.edges.clear();
+        }
+        self.held = None;
+        self.window.push_back((local_ms, offset));
+        self.edges.push_back((local_ms, offset, span_ms));
+        self.trim(local_ms);
+        self.estimate(local_ms, position_s)
+    }
+
+    /// The offset of a reading, ms (a new rate resets the window; an empty window is
+    /// anchored at this reading).
+    fn offset_of(&mut self, local_ms: f64, position_s: f64, rate: f64) -> f64 {
         if (rate - self.rate).abs() > 1e-9 {
             self.reset();
             self.rate = rate;
@@ -227,19 +242,15 @@ impl PositionEstimator {
         if self.window.is_empty() {
             self.anchor_ms = local_ms;
         }
-        let offset = position_s * 1000.0 - rate * (local_ms - self.anchor_ms);
-        if let Some((hi, _)) = self.envelope() {
+        position_s * 1000.0 - rate * (local_ms - self.anchor_ms)
+    }
+
+    /// Whether `offset` lies outside the band around the window's maximum (none when empty).
+    fn outside_band(&self, offset: f64) -> bool {
+        self.envelope().is_some_and(|(hi, _)| {
             let band = self.band_ms();
-            if offset > hi + band || offset < hi - band {
-                self.window.clear();
-                self.edges.clear();
-            }
-        }
-        self.held = None;
-        self.window.push_back((local_ms, offset));
-        self.edges.push_back((local_ms, offset, span_ms));
-        self.trim(local_ms);
-        self.estimate(local_ms, position_s)
+            offset > hi + band || offset < hi - band
+        })
     }
 
     /// Drops the readings beyond `max_readings` or older than `window_ms` before `local_ms`.
@@ -294,32 +305,23 @@ impl PositionEstimator {
                 single: true,
             };
         }
-        if (rate - self.rate).abs() > 1e-9 {
-            self.reset();
-            self.rate = rate;
-        }
-        if self.window.is_empty() {
-            self.anchor_ms = local_ms;
-        }
-        let offset = position_s * 1000.0 - rate * (local_ms - self.anchor_ms);
-        if let Some((hi, _)) = self.envelope() {
+        let offset = self.offset_of(local_ms, position_s, rate);
+        if self.outside_band(offset) {
             let band = self.band_ms();
-            if offset > hi + band || offset < hi - band {
-                match self.held.take() {
-                    Some((t, o)) if (offset - o).abs() <= band => {
-                        // The element moved: restart from the two readings that agree.
-                        self.window.clear();
-                        self.edges.clear();
-                        self.window.push_back((t, o));
-                    }
-                    _ => {
-                        self.held = Some((local_ms, offset));
-                        return self.estimate(local_ms, position_s);
-                    }
+            match self.held.take() {
+                Some((t, o)) if (offset - o).abs() <= band => {
+                    // The element moved: restart from the two readings that agree.
+                    self.window.clear();
+                    self.edges.clear();
+                    self.window.push_back((t, o));
                 }
-            } else {
-                self.held = None;
+                _ => {
+                    self.held = Some((local_ms, offset));
+                    return self.estimate(local_ms, position_s);
+                }
             }
+        } else {
+            self.held = None;
         }
         self.window.push_back((local_ms, offset));
         self.trim(local_ms);
