@@ -245,6 +245,19 @@ impl PositionEstimator {
         position_s * 1000.0 - rate * (local_ms - self.anchor_ms)
     }
 
+    /// Whether a plain reading's `offset` contradicts the window's edge readings: a stale
+    /// reading lies in `(edge − quantum, edge]`, so one above the edges' mean by more than
+    /// [`SLACK_MS`], or below it by more than the quantum (`max_quantum_ms` until one is
+    /// learned) and [`SLACK_MS`], means the element jumped (an output glitch, a seek by hand).
+    fn contradicts_edges(&self, offset: f64) -> bool {
+        if self.edges.is_empty() {
+            return false;
+        }
+        let edge = self.edges.iter().map(|e| e.1).sum::<f64>() / self.edges.len() as f64;
+        let q = self.quantum_ms.unwrap_or(self.config.max_quantum_ms);
+        offset > edge + SLACK_MS || offset < edge - q - SLACK_MS
+    }
+
     /// Whether `offset` lies outside the band around the window's maximum (none when empty).
     fn outside_band(&self, offset: f64) -> bool {
         self.envelope().is_some_and(|(hi, _)| {
@@ -306,6 +319,16 @@ impl PositionEstimator {
             };
         }
         let offset = self.offset_of(local_ms, position_s, rate);
+        if self.contradicts_edges(offset) {
+            // The element moved since the edge readings: start afresh from this reading (the
+            // next one is wanted as an edge, [`PositionEstimator::wants_edge`]).
+            self.window.clear();
+            self.edges.clear();
+            self.held = None;
+            let offset = self.offset_of(local_ms, position_s, rate);
+            self.window.push_back((local_ms, offset));
+            return self.estimate(local_ms, position_s);
+        }
         if self.outside_band(offset) {
             let band = self.band_ms();
             match self.held.take() {
@@ -572,9 +595,21 @@ mod tests {
             let err = est.position_s * 1000.0 - (o + t);
             assert!(err.abs() < 1e-6, "{k}: {err}");
         }
+        // The element jumps 20 ms ahead (an output glitch): the first plain reading after it
+        // contradicts the edge, the estimate follows it and an edge is wanted again.
+        let jumped = |t: f64| stale(t, q, phase, o + 20.0);
+        // Read just after a refresh (a reading lagging by less than 18 ms shows the jump).
+        t = phase + ((t + 30.0 - phase) / q).ceil() * q + 1.0;
+        assert!(!e.wants_edge());
+        let est = e.push(t, jumped(t), 1.0);
+        assert!(e.wants_edge(), "{est:?}");
+        assert!(!est.settled);
+        let edge_t = phase + (t / q).ceil() * q;
+        let est = e.push_edge(edge_t, (o + 20.0 + edge_t) / 1000.0, 1.0, 0.4);
+        assert!(est.settled && (est.position_s * 1000.0 - (o + 20.0 + edge_t)).abs() < 1e-6);
         // Aged out of the window: wanted again.
-        t += EstimatorConfig::default().window_ms + 1.0;
-        e.push(t, stale(t, q, phase, o), 1.0);
+        t = edge_t + EstimatorConfig::default().window_ms + 1.0;
+        e.push(t, jumped(t), 1.0);
         assert!(e.wants_edge());
         // A wide edge reading is a plain one.
         e.reset();
