@@ -322,9 +322,7 @@ impl PositionEstimator {
         if self.contradicts_edges(offset) {
             // The element moved since the edge readings: start afresh from this reading (the
             // next one is wanted as an edge, [`PositionEstimator::wants_edge`]).
-            self.window.clear();
-            self.edges.clear();
-            self.held = None;
+            self.reset();
             let offset = self.offset_of(local_ms, position_s, rate);
             self.window.push_back((local_ms, offset));
             return self.estimate(local_ms, position_s);
