@@ -8,6 +8,7 @@
 //! | [`lane`] | the 8 lanes and their registry (seed 000 "8-Lane Protocol") |
 //! | [`auth`] | verified identity: handshake `auth`, `identity`, SIWE message text (EIP-4361; issue 12) |
 //! | [`handshake`] | handshake v2 bodies and negotiation (seed 000 "Session Handshake") |
+//! | [`drive`] | the one drive contract of every state machine: [`drive::Millis`], [`drive::Machine`], [`drive::drain`] (issue 13) |
 //! | [`dictionary`] | the negotiated token dictionary (seed 000 "Handshake Response") |
 //! | [`codec`] | dictionary MessagePack and JSON payloads; learned shapes ([`codec::learned`], issue 15) |
 //! | [`frame`] | the binary frame layout (PROTOCOL.md "Frames") |
@@ -32,6 +33,7 @@ pub mod close;
 pub mod codec;
 pub mod control;
 pub mod dictionary;
+pub mod drive;
 pub mod error;
 pub mod frame;
 pub mod handshake;
