@@ -22,7 +22,7 @@ use std::fmt;
 /// A point on the driver's monotonic clock, in milliseconds (fractional values allowed:
 /// `performance.now()` in browsers, an `Instant` offset on the server, a virtual clock in
 /// simulations). Never NaN; [`Millis::NEVER`] (+∞) means "no deadline".
-#[derive(Clone, Copy, Default, PartialEq, PartialOrd)]
+#[derive(Clone, Copy, Default)]
 pub struct Millis(f64);
 
 impl Millis {
@@ -31,13 +31,13 @@ impl Millis {
     /// No deadline: later than every reachable time.
     pub const NEVER: Millis = Millis(f64::INFINITY);
 
-    /// `ms` milliseconds; NaN becomes 0.
+    /// `ms` milliseconds; NaN (and -0) becomes 0.
     #[must_use]
     pub fn new(ms: f64) -> Millis {
         if ms.is_nan() {
             Millis::ZERO
         } else {
-            Millis(ms)
+            Millis(ms + 0.0)
         }
     }
 
@@ -112,9 +112,22 @@ impl Millis {
     }
 }
 
+impl PartialEq for Millis {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
 impl Eq for Millis {}
 
+impl PartialOrd for Millis {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl Ord for Millis {
+    /// Total order (never NaN; -0 is stored as 0).
     fn cmp(&self, other: &Self) -> Ordering {
         self.0.total_cmp(&other.0)
     }

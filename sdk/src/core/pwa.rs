@@ -32,7 +32,8 @@
 //! of tabs, reloads or version pushes.
 //!
 //! # Coordinator drive contract (str0m style)
-//! Time is a monotonic `now` in ms from the driver. After every call, drain
+//! The one contract of [`crate::core::drive`]: a monotonic `now` ([`Millis`]) from the
+//! driver, always the last argument. After every call, drain
 //! [`Coordinator::poll_output`] until it returns [`CoordOutput::Timeout`]:
 //! [`CoordOutput::Broadcast`] → post the message on the channel; [`CoordOutput::Lead`] → run
 //! the app's hook, purge, then call [`Coordinator::purge_finished`] (or
@@ -41,6 +42,7 @@
 //! [`CoordOutput::Recheck`] → another context saw a new version: run a check;
 //! [`CoordOutput::Timeout`] → call [`Coordinator::handle_timeout`] then.
 
+use crate::core::drive::{Machine, Millis, Polled};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};
 
@@ -158,19 +160,20 @@ pub struct PurgeRecord {
 
 impl PurgeRecord {
     /// The record a leader stores before purging for [`Decision::Purge`] `{target, attempt}`.
-    pub fn started(target: &str, attempt: u32, now: u64) -> PurgeRecord {
+    /// `wall_ms`: the wall clock (`Date.now()`), ms: the record outlives the page.
+    pub fn started(target: &str, attempt: u32, wall_ms: u64) -> PurgeRecord {
         PurgeRecord {
             target: target.to_owned(),
             attempts: attempt,
-            started_at: now,
+            started_at: wall_ms,
             finished_at: None,
         }
     }
 
-    /// This record with the purge marked finished at `now`.
+    /// This record with the purge marked finished at `wall_ms` (wall clock, ms).
     #[must_use]
-    pub fn finished(mut self, now: u64) -> PurgeRecord {
-        self.finished_at = Some(now.max(self.started_at));
+    pub fn finished(mut self, wall_ms: u64) -> PurgeRecord {
+        self.finished_at = Some(wall_ms.max(self.started_at));
         self
     }
 
@@ -426,8 +429,28 @@ pub enum CoordOutput {
     },
     /// Another context saw a new version, or the leader went silent: run a check.
     Recheck,
-    /// Nothing more now; call [`Coordinator::handle_timeout`] at this time (ms), if any.
-    Timeout(Option<u64>),
+    /// Nothing more now; call [`Coordinator::handle_timeout`] at this time ([`Millis::NEVER`]:
+    /// no deadline).
+    Timeout(Millis),
+}
+
+impl Polled for CoordOutput {
+    fn timeout(&self) -> Option<Millis> {
+        match self {
+            CoordOutput::Timeout(t) => Some(*t),
+            _ => None,
+        }
+    }
+}
+
+impl Machine for Coordinator {
+    type Output = CoordOutput;
+    fn handle_timeout(&mut self, now: Millis) {
+        Coordinator::handle_timeout(self, now);
+    }
+    fn poll_output(&mut self, now: Millis) -> CoordOutput {
+        Coordinator::poll_output(self, now)
+    }
 }
 
 /// Where a [`Coordinator`] stands.
@@ -524,7 +547,8 @@ impl Coordinator {
 
     /// [`Decision::Purge`]: claim the purge for `target`. No-op while already taking part in
     /// a purge for `target`.
-    pub fn claim(&mut self, target: &str, now: u64) {
+    pub fn claim(&mut self, target: &str, now: Millis) {
+        let now = now.as_u64();
         if self.target() == Some(target) {
             return;
         }
@@ -532,7 +556,8 @@ impl Coordinator {
     }
 
     /// [`Decision::AwaitPurge`]: follow the purge another context runs for `target`.
-    pub fn follow(&mut self, target: &str, now: u64) {
+    pub fn follow(&mut self, target: &str, now: Millis) {
+        let now = now.as_u64();
         if self.target() == Some(target) {
             return;
         }
@@ -543,14 +568,14 @@ impl Coordinator {
     }
 
     /// The leader's purge is done: tell the others (`purged`) and go idle.
-    pub fn purge_finished(&mut self, _now: u64) {
+    pub fn purge_finished(&mut self, _now: Millis) {
         if let State::Leading { target, .. } = std::mem::replace(&mut self.state, State::Idle) {
             self.broadcast_purged(target);
         }
     }
 
     /// The leader gives up (hook postponed, purge failed): tell the others (`released`).
-    pub fn release(&mut self, _now: u64) {
+    pub fn release(&mut self, _now: Millis) {
         if let State::Leading { target, .. } = std::mem::replace(&mut self.state, State::Idle) {
             let tab = self.tab.clone();
             self.out
@@ -566,7 +591,8 @@ impl Coordinator {
     // ---- inputs ----
 
     /// A message from another context arrived on the channel.
-    pub fn handle_message(&mut self, msg: TabMessage, now: u64) {
+    pub fn handle_message(&mut self, msg: TabMessage, now: Millis) {
+        let now = now.as_u64();
         let (target, tab) = msg.parts();
         if tab == self.tab {
             return;
@@ -606,7 +632,8 @@ impl Coordinator {
     }
 
     /// A deadline returned by [`CoordOutput::Timeout`] passed.
-    pub fn handle_timeout(&mut self, now: u64) {
+    pub fn handle_timeout(&mut self, now: Millis) {
+        let now = now.as_u64();
         match &mut self.state {
             State::Claiming {
                 target,
@@ -656,14 +683,16 @@ impl Coordinator {
     // ---- outputs ----
 
     /// The next output; drain until [`CoordOutput::Timeout`].
-    pub fn poll_output(&mut self) -> CoordOutput {
+    pub fn poll_output(&mut self, _now: Millis) -> CoordOutput {
         if let Some(o) = self.out.pop_front() {
             return o;
         }
         CoordOutput::Timeout(match &self.state {
-            State::Idle => None,
-            State::Claiming { deadline, .. } | State::Following { deadline, .. } => Some(*deadline),
-            State::Leading { next_heartbeat, .. } => Some(*next_heartbeat),
+            State::Idle => Millis::NEVER,
+            State::Claiming { deadline, .. } | State::Following { deadline, .. } => {
+                Millis::from_u64(*deadline)
+            }
+            State::Leading { next_heartbeat, .. } => Millis::from_u64(*next_heartbeat),
         })
     }
 
@@ -1029,13 +1058,13 @@ mod tests {
     fn drain(c: &mut Coordinator) -> Drained {
         let mut d = Drained::default();
         loop {
-            match c.poll_output() {
+            match c.poll_output(Millis::ZERO) {
                 CoordOutput::Broadcast(m) => d.sent.push(m),
                 CoordOutput::Lead { target } => d.lead.push(target),
                 CoordOutput::Reload { target } => d.reload.push(target),
                 CoordOutput::Recheck => d.recheck += 1,
                 CoordOutput::Timeout(t) => {
-                    d.timeout = t;
+                    d.timeout = t.deadline().map(Millis::as_u64);
                     return d;
                 }
             }
@@ -1069,16 +1098,16 @@ mod tests {
         let c = GuardConfig::default();
         let mut a = Coordinator::new("a", &c);
         let mut b = Coordinator::new("b", &c);
-        a.claim("B", 0);
-        b.claim("B", 10);
+        a.claim("B", Millis::from_u64(0));
+        b.claim("B", Millis::from_u64(10));
         let da = drain(&mut a);
         let db = drain(&mut b);
         assert_eq!(da.sent, vec![claim("a", "B")]);
         assert_eq!(da.timeout, Some(c.claim_window_ms));
-        a.handle_message(db.sent[0].clone(), 11);
-        b.handle_message(da.sent[0].clone(), 11);
-        a.handle_timeout(c.claim_window_ms);
-        b.handle_timeout(10 + c.claim_window_ms);
+        a.handle_message(db.sent[0].clone(), Millis::from_u64(11));
+        b.handle_message(da.sent[0].clone(), Millis::from_u64(11));
+        a.handle_timeout(Millis::from_u64(c.claim_window_ms));
+        b.handle_timeout(Millis::from_u64(10 + c.claim_window_ms));
         let da = drain(&mut a);
         let db = drain(&mut b);
         assert_eq!(da.lead, vec!["B".to_string()]);
@@ -1092,17 +1121,17 @@ mod tests {
                 tab: "a".into()
             }]
         );
-        a.purge_finished(500);
+        a.purge_finished(Millis::from_u64(500));
         let da = drain(&mut a);
         assert_eq!(a.role(), Role::Idle);
         for m in da.sent {
-            b.handle_message(m, 501);
+            b.handle_message(m, Millis::from_u64(501));
         }
         let db = drain(&mut b);
         assert_eq!(db.reload, vec!["B".to_string()]);
         assert_eq!(b.role(), Role::Idle);
         // Its own messages (a channel that echoes) are ignored.
-        a.handle_message(claim("a", "B"), 600);
+        a.handle_message(claim("a", "B"), Millis::from_u64(600));
         assert_eq!(drain(&mut a).recheck, 0);
     }
 
@@ -1110,15 +1139,15 @@ mod tests {
     fn a_late_claim_is_answered_by_the_leader_and_follows() {
         let c = GuardConfig::default();
         let mut a = Coordinator::new("m", &c);
-        a.claim("B", 0);
+        a.claim("B", Millis::from_u64(0));
         drain(&mut a);
-        a.handle_timeout(c.claim_window_ms);
+        a.handle_timeout(Millis::from_u64(c.claim_window_ms));
         assert_eq!(drain(&mut a).lead.len(), 1);
         // "a" sorts before "m", but the election is over.
         let mut late = Coordinator::new("a", &c);
-        late.claim("B", 400);
+        late.claim("B", Millis::from_u64(400));
         let sent = drain(&mut late).sent;
-        a.handle_message(sent[0].clone(), 401);
+        a.handle_message(sent[0].clone(), Millis::from_u64(401));
         let answer = drain(&mut a).sent;
         assert_eq!(
             answer,
@@ -1127,7 +1156,7 @@ mod tests {
                 tab: "m".into()
             }]
         );
-        late.handle_message(answer[0].clone(), 402);
+        late.handle_message(answer[0].clone(), Millis::from_u64(402));
         assert_eq!(late.role(), Role::Following);
         assert!(drain(&mut late).lead.is_empty());
     }
@@ -1136,28 +1165,28 @@ mod tests {
     fn leader_heartbeats_keep_followers_waiting_and_silence_makes_them_recheck() {
         let c = GuardConfig::default();
         let mut f = Coordinator::new("f", &c);
-        f.follow("B", 0);
+        f.follow("B", Millis::from_u64(0));
         assert_eq!(drain(&mut f).timeout, Some(c.follow_timeout_ms));
         f.handle_message(
             TabMessage::Purging {
                 target: "B".into(),
                 tab: "l".into(),
             },
-            4_000,
+            Millis::from_u64(4_000),
         );
         assert_eq!(drain(&mut f).timeout, Some(4_000 + c.follow_timeout_ms));
-        f.handle_timeout(4_000 + c.follow_timeout_ms);
+        f.handle_timeout(Millis::from_u64(4_000 + c.follow_timeout_ms));
         let d = drain(&mut f);
         assert_eq!(d.recheck, 1);
         assert_eq!(f.role(), Role::Idle);
 
         let mut l = Coordinator::new("l", &c);
-        l.claim("B", 0);
+        l.claim("B", Millis::from_u64(0));
         drain(&mut l);
-        l.handle_timeout(c.claim_window_ms);
+        l.handle_timeout(Millis::from_u64(c.claim_window_ms));
         let d = drain(&mut l);
         assert_eq!(d.timeout, Some(c.claim_window_ms + c.heartbeat_ms));
-        l.handle_timeout(c.claim_window_ms + c.heartbeat_ms);
+        l.handle_timeout(Millis::from_u64(c.claim_window_ms + c.heartbeat_ms));
         let d = drain(&mut l);
         assert!(matches!(&d.sent[..], [TabMessage::Purging { .. }]));
     }
@@ -1166,23 +1195,23 @@ mod tests {
     fn a_released_purge_is_claimed_again() {
         let c = GuardConfig::default();
         let mut f = Coordinator::new("f", &c);
-        f.follow("B", 0);
+        f.follow("B", Millis::from_u64(0));
         f.handle_message(
             TabMessage::Released {
                 target: "B".into(),
                 tab: "l".into(),
             },
-            100,
+            Millis::from_u64(100),
         );
         assert_eq!(f.role(), Role::Claiming);
         assert_eq!(drain(&mut f).sent, vec![claim("f", "B")]);
 
         let mut l = Coordinator::new("l", &c);
-        l.claim("B", 0);
+        l.claim("B", Millis::from_u64(0));
         drain(&mut l);
-        l.handle_timeout(c.claim_window_ms);
+        l.handle_timeout(Millis::from_u64(c.claim_window_ms));
         drain(&mut l);
-        l.release(500);
+        l.release(Millis::from_u64(500));
         assert_eq!(l.role(), Role::Idle);
         assert!(matches!(
             &drain(&mut l).sent[..],
@@ -1194,34 +1223,34 @@ mod tests {
     fn idle_tabs_recheck_when_they_hear_of_a_purge() {
         let c = GuardConfig::default();
         let mut idle = Coordinator::new("i", &c);
-        idle.handle_message(claim("x", "B"), 0);
+        idle.handle_message(claim("x", "B"), Millis::from_u64(0));
         idle.handle_message(
             TabMessage::Purged {
                 target: "B".into(),
                 tab: "x".into(),
             },
-            1,
+            Millis::from_u64(1),
         );
         idle.handle_message(
             TabMessage::Released {
                 target: "B".into(),
                 tab: "x".into(),
             },
-            2,
+            Millis::from_u64(2),
         );
         let d = drain(&mut idle);
         assert_eq!(d.recheck, 1, "rechecks are coalesced");
         assert_eq!(d.timeout, None);
         // Messages about another target do not disturb a running election.
         let mut a = Coordinator::new("a", &c);
-        a.claim("B", 0);
+        a.claim("B", Millis::from_u64(0));
         drain(&mut a);
         a.handle_message(
             TabMessage::Purged {
                 target: "C".into(),
                 tab: "x".into(),
             },
-            1,
+            Millis::from_u64(1),
         );
         assert_eq!(a.role(), Role::Claiming);
         assert!(drain(&mut a).reload.is_empty());
@@ -1308,8 +1337,12 @@ mod tests {
         fn apply(&mut self, i: usize, d: Decision) {
             let now = self.now;
             match d {
-                Decision::Purge { target, .. } => self.tabs[i].coord.claim(&target, now),
-                Decision::AwaitPurge { target } => self.tabs[i].coord.follow(&target, now),
+                Decision::Purge { target, .. } => {
+                    self.tabs[i].coord.claim(&target, Millis::from_u64(now))
+                }
+                Decision::AwaitPurge { target } => {
+                    self.tabs[i].coord.follow(&target, Millis::from_u64(now))
+                }
                 Decision::Reload { .. } => self.reload(i),
                 Decision::StaleAfterPurge { .. } => self.tabs[i].stale_errors += 1,
                 Decision::UpToDate { .. } | Decision::Skip(_) => {}
@@ -1333,7 +1366,7 @@ mod tests {
             self.leads += 1;
             let d = self.decide(i);
             let Decision::Purge { attempt, .. } = d else {
-                self.tabs[i].coord.release(self.now);
+                self.tabs[i].coord.release(Millis::from_u64(self.now));
                 self.pump(i);
                 return self.apply(i, d);
             };
@@ -1341,14 +1374,16 @@ mod tests {
             self.record = Some(PurgeRecord::started(target, attempt, self.now));
             self.now += 3;
             self.record = self.record.take().map(|r| r.finished(self.now));
-            self.tabs[i].coord.purge_finished(self.now);
+            self.tabs[i]
+                .coord
+                .purge_finished(Millis::from_u64(self.now));
             self.pump(i);
             self.reload(i);
         }
 
         fn pump(&mut self, i: usize) {
             loop {
-                match self.tabs[i].coord.poll_output() {
+                match self.tabs[i].coord.poll_output(Millis::from_u64(self.now)) {
                     CoordOutput::Broadcast(m) => {
                         for j in 0..self.tabs.len() {
                             if j != i {
@@ -1361,7 +1396,7 @@ mod tests {
                     CoordOutput::Reload { .. } => return self.reload(i),
                     CoordOutput::Recheck => self.tabs[i].needs_check = true,
                     CoordOutput::Timeout(t) => {
-                        self.tabs[i].timer = t;
+                        self.tabs[i].timer = t.deadline().map(Millis::as_u64);
                         return;
                     }
                 }
@@ -1388,12 +1423,12 @@ mod tests {
                     // A message posted to a page that has since reloaded is lost with it.
                     if generation == self.tabs[j].reloads {
                         let now = self.now;
-                        self.tabs[j].coord.handle_message(m, now);
+                        self.tabs[j].coord.handle_message(m, Millis::from_u64(now));
                         self.pump(j);
                     }
                 } else if let Some(i) = self.tabs.iter().position(|t| t.timer == Some(at)) {
                     self.tabs[i].timer = None;
-                    self.tabs[i].coord.handle_timeout(at);
+                    self.tabs[i].coord.handle_timeout(Millis::from_u64(at));
                     self.pump(i);
                 }
             }
@@ -1491,7 +1526,7 @@ mod tests {
                 let i = self.tabs.iter().position(|t| t.timer.is_some()).unwrap();
                 let at = self.tabs[i].timer.take().unwrap();
                 self.now = self.now.max(at);
-                self.tabs[i].coord.handle_timeout(at);
+                self.tabs[i].coord.handle_timeout(Millis::from_u64(at));
                 self.pump(i);
             }
         }

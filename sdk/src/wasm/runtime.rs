@@ -13,6 +13,7 @@
 //! mints, `fetch`es, WebRTC negotiation steps): a task runs on the browser's microtask queue
 //! and re-enters its driver through a cloned handle.
 
+use crate::core::drive::Millis;
 use crate::wasm::global::Global;
 use js_sys::Function;
 use std::cell::RefCell;
@@ -116,6 +117,18 @@ impl Timer {
             .callback
             .get_or_insert_with(|| Closure::wrap(on_fire()));
         self.id = Some(global.set_timeout(callback.as_ref(), delay));
+    }
+
+    /// [`Timer::arm`] for a core machine's deadline ([`Millis::NEVER`]: disarms), rounded up
+    /// to whole ms so that it never fires before the deadline.
+    pub(crate) fn arm_at(
+        &mut self,
+        global: &Global,
+        deadline: Millis,
+        on_fire: impl FnOnce() -> Box<dyn FnMut()>,
+    ) {
+        let at = deadline.deadline().map(|t| t.get().max(0.0).ceil() as u64);
+        self.arm(global, at, on_fire);
     }
 
     /// The armed timeout fired: nothing is armed any more.

@@ -26,6 +26,7 @@
 
 #![allow(dead_code)]
 
+use p3_lanes::core::drive::Millis;
 use p3_lanes::core::music::{Output, PeerLink, Room};
 use p3_lanes::core::p2p::changes::{
     apply_push, ChangeLimits, ChangeLog, ChangesAck, ChangesPush, OfflineQueue, VersionVector,
@@ -138,18 +139,23 @@ impl Sim {
             .map(|(i, id)| {
                 let mut tier = TierMachine::new(TierConfig::default(), Tier::Socket);
                 tier.handle_socket_open(0);
-                let mut room = Room::new("p2p", FollowerConfig::default(), Some(id.clone()), 0.0);
+                let mut room = Room::new(
+                    "p2p",
+                    FollowerConfig::default(),
+                    Some(id.clone()),
+                    Millis::new(0.0),
+                );
                 let snapshot = match authority.join(id) {
                     SyncMessage::SyncState { data } => data,
                     _ => unreachable!("a join answers a snapshot"),
                 };
-                room.handle_server_state(snapshot, None, 0.0);
+                room.handle_server_state(snapshot, None, Millis::new(0.0));
                 room.handle_mesh_open(id);
                 room.handle_joined();
                 room.handle_queue(0);
                 let mut salt = [0u8; 16];
                 fastrand::Rng::with_seed(seed ^ ((i as u64 + 1) * 0x9e37)).fill(&mut salt);
-                room.handle_room_key(1, ROOM_KEY, id, || Ok(salt), 0.0)
+                room.handle_room_key(1, ROOM_KEY, id, || Ok(salt), Millis::new(0.0))
                     .expect("a valid key");
                 Device {
                     id: id.clone(),
@@ -321,7 +327,7 @@ impl Sim {
             }
         }
         loop {
-            match self.devices[i].room.poll_output(now as f64) {
+            match self.devices[i].room.poll_output(Millis::new(now as f64)) {
                 Output::MeshSend { value, to } => {
                     let targets: Vec<usize> = match to {
                         Some(id) => self.index(&id).into_iter().collect(),
@@ -345,9 +351,9 @@ impl Sim {
             }
         }
         let d = &mut self.devices[i];
-        if d.room.poll_push(d.socket_open, now as f64) {
+        if d.room.poll_push(d.socket_open, Millis::new(now as f64)) {
             let changes = d.queue.unacknowledged(&VersionVector::new());
-            if let Some(v) = d.room.push_value(Some(changes), now as f64) {
+            if let Some(v) = d.room.push_value(Some(changes), Millis::new(now as f64)) {
                 self.send(i, SERVER, Msg::Push(v));
             }
         }
@@ -361,7 +367,10 @@ impl Sim {
         let wall = EPOCH_MS + now as f64;
         let d = &mut self.devices[i];
         if d.room.peer_ordered() {
-            match d.room.order_change(action, data, wall, now as f64) {
+            match d
+                .room
+                .order_change(action, data, wall, Millis::new(now as f64))
+            {
                 Ok((_, record)) => {
                     let c = d.queue.record(record.op, record.epoch, record.timestamp);
                     self.recorded.push((c.origin.clone(), c.local_seq));
@@ -449,7 +458,7 @@ impl Sim {
                 let d = &mut self.devices[to];
                 d.socket_open = true;
                 d.tier.handle_socket_open(now);
-                d.room.handle_connection_open(t);
+                d.room.handle_connection_open(Millis::new(t));
                 // The session resumed: the client rejoins its room, the server answers the
                 // room's state.
                 d.room.handle_joined();
@@ -461,12 +470,15 @@ impl Sim {
                 match clock {
                     None => d.tier.handle_pong(now, (now - at) as f64),
                     Some((client_time, server_time)) => {
-                        d.room.handle_server_pong(client_time, server_time, t)
+                        d.room
+                            .handle_server_pong(client_time, server_time, Millis::new(t))
                     }
                 }
             }
             Msg::State(s) => {
-                self.devices[to].room.handle_server_state(s, None, t);
+                self.devices[to]
+                    .room
+                    .handle_server_state(s, None, Millis::new(t));
             }
             Msg::Ack(ack) => {
                 let d = &mut self.devices[to];
@@ -478,7 +490,9 @@ impl Sim {
             }
             Msg::Sealed(v) => {
                 let pid = self.devices[from].id.clone();
-                self.devices[to].room.handle_mesh_message(&pid, &v, t);
+                self.devices[to]
+                    .room
+                    .handle_mesh_message(&pid, &v, Millis::new(t));
             }
             Msg::Link(p, up) => {
                 let pid = self.devices[p].id.clone();

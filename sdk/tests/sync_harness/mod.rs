@@ -42,6 +42,7 @@
 
 use p3_lanes::core::codec::{decode_msgpack, encode_msgpack};
 use p3_lanes::core::dictionary::Dictionary;
+use p3_lanes::core::drive::Millis;
 use p3_lanes::core::music::{Output, PeerLink, Room, RoomEvent};
 use p3_lanes::core::p2p::tier::{Tier, TierReason};
 use p3_lanes::core::sync::follower::{EdgeReading, FollowerConfig, MediaCommand, MediaSample};
@@ -771,7 +772,7 @@ impl Sim {
                     id: format!("dev-{i}"),
                     skew,
                     drift,
-                    room: Room::new("sim", cfg.follower.clone(), None, 0.0),
+                    room: Room::new("sim", cfg.follower.clone(), None, Millis::new(0.0)),
                     player,
                     stamper: ControlStamper::new(),
                     joined_at: None,
@@ -978,7 +979,7 @@ impl Sim {
                 d.joined_at = Some(now);
                 let local = d.local(now);
                 let origin = mesh.then(|| d.id.clone());
-                d.room = Room::new("sim", self.cfg.follower.clone(), origin, local);
+                d.room = Room::new("sim", self.cfg.follower.clone(), origin, Millis::new(local));
                 d.room_due = now;
                 if mesh {
                     self.join_mesh(i);
@@ -1000,7 +1001,7 @@ impl Sim {
                     let change = d.stamper.stamp(&state, action, data);
                     self.send_sync(Dest::Server(i), &SyncMessage::MusicControl(change));
                 } else if d.room.peer_ordered() {
-                    match d.room.order_change(action, data, wall, local) {
+                    match d.room.order_change(action, data, wall, Millis::new(local)) {
                         Ok((state, _record)) => self.history.push(state),
                         Err(e) => self.report.refused.push(e.code().as_str().to_owned()),
                     }
@@ -1017,7 +1018,7 @@ impl Sim {
                 let d = &mut self.devices[i];
                 d.player.blocked = false;
                 let local = d.local(now);
-                d.room.handle_user_gesture(local);
+                d.room.handle_user_gesture(Millis::new(local));
                 self.drain(i);
             }
         }
@@ -1037,7 +1038,7 @@ impl Sim {
         let mut salt = [0u8; 16];
         fastrand::Rng::with_seed(seed ^ ((i as u64 + 1) * 0x9e37)).fill(&mut salt);
         d.room
-            .handle_room_key(1, ROOM_KEY, &id, || Ok(salt), local)
+            .handle_room_key(1, ROOM_KEY, &id, || Ok(salt), Millis::new(local))
             .expect("a valid key");
         let others: Vec<usize> = (0..self.devices.len())
             .filter(|&j| j != i && self.devices[j].joined_at.is_some())
@@ -1148,7 +1149,8 @@ impl Sim {
                 let server_now = self.server_ms(now);
                 let d = &mut self.devices[i];
                 let local = d.local(now);
-                d.room.handle_server_pong(client_time, server_time, local);
+                d.room
+                    .handle_server_pong(client_time, server_time, Millis::new(local));
                 let c = d.room.clock();
                 if d.burst_error_ms.is_none() && c.is_synced() && !c.in_burst() {
                     d.burst_error_ms = Some(c.server_now(local) - server_now);
@@ -1161,7 +1163,7 @@ impl Sim {
                 let d = &mut self.devices[i];
                 let local = d.local(now);
                 if mode == Mode::Synced {
-                    d.room.handle_server_state(data, None, local);
+                    d.room.handle_server_state(data, None, Millis::new(local));
                 } else {
                     self.naive_receive(i, data);
                 }
@@ -1170,7 +1172,8 @@ impl Sim {
                 let from = self.devices[from].id.clone();
                 let d = &mut self.devices[i];
                 let local = d.local(now);
-                d.room.handle_mesh_message(&from, &value, local);
+                d.room
+                    .handle_mesh_message(&from, &value, Millis::new(local));
             }
             Msg::PeerClock { from, probe } => {
                 let from = self.devices[from].id.clone();
@@ -1178,14 +1181,18 @@ impl Sim {
                 let local = d.local(now);
                 match probe {
                     ClockProbe::Ping { client_time } => {
-                        d.room.handle_peer_clock_ping(&from, client_time, local)
+                        d.room
+                            .handle_peer_clock_ping(&from, client_time, Millis::new(local))
                     }
                     ClockProbe::Pong {
                         client_time,
                         server_time,
-                    } => d
-                        .room
-                        .handle_peer_clock_pong(&from, client_time, server_time, local),
+                    } => d.room.handle_peer_clock_pong(
+                        &from,
+                        client_time,
+                        server_time,
+                        Millis::new(local),
+                    ),
                 }
             }
             Msg::Ping { .. } | Msg::Join => unreachable!(),
@@ -1199,7 +1206,7 @@ impl Sim {
         let now = self.now;
         let d = &mut self.devices[i];
         let local = d.local(now);
-        if d.room.follower_due().is_some_and(|f| f <= local) {
+        if d.room.follower_due() <= Millis::new(local) {
             let edge = if self.cfg.edge_readings && d.room.follower().wants_edge_sample() {
                 d.player.edge_sample(now, local, &mut self.rng)
             } else {
@@ -1218,7 +1225,7 @@ impl Sim {
         loop {
             let d = &mut self.devices[i];
             let local = d.local(now);
-            match d.room.poll_output(local) {
+            match d.room.poll_output(Millis::new(local)) {
                 Output::Media(cmd) => {
                     if self.trace {
                         eprintln!("{now:.1} dev-{i} {cmd:?} pos {:.4}", d.player.position(now));
@@ -1227,7 +1234,7 @@ impl Sim {
                         self.report.seeks += 1;
                     }
                     if d.player.apply(&cmd, now, &mut self.rng).is_err() {
-                        d.room.handle_play_rejected(local);
+                        d.room.handle_play_rejected(Millis::new(local));
                     }
                 }
                 Output::Event(RoomEvent::NeedsUserGesture) => {
@@ -1306,7 +1313,9 @@ impl Sim {
                 }
                 Output::Timeout(t) => {
                     let d = &mut self.devices[i];
-                    d.room_due = t.map_or(f64::INFINITY, |l| d.wake(l).max(now));
+                    d.room_due = t
+                        .deadline()
+                        .map_or(f64::INFINITY, |l| d.wake(l.get()).max(now));
                     break;
                 }
                 // The hub (every device links to every other here) and other events.

@@ -329,7 +329,7 @@ impl MusicService {
                     if remaining.is_empty() {
                         r.emptied_at = Some(Instant::now());
                     }
-                    r.authority.leave(now_ms(), *sid, *explicit)
+                    r.authority.leave(*sid, *explicit, now_ms())
                 }
             };
             let dj = out.dj.clone();

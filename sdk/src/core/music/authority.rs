@@ -415,7 +415,7 @@ impl Authority {
     /// `sid` left at `now_ms` (`explicit`: it said so, rather than vanished). If it was the
     /// controller the room (the members that remain) gets the new `sync-state` (epoch + 1;
     /// PROTOCOL.md §12.3, §13.15).
-    pub fn leave(&mut self, now_ms: u64, sid: SessionId, explicit: bool) -> Output {
+    pub fn leave(&mut self, sid: SessionId, explicit: bool, now_ms: u64) -> Output {
         let mut out = Output::default();
         if let Some(state) = self
             .room

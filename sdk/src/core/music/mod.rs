@@ -22,11 +22,13 @@
 //!   restarted server, §13.14) go to the server, [`Room::push_value`] builds that push.
 //!
 //! # Drive contract (str0m's `Rtc`)
-//! Time is local ms (`performance.now()` in a browser, a virtual clock in the simulations) and
-//! always the last argument, `now`. Wall-clock readings (`Date.now()`, for the `timestamp` a
+//! The one contract of [`crate::core::drive`]: time is [`Millis`] on the local monotonic clock
+//! (`performance.now()` in a browser, a virtual clock in the simulations) and always the last
+//! argument, `now`. Wall-clock readings (`Date.now()`, for the `timestamp` a
 //! change carries) come in as `wall_ms`. After every `handle_*` input or change, drain
-//! [`Room::poll_output`] until it returns [`Output::Timeout`]; call it again (with a media
-//! sample if the follower asked for one, [`Room::follower_due`]) at that time. The driver keeps
+//! [`Room::poll_output`] until it returns [`Output::Timeout`]; at that time call
+//! [`Room::handle_timeout`] (or hand a media sample if the follower asked for one,
+//! [`Room::follower_due`]) and drain again. The driver keeps
 //! only the I/O: the media element, timers, the sockets and DataChannels, IndexedDB and the
 //! conversion to JavaScript.
 //!
@@ -38,6 +40,7 @@
 
 pub mod authority;
 
+use crate::core::drive::{Machine, Millis, Polled};
 use crate::core::error::ErrorCode;
 use crate::core::p2p::changes::{Change, ChangesPush, MUSIC_CHANGES_TYPE};
 use crate::core::p2p::election::{Authority, Claim, Election, ElectionOutput};
@@ -96,8 +99,28 @@ pub enum Output {
     MeshController(Option<String>),
     /// Tell the application.
     Event(RoomEvent),
-    /// Nothing more now: call [`Room::poll_output`] again at this local time (ms), if any.
-    Timeout(Option<f64>),
+    /// Nothing more now: call [`Room::handle_timeout`] at this local time ([`Millis::NEVER`]:
+    /// no deadline).
+    Timeout(Millis),
+}
+
+impl Polled for Output {
+    fn timeout(&self) -> Option<Millis> {
+        match self {
+            Output::Timeout(t) => Some(*t),
+            _ => None,
+        }
+    }
+}
+
+impl Machine for Room {
+    type Output = Output;
+    fn handle_timeout(&mut self, now: Millis) {
+        Room::handle_timeout(self, now);
+    }
+    fn poll_output(&mut self, now: Millis) -> Output {
+        Room::poll_output(self, now)
+    }
 }
 
 /// What the room tells the application (`MusicRoomEvent`: JSON tagged by `type`).
@@ -288,7 +311,7 @@ struct PeerTiers {
     /// Changes in the queue not acknowledged by the server.
     pending: usize,
     /// When the last push went out (local ms), until its ack.
-    push_sent_at: Option<f64>,
+    push_sent_at: Option<Millis>,
     /// A push is being read from storage.
     push_loading: bool,
     /// The room is joined on the client's current session.
@@ -308,7 +331,7 @@ pub struct Room {
     /// The shared clock while `clock` is not synced after an offline start.
     fallback_clock: Option<ClockMapping>,
     follower: Follower,
-    follower_due: Option<f64>,
+    follower_due: Millis,
     stamper: ControlStamper,
     /// The newest room state accepted.
     latest: Option<RoomState>,
@@ -327,7 +350,7 @@ impl Room {
         name: impl Into<String>,
         follower: FollowerConfig,
         origin: Option<String>,
-        now: f64,
+        now: Millis,
     ) -> Room {
         Room {
             name: name.into(),
@@ -336,7 +359,7 @@ impl Room {
             last_mapping: None,
             fallback_clock: None,
             follower: Follower::new(follower),
-            follower_due: None,
+            follower_due: Millis::NEVER,
             stamper: ControlStamper::new(),
             latest: None,
             peer: origin.map(|origin| PeerTiers {
@@ -384,8 +407,8 @@ impl Room {
         &self.follower
     }
 
-    /// When the follower wants its next media sample, local ms.
-    pub fn follower_due(&self) -> Option<f64> {
+    /// When the follower wants its next media sample ([`Millis::NEVER`]: not before an input).
+    pub fn follower_due(&self) -> Millis {
         self.follower_due
     }
 
@@ -401,10 +424,10 @@ impl Room {
 
     /// The shared clock at local time `now` (ms): the synced estimate, else the offline
     /// fallback, else the unsynced estimate.
-    pub fn shared_now(&self, now: f64) -> f64 {
+    pub fn shared_now(&self, now: Millis) -> f64 {
         match self.fallback_clock {
-            Some(m) if !self.clock.is_synced() => m.to_server(now),
-            _ => self.clock.server_now(now),
+            Some(m) if !self.clock.is_synced() => m.to_server(now.get()),
+            _ => self.clock.server_now(now.get()),
         }
     }
 
@@ -501,7 +524,7 @@ impl Room {
     // ---- inputs: the server ----
 
     /// A Control `pong` from the server at local time `now`.
-    pub fn handle_server_pong(&mut self, client_time: f64, server_time: f64, now: f64) {
+    pub fn handle_server_pong(&mut self, client_time: f64, server_time: f64, now: Millis) {
         self.clock.handle_response(client_time, server_time, now);
         self.clock_changed(now);
         self.drained = false;
@@ -515,7 +538,7 @@ impl Room {
         &mut self,
         state: RoomState,
         mesh_id: Option<&str>,
-        now: f64,
+        now: Millis,
     ) -> bool {
         self.drained = false;
         if !self.follower.handle_state(state.clone(), now) {
@@ -537,7 +560,7 @@ impl Room {
     }
 
     /// The connection opened again: a new clock burst towards the server.
-    pub fn handle_connection_open(&mut self, now: f64) {
+    pub fn handle_connection_open(&mut self, now: Millis) {
         self.clock.reset(now);
         self.drained = false;
     }
@@ -578,7 +601,7 @@ impl Room {
         key: &str,
         me: &str,
         salt: impl FnOnce() -> Result<[u8; SALT_LEN], String>,
-        now: f64,
+        now: Millis,
     ) -> Result<(), String> {
         self.drained = false;
         let name = self.name.clone();
@@ -608,7 +631,6 @@ impl Room {
             }
         };
         t.sealer_key = k.to_base64url();
-        let now = now.max(0.0) as u64;
         match t.sealer.as_mut() {
             Some(s) => {
                 s.handle_room_key(k, &id, salt, now);
@@ -634,25 +656,25 @@ impl Room {
     }
 
     /// The follower's timers are due but the element could not be read reliably.
-    pub fn handle_timeout(&mut self, now: f64) {
+    pub fn handle_timeout(&mut self, now: Millis) {
         self.follower.handle_timeout(now);
         self.drained = false;
     }
 
     /// `play()` was refused by the autoplay policy.
-    pub fn handle_play_rejected(&mut self, now: f64) {
+    pub fn handle_play_rejected(&mut self, now: Millis) {
         self.follower.handle_play_rejected(now);
         self.drained = false;
     }
 
     /// A user gesture: start playback inside it if needed.
-    pub fn handle_user_gesture(&mut self, now: f64) {
+    pub fn handle_user_gesture(&mut self, now: Millis) {
         self.follower.handle_user_gesture(now);
         self.drained = false;
     }
 
     /// Forget every clock sample and start a new burst.
-    pub fn reset_clock(&mut self, now: f64) {
+    pub fn reset_clock(&mut self, now: Millis) {
         self.clock.reset(now);
         self.drained = false;
     }
@@ -747,10 +769,10 @@ impl Room {
 
     /// A `sealed-sync` value from peer `from` on the mesh's Sync lane: opened and handed to
     /// [`Room::handle_peer_sync`]; a failure is an `error` event.
-    pub fn handle_mesh_message(&mut self, from: &str, value: &Value, now: f64) {
+    pub fn handle_mesh_message(&mut self, from: &str, value: &Value, now: Millis) {
         self.drained = false;
         let opened = match self.peer.as_mut().and_then(|t| t.sealer.as_mut()) {
-            Some(s) => s.open(from, value, now.max(0.0) as u64),
+            Some(s) => s.open(from, value, now),
             None => Err(PeerSyncError::NoKey),
         };
         if let Err(e) = opened.and_then(|msg| self.handle_peer_sync(from, msg, now)) {
@@ -775,7 +797,7 @@ impl Room {
         &mut self,
         from: &str,
         msg: PeerSync,
-        now: f64,
+        now: Millis,
     ) -> Result<(), PeerSyncError> {
         self.drained = false;
         let Some(e) = self.peer.as_mut().and_then(|t| t.election.as_mut()) else {
@@ -810,7 +832,7 @@ impl Room {
     }
 
     /// A clock probe from peer `from` on its `p3-control` channel: answered as host.
-    pub fn handle_peer_clock_ping(&mut self, from: &str, client_time: f64, now: f64) {
+    pub fn handle_peer_clock_ping(&mut self, from: &str, client_time: f64, now: Millis) {
         if let Some(pong) = self
             .peer_clock
             .handle_ping(from, client_time, &self.clock, now)
@@ -829,7 +851,7 @@ impl Room {
         from: &str,
         client_time: f64,
         server_time: f64,
-        now: f64,
+        now: Millis,
     ) {
         if self
             .peer_clock
@@ -845,7 +867,7 @@ impl Room {
     /// An offline start (§13.12 "Starting offline"): the shared clock is `mapping` until the
     /// estimate syncs, `state` (restored) is followed, the tier is `offline` and this device,
     /// as its `deviceId`, is its own controller (the election without peers).
-    pub fn start_offline(&mut self, mapping: ClockMapping, state: Option<RoomState>, now: f64) {
+    pub fn start_offline(&mut self, mapping: ClockMapping, state: Option<RoomState>, now: Millis) {
         self.fallback_clock = Some(mapping);
         self.follower.handle_clock(mapping, now);
         if let Some(s) = state {
@@ -866,7 +888,7 @@ impl Room {
     /// A room started offline is attached to a connected client: server wins (the followed
     /// state is forgotten), the tier is `socket` again (`tier` event, `server-back`); the mesh
     /// id and the election come from the join and the mesh.
-    pub fn handle_attached(&mut self, now: f64) {
+    pub fn handle_attached(&mut self, now: Millis) {
         self.follower.reset_room();
         self.latest = None;
         self.stamper = ControlStamper::new();
@@ -902,11 +924,13 @@ impl Room {
     /// pending, the connection is `open` and the room joined on the current session, and no
     /// push is in flight (or the last one is older than [`PUSH_RETRY_MS`]). `true` marks a
     /// push as loading: read the queue, then call [`Room::push_value`].
-    pub fn poll_push(&mut self, open: bool, now: f64) -> bool {
+    pub fn poll_push(&mut self, open: bool, now: Millis) -> bool {
         let Some(t) = self.peer.as_mut() else {
             return false;
         };
-        let in_flight = t.push_loading || t.push_sent_at.is_some_and(|at| now - at < PUSH_RETRY_MS);
+        let in_flight = t.push_loading
+            || t.push_sent_at
+                .is_some_and(|at| now.since(at) < PUSH_RETRY_MS);
         let work = (t.queue_open && t.pending > 0) || t.seed.is_some();
         let due = work && open && t.joined && !in_flight;
         if due {
@@ -918,7 +942,7 @@ impl Room {
     /// The queue was read for a push (`changes`, or `None` if reading failed): the
     /// `music-changes` value to send on the Sync lane (PROTOCOL.md §13.9), with the newest of
     /// the kept seed and the followed state, or `None` if there is nothing to push.
-    pub fn push_value(&mut self, changes: Option<Vec<Change>>, now: f64) -> Option<Value> {
+    pub fn push_value(&mut self, changes: Option<Vec<Change>>, now: Millis) -> Option<Value> {
         let epoch = self.known_epoch();
         let latest = self.latest.clone();
         let t = self.peer.as_mut()?;
@@ -1004,7 +1028,7 @@ impl Room {
         action: MusicAction,
         mut data: MusicControlData,
         wall_ms: f64,
-        now: f64,
+        now: Millis,
     ) -> Result<(RoomState, Record), OrderError> {
         self.drained = false;
         let t = self.peer.as_ref().ok_or(OrderError::NoPeerTier)?;
@@ -1079,7 +1103,7 @@ impl Room {
     /// The next thing to do at local time `now`: media commands, probes, mesh sends and events
     /// in order, then [`Output::Timeout`] (module docs: drain until it comes).
     #[must_use]
-    pub fn poll_output(&mut self, now: f64) -> Output {
+    pub fn poll_output(&mut self, now: Millis) -> Output {
         if let Some(o) = self.out.pop_front() {
             return o;
         }
@@ -1092,10 +1116,9 @@ impl Room {
         }
         self.drained = false;
         Output::Timeout(
-            [self.peer_clock.poll_timeout(&self.clock), self.follower_due]
-                .into_iter()
-                .flatten()
-                .reduce(f64::min),
+            self.peer_clock
+                .next_probe_at(&self.clock)
+                .map_or(self.follower_due, |t| t.min(self.follower_due)),
         )
     }
 
@@ -1114,7 +1137,7 @@ impl Room {
     }
 
     /// After a clock sample: a new synced mapping goes to the follower (event `clock`).
-    fn clock_changed(&mut self, now: f64) {
+    fn clock_changed(&mut self, now: Millis) {
         let mapping = self.clock.mapping().filter(|_| self.clock.is_synced());
         if mapping.is_some() && mapping != self.last_mapping {
             self.last_mapping = mapping;
@@ -1141,9 +1164,9 @@ impl Room {
     }
 
     /// Drains the follower, the election, the hub and the clock's routing into `out`.
-    fn drain(&mut self, now: f64) {
+    fn drain(&mut self, now: Millis) {
         loop {
-            match self.follower.poll_output() {
+            match self.follower.poll_output(now) {
                 FollowerOutput::Command(c) => self.out.push_back(Output::Media(c)),
                 FollowerOutput::Event(FollowerEvent::NeedsUserGesture) => {
                     self.event(RoomEvent::NeedsUserGesture)
@@ -1184,7 +1207,7 @@ impl Room {
                 .peer
                 .as_mut()
                 .and_then(|t| t.election.as_mut())
-                .and_then(Election::poll_output)
+                .map(|e| e.poll_output(Millis::ZERO))
             else {
                 return;
             };
@@ -1202,6 +1225,7 @@ impl Room {
                         self.out.push_back(Output::MeshSend { value, to: None });
                     }
                 }
+                ElectionOutput::Timeout(_) => return,
             }
         }
     }
@@ -1222,7 +1246,7 @@ impl Room {
 
     /// Recomputes the clock's source from the tier, the claim and the links; queues a due
     /// probe.
-    fn route_clock(&mut self, now: f64) {
+    fn route_clock(&mut self, now: Millis) {
         if self.peer.is_some() {
             let controller = self
                 .claim()
@@ -1243,7 +1267,7 @@ impl Room {
                 now,
             );
         }
-        match self.peer_clock.poll_probe(&mut self.clock, now) {
+        match self.peer_clock.take_probe(&mut self.clock, now) {
             Some(Probe::Server { client_time }) => self.out.push_back(Output::Ping {
                 client_time,
                 rtt_ms: self.clock.rtt_ms(),
@@ -1274,23 +1298,28 @@ mod tests {
     /// Room `me` of a two-member room whose DJ (by the server, epoch 1) is `a`, linked to the
     /// other member, after the server is lost (tier `webrtc`).
     fn serverless(me: &str, other: &str, salt: u8) -> Room {
-        let mut r = Room::new("party", FollowerConfig::default(), Some(me.into()), 0.0);
+        let mut r = Room::new(
+            "party",
+            FollowerConfig::default(),
+            Some(me.into()),
+            Millis::new(0.0),
+        );
         let mut s = RoomState::new(0.0);
         s.epoch = 1;
         s.sequence = 1;
         s.controller_id = Some("a".into());
-        assert!(r.handle_server_state(s, None, 0.0));
+        assert!(r.handle_server_state(s, None, Millis::new(0.0)));
         r.handle_mesh_open(me);
-        r.handle_room_key(1, KEY, me, || Ok([salt; SALT_LEN]), 0.0)
+        r.handle_room_key(1, KEY, me, || Ok([salt; SALT_LEN]), Millis::new(0.0))
             .unwrap();
         r.handle_peer_link(other, PeerLink::Connected);
         r.handle_tier(Tier::Socket, Tier::Webrtc, TierReason::SocketClosed);
-        drain(&mut r, 0.0);
+        drain(&mut r, Millis::new(0.0));
         r
     }
 
     /// Everything until the timeout; the sealed sends.
-    fn drain(r: &mut Room, now: f64) -> Vec<Value> {
+    fn drain(r: &mut Room, now: Millis) -> Vec<Value> {
         let mut sent = Vec::new();
         loop {
             match r.poll_output(now) {
@@ -1314,19 +1343,22 @@ mod tests {
         let mut b = serverless("b", "a", 2);
         assert!(a.peer_ordered() && b.peer_ordered());
         let (state, record) = a
-            .order_change(MusicAction::Seek, seek(42.0), 5.0, 1000.0)
+            .order_change(MusicAction::Seek, seek(42.0), 5.0, Millis::new(1000.0))
             .unwrap();
         // Its claim's epoch, the next sequence, applyAt = shared clock + LEAD_MS.
         assert_eq!(state.version(), (1, 2));
-        assert_eq!(state.ref_server_ms, a.shared_now(1000.0) + LEAD_MS);
+        assert_eq!(
+            state.ref_server_ms,
+            a.shared_now(Millis::new(1000.0)) + LEAD_MS
+        );
         assert_eq!(
             (record.epoch, record.op["data"]["timestamp"].as_f64()),
             (1, Some(5.0))
         );
-        let sent = drain(&mut a, 1000.0);
+        let sent = drain(&mut a, Millis::new(1000.0));
         assert_eq!(sent.len(), 1);
-        b.handle_mesh_message("a", &sent[0], 1010.0);
-        drain(&mut b, 1010.0);
+        b.handle_mesh_message("a", &sent[0], Millis::new(1010.0));
+        drain(&mut b, Millis::new(1010.0));
         assert_eq!(b.latest().map(RoomState::version), Some((1, 2)));
         assert_eq!(b.latest().map(|s| s.position_s), Some(42.0));
     }
@@ -1336,11 +1368,16 @@ mod tests {
         let mut a = serverless("a", "b", 1);
         let mut b = serverless("b", "a", 2);
         let err = b
-            .order_change(MusicAction::Seek, seek(1.0), 0.0, 0.0)
+            .order_change(MusicAction::Seek, seek(1.0), 0.0, Millis::new(0.0))
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::NotController);
         let err = a
-            .order_change(MusicAction::Handover, MusicControlData::default(), 0.0, 0.0)
+            .order_change(
+                MusicAction::Handover,
+                MusicControlData::default(),
+                0.0,
+                Millis::new(0.0),
+            )
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::InvalidArgument);
         // b seals a change in a's epoch as if it were the controller: a does not follow it.
@@ -1354,8 +1391,8 @@ mod tests {
                 state,
             })
             .unwrap();
-        a.handle_mesh_message("b", &sealed, 10.0);
-        let errors = std::iter::from_fn(|| match a.poll_output(10.0) {
+        a.handle_mesh_message("b", &sealed, Millis::new(10.0));
+        let errors = std::iter::from_fn(|| match a.poll_output(Millis::new(10.0)) {
             Output::Timeout(_) => None,
             o => Some(o),
         })

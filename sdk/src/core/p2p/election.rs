@@ -28,9 +28,11 @@
 //!   happen: the claim stays.
 //!
 //! # Drive contract
-//! Call the `handle_*` inputs; after each, drain [`Election::poll_output`]. No timers: the
+//! The one contract of [`crate::core::drive`]: call the `handle_*` inputs; after each, drain
+//! [`Election::poll_output`] until [`ElectionOutput::Timeout`]. No timers and no time: the
 //! tier machine and the membership view (DataChannels open) drive it.
 
+use crate::core::drive::{Machine, Millis, Polled};
 use crate::core::sync::state::{MAX_EPOCH_JUMP, MAX_SAFE_INTEGER};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -100,6 +102,25 @@ pub enum ElectionOutput {
     },
     /// Send this claim to the reachable members (after an election, or to answer a beaten claim).
     Announce(Claim),
+    /// Drained. The election has no timers: always [`Millis::NEVER`].
+    Timeout(Millis),
+}
+
+impl Polled for ElectionOutput {
+    fn timeout(&self) -> Option<Millis> {
+        match self {
+            ElectionOutput::Timeout(t) => Some(*t),
+            _ => None,
+        }
+    }
+}
+
+impl Machine for Election {
+    type Output = ElectionOutput;
+    fn handle_timeout(&mut self, _now: Millis) {}
+    fn poll_output(&mut self, now: Millis) -> ElectionOutput {
+        Election::poll_output(self, now)
+    }
 }
 
 /// One member's view of the election (see the module doc for the rule).
@@ -220,10 +241,13 @@ impl Election {
         }
     }
 
-    /// The next output, or `None` when drained.
+    /// The next output, oldest first, then [`ElectionOutput::Timeout`] ([`Millis::NEVER`]);
+    /// `now` is unused (no timers).
     #[must_use]
-    pub fn poll_output(&mut self) -> Option<ElectionOutput> {
-        self.out.pop_front()
+    pub fn poll_output(&mut self, _now: Millis) -> ElectionOutput {
+        self.out
+            .pop_front()
+            .unwrap_or(ElectionOutput::Timeout(Millis::NEVER))
     }
 }
 
@@ -236,7 +260,9 @@ mod tests {
     }
 
     fn drain(e: &mut Election) -> Vec<ElectionOutput> {
-        std::iter::from_fn(|| e.poll_output()).collect()
+        let mut out = Vec::new();
+        crate::core::drive::drain(e, Millis::ZERO, |o| out.push(o));
+        out
     }
 
     #[test]

@@ -32,6 +32,7 @@
 
 use super::election::Claim;
 use super::seal::{self, ReplayWindow, RoomKey, SealError, Sealer, SALT_LEN};
+use crate::core::drive::Millis;
 use crate::core::error::ErrorCode;
 use crate::core::sync::state::{MusicControl, RoomState};
 use base64::Engine as _;
@@ -204,7 +205,7 @@ impl PeerSealer {
         self.sealer.sender()
     }
 
-    /// A `room-key` (or a new member id `me`) arrived at `now_ms`. The same key and id: nothing
+    /// A `room-key` (or a new member id `me`) arrived at `now`. The same key and id: nothing
     /// changes (a repeated `joined` repeats the key; the counter goes on), returns `false`.
     /// A new member id under the same key: a new sealer instance with `salt`. A new key: this
     /// member seals under it from now on (fresh `salt`), and the current key becomes the
@@ -214,7 +215,7 @@ impl PeerSealer {
         key: RoomKey,
         me: &str,
         salt: [u8; SALT_LEN],
-        now_ms: u64,
+        now: Millis,
     ) -> bool {
         if key.same_as(&self.key) {
             if me == self.sealer.sender() {
@@ -229,7 +230,7 @@ impl PeerSealer {
         self.previous = Some(Previous {
             key: old,
             replay,
-            until_ms: now_ms.saturating_add(KEY_GRACE_MS),
+            until_ms: now.as_u64().saturating_add(KEY_GRACE_MS),
         });
         true
     }
@@ -264,13 +265,13 @@ impl PeerSealer {
     }
 
     /// Opens a `sealed-sync` value that the transport says came from member `from`, at
-    /// `now_ms`. Errors: [`PeerSyncError::Malformed`], [`PeerSyncError::Seal`] (tampered,
+    /// `now`. Errors: [`PeerSyncError::Malformed`], [`PeerSyncError::Seal`] (tampered,
     /// foreign key, the previous key after its grace or from a member that left, replay).
     pub fn open(
         &mut self,
         from: &str,
         value: &Value,
-        now_ms: u64,
+        now: Millis,
     ) -> Result<PeerSync, PeerSyncError> {
         let b = value
             .get("box")
@@ -286,7 +287,7 @@ impl PeerSealer {
         } else {
             match self.previous.as_mut() {
                 Some(p) if p.key.id == header.key_id => {
-                    if now_ms >= p.until_ms || self.left.iter().any(|l| l == from) {
+                    if now.as_u64() >= p.until_ms || self.left.iter().any(|l| l == from) {
                         return Err(SealError::ExpiredKey(header.key_id).into());
                     }
                     (&p.key, &mut p.replay)
@@ -296,7 +297,11 @@ impl PeerSealer {
         };
         let (header, plain) = seal::open(key, &self.room, from, &env)?;
         replay.check(from, &header)?;
-        if self.previous.as_ref().is_some_and(|p| now_ms >= p.until_ms) {
+        if self
+            .previous
+            .as_ref()
+            .is_some_and(|p| now.as_u64() >= p.until_ms)
+        {
             self.previous = None;
         }
         serde_json::from_slice(&plain).map_err(|e| PeerSyncError::Malformed(e.to_string()))
@@ -327,9 +332,9 @@ mod tests {
         let msg = change(1, 1);
         let v = a.seal(&msg).unwrap();
         assert!(PeerSealer::is_sealed(&v));
-        assert_eq!(b.open("a", &v, 0).unwrap(), msg);
+        assert_eq!(b.open("a", &v, Millis::from_u64(0)).unwrap(), msg);
         assert_eq!(
-            b.open("a", &v, 0),
+            b.open("a", &v, Millis::from_u64(0)),
             Err(PeerSyncError::Seal(SealError::Replay))
         );
     }
@@ -340,7 +345,7 @@ mod tests {
         let mut b = PeerSealer::new(key(), "r", "b", [2; 16]);
         let v = a.seal(&change(1, 1)).unwrap();
         // Delivered by another member's link (the transport's `from` is not `a`).
-        let e = b.open("c", &v, 0).unwrap_err();
+        let e = b.open("c", &v, Millis::from_u64(0)).unwrap_err();
         assert_eq!(e, PeerSyncError::Seal(SealError::Tampered));
         assert_eq!(e.code(), ErrorCode::Forbidden);
         // One bit flipped.
@@ -348,15 +353,24 @@ mod tests {
         let last = s.pop().unwrap();
         s.push(if last == 'A' { 'B' } else { 'A' });
         let bad = json!({"type": SEALED_SYNC_TYPE, "box": s});
-        assert!(matches!(b.open("a", &bad, 0), Err(PeerSyncError::Seal(_))));
+        assert!(matches!(
+            b.open("a", &bad, Millis::from_u64(0)),
+            Err(PeerSyncError::Seal(_))
+        ));
         // Another room's key.
         let mut other = PeerSealer::new(RoomKey::new(8, [9; 32]), "r", "a", [3; 16]);
         assert_eq!(
-            b.open("a", &other.seal(&change(1, 1)).unwrap(), 0),
+            b.open(
+                "a",
+                &other.seal(&change(1, 1)).unwrap(),
+                Millis::from_u64(0)
+            ),
             Err(PeerSyncError::Seal(SealError::ForeignKey(8)))
         );
         // Not sealed at all.
-        let e = b.open("a", &json!({"type": "sync-state"}), 0).unwrap_err();
+        let e = b
+            .open("a", &json!({"type": "sync-state"}), Millis::from_u64(0))
+            .unwrap_err();
         assert_eq!(e.code(), ErrorCode::BadPayload);
     }
 
@@ -368,7 +382,7 @@ mod tests {
         let mut b = PeerSealer::new(key(), "r", "b", [2; 16]);
         let forged = mallory.seal(&change(1, 1)).unwrap();
         assert_eq!(
-            b.open("mallory", &forged, 0),
+            b.open("mallory", &forged, Millis::from_u64(0)),
             Err(PeerSyncError::Seal(SealError::Tampered))
         );
     }
@@ -390,22 +404,24 @@ mod tests {
         let old_a2 = a.seal(&change(1, 2)).unwrap();
         let old_gone = gone.seal(&change(1, 3)).unwrap();
         b.handle_peer_left("gone");
-        assert!(b.handle_room_key(key2(), "b", [12; 16], 1_000));
-        assert!(a.handle_room_key(key2(), "a", [11; 16], 1_100));
+        assert!(b.handle_room_key(key2(), "b", [12; 16], Millis::from_u64(1_000)));
+        assert!(a.handle_room_key(key2(), "a", [11; 16], Millis::from_u64(1_100)));
         assert!(
-            !a.handle_room_key(key2(), "a", [13; 16], 1_200),
+            !a.handle_room_key(key2(), "a", [13; 16], Millis::from_u64(1_200)),
             "repeat: no change"
         );
         assert_eq!(a.key_id(), 8);
         // Within the grace: the old key still opens a's frame, never the leaver's.
-        assert!(b.open("a", &old_a, 1_000 + KEY_GRACE_MS - 1).is_ok());
+        assert!(b
+            .open("a", &old_a, Millis::from_u64(1_000 + KEY_GRACE_MS - 1))
+            .is_ok());
         assert_eq!(
-            b.open("gone", &old_gone, 1_001),
+            b.open("gone", &old_gone, Millis::from_u64(1_001)),
             Err(PeerSyncError::Seal(SealError::ExpiredKey(7)))
         );
         // After the grace the previous key is refused.
         assert_eq!(
-            b.open("a", &old_a2, 1_000 + KEY_GRACE_MS),
+            b.open("a", &old_a2, Millis::from_u64(1_000 + KEY_GRACE_MS)),
             Err(PeerSyncError::Seal(SealError::ExpiredKey(7)))
         );
         // New frames are under the new key: b opens them, the leaver cannot.
@@ -414,16 +430,25 @@ mod tests {
             .decode(new_a["box"].as_str().unwrap())
             .unwrap();
         assert_eq!(seal::Header::parse(&env).unwrap().key_id, 8);
-        assert!(b.open("a", &new_a, 20_000).is_ok());
+        assert!(b.open("a", &new_a, Millis::from_u64(20_000)).is_ok());
         assert_eq!(
-            gone.open("a", &new_a, 20_000),
+            gone.open("a", &new_a, Millis::from_u64(20_000)),
             Err(PeerSyncError::Seal(SealError::ForeignKey(8)))
         );
         // A later rotation forgets the key before the previous one entirely.
-        b.handle_room_key(RoomKey::new(9, [11; 32]), "b", [14; 16], 30_000);
+        b.handle_room_key(
+            RoomKey::new(9, [11; 32]),
+            "b",
+            [14; 16],
+            Millis::from_u64(30_000),
+        );
         let mut late = PeerSealer::new(key(), "r", "a", [15; 16]);
         assert_eq!(
-            b.open("a", &late.seal(&change(1, 5)).unwrap(), 30_001),
+            b.open(
+                "a",
+                &late.seal(&change(1, 5)).unwrap(),
+                Millis::from_u64(30_001)
+            ),
             Err(PeerSyncError::Seal(SealError::ForeignKey(7)))
         );
     }
@@ -434,11 +459,11 @@ mod tests {
     fn new_member_id_new_instance() {
         let mut a = PeerSealer::new(key(), "r", "a", [1; 16]);
         let mut b = PeerSealer::new(key(), "r", "b", [2; 16]);
-        assert!(a.handle_room_key(key(), "a2", [3; 16], 0));
+        assert!(a.handle_room_key(key(), "a2", [3; 16], Millis::from_u64(0)));
         assert_eq!(a.me(), "a2");
         let v = a.seal(&change(1, 1)).unwrap();
-        assert!(b.open("a2", &v, 0).is_ok());
-        assert!(b.open("a", &v, 0).is_err());
+        assert!(b.open("a2", &v, Millis::from_u64(0)).is_ok());
+        assert!(b.open("a", &v, Millis::from_u64(0)).is_err());
     }
 
     #[test]

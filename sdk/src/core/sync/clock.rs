@@ -58,8 +58,9 @@
 //! [`ClockConfig::interval_ms`] (500 ms: the intersection is only as tight as the fastest
 //! uplink and downlink seen lately, and with 50 ± 20 ms of jitter a probe comes within 1 ms
 //! of the fastest path in each direction once in 40; a probe and its answer are ~60 bytes).
-//! - At [`ClockSync::poll_timeout`] (local ms), call [`ClockSync::poll_probe`] with the current
-//!   local time and send Control `ping {clientTime}` with the returned value at once.
+//! The one contract of [`crate::core::drive`]: drain [`ClockSync::poll_output`] until
+//! [`ClockOutput::Timeout`]; for every [`ClockOutput::Probe`], send Control
+//! `ping {clientTime}` at once. [`ClockSync::handle_timeout`] at the deadline.
 //! - On every `pong`, call [`ClockSync::handle_response`] with its `clientTime`, `serverTime`
 //!   and the local receive time. Any pong counts, including answers to the connection's own
 //!   heartbeat pings.
@@ -69,6 +70,8 @@
 //! over a DataChannel.
 
 use std::collections::VecDeque;
+
+use crate::core::drive::{Machine, Millis, Polled};
 
 /// Tuning of [`ClockSync`]. Times in ms.
 #[derive(Clone, Debug, PartialEq)]
@@ -218,9 +221,41 @@ pub struct ClockSync {
     steps: u32,
 }
 
+/// An output of [`ClockSync::poll_output`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ClockOutput {
+    /// Send Control `ping {clientTime}` now (local ms, the send time).
+    Probe {
+        /// The probe's `clientTime`, local ms.
+        client_time: f64,
+    },
+    /// Nothing more before this local time.
+    Timeout(Millis),
+}
+
+impl Polled for ClockOutput {
+    fn timeout(&self) -> Option<Millis> {
+        match self {
+            ClockOutput::Timeout(t) => Some(*t),
+            ClockOutput::Probe { .. } => None,
+        }
+    }
+}
+
+impl Machine for ClockSync {
+    type Output = ClockOutput;
+    fn handle_timeout(&mut self, now: Millis) {
+        ClockSync::handle_timeout(self, now);
+    }
+    fn poll_output(&mut self, now: Millis) -> ClockOutput {
+        ClockSync::poll_output(self, now)
+    }
+}
+
 impl ClockSync {
-    /// An estimator whose first burst starts at local time `now_ms`.
-    pub fn new(config: ClockConfig, now_ms: f64) -> ClockSync {
+    /// An estimator whose first burst starts at local time `now`.
+    pub fn new(config: ClockConfig, now: Millis) -> ClockSync {
+        let now_ms = now.get();
         let burst_left = config.burst_count;
         let followup_left = config.followup_count;
         ClockSync {
@@ -324,20 +359,27 @@ impl ClockSync {
         self.steps
     }
 
-    /// When [`ClockSync::poll_probe`] should next be called, local ms.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<f64> {
-        Some(self.next_probe_ms)
+    /// When the next probe is due, local ms (also [`ClockOutput::Timeout`]).
+    pub(crate) fn next_probe_at(&self) -> f64 {
+        self.next_probe_ms
     }
 
     // ---- inputs and outputs ----
 
-    /// If a probe is due at local time `now_ms`, records it as sent and returns its
-    /// `clientTime` (= `now_ms`): send `ping {clientTime}` at once. Also forgets probes
-    /// unanswered for [`ClockConfig::probe_timeout_ms`].
+    /// The next output at `now`: a [`ClockOutput::Probe`] when one is due (recorded as sent;
+    /// send `ping {clientTime}` at once), else [`ClockOutput::Timeout`] at the next probe.
+    /// Also forgets probes unanswered for [`ClockConfig::probe_timeout_ms`].
     #[must_use]
-    pub fn poll_probe(&mut self, now_ms: f64) -> Option<f64> {
-        self.handle_timeout(now_ms);
+    pub fn poll_output(&mut self, now: Millis) -> ClockOutput {
+        match self.take_probe(now.get()) {
+            Some(client_time) => ClockOutput::Probe { client_time },
+            None => ClockOutput::Timeout(Millis::new(self.next_probe_ms)),
+        }
+    }
+
+    /// A probe's `clientTime` (= `now_ms`) when one is due at `now_ms`, recorded as sent.
+    pub(crate) fn take_probe(&mut self, now_ms: f64) -> Option<f64> {
+        self.expire(now_ms);
         if now_ms < self.next_probe_ms {
             return None;
         }
@@ -362,8 +404,12 @@ impl ClockSync {
         Some(now_ms)
     }
 
-    /// Forgets probes sent more than [`ClockConfig::probe_timeout_ms`] before `now_ms`.
-    pub fn handle_timeout(&mut self, now_ms: f64) {
+    /// Forgets probes sent more than [`ClockConfig::probe_timeout_ms`] before `now`.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.expire(now.get());
+    }
+
+    fn expire(&mut self, now_ms: f64) {
         let timeout = self.config.probe_timeout_ms;
         self.outstanding.retain(|&t0| now_ms - t0 <= timeout);
         self.check_burst(now_ms);
@@ -414,10 +460,11 @@ impl ClockSync {
         self.next_probe_ms = self.next_probe_ms.min(now_ms);
     }
 
-    /// A `pong {clientTime, serverTime}` arrived at local time `now_ms`. Returns whether it was
+    /// A `pong {clientTime, serverTime}` arrived at local time `now`. Returns whether it was
     /// taken as a sample: answers with a `clientTime` in the future, older than the probe
     /// timeout, or already answered (a duplicate) are ignored.
-    pub fn handle_response(&mut self, client_time: f64, server_time: f64, now_ms: f64) -> bool {
+    pub fn handle_response(&mut self, client_time: f64, server_time: f64, now: Millis) -> bool {
+        let now_ms = now.get();
         let plausible = client_time <= now_ms
             && now_ms - client_time <= self.config.probe_timeout_ms
             && server_time.is_finite();
@@ -468,21 +515,22 @@ impl ClockSync {
         true
     }
 
-    /// Forgets every sample and starts a new burst at `now_ms` (after a reconnect, a wake from
+    /// Forgets every sample and starts a new burst at `now` (after a reconnect, a wake from
     /// sleep, or when the app suspects a clock change).
-    pub fn reset(&mut self, now_ms: f64) {
+    pub fn reset(&mut self, now: Millis) {
         self.samples.clear();
         self.history.clear();
         self.outstanding.clear();
         self.mapping = None;
         self.uncertainty_ms = f64::INFINITY;
-        self.start_burst(now_ms);
+        self.start_burst(now);
     }
 
-    /// Starts a new burst (then follow-ups, then the period) at `now_ms`, keeping every
+    /// Starts a new burst (then follow-ups, then the period) at `now`, keeping every
     /// sample: the probes go to a new source of the same shared clock (PROTOCOL.md §13.10: a
     /// new controller while serverless, or the server again).
-    pub fn start_burst(&mut self, now_ms: f64) {
+    pub fn start_burst(&mut self, now: Millis) {
+        let now_ms = now.get();
         self.burst_left = self.config.burst_count;
         self.burst_extension_left = self.config.burst_count;
         self.followup_left = self.config.followup_count;
@@ -522,7 +570,7 @@ impl ClockSync {
             }
             if self.samples.len() < self.config.min_samples && self.burst_left == 0 {
                 let now = self.samples.back().map_or(0.0, |s| s.t3);
-                self.start_burst(now);
+                self.start_burst(Millis::new(now));
             }
         }
     }
@@ -629,8 +677,26 @@ fn slope_variance(pts: &[(f64, f64, f64)], b: f64) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The estimator driven at f64 local times, as the simulations below write them.
+    pub(crate) trait AtMs {
+        fn probe(&mut self, now: f64) -> Option<f64>;
+        fn respond(&mut self, client_time: f64, server_time: f64, now: f64) -> bool;
+    }
+
+    impl AtMs for ClockSync {
+        fn probe(&mut self, now: f64) -> Option<f64> {
+            match self.poll_output(Millis::new(now)) {
+                ClockOutput::Probe { client_time } => Some(client_time),
+                ClockOutput::Timeout(_) => None,
+            }
+        }
+        fn respond(&mut self, client_time: f64, server_time: f64, now: f64) -> bool {
+            self.handle_response(client_time, server_time, Millis::new(now))
+        }
+    }
 
     /// A device whose local clock reads `true × (1 + drift) + skew` against a server at
     /// `true + 1.7e12`, over a link with one-way delays `base + U(0, jitter)`.
@@ -656,14 +722,14 @@ mod tests {
             let mut inflight: Vec<(f64, f64, f64)> = Vec::new(); // (arrive_true, client_time, server)
             let mut t = from;
             while t < to {
-                if let Some(ct) = cs.poll_probe(self.local(t)) {
+                if let Some(ct) = cs.probe(self.local(t)) {
                     let up = self.base + self.rng.f64() * self.jitter;
                     let down = self.base + self.rng.f64() * self.jitter;
                     inflight.push((t + up + down, ct, (t + up + EPOCH).floor()));
                 }
                 inflight.retain(|&(at, ct, s)| {
                     if at <= t {
-                        cs.handle_response(ct, s, self.local(t));
+                        cs.respond(ct, s, self.local(t));
                         false
                     } else {
                         true
@@ -688,7 +754,7 @@ mod tests {
     fn burst_converges_within_the_uncertainty_bound() {
         for seed in 0..20 {
             let mut l = link(seed);
-            let mut cs = ClockSync::new(ClockConfig::default(), l.local(0.0));
+            let mut cs = ClockSync::new(ClockConfig::default(), Millis::new(l.local(0.0)));
             assert!(!cs.is_synced());
             l.run(&mut cs, 0.0, 600.0, 0.5);
             assert!(cs.is_synced());
@@ -712,18 +778,18 @@ mod tests {
             // The controller syncs with the server, then the server is gone at 2 s.
             let mut l = link(seed);
             l.drift = 30e-6;
-            let mut ctrl = ClockSync::new(ClockConfig::default(), l.local(0.0));
+            let mut ctrl = ClockSync::new(ClockConfig::default(), Millis::new(l.local(0.0)));
             assert_eq!(ctrl.answer_peer_probe(l.local(0.0)), None);
             l.run(&mut ctrl, 0.0, 2000.0, 0.5);
             // A peer with another skew probes the controller over a 20-40 ms DataChannel.
             let (p_skew, p_drift) = (-987.0, -20e-6);
             let p_local = |t: f64| t * (1.0 + p_drift) + p_skew;
-            let mut peer = ClockSync::new(ClockConfig::default(), p_local(2000.0));
+            let mut peer = ClockSync::new(ClockConfig::default(), Millis::new(p_local(2000.0)));
             let mut rng = fastrand::Rng::with_seed(seed);
             let mut inflight: Vec<(f64, f64, f64)> = Vec::new();
             let mut t = 2000.0;
             while t < 12_000.0 {
-                if let Some(ct) = peer.poll_probe(p_local(t)) {
+                if let Some(ct) = peer.probe(p_local(t)) {
                     let up = 20.0 + rng.f64() * 20.0;
                     let down = 20.0 + rng.f64() * 20.0;
                     let answer = ctrl.answer_peer_probe(l.local(t + up)).unwrap();
@@ -732,7 +798,7 @@ mod tests {
                 inflight.retain(|&(at, ct, s)| {
                     let due = at <= t;
                     if due {
-                        peer.handle_response(ct, s, p_local(t));
+                        peer.respond(ct, s, p_local(t));
                     }
                     !due
                 });
@@ -755,7 +821,7 @@ mod tests {
         for seed in 0..10 {
             let mut l = link(seed);
             l.drift = if seed % 2 == 0 { 40e-6 } else { -40e-6 };
-            let mut cs = ClockSync::new(ClockConfig::default(), l.local(0.0));
+            let mut cs = ClockSync::new(ClockConfig::default(), Millis::new(l.local(0.0)));
             l.run(&mut cs, 0.0, 600_000.0, 1.0);
             let t = 600_000.0;
             let err = cs.server_now(l.local(t)) - (t + EPOCH);
@@ -774,46 +840,46 @@ mod tests {
     #[test]
     fn queued_samples_do_not_move_the_estimate() {
         let mut l = link(7);
-        let mut cs = ClockSync::new(ClockConfig::default(), l.local(0.0));
+        let mut cs = ClockSync::new(ClockConfig::default(), Millis::new(l.local(0.0)));
         l.run(&mut cs, 0.0, 1000.0, 0.5);
         let before = cs.offset_ms();
         // A pong that sat 400 ms in a queue on the way back.
         let t = 1000.0;
-        assert!(cs.handle_response(l.local(t), (t + 35.0 + EPOCH).floor(), l.local(t + 470.0)));
+        assert!(cs.respond(l.local(t), (t + 35.0 + EPOCH).floor(), l.local(t + 470.0)));
         assert!((cs.offset_ms() - before).abs() < 0.5);
         // Duplicates, answers from the future and stale answers are ignored.
-        assert!(!cs.handle_response(l.local(t), (t + 35.0 + EPOCH).floor(), l.local(t + 471.0)));
-        assert!(!cs.handle_response(l.local(t + 600.0), EPOCH, l.local(t + 500.0)));
-        assert!(!cs.handle_response(l.local(t), EPOCH, l.local(t + 10_000.0)));
+        assert!(!cs.respond(l.local(t), (t + 35.0 + EPOCH).floor(), l.local(t + 471.0)));
+        assert!(!cs.respond(l.local(t + 600.0), EPOCH, l.local(t + 500.0)));
+        assert!(!cs.respond(l.local(t), EPOCH, l.local(t + 10_000.0)));
     }
 
     #[test]
     fn drive_contract_burst_then_period_and_lost_probes_expire() {
         let cfg = ClockConfig::default();
-        let mut cs = ClockSync::new(cfg.clone(), 100.0);
-        assert_eq!(cs.poll_timeout(), Some(100.0));
-        assert_eq!(cs.poll_probe(99.0), None);
+        let mut cs = ClockSync::new(cfg.clone(), Millis::new(100.0));
+        assert_eq!(cs.next_probe_at(), 100.0);
+        assert_eq!(cs.probe(99.0), None);
         let mut sent = vec![];
         let mut now = 100.0;
         while sent.len() < cfg.burst_count as usize {
-            if let Some(t) = cs.poll_probe(now) {
+            if let Some(t) = cs.probe(now) {
                 sent.push(t);
             }
-            now = cs.poll_timeout().unwrap();
+            now = cs.next_probe_at();
         }
         assert_eq!(sent[1] - sent[0], cfg.burst_spacing_ms);
         let last = *sent.last().unwrap();
-        assert_eq!(cs.poll_timeout(), Some(last + cfg.followup_spacing_ms));
+        assert_eq!(cs.next_probe_at(), last + cfg.followup_spacing_ms);
         assert!(cs.in_burst(), "burst probes are unanswered");
         // Nothing answers: the probes expire, the burst is extended (no good answers) by at
         // most `burst_count` probes, then it is over, unsynced.
         let mut now = last + cfg.probe_timeout_ms + 1.0;
-        cs.handle_timeout(now);
+        cs.handle_timeout(Millis::new(now));
         assert!(cs.in_burst());
-        assert!(cs.poll_timeout().unwrap() <= now);
+        assert!(cs.next_probe_at() <= now);
         let mut extra = 0;
         while cs.in_burst() {
-            if cs.poll_probe(now).is_some() {
+            if cs.probe(now).is_some() {
                 extra += 1;
             }
             now += cfg.burst_spacing_ms;
@@ -833,7 +899,7 @@ mod tests {
     #[test]
     fn a_clock_step_is_detected_and_followed() {
         let mut l = link(3);
-        let mut cs = ClockSync::new(ClockConfig::default(), l.local(0.0));
+        let mut cs = ClockSync::new(ClockConfig::default(), Millis::new(l.local(0.0)));
         l.run(&mut cs, 0.0, 20_000.0, 1.0);
         let err = cs.server_now(l.local(20_000.0)) - (20_000.0 + EPOCH);
         assert!(err.abs() < 5.0);
@@ -844,7 +910,7 @@ mod tests {
         assert!(err.abs() < 5.0, "error {err} ms after the step");
         assert!(cs.steps() > 0);
         // reset() starts a new burst.
-        cs.reset(l.local(40_000.0));
+        cs.reset(Millis::new(l.local(40_000.0)));
         assert!(!cs.is_synced());
         assert!(cs.in_burst());
     }

@@ -74,13 +74,15 @@
 //!   while paused, a late start is caught up by the ladder.
 //!
 //! # Drive contract
-//! After every `handle_*` call, drain [`Follower::poll_output`] until it returns
+//! The one contract of [`crate::core::drive`] (`now` last, as [`Millis`]). After every
+//! `handle_*` call, drain [`Follower::poll_output`] until it returns
 //! [`FollowerOutput::Timeout`]: execute each [`MediaCommand`] on the element at once, in order;
 //! hand events to the app. At the timeout (local ms), read the element and call
 //! [`Follower::handle_media_sample`] (it also runs due timers); [`Follower::handle_timeout`]
 //! does the same without a reading. Feed [`Follower::handle_clock`] whenever the clock mapping
 //! changes and [`Follower::handle_state`] with every `sync-state` received.
 
+use crate::core::drive::{Machine, Millis, Polled};
 use crate::core::sync::clock::ClockMapping;
 use crate::core::sync::position::{EstimatorConfig, PositionEstimator};
 use crate::core::sync::state::RoomState;
@@ -370,8 +372,27 @@ pub enum FollowerOutput {
     /// Tell the app.
     Event(FollowerEvent),
     /// Nothing more now; sample the element and call [`Follower::handle_media_sample`] at this
-    /// local time (ms), if any.
-    Timeout(Option<f64>),
+    /// local time ([`Millis::NEVER`]: no deadline).
+    Timeout(Millis),
+}
+
+impl Polled for FollowerOutput {
+    fn timeout(&self) -> Option<Millis> {
+        match self {
+            FollowerOutput::Timeout(t) => Some(*t),
+            _ => None,
+        }
+    }
+}
+
+impl Machine for Follower {
+    type Output = FollowerOutput;
+    fn handle_timeout(&mut self, now: Millis) {
+        Follower::handle_timeout(self, now);
+    }
+    fn poll_output(&mut self, now: Millis) -> FollowerOutput {
+        Follower::poll_output(self, now)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -615,7 +636,8 @@ impl Follower {
     // ---- inputs ----
 
     /// The local → shared clock mapping changed (or is first known).
-    pub fn handle_clock(&mut self, mapping: ClockMapping, now_ms: f64) {
+    pub fn handle_clock(&mut self, mapping: ClockMapping, now: Millis) {
+        let now_ms = now.get();
         self.clock = Some(mapping);
         self.run(now_ms, false);
     }
@@ -623,7 +645,8 @@ impl Follower {
     /// A room state arrived (`sync-state`, or a resolved change applied to the last state).
     /// Returns `false`, and changes nothing, unless its `(epoch, sequence)` is newer than every
     /// state seen: duplicates and out-of-order states are ignored.
-    pub fn handle_state(&mut self, state: RoomState, now_ms: f64) -> bool {
+    pub fn handle_state(&mut self, state: RoomState, now: Millis) -> bool {
+        let now_ms = now.get();
         if self
             .states
             .back()
@@ -689,13 +712,14 @@ impl Follower {
         self.want_playing && self.nudge.is_none() && steady_or_moving && self.estimator.wants_edge()
     }
 
-    /// Runs due timers at local time `now_ms` without a reading of the element.
-    pub fn handle_timeout(&mut self, now_ms: f64) {
+    /// Runs due timers at local time `now` without a reading of the element.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        let now_ms = now.get();
         self.run(now_ms, false);
     }
 
     /// `play()` was refused (autoplay policy, `NotAllowedError`).
-    pub fn handle_play_rejected(&mut self, _now_ms: f64) {
+    pub fn handle_play_rejected(&mut self, _now: Millis) {
         self.want_playing = false;
         self.transition = None;
         self.launch = None;
@@ -708,7 +732,8 @@ impl Follower {
 
     /// The user interacted with the page (call it from the gesture's handler): the follower
     /// starts the element at once, inside the gesture, if the room is playing.
-    pub fn handle_user_gesture(&mut self, now_ms: f64) {
+    pub fn handle_user_gesture(&mut self, now: Millis) {
+        let now_ms = now.get();
         if !self.blocked {
             return;
         }
@@ -728,8 +753,9 @@ impl Follower {
 
     // ---- outputs ----
 
-    /// The next output (see the drive contract in the module docs).
-    pub fn poll_output(&mut self) -> FollowerOutput {
+    /// The next output (see the drive contract in the module docs); `now` is unused (the
+    /// outputs are due at the input that made them).
+    pub fn poll_output(&mut self, _now: Millis) -> FollowerOutput {
         if let Some(o) = self.out.pop_front() {
             return o;
         }
@@ -737,7 +763,8 @@ impl Follower {
             TIMERS
                 .iter()
                 .filter_map(|&t| self.timers[t as usize])
-                .reduce(f64::min),
+                .reduce(f64::min)
+                .map_or(Millis::NEVER, Millis::new),
         )
     }
 
@@ -1371,10 +1398,10 @@ mod tests {
     fn drain(f: &mut Follower) -> (Vec<MediaCommand>, Vec<FollowerEvent>, Option<f64>) {
         let (mut cmds, mut events) = (vec![], vec![]);
         loop {
-            match f.poll_output() {
+            match f.poll_output(Millis::ZERO) {
                 FollowerOutput::Command(c) => cmds.push(c),
                 FollowerOutput::Event(e) => events.push(e),
-                FollowerOutput::Timeout(t) => return (cmds, events, t),
+                FollowerOutput::Timeout(t) => return (cmds, events, t.deadline().map(Millis::get)),
             }
         }
     }
@@ -1418,8 +1445,8 @@ mod tests {
     fn playing_with(config: FollowerConfig) -> (Follower, f64) {
         RATE.set(1.0);
         let mut f = Follower::new(config);
-        f.handle_clock(ClockMapping::IDENTITY, 0.0);
-        assert!(f.handle_state(state((1, 1), true, 0.0, 0.0), 0.0));
+        f.handle_clock(ClockMapping::IDENTITY, Millis::new(0.0));
+        assert!(f.handle_state(state((1, 1), true, 0.0, 0.0), Millis::new(0.0)));
         let (cmds, _, _) = drain(&mut f);
         assert!(matches!(&cmds[..], [MediaCommand::Load { track_id, .. }] if track_id == "t"));
         // Ready: a start is planned (silent seek, then Play).
@@ -1448,21 +1475,21 @@ mod tests {
     #[test]
     fn stale_and_duplicate_states_are_ignored() {
         let mut f = Follower::new(FollowerConfig::default());
-        assert!(f.handle_state(state((1, 2), false, 0.0, 0.0), 0.0));
-        assert!(!f.handle_state(state((1, 2), true, 5.0, 0.0), 0.0));
-        assert!(!f.handle_state(state((1, 1), true, 5.0, 0.0), 0.0));
-        assert!(!f.handle_state(state((0, 9), true, 5.0, 0.0), 0.0));
+        assert!(f.handle_state(state((1, 2), false, 0.0, 0.0), Millis::new(0.0)));
+        assert!(!f.handle_state(state((1, 2), true, 5.0, 0.0), Millis::new(0.0)));
+        assert!(!f.handle_state(state((1, 1), true, 5.0, 0.0), Millis::new(0.0)));
+        assert!(!f.handle_state(state((0, 9), true, 5.0, 0.0), Millis::new(0.0)));
         assert!(!f.latest_state().unwrap().is_playing);
-        assert!(f.handle_state(state((2, 0), true, 5.0, 0.0), 0.0));
+        assert!(f.handle_state(state((2, 0), true, 5.0, 0.0), Millis::new(0.0)));
         // No clock yet: nothing to do.
         let (cmds, _, _) = drain(&mut f);
         assert!(cmds.is_empty());
         assert_eq!(f.status(), FollowerStatus::Waiting);
         // A restarted authority counts from (0, 0) again: after reset_room it is followed.
-        assert!(!f.handle_state(state((0, 1), false, 7.0, 0.0), 0.0));
+        assert!(!f.handle_state(state((0, 1), false, 7.0, 0.0), Millis::new(0.0)));
         f.reset_room();
         assert!(f.latest_state().is_none());
-        assert!(f.handle_state(state((0, 1), false, 7.0, 0.0), 0.0));
+        assert!(f.handle_state(state((0, 1), false, 7.0, 0.0), Millis::new(0.0)));
         assert_eq!(f.latest_state().unwrap().position_s, 7.0);
     }
 
@@ -1603,8 +1630,8 @@ mod tests {
         for (config, estimated) in [(FollowerConfig::browser(), true), (single, false)] {
             RATE.set(1.0);
             let mut f = Follower::new(config);
-            f.handle_clock(ClockMapping::IDENTITY, 0.0);
-            f.handle_state(state((1, 1), true, 0.0, 0.0), 0.0);
+            f.handle_clock(ClockMapping::IDENTITY, Millis::new(0.0));
+            f.handle_state(state((1, 1), true, 0.0, 0.0), Millis::new(0.0));
             drain(&mut f);
             let (cmds, _, _) = sample(&mut f, 10.0, 0.0, true);
             let Some(MediaCommand::Seek { to_s }) = cmds.first().cloned() else {
@@ -1667,7 +1694,7 @@ mod tests {
         let (mut f, t) = playing();
         // A pause scheduled 500 ms ahead.
         let at = t + 500.0;
-        assert!(f.handle_state(state((1, 2), false, at / 1000.0, at), t));
+        assert!(f.handle_state(state((1, 2), false, at / 1000.0, at), Millis::new(t)));
         let (cmds, _, timeout) = drain(&mut f);
         assert!(cmds.is_empty());
         assert!(timeout.unwrap() <= at);
@@ -1684,7 +1711,7 @@ mod tests {
         assert_eq!(paused_at, Some(at), "pause exactly at applyAt");
         // A play scheduled ahead is issued one start latency before it, from the right place.
         let at2 = at + 1000.0;
-        assert!(f.handle_state(state((1, 3), true, 42.0, at2), now));
+        assert!(f.handle_state(state((1, 3), true, 42.0, at2), Millis::new(now)));
         let mut cmds_all = drain(&mut f).0;
         let mut pos = at / 1000.0;
         let mut played_at = None;
@@ -1709,8 +1736,8 @@ mod tests {
     fn a_start_that_moves_then_stalls_is_measured_once_steady() {
         RATE.set(1.0);
         let mut f = Follower::new(FollowerConfig::default());
-        f.handle_clock(ClockMapping::IDENTITY, 0.0);
-        f.handle_state(state((1, 1), true, 0.0, 1000.0), 0.0);
+        f.handle_clock(ClockMapping::IDENTITY, Millis::new(0.0));
+        f.handle_state(state((1, 1), true, 0.0, 1000.0), Millis::new(0.0));
         drain(&mut f);
         sample(&mut f, 10.0, 0.0, true);
         let play_at = 1000.0 - f.start_latency_ms();
@@ -1747,8 +1774,8 @@ mod tests {
     #[test]
     fn refused_autoplay_needs_a_user_gesture() {
         let mut f = Follower::new(FollowerConfig::default());
-        f.handle_clock(ClockMapping::IDENTITY, 0.0);
-        f.handle_state(state((1, 1), true, 0.0, 0.0), 0.0);
+        f.handle_clock(ClockMapping::IDENTITY, Millis::new(0.0));
+        f.handle_state(state((1, 1), true, 0.0, 0.0), Millis::new(0.0));
         drain(&mut f);
         let (cmds, _, _) = sample(&mut f, 10.0, 0.0, true);
         let Some(MediaCommand::Seek { to_s }) = cmds.first().cloned() else {
@@ -1757,7 +1784,7 @@ mod tests {
         let play_at = to_s * 1000.0 - f.start_latency_ms();
         let (cmds, _, _) = sample(&mut f, play_at, to_s, true);
         assert_eq!(cmds, vec![MediaCommand::Play]);
-        f.handle_play_rejected(play_at);
+        f.handle_play_rejected(Millis::new(play_at));
         let (cmds, events, _) = drain(&mut f);
         assert!(cmds.is_empty());
         assert!(events.contains(&FollowerEvent::NeedsUserGesture));
@@ -1766,7 +1793,7 @@ mod tests {
         let (cmds, events, _) = sample(&mut f, play_at + 500.0, to_s, true);
         assert!(cmds.is_empty() && !events.contains(&FollowerEvent::NeedsUserGesture));
         // The gesture starts it at once, where the room will be when it moves.
-        f.handle_user_gesture(2000.0);
+        f.handle_user_gesture(Millis::new(2000.0));
         let (cmds, _, _) = drain(&mut f);
         let [MediaCommand::Seek { to_s }, MediaCommand::Play] = cmds[..] else {
             panic!("{cmds:?}")
@@ -1781,8 +1808,8 @@ mod tests {
     fn landed_with(config: FollowerConfig, offset_ms: f64) -> (Follower, f64, Vec<MediaCommand>) {
         RATE.set(1.0);
         let mut f = Follower::new(config);
-        f.handle_clock(ClockMapping::IDENTITY, 0.0);
-        f.handle_state(state((1, 1), true, 0.0, 0.0), 0.0);
+        f.handle_clock(ClockMapping::IDENTITY, Millis::new(0.0));
+        f.handle_state(state((1, 1), true, 0.0, 0.0), Millis::new(0.0));
         drain(&mut f);
         let (cmds, _, _) = sample(&mut f, 10.0, 0.0, true);
         let Some(MediaCommand::Seek { to_s }) = cmds.first().cloned() else {
@@ -1836,7 +1863,7 @@ mod tests {
             ..FollowerConfig::default()
         });
         let at = t + 100.0;
-        assert!(f.handle_state(state((1, 2), true, 50.0, at), t));
+        assert!(f.handle_state(state((1, 2), true, 50.0, at), Millis::new(t)));
         let mut offset = f64::NAN;
         let mut refined = None;
         while t < at + 1000.0 && refined.is_none() {

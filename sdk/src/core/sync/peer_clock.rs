@@ -45,6 +45,7 @@
 //! for a probe this device sent.
 
 use super::clock::ClockSync;
+use crate::core::drive::Millis;
 use std::collections::VecDeque;
 
 /// Probes to peers remembered at most (older ones are forgotten first).
@@ -176,7 +177,7 @@ impl PeerClock {
         me: &str,
         controller_linked: bool,
         clock: &mut ClockSync,
-        now: f64,
+        now: Millis,
     ) {
         let next = if !peer_authority || controller.is_empty() {
             ClockSource::Server
@@ -208,23 +209,25 @@ impl PeerClock {
         }
     }
 
-    /// When [`PeerClock::poll_probe`] should next be called, local ms; `None` while hosting or
-    /// while the link to the controller is down.
+    /// When the next probe is due (local ms, for the owner's `Timeout`); `None` while hosting
+    /// or while the link to the controller is down.
     #[must_use]
-    pub fn poll_timeout(&self, clock: &ClockSync) -> Option<f64> {
+    pub fn next_probe_at(&self, clock: &ClockSync) -> Option<Millis> {
         match self.source {
-            ClockSource::Server | ClockSource::Peer { linked: true, .. } => clock.poll_timeout(),
+            ClockSource::Server | ClockSource::Peer { linked: true, .. } => {
+                Some(Millis::new(clock.next_probe_at()))
+            }
             _ => None,
         }
     }
 
-    /// The probe due at `now` (local ms), if any (recorded as sent). Like
-    /// [`ClockSync::poll_probe`] it also expires unanswered probes, so it may be called early.
+    /// The probe due at `now`, if any (recorded as sent). Like [`ClockSync::poll_output`] it
+    /// also expires unanswered probes, so it may be called early.
     #[must_use]
-    pub fn poll_probe(&mut self, clock: &mut ClockSync, now: f64) -> Option<Probe> {
+    pub fn take_probe(&mut self, clock: &mut ClockSync, now: Millis) -> Option<Probe> {
         // Nothing to probe while hosting or while the controller's link is down.
-        self.poll_timeout(clock)?;
-        let client_time = clock.poll_probe(now)?;
+        self.next_probe_at(clock)?;
+        let client_time = clock.take_probe(now.get())?;
         match &self.source {
             ClockSource::Peer {
                 controller,
@@ -253,10 +256,10 @@ impl PeerClock {
         _from: &str,
         client_time: f64,
         clock: &ClockSync,
-        now: f64,
+        now: Millis,
     ) -> Option<ClockProbe> {
         let answer = (self.source == ClockSource::Host && client_time.is_finite())
-            .then(|| clock.answer_peer_probe(now))
+            .then(|| clock.answer_peer_probe(now.get()))
             .flatten();
         match answer {
             Some(server_time) => {
@@ -282,7 +285,7 @@ impl PeerClock {
         client_time: f64,
         server_time: f64,
         clock: &mut ClockSync,
-        now: f64,
+        now: Millis,
     ) -> bool {
         let expected = self
             .outstanding
@@ -309,6 +312,11 @@ impl PeerClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::sync::clock::tests::AtMs;
+
+    fn ms(v: f64) -> Millis {
+        Millis::new(v)
+    }
     use crate::core::sync::clock::ClockConfig;
 
     const EPOCH: f64 = 1.7e12;
@@ -331,7 +339,7 @@ mod tests {
         let mut inflight: Vec<(f64, f64, f64)> = Vec::new();
         let mut t = from;
         while t < to {
-            if let Some(ct) = cs.poll_probe(dev.local(t)) {
+            if let Some(ct) = cs.probe(dev.local(t)) {
                 let up = 20.0 + rng.f64() * 20.0;
                 let down = 20.0 + rng.f64() * 20.0;
                 inflight.push((t + up + down, ct, (t + up + EPOCH).floor()));
@@ -339,7 +347,7 @@ mod tests {
             inflight.retain(|&(at, ct, s)| {
                 let due = at <= t;
                 if due {
-                    cs.handle_response(ct, s, dev.local(t));
+                    cs.respond(ct, s, dev.local(t));
                 }
                 !due
             });
@@ -360,7 +368,7 @@ mod tests {
             Node {
                 id,
                 dev,
-                cs: ClockSync::new(ClockConfig::default(), dev.local(0.0)),
+                cs: ClockSync::new(ClockConfig::default(), Millis::new(dev.local(0.0))),
                 pc: PeerClock::new(),
             }
         }
@@ -397,8 +405,8 @@ mod tests {
             for (i, nd) in nodes.iter_mut().enumerate() {
                 let me = nd.id;
                 nd.pc
-                    .handle_role(true, ctrl_id, me, true, &mut nd.cs, nd.dev.local(t));
-                match nd.pc.poll_probe(&mut nd.cs, nd.dev.local(t)) {
+                    .handle_role(true, ctrl_id, me, true, &mut nd.cs, ms(nd.dev.local(t)));
+                match nd.pc.take_probe(&mut nd.cs, ms(nd.dev.local(t))) {
                     Some(Probe::Peer { to, client_time }) => {
                         assert_eq!(to, ctrl_id);
                         inflight.push((t + delay(rng), i, ctrl, ClockProbe::Ping { client_time }));
@@ -421,7 +429,9 @@ mod tests {
                 let local = nd.dev.local(t);
                 match probe {
                     ClockProbe::Ping { client_time } => {
-                        if let Some(pong) = nd.pc.handle_ping(from_id, client_time, &nd.cs, local) {
+                        if let Some(pong) =
+                            nd.pc.handle_ping(from_id, client_time, &nd.cs, ms(local))
+                        {
                             inflight.push((t + delay(rng), dst, src, pong));
                         }
                     }
@@ -430,7 +440,7 @@ mod tests {
                         server_time,
                     } => {
                         nd.pc
-                            .handle_pong(from_id, client_time, server_time, &mut nd.cs, local);
+                            .handle_pong(from_id, client_time, server_time, &mut nd.cs, ms(local));
                     }
                 }
             }
@@ -544,53 +554,53 @@ mod tests {
             skew: 0.0,
             drift: 0.0,
         };
-        let mut cs = ClockSync::new(ClockConfig::default(), 0.0);
+        let mut cs = ClockSync::new(ClockConfig::default(), Millis::ZERO);
         let mut pc = PeerClock::new();
         // Link down: no probes, no deadline.
-        pc.handle_role(true, "ctrl", "me", false, &mut cs, 0.0);
-        assert_eq!(pc.poll_timeout(&cs), None);
-        assert_eq!(pc.poll_probe(&mut cs, 0.0), None);
+        pc.handle_role(true, "ctrl", "me", false, &mut cs, ms(0.0));
+        assert_eq!(pc.next_probe_at(&cs), None);
+        assert_eq!(pc.take_probe(&mut cs, ms(0.0)), None);
         assert_eq!(pc.stats().bursts, 0);
         // Link up: a burst to the controller.
-        pc.handle_role(true, "ctrl", "me", true, &mut cs, 10.0);
+        pc.handle_role(true, "ctrl", "me", true, &mut cs, ms(10.0));
         assert_eq!(pc.stats().bursts, 1);
-        let Some(Probe::Peer { to, client_time }) = pc.poll_probe(&mut cs, 10.0) else {
+        let Some(Probe::Peer { to, client_time }) = pc.take_probe(&mut cs, ms(10.0)) else {
             panic!("a peer probe");
         };
         assert_eq!(to, "ctrl");
         // Another member's answer, an unsolicited one, then the right one, then a duplicate.
-        assert!(!pc.handle_pong("other", client_time, EPOCH, &mut cs, 12.0));
-        assert!(!pc.handle_pong("ctrl", client_time + 1.0, EPOCH, &mut cs, 12.0));
-        assert!(pc.handle_pong("ctrl", client_time, EPOCH, &mut cs, dev.local(12.0)));
-        assert!(!pc.handle_pong("ctrl", client_time, EPOCH, &mut cs, 13.0));
+        assert!(!pc.handle_pong("other", client_time, EPOCH, &mut cs, ms(12.0)));
+        assert!(!pc.handle_pong("ctrl", client_time + 1.0, EPOCH, &mut cs, ms(12.0)));
+        assert!(pc.handle_pong("ctrl", client_time, EPOCH, &mut cs, ms(dev.local(12.0))));
+        assert!(!pc.handle_pong("ctrl", client_time, EPOCH, &mut cs, ms(13.0)));
         assert_eq!(pc.stats().samples, 1);
         assert_eq!(pc.stats().ignored, 3);
         // Not the host: pings are not answered.
-        assert_eq!(pc.handle_ping("x", 5.0, &cs, 20.0), None);
+        assert_eq!(pc.handle_ping("x", 5.0, &cs, ms(20.0)), None);
         // Back on the server: server probes again, after a burst.
-        pc.handle_role(false, "ctrl", "me", true, &mut cs, 30.0);
+        pc.handle_role(false, "ctrl", "me", true, &mut cs, ms(30.0));
         assert_eq!(pc.source(), &ClockSource::Server);
         assert_eq!(pc.stats().bursts, 2);
         assert!(matches!(
-            pc.poll_probe(&mut cs, 30.0),
+            pc.take_probe(&mut cs, ms(30.0)),
             Some(Probe::Server { .. })
         ));
         // A pong for an old peer probe is not taken any more.
-        assert!(!pc.handle_pong("ctrl", client_time, EPOCH, &mut cs, 31.0));
+        assert!(!pc.handle_pong("ctrl", client_time, EPOCH, &mut cs, ms(31.0)));
     }
 
     #[test]
     fn a_host_that_never_synced_does_not_answer() {
-        let mut cs = ClockSync::new(ClockConfig::default(), 0.0);
+        let mut cs = ClockSync::new(ClockConfig::default(), Millis::ZERO);
         let mut pc = PeerClock::new();
-        pc.handle_role(true, "me", "me", false, &mut cs, 0.0);
+        pc.handle_role(true, "me", "me", false, &mut cs, ms(0.0));
         assert_eq!(pc.source(), &ClockSource::Host);
-        assert_eq!(pc.poll_timeout(&cs), None);
-        assert_eq!(pc.handle_ping("b", 1.0, &cs, 2.0), None);
+        assert_eq!(pc.next_probe_at(&cs), None);
+        assert_eq!(pc.handle_ping("b", 1.0, &cs, ms(2.0)), None);
         assert_eq!(pc.stats().refused, 1);
         // Once it has a mapping it answers, floored to integer ms.
-        cs.handle_response(10.0, EPOCH + 0.25, 12.0);
-        match pc.handle_ping("b", 1.0, &cs, 20.0) {
+        cs.respond(10.0, EPOCH + 0.25, 12.0);
+        match pc.handle_ping("b", 1.0, &cs, ms(20.0)) {
             Some(ClockProbe::Pong { server_time, .. }) => {
                 assert_eq!(server_time, server_time.floor())
             }

@@ -44,6 +44,7 @@ mod tiers;
 mod types;
 
 use crate::core::client::{ConnectionState, Event};
+use crate::core::drive::Millis;
 use crate::core::error::ErrorCode;
 use crate::core::lane::Lane;
 use crate::core::music::{Output, Room as CoreRoom, RoomEvent};
@@ -163,7 +164,7 @@ impl MusicRoom {
                 return;
             }
             let now = r.now();
-            r.core.reset_clock(now);
+            r.core.reset_clock(Millis::new(now));
         }
         finish(&self.inner);
     }
@@ -184,7 +185,7 @@ impl MusicRoom {
     #[wasm_bindgen(js_name = serverNow)]
     pub fn server_now(&self) -> f64 {
         let r = self.inner.borrow();
-        r.core.shared_now(r.global.now_precise_ms())
+        r.core.shared_now(Millis::new(r.global.now_precise_ms()))
     }
 
     /// Where playback should be now by the room state, s (`null` without a state or clock).
@@ -522,7 +523,12 @@ fn new_room(
         .transpose()?;
     let tiers = opts.peer_to_peer.clone().map(tiers::Tiers::new);
     Ok(Rc::new(RefCell::new(Room {
-        core: CoreRoom::new(name.clone(), FollowerConfig::browser(), origin, now),
+        core: CoreRoom::new(
+            name.clone(),
+            FollowerConfig::browser(),
+            origin,
+            Millis::new(now),
+        ),
         name,
         base,
         client,
@@ -537,7 +543,7 @@ fn new_room(
         listener: None,
         media_listeners: Vec::new(),
         gesture_listeners: Vec::new(),
-        core_due: None,
+        core_due: Millis::NEVER,
         edge_until: None,
         events: Queue::default(),
         closed: false,
@@ -656,7 +662,7 @@ struct Room {
     media_listeners: Vec<Attached>,
     gesture_listeners: Vec<Attached>,
     /// When the core room wants to be polled again, local ms.
-    core_due: Option<f64>,
+    core_due: Millis,
     /// JS events not dispatched yet.
     events: Queue<JsValue>,
     closed: bool,
@@ -704,7 +710,7 @@ impl Room {
         let mut acts = Vec::new();
         let now = self.now();
         loop {
-            match self.core.poll_output(now) {
+            match self.core.poll_output(Millis::new(now)) {
                 Output::Media(c) => acts.push(Act::Media(c)),
                 Output::Ping {
                     client_time,
@@ -754,15 +760,19 @@ impl Room {
             self.timer.release();
             return;
         }
-        // The runtime's timer counts whole ms: rounding the deadline up never fires early
-        // (at most 1 ms late, below `setTimeout`'s own granularity).
-        let deadline = [self.core_due, self.pending.front().map(|p| p.deadline_ms)]
-            .into_iter()
-            .flatten()
-            .reduce(f64::min)
-            .map(|at| at.max(self.edge_until.unwrap_or(0.0)).max(0.0).ceil() as u64);
+        // `arm_at` rounds up to whole ms: never early (at most 1 ms late, below
+        // `setTimeout`'s own granularity).
+        let answer = self
+            .pending
+            .front()
+            .map_or(Millis::NEVER, |p| Millis::new(p.deadline_ms));
+        let deadline = self.core_due.min(answer);
+        let deadline = match self.edge_until {
+            Some(until) if !deadline.is_never() => deadline.max(Millis::new(until)),
+            _ => deadline,
+        };
         let weak = Rc::downgrade(h);
-        self.timer.arm(&self.global, deadline, move || {
+        self.timer.arm_at(&self.global, deadline, move || {
             Box::new(move || {
                 if let Some(h) = weak.upgrade() {
                     on_timer(&h);
@@ -846,7 +856,7 @@ fn watch_play(h: &RoomHandle, play: &Promise) {
             {
                 let mut r = h.borrow_mut();
                 let now = r.now();
-                r.core.handle_play_rejected(now);
+                r.core.handle_play_rejected(Millis::new(now));
             }
             finish(&h);
         } else if !media::is_interruption(&err) {
@@ -888,7 +898,7 @@ fn sample(h: &RoomHandle) {
         let mut r = h.borrow_mut();
         let span = r.now() - now;
         if media.element().is_some() && span > MAX_READ_SPAN_MS {
-            r.core.handle_timeout(now + span);
+            r.core.handle_timeout(Millis::new(now + span));
         } else {
             r.core.handle_media_sample(s);
         }
@@ -939,7 +949,7 @@ fn on_timer(h: &RoomHandle) {
         let now = r.now();
         r.expire_pending(now);
         // A little early is fine: the timer's own rounding.
-        r.core.follower_due().is_some_and(|t| t <= now + 1.0)
+        r.core.follower_due() <= Millis::new(now + 1.0)
     };
     if follower_due {
         sample(h);
@@ -958,7 +968,7 @@ fn user_gesture(h: &RoomHandle) {
             l.detach();
         }
         let now = r.now();
-        r.core.handle_user_gesture(now);
+        r.core.handle_user_gesture(Millis::new(now));
     }
     finish(h);
 }
@@ -1036,13 +1046,13 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
                 ..
             } => {
                 r.core
-                    .handle_server_pong(*client_time, *server_time as f64, now);
+                    .handle_server_pong(*client_time, *server_time as f64, Millis::new(now));
             }
             Event::Message(m) if m.lane == Lane::Sync && m.from.is_none() => {
                 match SyncMessage::from_value(m.value.clone()) {
                     Ok(SyncMessage::SyncState { data }) => {
                         let mesh_id = tiers::mesh_id(&r);
-                        r.core.handle_server_state(data, mesh_id.as_deref(), now);
+                        r.core.handle_server_state(data, mesh_id.as_deref(), Millis::new(now));
                     }
                     Ok(SyncMessage::MusicControl(c)) => {
                         if c.data.from.as_deref() == Some(r.me().as_str()) {
@@ -1104,7 +1114,7 @@ fn on_client_event(h: &RoomHandle, ev: &Event) {
                     ErrorCode::Closed,
                     "the connection dropped before the room's authority answered; the change may or may not have been applied",
                 ),
-                ConnectionState::Open => r.core.handle_connection_open(now),
+                ConnectionState::Open => r.core.handle_connection_open(Millis::new(now)),
                 ConnectionState::Closed => {
                     drop(r);
                     close_room(h, "the client closed");
@@ -1127,7 +1137,9 @@ fn send_change(h: &RoomHandle, action: MusicAction, data: MusicControlData) -> P
         }
         if r.core.peer_ordered() {
             let now = r.now();
-            let ordered = r.core.order_change(action, data, js_sys::Date::now(), now);
+            let ordered = r
+                .core
+                .order_change(action, data, js_sys::Date::now(), Millis::new(now));
             drop(r);
             return match ordered {
                 Ok((state, record)) => {

@@ -25,6 +25,7 @@ use super::tiers;
 use super::{attach_media_listeners, close_room, finish, listen_and_join, new_room};
 use super::{options, MusicRoom, Room, RoomHandle};
 use crate::core::control::validate_room_name;
+use crate::core::drive::Millis;
 use crate::core::error::ErrorCode;
 use crate::core::lane::Lane;
 use crate::core::sync::clock::ClockMapping;
@@ -74,7 +75,7 @@ pub(super) fn save(r: &mut Room) {
         return;
     }
     let now = r.now();
-    let offset = r.core.shared_now(now) - js_sys::Date::now();
+    let offset = r.core.shared_now(Millis::new(now)) - js_sys::Date::now();
     let rounded = offset.round() as i64;
     // The same state with an offset within the tolerance is not written again: `Date.now()`
     // ticks in whole ms, so the offset's last digit flips on almost every input, and a
@@ -157,7 +158,7 @@ pub(super) fn open(base_url: &str, name: &JsValue, options: &JsValue) -> Promise
                 offset_ms: js_sys::Date::now() + offset - now,
                 drift: 0.0,
             };
-            r.core.start_offline(mapping, state, now);
+            r.core.start_offline(mapping, state, Millis::new(now));
         }
         finish(&room);
         Ok(MusicRoom { inner: room }.into())
@@ -187,7 +188,7 @@ pub(super) fn attach(h: &RoomHandle, client: &ClientHandle) -> Promise {
         r.base = client.borrow().base().to_owned();
         // Server wins: its versions decide from now on (as after a session change).
         let now = r.now();
-        r.core.handle_attached(now);
+        r.core.handle_attached(Millis::new(now));
     }
     let joined = listen_and_join(h, client);
     wasm_bindgen_futures::future_to_promise(async move {

@@ -5,6 +5,7 @@
 //! ([`handle_mesh_event`]).
 
 use super::RoomHandle;
+use crate::core::drive::Millis;
 use crate::core::sync::peer_clock::ClockProbe;
 use crate::wasm::p2p;
 use wasm_bindgen::JsValue;
@@ -39,10 +40,12 @@ pub(super) fn handle_mesh_event(h: &RoomHandle, kind: &str, e: &JsValue) -> bool
         }
         let now = r.now();
         match server_time {
-            None => r.core.handle_peer_clock_ping(&peer, client_time, now),
+            None => r
+                .core
+                .handle_peer_clock_ping(&peer, client_time, Millis::new(now)),
             Some(server_time) => {
                 r.core
-                    .handle_peer_clock_pong(&peer, client_time, server_time, now)
+                    .handle_peer_clock_pong(&peer, client_time, server_time, Millis::new(now))
             }
         }
     }

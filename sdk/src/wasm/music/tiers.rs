@@ -26,6 +26,7 @@
 
 use super::{JsMusicEvent, Room, RoomHandle};
 use crate::core::client::ConnectionState;
+use crate::core::drive::Millis;
 use crate::core::error::ErrorCode;
 use crate::core::lane::Lane;
 use crate::core::music::{PeerLink, Record};
@@ -248,7 +249,10 @@ pub(super) fn handle_room_key(r: &mut Room, key_id: u32, key: &str) {
     let me = r.me();
     let now = r.now();
     let salt = || sealer_salt().map_err(|e| error::describe(&e));
-    if let Err(e) = r.core.handle_room_key(key_id, key, &me, salt, now) {
+    if let Err(e) = r
+        .core
+        .handle_room_key(key_id, key, &me, salt, Millis::new(now))
+    {
         web_sys::console::warn_1(&JsValue::from_str(&format!("p3-lanes: {e}")));
     }
 }
@@ -352,7 +356,7 @@ pub(super) fn maybe_push(h: &RoomHandle) {
             .as_ref()
             .is_some_and(|c| c.borrow().client().state() == ConnectionState::Open);
         let now = r.now();
-        if !r.core.poll_push(open, now) {
+        if !r.core.poll_push(open, Millis::new(now)) {
             return;
         }
         r.tiers.as_ref().and_then(|t| t.queue.clone())
@@ -368,8 +372,8 @@ pub(super) fn maybe_push(h: &RoomHandle) {
             let mut r = h.borrow_mut();
             let now = r.now();
             match changes {
-                Ok(changes) => (r.core.push_value(Some(changes), now), None),
-                Err(e) => (r.core.push_value(None, now), Some(e)),
+                Ok(changes) => (r.core.push_value(Some(changes), Millis::new(now)), None),
+                Err(e) => (r.core.push_value(None, Millis::new(now)), Some(e)),
             }
         };
         if let Some(value) = value {
@@ -516,7 +520,7 @@ fn on_mesh_message(h: &RoomHandle, m: &JsValue) {
             return;
         }
         let now = r.now();
-        r.core.handle_mesh_message(&from, &value, now);
+        r.core.handle_mesh_message(&from, &value, Millis::new(now));
     }
     super::finish(h);
 }

@@ -24,6 +24,7 @@ mod host;
 mod options;
 mod types;
 
+use crate::core::drive::Millis;
 use crate::core::error::ErrorCode;
 use crate::core::pwa::{
     decide, CheckInput, CoordOutput, Coordinator, Decision, PurgeRecord, ServerVersion, TabMessage,
@@ -261,7 +262,7 @@ fn open_channel(h: &Handle) {
             {
                 let mut inner = h.borrow_mut();
                 let now = inner.global.now_ms();
-                inner.coord.handle_message(msg, now);
+                inner.coord.handle_message(msg, Millis::from_u64(now));
             }
             pump(&h);
         })
@@ -358,7 +359,8 @@ fn pump(h: &Handle) {
     {
         let mut inner = h.borrow_mut();
         loop {
-            match inner.coord.poll_output() {
+            let now = Millis::from_u64(inner.global.now_ms());
+            match inner.coord.poll_output(now) {
                 CoordOutput::Broadcast(msg) => {
                     if let Some(c) = &inner.channel {
                         let _ = c.post_message(&convert::to_js(&msg));
@@ -371,7 +373,7 @@ fn pump(h: &Handle) {
                         // Nobody waits to purge (cannot happen while a check drives the
                         // claim): let the others take over.
                         let now = inner.global.now_ms();
-                        inner.coord.release(now);
+                        inner.coord.release(Millis::from_u64(now));
                     }
                 }
                 CoordOutput::Reload { target } => {
@@ -414,7 +416,7 @@ fn wake(inner: &mut Inner, outcome: Outcome) {
     }
 }
 
-fn arm_timer(inner: &mut Inner, h: &Handle, at: Option<u64>) {
+fn arm_timer(inner: &mut Inner, h: &Handle, at: Millis) {
     let Inner {
         timer,
         global,
@@ -426,13 +428,13 @@ fn arm_timer(inner: &mut Inner, h: &Handle, at: Option<u64>) {
         return;
     }
     let h = h.clone();
-    timer.arm(global, at, move || {
+    timer.arm_at(global, at, move || {
         Box::new(move || {
             {
                 let mut inner = h.borrow_mut();
                 inner.timer.fired();
                 let now = inner.global.now_ms();
-                inner.coord.handle_timeout(now);
+                inner.coord.handle_timeout(Millis::from_u64(now));
             }
             pump(&h);
         })
@@ -664,7 +666,7 @@ async fn run_checks(h: &Handle) -> Result<JsValue, JsValue> {
                 {
                     let mut inner = h.borrow_mut();
                     let now = inner.global.now_ms();
-                    inner.coord.follow(&target, now);
+                    inner.coord.follow(&target, Millis::from_u64(now));
                 }
                 wait(h).await
             }
@@ -672,7 +674,7 @@ async fn run_checks(h: &Handle) -> Result<JsValue, JsValue> {
                 {
                     let mut inner = h.borrow_mut();
                     let now = inner.global.now_ms();
-                    inner.coord.claim(&target, now);
+                    inner.coord.claim(&target, Millis::from_u64(now));
                 }
                 wait(h).await
             }
@@ -776,7 +778,7 @@ fn release(h: &Handle) {
     {
         let mut inner = h.borrow_mut();
         let now = inner.global.now_ms();
-        inner.coord.release(now);
+        inner.coord.release(Millis::from_u64(now));
     }
     pump(h);
 }
@@ -843,7 +845,7 @@ async fn lead(h: &Handle, page: &str, target: &str) -> Result<Step, JsValue> {
     {
         let mut inner = h.borrow_mut();
         let now = inner.global.now_ms();
-        inner.coord.purge_finished(now);
+        inner.coord.purge_finished(Millis::from_u64(now));
     }
     pump(h);
     emit(

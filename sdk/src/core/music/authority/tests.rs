@@ -335,7 +335,7 @@ fn the_dj_record_is_reported_and_restored() {
     );
     let out = r.handle(T0, &members, a, msg(control("play", json!({}), 1, 1), a));
     assert_eq!(out.dj, None, "a playback change is not persisted");
-    let out = r.leave(T0 + 5, a, true);
+    let out = r.leave(a, true, T0 + 5);
     assert_eq!(out.dj, Some(DjWrite::Clear));
 
     let mut r = Authority::new(

@@ -594,16 +594,16 @@ fn follow_elections(net: &mut Net, elections: &mut [Election]) {
         }
         let reachable: BTreeSet<String> = net.nodes[i].connected_peers().into_iter().collect();
         e.handle_membership(&reachable);
-        while let Some(o) = e.poll_output() {
+        crate::core::drive::drain(e, crate::core::drive::Millis::ZERO, |o| {
             if let ElectionOutput::Announce(claim) = o {
                 announced.extend(reachable.iter().map(|p| (net.idx(p), claim.clone())));
             }
-        }
+        });
     }
     for (j, claim) in announced {
         if !net.dead[j] {
             elections[j].handle_claim(&claim);
-            while elections[j].poll_output().is_some() {}
+            crate::core::drive::drain(&mut elections[j], crate::core::drive::Millis::ZERO, |_| {});
         }
     }
     for (i, e) in elections.iter().enumerate() {
