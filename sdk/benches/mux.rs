@@ -21,9 +21,10 @@ mod mux_harness;
 
 use mux_harness::hol::{self, HolConfig, Mode};
 use mux_harness::quantile;
+use p3_lanes::core::drive::{drain, Millis};
 use p3_lanes::core::frame::FrameHeader;
 use p3_lanes::core::lane::{Encoding, Lane};
-use p3_lanes::core::mux::{Mux, MuxConfig, MuxEvent};
+use p3_lanes::core::mux::{Mux, MuxConfig, MuxEvent, MuxOutput};
 use serde_json::json;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -129,7 +130,7 @@ fn cpu_throughput() -> (Duration, Duration, usize) {
             let mut c = MuxConfig::for_lanes(&[Lane::Control, Lane::Data], s);
             c.transport_high_water_bytes = None;
             let mut m = Mux::new(c).expect("valid config");
-            m.handle_transport_resumed(0);
+            m.handle_transport_resumed(Millis::ZERO);
             m
         };
         let (mut a, mut b) = (mk(round * 2 + 1), mk(round * 2 + 2));
@@ -141,23 +142,23 @@ fn cpu_throughput() -> (Duration, Duration, usize) {
                 a.send(Lane::Data, msg.clone()).expect("accepted");
                 next += 1;
             }
-            while let Some(f) = a.poll_transmit() {
-                b.handle_input(&f, 0);
-            }
-            while let Some(f) = b.poll_transmit() {
-                a.handle_input(&f, 0);
-            }
-            while let Some(e) = b.poll_event() {
-                if let MuxEvent::Message { bytes, .. } = e {
+            let zero = Millis::ZERO;
+            drain(&mut a, zero, |o| {
+                if let MuxOutput::Transmit(f) = o {
+                    b.handle_input(&f, zero);
+                }
+            });
+            let mut from_b = |o: MuxOutput| match o {
+                MuxOutput::Transmit(f) => a.handle_input(&f, zero),
+                MuxOutput::Event(MuxEvent::Message { bytes, .. }) => {
                     black_box(&bytes);
                     received += 1;
                 }
-            }
-            while a.poll_event().is_some() {}
-            b.handle_timeout(u64::MAX / 2); // flush delayed acks
-            while let Some(f) = b.poll_transmit() {
-                a.handle_input(&f, 0);
-            }
+                _ => {}
+            };
+            drain(&mut b, zero, &mut from_b);
+            b.handle_timeout(Millis::from_u64(u64::MAX / 2)); // flush delayed acks
+            drain(&mut b, zero, &mut from_b);
         }
         best = best.min(start.elapsed());
     }

@@ -77,7 +77,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::{now_ms, now_us, Session, Ws};
+use common::{now_us, Session, Ws};
 
 #[path = "../../sdk/benches/support/mod.rs"]
 mod support;
@@ -420,11 +420,11 @@ async fn listen(s: &mut Session, wait: Duration, done: impl Fn(&Heard) -> bool) 
     let deadline = tokio::time::Instant::now() + wait;
     let mut heard = Heard::default();
     loop {
-        if !common::mux_flush(&mut s.ws, &mut s.mux).await {
+        let Some((events, next)) = common::mux_flush(&mut s.ws, &mut s.mux).await else {
             heard.closed.get_or_insert(None);
             return heard;
-        }
-        while let Some(ev) = s.mux.poll_event() {
+        };
+        for ev in events {
             let MuxEvent::Message { bytes, .. } = ev else {
                 continue;
             };
@@ -449,16 +449,12 @@ async fn listen(s: &mut Session, wait: Duration, done: impl Fn(&Heard) -> bool) 
         if done(&heard) || tokio::time::Instant::now() >= deadline {
             return heard;
         }
-        let timer = s
-            .mux
-            .poll_timeout()
-            .map(|t| {
-                tokio::time::Instant::now() + Duration::from_millis(t.saturating_sub(now_ms()))
-            })
+        let timer = common::mux_wait(next)
+            .map(|d| tokio::time::Instant::now() + d)
             .map_or(deadline, |t| t.min(deadline));
         tokio::select! {
             msg = s.ws.next() => match msg {
-                Some(Ok(Message::Binary(b))) => s.mux.handle_input(&b, now_ms()),
+                Some(Ok(Message::Binary(b))) => s.mux.handle_input(&b, common::mux_now()),
                 Some(Ok(Message::Close(c))) => {
                     heard.closed = Some(c.map(|c| c.code));
                     return heard;
@@ -469,7 +465,7 @@ async fn listen(s: &mut Session, wait: Duration, done: impl Fn(&Heard) -> bool) 
                     return heard;
                 }
             },
-            () = tokio::time::sleep_until(timer) => s.mux.handle_timeout(now_ms()),
+            () = tokio::time::sleep_until(timer) => s.mux.handle_timeout(common::mux_now()),
         }
     }
 }

@@ -61,7 +61,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::{now_ms, spawn_listening, ChildGuard, Ws, WAIT};
+use common::{spawn_listening, ChildGuard, Ws, WAIT};
 
 #[path = "../../sdk/benches/support/mod.rs"]
 mod support;
@@ -193,7 +193,7 @@ async fn open_session(
     let token = common::session_token(&hs);
     if proto == Proto::Mux {
         let mut mux = common::client_mux(i, &lanes);
-        mux.handle_transport_resumed(now_ms());
+        mux.handle_transport_resumed(common::mux_now());
         let welcome = |c: &Control| matches!(c, Control::Welcome { .. });
         common::mux_until(&mut ws, &mut mux, welcome, true, WAIT).await?;
         return Ok(Session {
@@ -387,10 +387,10 @@ async fn mux_member(
         while pending > 0 && mux.send(Lane::Messaging, frame.clone()).is_ok() {
             pending -= 1;
         }
-        if !common::mux_flush(&mut ws, &mut mux).await {
+        let Some((events, next)) = common::mux_flush(&mut ws, &mut mux).await else {
             return;
-        }
-        while let Some(ev) = mux.poll_event() {
+        };
+        for ev in events {
             if let (Some(d), MuxEvent::Message { bytes, .. }) = (&delivered, ev) {
                 if FrameHeader::decode(&bytes).is_ok_and(|(h, _)| h.kind == FrameKind::Data) {
                     d.fetch_add(1, Ordering::Relaxed);
@@ -398,13 +398,11 @@ async fn mux_member(
                 }
             }
         }
-        let timer = mux.poll_timeout().map(|t| {
-            tokio::time::Instant::now() + Duration::from_millis(t.saturating_sub(now_ms()))
-        });
+        let timer = common::mux_wait(next).map(|d| tokio::time::Instant::now() + d);
         let far = tokio::time::Instant::now() + Duration::from_secs(3600);
         tokio::select! {
             msg = ws.next() => match msg {
-                Some(Ok(Message::Binary(b))) => mux.handle_input(&b, now_ms()),
+                Some(Ok(Message::Binary(b))) => mux.handle_input(&b, common::mux_now()),
                 Some(Ok(_)) => {}
                 _ => return,
             },
@@ -414,7 +412,7 @@ async fn mux_member(
                     None => cmds = None,
                 }
             }
-            () = tokio::time::sleep_until(timer.unwrap_or(far)) => mux.handle_timeout(now_ms()),
+            () = tokio::time::sleep_until(timer.unwrap_or(far)) => mux.handle_timeout(common::mux_now()),
         }
     }
 }

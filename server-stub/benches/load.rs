@@ -55,7 +55,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::{now_ms, now_us, ChildGuard, Session, Ws};
+use common::{now_us, ChildGuard, Session, Ws};
 
 #[path = "../../sdk/benches/support/mod.rs"]
 mod support;
@@ -284,11 +284,11 @@ async fn p3_member(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let far = Duration::from_secs(3600);
     loop {
-        if !common::mux_flush(&mut s.ws, &mut s.mux).await {
+        let Some((events, next)) = common::mux_flush(&mut s.ws, &mut s.mux).await else {
             stats.lost("write failed".into());
             return;
-        }
-        while let Some(ev) = s.mux.poll_event() {
+        };
+        for ev in events {
             let MuxEvent::Message { bytes, .. } = ev else {
                 continue;
             };
@@ -306,19 +306,16 @@ async fn p3_member(
                 stats.delivered(step, t);
             }
         }
-        let timer = s
-            .mux
-            .poll_timeout()
-            .map_or(far, |t| Duration::from_millis(t.saturating_sub(now_ms())));
+        let timer = common::mux_wait(next).unwrap_or(far);
         tokio::select! {
             msg = s.ws.next() => match msg {
-                Some(Ok(Message::Binary(b))) => s.mux.handle_input(&b, now_ms()),
+                Some(Ok(Message::Binary(b))) => s.mux.handle_input(&b, common::mux_now()),
                 other => if let Some(why) = socket_ended(other) {
                     stats.lost(why);
                     return;
                 },
             },
-            () = tokio::time::sleep(timer) => s.mux.handle_timeout(now_ms()),
+            () = tokio::time::sleep(timer) => s.mux.handle_timeout(common::mux_now()),
             _ = tick.tick(), if pace.is_some() => {
                 let rx = pace.as_mut().expect("pace");
                 if rx.has_changed().unwrap_or(false) {

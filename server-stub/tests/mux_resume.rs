@@ -12,6 +12,7 @@ mod common;
 use common::{config, handshake_body};
 use futures::{SinkExt, StreamExt};
 use p3_lanes::core::client::{Action, Client, ClientConfig, Event, Output};
+use p3_lanes::core::drive::Millis;
 use p3_lanes::core::handshake::{HandshakeResponse, FEATURE_MUX};
 use p3_lanes::core::lane::Lane;
 use serde_json::{json, Value};
@@ -115,7 +116,7 @@ impl Node {
             seed: name.len() as u64 * 7919,
             ..ClientConfig::default()
         };
-        let mut c = Client::new(cfg, &hs, 0).unwrap();
+        let mut c = Client::new(cfg, &hs, Millis::ZERO).unwrap();
         assert!(c.uses_mux());
         c.join_room(room).unwrap();
         let mut n = Node {
@@ -142,8 +143,8 @@ impl Node {
         n
     }
 
-    fn now(&self) -> u64 {
-        self.t0.elapsed().as_millis() as u64
+    fn now(&self) -> Millis {
+        Millis::from_u64(self.t0.elapsed().as_millis() as u64)
     }
 
     /// The app restarts while keeping its session (e.g. a page reload that reuses the session
@@ -207,7 +208,7 @@ impl Node {
     async fn step(&mut self, wait: Duration) {
         let deadline = loop {
             self.c.handle_transport_buffered(0);
-            match self.c.poll_output() {
+            match self.c.poll_output(self.now()) {
                 Output::Transmit(b) => {
                     if let Some(ws) = self.ws.as_mut() {
                         if ws.send(Message::Binary(b.into())).await.is_err() {
@@ -269,8 +270,8 @@ impl Node {
             }
         };
         let now = self.now();
-        let wait = deadline.map_or(wait, |at| {
-            Duration::from_millis(at.saturating_sub(now)).min(wait)
+        let wait = deadline.deadline().map_or(wait, |at| {
+            Duration::from_millis(at.as_u64().saturating_sub(now.as_u64())).min(wait)
         });
         match self.ws.as_mut() {
             Some(ws) => match tokio::time::timeout(wait, ws.next()).await {

@@ -12,6 +12,7 @@ use common::{config, handshake_body, pair, pair_on, Peer, Received, TestServer, 
 use futures::{SinkExt, StreamExt};
 use p3_lanes::core::client::{Action, Client, ClientConfig, Event, Output};
 use p3_lanes::core::control::Control;
+use p3_lanes::core::drive::Millis;
 use p3_lanes::core::error::ErrorCode;
 use p3_lanes::core::handshake::{HandshakeResponse, FEATURE_MUX};
 use p3_lanes::core::lane::Lane;
@@ -391,7 +392,7 @@ impl MuxNode {
         // A client that ignores the advertised quotas (the SDK paces itself by them and would
         // never be refused): the server's own limit is what is under test.
         hs.limits = None;
-        let mut c = Client::new(ClientConfig::default(), &hs, 0).unwrap();
+        let mut c = Client::new(ClientConfig::default(), &hs, Millis::ZERO).unwrap();
         assert!(c.uses_mux(), "mux granted");
         c.join_room(room).unwrap();
         let mut n = MuxNode {
@@ -405,8 +406,8 @@ impl MuxNode {
         n
     }
 
-    fn now(&self) -> u64 {
-        self.t0.elapsed().as_millis() as u64
+    fn now(&self) -> Millis {
+        Millis::from_u64(self.t0.elapsed().as_millis() as u64)
     }
 
     /// Drives the client until an event matching `pred` (bounded by [`WAIT`]); returns it.
@@ -420,7 +421,7 @@ impl MuxNode {
             );
             self.c.handle_transport_buffered(0);
             let wake = loop {
-                match self.c.poll_output() {
+                match self.c.poll_output(self.now()) {
                     Output::Transmit(b) => {
                         let ws = self.ws.as_mut().expect("socket open");
                         ws.ws.send(Message::Binary(b.into())).await.unwrap();
@@ -447,8 +448,8 @@ impl MuxNode {
                 }
             };
             let now = self.now();
-            let wait = wake.map_or(Duration::from_millis(50), |at| {
-                Duration::from_millis(at.saturating_sub(now).min(50))
+            let wait = wake.deadline().map_or(Duration::from_millis(50), |at| {
+                Duration::from_millis(at.as_u64().saturating_sub(now.as_u64()).min(50))
             });
             if let Some(ws) = self.ws.as_mut() {
                 match tokio::time::timeout(wait, ws.ws.next()).await {
@@ -497,7 +498,7 @@ async fn multiplexed_frames_are_limited_per_lane_too() {
     }
     // Messaging and Control of the same session still pass.
     a.c.send(Lane::Messaging, json!({"m": 1}), None).unwrap();
-    let now = a.now() as f64;
+    let now = a.now().get();
     assert!(a.c.ping(now, None));
     let _ = a.run_until(|e| matches!(e, Event::Pong { .. })).await;
     expect_relayed(&mut b, Lane::Messaging, json!({"m": 1})).await;

@@ -13,14 +13,16 @@ use common::{config, handshake_body, pair, TestServer};
 use futures::{SinkExt, StreamExt};
 use p3_lanes::core::control::Control;
 use p3_lanes::core::dictionary::Dictionary;
+use p3_lanes::core::drive::Millis;
 use p3_lanes::core::error::ErrorCode;
 use p3_lanes::core::frame::{FrameHeader, FrameKind};
 use p3_lanes::core::handshake::{HandshakeResponse, FEATURE_MUX};
 use p3_lanes::core::lane::{Encoding, Lane};
-use p3_lanes::core::mux::{Mux, MuxConfig, MuxEvent};
+use p3_lanes::core::mux::{Mux, MuxConfig, MuxEvent, MuxOutput};
 use p3_lanes::core::payload;
 use serde_json::{json, Value};
 use server_stub::Config;
+use std::collections::VecDeque;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -72,6 +74,8 @@ struct MuxPeer {
     >,
     mux: Mux,
     now: u64,
+    /// Events drawn while flushing, delivered by [`MuxPeer::next`].
+    events: VecDeque<MuxEvent>,
     dict: Dictionary,
 }
 
@@ -97,13 +101,14 @@ impl MuxPeer {
         let mut c = MuxConfig::for_lanes(&ids, 99);
         cfg(&mut c);
         let mut mux = Mux::new(c).unwrap();
-        mux.handle_transport_resumed(0);
+        mux.handle_transport_resumed(Millis::ZERO);
         let url = format!("ws://{}{}", server.addr, server.ws_path(&hs).await);
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         let mut p = MuxPeer {
             ws,
             mux,
             now: 0,
+            events: VecDeque::new(),
             dict: Dictionary::current(),
         };
         p.flush().await;
@@ -116,9 +121,15 @@ impl MuxPeer {
 
     async fn flush(&mut self) {
         self.mux.handle_transport_buffered(0);
-        while let Some(f) = self.mux.poll_transmit() {
-            self.ws.send(Message::binary(f)).await.unwrap();
-            self.mux.handle_transport_buffered(0);
+        loop {
+            match self.mux.poll_output(Millis::from_u64(self.now)) {
+                MuxOutput::Event(ev) => self.events.push_back(ev),
+                MuxOutput::Transmit(f) => {
+                    self.ws.send(Message::binary(f)).await.unwrap();
+                    self.mux.handle_transport_buffered(0);
+                }
+                MuxOutput::Timeout(_) => break,
+            }
         }
     }
 
@@ -130,7 +141,7 @@ impl MuxPeer {
     /// The next thing delivered (resume and ack frames are handled on the way).
     async fn next(&mut self) -> Got {
         loop {
-            if let Some(ev) = self.mux.poll_event() {
+            if let Some(ev) = self.events.pop_front() {
                 match ev {
                     MuxEvent::Message { seq, bytes, .. } => {
                         let (h, body) = FrameHeader::decode(&bytes).unwrap();
@@ -153,7 +164,7 @@ impl MuxPeer {
             match msg {
                 Some(Ok(Message::Binary(b))) if b.first().is_some_and(|x| *x >= 0x10) => {
                     self.now += 1;
-                    self.mux.handle_input(&b, self.now);
+                    self.mux.handle_input(&b, Millis::from_u64(self.now));
                     self.flush().await;
                 }
                 Some(Ok(Message::Binary(b))) => {

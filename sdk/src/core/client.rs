@@ -3,9 +3,10 @@
 //! Implements seed 001 "Connection Resilience" (reconnect with exponential backoff 1, 2, 4, 8,
 //! 16 s plus jitter; heartbeats) over the frames of [`crate::core::frame`].
 //!
-//! # Drive contract (str0m style)
-//! The driver owns the clock, the HTTP client and the socket. Time is a monotonic `now` in ms
-//! (e.g. `performance.now()`), never read by this module.
+//! # Drive contract ([`crate::core::drive`])
+//! The driver owns the clock, the HTTP client and the socket. Time is a monotonic `now`
+//! ([`Millis`], e.g. `performance.now()`), the last argument of every input that needs it,
+//! never read by this module.
 //! 1. Perform the handshake (HTTP), then [`Client::new`].
 //! 2. After **every** call below, drain [`Client::poll_output`] until it returns
 //!    [`Output::Timeout`]:
@@ -13,7 +14,8 @@
 //!    - [`Output::Action`]: do it ([`Action::OpenSocket`], [`Action::CloseSocket`],
 //!      [`Action::Handshake`]);
 //!    - [`Output::Event`]: hand it to the application;
-//!    - [`Output::Timeout`]: call [`Client::handle_timeout`] at that time (`None`: no timer).
+//!    - [`Output::Timeout`]: call [`Client::handle_timeout`] at that time ([`Millis::NEVER`]:
+//!      no timer).
 //! 3. Report socket life: [`Client::handle_socket_open`], [`Client::handle_frame`],
 //!    [`Client::handle_socket_closed`]. After [`Action::CloseSocket`] the driver must detach
 //!    the old socket's handlers, so events of a replaced socket never arrive here.
@@ -25,8 +27,8 @@
 //!    drain: the multiplexer writes while the socket's buffer stays under
 //!    [`ClientConfig::transport_high_water_bytes`], and otherwise asks for a timeout to
 //!    re-read it.
-//! 6. Report the clock with [`Client::handle_clock`] before calling a mutator and before
-//!    every drain: paced lanes (below) release their messages by it.
+//! 6. Report the clock with [`Client::handle_clock`] before calling a mutator: paced lanes
+//!    (below) release their messages by it ([`Client::poll_output`] advances it too).
 //!
 //! # Rate limits (issue 11, PROTOCOL.md §15)
 //! The handshake response's `limits.rates` ([`crate::core::handshake::LaneRates`]) gives the
@@ -58,11 +60,14 @@
 
 use crate::core::control::{validate_room_name, Control, PresenceStatus};
 use crate::core::dictionary::Dictionary;
+use crate::core::drive::{Machine, Millis, Polled};
 use crate::core::error::{ErrorCode, Fault};
 use crate::core::frame::{FrameHeader, FrameKind, SessionId, DEFAULT_MAX_FRAME_BYTES};
 use crate::core::handshake::{HandshakeResponse, Secret, FEATURE_MUX};
 use crate::core::lane::{Encoding, Lane};
-use crate::core::mux::{Discontinuity, DiscontinuityReason, Mux, MuxConfig, MuxError, MuxEvent};
+use crate::core::mux::{
+    Discontinuity, DiscontinuityReason, Mux, MuxConfig, MuxError, MuxEvent, MuxOutput,
+};
 use crate::core::payload::{self, PayloadError};
 use crate::core::rate::Gcra;
 use serde_json::Value;
@@ -338,7 +343,6 @@ pub enum Event {
 
 /// One output of [`Client::poll_output`].
 #[derive(Clone, Debug, PartialEq)]
-#[must_use]
 pub enum Output {
     /// Send these bytes as one binary WebSocket message.
     Transmit(Vec<u8>),
@@ -346,8 +350,18 @@ pub enum Output {
     Action(Action),
     /// Tell the application.
     Event(Event),
-    /// Nothing more now; call [`Client::handle_timeout`] at this time (ms), if any.
-    Timeout(Option<u64>),
+    /// Nothing more now; call [`Client::handle_timeout`] at this time ([`Millis::NEVER`]:
+    /// no timer).
+    Timeout(Millis),
+}
+
+impl Polled for Output {
+    fn timeout(&self) -> Option<Millis> {
+        match self {
+            Output::Timeout(t) => Some(*t),
+            _ => None,
+        }
+    }
 }
 
 /// Why [`Client::send`] or [`Client::join_room`] refused (the caller's mistake or state).
@@ -569,8 +583,11 @@ impl LaneOut {
 /// Largest header a Data frame can have: kind, lane, flags, two 10-byte varints, two ids.
 const FRAME_OVERHEAD_BYTES: usize = 3 + 10 + 5 + 16 + 16;
 
-/// The client side of one P3 session across any number of sockets (see the module docs for
-/// the drive contract).
+/// The client side of one P3 session across any number of sockets.
+///
+/// Drive contract ([`crate::core::drive`], module docs): inputs (`handle_*`, `now` last) and
+/// mutators; after each, drain [`Client::poll_output`] until [`Output::Timeout`]; call
+/// [`Client::handle_timeout`] at that deadline.
 pub struct Client {
     config: ClientConfig,
     session: Session,
@@ -610,8 +627,9 @@ impl Client {
     pub fn new(
         config: ClientConfig,
         handshake: &HandshakeResponse,
-        now: u64,
+        now: Millis,
     ) -> Result<Client, ClientError> {
+        let now = now.as_u64();
         let session = Session::from_handshake(handshake)?;
         let rng = fastrand::Rng::with_seed(config.seed);
         let mux = if handshake.grants(FEATURE_MUX) {
@@ -841,7 +859,8 @@ impl Client {
     // ---- inputs ----
 
     /// The socket requested by [`Action::OpenSocket`] is open.
-    pub fn handle_socket_open(&mut self, now: u64) {
+    pub fn handle_socket_open(&mut self, now: Millis) {
+        let now = now.as_u64();
         self.now = self.now.max(now);
         if self.socket_up
             || !matches!(
@@ -858,7 +877,7 @@ impl Client {
         self.rx_seq = [0; 8];
         self.timers[Timer::Idle as usize] = Some(now + self.timeout_ms());
         if let Some(mux) = self.mux.as_mut() {
-            mux.handle_transport_resumed(now);
+            mux.handle_transport_resumed(Millis::from_u64(now));
         }
     }
 
@@ -887,7 +906,8 @@ impl Client {
     }
 
     /// One binary message arrived on the socket.
-    pub fn handle_frame(&mut self, bytes: &[u8], now: u64) {
+    pub fn handle_frame(&mut self, bytes: &[u8], now: Millis) {
+        let now = now.as_u64();
         self.now = self.now.max(now);
         if !self.socket_up {
             return;
@@ -896,7 +916,7 @@ impl Client {
         self.timers[Timer::Idle as usize] = Some(now + self.timeout_ms());
         if bytes.first().is_some_and(|b| *b >= 0x10) {
             if let Some(mux) = self.mux.as_mut() {
-                mux.handle_input(bytes, now);
+                mux.handle_input(bytes, Millis::from_u64(now));
                 return self.drain_mux_events(now);
             }
         }
@@ -977,7 +997,8 @@ impl Client {
     }
 
     /// The socket closed (or failed to open). `code` is the WebSocket close code.
-    pub fn handle_socket_closed(&mut self, code: u16, now: u64) {
+    pub fn handle_socket_closed(&mut self, code: u16, now: Millis) {
+        let now = now.as_u64();
         self.now = self.now.max(now);
         self.socket_up = false;
         if let Some(mux) = self.mux.as_mut() {
@@ -1029,9 +1050,9 @@ impl Client {
     pub fn handle_handshake(
         &mut self,
         resp: &HandshakeResponse,
-        now: u64,
+        now: Millis,
     ) -> Result<(), ClientError> {
-        self.now = self.now.max(now);
+        self.now = self.now.max(now.as_u64());
         if self.state == ConnectionState::Closed {
             return Ok(());
         }
@@ -1085,7 +1106,8 @@ impl Client {
     }
 
     /// The handshake asked for by [`Action::Handshake`] failed (network or 5xx): back off.
-    pub fn handle_handshake_failed(&mut self, now: u64) {
+    pub fn handle_handshake_failed(&mut self, now: Millis) {
+        let now = now.as_u64();
         self.now = self.now.max(now);
         if self.state != ConnectionState::Closed {
             self.schedule_retry(now);
@@ -1096,8 +1118,8 @@ impl Client {
     /// request again cannot succeed (its static identity proof no longer verifies,
     /// `auth_invalid`, PROTOCOL.md §3.1). The client closes with `reason` instead of retrying:
     /// state `closed`, no more [`Action::Handshake`].
-    pub fn handle_handshake_refused(&mut self, reason: &str, now: u64) {
-        self.now = self.now.max(now);
+    pub fn handle_handshake_refused(&mut self, reason: &str, now: Millis) {
+        self.now = self.now.max(now.as_u64());
         if self.state != ConnectionState::Closed {
             self.finish(Some(reason.to_owned()));
         }
@@ -1106,7 +1128,8 @@ impl Client {
     /// The handshake asked for by [`Action::Handshake`] was refused with HTTP 429
     /// (`rate_limited` or `too_many_requests`) and `Retry-After` / `retryAfterMs` (ms, if
     /// given): back off, and not sooner than that (at most [`MAX_RETRY_AFTER_MS`]).
-    pub fn handle_handshake_rate_limited(&mut self, retry_after_ms: Option<u64>, now: u64) {
+    pub fn handle_handshake_rate_limited(&mut self, retry_after_ms: Option<u64>, now: Millis) {
+        let now = now.as_u64();
         self.now = self.now.max(now);
         if self.state != ConnectionState::Closed {
             let wait = retry_after_ms.unwrap_or(0).min(MAX_RETRY_AFTER_MS);
@@ -1132,19 +1155,19 @@ impl Client {
         }));
     }
 
-    /// The driver's clock now, ms. Report it before calling a mutator ([`Client::send`],
-    /// [`Client::ping`], ...) and before every drain of [`Client::poll_output`]: paced lanes
-    /// release their messages by it.
-    pub fn handle_clock(&mut self, now: u64) {
-        self.now = self.now.max(now);
+    /// The driver's clock now. Report it before calling a mutator ([`Client::send`],
+    /// [`Client::ping`], ...): paced lanes release their messages by it.
+    pub fn handle_clock(&mut self, now: Millis) {
+        self.now = self.now.max(now.as_u64());
     }
 
-    /// A deadline returned by [`Output::Timeout`] passed.
-    pub fn handle_timeout(&mut self, now: u64) {
+    /// A deadline returned by [`Output::Timeout`] passed (calling it early is harmless).
+    pub fn handle_timeout(&mut self, now: Millis) {
+        let now = now.as_u64();
         self.now = self.now.max(now);
         if let Some(mux) = self.mux.as_mut() {
-            if mux.poll_timeout().is_some_and(|t| t <= now) {
-                mux.handle_timeout(now);
+            if mux.next_deadline().is_some_and(|t| t <= now) {
+                mux.handle_timeout(Millis::from_u64(now));
             }
         }
         for t in TIMERS {
@@ -1181,8 +1204,14 @@ impl Client {
 
     // ---- outputs ----
 
-    /// The next output; drain until [`Output::Timeout`].
-    pub fn poll_output(&mut self) -> Output {
+    /// The next output at `now` (which advances the clock as [`Client::handle_clock`] does),
+    /// in this order: outputs queued by inputs and mutators (in order), messages released by
+    /// the pacers, the multiplexer's events, its frames ([`Output::Transmit`]), then
+    /// [`Output::Timeout`] with the earliest deadline of the client and its multiplexer.
+    /// Drain until `Timeout`.
+    #[must_use]
+    pub fn poll_output(&mut self, now: Millis) -> Output {
+        self.now = self.now.max(now.as_u64());
         if let Some(o) = self.out.pop_front() {
             return o;
         }
@@ -1190,27 +1219,33 @@ impl Client {
         if let Some(o) = self.out.pop_front() {
             return o;
         }
+        let mut mux_deadline = Millis::NEVER;
         if self.mux.is_some() {
             self.drain_mux_events(self.last_rx);
             if let Some(o) = self.out.pop_front() {
                 return o;
             }
             let mux = self.mux.as_mut().expect("checked");
-            if self.socket_up {
-                if let Some(frame) = mux.poll_transmit() {
-                    return Output::Transmit(frame);
+            // Events are drained: the multiplexer has frames or its deadline. It transmits
+            // only while a transport is up, which is while the socket is.
+            match mux.poll_output(Millis::from_u64(self.now)) {
+                MuxOutput::Event(ev) => {
+                    self.on_mux_event(ev, self.last_rx);
+                    self.drain_mux_events(self.last_rx);
+                    if let Some(o) = self.out.pop_front() {
+                        return o;
+                    }
+                    return self.poll_output(now);
                 }
+                MuxOutput::Transmit(frame) => return Output::Transmit(frame),
+                MuxOutput::Timeout(t) => mux_deadline = t,
             }
         }
         let own = min_opt(
             self.timers.iter().flatten().min().copied(),
             self.pace_deadline(),
         );
-        let mux = self.mux.as_ref().and_then(Mux::poll_timeout);
-        Output::Timeout(match (own, mux) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        Output::Timeout(Millis::from_deadline(own).min(mux_deadline))
     }
 
     // ---- internals ----
@@ -1506,27 +1541,30 @@ impl Client {
 
     /// Turns the multiplexer's pending events into outputs; a fatal error closes the socket.
     fn drain_mux_events(&mut self, now: u64) {
-        while let Some(ev) = self.mux.as_mut().and_then(Mux::poll_event) {
-            match ev {
-                MuxEvent::Message { seq, bytes, .. } => {
-                    self.handle_v1_frame(&bytes, Some(seq), now);
-                }
-                MuxEvent::Discontinuity(d) => {
-                    self.out.push_back(Output::Event(Event::Discontinuity(d)));
-                }
-                MuxEvent::Drain { lane } => {
-                    self.out.push_back(Output::Event(Event::Drain { lane }))
-                }
-                MuxEvent::Dropped { lane, count } => {
-                    self.out
-                        .push_back(Output::Event(Event::Dropped { lane, count }));
-                }
-                MuxEvent::Error(e) => {
-                    self.out.push_back(Output::Event(mux_error_event(&e, None)));
-                    if e.fault().closes_transport() && self.socket_up {
-                        self.out.push_back(Output::Action(Action::CloseSocket));
-                        self.lost(format!("multiplexer: {e}"), now);
-                    }
+        while let Some(ev) = self.mux.as_mut().and_then(Mux::next_event) {
+            self.on_mux_event(ev, now);
+        }
+    }
+
+    /// Turns one multiplexer event into outputs; a fatal error closes the socket.
+    fn on_mux_event(&mut self, ev: MuxEvent, now: u64) {
+        match ev {
+            MuxEvent::Message { seq, bytes, .. } => {
+                self.handle_v1_frame(&bytes, Some(seq), now);
+            }
+            MuxEvent::Discontinuity(d) => {
+                self.out.push_back(Output::Event(Event::Discontinuity(d)));
+            }
+            MuxEvent::Drain { lane } => self.out.push_back(Output::Event(Event::Drain { lane })),
+            MuxEvent::Dropped { lane, count } => {
+                self.out
+                    .push_back(Output::Event(Event::Dropped { lane, count }));
+            }
+            MuxEvent::Error(e) => {
+                self.out.push_back(Output::Event(mux_error_event(&e, None)));
+                if e.fault().closes_transport() && self.socket_up {
+                    self.out.push_back(Output::Action(Action::CloseSocket));
+                    self.lost(format!("multiplexer: {e}"), now);
                 }
             }
         }
@@ -1630,6 +1668,18 @@ impl Client {
     }
 }
 
+impl Machine for Client {
+    type Output = Output;
+
+    fn handle_timeout(&mut self, now: Millis) {
+        Client::handle_timeout(self, now);
+    }
+
+    fn poll_output(&mut self, now: Millis) -> Output {
+        Client::poll_output(self, now)
+    }
+}
+
 fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.min(y)),
@@ -1702,6 +1752,10 @@ mod tests {
     use crate::core::handshake::{HeartbeatInfo, LaneGrant, ProtocolInfo};
     use serde_json::json;
 
+    fn ms(v: u64) -> Millis {
+        Millis::from_u64(v)
+    }
+
     fn handshake(sid: u8, lanes: &[(Lane, Encoding)]) -> HandshakeResponse {
         let id = SessionId::from_random_bytes([sid; 16]);
         HandshakeResponse {
@@ -1744,7 +1798,12 @@ mod tests {
     /// new session and tells the app `unauthorized`.
     #[test]
     fn first_ticket_is_taken_once_and_4401_starts_a_new_session() {
-        let mut c = Client::new(ClientConfig::default(), &handshake(1, &std_lanes()), 0).unwrap();
+        let mut c = Client::new(
+            ClientConfig::default(),
+            &handshake(1, &std_lanes()),
+            Millis::ZERO,
+        )
+        .unwrap();
         assert_eq!(c.session_token().map(Secret::expose), Some("token"));
         assert_eq!(
             c.take_ticket().map(|t| t.expose().to_owned()).as_deref(),
@@ -1752,17 +1811,17 @@ mod tests {
         );
         assert_eq!(c.take_ticket(), None, "a ticket is single-use");
         drain(&mut c);
-        c.handle_socket_open(10);
+        c.handle_socket_open(ms(10));
         let w = welcome(&c);
-        c.handle_frame(&w, 10);
+        c.handle_frame(&w, ms(10));
         drain(&mut c);
-        c.handle_socket_closed(CLOSE_UNAUTHORIZED, 20);
+        c.handle_socket_closed(CLOSE_UNAUTHORIZED, ms(20));
         let mut unauthorized = false;
         let mut handshake_asked = false;
         for t in [20, 100, 1_000, 5_000, 30_000] {
-            c.handle_timeout(t);
+            c.handle_timeout(ms(t));
             loop {
-                match c.poll_output() {
+                match c.poll_output(ms(c.now)) {
                     Output::Event(Event::Error {
                         code: ErrorCode::Unauthorized,
                         ..
@@ -1790,11 +1849,11 @@ mod tests {
     fn drain(c: &mut Client) -> (Vec<Vec<u8>>, Vec<Action>, Vec<Event>, Option<u64>) {
         let (mut t, mut a, mut e) = (vec![], vec![], vec![]);
         loop {
-            match c.poll_output() {
+            match c.poll_output(ms(c.now)) {
                 Output::Transmit(b) => t.push(b),
                 Output::Action(x) => a.push(x),
                 Output::Event(x) => e.push(x),
-                Output::Timeout(at) => return (t, a, e, at),
+                Output::Timeout(at) => return (t, a, e, at.deadline().map(Millis::as_u64)),
             }
         }
     }
@@ -1824,12 +1883,17 @@ mod tests {
 
     /// Socket open and the server's `welcome` received at t = 10 ms.
     fn open_client() -> Client {
-        let mut c = Client::new(ClientConfig::default(), &handshake(1, &std_lanes()), 0).unwrap();
+        let mut c = Client::new(
+            ClientConfig::default(),
+            &handshake(1, &std_lanes()),
+            Millis::ZERO,
+        )
+        .unwrap();
         let (_, a, _, _) = drain(&mut c);
         assert!(matches!(&a[..], [Action::OpenSocket { path }] if path.ends_with("/ws")));
-        c.handle_socket_open(10);
+        c.handle_socket_open(ms(10));
         let w = welcome(&c);
-        c.handle_frame(&w, 10);
+        c.handle_frame(&w, ms(10));
         c
     }
 
@@ -1852,7 +1916,7 @@ mod tests {
                 last_seen,
             };
             let f = payload::control_frame(&msg, Encoding::Msgpack, Some(&Dictionary::v1()), 1);
-            c.handle_frame(&f, 20);
+            c.handle_frame(&f, ms(20));
             let (_, _, e, _) = drain(&mut c);
             assert_eq!(
                 e,
@@ -1877,7 +1941,7 @@ mod tests {
         }));
         assert!(t.is_empty());
         assert_eq!(at, Some(10));
-        c.handle_timeout(10);
+        c.handle_timeout(ms(10));
         let (t, _, _, at) = drain(&mut c);
         assert_eq!(
             controls(&t),
@@ -1896,7 +1960,7 @@ mod tests {
             Some(&Dictionary::v1()),
             1,
         );
-        c.handle_frame(&pong, 52);
+        c.handle_frame(&pong, ms(52));
         let (_, _, e, _) = drain(&mut c);
         assert_eq!(
             e,
@@ -1925,7 +1989,7 @@ mod tests {
             Some(&Dictionary::v1()),
             2,
         );
-        c.handle_frame(&pong, 101);
+        c.handle_frame(&pong, ms(101));
         let (_, _, e, _) = drain(&mut c);
         assert_eq!(
             e,
@@ -1936,7 +2000,7 @@ mod tests {
             }]
         );
         // No probes while the connection is down.
-        c.handle_socket_closed(1006, 200);
+        c.handle_socket_closed(1006, ms(200));
         drain(&mut c);
         assert!(!c.ping(201.0, None));
         let (t, _, _, _) = drain(&mut c);
@@ -1963,7 +2027,7 @@ mod tests {
                 break;
             }
             now = at.unwrap();
-            c.handle_timeout(now);
+            c.handle_timeout(ms(now));
         }
         // Each failed attempt waits the seed's delay ±20%, the last one repeating.
         for base in [1000u64, 2000, 4000, 8000, 16000, 16000] {
@@ -1974,22 +2038,22 @@ mod tests {
                 "wait {wait} for base {base}"
             );
             now = at.unwrap();
-            c.handle_timeout(now);
+            c.handle_timeout(ms(now));
             let (_, a, _, _) = drain(&mut c);
             assert!(matches!(&a[..], [Action::OpenSocket { .. }]));
-            c.handle_socket_closed(1006, now);
+            c.handle_socket_closed(1006, ms(now));
         }
     }
 
     #[test]
     fn rehandshake_refused_for_good_closes_without_retrying() {
         let mut c = open_client();
-        c.handle_socket_closed(CLOSE_SESSION_NOT_FOUND, 100);
+        c.handle_socket_closed(CLOSE_SESSION_NOT_FOUND, ms(100));
         let (_, _, _, at) = drain(&mut c);
-        c.handle_timeout(at.unwrap());
+        c.handle_timeout(ms(at.unwrap()));
         let (_, a, _, _) = drain(&mut c);
         assert_eq!(a, vec![Action::Handshake]);
-        c.handle_handshake_refused("re-handshake refused: auth_invalid", 200);
+        c.handle_handshake_refused("re-handshake refused: auth_invalid", ms(200));
         let (_, a, e, at) = drain(&mut c);
         assert!(a.is_empty());
         assert!(matches!(
@@ -2006,13 +2070,13 @@ mod tests {
         c.join_room("r1").unwrap();
         let (t, _, _, _) = drain(&mut c);
         assert_eq!(controls(&t), vec![Control::Join { room: "r1".into() }]);
-        c.handle_socket_closed(CLOSE_SESSION_NOT_FOUND, 100);
+        c.handle_socket_closed(CLOSE_SESSION_NOT_FOUND, ms(100));
         let (_, _, _, at) = drain(&mut c);
-        c.handle_timeout(at.unwrap());
+        c.handle_timeout(ms(at.unwrap()));
         let (_, a, _, _) = drain(&mut c);
         assert_eq!(a, vec![Action::Handshake]);
         let old = c.session_id();
-        c.handle_handshake(&handshake(2, &std_lanes()), 5000)
+        c.handle_handshake(&handshake(2, &std_lanes()), ms(5000))
             .unwrap();
         let (_, a, e, _) = drain(&mut c);
         assert!(
@@ -2021,9 +2085,9 @@ mod tests {
         assert!(
             matches!(&a[..], [Action::OpenSocket { path }] if path.contains(&c.session_id().to_string()))
         );
-        c.handle_socket_open(5100);
+        c.handle_socket_open(ms(5100));
         let w = welcome(&c);
-        c.handle_frame(&w, 5101);
+        c.handle_frame(&w, ms(5101));
         let (t, _, _, _) = drain(&mut c);
         assert_eq!(controls(&t), vec![Control::Join { room: "r1".into() }]);
     }
@@ -2032,7 +2096,7 @@ mod tests {
     fn queues_while_disconnected_then_flushes_by_priority() {
         let mut c = open_client();
         drain(&mut c);
-        c.handle_socket_closed(1006, 20);
+        c.handle_socket_closed(1006, ms(20));
         drain(&mut c);
         for i in 0..Lane::Messaging.spec().queue_depth {
             c.send(Lane::Messaging, json!({"msg": i}), None).unwrap();
@@ -2050,14 +2114,14 @@ mod tests {
             Lane::Voice.spec().queue_depth as usize
         );
         c.send(Lane::Sync, json!({"position": 1.5}), None).unwrap();
-        c.handle_timeout(10_000);
+        c.handle_timeout(ms(10_000));
         drain(&mut c);
-        c.handle_socket_open(10_001);
+        c.handle_socket_open(ms(10_001));
         // Nothing is flushed before the server accepts the session.
         let (t, _, _, _) = drain(&mut c);
         assert!(t.is_empty());
         let w = welcome(&c);
-        c.handle_frame(&w, 10_002);
+        c.handle_frame(&w, ms(10_002));
         let (t, _, _, _) = drain(&mut c);
         let d = Dictionary::v1();
         let data: Vec<(Lane, u64, Value)> = t
@@ -2114,9 +2178,14 @@ mod tests {
 
     #[test]
     fn first_connection_failure_is_terminal() {
-        let mut c = Client::new(ClientConfig::default(), &handshake(1, &std_lanes()), 0).unwrap();
+        let mut c = Client::new(
+            ClientConfig::default(),
+            &handshake(1, &std_lanes()),
+            Millis::ZERO,
+        )
+        .unwrap();
         drain(&mut c);
-        c.handle_socket_closed(1006, 5);
+        c.handle_socket_closed(1006, ms(5));
         let (_, _, e, at) = drain(&mut c);
         assert!(matches!(
             &e[..],
@@ -2137,12 +2206,12 @@ mod tests {
         let (p, v) = payload::encode(&json!({"msg": "hi"}), Encoding::Msgpack, Some(&d)).unwrap();
         let mut h = FrameHeader::data(Lane::Messaging, Encoding::Msgpack, 1, v);
         h.from = Some(from);
-        c.handle_frame(&h.encode(&p), 20);
+        c.handle_frame(&h.encode(&p), ms(20));
         let mut h2 = h.clone();
         h2.seq = 2;
         h2.dict_version = 2;
-        c.handle_frame(&h2.encode(&p), 21);
-        c.handle_frame(&[0xff, 0, 0], 22);
+        c.handle_frame(&h2.encode(&p), ms(21));
+        c.handle_frame(&[0xff, 0, 0], ms(22));
         let (_, _, e, _) = drain(&mut c);
         assert_eq!(
             e[0],
@@ -2182,7 +2251,7 @@ mod tests {
             FrameHeader::data(Lane::Messaging, Encoding::Msgpack, seq, v).encode(&p)
         };
         for (i, seq) in [1, 2, 2, 0, 5, 6].into_iter().enumerate() {
-            c.handle_frame(&frame(seq, i as u64), 20);
+            c.handle_frame(&frame(seq, i as u64), ms(20));
         }
         let (_, _, e, _) = drain(&mut c);
         let seen: Vec<String> = e
@@ -2207,11 +2276,11 @@ mod tests {
             ]
         );
         // A new socket numbers from 1 again.
-        c.handle_socket_closed(1006, 30);
+        c.handle_socket_closed(1006, ms(30));
         drain(&mut c);
-        c.handle_socket_open(40);
-        c.handle_frame(&welcome(&c), 41);
-        c.handle_frame(&frame(1, 9), 42);
+        c.handle_socket_open(ms(40));
+        c.handle_frame(&welcome(&c), ms(41));
+        c.handle_frame(&frame(1, 9), ms(42));
         let (_, _, e, _) = drain(&mut c);
         assert!(e
             .iter()
@@ -2226,13 +2295,13 @@ mod tests {
         let mut c = open_client();
         c.join_room("r").unwrap();
         drain(&mut c);
-        c.handle_socket_closed(1006, 20);
+        c.handle_socket_closed(1006, ms(20));
         drain(&mut c);
         c.send(Lane::Messaging, json!({"msg": "during outage"}), None)
             .unwrap();
-        c.handle_timeout(5_000);
+        c.handle_timeout(ms(5_000));
         drain(&mut c);
-        c.handle_socket_open(5_001);
+        c.handle_socket_open(ms(5_001));
         let refusal = payload::control_frame(
             &Control::Error {
                 code: ErrorCode::SessionNotFound,
@@ -2245,23 +2314,23 @@ mod tests {
             Some(&Dictionary::v1()),
             1,
         );
-        c.handle_frame(&refusal, 5_002);
-        c.handle_socket_closed(CLOSE_SESSION_NOT_FOUND, 5_003);
+        c.handle_frame(&refusal, ms(5_002));
+        c.handle_socket_closed(CLOSE_SESSION_NOT_FOUND, ms(5_003));
         let (t, _, _, at) = drain(&mut c);
         assert!(
             t.is_empty(),
             "nothing may go into a socket the server refuses"
         );
         assert_eq!(c.queued_len(Lane::Messaging), 1);
-        c.handle_timeout(at.unwrap());
+        c.handle_timeout(ms(at.unwrap()));
         let (_, a, _, _) = drain(&mut c);
         assert_eq!(a, vec![Action::Handshake]);
-        c.handle_handshake(&handshake(3, &std_lanes()), 9_000)
+        c.handle_handshake(&handshake(3, &std_lanes()), ms(9_000))
             .unwrap();
         drain(&mut c);
-        c.handle_socket_open(9_001);
+        c.handle_socket_open(ms(9_001));
         let w = welcome(&c);
-        c.handle_frame(&w, 9_002);
+        c.handle_frame(&w, ms(9_002));
         let (t, _, e, _) = drain(&mut c);
         assert!(e.contains(&Event::StateChanged {
             state: ConnectionState::Open,
@@ -2280,9 +2349,14 @@ mod tests {
 
     #[test]
     fn server_app_version_is_an_event_on_welcome_and_on_push() {
-        let mut c = Client::new(ClientConfig::default(), &handshake(1, &std_lanes()), 0).unwrap();
+        let mut c = Client::new(
+            ClientConfig::default(),
+            &handshake(1, &std_lanes()),
+            Millis::ZERO,
+        )
+        .unwrap();
         drain(&mut c);
-        c.handle_socket_open(1);
+        c.handle_socket_open(ms(1));
         let frame = |msg: &Control| {
             payload::control_frame(msg, Encoding::Msgpack, Some(&Dictionary::v1()), 1)
         };
@@ -2293,12 +2367,12 @@ mod tests {
             heartbeat_timeout_ms: 60_000,
             app_version: Some("1.0.0".into()),
         };
-        c.handle_frame(&frame(&welcome), 2);
+        c.handle_frame(&frame(&welcome), ms(2));
         c.handle_frame(
             &frame(&Control::Version {
                 version: "1.1.0".into(),
             }),
-            3,
+            ms(3),
         );
         let (_, _, e, _) = drain(&mut c);
         let versions: Vec<&Event> = e
@@ -2344,11 +2418,11 @@ mod tests {
         }
 
         fn open_with(hs: &HandshakeResponse) -> Client {
-            let mut c = Client::new(ClientConfig::default(), hs, 0).unwrap();
+            let mut c = Client::new(ClientConfig::default(), hs, Millis::ZERO).unwrap();
             drain(&mut c);
-            c.handle_socket_open(10);
+            c.handle_socket_open(ms(10));
             let w = welcome(&c);
-            c.handle_frame(&w, 10);
+            c.handle_frame(&w, ms(10));
             c
         }
 
@@ -2383,14 +2457,14 @@ mod tests {
         fn run_until(c: &mut Client, mut now: u64, until: u64) -> Vec<(u64, Lane, u64, Value)> {
             let mut sent = vec![];
             for _ in 0..100_000 {
-                c.handle_clock(now);
+                c.handle_clock(ms(now));
                 let (t, _, _, at) = drain(c);
                 sent.extend(data(&t).into_iter().map(|(l, s, v)| (now, l, s, v)));
                 match at {
                     Some(at) if at <= until => {
                         // (An overdue timer, e.g. the first heartbeat, fires now.)
                         now = now.max(at);
-                        c.handle_timeout(now);
+                        c.handle_timeout(ms(now));
                     }
                     _ => return sent,
                 }
@@ -2493,7 +2567,7 @@ mod tests {
             }
             let e = c.send(Lane::Messaging, json!({"n": 0}), None).unwrap_err();
             assert_eq!(e.code(), ErrorCode::Backpressure);
-            c.handle_clock(10);
+            c.handle_clock(ms(10));
             let (_, _, e, _) = drain(&mut c);
             assert!(e.contains(&Event::Drain {
                 lane: Lane::Messaging
@@ -2507,10 +2581,13 @@ mod tests {
             for n in 1..=3 {
                 c.send(Lane::Messaging, json!({"n": n}), None).unwrap();
             }
-            c.handle_clock(10);
+            c.handle_clock(ms(10));
             let (t, ..) = drain(&mut c);
             assert_eq!(data(&t).len(), 3, "no quota advertised: unpaced");
-            c.handle_frame(&refusal("rate_limited", Lane::Messaging, 2, Some(500)), 20);
+            c.handle_frame(
+                &refusal("rate_limited", Lane::Messaging, 2, Some(500)),
+                ms(20),
+            );
             c.send(Lane::Messaging, json!({"n": 4}), None).unwrap();
             let (t, _, e, _) = drain(&mut c);
             assert!(data(&t).is_empty(), "the lane is held");
@@ -2534,7 +2611,7 @@ mod tests {
             // the lane's pace (one per 500 ms since 1020).
             c.handle_frame(
                 &refusal("rate_limited", Lane::Messaging, 4, Some(100)),
-                1100,
+                ms(1100),
             );
             let sent = run_until(&mut c, 1100, 5_000);
             assert_eq!(sent.len(), 1);
@@ -2546,10 +2623,10 @@ mod tests {
             let mut c = open_client();
             drain(&mut c);
             c.send(Lane::Voice, json!({"n": 1}), None).unwrap();
-            c.handle_clock(10);
+            c.handle_clock(ms(10));
             let (t, ..) = drain(&mut c);
             let seq = data(&t)[0].1;
-            c.handle_frame(&refusal("rate_limited", Lane::Voice, seq, None), 20);
+            c.handle_frame(&refusal("rate_limited", Lane::Voice, seq, None), ms(20));
             let (_, _, e, _) = drain(&mut c);
             assert!(e.iter().any(|e| matches!(
                 e,
@@ -2574,7 +2651,7 @@ mod tests {
             for (code, earliest) in [(CLOSE_RATE_LIMITED, 10_100), (1006, 900)] {
                 let mut c = open_client();
                 drain(&mut c);
-                c.handle_socket_closed(code, 100);
+                c.handle_socket_closed(code, ms(100));
                 let (_, a, e, at) = drain(&mut c);
                 assert!(a.is_empty());
                 let rate_limited = e.iter().any(|e| {
@@ -2589,7 +2666,7 @@ mod tests {
                 assert_eq!(rate_limited, code == CLOSE_RATE_LIMITED);
                 let at = at.unwrap();
                 assert!(at >= earliest && at <= earliest + 2_000, "{code}: {at}");
-                c.handle_timeout(at);
+                c.handle_timeout(ms(at));
                 let (_, a, _, _) = drain(&mut c);
                 assert!(matches!(&a[..], [Action::OpenSocket { .. }]), "{a:?}");
             }
@@ -2598,13 +2675,13 @@ mod tests {
         #[test]
         fn handshake_429_waits_for_retry_after() {
             let mut c = open_client();
-            c.handle_socket_closed(CLOSE_SESSION_NOT_FOUND, 100);
+            c.handle_socket_closed(CLOSE_SESSION_NOT_FOUND, ms(100));
             let (_, _, _, at) = drain(&mut c);
-            c.handle_timeout(at.unwrap());
+            c.handle_timeout(ms(at.unwrap()));
             let (_, a, _, _) = drain(&mut c);
             assert_eq!(a, vec![Action::Handshake]);
             let now = at.unwrap();
-            c.handle_handshake_rate_limited(Some(30_000), now);
+            c.handle_handshake_rate_limited(Some(30_000), ms(now));
             let (_, _, _, next) = drain(&mut c);
             assert!(next.unwrap() >= now + 30_000, "{next:?}");
         }
@@ -2617,8 +2694,11 @@ mod tests {
             let (t, ..) = drain(&mut c);
             let (h, _) = FrameHeader::decode(&t[0]).unwrap();
             // Another Control refusal is not about the join.
-            c.handle_frame(&refusal("bad_control", Lane::Control, h.seq + 7, None), 20);
-            c.handle_frame(&refusal("room_full", Lane::Control, h.seq, None), 20);
+            c.handle_frame(
+                &refusal("bad_control", Lane::Control, h.seq + 7, None),
+                ms(20),
+            );
+            c.handle_frame(&refusal("room_full", Lane::Control, h.seq, None), ms(20));
             let (_, _, e, _) = drain(&mut c);
             let failed: Vec<&Event> = e
                 .iter()
@@ -2673,7 +2753,7 @@ mod tests {
                 ErrorCode::OutOfRange,
                 ErrorCode::TooManyRequests,
             ] {
-                c.handle_frame(&refusal(code.as_str(), Lane::Sync, 3, None), 20);
+                c.handle_frame(&refusal(code.as_str(), Lane::Sync, 3, None), ms(20));
                 let (_, _, e, _) = drain(&mut c);
                 assert!(
                     e.iter()
@@ -2693,12 +2773,12 @@ mod tests {
                 ..LaneRates::default()
             };
             let mut c = open_with(&limited(rates));
-            c.handle_timeout(10);
+            c.handle_timeout(ms(10));
             let (t, ..) = drain(&mut c);
             assert_eq!(controls(&t).len(), 1, "the first heartbeat");
             // The pacer keeps a burst of 1; the heartbeat ping used it.
             assert!(!c.ping(10.0, None), "a probe that would wait is not sent");
-            c.handle_clock(1_100);
+            c.handle_clock(ms(1_100));
             assert!(c.ping(1_100.0, None));
             let (t, ..) = drain(&mut c);
             assert!(matches!(&controls(&t)[..], [Control::Ping { .. }]));
@@ -2707,17 +2787,27 @@ mod tests {
 
     #[test]
     fn welcome_for_another_session_is_ignored() {
-        let mut c = Client::new(ClientConfig::default(), &handshake(1, &std_lanes()), 0).unwrap();
+        let mut c = Client::new(
+            ClientConfig::default(),
+            &handshake(1, &std_lanes()),
+            Millis::ZERO,
+        )
+        .unwrap();
         drain(&mut c);
-        c.handle_socket_open(1);
-        let other = Client::new(ClientConfig::default(), &handshake(2, &std_lanes()), 0).unwrap();
-        c.handle_frame(&welcome(&other), 2);
+        c.handle_socket_open(ms(1));
+        let other = Client::new(
+            ClientConfig::default(),
+            &handshake(2, &std_lanes()),
+            Millis::ZERO,
+        )
+        .unwrap();
+        c.handle_frame(&welcome(&other), ms(2));
         assert_eq!(c.state(), ConnectionState::Connecting);
         // No welcome within the heartbeat timeout (any frame restarts it): the first
         // connection fails for good.
-        c.handle_timeout(60_001);
+        c.handle_timeout(ms(60_001));
         assert_eq!(c.state(), ConnectionState::Connecting);
-        c.handle_timeout(60_002);
+        c.handle_timeout(ms(60_002));
         let (_, a, _, _) = drain(&mut c);
         assert!(a.contains(&Action::CloseSocket));
         assert_eq!(c.state(), ConnectionState::Closed);
@@ -2781,7 +2871,7 @@ mod tests {
             }
 
             fn with(hs: HandshakeResponse) -> Pair {
-                let c = Client::new(ClientConfig::default(), &hs, 0).unwrap();
+                let c = Client::new(ClientConfig::default(), &hs, Millis::ZERO).unwrap();
                 assert!(c.uses_mux());
                 let mut p = Pair {
                     c,
@@ -2805,8 +2895,8 @@ mod tests {
             /// The socket opens on both ends; the server welcomes first.
             fn connect(&mut self) {
                 self.actions.clear();
-                self.c.handle_socket_open(self.now);
-                self.srv.handle_transport_resumed(self.now);
+                self.c.handle_socket_open(ms(self.now));
+                self.srv.handle_transport_resumed(ms(self.now));
                 let w = Control::Welcome {
                     session_id: self.sid,
                     server_time: 0,
@@ -2824,17 +2914,17 @@ mod tests {
                 self.c2s.clear();
                 self.s2c.clear();
                 self.srv.handle_transport_lost();
-                self.c.handle_socket_closed(1006, self.now);
+                self.c.handle_socket_closed(1006, ms(self.now));
                 self.pump();
             }
 
             /// Drains both ends once; returns whether anything moved.
             fn pump(&mut self) -> bool {
                 let mut moved = false;
-                self.c.handle_clock(self.now);
+                self.c.handle_clock(ms(self.now));
                 self.c.handle_transport_buffered(0);
                 loop {
-                    match self.c.poll_output() {
+                    match self.c.poll_output(ms(self.now)) {
                         Output::Transmit(b) => self.c2s.push_back(b),
                         Output::Action(a) => self.actions.push(a),
                         Output::Event(Event::Message(m)) => {
@@ -2845,10 +2935,10 @@ mod tests {
                     }
                     moved = true;
                 }
-                while let Some(ev) = self.srv.poll_event() {
-                    moved = true;
-                    match ev {
-                        MuxEvent::Message { lane, bytes, .. } => {
+                self.srv.handle_transport_buffered(0);
+                loop {
+                    match self.srv.poll_output(ms(self.now)) {
+                        MuxOutput::Event(MuxEvent::Message { lane, bytes, .. }) => {
                             let (h, body) = FrameHeader::decode(&bytes).unwrap();
                             if h.kind == FrameKind::Data {
                                 let v = payload::decode(&h, body, Some(&Dictionary::v1()));
@@ -2856,13 +2946,11 @@ mod tests {
                                 self.arrivals.push(self.now);
                             }
                         }
-                        MuxEvent::Error(e) => panic!("server mux error {e}"),
-                        _ => {}
+                        MuxOutput::Event(MuxEvent::Error(e)) => panic!("server mux error {e}"),
+                        MuxOutput::Event(_) => {}
+                        MuxOutput::Transmit(f) => self.s2c.push_back(f),
+                        MuxOutput::Timeout(_) => break,
                     }
-                }
-                self.srv.handle_transport_buffered(0);
-                while let Some(f) = self.srv.poll_transmit() {
-                    self.s2c.push_back(f);
                     moved = true;
                 }
                 moved
@@ -2870,8 +2958,8 @@ mod tests {
 
             /// Delivers up to `budget` frames each way (`usize::MAX`: until idle), stepping
             /// time by 1 ms whenever nothing is in flight.
-            fn run(&mut self, mut budget: usize, ms: u64) {
-                let end = self.now + ms;
+            fn run(&mut self, mut budget: usize, dur_ms: u64) {
+                let end = self.now + dur_ms;
                 while self.now < end && budget > 0 {
                     let mut moved = self.pump();
                     while budget > 0 {
@@ -2880,19 +2968,19 @@ mod tests {
                             break;
                         }
                         if let Some(f) = a {
-                            self.srv.handle_input(&f, self.now);
+                            self.srv.handle_input(&f, ms(self.now));
                         }
                         if let Some(f) = b {
-                            self.c.handle_frame(&f, self.now);
+                            self.c.handle_frame(&f, ms(self.now));
                         }
                         budget -= 1;
                         moved |= self.pump();
                     }
                     if !moved {
                         self.now += 1;
-                        self.c.handle_timeout(self.now);
-                        if self.srv.poll_timeout().is_some_and(|t| t <= self.now) {
-                            self.srv.handle_timeout(self.now);
+                        self.c.handle_timeout(ms(self.now));
+                        if self.srv.next_deadline().is_some_and(|t| t <= self.now) {
+                            self.srv.handle_timeout(ms(self.now));
                         }
                     }
                 }
@@ -2985,15 +3073,15 @@ mod tests {
                 seq: None,
                 retry_after_ms: None,
             };
-            p.c.handle_socket_open(p.now);
+            p.c.handle_socket_open(ms(p.now));
             let f = payload::control_frame(&err, Encoding::Msgpack, Some(&Dictionary::v1()), 1);
-            p.c.handle_frame(&f, p.now);
-            p.c.handle_socket_closed(CLOSE_SESSION_NOT_FOUND, p.now);
+            p.c.handle_frame(&f, ms(p.now));
+            p.c.handle_socket_closed(CLOSE_SESSION_NOT_FOUND, ms(p.now));
             p.pump();
             assert_eq!(p.await_action(), Action::Handshake);
             let hs = mux_handshake(2);
             p.sid = hs.session_id;
-            p.c.handle_handshake(&hs, p.now).unwrap();
+            p.c.handle_handshake(&hs, ms(p.now)).unwrap();
             assert!(
                 p.c.uses_mux(),
                 "the multiplexer is kept across the re-handshake"
@@ -3144,7 +3232,12 @@ mod tests {
 
         #[test]
         fn without_the_grant_frames_stay_v1() {
-            let c = Client::new(ClientConfig::default(), &handshake(1, &mux_lanes()), 0).unwrap();
+            let c = Client::new(
+                ClientConfig::default(),
+                &handshake(1, &mux_lanes()),
+                Millis::ZERO,
+            )
+            .unwrap();
             assert!(!c.uses_mux());
         }
     }

@@ -7,6 +7,7 @@
 //! [`crate::wasm::error`]).
 
 use crate::core::client::{Client, ClientError};
+use crate::core::drive::Millis;
 use crate::wasm::auth::AuthSource;
 use crate::wasm::driver::{self, Handle, Topic};
 use crate::wasm::global::Global;
@@ -74,8 +75,8 @@ impl P3Client {
         }
         let global = Global::get()?;
         let response = handshake_retrying(&base, &request).await?;
-        let client =
-            Client::new(config, &response, global.now_ms()).map_err(|e| error::client_error(&e))?;
+        let client = Client::new(config, &response, Millis::from_u64(global.now_ms()))
+            .map_err(|e| error::client_error(&e))?;
         let (inner, opened) = driver::start(client, global, base, request, auth, &response);
         #[cfg(feature = "music")]
         crate::wasm::calls::listen(&inner);

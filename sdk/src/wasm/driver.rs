@@ -23,6 +23,7 @@
 use crate::core::auth::Identity;
 use crate::core::client::{Action, Client, ConnectionState, Event, Output};
 use crate::core::close;
+use crate::core::drive::Millis;
 use crate::core::error::ErrorCode;
 use crate::core::handshake::{with_ticket, HandshakeRequest, HandshakeResponse};
 use crate::core::lane::Lane;
@@ -139,23 +140,23 @@ impl Inner {
         &self.base
     }
 
-    pub(crate) fn now(&self) -> u64 {
-        self.global.now_ms()
+    /// The core's clock: `performance.now()` in whole ms.
+    pub(crate) fn now(&self) -> Millis {
+        Millis::from_u64(self.global.now_ms())
     }
 
     /// Drains the core's outputs, performing socket/timer I/O and queueing events. Calls no
     /// application code, so it may run under the `RefCell` borrow.
     fn drain(&mut self, h: &Handle) {
-        // Paced lanes release their messages by the clock.
+        // Paced lanes release their messages by the clock `poll_output` takes.
         let now = self.now();
-        self.client.handle_clock(now);
         // The multiplexer writes while the socket's buffer is under its high-water mark.
         if let Some(s) = &self.socket {
             self.client
                 .handle_transport_buffered(s.ws.buffered_amount() as usize);
         }
         loop {
-            match self.client.poll_output() {
+            match self.client.poll_output(now) {
                 Output::Transmit(bytes) if self.sse.is_some() => {
                     if let Some(ev) = self.sse.as_mut().and_then(|l| l.transmit(&bytes)) {
                         self.events.push(ev);
@@ -297,12 +298,13 @@ impl Inner {
         }
     }
 
-    fn arm_timer(&mut self, h: &Handle, deadline: Option<u64>) {
+    fn arm_timer(&mut self, h: &Handle, deadline: Millis) {
         if self.client.state() == ConnectionState::Closed {
             // Releases the handle the timer callback holds (see the module docs).
             self.timer.release();
         }
         let h = h.clone();
+        let deadline = deadline.deadline().map(Millis::as_u64);
         self.timer.arm(&self.global, deadline, move || {
             Box::new(move || on_timer(&h))
         });
@@ -322,8 +324,8 @@ impl sse::Host for Inner {
         &self.base
     }
 
-    fn now(&self) -> u64 {
-        self.global.now_ms()
+    fn now(&self) -> Millis {
+        Inner::now(self)
     }
 
     fn sse_mut(&mut self) -> Option<&mut SseLink> {

@@ -32,12 +32,14 @@
 
 use crate::core::client::{Client, Event};
 use crate::core::close;
+use crate::core::drive::Millis;
 use crate::core::error::ErrorCode;
 use crate::core::handshake::HandshakeResponse;
 use crate::core::handshake::{with_ticket, Secret, DEFAULT_SSE_RETRY_MS};
 use crate::core::lane::Lane;
 use crate::core::sse::post::{
-    PostOutcome, PostQueue, PostSend, HEADER_SEQ, HEADER_SEQ_EXPECTED, REQUEST_TIMEOUT_MS,
+    PostOutcome, PostOutput, PostQueue, PostSend, HEADER_SEQ, HEADER_SEQ_EXPECTED,
+    REQUEST_TIMEOUT_MS,
 };
 use crate::core::sse::{
     lane_event_name, post_from_frame, SseInput, SseReceiver, EVENT_DISCONTINUITY,
@@ -62,7 +64,7 @@ pub(crate) trait Host: Sized + 'static {
     /// The normalized server base URL.
     fn base(&self) -> &str;
     /// The driver's clock, ms.
-    fn now(&self) -> u64;
+    fn now(&self) -> Millis;
     /// The SSE state, when the transport is `sse`.
     fn sse_mut(&mut self) -> Option<&mut SseLink>;
     /// Queues an event for the application.
@@ -455,22 +457,25 @@ pub(crate) fn kick<H: Host>(h: &Rc<RefCell<H>>) {
         let sid = inner.client().session_id();
         let token = inner.client().session_token().cloned();
         let Some(link) = inner.sse_mut() else { return };
-        let Some(send) = link.posts.poll_send(now) else {
-            if let Some(at) = link.posts.poll_timeout() {
-                if !matches!(link.timer_at, Some(t) if t <= at) {
-                    link.timer_at = Some(at);
-                    let again = h.clone();
-                    let cb = Closure::once_into_js(move || {
-                        if let Some(l) = again.borrow_mut().sse_mut() {
-                            l.timer_at = None;
-                        }
-                        kick(&again);
-                        H::pump(&again);
-                    });
-                    let _ = runtime::after(&cb, at.saturating_sub(now));
+        let send = match link.posts.poll_output(now) {
+            PostOutput::Send(send) => send,
+            PostOutput::Timeout(at) => {
+                if let Some(at) = at.deadline().map(Millis::as_u64) {
+                    if !matches!(link.timer_at, Some(t) if t <= at) {
+                        link.timer_at = Some(at);
+                        let again = h.clone();
+                        let cb = Closure::once_into_js(move || {
+                            if let Some(l) = again.borrow_mut().sse_mut() {
+                                l.timer_at = None;
+                            }
+                            kick(&again);
+                            H::pump(&again);
+                        });
+                        let _ = runtime::after(&cb, at.saturating_sub(now.as_u64()));
+                    }
                 }
+                return;
             }
-            return;
         };
         (format!("{base}{}", send.post.path(sid)), send, token)
     };

@@ -11,8 +11,9 @@
 //! serialization time: the time it spent behind other bytes.
 
 use super::link::{Link, LinkModel};
+use p3_lanes::core::drive::Millis;
 use p3_lanes::core::lane::Lane;
-use p3_lanes::core::mux::{Mux, MuxConfig, MuxEvent};
+use p3_lanes::core::mux::{Mux, MuxConfig, MuxEvent, MuxOutput};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
@@ -126,7 +127,7 @@ pub fn run(cfg: &HolConfig, mode: Mode) -> HolReport {
             let mut m = MuxConfig::for_lanes(&[Lane::Control, Lane::Data], cfg.seed + side);
             m.transport_poll_ms = None;
             let mut mux = Mux::new(m).expect("valid config");
-            mux.handle_transport_resumed(0);
+            mux.handle_transport_resumed(Millis::ZERO);
             r.muxes.push(mux);
         }
     }
@@ -204,7 +205,7 @@ impl Run {
                     Mode::Mux => {
                         let now = self.now / 1000;
                         self.last_frame_len = f.len();
-                        self.muxes[to].handle_input(&f, now);
+                        self.muxes[to].handle_input(&f, Millis::from_u64(now));
                         self.pump(to);
                     }
                 }
@@ -213,7 +214,7 @@ impl Run {
                 if self.timer_at[side] == Some(self.now) {
                     self.timer_at[side] = None;
                     let now = self.now / 1000;
-                    self.muxes[side].handle_timeout(now);
+                    self.muxes[side].handle_timeout(Millis::from_u64(now));
                     self.pump(side);
                 }
             }
@@ -256,31 +257,33 @@ impl Run {
         if self.mode == Mode::Fifo {
             return;
         }
-        loop {
+        let now = Millis::from_u64(self.now / 1000);
+        let deadline = loop {
             let mut any = false;
-            while let Some(ev) = self.muxes[side].poll_event() {
-                any = true;
-                match ev {
-                    MuxEvent::Message { bytes, .. } if side == 1 => {
+            let buffered = self.links[side].buffered;
+            self.muxes[side].handle_transport_buffered(buffered);
+            let deadline = loop {
+                match self.muxes[side].poll_output(now) {
+                    MuxOutput::Event(MuxEvent::Message { bytes, .. }) if side == 1 => {
+                        any = true;
                         let len = self.last_frame_len;
                         self.arrived(&bytes, len)
                     }
-                    MuxEvent::Message { .. } => {}
-                    other => panic!("unexpected {other:?}"),
+                    MuxOutput::Event(MuxEvent::Message { .. }) => any = true,
+                    MuxOutput::Event(other) => panic!("unexpected {other:?}"),
+                    MuxOutput::Transmit(f) => {
+                        any = true;
+                        self.write(side, f);
+                    }
+                    MuxOutput::Timeout(t) => break t,
                 }
-            }
-            let buffered = self.links[side].buffered;
-            self.muxes[side].handle_transport_buffered(buffered);
-            while let Some(f) = self.muxes[side].poll_transmit() {
-                any = true;
-                self.write(side, f);
-            }
+            };
             if !any {
-                break;
+                break deadline;
             }
-        }
-        if let Some(t) = self.muxes[side].poll_timeout() {
-            let t = (t * 1000).max(self.now);
+        };
+        if let Some(t) = deadline.deadline() {
+            let t = (t.as_u64() * 1000).max(self.now);
             if self.timer_at[side] != Some(t) {
                 self.timer_at[side] = Some(t);
                 self.at(t, Ev::Timer(side));

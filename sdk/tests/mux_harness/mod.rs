@@ -19,8 +19,11 @@ pub mod hol;
 pub mod link;
 
 use link::{Link, LinkModel};
+use p3_lanes::core::drive::Millis;
 use p3_lanes::core::lane::Lane;
-use p3_lanes::core::mux::{Discontinuity, Mux, MuxConfig, MuxError, MuxEvent, ReliableOverflow};
+use p3_lanes::core::mux::{
+    Discontinuity, Mux, MuxConfig, MuxError, MuxEvent, MuxOutput, ReliableOverflow,
+};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 
@@ -322,7 +325,7 @@ impl Sim {
         self.schedule_partitions();
         for side in 0..2 {
             self.sides[side].connected = true;
-            self.sides[side].mux.handle_transport_resumed(0);
+            self.sides[side].mux.handle_transport_resumed(Millis::ZERO);
         }
         self.pump(0);
         self.pump(1);
@@ -448,7 +451,9 @@ impl Sim {
                     return;
                 }
                 let now = self.ms();
-                self.sides[to].mux.handle_input(&frame, now);
+                self.sides[to]
+                    .mux
+                    .handle_input(&frame, Millis::from_u64(now));
                 let held = self.sides[to].mux.reassembly_bytes();
                 self.report.max_reassembly_bytes = self.report.max_reassembly_bytes.max(held);
                 if held > self.cfg.mux.max_reassembly_bytes {
@@ -464,7 +469,7 @@ impl Sim {
                 }
                 self.sides[side].timer_at = None;
                 let now = self.ms();
-                self.sides[side].mux.handle_timeout(now);
+                self.sides[side].mux.handle_timeout(Millis::from_u64(now));
                 self.pump(side);
             }
             Ev::PartitionStart { restart } => {
@@ -504,7 +509,7 @@ impl Sim {
                 for side in 0..2 {
                     let s = &mut self.sides[side];
                     s.connected = true;
-                    s.mux.handle_transport_resumed(now);
+                    s.mux.handle_transport_resumed(Millis::from_u64(now));
                 }
                 self.pump(0);
                 self.pump(1);
@@ -592,32 +597,39 @@ impl Sim {
 
     /// Drains events and frames of one side, then reschedules its timer.
     fn pump(&mut self, side: usize) {
-        loop {
+        let now = Millis::from_u64(self.ms());
+        let deadline = loop {
             let mut any = false;
-            while let Some(ev) = self.sides[side].mux.poll_event() {
-                any = true;
-                self.on_event(side, ev);
-            }
             if self.sides[side].connected {
                 let s = &mut self.sides[side];
                 s.mux.handle_transport_buffered(s.link.buffered);
-                while let Some(f) = s.mux.poll_transmit() {
-                    any = true;
-                    let gen = s.link.gen;
-                    if let Some(t) = s.link.push(f, self.now) {
-                        self.n += 1;
-                        self.heap
-                            .push(Reverse((t, self.n, Ev::LinkFree { side, gen })));
+            }
+            let deadline = loop {
+                match self.sides[side].mux.poll_output(now) {
+                    MuxOutput::Event(ev) => {
+                        any = true;
+                        self.on_event(side, ev);
                     }
+                    MuxOutput::Transmit(f) => {
+                        any = true;
+                        let s = &mut self.sides[side];
+                        let gen = s.link.gen;
+                        if let Some(t) = s.link.push(f, self.now) {
+                            self.n += 1;
+                            self.heap
+                                .push(Reverse((t, self.n, Ev::LinkFree { side, gen })));
+                        }
+                    }
+                    MuxOutput::Timeout(t) => break t,
                 }
-            }
+            };
             if !any {
-                break;
+                break deadline;
             }
-        }
-        let s = &mut self.sides[side];
-        if let Some(t) = s.mux.poll_timeout() {
-            let t = (t * 1000).max(self.now);
+        };
+        if let Some(t) = deadline.deadline() {
+            let t = (t.as_u64() * 1000).max(self.now);
+            let s = &mut self.sides[side];
             if s.timer_at != Some(t) {
                 s.timer_at = Some(t);
                 self.at(t, Ev::Timer { side });

@@ -6,10 +6,11 @@
 use futures::{SinkExt, StreamExt};
 use p3_lanes::core::control::Control;
 use p3_lanes::core::dictionary::Dictionary;
+use p3_lanes::core::drive::Millis;
 use p3_lanes::core::frame::{FrameHeader, FrameKind};
 use p3_lanes::core::handshake::{HandshakeResponse, FEATURE_MUX};
 use p3_lanes::core::lane::{Encoding, Lane};
-use p3_lanes::core::mux::{Mux, MuxConfig, MuxEvent};
+use p3_lanes::core::mux::{Mux, MuxConfig, MuxEvent, MuxOutput};
 use p3_lanes::core::payload;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -158,22 +159,41 @@ pub fn client_mux(i: usize, lanes: &[Lane]) -> Mux {
     Mux::new(cfg).expect("multiplexer config")
 }
 
-/// Writes every frame `mux` has to send (`feed` each, one `flush`); `false` if the socket
-/// failed.
-pub async fn mux_flush(ws: &mut Ws, mux: &mut Mux) -> bool {
+/// The multiplexers' clock: [`now_ms`].
+pub fn mux_now() -> Millis {
+    Millis::from_u64(now_ms())
+}
+
+/// How long until `deadline` ([`mux_now`]'s clock); `None` for [`Millis::NEVER`].
+pub fn mux_wait(deadline: Millis) -> Option<Duration> {
+    deadline
+        .deadline()
+        .map(|t| Duration::from_millis(t.as_u64().saturating_sub(now_ms())))
+}
+
+/// Drains `mux`: writes every frame it has to send (`feed` each, one `flush` per batch) and
+/// returns its events and next deadline; `None` if the socket failed.
+pub async fn mux_flush(ws: &mut Ws, mux: &mut Mux) -> Option<(Vec<MuxEvent>, Millis)> {
+    let mut events = Vec::new();
     loop {
         let mut any = false;
-        while let Some(f) = mux.poll_transmit() {
-            any = true;
-            if ws.feed(Message::binary(f)).await.is_err() {
-                return false;
+        let deadline = loop {
+            match mux.poll_output(mux_now()) {
+                MuxOutput::Event(ev) => events.push(ev),
+                MuxOutput::Transmit(f) => {
+                    any = true;
+                    if ws.feed(Message::binary(f)).await.is_err() {
+                        return None;
+                    }
+                }
+                MuxOutput::Timeout(t) => break t,
             }
-        }
+        };
         if !any {
-            return true;
+            return Some((events, deadline));
         }
         if ws.flush().await.is_err() {
-            return false;
+            return None;
         }
         // Every write was awaited: nothing is buffered.
         mux.handle_transport_buffered(0);
@@ -194,10 +214,10 @@ pub async fn mux_until(
     let deadline = tokio::time::Instant::now() + wait;
     let mut seen = None;
     loop {
-        if !mux_flush(ws, mux).await {
+        let Some((events, next)) = mux_flush(ws, mux).await else {
             return Err("socket write failed".into());
-        }
-        while let Some(ev) = mux.poll_event() {
+        };
+        for ev in events {
             if let MuxEvent::Message { bytes, .. } = ev {
                 let Ok((h, body)) = FrameHeader::decode(&bytes) else {
                     continue;
@@ -216,15 +236,12 @@ pub async fn mux_until(
         if seen.is_some() && (!idle || (mux.is_resumed() && mux.is_idle())) {
             return Ok(seen.take().expect("seen"));
         }
-        let timer = mux
-            .poll_timeout()
-            .map(|t| {
-                tokio::time::Instant::now() + Duration::from_millis(t.saturating_sub(now_ms()))
-            })
+        let timer = mux_wait(next)
+            .map(|d| tokio::time::Instant::now() + d)
             .map_or(deadline, |t| t.min(deadline));
         tokio::select! {
             msg = ws.next() => match msg {
-                Some(Ok(Message::Binary(b))) => mux.handle_input(&b, now_ms()),
+                Some(Ok(Message::Binary(b))) => mux.handle_input(&b, mux_now()),
                 Some(Ok(Message::Close(c))) => return Err(format!("socket closed: {c:?}")),
                 Some(Ok(_)) => {}
                 other => return Err(format!("socket ended: {other:?}")),
@@ -233,7 +250,7 @@ pub async fn mux_until(
                 if tokio::time::Instant::now() >= deadline {
                     return Err("timed out".into());
                 }
-                mux.handle_timeout(now_ms());
+                mux.handle_timeout(mux_now());
             }
         }
     }
@@ -341,7 +358,7 @@ pub async fn open_session_with(
         mux: client_mux(i, lanes),
         signaling_token: hs.signaling_token.clone(),
     };
-    s.mux.handle_transport_resumed(now_ms());
+    s.mux.handle_transport_resumed(mux_now());
     let welcome = |c: &Control| matches!(c, Control::Welcome { .. });
     mux_until(&mut s.ws, &mut s.mux, welcome, true, WAIT).await?;
     Ok(s)

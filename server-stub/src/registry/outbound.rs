@@ -23,10 +23,11 @@ use crate::close::{self, CloseSignal};
 use axum::body::Bytes;
 use p3_lanes::core::control::Control;
 use p3_lanes::core::dictionary::Dictionary;
+use p3_lanes::core::drive::Millis;
 use p3_lanes::core::error::ErrorCode;
 use p3_lanes::core::frame::{FrameHeader, SessionId};
 use p3_lanes::core::lane::{Encoding, Lane};
-use p3_lanes::core::mux::{Mux, MuxError, MuxEvent, PeerMisbehaved, ReliableOverflow};
+use p3_lanes::core::mux::{Mux, MuxError, MuxEvent, MuxOutput, PeerMisbehaved, ReliableOverflow};
 use p3_lanes::core::payload;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -185,6 +186,9 @@ pub(crate) struct Conn {
     data_seq: [u64; 8],
     /// Wakes the send task of a multiplexed session (something to send).
     notify: Arc<Notify>,
+    /// A multiplexer frame drawn while draining its events ([`Transport::mux_input`]),
+    /// written first by the next [`Transport::mux_pump`].
+    mux_held: Vec<Bytes>,
 }
 
 impl Conn {
@@ -197,6 +201,7 @@ impl Conn {
             control_seq: 1,
             data_seq: [1; 8],
             notify: Arc::new(Notify::new()),
+            mux_held: Vec::new(),
         }
     }
 
@@ -324,7 +329,7 @@ impl Transport {
         let old = self.conn.replace(conn);
         if let Some(m) = self.mux.as_mut() {
             m.set_reliable_overflow(ReliableOverflow::Backpressure);
-            m.handle_transport_resumed(mono_ms());
+            m.handle_transport_resumed(Millis::from_u64(mono_ms()));
         }
         old
     }
@@ -350,14 +355,25 @@ impl Transport {
         bytes: &[u8],
     ) -> Vec<MuxEvent> {
         let mut out = Vec::new();
-        let (Some(m), Some(c)) = (self.mux.as_mut(), self.conn.as_ref()) else {
+        let (Some(m), Some(c)) = (self.mux.as_mut(), self.conn.as_mut()) else {
             return out;
         };
         if c.id != conn_id {
             return out;
         }
-        m.handle_input(bytes, mono_ms());
-        while let Some(ev) = m.poll_event() {
+        let now = Millis::from_u64(mono_ms());
+        m.handle_input(bytes, now);
+        // Events come before frames: the first frame (if any) ends them and waits for the
+        // send task.
+        loop {
+            let ev = match m.poll_output(now) {
+                MuxOutput::Event(ev) => ev,
+                MuxOutput::Transmit(f) => {
+                    c.mux_held.push(Bytes::from(f));
+                    break;
+                }
+                MuxOutput::Timeout(_) => break,
+            };
             match ev {
                 MuxEvent::Error(e) if e.is_fatal() => {
                     // PROTOCOL.md §11.7: the typed refusal first (a §5 Control `error`, which a
@@ -386,21 +402,26 @@ impl Transport {
         conn_id: u64,
         buffered: usize,
     ) -> Option<(Vec<Bytes>, Option<u64>)> {
-        if self.conn.as_ref()?.id != conn_id {
+        let c = self.conn.as_mut()?;
+        if c.id != conn_id {
             return None;
         }
         let m = self.mux.as_mut()?;
-        let now = mono_ms();
-        if m.poll_timeout().is_some_and(|t| t <= now) {
-            m.handle_timeout(now);
-        }
-        m.handle_transport_buffered(buffered);
-        let mut frames = Vec::new();
-        while let Some(f) = m.poll_transmit() {
-            frames.push(Bytes::from(f));
-        }
-        while m.poll_event().is_some() {}
-        Some((frames, m.poll_timeout()))
+        let now = Millis::from_u64(mono_ms());
+        // Harmless before the deadline (the multiplexer checks each of its timers).
+        m.handle_timeout(now);
+        let mut frames = std::mem::take(&mut c.mux_held);
+        let held: usize = frames.iter().map(Bytes::len).sum();
+        m.handle_transport_buffered(buffered + held);
+        // Events left here (a send's `Dropped`, a chunk's `Drain`) are not reported.
+        let deadline = loop {
+            match m.poll_output(now) {
+                MuxOutput::Event(_) => {}
+                MuxOutput::Transmit(f) => frames.push(Bytes::from(f)),
+                MuxOutput::Timeout(t) => break t,
+            }
+        };
+        Some((frames, deadline.deadline().map(Millis::as_u64)))
     }
 }
 

@@ -15,21 +15,22 @@
 //! | [`reassembly`] | chunk reassembly with a per-peer memory budget |
 //! | [`error`] | typed errors: decode / peer misbehaved / API misuse / backpressure |
 //!
-//! # Drive contract (str0m style)
-//! The [`Mux`] owns no socket and reads no clock: `now` is a monotonic time in ms supplied by
-//! the caller (`performance.now()` in the browser, `tokio::time::Instant` on the server).
+//! # Drive contract ([`crate::core::drive`])
+//! The [`Mux`] owns no socket and reads no clock: `now` ([`Millis`]) is the caller's
+//! monotonic clock (`performance.now()` in the browser, `tokio::time::Instant` on the server),
+//! the last argument of every input that needs it.
 //! 1. Create it with [`Mux::new`]; it starts with no transport.
 //! 2. Inputs: [`Mux::handle_transport_resumed`] when a transport opens (the first one too),
 //!    [`Mux::handle_input`] for every message it receives, [`Mux::handle_transport_lost`]
 //!    when it closes, [`Mux::handle_transport_buffered`] with the transport's current
 //!    buffered amount (WebSocket `bufferedAmount`, DataChannel `bufferedAmount`),
 //!    [`Mux::handle_timeout`] when the deadline passes, and [`Mux::send`] from the app.
-//! 3. After **every** input, drain in this order: [`Mux::poll_event`] until `None` (hand each
-//!    to the application), [`Mux::poll_transmit`] until `None` (send each as one binary
-//!    transport message), then [`Mux::poll_timeout`] (call [`Mux::handle_timeout`] then).
-//!    `poll_transmit` returns `None` while the transport's buffer is above its high-water
-//!    mark: report the buffered amount again (on DataChannel `bufferedamountlow`, or at the
-//!    `poll_timeout` deadline for a WebSocket, which has no such event) and poll again.
+//! 3. After **every** input, drain [`Mux::poll_output`] until [`MuxOutput::Timeout`]: events
+//!    first (hand each to the application), then frames ([`MuxOutput::Transmit`]: send each
+//!    as one binary transport message), then the deadline (call [`Mux::handle_timeout`]
+//!    then). No frame comes while the transport's buffer is above its high-water mark:
+//!    report the buffered amount again (on DataChannel `bufferedamountlow`, or at the
+//!    `Timeout` deadline for a WebSocket, which has no such event) and drain again.
 //! 4. An event [`MuxEvent::Error`] with [`MuxError::is_fatal`] means the peer is broken:
 //!    close the transport (and call [`Mux::handle_transport_lost`]).
 //!
@@ -46,6 +47,7 @@ pub mod wire;
 pub use error::{ApiMisuse, DecodeError, MuxError, PeerMisbehaved};
 pub use scheduler::SchedulerConfig;
 
+use crate::core::drive::{Machine, Millis, Polled};
 use crate::core::lane::{Lane, LaneSpec};
 use reassembly::Budget;
 use reliability::{AckPolicy, RecvCtx, RecvLane, SendWindow, UnreliableRecv};
@@ -228,7 +230,7 @@ pub struct Discontinuity {
     pub reason: DiscontinuityReason,
 }
 
-/// Something the application should hear about; drain with [`Mux::poll_event`].
+/// Something the application should hear about ([`MuxOutput::Event`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MuxEvent {
@@ -260,6 +262,27 @@ pub enum MuxEvent {
     /// The peer sent something wrong; the frame was discarded. Close the transport if
     /// [`MuxError::is_fatal`].
     Error(MuxError),
+}
+
+/// One output of [`Mux::poll_output`], in this order: events, frames, the deadline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MuxOutput {
+    /// Hand to the application.
+    Event(MuxEvent),
+    /// Send as one binary transport message.
+    Transmit(Vec<u8>),
+    /// Nothing more until then ([`Millis::NEVER`]: no deadline); call [`Mux::handle_timeout`]
+    /// at that time.
+    Timeout(Millis),
+}
+
+impl Polled for MuxOutput {
+    fn timeout(&self) -> Option<Millis> {
+        match self {
+            MuxOutput::Timeout(t) => Some(*t),
+            MuxOutput::Event(_) | MuxOutput::Transmit(_) => None,
+        }
+    }
 }
 
 /// Counters, for tests, benchmarks and diagnostics.
@@ -328,10 +351,12 @@ struct Conn {
     buffered: usize,
 }
 
-/// The multiplexer of one transport peer (see the module docs for the drive contract).
+/// The multiplexer of one transport peer.
 ///
-/// Methods: getters ([`Mux::queued_len`], [`Mux::epoch`], ...), inputs (`handle_*`),
-/// the mutator [`Mux::send`], and outputs (`poll_*`, `#[must_use]`).
+/// Drive contract ([`crate::core::drive`], module docs): inputs (`handle_*`, `now` last) and
+/// the mutator [`Mux::send`]; after each, drain [`Mux::poll_output`] until
+/// [`MuxOutput::Timeout`]; call [`Mux::handle_timeout`] at that deadline. Getters:
+/// [`Mux::queued_len`], [`Mux::epoch`], ...
 pub struct Mux {
     cfg: MuxConfig,
     lanes: [Option<LaneState>; 8],
@@ -557,8 +582,8 @@ impl Mux {
     /// A transport opened (the first, or a new one after [`Mux::handle_transport_lost`];
     /// a call while one is up replaces it). Starts the resume handshake; data flows once the
     /// peer's resume arrives.
-    pub fn handle_transport_resumed(&mut self, now: u64) {
-        self.now = self.now.max(now);
+    pub fn handle_transport_resumed(&mut self, now: Millis) {
+        self.now = self.now.max(now.as_u64());
         if self.conn.connected {
             self.handle_transport_lost();
         }
@@ -593,7 +618,7 @@ impl Mux {
     }
 
     /// The transport's send buffer now holds `buffered` bytes (WebSocket or DataChannel
-    /// `bufferedAmount`). Frames returned by [`Mux::poll_transmit`] are added to this until
+    /// `bufferedAmount`). Frames returned by [`Mux::poll_output`] are added to this until
     /// the next report.
     pub fn handle_transport_buffered(&mut self, buffered: usize) {
         self.conn.buffered = buffered;
@@ -615,8 +640,8 @@ impl Mux {
 
     /// One transport message from the peer. Problems become [`MuxEvent::Error`] events in
     /// order with the messages they follow.
-    pub fn handle_input(&mut self, bytes: &[u8], now: u64) {
-        self.now = self.now.max(now);
+    pub fn handle_input(&mut self, bytes: &[u8], now: Millis) {
+        self.now = self.now.max(now.as_u64());
         if !self.conn.connected {
             return;
         }
@@ -626,9 +651,9 @@ impl Mux {
         self.refresh_timers();
     }
 
-    /// The deadline from [`Mux::poll_timeout`] passed.
-    pub fn handle_timeout(&mut self, now: u64) {
-        self.now = self.now.max(now);
+    /// The deadline of [`MuxOutput::Timeout`] passed (calling it early is harmless).
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.now = self.now.max(now.as_u64());
         let rto = self.cfg.retransmit_timeout_ms;
         for l in self.lanes.iter_mut().flatten() {
             if let Some(tx) = l.tx.as_mut() {
@@ -647,17 +672,30 @@ impl Mux {
 
     // ---- outputs ----
 
-    /// The next event for the application, oldest first.
+    /// The next output at `now`, in this order: every pending [`MuxOutput::Event`] (oldest
+    /// first), then [`MuxOutput::Transmit`] frames (the resume frame, then an ack frame for
+    /// all lanes, then chunks by the scheduler; none while the transport's buffer is full,
+    /// see the module docs), then [`MuxOutput::Timeout`]. Drain until `Timeout`.
     #[must_use]
-    pub fn poll_event(&mut self) -> Option<MuxEvent> {
+    pub fn poll_output(&mut self, now: Millis) -> MuxOutput {
+        self.now = self.now.max(now.as_u64());
+        if let Some(e) = self.next_event() {
+            return MuxOutput::Event(e);
+        }
+        if let Some(f) = self.next_transmit() {
+            return MuxOutput::Transmit(f);
+        }
+        MuxOutput::Timeout(Millis::from_deadline(self.next_deadline()))
+    }
+
+    /// The next event, oldest first.
+    pub(crate) fn next_event(&mut self) -> Option<MuxEvent> {
         self.events.pop_front()
     }
 
-    /// The next frame to send as one binary transport message, or `None` when there is
-    /// nothing to send or the transport's buffer is full (see the drive contract). Order:
-    /// the resume frame, then an ack frame for all lanes, then chunks by the scheduler.
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+    /// The next frame, counted as buffered in the transport, or `None` when there is nothing
+    /// to send or the transport's buffer is full.
+    pub(crate) fn next_transmit(&mut self) -> Option<Vec<u8>> {
         let out = self.transmit();
         if let Some(f) = &out {
             self.conn.buffered += f.len();
@@ -668,9 +706,8 @@ impl Mux {
         out
     }
 
-    /// When to call [`Mux::handle_timeout`] next (ms), if ever.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<u64> {
+    /// When [`Mux::handle_timeout`] is due next (ms), if ever.
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
         self.timers.iter().flatten().min().copied()
     }
 
@@ -1020,6 +1057,18 @@ impl Mux {
         }
         t[Timer::Retransmit as usize] = rto;
         self.timers = t;
+    }
+}
+
+impl Machine for Mux {
+    type Output = MuxOutput;
+
+    fn handle_timeout(&mut self, now: Millis) {
+        Mux::handle_timeout(self, now);
+    }
+
+    fn poll_output(&mut self, now: Millis) -> MuxOutput {
+        Mux::poll_output(self, now)
     }
 }
 

@@ -3,6 +3,10 @@
 
 use super::*;
 
+fn ms(v: u64) -> Millis {
+    Millis::from_u64(v)
+}
+
 /// Two endpoints and the frames in flight between them (instant delivery, in order).
 struct Pair {
     a: Mux,
@@ -23,8 +27,8 @@ impl Pair {
             a_events: Vec::new(),
             b_events: Vec::new(),
         };
-        p.a.handle_transport_resumed(0);
-        p.b.handle_transport_resumed(0);
+        p.a.handle_transport_resumed(ms(0));
+        p.b.handle_transport_resumed(ms(0));
         p
     }
 
@@ -33,23 +37,30 @@ impl Pair {
         let mut moved = 0;
         loop {
             let mut progress = false;
-            while let Some(f) = self.a.poll_transmit() {
-                self.a.handle_transport_buffered(0);
-                self.b.handle_input(&f, self.now);
-                moved += 1;
-                progress = true;
+            let now = ms(self.now);
+            loop {
+                match self.a.poll_output(now) {
+                    MuxOutput::Event(e) => self.a_events.push(e),
+                    MuxOutput::Transmit(f) => {
+                        self.a.handle_transport_buffered(0);
+                        self.b.handle_input(&f, now);
+                        moved += 1;
+                        progress = true;
+                    }
+                    MuxOutput::Timeout(_) => break,
+                }
             }
-            while let Some(f) = self.b.poll_transmit() {
-                self.b.handle_transport_buffered(0);
-                self.a.handle_input(&f, self.now);
-                moved += 1;
-                progress = true;
-            }
-            while let Some(e) = self.a.poll_event() {
-                self.a_events.push(e);
-            }
-            while let Some(e) = self.b.poll_event() {
-                self.b_events.push(e);
+            loop {
+                match self.b.poll_output(now) {
+                    MuxOutput::Event(e) => self.b_events.push(e),
+                    MuxOutput::Transmit(f) => {
+                        self.b.handle_transport_buffered(0);
+                        self.a.handle_input(&f, now);
+                        moved += 1;
+                        progress = true;
+                    }
+                    MuxOutput::Timeout(_) => break,
+                }
             }
             if !progress {
                 return moved;
@@ -59,14 +70,14 @@ impl Pair {
 
     /// Advances time to the next deadline of either side and drives; `false` if none.
     fn step_timers(&mut self) -> bool {
-        let next = [self.a.poll_timeout(), self.b.poll_timeout()]
+        let next = [self.a.next_deadline(), self.b.next_deadline()]
             .into_iter()
             .flatten()
             .min();
         let Some(t) = next else { return false };
         self.now = self.now.max(t);
-        self.a.handle_timeout(self.now);
-        self.b.handle_timeout(self.now);
+        self.a.handle_timeout(ms(self.now));
+        self.b.handle_timeout(ms(self.now));
         self.drive();
         true
     }
@@ -158,16 +169,19 @@ fn control_overtakes_a_large_data_message_at_the_next_chunk() {
     p.drive();
     p.a.send(Lane::Data, vec![1; 1 << 20]).unwrap();
     // The transport takes one chunk, then is full.
-    let first = p.a.poll_transmit().unwrap();
+    let first = p.a.next_transmit().unwrap();
     assert!(first.len() <= DEFAULT_CHUNK_BYTES);
     assert!(
-        p.a.poll_transmit().is_none(),
+        p.a.next_transmit().is_none(),
         "buffer at the high-water mark"
     );
-    assert!(p.a.poll_timeout().is_some(), "asks to be woken to re-check");
+    assert!(
+        p.a.next_deadline().is_some(),
+        "asks to be woken to re-check"
+    );
     p.a.send(Lane::Control, b"ping".to_vec()).unwrap();
     p.a.handle_transport_buffered(0);
-    let next = p.a.poll_transmit().unwrap();
+    let next = p.a.next_transmit().unwrap();
     assert_eq!(next[0], wire::TYPE_CHUNK);
     assert_eq!(
         next[1],
@@ -224,14 +238,14 @@ fn unreliable_lane_drops_oldest_and_counts() {
     }
     assert_eq!(p.a.dropped(Lane::Video), 5);
     assert_eq!(
-        p.a.poll_event(),
+        p.a.next_event(),
         Some(MuxEvent::Dropped {
             lane: Lane::Video,
             count: 5
         })
     );
-    p.a.handle_transport_resumed(10);
-    p.b.handle_transport_resumed(10);
+    p.a.handle_transport_resumed(ms(10));
+    p.b.handle_transport_resumed(ms(10));
     p.drive();
     let got = p.b_messages(Lane::Video);
     assert_eq!(got.len(), depth);
@@ -249,8 +263,8 @@ fn resume_resends_exactly_what_was_missed() {
     p.a.handle_transport_lost();
     p.b.handle_transport_lost();
     p.b_events.clear();
-    p.a.handle_transport_resumed(100);
-    p.b.handle_transport_resumed(100);
+    p.a.handle_transport_resumed(ms(100));
+    p.b.handle_transport_resumed(ms(100));
     p.settle();
     let got: Vec<u64> = p.b_messages(Lane::Sync).iter().map(|m| m.0).collect();
     assert_eq!(got, vec![3, 4, 5], "no duplicate of 1 and 2, nothing lost");
@@ -260,17 +274,17 @@ fn resume_resends_exactly_what_was_missed() {
 impl Pair {
     /// Lets the resumes through, then only `n` frames from a to b.
     fn drive_some(&mut self, n: usize) {
-        let fa = self.a.poll_transmit().unwrap();
-        let fb = self.b.poll_transmit().unwrap();
-        self.b.handle_input(&fa, self.now);
-        self.a.handle_input(&fb, self.now);
+        let fa = self.a.next_transmit().unwrap();
+        let fb = self.b.next_transmit().unwrap();
+        self.b.handle_input(&fa, ms(self.now));
+        self.a.handle_input(&fb, ms(self.now));
         let mut chunks = 0;
         while chunks < n {
-            let f = self.a.poll_transmit().unwrap();
+            let f = self.a.next_transmit().unwrap();
             chunks += usize::from(f[0] == wire::TYPE_CHUNK);
-            self.b.handle_input(&f, self.now);
+            self.b.handle_input(&f, ms(self.now));
         }
-        while let Some(e) = self.b.poll_event() {
+        while let Some(e) = self.b.next_event() {
             self.b_events.push(e);
         }
     }
@@ -289,8 +303,8 @@ fn restarted_sender_is_a_discontinuity() {
     c.seed = 99;
     p.a = Mux::new(c).unwrap();
     p.a.send(Lane::Messaging, b"fresh".to_vec()).unwrap();
-    p.a.handle_transport_resumed(5);
-    p.b.handle_transport_resumed(5);
+    p.a.handle_transport_resumed(ms(5));
+    p.b.handle_transport_resumed(ms(5));
     p.settle();
     let new_epoch = p.a.epoch(Lane::Messaging).unwrap();
     let ds: Vec<Discontinuity> = p
@@ -352,8 +366,8 @@ fn lane_queue_is_bounded_in_bytes_too() {
     }
     assert_eq!(p.a.queued_len(Lane::Relay), 3);
     assert_eq!(p.a.dropped(Lane::Relay), 2);
-    p.a.handle_transport_resumed(1);
-    p.b.handle_transport_resumed(1);
+    p.a.handle_transport_resumed(ms(1));
+    p.b.handle_transport_resumed(ms(1));
     p.settle();
     let got: Vec<u64> = p.b_messages(Lane::Relay).iter().map(|m| m.0).collect();
     assert_eq!(got, vec![3, 4, 5]);
@@ -385,8 +399,8 @@ fn forgetting_sender_reports_history_lost() {
         p.a.send(Lane::Relay, vec![n]).unwrap();
     }
     assert_eq!(p.a.dropped(Lane::Relay), 2);
-    p.a.handle_transport_resumed(1);
-    p.b.handle_transport_resumed(1);
+    p.a.handle_transport_resumed(ms(1));
+    p.b.handle_transport_resumed(ms(1));
     p.settle();
     let got: Vec<u64> = p.b_messages(Lane::Relay).iter().map(|m| m.0).collect();
     assert_eq!(got, vec![3, 4, 5]);
@@ -422,9 +436,9 @@ fn peer_over_the_reassembly_budget_gets_a_typed_error() {
         }
         .encode_into(&mut f);
         f.extend_from_slice(&[0; 1000]);
-        p.b.handle_input(&f, 0);
+        p.b.handle_input(&f, ms(0));
     }
-    let errs: Vec<MuxEvent> = std::iter::from_fn(|| p.b.poll_event()).collect();
+    let errs: Vec<MuxEvent> = std::iter::from_fn(|| p.b.next_event()).collect();
     assert_eq!(errs.len(), 2);
     for e in errs {
         let MuxEvent::Error(e) = e else {
@@ -447,9 +461,9 @@ fn peer_over_the_reassembly_budget_gets_a_typed_error() {
     }
     .encode_into(&mut f);
     f.push(0);
-    p.b.handle_input(&f, 0);
+    p.b.handle_input(&f, ms(0));
     assert!(matches!(
-        p.b.poll_event(),
+        p.b.next_event(),
         Some(MuxEvent::Error(MuxError::Peer(
             PeerMisbehaved::MessageTooLarge { .. }
         )))
@@ -462,19 +476,19 @@ fn acks_are_batched_and_delayed() {
     p.drive();
     p.a.send(Lane::Messaging, vec![1]).unwrap();
     p.a.send(Lane::Sync, vec![2]).unwrap();
-    let f1 = p.a.poll_transmit().unwrap();
-    let f2 = p.a.poll_transmit().unwrap();
-    p.b.handle_input(&f1, 0);
-    p.b.handle_input(&f2, 0);
-    assert!(p.b.poll_transmit().is_none(), "ack delayed");
-    assert_eq!(p.b.poll_timeout(), Some(20));
-    p.b.handle_timeout(20);
-    let ack = p.b.poll_transmit().unwrap();
+    let f1 = p.a.next_transmit().unwrap();
+    let f2 = p.a.next_transmit().unwrap();
+    p.b.handle_input(&f1, ms(0));
+    p.b.handle_input(&f2, ms(0));
+    assert!(p.b.next_transmit().is_none(), "ack delayed");
+    assert_eq!(p.b.next_deadline(), Some(20));
+    p.b.handle_timeout(ms(20));
+    let ack = p.b.next_transmit().unwrap();
     match Frame::decode(&ack).unwrap() {
         Frame::Ack(acks) => assert_eq!(acks.len(), 2, "one frame for both lanes"),
         f => panic!("{f:?}"),
     }
-    p.a.handle_input(&ack, 20);
+    p.a.handle_input(&ack, ms(20));
     assert_eq!(p.a.unacked_len(Lane::Messaging), 0);
     assert_eq!(p.a.unacked_len(Lane::Sync), 0);
 }
@@ -497,10 +511,10 @@ fn api_misuse_and_bad_config() {
         Some(MuxError::Api(ApiMisuse::InvalidConfig(_)))
     ));
     // Garbage from the peer is a typed error, never a panic.
-    m.handle_transport_resumed(0);
-    m.handle_input(&[0x10, 1], 0);
+    m.handle_transport_resumed(ms(0));
+    m.handle_input(&[0x10, 1], ms(0));
     assert!(matches!(
-        m.poll_event(),
+        m.next_event(),
         Some(MuxEvent::Error(MuxError::Decode(_)))
     ));
 }
@@ -511,32 +525,32 @@ fn api_misuse_and_bad_config() {
 #[test]
 fn a_side_sends_a_second_resume_once_it_learns_the_peers_nonce() {
     let mut p = Pair::new(cfg());
-    let ra = p.a.poll_transmit().expect("a's first resume");
-    let rb = p.b.poll_transmit().expect("b's first resume");
+    let ra = p.a.next_transmit().expect("a's first resume");
+    let rb = p.b.next_transmit().expect("b's first resume");
     let (Ok(Frame::Resume(a1)), Ok(Frame::Resume(b1))) = (Frame::decode(&ra), Frame::decode(&rb))
     else {
         panic!("resumes first");
     };
     assert_eq!((a1.echo, b1.echo), (0, 0));
     assert!(
-        p.a.poll_transmit().is_none(),
+        p.a.next_transmit().is_none(),
         "no chunk before the peer's resume"
     );
-    p.a.handle_input(&rb, 0);
-    let Ok(Frame::Resume(a2)) = Frame::decode(&p.a.poll_transmit().expect("second resume")) else {
+    p.a.handle_input(&rb, ms(0));
+    let Ok(Frame::Resume(a2)) = Frame::decode(&p.a.next_transmit().expect("second resume")) else {
         panic!("a resume again");
     };
     assert_eq!((a2.nonce, a2.echo), (a1.nonce, b1.nonce));
     // b hears a's second resume (echoing b): b's retries stop; b still owes a's echo.
-    p.b.handle_input(&ra, 0);
-    p.b.handle_input(&wire::encode_resume(&a2), 0);
-    let Ok(Frame::Resume(b2)) = Frame::decode(&p.b.poll_transmit().expect("b echoes a")) else {
+    p.b.handle_input(&ra, ms(0));
+    p.b.handle_input(&wire::encode_resume(&a2), ms(0));
+    let Ok(Frame::Resume(b2)) = Frame::decode(&p.b.next_transmit().expect("b echoes a")) else {
         panic!("b's second resume");
     };
     assert_eq!(b2.echo, a1.nonce);
-    p.a.handle_input(&wire::encode_resume(&b2), 0);
-    assert!(p.a.poll_transmit().is_none() && p.b.poll_transmit().is_none());
-    assert_eq!(p.a.poll_timeout(), None, "no resume retry once echoed");
+    p.a.handle_input(&wire::encode_resume(&b2), ms(0));
+    assert!(p.a.next_transmit().is_none() && p.b.next_transmit().is_none());
+    assert_eq!(p.a.next_deadline(), None, "no resume retry once echoed");
 }
 
 /// §11.6: on an ordered transport a chunk before the peer's resume is a fatal typed error
@@ -560,9 +574,9 @@ fn a_chunk_before_the_resume_is_a_protocol_violation_on_ordered_transports() {
         f
     };
     let mut m = Mux::new(cfg()).unwrap();
-    m.handle_transport_resumed(0);
-    m.handle_input(&chunk, 0);
-    match m.poll_event() {
+    m.handle_transport_resumed(ms(0));
+    m.handle_input(&chunk, ms(0));
+    match m.next_event() {
         Some(MuxEvent::Error(e)) => {
             assert!(matches!(
                 e,
@@ -579,7 +593,7 @@ fn a_chunk_before_the_resume_is_a_protocol_violation_on_ordered_transports() {
     let mut lossy = cfg();
     lossy.retransmit_timeout_ms = Some(200);
     let mut m = Mux::new(lossy).unwrap();
-    m.handle_transport_resumed(0);
-    m.handle_input(&chunk, 0);
-    assert_eq!(m.poll_event(), None);
+    m.handle_transport_resumed(ms(0));
+    m.handle_input(&chunk, ms(0));
+    assert_eq!(m.next_event(), None);
 }

@@ -832,7 +832,8 @@ impl Mesh {
             self.tier
                 .handle_peer(self.now, peer, Some(NetworkQuality::Good));
             if let Some(p) = self.peers.get_mut(peer) {
-                p.mux.handle_transport_resumed(self.now);
+                p.mux
+                    .handle_transport_resumed(crate::core::drive::Millis::from_u64(self.now));
             }
             self.peer_state(peer, LinkState::Connected);
             self.announce();
@@ -940,7 +941,8 @@ impl Mesh {
         if let Some(l) = p.link.as_mut() {
             l.last_heard = now;
         }
-        p.mux.handle_input(bytes, now);
+        p.mux
+            .handle_input(bytes, crate::core::drive::Millis::from_u64(now));
         self.pump_mux(peer);
     }
 
@@ -1003,8 +1005,9 @@ impl Mesh {
             let Some(p) = self.peers.get_mut(&id) else {
                 continue;
             };
-            if p.mux.poll_timeout().is_some_and(|t| t <= self.now) {
-                p.mux.handle_timeout(self.now);
+            if p.mux.next_deadline().is_some_and(|t| t <= self.now) {
+                p.mux
+                    .handle_timeout(crate::core::drive::Millis::from_u64(self.now));
             }
             if p.relink_at.is_some_and(|t| t <= self.now) {
                 p.relink_at = None;
@@ -1174,7 +1177,7 @@ impl Mesh {
             .values()
             .flat_map(|p| {
                 let [a, b] = p.link.as_ref().map_or([None, None], Link::deadlines);
-                [p.mux.poll_timeout(), p.relink_at, a, b]
+                [p.mux.next_deadline(), p.relink_at, a, b]
             })
             .chain([
                 self.tier.poll_timeout(),
@@ -1537,7 +1540,7 @@ impl Mesh {
         };
         let mut events = Vec::new();
         let mut fatal = None;
-        while let Some(ev) = p.mux.poll_event() {
+        while let Some(ev) = p.mux.next_event() {
             match ev {
                 MuxEvent::Message { lane, bytes, .. } => {
                     match serde_json::from_slice::<Value>(&bytes) {
@@ -1579,7 +1582,7 @@ impl Mesh {
             }
         }
         if p.connected() {
-            while let Some(bytes) = p.mux.poll_transmit() {
+            while let Some(bytes) = p.mux.next_transmit() {
                 self.out.push_back(MeshOutput::Transmit {
                     peer: peer.to_owned(),
                     bytes,

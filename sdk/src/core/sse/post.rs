@@ -23,6 +23,7 @@
 //! backoff ([`backoff_ms`], [`MAX_ATTEMPTS`]) for unknown outcomes and `503` (honouring
 //! `Retry-After`); a [`PostFailure`] (`send_failed`) when it gives up, never a silent drop.
 
+use crate::core::drive::{Machine, Millis, Polled};
 use crate::core::error::ErrorCode;
 use crate::core::lane::Lane;
 use crate::core::sse::SsePost;
@@ -273,6 +274,25 @@ pub struct PostFailure {
     pub dropped: bool,
 }
 
+/// One output of [`PostQueue::poll_output`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostOutput {
+    /// Make this request now (it is in flight until [`PostQueue::handle_outcome`]).
+    Send(PostSend),
+    /// Nothing to send before then ([`Millis::NEVER`]: until an outcome, a push or a new
+    /// session).
+    Timeout(Millis),
+}
+
+impl Polled for PostOutput {
+    fn timeout(&self) -> Option<Millis> {
+        match self {
+            PostOutput::Timeout(t) => Some(*t),
+            PostOutput::Send(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Queued {
     post: SsePost,
@@ -285,10 +305,11 @@ struct Queued {
 /// The client's ordered `POST` queue, sans-IO: numbers messages per lane, sends one at a
 /// time, retries unknown outcomes with the same number, gives up with a report.
 ///
-/// Drive (all times in ms from the driver's clock):
+/// Drive contract ([`crate::core::drive`]; `now` is the driver's monotonic clock, last):
 /// - [`PostQueue::push`] each message to send;
-/// - after every input, drain [`PostQueue::poll_send`] (at most one request is in flight) and
-///   arm a timer for [`PostQueue::poll_timeout`]; when it fires, call `poll_send` again;
+/// - after every input, drain [`PostQueue::poll_output`] until [`PostOutput::Timeout`] (at
+///   most one request is in flight); at that deadline call [`PostQueue::handle_timeout`] and
+///   drain again;
 /// - when a request ends, [`PostQueue::handle_outcome`] with its ticket; report the returned
 ///   [`PostFailure`], if any;
 /// - [`PostQueue::session_changed`] after a new handshake (numbering restarts at 1; queued
@@ -349,10 +370,23 @@ impl PostQueue {
         });
     }
 
-    /// The next request to make, if the head may go now (none in flight, not paused, its
-    /// retry delay passed). Marks it in flight.
+    /// The next output at `now`: [`PostOutput::Send`] when the head may go (none in flight,
+    /// not paused, its retry delay passed; it is then in flight), else
+    /// [`PostOutput::Timeout`] with the end of the retry delay.
     #[must_use]
-    pub fn poll_send(&mut self, now_ms: u64) -> Option<PostSend> {
+    pub fn poll_output(&mut self, now: Millis) -> PostOutput {
+        match self.next_send(now.as_u64()) {
+            Some(send) => PostOutput::Send(send),
+            None => PostOutput::Timeout(Millis::from_deadline(self.next_deadline())),
+        }
+    }
+
+    /// A deadline of [`PostOutput::Timeout`] passed: nothing to do (the retry delay is
+    /// checked by [`PostQueue::poll_output`]).
+    pub fn handle_timeout(&mut self, _now: Millis) {}
+
+    /// The next request, if the head may go at `now_ms`. Marks it in flight.
+    fn next_send(&mut self, now_ms: u64) -> Option<PostSend> {
         if self.in_flight || self.paused || self.retry_at.is_some_and(|t| now_ms < t) {
             return None;
         }
@@ -373,10 +407,9 @@ impl PostQueue {
         })
     }
 
-    /// When [`PostQueue::poll_send`] has something again after a retry delay, ms (`None`: it
-    /// waits for an outcome, a push or a new session, or has nothing).
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<u64> {
+    /// When the head may go again after a retry delay, ms (`None`: it waits for an outcome,
+    /// a push or a new session, or has nothing).
+    fn next_deadline(&self) -> Option<u64> {
         if self.in_flight || self.paused || self.outbox.is_empty() {
             return None;
         }
@@ -389,8 +422,9 @@ impl PostQueue {
         &mut self,
         ticket: u64,
         outcome: PostOutcome,
-        now_ms: u64,
+        now: Millis,
     ) -> Option<PostFailure> {
+        let now_ms = now.as_u64();
         if ticket != self.generation || !self.in_flight {
             return None;
         }
@@ -511,9 +545,33 @@ impl PostQueue {
     }
 }
 
+impl Machine for PostQueue {
+    type Output = PostOutput;
+
+    fn handle_timeout(&mut self, now: Millis) {
+        PostQueue::handle_timeout(self, now);
+    }
+
+    fn poll_output(&mut self, now: Millis) -> PostOutput {
+        PostQueue::poll_output(self, now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    pub(super) fn ms(v: u64) -> Millis {
+        Millis::from_u64(v)
+    }
+
+    /// [`PostQueue::poll_output`] as the request to make, if any.
+    pub(super) fn send(q: &mut PostQueue, now: u64) -> Option<PostSend> {
+        match q.poll_output(ms(now)) {
+            PostOutput::Send(s) => Some(s),
+            PostOutput::Timeout(_) => None,
+        }
+    }
 
     fn post(lane: Lane, body: &str) -> SsePost {
         SsePost {
@@ -599,20 +657,20 @@ mod tests {
         let mut q = PostQueue::new();
         q.push(post(Lane::Messaging, "a"));
         q.push(post(Lane::Messaging, "b"));
-        let s = q.poll_send(0).unwrap();
+        let s = send(&mut q, 0).unwrap();
         assert_eq!((s.seq, s.attempt), (1, 1));
-        assert_eq!(q.poll_send(0), None, "one in flight");
-        assert_eq!(q.handle_outcome(s.ticket, PostOutcome::Lost, 0), None);
-        assert_eq!(q.poll_timeout(), Some(250));
-        assert_eq!(q.poll_send(249), None);
+        assert_eq!(send(&mut q, 0), None, "one in flight");
+        assert_eq!(q.handle_outcome(s.ticket, PostOutcome::Lost, ms(0)), None);
+        assert_eq!(q.next_deadline(), Some(250));
+        assert_eq!(send(&mut q, 249), None);
         let mut now = 250;
         for attempt in 2..=MAX_ATTEMPTS {
-            let s = q.poll_send(now).unwrap();
+            let s = send(&mut q, now).unwrap();
             assert_eq!((s.seq, s.attempt), (1, attempt));
-            let f = q.handle_outcome(s.ticket, PostOutcome::Lost, now);
+            let f = q.handle_outcome(s.ticket, PostOutcome::Lost, ms(now));
             if attempt < MAX_ATTEMPTS {
                 assert_eq!(f, None);
-                now = q.poll_timeout().unwrap();
+                now = q.next_deadline().unwrap();
             } else {
                 let f = f.unwrap();
                 assert_eq!(
@@ -621,7 +679,7 @@ mod tests {
                 );
             }
         }
-        let s = q.poll_send(now).unwrap();
+        let s = send(&mut q, now).unwrap();
         assert_eq!((s.post.body.as_slice(), s.seq), (&b"b"[..], 2));
         // The server never got 1: it says so, and "b" becomes 1.
         let gap = PostOutcome::Refused {
@@ -632,10 +690,13 @@ mod tests {
             retry_after_ms: None,
             expected_seq: Some(1),
         };
-        assert_eq!(q.handle_outcome(s.ticket, gap, now), None);
-        let s = q.poll_send(now).unwrap();
+        assert_eq!(q.handle_outcome(s.ticket, gap, ms(now)), None);
+        let s = send(&mut q, now).unwrap();
         assert_eq!((s.post.body.as_slice(), s.seq), (&b"b"[..], 1));
-        assert_eq!(q.handle_outcome(s.ticket, PostOutcome::Accepted, now), None);
+        assert_eq!(
+            q.handle_outcome(s.ticket, PostOutcome::Accepted, ms(now)),
+            None
+        );
         assert!(q.is_empty());
     }
 
@@ -654,28 +715,31 @@ mod tests {
         };
         let mut now = 0;
         for i in 0..(MAX_ATTEMPTS + 4) {
-            let s = q.poll_send(now).unwrap();
+            let s = send(&mut q, now).unwrap();
             assert_eq!((s.post.body.as_slice(), s.seq), (&b"a"[..], 1), "try {i}");
             let f = q
-                .handle_outcome(s.ticket, limited(Some(300), Some(1)), now)
+                .handle_outcome(s.ticket, limited(Some(300), Some(1)), ms(now))
                 .unwrap();
             assert_eq!(
                 (f.code, f.seq, f.retry_after_ms, f.dropped),
                 (ErrorCode::RateLimited, 1, Some(300), false)
             );
-            assert_eq!(q.poll_send(now + 299), None, "waits retryAfterMs");
+            assert_eq!(send(&mut q, now + 299), None, "waits retryAfterMs");
             now += 300;
         }
-        let s = q.poll_send(now).unwrap();
-        assert_eq!(q.handle_outcome(s.ticket, PostOutcome::Accepted, now), None);
+        let s = send(&mut q, now).unwrap();
+        assert_eq!(
+            q.handle_outcome(s.ticket, PostOutcome::Accepted, ms(now)),
+            None
+        );
         // `Retry-After` alone is honoured too; "b" is next with the next number.
-        let s = q.poll_send(now).unwrap();
+        let s = send(&mut q, now).unwrap();
         assert_eq!((s.post.body.as_slice(), s.seq), (&b"b"[..], 2));
         let f = q
-            .handle_outcome(s.ticket, limited(None, Some(2)), now)
+            .handle_outcome(s.ticket, limited(None, Some(2)), ms(now))
             .unwrap();
         assert_eq!(f.retry_after_ms, Some(2000));
-        assert_eq!(q.poll_timeout(), Some(now + 2000));
+        assert_eq!(q.next_deadline(), Some(now + 2000));
     }
 
     #[test]
@@ -683,7 +747,7 @@ mod tests {
         let mut q = PostQueue::new();
         q.push(post(Lane::Data, "a"));
         q.push(post(Lane::Data, "b"));
-        let s = q.poll_send(0).unwrap();
+        let s = send(&mut q, 0).unwrap();
         let busy = PostOutcome::Refused {
             status: 503,
             code: ErrorCode::Backpressure,
@@ -692,31 +756,31 @@ mod tests {
             retry_after_ms: None,
             expected_seq: None,
         };
-        assert_eq!(q.handle_outcome(s.ticket, busy, 0), None);
-        assert_eq!(q.poll_timeout(), Some(1000));
-        let s = q.poll_send(1000).unwrap();
+        assert_eq!(q.handle_outcome(s.ticket, busy, ms(0)), None);
+        assert_eq!(q.next_deadline(), Some(1000));
+        let s = send(&mut q, 1000).unwrap();
         assert_eq!((s.seq, s.attempt), (1, 2));
         let f = q
-            .handle_outcome(s.ticket, refused(400, ErrorCode::BadPayload), 1000)
+            .handle_outcome(s.ticket, refused(400, ErrorCode::BadPayload), ms(1000))
             .unwrap();
         assert_eq!((f.seq, f.code), (1, ErrorCode::BadPayload));
-        let s = q.poll_send(1000).unwrap();
+        let s = send(&mut q, 1000).unwrap();
         assert_eq!(
             s.seq, 2,
             "a refused message keeps its number (the server took it)"
         );
         // A lost session pauses; the new session numbers from 1 and ignores old answers.
         assert_eq!(
-            q.handle_outcome(s.ticket, refused(404, ErrorCode::SessionNotFound), 1000),
+            q.handle_outcome(s.ticket, refused(404, ErrorCode::SessionNotFound), ms(1000)),
             None
         );
         assert!(q.is_paused());
-        assert_eq!(q.poll_send(5000), None);
+        assert_eq!(send(&mut q, 5000), None);
         q.session_changed();
-        let s2 = q.poll_send(5000).unwrap();
+        let s2 = send(&mut q, 5000).unwrap();
         assert_eq!((s2.seq, s2.attempt), (1, 1));
         assert_eq!(
-            q.handle_outcome(s.ticket, PostOutcome::Accepted, 5000),
+            q.handle_outcome(s.ticket, PostOutcome::Accepted, ms(5000)),
             None
         );
         assert_eq!(q.len(), 1, "a stale ticket changes nothing");
@@ -725,6 +789,7 @@ mod tests {
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod prop {
+    use super::tests::{ms, send};
     use super::*;
     use proptest::prelude::*;
 
@@ -768,8 +833,8 @@ mod prop {
             let mut now = 0u64;
             let mut fate = fates.iter().cycle();
             for _ in 0..10_000 {
-                let Some(send) = q.poll_send(now) else {
-                    match q.poll_timeout() {
+                let Some(send) = send(&mut q, now) else {
+                    match q.next_deadline() {
                         Some(t) => { now = now.max(t); continue; }
                         None => break,
                     }
@@ -799,7 +864,7 @@ mod prop {
                         SeqCheck::Gap { expected } => {
                             let o = PostOutcome::Refused { status: 409, code: ErrorCode::SeqGap,
                                 message: "gap".into(), retry_after_s: None, retry_after_ms: None, expected_seq: Some(expected) };
-                            if let Some(fl) = q.handle_outcome(send.ticket, o, now) { failures.push((id, fl.code)); }
+                            if let Some(fl) = q.handle_outcome(send.ticket, o, ms(now)) { failures.push((id, fl.code)); }
                             continue;
                         }
                         other => return Err(TestCaseError::fail(format!("unexpected {other:?}"))),
@@ -816,7 +881,7 @@ mod prop {
                         }
                     }
                 };
-                if let Some(fl) = q.handle_outcome(send.ticket, outcome, now) {
+                if let Some(fl) = q.handle_outcome(send.ticket, outcome, ms(now)) {
                     failures.push((id, fl.code));
                 }
             }
