@@ -1347,7 +1347,8 @@ impl Mesh {
             p.relink_at = Some(relink);
         }
         self.stats_reset();
-        self.tier.handle_peer(peer, None, Millis::from_u64(self.now));
+        self.tier
+            .handle_peer(peer, None, Millis::from_u64(self.now));
         self.out.push_back(MeshOutput::ClosePeer {
             peer: peer.to_owned(),
         });
@@ -1364,7 +1365,8 @@ impl Mesh {
 
     fn forget(&mut self, peer: &str) {
         if let Some(p) = self.peers.remove(peer) {
-            self.tier.handle_peer(peer, None, Millis::from_u64(self.now));
+            self.tier
+                .handle_peer(peer, None, Millis::from_u64(self.now));
             if p.link.is_some() {
                 self.out.push_back(MeshOutput::ClosePeer {
                     peer: peer.to_owned(),
