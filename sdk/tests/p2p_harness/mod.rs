@@ -26,7 +26,7 @@
 
 #![allow(dead_code)]
 
-use p3_lanes::core::drive::Millis;
+use p3_lanes::core::drive::{self, Millis};
 use p3_lanes::core::music::{Output, PeerLink, Room};
 use p3_lanes::core::p2p::changes::{
     apply_push, ChangeLimits, ChangeLog, ChangesAck, ChangesPush, OfflineQueue, VersionVector,
@@ -138,7 +138,7 @@ impl Sim {
             .enumerate()
             .map(|(i, id)| {
                 let mut tier = TierMachine::new(TierConfig::default(), Tier::Socket);
-                tier.handle_socket_open(0);
+                tier.handle_socket_open(Millis::ZERO);
                 let mut room = Room::new(
                     "p2p",
                     FollowerConfig::default(),
@@ -191,7 +191,8 @@ impl Sim {
                     let pid = sim.devices[j].id.clone();
                     let d = &mut sim.devices[i];
                     d.peers.insert(j);
-                    d.tier.handle_peer(0, &pid, Some(NetworkQuality::Good));
+                    d.tier
+                        .handle_peer(&pid, Some(NetworkQuality::Good), Millis::ZERO);
                     d.room.handle_peer_link(&pid, PeerLink::Connected);
                 }
             }
@@ -302,11 +303,15 @@ impl Sim {
         self.devices[i].room.peer_ordered() && self.claim(i).controller == self.devices[i].id
     }
 
-    /// The tier machine's outputs (heartbeats, tier changes into the room), then the room's
-    /// (sealed sends, clock probes), then a due push of the queue.
-    fn drain(&mut self, i: usize) {
+    /// The tier machine's outputs (heartbeats, tier changes into the room); returns its next
+    /// deadline.
+    fn drain_tier(&mut self, i: usize) -> Millis {
         let now = self.now;
-        while let Some(o) = self.devices[i].tier.poll_output() {
+        let mut outs = Vec::new();
+        let due = drive::drain(&mut self.devices[i].tier, Millis::from_u64(now), |o| {
+            outs.push(o)
+        });
+        for o in outs {
             match o {
                 TierOutput::SendPing => self.send(
                     i,
@@ -324,8 +329,17 @@ impl Sim {
                     }
                     self.devices[i].room.handle_tier(from, to, reason)
                 }
+                TierOutput::Timeout(_) => {}
             }
         }
+        due
+    }
+
+    /// The tier machine's outputs (heartbeats, tier changes into the room), then the room's
+    /// (sealed sends, clock probes), then a due push of the queue.
+    fn drain(&mut self, i: usize) {
+        let now = self.now;
+        self.drain_tier(i);
         loop {
             match self.devices[i].room.poll_output(Millis::new(now as f64)) {
                 Output::MeshSend { value, to } => {
@@ -452,12 +466,14 @@ impl Sim {
         match msg {
             Msg::SocketClosed => {
                 self.devices[to].socket_open = false;
-                self.devices[to].tier.handle_socket_closed(now);
+                self.devices[to]
+                    .tier
+                    .handle_socket_closed(Millis::from_u64(now));
             }
             Msg::SocketOpen => {
                 let d = &mut self.devices[to];
                 d.socket_open = true;
-                d.tier.handle_socket_open(now);
+                d.tier.handle_socket_open(Millis::from_u64(now));
                 d.room.handle_connection_open(Millis::new(t));
                 // The session resumed: the client rejoins its room, the server answers the
                 // room's state.
@@ -468,7 +484,7 @@ impl Sim {
             Msg::Pong { at, clock } => {
                 let d = &mut self.devices[to];
                 match clock {
-                    None => d.tier.handle_pong(now, (now - at) as f64),
+                    None => d.tier.handle_pong((now - at) as f64, Millis::from_u64(now)),
                     Some((client_time, server_time)) => {
                         d.room
                             .handle_server_pong(client_time, server_time, Millis::new(t))
@@ -502,8 +518,11 @@ impl Sim {
                 } else {
                     d.peers.remove(&p);
                 }
-                d.tier
-                    .handle_peer(now, &pid, up.then_some(NetworkQuality::Good));
+                d.tier.handle_peer(
+                    &pid,
+                    up.then_some(NetworkQuality::Good),
+                    Millis::from_u64(now),
+                );
                 let link = if up {
                     PeerLink::Connected
                 } else {
@@ -537,12 +556,9 @@ impl Sim {
             if !self.devices[i].alive {
                 continue;
             }
-            if self.devices[i]
-                .tier
-                .poll_timeout()
-                .is_some_and(|t| t <= now)
-            {
-                self.devices[i].tier.handle_timeout(now);
+            // The tier's outputs so far come first (as before its timeout), then its deadline.
+            if self.drain_tier(i) <= Millis::from_u64(now) {
+                self.devices[i].tier.handle_timeout(Millis::from_u64(now));
             }
             self.drain(i);
             if now >= self.devices[i].next_change {

@@ -4,8 +4,9 @@
 //! mesh", "Challenge: mesh scalability"; seed 000 "Nexus as P2P signaling"; seed 001
 //! signaling and call-quality monitoring). PROTOCOL.md §13.5 states the rules.
 //!
-//! # Drive contract (str0m style)
-//! [`Mesh`] owns no RTCPeerConnection and reads no clock; `now` is ms on the driver's clock.
+//! # Drive contract ([`crate::core::drive`])
+//! [`Mesh`] owns no RTCPeerConnection and reads no clock; `now` ([`Millis`]) is the last
+//! argument of every input that needs it, on the driver's clock.
 //! 1. Inputs: room membership ([`Mesh::handle_members`], [`Mesh::handle_member_joined`],
 //!    [`Mesh::handle_member_left`]), whether the server is reachable
 //!    ([`Mesh::handle_server`]), signaling from the server ([`Mesh::handle_server_signal`]),
@@ -15,9 +16,10 @@
 //!    [`Mesh::handle_lane_input`]), the lanes channel's `bufferedAmount`
 //!    ([`Mesh::handle_lane_buffered`]), `getStats()` results ([`Mesh::handle_stats`]),
 //!    timeouts, and the app's [`Mesh::send`] / [`Mesh::close_link`] / [`Mesh::close`].
-//! 2. After **every** input drain [`Mesh::poll_output`] until `None`, performing each
-//!    [`MeshOutput`] in order (they are ordered: a peer is opened before it is negotiated),
-//!    then arm a timer for [`Mesh::poll_timeout`] and call [`Mesh::handle_timeout`] then.
+//! 2. After **every** input drain [`Mesh::poll_output`] until [`MeshOutput::Timeout`],
+//!    performing each [`MeshOutput`] in order (they are ordered: a peer is opened before it
+//!    is negotiated), then arm a timer for that deadline and call [`Mesh::handle_timeout`]
+//!    then.
 //!
 //! # Channels per peer (both `negotiated: true`, so both sides create them, no `ondatachannel`)
 //! - `p3-control`, id [`CONTROL_CHANNEL_ID`], `ordered: true`, `maxRetransmits: 3` (seed 004):
@@ -57,6 +59,7 @@
 //! it got from their author (two hops at most). With no route, signals wait (at most
 //! [`MAX_PENDING_SIGNALS`], oldest dropped with an error event) until one appears.
 
+use crate::core::drive::{Machine, Millis, Polled};
 use crate::core::error::ErrorCode;
 use crate::core::lane::Lane;
 use crate::core::mux::{Discontinuity, Mux, MuxConfig, MuxError, MuxEvent};
@@ -344,6 +347,18 @@ pub enum MeshOutput {
     SampleStats,
     /// Hand to the app.
     Event(MeshEvent),
+    /// Nothing more until this deadline ([`Millis::NEVER`]: none); then call
+    /// [`Mesh::handle_timeout`].
+    Timeout(Millis),
+}
+
+impl Polled for MeshOutput {
+    fn timeout(&self) -> Option<Millis> {
+        match self {
+            MeshOutput::Timeout(t) => Some(*t),
+            _ => None,
+        }
+    }
 }
 
 /// Refusals of [`Mesh::send`] and [`Mesh::close_link`] (the caller's mistake or a full
@@ -477,7 +492,12 @@ impl Peer {
     }
 }
 
-/// The mesh state machine of one device (see the module doc for the drive contract).
+/// The mesh state machine of one device (see the module doc for the rules).
+///
+/// Drive contract ([`crate::core::drive`]): inputs take `now` (ms) last; after each, drain
+/// [`Mesh::poll_output`] until [`MeshOutput::Timeout`], performing the outputs in order; call
+/// [`Mesh::handle_timeout`] at that deadline. It owns its [`TierMachine`] and polls it inside
+/// [`Mesh::poll_output`].
 pub struct Mesh {
     cfg: MeshConfig,
     members: BTreeSet<String>,
@@ -614,8 +634,8 @@ impl Mesh {
 
     /// The full member list (session ids, this device's included or not): opens the links the
     /// topology now wants, closes the others.
-    pub fn handle_members(&mut self, members: impl IntoIterator<Item = String>, now: u64) {
-        self.now = self.now.max(now);
+    pub fn handle_members(&mut self, members: impl IntoIterator<Item = String>, now: Millis) {
+        self.now = self.now.max(now.as_u64());
         self.members = members.into_iter().collect();
         self.members.insert(self.cfg.me.clone());
         let members = &self.members;
@@ -624,16 +644,16 @@ impl Mesh {
     }
 
     /// A member joined.
-    pub fn handle_member_joined(&mut self, peer: String, now: u64) {
-        self.now = self.now.max(now);
+    pub fn handle_member_joined(&mut self, peer: String, now: Millis) {
+        self.now = self.now.max(now.as_u64());
         self.lost.remove(&peer);
         self.members.insert(peer);
         self.reconcile();
     }
 
     /// A member left (the server said so): its link is closed and forgotten.
-    pub fn handle_member_left(&mut self, peer: &str, now: u64) {
-        self.now = self.now.max(now);
+    pub fn handle_member_left(&mut self, peer: &str, now: Millis) {
+        self.now = self.now.max(now.as_u64());
         if peer != self.cfg.me {
             self.members.remove(peer);
             self.lost.remove(peer);
@@ -646,8 +666,8 @@ impl Mesh {
     /// DJ and, without the server, the elected one (PROTOCOL.md §13.13). Links the new
     /// topology wants are opened (signaling relayed through connected peers when the server
     /// is down), links it no longer wants are closed.
-    pub fn set_controller(&mut self, controller: Option<String>, now: u64) {
-        self.now = self.now.max(now);
+    pub fn set_controller(&mut self, controller: Option<String>, now: Millis) {
+        self.now = self.now.max(now.as_u64());
         self.cfg.controller = controller;
         self.reconcile();
     }
@@ -659,9 +679,9 @@ impl Mesh {
     /// `joined`), and signals still waiting under the old id are dropped. The tier machine
     /// is kept: its hysteresis decides the return to the socket tier as for any reconnect.
     /// An unchanged id does nothing.
-    pub fn handle_new_id(&mut self, me: impl Into<String>, now: u64) {
+    pub fn handle_new_id(&mut self, me: impl Into<String>, now: Millis) {
         let me = me.into();
-        self.now = self.now.max(now);
+        self.now = self.now.max(now.as_u64());
         if self.closed || me == self.cfg.me {
             return;
         }
@@ -676,8 +696,8 @@ impl Mesh {
     }
 
     /// Whether the server can route signals now (its WebSocket is open).
-    pub fn handle_server(&mut self, up: bool, now: u64) {
-        self.now = self.now.max(now);
+    pub fn handle_server(&mut self, up: bool, now: Millis) {
+        self.now = self.now.max(now.as_u64());
         if self.server_up != up {
             self.stats_reset();
         }
@@ -685,9 +705,9 @@ impl Mesh {
         if self.tier_socket != Some(up) {
             self.tier_socket = Some(up);
             if up {
-                self.tier.handle_socket_open(self.now);
+                self.tier.handle_socket_open(Millis::from_u64(self.now));
             } else {
-                self.tier.handle_socket_closed(self.now);
+                self.tier.handle_socket_closed(Millis::from_u64(self.now));
             }
         }
         self.flush_pending();
@@ -695,14 +715,14 @@ impl Mesh {
 
     /// A pong from the server (any: heartbeats, [`MeshOutput::Ping`] probes), round trip
     /// `rtt_ms` (ms).
-    pub fn handle_server_pong(&mut self, rtt_ms: f64, now: u64) {
-        self.now = self.now.max(now);
-        self.tier.handle_pong(self.now, rtt_ms);
+    pub fn handle_server_pong(&mut self, rtt_ms: f64, now: Millis) {
+        self.now = self.now.max(now.as_u64());
+        self.tier.handle_pong(rtt_ms, Millis::from_u64(self.now));
     }
 
     /// A signaling message the server delivered (ignored unless addressed to this device).
-    pub fn handle_server_signal(&mut self, msg: SignalMessage, now: u64) {
-        self.now = self.now.max(now);
+    pub fn handle_server_signal(&mut self, msg: SignalMessage, now: Millis) {
+        self.now = self.now.max(now.as_u64());
         if msg.to == self.cfg.me {
             self.handle_signal(msg);
         }
@@ -712,8 +732,8 @@ impl Mesh {
 
     /// `negotiationneeded` fired on `peer`'s connection. The polite side of a new link waits
     /// up to [`POLITE_OFFER_DELAY_MS`] for the impolite side's offer before making its own.
-    pub fn handle_negotiation_needed(&mut self, peer: &str, now: u64) {
-        self.now = self.now.max(now);
+    pub fn handle_negotiation_needed(&mut self, peer: &str, now: Millis) {
+        self.now = self.now.max(now.as_u64());
         let now = self.now;
         if let Some(link) = self.link_mut(peer) {
             if link.polite_wait_until.is_some_and(|t| now < t) {
@@ -784,8 +804,8 @@ impl Mesh {
     }
 
     /// `connectionstatechange` on `peer`'s connection.
-    pub fn handle_peer_state(&mut self, peer: &str, state: PeerConnectionState, now: u64) {
-        self.now = self.now.max(now);
+    pub fn handle_peer_state(&mut self, peer: &str, state: PeerConnectionState, now: Millis) {
+        self.now = self.now.max(now.as_u64());
         let Some(link) = self.link_mut(peer) else {
             return;
         };
@@ -811,8 +831,8 @@ impl Mesh {
     }
 
     /// A DataChannel of `peer` opened.
-    pub fn handle_channel_open(&mut self, peer: &str, channel: Channel, now: u64) {
-        self.now = self.now.max(now);
+    pub fn handle_channel_open(&mut self, peer: &str, channel: Channel, now: Millis) {
+        self.now = self.now.max(now.as_u64());
         let now = self.now;
         let Some(link) = self.link_mut(peer) else {
             return;
@@ -830,7 +850,7 @@ impl Mesh {
             self.stats_reset();
             // Usable until its first stats say otherwise.
             self.tier
-                .handle_peer(self.now, peer, Some(NetworkQuality::Good));
+                .handle_peer(peer, Some(NetworkQuality::Good), Millis::from_u64(self.now));
             if let Some(p) = self.peers.get_mut(peer) {
                 p.mux
                     .handle_transport_resumed(crate::core::drive::Millis::from_u64(self.now));
@@ -843,16 +863,16 @@ impl Mesh {
     }
 
     /// A DataChannel of `peer` closed (or errored): the link is down.
-    pub fn handle_channel_closed(&mut self, peer: &str, _channel: Channel, now: u64) {
-        self.now = self.now.max(now);
+    pub fn handle_channel_closed(&mut self, peer: &str, _channel: Channel, now: Millis) {
+        self.now = self.now.max(now.as_u64());
         self.link_down(peer, LinkState::Closed);
     }
 
     // ---- inputs: DataChannel data ----
 
     /// A text message on `peer`'s `p3-control` channel.
-    pub fn handle_control(&mut self, from: &str, text: &str, now: u64) {
-        self.now = self.now.max(now);
+    pub fn handle_control(&mut self, from: &str, text: &str, now: Millis) {
+        self.now = self.now.max(now.as_u64());
         if !self.peers.contains_key(from) {
             return;
         }
@@ -929,8 +949,8 @@ impl Mesh {
     }
 
     /// A binary message on `peer`'s `p3-lanes` channel (a multiplexer frame).
-    pub fn handle_lane_input(&mut self, peer: &str, bytes: &[u8], now: u64) {
-        self.now = self.now.max(now);
+    pub fn handle_lane_input(&mut self, peer: &str, bytes: &[u8], now: Millis) {
+        self.now = self.now.max(now.as_u64());
         let Some(p) = self.peers.get_mut(peer) else {
             return;
         };
@@ -957,8 +977,8 @@ impl Mesh {
     /// `getStats()` of `peer`'s connection, as [`StatsData`]: emits a `Quality` event and
     /// publishes the stats to that peer on the Telemetry lane
     /// (`{type: "link-stats", ...StatsData, quality}`).
-    pub fn handle_stats(&mut self, peer: &str, stats: StatsData, now: u64) {
-        self.now = self.now.max(now);
+    pub fn handle_stats(&mut self, peer: &str, stats: StatsData, now: Millis) {
+        self.now = self.now.max(now.as_u64());
         if !self.peers.get(peer).is_some_and(Peer::connected) {
             return;
         }
@@ -967,7 +987,8 @@ impl Mesh {
         if previous != Some(quality) {
             self.stats_reset();
         }
-        self.tier.handle_peer(self.now, peer, Some(quality));
+        self.tier
+            .handle_peer(peer, Some(quality), Millis::from_u64(self.now));
         let mut published = serde_json::to_value(&stats).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut published {
             m.insert("type".into(), Value::from("link-stats"));
@@ -992,11 +1013,11 @@ impl Mesh {
         self.pump_mux(peer);
     }
 
-    /// The deadline of [`Mesh::poll_timeout`] passed.
-    pub fn handle_timeout(&mut self, now: u64) {
-        self.now = self.now.max(now);
-        if self.tier.poll_timeout().is_some_and(|t| t <= self.now) {
-            self.tier.handle_timeout(self.now);
+    /// The deadline of the last [`MeshOutput::Timeout`] passed (early calls are harmless).
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.now = self.now.max(now.as_u64());
+        if self.tier.next_deadline().is_some_and(|t| t <= self.now) {
+            self.tier.handle_timeout(Millis::from_u64(self.now));
         }
         self.check_alive();
         self.check_stats();
@@ -1029,7 +1050,7 @@ impl Mesh {
             if timed_out {
                 self.link_down(&id, LinkState::Failed);
             } else if offer {
-                self.handle_negotiation_needed(&id, now);
+                self.handle_negotiation_needed(&id, Millis::from_u64(now));
             }
             self.pump_mux(&id);
         }
@@ -1100,8 +1121,8 @@ impl Mesh {
     /// the topology still wants it (both sides do so: a way to restart a link).
     ///
     /// Errors: [`MeshError::UnknownPeer`] if no link is held.
-    pub fn close_link(&mut self, peer: &str, now: u64) -> Result<(), MeshError> {
-        self.now = self.now.max(now);
+    pub fn close_link(&mut self, peer: &str, now: Millis) -> Result<(), MeshError> {
+        self.now = self.now.max(now.as_u64());
         if self.link_mut(peer).is_none() {
             return Err(MeshError::UnknownPeer(peer.to_owned()));
         }
@@ -1141,11 +1162,17 @@ impl Mesh {
 
     // ---- outputs ----
 
-    /// The next thing to do, in order.
+    /// The next thing to do. Order: the tier machine's outputs are moved to the end of the
+    /// queue first ([`MeshOutput::Ping`], [`MeshEvent::Tier`]), then the queued outputs come
+    /// in the order they arose (a peer is opened before it is negotiated), then
+    /// [`MeshOutput::Timeout`] with the earliest deadline of the mesh, its multiplexers and
+    /// its tier machine.
     #[must_use]
-    pub fn poll_output(&mut self) -> Option<MeshOutput> {
-        while let Some(o) = self.tier.poll_output() {
+    pub fn poll_output(&mut self, now: Millis) -> MeshOutput {
+        loop {
+            let o = self.tier.poll_output(now);
             self.out.push_back(match o {
+                TierOutput::Timeout(_) => break,
                 TierOutput::SendPing => MeshOutput::Ping,
                 TierOutput::TierChanged {
                     from,
@@ -1160,12 +1187,13 @@ impl Mesh {
                 }),
             });
         }
-        self.out.pop_front()
+        self.out
+            .pop_front()
+            .unwrap_or_else(|| MeshOutput::Timeout(Millis::from_deadline(self.next_deadline())))
     }
 
     /// When to call [`Mesh::handle_timeout`] (ms), if ever.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<u64> {
+    fn next_deadline(&self) -> Option<u64> {
         let silence = self.serverless().then(|| {
             self.peers
                 .values()
@@ -1180,7 +1208,7 @@ impl Mesh {
                 [p.mux.next_deadline(), p.relink_at, a, b]
             })
             .chain([
-                self.tier.poll_timeout(),
+                self.tier.next_deadline(),
                 self.next_alive,
                 self.next_stats,
                 silence.flatten(),
@@ -1322,7 +1350,8 @@ impl Mesh {
             p.relink_at = Some(relink);
         }
         self.stats_reset();
-        self.tier.handle_peer(self.now, peer, None);
+        self.tier
+            .handle_peer(peer, None, Millis::from_u64(self.now));
         self.out.push_back(MeshOutput::ClosePeer {
             peer: peer.to_owned(),
         });
@@ -1339,7 +1368,8 @@ impl Mesh {
 
     fn forget(&mut self, peer: &str) {
         if let Some(p) = self.peers.remove(peer) {
-            self.tier.handle_peer(self.now, peer, None);
+            self.tier
+                .handle_peer(peer, None, Millis::from_u64(self.now));
             if p.link.is_some() {
                 self.out.push_back(MeshOutput::ClosePeer {
                     peer: peer.to_owned(),
@@ -1595,6 +1625,18 @@ impl Mesh {
         if fatal.is_some() {
             self.link_down(peer, LinkState::Failed);
         }
+    }
+}
+
+impl Machine for Mesh {
+    type Output = MeshOutput;
+
+    fn handle_timeout(&mut self, now: Millis) {
+        Mesh::handle_timeout(self, now);
+    }
+
+    fn poll_output(&mut self, now: Millis) -> MeshOutput {
+        Mesh::poll_output(self, now)
     }
 }
 

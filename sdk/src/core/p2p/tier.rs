@@ -23,12 +23,13 @@
 //!   because it closed or went silent, and leaving webrtc because no peer is left, take no
 //!   dwell (the tier is unusable, waiting would only lose commands).
 //!
-//! # Drive contract (str0m style)
-//! Feed `handle_*` inputs with `now`, call [`TierMachine::handle_timeout`] when
-//! [`TierMachine::poll_timeout`] is reached, and after every call drain
-//! [`TierMachine::poll_output`] until it returns `None`.
+//! # Drive contract ([`crate::core::drive`])
+//! Feed `handle_*` inputs with `now` last, after every call drain
+//! [`TierMachine::poll_output`] until it returns [`TierOutput::Timeout`], and call
+//! [`TierMachine::handle_timeout`] once that deadline has passed.
 
 use super::quality::NetworkQuality;
+use crate::core::drive::{Machine, Millis, Polled};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -110,9 +111,21 @@ pub enum TierOutput {
         /// When (ms).
         at_ms: u64,
     },
+    /// Nothing more until this deadline ([`Millis::NEVER`]: none); then call
+    /// [`TierMachine::handle_timeout`].
+    Timeout(Millis),
 }
 
-/// The fixed timer table; [`TierMachine::poll_timeout`] returns the earliest.
+impl Polled for TierOutput {
+    fn timeout(&self) -> Option<Millis> {
+        match self {
+            TierOutput::Timeout(t) => Some(*t),
+            _ => None,
+        }
+    }
+}
+
+/// The fixed timer table; [`TierOutput::Timeout`] carries the earliest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Timer {
     /// Next heartbeat ping.
@@ -123,7 +136,11 @@ enum Timer {
     Dwell = 2,
 }
 
-/// The tier state machine (see the module doc for the rules and the drive contract).
+/// The tier state machine (see the module doc for the rules).
+///
+/// Drive contract ([`crate::core::drive`]): inputs take `now` (ms) last; after each, drain
+/// [`TierMachine::poll_output`] until [`TierOutput::Timeout`]; call
+/// [`TierMachine::handle_timeout`] at that deadline.
 #[derive(Debug)]
 pub struct TierMachine {
     config: TierConfig,
@@ -173,7 +190,8 @@ impl TierMachine {
     }
 
     /// The WebSocket opened (or reconnected): heartbeats start now.
-    pub fn handle_socket_open(&mut self, now: u64) {
+    pub fn handle_socket_open(&mut self, now: Millis) {
+        let now = now.as_u64();
         self.socket_open = true;
         self.silent = false;
         self.last_pong_ms = Some(now);
@@ -184,7 +202,8 @@ impl TierMachine {
     }
 
     /// The WebSocket closed: the server is gone now (fast crash detection).
-    pub fn handle_socket_closed(&mut self, now: u64) {
+    pub fn handle_socket_closed(&mut self, now: Millis) {
+        let now = now.as_u64();
         self.socket_open = false;
         self.timers[Timer::Probe as usize] = None;
         self.timers[Timer::Silence as usize] = None;
@@ -194,10 +213,11 @@ impl TierMachine {
     /// A pong arrived (to any ping of this client); `rtt_ms` is its round trip (ms). Smoothed
     /// as 7/8 old + 1/8 new (RFC 6298); the next [`TierOutput::SendPing`] moves to a probe
     /// interval after `now`.
-    pub fn handle_pong(&mut self, now: u64, rtt_ms: f64) {
+    pub fn handle_pong(&mut self, rtt_ms: f64, now: Millis) {
         if !self.socket_open {
             return;
         }
+        let now = now.as_u64();
         self.last_pong_ms = Some(now);
         self.silent = false;
         self.srtt_ms = Some(match self.srtt_ms {
@@ -212,7 +232,8 @@ impl TierMachine {
     }
 
     /// A peer's DataChannel state or quality changed; `None` removes the peer.
-    pub fn handle_peer(&mut self, now: u64, peer: &str, quality: Option<NetworkQuality>) {
+    pub fn handle_peer(&mut self, peer: &str, quality: Option<NetworkQuality>, now: Millis) {
+        let now = now.as_u64();
         match quality {
             Some(q) => {
                 self.peers.insert(peer.to_owned(), q);
@@ -224,8 +245,9 @@ impl TierMachine {
         self.evaluate(now);
     }
 
-    /// Fire due timers.
-    pub fn handle_timeout(&mut self, now: u64) {
+    /// Fires due timers.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        let now = now.as_u64();
         if self.timers[Timer::Probe as usize].is_some_and(|t| t <= now) {
             self.out.push_back(TierOutput::SendPing);
             self.timers[Timer::Probe as usize] = Some(now + self.config.probe_interval_ms);
@@ -238,15 +260,17 @@ impl TierMachine {
     }
 
     /// The earliest deadline (ms), if any.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
         self.timers.iter().flatten().min().copied()
     }
 
-    /// The next output, or `None` when drained.
+    /// The next output: queued [`TierOutput::SendPing`] / [`TierOutput::TierChanged`] in the
+    /// order they arose, then [`TierOutput::Timeout`] with the earliest deadline.
     #[must_use]
-    pub fn poll_output(&mut self) -> Option<TierOutput> {
-        self.out.pop_front()
+    pub fn poll_output(&mut self, _now: Millis) -> TierOutput {
+        self.out
+            .pop_front()
+            .unwrap_or_else(|| TierOutput::Timeout(Millis::from_deadline(self.next_deadline())))
     }
 
     fn socket_stable(&self) -> bool {
@@ -325,12 +349,39 @@ impl TierMachine {
     }
 }
 
+impl Machine for TierMachine {
+    type Output = TierOutput;
+
+    fn handle_timeout(&mut self, now: Millis) {
+        TierMachine::handle_timeout(self, now);
+    }
+
+    fn poll_output(&mut self, now: Millis) -> TierOutput {
+        TierMachine::poll_output(self, now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn ms(v: u64) -> Millis {
+        Millis::from_u64(v)
+    }
+
+    /// The outputs before the `Timeout`.
     fn drain(m: &mut TierMachine) -> Vec<TierOutput> {
-        std::iter::from_fn(|| m.poll_output()).collect()
+        let mut v = Vec::new();
+        crate::core::drive::drain(m, Millis::ZERO, |o| v.push(o));
+        v
+    }
+
+    /// The deadline (ms) of the `Timeout` output, with no output before it.
+    fn deadline(m: &mut TierMachine) -> Option<u64> {
+        match m.poll_output(Millis::ZERO) {
+            TierOutput::Timeout(t) => t.deadline().map(Millis::as_u64),
+            o => panic!("{o:?} before the timeout"),
+        }
     }
 
     fn changes(m: &mut TierMachine) -> Vec<(Tier, TierReason)> {
@@ -345,9 +396,9 @@ mod tests {
 
     fn on_socket_with_peer() -> TierMachine {
         let mut m = TierMachine::new(TierConfig::default(), Tier::Socket);
-        m.handle_socket_open(0);
-        m.handle_pong(10, 40.0);
-        m.handle_peer(10, "b", Some(NetworkQuality::Good));
+        m.handle_socket_open(ms(0));
+        m.handle_pong(40.0, ms(10));
+        m.handle_peer("b", Some(NetworkQuality::Good), ms(10));
         drain(&mut m);
         m
     }
@@ -355,7 +406,7 @@ mod tests {
     #[test]
     fn crash_is_immediate() {
         let mut m = on_socket_with_peer();
-        m.handle_socket_closed(100);
+        m.handle_socket_closed(ms(100));
         assert_eq!(
             changes(&mut m),
             vec![(Tier::Webrtc, TierReason::SocketClosed)]
@@ -369,11 +420,11 @@ mod tests {
         let mut now = 10;
         let mut detected = None;
         while now < 6000 {
-            now = m.poll_timeout().unwrap();
-            m.handle_timeout(now);
+            now = m.next_deadline().unwrap();
+            m.handle_timeout(ms(now));
             for o in drain(&mut m) {
                 match o {
-                    TierOutput::SendPing if now <= 1000 => m.handle_pong(now + 20, 20.0),
+                    TierOutput::SendPing if now <= 1000 => m.handle_pong(20.0, ms(now + 20)),
                     TierOutput::TierChanged {
                         to, reason, at_ms, ..
                     } => {
@@ -397,11 +448,11 @@ mod tests {
         // Another probe's pong every 600 ms (< 750): no ping of its own is asked for.
         let mut pings = 0;
         for t in (610..=6010).step_by(600) {
-            while m.poll_timeout().is_some_and(|d| d <= t) {
-                let at = m.poll_timeout().unwrap();
-                m.handle_timeout(at);
+            while m.next_deadline().is_some_and(|d| d <= t) {
+                let at = m.next_deadline().unwrap();
+                m.handle_timeout(ms(at));
             }
-            m.handle_pong(t, 20.0);
+            m.handle_pong(20.0, ms(t));
             pings += drain(&mut m)
                 .iter()
                 .filter(|o| **o == TierOutput::SendPing)
@@ -409,9 +460,9 @@ mod tests {
         }
         assert_eq!(pings, 0);
         // They stop: the own ping comes a probe interval after the last pong.
-        let due = m.poll_timeout().unwrap();
+        let due = deadline(&mut m).unwrap();
         assert_eq!(due, 6010 + TierConfig::default().probe_interval_ms);
-        m.handle_timeout(due);
+        m.handle_timeout(ms(due));
         assert_eq!(drain(&mut m), vec![TierOutput::SendPing]);
     }
 
@@ -419,23 +470,23 @@ mod tests {
     fn high_rtt_needs_dwell_and_hysteresis_prevents_flapping() {
         let mut m = on_socket_with_peer();
         // One bad sample does not move the smoothed RTT over 300.
-        m.handle_pong(100, 900.0);
+        m.handle_pong(900.0, ms(100));
         assert!(changes(&mut m).is_empty());
         for t in 0..40 {
-            m.handle_pong(200 + t * 100, 900.0);
+            m.handle_pong(900.0, ms(200 + t * 100));
         }
         let c = changes(&mut m);
         assert_eq!(c, vec![(Tier::Webrtc, TierReason::HighLatency)]);
         // RTT recovers to 250 ms: below the leave threshold but not below the enter one.
         for t in 0..100 {
-            m.handle_pong(5000 + t * 100, 250.0);
+            m.handle_pong(250.0, ms(5000 + t * 100));
         }
         assert!(changes(&mut m).is_empty());
         // Below 200 ms: back only after the 2 s dwell.
         let mut back_at = None;
         for t in 0..100 {
             let now = 20_000 + t * 100;
-            m.handle_pong(now, 50.0);
+            m.handle_pong(50.0, ms(now));
             if let Some(&(Tier::Socket, _)) = changes(&mut m).first() {
                 back_at = Some(now);
                 break;
@@ -448,8 +499,8 @@ mod tests {
     #[test]
     fn offline_and_back_to_webrtc() {
         let mut m = on_socket_with_peer();
-        m.handle_socket_closed(100);
-        m.handle_peer(200, "b", None);
+        m.handle_socket_closed(ms(100));
+        m.handle_peer("b", None, ms(200));
         assert_eq!(
             changes(&mut m),
             vec![
@@ -457,13 +508,13 @@ mod tests {
                 (Tier::Offline, TierReason::Peers)
             ]
         );
-        m.handle_peer(300, "b", Some(NetworkQuality::Poor));
+        m.handle_peer("b", Some(NetworkQuality::Poor), ms(300));
         assert!(changes(&mut m).is_empty());
-        assert_eq!(m.poll_timeout(), Some(1300));
-        m.handle_timeout(1300);
+        assert_eq!(deadline(&mut m), Some(1300));
+        m.handle_timeout(ms(1300));
         assert_eq!(changes(&mut m), vec![(Tier::Webrtc, TierReason::Peers)]);
         // A critical link does not count.
-        m.handle_peer(1400, "b", Some(NetworkQuality::Critical));
+        m.handle_peer("b", Some(NetworkQuality::Critical), ms(1400));
         assert_eq!(changes(&mut m), vec![(Tier::Offline, TierReason::Peers)]);
     }
 }

@@ -26,6 +26,7 @@
 
 use super::rtc;
 use crate::core::client::{ConnectionState, Event};
+use crate::core::drive::Millis;
 use crate::core::lane::Lane;
 use crate::core::p2p::mesh::{Mesh, MeshConfig, MeshEvent, MeshOutput, STATS_INTERVAL_MS};
 use crate::core::p2p::signal::SignalMessage;
@@ -92,9 +93,9 @@ impl State {
         &self.room
     }
 
-    /// `performance.now()`, whole ms.
-    pub(crate) fn now(&self) -> u64 {
-        self.global.now_ms()
+    /// `performance.now()`, whole ms (the mesh's clock).
+    pub(crate) fn now(&self) -> Millis {
+        Millis::from_u64(self.global.now_ms())
     }
 
     /// `performance.now()`, ms.
@@ -188,8 +189,10 @@ impl State {
         for (p, b) in buffered {
             self.mesh.handle_lane_buffered(&p, b as usize);
         }
-        while let Some(out) = self.mesh.poll_output() {
-            match out {
+        let now = self.now();
+        let deadline = loop {
+            match self.mesh.poll_output(now) {
+                MeshOutput::Timeout(deadline) => break deadline,
                 MeshOutput::OpenPeer { peer, .. } => {
                     self.conns.remove(&peer);
                     self.conn_seq += 1;
@@ -252,15 +255,16 @@ impl State {
                 }
                 MeshOutput::Event(ev) => self.events.push(ev),
             }
-        }
-        let deadline = self.mesh.poll_timeout();
+        };
         self.arm_timer(h, deadline);
     }
 
-    fn arm_timer(&mut self, h: &MeshHandle, deadline: Option<u64>) {
+    fn arm_timer(&mut self, h: &MeshHandle, deadline: Millis) {
         if self.closed {
             return;
         }
+        // The mesh's deadlines are whole ms.
+        let deadline = deadline.deadline().map(Millis::as_u64);
         let weak = Rc::downgrade(h);
         self.timer.arm(&self.global, deadline, move || {
             Box::new(move || {
@@ -281,8 +285,8 @@ impl rtc::Host for State {
         State::is_current(self, peer, id)
     }
 
-    fn now(&self) -> u64 {
-        self.global.now_ms()
+    fn now(&self) -> Millis {
+        State::now(self)
     }
 
     fn mesh_mut(&mut self) -> &mut Mesh {
@@ -318,7 +322,7 @@ impl Drop for State {
 }
 
 /// Runs `f` on the core mesh (a mutator, with `now`), then pumps.
-pub(crate) fn with_mesh<R>(h: &MeshHandle, f: impl FnOnce(&mut Mesh, u64) -> R) -> R {
+pub(crate) fn with_mesh<R>(h: &MeshHandle, f: impl FnOnce(&mut Mesh, Millis) -> R) -> R {
     let r = {
         let mut s = h.borrow_mut();
         let now = s.now();
@@ -473,7 +477,7 @@ async fn open_scoped(
         cfg.stats_interval_ms = opts.stats_interval_ms;
         let server_up = client.borrow().client().state() == ConnectionState::Open;
         let mut mesh = Mesh::new(cfg);
-        mesh.handle_server(server_up, global.now_ms());
+        mesh.handle_server(server_up, Millis::from_u64(global.now_ms()));
         let h: MeshHandle = Rc::new(RefCell::new(State {
             mesh,
             room: room.clone(),

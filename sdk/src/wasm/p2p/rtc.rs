@@ -4,6 +4,7 @@
 //! message) and detached when the connection is dropped; every rejected Promise becomes a
 //! core input (`handle_negotiation_failed`) or an `error` event with code `webrtc_failed`.
 
+use crate::core::drive::Millis;
 use crate::core::error::ErrorCode;
 use crate::core::p2p::mesh::{
     Channel, Mesh, PeerConnectionState, CONTROL_CHANNEL_ID, CONTROL_CHANNEL_LABEL,
@@ -32,8 +33,8 @@ type Handler = Closure<dyn FnMut(JsValue)>;
 pub(crate) trait Host: Sized + 'static {
     /// Whether connection `id` is still `peer`'s current one.
     fn is_current(&self, peer: &str, id: u64) -> bool;
-    /// The driver's clock, whole ms.
-    fn now(&self) -> u64;
+    /// The driver's clock (the mesh's `now`).
+    fn now(&self) -> Millis;
     /// The core mesh, to feed inputs.
     fn mesh_mut(&mut self) -> &mut Mesh;
     /// `peer`'s current connection.
@@ -96,7 +97,7 @@ impl Conn {
         lanes.set_binary_type(RtcDataChannelType::Arraybuffer);
         lanes.set_buffered_amount_low_threshold(LANES_LOW_WATER_BYTES as u32);
 
-        let on = |f: fn(&mut S, &str, JsValue, u64)| handler(h, peer, id, f);
+        let on = |f: fn(&mut S, &str, JsValue, Millis)| handler(h, peer, id, f);
         let handlers = vec![
             on(|s, p, _, now| s.mesh_mut().handle_negotiation_needed(p, now)),
             on(|s, p, ev, _| {
@@ -219,7 +220,7 @@ fn handler<S: Host>(
     h: &Weak<RefCell<S>>,
     peer: &str,
     id: u64,
-    f: fn(&mut S, &str, JsValue, u64),
+    f: fn(&mut S, &str, JsValue, Millis),
 ) -> Handler {
     let h = h.clone();
     let peer = peer.to_owned();

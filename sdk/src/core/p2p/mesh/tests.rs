@@ -7,6 +7,18 @@ use super::*;
 use crate::core::p2p::election::{Claim, Election, ElectionOutput};
 use std::collections::HashMap;
 
+fn ms(v: u64) -> Millis {
+    Millis::from_u64(v)
+}
+
+/// The deadline (ms) of a drained mesh's [`MeshOutput::Timeout`].
+fn deadline(n: &mut Mesh, now: u64) -> Option<u64> {
+    match n.poll_output(ms(now)) {
+        MeshOutput::Timeout(t) => t.deadline().map(Millis::as_u64),
+        o => panic!("{o:?} before the timeout"),
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Sig {
     Stable,
@@ -85,9 +97,9 @@ impl Net {
             stats_rtt: 12.0,
         };
         for i in 0..n {
-            net.nodes[i].handle_server(true, 0);
+            net.nodes[i].handle_server(true, ms(0));
             let members = net.ids.clone();
-            net.nodes[i].handle_members(members, 0);
+            net.nodes[i].handle_members(members, ms(0));
         }
         net
     }
@@ -117,7 +129,7 @@ impl Net {
     fn set_server(&mut self, up: bool) {
         self.server_up = up;
         for n in &mut self.nodes {
-            n.handle_server(up, self.now);
+            n.handle_server(up, ms(self.now));
         }
     }
 
@@ -129,7 +141,7 @@ impl Net {
         loop {
             for i in 0..self.nodes.len() {
                 if self.dead[i] {
-                    while self.nodes[i].poll_output().is_some() {}
+                    while self.nodes[i].poll_output(ms(self.now)).timeout().is_none() {}
                     continue;
                 }
                 self.drain(i);
@@ -138,13 +150,13 @@ impl Net {
                 self.run(t);
                 continue;
             }
-            let dead = &self.dead;
+            let (dead, now) = (&self.dead, self.now);
             let next = self
                 .nodes
-                .iter()
+                .iter_mut()
                 .enumerate()
                 .filter(|(i, _)| !dead[*i])
-                .filter_map(|(_, n)| n.poll_timeout())
+                .filter_map(|(_, n)| deadline(n, now))
                 .min();
             match next {
                 Some(t) if t <= until => {
@@ -156,8 +168,8 @@ impl Net {
                     }
                     self.now = self.now.max(t);
                     for (i, n) in self.nodes.iter_mut().enumerate() {
-                        if !self.dead[i] && n.poll_timeout().is_some_and(|d| d <= self.now) {
-                            n.handle_timeout(self.now);
+                        if !self.dead[i] && deadline(n, self.now).is_some_and(|d| d <= self.now) {
+                            n.handle_timeout(ms(self.now));
                         }
                     }
                 }
@@ -170,9 +182,11 @@ impl Net {
     }
 
     fn drain(&mut self, i: usize) {
-        while let Some(o) = self.nodes[i].poll_output() {
+        loop {
+            let o = self.nodes[i].poll_output(ms(self.now));
             let me = self.ids[i].clone();
             match o {
+                MeshOutput::Timeout(_) => break,
                 MeshOutput::OpenPeer { peer, .. } => {
                     self.pcs[i].insert(
                         peer.clone(),
@@ -297,18 +311,18 @@ impl Net {
         match t {
             Task::NegotiationNeeded(i, p) => {
                 if self.pcs[i].contains_key(&p) {
-                    self.nodes[i].handle_negotiation_needed(&p, self.now)
+                    self.nodes[i].handle_negotiation_needed(&p, ms(self.now))
                 }
             }
-            Task::Signal(j, m) => self.nodes[j].handle_server_signal(m, now),
+            Task::Signal(j, m) => self.nodes[j].handle_server_signal(m, ms(now)),
             Task::Control(j, from, text) => {
                 if self.pcs[j].get(&from).is_some_and(|p| p.open) {
-                    self.nodes[j].handle_control(&from, &text, now)
+                    self.nodes[j].handle_control(&from, &text, ms(now))
                 }
             }
             Task::Lanes(j, from, bytes) => {
                 if self.pcs[j].get(&from).is_some_and(|p| p.open) {
-                    self.nodes[j].handle_lane_input(&from, &bytes, now);
+                    self.nodes[j].handle_lane_input(&from, &bytes, ms(now));
                     // The fake channel sends at once: its buffer is empty again.
                     let i = self.idx(&from);
                     let me = self.ids[j].clone();
@@ -316,12 +330,12 @@ impl Net {
                 }
             }
             Task::ChannelsOpen(i, p) => {
-                self.nodes[i].handle_channel_open(&p, Channel::Control, now);
-                self.nodes[i].handle_channel_open(&p, Channel::Lanes, now);
+                self.nodes[i].handle_channel_open(&p, Channel::Control, ms(now));
+                self.nodes[i].handle_channel_open(&p, Channel::Lanes, ms(now));
             }
             Task::Pong(i) => {
                 if self.server_up {
-                    self.nodes[i].handle_server_pong(20.0, now);
+                    self.nodes[i].handle_server_pong(20.0, ms(now));
                 }
             }
             Task::Stats(i) => {
@@ -335,14 +349,14 @@ impl Net {
                         ice_state: "connected".into(),
                         timestamp: now as f64,
                     };
-                    self.nodes[i].handle_stats(&peer, stats, now);
+                    self.nodes[i].handle_stats(&peer, stats, ms(now));
                 }
             }
             Task::ChannelsClosed(i, p) => {
                 if let Some(pc) = self.pcs[i].get_mut(&p) {
                     pc.open = false;
                 }
-                self.nodes[i].handle_channel_closed(&p, Channel::Lanes, now);
+                self.nodes[i].handle_channel_closed(&p, Channel::Lanes, ms(now));
             }
         }
     }
@@ -372,7 +386,7 @@ fn polite_side_offers_only_if_the_impolite_one_does_not() {
     // The impolite side never offers (it does not know the polite one): after the wait the
     // polite side does.
     let mut net = Net::new(2);
-    net.nodes[1].handle_members(["s1".to_string()], 0);
+    net.nodes[1].handle_members(["s1".to_string()], ms(0));
     net.drive(100);
     assert!(!net.nodes[0].connected_peers().contains(&"s1".to_string()));
     net.drive(POLITE_OFFER_DELAY_MS + 100);
@@ -428,7 +442,7 @@ fn link_heals_without_the_server_through_a_relay() {
     net.drive(100);
     assert!(net.all_connected());
     net.set_server(false);
-    net.nodes[0].close_link("s2", net.now).unwrap();
+    net.nodes[0].close_link("s2", ms(net.now)).unwrap();
     let t = net.now;
     net.drive(t + 50);
     assert!(!net.nodes[0].connected_peers().contains(&"s2".to_string()));
@@ -473,7 +487,7 @@ fn hub_topology_above_six_and_member_left() {
     // Controller s0 (lowest), deputy s1: a listener holds exactly those two links.
     assert_eq!(net.nodes[5].connected_peers(), vec!["s0", "s1"]);
     assert_eq!(net.nodes[0].connected_peers().len(), 7);
-    net.nodes[0].handle_member_left("s5", net.now);
+    net.nodes[0].handle_member_left("s5", ms(net.now));
     let t = net.now;
     net.drive(t + 100);
     assert!(!net.nodes[0].connected_peers().contains(&"s5".to_string()));
@@ -496,7 +510,7 @@ fn stats_become_quality_events_and_telemetry() {
         ice_state: "connected".into(),
         timestamp: 100.0,
     };
-    net.nodes[0].handle_stats("s1", stats, net.now);
+    net.nodes[0].handle_stats("s1", stats, ms(net.now));
     net.drive(200);
     assert!(net.events[0].iter().any(|e| matches!(
         e,
@@ -518,13 +532,13 @@ fn stats_become_quality_events_and_telemetry() {
 fn bad_control_is_an_error_event_not_a_panic() {
     let mut net = Net::new(2);
     net.drive(100);
-    net.nodes[0].handle_control("s1", "{not json", net.now);
+    net.nodes[0].handle_control("s1", "{not json", ms(net.now));
     net.nodes[0].handle_control(
         "s1",
         r#"{"type":"relay","signal":{"type":"end","from":"s9","to":"s7"}}"#,
-        net.now,
+        ms(net.now),
     );
-    net.nodes[0].handle_lane_input("s1", &[0xff, 0, 1], net.now);
+    net.nodes[0].handle_lane_input("s1", &[0xff, 0, 1], ms(net.now));
     net.drive(200);
     let codes: Vec<ErrorCode> = net.events[0]
         .iter()
@@ -560,8 +574,8 @@ fn tier_follows_the_server_and_the_links() {
         )));
     }
     // s0 loses both links (and keeps them closed): offline.
-    net.nodes[0].close_link("s1", net.now).unwrap();
-    net.nodes[0].close_link("s2", net.now).unwrap();
+    net.nodes[0].close_link("s1", ms(net.now)).unwrap();
+    net.nodes[0].close_link("s2", ms(net.now)).unwrap();
     let t = net.now;
     net.drive(t + 10);
     assert_eq!(net.nodes[0].tier(), Tier::Offline);
@@ -573,7 +587,7 @@ fn hub_follows_a_new_controller() {
     net.drive(100);
     assert_eq!(net.nodes[6].connected_peers(), vec!["s0", "s1"]);
     for n in &mut net.nodes {
-        n.set_controller(Some("s5".into()), 100);
+        n.set_controller(Some("s5".into()), ms(100));
     }
     net.drive(3000);
     assert!(net.all_connected());
@@ -609,7 +623,7 @@ fn follow_elections(net: &mut Net, elections: &mut [Election]) {
     for (i, e) in elections.iter().enumerate() {
         let c = e.claim().controller.clone();
         if !net.dead[i] && net.nodes[i].hub().map(|h| h.0) != Some(c.clone()) {
-            net.nodes[i].set_controller(Some(c), net.now);
+            net.nodes[i].set_controller(Some(c), ms(net.now));
         }
     }
 }
@@ -679,7 +693,7 @@ fn hub_recentres_on_the_elected_dj(n: usize, abrupt: bool) {
     let mut net = Net::new(n);
     // The server's DJ is s3 (not the lowest id): the hub centres on it while the server is up.
     for node in &mut net.nodes {
-        node.set_controller(Some("s3".into()), 0);
+        node.set_controller(Some("s3".into()), ms(0));
     }
     net.drive(5000);
     assert!(net.all_connected());
@@ -755,17 +769,17 @@ fn lost_members_come_back_when_relinked_or_listed() {
     net.drive(3000);
     net.set_server(false);
     // A link that drops while serverless marks the peer lost (here the deputy s1 at s0)...
-    net.nodes[0].close_link("s1", net.now).unwrap();
+    net.nodes[0].close_link("s1", ms(net.now)).unwrap();
     assert!(net.nodes[0].lost().contains("s1"));
     assert_eq!(net.nodes[0].hub(), Some(("s0".into(), Some("s2".into()))));
     // ...until the server's member list no longer names it or a link connects again.
-    net.nodes[0].handle_members(net.ids.iter().filter(|i| *i != "s1").cloned(), net.now);
+    net.nodes[0].handle_members(net.ids.iter().filter(|i| *i != "s1").cloned(), ms(net.now));
     assert!(net.nodes[0].lost().is_empty());
     let mut net = Net::new(8);
     net.drive(3000);
     net.set_server(false);
     let t = net.now;
-    net.nodes[2].close_link("s0", t).unwrap();
+    net.nodes[2].close_link("s0", ms(t)).unwrap();
     assert!(net.nodes[2].lost().contains("s0"));
     net.drive(t + 5000);
     assert!(net.nodes[2].connected_peers().contains(&"s0".to_string()));
@@ -813,7 +827,7 @@ fn clock_probes_travel_on_the_control_channel() {
         r#"{"type":"clock-pong","clientTime":12.5,"serverTime":1700000000000.0}"#
     );
     // A malformed probe is a bad_control event; no link, no send.
-    net.nodes[0].handle_control("s1", r#"{"type":"clock-ping"}"#, net.now);
+    net.nodes[0].handle_control("s1", r#"{"type":"clock-ping"}"#, ms(net.now));
     net.drive(400);
     assert!(net.events[0].iter().any(|e| matches!(
         e,
@@ -838,7 +852,7 @@ fn a_new_session_drops_old_links_and_links_again_under_the_new_ids() {
     let renamed: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
     for (i, new) in renamed.iter().enumerate() {
         // The old links' channels close on the other side as each device drops them.
-        net.nodes[i].handle_new_id(new.clone(), net.now);
+        net.nodes[i].handle_new_id(new.clone(), ms(net.now));
         assert_eq!(net.nodes[i].me(), new);
         assert!(net.nodes[i].members().len() == 1);
         net.drain(i);
@@ -850,7 +864,7 @@ fn a_new_session_drops_old_links_and_links_again_under_the_new_ids() {
     net.ids = renamed.clone();
     net.set_server(true);
     for n in &mut net.nodes {
-        n.handle_members(renamed.clone(), net.now);
+        n.handle_members(renamed.clone(), ms(net.now));
     }
     let t = net.now;
     net.drive(t + 5000);
@@ -876,7 +890,7 @@ fn a_new_session_drops_old_links_and_links_again_under_the_new_ids() {
     }
     // An unchanged id is a no-op.
     let before = net.nodes[1].connected_peers();
-    net.nodes[1].handle_new_id("n1", net.now);
+    net.nodes[1].handle_new_id("n1", ms(net.now));
     assert_eq!(net.nodes[1].connected_peers(), before);
 }
 
@@ -925,7 +939,7 @@ fn a_stalled_device_does_not_drop_its_peers() {
     let t = net.now;
     net.drive(t + 10);
     // s0's timer fires 5 s late (a busy renderer): its peers' silence says nothing.
-    net.nodes[0].handle_timeout(t + 5000);
+    net.nodes[0].handle_timeout(ms(t + 5000));
     net.now = t + 5000;
     net.drive(t + 5010);
     assert!(!failed(&net, 0, "s1") && !failed(&net, 0, "s2"));
@@ -936,7 +950,7 @@ fn a_stalled_device_does_not_drop_its_peers() {
 fn serverless_hub() -> (Net, Vec<Election>) {
     let mut net = Net::new(8);
     for node in &mut net.nodes {
-        node.set_controller(Some("s3".into()), 0);
+        node.set_controller(Some("s3".into()), ms(0));
     }
     net.drive(5000);
     assert_hub(&net, "s3", "s0");
