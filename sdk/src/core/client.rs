@@ -814,7 +814,7 @@ impl Client {
     }
 
     /// Sends an extra Control `ping {clientTime, rttMs}` now, besides the heartbeat: a clock
-    /// probe ([`crate::core::sync::clock::ClockSync::poll_probe`]). `client_time` is echoed in
+    /// probe ([`crate::core::sync::clock::ClockSync::poll_output`]). `client_time` is echoed in
     /// the `pong` ([`Event::Pong`]), so it may be any reading of the caller's monotonic clock in
     /// ms (fractions kept). `rtt_ms` reports the caller's smoothed RTT to the server (music rooms
     /// schedule changes from it); `None` reports nothing.

@@ -304,7 +304,7 @@ impl ClockSync {
     /// the kept shared-clock time (server ms, not floored) at local time `local_ms`, from the
     /// mapping of the last server samples. `None` before the first sample: a device that
     /// never synced with the server has no room clock to offer. The controller stops calling
-    /// [`ClockSync::poll_probe`] while it hosts the room, so the mapping stays as the server
+    /// [`ClockSync::poll_output`] while it hosts the room, so the mapping stays as the server
     /// left it; its peers feed the answer to their own [`ClockSync::handle_response`].
     pub fn answer_peer_probe(&self, local_ms: f64) -> Option<f64> {
         self.mapping.map(|m| m.to_server(local_ms))

@@ -28,9 +28,11 @@
 //! one every 500 ms. A ping and its pong are about 70 bytes of JSON.
 //!
 //! # Drive contract
+//! A part of the music `Room`, which owns the [`ClockSync`] it needs on every call and folds
+//! it into the room's own `poll_output` ([`crate::core::drive`]; `now` last, as `Millis`):
 //! - After every input that may change the tier, the claim or the links, call
 //!   [`PeerClock::handle_role`].
-//! - At [`PeerClock::poll_timeout`] (local ms), call [`PeerClock::poll_probe`]: a
+//! - At [`PeerClock::next_probe_at`], call [`PeerClock::take_probe`]: a
 //!   [`Probe::Server`] is sent as Control `ping {clientTime}`, a [`Probe::Peer`] as a
 //!   [`ClockProbe::Ping`] on the peer's `p3-control` channel, at once.
 //! - A [`ClockProbe::Ping`] from a peer goes to [`PeerClock::handle_ping`]; send the returned
