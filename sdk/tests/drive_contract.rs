@@ -11,10 +11,16 @@
 
 use std::path::{Path, PathBuf};
 
+use p3_lanes::core::client::Client;
 use p3_lanes::core::drive::{drain, Machine, Millis, Polled};
+use p3_lanes::core::lane::Lane;
 use p3_lanes::core::music::Room;
+use p3_lanes::core::mux::{Mux, MuxConfig, MuxOutput};
 use p3_lanes::core::p2p::election::{Claim, Election};
+use p3_lanes::core::p2p::mesh::{Mesh, MeshConfig};
+use p3_lanes::core::p2p::tier::{Tier, TierConfig, TierMachine};
 use p3_lanes::core::pwa::{Coordinator, GuardConfig};
+use p3_lanes::core::sse::post::PostQueue;
 use p3_lanes::core::sync::clock::{ClockConfig, ClockSync};
 use p3_lanes::core::sync::follower::{Follower, FollowerConfig};
 
@@ -31,9 +37,53 @@ fn drained<M: Machine>(m: &mut M, now: Millis) -> (usize, Millis) {
     (n, next)
 }
 
+/// Compiles only if every machine of the issue implements the contract.
+#[test]
+fn every_machine_implements_the_trait() {
+    fn machine<M: Machine>() {}
+    machine::<Mux>();
+    machine::<Client>();
+    machine::<PostQueue>();
+    machine::<ClockSync>();
+    machine::<Follower>();
+    machine::<Mesh>();
+    machine::<TierMachine>();
+    machine::<Election>();
+    machine::<Coordinator>();
+    machine::<Room>();
+}
+
 #[test]
 fn every_machine_drains_to_its_timeout() {
     let t0 = Millis::from_u64(1_000);
+
+    let mut mux = Mux::new(MuxConfig::for_lanes(&[Lane::Control, Lane::Data], 7)).unwrap();
+    mux.handle_transport_resumed(t0);
+    let mut frames = 0;
+    let next = drain(&mut mux, t0, |o| {
+        frames += usize::from(matches!(o, MuxOutput::Transmit(_)))
+    });
+    assert_eq!(frames, 1, "the resume frame");
+    assert!(next > t0, "{next:?}");
+
+    let mut posts = PostQueue::new();
+    assert_eq!(drained(&mut posts, t0), (0, Millis::NEVER));
+
+    let mut mesh = Mesh::new(MeshConfig::new("a", 1));
+    mesh.handle_members(["a".to_string(), "b".to_string()], t0);
+    let (n, _) = drained(&mut mesh, t0);
+    assert!(n >= 1, "a link to b is wanted");
+
+    let mut tier = TierMachine::new(TierConfig::default(), Tier::Socket);
+    tier.handle_socket_open(t0);
+    let (_, next) = drained(&mut tier, t0);
+    assert!(!next.is_never(), "a server ping is scheduled");
+    tier.handle_timeout(next);
+    let (_, after) = drained(&mut tier, next);
+    assert!(
+        after > next && !after.is_never(),
+        "the next ping: {after:?}"
+    );
 
     let mut clock = ClockSync::new(ClockConfig::default(), t0);
     assert_eq!(

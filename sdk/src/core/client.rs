@@ -826,7 +826,10 @@ impl Client {
             return false;
         }
         let l = &self.lanes_out[0];
-        if !l.waiting.is_empty() || l.pacer.is_some_and(|p| !p.conforms(self.now)) {
+        if !l.waiting.is_empty()
+            || l.pacer
+                .is_some_and(|p| !p.conforms(Millis::from_u64(self.now)))
+        {
             // Queued behind other Control messages, it would measure the wait.
             return false;
         }
@@ -1391,7 +1394,7 @@ impl Client {
         let now = self.now;
         let l = &mut self.lanes_out[lane as usize - 1];
         if let Some(p) = l.pacer.as_mut() {
-            p.consume(now);
+            p.consume(Millis::from_u64(now));
         }
         if lane.spec().reliable {
             l.retain(seq, msg);
@@ -1409,7 +1412,9 @@ impl Client {
                 let i = lane as usize - 1;
                 loop {
                     let l = &mut self.lanes_out[i];
-                    if l.pacer.is_some_and(|p| !p.conforms(self.now)) {
+                    if l.pacer
+                        .is_some_and(|p| !p.conforms(Millis::from_u64(self.now)))
+                    {
                         break;
                     }
                     let was_resend = l.resends > 0;
@@ -1491,7 +1496,7 @@ impl Client {
             let p = l.pacer.get_or_insert_with(|| {
                 Gcra::new(1000.0 / wait.max(1) as f64, 1).expect("a positive rate")
             });
-            p.hold(now, wait);
+            p.hold(wait, Millis::from_u64(now));
         }
         let what = match dropped {
             Some(false) => "; sent again after the wait",
@@ -2493,8 +2498,11 @@ mod tests {
             // The server's own GCRA accepts every one of them on arrival.
             let mut server = Gcra::new(BULK.per_second, BULK.burst).unwrap();
             for (t, ..) in &sent {
-                assert!(server.conforms(*t), "refused at {t} ms: {sent:?}");
-                server.consume(*t);
+                assert!(
+                    server.conforms(Millis::from_u64(*t)),
+                    "refused at {t} ms: {sent:?}"
+                );
+                server.consume(Millis::from_u64(*t));
             }
             // Half the burst (3) went at once, the rest at the paced rate (19/s): ~3 s for 57.
             assert_eq!(sent.iter().filter(|s| s.0 == 10).count(), 3);
@@ -2546,8 +2554,8 @@ mod tests {
                     proptest::prop_assert_eq!(&ns, &expected[k]);
                     let mut server = Gcra::new(per_second, burst).unwrap();
                     for s in mine {
-                        proptest::prop_assert!(server.conforms(s.0), "{:?} refused at {}", lane, s.0);
-                        server.consume(s.0);
+                        proptest::prop_assert!(server.conforms(Millis::from_u64(s.0)), "{:?} refused at {}", lane, s.0);
+                        server.consume(Millis::from_u64(s.0));
                     }
                 }
             }
@@ -3181,8 +3189,8 @@ mod tests {
             );
             let mut server = crate::core::rate::Gcra::new(quota.per_second, quota.burst).unwrap();
             for &t in &p.arrivals {
-                assert!(server.conforms(t), "refused at {t} ms");
-                server.consume(t);
+                assert!(server.conforms(Millis::from_u64(t)), "refused at {t} ms");
+                server.consume(Millis::from_u64(t));
             }
             assert!(!p.events.iter().any(|e| matches!(e, Event::Error { .. })));
         }

@@ -18,6 +18,8 @@
 //! `t ≥ TAT − τ` with `τ = (burst − 1) · T`; a conforming cell moves `TAT` to
 //! `max(TAT, t) + T`.
 
+use crate::core::drive::Millis;
+
 /// Longest emission interval accepted from a server, ms (one message per hour).
 pub const MAX_INTERVAL_MS: f64 = 3_600_000.0;
 /// Largest burst accepted from a server, messages.
@@ -72,23 +74,26 @@ impl Gcra {
         self.tat_us.saturating_sub(self.tolerance_us).div_ceil(1000)
     }
 
-    /// Whether a message conforms at `now_ms`.
-    pub fn conforms(&self, now_ms: u64) -> bool {
-        self.tat_us.saturating_sub(self.tolerance_us) <= now_ms.saturating_mul(1000)
+    /// Whether a message conforms at `now` (whole ms).
+    pub fn conforms(&self, now: Millis) -> bool {
+        self.tat_us.saturating_sub(self.tolerance_us) <= now.as_u64().saturating_mul(1000)
     }
 
-    /// Counts one message sent at `now_ms` (whether or not it conformed: a message that had
-    /// to go anyway pushes the next ones back).
-    pub fn consume(&mut self, now_ms: u64) {
-        let now_us = now_ms.saturating_mul(1000);
+    /// Counts one message sent at `now` (whole ms; whether or not it conformed: a message
+    /// that had to go anyway pushes the next ones back).
+    pub fn consume(&mut self, now: Millis) {
+        let now_us = now.as_u64().saturating_mul(1000);
         self.tat_us = self.tat_us.max(now_us).saturating_add(self.interval_us);
     }
 
-    /// The server refused a message at `now_ms` and asks for `retry_after_ms`: nothing
-    /// conforms before `now_ms + retry_after_ms`, and from then on one message per interval
+    /// The server refused a message at `now` and asks for `retry_after_ms`: nothing
+    /// conforms before `now + retry_after_ms`, and from then on one message per interval
     /// (the server's bucket is empty).
-    pub fn hold(&mut self, now_ms: u64, retry_after_ms: u64) {
-        let until_us = now_ms.saturating_add(retry_after_ms).saturating_mul(1000);
+    pub fn hold(&mut self, retry_after_ms: u64, now: Millis) {
+        let until_us = now
+            .as_u64()
+            .saturating_add(retry_after_ms)
+            .saturating_mul(1000);
         self.tat_us = self.tat_us.max(until_us.saturating_add(self.tolerance_us));
     }
 }
@@ -103,8 +108,8 @@ mod tests {
         let mut out = vec![];
         while out.len() < n {
             now = now.max(g.ready_at());
-            assert!(g.conforms(now));
-            g.consume(now);
+            assert!(g.conforms(Millis::from_u64(now)));
+            g.consume(Millis::from_u64(now));
             out.push(now);
         }
         out
@@ -136,8 +141,11 @@ mod tests {
         let mut server = server_quota;
         for (i, &t) in sends.iter().enumerate() {
             let arrival = if i % 7 == 3 { t + 45 } else { t };
-            assert!(server.conforms(arrival), "message {i} at {arrival}");
-            server.consume(arrival);
+            assert!(
+                server.conforms(Millis::from_u64(arrival)),
+                "message {i} at {arrival}"
+            );
+            server.consume(Millis::from_u64(arrival));
         }
         assert!(Gcra::pacing(20.0, 1).is_some());
         assert_eq!(Gcra::pacing(100.0, 400).unwrap().tolerance_us, 199 * 10_527);
@@ -166,8 +174,8 @@ mod tests {
             for (i, (&t, d)) in sends.iter().zip(&delays).enumerate() {
                 let arrival = (t + (d * jitter_ms as f64) as u64).max(last);
                 last = arrival;
-                proptest::prop_assert!(server.conforms(arrival), "message {} at {}", i, arrival);
-                server.consume(arrival);
+                proptest::prop_assert!(server.conforms(Millis::from_u64(arrival)), "message {} at {}", i, arrival);
+                server.consume(Millis::from_u64(arrival));
             }
         }
     }
@@ -175,10 +183,10 @@ mod tests {
     #[test]
     fn hold_waits_then_paces() {
         let mut g = Gcra::new(10.0, 10).unwrap();
-        g.hold(1000, 250);
-        assert!(!g.conforms(1249));
+        g.hold(250, Millis::from_u64(1000));
+        assert!(!g.conforms(Millis::from_u64(1249)));
         assert_eq!(g.ready_at(), 1250);
-        g.consume(1250);
+        g.consume(Millis::from_u64(1250));
         assert_eq!(g.ready_at(), 1350);
     }
 
@@ -194,8 +202,8 @@ mod tests {
             assert!(Gcra::new(r, b).is_none(), "{r} {b}");
         }
         let mut g = Gcra::new(1e-300, u32::MAX).unwrap();
-        g.consume(u64::MAX);
-        g.hold(u64::MAX, u64::MAX);
-        let _ = (g.conforms(u64::MAX - 1), g.ready_at());
+        g.consume(Millis::from_u64(u64::MAX));
+        g.hold(u64::MAX, Millis::from_u64(u64::MAX));
+        let _ = (g.conforms(Millis::from_u64(u64::MAX - 1)), g.ready_at());
     }
 }
