@@ -60,7 +60,7 @@
 
 use crate::core::control::{validate_room_name, Control, PresenceStatus};
 use crate::core::dictionary::Dictionary;
-use crate::core::drive::{Machine, Millis, Polled};
+use crate::core::drive::Millis;
 use crate::core::error::{ErrorCode, Fault};
 use crate::core::frame::{FrameHeader, FrameKind, SessionId, DEFAULT_MAX_FRAME_BYTES};
 use crate::core::handshake::{HandshakeResponse, Secret, FEATURE_MUX};
@@ -353,15 +353,6 @@ pub enum Output {
     /// Nothing more now; call [`Client::handle_timeout`] at this time ([`Millis::NEVER`]:
     /// no timer).
     Timeout(Millis),
-}
-
-impl Polled for Output {
-    fn timeout(&self) -> Option<Millis> {
-        match self {
-            Output::Timeout(t) => Some(*t),
-            _ => None,
-        }
-    }
 }
 
 /// Why [`Client::send`] or [`Client::join_room`] refused (the caller's mistake or state).
@@ -1673,17 +1664,7 @@ impl Client {
     }
 }
 
-impl Machine for Client {
-    type Output = Output;
-
-    fn handle_timeout(&mut self, now: Millis) {
-        Client::handle_timeout(self, now);
-    }
-
-    fn poll_output(&mut self, now: Millis) -> Output {
-        Client::poll_output(self, now)
-    }
-}
+crate::core::drive::machine!(Client, Output);
 
 fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {

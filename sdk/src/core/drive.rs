@@ -164,6 +164,33 @@ pub trait Machine {
     fn poll_output(&mut self, now: Millis) -> Self::Output;
 }
 
+/// Implements [`Polled`] for `$output` (whose `Timeout(Millis)` variant is the timeout) and
+/// [`Machine`] for `$machine` by its inherent `handle_timeout(now)` and `poll_output(now)`.
+macro_rules! machine {
+    ($machine:ty, $output:ident) => {
+        impl $crate::core::drive::Polled for $output {
+            fn timeout(&self) -> Option<$crate::core::drive::Millis> {
+                match self {
+                    $output::Timeout(t) => Some(*t),
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                }
+            }
+        }
+
+        impl $crate::core::drive::Machine for $machine {
+            type Output = $output;
+            fn handle_timeout(&mut self, now: $crate::core::drive::Millis) {
+                <$machine>::handle_timeout(self, now);
+            }
+            fn poll_output(&mut self, now: $crate::core::drive::Millis) -> $output {
+                <$machine>::poll_output(self, now)
+            }
+        }
+    };
+}
+pub(crate) use machine;
+
 /// Drains `machine` at `now`, handing every output to `sink`, and returns the next deadline
 /// ([`Millis::NEVER`] for none). The poll loop of every driver.
 pub fn drain<M: Machine + ?Sized>(

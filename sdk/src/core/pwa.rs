@@ -42,7 +42,7 @@
 //! [`CoordOutput::Recheck`] → another context saw a new version: run a check;
 //! [`CoordOutput::Timeout`] → call [`Coordinator::handle_timeout`] then.
 
-use crate::core::drive::{Machine, Millis, Polled};
+use crate::core::drive::Millis;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};
 
@@ -434,24 +434,7 @@ pub enum CoordOutput {
     Timeout(Millis),
 }
 
-impl Polled for CoordOutput {
-    fn timeout(&self) -> Option<Millis> {
-        match self {
-            CoordOutput::Timeout(t) => Some(*t),
-            _ => None,
-        }
-    }
-}
-
-impl Machine for Coordinator {
-    type Output = CoordOutput;
-    fn handle_timeout(&mut self, now: Millis) {
-        Coordinator::handle_timeout(self, now);
-    }
-    fn poll_output(&mut self, now: Millis) -> CoordOutput {
-        Coordinator::poll_output(self, now)
-    }
-}
+crate::core::drive::machine!(Coordinator, CoordOutput);
 
 /// Where a [`Coordinator`] stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

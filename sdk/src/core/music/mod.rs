@@ -40,7 +40,7 @@
 
 pub mod authority;
 
-use crate::core::drive::{Machine, Millis, Polled};
+use crate::core::drive::Millis;
 use crate::core::error::ErrorCode;
 use crate::core::p2p::changes::{Change, ChangesPush, MUSIC_CHANGES_TYPE};
 use crate::core::p2p::election::{Authority, Claim, Election, ElectionOutput};
@@ -104,24 +104,7 @@ pub enum Output {
     Timeout(Millis),
 }
 
-impl Polled for Output {
-    fn timeout(&self) -> Option<Millis> {
-        match self {
-            Output::Timeout(t) => Some(*t),
-            _ => None,
-        }
-    }
-}
-
-impl Machine for Room {
-    type Output = Output;
-    fn handle_timeout(&mut self, now: Millis) {
-        Room::handle_timeout(self, now);
-    }
-    fn poll_output(&mut self, now: Millis) -> Output {
-        Room::poll_output(self, now)
-    }
-}
+crate::core::drive::machine!(Room, Output);
 
 /// What the room tells the application (`MusicRoomEvent`: JSON tagged by `type`).
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -47,7 +47,7 @@ pub mod wire;
 pub use error::{ApiMisuse, DecodeError, MuxError, PeerMisbehaved};
 pub use scheduler::SchedulerConfig;
 
-use crate::core::drive::{Machine, Millis, Polled};
+use crate::core::drive::Millis;
 use crate::core::lane::{Lane, LaneSpec};
 use reassembly::Budget;
 use reliability::{AckPolicy, RecvCtx, RecvLane, SendWindow, UnreliableRecv};
@@ -274,15 +274,6 @@ pub enum MuxOutput {
     /// Nothing more until then ([`Millis::NEVER`]: no deadline); call [`Mux::handle_timeout`]
     /// at that time.
     Timeout(Millis),
-}
-
-impl Polled for MuxOutput {
-    fn timeout(&self) -> Option<Millis> {
-        match self {
-            MuxOutput::Timeout(t) => Some(*t),
-            MuxOutput::Event(_) | MuxOutput::Transmit(_) => None,
-        }
-    }
 }
 
 /// Counters, for tests, benchmarks and diagnostics.
@@ -1060,17 +1051,7 @@ impl Mux {
     }
 }
 
-impl Machine for Mux {
-    type Output = MuxOutput;
-
-    fn handle_timeout(&mut self, now: Millis) {
-        Mux::handle_timeout(self, now);
-    }
-
-    fn poll_output(&mut self, now: Millis) -> MuxOutput {
-        Mux::poll_output(self, now)
-    }
-}
+crate::core::drive::machine!(Mux, MuxOutput);
 
 /// A summary (no message bytes): connection state and, per lane, queue, window and receiver.
 impl std::fmt::Debug for Mux {

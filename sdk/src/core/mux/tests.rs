@@ -16,6 +16,23 @@ struct Pair {
     b_events: Vec<MuxEvent>,
 }
 
+/// Drains `from` at `now`: its events into `events`, its frames into `to` (the transport
+/// drains at once). Returns the frames moved.
+fn flush(from: &mut Mux, to: &mut Mux, events: &mut Vec<MuxEvent>, now: Millis) -> usize {
+    let mut moved = 0;
+    loop {
+        match from.poll_output(now) {
+            MuxOutput::Event(e) => events.push(e),
+            MuxOutput::Transmit(f) => {
+                from.handle_transport_buffered(0);
+                to.handle_input(&f, now);
+                moved += 1;
+            }
+            MuxOutput::Timeout(_) => return moved,
+        }
+    }
+}
+
 impl Pair {
     fn new(cfg: MuxConfig) -> Pair {
         let mut b_cfg = cfg.clone();
@@ -36,33 +53,11 @@ impl Pair {
     fn drive(&mut self) -> usize {
         let mut moved = 0;
         loop {
-            let mut progress = false;
             let now = ms(self.now);
-            loop {
-                match self.a.poll_output(now) {
-                    MuxOutput::Event(e) => self.a_events.push(e),
-                    MuxOutput::Transmit(f) => {
-                        self.a.handle_transport_buffered(0);
-                        self.b.handle_input(&f, now);
-                        moved += 1;
-                        progress = true;
-                    }
-                    MuxOutput::Timeout(_) => break,
-                }
-            }
-            loop {
-                match self.b.poll_output(now) {
-                    MuxOutput::Event(e) => self.b_events.push(e),
-                    MuxOutput::Transmit(f) => {
-                        self.b.handle_transport_buffered(0);
-                        self.a.handle_input(&f, now);
-                        moved += 1;
-                        progress = true;
-                    }
-                    MuxOutput::Timeout(_) => break,
-                }
-            }
-            if !progress {
+            let ab = flush(&mut self.a, &mut self.b, &mut self.a_events, now);
+            let ba = flush(&mut self.b, &mut self.a, &mut self.b_events, now);
+            moved += ab + ba;
+            if ab + ba == 0 {
                 return moved;
             }
         }

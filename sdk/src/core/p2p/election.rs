@@ -32,7 +32,7 @@
 //! [`Election::poll_output`] until [`ElectionOutput::Timeout`]. No timers and no time: the
 //! tier machine and the membership view (DataChannels open) drive it.
 
-use crate::core::drive::{Machine, Millis, Polled};
+use crate::core::drive::Millis;
 use crate::core::sync::state::{MAX_EPOCH_JUMP, MAX_SAFE_INTEGER};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -106,22 +106,7 @@ pub enum ElectionOutput {
     Timeout(Millis),
 }
 
-impl Polled for ElectionOutput {
-    fn timeout(&self) -> Option<Millis> {
-        match self {
-            ElectionOutput::Timeout(t) => Some(*t),
-            _ => None,
-        }
-    }
-}
-
-impl Machine for Election {
-    type Output = ElectionOutput;
-    fn handle_timeout(&mut self, _now: Millis) {}
-    fn poll_output(&mut self, now: Millis) -> ElectionOutput {
-        Election::poll_output(self, now)
-    }
-}
+crate::core::drive::machine!(Election, ElectionOutput);
 
 /// One member's view of the election (see the module doc for the rule).
 #[derive(Debug)]
@@ -240,6 +225,9 @@ impl Election {
             });
         }
     }
+
+    /// No timers: nothing to do (the contract's timer input).
+    pub fn handle_timeout(&mut self, _now: Millis) {}
 
     /// The next output, oldest first, then [`ElectionOutput::Timeout`] ([`Millis::NEVER`]);
     /// `now` is unused (no timers).

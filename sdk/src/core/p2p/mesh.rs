@@ -59,7 +59,7 @@
 //! it got from their author (two hops at most). With no route, signals wait (at most
 //! [`MAX_PENDING_SIGNALS`], oldest dropped with an error event) until one appears.
 
-use crate::core::drive::{Machine, Millis, Polled};
+use crate::core::drive::Millis;
 use crate::core::error::ErrorCode;
 use crate::core::lane::Lane;
 use crate::core::mux::{Discontinuity, Mux, MuxConfig, MuxError, MuxEvent};
@@ -350,15 +350,6 @@ pub enum MeshOutput {
     /// Nothing more until this deadline ([`Millis::NEVER`]: none); then call
     /// [`Mesh::handle_timeout`].
     Timeout(Millis),
-}
-
-impl Polled for MeshOutput {
-    fn timeout(&self) -> Option<Millis> {
-        match self {
-            MeshOutput::Timeout(t) => Some(*t),
-            _ => None,
-        }
-    }
 }
 
 /// Refusals of [`Mesh::send`] and [`Mesh::close_link`] (the caller's mistake or a full
@@ -1628,17 +1619,7 @@ impl Mesh {
     }
 }
 
-impl Machine for Mesh {
-    type Output = MeshOutput;
-
-    fn handle_timeout(&mut self, now: Millis) {
-        Mesh::handle_timeout(self, now);
-    }
-
-    fn poll_output(&mut self, now: Millis) -> MeshOutput {
-        Mesh::poll_output(self, now)
-    }
-}
+crate::core::drive::machine!(Mesh, MeshOutput);
 
 #[cfg(test)]
 mod tests;

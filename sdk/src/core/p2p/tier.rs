@@ -29,7 +29,7 @@
 //! [`TierMachine::handle_timeout`] once that deadline has passed.
 
 use super::quality::NetworkQuality;
-use crate::core::drive::{Machine, Millis, Polled};
+use crate::core::drive::Millis;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -114,15 +114,6 @@ pub enum TierOutput {
     /// Nothing more until this deadline ([`Millis::NEVER`]: none); then call
     /// [`TierMachine::handle_timeout`].
     Timeout(Millis),
-}
-
-impl Polled for TierOutput {
-    fn timeout(&self) -> Option<Millis> {
-        match self {
-            TierOutput::Timeout(t) => Some(*t),
-            _ => None,
-        }
-    }
 }
 
 /// The fixed timer table; [`TierOutput::Timeout`] carries the earliest.
@@ -349,17 +340,7 @@ impl TierMachine {
     }
 }
 
-impl Machine for TierMachine {
-    type Output = TierOutput;
-
-    fn handle_timeout(&mut self, now: Millis) {
-        TierMachine::handle_timeout(self, now);
-    }
-
-    fn poll_output(&mut self, now: Millis) -> TierOutput {
-        TierMachine::poll_output(self, now)
-    }
-}
+crate::core::drive::machine!(TierMachine, TierOutput);
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,7 @@
 //! backoff ([`backoff_ms`], [`MAX_ATTEMPTS`]) for unknown outcomes and `503` (honouring
 //! `Retry-After`); a [`PostFailure`] (`send_failed`) when it gives up, never a silent drop.
 
-use crate::core::drive::{Machine, Millis, Polled};
+use crate::core::drive::Millis;
 use crate::core::error::ErrorCode;
 use crate::core::lane::Lane;
 use crate::core::sse::SsePost;
@@ -284,15 +284,6 @@ pub enum PostOutput {
     Timeout(Millis),
 }
 
-impl Polled for PostOutput {
-    fn timeout(&self) -> Option<Millis> {
-        match self {
-            PostOutput::Timeout(t) => Some(*t),
-            PostOutput::Send(_) => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Queued {
     post: SsePost,
@@ -545,17 +536,7 @@ impl PostQueue {
     }
 }
 
-impl Machine for PostQueue {
-    type Output = PostOutput;
-
-    fn handle_timeout(&mut self, now: Millis) {
-        PostQueue::handle_timeout(self, now);
-    }
-
-    fn poll_output(&mut self, now: Millis) -> PostOutput {
-        PostQueue::poll_output(self, now)
-    }
-}
+crate::core::drive::machine!(PostQueue, PostOutput);
 
 #[cfg(test)]
 mod tests {

@@ -71,7 +71,7 @@
 
 use std::collections::VecDeque;
 
-use crate::core::drive::{Machine, Millis, Polled};
+use crate::core::drive::Millis;
 
 /// Tuning of [`ClockSync`]. Times in ms.
 #[derive(Clone, Debug, PartialEq)]
@@ -233,24 +233,7 @@ pub enum ClockOutput {
     Timeout(Millis),
 }
 
-impl Polled for ClockOutput {
-    fn timeout(&self) -> Option<Millis> {
-        match self {
-            ClockOutput::Timeout(t) => Some(*t),
-            ClockOutput::Probe { .. } => None,
-        }
-    }
-}
-
-impl Machine for ClockSync {
-    type Output = ClockOutput;
-    fn handle_timeout(&mut self, now: Millis) {
-        ClockSync::handle_timeout(self, now);
-    }
-    fn poll_output(&mut self, now: Millis) -> ClockOutput {
-        ClockSync::poll_output(self, now)
-    }
-}
+crate::core::drive::machine!(ClockSync, ClockOutput);
 
 impl ClockSync {
     /// An estimator whose first burst starts at local time `now`.

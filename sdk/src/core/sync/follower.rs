@@ -82,7 +82,7 @@
 //! does the same without a reading. Feed [`Follower::handle_clock`] whenever the clock mapping
 //! changes and [`Follower::handle_state`] with every `sync-state` received.
 
-use crate::core::drive::{Machine, Millis, Polled};
+use crate::core::drive::Millis;
 use crate::core::sync::clock::ClockMapping;
 use crate::core::sync::position::{EstimatorConfig, PositionEstimator};
 use crate::core::sync::state::RoomState;
@@ -376,24 +376,7 @@ pub enum FollowerOutput {
     Timeout(Millis),
 }
 
-impl Polled for FollowerOutput {
-    fn timeout(&self) -> Option<Millis> {
-        match self {
-            FollowerOutput::Timeout(t) => Some(*t),
-            _ => None,
-        }
-    }
-}
-
-impl Machine for Follower {
-    type Output = FollowerOutput;
-    fn handle_timeout(&mut self, now: Millis) {
-        Follower::handle_timeout(self, now);
-    }
-    fn poll_output(&mut self, now: Millis) -> FollowerOutput {
-        Follower::poll_output(self, now)
-    }
-}
+crate::core::drive::machine!(Follower, FollowerOutput);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Timer {

@@ -4,6 +4,7 @@
 //! and lane frames between connected pairs. Virtual clock.
 
 use super::*;
+use crate::core::drive::Polled;
 use crate::core::p2p::election::{Claim, Election, ElectionOutput};
 use std::collections::HashMap;
 
