@@ -1069,7 +1069,8 @@ fn probing_outlasts_a_short_return_of_the_server() {
     assert_eq!(net.nodes[0].tier(), Tier::Socket);
     let back = net.events[0]
         .iter()
-        .filter_map(|e| match e {
+        .rev()
+        .find_map(|e| match e {
             MeshEvent::Tier {
                 to: Tier::Socket,
                 at_ms,
@@ -1077,7 +1078,6 @@ fn probing_outlasts_a_short_return_of_the_server() {
             } => Some(*at_ms),
             _ => None,
         })
-        .last()
         .unwrap();
     net.vanish(2);
     let gone = net.now;
