@@ -29,6 +29,8 @@ import { ROOT, isMain, run, runMain, step } from './lib/proc.mjs';
 
 const PKG_DIR = join(ROOT, 'pkg');
 const STAGE_DIR = join(ROOT, 'target', 'sdk-entries');
+/** Where Cargo writes its builds (`CARGO_TARGET_DIR`, as tests/support/server.mjs reads it). */
+const CARGO_TARGET = process.env.CARGO_TARGET_DIR ?? join(ROOT, 'target');
 const WASM_OPT = join(ROOT, 'node_modules', '.bin', 'wasm-opt');
 /** The Cargo profile of the wasm builds (Cargo.toml). */
 const PROFILE = 'wasm-size';
@@ -76,7 +78,7 @@ export async function buildSdk({ force = false, only = null } = {}) {
       '--target', 'web',
       '--out-dir', out,
       '--out-name', 'p3_lanes',
-      join(ROOT, 'target', 'wasm32-unknown-unknown', PROFILE, 'p3_lanes.wasm'),
+      join(CARGO_TARGET, 'wasm32-unknown-unknown', PROFILE, 'p3_lanes.wasm'),
     ]);
     optimizing.push(optimizeWasm(join(out, 'p3_lanes_bg.wasm')));
   }

@@ -46,10 +46,25 @@
 //! a departed hub stops being picked as deputy; every member agrees because every member is
 //! linked to both hubs. A newly lost member re-runs the topology (a new deputy's links open).
 //!
-//! # Liveness
-//! Every connected link gets [`ControlMessage::Alive`] every [`ALIVE_INTERVAL_MS`]; without
-//! the server a link silent for [`LINK_SILENCE_MS`] goes down as `failed`, unless this
-//! device's own timer came late (it was stalled, so silence proves nothing).
+//! # Liveness (answer on request)
+//! Anything a peer delivers on its link (a control message, a lanes frame) counts as heard.
+//! - **Server up: no probes.** Silence is not judged (the server's `peer-left` says who went),
+//!   so nothing is sent just to be heard: a quiet room's links carry no liveness traffic.
+//! - **Server lost: probe.** When this device loses the server every connected link counts as
+//!   just heard (nothing was asked before, so its silence proves nothing), and from then on
+//!   every connected link gets a probe ([`ControlMessage::Alive`] `{type: "alive"}`) every
+//!   [`ALIVE_INTERVAL_MS`]; a link silent for [`LINK_SILENCE_MS`] goes down as `failed`,
+//!   unless this device's own timer came late (it was stalled, so silence proves nothing).
+//!   Probing goes on for [`LINK_SILENCE_MS`] after the server is back, so a server that comes
+//!   and goes again quickly grants no new grace to a peer that stopped answering.
+//! - **Always answer.** A probe is answered with `{type: "alive", answer: true}` on the same
+//!   link whether or not this device has the server (a serverless peer depends on it), at
+//!   most one answer per [`ALIVE_INTERVAL_MS`] per link on average (bursts of
+//!   [`ALIVE_ANSWER_BURST`], for probes' arrival jitter); an answer is never answered.
+//! - **Older peers** probe every connected link every [`ALIVE_INTERVAL_MS`] whatever the
+//!   server does and never answer: their probes are heard (and answered, so an older
+//!   serverless peer hears this one), and they parse an answer as their own `alive` (an
+//!   unknown field is ignored).
 //!
 //! # Signaling routes
 //! Server up: every signal goes through the server (Messaging lane, `to` = the peer).
@@ -66,6 +81,7 @@ use crate::core::mux::{Discontinuity, Mux, MuxConfig, MuxError, MuxEvent};
 use crate::core::p2p::quality::{NetworkQuality, StatsData};
 use crate::core::p2p::signal::{self, NegotiationAction, Negotiator, SignalBody, SignalMessage};
 use crate::core::p2p::tier::{Tier, TierConfig, TierMachine, TierOutput, TierReason};
+use crate::core::rate::Gcra;
 use crate::core::sync::peer_clock::ClockProbe;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -97,8 +113,14 @@ pub const POLITE_OFFER_DELAY_MS: u64 = 2000;
 pub const CONNECT_TIMEOUT_MS: u64 = 15_000;
 /// Signals kept while there is no route to their target.
 pub const MAX_PENDING_SIGNALS: usize = 64;
-/// Every connected link gets a `{type: "alive"}` on `p3-control` this often (ms).
+/// While the server is unreachable (and [`LINK_SILENCE_MS`] after it is back), every
+/// connected link gets a probe `{type: "alive"}` on `p3-control` this often (ms); answers to a
+/// peer's probes are limited to one per this interval per link on average.
 pub const ALIVE_INTERVAL_MS: u64 = 400;
+/// Answers to probes a link may send at once (the rest wait for the rate of one per
+/// [`ALIVE_INTERVAL_MS`]): two, so that a probe arriving early after a late one is answered
+/// too, while a peer flooding probes gets at most 2.5 answers a second.
+pub const ALIVE_ANSWER_BURST: u32 = 2;
 /// While the server is unreachable, a link that delivered nothing (no control message, no
 /// lanes frame) for this long is taken down as `failed` (ms): a peer whose browser died is
 /// noticed in about this time instead of when ICE consent fails (5-7 s in Chromium).
@@ -204,8 +226,15 @@ pub enum ControlMessage {
         #[serde(rename = "serverTime")]
         server_time: f64,
     },
-    /// Liveness probe, every [`ALIVE_INTERVAL_MS`] on every connected link (no answer).
-    Alive,
+    /// Liveness (module doc "Liveness"): a probe (`{type: "alive"}`, every
+    /// [`ALIVE_INTERVAL_MS`] on every connected link while the server is unreachable) or the
+    /// answer to one (`{type: "alive", answer: true}`, never answered).
+    Alive {
+        /// `true`: the answer to a probe; absent (`false`): a probe, which older peers send
+        /// every [`ALIVE_INTERVAL_MS`] whatever the server does.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        answer: bool,
+    },
 }
 
 /// What the app hears about.
@@ -449,6 +478,8 @@ struct Link {
     connect_deadline: Option<u64>,
     /// When the peer last delivered anything on this link (ms).
     last_heard: u64,
+    /// Pacing of answers to the peer's probes ([`ALIVE_ANSWER_BURST`]).
+    answers: Gcra,
     /// The class of its last stats, if any.
     quality: Option<NetworkQuality>,
 }
@@ -506,8 +537,14 @@ pub struct Mesh {
     tier_socket: Option<bool>,
     /// Members whose link went down while the server was unreachable (see the module doc).
     lost: BTreeSet<String>,
-    /// When the next `alive` probes go out (ms); `None` with no connected link.
+    /// When the next `alive` probes go out (ms); `None` while not probing or with no
+    /// connected link.
     next_alive: Option<u64>,
+    /// Whether liveness last saw the server unreachable ([`Mesh::serverless`]); a change is
+    /// applied by [`Mesh::check_alive`] at once (its deadline is then now).
+    alive_serverless: bool,
+    /// Probing goes on until then (ms) after the server came back.
+    probe_until: u64,
     /// When the next [`MeshOutput::SampleStats`] is due (ms); `None` with no connected link.
     next_stats: Option<u64>,
     /// Stats rounds since a link's quality class (or a link, or the server) last changed.
@@ -532,6 +569,8 @@ impl Mesh {
             tier_socket: None,
             lost: BTreeSet::new(),
             next_alive: None,
+            alive_serverless: false,
+            probe_until: 0,
             next_stats: None,
             stats_stable: 0,
         }
@@ -837,7 +876,9 @@ impl Mesh {
             link.connect_deadline = None;
             link.last_heard = now;
             self.lost.remove(peer);
-            self.next_alive.get_or_insert(self.now + ALIVE_INTERVAL_MS);
+            if self.probing() {
+                self.next_alive.get_or_insert(self.now + ALIVE_INTERVAL_MS);
+            }
             self.stats_reset();
             // Usable until its first stats say otherwise.
             self.tier
@@ -869,7 +910,8 @@ impl Mesh {
         }
         self.heard(from);
         match serde_json::from_str::<ControlMessage>(text) {
-            Ok(ControlMessage::Alive) => {}
+            Ok(ControlMessage::Alive { answer: true }) => {}
+            Ok(ControlMessage::Alive { answer: false }) => self.answer_probe(from),
             Ok(ControlMessage::Links { peers }) => {
                 let now: BTreeSet<String> = peers.into_iter().collect();
                 let before = match self.peers.get_mut(from) {
@@ -1203,6 +1245,8 @@ impl Mesh {
                 self.next_alive,
                 self.next_stats,
                 silence.flatten(),
+                // A change of the server's reachability is applied at once (check_alive).
+                (self.serverless() != self.alive_serverless).then_some(self.now),
             ])
             .flatten()
             .min()
@@ -1308,6 +1352,7 @@ impl Mesh {
             offer_wanted: false,
             connect_deadline: Some(self.now + self.cfg.connect_timeout_ms),
             last_heard: self.now,
+            answers: alive_answers(),
             quality: None,
         });
         self.out.push_back(MeshOutput::OpenPeer {
@@ -1503,22 +1548,54 @@ impl Mesh {
         self.next_stats = Some(self.next_stats.map_or(at, |t| t.min(at)));
     }
 
-    /// Liveness (module doc): probes every [`ALIVE_INTERVAL_MS`]; without the server, links
-    /// silent for [`MeshConfig::link_silence_ms`] go down. A timer that fires more than an
-    /// interval late means this device stalled (a busy renderer, a suspended tab): then the
-    /// silence says nothing about the peers, and every link counts as just heard.
+    /// Whether this device probes its links now (module doc "Liveness").
+    fn probing(&self) -> bool {
+        self.alive_serverless || self.now < self.probe_until
+    }
+
+    /// Answers a probe from `peer` (module doc "Liveness"), within its pacing.
+    fn answer_probe(&mut self, peer: &str) {
+        let now = Millis::from_u64(self.now);
+        let Some(link) = self.link_mut(peer).filter(|l| l.is_up()) else {
+            return;
+        };
+        if link.answers.conforms(now) {
+            link.answers.consume(now);
+            self.control(peer, &ControlMessage::Alive { answer: true });
+        }
+    }
+
+    /// Liveness (module doc): applies a change of the server's reachability (losing it: grace
+    /// for every link unless still probing, first probes now; regaining it: probes stop
+    /// [`MeshConfig::link_silence_ms`] later), sends the probes every [`ALIVE_INTERVAL_MS`]
+    /// while probing, and without the server takes down links silent for
+    /// [`MeshConfig::link_silence_ms`]. A probe timer that fires more than an interval late
+    /// means this device stalled (a busy renderer, a suspended tab): then the silence says
+    /// nothing about the peers, and every link counts as just heard.
     fn check_alive(&mut self) {
         let now = self.now;
+        let serverless = self.serverless();
+        if serverless != self.alive_serverless {
+            self.alive_serverless = serverless;
+            if !serverless {
+                self.probe_until = now + self.cfg.link_silence_ms;
+            } else if self.next_alive.is_none() {
+                // Nothing was asked while the server was up: the silence proves nothing.
+                self.grace();
+                self.next_alive = Some(now);
+            }
+        }
         if let Some(due) = self.next_alive.filter(|d| *d <= now) {
             if now - due > ALIVE_INTERVAL_MS {
-                for l in self.peers.values_mut().filter_map(|p| p.link.as_mut()) {
-                    l.last_heard = l.last_heard.max(now);
-                }
+                self.grace();
             }
             let connected = self.connected_peers();
-            self.next_alive = (!connected.is_empty()).then_some(now + ALIVE_INTERVAL_MS);
-            for p in &connected {
-                self.control(p, &ControlMessage::Alive);
+            let probing = self.probing() && !connected.is_empty();
+            self.next_alive = probing.then_some(now + ALIVE_INTERVAL_MS);
+            if probing {
+                for p in &connected {
+                    self.control(p, &ControlMessage::Alive { answer: false });
+                }
             }
         }
         if !self.serverless() {
@@ -1538,6 +1615,14 @@ impl Mesh {
         for peer in silent {
             // Reported as `peer-state` `failed`, like a link that never connected.
             self.link_down(&peer, LinkState::Failed);
+        }
+    }
+
+    /// Every link counts as heard now.
+    fn grace(&mut self) {
+        let now = self.now;
+        for l in self.peers.values_mut().filter_map(|p| p.link.as_mut()) {
+            l.last_heard = l.last_heard.max(now);
         }
     }
 
@@ -1617,6 +1702,13 @@ impl Mesh {
             self.link_down(peer, LinkState::Failed);
         }
     }
+}
+
+/// The pacing of one link's answers to probes: one per [`ALIVE_INTERVAL_MS`], bursts of
+/// [`ALIVE_ANSWER_BURST`].
+fn alive_answers() -> Gcra {
+    Gcra::new(1000.0 / ALIVE_INTERVAL_MS as f64, ALIVE_ANSWER_BURST)
+        .expect("the alive answer rate is positive")
 }
 
 crate::core::drive::machine!(Mesh, MeshOutput);

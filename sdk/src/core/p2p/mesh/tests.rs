@@ -65,6 +65,12 @@ struct Net {
     stats_at: Vec<Vec<u64>>,
     /// The RTT every link's stats report (ms).
     stats_rtt: f64,
+    /// One-way delay of `p3-control` messages (ms; 0: at once).
+    control_delay_ms: u64,
+    /// Control messages in flight: `(deliver at, task)`, in delivery order (one delay).
+    delayed: VecDeque<(u64, Task)>,
+    /// Every `alive` sent: `(when, from, to, answer)`.
+    alive_log: Vec<(u64, usize, String, bool)>,
 }
 
 impl Net {
@@ -96,6 +102,9 @@ impl Net {
             dead: vec![false; n],
             stats_at: vec![Vec::new(); n],
             stats_rtt: 12.0,
+            control_delay_ms: 0,
+            delayed: VecDeque::new(),
+            alive_log: Vec::new(),
         };
         for i in 0..n {
             net.nodes[i].handle_server(true, ms(0));
@@ -151,6 +160,11 @@ impl Net {
                 self.run(t);
                 continue;
             }
+            if self.delayed.front().is_some_and(|(at, _)| *at <= self.now) {
+                let (_, t) = self.delayed.pop_front().unwrap();
+                self.run(t);
+                continue;
+            }
             let (dead, now) = (&self.dead, self.now);
             let next = self
                 .nodes
@@ -158,6 +172,7 @@ impl Net {
                 .enumerate()
                 .filter(|(i, _)| !dead[*i])
                 .filter_map(|(_, n)| deadline(n, now))
+                .chain(self.delayed.front().map(|(at, _)| *at))
                 .min();
             match next {
                 Some(t) if t <= until => {
@@ -218,8 +233,17 @@ impl Net {
                 }
                 MeshOutput::SendControl { peer, text } => {
                     assert!(self.pcs[i].get(&peer).is_some_and(|p| p.open));
+                    if let Ok(ControlMessage::Alive { answer }) = serde_json::from_str(&text) {
+                        self.alive_log.push((self.now, i, peer.clone(), answer));
+                    }
                     let j = self.idx(&peer);
-                    self.tasks.push_back(Task::Control(j, me, text));
+                    let task = Task::Control(j, me, text);
+                    if self.control_delay_ms == 0 {
+                        self.tasks.push_back(task);
+                    } else {
+                        self.delayed
+                            .push_back((self.now + self.control_delay_ms, task));
+                    }
                 }
                 MeshOutput::Transmit { peer, bytes } => {
                     assert!(bytes.len() <= 16 * 1024, "frame over 16 KiB");
@@ -945,6 +969,182 @@ fn a_stalled_device_does_not_drop_its_peers() {
     net.drive(t + 5010);
     assert!(!failed(&net, 0, "s1") && !failed(&net, 0, "s2"));
     assert_eq!(net.nodes[0].connected_peers(), vec!["s1", "s2"]);
+}
+
+/// `alive` messages `from` sent within `[t0, t1)`: `(when, to, answer)`.
+fn alive_sent(net: &Net, from: usize, t0: u64, t1: u64) -> Vec<(u64, String, bool)> {
+    net.alive_log
+        .iter()
+        .filter(|(t, i, _, _)| *i == from && (t0..t1).contains(t))
+        .map(|(t, _, to, answer)| (*t, to.clone(), *answer))
+        .collect()
+}
+
+/// Three devices linked, then `quiet_ms` with the server up and nothing sent (control
+/// messages take 80 ms one way).
+fn quiet_room(quiet_ms: u64) -> Net {
+    let mut net = Net::new(3);
+    net.control_delay_ms = 80;
+    net.drive(3000);
+    assert!(net.all_connected());
+    let t = net.now;
+    net.drive(t + quiet_ms);
+    net
+}
+
+#[test]
+fn no_alive_while_the_server_is_up_and_links_are_quiet() {
+    let net = quiet_room(20_000);
+    for i in 0..3 {
+        assert_eq!(alive_sent(&net, i, 0, net.now), vec![], "s{i} sent alive");
+    }
+    assert!(net.all_connected());
+}
+
+#[test]
+fn after_server_loss_a_dead_peer_goes_within_the_silence_bound_and_a_live_one_never() {
+    // The links were quiet for 10 s: nothing was heard, and that must not count as silence.
+    let mut net = quiet_room(10_000);
+    net.set_server(false);
+    net.vanish(2);
+    let t = net.now;
+    net.drive(t + LINK_SILENCE_MS - ALIVE_INTERVAL_MS);
+    assert!(!failed(&net, 0, "s1") && !failed(&net, 0, "s2"));
+    net.drive(t + LINK_SILENCE_MS + ALIVE_INTERVAL_MS);
+    assert!(failed(&net, 0, "s2") && failed(&net, 1, "s2"));
+    // Probes from the moment the server went, one per interval per link.
+    let probes = alive_sent(&net, 0, t, t + 4 * ALIVE_INTERVAL_MS);
+    let to_s1: Vec<u64> = probes
+        .iter()
+        .filter(|(_, to, answer)| to == "s1" && !answer)
+        .map(|(at, _, _)| *at - t)
+        .collect();
+    assert_eq!(to_s1, vec![0, 400, 800, 1200]);
+    net.drive(t + 20_000);
+    assert!(!failed(&net, 0, "s1") && !failed(&net, 1, "s0"));
+    assert_eq!(net.nodes[0].connected_peers(), vec!["s1"]);
+}
+
+#[test]
+fn peers_that_keep_the_server_answer_a_serverless_device() {
+    let mut net = quiet_room(10_000);
+    // Only s0 loses the server (its socket closed; the others still have theirs).
+    let t = net.now;
+    net.nodes[0].handle_server(false, ms(t));
+    net.drive(t + 5000);
+    assert!(!failed(&net, 0, "s1") && !failed(&net, 0, "s2"));
+    assert_eq!(net.nodes[0].connected_peers(), vec!["s1", "s2"]);
+    // s1 and s2 only answer, about one answer per probe.
+    for i in [1, 2] {
+        let sent = alive_sent(&net, i, t, t + 5000);
+        assert!(sent.iter().all(|(_, to, answer)| to == "s0" && *answer));
+        assert!(
+            (11..=13).contains(&sent.len()),
+            "s{i}: {} answers",
+            sent.len()
+        );
+    }
+    // s2's browser dies: s0 notices within the silence bound, s1 never fails.
+    net.vanish(2);
+    let t2 = net.now;
+    net.drive(t2 + LINK_SILENCE_MS - ALIVE_INTERVAL_MS);
+    assert!(!failed(&net, 0, "s2"));
+    net.drive(t2 + LINK_SILENCE_MS + ALIVE_INTERVAL_MS);
+    assert!(failed(&net, 0, "s2"));
+    net.drive(t2 + 20_000);
+    assert!(!failed(&net, 0, "s1"));
+    // With the server s1 judges no silence: s2 stays until the server says `peer-left`.
+    assert!(!failed(&net, 1, "s2"));
+}
+
+#[test]
+fn probing_outlasts_a_short_return_of_the_server() {
+    let mut net = quiet_room(5000);
+    let t = net.now;
+    net.set_server(false);
+    net.drive(t + 1000);
+    net.set_server(true);
+    // Back on the socket tier after its dwell; probing goes on for the silence bound.
+    net.drive(t + 3500);
+    assert_eq!(net.nodes[0].tier(), Tier::Socket);
+    let back = net.events[0]
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            MeshEvent::Tier {
+                to: Tier::Socket,
+                at_ms,
+                ..
+            } => Some(*at_ms),
+            _ => None,
+        })
+        .unwrap();
+    net.vanish(2);
+    let gone = net.now;
+    // The server goes again while s0 still probes: s2's silence counts from its last answer,
+    // no new grace.
+    net.drive(back + LINK_SILENCE_MS - ALIVE_INTERVAL_MS);
+    net.set_server(false);
+    net.drive(gone + LINK_SILENCE_MS + ALIVE_INTERVAL_MS);
+    assert!(failed(&net, 0, "s2"));
+    assert!(!failed(&net, 0, "s1"));
+    // Probes stop the silence bound after the server is back for good.
+    net.set_server(true);
+    net.drive(net.now + 10_000);
+    let t3 = net.now;
+    net.drive(t3 + 5000);
+    assert_eq!(alive_sent(&net, 0, t3, t3 + 5000), vec![]);
+}
+
+#[test]
+fn probes_are_answered_at_most_once_per_interval_per_link() {
+    let mut net = quiet_room(1000);
+    let t = net.now;
+    let probe = r#"{"type":"alive"}"#;
+    // A flood of probes, one every 40 ms (an older peer sends the same `{type: "alive"}`):
+    // the first two are answered, then one per interval.
+    for k in 0..50 {
+        net.nodes[1].handle_control("s0", probe, ms(t + k * 40));
+        net.now = t + k * 40;
+        net.drive(t + k * 40);
+    }
+    let answers = alive_sent(&net, 1, t, t + 2000);
+    assert!(answers.iter().all(|(_, to, answer)| to == "s0" && *answer));
+    let at: Vec<u64> = answers.iter().map(|(a, _, _)| *a - t).collect();
+    assert_eq!(at, vec![0, 40, 400, 800, 1200, 1600]);
+    // An answer is never answered.
+    let before = net.alive_log.len();
+    net.nodes[1].handle_control("s0", r#"{"type":"alive","answer":true}"#, ms(net.now));
+    net.drive(net.now);
+    assert_eq!(net.alive_log.len(), before);
+}
+
+#[test]
+fn alive_wire_shapes_and_older_peers() {
+    let probe = ControlMessage::Alive { answer: false };
+    let answer = ControlMessage::Alive { answer: true };
+    assert_eq!(
+        serde_json::to_string(&probe).unwrap(),
+        r#"{"type":"alive"}"#
+    );
+    assert_eq!(
+        serde_json::to_string(&answer).unwrap(),
+        r#"{"type":"alive","answer":true}"#
+    );
+    assert_eq!(
+        serde_json::from_str::<ControlMessage>(r#"{"type":"alive"}"#).unwrap(),
+        probe
+    );
+    // An older peer's `alive` was a unit variant: it reads the answer as its `alive`.
+    #[derive(Deserialize, Debug, PartialEq)]
+    #[serde(tag = "type", rename_all = "lowercase")]
+    enum OlderControl {
+        Alive,
+    }
+    assert_eq!(
+        serde_json::from_str::<OlderControl>(r#"{"type":"alive","answer":true}"#).unwrap(),
+        OlderControl::Alive
+    );
 }
 
 /// An 8-device hub on s3 (not the lowest id, deputy s0), server lost, elections followed.
