@@ -14,6 +14,9 @@
 //!   (session → node): written only by [`PUBLISH`] (atomic), kept `MAXLEN ~
 //!   --room-stream-len`, expiring 2 × max(TTL, 60 s) after the last write or refresh.
 //!
+//! - `p3:music:{room}:lease`, `:fence`, `:state`: a music room's single authority, its
+//!   fencing token and its state ([`lease`]; PROTOCOL.md §17 "Music rooms").
+//!
 //! Each node reads the streams of the rooms it has members in from its last delivered entry
 //! (`XREAD` on its own connection), so a node whose Redis connection drops resumes where it
 //! stopped; an entry whose number is not the next one (the stream was trimmed past it, or

@@ -27,6 +27,14 @@
 //!
 //! Other Sync-lane messages (and anything with `to`) are relayed as before.
 //!
+//! # In a cluster (PROTOCOL.md §17 "Music rooms")
+//! With `--redis-url` a room's machine exists only on the node holding the room's lease
+//! ([`crate::cluster::lease`]), made by [`MusicService::take`] from the state in Redis. Every
+//! change is written to Redis under the room's fencing token before its output is handed on;
+//! a refused write drops the machine ([`Handled::NotHeld`]). The state file is not used.
+//! Forwarding other nodes' inputs and relaying the output to their members is
+//! `state::music`'s.
+//!
 //! # Isolation: a lock per room
 //! `MusicService` never touches the session registry. Each room is an
 //! `Arc<Mutex<MusicRoom>>`; the map of rooms has its own lock, held only to look a room up,
