@@ -97,8 +97,8 @@ pub enum Acquired {
         token: u64,
         /// Acquired just now (a new token).
         fresh: bool,
-        /// The room's state in Redis.
-        stored: Option<Stored>,
+        /// The room's state in Redis (boxed: a snapshot with its change log is large).
+        stored: Option<Box<Stored>>,
     },
     /// Another node holds it.
     Other(String),
@@ -144,7 +144,7 @@ impl Cluster {
                     .and_then(|t| t.parse().ok())
                     .ok_or_else(|| bad("fencing token"))?;
                 let stored = field(2).and_then(|json| match serde_json::from_str(&json) {
-                    Ok(s) => Some(s),
+                    Ok(s) => Some(Box::new(s)),
                     Err(e) => {
                         tracing::warn!(room, error = %e, "music room state in Redis unreadable; starting fresh");
                         None
