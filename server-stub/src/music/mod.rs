@@ -189,6 +189,9 @@ pub(crate) struct MusicService {
     /// In a cluster: the rooms held here and their fencing tokens (a leaf lock, read by the
     /// lease task without touching any room's lock).
     leases: Mutex<HashMap<String, u64>>,
+    /// In a cluster: rooms this node has seen music traffic of (its own, forwarded or
+    /// relayed): the only ones whose free lease it probes.
+    known: Mutex<std::collections::HashSet<String>>,
 }
 
 impl MusicService {
@@ -202,6 +205,7 @@ impl MusicService {
             store: DjStore::default(),
             cluster: None,
             leases: Mutex::new(HashMap::new()),
+            known: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -437,6 +441,21 @@ impl MusicService {
         crate::lock::lock_or_abort(&self.leases, "music room leases")
     }
 
+    /// In a cluster: `room` is a music room (this node saw its music traffic).
+    pub(crate) fn mark_known(&self, room: &str) {
+        let mut known = crate::lock::lock_or_abort(&self.known, "known music rooms");
+        if !known.contains(room) {
+            known.insert(room.to_owned());
+        }
+    }
+
+    /// In a cluster: of `rooms`, those known to be music rooms (the others are forgotten).
+    pub(crate) fn known_among(&self, rooms: &[String]) -> Vec<String> {
+        let mut known = crate::lock::lock_or_abort(&self.known, "known music rooms");
+        known.retain(|r| rooms.contains(r));
+        known.iter().cloned().collect()
+    }
+
     /// In a cluster: the fencing token under which this node holds `room`, if it does.
     pub(crate) fn held(&self, room: &str) -> Option<u64> {
         self.leases().get(room).copied()
@@ -497,6 +516,7 @@ impl MusicService {
         }));
         self.map().insert(room.to_owned(), shared.clone());
         self.leases().insert(room.to_owned(), token);
+        self.mark_known(room);
         tracing::info!(room, token, epoch = ?state.as_ref().map(|s| s.epoch), "music room held by this node");
         self.with_room(
             room,

@@ -363,7 +363,10 @@ impl AppState {
                 }
             }
             Kind::MusicIn => self.music_forwarded(&e.room, e.sid, &e.body),
-            Kind::Music => self.music_from_holder(&e.body),
+            Kind::Music => {
+                self.music.mark_known(&e.room);
+                self.music_from_holder(&e.body)
+            }
             Kind::Relay => {
                 let (Some(lane), Ok(value)) = (
                     Lane::from_id(e.lane),

@@ -129,6 +129,7 @@ impl AppState {
         identity: Option<String>,
     ) {
         tracing::debug!(room, session = %sid, holder, "music message forwarded to the room's authority");
+        self.music.mark_known(room);
         let body = serde_json::to_string(&MusicInput {
             value,
             identity,
@@ -193,9 +194,10 @@ impl AppState {
         }
     }
 
-    /// The lease task's round (every [`crate::cluster::lease::LEASE_TICK`]): renews the leases this node holds
-    /// (gives up those of rooms with no member here, and forgets those lost), then probes the
-    /// free leases of music rooms it has members in and takes them over.
+    /// The lease task's round (every [`crate::cluster::lease::LEASE_TICK`]): renews the
+    /// leases this node holds (gives up those of rooms with no member here, and forgets those
+    /// lost), then probes the free leases of the music rooms it has members in and knows of
+    /// (it saw their music traffic), and takes them over.
     pub(crate) async fn music_leases_round(&self, c: &Cluster) {
         for (room, token) in self.music.held_rooms() {
             if self.registry().room_members(&room).is_empty() {
@@ -214,7 +216,9 @@ impl AppState {
                 Err(e) => tracing::debug!(room, error = %e, "music room lease not renewed"),
             }
         }
-        for room in c.watched_rooms() {
+        // Only rooms known here as music rooms (members here got the holder's `sync-state`,
+        // or sent music messages): one probe per such room and tick.
+        for room in self.music.known_among(&c.watched_rooms()) {
             if self.music.held(&room).is_some() {
                 continue;
             }
