@@ -218,6 +218,17 @@ async fn close_after_refusal(mut resp: axum::response::Response) -> axum::respon
     resp
 }
 
+/// Tasks aborted when dropped.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
 /// Serves [`app`] on `listener` until `shutdown` resolves, then shuts down gracefully: stops
 /// accepting, closes every WebSocket with 1001 (going away), and returns once connections are
 /// closed or [`SHUTDOWN_GRACE`] has passed. Also runs the session sweeper and the rate-limit sweeper ([`limits::spawn_sweeper`]).
@@ -234,7 +245,9 @@ where
     let sweeper = state::spawn_sweeper(state.clone());
     let limits_sweeper = limits::spawn_sweeper(state.clone());
     let pulse_ticker = pulse::spawn_ticker(state.clone());
-    let cluster_tasks = state.spawn_cluster();
+    // Aborted with this future too: a server task aborted (in tests, a node's crash) takes
+    // its cluster tasks (lease renewals included) with it.
+    let cluster_tasks = AbortOnDrop(state.spawn_cluster());
     let signalled = state.clone();
     // Connect info lets the admin endpoint tell loopback clients apart.
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -277,8 +290,8 @@ where
     sweeper.abort();
     limits_sweeper.abort();
     pulse_ticker.abort();
-    for t in cluster_tasks {
-        t.abort();
-    }
+    drop(cluster_tasks);
+    // Clean shutdown: other nodes take this node's music rooms over at once.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, state.release_music_leases()).await;
     result
 }

@@ -9,92 +9,14 @@
 
 mod common;
 
-use common::{TestServer, WAIT};
+use common::cluster::{nodes, redis};
+use common::WAIT;
 use p3_lanes::core::control::Control;
 use p3_lanes::core::error::ErrorCode;
 use p3_lanes::core::frame::SessionId;
 use p3_lanes::core::lane::Lane;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-/// A `redis-server` child process without persistence; killed on drop.
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `redis-server` on a free loopback port, or `None` (with a message) if it is not
-/// installed.
-async fn redis() -> Option<Redis> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = match Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("SKIPPED: redis-server is not installed ({e}); run `node scripts/setup.mjs`");
-            return None;
-        }
-    };
-    let url = format!("redis://127.0.0.1:{port}/");
-    let r = Redis { child, url };
-    for _ in 0..200 {
-        if let Ok(mut c) = r.conn().await {
-            let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut c).await;
-            if pong.is_ok() {
-                return Some(r);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("redis-server did not answer on port {port}");
-}
-
-impl Redis {
-    async fn conn(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        redis::Client::open(self.url.as_str())?
-            .get_multiplexed_async_connection()
-            .await
-    }
-
-    async fn cmd<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
-        cmd.query_async(&mut self.conn().await.unwrap())
-            .await
-            .unwrap()
-    }
-}
-
-/// `n` nodes on `redis`.
-async fn nodes(redis: &Redis, n: usize) -> Vec<TestServer> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        let url = redis.url.clone();
-        out.push(
-            TestServer::start_with(|c| {
-                c.redis_url = Some(url);
-                c.node_id = Some(format!("node{i}"));
-            })
-            .await,
-        );
-    }
-    out
-}
 
 /// The next Data message, skipping nothing: panics on anything else.
 async fn data(p: &mut common::Peer) -> (Lane, Option<SessionId>, Value) {

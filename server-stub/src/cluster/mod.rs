@@ -14,6 +14,9 @@
 //!   (session → node): written only by [`PUBLISH`] (atomic), kept `MAXLEN ~
 //!   --room-stream-len`, expiring 2 × max(TTL, 60 s) after the last write or refresh.
 //!
+//! - `p3:music:{room}:lease`, `:fence`, `:state`: a music room's single authority, its
+//!   fencing token and its state ([`lease`]; PROTOCOL.md §17 "Music rooms").
+//!
 //! Each node reads the streams of the rooms it has members in from its last delivered entry
 //! (`XREAD` on its own connection), so a node whose Redis connection drops resumes where it
 //! stopped; an entry whose number is not the next one (the stream was trimmed past it, or
@@ -23,6 +26,7 @@
 //! Lock rule: no Redis I/O ever runs under the registry lock (or any other lock of the
 //! server); the cursors below sit behind a leaf lock taken for map updates only.
 
+pub mod lease;
 pub(crate) mod record;
 
 use p3_lanes::core::frame::SessionId;
@@ -94,6 +98,48 @@ pub(crate) enum Kind {
     Left,
     /// A Data message from `sid` on `lane` to the room, or to `to` only.
     Relay,
+    /// A music message from `sid` (held by `node`) for the room's authority, wherever it is
+    /// held (PROTOCOL.md §17 "Music rooms"); `body`: [`MusicInput`] JSON.
+    MusicIn,
+    /// Server messages of the room's authority (held by `node`) for members on other nodes;
+    /// `body`: [`MusicOut`] JSON.
+    Music,
+}
+
+/// A music message forwarded to the room's authority ([`Kind::MusicIn`]).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct MusicInput {
+    /// The payload.
+    pub(crate) value: serde_json::Value,
+    /// The sender's verified identity key, if any.
+    pub(crate) identity: Option<String>,
+    /// The sender's socket and frame seq (for its refusal).
+    pub(crate) conn: u64,
+    pub(crate) seq: u64,
+}
+
+/// Server messages of a room's authority for members held by other nodes ([`Kind::Music`]).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct MusicOut {
+    /// Who gets `message` (members held by other nodes than the authority's).
+    pub(crate) to: Vec<SessionId>,
+    /// A Sync-lane message, or `None` with `refusal`.
+    pub(crate) message: Option<serde_json::Value>,
+    /// A refusal for `to[0]`'s socket `conn`, frame `seq`: `(code, text)`.
+    pub(crate) refusal: Option<(p3_lanes::core::error::ErrorCode, String)>,
+    pub(crate) conn: u64,
+    pub(crate) seq: u64,
+}
+
+/// Runs `f` to completion from synchronous code on a multi-threaded runtime (a cluster join
+/// or a music room's fenced write waits for its Redis answer); `None` on a current-thread
+/// runtime, where it cannot wait.
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+        return None;
+    }
+    Some(tokio::task::block_in_place(|| handle.block_on(f)))
 }
 
 impl Kind {
@@ -103,6 +149,8 @@ impl Kind {
             Kind::Moved => "moved",
             Kind::Left => "left",
             Kind::Relay => "relay",
+            Kind::MusicIn => "music-in",
+            Kind::Music => "music",
         }
     }
 
@@ -112,6 +160,8 @@ impl Kind {
             "moved" => Kind::Moved,
             "left" => Kind::Left,
             "relay" => Kind::Relay,
+            "music-in" => Kind::MusicIn,
+            "music" => Kind::Music,
             _ => return None,
         })
     }
@@ -401,6 +451,14 @@ impl Cluster {
     pub(crate) fn watch(&self, room: &str, cursor: Cursor) {
         if let Ok(mut w) = self.watched.lock() {
             w.entry(room.to_owned()).or_insert(cursor);
+        }
+    }
+
+    /// The rooms this node reads (it has members there).
+    pub(crate) fn watched_rooms(&self) -> Vec<String> {
+        match self.watched.lock() {
+            Ok(w) => w.keys().cloned().collect(),
+            Err(_) => Vec::new(),
         }
     }
 

@@ -27,6 +27,14 @@
 //!
 //! Other Sync-lane messages (and anything with `to`) are relayed as before.
 //!
+//! # In a cluster (PROTOCOL.md §17 "Music rooms")
+//! With `--redis-url` a room's machine exists only on the node holding the room's lease
+//! ([`crate::cluster::lease`]), made by [`MusicService::take`] from the state in Redis. Every
+//! change is written to Redis under the room's fencing token before its output is handed on;
+//! a refused write drops the machine ([`Handled::NotHeld`]). The state file is not used.
+//! Forwarding other nodes' inputs and relaying the output to their members is
+//! `state::music`'s.
+//!
 //! # Isolation: a lock per room
 //! `MusicService` never touches the session registry. Each room is an
 //! `Arc<Mutex<MusicRoom>>`; the map of rooms has its own lock, held only to look a room up,
@@ -52,11 +60,12 @@
 
 pub(crate) mod store;
 
+use crate::cluster::Cluster;
 use crate::registry::RoomEvent;
 use p3_lanes::core::error::WireError;
 use p3_lanes::core::frame::SessionId;
 use p3_lanes::core::lane::Lane;
-use p3_lanes::core::music::authority::{self, Authority, DjWrite, Inbound, To};
+use p3_lanes::core::music::authority::{self, Authority, DjWrite, Inbound, Snapshot, To};
 use p3_lanes::core::p2p::changes::ChangeLimits;
 use p3_lanes::core::sync::state::AuthorityConfig;
 use serde_json::Value;
@@ -138,6 +147,22 @@ fn route(out: authority::Output, room: &[SessionId]) -> Output {
 pub(crate) struct MusicRoom {
     pub(crate) authority: Authority,
     emptied_at: Option<Instant>,
+    /// In a cluster: the fencing token under which this node holds the room's lease
+    /// ([`crate::cluster::lease`]); `None` once it lost it (the machine is dead).
+    fence: Option<u64>,
+    /// In a cluster: the snapshot last written to Redis.
+    written: Option<Snapshot>,
+}
+
+/// Whether this node's authority handled an input (in a cluster it may not hold the room).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum Handled {
+    /// Handled, its output routed (or not a music room).
+    Done,
+    /// In a cluster: this node does not hold the room, or its state write was refused by the
+    /// fencing check (it lost the lease; the machine is dropped, nothing was delivered).
+    NotHeld,
 }
 
 fn sids(members: &[Member]) -> Vec<SessionId> {
@@ -158,6 +183,15 @@ pub(crate) struct MusicService {
     change_limits: ChangeLimits,
     /// Each room's DJ identity and epoch, mirrored to `--state-dir` (module [`store`]).
     store: DjStore,
+    /// With `--redis-url`: rooms exist only where this node holds their lease, and every
+    /// change of a room is written to Redis under its fencing token before it is delivered.
+    cluster: Option<Arc<Cluster>>,
+    /// In a cluster: the rooms held here and their fencing tokens (a leaf lock, read by the
+    /// lease task without touching any room's lock).
+    leases: Mutex<HashMap<String, u64>>,
+    /// In a cluster: rooms this node has seen music traffic of (its own, forwarded or
+    /// relayed): the only ones whose free lease it probes.
+    known: Mutex<std::collections::HashSet<String>>,
 }
 
 impl MusicService {
@@ -169,7 +203,20 @@ impl MusicService {
             keep_empty,
             change_limits: ChangeLimits::DEFAULT,
             store: DjStore::default(),
+            cluster: None,
+            leases: Mutex::new(HashMap::new()),
+            known: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// The same service in `cluster` (PROTOCOL.md §17 "Music rooms"): the state file is not
+    /// used (Redis keeps each room's state, DJ included).
+    pub(crate) fn in_cluster(mut self, cluster: Option<Arc<Cluster>>) -> MusicService {
+        if cluster.is_some() {
+            self.store = DjStore::default();
+        }
+        self.cluster = cluster;
+        self
     }
 
     /// The same service with the DJ grace `grace` (`--dj-grace-s`) and the DJ state `store`.
@@ -197,6 +244,8 @@ impl MusicService {
                 stored,
             ),
             emptied_at: None,
+            fence: None,
+            written: None,
         }
     }
 
@@ -213,6 +262,10 @@ impl MusicService {
         if let Some(r) = map.get(name) {
             return Some(r.clone());
         }
+        if self.cluster.is_some() {
+            // Made by `take` only, under a lease.
+            return None;
+        }
         if !create && self.store.get(name).is_none() {
             return None;
         }
@@ -227,40 +280,69 @@ impl MusicService {
         self.room(name, &[], false)
     }
 
-    /// Runs `f` on `room` holding only its lock, then writes its DJ record if the machine
-    /// reported one. A poisoned room is restarted fresh (with `members`) and logged, never
-    /// reused half-updated.
-    fn with_room<R>(
+    /// Runs `f` on `room` holding only its lock, writes its DJ record if the machine reported
+    /// one, then hands `then` the output routed to `members`, still under the room's lock. A
+    /// poisoned room is restarted fresh (with `members`) and logged, never reused
+    /// half-updated.
+    ///
+    /// In a cluster the room's snapshot is first written to Redis under the room's fencing
+    /// token (if it changed): waiting for Redis under this room's lock only, so the room's
+    /// next input waits for it and no other room does. A refused or failed write drops the
+    /// machine without delivering anything ([`Handled::NotHeld`]).
+    fn with_room(
         &self,
         name: &str,
         room: &Shared,
         members: &[Member],
-        f: impl FnOnce(&mut MusicRoom) -> (Option<DjWrite>, R),
-    ) -> R {
+        f: impl FnOnce(&mut MusicRoom) -> authority::Output,
+        then: impl FnOnce(Output),
+    ) -> Handled {
         let mut guard = match room.lock() {
             Ok(g) => g,
             Err(poisoned) => {
                 tracing::error!(room = name, "music room lock poisoned by a panic: restarting the room from a fresh authority");
                 let mut g = poisoned.into_inner();
+                let fence = g.fence;
                 *g = self.fresh(name, members);
+                g.fence = fence;
                 room.clear_poison();
                 g
             }
         };
-        let (dj, out) = f(&mut guard);
-        if let Some(dj) = dj {
-            let record = match &dj {
+        if self.cluster.is_some() && guard.fence.is_none() {
+            return Handled::NotHeld;
+        }
+        let out = f(&mut guard);
+        if let (Some(dj), None) = (&out.dj, &self.cluster) {
+            let record = match dj {
                 DjWrite::Set { identity, epoch } => Some((identity.as_str(), *epoch)),
                 DjWrite::Clear => None,
             };
             self.store.set(name, record, crate::now_ms());
         }
-        out
+        if let (Some(c), Some(token)) = (&self.cluster, guard.fence) {
+            let snapshot = guard.authority.snapshot();
+            if guard.written.as_ref() != Some(&snapshot) {
+                match crate::cluster::block_on(c.music_write(name, token, &snapshot)) {
+                    Some(Ok(true)) => guard.written = Some(snapshot),
+                    other => {
+                        tracing::warn!(room = name, token, answer = ?other, "music room state write refused or failed: this node no longer holds the room");
+                        guard.fence = None;
+                        drop(guard);
+                        self.forget(name, token);
+                        return Handled::NotHeld;
+                    }
+                }
+            }
+        }
+        then(route(out, &sids(members)));
+        Handled::Done
     }
 
     /// A `music-control`, `sync-state` or `music-changes` from `sid`, a member of `room`
-    /// (with `members` and their identities, read from the registry); `then` gets the output
-    /// while the room's lock is held (see the module docs).
+    /// (with `members` and their identities, read from the registry, or in a cluster from
+    /// the room's view on this node); `then` gets the output while the room's lock is held
+    /// (see the module docs).
     pub(crate) fn handle(
         &self,
         room: &str,
@@ -268,7 +350,7 @@ impl MusicService {
         sid: SessionId,
         value: Value,
         then: impl FnOnce(Output),
-    ) {
+    ) -> Handled {
         let identity = members
             .iter()
             .find(|m| m.0 == sid)
@@ -277,29 +359,36 @@ impl MusicService {
         let message: Inbound = match authority::parse(value, &authority::sender_key(sid, identity))
         {
             Ok(m) => m,
-            Err(e) => return then(Output::refused(&e)),
+            Err(e) => {
+                then(Output::refused(&e));
+                return Handled::Done;
+            }
         };
         let Some(shared) = self.room(room, members, true) else {
-            return;
+            return Handled::NotHeld;
         };
-        let everyone = sids(members);
-        self.with_room(room, &shared, members, |r| {
-            let out = r.authority.handle(now_ms(), members, sid, message);
-            if let Some(e) = &out.refusal {
-                tracing::debug!(room, session = %sid, code = %e.code(), "music message refused");
-            } else {
-                let state = r.authority.state();
-                tracing::debug!(room, session = %sid, epoch = state.epoch, sequence = state.sequence,
-                    deliveries = out.deliveries.len(), "music message handled");
-            }
-            let dj = out.dj.clone();
-            (dj, then(route(out, &everyone)))
-        });
+        self.with_room(
+            room,
+            &shared,
+            members,
+            |r| {
+                let out = r.authority.handle(now_ms(), members, sid, message);
+                if let Some(e) = &out.refusal {
+                    tracing::debug!(room, session = %sid, code = %e.code(), "music message refused");
+                } else {
+                    let state = r.authority.state();
+                    tracing::debug!(room, session = %sid, epoch = state.epoch, sequence = state.sequence,
+                        deliveries = out.deliveries.len(), "music message handled");
+                }
+                out
+            },
+            then,
+        )
     }
 
     /// A join or leave of a lane room: the joiner gets the room's `sync-state`; when the
     /// controller leaves, the others get the new one. Nothing for rooms that are not music
-    /// rooms. `then` runs under the room's lock.
+    /// rooms (in a cluster: not held here). `then` runs under the room's lock.
     pub(crate) fn on_event(&self, event: &RoomEvent, then: impl FnOnce(Output)) {
         let remaining_members: Vec<Member>;
         let (name, members): (&str, &[Member]) = match event {
@@ -314,8 +403,11 @@ impl MusicService {
         let Some(shared) = self.room(name, members, false) else {
             return;
         };
-        self.with_room(name, &shared, members, |r| {
-            let out = match event {
+        let _ = self.with_room(
+            name,
+            &shared,
+            members,
+            |r| match event {
                 RoomEvent::Joined { sid, members, .. } => {
                     r.emptied_at = None;
                     r.authority.join(members, *sid)
@@ -331,20 +423,117 @@ impl MusicService {
                     }
                     r.authority.leave(*sid, *explicit, now_ms())
                 }
-            };
-            let dj = out.dj.clone();
-            (dj, then(route(out, &sids(members))))
-        });
+            },
+            then,
+        );
     }
 
     /// One RTT report of `sid`, a member of `room`, ms.
     pub(crate) fn rtt(&self, room: &str, sid: SessionId, rtt_ms: f64) {
         if let Some(shared) = self.room(room, &[], false) {
-            self.with_room(room, &shared, &[(sid, None)], |r| {
+            if let Ok(mut r) = shared.lock() {
                 r.authority.rtt(sid, rtt_ms);
-                (None, ())
-            });
+            }
         }
+    }
+
+    fn leases(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        crate::lock::lock_or_abort(&self.leases, "music room leases")
+    }
+
+    /// In a cluster: `room` is a music room (this node saw its music traffic).
+    pub(crate) fn mark_known(&self, room: &str) {
+        let mut known = crate::lock::lock_or_abort(&self.known, "known music rooms");
+        if !known.contains(room) {
+            known.insert(room.to_owned());
+        }
+    }
+
+    /// In a cluster: of `rooms`, those known to be music rooms (the others are forgotten).
+    pub(crate) fn known_among(&self, rooms: &[String]) -> Vec<String> {
+        let mut known = crate::lock::lock_or_abort(&self.known, "known music rooms");
+        known.retain(|r| rooms.contains(r));
+        known.iter().cloned().collect()
+    }
+
+    /// In a cluster: the fencing token under which this node holds `room`, if it does.
+    pub(crate) fn held(&self, room: &str) -> Option<u64> {
+        self.leases().get(room).copied()
+    }
+
+    /// In a cluster: the rooms this node holds, with their tokens.
+    pub(crate) fn held_rooms(&self) -> Vec<(String, u64)> {
+        self.leases().iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// In a cluster: this node lost (or gave up) `room`'s lease held under `token`: its
+    /// machine is dropped (unless it was taken again since, under another token).
+    pub(crate) fn forget(&self, room: &str, token: u64) {
+        {
+            let mut leases = self.leases();
+            if leases.get(room) != Some(&token) {
+                return;
+            }
+            leases.remove(room);
+        }
+        self.map().remove(room);
+    }
+
+    /// In a cluster: this node now holds `room`'s lease under `token` (PROTOCOL.md §17). The
+    /// room's machine is made from `stored` (the previous holder's snapshot: epoch moved past
+    /// its own and up to `token`) or fresh, with `members`; its state is written under
+    /// `token` and, if taken over, sent to every member (`then`, under the room's lock).
+    /// [`Handled::NotHeld`] if the write was refused (another node took the room since).
+    pub(crate) fn take(
+        &self,
+        room: &str,
+        members: &[Member],
+        token: u64,
+        stored: Option<Snapshot>,
+        then: impl FnOnce(Output),
+    ) -> Handled {
+        let (authority, state) = match stored {
+            Some(snapshot) => match Authority::resume(
+                self.config.clone(),
+                self.change_limits,
+                members,
+                snapshot,
+                token,
+            ) {
+                Ok((a, state)) => (a, Some(state)),
+                Err(e) => {
+                    tracing::error!(room, error = %e, "music room not taken over");
+                    return Handled::NotHeld;
+                }
+            },
+            None => (self.fresh(room, members).authority, None),
+        };
+        let shared = Arc::new(Mutex::new(MusicRoom {
+            authority,
+            emptied_at: None,
+            fence: Some(token),
+            written: None,
+        }));
+        self.map().insert(room.to_owned(), shared.clone());
+        self.leases().insert(room.to_owned(), token);
+        self.mark_known(room);
+        tracing::info!(room, token, epoch = ?state.as_ref().map(|s| s.epoch), "music room held by this node");
+        self.with_room(
+            room,
+            &shared,
+            members,
+            |_| authority::Output {
+                deliveries: state
+                    .into_iter()
+                    .map(|s| authority::Delivery {
+                        to: To::Room,
+                        message: authority::Message::State(s),
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            then,
+        )
     }
 
     /// Forgets rooms empty for longer than `keep_empty`; returns how many. A room busy right
@@ -384,7 +573,7 @@ mod tests {
         let track = json!({"type": "music-control", "action": "change-track", "data": {"trackId": "t", "track": {"id": "t", "title": "T", "url": "/media/t.wav", "duration": 60.0}}, "sequence": 1, "epoch": 1});
         for room in ["r1", "r2"] {
             for msg in [&claim, &track] {
-                svc.handle(room, &[(a, None)], a, msg.clone(), |out| {
+                let _ = svc.handle(room, &[(a, None)], a, msg.clone(), |out| {
                     assert!(out.refusal.is_none(), "{out:?}");
                     assert_eq!(out.deliveries.len(), 2, "state then control");
                 });
@@ -436,14 +625,14 @@ mod tests {
         let a = SessionId::from_random_bytes([2; 16]);
         let claim = json!({"type": "music-control", "action": "handover", "data": {}, "sequence": 1, "epoch": 0});
         let mut inner = None;
-        svc.handle("r1", &[(a, None)], a, claim.clone(), |out| {
+        let _ = svc.handle("r1", &[(a, None)], a, claim.clone(), |out| {
             assert_eq!(out.deliveries.len(), 2);
             let r1 = svc.room("r1", &[], false).unwrap();
             assert!(
                 r1.try_lock().is_err(),
                 "r1 is locked while its output is pushed"
             );
-            svc.handle("r2", &[(a, None)], a, claim.clone(), |out| {
+            let _ = svc.handle("r2", &[(a, None)], a, claim.clone(), |out| {
                 inner = Some(out)
             });
         });

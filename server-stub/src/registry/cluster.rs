@@ -197,12 +197,13 @@ impl Registry {
 
     /// Another node says `sid` left `room`: the local members hear `peer-left` if it was a
     /// member there (a `left` from a node that no longer holds it is stale and ignored).
-    pub(crate) fn remote_left(&mut self, room: &str, sid: SessionId, node: &str) {
+    /// `true` if it was.
+    pub(crate) fn remote_left(&mut self, room: &str, sid: SessionId, node: &str) -> bool {
         let Some(mirror) = self.remote.get_mut(room) else {
-            return;
+            return false;
         };
         if mirror.get(&sid).map(String::as_str) != Some(node) {
-            return;
+            return false;
         }
         mirror.remove(&sid);
         let locals = self.room_members(room);
@@ -211,6 +212,7 @@ impl Registry {
             session_id: sid,
         };
         self.fan_out(room, &locals, msg);
+        true
     }
 
     /// The local receivers of a relay read from `room`'s stream: every local member but

@@ -4,7 +4,7 @@
 //! Every Redis call here runs with no lock held (module docs of [`super`]).
 
 use super::AppState;
-use crate::cluster::{Cluster, Entry, Kind, Publish, Step};
+use crate::cluster::{block_on, Cluster, Entry, Kind, Publish, Step};
 use crate::error::AppError;
 use crate::music::Delivery;
 use crate::registry::{error_msg, RoomEvent};
@@ -14,21 +14,9 @@ use p3_lanes::core::frame::SessionId;
 use p3_lanes::core::lane::Lane;
 use p3_lanes::core::sse::is_sse_transport;
 use serde_json::{json, Value};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
-
-/// Runs `f` to completion from synchronous code on a multi-threaded runtime (a cluster join
-/// waits for its Redis answer so the socket's next frame finds it joined); `None` on a
-/// current-thread runtime, where it cannot wait.
-fn block_on<F: Future>(f: F) -> Option<F::Output> {
-    let handle = tokio::runtime::Handle::try_current().ok()?;
-    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
-        return None;
-    }
-    Some(tokio::task::block_in_place(|| handle.block_on(f)))
-}
 
 /// The nonce a sign-in spends (device key or SIWE), if any.
 fn auth_nonce(auth: &HandshakeAuth) -> Option<String> {
@@ -343,8 +331,42 @@ impl AppState {
             return;
         }
         match e.kind {
-            Kind::Joined | Kind::Moved => self.registry().remote_joined(&e.room, e.sid, &e.node),
-            Kind::Left => self.registry().remote_left(&e.room, e.sid, &e.node),
+            Kind::Joined | Kind::Moved => {
+                self.registry().remote_joined(&e.room, e.sid, &e.node);
+                if e.kind == Kind::Joined && self.music.held(&e.room).is_some() {
+                    // The joiner gets the room's state from its authority, here.
+                    let ev = RoomEvent::Joined {
+                        room: e.room.clone(),
+                        sid: e.sid,
+                        members: self.music_members(&e.room),
+                    };
+                    self.music
+                        .on_event(&ev, |out| self.deliver_music(Some(&e.room), None, out));
+                }
+            }
+            Kind::Left => {
+                let was = self.registry().remote_left(&e.room, e.sid, &e.node);
+                if was && self.music.held(&e.room).is_some() {
+                    // Vanished or left: the other node knows; the DJ grace is kept.
+                    let ev = RoomEvent::Left {
+                        room: e.room.clone(),
+                        sid: e.sid,
+                        remaining: self
+                            .music_members(&e.room)
+                            .into_iter()
+                            .map(|m| m.0)
+                            .collect(),
+                        explicit: false,
+                    };
+                    self.music
+                        .on_event(&ev, |out| self.deliver_music(Some(&e.room), None, out));
+                }
+            }
+            Kind::MusicIn => self.music_forwarded(&e.room, e.sid, &e.body),
+            Kind::Music => {
+                self.music.mark_known(&e.room);
+                self.music_from_holder(&e.body)
+            }
             Kind::Relay => {
                 let (Some(lane), Ok(value)) = (
                     Lane::from_id(e.lane),
@@ -362,6 +384,40 @@ impl AppState {
                 for r in relayed.refused {
                     reg.close_full(r);
                 }
+            }
+        }
+    }
+
+    /// `ev` with the room's members held by other nodes added (the authority serves them
+    /// too), and its room.
+    pub(super) fn with_remote_members(&self, ev: &RoomEvent) -> (RoomEvent, String) {
+        match ev {
+            RoomEvent::Joined { room, sid, members } => {
+                let mut members = members.clone();
+                let remote = self.registry().remote_members(room);
+                members.extend(remote.into_iter().map(|m| (m, None)));
+                let ev = RoomEvent::Joined {
+                    room: room.clone(),
+                    sid: *sid,
+                    members,
+                };
+                (ev, room.clone())
+            }
+            RoomEvent::Left {
+                room,
+                sid,
+                remaining,
+                explicit,
+            } => {
+                let mut remaining = remaining.clone();
+                remaining.extend(self.registry().remote_members(room));
+                let ev = RoomEvent::Left {
+                    room: room.clone(),
+                    sid: *sid,
+                    remaining,
+                    explicit: *explicit,
+                };
+                (ev, room.clone())
             }
         }
     }
@@ -435,7 +491,7 @@ impl AppState {
             }
         });
         let keepalive = tokio::spawn({
-            let state = self.clone();
+            let (c, state) = (c.clone(), self.clone());
             async move {
                 let period = state.config().sweep_period().min(Duration::from_secs(10));
                 let mut tick = tokio::time::interval(period);
@@ -448,6 +504,17 @@ impl AppState {
                 }
             }
         });
-        vec![publisher, reader, keepalive]
+        let leases = tokio::spawn({
+            let state = self.clone();
+            async move {
+                let mut tick = tokio::time::interval(crate::cluster::lease::LEASE_TICK);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    state.music_leases_round(&c).await;
+                }
+            }
+        });
+        vec![publisher, reader, keepalive, leases]
     }
 }

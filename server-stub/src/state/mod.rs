@@ -146,7 +146,7 @@ impl AppState {
             })
             .map(Arc::new);
         Arc::new(AppState {
-            cluster,
+            cluster: cluster.clone(),
             registry: Mutex::new(Registry::new(&config, dict.clone())),
             music: MusicService::new(config.ttl())
                 .with_change_limits(ChangeLimits {
@@ -156,7 +156,8 @@ impl AppState {
                 .with_dj(
                     Duration::from_secs(config.dj_grace_s),
                     crate::music::store::DjStore::open(config.state_dir.as_deref()),
-                ),
+                )
+                .in_cluster(cluster.clone()),
             dict_wire: dict.to_wire(),
             dict,
             caps: ServerCapabilities::default(),
@@ -365,7 +366,15 @@ impl AppState {
     fn room_events(&self, events: Vec<RoomEvent>) {
         self.cluster_room_events(&events);
         for ev in &events {
-            self.music.on_event(ev, |out| self.deliver_music(None, out));
+            if self.cluster.is_some() {
+                // The room's authority serves its members on every node.
+                let (ev, room) = self.with_remote_members(ev);
+                self.music
+                    .on_event(&ev, |out| self.deliver_music(Some(&room), None, out));
+            } else {
+                self.music
+                    .on_event(ev, |out| self.deliver_music(None, None, out));
+            }
         }
     }
 }

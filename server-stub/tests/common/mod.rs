@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a subset
 
 pub mod auth;
+pub mod cluster;
 
 use futures::{SinkExt, StreamExt};
 use p3_lanes::core::control::Control;
@@ -146,6 +147,15 @@ impl TestServer {
     /// The session's WebSocket path with a freshly minted ticket.
     pub async fn ws_path(&self, hs: &HandshakeResponse) -> String {
         self.ticketed(hs, &hs.websocket_url).await
+    }
+
+    /// A crash: the server task is aborted (with it the node's cluster tasks: no lease is
+    /// released, no entry published) without any shutdown. Its open sockets stay up, idle.
+    pub fn crash(&mut self) {
+        self.shutdown.take();
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
     }
 
     /// Triggers graceful shutdown and returns the serve task, to be awaited.

@@ -38,9 +38,10 @@ use crate::core::p2p::changes::{
     MUSIC_CHANGES_ACK_TYPE, MUSIC_CHANGES_TYPE,
 };
 use crate::core::sync::state::{
-    AuthorityConfig, Decision, MusicControl, RoomAuthority, RoomState, SyncError, SyncMessage,
-    MUSIC_CONTROL_TYPE, SYNC_STATE_TYPE,
+    AuthorityConfig, AuthorityRecord, Decision, MusicControl, RoomAuthority, RoomState, SyncError,
+    SyncMessage, MUSIC_CONTROL_TYPE, SYNC_STATE_TYPE,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A room member: its session id and verified identity key (`"<kind>:<id>"`,
@@ -269,6 +270,15 @@ impl Output {
     }
 }
 
+/// An [`Authority`]'s durable part ([`Authority::snapshot`], [`Authority::resume`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The room: state, DJ identity.
+    pub room: AuthorityRecord,
+    /// The change log (version vector and the last entries).
+    pub log: ChangeLog,
+}
+
 /// One music room's authority (module docs).
 #[derive(Debug)]
 pub struct Authority {
@@ -305,6 +315,52 @@ impl Authority {
             limits,
             persisted: stored,
         }
+    }
+
+    /// Everything another server needs to take the room over (PROTOCOL.md §17 "Music
+    /// rooms"): state, DJ identity, change log. JSON.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            room: self.room.record(),
+            log: self.log.clone(),
+        }
+    }
+
+    /// The room taken over from `snapshot` (the previous authority's last
+    /// [`Authority::snapshot`]) by a new authority whose fencing token is `fence`, with
+    /// `members`. The room's epoch becomes `max(epoch + 1, fence)`, sequence 0: every state
+    /// this authority issues is newer than any the previous one did. Returns the machine and
+    /// the state to send the whole room.
+    ///
+    /// Errors: [`AuthorityError::Sync`] (`out_of_range`) at the epoch limit.
+    pub fn resume(
+        config: AuthorityConfig,
+        limits: ChangeLimits,
+        members: &[Member],
+        snapshot: Snapshot,
+        fence: u64,
+    ) -> Result<(Authority, RoomState), AuthorityError> {
+        let mut room = RoomAuthority::from_record(config, snapshot.room);
+        let mut state = room.fence_epoch(fence)?;
+        for (m, id) in members {
+            if let (_, Some(s)) = room.join_as(&m.to_string(), id.as_deref()) {
+                state = s;
+            }
+        }
+        let persisted = room
+            .dj_identity()
+            .map(|id| (id.to_owned(), room.state().epoch));
+        let mut log = snapshot.log;
+        log.begin_epoch(room.state().epoch);
+        Ok((
+            Authority {
+                room,
+                log,
+                limits,
+                persisted,
+            },
+            state,
+        ))
     }
 
     /// The room's state.

@@ -1060,6 +1060,60 @@ impl RoomAuthority {
         self.live = true;
         Ok(Some(self.state.clone()))
     }
+
+    /// The durable part of the room (PROTOCOL.md §17 "Music rooms"): what another server
+    /// needs to take the room over. Members and their RTTs are not in it (the new server
+    /// learns them from its own view of the room).
+    pub fn record(&self) -> AuthorityRecord {
+        AuthorityRecord {
+            state: self.state.clone(),
+            dj_identity: self.dj.as_ref().map(|d| d.identity.clone()),
+            dj_absent_since_ms: self.dj.as_ref().and_then(|d| d.absent_since_ms),
+            live: self.live,
+        }
+    }
+
+    /// A room taken over from `record` (another server's [`RoomAuthority::record`]), with no
+    /// members yet: join them with [`RoomAuthority::join_as`].
+    pub fn from_record(config: AuthorityConfig, record: AuthorityRecord) -> RoomAuthority {
+        RoomAuthority {
+            config,
+            state: record.state,
+            members: BTreeMap::new(),
+            identities: BTreeMap::new(),
+            dj: record.dj_identity.map(|identity| DjBinding {
+                identity,
+                absent_since_ms: record.dj_absent_since_ms,
+            }),
+            live: record.live,
+        }
+    }
+
+    /// Moves the room's epoch to at least `floor` and past its own (epoch + 1, sequence 0,
+    /// controller kept): a new authority's states are newer than every state the previous
+    /// one issued (PROTOCOL.md §17). Returns the new state to broadcast.
+    ///
+    /// Errors: [`SyncError::OutOfRange`] at [`MAX_SAFE_INTEGER`] (the room is unchanged).
+    pub fn fence_epoch(&mut self, floor: u64) -> Result<RoomState, SyncError> {
+        let epoch = next_epoch(self.state.epoch)?.max(check_safe("epoch", floor)?);
+        self.state.epoch = epoch;
+        self.state.sequence = 0;
+        Ok(self.state.clone())
+    }
+}
+
+/// The durable part of a [`RoomAuthority`] ([`RoomAuthority::record`]), JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorityRecord {
+    /// The room's state (track, position, playing, controller, epoch, sequence).
+    pub state: RoomState,
+    /// The identity key holding the DJ role, if a verified one does.
+    pub dj_identity: Option<String>,
+    /// Since when none of the DJ identity's sessions has been in the room, server ms.
+    pub dj_absent_since_ms: Option<f64>,
+    /// Whether a playback change or a reseed was applied ([`RoomAuthority::is_fresh`]).
+    pub live: bool,
 }
 
 #[cfg(test)]

@@ -374,3 +374,53 @@ fn the_dj_record_is_reported_and_restored() {
         })
     );
 }
+
+/// PROTOCOL.md §17 "Music rooms": a room taken over from its snapshot (through JSON, as kept
+/// in Redis) keeps its track, position, controller, DJ identity and change log; its epoch
+/// moves past the old one and up to the new authority's fencing token; a change pushed
+/// before the takeover is not applied again.
+#[test]
+fn a_room_taken_over_from_its_snapshot_keeps_its_state_and_fences_its_epoch() {
+    let (a, b) = (sid(1), sid(2));
+    let id = Some("device:A".to_owned());
+    let members = [(a, id.clone()), (b, None)];
+    let mut r = room(&members);
+    let claim = control("handover", json!({}), 0, 1);
+    r.handle(T0, &members, a, msg(claim, a));
+    let track = json!({"trackId": "t", "track": {"id": "t", "title": "T", "url": "/media/t.wav", "duration": 60.0}});
+    r.handle(
+        T0,
+        &members,
+        a,
+        msg(control("change-track", track, 1, 1), a),
+    );
+    let push =
+        json!({"type": "music-changes", "epoch": 1, "changes": [change("d1", 1, 1, 30.0, 7.0)]});
+    r.handle(T0, &members, a, msg(push.clone(), a));
+    let before = r.state().clone();
+    let json = serde_json::to_string(&r.snapshot()).unwrap();
+    let snap: Snapshot = serde_json::from_str(&json).unwrap();
+    for (fence, epoch) in [
+        (1, before.epoch + 1),
+        (before.epoch + 10, before.epoch + 10),
+    ] {
+        let (mut t, state) = Authority::resume(
+            AuthorityConfig::default(),
+            ChangeLimits::DEFAULT,
+            &members,
+            snap.clone(),
+            fence,
+        )
+        .unwrap();
+        assert_eq!((state.epoch, state.sequence), (epoch, 0));
+        assert_eq!(state.track_id.as_deref(), Some("t"));
+        assert_eq!(state.position_s, before.position_s);
+        assert_eq!(state.controller_id, Some(a.to_string()));
+        assert_eq!(t.dj_identity(), Some("device:A"));
+        let again = t.handle(T0, &members, a, msg(push.clone(), a));
+        assert!(
+            matches!(again.deliveries.as_slice(), [Delivery { message: Message::Ack(ack), .. }] if ack.applied == 0),
+            "{again:?}"
+        );
+    }
+}
