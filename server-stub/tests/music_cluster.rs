@@ -317,11 +317,11 @@ async fn a_stale_holders_write_is_refused_by_the_fencing_check() {
     let (a, b) = (cluster("a"), cluster("b"));
     let snapshot = |track: &str| {
         let mut room = Authority::new(
-            1_000,
             AuthorityConfig::default(),
             ChangeLimits::DEFAULT,
             &[],
             None,
+            1_000,
         )
         .snapshot();
         room.room.state.track_id = Some(track.into());

@@ -237,11 +237,11 @@ impl MusicService {
         let stored = self.store.get(name).map(|e| (e.identity, e.epoch));
         MusicRoom {
             authority: Authority::new(
-                now_ms(),
                 self.config.clone(),
                 self.change_limits,
                 members,
                 stored,
+                now_ms(),
             ),
             emptied_at: None,
             fence: None,
@@ -372,7 +372,7 @@ impl MusicService {
             &shared,
             members,
             |r| {
-                let out = r.authority.handle(now_ms(), members, sid, message);
+                let out = r.authority.handle(members, sid, message, now_ms());
                 if let Some(e) = &out.refusal {
                     tracing::debug!(room, session = %sid, code = %e.code(), "music message refused");
                 } else {

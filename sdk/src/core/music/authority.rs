@@ -295,11 +295,11 @@ impl Authority {
     /// restart): the room's epoch becomes at least that one and the identity's first session
     /// to join holds the role. `limits` bound `music-changes` pushes.
     pub fn new(
-        now_ms: u64,
         config: AuthorityConfig,
         limits: ChangeLimits,
         members: &[Member],
         stored: Option<(String, u64)>,
+        now_ms: u64,
     ) -> Authority {
         let now = now_ms as f64;
         let mut room = RoomAuthority::new(config, now);
@@ -384,10 +384,10 @@ impl Authority {
     /// names it controller.
     pub fn handle(
         &mut self,
-        now_ms: u64,
         members: &[Member],
         from: SessionId,
         message: Inbound,
+        now_ms: u64,
     ) -> Output {
         let mut out = Output::default();
         match message {

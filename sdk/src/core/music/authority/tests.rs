@@ -12,11 +12,11 @@ fn sid(n: u8) -> SessionId {
 
 fn room(members: &[Member]) -> Authority {
     Authority::new(
-        T0,
         AuthorityConfig::default(),
         ChangeLimits::DEFAULT,
         members,
         None,
+        T0,
     )
 }
 
@@ -69,7 +69,7 @@ fn a_fresh_room_starts_at_epoch_0_and_a_claim_needs_no_to() {
     );
 
     // A change before anyone claimed is not the controller's.
-    let out = r.handle(T0, &members, a, msg(control("play", json!({}), 0, 1), a));
+    let out = r.handle(&members, a, msg(control("play", json!({}), 0, 1), a), T0);
     assert_eq!(
         out.refusal.map(|e| e.code()),
         Some(ErrorCode::NotController)
@@ -77,10 +77,10 @@ fn a_fresh_room_starts_at_epoch_0_and_a_claim_needs_no_to() {
 
     // The claim: no `data.to`, and a `to` naming someone else would not matter.
     let out = r.handle(
-        T0,
         &members,
         a,
         msg(control("handover", json!({"to": b.to_string()}), 0, 1), a),
+        T0,
     );
     assert_eq!(out.refusal, None);
     let (s, c) = (&states(&out)[0], &controls(&out)[0]);
@@ -93,14 +93,14 @@ fn a_fresh_room_starts_at_epoch_0_and_a_claim_needs_no_to() {
 
     let mut r = room(&members);
     let out = r.handle(
-        T0,
         &members,
         a,
         msg(control("handover", json!({}), 0, 1), a),
+        T0,
     );
     assert_eq!(states(&out)[0].controller_id, Some(a.to_string()));
     assert_eq!(states(&out)[0].version(), (1, 0));
-    let out = r.handle(T0, &members, a, msg(control("play", json!({}), 1, 1), a));
+    let out = r.handle(&members, a, msg(control("play", json!({}), 1, 1), a), T0);
     assert_eq!(out.refusal, None);
     assert_eq!(
         states(&out)[0].version(),
@@ -123,18 +123,18 @@ fn a_resolved_handover_carries_the_new_epoch_and_sequence_0() {
     let members = [(a, None), (b, None)];
     let mut r = room(&members);
     r.handle(
-        T0,
         &members,
         a,
         msg(control("handover", json!({}), 0, 1), a),
+        T0,
     );
-    r.handle(T0, &members, a, msg(control("play", json!({}), 1, 1), a));
-    r.handle(T0, &members, a, msg(control("pause", json!({}), 1, 2), a));
+    r.handle(&members, a, msg(control("play", json!({}), 1, 1), a), T0);
+    r.handle(&members, a, msg(control("pause", json!({}), 1, 2), a), T0);
     let out = r.handle(
-        T0 + 10,
         &members,
         a,
         msg(control("handover", json!({"to": b.to_string()}), 1, 3), a),
+        T0 + 10,
     );
     let (s, c) = (&states(&out)[0], &controls(&out)[0]);
     assert_eq!(s.version(), (2, 0));
@@ -142,28 +142,28 @@ fn a_resolved_handover_carries_the_new_epoch_and_sequence_0() {
     assert_eq!(c.data.to.as_deref(), Some(b.to_string().as_str()));
     assert_eq!(c.apply_at, Some((T0 + 10) as f64), "at once");
     let out = r.handle(
-        T0 + 20,
         &members,
         b,
         msg(control("seek", json!({"position": 3.0}), 2, 1), b),
+        T0 + 20,
     );
     assert_eq!(states(&out)[0].version(), (2, 1));
     // The old DJ's change from epoch 1 is refused (it missed the handover).
     let out = r.handle(
-        T0 + 30,
         &members,
         a,
         msg(control("play", json!({}), 1, 4), a),
+        T0 + 30,
     );
     assert_eq!(
         out.refusal.map(|e| e.code()),
         Some(ErrorCode::NotController)
     );
     let out = r.handle(
-        T0 + 30,
         &members,
         b,
         msg(control("play", json!({}), 1, 9), b),
+        T0 + 30,
     );
     assert_eq!(
         out.refusal.as_ref().map(AuthorityError::code),
@@ -173,10 +173,10 @@ fn a_resolved_handover_carries_the_new_epoch_and_sequence_0() {
     assert!(out.refusal.unwrap().wire_text().contains("resync"));
     // A duplicate is ignored silently.
     let out = r.handle(
-        T0 + 40,
         &members,
         b,
         msg(control("seek", json!({"position": 3.0}), 2, 1), b),
+        T0 + 40,
     );
     assert_eq!(out, Output::default());
 }
@@ -192,13 +192,12 @@ fn times_and_counters_are_integers_on_the_wire_rates_are_floats() {
     r.rtt(a, 301.3);
     r.rtt(a, 287.9);
     r.handle(
-        T0,
         &members,
         a,
         msg(control("handover", json!({}), 0, 1), a),
+        T0,
     );
     let out = r.handle(
-        T0 + 7,
         &members,
         a,
         msg(
@@ -210,6 +209,7 @@ fn times_and_counters_are_integers_on_the_wire_rates_are_floats() {
             ),
             a,
         ),
+        T0 + 7,
     );
     let state = out.deliveries[0].message.to_value();
     let change = out.deliveries[1].message.to_value();
@@ -285,7 +285,7 @@ fn pushed_changes_apply_once_in_order_and_raise_the_epoch() {
     let mut r = room(&members);
     let push = json!({"type": "music-changes", "epoch": 4,
         "changes": [change("d1", 2, 3, 20.0, 2.0), change("d1", 1, 3, 30.0, 1.0)]});
-    let out = r.handle(T0, &members, a, msg(push.clone(), a));
+    let out = r.handle(&members, a, msg(push.clone(), a), T0);
     let [Delivery {
         to: To::Room,
         message: Message::State(s),
@@ -303,12 +303,12 @@ fn pushed_changes_apply_once_in_order_and_raise_the_epoch() {
         out.deliveries[1].message.to_value()["type"],
         "music-changes-ack"
     );
-    let again = r.handle(T0, &members, a, msg(push, a));
+    let again = r.handle(&members, a, msg(push, a), T0);
     assert!(
         matches!(again.deliveries.as_slice(), [Delivery { message: Message::Ack(ack), .. }] if ack.applied == 0)
     );
     let over = json!({"type": "music-changes", "epoch": 5 + 2_000_000, "changes": []});
-    let out = r.handle(T0, &members, a, msg(over, a));
+    let out = r.handle(&members, a, msg(over, a), T0);
     assert_eq!(out.refusal.map(|e| e.code()), Some(ErrorCode::OutOfRange));
 }
 
@@ -321,10 +321,10 @@ fn the_dj_record_is_reported_and_restored() {
     let members = [(a, id.clone())];
     let mut r = room(&members);
     let out = r.handle(
-        T0,
         &members,
         a,
         msg(control("handover", json!({}), 0, 1), a),
+        T0,
     );
     assert_eq!(
         out.dj,
@@ -333,27 +333,27 @@ fn the_dj_record_is_reported_and_restored() {
             epoch: 1
         })
     );
-    let out = r.handle(T0, &members, a, msg(control("play", json!({}), 1, 1), a));
+    let out = r.handle(&members, a, msg(control("play", json!({}), 1, 1), a), T0);
     assert_eq!(out.dj, None, "a playback change is not persisted");
     let out = r.leave(a, true, T0 + 5);
     assert_eq!(out.dj, Some(DjWrite::Clear));
 
     let mut r = Authority::new(
-        T0,
         AuthorityConfig::default(),
         ChangeLimits::DEFAULT,
         &[],
         Some(("device:A".into(), 7)),
+        T0,
     );
     assert_eq!(r.state().epoch, 7);
     let members = [(b, None)];
     let out = r.join(&members, b);
     assert!(matches!(out.deliveries[0].to, To::Member(_)));
     let out = r.handle(
-        T0,
         &members,
         b,
         msg(control("handover", json!({}), 7, 1), b),
+        T0,
     );
     assert_eq!(
         out.refusal.map(|e| e.code()),
@@ -386,17 +386,17 @@ fn a_room_taken_over_from_its_snapshot_keeps_its_state_and_fences_its_epoch() {
     let members = [(a, id.clone()), (b, None)];
     let mut r = room(&members);
     let claim = control("handover", json!({}), 0, 1);
-    r.handle(T0, &members, a, msg(claim, a));
+    r.handle(&members, a, msg(claim, a), T0);
     let track = json!({"trackId": "t", "track": {"id": "t", "title": "T", "url": "/media/t.wav", "duration": 60.0}});
     r.handle(
-        T0,
         &members,
         a,
         msg(control("change-track", track, 1, 1), a),
+        T0,
     );
     let push =
         json!({"type": "music-changes", "epoch": 1, "changes": [change("d1", 1, 1, 30.0, 7.0)]});
-    r.handle(T0, &members, a, msg(push.clone(), a));
+    r.handle(&members, a, msg(push.clone(), a), T0);
     let before = r.state().clone();
     let json = serde_json::to_string(&r.snapshot()).unwrap();
     let snap: Snapshot = serde_json::from_str(&json).unwrap();
@@ -417,7 +417,7 @@ fn a_room_taken_over_from_its_snapshot_keeps_its_state_and_fences_its_epoch() {
         assert_eq!(state.position_s, before.position_s);
         assert_eq!(state.controller_id, Some(a.to_string()));
         assert_eq!(t.dj_identity(), Some("device:A"));
-        let again = t.handle(T0, &members, a, msg(push.clone(), a));
+        let again = t.handle(&members, a, msg(push.clone(), a), T0);
         assert!(
             matches!(again.deliveries.as_slice(), [Delivery { message: Message::Ack(ack), .. }] if ack.applied == 0),
             "{again:?}"
