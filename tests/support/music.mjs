@@ -47,23 +47,34 @@ export function track(key) {
   return { id: t.file, title: t.file, url: `/media/${t.file}`, duration: t.seconds };
 }
 
+/** A new temporary media dir holding TRACKS (the caller removes it). */
+export function writeMusicMedia() {
+  const mediaDir = mkdtempSync(join(tmpdir(), 'p3-music-media-'));
+  writeTracks(mediaDir, Object.values(TRACKS));
+  return mediaDir;
+}
+
+/**
+ * The server flags of a music server (startMusicServer; each node of a cluster, e.g.
+ * tests/cluster-music.spec.mjs): tests/pages as its static dir, `mediaDir` as its media dir,
+ * `--test-latency-ms` / `--test-jitter-ms`.
+ * @param {string} mediaDir
+ * @param {{latencyMs?: number, jitterMs?: number}} [options]
+ */
+export function musicServerArgs(mediaDir, { latencyMs = 50, jitterMs = 20 } = {}) {
+  return ['--static-dir', PAGES_DIR, '--media-dir', mediaDir, '--test-latency-ms', String(latencyMs), '--test-jitter-ms', String(jitterMs)];
+}
+
 /**
  * server-stub with tests/pages as its static dir, a temporary media dir holding TRACKS, and
  * `--test-latency-ms` / `--test-jitter-ms`; `args`: more server flags (e.g. `--state-dir`).
  * @param {{latencyMs?: number, jitterMs?: number, args?: string[]}} [options]
  */
 export async function startMusicServer({ latencyMs = 50, jitterMs = 20, args = [] } = {}) {
-  const mediaDir = mkdtempSync(join(tmpdir(), 'p3-music-media-'));
-  writeTracks(mediaDir, Object.values(TRACKS));
+  const mediaDir = writeMusicMedia();
   const server = await startServer({
     appVersion: 'music-e2e',
-    args: [
-      '--static-dir', PAGES_DIR,
-      '--media-dir', mediaDir,
-      '--test-latency-ms', String(latencyMs),
-      '--test-jitter-ms', String(jitterMs),
-      ...args,
-    ],
+    args: [...musicServerArgs(mediaDir, { latencyMs, jitterMs }), ...args],
   });
   return {
     server,
