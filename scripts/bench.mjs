@@ -17,6 +17,7 @@
 //   node scripts/bench.mjs --failover      only the browser failover scenarios
 //   node scripts/bench.mjs --battery       only the battery figures (~5 min)
 //   node scripts/bench.mjs --sync          only music sync in real browsers, Chromium then Firefox (~5 min)
+//   node scripts/bench.mjs --takeover      only a music room's takeover across nodes (~3 min)
 //   node scripts/bench.mjs --render        only BENCHMARKS.md from bench-results.json (alias --report)
 //   node scripts/bench.mjs --only a,b      only the named BENCHES (no browser)
 //
@@ -102,6 +103,10 @@ async function benches() {
     await browserSyncFirefox();
     return;
   }
+  if (process.argv.includes('--takeover')) {
+    await clusterTakeover();
+    return;
+  }
   const i = process.argv.indexOf('--only');
   const only = i >= 0 ? (process.argv[i + 1] ?? '').split(',') : null;
   for (const bench of BENCHES) {
@@ -116,6 +121,7 @@ async function benches() {
     await browserSyncFirefox();
     await browserFailover(RESULTS);
     await browserBattery(RESULTS);
+    await clusterTakeover();
   }
 }
 
@@ -181,6 +187,46 @@ async function browserSyncFirefox() {
   console.log('\nmusic sync with Firefox pages (spread between two pages, p95):');
   for (const e of ours) console.log(`  ${e.name.padEnd(52)} ${e.value.toFixed(2).padStart(9)} ms   (ratio ${e.ratio.toFixed(2)} to ${base.toFixed(2)} ms)`);
   step('bench sync.browser.firefox: results in bench-results.json');
+}
+
+/** Runs of tests/cluster-music.spec.mjs that `--takeover` takes its figures from. */
+const TAKEOVER_RUNS = 5;
+
+/**
+ * A music room's takeover after its lease holder's SIGKILL (issue 14): three nodes, one Redis,
+ * HAProxy, three Chromium pages (tests/cluster-music.spec.mjs), TAKEOVER_RUNS runs. Merged as
+ * `cluster.takeover.*`: the time from the kill until Redis names a new holder, and until the
+ * first page of a surviving node has the new epoch's state, p50 and p95 over the runs, each as
+ * a ratio against issue 14's target (2 s).
+ */
+async function clusterTakeover() {
+  const spec = join('tests', 'cluster-music.spec.mjs');
+  step(`bench cluster.takeover: ${spec} × ${TAKEOVER_RUNS}`);
+  await prepareBrowser();
+  const lease = [];
+  const state = [];
+  for (let i = 0; i < TAKEOVER_RUNS; i++) {
+    await run(process.execPath, ['--test', spec]);
+    const f = JSON.parse(readFileSync(join(ROOT, 'test-results', 'cluster-music.json'), 'utf8'));
+    lease.push(f.leaseTakeoverMs);
+    const survivors = Object.entries(f.stateTakeoverMs).filter(([label]) => !f.victims.includes(label));
+    state.push(Math.min(...survivors.map(([, ms]) => ms)));
+  }
+  const quantile = (xs, q) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
+  };
+  const baseline = `issue 14 target: 2000 ms (${TAKEOVER_RUNS} runs)`;
+  const ours = [
+    ['lease_moved.p50', quantile(lease, 0.5)],
+    ['lease_moved.p95', quantile(lease, 0.95)],
+    ['first_state.p50', quantile(state, 0.5)],
+    ['first_state.p95', quantile(state, 0.95)],
+  ].map(([name, value]) => ({ name: `cluster.takeover.${name}`, value, unit: 'ms', baseline, ratio: value / 2000 }));
+  mergeResults(RESULTS, 'cluster.takeover.', ours);
+  console.log(`\nmusic room takeover after SIGKILL of the lease holder (ms, ${TAKEOVER_RUNS} runs): lease ${lease.join(', ')}; first state ${state.join(', ')}`);
+  for (const e of ours) console.log(`  ${e.name.padEnd(36)} ${e.value.toFixed(0).padStart(6)} ms   (ratio ${e.ratio.toFixed(2)} to 2000 ms)`);
+  step('bench cluster.takeover: results in bench-results.json');
 }
 
 runMain(main);
