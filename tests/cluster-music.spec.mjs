@@ -30,7 +30,7 @@ import { promisify } from 'node:util';
 import { waitFor } from './support/client.mjs';
 import { startCluster } from './support/cluster.mjs';
 import { checkState, checkVersionsAndErrors, countCopies, settle } from './support/failover.mjs';
-import { CHROMIUM_BOUNDS } from './support/music-sync.mjs';
+import { CHROMIUM_BOUNDS, dumpLogs } from './support/music-sync.mjs';
 import { dj, launchMusicBrowser, musicServerArgs, openMusicPage, quantile, roomPosition, sampleRound, track, writeMusicMedia } from './support/music.mjs';
 
 const ROOM = 'e2e-cluster-music';
@@ -254,21 +254,6 @@ async function measure(phase, pages, state, figures, settleMs = SETTLE_MS) {
   } catch (err) {
     await dumpLogs(pages, state);
     throw err;
-  }
-}
-
-/** Each page's events and drift samples since 1 s before `state` took effect, the last 80 (on failure). */
-async function dumpLogs(pages, state) {
-  console.error(`room state: ${JSON.stringify(state)}`);
-  for (const mp of pages) {
-    const from = state.referenceTime - 1000;
-    const log = await mp.page.evaluate((from) => window.music.log.filter((e) => e.trueMs >= from).slice(-80), from).catch(() => []);
-    console.error(`--- ${mp.label}`);
-    for (const e of log) {
-      const t = (e.trueMs - state.referenceTime).toFixed(1);
-      if (e.type === 'drift') console.error(`  ${t} drift ${e.errorMs.toFixed(2)} rate ${e.rate.toFixed(4)} ${e.correction}`);
-      else console.error(`  ${t} ${e.type} ${JSON.stringify({ ...e, type: undefined, trueMs: undefined })}`);
-    }
   }
 }
 

@@ -217,7 +217,7 @@ async function measure(phase, pages, state, figures, check, settleMs = SETTLE_MS
 }
 
 /** Prints each page's drift samples and events since 1 s before `state` took effect, the last 150 (on failure). */
-async function dumpLogs(pages, state) {
+export async function dumpLogs(pages, state) {
   console.error(`room state: ${JSON.stringify(state)}`);
   for (const mp of pages) {
     const from = state.referenceTime - 1000;

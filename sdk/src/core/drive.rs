@@ -10,7 +10,8 @@
 //! 2. After every input or mutation, the driver drains [`Machine::poll_output`] until it
 //!    returns the machine's `Timeout` output, which carries the next deadline
 //!    ([`Millis::NEVER`] when there is none). [`drain`] is that loop, written once.
-//! 3. When the deadline passes, the driver calls [`Machine::handle_timeout`] and drains again.
+//! 3. When the deadline passes, the driver calls [`Machine::handle_timeout`] and drains again
+//!    (calling it early is harmless).
 //!
 //! A machine made of several machines (the music room, the client with its multiplexer, the
 //! mesh with its tier machine) owns its parts and polls them inside its own `poll_output`, so
@@ -207,20 +208,6 @@ pub fn drain<M: Machine + ?Sized>(
     }
 }
 
-/// [`Machine::handle_timeout`] when `deadline` has passed, then [`drain`]: what a driver does
-/// when its one timer fires.
-pub fn fire<M: Machine + ?Sized>(
-    machine: &mut M,
-    deadline: Millis,
-    now: Millis,
-    sink: impl FnMut(M::Output),
-) -> Millis {
-    if deadline <= now {
-        machine.handle_timeout(now);
-    }
-    drain(machine, now, sink)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn drain_stops_at_the_timeout_and_fire_only_after_the_deadline() {
+    fn drain_stops_at_the_timeout() {
         let mut m = Countdown { left: 3, fired: 0 };
         let mut seen = Vec::new();
         let next = drain(&mut m, Millis::ZERO, |o| {
@@ -301,13 +288,10 @@ mod tests {
         });
         assert_eq!(seen, [2, 1, 0]);
         assert_eq!(next, Millis::from_u64(10));
-        let next = fire(&mut m, next, Millis::from_u64(9), |_| panic!("not due"));
-        assert_eq!(m.fired, 0);
-        assert_eq!(next, Millis::from_u64(19));
+        m.handle_timeout(next);
         let mut n = 0;
-        fire(&mut m, Millis::from_u64(10), Millis::from_u64(10), |_| {
-            n += 1
-        });
+        let next = drain(&mut m, next, |_| n += 1);
         assert_eq!((m.fired, n), (1, 1));
+        assert_eq!(next, Millis::from_u64(20));
     }
 }

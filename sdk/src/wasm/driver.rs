@@ -304,8 +304,7 @@ impl Inner {
             self.timer.release();
         }
         let h = h.clone();
-        let deadline = deadline.deadline().map(Millis::as_u64);
-        self.timer.arm(&self.global, deadline, move || {
+        self.timer.arm_at(&self.global, deadline, move || {
             Box::new(move || on_timer(&h))
         });
     }

@@ -97,15 +97,17 @@ pub(crate) struct Timer {
 }
 
 impl Timer {
-    /// Arms the timer for `deadline` (`None`: disarms it), replacing an earlier arming unless
-    /// it is for the same deadline. `on_fire` is called once, on the first arming, to make the
-    /// callback; the callback must call [`Timer::fired`] before it feeds the core.
-    pub(crate) fn arm(
+    /// Arms the timer for a core machine's `deadline` ([`Millis::NEVER`]: disarms it), rounded
+    /// up to whole ms so that it never fires before the deadline, replacing an earlier arming
+    /// unless it is for the same deadline. `on_fire` is called once, on the first arming, to
+    /// make the callback; the callback must call [`Timer::fired`] before it feeds the core.
+    pub(crate) fn arm_at(
         &mut self,
         global: &Global,
-        deadline: Option<u64>,
+        deadline: Millis,
         on_fire: impl FnOnce() -> Box<dyn FnMut()>,
     ) {
+        let deadline = deadline.deadline().map(|t| t.get().max(0.0).ceil() as u64);
         if self.deadline == deadline && (deadline.is_none() || self.id.is_some()) {
             return;
         }
@@ -117,18 +119,6 @@ impl Timer {
             .callback
             .get_or_insert_with(|| Closure::wrap(on_fire()));
         self.id = Some(global.set_timeout(callback.as_ref(), delay));
-    }
-
-    /// [`Timer::arm`] for a core machine's deadline ([`Millis::NEVER`]: disarms), rounded up
-    /// to whole ms so that it never fires before the deadline.
-    pub(crate) fn arm_at(
-        &mut self,
-        global: &Global,
-        deadline: Millis,
-        on_fire: impl FnOnce() -> Box<dyn FnMut()>,
-    ) {
-        let at = deadline.deadline().map(|t| t.get().max(0.0).ceil() as u64);
-        self.arm(global, at, on_fire);
     }
 
     /// The armed timeout fired: nothing is armed any more.

@@ -263,10 +263,8 @@ impl State {
         if self.closed {
             return;
         }
-        // The mesh's deadlines are whole ms.
-        let deadline = deadline.deadline().map(Millis::as_u64);
         let weak = Rc::downgrade(h);
-        self.timer.arm(&self.global, deadline, move || {
+        self.timer.arm_at(&self.global, deadline, move || {
             Box::new(move || {
                 if let Some(h) = weak.upgrade() {
                     on_timer(&h);
