@@ -29,17 +29,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { waitFor } from './support/client.mjs';
 import { startCluster } from './support/cluster.mjs';
-import { checkState, checkVersionsAndErrors, countCopies, settle } from './support/failover.mjs';
+// PAGES[i] connects through balancer port i, to node i.
+import { checkState, checkVersionsAndErrors, countCopies, PAGES, settle } from './support/failover.mjs';
 import { CHROMIUM_BOUNDS, dumpLogs } from './support/music-sync.mjs';
 import { dj, launchMusicBrowser, musicServerArgs, openMusicPage, quantile, roomPosition, sampleRound, track, writeMusicMedia } from './support/music.mjs';
 
 const ROOM = 'e2e-cluster-music';
-/** Page i connects through balancer port i, to node i. */
-const PAGES = [
-  { label: 'A', skewMs: 1800, driftPpm: 20 },
-  { label: 'B', skewMs: -1900, driftPpm: -15 },
-  { label: 'C', skewMs: 1300, driftPpm: 5 },
-];
 /**
  * Kill → the new authority's state on every page, the killed node's reconnecting one included,
  * ms: a liveness bound (the room goes on), not the speed target. Issue 14's takeover target

@@ -21,7 +21,8 @@ import { waitFor } from './client.mjs';
 import { checkPeerClock, measureMeshDrift } from './mesh-drift.mjs';
 import { dj, launchMusicBrowser, openMusicPage, roomPosition, sampleRound, track } from './music.mjs';
 
-const PAGES = [
+/** Three devices with skewed, drifting clocks: the pages of the failover and cluster scenarios. */
+export const PAGES = [
   { label: 'A', skewMs: 1800, driftPpm: 20 },
   { label: 'B', skewMs: -1900, driftPpm: -15 },
   { label: 'C', skewMs: 1300, driftPpm: 5 },
