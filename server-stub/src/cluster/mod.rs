@@ -4,14 +4,16 @@
 //!
 //! What lives in Redis (keys, for how long):
 //! - `p3:session:{sid}` (hash: `rec` the session's JSON [`record::SessionRecord`] with its
-//!   token, `node` the node that holds its socket, `room`): the session's TTL, refreshed while
+//!   token, `node` the node that holds its socket, `room`, `seen` its last activity in ms as
+//!   of the holder's last keep-alive: presence `lastSeen`): the session's TTL, refreshed while
 //!   a node holds it attached.
 //! - `p3:ticket:{sid}:{sha256(ticket)}`: one per ticket, its TTL; redeemed by `DEL` (so once
 //!   in the whole cluster).
 //! - `p3:nonce:{nonce}`: a sign-in nonce (`0` issued, `1` used), its TTL.
-//! - `p3:room:{room}:stream` (entries `n`, `e`, `node`, `kind`, `sid`, `lane`, `to`, `body`),
-//!   `p3:room:{room}:meta` (`e` epoch, `n` last entry number) and `p3:room:{room}:members`
-//!   (session → node): written only by [`PUBLISH`] (atomic), kept `MAXLEN ~
+//! - `p3:room:{room}:stream` (entries `n`, `e`, `node`, `kind`, `sid`, `lane`, `to`, `body`;
+//!   membership entries also `o`, `since`, `at`), `p3:room:{room}:meta` (`e` epoch, `n` last
+//!   entry number) and `p3:room:{room}:members` (session → `"<node> <order> <since>"`, see
+//!   [`PUBLISH`]): written only by [`PUBLISH`] (atomic), kept `MAXLEN ~
 //!   --room-stream-len`, expiring 2 × max(TTL, 60 s) after the last write or refresh.
 //!
 //! - `p3:music:{room}:lease`, `:fence`, `:state`: a music room's single authority, its
@@ -54,11 +56,18 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The one script that writes a room: membership change (if any), entry number, `XADD`,
 /// expiry, all atomic. KEYS: stream, meta, members, session. ARGV: maxlen, new epoch, node,
-/// kind, sid, lane, to, body, ttl ms, room, publish number. Answers `{id, n, epoch}` (and,
-/// for `joined` and `moved`, the members hash), or nil for a `left` that no longer applies
-/// (the session was since taken over by another node) and for a publish number (nonzero:
-/// the publisher's, in order) this node already wrote: a retry after an answer lost with a
-/// dropped connection is written once.
+/// kind, sid, lane, to, body, ttl ms, room, publish number, the change's time (ms since the
+/// epoch, the writing node's clock). Answers `{id, n, epoch}` (and, for `joined` and
+/// `moved`, the members hash), or nil for a `left` that no longer applies (the session was
+/// since taken over by another node) and for a publish number (nonzero: the publisher's, in
+/// order) this node already wrote: a retry after an answer lost with a dropped connection is
+/// written once.
+///
+/// A member's value in the members hash is `"<node> <order> <since>"`: the node holding it,
+/// the entry number of its `joined` (join order) and its join time, ms; a `moved` keeps the
+/// last two. A membership entry (`joined`, `moved`, `left`) also carries `o` and `since` of
+/// its member (its values in the hash) and `at`, the change's time (presence, PROTOCOL.md
+/// §6.2).
 pub const PUBLISH: &str = r"
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
@@ -71,17 +80,32 @@ if ARGV[11] ~= '0' then
   if last and tonumber(last) >= tonumber(ARGV[11]) then return false end
   redis.call('HSET', KEYS[2], 'p:' .. ARGV[3], ARGV[11])
 end
+local member = kind == 'joined' or kind == 'moved' or kind == 'left'
+local cur = member and redis.call('HGET', KEYS[3], ARGV[5])
+local order, since = '0', '0'
+if cur then
+  order, since = string.match(cur, '^%S+ (%d+) (%d+)$')
+  if not order then order, since = '0', '0' end
+end
 if kind == 'left' then
-  if redis.call('HGET', KEYS[3], ARGV[5]) ~= ARGV[3] then return false end
+  if not cur or string.match(cur, '^%S+') ~= ARGV[3] then return false end
   redis.call('HDEL', KEYS[3], ARGV[5])
   if redis.call('HGET', KEYS[4], 'room') == ARGV[10] then redis.call('HDEL', KEYS[4], 'room') end
-elseif kind == 'joined' or kind == 'moved' then
-  redis.call('HSET', KEYS[3], ARGV[5], ARGV[3])
-  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'room', ARGV[10]) end
 end
 local n = redis.call('HINCRBY', KEYS[2], 'n', 1)
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'n', n, 'e', epoch,
-  'node', ARGV[3], 'kind', kind, 'sid', ARGV[5], 'lane', ARGV[6], 'to', ARGV[7], 'body', ARGV[8])
+if kind == 'joined' or (kind == 'moved' and order == '0') then
+  order, since = tostring(n), ARGV[12]
+end
+if kind == 'joined' or kind == 'moved' then
+  redis.call('HSET', KEYS[3], ARGV[5], ARGV[3] .. ' ' .. order .. ' ' .. since)
+  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'room', ARGV[10]) end
+end
+local fields = {'n', n, 'e', epoch, 'node', ARGV[3], 'kind', kind, 'sid', ARGV[5],
+  'lane', ARGV[6], 'to', ARGV[7], 'body', ARGV[8]}
+if member then
+  for _, v in ipairs({'o', order, 'since', since, 'at', ARGV[12]}) do table.insert(fields, v) end
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[9]) end
 if kind == 'relay' or kind == 'left' then return {id, n, epoch} end
 return {id, n, epoch, redis.call('HGETALL', KEYS[3])}
@@ -178,6 +202,44 @@ pub(crate) struct Publish {
     pub(crate) to: Option<SessionId>,
     /// A relay's payload as JSON text (empty otherwise).
     pub(crate) body: String,
+    /// When the change happened, ms since the epoch (this node's clock): a joiner's join
+    /// time, a leaver's last presence (PROTOCOL.md §6.2). Membership entries only (0
+    /// otherwise).
+    pub(crate) at_ms: u64,
+}
+
+/// A member of a room as the members hash keeps it ([`PUBLISH`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub(crate) sid: SessionId,
+    /// The node holding it.
+    pub(crate) node: String,
+    /// The entry number of its `joined`: members sort by it in join order.
+    pub(crate) order: u64,
+    /// When it joined, ms since the epoch (presence `since`).
+    pub(crate) since: u64,
+}
+
+impl Member {
+    /// A members hash field and value (`"<node> <order> <since>"`; a bare node name, as
+    /// older nodes wrote it, has order and since 0).
+    fn parse(sid: &str, value: &str) -> Option<Member> {
+        let mut parts = value.split(' ');
+        let node = parts.next().filter(|n| !n.is_empty())?.to_owned();
+        let mut num = || {
+            parts
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let (order, since) = (num(), num());
+        Some(Member {
+            sid: sid.parse().ok()?,
+            node,
+            order,
+            since,
+        })
+    }
 }
 
 /// Where a node is in a room's stream: the last entry it handled.
@@ -192,8 +254,8 @@ pub(crate) struct Cursor {
 #[derive(Debug)]
 pub(crate) struct Published {
     pub(crate) cursor: Cursor,
-    /// `joined` / `moved`: every member of the room (this one included) and its node.
-    pub(crate) members: Vec<(SessionId, String)>,
+    /// `joined` / `moved`: every member of the room (this one included).
+    pub(crate) members: Vec<Member>,
 }
 
 /// A room stream entry read by [`Cluster::read`].
@@ -209,6 +271,11 @@ pub(crate) struct Entry {
     pub(crate) lane: u8,
     pub(crate) to: Option<SessionId>,
     pub(crate) body: String,
+    /// Membership entries: the member's join order and join time (its [`Member`] values)
+    /// and when the change happened, ms (0 if absent).
+    pub(crate) order: u64,
+    pub(crate) since: u64,
+    pub(crate) at: u64,
 }
 
 /// What to do with an entry ([`Cluster::advance`]).
@@ -354,7 +421,8 @@ impl Cluster {
             .arg(&p.body)
             .arg(self.key_ttl_ms)
             .arg(room)
-            .arg(number);
+            .arg(number)
+            .arg(p.at_ms);
         inv
     }
 
@@ -394,10 +462,12 @@ impl Cluster {
         let mut members = Vec::new();
         if let Some(redis::Value::Array(flat)) = items.get(3) {
             for pair in flat.chunks(2) {
-                let sid = pair.first().and_then(text).and_then(|s| s.parse().ok());
-                if let (Some(sid), Some(node)) = (sid, pair.get(1).and_then(text)) {
-                    members.push((sid, node));
-                }
+                let (Some(sid), Some(value)) =
+                    (pair.first().and_then(text), pair.get(1).and_then(text))
+                else {
+                    continue;
+                };
+                members.extend(Member::parse(&sid, &value));
             }
         }
         Ok(Some(Published {
@@ -551,6 +621,9 @@ impl Cluster {
                     lane: field("lane").parse().unwrap_or(0),
                     to: field("to").parse().ok(),
                     body: field("body"),
+                    order: field("o").parse().unwrap_or(0),
+                    since: field("since").parse().unwrap_or(0),
+                    at: field("at").parse().unwrap_or(0),
                 });
             }
         }
@@ -636,8 +709,10 @@ impl Cluster {
             .await
     }
 
-    /// Restarts the TTL of sessions held here and of the watched rooms' keys.
-    pub(crate) async fn refresh(&self, sids: &[SessionId]) -> redis::RedisResult<()> {
+    /// Restarts the TTL of sessions held here (storing each one's last activity, ms since
+    /// the epoch, as `seen` in its record: presence `lastSeen` for other nodes) and of the
+    /// watched rooms' keys.
+    pub(crate) async fn refresh(&self, sids: &[(SessionId, u64)]) -> redis::RedisResult<()> {
         let rooms: Vec<String> = match self.watched.lock() {
             Ok(w) => w.keys().cloned().collect(),
             Err(_) => Vec::new(),
@@ -647,8 +722,10 @@ impl Cluster {
         }
         let mut conn = self.conn().await?;
         let mut pipe = redis::pipe();
-        for &sid in sids {
-            pipe.pexpire(session_key(sid), self.session_ttl_ms as i64)
+        for &(sid, seen) in sids {
+            pipe.hset(session_key(sid), "seen", seen)
+                .ignore()
+                .pexpire(session_key(sid), self.session_ttl_ms as i64)
                 .ignore();
         }
         for room in &rooms {
@@ -658,6 +735,27 @@ impl Cluster {
             }
         }
         pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// The last activity (`seen`, ms since the epoch) the holders of `sids` stored, in that
+    /// order (`None`: unknown): one round trip.
+    pub(crate) async fn last_seen(
+        &self,
+        sids: &[SessionId],
+    ) -> redis::RedisResult<Vec<Option<u64>>> {
+        if sids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn().await?;
+        let mut pipe = redis::pipe();
+        for &sid in sids {
+            pipe.hget(session_key(sid), "seen");
+        }
+        let seen: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        Ok(seen
+            .into_iter()
+            .map(|s| s.and_then(|s| s.parse().ok()))
+            .collect())
     }
 
     /// Stores a sign-in nonce issued by this node (unused), for the nonce's TTL.
@@ -722,6 +820,9 @@ mod tests {
             lane: 2,
             to: None,
             body: "{}".into(),
+            order: 0,
+            since: 0,
+            at: 0,
         }
     }
 
