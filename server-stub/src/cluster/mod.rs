@@ -37,6 +37,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{mpsc, OnceCell};
@@ -53,6 +54,11 @@ pub const READ_BLOCK_MS: usize = 100;
 pub const READ_COUNT: usize = 64;
 /// A Redis command's answer timeout (a dead Redis turns into an error, not a hang).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a node measures its Redis figures ([`Cluster::probe`]: a `PING`'s round trip,
+/// the watched rooms' stream lag).
+pub const PROBE_PERIOD: Duration = Duration::from_secs(1);
+/// Rooms whose stream lag one probe counts at most (one `HMGET` each, in one pipeline).
+pub const PROBE_ROOMS: usize = 1024;
 
 /// The one script that writes a room: membership change (if any), entry number, `XADD`,
 /// expiry, all atomic. KEYS: stream, meta, members, session. ARGV: maxlen, new epoch, node,
@@ -307,6 +313,27 @@ pub struct Cluster {
     session_ttl_ms: u64,
     ticket_ttl_ms: u64,
     script: redis::Script,
+    /// The last probe's `PING` round trip, µs (0: not measured yet).
+    rtt_us: AtomicU64,
+    /// Entries of watched rooms not yet read here, at the last probe.
+    lag_entries: AtomicU64,
+    /// Age of the oldest entry of the last read, ms (0: the last read found nothing).
+    lag_ms: AtomicU64,
+}
+
+/// A node's Redis figures (PROTOCOL.md §18.1): `/metrics` and the pulse `metrics` message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisFigures {
+    /// Round trip of the last `PING` on the command connection, µs (`None`: none answered
+    /// yet). Measured every [`PROBE_PERIOD`].
+    pub rtt_us: Option<u64>,
+    /// Entries written to the streams of the rooms this node reads (at most [`PROBE_ROOMS`]
+    /// of them) that it has not read yet, summed; as of the last probe.
+    pub stream_lag_entries: u64,
+    /// Age of the oldest entry in the node's last stream read when it was read (now minus
+    /// the ms of its stream id), ms; 0 when that read found nothing new.
+    pub stream_lag_ms: u64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -372,12 +399,68 @@ impl Cluster {
             session_ttl_ms: config.session_ttl_s.saturating_mul(1000),
             ticket_ttl_ms: config.ticket_ttl_ms,
             script: redis::Script::new(PUBLISH),
+            rtt_us: AtomicU64::new(0),
+            lag_entries: AtomicU64::new(0),
+            lag_ms: AtomicU64::new(0),
         }))
     }
 
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// This node's Redis figures now.
+    pub fn figures(&self) -> RedisFigures {
+        let rtt = self.rtt_us.load(Ordering::Relaxed);
+        RedisFigures {
+            rtt_us: (rtt > 0).then_some(rtt),
+            stream_lag_entries: self.lag_entries.load(Ordering::Relaxed),
+            stream_lag_ms: self.lag_ms.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Measures the Redis figures: a `PING`'s round trip on the command connection, then the
+    /// stream lag of the watched rooms (at most [`PROBE_ROOMS`]): per room, the meta's last
+    /// entry number minus this node's cursor (all of them when the epoch changed). One round
+    /// trip each; no lock held across them.
+    pub(crate) async fn probe(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        let start = std::time::Instant::now();
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        let rtt = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.rtt_us.store(rtt.max(1), Ordering::Relaxed);
+        let rooms: Vec<(String, Cursor)> = match self.watched.lock() {
+            Ok(w) => w
+                .iter()
+                .take(PROBE_ROOMS)
+                .map(|(r, c)| (r.clone(), c.clone()))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if rooms.is_empty() {
+            self.lag_entries.store(0, Ordering::Relaxed);
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (room, _) in &rooms {
+            pipe.cmd("HMGET")
+                .arg(format!("p3:room:{{{room}}}:meta"))
+                .arg("e")
+                .arg("n");
+        }
+        let metas: Vec<(Option<String>, Option<u64>)> = pipe.query_async(&mut conn).await?;
+        let lag = rooms
+            .iter()
+            .zip(metas)
+            .map(|((_, c), (epoch, n))| match (epoch, n) {
+                (Some(e), Some(n)) if e == c.epoch => n.saturating_sub(c.n),
+                (Some(_), Some(n)) => n,
+                _ => 0,
+            })
+            .fold(0u64, u64::saturating_add);
+        self.lag_entries.store(lag, Ordering::Relaxed);
+        Ok(())
     }
 
     /// A new auto-reconnecting connection.
@@ -580,6 +663,7 @@ impl Cluster {
             Err(_) => Vec::new(),
         };
         if rooms.is_empty() {
+            self.lag_ms.store(0, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(READ_BLOCK_MS as u64)).await;
             return Ok(Vec::new());
         }
@@ -596,11 +680,16 @@ impl Cluster {
         let reply: Option<redis::streams::StreamReadReply> =
             conn.xread_options(&keys, &ids, &opts).await?;
         let mut out = Vec::new();
+        let now = crate::now_ms();
+        let mut oldest = 0u64;
         for key in reply.map(|r| r.keys).unwrap_or_default() {
             let Some(room) = by_key.get(key.key.as_str()) else {
                 continue;
             };
             for id in key.ids {
+                if let Some(ms) = id.id.split('-').next().and_then(|t| t.parse::<u64>().ok()) {
+                    oldest = oldest.max(now.saturating_sub(ms));
+                }
                 let field = |f: &str| id.map.get(f).and_then(text).unwrap_or_default();
                 let (Some(kind), Ok(sid), Ok(n)) = (
                     Kind::parse(&field("kind")),
@@ -627,6 +716,7 @@ impl Cluster {
                 });
             }
         }
+        self.lag_ms.store(oldest, Ordering::Relaxed);
         Ok(out)
     }
 

@@ -91,6 +91,7 @@ impl Pulse {
             signaling_peers: state.signaling().peers() as u64,
             pulse_connections: self.hub.connections() as u64,
             lanes: self.metrics.lane_figures(),
+            redis: state.cluster().map(|c| c.figures()),
         }
     }
 }

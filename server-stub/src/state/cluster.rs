@@ -509,9 +509,10 @@ impl AppState {
         self.deliver_server(&deliveries);
     }
 
-    /// Starts the cluster's tasks: the publisher, the room stream reader and the keep-alive
-    /// (TTL refresh of held sessions and read rooms every sweep period). Empty without a
-    /// cluster.
+    /// Starts the cluster's tasks: the publisher, the room stream reader, the keep-alive
+    /// (TTL refresh of held sessions and read rooms every sweep period), the music leases
+    /// and the probe of the Redis figures (every [`crate::cluster::PROBE_PERIOD`]). Empty
+    /// without a cluster.
     pub fn spawn_cluster(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
         let Some(c) = self.cluster().cloned() else {
             return Vec::new();
@@ -564,7 +565,7 @@ impl AppState {
             }
         });
         let leases = tokio::spawn({
-            let state = self.clone();
+            let (c, state) = (c.clone(), self.clone());
             async move {
                 let mut tick = tokio::time::interval(crate::cluster::lease::LEASE_TICK);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -574,6 +575,18 @@ impl AppState {
                 }
             }
         });
-        vec![publisher, reader, keepalive, leases]
+        let probe = tokio::spawn({
+            async move {
+                let mut tick = tokio::time::interval(crate::cluster::PROBE_PERIOD);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = c.probe().await {
+                        tracing::debug!(error = %e, "cluster probe failed");
+                    }
+                }
+            }
+        });
+        vec![publisher, reader, keepalive, leases, probe]
     }
 }
