@@ -6,11 +6,14 @@
 
 mod common;
 
-use common::cluster::{nodes, redis};
+use common::cluster::{nodes, redis, Redis};
 use common::{TestServer, ADMIN_TOKEN, WAIT};
+use futures::{SinkExt, StreamExt};
 use p3_lanes::core::lane::Lane;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 
 /// `GET /metrics` with the admin token; the body.
 async fn scrape(server: &TestServer) -> String {
@@ -97,4 +100,71 @@ async fn metrics_show_redis_round_trip_and_stream_lag() {
     until(&n[1], "p3_room_stream_lag_entries", |v| v == 0.0).await;
     let lag = until(&n[1], "p3_room_stream_lag_seconds", |v| v == 0.0).await;
     assert!(lag.is_finite());
+}
+
+/// Two nodes on `redis` broadcasting pulse `metrics` every 100 ms.
+async fn pulsing_nodes(redis: &Redis) -> Vec<TestServer> {
+    let mut out = Vec::new();
+    for i in 0..2 {
+        let url = redis.url.clone();
+        out.push(
+            TestServer::start_with(|c| {
+                c.redis_url = Some(url);
+                c.node_id = Some(format!("node{i}"));
+                c.pulse_interval_ms = 100;
+            })
+            .await,
+        );
+    }
+    out
+}
+
+/// An operator on node0's pulse stream gets node0's `metrics` (its `nodeId` the node's name)
+/// and node1's, each with its own figures (node1 holds the one session). With each node
+/// broadcasting only to its own connections, node1's never arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_on_one_node_gets_every_nodes_metrics() {
+    let Some(redis) = redis().await else { return };
+    let n = pulsing_nodes(&redis).await;
+    let _b = n[1].peer("b", &[1, 2]).await;
+    let mut req = format!("ws://{}/pulse/stream", n[0].addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
+    );
+    let (mut ops, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let register = json!({"type": "register", "nodeId": "ops-1", "role": "operator"});
+    ops.send(Message::Text(register.to_string().into()))
+        .await
+        .unwrap();
+    let mut heard: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while !heard.iter().any(|m| m["nodeId"] == "node1") {
+        assert!(
+            Instant::now() < deadline,
+            "node1's metrics never came: {} messages, all node0's",
+            heard.len()
+        );
+        let m = tokio::time::timeout(WAIT, ops.next()).await.unwrap();
+        let Some(Ok(Message::Text(t))) = m else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        if v["type"] == "registered" {
+            assert_eq!(v["serverNodeId"], "node0");
+        } else {
+            assert_eq!(v["type"], "metrics", "{v}");
+            heard.push(v);
+        }
+    }
+    let own = heard
+        .iter()
+        .find(|m| m["nodeId"] == "node0")
+        .expect("node0's own");
+    let other = heard.iter().find(|m| m["nodeId"] == "node1").unwrap();
+    assert_eq!(own["sessions"], 0);
+    assert_eq!(other["sessions"], 1);
+    assert!(other["redis"]["streamLagEntries"].is_u64(), "{other}");
 }

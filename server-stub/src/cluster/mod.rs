@@ -59,6 +59,12 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const PROBE_PERIOD: Duration = Duration::from_secs(1);
 /// Rooms whose stream lag one probe counts at most (one `HMGET` each, in one pipeline).
 pub const PROBE_ROOMS: usize = 1024;
+/// The pub/sub channel of the nodes' pulse `metrics` messages (seed 001 "Pulse WebSocket";
+/// PROTOCOL.md §18.2). Lossy on purpose: a message missed while a node's subscription is
+/// down is replaced by the next one, one interval later.
+pub const METRICS_CHANNEL: &str = "p3:metrics";
+/// Largest `metrics` message taken from [`METRICS_CHANNEL`], bytes (larger ones are dropped).
+pub const MAX_METRICS_BYTES: usize = 64 * 1024;
 
 /// The one script that writes a room: membership change (if any), entry number, `XADD`,
 /// expiry, all atomic. KEYS: stream, meta, members, session. ARGV: maxlen, new epoch, node,
@@ -876,6 +882,48 @@ impl Cluster {
             .query_async(&mut conn)
             .await?;
         Ok(old.map(|v| v != "0"))
+    }
+
+    /// Publishes this node's pulse `metrics` message on [`METRICS_CHANNEL`] (to every node
+    /// subscribed now; none is kept).
+    pub(crate) async fn publish_metrics(&self, text: &str) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        conn.publish(METRICS_CHANNEL, text).await
+    }
+
+    /// Subscribes to [`METRICS_CHANNEL`] and hands `on_message` every other node's `metrics`
+    /// message (a JSON object of `type` `metrics` whose `nodeId`, 1..=64 bytes, is not this
+    /// node's), at most [`MAX_METRICS_BYTES`] each; returns when the subscription drops
+    /// (the caller subscribes again).
+    pub(crate) async fn metrics_subscription(
+        &self,
+        mut on_message: impl FnMut(String),
+    ) -> redis::RedisResult<()> {
+        use futures::StreamExt;
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(METRICS_CHANNEL).await?;
+        let mut messages = pubsub.on_message();
+        while let Some(msg) = messages.next().await {
+            let bytes = msg.get_payload_bytes();
+            if bytes.len() > MAX_METRICS_BYTES {
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(bytes) else {
+                continue;
+            };
+            let Ok(serde_json::Value::Object(v)) = serde_json::from_str(text) else {
+                continue;
+            };
+            let node = v.get("nodeId").and_then(|n| n.as_str()).unwrap_or_default();
+            let ok = v.get("type").and_then(|t| t.as_str()) == Some("metrics")
+                && !node.is_empty()
+                && node.len() <= 64
+                && node != self.node;
+            if ok {
+                on_message(text.to_owned());
+            }
+        }
+        Ok(())
     }
 
     /// Forgets a deleted session.

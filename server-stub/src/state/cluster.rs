@@ -19,6 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
+/// Other nodes' pulse `metrics` messages passed to this node's pulse connections per second
+/// at most (burst as many): 20 nodes at the fastest useful interval.
+pub const PULSE_IN_RATE: u32 = 20;
+
 /// The nonce a sign-in spends (device key or SIWE), if any.
 fn auth_nonce(auth: &HandshakeAuth) -> Option<String> {
     match auth {
@@ -509,6 +513,29 @@ impl AppState {
         self.deliver_server(&deliveries);
     }
 
+    /// Other nodes' pulse `metrics` messages (heard on [`crate::cluster::METRICS_CHANNEL`])
+    /// go to this node's registered pulse connections, at most [`PULSE_IN_RATE`] per second
+    /// (more are dropped: a newer one of the same node follows an interval later). The
+    /// subscription is made again 500 ms after it drops. Runs until aborted.
+    async fn cluster_pulse_in(&self, c: &Cluster) {
+        use governor::{Quota, RateLimiter};
+        let per_s = std::num::NonZeroU32::new(PULSE_IN_RATE).unwrap_or(std::num::NonZeroU32::MIN);
+        let limiter = RateLimiter::direct(Quota::per_second(per_s));
+        loop {
+            let result = c
+                .metrics_subscription(|text| {
+                    if self.pulse().hub().listeners() > 0 && limiter.check().is_ok() {
+                        self.pulse().broadcast(text.into());
+                    }
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "pulse metrics subscription failed");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Starts the cluster's tasks: the publisher, the room stream reader, the keep-alive
     /// (TTL refresh of held sessions and read rooms every sweep period), the music leases
     /// and the probe of the Redis figures (every [`crate::cluster::PROBE_PERIOD`]). Empty
@@ -576,6 +603,7 @@ impl AppState {
             }
         });
         let probe = tokio::spawn({
+            let c = c.clone();
             async move {
                 let mut tick = tokio::time::interval(crate::cluster::PROBE_PERIOD);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -587,6 +615,10 @@ impl AppState {
                 }
             }
         });
-        vec![publisher, reader, keepalive, leases, probe]
+        let pulse_in = tokio::spawn({
+            let state = self.clone();
+            async move { state.cluster_pulse_in(&c).await }
+        });
+        vec![publisher, reader, keepalive, leases, probe, pulse_in]
     }
 }
