@@ -4,14 +4,16 @@
 //!
 //! What lives in Redis (keys, for how long):
 //! - `p3:session:{sid}` (hash: `rec` the session's JSON [`record::SessionRecord`] with its
-//!   token, `node` the node that holds its socket, `room`): the session's TTL, refreshed while
+//!   token, `node` the node that holds its socket, `room`, `seen` its last activity in ms as
+//!   of the holder's last keep-alive: presence `lastSeen`): the session's TTL, refreshed while
 //!   a node holds it attached.
 //! - `p3:ticket:{sid}:{sha256(ticket)}`: one per ticket, its TTL; redeemed by `DEL` (so once
 //!   in the whole cluster).
 //! - `p3:nonce:{nonce}`: a sign-in nonce (`0` issued, `1` used), its TTL.
-//! - `p3:room:{room}:stream` (entries `n`, `e`, `node`, `kind`, `sid`, `lane`, `to`, `body`),
-//!   `p3:room:{room}:meta` (`e` epoch, `n` last entry number) and `p3:room:{room}:members`
-//!   (session → node): written only by [`PUBLISH`] (atomic), kept `MAXLEN ~
+//! - `p3:room:{room}:stream` (entries `n`, `e`, `node`, `kind`, `sid`, `lane`, `to`, `body`;
+//!   membership entries also `o`, `since`, `at`), `p3:room:{room}:meta` (`e` epoch, `n` last
+//!   entry number) and `p3:room:{room}:members` (session → `"<node> <order> <since>"`, see
+//!   [`PUBLISH`]): written only by [`PUBLISH`] (atomic), kept `MAXLEN ~
 //!   --room-stream-len`, expiring 2 × max(TTL, 60 s) after the last write or refresh.
 //!
 //! - `p3:music:{room}:lease`, `:fence`, `:state`: a music room's single authority, its
@@ -35,6 +37,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{mpsc, OnceCell};
@@ -51,14 +54,32 @@ pub const READ_BLOCK_MS: usize = 100;
 pub const READ_COUNT: usize = 64;
 /// A Redis command's answer timeout (a dead Redis turns into an error, not a hang).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a node measures its Redis figures ([`Cluster::probe`]: a `PING`'s round trip,
+/// the watched rooms' stream lag).
+pub const PROBE_PERIOD: Duration = Duration::from_secs(1);
+/// Rooms whose stream lag one probe counts at most (one `HMGET` each, in one pipeline).
+pub const PROBE_ROOMS: usize = 1024;
+/// The pub/sub channel of the nodes' pulse `metrics` messages (seed 001 "Pulse WebSocket";
+/// PROTOCOL.md §18.2). Lossy on purpose: a message missed while a node's subscription is
+/// down is replaced by the next one, one interval later.
+pub const METRICS_CHANNEL: &str = "p3:metrics";
+/// Largest `metrics` message taken from [`METRICS_CHANNEL`], bytes (larger ones are dropped).
+pub const MAX_METRICS_BYTES: usize = 64 * 1024;
 
 /// The one script that writes a room: membership change (if any), entry number, `XADD`,
 /// expiry, all atomic. KEYS: stream, meta, members, session. ARGV: maxlen, new epoch, node,
-/// kind, sid, lane, to, body, ttl ms, room, publish number. Answers `{id, n, epoch}` (and,
-/// for `joined` and `moved`, the members hash), or nil for a `left` that no longer applies
-/// (the session was since taken over by another node) and for a publish number (nonzero:
-/// the publisher's, in order) this node already wrote: a retry after an answer lost with a
-/// dropped connection is written once.
+/// kind, sid, lane, to, body, ttl ms, room, publish number, the change's time (ms since the
+/// epoch, the writing node's clock). Answers `{id, n, epoch}` (and, for `joined` and
+/// `moved`, the members hash), or nil for a `left` that no longer applies (the session was
+/// since taken over by another node) and for a publish number (nonzero: the publisher's, in
+/// order) this node already wrote: a retry after an answer lost with a dropped connection is
+/// written once.
+///
+/// A member's value in the members hash is `"<node> <order> <since>"`: the node holding it,
+/// the entry number of its `joined` (join order) and its join time, ms; a `moved` keeps the
+/// last two. A membership entry (`joined`, `moved`, `left`) also carries `o` and `since` of
+/// its member (its values in the hash) and `at`, the change's time (presence, PROTOCOL.md
+/// §6.2).
 pub const PUBLISH: &str = r"
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
@@ -71,17 +92,32 @@ if ARGV[11] ~= '0' then
   if last and tonumber(last) >= tonumber(ARGV[11]) then return false end
   redis.call('HSET', KEYS[2], 'p:' .. ARGV[3], ARGV[11])
 end
+local member = kind == 'joined' or kind == 'moved' or kind == 'left'
+local cur = member and redis.call('HGET', KEYS[3], ARGV[5])
+local order, since = '0', '0'
+if cur then
+  order, since = string.match(cur, '^%S+ (%d+) (%d+)$')
+  if not order then order, since = '0', '0' end
+end
 if kind == 'left' then
-  if redis.call('HGET', KEYS[3], ARGV[5]) ~= ARGV[3] then return false end
+  if not cur or string.match(cur, '^%S+') ~= ARGV[3] then return false end
   redis.call('HDEL', KEYS[3], ARGV[5])
   if redis.call('HGET', KEYS[4], 'room') == ARGV[10] then redis.call('HDEL', KEYS[4], 'room') end
-elseif kind == 'joined' or kind == 'moved' then
-  redis.call('HSET', KEYS[3], ARGV[5], ARGV[3])
-  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'room', ARGV[10]) end
 end
 local n = redis.call('HINCRBY', KEYS[2], 'n', 1)
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'n', n, 'e', epoch,
-  'node', ARGV[3], 'kind', kind, 'sid', ARGV[5], 'lane', ARGV[6], 'to', ARGV[7], 'body', ARGV[8])
+if kind == 'joined' or (kind == 'moved' and order == '0') then
+  order, since = tostring(n), ARGV[12]
+end
+if kind == 'joined' or kind == 'moved' then
+  redis.call('HSET', KEYS[3], ARGV[5], ARGV[3] .. ' ' .. order .. ' ' .. since)
+  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'room', ARGV[10]) end
+end
+local fields = {'n', n, 'e', epoch, 'node', ARGV[3], 'kind', kind, 'sid', ARGV[5],
+  'lane', ARGV[6], 'to', ARGV[7], 'body', ARGV[8]}
+if member then
+  for _, v in ipairs({'o', order, 'since', since, 'at', ARGV[12]}) do table.insert(fields, v) end
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[9]) end
 if kind == 'relay' or kind == 'left' then return {id, n, epoch} end
 return {id, n, epoch, redis.call('HGETALL', KEYS[3])}
@@ -178,6 +214,44 @@ pub(crate) struct Publish {
     pub(crate) to: Option<SessionId>,
     /// A relay's payload as JSON text (empty otherwise).
     pub(crate) body: String,
+    /// When the change happened, ms since the epoch (this node's clock): a joiner's join
+    /// time, a leaver's last presence (PROTOCOL.md §6.2). Membership entries only (0
+    /// otherwise).
+    pub(crate) at_ms: u64,
+}
+
+/// A member of a room as the members hash keeps it ([`PUBLISH`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub(crate) sid: SessionId,
+    /// The node holding it.
+    pub(crate) node: String,
+    /// The entry number of its `joined`: members sort by it in join order.
+    pub(crate) order: u64,
+    /// When it joined, ms since the epoch (presence `since`).
+    pub(crate) since: u64,
+}
+
+impl Member {
+    /// A members hash field and value (`"<node> <order> <since>"`; a bare node name, as
+    /// older nodes wrote it, has order and since 0).
+    fn parse(sid: &str, value: &str) -> Option<Member> {
+        let mut parts = value.split(' ');
+        let node = parts.next().filter(|n| !n.is_empty())?.to_owned();
+        let mut num = || {
+            parts
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let (order, since) = (num(), num());
+        Some(Member {
+            sid: sid.parse().ok()?,
+            node,
+            order,
+            since,
+        })
+    }
 }
 
 /// Where a node is in a room's stream: the last entry it handled.
@@ -192,8 +266,8 @@ pub(crate) struct Cursor {
 #[derive(Debug)]
 pub(crate) struct Published {
     pub(crate) cursor: Cursor,
-    /// `joined` / `moved`: every member of the room (this one included) and its node.
-    pub(crate) members: Vec<(SessionId, String)>,
+    /// `joined` / `moved`: every member of the room (this one included).
+    pub(crate) members: Vec<Member>,
 }
 
 /// A room stream entry read by [`Cluster::read`].
@@ -209,6 +283,11 @@ pub(crate) struct Entry {
     pub(crate) lane: u8,
     pub(crate) to: Option<SessionId>,
     pub(crate) body: String,
+    /// Membership entries: the member's join order and join time (its [`Member`] values)
+    /// and when the change happened, ms (0 if absent).
+    pub(crate) order: u64,
+    pub(crate) since: u64,
+    pub(crate) at: u64,
 }
 
 /// What to do with an entry ([`Cluster::advance`]).
@@ -240,6 +319,27 @@ pub struct Cluster {
     session_ttl_ms: u64,
     ticket_ttl_ms: u64,
     script: redis::Script,
+    /// The last probe's `PING` round trip, µs (0: not measured yet).
+    rtt_us: AtomicU64,
+    /// Entries of watched rooms not yet read here, at the last probe.
+    lag_entries: AtomicU64,
+    /// Age of the oldest entry of the last read, ms (0: the last read found nothing).
+    lag_ms: AtomicU64,
+}
+
+/// A node's Redis figures (PROTOCOL.md §18.1): `/metrics` and the pulse `metrics` message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisFigures {
+    /// Round trip of the last `PING` on the command connection, µs (`None`: none answered
+    /// yet). Measured every [`PROBE_PERIOD`].
+    pub rtt_us: Option<u64>,
+    /// Entries written to the streams of the rooms this node reads (at most [`PROBE_ROOMS`]
+    /// of them) that it has not read yet, summed; as of the last probe.
+    pub stream_lag_entries: u64,
+    /// Age of the oldest entry in the node's last stream read when it was read (now minus
+    /// the ms of its stream id), ms; 0 when that read found nothing new.
+    pub stream_lag_ms: u64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -305,12 +405,68 @@ impl Cluster {
             session_ttl_ms: config.session_ttl_s.saturating_mul(1000),
             ticket_ttl_ms: config.ticket_ttl_ms,
             script: redis::Script::new(PUBLISH),
+            rtt_us: AtomicU64::new(0),
+            lag_entries: AtomicU64::new(0),
+            lag_ms: AtomicU64::new(0),
         }))
     }
 
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// This node's Redis figures now.
+    pub fn figures(&self) -> RedisFigures {
+        let rtt = self.rtt_us.load(Ordering::Relaxed);
+        RedisFigures {
+            rtt_us: (rtt > 0).then_some(rtt),
+            stream_lag_entries: self.lag_entries.load(Ordering::Relaxed),
+            stream_lag_ms: self.lag_ms.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Measures the Redis figures: a `PING`'s round trip on the command connection, then the
+    /// stream lag of the watched rooms (at most [`PROBE_ROOMS`]): per room, the meta's last
+    /// entry number minus this node's cursor (all of them when the epoch changed). One round
+    /// trip each; no lock held across them.
+    pub(crate) async fn probe(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        let start = std::time::Instant::now();
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        let rtt = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.rtt_us.store(rtt.max(1), Ordering::Relaxed);
+        let rooms: Vec<(String, Cursor)> = match self.watched.lock() {
+            Ok(w) => w
+                .iter()
+                .take(PROBE_ROOMS)
+                .map(|(r, c)| (r.clone(), c.clone()))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if rooms.is_empty() {
+            self.lag_entries.store(0, Ordering::Relaxed);
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (room, _) in &rooms {
+            pipe.cmd("HMGET")
+                .arg(format!("p3:room:{{{room}}}:meta"))
+                .arg("e")
+                .arg("n");
+        }
+        let metas: Vec<(Option<String>, Option<u64>)> = pipe.query_async(&mut conn).await?;
+        let lag = rooms
+            .iter()
+            .zip(metas)
+            .map(|((_, c), (epoch, n))| match (epoch, n) {
+                (Some(e), Some(n)) if e == c.epoch => n.saturating_sub(c.n),
+                (Some(_), Some(n)) => n,
+                _ => 0,
+            })
+            .fold(0u64, u64::saturating_add);
+        self.lag_entries.store(lag, Ordering::Relaxed);
+        Ok(())
     }
 
     /// A new auto-reconnecting connection.
@@ -354,7 +510,8 @@ impl Cluster {
             .arg(&p.body)
             .arg(self.key_ttl_ms)
             .arg(room)
-            .arg(number);
+            .arg(number)
+            .arg(p.at_ms);
         inv
     }
 
@@ -394,10 +551,12 @@ impl Cluster {
         let mut members = Vec::new();
         if let Some(redis::Value::Array(flat)) = items.get(3) {
             for pair in flat.chunks(2) {
-                let sid = pair.first().and_then(text).and_then(|s| s.parse().ok());
-                if let (Some(sid), Some(node)) = (sid, pair.get(1).and_then(text)) {
-                    members.push((sid, node));
-                }
+                let (Some(sid), Some(value)) =
+                    (pair.first().and_then(text), pair.get(1).and_then(text))
+                else {
+                    continue;
+                };
+                members.extend(Member::parse(&sid, &value));
             }
         }
         Ok(Some(Published {
@@ -510,6 +669,7 @@ impl Cluster {
             Err(_) => Vec::new(),
         };
         if rooms.is_empty() {
+            self.lag_ms.store(0, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(READ_BLOCK_MS as u64)).await;
             return Ok(Vec::new());
         }
@@ -526,11 +686,16 @@ impl Cluster {
         let reply: Option<redis::streams::StreamReadReply> =
             conn.xread_options(&keys, &ids, &opts).await?;
         let mut out = Vec::new();
+        let now = crate::now_ms();
+        let mut oldest = 0u64;
         for key in reply.map(|r| r.keys).unwrap_or_default() {
             let Some(room) = by_key.get(key.key.as_str()) else {
                 continue;
             };
             for id in key.ids {
+                if let Some(ms) = id.id.split('-').next().and_then(|t| t.parse::<u64>().ok()) {
+                    oldest = oldest.max(now.saturating_sub(ms));
+                }
                 let field = |f: &str| id.map.get(f).and_then(text).unwrap_or_default();
                 let (Some(kind), Ok(sid), Ok(n)) = (
                     Kind::parse(&field("kind")),
@@ -551,9 +716,13 @@ impl Cluster {
                     lane: field("lane").parse().unwrap_or(0),
                     to: field("to").parse().ok(),
                     body: field("body"),
+                    order: field("o").parse().unwrap_or(0),
+                    since: field("since").parse().unwrap_or(0),
+                    at: field("at").parse().unwrap_or(0),
                 });
             }
         }
+        self.lag_ms.store(oldest, Ordering::Relaxed);
         Ok(out)
     }
 
@@ -636,8 +805,10 @@ impl Cluster {
             .await
     }
 
-    /// Restarts the TTL of sessions held here and of the watched rooms' keys.
-    pub(crate) async fn refresh(&self, sids: &[SessionId]) -> redis::RedisResult<()> {
+    /// Restarts the TTL of sessions held here (storing each one's last activity, ms since
+    /// the epoch, as `seen` in its record: presence `lastSeen` for other nodes) and of the
+    /// watched rooms' keys.
+    pub(crate) async fn refresh(&self, sids: &[(SessionId, u64)]) -> redis::RedisResult<()> {
         let rooms: Vec<String> = match self.watched.lock() {
             Ok(w) => w.keys().cloned().collect(),
             Err(_) => Vec::new(),
@@ -647,8 +818,10 @@ impl Cluster {
         }
         let mut conn = self.conn().await?;
         let mut pipe = redis::pipe();
-        for &sid in sids {
-            pipe.pexpire(session_key(sid), self.session_ttl_ms as i64)
+        for &(sid, seen) in sids {
+            pipe.hset(session_key(sid), "seen", seen)
+                .ignore()
+                .pexpire(session_key(sid), self.session_ttl_ms as i64)
                 .ignore();
         }
         for room in &rooms {
@@ -658,6 +831,27 @@ impl Cluster {
             }
         }
         pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// The last activity (`seen`, ms since the epoch) the holders of `sids` stored, in that
+    /// order (`None`: unknown): one round trip.
+    pub(crate) async fn last_seen(
+        &self,
+        sids: &[SessionId],
+    ) -> redis::RedisResult<Vec<Option<u64>>> {
+        if sids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn().await?;
+        let mut pipe = redis::pipe();
+        for &sid in sids {
+            pipe.hget(session_key(sid), "seen");
+        }
+        let seen: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        Ok(seen
+            .into_iter()
+            .map(|s| s.and_then(|s| s.parse().ok()))
+            .collect())
     }
 
     /// Stores a sign-in nonce issued by this node (unused), for the nonce's TTL.
@@ -688,6 +882,48 @@ impl Cluster {
             .query_async(&mut conn)
             .await?;
         Ok(old.map(|v| v != "0"))
+    }
+
+    /// Publishes this node's pulse `metrics` message on [`METRICS_CHANNEL`] (to every node
+    /// subscribed now; none is kept).
+    pub(crate) async fn publish_metrics(&self, text: &str) -> redis::RedisResult<()> {
+        let mut conn = self.conn().await?;
+        conn.publish(METRICS_CHANNEL, text).await
+    }
+
+    /// Subscribes to [`METRICS_CHANNEL`] and hands `on_message` every other node's `metrics`
+    /// message (a JSON object of `type` `metrics` whose `nodeId`, 1..=64 bytes, is not this
+    /// node's), at most [`MAX_METRICS_BYTES`] each; returns when the subscription drops
+    /// (the caller subscribes again).
+    pub(crate) async fn metrics_subscription(
+        &self,
+        mut on_message: impl FnMut(String),
+    ) -> redis::RedisResult<()> {
+        use futures::StreamExt;
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(METRICS_CHANNEL).await?;
+        let mut messages = pubsub.on_message();
+        while let Some(msg) = messages.next().await {
+            let bytes = msg.get_payload_bytes();
+            if bytes.len() > MAX_METRICS_BYTES {
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(bytes) else {
+                continue;
+            };
+            let Ok(serde_json::Value::Object(v)) = serde_json::from_str(text) else {
+                continue;
+            };
+            let node = v.get("nodeId").and_then(|n| n.as_str()).unwrap_or_default();
+            let ok = v.get("type").and_then(|t| t.as_str()) == Some("metrics")
+                && !node.is_empty()
+                && node.len() <= 64
+                && node != self.node;
+            if ok {
+                on_message(text.to_owned());
+            }
+        }
+        Ok(())
     }
 
     /// Forgets a deleted session.
@@ -722,6 +958,9 @@ mod tests {
             lane: 2,
             to: None,
             body: "{}".into(),
+            order: 0,
+            since: 0,
+            at: 0,
         }
     }
 

@@ -66,6 +66,9 @@ pub struct Snapshot {
     pub pulse_connections: u64,
     /// Per lane, lanes 1..=8 in order.
     pub lanes: Vec<LaneFigures>,
+    /// With `--redis-url` only: the node's Redis figures (PROTOCOL.md §18.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<crate::cluster::RedisFigures>,
 }
 
 /// The Prometheus side: the recorder, its handle and the registered series.
@@ -80,6 +83,12 @@ struct Exporter {
     pulse_connections: Gauge,
     /// Per lane: messages in, bytes in, messages out, bytes out.
     lanes: Vec<[Counter; 4]>,
+    /// Registers the Redis series on the first snapshot that has them.
+    recorder: PrometheusRecorder,
+    /// `p3_room_stream_lag_entries`, `p3_room_stream_lag_seconds` (with Redis).
+    stream_lag: Option<[Gauge; 2]>,
+    /// `p3_redis_rtt_seconds` (once a `PING` was answered).
+    redis_rtt: Option<Gauge>,
 }
 
 /// This node's measurements (see the module docs).
@@ -180,6 +189,9 @@ impl NodeMetrics {
             ),
             lanes,
             handle: r.handle(),
+            recorder: r,
+            stream_lag: None,
+            redis_rtt: None,
         };
         NodeMetrics {
             started: Instant::now(),
@@ -234,7 +246,8 @@ impl NodeMetrics {
 
     /// `snap` in the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self, snap: &Snapshot) -> String {
-        let e = self.exporter.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.exporter.lock().unwrap_or_else(|p| p.into_inner());
+        let e = &mut *guard;
         e.uptime.set(snap.uptime_s as f64);
         e.sessions.set(snap.sessions as f64);
         e.rooms.set(snap.rooms as f64);
@@ -247,6 +260,39 @@ impl NodeMetrics {
             bi.absolute(f.bytes_in);
             mo.absolute(f.messages_out);
             bo.absolute(f.bytes_out);
+        }
+        if let Some(redis) = snap.redis {
+            let r = &e.recorder;
+            let lag = e.stream_lag.get_or_insert_with(|| {
+                [
+                    gauge(
+                        r,
+                        "p3_room_stream_lag_entries",
+                        Some(Unit::Count),
+                        "Entries written to the streams of the rooms this node reads that it has not read yet (at most 1024 rooms, probed every second).",
+                    ),
+                    gauge(
+                        r,
+                        "p3_room_stream_lag_seconds",
+                        Some(Unit::Seconds),
+                        "Age of the oldest entry of the node's last room stream read, when read (0: nothing new).",
+                    ),
+                ]
+            });
+            lag[0].set(redis.stream_lag_entries as f64);
+            lag[1].set(redis.stream_lag_ms as f64 / 1000.0);
+            if let Some(us) = redis.rtt_us {
+                let r = &e.recorder;
+                let rtt = e.redis_rtt.get_or_insert_with(|| {
+                    gauge(
+                        r,
+                        "p3_redis_rtt_seconds",
+                        Some(Unit::Seconds),
+                        "Round trip of the last PING to Redis on the node's command connection (every second).",
+                    )
+                });
+                rtt.set(us as f64 / 1e6);
+            }
         }
         e.handle.render()
     }

@@ -7,9 +7,10 @@
 //! | [`stream`] | `/pulse/stream`: node registration, the periodic `metrics` broadcast, per-connection rate limit |
 //!
 //! Both are admin surfaces: they answer loopback clients with the admin token only
-//! ([`crate::pwa::admin_allowed`]), except `/metrics` with `--metrics-public`. A cluster plugs in
-//! here: a node publishes its own `metrics` message ([`Pulse::metrics_message`]) and feeds the
-//! ones it hears from other nodes into [`Pulse::broadcast`].
+//! ([`crate::pwa::admin_allowed`]), except `/metrics` with `--metrics-public`. In a cluster
+//! (`--redis-url`, PROTOCOL.md §18.2) [`spawn_ticker`] also publishes this node's `metrics`
+//! message on [`crate::cluster::METRICS_CHANNEL`], and the ones heard from other nodes are fed
+//! into [`Pulse::broadcast`] (`state::cluster`); `/metrics` adds the node's Redis figures.
 
 pub mod metrics;
 pub mod stream;
@@ -52,6 +53,14 @@ impl Pulse {
         }
     }
 
+    /// Pulse of a node starting now with node id `node_id` (a cluster node's name).
+    pub fn with_node_id(node_id: String) -> Pulse {
+        Pulse {
+            node_id,
+            ..Pulse::new()
+        }
+    }
+
     /// This node's metrics.
     pub fn metrics(&self) -> &NodeMetrics {
         &self.metrics
@@ -91,6 +100,7 @@ impl Pulse {
             signaling_peers: state.signaling().peers() as u64,
             pulse_connections: self.hub.connections() as u64,
             lanes: self.metrics.lane_figures(),
+            redis: state.cluster().map(|c| c.figures()),
         }
     }
 }
@@ -131,7 +141,9 @@ pub async fn metrics_handler(
 }
 
 /// Broadcasts this node's `metrics` message to the registered pulse connections every
-/// `--pulse-interval-ms` (nothing is built while none listens). Aborted by [`crate::serve`].
+/// `--pulse-interval-ms` (nothing is built while none listens). In a cluster it is also
+/// published to the other nodes every interval ([`crate::cluster::METRICS_CHANNEL`]; their
+/// operators may listen), with no lock held. Aborted by [`crate::serve`].
 pub fn spawn_ticker(state: Arc<AppState>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let period = Duration::from_millis(state.config().pulse_interval_ms);
@@ -140,10 +152,19 @@ pub fn spawn_ticker(state: Arc<AppState>) -> JoinHandle<()> {
         loop {
             tick.tick().await;
             let pulse = state.pulse();
-            if pulse.hub().listeners() == 0 {
+            let cluster = state.cluster();
+            if pulse.hub().listeners() == 0 && cluster.is_none() {
                 continue;
             }
-            pulse.broadcast(pulse.metrics_message(&state).into());
+            let text: Arc<str> = pulse.metrics_message(&state).into();
+            if pulse.hub().listeners() > 0 {
+                pulse.broadcast(text.clone());
+            }
+            if let Some(c) = cluster {
+                if let Err(e) = c.publish_metrics(&text).await {
+                    tracing::debug!(error = %e, "pulse metrics not published to the cluster");
+                }
+            }
         }
     })
 }

@@ -54,8 +54,9 @@ pub const MAX_MESSAGE_BYTES: usize = 4096;
 pub const MAX_TRANSPORT_BYTES: usize = 64 * 1024;
 /// Longest `nodeId`, bytes.
 pub const MAX_NODE_ID_BYTES: usize = 64;
-/// `metrics` messages a connection may fall behind before it skips to the newest.
-pub const BROADCAST_BACKLOG: usize = 4;
+/// `metrics` messages a connection may fall behind before it skips to the newest (in a
+/// cluster each node's message of an interval counts: room for a few nodes' worth).
+pub const BROADCAST_BACKLOG: usize = 16;
 
 /// Who a registered connection is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

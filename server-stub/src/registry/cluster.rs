@@ -1,7 +1,8 @@
 //! The registry's side of a cluster ([`crate::cluster`]): sessions imported from another
 //! node's record, and per room a mirror of the members held by other nodes (session → node),
-//! kept from the room stream's `joined` / `moved` / `left` entries. Map updates only: the
-//! Redis I/O happens in `state::cluster`, before or after the lock.
+//! kept from the room stream's `joined` / `moved` / `left` entries, with what presence needs
+//! of them (PROTOCOL.md §6.2: join order, join time, last activity as stored in Redis). Map
+//! updates only: the Redis I/O happens in `state::cluster`, before or after the lock.
 
 use super::outbound;
 use super::route::Target;
@@ -10,8 +11,9 @@ use super::Registry;
 use crate::auth::{SessionToken, Tickets, VerifiedIdentity};
 use crate::close;
 use crate::cluster::record::{transport_name, SessionRecord};
+use crate::cluster::Member;
 use crate::limits::ip::IpKey;
-use p3_lanes::core::control::Control;
+use p3_lanes::core::control::{Control, PresenceStatus};
 use p3_lanes::core::frame::SessionId;
 use p3_lanes::core::lane::Lane;
 use p3_lanes::core::mux::Mux;
@@ -20,6 +22,31 @@ use p3_lanes::core::sse::post::PostLedger;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// A member of a room held by another node, as this node knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RemoteMember {
+    /// The node holding it.
+    pub(crate) node: String,
+    /// Its join order (the entry number of its `joined`).
+    pub(crate) order: u64,
+    /// When it joined, ms since the epoch.
+    pub(crate) since: u64,
+    /// When its node last heard from it, ms since the epoch, as last read from Redis (its
+    /// join, or its record's `seen`).
+    pub(crate) seen: u64,
+}
+
+impl RemoteMember {
+    fn of(m: &Member) -> RemoteMember {
+        RemoteMember {
+            node: m.node.clone(),
+            order: m.order,
+            since: m.since,
+            seen: m.since,
+        }
+    }
+}
 
 impl Registry {
     /// Whether `sid` is a session of this node (live or not yet swept).
@@ -98,6 +125,7 @@ impl Registry {
                 identity,
                 accept_calls_from: rec.accept_calls_from,
                 room_since_ms: 0,
+                room_order: 0,
                 presence: rec.presence,
             },
         );
@@ -131,14 +159,27 @@ impl Registry {
     /// than `node` and not a member of the room here. A session this node merely knows (it
     /// answered its handshake, or held it before it moved) counts as remote: its copy here
     /// is not in the room.
-    pub(crate) fn set_remote(&mut self, room: &str, members: &[(SessionId, String)], node: &str) {
+    pub(crate) fn set_remote(&mut self, room: &str, members: &[Member], node: &str) {
         let local = self.rooms.get(room);
-        let remote: HashMap<SessionId, String> = members
+        let remote: HashMap<SessionId, RemoteMember> = members
             .iter()
-            .filter(|(sid, n)| n != node && !local.is_some_and(|m| m.contains(sid)))
-            .cloned()
+            .filter(|m| m.node != node && !local.is_some_and(|l| l.contains(&m.sid)))
+            .map(|m| (m.sid, RemoteMember::of(m)))
             .collect();
         self.remote.insert(room.to_owned(), remote);
+    }
+
+    /// The last activity of members of `room` held by other nodes, read from Redis (`seen`,
+    /// ms since the epoch): kept where it is later than what this node knew.
+    pub(crate) fn update_seen(&mut self, room: &str, seen: &[(SessionId, u64)]) {
+        let Some(mirror) = self.remote.get_mut(room) else {
+            return;
+        };
+        for (sid, at) in seen {
+            if let Some(m) = mirror.get_mut(sid) {
+                m.seen = m.seen.max(*at);
+            }
+        }
     }
 
     /// Whether this node keeps a view of `room`'s members on other nodes (it has members
@@ -159,12 +200,17 @@ impl Registry {
     }
 
     /// Puts `sid` (just imported) back in `room` without telling anyone: it never left, its
-    /// client only reconnected through another node.
-    pub(crate) fn adopt_room(&mut self, sid: SessionId, room: &str) {
+    /// client only reconnected through another node. `me` is its entry in the room's members
+    /// hash (join order and time kept across the move).
+    pub(crate) fn adopt_room(&mut self, sid: SessionId, room: &str, me: Option<&Member>) {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
         s.room = Some(room.to_owned());
+        if let Some(me) = me {
+            s.room_order = me.order;
+            s.room_since_ms = me.since;
+        }
         let members = self.rooms.entry(room.to_owned()).or_default();
         if !members.contains(&sid) {
             members.push(sid);
@@ -174,10 +220,12 @@ impl Registry {
         }
     }
 
-    /// Another node says `sid` joined `room` or now holds it: a session of this node by that
-    /// id moved away (dropped here); a member new to this node is announced to the local
-    /// members (`peer-joined`).
-    pub(crate) fn remote_joined(&mut self, room: &str, sid: SessionId, node: &str) {
+    /// Another node says `member` joined `room` or now holds it (`at`: when, ms): a session
+    /// of this node by that id moved away (dropped here); a member new to this node is
+    /// announced to the local members (`peer-joined`, then presence `online` to those that
+    /// asked for it).
+    pub(crate) fn remote_joined(&mut self, room: &str, member: &Member, at: u64) {
+        let sid = member.sid;
         let was_local = self.sessions.contains_key(&sid);
         let local_member = self.rooms.get(room).is_some_and(|m| m.contains(&sid));
         if was_local {
@@ -185,34 +233,75 @@ impl Registry {
         }
         let locals = self.room_members(room);
         let mirror = self.remote.entry(room.to_owned()).or_default();
-        let known = mirror.insert(sid, node.to_owned()).is_some() || local_member;
+        let entry = RemoteMember {
+            seen: at.max(member.since),
+            ..RemoteMember::of(member)
+        };
+        let known = mirror.insert(sid, entry.clone()).is_some() || local_member;
         if !known {
             let msg = Control::PeerJoined {
                 room: room.to_owned(),
                 session_id: sid,
             };
             self.fan_out(room, &locals, msg);
+            let to = self.presence_listeners(&locals);
+            if !to.is_empty() {
+                let msg = Control::Presence {
+                    room: room.to_owned(),
+                    session_id: sid,
+                    status: PresenceStatus::Online,
+                    since: entry.since,
+                    last_seen: entry.seen,
+                };
+                self.fan_out(room, &to, msg);
+            }
         }
     }
 
-    /// Another node says `sid` left `room`: the local members hear `peer-left` if it was a
-    /// member there (a `left` from a node that no longer holds it is stale and ignored).
-    /// `true` if it was.
-    pub(crate) fn remote_left(&mut self, room: &str, sid: SessionId, node: &str) -> bool {
+    /// Another node says `sid` left `room` at `at` (ms): the local members hear `peer-left`
+    /// if it was a member there (a `left` from a node that no longer holds it is stale and
+    /// ignored), then presence `offline` (those that asked for it). `true` if it was.
+    pub(crate) fn remote_left(&mut self, room: &str, sid: SessionId, node: &str, at: u64) -> bool {
         let Some(mirror) = self.remote.get_mut(room) else {
             return false;
         };
-        if mirror.get(&sid).map(String::as_str) != Some(node) {
+        if mirror.get(&sid).map(|m| m.node.as_str()) != Some(node) {
             return false;
         }
-        mirror.remove(&sid);
+        let Some(gone) = mirror.remove(&sid) else {
+            return false;
+        };
         let locals = self.room_members(room);
         let msg = Control::PeerLeft {
             room: room.to_owned(),
             session_id: sid,
         };
         self.fan_out(room, &locals, msg);
+        let to = self.presence_listeners(&locals);
+        if !to.is_empty() {
+            let msg = Control::Presence {
+                room: room.to_owned(),
+                session_id: sid,
+                status: PresenceStatus::Offline,
+                since: gone.since,
+                last_seen: at.max(gone.seen),
+            };
+            self.fan_out(room, &to, msg);
+        }
         true
+    }
+
+    /// The members of `room` held by other nodes with their presence, `(sid, order, since,
+    /// lastSeen)`.
+    pub(crate) fn remote_presence(&self, room: &str) -> Vec<(SessionId, u64, u64, u64)> {
+        self.remote
+            .get(room)
+            .map(|m| {
+                m.iter()
+                    .map(|(sid, r)| (*sid, r.order, r.since, r.seen))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The local receivers of a relay read from `room`'s stream: every local member but
@@ -247,13 +336,14 @@ impl Registry {
         self.remote.get(room).is_some_and(|m| m.contains_key(&to))
     }
 
-    /// Sessions this node holds attached (a socket or an open SSE stream): their records'
-    /// TTL is refreshed in the cluster's store.
-    pub(crate) fn held_sessions(&self) -> Vec<SessionId> {
+    /// Sessions this node holds attached (a socket or an open SSE stream) and their last
+    /// activity (ms since the epoch): their records' TTL is refreshed in the cluster's store,
+    /// and their `seen` set (presence `lastSeen` for other nodes).
+    pub(crate) fn held_sessions(&self) -> Vec<(SessionId, u64)> {
         self.sessions
             .iter()
             .filter(|(_, s)| s.conn.is_some() || s.sse.as_ref().is_some_and(|h| h.streams > 0))
-            .map(|(id, _)| *id)
+            .map(|(id, s)| (*id, s.last_activity_ms))
             .collect()
     }
 }

@@ -218,8 +218,8 @@ pub(crate) struct Registry {
     /// `--call-ring-timeout-ms`.
     call_ring_timeout_ms: u64,
     /// Cluster only ([`cluster`]): per room with members here, its members held by other
-    /// nodes and which node holds each.
-    remote: HashMap<String, HashMap<SessionId, String>>,
+    /// nodes (which node holds each, and their presence).
+    remote: HashMap<String, HashMap<SessionId, cluster::RemoteMember>>,
 }
 
 impl Registry {
@@ -465,6 +465,7 @@ impl Registry {
                 accept_calls_from,
                 presence,
                 room_since_ms: 0,
+                room_order: 0,
             },
         );
         if let Some(key) = self

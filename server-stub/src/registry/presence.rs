@@ -3,7 +3,10 @@
 //! it (feature `presence`). Hooks of [`super::rooms`]: a join tells the joiner every member and
 //! the others the joiner; a leave tells the remaining members. The others' messages go through
 //! the room's fan-out ([`super::fanout`]), pushed after the registry lock is released, in
-//! order after that change's `peer-joined` / `peer-left`.
+//! order after that change's `peer-joined` / `peer-left`. In a cluster (PROTOCOL.md §17) the
+//! snapshot also lists the members held by other nodes (`registry::cluster`'s mirror, with
+//! join order, join time and last activity from Redis), and other nodes' joins and leaves are
+//! told by `Registry::remote_joined` / `remote_left`.
 //!
 //! Also the registry's counts for the metrics ([`crate::pulse`]).
 
@@ -45,20 +48,33 @@ impl Registry {
         })
     }
 
+    /// Whether `sid` asked for presence.
+    pub(crate) fn wants_presence(&self, sid: SessionId) -> bool {
+        self.sessions.get(&sid).is_some_and(|s| s.presence)
+    }
+
     /// Those of `sids` that asked for presence.
-    fn presence_listeners(&self, sids: &[SessionId]) -> Vec<SessionId> {
+    pub(super) fn presence_listeners(&self, sids: &[SessionId]) -> Vec<SessionId> {
         sids.iter()
             .copied()
             .filter(|m| self.sessions.get(m).is_some_and(|s| s.presence))
             .collect()
     }
 
-    /// `sid` joined `room` now (after its `joined`, `room-key` and the others' `peer-joined`):
-    /// records its join time, tells the joiner every member (itself included, join order) and
-    /// tells the `others` the joiner.
-    pub(super) fn presence_joined(&mut self, room: &str, sid: SessionId, others: &[SessionId]) {
+    /// `sid` joined `room` at `since` (ms since the epoch), `order` its place in the join
+    /// order across nodes (0 on a single node), after its `joined`, `room-key` and the
+    /// others' `peer-joined`: records both, tells the joiner every member (itself included,
+    /// join order) and tells the `others` the joiner.
+    pub(super) fn presence_joined(
+        &mut self,
+        room: &str,
+        sid: SessionId,
+        others: &[SessionId],
+        (since, order): (u64, u64),
+    ) {
         if let Some(s) = self.sessions.get_mut(&sid) {
-            s.room_since_ms = now_ms();
+            s.room_since_ms = since;
+            s.room_order = order;
         }
         self.presence_snapshot(room, sid);
         let to = self.presence_listeners(others);
@@ -68,15 +84,38 @@ impl Registry {
     }
 
     /// Tells `sid`, if it asked for presence, every member of `room` (itself included, join
-    /// order), `online` (after every `joined` and `room-key`).
+    /// order), `online` (after every `joined` and `room-key`): the members here and, in a
+    /// cluster, those held by other nodes.
     pub(super) fn presence_snapshot(&mut self, room: &str, sid: SessionId) {
         if !self.sessions.get(&sid).is_some_and(|s| s.presence) {
             return;
         }
-        for m in self.room_members(room) {
-            if let Some(msg) = self.presence_online(room, m) {
-                self.send_control(sid, &msg);
-            }
+        let mut all: Vec<(u64, Control)> = self
+            .room_members(room)
+            .into_iter()
+            .filter_map(|m| {
+                let order = self.sessions.get(&m)?.room_order;
+                Some((order, self.presence_online(room, m)?))
+            })
+            .collect();
+        all.extend(
+            self.remote_presence(room)
+                .into_iter()
+                .map(|(m, order, since, seen)| {
+                    let msg = Control::Presence {
+                        room: room.to_owned(),
+                        session_id: m,
+                        status: PresenceStatus::Online,
+                        since,
+                        last_seen: seen.max(since),
+                    };
+                    (order, msg)
+                }),
+        );
+        // Stable: on a single node (every order 0) the local join order stays.
+        all.sort_by_key(|(order, _)| *order);
+        for (_, msg) in all {
+            self.send_control(sid, &msg);
         }
     }
 

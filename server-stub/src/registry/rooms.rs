@@ -106,6 +106,17 @@ impl Registry {
     /// room it is in), `too_many_requests` when `room` would be a new room beyond
     /// `--max-rooms`, `room_full` when it has `--max-room-members` members.
     pub(crate) fn join(&mut self, sid: SessionId, room: String) -> Result<(), WireError> {
+        self.join_at(sid, room, (now_ms(), 0))
+    }
+
+    /// [`Registry::join`] with the join's time (ms since the epoch) and its place in the join
+    /// order across nodes: `(since, order)` (a cluster's `joined` entry: its time and number).
+    pub(crate) fn join_at(
+        &mut self,
+        sid: SessionId,
+        room: String,
+        stamp: (u64, u64),
+    ) -> Result<(), WireError> {
         let (events, bytes) = self.sse_limits;
         self.join_check(sid, &room)?;
         let Some(s) = self.sessions.get_mut(&sid) else {
@@ -130,7 +141,7 @@ impl Registry {
                 session_id: sid,
             };
             self.fan_out(&room, &others, msg);
-            self.presence_joined(&room, sid, &others);
+            self.presence_joined(&room, sid, &others, stamp);
             let members = self.room_members_identified(&room);
             self.events.push(RoomEvent::Joined { room, sid, members });
         } else {

@@ -63,6 +63,10 @@ pub(crate) struct Session {
     pub(crate) room: Option<String>,
     /// When it joined `room`, ms since the epoch (presence `since`, PROTOCOL.md §6.2).
     pub(crate) room_since_ms: u64,
+    /// Its place in `room`'s join order across nodes: the entry number of its `joined` in
+    /// the room's stream (cluster only; 0 on a single node, where `Registry::rooms` keeps
+    /// join order).
+    pub(crate) room_order: u64,
     /// Whether it gets Control `presence` messages (feature `presence`, PROTOCOL.md §6.2).
     pub(crate) presence: bool,
     /// The client address it counts against for `--max-sessions-per-ip`

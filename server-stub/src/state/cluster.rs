@@ -4,9 +4,10 @@
 //! Every Redis call here runs with no lock held (module docs of [`super`]).
 
 use super::AppState;
-use crate::cluster::{block_on, Cluster, Entry, Kind, Publish, Step};
+use crate::cluster::{block_on, Cluster, Entry, Kind, Member, Publish, Step};
 use crate::error::AppError;
 use crate::music::Delivery;
+use crate::now_ms;
 use crate::registry::{error_msg, RoomEvent};
 use p3_lanes::core::auth::{AuthReason, HandshakeAuth};
 use p3_lanes::core::error::ErrorCode;
@@ -17,6 +18,10 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
+
+/// Other nodes' pulse `metrics` messages passed to this node's pulse connections per second
+/// at most (burst as many): 20 nodes at the fastest useful interval.
+pub const PULSE_IN_RATE: u32 = 20;
 
 /// The nonce a sign-in spends (device key or SIWE), if any.
 fn auth_nonce(auth: &HandshakeAuth) -> Option<String> {
@@ -182,13 +187,14 @@ impl AppState {
             lane: 0,
             to: None,
             body: String::new(),
+            at_ms: now_ms(),
         };
         match c.publish_now(&moved).await {
             Ok(Some(p)) => {
                 {
                     let mut reg = self.registry();
                     reg.set_remote(&room, &p.members, c.node());
-                    reg.adopt_room(sid, &room);
+                    reg.adopt_room(sid, &room, p.members.iter().find(|m| m.sid == sid));
                 }
                 c.watch(&room, p.cursor);
             }
@@ -202,23 +208,40 @@ impl AppState {
     /// `join {room}` from `sid`'s socket `conn_id` (Control frame `seq`) in a cluster: checked
     /// here, written to the room's stream (membership and `joined` entry, atomically, with the
     /// room's members on every node), then joined in the registry with those members in its
-    /// `joined` answer. Redis unreachable: the join is refused with `internal`.
+    /// `joined` answer. Redis unreachable: the join is refused with `internal`. A joiner that
+    /// asked for presence gets the other nodes' members with their last activity as stored in
+    /// Redis (one more round trip, before the registry lock).
     pub(crate) fn cluster_join(&self, sid: SessionId, conn_id: u64, room: String, seq: u64) {
         let Some(c) = self.cluster() else {
             return;
         };
         let lane = Some(Lane::Control.id());
-        {
-            let mut reg = self.registry();
+        let again = {
+            let reg = self.registry();
             if let Err(e) = reg.join_check(sid, &room) {
-                return reg.reply(sid, conn_id, &error_msg(e.code, e.error, lane, Some(seq)));
+                drop(reg);
+                return self.registry().reply(
+                    sid,
+                    conn_id,
+                    &error_msg(e.code, e.error, lane, Some(seq)),
+                );
             }
-            if reg.room_of(sid).as_deref() == Some(room.as_str()) {
-                // Joining its room again only repeats `joined`.
-                let _ = reg.join(sid, room);
-                return;
-            }
+            (reg.room_of(sid).as_deref() == Some(room.as_str()))
+                .then(|| (reg.wants_presence(sid), reg.remote_members(&room)))
+        };
+        if let Some((presence, remote)) = again {
+            // Joining its room again only repeats `joined` (and the presence snapshot).
+            let seen = if presence {
+                self.cluster_seen(c, &remote)
+            } else {
+                Vec::new()
+            };
+            let mut reg = self.registry();
+            reg.update_seen(&room, &seen);
+            let _ = reg.join(sid, room);
+            return;
         }
+        let at = now_ms();
         let joined = Publish {
             room: room.clone(),
             kind: Kind::Joined,
@@ -226,6 +249,7 @@ impl AppState {
             lane: 0,
             to: None,
             body: String::new(),
+            at_ms: at,
         };
         let published = match block_on(c.publish_now(&joined)) {
             Some(Ok(Some(p))) => p,
@@ -239,11 +263,23 @@ impl AppState {
                 );
             }
         };
+        let seen = if self.registry().wants_presence(sid) {
+            let remote: Vec<SessionId> = published
+                .members
+                .iter()
+                .filter(|m| m.node != c.node())
+                .map(|m| m.sid)
+                .collect();
+            self.cluster_seen(c, &remote)
+        } else {
+            Vec::new()
+        };
         let mut reg = self.registry();
         if !reg.has_remote_view(&room) {
             reg.set_remote(&room, &published.members, c.node());
         }
-        match reg.join(sid, room.clone()) {
+        reg.update_seen(&room, &seen);
+        match reg.join_at(sid, room.clone(), (at, published.cursor.n)) {
             Ok(()) => {
                 drop(reg);
                 c.watch(&room, published.cursor);
@@ -253,8 +289,27 @@ impl AppState {
                 drop(reg);
                 c.publish(Publish {
                     kind: Kind::Left,
+                    at_ms: now_ms(),
                     ..joined
                 });
+            }
+        }
+    }
+
+    /// The last activity other nodes stored in Redis for `sids` (those it knows); a Redis
+    /// error leaves them out (presence then says the join time or the last one known).
+    fn cluster_seen(&self, c: &Cluster, sids: &[SessionId]) -> Vec<(SessionId, u64)> {
+        match block_on(c.last_seen(sids)) {
+            Some(Ok(seen)) => sids
+                .iter()
+                .zip(seen)
+                .filter_map(|(sid, s)| Some((*sid, s?)))
+                .collect(),
+            other => {
+                if let Some(Err(e)) = other {
+                    tracing::debug!(error = %e, "members' last activity not read from the cluster");
+                }
+                Vec::new()
             }
         }
     }
@@ -282,6 +337,7 @@ impl AppState {
             lane: lane.id(),
             to,
             body: value.to_string(),
+            at_ms: 0,
         })
     }
 
@@ -309,6 +365,7 @@ impl AppState {
                     lane: 0,
                     to: None,
                     body: String::new(),
+                    at_ms: now_ms(),
                 };
                 if !c.publish(left) {
                     tracing::error!(session = %sid, room, "cluster publisher full: a leave is not told to other nodes");
@@ -332,7 +389,13 @@ impl AppState {
         }
         match e.kind {
             Kind::Joined | Kind::Moved => {
-                self.registry().remote_joined(&e.room, e.sid, &e.node);
+                let member = Member {
+                    sid: e.sid,
+                    node: e.node.clone(),
+                    order: e.order,
+                    since: e.since,
+                };
+                self.registry().remote_joined(&e.room, &member, e.at);
                 if e.kind == Kind::Joined && self.music.held(&e.room).is_some() {
                     // The joiner gets the room's state from its authority, here.
                     let ev = RoomEvent::Joined {
@@ -345,7 +408,7 @@ impl AppState {
                 }
             }
             Kind::Left => {
-                let was = self.registry().remote_left(&e.room, e.sid, &e.node);
+                let was = self.registry().remote_left(&e.room, e.sid, &e.node, e.at);
                 if was && self.music.held(&e.room).is_some() {
                     // Vanished or left: the other node knows; the DJ grace is kept.
                     let ev = RoomEvent::Left {
@@ -450,9 +513,33 @@ impl AppState {
         self.deliver_server(&deliveries);
     }
 
-    /// Starts the cluster's tasks: the publisher, the room stream reader and the keep-alive
-    /// (TTL refresh of held sessions and read rooms every sweep period). Empty without a
-    /// cluster.
+    /// Other nodes' pulse `metrics` messages (heard on [`crate::cluster::METRICS_CHANNEL`])
+    /// go to this node's registered pulse connections, at most [`PULSE_IN_RATE`] per second
+    /// (more are dropped: a newer one of the same node follows an interval later). The
+    /// subscription is made again 500 ms after it drops. Runs until aborted.
+    async fn cluster_pulse_in(&self, c: &Cluster) {
+        use governor::{Quota, RateLimiter};
+        let per_s = std::num::NonZeroU32::new(PULSE_IN_RATE).unwrap_or(std::num::NonZeroU32::MIN);
+        let limiter = RateLimiter::direct(Quota::per_second(per_s));
+        loop {
+            let result = c
+                .metrics_subscription(|text| {
+                    if self.pulse().hub().listeners() > 0 && limiter.check().is_ok() {
+                        self.pulse().broadcast(text.into());
+                    }
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "pulse metrics subscription failed");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Starts the cluster's tasks: the publisher, the room stream reader, the keep-alive
+    /// (TTL refresh of held sessions and read rooms every sweep period), the music leases
+    /// and the probe of the Redis figures (every [`crate::cluster::PROBE_PERIOD`]). Empty
+    /// without a cluster.
     pub fn spawn_cluster(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
         let Some(c) = self.cluster().cloned() else {
             return Vec::new();
@@ -505,7 +592,7 @@ impl AppState {
             }
         });
         let leases = tokio::spawn({
-            let state = self.clone();
+            let (c, state) = (c.clone(), self.clone());
             async move {
                 let mut tick = tokio::time::interval(crate::cluster::lease::LEASE_TICK);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -515,6 +602,23 @@ impl AppState {
                 }
             }
         });
-        vec![publisher, reader, keepalive, leases]
+        let probe = tokio::spawn({
+            let c = c.clone();
+            async move {
+                let mut tick = tokio::time::interval(crate::cluster::PROBE_PERIOD);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = c.probe().await {
+                        tracing::debug!(error = %e, "cluster probe failed");
+                    }
+                }
+            }
+        });
+        let pulse_in = tokio::spawn({
+            let state = self.clone();
+            async move { state.cluster_pulse_in(&c).await }
+        });
+        vec![publisher, reader, keepalive, leases, probe, pulse_in]
     }
 }

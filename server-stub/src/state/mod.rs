@@ -182,7 +182,11 @@ impl AppState {
                 })
                 .expect("an auth configuration without JWT key is valid")
             }),
-            pulse: crate::pulse::Pulse::new(),
+            // In a cluster the pulse node id is the cluster's node name (PROTOCOL.md §18.2).
+            pulse: match &cluster {
+                Some(c) => crate::pulse::Pulse::with_node_id(c.node().to_owned()),
+                None => crate::pulse::Pulse::new(),
+            },
             config,
         })
     }
