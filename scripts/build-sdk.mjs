@@ -13,8 +13,9 @@
 //   node scripts/build-sdk.mjs --force --only pwa,lanes   rebuild these entries, reuse the others'
 //                                        last builds (target/sdk-entries/)
 //
-// Each entry: `cargo rustc --crate-type cdylib` with the size-oriented `wasm-size` profile of
-// Cargo.toml (native builds and benches keep `release`; cdylib alone so that its `lto` applies),
+// Each entry: `cargo rustc --crate-type cdylib` with its profile of Cargo.toml (`wasm-size`, or
+// `wasm-tiny` for the PWA entry: scripts/lib/bundle.mjs; native builds and benches keep
+// `release`; cdylib alone so that its `lto` applies),
 // then `wasm-bindgen --target web` (the CLI must match the crate's pinned wasm-bindgen), then
 // wasm-opt from npm's `binaryen` package (a devDependency), -Oz and -Os, keeping whichever
 // gzips smaller. (`wasm-pack build` would build the manifest's cdylib + rlib, without LTO.)
@@ -32,8 +33,6 @@ const STAGE_DIR = join(ROOT, 'target', 'sdk-entries');
 /** Where Cargo writes its builds (`CARGO_TARGET_DIR`, as tests/support/server.mjs reads it). */
 const CARGO_TARGET = process.env.CARGO_TARGET_DIR ?? join(ROOT, 'target');
 const WASM_OPT = join(ROOT, 'node_modules', '.bin', 'wasm-opt');
-/** The Cargo profile of the wasm builds (Cargo.toml). */
-const PROFILE = 'wasm-size';
 /** What each entry folder holds (wasm-bindgen's output for `--out-name p3_lanes`). */
 const OUTPUTS = ['p3_lanes.js', 'p3_lanes.d.ts', 'p3_lanes_bg.wasm', 'p3_lanes_bg.wasm.d.ts'];
 
@@ -64,13 +63,13 @@ export async function buildSdk({ force = false, only = null } = {}) {
     const out = join(STAGE_DIR, entry.name);
     if (only && !only.includes(entry.name) && existsSync(join(out, 'p3_lanes_bg.wasm'))) continue;
     rmSync(out, { recursive: true, force: true });
-    step(`cargo rustc --crate-type cdylib --profile ${PROFILE} --features ${entry.features} (entry ${entry.specifier})`);
+    step(`cargo rustc --crate-type cdylib --profile ${entry.profile} --features ${entry.features} (entry ${entry.specifier})`);
     await run('cargo', [
       'rustc', '-p', 'p3-lanes', '--lib',
       // cdylib alone: with the manifest's `rlib` beside it Cargo would skip LTO.
       '--crate-type', 'cdylib',
       '--target', 'wasm32-unknown-unknown',
-      '--profile', PROFILE,
+      '--profile', entry.profile,
       '--no-default-features', '--features', entry.features,
     ]);
     step(`wasm-bindgen --target web (entry ${entry.specifier})`);
@@ -78,7 +77,7 @@ export async function buildSdk({ force = false, only = null } = {}) {
       '--target', 'web',
       '--out-dir', out,
       '--out-name', 'p3_lanes',
-      join(CARGO_TARGET, 'wasm32-unknown-unknown', PROFILE, 'p3_lanes.wasm'),
+      join(CARGO_TARGET, 'wasm32-unknown-unknown', entry.profile, 'p3_lanes.wasm'),
     ]);
     optimizing.push(optimizeWasm(join(out, 'p3_lanes_bg.wasm')));
   }

@@ -9,7 +9,7 @@
 //! own key where Cache Storage is missing) or cookies.
 
 use crate::core::pwa::{Ownership, PurgeRecord};
-use crate::wasm::{error, global};
+use crate::wasm::{convert, error, global};
 use js_sys::{Array, Object, Promise, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -193,7 +193,7 @@ impl RecordStore {
             (Some(caches), Some(url)) => read_cache(&caches, &self.key, &url).await,
             _ => Self::local_storage()?.get_item(&self.key).ok().flatten(),
         };
-        PurgeRecord::from_json(&text?)
+        record_from_json(&text?)
     }
 
     /// Stores `record`.
@@ -201,7 +201,7 @@ impl RecordStore {
     /// Errors: whatever the storage threw (quota, storage disabled), or `internal` when this
     /// scope has no persistent storage at all.
     pub(crate) async fn write(&self, record: &PurgeRecord) -> Result<(), JsValue> {
-        let json = record.to_json();
+        let json = record_to_json(record)?;
         if let (Some(caches), Some(url)) = (Self::caches(), Self::record_url()) {
             let cache: web_sys::Cache = JsFuture::from(caches.open(&self.key))
                 .await?
@@ -222,6 +222,39 @@ impl RecordStore {
             )),
         }
     }
+}
+
+/// The record from its stored JSON (the shape of [`PurgeRecord::to_json`]), parsed by the
+/// browser's `JSON` and read field by field (no JSON parser or serde deserializer in the PWA
+/// entry: issue 15's size budget); `None` when corrupt, as [`PurgeRecord::from_json`].
+fn record_from_json(text: &str) -> Option<PurgeRecord> {
+    let value = js_sys::JSON::parse(text).ok()?;
+    let int = |name: &str, max: f64| {
+        get(&value, name)?
+            .as_f64()
+            .filter(|n| n.fract() == 0.0 && (0.0..=max).contains(n))
+    };
+    let finished_at = match get(&value, "finishedAt") {
+        None => None,
+        Some(_) => Some(int("finishedAt", MAX_SAFE_INTEGER)? as u64),
+    };
+    Some(PurgeRecord {
+        target: get(&value, "target")?.as_string()?,
+        attempts: int("attempts", f64::from(u32::MAX))? as u32,
+        started_at: int("startedAt", MAX_SAFE_INTEGER)? as u64,
+        finished_at,
+    })
+}
+
+/// 2^53 - 1: the largest integer a JS number holds exactly.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+/// The record's stored JSON (the shape of [`PurgeRecord::to_json`]), written by the browser's
+/// `JSON`.
+fn record_to_json(record: &PurgeRecord) -> Result<String, JsValue> {
+    Ok(String::from(js_sys::JSON::stringify(&convert::to_js(
+        record,
+    ))?))
 }
 
 async fn read_cache(caches: &web_sys::CacheStorage, name: &str, url: &str) -> Option<String> {
@@ -281,7 +314,7 @@ pub(crate) async fn purge(ownership: &Ownership, scope: Scope) -> PurgeReport {
         for name in ownership.caches_to_delete(names.iter().map(String::as_str)) {
             match JsFuture::from(caches.delete(name)).await {
                 Ok(_) => report.caches.push(name.to_owned()),
-                Err(e) => warn(&format!("cannot delete cache {name:?}"), &e),
+                Err(e) => warn(&format!("cannot delete cache \"{name}\""), &e),
             }
         }
     }

@@ -641,7 +641,7 @@ async fn run_checks(h: &Handle) -> Result<JsValue, JsValue> {
                 let e = error::coded(
                     ErrorCode::StaleAfterPurge,
                     &format!(
-                        "this page runs version {page:?} but the server says {target:?}, and \
+                        "this page runs version \"{page}\" but the server says \"{target}\", and \
                          the caches were already purged and the page reloaded for it \
                          ({attempts} attempt(s)); not reloading again"
                     ),

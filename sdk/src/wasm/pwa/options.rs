@@ -8,24 +8,20 @@ use crate::core::pwa::{GuardConfig, Ownership, DEFAULT_STORAGE_KEY};
 use crate::wasm::error;
 use crate::wasm::pwa::host;
 use js_sys::{Array, Function};
-use serde::Deserialize;
 use wasm_bindgen::{JsCast, JsValue};
 
 /// Default `versionUrl`.
 pub(crate) const DEFAULT_VERSION_URL: &str = "/api/version";
 
-/// The JS options object.
-#[derive(Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The JS options object, read field by field with `Reflect` (no serde in the PWA entry:
+/// issue 15's size budget). `undefined` and `null` fields are absent.
+#[derive(Default)]
 struct RawOptions {
     current_version: Option<String>,
     version_url: Option<String>,
     scope: Option<String>,
-    #[serde(default, with = "serde_wasm_bindgen::preserve")]
     cache_prefix: JsValue,
-    #[serde(default, with = "serde_wasm_bindgen::preserve")]
     before_purge: JsValue,
-    #[serde(default, with = "serde_wasm_bindgen::preserve")]
     on_event: JsValue,
     recheck_on_visible: Option<bool>,
     max_attempts: Option<f64>,
@@ -33,6 +29,57 @@ struct RawOptions {
     storage_key: Option<String>,
     navigate_clients: Option<bool>,
     claim_window_ms: Option<f64>,
+}
+
+impl RawOptions {
+    /// Reads `options` (an object).
+    ///
+    /// Errors: `invalid_argument` naming the first field of the wrong type.
+    fn read(options: &JsValue) -> Result<RawOptions, JsValue> {
+        let field = |name: &str| host::get(options, name);
+        let string = |name: &str| typed(name, field(name), JsValue::as_string, "a string");
+        let boolean = |name: &str| typed(name, field(name), JsValue::as_bool, "a boolean");
+        let number = |name: &str| typed(name, field(name), JsValue::as_f64, "a number");
+        let any = |name: &str| field(name).unwrap_or(JsValue::UNDEFINED);
+        Ok(RawOptions {
+            current_version: string("currentVersion")?,
+            version_url: string("versionUrl")?,
+            scope: string("scope")?,
+            cache_prefix: any("cachePrefix"),
+            before_purge: any("beforePurge"),
+            on_event: any("onEvent"),
+            recheck_on_visible: boolean("recheckOnVisible")?,
+            max_attempts: number("maxAttempts")?,
+            retry_after_ms: number("retryAfterMs")?,
+            storage_key: string("storageKey")?,
+            navigate_clients: boolean("navigateClients")?,
+            claim_window_ms: number("claimWindowMs")?,
+        })
+    }
+}
+
+/// `value` (absent: `None`) as `T`, or `invalid_argument` "`name` must be `what`".
+fn typed<T>(
+    name: &str,
+    value: Option<JsValue>,
+    get: impl Fn(&JsValue) -> Option<T>,
+    what: &str,
+) -> Result<Option<T>, JsValue> {
+    match value {
+        None => Ok(None),
+        Some(v) => get(&v).map(Some).ok_or_else(|| {
+            error::invalid_argument(&format!(
+                "invalid CacheGuard options: `{name}` must be {what}, got {}",
+                show(&v)
+            ))
+        }),
+    }
+}
+
+/// `value.toString()` (the browser formats numbers: no float formatting in the wasm); never
+/// called with `undefined` or `null`.
+fn show(value: &JsValue) -> String {
+    String::from(value.unchecked_ref::<js_sys::Object>().to_string())
 }
 
 /// Parsed options.
@@ -85,8 +132,7 @@ fn parse(base_url: Option<&str>, options: &JsValue) -> Result<GuardOptions, JsVa
     let o: RawOptions = if options.is_undefined() || options.is_null() {
         RawOptions::default()
     } else {
-        serde_wasm_bindgen::from_value(options.clone())
-            .map_err(|e| error::invalid_argument(&format!("invalid CacheGuard options: {e}")))?
+        RawOptions::read(options)?
     };
     let base = host::location_href();
     let version_url = match (base_url, o.version_url.as_deref()) {
@@ -125,16 +171,17 @@ fn parse(base_url: Option<&str>, options: &JsValue) -> Result<GuardOptions, JsVa
     if let Some(n) = o.max_attempts {
         if !(n.fract() == 0.0 && (1.0..=100.0).contains(&n)) {
             return Err(error::invalid_argument(&format!(
-                "`maxAttempts` must be an integer 1..=100, got {n}"
+                "`maxAttempts` must be an integer 1..=100, got {}",
+                show(&JsValue::from_f64(n))
             )));
         }
         config.max_attempts = n as u32;
     }
     if let Some(ms) = o.retry_after_ms {
-        config.retry_after_ms = Some(millis("retryAfterMs", ms, 1.0)?);
+        config.retry_after_ms = Some(millis("retryAfterMs", ms, 1)?);
     }
     if let Some(ms) = o.claim_window_ms {
-        config.claim_window_ms = millis("claimWindowMs", ms, 0.0)?;
+        config.claim_window_ms = millis("claimWindowMs", ms, 0)?;
     }
     let current_version = o.current_version.filter(|v| !v.trim().is_empty());
     Ok(GuardOptions {
@@ -163,7 +210,7 @@ fn server_base(url: &str) -> Result<String, JsValue> {
         Ok(base.to_owned())
     } else {
         Err(error::invalid_argument(&format!(
-            "the server's base URL must start with http:// or https://, got {url:?}"
+            "the server's base URL must start with http:// or https://, got \"{url}\""
         )))
     }
 }
@@ -176,7 +223,7 @@ fn resolve(name: &str, url: &str, base: Option<&str>) -> Result<String, JsValue>
     };
     parsed
         .map(|u| u.href())
-        .map_err(|_| error::invalid_argument(&format!("`{name}` is not a valid URL: {url:?}")))
+        .map_err(|_| error::invalid_argument(&format!("`{name}` is not a valid URL: \"{url}\"")))
 }
 
 /// `cachePrefix`: a string, an array of strings, or absent (every cache).
@@ -197,12 +244,14 @@ fn prefixes(v: &JsValue) -> Result<Vec<String>, JsValue> {
         .collect()
 }
 
-fn millis(name: &str, ms: f64, min: f64) -> Result<u64, JsValue> {
-    if ms.is_finite() && ms >= min {
+/// `ms` rounded, when finite and ≥ `min` (0 or 1).
+fn millis(name: &str, ms: f64, min: u8) -> Result<u64, JsValue> {
+    if ms.is_finite() && ms >= f64::from(min) {
         Ok(ms.round() as u64)
     } else {
         Err(error::invalid_argument(&format!(
-            "`{name}` must be a number of ms ≥ {min}, got {ms}"
+            "`{name}` must be a number of ms ≥ {min}, got {}",
+            show(&JsValue::from_f64(ms))
         )))
     }
 }
