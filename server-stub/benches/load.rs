@@ -43,8 +43,8 @@
 //! at once and take turns: each step of [`SOCKETIO_LADDER`] (two lower steps first) runs as
 //! [`SOCKETIO_ROUNDS`] windows of `--step-ms` on each set in turn, the figures of a step being
 //! those of its windows together, so load from outside the bench falls on all three alike.
-//! Then, for each set on fresh processes, a Redis restart under a steady stream
-//! ([`redis_restart`]): every room's sender sends [`RESTART_MESSAGES`] numbered messages at
+//! Then [`RESTART_RUNS`] times for each set in turn, on fresh processes, a Redis restart under
+//! a steady stream ([`redis_restart`]): every room's sender sends [`RESTART_MESSAGES`] numbered messages at
 //! [`RESTART_PER_S`]; 3 s in, `redis-server` is SIGKILLed and 1 s later started again, empty, on
 //! the same port; each receiver's missing numbers are counted, as *told* when a `discontinuity`
 //! (PROTOCOL.md §17) reached it inside the gap, else as *silent*. Replaces the
@@ -94,8 +94,8 @@ const SOCKETIO_LADDER: [u64; 8] = [
 /// Windows (of `--step-ms` each) per step and target in `-- --socketio`, the targets taking
 /// turns.
 const SOCKETIO_ROUNDS: u32 = 2;
-/// No ladder step of `-- --socketio` begins after this (the restart runs follow, ~1 min).
-const SOCKETIO_BUDGET: Duration = Duration::from_secs(200);
+/// No ladder step of `-- --socketio` begins after this (the restart runs follow, ~2.5 min).
+const SOCKETIO_BUDGET: Duration = Duration::from_secs(150);
 /// Steps of the longest ladder (what [`Stats`] holds figures for).
 const MAX_STEPS: usize = SOCKETIO_LADDER.len();
 /// Drain time after each step.
@@ -942,6 +942,9 @@ const RESTART_DOWN: Duration = Duration::from_secs(1);
 const RESTART_QUIET: Duration = Duration::from_secs(2);
 /// ... or at the latest after this.
 const RESTART_DRAIN: Duration = Duration::from_secs(10);
+/// Restart runs per target (the targets taking turns): what pub/sub loses depends on when
+/// its clients reconnect.
+const RESTART_RUNS: usize = 3;
 
 /// What the receivers of one target got of the numbered stream across a Redis restart.
 #[derive(Clone, Debug, Default)]
@@ -962,6 +965,16 @@ struct Lost {
 }
 
 impl Lost {
+    /// Adds `o`'s counts to these.
+    fn merge(&mut self, o: &Lost) {
+        self.expected += o.expected;
+        self.received += o.received;
+        self.duplicates += o.duplicates;
+        self.told += o.told;
+        self.silent += o.silent;
+        self.discontinuities += o.discontinuities;
+    }
+
     /// Adds what a receiver's `log` (numbers and [`TOLD`]) says of messages `0..sent`.
     fn add(&mut self, log: &[u64], sent: u64) {
         self.expected += sent;
@@ -1001,6 +1014,10 @@ impl Lost {
     }
 }
 
+/// One restart run: what the receivers got, what the servers refused to senders (by code),
+/// members that lost their socket.
+type Restart = (Lost, BTreeMap<String, u64>, u64);
+
 /// Checks [`Lost::add`] on made-up logs before it counts anything real (panics if wrong).
 fn check_lost_counting() {
     let mut l = Lost::default();
@@ -1021,8 +1038,9 @@ fn check_lost_counting() {
 /// Fresh processes of `target` (three nodes on one `redis-server`); each room's sender sends
 /// [`RESTART_MESSAGES`] numbered messages at [`RESTART_PER_S`]; [`RESTART_KILL_AT`] in,
 /// `redis-server` is SIGKILLed and, [`RESTART_DOWN`] later, started again empty on the same
-/// port. Then what every receiver got.
-async fn redis_restart(target: Target) -> (Lost, BTreeMap<String, u64>, u64) {
+/// port. Then what every receiver got, what the servers refused to senders (by code) and how
+/// many members lost their socket.
+async fn redis_restart(target: Target) -> Restart {
     let mut live = Live::open(target).await;
     let port = live.servers.redis.expect("a target on Redis");
     let start = tokio::time::Instant::now();
@@ -1104,16 +1122,18 @@ fn main() {
                     Some(SOCKETIO_BUDGET),
                 )
                 .await;
-                let mut restarts = Vec::new();
-                for t in targets {
-                    restarts.push(redis_restart(t).await);
+                let mut restarts = vec![Vec::new(); targets.len()];
+                for _ in 0..RESTART_RUNS {
+                    for (t, runs) in targets.iter().zip(restarts.iter_mut()) {
+                        runs.push(redis_restart(*t).await);
+                    }
                 }
                 (ladders, restarts)
             };
-            // Ladders: no step begins after SOCKETIO_BUDGET (200 s), one step is at most
-            // 3 targets × 2 windows × (3 + 2 + 5) s; restart runs: at most 3 × (set-up + 8 s
-            // + 10 s). Typically ~3 min in all.
-            let (ladders, restarts) = tokio::time::timeout(Duration::from_secs(360), run)
+            // Ladders: no step begins after SOCKETIO_BUDGET (150 s), one step is at most
+            // 3 targets × 2 windows × (3 + 2 + 5) s; restart runs: 9 of typically 15 s.
+            // Typically ~4.5 min in all.
+            let (ladders, restarts) = tokio::time::timeout(Duration::from_secs(420), run)
                 .await
                 .expect("socket.io cluster bench timed out");
             report_socketio(&ladders, &restarts, load);
@@ -1350,11 +1370,7 @@ fn report_cluster(one: &[StepFigures], three: &[StepFigures], load: [f64; 3]) {
 /// The `cluster.socketio.` and `cluster.redis-restart.` rows: socket.io's three nodes (each
 /// adapter) beside ours, steps of the same interleaved run; what each lost across the same
 /// Redis restart.
-fn report_socketio(
-    ladders: &[Vec<StepFigures>],
-    restarts: &[(Lost, BTreeMap<String, u64>, u64)],
-    load: [f64; 3],
-) {
+fn report_socketio(ladders: &[Vec<StepFigures>], restarts: &[Vec<Restart>], load: [f64; 3]) {
     let row = |name: String, value: f64, unit: &str, baseline: String, ratio: f64| {
         let finite = |v: f64| if v.is_finite() { json!(v) } else { Value::Null };
         json!({"name": name, "value": finite(value), "unit": unit, "baseline": baseline, "ratio": finite(ratio)})
@@ -1441,7 +1457,21 @@ fn report_socketio(
         load[0]
     );
     let targets = [Target::Cluster, Target::SioRedis, Target::SioStreams];
-    for (target, (lost, refused, broken)) in targets.iter().zip(restarts) {
+    for (target, runs) in targets.iter().zip(restarts) {
+        let mut lost = Lost::default();
+        let mut refused = BTreeMap::new();
+        let mut broken = 0;
+        for (l, r, b) in runs {
+            lost.merge(l);
+            for (code, n) in r {
+                *refused.entry(code.clone()).or_insert(0) += n;
+            }
+            broken += b;
+        }
+        let per_run = |get: fn(&Lost) -> u64| {
+            let v: Vec<String> = runs.iter().map(|(l, _, _)| get(l).to_string()).collect();
+            v.join(", ")
+        };
         let key = if *target == Target::Cluster {
             "p3"
         } else {
@@ -1449,8 +1479,11 @@ fn report_socketio(
         };
         let e = lost.expected as f64;
         let extra = format!(
-            "{} received, {} duplicates, {} discontinuity messages, relays refused to senders {refused:?}, sockets lost {broken}",
-            lost.received, lost.duplicates, lost.discontinuities
+            "per run: {}; {} received, {} duplicates, {} discontinuity messages, relays refused to senders {refused:?}, sockets lost {broken}",
+            per_run(|l| l.silent),
+            lost.received,
+            lost.duplicates,
+            lost.discontinuities
         );
         let extra = if *target == Target::SioRedis {
             format!("{extra}; the node script keeps its process alive on the adapter's unhandled publish rejections (Node's default ends it)")
@@ -1462,8 +1495,9 @@ fn report_socketio(
             lost.silent as f64,
             "deliveries",
             format!(
-                "missing with no discontinuity, of {} due ({run}); {extra}; target 0",
-                lost.expected
+                "missing with no discontinuity, of {} due in {} runs ({run}); {extra}; target 0",
+                lost.expected,
+                runs.len()
             ),
             lost.silent as f64 / e,
         ));
@@ -1473,8 +1507,9 @@ fn report_socketio(
                 lost.told as f64,
                 "deliveries",
                 format!(
-                    "missing, each gap told by a discontinuity, of {} due (same run)",
-                    lost.expected
+                    "missing, each gap told by a discontinuity, of {} due (same runs; per run: {})",
+                    lost.expected,
+                    per_run(|l| l.told)
                 ),
                 lost.told as f64 / e,
             ));
