@@ -18,6 +18,7 @@
 //   node scripts/bench.mjs --battery       only the battery figures (~5 min)
 //   node scripts/bench.mjs --sync          only music sync in real browsers, Chromium then Firefox (~5 min)
 //   node scripts/bench.mjs --takeover      only a music room's takeover across nodes (~3 min)
+//   node scripts/bench.mjs --socketio      only three nodes beside socket.io 4 on Redis (~5 min)
 //   node scripts/bench.mjs --render        only BENCHMARKS.md from bench-results.json (alias --report)
 //   node scripts/bench.mjs --only a,b      only the named BENCHES (no browser)
 //
@@ -55,6 +56,11 @@ const BENCHES = [
   { name: 'abuse', args: ['bench', '-p', 'server-stub', '--bench', 'abuse'], results: 'bench-results.json' },
   // Issue 14: the load ladder on one node and on three nodes on one redis-server (~1 min).
   { name: 'cluster', args: ['bench', '-p', 'server-stub', '--bench', 'load', '--', '--cluster'], results: 'bench-results.json' },
+  // Issue 14: three server-stub nodes beside three socket.io 4 nodes with
+  // @socket.io/redis-adapter and with @socket.io/redis-streams-adapter (scripts/lib/
+  // socketio-server.mjs), each on one redis-server, one load generator, ladder steps
+  // interleaved; then what each loses across a redis-server SIGKILL and restart, 3 runs each (~5 min).
+  { name: 'cluster-socketio', args: ['bench', '-p', 'server-stub', '--bench', 'load', '--', '--socketio'], results: 'bench-results.json' },
 ];
 
 const RESULTS = join(ROOT, 'bench-results.json');
@@ -108,7 +114,11 @@ async function benches() {
     return;
   }
   const i = process.argv.indexOf('--only');
-  const only = i >= 0 ? (process.argv[i + 1] ?? '').split(',') : null;
+  const only = process.argv.includes('--socketio')
+    ? ['cluster-socketio']
+    : i >= 0
+      ? (process.argv[i + 1] ?? '').split(',')
+      : null;
   for (const bench of BENCHES) {
     if (only && !only.includes(bench.name)) continue;
     const cmd = bench.cmd ?? 'cargo';
