@@ -360,3 +360,58 @@ async fn a_session_taken_over_by_another_node_keeps_its_room() {
     assert!(got.contains(&a.sid().to_string()) || got.contains("moved"));
     a.expect_silence(300).await;
 }
+
+/// One room key for the whole cluster (PROTOCOL.md §13.4, §17 "Room keys"): members held by
+/// different nodes get the same key, two nodes racing to make a new room's key agree, a leave
+/// on one node rotates the key for the members on every node (the same new key, a new id),
+/// and a leave of the last member on a node still rotates it for the others. With a key per
+/// node, the second member's key differs from the first's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_has_one_key_on_every_node() {
+    let Some(redis) = redis().await else { return };
+    let n = nodes(&redis, 2).await;
+    let mut a = n[0].peer("a", &[1, 2]).await;
+    let mut b = n[1].peer("b", &[1, 2]).await;
+    let mut c = n[1].peer("c", &[1, 2]).await;
+    a.join("r").await;
+    b.join("r").await;
+    assert_eq!(a.room_key, b.room_key, "members on two nodes share the key");
+    assert!(matches!(
+        a.expect_control().await,
+        Control::PeerJoined { .. }
+    ));
+    c.join("r").await;
+    assert_eq!(c.room_key, a.room_key);
+    for p in [&mut a, &mut b] {
+        assert!(matches!(
+            p.expect_control().await,
+            Control::PeerJoined { .. }
+        ));
+    }
+
+    // A leave on node1 rotates the key on both nodes.
+    let c_sid = c.sid();
+    c.send_control(&Control::Leave { room: "r".into() }).await;
+    let ka = a.expect_peer_left("r", c_sid).await;
+    let kb = b.expect_peer_left("r", c_sid).await;
+    assert_eq!(ka, kb, "the remaining members share the new key");
+    a.expect_silence(200).await;
+    b.expect_silence(0).await;
+
+    // The last member on node0 leaves: node1's member still gets a new key.
+    let a_sid = a.sid();
+    a.send_control(&Control::Leave { room: "r".into() }).await;
+    let kb2 = b.expect_peer_left("r", a_sid).await;
+    assert_ne!(kb2, kb);
+    // A later joiner on node0 gets that key, not a new one of node0's.
+    let mut d = n[0].peer("d", &[1, 2]).await;
+    d.join("r").await;
+    assert_eq!(d.room_key, Some(kb2));
+
+    // Two nodes racing to make a new room's key agree.
+    let mut e = n[0].peer("e", &[1, 2]).await;
+    let mut f = n[1].peer("f", &[1, 2]).await;
+    tokio::join!(e.join("race"), f.join("race"));
+    assert!(e.room_key.is_some());
+    assert_eq!(e.room_key, f.room_key, "racing joins agree on the key");
+}

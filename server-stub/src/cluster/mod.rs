@@ -10,7 +10,9 @@
 //!   in the whole cluster).
 //! - `p3:nonce:{nonce}`: a sign-in nonce (`0` issued, `1` used), its TTL.
 //! - `p3:room:{room}:stream` (entries `n`, `e`, `node`, `kind`, `sid`, `lane`, `to`, `body`),
-//!   `p3:room:{room}:meta` (`e` epoch, `n` last entry number) and `p3:room:{room}:members`
+//!   `p3:room:{room}:meta` (`e` epoch, `n` last entry number, `k` the room key
+//!   `"<keyId>:<key>"` and `kn` the number of the entry that set it, [`crate::room_key`],
+//!   `p:<node>` each node's last publish number) and `p3:room:{room}:members`
 //!   (session → node): written only by [`PUBLISH`] (atomic), kept `MAXLEN ~
 //!   --room-stream-len`, expiring 2 × max(TTL, 60 s) after the last write or refresh.
 //!
@@ -29,6 +31,7 @@
 pub mod lease;
 pub(crate) mod record;
 
+use crate::room_key::Stamp;
 use p3_lanes::core::frame::SessionId;
 use record::SessionRecord;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -52,10 +55,15 @@ pub const READ_COUNT: usize = 64;
 /// A Redis command's answer timeout (a dead Redis turns into an error, not a hang).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The one script that writes a room: membership change (if any), entry number, `XADD`,
-/// expiry, all atomic. KEYS: stream, meta, members, session. ARGV: maxlen, new epoch, node,
-/// kind, sid, lane, to, body, ttl ms, room, publish number. Answers `{id, n, epoch}` (and,
-/// for `joined` and `moved`, the members hash), or nil for a `left` that no longer applies
+/// The one script that writes a room: membership change (if any), room key, entry number,
+/// `XADD`, expiry, all atomic. KEYS: stream, meta, members, session. ARGV: maxlen, new epoch,
+/// node, kind, sid, lane, to, body, ttl ms, room, publish number, two candidate room keys
+/// (`"<keyId>:<key>"` with different ids, or empty). The room key ([`crate::room_key`]): a
+/// `joined` / `moved` of a room without one stores the first candidate; a `left` that leaves
+/// members stores the candidate whose id differs from the old key's and writes it as the
+/// entry's `body`; a `left` that empties the room forgets it. Answers `{id, n, epoch}` (and,
+/// for `joined` and `moved`, the members hash, the key and the number of the entry that set
+/// it), or nil for a `left` that no longer applies
 /// (the session was since taken over by another node) and for a publish number (nonzero:
 /// the publisher's, in order) this node already wrote: a retry after an answer lost with a
 /// dropped connection is written once.
@@ -71,20 +79,42 @@ if ARGV[11] ~= '0' then
   if last and tonumber(last) >= tonumber(ARGV[11]) then return false end
   redis.call('HSET', KEYS[2], 'p:' .. ARGV[3], ARGV[11])
 end
+local rotate = false
 if kind == 'left' then
   if redis.call('HGET', KEYS[3], ARGV[5]) ~= ARGV[3] then return false end
   redis.call('HDEL', KEYS[3], ARGV[5])
   if redis.call('HGET', KEYS[4], 'room') == ARGV[10] then redis.call('HDEL', KEYS[4], 'room') end
+  if redis.call('HLEN', KEYS[3]) == 0 then
+    redis.call('HDEL', KEYS[2], 'k', 'kn')
+  else
+    rotate = true
+  end
 elseif kind == 'joined' or kind == 'moved' then
   redis.call('HSET', KEYS[3], ARGV[5], ARGV[3])
   if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'room', ARGV[10]) end
 end
 local n = redis.call('HINCRBY', KEYS[2], 'n', 1)
+local body = ARGV[8]
+if rotate then
+  local key = ARGV[12]
+  local old = redis.call('HGET', KEYS[2], 'k')
+  if old and string.match(old, '^[^:]*') == string.match(key, '^[^:]*') then key = ARGV[13] end
+  if key == '' then
+    redis.call('HDEL', KEYS[2], 'k', 'kn')
+  else
+    redis.call('HSET', KEYS[2], 'k', key, 'kn', n)
+  end
+  body = key
+elseif (kind == 'joined' or kind == 'moved') and ARGV[12] ~= ''
+    and redis.call('HEXISTS', KEYS[2], 'k') == 0 then
+  redis.call('HSET', KEYS[2], 'k', ARGV[12], 'kn', n)
+end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'n', n, 'e', epoch,
-  'node', ARGV[3], 'kind', kind, 'sid', ARGV[5], 'lane', ARGV[6], 'to', ARGV[7], 'body', ARGV[8])
+  'node', ARGV[3], 'kind', kind, 'sid', ARGV[5], 'lane', ARGV[6], 'to', ARGV[7], 'body', body)
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[9]) end
-if kind == 'relay' or kind == 'left' then return {id, n, epoch} end
-return {id, n, epoch, redis.call('HGETALL', KEYS[3])}
+if kind ~= 'joined' and kind ~= 'moved' then return {id, n, epoch} end
+return {id, n, epoch, redis.call('HGETALL', KEYS[3]), redis.call('HGET', KEYS[2], 'k'),
+  redis.call('HGET', KEYS[2], 'kn')}
 ";
 
 /// What a room stream entry says.
@@ -94,7 +124,8 @@ pub(crate) enum Kind {
     Joined,
     /// `sid`, already a member, is now held by `node` (its client reconnected there).
     Moved,
-    /// `sid` left the room (on `node`).
+    /// `sid` left the room (on `node`); `body`: the room's new key (`"<keyId>:<key>"`) when
+    /// members remain, else empty.
     Left,
     /// A Data message from `sid` on `lane` to the room, or to `to` only.
     Relay,
@@ -194,6 +225,8 @@ pub(crate) struct Published {
     pub(crate) cursor: Cursor,
     /// `joined` / `moved`: every member of the room (this one included) and its node.
     pub(crate) members: Vec<(SessionId, String)>,
+    /// `joined` / `moved`: the room's key (`"<keyId>:<key>"`) and where it was set.
+    pub(crate) key: Option<(Stamp, String)>,
 }
 
 /// A room stream entry read by [`Cluster::read`].
@@ -339,6 +372,12 @@ impl Cluster {
     /// The [`PUBLISH`] call for `p` with publish number `number` (0: none).
     fn invocation(&self, p: &Publish, number: u64) -> redis::ScriptInvocation<'_> {
         let room = &p.room;
+        let (key1, key2) = match p.kind {
+            Kind::Joined | Kind::Moved | Kind::Left => {
+                crate::room_key::candidates().unwrap_or_default()
+            }
+            _ => Default::default(),
+        };
         let mut inv = self.script.prepare_invoke();
         inv.key(stream_key(room))
             .key(format!("p3:room:{{{room}}}:meta"))
@@ -354,7 +393,9 @@ impl Cluster {
             .arg(&p.body)
             .arg(self.key_ttl_ms)
             .arg(room)
-            .arg(number);
+            .arg(number)
+            .arg(key1)
+            .arg(key2);
         inv
     }
 
@@ -400,9 +441,20 @@ impl Cluster {
                 }
             }
         }
+        let key = match (items.get(4).and_then(text), items.get(5).and_then(text)) {
+            (Some(k), Some(kn)) => kn.parse().ok().map(|n| {
+                let stamp = Stamp {
+                    epoch: epoch.clone(),
+                    n,
+                };
+                (stamp, k)
+            }),
+            _ => None,
+        };
         Ok(Some(Published {
             cursor: Cursor { id, n, epoch },
             members,
+            key,
         }))
     }
 
@@ -555,6 +607,23 @@ impl Cluster {
             }
         }
         Ok(out)
+    }
+
+    /// `room`'s key in the cluster's store and where it was set (`None`: the room has none),
+    /// read after a gap in its stream, which may have hidden a rotation.
+    pub(crate) async fn room_key(&self, room: &str) -> redis::RedisResult<Option<(Stamp, String)>> {
+        let mut conn = self.conn().await?;
+        let (epoch, key, kn): (Option<String>, Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(format!("p3:room:{{{room}}}:meta"))
+            .arg("e")
+            .arg("k")
+            .arg("kn")
+            .query_async(&mut conn)
+            .await?;
+        Ok(match (epoch, key, kn) {
+            (Some(epoch), Some(key), Some(n)) => Some((Stamp { epoch, n }, key)),
+            _ => None,
+        })
     }
 
     /// Stores a new session's record (held by this node) and its first ticket.

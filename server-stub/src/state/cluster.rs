@@ -188,6 +188,9 @@ impl AppState {
                 {
                     let mut reg = self.registry();
                     reg.set_remote(&room, &p.members, c.node());
+                    if let Some((stamp, key)) = p.key {
+                        reg.shared_room_key(&room, stamp, &key, true);
+                    }
                     reg.adopt_room(sid, &room);
                 }
                 c.watch(&room, p.cursor);
@@ -202,7 +205,8 @@ impl AppState {
     /// `join {room}` from `sid`'s socket `conn_id` (Control frame `seq`) in a cluster: checked
     /// here, written to the room's stream (membership and `joined` entry, atomically, with the
     /// room's members on every node), then joined in the registry with those members in its
-    /// `joined` answer. Redis unreachable: the join is refused with `internal`.
+    /// `joined` answer, and the room's key in the cluster (made by this join if the room had
+    /// none) in its `room-key`. Redis unreachable: the join is refused with `internal`.
     pub(crate) fn cluster_join(&self, sid: SessionId, conn_id: u64, room: String, seq: u64) {
         let Some(c) = self.cluster() else {
             return;
@@ -243,6 +247,9 @@ impl AppState {
         if !reg.has_remote_view(&room) {
             reg.set_remote(&room, &published.members, c.node());
         }
+        if let Some((stamp, key)) = published.key {
+            reg.shared_room_key(&room, stamp, &key, true);
+        }
         match reg.join(sid, room.clone()) {
             Ok(()) => {
                 drop(reg);
@@ -250,6 +257,7 @@ impl AppState {
             }
             Err(e) => {
                 reg.reply(sid, conn_id, &error_msg(e.code, e.error, lane, Some(seq)));
+                reg.forget_room_key_if_empty(&room);
                 drop(reg);
                 c.publish(Publish {
                     kind: Kind::Left,
@@ -327,7 +335,15 @@ impl AppState {
         {
             self.cluster_gap(e, expected_epoch, *expected);
         }
-        if step == Step::Skip || e.node == self.cluster().map_or("", |c| c.node()) {
+        if e.node == self.cluster().map_or("", |c| c.node()) {
+            // This node's own `left` (skipped otherwise: delivered here when it happened)
+            // carries the room's new key, for the members here too.
+            if e.kind == Kind::Left {
+                self.cluster_room_key(e);
+            }
+            return;
+        }
+        if step == Step::Skip {
             return;
         }
         match e.kind {
@@ -346,6 +362,7 @@ impl AppState {
             }
             Kind::Left => {
                 let was = self.registry().remote_left(&e.room, e.sid, &e.node);
+                self.cluster_room_key(e);
                 if was && self.music.held(&e.room).is_some() {
                     // Vanished or left: the other node knows; the DJ grace is kept.
                     let ev = RoomEvent::Left {
@@ -385,6 +402,30 @@ impl AppState {
                     reg.close_full(r);
                 }
             }
+        }
+    }
+
+    /// A `left` entry's new room key (if any) goes to the room's members here, after their
+    /// `peer-left` ([`crate::room_key`]).
+    fn cluster_room_key(&self, e: &Entry) {
+        if e.body.is_empty() {
+            return;
+        }
+        let stamp = crate::room_key::Stamp {
+            epoch: e.epoch.clone(),
+            n: e.n,
+        };
+        self.registry()
+            .shared_room_key(&e.room, stamp, &e.body, false);
+    }
+
+    /// After a gap in `room`'s stream (a rotation may be among the lost entries): the room's
+    /// key is read from the cluster's store and, if newer, handed to the members here.
+    async fn cluster_gap_key(&self, c: &Cluster, room: &str) {
+        match c.room_key(room).await {
+            Ok(Some((stamp, key))) => self.registry().shared_room_key(room, stamp, &key, false),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(room, error = %e, "room key not read after a stream gap"),
         }
     }
 
@@ -478,7 +519,11 @@ impl AppState {
                         Ok(entries) => {
                             for e in entries {
                                 let step = c.advance(&e);
+                                let gap = matches!(step, Step::Gap { .. });
                                 state.cluster_entry(&e, step);
+                                if gap {
+                                    state.cluster_gap_key(&c, &e.room).await;
+                                }
                             }
                             tokio::task::yield_now().await;
                         }
