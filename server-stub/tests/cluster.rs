@@ -415,3 +415,88 @@ async fn a_room_has_one_key_on_every_node() {
     assert!(e.room_key.is_some());
     assert_eq!(e.room_key, f.room_key, "racing joins agree on the key");
 }
+
+/// WebRTC signaling on the Messaging lane between members held by different nodes (PROTOCOL.md
+/// §13.5, §17): an offer, an answer and an ICE candidate reach their target on the other node
+/// with `from` and `to` set, and no one else; a target in another room on the other node is
+/// still `forbidden`, and a spoofed `from` too. With the room check on local members only, the
+/// offer is refused as `forbidden`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signaling_reaches_a_member_on_another_node() {
+    let Some(redis) = redis().await else { return };
+    let n = nodes(&redis, 2).await;
+    let mut a = n[0].peer("a", &[1, 2]).await;
+    let mut b = n[1].peer("b", &[1, 2]).await;
+    let mut c = n[1].peer("c", &[1, 2]).await;
+    let mut x = n[1].peer("x", &[1, 2]).await;
+    a.join("sig").await;
+    b.join("sig").await;
+    c.join("sig").await;
+    x.join("other").await;
+    for _ in 0..2 {
+        assert!(matches!(
+            a.expect_control().await,
+            Control::PeerJoined { .. }
+        ));
+    }
+    assert!(matches!(
+        b.expect_control().await,
+        Control::PeerJoined { .. }
+    ));
+    let (sa, sb) = (a.sid().to_string(), b.sid().to_string());
+
+    // Offer, target in the payload.
+    let offer = json!({"type": "offer", "to": sb, "sdp": "v=0\r\n"});
+    a.send_data(Lane::Messaging, &offer, None).await;
+    let (h, v) = b.expect_data().await;
+    assert_eq!((h.lane, h.from), (Lane::Messaging, Some(a.sid())));
+    assert_eq!(
+        (&v["type"], &v["from"], &v["to"], &v["sdp"]),
+        (&json!("offer"), &json!(sa), &json!(sb), &offer["sdp"])
+    );
+    // Answer and ICE candidate back, target in the frame.
+    b.send_data(
+        Lane::Messaging,
+        &json!({"type": "answer", "sdp": "v=0\r\n"}),
+        Some(a.sid()),
+    )
+    .await;
+    let ice = json!({"type": "ice", "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMid": "0", "sdpMLineIndex": 0});
+    b.send_data(Lane::Messaging, &ice, Some(a.sid())).await;
+    for kind in ["answer", "ice"] {
+        let (h, v) = a.expect_data().await;
+        assert_eq!(h.from, Some(b.sid()));
+        assert_eq!(
+            (&v["type"], &v["from"], &v["to"]),
+            (&json!(kind), &json!(sb), &json!(sa))
+        );
+    }
+    c.expect_silence(200).await;
+
+    // A session in another room on the other node: `forbidden`, as on one node.
+    let seq = a
+        .send_data(
+            Lane::Messaging,
+            &json!({"type": "end", "to": x.sid().to_string()}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        a.expect_error().await,
+        (ErrorCode::Forbidden, Some(2), Some(seq))
+    );
+    // A spoofed `from`: `forbidden`, nothing relayed.
+    let seq = a
+        .send_data(
+            Lane::Messaging,
+            &json!({"type": "end", "from": sb, "to": sb}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        a.expect_error().await,
+        (ErrorCode::Forbidden, Some(2), Some(seq))
+    );
+    b.expect_silence(200).await;
+    x.expect_silence(0).await;
+}
