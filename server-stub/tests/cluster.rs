@@ -364,8 +364,9 @@ async fn a_session_taken_over_by_another_node_keeps_its_room() {
 /// One room key for the whole cluster (PROTOCOL.md §13.4, §17 "Room keys"): members held by
 /// different nodes get the same key, two nodes racing to make a new room's key agree, a leave
 /// on one node rotates the key for the members on every node (the same new key, a new id),
-/// and a leave of the last member on a node still rotates it for the others. With a key per
-/// node, the second member's key differs from the first's.
+/// and a leave of the last member on a node still rotates it for the others; after Redis lost
+/// the room's meta, the key a new joiner makes reaches every node (read after the gap). With a
+/// key per node, the second member's key differs from the first's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_has_one_key_on_every_node() {
     let Some(redis) = redis().await else { return };
@@ -414,6 +415,28 @@ async fn a_room_has_one_key_on_every_node() {
     tokio::join!(e.join("race"), f.join("race"));
     assert!(e.room_key.is_some());
     assert_eq!(e.room_key, f.room_key, "racing joins agree on the key");
+
+    // Redis lost the room's meta (its key with it): the next joiner, on node1, makes a new
+    // key; node0 reads it from the store after the gap, so d (node0) gets it too.
+    let _: i64 = redis.cmd(redis::cmd("DEL").arg("p3:room:{r}:meta")).await;
+    let mut g = n[1].peer("g", &[1, 2]).await;
+    g.join("r").await;
+    assert_ne!(g.room_key, d.room_key, "a new key");
+    assert_eq!(Some(next_room_key(&mut d).await), g.room_key);
+    assert_eq!(Some(next_room_key(&mut b).await), g.room_key);
+}
+
+/// The next `room-key` `p` receives, skipping everything else.
+async fn next_room_key(p: &mut common::Peer) -> (u32, String) {
+    loop {
+        match p.recv().await {
+            common::Received::Control(_, Control::RoomKey { key_id, key, .. }) => {
+                return (key_id, key)
+            }
+            common::Received::Closed(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
 }
 
 /// WebRTC signaling on the Messaging lane between members held by different nodes (PROTOCOL.md
