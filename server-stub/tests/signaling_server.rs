@@ -338,3 +338,60 @@ async fn silent_clients_are_dropped_and_their_room_told() {
     );
     assert_eq!(b.expect_close().await, Some(4408));
 }
+
+/// Several nodes (PROTOCOL.md §13.7, §17): sockets on two nodes share a signaling room:
+/// `joined` lists the peers on the other node, `peer_joined` / `peer_left` cross nodes, an
+/// offer and an answer reach their target on the other node (with `from` set) and no one
+/// else, the only-other-member rule counts members on other nodes. With rooms per node, the
+/// second joiner's `joined` lists nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_span_nodes() {
+    let Some(redis) = common::cluster::redis().await else {
+        return;
+    };
+    let n = common::cluster::nodes(&redis, 2).await;
+    let (mut a, sa) = Sig::authed(&n[0], "a").await;
+    let (mut b, sb) = Sig::authed(&n[1], "b").await;
+    let (mut c, sc) = Sig::authed(&n[1], "c").await;
+    assert_eq!(a.join("s").await, json!([]));
+    assert_eq!(b.join("s").await, json!([sa]));
+    let joined = |from: &str| json!({"type": "peer_joined", "roomId": "s", "from": from});
+    assert_eq!(a.recv().await, joined(&sb));
+    let peers = c.join("s").await;
+    assert!(
+        peers.as_array().unwrap().len() == 2 && peers.to_string().contains(&sa),
+        "{peers}"
+    );
+    assert_eq!(a.recv().await, joined(&sc));
+    assert_eq!(b.recv().await, joined(&sc));
+
+    // Offer node0 → node1, answer back.
+    a.send(json!({"type": "offer", "to": sb, "data": {"sdp": "v=0"}}))
+        .await;
+    assert_eq!(
+        b.recv().await,
+        json!({"type": "offer", "roomId": "s", "from": sa, "to": sb, "data": {"sdp": "v=0"}})
+    );
+    b.send(json!({"type": "answer", "to": sa, "data": {"sdp": "v=1"}}))
+        .await;
+    assert_eq!(
+        a.recv().await,
+        json!({"type": "answer", "roomId": "s", "from": sb, "to": sa, "data": {"sdp": "v=1"}})
+    );
+    assert!(c.recv_within(Duration::from_millis(200)).await.is_none());
+    // Several peers (one of them on the other node): the target must be named.
+    a.send(json!({"type": "ice", "data": {"candidate": "x"}}))
+        .await;
+    a.expect_error("invalid_argument").await;
+
+    // c's socket closes: both nodes' members hear it; then b's only other member is a.
+    drop(c);
+    let left = json!({"type": "peer_left", "roomId": "s", "from": sc, "reason": "closed"});
+    assert_eq!(a.recv().await, left);
+    assert_eq!(b.recv().await, left);
+    b.send(json!({"type": "end"})).await;
+    assert_eq!(
+        a.recv().await,
+        json!({"type": "end", "roomId": "s", "from": sb, "to": sa, "data": null})
+    );
+}

@@ -63,7 +63,7 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// members stores the candidate whose id differs from the old key's and writes it as the
 /// entry's `body`; a `left` that empties the room forgets it. Answers `{id, n, epoch}` (and,
 /// for `joined` and `moved`, the members hash, the key and the number of the entry that set
-/// it), or nil for a `left` that no longer applies
+/// it; for `sig-joined` the members hash), or nil for a `left` / `sig-left` that no longer applies
 /// (the session was since taken over by another node) and for a publish number (nonzero:
 /// the publisher's, in order) this node already wrote: a retry after an answer lost with a
 /// dropped connection is written once.
@@ -92,6 +92,11 @@ if kind == 'left' then
 elseif kind == 'joined' or kind == 'moved' then
   redis.call('HSET', KEYS[3], ARGV[5], ARGV[3])
   if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'room', ARGV[10]) end
+elseif kind == 'sig-joined' then
+  redis.call('HSET', KEYS[3], ARGV[5], ARGV[3])
+elseif kind == 'sig-left' then
+  if redis.call('HGET', KEYS[3], ARGV[5]) ~= ARGV[3] then return false end
+  redis.call('HDEL', KEYS[3], ARGV[5])
 end
 local n = redis.call('HINCRBY', KEYS[2], 'n', 1)
 local body = ARGV[8]
@@ -112,7 +117,7 @@ end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'n', n, 'e', epoch,
   'node', ARGV[3], 'kind', kind, 'sid', ARGV[5], 'lane', ARGV[6], 'to', ARGV[7], 'body', body)
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[9]) end
-if kind ~= 'joined' and kind ~= 'moved' then return {id, n, epoch} end
+if kind ~= 'joined' and kind ~= 'moved' and kind ~= 'sig-joined' then return {id, n, epoch} end
 return {id, n, epoch, redis.call('HGETALL', KEYS[3]), redis.call('HGET', KEYS[2], 'k'),
   redis.call('HGET', KEYS[2], 'kn')}
 ";
@@ -135,6 +140,25 @@ pub(crate) enum Kind {
     /// Server messages of the room's authority (held by `node`) for members on other nodes;
     /// `body`: [`MusicOut`] JSON.
     Music,
+    /// The seed 001 signaling server ([`crate::signaling`]; the room is
+    /// [`signaling_room`]'s): `sid`'s socket on `node` joined. Membership only: the session's
+    /// record and the room key are not touched.
+    SigJoined,
+    /// `sid`'s signaling socket on `node` left the room; `body`: the `peer_left` reason.
+    SigLeft,
+    /// A signaling message from `sid` to `to`; `body`: the event as sent (JSON text).
+    SigRelay,
+}
+
+/// The cluster room (stream, meta, members) of the seed 001 signaling server's room `room`:
+/// a name no lane room can have (room names never contain control characters).
+pub(crate) fn signaling_room(room: &str) -> String {
+    format!("\u{1}sig:{room}")
+}
+
+/// The signaling server's room of cluster room `name`, if it is one ([`signaling_room`]).
+pub(crate) fn signaling_room_of(name: &str) -> Option<&str> {
+    name.strip_prefix("\u{1}sig:")
 }
 
 /// A music message forwarded to the room's authority ([`Kind::MusicIn`]).
@@ -182,6 +206,9 @@ impl Kind {
             Kind::Relay => "relay",
             Kind::MusicIn => "music-in",
             Kind::Music => "music",
+            Kind::SigJoined => "sig-joined",
+            Kind::SigLeft => "sig-left",
+            Kind::SigRelay => "sig-relay",
         }
     }
 
@@ -193,6 +220,9 @@ impl Kind {
             "relay" => Kind::Relay,
             "music-in" => Kind::MusicIn,
             "music" => Kind::Music,
+            "sig-joined" => Kind::SigJoined,
+            "sig-left" => Kind::SigLeft,
+            "sig-relay" => Kind::SigRelay,
             _ => return None,
         })
     }

@@ -42,12 +42,21 @@
 //!   even in the middle of a write to a peer that stopped reading: the write is raced against
 //!   the close, the close frame gets [`CLOSE_GRACE`], and the send task is aborted after twice
 //!   that, so a non-reading peer never pins its queue beyond that.
+//! - Several nodes (`--redis-url`, PROTOCOL.md §17): a room is also a cluster room
+//!   ([`crate::cluster::signaling_room`]: its own stream, meta and members in Redis). A join
+//!   is written first (`sig-joined`, waiting for the answer with no lock held; Redis
+//!   unreachable: `internal`) and lists the members on other nodes in `joined`; leaves
+//!   (`sig-left`, with the reason) and relays to a target held elsewhere (`sig-relay`, the
+//!   event's text) are queued for the node's publisher, and the node holding the target
+//!   delivers them (a full queue there closes its socket with 1013). Tokens and the one
+//!   socket per session stay per node.
 
 use crate::close;
 mod hub;
 
 pub(crate) use hub::Hub;
 
+use crate::cluster::{block_on, signaling_room, Kind, Publish};
 use crate::error::AppError;
 use crate::now_ms;
 use crate::state::AppState;
@@ -396,10 +405,47 @@ impl Conn {
         )
         .map_err(|e| refused(e.code, e.error))?;
         let hub = state.signaling();
+        let current = hub.lock().members.get(&sid).and_then(|m| m.room.clone());
+        // Several nodes: the join is written to the room's stream first (no lock held), and
+        // its answer lists the members on the other nodes.
+        let published = match state.cluster() {
+            Some(c) if current.as_deref() != Some(room.as_str()) => {
+                let joined = Publish {
+                    room: signaling_room(&room),
+                    kind: Kind::SigJoined,
+                    sid,
+                    lane: 0,
+                    to: None,
+                    body: String::new(),
+                };
+                match block_on(c.publish_now(&joined)) {
+                    Some(Ok(Some(p))) => Some((c.clone(), p)),
+                    other => {
+                        tracing::warn!(session = %sid, room, answer = ?other.map(|r| r.map(|_| ())), "cluster signaling join failed");
+                        return Err(refused(
+                            ErrorCode::Internal,
+                            "the cluster's store is unreachable; retry the join",
+                        ));
+                    }
+                }
+            }
+            _ => None,
+        };
         let mut rooms = hub.lock();
         let current = rooms.members.get(&sid).and_then(|m| m.room.clone());
         if current.as_deref() != Some(room.as_str()) {
             rooms.leave(sid, "left");
+            if let Some((c, p)) = &published {
+                if !rooms.rooms.contains_key(&room) {
+                    let remote = p
+                        .members
+                        .iter()
+                        .filter(|(m, node)| *m != sid && node != c.node())
+                        .cloned()
+                        .collect();
+                    rooms.remote.insert(room.clone(), remote);
+                }
+            }
             let list = rooms.rooms.entry(room.clone()).or_default();
             let others = list.clone();
             list.push(sid);
@@ -414,7 +460,7 @@ impl Conn {
                 rooms.send(o, &ev);
             }
         }
-        let peers = rooms
+        let mut peers: Vec<String> = rooms
             .rooms
             .get(&room)
             .map(|l| {
@@ -424,6 +470,17 @@ impl Conn {
                     .collect()
             })
             .unwrap_or_default();
+        peers.extend(
+            rooms
+                .remote_members(&room)
+                .iter()
+                .filter(|m| **m != sid)
+                .map(ToString::to_string),
+        );
+        drop(rooms);
+        if let Some((c, p)) = published {
+            c.watch(&signaling_room(&room), p.cursor);
+        }
         Ok(SignalingEvent::Joined {
             room_id: room,
             peers,
@@ -463,7 +520,9 @@ fn relay(state: &AppState, sid: SessionId, req: SignalingRequest) -> Result<(), 
             "join a room before signaling".into(),
         ));
     };
-    let list = rooms.rooms.get(&room).cloned().unwrap_or_default();
+    let mut list = rooms.rooms.get(&room).cloned().unwrap_or_default();
+    let remote = rooms.remote_members(&room);
+    list.extend(remote.iter().copied());
     let target = match named {
         Some(t) => match t.parse::<SessionId>() {
             Ok(t) if t != sid && list.contains(&t) => t,
@@ -496,7 +555,7 @@ fn relay(state: &AppState, sid: SessionId, req: SignalingRequest) -> Result<(), 
         }
     };
     let relayed = Relayed {
-        room_id: room,
+        room_id: room.clone(),
         from: sid.to_string(),
         to: target.to_string(),
         data: req.data.unwrap_or(Value::Null),
@@ -510,6 +569,28 @@ fn relay(state: &AppState, sid: SessionId, req: SignalingRequest) -> Result<(), 
     // Encoded (work proportional to the payload) after the hub's lock is released.
     let tx = rooms.members.get(&target).map(|m| m.tx.clone());
     drop(rooms);
+    if remote.contains(&target) {
+        // Held by another node: through the room's stream.
+        let Some(c) = state.cluster() else {
+            return Ok(());
+        };
+        let publish = Publish {
+            room: signaling_room(&room),
+            kind: Kind::SigRelay,
+            sid,
+            lane: 0,
+            to: Some(target),
+            body: encode(&ev).to_string(),
+        };
+        return if c.publish(publish) {
+            Ok(())
+        } else {
+            Err(bad(
+                ErrorCode::Backpressure,
+                "the cluster's outbound queue is full; not delivered, retry later".into(),
+            ))
+        };
+    }
     let delivered = tx.is_some_and(|tx| tx.try_send(encode(&ev)));
     if delivered {
         Ok(())

@@ -346,6 +346,9 @@ impl AppState {
         if step == Step::Skip {
             return;
         }
+        if let Some(room) = crate::cluster::signaling_room_of(&e.room) {
+            return self.cluster_signaling_entry(room, e);
+        }
         match e.kind {
             Kind::Joined | Kind::Moved => {
                 self.registry().remote_joined(&e.room, e.sid, &e.node);
@@ -379,6 +382,7 @@ impl AppState {
                         .on_event(&ev, |out| self.deliver_music(Some(&e.room), None, out));
                 }
             }
+            Kind::SigJoined | Kind::SigLeft | Kind::SigRelay => {}
             Kind::MusicIn => self.music_forwarded(&e.room, e.sid, &e.body),
             Kind::Music => {
                 self.music.mark_known(&e.room);
@@ -402,6 +406,22 @@ impl AppState {
                     reg.close_full(r);
                 }
             }
+        }
+    }
+
+    /// An entry of a seed 001 signaling server's room (`room`, [`crate::signaling`]) from
+    /// another node: membership and relays for the sockets here.
+    fn cluster_signaling_entry(&self, room: &str, e: &Entry) {
+        let mut rooms = self.signaling().lock();
+        match e.kind {
+            Kind::SigJoined => rooms.remote_joined(room, e.sid, &e.node),
+            Kind::SigLeft => rooms.remote_left(room, e.sid, &e.node, &e.body),
+            Kind::SigRelay => {
+                if let Some(to) = e.to {
+                    rooms.remote_relay(room, to, &e.body);
+                }
+            }
+            _ => {}
         }
     }
 
