@@ -395,3 +395,32 @@ async fn rooms_span_nodes() {
         json!({"type": "end", "roomId": "s", "from": sb, "to": sa, "data": null})
     );
 }
+
+/// Several nodes (PROTOCOL.md §17): a `signalingToken` from a handshake answered by one node
+/// authenticates a signaling socket on another (one token secret for the cluster, the session
+/// known there from its record); a wrong token is still `unauthorized`. With a secret per
+/// node, the second node refuses the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signaling_token_is_good_on_every_node() {
+    let Some(redis) = common::cluster::redis().await else {
+        return;
+    };
+    let n = common::cluster::nodes(&redis, 2).await;
+    let hs = n[0].handshake("a", &["json"], &[1]).await;
+    let (sid, token) = (hs.session_id.to_string(), hs.signaling_token.unwrap());
+    let mut s = Sig::connect(&n[1]).await;
+    s.send(json!({"type": "auth", "address": sid, "signature": "AAAA"}))
+        .await;
+    s.expect_error("unauthorized").await;
+    s.send(json!({"type": "auth", "address": sid, "signature": token}))
+        .await;
+    assert_eq!(s.recv().await, json!({"type": "auth_ok", "sessionId": sid}));
+    // And it works there: a peer handshaked on node1 meets it in a room.
+    let (mut b, sb) = Sig::authed(&n[1], "b").await;
+    assert_eq!(s.join("t").await, json!([]));
+    assert_eq!(b.join("t").await, json!([sid]));
+    assert_eq!(
+        s.recv().await,
+        json!({"type": "peer_joined", "roomId": "t", "from": sb})
+    );
+}

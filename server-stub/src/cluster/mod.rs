@@ -16,6 +16,9 @@
 //!   (session → node): written only by [`PUBLISH`] (atomic), kept `MAXLEN ~
 //!   --room-stream-len`, expiring 2 × max(TTL, 60 s) after the last write or refresh.
 //!
+//! - `p3:signaling:secret`: the seed 001 signaling server's token secret, one for the
+//!   cluster ([`Cluster::signaling_secret`]); no expiry. Its rooms are rooms here under
+//!   [`signaling_room`]'s names.
 //! - `p3:music:{room}:lease`, `:fence`, `:state`: a music room's single authority, its
 //!   fencing token and its state ([`lease`]; PROTOCOL.md §17 "Music rooms").
 //!
@@ -654,6 +657,38 @@ impl Cluster {
             (Some(epoch), Some(key), Some(n)) => Some((Stamp { epoch, n }, key)),
             _ => None,
         })
+    }
+
+    /// The seed 001 signaling server's token secret shared by every node
+    /// (`p3:signaling:secret`, 64 hex digits, no expiry): `candidate` is stored if there is
+    /// none (`SET NX`, so racing nodes agree), and the stored one is returned. Also run
+    /// periodically with the node's secret, so a Redis that restarted empty gets it back
+    /// before a new node makes another.
+    pub(crate) async fn signaling_secret(
+        &self,
+        candidate: &[u8; 32],
+    ) -> redis::RedisResult<[u8; 32]> {
+        let hex: String = candidate.iter().map(|b| format!("{b:02x}")).collect();
+        let mut conn = self.conn().await?;
+        let (stored,): (String,) = redis::pipe()
+            .cmd("SET")
+            .arg("p3:signaling:secret")
+            .arg(&hex)
+            .arg("NX")
+            .ignore()
+            .get("p3:signaling:secret")
+            .query_async(&mut conn)
+            .await?;
+        let bad = || redis::RedisError::from((redis::ErrorKind::TypeError, "signaling secret"));
+        if stored.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(stored.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+                .map_err(|_| bad())?;
+        }
+        Ok(out)
     }
 
     /// Stores a new session's record (held by this node) and its first ticket.

@@ -74,7 +74,10 @@ pub(crate) struct Rooms {
 /// The signaling server's state: the token secret, authenticated sockets and rooms.
 #[derive(Debug)]
 pub(crate) struct Hub {
+    /// This process's secret: used until a cluster-wide one is known.
     secret: [u8; 32],
+    /// With `--redis-url`: the secret every node uses, from Redis ([`Hub::set_shared`]).
+    shared: std::sync::OnceLock<[u8; 32]>,
     /// How long a token is valid after it is issued, ms (`--signaling-token-ttl-s`).
     token_ttl_ms: u64,
     pub(super) next_conn: AtomicU64,
@@ -89,6 +92,7 @@ impl Hub {
         getrandom::fill(&mut secret).expect("the OS random number generator is available");
         Hub {
             secret,
+            shared: std::sync::OnceLock::new(),
             token_ttl_ms,
             next_conn: AtomicU64::new(1),
             inner: Mutex::new(Rooms {
@@ -98,8 +102,24 @@ impl Hub {
         }
     }
 
+    /// Whether the cluster-wide secret is known.
+    pub(crate) fn has_shared(&self) -> bool {
+        self.shared.get().is_some()
+    }
+
+    /// Uses `secret`, the cluster's (PROTOCOL.md §17), from now on: tokens issued with this
+    /// process's own secret before are no longer accepted. Set once; later calls do nothing.
+    pub(crate) fn set_shared(&self, secret: [u8; 32]) {
+        let _ = self.shared.set(secret);
+    }
+
+    /// The secret in use: the cluster's once known, else this process's.
+    pub(crate) fn secret(&self) -> &[u8; 32] {
+        self.shared.get().unwrap_or(&self.secret)
+    }
+
     fn mac(&self, sid: SessionId, expires_ms: u64) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.secret())
             .expect("HMAC takes keys of any length");
         mac.update(TOKEN_CONTEXT);
         mac.update(sid.to_string().as_bytes());

@@ -7,8 +7,8 @@
 //!   `signalingToken` of the session's handshake response, `base64url(expiry ‖
 //!   HMAC-SHA256(server secret, "p3-signaling-v2" ‖ session id ‖ expiry))` with the expiry in
 //!   ms since the Unix epoch (8 bytes big-endian; `--signaling-token-ttl-s` after the
-//!   handshake), the secret 32 bytes from the OS CSPRNG per server process. Checked in
-//!   constant time; a wrong, expired or another session's token and a session that is gone
+//!   handshake), the secret 32 bytes from the OS CSPRNG per server process (per cluster
+//!   with several nodes, below). Checked in constant time; a wrong, expired or another session's token and a session that is gone
 //!   all get the same `unauthorized`. Answer: `auth_ok {sessionId}`. One
 //!   socket per session: authenticating on a new socket closes the old one (4409; its room
 //!   hears `peer_left` with reason `replaced`). The session is checked at `auth` only; the
@@ -48,8 +48,11 @@
 //!   unreachable: `internal`) and lists the members on other nodes in `joined`; leaves
 //!   (`sig-left`, with the reason) and relays to a target held elsewhere (`sig-relay`, the
 //!   event's text) are queued for the node's publisher, and the node holding the target
-//!   delivers them (a full queue there closes its socket with 1013). Tokens and the one
-//!   socket per session stay per node.
+//!   delivers them (a full queue there closes its socket with 1013). The token secret is
+//!   the cluster's (`p3:signaling:secret`, fetched before the first token is minted or
+//!   checked), and a session handshaked on another node is imported from its record at
+//!   `auth`, so a socket authenticates on any node. One socket per session holds per node
+//!   only.
 
 use crate::close;
 mod hub;
@@ -145,6 +148,8 @@ async fn run(socket: WebSocket, state: Arc<AppState>) {
     };
     let close_signal: Arc<Close> = Arc::new(watch::channel(None).0);
 
+    // Tokens minted by any node verify here (PROTOCOL.md §17).
+    state.cluster_signaling_secret().await;
     let mut closed_rx = close_signal.subscribe();
     // A peer that takes nothing for a heartbeat timeout while a message waits for it is as
     // gone as one that sends nothing for that long (issue 11: a peer that stops reading but
@@ -358,6 +363,10 @@ impl Conn {
             return Ok(SignalingEvent::AuthOk {
                 session_id: sid.to_string(),
             });
+        }
+        if state.cluster().is_some() && state.status(sid).is_none() {
+            // Handshaked on another node: known here from its record in the cluster.
+            block_on(state.cluster_import(sid));
         }
         if state.status(sid).is_none() {
             return Err(refused_auth());

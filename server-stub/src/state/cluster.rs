@@ -47,6 +47,30 @@ impl AppState {
         }
     }
 
+    /// With a cluster: makes sure the seed 001 signaling server uses the cluster's token
+    /// secret (fetched, or stored if none, once; no lock held), so a `signalingToken` minted
+    /// by any node is good on every node. A Redis failure is logged: tokens stay this node's
+    /// until a later call succeeds.
+    pub(crate) async fn cluster_signaling_secret(&self) {
+        let Some(c) = self.cluster() else {
+            return;
+        };
+        let hub = self.signaling();
+        if hub.has_shared() {
+            return;
+        }
+        let mut candidate = [0u8; 32];
+        if getrandom::fill(&mut candidate).is_err() {
+            return;
+        }
+        match c.signaling_secret(&candidate).await {
+            Ok(secret) => hub.set_shared(secret),
+            Err(e) => {
+                tracing::warn!(error = %e, "signaling secret not shared: tokens are good on this node only")
+            }
+        }
+    }
+
     /// A ticket minted here is stored in the cluster (usable on any node, once).
     pub(crate) async fn cluster_ticket_minted(&self, sid: SessionId, ticket: &str) {
         if let Some(c) = self.cluster() {
@@ -562,6 +586,14 @@ impl AppState {
                 let mut tick = tokio::time::interval(period);
                 loop {
                     tick.tick().await;
+                    state.cluster_signaling_secret().await;
+                    if state.signaling().has_shared() {
+                        // Re-stored if a Redis restart lost it (SET NX: never replaced).
+                        let secret = *state.signaling().secret();
+                        if let Err(e) = c.signaling_secret(&secret).await {
+                            tracing::debug!(error = %e, "signaling secret not re-stored");
+                        }
+                    }
                     let held = state.registry().held_sessions();
                     if let Err(e) = c.refresh(&held).await {
                         tracing::debug!(error = %e, "cluster TTL refresh failed");
