@@ -11,14 +11,14 @@
 //! - `p3:nonce:{nonce}`: a sign-in nonce (`0` issued, `1` used), its TTL.
 //! - `p3:room:{room}:stream` (entries `n`, `e`, `node`, `kind`, `sid`, `lane`, `to`, `body`),
 //!   `p3:room:{room}:meta` (`e` epoch, `n` last entry number, `k` the room key
-//!   `"<keyId>:<key>"` and `kn` the number of the entry that set it, [`crate::room_key`],
+//!   `"<keyId>:<key>"` and `kn` the number of the entry that set it, module `room_key`,
 //!   `p:<node>` each node's last publish number) and `p3:room:{room}:members`
 //!   (session → node): written only by [`PUBLISH`] (atomic), kept `MAXLEN ~
 //!   --room-stream-len`, expiring 2 × max(TTL, 60 s) after the last write or refresh.
 //!
 //! - `p3:signaling:secret`: the seed 001 signaling server's token secret, one for the
-//!   cluster ([`Cluster::signaling_secret`]); no expiry. Its rooms are rooms here under
-//!   [`signaling_room`]'s names.
+//!   cluster (`Cluster::signaling_secret`); no expiry. Its rooms are rooms here under
+//!   `signaling_room`'s names.
 //! - `p3:music:{room}:lease`, `:fence`, `:state`: a music room's single authority, its
 //!   fencing token and its state ([`lease`]; PROTOCOL.md §17 "Music rooms").
 //!
@@ -61,7 +61,7 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The one script that writes a room: membership change (if any), room key, entry number,
 /// `XADD`, expiry, all atomic. KEYS: stream, meta, members, session. ARGV: maxlen, new epoch,
 /// node, kind, sid, lane, to, body, ttl ms, room, publish number, two candidate room keys
-/// (`"<keyId>:<key>"` with different ids, or empty). The room key ([`crate::room_key`]): a
+/// (`"<keyId>:<key>"` with different ids, or empty). The room key (module `room_key`): a
 /// `joined` / `moved` of a room without one stores the first candidate; a `left` that leaves
 /// members stores the candidate whose id differs from the old key's and writes it as the
 /// entry's `body`; a `left` that empties the room forgets it. Answers `{id, n, epoch}` (and,

@@ -43,7 +43,7 @@
 //!   the close, the close frame gets [`CLOSE_GRACE`], and the send task is aborted after twice
 //!   that, so a non-reading peer never pins its queue beyond that.
 //! - Several nodes (`--redis-url`, PROTOCOL.md §17): a room is also a cluster room
-//!   ([`crate::cluster::signaling_room`]: its own stream, meta and members in Redis). A join
+//!   (`cluster::signaling_room`: its own stream, meta and members in Redis). A join
 //!   is written first (`sig-joined`, waiting for the answer with no lock held; Redis
 //!   unreachable: `internal`) and lists the members on other nodes in `joined`; leaves
 //!   (`sig-left`, with the reason) and relays to a target held elsewhere (`sig-relay`, the
