@@ -111,7 +111,10 @@ pub async fn handshake(
             interval_ms: config.heartbeat_interval_ms,
             timeout_ms: config.heartbeat_timeout_ms,
         },
-        signaling_token: Some(state.signaling().token(sid, now_ms())),
+        signaling_token: Some({
+            state.cluster_signaling_secret().await;
+            state.signaling().token(sid, now_ms())
+        }),
         session_token: Some(credentials.token),
         ticket: Some(credentials.ticket),
         limits: state.limits().advertised(),

@@ -14,7 +14,7 @@
 //! | [`ws`] | the session WebSocket: rooms, relay, heartbeats (seed 000 lanes, seed 001) |
 //! | [`state`] | the app state: wires the registry, the music service and the signaling server; lock rules; TTL sweeper |
 //! | `registry` | sessions, rooms, routing, outbound queues and multiplexers (`send(lane, frame)`), per-receiver encodings |
-//! | [`cluster`] | several nodes as one server: sessions, room membership and room streams in Redis (`--redis-url`; issue 14, PROTOCOL.md §17) |
+//! | [`cluster`] | several nodes as one server: sessions, room membership, room streams, room keys and the signaling server's rooms in Redis (`--redis-url`; issue 14, PROTOCOL.md §17) |
 //! | [`close`] | every WebSocket close code, the close signal |
 //! | [`music`] | music rooms: one sync authority per room behind its own lock, returning deliveries (issue #4, seed 004 Tier 1) |
 //! | [`media`] | `GET /api/media`: the audio files music rooms play, served at `/media/` |
@@ -22,7 +22,7 @@
 //! | `signal_route` | WebRTC signaling on the Messaging lane: routed to one member of the room, `from` checked (seed 000 "Nexus as P2P signaling") |
 //! | [`signaling`] | `GET /api/signaling` (handler) and its hub: the seed 001 signaling server (auth with the session's `signalingToken`, rooms, offer/answer/ice/end relay, heartbeat timeout) |
 //! | [`webrtc`] | `GET /api/webrtc/config`: STUN/TURN servers as an `RTCConfiguration` (seed 001 "ICE/TURN Configuration") |
-//! | `room_key` | the room key each joiner gets for sealing music control between peers, replaced for the remaining members whenever one leaves (issue #5 "Security", issue 12, PROTOCOL.md §13.4) |
+//! | `room_key` | the room key each joiner gets for sealing music control between peers, replaced for the remaining members whenever one leaves; one key per room for the whole cluster with `--redis-url` (issue #5 "Security", issue 12, PROTOCOL.md §13.4, §17) |
 //! | [`pwa`] | the app version in `index.html`, runtime version changes pushed to sockets (seed 000 "PWA Cache Protection") |
 //! | [`sse`] | SSE lanes: per-lane and multiplexed `text/event-stream`s with `Last-Event-ID` resume, `POST` to a lane (seed 001 "Server-Sent Events"; issue 3) |
 //! | [`limits`] | bounds on what one client can make the server hold (issue 11, PROTOCOL.md §15) |

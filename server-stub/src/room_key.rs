@@ -19,35 +19,90 @@
 //! One entry per room; the work of a rotation is one 36-byte CSPRNG read and one Control
 //! message per remaining member (bounded by `--max-room-members`), done under the registry
 //! lock like the `peer-left` it follows.
+//!
+//! **Several nodes (`--redis-url`, PROTOCOL.md §17 "Room keys"): one key per room for the
+//! whole cluster.** The key lives in the room's meta hash in Redis (`k` = `"<keyId>:<key>"`,
+//! `kn` = the number of the room stream entry that set it) and only the room's [`PUBLISH`]
+//! script changes it, atomically with membership: the first `joined` of a room with no key
+//! stores the joining node's candidate (two nodes racing: the script runs one at a time, the
+//! second finds the first's key), a `left` that leaves members rotates to the leaving node's
+//! candidate and writes it in the `left` entry, a `left` that empties the room forgets it.
+//! Nodes never make a room's key themselves then: a joiner gets the key the script answered,
+//! and every node hands a rotation to its members when it reads the `left` entry (its own
+//! too), in stream order. A key is kept only if it is newer (its entry's epoch and number,
+//! [`Stamp`]) than the one held, so a late answer never brings back an older key. Candidates
+//! are made by the publisher, outside every lock ([`candidates`]).
+//!
+//! [`PUBLISH`]: crate::cluster::PUBLISH
 
 use p3_lanes::core::control::Control;
 use p3_lanes::core::p2p::seal::RoomKey;
 use std::collections::HashMap;
 
+/// Where in a room's stream a shared key was set: the stream's epoch and the entry's number
+/// (cluster only). Of two keys of a room, the one with the later stamp is current.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    /// The room stream's epoch (hex).
+    pub(crate) epoch: String,
+    /// The number of the entry that set the key.
+    pub(crate) n: u64,
+}
+
 /// The current key of every room with members, by room name. Lives in the registry, under
 /// its lock.
 #[derive(Debug, Default)]
 pub(crate) struct RoomKeys {
-    keys: HashMap<String, RoomKey>,
+    keys: HashMap<String, (RoomKey, Option<Stamp>)>,
+    /// Cluster: keys come from Redis ([`RoomKeys::adopt`]), never made here.
+    shared: bool,
 }
 
 impl RoomKeys {
-    /// No keys yet.
-    pub(crate) fn new() -> RoomKeys {
-        RoomKeys::default()
+    /// No keys yet; `shared` with `--redis-url` (module docs).
+    pub(crate) fn new(shared: bool) -> RoomKeys {
+        RoomKeys {
+            keys: HashMap::new(),
+            shared,
+        }
     }
 
     /// Someone joined `room`: the `room-key` message to send them (the room's current key,
-    /// created now if it has none). `None` only if the OS random generator fails (logged).
+    /// created now if it has none). `None` if the OS random generator fails (logged), or,
+    /// shared, if the cluster gave this room no key.
     pub(crate) fn join(&mut self, room: &str) -> Option<Control> {
         let key = match self.keys.get(room) {
-            Some(k) => k,
+            Some((k, _)) => k,
+            None if self.shared => return None,
             None => {
                 let key = new_key(None)?;
-                self.keys.entry(room.to_owned()).or_insert(key)
+                &self.keys.entry(room.to_owned()).or_insert((key, None)).0
             }
         };
         Some(room_key_msg(room, key))
+    }
+
+    /// A key of `room` from the cluster (`"<keyId>:<key>"`, set at `stamp`): kept if the room
+    /// has none here or an older one, and then its `room-key` message is returned (to send to
+    /// the room's members here). `None`: older or the same, or malformed (logged).
+    pub(crate) fn adopt(&mut self, room: &str, stamp: Stamp, encoded: &str) -> Option<Control> {
+        if let Some((_, Some(held))) = self.keys.get(room) {
+            if held.epoch == stamp.epoch && held.n >= stamp.n {
+                return None;
+            }
+        }
+        let Some(key) = decode(encoded) else {
+            tracing::warn!(room, "malformed room key in the cluster's store ignored");
+            return None;
+        };
+        let msg = room_key_msg(room, &key);
+        self.keys.insert(room.to_owned(), (key, Some(stamp)));
+        Some(msg)
+    }
+
+    /// Forgets `room`'s key (its last member here is gone).
+    pub(crate) fn forget(&mut self, room: &str) {
+        self.keys.remove(room);
     }
 
     /// A member left `room` and `remaining` members are still in it. With members left: a
@@ -57,14 +112,24 @@ impl RoomKeys {
     /// If the OS random generator fails (logged), the room's key is forgotten all the same,
     /// so the leaver's key is never handed out again: the remaining members get a new key on
     /// their next join.
+    ///
+    /// Shared: no key is made here (the cluster rotates it and every node hands the new one
+    /// to its members, module docs); the room's key is only forgotten when no member is left
+    /// here. Always `None`.
     pub(crate) fn rotate(&mut self, room: &str, remaining: usize) -> Option<Control> {
+        if self.shared {
+            if remaining == 0 {
+                self.keys.remove(room);
+            }
+            return None;
+        }
         let old = self.keys.remove(room);
         if remaining == 0 {
             return None;
         }
-        let key = new_key(old.map(|k| k.id))?;
+        let key = new_key(old.map(|(k, _)| k.id))?;
         let msg = room_key_msg(room, &key);
-        self.keys.insert(room.to_owned(), key);
+        self.keys.insert(room.to_owned(), (key, None));
         Some(msg)
     }
 
@@ -81,6 +146,24 @@ fn room_key_msg(room: &str, key: &RoomKey) -> Control {
         key_id: key.id,
         key: key.to_base64url(),
     }
+}
+
+/// Two candidate keys for the cluster's store (`"<keyId>:<key>"`, different key ids), so the
+/// script can always pick one whose id differs from the key it replaces; `None` if the OS
+/// random generator fails (logged). Made by the publisher, outside every lock.
+pub(crate) fn candidates() -> Option<(String, String)> {
+    let first = new_key(None)?;
+    let second = new_key(Some(first.id))?;
+    Some((encode(&first), encode(&second)))
+}
+
+fn encode(key: &RoomKey) -> String {
+    format!("{}:{}", key.id, key.to_base64url())
+}
+
+fn decode(encoded: &str) -> Option<RoomKey> {
+    let (id, key) = encoded.split_once(':')?;
+    RoomKey::from_base64url(id.parse().ok()?, key).ok()
 }
 
 /// 32 key bytes and a 4-byte id from the OS CSPRNG; the id differs from `not_id` (the key
@@ -114,7 +197,7 @@ mod tests {
 
     #[test]
     fn one_key_per_room_until_a_member_leaves() {
-        let mut keys = RoomKeys::new();
+        let mut keys = RoomKeys::new(false);
         let a1 = keys.join("a").unwrap();
         let a2 = keys.join("a").unwrap();
         let b = keys.join("b").unwrap();
@@ -142,5 +225,32 @@ mod tests {
             key2,
             "and the next joiner gets a new one"
         );
+    }
+
+    /// Shared keys: none made here, a newer stamp replaces, an older or equal one does not,
+    /// a new epoch does; a rotation only forgets when the room empties here.
+    #[test]
+    fn shared_keys_come_from_the_cluster_newest_first() {
+        let mut keys = RoomKeys::new(true);
+        assert_eq!(keys.join("a"), None, "no key made locally");
+        let (k1, k2) = candidates().unwrap();
+        assert_ne!(k1.split(':').next(), k2.split(':').next(), "different ids");
+        let at = |epoch: &str, n| Stamp {
+            epoch: epoch.into(),
+            n,
+        };
+        let m1 = keys.adopt("a", at("e1", 5), &k1).expect("first key kept");
+        assert_eq!(keys.join("a"), Some(m1.clone()));
+        assert_eq!(keys.adopt("a", at("e1", 5), &k1), None, "same key again");
+        assert_eq!(keys.adopt("a", at("e1", 3), &k2), None, "older key");
+        assert_eq!(keys.join("a"), Some(m1));
+        let m2 = keys.adopt("a", at("e1", 9), &k2).expect("newer key");
+        assert_eq!(id_and_key(&m2).0.to_string(), k2.split(':').next().unwrap());
+        assert_eq!(keys.rotate("a", 1), None, "the cluster rotates");
+        assert_eq!(keys.join("a"), Some(m2));
+        assert!(keys.adopt("a", at("e2", 1), &k1).is_some(), "a new epoch");
+        assert_eq!(keys.adopt("a", at("e2", 2), "7:short"), None, "malformed");
+        keys.rotate("a", 0);
+        assert_eq!(keys.len(), 0);
     }
 }

@@ -17,6 +17,15 @@
 //!   granted the Messaging lane: `unknown_target`, `lane_not_negotiated`; the other party of
 //!   an accepted call counts as such a member whatever the rooms (PROTOCOL.md §13.16);
 //! - a full receiver queue: `backpressure`, as for any relay.
+//!
+//! Several nodes (`--redis-url`, PROTOCOL.md §17): a target that is a member of the sender's
+//! room held by another node passes the room check (the node's view of the room's remote
+//! members, [`crate::registry`]); the checked message (`from` and `to` set) is written to the
+//! room's stream like any relay `to` one member, and the target's node delivers it. A target
+//! there that has not negotiated the Messaging lane drops it (no refusal can reach the sender
+//! from there). Like every relay of a room member, it is written to the stream also when the
+//! target is held here (a target moving to another node right now still gets it); the
+//! publisher's queue full: `backpressure`.
 
 use crate::registry::error_msg;
 use crate::state::AppState;
@@ -67,7 +76,7 @@ pub(crate) fn relay_signal(
     }
     let reg = state.registry();
     // The two parties of an accepted call (PROTOCOL.md §13.16) signal to each other whether
-    // or not they share a room; anyone else only within its room.
+    // or not they share a room; anyone else only within its room, on this node or another.
     let refusal = if reg.call_connects(sid, target) {
         None
     } else {
@@ -76,7 +85,10 @@ pub(crate) fn relay_signal(
                 ErrorCode::NotInRoom,
                 "join a room before signaling; the target must be in it",
             )),
-            Some(room) if reg.room_of(target).as_deref() != Some(room.as_str()) => {
+            Some(room)
+                if reg.room_of(target).as_deref() != Some(room.as_str())
+                    && !reg.is_remote_member(&room, target) =>
+            {
                 Some(WireError::new(
                     ErrorCode::Forbidden,
                     format!("session {target} is not in your room"),
@@ -99,6 +111,13 @@ pub(crate) fn relay_signal(
         Err(Some(e)) | Ok(Err(e)) => return refuse(e),
         Ok(Ok(t)) => t,
     };
+    // Other nodes: the target may be held by one of them (then `targets` is empty here).
+    if !state.cluster_relay(sid, Lane::Messaging, Some(target), &value) {
+        return refuse(WireError::new(
+            ErrorCode::Backpressure,
+            "the cluster's outbound queue is full; signaling message not delivered, retry later",
+        ));
+    }
     // The payload changed (`from`, `to`): encoded afresh for each receiver encoding.
     let relayed = state.deliver_relay(sid, Lane::Messaging, &targets, &value, None, true);
     if !relayed.refused.is_empty() {

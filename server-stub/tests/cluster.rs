@@ -360,3 +360,166 @@ async fn a_session_taken_over_by_another_node_keeps_its_room() {
     assert!(got.contains(&a.sid().to_string()) || got.contains("moved"));
     a.expect_silence(300).await;
 }
+
+/// One room key for the whole cluster (PROTOCOL.md §13.4, §17 "Room keys"): members held by
+/// different nodes get the same key, two nodes racing to make a new room's key agree, a leave
+/// on one node rotates the key for the members on every node (the same new key, a new id),
+/// and a leave of the last member on a node still rotates it for the others; after Redis lost
+/// the room's meta, the key a new joiner makes reaches every node (read after the gap). With a
+/// key per node, the second member's key differs from the first's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_has_one_key_on_every_node() {
+    let Some(redis) = redis().await else { return };
+    let n = nodes(&redis, 2).await;
+    let mut a = n[0].peer("a", &[1, 2]).await;
+    let mut b = n[1].peer("b", &[1, 2]).await;
+    let mut c = n[1].peer("c", &[1, 2]).await;
+    a.join("r").await;
+    b.join("r").await;
+    assert_eq!(a.room_key, b.room_key, "members on two nodes share the key");
+    assert!(matches!(
+        a.expect_control().await,
+        Control::PeerJoined { .. }
+    ));
+    c.join("r").await;
+    assert_eq!(c.room_key, a.room_key);
+    for p in [&mut a, &mut b] {
+        assert!(matches!(
+            p.expect_control().await,
+            Control::PeerJoined { .. }
+        ));
+    }
+
+    // A leave on node1 rotates the key on both nodes.
+    let c_sid = c.sid();
+    c.send_control(&Control::Leave { room: "r".into() }).await;
+    let ka = a.expect_peer_left("r", c_sid).await;
+    let kb = b.expect_peer_left("r", c_sid).await;
+    assert_eq!(ka, kb, "the remaining members share the new key");
+    a.expect_silence(200).await;
+    b.expect_silence(0).await;
+
+    // The last member on node0 leaves: node1's member still gets a new key.
+    let a_sid = a.sid();
+    a.send_control(&Control::Leave { room: "r".into() }).await;
+    let kb2 = b.expect_peer_left("r", a_sid).await;
+    assert_ne!(kb2, kb);
+    // A later joiner on node0 gets that key, not a new one of node0's.
+    let mut d = n[0].peer("d", &[1, 2]).await;
+    d.join("r").await;
+    assert_eq!(d.room_key, Some(kb2));
+
+    // Two nodes racing to make a new room's key agree.
+    let mut e = n[0].peer("e", &[1, 2]).await;
+    let mut f = n[1].peer("f", &[1, 2]).await;
+    tokio::join!(e.join("race"), f.join("race"));
+    assert!(e.room_key.is_some());
+    assert_eq!(e.room_key, f.room_key, "racing joins agree on the key");
+
+    // Redis lost the room's meta (its key with it): the next joiner, on node1, makes a new
+    // key; node0 reads it from the store after the gap, so d (node0) gets it too.
+    let _: i64 = redis.cmd(redis::cmd("DEL").arg("p3:room:{r}:meta")).await;
+    let mut g = n[1].peer("g", &[1, 2]).await;
+    g.join("r").await;
+    assert_ne!(g.room_key, d.room_key, "a new key");
+    assert_eq!(Some(next_room_key(&mut d).await), g.room_key);
+    assert_eq!(Some(next_room_key(&mut b).await), g.room_key);
+}
+
+/// The next `room-key` `p` receives, skipping everything else.
+async fn next_room_key(p: &mut common::Peer) -> (u32, String) {
+    loop {
+        match p.recv().await {
+            common::Received::Control(_, Control::RoomKey { key_id, key, .. }) => {
+                return (key_id, key)
+            }
+            common::Received::Closed(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// WebRTC signaling on the Messaging lane between members held by different nodes (PROTOCOL.md
+/// §13.5, §17): an offer, an answer and an ICE candidate reach their target on the other node
+/// with `from` and `to` set, and no one else; a target in another room on the other node is
+/// still `forbidden`, and a spoofed `from` too. With the room check on local members only, the
+/// offer is refused as `forbidden`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signaling_reaches_a_member_on_another_node() {
+    let Some(redis) = redis().await else { return };
+    let n = nodes(&redis, 2).await;
+    let mut a = n[0].peer("a", &[1, 2]).await;
+    let mut b = n[1].peer("b", &[1, 2]).await;
+    let mut c = n[1].peer("c", &[1, 2]).await;
+    let mut x = n[1].peer("x", &[1, 2]).await;
+    a.join("sig").await;
+    b.join("sig").await;
+    c.join("sig").await;
+    x.join("other").await;
+    for _ in 0..2 {
+        assert!(matches!(
+            a.expect_control().await,
+            Control::PeerJoined { .. }
+        ));
+    }
+    assert!(matches!(
+        b.expect_control().await,
+        Control::PeerJoined { .. }
+    ));
+    let (sa, sb) = (a.sid().to_string(), b.sid().to_string());
+
+    // Offer, target in the payload.
+    let offer = json!({"type": "offer", "to": sb, "sdp": "v=0\r\n"});
+    a.send_data(Lane::Messaging, &offer, None).await;
+    let (h, v) = b.expect_data().await;
+    assert_eq!((h.lane, h.from), (Lane::Messaging, Some(a.sid())));
+    assert_eq!(
+        (&v["type"], &v["from"], &v["to"], &v["sdp"]),
+        (&json!("offer"), &json!(sa), &json!(sb), &offer["sdp"])
+    );
+    // Answer and ICE candidate back, target in the frame.
+    b.send_data(
+        Lane::Messaging,
+        &json!({"type": "answer", "sdp": "v=0\r\n"}),
+        Some(a.sid()),
+    )
+    .await;
+    let ice = json!({"type": "ice", "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMid": "0", "sdpMLineIndex": 0});
+    b.send_data(Lane::Messaging, &ice, Some(a.sid())).await;
+    for kind in ["answer", "ice"] {
+        let (h, v) = a.expect_data().await;
+        assert_eq!(h.from, Some(b.sid()));
+        assert_eq!(
+            (&v["type"], &v["from"], &v["to"]),
+            (&json!(kind), &json!(sb), &json!(sa))
+        );
+    }
+    c.expect_silence(200).await;
+
+    // A session in another room on the other node: `forbidden`, as on one node.
+    let seq = a
+        .send_data(
+            Lane::Messaging,
+            &json!({"type": "end", "to": x.sid().to_string()}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        a.expect_error().await,
+        (ErrorCode::Forbidden, Some(2), Some(seq))
+    );
+    // A spoofed `from`: `forbidden`, nothing relayed.
+    let seq = a
+        .send_data(
+            Lane::Messaging,
+            &json!({"type": "end", "from": sb, "to": sb}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        a.expect_error().await,
+        (ErrorCode::Forbidden, Some(2), Some(seq))
+    );
+    b.expect_silence(200).await;
+    x.expect_silence(0).await;
+}

@@ -338,3 +338,89 @@ async fn silent_clients_are_dropped_and_their_room_told() {
     );
     assert_eq!(b.expect_close().await, Some(4408));
 }
+
+/// Several nodes (PROTOCOL.md §13.7, §17): sockets on two nodes share a signaling room:
+/// `joined` lists the peers on the other node, `peer_joined` / `peer_left` cross nodes, an
+/// offer and an answer reach their target on the other node (with `from` set) and no one
+/// else, the only-other-member rule counts members on other nodes. With rooms per node, the
+/// second joiner's `joined` lists nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_span_nodes() {
+    let Some(redis) = common::cluster::redis().await else {
+        return;
+    };
+    let n = common::cluster::nodes(&redis, 2).await;
+    let (mut a, sa) = Sig::authed(&n[0], "a").await;
+    let (mut b, sb) = Sig::authed(&n[1], "b").await;
+    let (mut c, sc) = Sig::authed(&n[1], "c").await;
+    assert_eq!(a.join("s").await, json!([]));
+    assert_eq!(b.join("s").await, json!([sa]));
+    let joined = |from: &str| json!({"type": "peer_joined", "roomId": "s", "from": from});
+    assert_eq!(a.recv().await, joined(&sb));
+    let peers = c.join("s").await;
+    assert!(
+        peers.as_array().unwrap().len() == 2 && peers.to_string().contains(&sa),
+        "{peers}"
+    );
+    assert_eq!(a.recv().await, joined(&sc));
+    assert_eq!(b.recv().await, joined(&sc));
+
+    // Offer node0 → node1, answer back.
+    a.send(json!({"type": "offer", "to": sb, "data": {"sdp": "v=0"}}))
+        .await;
+    assert_eq!(
+        b.recv().await,
+        json!({"type": "offer", "roomId": "s", "from": sa, "to": sb, "data": {"sdp": "v=0"}})
+    );
+    b.send(json!({"type": "answer", "to": sa, "data": {"sdp": "v=1"}}))
+        .await;
+    assert_eq!(
+        a.recv().await,
+        json!({"type": "answer", "roomId": "s", "from": sb, "to": sa, "data": {"sdp": "v=1"}})
+    );
+    assert!(c.recv_within(Duration::from_millis(200)).await.is_none());
+    // Several peers (one of them on the other node): the target must be named.
+    a.send(json!({"type": "ice", "data": {"candidate": "x"}}))
+        .await;
+    a.expect_error("invalid_argument").await;
+
+    // c's socket closes: both nodes' members hear it; then b's only other member is a.
+    drop(c);
+    let left = json!({"type": "peer_left", "roomId": "s", "from": sc, "reason": "closed"});
+    assert_eq!(a.recv().await, left);
+    assert_eq!(b.recv().await, left);
+    b.send(json!({"type": "end"})).await;
+    assert_eq!(
+        a.recv().await,
+        json!({"type": "end", "roomId": "s", "from": sb, "to": sa, "data": null})
+    );
+}
+
+/// Several nodes (PROTOCOL.md §17): a `signalingToken` from a handshake answered by one node
+/// authenticates a signaling socket on another (one token secret for the cluster, the session
+/// known there from its record); a wrong token is still `unauthorized`. With a secret per
+/// node, the second node refuses the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signaling_token_is_good_on_every_node() {
+    let Some(redis) = common::cluster::redis().await else {
+        return;
+    };
+    let n = common::cluster::nodes(&redis, 2).await;
+    let hs = n[0].handshake("a", &["json"], &[1]).await;
+    let (sid, token) = (hs.session_id.to_string(), hs.signaling_token.unwrap());
+    let mut s = Sig::connect(&n[1]).await;
+    s.send(json!({"type": "auth", "address": sid, "signature": "AAAA"}))
+        .await;
+    s.expect_error("unauthorized").await;
+    s.send(json!({"type": "auth", "address": sid, "signature": token}))
+        .await;
+    assert_eq!(s.recv().await, json!({"type": "auth_ok", "sessionId": sid}));
+    // And it works there: a peer handshaked on node1 meets it in a room.
+    let (mut b, sb) = Sig::authed(&n[1], "b").await;
+    assert_eq!(s.join("t").await, json!([]));
+    assert_eq!(b.join("t").await, json!([sid]));
+    assert_eq!(
+        s.recv().await,
+        json!({"type": "peer_joined", "roomId": "t", "from": sb})
+    );
+}

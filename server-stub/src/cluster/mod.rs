@@ -12,10 +12,15 @@
 //! - `p3:nonce:{nonce}`: a sign-in nonce (`0` issued, `1` used), its TTL.
 //! - `p3:room:{room}:stream` (entries `n`, `e`, `node`, `kind`, `sid`, `lane`, `to`, `body`;
 //!   membership entries also `o`, `since`, `at`), `p3:room:{room}:meta` (`e` epoch, `n` last
-//!   entry number) and `p3:room:{room}:members` (session → `"<node> <order> <since>"`, see
-//!   [`PUBLISH`]): written only by [`PUBLISH`] (atomic), kept `MAXLEN ~
+//!   entry number, `k` the room key `"<keyId>:<key>"` and `kn` the number of the entry that
+//!   set it, module `room_key`, `p:<node>` each node's last publish number) and
+//!   `p3:room:{room}:members` (session → `"<node> <order> <since>"`, see [`PUBLISH`]; a
+//!   signaling room's: session → node): written only by [`PUBLISH`] (atomic), kept `MAXLEN ~
 //!   --room-stream-len`, expiring 2 × max(TTL, 60 s) after the last write or refresh.
 //!
+//! - `p3:signaling:secret`: the seed 001 signaling server's token secret, one for the
+//!   cluster (`Cluster::signaling_secret`); no expiry. Its rooms are rooms here under
+//!   `signaling_room`'s names.
 //! - `p3:music:{room}:lease`, `:fence`, `:state`: a music room's single authority, its
 //!   fencing token and its state ([`lease`]; PROTOCOL.md §17 "Music rooms").
 //!
@@ -31,6 +36,7 @@
 pub mod lease;
 pub(crate) mod record;
 
+use crate::room_key::Stamp;
 use p3_lanes::core::frame::SessionId;
 use record::SessionRecord;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -66,11 +72,16 @@ pub const METRICS_CHANNEL: &str = "p3:metrics";
 /// Largest `metrics` message taken from [`METRICS_CHANNEL`], bytes (larger ones are dropped).
 pub const MAX_METRICS_BYTES: usize = 64 * 1024;
 
-/// The one script that writes a room: membership change (if any), entry number, `XADD`,
-/// expiry, all atomic. KEYS: stream, meta, members, session. ARGV: maxlen, new epoch, node,
-/// kind, sid, lane, to, body, ttl ms, room, publish number, the change's time (ms since the
-/// epoch, the writing node's clock). Answers `{id, n, epoch}` (and, for `joined` and
-/// `moved`, the members hash), or nil for a `left` that no longer applies (the session was
+/// The one script that writes a room: membership change (if any), room key, entry number,
+/// `XADD`, expiry, all atomic. KEYS: stream, meta, members, session. ARGV: maxlen, new epoch,
+/// node, kind, sid, lane, to, body, ttl ms, room, publish number, the change's time (ms since
+/// the epoch, the writing node's clock), two candidate room keys (`"<keyId>:<key>"` with
+/// different ids, or empty). The room key (module `room_key`): a `joined` / `moved` of a room
+/// without one stores the first candidate; a `left` that leaves members stores the candidate
+/// whose id differs from the old key's and writes it as the entry's `body`; a `left` that
+/// empties the room forgets it. Answers `{id, n, epoch}` (and, for `joined` and `moved`, the
+/// members hash, the key and the number of the entry that set it; for `sig-joined` the
+/// members hash), or nil for a `left` / `sig-left` that no longer applies (the session was
 /// since taken over by another node) and for a publish number (nonzero: the publisher's, in
 /// order) this node already wrote: a retry after an answer lost with a dropped connection is
 /// written once.
@@ -79,7 +90,7 @@ pub const MAX_METRICS_BYTES: usize = 64 * 1024;
 /// the entry number of its `joined` (join order) and its join time, ms; a `moved` keeps the
 /// last two. A membership entry (`joined`, `moved`, `left`) also carries `o` and `since` of
 /// its member (its values in the hash) and `at`, the change's time (presence, PROTOCOL.md
-/// §6.2).
+/// §6.2). A signaling room's members hash holds the node alone.
 pub const PUBLISH: &str = r"
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
@@ -99,10 +110,21 @@ if cur then
   order, since = string.match(cur, '^%S+ (%d+) (%d+)$')
   if not order then order, since = '0', '0' end
 end
+local rotate = false
 if kind == 'left' then
   if not cur or string.match(cur, '^%S+') ~= ARGV[3] then return false end
   redis.call('HDEL', KEYS[3], ARGV[5])
   if redis.call('HGET', KEYS[4], 'room') == ARGV[10] then redis.call('HDEL', KEYS[4], 'room') end
+  if redis.call('HLEN', KEYS[3]) == 0 then
+    redis.call('HDEL', KEYS[2], 'k', 'kn')
+  else
+    rotate = true
+  end
+elseif kind == 'sig-joined' then
+  redis.call('HSET', KEYS[3], ARGV[5], ARGV[3])
+elseif kind == 'sig-left' then
+  if redis.call('HGET', KEYS[3], ARGV[5]) ~= ARGV[3] then return false end
+  redis.call('HDEL', KEYS[3], ARGV[5])
 end
 local n = redis.call('HINCRBY', KEYS[2], 'n', 1)
 if kind == 'joined' or (kind == 'moved' and order == '0') then
@@ -112,15 +134,31 @@ if kind == 'joined' or kind == 'moved' then
   redis.call('HSET', KEYS[3], ARGV[5], ARGV[3] .. ' ' .. order .. ' ' .. since)
   if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'room', ARGV[10]) end
 end
+local body = ARGV[8]
+if rotate then
+  local key = ARGV[13]
+  local old = redis.call('HGET', KEYS[2], 'k')
+  if old and string.match(old, '^[^:]*') == string.match(key, '^[^:]*') then key = ARGV[14] end
+  if key == '' then
+    redis.call('HDEL', KEYS[2], 'k', 'kn')
+  else
+    redis.call('HSET', KEYS[2], 'k', key, 'kn', n)
+  end
+  body = key
+elseif (kind == 'joined' or kind == 'moved') and ARGV[13] ~= ''
+    and redis.call('HEXISTS', KEYS[2], 'k') == 0 then
+  redis.call('HSET', KEYS[2], 'k', ARGV[13], 'kn', n)
+end
 local fields = {'n', n, 'e', epoch, 'node', ARGV[3], 'kind', kind, 'sid', ARGV[5],
-  'lane', ARGV[6], 'to', ARGV[7], 'body', ARGV[8]}
+  'lane', ARGV[6], 'to', ARGV[7], 'body', body}
 if member then
   for _, v in ipairs({'o', order, 'since', since, 'at', ARGV[12]}) do table.insert(fields, v) end
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[9]) end
-if kind == 'relay' or kind == 'left' then return {id, n, epoch} end
-return {id, n, epoch, redis.call('HGETALL', KEYS[3])}
+if kind ~= 'joined' and kind ~= 'moved' and kind ~= 'sig-joined' then return {id, n, epoch} end
+return {id, n, epoch, redis.call('HGETALL', KEYS[3]), redis.call('HGET', KEYS[2], 'k'),
+  redis.call('HGET', KEYS[2], 'kn')}
 ";
 
 /// What a room stream entry says.
@@ -130,7 +168,8 @@ pub(crate) enum Kind {
     Joined,
     /// `sid`, already a member, is now held by `node` (its client reconnected there).
     Moved,
-    /// `sid` left the room (on `node`).
+    /// `sid` left the room (on `node`); `body`: the room's new key (`"<keyId>:<key>"`) when
+    /// members remain, else empty.
     Left,
     /// A Data message from `sid` on `lane` to the room, or to `to` only.
     Relay,
@@ -140,6 +179,25 @@ pub(crate) enum Kind {
     /// Server messages of the room's authority (held by `node`) for members on other nodes;
     /// `body`: [`MusicOut`] JSON.
     Music,
+    /// The seed 001 signaling server ([`crate::signaling`]; the room is
+    /// [`signaling_room`]'s): `sid`'s socket on `node` joined. Membership only: the session's
+    /// record and the room key are not touched.
+    SigJoined,
+    /// `sid`'s signaling socket on `node` left the room; `body`: the `peer_left` reason.
+    SigLeft,
+    /// A signaling message from `sid` to `to`; `body`: the event as sent (JSON text).
+    SigRelay,
+}
+
+/// The cluster room (stream, meta, members) of the seed 001 signaling server's room `room`:
+/// a name no lane room can have (room names never contain control characters).
+pub(crate) fn signaling_room(room: &str) -> String {
+    format!("\u{1}sig:{room}")
+}
+
+/// The signaling server's room of cluster room `name`, if it is one ([`signaling_room`]).
+pub(crate) fn signaling_room_of(name: &str) -> Option<&str> {
+    name.strip_prefix("\u{1}sig:")
 }
 
 /// A music message forwarded to the room's authority ([`Kind::MusicIn`]).
@@ -187,6 +245,9 @@ impl Kind {
             Kind::Relay => "relay",
             Kind::MusicIn => "music-in",
             Kind::Music => "music",
+            Kind::SigJoined => "sig-joined",
+            Kind::SigLeft => "sig-left",
+            Kind::SigRelay => "sig-relay",
         }
     }
 
@@ -198,6 +259,9 @@ impl Kind {
             "relay" => Kind::Relay,
             "music-in" => Kind::MusicIn,
             "music" => Kind::Music,
+            "sig-joined" => Kind::SigJoined,
+            "sig-left" => Kind::SigLeft,
+            "sig-relay" => Kind::SigRelay,
             _ => return None,
         })
     }
@@ -266,8 +330,10 @@ pub(crate) struct Cursor {
 #[derive(Debug)]
 pub(crate) struct Published {
     pub(crate) cursor: Cursor,
-    /// `joined` / `moved`: every member of the room (this one included).
+    /// `joined` / `moved` / `sig-joined`: every member of the room (this one included).
     pub(crate) members: Vec<Member>,
+    /// `joined` / `moved`: the room's key (`"<keyId>:<key>"`) and where it was set.
+    pub(crate) key: Option<(Stamp, String)>,
 }
 
 /// A room stream entry read by [`Cluster::read`].
@@ -495,6 +561,12 @@ impl Cluster {
     /// The [`PUBLISH`] call for `p` with publish number `number` (0: none).
     fn invocation(&self, p: &Publish, number: u64) -> redis::ScriptInvocation<'_> {
         let room = &p.room;
+        let (key1, key2) = match p.kind {
+            Kind::Joined | Kind::Moved | Kind::Left => {
+                crate::room_key::candidates().unwrap_or_default()
+            }
+            _ => Default::default(),
+        };
         let mut inv = self.script.prepare_invoke();
         inv.key(stream_key(room))
             .key(format!("p3:room:{{{room}}}:meta"))
@@ -511,7 +583,9 @@ impl Cluster {
             .arg(self.key_ttl_ms)
             .arg(room)
             .arg(number)
-            .arg(p.at_ms);
+            .arg(p.at_ms)
+            .arg(key1)
+            .arg(key2);
         inv
     }
 
@@ -559,9 +633,20 @@ impl Cluster {
                 members.extend(Member::parse(&sid, &value));
             }
         }
+        let key = match (items.get(4).and_then(text), items.get(5).and_then(text)) {
+            (Some(k), Some(kn)) => kn.parse().ok().map(|n| {
+                let stamp = Stamp {
+                    epoch: epoch.clone(),
+                    n,
+                };
+                (stamp, k)
+            }),
+            _ => None,
+        };
         Ok(Some(Published {
             cursor: Cursor { id, n, epoch },
             members,
+            key,
         }))
     }
 
@@ -723,6 +808,55 @@ impl Cluster {
             }
         }
         self.lag_ms.store(oldest, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// `room`'s key in the cluster's store and where it was set (`None`: the room has none),
+    /// read after a gap in its stream, which may have hidden a rotation.
+    pub(crate) async fn room_key(&self, room: &str) -> redis::RedisResult<Option<(Stamp, String)>> {
+        let mut conn = self.conn().await?;
+        let (epoch, key, kn): (Option<String>, Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(format!("p3:room:{{{room}}}:meta"))
+            .arg("e")
+            .arg("k")
+            .arg("kn")
+            .query_async(&mut conn)
+            .await?;
+        Ok(match (epoch, key, kn) {
+            (Some(epoch), Some(key), Some(n)) => Some((Stamp { epoch, n }, key)),
+            _ => None,
+        })
+    }
+
+    /// The seed 001 signaling server's token secret shared by every node
+    /// (`p3:signaling:secret`, 64 hex digits, no expiry): `candidate` is stored if there is
+    /// none (`SET NX`, so racing nodes agree), and the stored one is returned. Also run
+    /// periodically with the node's secret, so a Redis that restarted empty gets it back
+    /// before a new node makes another.
+    pub(crate) async fn signaling_secret(
+        &self,
+        candidate: &[u8; 32],
+    ) -> redis::RedisResult<[u8; 32]> {
+        let hex: String = candidate.iter().map(|b| format!("{b:02x}")).collect();
+        let mut conn = self.conn().await?;
+        let (stored,): (String,) = redis::pipe()
+            .cmd("SET")
+            .arg("p3:signaling:secret")
+            .arg(&hex)
+            .arg("NX")
+            .ignore()
+            .get("p3:signaling:secret")
+            .query_async(&mut conn)
+            .await?;
+        let bad = || redis::RedisError::from((redis::ErrorKind::TypeError, "signaling secret"));
+        if stored.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(stored.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+                .map_err(|_| bad())?;
+        }
         Ok(out)
     }
 

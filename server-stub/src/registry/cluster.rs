@@ -336,6 +336,35 @@ impl Registry {
         self.remote.get(room).is_some_and(|m| m.contains_key(&to))
     }
 
+    /// A key of `room` from the cluster (`"<keyId>:<key>"`, set at `stamp`; PROTOCOL.md
+    /// §17 "Room keys"): if it is newer than the one held here, it is kept and sent to the
+    /// room's members here (after whatever they were told before). `for_join`: a member is
+    /// about to join here, keep it even if the room has none here yet; otherwise a room with
+    /// no member here keeps nothing.
+    pub(crate) fn shared_room_key(
+        &mut self,
+        room: &str,
+        stamp: crate::room_key::Stamp,
+        key: &str,
+        for_join: bool,
+    ) {
+        let locals = self.room_members(room);
+        if locals.is_empty() && !for_join {
+            return;
+        }
+        if let Some(msg) = self.room_keys.adopt(room, stamp, key) {
+            self.fan_out(room, &locals, msg);
+        }
+    }
+
+    /// Forgets `room`'s key if no member is left here (a cluster join that failed after
+    /// its key was kept).
+    pub(crate) fn forget_room_key_if_empty(&mut self, room: &str) {
+        if !self.rooms.contains_key(room) {
+            self.room_keys.forget(room);
+        }
+    }
+
     /// Sessions this node holds attached (a socket or an open SSE stream) and their last
     /// activity (ms since the epoch): their records' TTL is refreshed in the cluster's store,
     /// and their `seen` set (presence `lastSeen` for other nodes).

@@ -240,7 +240,7 @@ impl Registry {
             sse_limits: (config.sse_history, config.sse_history_bytes),
             app_version: config.app_version.clone(),
             reported_version: config.reported_version.clone(),
-            room_keys: RoomKeys::new(),
+            room_keys: RoomKeys::new(config.redis_url.is_some()),
             events: Vec::new(),
             outboxes: HashMap::new(),
             fanouts: Vec::new(),

@@ -3,6 +3,7 @@
 //! the app state owns it, the handler in [`super`] uses it.
 
 use crate::close;
+use crate::cluster::{signaling_room, Cluster, Kind, Publish};
 use axum::extract::ws::Utf8Bytes;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -60,15 +61,23 @@ pub(super) struct Member {
 }
 
 #[derive(Debug, Default)]
-pub(super) struct Rooms {
+pub(crate) struct Rooms {
     pub(super) members: HashMap<SessionId, Member>,
     pub(super) rooms: HashMap<String, Vec<SessionId>>,
+    /// With `--redis-url` ([`crate::cluster`]): the other nodes.
+    pub(super) cluster: Option<Arc<Cluster>>,
+    /// Cluster only: per room with members here, its members held by other nodes (session →
+    /// node), kept from the room stream's `sig-joined` / `sig-left` entries.
+    pub(super) remote: HashMap<String, HashMap<SessionId, String>>,
 }
 
 /// The signaling server's state: the token secret, authenticated sockets and rooms.
 #[derive(Debug)]
 pub(crate) struct Hub {
+    /// This process's secret: used until a cluster-wide one is known.
     secret: [u8; 32],
+    /// With `--redis-url`: the secret every node uses, from Redis ([`Hub::set_shared`]).
+    shared: std::sync::OnceLock<[u8; 32]>,
     /// How long a token is valid after it is issued, ms (`--signaling-token-ttl-s`).
     token_ttl_ms: u64,
     pub(super) next_conn: AtomicU64,
@@ -76,20 +85,41 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    /// A hub with a fresh secret from the OS CSPRNG, issuing tokens valid `token_ttl_ms`.
-    pub(crate) fn new(token_ttl_ms: u64) -> Hub {
+    /// A hub with a fresh secret from the OS CSPRNG, issuing tokens valid `token_ttl_ms`;
+    /// rooms span the nodes of `cluster`, if any.
+    pub(crate) fn new(token_ttl_ms: u64, cluster: Option<Arc<Cluster>>) -> Hub {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).expect("the OS random number generator is available");
         Hub {
             secret,
+            shared: std::sync::OnceLock::new(),
             token_ttl_ms,
             next_conn: AtomicU64::new(1),
-            inner: Mutex::new(Rooms::default()),
+            inner: Mutex::new(Rooms {
+                cluster,
+                ..Rooms::default()
+            }),
         }
     }
 
+    /// Whether the cluster-wide secret is known.
+    pub(crate) fn has_shared(&self) -> bool {
+        self.shared.get().is_some()
+    }
+
+    /// Uses `secret`, the cluster's (PROTOCOL.md §17), from now on: tokens issued with this
+    /// process's own secret before are no longer accepted. Set once; later calls do nothing.
+    pub(crate) fn set_shared(&self, secret: [u8; 32]) {
+        let _ = self.shared.set(secret);
+    }
+
+    /// The secret in use: the cluster's once known, else this process's.
+    pub(crate) fn secret(&self) -> &[u8; 32] {
+        self.shared.get().unwrap_or(&self.secret)
+    }
+
     fn mac(&self, sid: SessionId, expires_ms: u64) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.secret())
             .expect("HMAC takes keys of any length");
         mac.update(TOKEN_CONTEXT);
         mac.update(sid.to_string().as_bytes());
@@ -124,9 +154,9 @@ impl Hub {
         self.lock().members.len()
     }
 
-    /// Locks the hub; a lock poisoned by a panic brings the server down loudly (see
+    /// Locks the hub (also for the cluster's reader); a lock poisoned by a panic brings the server down loudly (see
     /// [`crate::lock`]: server-wide state is never reused half-updated).
-    pub(super) fn lock(&self) -> MutexGuard<'_, Rooms> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Rooms> {
         crate::lock::lock_or_abort(&self.inner, "signaling hub")
     }
 }
@@ -142,7 +172,9 @@ impl Rooms {
         }
     }
 
-    /// Takes `sid` out of its room; the others hear `peer_left` with `reason`.
+    /// Takes `sid` out of its room; the others hear `peer_left` with `reason` (on other
+    /// nodes too: a `sig-left` queued for the room's stream, a channel push, no Redis I/O
+    /// here).
     pub(super) fn leave(&mut self, sid: SessionId, reason: &str) {
         let Some(room) = self.members.get_mut(&sid).and_then(|m| m.room.take()) else {
             return;
@@ -153,6 +185,25 @@ impl Rooms {
             others.clone_from(list);
             if list.is_empty() {
                 self.rooms.remove(&room);
+                self.remote.remove(&room);
+            }
+        }
+        if let Some(c) = &self.cluster {
+            let name = signaling_room(&room);
+            if others.is_empty() {
+                c.unwatch(&name);
+            }
+            let left = Publish {
+                room: name,
+                kind: Kind::SigLeft,
+                sid,
+                lane: 0,
+                to: None,
+                body: reason.to_owned(),
+                at_ms: 0,
+            };
+            if !c.publish(left) {
+                tracing::error!(session = %sid, room, "cluster publisher full: a signaling leave is not told to other nodes");
             }
         }
         let ev = SignalingEvent::PeerLeft {
@@ -162,6 +213,75 @@ impl Rooms {
         };
         for o in others {
             self.send(o, &ev);
+        }
+    }
+
+    /// The members of `room` held by other nodes (cluster).
+    pub(super) fn remote_members(&self, room: &str) -> Vec<SessionId> {
+        let mut v: Vec<SessionId> = self
+            .remote
+            .get(room)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default();
+        v.sort_by_key(ToString::to_string);
+        v
+    }
+
+    /// Another node says `sid`'s socket there joined `room`: the members here hear
+    /// `peer_joined` (once), if the room has members here.
+    pub(crate) fn remote_joined(&mut self, room: &str, sid: SessionId, node: &str) {
+        let Some(locals) = self.rooms.get(room).cloned() else {
+            return;
+        };
+        let known = self
+            .remote
+            .entry(room.to_owned())
+            .or_default()
+            .insert(sid, node.to_owned())
+            .is_some();
+        if !known {
+            let ev = SignalingEvent::PeerJoined {
+                room_id: room.to_owned(),
+                from: sid.to_string(),
+            };
+            for o in locals {
+                self.send(o, &ev);
+            }
+        }
+    }
+
+    /// Another node says `sid`'s socket there left `room` (`reason`): the members here hear
+    /// `peer_left`, if it was a member there.
+    pub(crate) fn remote_left(&mut self, room: &str, sid: SessionId, node: &str, reason: &str) {
+        let Some(mirror) = self.remote.get_mut(room) else {
+            return;
+        };
+        if mirror.get(&sid).map(String::as_str) != Some(node) {
+            return;
+        }
+        mirror.remove(&sid);
+        let ev = SignalingEvent::PeerLeft {
+            room_id: room.to_owned(),
+            from: sid.to_string(),
+            reason: reason.to_owned(),
+        };
+        for o in self.rooms.get(room).cloned().unwrap_or_default() {
+            self.send(o, &ev);
+        }
+    }
+
+    /// A message another node relayed to `to`, a member of `room` here (`text`: the event as
+    /// sent); a full queue closes its socket with 1013 (the sender, on another node, cannot be
+    /// answered `backpressure`).
+    pub(crate) fn remote_relay(&self, room: &str, to: SessionId, text: &str) {
+        if !self.rooms.get(room).is_some_and(|l| l.contains(&to)) {
+            return;
+        }
+        if let Some(m) = self.members.get(&to) {
+            if !m.tx.try_send(text.to_owned().into()) {
+                m.close
+                    .send_replace(Some((close::TRY_AGAIN_LATER, "outbound queue full")));
+            }
         }
     }
 

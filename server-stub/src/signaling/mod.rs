@@ -7,8 +7,8 @@
 //!   `signalingToken` of the session's handshake response, `base64url(expiry ‖
 //!   HMAC-SHA256(server secret, "p3-signaling-v2" ‖ session id ‖ expiry))` with the expiry in
 //!   ms since the Unix epoch (8 bytes big-endian; `--signaling-token-ttl-s` after the
-//!   handshake), the secret 32 bytes from the OS CSPRNG per server process. Checked in
-//!   constant time; a wrong, expired or another session's token and a session that is gone
+//!   handshake), the secret 32 bytes from the OS CSPRNG per server process (per cluster
+//!   with several nodes, below). Checked in constant time; a wrong, expired or another session's token and a session that is gone
 //!   all get the same `unauthorized`. Answer: `auth_ok {sessionId}`. One
 //!   socket per session: authenticating on a new socket closes the old one (4409; its room
 //!   hears `peer_left` with reason `replaced`). The session is checked at `auth` only; the
@@ -42,12 +42,24 @@
 //!   even in the middle of a write to a peer that stopped reading: the write is raced against
 //!   the close, the close frame gets [`CLOSE_GRACE`], and the send task is aborted after twice
 //!   that, so a non-reading peer never pins its queue beyond that.
+//! - Several nodes (`--redis-url`, PROTOCOL.md §17): a room is also a cluster room
+//!   (`cluster::signaling_room`: its own stream, meta and members in Redis). A join
+//!   is written first (`sig-joined`, waiting for the answer with no lock held; Redis
+//!   unreachable: `internal`) and lists the members on other nodes in `joined`; leaves
+//!   (`sig-left`, with the reason) and relays to a target held elsewhere (`sig-relay`, the
+//!   event's text) are queued for the node's publisher, and the node holding the target
+//!   delivers them (a full queue there closes its socket with 1013). The token secret is
+//!   the cluster's (`p3:signaling:secret`, fetched before the first token is minted or
+//!   checked), and a session handshaked on another node is imported from its record at
+//!   `auth`, so a socket authenticates on any node. One socket per session holds per node
+//!   only.
 
 use crate::close;
 mod hub;
 
 pub(crate) use hub::Hub;
 
+use crate::cluster::{block_on, signaling_room, Kind, Publish};
 use crate::error::AppError;
 use crate::now_ms;
 use crate::state::AppState;
@@ -136,6 +148,8 @@ async fn run(socket: WebSocket, state: Arc<AppState>) {
     };
     let close_signal: Arc<Close> = Arc::new(watch::channel(None).0);
 
+    // Tokens minted by any node verify here (PROTOCOL.md §17).
+    state.cluster_signaling_secret().await;
     let mut closed_rx = close_signal.subscribe();
     // A peer that takes nothing for a heartbeat timeout while a message waits for it is as
     // gone as one that sends nothing for that long (issue 11: a peer that stops reading but
@@ -350,6 +364,10 @@ impl Conn {
                 session_id: sid.to_string(),
             });
         }
+        if state.cluster().is_some() && state.status(sid).is_none() {
+            // Handshaked on another node: known here from its record in the cluster.
+            block_on(state.cluster_import(sid));
+        }
         if state.status(sid).is_none() {
             return Err(refused_auth());
         }
@@ -396,10 +414,48 @@ impl Conn {
         )
         .map_err(|e| refused(e.code, e.error))?;
         let hub = state.signaling();
+        let current = hub.lock().members.get(&sid).and_then(|m| m.room.clone());
+        // Several nodes: the join is written to the room's stream first (no lock held), and
+        // its answer lists the members on the other nodes.
+        let published = match state.cluster() {
+            Some(c) if current.as_deref() != Some(room.as_str()) => {
+                let joined = Publish {
+                    room: signaling_room(&room),
+                    kind: Kind::SigJoined,
+                    sid,
+                    lane: 0,
+                    to: None,
+                    body: String::new(),
+                    at_ms: 0,
+                };
+                match block_on(c.publish_now(&joined)) {
+                    Some(Ok(Some(p))) => Some((c.clone(), p)),
+                    other => {
+                        tracing::warn!(session = %sid, room, answer = ?other.map(|r| r.map(|_| ())), "cluster signaling join failed");
+                        return Err(refused(
+                            ErrorCode::Internal,
+                            "the cluster's store is unreachable; retry the join",
+                        ));
+                    }
+                }
+            }
+            _ => None,
+        };
         let mut rooms = hub.lock();
         let current = rooms.members.get(&sid).and_then(|m| m.room.clone());
         if current.as_deref() != Some(room.as_str()) {
             rooms.leave(sid, "left");
+            if let Some((c, p)) = &published {
+                if !rooms.rooms.contains_key(&room) {
+                    let remote = p
+                        .members
+                        .iter()
+                        .filter(|m| m.sid != sid && m.node != c.node())
+                        .map(|m| (m.sid, m.node.clone()))
+                        .collect();
+                    rooms.remote.insert(room.clone(), remote);
+                }
+            }
             let list = rooms.rooms.entry(room.clone()).or_default();
             let others = list.clone();
             list.push(sid);
@@ -414,7 +470,7 @@ impl Conn {
                 rooms.send(o, &ev);
             }
         }
-        let peers = rooms
+        let mut peers: Vec<String> = rooms
             .rooms
             .get(&room)
             .map(|l| {
@@ -424,6 +480,17 @@ impl Conn {
                     .collect()
             })
             .unwrap_or_default();
+        peers.extend(
+            rooms
+                .remote_members(&room)
+                .iter()
+                .filter(|m| **m != sid)
+                .map(ToString::to_string),
+        );
+        drop(rooms);
+        if let Some((c, p)) = published {
+            c.watch(&signaling_room(&room), p.cursor);
+        }
         Ok(SignalingEvent::Joined {
             room_id: room,
             peers,
@@ -463,7 +530,9 @@ fn relay(state: &AppState, sid: SessionId, req: SignalingRequest) -> Result<(), 
             "join a room before signaling".into(),
         ));
     };
-    let list = rooms.rooms.get(&room).cloned().unwrap_or_default();
+    let mut list = rooms.rooms.get(&room).cloned().unwrap_or_default();
+    let remote = rooms.remote_members(&room);
+    list.extend(remote.iter().copied());
     let target = match named {
         Some(t) => match t.parse::<SessionId>() {
             Ok(t) if t != sid && list.contains(&t) => t,
@@ -496,7 +565,7 @@ fn relay(state: &AppState, sid: SessionId, req: SignalingRequest) -> Result<(), 
         }
     };
     let relayed = Relayed {
-        room_id: room,
+        room_id: room.clone(),
         from: sid.to_string(),
         to: target.to_string(),
         data: req.data.unwrap_or(Value::Null),
@@ -510,6 +579,29 @@ fn relay(state: &AppState, sid: SessionId, req: SignalingRequest) -> Result<(), 
     // Encoded (work proportional to the payload) after the hub's lock is released.
     let tx = rooms.members.get(&target).map(|m| m.tx.clone());
     drop(rooms);
+    if remote.contains(&target) {
+        // Held by another node: through the room's stream.
+        let Some(c) = state.cluster() else {
+            return Ok(());
+        };
+        let publish = Publish {
+            room: signaling_room(&room),
+            kind: Kind::SigRelay,
+            sid,
+            lane: 0,
+            to: Some(target),
+            body: encode(&ev).to_string(),
+            at_ms: 0,
+        };
+        return if c.publish(publish) {
+            Ok(())
+        } else {
+            Err(bad(
+                ErrorCode::Backpressure,
+                "the cluster's outbound queue is full; not delivered, retry later".into(),
+            ))
+        };
+    }
     let delivered = tx.is_some_and(|tx| tx.try_send(encode(&ev)));
     if delivered {
         Ok(())

@@ -52,6 +52,30 @@ impl AppState {
         }
     }
 
+    /// With a cluster: makes sure the seed 001 signaling server uses the cluster's token
+    /// secret (fetched, or stored if none, once; no lock held), so a `signalingToken` minted
+    /// by any node is good on every node. A Redis failure is logged: tokens stay this node's
+    /// until a later call succeeds.
+    pub(crate) async fn cluster_signaling_secret(&self) {
+        let Some(c) = self.cluster() else {
+            return;
+        };
+        let hub = self.signaling();
+        if hub.has_shared() {
+            return;
+        }
+        let mut candidate = [0u8; 32];
+        if getrandom::fill(&mut candidate).is_err() {
+            return;
+        }
+        match c.signaling_secret(&candidate).await {
+            Ok(secret) => hub.set_shared(secret),
+            Err(e) => {
+                tracing::warn!(error = %e, "signaling secret not shared: tokens are good on this node only")
+            }
+        }
+    }
+
     /// A ticket minted here is stored in the cluster (usable on any node, once).
     pub(crate) async fn cluster_ticket_minted(&self, sid: SessionId, ticket: &str) {
         if let Some(c) = self.cluster() {
@@ -194,6 +218,9 @@ impl AppState {
                 {
                     let mut reg = self.registry();
                     reg.set_remote(&room, &p.members, c.node());
+                    if let Some((stamp, key)) = p.key {
+                        reg.shared_room_key(&room, stamp, &key, true);
+                    }
                     reg.adopt_room(sid, &room, p.members.iter().find(|m| m.sid == sid));
                 }
                 c.watch(&room, p.cursor);
@@ -208,9 +235,10 @@ impl AppState {
     /// `join {room}` from `sid`'s socket `conn_id` (Control frame `seq`) in a cluster: checked
     /// here, written to the room's stream (membership and `joined` entry, atomically, with the
     /// room's members on every node), then joined in the registry with those members in its
-    /// `joined` answer. Redis unreachable: the join is refused with `internal`. A joiner that
-    /// asked for presence gets the other nodes' members with their last activity as stored in
-    /// Redis (one more round trip, before the registry lock).
+    /// `joined` answer, and the room's key in the cluster (made by this join if the room had
+    /// none) in its `room-key`. Redis unreachable: the join is refused with `internal`. A
+    /// joiner that asked for presence gets the other nodes' members with their last activity
+    /// as stored in Redis (one more round trip, before the registry lock).
     pub(crate) fn cluster_join(&self, sid: SessionId, conn_id: u64, room: String, seq: u64) {
         let Some(c) = self.cluster() else {
             return;
@@ -279,6 +307,9 @@ impl AppState {
             reg.set_remote(&room, &published.members, c.node());
         }
         reg.update_seen(&room, &seen);
+        if let Some((stamp, key)) = published.key {
+            reg.shared_room_key(&room, stamp, &key, true);
+        }
         match reg.join_at(sid, room.clone(), (at, published.cursor.n)) {
             Ok(()) => {
                 drop(reg);
@@ -286,6 +317,7 @@ impl AppState {
             }
             Err(e) => {
                 reg.reply(sid, conn_id, &error_msg(e.code, e.error, lane, Some(seq)));
+                reg.forget_room_key_if_empty(&room);
                 drop(reg);
                 c.publish(Publish {
                     kind: Kind::Left,
@@ -384,8 +416,19 @@ impl AppState {
         {
             self.cluster_gap(e, expected_epoch, *expected);
         }
-        if step == Step::Skip || e.node == self.cluster().map_or("", |c| c.node()) {
+        if e.node == self.cluster().map_or("", |c| c.node()) {
+            // This node's own `left` (skipped otherwise: delivered here when it happened)
+            // carries the room's new key, for the members here too.
+            if e.kind == Kind::Left {
+                self.cluster_room_key(e);
+            }
             return;
+        }
+        if step == Step::Skip {
+            return;
+        }
+        if let Some(room) = crate::cluster::signaling_room_of(&e.room) {
+            return self.cluster_signaling_entry(room, e);
         }
         match e.kind {
             Kind::Joined | Kind::Moved => {
@@ -409,6 +452,7 @@ impl AppState {
             }
             Kind::Left => {
                 let was = self.registry().remote_left(&e.room, e.sid, &e.node, e.at);
+                self.cluster_room_key(e);
                 if was && self.music.held(&e.room).is_some() {
                     // Vanished or left: the other node knows; the DJ grace is kept.
                     let ev = RoomEvent::Left {
@@ -425,6 +469,7 @@ impl AppState {
                         .on_event(&ev, |out| self.deliver_music(Some(&e.room), None, out));
                 }
             }
+            Kind::SigJoined | Kind::SigLeft | Kind::SigRelay => {}
             Kind::MusicIn => self.music_forwarded(&e.room, e.sid, &e.body),
             Kind::Music => {
                 self.music.mark_known(&e.room);
@@ -448,6 +493,46 @@ impl AppState {
                     reg.close_full(r);
                 }
             }
+        }
+    }
+
+    /// An entry of a seed 001 signaling server's room (`room`, [`crate::signaling`]) from
+    /// another node: membership and relays for the sockets here.
+    fn cluster_signaling_entry(&self, room: &str, e: &Entry) {
+        let mut rooms = self.signaling().lock();
+        match e.kind {
+            Kind::SigJoined => rooms.remote_joined(room, e.sid, &e.node),
+            Kind::SigLeft => rooms.remote_left(room, e.sid, &e.node, &e.body),
+            Kind::SigRelay => {
+                if let Some(to) = e.to {
+                    rooms.remote_relay(room, to, &e.body);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A `left` entry's new room key (if any) goes to the room's members here, after their
+    /// `peer-left` ([`crate::room_key`]).
+    fn cluster_room_key(&self, e: &Entry) {
+        if e.body.is_empty() {
+            return;
+        }
+        let stamp = crate::room_key::Stamp {
+            epoch: e.epoch.clone(),
+            n: e.n,
+        };
+        self.registry()
+            .shared_room_key(&e.room, stamp, &e.body, false);
+    }
+
+    /// After a gap in `room`'s stream (a rotation may be among the lost entries): the room's
+    /// key is read from the cluster's store and, if newer, handed to the members here.
+    async fn cluster_gap_key(&self, c: &Cluster, room: &str) {
+        match c.room_key(room).await {
+            Ok(Some((stamp, key))) => self.registry().shared_room_key(room, stamp, &key, false),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(room, error = %e, "room key not read after a stream gap"),
         }
     }
 
@@ -565,7 +650,11 @@ impl AppState {
                         Ok(entries) => {
                             for e in entries {
                                 let step = c.advance(&e);
+                                let gap = matches!(step, Step::Gap { .. });
                                 state.cluster_entry(&e, step);
+                                if gap {
+                                    state.cluster_gap_key(&c, &e.room).await;
+                                }
                             }
                             tokio::task::yield_now().await;
                         }
@@ -584,6 +673,14 @@ impl AppState {
                 let mut tick = tokio::time::interval(period);
                 loop {
                     tick.tick().await;
+                    state.cluster_signaling_secret().await;
+                    if state.signaling().has_shared() {
+                        // Re-stored if a Redis restart lost it (SET NX: never replaced).
+                        let secret = *state.signaling().secret();
+                        if let Err(e) = c.signaling_secret(&secret).await {
+                            tracing::debug!(error = %e, "signaling secret not re-stored");
+                        }
+                    }
                     let held = state.registry().held_sessions();
                     if let Err(e) = c.refresh(&held).await {
                         tracing::debug!(error = %e, "cluster TTL refresh failed");

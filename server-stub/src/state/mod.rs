@@ -163,6 +163,7 @@ impl AppState {
             caps: ServerCapabilities::default(),
             signaling: crate::signaling::Hub::new(
                 config.signaling_token_ttl_s.saturating_mul(1000),
+                cluster.clone(),
             ),
             shutdown: watch::channel(false).0,
             sockets: watch::channel(0).0,
