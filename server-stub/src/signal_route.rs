@@ -19,7 +19,7 @@
 //! - a full receiver queue: `backpressure`, as for any relay.
 
 use crate::registry::error_msg;
-use crate::state::AppState;
+use crate::state::{AppState, RelayNote};
 use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::frame::{FrameHeader, SessionId};
 use p3_lanes::core::lane::Lane;
@@ -100,7 +100,14 @@ pub(crate) fn relay_signal(
         Ok(Ok(t)) => t,
     };
     // The payload changed (`from`, `to`): encoded afresh for each receiver encoding.
-    let relayed = state.deliver_relay(sid, Lane::Messaging, &targets, &value, None, true);
+    let relayed = state.deliver_relay(
+        sid,
+        Lane::Messaging,
+        &targets,
+        &value,
+        None,
+        RelayNote::HISTORY,
+    );
     if !relayed.refused.is_empty() {
         refuse(WireError::new(
             ErrorCode::Backpressure,

@@ -144,6 +144,7 @@ impl AppState {
             lane: Lane::Sync.id(),
             to: None,
             body,
+            token: 0,
         }) {
             let msg = error_msg(
                 ErrorCode::Backpressure,
@@ -349,6 +350,7 @@ fn publish_music(c: &Cluster, room: &str, sid: SessionId, out: MusicOut) {
         lane: Lane::Sync.id(),
         to: None,
         body,
+        token: 0,
     }) {
         tracing::error!(
             room,
