@@ -104,6 +104,13 @@ if kind == 'relay' or kind == 'left' then return {id, n, epoch} end
 return {id, n, epoch, redis.call('HGETALL', KEYS[3])}
 ";
 
+/// Sets a session record's resume cursor only while the record lives. KEYS: session.
+/// ARGV: the cursor's JSON.
+pub const SET_RESUME: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'resume', ARGV[1]) end
+return 0
+";
+
 /// What a room stream entry says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -281,6 +288,7 @@ pub struct Cluster {
     session_ttl_ms: u64,
     ticket_ttl_ms: u64,
     script: redis::Script,
+    resume_script: redis::Script,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -375,6 +383,7 @@ impl Cluster {
             session_ttl_ms: config.session_ttl_s.saturating_mul(1000),
             ticket_ttl_ms: config.ticket_ttl_ms,
             script: redis::Script::new(PUBLISH),
+            resume_script: redis::Script::new(SET_RESUME),
         }))
     }
 
@@ -653,7 +662,8 @@ impl Cluster {
         self.handled.lock().ok()?.get(room).cloned()
     }
 
-    /// Writes resume cursors (session, JSON) into the sessions' records, one pipeline.
+    /// Writes resume cursors (session, JSON) into the sessions' records, one pipeline
+    /// ([`SET_RESUME`]: a record that expired is not recreated, and no TTL is touched).
     pub(crate) async fn write_resume(
         &self,
         cursors: &[(SessionId, String)],
@@ -663,14 +673,17 @@ impl Cluster {
         }
         let mut conn = self.conn().await?;
         let mut pipe = redis::pipe();
-        for (sid, json) in cursors {
-            pipe.cmd("HSET")
-                .arg(session_key(*sid))
-                .arg("resume")
-                .arg(json)
-                .ignore();
-            pipe.pexpire(session_key(*sid), self.session_ttl_ms as i64)
-                .ignore();
+        pipe.load_script(&self.resume_script).ignore();
+        let calls: Vec<_> = cursors
+            .iter()
+            .map(|(sid, json)| {
+                let mut inv = self.resume_script.prepare_invoke();
+                inv.key(session_key(*sid)).arg(json);
+                inv
+            })
+            .collect();
+        for inv in &calls {
+            pipe.invoke_script(inv).ignore();
         }
         pipe.query_async::<()>(&mut conn).await
     }
