@@ -4,7 +4,7 @@
 // streams to node0, each through its own balancer port: every session is handshaked on one
 // node and served by another, and the three pages, on three nodes, share a room over
 // WebSocket and SSE. Then node2 is SIGKILLed (B reconnects through its balancer port to
-// node0 and keeps its room), then redis-server is SIGKILLed and started again (nodes keep
+// node0 and keeps its room, and gets what A sent meanwhile, each once, in order), then redis-server is SIGKILLed and started again (nodes keep
 // serving their own members meanwhile; what was relayed during the outage reaches the other
 // nodes once it is back, each message once).
 
@@ -93,7 +93,14 @@ test('SIGKILL of a node: its page reconnects through the balancer to another nod
   assert.ok(A && B && C, 'the first test connected the pages');
   const statesBefore = await B.page.evaluate(() => window.states.length);
   const inboxA = await A.page.evaluate(() => window.inbox.length);
+  // Everything B got so far is acknowledged and in its resume cursor (written every 200 ms).
+  await sleep(600);
   cluster.nodes[2].proc.kill('SIGKILL');
+  // Sent while B's node is dead and B reconnects: they reach the room's stream through node1,
+  // and B's new node replays them after B's resume cursor (PROTOCOL.md §17 "Resuming a
+  // multiplexed session on another node"): each once, in order, on its lane.
+  const whileDown = [...numbered('a-while-b-down', 2, 10), ...numbered('a-while-b-down-data', 5, 5)];
+  await sendAll(A.page, whileDown);
   await waitFor(
     () => B.page.evaluate((since) => window.states.slice(since).includes('reconnecting') && window.client.state === 'open', statesBefore),
     RECONNECT_TIMEOUT_MS,
@@ -101,6 +108,7 @@ test('SIGKILL of a node: its page reconnects through the balancer to another nod
   );
   // B's balancer port now sends it to node0 (node2's backup), which took the session over.
   await waitFor(async () => nodeOf(B.sessionId) === 'node0', DELIVERY_TIMEOUT_MS, () => `B held by node0, not ${nodeOf(B.sessionId)}`);
+  await expectReceivedOnce(B.page, A.sessionId, whileDown);
 
   // Still in the room on both sides: messages flow both ways, to the room and to one member.
   const fromA = numbered('a-after-kill', 2, 10);

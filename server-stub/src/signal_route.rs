@@ -28,7 +28,7 @@
 //! publisher's queue full: `backpressure`.
 
 use crate::registry::error_msg;
-use crate::state::AppState;
+use crate::state::{AppState, RelayNote};
 use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::frame::{FrameHeader, SessionId};
 use p3_lanes::core::lane::Lane;
@@ -112,14 +112,21 @@ pub(crate) fn relay_signal(
         Ok(Ok(t)) => t,
     };
     // Other nodes: the target may be held by one of them (then `targets` is empty here).
-    if !state.cluster_relay(sid, Lane::Messaging, Some(target), &value) {
+    let Ok(key) = state.cluster_relay(sid, Lane::Messaging, Some(target), &value) else {
         return refuse(WireError::new(
             ErrorCode::Backpressure,
             "the cluster's outbound queue is full; signaling message not delivered, retry later",
         ));
-    }
+    };
     // The payload changed (`from`, `to`): encoded afresh for each receiver encoding.
-    let relayed = state.deliver_relay(sid, Lane::Messaging, &targets, &value, None, true);
+    let relayed = state.deliver_relay(
+        sid,
+        Lane::Messaging,
+        &targets,
+        &value,
+        None,
+        RelayNote { history: true, key },
+    );
     if !relayed.refused.is_empty() {
         refuse(WireError::new(
             ErrorCode::Backpressure,

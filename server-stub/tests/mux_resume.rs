@@ -5,7 +5,9 @@
 //! the server restarts. The receiver must get every number once and in order, or a
 //! discontinuity naming the lane right before a jump: never a silent gap or a duplicate.
 //! With `--test-latency-ms` the multiplexed frames go through the per-connection delay line
-//! (PROTOCOL.md §12.7) in order, both ways.
+//! (PROTOCOL.md §12.7) in order, both ways. Across nodes (issue 14, PROTOCOL.md §17): a
+//! receiver whose node dies resumes on another node (real redis-server) with the relays it
+//! had not acknowledged, once and in order, or the room stream's `discontinuity`.
 
 mod common;
 
@@ -603,4 +605,144 @@ async fn a_detached_members_lane_is_bounded_in_bytes() {
         got.len() <= 5,
         "at most 256 KiB of 60 KiB messages were kept: {got:?}"
     );
+}
+
+/// Steps every node for `ms` milliseconds.
+async fn pump(ns: &mut [&mut Node], ms: u64) {
+    let end = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < end {
+        for n in ns.iter_mut() {
+            n.step(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// Steps every node until `until(ns[0])`, or panics after 20 s.
+async fn pump_until(ns: &mut [&mut Node], until: impl Fn(&Node) -> bool) {
+    let end = Instant::now() + Duration::from_secs(20);
+    while !until(ns[0]) {
+        assert!(
+            Instant::now() < end,
+            "timed out; receiver saw {:?}",
+            ns[0].seen
+        );
+        for n in ns.iter_mut() {
+            n.step(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+fn messages(n: &Node) -> usize {
+    n.seen.iter().filter(|s| matches!(s, Seen::Msg(..))).count()
+}
+
+/// Two nodes on a real redis-server (each behind a proxy that can cut it off); a
+/// multiplexed receiver on node0 with a sender on its node (Messaging) and one on node1
+/// (Data). It gets and acknowledges 1..=10 of each, then loses its socket; 11..=20 of each
+/// reach node0 (and the room's stream) while it is away, unacknowledged; node0 dies (tasks
+/// aborted, Redis cut); with `trim` the room's stream is then emptied (`XTRIM MAXLEN 0`).
+/// The receiver reconnects through node1.
+async fn receiver_resumes_after_its_node_dies(trim: bool) -> Node {
+    let redis = common::cluster::redis().await.expect("redis-server");
+    let (mut n, proxies) = common::cluster::nodes_behind_proxies(&redis, 2).await;
+    let mut b = Node::new(n[0].addr, "receiver", "r").await;
+    let mut local = Node::new(n[0].addr, "local", "r").await;
+    let mut remote = Node::new(n[1].addr, "remote", "r").await;
+    for i in 1..=10 {
+        local
+            .send(Lane::Messaging, numbered(i, Lane::Messaging), &mut b)
+            .await;
+        remote
+            .send(Lane::Data, numbered(i, Lane::Data), &mut b)
+            .await;
+    }
+    pump_until(&mut [&mut b, &mut local, &mut remote], |b| {
+        messages(b) == 20
+    })
+    .await;
+    // Acknowledged, and the cursor written (every 200 ms).
+    pump(&mut [&mut b, &mut local, &mut remote], 800).await;
+    b.cut();
+    for i in 11..=20 {
+        local
+            .send(Lane::Messaging, numbered(i, Lane::Messaging), &mut remote)
+            .await;
+        remote
+            .send(Lane::Data, numbered(i, Lane::Data), &mut local)
+            .await;
+    }
+    pump(&mut [&mut local, &mut remote], 800).await;
+    n[0].crash();
+    proxies[0].cut();
+    drop(local);
+    if trim {
+        let _: i64 = redis
+            .cmd(
+                redis::cmd("XTRIM")
+                    .arg("p3:room:{r}:stream")
+                    .arg("MAXLEN")
+                    .arg(0),
+            )
+            .await;
+    }
+    b.addr = n[1].addr;
+    pump(&mut [&mut b, &mut remote], 3000).await;
+    b
+}
+
+/// Issue 14: a multiplexed session whose node dies resumes on another node with every relay
+/// it had not acknowledged, from both senders, once and in order (after the new node's
+/// `peer-restarted`); the ones it had acknowledged are not sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_node_died_gets_its_unacknowledged_relays_once_in_order() {
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: redis-server is not installed");
+        return;
+    }
+    let b = receiver_resumes_after_its_node_dies(false).await;
+    let all: Vec<u64> = (1..=20).collect();
+    for lane in [Lane::Messaging, Lane::Data] {
+        assert_eq!(check(&b.seen, lane), all, "{lane:?}: {:?}", b.seen);
+    }
+    assert!(
+        b.seen.contains(&Seen::Discontinuity(Lane::Messaging)),
+        "the new node's multiplexer is a restarted peer: {:?}",
+        b.seen
+    );
+    assert!(
+        !b.seen.iter().any(|s| matches!(s, Seen::SenderGap(..))),
+        "the room's stream still covers the cursor: {:?}",
+        b.seen
+    );
+}
+
+/// Issue 14: when the room's stream no longer reaches back to the resume cursor (trimmed:
+/// here all of it, `XTRIM MAXLEN 0`, as `--room-stream-len` does to old entries), the
+/// resumed session gets the §17 discontinuity (`history-lost`, room epochs and seqs) on
+/// each of its reliable lanes, never silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_cursor_the_stream_no_longer_covers_is_a_discontinuity() {
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: redis-server is not installed");
+        return;
+    }
+    let b = receiver_resumes_after_its_node_dies(true).await;
+    let first: Vec<u64> = (1..=10).collect();
+    for lane in [Lane::Messaging, Lane::Data] {
+        assert_eq!(check(&b.seen, lane), first, "{lane:?}: {:?}", b.seen);
+        assert!(
+            b.seen
+                .contains(&Seen::SenderGap(lane, "history-lost".into())),
+            "{lane:?}: {:?}",
+            b.seen
+        );
+    }
 }

@@ -10,8 +10,8 @@
 //! - `p3:ticket:{sid}:{sha256(ticket)}`: one per ticket, its TTL; redeemed by `DEL` (so once
 //!   in the whole cluster).
 //! - `p3:nonce:{nonce}`: a sign-in nonce (`0` issued, `1` used), its TTL.
-//! - `p3:room:{room}:stream` (entries `n`, `e`, `node`, `kind`, `sid`, `lane`, `to`, `body`;
-//!   membership entries also `o`, `since`, `at`), `p3:room:{room}:meta` (`e` epoch, `n` last
+//! - `p3:room:{room}:stream` (entries `n`, `e`, `node`, `kind`, `sid`, `lane`, `to`, `body`,
+//!   `q` the writing node's relay token; membership entries also `o`, `since`, `at`), `p3:room:{room}:meta` (`e` epoch, `n` last
 //!   entry number, `k` the room key `"<keyId>:<key>"` and `kn` the number of the entry that
 //!   set it, module `room_key`, `p:<node>` each node's last publish number) and
 //!   `p3:room:{room}:members` (session → `"<node> <order> <since>"`, see [`PUBLISH`]; a
@@ -21,6 +21,13 @@
 //! - `p3:signaling:secret`: the seed 001 signaling server's token secret, one for the
 //!   cluster (`Cluster::signaling_secret`); no expiry. Its rooms are rooms here under
 //!   `signaling_room`'s names.
+//!
+//! - `p3:session:{sid}` field `resume` (JSON [`resume::ResumeCursor`]: room, epoch, the
+//!   entry up to which the session's client acknowledged every relay for it, the acknowledged
+//!   entries above): written by the node holding a multiplexed session in a room, only when
+//!   it changed, every [`resume::RESUME_FLUSH`] (one pipeline for all sessions); it lives and
+//!   dies with the record. Read by the node that takes the session over, which replays the
+//!   room's relays after it ([`resume`]).
 //! - `p3:music:{room}:lease`, `:fence`, `:state`: a music room's single authority, its
 //!   fencing token and its state ([`lease`]; PROTOCOL.md §17 "Music rooms").
 //!
@@ -35,6 +42,7 @@
 
 pub mod lease;
 pub(crate) mod record;
+pub(crate) mod resume;
 
 use crate::room_key::Stamp;
 use p3_lanes::core::frame::SessionId;
@@ -42,7 +50,7 @@ use record::SessionRecord;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -58,6 +66,12 @@ pub const READ_BLOCK_MS: usize = 100;
 /// its members at most this many messages per room at a time (well under a socket's queue,
 /// `--queue-frames`), then reads again, giving their sockets time to drain.
 pub const READ_COUNT: usize = 64;
+/// Relay tokens whose entry a node remembers ([`resume`]): far more than a session's
+/// unacknowledged relays between two cursor writes.
+pub const RESOLVED_TOKENS: usize = 65_536;
+/// Entries a takeover reads back from a room's stream per round trip (newest first, down to
+/// the session's resume cursor).
+pub const REPLAY_PAGE: usize = 256;
 /// A Redis command's answer timeout (a dead Redis turns into an error, not a hang).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a node measures its Redis figures ([`Cluster::probe`]: a `PING`'s round trip,
@@ -76,7 +90,8 @@ pub const MAX_METRICS_BYTES: usize = 64 * 1024;
 /// `XADD`, expiry, all atomic. KEYS: stream, meta, members, session. ARGV: maxlen, new epoch,
 /// node, kind, sid, lane, to, body, ttl ms, room, publish number, the change's time (ms since
 /// the epoch, the writing node's clock), two candidate room keys (`"<keyId>:<key>"` with
-/// different ids, or empty). The room key (module `room_key`): a `joined` / `moved` of a room
+/// different ids, or empty), relay token (`q`: the writing node's token for a relay it
+/// delivered locally before writing it, [`resume`]; 0: none). The room key (module `room_key`): a `joined` / `moved` of a room
 /// without one stores the first candidate; a `left` that leaves members stores the candidate
 /// whose id differs from the old key's and writes it as the entry's `body`; a `left` that
 /// empties the room forgets it. Answers `{id, n, epoch}` (and, for `joined` and `moved`, the
@@ -150,7 +165,7 @@ elseif (kind == 'joined' or kind == 'moved') and ARGV[13] ~= ''
   redis.call('HSET', KEYS[2], 'k', ARGV[13], 'kn', n)
 end
 local fields = {'n', n, 'e', epoch, 'node', ARGV[3], 'kind', kind, 'sid', ARGV[5],
-  'lane', ARGV[6], 'to', ARGV[7], 'body', body}
+  'lane', ARGV[6], 'to', ARGV[7], 'body', body, 'q', ARGV[15]}
 if member then
   for _, v in ipairs({'o', order, 'since', since, 'at', ARGV[12]}) do table.insert(fields, v) end
 end
@@ -159,6 +174,13 @@ for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[9]) end
 if kind ~= 'joined' and kind ~= 'moved' and kind ~= 'sig-joined' then return {id, n, epoch} end
 return {id, n, epoch, redis.call('HGETALL', KEYS[3]), redis.call('HGET', KEYS[2], 'k'),
   redis.call('HGET', KEYS[2], 'kn')}
+";
+
+/// Sets a session record's resume cursor only while the record lives. KEYS: session.
+/// ARGV: the cursor's JSON.
+pub const SET_RESUME: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'resume', ARGV[1]) end
+return 0
 ";
 
 /// What a room stream entry says.
@@ -282,6 +304,8 @@ pub(crate) struct Publish {
     /// time, a leaver's last presence (PROTOCOL.md §6.2). Membership entries only (0
     /// otherwise).
     pub(crate) at_ms: u64,
+    /// A relay's token on the writing node ([`Cluster::next_token`]; 0: none).
+    pub(crate) token: u64,
 }
 
 /// A member of a room as the members hash keeps it ([`PUBLISH`]).
@@ -354,6 +378,8 @@ pub(crate) struct Entry {
     pub(crate) order: u64,
     pub(crate) since: u64,
     pub(crate) at: u64,
+    /// The writing node's relay token (0: none).
+    pub(crate) token: u64,
 }
 
 /// What to do with an entry ([`Cluster::advance`]).
@@ -371,6 +397,18 @@ pub(crate) enum Step {
     Skip,
 }
 
+/// A session as stored in Redis ([`Cluster::load_session`]).
+#[derive(Debug)]
+pub(crate) struct Stored {
+    pub(crate) rec: SessionRecord,
+    /// The node that holds it.
+    pub(crate) node: String,
+    /// Its room.
+    pub(crate) room: Option<String>,
+    /// Its resume cursor ([`resume`]), if a node wrote one.
+    pub(crate) resume: Option<resume::ResumeCursor>,
+}
+
 /// The cluster side of one node.
 pub struct Cluster {
     client: redis::Client,
@@ -380,7 +418,15 @@ pub struct Cluster {
     publish_rx: Mutex<Option<mpsc::Receiver<Publish>>>,
     /// Rooms this node reads, and where it is in each (a leaf lock).
     watched: Mutex<HashMap<String, Cursor>>,
+    /// Per room read, the last entry (epoch, number) whose delivery to this node's members is
+    /// done ([`Cluster::handled`]; a leaf lock).
+    handled: Mutex<HashMap<String, (String, u64)>>,
     stream_len: u64,
+    /// The last relay token handed out ([`Cluster::next_token`]).
+    tokens: AtomicU64,
+    /// Relay tokens of this node read back from the streams: token → (epoch, entry number),
+    /// the newest [`RESOLVED_TOKENS`] (a leaf lock).
+    resolved: Mutex<BTreeMap<u64, (String, u64)>>,
     key_ttl_ms: u64,
     session_ttl_ms: u64,
     ticket_ttl_ms: u64,
@@ -391,6 +437,7 @@ pub struct Cluster {
     lag_entries: AtomicU64,
     /// Age of the oldest entry of the last read, ms (0: the last read found nothing).
     lag_ms: AtomicU64,
+    resume_script: redis::Script,
 }
 
 /// A node's Redis figures (PROTOCOL.md §18.1): `/metrics` and the pulse `metrics` message.
@@ -439,6 +486,35 @@ fn ticket_key(sid: SessionId, ticket: &str) -> String {
     format!("p3:ticket:{sid}:{hex}")
 }
 
+/// A room stream entry as read, `None` (logged) if malformed.
+fn entry_of(room: &str, id: &redis::streams::StreamId) -> Option<Entry> {
+    let field = |f: &str| id.map.get(f).and_then(text).unwrap_or_default();
+    let (Some(kind), Ok(sid), Ok(n)) = (
+        Kind::parse(&field("kind")),
+        field("sid").parse::<SessionId>(),
+        field("n").parse::<u64>(),
+    ) else {
+        tracing::warn!(room, id = %id.id, "malformed room stream entry skipped");
+        return None;
+    };
+    Some(Entry {
+        room: room.to_owned(),
+        id: id.id.clone(),
+        n,
+        epoch: field("e"),
+        node: field("node"),
+        kind,
+        sid,
+        lane: field("lane").parse().unwrap_or(0),
+        to: field("to").parse().ok(),
+        body: field("body"),
+        order: field("o").parse().unwrap_or(0),
+        since: field("since").parse().unwrap_or(0),
+        at: field("at").parse().unwrap_or(0),
+        token: field("q").parse().unwrap_or(0),
+    })
+}
+
 /// A Redis bulk or integer value as text.
 fn text(v: &redis::Value) -> Option<String> {
     match v {
@@ -466,7 +542,10 @@ impl Cluster {
             publish_tx,
             publish_rx: Mutex::new(Some(publish_rx)),
             watched: Mutex::new(HashMap::new()),
+            handled: Mutex::new(HashMap::new()),
             stream_len: config.room_stream_len,
+            tokens: AtomicU64::new(0),
+            resolved: Mutex::new(BTreeMap::new()),
             key_ttl_ms: config.session_ttl_s.max(60).saturating_mul(2000),
             session_ttl_ms: config.session_ttl_s.saturating_mul(1000),
             ticket_ttl_ms: config.ticket_ttl_ms,
@@ -474,6 +553,7 @@ impl Cluster {
             rtt_us: AtomicU64::new(0),
             lag_entries: AtomicU64::new(0),
             lag_ms: AtomicU64::new(0),
+            resume_script: redis::Script::new(SET_RESUME),
         }))
     }
 
@@ -585,7 +665,8 @@ impl Cluster {
             .arg(number)
             .arg(p.at_ms)
             .arg(key1)
-            .arg(key2);
+            .arg(key2)
+            .arg(p.token);
         inv
     }
 
@@ -694,7 +775,11 @@ impl Cluster {
     /// Starts reading `room` after `cursor`, unless it is read already.
     pub(crate) fn watch(&self, room: &str, cursor: Cursor) {
         if let Ok(mut w) = self.watched.lock() {
-            w.entry(room.to_owned()).or_insert(cursor);
+            let c = w.entry(room.to_owned()).or_insert(cursor);
+            if let Ok(mut h) = self.handled.lock() {
+                h.entry(room.to_owned())
+                    .or_insert_with(|| (c.epoch.clone(), c.n));
+            }
         }
     }
 
@@ -710,6 +795,22 @@ impl Cluster {
     pub(crate) fn unwatch(&self, room: &str) {
         if let Ok(mut w) = self.watched.lock() {
             w.remove(room);
+            if let Ok(mut h) = self.handled.lock() {
+                h.remove(room);
+            }
+        }
+    }
+
+    /// Records that `e` was handled (delivered to this node's members, after
+    /// [`Cluster::advance`]): resume cursors may pass it ([`Cluster::read_position`]).
+    pub(crate) fn handled(&self, e: &Entry) {
+        let Ok(w) = self.watched.lock() else {
+            return;
+        };
+        if w.contains_key(&e.room) {
+            if let Ok(mut h) = self.handled.lock() {
+                h.insert(e.room.clone(), (e.epoch.clone(), e.n));
+            }
         }
     }
 
@@ -721,6 +822,14 @@ impl Cluster {
         let Some(c) = w.get_mut(&e.room) else {
             return Step::Skip;
         };
+        if e.node == self.node && e.token != 0 {
+            if let Ok(mut r) = self.resolved.lock() {
+                r.insert(e.token, (e.epoch.clone(), e.n));
+                while r.len() > RESOLVED_TOKENS {
+                    r.pop_first();
+                }
+            }
+        }
         let gap = (c.epoch != e.epoch || e.n != c.n.saturating_add(1)).then(|| Step::Gap {
             expected_epoch: c.epoch.clone(),
             expected: c.n.saturating_add(1),
@@ -781,33 +890,102 @@ impl Cluster {
                 if let Some(ms) = id.id.split('-').next().and_then(|t| t.parse::<u64>().ok()) {
                     oldest = oldest.max(now.saturating_sub(ms));
                 }
-                let field = |f: &str| id.map.get(f).and_then(text).unwrap_or_default();
-                let (Some(kind), Ok(sid), Ok(n)) = (
-                    Kind::parse(&field("kind")),
-                    field("sid").parse::<SessionId>(),
-                    field("n").parse::<u64>(),
-                ) else {
-                    tracing::warn!(room, id = %id.id, "malformed room stream entry skipped");
-                    continue;
-                };
-                out.push(Entry {
-                    room: (*room).to_owned(),
-                    id: id.id.clone(),
-                    n,
-                    epoch: field("e"),
-                    node: field("node"),
-                    kind,
-                    sid,
-                    lane: field("lane").parse().unwrap_or(0),
-                    to: field("to").parse().ok(),
-                    body: field("body"),
-                    order: field("o").parse().unwrap_or(0),
-                    since: field("since").parse().unwrap_or(0),
-                    at: field("at").parse().unwrap_or(0),
-                });
+                out.extend(entry_of(room, &id));
             }
         }
         self.lag_ms.store(oldest, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// A new relay token (never 0): a relay this node delivers locally and writes to its
+    /// room's stream carries it, so that the node learns the entry's number when it reads
+    /// the entry back ([`Cluster::resolve`]).
+    pub(crate) fn next_token(&self) -> u64 {
+        self.tokens.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The entry (epoch, number) of this node's relay `token`, once read back.
+    pub(crate) fn resolve(&self, token: u64) -> Option<(String, u64)> {
+        self.resolved.lock().ok()?.get(&token).cloned()
+    }
+
+    /// Where this node is in `room`'s stream: (epoch, number) of the last entry whose
+    /// delivery here is done (every entry up to it that was for a member of this node is in
+    /// the member's multiplexer).
+    pub(crate) fn read_position(&self, room: &str) -> Option<(String, u64)> {
+        self.handled.lock().ok()?.get(room).cloned()
+    }
+
+    /// Writes resume cursors (session, JSON) into the sessions' records, one pipeline
+    /// ([`SET_RESUME`]: a record that expired is not recreated, and no TTL is touched).
+    pub(crate) async fn write_resume(
+        &self,
+        cursors: &[(SessionId, String)],
+    ) -> redis::RedisResult<()> {
+        if cursors.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.resume_script).ignore();
+        let calls: Vec<_> = cursors
+            .iter()
+            .map(|(sid, json)| {
+                let mut inv = self.resume_script.prepare_invoke();
+                inv.key(session_key(*sid)).arg(json);
+                inv
+            })
+            .collect();
+        for inv in &calls {
+            pipe.invoke_script(inv).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// `room`'s stream entries after entry `after` of epoch `epoch`, up to `end` (an entry
+    /// id, included), oldest first: read newest first in pages of [`REPLAY_PAGE`] until an
+    /// entry at or before the cursor (or the stream's start), at most `--room-stream-len` +
+    /// [`REPLAY_PAGE`] entries.
+    pub(crate) async fn entries_since(
+        &self,
+        room: &str,
+        epoch: &str,
+        after: u64,
+        end: &str,
+    ) -> redis::RedisResult<Vec<Entry>> {
+        let mut conn = self.conn().await?;
+        let limit = usize::try_from(self.stream_len)
+            .unwrap_or(usize::MAX)
+            .saturating_add(REPLAY_PAGE);
+        let mut out: Vec<Entry> = Vec::new();
+        let mut upper = end.to_owned();
+        loop {
+            let page: redis::streams::StreamRangeReply = conn
+                .xrevrange_count(stream_key(room), &upper, "-", REPLAY_PAGE)
+                .await?;
+            let full = page.ids.len() == REPLAY_PAGE;
+            let mut reached = false;
+            for id in &page.ids {
+                if id.id == upper && !out.is_empty() {
+                    continue;
+                }
+                let Some(e) = entry_of(room, id) else {
+                    continue;
+                };
+                if e.epoch == epoch && e.n <= after {
+                    reached = true;
+                    break;
+                }
+                out.push(e);
+            }
+            match out.last() {
+                Some(last) if full && !reached && out.len() < limit => {
+                    upper = last.id.clone();
+                }
+                _ => break,
+            }
+        }
+        out.reverse();
         Ok(out)
     }
 
@@ -909,24 +1087,33 @@ impl Cluster {
         Ok(n == 1)
     }
 
-    /// A session's record, the node holding it and its room (`None`: unknown or expired).
-    pub(crate) async fn load_session(
-        &self,
-        sid: SessionId,
-    ) -> redis::RedisResult<Option<(SessionRecord, String, Option<String>)>> {
+    /// A session's record, the node holding it, its room and its resume cursor (`None`:
+    /// unknown or expired).
+    pub(crate) async fn load_session(&self, sid: SessionId) -> redis::RedisResult<Option<Stored>> {
         let mut conn = self.conn().await?;
-        let (rec, node, room): (Option<String>, Option<String>, Option<String>) =
-            redis::cmd("HMGET")
-                .arg(session_key(sid))
-                .arg("rec")
-                .arg("node")
-                .arg("room")
-                .query_async(&mut conn)
-                .await?;
+        type Fields = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let (rec, node, room, resume): Fields = redis::cmd("HMGET")
+            .arg(session_key(sid))
+            .arg("rec")
+            .arg("node")
+            .arg("room")
+            .arg("resume")
+            .query_async(&mut conn)
+            .await?;
         let Some(rec) = rec.and_then(|r| serde_json::from_str(&r).ok()) else {
             return Ok(None);
         };
-        Ok(Some((rec, node.unwrap_or_default(), room)))
+        Ok(Some(Stored {
+            rec,
+            node: node.unwrap_or_default(),
+            room,
+            resume: resume.and_then(|r| serde_json::from_str(&r).ok()),
+        }))
     }
 
     /// Marks the session held by this node and restarts its TTL.
@@ -1095,6 +1282,7 @@ mod tests {
             order: 0,
             since: 0,
             at: 0,
+            token: 0,
         }
     }
 

@@ -11,6 +11,7 @@ use super::Registry;
 use crate::auth::{SessionToken, Tickets, VerifiedIdentity};
 use crate::close;
 use crate::cluster::record::{transport_name, SessionRecord};
+use crate::cluster::resume::ResumeCursor;
 use crate::cluster::Member;
 use crate::limits::ip::IpKey;
 use p3_lanes::core::control::{Control, PresenceStatus};
@@ -117,7 +118,11 @@ impl Registry {
                 ip: IpKey::of(None),
                 attached: true,
                 mux: mux.is_some(),
-                out: Arc::new(Mutex::new(outbound::Transport { conn: None, mux })),
+                out: Arc::new(Mutex::new(outbound::Transport {
+                    conn: None,
+                    mux,
+                    resume: Default::default(),
+                })),
                 conn: None,
                 sse: is_sse_transport(transport)
                     .then(|| crate::sse::hub::SseHub::new(events, bytes)),
@@ -363,6 +368,28 @@ impl Registry {
         if !self.rooms.contains_key(room) {
             self.room_keys.forget(room);
         }
+    }
+
+    /// Starts `sid`'s resume log at `cursor` (it joined, or was taken over with its room).
+    pub(crate) fn start_resume(&self, sid: SessionId, cursor: ResumeCursor) {
+        if let Some(s) = self.sessions.get(&sid).filter(|s| s.mux) {
+            outbound::lock(&s.out).resume.start(cursor);
+        }
+    }
+
+    /// Every multiplexed session in a room, its room and its transport (whose resume log the
+    /// caller folds, with that lock only).
+    pub(crate) fn resume_transports(&self) -> Vec<(SessionId, String, outbound::SharedTransport)> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.mux)
+            .filter_map(|(id, s)| Some((*id, s.room.clone()?, s.out.clone())))
+            .collect()
+    }
+
+    /// `sid` as the receiver of a relay on `lane` (`None`: unknown, or `lane` not negotiated).
+    pub(crate) fn target_of(&self, sid: SessionId, lane: Lane) -> Option<Target> {
+        Target::of(sid, self.sessions.get(&sid)?, lane)
     }
 
     /// Sessions this node holds attached (a socket or an open SSE stream) and their last

@@ -457,7 +457,11 @@ impl Registry {
                 ip,
                 attached: false,
                 mux: mux.is_some(),
-                out: Arc::new(Mutex::new(outbound::Transport { conn: None, mux })),
+                out: Arc::new(Mutex::new(outbound::Transport {
+                    conn: None,
+                    mux,
+                    resume: Default::default(),
+                })),
                 conn: None,
                 sse: is_sse_transport(transport).then(|| SseHub::new(events, bytes)),
                 posts: PostLedger::new(),

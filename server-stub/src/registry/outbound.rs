@@ -20,6 +20,7 @@
 //! ([`Transport::send_or_close`]).
 
 use crate::close::{self, CloseSignal};
+use crate::cluster::resume::{RelayKey, ResumeLog};
 use axum::body::Bytes;
 use p3_lanes::core::control::Control;
 use p3_lanes::core::dictionary::Dictionary;
@@ -55,6 +56,7 @@ pub(crate) fn lock(t: &Mutex<Transport>) -> MutexGuard<'_, Transport> {
             if let Some(c) = g.conn.take() {
                 c.close.close(close::INTERNAL_ERROR, "internal error");
             }
+            g.resume.clear();
             if let Some(m) = g.mux.take() {
                 let mut cfg = m.config().clone();
                 let mut seed = [0u8; 8];
@@ -274,6 +276,8 @@ pub(crate) enum SendError {
 pub(crate) struct Transport {
     pub(crate) conn: Option<Conn>,
     pub(crate) mux: Option<Mux>,
+    /// The relays its multiplexer carries and its resume cursor (in a cluster room).
+    pub(crate) resume: ResumeLog,
 }
 
 impl Transport {
@@ -281,11 +285,26 @@ impl Transport {
     /// forget their oldest message instead of refusing while detached), else on the socket's
     /// queue with the socket's next seq for the lane.
     pub(crate) fn send(&mut self, msg: &Outgoing<'_>) -> Result<(), SendError> {
+        self.send_keyed(msg, None)
+    }
+
+    /// [`Transport::send`] for a relay whose place in its room's stream is `key`: noted for
+    /// the session's resume cursor when the multiplexer takes it on a reliable lane.
+    pub(crate) fn send_keyed(
+        &mut self,
+        msg: &Outgoing<'_>,
+        key: Option<&RelayKey>,
+    ) -> Result<(), SendError> {
         if let Some(m) = self.mux.as_mut() {
             let frame = header(msg, 0).encode(msg.payload);
             let sent = m.send(msg.lane, frame);
             if let Some(c) = &self.conn {
                 c.notify.notify_one();
+            }
+            if let (Ok(id), Some(key)) = (&sent, key) {
+                if msg.lane.spec().reliable {
+                    self.resume.record(id.lane, id.seq, key.clone());
+                }
             }
             return sent.map(|_| ()).map_err(|_| SendError::Full);
         }
@@ -502,6 +521,7 @@ mod tests {
         let mut t = Transport {
             conn: Some(Conn::new(1, q)),
             mux: None,
+            resume: ResumeLog::default(),
         };
         let msg = |lane| Outgoing {
             lane,
@@ -542,6 +562,7 @@ mod tests {
         let shared: SharedTransport = Arc::new(Mutex::new(Transport {
             conn: Some(conn),
             mux: Some(mux),
+            resume: ResumeLog::default(),
         }));
         let poisoner = shared.clone();
         let _ = std::thread::spawn(move || {

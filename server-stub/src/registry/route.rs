@@ -7,6 +7,7 @@ use super::encoded::Encoded;
 use super::outbound::{self, ControlFrames, Outgoing, SendError};
 use super::session::Session;
 use super::Registry;
+use crate::cluster::resume::RelayKey;
 use p3_lanes::core::control::Control;
 use p3_lanes::core::error::{ErrorCode, WireError};
 use p3_lanes::core::frame::{FrameHeader, SessionId};
@@ -160,7 +161,9 @@ impl Registry {
     }
 
     /// Queues a message on `lane` from `sender` (`None`: the server) for every target, in its
-    /// encoding from `encoded`, and records it in the targets' SSE histories when `history`.
+    /// encoding from `encoded`, and records it in the targets' SSE histories when `history`
+    /// (and, for a relay of a cluster room, its stream place `key` in the multiplexed
+    /// targets' resume logs, [`crate::cluster::resume`]).
     ///
     /// A multiplexed target gets it through its `Mux` whatever happened to its socket since
     /// the route (the `Mux` outlives sockets); a v1 target only on the socket it was routed to
@@ -174,6 +177,7 @@ impl Registry {
         targets: &[Target],
         encoded: &Encoded<'_>,
         history: bool,
+        key: Option<&RelayKey>,
     ) -> Vec<SessionId> {
         let mut refused = Vec::new();
         for t in targets {
@@ -205,7 +209,7 @@ impl Registry {
                 from: sender,
                 payload: &v.bytes,
             };
-            match outbound::lock(&s.out).send(&msg) {
+            match outbound::lock(&s.out).send_keyed(&msg, key) {
                 Ok(()) | Err(SendError::NotConnected) => {}
                 Err(SendError::Full) => refused.push(t.id),
             }
@@ -406,7 +410,14 @@ mod tests {
             &Dictionary::current(),
             None,
         );
-        let refused = reg.deliver(Some(sender), Lane::Messaging, &targets, &encoded, true);
+        let refused = reg.deliver(
+            Some(sender),
+            Lane::Messaging,
+            &targets,
+            &encoded,
+            true,
+            None,
+        );
         assert!(refused.is_empty());
         assert_eq!(
             queued(&reg),

@@ -201,6 +201,7 @@ impl Rooms {
                 to: None,
                 body: reason.to_owned(),
                 at_ms: 0,
+                token: 0,
             };
             if !c.publish(left) {
                 tracing::error!(session = %sid, room, "cluster publisher full: a signaling leave is not told to other nodes");

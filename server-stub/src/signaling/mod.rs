@@ -427,6 +427,7 @@ impl Conn {
                     to: None,
                     body: String::new(),
                     at_ms: 0,
+                    token: 0,
                 };
                 match block_on(c.publish_now(&joined)) {
                     Some(Ok(Some(p))) => Some((c.clone(), p)),
@@ -592,6 +593,7 @@ fn relay(state: &AppState, sid: SessionId, req: SignalingRequest) -> Result<(), 
             to: Some(target),
             body: encode(&ev).to_string(),
             at_ms: 0,
+            token: 0,
         };
         return if c.publish(publish) {
             Ok(())

@@ -12,7 +12,7 @@ use crate::registry::outbound::mono_ms;
 use crate::registry::session::PostOutcome;
 use crate::registry::HTTP_SENDER;
 use crate::signal_route;
-use crate::state::AppState;
+use crate::state::{AppState, RelayNote};
 use axum::body::Bytes;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::rejection::{BytesRejection, ExtensionRejection, PathRejection, QueryRejection};
@@ -719,13 +719,19 @@ fn post_data(
         state.music_message(sid, HTTP_SENDER, 0, value);
         return Ok(());
     }
-    if targets.is_ok() && only.is_none() && !state.cluster_relay(sid, h.lane, h.to, &value) {
-        return Err(AppError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Backpressure,
-            "the cluster's outbound queue is full; message not delivered to other nodes, retry later",
-        )
-        .into());
+    let mut key = None;
+    if targets.is_ok() && only.is_none() {
+        match state.cluster_relay(sid, h.lane, h.to, &value) {
+            Ok(k) => key = k,
+            Err(()) => {
+                return Err(AppError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::Backpressure,
+                    "the cluster's outbound queue is full; message not delivered to other nodes, retry later",
+                )
+                .into())
+            }
+        }
     }
     let mut targets = targets?;
     if let Some(only) = only {
@@ -743,7 +749,10 @@ fn post_data(
         &targets,
         &value,
         Some(original),
-        only.is_none(),
+        RelayNote {
+            history: only.is_none(),
+            key,
+        },
     );
     if !relayed.refused.is_empty() {
         return Err(Failed::Backpressure(relayed.refused));

@@ -4,11 +4,14 @@
 //! Every Redis call here runs with no lock held (module docs of [`super`]).
 
 use super::AppState;
-use crate::cluster::{block_on, Cluster, Entry, Kind, Member, Publish, Step};
+use crate::cluster::resume::{self, RelayKey, ResumeCursor, RESUME_FLUSH};
+use crate::cluster::{block_on, Cluster, Entry, Kind, Member, Publish, Step, Stored};
 use crate::error::AppError;
 use crate::music::Delivery;
 use crate::now_ms;
+use crate::registry::outbound;
 use crate::registry::{error_msg, RoomEvent};
+use crate::state::RelayNote;
 use p3_lanes::core::auth::{AuthReason, HandshakeAuth};
 use p3_lanes::core::error::ErrorCode;
 use p3_lanes::core::frame::SessionId;
@@ -159,7 +162,8 @@ impl AppState {
             return;
         }
         match c.load_session(sid).await {
-            Ok(Some((rec, _, _))) => {
+            Ok(Some(stored)) => {
+                let rec = stored.rec;
                 let mux = rec.mux.then(|| self.new_mux(&rec.lanes)).flatten();
                 self.registry().import(sid, rec, mux, Instant::now());
             }
@@ -173,12 +177,19 @@ impl AppState {
     /// A socket or SSE stream of `sid` opens here: this node holds the session from now on.
     /// If another node held it, it is taken over: imported from its record and, when it keeps
     /// its room across reconnects (multiplexed or SSE), put back in its room here (a `moved`
-    /// entry; the old node drops its copy, the other members hear nothing).
+    /// entry; the old node drops its copy, the other members hear nothing). A multiplexed
+    /// session with a resume cursor gets the room's relays it had not acknowledged again
+    /// ([`AppState::cluster_replay`]) before anything newer.
     pub(crate) async fn cluster_claim(&self, sid: SessionId) {
         let Some(c) = self.cluster() else {
             return;
         };
-        let (rec, node, room) = match c.load_session(sid).await {
+        let Stored {
+            rec,
+            node,
+            room,
+            resume,
+        } = match c.load_session(sid).await {
             Ok(Some(found)) => found,
             Ok(None) => return,
             Err(e) => {
@@ -193,6 +204,7 @@ impl AppState {
             return;
         }
         let keeps_room = rec.mux || is_sse_transport(&rec.transport);
+        let multiplexed = rec.mux;
         let mux = rec.mux.then(|| self.new_mux(&rec.lanes)).flatten();
         if !self.registry().import(sid, rec, mux, Instant::now()) {
             return;
@@ -212,9 +224,24 @@ impl AppState {
             to: None,
             body: String::new(),
             at_ms: now_ms(),
+            token: 0,
         };
         match c.publish_now(&moved).await {
             Ok(Some(p)) => {
+                let resume = resume.filter(|r| multiplexed && r.room == room);
+                let replay = match &resume {
+                    Some(r) => match c.entries_since(&room, &r.e, r.n, &p.cursor.id).await {
+                        Ok(entries) => Some(entries),
+                        Err(e) => {
+                            tracing::warn!(session = %sid, room, error = %e, "relays not replayed: the room's stream is unreadable");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                if let (Some(r), Some(entries)) = (&resume, &replay) {
+                    self.cluster_replay(sid, r, entries);
+                }
                 {
                     let mut reg = self.registry();
                     reg.set_remote(&room, &p.members, c.node());
@@ -222,6 +249,20 @@ impl AppState {
                         reg.shared_room_key(&room, stamp, &key, true);
                     }
                     reg.adopt_room(sid, &room, p.members.iter().find(|m| m.sid == sid));
+                    if multiplexed {
+                        // Follows on from the old cursor (its `skip` still holds), or from
+                        // the move when there was none to replay from.
+                        let start = match (resume, replay.is_some()) {
+                            (Some(r), true) => r,
+                            _ => ResumeCursor {
+                                room: room.clone(),
+                                e: p.cursor.epoch.clone(),
+                                n: p.cursor.n,
+                                skip: Vec::new(),
+                            },
+                        };
+                        reg.start_resume(sid, start);
+                    }
                 }
                 c.watch(&room, p.cursor);
             }
@@ -278,6 +319,7 @@ impl AppState {
             to: None,
             body: String::new(),
             at_ms: at,
+            token: 0,
         };
         let published = match block_on(c.publish_now(&joined)) {
             Some(Ok(Some(p))) => p,
@@ -312,6 +354,15 @@ impl AppState {
         }
         match reg.join_at(sid, room.clone(), (at, published.cursor.n)) {
             Ok(()) => {
+                reg.start_resume(
+                    sid,
+                    ResumeCursor {
+                        room: room.clone(),
+                        e: published.cursor.epoch.clone(),
+                        n: published.cursor.n,
+                        skip: Vec::new(),
+                    },
+                );
                 drop(reg);
                 c.watch(&room, published.cursor);
             }
@@ -347,22 +398,25 @@ impl AppState {
     }
 
     /// Writes a relay from `sid` on `lane` (to `to`, or to its room) to its room's stream
-    /// (every node with members there delivers it to its own). `false`: the publisher's queue is full (the
-    /// sender gets `backpressure`).
+    /// (every node with members there delivers it to its own). `Ok`: the relay's token, to
+    /// note with its local delivery (`None`: no cluster room); `Err`: the publisher's queue
+    /// is full (the sender gets `backpressure`).
+    #[allow(clippy::result_unit_err)]
     pub(crate) fn cluster_relay(
         &self,
         sid: SessionId,
         lane: Lane,
         to: Option<SessionId>,
         value: &Value,
-    ) -> bool {
+    ) -> Result<Option<RelayKey>, ()> {
         let Some(c) = self.cluster() else {
-            return true;
+            return Ok(None);
         };
         let Some(room) = self.registry().cluster_reach(sid) else {
-            return true;
+            return Ok(None);
         };
-        c.publish(Publish {
+        let token = c.next_token();
+        let queued = c.publish(Publish {
             room,
             kind: Kind::Relay,
             sid,
@@ -370,7 +424,86 @@ impl AppState {
             to,
             body: value.to_string(),
             at_ms: 0,
-        })
+            token,
+        });
+        if queued {
+            Ok(Some(RelayKey::Local(token)))
+        } else {
+            Err(())
+        }
+    }
+
+    /// Delivers to `sid` (just taken over, resuming at `cursor`) the relays of its room it
+    /// had not acknowledged, from `entries` (the stream after the cursor, up to its `moved`
+    /// entry), in stream order, each once; first, when the stream no longer reaches back to
+    /// the cursor, the discontinuity of PROTOCOL.md §17 on each of its reliable lanes but
+    /// Control.
+    fn cluster_replay(&self, sid: SessionId, cursor: &ResumeCursor, entries: &[Entry]) {
+        let (gap, relays) = resume::replay(cursor, sid, entries);
+        if let Some(g) = gap {
+            tracing::warn!(session = %sid, room = %cursor.room, expected = g.expected, got = g.n, "resume cursor no longer in the room's stream: discontinuity");
+            self.gap_notice(&[sid], &g.expected_epoch, g.expected, &g.epoch, g.n);
+        }
+        tracing::info!(session = %sid, room = %cursor.room, relays = relays.len(), "relays replayed to a session taken over");
+        for e in relays {
+            let (Some(lane), Ok(value)) = (
+                Lane::from_id(e.lane),
+                serde_json::from_str::<Value>(&e.body),
+            ) else {
+                continue;
+            };
+            let Some(target) = self.registry().target_of(sid, lane) else {
+                continue;
+            };
+            let note = RelayNote {
+                history: true,
+                key: Some(RelayKey::Entry {
+                    epoch: e.epoch.clone(),
+                    n: e.n,
+                }),
+            };
+            let relayed = self.deliver_relay(e.sid, lane, &[target], &value, None, note);
+            let mut reg = self.registry();
+            for r in relayed.refused {
+                reg.close_full(r);
+            }
+        }
+    }
+
+    /// Folds the multiplexed sessions' acknowledgements into their resume cursors and writes
+    /// the ones that changed (one pipeline; [`crate::cluster::resume`]). Each session's
+    /// transport lock is taken on its own, no lock is held during the write.
+    async fn cluster_write_resume(&self, c: &Cluster) {
+        let held = self.registry().resume_transports();
+        let mut changed = Vec::new();
+        for (sid, room, transport) in held {
+            let Some(read) = c.read_position(&room) else {
+                continue;
+            };
+            let mut t = outbound::lock(&transport);
+            let t = &mut *t;
+            if t.resume.room() != Some(room.as_str()) {
+                // Left the room it followed (a new join restarts the log).
+                t.resume.clear();
+                continue;
+            }
+            let Some(mux) = t.mux.as_ref() else {
+                continue;
+            };
+            let idle = mux.is_idle();
+            let cursor = t.resume.advance(
+                (&read.0, read.1),
+                |lane| mux.peer_acked(lane).unwrap_or(0),
+                |token| c.resolve(token),
+                idle,
+            );
+            if let Some(cur) = cursor {
+                changed.push((sid, serde_json::to_string(&cur).unwrap_or_default()));
+            }
+        }
+        if let Err(e) = c.write_resume(&changed).await {
+            tracing::debug!(error = %e, "resume cursors not written");
+        }
     }
 
     /// Leaves recorded by the registry go to the room's stream (in order, by the publisher);
@@ -398,6 +531,7 @@ impl AppState {
                     to: None,
                     body: String::new(),
                     at_ms: now_ms(),
+                    token: 0,
                 };
                 if !c.publish(left) {
                     tracing::error!(session = %sid, room, "cluster publisher full: a leave is not told to other nodes");
@@ -484,7 +618,14 @@ impl AppState {
                     return;
                 };
                 let targets = self.registry().local_targets(&e.room, lane, e.sid, e.to);
-                let relayed = self.deliver_relay(e.sid, lane, &targets, &value, None, true);
+                let note = RelayNote {
+                    history: true,
+                    key: Some(RelayKey::Entry {
+                        epoch: e.epoch.clone(),
+                        n: e.n,
+                    }),
+                };
+                let relayed = self.deliver_relay(e.sid, lane, &targets, &value, None, note);
                 // The sender is on another node and cannot be answered `backpressure`: a
                 // receiver too full to take it is closed with 1013 (it reconnects and
                 // resumes), never skipped silently.
@@ -575,22 +716,36 @@ impl AppState {
     /// lane it negotiated but Control, a server Data message in the discontinuity event shape
     /// (PROTOCOL.md §11.6, §17): `reason` `history-lost`, epochs and seqs of the room stream.
     fn cluster_gap(&self, e: &Entry, expected_epoch: &str, expected: u64) {
-        let epoch = |s: &str| u64::from_str_radix(s, 16).unwrap_or(0);
         let members = self.registry().room_members(&e.room);
         tracing::warn!(room = %e.room, expected, got = e.n, "room stream gap: discontinuity to members");
+        self.gap_notice(&members, expected_epoch, expected, &e.epoch, e.n);
+    }
+
+    /// The room-stream discontinuity of PROTOCOL.md §17 for `members`, on each reliable lane
+    /// they negotiated but Control: entry `expected` of epoch `expected_epoch` is gone,
+    /// delivery goes on at entry `n` of epoch `got_epoch`.
+    fn gap_notice(
+        &self,
+        members: &[SessionId],
+        expected_epoch: &str,
+        expected: u64,
+        got_epoch: &str,
+        n: u64,
+    ) {
+        let epoch = |s: &str| u64::from_str_radix(s, 16).unwrap_or(0);
         let deliveries: Vec<Delivery> = Lane::ALL
             .into_iter()
             .filter(|l| *l != Lane::Control && l.spec().reliable)
             .map(|lane| Delivery {
-                to: members.clone(),
+                to: members.to_vec(),
                 lane,
                 message: json!({
                     "type": "discontinuity",
                     "lane": lane.id(),
                     "expectedEpoch": epoch(expected_epoch),
                     "expectedSeq": expected,
-                    "epoch": epoch(&e.epoch),
-                    "seq": e.n,
+                    "epoch": epoch(got_epoch),
+                    "seq": n,
                     "reason": "history-lost",
                 }),
             })
@@ -655,6 +810,7 @@ impl AppState {
                                 if gap {
                                     state.cluster_gap_key(&c, &e.room).await;
                                 }
+                                c.handled(&e);
                             }
                             tokio::task::yield_now().await;
                         }
@@ -688,6 +844,17 @@ impl AppState {
                 }
             }
         });
+        let resume = tokio::spawn({
+            let (c, state) = (c.clone(), self.clone());
+            async move {
+                let mut tick = tokio::time::interval(RESUME_FLUSH);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    state.cluster_write_resume(&c).await;
+                }
+            }
+        });
         let leases = tokio::spawn({
             let (c, state) = (c.clone(), self.clone());
             async move {
@@ -716,6 +883,8 @@ impl AppState {
             let state = self.clone();
             async move { state.cluster_pulse_in(&c).await }
         });
-        vec![publisher, reader, keepalive, leases, probe, pulse_in]
+        vec![
+            publisher, reader, keepalive, resume, leases, probe, pulse_in,
+        ]
     }
 }

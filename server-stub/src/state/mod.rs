@@ -46,6 +46,7 @@ pub use crate::registry::session::{lane_grants, SessionStatus};
 pub use sweeper::spawn_sweeper;
 
 pub(crate) use crate::lock::lock_or_abort;
+pub(crate) use relay::RelayNote;
 
 use crate::config::Config;
 use crate::music::MusicService;

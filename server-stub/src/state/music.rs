@@ -145,6 +145,7 @@ impl AppState {
             to: None,
             body,
             at_ms: 0,
+            token: 0,
         }) {
             let msg = error_msg(
                 ErrorCode::Backpressure,
@@ -351,6 +352,7 @@ fn publish_music(c: &Cluster, room: &str, sid: SessionId, out: MusicOut) {
         to: None,
         body,
         at_ms: 0,
+        token: 0,
     }) {
         tracing::error!(
             room,

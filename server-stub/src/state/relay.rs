@@ -4,6 +4,7 @@
 //! ([`crate::sse`]), signaling on the Messaging lane and music deliveries all come through here.
 
 use super::AppState;
+use crate::cluster::resume::RelayKey;
 use crate::music::Delivery;
 use crate::registry::encoded::{Encoded, Variant};
 use crate::registry::route::{wanted_encodings, Target};
@@ -18,6 +19,24 @@ use std::time::Instant;
 /// could exceed `--max-frame-bytes`.
 pub(crate) const RELAY_HEADER_MAX: usize = 3 + 10 + 5 + 16;
 
+/// What a relay leaves behind besides its delivery.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RelayNote {
+    /// Recorded in the receivers' SSE histories.
+    pub(crate) history: bool,
+    /// Its place in its cluster room's stream, noted in the multiplexed receivers' resume
+    /// logs ([`crate::cluster::resume`]).
+    pub(crate) key: Option<RelayKey>,
+}
+
+impl RelayNote {
+    /// Recorded in SSE histories; not a cluster room's relay.
+    pub(crate) const HISTORY: RelayNote = RelayNote {
+        history: true,
+        key: None,
+    };
+}
+
 /// What a relay did.
 #[derive(Debug, Default)]
 pub(crate) struct Relayed {
@@ -31,8 +50,7 @@ pub(crate) struct Relayed {
 impl AppState {
     /// Relays `value` on `lane` from `sender` to `targets`: the sender's `original` bytes for
     /// receivers in its encoding, one transcoding per other encoding needed (outside the
-    /// registry lock), then one registry lock to queue it (and record it in SSE histories
-    /// when `history`).
+    /// registry lock), then one registry lock to queue it (and record it as `note` says).
     pub(crate) fn deliver_relay(
         &self,
         sender: SessionId,
@@ -40,7 +58,7 @@ impl AppState {
         targets: &[Target],
         value: &Value,
         original: Option<Variant<'_>>,
-        history: bool,
+        note: RelayNote,
     ) -> Relayed {
         if targets.is_empty() {
             return Relayed::default();
@@ -53,9 +71,14 @@ impl AppState {
             &self.dict,
             Some(max),
         );
-        let refused = self
-            .registry()
-            .deliver(Some(sender), lane, targets, &encoded, history);
+        let refused = self.registry().deliver(
+            Some(sender),
+            lane,
+            targets,
+            &encoded,
+            note.history,
+            note.key.as_ref(),
+        );
         // Metrics (crate::pulse): one message per receiver that got it, in its encoding.
         let (mut messages, mut bytes) = (0u64, 0u64);
         for t in targets.iter().filter(|t| !refused.contains(&t.id())) {
@@ -138,7 +161,7 @@ impl AppState {
             "seq": d.seq,
             "reason": reason,
         });
-        let relayed = self.deliver_relay(sid, d.lane, &targets, &value, None, true);
+        let relayed = self.deliver_relay(sid, d.lane, &targets, &value, None, RelayNote::HISTORY);
         // A notice is a protocol message: never dropped silently. A receiver too full to take
         // it is closed with 1013 (it reconnects and resynchronises).
         let mut reg = self.registry();

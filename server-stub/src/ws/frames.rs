@@ -7,7 +7,7 @@ use crate::registry::encoded::Variant;
 use crate::registry::error_msg;
 use crate::registry::outbound::{self, Transport};
 use crate::signal_route;
-use crate::state::AppState;
+use crate::state::{AppState, RelayNote};
 use axum::body::Bytes;
 use p3_lanes::core::control::{validate_room_name, Control};
 use p3_lanes::core::error::{ErrorCode, WireError};
@@ -242,10 +242,16 @@ fn relay(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeader, body: 
     if h.lane == Lane::Sync && h.to.is_none() && music::is_music_message(&value) {
         return state.music_message(sid, conn_id, h.seq, value);
     }
-    if targets.is_ok() && !state.cluster_relay(sid, h.lane, h.to, &value) {
-        let why = "the cluster's outbound queue is full; message not delivered to other nodes, retry later";
-        let wire = WireError::new(ErrorCode::Backpressure, why);
-        return send_error(state, sid, conn_id, wire, lane, seq);
+    let mut key = None;
+    if targets.is_ok() {
+        match state.cluster_relay(sid, h.lane, h.to, &value) {
+            Ok(k) => key = k,
+            Err(()) => {
+                let why = "the cluster's outbound queue is full; message not delivered to other nodes, retry later";
+                let wire = WireError::new(ErrorCode::Backpressure, why);
+                return send_error(state, sid, conn_id, wire, lane, seq);
+            }
+        }
     }
     let targets = match targets {
         Ok(t) if t.is_empty() => return,
@@ -259,7 +265,14 @@ fn relay(state: &AppState, sid: SessionId, conn_id: u64, h: &FrameHeader, body: 
         bytes: Cow::Borrowed(body),
         dict_version: h.dict_version,
     };
-    let relayed = state.deliver_relay(sid, h.lane, &targets, &value, Some(original), true);
+    let relayed = state.deliver_relay(
+        sid,
+        h.lane,
+        &targets,
+        &value,
+        Some(original),
+        RelayNote { history: true, key },
+    );
     if !relayed.refused.is_empty() {
         let ids: Vec<String> = relayed.refused.iter().map(ToString::to_string).collect();
         let why = format!(

@@ -458,6 +458,14 @@ impl Mux {
             .map_or(0, SendWindow::retransmitted)
     }
 
+    /// The highest sequence number of reliable `lane` the peer acknowledged cumulatively in
+    /// this side's sending epoch (0: none yet).
+    pub fn peer_acked(&self, lane: Lane) -> Option<u64> {
+        self.lane(lane)
+            .and_then(|l| l.tx.as_ref())
+            .map(SendWindow::peer_acked)
+    }
+
     /// This side's sending epoch of reliable `lane`.
     pub fn epoch(&self, lane: Lane) -> Option<u32> {
         self.lane(lane)
