@@ -80,11 +80,21 @@ fn bad_options_are_invalid_argument() {
         json!({"retryAfterMs": -1}),
         json!({"beforePurge": "not a function"}),
         json!({"currentVersion": 7}),
+        json!({"maxAttempts": "3"}),
+        json!({"recheckOnVisible": "yes"}),
+        json!({"versionUrl": ["/v"]}),
     ] {
         let err = CacheGuard::new(js(&bad), JsValue::UNDEFINED)
             .err()
             .unwrap_or_else(|| panic!("{bad} accepted"));
         assert_eq!(code_of(&err), "invalid_argument", "{bad}");
+        // The message names the offending field.
+        let message: String = Reflect::get(&err, &"message".into())
+            .unwrap()
+            .as_string()
+            .unwrap();
+        let field = bad.as_object().unwrap().keys().next().unwrap();
+        assert!(message.contains(field.as_str()), "{bad}: {message}");
     }
 }
 
