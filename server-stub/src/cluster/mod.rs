@@ -472,6 +472,10 @@ fn stream_key(room: &str) -> String {
     format!("p3:room:{{{room}}}:stream")
 }
 
+fn meta_key(room: &str) -> String {
+    format!("p3:room:{{{room}}}:meta")
+}
+
 fn session_key(sid: SessionId) -> String {
     format!("p3:session:{sid}")
 }
@@ -596,10 +600,7 @@ impl Cluster {
         }
         let mut pipe = redis::pipe();
         for (room, _) in &rooms {
-            pipe.cmd("HMGET")
-                .arg(format!("p3:room:{{{room}}}:meta"))
-                .arg("e")
-                .arg("n");
+            pipe.cmd("HMGET").arg(meta_key(room)).arg("e").arg("n");
         }
         let metas: Vec<(Option<String>, Option<u64>)> = pipe.query_async(&mut conn).await?;
         let lag = rooms
@@ -649,7 +650,7 @@ impl Cluster {
         };
         let mut inv = self.script.prepare_invoke();
         inv.key(stream_key(room))
-            .key(format!("p3:room:{{{room}}}:meta"))
+            .key(meta_key(room))
             .key(format!("p3:room:{{{room}}}:members"))
             .key(session_key(p.sid))
             .arg(self.stream_len)
@@ -994,7 +995,7 @@ impl Cluster {
     pub(crate) async fn room_key(&self, room: &str) -> redis::RedisResult<Option<(Stamp, String)>> {
         let mut conn = self.conn().await?;
         let (epoch, key, kn): (Option<String>, Option<String>, Option<u64>) = redis::cmd("HMGET")
-            .arg(format!("p3:room:{{{room}}}:meta"))
+            .arg(meta_key(room))
             .arg("e")
             .arg("k")
             .arg("kn")

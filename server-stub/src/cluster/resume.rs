@@ -55,6 +55,19 @@ pub(crate) struct ResumeCursor {
     pub(crate) skip: Vec<u64>,
 }
 
+impl ResumeCursor {
+    /// The cursor of a session that has acknowledged nothing in `room` after stream entry
+    /// `at` (its `joined` or `moved` entry).
+    pub(crate) fn at(room: &str, at: &crate::cluster::Cursor) -> ResumeCursor {
+        ResumeCursor {
+            room: room.to_owned(),
+            e: at.epoch.clone(),
+            n: at.n,
+            skip: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Record {
     lane: Lane,

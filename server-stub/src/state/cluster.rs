@@ -254,12 +254,7 @@ impl AppState {
                         // the move when there was none to replay from.
                         let start = match (resume, replay.is_some()) {
                             (Some(r), true) => r,
-                            _ => ResumeCursor {
-                                room: room.clone(),
-                                e: p.cursor.epoch.clone(),
-                                n: p.cursor.n,
-                                skip: Vec::new(),
-                            },
+                            _ => ResumeCursor::at(&room, &p.cursor),
                         };
                         reg.start_resume(sid, start);
                     }
@@ -354,15 +349,7 @@ impl AppState {
         }
         match reg.join_at(sid, room.clone(), (at, published.cursor.n)) {
             Ok(()) => {
-                reg.start_resume(
-                    sid,
-                    ResumeCursor {
-                        room: room.clone(),
-                        e: published.cursor.epoch.clone(),
-                        n: published.cursor.n,
-                        skip: Vec::new(),
-                    },
-                );
+                reg.start_resume(sid, ResumeCursor::at(&room, &published.cursor));
                 drop(reg);
                 c.watch(&room, published.cursor);
             }
@@ -844,35 +831,25 @@ impl AppState {
                 }
             }
         });
-        let resume = tokio::spawn({
+        let resume = every(RESUME_FLUSH, {
             let (c, state) = (c.clone(), self.clone());
-            async move {
-                let mut tick = tokio::time::interval(RESUME_FLUSH);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    state.cluster_write_resume(&c).await;
-                }
+            move || {
+                let (c, state) = (c.clone(), state.clone());
+                async move { state.cluster_write_resume(&c).await }
             }
         });
-        let leases = tokio::spawn({
+        let leases = every(crate::cluster::lease::LEASE_TICK, {
             let (c, state) = (c.clone(), self.clone());
-            async move {
-                let mut tick = tokio::time::interval(crate::cluster::lease::LEASE_TICK);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    state.music_leases_round(&c).await;
-                }
+            move || {
+                let (c, state) = (c.clone(), state.clone());
+                async move { state.music_leases_round(&c).await }
             }
         });
-        let probe = tokio::spawn({
+        let probe = every(crate::cluster::PROBE_PERIOD, {
             let c = c.clone();
-            async move {
-                let mut tick = tokio::time::interval(crate::cluster::PROBE_PERIOD);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
+            move || {
+                let c = c.clone();
+                async move {
                     if let Err(e) = c.probe().await {
                         tracing::debug!(error = %e, "cluster probe failed");
                     }
@@ -887,4 +864,21 @@ impl AppState {
             publisher, reader, keepalive, resume, leases, probe, pulse_in,
         ]
     }
+}
+
+/// Spawns a task that runs `round` every `period`, one round at a time (a round that overruns
+/// delays the next; missed ticks never burst), until aborted.
+fn every<F, Fut>(period: Duration, mut round: F) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            round().await;
+        }
+    })
 }
