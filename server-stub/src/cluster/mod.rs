@@ -472,6 +472,20 @@ fn stream_key(room: &str) -> String {
     format!("p3:room:{{{room}}}:stream")
 }
 
+/// The sessions `remote` (room → members held by other nodes) lists for `room`, sorted by
+/// their ids' text (a stable order across calls).
+pub(crate) fn remote_sids<V>(
+    remote: &HashMap<String, HashMap<SessionId, V>>,
+    room: &str,
+) -> Vec<SessionId> {
+    let mut v: Vec<SessionId> = remote
+        .get(room)
+        .map(|m| m.keys().copied().collect())
+        .unwrap_or_default();
+    v.sort_by_key(ToString::to_string);
+    v
+}
+
 fn meta_key(room: &str) -> String {
     format!("p3:room:{{{room}}}:meta")
 }

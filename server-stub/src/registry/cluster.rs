@@ -195,13 +195,7 @@ impl Registry {
 
     /// The members of `room` on other nodes.
     pub(crate) fn remote_members(&self, room: &str) -> Vec<SessionId> {
-        let mut v: Vec<SessionId> = self
-            .remote
-            .get(room)
-            .map(|m| m.keys().copied().collect())
-            .unwrap_or_default();
-        v.sort_by_key(ToString::to_string);
-        v
+        crate::cluster::remote_sids(&self.remote, room)
     }
 
     /// Puts `sid` (just imported) back in `room` without telling anyone: it never left, its

@@ -219,13 +219,7 @@ impl Rooms {
 
     /// The members of `room` held by other nodes (cluster).
     pub(super) fn remote_members(&self, room: &str) -> Vec<SessionId> {
-        let mut v: Vec<SessionId> = self
-            .remote
-            .get(room)
-            .map(|m| m.keys().copied().collect())
-            .unwrap_or_default();
-        v.sort_by_key(ToString::to_string);
-        v
+        crate::cluster::remote_sids(&self.remote, room)
     }
 
     /// Another node says `sid`'s socket there joined `room`: the members here hear
